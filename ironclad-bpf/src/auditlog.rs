@@ -1,0 +1,319 @@
+//! The audit log: one structured record for every load, audit result, pin, attach,
+//! detach and map update.
+//!
+//! Records go to an [`AuditSink`] the embedder chooses: [`JsonLinesFile`] appends one
+//! JSON object per line to a file (what the reference daemon uses), [`MemorySink`] keeps
+//! them for inspection, [`NullSink`] drops them. A record looks like:
+//!
+//! ```json
+//! {"time":"2026-11-22T08:00:00.123456789Z","time_ns":1795334400123456789,
+//!  "action":"map_update","object":"shield","target":"ic_rules_v4","outcome":"ok",
+//!  "detail":"key=18000000cb007100","who":{"pid":4242,"uid":0,"comm":"agent","exe":"/usr/bin/agent"}}
+//! ```
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ironclad_core::identity::ProcessIdentity;
+use serde::Serialize;
+
+use crate::error::{BpfError, Result};
+
+/// What was done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AuditAction {
+    /// The helper audit of an object (outcome `ok` or `refused`).
+    Audit,
+    /// Loading an object into the kernel.
+    Load,
+    /// Pinning a map or link (a new pin).
+    Pin,
+    /// Reusing an existing pin.
+    Reuse,
+    /// Removing a pin.
+    Unpin,
+    /// Attaching a program.
+    Attach,
+    /// Detaching a program.
+    Detach,
+    /// Writing or deleting map elements.
+    MapUpdate,
+}
+
+/// How it went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Done.
+    Ok,
+    /// Refused by Ironclad's own checks (the audit).
+    Refused,
+    /// Failed in the kernel or the file system.
+    Failed,
+}
+
+/// The process that acted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Who {
+    /// Process id.
+    pub pid: u32,
+    /// Real uid.
+    pub uid: u32,
+    /// Command name.
+    pub comm: String,
+    /// Executable path, if readable.
+    pub exe: Option<PathBuf>,
+}
+
+impl Who {
+    fn current() -> Self {
+        match ProcessIdentity::current() {
+            Ok(id) => Self {
+                pid: id.pid,
+                uid: id.uid,
+                comm: id.comm,
+                exe: id.exe,
+            },
+            Err(_) => Self {
+                pid: std::process::id(),
+                uid: u32::MAX,
+                comm: String::new(),
+                exe: None,
+            },
+        }
+    }
+}
+
+/// One audit record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditRecord {
+    /// RFC 3339 UTC time with nanoseconds.
+    pub time: String,
+    /// Nanoseconds since the Unix epoch.
+    pub time_ns: u128,
+    /// What was done.
+    pub action: AuditAction,
+    /// The BPF object concerned (`shield`...).
+    pub object: String,
+    /// The map, program, link or pin path concerned.
+    pub target: String,
+    /// How it went.
+    pub outcome: Outcome,
+    /// Free-form detail: the error, the key written, the interface...
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+    /// Who did it.
+    pub who: Who,
+}
+
+impl AuditRecord {
+    /// The record as one JSON line (no trailing newline).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| {
+            format!("{{\"action\":\"serialization_failed\",\"detail\":\"{e}\"}}")
+        })
+    }
+}
+
+/// Where audit records go. Implementations must not block for long: records are written
+/// on the caller's thread.
+pub trait AuditSink: Send + Sync {
+    /// Receives one record.
+    fn record(&self, record: &AuditRecord);
+}
+
+/// Drops every record.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NullSink;
+
+impl AuditSink for NullSink {
+    fn record(&self, _record: &AuditRecord) {}
+}
+
+/// Keeps every record in memory.
+#[derive(Debug, Default)]
+pub struct MemorySink {
+    records: Mutex<Vec<AuditRecord>>,
+}
+
+impl MemorySink {
+    /// An empty sink.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A copy of the records so far.
+    pub fn records(&self) -> Vec<AuditRecord> {
+        self.records.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+impl AuditSink for MemorySink {
+    fn record(&self, record: &AuditRecord) {
+        if let Ok(mut records) = self.records.lock() {
+            records.push(record.clone());
+        }
+    }
+}
+
+/// Appends one JSON object per line to a file, flushed after every record.
+#[derive(Debug)]
+pub struct JsonLinesFile {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+impl JsonLinesFile {
+    /// Opens (creating, mode 0600) `path` for appending.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = path.as_ref().to_path_buf();
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|source| BpfError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(Self {
+            path,
+            file: Mutex::new(file),
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AuditSink for JsonLinesFile {
+    fn record(&self, record: &AuditRecord) {
+        if let Ok(mut file) = self.file.lock() {
+            let mut line = record.to_json();
+            line.push('\n');
+            // An audit write failure must not stop enforcement; it is reported on stderr.
+            if let Err(e) = file.write_all(line.as_bytes()) {
+                eprintln!("ironclad: audit log {}: {e}", self.path.display());
+            }
+        }
+    }
+}
+
+/// The handle every component writes audit records through.
+#[derive(Clone)]
+pub struct AuditLog {
+    sink: Arc<dyn AuditSink>,
+    who: Arc<Who>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog").field("who", &self.who).finish()
+    }
+}
+
+impl AuditLog {
+    /// A log writing to `sink`, attributing records to the current process.
+    pub fn new(sink: Arc<dyn AuditSink>) -> Self {
+        Self {
+            sink,
+            who: Arc::new(Who::current()),
+        }
+    }
+
+    /// Writes one record.
+    pub fn record(
+        &self,
+        action: AuditAction,
+        object: &str,
+        target: &str,
+        outcome: Outcome,
+        detail: impl Into<String>,
+    ) {
+        let now = SystemTime::now();
+        let time_ns = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        self.sink.record(&AuditRecord {
+            time: humantime::format_rfc3339_nanos(now).to_string(),
+            time_ns,
+            action,
+            object: object.to_string(),
+            target: target.to_string(),
+            outcome,
+            detail: detail.into(),
+            who: (*self.who).clone(),
+        });
+    }
+
+    /// Records `result` of an operation with `Ok`/`Failed` and the error as detail.
+    pub(crate) fn result<T, E: std::fmt::Display>(
+        &self,
+        action: AuditAction,
+        object: &str,
+        target: &str,
+        detail: &str,
+        result: &std::result::Result<T, E>,
+    ) {
+        match result {
+            Ok(_) => self.record(action, object, target, Outcome::Ok, detail),
+            Err(e) => {
+                let detail = if detail.is_empty() {
+                    e.to_string()
+                } else {
+                    format!("{detail}: {e}")
+                };
+                self.record(action, object, target, Outcome::Failed, detail);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_serialize_as_one_json_line() {
+        let sink = Arc::new(MemorySink::new());
+        let log = AuditLog::new(sink.clone());
+        log.record(
+            AuditAction::MapUpdate,
+            "shield",
+            "ic_rules_v4",
+            Outcome::Ok,
+            "key=18000000cb007100",
+        );
+        let records = sink.records();
+        assert_eq!(records.len(), 1);
+        let json = records[0].to_json();
+        assert!(!json.contains('\n'));
+        let value: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+        assert_eq!(value["action"], "map_update");
+        assert_eq!(value["object"], "shield");
+        assert_eq!(value["outcome"], "ok");
+        assert_eq!(value["who"]["pid"], std::process::id());
+        assert!(value["time"].as_str().is_some_and(|t| t.ends_with('Z')));
+    }
+
+    #[test]
+    fn json_file_sink_appends_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.jsonl");
+        let sink = Arc::new(JsonLinesFile::open(&path).expect("open"));
+        let log = AuditLog::new(sink);
+        log.record(AuditAction::Load, "shield", "", Outcome::Ok, "");
+        log.record(AuditAction::Pin, "shield", "/sys/fs/bpf/x", Outcome::Failed, "EPERM");
+        let text = std::fs::read_to_string(&path).expect("read");
+        let lines: Vec<_> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[1].contains("\"outcome\":\"failed\""));
+    }
+}

@@ -1,0 +1,48 @@
+//! Compile-time proof that the Rust mirrors in `ironclad_core::abi` match the C ABI
+//! header: every size, field offset and constant is compared with the types
+//! libbpf-cargo generated from the BTF of the compiled objects. A drift fails the build.
+
+use core::mem::{offset_of, size_of};
+
+use ironclad_core::abi;
+
+use crate::object::shield_skel::types as c;
+
+macro_rules! same_layout {
+    ($rust:ty, $c:ty, [$($field:ident),* $(,)?]) => {
+        const _: () = {
+            assert!(size_of::<$rust>() == size_of::<$c>(), concat!("size of ", stringify!($rust)));
+            $(assert!(
+                offset_of!($rust, $field) == offset_of!($c, $field),
+                concat!("offset of ", stringify!($rust), ".", stringify!($field))
+            );)*
+        };
+    };
+}
+
+same_layout!(abi::LpmV4Key, c::ic_lpm_v4_key, [prefixlen, addr]);
+same_layout!(abi::LpmV6Key, c::ic_lpm_v6_key, [prefixlen, addr]);
+same_layout!(abi::Rule, c::ic_rule, [rule_id, action, _pad0]);
+same_layout!(abi::Counter, c::ic_counter, [packets, bytes]);
+same_layout!(abi::ShieldConfig, c::ic_shield_config, [flags, _pad0]);
+
+const _: () = {
+    assert!(abi::ABI_VERSION == c::ic_abi::IC_ABI_VERSION.0);
+    assert!(abi::Action::None as u32 == c::ic_action::IC_ACTION_NONE.0);
+    assert!(abi::Action::Deny as u32 == c::ic_action::IC_ACTION_DENY.0);
+    assert!(abi::Action::Allow as u32 == c::ic_action::IC_ACTION_ALLOW.0);
+    assert!(abi::ShieldTotal::Passed as u32 == c::ic_shield_total::IC_TOTAL_PASSED.0);
+    assert!(abi::ShieldTotal::Dropped as u32 == c::ic_shield_total::IC_TOTAL_DROPPED.0);
+    assert!(abi::ShieldTotal::Malformed as u32 == c::ic_shield_total::IC_TOTAL_MALFORMED.0);
+    assert!(abi::ShieldTotal::Valve as u32 == c::ic_shield_total::IC_TOTAL_VALVE.0);
+    assert!(abi::ShieldTotal::NonIp as u32 == c::ic_shield_total::IC_TOTAL_NON_IP.0);
+    assert!(abi::ShieldTotal::WouldDrop as u32 == c::ic_shield_total::IC_TOTAL_WOULD_DROP.0);
+    assert!(abi::ShieldTotal::COUNT == c::ic_shield_total::IC_TOTAL_COUNT.0);
+    assert!(abi::SHIELD_F_DRY_RUN == c::ic_shield_flags::IC_SHIELD_F_DRY_RUN.0);
+    assert!(abi::SHIELD_MAX_RULES == c::ic_shield_limits::IC_SHIELD_MAX_RULES.0);
+    assert!(abi::SHIELD_MAX_V4_PREFIXES == c::ic_shield_limits::IC_SHIELD_MAX_V4_PREFIXES.0);
+    assert!(abi::SHIELD_MAX_V6_PREFIXES == c::ic_shield_limits::IC_SHIELD_MAX_V6_PREFIXES.0);
+    assert!(
+        abi::SHIELD_MAX_VALVE_PREFIXES == c::ic_shield_limits::IC_SHIELD_MAX_VALVE_PREFIXES.0
+    );
+};

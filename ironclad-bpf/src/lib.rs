@@ -1,0 +1,47 @@
+//! Ironclad's eBPF programs, embedded in the binary, with an audited loader, pinning,
+//! an audit log and attach handles.
+//!
+//! Every object in `bpf-src/` is compiled at build time (clang, CO-RE) and embedded with
+//! `include_bytes!`; no `.o` file is read at run time, and libbpf, libelf and zlib are
+//! linked statically. [`Loader::load`] audits each program's helper and kfunc calls
+//! against an [`Allowlist`] before anything reaches the kernel, loads the object, and
+//! pins its maps under a pin root so state outlives the process. Every load, audit
+//! result, pin, attach, detach and map update is written to an [`AuditSink`].
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use ironclad_bpf::{JsonLinesFile, Loader, Shield};
+//! use ironclad_core::abi::Action;
+//!
+//! let loader = Loader::builder()
+//!     .pin_root("/sys/fs/bpf/ironclad")
+//!     .audit_sink(Arc::new(JsonLinesFile::open("/var/log/ironclad-audit.jsonl")?))
+//!     .build()?;
+//! let shield = Shield::load(&loader)?; // audited, loaded, maps pinned (or reused)
+//! shield.insert_rule("198.51.100.0/24".parse()?, 1, Action::Deny)?;
+//! let _attachment = shield.attach("eth0")?; // detaches on drop unless pinned
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Minimum kernel
+//! XDP through `bpf_link`: Linux 5.9. The loader itself needs `CAP_BPF`,
+//! `CAP_PERFMON` and `CAP_NET_ADMIN` (root has them) and a bpffs for pins.
+
+pub mod attach;
+pub mod audit;
+pub mod auditlog;
+pub mod error;
+mod layout;
+pub mod loader;
+pub mod object;
+pub mod shield;
+
+pub use attach::XdpAttachment;
+pub use audit::{audit_object, Allowlist, AuditReport, Callee, Reason, Violation};
+pub use auditlog::{
+    AuditAction, AuditLog, AuditRecord, AuditSink, JsonLinesFile, MemorySink, NullSink, Outcome,
+};
+pub use error::{BpfError, Result};
+pub use loader::{AuditedMap, LoadedObject, Loader, LoaderBuilder, PinnedMap, DEFAULT_PIN_ROOT};
+pub use object::EmbeddedObject;
+pub use shield::Shield;

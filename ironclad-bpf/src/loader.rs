@@ -1,0 +1,695 @@
+//! The loader: open → audit → load → pin.
+//!
+//! Every object goes through the same steps:
+//!
+//! 1. the helper audit ([`crate::audit`]) reads the embedded ELF; a refusal stops here and
+//!    nothing of the object reaches the kernel;
+//! 2. libbpf opens the object from memory; a program libbpf sees that the audit did not
+//!    is refused (fail closed);
+//! 3. every map gets a pin path `<pin root>/<object>/<map>`: if a compatible pin exists,
+//!    libbpf reuses it (so no rule is lost across a restart), otherwise the new map is
+//!    pinned there after load;
+//! 4. the kernel loads the programs; the libbpf/verifier log travels inside the error.
+//!
+//! Each step writes an [`AuditRecord`](crate::auditlog::AuditRecord).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Once};
+
+use ironclad_core::privilege::{self, Capability};
+use libbpf_rs::{MapCore, MapFlags, ObjectBuilder, PrintLevel};
+
+use crate::audit::{audit_object, Allowlist, AuditReport};
+use crate::auditlog::{AuditAction, AuditLog, AuditSink, NullSink, Outcome};
+use crate::error::{BpfError, Result};
+use crate::object::EmbeddedObject;
+
+/// Default pin root.
+pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/ironclad";
+
+/// Where bpffs is mounted when it is missing and the pin root lies below it.
+const BPFFS_MOUNT: &str = "/sys/fs/bpf";
+
+/// `BPF_FS_MAGIC` from linux/magic.h.
+const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
+
+/// What loading needs: programs and maps (`CAP_BPF`), tracing programs (`CAP_PERFMON`),
+/// network programs (`CAP_NET_ADMIN`).
+const LOAD_CAPABILITIES: &[Capability] = &[Capability::Bpf, Capability::Perfmon, Capability::NetAdmin];
+
+/// Builds a [`Loader`].
+pub struct LoaderBuilder {
+    pin_root: PathBuf,
+    sink: Arc<dyn AuditSink>,
+    allowlist: Allowlist,
+    mount_bpffs: bool,
+}
+
+impl std::fmt::Debug for LoaderBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoaderBuilder")
+            .field("pin_root", &self.pin_root)
+            .field("mount_bpffs", &self.mount_bpffs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoaderBuilder {
+    /// Directory under which each object pins its maps and links (default
+    /// [`DEFAULT_PIN_ROOT`]). It must be on bpffs.
+    pub fn pin_root(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.pin_root = dir.into();
+        self
+    }
+
+    /// Where audit records go (default: nowhere).
+    pub fn audit_sink(mut self, sink: Arc<dyn AuditSink>) -> Self {
+        self.sink = sink;
+        self
+    }
+
+    /// The helper allowlist (default [`Allowlist::builtin`]). Only a narrowed copy of the
+    /// built-in list can be given: [`Allowlist`] has no way to add entries.
+    pub fn allowlist(mut self, allowlist: Allowlist) -> Self {
+        self.allowlist = allowlist;
+        self
+    }
+
+    /// Whether to mount bpffs at /sys/fs/bpf when the pin root lies below it and it is
+    /// not mounted (default `true`).
+    pub fn mount_bpffs(mut self, mount: bool) -> Self {
+        self.mount_bpffs = mount;
+        self
+    }
+
+    /// Checks (and if allowed, mounts) bpffs and creates the pin root.
+    pub fn build(self) -> Result<Loader> {
+        install_print_capture();
+        ensure_bpffs(&self.pin_root, self.mount_bpffs)?;
+        if let Err(err) = create_private_dir(&self.pin_root) {
+            // Name the missing capability rather than a bare EACCES.
+            privilege::require(
+                &format!("creating the pin root {}", self.pin_root.display()),
+                LOAD_CAPABILITIES,
+            )?;
+            return Err(err);
+        }
+        Ok(Loader {
+            pin_root: self.pin_root,
+            log: AuditLog::new(self.sink),
+            allowlist: self.allowlist,
+        })
+    }
+}
+
+/// Loads embedded objects after auditing them, and pins their maps.
+#[derive(Debug)]
+pub struct Loader {
+    pin_root: PathBuf,
+    log: AuditLog,
+    allowlist: Allowlist,
+}
+
+impl Loader {
+    /// A builder with the defaults: pin root [`DEFAULT_PIN_ROOT`], no audit sink, the
+    /// built-in allowlist, bpffs mounted if missing.
+    pub fn builder() -> LoaderBuilder {
+        LoaderBuilder {
+            pin_root: PathBuf::from(DEFAULT_PIN_ROOT),
+            sink: Arc::new(NullSink),
+            allowlist: Allowlist::builtin(),
+            mount_bpffs: true,
+        }
+    }
+
+    /// The pin root.
+    pub fn pin_root(&self) -> &Path {
+        &self.pin_root
+    }
+
+    /// The directory where `object` pins its maps and links.
+    pub fn pin_dir(&self, object: &str) -> PathBuf {
+        self.pin_root.join(object)
+    }
+
+    /// The audit log every operation through this loader writes to.
+    pub fn audit_log(&self) -> &AuditLog {
+        &self.log
+    }
+
+    /// The allowlist in force.
+    pub fn allowlist(&self) -> &Allowlist {
+        &self.allowlist
+    }
+
+    /// Runs the helper audit on `object` and records the result; loads nothing.
+    pub fn audit(&self, object: &EmbeddedObject) -> Result<AuditReport> {
+        let result = audit_object(object, &self.allowlist);
+        match &result {
+            Ok(report) => {
+                let programs: Vec<&str> = report.programs.keys().map(String::as_str).collect();
+                self.log.record(
+                    AuditAction::Audit,
+                    object.name(),
+                    "",
+                    Outcome::Ok,
+                    format!("programs: {}", programs.join(", ")),
+                );
+            }
+            Err(BpfError::AuditRejected { violations, .. }) => {
+                for v in violations {
+                    self.log.record(
+                        AuditAction::Audit,
+                        object.name(),
+                        &v.program,
+                        Outcome::Refused,
+                        v.to_string(),
+                    );
+                }
+            }
+            Err(e) => self.log.record(
+                AuditAction::Audit,
+                object.name(),
+                "",
+                Outcome::Refused,
+                e.to_string(),
+            ),
+        }
+        result
+    }
+
+    /// Audits, opens, loads and pins `object`. Maps already pinned (by an earlier run)
+    /// are reused, so their contents survive a restart.
+    pub fn load(&self, object: &EmbeddedObject) -> Result<LoadedObject> {
+        let name = object.name();
+        let report = self.audit(object)?;
+        privilege::require(&format!("loading BPF object `{name}`"), LOAD_CAPABILITIES)?;
+
+        let mut open = ObjectBuilder::default()
+            .name(name)
+            .and_then(|b| b.open_memory(object.elf()))
+            .map_err(|source| BpfError::Open {
+                object: name.to_string(),
+                source,
+            })?;
+        for prog in open.progs() {
+            let prog_name = prog.name().to_string_lossy().into_owned();
+            if !report.programs.contains_key(&prog_name) {
+                return Err(BpfError::AuditIncomplete {
+                    object: name.to_string(),
+                    program: prog_name,
+                });
+            }
+        }
+
+        let pin_dir = self.pin_dir(name);
+        create_private_dir(&pin_dir)?;
+        let mut pins = Vec::new();
+        for mut map in open.maps_mut() {
+            let map_name = map.name().to_string_lossy().into_owned();
+            if is_internal_map(&map_name) {
+                continue;
+            }
+            let path = pin_dir.join(&map_name);
+            let reused = path.exists();
+            map.set_pin_path(&path).map_err(|e| BpfError::Pin {
+                what: format!("map {map_name}"),
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            pins.push(PinnedMap {
+                name: map_name,
+                path,
+                reused,
+            });
+        }
+
+        let (result, log) = with_captured_log(|| open.load());
+        let loaded = match result {
+            Ok(loaded) => loaded,
+            Err(source) => {
+                let err = BpfError::Load {
+                    object: name.to_string(),
+                    source,
+                    verifier_log: log,
+                };
+                self.log
+                    .record(AuditAction::Load, name, "", Outcome::Failed, err.to_string());
+                return Err(err);
+            }
+        };
+        let programs: Vec<&str> = report.programs.keys().map(String::as_str).collect();
+        self.log.record(
+            AuditAction::Load,
+            name,
+            "",
+            Outcome::Ok,
+            format!("programs: {}", programs.join(", ")),
+        );
+        for pin in &pins {
+            let action = if pin.reused {
+                AuditAction::Reuse
+            } else {
+                AuditAction::Pin
+            };
+            self.log.record(
+                action,
+                name,
+                &pin.path.display().to_string(),
+                Outcome::Ok,
+                format!("map {}", pin.name),
+            );
+        }
+        Ok(LoadedObject {
+            name: name.to_string(),
+            object: loaded,
+            pin_dir,
+            pins,
+            log: self.log.clone(),
+        })
+    }
+
+    /// Removes every pin of `object` under the pin root (maps and links) and its
+    /// directory, without loading it. Returns how many pins were removed. Programs and
+    /// maps stay alive only while something else still holds them.
+    pub fn remove_pins(&self, object: &str) -> Result<usize> {
+        remove_pin_dir(&self.pin_dir(object), object, &self.log)
+    }
+}
+
+/// A map pinned (or reused) by [`Loader::load`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinnedMap {
+    /// The map's name.
+    pub name: String,
+    /// Its pin path.
+    pub path: PathBuf,
+    /// `true` if an existing pin was reused rather than a new map created.
+    pub reused: bool,
+}
+
+/// An object loaded into the kernel, with its maps pinned.
+///
+/// Dropping it closes this process's file descriptors; the pinned maps (and any pinned
+/// link) stay in the kernel. [`LoadedObject::unpin`] removes them.
+#[derive(Debug)]
+pub struct LoadedObject {
+    name: String,
+    object: libbpf_rs::Object,
+    pin_dir: PathBuf,
+    pins: Vec<PinnedMap>,
+    log: AuditLog,
+}
+
+impl LoadedObject {
+    /// The object's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The directory holding this object's pins.
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// The maps pinned or reused at load.
+    pub fn pinned_maps(&self) -> &[PinnedMap] {
+        &self.pins
+    }
+
+    /// The audit log this object writes to.
+    pub fn audit_log(&self) -> &AuditLog {
+        &self.log
+    }
+
+    /// The underlying libbpf object, for operations this crate does not wrap.
+    pub fn libbpf(&self) -> &libbpf_rs::Object {
+        &self.object
+    }
+
+    /// The map `name`, with every write recorded in the audit log.
+    pub fn map(&self, name: &str) -> Result<AuditedMap<'_>> {
+        let map = self
+            .object
+            .maps()
+            .find(|m| m.name() == name)
+            .ok_or_else(|| BpfError::NoSuchMap {
+                object: self.name.clone(),
+                map: name.to_string(),
+            })?;
+        Ok(AuditedMap {
+            map,
+            object: &self.name,
+            name: name.to_string(),
+            log: &self.log,
+        })
+    }
+
+    /// The program `name`.
+    pub fn program(&self, name: &str) -> Result<libbpf_rs::ProgramMut<'_>> {
+        self.object
+            .progs_mut()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| BpfError::NoSuchProgram {
+                object: self.name.clone(),
+                program: name.to_string(),
+            })
+    }
+
+    /// Removes every pin under this object's pin directory (maps and links pinned there)
+    /// and the directory. Once this process's handles close, the kernel frees what
+    /// nothing else holds.
+    pub fn unpin(self) -> Result<usize> {
+        remove_pin_dir(&self.pin_dir, &self.name, &self.log)
+    }
+}
+
+/// A map of a loaded object. Writes are size-checked and recorded in the audit log.
+#[derive(Debug)]
+pub struct AuditedMap<'obj> {
+    map: libbpf_rs::Map<'obj>,
+    object: &'obj str,
+    name: String,
+    log: &'obj AuditLog,
+}
+
+impl AuditedMap<'_> {
+    fn check(&self, what: &'static str, got: usize, expected: u32) -> Result<()> {
+        if got == expected as usize {
+            Ok(())
+        } else {
+            Err(BpfError::BadSize {
+                map: self.name.clone(),
+                what,
+                got,
+                expected: expected as usize,
+            })
+        }
+    }
+
+    /// The map's key size in bytes.
+    pub fn key_size(&self) -> u32 {
+        self.map.key_size()
+    }
+
+    /// The map's value size in bytes (per CPU for per-CPU maps).
+    pub fn value_size(&self) -> u32 {
+        self.map.value_size()
+    }
+
+    /// Inserts or replaces one element.
+    pub fn update(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.check("key", key.len(), self.map.key_size())?;
+        self.check("value", value.len(), self.map.value_size())?;
+        let result = self.map.update(key, value, MapFlags::ANY);
+        self.log.result(
+            AuditAction::MapUpdate,
+            self.object,
+            &self.name,
+            &format!("update key={}", hex(key)),
+            &result,
+        );
+        result.map_err(|source| BpfError::Map {
+            op: "update",
+            map: self.name.clone(),
+            source,
+        })
+    }
+
+    /// Inserts or replaces many elements; writes one audit record with the count. Stops
+    /// at the first failure and returns it (elements before it stay written).
+    pub fn update_many<'a, I>(&self, entries: I) -> Result<usize>
+    where
+        I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
+    {
+        let mut count = 0usize;
+        let mut result = Ok(());
+        for (key, value) in entries {
+            if let Err(e) = self
+                .check("key", key.len(), self.map.key_size())
+                .and_then(|()| self.check("value", value.len(), self.map.value_size()))
+            {
+                result = Err(e);
+                break;
+            }
+            if let Err(source) = self.map.update(key, value, MapFlags::ANY) {
+                result = Err(BpfError::Map {
+                    op: "update",
+                    map: self.name.clone(),
+                    source,
+                });
+                break;
+            }
+            count += 1;
+        }
+        self.log.result(
+            AuditAction::MapUpdate,
+            self.object,
+            &self.name,
+            &format!("update {count} elements"),
+            &result,
+        );
+        result.map(|()| count)
+    }
+
+    /// Deletes one element; `Ok(false)` if it was not there.
+    pub fn delete(&self, key: &[u8]) -> Result<bool> {
+        self.check("key", key.len(), self.map.key_size())?;
+        let result = match self.map.delete(key) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(BpfError::Map {
+                op: "delete",
+                map: self.name.clone(),
+                source,
+            }),
+        };
+        self.log.result(
+            AuditAction::MapUpdate,
+            self.object,
+            &self.name,
+            &format!("delete key={}", hex(key)),
+            &result,
+        );
+        result
+    }
+
+    /// Reads one element.
+    pub fn lookup(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.check("key", key.len(), self.map.key_size())?;
+        self.map
+            .lookup(key, MapFlags::ANY)
+            .map_err(|source| BpfError::Map {
+                op: "lookup",
+                map: self.name.clone(),
+                source,
+            })
+    }
+
+    /// Reads one element of a per-CPU map: one value per possible CPU.
+    pub fn lookup_percpu(&self, key: &[u8]) -> Result<Option<Vec<Vec<u8>>>> {
+        self.check("key", key.len(), self.map.key_size())?;
+        self.map
+            .lookup_percpu(key, MapFlags::ANY)
+            .map_err(|source| BpfError::Map {
+                op: "lookup",
+                map: self.name.clone(),
+                source,
+            })
+    }
+
+    /// Every key currently in the map.
+    pub fn keys(&self) -> Vec<Vec<u8>> {
+        self.map.keys().collect()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// libbpf's internal maps (`.rodata`, `.bss`, `.data`, `.kconfig`) are set up per load
+/// and never pinned.
+fn is_internal_map(name: &str) -> bool {
+    name.contains('.')
+}
+
+fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
+        Ok(()) => Ok(()),
+        Err(source) => Err(BpfError::Io {
+            path: dir.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    rustix::fs::statfs(path).is_ok_and(|s| s.f_type as u64 == BPF_FS_MAGIC)
+}
+
+/// Checks that `pin_root` is (or will be created) on bpffs; mounts bpffs at /sys/fs/bpf
+/// if `mount` and the pin root lies below it.
+fn ensure_bpffs(pin_root: &Path, mount: bool) -> Result<()> {
+    let existing = pin_root
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    if is_bpffs(existing) {
+        return Ok(());
+    }
+    let mount_point = Path::new(BPFFS_MOUNT);
+    if !pin_root.starts_with(mount_point) {
+        return Err(BpfError::BpffsNotMounted {
+            path: existing.to_path_buf(),
+            reason: format!("{} is not on bpffs", pin_root.display()),
+        });
+    }
+    if !mount {
+        return Err(BpfError::BpffsNotMounted {
+            path: mount_point.to_path_buf(),
+            reason: "bpffs is not mounted and mounting was disabled".to_string(),
+        });
+    }
+    privilege::require("mounting bpffs", &[Capability::SysAdmin])?;
+    std::fs::create_dir_all(mount_point).map_err(|source| BpfError::Io {
+        path: mount_point.to_path_buf(),
+        source,
+    })?;
+    rustix::mount::mount(
+        "bpf",
+        mount_point,
+        "bpf",
+        rustix::mount::MountFlags::empty(),
+        None,
+    )
+    .map_err(|e| BpfError::BpffsNotMounted {
+        path: mount_point.to_path_buf(),
+        reason: format!("mount failed: {e}"),
+    })
+}
+
+fn remove_pin_dir(dir: &Path, object: &str, log: &AuditLog) -> Result<usize> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(source) => {
+            return Err(BpfError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let mut removed = 0;
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for path in paths {
+        let result = if path.is_dir() {
+            remove_pin_dir(&path, object, log).map(|n| {
+                removed += n;
+            })
+        } else {
+            let r = std::fs::remove_file(&path).map_err(|source| BpfError::Io {
+                path: path.clone(),
+                source,
+            });
+            log.result(
+                AuditAction::Unpin,
+                object,
+                &path.display().to_string(),
+                "",
+                &r,
+            );
+            r.map(|()| removed += 1)
+        };
+        result?;
+    }
+    std::fs::remove_dir(dir).map_err(|source| BpfError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    Ok(removed)
+}
+
+/// What libbpf prints while a load is being captured; `None` when nothing captures.
+static CAPTURE: Mutex<Option<String>> = Mutex::new(None);
+/// Serializes loads so each one's log is its own.
+static LOAD_LOCK: Mutex<()> = Mutex::new(());
+const CAPTURE_LIMIT: usize = 16 * 1024;
+
+fn install_print_capture() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        libbpf_rs::set_print(Some((PrintLevel::Info, print_callback)));
+    });
+}
+
+fn print_callback(level: PrintLevel, message: String) {
+    let Ok(mut capture) = CAPTURE.lock() else {
+        return;
+    };
+    match capture.as_mut() {
+        Some(buffer) => {
+            buffer.push_str(&message);
+            if buffer.len() > 4 * CAPTURE_LIMIT {
+                let cut = buffer.len() - CAPTURE_LIMIT;
+                let cut = (cut..buffer.len())
+                    .find(|i| buffer.is_char_boundary(*i))
+                    .unwrap_or(cut);
+                buffer.drain(..cut);
+            }
+        }
+        None if level == PrintLevel::Warn => eprint!("libbpf: {message}"),
+        None => {}
+    }
+}
+
+fn with_captured_log<T>(f: impl FnOnce() -> T) -> (T, String) {
+    let _serial = LOAD_LOCK.lock();
+    if let Ok(mut capture) = CAPTURE.lock() {
+        *capture = Some(String::new());
+    }
+    let value = f();
+    let mut log = CAPTURE
+        .lock()
+        .ok()
+        .and_then(|mut c| c.take())
+        .unwrap_or_default();
+    if log.len() > CAPTURE_LIMIT {
+        let mut cut = log.len() - CAPTURE_LIMIT;
+        while !log.is_char_boundary(cut) {
+            cut += 1;
+        }
+        log.drain(..cut);
+    }
+    (value, log)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_maps_are_not_pinned() {
+        assert!(is_internal_map("shield.rodata"));
+        assert!(is_internal_map(".rodata"));
+        assert!(!is_internal_map("ic_rules_v4"));
+    }
+
+    #[test]
+    fn a_pin_root_off_bpffs_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = Loader::builder()
+            .pin_root(dir.path().join("pins"))
+            .build()
+            .expect_err("tmp is not bpffs");
+        let msg = err.to_string();
+        assert!(msg.contains("bpffs is not mounted at"), "{msg}");
+        assert!(msg.contains("mount -t bpf bpf"), "{msg}");
+    }
+}

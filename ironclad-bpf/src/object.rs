@@ -1,0 +1,60 @@
+//! The BPF objects compiled from `bpf-src/` and embedded in the binary.
+//!
+//! `build.rs` compiles every `bpf-src/*.bpf.c` with clang (CO-RE, `-target bpf`) through
+//! libbpf-cargo and embeds the resulting ELF here with `include_bytes!`: nothing is read
+//! from disk at run time.
+
+/// Wrapper that gives embedded bytes the 8-byte alignment ELF parsing needs.
+#[repr(C, align(8))]
+pub(crate) struct Aligned<T: ?Sized>(pub(crate) T);
+
+/// One compiled BPF object (ELF), embedded in the binary.
+#[derive(Debug)]
+pub struct EmbeddedObject {
+    name: &'static str,
+    elf: &'static [u8],
+}
+
+impl EmbeddedObject {
+    pub(crate) const fn new(name: &'static str, elf: &'static [u8]) -> Self {
+        Self { name, elf }
+    }
+
+    /// The object's name: its source file `bpf-src/<name>.bpf.c` without the suffix.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The ELF bytes exactly as they are handed to libbpf.
+    pub fn elf(&self) -> &'static [u8] {
+        self.elf
+    }
+}
+
+mod generated {
+    include!(concat!(env!("OUT_DIR"), "/objects.rs"));
+}
+
+pub(crate) use generated::shield_skel;
+
+/// The Shield's XDP object (`bpf-src/shield.bpf.c`).
+pub fn shield() -> &'static EmbeddedObject {
+    &generated::SHIELD
+}
+
+/// Every production object embedded in this build.
+pub fn all() -> [&'static EmbeddedObject; 1] {
+    [shield()]
+}
+
+/// Deliberately bad objects used by the audit tests (feature `test-objects`).
+#[cfg(feature = "test-objects")]
+pub mod test_objects {
+    use super::EmbeddedObject;
+
+    /// `bpf-src/tests/audit_forbidden.bpf.c`: calls `bpf_probe_write_user` directly and
+    /// `bpf_send_signal` from a non-inlined subprogram. Must never load.
+    pub fn audit_forbidden() -> &'static EmbeddedObject {
+        &super::generated::AUDIT_FORBIDDEN
+    }
+}

@@ -1,0 +1,348 @@
+//! Rust mirrors of `bpf-src/include/ironclad.h`, the kernel/user ABI.
+//!
+//! Each struct is `#[repr(C)]`, has no implicit padding and converts to and from its
+//! exact byte image without `unsafe`. The sizes are asserted here against the numbers in
+//! the header; `ironclad-bpf` additionally asserts every size and field offset against
+//! the types generated from the BTF of the compiled objects, so a drift between this file
+//! and the header fails the build.
+
+/// `IC_ABI_VERSION`: bumped on any change to a struct in the ABI header.
+pub const ABI_VERSION: u32 = 1;
+
+/// Maximum number of Shield rules with their own counters (`IC_SHIELD_MAX_RULES`).
+pub const SHIELD_MAX_RULES: u32 = 16_384;
+/// Capacity of the IPv4 rule trie (`IC_SHIELD_MAX_V4_PREFIXES`).
+pub const SHIELD_MAX_V4_PREFIXES: u32 = 1_048_576;
+/// Capacity of the IPv6 rule trie (`IC_SHIELD_MAX_V6_PREFIXES`).
+pub const SHIELD_MAX_V6_PREFIXES: u32 = 262_144;
+/// Capacity of each safety-valve trie (`IC_SHIELD_MAX_VALVE_PREFIXES`).
+pub const SHIELD_MAX_VALVE_PREFIXES: u32 = 1_024;
+
+/// `enum ic_action`: what a matching rule does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Action {
+    /// `IC_ACTION_NONE`: no rule matched.
+    None = 0,
+    /// `IC_ACTION_DENY`: drop (or count as would-drop in dry-run).
+    Deny = 1,
+    /// `IC_ACTION_ALLOW`: an explicit exception, the packet passes.
+    Allow = 2,
+}
+
+impl Action {
+    /// Decodes the kernel's byte; unknown values give `None`.
+    pub fn from_raw(raw: u8) -> Option<Self> {
+        match raw {
+            0 => Some(Self::None),
+            1 => Some(Self::Deny),
+            2 => Some(Self::Allow),
+            _ => None,
+        }
+    }
+}
+
+/// `enum ic_shield_total`: index of the Shield's global totals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u32)]
+pub enum ShieldTotal {
+    /// `IC_TOTAL_PASSED`: packets that passed.
+    Passed = 0,
+    /// `IC_TOTAL_DROPPED`: packets dropped by a deny rule.
+    Dropped = 1,
+    /// `IC_TOTAL_MALFORMED`: truncated or malformed headers (passed).
+    Malformed = 2,
+    /// `IC_TOTAL_VALVE`: packets from a management (safety valve) source.
+    Valve = 3,
+    /// `IC_TOTAL_NON_IP`: frames that are neither IPv4 nor IPv6 (passed).
+    NonIp = 4,
+    /// `IC_TOTAL_WOULD_DROP`: dry-run matches of a deny rule (passed).
+    WouldDrop = 5,
+}
+
+impl ShieldTotal {
+    /// Number of totals (`IC_TOTAL_COUNT`).
+    pub const COUNT: u32 = 6;
+    /// Every total, in index order.
+    pub const ALL: [Self; 6] = [
+        Self::Passed,
+        Self::Dropped,
+        Self::Malformed,
+        Self::Valve,
+        Self::NonIp,
+        Self::WouldDrop,
+    ];
+
+    /// Stable lower-case name, as used in JSON output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Passed => "passed",
+            Self::Dropped => "dropped",
+            Self::Malformed => "malformed",
+            Self::Valve => "valve",
+            Self::NonIp => "non_ip",
+            Self::WouldDrop => "would_drop",
+        }
+    }
+}
+
+/// `IC_SHIELD_F_DRY_RUN`: count and report, never drop.
+pub const SHIELD_F_DRY_RUN: u32 = 1;
+
+/// Reads a fixed-size array from the start of `bytes`.
+fn take<const N: usize>(bytes: &[u8], at: usize) -> Option<[u8; N]> {
+    bytes.get(at..at + N)?.try_into().ok()
+}
+
+/// `struct ic_lpm_v4_key`: key of the IPv4 LPM tries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct LpmV4Key {
+    /// Prefix length, host order, 0..=32.
+    pub prefixlen: u32,
+    /// Address, network order.
+    pub addr: [u8; 4],
+}
+
+impl LpmV4Key {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 8;
+
+    /// The exact byte image the kernel expects.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut out = [0u8; Self::SIZE];
+        out[..4].copy_from_slice(&self.prefixlen.to_ne_bytes());
+        out[4..].copy_from_slice(&self.addr);
+        out
+    }
+
+    /// Decodes a key read back from the kernel; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Some(Self {
+            prefixlen: u32::from_ne_bytes(take(bytes, 0)?),
+            addr: take(bytes, 4)?,
+        })
+    }
+}
+
+/// `struct ic_lpm_v6_key`: key of the IPv6 LPM tries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct LpmV6Key {
+    /// Prefix length, host order, 0..=128.
+    pub prefixlen: u32,
+    /// Address, network order.
+    pub addr: [u8; 16],
+}
+
+impl LpmV6Key {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 20;
+
+    /// The exact byte image the kernel expects.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut out = [0u8; Self::SIZE];
+        out[..4].copy_from_slice(&self.prefixlen.to_ne_bytes());
+        out[4..].copy_from_slice(&self.addr);
+        out
+    }
+
+    /// Decodes a key read back from the kernel; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Some(Self {
+            prefixlen: u32::from_ne_bytes(take(bytes, 0)?),
+            addr: take(bytes, 4)?,
+        })
+    }
+}
+
+/// `struct ic_rule`: value of a rule prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct Rule {
+    /// Rule id, host order: index into the per-rule counters.
+    pub rule_id: u32,
+    /// [`Action`] as its raw byte.
+    pub action: u8,
+    /// Explicit padding, always zero.
+    pub _pad0: [u8; 3],
+}
+
+impl Rule {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 8;
+
+    /// A rule with the given id and action.
+    pub fn new(rule_id: u32, action: Action) -> Self {
+        Self {
+            rule_id,
+            action: action as u8,
+            _pad0: [0; 3],
+        }
+    }
+
+    /// The exact byte image the kernel expects.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut out = [0u8; Self::SIZE];
+        out[..4].copy_from_slice(&self.rule_id.to_ne_bytes());
+        out[4] = self.action;
+        out
+    }
+
+    /// Decodes a value read back from the kernel; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Some(Self {
+            rule_id: u32::from_ne_bytes(take(bytes, 0)?),
+            action: *bytes.get(4)?,
+            _pad0: take(bytes, 5)?,
+        })
+    }
+}
+
+/// `struct ic_counter`: a packet and byte counter (one per CPU in the kernel).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct Counter {
+    /// Packets, host order.
+    pub packets: u64,
+    /// Bytes (L2 frame length as seen by XDP), host order.
+    pub bytes: u64,
+}
+
+impl Counter {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 16;
+
+    /// The exact byte image the kernel expects.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut out = [0u8; Self::SIZE];
+        out[..8].copy_from_slice(&self.packets.to_ne_bytes());
+        out[8..].copy_from_slice(&self.bytes.to_ne_bytes());
+        out
+    }
+
+    /// Decodes a value read back from the kernel; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Some(Self {
+            packets: u64::from_ne_bytes(take(bytes, 0)?),
+            bytes: u64::from_ne_bytes(take(bytes, 8)?),
+        })
+    }
+
+    /// Sums per-CPU values.
+    pub fn sum<'a>(values: impl IntoIterator<Item = &'a Counter>) -> Counter {
+        values.into_iter().fold(Counter::default(), |acc, c| Counter {
+            packets: acc.packets.wrapping_add(c.packets),
+            bytes: acc.bytes.wrapping_add(c.bytes),
+        })
+    }
+}
+
+/// `struct ic_shield_config`: runtime configuration of the Shield.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct ShieldConfig {
+    /// Flags, host order ([`SHIELD_F_DRY_RUN`]).
+    pub flags: u32,
+    /// Explicit padding, always zero.
+    pub _pad0: u32,
+}
+
+impl ShieldConfig {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 8;
+
+    /// The exact byte image the kernel expects.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut out = [0u8; Self::SIZE];
+        out[..4].copy_from_slice(&self.flags.to_ne_bytes());
+        out
+    }
+
+    /// Decodes a value read back from the kernel; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Some(Self {
+            flags: u32::from_ne_bytes(take(bytes, 0)?),
+            _pad0: u32::from_ne_bytes(take(bytes, 4)?),
+        })
+    }
+}
+
+const _: () = {
+    use core::mem::size_of;
+    assert!(size_of::<LpmV4Key>() == LpmV4Key::SIZE);
+    assert!(size_of::<LpmV6Key>() == LpmV6Key::SIZE);
+    assert!(size_of::<Rule>() == Rule::SIZE);
+    assert!(size_of::<Counter>() == Counter::SIZE);
+    assert!(size_of::<ShieldConfig>() == ShieldConfig::SIZE);
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_images_round_trip() {
+        let k = LpmV4Key {
+            prefixlen: 24,
+            addr: [10, 1, 2, 0],
+        };
+        assert_eq!(LpmV4Key::from_bytes(&k.to_bytes()), Some(k));
+        let k6 = LpmV6Key {
+            prefixlen: 64,
+            addr: [0xfd, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0],
+        };
+        assert_eq!(LpmV6Key::from_bytes(&k6.to_bytes()), Some(k6));
+        let r = Rule::new(7, Action::Deny);
+        assert_eq!(r.to_bytes(), [7, 0, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(Rule::from_bytes(&r.to_bytes()), Some(r));
+        let c = Counter {
+            packets: 3,
+            bytes: 180,
+        };
+        assert_eq!(Counter::from_bytes(&c.to_bytes()), Some(c));
+        let cfg = ShieldConfig {
+            flags: SHIELD_F_DRY_RUN,
+            _pad0: 0,
+        };
+        assert_eq!(ShieldConfig::from_bytes(&cfg.to_bytes()), Some(cfg));
+    }
+
+    #[test]
+    fn short_buffers_are_rejected_not_panicking() {
+        assert_eq!(LpmV4Key::from_bytes(&[1, 2, 3]), None);
+        assert_eq!(LpmV6Key::from_bytes(&[0; 19]), None);
+        assert_eq!(Rule::from_bytes(&[0; 7]), None);
+        assert_eq!(Counter::from_bytes(&[0; 15]), None);
+        assert_eq!(ShieldConfig::from_bytes(&[]), None);
+    }
+
+    #[test]
+    fn counters_sum_across_cpus() {
+        let per_cpu = [
+            Counter {
+                packets: 1,
+                bytes: 60,
+            },
+            Counter {
+                packets: 2,
+                bytes: 120,
+            },
+        ];
+        assert_eq!(
+            Counter::sum(&per_cpu),
+            Counter {
+                packets: 3,
+                bytes: 180
+            }
+        );
+    }
+
+    #[test]
+    fn action_decoding_is_total() {
+        assert_eq!(Action::from_raw(1), Some(Action::Deny));
+        assert_eq!(Action::from_raw(2), Some(Action::Allow));
+        assert_eq!(Action::from_raw(0), Some(Action::None));
+        assert_eq!(Action::from_raw(3), None);
+    }
+}

@@ -1,0 +1,313 @@
+//! Test harness for privileged tests (feature `testing`), shared by every crate.
+//!
+//! RAII guards create and always remove: a network namespace ([`NetNs`]), a veth pair
+//! with one end in it ([`VethPair`]), a cgroup v2 directory to run processes in
+//! ([`TestCgroup`]) and a directory on bpffs for pins ([`BpffsDir`]).
+//!
+//! Privileged tests start with [`require_privileges!`](crate::require_privileges). Without
+//! the capabilities they **fail** with a message naming what is missing, unless the
+//! environment sets `IRONCLAD_SKIP_PRIVILEGED=1` (for developers without root). CI never
+//! sets it, and the harness refuses the opt-out when `CI` is set.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::privilege::{self, Capability};
+
+/// Environment variable that lets privileged tests skip instead of fail.
+pub const OPT_OUT_VAR: &str = "IRONCLAD_SKIP_PRIVILEGED";
+
+/// What every privileged test needs.
+pub const TEST_CAPABILITIES: &[Capability] = &[
+    Capability::Bpf,
+    Capability::Perfmon,
+    Capability::NetAdmin,
+    Capability::SysAdmin,
+];
+
+/// Returns early from a privileged test when the opt-out is set and privileges are
+/// missing; panics (fails the test) when they are missing without the opt-out.
+#[macro_export]
+macro_rules! require_privileges {
+    () => {
+        if !$crate::testing::privileged_or_opted_out(module_path!()) {
+            return;
+        }
+    };
+}
+
+/// `true` if the process has [`TEST_CAPABILITIES`]; `false` (with a printed reason) if
+/// it does not and the opt-out is set; otherwise panics naming the missing capabilities.
+pub fn privileged_or_opted_out(test: &str) -> bool {
+    let missing = match privilege::missing(TEST_CAPABILITIES) {
+        Ok(missing) => missing,
+        Err(e) => panic!("privileged test {test}: cannot read capabilities: {e}"),
+    };
+    if missing.is_empty() {
+        return true;
+    }
+    let names: Vec<&str> = missing.iter().map(|c| c.name()).collect();
+    let opted_out = std::env::var(OPT_OUT_VAR).is_ok_and(|v| v == "1");
+    let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
+    if opted_out && !in_ci {
+        eprintln!(
+            "SKIPPED privileged test {test}: missing {} and {OPT_OUT_VAR}=1 is set",
+            names.join(", ")
+        );
+        return false;
+    }
+    panic!(
+        "privileged test {test} cannot run: the process lacks {} (uid {}). Run the tests \
+         as root{}.",
+        names.join(", "),
+        current_uid(),
+        if in_ci {
+            "; CI may not opt out"
+        } else {
+            ", or set IRONCLAD_SKIP_PRIVILEGED=1 to skip privileged tests"
+        }
+    );
+}
+
+fn current_uid() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        })
+        .unwrap_or_else(|| "?".to_string())
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A short name unique to this process and call, e.g. `ic12345x3`.
+pub fn unique_name(prefix: &str) -> String {
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}{}x{n}", std::process::id() % 100_000)
+}
+
+/// Runs a command and fails with its stderr when it exits non-zero.
+pub fn run(program: &str, args: &[&str]) -> io::Result<Output> {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()?;
+    if out.status.success() {
+        Ok(out)
+    } else {
+        Err(io::Error::other(format!(
+            "`{program} {}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// A network namespace, deleted on drop.
+#[derive(Debug)]
+pub struct NetNs {
+    name: String,
+}
+
+impl NetNs {
+    /// Creates `ip netns` namespace with a unique name derived from `tag`.
+    pub fn new(tag: &str) -> io::Result<Self> {
+        let name = unique_name(&format!("ic-{tag}-"));
+        run("ip", &["netns", "add", &name])?;
+        let ns = Self { name };
+        ns.exec(&["ip", "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// The namespace's name (for `ip netns exec`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `args` inside the namespace; fails if it exits non-zero.
+    pub fn exec(&self, args: &[&str]) -> io::Result<Output> {
+        let mut full = vec!["netns", "exec", self.name.as_str()];
+        full.extend_from_slice(args);
+        run("ip", &full)
+    }
+
+    /// A `Command` that runs `program` inside the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name, program]);
+        cmd
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = run("ip", &["netns", "del", &self.name]);
+    }
+}
+
+/// A veth pair: `host` in the current namespace, `peer` inside a [`NetNs`]. Both ends are
+/// up, with the given addresses (CIDR notation, v4 or v6). Deleted on drop.
+#[derive(Debug)]
+pub struct VethPair {
+    host: String,
+    peer: String,
+}
+
+impl VethPair {
+    /// Creates the pair and configures both ends. IPv6 duplicate address detection is
+    /// turned off so addresses are usable at once.
+    pub fn new(ns: &NetNs, host_addrs: &[&str], peer_addrs: &[&str]) -> io::Result<Self> {
+        let host = unique_name("ich");
+        let peer = unique_name("icp");
+        run(
+            "ip",
+            &["link", "add", &host, "type", "veth", "peer", "name", &peer],
+        )?;
+        let pair = Self { host, peer };
+        run("ip", &["link", "set", &pair.peer, "netns", ns.name()])?;
+        let _ = run(
+            "sysctl",
+            &["-qw", &format!("net.ipv6.conf.{}.accept_dad=0", pair.host)],
+        );
+        ns.exec(&[
+            "sysctl",
+            "-qw",
+            &format!("net.ipv6.conf.{}.accept_dad=0", pair.peer),
+        ])?;
+        for addr in host_addrs {
+            run("ip", &["addr", "add", addr, "dev", &pair.host, "nodad"])
+                .or_else(|_| run("ip", &["addr", "add", addr, "dev", &pair.host]))?;
+        }
+        for addr in peer_addrs {
+            ns.exec(&["ip", "addr", "add", addr, "dev", &pair.peer, "nodad"])
+                .or_else(|_| ns.exec(&["ip", "addr", "add", addr, "dev", &pair.peer]))?;
+        }
+        run("ip", &["link", "set", &pair.host, "up"])?;
+        ns.exec(&["ip", "link", "set", &pair.peer, "up"])?;
+        Ok(pair)
+    }
+
+    /// The end in the current namespace (where XDP is attached).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The end inside the namespace.
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+}
+
+impl Drop for VethPair {
+    fn drop(&mut self) {
+        let _ = run("ip", &["link", "del", &self.host]);
+    }
+}
+
+/// The mount point of the cgroup v2 hierarchy, from /proc/mounts.
+pub fn cgroup2_root() -> io::Result<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/mounts")?;
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, dir, fstype) = (f.next()?, f.next()?, f.next()?);
+            (fstype == "cgroup2").then(|| PathBuf::from(dir))
+        })
+        .next()
+        .ok_or_else(|| io::Error::other("no cgroup2 filesystem is mounted"))
+}
+
+/// A cgroup v2 directory for test processes; its processes are killed and the directory
+/// removed on drop.
+#[derive(Debug)]
+pub struct TestCgroup {
+    path: PathBuf,
+}
+
+impl TestCgroup {
+    /// Creates a fresh cgroup under the cgroup v2 root.
+    pub fn new(tag: &str) -> io::Result<Self> {
+        let path = cgroup2_root()?.join(unique_name(&format!("ironclad-test-{tag}-")));
+        std::fs::create_dir(&path)?;
+        Ok(Self { path })
+    }
+
+    /// The cgroup's directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A `Command` that moves itself into this cgroup and then execs `program`, so the
+    /// program runs in the cgroup from its first instruction.
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg("echo $$ > \"$0\" && exec \"$@\"")
+            .arg(self.path.join("cgroup.procs"))
+            .arg(program);
+        cmd
+    }
+
+    /// Pids currently in the cgroup.
+    pub fn pids(&self) -> io::Result<Vec<u32>> {
+        let text = std::fs::read_to_string(self.path.join("cgroup.procs"))?;
+        Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.path.join("cgroup.kill"), "1");
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.path).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+/// A fresh directory on bpffs for pins, removed (with everything pinned in it) on drop.
+#[derive(Debug)]
+pub struct BpffsDir {
+    path: PathBuf,
+}
+
+impl BpffsDir {
+    /// Creates `/sys/fs/bpf/ironclad-test-…`, mounting bpffs at /sys/fs/bpf if needed.
+    pub fn new(tag: &str) -> io::Result<Self> {
+        let root = Path::new("/sys/fs/bpf");
+        if !is_bpffs(root)? {
+            std::fs::create_dir_all(root)?;
+            run("mount", &["-t", "bpf", "bpf", "/sys/fs/bpf"])?;
+        }
+        let path = root.join(unique_name(&format!("ironclad-test-{tag}-")));
+        std::fs::create_dir(&path)?;
+        Ok(Self { path })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for BpffsDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+fn is_bpffs(path: &Path) -> io::Result<bool> {
+    let mounts = std::fs::read_to_string("/proc/mounts")?;
+    Ok(mounts.lines().any(|l| {
+        let mut f = l.split_whitespace();
+        matches!((f.next(), f.next(), f.next()), (Some(_), Some(dir), Some("bpf")) if Path::new(dir) == path)
+    }))
+}
