@@ -63,7 +63,7 @@ fn run() -> Result<(), String> {
         writeln!(
             registry,
             "/// Skeleton generated from `bpf-src/{rel}`.\n\
-             #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic, unsafe_op_in_unsafe_fn, non_camel_case_types, non_upper_case_globals, dead_code)]\n\
+             #[allow(missing_docs, unused_imports, unreachable_pub, clippy::all, clippy::pedantic, unsafe_op_in_unsafe_fn, non_camel_case_types, non_upper_case_globals, dead_code)]\n\
              pub(crate) mod {name}_skel {{ include!(concat!(env!(\"OUT_DIR\"), \"/{name}.skel.rs\")); }}\n\
              static {upper}_ELF: crate::object::Aligned<[u8; {size}]> = crate::object::Aligned(*include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{name}.bpf.o\")));\n\
              /// The compiled `bpf-src/{rel}` object, embedded in the binary.\n\

@@ -1,0 +1,234 @@
+//! Pinning across processes: a map written by one process is read back, unchanged, by a
+//! second process that reuses the pin; `unpin` leaves the pin root empty; and every step
+//! leaves an audit record.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use ironclad_bpf::{JsonLinesFile, Loader, Shield};
+use ironclad_core::abi::{Action, Rule};
+use ironclad_core::require_privileges;
+use ironclad_core::testing::BpffsDir;
+
+const ROLE: &str = "IRONCLAD_TEST_PIN_ROLE";
+const PIN_ROOT: &str = "IRONCLAD_TEST_PIN_ROOT";
+const AUDIT: &str = "IRONCLAD_TEST_AUDIT_FILE";
+const THIS_TEST: &str = "pinned_map_written_by_one_process_is_read_by_another";
+const RULE_NET: &str = "203.0.113.0/24";
+
+/// The body of the child processes: `write` loads the Shield and writes a rule,
+/// `read` loads it again (reusing the pins) and prints the rule it finds.
+fn child(role: &str) {
+    let pin_root = std::env::var(PIN_ROOT).expect("pin root");
+    let audit = std::env::var(AUDIT).expect("audit file");
+    let loader = Loader::builder()
+        .pin_root(&pin_root)
+        .audit_sink(Arc::new(JsonLinesFile::open(&audit).expect("audit file")))
+        .build()
+        .expect("loader");
+    let shield = Shield::load(&loader).expect("load shield");
+    let net = RULE_NET.parse().expect("cidr");
+    match role {
+        "write" => {
+            assert!(shield.object().pinned_maps().iter().all(|p| !p.reused));
+            shield
+                .insert_rule(net, 4242, Action::Deny)
+                .expect("write rule");
+        }
+        "read" => {
+            assert!(shield.object().pinned_maps().iter().all(|p| p.reused));
+            let rule = shield.rule(net).expect("lookup").expect("rule present");
+            println!("READ-BACK rule_id={} action={}", rule.rule_id, rule.action);
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+fn spawn_role(role: &str, pin_root: &Path, audit: &Path) -> String {
+    let out = Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", THIS_TEST, "--nocapture", "--test-threads=1"])
+        .env(ROLE, role)
+        .env(PIN_ROOT, pin_root)
+        .env(AUDIT, audit)
+        .output()
+        .expect("spawn child");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "child `{role}` failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn pinned_map_written_by_one_process_is_read_by_another() {
+    if let Ok(role) = std::env::var(ROLE) {
+        child(&role);
+        return;
+    }
+    require_privileges!();
+    let pins = BpffsDir::new("pin").expect("bpffs dir");
+    let logs = tempfile::tempdir().expect("tempdir");
+    let audit = logs.path().join("audit.jsonl");
+
+    spawn_role("write", pins.path(), &audit);
+    let shield_dir = pins.path().join("shield");
+    assert!(shield_dir.join("ic_rules_v4").exists(), "map pinned by the writer");
+
+    let stdout = spawn_role("read", pins.path(), &audit);
+    assert!(
+        stdout.contains(&format!(
+            "READ-BACK rule_id=4242 action={}",
+            Action::Deny as u8
+        )),
+        "reader saw: {stdout}"
+    );
+
+    // This process adopts the same pins, checks the value once more, then detaches.
+    let loader = Loader::builder()
+        .pin_root(pins.path())
+        .audit_sink(Arc::new(JsonLinesFile::open(&audit).expect("audit")))
+        .build()
+        .expect("loader");
+    let shield = Shield::load(&loader).expect("load");
+    assert_eq!(
+        shield.rule(RULE_NET.parse().expect("cidr")).expect("lookup"),
+        Some(Rule::new(4242, Action::Deny))
+    );
+    drop(shield);
+    let removed = loader.remove_pins("shield").expect("unpin");
+    assert!(removed >= 7, "every map pin removed, got {removed}");
+    let left: Vec<_> = std::fs::read_dir(pins.path())
+        .expect("read pin root")
+        .collect();
+    assert!(left.is_empty(), "pin root not empty after detach: {left:?}");
+
+    let text = std::fs::read_to_string(&audit).expect("audit log");
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let has = |action: &str, pred: &dyn Fn(&serde_json::Value) -> bool| {
+        records
+            .iter()
+            .any(|r| r["action"] == action && r["outcome"] == "ok" && pred(r))
+    };
+    assert!(has("audit", &|r| r["object"] == "shield"), "audit record");
+    assert!(has("load", &|r| r["object"] == "shield"), "load record");
+    assert!(
+        has("pin", &|r| r["target"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("shield/ic_rules_v4"))),
+        "pin record"
+    );
+    assert!(
+        has("reuse", &|r| r["target"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("shield/ic_rules_v4"))),
+        "reuse record"
+    );
+    assert!(
+        has("map_update", &|r| r["target"] == "ic_rules_v4"
+            && r["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("18000000cb007100"))),
+        "map update record with the key"
+    );
+    assert!(has("unpin", &|_| true), "unpin record");
+    assert!(records.iter().all(|r| r["who"]["pid"].as_u64().is_some()));
+}
+
+#[test]
+fn privileged_test_without_root_fails_naming_the_missing_capability() {
+    require_privileges!();
+    // Copy the test binary where the unprivileged user can execute it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exe = dir.path().join("loader_pinning");
+    std::fs::copy(std::env::current_exe().expect("exe"), &exe).expect("copy");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+    }
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(&exe)
+        .args(["--exact", THIS_TEST, "--nocapture", "--test-threads=1"])
+        .env_remove(ironclad_core::testing::OPT_OUT_VAR)
+        .current_dir(dir.path())
+        .output()
+        .expect("setpriv (util-linux) must be installed");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "unprivileged run must fail:\n{text}");
+    assert!(text.contains("cannot run"), "{text}");
+    assert!(text.contains("CAP_BPF"), "names CAP_BPF:\n{text}");
+    assert!(text.contains("CAP_NET_ADMIN"), "names CAP_NET_ADMIN:\n{text}");
+    assert!(text.contains("uid 65534"), "{text}");
+}
+
+const UNPRIV_PIN_ROOT: &str = "IRONCLAD_TEST_UNPRIV_PIN_ROOT";
+
+#[test]
+fn loading_without_privileges_is_a_typed_error_naming_capabilities() {
+    if let Ok(pin_root) = std::env::var(UNPRIV_PIN_ROOT) {
+        // Child, running as nobody: the load must fail with the typed capability error.
+        let result = Loader::builder()
+            .pin_root(Path::new(&pin_root).join("root"))
+            .build()
+            .and_then(|loader| Shield::load(&loader).map(|_| ()));
+        match result {
+            Ok(()) => println!("LOAD-OK"),
+            Err(e) => println!("LOAD-ERROR: {e}"),
+        }
+        return;
+    }
+    require_privileges!();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exe = dir.path().join("loader_pinning");
+    std::fs::copy(std::env::current_exe().expect("exe"), &exe).expect("copy");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+    }
+    let pins = BpffsDir::new("unpriv").expect("bpffs dir");
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&exe)
+        .args([
+            "--exact",
+            "loading_without_privileges_is_a_typed_error_naming_capabilities",
+            "--nocapture",
+        ])
+        .env(UNPRIV_PIN_ROOT, pins.path())
+        .output()
+        .expect("setpriv");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("LOAD-"))
+        .unwrap_or_default();
+    assert!(
+        line.starts_with("LOAD-ERROR: creating the pin root")
+            && line.contains("needs CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN"),
+        "{text}"
+    );
+    assert!(!pins.path().join("root").exists());
+}
