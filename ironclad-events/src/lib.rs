@@ -1,1 +1,25 @@
-//! events
+//! Delivery of Ironclad events to many consumers, with exact loss accounting.
+//!
+//! A [`Fanout`] hands every published event to each subscriber through its own bounded
+//! queue. A slow subscriber never stalls the publisher or the others: its overflow policy
+//! decides which of its events it loses, and every loss is counted.
+//!
+//! ```
+//! use ironclad_events::{Fanout, Overflow};
+//!
+//! let fanout = Fanout::new();
+//! let logger = fanout.subscribe("logger", 1024, Overflow::DropNewest);
+//! let dashboard = fanout.subscribe("dashboard", 2, Overflow::DropOldest);
+//! for n in 0..5u32 {
+//!     fanout.publish(&n);
+//! }
+//! assert_eq!(logger.receiver().try_iter().collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
+//! assert_eq!(dashboard.receiver().try_iter().collect::<Vec<_>>(), [3, 4]);
+//! let s = dashboard.stats();
+//! assert_eq!((s.published, s.delivered, s.dropped), (5, 2, 3));
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod fanout;
+
+pub use fanout::{Fanout, Overflow, SubscriberStats, Subscription};
