@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: Apache-2.0 OR MIT
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
 /*
  * shield.bpf.c - XDP source-address firewall.
  *
@@ -16,7 +16,7 @@
 #include "ironclad.h"
 #include "parse.h"
 
-char LICENSE[] SEC("license") = "Dual BSD/GPL";
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);

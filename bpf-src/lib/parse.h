@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: Apache-2.0 OR MIT */
+/* SPDX-License-Identifier: MIT OR GPL-2.0-only */
 /*
  * parse.h - bounds-checked packet parsing shared by Ironclad's XDP/TC programs.
  *

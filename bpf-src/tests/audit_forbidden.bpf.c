@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: Apache-2.0 OR MIT
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
 /*
  * audit_forbidden.bpf.c - test object for the helper audit. It must never load:
  * `ic_test_write_user` calls bpf_probe_write_user directly and `ic_test_signal` reaches
@@ -8,7 +8,7 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 
-char LICENSE[] SEC("license") = "Dual BSD/GPL";
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 __u64 ic_test_scratch;
 

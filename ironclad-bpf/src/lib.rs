@@ -42,6 +42,8 @@ pub use auditlog::{
     AuditAction, AuditLog, AuditRecord, AuditSink, JsonLinesFile, MemorySink, NullSink, Outcome,
 };
 pub use error::{BpfError, Result};
-pub use loader::{AuditedMap, LoadedObject, Loader, LoaderBuilder, PinnedMap, DEFAULT_PIN_ROOT};
+pub use loader::{
+    AuditedMap, LoadedObject, Loader, LoaderBuilder, PinnedMap, TestRun, DEFAULT_PIN_ROOT,
+};
 pub use object::EmbeddedObject;
 pub use shield::Shield;

@@ -356,12 +356,40 @@ impl LoadedObject {
             })
     }
 
+    /// Runs program `name` on `data` in the kernel with `BPF_PROG_TEST_RUN`, `repeat`
+    /// times (at least once), without attaching it. Returns the program's return value
+    /// (for XDP: the verdict) and the kernel's average time per run.
+    pub fn test_run(&self, name: &str, data: &[u8], repeat: u32) -> Result<TestRun> {
+        let prog = self.program(name)?;
+        let mut input = libbpf_rs::ProgramInput::default();
+        input.data_in = Some(data);
+        input.repeat = repeat.max(1);
+        let output = prog.test_run(input).map_err(|source| BpfError::Attach {
+            program: name.to_string(),
+            target: "BPF_PROG_TEST_RUN".to_string(),
+            source,
+        })?;
+        Ok(TestRun {
+            return_value: output.return_value,
+            per_run: output.duration,
+        })
+    }
+
     /// Removes every pin under this object's pin directory (maps and links pinned there)
     /// and the directory. Once this process's handles close, the kernel frees what
     /// nothing else holds.
     pub fn unpin(self) -> Result<usize> {
         remove_pin_dir(&self.pin_dir, &self.name, &self.log)
     }
+}
+
+/// The result of [`LoadedObject::test_run`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TestRun {
+    /// The program's return value (for XDP, the `XDP_*` verdict).
+    pub return_value: u32,
+    /// Average time per run, as measured by the kernel.
+    pub per_run: std::time::Duration,
 }
 
 /// A map of a loaded object. Writes are size-checked and recorded in the audit log.

@@ -25,6 +25,8 @@ use ironclad_core::abi::{
     SHIELD_MAX_RULES,
 };
 
+use ironclad_policy::shield::CompiledShield;
+
 use crate::attach::XdpAttachment;
 use crate::error::{BpfError, Result};
 use crate::loader::{LoadedObject, Loader};
@@ -77,6 +79,33 @@ impl Shield {
     /// The loaded object (pins, maps, audit log).
     pub fn object(&self) -> &LoadedObject {
         &self.object
+    }
+
+    /// Writes a compiled policy into the kernel: the safety valve first (so management
+    /// traffic is never cut off while rules arrive), then the mode, then every rule.
+    /// Rules already loaded and not in `policy` stay; on a kernel error, the entries
+    /// this call added are removed again before the error is returned.
+    pub fn apply(&self, policy: &CompiledShield) -> Result<()> {
+        let mut added: Vec<IpNetwork> = Vec::new();
+        let result = (|| {
+            for net in &policy.management {
+                self.add_valve(*net)?;
+            }
+            self.set_dry_run(policy.dry_run)?;
+            for rule in &policy.rules {
+                if self.rule(rule.cidr)?.is_none() {
+                    added.push(rule.cidr);
+                }
+                self.insert_rule(rule.cidr, rule.id, rule.action)?;
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            for net in added {
+                let _ = self.remove_rule(net);
+            }
+        }
+        result
     }
 
     /// Adds or replaces the rule for `net`: packets whose source it covers (and no
@@ -161,6 +190,12 @@ impl Shield {
             .iter()
             .map(|t| Ok((*t, self.percpu_sum(TOTALS, *t as u32)?)))
             .collect()
+    }
+
+    /// Runs the XDP program on one frame with `BPF_PROG_TEST_RUN` (`repeat` times) and
+    /// returns the verdict and the kernel's time per run. Counters count these runs.
+    pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<crate::loader::TestRun> {
+        self.object.test_run(PROGRAM, frame, repeat)
     }
 
     /// Attaches the Shield to `iface` through a `bpf_link` (native XDP where the driver

@@ -233,7 +233,7 @@ pub struct TestCgroup {
 impl TestCgroup {
     /// Creates a fresh cgroup under the cgroup v2 root.
     pub fn new(tag: &str) -> io::Result<Self> {
-        let path = cgroup2_root()?.join(unique_name(&format!("ironclad-test-{tag}-")));
+        let path = cgroup2_root()?.join(unique_name(&format!("ironclad-{tag}-")));
         std::fs::create_dir(&path)?;
         Ok(Self { path })
     }
@@ -280,14 +280,14 @@ pub struct BpffsDir {
 }
 
 impl BpffsDir {
-    /// Creates `/sys/fs/bpf/ironclad-test-…`, mounting bpffs at /sys/fs/bpf if needed.
+    /// Creates `/sys/fs/bpf/ironclad-<tag>-…`, mounting bpffs at /sys/fs/bpf if needed.
     pub fn new(tag: &str) -> io::Result<Self> {
         let root = Path::new("/sys/fs/bpf");
         if !is_bpffs(root)? {
             std::fs::create_dir_all(root)?;
             run("mount", &["-t", "bpf", "bpf", "/sys/fs/bpf"])?;
         }
-        let path = root.join(unique_name(&format!("ironclad-test-{tag}-")));
+        let path = root.join(unique_name(&format!("ironclad-{tag}-")));
         std::fs::create_dir(&path)?;
         Ok(Self { path })
     }
@@ -310,4 +310,87 @@ fn is_bpffs(path: &Path) -> io::Result<bool> {
         let mut f = l.split_whitespace();
         matches!((f.next(), f.next(), f.next()), (Some(_), Some(dir), Some("bpf")) if Path::new(dir) == path)
     }))
+}
+
+/// Hand-built Ethernet frames for `BPF_PROG_TEST_RUN` tests and benchmarks.
+pub mod frames {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    const MAC_DST: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
+    const MAC_SRC: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
+
+    fn checksum(bytes: &[u8]) -> u16 {
+        let mut sum: u32 = bytes
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
+
+    fn ethernet(ethertype: u16) -> Vec<u8> {
+        let mut f = Vec::with_capacity(128);
+        f.extend_from_slice(&MAC_DST);
+        f.extend_from_slice(&MAC_SRC);
+        f.extend_from_slice(&ethertype.to_be_bytes());
+        f
+    }
+
+    /// An Ethernet + IPv4 + UDP frame (`payload` bytes of zeros) from `src` to `dst`.
+    pub fn ipv4_udp(src: Ipv4Addr, dst: Ipv4Addr, payload: usize) -> Vec<u8> {
+        let mut f = ethernet(0x0800);
+        let total = 20 + 8 + payload;
+        let mut ip = vec![0x45, 0];
+        ip.extend_from_slice(&(total as u16).to_be_bytes());
+        ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+        ip.extend_from_slice(&src.octets());
+        ip.extend_from_slice(&dst.octets());
+        let sum = checksum(&ip);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&40000u16.to_be_bytes());
+        f.extend_from_slice(&53u16.to_be_bytes());
+        f.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        f.resize(f.len() + payload, 0);
+        f
+    }
+
+    /// An Ethernet + IPv6 + UDP frame (`payload` bytes of zeros) from `src` to `dst`.
+    pub fn ipv6_udp(src: Ipv6Addr, dst: Ipv6Addr, payload: usize) -> Vec<u8> {
+        let mut f = ethernet(0x86DD);
+        f.extend_from_slice(&[0x60, 0, 0, 0]);
+        f.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
+        f.extend_from_slice(&[17, 64]);
+        f.extend_from_slice(&src.octets());
+        f.extend_from_slice(&dst.octets());
+        f.extend_from_slice(&40000u16.to_be_bytes());
+        f.extend_from_slice(&53u16.to_be_bytes());
+        f.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        f.resize(f.len() + payload, 0);
+        f
+    }
+
+    /// Inserts an 802.1Q VLAN tag (`vid`) after the MAC addresses of `frame`.
+    pub fn with_vlan(frame: &[u8], vid: u16) -> Vec<u8> {
+        let mut f = frame[..12].to_vec();
+        f.extend_from_slice(&0x8100u16.to_be_bytes());
+        f.extend_from_slice(&(vid & 0x0fff).to_be_bytes());
+        f.extend_from_slice(&frame[12..]);
+        f
+    }
+
+    /// An ARP request frame (not IP).
+    pub fn arp() -> Vec<u8> {
+        let mut f = ethernet(0x0806);
+        f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+        f.extend_from_slice(&MAC_SRC);
+        f.extend_from_slice(&[10, 0, 0, 2]);
+        f.extend_from_slice(&[0; 6]);
+        f.extend_from_slice(&[10, 0, 0, 1]);
+        f
+    }
 }

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Ironclad developer entry point. On a fresh Debian/Ubuntu machine, as root:
+#   ./dev.sh demo   install what is missing, build, run the full_firewall demo
+#   ./dev.sh test   install what is missing, then run every check and test
+# Privileged tests fail (never skip) without root, unless IRONCLAD_SKIP_PRIVILEGED=1
+# is set outside CI.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# Debian packages the build and the tests need: clang/llvm compile the eBPF programs,
+# libelf/zlib static archives are linked into the binary, bpftool is the tests'
+# "attacker", iproute2/iputils-ping/util-linux drive namespaces, pings and setpriv.
+PACKAGES=(clang llvm libelf-dev zlib1g-dev pkg-config make gcc bpftool iproute2
+          iputils-ping util-linux procps)
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+install_deps() {
+    local missing=()
+    for pkg in "${PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+            || missing+=("$pkg")
+    done
+    if ((${#missing[@]})); then
+        if [[ $(id -u) -ne 0 ]]; then
+            echo "missing packages: ${missing[*]} (run as root to install them)" >&2
+            exit 1
+        fi
+        log "installing ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+    if ! command -v cargo >/dev/null; then
+        echo "cargo not found: install a Rust toolchain (1.82 or newer) first" >&2
+        exit 1
+    fi
+}
+
+require_root() {
+    if [[ $(id -u) -ne 0 && "${IRONCLAD_SKIP_PRIVILEGED:-}" != 1 ]]; then
+        echo "$1 needs root (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_ADMIN): run it with sudo" >&2
+        exit 1
+    fi
+}
+
+cmd_demo() {
+    require_root "the demo"
+    install_deps
+    log "building full_firewall (release)"
+    cargo build --release --quiet -p full_firewall
+    log "running the demo"
+    ./target/release/full_firewall demo --seconds "${DEMO_SECONDS:-5}"
+}
+
+cmd_test() {
+    require_root "the test suite"
+    install_deps
+    if [[ -n "${CI:-}" ]]; then unset IRONCLAD_SKIP_PRIVILEGED; fi
+    log "cargo fmt --check"
+    cargo fmt --all -- --check
+    log "cargo clippy"
+    cargo clippy --workspace --all-targets --quiet -- -D warnings
+    log "cargo test (host kernel: unit, BPF_PROG_RUN, veth/netns, cgroup)"
+    cargo test --workspace --no-fail-fast
+    log "benchmarks (short mode: they measure, they never fail on timing)"
+    cargo bench -p ironclad-benches --bench shield --quiet -- --warm-up-time 0.2 --measurement-time 0.5 --noplot
+}
+
+case "${1:-}" in
+    demo) cmd_demo ;;
+    test) cmd_test ;;
+    *) echo "usage: $0 demo|test" >&2; exit 2 ;;
+esac
