@@ -63,7 +63,7 @@ fn run() -> Result<(), String> {
         writeln!(
             registry,
             "/// Skeleton generated from `bpf-src/{rel}`.\n\
-             #[allow(missing_docs, unused_imports, unreachable_pub, clippy::all, clippy::pedantic, unsafe_op_in_unsafe_fn, non_camel_case_types, non_upper_case_globals, dead_code)]\n\
+             #[allow(missing_docs, unused_imports, unreachable_pub, clippy::all, clippy::pedantic, clippy::expect_used, clippy::unwrap_used, clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn, non_camel_case_types, non_upper_case_globals, dead_code)]\n\
              pub(crate) mod {name}_skel {{ include!(concat!(env!(\"OUT_DIR\"), \"/{name}.skel.rs\")); }}\n\
              static {upper}_ELF: crate::object::Aligned<[u8; {size}]> = crate::object::Aligned(*include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{name}.bpf.o\")));\n\
              /// The compiled `bpf-src/{rel}` object, embedded in the binary.\n\
@@ -91,8 +91,12 @@ fn run() -> Result<(), String> {
     );
     for ((object, program), callees) in &allow {
         let list: Vec<String> = callees.iter().map(|c| format!("\"{c}\"")).collect();
-        writeln!(gen, "    (\"{object}\", \"{program}\", &[{}]),", list.join(", "))
-            .map_err(|e| e.to_string())?;
+        writeln!(
+            gen,
+            "    (\"{object}\", \"{program}\", &[{}]),",
+            list.join(", ")
+        )
+        .map_err(|e| e.to_string())?;
     }
     gen.push_str("];\n");
     let never: Vec<String> = NEVER_ALLOWED.iter().map(|n| format!("\"{n}\"")).collect();
@@ -123,7 +127,10 @@ fn programs_in(dir: &Path) -> Result<Vec<(String, PathBuf)>, String> {
     let entries = fs::read_dir(dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
     for entry in entries {
         let path = entry.map_err(|e| e.to_string())?.path();
-        let file = path.file_name().and_then(|f| f.to_str()).unwrap_or_default();
+        let file = path
+            .file_name()
+            .and_then(|f| f.to_str())
+            .unwrap_or_default();
         if let Some(stem) = file.strip_suffix(".bpf.c") {
             found.push((stem.to_string(), path.clone()));
         }

@@ -29,7 +29,11 @@ fn shield_xdp(c: &mut Criterion) {
             },
             Rule::new(2, Action::Deny),
         ));
-        let hit = frames::ipv4_udp(Ipv4Addr::new(203, 0, 113, 9), Ipv4Addr::new(192, 0, 2, 2), 18);
+        let hit = frames::ipv4_udp(
+            Ipv4Addr::new(203, 0, 113, 9),
+            Ipv4Addr::new(192, 0, 2, 2),
+            18,
+        );
         let bench = BenchShield::with_v4_rules(&format!("bench{count}"), &rules);
         for (name, frame) in [("lpm_miss", &miss), ("lpm_hit", &hit)] {
             group.bench_with_input(BenchmarkId::new(name, count), frame, |b, frame| {

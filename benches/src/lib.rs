@@ -14,7 +14,11 @@ pub struct Rng(u64);
 impl Rng {
     /// A generator from `seed` (0 is replaced by a fixed non-zero seed).
     pub fn new(seed: u64) -> Self {
-        Self(if seed == 0 { 0x9E37_79B9_7F4A_7C15 } else { seed })
+        Self(if seed == 0 {
+            0x9E37_79B9_7F4A_7C15
+        } else {
+            seed
+        })
     }
 
     /// The next 64 random bits.
@@ -36,7 +40,11 @@ pub fn v4_rules(count: usize, seed: u64) -> Vec<(LpmV4Key, Rule)> {
         let r = rng.next_u64();
         let prefixlen = 16 + (r % 17) as u32;
         let addr = (r >> 32) as u32;
-        let mask = if prefixlen == 0 { 0 } else { u32::MAX << (32 - prefixlen) };
+        let mask = if prefixlen == 0 {
+            0
+        } else {
+            u32::MAX << (32 - prefixlen)
+        };
         let net = addr & mask;
         if Ipv4Addr::from(net).octets()[..2] == [192, 0] || !seen.insert((net, prefixlen)) {
             continue;
@@ -69,7 +77,10 @@ impl BenchShield {
             .build()
             .unwrap_or_else(|e| panic!("loader: {e}"));
         let shield = Shield::load(&loader).unwrap_or_else(|e| panic!("load: {e}"));
-        let keys: Vec<_> = rules.iter().map(|(k, v)| (k.to_bytes(), v.to_bytes())).collect();
+        let keys: Vec<_> = rules
+            .iter()
+            .map(|(k, v)| (k.to_bytes(), v.to_bytes()))
+            .collect();
         let map = shield
             .object()
             .map("ic_rules_v4")

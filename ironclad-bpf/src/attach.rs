@@ -54,7 +54,13 @@ impl XdpAttachment {
         let index = match ifindex(iface) {
             Ok(i) => i,
             Err(e) => {
-                log.record(AuditAction::Attach, object, &target, Outcome::Failed, e.to_string());
+                log.record(
+                    AuditAction::Attach,
+                    object,
+                    &target,
+                    Outcome::Failed,
+                    e.to_string(),
+                );
                 return Err(e);
             }
         };

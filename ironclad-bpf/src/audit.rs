@@ -187,9 +187,7 @@ impl Allowlist {
         if let Callee::Helper(id) = callee {
             match helper_name(*id) {
                 None => return Some(Reason::UnknownHelper),
-                Some(name) if never_allowed().contains(&name) => {
-                    return Some(Reason::NeverAllowed)
-                }
+                Some(name) if never_allowed().contains(&name) => return Some(Reason::NeverAllowed),
                 Some(_) => {}
             }
         }
@@ -232,6 +230,12 @@ enum Target {
     },
 }
 
+/// An executable section: its bytes and the call-relevant relocations by byte offset.
+struct CodeSection<'data> {
+    data: &'data [u8],
+    relocs: HashMap<u64, Target>,
+}
+
 /// Audits `object` against `allowlist` without loading anything.
 ///
 /// Returns the report if every call of every program is permitted, or
@@ -256,7 +260,9 @@ pub fn audit_object(object: &EmbeddedObject, allowlist: &Allowlist) -> Result<Au
         let start = usize::try_from(symbol.address()).map_err(|e| malformed(e.to_string()))?;
         let size = usize::try_from(symbol.size()).map_err(|e| malformed(e.to_string()))?;
         if start % INSN_SIZE != 0 || size % INSN_SIZE != 0 {
-            return Err(malformed(format!("function `{sym_name}` is not instruction-aligned")));
+            return Err(malformed(format!(
+                "function `{sym_name}` is not instruction-aligned"
+            )));
         }
         functions.push(Function {
             name: sym_name.to_string(),
@@ -266,13 +272,11 @@ pub fn audit_object(object: &EmbeddedObject, allowlist: &Allowlist) -> Result<Au
         });
     }
 
-    let mut sections: HashMap<object::SectionIndex, (String, &[u8], HashMap<u64, Target>)> =
-        HashMap::new();
+    let mut sections: HashMap<object::SectionIndex, CodeSection<'_>> = HashMap::new();
     for section in file.sections() {
         if section.kind() != SectionKind::Text {
             continue;
         }
-        let sec_name = section.name().map_err(|e| malformed(e.to_string()))?.to_string();
         let data = section.data().map_err(|e| malformed(e.to_string()))?;
         let mut relocs = HashMap::new();
         for (offset, reloc) in section.relocations() {
@@ -287,11 +291,15 @@ pub fn audit_object(object: &EmbeddedObject, allowlist: &Allowlist) -> Result<Au
                     section,
                     value: sym.address(),
                 },
-                _ => Target::Extern(sym.name().map_err(|e| malformed(e.to_string()))?.to_string()),
+                _ => Target::Extern(
+                    sym.name()
+                        .map_err(|e| malformed(e.to_string()))?
+                        .to_string(),
+                ),
             };
             relocs.insert(offset, target);
         }
-        sections.insert(section.index(), (sec_name, data, relocs));
+        sections.insert(section.index(), CodeSection { data, relocs });
     }
 
     let text_index = file.section_by_name(".text").map(|s| s.index());
@@ -313,15 +321,15 @@ pub fn audit_object(object: &EmbeddedObject, allowlist: &Allowlist) -> Result<Au
             if !seen.insert((function.section, function.start)) {
                 continue;
             }
-            let (_, data, relocs) = sections
+            let CodeSection { data, relocs } = sections
                 .get(&function.section)
                 .ok_or_else(|| malformed(format!("`{}` is not in code", function.name)))?;
             let mut idx = function.start;
             while idx < function.end {
                 let at = idx * INSN_SIZE;
-                let insn = data
-                    .get(at..at + INSN_SIZE)
-                    .ok_or_else(|| malformed(format!("`{}` runs past its section", function.name)))?;
+                let insn = data.get(at..at + INSN_SIZE).ok_or_else(|| {
+                    malformed(format!("`{}` runs past its section", function.name))
+                })?;
                 let code = insn[0];
                 let src_reg = insn[1] >> 4;
                 let imm = i32::from_le_bytes([insn[4], insn[5], insn[6], insn[7]]);
@@ -377,8 +385,9 @@ pub fn audit_object(object: &EmbeddedObject, allowlist: &Allowlist) -> Result<Au
                     idx += 1; // ld_imm64 occupies two slots
                 }
                 if let Some((section, target)) = callee_fn {
-                    let target = usize::try_from(target)
-                        .map_err(|_| malformed(format!("`{}` calls before its section", function.name)))?;
+                    let target = usize::try_from(target).map_err(|_| {
+                        malformed(format!("`{}` calls before its section", function.name))
+                    })?;
                     let callee = functions
                         .iter()
                         .find(|f| f.section == section && f.start <= target && target < f.end)
@@ -453,7 +462,10 @@ mod tests {
     fn shield_passes_the_builtin_audit() {
         let report = audit_object(crate::object::shield(), &Allowlist::builtin())
             .expect("shield passes its audit");
-        let calls = report.programs.get("ic_shield_xdp").expect("program audited");
+        let calls = report
+            .programs
+            .get("ic_shield_xdp")
+            .expect("program audited");
         assert!(calls.contains(&Callee::Helper(1)), "{calls:?}");
     }
 
@@ -468,7 +480,10 @@ mod tests {
         assert!(violations
             .iter()
             .all(|v| v.reason == Reason::NotAllowlisted && v.callee == Callee::Helper(1)));
-        assert!(err.to_string().contains("bpf_map_lookup_elem (helper 1)"), "{err}");
+        assert!(
+            err.to_string().contains("bpf_map_lookup_elem (helper 1)"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -487,7 +502,12 @@ mod tests {
         assert_eq!(write.reason, Reason::NeverAllowed);
         let signal = violations
             .iter()
-            .find(|v| helper_name(match v.callee { Callee::Helper(id) => id, _ => 0 }) == Some("send_signal"))
+            .find(|v| {
+                helper_name(match v.callee {
+                    Callee::Helper(id) => id,
+                    _ => 0,
+                }) == Some("send_signal")
+            })
             .expect("send_signal found through the subprogram");
         assert_eq!(signal.program, "ic_test_signal");
         assert_eq!(signal.function, "ic_test_hidden_signal");

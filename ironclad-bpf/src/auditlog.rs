@@ -310,7 +310,13 @@ mod tests {
         let sink = Arc::new(JsonLinesFile::open(&path).expect("open"));
         let log = AuditLog::new(sink);
         log.record(AuditAction::Load, "shield", "", Outcome::Ok, "");
-        log.record(AuditAction::Pin, "shield", "/sys/fs/bpf/x", Outcome::Failed, "EPERM");
+        log.record(
+            AuditAction::Pin,
+            "shield",
+            "/sys/fs/bpf/x",
+            Outcome::Failed,
+            "EPERM",
+        );
         let text = std::fs::read_to_string(&path).expect("read");
         let lines: Vec<_> = text.lines().collect();
         assert_eq!(lines.len(), 2);

@@ -42,7 +42,5 @@ const _: () = {
     assert!(abi::SHIELD_MAX_RULES == c::ic_shield_limits::IC_SHIELD_MAX_RULES.0);
     assert!(abi::SHIELD_MAX_V4_PREFIXES == c::ic_shield_limits::IC_SHIELD_MAX_V4_PREFIXES.0);
     assert!(abi::SHIELD_MAX_V6_PREFIXES == c::ic_shield_limits::IC_SHIELD_MAX_V6_PREFIXES.0);
-    assert!(
-        abi::SHIELD_MAX_VALVE_PREFIXES == c::ic_shield_limits::IC_SHIELD_MAX_VALVE_PREFIXES.0
-    );
+    assert!(abi::SHIELD_MAX_VALVE_PREFIXES == c::ic_shield_limits::IC_SHIELD_MAX_VALVE_PREFIXES.0);
 };

@@ -35,7 +35,8 @@ const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
 
 /// What loading needs: programs and maps (`CAP_BPF`), tracing programs (`CAP_PERFMON`),
 /// network programs (`CAP_NET_ADMIN`).
-const LOAD_CAPABILITIES: &[Capability] = &[Capability::Bpf, Capability::Perfmon, Capability::NetAdmin];
+const LOAD_CAPABILITIES: &[Capability] =
+    &[Capability::Bpf, Capability::Perfmon, Capability::NetAdmin];
 
 /// Builds a [`Loader`].
 pub struct LoaderBuilder {
@@ -233,8 +234,13 @@ impl Loader {
                     source,
                     verifier_log: log,
                 };
-                self.log
-                    .record(AuditAction::Load, name, "", Outcome::Failed, err.to_string());
+                self.log.record(
+                    AuditAction::Load,
+                    name,
+                    "",
+                    Outcome::Failed,
+                    err.to_string(),
+                );
                 return Err(err);
             }
         };
@@ -361,9 +367,11 @@ impl LoadedObject {
     /// (for XDP: the verdict) and the kernel's average time per run.
     pub fn test_run(&self, name: &str, data: &[u8], repeat: u32) -> Result<TestRun> {
         let prog = self.program(name)?;
-        let mut input = libbpf_rs::ProgramInput::default();
-        input.data_in = Some(data);
-        input.repeat = repeat.max(1);
+        let input = libbpf_rs::ProgramInput {
+            data_in: Some(data),
+            repeat: repeat.max(1),
+            ..Default::default()
+        };
         let output = prog.test_run(input).map_err(|source| BpfError::Attach {
             program: name.to_string(),
             target: "BPF_PROG_TEST_RUN".to_string(),

@@ -1,5 +1,10 @@
 //! The helper audit against the real kernel: a refused object leaves no trace in it.
 
+#![allow(
+    clippy::expect_used,
+    reason = "test helpers fail the test with a message"
+)]
+
 use std::process::Command;
 use std::sync::Arc;
 
@@ -83,10 +88,7 @@ fn audit_refuses_probe_write_user_and_nothing_reaches_the_kernel() {
             .any(|r| r.target == "ic_test_write_user" && r.detail.contains("probe_write_user")),
         "audit record of the refusal: {refusals:?}"
     );
-    assert!(!sink
-        .records()
-        .iter()
-        .any(|r| r.action == AuditAction::Load));
+    assert!(!sink.records().iter().any(|r| r.action == AuditAction::Load));
 }
 
 #[test]

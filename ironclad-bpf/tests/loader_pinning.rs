@@ -2,6 +2,11 @@
 //! second process that reuses the pin; `unpin` leaves the pin root empty; and every step
 //! leaves an audit record.
 
+#![allow(
+    clippy::expect_used,
+    reason = "test helpers fail the test with a message"
+)]
+
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -75,7 +80,10 @@ fn pinned_map_written_by_one_process_is_read_by_another() {
 
     spawn_role("write", pins.path(), &audit);
     let shield_dir = pins.path().join("shield");
-    assert!(shield_dir.join("ic_rules_v4").exists(), "map pinned by the writer");
+    assert!(
+        shield_dir.join("ic_rules_v4").exists(),
+        "map pinned by the writer"
+    );
 
     let stdout = spawn_role("read", pins.path(), &audit);
     assert!(
@@ -94,7 +102,9 @@ fn pinned_map_written_by_one_process_is_read_by_another() {
         .expect("loader");
     let shield = Shield::load(&loader).expect("load");
     assert_eq!(
-        shield.rule(RULE_NET.parse().expect("cidr")).expect("lookup"),
+        shield
+            .rule(RULE_NET.parse().expect("cidr"))
+            .expect("lookup"),
         Some(Rule::new(4242, Action::Deny))
     );
     drop(shield);
@@ -174,7 +184,10 @@ fn privileged_test_without_root_fails_naming_the_missing_capability() {
     assert!(!out.status.success(), "unprivileged run must fail:\n{text}");
     assert!(text.contains("cannot run"), "{text}");
     assert!(text.contains("CAP_BPF"), "names CAP_BPF:\n{text}");
-    assert!(text.contains("CAP_NET_ADMIN"), "names CAP_NET_ADMIN:\n{text}");
+    assert!(
+        text.contains("CAP_NET_ADMIN"),
+        "names CAP_NET_ADMIN:\n{text}"
+    );
     assert!(text.contains("uid 65534"), "{text}");
 }
 

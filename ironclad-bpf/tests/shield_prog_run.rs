@@ -1,6 +1,11 @@
 //! The Shield's verdicts through `BPF_PROG_TEST_RUN`: the real program in the real
 //! kernel, fed hand-built frames, no interface needed.
 
+#![allow(
+    clippy::expect_used,
+    reason = "test helpers fail the test with a message"
+)]
+
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ironclad_bpf::{Loader, Shield};
@@ -34,7 +39,11 @@ fn shield(tag: &str) -> (BpffsDir, Shield) {
 }
 
 fn v4(last: u8) -> Vec<u8> {
-    frames::ipv4_udp(Ipv4Addr::new(198, 51, 100, last), Ipv4Addr::new(192, 0, 2, 1), 18)
+    frames::ipv4_udp(
+        Ipv4Addr::new(198, 51, 100, last),
+        Ipv4Addr::new(192, 0, 2, 1),
+        18,
+    )
 }
 
 fn total(shield: &Shield, which: ShieldTotal) -> u64 {
@@ -62,7 +71,11 @@ fn verdicts_follow_longest_prefix_and_the_valve() {
     let dst6: Ipv6Addr = "2001:db8::1".parse().expect("addr");
     assert_eq!(run(&frames::ipv6_udp(bad6, dst6, 18)), XDP_DROP);
     assert_eq!(run(&frames::ipv6_udp(good6, dst6, 18)), XDP_PASS);
-    assert_eq!(run(&frames::with_vlan(&v4(1), 42)), XDP_DROP, "one VLAN tag");
+    assert_eq!(
+        run(&frames::with_vlan(&v4(1), 42)),
+        XDP_DROP,
+        "one VLAN tag"
+    );
     assert_eq!(
         run(&frames::with_vlan(&frames::with_vlan(&v4(1), 42), 7)),
         XDP_DROP,
@@ -105,7 +118,10 @@ fn truncated_and_malformed_frames_pass_and_are_counted() {
         ("truncated IPv4 header", full[..14 + 12].to_vec()),
         ("IHL below 5", bad_ihl),
         ("IHL past the end", huge_ihl[..14 + 24].to_vec()),
-        ("truncated VLAN tag", frames::with_vlan(&full, 1)[..16].to_vec()),
+        (
+            "truncated VLAN tag",
+            frames::with_vlan(&full, 1)[..16].to_vec(),
+        ),
         (
             "truncated IPv6 header",
             frames::ipv6_udp(Ipv6Addr::LOCALHOST, Ipv6Addr::LOCALHOST, 0)[..14 + 30].to_vec(),

@@ -1,6 +1,11 @@
 //! The Shield with real packets: a veth pair into a network namespace, the XDP program
 //! attached on the host end, pings from allowed and denied sources.
 
+#![allow(
+    clippy::expect_used,
+    reason = "test helpers fail the test with a message"
+)]
+
 use std::process::Output;
 
 use ironclad_bpf::{Loader, Shield};
@@ -85,9 +90,21 @@ fn ping(ns: &NetNs, from: &str, to: &str, count: u32) -> Output {
     if to.contains(':') {
         cmd.arg("-6");
     }
-    cmd.args(["-n", "-q", "-c", &count.to_string(), "-i", "0.2", "-W", "1", "-I", from, to])
-        .output()
-        .expect("ping (iputils-ping) must be installed")
+    cmd.args([
+        "-n",
+        "-q",
+        "-c",
+        &count.to_string(),
+        "-i",
+        "0.2",
+        "-W",
+        "1",
+        "-I",
+        from,
+        to,
+    ])
+    .output()
+    .expect("ping (iputils-ping) must be installed")
 }
 
 #[test]
@@ -114,7 +131,11 @@ fn denied_sources_are_dropped_and_counted_exactly() {
     let v6 = shield.rule_counter(2).expect("counter");
     assert_eq!(v4.packets, 3, "one count per denied IPv4 echo request");
     assert_eq!(v6.packets, 3, "one count per denied IPv6 echo request");
-    assert_eq!(v4.bytes, 3 * 98, "3 x (14 Ethernet + 20 IPv4 + 8 ICMP + 56 data)");
+    assert_eq!(
+        v4.bytes,
+        3 * 98,
+        "3 x (14 Ethernet + 20 IPv4 + 8 ICMP + 56 data)"
+    );
     let totals = shield.totals().expect("totals");
     let dropped = totals
         .iter()
@@ -146,7 +167,9 @@ fn attaching_to_a_missing_interface_is_a_typed_error() {
     require_privileges!();
     let lab = lab("noif", 3);
     let shield = Shield::load(&lab.loader).expect("load");
-    let err = shield.attach("ic-no-such-if").expect_err("no such interface");
+    let err = shield
+        .attach("ic-no-such-if")
+        .expect_err("no such interface");
     assert!(
         matches!(err, ironclad_bpf::BpfError::NoSuchInterface { .. }),
         "{err}"

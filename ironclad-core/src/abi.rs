@@ -231,10 +231,12 @@ impl Counter {
 
     /// Sums per-CPU values.
     pub fn sum<'a>(values: impl IntoIterator<Item = &'a Counter>) -> Counter {
-        values.into_iter().fold(Counter::default(), |acc, c| Counter {
-            packets: acc.packets.wrapping_add(c.packets),
-            bytes: acc.bytes.wrapping_add(c.bytes),
-        })
+        values
+            .into_iter()
+            .fold(Counter::default(), |acc, c| Counter {
+                packets: acc.packets.wrapping_add(c.packets),
+                bytes: acc.bytes.wrapping_add(c.bytes),
+            })
     }
 }
 

@@ -107,7 +107,10 @@ impl FileId {
         })?;
         let kernel_dev = user_dev_to_kernel(meta.dev()).ok_or_else(|| CoreError::Parse {
             path: path.to_path_buf(),
-            what: format!("device number {} does not fit the kernel encoding", meta.dev()),
+            what: format!(
+                "device number {} does not fit the kernel encoding",
+                meta.dev()
+            ),
         })?;
         Ok(Self {
             kernel_dev,

@@ -190,7 +190,11 @@ mod tests {
             .collect();
         assert_eq!(
             ids,
-            vec![(1, "shield.deny[0]"), (2, "shield.deny[1]"), (3, "shield.allow[0]")]
+            vec![
+                (1, "shield.deny[0]"),
+                (2, "shield.deny[1]"),
+                (3, "shield.allow[0]")
+            ]
         );
         assert_eq!(compiled.ipv4_prefixes(), 2);
         assert_eq!(compiled.ipv6_prefixes(), 1);

@@ -78,10 +78,11 @@ pub fn require_bpf_lsm_in(text: &str, path: impl AsRef<Path>) -> Result<(), Sent
 /// Checks that the running kernel has the BPF LSM active.
 pub fn bpf_lsm_status() -> Result<(), SentinelError> {
     let path = Path::new(LSM_LIST);
-    let text = std::fs::read_to_string(path).map_err(|source| SentinelError::LsmListUnreadable {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| SentinelError::LsmListUnreadable {
+            path: path.to_path_buf(),
+            source,
+        })?;
     require_bpf_lsm_in(&text, path)
 }
 

@@ -60,15 +60,25 @@ fn ping(ns: &NetNs, from: &str, seconds: u64) -> Result<Child> {
     if from.contains(':') {
         cmd.arg("-6");
     }
-    cmd.args(["-n", "-q", "-i", "0.2", "-w", &seconds.to_string(), "-I", from, to])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting ping (install iputils-ping)")
+    cmd.args([
+        "-n",
+        "-q",
+        "-i",
+        "0.2",
+        "-w",
+        &seconds.to_string(),
+        "-I",
+        from,
+        to,
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .context("starting ping (install iputils-ping)")
 }
 
 /// Runs the demo for `seconds` of traffic.
-pub fn run(seconds: u64) -> Result<()> {
+pub(crate) fn run(seconds: u64) -> Result<()> {
     println!("Ironclad Shield demo: XDP drops on a throwaway veth pair\n");
     let ns = NetNs::new("demo").context("creating a network namespace (needs root)")?;
     let peer_addrs: Vec<String> = SOURCES
@@ -86,8 +96,17 @@ pub fn run(seconds: u64) -> Result<()> {
         .context("creating the veth pair")?;
     let mac = std::fs::read_to_string(format!("/sys/class/net/{}/address", veth.host()))?;
     ns.exec(&[
-        "ip", "-6", "neigh", "replace", "fd99::1", "lladdr", mac.trim(), "dev", veth.peer(),
-        "nud", "permanent",
+        "ip",
+        "-6",
+        "neigh",
+        "replace",
+        "fd99::1",
+        "lladdr",
+        mac.trim(),
+        "dev",
+        veth.peer(),
+        "nud",
+        "permanent",
     ])?;
     println!(
         "network: namespace {} | host end {} (10.250.0.1, fd99::1) <-> {} in the namespace",
@@ -110,12 +129,16 @@ pub fn run(seconds: u64) -> Result<()> {
             .join("\n"))
     })?;
     for rule in &compiled.rules {
-        println!("rule {}: {:?} {} ({})", rule.id, rule.action, rule.cidr, rule.origin);
+        println!(
+            "rule {}: {:?} {} ({})",
+            rule.id, rule.action, rule.cidr, rule.origin
+        );
     }
     println!("management valve: 10.250.0.65/32\n");
 
     let pins = BpffsDir::new("demo").context("creating a bpffs pin directory")?;
-    let audit_path = std::env::temp_dir().join(format!("ironclad-demo-{}.jsonl", std::process::id()));
+    let audit_path =
+        std::env::temp_dir().join(format!("ironclad-demo-{}.jsonl", std::process::id()));
     let loader = Loader::builder()
         .pin_root(pins.path())
         .audit_sink(Arc::new(JsonLinesFile::open(&audit_path)?))
@@ -146,7 +169,10 @@ pub fn run(seconds: u64) -> Result<()> {
         let mut line = format!("t={:>2}s", start.elapsed().as_secs());
         for rule in &compiled.rules {
             let c = shield.rule_counter(rule.id)?;
-            line.push_str(&format!(" | {} {:?}: {} pkts", rule.cidr, rule.action, c.packets));
+            line.push_str(&format!(
+                " | {} {:?}: {} pkts",
+                rule.cidr, rule.action, c.packets
+            ));
         }
         let totals = shield.totals()?;
         for (total, c) in totals {
@@ -177,7 +203,12 @@ pub fn run(seconds: u64) -> Result<()> {
         );
     }
     for (total, c) in shield.totals()? {
-        println!("  total {:<11} {:>4} packets {:>6} bytes", total.name(), c.packets, c.bytes);
+        println!(
+            "  total {:<11} {:>4} packets {:>6} bytes",
+            total.name(),
+            c.packets,
+            c.bytes
+        );
     }
 
     attachment.detach()?;
