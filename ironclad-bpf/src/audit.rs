@@ -500,6 +500,12 @@ mod tests {
         assert_eq!(write.program, "ic_test_write_user");
         assert_eq!(write.function, "ic_test_write_user");
         assert_eq!(write.reason, Reason::NeverAllowed);
+        // The reported index points at exactly that call instruction in the ELF.
+        let file = object::File::parse(object.elf()).expect("elf");
+        let section = file.section_by_name("raw_tp/sys_enter").expect("section");
+        let data = section.data().expect("data");
+        let at = write.insn_index * INSN_SIZE;
+        assert_eq!(&data[at..at + INSN_SIZE], &[0x85, 0, 0, 0, 36, 0, 0, 0]);
         let signal = violations
             .iter()
             .find(|v| {
