@@ -50,8 +50,16 @@ fn a_cgroup_runs_its_command_inside_and_is_removed_with_its_processes() {
             .output()
             .expect("run cat");
         let text = String::from_utf8_lossy(&out.stdout);
-        let name = cg.path().file_name().expect("name").to_string_lossy().into_owned();
-        assert!(text.trim().ends_with(&name), "{text} should end with {name}");
+        let name = cg
+            .path()
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            text.trim().ends_with(&name),
+            "{text} should end with {name}"
+        );
         let mut sleeper = cg.command("sleep").arg("60").spawn().expect("sleep");
         std::thread::sleep(std::time::Duration::from_millis(200));
         assert_eq!(cg.pids().expect("pids").len(), 1);
