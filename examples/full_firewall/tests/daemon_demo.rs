@@ -1,0 +1,59 @@
+//! The reference daemon as a user runs it: the binary itself, no library shortcuts.
+
+use std::process::Command;
+
+use ironclad_core::require_privileges;
+
+const BIN: &str = env!("CARGO_BIN_EXE_full_firewall");
+
+#[test]
+fn binary_links_nothing_but_libc() {
+    let out = Command::new("ldd").arg(BIN).output().expect("ldd");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for lib in ["libbpf", "libelf", "libz"] {
+        assert!(!text.contains(lib), "{lib} is linked dynamically:\n{text}");
+    }
+    assert!(text.contains("libc.so"), "{text}");
+}
+
+#[test]
+fn audit_lists_every_program_and_its_helpers_without_privileges() {
+    let out = Command::new(BIN).arg("audit").output().expect("run audit");
+    assert!(out.status.success(), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let calls = json["shield"]["ic_shield_xdp"]
+        .as_array()
+        .expect("shield program listed");
+    assert!(calls
+        .iter()
+        .any(|c| c.as_str() == Some("bpf_map_lookup_elem (helper 1)")));
+}
+
+#[test]
+fn demo_drops_denied_sources_and_cleans_up() {
+    require_privileges!();
+    let out = Command::new(BIN)
+        .args(["demo", "--seconds", "2"])
+        .output()
+        .expect("run demo");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = |source: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(source) && l.contains("packets transmitted"))
+            .unwrap_or_else(|| panic!("no ping summary for {source}:\n{text}"))
+            .to_string()
+    };
+    for denied in ["10.250.0.66 ", "fd99::66 "] {
+        assert!(summary(denied).contains(" 0 received"), "{text}");
+    }
+    for allowed in ["10.250.0.2 ", "10.250.0.70 ", "10.250.0.65 ", "fd99::2 "] {
+        assert!(summary(allowed).contains("0% packet loss"), "{text}");
+        assert!(!summary(allowed).contains("100% packet loss"), "{text}");
+    }
+    assert!(text.contains("cleanup: detached"), "{text}");
+}
