@@ -5,10 +5,12 @@
  * Order of decisions for every IPv4/IPv6 packet:
  *   1. source in the management safety valve  -> XDP_PASS (always, counted as valve);
  *   2. longest matching prefix in the rule trie of its family:
- *        deny  -> XDP_DROP (or XDP_PASS counted as would-drop in dry-run),
- *        allow -> XDP_PASS (an exception inside a denied range: longest prefix wins);
- *   3. no match -> XDP_PASS.
- * Non-IP frames pass; malformed/truncated frames pass and are counted.
+ *        deny  -> XDP_DROP (dry-run: XDP_PASS, counted as would-drop),
+ *        allow -> continue (an exception inside a denied range: longest prefix wins);
+ *   3. per-source token bucket, if configured: over the limit -> XDP_DROP (dry-run: pass);
+ *   4. XDP_PASS.
+ * Non-IP frames pass; malformed/truncated frames pass and are counted. Drops (and
+ * would-drops) are sampled 1-in-N into a ring buffer with addresses, ports and rule.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -17,6 +19,10 @@
 #include "parse.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+#define IC_NS 1000000000LL
+/* A bucket idle this long is simply full again (and the refill product cannot overflow). */
+#define IC_RATE_IDLE_NS (10 * IC_NS)
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -71,12 +77,56 @@ struct {
 	__type(value, struct ic_shield_config);
 } ic_shield_config SEC(".maps");
 
-/* Keep the ABI enums in BTF so user space can check its mirrors against them. */
+/* Kernel-private: per-source token bucket (tokens in nano-packets). */
+struct ic_rate_key {
+	__u8 addr[16];
+};
+
+struct ic_rate_bucket {
+	__s64 tokens;
+	__u64 last_ns;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, IC_SHIELD_RATE_SOURCES);
+	__type(key, struct ic_rate_key);
+	__type(value, struct ic_rate_bucket);
+} ic_rate_buckets SEC(".maps");
+
+/* Kernel-private: per-CPU drop sequence for 1-in-N sampling. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} ic_sample_seq SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, IC_SHIELD_RING_BYTES);
+} ic_shield_events SEC(".maps");
+
+/* Keep the ABI types in BTF so user space can check its mirrors against them. */
 const volatile enum ic_abi ic_abi_version = IC_ABI_VERSION;
 const volatile enum ic_action ic_abi_action = IC_ACTION_NONE;
 const volatile enum ic_shield_total ic_abi_total = IC_TOTAL_COUNT;
 const volatile enum ic_shield_flags ic_abi_flags = IC_SHIELD_F_DRY_RUN;
 const volatile enum ic_shield_limits ic_abi_limits = IC_SHIELD_MAX_RULES;
+const volatile enum ic_event_kind ic_abi_event_kind = IC_EVENT_SHIELD;
+const volatile enum ic_shield_verdict ic_abi_verdict = IC_VERDICT_DROP;
+const volatile enum ic_shield_ring ic_abi_ring = IC_SHIELD_RING_BYTES;
+const volatile struct ic_shield_event ic_abi_shield_event;
+
+/* One parsed packet. */
+struct ic_pkt {
+	void *l3;
+	void *data_end;
+	__u64 len;
+	__u8 family;
+	__u8 src[16]; /* IPv4 as IPv4-mapped */
+	__u8 dst[16];
+};
 
 static __always_inline void ic_count(void *map, __u32 index, __u64 bytes)
 {
@@ -88,25 +138,131 @@ static __always_inline void ic_count(void *map, __u32 index, __u64 bytes)
 	}
 }
 
-static __always_inline int ic_verdict(struct ic_rule *rule, __u64 bytes)
+static __always_inline struct ic_shield_config *ic_config(void)
 {
 	__u32 zero = 0;
-	struct ic_shield_config *cfg;
 
-	if (!rule || rule->action != IC_ACTION_DENY) {
-		if (rule)
-			ic_count(&ic_rule_counters, rule->rule_id, bytes);
-		ic_count(&ic_totals, IC_TOTAL_PASSED, bytes);
-		return XDP_PASS;
+	return bpf_map_lookup_elem(&ic_shield_config, &zero);
+}
+
+/* Samples one drop into the ring buffer (1-in-N per CPU). */
+static __always_inline void ic_report(struct xdp_md *ctx, struct ic_shield_config *cfg,
+				      struct ic_pkt *pkt, __u32 rule_id, __u8 verdict)
+{
+	struct ic_shield_event *e;
+	struct ic_l4 l4 = {};
+	__u32 zero = 0;
+	__u64 *seq;
+	__u64 n;
+
+	if (!cfg || !cfg->sample_rate)
+		return;
+	seq = bpf_map_lookup_elem(&ic_sample_seq, &zero);
+	if (!seq)
+		return;
+	n = *seq;
+	*seq = n + 1;
+	if (n % cfg->sample_rate)
+		return;
+	e = bpf_ringbuf_reserve(&ic_shield_events, sizeof(*e), 0);
+	if (!e) {
+		ic_count(&ic_totals, IC_TOTAL_EVENTS_LOST, 0);
+		return;
 	}
-	ic_count(&ic_rule_counters, rule->rule_id, bytes);
-	cfg = bpf_map_lookup_elem(&ic_shield_config, &zero);
-	if (cfg && (cfg->flags & IC_SHIELD_F_DRY_RUN)) {
-		ic_count(&ic_totals, IC_TOTAL_WOULD_DROP, bytes);
-		return XDP_PASS;
+	if (pkt->family == 4)
+		ic_parse_l4_v4(pkt->l3, pkt->data_end, &l4);
+	else
+		ic_parse_l4_v6(pkt->l3, pkt->data_end, &l4);
+	e->hdr.version = IC_ABI_VERSION;
+	e->hdr.kind = IC_EVENT_SHIELD;
+	e->hdr.size = sizeof(*e);
+	e->hdr.ktime_ns = bpf_ktime_get_ns();
+	__builtin_memcpy(e->src, pkt->src, sizeof(e->src));
+	__builtin_memcpy(e->dst, pkt->dst, sizeof(e->dst));
+	e->rule_id = rule_id;
+	e->ifindex = ctx->ingress_ifindex;
+	e->pkt_len = pkt->len;
+	e->sport = l4.sport;
+	e->dport = l4.dport;
+	e->family = pkt->family;
+	e->proto = l4.proto;
+	e->verdict = verdict;
+	__builtin_memset(e->_pad0, 0, sizeof(e->_pad0));
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* Token bucket per source. Returns 1 when the packet is over the limit. */
+static __always_inline int ic_over_limit(struct ic_shield_config *cfg, struct ic_pkt *pkt)
+{
+	struct ic_rate_bucket *bucket;
+	struct ic_rate_key key;
+	__s64 cap, tokens;
+	__u64 now;
+
+	if (!cfg || !cfg->rate_pps)
+		return 0;
+	__builtin_memcpy(key.addr, pkt->src, sizeof(key.addr));
+	now = bpf_ktime_get_ns();
+	cap = (__s64)cfg->rate_burst * IC_NS;
+	bucket = bpf_map_lookup_elem(&ic_rate_buckets, &key);
+	if (!bucket) {
+		struct ic_rate_bucket fresh = { .tokens = cap - IC_NS, .last_ns = now };
+
+		if (cap < IC_NS)
+			return 1;
+		bpf_map_update_elem(&ic_rate_buckets, &key, &fresh, BPF_NOEXIST);
+		return 0;
 	}
-	ic_count(&ic_totals, IC_TOTAL_DROPPED, bytes);
-	return XDP_DROP;
+	if (now > bucket->last_ns) {
+		__u64 elapsed = now - bucket->last_ns;
+
+		tokens = bucket->tokens;
+		if (elapsed >= IC_RATE_IDLE_NS)
+			tokens = cap;
+		else
+			tokens += (__s64)(elapsed * cfg->rate_pps);
+		if (tokens > cap)
+			tokens = cap;
+		bucket->tokens = tokens;
+		bucket->last_ns = now;
+	}
+	if (bucket->tokens < IC_NS)
+		return 1;
+	__sync_fetch_and_add(&bucket->tokens, -IC_NS);
+	return 0;
+}
+
+static __always_inline int ic_decide(struct xdp_md *ctx, struct ic_pkt *pkt, struct ic_rule *rule)
+{
+	struct ic_shield_config *cfg = ic_config();
+	int dry_run = cfg && (cfg->flags & IC_SHIELD_F_DRY_RUN);
+
+	if (rule)
+		ic_count(&ic_rule_counters, rule->rule_id, pkt->len);
+	if (rule && rule->action == IC_ACTION_DENY) {
+		if (dry_run) {
+			ic_count(&ic_totals, IC_TOTAL_WOULD_DROP, pkt->len);
+			ic_count(&ic_totals, IC_TOTAL_PASSED, pkt->len);
+			ic_report(ctx, cfg, pkt, rule->rule_id, IC_VERDICT_WOULD_DROP);
+			return XDP_PASS;
+		}
+		ic_count(&ic_totals, IC_TOTAL_DROPPED, pkt->len);
+		ic_report(ctx, cfg, pkt, rule->rule_id, IC_VERDICT_DROP);
+		return XDP_DROP;
+	}
+	if (ic_over_limit(cfg, pkt)) {
+		ic_count(&ic_totals, IC_TOTAL_RATE_LIMITED, pkt->len);
+		if (dry_run) {
+			ic_count(&ic_totals, IC_TOTAL_WOULD_DROP, pkt->len);
+			ic_count(&ic_totals, IC_TOTAL_PASSED, pkt->len);
+			ic_report(ctx, cfg, pkt, 0, IC_VERDICT_WOULD_RATE_LIMIT);
+			return XDP_PASS;
+		}
+		ic_report(ctx, cfg, pkt, 0, IC_VERDICT_RATE_LIMITED);
+		return XDP_DROP;
+	}
+	ic_count(&ic_totals, IC_TOTAL_PASSED, pkt->len);
+	return XDP_PASS;
 }
 
 SEC("xdp")
@@ -114,12 +270,13 @@ int ic_shield_xdp(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	__u64 bytes = data_end - data;
+	struct ic_pkt pkt = { .data_end = data_end, .len = data_end - data };
 	struct ic_l3_info info = {};
 	int l3 = ic_parse_l2(data, data_end, &info);
 
+	pkt.l3 = info.l3;
 	if (l3 == IC_L3_MALFORMED) {
-		ic_count(&ic_totals, IC_TOTAL_MALFORMED, bytes);
+		ic_count(&ic_totals, IC_TOTAL_MALFORMED, pkt.len);
 		return XDP_PASS;
 	}
 	if (l3 == IC_L3_IPV4) {
@@ -130,10 +287,17 @@ int ic_shield_xdp(struct xdp_md *ctx)
 			return XDP_PASS;
 		__builtin_memcpy(key.addr, &ip->saddr, sizeof(key.addr));
 		if (bpf_map_lookup_elem(&ic_valve_v4, &key)) {
-			ic_count(&ic_totals, IC_TOTAL_VALVE, bytes);
+			ic_count(&ic_totals, IC_TOTAL_VALVE, pkt.len);
 			return XDP_PASS;
 		}
-		return ic_verdict(bpf_map_lookup_elem(&ic_rules_v4, &key), bytes);
+		pkt.family = 4;
+		pkt.src[10] = 0xff;
+		pkt.src[11] = 0xff;
+		__builtin_memcpy(&pkt.src[12], &ip->saddr, 4);
+		pkt.dst[10] = 0xff;
+		pkt.dst[11] = 0xff;
+		__builtin_memcpy(&pkt.dst[12], &ip->daddr, 4);
+		return ic_decide(ctx, &pkt, bpf_map_lookup_elem(&ic_rules_v4, &key));
 	}
 	if (l3 == IC_L3_IPV6) {
 		struct ipv6hdr *ip6 = info.l3;
@@ -143,11 +307,14 @@ int ic_shield_xdp(struct xdp_md *ctx)
 			return XDP_PASS;
 		__builtin_memcpy(key.addr, &ip6->saddr, sizeof(key.addr));
 		if (bpf_map_lookup_elem(&ic_valve_v6, &key)) {
-			ic_count(&ic_totals, IC_TOTAL_VALVE, bytes);
+			ic_count(&ic_totals, IC_TOTAL_VALVE, pkt.len);
 			return XDP_PASS;
 		}
-		return ic_verdict(bpf_map_lookup_elem(&ic_rules_v6, &key), bytes);
+		pkt.family = 6;
+		__builtin_memcpy(pkt.src, &ip6->saddr, 16);
+		__builtin_memcpy(pkt.dst, &ip6->daddr, 16);
+		return ic_decide(ctx, &pkt, bpf_map_lookup_elem(&ic_rules_v6, &key));
 	}
-	ic_count(&ic_totals, IC_TOTAL_NON_IP, bytes);
+	ic_count(&ic_totals, IC_TOTAL_NON_IP, pkt.len);
 	return XDP_PASS;
 }

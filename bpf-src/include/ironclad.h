@@ -41,18 +41,39 @@ enum ic_shield_limits {
 
 /* Index of the Shield's global totals (per-CPU array). */
 enum ic_shield_total {
-	IC_TOTAL_PASSED = 0,    /* packets that passed */
-	IC_TOTAL_DROPPED = 1,   /* packets dropped by a deny rule */
-	IC_TOTAL_MALFORMED = 2, /* truncated or malformed L2/L3 headers, passed */
-	IC_TOTAL_VALVE = 3,     /* packets from a management (safety valve) source */
-	IC_TOTAL_NON_IP = 4,    /* neither IPv4 nor IPv6 (ARP, LLDP, ...), passed */
-	IC_TOTAL_WOULD_DROP = 5,/* dry-run: a deny rule matched, packet passed */
-	IC_TOTAL_COUNT = 6,
+	IC_TOTAL_PASSED = 0,       /* packets that passed (incl. dry-run would-drops) */
+	IC_TOTAL_DROPPED = 1,      /* packets dropped by a deny rule */
+	IC_TOTAL_MALFORMED = 2,    /* truncated or malformed L2/L3 headers, passed */
+	IC_TOTAL_VALVE = 3,        /* packets from a management (safety valve) source */
+	IC_TOTAL_NON_IP = 4,       /* neither IPv4 nor IPv6 (ARP, LLDP, ...), passed */
+	IC_TOTAL_WOULD_DROP = 5,   /* dry-run: a deny rule or the rate limit matched, passed */
+	IC_TOTAL_RATE_LIMITED = 6, /* over the per-source rate limit (dropped unless dry-run) */
+	IC_TOTAL_EVENTS_LOST = 7,  /* drop events the ring buffer had no room for */
+	IC_TOTAL_COUNT = 8,
 };
 
 /* Shield configuration flags (struct ic_shield_config.flags). */
 enum ic_shield_flags {
 	IC_SHIELD_F_DRY_RUN = 1, /* count and report, never drop */
+};
+
+/* Kinds of event records (struct ic_event_header.kind). */
+enum ic_event_kind {
+	IC_EVENT_SHIELD = 1, /* struct ic_shield_event */
+};
+
+/* What the Shield did to a packet it reports (struct ic_shield_event.verdict). */
+enum ic_shield_verdict {
+	IC_VERDICT_DROP = 1,              /* dropped by a deny rule */
+	IC_VERDICT_WOULD_DROP = 2,        /* dry-run: a deny rule matched */
+	IC_VERDICT_RATE_LIMITED = 3,      /* dropped by the per-source rate limit */
+	IC_VERDICT_WOULD_RATE_LIMIT = 4,  /* dry-run: over the rate limit */
+};
+
+/* Capacity of the Shield's event ring buffer, in bytes (a power of two). */
+enum ic_shield_ring {
+	IC_SHIELD_RING_BYTES = 262144,
+	IC_SHIELD_RATE_SOURCES = 65536, /* sources tracked by the rate limiter (LRU) */
 };
 
 /* Key of the IPv4 LPM tries (deny/allow rules, safety valve). */
@@ -82,8 +103,34 @@ struct ic_counter {
 
 /* Runtime configuration of the Shield (array map with one entry). */
 struct ic_shield_config {
-	__u32 flags;   /* host order; enum ic_shield_flags */
-	__u32 _pad0;
+	__u32 flags;       /* host order; enum ic_shield_flags */
+	__u32 sample_rate; /* host order; one event per N drops (per CPU); 0 = no events */
+	__u32 rate_pps;    /* host order; token refill per second per source; 0 = no limit */
+	__u32 rate_burst;  /* host order; bucket size in packets */
+};
+
+/* Common header of every record in every Ironclad ring buffer. */
+struct ic_event_header {
+	__u16 version;  /* host order; IC_ABI_VERSION */
+	__u16 kind;     /* host order; enum ic_event_kind */
+	__u32 size;     /* host order; size of the whole record, header included */
+	__u64 ktime_ns; /* host order; bpf_ktime_get_ns() (CLOCK_MONOTONIC) */
+};
+
+/* A sampled drop (or would-drop) reported by the Shield. */
+struct ic_shield_event {
+	struct ic_event_header hdr;
+	__u8 src[16];  /* network order; IPv4 as IPv4-mapped IPv6 (::ffff:a.b.c.d) */
+	__u8 dst[16];  /* network order; IPv4 as IPv4-mapped IPv6 */
+	__u32 rule_id; /* host order; 0 for rate limiting */
+	__u32 ifindex; /* host order; ingress interface */
+	__u32 pkt_len; /* host order; frame length */
+	__u16 sport;   /* host order; 0 when not TCP/UDP or not found */
+	__u16 dport;   /* host order; 0 when not TCP/UDP or not found */
+	__u8 family;   /* 4 or 6 */
+	__u8 proto;    /* IPPROTO_* of the L4 header (after IPv6 extension headers) */
+	__u8 verdict;  /* enum ic_shield_verdict */
+	__u8 _pad0[5];
 };
 
 #endif /* IRONCLAD_ABI_H */

@@ -79,4 +79,92 @@ static __always_inline int ic_parse_l2(void *data, void *data_end, struct ic_l3_
 	return IC_L3_OTHER;
 }
 
+/* L4 protocol and ports, for reporting (never for verdicts). */
+struct ic_l4 {
+	__u8 proto;
+	__u16 sport; /* host order */
+	__u16 dport; /* host order */
+};
+
+#define IC_IPPROTO_TCP 6
+#define IC_IPPROTO_UDP 17
+#define IC_IPV6_HOP 0
+#define IC_IPV6_ROUTING 43
+#define IC_IPV6_FRAGMENT 44
+#define IC_IPV6_AH 51
+#define IC_IPV6_DSTOPTS 60
+/* Extension headers followed before giving up on finding L4. */
+#define IC_IPV6_MAX_EXT 8
+
+static __always_inline void ic_read_ports(void *l4, void *data_end, struct ic_l4 *out)
+{
+	__u16 *ports = l4;
+
+	if (out->proto != IC_IPPROTO_TCP && out->proto != IC_IPPROTO_UDP)
+		return;
+	if ((void *)(ports + 2) > data_end)
+		return;
+	out->sport = bpf_ntohs(ports[0]);
+	out->dport = bpf_ntohs(ports[1]);
+}
+
+/* IPv4: protocol and, for the first fragment of TCP/UDP, the ports. */
+static __always_inline void ic_parse_l4_v4(struct iphdr *ip, void *data_end, struct ic_l4 *out)
+{
+	if ((void *)(ip + 1) > data_end)
+		return;
+	out->proto = ip->protocol;
+	if (ip->frag_off & bpf_htons(0x1fff))
+		return;
+	ic_read_ports((void *)ip + ip->ihl * 4, data_end, out);
+}
+
+/* IPv6: follows up to IC_IPV6_MAX_EXT extension headers (hop-by-hop, routing,
+ * destination options, fragment, AH) to the L4 header. A truncated chain, a chain that
+ * is too long or a non-first fragment leaves the ports at zero. */
+static __always_inline void ic_parse_l4_v6(struct ipv6hdr *ip6, void *data_end, struct ic_l4 *out)
+{
+	void *cursor;
+	__u8 next;
+
+	if ((void *)(ip6 + 1) > data_end)
+		return;
+	next = ip6->nexthdr;
+	cursor = ip6 + 1;
+#pragma unroll
+	for (int i = 0; i < IC_IPV6_MAX_EXT; i++) {
+		struct ipv6_opt_hdr *opt = cursor;
+
+		if (next != IC_IPV6_HOP && next != IC_IPV6_ROUTING && next != IC_IPV6_DSTOPTS &&
+		    next != IC_IPV6_FRAGMENT && next != IC_IPV6_AH)
+			break;
+		if ((void *)(opt + 1) > data_end) {
+			out->proto = next;
+			return;
+		}
+		if (next == IC_IPV6_FRAGMENT) {
+			struct frag_hdr *frag = cursor;
+
+			if ((void *)(frag + 1) > data_end) {
+				out->proto = next;
+				return;
+			}
+			next = frag->nexthdr;
+			if (frag->frag_off & bpf_htons(0xfff8)) {
+				out->proto = next; /* not the first fragment: no L4 header here */
+				return;
+			}
+			cursor += sizeof(*frag);
+		} else if (next == IC_IPV6_AH) {
+			next = opt->nexthdr;
+			cursor += ((__u32)opt->hdrlen + 2) * 4;
+		} else {
+			next = opt->nexthdr;
+			cursor += ((__u32)opt->hdrlen + 1) * 8;
+		}
+	}
+	out->proto = next;
+	ic_read_ports(cursor, data_end, out);
+}
+
 #endif /* IRONCLAD_PARSE_H */

@@ -24,7 +24,21 @@ same_layout!(abi::LpmV4Key, c::ic_lpm_v4_key, [prefixlen, addr]);
 same_layout!(abi::LpmV6Key, c::ic_lpm_v6_key, [prefixlen, addr]);
 same_layout!(abi::Rule, c::ic_rule, [rule_id, action, _pad0]);
 same_layout!(abi::Counter, c::ic_counter, [packets, bytes]);
-same_layout!(abi::ShieldConfig, c::ic_shield_config, [flags, _pad0]);
+same_layout!(
+    abi::ShieldConfig,
+    c::ic_shield_config,
+    [flags, sample_rate, rate_pps, rate_burst]
+);
+same_layout!(
+    abi::EventHeader,
+    c::ic_event_header,
+    [version, kind, size, ktime_ns]
+);
+same_layout!(
+    abi::ShieldEvent,
+    c::ic_shield_event,
+    [hdr, src, dst, rule_id, ifindex, pkt_len, sport, dport, family, proto, verdict, _pad0]
+);
 
 const _: () = {
     assert!(abi::ABI_VERSION == c::ic_abi::IC_ABI_VERSION.0);
@@ -37,6 +51,20 @@ const _: () = {
     assert!(abi::ShieldTotal::Valve as u32 == c::ic_shield_total::IC_TOTAL_VALVE.0);
     assert!(abi::ShieldTotal::NonIp as u32 == c::ic_shield_total::IC_TOTAL_NON_IP.0);
     assert!(abi::ShieldTotal::WouldDrop as u32 == c::ic_shield_total::IC_TOTAL_WOULD_DROP.0);
+    assert!(abi::ShieldTotal::RateLimited as u32 == c::ic_shield_total::IC_TOTAL_RATE_LIMITED.0);
+    assert!(abi::ShieldTotal::EventsLost as u32 == c::ic_shield_total::IC_TOTAL_EVENTS_LOST.0);
+    assert!(abi::EventKind::Shield as u32 == c::ic_event_kind::IC_EVENT_SHIELD.0);
+    assert!(abi::ShieldVerdict::Drop as u32 == c::ic_shield_verdict::IC_VERDICT_DROP.0);
+    assert!(abi::ShieldVerdict::WouldDrop as u32 == c::ic_shield_verdict::IC_VERDICT_WOULD_DROP.0);
+    assert!(
+        abi::ShieldVerdict::RateLimited as u32 == c::ic_shield_verdict::IC_VERDICT_RATE_LIMITED.0
+    );
+    assert!(
+        abi::ShieldVerdict::WouldRateLimit as u32
+            == c::ic_shield_verdict::IC_VERDICT_WOULD_RATE_LIMIT.0
+    );
+    assert!(abi::SHIELD_RING_BYTES == c::ic_shield_ring::IC_SHIELD_RING_BYTES.0);
+    assert!(abi::SHIELD_RATE_SOURCES == c::ic_shield_ring::IC_SHIELD_RATE_SOURCES.0);
     assert!(abi::ShieldTotal::COUNT == c::ic_shield_total::IC_TOTAL_COUNT.0);
     assert!(abi::SHIELD_F_DRY_RUN == c::ic_shield_flags::IC_SHIELD_F_DRY_RUN.0);
     assert!(abi::SHIELD_MAX_RULES == c::ic_shield_limits::IC_SHIELD_MAX_RULES.0);

@@ -152,13 +152,13 @@ impl Shield {
 
     /// Turns dry-run on (count and report, never drop) or off.
     pub fn set_dry_run(&self, dry_run: bool) -> Result<()> {
-        let config = ShieldConfig {
-            flags: if dry_run { SHIELD_F_DRY_RUN } else { 0 },
-            _pad0: 0,
+        let mut config = self.config()?;
+        config.flags = if dry_run {
+            config.flags | SHIELD_F_DRY_RUN
+        } else {
+            config.flags & !SHIELD_F_DRY_RUN
         };
-        self.object
-            .map(CONFIG)?
-            .update(&0u32.to_ne_bytes(), &config.to_bytes())
+        self.set_config(&config)
     }
 
     /// Whether dry-run is on.

@@ -46,7 +46,7 @@ impl Action {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u32)]
 pub enum ShieldTotal {
-    /// `IC_TOTAL_PASSED`: packets that passed.
+    /// `IC_TOTAL_PASSED`: packets that passed (dry-run would-drops included).
     Passed = 0,
     /// `IC_TOTAL_DROPPED`: packets dropped by a deny rule.
     Dropped = 1,
@@ -56,21 +56,27 @@ pub enum ShieldTotal {
     Valve = 3,
     /// `IC_TOTAL_NON_IP`: frames that are neither IPv4 nor IPv6 (passed).
     NonIp = 4,
-    /// `IC_TOTAL_WOULD_DROP`: dry-run matches of a deny rule (passed).
+    /// `IC_TOTAL_WOULD_DROP`: dry-run matches of a deny rule or the rate limit (passed).
     WouldDrop = 5,
+    /// `IC_TOTAL_RATE_LIMITED`: over the per-source rate limit (dropped unless dry-run).
+    RateLimited = 6,
+    /// `IC_TOTAL_EVENTS_LOST`: drop events the ring buffer had no room for.
+    EventsLost = 7,
 }
 
 impl ShieldTotal {
     /// Number of totals (`IC_TOTAL_COUNT`).
-    pub const COUNT: u32 = 6;
+    pub const COUNT: u32 = 8;
     /// Every total, in index order.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 8] = [
         Self::Passed,
         Self::Dropped,
         Self::Malformed,
         Self::Valve,
         Self::NonIp,
         Self::WouldDrop,
+        Self::RateLimited,
+        Self::EventsLost,
     ];
 
     /// Stable lower-case name, as used in JSON output.
@@ -82,12 +88,65 @@ impl ShieldTotal {
             Self::Valve => "valve",
             Self::NonIp => "non_ip",
             Self::WouldDrop => "would_drop",
+            Self::RateLimited => "rate_limited",
+            Self::EventsLost => "events_lost",
         }
     }
 }
 
 /// `IC_SHIELD_F_DRY_RUN`: count and report, never drop.
 pub const SHIELD_F_DRY_RUN: u32 = 1;
+
+/// `IC_SHIELD_RING_BYTES`: capacity of the Shield's event ring buffer.
+pub const SHIELD_RING_BYTES: u32 = 262_144;
+/// `IC_SHIELD_RATE_SOURCES`: sources the rate limiter tracks (LRU).
+pub const SHIELD_RATE_SOURCES: u32 = 65_536;
+
+/// `enum ic_event_kind`: what follows an [`EventHeader`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// `IC_EVENT_SHIELD`: a [`ShieldEvent`].
+    Shield = 1,
+}
+
+/// `enum ic_shield_verdict`: what the Shield did to a reported packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ShieldVerdict {
+    /// `IC_VERDICT_DROP`: dropped by a deny rule.
+    Drop = 1,
+    /// `IC_VERDICT_WOULD_DROP`: dry-run, a deny rule matched.
+    WouldDrop = 2,
+    /// `IC_VERDICT_RATE_LIMITED`: dropped by the per-source rate limit.
+    RateLimited = 3,
+    /// `IC_VERDICT_WOULD_RATE_LIMIT`: dry-run, over the rate limit.
+    WouldRateLimit = 4,
+}
+
+impl ShieldVerdict {
+    /// Decodes the kernel's byte; unknown values give `None`.
+    pub fn from_raw(raw: u8) -> Option<Self> {
+        match raw {
+            1 => Some(Self::Drop),
+            2 => Some(Self::WouldDrop),
+            3 => Some(Self::RateLimited),
+            4 => Some(Self::WouldRateLimit),
+            _ => None,
+        }
+    }
+
+    /// Stable lower-case name, as used in JSON output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Drop => "drop",
+            Self::WouldDrop => "would_drop",
+            Self::RateLimited => "rate_limited",
+            Self::WouldRateLimit => "would_rate_limit",
+        }
+    }
+}
 
 /// Reads a fixed-size array from the start of `bytes`.
 fn take<const N: usize>(bytes: &[u8], at: usize) -> Option<[u8; N]> {
@@ -246,18 +305,25 @@ impl Counter {
 pub struct ShieldConfig {
     /// Flags, host order ([`SHIELD_F_DRY_RUN`]).
     pub flags: u32,
-    /// Explicit padding, always zero.
-    pub _pad0: u32,
+    /// One event per N drops (per CPU); 0 = no events.
+    pub sample_rate: u32,
+    /// Token refill per second per source; 0 = no rate limit.
+    pub rate_pps: u32,
+    /// Bucket size in packets.
+    pub rate_burst: u32,
 }
 
 impl ShieldConfig {
     /// Size of the C struct in bytes.
-    pub const SIZE: usize = 8;
+    pub const SIZE: usize = 16;
 
     /// The exact byte image the kernel expects.
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
         let mut out = [0u8; Self::SIZE];
         out[..4].copy_from_slice(&self.flags.to_ne_bytes());
+        out[4..8].copy_from_slice(&self.sample_rate.to_ne_bytes());
+        out[8..12].copy_from_slice(&self.rate_pps.to_ne_bytes());
+        out[12..].copy_from_slice(&self.rate_burst.to_ne_bytes());
         out
     }
 
@@ -265,8 +331,119 @@ impl ShieldConfig {
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
         Some(Self {
             flags: u32::from_ne_bytes(take(bytes, 0)?),
-            _pad0: u32::from_ne_bytes(take(bytes, 4)?),
+            sample_rate: u32::from_ne_bytes(take(bytes, 4)?),
+            rate_pps: u32::from_ne_bytes(take(bytes, 8)?),
+            rate_burst: u32::from_ne_bytes(take(bytes, 12)?),
         })
+    }
+}
+
+/// `struct ic_event_header`: the common header of every ring-buffer record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct EventHeader {
+    /// ABI version of the record ([`ABI_VERSION`]).
+    pub version: u16,
+    /// Raw [`EventKind`].
+    pub kind: u16,
+    /// Size of the whole record, header included.
+    pub size: u32,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the record was made.
+    pub ktime_ns: u64,
+}
+
+impl EventHeader {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 16;
+
+    /// Decodes a header; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Some(Self {
+            version: u16::from_ne_bytes(take(bytes, 0)?),
+            kind: u16::from_ne_bytes(take(bytes, 2)?),
+            size: u32::from_ne_bytes(take(bytes, 4)?),
+            ktime_ns: u64::from_ne_bytes(take(bytes, 8)?),
+        })
+    }
+
+    /// The exact byte image.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut out = [0u8; Self::SIZE];
+        out[..2].copy_from_slice(&self.version.to_ne_bytes());
+        out[2..4].copy_from_slice(&self.kind.to_ne_bytes());
+        out[4..8].copy_from_slice(&self.size.to_ne_bytes());
+        out[8..].copy_from_slice(&self.ktime_ns.to_ne_bytes());
+        out
+    }
+}
+
+/// `struct ic_shield_event`: a sampled drop (or would-drop) reported by the Shield.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct ShieldEvent {
+    /// The common header.
+    pub hdr: EventHeader,
+    /// Source address, network order; IPv4 as IPv4-mapped IPv6.
+    pub src: [u8; 16],
+    /// Destination address, network order; IPv4 as IPv4-mapped IPv6.
+    pub dst: [u8; 16],
+    /// The rule that matched; 0 for rate limiting.
+    pub rule_id: u32,
+    /// Ingress interface index.
+    pub ifindex: u32,
+    /// Frame length in bytes.
+    pub pkt_len: u32,
+    /// Source port (TCP/UDP), host order; 0 if none.
+    pub sport: u16,
+    /// Destination port (TCP/UDP), host order; 0 if none.
+    pub dport: u16,
+    /// 4 or 6.
+    pub family: u8,
+    /// IP protocol of the L4 header.
+    pub proto: u8,
+    /// Raw [`ShieldVerdict`].
+    pub verdict: u8,
+    /// Explicit padding, always zero.
+    pub _pad0: [u8; 5],
+}
+
+impl ShieldEvent {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 72;
+
+    /// Decodes a record; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Some(Self {
+            hdr: EventHeader::from_bytes(bytes)?,
+            src: take(bytes, 16)?,
+            dst: take(bytes, 32)?,
+            rule_id: u32::from_ne_bytes(take(bytes, 48)?),
+            ifindex: u32::from_ne_bytes(take(bytes, 52)?),
+            pkt_len: u32::from_ne_bytes(take(bytes, 56)?),
+            sport: u16::from_ne_bytes(take(bytes, 60)?),
+            dport: u16::from_ne_bytes(take(bytes, 62)?),
+            family: *bytes.get(64)?,
+            proto: *bytes.get(65)?,
+            verdict: *bytes.get(66)?,
+            _pad0: take(bytes, 67)?,
+        })
+    }
+
+    /// The exact byte image.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut out = [0u8; Self::SIZE];
+        out[..16].copy_from_slice(&self.hdr.to_bytes());
+        out[16..32].copy_from_slice(&self.src);
+        out[32..48].copy_from_slice(&self.dst);
+        out[48..52].copy_from_slice(&self.rule_id.to_ne_bytes());
+        out[52..56].copy_from_slice(&self.ifindex.to_ne_bytes());
+        out[56..60].copy_from_slice(&self.pkt_len.to_ne_bytes());
+        out[60..62].copy_from_slice(&self.sport.to_ne_bytes());
+        out[62..64].copy_from_slice(&self.dport.to_ne_bytes());
+        out[64] = self.family;
+        out[65] = self.proto;
+        out[66] = self.verdict;
+        out
     }
 }
 
@@ -277,6 +454,8 @@ const _: () = {
     assert!(size_of::<Rule>() == Rule::SIZE);
     assert!(size_of::<Counter>() == Counter::SIZE);
     assert!(size_of::<ShieldConfig>() == ShieldConfig::SIZE);
+    assert!(size_of::<EventHeader>() == EventHeader::SIZE);
+    assert!(size_of::<ShieldEvent>() == ShieldEvent::SIZE);
 };
 
 #[cfg(test)]
@@ -305,9 +484,31 @@ mod tests {
         assert_eq!(Counter::from_bytes(&c.to_bytes()), Some(c));
         let cfg = ShieldConfig {
             flags: SHIELD_F_DRY_RUN,
-            _pad0: 0,
+            sample_rate: 10,
+            rate_pps: 1000,
+            rate_burst: 2000,
         };
         assert_eq!(ShieldConfig::from_bytes(&cfg.to_bytes()), Some(cfg));
+        let ev = ShieldEvent {
+            hdr: EventHeader {
+                version: 1,
+                kind: EventKind::Shield as u16,
+                size: ShieldEvent::SIZE as u32,
+                ktime_ns: 123,
+            },
+            src: [7; 16],
+            dst: [9; 16],
+            rule_id: 3,
+            ifindex: 2,
+            pkt_len: 98,
+            sport: 40000,
+            dport: 53,
+            family: 6,
+            proto: 17,
+            verdict: ShieldVerdict::Drop as u8,
+            _pad0: [0; 5],
+        };
+        assert_eq!(ShieldEvent::from_bytes(&ev.to_bytes()), Some(ev));
     }
 
     #[test]
@@ -317,6 +518,8 @@ mod tests {
         assert_eq!(Rule::from_bytes(&[0; 7]), None);
         assert_eq!(Counter::from_bytes(&[0; 15]), None);
         assert_eq!(ShieldConfig::from_bytes(&[]), None);
+        assert_eq!(EventHeader::from_bytes(&[0; 15]), None);
+        assert_eq!(ShieldEvent::from_bytes(&[0; 71]), None);
     }
 
     #[test]

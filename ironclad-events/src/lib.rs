@@ -1,4 +1,5 @@
-//! Delivery of Ironclad events to many consumers, with exact loss accounting.
+//! Typed Ironclad events: total decoding of ring-buffer records ([`decode`]) and
+//! delivery to many consumers with exact loss accounting ([`Fanout`]).
 //!
 //! A [`Fanout`] hands every published event to each subscriber through its own bounded
 //! queue. A slow subscriber never stalls the publisher or the others: its overflow policy
@@ -20,6 +21,8 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod decode;
 pub mod fanout;
 
+pub use decode::{decode, DecodeError, Event, ShieldDrop};
 pub use fanout::{Fanout, Overflow, SubscriberStats, Subscription};

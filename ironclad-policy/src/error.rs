@@ -1,40 +1,122 @@
 //! Errors of `ironclad-policy`.
 
+use std::fmt;
+use std::path::PathBuf;
+
 use ipnetwork::IpNetwork;
 
-/// A policy that cannot be compiled. Each variant names the offending field, written as
-/// its path in the policy (`shield.deny[2]`).
+/// Where a policy value came from: its field path and, when it was read from a file, its
+/// line and column (1-based).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Origin {
+    /// The field, written as its path in the policy (`shield.deny[2]`).
+    pub field: String,
+    /// Line and column in the source file, if any.
+    pub at: Option<(u64, u64)>,
+}
+
+impl Origin {
+    /// An origin without a file position.
+    pub fn field(field: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            at: None,
+        }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.field)
+    }
+}
+
+/// A policy that cannot be compiled. Each variant names the offending field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PolicyError {
     /// A CIDR has bits set below its prefix length (`10.0.0.1/8`).
-    #[error("{field}: `{cidr}` has host bits set; did you mean `{network}`?")]
+    #[error("{origin}: `{cidr}` has host bits set; did you mean `{network}`?")]
     HostBitsSet {
         /// Where in the policy.
-        field: String,
+        origin: Origin,
         /// As written.
         cidr: IpNetwork,
         /// The network it probably means.
         network: IpNetwork,
     },
     /// The same prefix is both denied and allowed.
-    #[error("{field}: `{cidr}` is also listed at {other}, with the opposite action")]
+    #[error("{origin}: `{cidr}` is also listed at {other}, with the opposite action")]
     Conflict {
         /// Where in the policy.
-        field: String,
+        origin: Origin,
         /// The prefix.
         cidr: IpNetwork,
         /// Where it was listed first.
         other: String,
     },
-    /// More rules than the kernel's counter array holds.
-    #[error("{field}: {count} rules exceed the limit of {limit}")]
-    TooManyRules {
+    /// More entries than the kernel map holds.
+    #[error("{origin}: {count} entries exceed the limit of {limit}")]
+    TooMany {
         /// Where in the policy.
-        field: String,
-        /// How many rules the policy has.
+        origin: Origin,
+        /// How many the policy has.
         count: usize,
         /// The limit.
         limit: u32,
     },
+    /// A value is out of its allowed range or not one of the allowed words.
+    #[error("{origin}: {message}")]
+    Invalid {
+        /// Where in the policy.
+        origin: Origin,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
+}
+
+impl PolicyError {
+    /// Where in the policy the problem is.
+    pub fn origin(&self) -> &Origin {
+        match self {
+            Self::HostBitsSet { origin, .. }
+            | Self::Conflict { origin, .. }
+            | Self::TooMany { origin, .. }
+            | Self::Invalid { origin, .. } => origin,
+        }
+    }
+}
+
+/// One problem in a policy file, rendered as `FILE:LINE:COLUMN: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// The file.
+    pub path: PathBuf,
+    /// Line, 1-based (0 when unknown).
+    pub line: u64,
+    /// Column, 1-based (0 when unknown).
+    pub column: u64,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.path.display(),
+            self.line,
+            self.column,
+            self.message
+        )
+    }
+}
+
+/// A policy file that could not be loaded: every problem found, each with its position.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError {
+    /// The problems, in file order.
+    pub diagnostics: Vec<Diagnostic>,
 }

@@ -5,23 +5,32 @@
 //! reports every problem at once, each naming the field it is about.
 //!
 //! ```
-//! use ironclad_policy::shield::{compile, ShieldPolicy};
+//! use std::path::Path;
+//! use ironclad_policy::config::compile_str;
 //!
-//! let policy = ShieldPolicy {
-//!     deny: vec!["203.0.113.0/24".parse()?, "2001:db8:bad::/48".parse()?],
-//!     allow: vec!["203.0.113.7/32".parse()?],
-//!     management: vec!["192.0.2.10/32".parse()?],
-//!     dry_run: false,
-//! };
-//! let compiled = compile(&policy).map_err(|e| format!("{e:?}"))?;
-//! assert_eq!(compiled.ipv4_prefixes(), 2);
-//! assert_eq!(compiled.ipv6_prefixes(), 1);
-//! assert_eq!(compiled.rules[2].origin, "shield.allow[0]");
+//! let yaml = "
+//! shield:
+//!   deny: [203.0.113.0/24, 2001:db8:bad::/48]
+//!   allow: [203.0.113.7]
+//!   management: [192.0.2.10]
+//! ";
+//! let compiled = compile_str(yaml, Path::new("policy.yaml"))?;
+//! let shield = compiled.shield.expect("has a shield section");
+//! assert_eq!(shield.ipv4_prefixes(), 2);
+//! assert_eq!(shield.ipv6_prefixes(), 1);
+//! assert_eq!(shield.rules[2].origin, "shield.allow[0]");
+//!
+//! let err = compile_str("shield:\n  deny: [10.0.0.1/8]\n", Path::new("bad.yaml")).unwrap_err();
+//! assert_eq!(
+//!     err.to_string(),
+//!     "bad.yaml:2:10: shield.deny[0]: `10.0.0.1/8` has host bits set; did you mean `10.0.0.0/8`?"
+//! );
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod error;
 pub mod shield;
 
-pub use error::PolicyError;
+pub use error::{ConfigError, Diagnostic, Origin, PolicyError};

@@ -1,0 +1,325 @@
+//! The policy file: YAML, read with positions so every problem is reported as
+//! `FILE:LINE:COLUMN: message`.
+//!
+//! ```yaml
+//! shield:
+//!   mode: enforce            # or dry-run
+//!   deny: [203.0.113.0/24, 2001:db8:bad::/48, 198.51.100.7]
+//!   allow: [203.0.113.7]      # an exception inside a denied range
+//!   management: [192.0.2.10]  # always passes, whatever the rules say
+//!   rate_limit: { pps: 1000, burst: 2000 }
+//!   sample_rate: 64           # one drop event per 64 drops; 0 = none
+//! ```
+//!
+//! Duplicate keys and unknown keys are errors; alias expansion is bounded (the YAML
+//! reader's default budget).
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use ipnetwork::IpNetwork;
+use serde::Deserialize;
+use serde_saphyr::{Location, Spanned};
+
+use crate::error::{ConfigError, Diagnostic, Origin, PolicyError};
+use crate::shield::{compile, CompiledShield, Entry, Mode, RateLimit, ShieldPolicy, DEFAULT_SAMPLE_RATE};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    shield: Option<RawShield>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShield {
+    #[serde(default)]
+    deny: Vec<Spanned<String>>,
+    #[serde(default)]
+    allow: Vec<Spanned<String>>,
+    #[serde(default)]
+    management: Vec<Spanned<String>>,
+    mode: Option<Spanned<String>>,
+    rate_limit: Option<Spanned<RawRate>>,
+    sample_rate: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRate {
+    pps: u32,
+    burst: u32,
+}
+
+/// A parsed, validated policy file.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Config {
+    /// The `shield` section, if present.
+    pub shield: Option<ShieldPolicy>,
+}
+
+/// A policy file compiled for the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompiledConfig {
+    /// The compiled `shield` section, if present.
+    pub shield: Option<CompiledShield>,
+}
+
+fn position(location: &Location) -> Option<(u64, u64)> {
+    let (line, column) = (location.line(), location.column());
+    (line > 0).then_some((line, column))
+}
+
+fn diagnostic(path: &Path, at: Option<(u64, u64)>, message: String) -> Diagnostic {
+    let (line, column) = at.unwrap_or((0, 0));
+    Diagnostic {
+        path: path.to_path_buf(),
+        line,
+        column,
+        message,
+    }
+}
+
+/// Parses an address (`192.0.2.1`, a /32 or /128) or a CIDR (`192.0.2.0/24`).
+pub fn parse_net(text: &str) -> Option<IpNetwork> {
+    let text = text.trim();
+    if text.contains('/') {
+        text.parse().ok()
+    } else {
+        text.parse::<IpAddr>().ok().map(IpNetwork::from)
+    }
+}
+
+fn entries(
+    name: &str,
+    list: &[Spanned<String>],
+    problems: &mut Vec<PolicyError>,
+) -> Vec<Entry> {
+    let mut out = Vec::new();
+    for (index, item) in list.iter().enumerate() {
+        let origin = Origin {
+            field: format!("shield.{name}[{index}]"),
+            at: position(&item.referenced),
+        };
+        match parse_net(&item.value) {
+            Some(net) => out.push(Entry { net, origin }),
+            None => problems.push(PolicyError::Invalid {
+                origin,
+                message: format!("`{}` is not an IP address or CIDR", item.value),
+            }),
+        }
+    }
+    out
+}
+
+/// Parses policy `text` (read from `path`, used in messages) without compiling it.
+pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let (shield, problems) = parse_inner(text, path)?;
+    if problems.is_empty() {
+        Ok(Config { shield })
+    } else {
+        Err(to_config_error(path, problems))
+    }
+}
+
+/// The policy as far as it could be read (bad entries left out), and the problems.
+type Parsed = (Option<ShieldPolicy>, Vec<PolicyError>);
+
+fn parse_inner(text: &str, path: &Path) -> Result<Parsed, ConfigError> {
+    let mut options = serde_saphyr::Options::default();
+    options.with_snippet = false;
+    let raw: RawConfig = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+        let at = e.location().and_then(|l| position(&l));
+        let message = e.to_string();
+        let message = message.lines().next().unwrap_or_default().to_string();
+        ConfigError {
+            diagnostics: vec![diagnostic(path, at, message)],
+        }
+    })?;
+    let Some(shield) = raw.shield else {
+        return Ok((None, Vec::new()));
+    };
+    let mut problems = Vec::new();
+    let deny = entries("deny", &shield.deny, &mut problems);
+    let allow = entries("allow", &shield.allow, &mut problems);
+    let management = entries("management", &shield.management, &mut problems);
+    let mode = match &shield.mode {
+        None => Mode::Enforce,
+        Some(m) => match m.value.as_str() {
+            "enforce" => Mode::Enforce,
+            "dry-run" => Mode::DryRun,
+            other => {
+                problems.push(PolicyError::Invalid {
+                    origin: Origin {
+                        field: "shield.mode".into(),
+                        at: position(&m.referenced),
+                    },
+                    message: format!("`{other}` is not a mode; use `enforce` or `dry-run`"),
+                });
+                Mode::Enforce
+            }
+        },
+    };
+    let rate_limit = shield.rate_limit.as_ref().and_then(|r| {
+        if r.value.pps == 0 || r.value.burst == 0 {
+            // Reported here, with its position, rather than again by `compile`.
+            problems.push(PolicyError::Invalid {
+                origin: Origin {
+                    field: "shield.rate_limit".into(),
+                    at: position(&r.referenced),
+                },
+                message: "pps and burst must both be at least 1".to_string(),
+            });
+            return None;
+        }
+        Some(RateLimit {
+            pps: r.value.pps,
+            burst: r.value.burst,
+        })
+    });
+    let policy = ShieldPolicy {
+        deny,
+        allow,
+        management,
+        mode,
+        rate_limit,
+        sample_rate: shield
+            .sample_rate
+            .as_ref()
+            .map_or(DEFAULT_SAMPLE_RATE, |s| s.value),
+    };
+    Ok((Some(policy), problems))
+}
+
+fn to_config_error(path: &Path, mut problems: Vec<PolicyError>) -> ConfigError {
+    problems.sort_by_key(|p| p.origin().at.unwrap_or((u64::MAX, 0)));
+    ConfigError {
+        diagnostics: problems
+            .iter()
+            .map(|p| diagnostic(path, p.origin().at, p.to_string()))
+            .collect(),
+    }
+}
+
+/// Parses and compiles policy `text` (read from `path`): every problem in the file,
+/// syntax or semantics, comes back with its line and column.
+pub fn compile_str(text: &str, path: &Path) -> Result<CompiledConfig, ConfigError> {
+    let (policy, mut problems) = parse_inner(text, path)?;
+    let shield = match policy.as_ref().map(compile) {
+        None => None,
+        Some(Ok(compiled)) => Some(compiled),
+        Some(Err(errors)) => {
+            problems.extend(errors);
+            None
+        }
+    };
+    if problems.is_empty() {
+        Ok(CompiledConfig { shield })
+    } else {
+        Err(to_config_error(path, problems))
+    }
+}
+
+/// Reads, parses and compiles the policy file at `path`.
+pub fn compile_file(path: &Path) -> Result<CompiledConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        diagnostics: vec![diagnostic(path, None, format!("cannot read: {e}"))],
+    })?;
+    compile_str(&text, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "\
+shield:
+  mode: dry-run
+  deny:
+    - 203.0.113.0/24
+    - 2001:db8:bad::/48
+    - 198.51.100.7
+  allow: [203.0.113.7]
+  management: [192.0.2.10]
+  rate_limit: { pps: 1000, burst: 2000 }
+  sample_rate: 1
+";
+
+    #[test]
+    fn a_good_file_compiles() {
+        let compiled = compile_str(GOOD, Path::new("p.yaml")).expect("valid");
+        let shield = compiled.shield.expect("shield section");
+        assert_eq!(shield.ipv4_prefixes(), 3);
+        assert_eq!(shield.ipv6_prefixes(), 1);
+        assert_eq!(shield.mode, Mode::DryRun);
+        assert_eq!(shield.rules[2].cidr.to_string(), "198.51.100.7/32");
+        assert_eq!(
+            shield.rate_limit,
+            Some(RateLimit {
+                pps: 1000,
+                burst: 2000
+            })
+        );
+        assert_eq!(shield.sample_rate, 1);
+    }
+
+    #[test]
+    fn three_bad_lines_give_three_positioned_errors() {
+        let text = "\
+shield:
+  deny:
+    - 10.0.0.300/8
+    - 192.0.2.0/24
+    - not-an-address
+  allow:
+    - 10.1.1.1/8
+  mode: enforce
+";
+        let err = compile_str(text, Path::new("bad.yaml")).expect_err("invalid");
+        let lines: Vec<String> = err.diagnostics.iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 3, "{lines:#?}");
+        assert!(lines[0].starts_with("bad.yaml:3:7: shield.deny[0]: `10.0.0.300/8`"), "{lines:#?}");
+        assert!(lines[1].starts_with("bad.yaml:5:7: shield.deny[2]: `not-an-address`"), "{lines:#?}");
+        assert!(lines[2].starts_with("bad.yaml:7:7: shield.allow[0]: `10.1.1.1/8` has host bits set"), "{lines:#?}");
+    }
+
+    #[test]
+    fn unknown_keys_duplicate_keys_and_bad_modes_are_positioned() {
+        let err = compile_str("shield:\n  dney: [10.0.0.0/8]\n", Path::new("x.yaml"))
+            .expect_err("unknown key");
+        let d = &err.diagnostics[0];
+        assert_eq!((d.line, d.column > 0), (2, true), "{d}");
+        assert!(d.message.contains("dney"), "{d}");
+
+        let err = compile_str(
+            "shield:\n  deny: [10.0.0.0/8]\n  deny: [10.0.0.0/8]\n",
+            Path::new("x.yaml"),
+        )
+        .expect_err("duplicate key");
+        assert_eq!(err.diagnostics[0].line, 3, "{err}");
+
+        let err = compile_str("shield:\n  mode: block\n", Path::new("x.yaml")).expect_err("mode");
+        assert_eq!(
+            err.diagnostics[0].to_string(),
+            "x.yaml:2:9: shield.mode: `block` is not a mode; use `enforce` or `dry-run`"
+        );
+    }
+
+    #[test]
+    fn alias_bombs_are_refused() {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..12 {
+            text.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n",
+                p = i - 1
+            ));
+        }
+        assert!(compile_str(&text, Path::new("bomb.yaml")).is_err());
+    }
+
+    #[test]
+    fn a_missing_file_names_the_file() {
+        let err = compile_file(Path::new("/nonexistent/policy.yaml")).expect_err("missing");
+        assert!(err.to_string().starts_with("/nonexistent/policy.yaml:0:0: cannot read"));
+    }
+}
