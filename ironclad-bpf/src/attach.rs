@@ -23,10 +23,61 @@ pub fn ifindex(iface: &str) -> Result<u32> {
         .map_err(|e: std::num::ParseIntError| no_such(format!("{}: {e}", path.display())))
 }
 
+/// How an XDP program runs on an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum XdpMode {
+    /// In the driver, before an skb exists (fastest).
+    Native,
+    /// Generic (skb) mode: the driver has no XDP support; works everywhere, slower.
+    Generic,
+    /// Offloaded to the NIC.
+    Offload,
+    /// The kernel did not say.
+    Unknown,
+}
+
+impl XdpMode {
+    /// Stable lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::Generic => "generic",
+            Self::Offload => "offload",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// Asks the kernel how XDP is attached on `ifindex`.
+fn query_mode(ifindex: u32) -> XdpMode {
+    let Ok(ifindex) = i32::try_from(ifindex) else {
+        return XdpMode::Unknown;
+    };
+    let mut opts = libbpf_sys::bpf_xdp_query_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_xdp_query_opts>() as libbpf_sys::size_t,
+        ..Default::default()
+    };
+    // SAFETY: `opts` is a fully initialised bpf_xdp_query_opts whose `sz` is its own size,
+    // and it lives until the call returns; libbpf only writes into it.
+    let rc = unsafe { libbpf_sys::bpf_xdp_query(ifindex, 0, &mut opts) };
+    if rc != 0 {
+        return XdpMode::Unknown;
+    }
+    match u32::from(opts.attach_mode) {
+        libbpf_sys::XDP_ATTACHED_DRV => XdpMode::Native,
+        libbpf_sys::XDP_ATTACHED_SKB => XdpMode::Generic,
+        libbpf_sys::XDP_ATTACHED_HW => XdpMode::Offload,
+        _ => XdpMode::Unknown,
+    }
+}
+
 /// An XDP program attached to an interface through a `bpf_link`.
 ///
-/// Because it is a link, `ip link set dev IF xdp off` cannot remove it. Dropping the guard
-/// detaches the program, unless [`pin`](Self::pin) was called: a pinned attachment keeps
+/// Because it is a link, `ip link set dev IF xdp off` cannot remove it. The kernel
+/// attaches in native mode when the driver supports XDP and falls back to generic
+/// (skb) mode otherwise; [`mode`](Self::mode) reports which. Dropping the guard detaches
+/// the program, unless [`pin`](Self::pin) was called: a pinned attachment keeps
 /// enforcing after the process exits (or is killed) until the pin is removed.
 #[must_use = "dropping an XdpAttachment detaches the program unless it is pinned"]
 #[derive(Debug)]
@@ -36,6 +87,7 @@ pub struct XdpAttachment {
     program: String,
     iface: String,
     ifindex: u32,
+    mode: XdpMode,
     pinned: Option<PathBuf>,
     detached: bool,
     log: AuditLog,
@@ -67,7 +119,18 @@ impl XdpAttachment {
         let result = i32::try_from(index)
             .map_err(|_| libbpf_rs::Error::from_raw_os_error(22))
             .and_then(|i| prog.attach_xdp(i));
-        log.result(AuditAction::Attach, object, &target, &program, &result);
+        let mode = if result.is_ok() {
+            query_mode(index)
+        } else {
+            XdpMode::Unknown
+        };
+        log.result(
+            AuditAction::Attach,
+            object,
+            &target,
+            &format!("{program} ({} mode)", mode.name()),
+            &result,
+        );
         let link = result.map_err(|source| BpfError::Attach {
             program: program.clone(),
             target,
@@ -79,7 +142,46 @@ impl XdpAttachment {
             program,
             iface: iface.to_string(),
             ifindex: index,
+            mode,
             pinned: None,
+            detached: false,
+            log: log.clone(),
+        })
+    }
+
+    /// Opens the link pinned at `path` and atomically replaces its program with `prog`.
+    pub(crate) fn adopt(
+        prog: &libbpf_rs::ProgramMut<'_>,
+        object: &str,
+        iface: &str,
+        path: &Path,
+        log: &AuditLog,
+    ) -> Result<Self> {
+        let program = prog.name().to_string_lossy().into_owned();
+        let pin_error = |reason: String| BpfError::Pin {
+            what: format!("link xdp on {iface}"),
+            path: path.to_path_buf(),
+            reason,
+        };
+        let index = ifindex(iface)?;
+        let mut link = Link::open(path).map_err(|e| pin_error(e.to_string()))?;
+        let result = link.update_prog(prog);
+        log.result(
+            AuditAction::Reuse,
+            object,
+            &path.display().to_string(),
+            &format!("link xdp on {iface}: program {program} swapped in"),
+            &result,
+        );
+        result.map_err(|e| pin_error(format!("cannot swap the program into it: {e}")))?;
+        Ok(Self {
+            link,
+            object: object.to_string(),
+            program,
+            iface: iface.to_string(),
+            ifindex: index,
+            mode: query_mode(index),
+            pinned: Some(path.to_path_buf()),
             detached: false,
             log: log.clone(),
         })
@@ -93,6 +195,11 @@ impl XdpAttachment {
     /// The interface index.
     pub fn ifindex(&self) -> u32 {
         self.ifindex
+    }
+
+    /// Native or generic.
+    pub fn mode(&self) -> XdpMode {
+        self.mode
     }
 
     /// The pin path, if pinned.

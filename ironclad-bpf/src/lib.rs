@@ -36,7 +36,7 @@ pub mod loader;
 pub mod object;
 pub mod shield;
 
-pub use attach::XdpAttachment;
+pub use attach::{XdpAttachment, XdpMode};
 pub use audit::{audit_object, Allowlist, AuditReport, Callee, Reason, Violation};
 pub use auditlog::{
     AuditAction, AuditLog, AuditRecord, AuditSink, JsonLinesFile, MemorySink, NullSink, Outcome,
@@ -46,4 +46,4 @@ pub use loader::{
     AuditedMap, LoadedObject, Loader, LoaderBuilder, PinnedMap, TestRun, DEFAULT_PIN_ROOT,
 };
 pub use object::EmbeddedObject;
-pub use shield::Shield;
+pub use shield::{EventStats, ReplaceReport, RuleStatus, Shield, ShieldEvents, ShieldStatus};

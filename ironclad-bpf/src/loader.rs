@@ -488,6 +488,37 @@ impl AuditedMap<'_> {
         result.map(|()| count)
     }
 
+    /// Replaces one element of a per-CPU map with one value per possible CPU.
+    pub fn update_percpu(&self, key: &[u8], values: &[Vec<u8>]) -> Result<()> {
+        self.check("key", key.len(), self.map.key_size())?;
+        for value in values {
+            self.check("value", value.len(), self.map.value_size())?;
+        }
+        let result = self.map.update_percpu(key, values, MapFlags::ANY);
+        self.log.result(
+            AuditAction::MapUpdate,
+            self.object,
+            &self.name,
+            &format!("update key={} on {} CPUs", hex(key), values.len()),
+            &result,
+        );
+        result.map_err(|source| BpfError::Map {
+            op: "update",
+            map: self.name.clone(),
+            source,
+        })
+    }
+
+    /// An owned handle on the map (its own file descriptor), e.g. for a ring buffer
+    /// reader that outlives this borrow.
+    pub fn handle(&self) -> Result<libbpf_rs::MapHandle> {
+        libbpf_rs::MapHandle::try_from(&self.map).map_err(|source| BpfError::Map {
+            op: "dup",
+            map: self.name.clone(),
+            source,
+        })
+    }
+
     /// Deletes one element; `Ok(false)` if it was not there.
     pub fn delete(&self, key: &[u8]) -> Result<bool> {
         self.check("key", key.len(), self.map.key_size())?;

@@ -12,6 +12,7 @@ use ironclad_bpf::{Loader, Shield};
 use ironclad_core::abi::{Action, ShieldTotal};
 use ironclad_core::require_privileges;
 use ironclad_core::testing::{frames, BpffsDir};
+use ironclad_policy::shield::Mode;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -95,8 +96,8 @@ fn verdicts_follow_longest_prefix_and_the_valve() {
 fn dry_run_passes_everything_but_counts_would_drop() {
     require_privileges!();
     let (_pins, shield) = shield("dryrun");
-    shield.set_dry_run(true).expect("dry-run on");
-    assert!(shield.dry_run().expect("read mode"));
+    shield.set_mode(Mode::DryRun).expect("dry-run on");
+    assert_eq!(shield.mode().expect("read mode"), Mode::DryRun);
     let out = shield.test_run(&v4(1), 5).expect("test run");
     assert_eq!(out.return_value, XDP_PASS);
     assert_eq!(shield.rule_counter(1).expect("counter").packets, 5);

@@ -213,17 +213,26 @@ mod tests {
         e.verdict = 9;
         assert!(matches!(
             decode(&e.to_bytes()),
-            Err(DecodeError::BadField { field: "verdict", .. })
+            Err(DecodeError::BadField {
+                field: "verdict",
+                ..
+            })
         ));
         let mut e = sample();
         e.family = 5;
         assert!(matches!(
             decode(&e.to_bytes()),
-            Err(DecodeError::BadField { field: "family", .. })
+            Err(DecodeError::BadField {
+                field: "family",
+                ..
+            })
         ));
         let mut long = sample().to_bytes().to_vec();
         long.push(0);
-        assert!(matches!(decode(&long), Err(DecodeError::SizeMismatch { .. })));
+        assert!(matches!(
+            decode(&long),
+            Err(DecodeError::SizeMismatch { .. })
+        ));
     }
 
     #[test]

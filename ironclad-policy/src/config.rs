@@ -22,7 +22,9 @@ use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
 use crate::error::{ConfigError, Diagnostic, Origin, PolicyError};
-use crate::shield::{compile, CompiledShield, Entry, Mode, RateLimit, ShieldPolicy, DEFAULT_SAMPLE_RATE};
+use crate::shield::{
+    compile, CompiledShield, Entry, Mode, RateLimit, ShieldPolicy, DEFAULT_SAMPLE_RATE,
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -90,11 +92,7 @@ pub fn parse_net(text: &str) -> Option<IpNetwork> {
     }
 }
 
-fn entries(
-    name: &str,
-    list: &[Spanned<String>],
-    problems: &mut Vec<PolicyError>,
-) -> Vec<Entry> {
+fn entries(name: &str, list: &[Spanned<String>], problems: &mut Vec<PolicyError>) -> Vec<Entry> {
     let mut out = Vec::new();
     for (index, item) in list.iter().enumerate() {
         let origin = Origin {
@@ -278,9 +276,18 @@ shield:
         let err = compile_str(text, Path::new("bad.yaml")).expect_err("invalid");
         let lines: Vec<String> = err.diagnostics.iter().map(ToString::to_string).collect();
         assert_eq!(lines.len(), 3, "{lines:#?}");
-        assert!(lines[0].starts_with("bad.yaml:3:7: shield.deny[0]: `10.0.0.300/8`"), "{lines:#?}");
-        assert!(lines[1].starts_with("bad.yaml:5:7: shield.deny[2]: `not-an-address`"), "{lines:#?}");
-        assert!(lines[2].starts_with("bad.yaml:7:7: shield.allow[0]: `10.1.1.1/8` has host bits set"), "{lines:#?}");
+        assert!(
+            lines[0].starts_with("bad.yaml:3:7: shield.deny[0]: `10.0.0.300/8`"),
+            "{lines:#?}"
+        );
+        assert!(
+            lines[1].starts_with("bad.yaml:5:7: shield.deny[2]: `not-an-address`"),
+            "{lines:#?}"
+        );
+        assert!(
+            lines[2].starts_with("bad.yaml:7:7: shield.allow[0]: `10.1.1.1/8` has host bits set"),
+            "{lines:#?}"
+        );
     }
 
     #[test]
@@ -320,6 +327,8 @@ shield:
     #[test]
     fn a_missing_file_names_the_file() {
         let err = compile_file(Path::new("/nonexistent/policy.yaml")).expect_err("missing");
-        assert!(err.to_string().starts_with("/nonexistent/policy.yaml:0:0: cannot read"));
+        assert!(err
+            .to_string()
+            .starts_with("/nonexistent/policy.yaml:0:0: cannot read"));
     }
 }

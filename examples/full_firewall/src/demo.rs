@@ -5,11 +5,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use ipnetwork::IpNetwork;
 use ironclad_bpf::{JsonLinesFile, Loader, Shield};
 use ironclad_core::abi::ShieldTotal;
 use ironclad_core::testing::{BpffsDir, NetNs, VethPair};
-use ironclad_policy::shield::{compile, ShieldPolicy};
+use ironclad_events::{Event, Fanout, Overflow};
+use ironclad_policy::config::compile_str;
+
+/// The demo policy, embedded so the binary runs from anywhere.
+const DEMO_POLICY: &str = include_str!("../demo.yaml");
+const DEMO_POLICY_PATH: &str = "examples/full_firewall/demo.yaml";
 
 /// A traffic source inside the namespace.
 struct Source {
@@ -43,12 +47,6 @@ const SOURCES: &[Source] = &[
         expect: "dropped by fd99::40/122",
     },
 ];
-
-fn nets(list: &[&str]) -> Result<Vec<IpNetwork>> {
-    list.iter()
-        .map(|s| s.parse().with_context(|| format!("bad CIDR {s}")))
-        .collect()
-}
 
 fn ping(ns: &NetNs, from: &str, seconds: u64) -> Result<Child> {
     let to = if from.contains(':') {
@@ -115,26 +113,21 @@ pub(crate) fn run(seconds: u64) -> Result<()> {
         veth.peer()
     );
 
-    let policy = ShieldPolicy {
-        deny: nets(&["10.250.0.64/26", "fd99::40/122"])?,
-        allow: nets(&["10.250.0.70/32"])?,
-        management: nets(&["10.250.0.65/32"])?,
-        dry_run: false,
-    };
-    let compiled = compile(&policy).map_err(|errors| {
-        anyhow::anyhow!(errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n"))
-    })?;
+    let config = compile_str(DEMO_POLICY, std::path::Path::new(DEMO_POLICY_PATH))?;
+    let compiled = config
+        .shield
+        .context("the demo policy has no shield section")?;
+    println!("policy {DEMO_POLICY_PATH}:");
     for rule in &compiled.rules {
         println!(
-            "rule {}: {:?} {} ({})",
+            "  rule {}: {:?} {} ({})",
             rule.id, rule.action, rule.cidr, rule.origin
         );
     }
-    println!("management valve: 10.250.0.65/32\n");
+    for net in &compiled.management {
+        println!("  management valve: {net}");
+    }
+    println!();
 
     let pins = BpffsDir::new("demo").context("creating a bpffs pin directory")?;
     let audit_path =
@@ -144,13 +137,17 @@ pub(crate) fn run(seconds: u64) -> Result<()> {
         .audit_sink(Arc::new(JsonLinesFile::open(&audit_path)?))
         .build()?;
     let shield = Shield::load(&loader)?;
-    shield.apply(&compiled)?;
+    shield.replace(&compiled)?;
     let attachment = shield.attach(veth.host())?;
+    let fanout = Arc::new(Fanout::new());
+    let drops = fanout.subscribe("demo", 4096, Overflow::DropOldest);
+    let events = shield.events(fanout.clone())?;
     println!(
-        "shield: audited, loaded, maps pinned under {}, attached to {} (ifindex {})",
+        "shield: audited, loaded, maps pinned under {}, attached to {} (ifindex {}, {} XDP)",
         loader.pin_dir(Shield::OBJECT).display(),
         attachment.iface(),
-        attachment.ifindex()
+        attachment.ifindex(),
+        attachment.mode().name()
     );
     println!("audit log: {}\n", audit_path.display());
 
@@ -164,14 +161,33 @@ pub(crate) fn run(seconds: u64) -> Result<()> {
     }
 
     let start = Instant::now();
+    let mut shown = 0;
     while start.elapsed() < Duration::from_secs(seconds) {
-        std::thread::sleep(Duration::from_secs(1));
+        let tick = Instant::now();
+        while tick.elapsed() < Duration::from_secs(1) {
+            events.poll(Duration::from_millis(100))?;
+        }
+        for event in drops.receiver().try_iter() {
+            let Event::ShieldDrop(drop) = event else {
+                continue;
+            };
+            if shown < 3 {
+                println!(
+                    "  drop event: {} -> {} proto {} rule {} ({})",
+                    drop.src,
+                    drop.dst,
+                    drop.proto,
+                    drop.rule_id,
+                    drop.verdict.name()
+                );
+                shown += 1;
+            }
+        }
         let mut line = format!("t={:>2}s", start.elapsed().as_secs());
-        for rule in &compiled.rules {
-            let c = shield.rule_counter(rule.id)?;
+        for rule in shield.rules()? {
             line.push_str(&format!(
                 " | {} {:?}: {} pkts",
-                rule.cidr, rule.action, c.packets
+                rule.cidr, rule.action, rule.counter.packets
             ));
         }
         let totals = shield.totals()?;
@@ -195,13 +211,21 @@ pub(crate) fn run(seconds: u64) -> Result<()> {
     }
 
     println!("\nfinal counters:");
-    for rule in &compiled.rules {
-        let c = shield.rule_counter(rule.id)?;
+    for rule in shield.rules()? {
         println!(
-            "  rule {} {:<16} {:<5?} {:>4} packets {:>6} bytes",
-            rule.id, rule.cidr, rule.action, c.packets, c.bytes
+            "  rule {} {:<16} {:<5} {:>4} packets {:>6} bytes",
+            rule.rule_id,
+            rule.cidr.to_string(),
+            format!("{:?}", rule.action),
+            rule.counter.packets,
+            rule.counter.bytes
         );
     }
+    println!(
+        "  drop events decoded: {} (undecodable: {})",
+        events.stats().decoded(),
+        events.stats().undecodable()
+    );
     for (total, c) in shield.totals()? {
         println!(
             "  total {:<11} {:>4} packets {:>6} bytes",
@@ -212,6 +236,7 @@ pub(crate) fn run(seconds: u64) -> Result<()> {
     }
 
     attachment.detach()?;
+    drop(events);
     drop(shield);
     let removed = loader.remove_pins(Shield::OBJECT)?;
     println!("\ncleanup: detached, {removed} pins removed, namespace and veth deleted");

@@ -1,13 +1,29 @@
-//! `full_firewall`: the reference daemon that runs Ironclad from one policy.
+//! `full_firewall`: the reference daemon that runs Ironclad from one YAML policy.
 //!
-//! Commands so far: `demo` (the Shield on a throwaway namespace, showing live drops) and
-//! `audit` (the helper audit of every embedded BPF object, as JSON).
+//! ```text
+//! full_firewall check  --config FILE                    validate and compile only (JSON)
+//! full_firewall run    --config FILE [--iface IFACE]    enforce until SIGINT/SIGTERM;
+//!                      [--pin-dir DIR] [--dry-run]      SIGHUP reloads atomically
+//!                      [--detach-on-exit] [--audit-log FILE] [--events FILE|-]
+//! full_firewall status [--pin-dir DIR] [--json]         read the pinned maps
+//! full_firewall detach [--pin-dir DIR]                  remove every pin
+//! full_firewall demo   [--seconds N]                    the Shield on a throwaway netns
+//! full_firewall audit                                   helper audit of every program
+//! ```
+//!
+//! Exit codes: 0 success, 1 runtime failure, 2 bad input (the policy, the arguments).
 
 mod demo;
+mod run;
+mod status;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use ironclad_bpf::{audit_object, object, Allowlist};
+use ironclad_bpf::{audit_object, object, Allowlist, DEFAULT_PIN_ROOT};
+use ironclad_policy::config::compile_file;
 
 #[derive(Parser)]
 #[command(name = "full_firewall", version, about = "Ironclad reference daemon")]
@@ -18,8 +34,32 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Build a throwaway netns/veth pair, enforce a demo policy with the Shield, send
-    /// traffic from allowed and denied sources and print live per-rule drop counts.
+    /// Validate and compile a policy; print prefix counts as JSON. Exit 2 with one
+    /// `FILE:LINE:COLUMN: message` line per problem on stderr if it is invalid.
+    Check {
+        /// The policy file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Enforce a policy in the foreground until SIGINT/SIGTERM; SIGHUP reloads it.
+    Run(run::RunArgs),
+    /// Print what the pinned maps say (rules, counters, totals); no daemon needed.
+    Status {
+        /// The pin root.
+        #[arg(long, default_value = DEFAULT_PIN_ROOT)]
+        pin_dir: PathBuf,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove every program, link and map full_firewall pinned.
+    Detach {
+        /// The pin root.
+        #[arg(long, default_value = DEFAULT_PIN_ROOT)]
+        pin_dir: PathBuf,
+    },
+    /// Build a throwaway netns/veth pair, enforce `examples/full_firewall/demo.yaml`,
+    /// send traffic from allowed and denied sources and print live per-rule drops.
     Demo {
         /// Seconds of traffic.
         #[arg(long, default_value_t = 5)]
@@ -30,7 +70,35 @@ enum Command {
     Audit,
 }
 
-fn audit() -> Result<()> {
+fn check(config: &std::path::Path) -> Result<ExitCode> {
+    match compile_file(config) {
+        Err(err) => {
+            for d in &err.diagnostics {
+                eprintln!("{d}");
+            }
+            Ok(ExitCode::from(2))
+        }
+        Ok(compiled) => {
+            let mut out = serde_json::json!({
+                "config": config.display().to_string(),
+                "ipv4_prefixes": 0,
+                "ipv6_prefixes": 0,
+            });
+            if let Some(shield) = &compiled.shield {
+                out["ipv4_prefixes"] = shield.ipv4_prefixes().into();
+                out["ipv6_prefixes"] = shield.ipv6_prefixes().into();
+                out["rules"] = shield.rules.len().into();
+                out["duplicates_merged"] = shield.duplicates_merged.into();
+                out["management"] = shield.management.len().into();
+                out["mode"] = status::mode_name(shield.mode).into();
+            }
+            println!("{out}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn audit() -> Result<ExitCode> {
     let allowlist = Allowlist::builtin();
     let mut out = serde_json::Map::new();
     for obj in object::all() {
@@ -46,12 +114,23 @@ fn audit() -> Result<()> {
         out.insert(obj.name().to_string(), serde_json::Value::Object(programs));
     }
     println!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().command {
-        Command::Demo { seconds } => demo::run(seconds),
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Check { config } => check(&config),
+        Command::Run(args) => run::run(&args),
+        Command::Status { pin_dir, json } => status::status(&pin_dir, json),
+        Command::Detach { pin_dir } => status::detach(&pin_dir),
+        Command::Demo { seconds } => demo::run(seconds).map(|()| ExitCode::SUCCESS),
         Command::Audit => audit(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("full_firewall: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -1,0 +1,230 @@
+//! `run`: enforce a policy in the foreground.
+//!
+//! Start-up: compile the policy (bad input: exit 2, nothing in the kernel changes), load
+//! the Shield (adopting pinned maps), make the maps equal the policy, then adopt the
+//! pinned link or attach and pin a new one. If the Shield cannot load or attach (old
+//! kernel, missing interface, XDP refused) the daemon says so and keeps running its
+//! other features: it fails open, traffic is untouched.
+//!
+//! While running: drop events are written to `--events`; SIGHUP recompiles the policy
+//! and applies it only if it is valid; SIGINT/SIGTERM stop the daemon, leaving
+//! enforcement pinned in place unless `--detach-on-exit`.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use ironclad_bpf::{JsonLinesFile, Loader, Shield, XdpAttachment, DEFAULT_PIN_ROOT};
+use ironclad_events::{Event, Fanout, Overflow, Subscription};
+use ironclad_policy::config::{compile_file, CompiledConfig};
+use ironclad_policy::shield::{CompiledShield, Mode};
+
+/// Arguments of `run`.
+#[derive(clap::Args)]
+pub(crate) struct RunArgs {
+    /// The policy file.
+    #[arg(long)]
+    config: PathBuf,
+    /// Interface the Shield attaches to (needed when the policy has a `shield` section).
+    #[arg(long)]
+    iface: Option<String>,
+    /// The pin root.
+    #[arg(long, default_value = DEFAULT_PIN_ROOT)]
+    pin_dir: PathBuf,
+    /// Count and report, never drop, whatever the policy's mode says.
+    #[arg(long)]
+    dry_run: bool,
+    /// On exit, detach and remove every pin instead of leaving enforcement in place.
+    #[arg(long)]
+    detach_on_exit: bool,
+    /// Where audit records go (JSON lines).
+    #[arg(long, default_value = "/var/log/ironclad-audit.jsonl")]
+    audit_log: PathBuf,
+    /// Write every event as one JSON line to this file (`-` for stdout).
+    #[arg(long)]
+    events: Option<PathBuf>,
+}
+
+fn log(message: impl std::fmt::Display) {
+    eprintln!("full_firewall: {message}");
+}
+
+fn load_policy(args: &RunArgs) -> std::result::Result<Option<CompiledShield>, String> {
+    let compiled: CompiledConfig = compile_file(&args.config).map_err(|e| e.to_string())?;
+    Ok(compiled.shield.map(|mut shield| {
+        if args.dry_run {
+            shield.mode = Mode::DryRun;
+        }
+        shield
+    }))
+}
+
+/// The running Shield: the object, its attachment and its event reader.
+struct Running {
+    shield: Shield,
+    attachment: XdpAttachment,
+    events: ironclad_bpf::ShieldEvents,
+}
+
+fn start_shield(
+    loader: &Loader,
+    policy: &CompiledShield,
+    iface: &str,
+    fanout: Arc<Fanout<Event>>,
+) -> ironclad_bpf::Result<Running> {
+    let shield = Shield::load(loader)?;
+    let report = shield.replace(policy)?;
+    let attachment = shield.attach_pinned(iface)?;
+    let events = shield.events(fanout)?;
+    log(format_args!(
+        "shield enforcing on {iface} ({} mode, {}): {} rules ({} added, {} kept, {} removed), {} management prefixes",
+        attachment.mode().name(),
+        if policy.mode == Mode::DryRun { "dry-run" } else { "enforce" },
+        policy.rules.len(),
+        report.added,
+        report.kept,
+        report.removed,
+        policy.management.len(),
+    ));
+    Ok(Running {
+        shield,
+        attachment,
+        events,
+    })
+}
+
+fn open_events(path: &Path) -> Result<Box<dyn Write>> {
+    if path == Path::new("-") {
+        return Ok(Box::new(std::io::stdout()));
+    }
+    let file = File::options()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    Ok(Box::new(BufWriter::new(file)))
+}
+
+fn write_events(sub: &Subscription<Event>, out: &mut Option<Box<dyn Write>>) -> Result<()> {
+    let Some(out) = out.as_mut() else {
+        // No --events: keep the queue from filling, nothing else.
+        while sub.receiver().try_recv().is_ok() {}
+        return Ok(());
+    };
+    while let Ok(event) = sub.receiver().try_recv() {
+        writeln!(out, "{}", event.to_json())?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
+    let policy = match load_policy(args) {
+        Ok(policy) => policy,
+        Err(diagnostics) => {
+            eprintln!("{diagnostics}");
+            log("the policy is invalid; nothing was changed");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let iface = match (&policy, &args.iface) {
+        (Some(_), None) => {
+            log("the policy has a shield section: --iface is required");
+            return Ok(ExitCode::from(2));
+        }
+        (_, iface) => iface.clone(),
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let reload = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
+        .context("installing signal handlers")?;
+
+    let sink = Arc::new(JsonLinesFile::open(&args.audit_log)?);
+    let loader = Loader::builder()
+        .pin_root(&args.pin_dir)
+        .audit_sink(sink)
+        .build()?;
+    let fanout = Arc::new(Fanout::new());
+    let subscription = fanout.subscribe("events-writer", 65_536, Overflow::DropOldest);
+    let mut events_out = args.events.as_deref().map(open_events).transpose()?;
+
+    let mut running = match (&policy, &iface) {
+        (Some(policy), Some(iface)) => match start_shield(&loader, policy, iface, fanout.clone()) {
+            Ok(running) => Some(running),
+            Err(e) => {
+                log(format_args!(
+                    "shield disabled, traffic on {iface} is not filtered: {e}"
+                ));
+                None
+            }
+        },
+        _ => None,
+    };
+    log("ready");
+
+    while !stop.load(Ordering::Relaxed) {
+        match &running {
+            Some(r) => {
+                if let Err(e) = r.events.poll(Duration::from_millis(200)) {
+                    log(format_args!("reading events: {e}"));
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+            None => std::thread::sleep(Duration::from_millis(200)),
+        }
+        write_events(&subscription, &mut events_out)?;
+        if reload.swap(false, Ordering::Relaxed) {
+            log(format_args!("SIGHUP: reloading {}", args.config.display()));
+            match load_policy(args) {
+                Err(diagnostics) => {
+                    eprintln!("{diagnostics}");
+                    log("reload refused: the new policy is invalid; the old rules stay");
+                }
+                Ok(None) => log("reload refused: the new policy has no shield section"),
+                Ok(Some(new_policy)) => match (&running, &iface) {
+                    (Some(r), _) => match r.shield.replace(&new_policy) {
+                        Ok(report) => log(format_args!(
+                            "reloaded: {} added, {} changed, {} removed, {} kept",
+                            report.added, report.changed, report.removed, report.kept
+                        )),
+                        Err(e) => log(format_args!("reload failed, the old rules stay: {e}")),
+                    },
+                    (None, Some(iface)) => {
+                        running = start_shield(&loader, &new_policy, iface, fanout.clone())
+                            .map_err(|e| log(format_args!("shield still disabled: {e}")))
+                            .ok();
+                    }
+                    (None, None) => log("reload refused: --iface was not given"),
+                },
+            }
+        }
+    }
+
+    if let Some(r) = running.take() {
+        let _ = r.events.drain();
+        write_events(&subscription, &mut events_out)?;
+        if args.detach_on_exit {
+            r.attachment.detach()?;
+            drop(r.shield);
+            let removed = loader.remove_pins(Shield::OBJECT)?;
+            log(format_args!("detached; {removed} pins removed"));
+        } else {
+            log(format_args!(
+                "stopping; enforcement stays pinned at {}",
+                r.attachment
+                    .pin_path()
+                    .map_or_else(String::new, |p| p.display().to_string())
+            ));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
