@@ -7,12 +7,14 @@
 )]
 
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use ironclad_bpf::{Loader, Shield};
-use ironclad_core::abi::{Action, ShieldTotal};
+use ironclad_core::abi::{Action, ShieldTotal, ShieldVerdict};
 use ironclad_core::require_privileges;
-use ironclad_core::testing::{frames, BpffsDir};
-use ironclad_policy::shield::Mode;
+use ironclad_core::testing::{frames, frames6, BpffsDir};
+use ironclad_events::{Event, Fanout, Overflow, ShieldDrop};
+use ironclad_policy::shield::{Mode, RateLimit};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -134,4 +136,284 @@ fn truncated_and_malformed_frames_pass_and_are_counted() {
     }
     assert_eq!(total(&shield, ShieldTotal::Malformed), cases.len() as u64);
     assert_eq!(shield.rule_counter(1).expect("counter").packets, 0);
+}
+
+fn drain_events(shield: &Shield) -> Vec<ShieldDrop> {
+    let fanout = Arc::new(Fanout::new());
+    let sub = fanout.subscribe("test", 100_000, Overflow::DropNewest);
+    let reader = shield.events(fanout.clone()).expect("ring buffer");
+    reader.drain().expect("drain");
+    assert_eq!(reader.stats().undecodable(), 0);
+    sub.receiver()
+        .try_iter()
+        .filter_map(|e| match e {
+            Event::ShieldDrop(d) => Some(d),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn drop_events_carry_addresses_ports_protocol_and_rule() {
+    require_privileges!();
+    let (_pins, shield) = shield("events");
+    shield.set_sample_rate(1).expect("sampling");
+    let udp = frames::ipv4_udp(
+        Ipv4Addr::new(198, 51, 100, 1),
+        Ipv4Addr::new(192, 0, 2, 1),
+        18,
+    );
+    assert_eq!(
+        shield.test_run(&udp, 1).expect("run").return_value,
+        XDP_DROP
+    );
+    let src6: Ipv6Addr = "2001:db8:bad::5".parse().expect("addr");
+    let dst6: Ipv6Addr = "2001:db8::1".parse().expect("addr");
+    let chained = frames6::with_chain(
+        src6,
+        dst6,
+        &[
+            (0, frames6::opt8()),
+            (60, frames6::opt8()),
+            (43, frames6::opt8()),
+            (44, frames6::fragment_first()),
+        ],
+        5353,
+        853,
+    );
+    assert_eq!(
+        shield.test_run(&chained, 1).expect("run").return_value,
+        XDP_DROP
+    );
+    // Allowed and valve traffic produces no event.
+    assert_eq!(
+        shield.test_run(&v4(7), 1).expect("run").return_value,
+        XDP_PASS
+    );
+    assert_eq!(
+        shield.test_run(&v4(9), 1).expect("run").return_value,
+        XDP_PASS
+    );
+
+    let events = drain_events(&shield);
+    assert_eq!(events.len(), 2, "{events:?}");
+    let e = &events[0];
+    assert_eq!(
+        e.src,
+        "198.51.100.1".parse::<std::net::IpAddr>().expect("ip")
+    );
+    assert_eq!(e.dst, "192.0.2.1".parse::<std::net::IpAddr>().expect("ip"));
+    assert_eq!((e.proto, e.sport, e.dport), (17, 40000, 53));
+    assert_eq!((e.rule_id, e.verdict), (1, ShieldVerdict::Drop));
+    assert_eq!(e.len as usize, udp.len());
+    let e6 = &events[1];
+    assert_eq!(e6.src, std::net::IpAddr::V6(src6));
+    assert_eq!((e6.proto, e6.sport, e6.dport), (17, 5353, 853));
+    assert_eq!(e6.rule_id, 3);
+}
+
+#[test]
+fn sampling_reports_one_drop_in_n() {
+    require_privileges!();
+    let (_pins, shield) = shield("sampling");
+    shield.set_sample_rate(4).expect("sampling");
+    // One test run executes all repeats on one CPU, so the per-CPU sequence is exact.
+    shield.test_run(&v4(1), 20).expect("run");
+    assert_eq!(drain_events(&shield).len(), 5);
+    shield.set_sample_rate(0).expect("no events");
+    shield.test_run(&v4(1), 20).expect("run");
+    assert_eq!(drain_events(&shield).len(), 0);
+    assert_eq!(shield.rule_counter(1).expect("counter").packets, 40);
+}
+
+#[test]
+fn ipv6_extension_chains_are_walked_within_bounds() {
+    require_privileges!();
+    let (_pins, shield) = shield("ext6");
+    shield.set_sample_rate(1).expect("sampling");
+    let bad: Ipv6Addr = "2001:db8:bad::9".parse().expect("addr");
+    let good: Ipv6Addr = "2001:db8:900d::9".parse().expect("addr");
+    let dst: Ipv6Addr = "2001:db8::1".parse().expect("addr");
+    let long_chain: Vec<(u8, Vec<u8>)> = (0..10).map(|_| (60, frames6::opt8())).collect();
+    let later_fragment = vec![(44, frames6::fragment_later())];
+    for src in [good, bad] {
+        let expected = if src == bad { XDP_DROP } else { XDP_PASS };
+        let long = frames6::with_chain(src, dst, &long_chain, 1, 2);
+        assert_eq!(
+            shield.test_run(&long, 1).expect("run").return_value,
+            expected
+        );
+        let frag = frames6::with_chain(src, dst, &later_fragment, 1, 2);
+        assert_eq!(
+            shield.test_run(&frag, 1).expect("run").return_value,
+            expected
+        );
+        // Truncated in the middle of the third extension header.
+        let chain3 = frames6::with_chain(src, dst, &long_chain[..3], 1, 2);
+        let cut = &chain3[..14 + 40 + 16 + 1];
+        assert_eq!(shield.test_run(cut, 1).expect("run").return_value, expected);
+    }
+    let events = drain_events(&shield);
+    assert_eq!(events.len(), 3);
+    // Too long a chain, a later fragment and a truncated chain: no ports claimed.
+    assert!(
+        events.iter().all(|e| (e.sport, e.dport) == (0, 0)),
+        "{events:?}"
+    );
+    assert_eq!(
+        events[1].proto, 17,
+        "a later fragment still names its protocol"
+    );
+}
+
+#[test]
+fn the_valve_beats_a_deny_of_everything() {
+    require_privileges!();
+    let (_pins, shield) = shield("denyall");
+    shield
+        .insert_rule("0.0.0.0/0".parse().expect("cidr"), 10, Action::Deny)
+        .expect("deny all v4");
+    shield
+        .insert_rule("::/0".parse().expect("cidr"), 11, Action::Deny)
+        .expect("deny all v6");
+    shield
+        .add_valve("2001:db8:feed::/48".parse().expect("cidr"))
+        .expect("valve v6");
+    let anywhere = frames::ipv4_udp(Ipv4Addr::new(8, 8, 8, 8), Ipv4Addr::new(192, 0, 2, 1), 18);
+    assert_eq!(
+        shield.test_run(&anywhere, 1).expect("run").return_value,
+        XDP_DROP
+    );
+    assert_eq!(
+        shield.test_run(&v4(9), 1).expect("run").return_value,
+        XDP_PASS,
+        "v4 valve"
+    );
+    let mgmt6 = frames::ipv6_udp(
+        "2001:db8:feed::1".parse().expect("addr"),
+        "2001:db8::1".parse().expect("addr"),
+        18,
+    );
+    assert_eq!(
+        shield.test_run(&mgmt6, 1).expect("run").return_value,
+        XDP_PASS,
+        "v6 valve"
+    );
+    assert_eq!(shield.rule_counter(10).expect("counter").packets, 1);
+    assert_eq!(total(&shield, ShieldTotal::Valve), 2);
+}
+
+#[test]
+fn the_rate_limit_cuts_a_burst_to_its_budget() {
+    require_privileges!();
+    let (_pins, shield) = shield("rate");
+    let (pps, burst) = (1_000u32, 100u32);
+    shield
+        .set_rate_limit(Some(RateLimit { pps, burst }))
+        .expect("rate limit");
+    let source = frames::ipv4_udp(
+        Ipv4Addr::new(192, 0, 2, 77),
+        Ipv4Addr::new(192, 0, 2, 1),
+        18,
+    );
+    let sent = 1_000u32;
+    let run = shield.test_run(&source, sent).expect("run");
+    let passed = total(&shield, ShieldTotal::Passed);
+    let limited = total(&shield, ShieldTotal::RateLimited);
+    assert_eq!(passed + limited, u64::from(sent));
+    // The bucket starts full (burst) and refills at pps while the burst runs.
+    let elapsed_s = (run.per_run * sent).as_secs_f64();
+    let refill = (elapsed_s * f64::from(pps)).ceil() as u64;
+    assert!(
+        (u64::from(burst)..=u64::from(burst) + refill + 1).contains(&passed),
+        "passed {passed}, budget {burst} + {refill}"
+    );
+    assert_eq!(
+        total(&shield, ShieldTotal::Dropped),
+        0,
+        "rate drops are counted apart"
+    );
+
+    // After 50 ms idle, about 50 more tokens.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let before = total(&shield, ShieldTotal::Passed);
+    shield.test_run(&source, sent).expect("run");
+    let more = total(&shield, ShieldTotal::Passed) - before;
+    assert!(
+        (45..=80).contains(&more),
+        "refilled {more} tokens in ~50 ms at {pps}/s"
+    );
+
+    // Another source has its own bucket; dry-run passes everything but counts.
+    shield.set_mode(Mode::DryRun).expect("dry-run");
+    let other = frames::ipv4_udp(
+        Ipv4Addr::new(192, 0, 2, 78),
+        Ipv4Addr::new(192, 0, 2, 1),
+        18,
+    );
+    let limited_before = total(&shield, ShieldTotal::RateLimited);
+    let out = shield.test_run(&other, 500).expect("run");
+    assert_eq!(out.return_value, XDP_PASS);
+    assert!(total(&shield, ShieldTotal::RateLimited) - limited_before >= 390);
+}
+
+fn compiled(yaml: &str) -> ironclad_policy::shield::CompiledShield {
+    ironclad_policy::config::compile_str(yaml, std::path::Path::new("test.yaml"))
+        .expect("valid policy")
+        .shield
+        .expect("shield section")
+}
+
+#[test]
+fn replace_changes_only_what_differs_and_keeps_counters() {
+    require_privileges!();
+    let pins = BpffsDir::new("replace").expect("bpffs dir");
+    let loader = Loader::builder()
+        .pin_root(pins.path())
+        .build()
+        .expect("loader");
+    let shield = Shield::load(&loader).expect("load");
+    let first =
+        compiled("shield:\n  deny: [198.51.100.0/24, 203.0.113.0/24]\n  management: [192.0.2.9]\n");
+    let report = shield.replace(&first).expect("replace");
+    assert_eq!((report.added, report.kept, report.removed), (2, 0, 0));
+    let id_198 = report.ids[&"198.51.100.0/24".parse().expect("cidr")];
+    shield.test_run(&v4(1), 3).expect("run");
+    assert_eq!(shield.rule_counter(id_198).expect("counter").packets, 3);
+
+    // A new rule first in the file, one removed, one kept, the valve moved.
+    let second = compiled(
+        "shield:\n  mode: dry-run\n  deny: [10.0.0.0/8, 198.51.100.0/24]\n  management: [192.0.2.10]\n",
+    );
+    let report = shield.replace(&second).expect("replace");
+    assert_eq!((report.added, report.kept, report.removed), (1, 1, 1));
+    assert_eq!(
+        report.ids[&"198.51.100.0/24".parse().expect("cidr")],
+        id_198,
+        "id kept"
+    );
+    let status = shield.status().expect("status");
+    let kept = status
+        .rules
+        .iter()
+        .find(|r| r.cidr.to_string() == "198.51.100.0/24")
+        .expect("kept rule");
+    assert_eq!(kept.counter.packets, 3, "its counter continues");
+    let added = status
+        .rules
+        .iter()
+        .find(|r| r.cidr.to_string() == "10.0.0.0/8")
+        .expect("new rule");
+    assert_eq!(added.counter.packets, 0, "a reused id starts from zero");
+    assert!(!status
+        .rules
+        .iter()
+        .any(|r| r.cidr.to_string() == "203.0.113.0/24"));
+    assert_eq!(
+        status.management,
+        vec!["192.0.2.10/32"
+            .parse::<ipnetwork::IpNetwork>()
+            .expect("cidr")]
+    );
+    assert_eq!(shield.mode().expect("mode"), Mode::DryRun);
 }

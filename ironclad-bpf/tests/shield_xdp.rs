@@ -7,11 +7,14 @@
 )]
 
 use std::process::Output;
+use std::sync::Arc;
 
 use ironclad_bpf::{Loader, Shield};
-use ironclad_core::abi::{Action, ShieldTotal};
+use ironclad_core::abi::{Action, ShieldTotal, ShieldVerdict};
 use ironclad_core::require_privileges;
 use ironclad_core::testing::{BpffsDir, NetNs, VethPair};
+use ironclad_events::{Event, Fanout, Overflow};
+use ironclad_policy::shield::{Mode, RateLimit};
 
 /// One namespace per test, each on its own subnet (the host ends share the root
 /// namespace, so tests running in parallel must not reuse addresses).
@@ -175,4 +178,231 @@ fn attaching_to_a_missing_interface_is_a_typed_error() {
         "{err}"
     );
     assert!(err.to_string().contains("ic-no-such-if"));
+}
+
+/// Tries `attempts` TCP connects from `.from` in the namespace to `.1:port`, each given
+/// up after 0.5 s, before the kernel's first SYN retransmission (1 s): every attempt
+/// sends exactly one SYN. Returns how many connected.
+fn tcp_connects(lab: &Lab, from: u8, v6: bool, port: u16, attempts: u32) -> u32 {
+    let dst = lab.addr(1, v6);
+    let src = lab.addr(from, v6);
+    let script = format!(
+        "ok=0; for i in $(seq {attempts}); do \
+           if timeout 3 python3 -c 'import socket,sys; s=socket.socket(socket.AF_INET6 if \":\" in sys.argv[1] else socket.AF_INET); s.bind((sys.argv[1],0)); s.settimeout(0.5); s.connect((sys.argv[2],int(sys.argv[3])))' {src} {dst} {port} 2>/dev/null; \
+           then ok=$((ok+1)); fi; done; echo $ok"
+    );
+    let out = lab
+        .ns
+        .command("sh")
+        .args(["-c", &script])
+        .output()
+        .expect("sh");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("bad output: {out:?}"))
+}
+
+#[test]
+fn tcp_and_icmp_from_denied_sources_drop_with_exact_counts_and_exceptions_pass() {
+    require_privileges!();
+    let lab = lab("tcp", 4);
+    let v4_listener =
+        std::net::TcpListener::bind((lab.addr(1, false).as_str(), 0)).expect("listen v4");
+    let v6_listener =
+        std::net::TcpListener::bind((lab.addr(1, true).as_str(), 0)).expect("listen v6");
+    let (p4, p6) = (
+        v4_listener.local_addr().expect("addr").port(),
+        v6_listener.local_addr().expect("addr").port(),
+    );
+    let shield = Shield::load(&lab.loader).expect("load");
+    // Deny the whole /16 around the lab, allow .2 back as an exception.
+    shield
+        .insert_rule("10.201.0.0/16".parse().expect("cidr"), 1, Action::Deny)
+        .expect("rule");
+    shield
+        .insert_rule(
+            format!("{}/32", lab.addr(2, false)).parse().expect("cidr"),
+            2,
+            Action::Allow,
+        )
+        .expect("rule");
+    shield
+        .insert_rule(
+            format!("{}/128", lab.addr(3, true)).parse().expect("cidr"),
+            3,
+            Action::Deny,
+        )
+        .expect("rule");
+    let _attached = shield.attach(lab.veth.host()).expect("attach");
+
+    assert_eq!(tcp_connects(&lab, 3, false, p4, 3), 0, "denied v4 TCP");
+    assert_eq!(tcp_connects(&lab, 3, true, p6, 3), 0, "denied v6 TCP");
+    assert!(!lab.ping(3, false, 2), "denied v4 ICMP");
+    assert!(!lab.ping(3, true, 2), "denied v6 ICMP");
+    assert_eq!(
+        tcp_connects(&lab, 2, false, p4, 2),
+        2,
+        "the /32 exception connects"
+    );
+    assert!(lab.ping(2, false, 2), "the /32 exception pings");
+    assert!(lab.ping(2, true, 2), "v6 without a rule pings");
+
+    assert_eq!(
+        shield.rule_counter(1).expect("c").packets,
+        3 + 2,
+        "3 SYNs + 2 echo requests"
+    );
+    assert_eq!(shield.rule_counter(3).expect("c").packets, 3 + 2);
+    assert!(
+        shield.rule_counter(2).expect("c").packets >= 2 * 3 + 2,
+        "exception counted"
+    );
+}
+
+#[test]
+fn management_reaches_the_host_through_a_deny_of_everything() {
+    require_privileges!();
+    let lab = lab("valve", 5);
+    let shield = Shield::load(&lab.loader).expect("load");
+    shield
+        .insert_rule("0.0.0.0/0".parse().expect("cidr"), 1, Action::Deny)
+        .expect("rule");
+    shield
+        .add_valve(format!("{}/32", lab.addr(2, false)).parse().expect("cidr"))
+        .expect("valve");
+    let _attached = shield.attach(lab.veth.host()).expect("attach");
+    assert!(lab.ping(2, false, 3), "management passes");
+    assert!(!lab.ping(3, false, 2), "everyone else is dropped");
+    assert_eq!(shield.total(ShieldTotal::Valve).expect("t").packets, 3);
+}
+
+#[test]
+fn dry_run_passes_everything_and_reports_what_would_drop() {
+    require_privileges!();
+    let lab = lab("dry", 6);
+    let shield = Shield::load(&lab.loader).expect("load");
+    shield
+        .insert_rule(
+            format!("{}/32", lab.addr(3, false)).parse().expect("cidr"),
+            1,
+            Action::Deny,
+        )
+        .expect("rule");
+    shield.set_mode(Mode::DryRun).expect("dry-run");
+    shield.set_sample_rate(1).expect("sampling");
+    let fanout = Arc::new(Fanout::new());
+    let sub = fanout.subscribe("test", 1024, Overflow::DropNewest);
+    let events = shield.events(fanout.clone()).expect("events");
+    let _attached = shield.attach(lab.veth.host()).expect("attach");
+    assert!(
+        lab.ping(3, false, 3),
+        "dry-run: the denied source still gets through"
+    );
+    events.drain().expect("drain");
+    assert_eq!(shield.rule_counter(1).expect("c").packets, 3);
+    assert_eq!(shield.total(ShieldTotal::WouldDrop).expect("t").packets, 3);
+    assert_eq!(shield.total(ShieldTotal::Dropped).expect("t").packets, 0);
+    let would: Vec<_> = sub
+        .receiver()
+        .try_iter()
+        .filter_map(|e| match e {
+            Event::ShieldDrop(d) if d.verdict == ShieldVerdict::WouldDrop => Some(d),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(would.len(), 3, "one would-drop event per echo request");
+    assert_eq!(would[0].src.to_string(), lab.addr(3, false));
+}
+
+#[test]
+fn a_flood_above_the_rate_limit_is_cut_to_the_budget() {
+    require_privileges!();
+    let lab = lab("flood", 7);
+    let shield = Shield::load(&lab.loader).expect("load");
+    let (pps, burst) = (20u32, 10u32);
+    shield
+        .set_rate_limit(Some(RateLimit { pps, burst }))
+        .expect("rate limit");
+    let _attached = shield.attach(lab.veth.host()).expect("attach");
+    // 200 echo requests at 10 ms intervals: ~2 s.
+    let start = std::time::Instant::now();
+    let out = lab
+        .ns
+        .command("ping")
+        .args([
+            "-n",
+            "-q",
+            "-c",
+            "200",
+            "-i",
+            "0.01",
+            "-W",
+            "1",
+            "-I",
+            &lab.addr(2, false),
+            &lab.addr(1, false),
+        ])
+        .output()
+        .expect("ping");
+    let seconds = start.elapsed().as_secs_f64();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let received: u64 = text
+        .split(", ")
+        .find(|p| p.ends_with("received"))
+        .and_then(|p| p.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no ping summary: {text}"));
+    let limited = shield.total(ShieldTotal::RateLimited).expect("t").packets;
+    assert_eq!(
+        received + limited,
+        200,
+        "every echo request is either answered or rate-limited"
+    );
+    // Budget: the burst plus the refill over the run (documented tolerance: +2 packets).
+    let budget = f64::from(burst) + seconds * f64::from(pps);
+    assert!(
+        (received as f64) <= budget + 2.0 && received >= u64::from(burst),
+        "passed {received}, budget {budget:.1} over {seconds:.2}s"
+    );
+}
+
+#[test]
+fn xdp_off_cannot_remove_the_shield_and_a_second_attach_is_refused() {
+    require_privileges!();
+    let lab = lab("xdpoff", 8);
+    let shield = Shield::load(&lab.loader).expect("load");
+    shield
+        .insert_rule(
+            format!("{}/32", lab.addr(3, false)).parse().expect("cidr"),
+            1,
+            Action::Deny,
+        )
+        .expect("rule");
+    let attached = shield.attach(lab.veth.host()).expect("attach");
+    assert_eq!(
+        attached.mode(),
+        ironclad_bpf::XdpMode::Native,
+        "veth supports native XDP"
+    );
+    let off = std::process::Command::new("ip")
+        .args(["link", "set", "dev", lab.veth.host(), "xdp", "off"])
+        .output()
+        .expect("ip");
+    assert!(
+        !off.status.success(),
+        "the kernel refuses to remove a bpf_link attachment"
+    );
+    assert!(!lab.ping(3, false, 1), "still dropping after `xdp off`");
+
+    let err = shield
+        .attach(lab.veth.host())
+        .expect_err("one XDP link per interface");
+    assert!(
+        matches!(err, ironclad_bpf::BpfError::Attach { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains(lab.veth.host()), "{err}");
+    assert!(!lab.ping(3, false, 1), "the first attachment is untouched");
+    assert!(lab.ping(2, false, 1), "allowed traffic unaffected");
 }

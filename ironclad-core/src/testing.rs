@@ -394,3 +394,54 @@ pub mod frames {
         f
     }
 }
+
+/// IPv6 frames with extension-header chains, for parser tests.
+pub mod frames6 {
+    use std::net::Ipv6Addr;
+
+    /// An IPv6 frame whose fixed header is followed by `chain` (each a next-header
+    /// number and its raw bytes, the next-header byte at offset 0 filled in here) and
+    /// then a UDP header with the given ports.
+    pub fn with_chain(
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        chain: &[(u8, Vec<u8>)],
+        sport: u16,
+        dport: u16,
+    ) -> Vec<u8> {
+        let mut ext = Vec::new();
+        for (i, (_, bytes)) in chain.iter().enumerate() {
+            let mut bytes = bytes.clone();
+            bytes[0] = chain.get(i + 1).map_or(17, |(n, _)| *n);
+            ext.extend_from_slice(&bytes);
+        }
+        let first = chain.first().map_or(17, |(n, _)| *n);
+        let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x86, 0xDD];
+        f.extend_from_slice(&[0x60, 0, 0, 0]);
+        f.extend_from_slice(&((ext.len() + 8) as u16).to_be_bytes());
+        f.extend_from_slice(&[first, 64]);
+        f.extend_from_slice(&src.octets());
+        f.extend_from_slice(&dst.octets());
+        f.extend_from_slice(&ext);
+        f.extend_from_slice(&sport.to_be_bytes());
+        f.extend_from_slice(&dport.to_be_bytes());
+        f.extend_from_slice(&[0, 8, 0, 0]);
+        f
+    }
+
+    /// An 8-byte hop-by-hop / destination-options / routing header (next header filled
+    /// in by [`with_chain`]).
+    pub fn opt8() -> Vec<u8> {
+        vec![0, 0, 1, 4, 0, 0, 0, 0]
+    }
+
+    /// A fragment header for the first fragment (offset 0).
+    pub fn fragment_first() -> Vec<u8> {
+        vec![0, 0, 0, 1, 0, 0, 0, 42]
+    }
+
+    /// A fragment header for a later fragment (offset 8 bytes).
+    pub fn fragment_later() -> Vec<u8> {
+        vec![0, 0, 0, 8, 0, 0, 0, 42]
+    }
+}
