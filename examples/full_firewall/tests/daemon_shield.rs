@@ -1,0 +1,446 @@
+//! The Shield through the reference daemon: the real binary, real packets through a
+//! veth pair, `kill -9`, SIGHUP, `status` and `detach` as an operator uses them.
+
+#![allow(
+    clippy::expect_used,
+    reason = "test helpers fail the test with a message"
+)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ironclad_core::require_privileges;
+use ironclad_core::testing::{BpffsDir, NetNs, VethPair};
+
+const BIN: &str = env!("CARGO_BIN_EXE_full_firewall");
+
+/// A namespace on subnet 10.211.`net`.0/24 (v6: fd21:`net`::/64), sources .2 and .3.
+struct Lab {
+    net: u8,
+    ns: NetNs,
+    veth: VethPair,
+    pins: BpffsDir,
+    dir: tempfile::TempDir,
+}
+
+impl Lab {
+    fn new(tag: &str, net: u8) -> Self {
+        let ns = NetNs::new(tag).expect("netns");
+        let veth = VethPair::new(
+            &ns,
+            &[&format!("10.211.{net}.1/24")],
+            &[&format!("10.211.{net}.2/24"), &format!("10.211.{net}.3/24")],
+        )
+        .expect("veth");
+        Self {
+            net,
+            ns,
+            veth,
+            pins: BpffsDir::new(tag).expect("bpffs dir"),
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    fn addr(&self, host: u8) -> String {
+        format!("10.211.{}.{host}", self.net)
+    }
+
+    /// Pings .1 from `.from`, `count` times; returns how many were answered.
+    fn ping(&self, from: u8, count: u32) -> u32 {
+        let out = self
+            .ns
+            .command("ping")
+            .args([
+                "-n",
+                "-q",
+                "-c",
+                &count.to_string(),
+                "-i",
+                "0.2",
+                "-W",
+                "1",
+                "-I",
+            ])
+            .args([self.addr(from), self.addr(1)])
+            .output()
+            .expect("ping");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split(", ")
+            .find(|p| p.ends_with("received"))
+            .and_then(|p| p.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no ping summary: {text}"))
+    }
+
+    fn write_config(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+
+    fn policy_denying(&self, hosts: &[u8]) -> String {
+        let deny: Vec<String> = hosts.iter().map(|h| self.addr(*h)).collect();
+        format!("shield:\n  deny: [{}]\n  sample_rate: 1\n", deny.join(", "))
+    }
+
+    fn run_args(&self, config: &Path) -> Vec<String> {
+        vec![
+            "run".into(),
+            "--config".into(),
+            config.display().to_string(),
+            "--iface".into(),
+            self.veth.host().to_string(),
+            "--pin-dir".into(),
+            self.pins.path().display().to_string(),
+            "--audit-log".into(),
+            self.dir.path().join("audit.jsonl").display().to_string(),
+        ]
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let out = Command::new(BIN)
+            .args(["status", "--json", "--pin-dir"])
+            .arg(self.pins.path())
+            .output()
+            .expect("status");
+        assert!(out.status.success(), "status failed: {out:?}");
+        serde_json::from_slice(&out.stdout).expect("status JSON")
+    }
+
+    fn rule_packets(&self, cidr: &str) -> u64 {
+        let status = self.status();
+        status["rules"]
+            .as_array()
+            .expect("rules")
+            .iter()
+            .find(|r| r["cidr"] == cidr)
+            .and_then(|r| r["packets"].as_u64())
+            .unwrap_or_else(|| panic!("no rule {cidr} in {status}"))
+    }
+}
+
+/// A running daemon whose stderr is collected line by line.
+struct Daemon {
+    child: Option<Child>,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    fn spawn(args: &[String]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn full_firewall");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().expect("lock").push(line);
+            }
+        });
+        Self {
+            child: Some(child),
+            lines,
+        }
+    }
+
+    fn log(&self) -> String {
+        self.lines.lock().expect("lock").join("\n")
+    }
+
+    fn wait_for(&self, needle: &str) {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if self
+                .lines
+                .lock()
+                .expect("lock")
+                .iter()
+                .any(|l| l.contains(needle))
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("daemon never said `{needle}`:\n{}", self.log());
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let ok = Command::new("kill")
+            .args(["-s", sig, &pid])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+    }
+
+    fn wait(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "daemon did not exit"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[test]
+fn check_prints_counts_as_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ok.yaml");
+    std::fs::write(
+        &path,
+        "shield:\n  deny: [203.0.113.0/24, 203.0.113.0/24, 2001:db8::/32, 198.51.100.1]\n  allow: [203.0.113.9]\n",
+    )
+    .expect("write");
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("check");
+    assert!(out.status.success(), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(json["ipv4_prefixes"], 3);
+    assert_eq!(json["ipv6_prefixes"], 1);
+    assert_eq!(json["duplicates_merged"], 1);
+}
+
+#[test]
+fn check_reports_each_bad_line_with_file_line_column_and_exits_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "shield:\n  deny:\n    - 10.0.0.300/8\n    - 192.0.2.0/24\n    - nope\n  management:\n    - 192.0.2.1/24\n",
+    )
+    .expect("write");
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("check");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    let p = path.display().to_string();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert!(lines[0].starts_with(&format!("{p}:3:7: ")), "{stderr}");
+    assert!(lines[1].starts_with(&format!("{p}:5:7: ")), "{stderr}");
+    assert!(lines[2].starts_with(&format!("{p}:7:7: ")), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn run_with_a_bad_config_changes_nothing_in_the_kernel() {
+    require_privileges!();
+    let lab = Lab::new("ffbad", 1);
+    let config = lab.write_config("bad.yaml", "shield:\n  deny: [10.211.1.3/33]\n");
+    let mut daemon = Daemon::spawn(&lab.run_args(&config));
+    let status = daemon.wait();
+    assert_eq!(status.code(), Some(2), "{}", daemon.log());
+    assert!(daemon.log().contains("bad.yaml:2:10:"), "{}", daemon.log());
+    assert!(!lab.pins.path().join("shield").exists(), "nothing pinned");
+    assert_eq!(lab.ping(3, 1), 1, "no program attached");
+}
+
+#[test]
+fn enforcement_survives_kill_9_is_adopted_on_restart_and_detach_removes_everything() {
+    require_privileges!();
+    let lab = Lab::new("fflife", 2);
+    let denied = format!("{}/32", lab.addr(3));
+    let config = lab.write_config("policy.yaml", &lab.policy_denying(&[3]));
+    let events = lab.dir.path().join("events.jsonl");
+    let mut args = lab.run_args(&config);
+    args.extend(["--events".to_string(), events.display().to_string()]);
+
+    let first = Daemon::spawn(&args);
+    first.wait_for("ready");
+    assert!(
+        first.log().contains("shield enforcing on"),
+        "{}",
+        first.log()
+    );
+    assert_eq!(lab.ping(3, 3), 0, "denied source dropped");
+    assert_eq!(lab.ping(2, 2), 2, "allowed source passes");
+    assert_eq!(lab.rule_packets(&denied), 3);
+
+    // SIGKILL: no cleanup runs, the pinned link keeps enforcing.
+    first.signal("KILL");
+    drop(first);
+    assert_eq!(lab.ping(3, 2), 0, "still dropped with the daemon dead");
+    assert_eq!(lab.rule_packets(&denied), 5, "counters continue");
+
+    // `ip link set dev X xdp off` cannot remove a link attachment.
+    let off = Command::new("ip")
+        .args(["link", "set", "dev", lab.veth.host(), "xdp", "off"])
+        .output()
+        .expect("ip");
+    assert!(!off.status.success());
+    assert_eq!(lab.ping(3, 1), 0, "still dropped after xdp off");
+
+    // A new run adopts the pinned maps and link: the rule is kept, counters go on.
+    let mut second = Daemon::spawn(&args);
+    second.wait_for("ready");
+    assert!(second.log().contains("0 added, 1 kept"), "{}", second.log());
+    assert_eq!(lab.ping(3, 2), 0);
+    assert_eq!(lab.rule_packets(&denied), 8);
+
+    // SIGTERM: the daemon exits, enforcement stays pinned.
+    second.signal("TERM");
+    assert!(second.wait().success(), "{}", second.log());
+    assert!(
+        second.log().contains("enforcement stays pinned"),
+        "{}",
+        second.log()
+    );
+    assert_eq!(lab.ping(3, 1), 0);
+
+    let text = std::fs::read_to_string(&events).expect("events file");
+    let drops: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON event per line"))
+        .collect();
+    assert!(!drops.is_empty());
+    assert!(drops
+        .iter()
+        .all(|d| d["kind"] == "shield_drop" && d["src"] == lab.addr(3)));
+
+    let out = Command::new(BIN)
+        .args(["detach", "--pin-dir"])
+        .arg(lab.pins.path())
+        .output()
+        .expect("detach");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        !lab.pins.path().exists()
+            || std::fs::read_dir(lab.pins.path())
+                .expect("dir")
+                .next()
+                .is_none()
+    );
+    assert_eq!(lab.ping(3, 1), 1, "detached: traffic flows");
+}
+
+#[test]
+fn sighup_applies_a_valid_policy_and_keeps_the_old_one_when_invalid() {
+    require_privileges!();
+    let lab = Lab::new("ffhup", 3);
+    let config = lab.write_config("policy.yaml", &lab.policy_denying(&[3]));
+    let mut args = lab.run_args(&config);
+    args.push("--detach-on-exit".into());
+    let mut daemon = Daemon::spawn(&args);
+    daemon.wait_for("ready");
+    assert_eq!(lab.ping(2, 1), 1);
+    assert_eq!(lab.ping(3, 1), 0);
+
+    std::fs::write(&config, lab.policy_denying(&[2])).expect("rewrite");
+    daemon.signal("HUP");
+    daemon.wait_for("reloaded: 1 added, 0 changed, 1 removed");
+    assert_eq!(lab.ping(2, 1), 0, "new rule enforced");
+    assert_eq!(lab.ping(3, 1), 1, "old rule gone");
+
+    std::fs::write(&config, "shield:\n  deny: [not-an-ip]\n").expect("rewrite");
+    daemon.signal("HUP");
+    daemon.wait_for("reload refused");
+    assert!(
+        daemon.log().contains("policy.yaml:2:10:"),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(lab.ping(2, 1), 0, "the old rules stay");
+
+    daemon.signal("INT");
+    assert!(daemon.wait().success(), "{}", daemon.log());
+    assert!(daemon.log().contains("detached"), "{}", daemon.log());
+    assert_eq!(lab.ping(2, 1), 1, "--detach-on-exit removed the shield");
+    assert!(!lab.pins.path().join("shield").exists());
+}
+
+#[test]
+fn a_missing_interface_fails_open_and_the_daemon_keeps_running() {
+    require_privileges!();
+    let lab = Lab::new("ffnoif", 4);
+    let config = lab.write_config("policy.yaml", &lab.policy_denying(&[3]));
+    let mut args = lab.run_args(&config);
+    let iface = args.iter().position(|a| a == "--iface").expect("iface") + 1;
+    args[iface] = "ic-missing0".into();
+    let mut daemon = Daemon::spawn(&args);
+    daemon.wait_for("ready");
+    assert!(
+        daemon
+            .log()
+            .contains("shield disabled, traffic on ic-missing0 is not filtered"),
+        "{}",
+        daemon.log()
+    );
+    assert!(
+        daemon
+            .log()
+            .contains("network interface `ic-missing0` not found"),
+        "{}",
+        daemon.log()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        daemon
+            .child
+            .as_mut()
+            .expect("child")
+            .try_wait()
+            .expect("wait")
+            .is_none(),
+        "still running"
+    );
+    assert_eq!(lab.ping(3, 1), 1, "traffic untouched");
+    daemon.signal("TERM");
+    assert!(daemon.wait().success());
+}
+
+#[test]
+fn xdp_refused_on_a_busy_interface_fails_open() {
+    require_privileges!();
+    let lab = Lab::new("ffbusy", 5);
+    let config = lab.write_config("policy.yaml", &lab.policy_denying(&[3]));
+    let first = Daemon::spawn(&lab.run_args(&config));
+    first.wait_for("ready");
+    // A second daemon with its own pin root cannot attach a second XDP link.
+    let other_pins = BpffsDir::new("ffbusy2").expect("bpffs");
+    let mut args = lab.run_args(&config);
+    let pin = args.iter().position(|a| a == "--pin-dir").expect("pin") + 1;
+    args[pin] = other_pins.path().display().to_string();
+    let mut second = Daemon::spawn(&args);
+    second.wait_for("ready");
+    assert!(second.log().contains("shield disabled"), "{}", second.log());
+    assert_eq!(lab.ping(3, 1), 0, "the first daemon's shield is untouched");
+    second.signal("TERM");
+    assert!(second.wait().success());
+    first.signal("KILL");
+    drop(first);
+    let out = Command::new(BIN)
+        .args(["detach", "--pin-dir"])
+        .arg(lab.pins.path())
+        .output()
+        .expect("detach");
+    assert!(out.status.success());
+}
