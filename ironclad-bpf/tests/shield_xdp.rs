@@ -406,3 +406,27 @@ fn xdp_off_cannot_remove_the_shield_and_a_second_attach_is_refused() {
     assert!(!lab.ping(3, false, 1), "the first attachment is untouched");
     assert!(lab.ping(2, false, 1), "allowed traffic unaffected");
 }
+
+#[test]
+fn a_driver_without_native_xdp_falls_back_to_generic_and_says_so() {
+    require_privileges!();
+    let pins = BpffsDir::new("generic").expect("bpffs dir");
+    let name = ironclad_core::testing::unique_name("icd");
+    ironclad_core::testing::run("ip", &["link", "add", &name, "type", "bridge"]).expect("bridge");
+    struct Cleanup(String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = ironclad_core::testing::run("ip", &["link", "del", &self.0]);
+        }
+    }
+    let _cleanup = Cleanup(name.clone());
+    let loader = Loader::builder()
+        .pin_root(pins.path())
+        .build()
+        .expect("loader");
+    let shield = Shield::load(&loader).expect("load");
+    let attached = shield
+        .attach(&name)
+        .expect("generic attach works everywhere");
+    assert_eq!(attached.mode(), ironclad_bpf::XdpMode::Generic);
+}
