@@ -67,14 +67,12 @@ fn lpm_key(net: IpNetwork) -> Vec<u8> {
             prefixlen: u32::from(n.prefix()),
             addr: n.network().octets(),
         }
-        .to_bytes()
-        .to_vec(),
+        .to_bytes(),
         IpNetwork::V6(n) => LpmV6Key {
             prefixlen: u32::from(n.prefix()),
             addr: n.network().octets(),
         }
-        .to_bytes()
-        .to_vec(),
+        .to_bytes(),
     }
 }
 

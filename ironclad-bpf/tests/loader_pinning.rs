@@ -150,18 +150,20 @@ fn pinned_map_written_by_one_process_is_read_by_another() {
     assert!(records.iter().all(|r| r["who"]["pid"].as_u64().is_some()));
 }
 
-#[test]
-fn privileged_test_without_root_fails_naming_the_missing_capability() {
-    require_privileges!();
-    // Copy the test binary where the unprivileged user can execute it.
+/// Copies this test binary where an unprivileged user can execute it.
+fn copy_for_nobody() -> (tempfile::TempDir, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().expect("tempdir");
     let exe = dir.path().join("loader_pinning");
     std::fs::copy(std::env::current_exe().expect("exe"), &exe).expect("copy");
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-            .expect("chmod");
-    }
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    (dir, exe)
+}
+
+#[test]
+fn privileged_test_without_root_fails_naming_the_missing_capability() {
+    require_privileges!();
+    let (dir, exe) = copy_for_nobody();
     let out = Command::new("setpriv")
         .args([
             "--reuid=65534",
@@ -208,14 +210,7 @@ fn loading_without_privileges_is_a_typed_error_naming_capabilities() {
         return;
     }
     require_privileges!();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let exe = dir.path().join("loader_pinning");
-    std::fs::copy(std::env::current_exe().expect("exe"), &exe).expect("copy");
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-            .expect("chmod");
-    }
+    let (_dir, exe) = copy_for_nobody();
     let pins = BpffsDir::new("unpriv").expect("bpffs dir");
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])

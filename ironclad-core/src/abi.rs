@@ -153,56 +153,31 @@ fn take<const N: usize>(bytes: &[u8], at: usize) -> Option<[u8; N]> {
     bytes.get(at..at + N)?.try_into().ok()
 }
 
+/// `struct ic_lpm_v4_key` (`N = 4`) and `struct ic_lpm_v6_key` (`N = 16`): keys of the
+/// LPM tries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct LpmKey<const N: usize> {
+    /// Prefix length, host order, 0..=32 (IPv4) or 0..=128 (IPv6).
+    pub prefixlen: u32,
+    /// Address, network order.
+    pub addr: [u8; N],
+}
+
 /// `struct ic_lpm_v4_key`: key of the IPv4 LPM tries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(C)]
-pub struct LpmV4Key {
-    /// Prefix length, host order, 0..=32.
-    pub prefixlen: u32,
-    /// Address, network order.
-    pub addr: [u8; 4],
-}
-
-impl LpmV4Key {
-    /// Size of the C struct in bytes.
-    pub const SIZE: usize = 8;
-
-    /// The exact byte image the kernel expects.
-    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        let mut out = [0u8; Self::SIZE];
-        out[..4].copy_from_slice(&self.prefixlen.to_ne_bytes());
-        out[4..].copy_from_slice(&self.addr);
-        out
-    }
-
-    /// Decodes a key read back from the kernel; `None` if `bytes` is too short.
-    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        Some(Self {
-            prefixlen: u32::from_ne_bytes(take(bytes, 0)?),
-            addr: take(bytes, 4)?,
-        })
-    }
-}
-
+pub type LpmV4Key = LpmKey<4>;
 /// `struct ic_lpm_v6_key`: key of the IPv6 LPM tries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(C)]
-pub struct LpmV6Key {
-    /// Prefix length, host order, 0..=128.
-    pub prefixlen: u32,
-    /// Address, network order.
-    pub addr: [u8; 16],
-}
+pub type LpmV6Key = LpmKey<16>;
 
-impl LpmV6Key {
-    /// Size of the C struct in bytes.
-    pub const SIZE: usize = 20;
+impl<const N: usize> LpmKey<N> {
+    /// Size of the C struct in bytes (no padding: 4 + N, N a multiple of 4).
+    pub const SIZE: usize = 4 + N;
 
     /// The exact byte image the kernel expects.
-    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        let mut out = [0u8; Self::SIZE];
-        out[..4].copy_from_slice(&self.prefixlen.to_ne_bytes());
-        out[4..].copy_from_slice(&self.addr);
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::SIZE);
+        out.extend_from_slice(&self.prefixlen.to_ne_bytes());
+        out.extend_from_slice(&self.addr);
         out
     }
 

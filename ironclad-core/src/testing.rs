@@ -150,6 +150,43 @@ impl Drop for NetNs {
     }
 }
 
+/// Pings `to` from source address `from` inside `ns`, `count` echo requests `interval`
+/// seconds apart (e.g. `"0.2"`), waiting 1 s for the last reply. Returns how many were
+/// answered (ping's own summary).
+pub fn ping(ns: &NetNs, from: &str, to: &str, count: u32, interval: &str) -> io::Result<u32> {
+    let mut cmd = ns.command("ping");
+    if to.contains(':') {
+        cmd.arg("-6");
+    }
+    let out = cmd
+        .args([
+            "-n",
+            "-q",
+            "-c",
+            &count.to_string(),
+            "-i",
+            interval,
+            "-W",
+            "1",
+            "-I",
+            from,
+            to,
+        ])
+        .stdin(Stdio::null())
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split(", ")
+        .find(|part| part.ends_with("received"))
+        .and_then(|part| part.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| {
+            io::Error::other(format!(
+                "no ping summary (is iputils-ping installed?): {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        })
+}
+
 /// A veth pair: `host` in the current namespace, `peer` inside a [`NetNs`]. Both ends are
 /// up, with the given addresses (CIDR notation, v4 or v6). Deleted on drop.
 #[derive(Debug)]

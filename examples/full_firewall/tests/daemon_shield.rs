@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ironclad_core::require_privileges;
-use ironclad_core::testing::{BpffsDir, NetNs, VethPair};
+use ironclad_core::testing::{ping, BpffsDir, NetNs, VethPair};
 
 const BIN: &str = env!("CARGO_BIN_EXE_full_firewall");
 
@@ -50,29 +50,7 @@ impl Lab {
 
     /// Pings .1 from `.from`, `count` times; returns how many were answered.
     fn ping(&self, from: u8, count: u32) -> u32 {
-        let out = self
-            .ns
-            .command("ping")
-            .args([
-                "-n",
-                "-q",
-                "-c",
-                &count.to_string(),
-                "-i",
-                "0.2",
-                "-W",
-                "1",
-                "-I",
-            ])
-            .args([self.addr(from), self.addr(1)])
-            .output()
-            .expect("ping");
-        let text = String::from_utf8_lossy(&out.stdout);
-        text.split(", ")
-            .find(|p| p.ends_with("received"))
-            .and_then(|p| p.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no ping summary: {text}"))
+        ping(&self.ns, &self.addr(from), &self.addr(1), count, "0.2").expect("ping")
     }
 
     fn write_config(&self, name: &str, text: &str) -> PathBuf {
