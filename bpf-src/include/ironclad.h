@@ -60,6 +60,7 @@ enum ic_shield_flags {
 /* Kinds of event records (struct ic_event_header.kind). */
 enum ic_event_kind {
 	IC_EVENT_SHIELD = 1, /* struct ic_shield_event */
+	IC_EVENT_TLS = 2,    /* struct ic_tls_event */
 };
 
 /* What the Shield did to a packet it reports (struct ic_shield_event.verdict). */
@@ -131,6 +132,57 @@ struct ic_shield_event {
 	__u8 proto;    /* IPPROTO_* of the L4 header (after IPv6 extension headers) */
 	__u8 verdict;  /* enum ic_shield_verdict */
 	__u8 _pad0[5];
+};
+
+/* TLS plaintext capture. */
+enum ic_tls_direction {
+	IC_TLS_WRITE = 1, /* SSL_write / SSL_write_ex: plaintext about to be encrypted */
+	IC_TLS_READ = 2,  /* SSL_read / SSL_read_ex: plaintext just decrypted */
+};
+
+enum ic_tls_flags {
+	IC_TLS_F_TRUNCATED = 1, /* the call moved more bytes than the cap let through */
+	IC_TLS_F_LAST = 2,      /* the last chunk reported for this call */
+};
+
+enum ic_tls_limits {
+	IC_TLS_CHUNK = 4096,         /* plaintext bytes per event at most */
+	IC_TLS_MAX_CHUNKS = 64,      /* so at most 256 KiB reported per call */
+	IC_TLS_SCOPE_ENTRIES = 4096, /* entries per scope map */
+	IC_TLS_PROCESSES = 65536,    /* processes whose executable is tracked */
+};
+
+/* Runtime configuration of TLS capture (array map with one entry). */
+struct ic_tls_config {
+	__u32 max_bytes;      /* host order; plaintext reported per call (<= 64 chunks) */
+	__u32 bytes_per_sec;  /* host order; per-process budget per second; 0 = none */
+};
+
+/* Executable identity: the kernel's device number and inode. */
+struct ic_exe_id {
+	__u32 dev;   /* host order; kernel encoding (major << 20 | minor) */
+	__u32 _pad0;
+	__u64 ino;   /* host order */
+};
+
+/* One chunk of TLS plaintext. Several chunks of one call share call_id. */
+struct ic_tls_event {
+	struct ic_event_header hdr;
+	__u64 ssl;        /* host order; the SSL* pointer: a connection key */
+	__u64 call_id;    /* host order; unique per SSL call on this boot */
+	__u64 cgroup_id;  /* host order */
+	__u32 pid;        /* host order; thread-group id */
+	__u32 tid;        /* host order */
+	__u32 uid;        /* host order */
+	__u32 total_len;  /* host order; bytes the call moved */
+	__u32 offset;     /* host order; offset of this chunk within the call's bytes */
+	__u32 len;        /* host order; bytes of data in this chunk */
+	__u8 direction;   /* enum ic_tls_direction */
+	__u8 flags;       /* enum ic_tls_flags */
+	__u8 _pad0[6];
+	__u8 comm[16];
+	struct ic_exe_id exe; /* the process's executable when the call returned (0 if unknown) */
+	__u8 data[IC_TLS_CHUNK];
 };
 
 #endif /* IRONCLAD_ABI_H */

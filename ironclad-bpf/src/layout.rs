@@ -40,6 +40,52 @@ same_layout!(
     [hdr, src, dst, rule_id, ifindex, pkt_len, sport, dport, family, proto, verdict, _pad0]
 );
 
+mod tls {
+    use super::*;
+    use crate::object::tls_skel::types as t;
+
+    same_layout!(abi::TlsConfig, t::ic_tls_config, [max_bytes, bytes_per_sec]);
+    same_layout!(abi::ExeId, t::ic_exe_id, [dev, _pad0, ino]);
+    same_layout!(
+        abi::EventHeader,
+        t::ic_event_header,
+        [version, kind, size, ktime_ns]
+    );
+
+    // The fixed part of the TLS record, then the data at DATA_OFFSET.
+    macro_rules! same_offsets {
+        ($rust:ty, $c:ty, [$($field:ident),* $(,)?]) => {
+            const _: () = {
+                $(assert!(
+                    offset_of!($rust, $field) == offset_of!($c, $field),
+                    concat!("offset of ", stringify!($rust), ".", stringify!($field))
+                );)*
+            };
+        };
+    }
+    same_offsets!(
+        abi::TlsEvent,
+        t::ic_tls_event,
+        [
+            hdr, ssl, call_id, cgroup_id, pid, tid, uid, total_len, offset, len, direction, flags,
+            _pad0, comm, exe
+        ]
+    );
+    const _: () = {
+        assert!(abi::TlsEvent::DATA_OFFSET == offset_of!(t::ic_tls_event, data));
+        assert!(abi::TlsEvent::RECORD_SIZE == size_of::<t::ic_tls_event>());
+        assert!(abi::TLS_CHUNK as u32 == t::ic_tls_limits::IC_TLS_CHUNK.0);
+        assert!(abi::TLS_MAX_CHUNKS == t::ic_tls_limits::IC_TLS_MAX_CHUNKS.0);
+        assert!(abi::TLS_SCOPE_ENTRIES == t::ic_tls_limits::IC_TLS_SCOPE_ENTRIES.0);
+        assert!(abi::TLS_PROCESSES == t::ic_tls_limits::IC_TLS_PROCESSES.0);
+        assert!(abi::TLS_WRITE as u32 == t::ic_tls_direction::IC_TLS_WRITE.0);
+        assert!(abi::TLS_READ as u32 == t::ic_tls_direction::IC_TLS_READ.0);
+        assert!(abi::TLS_F_TRUNCATED as u32 == t::ic_tls_flags::IC_TLS_F_TRUNCATED.0);
+        assert!(abi::TLS_F_LAST as u32 == t::ic_tls_flags::IC_TLS_F_LAST.0);
+        assert!(abi::EventKind::Tls as u32 == t::ic_event_kind::IC_EVENT_TLS.0);
+    };
+}
+
 const _: () = {
     assert!(abi::ABI_VERSION == c::ic_abi::IC_ABI_VERSION.0);
     assert!(abi::Action::None as u32 == c::ic_action::IC_ACTION_NONE.0);

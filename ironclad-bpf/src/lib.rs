@@ -31,10 +31,12 @@ pub mod attach;
 pub mod audit;
 pub mod auditlog;
 pub mod error;
+pub mod events;
 mod layout;
 pub mod loader;
 pub mod object;
 pub mod shield;
+pub mod tls;
 
 pub use attach::{XdpAttachment, XdpMode};
 pub use audit::{audit_object, Allowlist, AuditReport, Callee, Reason, Violation};
@@ -42,8 +44,10 @@ pub use auditlog::{
     AuditAction, AuditLog, AuditRecord, AuditSink, JsonLinesFile, MemorySink, NullSink, Outcome,
 };
 pub use error::{BpfError, Result};
+pub use events::{EventReader, EventStats};
 pub use loader::{
     AuditedMap, LoadedObject, Loader, LoaderBuilder, PinnedMap, TestRun, DEFAULT_PIN_ROOT,
 };
 pub use object::EmbeddedObject;
-pub use shield::{EventStats, ReplaceReport, RuleStatus, Shield, ShieldEvents, ShieldStatus};
+pub use shield::{ReplaceReport, RuleStatus, Shield, ShieldStatus};
+pub use tls::{TlsConfig, TlsMonitor, TlsScope};

@@ -182,6 +182,16 @@ impl Loader {
     /// Audits, opens, loads and pins `object`. Maps already pinned (by an earlier run)
     /// are reused, so their contents survive a restart.
     pub fn load(&self, object: &EmbeddedObject) -> Result<LoadedObject> {
+        self.load_with(object, true)
+    }
+
+    /// Audits, opens and loads `object` without pinning anything: for features whose
+    /// state need not outlive the process (its maps go when the handle is dropped).
+    pub fn load_unpinned(&self, object: &EmbeddedObject) -> Result<LoadedObject> {
+        self.load_with(object, false)
+    }
+
+    fn load_with(&self, object: &EmbeddedObject, pin: bool) -> Result<LoadedObject> {
         let name = object.name();
         let report = self.audit(object)?;
         privilege::require(&format!("loading BPF object `{name}`"), LOAD_CAPABILITIES)?;
@@ -204,9 +214,11 @@ impl Loader {
         }
 
         let pin_dir = self.pin_dir(name);
-        create_private_dir(&pin_dir)?;
+        if pin {
+            create_private_dir(&pin_dir)?;
+        }
         let mut pins = Vec::new();
-        for mut map in open.maps_mut() {
+        for mut map in open.maps_mut().filter(|_| pin) {
             let map_name = map.name().to_string_lossy().into_owned();
             if is_internal_map(&map_name) {
                 continue;

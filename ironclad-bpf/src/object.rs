@@ -35,16 +35,21 @@ mod generated {
     include!(concat!(env!("OUT_DIR"), "/objects.rs"));
 }
 
-pub(crate) use generated::shield_skel;
+pub(crate) use generated::{shield_skel, tls_skel};
 
 /// The Shield's XDP object (`bpf-src/shield.bpf.c`).
 pub fn shield() -> &'static EmbeddedObject {
     &generated::SHIELD
 }
 
+/// The TLS capture object (`bpf-src/tls.bpf.c`).
+pub fn tls() -> &'static EmbeddedObject {
+    &generated::TLS
+}
+
 /// Every production object embedded in this build.
-pub fn all() -> [&'static EmbeddedObject; 1] {
-    [shield()]
+pub fn all() -> [&'static EmbeddedObject; 2] {
+    [shield(), tls()]
 }
 
 /// Deliberately bad objects used by the audit tests (feature `test-objects`).

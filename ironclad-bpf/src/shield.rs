@@ -33,21 +33,20 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use ironclad_core::abi::{
     Action, Counter, LpmV4Key, LpmV6Key, Rule, ShieldConfig, ShieldTotal, SHIELD_F_DRY_RUN,
     SHIELD_MAX_RULES,
 };
-use ironclad_events::{decode, Event, Fanout};
+use ironclad_events::{Event, Fanout};
 use ironclad_policy::shield::{CompiledShield, Mode, RateLimit};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::attach::XdpAttachment;
 use crate::error::{BpfError, Result};
+use crate::events::EventReader;
 use crate::loader::{LoadedObject, Loader};
 
 const RULES_V4: &str = "ic_rules_v4";
@@ -598,86 +597,8 @@ impl Shield {
     }
 
     /// Opens the drop-event ring buffer; each decoded event is published to `fanout`.
-    pub fn events(&self, fanout: Arc<Fanout<Event>>) -> Result<ShieldEvents> {
-        let map = self.object.map(EVENTS)?;
-        ShieldEvents::new(map.handle()?, fanout)
-    }
-}
-
-/// Counters of the event reader.
-#[derive(Debug, Default)]
-pub struct EventStats {
-    decoded: AtomicU64,
-    undecodable: AtomicU64,
-}
-
-impl EventStats {
-    /// Records decoded and published.
-    pub fn decoded(&self) -> u64 {
-        self.decoded.load(Ordering::Relaxed)
-    }
-
-    /// Records that could not be decoded (counted, never misparsed).
-    pub fn undecodable(&self) -> u64 {
-        self.undecodable.load(Ordering::Relaxed)
-    }
-}
-
-/// Reads the Shield's ring buffer and publishes decoded events.
-pub struct ShieldEvents {
-    ring: libbpf_rs::RingBuffer<'static>,
-    stats: Arc<EventStats>,
-    _map: MapHandle,
-}
-
-impl std::fmt::Debug for ShieldEvents {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShieldEvents")
-            .field("stats", &self.stats)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ShieldEvents {
-    fn new(map: MapHandle, fanout: Arc<Fanout<Event>>) -> Result<Self> {
-        let stats = Arc::new(EventStats::default());
-        let counters = stats.clone();
-        let mut builder = libbpf_rs::RingBufferBuilder::new();
-        builder
-            .add(&map, move |record: &[u8]| {
-                match decode(record) {
-                    Ok(event) => {
-                        counters.decoded.fetch_add(1, Ordering::Relaxed);
-                        fanout.publish(&event);
-                    }
-                    Err(_) => {
-                        counters.undecodable.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                0
-            })
-            .map_err(map_err("ring buffer", EVENTS))?;
-        let ring = builder.build().map_err(map_err("ring buffer", EVENTS))?;
-        Ok(Self {
-            ring,
-            stats,
-            _map: map,
-        })
-    }
-
-    /// Waits up to `timeout` for records and publishes every one available.
-    pub fn poll(&self, timeout: Duration) -> Result<()> {
-        self.ring.poll(timeout).map_err(map_err("poll", EVENTS))
-    }
-
-    /// Publishes every record available now, without waiting.
-    pub fn drain(&self) -> Result<()> {
-        self.ring.consume().map_err(map_err("consume", EVENTS))
-    }
-
-    /// Decoding counters.
-    pub fn stats(&self) -> &EventStats {
-        &self.stats
+    pub fn events(&self, fanout: Arc<Fanout<Event>>) -> Result<EventReader> {
+        EventReader::new(self.object.map(EVENTS)?.handle()?, EVENTS, fanout, None)
     }
 }
 

@@ -109,7 +109,26 @@ pub const SHIELD_RATE_SOURCES: u32 = 65_536;
 pub enum EventKind {
     /// `IC_EVENT_SHIELD`: a [`ShieldEvent`].
     Shield = 1,
+    /// `IC_EVENT_TLS`: a [`TlsEvent`].
+    Tls = 2,
 }
+
+/// `IC_TLS_WRITE` (`enum ic_tls_direction`): plaintext about to be encrypted.
+pub const TLS_WRITE: u8 = 1;
+/// `IC_TLS_READ`: plaintext just decrypted.
+pub const TLS_READ: u8 = 2;
+/// `IC_TLS_F_TRUNCATED`: the call moved more bytes than the cap let through.
+pub const TLS_F_TRUNCATED: u8 = 1;
+/// `IC_TLS_F_LAST`: the last chunk reported for this call.
+pub const TLS_F_LAST: u8 = 2;
+/// `IC_TLS_CHUNK`: plaintext bytes per TLS event at most.
+pub const TLS_CHUNK: usize = 4096;
+/// `IC_TLS_MAX_CHUNKS`: chunks reported per call at most.
+pub const TLS_MAX_CHUNKS: u32 = 64;
+/// `IC_TLS_SCOPE_ENTRIES`: entries per TLS scope map.
+pub const TLS_SCOPE_ENTRIES: u32 = 4096;
+/// `IC_TLS_PROCESSES`: processes whose executable is tracked.
+pub const TLS_PROCESSES: u32 = 65_536;
 
 /// `enum ic_shield_verdict`: what the Shield did to a reported packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -421,6 +440,152 @@ impl ShieldEvent {
         out
     }
 }
+
+/// `struct ic_tls_config`: runtime configuration of TLS capture.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct TlsConfig {
+    /// Plaintext bytes reported per SSL call (at most 64 chunks).
+    pub max_bytes: u32,
+    /// Per-process budget of reported bytes per second; 0 = none.
+    pub bytes_per_sec: u32,
+}
+
+impl TlsConfig {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 8;
+
+    /// The exact byte image the kernel expects.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut out = [0u8; Self::SIZE];
+        out[..4].copy_from_slice(&self.max_bytes.to_ne_bytes());
+        out[4..].copy_from_slice(&self.bytes_per_sec.to_ne_bytes());
+        out
+    }
+}
+
+/// `struct ic_exe_id`: an executable's device (kernel encoding) and inode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct ExeId {
+    /// Device, kernel encoding (`major << 20 | minor`).
+    pub dev: u32,
+    /// Explicit padding, always zero.
+    pub _pad0: u32,
+    /// Inode.
+    pub ino: u64,
+}
+
+impl ExeId {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 16;
+
+    /// The exact byte image the kernel expects.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut out = [0u8; Self::SIZE];
+        out[..4].copy_from_slice(&self.dev.to_ne_bytes());
+        out[8..].copy_from_slice(&self.ino.to_ne_bytes());
+        out
+    }
+}
+
+/// `struct ic_tls_event` without its data: the fixed part of a TLS chunk record. The
+/// record's `len` bytes of plaintext follow at [`TlsEvent::DATA_OFFSET`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct TlsEvent {
+    /// The common header.
+    pub hdr: EventHeader,
+    /// The `SSL*` pointer: a connection key.
+    pub ssl: u64,
+    /// Unique per SSL call on this boot; the chunks of one call share it.
+    pub call_id: u64,
+    /// The caller's cgroup id.
+    pub cgroup_id: u64,
+    /// Thread-group id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// User id.
+    pub uid: u32,
+    /// Bytes the call moved.
+    pub total_len: u32,
+    /// Offset of this chunk within the call's bytes.
+    pub offset: u32,
+    /// Bytes of data in this chunk.
+    pub len: u32,
+    /// [`TLS_WRITE`] or [`TLS_READ`].
+    pub direction: u8,
+    /// [`TLS_F_TRUNCATED`], [`TLS_F_LAST`].
+    pub flags: u8,
+    /// Explicit padding, always zero.
+    pub _pad0: [u8; 6],
+    /// The task's command name, NUL-padded.
+    pub comm: [u8; 16],
+    /// The process's executable (zeros if unknown).
+    pub exe: ExeId,
+}
+
+impl TlsEvent {
+    /// Offset of the plaintext in the C record (`offsetof(struct ic_tls_event, data)`).
+    pub const DATA_OFFSET: usize = 104;
+    /// Size of the whole C record (`sizeof(struct ic_tls_event)`).
+    pub const RECORD_SIZE: usize = Self::DATA_OFFSET + TLS_CHUNK;
+
+    /// Decodes the fixed part of a record; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Some(Self {
+            hdr: EventHeader::from_bytes(bytes)?,
+            ssl: u64::from_ne_bytes(take(bytes, 16)?),
+            call_id: u64::from_ne_bytes(take(bytes, 24)?),
+            cgroup_id: u64::from_ne_bytes(take(bytes, 32)?),
+            pid: u32::from_ne_bytes(take(bytes, 40)?),
+            tid: u32::from_ne_bytes(take(bytes, 44)?),
+            uid: u32::from_ne_bytes(take(bytes, 48)?),
+            total_len: u32::from_ne_bytes(take(bytes, 52)?),
+            offset: u32::from_ne_bytes(take(bytes, 56)?),
+            len: u32::from_ne_bytes(take(bytes, 60)?),
+            direction: *bytes.get(64)?,
+            flags: *bytes.get(65)?,
+            _pad0: take(bytes, 66)?,
+            comm: take(bytes, 72)?,
+            exe: ExeId {
+                dev: u32::from_ne_bytes(take(bytes, 88)?),
+                _pad0: u32::from_ne_bytes(take(bytes, 92)?),
+                ino: u64::from_ne_bytes(take(bytes, 96)?),
+            },
+        })
+    }
+
+    /// The byte image of a whole record carrying `data` (at most [`TLS_CHUNK`] bytes).
+    pub fn to_record(&self, data: &[u8]) -> Vec<u8> {
+        let mut out = vec![0u8; Self::RECORD_SIZE];
+        out[..16].copy_from_slice(&self.hdr.to_bytes());
+        out[16..24].copy_from_slice(&self.ssl.to_ne_bytes());
+        out[24..32].copy_from_slice(&self.call_id.to_ne_bytes());
+        out[32..40].copy_from_slice(&self.cgroup_id.to_ne_bytes());
+        out[40..44].copy_from_slice(&self.pid.to_ne_bytes());
+        out[44..48].copy_from_slice(&self.tid.to_ne_bytes());
+        out[48..52].copy_from_slice(&self.uid.to_ne_bytes());
+        out[52..56].copy_from_slice(&self.total_len.to_ne_bytes());
+        out[56..60].copy_from_slice(&self.offset.to_ne_bytes());
+        out[60..64].copy_from_slice(&self.len.to_ne_bytes());
+        out[64] = self.direction;
+        out[65] = self.flags;
+        out[72..88].copy_from_slice(&self.comm);
+        out[88..104].copy_from_slice(&self.exe.to_bytes());
+        let n = data.len().min(TLS_CHUNK);
+        out[Self::DATA_OFFSET..Self::DATA_OFFSET + n].copy_from_slice(&data[..n]);
+        out
+    }
+}
+
+const _: () = {
+    use core::mem::size_of;
+    assert!(size_of::<TlsEvent>() == TlsEvent::DATA_OFFSET);
+    assert!(size_of::<TlsConfig>() == TlsConfig::SIZE);
+    assert!(size_of::<ExeId>() == ExeId::SIZE);
+};
 
 const _: () = {
     use core::mem::size_of;

@@ -6,8 +6,13 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ironclad_core::abi::{EventHeader, EventKind, ShieldEvent, ShieldVerdict, ABI_VERSION};
+use ironclad_core::abi::{
+    EventHeader, EventKind, ShieldEvent, ShieldVerdict, TlsEvent, ABI_VERSION, TLS_CHUNK,
+    TLS_F_LAST, TLS_F_TRUNCATED, TLS_READ, TLS_WRITE,
+};
 use serde::Serialize;
+
+use crate::http::{escape, Http};
 
 /// A record that could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,6 +80,66 @@ fn verdict_name<S: serde::Serializer>(v: &ShieldVerdict, s: S) -> Result<S::Ok, 
     s.serialize_str(v.name())
 }
 
+/// Which way TLS plaintext was going.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsDirection {
+    /// Handed to `SSL_write`: about to be encrypted and sent.
+    Write,
+    /// Returned by `SSL_read`: received and decrypted.
+    Read,
+}
+
+fn escaped<S: serde::Serializer>(data: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&escape(data))
+}
+
+/// One chunk of TLS plaintext captured from OpenSSL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TlsData {
+    /// `bpf_ktime_get_ns()` when it was captured.
+    pub ktime_ns: u64,
+    /// Write or read.
+    pub direction: TlsDirection,
+    /// Process (thread-group) id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// User id.
+    pub uid: u32,
+    /// Command name.
+    pub comm: String,
+    /// The executable's path, resolved in user space (from the pid while it runs, else
+    /// from the identity below).
+    pub exe: Option<String>,
+    /// The executable's device (kernel encoding) as the kernel saw it; 0 if unknown.
+    pub exe_dev: u32,
+    /// The executable's inode as the kernel saw it; 0 if unknown.
+    pub exe_ino: u64,
+    /// Cgroup id.
+    pub cgroup_id: u64,
+    /// The `SSL*` pointer, a connection key.
+    pub ssl: u64,
+    /// Identifies the SSL call; the chunks of one call share it.
+    pub call_id: u64,
+    /// Offset of this chunk within the call's bytes.
+    pub offset: u32,
+    /// Bytes in this chunk.
+    pub len: u32,
+    /// Bytes the whole call moved.
+    pub total_len: u32,
+    /// The call moved more than the cap let through (set on its last chunk).
+    pub truncated: bool,
+    /// The last chunk reported for this call.
+    pub last: bool,
+    /// The plaintext; in JSON, UTF-8 as is, other bytes as `\xNN`, `\` as `\\`.
+    #[serde(serialize_with = "escaped")]
+    pub data: Vec<u8>,
+    /// HTTP recognised at the start of the call (first chunk only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<Http>,
+}
+
 /// Every kind of event Ironclad reports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -82,6 +147,9 @@ fn verdict_name<S: serde::Serializer>(v: &ShieldVerdict, s: S) -> Result<S::Ok, 
 pub enum Event {
     /// A Shield drop or would-drop.
     ShieldDrop(ShieldDrop),
+    /// TLS plaintext.
+    #[serde(rename = "tls")]
+    TlsData(TlsData),
 }
 
 impl Event {
@@ -143,8 +211,67 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
                 len: e.pkt_len,
             }))
         }
+        k if k == EventKind::Tls as u16 => decode_tls(record),
         other => Err(DecodeError::UnknownKind(other)),
     }
+}
+
+fn decode_tls(record: &[u8]) -> Result<Event, DecodeError> {
+    let e = TlsEvent::from_bytes(record).ok_or(DecodeError::Truncated {
+        need: TlsEvent::RECORD_SIZE,
+        got: record.len(),
+    })?;
+    let len = e.len as usize;
+    if len > TLS_CHUNK {
+        return Err(DecodeError::BadField {
+            field: "len",
+            value: u64::from(e.len),
+        });
+    }
+    let data = record
+        .get(TlsEvent::DATA_OFFSET..TlsEvent::DATA_OFFSET + len)
+        .ok_or(DecodeError::Truncated {
+            need: TlsEvent::DATA_OFFSET + len,
+            got: record.len(),
+        })?
+        .to_vec();
+    let direction = match e.direction {
+        TLS_WRITE => TlsDirection::Write,
+        TLS_READ => TlsDirection::Read,
+        other => {
+            return Err(DecodeError::BadField {
+                field: "direction",
+                value: u64::from(other),
+            })
+        }
+    };
+    let comm_len = e.comm.iter().position(|b| *b == 0).unwrap_or(e.comm.len());
+    let http = if e.offset == 0 {
+        crate::http::parse(&data)
+    } else {
+        None
+    };
+    Ok(Event::TlsData(TlsData {
+        ktime_ns: e.hdr.ktime_ns,
+        direction,
+        pid: e.pid,
+        tid: e.tid,
+        uid: e.uid,
+        comm: String::from_utf8_lossy(&e.comm[..comm_len]).into_owned(),
+        exe: None,
+        exe_dev: e.exe.dev,
+        exe_ino: e.exe.ino,
+        cgroup_id: e.cgroup_id,
+        ssl: e.ssl,
+        call_id: e.call_id,
+        offset: e.offset,
+        len: e.len,
+        total_len: e.total_len,
+        truncated: e.flags & TLS_F_TRUNCATED != 0,
+        last: e.flags & TLS_F_LAST != 0,
+        data,
+        http,
+    }))
 }
 
 #[cfg(test)]
@@ -180,9 +307,64 @@ mod tests {
     }
 
     #[test]
+    fn decodes_a_tls_chunk_with_http() {
+        let request = b"GET /secret-path HTTP/1.1\r\nHost: localhost\r\n\r\n";
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"curl");
+        let fixed = TlsEvent {
+            hdr: EventHeader {
+                version: ABI_VERSION as u16,
+                kind: EventKind::Tls as u16,
+                size: TlsEvent::RECORD_SIZE as u32,
+                ktime_ns: 1,
+            },
+            ssl: 0xdead,
+            call_id: 7,
+            pid: 42,
+            tid: 43,
+            total_len: request.len() as u32,
+            len: request.len() as u32,
+            direction: TLS_WRITE,
+            flags: TLS_F_LAST,
+            comm,
+            ..TlsEvent::default()
+        };
+        let event = decode(&fixed.to_record(request)).expect("decodes");
+        let Event::TlsData(tls) = &event else {
+            panic!("not TLS: {event:?}");
+        };
+        assert_eq!(tls.data, request);
+        assert_eq!(tls.comm, "curl");
+        assert!(tls.last && !tls.truncated);
+        let json: serde_json::Value = serde_json::from_str(&event.to_json()).expect("json");
+        assert_eq!(json["kind"], "tls");
+        assert_eq!(json["direction"], "write");
+        assert_eq!(json["http"]["method"], "GET");
+        assert_eq!(json["http"]["path"], "/secret-path");
+        assert_eq!(json["http"]["host"], "localhost");
+        assert_eq!(
+            json["data"].as_str(),
+            Some("GET /secret-path HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        );
+
+        let mut bad = fixed;
+        bad.len = 5000;
+        assert!(matches!(
+            decode(&bad.to_record(request)),
+            Err(DecodeError::BadField { field: "len", .. })
+        ));
+        let record = fixed.to_record(request);
+        for len in [0, 16, 87, 100, TlsEvent::RECORD_SIZE - 1] {
+            assert!(decode(&record[..len]).is_err(), "len {len}");
+        }
+    }
+
+    #[test]
     fn decodes_a_shield_drop() {
         let event = decode(&sample().to_bytes()).expect("decodes");
-        let Event::ShieldDrop(drop) = &event;
+        let Event::ShieldDrop(drop) = &event else {
+            panic!("not a drop: {event:?}");
+        };
         assert_eq!(drop.src, "203.0.113.9".parse::<IpAddr>().expect("ip"));
         assert_eq!(drop.dst, "192.0.2.1".parse::<IpAddr>().expect("ip"));
         assert_eq!((drop.sport, drop.dport, drop.proto), (40000, 443, 6));

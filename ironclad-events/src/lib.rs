@@ -23,6 +23,8 @@
 
 pub mod decode;
 pub mod fanout;
+pub mod http;
 
-pub use decode::{decode, DecodeError, Event, ShieldDrop};
+pub use decode::{decode, DecodeError, Event, ShieldDrop, TlsData, TlsDirection};
 pub use fanout::{Fanout, Overflow, SubscriberStats, Subscription};
+pub use http::Http;

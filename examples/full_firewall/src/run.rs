@@ -68,7 +68,7 @@ fn load_policy(args: &RunArgs) -> std::result::Result<Option<CompiledShield>, St
 struct Running {
     shield: Shield,
     attachment: XdpAttachment,
-    events: ironclad_bpf::ShieldEvents,
+    events: ironclad_bpf::EventReader,
 }
 
 fn start_shield(

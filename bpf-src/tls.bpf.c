@@ -1,0 +1,403 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
+/*
+ * tls.bpf.c - TLS plaintext from OpenSSL through uprobes.
+ *
+ * Entry probes on SSL_write, SSL_write_ex, SSL_read and SSL_read_ex stash the call's
+ * arguments per thread; return probes learn how many bytes moved and copy up to the
+ * configured cap into the ring buffer in chunks of IC_TLS_CHUNK bytes. Capture is off
+ * unless the calling process is in scope: by pid, cgroup, comm or executable identity.
+ * The executable of every process is tracked by BTF tracepoints (exec, fork, exit),
+ * read from bprm->file, never from a path.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include "ironclad.h"
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+struct ic_tls_args {
+	__u64 ssl;
+	__u64 buf;
+	__u64 count_ptr; /* size_t * of the _ex variants, else 0 */
+	__u8 direction;
+	__u8 _pad[7];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64); /* pid_tgid */
+	__type(value, struct ic_tls_args);
+} ic_tls_inflight SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, IC_TLS_PROCESSES);
+	__type(key, __u32); /* tgid */
+	__type(value, struct ic_exe_id);
+} ic_proc_exe SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, IC_TLS_SCOPE_ENTRIES);
+	__type(key, __u32); /* tgid */
+	__type(value, __u8);
+} ic_tls_scope_pid SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, IC_TLS_SCOPE_ENTRIES);
+	__type(key, __u64); /* cgroup id */
+	__type(value, __u8);
+} ic_tls_scope_cgroup SEC(".maps");
+
+struct ic_comm_key {
+	__u8 comm[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, IC_TLS_SCOPE_ENTRIES);
+	__type(key, struct ic_comm_key);
+	__type(value, __u8);
+} ic_tls_scope_comm SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, IC_TLS_SCOPE_ENTRIES);
+	__type(key, struct ic_exe_id);
+	__type(value, __u8);
+} ic_tls_scope_exe SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ic_tls_config);
+} ic_tls_config SEC(".maps");
+
+/* Per-process byte budget: window start and bytes reported in it. */
+struct ic_tls_budget {
+	__u64 window_ns;
+	__u64 bytes;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, IC_TLS_PROCESSES);
+	__type(key, __u32);
+	__type(value, struct ic_tls_budget);
+} ic_tls_budget SEC(".maps");
+
+/* [0]: chunks lost to a full ring buffer; [1]: bytes withheld by the per-second budget;
+ * [2]: per-CPU call sequence. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 3);
+	__type(key, __u32);
+	__type(value, __u64);
+} ic_tls_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 * 1024 * 1024);
+} ic_tls_events SEC(".maps");
+
+const volatile enum ic_tls_direction ic_abi_tls_direction = IC_TLS_WRITE;
+const volatile enum ic_tls_flags ic_abi_tls_flags = IC_TLS_F_TRUNCATED;
+const volatile enum ic_tls_limits ic_abi_tls_limits = IC_TLS_CHUNK;
+const volatile enum ic_event_kind ic_abi_tls_kind = IC_EVENT_TLS;
+const volatile struct ic_tls_event ic_abi_tls_event;
+
+static __always_inline void ic_stat(__u32 index, __u64 add)
+{
+	__u64 *v = bpf_map_lookup_elem(&ic_tls_stats, &index);
+
+	if (v)
+		*v += add;
+}
+
+/* ---- executable tracking ---- */
+
+static __always_inline void ic_remember_exe(__u32 tgid, struct file *file)
+{
+	struct ic_exe_id id = {};
+
+	if (!file)
+		return;
+	id.dev = file->f_inode->i_sb->s_dev;
+	id.ino = file->f_inode->i_ino;
+	bpf_map_update_elem(&ic_proc_exe, &tgid, &id, BPF_ANY);
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(ic_tls_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	ic_remember_exe(p->tgid, bprm->file);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(ic_tls_fork, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 parent_tgid = parent->tgid;
+	__u32 child_tgid = child->tgid;
+	struct ic_exe_id *id;
+
+	if (child->pid != child->tgid)
+		return 0; /* a new thread, same process */
+	id = bpf_map_lookup_elem(&ic_proc_exe, &parent_tgid);
+	if (id) {
+		struct ic_exe_id copy = *id;
+
+		bpf_map_update_elem(&ic_proc_exe, &child_tgid, &copy, BPF_ANY);
+	}
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(ic_tls_exit, struct task_struct *p)
+{
+	__u32 tgid = p->tgid;
+
+	if (p->pid == p->tgid)
+		bpf_map_delete_elem(&ic_proc_exe, &tgid);
+	return 0;
+}
+
+/* ---- scope ---- */
+
+static __always_inline int ic_in_scope(__u32 tgid)
+{
+	struct ic_comm_key comm = {};
+	struct ic_exe_id *exe;
+	__u64 cgroup;
+
+	if (bpf_map_lookup_elem(&ic_tls_scope_pid, &tgid))
+		return 1;
+	cgroup = bpf_get_current_cgroup_id();
+	if (bpf_map_lookup_elem(&ic_tls_scope_cgroup, &cgroup))
+		return 1;
+	bpf_get_current_comm(comm.comm, sizeof(comm.comm));
+	if (bpf_map_lookup_elem(&ic_tls_scope_comm, &comm))
+		return 1;
+	exe = bpf_map_lookup_elem(&ic_proc_exe, &tgid);
+	if (exe && bpf_map_lookup_elem(&ic_tls_scope_exe, exe))
+		return 1;
+	return 0;
+}
+
+static __always_inline int ic_enter(__u64 ssl, __u64 buf, __u64 count_ptr, __u8 direction)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct ic_tls_args args = {
+		.ssl = ssl,
+		.buf = buf,
+		.count_ptr = count_ptr,
+		.direction = direction,
+	};
+
+	if (!ic_in_scope(pid_tgid >> 32))
+		return 0;
+	bpf_map_update_elem(&ic_tls_inflight, &pid_tgid, &args, BPF_ANY);
+	return 0;
+}
+
+/* Applies the per-process per-second budget; returns how many bytes may be reported. */
+static __always_inline __u32 ic_budget(__u32 tgid, __u32 want, struct ic_tls_config *cfg)
+{
+	struct ic_tls_budget *b;
+	__u64 now;
+
+	if (!cfg->bytes_per_sec)
+		return want;
+	now = bpf_ktime_get_ns();
+	b = bpf_map_lookup_elem(&ic_tls_budget, &tgid);
+	if (!b) {
+		struct ic_tls_budget fresh = { .window_ns = now, .bytes = 0 };
+
+		bpf_map_update_elem(&ic_tls_budget, &tgid, &fresh, BPF_ANY);
+		b = bpf_map_lookup_elem(&ic_tls_budget, &tgid);
+		if (!b)
+			return 0;
+	}
+	if (now - b->window_ns >= 1000000000ULL) {
+		b->window_ns = now;
+		b->bytes = 0;
+	}
+	if (b->bytes >= cfg->bytes_per_sec)
+		return 0;
+	if (want > cfg->bytes_per_sec - b->bytes)
+		want = cfg->bytes_per_sec - b->bytes;
+	b->bytes += want;
+	return want;
+}
+
+/* Everything one chunk needs, on the stack of the return probe. */
+struct ic_chunk_ctx {
+	__u64 ssl;
+	__u64 buf;
+	__u64 call_id;
+	__u64 cgroup;
+	__u64 pid_tgid;
+	__u64 report;
+	__u64 total;
+	__u32 uid;
+	__u8 direction;
+	__u8 _pad[3];
+	__u8 comm[16];
+	struct ic_exe_id exe;
+};
+
+/* bpf_loop callback: reports chunk `index` of the call. Returns 1 to stop. */
+static long ic_emit_chunk(__u64 index, struct ic_chunk_ctx *c)
+{
+	struct ic_tls_event *e;
+	/* 64-bit unsigned arithmetic keeps the verifier's bounds on len exact. */
+	__u64 offset = index * IC_TLS_CHUNK;
+	__u64 len = 0;
+
+	/* One event even when nothing may be reported, to say so. */
+	if (index > 0 && offset >= c->report)
+		return 1;
+	if (c->report > offset) {
+		len = c->report - offset;
+		if (len > IC_TLS_CHUNK)
+			len = IC_TLS_CHUNK;
+	}
+	e = bpf_ringbuf_reserve(&ic_tls_events, sizeof(*e), 0);
+	if (!e) {
+		ic_stat(0, 1);
+		return 0;
+	}
+	e->hdr.version = IC_ABI_VERSION;
+	e->hdr.kind = IC_EVENT_TLS;
+	e->hdr.size = sizeof(*e);
+	e->hdr.ktime_ns = bpf_ktime_get_ns();
+	e->ssl = c->ssl;
+	e->call_id = c->call_id;
+	e->cgroup_id = c->cgroup;
+	e->pid = c->pid_tgid >> 32;
+	e->tid = (__u32)c->pid_tgid;
+	e->uid = c->uid;
+	e->total_len = c->total;
+	e->offset = offset;
+	e->len = len;
+	e->direction = c->direction;
+	e->flags = 0;
+	if (offset + len >= c->report) {
+		e->flags |= IC_TLS_F_LAST;
+		if (c->report < c->total)
+			e->flags |= IC_TLS_F_TRUNCATED;
+	}
+	__builtin_memset(e->_pad0, 0, sizeof(e->_pad0));
+	__builtin_memcpy(e->comm, c->comm, sizeof(e->comm));
+	e->exe = c->exe;
+	barrier_var(len);
+	if (len > 0 && len <= IC_TLS_CHUNK &&
+	    bpf_probe_read_user(e->data, len, (void *)(c->buf + offset)))
+		e->len = 0;
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+static __always_inline int ic_leave(long ret)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct ic_chunk_ctx c = {};
+	struct ic_tls_config *cfg;
+	struct ic_tls_args *args;
+	__u32 zero = 0, seq_index = 2, allowed;
+	__u64 *seq;
+
+	args = bpf_map_lookup_elem(&ic_tls_inflight, &pid_tgid);
+	if (!args)
+		return 0;
+	c.ssl = args->ssl;
+	c.buf = args->buf;
+	c.direction = args->direction;
+	if (args->count_ptr) {
+		size_t moved = 0;
+
+		if (ret == 1)
+			bpf_probe_read_user(&moved, sizeof(moved), (void *)args->count_ptr);
+		c.total = moved;
+	} else if (ret > 0) {
+		c.total = ret;
+	}
+	bpf_map_delete_elem(&ic_tls_inflight, &pid_tgid);
+	cfg = bpf_map_lookup_elem(&ic_tls_config, &zero);
+	if (!c.total || !cfg)
+		return 0;
+	c.report = c.total > cfg->max_bytes ? cfg->max_bytes : c.total;
+	if (c.report > IC_TLS_CHUNK * IC_TLS_MAX_CHUNKS)
+		c.report = IC_TLS_CHUNK * IC_TLS_MAX_CHUNKS;
+	allowed = ic_budget(pid_tgid >> 32, c.report, cfg);
+	if (allowed < c.report)
+		ic_stat(1, c.report - allowed);
+	c.report = allowed;
+	seq = bpf_map_lookup_elem(&ic_tls_stats, &seq_index);
+	c.call_id = seq ? ((*seq)++ << 8) | bpf_get_smp_processor_id() : 0;
+	c.cgroup = bpf_get_current_cgroup_id();
+	c.uid = bpf_get_current_uid_gid();
+	c.pid_tgid = pid_tgid;
+	bpf_get_current_comm(c.comm, sizeof(c.comm));
+	{
+		__u32 tgid = pid_tgid >> 32;
+		struct ic_exe_id *exe = bpf_map_lookup_elem(&ic_proc_exe, &tgid);
+
+		if (exe)
+			c.exe = *exe;
+	}
+	bpf_loop(IC_TLS_MAX_CHUNKS, ic_emit_chunk, &c, 0);
+	return 0;
+}
+
+SEC("uprobe")
+int BPF_UPROBE(ic_ssl_write, void *ssl, const void *buf, int num)
+{
+	return ic_enter((__u64)ssl, (__u64)buf, 0, IC_TLS_WRITE);
+}
+
+SEC("uretprobe")
+int BPF_URETPROBE(ic_ssl_write_ret, int ret)
+{
+	return ic_leave(ret);
+}
+
+SEC("uprobe")
+int BPF_UPROBE(ic_ssl_write_ex, void *ssl, const void *buf, size_t num, size_t *written)
+{
+	return ic_enter((__u64)ssl, (__u64)buf, (__u64)written, IC_TLS_WRITE);
+}
+
+SEC("uretprobe")
+int BPF_URETPROBE(ic_ssl_write_ex_ret, int ret)
+{
+	return ic_leave(ret);
+}
+
+SEC("uprobe")
+int BPF_UPROBE(ic_ssl_read, void *ssl, void *buf, int num)
+{
+	return ic_enter((__u64)ssl, (__u64)buf, 0, IC_TLS_READ);
+}
+
+SEC("uretprobe")
+int BPF_URETPROBE(ic_ssl_read_ret, int ret)
+{
+	return ic_leave(ret);
+}
+
+SEC("uprobe")
+int BPF_UPROBE(ic_ssl_read_ex, void *ssl, void *buf, size_t num, size_t *readbytes)
+{
+	return ic_enter((__u64)ssl, (__u64)buf, (__u64)readbytes, IC_TLS_READ);
+}
+
+SEC("uretprobe")
+int BPF_URETPROBE(ic_ssl_read_ex_ret, int ret)
+{
+	return ic_leave(ret);
+}
