@@ -50,4 +50,4 @@ pub use loader::{
 };
 pub use object::EmbeddedObject;
 pub use shield::{ReplaceReport, RuleStatus, Shield, ShieldStatus};
-pub use tls::{TlsConfig, TlsMonitor, TlsScope};
+pub use tls::{TlsMonitor, TlsPolicy, TlsScope};

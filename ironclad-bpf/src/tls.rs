@@ -2,21 +2,21 @@
 //!
 //! Entry probes on `SSL_write`, `SSL_write_ex`, `SSL_read` and `SSL_read_ex` stash each
 //! call's buffer per thread; return probes learn how many bytes moved and copy up to
-//! [`TlsConfig::max_bytes`] of them into a ring buffer, in chunks of 4 KiB. Capture is
+//! [`TlsPolicy::max_bytes`] of them into a ring buffer, in chunks of 4 KiB. Capture is
 //! **off by default**: only processes in scope (by executable identity, comm, cgroup or
 //! pid) are captured. Data goes to the local ring buffer and the embedder, nowhere else.
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use ironclad_bpf::{Loader, TlsConfig, TlsMonitor, TlsScope};
+//! use ironclad_bpf::{Loader, TlsMonitor, TlsPolicy, TlsScope};
 //! use ironclad_events::{Event, Fanout, Overflow};
 //!
 //! let loader = Loader::builder().build()?;
-//! let config = TlsConfig {
+//! let policy = TlsPolicy {
 //!     scope: vec![TlsScope::Exe("/usr/bin/curl".into())],
-//!     ..TlsConfig::default()
+//!     ..TlsPolicy::default()
 //! };
-//! let monitor = TlsMonitor::start(&loader, &config)?;
+//! let monitor = TlsMonitor::start(&loader, &policy)?;
 //! let fanout = Arc::new(Fanout::new());
 //! let sub = fanout.subscribe("log", 1024, Overflow::DropOldest);
 //! let events = monitor.events(fanout.clone())?;
@@ -45,47 +45,7 @@ use crate::error::{BpfError, Result};
 use crate::events::EventReader;
 use crate::loader::{LoadedObject, Loader};
 
-/// Default plaintext reported per SSL call.
-pub const DEFAULT_MAX_BYTES: u32 = 16 * 1024;
-
-/// Who is captured.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum TlsScope {
-    /// Processes running this executable (by device and inode, resolved now: a file
-    /// replaced later is a different executable).
-    Exe(PathBuf),
-    /// Processes whose command name is this (at most 15 bytes).
-    Comm(String),
-    /// Processes in this cgroup v2 directory.
-    Cgroup(PathBuf),
-    /// This process.
-    Pid(u32),
-}
-
-/// What and how much to capture.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsConfig {
-    /// Who is captured; empty = nobody.
-    pub scope: Vec<TlsScope>,
-    /// Plaintext bytes reported per SSL call (at most 256 KiB), in 4 KiB events.
-    pub max_bytes: u32,
-    /// Per-process budget of reported bytes per second; 0 = no budget.
-    pub bytes_per_second: u32,
-    /// `libssl.so.3` to probe; found automatically when `None`.
-    pub library: Option<PathBuf>,
-}
-
-impl Default for TlsConfig {
-    fn default() -> Self {
-        Self {
-            scope: Vec::new(),
-            max_bytes: DEFAULT_MAX_BYTES,
-            bytes_per_second: 0,
-            library: None,
-        }
-    }
-}
+pub use ironclad_policy::tls::{TlsPolicy, TlsScope};
 
 const LIB_NAME: &str = "libssl.so.3";
 
@@ -183,7 +143,7 @@ impl TlsMonitor {
     /// Audits and loads the TLS object, seeds the executable table from /proc, sets the
     /// scope and limits, and attaches the probes to `config.library` (or the library
     /// [`find_libssl`] finds).
-    pub fn start(loader: &Loader, config: &TlsConfig) -> Result<Self> {
+    pub fn start(loader: &Loader, config: &TlsPolicy) -> Result<Self> {
         let library = match &config.library {
             Some(path) => path.clone(),
             None => find_libssl(None)?,
@@ -251,7 +211,7 @@ impl TlsMonitor {
     }
 
     /// Replaces the scope and limits.
-    pub fn configure(&self, config: &TlsConfig) -> Result<()> {
+    pub fn configure(&self, config: &TlsPolicy) -> Result<()> {
         let max_bytes = config.max_bytes.min(TLS_CHUNK as u32 * TLS_MAX_CHUNKS);
         let cfg = abi::TlsConfig {
             max_bytes,

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ironclad_bpf::{Loader, TlsConfig, TlsMonitor, TlsScope};
+use ironclad_bpf::{Loader, TlsMonitor, TlsPolicy, TlsScope};
 use ironclad_core::require_privileges;
 use ironclad_core::testing::BpffsDir;
 use ironclad_events::{Event, Fanout, Http, Overflow, TlsData, TlsDirection};
@@ -155,7 +155,7 @@ struct Capture {
 }
 
 impl Capture {
-    fn start(config: TlsConfig) -> Self {
+    fn start(config: TlsPolicy) -> Self {
         let pins = BpffsDir::new("tls").expect("bpffs");
         let loader = Loader::builder()
             .pin_root(pins.path())
@@ -199,12 +199,12 @@ fn of_pid(events: &[TlsData], pid: u32, direction: TlsDirection) -> Vec<&TlsData
 fn openssl_and_curl_plaintext_is_captured_in_both_directions() {
     require_privileges!();
     let server = Server::start();
-    let capture = Capture::start(TlsConfig {
+    let capture = Capture::start(TlsPolicy {
         scope: vec![
             TlsScope::Exe(which("openssl")),
             TlsScope::Exe(which("curl")),
         ],
-        ..TlsConfig::default()
+        ..TlsPolicy::default()
     });
 
     let client = s_client(server.port);
@@ -262,9 +262,9 @@ fn openssl_and_curl_plaintext_is_captured_in_both_directions() {
 fn processes_outside_the_scope_produce_nothing() {
     require_privileges!();
     let server = Server::start();
-    let capture = Capture::start(TlsConfig {
+    let capture = Capture::start(TlsPolicy {
         scope: vec![TlsScope::Exe(which("curl"))],
-        ..TlsConfig::default()
+        ..TlsPolicy::default()
     });
     let client = s_client(server.port);
     let curl_pid = curl(server.port);
@@ -276,9 +276,9 @@ fn processes_outside_the_scope_produce_nothing() {
     // Changing the scope at run time: now only s_client's command name.
     capture
         .monitor
-        .configure(&TlsConfig {
+        .configure(&TlsPolicy {
             scope: vec![TlsScope::Comm("openssl".into())],
-            ..TlsConfig::default()
+            ..TlsPolicy::default()
         })
         .expect("rescope");
     let client = s_client(server.port);
@@ -334,10 +334,10 @@ fn a_one_mebibyte_write_is_chunked_up_to_the_cap_and_marked_truncated() {
         .expect("python3");
     let python = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     let cap = 64 * 1024u32;
-    let capture = Capture::start(TlsConfig {
+    let capture = Capture::start(TlsPolicy {
         scope: vec![TlsScope::Exe(python.clone())],
         max_bytes: cap,
-        ..TlsConfig::default()
+        ..TlsPolicy::default()
     });
     let size = 1 << 20;
     let out = Command::new(&python)
@@ -390,9 +390,9 @@ fn kernel_programs() -> String {
 fn probes_detach_cleanly_and_the_traced_programs_keep_working() {
     require_privileges!();
     let server = Server::start();
-    let capture = Capture::start(TlsConfig {
+    let capture = Capture::start(TlsPolicy {
         scope: vec![TlsScope::Exe(which("curl"))],
-        ..TlsConfig::default()
+        ..TlsPolicy::default()
     });
     assert!(kernel_programs().contains("ic_ssl_write"));
     curl(server.port);
@@ -423,4 +423,79 @@ fn probes_detach_cleanly_and_the_traced_programs_keep_working() {
 )]
 fn _assert_path(p: &Path) -> bool {
     p.exists()
+}
+
+#[test]
+fn scope_by_cgroup_and_by_pid() {
+    require_privileges!();
+    let server = Server::start();
+    let cgroup = ironclad_core::testing::TestCgroup::new("tls").expect("cgroup");
+    let capture = Capture::start(TlsPolicy {
+        scope: vec![TlsScope::Cgroup(cgroup.path().to_path_buf())],
+        ..TlsPolicy::default()
+    });
+    let inside = cgroup
+        .command("curl")
+        .args([
+            "-sk",
+            "-o",
+            "/dev/null",
+            &format!("https://127.0.0.1:{}/in", server.port),
+        ])
+        .spawn()
+        .expect("curl in cgroup");
+    let inside_pid = inside.id();
+    assert!(inside.wait_with_output().expect("curl").status.success());
+    let outside_pid = curl(server.port);
+    let events = capture.events();
+    assert!(events.iter().any(|e| e.pid == inside_pid), "{events:#?}");
+    assert!(!events.iter().any(|e| e.pid == outside_pid));
+
+    // By pid: a process that is already running when it is put in scope.
+    let mut waiting = Command::new("sh")
+        .args(["-c", "read line; exec curl -sk -o /dev/null \"$0\""])
+        .arg(format!("https://127.0.0.1:{}/pid", server.port))
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("sh");
+    let pid = waiting.id();
+    capture
+        .monitor
+        .configure(&TlsPolicy {
+            scope: vec![TlsScope::Pid(pid)],
+            ..TlsPolicy::default()
+        })
+        .expect("rescope");
+    waiting
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"go\n")
+        .expect("go");
+    assert!(waiting.wait().expect("wait").success());
+    let events = capture.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.pid == pid && String::from_utf8_lossy(&e.data).starts_with("GET /pid ")),
+        "{events:#?}"
+    );
+}
+
+#[test]
+fn the_per_second_budget_withholds_and_reports_it() {
+    require_privileges!();
+    let server = Server::start();
+    let capture = Capture::start(TlsPolicy {
+        scope: vec![TlsScope::Exe(which("curl"))],
+        bytes_per_second: 10,
+        ..TlsPolicy::default()
+    });
+    let pid = curl(server.port);
+    let events = capture.events();
+    let mine: Vec<&TlsData> = events.iter().filter(|e| e.pid == pid).collect();
+    let reported: u32 = mine.iter().map(|e| e.len).sum();
+    assert!(reported <= 20, "at most 10 bytes per second: {reported}");
+    assert!(mine.iter().any(|e| e.truncated), "truncation is reported");
+    assert!(capture.monitor.withheld_bytes().expect("stats") > 0);
 }

@@ -11,11 +11,22 @@
 //!   sample_rate: 64           # one drop event per 64 drops; 0 = none
 //! ```
 //!
+//! ```yaml
+//! tls:
+//!   scope:                    # who is captured; nobody by default
+//!     - exe: /usr/bin/curl
+//!     - comm: openssl
+//!     - cgroup: /sys/fs/cgroup/unified/app
+//!     - pid: 1234
+//!   max_bytes: 16384          # plaintext reported per SSL call (<= 262144)
+//!   bytes_per_second: 0       # per-process budget; 0 = none
+//! ```
+//!
 //! Duplicate keys and unknown keys are errors; alias expansion is bounded (the YAML
 //! reader's default budget).
 
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ipnetwork::IpNetwork;
 use serde::Deserialize;
@@ -25,11 +36,32 @@ use crate::error::{ConfigError, Diagnostic, Origin, PolicyError};
 use crate::shield::{
     compile, CompiledShield, Entry, Mode, RateLimit, ShieldPolicy, DEFAULT_SAMPLE_RATE,
 };
+use crate::tls::{TlsPolicy, TlsScope, DEFAULT_MAX_BYTES, MAX_BYTES_LIMIT};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     shield: Option<RawShield>,
+    tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    #[serde(default)]
+    scope: Vec<Spanned<RawTlsScope>>,
+    max_bytes: Option<Spanned<u32>>,
+    bytes_per_second: Option<u32>,
+    library: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTlsScope {
+    exe: Option<PathBuf>,
+    comm: Option<String>,
+    cgroup: Option<PathBuf>,
+    pid: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -58,6 +90,8 @@ struct RawRate {
 pub struct Config {
     /// The `shield` section, if present.
     pub shield: Option<ShieldPolicy>,
+    /// The `tls` section, if present.
+    pub tls: Option<TlsPolicy>,
 }
 
 /// A policy file compiled for the kernel.
@@ -65,6 +99,8 @@ pub struct Config {
 pub struct CompiledConfig {
     /// The compiled `shield` section, if present.
     pub shield: Option<CompiledShield>,
+    /// The `tls` section, if present.
+    pub tls: Option<TlsPolicy>,
 }
 
 fn position(location: &Location) -> Option<(u64, u64)> {
@@ -112,16 +148,84 @@ fn entries(name: &str, list: &[Spanned<String>], problems: &mut Vec<PolicyError>
 
 /// Parses policy `text` (read from `path`, used in messages) without compiling it.
 pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    let (shield, problems) = parse_inner(text, path)?;
+    let (config, problems) = parse_inner(text, path)?;
     if problems.is_empty() {
-        Ok(Config { shield })
+        Ok(config)
     } else {
         Err(to_config_error(path, problems))
     }
 }
 
 /// The policy as far as it could be read (bad entries left out), and the problems.
-type Parsed = (Option<ShieldPolicy>, Vec<PolicyError>);
+type Parsed = (Config, Vec<PolicyError>);
+
+fn parse_tls(raw: &RawTls, problems: &mut Vec<PolicyError>) -> TlsPolicy {
+    let mut scope = Vec::new();
+    for (index, item) in raw.scope.iter().enumerate() {
+        let origin = Origin {
+            field: format!("tls.scope[{index}]"),
+            at: position(&item.referenced),
+        };
+        let s = &item.value;
+        let given = [
+            s.exe.is_some(),
+            s.comm.is_some(),
+            s.cgroup.is_some(),
+            s.pid.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() != 1 {
+            problems.push(PolicyError::Invalid {
+                origin,
+                message: "give exactly one of `exe`, `comm`, `cgroup`, `pid`".to_string(),
+            });
+            continue;
+        }
+        let entry = match (&s.exe, &s.comm, &s.cgroup, s.pid) {
+            (Some(exe), ..) if exe.is_absolute() => TlsScope::Exe(exe.clone()),
+            (Some(exe), ..) => {
+                problems.push(PolicyError::Invalid {
+                    origin,
+                    message: format!("`{}` is not an absolute path", exe.display()),
+                });
+                continue;
+            }
+            (_, Some(comm), ..) if !comm.is_empty() && comm.len() <= 15 => {
+                TlsScope::Comm(comm.clone())
+            }
+            (_, Some(comm), ..) => {
+                problems.push(PolicyError::Invalid {
+                    origin,
+                    message: format!("`{comm}` is not a command name (1 to 15 bytes)"),
+                });
+                continue;
+            }
+            (_, _, Some(cgroup), _) => TlsScope::Cgroup(cgroup.clone()),
+            (.., Some(pid)) => TlsScope::Pid(pid),
+            _ => continue,
+        };
+        scope.push(entry);
+    }
+    let max_bytes = match &raw.max_bytes {
+        Some(m) if m.value == 0 || m.value > MAX_BYTES_LIMIT => {
+            problems.push(PolicyError::Invalid {
+                origin: Origin {
+                    field: "tls.max_bytes".into(),
+                    at: position(&m.referenced),
+                },
+                message: format!("must be between 1 and {MAX_BYTES_LIMIT}"),
+            });
+            DEFAULT_MAX_BYTES
+        }
+        Some(m) => m.value,
+        None => DEFAULT_MAX_BYTES,
+    };
+    TlsPolicy {
+        scope,
+        max_bytes,
+        bytes_per_second: raw.bytes_per_second.unwrap_or(0),
+        library: raw.library.clone(),
+    }
+}
 
 fn parse_inner(text: &str, path: &Path) -> Result<Parsed, ConfigError> {
     let mut options = serde_saphyr::Options::default();
@@ -134,10 +238,11 @@ fn parse_inner(text: &str, path: &Path) -> Result<Parsed, ConfigError> {
             diagnostics: vec![diagnostic(path, at, message)],
         }
     })?;
-    let Some(shield) = raw.shield else {
-        return Ok((None, Vec::new()));
-    };
     let mut problems = Vec::new();
+    let tls = raw.tls.as_ref().map(|t| parse_tls(t, &mut problems));
+    let Some(shield) = raw.shield else {
+        return Ok((Config { shield: None, tls }, problems));
+    };
     let deny = entries("deny", &shield.deny, &mut problems);
     let allow = entries("allow", &shield.allow, &mut problems);
     let management = entries("management", &shield.management, &mut problems);
@@ -186,7 +291,13 @@ fn parse_inner(text: &str, path: &Path) -> Result<Parsed, ConfigError> {
             .as_ref()
             .map_or(DEFAULT_SAMPLE_RATE, |s| s.value),
     };
-    Ok((Some(policy), problems))
+    Ok((
+        Config {
+            shield: Some(policy),
+            tls,
+        },
+        problems,
+    ))
 }
 
 fn to_config_error(path: &Path, mut problems: Vec<PolicyError>) -> ConfigError {
@@ -202,8 +313,8 @@ fn to_config_error(path: &Path, mut problems: Vec<PolicyError>) -> ConfigError {
 /// Parses and compiles policy `text` (read from `path`): every problem in the file,
 /// syntax or semantics, comes back with its line and column.
 pub fn compile_str(text: &str, path: &Path) -> Result<CompiledConfig, ConfigError> {
-    let (policy, mut problems) = parse_inner(text, path)?;
-    let shield = match policy.as_ref().map(compile) {
+    let (config, mut problems) = parse_inner(text, path)?;
+    let shield = match config.shield.as_ref().map(compile) {
         None => None,
         Some(Ok(compiled)) => Some(compiled),
         Some(Err(errors)) => {
@@ -212,7 +323,10 @@ pub fn compile_str(text: &str, path: &Path) -> Result<CompiledConfig, ConfigErro
         }
     };
     if problems.is_empty() {
-        Ok(CompiledConfig { shield })
+        Ok(CompiledConfig {
+            shield,
+            tls: config.tls,
+        })
     } else {
         Err(to_config_error(path, problems))
     }
@@ -322,6 +436,45 @@ shield:
             ));
         }
         assert!(compile_str(&text, Path::new("bomb.yaml")).is_err());
+    }
+
+    #[test]
+    fn the_tls_section_is_read_and_checked() {
+        let ok = compile_str(
+            "tls:\n  scope:\n    - exe: /usr/bin/curl\n    - comm: openssl\n    - pid: 42\n  max_bytes: 65536\n",
+            Path::new("t.yaml"),
+        )
+        .expect("valid");
+        let tls = ok.tls.expect("tls section");
+        assert_eq!(
+            tls.scope,
+            vec![
+                TlsScope::Exe("/usr/bin/curl".into()),
+                TlsScope::Comm("openssl".into()),
+                TlsScope::Pid(42)
+            ]
+        );
+        assert_eq!(tls.max_bytes, 65536);
+        assert!(ok.shield.is_none());
+        let err = compile_str(
+            "tls:\n  scope:\n    - exe: curl\n    - {comm: x, pid: 1}\n  max_bytes: 0\n",
+            Path::new("t.yaml"),
+        )
+        .expect_err("invalid");
+        let lines: Vec<String> = err.diagnostics.iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 3, "{lines:#?}");
+        assert!(
+            lines[0].starts_with("t.yaml:3:7: tls.scope[0]: `curl` is not an absolute path"),
+            "{lines:#?}"
+        );
+        assert!(
+            lines[1].contains("tls.scope[1]: give exactly one of"),
+            "{lines:#?}"
+        );
+        assert!(
+            lines[2].starts_with("t.yaml:5:14: tls.max_bytes: must be between 1 and 262144"),
+            "{lines:#?}"
+        );
     }
 
     #[test]

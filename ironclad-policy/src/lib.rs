@@ -32,5 +32,6 @@
 pub mod config;
 pub mod error;
 pub mod shield;
+pub mod tls;
 
 pub use error::{ConfigError, Diagnostic, Origin, PolicyError};

@@ -19,10 +19,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use ironclad_bpf::{JsonLinesFile, Loader, Shield, XdpAttachment, DEFAULT_PIN_ROOT};
+use ironclad_bpf::{
+    EventReader, JsonLinesFile, Loader, Shield, TlsMonitor, XdpAttachment, DEFAULT_PIN_ROOT,
+};
 use ironclad_events::{Event, Fanout, Overflow, Subscription};
 use ironclad_policy::config::{compile_file, CompiledConfig};
 use ironclad_policy::shield::{CompiledShield, Mode};
+use ironclad_policy::tls::TlsPolicy;
 
 /// Arguments of `run`.
 #[derive(clap::Args)]
@@ -54,21 +57,49 @@ fn log(message: impl std::fmt::Display) {
     eprintln!("full_firewall: {message}");
 }
 
-fn load_policy(args: &RunArgs) -> std::result::Result<Option<CompiledShield>, String> {
-    let compiled: CompiledConfig = compile_file(&args.config).map_err(|e| e.to_string())?;
-    Ok(compiled.shield.map(|mut shield| {
+fn load_policy(args: &RunArgs) -> std::result::Result<CompiledConfig, String> {
+    let mut compiled: CompiledConfig = compile_file(&args.config).map_err(|e| e.to_string())?;
+    if let Some(shield) = compiled.shield.as_mut() {
         if args.dry_run {
             shield.mode = Mode::DryRun;
         }
-        shield
-    }))
+    }
+    Ok(compiled)
+}
+
+/// Running TLS capture and its event reader.
+struct Tls {
+    monitor: TlsMonitor,
+    events: EventReader,
+}
+
+fn start_tls(loader: &Loader, policy: &TlsPolicy, fanout: Arc<Fanout<Event>>) -> Option<Tls> {
+    let started = TlsMonitor::start(loader, policy).and_then(|monitor| {
+        let events = monitor.events(fanout)?;
+        Ok(Tls { monitor, events })
+    });
+    match started {
+        Ok(tls) => {
+            log(format_args!(
+                "tls capture on {}: {} scope entries, {} bytes per call",
+                tls.monitor.library().display(),
+                policy.scope.len(),
+                policy.max_bytes
+            ));
+            Some(tls)
+        }
+        Err(e) => {
+            log(format_args!("tls capture disabled: {e}"));
+            None
+        }
+    }
 }
 
 /// The running Shield: the object, its attachment and its event reader.
 struct Running {
     shield: Shield,
     attachment: XdpAttachment,
-    events: ironclad_bpf::EventReader,
+    events: EventReader,
 }
 
 fn start_shield(
@@ -124,14 +155,15 @@ fn write_events(sub: &Subscription<Event>, out: &mut Option<Box<dyn Write>>) -> 
 }
 
 pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
-    let policy = match load_policy(args) {
-        Ok(policy) => policy,
+    let config = match load_policy(args) {
+        Ok(config) => config,
         Err(diagnostics) => {
             eprintln!("{diagnostics}");
             log("the policy is invalid; nothing was changed");
             return Ok(ExitCode::from(2));
         }
     };
+    let policy = config.shield;
     let iface = match (&policy, &args.iface) {
         (Some(_), None) => {
             log("the policy has a shield section: --iface is required");
@@ -169,17 +201,26 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         },
         _ => None,
     };
+    let mut tls = config
+        .tls
+        .as_ref()
+        .and_then(|t| start_tls(&loader, t, fanout.clone()));
     log("ready");
 
     while !stop.load(Ordering::Relaxed) {
         match &running {
             Some(r) => {
-                if let Err(e) = r.events.poll(Duration::from_millis(200)) {
+                if let Err(e) = r.events.poll(Duration::from_millis(100)) {
                     log(format_args!("reading events: {e}"));
-                    std::thread::sleep(Duration::from_millis(200));
+                    std::thread::sleep(Duration::from_millis(100));
                 }
             }
-            None => std::thread::sleep(Duration::from_millis(200)),
+            None => std::thread::sleep(Duration::from_millis(100)),
+        }
+        if let Some(t) = &tls {
+            if let Err(e) = t.events.drain() {
+                log(format_args!("reading tls events: {e}"));
+            }
         }
         write_events(&subscription, &mut events_out)?;
         if reload.swap(false, Ordering::Relaxed) {
@@ -189,8 +230,24 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                     eprintln!("{diagnostics}");
                     log("reload refused: the new policy is invalid; the old rules stay");
                 }
-                Ok(None) => log("reload refused: the new policy has no shield section"),
-                Ok(Some(new_policy)) => match (&running, &iface) {
+                Ok(new_config) => {
+                    match (&tls, &new_config.tls) {
+                        (Some(t), Some(new_tls)) => match t.monitor.configure(new_tls) {
+                            Ok(()) => log("tls scope reloaded"),
+                            Err(e) => log(format_args!("tls reload failed: {e}")),
+                        },
+                        (None, Some(new_tls)) => {
+                            tls = start_tls(&loader, new_tls, fanout.clone());
+                        }
+                        (Some(_), None) => {
+                            tls = None;
+                            log("tls capture stopped: no tls section any more");
+                        }
+                        (None, None) => {}
+                    }
+                    match new_config.shield {
+                        None => log("reload: the new policy has no shield section; the shield is left as it is"),
+                        Some(new_policy) => match (&running, &iface) {
                     (Some(r), _) => match r.shield.replace(&new_policy) {
                         Ok(report) => log(format_args!(
                             "reloaded: {} added, {} changed, {} removed, {} kept",
@@ -204,9 +261,16 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                             .ok();
                     }
                     (None, None) => log("reload refused: --iface was not given"),
-                },
+                        },
+                    }
+                }
             }
         }
+    }
+    if let Some(t) = tls.take() {
+        let _ = t.events.drain();
+        t.monitor.stop();
+        write_events(&subscription, &mut events_out)?;
     }
 
     if let Some(r) = running.take() {

@@ -422,3 +422,119 @@ fn xdp_refused_on_a_busy_interface_fails_open() {
         .expect("detach");
     assert!(out.status.success());
 }
+
+#[test]
+fn tls_section_writes_plaintext_events_as_json_lines() {
+    require_privileges!();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pins = BpffsDir::new("fftls").expect("bpffs");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl req");
+    assert!(made.status.success());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let mut server = Command::new("openssl")
+        .args([
+            "s_server",
+            "-quiet",
+            "-www",
+            "-accept",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .arg("-cert")
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("s_server");
+    let curl_path = String::from_utf8_lossy(
+        &Command::new("sh")
+            .args(["-c", "readlink -f \"$(command -v curl)\""])
+            .output()
+            .expect("sh")
+            .stdout,
+    )
+    .trim()
+    .to_string();
+    let config = dir.path().join("policy.yaml");
+    std::fs::write(
+        &config,
+        format!("tls:\n  scope:\n    - exe: {curl_path}\n  max_bytes: 4096\n"),
+    )
+    .expect("config");
+    let events = dir.path().join("events.jsonl");
+    let mut daemon = Daemon::spawn(&[
+        "run".into(),
+        "--config".into(),
+        config.display().to_string(),
+        "--pin-dir".into(),
+        pins.path().display().to_string(),
+        "--audit-log".into(),
+        dir.path().join("audit.jsonl").display().to_string(),
+        "--events".into(),
+        events.display().to_string(),
+    ]);
+    daemon.wait_for("ready");
+    assert!(daemon.log().contains("tls capture on"), "{}", daemon.log());
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let curl = Command::new("curl")
+        .args([
+            "-sk",
+            "--http1.1",
+            "-o",
+            "/dev/null",
+            &format!("https://127.0.0.1:{port}/secret-path"),
+        ])
+        .status()
+        .expect("curl");
+    assert!(curl.success());
+    std::thread::sleep(Duration::from_millis(500));
+    daemon.signal("TERM");
+    assert!(daemon.wait().success(), "{}", daemon.log());
+    let _ = server.kill();
+    let _ = server.wait();
+
+    let text = std::fs::read_to_string(&events).expect("events");
+    let tls: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .filter(|e: &serde_json::Value| e["kind"] == "tls")
+        .collect();
+    let request = tls
+        .iter()
+        .find(|e| e["direction"] == "write" && e["http"]["path"] == "/secret-path")
+        .unwrap_or_else(|| panic!("no request event in {text}"));
+    assert_eq!(request["http"]["method"], "GET");
+    assert_eq!(request["comm"], "curl");
+    assert_eq!(request["exe"], curl_path.as_str());
+    assert!(request["data"]
+        .as_str()
+        .is_some_and(|d| d.starts_with("GET /secret-path HTTP/1.1\r\n")));
+    assert!(request["pid"].as_u64().is_some() && request["truncated"] == false);
+    assert!(tls
+        .iter()
+        .any(|e| e["direction"] == "read" && e["http"]["status"] == 200));
+}

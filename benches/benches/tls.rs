@@ -1,0 +1,154 @@
+//! Added cost of TLS capture per `SSL_write` call.
+//!
+//! A Python process (the system's libssl.so.3 through the `ssl` module) runs two
+//! `SSLObject`s over memory BIOs, so no socket or syscall is involved, and times only
+//! the client's `write` calls (`SSL_write_ex` of 64 bytes). `tls/ssl_write/bare` runs
+//! with no probe; `tls/ssl_write/probed` with the TLS monitor attached and the Python
+//! interpreter in scope (every call captured into the ring buffer, drained by a thread).
+//! The difference is the probe's cost per call.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use ironclad_bpf::{Loader, TlsMonitor, TlsPolicy, TlsScope};
+use ironclad_core::testing::BpffsDir;
+use ironclad_events::{Fanout, Overflow};
+
+const SCRIPT: &str = r#"
+import ssl, sys, time, subprocess, os
+n = int(sys.argv[1])
+cert, key = sys.argv[2], sys.argv[3]
+sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); sctx.load_cert_chain(cert, key)
+cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); cctx.check_hostname = False; cctx.verify_mode = ssl.CERT_NONE
+c_in, c_out, s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
+c = cctx.wrap_bio(c_in, c_out); s = sctx.wrap_bio(s_in, s_out, server_side=True)
+def pump():
+    s_in.write(c_out.read()); c_in.write(s_out.read())
+for _ in range(20):
+    for side in (c, s):
+        try: side.do_handshake()
+        except ssl.SSLWantReadError: pass
+    pump()
+data = b"x" * 64
+total = 0
+for _ in range(n):
+    t = time.perf_counter_ns(); c.write(data); total += time.perf_counter_ns() - t
+    s_in.write(c_out.read()); s.read(64)
+print(total)
+"#;
+
+fn python() -> PathBuf {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import os, sys; print(os.path.realpath(sys.executable))",
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("python3: {e}"));
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+fn run(python: &PathBuf, dir: &std::path::Path, iters: u64) -> Duration {
+    let out = Command::new(python)
+        .args(["-c", SCRIPT, &iters.to_string()])
+        .arg(dir.join("cert.pem"))
+        .arg(dir.join("key.pem"))
+        .output()
+        .unwrap_or_else(|e| panic!("python3: {e}"));
+    assert!(out.status.success(), "{out:?}");
+    let ns: u64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("bad output {out:?}: {e}"));
+    Duration::from_nanos(ns)
+}
+
+fn tls(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=bench", "-keyout"])
+        .arg(dir.path().join("key.pem"))
+        .arg("-out")
+        .arg(dir.path().join("cert.pem"))
+        .output()
+        .unwrap_or_else(|e| panic!("openssl: {e}"));
+    assert!(made.status.success());
+    let python = python();
+    let mut group = c.benchmark_group("tls/ssl_write");
+    group.sample_size(10);
+    group.bench_function("bare", |b| {
+        b.iter_custom(|iters| run(&python, dir.path(), iters))
+    });
+
+    for (name, scope) in [
+        ("probed", TlsScope::Exe(python.clone())),
+        // Attached, but the process is not in scope: the probes fire and return early.
+        ("out_of_scope", TlsScope::Pid(u32::MAX)),
+    ] {
+        let monitor = MonitorThread::start(scope);
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| run(&python, dir.path(), iters))
+        });
+        let (decoded, lost) = monitor.stop();
+        println!("tls/ssl_write/{name}: {decoded} events decoded, {lost} lost to a full ring");
+    }
+    group.finish();
+}
+
+/// A TLS monitor on its own thread, which keeps draining the ring buffer.
+struct MonitorThread {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<(u64, u64)>,
+}
+
+impl MonitorThread {
+    fn start(scope: TlsScope) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let pins = BpffsDir::new("benchtls").unwrap_or_else(|e| panic!("{e}"));
+            let loader = Loader::builder()
+                .pin_root(pins.path())
+                .build()
+                .unwrap_or_else(|e| panic!("{e}"));
+            let policy = TlsPolicy {
+                scope: vec![scope],
+                max_bytes: 64,
+                ..TlsPolicy::default()
+            };
+            let monitor = TlsMonitor::start(&loader, &policy).unwrap_or_else(|e| panic!("{e}"));
+            let fanout = Arc::new(Fanout::new());
+            let sub = fanout.subscribe("bench", 1024, Overflow::DropOldest);
+            let reader = monitor.events(fanout).unwrap_or_else(|e| panic!("{e}"));
+            let _ = ready_tx.send(());
+            while !flag.load(Ordering::Relaxed) {
+                let _ = reader.poll(Duration::from_millis(10));
+                while sub.receiver().try_recv().is_ok() {}
+            }
+            (reader.stats().decoded(), monitor.lost_chunks().unwrap_or(0))
+        });
+        let _ = ready_rx.recv();
+        Self { stop, thread }
+    }
+
+    fn stop(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or((0, 0))
+    }
+}
+
+criterion_group!(benches, tls);
+criterion_main!(benches);
