@@ -8,7 +8,7 @@
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -417,14 +417,6 @@ fn probes_detach_cleanly_and_the_traced_programs_keep_working() {
     }
 }
 
-#[allow(
-    dead_code,
-    reason = "keeps the helper's signature honest for future tests"
-)]
-fn _assert_path(p: &Path) -> bool {
-    p.exists()
-}
-
 #[test]
 fn scope_by_cgroup_and_by_pid() {
     require_privileges!();
@@ -498,4 +490,19 @@ fn the_per_second_budget_withholds_and_reports_it() {
     assert!(reported <= 20, "at most 10 bytes per second: {reported}");
     assert!(mine.iter().any(|e| e.truncated), "truncation is reported");
     assert!(capture.monitor.withheld_bytes().expect("stats") > 0);
+}
+
+#[test]
+fn the_library_is_found_in_a_running_process_through_its_root() {
+    let server = Server::start();
+    let found = ironclad_bpf::tls::find_libssl(Some(server.child.id())).expect("mapped libssl");
+    let text = found.display().to_string();
+    assert!(
+        text.starts_with(&format!("/proc/{}/root/", server.child.id()))
+            && text.ends_with("libssl.so.3"),
+        "{text}"
+    );
+    assert!(found.exists());
+    let system = ironclad_bpf::tls::find_libssl(None).expect("system libssl");
+    assert!(system.exists());
 }
