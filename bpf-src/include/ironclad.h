@@ -61,6 +61,7 @@ enum ic_shield_flags {
 enum ic_event_kind {
 	IC_EVENT_SHIELD = 1, /* struct ic_shield_event */
 	IC_EVENT_TLS = 2,    /* struct ic_tls_event */
+	IC_EVENT_EGRESS = 3, /* struct ic_egress_event */
 };
 
 /* What the Shield did to a packet it reports (struct ic_shield_event.verdict). */
@@ -183,6 +184,131 @@ struct ic_tls_event {
 	__u8 comm[16];
 	struct ic_exe_id exe; /* the process's executable when the call returned (0 if unknown) */
 	__u8 data[IC_TLS_CHUNK];
+};
+
+/* ---- Identity firewall (egress) ---- */
+
+enum ic_egress_limits {
+	IC_EGRESS_MAX_RULES = 16384, /* rules per generation (index 0 unused) */
+	IC_EGRESS_BUCKET = 64,       /* rules sharing one identity key, at most */
+	IC_EGRESS_BUCKETS = 32768,   /* identity keys per generation */
+	IC_EGRESS_IDENTITIES = 65536,/* identities tracked by the connect rate limiter */
+};
+
+/* Which fields of struct ic_egress_rule must match (ic_egress_rule.match). */
+enum ic_egress_match {
+	IC_M_EXE = 1,
+	IC_M_COMM = 2,
+	IC_M_UID = 4,
+	IC_M_CGROUP = 8,
+	IC_M_DST = 16,
+	IC_M_PORTS = 32,
+	IC_M_PROTO = 64,
+};
+
+/* What a rule, or the default, does (also the verdict of an event). */
+enum ic_egress_action {
+	IC_EGRESS_ALLOW = 1,
+	IC_EGRESS_DENY = 2,
+	IC_EGRESS_LOG = 3,          /* allow and report */
+	IC_EGRESS_RATE_LIMITED = 4, /* verdict only: allowed by policy, over the rate limit */
+};
+
+/* Kinds of identity keys rules are indexed by (ic_egress_key.kind). */
+enum ic_egress_key_kind {
+	IC_KEY_ANY = 0, /* rules with no identity field */
+	IC_KEY_EXE = 1,
+	IC_KEY_COMM = 2,
+	IC_KEY_UID = 3,
+	IC_KEY_CGROUP = 4,
+};
+
+/* Which hook decided (ic_egress_event.hook). */
+enum ic_egress_hook {
+	IC_HOOK_CONNECT4 = 1,
+	IC_HOOK_CONNECT6 = 2,
+	IC_HOOK_SENDMSG4 = 3,
+	IC_HOOK_SENDMSG6 = 4,
+};
+
+/* Totals of the egress firewall (per-CPU array). */
+enum ic_egress_total {
+	IC_ETOTAL_ALLOWED = 0,
+	IC_ETOTAL_DENIED = 1,
+	IC_ETOTAL_LOGGED = 2,
+	IC_ETOTAL_RATE_LIMITED = 3,
+	IC_ETOTAL_UNKNOWN_PROCESS = 4, /* the process's executable was not known */
+	IC_ETOTAL_EVENTS_LOST = 5,
+	IC_ETOTAL_COUNT = 6,
+};
+
+/* A process's executable as the kernel identifies it: device, inode and inode change
+ * time (so a file rewritten in place is a different executable). */
+struct ic_proc_exe {
+	__u32 dev;        /* host order; kernel encoding (major << 20 | minor) */
+	__u32 ctime_nsec; /* host order */
+	__u64 ino;        /* host order */
+	__s64 ctime_sec;  /* host order */
+};
+
+/* One rule. All addresses IPv6 or IPv4-mapped IPv6. */
+struct ic_egress_rule {
+	__u32 rule_id;    /* host order; counter index */
+	__u16 match;      /* host order; enum ic_egress_match flags */
+	__u8 action;      /* enum ic_egress_action (allow, deny, log) */
+	__u8 proto;       /* IPPROTO_TCP or IPPROTO_UDP when IC_M_PROTO */
+	__u8 dst[16];     /* network order */
+	__u8 prefixlen;   /* 0..=128 over the mapped address */
+	__u8 _pad0;
+	__u16 port_lo;    /* host order, inclusive */
+	__u16 port_hi;    /* host order, inclusive */
+	__u16 _pad1;
+	__u32 uid;        /* host order */
+	__u32 _pad2;
+	__u64 cgroup_id;  /* host order */
+	struct ic_proc_exe exe;
+	__u8 comm[16];
+};
+
+/* Key of the rule index: one identity value. */
+struct ic_egress_key {
+	__u8 kind;        /* enum ic_egress_key_kind */
+	__u8 _pad0[7];
+	__u8 value[24];   /* exe: struct ic_proc_exe; comm: 16 bytes; uid: u32; cgroup: u64 */
+};
+
+/* The rules (indices into the rule array, ascending = policy order) for one key. */
+struct ic_egress_bucket {
+	__u32 count;
+	__u32 _pad0;
+	__u16 idx[IC_EGRESS_BUCKET];
+};
+
+/* Runtime configuration (array map with one entry). */
+struct ic_egress_config {
+	__u32 generation;     /* 0 or 1: which rule set is live */
+	__u8 default_action;  /* enum ic_egress_action: allow or deny */
+	__u8 _pad0[3];
+	__u32 rate_per_sec;   /* connect() attempts per second per identity; 0 = no limit */
+	__u32 rate_burst;
+};
+
+/* A denied, rate-limited or logged connection attempt. */
+struct ic_egress_event {
+	struct ic_event_header hdr;
+	__u64 cgroup_id;
+	__u32 pid;        /* host order; thread-group id */
+	__u32 tid;
+	__u32 uid;
+	__u32 rule_id;    /* 0 for the default action */
+	struct ic_proc_exe exe;
+	__u8 dst[16];     /* network order; IPv4 as IPv4-mapped */
+	__u16 dport;      /* host order */
+	__u8 proto;
+	__u8 verdict;     /* enum ic_egress_action */
+	__u8 hook;        /* enum ic_egress_hook */
+	__u8 _pad0[3];
+	__u8 comm[16];
 };
 
 #endif /* IRONCLAD_ABI_H */

@@ -86,6 +86,64 @@ mod tls {
     };
 }
 
+mod egress {
+    use super::*;
+    use crate::object::egress_skel::types as e;
+
+    same_layout!(abi::ProcExe, e::ic_proc_exe, [dev, ctime_nsec, ino, ctime_sec]);
+    same_layout!(abi::EgressKey, e::ic_egress_key, [kind, _pad0, value]);
+    same_layout!(abi::EgressBucket, e::ic_egress_bucket, [count, _pad0, idx]);
+    same_layout!(
+        abi::EgressConfig,
+        e::ic_egress_config,
+        [generation, default_action, _pad0, rate_per_sec, rate_burst]
+    );
+    same_layout!(
+        abi::EgressEvent,
+        e::ic_egress_event,
+        [hdr, cgroup_id, pid, tid, uid, rule_id, exe, dst, dport, proto, verdict, hook, _pad0, comm]
+    );
+    const _: () = {
+        assert!(size_of::<abi::EgressRule>() == size_of::<e::ic_egress_rule>());
+        assert!(offset_of!(abi::EgressRule, rule_id) == offset_of!(e::ic_egress_rule, rule_id));
+        assert!(offset_of!(abi::EgressRule, match_) == offset_of!(e::ic_egress_rule, r#match));
+        assert!(offset_of!(abi::EgressRule, action) == offset_of!(e::ic_egress_rule, action));
+        assert!(offset_of!(abi::EgressRule, dst) == offset_of!(e::ic_egress_rule, dst));
+        assert!(offset_of!(abi::EgressRule, prefixlen) == offset_of!(e::ic_egress_rule, prefixlen));
+        assert!(offset_of!(abi::EgressRule, port_lo) == offset_of!(e::ic_egress_rule, port_lo));
+        assert!(offset_of!(abi::EgressRule, port_hi) == offset_of!(e::ic_egress_rule, port_hi));
+        assert!(offset_of!(abi::EgressRule, uid) == offset_of!(e::ic_egress_rule, uid));
+        assert!(offset_of!(abi::EgressRule, cgroup_id) == offset_of!(e::ic_egress_rule, cgroup_id));
+        assert!(offset_of!(abi::EgressRule, exe) == offset_of!(e::ic_egress_rule, exe));
+        assert!(offset_of!(abi::EgressRule, comm) == offset_of!(e::ic_egress_rule, comm));
+        assert!(abi::EGRESS_MAX_RULES == e::ic_egress_limits::IC_EGRESS_MAX_RULES.0);
+        assert!(abi::EGRESS_BUCKET as u32 == e::ic_egress_limits::IC_EGRESS_BUCKET.0);
+        assert!(abi::EGRESS_BUCKETS == e::ic_egress_limits::IC_EGRESS_BUCKETS.0);
+        assert!(abi::EGRESS_IDENTITIES == e::ic_egress_limits::IC_EGRESS_IDENTITIES.0);
+        assert!(abi::egress_match::EXE as u32 == e::ic_egress_match::IC_M_EXE.0);
+        assert!(abi::egress_match::COMM as u32 == e::ic_egress_match::IC_M_COMM.0);
+        assert!(abi::egress_match::UID as u32 == e::ic_egress_match::IC_M_UID.0);
+        assert!(abi::egress_match::CGROUP as u32 == e::ic_egress_match::IC_M_CGROUP.0);
+        assert!(abi::egress_match::DST as u32 == e::ic_egress_match::IC_M_DST.0);
+        assert!(abi::egress_match::PORTS as u32 == e::ic_egress_match::IC_M_PORTS.0);
+        assert!(abi::egress_match::PROTO as u32 == e::ic_egress_match::IC_M_PROTO.0);
+        assert!(abi::EgressAction::Allow as u32 == e::ic_egress_action::IC_EGRESS_ALLOW.0);
+        assert!(abi::EgressAction::Deny as u32 == e::ic_egress_action::IC_EGRESS_DENY.0);
+        assert!(abi::EgressAction::Log as u32 == e::ic_egress_action::IC_EGRESS_LOG.0);
+        assert!(
+            abi::EgressAction::RateLimited as u32 == e::ic_egress_action::IC_EGRESS_RATE_LIMITED.0
+        );
+        assert!(abi::EgressKeyKind::Any as u32 == e::ic_egress_key_kind::IC_KEY_ANY.0);
+        assert!(abi::EgressKeyKind::Exe as u32 == e::ic_egress_key_kind::IC_KEY_EXE.0);
+        assert!(abi::EgressKeyKind::Comm as u32 == e::ic_egress_key_kind::IC_KEY_COMM.0);
+        assert!(abi::EgressKeyKind::Uid as u32 == e::ic_egress_key_kind::IC_KEY_UID.0);
+        assert!(abi::EgressKeyKind::Cgroup as u32 == e::ic_egress_key_kind::IC_KEY_CGROUP.0);
+        assert!(abi::EgressTotal::COUNT == e::ic_egress_total::IC_ETOTAL_COUNT.0);
+        assert!(abi::EgressTotal::EventsLost as u32 == e::ic_egress_total::IC_ETOTAL_EVENTS_LOST.0);
+        assert!(abi::EventKind::Egress as u32 == e::ic_event_kind::IC_EVENT_EGRESS.0);
+    };
+}
+
 const _: () = {
     assert!(abi::ABI_VERSION == c::ic_abi::IC_ABI_VERSION.0);
     assert!(abi::Action::None as u32 == c::ic_action::IC_ACTION_NONE.0);

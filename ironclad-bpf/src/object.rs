@@ -35,7 +35,7 @@ mod generated {
     include!(concat!(env!("OUT_DIR"), "/objects.rs"));
 }
 
-pub(crate) use generated::{shield_skel, tls_skel};
+pub(crate) use generated::{egress_skel, shield_skel, tls_skel};
 
 /// The Shield's XDP object (`bpf-src/shield.bpf.c`).
 pub fn shield() -> &'static EmbeddedObject {
@@ -47,9 +47,14 @@ pub fn tls() -> &'static EmbeddedObject {
     &generated::TLS
 }
 
+/// The identity firewall object (`bpf-src/egress.bpf.c`).
+pub fn egress() -> &'static EmbeddedObject {
+    &generated::EGRESS
+}
+
 /// Every production object embedded in this build.
-pub fn all() -> [&'static EmbeddedObject; 2] {
-    [shield(), tls()]
+pub fn all() -> [&'static EmbeddedObject; 3] {
+    [shield(), tls(), egress()]
 }
 
 /// Deliberately bad objects used by the audit tests (feature `test-objects`).

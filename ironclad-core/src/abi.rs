@@ -111,6 +111,8 @@ pub enum EventKind {
     Shield = 1,
     /// `IC_EVENT_TLS`: a [`TlsEvent`].
     Tls = 2,
+    /// `IC_EVENT_EGRESS`: an [`EgressEvent`].
+    Egress = 3,
 }
 
 /// `IC_TLS_WRITE` (`enum ic_tls_direction`): plaintext about to be encrypted.
@@ -596,6 +598,412 @@ const _: () = {
     assert!(size_of::<ShieldConfig>() == ShieldConfig::SIZE);
     assert!(size_of::<EventHeader>() == EventHeader::SIZE);
     assert!(size_of::<ShieldEvent>() == ShieldEvent::SIZE);
+};
+
+/// `IC_EGRESS_MAX_RULES`: rules per generation (index 0 unused).
+pub const EGRESS_MAX_RULES: u32 = 16_384;
+/// `IC_EGRESS_BUCKET`: rules sharing one identity key, at most.
+pub const EGRESS_BUCKET: usize = 64;
+/// `IC_EGRESS_BUCKETS`: identity keys per generation.
+pub const EGRESS_BUCKETS: u32 = 32_768;
+/// `IC_EGRESS_IDENTITIES`: identities tracked by the connect rate limiter.
+pub const EGRESS_IDENTITIES: u32 = 65_536;
+
+/// `enum ic_egress_match` flags.
+pub mod egress_match {
+    /// `IC_M_EXE`.
+    pub const EXE: u16 = 1;
+    /// `IC_M_COMM`.
+    pub const COMM: u16 = 2;
+    /// `IC_M_UID`.
+    pub const UID: u16 = 4;
+    /// `IC_M_CGROUP`.
+    pub const CGROUP: u16 = 8;
+    /// `IC_M_DST`.
+    pub const DST: u16 = 16;
+    /// `IC_M_PORTS`.
+    pub const PORTS: u16 = 32;
+    /// `IC_M_PROTO`.
+    pub const PROTO: u16 = 64;
+}
+
+/// `enum ic_egress_action`: what a rule does, or what happened to an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum EgressAction {
+    /// `IC_EGRESS_ALLOW`.
+    Allow = 1,
+    /// `IC_EGRESS_DENY`: the call fails with EPERM.
+    Deny = 2,
+    /// `IC_EGRESS_LOG`: allow and report.
+    Log = 3,
+    /// `IC_EGRESS_RATE_LIMITED`: allowed by policy, over the rate limit (EPERM).
+    RateLimited = 4,
+}
+
+impl EgressAction {
+    /// Decodes the kernel's byte.
+    pub fn from_raw(raw: u8) -> Option<Self> {
+        match raw {
+            1 => Some(Self::Allow),
+            2 => Some(Self::Deny),
+            3 => Some(Self::Log),
+            4 => Some(Self::RateLimited),
+            _ => None,
+        }
+    }
+
+    /// Stable lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+            Self::Log => "log",
+            Self::RateLimited => "rate_limited",
+        }
+    }
+}
+
+/// `enum ic_egress_key_kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum EgressKeyKind {
+    /// `IC_KEY_ANY`: rules with no identity field.
+    Any = 0,
+    /// `IC_KEY_EXE`.
+    Exe = 1,
+    /// `IC_KEY_COMM`.
+    Comm = 2,
+    /// `IC_KEY_UID`.
+    Uid = 3,
+    /// `IC_KEY_CGROUP`.
+    Cgroup = 4,
+}
+
+/// `enum ic_egress_total`: index of the egress totals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum EgressTotal {
+    /// `IC_ETOTAL_ALLOWED`.
+    Allowed = 0,
+    /// `IC_ETOTAL_DENIED`.
+    Denied = 1,
+    /// `IC_ETOTAL_LOGGED`.
+    Logged = 2,
+    /// `IC_ETOTAL_RATE_LIMITED`.
+    RateLimited = 3,
+    /// `IC_ETOTAL_UNKNOWN_PROCESS`.
+    UnknownProcess = 4,
+    /// `IC_ETOTAL_EVENTS_LOST`.
+    EventsLost = 5,
+}
+
+impl EgressTotal {
+    /// `IC_ETOTAL_COUNT`.
+    pub const COUNT: u32 = 6;
+    /// Every total, in index order.
+    pub const ALL: [Self; 6] = [
+        Self::Allowed,
+        Self::Denied,
+        Self::Logged,
+        Self::RateLimited,
+        Self::UnknownProcess,
+        Self::EventsLost,
+    ];
+
+    /// Stable lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Allowed => "allowed",
+            Self::Denied => "denied",
+            Self::Logged => "logged",
+            Self::RateLimited => "rate_limited",
+            Self::UnknownProcess => "unknown_process",
+            Self::EventsLost => "events_lost",
+        }
+    }
+}
+
+/// `struct ic_proc_exe`: an executable as the kernel identifies it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(C)]
+pub struct ProcExe {
+    /// Device, kernel encoding.
+    pub dev: u32,
+    /// Inode change time, nanoseconds part.
+    pub ctime_nsec: u32,
+    /// Inode.
+    pub ino: u64,
+    /// Inode change time, seconds.
+    pub ctime_sec: i64,
+}
+
+impl ProcExe {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 24;
+
+    /// The exact byte image.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut out = [0u8; Self::SIZE];
+        out[..4].copy_from_slice(&self.dev.to_ne_bytes());
+        out[4..8].copy_from_slice(&self.ctime_nsec.to_ne_bytes());
+        out[8..16].copy_from_slice(&self.ino.to_ne_bytes());
+        out[16..].copy_from_slice(&self.ctime_sec.to_ne_bytes());
+        out
+    }
+
+    /// Decodes a value; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Some(Self {
+            dev: u32::from_ne_bytes(take(bytes, 0)?),
+            ctime_nsec: u32::from_ne_bytes(take(bytes, 4)?),
+            ino: u64::from_ne_bytes(take(bytes, 8)?),
+            ctime_sec: i64::from_ne_bytes(take(bytes, 16)?),
+        })
+    }
+}
+
+/// `struct ic_egress_rule`: one compiled egress rule.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct EgressRule {
+    /// Counter index.
+    pub rule_id: u32,
+    /// [`egress_match`] flags.
+    pub match_: u16,
+    /// [`EgressAction`] (allow, deny, log) as its byte.
+    pub action: u8,
+    /// IP protocol when [`egress_match::PROTO`].
+    pub proto: u8,
+    /// Destination network (IPv6 or IPv4-mapped), network order.
+    pub dst: [u8; 16],
+    /// Prefix length over the 128-bit address.
+    pub prefixlen: u8,
+    /// Explicit padding.
+    pub _pad0: u8,
+    /// Lowest port, inclusive.
+    pub port_lo: u16,
+    /// Highest port, inclusive.
+    pub port_hi: u16,
+    /// Explicit padding.
+    pub _pad1: u16,
+    /// User id.
+    pub uid: u32,
+    /// Explicit padding.
+    pub _pad2: u32,
+    /// Cgroup id.
+    pub cgroup_id: u64,
+    /// Executable identity.
+    pub exe: ProcExe,
+    /// Command name, NUL-padded.
+    pub comm: [u8; 16],
+}
+
+impl EgressRule {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 88;
+
+    /// The exact byte image.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut out = [0u8; Self::SIZE];
+        out[..4].copy_from_slice(&self.rule_id.to_ne_bytes());
+        out[4..6].copy_from_slice(&self.match_.to_ne_bytes());
+        out[6] = self.action;
+        out[7] = self.proto;
+        out[8..24].copy_from_slice(&self.dst);
+        out[24] = self.prefixlen;
+        out[26..28].copy_from_slice(&self.port_lo.to_ne_bytes());
+        out[28..30].copy_from_slice(&self.port_hi.to_ne_bytes());
+        out[32..36].copy_from_slice(&self.uid.to_ne_bytes());
+        out[40..48].copy_from_slice(&self.cgroup_id.to_ne_bytes());
+        out[48..72].copy_from_slice(&self.exe.to_bytes());
+        out[72..88].copy_from_slice(&self.comm);
+        out
+    }
+}
+
+/// `struct ic_egress_key`: one identity value rules are indexed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(C)]
+pub struct EgressKey {
+    /// [`EgressKeyKind`] as its byte.
+    pub kind: u8,
+    /// Explicit padding.
+    pub _pad0: [u8; 7],
+    /// The value: a [`ProcExe`] image, 16 comm bytes, a u32 uid or a u64 cgroup id,
+    /// zero-padded.
+    pub value: [u8; 24],
+}
+
+impl EgressKey {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 32;
+
+    /// The exact byte image.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut out = [0u8; Self::SIZE];
+        out[0] = self.kind;
+        out[8..].copy_from_slice(&self.value);
+        out
+    }
+}
+
+/// `struct ic_egress_bucket`: the rule indices of one key, ascending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct EgressBucket {
+    /// How many indices are used.
+    pub count: u32,
+    /// Explicit padding.
+    pub _pad0: u32,
+    /// Rule indices.
+    pub idx: [u16; EGRESS_BUCKET],
+}
+
+impl EgressBucket {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 8 + 2 * EGRESS_BUCKET;
+
+    /// The exact byte image.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::SIZE);
+        out.extend_from_slice(&self.count.to_ne_bytes());
+        out.extend_from_slice(&[0; 4]);
+        for i in self.idx {
+            out.extend_from_slice(&i.to_ne_bytes());
+        }
+        out
+    }
+}
+
+/// `struct ic_egress_config`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct EgressConfig {
+    /// Which rule set is live (0 or 1).
+    pub generation: u32,
+    /// [`EgressAction`] byte: allow or deny.
+    pub default_action: u8,
+    /// Explicit padding.
+    pub _pad0: [u8; 3],
+    /// connect() attempts per second per identity; 0 = no limit.
+    pub rate_per_sec: u32,
+    /// Bucket size.
+    pub rate_burst: u32,
+}
+
+impl EgressConfig {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 16;
+
+    /// The exact byte image.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut out = [0u8; Self::SIZE];
+        out[..4].copy_from_slice(&self.generation.to_ne_bytes());
+        out[4] = self.default_action;
+        out[8..12].copy_from_slice(&self.rate_per_sec.to_ne_bytes());
+        out[12..].copy_from_slice(&self.rate_burst.to_ne_bytes());
+        out
+    }
+
+    /// Decodes a value; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Some(Self {
+            generation: u32::from_ne_bytes(take(bytes, 0)?),
+            default_action: *bytes.get(4)?,
+            _pad0: take(bytes, 5)?,
+            rate_per_sec: u32::from_ne_bytes(take(bytes, 8)?),
+            rate_burst: u32::from_ne_bytes(take(bytes, 12)?),
+        })
+    }
+}
+
+/// `struct ic_egress_event`: a denied, rate-limited or logged attempt.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct EgressEvent {
+    /// The common header.
+    pub hdr: EventHeader,
+    /// Cgroup id.
+    pub cgroup_id: u64,
+    /// Thread-group id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// User id.
+    pub uid: u32,
+    /// The rule that decided; 0 for the default.
+    pub rule_id: u32,
+    /// The executable (zeros if unknown).
+    pub exe: ProcExe,
+    /// Destination (IPv6 or IPv4-mapped), network order.
+    pub dst: [u8; 16],
+    /// Destination port.
+    pub dport: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// [`EgressAction`] byte.
+    pub verdict: u8,
+    /// `enum ic_egress_hook`: 1 connect4, 2 connect6, 3 sendmsg4, 4 sendmsg6.
+    pub hook: u8,
+    /// Explicit padding.
+    pub _pad0: [u8; 3],
+    /// Command name, NUL-padded.
+    pub comm: [u8; 16],
+}
+
+impl EgressEvent {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 104;
+
+    /// Decodes a record; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Some(Self {
+            hdr: EventHeader::from_bytes(bytes)?,
+            cgroup_id: u64::from_ne_bytes(take(bytes, 16)?),
+            pid: u32::from_ne_bytes(take(bytes, 24)?),
+            tid: u32::from_ne_bytes(take(bytes, 28)?),
+            uid: u32::from_ne_bytes(take(bytes, 32)?),
+            rule_id: u32::from_ne_bytes(take(bytes, 36)?),
+            exe: ProcExe::from_bytes(bytes.get(40..)?)?,
+            dst: take(bytes, 64)?,
+            dport: u16::from_ne_bytes(take(bytes, 80)?),
+            proto: *bytes.get(82)?,
+            verdict: *bytes.get(83)?,
+            hook: *bytes.get(84)?,
+            _pad0: take(bytes, 85)?,
+            comm: take(bytes, 88)?,
+        })
+    }
+
+    /// The exact byte image.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut out = [0u8; Self::SIZE];
+        out[..16].copy_from_slice(&self.hdr.to_bytes());
+        out[16..24].copy_from_slice(&self.cgroup_id.to_ne_bytes());
+        out[24..28].copy_from_slice(&self.pid.to_ne_bytes());
+        out[28..32].copy_from_slice(&self.tid.to_ne_bytes());
+        out[32..36].copy_from_slice(&self.uid.to_ne_bytes());
+        out[36..40].copy_from_slice(&self.rule_id.to_ne_bytes());
+        out[40..64].copy_from_slice(&self.exe.to_bytes());
+        out[64..80].copy_from_slice(&self.dst);
+        out[80..82].copy_from_slice(&self.dport.to_ne_bytes());
+        out[82] = self.proto;
+        out[83] = self.verdict;
+        out[84] = self.hook;
+        out[88..104].copy_from_slice(&self.comm);
+        out
+    }
+}
+
+const _: () = {
+    use core::mem::size_of;
+    assert!(size_of::<ProcExe>() == ProcExe::SIZE);
+    assert!(size_of::<EgressRule>() == EgressRule::SIZE);
+    assert!(size_of::<EgressKey>() == EgressKey::SIZE);
+    assert!(size_of::<EgressBucket>() == EgressBucket::SIZE);
+    assert!(size_of::<EgressConfig>() == EgressConfig::SIZE);
+    assert!(size_of::<EgressEvent>() == EgressEvent::SIZE);
 };
 
 #[cfg(test)]

@@ -1,0 +1,444 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
+/*
+ * egress.bpf.c - the identity firewall: per-process egress policy at connect() and
+ * sendmsg(), decided before a SYN or datagram leaves.
+ *
+ * Who is connecting is the process's executable identity (device, inode, change time
+ * of the file it executed, tracked on exec/fork/exit and seeded from /proc), its comm,
+ * uid and cgroup. Rules are indexed by identity value: for one connect the program looks
+ * at the rules of at most five keys (any, exe, comm, uid, cgroup), each a short sorted
+ * list, and takes the first rule in policy order that matches destination, port and
+ * protocol. IPv4 and IPv4-mapped IPv6 destinations are both compared as IPv4-mapped
+ * addresses, so an AF_INET6 socket cannot bypass IPv4 rules.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_tracing.h>
+#include "ironclad.h"
+#include "proc.h"
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+#define IC_NS 1000000000LL
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, IC_EGRESS_IDENTITIES);
+	__type(key, __u32); /* tgid */
+	__type(value, struct ic_proc_exe);
+} ic_egress_procs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, IC_EGRESS_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct ic_egress_rule);
+} ic_egress_rules0 SEC(".maps"), ic_egress_rules1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, IC_EGRESS_BUCKETS);
+	__type(key, struct ic_egress_key);
+	__type(value, struct ic_egress_bucket);
+} ic_egress_index0 SEC(".maps"), ic_egress_index1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ic_egress_config);
+} ic_egress_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, IC_EGRESS_MAX_RULES);
+	__type(key, __u32);
+	__type(value, __u64);
+} ic_egress_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, IC_ETOTAL_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} ic_egress_totals SEC(".maps");
+
+/* Per-identity token bucket for connect() attempts (tokens in nano-attempts). */
+struct ic_conn_bucket {
+	__s64 tokens;
+	__u64 last_ns;
+	__u64 limited; /* attempts refused by the limit */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, IC_EGRESS_IDENTITIES);
+	__type(key, struct ic_proc_exe);
+	__type(value, struct ic_conn_bucket);
+} ic_egress_rate SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1024 * 1024);
+} ic_egress_events SEC(".maps");
+
+const volatile enum ic_egress_limits ic_abi_egress_limits = IC_EGRESS_MAX_RULES;
+const volatile enum ic_egress_match ic_abi_egress_match = IC_M_EXE;
+const volatile enum ic_egress_action ic_abi_egress_action = IC_EGRESS_ALLOW;
+const volatile enum ic_egress_key_kind ic_abi_egress_key = IC_KEY_ANY;
+const volatile enum ic_egress_hook ic_abi_egress_hook = IC_HOOK_CONNECT4;
+const volatile enum ic_egress_total ic_abi_egress_total = IC_ETOTAL_COUNT;
+const volatile enum ic_event_kind ic_abi_egress_kind = IC_EVENT_EGRESS;
+const volatile struct ic_egress_event ic_abi_egress_event;
+
+/* ---- process table ---- */
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(ic_egress_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	struct ic_proc_exe exe = {};
+	__u32 tgid = p->tgid;
+
+	ic_exe_of_file(bprm->file, &exe);
+	bpf_map_update_elem(&ic_egress_procs, &tgid, &exe, BPF_ANY);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(ic_egress_fork, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 parent_tgid = parent->tgid, child_tgid = child->tgid;
+	struct ic_proc_exe *exe;
+
+	if (child->pid != child->tgid)
+		return 0;
+	exe = bpf_map_lookup_elem(&ic_egress_procs, &parent_tgid);
+	if (exe) {
+		struct ic_proc_exe copy = *exe;
+
+		bpf_map_update_elem(&ic_egress_procs, &child_tgid, &copy, BPF_ANY);
+	}
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(ic_egress_exit, struct task_struct *p)
+{
+	__u32 tgid = p->tgid;
+
+	if (p->pid == p->tgid)
+		bpf_map_delete_elem(&ic_egress_procs, &tgid);
+	return 0;
+}
+
+/* ---- decision ---- */
+
+struct ic_conn {
+	struct ic_proc_exe exe;
+	__u64 cgroup;
+	__u32 uid;
+	__u16 port;  /* host order */
+	__u8 proto;
+	__u8 known;  /* the executable is known */
+	__u8 dst[16];
+	__u8 comm[16];
+	/* search state */
+	void *rules;
+	struct ic_egress_bucket *bucket;
+	__u32 best;  /* lowest matching rule index so far */
+};
+
+static __always_inline void ic_total(__u32 index)
+{
+	__u64 *v = bpf_map_lookup_elem(&ic_egress_totals, &index);
+
+	if (v)
+		*v += 1;
+}
+
+static __always_inline int ic_bytes_eq(const __u8 *a, const __u8 *b, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (a[i] != b[i])
+			return 0;
+	return 1;
+}
+
+static __always_inline int ic_prefix_match(const __u8 *addr, const __u8 *net, __u8 len)
+{
+	for (int i = 0; i < 16; i++) {
+		__u8 bits = len > i * 8 ? (len - i * 8 >= 8 ? 8 : len - i * 8) : 0;
+		__u8 mask = bits ? (__u8)(0xff << (8 - bits)) : 0;
+
+		if ((addr[i] & mask) != (net[i] & mask))
+			return 0;
+	}
+	return 1;
+}
+
+static __always_inline int ic_rule_matches(struct ic_egress_rule *r, struct ic_conn *c)
+{
+	__u16 m = r->match;
+
+	if ((m & IC_M_EXE) && (!c->known || r->exe.dev != c->exe.dev || r->exe.ino != c->exe.ino ||
+			       r->exe.ctime_sec != c->exe.ctime_sec ||
+			       r->exe.ctime_nsec != c->exe.ctime_nsec))
+		return 0;
+	if ((m & IC_M_UID) && r->uid != c->uid)
+		return 0;
+	if ((m & IC_M_CGROUP) && r->cgroup_id != c->cgroup)
+		return 0;
+	if ((m & IC_M_PROTO) && r->proto != c->proto)
+		return 0;
+	if ((m & IC_M_PORTS) && (c->port < r->port_lo || c->port > r->port_hi))
+		return 0;
+	if ((m & IC_M_COMM) && !ic_bytes_eq(r->comm, c->comm, 16))
+		return 0;
+	if ((m & IC_M_DST) && !ic_prefix_match(c->dst, r->dst, r->prefixlen))
+		return 0;
+	return 1;
+}
+
+/* bpf_loop callback over one bucket's rule indices (ascending). */
+static long ic_scan_bucket(__u64 i, struct ic_conn *c)
+{
+	struct ic_egress_rule *rule;
+	__u32 idx;
+
+	if (!c->bucket || i >= IC_EGRESS_BUCKET || i >= c->bucket->count)
+		return 1;
+	idx = c->bucket->idx[i & (IC_EGRESS_BUCKET - 1)];
+	if (idx >= c->best)
+		return 1; /* sorted: nothing later can win */
+	rule = bpf_map_lookup_elem(c->rules, &idx);
+	if (rule && ic_rule_matches(rule, c)) {
+		c->best = idx;
+		return 1;
+	}
+	return 0;
+}
+
+static __always_inline void ic_search(void *index, struct ic_egress_key *key, struct ic_conn *c)
+{
+	c->bucket = bpf_map_lookup_elem(index, key);
+	if (c->bucket)
+		bpf_loop(IC_EGRESS_BUCKET, ic_scan_bucket, c, 0);
+}
+
+static __always_inline int ic_rate_ok(struct ic_egress_config *cfg, struct ic_conn *c)
+{
+	struct ic_conn_bucket *b;
+	__s64 cap;
+	__u64 now;
+
+	if (!cfg->rate_per_sec)
+		return 1;
+	now = bpf_ktime_get_ns();
+	cap = (__s64)cfg->rate_burst * IC_NS;
+	b = bpf_map_lookup_elem(&ic_egress_rate, &c->exe);
+	if (!b) {
+		struct ic_conn_bucket fresh = { .tokens = cap - IC_NS, .last_ns = now };
+
+		if (cap < IC_NS)
+			return 0;
+		bpf_map_update_elem(&ic_egress_rate, &c->exe, &fresh, BPF_NOEXIST);
+		return 1;
+	}
+	if (now > b->last_ns) {
+		__u64 elapsed = now - b->last_ns;
+		__s64 tokens = b->tokens;
+
+		if (elapsed >= 10 * IC_NS)
+			tokens = cap;
+		else
+			tokens += (__s64)(elapsed * cfg->rate_per_sec);
+		if (tokens > cap)
+			tokens = cap;
+		b->tokens = tokens;
+		b->last_ns = now;
+	}
+	if (b->tokens < IC_NS) {
+		__sync_fetch_and_add(&b->limited, 1);
+		return 0;
+	}
+	__sync_fetch_and_add(&b->tokens, -IC_NS);
+	return 1;
+}
+
+static __always_inline void ic_report(struct ic_conn *c, __u32 rule_id, __u8 verdict, __u8 hook)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct ic_egress_event *e = bpf_ringbuf_reserve(&ic_egress_events, sizeof(*e), 0);
+
+	if (!e) {
+		ic_total(IC_ETOTAL_EVENTS_LOST);
+		return;
+	}
+	e->hdr.version = IC_ABI_VERSION;
+	e->hdr.kind = IC_EVENT_EGRESS;
+	e->hdr.size = sizeof(*e);
+	e->hdr.ktime_ns = bpf_ktime_get_ns();
+	e->cgroup_id = c->cgroup;
+	e->pid = pid_tgid >> 32;
+	e->tid = (__u32)pid_tgid;
+	e->uid = c->uid;
+	e->rule_id = rule_id;
+	e->exe = c->exe;
+	__builtin_memcpy(e->dst, c->dst, 16);
+	e->dport = c->port;
+	e->proto = c->proto;
+	e->verdict = verdict;
+	e->hook = hook;
+	__builtin_memset(e->_pad0, 0, sizeof(e->_pad0));
+	__builtin_memcpy(e->comm, c->comm, 16);
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* Returns 1 to let the call proceed, 0 to fail it with EPERM. */
+static __always_inline int ic_decide(struct ic_conn *c, __u8 hook, int is_connect)
+{
+	__u32 zero = 0, tgid = bpf_get_current_pid_tgid() >> 32;
+	struct ic_egress_config *cfg = bpf_map_lookup_elem(&ic_egress_config, &zero);
+	struct ic_egress_key key = {};
+	struct ic_proc_exe *exe;
+	struct ic_egress_rule *rule = NULL;
+	__u8 action;
+	void *index;
+
+	if (!cfg)
+		return 1;
+	exe = bpf_map_lookup_elem(&ic_egress_procs, &tgid);
+	if (exe) {
+		c->exe = *exe;
+		c->known = 1;
+	} else {
+		ic_total(IC_ETOTAL_UNKNOWN_PROCESS);
+	}
+	c->uid = bpf_get_current_uid_gid();
+	c->cgroup = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(c->comm, sizeof(c->comm));
+	c->best = IC_EGRESS_MAX_RULES;
+	if (cfg->generation) {
+		c->rules = &ic_egress_rules1;
+		index = &ic_egress_index1;
+	} else {
+		c->rules = &ic_egress_rules0;
+		index = &ic_egress_index0;
+	}
+
+	key.kind = IC_KEY_ANY;
+	ic_search(index, &key, c);
+	if (c->known) {
+		key.kind = IC_KEY_EXE;
+		__builtin_memcpy(key.value, &c->exe, sizeof(c->exe));
+		ic_search(index, &key, c);
+	}
+	__builtin_memset(key.value, 0, sizeof(key.value));
+	key.kind = IC_KEY_COMM;
+	__builtin_memcpy(key.value, c->comm, 16);
+	ic_search(index, &key, c);
+	__builtin_memset(key.value, 0, sizeof(key.value));
+	key.kind = IC_KEY_UID;
+	__builtin_memcpy(key.value, &c->uid, sizeof(c->uid));
+	ic_search(index, &key, c);
+	__builtin_memset(key.value, 0, sizeof(key.value));
+	key.kind = IC_KEY_CGROUP;
+	__builtin_memcpy(key.value, &c->cgroup, sizeof(c->cgroup));
+	ic_search(index, &key, c);
+
+	if (c->best < IC_EGRESS_MAX_RULES) {
+		__u32 best = c->best;
+
+		rule = bpf_map_lookup_elem(c->rules, &best);
+	}
+	if (rule) {
+		__u32 id = rule->rule_id;
+		__u64 *count = bpf_map_lookup_elem(&ic_egress_counters, &id);
+
+		if (count)
+			*count += 1;
+		action = rule->action;
+	} else {
+		action = cfg->default_action;
+	}
+	if (action == IC_EGRESS_DENY) {
+		ic_total(IC_ETOTAL_DENIED);
+		ic_report(c, rule ? rule->rule_id : 0, IC_EGRESS_DENY, hook);
+		return 0;
+	}
+	if (is_connect && !ic_rate_ok(cfg, c)) {
+		ic_total(IC_ETOTAL_RATE_LIMITED);
+		ic_report(c, rule ? rule->rule_id : 0, IC_EGRESS_RATE_LIMITED, hook);
+		return 0;
+	}
+	if (action == IC_EGRESS_LOG) {
+		ic_total(IC_ETOTAL_LOGGED);
+		ic_report(c, rule ? rule->rule_id : 0, IC_EGRESS_LOG, hook);
+	}
+	ic_total(IC_ETOTAL_ALLOWED);
+	return 1;
+}
+
+static __always_inline void ic_dst4(struct ic_conn *c, __u32 ip4)
+{
+	c->dst[10] = 0xff;
+	c->dst[11] = 0xff;
+	__builtin_memcpy(&c->dst[12], &ip4, 4);
+}
+
+static __always_inline void ic_dst6(struct ic_conn *c, struct bpf_sock_addr *ctx)
+{
+	__u32 w0 = ctx->user_ip6[0], w1 = ctx->user_ip6[1], w2 = ctx->user_ip6[2],
+	      w3 = ctx->user_ip6[3];
+
+	/* An IPv4-mapped address keeps its ::ffff:0:0/96 form: IPv4 rules match it. */
+	__builtin_memcpy(&c->dst[0], &w0, 4);
+	__builtin_memcpy(&c->dst[4], &w1, 4);
+	__builtin_memcpy(&c->dst[8], &w2, 4);
+	__builtin_memcpy(&c->dst[12], &w3, 4);
+}
+
+SEC("cgroup/connect4")
+int ic_connect4(struct bpf_sock_addr *ctx)
+{
+	struct ic_conn c = {};
+
+	c.port = bpf_ntohs(ctx->user_port);
+	c.proto = ctx->protocol;
+	ic_dst4(&c, ctx->user_ip4);
+	return ic_decide(&c, IC_HOOK_CONNECT4, 1);
+}
+
+SEC("cgroup/connect6")
+int ic_connect6(struct bpf_sock_addr *ctx)
+{
+	struct ic_conn c = {};
+
+	c.port = bpf_ntohs(ctx->user_port);
+	c.proto = ctx->protocol;
+	ic_dst6(&c, ctx);
+	return ic_decide(&c, IC_HOOK_CONNECT6, 1);
+}
+
+SEC("cgroup/sendmsg4")
+int ic_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	struct ic_conn c = {};
+
+	c.port = bpf_ntohs(ctx->user_port);
+	c.proto = ctx->protocol;
+	ic_dst4(&c, ctx->user_ip4);
+	return ic_decide(&c, IC_HOOK_SENDMSG4, 0);
+}
+
+SEC("cgroup/sendmsg6")
+int ic_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	struct ic_conn c = {};
+
+	c.port = bpf_ntohs(ctx->user_port);
+	c.proto = ctx->protocol;
+	ic_dst6(&c, ctx);
+	return ic_decide(&c, IC_HOOK_SENDMSG6, 0);
+}
