@@ -3,7 +3,7 @@
  * egress.bpf.c - the identity firewall: per-process egress policy at connect() and
  * sendmsg(), decided before a SYN or datagram leaves.
  *
- * Who is connecting is the process's executable identity (device, inode, change time
+ * Who is connecting is the process's executable identity (device, inode, modification time
  * of the file it executed, tracked on exec/fork/exit and seeded from /proc), its comm,
  * uid and cgroup. Rules are indexed by identity value: for one connect the program looks
  * at the rules of at most five keys (any, exe, comm, uid, cgroup), each a short sorted
@@ -182,8 +182,8 @@ static __always_inline int ic_rule_matches(struct ic_egress_rule *r, struct ic_c
 	__u16 m = r->match;
 
 	if ((m & IC_M_EXE) && (!c->known || r->exe.dev != c->exe.dev || r->exe.ino != c->exe.ino ||
-			       r->exe.ctime_sec != c->exe.ctime_sec ||
-			       r->exe.ctime_nsec != c->exe.ctime_nsec))
+			       r->exe.mtime_sec != c->exe.mtime_sec ||
+			       r->exe.mtime_nsec != c->exe.mtime_nsec))
 		return 0;
 	if ((m & IC_M_UID) && r->uid != c->uid)
 		return 0;

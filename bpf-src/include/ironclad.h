@@ -246,9 +246,9 @@ enum ic_egress_total {
  * time (so a file rewritten in place is a different executable). */
 struct ic_proc_exe {
 	__u32 dev;        /* host order; kernel encoding (major << 20 | minor) */
-	__u32 ctime_nsec; /* host order */
+	__u32 mtime_nsec; /* host order */
 	__u64 ino;        /* host order */
-	__s64 ctime_sec;  /* host order */
+	__s64 mtime_sec;  /* host order */
 };
 
 /* One rule. All addresses IPv6 or IPv4-mapped IPv6. */

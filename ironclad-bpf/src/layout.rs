@@ -90,7 +90,11 @@ mod egress {
     use super::*;
     use crate::object::egress_skel::types as e;
 
-    same_layout!(abi::ProcExe, e::ic_proc_exe, [dev, ctime_nsec, ino, ctime_sec]);
+    same_layout!(
+        abi::ProcExe,
+        e::ic_proc_exe,
+        [dev, mtime_nsec, ino, mtime_sec]
+    );
     same_layout!(abi::EgressKey, e::ic_egress_key, [kind, _pad0, value]);
     same_layout!(abi::EgressBucket, e::ic_egress_bucket, [count, _pad0, idx]);
     same_layout!(
@@ -101,7 +105,10 @@ mod egress {
     same_layout!(
         abi::EgressEvent,
         e::ic_egress_event,
-        [hdr, cgroup_id, pid, tid, uid, rule_id, exe, dst, dport, proto, verdict, hook, _pad0, comm]
+        [
+            hdr, cgroup_id, pid, tid, uid, rule_id, exe, dst, dport, proto, verdict, hook, _pad0,
+            comm
+        ]
     );
     const _: () = {
         assert!(size_of::<abi::EgressRule>() == size_of::<e::ic_egress_rule>());

@@ -30,6 +30,7 @@
 pub mod attach;
 pub mod audit;
 pub mod auditlog;
+pub mod egress;
 pub mod error;
 pub mod events;
 mod layout;
@@ -43,6 +44,7 @@ pub use audit::{audit_object, Allowlist, AuditReport, Callee, Reason, Violation}
 pub use auditlog::{
     AuditAction, AuditLog, AuditRecord, AuditSink, JsonLinesFile, MemorySink, NullSink, Outcome,
 };
+pub use egress::EgressFirewall;
 pub use error::{BpfError, Result};
 pub use events::{EventReader, EventStats};
 pub use loader::{

@@ -730,12 +730,12 @@ impl EgressTotal {
 pub struct ProcExe {
     /// Device, kernel encoding.
     pub dev: u32,
-    /// Inode change time, nanoseconds part.
-    pub ctime_nsec: u32,
+    /// Modification time, nanoseconds part.
+    pub mtime_nsec: u32,
     /// Inode.
     pub ino: u64,
-    /// Inode change time, seconds.
-    pub ctime_sec: i64,
+    /// Modification time, seconds.
+    pub mtime_sec: i64,
 }
 
 impl ProcExe {
@@ -746,9 +746,9 @@ impl ProcExe {
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
         let mut out = [0u8; Self::SIZE];
         out[..4].copy_from_slice(&self.dev.to_ne_bytes());
-        out[4..8].copy_from_slice(&self.ctime_nsec.to_ne_bytes());
+        out[4..8].copy_from_slice(&self.mtime_nsec.to_ne_bytes());
         out[8..16].copy_from_slice(&self.ino.to_ne_bytes());
-        out[16..].copy_from_slice(&self.ctime_sec.to_ne_bytes());
+        out[16..].copy_from_slice(&self.mtime_sec.to_ne_bytes());
         out
     }
 
@@ -756,9 +756,9 @@ impl ProcExe {
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
         Some(Self {
             dev: u32::from_ne_bytes(take(bytes, 0)?),
-            ctime_nsec: u32::from_ne_bytes(take(bytes, 4)?),
+            mtime_nsec: u32::from_ne_bytes(take(bytes, 4)?),
             ino: u64::from_ne_bytes(take(bytes, 8)?),
-            ctime_sec: i64::from_ne_bytes(take(bytes, 16)?),
+            mtime_sec: i64::from_ne_bytes(take(bytes, 16)?),
         })
     }
 }

@@ -275,6 +275,13 @@ impl TestCgroup {
         Ok(Self { path })
     }
 
+    /// Creates a fresh cgroup below `parent` (e.g. another [`TestCgroup`]).
+    pub fn new_in(parent: &Path, tag: &str) -> io::Result<Self> {
+        let path = parent.join(unique_name(&format!("{tag}-")));
+        std::fs::create_dir(&path)?;
+        Ok(Self { path })
+    }
+
     /// The cgroup's directory.
     pub fn path(&self) -> &Path {
         &self.path

@@ -7,8 +7,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ironclad_core::abi::{
-    EventHeader, EventKind, ShieldEvent, ShieldVerdict, TlsEvent, ABI_VERSION, TLS_CHUNK,
-    TLS_F_LAST, TLS_F_TRUNCATED, TLS_READ, TLS_WRITE,
+    EgressAction, EgressEvent, EventHeader, EventKind, ShieldEvent, ShieldVerdict, TlsEvent,
+    ABI_VERSION, TLS_CHUNK, TLS_F_LAST, TLS_F_TRUNCATED, TLS_READ, TLS_WRITE,
 };
 use serde::Serialize;
 
@@ -140,6 +140,46 @@ pub struct TlsData {
     pub http: Option<Http>,
 }
 
+fn action_name<S: serde::Serializer>(v: &EgressAction, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v.name())
+}
+
+/// A connection attempt the identity firewall denied, rate-limited or logged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EgressDecision {
+    /// `bpf_ktime_get_ns()` when it happened.
+    pub ktime_ns: u64,
+    /// What was done.
+    #[serde(serialize_with = "action_name")]
+    pub verdict: EgressAction,
+    /// Process (thread-group) id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// User id.
+    pub uid: u32,
+    /// Command name.
+    pub comm: String,
+    /// The executable's path, resolved in user space from its identity.
+    pub exe: Option<String>,
+    /// The executable's device (kernel encoding); 0 if unknown.
+    pub exe_dev: u32,
+    /// The executable's inode; 0 if unknown.
+    pub exe_ino: u64,
+    /// Cgroup id.
+    pub cgroup_id: u64,
+    /// Destination address (an IPv4-mapped destination is shown as IPv4).
+    pub dst: IpAddr,
+    /// Destination port.
+    pub dport: u16,
+    /// `tcp`, `udp` or the protocol number.
+    pub proto: String,
+    /// The rule that decided (0: the default).
+    pub rule_id: u32,
+    /// `connect4`, `connect6`, `sendmsg4` or `sendmsg6`.
+    pub hook: &'static str,
+}
+
 /// Every kind of event Ironclad reports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -150,6 +190,10 @@ pub enum Event {
     /// TLS plaintext.
     #[serde(rename = "tls")]
     TlsData(TlsData),
+    /// A connection attempt denied or logged by the identity firewall.
+    Connect(EgressDecision),
+    /// A connection attempt refused by the per-identity rate limit.
+    RateLimited(EgressDecision),
 }
 
 impl Event {
@@ -212,8 +256,61 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
             }))
         }
         k if k == EventKind::Tls as u16 => decode_tls(record),
+        k if k == EventKind::Egress as u16 => decode_egress(record),
         other => Err(DecodeError::UnknownKind(other)),
     }
+}
+
+fn decode_egress(record: &[u8]) -> Result<Event, DecodeError> {
+    let e = EgressEvent::from_bytes(record).ok_or(DecodeError::Truncated {
+        need: EgressEvent::SIZE,
+        got: record.len(),
+    })?;
+    let verdict = EgressAction::from_raw(e.verdict).ok_or(DecodeError::BadField {
+        field: "verdict",
+        value: u64::from(e.verdict),
+    })?;
+    let hook = match e.hook {
+        1 => "connect4",
+        2 => "connect6",
+        3 => "sendmsg4",
+        4 => "sendmsg6",
+        other => {
+            return Err(DecodeError::BadField {
+                field: "hook",
+                value: u64::from(other),
+            })
+        }
+    };
+    let v6 = Ipv6Addr::from(e.dst);
+    let dst = v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4);
+    let comm_len = e.comm.iter().position(|b| *b == 0).unwrap_or(e.comm.len());
+    let decision = EgressDecision {
+        ktime_ns: e.hdr.ktime_ns,
+        verdict,
+        pid: e.pid,
+        tid: e.tid,
+        uid: e.uid,
+        comm: String::from_utf8_lossy(&e.comm[..comm_len]).into_owned(),
+        exe: None,
+        exe_dev: e.exe.dev,
+        exe_ino: e.exe.ino,
+        cgroup_id: e.cgroup_id,
+        dst,
+        dport: e.dport,
+        proto: match e.proto {
+            6 => "tcp".to_string(),
+            17 => "udp".to_string(),
+            other => other.to_string(),
+        },
+        rule_id: e.rule_id,
+        hook,
+    };
+    Ok(if verdict == EgressAction::RateLimited {
+        Event::RateLimited(decision)
+    } else {
+        Event::Connect(decision)
+    })
 }
 
 fn decode_tls(record: &[u8]) -> Result<Event, DecodeError> {
@@ -357,6 +454,48 @@ mod tests {
         for len in [0, 16, 87, 100, TlsEvent::RECORD_SIZE - 1] {
             assert!(decode(&record[..len]).is_err(), "len {len}");
         }
+    }
+
+    #[test]
+    fn decodes_an_egress_decision() {
+        let mut comm = [0u8; 16];
+        comm[..6].copy_from_slice(b"script");
+        let e = EgressEvent {
+            hdr: EventHeader {
+                version: ABI_VERSION as u16,
+                kind: EventKind::Egress as u16,
+                size: EgressEvent::SIZE as u32,
+                ktime_ns: 9,
+            },
+            pid: 77,
+            rule_id: 2,
+            dst: "::ffff:127.0.0.1".parse::<Ipv6Addr>().expect("ip").octets(),
+            dport: 8080,
+            proto: 6,
+            verdict: EgressAction::Deny as u8,
+            hook: 2,
+            comm,
+            ..EgressEvent::default()
+        };
+        let event = decode(&e.to_bytes()).expect("decodes");
+        let json: serde_json::Value = serde_json::from_str(&event.to_json()).expect("json");
+        assert_eq!(json["kind"], "connect");
+        assert_eq!(
+            json["dst"], "127.0.0.1",
+            "a mapped destination reads as IPv4"
+        );
+        assert_eq!(json["verdict"], "deny");
+        assert_eq!(json["hook"], "connect6");
+        assert_eq!(json["comm"], "script");
+        let mut limited = e;
+        limited.verdict = EgressAction::RateLimited as u8;
+        assert!(matches!(
+            decode(&limited.to_bytes()),
+            Ok(Event::RateLimited(_))
+        ));
+        let mut bad = e;
+        bad.hook = 9;
+        assert!(decode(&bad.to_bytes()).is_err());
     }
 
     #[test]

@@ -25,6 +25,6 @@ pub mod decode;
 pub mod fanout;
 pub mod http;
 
-pub use decode::{decode, DecodeError, Event, ShieldDrop, TlsData, TlsDirection};
+pub use decode::{decode, DecodeError, EgressDecision, Event, ShieldDrop, TlsData, TlsDirection};
 pub use fanout::{Fanout, Overflow, SubscriberStats, Subscription};
 pub use http::Http;

@@ -32,6 +32,10 @@ use ipnetwork::IpNetwork;
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
+use crate::egress::{
+    compile as compile_egress, CompiledEgress, ConnectRateLimit, EgressAction, EgressPolicy,
+    EgressRuleSpec, Proto,
+};
 use crate::error::{ConfigError, Diagnostic, Origin, PolicyError};
 use crate::shield::{
     compile, CompiledShield, Entry, Mode, RateLimit, ShieldPolicy, DEFAULT_SAMPLE_RATE,
@@ -43,6 +47,50 @@ use crate::tls::{TlsPolicy, TlsScope, DEFAULT_MAX_BYTES, MAX_BYTES_LIMIT};
 struct RawConfig {
     shield: Option<RawShield>,
     tls: Option<RawTls>,
+    egress: Option<RawEgress>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEgress {
+    default: Option<Spanned<String>>,
+    #[serde(default)]
+    rules: Vec<Spanned<RawEgressRule>>,
+    rate_limit: Option<Spanned<RawConnectRate>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConnectRate {
+    per_second: u32,
+    burst: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEgressRule {
+    exe: Option<PathBuf>,
+    comm: Option<String>,
+    uid: Option<u32>,
+    cgroup: Option<PathBuf>,
+    dst: Option<String>,
+    ports: Option<RawPorts>,
+    proto: Option<String>,
+    action: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawPort {
+    Number(u64),
+    Range(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawPorts {
+    One(RawPort),
+    List(Vec<RawPort>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -92,6 +140,8 @@ pub struct Config {
     pub shield: Option<ShieldPolicy>,
     /// The `tls` section, if present.
     pub tls: Option<TlsPolicy>,
+    /// The `egress` section, if present.
+    pub egress: Option<EgressPolicy>,
 }
 
 /// A policy file compiled for the kernel.
@@ -101,6 +151,8 @@ pub struct CompiledConfig {
     pub shield: Option<CompiledShield>,
     /// The `tls` section, if present.
     pub tls: Option<TlsPolicy>,
+    /// The compiled `egress` section, if present.
+    pub egress: Option<CompiledEgress>,
 }
 
 fn position(location: &Location) -> Option<(u64, u64)> {
@@ -158,6 +210,142 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
 
 /// The policy as far as it could be read (bad entries left out), and the problems.
 type Parsed = (Config, Vec<PolicyError>);
+
+fn parse_port(port: &RawPort) -> Result<(u16, u16), String> {
+    let one = |n: u64| u16::try_from(n).ok().filter(|p| *p > 0);
+    match port {
+        RawPort::Number(n) => one(*n)
+            .map(|p| (p, p))
+            .ok_or_else(|| format!("port {n} is out of range 1-65535")),
+        RawPort::Range(text) => {
+            let (lo, hi) = text.split_once('-').unwrap_or((text, text));
+            let parse = |s: &str| s.trim().parse::<u64>().ok().and_then(one);
+            match (parse(lo), parse(hi)) {
+                (Some(lo), Some(hi)) if lo <= hi => Ok((lo, hi)),
+                _ => Err(format!(
+                    "`{text}` is not a port or a range `LO-HI` within 1-65535"
+                )),
+            }
+        }
+    }
+}
+
+fn parse_egress(raw: &RawEgress, problems: &mut Vec<PolicyError>) -> EgressPolicy {
+    let default = match &raw.default {
+        None => EgressAction::Allow,
+        Some(d) => match d.value.as_str() {
+            "allow" => EgressAction::Allow,
+            "deny" => EgressAction::Deny,
+            other => {
+                problems.push(PolicyError::Invalid {
+                    origin: Origin {
+                        field: "egress.default".into(),
+                        at: position(&d.referenced),
+                    },
+                    message: format!("`{other}` is not a default; use `allow` or `deny`"),
+                });
+                EgressAction::Allow
+            }
+        },
+    };
+    let mut rules = Vec::new();
+    for (index, item) in raw.rules.iter().enumerate() {
+        let origin = Origin {
+            field: format!("egress.rules[{index}]"),
+            at: position(&item.referenced),
+        };
+        let r = &item.value;
+        let mut bad = |message: String| {
+            problems.push(PolicyError::Invalid {
+                origin: origin.clone(),
+                message,
+            })
+        };
+        let action = match r.action.as_str() {
+            "allow" => EgressAction::Allow,
+            "deny" => EgressAction::Deny,
+            "log" => EgressAction::Log,
+            other => {
+                bad(format!(
+                    "`{other}` is not an action; use `allow`, `deny` or `log`"
+                ));
+                continue;
+            }
+        };
+        let proto = match r.proto.as_deref() {
+            None | Some("any") => Proto::Any,
+            Some("tcp") => Proto::Tcp,
+            Some("udp") => Proto::Udp,
+            Some(other) => {
+                bad(format!(
+                    "`{other}` is not a protocol; use `tcp`, `udp` or `any`"
+                ));
+                continue;
+            }
+        };
+        let dst = match &r.dst {
+            None => None,
+            Some(text) => match parse_net(text) {
+                Some(net) => Some(net),
+                None => {
+                    bad(format!("`{text}` is not an IP address or CIDR"));
+                    continue;
+                }
+            },
+        };
+        let raw_ports: Vec<&RawPort> = match &r.ports {
+            None => Vec::new(),
+            Some(RawPorts::One(p)) => vec![p],
+            Some(RawPorts::List(list)) => list.iter().collect(),
+        };
+        let mut ports = Vec::new();
+        let mut ok = true;
+        for p in raw_ports {
+            match parse_port(p) {
+                Ok(range) => ports.push(range),
+                Err(message) => {
+                    bad(message);
+                    ok = false;
+                }
+            }
+        }
+        if !ok {
+            continue;
+        }
+        rules.push(EgressRuleSpec {
+            exe: r.exe.clone(),
+            comm: r.comm.clone(),
+            uid: r.uid,
+            cgroup: r.cgroup.clone(),
+            dst,
+            ports,
+            proto,
+            action,
+            origin,
+        });
+    }
+    let rate_limit = raw.rate_limit.as_ref().and_then(|r| {
+        if r.value.per_second == 0 || r.value.burst == 0 {
+            problems.push(PolicyError::Invalid {
+                origin: Origin {
+                    field: "egress.rate_limit".into(),
+                    at: position(&r.referenced),
+                },
+                message: "per_second and burst must both be at least 1".to_string(),
+            });
+            return None;
+        }
+        Some(ConnectRateLimit {
+            per_second: r.value.per_second,
+            burst: r.value.burst,
+        })
+    });
+    EgressPolicy {
+        default,
+        rules,
+        rate_limit,
+    }
+}
 
 fn parse_tls(raw: &RawTls, problems: &mut Vec<PolicyError>) -> TlsPolicy {
     let mut scope = Vec::new();
@@ -240,8 +428,16 @@ fn parse_inner(text: &str, path: &Path) -> Result<Parsed, ConfigError> {
     })?;
     let mut problems = Vec::new();
     let tls = raw.tls.as_ref().map(|t| parse_tls(t, &mut problems));
+    let egress = raw.egress.as_ref().map(|e| parse_egress(e, &mut problems));
     let Some(shield) = raw.shield else {
-        return Ok((Config { shield: None, tls }, problems));
+        return Ok((
+            Config {
+                shield: None,
+                tls,
+                egress,
+            },
+            problems,
+        ));
     };
     let deny = entries("deny", &shield.deny, &mut problems);
     let allow = entries("allow", &shield.allow, &mut problems);
@@ -295,6 +491,7 @@ fn parse_inner(text: &str, path: &Path) -> Result<Parsed, ConfigError> {
         Config {
             shield: Some(policy),
             tls,
+            egress,
         },
         problems,
     ))
@@ -322,10 +519,19 @@ pub fn compile_str(text: &str, path: &Path) -> Result<CompiledConfig, ConfigErro
             None
         }
     };
+    let egress = match config.egress.as_ref().map(compile_egress) {
+        None => None,
+        Some(Ok(compiled)) => Some(compiled),
+        Some(Err(errors)) => {
+            problems.extend(errors);
+            None
+        }
+    };
     if problems.is_empty() {
         Ok(CompiledConfig {
             shield,
             tls: config.tls,
+            egress,
         })
     } else {
         Err(to_config_error(path, problems))
@@ -475,6 +681,52 @@ shield:
             lines[2].starts_with("t.yaml:5:14: tls.max_bytes: must be between 1 and 262144"),
             "{lines:#?}"
         );
+    }
+
+    #[test]
+    fn the_egress_section_reports_each_bad_rule_with_its_position() {
+        let text = "\
+egress:
+  default: deny
+  rules:
+    - exe: /nonexistent/client
+      action: allow
+    - dst: 10.0.0.300/8
+      action: deny
+    - ports: 70000
+      action: deny
+    - ports: [80, \"8000-8100\"]
+      proto: tcp
+      action: log
+";
+        let err = compile_str(text, Path::new("e.yaml")).expect_err("invalid");
+        let lines: Vec<String> = err.diagnostics.iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 3, "{lines:#?}");
+        assert!(
+            lines[0].starts_with("e.yaml:4:7: egress.rules[0]: executable `/nonexistent/client`"),
+            "{lines:#?}"
+        );
+        assert!(
+            lines[1].starts_with("e.yaml:6:7: egress.rules[1]: `10.0.0.300/8`"),
+            "{lines:#?}"
+        );
+        assert!(
+            lines[2].starts_with("e.yaml:8:7: egress.rules[2]: port 70000 is out of range"),
+            "{lines:#?}"
+        );
+
+        let ok = compile_str(
+            "egress:\n  default: deny\n  rules:\n    - ports: [80, \"8000-8100\"]\n      proto: tcp\n      action: log\n  rate_limit: {per_second: 100, burst: 200}\n",
+            Path::new("e.yaml"),
+        )
+        .expect("valid");
+        let egress = ok.egress.expect("egress");
+        assert_eq!(egress.entries.len(), 2);
+        assert_eq!(
+            (egress.entries[1].port_lo, egress.entries[1].port_hi),
+            (8000, 8100)
+        );
+        assert_eq!(egress.rate_limit.map(|r| r.burst), Some(200));
     }
 
     #[test]

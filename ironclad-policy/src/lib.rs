@@ -30,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod egress;
 pub mod error;
 pub mod shield;
 pub mod tls;

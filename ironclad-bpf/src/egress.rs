@@ -1,0 +1,337 @@
+//! The identity firewall: per-process egress policy at `connect()` and `sendmsg()`
+//! (`bpf-src/egress.bpf.c`).
+//!
+//! The kernel decides who is connecting by the executable the process runs (device,
+//! inode and modification time of the file, tracked on exec/fork/exit and seeded from
+//! /proc),
+//! its comm, uid and cgroup; a denied `connect()` fails with EPERM before a SYN leaves,
+//! a denied datagram is never sent. Policies are swapped atomically: the new rule set is
+//! written beside the live one and a single generation flip makes it live.
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use ironclad_bpf::{EgressFirewall, Loader};
+//! use ironclad_policy::config::compile_file;
+//!
+//! let loader = Loader::builder().build()?;
+//! let policy = compile_file(Path::new("/etc/ironclad/policy.yaml"))?;
+//! let mut firewall = EgressFirewall::load(&loader)?;
+//! firewall.replace(policy.egress.as_ref().expect("an egress section"))?;
+//! firewall.attach(Path::new("/sys/fs/cgroup/unified"))?; // the whole host
+//! for (rule_id, hits) in firewall.rule_counters()? {
+//!     println!("rule {rule_id}: {hits}");
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Minimum kernel
+//! cgroup `connect`/`sendmsg` hooks through `bpf_link`: 5.7; BTF tracepoints: 5.5;
+//! `bpf_loop`: 5.17.
+
+use std::collections::HashMap;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ironclad_core::abi::{EgressConfig, EgressTotal, ProcExe, EGRESS_BUCKET};
+use ironclad_events::{Event, Fanout};
+use ironclad_policy::egress::{exe_identity, CompiledEgress};
+use libbpf_rs::Link;
+
+use crate::error::{BpfError, Result};
+use crate::events::EventReader;
+use crate::loader::{LoadedObject, Loader};
+
+const HOOKS: &[&str] = &["ic_connect4", "ic_connect6", "ic_sendmsg4", "ic_sendmsg6"];
+const TRACEPOINTS: &[&str] = &["ic_egress_exec", "ic_egress_fork", "ic_egress_exit"];
+
+/// A loaded identity firewall.
+#[derive(Debug)]
+pub struct EgressFirewall {
+    object: LoadedObject,
+    links: Vec<Link>,
+    cgroup: Option<PathBuf>,
+    known_exes: HashMap<ProcExe, String>,
+}
+
+impl EgressFirewall {
+    /// Name of the BPF object (and of its pin directory).
+    pub const OBJECT: &'static str = "egress";
+
+    /// Audits and loads the programs (maps pinned, so a restart keeps the process table
+    /// and the policy), starts tracking processes and seeds the table from /proc.
+    pub fn load(loader: &Loader) -> Result<Self> {
+        let object = loader.load(crate::object::egress())?;
+        let mut firewall = Self {
+            object,
+            links: Vec::new(),
+            cgroup: None,
+            known_exes: HashMap::new(),
+        };
+        // Track first, then seed, so no process started meanwhile is missed.
+        for name in TRACEPOINTS {
+            let link =
+                firewall
+                    .object
+                    .program(name)?
+                    .attach()
+                    .map_err(|source| BpfError::Attach {
+                        program: (*name).to_string(),
+                        target: "BTF tracepoint".to_string(),
+                        source,
+                    })?;
+            firewall.links.push(link);
+        }
+        firewall.seed_processes()?;
+        Ok(firewall)
+    }
+
+    fn seed_processes(&mut self) -> Result<()> {
+        let mut entries: Vec<([u8; 4], [u8; ProcExe::SIZE])> = Vec::new();
+        let dir = std::fs::read_dir("/proc").map_err(|source| BpfError::Io {
+            path: PathBuf::from("/proc"),
+            source,
+        })?;
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let exe = entry.path().join("exe");
+            // Kernel threads and processes that exit meanwhile have no executable.
+            if let Ok(id) = exe_identity(&exe) {
+                entries.push((pid.to_ne_bytes(), id.to_bytes()));
+                if let Ok(path) = std::fs::read_link(&exe) {
+                    self.known_exes.insert(id, path.display().to_string());
+                }
+            }
+        }
+        let procs = self.object.map("ic_egress_procs")?;
+        // Entries the tracepoints wrote since they were attached are fresher: keep them.
+        let fresh: Vec<([u8; 4], [u8; ProcExe::SIZE])> = entries
+            .into_iter()
+            .filter(|(pid, _)| matches!(procs.lookup(pid), Ok(None)))
+            .collect();
+        procs.update_many(fresh.iter().map(|(k, v)| (&k[..], &v[..])))?;
+        Ok(())
+    }
+
+    /// The live configuration.
+    pub fn config(&self) -> Result<EgressConfig> {
+        Ok(self
+            .object
+            .map("ic_egress_config")?
+            .lookup(&0u32.to_ne_bytes())?
+            .and_then(|b| EgressConfig::from_bytes(&b))
+            .unwrap_or_default())
+    }
+
+    /// Makes `policy` live atomically: its rules and index are written to the rule set
+    /// that is not live, then one write of the configuration flips the generation, so
+    /// every decision sees either the old policy or the new one. Rule counters restart
+    /// at zero.
+    pub fn replace(&mut self, policy: &CompiledEgress) -> Result<()> {
+        let live = self.config()?;
+        let next = 1 - (live.generation & 1);
+        let (rules, index) = if next == 0 {
+            ("ic_egress_rules0", "ic_egress_index0")
+        } else {
+            ("ic_egress_rules1", "ic_egress_index1")
+        };
+        let index_map = self.object.map(index)?;
+        for key in index_map.keys() {
+            index_map.delete(&key)?;
+        }
+        let rule_map = self.object.map(rules)?;
+        let images: Vec<([u8; 4], Vec<u8>)> = policy
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let slot = u32::try_from(i + 1).unwrap_or(u32::MAX);
+                (slot.to_ne_bytes(), r.to_bytes().to_vec())
+            })
+            .collect();
+        rule_map.update_many(images.iter().map(|(k, v)| (&k[..], &v[..])))?;
+        let buckets: Vec<([u8; 32], Vec<u8>)> = policy
+            .index
+            .iter()
+            .map(|(key, slots)| {
+                let mut bucket = ironclad_core::abi::EgressBucket {
+                    count: u32::try_from(slots.len().min(EGRESS_BUCKET)).unwrap_or(0),
+                    _pad0: 0,
+                    idx: [0; EGRESS_BUCKET],
+                };
+                for (i, slot) in slots.iter().take(EGRESS_BUCKET).enumerate() {
+                    bucket.idx[i] = *slot;
+                }
+                (key.to_bytes(), bucket.to_bytes())
+            })
+            .collect();
+        index_map.update_many(buckets.iter().map(|(k, v)| (&k[..], &v[..])))?;
+        let counters = self.object.map("ic_egress_counters")?;
+        for rule in &policy.rules {
+            let cpus = counters
+                .lookup_percpu(&rule.rule_id.to_ne_bytes())?
+                .map_or(0, |v| v.len());
+            counters.update_percpu(&rule.rule_id.to_ne_bytes(), &vec![vec![0u8; 8]; cpus])?;
+        }
+        let config = EgressConfig {
+            generation: next,
+            default_action: policy.default_action,
+            _pad0: [0; 3],
+            rate_per_sec: policy.rate_limit.map_or(0, |r| r.per_second),
+            rate_burst: policy.rate_limit.map_or(0, |r| r.burst),
+        };
+        self.object
+            .map("ic_egress_config")?
+            .update(&0u32.to_ne_bytes(), &config.to_bytes())?;
+        for (id, path) in &policy.executables {
+            self.known_exes.insert(*id, path.display().to_string());
+        }
+        Ok(())
+    }
+
+    /// Attaches the four hooks to the cgroup v2 directory `cgroup` (and so to every
+    /// process in it and below). Detached when the firewall is dropped, unless pinned.
+    pub fn attach(&mut self, cgroup: &Path) -> Result<()> {
+        let dir = std::fs::File::open(cgroup).map_err(|source| BpfError::Io {
+            path: cgroup.to_path_buf(),
+            source,
+        })?;
+        for name in HOOKS {
+            let result = self.object.program(name)?.attach_cgroup(dir.as_raw_fd());
+            self.object.audit_log().result(
+                crate::auditlog::AuditAction::Attach,
+                Self::OBJECT,
+                &format!("{name} on {}", cgroup.display()),
+                "",
+                &result,
+            );
+            let link = result.map_err(|source| BpfError::Attach {
+                program: (*name).to_string(),
+                target: format!("cgroup {}", cgroup.display()),
+                source,
+            })?;
+            self.links.push(link);
+        }
+        self.cgroup = Some(cgroup.to_path_buf());
+        Ok(())
+    }
+
+    /// Pins the cgroup links under the pin directory so the policy keeps being
+    /// enforced after this process exits.
+    pub fn pin(&mut self) -> Result<()> {
+        let dir = self.object.pin_dir().to_path_buf();
+        for (link, name) in self
+            .links
+            .iter_mut()
+            .skip(TRACEPOINTS.len())
+            .zip(HOOKS.iter())
+        {
+            let path = dir.join(format!("link_{name}"));
+            link.pin(&path).map_err(|e| BpfError::Pin {
+                what: format!("link {name}"),
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Decisions per rule id, summed over CPUs.
+    pub fn rule_counters(&self) -> Result<Vec<(u32, u64)>> {
+        let map = self.object.map("ic_egress_counters")?;
+        let mut out = Vec::new();
+        for id in 1..u32::try_from(self.rule_count()?).unwrap_or(0) + 1 {
+            let total: u64 = map
+                .lookup_percpu(&id.to_ne_bytes())?
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()))
+                .map(u64::from_ne_bytes)
+                .sum();
+            out.push((id, total));
+        }
+        Ok(out)
+    }
+
+    fn rule_count(&self) -> Result<usize> {
+        let cfg = self.config()?;
+        let rules = if cfg.generation == 0 {
+            "ic_egress_rules0"
+        } else {
+            "ic_egress_rules1"
+        };
+        let map = self.object.map(rules)?;
+        let mut highest = 0usize;
+        for slot in 1..ironclad_core::abi::EGRESS_MAX_RULES {
+            match map.lookup(&slot.to_ne_bytes())? {
+                Some(bytes) if bytes.iter().any(|b| *b != 0) => {
+                    let id = u32::from_ne_bytes(bytes[..4].try_into().unwrap_or([0; 4]));
+                    highest = highest.max(id as usize);
+                }
+                _ => break,
+            }
+        }
+        Ok(highest)
+    }
+
+    /// One total, summed over CPUs.
+    pub fn total(&self, which: EgressTotal) -> Result<u64> {
+        Ok(self
+            .object
+            .map("ic_egress_totals")?
+            .lookup_percpu(&(which as u32).to_ne_bytes())?
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()))
+            .map(u64::from_ne_bytes)
+            .sum())
+    }
+
+    /// connect() attempts the rate limit refused for the executable at `path`.
+    pub fn rate_limited(&self, path: &Path) -> Result<u64> {
+        let id = exe_identity(path).map_err(|source| BpfError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let value = self.object.map("ic_egress_rate")?.lookup(&id.to_bytes())?;
+        Ok(value
+            .and_then(|v| v.get(16..24).and_then(|b| b.try_into().ok()))
+            .map_or(0, u64::from_ne_bytes))
+    }
+
+    /// Opens the event ring buffer; each decision is decoded, given the executable's
+    /// path, and published to `fanout`.
+    pub fn events(&self, fanout: Arc<Fanout<Event>>) -> Result<EventReader> {
+        let known: HashMap<(u32, u64), String> = self
+            .known_exes
+            .iter()
+            .map(|(id, path)| ((id.dev, id.ino), path.clone()))
+            .collect();
+        let enrich = Box::new(move |event: &mut Event| {
+            if let Event::Connect(d) | Event::RateLimited(d) = event {
+                d.exe = known.get(&(d.exe_dev, d.exe_ino)).cloned().or_else(|| {
+                    std::fs::read_link(format!("/proc/{}/exe", d.pid))
+                        .ok()
+                        .map(|p| p.display().to_string())
+                });
+            }
+        });
+        EventReader::new(
+            self.object.map("ic_egress_events")?.handle()?,
+            "ic_egress_events",
+            fanout,
+            Some(enrich),
+        )
+    }
+
+    /// The loaded object.
+    pub fn object(&self) -> &LoadedObject {
+        &self.object
+    }
+}

@@ -1,0 +1,385 @@
+//! The identity firewall with real processes: a small C client compiled by the test,
+//! byte-identical copies of it at different paths, run inside test cgroups, connecting
+//! to listeners on loopback.
+
+#![allow(
+    clippy::expect_used,
+    reason = "test helpers fail the test with a message"
+)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ironclad_bpf::{EgressFirewall, Loader};
+use ironclad_core::abi::EgressTotal;
+use ironclad_core::require_privileges;
+use ironclad_core::testing::{BpffsDir, TestCgroup};
+use ironclad_events::{Event, Fanout, Overflow};
+use ironclad_policy::config::compile_str;
+use ironclad_policy::egress::CompiledEgress;
+
+/// The client, compiled into a temporary directory, with a second byte-identical copy.
+struct Clients {
+    dir: tempfile::TempDir,
+}
+
+impl Clients {
+    fn build() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/net_client.c");
+        for (name, variant) in [("client-a", "0"), ("client-other", "1")] {
+            let out = Command::new("cc")
+                .args(["-O1", "-o"])
+                .arg(dir.path().join(name))
+                .arg(format!("-DVARIANT={variant}"))
+                .arg(&src)
+                .output()
+                .expect("cc");
+            assert!(out.status.success(), "{out:?}");
+        }
+        std::fs::copy(dir.path().join("client-a"), dir.path().join("client-b")).expect("copy");
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// Runs `client` inside `cgroup`; returns (ok, eperm, other).
+fn run(cgroup: &TestCgroup, client: &Path, args: &[&str]) -> (u32, u32, u32) {
+    let out = cgroup
+        .command(&client.display().to_string())
+        .args(args)
+        .output()
+        .expect("client");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| -> u32 {
+        text.split_whitespace()
+            .find_map(|f| f.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("bad client output {out:?}"))
+    };
+    (field("ok"), field("eperm"), field("other"))
+}
+
+/// A TCP listener on loopback counting accepted connections.
+fn tcp_listener(addr: &str) -> (u16, Arc<AtomicU32>) {
+    let listener = TcpListener::bind((addr, 0)).expect("listen");
+    let port = listener.local_addr().expect("addr").port();
+    let accepted = Arc::new(AtomicU32::new(0));
+    let counter = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            if stream.is_ok() {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    (port, accepted)
+}
+
+struct Lab {
+    _pins: BpffsDir,
+    _loader: Loader,
+    firewall: EgressFirewall,
+    cgroup: TestCgroup,
+    clients: Clients,
+}
+
+fn policy(yaml: &str) -> CompiledEgress {
+    compile_str(yaml, Path::new("egress.yaml"))
+        .unwrap_or_else(|e| panic!("policy: {e}"))
+        .egress
+        .expect("egress section")
+}
+
+impl Lab {
+    fn new(tag: &str) -> Self {
+        let pins = BpffsDir::new(tag).expect("bpffs");
+        let loader = Loader::builder()
+            .pin_root(pins.path())
+            .build()
+            .expect("loader");
+        let firewall = EgressFirewall::load(&loader).expect("load");
+        let cgroup = TestCgroup::new(tag).expect("cgroup");
+        Self {
+            _pins: pins,
+            _loader: loader,
+            firewall,
+            cgroup,
+            clients: Clients::build(),
+        }
+    }
+
+    fn apply(&mut self, yaml: &str) {
+        let p = policy(yaml);
+        self.firewall.replace(&p).expect("replace");
+    }
+
+    fn attach(&mut self) {
+        let path = self.cgroup.path().to_path_buf();
+        self.firewall.attach(&path).expect("attach");
+    }
+}
+
+#[test]
+fn copies_of_one_binary_are_told_apart_and_renames_or_comm_do_not_matter() {
+    require_privileges!();
+    let mut lab = Lab::new("egress-copies");
+    let a = lab.clients.path("client-a");
+    let b = lab.clients.path("client-b");
+    lab.apply(&format!(
+        "egress:\n  default: deny\n  rules:\n    - exe: {}\n      dst: 127.0.0.1\n      proto: tcp\n      action: allow\n",
+        a.display()
+    ));
+    lab.attach();
+    let fanout = Arc::new(Fanout::new());
+    let sub = fanout.subscribe("test", 1024, Overflow::DropNewest);
+    let events = lab.firewall.events(fanout.clone()).expect("events");
+
+    let (port, accepted) = tcp_listener("127.0.0.1");
+    let p = port.to_string();
+    assert_eq!(
+        run(&lab.cgroup, &a, &["tcp4", "127.0.0.1", &p]),
+        (1, 0, 0),
+        "allowed copy"
+    );
+    assert_eq!(
+        run(&lab.cgroup, &b, &["tcp4", "127.0.0.1", &p]),
+        (0, 1, 0),
+        "identical copy, other inode"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "no SYN from the denied copy"
+    );
+
+    // Renamed, and with another comm: the same file, still allowed.
+    let renamed = lab.clients.path("renamed");
+    std::fs::rename(&a, &renamed).expect("rename");
+    assert_eq!(
+        run(
+            &lab.cgroup,
+            &renamed,
+            &["tcp4", "127.0.0.1", &p, "1", "client-b"]
+        ),
+        (1, 0, 0)
+    );
+
+    // Rewritten in place with other content (same inode, new change time): revoked.
+    std::fs::copy(lab.clients.path("client-other"), &renamed).expect("overwrite");
+    assert_eq!(
+        run(&lab.cgroup, &renamed, &["tcp4", "127.0.0.1", &p]),
+        (0, 1, 0)
+    );
+
+    events.drain().expect("drain");
+    let denials: Vec<_> = sub
+        .receiver()
+        .try_iter()
+        .filter_map(|e| match e {
+            Event::Connect(d) => Some(d),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(denials.len(), 2, "{denials:#?}");
+    assert_eq!(denials[0].dst.to_string(), "127.0.0.1");
+    assert_eq!(denials[0].dport, port);
+    assert_eq!(denials[0].comm, "client-b");
+    assert_eq!(denials[0].rule_id, 0, "the default denied it");
+    assert!(lab.firewall.total(EgressTotal::Denied).expect("total") >= 2);
+    assert_eq!(
+        lab.firewall.rule_counters().expect("counters"),
+        vec![(1, 2)]
+    );
+}
+
+#[test]
+fn ipv6_udp_sendto_and_ipv4_mapped_destinations_are_enforced() {
+    require_privileges!();
+    let mut lab = Lab::new("egress-v6");
+    let a = lab.clients.path("client-a");
+    let b = lab.clients.path("client-b");
+    lab.apply(&format!(
+        "egress:\n  default: allow\n  rules:\n    - exe: {a}\n      dst: 127.0.0.1\n      ports: 9\n      action: deny\n    - exe: {b}\n      action: deny\n",
+        a = a.display(),
+        b = b.display()
+    ));
+    lab.attach();
+    let (port6, accepted6) = tcp_listener("::1");
+    let p6 = port6.to_string();
+    assert_eq!(run(&lab.cgroup, &a, &["tcp6", "::1", &p6]), (1, 0, 0));
+    assert_eq!(run(&lab.cgroup, &b, &["tcp6", "::1", &p6]), (0, 1, 0));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(accepted6.load(Ordering::SeqCst), 1);
+
+    let udp = UdpSocket::bind("127.0.0.1:0").expect("udp");
+    udp.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let pu = udp.local_addr().expect("addr").port().to_string();
+    assert_eq!(run(&lab.cgroup, &a, &["udp4", "127.0.0.1", &pu]), (1, 0, 0));
+    assert_eq!(
+        run(&lab.cgroup, &b, &["udp4", "127.0.0.1", &pu]),
+        (0, 1, 0),
+        "unconnected sendto"
+    );
+    let mut buf = [0u8; 8];
+    assert!(udp.recv(&mut buf).is_ok());
+    assert!(udp.recv(&mut buf).is_err(), "exactly one datagram arrived");
+
+    // Port 9 on 127.0.0.1 is denied to A; an AF_INET6 socket to ::ffff:127.0.0.1 is the
+    // same destination and gets the same answer.
+    assert_eq!(run(&lab.cgroup, &a, &["tcp4", "127.0.0.1", "9"]), (0, 1, 0));
+    assert_eq!(
+        run(&lab.cgroup, &a, &["tcp6", "::ffff:127.0.0.1", "9"]),
+        (0, 1, 0),
+        "no mapped bypass"
+    );
+    assert_eq!(
+        run(&lab.cgroup, &a, &["udp6", "::ffff:127.0.0.1", "9"]),
+        (0, 1, 0)
+    );
+}
+
+#[test]
+fn a_rule_by_cgroup_allows_the_same_binary_in_one_cgroup_only() {
+    require_privileges!();
+    let mut lab = Lab::new("egress-cg");
+    let allowed = TestCgroup::new_in(lab.cgroup.path(), "in").expect("child cgroup");
+    let denied = TestCgroup::new_in(lab.cgroup.path(), "out").expect("child cgroup");
+    lab.apply(&format!(
+        "egress:\n  default: deny\n  rules:\n    - cgroup: {}\n      action: allow\n",
+        allowed.path().display()
+    ));
+    lab.attach();
+    let (port, _) = tcp_listener("127.0.0.1");
+    let p = port.to_string();
+    let a = lab.clients.path("client-a");
+    assert_eq!(run(&allowed, &a, &["tcp4", "127.0.0.1", &p]), (1, 0, 0));
+    assert_eq!(run(&denied, &a, &["tcp4", "127.0.0.1", &p]), (0, 1, 0));
+}
+
+#[test]
+fn the_connect_rate_limit_cuts_a_burst_to_its_budget() {
+    require_privileges!();
+    let mut lab = Lab::new("egress-rate");
+    lab.apply("egress:\n  default: allow\n  rate_limit: { per_second: 50, burst: 100 }\n");
+    lab.attach();
+    let (port, _) = tcp_listener("127.0.0.1");
+    let a = lab.clients.path("client-a");
+    let start = std::time::Instant::now();
+    let (ok, eperm, other) = run(
+        &lab.cgroup,
+        &a,
+        &["tcp4", "127.0.0.1", &port.to_string(), "500"],
+    );
+    let seconds = start.elapsed().as_secs_f64();
+    assert_eq!(ok + eperm + other, 500);
+    assert_eq!(other, 0);
+    let budget = 100.0 + 50.0 * seconds;
+    assert!(
+        f64::from(ok) <= budget + 2.0 && ok >= 100,
+        "{ok} connects in {seconds:.2}s, budget {budget:.1}"
+    );
+    assert_eq!(
+        u64::from(eperm),
+        lab.firewall.rate_limited(&a).expect("count")
+    );
+    assert_eq!(
+        lab.firewall.total(EgressTotal::RateLimited).expect("t"),
+        u64::from(eperm)
+    );
+}
+
+#[test]
+fn processes_started_before_the_firewall_are_identified() {
+    require_privileges!();
+    let clients = Clients::build();
+    let a = clients.path("client-a");
+    let cgroup = TestCgroup::new("egress-seed").expect("cgroup");
+    let (port, accepted) = tcp_listener("127.0.0.1");
+    let mut early = cgroup
+        .command(&a.display().to_string())
+        .args(["wait-tcp4", "127.0.0.1", &port.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("client");
+    std::thread::sleep(Duration::from_millis(200));
+
+    let pins = BpffsDir::new("egress-seed").expect("bpffs");
+    let loader = Loader::builder()
+        .pin_root(pins.path())
+        .build()
+        .expect("loader");
+    let mut firewall = EgressFirewall::load(&loader).expect("load");
+    firewall
+        .replace(&policy(&format!(
+            "egress:\n  default: deny\n  rules:\n    - exe: {}\n      action: allow\n",
+            a.display()
+        )))
+        .expect("replace");
+    firewall.attach(cgroup.path()).expect("attach");
+
+    early
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"go\n")
+        .expect("go");
+    let mut out = String::new();
+    early
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("read");
+    assert!(out.starts_with("ok=1 eperm=0"), "seeded from /proc: {out}");
+    assert!(early.wait().expect("wait").success());
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_bad_policy_is_refused_and_the_live_one_stays() {
+    require_privileges!();
+    let mut lab = Lab::new("egress-bad");
+    let a = lab.clients.path("client-a");
+    lab.apply(&format!(
+        "egress:\n  default: deny\n  rules:\n    - exe: {}\n      action: allow\n",
+        a.display()
+    ));
+    lab.attach();
+    let generation = lab.firewall.config().expect("config").generation;
+    let bad = compile_str(
+        "egress:\n  default: allow\n  rules:\n    - exe: /nonexistent/tool\n      action: allow\n    - dst: 10.0.0.0/33\n      action: deny\n    - ports: 0\n      action: deny\n",
+        Path::new("bad.yaml"),
+    )
+    .expect_err("refused");
+    let lines: Vec<String> = bad.diagnostics.iter().map(ToString::to_string).collect();
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    assert!(lines.iter().all(|l| l.starts_with("bad.yaml:")));
+    assert_eq!(
+        lab.firewall.config().expect("config").generation,
+        generation
+    );
+    let (port, _) = tcp_listener("127.0.0.1");
+    let p = port.to_string();
+    assert_eq!(run(&lab.cgroup, &a, &["tcp4", "127.0.0.1", &p]), (1, 0, 0));
+    assert_eq!(
+        run(
+            &lab.cgroup,
+            &lab.clients.path("client-b"),
+            &["tcp4", "127.0.0.1", &p]
+        ),
+        (0, 1, 0)
+    );
+}

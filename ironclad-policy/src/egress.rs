@@ -1,0 +1,446 @@
+//! The identity firewall's policy: ordered egress rules matched on who connects
+//! (executable, comm, uid, cgroup) and where (destination CIDR, ports, protocol).
+//!
+//! Compiling resolves executable paths to the kernel's identity of the file (device,
+//! inode, change time) and cgroup paths to cgroup ids, then indexes every rule under
+//! its most specific identity field so the kernel looks at a handful of rules per
+//! connect whatever the size of the policy.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+use ipnetwork::IpNetwork;
+use ironclad_core::abi::{
+    egress_match, EgressAction as RawAction, EgressKey, EgressKeyKind, EgressRule, ProcExe,
+    EGRESS_BUCKET, EGRESS_BUCKETS, EGRESS_MAX_RULES,
+};
+use ironclad_core::identity::user_dev_to_kernel;
+
+use crate::error::{Origin, PolicyError};
+
+/// What a rule does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EgressAction {
+    /// Let the connection (or datagram) through.
+    Allow,
+    /// Fail `connect()`/`sendmsg()` with EPERM; no packet leaves.
+    Deny,
+    /// Allow and report an event.
+    Log,
+}
+
+impl EgressAction {
+    fn raw(self) -> u8 {
+        match self {
+            Self::Allow => RawAction::Allow as u8,
+            Self::Deny => RawAction::Deny as u8,
+            Self::Log => RawAction::Log as u8,
+        }
+    }
+}
+
+/// Which transport a rule covers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Proto {
+    /// TCP only.
+    Tcp,
+    /// UDP only.
+    Udp,
+    /// Both.
+    #[default]
+    Any,
+}
+
+/// One rule as written. Fields left `None` match anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressRuleSpec {
+    /// The executable (resolved to its identity when compiled).
+    pub exe: Option<PathBuf>,
+    /// The command name (at most 15 bytes).
+    pub comm: Option<String>,
+    /// The user id.
+    pub uid: Option<u32>,
+    /// A cgroup v2 directory.
+    pub cgroup: Option<PathBuf>,
+    /// Destination network (IPv4 also matches IPv4-mapped IPv6 destinations).
+    pub dst: Option<IpNetwork>,
+    /// Inclusive port ranges; empty = any port.
+    pub ports: Vec<(u16, u16)>,
+    /// Transport.
+    pub proto: Proto,
+    /// What it does.
+    pub action: EgressAction,
+    /// Where it was written.
+    pub origin: Origin,
+}
+
+/// Per-identity connect() rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectRateLimit {
+    /// Attempts per second per executable identity.
+    pub per_second: u32,
+    /// Attempts allowed at once after being idle.
+    pub burst: u32,
+}
+
+/// The `egress` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressPolicy {
+    /// What happens when no rule matches: `Allow` or `Deny`.
+    pub default: EgressAction,
+    /// Rules in order: the first that matches decides.
+    pub rules: Vec<EgressRuleSpec>,
+    /// Optional per-identity connect() rate limit.
+    pub rate_limit: Option<ConnectRateLimit>,
+}
+
+impl Default for EgressPolicy {
+    fn default() -> Self {
+        Self {
+            default: EgressAction::Allow,
+            rules: Vec::new(),
+            rate_limit: None,
+        }
+    }
+}
+
+/// A compiled rule's provenance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompiledEgressRule {
+    /// Counter index (1-based, in policy order).
+    pub rule_id: u32,
+    /// Where it was written (`egress.rules[3]`).
+    pub origin: String,
+    /// What it does.
+    pub action: EgressAction,
+}
+
+/// The egress policy compiled for the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompiledEgress {
+    /// Kernel rule entries; index `i` of this vector is rule array slot `i + 1`.
+    pub entries: Vec<EgressRule>,
+    /// Rule array slots by identity key, ascending.
+    pub index: BTreeMap<EgressKey, Vec<u16>>,
+    /// One per policy rule, in order.
+    pub rules: Vec<CompiledEgressRule>,
+    /// The default action's raw byte.
+    pub default_action: u8,
+    /// The rate limit, if any.
+    pub rate_limit: Option<ConnectRateLimit>,
+    /// Every executable the rules name, by identity.
+    pub executables: BTreeMap<ProcExe, PathBuf>,
+}
+
+/// The kernel's identity of the executable at `path` (device in kernel encoding, inode,
+/// modification time).
+pub fn exe_identity(path: &std::path::Path) -> std::io::Result<ProcExe> {
+    let meta = std::fs::metadata(path)?;
+    let dev = user_dev_to_kernel(meta.dev()).ok_or_else(|| {
+        std::io::Error::other(format!(
+            "device {} does not fit the kernel encoding",
+            meta.dev()
+        ))
+    })?;
+    Ok(ProcExe {
+        dev,
+        mtime_nsec: u32::try_from(meta.mtime_nsec()).unwrap_or(0),
+        ino: meta.ino(),
+        mtime_sec: meta.ctime(),
+    })
+}
+
+fn mapped(net: IpNetwork) -> ([u8; 16], u8) {
+    match net {
+        IpNetwork::V4(n) => (n.network().to_ipv6_mapped().octets(), n.prefix() + 96),
+        IpNetwork::V6(n) => (n.network().octets(), n.prefix()),
+    }
+}
+
+fn comm_bytes(comm: &str) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let n = comm.len().min(15);
+    out[..n].copy_from_slice(&comm.as_bytes()[..n]);
+    out
+}
+
+fn key(kind: EgressKeyKind, value: &[u8]) -> EgressKey {
+    let mut k = EgressKey {
+        kind: kind as u8,
+        _pad0: [0; 7],
+        value: [0; 24],
+    };
+    let n = value.len().min(24);
+    k.value[..n].copy_from_slice(&value[..n]);
+    k
+}
+
+/// Compiles `policy`: resolves paths, expands port lists, indexes rules by identity.
+/// Every problem is returned, each with its rule's origin.
+pub fn compile(policy: &EgressPolicy) -> Result<CompiledEgress, Vec<PolicyError>> {
+    let mut errors = Vec::new();
+    let mut entries = Vec::new();
+    let mut index: BTreeMap<EgressKey, Vec<u16>> = BTreeMap::new();
+    let mut rules = Vec::new();
+    let mut executables = BTreeMap::new();
+    for (n, spec) in policy.rules.iter().enumerate() {
+        let rule_id = u32::try_from(n + 1).unwrap_or(u32::MAX);
+        let invalid = |message: String| PolicyError::Invalid {
+            origin: spec.origin.clone(),
+            message,
+        };
+        let mut base = EgressRule {
+            rule_id,
+            action: spec.action.raw(),
+            ..EgressRule::default()
+        };
+        let mut identity = key(EgressKeyKind::Any, &[]);
+        if let Some(comm) = &spec.comm {
+            if comm.is_empty() || comm.len() > 15 {
+                errors.push(invalid(format!(
+                    "`{comm}` is not a command name (1 to 15 bytes)"
+                )));
+                continue;
+            }
+            base.match_ |= egress_match::COMM;
+            base.comm = comm_bytes(comm);
+            identity = key(EgressKeyKind::Comm, &base.comm);
+        }
+        if let Some(uid) = spec.uid {
+            base.match_ |= egress_match::UID;
+            base.uid = uid;
+            identity = key(EgressKeyKind::Uid, &uid.to_ne_bytes());
+        }
+        if let Some(cgroup) = &spec.cgroup {
+            match std::fs::metadata(cgroup) {
+                Ok(meta) if meta.is_dir() => {
+                    base.match_ |= egress_match::CGROUP;
+                    base.cgroup_id = meta.ino();
+                    identity = key(EgressKeyKind::Cgroup, &base.cgroup_id.to_ne_bytes());
+                }
+                Ok(_) => {
+                    errors.push(invalid(format!(
+                        "`{}` is not a cgroup directory",
+                        cgroup.display()
+                    )));
+                    continue;
+                }
+                Err(e) => {
+                    errors.push(invalid(format!("cgroup `{}`: {e}", cgroup.display())));
+                    continue;
+                }
+            }
+        }
+        if let Some(exe) = &spec.exe {
+            match exe_identity(exe) {
+                Ok(id) if exe.is_absolute() => {
+                    base.match_ |= egress_match::EXE;
+                    base.exe = id;
+                    executables.insert(id, exe.clone());
+                    identity = key(EgressKeyKind::Exe, &id.to_bytes());
+                }
+                Ok(_) => {
+                    errors.push(invalid(format!(
+                        "`{}` is not an absolute path",
+                        exe.display()
+                    )));
+                    continue;
+                }
+                Err(e) => {
+                    errors.push(invalid(format!("executable `{}`: {e}", exe.display())));
+                    continue;
+                }
+            }
+        }
+        if let Some(dst) = spec.dst {
+            let network = IpNetwork::new(dst.network(), dst.prefix()).unwrap_or(dst);
+            if network.ip() != dst.ip() {
+                errors.push(PolicyError::HostBitsSet {
+                    origin: spec.origin.clone(),
+                    cidr: dst,
+                    network,
+                });
+                continue;
+            }
+            base.match_ |= egress_match::DST;
+            (base.dst, base.prefixlen) = mapped(dst);
+        }
+        match spec.proto {
+            Proto::Tcp => {
+                base.match_ |= egress_match::PROTO;
+                base.proto = 6;
+            }
+            Proto::Udp => {
+                base.match_ |= egress_match::PROTO;
+                base.proto = 17;
+            }
+            Proto::Any => {}
+        }
+        let ranges: Vec<Option<(u16, u16)>> = if spec.ports.is_empty() {
+            vec![None]
+        } else {
+            spec.ports.iter().map(|r| Some(*r)).collect()
+        };
+        for range in ranges {
+            let mut entry = base;
+            if let Some((lo, hi)) = range {
+                if lo > hi || lo == 0 {
+                    errors.push(invalid(format!(
+                        "port range {lo}-{hi} is empty or starts at 0"
+                    )));
+                    continue;
+                }
+                entry.match_ |= egress_match::PORTS;
+                entry.port_lo = lo;
+                entry.port_hi = hi;
+            }
+            entries.push(entry);
+            let slot = u16::try_from(entries.len()).unwrap_or(u16::MAX);
+            let bucket = index.entry(identity).or_default();
+            bucket.push(slot);
+            if bucket.len() == EGRESS_BUCKET + 1 {
+                errors.push(invalid(format!(
+                    "more than {EGRESS_BUCKET} rules share this identity; split them by another field"
+                )));
+            }
+        }
+        rules.push(CompiledEgressRule {
+            rule_id,
+            origin: spec.origin.field.clone(),
+            action: spec.action,
+        });
+    }
+    if entries.len() >= EGRESS_MAX_RULES as usize {
+        errors.push(PolicyError::TooMany {
+            origin: Origin::field("egress.rules"),
+            count: entries.len(),
+            limit: EGRESS_MAX_RULES - 1,
+        });
+    }
+    if index.len() > EGRESS_BUCKETS as usize {
+        errors.push(PolicyError::TooMany {
+            origin: Origin::field("egress.rules (distinct identities)"),
+            count: index.len(),
+            limit: EGRESS_BUCKETS,
+        });
+    }
+    if policy.default == EgressAction::Log {
+        errors.push(PolicyError::Invalid {
+            origin: Origin::field("egress.default"),
+            message: "the default is `allow` or `deny`".to_string(),
+        });
+    }
+    if let Some(rate) = policy.rate_limit {
+        if rate.per_second == 0 || rate.burst == 0 {
+            errors.push(PolicyError::Invalid {
+                origin: Origin::field("egress.rate_limit"),
+                message: "per_second and burst must both be at least 1".to_string(),
+            });
+        }
+    }
+    if errors.is_empty() {
+        Ok(CompiledEgress {
+            entries,
+            index,
+            rules,
+            default_action: policy.default.raw(),
+            rate_limit: policy.rate_limit,
+            executables,
+        })
+    } else {
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(action: EgressAction) -> EgressRuleSpec {
+        EgressRuleSpec {
+            exe: None,
+            comm: None,
+            uid: None,
+            cgroup: None,
+            dst: None,
+            ports: Vec::new(),
+            proto: Proto::Any,
+            action,
+            origin: Origin::field("egress.rules[0]"),
+        }
+    }
+
+    #[test]
+    fn rules_are_indexed_by_their_most_specific_identity() {
+        let exe = std::env::current_exe().expect("exe");
+        let policy = EgressPolicy {
+            default: EgressAction::Deny,
+            rules: vec![
+                EgressRuleSpec {
+                    exe: Some(exe.clone()),
+                    uid: Some(0),
+                    dst: Some("10.0.0.0/8".parse().expect("cidr")),
+                    ports: vec![(80, 80), (8000, 8100)],
+                    proto: Proto::Tcp,
+                    ..rule(EgressAction::Allow)
+                },
+                EgressRuleSpec {
+                    comm: Some("curl".into()),
+                    ..rule(EgressAction::Log)
+                },
+                rule(EgressAction::Deny),
+            ],
+            rate_limit: None,
+        };
+        let c = compile(&policy).expect("valid");
+        assert_eq!(c.entries.len(), 4, "two port ranges expand the first rule");
+        assert_eq!(c.entries[0].rule_id, 1);
+        assert_eq!(c.entries[1].rule_id, 1);
+        assert_eq!(c.entries[0].prefixlen, 8 + 96);
+        assert_eq!(
+            &c.entries[0].dst[..12],
+            &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]
+        );
+        let exe_key = key(
+            EgressKeyKind::Exe,
+            &exe_identity(&exe).expect("stat").to_bytes(),
+        );
+        assert_eq!(c.index[&exe_key], vec![1, 2]);
+        assert_eq!(
+            c.index[&key(EgressKeyKind::Comm, &comm_bytes("curl"))],
+            vec![3]
+        );
+        assert_eq!(c.index[&key(EgressKeyKind::Any, &[])], vec![4]);
+        assert_eq!(c.default_action, RawAction::Deny as u8);
+    }
+
+    #[test]
+    fn unknown_paths_bad_ports_and_long_comms_are_errors() {
+        let policy = EgressPolicy {
+            default: EgressAction::Allow,
+            rules: vec![
+                EgressRuleSpec {
+                    exe: Some("/nonexistent/bin".into()),
+                    ..rule(EgressAction::Allow)
+                },
+                EgressRuleSpec {
+                    ports: vec![(90, 80)],
+                    ..rule(EgressAction::Allow)
+                },
+                EgressRuleSpec {
+                    comm: Some("a-very-long-command".into()),
+                    ..rule(EgressAction::Allow)
+                },
+            ],
+            rate_limit: None,
+        };
+        let errors = compile(&policy).expect_err("invalid");
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors[0]
+            .to_string()
+            .contains("executable `/nonexistent/bin`"));
+        assert!(errors[1].to_string().contains("port range 90-80"));
+        assert!(errors[2].to_string().contains("not a command name"));
+    }
+}
