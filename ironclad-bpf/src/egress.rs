@@ -222,17 +222,62 @@ impl EgressFirewall {
         Ok(())
     }
 
+    /// Attaches like [`attach`](Self::attach) and pins the links under the pin
+    /// directory, so the policy keeps being enforced after this process exits (or is
+    /// killed). Links pinned by an earlier run are adopted and this run's programs are
+    /// swapped into them atomically.
+    pub fn attach_pinned(&mut self, cgroup: &Path) -> Result<()> {
+        let dir = self.object.pin_dir().to_path_buf();
+        let pinned: Vec<PathBuf> = HOOKS
+            .iter()
+            .map(|h| dir.join(format!("link_{h}")))
+            .collect();
+        if pinned.iter().all(|p| p.exists()) {
+            for (name, path) in HOOKS.iter().zip(&pinned) {
+                let mut link = Link::open(path).map_err(|e| BpfError::Pin {
+                    what: format!("link {name}"),
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+                let prog = self.object.program(name)?;
+                let result = link.update_prog(&prog);
+                self.object.audit_log().result(
+                    crate::auditlog::AuditAction::Reuse,
+                    Self::OBJECT,
+                    &path.display().to_string(),
+                    &format!("{name}: program swapped in"),
+                    &result,
+                );
+                result.map_err(|e| BpfError::Pin {
+                    what: format!("link {name}"),
+                    path: path.clone(),
+                    reason: format!("cannot swap the program into it: {e}"),
+                })?;
+                self.links.push(link);
+            }
+            self.cgroup = Some(cgroup.to_path_buf());
+            return self.pin();
+        }
+        self.attach(cgroup)?;
+        self.pin()
+    }
+
     /// Pins the cgroup links under the pin directory so the policy keeps being
     /// enforced after this process exits.
+    ///
+    /// The process-tracking tracepoints are pinned too (replacing pins of an earlier
+    /// run), so identities stay current while no agent runs.
     pub fn pin(&mut self) -> Result<()> {
         let dir = self.object.pin_dir().to_path_buf();
-        for (link, name) in self
-            .links
-            .iter_mut()
-            .skip(TRACEPOINTS.len())
-            .zip(HOOKS.iter())
-        {
+        let names = TRACEPOINTS.iter().chain(HOOKS.iter());
+        for (link, name) in self.links.iter_mut().zip(names) {
             let path = dir.join(format!("link_{name}"));
+            if link.pin_path().is_some() {
+                continue;
+            }
+            if path.exists() {
+                let _ = std::fs::remove_file(&path);
+            }
             link.pin(&path).map_err(|e| BpfError::Pin {
                 what: format!("link {name}"),
                 path: path.clone(),
@@ -334,4 +379,91 @@ impl EgressFirewall {
     pub fn object(&self) -> &LoadedObject {
         &self.object
     }
+
+    /// Reads the firewall's pinned maps under `pin_root` without loading anything.
+    pub fn status_from_pins(pin_root: &Path) -> Result<EgressStatus> {
+        use libbpf_rs::{MapCore, MapFlags, MapHandle};
+        let dir = pin_root.join(Self::OBJECT);
+        let open = |name: &str| {
+            let path = dir.join(name);
+            MapHandle::from_pinned_path(&path).map_err(|e| BpfError::Pin {
+                what: format!("map {name}"),
+                path: path.clone(),
+                reason: e.to_string(),
+            })
+        };
+        let lookup_err = |name: &'static str| {
+            move |source| BpfError::Map {
+                op: "lookup",
+                map: name.to_string(),
+                source,
+            }
+        };
+        let sum = |values: Option<Vec<Vec<u8>>>| -> u64 {
+            values
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()))
+                .map(u64::from_ne_bytes)
+                .sum()
+        };
+        let config = open("ic_egress_config")?
+            .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .map_err(lookup_err("ic_egress_config"))?
+            .and_then(|b| EgressConfig::from_bytes(&b))
+            .unwrap_or_default();
+        let rules = open(if config.generation == 0 {
+            "ic_egress_rules0"
+        } else {
+            "ic_egress_rules1"
+        })?;
+        let counters = open("ic_egress_counters")?;
+        let mut ids = std::collections::BTreeSet::new();
+        for slot in 1..ironclad_core::abi::EGRESS_MAX_RULES {
+            match rules
+                .lookup(&slot.to_ne_bytes(), MapFlags::ANY)
+                .map_err(lookup_err("ic_egress_rules"))?
+            {
+                Some(bytes) if bytes.iter().any(|b| *b != 0) => {
+                    ids.insert(u32::from_ne_bytes(bytes[..4].try_into().unwrap_or([0; 4])));
+                }
+                _ => break,
+            }
+        }
+        let mut rule_counts = Vec::new();
+        for id in ids {
+            rule_counts.push((
+                id,
+                sum(counters
+                    .lookup_percpu(&id.to_ne_bytes(), MapFlags::ANY)
+                    .map_err(lookup_err("ic_egress_counters"))?),
+            ));
+        }
+        let totals_map = open("ic_egress_totals")?;
+        let mut totals = Vec::new();
+        for t in EgressTotal::ALL {
+            totals.push((
+                t,
+                sum(totals_map
+                    .lookup_percpu(&(t as u32).to_ne_bytes(), MapFlags::ANY)
+                    .map_err(lookup_err("ic_egress_totals"))?),
+            ));
+        }
+        Ok(EgressStatus {
+            config,
+            rules: rule_counts,
+            totals,
+        })
+    }
+}
+
+/// What the identity firewall's pinned maps say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressStatus {
+    /// The live configuration (generation, default action, rate limit).
+    pub config: EgressConfig,
+    /// Decisions per rule id of the live policy.
+    pub rules: Vec<(u32, u64)>,
+    /// Totals.
+    pub totals: Vec<(EgressTotal, u64)>,
 }

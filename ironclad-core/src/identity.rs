@@ -119,6 +119,20 @@ impl FileId {
     }
 }
 
+/// The mount point of the cgroup v2 hierarchy, from /proc/mounts.
+pub fn cgroup2_root() -> std::io::Result<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/mounts")?;
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, dir, fstype) = (f.next()?, f.next()?, f.next()?);
+            (fstype == "cgroup2").then(|| PathBuf::from(dir))
+        })
+        .next()
+        .ok_or_else(|| std::io::Error::other("no cgroup2 filesystem is mounted"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

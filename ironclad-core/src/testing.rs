@@ -246,19 +246,7 @@ impl Drop for VethPair {
     }
 }
 
-/// The mount point of the cgroup v2 hierarchy, from /proc/mounts.
-pub fn cgroup2_root() -> io::Result<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/mounts")?;
-    mounts
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let (_, dir, fstype) = (f.next()?, f.next()?, f.next()?);
-            (fstype == "cgroup2").then(|| PathBuf::from(dir))
-        })
-        .next()
-        .ok_or_else(|| io::Error::other("no cgroup2 filesystem is mounted"))
-}
+pub use crate::identity::cgroup2_root;
 
 /// A cgroup v2 directory for test processes; its processes are killed and the directory
 /// removed on drop.

@@ -20,10 +20,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use ironclad_bpf::{
-    EventReader, JsonLinesFile, Loader, Shield, TlsMonitor, XdpAttachment, DEFAULT_PIN_ROOT,
+    EgressFirewall, EventReader, JsonLinesFile, Loader, Shield, TlsMonitor, XdpAttachment,
+    DEFAULT_PIN_ROOT,
 };
 use ironclad_events::{Event, Fanout, Overflow, Subscription};
 use ironclad_policy::config::{compile_file, CompiledConfig};
+use ironclad_policy::egress::CompiledEgress;
 use ironclad_policy::shield::{CompiledShield, Mode};
 use ironclad_policy::tls::TlsPolicy;
 
@@ -42,6 +44,10 @@ pub(crate) struct RunArgs {
     /// Count and report, never drop, whatever the policy's mode says.
     #[arg(long)]
     dry_run: bool,
+    /// cgroup v2 directory the egress firewall attaches to (default: the cgroup v2 root,
+    /// so every process on the host).
+    #[arg(long)]
+    cgroup: Option<PathBuf>,
     /// On exit, detach and remove every pin instead of leaving enforcement in place.
     #[arg(long)]
     detach_on_exit: bool,
@@ -65,6 +71,40 @@ fn load_policy(args: &RunArgs) -> std::result::Result<CompiledConfig, String> {
         }
     }
     Ok(compiled)
+}
+
+/// The running identity firewall and its event reader.
+struct Egress {
+    firewall: EgressFirewall,
+    events: EventReader,
+}
+
+fn start_egress(
+    loader: &Loader,
+    policy: &CompiledEgress,
+    cgroup: &Path,
+    fanout: Arc<Fanout<Event>>,
+) -> Option<Egress> {
+    let started = EgressFirewall::load(loader).and_then(|mut firewall| {
+        firewall.replace(policy)?;
+        firewall.attach_pinned(cgroup)?;
+        let events = firewall.events(fanout)?;
+        Ok(Egress { firewall, events })
+    });
+    match started {
+        Ok(egress) => {
+            log(format_args!(
+                "egress firewall on cgroup {}: {} rules",
+                cgroup.display(),
+                policy.rules.len()
+            ));
+            Some(egress)
+        }
+        Err(e) => {
+            log(format_args!("egress firewall disabled: {e}"));
+            None
+        }
+    }
 }
 
 /// Running TLS capture and its event reader.
@@ -205,6 +245,14 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         .tls
         .as_ref()
         .and_then(|t| start_tls(&loader, t, fanout.clone()));
+    let cgroup = match &args.cgroup {
+        Some(path) => path.clone(),
+        None => ironclad_core::identity::cgroup2_root().context("finding the cgroup v2 root")?,
+    };
+    let mut egress = config
+        .egress
+        .as_ref()
+        .and_then(|e| start_egress(&loader, e, &cgroup, fanout.clone()));
     log("ready");
 
     while !stop.load(Ordering::Relaxed) {
@@ -222,6 +270,11 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                 log(format_args!("reading tls events: {e}"));
             }
         }
+        if let Some(e) = &egress {
+            if let Err(err) = e.events.drain() {
+                log(format_args!("reading egress events: {err}"));
+            }
+        }
         write_events(&subscription, &mut events_out)?;
         if reload.swap(false, Ordering::Relaxed) {
             log(format_args!("SIGHUP: reloading {}", args.config.display()));
@@ -231,6 +284,17 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                     log("reload refused: the new policy is invalid; the old rules stay");
                 }
                 Ok(new_config) => {
+                    match (egress.as_mut(), &new_config.egress) {
+                        (Some(e), Some(new_egress)) => match e.firewall.replace(new_egress) {
+                            Ok(()) => log("egress policy reloaded"),
+                            Err(err) => log(format_args!("egress reload failed, the old policy stays: {err}")),
+                        },
+                        (None, Some(new_egress)) => {
+                            egress = start_egress(&loader, new_egress, &cgroup, fanout.clone());
+                        }
+                        (Some(_), None) => log("reload: the new policy has no egress section; the egress policy is left as it is"),
+                        (None, None) => {}
+                    }
                     match (&tls, &new_config.tls) {
                         (Some(t), Some(new_tls)) => match t.monitor.configure(new_tls) {
                             Ok(()) => log("tls scope reloaded"),
@@ -271,6 +335,19 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         let _ = t.events.drain();
         t.monitor.stop();
         write_events(&subscription, &mut events_out)?;
+    }
+    if let Some(e) = egress.take() {
+        let _ = e.events.drain();
+        write_events(&subscription, &mut events_out)?;
+        drop(e);
+        if args.detach_on_exit {
+            let removed = loader.remove_pins(EgressFirewall::OBJECT)?;
+            log(format_args!(
+                "egress firewall detached; {removed} pins removed"
+            ));
+        } else {
+            log("stopping; the egress policy stays pinned");
+        }
     }
 
     if let Some(r) = running.take() {

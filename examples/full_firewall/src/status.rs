@@ -3,8 +3,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
-use ironclad_bpf::{Loader, Shield, ShieldStatus};
+use anyhow::Result;
+use ironclad_bpf::{EgressFirewall, EgressStatus, Loader, Shield, ShieldStatus};
 use ironclad_core::abi::SHIELD_F_DRY_RUN;
 use ironclad_policy::shield::Mode;
 
@@ -57,13 +57,44 @@ pub(crate) fn to_json(status: &ShieldStatus) -> serde_json::Value {
     })
 }
 
+fn egress_json(status: &EgressStatus) -> serde_json::Value {
+    serde_json::json!({
+        "default": if status.config.default_action == 2 { "deny" } else { "allow" },
+        "rate_limit": if status.config.rate_per_sec > 0 {
+            serde_json::json!({"per_second": status.config.rate_per_sec, "burst": status.config.rate_burst})
+        } else {
+            serde_json::Value::Null
+        },
+        "rules": status.rules.iter().map(|(id, hits)| serde_json::json!({"rule_id": id, "hits": hits})).collect::<Vec<_>>(),
+        "totals": status.totals.iter().map(|(t, n)| (t.name().to_string(), serde_json::json!(n))).collect::<serde_json::Map<_, _>>(),
+    })
+}
+
 pub(crate) fn status(pin_root: &Path, json: bool) -> Result<ExitCode> {
-    let status = Shield::status_from_pins(pin_root)
-        .with_context(|| format!("no Shield pinned under {}", pin_root.display()))?;
+    let shield = Shield::status_from_pins(pin_root);
+    let egress = EgressFirewall::status_from_pins(pin_root);
+    if shield.is_err() && egress.is_err() {
+        anyhow::bail!("nothing is pinned under {}", pin_root.display());
+    }
     if json {
-        println!("{}", to_json(&status));
+        let mut out = match &shield {
+            Ok(status) => to_json(status),
+            Err(_) => serde_json::json!({"rules": [], "totals": {}}),
+        };
+        if let Ok(e) = &egress {
+            out["egress"] = egress_json(e);
+        }
+        println!("{out}");
         return Ok(ExitCode::SUCCESS);
     }
+    if let Ok(e) = &egress {
+        for (id, hits) in &e.rules {
+            println!("egress rule {id:<5} {hits:>12} decisions");
+        }
+    }
+    let Ok(status) = shield else {
+        return Ok(ExitCode::SUCCESS);
+    };
     println!(
         "{:<6} {:<44} {:<6} {:>12} {:>14}",
         "rule", "cidr", "action", "packets", "bytes"
@@ -94,7 +125,8 @@ pub(crate) fn detach(pin_root: &Path) -> Result<ExitCode> {
         .pin_root(pin_root)
         .mount_bpffs(false)
         .build()?;
-    let removed = loader.remove_pins(Shield::OBJECT)?;
+    let removed =
+        loader.remove_pins(Shield::OBJECT)? + loader.remove_pins(EgressFirewall::OBJECT)?;
     // The pin root itself goes too when nothing else is pinned there.
     let _ = std::fs::remove_dir(pin_root);
     println!("removed {removed} pins under {}", pin_root.display());

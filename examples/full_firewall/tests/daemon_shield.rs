@@ -538,3 +538,103 @@ fn tls_section_writes_plaintext_events_as_json_lines() {
         .iter()
         .any(|e| e["direction"] == "read" && e["http"]["status"] == 200));
 }
+
+#[test]
+fn egress_section_denies_by_executable_survives_kill_9_and_reports_json() {
+    require_privileges!();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pins = BpffsDir::new("ffegress").expect("bpffs");
+    let cgroup = ironclad_core::testing::TestCgroup::new("ffegress").expect("cgroup");
+    let src =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ironclad-bpf/tests/data/net_client.c");
+    let good = dir.path().join("good");
+    let bad = dir.path().join("bad");
+    let cc = Command::new("cc")
+        .arg("-o")
+        .arg(&good)
+        .arg(&src)
+        .output()
+        .expect("cc");
+    assert!(cc.status.success(), "{cc:?}");
+    std::fs::copy(&good, &bad).expect("copy");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let port = listener.local_addr().expect("addr").port().to_string();
+    std::thread::spawn(move || for _ in listener.incoming() {});
+    let config = dir.path().join("policy.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "egress:\n  default: allow\n  rules:\n    - exe: {}\n      dst: 127.0.0.0/8\n      proto: tcp\n      action: deny\n",
+            bad.display()
+        ),
+    )
+    .expect("config");
+    let events = dir.path().join("events.jsonl");
+    let args: Vec<String> = vec![
+        "run".into(),
+        "--config".into(),
+        config.display().to_string(),
+        "--pin-dir".into(),
+        pins.path().display().to_string(),
+        "--cgroup".into(),
+        cgroup.path().display().to_string(),
+        "--audit-log".into(),
+        dir.path().join("audit.jsonl").display().to_string(),
+        "--events".into(),
+        events.display().to_string(),
+    ];
+    let connect = |exe: &Path| -> String {
+        let out = cgroup
+            .command(&exe.display().to_string())
+            .args(["tcp4", "127.0.0.1", &port])
+            .output()
+            .expect("client");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let first = Daemon::spawn(&args);
+    first.wait_for("ready");
+    assert!(
+        first.log().contains("egress firewall on cgroup"),
+        "{}",
+        first.log()
+    );
+    assert!(connect(&good).starts_with("ok=1 eperm=0"));
+    assert!(connect(&bad).starts_with("ok=0 eperm=1"));
+    std::thread::sleep(Duration::from_millis(400));
+    first.signal("KILL");
+    drop(first);
+    assert!(
+        connect(&bad).starts_with("ok=0 eperm=1"),
+        "still denied with the daemon dead"
+    );
+
+    let out = Command::new(BIN)
+        .args(["status", "--json", "--pin-dir"])
+        .arg(pins.path())
+        .output()
+        .expect("status");
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(status["egress"]["rules"][0]["rule_id"], 1);
+    assert_eq!(status["egress"]["rules"][0]["hits"], 2, "{status}");
+    assert_eq!(status["egress"]["totals"]["denied"], 2);
+
+    let text = std::fs::read_to_string(&events).expect("events");
+    let denial: serde_json::Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line"))
+        .find(|e| e["kind"] == "connect")
+        .unwrap_or_else(|| panic!("no connect event in {text}"));
+    assert_eq!(denial["verdict"], "deny");
+    assert_eq!(denial["exe"], bad.display().to_string());
+    assert_eq!(denial["dst"], "127.0.0.1");
+    assert_eq!(denial["comm"], "bad");
+    assert!(denial["pid"].as_u64().is_some());
+
+    let detach = Command::new(BIN)
+        .args(["detach", "--pin-dir"])
+        .arg(pins.path())
+        .output()
+        .expect("detach");
+    assert!(detach.status.success(), "{detach:?}");
+    assert!(connect(&bad).starts_with("ok=1 eperm=0"), "detached");
+}
