@@ -69,22 +69,8 @@ fn run(python: &PathBuf, dir: &std::path::Path, iters: u64) -> Duration {
 
 fn tls(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "1", "-subj", "/CN=bench", "-keyout"])
-        .arg(dir.path().join("key.pem"))
-        .arg("-out")
-        .arg(dir.path().join("cert.pem"))
-        .output()
-        .unwrap_or_else(|e| panic!("openssl: {e}"));
-    assert!(made.status.success());
+    ironclad_core::testing::self_signed_cert(dir.path())
+        .unwrap_or_else(|e| panic!("openssl req: {e}"));
     let python = python();
     let mut group = c.benchmark_group("tls/ssl_write");
     group.sample_size(10);

@@ -88,19 +88,7 @@ impl EgressFirewall {
 
     fn seed_processes(&mut self) -> Result<()> {
         let mut entries: Vec<([u8; 4], [u8; ProcExe::SIZE])> = Vec::new();
-        let dir = std::fs::read_dir("/proc").map_err(|source| BpfError::Io {
-            path: PathBuf::from("/proc"),
-            source,
-        })?;
-        for entry in dir.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let exe = entry.path().join("exe");
+        for (pid, exe) in crate::procs::running()? {
             // Kernel threads and processes that exit meanwhile have no executable.
             if let Ok(id) = exe_identity(&exe) {
                 entries.push((pid.to_ne_bytes(), id.to_bytes()));

@@ -36,6 +36,7 @@ pub mod events;
 mod layout;
 pub mod loader;
 pub mod object;
+mod procs;
 pub mod shield;
 pub mod tls;
 

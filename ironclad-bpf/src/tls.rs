@@ -266,20 +266,8 @@ impl TlsMonitor {
     /// from then on).
     fn seed_processes(&mut self) -> Result<()> {
         let mut entries: Vec<([u8; 4], [u8; ExeId::SIZE])> = Vec::new();
-        let dir = std::fs::read_dir("/proc").map_err(|source| BpfError::Io {
-            path: PathBuf::from("/proc"),
-            source,
-        })?;
-        for entry in dir.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u32>().ok())
-            else {
-                continue;
-            };
+        for (pid, exe) in crate::procs::running()? {
             // Kernel threads and processes that exit meanwhile have no readable exe.
-            let exe = entry.path().join("exe");
             if let Ok(id) = exe_id(&exe) {
                 entries.push((pid.to_ne_bytes(), id.to_bytes()));
                 if let Ok(path) = std::fs::read_link(&exe) {

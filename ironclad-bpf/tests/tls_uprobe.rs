@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use ironclad_bpf::{Loader, TlsMonitor, TlsPolicy, TlsScope};
 use ironclad_core::require_privileges;
-use ironclad_core::testing::BpffsDir;
+use ironclad_core::testing::{self_signed_cert, BpffsDir};
 use ironclad_events::{Event, Fanout, Http, Overflow, TlsData, TlsDirection};
 
 const REQUEST: &str = "GET /secret-path HTTP/1.1\r\nHost: localhost\r\n\r\n";
@@ -30,23 +30,7 @@ struct Server {
 impl Server {
     fn start() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-        let ok = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-            ])
-            .args(["-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout"])
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .output()
-            .expect("openssl req");
-        assert!(ok.status.success(), "{ok:?}");
+        let (cert, key) = self_signed_cert(dir.path()).expect("openssl req");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")

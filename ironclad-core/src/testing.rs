@@ -150,6 +150,34 @@ impl Drop for NetNs {
     }
 }
 
+/// Writes a throwaway self-signed certificate for `localhost` (EC P-256, one day) and
+/// its key into `dir` with `openssl req`; returns (certificate, key) paths.
+pub fn self_signed_cert(dir: &Path) -> io::Result<(PathBuf, PathBuf)> {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let (cert_arg, key_arg) = (cert.display().to_string(), key.display().to_string());
+    run(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            &key_arg,
+            "-out",
+            &cert_arg,
+        ],
+    )?;
+    Ok((cert, key))
+}
+
 /// Pings `to` from source address `from` inside `ns`, `count` echo requests `interval`
 /// seconds apart (e.g. `"0.2"`), waiting 1 s for the last reply. Returns how many were
 /// answered (ping's own summary).

@@ -261,6 +261,12 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
     }
 }
 
+/// A NUL-padded kernel comm as text.
+fn comm_text(comm: &[u8; 16]) -> String {
+    let len = comm.iter().position(|b| *b == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..len]).into_owned()
+}
+
 fn decode_egress(record: &[u8]) -> Result<Event, DecodeError> {
     let e = EgressEvent::from_bytes(record).ok_or(DecodeError::Truncated {
         need: EgressEvent::SIZE,
@@ -284,14 +290,13 @@ fn decode_egress(record: &[u8]) -> Result<Event, DecodeError> {
     };
     let v6 = Ipv6Addr::from(e.dst);
     let dst = v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4);
-    let comm_len = e.comm.iter().position(|b| *b == 0).unwrap_or(e.comm.len());
     let decision = EgressDecision {
         ktime_ns: e.hdr.ktime_ns,
         verdict,
         pid: e.pid,
         tid: e.tid,
         uid: e.uid,
-        comm: String::from_utf8_lossy(&e.comm[..comm_len]).into_owned(),
+        comm: comm_text(&e.comm),
         exe: None,
         exe_dev: e.exe.dev,
         exe_ino: e.exe.ino,
@@ -342,7 +347,6 @@ fn decode_tls(record: &[u8]) -> Result<Event, DecodeError> {
             })
         }
     };
-    let comm_len = e.comm.iter().position(|b| *b == 0).unwrap_or(e.comm.len());
     let http = if e.offset == 0 {
         crate::http::parse(&data)
     } else {
@@ -354,7 +358,7 @@ fn decode_tls(record: &[u8]) -> Result<Event, DecodeError> {
         pid: e.pid,
         tid: e.tid,
         uid: e.uid,
-        comm: String::from_utf8_lossy(&e.comm[..comm_len]).into_owned(),
+        comm: comm_text(&e.comm),
         exe: None,
         exe_dev: e.exe.dev,
         exe_ino: e.exe.ino,

@@ -428,23 +428,7 @@ fn tls_section_writes_plaintext_events_as_json_lines() {
     require_privileges!();
     let dir = tempfile::tempdir().expect("tempdir");
     let pins = BpffsDir::new("fftls").expect("bpffs");
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl req");
-    assert!(made.status.success());
+    let (cert, key) = ironclad_core::testing::self_signed_cert(dir.path()).expect("openssl req");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("port")
