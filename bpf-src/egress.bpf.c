@@ -26,7 +26,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, IC_EGRESS_IDENTITIES);
 	__type(key, __u32); /* tgid */
-	__type(value, struct ic_proc_exe);
+	__type(value, struct ic_proc_info);
 } ic_egress_procs SEC(".maps");
 
 struct {
@@ -91,17 +91,24 @@ const volatile enum ic_egress_hook ic_abi_egress_hook = IC_HOOK_CONNECT4;
 const volatile enum ic_egress_total ic_abi_egress_total = IC_ETOTAL_COUNT;
 const volatile enum ic_event_kind ic_abi_egress_kind = IC_EVENT_EGRESS;
 const volatile struct ic_egress_event ic_abi_egress_event;
+const volatile struct ic_proc_info ic_abi_proc_info;
 
 /* ---- process table ---- */
 
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(ic_egress_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
-	struct ic_proc_exe exe = {};
+	struct ic_proc_info info = {};
 	__u32 tgid = p->tgid;
+	__u64 ids = bpf_get_current_uid_gid();
 
-	ic_exe_of_file(bprm->file, &exe);
-	bpf_map_update_elem(&ic_egress_procs, &tgid, &exe, BPF_ANY);
+	ic_exe_of_file(bprm->file, &info.exe);
+	info.ppid = p->real_parent->tgid;
+	info.uid = (__u32)ids;
+	info.gid = ids >> 32;
+	info.cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(info.comm, sizeof(info.comm));
+	bpf_map_update_elem(&ic_egress_procs, &tgid, &info, BPF_ANY);
 	return 0;
 }
 
@@ -109,14 +116,15 @@ SEC("tp_btf/sched_process_fork")
 int BPF_PROG(ic_egress_fork, struct task_struct *parent, struct task_struct *child)
 {
 	__u32 parent_tgid = parent->tgid, child_tgid = child->tgid;
-	struct ic_proc_exe *exe;
+	struct ic_proc_info *info;
 
 	if (child->pid != child->tgid)
 		return 0;
-	exe = bpf_map_lookup_elem(&ic_egress_procs, &parent_tgid);
-	if (exe) {
-		struct ic_proc_exe copy = *exe;
+	info = bpf_map_lookup_elem(&ic_egress_procs, &parent_tgid);
+	if (info) {
+		struct ic_proc_info copy = *info;
 
+		copy.ppid = parent_tgid;
 		bpf_map_update_elem(&ic_egress_procs, &child_tgid, &copy, BPF_ANY);
 	}
 	return 0;
@@ -301,16 +309,16 @@ static __always_inline int ic_decide(struct ic_conn *c, __u8 hook, int is_connec
 	__u32 zero = 0, tgid = bpf_get_current_pid_tgid() >> 32;
 	struct ic_egress_config *cfg = bpf_map_lookup_elem(&ic_egress_config, &zero);
 	struct ic_egress_key key = {};
-	struct ic_proc_exe *exe;
+	struct ic_proc_info *info;
 	struct ic_egress_rule *rule = NULL;
 	__u8 action;
 	void *index;
 
 	if (!cfg)
 		return 1;
-	exe = bpf_map_lookup_elem(&ic_egress_procs, &tgid);
-	if (exe) {
-		c->exe = *exe;
+	info = bpf_map_lookup_elem(&ic_egress_procs, &tgid);
+	if (info) {
+		c->exe = info->exe;
 		c->known = 1;
 	} else {
 		ic_total(IC_ETOTAL_UNKNOWN_PROCESS);

@@ -251,6 +251,18 @@ struct ic_proc_exe {
 	__s64 mtime_sec;  /* host order */
 };
 
+/* A process as the identity firewall's process table keeps it (value of the table,
+ * keyed by thread-group id). Set on exec (and copied on fork, with the new parent). */
+struct ic_proc_info {
+	struct ic_proc_exe exe;
+	__u32 ppid;       /* host order; parent's thread-group id */
+	__u32 uid;        /* host order; at exec */
+	__u32 gid;        /* host order; at exec */
+	__u32 _pad0;
+	__u64 cgroup_id;  /* host order; at exec */
+	__u8 comm[16];    /* at exec */
+};
+
 /* One rule. All addresses IPv6 or IPv4-mapped IPv6. */
 struct ic_egress_rule {
 	__u32 rule_id;    /* host order; counter index */

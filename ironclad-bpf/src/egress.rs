@@ -33,7 +33,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ironclad_core::abi::{EgressConfig, EgressTotal, ProcExe, EGRESS_BUCKET};
+use ironclad_core::abi::{EgressConfig, EgressTotal, ProcExe, ProcInfo, EGRESS_BUCKET};
 use ironclad_events::{Event, Fanout};
 use ironclad_policy::egress::{exe_identity, CompiledEgress};
 use libbpf_rs::Link;
@@ -87,24 +87,44 @@ impl EgressFirewall {
     }
 
     fn seed_processes(&mut self) -> Result<()> {
-        let mut entries: Vec<([u8; 4], [u8; ProcExe::SIZE])> = Vec::new();
+        let cgroup_root = ironclad_core::identity::cgroup2_root().ok();
+        let mut entries: Vec<([u8; 4], [u8; ProcInfo::SIZE])> = Vec::new();
         for (pid, exe) in crate::procs::running()? {
             // Kernel threads and processes that exit meanwhile have no executable.
-            if let Ok(id) = exe_identity(&exe) {
-                entries.push((pid.to_ne_bytes(), id.to_bytes()));
-                if let Ok(path) = std::fs::read_link(&exe) {
-                    self.known_exes.insert(id, path.display().to_string());
-                }
+            let Ok(id) = exe_identity(&exe) else {
+                continue;
+            };
+            let Some(info) = proc_info(pid, id, cgroup_root.as_deref()) else {
+                continue;
+            };
+            entries.push((pid.to_ne_bytes(), info.to_bytes()));
+            if let Ok(path) = std::fs::read_link(&exe) {
+                self.known_exes.insert(id, path.display().to_string());
             }
         }
         let procs = self.object.map("ic_egress_procs")?;
         // Entries the tracepoints wrote since they were attached are fresher: keep them.
-        let fresh: Vec<([u8; 4], [u8; ProcExe::SIZE])> = entries
+        let fresh: Vec<([u8; 4], [u8; ProcInfo::SIZE])> = entries
             .into_iter()
             .filter(|(pid, _)| matches!(procs.lookup(pid), Ok(None)))
             .collect();
         procs.update_many(fresh.iter().map(|(k, v)| (&k[..], &v[..])))?;
         Ok(())
+    }
+
+    /// What the process table says about process `pid`: its executable (with the path
+    /// when known), parent, uid, gid, cgroup id and comm as of its exec (or of the
+    /// firewall's start, for processes that were already running).
+    pub fn process(&self, pid: u32) -> Result<Option<ProcessEntry>> {
+        let bytes = self.object.map("ic_egress_procs")?.lookup(&pid.to_ne_bytes())?;
+        Ok(bytes.and_then(|b| ProcInfo::from_bytes(&b)).map(|info| {
+            let len = info.comm.iter().position(|c| *c == 0).unwrap_or(16);
+            ProcessEntry {
+                exe_path: self.known_exes.get(&info.exe).cloned(),
+                comm: String::from_utf8_lossy(&info.comm[..len]).into_owned(),
+                info,
+            }
+        }))
     }
 
     /// The live configuration.
@@ -443,6 +463,54 @@ impl EgressFirewall {
             totals,
         })
     }
+}
+
+/// One process as the identity firewall's process table holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessEntry {
+    /// The raw record (executable identity, ppid, uid, gid, cgroup id, comm).
+    pub info: ProcInfo,
+    /// The executable's path, when the firewall knows it (seen running, or named by
+    /// the policy).
+    pub exe_path: Option<String>,
+    /// The command name.
+    pub comm: String,
+}
+
+/// A process's record as seeding from /proc builds it.
+fn proc_info(pid: u32, exe: ProcExe, cgroup_root: Option<&Path>) -> Option<ProcInfo> {
+    use std::os::unix::fs::MetadataExt;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u32> {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    let cgroup_id = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .ok()
+        .and_then(|text| {
+            let rel = text.lines().find_map(|l| l.strip_prefix("0::"))?.to_string();
+            let dir = cgroup_root?.join(rel.trim_start_matches('/'));
+            std::fs::metadata(dir).ok().map(|m| m.ino())
+        })
+        .unwrap_or(0);
+    let mut info = ProcInfo {
+        exe,
+        ppid: field("PPid:")?,
+        uid: field("Uid:")?,
+        gid: field("Gid:")?,
+        cgroup_id,
+        ..ProcInfo::default()
+    };
+    let comm = comm.trim_end().as_bytes();
+    let n = comm.len().min(15);
+    info.comm[..n].copy_from_slice(&comm[..n]);
+    Some(info)
 }
 
 /// What the identity firewall's pinned maps say.

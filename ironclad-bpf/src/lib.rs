@@ -45,7 +45,7 @@ pub use audit::{audit_object, Allowlist, AuditReport, Callee, Reason, Violation}
 pub use auditlog::{
     AuditAction, AuditLog, AuditRecord, AuditSink, JsonLinesFile, MemorySink, NullSink, Outcome,
 };
-pub use egress::{EgressFirewall, EgressStatus};
+pub use egress::{EgressFirewall, EgressStatus, ProcessEntry};
 pub use error::{BpfError, Result};
 pub use events::{EventReader, EventStats};
 pub use loader::{

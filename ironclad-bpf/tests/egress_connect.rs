@@ -383,3 +383,59 @@ fn a_bad_policy_is_refused_and_the_live_one_stays() {
         (0, 1, 0)
     );
 }
+
+#[test]
+fn the_process_table_records_identity_parent_ids_cgroup_and_comm() {
+    require_privileges!();
+    let clients = Clients::build();
+    let a = clients.path("client-a");
+    let cgroup = TestCgroup::new("egress-table").expect("cgroup");
+    let mut before = cgroup
+        .command(&a.display().to_string())
+        .args(["wait-tcp4", "127.0.0.1", "9"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("client");
+    std::thread::sleep(Duration::from_millis(200));
+    let pins = BpffsDir::new("egress-table").expect("bpffs");
+    let loader = Loader::builder().pin_root(pins.path()).build().expect("loader");
+    let firewall = EgressFirewall::load(&loader).expect("load");
+    let mut after = cgroup
+        .command(&a.display().to_string())
+        .args(["wait-tcp4", "127.0.0.1", "9"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("client");
+    std::thread::sleep(Duration::from_millis(200));
+
+    let identity = ironclad_policy::egress::exe_identity(&a).expect("stat");
+    let cgroup_id = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(cgroup.path()).expect("cgroup").ino()
+    };
+    for (child, how) in [(&before, "seeded from /proc"), (&after, "recorded at exec")] {
+        let entry = firewall
+            .process(child.id())
+            .expect("lookup")
+            .unwrap_or_else(|| panic!("{how}: not in the table"));
+        assert_eq!(entry.info.exe, identity, "{how}");
+        assert_eq!(entry.info.ppid, std::process::id(), "{how}: the sh that exec'd it was forked by us");
+        assert_eq!((entry.info.uid, entry.info.gid), (0, 0), "{how}");
+        assert_eq!(entry.info.cgroup_id, cgroup_id, "{how}");
+        assert_eq!(entry.comm, "client-a", "{how}");
+        assert_eq!(
+            entry.exe_path.as_deref(),
+            Some(a.display().to_string().as_str()),
+            "{how}"
+        );
+    }
+    for child in [&mut before, &mut after] {
+        child.stdin.take().expect("stdin").write_all(b"go\n").expect("go");
+        let _ = child.wait();
+    }
+    let gone = before.id();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(firewall.process(gone).expect("lookup").is_none(), "dropped on exit");
+}

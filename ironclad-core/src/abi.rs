@@ -763,6 +763,56 @@ impl ProcExe {
     }
 }
 
+/// `struct ic_proc_info`: a process in the identity firewall's process table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct ProcInfo {
+    /// The executable.
+    pub exe: ProcExe,
+    /// Parent's thread-group id.
+    pub ppid: u32,
+    /// User id at exec.
+    pub uid: u32,
+    /// Group id at exec.
+    pub gid: u32,
+    /// Explicit padding.
+    pub _pad0: u32,
+    /// Cgroup id at exec.
+    pub cgroup_id: u64,
+    /// Command name at exec, NUL-padded.
+    pub comm: [u8; 16],
+}
+
+impl ProcInfo {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 64;
+
+    /// The exact byte image.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut out = [0u8; Self::SIZE];
+        out[..24].copy_from_slice(&self.exe.to_bytes());
+        out[24..28].copy_from_slice(&self.ppid.to_ne_bytes());
+        out[28..32].copy_from_slice(&self.uid.to_ne_bytes());
+        out[32..36].copy_from_slice(&self.gid.to_ne_bytes());
+        out[40..48].copy_from_slice(&self.cgroup_id.to_ne_bytes());
+        out[48..].copy_from_slice(&self.comm);
+        out
+    }
+
+    /// Decodes a value; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Some(Self {
+            exe: ProcExe::from_bytes(bytes)?,
+            ppid: u32::from_ne_bytes(take(bytes, 24)?),
+            uid: u32::from_ne_bytes(take(bytes, 28)?),
+            gid: u32::from_ne_bytes(take(bytes, 32)?),
+            _pad0: u32::from_ne_bytes(take(bytes, 36)?),
+            cgroup_id: u64::from_ne_bytes(take(bytes, 40)?),
+            comm: take(bytes, 48)?,
+        })
+    }
+}
+
 /// `struct ic_egress_rule`: one compiled egress rule.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[repr(C)]
@@ -999,6 +1049,7 @@ impl EgressEvent {
 const _: () = {
     use core::mem::size_of;
     assert!(size_of::<ProcExe>() == ProcExe::SIZE);
+    assert!(size_of::<ProcInfo>() == ProcInfo::SIZE);
     assert!(size_of::<EgressRule>() == EgressRule::SIZE);
     assert!(size_of::<EgressKey>() == EgressKey::SIZE);
     assert!(size_of::<EgressBucket>() == EgressBucket::SIZE);
