@@ -303,9 +303,13 @@ static __always_inline void ic_report(struct ic_conn *c, __u32 rule_id, __u8 ver
 	bpf_ringbuf_submit(e, 0);
 }
 
-/* Returns 1 to let the call proceed, 0 to fail it with EPERM. */
-static __always_inline int ic_decide(struct ic_conn *c, __u8 hook, int is_connect)
+/* Returns 1 to let the call proceed, 0 to fail it with EPERM. A global function: the
+ * verifier checks it once, not once per hook. */
+__attribute__((noinline)) int ic_decide(struct ic_conn *in, __u8 hook, int is_connect)
 {
+	/* bpf_loop's context must live on this function's stack. */
+	struct ic_conn stack_copy;
+	struct ic_conn *c = &stack_copy;
 	__u32 zero = 0, tgid = bpf_get_current_pid_tgid() >> 32;
 	struct ic_egress_config *cfg = bpf_map_lookup_elem(&ic_egress_config, &zero);
 	struct ic_egress_key key = {};
@@ -314,8 +318,9 @@ static __always_inline int ic_decide(struct ic_conn *c, __u8 hook, int is_connec
 	__u8 action;
 	void *index;
 
-	if (!cfg)
+	if (!cfg || !in)
 		return 1;
+	stack_copy = *in;
 	info = bpf_map_lookup_elem(&ic_egress_procs, &tgid);
 	if (info) {
 		c->exe = info->exe;
@@ -415,7 +420,7 @@ int ic_connect4(struct bpf_sock_addr *ctx)
 	c.port = bpf_ntohs(ctx->user_port);
 	c.proto = ctx->protocol;
 	ic_dst4(&c, ctx->user_ip4);
-	return ic_decide(&c, IC_HOOK_CONNECT4, 1);
+	return ic_decide(&c, IC_HOOK_CONNECT4, 1) ? 1 : 0;
 }
 
 SEC("cgroup/connect6")
@@ -426,7 +431,7 @@ int ic_connect6(struct bpf_sock_addr *ctx)
 	c.port = bpf_ntohs(ctx->user_port);
 	c.proto = ctx->protocol;
 	ic_dst6(&c, ctx);
-	return ic_decide(&c, IC_HOOK_CONNECT6, 1);
+	return ic_decide(&c, IC_HOOK_CONNECT6, 1) ? 1 : 0;
 }
 
 SEC("cgroup/sendmsg4")
@@ -437,7 +442,7 @@ int ic_sendmsg4(struct bpf_sock_addr *ctx)
 	c.port = bpf_ntohs(ctx->user_port);
 	c.proto = ctx->protocol;
 	ic_dst4(&c, ctx->user_ip4);
-	return ic_decide(&c, IC_HOOK_SENDMSG4, 0);
+	return ic_decide(&c, IC_HOOK_SENDMSG4, 0) ? 1 : 0;
 }
 
 SEC("cgroup/sendmsg6")
@@ -448,5 +453,5 @@ int ic_sendmsg6(struct bpf_sock_addr *ctx)
 	c.port = bpf_ntohs(ctx->user_port);
 	c.proto = ctx->protocol;
 	ic_dst6(&c, ctx);
-	return ic_decide(&c, IC_HOOK_SENDMSG6, 0);
+	return ic_decide(&c, IC_HOOK_SENDMSG6, 0) ? 1 : 0;
 }

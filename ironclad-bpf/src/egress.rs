@@ -116,7 +116,10 @@ impl EgressFirewall {
     /// when known), parent, uid, gid, cgroup id and comm as of its exec (or of the
     /// firewall's start, for processes that were already running).
     pub fn process(&self, pid: u32) -> Result<Option<ProcessEntry>> {
-        let bytes = self.object.map("ic_egress_procs")?.lookup(&pid.to_ne_bytes())?;
+        let bytes = self
+            .object
+            .map("ic_egress_procs")?
+            .lookup(&pid.to_ne_bytes())?;
         Ok(bytes.and_then(|b| ProcInfo::from_bytes(&b)).map(|info| {
             let len = info.comm.iter().position(|c| *c == 0).unwrap_or(16);
             ProcessEntry {
@@ -494,7 +497,10 @@ fn proc_info(pid: u32, exe: ProcExe, cgroup_root: Option<&Path>) -> Option<ProcI
     let cgroup_id = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
         .ok()
         .and_then(|text| {
-            let rel = text.lines().find_map(|l| l.strip_prefix("0::"))?.to_string();
+            let rel = text
+                .lines()
+                .find_map(|l| l.strip_prefix("0::"))?
+                .to_string();
             let dir = cgroup_root?.join(rel.trim_start_matches('/'));
             std::fs::metadata(dir).ok().map(|m| m.ino())
         })

@@ -399,7 +399,10 @@ fn the_process_table_records_identity_parent_ids_cgroup_and_comm() {
         .expect("client");
     std::thread::sleep(Duration::from_millis(200));
     let pins = BpffsDir::new("egress-table").expect("bpffs");
-    let loader = Loader::builder().pin_root(pins.path()).build().expect("loader");
+    let loader = Loader::builder()
+        .pin_root(pins.path())
+        .build()
+        .expect("loader");
     let firewall = EgressFirewall::load(&loader).expect("load");
     let mut after = cgroup
         .command(&a.display().to_string())
@@ -421,7 +424,11 @@ fn the_process_table_records_identity_parent_ids_cgroup_and_comm() {
             .expect("lookup")
             .unwrap_or_else(|| panic!("{how}: not in the table"));
         assert_eq!(entry.info.exe, identity, "{how}");
-        assert_eq!(entry.info.ppid, std::process::id(), "{how}: the sh that exec'd it was forked by us");
+        assert_eq!(
+            entry.info.ppid,
+            std::process::id(),
+            "{how}: the sh that exec'd it was forked by us"
+        );
         assert_eq!((entry.info.uid, entry.info.gid), (0, 0), "{how}");
         assert_eq!(entry.info.cgroup_id, cgroup_id, "{how}");
         assert_eq!(entry.comm, "client-a", "{how}");
@@ -432,10 +439,18 @@ fn the_process_table_records_identity_parent_ids_cgroup_and_comm() {
         );
     }
     for child in [&mut before, &mut after] {
-        child.stdin.take().expect("stdin").write_all(b"go\n").expect("go");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(b"go\n")
+            .expect("go");
         let _ = child.wait();
     }
     let gone = before.id();
     std::thread::sleep(Duration::from_millis(100));
-    assert!(firewall.process(gone).expect("lookup").is_none(), "dropped on exit");
+    assert!(
+        firewall.process(gone).expect("lookup").is_none(),
+        "dropped on exit"
+    );
 }
