@@ -11,7 +11,7 @@ cd "$(dirname "$0")"
 # libelf/zlib static archives are linked into the binary, bpftool is the tests'
 # "attacker", iproute2/iputils-ping/util-linux drive namespaces, pings and setpriv.
 PACKAGES=(clang llvm libelf-dev zlib1g-dev pkg-config make gcc bpftool iproute2
-          iputils-ping util-linux procps python3)
+          iputils-ping util-linux procps python3 bash openssl curl)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -65,7 +65,7 @@ cmd_test() {
     results=$(mktemp)
     cargo test --workspace --no-fail-fast 2>&1 | tee "$results"
     log "benchmarks (short mode: they measure, they never fail on timing)"
-    cargo bench -p ironclad-benches --bench shield --bench tls --bench egress --quiet -- --warm-up-time 0.2 --measurement-time 0.5 --noplot
+    cargo bench -p ironclad-benches --bench shield --bench tls --bench egress --bench events --quiet -- --warm-up-time 0.2 --measurement-time 0.5 --noplot
     # One closing line summing every cargo test binary's result.
     awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
          END { printf "tests: %d passed, %d failed\n", p, f }' "$results"

@@ -39,7 +39,7 @@ use ironclad_policy::egress::{exe_identity, CompiledEgress};
 use libbpf_rs::Link;
 
 use crate::error::{BpfError, Result};
-use crate::events::EventReader;
+use crate::events::{EventReader, EventSource};
 use crate::loader::{LoadedObject, Loader};
 
 const HOOKS: &[&str] = &["ic_connect4", "ic_connect6", "ic_sendmsg4", "ic_sendmsg6"];
@@ -364,6 +364,12 @@ impl EgressFirewall {
     /// Opens the event ring buffer; each decision is decoded, given the executable's
     /// path, and published to `fanout`.
     pub fn events(&self, fanout: Arc<Fanout<Event>>) -> Result<EventReader> {
+        EventReader::new(vec![self.event_source()?], fanout)
+    }
+
+    /// The decision ring buffer with its executable-path enrichment, to read together
+    /// with other sources in one [`EventReader`].
+    pub fn event_source(&self) -> Result<EventSource> {
         let known: HashMap<(u32, u64), String> = self
             .known_exes
             .iter()
@@ -378,12 +384,11 @@ impl EgressFirewall {
                 });
             }
         });
-        EventReader::new(
+        Ok(EventSource::new(
             self.object.map("ic_egress_events")?.handle()?,
             "ic_egress_events",
-            fanout,
             Some(enrich),
-        )
+        ))
     }
 
     /// The loaded object.

@@ -1,4 +1,5 @@
-//! Reading a BPF ring buffer into typed events.
+//! Reading BPF ring buffers into typed events: one epoll-based poller for any number of
+//! ring buffers, total decoding, enrichment, fan-out.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,23 +29,61 @@ impl EventStats {
     }
 }
 
-/// A step applied to every decoded event before it is published (e.g. resolving the
-/// executable path of a pid in user space).
+/// A step applied to every decoded event of one source before it is published (e.g.
+/// resolving the executable path of a pid in user space).
 pub type Enricher = Box<dyn FnMut(&mut Event) + Send>;
 
-/// Reads one ring buffer, decodes every record with [`ironclad_events::decode`] and
-/// publishes the events to a [`Fanout`]. `poll` waits with epoll (no busy loop).
+/// One ring buffer to read: from [`Shield::event_source`](crate::Shield::event_source),
+/// [`TlsMonitor::event_source`](crate::TlsMonitor::event_source) or
+/// [`EgressFirewall::event_source`](crate::EgressFirewall::event_source).
+pub struct EventSource {
+    pub(crate) handle: MapHandle,
+    pub(crate) name: String,
+    pub(crate) enrich: Option<Enricher>,
+}
+
+impl std::fmt::Debug for EventSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventSource")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventSource {
+    pub(crate) fn new(handle: MapHandle, name: &str, enrich: Option<Enricher>) -> Self {
+        Self {
+            handle,
+            name: name.to_string(),
+            enrich,
+        }
+    }
+}
+
+/// The offset from the kernel's `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) to wall-clock
+/// nanoseconds since the Unix epoch, measured now.
+pub fn monotonic_to_wall_offset() -> i128 {
+    let mono = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    let real = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
+    let ns =
+        |t: rustix::time::Timespec| i128::from(t.tv_sec) * 1_000_000_000 + i128::from(t.tv_nsec);
+    ns(real) - ns(mono)
+}
+
+/// Reads one or more ring buffers with a single epoll-based poller, decodes every
+/// record with [`ironclad_events::decode`], stamps it with wall-clock time, enriches it
+/// and publishes it to a [`Fanout`]. `poll` sleeps in `epoll_wait` (no busy loop).
 pub struct EventReader {
     ring: libbpf_rs::RingBuffer<'static>,
     stats: Arc<EventStats>,
-    map: String,
-    _handle: MapHandle,
+    names: Vec<String>,
+    _handles: Vec<MapHandle>,
 }
 
 impl std::fmt::Debug for EventReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EventReader")
-            .field("map", &self.map)
+            .field("sources", &self.names)
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
@@ -56,19 +95,22 @@ fn ring_error(op: &'static str, map: &str) -> impl FnOnce(libbpf_rs::Error) -> B
 }
 
 impl EventReader {
-    pub(crate) fn new(
-        handle: MapHandle,
-        name: &str,
-        fanout: Arc<Fanout<Event>>,
-        mut enrich: Option<Enricher>,
-    ) -> Result<Self> {
+    /// A reader of every source in `sources`, publishing to `fanout`.
+    pub fn new(sources: Vec<EventSource>, fanout: Arc<Fanout<Event>>) -> Result<Self> {
         let stats = Arc::new(EventStats::default());
-        let counters = stats.clone();
+        let offset = monotonic_to_wall_offset();
         let mut builder = libbpf_rs::RingBufferBuilder::new();
-        builder
-            .add(&handle, move |record: &[u8]| {
+        let mut handles = Vec::new();
+        let mut names = Vec::new();
+        let mut callbacks = Vec::new();
+        for source in sources {
+            let counters = stats.clone();
+            let fanout = fanout.clone();
+            let mut enrich = source.enrich;
+            callbacks.push(move |record: &[u8]| {
                 match decode(record) {
                     Ok(mut event) => {
+                        event.set_wall_time(offset);
                         if let Some(enrich) = enrich.as_mut() {
                             enrich(&mut event);
                         }
@@ -80,29 +122,39 @@ impl EventReader {
                     }
                 }
                 0
-            })
-            .map_err(ring_error("ring buffer", name))?;
-        let ring = builder.build().map_err(ring_error("ring buffer", name))?;
+            });
+            names.push(source.name);
+            handles.push(source.handle);
+        }
+        for ((handle, name), callback) in handles.iter().zip(&names).zip(callbacks) {
+            builder
+                .add(handle, callback)
+                .map_err(ring_error("ring buffer", name))?;
+        }
+        let ring = builder
+            .build()
+            .map_err(ring_error("ring buffer", &names.join(",")))?;
         Ok(Self {
             ring,
             stats,
-            map: name.to_string(),
-            _handle: handle,
+            names,
+            _handles: handles,
         })
     }
 
-    /// Waits up to `timeout` for records and publishes every one available.
+    /// Waits up to `timeout` for records on any source and publishes every one
+    /// available.
     pub fn poll(&self, timeout: Duration) -> Result<()> {
         self.ring
             .poll(timeout)
-            .map_err(ring_error("poll", &self.map))
+            .map_err(ring_error("poll", &self.names.join(",")))
     }
 
     /// Publishes every record available now, without waiting.
     pub fn drain(&self) -> Result<()> {
         self.ring
             .consume()
-            .map_err(ring_error("consume", &self.map))
+            .map_err(ring_error("consume", &self.names.join(",")))
     }
 
     /// Decoding counters.

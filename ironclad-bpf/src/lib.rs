@@ -47,7 +47,7 @@ pub use auditlog::{
 };
 pub use egress::{EgressFirewall, EgressStatus, ProcessEntry};
 pub use error::{BpfError, Result};
-pub use events::{EventReader, EventStats};
+pub use events::{EventReader, EventSource, EventStats};
 pub use loader::{
     AuditedMap, LoadedObject, Loader, LoaderBuilder, PinnedMap, TestRun, DEFAULT_PIN_ROOT,
 };

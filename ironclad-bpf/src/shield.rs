@@ -46,7 +46,7 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::attach::XdpAttachment;
 use crate::error::{BpfError, Result};
-use crate::events::EventReader;
+use crate::events::{EventReader, EventSource};
 use crate::loader::{LoadedObject, Loader};
 
 const RULES_V4: &str = "ic_rules_v4";
@@ -596,9 +596,20 @@ impl Shield {
         Ok(attachment)
     }
 
-    /// Opens the drop-event ring buffer; each decoded event is published to `fanout`.
+    /// The drop-event ring buffer, to read together with other sources in one
+    /// [`EventReader`].
+    pub fn event_source(&self) -> Result<EventSource> {
+        Ok(EventSource::new(
+            self.object.map(EVENTS)?.handle()?,
+            EVENTS,
+            None,
+        ))
+    }
+
+    /// Opens the drop-event ring buffer alone; each decoded event is published to
+    /// `fanout`.
     pub fn events(&self, fanout: Arc<Fanout<Event>>) -> Result<EventReader> {
-        EventReader::new(self.object.map(EVENTS)?.handle()?, EVENTS, fanout, None)
+        EventReader::new(vec![self.event_source()?], fanout)
     }
 }
 

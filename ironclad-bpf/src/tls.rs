@@ -42,7 +42,7 @@ use ironclad_events::{Event, Fanout};
 use libbpf_rs::{Link, UprobeOpts};
 
 use crate::error::{BpfError, Result};
-use crate::events::EventReader;
+use crate::events::{EventReader, EventSource};
 use crate::loader::{LoadedObject, Loader};
 
 pub use ironclad_policy::tls::{TlsPolicy, TlsScope};
@@ -289,6 +289,12 @@ impl TlsMonitor {
     /// matches what the kernel reported; after it exits, from the executables known by
     /// identity (the scope's and those seen running).
     pub fn events(&self, fanout: Arc<Fanout<Event>>) -> Result<EventReader> {
+        EventReader::new(vec![self.event_source()?], fanout)
+    }
+
+    /// The plaintext ring buffer with its executable-path enrichment, to read together
+    /// with other sources in one [`EventReader`].
+    pub fn event_source(&self) -> Result<EventSource> {
         let mut known = self.known_exes.clone();
         let enrich = Box::new(move |event: &mut Event| {
             if let Event::TlsData(tls) = event {
@@ -310,12 +316,11 @@ impl TlsMonitor {
                 tls.exe = known.get(&key).cloned();
             }
         });
-        EventReader::new(
+        Ok(EventSource::new(
             self.object.map("ic_tls_events")?.handle()?,
             "ic_tls_events",
-            fanout,
             Some(enrich),
-        )
+        ))
     }
 
     /// Chunks lost because the ring buffer was full, summed over CPUs.

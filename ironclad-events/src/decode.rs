@@ -53,6 +53,8 @@ pub enum DecodeError {
 /// A packet the Shield dropped (or, in dry-run, would have dropped).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ShieldDrop {
+    /// Wall-clock time, RFC 3339 (set by the reader; empty if unknown).
+    pub time: String,
     /// `bpf_ktime_get_ns()` when it happened (CLOCK_MONOTONIC).
     pub ktime_ns: u64,
     /// Source address.
@@ -97,6 +99,8 @@ fn escaped<S: serde::Serializer>(data: &[u8], s: S) -> Result<S::Ok, S::Error> {
 /// One chunk of TLS plaintext captured from OpenSSL.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TlsData {
+    /// Wall-clock time, RFC 3339 (set by the reader; empty if unknown).
+    pub time: String,
     /// `bpf_ktime_get_ns()` when it was captured.
     pub ktime_ns: u64,
     /// Write or read.
@@ -147,6 +151,8 @@ fn action_name<S: serde::Serializer>(v: &EgressAction, s: S) -> Result<S::Ok, S:
 /// A connection attempt the identity firewall denied, rate-limited or logged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EgressDecision {
+    /// Wall-clock time, RFC 3339 (set by the reader; empty if unknown).
+    pub time: String,
     /// `bpf_ktime_get_ns()` when it happened.
     pub ktime_ns: u64,
     /// What was done.
@@ -196,7 +202,27 @@ pub enum Event {
     RateLimited(EgressDecision),
 }
 
+fn rfc3339(ktime_ns: u64, offset: i128) -> String {
+    let wall = i128::from(ktime_ns) + offset;
+    u64::try_from(wall)
+        .map(|ns| {
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns);
+            humantime::format_rfc3339_nanos(t).to_string()
+        })
+        .unwrap_or_default()
+}
+
 impl Event {
+    /// Sets the event's wall-clock `time` from its `ktime_ns` (CLOCK_MONOTONIC) and
+    /// `offset`, the wall-clock minus monotonic nanoseconds measured by the reader.
+    pub fn set_wall_time(&mut self, offset: i128) {
+        match self {
+            Event::ShieldDrop(e) => e.time = rfc3339(e.ktime_ns, offset),
+            Event::TlsData(e) => e.time = rfc3339(e.ktime_ns, offset),
+            Event::Connect(e) | Event::RateLimited(e) => e.time = rfc3339(e.ktime_ns, offset),
+        }
+    }
+
     /// The event as one JSON line (no trailing newline), with a `kind` field.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self)
@@ -243,6 +269,7 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
                 value: u64::from(e.verdict),
             })?;
             Ok(Event::ShieldDrop(ShieldDrop {
+                time: String::new(),
                 ktime_ns: e.hdr.ktime_ns,
                 src: addr(e.family, e.src)?,
                 dst: addr(e.family, e.dst)?,
@@ -291,6 +318,7 @@ fn decode_egress(record: &[u8]) -> Result<Event, DecodeError> {
     let v6 = Ipv6Addr::from(e.dst);
     let dst = v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4);
     let decision = EgressDecision {
+        time: String::new(),
         ktime_ns: e.hdr.ktime_ns,
         verdict,
         pid: e.pid,
@@ -353,6 +381,7 @@ fn decode_tls(record: &[u8]) -> Result<Event, DecodeError> {
         None
     };
     Ok(Event::TlsData(TlsData {
+        time: String::new(),
         ktime_ns: e.hdr.ktime_ns,
         direction,
         pid: e.pid,
@@ -514,6 +543,11 @@ mod tests {
         assert_eq!(drop.rule_id, 7);
         let json: serde_json::Value = serde_json::from_str(&event.to_json()).expect("json");
         assert_eq!(json["kind"], "shield_drop");
+        let mut stamped = event.clone();
+        stamped.set_wall_time(1_795_334_400_000_000_000);
+        let json: serde_json::Value = serde_json::from_str(&stamped.to_json()).expect("json");
+        assert_eq!(json["time"], "2026-11-22T04:00:00.000000042Z");
+        assert_eq!(json["ktime_ns"], 42);
         assert_eq!(json["src"], "203.0.113.9");
         assert_eq!(json["verdict"], "drop");
     }

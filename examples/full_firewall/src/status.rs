@@ -84,6 +84,22 @@ pub(crate) fn status(pin_root: &Path, json: bool) -> Result<ExitCode> {
         if let Ok(e) = &egress {
             out["egress"] = egress_json(e);
         }
+        // Events the kernel could not report for lack of ring-buffer space, per source.
+        let shield_lost = shield.as_ref().ok().and_then(|s| {
+            s.totals
+                .iter()
+                .find(|(t, _)| *t == ironclad_core::abi::ShieldTotal::EventsLost)
+                .map(|(_, c)| c.packets)
+        });
+        let egress_lost = egress.as_ref().ok().and_then(|e| {
+            e.totals
+                .iter()
+                .find(|(t, _)| *t == ironclad_core::abi::EgressTotal::EventsLost)
+                .map(|(_, n)| *n)
+        });
+        out["events"] = serde_json::json!({
+            "lost_in_kernel": {"shield": shield_lost, "egress": egress_lost},
+        });
         println!("{out}");
         return Ok(ExitCode::SUCCESS);
     }

@@ -601,6 +601,7 @@ fn egress_section_denies_by_executable_survives_kill_9_and_reports_json() {
     assert_eq!(status["egress"]["rules"][0]["rule_id"], 1);
     assert_eq!(status["egress"]["rules"][0]["hits"], 2, "{status}");
     assert_eq!(status["egress"]["totals"]["denied"], 2);
+    assert_eq!(status["events"]["lost_in_kernel"]["egress"], 0);
 
     let text = std::fs::read_to_string(&events).expect("events");
     let denial: serde_json::Value = text
