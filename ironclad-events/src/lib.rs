@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod decode;
+pub mod dns;
 pub mod fanout;
 pub mod http;
 
