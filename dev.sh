@@ -64,6 +64,18 @@ cmd_test() {
     local results
     results=$(mktemp)
     cargo test --workspace --no-fail-fast 2>&1 | tee "$results"
+    log "fuzzing, bounded: the event decoder and the DNS parser"
+    # cargo-fuzz needs the sanitizer flags of a nightly compiler; RUSTC_BOOTSTRAP=1 lets
+    # the stable toolchain accept them. New inputs go to a temporary directory, the
+    # committed seeds are only read.
+    command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
+    for target in decode dns; do
+        local found
+        found=$(mktemp -d)
+        (cd ironclad-events && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "$found" "fuzz/corpus/$target" \
+            -- -max_total_time="${FUZZ_SECONDS:-20}" 2>&1 | tail -n 20)
+        rm -rf "$found"
+    done
     log "benchmarks (short mode: they measure, they never fail on timing)"
     cargo bench -p ironclad-benches --bench shield --bench tls --bench egress --bench events --quiet -- --warm-up-time 0.2 --measurement-time 0.5 --noplot
     # One closing line summing every cargo test binary's result.

@@ -546,7 +546,7 @@ mod tests {
         let mut stamped = event.clone();
         stamped.set_wall_time(1_795_334_400_000_000_000);
         let json: serde_json::Value = serde_json::from_str(&stamped.to_json()).expect("json");
-        assert_eq!(json["time"], "2026-11-22T04:00:00.000000042Z");
+        assert_eq!(json["time"], "2026-11-22T08:00:00.000000042Z");
         assert_eq!(json["ktime_ns"], 42);
         assert_eq!(json["src"], "203.0.113.9");
         assert_eq!(json["verdict"], "drop");
