@@ -16,18 +16,12 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_tracing.h>
 #include "ironclad.h"
-#include "proc.h"
+#include "proctable.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 #define IC_NS 1000000000LL
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, IC_EGRESS_IDENTITIES);
-	__type(key, __u32); /* tgid */
-	__type(value, struct ic_proc_info);
-} ic_egress_procs SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -91,54 +85,6 @@ const volatile enum ic_egress_hook ic_abi_egress_hook = IC_HOOK_CONNECT4;
 const volatile enum ic_egress_total ic_abi_egress_total = IC_ETOTAL_COUNT;
 const volatile enum ic_event_kind ic_abi_egress_kind = IC_EVENT_EGRESS;
 const volatile struct ic_egress_event ic_abi_egress_event;
-const volatile struct ic_proc_info ic_abi_proc_info;
-
-/* ---- process table ---- */
-
-SEC("tp_btf/sched_process_exec")
-int BPF_PROG(ic_egress_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
-{
-	struct ic_proc_info info = {};
-	__u32 tgid = p->tgid;
-	__u64 ids = bpf_get_current_uid_gid();
-
-	ic_exe_of_file(bprm->file, &info.exe);
-	info.ppid = p->real_parent->tgid;
-	info.uid = (__u32)ids;
-	info.gid = ids >> 32;
-	info.cgroup_id = bpf_get_current_cgroup_id();
-	bpf_get_current_comm(info.comm, sizeof(info.comm));
-	bpf_map_update_elem(&ic_egress_procs, &tgid, &info, BPF_ANY);
-	return 0;
-}
-
-SEC("tp_btf/sched_process_fork")
-int BPF_PROG(ic_egress_fork, struct task_struct *parent, struct task_struct *child)
-{
-	__u32 parent_tgid = parent->tgid, child_tgid = child->tgid;
-	struct ic_proc_info *info;
-
-	if (child->pid != child->tgid)
-		return 0;
-	info = bpf_map_lookup_elem(&ic_egress_procs, &parent_tgid);
-	if (info) {
-		struct ic_proc_info copy = *info;
-
-		copy.ppid = parent_tgid;
-		bpf_map_update_elem(&ic_egress_procs, &child_tgid, &copy, BPF_ANY);
-	}
-	return 0;
-}
-
-SEC("tp_btf/sched_process_exit")
-int BPF_PROG(ic_egress_exit, struct task_struct *p)
-{
-	__u32 tgid = p->tgid;
-
-	if (p->pid == p->tgid)
-		bpf_map_delete_elem(&ic_egress_procs, &tgid);
-	return 0;
-}
 
 /* ---- decision ---- */
 
@@ -321,7 +267,7 @@ __attribute__((noinline)) int ic_decide(struct ic_conn *in, __u8 hook, int is_co
 	if (!cfg || !in)
 		return 1;
 	stack_copy = *in;
-	info = bpf_map_lookup_elem(&ic_egress_procs, &tgid);
+	info = bpf_map_lookup_elem(&ic_procs, &tgid);
 	if (info) {
 		c->exe = info->exe;
 		c->known = 1;

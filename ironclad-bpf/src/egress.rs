@@ -43,7 +43,7 @@ use crate::events::{EventReader, EventSource};
 use crate::loader::{LoadedObject, Loader};
 
 const HOOKS: &[&str] = &["ic_connect4", "ic_connect6", "ic_sendmsg4", "ic_sendmsg6"];
-const TRACEPOINTS: &[&str] = &["ic_egress_exec", "ic_egress_fork", "ic_egress_exit"];
+const TRACEPOINTS: &[&str] = crate::procs::TRACEPOINTS;
 
 /// A loaded identity firewall.
 #[derive(Debug)]
@@ -87,28 +87,7 @@ impl EgressFirewall {
     }
 
     fn seed_processes(&mut self) -> Result<()> {
-        let cgroup_root = ironclad_core::identity::cgroup2_root().ok();
-        let mut entries: Vec<([u8; 4], [u8; ProcInfo::SIZE])> = Vec::new();
-        for (pid, exe) in crate::procs::running()? {
-            // Kernel threads and processes that exit meanwhile have no executable.
-            let Ok(id) = exe_identity(&exe) else {
-                continue;
-            };
-            let Some(info) = proc_info(pid, id, cgroup_root.as_deref()) else {
-                continue;
-            };
-            entries.push((pid.to_ne_bytes(), info.to_bytes()));
-            if let Ok(path) = std::fs::read_link(&exe) {
-                self.known_exes.insert(id, path.display().to_string());
-            }
-        }
-        let procs = self.object.map("ic_egress_procs")?;
-        // Entries the tracepoints wrote since they were attached are fresher: keep them.
-        let fresh: Vec<([u8; 4], [u8; ProcInfo::SIZE])> = entries
-            .into_iter()
-            .filter(|(pid, _)| matches!(procs.lookup(pid), Ok(None)))
-            .collect();
-        procs.update_many(fresh.iter().map(|(k, v)| (&k[..], &v[..])))?;
+        self.known_exes.extend(crate::procs::seed(&self.object)?);
         Ok(())
     }
 
@@ -118,7 +97,7 @@ impl EgressFirewall {
     pub fn process(&self, pid: u32) -> Result<Option<ProcessEntry>> {
         let bytes = self
             .object
-            .map("ic_egress_procs")?
+            .map(crate::procs::TABLE)?
             .lookup(&pid.to_ne_bytes())?;
         Ok(bytes.and_then(|b| ProcInfo::from_bytes(&b)).map(|info| {
             let len = info.comm.iter().position(|c| *c == 0).unwrap_or(16);
@@ -483,45 +462,6 @@ pub struct ProcessEntry {
     pub exe_path: Option<String>,
     /// The command name.
     pub comm: String,
-}
-
-/// A process's record as seeding from /proc builds it.
-fn proc_info(pid: u32, exe: ProcExe, cgroup_root: Option<&Path>) -> Option<ProcInfo> {
-    use std::os::unix::fs::MetadataExt;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| -> Option<u32> {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    };
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-    let cgroup_id = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .ok()
-        .and_then(|text| {
-            let rel = text
-                .lines()
-                .find_map(|l| l.strip_prefix("0::"))?
-                .to_string();
-            let dir = cgroup_root?.join(rel.trim_start_matches('/'));
-            std::fs::metadata(dir).ok().map(|m| m.ino())
-        })
-        .unwrap_or(0);
-    let mut info = ProcInfo {
-        exe,
-        ppid: field("PPid:")?,
-        uid: field("Uid:")?,
-        gid: field("Gid:")?,
-        cgroup_id,
-        ..ProcInfo::default()
-    };
-    let comm = comm.trim_end().as_bytes();
-    let n = comm.len().min(15);
-    info.comm[..n].copy_from_slice(&comm[..n]);
-    Some(info)
 }
 
 /// What the identity firewall's pinned maps say.

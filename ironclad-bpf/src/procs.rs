@@ -1,8 +1,19 @@
 //! Listing running processes from /proc, to seed the kernel's process tables.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use ironclad_core::abi::{ProcExe, ProcInfo};
+use ironclad_policy::egress::exe_identity;
+
+use crate::loader::LoadedObject;
 
 use crate::error::{BpfError, Result};
+
+/// The process table map of `bpf-src/lib/proctable.h`.
+pub(crate) const TABLE: &str = "ic_procs";
+/// Its three tracepoint programs.
+pub(crate) const TRACEPOINTS: &[&str] = &["ic_proc_exec", "ic_proc_fork", "ic_proc_exit"];
 
 /// Every running process: its pid and the path of its `/proc/PID/exe` link (kernel
 /// threads included; their link cannot be followed).
@@ -18,4 +29,72 @@ pub(crate) fn running() -> Result<Vec<(u32, PathBuf)>> {
             Some((pid, entry.path().join("exe")))
         })
         .collect())
+}
+
+/// A process's record as seeding from /proc builds it.
+fn proc_info(pid: u32, exe: ProcExe, cgroup_root: Option<&Path>) -> Option<ProcInfo> {
+    use std::os::unix::fs::MetadataExt;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u32> {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    let cgroup_id = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .ok()
+        .and_then(|text| {
+            let rel = text
+                .lines()
+                .find_map(|l| l.strip_prefix("0::"))?
+                .to_string();
+            let dir = cgroup_root?.join(rel.trim_start_matches('/'));
+            std::fs::metadata(dir).ok().map(|m| m.ino())
+        })
+        .unwrap_or(0);
+    let mut info = ProcInfo {
+        exe,
+        ppid: field("PPid:")?,
+        uid: field("Uid:")?,
+        gid: field("Gid:")?,
+        cgroup_id,
+        ..ProcInfo::default()
+    };
+    let comm = comm.trim_end().as_bytes();
+    let n = comm.len().min(15);
+    info.comm[..n].copy_from_slice(&comm[..n]);
+    Some(info)
+}
+
+/// Fills the process table of `object` from /proc (entries the tracepoints already
+/// wrote are fresher and kept) and returns the executable paths seen, by identity.
+/// Attach the tracepoints first, so no process started meanwhile is missed.
+pub(crate) fn seed(object: &LoadedObject) -> Result<HashMap<ProcExe, String>> {
+    let cgroup_root = ironclad_core::identity::cgroup2_root().ok();
+    let mut known = HashMap::new();
+    let mut entries: Vec<([u8; 4], [u8; ProcInfo::SIZE])> = Vec::new();
+    for (pid, exe) in running()? {
+        // Kernel threads and processes that exit meanwhile have no executable.
+        let Ok(id) = exe_identity(&exe) else {
+            continue;
+        };
+        let Some(info) = proc_info(pid, id, cgroup_root.as_deref()) else {
+            continue;
+        };
+        entries.push((pid.to_ne_bytes(), info.to_bytes()));
+        if let Ok(path) = std::fs::read_link(&exe) {
+            known.insert(id, path.display().to_string());
+        }
+    }
+    let table = object.map(TABLE)?;
+    let fresh: Vec<([u8; 4], [u8; ProcInfo::SIZE])> = entries
+        .into_iter()
+        .filter(|(pid, _)| matches!(table.lookup(pid), Ok(None)))
+        .collect();
+    table.update_many(fresh.iter().map(|(k, v)| (&k[..], &v[..])))?;
+    Ok(known)
 }
