@@ -62,6 +62,7 @@ enum ic_event_kind {
 	IC_EVENT_SHIELD = 1, /* struct ic_shield_event */
 	IC_EVENT_TLS = 2,    /* struct ic_tls_event */
 	IC_EVENT_EGRESS = 3, /* struct ic_egress_event */
+	IC_EVENT_DNS = 4,    /* struct ic_dns_event */
 };
 
 /* What the Shield did to a packet it reports (struct ic_shield_event.verdict). */
@@ -321,6 +322,63 @@ struct ic_egress_event {
 	__u8 hook;        /* enum ic_egress_hook */
 	__u8 _pad0[3];
 	__u8 comm[16];
+};
+
+/* ---- Telemetry: bandwidth per process, DNS at the socket layer ---- */
+
+enum ic_telemetry_limits {
+	IC_DNS_CAPTURE = 512,  /* DNS payload bytes copied per packet, at most */
+	IC_SOCKETS = 65536,    /* sockets whose owner is tracked */
+};
+
+enum ic_telemetry_dir {
+	IC_DIR_OUT = 1, /* sent by the socket's owner */
+	IC_DIR_IN = 2,  /* received by it */
+};
+
+/* Who created a socket (by socket cookie). */
+struct ic_sock_owner {
+	__u32 tgid;     /* host order */
+	__u32 uid;      /* host order */
+	__u8 comm[16];
+};
+
+/* Traffic of one process (by thread-group id). Bytes are IP packet lengths (IP and
+ * transport headers included); payload is TCP/UDP payload only. */
+struct ic_bandwidth {
+	__u64 tx_bytes;
+	__u64 tx_packets;
+	__u64 tx_payload;
+	__u64 rx_bytes;
+	__u64 rx_packets;
+	__u64 rx_payload;
+	struct ic_proc_exe exe; /* the process's executable when first counted */
+	__u8 comm[16];          /* its command name when first counted */
+};
+
+/* Runtime configuration of telemetry (array map with one entry). */
+struct ic_telemetry_config {
+	__u32 dns;        /* non-zero: report DNS packets */
+	__u32 bandwidth;  /* non-zero: count bytes per process */
+};
+
+/* A DNS packet (UDP or TCP, port 53) sent or received by a process. */
+struct ic_dns_event {
+	struct ic_event_header hdr;
+	__u32 pid;        /* host order; 0 if the socket's owner is unknown */
+	__u32 uid;        /* host order */
+	struct ic_proc_exe exe;
+	__u8 comm[16];
+	__u8 src[16];     /* network order; IPv4 as IPv4-mapped */
+	__u8 dst[16];     /* network order; IPv4 as IPv4-mapped */
+	__u16 sport;      /* host order */
+	__u16 dport;      /* host order */
+	__u8 proto;       /* IPPROTO_UDP or IPPROTO_TCP (payload starts with a 2-byte length) */
+	__u8 direction;   /* enum ic_telemetry_dir */
+	__u8 _pad0[2];
+	__u32 len;        /* host order; payload bytes in data */
+	__u32 total;      /* host order; payload bytes in the packet */
+	__u8 data[IC_DNS_CAPTURE];
 };
 
 #endif /* IRONCLAD_ABI_H */

@@ -86,6 +86,45 @@ mod tls {
     };
 }
 
+mod telemetry {
+    use super::*;
+    use crate::object::telemetry_skel::types as t;
+
+    same_layout!(
+        abi::Bandwidth,
+        t::ic_bandwidth,
+        [tx_bytes, tx_packets, tx_payload, rx_bytes, rx_packets, rx_payload, exe, comm]
+    );
+    same_layout!(
+        abi::TelemetryConfig,
+        t::ic_telemetry_config,
+        [dns, bandwidth]
+    );
+    same_layout!(abi::SockOwner, t::ic_sock_owner, [tgid, uid, comm]);
+    const _: () = {
+        assert!(offset_of!(abi::DnsEvent, hdr) == offset_of!(t::ic_dns_event, hdr));
+        assert!(offset_of!(abi::DnsEvent, pid) == offset_of!(t::ic_dns_event, pid));
+        assert!(offset_of!(abi::DnsEvent, uid) == offset_of!(t::ic_dns_event, uid));
+        assert!(offset_of!(abi::DnsEvent, exe) == offset_of!(t::ic_dns_event, exe));
+        assert!(offset_of!(abi::DnsEvent, comm) == offset_of!(t::ic_dns_event, comm));
+        assert!(offset_of!(abi::DnsEvent, src) == offset_of!(t::ic_dns_event, src));
+        assert!(offset_of!(abi::DnsEvent, dst) == offset_of!(t::ic_dns_event, dst));
+        assert!(offset_of!(abi::DnsEvent, sport) == offset_of!(t::ic_dns_event, sport));
+        assert!(offset_of!(abi::DnsEvent, dport) == offset_of!(t::ic_dns_event, dport));
+        assert!(offset_of!(abi::DnsEvent, proto) == offset_of!(t::ic_dns_event, proto));
+        assert!(offset_of!(abi::DnsEvent, direction) == offset_of!(t::ic_dns_event, direction));
+        assert!(offset_of!(abi::DnsEvent, len) == offset_of!(t::ic_dns_event, len));
+        assert!(offset_of!(abi::DnsEvent, total) == offset_of!(t::ic_dns_event, total));
+        assert!(abi::DnsEvent::DATA_OFFSET == offset_of!(t::ic_dns_event, data));
+        assert!(abi::DnsEvent::RECORD_SIZE == size_of::<t::ic_dns_event>());
+        assert!(abi::DNS_CAPTURE as u32 == t::ic_telemetry_limits::IC_DNS_CAPTURE.0);
+        assert!(abi::TELEMETRY_SOCKETS == t::ic_telemetry_limits::IC_SOCKETS.0);
+        assert!(abi::DIR_OUT as u32 == t::ic_telemetry_dir::IC_DIR_OUT.0);
+        assert!(abi::DIR_IN as u32 == t::ic_telemetry_dir::IC_DIR_IN.0);
+        assert!(abi::EventKind::Dns as u32 == t::ic_event_kind::IC_EVENT_DNS.0);
+    };
+}
+
 mod egress {
     use super::*;
     use crate::object::egress_skel::types as e;

@@ -38,6 +38,7 @@ pub mod loader;
 pub mod object;
 mod procs;
 pub mod shield;
+pub mod telemetry;
 pub mod tls;
 
 pub use attach::{XdpAttachment, XdpMode};
@@ -53,4 +54,5 @@ pub use loader::{
 };
 pub use object::EmbeddedObject;
 pub use shield::{ReplaceReport, RuleStatus, Shield, ShieldStatus};
+pub use telemetry::Telemetry;
 pub use tls::{TlsMonitor, TlsPolicy, TlsScope};

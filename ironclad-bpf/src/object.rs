@@ -35,7 +35,7 @@ mod generated {
     include!(concat!(env!("OUT_DIR"), "/objects.rs"));
 }
 
-pub(crate) use generated::{egress_skel, shield_skel, tls_skel};
+pub(crate) use generated::{egress_skel, shield_skel, telemetry_skel, tls_skel};
 
 /// The Shield's XDP object (`bpf-src/shield.bpf.c`).
 pub fn shield() -> &'static EmbeddedObject {
@@ -52,9 +52,14 @@ pub fn egress() -> &'static EmbeddedObject {
     &generated::EGRESS
 }
 
+/// The telemetry object (`bpf-src/telemetry.bpf.c`).
+pub fn telemetry() -> &'static EmbeddedObject {
+    &generated::TELEMETRY
+}
+
 /// Every production object embedded in this build.
-pub fn all() -> [&'static EmbeddedObject; 3] {
-    [shield(), tls(), egress()]
+pub fn all() -> [&'static EmbeddedObject; 4] {
+    [shield(), tls(), egress(), telemetry()]
 }
 
 /// Deliberately bad objects used by the audit tests (feature `test-objects`).

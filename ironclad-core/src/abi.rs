@@ -113,6 +113,8 @@ pub enum EventKind {
     Tls = 2,
     /// `IC_EVENT_EGRESS`: an [`EgressEvent`].
     Egress = 3,
+    /// `IC_EVENT_DNS`: a [`DnsEvent`].
+    Dns = 4,
 }
 
 /// `IC_TLS_WRITE` (`enum ic_tls_direction`): plaintext about to be encrypted.
@@ -1055,6 +1057,183 @@ const _: () = {
     assert!(size_of::<EgressBucket>() == EgressBucket::SIZE);
     assert!(size_of::<EgressConfig>() == EgressConfig::SIZE);
     assert!(size_of::<EgressEvent>() == EgressEvent::SIZE);
+};
+
+/// `IC_DNS_CAPTURE`: DNS payload bytes copied per packet, at most.
+pub const DNS_CAPTURE: usize = 512;
+/// `IC_SOCKETS`: sockets whose owner is tracked.
+pub const TELEMETRY_SOCKETS: u32 = 65_536;
+/// `IC_DIR_OUT`: sent by the socket's owner.
+pub const DIR_OUT: u8 = 1;
+/// `IC_DIR_IN`: received by the socket's owner.
+pub const DIR_IN: u8 = 2;
+
+/// `struct ic_bandwidth`: traffic of one process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct Bandwidth {
+    /// Bytes sent: IP packet lengths, headers included.
+    pub tx_bytes: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
+    /// TCP/UDP payload bytes sent.
+    pub tx_payload: u64,
+    /// Bytes received: IP packet lengths, headers included.
+    pub rx_bytes: u64,
+    /// Packets received.
+    pub rx_packets: u64,
+    /// TCP/UDP payload bytes received.
+    pub rx_payload: u64,
+    /// The process's executable when first counted.
+    pub exe: ProcExe,
+    /// Its command name when first counted, NUL-padded.
+    pub comm: [u8; 16],
+}
+
+impl Bandwidth {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 88;
+
+    /// Decodes a value; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let at = |i: usize| take(bytes, i * 8).map(u64::from_ne_bytes);
+        Some(Self {
+            tx_bytes: at(0)?,
+            tx_packets: at(1)?,
+            tx_payload: at(2)?,
+            rx_bytes: at(3)?,
+            rx_packets: at(4)?,
+            rx_payload: at(5)?,
+            exe: ProcExe::from_bytes(bytes.get(48..)?)?,
+            comm: take(bytes, 72)?,
+        })
+    }
+}
+
+/// `struct ic_telemetry_config`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct TelemetryConfig {
+    /// Non-zero: report DNS packets.
+    pub dns: u32,
+    /// Non-zero: count bytes per process.
+    pub bandwidth: u32,
+}
+
+impl TelemetryConfig {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 8;
+
+    /// The exact byte image.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut out = [0u8; Self::SIZE];
+        out[..4].copy_from_slice(&self.dns.to_ne_bytes());
+        out[4..].copy_from_slice(&self.bandwidth.to_ne_bytes());
+        out
+    }
+}
+
+/// `struct ic_sock_owner`: who created a socket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct SockOwner {
+    /// Thread-group id.
+    pub tgid: u32,
+    /// User id.
+    pub uid: u32,
+    /// Command name, NUL-padded.
+    pub comm: [u8; 16],
+}
+
+/// `struct ic_dns_event` without its data: the fixed part of a DNS record; `len` bytes
+/// of payload follow at [`DnsEvent::DATA_OFFSET`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct DnsEvent {
+    /// The common header.
+    pub hdr: EventHeader,
+    /// The socket owner's thread-group id (0 if unknown).
+    pub pid: u32,
+    /// Its user id.
+    pub uid: u32,
+    /// Its executable (zeros if unknown).
+    pub exe: ProcExe,
+    /// Its command name.
+    pub comm: [u8; 16],
+    /// Source address (IPv6 or IPv4-mapped).
+    pub src: [u8; 16],
+    /// Destination address (IPv6 or IPv4-mapped).
+    pub dst: [u8; 16],
+    /// Source port.
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+    /// IP protocol (UDP, or TCP with a 2-byte length before the message).
+    pub proto: u8,
+    /// [`DIR_OUT`] or [`DIR_IN`].
+    pub direction: u8,
+    /// Explicit padding.
+    pub _pad0: [u8; 2],
+    /// Payload bytes captured.
+    pub len: u32,
+    /// Payload bytes in the packet.
+    pub total: u32,
+}
+
+impl DnsEvent {
+    /// Offset of the payload (`offsetof(struct ic_dns_event, data)`).
+    pub const DATA_OFFSET: usize = 112;
+    /// Size of the whole C record.
+    pub const RECORD_SIZE: usize = Self::DATA_OFFSET + DNS_CAPTURE;
+
+    /// Decodes the fixed part of a record; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Some(Self {
+            hdr: EventHeader::from_bytes(bytes)?,
+            pid: u32::from_ne_bytes(take(bytes, 16)?),
+            uid: u32::from_ne_bytes(take(bytes, 20)?),
+            exe: ProcExe::from_bytes(bytes.get(24..)?)?,
+            comm: take(bytes, 48)?,
+            src: take(bytes, 64)?,
+            dst: take(bytes, 80)?,
+            sport: u16::from_ne_bytes(take(bytes, 96)?),
+            dport: u16::from_ne_bytes(take(bytes, 98)?),
+            proto: *bytes.get(100)?,
+            direction: *bytes.get(101)?,
+            _pad0: take(bytes, 102)?,
+            len: u32::from_ne_bytes(take(bytes, 104)?),
+            total: u32::from_ne_bytes(take(bytes, 108)?),
+        })
+    }
+
+    /// The byte image of a whole record carrying `data` (at most [`DNS_CAPTURE`] bytes).
+    pub fn to_record(&self, data: &[u8]) -> Vec<u8> {
+        let mut out = vec![0u8; Self::RECORD_SIZE];
+        out[..16].copy_from_slice(&self.hdr.to_bytes());
+        out[16..20].copy_from_slice(&self.pid.to_ne_bytes());
+        out[20..24].copy_from_slice(&self.uid.to_ne_bytes());
+        out[24..48].copy_from_slice(&self.exe.to_bytes());
+        out[48..64].copy_from_slice(&self.comm);
+        out[64..80].copy_from_slice(&self.src);
+        out[80..96].copy_from_slice(&self.dst);
+        out[96..98].copy_from_slice(&self.sport.to_ne_bytes());
+        out[98..100].copy_from_slice(&self.dport.to_ne_bytes());
+        out[100] = self.proto;
+        out[101] = self.direction;
+        out[104..108].copy_from_slice(&self.len.to_ne_bytes());
+        out[108..112].copy_from_slice(&self.total.to_ne_bytes());
+        let n = data.len().min(DNS_CAPTURE);
+        out[Self::DATA_OFFSET..Self::DATA_OFFSET + n].copy_from_slice(&data[..n]);
+        out
+    }
+}
+
+const _: () = {
+    use core::mem::size_of;
+    assert!(size_of::<Bandwidth>() == Bandwidth::SIZE);
+    assert!(size_of::<TelemetryConfig>() == TelemetryConfig::SIZE);
+    assert!(size_of::<SockOwner>() == 24);
+    assert!(size_of::<DnsEvent>() == DnsEvent::DATA_OFFSET);
 };
 
 #[cfg(test)]

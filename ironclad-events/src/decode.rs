@@ -7,8 +7,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ironclad_core::abi::{
-    EgressAction, EgressEvent, EventHeader, EventKind, ShieldEvent, ShieldVerdict, TlsEvent,
-    ABI_VERSION, TLS_CHUNK, TLS_F_LAST, TLS_F_TRUNCATED, TLS_READ, TLS_WRITE,
+    DnsEvent, EgressAction, EgressEvent, EventHeader, EventKind, ShieldEvent, ShieldVerdict,
+    TlsEvent, ABI_VERSION, DIR_OUT, TLS_CHUNK, TLS_F_LAST, TLS_F_TRUNCATED, TLS_READ, TLS_WRITE,
 };
 use serde::Serialize;
 
@@ -186,6 +186,79 @@ pub struct EgressDecision {
     pub hook: &'static str,
 }
 
+/// A DNS packet a process sent or received (UDP or TCP port 53).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DnsRecord {
+    /// Wall-clock time, RFC 3339 (set by the reader; empty if unknown).
+    pub time: String,
+    /// `bpf_ktime_get_ns()` when it was seen.
+    pub ktime_ns: u64,
+    /// `query` (sent) or `response` (received).
+    pub direction: &'static str,
+    /// The socket owner's process id (0 if unknown).
+    pub pid: u32,
+    /// Its user id.
+    pub uid: u32,
+    /// Its command name.
+    pub comm: String,
+    /// Its executable's path, resolved in user space from its identity.
+    pub exe: Option<String>,
+    /// The executable's device (kernel encoding); 0 if unknown.
+    pub exe_dev: u32,
+    /// The executable's inode; 0 if unknown.
+    pub exe_ino: u64,
+    /// Source address.
+    pub src: IpAddr,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// Source port.
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+    /// `udp` or `tcp`.
+    pub proto: &'static str,
+    /// DNS transaction id.
+    pub id: Option<u16>,
+    /// The first question's name.
+    pub qname: Option<String>,
+    /// The first question's type (`A`, `AAAA`...).
+    pub qtype: Option<String>,
+    /// Response code (responses only).
+    pub rcode: Option<u8>,
+    /// A and AAAA addresses in the answers.
+    pub answers: Vec<IpAddr>,
+    /// Why the payload could not be parsed, if it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Traffic of one process over an interval (made in user space from the kernel's
+/// per-process counters).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BandwidthSample {
+    /// Wall-clock time, RFC 3339.
+    pub time: String,
+    /// Process id.
+    pub pid: u32,
+    /// Command name, if known.
+    pub comm: Option<String>,
+    /// Executable path, if known.
+    pub exe: Option<String>,
+    /// Bytes sent (IP packet lengths, headers included), since the process started
+    /// being counted.
+    pub tx_bytes: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
+    /// TCP/UDP payload bytes sent.
+    pub tx_payload: u64,
+    /// Bytes received (IP packet lengths).
+    pub rx_bytes: u64,
+    /// Packets received.
+    pub rx_packets: u64,
+    /// TCP/UDP payload bytes received.
+    pub rx_payload: u64,
+}
+
 /// Every kind of event Ironclad reports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -200,6 +273,10 @@ pub enum Event {
     Connect(EgressDecision),
     /// A connection attempt refused by the per-identity rate limit.
     RateLimited(EgressDecision),
+    /// A DNS query or response.
+    Dns(DnsRecord),
+    /// Per-process traffic counters.
+    Bandwidth(BandwidthSample),
 }
 
 fn rfc3339(ktime_ns: u64, offset: i128) -> String {
@@ -220,6 +297,8 @@ impl Event {
             Event::ShieldDrop(e) => e.time = rfc3339(e.ktime_ns, offset),
             Event::TlsData(e) => e.time = rfc3339(e.ktime_ns, offset),
             Event::Connect(e) | Event::RateLimited(e) => e.time = rfc3339(e.ktime_ns, offset),
+            Event::Dns(e) => e.time = rfc3339(e.ktime_ns, offset),
+            Event::Bandwidth(_) => {}
         }
     }
 
@@ -284,6 +363,7 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
         }
         k if k == EventKind::Tls as u16 => decode_tls(record),
         k if k == EventKind::Egress as u16 => decode_egress(record),
+        k if k == EventKind::Dns as u16 => decode_dns(record),
         other => Err(DecodeError::UnknownKind(other)),
     }
 }
@@ -292,6 +372,79 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
 fn comm_text(comm: &[u8; 16]) -> String {
     let len = comm.iter().position(|b| *b == 0).unwrap_or(comm.len());
     String::from_utf8_lossy(&comm[..len]).into_owned()
+}
+
+fn mapped_or_v6(bytes: [u8; 16]) -> IpAddr {
+    let v6 = Ipv6Addr::from(bytes);
+    v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+}
+
+fn decode_dns(record: &[u8]) -> Result<Event, DecodeError> {
+    let e = DnsEvent::from_bytes(record).ok_or(DecodeError::Truncated {
+        need: DnsEvent::RECORD_SIZE,
+        got: record.len(),
+    })?;
+    let len = e.len as usize;
+    let data = record
+        .get(DnsEvent::DATA_OFFSET..DnsEvent::DATA_OFFSET + len)
+        .ok_or(DecodeError::BadField {
+            field: "len",
+            value: u64::from(e.len),
+        })?;
+    let proto = match e.proto {
+        17 => "udp",
+        6 => "tcp",
+        other => {
+            return Err(DecodeError::BadField {
+                field: "proto",
+                value: u64::from(other),
+            })
+        }
+    };
+    // Over TCP a two-byte length comes first.
+    let message = if proto == "tcp" {
+        data.get(2..).unwrap_or(&[])
+    } else {
+        data
+    };
+    let parsed = crate::dns::parse(message);
+    let (id, qname, qtype, rcode, answers, error) = match &parsed {
+        Ok(m) => (
+            Some(m.id),
+            m.questions.first().map(|q| q.name.clone()),
+            m.questions.first().map(|q| crate::dns::type_name(q.qtype)),
+            m.response.then_some(m.rcode),
+            m.answers.iter().filter_map(|a| a.address).collect(),
+            None,
+        ),
+        Err(err) => (None, None, None, None, Vec::new(), Some(err.to_string())),
+    };
+    Ok(Event::Dns(DnsRecord {
+        time: String::new(),
+        ktime_ns: e.hdr.ktime_ns,
+        direction: if e.direction == DIR_OUT {
+            "query"
+        } else {
+            "response"
+        },
+        pid: e.pid,
+        uid: e.uid,
+        comm: comm_text(&e.comm),
+        exe: None,
+        exe_dev: e.exe.dev,
+        exe_ino: e.exe.ino,
+        src: mapped_or_v6(e.src),
+        dst: mapped_or_v6(e.dst),
+        sport: e.sport,
+        dport: e.dport,
+        proto,
+        id,
+        qname,
+        qtype,
+        rcode,
+        answers,
+        error,
+    }))
 }
 
 fn decode_egress(record: &[u8]) -> Result<Event, DecodeError> {

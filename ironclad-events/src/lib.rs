@@ -26,6 +26,9 @@ pub mod dns;
 pub mod fanout;
 pub mod http;
 
-pub use decode::{decode, DecodeError, EgressDecision, Event, ShieldDrop, TlsData, TlsDirection};
+pub use decode::{
+    decode, BandwidthSample, DecodeError, DnsRecord, EgressDecision, Event, ShieldDrop, TlsData,
+    TlsDirection,
+};
 pub use fanout::{Fanout, Overflow, SubscriberStats, Subscription};
 pub use http::Http;

@@ -40,6 +40,7 @@ use crate::error::{ConfigError, Diagnostic, Origin, PolicyError};
 use crate::shield::{
     compile, CompiledShield, Entry, Mode, RateLimit, ShieldPolicy, DEFAULT_SAMPLE_RATE,
 };
+use crate::telemetry::{TelemetryPolicy, DEFAULT_INTERVAL_SECONDS};
 use crate::tls::{TlsPolicy, TlsScope, DEFAULT_MAX_BYTES, MAX_BYTES_LIMIT};
 
 #[derive(Debug, Deserialize)]
@@ -48,6 +49,17 @@ struct RawConfig {
     shield: Option<RawShield>,
     tls: Option<RawTls>,
     egress: Option<RawEgress>,
+    telemetry: Option<RawTelemetry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTelemetry {
+    #[serde(default)]
+    dns: bool,
+    #[serde(default)]
+    bandwidth: bool,
+    interval_seconds: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,6 +154,8 @@ pub struct Config {
     pub tls: Option<TlsPolicy>,
     /// The `egress` section, if present.
     pub egress: Option<EgressPolicy>,
+    /// The `telemetry` section, if present.
+    pub telemetry: Option<TelemetryPolicy>,
 }
 
 /// A policy file compiled for the kernel.
@@ -153,6 +167,8 @@ pub struct CompiledConfig {
     pub tls: Option<TlsPolicy>,
     /// The compiled `egress` section, if present.
     pub egress: Option<CompiledEgress>,
+    /// The `telemetry` section, if present.
+    pub telemetry: Option<TelemetryPolicy>,
 }
 
 fn position(location: &Location) -> Option<(u64, u64)> {
@@ -429,12 +445,34 @@ fn parse_inner(text: &str, path: &Path) -> Result<Parsed, ConfigError> {
     let mut problems = Vec::new();
     let tls = raw.tls.as_ref().map(|t| parse_tls(t, &mut problems));
     let egress = raw.egress.as_ref().map(|e| parse_egress(e, &mut problems));
+    let telemetry = raw.telemetry.as_ref().map(|t| {
+        let interval_seconds = match &t.interval_seconds {
+            Some(i) if i.value == 0 => {
+                problems.push(PolicyError::Invalid {
+                    origin: Origin {
+                        field: "telemetry.interval_seconds".into(),
+                        at: position(&i.referenced),
+                    },
+                    message: "must be at least 1".to_string(),
+                });
+                DEFAULT_INTERVAL_SECONDS
+            }
+            Some(i) => i.value,
+            None => DEFAULT_INTERVAL_SECONDS,
+        };
+        TelemetryPolicy {
+            dns: t.dns,
+            bandwidth: t.bandwidth,
+            interval_seconds,
+        }
+    });
     let Some(shield) = raw.shield else {
         return Ok((
             Config {
                 shield: None,
                 tls,
                 egress,
+                telemetry,
             },
             problems,
         ));
@@ -492,6 +530,7 @@ fn parse_inner(text: &str, path: &Path) -> Result<Parsed, ConfigError> {
             shield: Some(policy),
             tls,
             egress,
+            telemetry,
         },
         problems,
     ))
@@ -532,6 +571,7 @@ pub fn compile_str(text: &str, path: &Path) -> Result<CompiledConfig, ConfigErro
             shield,
             tls: config.tls,
             egress,
+            telemetry: config.telemetry,
         })
     } else {
         Err(to_config_error(path, problems))
@@ -727,6 +767,21 @@ egress:
             (8000, 8100)
         );
         assert_eq!(egress.rate_limit.map(|r| r.burst), Some(200));
+    }
+
+    #[test]
+    fn the_telemetry_switches_are_read() {
+        let ok = compile_str(
+            "telemetry:\n  dns: true\n  bandwidth: true\n",
+            Path::new("t.yaml"),
+        )
+        .expect("valid");
+        let t = ok.telemetry.expect("telemetry");
+        assert!(t.dns && t.bandwidth);
+        assert_eq!(t.interval_seconds, DEFAULT_INTERVAL_SECONDS);
+        let err = compile_str("telemetry:\n  dns: yes please\n", Path::new("t.yaml"))
+            .expect_err("not a boolean");
+        assert_eq!(err.diagnostics[0].line, 2, "{err}");
     }
 
     #[test]

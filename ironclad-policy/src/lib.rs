@@ -33,6 +33,7 @@ pub mod config;
 pub mod egress;
 pub mod error;
 pub mod shield;
+pub mod telemetry;
 pub mod tls;
 
 pub use error::{ConfigError, Diagnostic, Origin, PolicyError};

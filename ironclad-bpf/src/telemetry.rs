@@ -1,0 +1,210 @@
+//! Telemetry: bytes per process and DNS queries at the socket layer
+//! (`bpf-src/telemetry.bpf.c`).
+//!
+//! Sockets created in the watched cgroup are tagged with their owner at creation
+//! (`cgroup/sock_create`); `cgroup_skb` hooks attribute every packet to that owner and
+//! copy DNS payloads (UDP and TCP port 53) into a ring buffer, parsed in user space.
+//! Sockets that existed before telemetry started have no owner and are not counted.
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use ironclad_bpf::{Loader, Telemetry};
+//! use ironclad_policy::telemetry::TelemetryPolicy;
+//!
+//! let loader = Loader::builder().build()?;
+//! let policy = TelemetryPolicy { dns: true, bandwidth: true, ..TelemetryPolicy::default() };
+//! let telemetry = Telemetry::start(&loader, &policy, Path::new("/sys/fs/cgroup/unified"))?;
+//! for sample in telemetry.bandwidth()? {
+//!     println!("{} {:?}: {} bytes out", sample.pid, sample.comm, sample.tx_bytes);
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Minimum kernel
+//! `cgroup/sock_release`: 5.9; socket cookies in `cgroup/sock_create`: 5.9; ring
+//! buffer: 5.8.
+
+use std::collections::HashMap;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::Arc;
+
+use ironclad_core::abi::{Bandwidth, ProcExe, TelemetryConfig};
+use ironclad_events::{BandwidthSample, Event, Fanout};
+use ironclad_policy::telemetry::TelemetryPolicy;
+use libbpf_rs::Link;
+
+use crate::error::{BpfError, Result};
+use crate::events::{EventReader, EventSource};
+use crate::loader::{LoadedObject, Loader};
+
+const HOOKS: &[&str] = &[
+    "ic_sock_create",
+    "ic_sock_release",
+    "ic_skb_egress",
+    "ic_skb_ingress",
+];
+
+/// Running telemetry. Dropping it detaches every hook; nothing is pinned.
+#[derive(Debug)]
+pub struct Telemetry {
+    object: LoadedObject,
+    _links: Vec<Link>,
+    known_exes: HashMap<ProcExe, String>,
+}
+
+impl Telemetry {
+    /// Audits and loads the programs, starts tracking processes (seeded from /proc),
+    /// configures what to observe and attaches the socket hooks to `cgroup`.
+    pub fn start(loader: &Loader, policy: &TelemetryPolicy, cgroup: &Path) -> Result<Self> {
+        let object = loader.load_unpinned(crate::object::telemetry())?;
+        let mut links = Vec::new();
+        for name in crate::procs::TRACEPOINTS {
+            links.push(
+                object
+                    .program(name)?
+                    .attach()
+                    .map_err(|source| BpfError::Attach {
+                        program: (*name).to_string(),
+                        target: "BTF tracepoint".to_string(),
+                        source,
+                    })?,
+            );
+        }
+        let known_exes = crate::procs::seed(&object)?;
+        let config = TelemetryConfig {
+            dns: u32::from(policy.dns),
+            bandwidth: u32::from(policy.bandwidth),
+        };
+        object
+            .map("ic_telemetry_config")?
+            .update(&0u32.to_ne_bytes(), &config.to_bytes())?;
+        let dir = std::fs::File::open(cgroup).map_err(|source| BpfError::Io {
+            path: cgroup.to_path_buf(),
+            source,
+        })?;
+        for name in HOOKS {
+            let result = object.program(name)?.attach_cgroup(dir.as_raw_fd());
+            object.audit_log().result(
+                crate::auditlog::AuditAction::Attach,
+                "telemetry",
+                &format!("{name} on {}", cgroup.display()),
+                "",
+                &result,
+            );
+            links.push(result.map_err(|source| BpfError::Attach {
+                program: (*name).to_string(),
+                target: format!("cgroup {}", cgroup.display()),
+                source,
+            })?);
+        }
+        Ok(Self {
+            object,
+            _links: links,
+            known_exes,
+        })
+    }
+
+    fn exe_path(&self, pid: u32, exe: &ProcExe) -> Option<String> {
+        self.known_exes.get(exe).cloned().or_else(|| {
+            std::fs::read_link(format!("/proc/{pid}/exe"))
+                .ok()
+                .map(|p| p.display().to_string())
+        })
+    }
+
+    /// Bytes and packets of every process seen so far, with its comm and executable
+    /// when known (stamped with the current time).
+    pub fn bandwidth(&self) -> Result<Vec<BandwidthSample>> {
+        let counters = self.object.map("ic_bandwidth")?;
+        let time = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
+        let mut out = Vec::new();
+        for key in counters.keys() {
+            let Some(pid) = key
+                .get(..4)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_ne_bytes)
+            else {
+                continue;
+            };
+            let Some(bw) = counters
+                .lookup(&key)?
+                .and_then(|v| Bandwidth::from_bytes(&v))
+            else {
+                continue;
+            };
+            let len = bw.comm.iter().position(|c| *c == 0).unwrap_or(16);
+            let comm = (len > 0).then(|| String::from_utf8_lossy(&bw.comm[..len]).into_owned());
+            let exe = (bw.exe != ProcExe::default())
+                .then(|| self.exe_path(pid, &bw.exe))
+                .flatten();
+            out.push(BandwidthSample {
+                time: time.clone(),
+                pid,
+                comm,
+                exe,
+                tx_bytes: bw.tx_bytes,
+                tx_packets: bw.tx_packets,
+                tx_payload: bw.tx_payload,
+                rx_bytes: bw.rx_bytes,
+                rx_packets: bw.rx_packets,
+                rx_payload: bw.rx_payload,
+            });
+        }
+        out.sort_by_key(|s| s.pid);
+        Ok(out)
+    }
+
+    /// The traffic of process `pid`, if it has any.
+    pub fn bandwidth_of(&self, pid: u32) -> Result<Option<BandwidthSample>> {
+        Ok(self.bandwidth()?.into_iter().find(|s| s.pid == pid))
+    }
+
+    /// DNS records the ring buffer had no room for, summed over CPUs.
+    pub fn lost_dns_events(&self) -> Result<u64> {
+        Ok(self
+            .object
+            .map("ic_telemetry_stats")?
+            .lookup_percpu(&0u32.to_ne_bytes())?
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()))
+            .map(u64::from_ne_bytes)
+            .sum())
+    }
+
+    /// The DNS ring buffer with its executable-path enrichment, to read together with
+    /// other sources in one [`EventReader`].
+    pub fn event_source(&self) -> Result<EventSource> {
+        let mut known: HashMap<(u32, u64), String> = self
+            .known_exes
+            .iter()
+            .map(|(id, path)| ((id.dev, id.ino), path.clone()))
+            .collect();
+        let enrich = Box::new(move |event: &mut Event| {
+            if let Event::Dns(d) = event {
+                let key = (d.exe_dev, d.exe_ino);
+                if key != (0, 0) && !known.contains_key(&key) {
+                    // Learn the path while the process still runs.
+                    if let Ok(path) = std::fs::read_link(format!("/proc/{}/exe", d.pid)) {
+                        if known.len() > 65_536 {
+                            known.clear();
+                        }
+                        known.insert(key, path.display().to_string());
+                    }
+                }
+                d.exe = known.get(&key).cloned();
+            }
+        });
+        Ok(EventSource::new(
+            self.object.map("ic_dns_events")?.handle()?,
+            "ic_dns_events",
+            Some(enrich),
+        ))
+    }
+
+    /// Opens the DNS ring buffer alone; each record is published to `fanout`.
+    pub fn events(&self, fanout: Arc<Fanout<Event>>) -> Result<EventReader> {
+        EventReader::new(vec![self.event_source()?], fanout)
+    }
+}
