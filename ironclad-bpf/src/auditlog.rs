@@ -162,6 +162,75 @@ impl AuditSink for MemorySink {
     }
 }
 
+/// Publishes every record as an [`ironclad_events::Event::Audit`] to a fan-out, so the
+/// audit log is one more event stream subscribers can read.
+#[derive(Debug)]
+pub struct FanoutSink {
+    fanout: Arc<ironclad_events::Fanout<ironclad_events::Event>>,
+}
+
+impl FanoutSink {
+    /// A sink publishing to `fanout`.
+    pub fn new(fanout: Arc<ironclad_events::Fanout<ironclad_events::Event>>) -> Self {
+        Self { fanout }
+    }
+}
+
+impl AuditSink for FanoutSink {
+    fn record(&self, record: &AuditRecord) {
+        self.fanout.publish(&ironclad_events::Event::Audit(
+            ironclad_events::AuditEntry {
+                time: record.time.clone(),
+                action: snake_name(record.action),
+                object: record.object.clone(),
+                target: record.target.clone(),
+                outcome: snake_name(record.outcome),
+                detail: record.detail.clone(),
+                pid: record.who.pid,
+                uid: record.who.uid,
+                comm: record.who.comm.clone(),
+                exe: record.who.exe.as_ref().map(|p| p.display().to_string()),
+            },
+        ));
+    }
+}
+
+/// Sends every record to several sinks (e.g. a file and a fan-out).
+pub struct TeeSink {
+    sinks: Vec<Arc<dyn AuditSink>>,
+}
+
+impl std::fmt::Debug for TeeSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TeeSink")
+            .field("sinks", &self.sinks.len())
+            .finish()
+    }
+}
+
+impl TeeSink {
+    /// A sink writing to each of `sinks`, in order.
+    pub fn new(sinks: Vec<Arc<dyn AuditSink>>) -> Self {
+        Self { sinks }
+    }
+}
+
+impl AuditSink for TeeSink {
+    fn record(&self, record: &AuditRecord) {
+        for sink in &self.sinks {
+            sink.record(record);
+        }
+    }
+}
+
+/// The serialized (snake_case) name of an audit enum value.
+fn snake_name(value: impl Serialize) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
 /// Appends one JSON object per line to a file, flushed after every record.
 #[derive(Debug)]
 pub struct JsonLinesFile {
@@ -301,6 +370,31 @@ mod tests {
         assert_eq!(value["outcome"], "ok");
         assert_eq!(value["who"]["pid"], std::process::id());
         assert!(value["time"].as_str().is_some_and(|t| t.ends_with('Z')));
+    }
+
+    #[test]
+    fn the_audit_log_is_a_subscriber_stream_too() {
+        let fanout = Arc::new(ironclad_events::Fanout::new());
+        let sub = fanout.subscribe("audit", 16, ironclad_events::Overflow::DropNewest);
+        let memory = Arc::new(MemorySink::new());
+        let log = AuditLog::new(Arc::new(TeeSink::new(vec![
+            memory.clone(),
+            Arc::new(FanoutSink::new(fanout.clone())),
+        ])));
+        log.record(
+            AuditAction::Pin,
+            "shield",
+            "/sys/fs/bpf/x",
+            Outcome::Ok,
+            "map x",
+        );
+        assert_eq!(memory.records().len(), 1);
+        let event = sub.receiver().try_recv().expect("published");
+        let json: serde_json::Value = serde_json::from_str(&event.to_json()).expect("json");
+        assert_eq!(json["kind"], "audit");
+        assert_eq!(json["action"], "pin");
+        assert_eq!(json["outcome"], "ok");
+        assert_eq!(json["pid"], std::process::id());
     }
 
     #[test]

@@ -44,7 +44,8 @@ pub mod tls;
 pub use attach::{XdpAttachment, XdpMode};
 pub use audit::{audit_object, Allowlist, AuditReport, Callee, Reason, Violation};
 pub use auditlog::{
-    AuditAction, AuditLog, AuditRecord, AuditSink, JsonLinesFile, MemorySink, NullSink, Outcome,
+    AuditAction, AuditLog, AuditRecord, AuditSink, FanoutSink, JsonLinesFile, MemorySink, NullSink,
+    Outcome, TeeSink,
 };
 pub use egress::{EgressFirewall, EgressStatus, ProcessEntry};
 pub use error::{BpfError, Result};

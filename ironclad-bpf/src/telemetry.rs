@@ -45,7 +45,9 @@ const HOOKS: &[&str] = &[
     "ic_skb_ingress",
 ];
 
-/// Running telemetry. Dropping it detaches every hook; nothing is pinned.
+/// Running telemetry. Dropping it detaches every hook; its maps (counters, process
+/// table, loss counts) stay pinned under `<pin root>/telemetry/` for the next start and
+/// for `status`.
 #[derive(Debug)]
 pub struct Telemetry {
     object: LoadedObject,
@@ -57,7 +59,8 @@ impl Telemetry {
     /// Audits and loads the programs, starts tracking processes (seeded from /proc),
     /// configures what to observe and attaches the socket hooks to `cgroup`.
     pub fn start(loader: &Loader, policy: &TelemetryPolicy, cgroup: &Path) -> Result<Self> {
-        let object = loader.load_unpinned(crate::object::telemetry())?;
+        // Pinned maps: counters survive a restart, and `status` reads the losses.
+        let object = loader.load(crate::object::telemetry())?;
         let mut links = Vec::new();
         for name in crate::procs::TRACEPOINTS {
             links.push(
@@ -158,6 +161,33 @@ impl Telemetry {
     /// The traffic of process `pid`, if it has any.
     pub fn bandwidth_of(&self, pid: u32) -> Result<Option<BandwidthSample>> {
         Ok(self.bandwidth()?.into_iter().find(|s| s.pid == pid))
+    }
+
+    /// Name of the BPF object (and of its pin directory).
+    pub const OBJECT: &'static str = "telemetry";
+
+    /// DNS records lost for lack of ring-buffer space, read from the pinned maps under
+    /// `pin_root` without loading anything.
+    pub fn lost_dns_events_from_pins(pin_root: &Path) -> Result<u64> {
+        use libbpf_rs::{MapCore, MapFlags, MapHandle};
+        let path = pin_root.join(Self::OBJECT).join("ic_telemetry_stats");
+        let map = MapHandle::from_pinned_path(&path).map_err(|e| BpfError::Pin {
+            what: "map ic_telemetry_stats".to_string(),
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(map
+            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .map_err(|source| BpfError::Map {
+                op: "lookup",
+                map: "ic_telemetry_stats".to_string(),
+                source,
+            })?
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()))
+            .map(u64::from_ne_bytes)
+            .sum())
     }
 
     /// DNS records the ring buffer had no room for, summed over CPUs.

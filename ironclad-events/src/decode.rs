@@ -259,6 +259,32 @@ pub struct BandwidthSample {
     pub rx_payload: u64,
 }
 
+/// An audit record (a load, audit result, pin, attach, detach or map update), as the
+/// audit log's fan-out sink publishes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditEntry {
+    /// RFC 3339 time.
+    pub time: String,
+    /// What was done (`load`, `pin`, `map_update`...).
+    pub action: String,
+    /// The BPF object concerned.
+    pub object: String,
+    /// The map, program, link or pin path concerned.
+    pub target: String,
+    /// `ok`, `refused` or `failed`.
+    pub outcome: String,
+    /// Free-form detail.
+    pub detail: String,
+    /// Process id of the actor.
+    pub pid: u32,
+    /// Its user id.
+    pub uid: u32,
+    /// Its command name.
+    pub comm: String,
+    /// Its executable, if known.
+    pub exe: Option<String>,
+}
+
 /// Every kind of event Ironclad reports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -277,6 +303,8 @@ pub enum Event {
     Dns(DnsRecord),
     /// Per-process traffic counters.
     Bandwidth(BandwidthSample),
+    /// An audit record.
+    Audit(AuditEntry),
 }
 
 fn rfc3339(ktime_ns: u64, offset: i128) -> String {
@@ -298,7 +326,7 @@ impl Event {
             Event::TlsData(e) => e.time = rfc3339(e.ktime_ns, offset),
             Event::Connect(e) | Event::RateLimited(e) => e.time = rfc3339(e.ktime_ns, offset),
             Event::Dns(e) => e.time = rfc3339(e.ktime_ns, offset),
-            Event::Bandwidth(_) => {}
+            Event::Bandwidth(_) | Event::Audit(_) => {}
         }
     }
 

@@ -20,13 +20,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use ironclad_bpf::{
-    EgressFirewall, EventReader, JsonLinesFile, Loader, Shield, TlsMonitor, XdpAttachment,
-    DEFAULT_PIN_ROOT,
+    EgressFirewall, EventReader, JsonLinesFile, Loader, Shield, Telemetry, TlsMonitor,
+    XdpAttachment, DEFAULT_PIN_ROOT,
 };
 use ironclad_events::{Event, Fanout, Overflow, Subscription};
 use ironclad_policy::config::{compile_file, CompiledConfig};
 use ironclad_policy::egress::CompiledEgress;
 use ironclad_policy::shield::{CompiledShield, Mode};
+use ironclad_policy::telemetry::TelemetryPolicy;
 use ironclad_policy::tls::TlsPolicy;
 
 /// Arguments of `run`.
@@ -104,6 +105,64 @@ fn start_egress(
             log(format_args!("egress firewall disabled: {e}"));
             None
         }
+    }
+}
+
+/// Running telemetry and its DNS event reader.
+struct Observer {
+    telemetry: Telemetry,
+    events: EventReader,
+    policy: TelemetryPolicy,
+    last_report: std::time::Instant,
+}
+
+fn start_telemetry(
+    loader: &Loader,
+    policy: &TelemetryPolicy,
+    cgroup: &Path,
+    fanout: Arc<Fanout<Event>>,
+) -> Option<Observer> {
+    let started = Telemetry::start(loader, policy, cgroup).and_then(|telemetry| {
+        let events = telemetry.events(fanout)?;
+        Ok(Observer {
+            telemetry,
+            events,
+            policy: *policy,
+            last_report: std::time::Instant::now(),
+        })
+    });
+    match started {
+        Ok(o) => {
+            log(format_args!(
+                "telemetry on cgroup {}: dns {}, bandwidth {} (every {} s)",
+                cgroup.display(),
+                policy.dns,
+                policy.bandwidth,
+                policy.interval_seconds
+            ));
+            Some(o)
+        }
+        Err(e) => {
+            log(format_args!("telemetry disabled: {e}"));
+            None
+        }
+    }
+}
+
+/// Publishes one `bandwidth` event per process with traffic, every interval.
+fn report_bandwidth(o: &mut Observer, fanout: &Fanout<Event>, now: bool) {
+    let due = o.last_report.elapsed() >= Duration::from_secs(u64::from(o.policy.interval_seconds));
+    if !o.policy.bandwidth || !(due || now) {
+        return;
+    }
+    o.last_report = std::time::Instant::now();
+    match o.telemetry.bandwidth() {
+        Ok(samples) => {
+            for sample in samples {
+                fanout.publish(&Event::Bandwidth(sample));
+            }
+        }
+        Err(e) => log(format_args!("reading bandwidth: {e}")),
     }
 }
 
@@ -253,6 +312,11 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         .egress
         .as_ref()
         .and_then(|e| start_egress(&loader, e, &cgroup, fanout.clone()));
+    let mut observer = config
+        .telemetry
+        .as_ref()
+        .filter(|t| t.dns || t.bandwidth)
+        .and_then(|t| start_telemetry(&loader, t, &cgroup, fanout.clone()));
     log("ready");
 
     while !stop.load(Ordering::Relaxed) {
@@ -274,6 +338,12 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             if let Err(err) = e.events.drain() {
                 log(format_args!("reading egress events: {err}"));
             }
+        }
+        if let Some(o) = observer.as_mut() {
+            if let Err(err) = o.events.drain() {
+                log(format_args!("reading dns events: {err}"));
+            }
+            report_bandwidth(o, &fanout, false);
         }
         write_events(&subscription, &mut events_out)?;
         if reload.swap(false, Ordering::Relaxed) {
@@ -334,6 +404,11 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     if let Some(t) = tls.take() {
         let _ = t.events.drain();
         t.monitor.stop();
+        write_events(&subscription, &mut events_out)?;
+    }
+    if let Some(mut o) = observer.take() {
+        let _ = o.events.drain();
+        report_bandwidth(&mut o, &fanout, true);
         write_events(&subscription, &mut events_out)?;
     }
     if let Some(e) = egress.take() {

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use ironclad_bpf::{EgressFirewall, EgressStatus, Loader, Shield, ShieldStatus};
+use ironclad_bpf::{EgressFirewall, EgressStatus, Loader, Shield, ShieldStatus, Telemetry};
 use ironclad_core::abi::SHIELD_F_DRY_RUN;
 use ironclad_policy::shield::Mode;
 
@@ -73,7 +73,8 @@ fn egress_json(status: &EgressStatus) -> serde_json::Value {
 pub(crate) fn status(pin_root: &Path, json: bool) -> Result<ExitCode> {
     let shield = Shield::status_from_pins(pin_root);
     let egress = EgressFirewall::status_from_pins(pin_root);
-    if shield.is_err() && egress.is_err() {
+    let dns_lost = Telemetry::lost_dns_events_from_pins(pin_root).ok();
+    if shield.is_err() && egress.is_err() && dns_lost.is_none() {
         anyhow::bail!("nothing is pinned under {}", pin_root.display());
     }
     if json {
@@ -98,7 +99,7 @@ pub(crate) fn status(pin_root: &Path, json: bool) -> Result<ExitCode> {
                 .map(|(_, n)| *n)
         });
         out["events"] = serde_json::json!({
-            "lost_in_kernel": {"shield": shield_lost, "egress": egress_lost},
+            "lost_in_kernel": {"shield": shield_lost, "egress": egress_lost, "dns": dns_lost},
         });
         println!("{out}");
         return Ok(ExitCode::SUCCESS);

@@ -623,3 +623,99 @@ fn egress_section_denies_by_executable_survives_kill_9_and_reports_json() {
     assert!(detach.status.success(), "{detach:?}");
     assert!(connect(&bad).starts_with("ok=1 eperm=0"), "detached");
 }
+
+#[test]
+fn telemetry_section_writes_dns_and_bandwidth_events() {
+    require_privileges!();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pins = BpffsDir::new("fftele").expect("bpffs");
+    let cgroup = ironclad_core::testing::TestCgroup::new("fftele").expect("cgroup");
+    let responder = std::net::UdpSocket::bind("127.0.0.1:53").expect("bind 127.0.0.1:53");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = responder.recv_from(&mut buf) {
+            let answer = ironclad_events::dns::build_response(
+                &buf[..n],
+                &[std::net::Ipv4Addr::new(192, 0, 2, 9)],
+            );
+            let _ = responder.send_to(&answer, from);
+        }
+    });
+    let config = dir.path().join("policy.yaml");
+    std::fs::write(
+        &config,
+        "telemetry:\n  dns: true\n  bandwidth: true\n  interval_seconds: 1\n",
+    )
+    .expect("config");
+    let events = dir.path().join("events.jsonl");
+    let mut daemon = Daemon::spawn(&[
+        "run".into(),
+        "--config".into(),
+        config.display().to_string(),
+        "--pin-dir".into(),
+        pins.path().display().to_string(),
+        "--cgroup".into(),
+        cgroup.path().display().to_string(),
+        "--audit-log".into(),
+        dir.path().join("audit.jsonl").display().to_string(),
+        "--events".into(),
+        events.display().to_string(),
+    ]);
+    daemon.wait_for("ready");
+    assert!(
+        daemon.log().contains("telemetry on cgroup"),
+        "{}",
+        daemon.log()
+    );
+    let script = "import socket, struct, time\n\
+        q = struct.pack('>HHHHHH', 7, 0x0100, 1, 0, 0, 0) + b'\\x03www\\x07example\\x04test\\x00' + struct.pack('>HH', 1, 1)\n\
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)\n\
+        s.sendto(q, ('127.0.0.1', 53)); s.recv(512); time.sleep(1.5)\n";
+    let client = cgroup
+        .command("python3")
+        .args(["-c", script])
+        .output()
+        .expect("python3");
+    assert!(client.status.success(), "{client:?}");
+    std::thread::sleep(Duration::from_millis(1500));
+    daemon.signal("TERM");
+    assert!(daemon.wait().success(), "{}", daemon.log());
+    let text = std::fs::read_to_string(&events).expect("events");
+    let all: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let query = all
+        .iter()
+        .find(|e| e["kind"] == "dns" && e["direction"] == "query")
+        .unwrap_or_else(|| panic!("no dns query in {text}"));
+    assert_eq!(query["qname"], "www.example.test");
+    assert_eq!(query["qtype"], "A");
+    assert!(query["pid"].as_u64().is_some_and(|p| p > 0));
+    assert!(query["comm"]
+        .as_str()
+        .is_some_and(|c| c.starts_with("python")));
+    assert!(
+        query["exe"].as_str().is_some_and(|e| e.contains("python")),
+        "{query}"
+    );
+    assert!(query["time"].as_str().is_some_and(|t| t.ends_with('Z')));
+    let response = all
+        .iter()
+        .find(|e| e["kind"] == "dns" && e["direction"] == "response")
+        .unwrap_or_else(|| panic!("no dns response in {text}"));
+    assert_eq!(response["answers"][0], "192.0.2.9");
+    assert!(
+        all.iter().any(|e| e["kind"] == "bandwidth"
+            && e["pid"] == query["pid"]
+            && e["tx_payload"].as_u64().is_some_and(|b| b > 0)),
+        "a bandwidth report for the client: {text}"
+    );
+    let out = Command::new(BIN)
+        .args(["status", "--json", "--pin-dir"])
+        .arg(pins.path())
+        .output()
+        .expect("status");
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(status["events"]["lost_in_kernel"]["dns"], 0, "{status}");
+}
