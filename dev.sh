@@ -11,7 +11,7 @@ cd "$(dirname "$0")"
 # libelf/zlib static archives are linked into the binary, bpftool is the tests'
 # "attacker", iproute2/iputils-ping/util-linux drive namespaces, pings and setpriv.
 PACKAGES=(clang llvm libelf-dev zlib1g-dev pkg-config make gcc bpftool iproute2
-          iputils-ping util-linux procps python3 bash openssl curl)
+          iputils-ping util-linux procps python3 bash openssl curl g++)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
