@@ -42,14 +42,7 @@ print(total)
 "#;
 
 fn python() -> PathBuf {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import os, sys; print(os.path.realpath(sys.executable))",
-        ])
-        .output()
-        .unwrap_or_else(|e| panic!("python3: {e}"));
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    ironclad_core::testing::python_interpreter().unwrap_or_else(|e| panic!("python3: {e}"))
 }
 
 fn run(python: &PathBuf, dir: &std::path::Path, iters: u64) -> Duration {

@@ -10,7 +10,6 @@
 use std::io::Read;
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,14 +20,7 @@ use ironclad_events::{dns, Event, Fanout, Overflow};
 use ironclad_policy::telemetry::TelemetryPolicy;
 
 fn python() -> PathBuf {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import os, sys; print(os.path.realpath(sys.executable))",
-        ])
-        .output()
-        .expect("python3");
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    ironclad_core::testing::python_interpreter().unwrap_or_else(|e| panic!("python3: {e}"))
 }
 
 const DNS_CLIENT: &str = r#"

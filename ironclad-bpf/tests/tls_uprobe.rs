@@ -308,15 +308,7 @@ assert bytes(received) == payload
 fn a_one_mebibyte_write_is_chunked_up_to_the_cap_and_marked_truncated() {
     require_privileges!();
     let server = Server::start(); // for its certificate
-                                  // The interpreter itself, not a wrapper script that execs it.
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import os, sys; print(os.path.realpath(sys.executable))",
-        ])
-        .output()
-        .expect("python3");
-    let python = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let python = ironclad_core::testing::python_interpreter().expect("python3");
     let cap = 64 * 1024u32;
     let capture = Capture::start(TlsPolicy {
         scope: vec![TlsScope::Exe(python.clone())],

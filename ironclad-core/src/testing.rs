@@ -178,6 +178,20 @@ pub fn self_signed_cert(dir: &Path) -> io::Result<(PathBuf, PathBuf)> {
     Ok((cert, key))
 }
 
+/// The Python interpreter itself (not a wrapper script that execs it), as
+/// `os.path.realpath(sys.executable)` reports it: the file whose identity the kernel
+/// sees when `python3` runs.
+pub fn python_interpreter() -> io::Result<PathBuf> {
+    let out = run(
+        "python3",
+        &[
+            "-c",
+            "import os, sys; print(os.path.realpath(sys.executable))",
+        ],
+    )?;
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
 /// Pings `to` from source address `from` inside `ns`, `count` echo requests `interval`
 /// seconds apart (e.g. `"0.2"`), waiting 1 s for the last reply. Returns how many were
 /// answered (ping's own summary).
