@@ -6,13 +6,14 @@
  * arguments per thread; return probes learn how many bytes moved and copy up to the
  * configured cap into the ring buffer in chunks of IC_TLS_CHUNK bytes. Capture is off
  * unless the calling process is in scope: by pid, cgroup, comm or executable identity.
- * The executable of every process is tracked by BTF tracepoints (exec, fork, exit),
- * read from bprm->file, never from a path.
+ * The executable of every process comes from the shared process table
+ * (lib/proctable.h: BTF tracepoints on exec, fork, exit), never from a path.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include "ironclad.h"
+#include "proctable.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -30,13 +31,6 @@ struct {
 	__type(key, __u64); /* pid_tgid */
 	__type(value, struct ic_tls_args);
 } ic_tls_inflight SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, IC_TLS_PROCESSES);
-	__type(key, __u32); /* tgid */
-	__type(value, struct ic_exe_id);
-} ic_proc_exe SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -118,60 +112,12 @@ static __always_inline void ic_stat(__u32 index, __u64 add)
 		*v += add;
 }
 
-/* ---- executable tracking ---- */
-
-static __always_inline void ic_remember_exe(__u32 tgid, struct file *file)
-{
-	struct ic_exe_id id = {};
-
-	if (!file)
-		return;
-	id.dev = file->f_inode->i_sb->s_dev;
-	id.ino = file->f_inode->i_ino;
-	bpf_map_update_elem(&ic_proc_exe, &tgid, &id, BPF_ANY);
-}
-
-SEC("tp_btf/sched_process_exec")
-int BPF_PROG(ic_tls_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
-{
-	ic_remember_exe(p->tgid, bprm->file);
-	return 0;
-}
-
-SEC("tp_btf/sched_process_fork")
-int BPF_PROG(ic_tls_fork, struct task_struct *parent, struct task_struct *child)
-{
-	__u32 parent_tgid = parent->tgid;
-	__u32 child_tgid = child->tgid;
-	struct ic_exe_id *id;
-
-	if (child->pid != child->tgid)
-		return 0; /* a new thread, same process */
-	id = bpf_map_lookup_elem(&ic_proc_exe, &parent_tgid);
-	if (id) {
-		struct ic_exe_id copy = *id;
-
-		bpf_map_update_elem(&ic_proc_exe, &child_tgid, &copy, BPF_ANY);
-	}
-	return 0;
-}
-
-SEC("tp_btf/sched_process_exit")
-int BPF_PROG(ic_tls_exit, struct task_struct *p)
-{
-	__u32 tgid = p->tgid;
-
-	if (p->pid == p->tgid)
-		bpf_map_delete_elem(&ic_proc_exe, &tgid);
-	return 0;
-}
-
 /* ---- scope ---- */
 
 static __always_inline int ic_in_scope(__u32 tgid)
 {
 	struct ic_comm_key comm = {};
-	struct ic_exe_id *exe;
+	struct ic_proc_info *info;
 	__u64 cgroup;
 
 	if (bpf_map_lookup_elem(&ic_tls_scope_pid, &tgid))
@@ -182,9 +128,13 @@ static __always_inline int ic_in_scope(__u32 tgid)
 	bpf_get_current_comm(comm.comm, sizeof(comm.comm));
 	if (bpf_map_lookup_elem(&ic_tls_scope_comm, &comm))
 		return 1;
-	exe = bpf_map_lookup_elem(&ic_proc_exe, &tgid);
-	if (exe && bpf_map_lookup_elem(&ic_tls_scope_exe, exe))
-		return 1;
+	info = bpf_map_lookup_elem(&ic_procs, &tgid);
+	if (info) {
+		struct ic_exe_id exe = { .dev = info->exe.dev, .ino = info->exe.ino };
+
+		if (bpf_map_lookup_elem(&ic_tls_scope_exe, &exe))
+			return 1;
+	}
 	return 0;
 }
 
@@ -345,10 +295,12 @@ static __always_inline int ic_leave(long ret)
 	bpf_get_current_comm(c.comm, sizeof(c.comm));
 	{
 		__u32 tgid = pid_tgid >> 32;
-		struct ic_exe_id *exe = bpf_map_lookup_elem(&ic_proc_exe, &tgid);
+		struct ic_proc_info *info = bpf_map_lookup_elem(&ic_procs, &tgid);
 
-		if (exe)
-			c.exe = *exe;
+		if (info) {
+			c.exe.dev = info->exe.dev;
+			c.exe.ino = info->exe.ino;
+		}
 	}
 	bpf_loop(IC_TLS_MAX_CHUNKS, ic_emit_chunk, &c, 0);
 	return 0;

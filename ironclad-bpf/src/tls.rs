@@ -126,7 +126,6 @@ const PROBES: &[(&str, &str, bool)] = &[
     ("ic_ssl_read_ex", "SSL_read_ex", false),
     ("ic_ssl_read_ex_ret", "SSL_read_ex", true),
 ];
-const TRACEPOINTS: &[&str] = &["ic_tls_exec", "ic_tls_fork", "ic_tls_exit"];
 
 /// Running TLS capture. Dropping it (or [`stop`](Self::stop)) detaches every probe;
 /// the traced programs keep working. Nothing is pinned: capture ends with the process.
@@ -162,16 +161,8 @@ impl TlsMonitor {
             known_exes: HashMap::new(),
         };
         monitor.configure(config)?;
-        monitor.seed_processes()?;
-        for entry in &config.scope {
-            if let TlsScope::Exe(path) = entry {
-                let id = exe_id(path)?;
-                monitor
-                    .known_exes
-                    .insert((id.dev, id.ino), path.display().to_string());
-            }
-        }
-        for name in TRACEPOINTS {
+        // Track first, then seed, so no process started meanwhile is missed.
+        for name in crate::procs::TRACEPOINTS {
             let prog = monitor.object.program(name)?;
             let link = prog.attach().map_err(|source| BpfError::Attach {
                 program: (*name).to_string(),
@@ -179,6 +170,17 @@ impl TlsMonitor {
                 source,
             })?;
             monitor.links.push(link);
+        }
+        for (id, path) in crate::procs::seed(&monitor.object)? {
+            monitor.known_exes.insert((id.dev, id.ino), path);
+        }
+        for entry in &config.scope {
+            if let TlsScope::Exe(path) = entry {
+                let id = exe_id(path)?;
+                monitor
+                    .known_exes
+                    .insert((id.dev, id.ino), path.display().to_string());
+            }
         }
         for (name, symbol, retprobe) in PROBES {
             let prog = monitor.object.program(name)?;
@@ -260,26 +262,6 @@ impl TlsMonitor {
         self.object
             .map("ic_tls_config")?
             .update(&0u32.to_ne_bytes(), &cfg.to_bytes())
-    }
-
-    /// Records the executable of every running process (exec/fork/exit keep it current
-    /// from then on).
-    fn seed_processes(&mut self) -> Result<()> {
-        let mut entries: Vec<([u8; 4], [u8; ExeId::SIZE])> = Vec::new();
-        for (pid, exe) in crate::procs::running()? {
-            // Kernel threads and processes that exit meanwhile have no readable exe.
-            if let Ok(id) = exe_id(&exe) {
-                entries.push((pid.to_ne_bytes(), id.to_bytes()));
-                if let Ok(path) = std::fs::read_link(&exe) {
-                    self.known_exes
-                        .insert((id.dev, id.ino), path.display().to_string());
-                }
-            }
-        }
-        self.object
-            .map("ic_proc_exe")?
-            .update_many(entries.iter().map(|(k, v)| (&k[..], &v[..])))?;
-        Ok(())
     }
 
     /// Opens the event ring buffer; every chunk is decoded, given the executable path
