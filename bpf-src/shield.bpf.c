@@ -4,7 +4,9 @@
  *
  * Order of decisions for every IPv4/IPv6 packet:
  *   1. source in the management safety valve  -> XDP_PASS (always, counted as valve);
- *   2. longest matching prefix in the rule trie of its family:
+ *   2. longest matching prefix among the rules of the active policy slot (IPv4: the
+ *      compiled DIR-24-8 fast path, which also holds the valve, or the LPM trie;
+ *      IPv6: the LPM trie):
  *        deny  -> XDP_DROP (dry-run: XDP_PASS, counted as would-drop),
  *        allow -> continue (an exception inside a denied range: longest prefix wins);
  *   3. per-source token bucket, if configured: over the limit -> XDP_DROP (dry-run: pass);
@@ -24,21 +26,86 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 /* A bucket idle this long is simply full again (and the refill product cannot overflow). */
 #define IC_RATE_IDLE_NS (10 * IC_NS)
 
-struct {
+/*
+ * Rules live in per-slot tables (arrays of maps with IC_SHIELD_SLOTS slots). User space
+ * builds a whole policy into the slot packets do not use, then flips ic_shield_active:
+ * every packet reads the active word once and takes all its lookups from that slot.
+ */
+struct ic_v4_fast_inner {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, IC_SHIELD_V4_BLOCKS);
+	__type(key, __u32);
+	__type(value, struct ic_v4_block);
+};
+
+struct ic_v4_trie_inner {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, IC_SHIELD_MAX_V4_PREFIXES);
 	__type(key, struct ic_lpm_v4_key);
 	__type(value, struct ic_rule);
-} ic_rules_v4 SEC(".maps");
+};
 
-struct {
+struct ic_v6_trie_inner {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, IC_SHIELD_MAX_V6_PREFIXES);
 	__type(key, struct ic_lpm_v6_key);
 	__type(value, struct ic_rule);
-} ic_rules_v6 SEC(".maps");
+};
+
+/* User space only: the IPv4 prefixes a fast-path slot was compiled from (sized per
+ * policy, hence BPF_F_INNER_MAP). */
+struct ic_v4_book_inner {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_INNER_MAP);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ic_v4_prefix);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, IC_SHIELD_SLOTS);
+	__type(key, __u32);
+	__array(values, struct ic_v4_fast_inner);
+} ic_v4_fast SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, IC_SHIELD_SLOTS);
+	__type(key, __u32);
+	__array(values, struct ic_v4_trie_inner);
+} ic_v4_trie SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, IC_SHIELD_SLOTS);
+	__type(key, __u32);
+	__array(values, struct ic_v6_trie_inner);
+} ic_v6_trie SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, IC_SHIELD_SLOTS);
+	__type(key, __u32);
+	__array(values, struct ic_v4_book_inner);
+} ic_v4_book SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} ic_shield_active SEC(".maps");
+
+/* User space only: what each rule id stands for. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, IC_SHIELD_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct ic_rule_info);
+} ic_rule_info SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -117,6 +184,15 @@ const volatile enum ic_event_kind ic_abi_event_kind = IC_EVENT_SHIELD;
 const volatile enum ic_shield_verdict ic_abi_verdict = IC_VERDICT_DROP;
 const volatile enum ic_shield_ring ic_abi_ring = IC_SHIELD_RING_BYTES;
 const volatile struct ic_shield_event ic_abi_shield_event;
+const volatile enum ic_fast_entry ic_abi_fast_entry = IC_FAST_GROUP;
+const volatile enum ic_shield_active_bits ic_abi_active = IC_ACTIVE_SLOT;
+const volatile enum ic_rule_kind ic_abi_rule_kind = IC_RULE_FREE;
+const volatile struct ic_v4_block ic_abi_v4_block;
+const volatile struct ic_v4_prefix ic_abi_v4_prefix;
+const volatile struct ic_rule_info ic_abi_rule_info;
+const volatile struct ic_rule ic_abi_rule;
+const volatile struct ic_lpm_v4_key ic_abi_lpm_v4_key;
+const volatile struct ic_lpm_v6_key ic_abi_lpm_v6_key;
 
 /* One parsed packet. */
 struct ic_pkt {
@@ -232,6 +308,34 @@ static __always_inline int ic_over_limit(struct ic_shield_config *cfg, struct ic
 	return 0;
 }
 
+static __always_inline __u32 ic_active(void)
+{
+	__u32 zero = 0;
+	__u32 *active = bpf_map_lookup_elem(&ic_shield_active, &zero);
+
+	return active ? *active : 0;
+}
+
+/* The IPv4 fast path: at most two array lookups. Returns the entry (0: no rule). */
+static __always_inline __u16 ic_fast_lookup(void *table, __u32 saddr_host)
+{
+	struct ic_v4_block *block;
+	__u32 index = saddr_host >> 16;
+	__u16 entry;
+
+	block = bpf_map_lookup_elem(table, &index);
+	if (!block)
+		return 0;
+	entry = block->entry[(saddr_host >> 8) & 0xff];
+	if (!(entry & IC_FAST_GROUP))
+		return entry;
+	index = IC_SHIELD_V4_FIRST_BLOCKS + (entry & IC_FAST_GROUP_MASK);
+	block = bpf_map_lookup_elem(table, &index);
+	if (!block)
+		return 0;
+	return block->entry[saddr_host & 0xff];
+}
+
 static __always_inline int ic_decide(struct xdp_md *ctx, struct ic_pkt *pkt, struct ic_rule *rule)
 {
 	struct ic_shield_config *cfg = ic_config();
@@ -282,14 +386,14 @@ int ic_shield_xdp(struct xdp_md *ctx)
 	if (l3 == IC_L3_IPV4) {
 		struct iphdr *ip = info.l3;
 		struct ic_lpm_v4_key key = { .prefixlen = 32 };
+		struct ic_rule fast_rule = {};
+		struct ic_rule *rule = NULL;
+		__u32 active = ic_active();
+		__u32 slot = active & IC_ACTIVE_SLOT;
+		void *table;
 
 		if ((void *)(ip + 1) > data_end)
 			return XDP_PASS;
-		__builtin_memcpy(key.addr, &ip->saddr, sizeof(key.addr));
-		if (bpf_map_lookup_elem(&ic_valve_v4, &key)) {
-			ic_count(&ic_totals, IC_TOTAL_VALVE, pkt.len);
-			return XDP_PASS;
-		}
 		pkt.family = 4;
 		pkt.src[10] = 0xff;
 		pkt.src[11] = 0xff;
@@ -297,11 +401,39 @@ int ic_shield_xdp(struct xdp_md *ctx)
 		pkt.dst[10] = 0xff;
 		pkt.dst[11] = 0xff;
 		__builtin_memcpy(&pkt.dst[12], &ip->daddr, 4);
-		return ic_decide(ctx, &pkt, bpf_map_lookup_elem(&ic_rules_v4, &key));
+		if (!(active & IC_ACTIVE_V4_TRIE)) {
+			/* The valve is compiled into the fast path (IC_FAST_VALVE). */
+			__u16 entry = 0;
+
+			table = bpf_map_lookup_elem(&ic_v4_fast, &slot);
+			if (table)
+				entry = ic_fast_lookup(table, bpf_ntohl(ip->saddr));
+			if (entry == IC_FAST_VALVE) {
+				ic_count(&ic_totals, IC_TOTAL_VALVE, pkt.len);
+				return XDP_PASS;
+			}
+			if (entry & IC_FAST_RULE_MASK) {
+				fast_rule.rule_id = entry & IC_FAST_RULE_MASK;
+				fast_rule.action = (entry & IC_FAST_ALLOW) ? IC_ACTION_ALLOW : IC_ACTION_DENY;
+				rule = &fast_rule;
+			}
+			return ic_decide(ctx, &pkt, rule);
+		}
+		__builtin_memcpy(key.addr, &ip->saddr, sizeof(key.addr));
+		if (bpf_map_lookup_elem(&ic_valve_v4, &key)) {
+			ic_count(&ic_totals, IC_TOTAL_VALVE, pkt.len);
+			return XDP_PASS;
+		}
+		table = bpf_map_lookup_elem(&ic_v4_trie, &slot);
+		if (table)
+			rule = bpf_map_lookup_elem(table, &key);
+		return ic_decide(ctx, &pkt, rule);
 	}
 	if (l3 == IC_L3_IPV6) {
 		struct ipv6hdr *ip6 = info.l3;
 		struct ic_lpm_v6_key key = { .prefixlen = 128 };
+		__u32 slot;
+		void *table;
 
 		if ((void *)(ip6 + 1) > data_end)
 			return XDP_PASS;
@@ -313,7 +445,9 @@ int ic_shield_xdp(struct xdp_md *ctx)
 		pkt.family = 6;
 		__builtin_memcpy(pkt.src, &ip6->saddr, 16);
 		__builtin_memcpy(pkt.dst, &ip6->daddr, 16);
-		return ic_decide(ctx, &pkt, bpf_map_lookup_elem(&ic_rules_v6, &key));
+		slot = ic_active() & IC_ACTIVE_SLOT;
+		table = bpf_map_lookup_elem(&ic_v6_trie, &slot);
+		return ic_decide(ctx, &pkt, table ? bpf_map_lookup_elem(table, &key) : NULL);
 	}
 	ic_count(&ic_totals, IC_TOTAL_NON_IP, pkt.len);
 	return XDP_PASS;

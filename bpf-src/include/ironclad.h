@@ -37,6 +37,41 @@ enum ic_shield_limits {
 	IC_SHIELD_MAX_V4_PREFIXES = 1048576,
 	IC_SHIELD_MAX_V6_PREFIXES = 262144,
 	IC_SHIELD_MAX_VALVE_PREFIXES = 1024,
+	/* IPv4 fast path (DIR-24-8): blocks 0..65535 are the first level, one 256-entry
+	 * block per /16 indexed by the third octet; blocks 65536.. are second-level groups,
+	 * one per /24 that holds a prefix longer than /24, indexed by the fourth octet. */
+	IC_SHIELD_V4_FIRST_BLOCKS = 65536,
+	IC_SHIELD_V4_GROUPS = 8192,
+	IC_SHIELD_V4_BLOCKS = 73728, /* IC_SHIELD_V4_FIRST_BLOCKS + IC_SHIELD_V4_GROUPS */
+	IC_SHIELD_SLOTS = 2,         /* policy slots: one active, one being built */
+};
+
+/* A fast-path entry (__u16, host order):
+ *   0                              no rule;
+ *   IC_FAST_GROUP | g              look up group g (second level);
+ *   IC_FAST_VALVE                  management safety valve: pass;
+ *   [IC_FAST_ALLOW |] rule_id      the longest matching rule (1..IC_SHIELD_MAX_RULES-1);
+ *                                  deny unless IC_FAST_ALLOW is set. */
+enum ic_fast_entry {
+	IC_FAST_RULE_MASK = 0x3fff,
+	IC_FAST_ALLOW = 0x4000,
+	IC_FAST_VALVE = 0x4000, /* IC_FAST_ALLOW with rule id 0 */
+	IC_FAST_GROUP = 0x8000,
+	IC_FAST_GROUP_MASK = 0x7fff,
+};
+
+/* The Shield's active policy (map ic_shield_active, one __u32, host order). Writing it is
+ * the one switch that moves every packet from one whole policy to another. */
+enum ic_shield_active_bits {
+	IC_ACTIVE_SLOT = 1,    /* which slot of the per-slot tables packets use */
+	IC_ACTIVE_V4_TRIE = 2, /* IPv4 through the slot's LPM trie instead of the fast path */
+};
+
+/* Kinds of rules in the rule directory (struct ic_rule_info.kind). */
+enum ic_rule_kind {
+	IC_RULE_FREE = 0,
+	IC_RULE_CIDR = 1, /* one prefix */
+	IC_RULE_SET = 2,  /* a named set of prefixes (a feed, a country, ...) */
 };
 
 /* Index of the Shield's global totals (per-CPU array). */
@@ -96,6 +131,32 @@ struct ic_rule {
 	__u32 rule_id; /* host order; index into the per-rule counter array */
 	__u8 action;   /* enum ic_action */
 	__u8 _pad0[3];
+};
+
+/* One block of the IPv4 fast path (value of the per-slot fast-path array). */
+struct ic_v4_block {
+	__u16 entry[256]; /* host order; enum ic_fast_entry */
+};
+
+/* One IPv4 prefix as the fast path was compiled from it (the per-slot prefix book that
+ * lets user space edit and re-read a compiled policy). */
+struct ic_v4_prefix {
+	__u8 addr[4];     /* network order */
+	__u8 prefixlen;   /* 0..=32 */
+	__u8 action;      /* enum ic_action */
+	__u16 rule_id;    /* host order */
+};
+
+/* What a rule id stands for (the rule directory, read by user space only). */
+struct ic_rule_info {
+	__u32 prefixes_v4; /* host order; prefixes of the rule loaded */
+	__u32 prefixes_v6; /* host order */
+	__u8 kind;         /* enum ic_rule_kind */
+	__u8 action;       /* enum ic_action */
+	__u8 prefixlen;    /* IC_RULE_CIDR: the prefix */
+	__u8 family;       /* IC_RULE_CIDR: 4 or 6 */
+	__u8 addr[16];     /* IC_RULE_CIDR: network order (IPv4 in the first 4 bytes) */
+	char name[48];     /* IC_RULE_SET: NUL-padded name */
 };
 
 /* Packet and byte counter (per CPU; user space sums the CPUs). */

@@ -7,7 +7,7 @@
 //!
 //! ```json
 //! {"time":"2026-11-22T08:00:00.123456789Z","time_ns":1795334400123456789,
-//!  "action":"map_update","object":"shield","target":"ic_rules_v4","outcome":"ok",
+//!  "action":"map_update","object":"shield","target":"ic_v4_fast","outcome":"ok",
 //!  "detail":"key=18000000cb007100","who":{"pid":4242,"uid":0,"comm":"agent","exe":"/usr/bin/agent"}}
 //! ```
 
@@ -356,7 +356,7 @@ mod tests {
         log.record(
             AuditAction::MapUpdate,
             "shield",
-            "ic_rules_v4",
+            "ic_v4_fast",
             Outcome::Ok,
             "key=18000000cb007100",
         );

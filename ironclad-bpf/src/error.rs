@@ -75,7 +75,7 @@ pub enum BpfError {
     /// A pin could not be created, reused or removed.
     #[error("pinning {what} at {path}: {reason}")]
     Pin {
-        /// What was pinned (`map ic_rules_v4`, `link xdp`...).
+        /// What was pinned (`map ic_v4_fast`, `link xdp`...).
         what: String,
         /// The pin path.
         path: PathBuf,
@@ -146,6 +146,11 @@ pub enum BpfError {
         #[source]
         source: libbpf_rs::Error,
     },
+
+    /// A rule set does not fit the IPv4 fast path, and the policy asked for it
+    /// (`ipv4_lookup: fast`).
+    #[error(transparent)]
+    FastPath(#[from] ironclad_policy::fastpath::FastPathError),
 
     /// A file system operation on the pin directory failed.
     #[error("{path}: {source}")]

@@ -24,6 +24,26 @@ same_layout!(abi::LpmV4Key, c::ic_lpm_v4_key, [prefixlen, addr]);
 same_layout!(abi::LpmV6Key, c::ic_lpm_v6_key, [prefixlen, addr]);
 same_layout!(abi::Rule, c::ic_rule, [rule_id, action, _pad0]);
 same_layout!(abi::Counter, c::ic_counter, [packets, bytes]);
+same_layout!(abi::V4Block, c::ic_v4_block, [entry]);
+same_layout!(
+    abi::V4Prefix,
+    c::ic_v4_prefix,
+    [addr, prefixlen, action, rule_id]
+);
+same_layout!(
+    abi::RuleInfo,
+    c::ic_rule_info,
+    [
+        prefixes_v4,
+        prefixes_v6,
+        kind,
+        action,
+        prefixlen,
+        family,
+        addr,
+        name
+    ]
+);
 same_layout!(
     abi::ShieldConfig,
     c::ic_shield_config,
@@ -221,4 +241,19 @@ const _: () = {
     assert!(abi::SHIELD_MAX_V4_PREFIXES == c::ic_shield_limits::IC_SHIELD_MAX_V4_PREFIXES.0);
     assert!(abi::SHIELD_MAX_V6_PREFIXES == c::ic_shield_limits::IC_SHIELD_MAX_V6_PREFIXES.0);
     assert!(abi::SHIELD_MAX_VALVE_PREFIXES == c::ic_shield_limits::IC_SHIELD_MAX_VALVE_PREFIXES.0);
+    assert!(abi::SHIELD_V4_FIRST_BLOCKS == c::ic_shield_limits::IC_SHIELD_V4_FIRST_BLOCKS.0);
+    assert!(abi::SHIELD_V4_GROUPS == c::ic_shield_limits::IC_SHIELD_V4_GROUPS.0);
+    assert!(abi::SHIELD_V4_BLOCKS == c::ic_shield_limits::IC_SHIELD_V4_BLOCKS.0);
+    assert!(abi::SHIELD_SLOTS == c::ic_shield_limits::IC_SHIELD_SLOTS.0);
+    assert!(abi::FAST_RULE_MASK as u32 == c::ic_fast_entry::IC_FAST_RULE_MASK.0);
+    assert!(abi::FAST_ALLOW as u32 == c::ic_fast_entry::IC_FAST_ALLOW.0);
+    assert!(abi::FAST_VALVE as u32 == c::ic_fast_entry::IC_FAST_VALVE.0);
+    assert!(abi::FAST_GROUP as u32 == c::ic_fast_entry::IC_FAST_GROUP.0);
+    assert!(abi::FAST_GROUP_MASK as u32 == c::ic_fast_entry::IC_FAST_GROUP_MASK.0);
+    assert!(abi::ACTIVE_SLOT == c::ic_shield_active_bits::IC_ACTIVE_SLOT.0);
+    assert!(abi::ACTIVE_V4_TRIE == c::ic_shield_active_bits::IC_ACTIVE_V4_TRIE.0);
+    assert!(abi::RULE_FREE as u32 == c::ic_rule_kind::IC_RULE_FREE.0);
+    assert!(abi::RULE_CIDR as u32 == c::ic_rule_kind::IC_RULE_CIDR.0);
+    assert!(abi::RULE_SET as u32 == c::ic_rule_kind::IC_RULE_SET.0);
+    assert!(abi::SHIELD_MAX_RULES - 1 <= abi::FAST_RULE_MASK as u32);
 };

@@ -54,6 +54,6 @@ pub use loader::{
     AuditedMap, LoadedObject, Loader, LoaderBuilder, PinnedMap, TestRun, DEFAULT_PIN_ROOT,
 };
 pub use object::EmbeddedObject;
-pub use shield::{ReplaceReport, RuleStatus, Shield, ShieldStatus};
+pub use shield::{Ipv4Path, MapMemory, ReplaceReport, RuleLabel, RuleStatus, Shield, ShieldStatus};
 pub use telemetry::Telemetry;
 pub use tls::{TlsMonitor, TlsPolicy, TlsScope};

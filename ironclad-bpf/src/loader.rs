@@ -757,7 +757,7 @@ mod tests {
     fn internal_maps_are_not_pinned() {
         assert!(is_internal_map("shield.rodata"));
         assert!(is_internal_map(".rodata"));
-        assert!(!is_internal_map("ic_rules_v4"));
+        assert!(!is_internal_map("ic_v4_fast"));
     }
 
     #[test]

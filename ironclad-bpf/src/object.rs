@@ -57,9 +57,15 @@ pub fn telemetry() -> &'static EmbeddedObject {
     &generated::TELEMETRY
 }
 
-/// Every production object embedded in this build.
-pub fn all() -> [&'static EmbeddedObject; 4] {
-    [shield(), tls(), egress(), telemetry()]
+/// An XDP program that passes every frame and does nothing else
+/// (`bpf-src/baseline.bpf.c`): the reference benchmarks subtract.
+pub fn baseline() -> &'static EmbeddedObject {
+    &generated::BASELINE
+}
+
+/// Every object embedded in this build.
+pub fn all() -> [&'static EmbeddedObject; 5] {
+    [shield(), tls(), egress(), telemetry(), baseline()]
 }
 
 /// Deliberately bad objects used by the audit tests (feature `test-objects`).

@@ -1,10 +1,15 @@
 //! The Shield: an XDP source-address firewall (`bpf-src/shield.bpf.c`).
 //!
 //! For every IPv4/IPv6 packet the program checks, in order: the management safety valve
-//! (always passes), then the longest matching prefix in the rule trie of the packet's
-//! family (deny drops; allow is an exception inside a denied range, because it is
+//! (always passes), then the longest matching prefix among the rules of the active
+//! policy (deny drops; allow is an exception inside a denied range, because it is
 //! longer), then the optional per-source token bucket. Non-IP and malformed frames pass
 //! and are counted. Drops are sampled 1-in-N into a ring buffer ([`Shield::events`]).
+//!
+//! IPv4 sources are looked up in a compiled DIR-24-8 table
+//! ([`ironclad_policy::fastpath`]: at most two array reads, whatever the number of
+//! prefixes) or, by choice or when the rules do not fit it, in the kernel's LPM trie;
+//! IPv6 sources in an LPM trie.
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -14,43 +19,63 @@
 //! let loader = Loader::builder().build()?;
 //! let policy = compile_file(Path::new("/etc/ironclad/policy.yaml"))?;
 //! let shield = Shield::load(&loader)?;
-//! shield.replace(policy.shield.as_ref().expect("a shield section"))?;
+//! let report = shield.replace(policy.shield.as_ref().expect("a shield section"))?;
+//! println!("IPv4 through the {:?} path", report.ipv4_path);
 //! // Adopts a link pinned by an earlier run (no gap), or attaches and pins a new one.
 //! let attachment = shield.attach_pinned("eth0")?;
 //! println!("attached in {:?} mode", attachment.mode());
 //! for rule in shield.rules()? {
-//!     println!("{} {:?}: {} packets", rule.cidr, rule.action, rule.counter.packets);
+//!     println!("{} {:?}: {} packets", rule.label, rule.action, rule.counter.packets);
 //! }
+//! println!("{} bytes of map memory", shield.status()?.map_bytes());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Whole-policy swaps
+//! Rules live in per-slot tables (arrays of maps with two slots). A change builds the
+//! complete new rule set into the slot packets do not use, then writes one word
+//! (`ic_shield_active`) that moves every packet to it at once: each packet reads that
+//! word once and takes all its lookups from one slot, so no packet ever sees half of a
+//! change. Once every packet that could still be using the old slot has finished (an
+//! RCU grace period, waited for with `membarrier(MEMBARRIER_CMD_GLOBAL)`), the old
+//! slot's tables are released, so memory holds one policy except during a swap.
+//!
 //! # What survives a crash
-//! The maps (rules, valve, counters, mode) and, with [`Shield::attach_pinned`], the XDP
-//! link are pinned under `<pin root>/shield/`. If the agent dies, the kernel keeps
-//! enforcing the last policy; the next [`Shield::load`] adopts the maps and
-//! [`Shield::attach_pinned`] swaps the new program into the pinned link atomically.
-//! [`Loader::remove_pins`] (`full_firewall detach`) removes everything.
+//! The maps (per-slot tables, valve, counters, rule directory, mode) and, with
+//! [`Shield::attach_pinned`], the XDP link are pinned under `<pin root>/shield/`. If the
+//! agent dies, the kernel keeps enforcing the last policy; the next [`Shield::load`]
+//! adopts the maps and [`Shield::attach_pinned`] swaps the new program into the pinned
+//! link atomically. [`Loader::remove_pins`] (`full_firewall detach`) removes everything.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use ironclad_core::abi::{
-    Action, Counter, LpmV4Key, LpmV6Key, Rule, ShieldConfig, ShieldTotal, SHIELD_F_DRY_RUN,
-    SHIELD_MAX_RULES,
+    Action, Counter, LpmV4Key, LpmV6Key, Rule, RuleInfo, ShieldConfig, ShieldTotal, V4Block,
+    V4Prefix, ACTIVE_SLOT, ACTIVE_V4_TRIE, RULE_CIDR, RULE_FREE, RULE_SET, SHIELD_F_DRY_RUN,
+    SHIELD_MAX_RULES, SHIELD_MAX_V4_PREFIXES, SHIELD_MAX_V6_PREFIXES, SHIELD_SLOTS,
+    SHIELD_V4_BLOCKS, SHIELD_V4_GROUPS,
 };
 use ironclad_events::{Event, Fanout};
-use ironclad_policy::shield::{CompiledShield, Mode, RateLimit};
-use libbpf_rs::{MapCore, MapFlags, MapHandle};
+use ironclad_policy::fastpath::{self, FastTable};
+use ironclad_policy::shield::{CompiledShield, Ipv4Lookup, Mode, Owner, RateLimit};
+use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
 
 use crate::attach::XdpAttachment;
+use crate::auditlog::{AuditAction, Outcome};
 use crate::error::{BpfError, Result};
 use crate::events::{EventReader, EventSource};
 use crate::loader::{LoadedObject, Loader};
 
-const RULES_V4: &str = "ic_rules_v4";
-const RULES_V6: &str = "ic_rules_v6";
+const V4_FAST: &str = "ic_v4_fast";
+const V4_TRIE: &str = "ic_v4_trie";
+const V6_TRIE: &str = "ic_v6_trie";
+const V4_BOOK: &str = "ic_v4_book";
+const ACTIVE: &str = "ic_shield_active";
+const RULE_INFO: &str = "ic_rule_info";
 const VALVE_V4: &str = "ic_valve_v4";
 const VALVE_V6: &str = "ic_valve_v6";
 const RULE_COUNTERS: &str = "ic_rule_counters";
@@ -58,6 +83,28 @@ const TOTALS: &str = "ic_totals";
 const CONFIG: &str = "ic_shield_config";
 const EVENTS: &str = "ic_shield_events";
 const PROGRAM: &str = "ic_shield_xdp";
+
+/// The per-slot tables (arrays of maps).
+const SLOTTED: [&str; 4] = [V4_FAST, V4_TRIE, V6_TRIE, V4_BOOK];
+/// Every map of the Shield, for the memory report.
+const ALL_MAPS: [&str; 14] = [
+    V4_FAST,
+    V4_TRIE,
+    V6_TRIE,
+    V4_BOOK,
+    ACTIVE,
+    RULE_INFO,
+    VALVE_V4,
+    VALVE_V6,
+    RULE_COUNTERS,
+    TOTALS,
+    CONFIG,
+    EVENTS,
+    "ic_rate_buckets",
+    "ic_sample_seq",
+];
+/// Elements per batch syscall when filling a table.
+const BATCH: usize = 4096;
 
 /// The LPM key bytes of `net` (host bits cleared).
 fn lpm_key(net: IpNetwork) -> Vec<u8> {
@@ -90,14 +137,6 @@ fn net_of_key(key: &[u8]) -> Option<IpNetwork> {
     }
 }
 
-fn rules_map(net: IpNetwork) -> &'static str {
-    if net.is_ipv4() {
-        RULES_V4
-    } else {
-        RULES_V6
-    }
-}
-
 fn valve_map(net: IpNetwork) -> &'static str {
     if net.is_ipv4() {
         VALVE_V4
@@ -106,17 +145,136 @@ fn valve_map(net: IpNetwork) -> &'static str {
     }
 }
 
+/// What a rule id stands for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RuleLabel {
+    /// A single prefix.
+    Cidr(IpNetwork),
+    /// A named set of prefixes (a feed, a country).
+    Set(String),
+}
+
+impl std::fmt::Display for RuleLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Cidr(net) => write!(f, "{net}"),
+            Self::Set(name) => write!(f, "set:{name}"),
+        }
+    }
+}
+
+impl RuleLabel {
+    fn of(info: &RuleInfo) -> Option<Self> {
+        match info.kind {
+            RULE_CIDR => {
+                let net = if info.family == 4 {
+                    let addr: [u8; 4] = info.addr[..4].try_into().ok()?;
+                    IpNetwork::V4(Ipv4Network::new(addr.into(), info.prefixlen).ok()?)
+                } else {
+                    IpNetwork::V6(Ipv6Network::new(info.addr.into(), info.prefixlen).ok()?)
+                };
+                Some(Self::Cidr(net))
+            }
+            RULE_SET => {
+                let end = info
+                    .name
+                    .iter()
+                    .position(|b| *b == 0)
+                    .unwrap_or(info.name.len());
+                Some(Self::Set(
+                    String::from_utf8_lossy(&info.name[..end]).into_owned(),
+                ))
+            }
+            _ => None,
+        }
+    }
+
+    fn info(&self, action: Action, prefixes_v4: u32, prefixes_v6: u32) -> RuleInfo {
+        let mut info = RuleInfo {
+            prefixes_v4,
+            prefixes_v6,
+            action: action as u8,
+            ..RuleInfo::default()
+        };
+        match self {
+            Self::Cidr(net) => {
+                info.kind = RULE_CIDR;
+                info.prefixlen = net.prefix();
+                match net {
+                    IpNetwork::V4(n) => {
+                        info.family = 4;
+                        info.addr[..4].copy_from_slice(&n.network().octets());
+                    }
+                    IpNetwork::V6(n) => {
+                        info.family = 6;
+                        info.addr = n.network().octets();
+                    }
+                }
+            }
+            Self::Set(name) => {
+                info.kind = RULE_SET;
+                let bytes = name.as_bytes();
+                let n = bytes.len().min(RuleInfo::NAME_MAX);
+                info.name[..n].copy_from_slice(&bytes[..n]);
+            }
+        }
+        info
+    }
+}
+
+/// How IPv4 sources are looked up now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ipv4Path {
+    /// The compiled DIR-24-8 table.
+    Fast,
+    /// The kernel's LPM trie.
+    Trie,
+}
+
+impl Ipv4Path {
+    /// `fast` or `trie`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fast => "fast",
+            Self::Trie => "trie",
+        }
+    }
+}
+
 /// A rule as the kernel holds it, with its counter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleStatus {
-    /// The prefix.
-    pub cidr: IpNetwork,
+    /// The prefix or the set it stands for.
+    pub label: RuleLabel,
     /// The counter index.
     pub rule_id: u32,
     /// Deny or allow.
     pub action: Action,
+    /// IPv4 prefixes loaded under this rule.
+    pub prefixes_v4: u32,
+    /// IPv6 prefixes loaded under this rule.
+    pub prefixes_v6: u32,
     /// Packets and bytes it matched, summed over CPUs.
     pub counter: Counter,
+}
+
+impl RuleStatus {
+    /// The prefix of a single-prefix rule.
+    pub fn cidr(&self) -> Option<IpNetwork> {
+        match &self.label {
+            RuleLabel::Cidr(net) => Some(*net),
+            RuleLabel::Set(_) => None,
+        }
+    }
+}
+
+/// Kernel memory of one map (its `memlock` accounting).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapMemory {
+    /// The map; per-slot tables are named `table[slot]`.
+    pub name: String,
+    /// Bytes.
+    pub bytes: u64,
 }
 
 /// Everything the Shield's pinned maps say, readable without loading anything.
@@ -132,10 +290,23 @@ pub struct ShieldStatus {
     pub config: ShieldConfig,
     /// XDP links pinned under the Shield's pin directory (`link_<iface>`).
     pub links: Vec<PathBuf>,
+    /// How IPv4 sources are looked up.
+    pub ipv4_path: Ipv4Path,
+    /// The policy slot packets use.
+    pub slot: u32,
+    /// Kernel memory of every Shield map and per-slot table.
+    pub memory: Vec<MapMemory>,
+}
+
+impl ShieldStatus {
+    /// Total kernel memory of the Shield's maps, in bytes.
+    pub fn map_bytes(&self) -> u64 {
+        self.memory.iter().map(|m| m.bytes).sum()
+    }
 }
 
 /// What [`Shield::replace`] changed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplaceReport {
     /// Rules added.
     pub added: usize,
@@ -145,46 +316,26 @@ pub struct ReplaceReport {
     pub removed: usize,
     /// Rules left as they were (their counters continue).
     pub kept: usize,
-    /// The rule id of every prefix now loaded.
+    /// The rule id of every single-prefix rule now loaded.
     pub ids: BTreeMap<IpNetwork, u32>,
+    /// The rule id of every prefix set now loaded.
+    pub set_ids: BTreeMap<String, u32>,
+    /// How IPv4 sources are looked up now.
+    pub ipv4_path: Ipv4Path,
+    /// Second-level fast-path groups in use (0 on the trie path).
+    pub fast_groups: usize,
+    /// Distinct IPv4 and IPv6 prefixes loaded.
+    pub prefixes: (usize, usize),
 }
 
-/// Read access to a map either through a loaded object or a pinned path.
-trait MapRead {
-    fn entries(&self, name: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
-    fn percpu(&self, name: &str, index: u32) -> Result<Counter>;
-    fn value(&self, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>>;
+/// Owned handles on the Shield's maps, from a loaded object or from pins.
+trait Maps {
+    fn handle(&self, name: &str) -> Result<MapHandle>;
 }
 
-fn sum_percpu(values: Option<Vec<Vec<u8>>>) -> Counter {
-    let per_cpu: Vec<Counter> = values
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|v| Counter::from_bytes(v))
-        .collect();
-    Counter::sum(&per_cpu)
-}
-
-impl MapRead for LoadedObject {
-    fn entries(&self, name: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let map = self.map(name)?;
-        let mut out = Vec::new();
-        for key in map.keys() {
-            if let Some(value) = map.lookup(&key)? {
-                out.push((key, value));
-            }
-        }
-        Ok(out)
-    }
-
-    fn percpu(&self, name: &str, index: u32) -> Result<Counter> {
-        Ok(sum_percpu(
-            self.map(name)?.lookup_percpu(&index.to_ne_bytes())?,
-        ))
-    }
-
-    fn value(&self, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.map(name)?.lookup(key)
+impl Maps for LoadedObject {
+    fn handle(&self, name: &str) -> Result<MapHandle> {
+        self.map(name)?.handle()
     }
 }
 
@@ -193,8 +344,8 @@ struct PinnedMaps {
     dir: PathBuf,
 }
 
-impl PinnedMaps {
-    fn open(&self, name: &str) -> Result<MapHandle> {
+impl Maps for PinnedMaps {
+    fn handle(&self, name: &str) -> Result<MapHandle> {
         let path = self.dir.join(name);
         MapHandle::from_pinned_path(&path).map_err(|e| BpfError::Pin {
             what: format!("map {name}"),
@@ -209,82 +360,214 @@ fn map_err(op: &'static str, map: &str) -> impl FnOnce(libbpf_rs::Error) -> BpfE
     move |source| BpfError::Map { op, map, source }
 }
 
-impl MapRead for PinnedMaps {
-    fn entries(&self, name: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let map = self.open(name)?;
-        let mut out = Vec::new();
-        for key in map.keys() {
-            if let Some(value) = map
-                .lookup(&key, MapFlags::ANY)
-                .map_err(map_err("lookup", name))?
-            {
-                out.push((key, value));
-            }
-        }
-        Ok(out)
-    }
-
-    fn percpu(&self, name: &str, index: u32) -> Result<Counter> {
-        let map = self.open(name)?;
-        Ok(sum_percpu(
-            map.lookup_percpu(&index.to_ne_bytes(), MapFlags::ANY)
-                .map_err(map_err("lookup", name))?,
-        ))
-    }
-
-    fn value(&self, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.open(name)?
-            .lookup(key, MapFlags::ANY)
-            .map_err(map_err("lookup", name))
-    }
+fn lookup(map: &MapHandle, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    map.lookup(key, MapFlags::ANY)
+        .map_err(map_err("lookup", name))
 }
 
-fn read_rules(maps: &dyn MapRead) -> Result<Vec<(IpNetwork, Rule)>> {
-    let mut rules = Vec::new();
-    for map in [RULES_V4, RULES_V6] {
-        for (key, value) in maps.entries(map)? {
-            if let (Some(net), Some(rule)) = (net_of_key(&key), Rule::from_bytes(&value)) {
-                rules.push((net, rule));
+fn sum_percpu(values: Option<Vec<Vec<u8>>>) -> Counter {
+    let per_cpu: Vec<Counter> = values
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| Counter::from_bytes(v))
+        .collect();
+    Counter::sum(&per_cpu)
+}
+
+fn percpu(map: &MapHandle, name: &str, index: u32) -> Result<Counter> {
+    Ok(sum_percpu(
+        map.lookup_percpu(&index.to_ne_bytes(), MapFlags::ANY)
+            .map_err(map_err("lookup", name))?,
+    ))
+}
+
+/// Every element of a map: in batches where the map type has them, else key by key.
+fn entries(map: &MapHandle, name: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    if matches!(map.map_type(), MapType::Array | MapType::Hash) {
+        if let Ok(batch) = map.lookup_batch(BATCH as u32, MapFlags::ANY, MapFlags::ANY) {
+            return Ok(batch.collect());
+        }
+    }
+    let mut out = Vec::new();
+    for key in map.keys() {
+        if let Some(value) = lookup(map, name, &key)? {
+            out.push((key, value));
+        }
+    }
+    Ok(out)
+}
+
+/// The table in `slot` of the array of maps `outer`, if any.
+fn inner(outer: &MapHandle, name: &str, slot: u32) -> Result<Option<MapHandle>> {
+    let Some(id) = lookup(outer, name, &slot.to_ne_bytes())? else {
+        return Ok(None);
+    };
+    let id = id
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_ne_bytes)
+        .unwrap_or(0);
+    MapHandle::from_map_id(id)
+        .map(Some)
+        .map_err(map_err("open", name))
+}
+
+/// Kernel memory of the map behind `fd` (`memlock` in its fdinfo).
+fn memlock(map: &MapHandle) -> u64 {
+    let path = format!("/proc/self/fdinfo/{}", map.as_fd().as_raw_fd());
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("memlock:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn memory(maps: &dyn Maps) -> Result<Vec<MapMemory>> {
+    let mut out = Vec::new();
+    for name in ALL_MAPS {
+        let map = maps.handle(name)?;
+        out.push(MapMemory {
+            name: name.to_string(),
+            bytes: memlock(&map),
+        });
+        if SLOTTED.contains(&name) {
+            for slot in 0..SHIELD_SLOTS {
+                if let Some(table) = inner(&map, name, slot)? {
+                    out.push(MapMemory {
+                        name: format!("{name}[{slot}]"),
+                        bytes: memlock(&table),
+                    });
+                }
             }
         }
     }
-    rules.sort_by_key(|(net, rule)| (rule.rule_id, *net));
-    Ok(rules)
+    Ok(out)
 }
 
-fn read_status(maps: &dyn MapRead, links: Vec<PathBuf>) -> Result<ShieldStatus> {
+fn read_active(maps: &dyn Maps) -> Result<u32> {
+    Ok(lookup(&maps.handle(ACTIVE)?, ACTIVE, &0u32.to_ne_bytes())?
+        .and_then(|b| b.get(..4).and_then(|b| b.try_into().ok()))
+        .map(u32::from_ne_bytes)
+        .unwrap_or(0))
+}
+
+/// The rule directory: every used id.
+fn read_directory(maps: &dyn Maps) -> Result<BTreeMap<u32, RuleInfo>> {
+    let map = maps.handle(RULE_INFO)?;
+    let mut out = BTreeMap::new();
+    for (key, value) in entries(&map, RULE_INFO)? {
+        let id = key
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_ne_bytes);
+        if let (Some(id), Some(info)) = (id, RuleInfo::from_bytes(&value)) {
+            if info.kind != RULE_FREE {
+                out.insert(id, info);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn read_valve(maps: &dyn Maps) -> Result<Vec<IpNetwork>> {
+    let mut valve = Vec::new();
+    for name in [VALVE_V4, VALVE_V6] {
+        for (key, _) in entries(&maps.handle(name)?, name)? {
+            if let Some(net) = net_of_key(&key) {
+                valve.push(net);
+            }
+        }
+    }
+    valve.sort();
+    Ok(valve)
+}
+
+/// The prefixes of the active policy.
+#[derive(Debug, Clone, Default)]
+struct RuleBook {
+    v4: BTreeMap<Ipv4Network, Rule>,
+    v6: BTreeMap<Ipv6Network, Rule>,
+}
+
+fn read_book(maps: &dyn Maps, active: u32) -> Result<RuleBook> {
+    let slot = active & ACTIVE_SLOT;
+    let mut book = RuleBook::default();
+    let v4_source = if active & ACTIVE_V4_TRIE != 0 {
+        V4_TRIE
+    } else {
+        V4_BOOK
+    };
+    for name in [v4_source, V6_TRIE] {
+        let Some(table) = inner(&maps.handle(name)?, name, slot)? else {
+            continue;
+        };
+        for (key, value) in entries(&table, name)? {
+            if name == V4_BOOK {
+                if let Some(p) = V4Prefix::from_bytes(&value) {
+                    if let (Ok(net), Some(action)) = (
+                        Ipv4Network::new(p.addr.into(), p.prefixlen),
+                        Action::from_raw(p.action).filter(|a| *a != Action::None),
+                    ) {
+                        book.v4.insert(net, Rule::new(u32::from(p.rule_id), action));
+                    }
+                }
+                continue;
+            }
+            match (net_of_key(&key), Rule::from_bytes(&value)) {
+                (Some(IpNetwork::V4(n)), Some(rule)) => {
+                    book.v4.insert(n, rule);
+                }
+                (Some(IpNetwork::V6(n)), Some(rule)) => {
+                    book.v6.insert(n, rule);
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(book)
+}
+
+fn read_status(maps: &dyn Maps, links: Vec<PathBuf>) -> Result<ShieldStatus> {
+    let counters = maps.handle(RULE_COUNTERS)?;
     let mut rules = Vec::new();
-    for (cidr, rule) in read_rules(maps)? {
+    for (id, info) in read_directory(maps)? {
+        let Some(label) = RuleLabel::of(&info) else {
+            continue;
+        };
         rules.push(RuleStatus {
-            cidr,
-            rule_id: rule.rule_id,
-            action: Action::from_raw(rule.action).unwrap_or(Action::None),
-            counter: maps.percpu(RULE_COUNTERS, rule.rule_id)?,
+            label,
+            rule_id: id,
+            action: Action::from_raw(info.action).unwrap_or(Action::None),
+            prefixes_v4: info.prefixes_v4,
+            prefixes_v6: info.prefixes_v6,
+            counter: percpu(&counters, RULE_COUNTERS, id)?,
         });
     }
+    let totals_map = maps.handle(TOTALS)?;
     let totals = ShieldTotal::ALL
         .iter()
-        .map(|t| Ok((*t, maps.percpu(TOTALS, *t as u32)?)))
+        .map(|t| Ok((*t, percpu(&totals_map, TOTALS, *t as u32)?)))
         .collect::<Result<Vec<_>>>()?;
-    let mut management = Vec::new();
-    for map in [VALVE_V4, VALVE_V6] {
-        for (key, _) in maps.entries(map)? {
-            if let Some(net) = net_of_key(&key) {
-                management.push(net);
-            }
-        }
-    }
-    management.sort();
-    let config = maps
-        .value(CONFIG, &0u32.to_ne_bytes())?
+    let config = lookup(&maps.handle(CONFIG)?, CONFIG, &0u32.to_ne_bytes())?
         .and_then(|b| ShieldConfig::from_bytes(&b))
         .unwrap_or_default();
+    let active = read_active(maps)?;
     Ok(ShieldStatus {
         rules,
         totals,
-        management,
+        management: read_valve(maps)?,
         config,
         links,
+        ipv4_path: if active & ACTIVE_V4_TRIE != 0 {
+            Ipv4Path::Trie
+        } else {
+            Ipv4Path::Fast
+        },
+        slot: active & ACTIVE_SLOT,
+        memory: memory(maps)?,
     })
 }
 
@@ -303,6 +586,74 @@ fn pinned_links(dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default();
     links.sort();
     links
+}
+
+/// A complete policy to build into the spare slot.
+struct Plan {
+    book: RuleBook,
+    valve: Vec<IpNetwork>,
+    lookup: Ipv4Lookup,
+    /// The whole rule directory after the change.
+    directory: BTreeMap<u32, RuleInfo>,
+    /// Ids whose counters start again from zero.
+    fresh: BTreeSet<u32>,
+}
+
+/// What a commit built.
+struct Built {
+    path: Ipv4Path,
+    groups: usize,
+}
+
+/// Creates an empty table for a slot.
+fn create_table(
+    kind: MapType,
+    name: &str,
+    key: usize,
+    value: usize,
+    max_entries: u32,
+    flags: u32,
+) -> Result<MapHandle> {
+    let opts = libbpf_sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as libbpf_sys::size_t,
+        map_flags: flags,
+        ..Default::default()
+    };
+    MapHandle::create(
+        kind,
+        Some(name),
+        key as u32,
+        value as u32,
+        max_entries,
+        &opts,
+    )
+    .map_err(map_err("create", name))
+}
+
+/// Writes `(key, value)` pairs of equal sizes: in batches where the kernel has them for
+/// this map type, one by one otherwise.
+fn fill(map: &MapHandle, name: &str, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+    for chunk in entries.chunks(BATCH) {
+        let keys: Vec<u8> = chunk.iter().flat_map(|(k, _)| k.iter().copied()).collect();
+        let values: Vec<u8> = chunk.iter().flat_map(|(_, v)| v.iter().copied()).collect();
+        let batched = map.map_type() == MapType::Array
+            && map
+                .update_batch(
+                    &keys,
+                    &values,
+                    chunk.len() as u32,
+                    MapFlags::ANY,
+                    MapFlags::ANY,
+                )
+                .is_ok();
+        if !batched {
+            for (key, value) in chunk {
+                map.update(key, value, MapFlags::ANY)
+                    .map_err(map_err("update", name))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A loaded Shield object. Its maps are pinned under `<pin root>/shield/`, so rules and
@@ -346,98 +697,437 @@ impl Shield {
         Ok(self.status()?.rules)
     }
 
-    /// Makes the kernel's state equal `policy`, changing only what differs:
+    /// Kernel memory of every Shield map and per-slot table.
+    pub fn memory(&self) -> Result<Vec<MapMemory>> {
+        memory(&self.object)
+    }
+
+    /// How IPv4 sources are looked up now.
+    pub fn ipv4_path(&self) -> Result<Ipv4Path> {
+        Ok(if read_active(&self.object)? & ACTIVE_V4_TRIE != 0 {
+            Ipv4Path::Trie
+        } else {
+            Ipv4Path::Fast
+        })
+    }
+
+    /// Makes the kernel's state equal `policy` in one switch.
     ///
-    /// 1. new management prefixes are added first, so the valve never shrinks before
-    ///    the rules change;
-    /// 2. mode, rate limit and sampling are set;
-    /// 3. rules are added or updated, then rules not in `policy` are removed; a prefix
-    ///    already loaded keeps its rule id, so its counter continues;
-    /// 4. management prefixes not in `policy` are removed last.
+    /// Rule ids are kept for prefixes (and sets, by name) the kernel already has, so
+    /// their counters continue; new rules get ids no current rule uses, with zeroed
+    /// counters. The complete new rule set (and the valve, compiled into the IPv4 fast
+    /// path) is built into the spare slot, new management prefixes are added, and then
+    /// one word moves every packet to the new policy; afterwards the old slot is
+    /// released and management prefixes no longer listed are removed.
     ///
-    /// New rule ids get zeroed counters. If the kernel refuses a write, the rules this
-    /// call added are removed again and the error is returned.
+    /// If anything fails before the switch (the kernel refuses a table, the rules do not
+    /// fit `ipv4_lookup: fast`), nothing the packets see has changed and the error is
+    /// returned.
     pub fn replace(&self, policy: &CompiledShield) -> Result<ReplaceReport> {
-        let existing: BTreeMap<IpNetwork, Rule> = read_rules(&self.object)?.into_iter().collect();
-        let used: std::collections::BTreeSet<u32> = existing.values().map(|r| r.rule_id).collect();
-        let wanted: BTreeMap<IpNetwork, Action> =
-            policy.rules.iter().map(|r| (r.cidr, r.action)).collect();
-
-        // Ids: keep the kernel's id for a prefix it has; give new prefixes the lowest
-        // ids neither kept nor taken.
-        let kept_ids: std::collections::BTreeSet<u32> = existing
+        let old = read_directory(&self.object)?;
+        let by_label: HashMap<RuleLabel, (u32, u8)> = old
             .iter()
-            .filter(|(net, _)| wanted.contains_key(net))
-            .map(|(_, r)| r.rule_id)
+            .filter_map(|(id, info)| RuleLabel::of(info).map(|l| (l, (*id, info.action))))
             .collect();
-        let mut next_free = (1..SHIELD_MAX_RULES).filter(|id| !kept_ids.contains(id));
-        let mut report = ReplaceReport::default();
-        let mut plan = Vec::new();
-        for rule in &policy.rules {
-            let id = match existing.get(&rule.cidr) {
-                Some(old) => old.rule_id,
-                None => next_free.next().ok_or_else(|| BpfError::BadSize {
-                    map: RULE_COUNTERS.to_string(),
-                    what: "rule count",
-                    got: policy.rules.len(),
-                    expected: SHIELD_MAX_RULES as usize - 1,
-                })?,
-            };
-            report.ids.insert(rule.cidr, id);
-            plan.push((rule.cidr, id, rule.action));
+        let labels: Vec<(RuleLabel, Action)> = policy
+            .rules
+            .iter()
+            .map(|r| (RuleLabel::Cidr(r.cidr), r.action))
+            .chain(
+                policy
+                    .sets
+                    .iter()
+                    .map(|s| (RuleLabel::Set(s.name.clone()), s.action)),
+            )
+            .collect();
+        if labels.len() >= SHIELD_MAX_RULES as usize {
+            return Err(BpfError::BadSize {
+                map: RULE_COUNTERS.to_string(),
+                what: "rule count",
+                got: labels.len(),
+                expected: SHIELD_MAX_RULES as usize - 1,
+            });
         }
-
-        for net in &policy.management {
-            self.add_valve(*net)?;
-        }
-        self.set_config(&policy.config())?;
-
-        let mut added = Vec::new();
-        let result = (|| {
-            for (cidr, id, action) in &plan {
-                match existing.get(cidr) {
-                    Some(old) if old.action == *action as u8 => report.kept += 1,
-                    Some(_) => {
-                        self.insert_rule(*cidr, *id, *action)?;
+        let kept: BTreeSet<u32> = labels
+            .iter()
+            .filter_map(|(l, _)| by_label.get(l).map(|(id, _)| *id))
+            .collect();
+        // New rules take ids no current rule uses; ids of rules being removed only when
+        // nothing else is left.
+        let mut unused = (1..SHIELD_MAX_RULES).filter(|id| !old.contains_key(id));
+        let mut retired = old.keys().copied().filter(|id| !kept.contains(id));
+        let mut report = ReplaceReport {
+            added: 0,
+            changed: 0,
+            removed: 0,
+            kept: 0,
+            ids: BTreeMap::new(),
+            set_ids: BTreeMap::new(),
+            ipv4_path: Ipv4Path::Fast,
+            fast_groups: 0,
+            prefixes: (0, 0),
+        };
+        let mut ids = Vec::with_capacity(labels.len());
+        let mut fresh = BTreeSet::new();
+        for (label, action) in &labels {
+            let id = match by_label.get(label) {
+                Some((id, old_action)) => {
+                    if *old_action == *action as u8 {
+                        report.kept += 1;
+                    } else {
                         report.changed += 1;
                     }
-                    None => {
-                        if used.contains(id) {
-                            // The id belonged to a rule about to be removed: start at zero.
-                            self.reset_counter(*id)?;
+                    *id
+                }
+                None => {
+                    let id = unused.next().or_else(|| retired.next()).ok_or_else(|| {
+                        BpfError::BadSize {
+                            map: RULE_COUNTERS.to_string(),
+                            what: "rule count",
+                            got: labels.len(),
+                            expected: SHIELD_MAX_RULES as usize - 1,
                         }
-                        self.insert_rule(*cidr, *id, *action)?;
-                        if !used.contains(id) {
-                            self.reset_counter(*id)?;
-                        }
-                        added.push(*cidr);
-                        report.added += 1;
-                    }
+                    })?;
+                    fresh.insert(id);
+                    report.added += 1;
+                    id
+                }
+            };
+            match label {
+                RuleLabel::Cidr(net) => report.ids.insert(*net, id),
+                RuleLabel::Set(name) => report.set_ids.insert(name.clone(), id),
+            };
+            ids.push(id);
+        }
+        report.removed = old.len() - kept.len();
+
+        let mut book = RuleBook::default();
+        let mut counts = vec![(0u32, 0u32); labels.len()];
+        for (net, owner) in policy.owners() {
+            let index = match owner {
+                Owner::Rule(i) => i,
+                Owner::Set(i) => policy.rules.len() + i,
+            };
+            let rule = Rule::new(ids[index], policy.action_of(owner));
+            match net {
+                IpNetwork::V4(n) => {
+                    book.v4.insert(n, rule);
+                    counts[index].0 += 1;
+                }
+                IpNetwork::V6(n) => {
+                    book.v6.insert(n, rule);
+                    counts[index].1 += 1;
                 }
             }
-            Ok(())
-        })();
-        if let Err(e) = result {
-            for net in added {
-                let _ = self.remove_rule(net);
-            }
-            return Err(e);
         }
-        for net in existing.keys().filter(|n| !wanted.contains_key(n)) {
-            self.remove_rule(*net)?;
-            report.removed += 1;
-        }
-        for net in self.status()?.management {
-            if !policy.management.contains(&net) {
-                self.remove_valve(net)?;
-            }
-        }
+        let directory = labels
+            .iter()
+            .zip(&ids)
+            .zip(&counts)
+            .map(|(((label, action), id), (v4, v6))| (*id, label.info(*action, *v4, *v6)))
+            .collect();
+        report.prefixes = (book.v4.len(), book.v6.len());
+        self.set_config(&policy.config())?;
+        let built = self.commit(&Plan {
+            book,
+            valve: policy.management.clone(),
+            lookup: policy.ipv4_lookup,
+            directory,
+            fresh,
+        })?;
+        report.ipv4_path = built.path;
+        report.fast_groups = built.groups;
         Ok(report)
     }
 
-    /// Adds or replaces the rule for `net`: packets whose source it covers (and no
-    /// longer prefix covers) are counted under `rule_id` and dropped (`Deny`) or passed
-    /// (`Allow`).
+    /// The current policy as a plan to edit: prefixes, valve, directory, and the lookup
+    /// to keep (the trie stays the trie; the fast path stays fast while it fits).
+    fn current(&self) -> Result<Plan> {
+        let active = read_active(&self.object)?;
+        Ok(Plan {
+            book: read_book(&self.object, active)?,
+            valve: read_valve(&self.object)?,
+            lookup: if active & ACTIVE_V4_TRIE != 0 {
+                Ipv4Lookup::Trie
+            } else {
+                Ipv4Lookup::Auto
+            },
+            directory: read_directory(&self.object)?,
+            fresh: BTreeSet::new(),
+        })
+    }
+
+    /// Builds `plan` into the spare slot and switches packets to it.
+    fn commit(&self, plan: &Plan) -> Result<Built> {
+        let log = self.object.audit_log();
+        let active = read_active(&self.object)?;
+        let old_slot = active & ACTIVE_SLOT;
+        let slot = old_slot ^ 1;
+        if plan.book.v4.len() > SHIELD_MAX_V4_PREFIXES as usize
+            || plan.book.v6.len() > SHIELD_MAX_V6_PREFIXES as usize
+        {
+            return Err(BpfError::BadSize {
+                map: V4_TRIE.to_string(),
+                what: "prefix count",
+                got: plan.book.v4.len().max(plan.book.v6.len()),
+                expected: SHIELD_MAX_V4_PREFIXES as usize,
+            });
+        }
+        let fast = match plan.lookup {
+            Ipv4Lookup::Trie => None,
+            lookup => {
+                let rules: Vec<(Ipv4Network, u16)> = plan
+                    .book
+                    .v4
+                    .iter()
+                    .map(|(net, rule)| {
+                        let action = Action::from_raw(rule.action).unwrap_or(Action::Deny);
+                        (*net, fastpath::entry(rule.rule_id, action))
+                    })
+                    .collect();
+                let valve: Vec<Ipv4Network> = plan
+                    .valve
+                    .iter()
+                    .filter_map(|n| match n {
+                        IpNetwork::V4(n) => Some(*n),
+                        IpNetwork::V6(_) => None,
+                    })
+                    .collect();
+                match FastTable::build(&rules, &valve, SHIELD_V4_GROUPS) {
+                    Ok(table) => Some(table),
+                    Err(e) if lookup == Ipv4Lookup::Fast => return Err(e.into()),
+                    Err(_) => None,
+                }
+            }
+        };
+
+        let outers: Vec<(&str, MapHandle)> = SLOTTED
+            .iter()
+            .map(|name| Ok((*name, self.object.map(name)?.handle()?)))
+            .collect::<Result<_>>()?;
+        let clear_slot = |slot: u32| {
+            for (name, outer) in &outers {
+                match outer.delete(&slot.to_ne_bytes()) {
+                    Ok(()) => log.record(
+                        AuditAction::MapUpdate,
+                        Self::OBJECT,
+                        name,
+                        Outcome::Ok,
+                        format!("release slot {slot}"),
+                    ),
+                    Err(_) => continue,
+                }
+            }
+        };
+        clear_slot(slot);
+        let mut added_valve = Vec::new();
+        let built = (|| {
+            let built = self.build_slot(plan, fast.as_ref(), slot, &outers)?;
+            let current_valve = read_valve(&self.object)?;
+            for net in plan.valve.iter().filter(|n| !current_valve.contains(n)) {
+                self.object
+                    .map(valve_map(*net))?
+                    .update(&lpm_key(*net), &1u32.to_ne_bytes())?;
+                added_valve.push(*net);
+            }
+            let old_directory = read_directory(&self.object)?;
+            let rows = self.object.map(RULE_INFO)?;
+            for (id, info) in &plan.directory {
+                if old_directory.get(id) != Some(info) {
+                    rows.update(&id.to_ne_bytes(), &info.to_bytes())?;
+                }
+                if plan.fresh.contains(id) && !old_directory.contains_key(id) {
+                    self.reset_counter(*id)?;
+                }
+            }
+            Ok(built)
+        })();
+        let built: Built = match built {
+            Ok(built) => built,
+            Err(e) => {
+                clear_slot(slot);
+                for net in added_valve {
+                    let _ = self.remove_valve_entry(net);
+                }
+                return Err(e);
+            }
+        };
+
+        // The switch.
+        let word = slot
+            | if built.path == Ipv4Path::Trie {
+                ACTIVE_V4_TRIE
+            } else {
+                0
+            };
+        self.object
+            .map(ACTIVE)?
+            .update(&0u32.to_ne_bytes(), &word.to_ne_bytes())?;
+        // Every packet that read the old word runs inside an RCU read-side section;
+        // MEMBARRIER_CMD_GLOBAL returns after a grace period, when all have finished.
+        rustix::thread::membarrier(rustix::thread::MembarrierCommand::Global).map_err(|e| {
+            BpfError::Io {
+                path: PathBuf::from("membarrier"),
+                source: e.into(),
+            }
+        })?;
+        clear_slot(old_slot);
+
+        for net in read_valve(&self.object)? {
+            if !plan.valve.contains(&net) {
+                self.remove_valve_entry(net)?;
+            }
+        }
+        let rows = self.object.map(RULE_INFO)?;
+        for (id, _) in read_directory(&self.object)? {
+            if !plan.directory.contains_key(&id) {
+                rows.update(&id.to_ne_bytes(), &RuleInfo::default().to_bytes())?;
+            } else if plan.fresh.contains(&id) {
+                // An id reused from a rule just removed: its count starts now.
+                self.reset_counter(id)?;
+            }
+        }
+        log.record(
+            AuditAction::MapUpdate,
+            Self::OBJECT,
+            ACTIVE,
+            Outcome::Ok,
+            format!(
+                "policy switch slot {old_slot} -> {slot}: {} IPv4 + {} IPv6 prefixes, {} rules, \
+                 IPv4 via {}",
+                plan.book.v4.len(),
+                plan.book.v6.len(),
+                plan.directory.len(),
+                built.path.as_str()
+            ),
+        );
+        Ok(built)
+    }
+
+    /// Creates and fills the tables of `slot` and puts them into the arrays of maps.
+    fn build_slot(
+        &self,
+        plan: &Plan,
+        fast: Option<&FastTable>,
+        slot: u32,
+        outers: &[(&str, MapHandle)],
+    ) -> Result<Built> {
+        let log = self.object.audit_log();
+        let mut tables: Vec<(&str, MapHandle, usize)> = Vec::new();
+        let v6: Vec<(Vec<u8>, Vec<u8>)> = plan
+            .book
+            .v6
+            .iter()
+            .map(|(n, r)| (lpm_key(IpNetwork::V6(*n)), r.to_bytes().to_vec()))
+            .collect();
+        let table = create_table(
+            MapType::LpmTrie,
+            &format!("ic_v6_trie_{slot}"),
+            LpmV6Key::SIZE,
+            Rule::SIZE,
+            SHIELD_MAX_V6_PREFIXES,
+            libbpf_sys::BPF_F_NO_PREALLOC,
+        )?;
+        fill(&table, V6_TRIE, &v6)?;
+        tables.push((V6_TRIE, table, v6.len()));
+        let built = if let Some(fast) = fast {
+            let blocks: Vec<(Vec<u8>, Vec<u8>)> = fast
+                .nonzero_blocks()
+                .map(|(i, block)| {
+                    (
+                        i.to_ne_bytes().to_vec(),
+                        block.iter().flat_map(|e| e.to_ne_bytes()).collect(),
+                    )
+                })
+                .collect();
+            let table = create_table(
+                MapType::Array,
+                &format!("ic_v4_fast_{slot}"),
+                4,
+                V4Block::SIZE,
+                SHIELD_V4_BLOCKS,
+                0,
+            )?;
+            fill(&table, V4_FAST, &blocks)?;
+            tables.push((V4_FAST, table, blocks.len()));
+            let prefixes: Vec<(Vec<u8>, Vec<u8>)> = plan
+                .book
+                .v4
+                .iter()
+                .enumerate()
+                .map(|(i, (net, rule))| {
+                    let p = V4Prefix {
+                        addr: net.network().octets(),
+                        prefixlen: net.prefix(),
+                        action: rule.action,
+                        rule_id: rule.rule_id as u16,
+                    };
+                    ((i as u32).to_ne_bytes().to_vec(), p.to_bytes().to_vec())
+                })
+                .collect();
+            let table = create_table(
+                MapType::Array,
+                &format!("ic_v4_book_{slot}"),
+                4,
+                V4Prefix::SIZE,
+                (prefixes.len() as u32).max(1),
+                libbpf_sys::BPF_F_INNER_MAP,
+            )?;
+            fill(&table, V4_BOOK, &prefixes)?;
+            tables.push((V4_BOOK, table, prefixes.len()));
+            Built {
+                path: Ipv4Path::Fast,
+                groups: fast.groups(),
+            }
+        } else {
+            let v4: Vec<(Vec<u8>, Vec<u8>)> = plan
+                .book
+                .v4
+                .iter()
+                .map(|(n, r)| (lpm_key(IpNetwork::V4(*n)), r.to_bytes().to_vec()))
+                .collect();
+            let table = create_table(
+                MapType::LpmTrie,
+                &format!("ic_v4_trie_{slot}"),
+                LpmV4Key::SIZE,
+                Rule::SIZE,
+                SHIELD_MAX_V4_PREFIXES,
+                libbpf_sys::BPF_F_NO_PREALLOC,
+            )?;
+            fill(&table, V4_TRIE, &v4)?;
+            tables.push((V4_TRIE, table, v4.len()));
+            Built {
+                path: Ipv4Path::Trie,
+                groups: 0,
+            }
+        };
+        for (name, table, count) in &tables {
+            let outer = outers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, m)| m)
+                .ok_or_else(|| BpfError::NoSuchMap {
+                    object: Self::OBJECT.to_string(),
+                    map: name.to_string(),
+                })?;
+            let fd = table.as_fd().as_raw_fd();
+            let result = outer.update(&slot.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY);
+            log.result(
+                AuditAction::MapUpdate,
+                Self::OBJECT,
+                name,
+                &format!("slot {slot}: new table with {count} elements"),
+                &result,
+            );
+            result.map_err(map_err("update", name))?;
+        }
+        Ok(built)
+    }
+
+    /// Adds or replaces the single-prefix rule for `net`: packets whose source it covers
+    /// (and no longer prefix covers) are counted under `rule_id` and dropped (`Deny`) or
+    /// passed (`Allow`). The change is built and switched like [`Shield::replace`]; the
+    /// counter of `rule_id` is left as it is.
     pub fn insert_rule(&self, net: IpNetwork, rule_id: u32, action: Action) -> Result<()> {
         if rule_id == 0 || rule_id >= SHIELD_MAX_RULES {
             return Err(BpfError::BadSize {
@@ -447,23 +1137,46 @@ impl Shield {
                 expected: SHIELD_MAX_RULES as usize - 1,
             });
         }
-        self.object
-            .map(rules_map(net))?
-            .update(&lpm_key(net), &Rule::new(rule_id, action).to_bytes())
+        let mut plan = self.current()?;
+        let rule = Rule::new(rule_id, action);
+        match net {
+            IpNetwork::V4(n) => plan.book.v4.insert(n, rule),
+            IpNetwork::V6(n) => plan.book.v6.insert(n, rule),
+        };
+        let (v4, v6) = if net.is_ipv4() { (1, 0) } else { (0, 1) };
+        plan.directory
+            .insert(rule_id, RuleLabel::Cidr(net).info(action, v4, v6));
+        self.commit(&plan).map(|_| ())
     }
 
     /// The rule stored for exactly `net`, if any.
     pub fn rule(&self, net: IpNetwork) -> Result<Option<Rule>> {
-        Ok(self
-            .object
-            .map(rules_map(net))?
-            .lookup(&lpm_key(net))?
-            .and_then(|bytes| Rule::from_bytes(&bytes)))
+        let book = read_book(&self.object, read_active(&self.object)?)?;
+        Ok(match net {
+            IpNetwork::V4(n) => book.v4.get(&n).copied(),
+            IpNetwork::V6(n) => book.v6.get(&n).copied(),
+        })
     }
 
     /// Removes the rule for exactly `net`; `Ok(false)` if there was none.
     pub fn remove_rule(&self, net: IpNetwork) -> Result<bool> {
-        self.object.map(rules_map(net))?.delete(&lpm_key(net))
+        let mut plan = self.current()?;
+        let removed = match net {
+            IpNetwork::V4(n) => plan.book.v4.remove(&n),
+            IpNetwork::V6(n) => plan.book.v6.remove(&n),
+        };
+        let Some(rule) = removed else {
+            return Ok(false);
+        };
+        if plan
+            .directory
+            .get(&rule.rule_id)
+            .and_then(RuleLabel::of)
+            .is_some_and(|l| l == RuleLabel::Cidr(net))
+        {
+            plan.directory.remove(&rule.rule_id);
+        }
+        self.commit(&plan).map(|_| true)
     }
 
     /// Zeroes the counter of `rule_id` on every CPU.
@@ -478,13 +1191,25 @@ impl Shield {
 
     /// Adds `net` to the management safety valve: its traffic always passes.
     pub fn add_valve(&self, net: IpNetwork) -> Result<()> {
-        self.object
-            .map(valve_map(net))?
-            .update(&lpm_key(net), &1u32.to_ne_bytes())
+        let mut plan = self.current()?;
+        if !plan.valve.contains(&net) {
+            plan.valve.push(net);
+        }
+        self.commit(&plan).map(|_| ())
     }
 
     /// Removes `net` from the safety valve; `Ok(false)` if it was not there.
     pub fn remove_valve(&self, net: IpNetwork) -> Result<bool> {
+        let mut plan = self.current()?;
+        let before = plan.valve.len();
+        plan.valve.retain(|n| *n != net);
+        if plan.valve.len() == before {
+            return Ok(false);
+        }
+        self.commit(&plan).map(|_| true)
+    }
+
+    fn remove_valve_entry(&self, net: IpNetwork) -> Result<bool> {
         self.object.map(valve_map(net))?.delete(&lpm_key(net))
     }
 
@@ -539,20 +1264,28 @@ impl Shield {
 
     /// Packets and bytes counted under `rule_id`, summed over CPUs.
     pub fn rule_counter(&self, rule_id: u32) -> Result<Counter> {
-        self.object.percpu(RULE_COUNTERS, rule_id)
+        Ok(sum_percpu(
+            self.object
+                .map(RULE_COUNTERS)?
+                .lookup_percpu(&rule_id.to_ne_bytes())?,
+        ))
     }
 
     /// Every global total, summed over CPUs.
     pub fn totals(&self) -> Result<Vec<(ShieldTotal, Counter)>> {
         ShieldTotal::ALL
             .iter()
-            .map(|t| Ok((*t, self.object.percpu(TOTALS, *t as u32)?)))
+            .map(|t| Ok((*t, self.total(*t)?)))
             .collect()
     }
 
     /// One total, summed over CPUs.
     pub fn total(&self, which: ShieldTotal) -> Result<Counter> {
-        self.object.percpu(TOTALS, which as u32)
+        Ok(sum_percpu(
+            self.object
+                .map(TOTALS)?
+                .lookup_percpu(&(which as u32).to_ne_bytes())?,
+        ))
     }
 
     /// Runs the XDP program on one frame with `BPF_PROG_TEST_RUN` (`repeat` times) and
@@ -630,5 +1363,20 @@ mod tests {
         assert!(key[5..].iter().all(|b| *b == 0));
         assert_eq!(net_of_key(&key), Some("fd00::/8".parse().expect("cidr")));
         assert_eq!(net_of_key(&[1, 2]), None);
+    }
+
+    #[test]
+    fn rule_labels_round_trip_through_the_directory() {
+        for label in [
+            RuleLabel::Cidr("10.1.0.0/16".parse().expect("cidr")),
+            RuleLabel::Cidr("2001:db8::/32".parse().expect("cidr")),
+            RuleLabel::Set("spamhaus-drop".to_string()),
+        ] {
+            let info = label.info(Action::Deny, 1, 2);
+            let back = RuleInfo::from_bytes(&info.to_bytes()).expect("decodes");
+            assert_eq!(RuleLabel::of(&back), Some(label));
+            assert_eq!((back.prefixes_v4, back.prefixes_v6), (1, 2));
+        }
+        assert_eq!(RuleLabel::of(&RuleInfo::default()), None);
     }
 }

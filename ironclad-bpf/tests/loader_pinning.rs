@@ -81,7 +81,7 @@ fn pinned_map_written_by_one_process_is_read_by_another() {
     spawn_role("write", pins.path(), &audit);
     let shield_dir = pins.path().join("shield");
     assert!(
-        shield_dir.join("ic_rules_v4").exists(),
+        shield_dir.join("ic_v4_fast").exists(),
         "map pinned by the writer"
     );
 
@@ -130,21 +130,30 @@ fn pinned_map_written_by_one_process_is_read_by_another() {
     assert!(
         has("pin", &|r| r["target"]
             .as_str()
-            .is_some_and(|t| t.ends_with("shield/ic_rules_v4"))),
+            .is_some_and(|t| t.ends_with("shield/ic_v4_fast"))),
         "pin record"
     );
     assert!(
         has("reuse", &|r| r["target"]
             .as_str()
-            .is_some_and(|t| t.ends_with("shield/ic_rules_v4"))),
+            .is_some_and(|t| t.ends_with("shield/ic_v4_fast"))),
         "reuse record"
     );
     assert!(
-        has("map_update", &|r| r["target"] == "ic_rules_v4"
-            && r["detail"]
-                .as_str()
-                .is_some_and(|d| d.contains("18000000cb007100"))),
-        "map update record with the key"
+        has("map_update", &|r| {
+            r["target"] == "ic_v4_fast"
+                && r["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("new table with 1 elements"))
+        }),
+        "record of the new fast-path table"
+    );
+    assert!(
+        has("map_update", &|r| r["target"] == "ic_shield_active"
+            && r["detail"].as_str().is_some_and(|d| d
+                .contains("policy switch")
+                && d.contains("1 IPv4"))),
+        "record of the policy switch"
     );
     assert!(has("unpin", &|_| true), "unpin record");
     assert!(records.iter().all(|r| r["who"]["pid"].as_u64().is_some()));

@@ -404,19 +404,19 @@ fn replace_changes_only_what_differs_and_keeps_counters() {
     let kept = status
         .rules
         .iter()
-        .find(|r| r.cidr.to_string() == "198.51.100.0/24")
+        .find(|r| r.label.to_string() == "198.51.100.0/24")
         .expect("kept rule");
     assert_eq!(kept.counter.packets, 3, "its counter continues");
     let added = status
         .rules
         .iter()
-        .find(|r| r.cidr.to_string() == "10.0.0.0/8")
+        .find(|r| r.label.to_string() == "10.0.0.0/8")
         .expect("new rule");
     assert_eq!(added.counter.packets, 0, "a reused id starts from zero");
     assert!(!status
         .rules
         .iter()
-        .any(|r| r.cidr.to_string() == "203.0.113.0/24"));
+        .any(|r| r.label.to_string() == "203.0.113.0/24"));
     assert_eq!(
         status.management,
         vec!["192.0.2.10/32"

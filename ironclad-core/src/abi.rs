@@ -17,6 +17,38 @@ pub const SHIELD_MAX_V4_PREFIXES: u32 = 1_048_576;
 pub const SHIELD_MAX_V6_PREFIXES: u32 = 262_144;
 /// Capacity of each safety-valve trie (`IC_SHIELD_MAX_VALVE_PREFIXES`).
 pub const SHIELD_MAX_VALVE_PREFIXES: u32 = 1_024;
+/// First-level blocks of the IPv4 fast path, one per /16 (`IC_SHIELD_V4_FIRST_BLOCKS`).
+pub const SHIELD_V4_FIRST_BLOCKS: u32 = 65_536;
+/// Second-level groups of the IPv4 fast path, one per /24 holding a longer prefix
+/// (`IC_SHIELD_V4_GROUPS`).
+pub const SHIELD_V4_GROUPS: u32 = 8_192;
+/// All blocks of one IPv4 fast-path table (`IC_SHIELD_V4_BLOCKS`).
+pub const SHIELD_V4_BLOCKS: u32 = SHIELD_V4_FIRST_BLOCKS + SHIELD_V4_GROUPS;
+/// Policy slots of the per-slot rule tables (`IC_SHIELD_SLOTS`).
+pub const SHIELD_SLOTS: u32 = 2;
+
+/// Fast-path entry: mask of the rule id (`IC_FAST_RULE_MASK`).
+pub const FAST_RULE_MASK: u16 = 0x3fff;
+/// Fast-path entry: the rule allows (`IC_FAST_ALLOW`); deny otherwise.
+pub const FAST_ALLOW: u16 = 0x4000;
+/// Fast-path entry: the management safety valve (`IC_FAST_VALVE`).
+pub const FAST_VALVE: u16 = 0x4000;
+/// Fast-path entry: the low bits name a second-level group (`IC_FAST_GROUP`).
+pub const FAST_GROUP: u16 = 0x8000;
+/// Fast-path entry: mask of the group number (`IC_FAST_GROUP_MASK`).
+pub const FAST_GROUP_MASK: u16 = 0x7fff;
+
+/// Active-policy word: the slot packets use (`IC_ACTIVE_SLOT`).
+pub const ACTIVE_SLOT: u32 = 1;
+/// Active-policy word: IPv4 goes through the slot's LPM trie (`IC_ACTIVE_V4_TRIE`).
+pub const ACTIVE_V4_TRIE: u32 = 2;
+
+/// Rule-directory kind: unused id (`IC_RULE_FREE`).
+pub const RULE_FREE: u8 = 0;
+/// Rule-directory kind: one prefix (`IC_RULE_CIDR`).
+pub const RULE_CIDR: u8 = 1;
+/// Rule-directory kind: a named set of prefixes (`IC_RULE_SET`).
+pub const RULE_SET: u8 = 2;
 
 /// `enum ic_action`: what a matching rule does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -252,6 +284,130 @@ impl Rule {
             rule_id: u32::from_ne_bytes(take(bytes, 0)?),
             action: *bytes.get(4)?,
             _pad0: take(bytes, 5)?,
+        })
+    }
+}
+
+/// `struct ic_v4_block`: one block of the IPv4 fast path (256 entries, host order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct V4Block {
+    /// Entries (see [`FAST_GROUP`], [`FAST_ALLOW`], [`FAST_VALVE`], [`FAST_RULE_MASK`]).
+    pub entry: [u16; 256],
+}
+
+impl V4Block {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 512;
+}
+
+/// `struct ic_v4_prefix`: one IPv4 prefix as a fast-path slot was compiled from it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct V4Prefix {
+    /// Network address, network order.
+    pub addr: [u8; 4],
+    /// Prefix length, 0..=32.
+    pub prefixlen: u8,
+    /// [`Action`] as its raw byte.
+    pub action: u8,
+    /// Rule id, host order.
+    pub rule_id: u16,
+}
+
+impl V4Prefix {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 8;
+
+    /// The exact byte image the kernel expects.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut out = [0u8; Self::SIZE];
+        out[..4].copy_from_slice(&self.addr);
+        out[4] = self.prefixlen;
+        out[5] = self.action;
+        out[6..].copy_from_slice(&self.rule_id.to_ne_bytes());
+        out
+    }
+
+    /// Decodes a value read back from the kernel; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Some(Self {
+            addr: take(bytes, 0)?,
+            prefixlen: *bytes.get(4)?,
+            action: *bytes.get(5)?,
+            rule_id: u16::from_ne_bytes(take(bytes, 6)?),
+        })
+    }
+}
+
+/// `struct ic_rule_info`: what a rule id stands for (the rule directory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct RuleInfo {
+    /// IPv4 prefixes of the rule, host order.
+    pub prefixes_v4: u32,
+    /// IPv6 prefixes of the rule, host order.
+    pub prefixes_v6: u32,
+    /// [`RULE_FREE`], [`RULE_CIDR`] or [`RULE_SET`].
+    pub kind: u8,
+    /// [`Action`] as its raw byte.
+    pub action: u8,
+    /// [`RULE_CIDR`]: the prefix length.
+    pub prefixlen: u8,
+    /// [`RULE_CIDR`]: 4 or 6.
+    pub family: u8,
+    /// [`RULE_CIDR`]: the network, network order (IPv4 in the first 4 bytes).
+    pub addr: [u8; 16],
+    /// [`RULE_SET`]: the name, NUL-padded.
+    pub name: [u8; 48],
+}
+
+impl Default for RuleInfo {
+    fn default() -> Self {
+        Self {
+            prefixes_v4: 0,
+            prefixes_v6: 0,
+            kind: RULE_FREE,
+            action: 0,
+            prefixlen: 0,
+            family: 0,
+            addr: [0; 16],
+            name: [0; 48],
+        }
+    }
+}
+
+impl RuleInfo {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 76;
+    /// Longest set name, in bytes.
+    pub const NAME_MAX: usize = 47;
+
+    /// The exact byte image the kernel expects.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut out = [0u8; Self::SIZE];
+        out[..4].copy_from_slice(&self.prefixes_v4.to_ne_bytes());
+        out[4..8].copy_from_slice(&self.prefixes_v6.to_ne_bytes());
+        out[8] = self.kind;
+        out[9] = self.action;
+        out[10] = self.prefixlen;
+        out[11] = self.family;
+        out[12..28].copy_from_slice(&self.addr);
+        out[28..].copy_from_slice(&self.name);
+        out
+    }
+
+    /// Decodes a value read back from the kernel; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Some(Self {
+            prefixes_v4: u32::from_ne_bytes(take(bytes, 0)?),
+            prefixes_v6: u32::from_ne_bytes(take(bytes, 4)?),
+            kind: *bytes.get(8)?,
+            action: *bytes.get(9)?,
+            prefixlen: *bytes.get(10)?,
+            family: *bytes.get(11)?,
+            addr: take(bytes, 12)?,
+            name: take(bytes, 28)?,
         })
     }
 }

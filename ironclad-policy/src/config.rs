@@ -9,6 +9,7 @@
 //!   management: [192.0.2.10]  # always passes, whatever the rules say
 //!   rate_limit: { pps: 1000, burst: 2000 }
 //!   sample_rate: 64           # one drop event per 64 drops; 0 = none
+//!   ipv4_lookup: auto         # fast (DIR-24-8), trie, or auto: fast when it fits
 //! ```
 //!
 //! ```yaml
@@ -38,7 +39,7 @@ use crate::egress::{
 };
 use crate::error::{ConfigError, Diagnostic, Origin, PolicyError};
 use crate::shield::{
-    compile, CompiledShield, Entry, Mode, RateLimit, ShieldPolicy, DEFAULT_SAMPLE_RATE,
+    compile, CompiledShield, Entry, Ipv4Lookup, Mode, RateLimit, ShieldPolicy, DEFAULT_SAMPLE_RATE,
 };
 use crate::telemetry::{TelemetryPolicy, DEFAULT_INTERVAL_SECONDS};
 use crate::tls::{TlsPolicy, TlsScope, DEFAULT_MAX_BYTES, MAX_BYTES_LIMIT};
@@ -136,6 +137,7 @@ struct RawShield {
     mode: Option<Spanned<String>>,
     rate_limit: Option<Spanned<RawRate>>,
     sample_rate: Option<Spanned<u32>>,
+    ipv4_lookup: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -497,6 +499,24 @@ fn parse_inner(text: &str, path: &Path) -> Result<Parsed, ConfigError> {
             }
         },
     };
+    let ipv4_lookup = match &shield.ipv4_lookup {
+        None => Ipv4Lookup::Auto,
+        Some(m) => match m.value.as_str() {
+            "auto" => Ipv4Lookup::Auto,
+            "fast" => Ipv4Lookup::Fast,
+            "trie" => Ipv4Lookup::Trie,
+            other => {
+                problems.push(PolicyError::Invalid {
+                    origin: Origin {
+                        field: "shield.ipv4_lookup".into(),
+                        at: position(&m.referenced),
+                    },
+                    message: format!("`{other}` is not a lookup; use `auto`, `fast` or `trie`"),
+                });
+                Ipv4Lookup::Auto
+            }
+        },
+    };
     let rate_limit = shield.rate_limit.as_ref().and_then(|r| {
         if r.value.pps == 0 || r.value.burst == 0 {
             // Reported here, with its position, rather than again by `compile`.
@@ -524,6 +544,8 @@ fn parse_inner(text: &str, path: &Path) -> Result<Parsed, ConfigError> {
             .sample_rate
             .as_ref()
             .map_or(DEFAULT_SAMPLE_RATE, |s| s.value),
+        sets: Vec::new(),
+        ipv4_lookup,
     };
     Ok((
         Config {

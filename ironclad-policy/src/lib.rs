@@ -32,8 +32,11 @@
 pub mod config;
 pub mod egress;
 pub mod error;
+pub mod fastpath;
 pub mod shield;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tls;
 
 pub use error::{ConfigError, Diagnostic, Origin, PolicyError};

@@ -1,7 +1,8 @@
-//! The Shield's policy: deny and allow CIDRs, the management safety valve, the mode,
-//! per-source rate limiting and drop-event sampling.
+//! The Shield's policy: deny and allow CIDRs, named prefix sets (feeds, countries), the
+//! management safety valve, the mode, per-source rate limiting, drop-event sampling and
+//! the IPv4 lookup (compiled fast path or LPM trie).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use ipnetwork::IpNetwork;
 use ironclad_core::abi::{
@@ -52,6 +53,44 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
+/// How the Shield looks IPv4 sources up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Ipv4Lookup {
+    /// The compiled fast path when the rules fit it (see [`crate::fastpath`]), the LPM
+    /// trie otherwise.
+    #[default]
+    Auto,
+    /// Always the fast path; a rule set that does not fit is an error.
+    Fast,
+    /// Always the kernel's LPM trie.
+    Trie,
+}
+
+impl Ipv4Lookup {
+    /// The policy word: `auto`, `fast` or `trie`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Fast => "fast",
+            Self::Trie => "trie",
+        }
+    }
+}
+
+/// A named set of prefixes that share one rule id, so one counter says how much the
+/// whole set (a threat feed, a country) matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrefixSet {
+    /// Name, 1 to 47 bytes, unique in the policy.
+    pub name: String,
+    /// Deny or allow.
+    pub action: Action,
+    /// The prefixes (either family).
+    pub prefixes: Vec<IpNetwork>,
+    /// Where the set was defined.
+    pub origin: Origin,
+}
+
 /// What the operator wrote for the Shield.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShieldPolicy {
@@ -67,6 +106,10 @@ pub struct ShieldPolicy {
     pub rate_limit: Option<RateLimit>,
     /// One drop event per this many drops (per CPU); 0 = no events.
     pub sample_rate: u32,
+    /// Named prefix sets, one rule (and counter) each.
+    pub sets: Vec<PrefixSet>,
+    /// How IPv4 sources are looked up.
+    pub ipv4_lookup: Ipv4Lookup,
 }
 
 impl Default for ShieldPolicy {
@@ -78,6 +121,8 @@ impl Default for ShieldPolicy {
             mode: Mode::Enforce,
             rate_limit: None,
             sample_rate: DEFAULT_SAMPLE_RATE,
+            sets: Vec::new(),
+            ipv4_lookup: Ipv4Lookup::Auto,
         }
     }
 }
@@ -115,6 +160,31 @@ pub struct CompiledRule {
     pub origin: String,
 }
 
+/// A prefix set with its own counter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompiledSet {
+    /// Proposed rule id (after the single rules, in policy order). When a policy is
+    /// applied to a Shield that already has a set of this name, its existing id is kept.
+    pub id: u32,
+    /// The set's name.
+    pub name: String,
+    /// Deny or allow.
+    pub action: Action,
+    /// The prefixes, sorted and deduplicated.
+    pub prefixes: Vec<IpNetwork>,
+    /// Where it came from.
+    pub origin: String,
+}
+
+/// Which rule of a [`CompiledShield`] owns a prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Owner {
+    /// `rules[i]`.
+    Rule(usize),
+    /// `sets[i]`.
+    Set(usize),
+}
+
 /// The Shield policy compiled to what goes into the kernel maps. Compilation is pure
 /// and deterministic: the same policy always gives the same rules, ids and keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,17 +201,63 @@ pub struct CompiledShield {
     pub sample_rate: u32,
     /// Entries dropped because the same prefix with the same action was listed earlier.
     pub duplicates_merged: usize,
+    /// Prefix sets in id order, after the rules.
+    pub sets: Vec<CompiledSet>,
+    /// How IPv4 sources are looked up.
+    pub ipv4_lookup: Ipv4Lookup,
 }
 
 impl CompiledShield {
-    /// Number of IPv4 rule prefixes.
+    /// Number of IPv4 prefixes of rules and sets (a prefix in several places counts
+    /// once per place).
     pub fn ipv4_prefixes(&self) -> usize {
         self.rules.iter().filter(|r| r.cidr.is_ipv4()).count()
+            + self
+                .sets
+                .iter()
+                .map(|s| s.prefixes.iter().filter(|n| n.is_ipv4()).count())
+                .sum::<usize>()
     }
 
-    /// Number of IPv6 rule prefixes.
+    /// Number of IPv6 prefixes of rules and sets.
     pub fn ipv6_prefixes(&self) -> usize {
         self.rules.iter().filter(|r| r.cidr.is_ipv6()).count()
+            + self
+                .sets
+                .iter()
+                .map(|s| s.prefixes.iter().filter(|n| n.is_ipv6()).count())
+                .sum::<usize>()
+    }
+
+    /// Every distinct prefix with the rule that owns it, sorted by prefix. When the same
+    /// prefix is in several places, a single rule owns it before any set, an allow set
+    /// before a deny set, and otherwise the one listed first.
+    pub fn owners(&self) -> Vec<(IpNetwork, Owner)> {
+        let rules = self
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.cidr, (0u8, i), Owner::Rule(i)));
+        let sets = self.sets.iter().enumerate().flat_map(|(i, set)| {
+            let class = if set.action == Action::Allow { 1u8 } else { 2 };
+            set.prefixes
+                .iter()
+                .map(move |net| (*net, (class, i), Owner::Set(i)))
+        });
+        let mut all: Vec<_> = rules.chain(sets).collect();
+        all.sort_unstable_by_key(|(net, rank, _)| (*net, *rank));
+        all.dedup_by_key(|(net, _, _)| *net);
+        all.into_iter()
+            .map(|(net, _, owner)| (net, owner))
+            .collect()
+    }
+
+    /// The action of `owner`.
+    pub fn action_of(&self, owner: Owner) -> Action {
+        match owner {
+            Owner::Rule(i) => self.rules.get(i).map_or(Action::None, |r| r.action),
+            Owner::Set(i) => self.sets.get(i).map_or(Action::None, |s| s.action),
+        }
     }
 
     /// The runtime configuration record for the kernel.
@@ -242,11 +358,17 @@ pub fn compile(policy: &ShieldPolicy) -> Result<CompiledShield, Vec<PolicyError>
             });
         }
     }
-    let v4 = rules.iter().filter(|r| r.cidr.is_ipv4()).count();
+    let sets = compile_sets(policy, rules.len(), &mut errors);
+    let v4 = rules.iter().filter(|r| r.cidr.is_ipv4()).count()
+        + sets
+            .iter()
+            .map(|s| s.prefixes.iter().filter(|n| n.is_ipv4()).count())
+            .sum::<usize>();
+    let all_prefixes = rules.len() + sets.iter().map(|s| s.prefixes.len()).sum::<usize>();
     let limits = [
-        ("shield", rules.len(), SHIELD_MAX_RULES - 1),
+        ("shield", rules.len() + sets.len(), SHIELD_MAX_RULES - 1),
         ("shield (IPv4)", v4, SHIELD_MAX_V4_PREFIXES),
-        ("shield (IPv6)", rules.len() - v4, SHIELD_MAX_V6_PREFIXES),
+        ("shield (IPv6)", all_prefixes - v4, SHIELD_MAX_V6_PREFIXES),
     ];
     for (field, count, limit) in limits {
         if count > limit as usize {
@@ -295,10 +417,74 @@ pub fn compile(policy: &ShieldPolicy) -> Result<CompiledShield, Vec<PolicyError>
             rate_limit: policy.rate_limit,
             sample_rate: policy.sample_rate,
             duplicates_merged,
+            sets,
+            ipv4_lookup: policy.ipv4_lookup,
         })
     } else {
         Err(errors)
     }
+}
+
+/// Compiles the prefix sets: names checked, prefixes checked, sorted and deduplicated,
+/// ids after the `rules` single rules.
+fn compile_sets(
+    policy: &ShieldPolicy,
+    rules: usize,
+    errors: &mut Vec<PolicyError>,
+) -> Vec<CompiledSet> {
+    let mut names = BTreeSet::new();
+    let mut sets = Vec::new();
+    for set in &policy.sets {
+        if set.name.is_empty() || set.name.len() > ironclad_core::abi::RuleInfo::NAME_MAX {
+            errors.push(PolicyError::Invalid {
+                origin: set.origin.clone(),
+                message: format!(
+                    "set name `{}` must be 1 to {} bytes",
+                    set.name,
+                    ironclad_core::abi::RuleInfo::NAME_MAX
+                ),
+            });
+            continue;
+        }
+        if !names.insert(set.name.as_str()) {
+            errors.push(PolicyError::Invalid {
+                origin: set.origin.clone(),
+                message: format!("set name `{}` is used twice", set.name),
+            });
+            continue;
+        }
+        if set.action == Action::None {
+            errors.push(PolicyError::Invalid {
+                origin: set.origin.clone(),
+                message: "a set must deny or allow".to_string(),
+            });
+            continue;
+        }
+        let mut prefixes = Vec::with_capacity(set.prefixes.len());
+        for (i, net) in set.prefixes.iter().enumerate() {
+            let entry = Entry {
+                net: *net,
+                origin: Origin {
+                    field: format!("{}[{i}]", set.origin.field),
+                    ..set.origin.clone()
+                },
+            };
+            match check_network(&entry) {
+                Ok(()) => prefixes.push(*net),
+                Err(e) => errors.push(e),
+            }
+        }
+        prefixes.sort_unstable();
+        prefixes.dedup();
+        sets.push(CompiledSet {
+            id: u32::try_from(rules + sets.len() + 1).unwrap_or(u32::MAX),
+            name: set.name.clone(),
+            action: set.action,
+            prefixes,
+            origin: set.origin.field.clone(),
+        });
+    }
+    sets
 }
 
 #[cfg(test)]
@@ -355,6 +541,68 @@ mod tests {
                 "shield.deny[0]: `10.0.0.1/8` has host bits set; did you mean `10.0.0.0/8`?",
                 "shield.allow[0]: `192.0.2.0/24` is also listed at shield.deny[1], with the opposite action",
                 "shield.management[0]: `fd00::1/64` has host bits set; did you mean `fd00::/64`?",
+            ]
+        );
+    }
+
+    #[test]
+    fn sets_get_ids_after_rules_and_owners_settle_overlaps() {
+        let set = |name: &str, action, list: &[&str]| PrefixSet {
+            name: name.to_string(),
+            action,
+            prefixes: nets(list),
+            origin: Origin::field(format!("sets.{name}")),
+        };
+        let policy = ShieldPolicy {
+            sets: vec![
+                set(
+                    "feed",
+                    Action::Deny,
+                    &["10.0.0.0/8", "192.0.2.0/24", "10.0.0.0/8"],
+                ),
+                set("ok", Action::Allow, &["192.0.2.0/24", "2001:db8::/32"]),
+            ],
+            ..ShieldPolicy::from_lists(&nets(&["10.0.0.0/8"]), &[], &[])
+        };
+        let compiled = compile(&policy).expect("valid");
+        assert_eq!(compiled.sets[0].id, 2);
+        assert_eq!(compiled.sets[1].id, 3);
+        assert_eq!(compiled.sets[0].prefixes.len(), 2, "deduplicated");
+        assert_eq!(compiled.ipv4_prefixes(), 4);
+        assert_eq!(compiled.ipv6_prefixes(), 1);
+        let owners: BTreeMap<String, Owner> = compiled
+            .owners()
+            .into_iter()
+            .map(|(n, o)| (n.to_string(), o))
+            .collect();
+        assert_eq!(owners["10.0.0.0/8"], Owner::Rule(0), "a single rule first");
+        assert_eq!(
+            owners["192.0.2.0/24"],
+            Owner::Set(1),
+            "allow set before deny set"
+        );
+        assert_eq!(owners["2001:db8::/32"], Owner::Set(1));
+        assert_eq!(owners.len(), 3);
+
+        let bad = ShieldPolicy {
+            sets: vec![
+                set("", Action::Deny, &[]),
+                set("x", Action::Deny, &["10.0.0.1/8"]),
+                set("x", Action::Deny, &[]),
+            ],
+            ..ShieldPolicy::default()
+        };
+        let messages: Vec<String> = compile(&bad)
+            .expect_err("invalid")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            messages,
+            vec![
+                "sets.: set name `` must be 1 to 47 bytes",
+                "sets.x[0]: `10.0.0.1/8` has host bits set; did you mean `10.0.0.0/8`?",
+                "sets.x: set name `x` is used twice",
             ]
         );
     }

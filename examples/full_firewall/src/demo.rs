@@ -187,7 +187,7 @@ pub(crate) fn run(seconds: u64) -> Result<()> {
         for rule in shield.rules()? {
             line.push_str(&format!(
                 " | {} {:?}: {} pkts",
-                rule.cidr, rule.action, rule.counter.packets
+                rule.label, rule.action, rule.counter.packets
             ));
         }
         let totals = shield.totals()?;
@@ -215,7 +215,7 @@ pub(crate) fn run(seconds: u64) -> Result<()> {
         println!(
             "  rule {} {:<16} {:<5} {:>4} packets {:>6} bytes",
             rule.rule_id,
-            rule.cidr.to_string(),
+            rule.label.to_string(),
             format!("{:?}", rule.action),
             rule.counter.packets,
             rule.counter.bytes

@@ -4,7 +4,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use ironclad_bpf::{EgressFirewall, EgressStatus, Loader, Shield, ShieldStatus, Telemetry};
+use ironclad_bpf::{
+    EgressFirewall, EgressStatus, Loader, RuleLabel, Shield, ShieldStatus, Telemetry,
+};
 use ironclad_core::abi::SHIELD_F_DRY_RUN;
 use ironclad_policy::shield::Mode;
 
@@ -23,7 +25,13 @@ pub(crate) fn to_json(status: &ShieldStatus) -> serde_json::Value {
         .iter()
         .map(|r| {
             serde_json::json!({
-                "cidr": r.cidr.to_string(),
+                "cidr": r.cidr().map(|c| c.to_string()),
+                "set": match &r.label {
+                    RuleLabel::Set(name) => serde_json::Value::from(name.as_str()),
+                    RuleLabel::Cidr(_) => serde_json::Value::Null,
+                },
+                "ipv4_prefixes": r.prefixes_v4,
+                "ipv6_prefixes": r.prefixes_v6,
                 "action": format!("{:?}", r.action).to_lowercase(),
                 "rule_id": r.rule_id,
                 "packets": r.counter.packets,
@@ -54,6 +62,14 @@ pub(crate) fn to_json(status: &ShieldStatus) -> serde_json::Value {
         },
         "sample_rate": c.sample_rate,
         "links": status.links.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        "ipv4_lookup": status.ipv4_path.as_str(),
+        "slot": status.slot,
+        "map_bytes": status.map_bytes(),
+        "maps": status
+            .memory
+            .iter()
+            .map(|m| (m.name.clone(), serde_json::Value::from(m.bytes)))
+            .collect::<serde_json::Map<_, _>>(),
     })
 }
 
@@ -114,13 +130,13 @@ pub(crate) fn status(pin_root: &Path, json: bool) -> Result<ExitCode> {
     };
     println!(
         "{:<6} {:<44} {:<6} {:>12} {:>14}",
-        "rule", "cidr", "action", "packets", "bytes"
+        "rule", "cidr or set", "action", "packets", "bytes"
     );
     for r in &status.rules {
         println!(
             "{:<6} {:<44} {:<6} {:>12} {:>14}",
             r.rule_id,
-            r.cidr.to_string(),
+            r.label.to_string(),
             format!("{:?}", r.action).to_lowercase(),
             r.counter.packets,
             r.counter.bytes
@@ -134,6 +150,12 @@ pub(crate) fn status(pin_root: &Path, json: bool) -> Result<ExitCode> {
             c.bytes
         );
     }
+    println!(
+        "ipv4 lookup: {} (slot {}), map memory: {} bytes",
+        status.ipv4_path.as_str(),
+        status.slot,
+        status.map_bytes()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

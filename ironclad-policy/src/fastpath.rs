@@ -1,0 +1,290 @@
+//! The Shield's IPv4 fast path: a rule set compiled into a DIR-24-8 table.
+//!
+//! The kernel looks up a source address in at most two array reads instead of walking an
+//! LPM trie. The table is made of 512-byte blocks of 256 `u16` entries:
+//!
+//! - blocks `0..65536` are the first level: block `a.b` holds one entry per `a.b.c.0/24`,
+//!   indexed by `c`;
+//! - blocks `65536 + g` are second-level groups: one per /24 that holds a prefix longer
+//!   than /24, indexed by the last octet.
+//!
+//! An entry is `0` (no rule), [`FAST_VALVE`] (management source: always pass),
+//! [`FAST_GROUP`]` | g` (look in group `g`), or a rule id with [`FAST_ALLOW`] for allow
+//! rules. The management valve is compiled in with priority over every rule, so a packet
+//! from the valve never needs a second lookup.
+//!
+//! ```
+//! use std::net::Ipv4Addr;
+//! use ironclad_core::abi::Action;
+//! use ironclad_policy::fastpath::{entry, FastTable};
+//!
+//! let rules = [
+//!     ("10.0.0.0/8".parse()?, entry(1, Action::Deny)),
+//!     ("10.1.2.128/25".parse()?, entry(2, Action::Allow)),
+//! ];
+//! let valve = ["10.9.9.9/32".parse()?];
+//! let table = FastTable::build(&rules, &valve, 8192)?;
+//! assert_eq!(table.lookup(Ipv4Addr::new(10, 1, 2, 3)), entry(1, Action::Deny));
+//! assert_eq!(table.lookup(Ipv4Addr::new(10, 1, 2, 200)), entry(2, Action::Allow));
+//! assert_eq!(table.lookup(Ipv4Addr::new(11, 0, 0, 1)), 0);
+//! assert_eq!(table.groups(), 2);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::net::Ipv4Addr;
+
+use ipnetwork::Ipv4Network;
+use ironclad_core::abi::{
+    Action, FAST_ALLOW, FAST_GROUP, FAST_GROUP_MASK, FAST_RULE_MASK, FAST_VALVE,
+    SHIELD_V4_FIRST_BLOCKS,
+};
+
+/// Entries per block.
+pub const BLOCK_ENTRIES: usize = 256;
+const FIRST_ENTRIES: usize = SHIELD_V4_FIRST_BLOCKS as usize * BLOCK_ENTRIES;
+
+/// The fast-path entry of a rule: its id, and [`FAST_ALLOW`] for an allow rule.
+/// Ids are masked to [`FAST_RULE_MASK`] (the policy compiler never hands out larger).
+pub fn entry(rule_id: u32, action: Action) -> u16 {
+    let id = (rule_id & u32::from(FAST_RULE_MASK)) as u16;
+    match action {
+        Action::Allow => id | FAST_ALLOW,
+        _ => id,
+    }
+}
+
+/// What a rule entry means: `(rule id, action)`, or `None` for "no rule", the valve and
+/// group pointers.
+pub fn decode(entry: u16) -> Option<(u32, Action)> {
+    if entry & FAST_GROUP != 0 || entry & FAST_RULE_MASK == 0 {
+        return None;
+    }
+    let action = if entry & FAST_ALLOW != 0 {
+        Action::Allow
+    } else {
+        Action::Deny
+    };
+    Some((u32::from(entry & FAST_RULE_MASK), action))
+}
+
+/// Why a rule set does not fit the fast path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FastPathError {
+    /// More /24s hold prefixes longer than /24 than there are second-level groups.
+    #[error(
+        "the IPv4 fast path needs {needed} second-level groups (one per /24 holding a \
+         prefix longer than /24) but has {limit}; aggregate the long prefixes or use \
+         `ipv4_lookup: trie`"
+    )]
+    TooManyGroups {
+        /// Groups the rule set needs.
+        needed: usize,
+        /// Groups the kernel table has.
+        limit: u32,
+    },
+}
+
+/// A compiled fast-path table, ready to be written block by block into the kernel.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FastTable {
+    /// First level (2^24 entries) followed by the groups (256 entries each).
+    entries: Vec<u16>,
+}
+
+impl std::fmt::Debug for FastTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FastTable")
+            .field("groups", &self.groups())
+            .finish_non_exhaustive()
+    }
+}
+
+fn range24(net: Ipv4Network) -> std::ops::Range<usize> {
+    let start = (u32::from(net.network()) >> 8) as usize;
+    start..start + (1usize << (24 - u32::from(net.prefix())))
+}
+
+fn range8(net: Ipv4Network) -> std::ops::Range<usize> {
+    let start = (u32::from(net.network()) & 0xff) as usize;
+    start..start + (1usize << (32 - u32::from(net.prefix())))
+}
+
+impl FastTable {
+    /// Compiles `rules` (prefix, [`entry`]) and the management `valve` into a table with
+    /// at most `max_groups` second-level groups.
+    ///
+    /// The longest prefix wins; a prefix listed twice keeps its last entry. Valve
+    /// prefixes win over every rule, whatever their length. Host bits below a prefix
+    /// length are ignored.
+    pub fn build(
+        rules: &[(Ipv4Network, u16)],
+        valve: &[Ipv4Network],
+        max_groups: u32,
+    ) -> Result<Self, FastPathError> {
+        let mut order: Vec<&(Ipv4Network, u16)> = rules.iter().collect();
+        order.sort_by_key(|(net, _)| net.prefix());
+        let mut entries = vec![0u16; FIRST_ENTRIES];
+
+        // 1. Prefixes up to /24, shortest first: longer ones overwrite.
+        for (net, value) in order.iter().filter(|(n, _)| n.prefix() <= 24) {
+            entries[range24(*net)].fill(*value);
+        }
+        // 2. The valve over them.
+        for net in valve.iter().filter(|n| n.prefix() <= 24) {
+            entries[range24(*net)].fill(FAST_VALVE);
+        }
+        // 3. Longer prefixes into groups, then the longer valve prefixes.
+        let mut groups = 0usize;
+        let long_rules = order
+            .iter()
+            .filter(|(n, _)| n.prefix() > 24)
+            .map(|(n, v)| (*n, *v));
+        let long_valve = valve
+            .iter()
+            .filter(|n| n.prefix() > 24)
+            .map(|n| (*n, FAST_VALVE));
+        for (net, value) in long_rules.chain(long_valve) {
+            let slot = (u32::from(net.network()) >> 8) as usize;
+            let first = entries[slot];
+            if first == FAST_VALVE {
+                continue;
+            }
+            let group = if first & FAST_GROUP != 0 {
+                usize::from(first & FAST_GROUP_MASK)
+            } else {
+                let group = groups;
+                groups += 1;
+                entries.extend(std::iter::repeat_n(first, BLOCK_ENTRIES));
+                entries[slot] = FAST_GROUP | (group as u16 & FAST_GROUP_MASK);
+                group
+            };
+            let base = FIRST_ENTRIES + group * BLOCK_ENTRIES;
+            let range = range8(net);
+            entries[base + range.start..base + range.end].fill(value);
+        }
+        if groups > max_groups as usize || groups > usize::from(FAST_GROUP_MASK) + 1 {
+            return Err(FastPathError::TooManyGroups {
+                needed: groups,
+                limit: max_groups,
+            });
+        }
+        Ok(Self { entries })
+    }
+
+    /// The entry the kernel finds for `addr` (what [`decode`] reads).
+    pub fn lookup(&self, addr: Ipv4Addr) -> u16 {
+        let a = u32::from(addr);
+        let first = self.entries[(a >> 8) as usize];
+        if first & FAST_GROUP == 0 {
+            return first;
+        }
+        let group = usize::from(first & FAST_GROUP_MASK);
+        self.entries
+            .get(FIRST_ENTRIES + group * BLOCK_ENTRIES + (a & 0xff) as usize)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Second-level groups in use.
+    pub fn groups(&self) -> usize {
+        (self.entries.len() - FIRST_ENTRIES) / BLOCK_ENTRIES
+    }
+
+    /// Blocks in use (first level and groups).
+    pub fn blocks(&self) -> usize {
+        self.entries.len() / BLOCK_ENTRIES
+    }
+
+    /// Block `index` (first level below 65536, groups above).
+    pub fn block(&self, index: usize) -> Option<&[u16]> {
+        self.entries
+            .get(index * BLOCK_ENTRIES..(index + 1) * BLOCK_ENTRIES)
+    }
+
+    /// Every block that is not all zero, with its index: what a fresh (zeroed) kernel
+    /// table needs written.
+    pub fn nonzero_blocks(&self) -> impl Iterator<Item = (u32, &[u16])> + '_ {
+        self.entries
+            .chunks_exact(BLOCK_ENTRIES)
+            .enumerate()
+            .filter(|(_, block)| block.iter().any(|e| *e != 0))
+            .map(|(i, block)| (i as u32, block))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> Ipv4Network {
+        s.parse().expect("cidr")
+    }
+
+    #[test]
+    fn longest_prefix_wins_across_levels() {
+        let rules = [
+            (net("0.0.0.0/0"), entry(1, Action::Deny)),
+            (net("10.0.0.0/8"), entry(2, Action::Allow)),
+            (net("10.1.2.0/24"), entry(3, Action::Deny)),
+            (net("10.1.2.64/26"), entry(4, Action::Allow)),
+            (net("10.1.2.70/32"), entry(5, Action::Deny)),
+        ];
+        let t = FastTable::build(&rules, &[], 16).expect("fits");
+        let at = |s: &str| decode(t.lookup(s.parse().expect("addr")));
+        assert_eq!(at("1.2.3.4"), Some((1, Action::Deny)));
+        assert_eq!(at("10.200.0.1"), Some((2, Action::Allow)));
+        assert_eq!(at("10.1.2.1"), Some((3, Action::Deny)));
+        assert_eq!(at("10.1.2.65"), Some((4, Action::Allow)));
+        assert_eq!(at("10.1.2.70"), Some((5, Action::Deny)));
+        assert_eq!(at("10.1.2.128"), Some((3, Action::Deny)));
+        assert_eq!(t.groups(), 1);
+    }
+
+    #[test]
+    fn valve_wins_over_longer_rules_and_needs_no_group_when_short() {
+        let rules = [
+            (net("192.0.2.0/24"), entry(1, Action::Deny)),
+            (net("192.0.2.9/32"), entry(2, Action::Deny)),
+            (net("198.51.100.0/24"), entry(3, Action::Deny)),
+        ];
+        let valve = [net("192.0.2.0/24"), net("198.51.100.7/32")];
+        let t = FastTable::build(&rules, &valve, 16).expect("fits");
+        assert_eq!(t.lookup("192.0.2.9".parse().expect("addr")), FAST_VALVE);
+        assert_eq!(t.lookup("198.51.100.7".parse().expect("addr")), FAST_VALVE);
+        assert_eq!(
+            decode(t.lookup("198.51.100.8".parse().expect("addr"))),
+            Some((3, Action::Deny))
+        );
+        assert_eq!(t.groups(), 1, "only 198.51.100.0/24 needs a group");
+    }
+
+    #[test]
+    fn too_many_groups_is_a_clear_error() {
+        let rules: Vec<_> = (0..10u32)
+            .map(|i| {
+                (
+                    Ipv4Network::new(Ipv4Addr::from(i << 8), 32).expect("net"),
+                    entry(1, Action::Deny),
+                )
+            })
+            .collect();
+        let err = FastTable::build(&rules, &[], 4).expect_err("too many");
+        assert_eq!(
+            err,
+            FastPathError::TooManyGroups {
+                needed: 10,
+                limit: 4
+            }
+        );
+        assert!(err.to_string().contains("ipv4_lookup: trie"));
+    }
+
+    #[test]
+    fn nonzero_blocks_cover_exactly_the_rules() {
+        let rules = [(net("10.1.0.0/16"), entry(7, Action::Deny))];
+        let t = FastTable::build(&rules, &[], 1).expect("fits");
+        let blocks: Vec<u32> = t.nonzero_blocks().map(|(i, _)| i).collect();
+        assert_eq!(blocks, vec![(10 << 8) | 1]);
+        assert_eq!(t.blocks(), SHIELD_V4_FIRST_BLOCKS as usize);
+    }
+}
