@@ -921,6 +921,15 @@ impl Shield {
         };
         clear_slot(slot);
         let mut added_valve = Vec::new();
+        let old_directory = read_directory(&self.object)?;
+        // Ids taken over from rules this change removes: their counters restart once no
+        // packet can reach the old rule any more, i.e. after the switch.
+        let reused: Vec<u32> = plan
+            .fresh
+            .iter()
+            .copied()
+            .filter(|id| old_directory.contains_key(id))
+            .collect();
         let built = (|| {
             let built = self.build_slot(plan, fast.as_ref(), slot, &outers)?;
             let current_valve = read_valve(&self.object)?;
@@ -930,7 +939,6 @@ impl Shield {
                     .update(&lpm_key(*net), &1u32.to_ne_bytes())?;
                 added_valve.push(*net);
             }
-            let old_directory = read_directory(&self.object)?;
             let rows = self.object.map(RULE_INFO)?;
             for (id, info) in &plan.directory {
                 if old_directory.get(id) != Some(info) {
@@ -979,13 +987,13 @@ impl Shield {
             }
         }
         let rows = self.object.map(RULE_INFO)?;
-        for (id, _) in read_directory(&self.object)? {
-            if !plan.directory.contains_key(&id) {
+        for id in old_directory.keys() {
+            if !plan.directory.contains_key(id) {
                 rows.update(&id.to_ne_bytes(), &RuleInfo::default().to_bytes())?;
-            } else if plan.fresh.contains(&id) {
-                // An id reused from a rule just removed: its count starts now.
-                self.reset_counter(id)?;
             }
+        }
+        for id in reused {
+            self.reset_counter(id)?;
         }
         log.record(
             AuditAction::MapUpdate,

@@ -268,6 +268,17 @@ fn enforcement_survives_kill_9_is_adopted_on_restart_and_detach_removes_everythi
     drop(first);
     assert_eq!(lab.ping(3, 2), 0, "still dropped with the daemon dead");
     assert_eq!(lab.rule_packets(&denied), 5, "counters continue");
+    let status = lab.status();
+    assert_eq!(status["ipv4_lookup"], "fast", "{status}");
+    let map_bytes = status["map_bytes"].as_u64().expect("map_bytes");
+    let fast_table = status["maps"]
+        .as_object()
+        .expect("maps")
+        .iter()
+        .find(|(name, _)| name.starts_with("ic_v4_fast["))
+        .and_then(|(_, bytes)| bytes.as_u64())
+        .expect("the active fast-path table is reported");
+    assert!(fast_table > 32 << 20 && map_bytes > fast_table, "{status}");
 
     // `ip link set dev X xdp off` cannot remove a link attachment.
     let off = Command::new("ip")

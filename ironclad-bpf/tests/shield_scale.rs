@@ -1,0 +1,593 @@
+//! The Shield at scale: the compiled IPv4 fast path against the LPM trie and a plain
+//! userspace reference, whole-policy swaps while packets flow, and a million prefixes
+//! within the memory budget. Every verdict comes from the real XDP program
+//! (BPF_PROG_TEST_RUN or packets on a veth pair) over real kernel maps.
+
+#![allow(
+    clippy::expect_used,
+    reason = "test helpers fail the test with a message"
+)]
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use ipnetwork::{IpNetwork, Ipv4Network};
+use ironclad_bpf::{Ipv4Path, Loader, Shield};
+use ironclad_core::abi::{Action, ShieldTotal};
+use ironclad_core::require_privileges;
+use ironclad_core::testing::{frames, BpffsDir, NetNs, VethPair};
+use ironclad_policy::error::Origin;
+use ironclad_policy::shield::{
+    compile, CompiledShield, Entry, Ipv4Lookup, PrefixSet, ShieldPolicy,
+};
+use ironclad_policy::testing::{addr_in_v4, prefix_in_v4, table_v4, table_v6, Rng};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+
+fn loaded(tag: &str) -> (BpffsDir, Loader, Shield) {
+    let pins = BpffsDir::new(tag).expect("bpffs dir");
+    let loader = Loader::builder()
+        .pin_root(pins.path())
+        .build()
+        .expect("loader");
+    let shield = Shield::load(&loader).expect("load shield");
+    (pins, loader, shield)
+}
+
+fn set(name: &str, action: Action, prefixes: Vec<IpNetwork>) -> PrefixSet {
+    PrefixSet {
+        name: name.to_string(),
+        action,
+        prefixes,
+        origin: Origin::field(format!("sets.{name}")),
+    }
+}
+
+/// The plain reference: the valve first, then the longest prefix; for the same prefix
+/// in several places a single rule before any set, an allow set before a deny set, the
+/// first listed otherwise. Returns `None` for the valve, else the winning rule's
+/// (label, action) or ("", None) when nothing matches.
+fn reference(policy: &ShieldPolicy, addr: IpAddr) -> Option<(String, Action)> {
+    if policy.management.iter().any(|e| e.net.contains(addr)) {
+        return None;
+    }
+    // (prefix length, rank) — higher wins; rank orders same-prefix owners.
+    let mut best: Option<((u8, i64), String, Action)> = None;
+    let mut consider = |net: &IpNetwork, rank: i64, label: String, action: Action| {
+        if net.contains(addr) {
+            let key = (net.prefix(), rank);
+            if best.as_ref().is_none_or(|(k, _, _)| key > *k) {
+                best = Some((key, label, action));
+            }
+        }
+    };
+    for (list, action) in [(&policy.deny, Action::Deny), (&policy.allow, Action::Allow)] {
+        for e in list {
+            consider(&e.net, 3_000_000, e.net.to_string(), action);
+        }
+    }
+    for (i, s) in policy.sets.iter().enumerate() {
+        let class = if s.action == Action::Allow {
+            2_000_000
+        } else {
+            1_000_000
+        };
+        for net in &s.prefixes {
+            consider(net, class - i as i64, format!("set:{}", s.name), s.action);
+        }
+    }
+    Some(best.map_or((String::new(), Action::None), |(_, l, a)| (l, a)))
+}
+
+fn expected_verdict(outcome: &Option<(String, Action)>) -> u32 {
+    match outcome {
+        Some((_, Action::Deny)) => XDP_DROP,
+        _ => XDP_PASS,
+    }
+}
+
+/// A random policy with overlapping and nested prefixes, allow exceptions, sets, the
+/// valve inside denied ranges and, for some seeds, a deny of everything.
+fn random_policy(seed: u64, lookup: Ipv4Lookup) -> ShieldPolicy {
+    let mut rng = Rng::new(seed);
+    let base = table_v4(4_000, seed, &[]);
+    let mut deny_set: Vec<IpNetwork> = base.iter().map(|n| IpNetwork::V4(*n)).collect();
+    // Nested denies and allow exceptions inside denied prefixes.
+    let mut allow_set = Vec::new();
+    for _ in 0..600 {
+        let outer = base[rng.below(base.len() as u64) as usize];
+        let inner = prefix_in_v4(&mut rng, outer, outer.prefix(), 32);
+        if rng.below(2) == 0 {
+            allow_set.push(IpNetwork::V4(inner));
+        } else {
+            deny_set.push(IpNetwork::V4(inner));
+        }
+    }
+    // A few exact duplicates across sets (the allow set must own them).
+    for n in base.iter().take(20) {
+        allow_set.push(IpNetwork::V4(*n));
+    }
+    let mut deny = Vec::new();
+    let mut allow = Vec::new();
+    if seed % 2 == 0 {
+        deny.push("0.0.0.0/0".parse().expect("cidr"));
+    }
+    for i in 0..60 {
+        let outer = base[rng.below(base.len() as u64) as usize];
+        let net = IpNetwork::V4(prefix_in_v4(&mut rng, outer, 8, 32));
+        if i % 3 == 0 {
+            allow.push(net);
+        } else if !allow.contains(&net) {
+            deny.push(net);
+        }
+    }
+    deny.push("0.0.0.0/32".parse().expect("cidr"));
+    deny.push("255.255.255.255/32".parse().expect("cidr"));
+    deny.retain(|n| !allow.contains(n));
+    deny.dedup();
+    let management: Vec<IpNetwork> = (0..4)
+        .map(|_| {
+            let outer = base[rng.below(base.len() as u64) as usize];
+            IpNetwork::V4(prefix_in_v4(&mut rng, outer, outer.prefix(), 32))
+        })
+        .collect();
+    // IPv6: sets with nested allows, all through the trie.
+    let v6 = table_v6(1_500, seed, &[]);
+    let v6_deny: Vec<IpNetwork> = v6.iter().map(|n| IpNetwork::V6(*n)).collect();
+    let v6_allow: Vec<IpNetwork> = v6
+        .iter()
+        .step_by(7)
+        .filter_map(|n| ipnetwork::Ipv6Network::new(n.network(), n.prefix() + 16).ok())
+        .map(IpNetwork::V6)
+        .collect();
+    deny_set.extend(v6_deny);
+    allow_set.extend(v6_allow);
+    ShieldPolicy {
+        sets: vec![
+            set("deny-feed", Action::Deny, deny_set),
+            set("allow-feed", Action::Allow, allow_set),
+        ],
+        ipv4_lookup: lookup,
+        ..ShieldPolicy::from_lists(&deny, &allow, &management)
+    }
+}
+
+/// Source addresses to try: inside prefixes (often at their edges) and anywhere.
+fn probe_addresses(policy: &ShieldPolicy, seed: u64, count: usize) -> Vec<IpAddr> {
+    let mut rng = Rng::new(seed ^ 0xabcd);
+    let mut all: Vec<IpNetwork> = policy
+        .sets
+        .iter()
+        .flat_map(|s| s.prefixes.iter().copied())
+        .chain(policy.deny.iter().map(|e| e.net))
+        .chain(policy.allow.iter().map(|e| e.net))
+        .chain(policy.management.iter().map(|e| e.net))
+        .collect();
+    all.sort();
+    let mut out = Vec::with_capacity(count);
+    while out.len() < count {
+        let net = all[rng.below(all.len() as u64) as usize];
+        let addr = match (net, rng.below(4)) {
+            (IpNetwork::V4(n), 0) => IpAddr::V4(n.network()),
+            (IpNetwork::V4(n), 1) => IpAddr::V4(n.broadcast()),
+            (IpNetwork::V4(n), 2) => IpAddr::V4(addr_in_v4(&mut rng, n)),
+            (IpNetwork::V4(_), _) => IpAddr::V4(Ipv4Addr::from(rng.next_u64() as u32)),
+            (IpNetwork::V6(n), k) => {
+                let host = u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64());
+                let bits = 128 - u32::from(n.prefix());
+                let mask = if bits == 0 {
+                    0
+                } else {
+                    u128::MAX >> (128 - bits)
+                };
+                let a = u128::from(n.network()) | if k == 0 { 0 } else { host & mask };
+                IpAddr::V6(Ipv6Addr::from(a))
+            }
+        };
+        out.push(addr);
+    }
+    out
+}
+
+fn frame_from(src: IpAddr) -> Vec<u8> {
+    match src {
+        IpAddr::V4(a) => frames::ipv4_udp(a, Ipv4Addr::new(192, 0, 2, 250), 18),
+        IpAddr::V6(a) => frames::ipv6_udp(a, "2001:db8::250".parse().expect("addr"), 18),
+    }
+}
+
+/// Runs every probe through the kernel and checks each verdict and, at the end, every
+/// rule's counter against the reference.
+fn check_against_reference(
+    shield: &Shield,
+    probes: &[(IpAddr, Option<(String, Action)>)],
+    what: &str,
+) {
+    let before: BTreeMap<String, u64> = shield
+        .rules()
+        .expect("rules")
+        .into_iter()
+        .map(|r| (r.label.to_string(), r.counter.packets))
+        .collect();
+    let valve_before = shield.total(ShieldTotal::Valve).expect("total").packets;
+    let mut expected_hits: BTreeMap<String, u64> = BTreeMap::new();
+    let mut valve = 0u64;
+    let mut disagreements = Vec::new();
+    for (addr, outcome) in probes {
+        match outcome {
+            None => valve += 1,
+            Some((label, Action::Deny | Action::Allow)) => {
+                *expected_hits.entry(label.clone()).or_default() += 1;
+            }
+            Some(_) => {}
+        }
+        let run = shield.test_run(&frame_from(*addr), 1).expect("test run");
+        if run.return_value != expected_verdict(outcome) {
+            disagreements.push(format!(
+                "{addr}: kernel {} reference {outcome:?}",
+                run.return_value
+            ));
+        }
+    }
+    assert!(
+        disagreements.is_empty(),
+        "{what}: {} of {} verdicts disagree, first: {:?}",
+        disagreements.len(),
+        probes.len(),
+        &disagreements[..disagreements.len().min(5)]
+    );
+    for rule in shield.rules().expect("rules") {
+        let label = rule.label.to_string();
+        let hits = rule.counter.packets - before.get(&label).copied().unwrap_or(0);
+        assert_eq!(
+            hits,
+            expected_hits.get(&label).copied().unwrap_or(0),
+            "{what}: packets counted under rule {label}"
+        );
+    }
+    assert_eq!(
+        shield.total(ShieldTotal::Valve).expect("total").packets - valve_before,
+        valve,
+        "{what}: valve packets"
+    );
+}
+
+#[test]
+fn fast_path_trie_and_reference_agree_on_random_rule_sets() {
+    require_privileges!();
+    let (_pins, _loader, shield) = loaded("diff");
+    for seed in 1..=4u64 {
+        let policy = random_policy(seed, Ipv4Lookup::Fast);
+        let compiled = compile(&policy).expect("valid policy");
+        let probes: Vec<_> = probe_addresses(&policy, seed, 15_000)
+            .into_iter()
+            .map(|a| (a, reference(&policy, a)))
+            .collect();
+        assert!(probes.iter().filter(|(a, _)| a.is_ipv4()).count() >= 10_000);
+
+        let report = shield.replace(&compiled).expect("replace (fast)");
+        assert_eq!(report.ipv4_path, Ipv4Path::Fast, "seed {seed}");
+        assert!(report.fast_groups > 0, "long prefixes use groups");
+        check_against_reference(&shield, &probes, &format!("seed {seed}, fast"));
+
+        let trie = compile(&ShieldPolicy {
+            ipv4_lookup: Ipv4Lookup::Trie,
+            ..policy.clone()
+        })
+        .expect("valid");
+        let report = shield.replace(&trie).expect("replace (trie)");
+        assert_eq!(report.ipv4_path, Ipv4Path::Trie);
+        assert_eq!(report.added, 0, "same rules, same ids");
+        check_against_reference(&shield, &probes, &format!("seed {seed}, trie"));
+    }
+}
+
+#[test]
+fn a_rule_set_too_long_for_the_fast_path_falls_back_or_is_refused_unchanged() {
+    require_privileges!();
+    let (_pins, _loader, shield) = loaded("groups");
+    // One /32 in each of 9000 different /24s: more groups than the table has.
+    let scattered: Vec<IpNetwork> = (0..9_000u32)
+        .map(|i| {
+            IpNetwork::V4(
+                Ipv4Network::new(Ipv4Addr::from((10 << 24) | (i << 8) | 7), 32).expect("net"),
+            )
+        })
+        .collect();
+    let policy = |lookup| ShieldPolicy {
+        sets: vec![set("hosts", Action::Deny, scattered.clone())],
+        ipv4_lookup: lookup,
+        ..ShieldPolicy::default()
+    };
+    let small = compile(&ShieldPolicy::from_lists(
+        &["198.51.100.0/24".parse().expect("cidr")],
+        &[],
+        &[],
+    ))
+    .expect("valid");
+    shield.replace(&small).expect("small policy");
+    let hit = frames::ipv4_udp(
+        Ipv4Addr::new(198, 51, 100, 1),
+        Ipv4Addr::new(192, 0, 2, 1),
+        18,
+    );
+    let host = frames::ipv4_udp(Ipv4Addr::new(10, 0, 5, 7), Ipv4Addr::new(192, 0, 2, 1), 18);
+
+    let err = shield
+        .replace(&compile(&policy(Ipv4Lookup::Fast)).expect("valid"))
+        .expect_err("does not fit");
+    assert!(
+        err.to_string().contains("9000 second-level groups"),
+        "{err}"
+    );
+    assert_eq!(
+        shield.test_run(&hit, 1).expect("run").return_value,
+        XDP_DROP
+    );
+    assert_eq!(
+        shield.test_run(&host, 1).expect("run").return_value,
+        XDP_PASS
+    );
+    assert_eq!(shield.rules().expect("rules").len(), 1, "old policy intact");
+
+    let report = shield
+        .replace(&compile(&policy(Ipv4Lookup::Auto)).expect("valid"))
+        .expect("auto falls back");
+    assert_eq!(report.ipv4_path, Ipv4Path::Trie);
+    assert_eq!(shield.status().expect("status").ipv4_path, Ipv4Path::Trie);
+    assert_eq!(
+        shield.test_run(&host, 1).expect("run").return_value,
+        XDP_DROP
+    );
+    assert_eq!(
+        shield.test_run(&hit, 1).expect("run").return_value,
+        XDP_PASS
+    );
+}
+
+#[test]
+fn a_million_ipv4_and_100k_ipv6_prefixes_load_enforce_and_fit_64_mib() {
+    require_privileges!();
+    let (_pins, _loader, shield) = loaded("million");
+    let avoid: Vec<IpNetwork> = vec![
+        "192.0.2.0/24".parse().expect("cidr"),
+        "2001:db8::/32".parse().expect("cidr"),
+    ];
+    let v4 = table_v4(1_000_000, 11, &avoid);
+    let v6 = table_v6(100_000, 11, &avoid);
+    let policy = ShieldPolicy {
+        sets: vec![set(
+            "big",
+            Action::Deny,
+            v4.iter()
+                .map(|n| IpNetwork::V4(*n))
+                .chain(v6.iter().map(|n| IpNetwork::V6(*n)))
+                .collect(),
+        )],
+        management: vec![Entry::new("192.0.2.10/32".parse().expect("cidr"), "m")],
+        ..ShieldPolicy::default()
+    };
+    let compiled = compile(&policy).expect("valid");
+    let report = shield.replace(&compiled).expect("replace");
+    assert_eq!(report.ipv4_path, Ipv4Path::Fast);
+    assert_eq!(report.prefixes, (1_000_000, 100_000));
+
+    let status = shield.status().expect("status");
+    let mib = status.map_bytes() as f64 / (1024.0 * 1024.0);
+    println!("map memory with 1M IPv4 + 100k IPv6 prefixes: {mib:.1} MiB");
+    for m in &status.memory {
+        println!("  {:<22} {:>10} bytes", m.name, m.bytes);
+    }
+    assert!(
+        status.map_bytes() <= 64 * 1024 * 1024,
+        "{mib:.1} MiB exceeds the 64 MiB budget"
+    );
+    assert!(
+        status
+            .memory
+            .iter()
+            .any(|m| m.name.starts_with("ic_v6_trie[") && m.bytes > 1_000_000),
+        "the IPv6 trie is accounted"
+    );
+    let rule = &status.rules[0];
+    assert_eq!((rule.prefixes_v4, rule.prefixes_v6), (1_000_000, 100_000));
+
+    // Enforced: a source in every 1000th prefix drops; the avoided ranges pass.
+    let mut rng = Rng::new(5);
+    for net in v4.iter().step_by(1000) {
+        let frame = frames::ipv4_udp(addr_in_v4(&mut rng, *net), Ipv4Addr::new(192, 0, 2, 1), 18);
+        assert_eq!(
+            shield.test_run(&frame, 1).expect("run").return_value,
+            XDP_DROP,
+            "{net}"
+        );
+    }
+    for net in v6.iter().step_by(1000) {
+        let frame = frames::ipv6_udp(net.network(), "2001:db8::1".parse().expect("addr"), 18);
+        assert_eq!(
+            shield.test_run(&frame, 1).expect("run").return_value,
+            XDP_DROP,
+            "{net}"
+        );
+    }
+    let pass = frames::ipv4_udp(Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2), 18);
+    assert_eq!(
+        shield.test_run(&pass, 1).expect("run").return_value,
+        XDP_PASS
+    );
+    let pass6 = frames::ipv6_udp(
+        "2001:db8::7".parse().expect("addr"),
+        "2001:db8::1".parse().expect("addr"),
+        18,
+    );
+    assert_eq!(
+        shield.test_run(&pass6, 1).expect("run").return_value,
+        XDP_PASS
+    );
+    let counted = shield.rule_counter(rule.rule_id).expect("counter").packets;
+    assert_eq!(counted, (1_000_000 / 1000 + 100_000 / 1000) as u64);
+}
+
+/// Policies A and B share no prefix. Traffic from X (denied by both, by different rules)
+/// must always drop; traffic from Y (allowed by both through the same exception inside
+/// a range both deny) must always pass. Any packet seeing a mix — X passing, Y dropping,
+/// or a packet counted under no rule — shows in the verdicts or the counters.
+#[test]
+fn whole_policy_swaps_under_traffic_never_show_a_packet_neither_policy() {
+    require_privileges!();
+    let (_pins, _loader, shield) = loaded("swap");
+    let ns = NetNs::new("swap").expect("netns");
+    let veth = VethPair::new(
+        &ns,
+        &["10.221.0.1/24"],
+        &["10.221.0.2/24", "198.18.0.5/32", "198.18.1.5/32"],
+    )
+    .expect("veth");
+    let _attachment = shield.attach(veth.host()).expect("attach");
+
+    let avoid: Vec<IpNetwork> = vec![
+        "198.18.0.0/15".parse().expect("cidr"),
+        "10.221.0.0/24".parse().expect("cidr"),
+        "192.0.2.0/24".parse().expect("cidr"),
+    ];
+    let both = table_v4(1_000_000, 3, &avoid);
+    let (half_a, half_b) = both.split_at(500_000);
+    let y_rule: IpNetwork = "198.18.1.0/24".parse().expect("cidr");
+    let make = |name: &str, own: &[Ipv4Network], x_cover: &[&str], deny_range: &str| {
+        let mut prefixes: Vec<IpNetwork> = own.iter().map(|n| IpNetwork::V4(*n)).collect();
+        prefixes.extend(
+            x_cover
+                .iter()
+                .map(|s| s.parse::<IpNetwork>().expect("cidr")),
+        );
+        prefixes.push(deny_range.parse().expect("cidr"));
+        compile(&ShieldPolicy {
+            sets: vec![set(name, Action::Deny, prefixes)],
+            ..ShieldPolicy::from_lists(&[], &[y_rule], &[])
+        })
+        .expect("valid")
+    };
+    let a: CompiledShield = make("policy-a", half_a, &["198.18.0.0/24"], "198.18.0.0/15");
+    let b: CompiledShield = make(
+        "policy-b",
+        half_b,
+        &["198.18.0.0/25", "198.18.0.128/25"],
+        "198.18.0.0/16",
+    );
+    let mut x_id = *shield
+        .replace(&a)
+        .expect("apply A")
+        .set_ids
+        .get("policy-a")
+        .expect("id");
+    // A rule's counter is final once a swap has retired it (no packet can reach it after
+    // the switch); it restarts only if a later apply reuses the id.
+    let mut x_retired = 0u64;
+
+    // Traffic: BPF_PROG_TEST_RUN from two threads, plus real UDP through the veth pair.
+    let stop = Arc::new(AtomicBool::new(false));
+    let wrong = Arc::new(AtomicU64::new(0));
+    let runs = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+    let x = frames::ipv4_udp(
+        Ipv4Addr::new(198, 18, 0, 9),
+        Ipv4Addr::new(10, 221, 0, 1),
+        18,
+    );
+    let y = frames::ipv4_udp(
+        Ipv4Addr::new(198, 18, 1, 9),
+        Ipv4Addr::new(10, 221, 0, 1),
+        18,
+    );
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            let (stop, wrong, runs, shield) = (&stop, &wrong, &runs, &shield);
+            let (x, y) = (&x, &y);
+            scope.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    for (i, (frame, want)) in [(x, XDP_DROP), (y, XDP_PASS)].iter().enumerate() {
+                        let run = shield.test_run(frame, 1).expect("test run");
+                        runs[i].fetch_add(1, Ordering::Relaxed);
+                        if run.return_value != *want {
+                            wrong.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            });
+        }
+        let sender = ns
+            .command("python3")
+            .args([
+                "-c",
+                "import socket,sys,time\n\
+                 xs=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);xs.bind(('198.18.0.5',0))\n\
+                 ys=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);ys.bind(('198.18.1.5',0))\n\
+                 n=0;end=time.time()+float(sys.argv[1])\n\
+                 while time.time()<end:\n\
+                 \x20 for _ in range(100):\n\
+                 \x20\x20 xs.sendto(b'x'*18,('10.221.0.1',9));ys.sendto(b'y'*18,('10.221.0.1',9))\n\
+                 \x20 n+=100\n\
+                 print(n)",
+                "8",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("sender");
+        for i in 0..6 {
+            let (next, name) = if i % 2 == 0 {
+                (&b, "policy-b")
+            } else {
+                (&a, "policy-a")
+            };
+            let report = shield.replace(next).expect("swap");
+            x_retired += shield.rule_counter(x_id).expect("counter").packets;
+            x_id = *report.set_ids.get(name).expect("id");
+        }
+        let out = sender.wait_with_output().expect("sender output");
+        stop.store(true, Ordering::Relaxed);
+        let sent: u64 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("sender count");
+        assert!(sent > 1000, "the sender ran: {sent}");
+
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let joined_runs = [
+            runs[0].load(Ordering::Relaxed),
+            runs[1].load(Ordering::Relaxed),
+        ];
+        assert_eq!(
+            wrong.load(Ordering::Relaxed),
+            0,
+            "test-run verdicts from neither policy"
+        );
+        // Every X packet (real and test-run) counted under A's or B's rule, none missing.
+        let x_counted = x_retired + shield.rule_counter(x_id).expect("counter").packets;
+        let y_id = shield
+            .rules()
+            .expect("rules")
+            .iter()
+            .find(|r| r.cidr() == Some(y_rule))
+            .map(|r| r.rule_id)
+            .expect("y rule");
+        let y_counted = shield.rule_counter(y_id).expect("counter").packets;
+        println!("sent {sent} X and {sent} Y over veth, {joined_runs:?} test runs, 7 applies");
+        assert_eq!(
+            x_counted,
+            sent + joined_runs[0],
+            "X packets counted under A or B"
+        );
+        assert_eq!(
+            y_counted,
+            sent + joined_runs[1],
+            "Y packets counted under the exception"
+        );
+        assert_eq!(
+            shield.total(ShieldTotal::Dropped).expect("total").packets,
+            sent + joined_runs[0],
+            "exactly the X packets dropped"
+        );
+    });
+}
