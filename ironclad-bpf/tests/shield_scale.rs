@@ -112,7 +112,7 @@ fn random_policy(seed: u64, lookup: Ipv4Lookup) -> ShieldPolicy {
     }
     let mut deny = Vec::new();
     let mut allow = Vec::new();
-    if seed % 2 == 0 {
+    if seed.is_multiple_of(2) {
         deny.push("0.0.0.0/0".parse().expect("cidr"));
     }
     for i in 0..60 {
