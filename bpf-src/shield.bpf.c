@@ -161,7 +161,7 @@ struct {
 	__type(value, struct ic_rate_bucket);
 } ic_rate_buckets SEC(".maps");
 
-/* Kernel-private: per-CPU drop sequence for 1-in-N sampling. */
+/* Kernel-private: per-CPU countdown to the next sampled drop (1-in-N). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -194,15 +194,40 @@ const volatile struct ic_rule ic_abi_rule;
 const volatile struct ic_lpm_v4_key ic_abi_lpm_v4_key;
 const volatile struct ic_lpm_v6_key ic_abi_lpm_v6_key;
 
-/* One parsed packet. */
+/* One parsed packet. Addresses are read from the header only when needed (events, the
+ * rate limiter), so the common path copies nothing. */
 struct ic_pkt {
 	void *l3;
 	void *data_end;
 	__u64 len;
 	__u8 family;
-	__u8 src[16]; /* IPv4 as IPv4-mapped */
-	__u8 dst[16];
 };
+
+/* The packet's source and destination as 16 bytes each (IPv4 as IPv4-mapped). */
+static __always_inline void ic_addrs(struct ic_pkt *pkt, __u8 *src, __u8 *dst)
+{
+	if (pkt->family == 4) {
+		struct iphdr *ip = pkt->l3;
+
+		if ((void *)(ip + 1) > pkt->data_end)
+			return;
+		__builtin_memset(src, 0, 10);
+		__builtin_memset(dst, 0, 10);
+		src[10] = 0xff;
+		src[11] = 0xff;
+		dst[10] = 0xff;
+		dst[11] = 0xff;
+		__builtin_memcpy(&src[12], &ip->saddr, 4);
+		__builtin_memcpy(&dst[12], &ip->daddr, 4);
+	} else {
+		struct ipv6hdr *ip6 = pkt->l3;
+
+		if ((void *)(ip6 + 1) > pkt->data_end)
+			return;
+		__builtin_memcpy(src, &ip6->saddr, 16);
+		__builtin_memcpy(dst, &ip6->daddr, 16);
+	}
+}
 
 static __always_inline void ic_count(void *map, __u32 index, __u64 bytes)
 {
@@ -236,10 +261,13 @@ static __always_inline void ic_report(struct xdp_md *ctx, struct ic_shield_confi
 	seq = bpf_map_lookup_elem(&ic_sample_seq, &zero);
 	if (!seq)
 		return;
+	/* A countdown rather than a modulo: no division on the drop path. */
 	n = *seq;
-	*seq = n + 1;
-	if (n % cfg->sample_rate)
+	if (n) {
+		*seq = n - 1;
 		return;
+	}
+	*seq = cfg->sample_rate - 1;
 	e = bpf_ringbuf_reserve(&ic_shield_events, sizeof(*e), 0);
 	if (!e) {
 		ic_count(&ic_totals, IC_TOTAL_EVENTS_LOST, 0);
@@ -253,8 +281,9 @@ static __always_inline void ic_report(struct xdp_md *ctx, struct ic_shield_confi
 	e->hdr.kind = IC_EVENT_SHIELD;
 	e->hdr.size = sizeof(*e);
 	e->hdr.ktime_ns = bpf_ktime_get_ns();
-	__builtin_memcpy(e->src, pkt->src, sizeof(e->src));
-	__builtin_memcpy(e->dst, pkt->dst, sizeof(e->dst));
+	__builtin_memset(e->src, 0, sizeof(e->src));
+	__builtin_memset(e->dst, 0, sizeof(e->dst));
+	ic_addrs(pkt, e->src, e->dst);
 	e->rule_id = rule_id;
 	e->ifindex = ctx->ingress_ifindex;
 	e->pkt_len = pkt->len;
@@ -271,13 +300,14 @@ static __always_inline void ic_report(struct xdp_md *ctx, struct ic_shield_confi
 static __always_inline int ic_over_limit(struct ic_shield_config *cfg, struct ic_pkt *pkt)
 {
 	struct ic_rate_bucket *bucket;
-	struct ic_rate_key key;
+	struct ic_rate_key key = {};
+	__u8 dst[16];
 	__s64 cap, tokens;
 	__u64 now;
 
 	if (!cfg || !cfg->rate_pps)
 		return 0;
-	__builtin_memcpy(key.addr, pkt->src, sizeof(key.addr));
+	ic_addrs(pkt, key.addr, dst);
 	now = bpf_ktime_get_ns();
 	cap = (__s64)cfg->rate_burst * IC_NS;
 	bucket = bpf_map_lookup_elem(&ic_rate_buckets, &key);
@@ -336,10 +366,19 @@ static __always_inline __u16 ic_fast_lookup(void *table, __u32 saddr_host)
 	return block->entry[saddr_host & 0xff];
 }
 
-static __always_inline int ic_decide(struct xdp_md *ctx, struct ic_pkt *pkt, struct ic_rule *rule)
+static __always_inline int ic_decide(struct xdp_md *ctx, struct ic_pkt *pkt, struct ic_rule *rule,
+				     __u32 active)
 {
-	struct ic_shield_config *cfg = ic_config();
-	int dry_run = cfg && (cfg->flags & IC_SHIELD_F_DRY_RUN);
+	struct ic_shield_config *cfg;
+	int dry_run;
+
+	/* The common case, no rule and no rate limit, reads nothing more. */
+	if (!rule && !(active & IC_ACTIVE_RATE_LIMIT)) {
+		ic_count(&ic_totals, IC_TOTAL_PASSED, pkt->len);
+		return XDP_PASS;
+	}
+	cfg = ic_config();
+	dry_run = cfg && (cfg->flags & IC_SHIELD_F_DRY_RUN);
 
 	if (rule)
 		ic_count(&ic_rule_counters, rule->rule_id, pkt->len);
@@ -395,12 +434,6 @@ int ic_shield_xdp(struct xdp_md *ctx)
 		if ((void *)(ip + 1) > data_end)
 			return XDP_PASS;
 		pkt.family = 4;
-		pkt.src[10] = 0xff;
-		pkt.src[11] = 0xff;
-		__builtin_memcpy(&pkt.src[12], &ip->saddr, 4);
-		pkt.dst[10] = 0xff;
-		pkt.dst[11] = 0xff;
-		__builtin_memcpy(&pkt.dst[12], &ip->daddr, 4);
 		if (!(active & IC_ACTIVE_V4_TRIE)) {
 			/* The valve is compiled into the fast path (IC_FAST_VALVE). */
 			__u16 entry = 0;
@@ -417,7 +450,7 @@ int ic_shield_xdp(struct xdp_md *ctx)
 				fast_rule.action = (entry & IC_FAST_ALLOW) ? IC_ACTION_ALLOW : IC_ACTION_DENY;
 				rule = &fast_rule;
 			}
-			return ic_decide(ctx, &pkt, rule);
+			return ic_decide(ctx, &pkt, rule, active);
 		}
 		__builtin_memcpy(key.addr, &ip->saddr, sizeof(key.addr));
 		if (bpf_map_lookup_elem(&ic_valve_v4, &key)) {
@@ -427,12 +460,12 @@ int ic_shield_xdp(struct xdp_md *ctx)
 		table = bpf_map_lookup_elem(&ic_v4_trie, &slot);
 		if (table)
 			rule = bpf_map_lookup_elem(table, &key);
-		return ic_decide(ctx, &pkt, rule);
+		return ic_decide(ctx, &pkt, rule, active);
 	}
 	if (l3 == IC_L3_IPV6) {
 		struct ipv6hdr *ip6 = info.l3;
 		struct ic_lpm_v6_key key = { .prefixlen = 128 };
-		__u32 slot;
+		__u32 active, slot;
 		void *table;
 
 		if ((void *)(ip6 + 1) > data_end)
@@ -443,11 +476,10 @@ int ic_shield_xdp(struct xdp_md *ctx)
 			return XDP_PASS;
 		}
 		pkt.family = 6;
-		__builtin_memcpy(pkt.src, &ip6->saddr, 16);
-		__builtin_memcpy(pkt.dst, &ip6->daddr, 16);
-		slot = ic_active() & IC_ACTIVE_SLOT;
+		active = ic_active();
+		slot = active & IC_ACTIVE_SLOT;
 		table = bpf_map_lookup_elem(&ic_v6_trie, &slot);
-		return ic_decide(ctx, &pkt, table ? bpf_map_lookup_elem(table, &key) : NULL);
+		return ic_decide(ctx, &pkt, table ? bpf_map_lookup_elem(table, &key) : NULL, active);
 	}
 	ic_count(&ic_totals, IC_TOTAL_NON_IP, pkt.len);
 	return XDP_PASS;

@@ -1,63 +1,75 @@
 //! Shared set-up for Ironclad's benchmarks: deterministic rule sets and a loaded Shield
 //! on a throwaway bpffs directory. Benchmarks run against the real kernel (root needed).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
 
-use ironclad_bpf::{Loader, Shield};
-use ironclad_core::abi::{Action, LpmV4Key, Rule};
-use ironclad_core::testing::BpffsDir;
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
+use ironclad_bpf::{object, LoadedObject, Loader, Shield};
+use ironclad_core::abi::Action;
+use ironclad_core::testing::{frames, BpffsDir};
+use ironclad_policy::error::Origin;
+use ironclad_policy::shield::{compile, CompiledShield, Ipv4Lookup, PrefixSet, ShieldPolicy};
+use ironclad_policy::testing::{addr_in_v4, Rng};
 
-/// A small deterministic generator (xorshift64*), so every run benchmarks the same rules.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub use ironclad_policy::testing::{table_v4, table_v6};
 
-impl Rng {
-    /// A generator from `seed` (0 is replaced by a fixed non-zero seed).
-    pub fn new(seed: u64) -> Self {
-        Self(if seed == 0 {
-            0x9E37_79B9_7F4A_7C15
-        } else {
-            seed
-        })
-    }
+/// Ranges no generated rule covers: the benchmark's "miss" traffic comes from them.
+pub fn avoided() -> Vec<IpNetwork> {
+    ["192.0.2.0/24", "203.0.113.0/24", "2001:db8::/32"]
+        .iter()
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
 
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+/// A policy denying `v4` and `v6` as one set, plus the known hits 203.0.113.0/24 and
+/// 2001:db8:bad::/48 as single rules.
+pub fn deny_policy(v4: &[Ipv4Network], v6: &[Ipv6Network], lookup: Ipv4Lookup) -> CompiledShield {
+    let deny: Vec<IpNetwork> = ["203.0.113.0/24", "2001:db8:bad::/48"]
+        .iter()
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    let prefixes = v4
+        .iter()
+        .map(|n| IpNetwork::V4(*n))
+        .chain(v6.iter().map(|n| IpNetwork::V6(*n)))
+        .collect();
+    let policy = ShieldPolicy {
+        sets: vec![PrefixSet {
+            name: "bench".to_string(),
+            action: Action::Deny,
+            prefixes,
+            origin: Origin::field("bench"),
+        }],
+        ipv4_lookup: lookup,
+        ..ShieldPolicy::from_lists(&deny, &[], &[])
+    };
+    compile(&policy).unwrap_or_else(|e| panic!("bench policy: {e:?}"))
+}
+
+/// A frame from `src` to a fixed destination (64-byte IPv4 / 84-byte IPv6 UDP).
+pub fn frame_from(src: IpAddr) -> Vec<u8> {
+    match src {
+        IpAddr::V4(a) => frames::ipv4_udp(a, Ipv4Addr::new(192, 0, 2, 2), 18),
+        IpAddr::V6(a) => frames::ipv6_udp(a, Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2), 18),
     }
 }
 
-/// `count` distinct IPv4 deny prefixes between /16 and /32, none covering 192.0.2.0/24
-/// (the benchmark's traffic source), as LPM entries with rule id 1.
-pub fn v4_rules(count: usize, seed: u64) -> Vec<(LpmV4Key, Rule)> {
+/// `count` distinct-source IPv4 frames: half from inside `rules` (drops), half from
+/// anywhere, so a replay touches the whole table instead of one warm cache line.
+pub fn replay_frames(rules: &[Ipv4Network], count: usize, seed: u64) -> Vec<Vec<u8>> {
     let mut rng = Rng::new(seed);
-    let mut seen = std::collections::HashSet::with_capacity(count);
-    let mut out = Vec::with_capacity(count);
-    while out.len() < count {
-        let r = rng.next_u64();
-        let prefixlen = 16 + (r % 17) as u32;
-        let addr = (r >> 32) as u32;
-        let mask = if prefixlen == 0 {
-            0
-        } else {
-            u32::MAX << (32 - prefixlen)
-        };
-        let net = addr & mask;
-        if Ipv4Addr::from(net).octets()[..2] == [192, 0] || !seen.insert((net, prefixlen)) {
-            continue;
-        }
-        out.push((
-            LpmV4Key {
-                prefixlen,
-                addr: net.to_be_bytes(),
-            },
-            Rule::new(1, Action::Deny),
-        ));
-    }
-    out
+    (0..count)
+        .map(|i| {
+            let src = if i % 2 == 0 && !rules.is_empty() {
+                let net = rules[rng.below(rules.len() as u64) as usize];
+                addr_in_v4(&mut rng, net)
+            } else {
+                Ipv4Addr::from(rng.next_u64() as u32)
+            };
+            frame_from(IpAddr::V4(src))
+        })
+        .collect()
 }
 
 /// A Shield loaded on its own bpffs directory (removed on drop).
@@ -69,28 +81,60 @@ pub struct BenchShield {
 }
 
 impl BenchShield {
-    /// Loads a Shield and fills its IPv4 trie with `rules`.
-    pub fn with_v4_rules(tag: &str, rules: &[(LpmV4Key, Rule)]) -> Self {
+    /// Loads a Shield and applies `policy`.
+    pub fn with_policy(tag: &str, policy: &CompiledShield) -> Self {
         let pins = BpffsDir::new(tag).unwrap_or_else(|e| panic!("bpffs (run as root): {e}"));
         let loader = Loader::builder()
             .pin_root(pins.path())
             .build()
             .unwrap_or_else(|e| panic!("loader: {e}"));
         let shield = Shield::load(&loader).unwrap_or_else(|e| panic!("load: {e}"));
-        let keys: Vec<_> = rules
-            .iter()
-            .map(|(k, v)| (k.to_bytes(), v.to_bytes()))
-            .collect();
-        let map = shield
-            .object()
-            .map("ic_rules_v4")
-            .unwrap_or_else(|e| panic!("{e}"));
-        map.update_many(keys.iter().map(|(k, v)| (&k[..], &v[..])))
-            .unwrap_or_else(|e| panic!("filling the trie: {e}"));
+        shield
+            .replace(policy)
+            .unwrap_or_else(|e| panic!("applying the policy: {e}"));
         Self {
             shield,
             _loader: loader,
             _pins: pins,
         }
+    }
+
+    /// Kernel time of one run of the Shield on `frame`, averaged over `repeat` runs.
+    pub fn run(&self, frame: &[u8], repeat: u32) -> Duration {
+        self.shield
+            .test_run(frame, repeat)
+            .unwrap_or_else(|e| panic!("test run: {e}"))
+            .per_run
+    }
+}
+
+/// The empty XDP program (`bpf-src/baseline.bpf.c`), loaded without pins: what the
+/// BPF_PROG_TEST_RUN round trip itself costs.
+pub struct Baseline {
+    object: LoadedObject,
+    _loader: Loader,
+}
+
+impl Baseline {
+    /// Loads the baseline program.
+    pub fn load() -> Self {
+        let loader = Loader::builder()
+            .build()
+            .unwrap_or_else(|e| panic!("loader: {e}"));
+        let object = loader
+            .load_unpinned(object::baseline())
+            .unwrap_or_else(|e| panic!("load baseline: {e}"));
+        Self {
+            object,
+            _loader: loader,
+        }
+    }
+
+    /// Kernel time of one run on `frame`, averaged over `repeat` runs.
+    pub fn run(&self, frame: &[u8], repeat: u32) -> Duration {
+        self.object
+            .test_run("ic_baseline_xdp", frame, repeat)
+            .unwrap_or_else(|e| panic!("test run: {e}"))
+            .per_run
     }
 }

@@ -65,6 +65,7 @@ enum ic_fast_entry {
 enum ic_shield_active_bits {
 	IC_ACTIVE_SLOT = 1,    /* which slot of the per-slot tables packets use */
 	IC_ACTIVE_V4_TRIE = 2, /* IPv4 through the slot's LPM trie instead of the fast path */
+	IC_ACTIVE_RATE_LIMIT = 4, /* a rate limit is configured (ic_shield_config.rate_pps) */
 };
 
 /* Kinds of rules in the rule directory (struct ic_rule_info.kind). */

@@ -252,6 +252,7 @@ const _: () = {
     assert!(abi::FAST_GROUP_MASK as u32 == c::ic_fast_entry::IC_FAST_GROUP_MASK.0);
     assert!(abi::ACTIVE_SLOT == c::ic_shield_active_bits::IC_ACTIVE_SLOT.0);
     assert!(abi::ACTIVE_V4_TRIE == c::ic_shield_active_bits::IC_ACTIVE_V4_TRIE.0);
+    assert!(abi::ACTIVE_RATE_LIMIT == c::ic_shield_active_bits::IC_ACTIVE_RATE_LIMIT.0);
     assert!(abi::RULE_FREE as u32 == c::ic_rule_kind::IC_RULE_FREE.0);
     assert!(abi::RULE_CIDR as u32 == c::ic_rule_kind::IC_RULE_CIDR.0);
     assert!(abi::RULE_SET as u32 == c::ic_rule_kind::IC_RULE_SET.0);

@@ -55,9 +55,9 @@ use std::sync::Arc;
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use ironclad_core::abi::{
     Action, Counter, LpmV4Key, LpmV6Key, Rule, RuleInfo, ShieldConfig, ShieldTotal, V4Block,
-    V4Prefix, ACTIVE_SLOT, ACTIVE_V4_TRIE, RULE_CIDR, RULE_FREE, RULE_SET, SHIELD_F_DRY_RUN,
-    SHIELD_MAX_RULES, SHIELD_MAX_V4_PREFIXES, SHIELD_MAX_V6_PREFIXES, SHIELD_SLOTS,
-    SHIELD_V4_BLOCKS, SHIELD_V4_GROUPS,
+    V4Prefix, ACTIVE_RATE_LIMIT, ACTIVE_SLOT, ACTIVE_V4_TRIE, RULE_CIDR, RULE_FREE, RULE_SET,
+    SHIELD_F_DRY_RUN, SHIELD_MAX_RULES, SHIELD_MAX_V4_PREFIXES, SHIELD_MAX_V6_PREFIXES,
+    SHIELD_SLOTS, SHIELD_V4_BLOCKS, SHIELD_V4_GROUPS,
 };
 use ironclad_events::{Event, Fanout};
 use ironclad_policy::fastpath::{self, FastTable};
@@ -658,9 +658,13 @@ fn fill(map: &MapHandle, name: &str, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<(
 
 /// A loaded Shield object. Its maps are pinned under `<pin root>/shield/`, so rules and
 /// counters survive a restart of the process; a second `load` adopts them.
+///
+/// Changes (replace, rule and valve edits, configuration) are serialised inside the
+/// handle, so it can be shared between threads.
 #[derive(Debug)]
 pub struct Shield {
     object: LoadedObject,
+    edit: std::sync::Mutex<()>,
 }
 
 impl Shield {
@@ -671,6 +675,7 @@ impl Shield {
     pub fn load(loader: &Loader) -> Result<Self> {
         Ok(Self {
             object: loader.load(crate::object::shield())?,
+            edit: std::sync::Mutex::new(()),
         })
     }
 
@@ -724,6 +729,7 @@ impl Shield {
     /// fit `ipv4_lookup: fast`), nothing the packets see has changed and the error is
     /// returned.
     pub fn replace(&self, policy: &CompiledShield) -> Result<ReplaceReport> {
+        let _edit = self.lock();
         let old = read_directory(&self.object)?;
         let by_label: HashMap<RuleLabel, (u32, u8)> = old
             .iter()
@@ -827,7 +833,7 @@ impl Shield {
             .map(|(((label, action), id), (v4, v6))| (*id, label.info(*action, *v4, *v6)))
             .collect();
         report.prefixes = (book.v4.len(), book.v6.len());
-        self.set_config(&policy.config())?;
+        self.write_config(&policy.config())?;
         let built = self.commit(&Plan {
             book,
             valve: policy.management.clone(),
@@ -838,6 +844,12 @@ impl Shield {
         report.ipv4_path = built.path;
         report.fast_groups = built.groups;
         Ok(report)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.edit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The current policy as a plan to edit: prefixes, valve, directory, and the lookup
@@ -962,12 +974,12 @@ impl Shield {
         };
 
         // The switch.
-        let word = slot
-            | if built.path == Ipv4Path::Trie {
+        let word =
+            slot | if built.path == Ipv4Path::Trie {
                 ACTIVE_V4_TRIE
             } else {
                 0
-            };
+            } | (active & ACTIVE_RATE_LIMIT);
         self.object
             .map(ACTIVE)?
             .update(&0u32.to_ne_bytes(), &word.to_ne_bytes())?;
@@ -1137,6 +1149,7 @@ impl Shield {
     /// passed (`Allow`). The change is built and switched like [`Shield::replace`]; the
     /// counter of `rule_id` is left as it is.
     pub fn insert_rule(&self, net: IpNetwork, rule_id: u32, action: Action) -> Result<()> {
+        let _edit = self.lock();
         if rule_id == 0 || rule_id >= SHIELD_MAX_RULES {
             return Err(BpfError::BadSize {
                 map: RULE_COUNTERS.to_string(),
@@ -1168,6 +1181,7 @@ impl Shield {
 
     /// Removes the rule for exactly `net`; `Ok(false)` if there was none.
     pub fn remove_rule(&self, net: IpNetwork) -> Result<bool> {
+        let _edit = self.lock();
         let mut plan = self.current()?;
         let removed = match net {
             IpNetwork::V4(n) => plan.book.v4.remove(&n),
@@ -1199,6 +1213,7 @@ impl Shield {
 
     /// Adds `net` to the management safety valve: its traffic always passes.
     pub fn add_valve(&self, net: IpNetwork) -> Result<()> {
+        let _edit = self.lock();
         let mut plan = self.current()?;
         if !plan.valve.contains(&net) {
             plan.valve.push(net);
@@ -1208,6 +1223,7 @@ impl Shield {
 
     /// Removes `net` from the safety valve; `Ok(false)` if it was not there.
     pub fn remove_valve(&self, net: IpNetwork) -> Result<bool> {
+        let _edit = self.lock();
         let mut plan = self.current()?;
         let before = plan.valve.len();
         plan.valve.retain(|n| *n != net);
@@ -1231,19 +1247,38 @@ impl Shield {
 
     /// Writes the runtime configuration.
     pub fn set_config(&self, config: &ShieldConfig) -> Result<()> {
+        let _edit = self.lock();
+        self.write_config(config)
+    }
+
+    fn write_config(&self, config: &ShieldConfig) -> Result<()> {
         self.object
             .map(CONFIG)?
-            .update(&0u32.to_ne_bytes(), &config.to_bytes())
+            .update(&0u32.to_ne_bytes(), &config.to_bytes())?;
+        // Packets without a rule read the configuration only when a rate limit is set.
+        let active = read_active(&self.object)?;
+        let word = if config.rate_pps > 0 {
+            active | ACTIVE_RATE_LIMIT
+        } else {
+            active & !ACTIVE_RATE_LIMIT
+        };
+        if word != active {
+            self.object
+                .map(ACTIVE)?
+                .update(&0u32.to_ne_bytes(), &word.to_ne_bytes())?;
+        }
+        Ok(())
     }
 
     /// Turns dry-run on (count and report, never drop) or off.
     pub fn set_mode(&self, mode: Mode) -> Result<()> {
+        let _edit = self.lock();
         let mut config = self.config()?;
         config.flags = match mode {
             Mode::DryRun => config.flags | SHIELD_F_DRY_RUN,
             Mode::Enforce => config.flags & !SHIELD_F_DRY_RUN,
         };
-        self.set_config(&config)
+        self.write_config(&config)
     }
 
     /// The current mode.
@@ -1257,17 +1292,19 @@ impl Shield {
 
     /// Sets (or with `None` removes) the per-source rate limit.
     pub fn set_rate_limit(&self, limit: Option<RateLimit>) -> Result<()> {
+        let _edit = self.lock();
         let mut config = self.config()?;
         config.rate_pps = limit.map_or(0, |l| l.pps);
         config.rate_burst = limit.map_or(0, |l| l.burst);
-        self.set_config(&config)
+        self.write_config(&config)
     }
 
     /// Reports one drop in `n` (per CPU) as an event; 0 turns events off.
     pub fn set_sample_rate(&self, n: u32) -> Result<()> {
+        let _edit = self.lock();
         let mut config = self.config()?;
         config.sample_rate = n;
-        self.set_config(&config)
+        self.write_config(&config)
     }
 
     /// Packets and bytes counted under `rule_id`, summed over CPUs.

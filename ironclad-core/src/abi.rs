@@ -42,6 +42,9 @@ pub const FAST_GROUP_MASK: u16 = 0x7fff;
 pub const ACTIVE_SLOT: u32 = 1;
 /// Active-policy word: IPv4 goes through the slot's LPM trie (`IC_ACTIVE_V4_TRIE`).
 pub const ACTIVE_V4_TRIE: u32 = 2;
+/// Active-policy word: a rate limit is configured, so packets without a rule still read
+/// the configuration (`IC_ACTIVE_RATE_LIMIT`).
+pub const ACTIVE_RATE_LIMIT: u32 = 4;
 
 /// Rule-directory kind: unused id (`IC_RULE_FREE`).
 pub const RULE_FREE: u8 = 0;
