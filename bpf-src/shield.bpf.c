@@ -61,7 +61,7 @@ struct ic_v4_book_inner {
 	__uint(map_flags, BPF_F_INNER_MAP);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct ic_v4_prefix);
+	__type(value, struct ic_v4_book_page);
 };
 
 struct {
@@ -189,6 +189,7 @@ const volatile enum ic_shield_active_bits ic_abi_active = IC_ACTIVE_SLOT;
 const volatile enum ic_rule_kind ic_abi_rule_kind = IC_RULE_FREE;
 const volatile struct ic_v4_block ic_abi_v4_block;
 const volatile struct ic_v4_prefix ic_abi_v4_prefix;
+const volatile struct ic_v4_book_page ic_abi_v4_book_page;
 const volatile struct ic_rule_info ic_abi_rule_info;
 const volatile struct ic_rule ic_abi_rule;
 const volatile struct ic_lpm_v4_key ic_abi_lpm_v4_key;

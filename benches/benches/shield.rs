@@ -14,7 +14,9 @@
 //!   (user space).
 //! - `shield_policy/swap/1000000`: replacing a whole policy of 1M IPv4 + 100k IPv6
 //!   prefixes by another one, switch included.
-//! - `shield_policy/edit_one/1000000`: adding (or removing) one rule on that policy.
+//! - `shield_policy/edit_one_{v4,v6}/1000000`: adding (or removing) one rule on that
+//!   policy (IPv4: the fast path is rebuilt and switched, IPv6 is kept; IPv6: one trie
+//!   element in place).
 //! - `veth_drop/{ironclad,nftables}/N`: see `nftables.rs` in this directory.
 //! - `audit/shield`, `map_update/valve`: the helper audit; one audited map write.
 
@@ -266,18 +268,23 @@ fn policy(c: &mut Criterion) {
         })
     });
 
-    let net: IpNetwork = "198.51.100.77/32".parse().unwrap_or_else(|e| panic!("{e}"));
-    let mut present = false;
-    group.bench_function(BenchmarkId::new("edit_one", count), |b| {
-        b.iter(|| {
-            present = !present;
-            if present {
-                bench.shield.insert_rule(net, 9_999, Action::Deny)
-            } else {
-                bench.shield.remove_rule(net).map(|_| ())
-            }
-        })
-    });
+    for (name, net) in [
+        ("edit_one_v4", "198.51.100.77/32"),
+        ("edit_one_v6", "2001:db8:77::/48"),
+    ] {
+        let net: IpNetwork = net.parse().unwrap_or_else(|e| panic!("{e}"));
+        let mut present = false;
+        group.bench_function(BenchmarkId::new(name, count), |b| {
+            b.iter(|| {
+                present = !present;
+                if present {
+                    bench.shield.insert_rule(net, 9_999, Action::Deny)
+                } else {
+                    bench.shield.remove_rule(net).map(|_| ())
+                }
+            })
+        });
+    }
     group.finish();
 }
 

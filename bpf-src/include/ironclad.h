@@ -144,8 +144,14 @@ struct ic_v4_block {
 struct ic_v4_prefix {
 	__u8 addr[4];     /* network order */
 	__u8 prefixlen;   /* 0..=32 */
-	__u8 action;      /* enum ic_action */
+	__u8 action;      /* enum ic_action; IC_ACTION_NONE marks an unused entry */
 	__u16 rule_id;    /* host order */
+};
+
+/* One element of the prefix book: prefixes are stored 64 to an element, so writing a
+ * million of them takes a few thousand element copies rather than a million. */
+struct ic_v4_book_page {
+	struct ic_v4_prefix prefix[64];
 };
 
 /* What a rule id stands for (the rule directory, read by user space only). */

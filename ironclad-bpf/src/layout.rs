@@ -30,6 +30,10 @@ same_layout!(
     c::ic_v4_prefix,
     [addr, prefixlen, action, rule_id]
 );
+const _: () = assert!(
+    size_of::<c::ic_v4_book_page>() == abi::V4_BOOK_PAGE * abi::V4Prefix::SIZE,
+    "size of ic_v4_book_page"
+);
 same_layout!(
     abi::RuleInfo,
     c::ic_rule_info,

@@ -57,7 +57,7 @@ use ironclad_core::abi::{
     Action, Counter, LpmV4Key, LpmV6Key, Rule, RuleInfo, ShieldConfig, ShieldTotal, V4Block,
     V4Prefix, ACTIVE_RATE_LIMIT, ACTIVE_SLOT, ACTIVE_V4_TRIE, RULE_CIDR, RULE_FREE, RULE_SET,
     SHIELD_F_DRY_RUN, SHIELD_MAX_RULES, SHIELD_MAX_V4_PREFIXES, SHIELD_MAX_V6_PREFIXES,
-    SHIELD_SLOTS, SHIELD_V4_BLOCKS, SHIELD_V4_GROUPS,
+    SHIELD_SLOTS, SHIELD_V4_BLOCKS, SHIELD_V4_GROUPS, V4_BOOK_PAGE,
 };
 use ironclad_events::{Event, Fanout};
 use ironclad_policy::fastpath::{self, FastTable};
@@ -485,16 +485,41 @@ fn read_valve(maps: &dyn Maps) -> Result<Vec<IpNetwork>> {
     Ok(valve)
 }
 
-/// The prefixes of the active policy.
+/// The prefixes of the active policy. Each family is shared, so an edit of one family
+/// copies only that one and an unchanged family is recognised without comparing.
 #[derive(Debug, Clone, Default)]
 struct RuleBook {
-    v4: BTreeMap<Ipv4Network, Rule>,
-    v6: BTreeMap<Ipv6Network, Rule>,
+    v4: Arc<BTreeMap<Ipv4Network, Rule>>,
+    v6: Arc<BTreeMap<Ipv6Network, Rule>>,
+}
+
+/// What the last commit of this handle left in the kernel, so the next edit need not
+/// read a million prefixes back. Valid while the active word and the active slot's
+/// tables are the ones recorded (nobody else changed the pins).
+#[derive(Debug, Clone)]
+struct Committed {
+    word: u32,
+    tables: Vec<Option<u32>>,
+    book: RuleBook,
+    valve: Vec<IpNetwork>,
+}
+
+/// The map ids of the tables in `slot`, in [`SLOTTED`] order.
+fn slot_tables(maps: &dyn Maps, slot: u32) -> Result<Vec<Option<u32>>> {
+    SLOTTED
+        .iter()
+        .map(|name| {
+            Ok(lookup(&maps.handle(name)?, name, &slot.to_ne_bytes())?
+                .and_then(|b| b.get(..4).and_then(|b| b.try_into().ok()))
+                .map(u32::from_ne_bytes))
+        })
+        .collect()
 }
 
 fn read_book(maps: &dyn Maps, active: u32) -> Result<RuleBook> {
     let slot = active & ACTIVE_SLOT;
-    let mut book = RuleBook::default();
+    let mut v4 = BTreeMap::new();
+    let mut v6 = BTreeMap::new();
     let v4_source = if active & ACTIVE_V4_TRIE != 0 {
         V4_TRIE
     } else {
@@ -506,28 +531,34 @@ fn read_book(maps: &dyn Maps, active: u32) -> Result<RuleBook> {
         };
         for (key, value) in entries(&table, name)? {
             if name == V4_BOOK {
-                if let Some(p) = V4Prefix::from_bytes(&value) {
+                for p in value
+                    .chunks_exact(V4Prefix::SIZE)
+                    .filter_map(V4Prefix::from_bytes)
+                {
                     if let (Ok(net), Some(action)) = (
                         Ipv4Network::new(p.addr.into(), p.prefixlen),
                         Action::from_raw(p.action).filter(|a| *a != Action::None),
                     ) {
-                        book.v4.insert(net, Rule::new(u32::from(p.rule_id), action));
+                        v4.insert(net, Rule::new(u32::from(p.rule_id), action));
                     }
                 }
                 continue;
             }
             match (net_of_key(&key), Rule::from_bytes(&value)) {
                 (Some(IpNetwork::V4(n)), Some(rule)) => {
-                    book.v4.insert(n, rule);
+                    v4.insert(n, rule);
                 }
                 (Some(IpNetwork::V6(n)), Some(rule)) => {
-                    book.v6.insert(n, rule);
+                    v6.insert(n, rule);
                 }
                 _ => {}
             }
         }
     }
-    Ok(book)
+    Ok(RuleBook {
+        v4: Arc::new(v4),
+        v6: Arc::new(v6),
+    })
 }
 
 fn read_status(maps: &dyn Maps, links: Vec<PathBuf>) -> Result<ShieldStatus> {
@@ -599,6 +630,16 @@ struct Plan {
     fresh: BTreeSet<u32>,
 }
 
+/// How a commit provides the IPv4 tables of the new slot.
+enum V4Build {
+    /// The active slot's tables, unchanged, on this path.
+    Reuse(Ipv4Path),
+    /// A new fast-path table (and prefix book).
+    Fast(FastTable),
+    /// A new LPM trie.
+    Trie,
+}
+
 /// What a commit built.
 struct Built {
     path: Ipv4Path,
@@ -630,30 +671,35 @@ fn create_table(
     .map_err(map_err("create", name))
 }
 
-/// Writes `(key, value)` pairs of equal sizes: in batches where the kernel has them for
-/// this map type, one by one otherwise.
-fn fill(map: &MapHandle, name: &str, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
-    for chunk in entries.chunks(BATCH) {
-        let keys: Vec<u8> = chunk.iter().flat_map(|(k, _)| k.iter().copied()).collect();
-        let values: Vec<u8> = chunk.iter().flat_map(|(_, v)| v.iter().copied()).collect();
+/// Writes the elements whose keys and values lie back to back in `keys` and `values`
+/// (the map's key and value sizes each): in batches where the kernel has them for this
+/// map type, one by one otherwise.
+fn fill(map: &MapHandle, name: &str, keys: &[u8], values: &[u8]) -> Result<()> {
+    let (ks, vs) = (map.key_size() as usize, map.value_size() as usize);
+    for (k, v) in keys.chunks(ks * BATCH).zip(values.chunks(vs * BATCH)) {
+        let count = (k.len() / ks) as u32;
         let batched = map.map_type() == MapType::Array
             && map
-                .update_batch(
-                    &keys,
-                    &values,
-                    chunk.len() as u32,
-                    MapFlags::ANY,
-                    MapFlags::ANY,
-                )
+                .update_batch(k, v, count, MapFlags::ANY, MapFlags::ANY)
                 .is_ok();
         if !batched {
-            for (key, value) in chunk {
+            for (key, value) in k.chunks(ks).zip(v.chunks(vs)) {
                 map.update(key, value, MapFlags::ANY)
                     .map_err(map_err("update", name))?;
             }
         }
     }
     Ok(())
+}
+
+/// Flattens LPM entries for [`fill`].
+fn lpm_entries<'a>(entries: impl Iterator<Item = (IpNetwork, &'a Rule)>) -> (Vec<u8>, Vec<u8>) {
+    let (mut keys, mut values) = (Vec::new(), Vec::new());
+    for (net, rule) in entries {
+        keys.extend_from_slice(&lpm_key(net));
+        values.extend_from_slice(&rule.to_bytes());
+    }
+    (keys, values)
 }
 
 /// A loaded Shield object. Its maps are pinned under `<pin root>/shield/`, so rules and
@@ -665,6 +711,7 @@ fn fill(map: &MapHandle, name: &str, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<(
 pub struct Shield {
     object: LoadedObject,
     edit: std::sync::Mutex<()>,
+    committed: std::sync::Mutex<Option<Committed>>,
 }
 
 impl Shield {
@@ -676,6 +723,7 @@ impl Shield {
         Ok(Self {
             object: loader.load(crate::object::shield())?,
             edit: std::sync::Mutex::new(()),
+            committed: std::sync::Mutex::new(None),
         })
     }
 
@@ -807,7 +855,7 @@ impl Shield {
         }
         report.removed = old.len() - kept.len();
 
-        let mut book = RuleBook::default();
+        let (mut v4, mut v6) = (BTreeMap::new(), BTreeMap::new());
         let mut counts = vec![(0u32, 0u32); labels.len()];
         for (net, owner) in policy.owners() {
             let index = match owner {
@@ -817,11 +865,11 @@ impl Shield {
             let rule = Rule::new(ids[index], policy.action_of(owner));
             match net {
                 IpNetwork::V4(n) => {
-                    book.v4.insert(n, rule);
+                    v4.insert(n, rule);
                     counts[index].0 += 1;
                 }
                 IpNetwork::V6(n) => {
-                    book.v6.insert(n, rule);
+                    v6.insert(n, rule);
                     counts[index].1 += 1;
                 }
             }
@@ -832,6 +880,10 @@ impl Shield {
             .zip(&counts)
             .map(|(((label, action), id), (v4, v6))| (*id, label.info(*action, *v4, *v6)))
             .collect();
+        let book = RuleBook {
+            v4: Arc::new(v4),
+            v6: Arc::new(v6),
+        };
         report.prefixes = (book.v4.len(), book.v6.len());
         self.write_config(&policy.config())?;
         let built = self.commit(&Plan {
@@ -856,8 +908,12 @@ impl Shield {
     /// to keep (the trie stays the trie; the fast path stays fast while it fits).
     fn current(&self) -> Result<Plan> {
         let active = read_active(&self.object)?;
+        let book = match self.committed_state(active)? {
+            Some(committed) => committed.book,
+            None => read_book(&self.object, active)?,
+        };
         Ok(Plan {
-            book: read_book(&self.object, active)?,
+            book,
             valve: read_valve(&self.object)?,
             lookup: if active & ACTIVE_V4_TRIE != 0 {
                 Ipv4Lookup::Trie
@@ -869,12 +925,38 @@ impl Shield {
         })
     }
 
-    /// Builds `plan` into the spare slot and switches packets to it.
+    /// What this handle last committed, if the kernel still holds exactly that.
+    fn committed_state(&self, active: u32) -> Result<Option<Committed>> {
+        let cached = self
+            .committed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let Some(cached) = cached else {
+            return Ok(None);
+        };
+        let valid = cached.word & !ACTIVE_RATE_LIMIT == active & !ACTIVE_RATE_LIMIT
+            && cached.tables == slot_tables(&self.object, active & ACTIVE_SLOT)?;
+        Ok(valid.then_some(cached))
+    }
+
+    fn remember(&self, committed: Option<Committed>) {
+        *self
+            .committed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = committed;
+    }
+
+    /// Builds `plan` into the spare slot and switches packets to it. A family whose
+    /// prefixes (and, for the IPv4 fast path, valve) did not change keeps its table:
+    /// the same kernel map is put into the new slot instead of a copy.
     fn commit(&self, plan: &Plan) -> Result<Built> {
         let log = self.object.audit_log();
         let active = read_active(&self.object)?;
         let old_slot = active & ACTIVE_SLOT;
         let slot = old_slot ^ 1;
+        let previous = self.committed_state(active)?;
+        self.remember(None);
         if plan.book.v4.len() > SHIELD_MAX_V4_PREFIXES as usize
             || plan.book.v6.len() > SHIELD_MAX_V6_PREFIXES as usize
         {
@@ -885,9 +967,39 @@ impl Shield {
                 expected: SHIELD_MAX_V4_PREFIXES as usize,
             });
         }
-        let fast = match plan.lookup {
-            Ipv4Lookup::Trie => None,
-            lookup => {
+        let v4_valve = |valve: &[IpNetwork]| -> Vec<Ipv4Network> {
+            valve
+                .iter()
+                .filter_map(|n| match n {
+                    IpNetwork::V4(n) => Some(*n),
+                    IpNetwork::V6(_) => None,
+                })
+                .collect()
+        };
+        // IPv4 keeps its tables when neither its prefixes nor (on the fast path, where it
+        // is compiled in) the valve changed, and the lookup asked for allows the path.
+        let reuse_v4 = previous.as_ref().and_then(|p| {
+            let path = if p.word & ACTIVE_V4_TRIE != 0 {
+                Ipv4Path::Trie
+            } else {
+                Ipv4Path::Fast
+            };
+            let same = Arc::ptr_eq(&p.book.v4, &plan.book.v4) || p.book.v4 == plan.book.v4;
+            let valve_same = path == Ipv4Path::Trie || v4_valve(&p.valve) == v4_valve(&plan.valve);
+            let allowed = match plan.lookup {
+                Ipv4Lookup::Auto => true,
+                Ipv4Lookup::Fast => path == Ipv4Path::Fast,
+                Ipv4Lookup::Trie => path == Ipv4Path::Trie,
+            };
+            (same && valve_same && allowed).then_some(path)
+        });
+        let reuse_v6 = previous
+            .as_ref()
+            .is_some_and(|p| Arc::ptr_eq(&p.book.v6, &plan.book.v6) || p.book.v6 == plan.book.v6);
+        let v4 = match (reuse_v4, plan.lookup) {
+            (Some(path), _) => V4Build::Reuse(path),
+            (None, Ipv4Lookup::Trie) => V4Build::Trie,
+            (None, lookup) => {
                 let rules: Vec<(Ipv4Network, u16)> = plan
                     .book
                     .v4
@@ -897,18 +1009,10 @@ impl Shield {
                         (*net, fastpath::entry(rule.rule_id, action))
                     })
                     .collect();
-                let valve: Vec<Ipv4Network> = plan
-                    .valve
-                    .iter()
-                    .filter_map(|n| match n {
-                        IpNetwork::V4(n) => Some(*n),
-                        IpNetwork::V6(_) => None,
-                    })
-                    .collect();
-                match FastTable::build(&rules, &valve, SHIELD_V4_GROUPS) {
-                    Ok(table) => Some(table),
+                match FastTable::build(&rules, &v4_valve(&plan.valve), SHIELD_V4_GROUPS) {
+                    Ok(table) => V4Build::Fast(table),
                     Err(e) if lookup == Ipv4Lookup::Fast => return Err(e.into()),
-                    Err(_) => None,
+                    Err(_) => V4Build::Trie,
                 }
             }
         };
@@ -943,7 +1047,7 @@ impl Shield {
             .filter(|id| old_directory.contains_key(id))
             .collect();
         let built = (|| {
-            let built = self.build_slot(plan, fast.as_ref(), slot, &outers)?;
+            let built = self.build_slot(plan, &v4, reuse_v6, slot, &outers)?;
             let current_valve = read_valve(&self.object)?;
             for net in plan.valve.iter().filter(|n| !current_valve.contains(n)) {
                 self.object
@@ -1007,6 +1111,12 @@ impl Shield {
         for id in reused {
             self.reset_counter(id)?;
         }
+        self.remember(Some(Committed {
+            word,
+            tables: slot_tables(&self.object, slot)?,
+            book: plan.book.clone(),
+            valve: plan.valve.clone(),
+        }));
         log.record(
             AuditAction::MapUpdate,
             Self::OBJECT,
@@ -1024,119 +1134,147 @@ impl Shield {
         Ok(built)
     }
 
-    /// Creates and fills the tables of `slot` and puts them into the arrays of maps.
+    /// Creates and fills the tables of `slot` (or takes the active slot's table of a
+    /// family that did not change) and puts them into the arrays of maps.
     fn build_slot(
         &self,
         plan: &Plan,
-        fast: Option<&FastTable>,
+        v4: &V4Build,
+        reuse_v6: bool,
         slot: u32,
         outers: &[(&str, MapHandle)],
     ) -> Result<Built> {
         let log = self.object.audit_log();
-        let mut tables: Vec<(&str, MapHandle, usize)> = Vec::new();
-        let v6: Vec<(Vec<u8>, Vec<u8>)> = plan
-            .book
-            .v6
-            .iter()
-            .map(|(n, r)| (lpm_key(IpNetwork::V6(*n)), r.to_bytes().to_vec()))
-            .collect();
-        let table = create_table(
-            MapType::LpmTrie,
-            &format!("ic_v6_trie_{slot}"),
-            LpmV6Key::SIZE,
-            Rule::SIZE,
-            SHIELD_MAX_V6_PREFIXES,
-            libbpf_sys::BPF_F_NO_PREALLOC,
-        )?;
-        fill(&table, V6_TRIE, &v6)?;
-        tables.push((V6_TRIE, table, v6.len()));
-        let built = if let Some(fast) = fast {
-            let blocks: Vec<(Vec<u8>, Vec<u8>)> = fast
-                .nonzero_blocks()
-                .map(|(i, block)| {
-                    (
-                        i.to_ne_bytes().to_vec(),
-                        block.iter().flat_map(|e| e.to_ne_bytes()).collect(),
-                    )
-                })
-                .collect();
-            let table = create_table(
-                MapType::Array,
-                &format!("ic_v4_fast_{slot}"),
-                4,
-                V4Block::SIZE,
-                SHIELD_V4_BLOCKS,
-                0,
-            )?;
-            fill(&table, V4_FAST, &blocks)?;
-            tables.push((V4_FAST, table, blocks.len()));
-            let prefixes: Vec<(Vec<u8>, Vec<u8>)> = plan
-                .book
-                .v4
+        let outer = |name: &str| {
+            outers
                 .iter()
-                .enumerate()
-                .map(|(i, (net, rule))| {
+                .find(|(n, _)| *n == name)
+                .map(|(_, m)| m)
+                .ok_or_else(|| BpfError::NoSuchMap {
+                    object: Self::OBJECT.to_string(),
+                    map: name.to_string(),
+                })
+        };
+        let active_table = |name: &str| -> Result<MapHandle> {
+            inner(outer(name)?, name, slot ^ 1)?.ok_or_else(|| BpfError::NoSuchMap {
+                object: Self::OBJECT.to_string(),
+                map: format!("{name}[{}]", slot ^ 1),
+            })
+        };
+        // (array of maps, table, what it holds)
+        let mut tables: Vec<(&str, MapHandle, String)> = Vec::new();
+        if reuse_v6 {
+            tables.push((V6_TRIE, active_table(V6_TRIE)?, "unchanged table".into()));
+        } else {
+            let (keys, values) =
+                lpm_entries(plan.book.v6.iter().map(|(n, r)| (IpNetwork::V6(*n), r)));
+            let table = create_table(
+                MapType::LpmTrie,
+                &format!("ic_v6_trie_{slot}"),
+                LpmV6Key::SIZE,
+                Rule::SIZE,
+                SHIELD_MAX_V6_PREFIXES,
+                libbpf_sys::BPF_F_NO_PREALLOC,
+            )?;
+            fill(&table, V6_TRIE, &keys, &values)?;
+            tables.push((
+                V6_TRIE,
+                table,
+                format!("new table with {} elements", plan.book.v6.len()),
+            ));
+        }
+        let built = match v4 {
+            V4Build::Reuse(path) => {
+                let names: &[&str] = match path {
+                    Ipv4Path::Fast => &[V4_FAST, V4_BOOK],
+                    Ipv4Path::Trie => &[V4_TRIE],
+                };
+                for name in names {
+                    tables.push((name, active_table(name)?, "unchanged table".into()));
+                }
+                Built {
+                    path: *path,
+                    groups: 0,
+                }
+            }
+            V4Build::Fast(fast) => {
+                let (mut keys, mut values) = (Vec::new(), Vec::new());
+                for (i, block) in fast.nonzero_blocks() {
+                    keys.extend_from_slice(&i.to_ne_bytes());
+                    values.extend(block.iter().flat_map(|e| e.to_ne_bytes()));
+                }
+                let blocks = keys.len() / 4;
+                let table = create_table(
+                    MapType::Array,
+                    &format!("ic_v4_fast_{slot}"),
+                    4,
+                    V4Block::SIZE,
+                    SHIELD_V4_BLOCKS,
+                    0,
+                )?;
+                fill(&table, V4_FAST, &keys, &values)?;
+                tables.push((V4_FAST, table, format!("new table with {blocks} elements")));
+                let count = plan.book.v4.len();
+                let pages = count.div_ceil(V4_BOOK_PAGE).max(1);
+                let mut values = Vec::with_capacity(pages * V4_BOOK_PAGE * V4Prefix::SIZE);
+                for (net, rule) in plan.book.v4.iter() {
                     let p = V4Prefix {
                         addr: net.network().octets(),
                         prefixlen: net.prefix(),
                         action: rule.action,
                         rule_id: rule.rule_id as u16,
                     };
-                    ((i as u32).to_ne_bytes().to_vec(), p.to_bytes().to_vec())
-                })
-                .collect();
-            let table = create_table(
-                MapType::Array,
-                &format!("ic_v4_book_{slot}"),
-                4,
-                V4Prefix::SIZE,
-                (prefixes.len() as u32).max(1),
-                libbpf_sys::BPF_F_INNER_MAP,
-            )?;
-            fill(&table, V4_BOOK, &prefixes)?;
-            tables.push((V4_BOOK, table, prefixes.len()));
-            Built {
-                path: Ipv4Path::Fast,
-                groups: fast.groups(),
+                    values.extend_from_slice(&p.to_bytes());
+                }
+                // Unused entries of the last page stay zero (action none).
+                values.resize(pages * V4_BOOK_PAGE * V4Prefix::SIZE, 0);
+                let keys: Vec<u8> = (0..pages as u32).flat_map(u32::to_ne_bytes).collect();
+                let table = create_table(
+                    MapType::Array,
+                    &format!("ic_v4_book_{slot}"),
+                    4,
+                    V4_BOOK_PAGE * V4Prefix::SIZE,
+                    pages as u32,
+                    libbpf_sys::BPF_F_INNER_MAP,
+                )?;
+                fill(&table, V4_BOOK, &keys, &values)?;
+                tables.push((V4_BOOK, table, format!("new table with {count} elements")));
+                Built {
+                    path: Ipv4Path::Fast,
+                    groups: fast.groups(),
+                }
             }
-        } else {
-            let v4: Vec<(Vec<u8>, Vec<u8>)> = plan
-                .book
-                .v4
-                .iter()
-                .map(|(n, r)| (lpm_key(IpNetwork::V4(*n)), r.to_bytes().to_vec()))
-                .collect();
-            let table = create_table(
-                MapType::LpmTrie,
-                &format!("ic_v4_trie_{slot}"),
-                LpmV4Key::SIZE,
-                Rule::SIZE,
-                SHIELD_MAX_V4_PREFIXES,
-                libbpf_sys::BPF_F_NO_PREALLOC,
-            )?;
-            fill(&table, V4_TRIE, &v4)?;
-            tables.push((V4_TRIE, table, v4.len()));
-            Built {
-                path: Ipv4Path::Trie,
-                groups: 0,
+            V4Build::Trie => {
+                let (keys, values) =
+                    lpm_entries(plan.book.v4.iter().map(|(n, r)| (IpNetwork::V4(*n), r)));
+                let table = create_table(
+                    MapType::LpmTrie,
+                    &format!("ic_v4_trie_{slot}"),
+                    LpmV4Key::SIZE,
+                    Rule::SIZE,
+                    SHIELD_MAX_V4_PREFIXES,
+                    libbpf_sys::BPF_F_NO_PREALLOC,
+                )?;
+                fill(&table, V4_TRIE, &keys, &values)?;
+                tables.push((
+                    V4_TRIE,
+                    table,
+                    format!("new table with {} elements", plan.book.v4.len()),
+                ));
+                Built {
+                    path: Ipv4Path::Trie,
+                    groups: 0,
+                }
             }
         };
-        for (name, table, count) in &tables {
-            let outer = outers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, m)| m)
-                .ok_or_else(|| BpfError::NoSuchMap {
-                    object: Self::OBJECT.to_string(),
-                    map: name.to_string(),
-                })?;
+        for (name, table, what) in &tables {
             let fd = table.as_fd().as_raw_fd();
-            let result = outer.update(&slot.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY);
+            let result = outer(name)?.update(&slot.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY);
             log.result(
                 AuditAction::MapUpdate,
                 Self::OBJECT,
                 name,
-                &format!("slot {slot}: new table with {count} elements"),
+                &format!("slot {slot}: {what}"),
                 &result,
             );
             result.map_err(map_err("update", name))?;
@@ -1158,21 +1296,83 @@ impl Shield {
                 expected: SHIELD_MAX_RULES as usize - 1,
             });
         }
-        let mut plan = self.current()?;
         let rule = Rule::new(rule_id, action);
-        match net {
-            IpNetwork::V4(n) => plan.book.v4.insert(n, rule),
-            IpNetwork::V6(n) => plan.book.v6.insert(n, rule),
-        };
         let (v4, v6) = if net.is_ipv4() { (1, 0) } else { (0, 1) };
-        plan.directory
-            .insert(rule_id, RuleLabel::Cidr(net).info(action, v4, v6));
+        let info = RuleLabel::Cidr(net).info(action, v4, v6);
+        if self.edit_trie_in_place(net, Some(rule))? {
+            self.object
+                .map(RULE_INFO)?
+                .update(&rule_id.to_ne_bytes(), &info.to_bytes())?;
+            return Ok(());
+        }
+        let mut plan = self.current()?;
+        match net {
+            IpNetwork::V4(n) => Arc::make_mut(&mut plan.book.v4).insert(n, rule),
+            IpNetwork::V6(n) => Arc::make_mut(&mut plan.book.v6).insert(n, rule),
+        };
+        plan.directory.insert(rule_id, info);
         self.commit(&plan).map(|_| ())
+    }
+
+    /// A single-prefix change to a family the active slot holds in an LPM trie (IPv6;
+    /// IPv4 on the trie path) is made in place: one element, which every packet sees
+    /// either before or after. Returns `false` when the family is on the fast path (the
+    /// caller then rebuilds it and switches).
+    fn edit_trie_in_place(&self, net: IpNetwork, rule: Option<Rule>) -> Result<bool> {
+        let active = read_active(&self.object)?;
+        let name = match net {
+            IpNetwork::V6(_) => V6_TRIE,
+            IpNetwork::V4(_) if active & ACTIVE_V4_TRIE != 0 => V4_TRIE,
+            IpNetwork::V4(_) => return Ok(false),
+        };
+        let Some(table) = inner(&self.object.handle(name)?, name, active & ACTIVE_SLOT)? else {
+            return Ok(false);
+        };
+        let cached = self.committed_state(active)?;
+        let key = lpm_key(net);
+        let result = match rule {
+            Some(rule) => table.update(&key, &rule.to_bytes(), MapFlags::ANY),
+            None => match table.delete(&key) {
+                Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
+                other => other,
+            },
+        };
+        self.object.audit_log().result(
+            AuditAction::MapUpdate,
+            Self::OBJECT,
+            name,
+            &format!(
+                "slot {}: {} {net}",
+                active & ACTIVE_SLOT,
+                if rule.is_some() { "update" } else { "delete" }
+            ),
+            &result,
+        );
+        result.map_err(map_err("update", name))?;
+        // Keep the remembered book in step with the table.
+        self.remember(cached.map(|mut c| {
+            match (net, rule) {
+                (IpNetwork::V4(n), Some(r)) => {
+                    Arc::make_mut(&mut c.book.v4).insert(n, r);
+                }
+                (IpNetwork::V4(n), None) => {
+                    Arc::make_mut(&mut c.book.v4).remove(&n);
+                }
+                (IpNetwork::V6(n), Some(r)) => {
+                    Arc::make_mut(&mut c.book.v6).insert(n, r);
+                }
+                (IpNetwork::V6(n), None) => {
+                    Arc::make_mut(&mut c.book.v6).remove(&n);
+                }
+            }
+            c
+        }));
+        Ok(true)
     }
 
     /// The rule stored for exactly `net`, if any.
     pub fn rule(&self, net: IpNetwork) -> Result<Option<Rule>> {
-        let book = read_book(&self.object, read_active(&self.object)?)?;
+        let book = self.current()?.book;
         Ok(match net {
             IpNetwork::V4(n) => book.v4.get(&n).copied(),
             IpNetwork::V6(n) => book.v6.get(&n).copied(),
@@ -1183,19 +1383,31 @@ impl Shield {
     pub fn remove_rule(&self, net: IpNetwork) -> Result<bool> {
         let _edit = self.lock();
         let mut plan = self.current()?;
-        let removed = match net {
-            IpNetwork::V4(n) => plan.book.v4.remove(&n),
-            IpNetwork::V6(n) => plan.book.v6.remove(&n),
+        let existing = match net {
+            IpNetwork::V4(n) => plan.book.v4.get(&n).copied(),
+            IpNetwork::V6(n) => plan.book.v6.get(&n).copied(),
         };
-        let Some(rule) = removed else {
+        let Some(rule) = existing else {
             return Ok(false);
         };
-        if plan
+        let frees_id = plan
             .directory
             .get(&rule.rule_id)
             .and_then(RuleLabel::of)
-            .is_some_and(|l| l == RuleLabel::Cidr(net))
-        {
+            .is_some_and(|l| l == RuleLabel::Cidr(net));
+        if self.edit_trie_in_place(net, None)? {
+            if frees_id {
+                self.object
+                    .map(RULE_INFO)?
+                    .update(&rule.rule_id.to_ne_bytes(), &RuleInfo::default().to_bytes())?;
+            }
+            return Ok(true);
+        }
+        match net {
+            IpNetwork::V4(n) => Arc::make_mut(&mut plan.book.v4).remove(&n),
+            IpNetwork::V6(n) => Arc::make_mut(&mut plan.book.v6).remove(&n),
+        };
+        if frees_id {
             plan.directory.remove(&rule.rule_id);
         }
         self.commit(&plan).map(|_| true)

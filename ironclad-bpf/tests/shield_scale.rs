@@ -591,3 +591,88 @@ fn whole_policy_swaps_under_traffic_never_show_a_packet_neither_policy() {
         );
     });
 }
+
+/// Single-rule edits: an IPv6 (trie) edit changes one element in place, no switch; an
+/// IPv4 fast-path edit rebuilds IPv4 and switches slots; a second handle on the same
+/// pins (a restarted agent, with nothing remembered) reads the policy back and edits it.
+#[test]
+fn single_rule_edits_apply_in_place_or_by_switch_and_survive_a_new_handle() {
+    require_privileges!();
+    let (pins, _loader, shield) = loaded("edits");
+    let v4 = table_v4(10_000, 21, &["192.0.2.0/24".parse().expect("cidr")]);
+    let policy = ShieldPolicy {
+        sets: vec![set(
+            "feed",
+            Action::Deny,
+            v4.iter().map(|n| IpNetwork::V4(*n)).collect(),
+        )],
+        ..ShieldPolicy::from_lists(&["2001:db8:1::/48".parse().expect("cidr")], &[], &[])
+    };
+    shield
+        .replace(&compile(&policy).expect("valid"))
+        .expect("replace");
+    let verdict = |s: &Shield, src: &str| {
+        s.test_run(&frame_from(src.parse().expect("addr")), 1)
+            .expect("run")
+            .return_value
+    };
+    let slot = shield.status().expect("status").slot;
+
+    shield
+        .insert_rule("2001:db8:2::/48".parse().expect("cidr"), 500, Action::Deny)
+        .expect("insert v6");
+    assert_eq!(
+        shield.status().expect("status").slot,
+        slot,
+        "v6 edited in place"
+    );
+    assert_eq!(verdict(&shield, "2001:db8:2::5"), XDP_DROP);
+
+    shield
+        .insert_rule("192.0.2.64/26".parse().expect("cidr"), 501, Action::Deny)
+        .expect("insert v4");
+    assert_ne!(
+        shield.status().expect("status").slot,
+        slot,
+        "v4 rebuilt and switched"
+    );
+    assert_eq!(verdict(&shield, "192.0.2.65"), XDP_DROP);
+    assert_eq!(verdict(&shield, "192.0.2.1"), XDP_PASS);
+    assert_eq!(
+        verdict(&shield, "2001:db8:2::5"),
+        XDP_DROP,
+        "v6 kept across the switch"
+    );
+
+    // A new handle, as after a restart: nothing remembered, everything read back.
+    let loader = Loader::builder()
+        .pin_root(pins.path())
+        .build()
+        .expect("loader");
+    let again = Shield::load(&loader).expect("load again");
+    assert_eq!(
+        again
+            .rule("192.0.2.64/26".parse().expect("cidr"))
+            .expect("rule"),
+        Some(ironclad_core::abi::Rule::new(501, Action::Deny))
+    );
+    assert!(again
+        .remove_rule("192.0.2.64/26".parse().expect("cidr"))
+        .expect("remove v4"));
+    assert!(again
+        .remove_rule("2001:db8:2::/48".parse().expect("cidr"))
+        .expect("remove v6"));
+    assert_eq!(verdict(&again, "192.0.2.65"), XDP_PASS);
+    assert_eq!(verdict(&again, "2001:db8:2::5"), XDP_PASS);
+    let rules = again.rules().expect("rules");
+    assert_eq!(rules.len(), 2, "the set and the v6 rule remain: {rules:?}");
+    let mut rng = Rng::new(2);
+    for net in v4.iter().step_by(500) {
+        let src = IpAddr::V4(addr_in_v4(&mut rng, *net));
+        assert_eq!(
+            verdict(&again, &src.to_string()),
+            XDP_DROP,
+            "{net} still denied"
+        );
+    }
+}

@@ -343,6 +343,9 @@ impl V4Prefix {
     }
 }
 
+/// Prefixes per element of the prefix book (`struct ic_v4_book_page`).
+pub const V4_BOOK_PAGE: usize = 64;
+
 /// `struct ic_rule_info`: what a rule id stands for (the rule directory).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(C)]
