@@ -55,9 +55,10 @@ use std::sync::Arc;
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use ironclad_core::abi::{
     Action, Counter, LpmV4Key, LpmV6Key, Rule, RuleInfo, ShieldConfig, ShieldTotal, V4Block,
-    V4Prefix, ACTIVE_RATE_LIMIT, ACTIVE_SLOT, ACTIVE_V4_TRIE, RULE_CIDR, RULE_FREE, RULE_SET,
-    SHIELD_F_DRY_RUN, SHIELD_MAX_RULES, SHIELD_MAX_V4_PREFIXES, SHIELD_MAX_V6_PREFIXES,
-    SHIELD_SLOTS, SHIELD_V4_BLOCKS, SHIELD_V4_GROUPS, V4_BOOK_PAGE,
+    V4Prefix, ACTIVE_RATE_LIMIT, ACTIVE_SLOT, ACTIVE_V4_TRIE, FAST_GROUP, FAST_GROUP_MASK,
+    RULE_CIDR, RULE_FREE, RULE_SET, SHIELD_F_DRY_RUN, SHIELD_MAX_RULES, SHIELD_MAX_V4_PREFIXES,
+    SHIELD_MAX_V6_PREFIXES, SHIELD_SLOTS, SHIELD_V4_BLOCKS, SHIELD_V4_FIRST_BLOCKS,
+    SHIELD_V4_GROUPS, V4_BOOK_PAGE,
 };
 use ironclad_events::{Event, Fanout};
 use ironclad_policy::fastpath::{self, FastTable};
@@ -502,6 +503,9 @@ struct Committed {
     tables: Vec<Option<u32>>,
     book: RuleBook,
     valve: Vec<IpNetwork>,
+    /// Fast path: the next second-level group never used in the active table (groups
+    /// an in-place edit frees are not reused before the next rebuild).
+    groups_next: usize,
 }
 
 /// The map ids of the tables in `slot`, in [`SLOTTED`] order.
@@ -700,6 +704,34 @@ fn lpm_entries<'a>(entries: impl Iterator<Item = (IpNetwork, &'a Rule)>) -> (Vec
         values.extend_from_slice(&rule.to_bytes());
     }
     (keys, values)
+}
+
+/// A new prefix book for `slot` holding `v4` (64 prefixes to an element).
+fn book_table(slot: u32, v4: &BTreeMap<Ipv4Network, Rule>) -> Result<MapHandle> {
+    let pages = v4.len().div_ceil(V4_BOOK_PAGE).max(1);
+    let mut values = Vec::with_capacity(pages * V4_BOOK_PAGE * V4Prefix::SIZE);
+    for (net, rule) in v4 {
+        let p = V4Prefix {
+            addr: net.network().octets(),
+            prefixlen: net.prefix(),
+            action: rule.action,
+            rule_id: rule.rule_id as u16,
+        };
+        values.extend_from_slice(&p.to_bytes());
+    }
+    // Unused entries of the last page stay zero (action none).
+    values.resize(pages * V4_BOOK_PAGE * V4Prefix::SIZE, 0);
+    let keys: Vec<u8> = (0..pages as u32).flat_map(u32::to_ne_bytes).collect();
+    let table = create_table(
+        MapType::Array,
+        &format!("ic_v4_book_{slot}"),
+        4,
+        V4_BOOK_PAGE * V4Prefix::SIZE,
+        pages as u32,
+        libbpf_sys::BPF_F_INNER_MAP,
+    )?;
+    fill(&table, V4_BOOK, &keys, &values)?;
+    Ok(table)
 }
 
 /// A loaded Shield object. Its maps are pinned under `<pin root>/shield/`, so rules and
@@ -940,6 +972,18 @@ impl Shield {
         Ok(valid.then_some(cached))
     }
 
+    /// Like [`Shield::committed_state`], but takes it out of the handle, so its prefix
+    /// sets are not shared while they are edited.
+    fn take_committed(&self, active: u32) -> Result<Option<Committed>> {
+        let valid = self.committed_state(active)?.is_some();
+        let taken = self
+            .committed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        Ok(taken.filter(|_| valid))
+    }
+
     fn remember(&self, committed: Option<Committed>) {
         *self
             .committed
@@ -1111,11 +1155,19 @@ impl Shield {
         for id in reused {
             self.reset_counter(id)?;
         }
+        let groups_next = match &v4 {
+            V4Build::Fast(table) => table.groups(),
+            V4Build::Reuse(_) => previous
+                .as_ref()
+                .map_or(SHIELD_V4_GROUPS as usize, |p| p.groups_next),
+            V4Build::Trie => 0,
+        };
         self.remember(Some(Committed {
             word,
             tables: slot_tables(&self.object, slot)?,
             book: plan.book.clone(),
             valve: plan.valve.clone(),
+            groups_next,
         }));
         log.record(
             AuditAction::MapUpdate,
@@ -1215,29 +1267,7 @@ impl Shield {
                 fill(&table, V4_FAST, &keys, &values)?;
                 tables.push((V4_FAST, table, format!("new table with {blocks} elements")));
                 let count = plan.book.v4.len();
-                let pages = count.div_ceil(V4_BOOK_PAGE).max(1);
-                let mut values = Vec::with_capacity(pages * V4_BOOK_PAGE * V4Prefix::SIZE);
-                for (net, rule) in plan.book.v4.iter() {
-                    let p = V4Prefix {
-                        addr: net.network().octets(),
-                        prefixlen: net.prefix(),
-                        action: rule.action,
-                        rule_id: rule.rule_id as u16,
-                    };
-                    values.extend_from_slice(&p.to_bytes());
-                }
-                // Unused entries of the last page stay zero (action none).
-                values.resize(pages * V4_BOOK_PAGE * V4Prefix::SIZE, 0);
-                let keys: Vec<u8> = (0..pages as u32).flat_map(u32::to_ne_bytes).collect();
-                let table = create_table(
-                    MapType::Array,
-                    &format!("ic_v4_book_{slot}"),
-                    4,
-                    V4_BOOK_PAGE * V4Prefix::SIZE,
-                    pages as u32,
-                    libbpf_sys::BPF_F_INNER_MAP,
-                )?;
-                fill(&table, V4_BOOK, &keys, &values)?;
+                let table = book_table(slot, &plan.book.v4)?;
                 tables.push((V4_BOOK, table, format!("new table with {count} elements")));
                 Built {
                     path: Ipv4Path::Fast,
@@ -1305,13 +1335,193 @@ impl Shield {
                 .update(&rule_id.to_ne_bytes(), &info.to_bytes())?;
             return Ok(());
         }
-        let mut plan = self.current()?;
+        let (mut plan, committed) = self.current_for_edit()?;
         match net {
             IpNetwork::V4(n) => Arc::make_mut(&mut plan.book.v4).insert(n, rule),
             IpNetwork::V6(n) => Arc::make_mut(&mut plan.book.v6).insert(n, rule),
         };
+        if self.edit_fast_in_place(committed, &plan, net)? {
+            self.object
+                .map(RULE_INFO)?
+                .update(&rule_id.to_ne_bytes(), &info.to_bytes())?;
+            return Ok(());
+        }
         plan.directory.insert(rule_id, info);
         self.commit(&plan).map(|_| ())
+    }
+
+    /// The current policy to edit, and what this handle committed last (taken out of
+    /// the handle: an edit puts it back or commits anew).
+    fn current_for_edit(&self) -> Result<(Plan, Option<Committed>)> {
+        let active = read_active(&self.object)?;
+        let mut committed = self.take_committed(active)?;
+        let book = match committed.as_mut() {
+            Some(c) => std::mem::take(&mut c.book),
+            None => read_book(&self.object, active)?,
+        };
+        let plan = Plan {
+            book,
+            valve: read_valve(&self.object)?,
+            lookup: if active & ACTIVE_V4_TRIE != 0 {
+                Ipv4Lookup::Trie
+            } else {
+                Ipv4Lookup::Auto
+            },
+            directory: read_directory(&self.object)?,
+            fresh: BTreeSet::new(),
+        };
+        Ok((plan, committed))
+    }
+
+    /// An IPv4 edit on the fast path, made in the active table without a switch: the
+    /// region of the table the edited prefix covers is recompiled from the prefix book,
+    /// new second-level groups are written before anything points at them, reused groups
+    /// and then first-level blocks are rewritten (each 16-bit entry goes from its old to
+    /// its new value, so a packet sees its source's old or new rule), and the slot's
+    /// prefix book is replaced. Groups the edit stops using are left alone until the
+    /// next rebuild. Returns `false` (nothing written) when the edit needs a rebuild:
+    /// not on the fast path, nothing remembered, or no unused group left.
+    fn edit_fast_in_place(
+        &self,
+        committed: Option<Committed>,
+        plan: &Plan,
+        net: IpNetwork,
+    ) -> Result<bool> {
+        let (Some(mut committed), IpNetwork::V4(net)) = (committed, net) else {
+            return Ok(false);
+        };
+        if committed.word & ACTIVE_V4_TRIE != 0 || committed.valve != plan.valve {
+            return Ok(false);
+        }
+        let slot = committed.word & ACTIVE_SLOT;
+        let Some(table) = inner(&self.object.handle(V4_FAST)?, V4_FAST, slot)? else {
+            return Ok(false);
+        };
+        let Ok(range) = Ipv4Network::new(net.network(), net.prefix().min(24))
+            .and_then(|r| Ipv4Network::new(r.network(), r.prefix()))
+        else {
+            return Ok(false);
+        };
+        // The prefixes that reach into the range: those covering it, those inside it.
+        let mut rules: Vec<(Ipv4Network, u16)> = Vec::new();
+        let entry_of = |r: &Rule| {
+            fastpath::entry(
+                r.rule_id,
+                Action::from_raw(r.action).unwrap_or(Action::Deny),
+            )
+        };
+        for len in 0..=range.prefix() {
+            if let Ok(cover) = Ipv4Network::new(range.network(), len)
+                .and_then(|c| Ipv4Network::new(c.network(), len))
+            {
+                if let Some(rule) = plan.book.v4.get(&cover) {
+                    rules.push((cover, entry_of(rule)));
+                }
+            }
+        }
+        let low = Ipv4Network::new(range.network(), range.prefix()).unwrap_or(range);
+        let high = Ipv4Network::new(range.broadcast(), 32).unwrap_or(range);
+        for (n, rule) in plan.book.v4.range(low..=high) {
+            if n.prefix() > range.prefix() {
+                rules.push((*n, entry_of(rule)));
+            }
+        }
+        let valve: Vec<Ipv4Network> = plan
+            .valve
+            .iter()
+            .filter_map(|n| match n {
+                IpNetwork::V4(n) => Some(*n),
+                IpNetwork::V6(_) => None,
+            })
+            .collect();
+        let region = fastpath::Region::build(range, &rules, &valve);
+
+        // The first-level blocks the range lies in, as they are now.
+        let first_slot = region.first_slot();
+        let blocks: Vec<u32> = ((first_slot >> 8) as u32
+            ..=((first_slot + region.first.len() - 1) >> 8) as u32)
+            .collect();
+        let mut current: BTreeMap<u32, Vec<u16>> = BTreeMap::new();
+        for block in &blocks {
+            let bytes = lookup(&table, V4_FAST, &block.to_ne_bytes())?.unwrap_or_default();
+            let entries: Vec<u16> = bytes
+                .chunks_exact(2)
+                .map(|b| u16::from_ne_bytes([b[0], b[1]]))
+                .collect();
+            if entries.len() != fastpath::BLOCK_ENTRIES {
+                return Ok(false);
+            }
+            current.insert(*block, entries);
+        }
+        let mut next = committed.groups_next;
+        let mut group_writes: Vec<(u32, [u16; fastpath::BLOCK_ENTRIES])> = Vec::new();
+        let mut first_writes = current.clone();
+        for (i, wanted) in region.first.iter().enumerate() {
+            let at = first_slot + i;
+            let block = (at >> 8) as u32;
+            let old = current.get(&block).map_or(0, |b| b[at & 0xff]);
+            let new = if wanted & FAST_GROUP != 0 {
+                let content = region.groups[usize::from(wanted & FAST_GROUP_MASK)];
+                let group = if old & FAST_GROUP != 0 {
+                    usize::from(old & FAST_GROUP_MASK)
+                } else {
+                    next += 1;
+                    next - 1
+                };
+                if group >= SHIELD_V4_GROUPS as usize {
+                    return Ok(false);
+                }
+                group_writes.push((SHIELD_V4_FIRST_BLOCKS + group as u32, content));
+                FAST_GROUP | (group as u16 & FAST_GROUP_MASK)
+            } else {
+                *wanted
+            };
+            if let Some(entries) = first_writes.get_mut(&block) {
+                entries[at & 0xff] = new;
+            }
+        }
+        let flatten = |items: &mut dyn Iterator<Item = (u32, &[u16])>| {
+            let (mut keys, mut values) = (Vec::new(), Vec::new());
+            for (index, entries) in items {
+                keys.extend_from_slice(&index.to_ne_bytes());
+                values.extend(entries.iter().flat_map(|e| e.to_ne_bytes()));
+            }
+            (keys, values)
+        };
+        // Groups first: a new group is complete before a first-level entry names it.
+        let (keys, values) = flatten(&mut group_writes.iter().map(|(i, g)| (*i, &g[..])));
+        fill(&table, V4_FAST, &keys, &values)?;
+        let changed: Vec<(u32, Vec<u16>)> = first_writes
+            .into_iter()
+            .filter(|(block, entries)| current.get(block) != Some(entries))
+            .collect();
+        let (keys, values) = flatten(&mut changed.iter().map(|(i, e)| (*i, &e[..])));
+        fill(&table, V4_FAST, &keys, &values)?;
+        let book = book_table(slot, &plan.book.v4)?;
+        let outer = self.object.handle(V4_BOOK)?;
+        outer
+            .update(
+                &slot.to_ne_bytes(),
+                &book.as_fd().as_raw_fd().to_ne_bytes(),
+                MapFlags::ANY,
+            )
+            .map_err(map_err("update", V4_BOOK))?;
+        self.object.audit_log().record(
+            AuditAction::MapUpdate,
+            Self::OBJECT,
+            V4_FAST,
+            Outcome::Ok,
+            format!(
+                "slot {slot}: {net} edited in place ({} groups, {} first-level blocks)",
+                group_writes.len(),
+                changed.len()
+            ),
+        );
+        committed.groups_next = next;
+        committed.book = plan.book.clone();
+        committed.tables = slot_tables(&self.object, slot)?;
+        self.remember(Some(committed));
+        Ok(true)
     }
 
     /// A single-prefix change to a family the active slot holds in an LPM trie (IPv6;
@@ -1382,7 +1592,7 @@ impl Shield {
     /// Removes the rule for exactly `net`; `Ok(false)` if there was none.
     pub fn remove_rule(&self, net: IpNetwork) -> Result<bool> {
         let _edit = self.lock();
-        let mut plan = self.current()?;
+        let (mut plan, committed) = self.current_for_edit()?;
         let existing = match net {
             IpNetwork::V4(n) => plan.book.v4.get(&n).copied(),
             IpNetwork::V6(n) => plan.book.v6.get(&n).copied(),
@@ -1395,7 +1605,16 @@ impl Shield {
             .get(&rule.rule_id)
             .and_then(RuleLabel::of)
             .is_some_and(|l| l == RuleLabel::Cidr(net));
-        if self.edit_trie_in_place(net, None)? {
+        let trie = {
+            // Put back what was taken, so the trie edit can keep it in step.
+            let mut committed = committed;
+            if let Some(c) = committed.as_mut() {
+                c.book = plan.book.clone();
+            }
+            self.remember(committed);
+            self.edit_trie_in_place(net, None)?
+        };
+        if trie {
             if frees_id {
                 self.object
                     .map(RULE_INFO)?
@@ -1403,10 +1622,23 @@ impl Shield {
             }
             return Ok(true);
         }
+        let active = read_active(&self.object)?;
+        let committed = self.take_committed(active)?.map(|mut c| {
+            c.book = RuleBook::default();
+            c
+        });
         match net {
             IpNetwork::V4(n) => Arc::make_mut(&mut plan.book.v4).remove(&n),
             IpNetwork::V6(n) => Arc::make_mut(&mut plan.book.v6).remove(&n),
         };
+        if self.edit_fast_in_place(committed, &plan, net)? {
+            if frees_id {
+                self.object
+                    .map(RULE_INFO)?
+                    .update(&rule.rule_id.to_ne_bytes(), &RuleInfo::default().to_bytes())?;
+            }
+            return Ok(true);
+        }
         if frees_id {
             plan.directory.remove(&rule.rule_id);
         }

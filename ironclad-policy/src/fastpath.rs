@@ -212,6 +212,94 @@ impl FastTable {
     }
 }
 
+/// The part of a fast-path table that covers one aligned range of /24s (a prefix of
+/// length 0 to 24): what an edit inside that range must write. Groups are numbered
+/// locally (0..), in the order of their /24s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Region {
+    /// The range.
+    pub range: Ipv4Network,
+    /// One first-level entry per /24 of the range; a group entry's number is local.
+    pub first: Vec<u16>,
+    /// The second-level groups, 256 entries each.
+    pub groups: Vec<[u16; BLOCK_ENTRIES]>,
+}
+
+impl Region {
+    /// Compiles the part of (`rules`, `valve`) inside `range` (`range.prefix() <= 24`).
+    /// Prefixes that cover the whole range fill it; prefixes outside it are ignored.
+    pub fn build(range: Ipv4Network, rules: &[(Ipv4Network, u16)], valve: &[Ipv4Network]) -> Self {
+        let len = u32::from(range.prefix().min(24));
+        let range = Ipv4Network::new(range.network(), len as u8).unwrap_or(range);
+        let base = (u32::from(range.network()) >> 8) as usize;
+        let slots = 1usize << (24 - len);
+        let clip = |net: Ipv4Network| -> Option<(Ipv4Network, bool)> {
+            if net.prefix() <= range.prefix() && net.contains(range.network()) {
+                Some((range, true))
+            } else if range.contains(net.network()) && net.prefix() > range.prefix() {
+                Some((net, false))
+            } else {
+                None
+            }
+        };
+        // Original length decides the order (longest wins); a covering prefix fills all.
+        let mut rules: Vec<(u8, Ipv4Network, u16)> = rules
+            .iter()
+            .filter_map(|(n, v)| clip(*n).map(|(c, _)| (n.prefix(), c, *v)))
+            .collect();
+        rules.sort_by_key(|(len, _, _)| *len);
+        let valve: Vec<Ipv4Network> = valve
+            .iter()
+            .filter_map(|n| clip(*n).map(|(c, _)| c))
+            .collect();
+        let mut first = vec![0u16; slots];
+        let local = |net: Ipv4Network| {
+            let r = range24(net);
+            r.start - base..r.end - base
+        };
+        for (_, net, value) in rules.iter().filter(|(_, n, _)| n.prefix() <= 24) {
+            first[local(*net)].fill(*value);
+        }
+        for net in valve.iter().filter(|n| n.prefix() <= 24) {
+            first[local(*net)].fill(FAST_VALVE);
+        }
+        let mut groups: Vec<[u16; BLOCK_ENTRIES]> = Vec::new();
+        let long_rules = rules
+            .iter()
+            .filter(|(_, n, _)| n.prefix() > 24)
+            .map(|(_, n, v)| (*n, *v));
+        let long_valve = valve
+            .iter()
+            .filter(|n| n.prefix() > 24)
+            .map(|n| (*n, FAST_VALVE));
+        for (net, value) in long_rules.chain(long_valve) {
+            let slot = (u32::from(net.network()) >> 8) as usize - base;
+            let entry = first[slot];
+            if entry == FAST_VALVE {
+                continue;
+            }
+            let group = if entry & FAST_GROUP != 0 {
+                usize::from(entry & FAST_GROUP_MASK)
+            } else {
+                groups.push([entry; BLOCK_ENTRIES]);
+                first[slot] = FAST_GROUP | ((groups.len() - 1) as u16 & FAST_GROUP_MASK);
+                groups.len() - 1
+            };
+            groups[group][range8(net)].fill(value);
+        }
+        Self {
+            range,
+            first,
+            groups,
+        }
+    }
+
+    /// The first-level slot (index among all 2^24 /24s) of the region's first /24.
+    pub fn first_slot(&self) -> usize {
+        (u32::from(self.range.network()) >> 8) as usize
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,6 +365,35 @@ mod tests {
             }
         );
         assert!(err.to_string().contains("ipv4_lookup: trie"));
+    }
+
+    #[test]
+    fn a_region_matches_the_whole_table_inside_its_range() {
+        let rules = [
+            (net("0.0.0.0/0"), entry(1, Action::Deny)),
+            (net("10.0.0.0/8"), entry(2, Action::Allow)),
+            (net("10.1.0.0/16"), entry(3, Action::Deny)),
+            (net("10.1.2.0/24"), entry(4, Action::Allow)),
+            (net("10.1.2.64/26"), entry(5, Action::Deny)),
+            (net("10.1.9.9/32"), entry(6, Action::Deny)),
+            (net("10.2.0.0/16"), entry(7, Action::Deny)),
+        ];
+        let valve = [net("10.1.3.0/24"), net("10.1.2.66/32")];
+        let whole = FastTable::build(&rules, &valve, 64).expect("fits");
+        for range in ["10.1.0.0/16", "10.1.2.0/24", "10.0.0.0/8", "0.0.0.0/0"] {
+            let region = Region::build(net(range), &rules, &valve);
+            for (i, first) in region.first.iter().enumerate() {
+                for last in [0u32, 65, 66, 70, 255] {
+                    let addr = (((region.first_slot() + i) as u32) << 8) | last;
+                    let got = if first & FAST_GROUP != 0 {
+                        region.groups[usize::from(first & FAST_GROUP_MASK)][last as usize]
+                    } else {
+                        *first
+                    };
+                    assert_eq!(got, whole.lookup(Ipv4Addr::from(addr)), "{range} {addr:x}");
+                }
+            }
+        }
     }
 
     #[test]

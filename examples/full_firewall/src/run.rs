@@ -212,14 +212,15 @@ fn start_shield(
     let attachment = shield.attach_pinned(iface)?;
     let events = shield.events(fanout)?;
     log(format_args!(
-        "shield enforcing on {iface} ({} mode, {}): {} rules ({} added, {} kept, {} removed), {} management prefixes",
+        "shield enforcing on {iface} ({} mode, {}): {} rules ({} added, {} kept, {} removed), {} management prefixes, IPv4 via the {} path",
         attachment.mode().name(),
         if policy.mode == Mode::DryRun { "dry-run" } else { "enforce" },
-        policy.rules.len(),
+        policy.rules.len() + policy.sets.len(),
         report.added,
         report.kept,
         report.removed,
         policy.management.len(),
+        report.ipv4_path.as_str(),
     ));
     Ok(Running {
         shield,
