@@ -944,6 +944,10 @@ impl Shield {
             Some(committed) => committed.book,
             None => read_book(&self.object, active)?,
         };
+        self.plan_with(active, book)
+    }
+
+    fn plan_with(&self, active: u32, book: RuleBook) -> Result<Plan> {
         Ok(Plan {
             book,
             valve: read_valve(&self.object)?,
@@ -1359,18 +1363,7 @@ impl Shield {
             Some(c) => std::mem::take(&mut c.book),
             None => read_book(&self.object, active)?,
         };
-        let plan = Plan {
-            book,
-            valve: read_valve(&self.object)?,
-            lookup: if active & ACTIVE_V4_TRIE != 0 {
-                Ipv4Lookup::Trie
-            } else {
-                Ipv4Lookup::Auto
-            },
-            directory: read_directory(&self.object)?,
-            fresh: BTreeSet::new(),
-        };
-        Ok((plan, committed))
+        Ok((self.plan_with(active, book)?, committed))
     }
 
     /// An IPv4 edit on the fast path, made in the active table without a switch: the

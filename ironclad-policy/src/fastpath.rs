@@ -121,52 +121,17 @@ impl FastTable {
         valve: &[Ipv4Network],
         max_groups: u32,
     ) -> Result<Self, FastPathError> {
-        let mut order: Vec<&(Ipv4Network, u16)> = rules.iter().collect();
-        order.sort_by_key(|(net, _)| net.prefix());
-        let mut entries = vec![0u16; FIRST_ENTRIES];
-
-        // 1. Prefixes up to /24, shortest first: longer ones overwrite.
-        for (net, value) in order.iter().filter(|(n, _)| n.prefix() <= 24) {
-            entries[range24(*net)].fill(*value);
-        }
-        // 2. The valve over them.
-        for net in valve.iter().filter(|n| n.prefix() <= 24) {
-            entries[range24(*net)].fill(FAST_VALVE);
-        }
-        // 3. Longer prefixes into groups, then the longer valve prefixes.
-        let mut groups = 0usize;
-        let long_rules = order
-            .iter()
-            .filter(|(n, _)| n.prefix() > 24)
-            .map(|(n, v)| (*n, *v));
-        let long_valve = valve
-            .iter()
-            .filter(|n| n.prefix() > 24)
-            .map(|n| (*n, FAST_VALVE));
-        for (net, value) in long_rules.chain(long_valve) {
-            let slot = (u32::from(net.network()) >> 8) as usize;
-            let first = entries[slot];
-            if first == FAST_VALVE {
-                continue;
-            }
-            let group = if first & FAST_GROUP != 0 {
-                usize::from(first & FAST_GROUP_MASK)
-            } else {
-                let group = groups;
-                groups += 1;
-                entries.extend(std::iter::repeat_n(first, BLOCK_ENTRIES));
-                entries[slot] = FAST_GROUP | (group as u16 & FAST_GROUP_MASK);
-                group
-            };
-            let base = FIRST_ENTRIES + group * BLOCK_ENTRIES;
-            let range = range8(net);
-            entries[base + range.start..base + range.end].fill(value);
-        }
+        let (mut entries, region_groups) = compile(0, 0, rules, valve);
+        let groups = region_groups.len();
         if groups > max_groups as usize || groups > usize::from(FAST_GROUP_MASK) + 1 {
             return Err(FastPathError::TooManyGroups {
                 needed: groups,
                 limit: max_groups,
             });
+        }
+        entries.reserve(groups * BLOCK_ENTRIES);
+        for group in &region_groups {
+            entries.extend_from_slice(group);
         }
         Ok(Self { entries })
     }
@@ -212,6 +177,83 @@ impl FastTable {
     }
 }
 
+fn mask(len: u8) -> u32 {
+    if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(len))
+    }
+}
+
+type Groups = Vec<[u16; BLOCK_ENTRIES]>;
+
+/// The one compiler behind [`FastTable::build`] and [`Region::build`]: the first-level
+/// entries of the /24s in `addr/len` (`len <= 24`) and their groups, numbered from 0.
+fn compile(
+    addr: u32,
+    len: u8,
+    rules: &[(Ipv4Network, u16)],
+    valve: &[Ipv4Network],
+) -> (Vec<u16>, Groups) {
+    let base = addr & mask(len);
+    let first_slot = (base >> 8) as usize;
+    let slots = 1usize << (24 - u32::from(len));
+    // What a prefix does to the region: fill a run of /24s (a prefix up to /24, or one
+    // covering the whole region) or part of one /24 (longer prefixes).
+    enum Part {
+        Slots(std::ops::Range<usize>),
+        Long(usize, std::ops::Range<usize>),
+    }
+    let part = |net: &Ipv4Network| -> Option<Part> {
+        let n = u32::from(net.network()) & mask(net.prefix());
+        if net.prefix() <= len {
+            (base & mask(net.prefix()) == n).then_some(Part::Slots(0..slots))
+        } else if n & mask(len) != base {
+            None
+        } else if net.prefix() <= 24 {
+            let r = range24(*net);
+            Some(Part::Slots(r.start - first_slot..r.end - first_slot))
+        } else {
+            Some(Part::Long((n >> 8) as usize - first_slot, range8(*net)))
+        }
+    };
+    // Shortest first, so longer prefixes overwrite; the valve after the rules.
+    let mut order: Vec<(u8, Part, u16)> = rules
+        .iter()
+        .filter_map(|(n, v)| part(n).map(|p| (n.prefix(), p, *v)))
+        .collect();
+    order.sort_by_key(|(len, _, _)| *len);
+    let valve: Vec<(u8, Part, u16)> = valve
+        .iter()
+        .filter_map(|n| part(n).map(|p| (n.prefix(), p, FAST_VALVE)))
+        .collect();
+    let mut first = vec![0u16; slots];
+    for (_, p, value) in order.iter().chain(&valve) {
+        if let Part::Slots(r) = p {
+            first[r.clone()].fill(*value);
+        }
+    }
+    let mut groups: Groups = Vec::new();
+    for (_, p, value) in order.iter().chain(&valve) {
+        let Part::Long(slot, r) = p else {
+            continue;
+        };
+        let entry = first[*slot];
+        if entry == FAST_VALVE {
+            continue;
+        }
+        let group = if entry & FAST_GROUP != 0 {
+            usize::from(entry & FAST_GROUP_MASK)
+        } else {
+            groups.push([entry; BLOCK_ENTRIES]);
+            first[*slot] = FAST_GROUP | ((groups.len() - 1) as u16 & FAST_GROUP_MASK);
+            groups.len() - 1
+        };
+        groups[group][r.clone()].fill(*value);
+    }
+    (first, groups)
+}
+
 /// The part of a fast-path table that covers one aligned range of /24s (a prefix of
 /// length 0 to 24): what an edit inside that range must write. Groups are numbered
 /// locally (0..), in the order of their /24s.
@@ -226,69 +268,14 @@ pub struct Region {
 }
 
 impl Region {
-    /// Compiles the part of (`rules`, `valve`) inside `range` (`range.prefix() <= 24`).
-    /// Prefixes that cover the whole range fill it; prefixes outside it are ignored.
+    /// Compiles the part of (`rules`, `valve`) inside `range` (lengths above 24 are
+    /// taken as 24: the region is always whole /24s). Prefixes that cover the whole
+    /// range fill it; prefixes outside it are ignored.
     pub fn build(range: Ipv4Network, rules: &[(Ipv4Network, u16)], valve: &[Ipv4Network]) -> Self {
-        let len = u32::from(range.prefix().min(24));
-        let range = Ipv4Network::new(range.network(), len as u8).unwrap_or(range);
-        let base = (u32::from(range.network()) >> 8) as usize;
-        let slots = 1usize << (24 - len);
-        let clip = |net: Ipv4Network| -> Option<(Ipv4Network, bool)> {
-            if net.prefix() <= range.prefix() && net.contains(range.network()) {
-                Some((range, true))
-            } else if range.contains(net.network()) && net.prefix() > range.prefix() {
-                Some((net, false))
-            } else {
-                None
-            }
-        };
-        // Original length decides the order (longest wins); a covering prefix fills all.
-        let mut rules: Vec<(u8, Ipv4Network, u16)> = rules
-            .iter()
-            .filter_map(|(n, v)| clip(*n).map(|(c, _)| (n.prefix(), c, *v)))
-            .collect();
-        rules.sort_by_key(|(len, _, _)| *len);
-        let valve: Vec<Ipv4Network> = valve
-            .iter()
-            .filter_map(|n| clip(*n).map(|(c, _)| c))
-            .collect();
-        let mut first = vec![0u16; slots];
-        let local = |net: Ipv4Network| {
-            let r = range24(net);
-            r.start - base..r.end - base
-        };
-        for (_, net, value) in rules.iter().filter(|(_, n, _)| n.prefix() <= 24) {
-            first[local(*net)].fill(*value);
-        }
-        for net in valve.iter().filter(|n| n.prefix() <= 24) {
-            first[local(*net)].fill(FAST_VALVE);
-        }
-        let mut groups: Vec<[u16; BLOCK_ENTRIES]> = Vec::new();
-        let long_rules = rules
-            .iter()
-            .filter(|(_, n, _)| n.prefix() > 24)
-            .map(|(_, n, v)| (*n, *v));
-        let long_valve = valve
-            .iter()
-            .filter(|n| n.prefix() > 24)
-            .map(|n| (*n, FAST_VALVE));
-        for (net, value) in long_rules.chain(long_valve) {
-            let slot = (u32::from(net.network()) >> 8) as usize - base;
-            let entry = first[slot];
-            if entry == FAST_VALVE {
-                continue;
-            }
-            let group = if entry & FAST_GROUP != 0 {
-                usize::from(entry & FAST_GROUP_MASK)
-            } else {
-                groups.push([entry; BLOCK_ENTRIES]);
-                first[slot] = FAST_GROUP | ((groups.len() - 1) as u16 & FAST_GROUP_MASK);
-                groups.len() - 1
-            };
-            groups[group][range8(net)].fill(value);
-        }
+        let len = range.prefix().min(24);
+        let (first, groups) = compile(u32::from(range.network()), len, rules, valve);
         Self {
-            range,
+            range: Ipv4Network::new(range.network(), len).unwrap_or(range),
             first,
             groups,
         }
