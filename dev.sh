@@ -59,6 +59,14 @@ check_packaged() {
     local crates=(ironclad-core ironclad-policy ironclad-events ironclad-bpf ironclad-sentinel)
     local args=() c
     for c in "${crates[@]}"; do args+=(-p "$c"); done
+    # `cargo package` verifies each crate against the others through a temporary local
+    # registry. Cargo treats registry crates as immutable: it unpacks their sources once
+    # per registry path and version and never rebuilds them when they change. Drop the
+    # earlier unpackings and builds of our own crates, or a rerun verifies against stale
+    # code.
+    rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/ironclad-* \
+        target/debug/.fingerprint/ironclad-* target/debug/build/ironclad-* \
+        target/debug/deps/libironclad_* target/debug/deps/ironclad_*
     cargo package --quiet --allow-dirty "${args[@]}"
     local version scratch
     version=$(cargo metadata --format-version 1 --no-deps \
