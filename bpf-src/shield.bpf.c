@@ -262,8 +262,11 @@ static __always_inline void ic_report(struct xdp_md *ctx, struct ic_shield_confi
 	seq = bpf_map_lookup_elem(&ic_sample_seq, &zero);
 	if (!seq)
 		return;
-	/* A countdown rather than a modulo: no division on the drop path. */
+	/* A countdown rather than a modulo: no division on the drop path. A countdown left
+	 * above the rate (the rate was lowered) restarts from the rate. */
 	n = *seq;
+	if (n >= cfg->sample_rate)
+		n = cfg->sample_rate - 1;
 	if (n) {
 		*seq = n - 1;
 		return;

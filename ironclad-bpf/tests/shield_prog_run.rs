@@ -224,6 +224,17 @@ fn sampling_reports_one_drop_in_n() {
     shield.test_run(&v4(1), 20).expect("run");
     assert_eq!(drain_events(&shield).len(), 0);
     assert_eq!(shield.rule_counter(1).expect("counter").packets, 40);
+    // A lower rate takes effect at once, whatever was left of the old countdown.
+    shield.set_sample_rate(1000).expect("sampling");
+    shield.test_run(&v4(1), 2).expect("run");
+    assert_eq!(
+        drain_events(&shield).len(),
+        1,
+        "the first drop of the new rate"
+    );
+    shield.set_sample_rate(2).expect("sampling");
+    shield.test_run(&v4(1), 10).expect("run");
+    assert_eq!(drain_events(&shield).len(), 5);
 }
 
 #[test]
