@@ -1318,8 +1318,11 @@ impl Shield {
 
     /// Adds or replaces the single-prefix rule for `net`: packets whose source it covers
     /// (and no longer prefix covers) are counted under `rule_id` and dropped (`Deny`) or
-    /// passed (`Allow`). The change is built and switched like [`Shield::replace`]; the
-    /// counter of `rule_id` is left as it is.
+    /// passed (`Allow`). The change is made in place in the active tables (one trie
+    /// element, or the region of the IPv4 fast path that `net` covers); only when that
+    /// is not possible (a handle with nothing remembered, no unused fast-path group
+    /// left) is IPv4 rebuilt and switched like [`Shield::replace`]. The counter of
+    /// `rule_id` is left as it is.
     pub fn insert_rule(&self, net: IpNetwork, rule_id: u32, action: Action) -> Result<()> {
         let _edit = self.lock();
         if rule_id == 0 || rule_id >= SHIELD_MAX_RULES {
@@ -1582,7 +1585,9 @@ impl Shield {
         })
     }
 
-    /// Removes the rule for exactly `net`; `Ok(false)` if there was none.
+    /// Removes the rule for exactly `net`, in place like [`Shield::insert_rule`];
+    /// `Ok(false)` if there was none. If a prefix set also lists exactly `net`, the
+    /// set's entry comes back when the policy is applied again.
     pub fn remove_rule(&self, net: IpNetwork) -> Result<bool> {
         let _edit = self.lock();
         let (mut plan, committed) = self.current_for_edit()?;
