@@ -108,6 +108,8 @@ cmd_test() {
     cargo fmt --all -- --check
     log "cargo clippy"
     cargo clippy --workspace --all-targets --quiet -- -D warnings
+    log "cargo doc (every link resolves)"
+    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
     log "cargo test (host kernel: unit, BPF_PROG_RUN, veth/netns, cgroup)"
     local results
     results=$(mktemp)

@@ -71,7 +71,7 @@ pub fn monotonic_to_wall_offset() -> i128 {
 }
 
 /// Reads one or more ring buffers with a single epoll-based poller, decodes every
-/// record with [`ironclad_events::decode`], stamps it with wall-clock time, enriches it
+/// record with [`ironclad_events::decode()`], stamps it with wall-clock time, enriches it
 /// and publishes it to a [`Fanout`]. `poll` sleeps in `epoll_wait` (no busy loop).
 pub struct EventReader {
     ring: libbpf_rs::RingBuffer<'static>,

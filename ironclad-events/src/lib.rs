@@ -1,4 +1,4 @@
-//! Typed Ironclad events: total decoding of ring-buffer records ([`decode`]) and
+//! Typed Ironclad events: total decoding of ring-buffer records ([`decode()`]) and
 //! delivery to many consumers with exact loss accounting ([`Fanout`]).
 //!
 //! A [`Fanout`] hands every published event to each subscriber through its own bounded
