@@ -323,7 +323,8 @@ pub struct ReplaceReport {
     pub set_ids: BTreeMap<String, u32>,
     /// How IPv4 sources are looked up now.
     pub ipv4_path: Ipv4Path,
-    /// Second-level fast-path groups in use (0 on the trie path).
+    /// Second-level fast-path groups in use, counting those earlier in-place edits
+    /// stopped using (0 on the trie path).
     pub fast_groups: usize,
     /// Distinct IPv4 and IPv6 prefixes loaded.
     pub prefixes: (usize, usize),
@@ -636,8 +637,9 @@ struct Plan {
 
 /// How a commit provides the IPv4 tables of the new slot.
 enum V4Build {
-    /// The active slot's tables, unchanged, on this path.
-    Reuse(Ipv4Path),
+    /// The active slot's tables, unchanged, on this path (with the fast path's groups
+    /// in use).
+    Reuse(Ipv4Path, usize),
     /// A new fast-path table (and prefix book).
     Fast(FastTable),
     /// A new LPM trie.
@@ -917,14 +919,21 @@ impl Shield {
             v6: Arc::new(v6),
         };
         report.prefixes = (book.v4.len(), book.v6.len());
+        // Mode, rate limit and sampling go in just before the switch, and back if the
+        // new policy never gets there.
+        let old_config = self.config()?;
         self.write_config(&policy.config())?;
-        let built = self.commit(&Plan {
-            book,
-            valve: policy.management.clone(),
-            lookup: policy.ipv4_lookup,
-            directory,
-            fresh,
-        })?;
+        let built = self
+            .commit(&Plan {
+                book,
+                valve: policy.management.clone(),
+                lookup: policy.ipv4_lookup,
+                directory,
+                fresh,
+            })
+            .inspect_err(|_| {
+                let _ = self.write_config(&old_config);
+            })?;
         report.ipv4_path = built.path;
         report.fast_groups = built.groups;
         Ok(report)
@@ -1039,13 +1048,13 @@ impl Shield {
                 Ipv4Lookup::Fast => path == Ipv4Path::Fast,
                 Ipv4Lookup::Trie => path == Ipv4Path::Trie,
             };
-            (same && valve_same && allowed).then_some(path)
+            (same && valve_same && allowed).then_some((path, p.groups_next))
         });
         let reuse_v6 = previous
             .as_ref()
             .is_some_and(|p| Arc::ptr_eq(&p.book.v6, &plan.book.v6) || p.book.v6 == plan.book.v6);
         let v4 = match (reuse_v4, plan.lookup) {
-            (Some(path), _) => V4Build::Reuse(path),
+            (Some((path, groups)), _) => V4Build::Reuse(path, groups),
             (None, Ipv4Lookup::Trie) => V4Build::Trie,
             (None, lookup) => {
                 let rules: Vec<(Ipv4Network, u16)> = plan
@@ -1159,19 +1168,12 @@ impl Shield {
         for id in reused {
             self.reset_counter(id)?;
         }
-        let groups_next = match &v4 {
-            V4Build::Fast(table) => table.groups(),
-            V4Build::Reuse(_) => previous
-                .as_ref()
-                .map_or(SHIELD_V4_GROUPS as usize, |p| p.groups_next),
-            V4Build::Trie => 0,
-        };
         self.remember(Some(Committed {
             word,
             tables: slot_tables(&self.object, slot)?,
             book: plan.book.clone(),
             valve: plan.valve.clone(),
-            groups_next,
+            groups_next: built.groups,
         }));
         log.record(
             AuditAction::MapUpdate,
@@ -1240,7 +1242,7 @@ impl Shield {
             ));
         }
         let built = match v4 {
-            V4Build::Reuse(path) => {
+            V4Build::Reuse(path, groups) => {
                 let names: &[&str] = match path {
                     Ipv4Path::Fast => &[V4_FAST, V4_BOOK],
                     Ipv4Path::Trie => &[V4_TRIE],
@@ -1250,7 +1252,7 @@ impl Shield {
                 }
                 Built {
                     path: *path,
-                    groups: 0,
+                    groups: *groups,
                 }
             }
             V4Build::Fast(fast) => {
@@ -1337,9 +1339,7 @@ impl Shield {
         let (v4, v6) = if net.is_ipv4() { (1, 0) } else { (0, 1) };
         let info = RuleLabel::Cidr(net).info(action, v4, v6);
         if self.edit_trie_in_place(net, Some(rule))? {
-            self.object
-                .map(RULE_INFO)?
-                .update(&rule_id.to_ne_bytes(), &info.to_bytes())?;
+            self.write_row(rule_id, &info)?;
             return Ok(());
         }
         let (mut plan, committed) = self.current_for_edit()?;
@@ -1348,9 +1348,7 @@ impl Shield {
             IpNetwork::V6(n) => Arc::make_mut(&mut plan.book.v6).insert(n, rule),
         };
         if self.edit_fast_in_place(committed, &plan, net)? {
-            self.object
-                .map(RULE_INFO)?
-                .update(&rule_id.to_ne_bytes(), &info.to_bytes())?;
+            self.write_row(rule_id, &info)?;
             return Ok(());
         }
         plan.directory.insert(rule_id, info);
@@ -1590,57 +1588,55 @@ impl Shield {
     /// set's entry comes back when the policy is applied again.
     pub fn remove_rule(&self, net: IpNetwork) -> Result<bool> {
         let _edit = self.lock();
-        let (mut plan, committed) = self.current_for_edit()?;
-        let existing = match net {
-            IpNetwork::V4(n) => plan.book.v4.get(&n).copied(),
-            IpNetwork::V6(n) => plan.book.v6.get(&n).copied(),
+        // Which rule is there, and whether its id goes with it. Read without taking what
+        // the handle remembers, so the edit below keeps that in step.
+        let (rule, frees_id) = {
+            let plan = self.current()?;
+            let existing = match net {
+                IpNetwork::V4(n) => plan.book.v4.get(&n).copied(),
+                IpNetwork::V6(n) => plan.book.v6.get(&n).copied(),
+            };
+            let Some(rule) = existing else {
+                return Ok(false);
+            };
+            let frees_id = plan
+                .directory
+                .get(&rule.rule_id)
+                .and_then(RuleLabel::of)
+                .is_some_and(|l| l == RuleLabel::Cidr(net));
+            (rule, frees_id)
         };
-        let Some(rule) = existing else {
-            return Ok(false);
-        };
-        let frees_id = plan
-            .directory
-            .get(&rule.rule_id)
-            .and_then(RuleLabel::of)
-            .is_some_and(|l| l == RuleLabel::Cidr(net));
-        let trie = {
-            // Put back what was taken, so the trie edit can keep it in step.
-            let mut committed = committed;
-            if let Some(c) = committed.as_mut() {
-                c.book = plan.book.clone();
-            }
-            self.remember(committed);
-            self.edit_trie_in_place(net, None)?
-        };
-        if trie {
+        let free_row = || {
             if frees_id {
-                self.object
-                    .map(RULE_INFO)?
-                    .update(&rule.rule_id.to_ne_bytes(), &RuleInfo::default().to_bytes())?;
+                self.write_row(rule.rule_id, &RuleInfo::default())
+            } else {
+                Ok(())
             }
+        };
+        if self.edit_trie_in_place(net, None)? {
+            free_row()?;
             return Ok(true);
         }
-        let active = read_active(&self.object)?;
-        let committed = self.take_committed(active)?.map(|mut c| {
-            c.book = RuleBook::default();
-            c
-        });
+        let (mut plan, committed) = self.current_for_edit()?;
         match net {
             IpNetwork::V4(n) => Arc::make_mut(&mut plan.book.v4).remove(&n),
             IpNetwork::V6(n) => Arc::make_mut(&mut plan.book.v6).remove(&n),
         };
         if self.edit_fast_in_place(committed, &plan, net)? {
-            if frees_id {
-                self.object
-                    .map(RULE_INFO)?
-                    .update(&rule.rule_id.to_ne_bytes(), &RuleInfo::default().to_bytes())?;
-            }
+            free_row()?;
             return Ok(true);
         }
         if frees_id {
             plan.directory.remove(&rule.rule_id);
         }
         self.commit(&plan).map(|_| true)
+    }
+
+    /// Writes one row of the rule directory.
+    fn write_row(&self, rule_id: u32, info: &RuleInfo) -> Result<()> {
+        self.object
+            .map(RULE_INFO)?
+            .update(&rule_id.to_ne_bytes(), &info.to_bytes())
     }
 
     /// Zeroes the counter of `rule_id` on every CPU.

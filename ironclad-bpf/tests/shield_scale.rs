@@ -20,7 +20,7 @@ use ironclad_core::require_privileges;
 use ironclad_core::testing::{frames, BpffsDir, NetNs, VethPair};
 use ironclad_policy::error::Origin;
 use ironclad_policy::shield::{
-    compile, CompiledShield, Entry, Ipv4Lookup, PrefixSet, ShieldPolicy,
+    compile, CompiledShield, Entry, Ipv4Lookup, Mode, PrefixSet, ShieldPolicy,
 };
 use ironclad_policy::testing::{addr_in_v4, prefix_in_v4, table_v4, table_v6, Rng};
 
@@ -388,9 +388,15 @@ fn a_rule_set_too_long_for_the_fast_path_falls_back_or_is_refused_unchanged() {
     );
     let host = frames::ipv4_udp(Ipv4Addr::new(10, 0, 5, 7), Ipv4Addr::new(192, 0, 2, 1), 18);
 
+    // Refused with a new mode too: the mode stays what it was.
+    let refused = ShieldPolicy {
+        mode: Mode::DryRun,
+        ..policy(Ipv4Lookup::Fast)
+    };
     let err = shield
-        .replace(&compile(&policy(Ipv4Lookup::Fast)).expect("valid"))
+        .replace(&compile(&refused).expect("valid"))
         .expect_err("does not fit");
+    assert_eq!(shield.mode().expect("mode"), Mode::Enforce);
     assert!(
         err.to_string().contains("9000 second-level groups"),
         "{err}"

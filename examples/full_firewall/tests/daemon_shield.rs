@@ -183,6 +183,24 @@ impl Drop for Daemon {
     }
 }
 
+/// `full_firewall run` without an interface (features other than the Shield), with
+/// the audit log and events written to `dir/audit.jsonl` and `dir/events.jsonl`.
+fn spawn_without_iface(config: &Path, pins: &Path, dir: &Path, extra: &[String]) -> Daemon {
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "--config".into(),
+        config.display().to_string(),
+        "--pin-dir".into(),
+        pins.display().to_string(),
+        "--audit-log".into(),
+        dir.join("audit.jsonl").display().to_string(),
+        "--events".into(),
+        dir.join("events.jsonl").display().to_string(),
+    ];
+    args.extend_from_slice(extra);
+    Daemon::spawn(&args)
+}
+
 #[test]
 fn check_prints_counts_as_json() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -477,17 +495,7 @@ fn tls_section_writes_plaintext_events_as_json_lines() {
     )
     .expect("config");
     let events = dir.path().join("events.jsonl");
-    let mut daemon = Daemon::spawn(&[
-        "run".into(),
-        "--config".into(),
-        config.display().to_string(),
-        "--pin-dir".into(),
-        pins.path().display().to_string(),
-        "--audit-log".into(),
-        dir.path().join("audit.jsonl").display().to_string(),
-        "--events".into(),
-        events.display().to_string(),
-    ]);
+    let mut daemon = spawn_without_iface(&config, pins.path(), dir.path(), &[]);
     daemon.wait_for("ready");
     assert!(daemon.log().contains("tls capture on"), "{}", daemon.log());
     let start = Instant::now();
@@ -659,19 +667,8 @@ fn telemetry_section_writes_dns_and_bandwidth_events() {
     )
     .expect("config");
     let events = dir.path().join("events.jsonl");
-    let mut daemon = Daemon::spawn(&[
-        "run".into(),
-        "--config".into(),
-        config.display().to_string(),
-        "--pin-dir".into(),
-        pins.path().display().to_string(),
-        "--cgroup".into(),
-        cgroup.path().display().to_string(),
-        "--audit-log".into(),
-        dir.path().join("audit.jsonl").display().to_string(),
-        "--events".into(),
-        events.display().to_string(),
-    ]);
+    let cgroup_arg = ["--cgroup".to_string(), cgroup.path().display().to_string()];
+    let mut daemon = spawn_without_iface(&config, pins.path(), dir.path(), &cgroup_arg);
     daemon.wait_for("ready");
     assert!(
         daemon.log().contains("telemetry on cgroup"),
