@@ -652,6 +652,53 @@ struct Built {
     groups: usize,
 }
 
+/// The BTF a slot table is created with: the object's BTF and the ids of its key and
+/// value types, as libbpf gave the inner-map template. Kernels before 6.2 compare an inner
+/// map's BTF-derived layout (e.g. its timer offset) with the template's, and refuse a
+/// table created without BTF with EINVAL.
+#[derive(Debug, Clone, Copy, Default)]
+struct TableBtf {
+    fd: i32,
+    key: u32,
+    value: u32,
+}
+
+impl TableBtf {
+    /// Looks up `key` and `value` (type names) in `object`'s BTF; no BTF if either is
+    /// missing (kernels from 6.2 accept that).
+    fn of(object: &LoadedObject, key: &str, value: &str) -> Self {
+        use libbpf_rs::AsRawLibbpf;
+        let raw = object.libbpf().as_libbpf_object().as_ptr();
+        // SAFETY: `raw` is the live bpf_object owned by `object`.
+        let (fd, btf) = unsafe {
+            (
+                libbpf_sys::bpf_object__btf_fd(raw),
+                libbpf_sys::bpf_object__btf(raw),
+            )
+        };
+        if fd < 0 || btf.is_null() {
+            return Self::default();
+        }
+        let find = |name: &str, kind: u32| -> Option<u32> {
+            let name = std::ffi::CString::new(name).ok()?;
+            // SAFETY: `btf` belongs to the live object; `name` is NUL-terminated.
+            let id = unsafe { libbpf_sys::btf__find_by_name_kind(btf, name.as_ptr(), kind) };
+            u32::try_from(id).ok().filter(|id| *id > 0)
+        };
+        let kind_of = |name: &str| {
+            if name.starts_with("__") {
+                libbpf_sys::BTF_KIND_TYPEDEF
+            } else {
+                libbpf_sys::BTF_KIND_STRUCT
+            }
+        };
+        match (find(key, kind_of(key)), find(value, kind_of(value))) {
+            (Some(key), Some(value)) => Self { fd, key, value },
+            _ => Self::default(),
+        }
+    }
+}
+
 /// Creates an empty table for a slot.
 fn create_table(
     kind: MapType,
@@ -660,10 +707,14 @@ fn create_table(
     value: usize,
     max_entries: u32,
     flags: u32,
+    btf: TableBtf,
 ) -> Result<MapHandle> {
     let opts = libbpf_sys::bpf_map_create_opts {
         sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as libbpf_sys::size_t,
         map_flags: flags,
+        btf_fd: u32::try_from(btf.fd).unwrap_or(0),
+        btf_key_type_id: btf.key,
+        btf_value_type_id: btf.value,
         ..Default::default()
     };
     MapHandle::create(
@@ -709,7 +760,11 @@ fn lpm_entries<'a>(entries: impl Iterator<Item = (IpNetwork, &'a Rule)>) -> (Vec
 }
 
 /// A new prefix book for `slot` holding `v4` (64 prefixes to an element).
-fn book_table(slot: u32, v4: &BTreeMap<Ipv4Network, Rule>) -> Result<MapHandle> {
+fn book_table(
+    slot: u32,
+    v4: &BTreeMap<Ipv4Network, Rule>,
+    object: &LoadedObject,
+) -> Result<MapHandle> {
     let pages = v4.len().div_ceil(V4_BOOK_PAGE).max(1);
     let mut values = Vec::with_capacity(pages * V4_BOOK_PAGE * V4Prefix::SIZE);
     for (net, rule) in v4 {
@@ -731,6 +786,7 @@ fn book_table(slot: u32, v4: &BTreeMap<Ipv4Network, Rule>) -> Result<MapHandle> 
         V4_BOOK_PAGE * V4Prefix::SIZE,
         pages as u32,
         libbpf_sys::BPF_F_INNER_MAP,
+        TableBtf::of(object, "__u32", "ic_v4_book_page"),
     )?;
     fill(&table, V4_BOOK, &keys, &values)?;
     Ok(table)
@@ -1233,6 +1289,7 @@ impl Shield {
                 Rule::SIZE,
                 SHIELD_MAX_V6_PREFIXES,
                 libbpf_sys::BPF_F_NO_PREALLOC,
+                TableBtf::of(&self.object, "ic_lpm_v6_key", "ic_rule"),
             )?;
             fill(&table, V6_TRIE, &keys, &values)?;
             tables.push((
@@ -1269,11 +1326,12 @@ impl Shield {
                     V4Block::SIZE,
                     SHIELD_V4_BLOCKS,
                     0,
+                    TableBtf::of(&self.object, "__u32", "ic_v4_block"),
                 )?;
                 fill(&table, V4_FAST, &keys, &values)?;
                 tables.push((V4_FAST, table, format!("new table with {blocks} elements")));
                 let count = plan.book.v4.len();
-                let table = book_table(slot, &plan.book.v4)?;
+                let table = book_table(slot, &plan.book.v4, &self.object)?;
                 tables.push((V4_BOOK, table, format!("new table with {count} elements")));
                 Built {
                     path: Ipv4Path::Fast,
@@ -1290,6 +1348,7 @@ impl Shield {
                     Rule::SIZE,
                     SHIELD_MAX_V4_PREFIXES,
                     libbpf_sys::BPF_F_NO_PREALLOC,
+                    TableBtf::of(&self.object, "ic_lpm_v4_key", "ic_rule"),
                 )?;
                 fill(&table, V4_TRIE, &keys, &values)?;
                 tables.push((
@@ -1491,7 +1550,7 @@ impl Shield {
             .collect();
         let (keys, values) = flatten(&mut changed.iter().map(|(i, e)| (*i, &e[..])));
         fill(&table, V4_FAST, &keys, &values)?;
-        let book = book_table(slot, &plan.book.v4)?;
+        let book = book_table(slot, &plan.book.v4, &self.object)?;
         let outer = self.object.handle(V4_BOOK)?;
         outer
             .update(
