@@ -99,6 +99,7 @@ enum ic_event_kind {
 	IC_EVENT_TLS = 2,    /* struct ic_tls_event */
 	IC_EVENT_EGRESS = 3, /* struct ic_egress_event */
 	IC_EVENT_DNS = 4,    /* struct ic_dns_event */
+	IC_EVENT_SENTINEL = 5, /* struct ic_sentinel_event */
 };
 
 /* What the Shield did to a packet it reports (struct ic_shield_event.verdict). */
@@ -447,6 +448,126 @@ struct ic_dns_event {
 	__u32 len;        /* host order; payload bytes in data */
 	__u32 total;      /* host order; payload bytes in the packet */
 	__u8 data[IC_DNS_CAPTURE];
+};
+
+/* ---- Sentinel: BPF-LSM self-defense and file integrity ---- */
+
+/* What the Sentinel knows about an inode (struct ic_sentinel_node.flags). */
+enum ic_sentinel_node_flags {
+	IC_SEN_PROTECT = 1,   /* changes refused to everyone but the agent and update manager */
+	IC_SEN_MONITOR = 2,   /* changes reported (and allowed unless also protected) */
+	IC_SEN_TREE = 4,      /* a directory whose PROTECT/MONITOR apply to all below it */
+	IC_SEN_ANCESTOR = 8,  /* a directory above a protected path: no mount over it, no rename */
+	IC_SEN_AGENT = 16,    /* the agent's executable */
+	IC_SEN_AGENT_DIR = 32,/* a protected directory whose executables are agent builds */
+	IC_SEN_MANAGER = 64,  /* the update manager's executable */
+};
+
+/* Operations the Sentinel reports (struct ic_sentinel_event.op). */
+enum ic_sentinel_op {
+	IC_SEN_OP_OPEN_WRITE = 1, /* open for writing (or O_TRUNC / O_APPEND) */
+	IC_SEN_OP_WRITE = 2,      /* write(2) and friends on an open file */
+	IC_SEN_OP_TRUNCATE = 3,   /* truncate(2) */
+	IC_SEN_OP_UNLINK = 4,
+	IC_SEN_OP_RMDIR = 5,
+	IC_SEN_OP_RENAME = 6,     /* to or from */
+	IC_SEN_OP_LINK = 7,       /* a hard link to, or in */
+	IC_SEN_OP_CREATE = 8,     /* a new file, directory, node or symlink */
+	IC_SEN_OP_CHMOD = 9,
+	IC_SEN_OP_CHOWN = 10,
+	IC_SEN_OP_XATTR = 11,     /* setxattr / removexattr */
+	IC_SEN_OP_MOUNT = 12,     /* mount or move_mount onto the path */
+	IC_SEN_OP_BPF_MAP = 13,   /* a writable fd to a protected map */
+	IC_SEN_OP_BPF_LINK = 14,  /* an fd to a protected link */
+	IC_SEN_OP_BPF_PIN = 15,   /* write access to a pinned object */
+	IC_SEN_OP_SIGNAL = 16,    /* a signal to the agent (arg: the signal) */
+	IC_SEN_OP_PTRACE = 17,    /* ptrace attach, /proc/pid/mem, pidfd_getfd (arg: mode) */
+	IC_SEN_OP_REGISTER = 18,  /* the agent registration handshake */
+};
+
+/* What the Sentinel did (struct ic_sentinel_event.verdict). */
+enum ic_sentinel_verdict {
+	IC_SEN_DENIED = 1,     /* refused with EPERM */
+	IC_SEN_ALLOWED = 2,    /* allowed and reported (monitored path, or the agent) */
+	IC_SEN_WOULD_DENY = 3, /* monitor-only mode: would have been refused */
+	IC_SEN_REGISTERED = 4, /* the agent registered */
+};
+
+/* Kinds of protected BPF objects (struct ic_bpf_object_key.kind). */
+enum ic_bpf_object_kind {
+	IC_BPF_MAP = 1,
+	IC_BPF_PROG = 2,
+	IC_BPF_LINK = 3,
+};
+
+enum ic_sentinel_limits {
+	IC_SEN_NODES = 65536,        /* inodes the Sentinel knows */
+	IC_SEN_OBJECTS = 4096,       /* protected BPF objects */
+	IC_SEN_DEPTH = 16,           /* directory levels searched for a protected tree */
+	IC_SEN_NAME = 64,            /* bytes of a file name reported */
+	IC_SEN_RING_BYTES = 262144,  /* event ring buffer */
+	IC_SEN_PRCTL_REGISTER = 0x49434c44, /* prctl option of the handshake ("ICLD") */
+};
+
+/* Sentinel configuration flags (struct ic_sentinel_config.flags). */
+enum ic_sentinel_flags {
+	IC_SEN_F_ENFORCE = 1, /* refuse; without it, report what would be refused */
+};
+
+/* Key of the inode map: the kernel's identity of an inode. */
+struct ic_inode_key {
+	__u64 ino; /* host order */
+	__u32 dev; /* host order; kernel encoding (major << 20 | minor) */
+	__u32 _pad0;
+};
+
+/* Value of the inode map. */
+struct ic_sentinel_node {
+	__u32 flags; /* host order; enum ic_sentinel_node_flags */
+	__u32 _pad0;
+};
+
+/* Key of the protected-object map. */
+struct ic_bpf_object_key {
+	__u32 kind; /* host order; enum ic_bpf_object_kind */
+	__u32 id;   /* host order; the kernel's map/prog/link id */
+};
+
+/* Runtime configuration (array map with one entry). */
+struct ic_sentinel_config {
+	__u32 flags; /* host order; enum ic_sentinel_flags */
+	__u32 _pad0;
+};
+
+/* Shared state (array map with one entry). */
+struct ic_sentinel_state {
+	__u64 agent_tgid;    /* host order; the registered agent, 0 = none (64 bits for the
+			      * compare-and-swap that claims it) */
+	__u64 registered_ns; /* host order; bpf_ktime_get_ns() of the registration */
+};
+
+/* What the kernel remembers about the registered agent (task storage of its thread-group
+ * leader): the executable it registered with, so an exec ends its rights. */
+struct ic_agent_mark {
+	struct ic_exe_id exe;
+};
+
+/* A protected or monitored operation. */
+struct ic_sentinel_event {
+	struct ic_event_header hdr;
+	__u32 pid;        /* host order; the actor's thread-group id */
+	__u32 tid;        /* host order */
+	__u32 uid;        /* host order */
+	__u32 target_pid; /* host order; signal/ptrace target, else 0 */
+	__u16 op;         /* host order; enum ic_sentinel_op */
+	__u8 verdict;     /* enum ic_sentinel_verdict */
+	__u8 _pad0;
+	__u32 arg;        /* host order; signal, ptrace mode, map/link id, open flags */
+	struct ic_exe_id exe;    /* the actor's executable (dev 0 for kernel threads) */
+	struct ic_exe_id target; /* the inode acted on (0 if none yet, e.g. a new file) */
+	struct ic_exe_id parent; /* its directory */
+	__u8 comm[16];           /* the actor's comm */
+	__u8 name[IC_SEN_NAME];  /* the target's name in its directory, NUL-terminated */
 };
 
 #endif /* IRONCLAD_ABI_H */

@@ -262,3 +262,61 @@ const _: () = {
     assert!(abi::RULE_SET as u32 == c::ic_rule_kind::IC_RULE_SET.0);
     assert!(abi::SHIELD_MAX_RULES - 1 <= abi::FAST_RULE_MASK as u32);
 };
+
+mod sentinel {
+    use super::*;
+    use crate::object::sentinel_skel::types as s;
+
+    same_layout!(abi::InodeKey, s::ic_inode_key, [ino, dev, _pad0]);
+    same_layout!(abi::SentinelNode, s::ic_sentinel_node, [flags, _pad0]);
+    same_layout!(abi::BpfObjectKey, s::ic_bpf_object_key, [kind, id]);
+    same_layout!(abi::SentinelConfig, s::ic_sentinel_config, [flags, _pad0]);
+    same_layout!(
+        abi::SentinelState,
+        s::ic_sentinel_state,
+        [agent_tgid, registered_ns]
+    );
+    same_layout!(abi::AgentMark, s::ic_agent_mark, [exe]);
+    same_layout!(abi::ExeId, s::ic_exe_id, [dev, _pad0, ino]);
+    same_layout!(
+        abi::SentinelEvent,
+        s::ic_sentinel_event,
+        [
+            hdr, pid, tid, uid, target_pid, op, verdict, _pad0, arg, exe, target, parent, comm,
+            name
+        ]
+    );
+
+    const _: () = {
+        assert!(abi::EventKind::Sentinel as u32 == s::ic_event_kind::IC_EVENT_SENTINEL.0);
+        assert!(abi::SEN_PROTECT == s::ic_sentinel_node_flags::IC_SEN_PROTECT.0);
+        assert!(abi::SEN_MONITOR == s::ic_sentinel_node_flags::IC_SEN_MONITOR.0);
+        assert!(abi::SEN_TREE == s::ic_sentinel_node_flags::IC_SEN_TREE.0);
+        assert!(abi::SEN_ANCESTOR == s::ic_sentinel_node_flags::IC_SEN_ANCESTOR.0);
+        assert!(abi::SEN_AGENT == s::ic_sentinel_node_flags::IC_SEN_AGENT.0);
+        assert!(abi::SEN_AGENT_DIR == s::ic_sentinel_node_flags::IC_SEN_AGENT_DIR.0);
+        assert!(abi::SEN_MANAGER == s::ic_sentinel_node_flags::IC_SEN_MANAGER.0);
+        assert!(abi::SEN_F_ENFORCE == s::ic_sentinel_flags::IC_SEN_F_ENFORCE.0);
+        assert!(abi::SEN_NODES == s::ic_sentinel_limits::IC_SEN_NODES.0);
+        assert!(abi::SEN_OBJECTS == s::ic_sentinel_limits::IC_SEN_OBJECTS.0);
+        assert!(abi::SEN_DEPTH == s::ic_sentinel_limits::IC_SEN_DEPTH.0);
+        assert!(abi::SEN_NAME as u32 == s::ic_sentinel_limits::IC_SEN_NAME.0);
+        assert!(abi::SEN_RING_BYTES == s::ic_sentinel_limits::IC_SEN_RING_BYTES.0);
+        assert!(abi::SEN_PRCTL_REGISTER as u32 == s::ic_sentinel_limits::IC_SEN_PRCTL_REGISTER.0);
+        assert!(abi::BpfObjectKind::Map as u32 == s::ic_bpf_object_kind::IC_BPF_MAP.0);
+        assert!(abi::BpfObjectKind::Prog as u32 == s::ic_bpf_object_kind::IC_BPF_PROG.0);
+        assert!(abi::BpfObjectKind::Link as u32 == s::ic_bpf_object_kind::IC_BPF_LINK.0);
+        assert!(abi::SentinelVerdict::Denied as u32 == s::ic_sentinel_verdict::IC_SEN_DENIED.0);
+        assert!(abi::SentinelVerdict::Allowed as u32 == s::ic_sentinel_verdict::IC_SEN_ALLOWED.0);
+        assert!(
+            abi::SentinelVerdict::WouldDeny as u32 == s::ic_sentinel_verdict::IC_SEN_WOULD_DENY.0
+        );
+        assert!(
+            abi::SentinelVerdict::Registered as u32 == s::ic_sentinel_verdict::IC_SEN_REGISTERED.0
+        );
+        assert!(abi::SentinelOp::OpenWrite as u32 == s::ic_sentinel_op::IC_SEN_OP_OPEN_WRITE.0);
+        assert!(abi::SentinelOp::Register as u32 == s::ic_sentinel_op::IC_SEN_OP_REGISTER.0);
+        assert!(abi::SentinelOp::Mount as u32 == s::ic_sentinel_op::IC_SEN_OP_MOUNT.0);
+        assert!(abi::SentinelOp::Ptrace as u32 == s::ic_sentinel_op::IC_SEN_OP_PTRACE.0);
+    };
+}

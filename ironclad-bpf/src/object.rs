@@ -35,7 +35,7 @@ mod generated {
     include!(concat!(env!("OUT_DIR"), "/objects.rs"));
 }
 
-pub(crate) use generated::{egress_skel, shield_skel, telemetry_skel, tls_skel};
+pub(crate) use generated::{egress_skel, sentinel_skel, shield_skel, telemetry_skel, tls_skel};
 
 /// The Shield's XDP object (`bpf-src/shield.bpf.c`).
 pub fn shield() -> &'static EmbeddedObject {
@@ -57,6 +57,11 @@ pub fn telemetry() -> &'static EmbeddedObject {
     &generated::TELEMETRY
 }
 
+/// The Sentinel's BPF-LSM object (`bpf-src/sentinel.bpf.c`).
+pub fn sentinel() -> &'static EmbeddedObject {
+    &generated::SENTINEL
+}
+
 /// An XDP program that passes every frame and does nothing else
 /// (`bpf-src/baseline.bpf.c`): the reference benchmarks subtract.
 pub fn baseline() -> &'static EmbeddedObject {
@@ -64,8 +69,15 @@ pub fn baseline() -> &'static EmbeddedObject {
 }
 
 /// Every object embedded in this build.
-pub fn all() -> [&'static EmbeddedObject; 5] {
-    [shield(), tls(), egress(), telemetry(), baseline()]
+pub fn all() -> [&'static EmbeddedObject; 6] {
+    [
+        shield(),
+        tls(),
+        egress(),
+        telemetry(),
+        sentinel(),
+        baseline(),
+    ]
 }
 
 /// Deliberately bad objects used by the audit tests (feature `test-objects`).

@@ -150,6 +150,8 @@ pub enum EventKind {
     Egress = 3,
     /// `IC_EVENT_DNS`: a [`DnsEvent`].
     Dns = 4,
+    /// `IC_EVENT_SENTINEL`: a [`SentinelEvent`].
+    Sentinel = 5,
 }
 
 /// `IC_TLS_WRITE` (`enum ic_tls_direction`): plaintext about to be encrypted.
@@ -652,6 +654,15 @@ impl ExeId {
         out[..4].copy_from_slice(&self.dev.to_ne_bytes());
         out[8..].copy_from_slice(&self.ino.to_ne_bytes());
         out
+    }
+
+    /// Decodes a value; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Some(Self {
+            dev: u32::from_ne_bytes(take(bytes, 0)?),
+            _pad0: u32::from_ne_bytes(take(bytes, 4)?),
+            ino: u64::from_ne_bytes(take(bytes, 8)?),
+        })
     }
 }
 
@@ -1491,3 +1502,441 @@ mod tests {
         assert_eq!(Action::from_raw(3), None);
     }
 }
+
+// ---- Sentinel ----
+
+/// `IC_SEN_PROTECT` (`enum ic_sentinel_node_flags`): changes refused to everyone but the
+/// agent and the update manager.
+pub const SEN_PROTECT: u32 = 1;
+/// `IC_SEN_MONITOR`: changes reported.
+pub const SEN_MONITOR: u32 = 2;
+/// `IC_SEN_TREE`: a directory whose protect/monitor flags apply to everything below it.
+pub const SEN_TREE: u32 = 4;
+/// `IC_SEN_ANCESTOR`: a directory above a protected path (no mount over it, no rename).
+pub const SEN_ANCESTOR: u32 = 8;
+/// `IC_SEN_AGENT`: the agent's executable.
+pub const SEN_AGENT: u32 = 16;
+/// `IC_SEN_AGENT_DIR`: a protected directory whose executables are agent builds.
+pub const SEN_AGENT_DIR: u32 = 32;
+/// `IC_SEN_MANAGER`: the update manager's executable.
+pub const SEN_MANAGER: u32 = 64;
+/// `IC_SEN_F_ENFORCE` (`struct ic_sentinel_config.flags`): refuse, not only report.
+pub const SEN_F_ENFORCE: u32 = 1;
+/// `IC_SEN_NODES`: inodes the Sentinel knows, at most.
+pub const SEN_NODES: u32 = 65_536;
+/// `IC_SEN_OBJECTS`: protected BPF objects, at most.
+pub const SEN_OBJECTS: u32 = 4_096;
+/// `IC_SEN_DEPTH`: directory levels searched above a file for a protected tree.
+pub const SEN_DEPTH: u32 = 16;
+/// `IC_SEN_NAME`: bytes of a file name reported.
+pub const SEN_NAME: usize = 64;
+/// `IC_SEN_RING_BYTES`: capacity of the Sentinel's event ring buffer.
+pub const SEN_RING_BYTES: u32 = 262_144;
+/// `IC_SEN_PRCTL_REGISTER`: the `prctl` option of the agent registration handshake.
+pub const SEN_PRCTL_REGISTER: i32 = 0x4943_4c44;
+
+/// `enum ic_sentinel_op`: what a Sentinel event reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+#[non_exhaustive]
+pub enum SentinelOp {
+    /// Open for writing (O_WRONLY/O_RDWR, with O_TRUNC or O_APPEND too).
+    OpenWrite = 1,
+    /// A write through an open file.
+    Write = 2,
+    /// truncate(2).
+    Truncate = 3,
+    /// Unlink.
+    Unlink = 4,
+    /// Remove a directory.
+    Rmdir = 5,
+    /// Rename to or from.
+    Rename = 6,
+    /// A hard link to it or in it.
+    Link = 7,
+    /// A new file, directory, node or symlink.
+    Create = 8,
+    /// chmod.
+    Chmod = 9,
+    /// chown.
+    Chown = 10,
+    /// setxattr / removexattr.
+    Xattr = 11,
+    /// Mount (or move_mount) onto the path.
+    Mount = 12,
+    /// A writable fd to a protected map.
+    BpfMap = 13,
+    /// An fd to a protected link.
+    BpfLink = 14,
+    /// Write access to a protected pin.
+    BpfPin = 15,
+    /// A signal to the agent.
+    Signal = 16,
+    /// ptrace attach (or /proc/pid/mem, process_vm_writev, pidfd_getfd) on the agent.
+    Ptrace = 17,
+    /// The agent registration handshake.
+    Register = 18,
+}
+
+impl SentinelOp {
+    /// Every operation, in ABI order.
+    pub const ALL: [SentinelOp; 18] = [
+        Self::OpenWrite,
+        Self::Write,
+        Self::Truncate,
+        Self::Unlink,
+        Self::Rmdir,
+        Self::Rename,
+        Self::Link,
+        Self::Create,
+        Self::Chmod,
+        Self::Chown,
+        Self::Xattr,
+        Self::Mount,
+        Self::BpfMap,
+        Self::BpfLink,
+        Self::BpfPin,
+        Self::Signal,
+        Self::Ptrace,
+        Self::Register,
+    ];
+
+    /// The operation with ABI value `raw`.
+    pub fn from_raw(raw: u16) -> Option<Self> {
+        Self::ALL.iter().copied().find(|op| *op as u16 == raw)
+    }
+
+    /// A short lower-case name (`open_write`, `unlink`, `bpf_map`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::OpenWrite => "open_write",
+            Self::Write => "write",
+            Self::Truncate => "truncate",
+            Self::Unlink => "unlink",
+            Self::Rmdir => "rmdir",
+            Self::Rename => "rename",
+            Self::Link => "link",
+            Self::Create => "create",
+            Self::Chmod => "chmod",
+            Self::Chown => "chown",
+            Self::Xattr => "xattr",
+            Self::Mount => "mount",
+            Self::BpfMap => "bpf_map",
+            Self::BpfLink => "bpf_link",
+            Self::BpfPin => "bpf_pin",
+            Self::Signal => "signal",
+            Self::Ptrace => "ptrace",
+            Self::Register => "register",
+        }
+    }
+}
+
+/// `enum ic_sentinel_verdict`: what the Sentinel did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+#[non_exhaustive]
+pub enum SentinelVerdict {
+    /// Refused with EPERM.
+    Denied = 1,
+    /// Allowed and reported (a monitored path, or the agent's own change).
+    Allowed = 2,
+    /// Monitor-only mode: would have been refused.
+    WouldDeny = 3,
+    /// The agent registered.
+    Registered = 4,
+}
+
+impl SentinelVerdict {
+    /// The verdict with ABI value `raw`.
+    pub fn from_raw(raw: u8) -> Option<Self> {
+        [
+            Self::Denied,
+            Self::Allowed,
+            Self::WouldDeny,
+            Self::Registered,
+        ]
+        .into_iter()
+        .find(|v| *v as u8 == raw)
+    }
+
+    /// A short lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Denied => "denied",
+            Self::Allowed => "allowed",
+            Self::WouldDeny => "would_deny",
+            Self::Registered => "registered",
+        }
+    }
+}
+
+/// `enum ic_bpf_object_kind`: kinds of protected BPF objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+#[non_exhaustive]
+pub enum BpfObjectKind {
+    /// A map.
+    Map = 1,
+    /// A program.
+    Prog = 2,
+    /// A link.
+    Link = 3,
+}
+
+/// `struct ic_inode_key`: an inode as the kernel identifies it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(C)]
+pub struct InodeKey {
+    /// Inode number.
+    pub ino: u64,
+    /// Device, kernel encoding (`major << 20 | minor`).
+    pub dev: u32,
+    /// Explicit padding, always zero.
+    pub _pad0: u32,
+}
+
+impl InodeKey {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 16;
+
+    /// The exact byte image.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut out = [0u8; Self::SIZE];
+        out[..8].copy_from_slice(&self.ino.to_ne_bytes());
+        out[8..12].copy_from_slice(&self.dev.to_ne_bytes());
+        out
+    }
+
+    /// Decodes a key; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Some(Self {
+            ino: u64::from_ne_bytes(take(bytes, 0)?),
+            dev: u32::from_ne_bytes(take(bytes, 8)?),
+            _pad0: u32::from_ne_bytes(take(bytes, 12)?),
+        })
+    }
+}
+
+/// `struct ic_sentinel_node`: what the Sentinel knows about an inode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct SentinelNode {
+    /// `enum ic_sentinel_node_flags` bits ([`SEN_PROTECT`], ...).
+    pub flags: u32,
+    /// Explicit padding, always zero.
+    pub _pad0: u32,
+}
+
+impl SentinelNode {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 8;
+
+    /// The exact byte image.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut out = [0u8; Self::SIZE];
+        out[..4].copy_from_slice(&self.flags.to_ne_bytes());
+        out
+    }
+
+    /// Decodes a value; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Some(Self {
+            flags: u32::from_ne_bytes(take(bytes, 0)?),
+            _pad0: u32::from_ne_bytes(take(bytes, 4)?),
+        })
+    }
+}
+
+/// `struct ic_bpf_object_key`: a protected BPF object.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct BpfObjectKey {
+    /// [`BpfObjectKind`] value.
+    pub kind: u32,
+    /// The kernel's id of the map, program or link.
+    pub id: u32,
+}
+
+impl BpfObjectKey {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 8;
+
+    /// The exact byte image.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut out = [0u8; Self::SIZE];
+        out[..4].copy_from_slice(&self.kind.to_ne_bytes());
+        out[4..].copy_from_slice(&self.id.to_ne_bytes());
+        out
+    }
+}
+
+/// `struct ic_sentinel_config`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct SentinelConfig {
+    /// `enum ic_sentinel_flags` bits ([`SEN_F_ENFORCE`]).
+    pub flags: u32,
+    /// Explicit padding, always zero.
+    pub _pad0: u32,
+}
+
+impl SentinelConfig {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 8;
+
+    /// The exact byte image.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut out = [0u8; Self::SIZE];
+        out[..4].copy_from_slice(&self.flags.to_ne_bytes());
+        out
+    }
+
+    /// Decodes a value; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Some(Self {
+            flags: u32::from_ne_bytes(take(bytes, 0)?),
+            _pad0: u32::from_ne_bytes(take(bytes, 4)?),
+        })
+    }
+}
+
+/// `struct ic_sentinel_state`: who is registered as the agent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct SentinelState {
+    /// Thread-group id of the registered agent; 0 when none is.
+    pub agent_tgid: u64,
+    /// CLOCK_MONOTONIC nanoseconds of the registration.
+    pub registered_ns: u64,
+}
+
+impl SentinelState {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 16;
+
+    /// Decodes a value; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Some(Self {
+            agent_tgid: u64::from_ne_bytes(take(bytes, 0)?),
+            registered_ns: u64::from_ne_bytes(take(bytes, 8)?),
+        })
+    }
+}
+
+/// `struct ic_agent_mark`: the task storage of the registered agent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct AgentMark {
+    /// The executable it registered with.
+    pub exe: ExeId,
+}
+
+/// `struct ic_sentinel_event`: a protected or monitored operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct SentinelEvent {
+    /// The common header.
+    pub hdr: EventHeader,
+    /// The actor's thread-group id.
+    pub pid: u32,
+    /// The actor's thread id.
+    pub tid: u32,
+    /// The actor's uid.
+    pub uid: u32,
+    /// Signal or ptrace target (thread-group id), else 0.
+    pub target_pid: u32,
+    /// [`SentinelOp`] value.
+    pub op: u16,
+    /// [`SentinelVerdict`] value.
+    pub verdict: u8,
+    /// Explicit padding.
+    pub _pad0: u8,
+    /// Signal, ptrace mode, map/link id, open flags or mode, by operation.
+    pub arg: u32,
+    /// The actor's executable (dev 0 for kernel threads).
+    pub exe: ExeId,
+    /// The inode acted on (zeros if none yet, e.g. a file being created).
+    pub target: ExeId,
+    /// Its directory.
+    pub parent: ExeId,
+    /// The actor's command name, NUL-padded.
+    pub comm: [u8; 16],
+    /// The target's name in its directory, NUL-terminated.
+    pub name: [u8; SEN_NAME],
+}
+
+impl Default for SentinelEvent {
+    fn default() -> Self {
+        Self {
+            hdr: EventHeader::default(),
+            pid: 0,
+            tid: 0,
+            uid: 0,
+            target_pid: 0,
+            op: 0,
+            verdict: 0,
+            _pad0: 0,
+            arg: 0,
+            exe: ExeId::default(),
+            target: ExeId::default(),
+            parent: ExeId::default(),
+            comm: [0; 16],
+            name: [0; SEN_NAME],
+        }
+    }
+}
+
+impl SentinelEvent {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 168;
+
+    /// Decodes a record; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Some(Self {
+            hdr: EventHeader::from_bytes(bytes)?,
+            pid: u32::from_ne_bytes(take(bytes, 16)?),
+            tid: u32::from_ne_bytes(take(bytes, 20)?),
+            uid: u32::from_ne_bytes(take(bytes, 24)?),
+            target_pid: u32::from_ne_bytes(take(bytes, 28)?),
+            op: u16::from_ne_bytes(take(bytes, 32)?),
+            verdict: *bytes.get(34)?,
+            _pad0: *bytes.get(35)?,
+            arg: u32::from_ne_bytes(take(bytes, 36)?),
+            exe: ExeId::from_bytes(bytes.get(40..)?)?,
+            target: ExeId::from_bytes(bytes.get(56..)?)?,
+            parent: ExeId::from_bytes(bytes.get(72..)?)?,
+            comm: take(bytes, 88)?,
+            name: take(bytes, 104)?,
+        })
+    }
+
+    /// The exact byte image.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut out = [0u8; Self::SIZE];
+        out[..16].copy_from_slice(&self.hdr.to_bytes());
+        out[16..20].copy_from_slice(&self.pid.to_ne_bytes());
+        out[20..24].copy_from_slice(&self.tid.to_ne_bytes());
+        out[24..28].copy_from_slice(&self.uid.to_ne_bytes());
+        out[28..32].copy_from_slice(&self.target_pid.to_ne_bytes());
+        out[32..34].copy_from_slice(&self.op.to_ne_bytes());
+        out[34] = self.verdict;
+        out[36..40].copy_from_slice(&self.arg.to_ne_bytes());
+        out[40..56].copy_from_slice(&self.exe.to_bytes());
+        out[56..72].copy_from_slice(&self.target.to_bytes());
+        out[72..88].copy_from_slice(&self.parent.to_bytes());
+        out[88..104].copy_from_slice(&self.comm);
+        out[104..168].copy_from_slice(&self.name);
+        out
+    }
+}
+
+const _: () = {
+    use core::mem::size_of;
+    assert!(size_of::<InodeKey>() == InodeKey::SIZE);
+    assert!(size_of::<SentinelNode>() == SentinelNode::SIZE);
+    assert!(size_of::<BpfObjectKey>() == BpfObjectKey::SIZE);
+    assert!(size_of::<SentinelConfig>() == SentinelConfig::SIZE);
+    assert!(size_of::<SentinelState>() == SentinelState::SIZE);
+    assert!(size_of::<AgentMark>() == ExeId::SIZE);
+    assert!(size_of::<SentinelEvent>() == SentinelEvent::SIZE);
+};
