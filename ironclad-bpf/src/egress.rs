@@ -282,13 +282,7 @@ impl EgressFirewall {
         let map = self.object.map("ic_egress_counters")?;
         let mut out = Vec::new();
         for id in 1..u32::try_from(self.rule_count()?).unwrap_or(0) + 1 {
-            let total: u64 = map
-                .lookup_percpu(&id.to_ne_bytes())?
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()))
-                .map(u64::from_ne_bytes)
-                .sum();
+            let total: u64 = map.sum_percpu_u64(&id.to_ne_bytes())?;
             out.push((id, total));
         }
         Ok(out)
@@ -317,15 +311,9 @@ impl EgressFirewall {
 
     /// One total, summed over CPUs.
     pub fn total(&self, which: EgressTotal) -> Result<u64> {
-        Ok(self
-            .object
+        self.object
             .map("ic_egress_totals")?
-            .lookup_percpu(&(which as u32).to_ne_bytes())?
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()))
-            .map(u64::from_ne_bytes)
-            .sum())
+            .sum_percpu_u64(&(which as u32).to_ne_bytes())
     }
 
     /// connect() attempts the rate limit refused for the executable at `path`.

@@ -577,6 +577,17 @@ impl AuditedMap<'_> {
             })
     }
 
+    /// The sum over CPUs of a per-CPU `u64` element (0 if the key is absent).
+    pub fn sum_percpu_u64(&self, key: &[u8]) -> Result<u64> {
+        Ok(self
+            .lookup_percpu(key)?
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()))
+            .map(u64::from_ne_bytes)
+            .sum())
+    }
+
     /// Every key currently in the map.
     pub fn keys(&self) -> Vec<Vec<u8>> {
         self.map.keys().collect()

@@ -192,15 +192,9 @@ impl Telemetry {
 
     /// DNS records the ring buffer had no room for, summed over CPUs.
     pub fn lost_dns_events(&self) -> Result<u64> {
-        Ok(self
-            .object
+        self.object
             .map("ic_telemetry_stats")?
-            .lookup_percpu(&0u32.to_ne_bytes())?
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()))
-            .map(u64::from_ne_bytes)
-            .sum())
+            .sum_percpu_u64(&0u32.to_ne_bytes())
     }
 
     /// The DNS ring buffer with its executable-path enrichment, to read together with
