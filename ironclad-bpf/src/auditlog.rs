@@ -43,6 +43,8 @@ pub enum AuditAction {
     Detach,
     /// Writing or deleting map elements.
     MapUpdate,
+    /// A protection that could not start, or that an operator chose to run without.
+    Alert,
 }
 
 /// How it went.

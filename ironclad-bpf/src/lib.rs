@@ -37,6 +37,7 @@ mod layout;
 pub mod loader;
 pub mod object;
 mod procs;
+pub mod sentinel;
 pub mod shield;
 pub mod telemetry;
 pub mod tls;
@@ -54,6 +55,7 @@ pub use loader::{
     AuditedMap, LoadedObject, Loader, LoaderBuilder, PinnedMap, TestRun, DEFAULT_PIN_ROOT,
 };
 pub use object::EmbeddedObject;
+pub use sentinel::{RegisterError, SentinelLsm};
 pub use shield::{Ipv4Path, MapMemory, ReplaceReport, RuleLabel, RuleStatus, Shield, ShieldStatus};
 pub use telemetry::Telemetry;
 pub use tls::{TlsMonitor, TlsPolicy, TlsScope};
