@@ -7,8 +7,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ironclad_core::abi::{
-    DnsEvent, EgressAction, EgressEvent, EventHeader, EventKind, ShieldEvent, ShieldVerdict,
-    TlsEvent, ABI_VERSION, DIR_OUT, TLS_CHUNK, TLS_F_LAST, TLS_F_TRUNCATED, TLS_READ, TLS_WRITE,
+    DnsEvent, EgressAction, EgressEvent, EventHeader, EventKind, SentinelEvent, SentinelOp,
+    SentinelVerdict, ShieldEvent, ShieldVerdict, TlsEvent, ABI_VERSION, DIR_OUT, TLS_CHUNK,
+    TLS_F_LAST, TLS_F_TRUNCATED, TLS_READ, TLS_WRITE,
 };
 use serde::Serialize;
 
@@ -285,6 +286,63 @@ pub struct AuditEntry {
     pub exe: Option<String>,
 }
 
+fn sentinel_op_name<S: serde::Serializer>(v: &SentinelOp, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v.name())
+}
+
+fn sentinel_verdict_name<S: serde::Serializer>(
+    v: &SentinelVerdict,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v.name())
+}
+
+/// An operation on something the Sentinel protects or monitors: a refused attempt, a
+/// monitored change, or the agent's registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SentinelRecord {
+    /// Wall-clock time, RFC 3339 (set by the reader; empty if unknown).
+    pub time: String,
+    /// `bpf_ktime_get_ns()` when it happened.
+    pub ktime_ns: u64,
+    /// What was attempted.
+    #[serde(serialize_with = "sentinel_op_name")]
+    pub op: SentinelOp,
+    /// What the Sentinel did.
+    #[serde(serialize_with = "sentinel_verdict_name")]
+    pub verdict: SentinelVerdict,
+    /// The actor's process (thread-group) id.
+    pub pid: u32,
+    /// The actor's thread id.
+    pub tid: u32,
+    /// The actor's user id.
+    pub uid: u32,
+    /// The actor's command name.
+    pub comm: String,
+    /// The actor's executable path, resolved in user space (when known).
+    pub exe: Option<String>,
+    /// The actor's executable device (kernel encoding); 0 for kernel threads.
+    pub exe_dev: u32,
+    /// The actor's executable inode.
+    pub exe_ino: u64,
+    /// The target's path, resolved in user space from its identity (when known).
+    pub path: Option<String>,
+    /// The target's name in its directory (empty for signals, ptrace and BPF objects).
+    pub name: String,
+    /// The target inode's device (kernel encoding); 0 if none (a file being created).
+    pub target_dev: u32,
+    /// The target inode.
+    pub target_ino: u64,
+    /// Its directory's device (kernel encoding).
+    pub parent_dev: u32,
+    /// Its directory's inode.
+    pub parent_ino: u64,
+    /// The process a signal or ptrace was aimed at (0 otherwise).
+    pub target_pid: u32,
+    /// By operation: the signal, the ptrace mode, the map or link id, open flags, mode.
+    pub arg: u32,
+}
+
 /// Every kind of event Ironclad reports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -305,6 +363,8 @@ pub enum Event {
     Bandwidth(BandwidthSample),
     /// An audit record.
     Audit(AuditEntry),
+    /// A Sentinel denial, monitored change or registration.
+    Sentinel(SentinelRecord),
 }
 
 fn rfc3339(ktime_ns: u64, offset: i128) -> String {
@@ -326,6 +386,7 @@ impl Event {
             Event::TlsData(e) => e.time = rfc3339(e.ktime_ns, offset),
             Event::Connect(e) | Event::RateLimited(e) => e.time = rfc3339(e.ktime_ns, offset),
             Event::Dns(e) => e.time = rfc3339(e.ktime_ns, offset),
+            Event::Sentinel(e) => e.time = rfc3339(e.ktime_ns, offset),
             Event::Bandwidth(_) | Event::Audit(_) => {}
         }
     }
@@ -392,6 +453,7 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
         k if k == EventKind::Tls as u16 => decode_tls(record),
         k if k == EventKind::Egress as u16 => decode_egress(record),
         k if k == EventKind::Dns as u16 => decode_dns(record),
+        k if k == EventKind::Sentinel as u16 => decode_sentinel(record),
         other => Err(DecodeError::UnknownKind(other)),
     }
 }
@@ -405,6 +467,43 @@ fn comm_text(comm: &[u8; 16]) -> String {
 fn mapped_or_v6(bytes: [u8; 16]) -> IpAddr {
     let v6 = Ipv6Addr::from(bytes);
     v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+}
+
+fn decode_sentinel(record: &[u8]) -> Result<Event, DecodeError> {
+    let e = SentinelEvent::from_bytes(record).ok_or(DecodeError::Truncated {
+        need: SentinelEvent::SIZE,
+        got: record.len(),
+    })?;
+    let op = SentinelOp::from_raw(e.op).ok_or(DecodeError::BadField {
+        field: "op",
+        value: u64::from(e.op),
+    })?;
+    let verdict = SentinelVerdict::from_raw(e.verdict).ok_or(DecodeError::BadField {
+        field: "verdict",
+        value: u64::from(e.verdict),
+    })?;
+    let name_len = e.name.iter().position(|b| *b == 0).unwrap_or(e.name.len());
+    Ok(Event::Sentinel(SentinelRecord {
+        time: String::new(),
+        ktime_ns: e.hdr.ktime_ns,
+        op,
+        verdict,
+        pid: e.pid,
+        tid: e.tid,
+        uid: e.uid,
+        comm: comm_text(&e.comm),
+        exe: None,
+        exe_dev: e.exe.dev,
+        exe_ino: e.exe.ino,
+        path: None,
+        name: String::from_utf8_lossy(&e.name[..name_len]).into_owned(),
+        target_dev: e.target.dev,
+        target_ino: e.target.ino,
+        parent_dev: e.parent.dev,
+        parent_ino: e.parent.ino,
+        target_pid: e.target_pid,
+        arg: e.arg,
+    }))
 }
 
 fn decode_dns(record: &[u8]) -> Result<Event, DecodeError> {
@@ -710,6 +809,57 @@ mod tests {
         let mut bad = e;
         bad.hook = 9;
         assert!(decode(&bad.to_bytes()).is_err());
+    }
+
+    #[test]
+    fn decodes_a_sentinel_denial_and_refuses_unknown_ops() {
+        let mut e = SentinelEvent {
+            hdr: EventHeader {
+                version: ABI_VERSION as u16,
+                kind: EventKind::Sentinel as u16,
+                size: SentinelEvent::SIZE as u32,
+                ktime_ns: 7,
+            },
+            pid: 42,
+            op: SentinelOp::Unlink as u16,
+            verdict: SentinelVerdict::Denied as u8,
+            ..SentinelEvent::default()
+        };
+        e.comm[..2].copy_from_slice(b"rm");
+        e.name[..8].copy_from_slice(b"app.yaml");
+        e.target.ino = 99;
+        let Ok(Event::Sentinel(r)) = decode(&e.to_bytes()) else {
+            panic!("not a sentinel record");
+        };
+        assert_eq!(
+            (
+                r.op,
+                r.verdict,
+                r.pid,
+                r.comm.as_str(),
+                r.name.as_str(),
+                r.target_ino
+            ),
+            (
+                SentinelOp::Unlink,
+                SentinelVerdict::Denied,
+                42,
+                "rm",
+                "app.yaml",
+                99
+            )
+        );
+        let json = Event::Sentinel(r).to_json();
+        assert!(json.contains(r#""kind":"sentinel""#) && json.contains(r#""op":"unlink""#));
+        assert!(json.contains(r#""verdict":"denied""#), "{json}");
+        e.op = 999;
+        assert_eq!(
+            decode(&e.to_bytes()),
+            Err(DecodeError::BadField {
+                field: "op",
+                value: 999
+            })
+        );
     }
 
     #[test]

@@ -27,8 +27,8 @@ pub mod fanout;
 pub mod http;
 
 pub use decode::{
-    decode, AuditEntry, BandwidthSample, DecodeError, DnsRecord, EgressDecision, Event, ShieldDrop,
-    TlsData, TlsDirection,
+    decode, AuditEntry, BandwidthSample, DecodeError, DnsRecord, EgressDecision, Event,
+    SentinelRecord, ShieldDrop, TlsData, TlsDirection,
 };
 pub use fanout::{Fanout, Overflow, SubscriberStats, Subscription};
 pub use http::Http;
