@@ -1,30 +1,55 @@
-//! Host self-defense with BPF-LSM: the preconditions every Sentinel feature relies on.
+//! Host self-defense with BPF-LSM: the kernel refuses to everyone but the registered
+//! agent any change to the agent's files, BPF objects and process, and reports every
+//! attempt, plus changes to monitored files, as typed events.
 //!
-//! BPF-LSM programs load only when the running kernel lists `bpf` among its active
-//! LSMs (`CONFIG_BPF_LSM=y` and `lsm=...,bpf` at boot). [`bpf_lsm_status`] answers that
-//! question with a typed error that says what is missing, so an agent can fail closed
-//! (or, explicitly, run monitor-only) with a message an operator can act on.
+//! ```no_run
+//! use std::sync::Arc;
+//! use ironclad_bpf::{EventReader, Loader};
+//! use ironclad_events::{Event, Fanout, Overflow};
+//! use ironclad_sentinel::Sentinel;
 //!
+//! let loader = Loader::builder().build()?;
+//! let sentinel = Sentinel::builder()
+//!     .protect("/etc/my-agent")            // config directory, files added later too
+//!     .protect("/usr/sbin/my-agent")       // the agent's binary
+//!     .monitor("/etc/ssh/sshd_config")     // report changes, allow them
+//!     .update_manager("/usr/bin/apt-get")  // may replace protected files
+//!     .start(&loader)?;                    // fails closed: no BPF LSM, no start
+//! let fanout = Arc::new(Fanout::new());
+//! let events = fanout.subscribe("alerts", 1024, Overflow::DropOldest);
+//! let reader = EventReader::new(vec![sentinel.event_source()?], fanout)?;
+//! reader.poll(std::time::Duration::from_millis(100))?;
+//! for event in events.receiver().try_iter() {
+//!     if let Event::Sentinel(r) = event {
+//!         println!("{} {} by {} ({:?})", r.verdict.name(), r.op.name(), r.comm, r.path);
+//!     }
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
-//! use ironclad_sentinel::{parse_lsm_list, SentinelError};
 //!
-//! let active = parse_lsm_list("lockdown,capability,landlock,yama,apparmor,bpf\n");
-//! assert!(active.iter().any(|l| l == "bpf"));
+//! # What is refused
+//! See `docs/sentinel.md` for the hook table. In short: write-opens, truncation, unlink,
+//! rename to or from, hard links, chmod/chown/xattr and new entries on protected paths;
+//! mounts over them or over a directory above them; writable fds to protected maps, fds
+//! to protected links, write access to their pins; fatal and stop signals and ptrace
+//! attach to the agent.
 //!
-//! let err = ironclad_sentinel::require_bpf_lsm_in("capability,yama\n", "/sys/kernel/security/lsm")
-//!     .unwrap_err();
-//! assert_eq!(
-//!     err.to_string(),
-//!     "kernel lacks BPF LSM: /sys/kernel/security/lsm has no 'bpf' (active: capability,yama); \
-//!      boot with lsm=...,bpf on a kernel built with CONFIG_BPF_LSM=y (5.7 or newer)"
-//! );
-//! ```
+//! # Fail closed
+//! [`SentinelBuilder::start`] fails with a typed error when the Sentinel cannot load
+//! (no BPF LSM, an audit refusal, a verifier rejection), after writing an alert to the
+//! audit log. Only [`SentinelBuilder::allow_unprotected_start`] (logged) lets an agent
+//! run without it.
 //!
 //! # Minimum kernel
-//! BPF-LSM: Linux 5.7 with `CONFIG_BPF_LSM=y` and `bpf` in the `lsm=` boot parameter.
+//! BPF-LSM: Linux 5.7 with `CONFIG_BPF_LSM=y` and `bpf` in the `lsm=` boot parameter;
+//! task storage and `bpf_get_current_task_btf`: 5.11. Tested on Debian's 6.1 kernel.
 #![forbid(unsafe_code)]
 
+mod sentinel;
+
 use std::path::{Path, PathBuf};
+
+pub use sentinel::{Sentinel, SentinelBuilder, SentinelMode, SentinelStatus};
 
 /// Where the kernel lists its active LSMs.
 pub const LSM_LIST: &str = "/sys/kernel/security/lsm";
@@ -50,6 +75,31 @@ pub enum SentinelError {
         #[source]
         source: std::io::Error,
     },
+    /// A configured path cannot be used.
+    #[error("{what} {path}: {source}")]
+    Path {
+        /// Which setting (`protect`, `monitor`, `update_manager`, `agent executable`).
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// More inodes than the kernel table holds.
+    #[error("the protected and monitored paths hold {count} files and directories; the Sentinel's table holds {max}")]
+    TooManyNodes {
+        /// Inodes found.
+        count: usize,
+        /// The table's capacity.
+        max: u32,
+    },
+    /// Loading or attaching the programs, or writing their tables, failed.
+    #[error("Sentinel: {0}")]
+    Bpf(#[from] ironclad_bpf::BpfError),
+    /// The kernel refused this process as the agent.
+    #[error("Sentinel: {0}")]
+    Register(#[from] ironclad_bpf::RegisterError),
 }
 
 /// The LSM names in the kernel's comma-separated list.

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Runs the tests that need a kernel this machine cannot offer (BPF-LSM) inside QEMU
+# guests booting the kernels listed in guest/kernels, and reports their results here.
+#
+#   guest/run.sh            install what is missing, build, run every kernel's tests
+#   guest/run.sh --bench    also run the Sentinel benchmark in each guest
+#
+# The guest (virtme-ng, TCG: KVM guests hang on these machines) shares the host's root
+# file system read-only, so the test binaries built here run there unchanged; results
+# come back through a writable directory under target/guest/. Each kernel's output ends
+# with libtest's `test result:` line, which ./dev.sh test counts with the host's.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+WORK=$ROOT/target/guest
+BENCH=0
+[[ "${1:-}" == --bench ]] && BENCH=1
+
+log() { printf '\033[1m==> guest: %s\033[0m\n' "$*" >&2; }
+
+install_tools() {
+    local pkgs=(qemu-system-x86 kmod busybox-static cpio attr gdb bpftool util-linux) missing=()
+    for p in "${pkgs[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if ((${#missing[@]})); then
+        log "installing ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+    if ! command -v vng >/dev/null; then
+        log "installing virtme-ng"
+        python3 -m pip install --quiet "virtme-ng==1.42"
+        hash -r
+    fi
+    command -v vng >/dev/null || { echo "vng not on PATH after installing virtme-ng" >&2; exit 1; }
+}
+
+# Prints the version string (e.g. 6.1.0-54-amd64) of the kernel package matching $1,
+# downloaded and unpacked under $WORK/kernels/, its modules installed for virtme-ng.
+fetch_kernel() {
+    local pattern=$1 pkg ver dir
+    pkg=$(apt-cache search --names-only "^${pattern//\*/[0-9]+}\$" | awk '{print $1}' | sort -V | tail -n 1)
+    if [[ -z "$pkg" ]]; then
+        apt-get update -qq
+        pkg=$(apt-cache search --names-only "^${pattern//\*/[0-9]+}\$" | awk '{print $1}' | sort -V | tail -n 1)
+    fi
+    [[ -n "$pkg" ]] || { echo "no Debian package matches $pattern" >&2; return 1; }
+    dir=$WORK/kernels/$pkg
+    if [[ ! -d "$dir/boot" ]]; then
+        log "fetching $pkg"
+        mkdir -p "$dir"
+        (cd "$dir" && apt-get download -qq "$pkg" 2>/dev/null && dpkg -x ./*.deb . && rm -f ./*.deb)
+    fi
+    ver=$(ls "$dir/lib/modules")
+    if [[ ! -d /lib/modules/$ver ]]; then
+        mkdir -p /lib/modules
+        cp -a "$dir/lib/modules/$ver" /lib/modules/
+        depmod "$ver"
+    fi
+    echo "$ver $dir/boot/vmlinuz-$ver"
+}
+
+# Path of the executable cargo built for a target, from its JSON messages.
+executable() {
+    python3 -c '
+import json, sys
+name = sys.argv[1]
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == name and m.get("executable"):
+        print(m["executable"])
+' "$1"
+}
+
+install_tools
+log "building the guest tests"
+cargo build --quiet -p ironclad-sentinel --example sentinel_agent
+cargo build --quiet -p full_firewall
+TESTS=$(cargo test --quiet -p ironclad-sentinel --test sentinel_guest --no-run --message-format=json | executable sentinel_guest | tail -n 1)
+[[ -x "$TESTS" ]] || { echo "could not find the sentinel_guest test binary" >&2; exit 1; }
+BENCHES=
+if ((BENCH)); then
+    BENCHES=$(cargo bench --quiet -p ironclad-benches --bench sentinel --no-run --message-format=json | executable sentinel | tail -n 1)
+fi
+
+status=0
+while read -r name pattern; do
+    [[ -z "$name" || "$name" == \#* ]] && continue
+    read -r ver image < <(fetch_kernel "$pattern")
+    out=$WORK/run-$name
+    rm -rf "$out" && mkdir -p "$out"
+    cat > "$out/guest.sh" <<GUEST
+#!/bin/bash
+exec > "$out/output.txt" 2>&1
+cd "$ROOT"
+mount -t bpf bpf /sys/fs/bpf 2>/dev/null || true
+echo "guest kernel: \$(uname -r); LSMs: \$(cat /sys/kernel/security/lsm)"
+IRONCLAD_GUEST=1 "$TESTS" --ignored --test-threads=1
+echo "\$?" > "$out/rc"
+if [[ -n "$BENCHES" ]]; then
+    IRONCLAD_GUEST=1 "$BENCHES" --bench --warm-up-time 1 --measurement-time 3 --noplot
+    echo "\$?" > "$out/bench-rc"
+fi
+GUEST
+    chmod +x "$out/guest.sh"
+    log "$name: booting $ver (TCG)"
+    started=$SECONDS
+    timeout "${GUEST_TIMEOUT:-900}" vng --run "$image" --disable-kvm --force-9p --memory 2G --cpus 2 \
+        --rwdir "$out" --exec "$out/guest.sh" >"$out/vng.log" 2>&1 || true
+    cat "$out/output.txt" 2>/dev/null || true
+    log "$name: guest run took $((SECONDS - started)) s"
+    if [[ "$(cat "$out/rc" 2>/dev/null)" != 0 ]]; then
+        echo "guest $name: tests failed or did not finish (see $out/vng.log)" >&2
+        tail -n 20 "$out/vng.log" >&2 || true
+        status=1
+    fi
+    if ((BENCH)) && [[ "$(cat "$out/bench-rc" 2>/dev/null)" != 0 ]]; then
+        echo "guest $name: benchmark failed" >&2
+        status=1
+    fi
+done < guest/kernels
+exit $status
