@@ -23,6 +23,15 @@
 //!   bytes_per_second: 0       # per-process budget; 0 = none
 //! ```
 //!
+//! ```yaml
+//! sentinel:
+//!   protect: [/etc/ironclad, /usr/local/bin/full_firewall]
+//!   monitor: [/etc/ssh/sshd_config]
+//!   update_manager: /usr/bin/dpkg
+//!   mode: enforce             # or monitor-only
+//!   required: true            # false: start unprotected (with an alert) without BPF-LSM
+//! ```
+//!
 //! Duplicate keys and unknown keys are errors; alias expansion is bounded (the YAML
 //! reader's default budget).
 
@@ -38,6 +47,7 @@ use crate::egress::{
     EgressRuleSpec, Proto,
 };
 use crate::error::{ConfigError, Diagnostic, Origin, PolicyError};
+use crate::sentinel::SentinelPolicy;
 use crate::shield::{
     compile, CompiledShield, Entry, Ipv4Lookup, Mode, RateLimit, ShieldPolicy, DEFAULT_SAMPLE_RATE,
 };
@@ -51,6 +61,19 @@ struct RawConfig {
     tls: Option<RawTls>,
     egress: Option<RawEgress>,
     telemetry: Option<RawTelemetry>,
+    sentinel: Option<RawSentinel>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSentinel {
+    #[serde(default)]
+    protect: Vec<Spanned<PathBuf>>,
+    #[serde(default)]
+    monitor: Vec<Spanned<PathBuf>>,
+    update_manager: Option<Spanned<PathBuf>>,
+    mode: Option<Spanned<String>>,
+    required: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -158,6 +181,8 @@ pub struct Config {
     pub egress: Option<EgressPolicy>,
     /// The `telemetry` section, if present.
     pub telemetry: Option<TelemetryPolicy>,
+    /// The `sentinel` section, if present.
+    pub sentinel: Option<SentinelPolicy>,
 }
 
 /// A policy file compiled for the kernel.
@@ -171,6 +196,8 @@ pub struct CompiledConfig {
     pub egress: Option<CompiledEgress>,
     /// The `telemetry` section, if present.
     pub telemetry: Option<TelemetryPolicy>,
+    /// The `sentinel` section, if present.
+    pub sentinel: Option<SentinelPolicy>,
 }
 
 fn position(location: &Location) -> Option<(u64, u64)> {
@@ -433,6 +460,59 @@ fn parse_tls(raw: &RawTls, problems: &mut Vec<PolicyError>) -> TlsPolicy {
     }
 }
 
+fn parse_sentinel(raw: &RawSentinel, problems: &mut Vec<PolicyError>) -> SentinelPolicy {
+    let mut absolute = |field: String, item: &Spanned<PathBuf>| -> Option<PathBuf> {
+        if item.value.is_absolute() {
+            Some(item.value.clone())
+        } else {
+            problems.push(PolicyError::Invalid {
+                origin: Origin {
+                    field,
+                    at: position(&item.referenced),
+                },
+                message: format!("`{}` is not an absolute path", item.value.display()),
+            });
+            None
+        }
+    };
+    let mut paths = |name: &str, list: &[Spanned<PathBuf>]| -> Vec<PathBuf> {
+        list.iter()
+            .enumerate()
+            .filter_map(|(i, item)| absolute(format!("sentinel.{name}[{i}]"), item))
+            .collect()
+    };
+    let protect = paths("protect", &raw.protect);
+    let monitor = paths("monitor", &raw.monitor);
+    let update_manager = raw
+        .update_manager
+        .as_ref()
+        .and_then(|m| absolute("sentinel.update_manager".to_string(), m));
+    let monitor_only = match &raw.mode {
+        None => false,
+        Some(m) => match m.value.as_str() {
+            "enforce" => false,
+            "monitor-only" => true,
+            other => {
+                problems.push(PolicyError::Invalid {
+                    origin: Origin {
+                        field: "sentinel.mode".into(),
+                        at: position(&m.referenced),
+                    },
+                    message: format!("`{other}` is not a mode; use `enforce` or `monitor-only`"),
+                });
+                false
+            }
+        },
+    };
+    SentinelPolicy {
+        protect,
+        monitor,
+        update_manager,
+        monitor_only,
+        required: raw.required.unwrap_or(true),
+    }
+}
+
 fn parse_inner(text: &str, path: &Path) -> Result<Parsed, ConfigError> {
     let mut options = serde_saphyr::Options::default();
     options.with_snippet = false;
@@ -447,6 +527,10 @@ fn parse_inner(text: &str, path: &Path) -> Result<Parsed, ConfigError> {
     let mut problems = Vec::new();
     let tls = raw.tls.as_ref().map(|t| parse_tls(t, &mut problems));
     let egress = raw.egress.as_ref().map(|e| parse_egress(e, &mut problems));
+    let sentinel = raw
+        .sentinel
+        .as_ref()
+        .map(|s| parse_sentinel(s, &mut problems));
     let telemetry = raw.telemetry.as_ref().map(|t| {
         let interval_seconds = match &t.interval_seconds {
             Some(i) if i.value == 0 => {
@@ -475,6 +559,7 @@ fn parse_inner(text: &str, path: &Path) -> Result<Parsed, ConfigError> {
                 tls,
                 egress,
                 telemetry,
+                sentinel,
             },
             problems,
         ));
@@ -553,6 +638,7 @@ fn parse_inner(text: &str, path: &Path) -> Result<Parsed, ConfigError> {
             tls,
             egress,
             telemetry,
+            sentinel,
         },
         problems,
     ))
@@ -594,6 +680,7 @@ pub fn compile_str(text: &str, path: &Path) -> Result<CompiledConfig, ConfigErro
             tls: config.tls,
             egress,
             telemetry: config.telemetry,
+            sentinel: config.sentinel,
         })
     } else {
         Err(to_config_error(path, problems))
@@ -624,6 +711,40 @@ shield:
   rate_limit: { pps: 1000, burst: 2000 }
   sample_rate: 1
 ";
+
+    #[test]
+    fn the_sentinel_section_parses_and_names_bad_fields() {
+        let text = "sentinel:\n  protect: [/etc/ironclad, /usr/sbin/agent]\n  monitor: [/etc/passwd]\n  update_manager: /usr/bin/dpkg\n  mode: monitor-only\n  required: false\n";
+        let compiled = compile_str(text, Path::new("p.yaml")).expect("valid");
+        let s = compiled.sentinel.expect("sentinel section");
+        assert_eq!(
+            s.protect,
+            [
+                PathBuf::from("/etc/ironclad"),
+                PathBuf::from("/usr/sbin/agent")
+            ]
+        );
+        assert_eq!(s.monitor, [PathBuf::from("/etc/passwd")]);
+        assert_eq!(s.update_manager, Some(PathBuf::from("/usr/bin/dpkg")));
+        assert!(s.monitor_only && !s.required);
+
+        let bad = "sentinel:\n  protect: [etc/ironclad]\n  mode: strict\n";
+        let err = compile_str(bad, Path::new("p.yaml")).expect_err("invalid");
+        let text = err.to_string();
+        assert!(text.contains("p.yaml:2:"), "{text}");
+        assert!(
+            text.contains("sentinel.protect[0]") && text.contains("not an absolute path"),
+            "{text}"
+        );
+        assert!(
+            text.contains("p.yaml:3:") && text.contains("sentinel.mode"),
+            "{text}"
+        );
+
+        let unknown = "sentinel:\n  protected: [/etc]\n";
+        let err = compile_str(unknown, Path::new("p.yaml")).expect_err("unknown key");
+        assert!(err.to_string().contains("protected"), "{err}");
+    }
 
     #[test]
     fn a_good_file_compiles() {

@@ -33,6 +33,7 @@ pub mod config;
 pub mod egress;
 pub mod error;
 pub mod fastpath;
+pub mod sentinel;
 pub mod shield;
 pub mod telemetry;
 #[cfg(feature = "testing")]

@@ -26,9 +26,11 @@ use ironclad_bpf::{
 use ironclad_events::{Event, Fanout, Overflow, Subscription};
 use ironclad_policy::config::{compile_file, CompiledConfig};
 use ironclad_policy::egress::CompiledEgress;
+use ironclad_policy::sentinel::SentinelPolicy;
 use ironclad_policy::shield::{CompiledShield, Mode};
 use ironclad_policy::telemetry::TelemetryPolicy;
 use ironclad_policy::tls::TlsPolicy;
+use ironclad_sentinel::{Sentinel, SentinelMode};
 
 /// Arguments of `run`.
 #[derive(clap::Args)]
@@ -229,6 +231,68 @@ fn start_shield(
     })
 }
 
+/// The running Sentinel and its event reader.
+struct Guard {
+    sentinel: Sentinel,
+    events: EventReader,
+}
+
+/// Starts the Sentinel from the policy's `sentinel` section. Fails closed: an error here
+/// stops the daemon unless the section says `required: false`.
+fn start_sentinel(
+    loader: &Loader,
+    policy: &SentinelPolicy,
+    fanout: Arc<Fanout<Event>>,
+) -> Result<Option<Guard>> {
+    let mut builder = Sentinel::builder()
+        .monitor_only(policy.monitor_only)
+        .allow_unprotected_start(!policy.required);
+    for path in &policy.protect {
+        builder = builder.protect(path);
+    }
+    for path in &policy.monitor {
+        builder = builder.monitor(path);
+    }
+    if let Some(manager) = &policy.update_manager {
+        builder = builder.update_manager(manager);
+    }
+    let sentinel = builder
+        .start(loader)
+        .context("the sentinel could not start (sentinel.required is true)")?;
+    if let SentinelMode::Unprotected { reason } = sentinel.mode() {
+        log(format_args!(
+            "ALERT: running WITHOUT self-protection (sentinel.required: false): {reason}"
+        ));
+        return Ok(None);
+    }
+    let events = EventReader::new(vec![sentinel.event_source()?], fanout)?;
+    let status = sentinel.status()?;
+    log(format_args!(
+        "sentinel {}: {} protected and {} monitored files, {} hooks",
+        if policy.monitor_only {
+            "monitoring (monitor-only)"
+        } else {
+            "enforcing"
+        },
+        status.protected_inodes,
+        status.monitored_inodes,
+        status.hooks
+    ));
+    Ok(Some(Guard { sentinel, events }))
+}
+
+/// Puts a loaded object under the Sentinel's protection (its maps and pins).
+fn guard_object(guard: &mut Option<Guard>, object: &ironclad_bpf::LoadedObject) {
+    if let Some(g) = guard.as_mut() {
+        if let Err(e) = g.sentinel.protect_bpf(object) {
+            log(format_args!(
+                "sentinel: could not protect `{}`: {e}",
+                object.name()
+            ));
+        }
+    }
+}
+
 fn open_events(path: &Path) -> Result<Box<dyn Write>> {
     if path == Path::new("-") {
         return Ok(Box::new(std::io::stdout()));
@@ -288,6 +352,12 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     let fanout = Arc::new(Fanout::new());
     let subscription = fanout.subscribe("events-writer", 65_536, Overflow::DropOldest);
     let mut events_out = args.events.as_deref().map(open_events).transpose()?;
+    // The Sentinel first: it registers this process as the agent before anything else is
+    // loaded, and everything loaded after is put under its protection.
+    let mut guard = match &config.sentinel {
+        Some(policy) => start_sentinel(&loader, policy, fanout.clone())?,
+        None => None,
+    };
 
     let mut running = match (&policy, &iface) {
         (Some(policy), Some(iface)) => match start_shield(&loader, policy, iface, fanout.clone()) {
@@ -318,6 +388,12 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         .as_ref()
         .filter(|t| t.dns || t.bandwidth)
         .and_then(|t| start_telemetry(&loader, t, &cgroup, fanout.clone()));
+    if let Some(r) = &running {
+        guard_object(&mut guard, r.shield.object());
+    }
+    if let Some(e) = &egress {
+        guard_object(&mut guard, e.firewall.object());
+    }
     log("ready");
 
     while !stop.load(Ordering::Relaxed) {
@@ -338,6 +414,11 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         if let Some(e) = &egress {
             if let Err(err) = e.events.drain() {
                 log(format_args!("reading egress events: {err}"));
+            }
+        }
+        if let Some(g) = &guard {
+            if let Err(err) = g.events.drain() {
+                log(format_args!("reading sentinel events: {err}"));
             }
         }
         if let Some(o) = observer.as_mut() {
@@ -362,6 +443,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                         },
                         (None, Some(new_egress)) => {
                             egress = start_egress(&loader, new_egress, &cgroup, fanout.clone());
+                            if let Some(e) = &egress {
+                                guard_object(&mut guard, e.firewall.object());
+                            }
                         }
                         (Some(_), None) => log("reload: the new policy has no egress section; the egress policy is left as it is"),
                         (None, None) => {}
@@ -394,6 +478,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                         running = start_shield(&loader, &new_policy, iface, fanout.clone())
                             .map_err(|e| log(format_args!("shield still disabled: {e}")))
                             .ok();
+                        if let Some(r) = &running {
+                            guard_object(&mut guard, r.shield.object());
+                        }
                     }
                     (None, None) => log("reload refused: --iface was not given"),
                         },
@@ -441,6 +528,17 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                     .pin_path()
                     .map_or_else(String::new, |p| p.display().to_string())
             ));
+        }
+    }
+    if let Some(g) = guard.take() {
+        let _ = g.events.drain();
+        write_events(&subscription, &mut events_out)?;
+        drop(g.events);
+        if args.detach_on_exit {
+            g.sentinel.stop()?;
+            log("sentinel stopped; its pins removed");
+        } else {
+            log("stopping; the sentinel stays pinned and keeps protecting");
         }
     }
     Ok(ExitCode::SUCCESS)
