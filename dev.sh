@@ -114,6 +114,8 @@ cmd_test() {
     local results
     results=$(mktemp)
     cargo test --workspace --no-fail-fast 2>&1 | tee "$results"
+    log "guest kernels (BPF-LSM): the Sentinel's tests and benchmark in QEMU (guest/run.sh)"
+    guest/run.sh --bench 2>&1 | tee -a "$results"
     log "packaged crates build on their own (cargo package, then a scratch project)"
     check_packaged
     log "fuzzing, bounded: the event decoder and the DNS parser"

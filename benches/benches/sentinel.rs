@@ -1,0 +1,99 @@
+//! Added cost of the Sentinel per `open()`+`close()` of an unprotected file.
+//!
+//! Runs only where BPF-LSM is active: `guest/run.sh --bench` boots the guest kernel and
+//! runs it there (the build machines cannot load LSM programs). The benchmark process is
+//! the agent: it times opens of `/run/ironclad-bench/free.txt` for reading and for
+//! writing with no Sentinel (`bare`), then starts the Sentinel over a protected directory
+//! beside it and times the same opens again (`sentinel`). A read-only open costs the
+//! `file_open` hook's mode test; a write-open also looks the file and its directories up
+//! in the inode table. The closing summary gives paired minimums of interleaved rounds.
+//! Under QEMU's TCG every instruction is emulated, so absolute times are far above a
+//! real machine's; the ratio is the figure to read.
+
+use std::fs::OpenOptions;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use ironclad_bpf::{Loader, NullSink};
+use ironclad_sentinel::Sentinel;
+
+const DIR: &str = "/run/ironclad-bench";
+
+fn open_close(path: &Path, write: bool) {
+    let file = OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    drop(file);
+}
+
+/// Minimum over `rounds` of the mean time of `n` opens.
+fn min_per_open(path: &Path, write: bool, rounds: usize, n: u32) -> Duration {
+    (0..rounds)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..n {
+                open_close(path, write);
+            }
+            start.elapsed() / n
+        })
+        .min()
+        .unwrap_or_default()
+}
+
+fn sentinel(c: &mut Criterion) {
+    let lsm = std::fs::read_to_string(ironclad_sentinel::LSM_LIST).unwrap_or_default();
+    assert!(
+        lsm.split(',').any(|l| l.trim() == "bpf"),
+        "the Sentinel benchmark needs BPF-LSM; run it with guest/run.sh --bench"
+    );
+    std::fs::create_dir_all(format!("{DIR}/protected")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(format!("{DIR}/protected/app.yaml"), "a: 1\n").unwrap_or_else(|e| panic!("{e}"));
+    let free = Path::new(DIR).join("free.txt");
+    std::fs::write(&free, "free\n").unwrap_or_else(|e| panic!("{e}"));
+
+    let mut group = c.benchmark_group("sentinel/open_close");
+    group.bench_function("read/bare", |b| b.iter(|| open_close(&free, false)));
+    group.bench_function("write/bare", |b| b.iter(|| open_close(&free, true)));
+    let bare = (
+        min_per_open(&free, false, 15, 2_000),
+        min_per_open(&free, true, 15, 2_000),
+    );
+
+    let loader = Loader::builder()
+        .pin_root("/sys/fs/bpf/ironclad-bench")
+        .audit_sink(Arc::new(NullSink))
+        .build()
+        .unwrap_or_else(|e| panic!("loader: {e}"));
+    let sentinel = Sentinel::builder()
+        .protect(format!("{DIR}/protected"))
+        .pin(false)
+        .start(&loader)
+        .unwrap_or_else(|e| panic!("sentinel: {e}"));
+    group.bench_function("read/sentinel", |b| b.iter(|| open_close(&free, false)));
+    group.bench_function("write/sentinel", |b| b.iter(|| open_close(&free, true)));
+    group.finish();
+    let with = (
+        min_per_open(&free, false, 15, 2_000),
+        min_per_open(&free, true, 15, 2_000),
+    );
+    sentinel.stop().unwrap_or_else(|e| panic!("stop: {e}"));
+
+    println!("\nSentinel: added cost per open+close of an unprotected file (minimum of 15 rounds x 2,000)");
+    println!("| open      | bare ns | with Sentinel ns | added ns | added % |");
+    println!("|-----------|---------|------------------|----------|---------|");
+    for (name, b, w) in [("O_RDONLY", bare.0, with.0), ("O_WRONLY", bare.1, with.1)] {
+        let (b, w) = (b.as_nanos() as f64, w.as_nanos() as f64);
+        println!(
+            "| {name:<9} | {b:>7.0} | {w:>16.0} | {:>8.0} | {:>6.1}% |",
+            w - b,
+            (w - b) / b * 100.0
+        );
+    }
+}
+
+criterion_group!(benches, sentinel);
+criterion_main!(benches);
