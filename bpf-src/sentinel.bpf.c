@@ -25,9 +25,9 @@
  *   inode_link          hard links to a protected file or into a protected directory
  *   inode_create/mkdir/mknod/symlink   new entries in a protected directory
  *   sb_mount/move_mount mounting over a protected path or a directory above one
- *   bpf_map             writable fds to protected maps (GET_FD_BY_ID, OBJ_GET)
- *   bpf                 fds to protected links (LINK_GET_FD_BY_ID)
- *   inode_permission    write access to protected pins on bpffs (OBJ_GET of a link)
+ *   bpf_map             writable fds to protected maps (GET_FD_BY_ID, OBJ_GET of a pin)
+ *   bpf                 fds to protected links (LINK_GET_FD_BY_ID), and LINK_DETACH /
+ *                       LINK_UPDATE of one through any fd (e.g. from OBJ_GET of its pin)
  *   task_kill           signals to the agent other than harmless ones
  *   ptrace_access_check ptrace attach, /proc/pid/mem, process_vm_writev, pidfd_getfd
  *   task_prctl          the registration handshake
@@ -46,7 +46,6 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #define IC_MAY_WRITE 0x2
 #define IC_MAY_APPEND 0x8
 #define IC_PTRACE_MODE_ATTACH 0x02
-#define IC_BPF_FS_MAGIC 0xcafe4a11
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -469,32 +468,65 @@ int BPF_PROG(ic_bpf_map, struct bpf_map *map, fmode_t fmode)
 	return decide(IC_SEN_OP_BPF_MAP, IC_SEN_PROTECT, current_is_agent(), 0, 0, 0, id, 0);
 }
 
+/* The id of the link behind file descriptor `fd` of the calling process, 0 if `fd` is
+ * not a link. The fd table is an array of pointers, read with probe reads; a link's file
+ * is an anonymous inode named "bpf_link" or "bpf-link". */
+static __always_inline __u32 link_id_of_fd(__u32 fd)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fdtable *fdt = task->files->fdt;
+	struct file **table;
+	struct file *file = 0;
+	struct dentry *dentry = 0;
+	const unsigned char *name = 0;
+	struct bpf_link *link = 0;
+	__u64 kind = 0;
+	__u32 id = 0;
+
+	if (fd >= fdt->max_fds)
+		return 0;
+	table = fdt->fd;
+	if (bpf_probe_read_kernel(&file, sizeof(file), &table[fd]) || !file)
+		return 0;
+	if (bpf_probe_read_kernel(&dentry, sizeof(dentry), &file->f_path.dentry) || !dentry)
+		return 0;
+	if (bpf_probe_read_kernel(&name, sizeof(name), &dentry->d_name.name) || !name)
+		return 0;
+	/* "bpf_link" (the fd made with the link) or "bpf-link" (fds made later, e.g. by
+	 * BPF_OBJ_GET), then a NUL: eight bytes compared as one word, the fourth masked. */
+	if (bpf_probe_read_kernel(&kind, sizeof(kind), name))
+		return 0;
+	if ((kind & ~0xff000000ULL) != (*(const __u64 *)"bpf_link" & ~0xff000000ULL))
+		return 0;
+	if (((kind >> 24) & 0xff) != '_' && ((kind >> 24) & 0xff) != '-')
+		return 0;
+	kind = 0;
+	if (bpf_probe_read_kernel(&kind, 1, name + 8) || kind != 0)
+		return 0;
+	if (bpf_probe_read_kernel(&link, sizeof(link), &file->private_data) || !link)
+		return 0;
+	bpf_probe_read_kernel(&id, sizeof(id), &link->id);
+	return id;
+}
+
+/* Links: an fd to a protected link is refused (LINK_GET_FD_BY_ID), and so are detaching
+ * and updating one through an fd got otherwise (BPF_OBJ_GET of its pin). */
 SEC("lsm/bpf")
 int BPF_PROG(ic_bpf, int cmd, union bpf_attr *attr, unsigned int size)
 {
 	__u32 id;
 
-	if (cmd != BPF_LINK_GET_FD_BY_ID)
+	if (cmd == BPF_LINK_GET_FD_BY_ID)
+		id = attr->link_id;
+	else if (cmd == BPF_LINK_DETACH)
+		id = link_id_of_fd(attr->link_detach.link_fd);
+	else if (cmd == BPF_LINK_UPDATE)
+		id = link_id_of_fd(attr->link_update.link_fd);
+	else
 		return 0;
-	id = attr->link_id;
-	if (!object_protected(IC_BPF_LINK, id))
+	if (!id || !object_protected(IC_BPF_LINK, id))
 		return 0;
 	return decide(IC_SEN_OP_BPF_LINK, IC_SEN_PROTECT, current_is_agent(), 0, 0, 0, id, 0);
-}
-
-SEC("lsm/inode_permission")
-int BPF_PROG(ic_inode_permission, struct inode *inode, int mask)
-{
-	__u32 flags;
-
-	if (!(mask & IC_MAY_WRITE))
-		return 0;
-	if (inode->i_sb->s_magic != IC_BPF_FS_MAGIC)
-		return 0;
-	flags = node_flags(inode);
-	if (!(flags & IC_SEN_PROTECT))
-		return 0;
-	return decide(IC_SEN_OP_BPF_PIN, flags, current_is_agent(), 0, 0, inode, mask, 0);
 }
 
 /* ---- The agent process ---- */

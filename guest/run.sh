@@ -30,10 +30,15 @@ install_tools() {
     fi
     if ! command -v vng >/dev/null; then
         log "installing virtme-ng"
-        python3 -m pip install --quiet "virtme-ng==1.42"
+        python3 -m pip install --quiet --root-user-action=ignore "virtme-ng==1.42"
         hash -r
     fi
-    command -v vng >/dev/null || { echo "vng not on PATH after installing virtme-ng" >&2; exit 1; }
+    if ! command -v vng >/dev/null; then
+        # pip put it next to the interpreter's other scripts, which may not be on PATH.
+        PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
+        export PATH
+    fi
+    command -v vng >/dev/null || { echo "vng not found after installing virtme-ng" >&2; exit 1; }
 }
 
 # Prints the version string (e.g. 6.1.0-54-amd64) of the kernel package matching $1,

@@ -478,8 +478,8 @@ enum ic_sentinel_op {
 	IC_SEN_OP_XATTR = 11,     /* setxattr / removexattr */
 	IC_SEN_OP_MOUNT = 12,     /* mount or move_mount onto the path */
 	IC_SEN_OP_BPF_MAP = 13,   /* a writable fd to a protected map */
-	IC_SEN_OP_BPF_LINK = 14,  /* an fd to a protected link */
-	IC_SEN_OP_BPF_PIN = 15,   /* write access to a pinned object */
+	IC_SEN_OP_BPF_LINK = 14,  /* an fd to, or detaching/updating, a protected link */
+	/* 15 is not used */
 	IC_SEN_OP_SIGNAL = 16,    /* a signal to the agent (arg: the signal) */
 	IC_SEN_OP_PTRACE = 17,    /* ptrace attach, /proc/pid/mem, pidfd_getfd (arg: mode) */
 	IC_SEN_OP_REGISTER = 18,  /* the agent registration handshake */

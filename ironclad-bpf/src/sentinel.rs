@@ -59,7 +59,6 @@ pub const PROGRAMS: &[&str] = &[
     "ic_move_mount",
     "ic_bpf_map",
     "ic_bpf",
-    "ic_inode_permission",
     "ic_task_kill",
     "ic_ptrace_access_check",
 ];

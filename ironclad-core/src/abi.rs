@@ -1566,10 +1566,8 @@ pub enum SentinelOp {
     Mount = 12,
     /// A writable fd to a protected map.
     BpfMap = 13,
-    /// An fd to a protected link.
+    /// An fd to a protected link, or detaching or updating one.
     BpfLink = 14,
-    /// Write access to a protected pin.
-    BpfPin = 15,
     /// A signal to the agent.
     Signal = 16,
     /// ptrace attach (or /proc/pid/mem, process_vm_writev, pidfd_getfd) on the agent.
@@ -1580,7 +1578,7 @@ pub enum SentinelOp {
 
 impl SentinelOp {
     /// Every operation, in ABI order.
-    pub const ALL: [SentinelOp; 18] = [
+    pub const ALL: [SentinelOp; 17] = [
         Self::OpenWrite,
         Self::Write,
         Self::Truncate,
@@ -1595,7 +1593,6 @@ impl SentinelOp {
         Self::Mount,
         Self::BpfMap,
         Self::BpfLink,
-        Self::BpfPin,
         Self::Signal,
         Self::Ptrace,
         Self::Register,
@@ -1623,7 +1620,6 @@ impl SentinelOp {
             Self::Mount => "mount",
             Self::BpfMap => "bpf_map",
             Self::BpfLink => "bpf_link",
-            Self::BpfPin => "bpf_pin",
             Self::Signal => "signal",
             Self::Ptrace => "ptrace",
             Self::Register => "register",
@@ -1717,35 +1713,52 @@ impl InodeKey {
     }
 }
 
-/// `struct ic_sentinel_node`: what the Sentinel knows about an inode.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-#[repr(C)]
-pub struct SentinelNode {
-    /// `enum ic_sentinel_node_flags` bits ([`SEN_PROTECT`], ...).
-    pub flags: u32,
-    /// Explicit padding, always zero.
-    pub _pad0: u32,
+/// A Sentinel struct that is one `u32` of flags and explicit padding.
+macro_rules! flags_struct {
+    ($(#[$doc:meta])* $name:ident, $flags:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+        #[repr(C)]
+        pub struct $name {
+            #[doc = $flags]
+            pub flags: u32,
+            /// Explicit padding, always zero.
+            pub _pad0: u32,
+        }
+
+        impl $name {
+            /// Size of the C struct in bytes.
+            pub const SIZE: usize = 8;
+
+            /// The exact byte image.
+            pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+                let mut out = [0u8; Self::SIZE];
+                out[..4].copy_from_slice(&self.flags.to_ne_bytes());
+                out
+            }
+
+            /// Decodes a value; `None` if `bytes` is too short.
+            pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+                Some(Self {
+                    flags: u32::from_ne_bytes(take(bytes, 0)?),
+                    _pad0: u32::from_ne_bytes(take(bytes, 4)?),
+                })
+            }
+        }
+    };
 }
 
-impl SentinelNode {
-    /// Size of the C struct in bytes.
-    pub const SIZE: usize = 8;
+flags_struct!(
+    /// `struct ic_sentinel_node`: what the Sentinel knows about an inode.
+    SentinelNode,
+    "`enum ic_sentinel_node_flags` bits ([`SEN_PROTECT`], ...)."
+);
 
-    /// The exact byte image.
-    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        let mut out = [0u8; Self::SIZE];
-        out[..4].copy_from_slice(&self.flags.to_ne_bytes());
-        out
-    }
-
-    /// Decodes a value; `None` if `bytes` is too short.
-    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        Some(Self {
-            flags: u32::from_ne_bytes(take(bytes, 0)?),
-            _pad0: u32::from_ne_bytes(take(bytes, 4)?),
-        })
-    }
-}
+flags_struct!(
+    /// `struct ic_sentinel_config`: the Sentinel's runtime configuration.
+    SentinelConfig,
+    "`enum ic_sentinel_flags` bits ([`SEN_F_ENFORCE`])."
+);
 
 /// `struct ic_bpf_object_key`: a protected BPF object.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -1767,36 +1780,6 @@ impl BpfObjectKey {
         out[..4].copy_from_slice(&self.kind.to_ne_bytes());
         out[4..].copy_from_slice(&self.id.to_ne_bytes());
         out
-    }
-}
-
-/// `struct ic_sentinel_config`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-#[repr(C)]
-pub struct SentinelConfig {
-    /// `enum ic_sentinel_flags` bits ([`SEN_F_ENFORCE`]).
-    pub flags: u32,
-    /// Explicit padding, always zero.
-    pub _pad0: u32,
-}
-
-impl SentinelConfig {
-    /// Size of the C struct in bytes.
-    pub const SIZE: usize = 8;
-
-    /// The exact byte image.
-    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        let mut out = [0u8; Self::SIZE];
-        out[..4].copy_from_slice(&self.flags.to_ne_bytes());
-        out
-    }
-
-    /// Decodes a value; `None` if `bytes` is too short.
-    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        Some(Self {
-            flags: u32::from_ne_bytes(take(bytes, 0)?),
-            _pad0: u32::from_ne_bytes(take(bytes, 4)?),
-        })
     }
 }
 

@@ -20,20 +20,26 @@ fn bpf_lsm_active() -> bool {
         .is_ok_and(|l| l.split(',').any(|x| x.trim() == "bpf"))
 }
 
-#[test]
-fn without_bpf_lsm_start_fails_with_a_reason_and_an_alert() {
-    require_privileges!();
+/// A loader over a fresh pin directory, writing its audit records to memory.
+fn loader(name: &str) -> (BpffsDir, Arc<MemorySink>, Loader) {
     assert!(
         !bpf_lsm_active(),
         "this test is for kernels without BPF-LSM; the guest suite covers the others"
     );
-    let pins = BpffsDir::new("sentinel-closed").expect("bpffs dir");
+    let pins = BpffsDir::new(name).expect("bpffs dir");
     let sink = Arc::new(MemorySink::new());
     let loader = Loader::builder()
         .pin_root(pins.path())
         .audit_sink(sink.clone())
         .build()
         .expect("loader");
+    (pins, sink, loader)
+}
+
+#[test]
+fn without_bpf_lsm_start_fails_with_a_reason_and_an_alert() {
+    require_privileges!();
+    let (pins, sink, loader) = loader("sentinel-closed");
     let err = Sentinel::builder()
         .protect("/etc/hostname")
         .start(&loader)
@@ -62,14 +68,7 @@ fn without_bpf_lsm_start_fails_with_a_reason_and_an_alert() {
 #[test]
 fn the_explicit_override_starts_unprotected_and_logs_it() {
     require_privileges!();
-    assert!(!bpf_lsm_active());
-    let pins = BpffsDir::new("sentinel-open").expect("bpffs dir");
-    let sink = Arc::new(MemorySink::new());
-    let loader = Loader::builder()
-        .pin_root(pins.path())
-        .audit_sink(sink.clone())
-        .build()
-        .expect("loader");
+    let (_pins, sink, loader) = loader("sentinel-open");
     let sentinel = Sentinel::builder()
         .protect("/etc/hostname")
         .allow_unprotected_start(true)
