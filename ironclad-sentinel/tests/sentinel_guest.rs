@@ -266,6 +266,11 @@ fn assert_eperm(out: &Output, what: &str) {
     );
 }
 
+/// A test path as the `&str` a command line takes.
+fn arg(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
 fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
@@ -282,7 +287,7 @@ fn mode(path: &Path) -> u32 {
 fn rm_rf_of_the_protected_config_directory_is_refused() {
     let w = World::new("rm-rf");
     let before = read(&w.path("etc/app.yaml"));
-    let out = run("rm", &["-rf", w.path("etc").to_str().expect("utf-8")]);
+    let out = run("rm", &["-rf", arg(&w.path("etc"))]);
     assert_eperm(&out, "rm -rf");
     assert_eq!(read(&w.path("etc/app.yaml")), before);
     assert!(w.path("etc/conf.d/extra.yaml").exists());
@@ -312,11 +317,8 @@ fn truncate_is_refused() {
     let w = World::new("truncate");
     let file = w.path("etc/app.yaml");
     let before = read(&file);
-    assert_eperm(
-        &run("truncate", &["-s0", file.to_str().expect("utf-8")]),
-        "truncate -s0",
-    );
-    let c_path = std::ffi::CString::new(file.to_str().expect("utf-8")).expect("c path");
+    assert_eperm(&run("truncate", &["-s0", arg(&file)]), "truncate -s0");
+    let c_path = std::ffi::CString::new(arg(&file)).expect("c path");
     // SAFETY: truncate(2) reads a NUL-terminated path that outlives the call.
     let rc = unsafe { libc::truncate(c_path.as_ptr(), 0) };
     assert_eq!(rc, -1);
@@ -335,27 +337,11 @@ fn moving_away_and_moving_over_are_refused() {
     let file = w.path("etc/app.yaml");
     let before = read(&file);
     let away = w.path("stolen.yaml");
-    assert_eperm(
-        &run(
-            "mv",
-            &[file.to_str().expect("utf-8"), away.to_str().expect("utf-8")],
-        ),
-        "mv away",
-    );
+    assert_eperm(&run("mv", &[arg(&file), arg(&away)]), "mv away");
     w.expect_denied_on("rename", &file);
     let evil = w.path("evil.yaml");
     std::fs::write(&evil, "shield: {}\n").expect("evil file");
-    assert_eperm(
-        &run(
-            "mv",
-            &[
-                "-f",
-                evil.to_str().expect("utf-8"),
-                file.to_str().expect("utf-8"),
-            ],
-        ),
-        "mv over",
-    );
+    assert_eperm(&run("mv", &["-f", arg(&evil), arg(&file)]), "mv over");
     assert_eq!(read(&file), before);
     assert!(!away.exists());
     // Renaming a directory above the protected one would take its path away.
@@ -378,13 +364,7 @@ fn a_hard_link_is_refused_and_cannot_be_written_through() {
     let file = w.path("etc/app.yaml");
     let before = read(&file);
     let link = w.path("link.yaml");
-    assert_eperm(
-        &run(
-            "ln",
-            &[file.to_str().expect("utf-8"), link.to_str().expect("utf-8")],
-        ),
-        "ln",
-    );
+    assert_eperm(&run("ln", &[arg(&file), arg(&link)]), "ln");
     assert!(!link.exists());
     w.expect_denied_on("link", &file);
     // Writing through a path the attacker controls fails as well: no such path exists,
@@ -407,7 +387,7 @@ fn chmod_chown_and_setfattr_are_refused() {
     let w = World::new("attrs");
     let file = w.path("etc/app.yaml");
     let mode_before = mode(&file);
-    let f = file.to_str().expect("utf-8");
+    let f = arg(&file);
     assert_eperm(&run("chmod", &["777", f]), "chmod 777");
     w.expect_denied_on("chmod", &file);
     assert_eperm(&run("chown", &["nobody", f]), "chown");
@@ -430,7 +410,7 @@ fn creating_a_file_in_the_protected_directory_is_refused() {
     let w = World::new("create");
     for rel in ["etc/new.yaml", "etc/conf.d/new.yaml"] {
         let path = w.path(rel);
-        assert_eperm(&run("touch", &[path.to_str().expect("utf-8")]), "touch");
+        assert_eperm(&run("touch", &[arg(&path)]), "touch");
         assert!(!path.exists());
         w.expect_denied_on("create", &path);
     }
@@ -447,7 +427,7 @@ fn an_io_uring_write_open_is_refused() {
     let w = World::new("io-uring");
     let file = w.path("etc/app.yaml");
     let before = read(&file);
-    let path = std::ffi::CString::new(file.to_str().expect("utf-8")).expect("c path");
+    let path = std::ffi::CString::new(arg(&file)).expect("c path");
     let mut ring = IoUring::new(4).expect("io_uring");
     let open = opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), path.as_ptr())
         .flags(libc::O_WRONLY | libc::O_APPEND)
@@ -471,14 +451,7 @@ fn a_bind_mount_over_the_directory_is_refused() {
     std::fs::create_dir_all(&evil).expect("evil dir");
     std::fs::write(evil.join("app.yaml"), "shield: {}\n").expect("evil config");
     let etc = w.path("etc");
-    let out = run(
-        "mount",
-        &[
-            "--bind",
-            evil.to_str().expect("utf-8"),
-            etc.to_str().expect("utf-8"),
-        ],
-    );
+    let out = run("mount", &["--bind", arg(&evil), arg(&etc)]);
     assert_eperm(&out, "mount --bind");
     let err = rustix::mount::mount_bind(&evil, &etc).expect_err("mount(2) MS_BIND");
     assert_eq!(err.raw_os_error(), libc::EPERM);
@@ -500,30 +473,20 @@ fn copying_a_new_binary_over_the_agent_is_refused() {
     let before = read(&binary);
     // Over the running binary the kernel answers "text file busy" before any LSM;
     // replacing it means unlinking it first, which the Sentinel refuses.
-    let out = run("cp", &["/bin/true", binary.to_str().expect("utf-8")]);
+    let out = run("cp", &["/bin/true", arg(&binary)]);
     assert!(!out.status.success(), "cp over the running agent");
-    let out = run(
-        "cp",
-        &[
-            "--remove-destination",
-            "/bin/true",
-            binary.to_str().expect("utf-8"),
-        ],
-    );
+    let out = run("cp", &["--remove-destination", "/bin/true", arg(&binary)]);
     assert_eperm(&out, "cp --remove-destination over the agent");
     w.expect_denied_on("unlink", &binary);
     assert!(read(&binary) == before, "agent binary unchanged");
     // The same binary when it is not running: the write-open itself is refused.
     let idle = w.path("bin/agent.previous");
     let idle_before = read(&idle);
-    let out = run("cp", &["/bin/true", idle.to_str().expect("utf-8")]);
+    let out = run("cp", &["/bin/true", arg(&idle)]);
     assert_eperm(&out, "cp over an agent binary");
     w.expect_denied_on("open_write", &idle);
     assert!(read(&idle) == idle_before, "binary unchanged");
-    let out = run(
-        "cp",
-        &["/bin/true", w.path("bin/agent2").to_str().expect("utf-8")],
-    );
+    let out = run("cp", &["/bin/true", arg(&w.path("bin/agent2"))]);
     assert_eperm(&out, "cp a new binary into the agent's directory");
 }
 
@@ -540,7 +503,7 @@ fn bpftool_map_update_on_a_shield_map_is_refused() {
             "map",
             "update",
             "pinned",
-            pin.to_str().expect("utf-8"),
+            arg(&pin),
             "key",
             "0",
             "0",
@@ -645,14 +608,11 @@ fn bpftool_link_detach_and_removing_a_pin_are_refused() {
         "refused detaching {refused} links"
     );
     w.expect_event("bpf_link", "denied", |_| true);
-    let out = run("rm", &["-f", pin.to_str().expect("utf-8")]);
+    let out = run("rm", &["-f", arg(&pin)]);
     assert_eperm(&out, "rm of a pin");
     assert!(pin.exists());
     w.expect_event("unlink", "denied", |e| e["name"] == "ic_file_open");
-    let out = run(
-        "bpftool",
-        &["link", "detach", "pinned", pin.to_str().expect("utf-8")],
-    );
+    let out = run("bpftool", &["link", "detach", "pinned", arg(&pin)]);
     assert_eperm(&out, "bpftool link detach pinned");
     // Still enforcing.
     let err = std::fs::OpenOptions::new()
@@ -730,24 +690,18 @@ fn a_second_copy_of_the_agent_cannot_register_or_update_a_map() {
     let mut w = World::new("second-copy");
     let before = w.ask("shield-config");
     // The same binary (same inode), run by the attacker.
-    let out = run(
-        w.path("bin/agent").to_str().expect("utf-8"),
-        &["--intrude", w.pin_root.to_str().expect("utf-8")],
-    );
+    let out = run(arg(&w.path("bin/agent")), &["--intrude", arg(&w.pin_root)]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(text.contains("register: Err(Refused)"), "{text}");
     assert!(text.contains("open map: Err("), "{text}");
     assert!(text.contains(EPERM_TEXT), "{text}");
     w.expect_event("register", "denied", |e| {
-        e["exe"] == w.path("bin/agent").to_str().expect("utf-8")
+        e["exe"] == arg(&w.path("bin/agent"))
     });
     // A copy elsewhere is not the agent's executable at all.
     let copy = w.path("copy-of-agent");
     std::fs::copy(w.path("bin/agent"), &copy).expect("copy");
-    let out = run(
-        copy.to_str().expect("utf-8"),
-        &["--intrude", w.pin_root.to_str().expect("utf-8")],
-    );
+    let out = run(arg(&copy), &["--intrude", arg(&w.pin_root)]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(text.contains("register: Err(Refused)"), "{text}");
     assert_eq!(w.ask("shield-config"), before, "map unchanged");
@@ -812,12 +766,9 @@ fn the_update_manager_can_replace_the_binary() {
     std::fs::create_dir_all("/run/ironclad-sentinel-test").expect("dir");
     let manager = PathBuf::from("/run/ironclad-sentinel-test/updater");
     std::fs::copy("/usr/bin/install", &manager).expect("copy install");
-    let w = World::with("manager", &["--manager", manager.to_str().expect("utf-8")]);
+    let w = World::with("manager", &["--manager", arg(&manager)]);
     let binary = w.path("bin/agent");
-    let out = run(
-        manager.to_str().expect("utf-8"),
-        &["/bin/true", binary.to_str().expect("utf-8")],
-    );
+    let out = run(arg(&manager), &["/bin/true", arg(&binary)]);
     assert!(
         out.status.success(),
         "{}",
@@ -825,7 +776,7 @@ fn the_update_manager_can_replace_the_binary() {
     );
     assert_eq!(read(&binary), read(Path::new("/bin/true")));
     // Plain cp still may not.
-    let out = run("cp", &["/bin/false", binary.to_str().expect("utf-8")]);
+    let out = run("cp", &["/bin/false", arg(&binary)]);
     assert_eperm(&out, "cp");
     let _ = std::fs::remove_file(&manager);
 }
@@ -835,7 +786,7 @@ fn the_update_manager_can_replace_the_binary() {
 fn a_monitored_file_reports_changes_and_allows_them() {
     let w = World::new("monitor");
     let file = w.path("monitored.txt");
-    let f = file.to_str().expect("utf-8");
+    let f = arg(&file);
     let out = sh(&format!("echo change >> {f} && chmod 640 {f}"));
     assert!(
         out.status.success(),
@@ -865,9 +816,7 @@ fn monitor_only_mode_reports_what_it_would_refuse() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    w.expect_event("open_write", "would_deny", |e| {
-        e["path"] == file.to_str().expect("utf-8")
-    });
+    w.expect_event("open_write", "would_deny", |e| e["path"] == arg(&file));
 }
 
 #[test]
@@ -899,12 +848,9 @@ fn full_firewall_enables_the_sentinel_from_its_policy() {
     require_guest();
     let root = PathBuf::from("/run/ironclad-sentinel-test/full-firewall");
     std::fs::create_dir_all(&root).expect("root");
-    assert!(run(
-        "mount",
-        &["-t", "tmpfs", "tmpfs", root.to_str().expect("utf-8")]
-    )
-    .status
-    .success());
+    assert!(run("mount", &["-t", "tmpfs", "tmpfs", arg(&root)])
+        .status
+        .success());
     let etc = root.join("etc");
     std::fs::create_dir_all(&etc).expect("etc");
     let watched = root.join("watched.conf");
@@ -961,7 +907,7 @@ fn full_firewall_enables_the_sentinel_from_its_policy() {
     std::thread::spawn(move || for _ in stderr.lines() {});
     let pid = child.id().to_string();
 
-    assert_eperm(&run("rm", &["-rf", etc.to_str().expect("utf-8")]), "rm -rf");
+    assert_eperm(&run("rm", &["-rf", arg(&etc)]), "rm -rf");
     assert_eq!(read(&policy), before);
     assert_eperm(&run("kill", &["-TERM", &pid]), "kill -TERM");
     let out = sh(&format!("echo b >> {}", watched.display()));
@@ -990,7 +936,7 @@ fn full_firewall_enables_the_sentinel_from_its_policy() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // The update manager stops it; --detach-on-exit removes the Sentinel.
-    let out = run(stopper.to_str().expect("utf-8"), &["-TERM", &pid]);
+    let out = run(arg(&stopper), &["-TERM", &pid]);
     assert!(
         out.status.success(),
         "{}",
@@ -999,7 +945,7 @@ fn full_firewall_enables_the_sentinel_from_its_policy() {
     let status = child.wait().expect("daemon exit");
     assert!(status.success(), "daemon exit status {status}");
     std::fs::write(&policy, "changed after stop\n").expect("unprotected after stop");
-    let _ = run("umount", &["-l", root.to_str().expect("utf-8")]);
+    let _ = run("umount", &["-l", arg(&root)]);
 }
 
 #[test]
