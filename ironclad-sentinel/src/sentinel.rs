@@ -1,7 +1,6 @@
 //! The [`Sentinel`] handle and its builder.
 
 use std::collections::{BTreeMap, HashMap};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use ironclad_bpf::auditlog::{AuditAction, Outcome};
@@ -281,11 +280,13 @@ impl SentinelBuilder {
 struct NodeTable {
     nodes: BTreeMap<InodeKey, u32>,
     paths: HashMap<(u32, u64), PathBuf>,
+    /// Mount id → device, read from /proc/self/mountinfo when a new mount turns up.
+    mounts: HashMap<u64, u32>,
 }
 
 impl NodeTable {
     fn key_of(
-        &self,
+        &mut self,
         path: &Path,
         what: &'static str,
     ) -> Result<(PathBuf, InodeKey), SentinelError> {
@@ -295,8 +296,8 @@ impl NodeTable {
             source,
         };
         let canonical = std::fs::canonicalize(path).map_err(err)?;
-        let meta = std::fs::metadata(&canonical).map_err(err)?;
-        Ok((canonical, key_of_meta(&meta, path, what)?))
+        let key = key_of_path(&canonical, what, &mut self.mounts)?;
+        Ok((canonical, key))
     }
 
     fn flag(&mut self, key: InodeKey, flags: u32, path: &Path) {
@@ -338,12 +339,8 @@ impl NodeTable {
         }
         let mut stack = vec![canonical.clone()];
         while let Some(dir) = stack.pop() {
-            let meta = std::fs::symlink_metadata(&dir).map_err(|source| SentinelError::Path {
-                what,
-                path: dir.clone(),
-                source,
-            })?;
-            self.flag(key_of_meta(&meta, &dir, what)?, flags | SEN_TREE, &dir);
+            let key = key_of_path(&dir, what, &mut self.mounts)?;
+            self.flag(key, flags | SEN_TREE, &dir);
             let entries = std::fs::read_dir(&dir).map_err(|source| SentinelError::Path {
                 what,
                 path: dir.clone(),
@@ -365,7 +362,8 @@ impl NodeTable {
                 if meta.is_dir() {
                     stack.push(child);
                 } else {
-                    self.flag(key_of_meta(&meta, &child, what)?, flags, &child);
+                    let key = key_of_path(&child, what, &mut self.mounts)?;
+                    self.flag(key, flags, &child);
                 }
             }
             self.check_size()?;
@@ -393,27 +391,70 @@ impl NodeTable {
     }
 }
 
-fn key_of_meta(
-    meta: &std::fs::Metadata,
+/// The kernel's identity of the inode at `path` (not following a final symlink): its
+/// inode number and the device of the superblock that holds it, which is what BPF sees
+/// (`inode->i_sb->s_dev`). `stat`'s `st_dev` is not always that: overlayfs reports a
+/// per-layer pseudo device, btrfs one per subvolume. The mount's device comes from
+/// `statx(STATX_MNT_ID)` and `/proc/self/mountinfo`; `st_dev` is the fallback on kernels
+/// without `STATX_MNT_ID` (before 5.8).
+fn key_of_path(
     path: &Path,
     what: &'static str,
+    mounts: &mut HashMap<u64, u32>,
 ) -> Result<InodeKey, SentinelError> {
-    let dev = user_dev_to_kernel(meta.dev()).ok_or_else(|| SentinelError::Path {
+    use rustix::fs::{statx, AtFlags, StatxFlags, CWD};
+    let bad = |source: std::io::Error| SentinelError::Path {
         what,
         path: path.to_path_buf(),
-        source: std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!(
-                "device number {} does not fit the kernel encoding",
-                meta.dev()
-            ),
-        ),
-    })?;
+        source,
+    };
+    let st = statx(
+        CWD,
+        path,
+        AtFlags::SYMLINK_NOFOLLOW,
+        StatxFlags::INO | StatxFlags::MNT_ID,
+    )
+    .map_err(|e| bad(e.into()))?;
+    let mut dev = None;
+    if st.stx_mask & StatxFlags::MNT_ID.bits() != 0 {
+        if !mounts.contains_key(&st.stx_mnt_id) {
+            *mounts = mount_devices().map_err(bad)?;
+        }
+        dev = mounts.get(&st.stx_mnt_id).copied();
+    }
+    let dev = match dev {
+        Some(dev) => dev,
+        None => {
+            let udev = rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor);
+            user_dev_to_kernel(udev).ok_or_else(|| {
+                bad(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("device number {udev} does not fit the kernel encoding"),
+                ))
+            })?
+        }
+    };
     Ok(InodeKey {
-        ino: meta.ino(),
+        ino: st.stx_ino,
         dev,
         _pad0: 0,
     })
+}
+
+/// Mount id → the mounted superblock's device, kernel encoding (`major << 20 | minor`),
+/// from `/proc/self/mountinfo`.
+fn mount_devices() -> std::io::Result<HashMap<u64, u32>> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(text
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let id: u64 = fields.next()?.parse().ok()?;
+            let (major, minor) = fields.nth(1)?.split_once(':')?;
+            let (major, minor): (u32, u32) = (major.parse().ok()?, minor.parse().ok()?);
+            (major < (1 << 12) && minor < (1 << 20)).then_some((id, (major << 20) | minor))
+        })
+        .collect())
 }
 
 /// A running Sentinel. Dropping it keeps pinned hooks in force (see
@@ -496,6 +537,7 @@ impl Sentinel {
         let mut table = NodeTable {
             nodes: std::mem::take(&mut self.nodes),
             paths: std::mem::take(&mut self.paths),
+            mounts: HashMap::new(),
         };
         let result = table.add_pins(&self.pin_root);
         self.nodes = table.nodes;

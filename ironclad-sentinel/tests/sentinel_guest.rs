@@ -976,3 +976,81 @@ fn a_missing_protected_path_is_refused_before_anything_loads() {
     let audit = std::fs::read_to_string("/run/ict-missing-audit.jsonl").expect("audit log");
     assert!(audit.contains("\"action\":\"alert\""), "{audit}");
 }
+
+#[test]
+#[ignore = "BPF-LSM: runs in a guest kernel (guest/run.sh, part of ./dev.sh test)"]
+fn an_agent_on_overlayfs_registers_and_protects() {
+    // Containers run agents from overlayfs, where stat() reports a per-layer device the
+    // kernel's inode does not carry. The lower and upper layers are different file
+    // systems here, as in a container image.
+    require_guest();
+    let root = PathBuf::from("/run/ironclad-sentinel-test/overlay");
+    let upper_fs = root.join("upperfs");
+    std::fs::create_dir_all(&root).expect("root");
+    assert!(run("mount", &["-t", "tmpfs", "tmpfs", arg(&root)])
+        .status
+        .success());
+    std::fs::create_dir_all(&upper_fs).expect("upper fs");
+    assert!(run("mount", &["-t", "tmpfs", "tmpfs", arg(&upper_fs)])
+        .status
+        .success());
+    let lower = root.join("lower");
+    std::fs::create_dir_all(lower.join("bin")).expect("lower bin");
+    std::fs::create_dir_all(lower.join("etc")).expect("lower etc");
+    std::fs::copy(agent_binary(), lower.join("bin/agent")).expect("agent in the lower layer");
+    std::fs::write(lower.join("etc/app.yaml"), "a: 1\n").expect("config");
+    for dir in ["upper", "work"] {
+        std::fs::create_dir_all(upper_fs.join(dir)).expect("overlay dirs");
+    }
+    let merged = root.join("merged");
+    std::fs::create_dir_all(&merged).expect("merged");
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper_fs.join("upper").display(),
+        upper_fs.join("work").display()
+    );
+    assert!(run(
+        "mount",
+        &["-t", "overlay", "overlay", "-o", &options, arg(&merged)]
+    )
+    .status
+    .success());
+    let pin_root = PathBuf::from("/sys/fs/bpf/ict-overlay");
+    let mut child = Command::new(merged.join("bin/agent"))
+        .arg("--pin-root")
+        .arg(&pin_root)
+        .arg("--events")
+        .arg(root.join("events.jsonl"))
+        .arg("--audit")
+        .arg(root.join("audit.jsonl"))
+        .arg("--protect")
+        .arg(merged.join("etc"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn the agent from overlayfs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("agent output");
+    assert!(
+        line.starts_with("ready "),
+        "agent did not register: {line:?}"
+    );
+    let file = merged.join("etc/app.yaml");
+    let err = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .expect_err("protected on overlayfs");
+    assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+    writeln!(stdin, "write {} a: 2", file.display()).expect("command");
+    let mut reply = String::new();
+    stdout.read_line(&mut reply).expect("reply");
+    assert_eq!(reply.trim_end(), "ok", "the agent writes its own config");
+    writeln!(stdin, "quit").expect("quit");
+    let _ = child.wait();
+    for mount in [&merged, &upper_fs, &root] {
+        let _ = run("umount", &["-l", arg(mount)]);
+    }
+}
