@@ -266,6 +266,16 @@ fn assert_eperm(out: &Output, what: &str) {
     );
 }
 
+/// `bpftool map update <selector> key 0 0 0 0 value hex 01 00 ...` on the Shield's
+/// 16-byte configuration value.
+fn bpftool_map_update(selector: &[&str]) -> Output {
+    let mut args = vec!["map", "update"];
+    args.extend_from_slice(selector);
+    args.extend_from_slice(&["key", "0", "0", "0", "0", "value", "hex", "01"]);
+    args.extend_from_slice(&["00"; 15]);
+    run("bpftool", &args)
+}
+
 /// A test path as the `&str` a command line takes.
 fn arg(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
@@ -497,74 +507,12 @@ fn bpftool_map_update_on_a_shield_map_is_refused() {
     let before = w.ask("shield-config");
     assert!(!before.is_empty() && !before.starts_with("err"), "{before}");
     let pin = w.pin_root.join("shield/ic_shield_config");
-    let out = run(
-        "bpftool",
-        &[
-            "map",
-            "update",
-            "pinned",
-            arg(&pin),
-            "key",
-            "0",
-            "0",
-            "0",
-            "0",
-            "value",
-            "hex",
-            "01",
-            "00",
-            "00",
-            "00",
-            "00",
-            "00",
-            "00",
-            "00",
-            "00",
-            "00",
-            "00",
-            "00",
-            "00",
-            "00",
-            "00",
-            "00",
-        ],
-    );
+    let out = bpftool_map_update(&["pinned", arg(&pin)]);
     assert_eperm(&out, "bpftool map update pinned");
     w.expect_event("bpf_map", "denied", |_| true);
     // By id as well: a writable fd to the map is refused.
     let id: u64 = w.ask("shield-config-id").parse().expect("map id");
-    let out = run(
-        "bpftool",
-        &[
-            "map",
-            "update",
-            "id",
-            &id.to_string(),
-            "key",
-            "0",
-            "0",
-            "0",
-            "0",
-            "value",
-            "hex",
-            "01",
-            "00",
-            "00",
-            "00",
-            "00",
-            "00",
-            "00",
-            "00",
-            "00",
-            "00",
-            "00",
-            "00",
-            "00",
-            "00",
-            "00",
-            "00",
-        ],
-    );
+    let out = bpftool_map_update(&["id", &id.to_string()]);
     assert_eperm(&out, "bpftool map update id");
     w.expect_event("bpf_map", "denied", |e| e["arg"] == id);
     assert_eq!(w.ask("shield-config"), before, "map unchanged");
