@@ -9,9 +9,11 @@ cd "$(dirname "$0")"
 
 # Debian packages the build and the tests need: clang/llvm compile the eBPF programs,
 # libelf/zlib static archives are linked into the binary, bpftool is the tests'
-# "attacker", iproute2/iputils-ping/util-linux drive namespaces, pings and setpriv.
+# "attacker", iproute2/iputils-ping/util-linux drive namespaces, pings and setpriv,
+# chromium/chromium-driver run the dashboard test headless.
 PACKAGES=(clang llvm libelf-dev zlib1g-dev pkg-config make gcc bpftool iproute2
-          iputils-ping util-linux procps python3 bash openssl curl g++)
+          iputils-ping util-linux procps python3 bash openssl curl g++
+          chromium chromium-driver)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

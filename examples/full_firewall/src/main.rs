@@ -14,6 +14,8 @@
 //! Exit codes: 0 success, 1 runtime failure, 2 bad input (the policy, the arguments).
 
 mod demo;
+mod logging;
+mod metrics;
 mod run;
 mod status;
 
@@ -118,7 +120,9 @@ fn audit() -> Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    let result = match Cli::parse().command {
+    let cli = Cli::parse();
+    logging::init();
+    let result = match cli.command {
         Command::Check { config } => check(&config),
         Command::Run(args) => run::run(&args),
         Command::Status { pin_dir, json } => status::status(&pin_dir, json),

@@ -31,6 +31,9 @@ use ironclad_policy::shield::{CompiledShield, Mode};
 use ironclad_policy::telemetry::TelemetryPolicy;
 use ironclad_policy::tls::TlsPolicy;
 use ironclad_sentinel::{Sentinel, SentinelMode};
+use tracing::{error, info, warn};
+
+use crate::metrics::Metrics;
 
 /// Arguments of `run`.
 #[derive(clap::Args)]
@@ -60,10 +63,11 @@ pub(crate) struct RunArgs {
     /// Write every event as one JSON line to this file (`-` for stdout).
     #[arg(long)]
     events: Option<PathBuf>,
-}
-
-fn log(message: impl std::fmt::Display) {
-    eprintln!("full_firewall: {message}");
+    /// Serve Prometheus metrics (`/metrics`), the live dashboard (`/`) and its JSON
+    /// (`/api/status`) on this address, e.g. `127.0.0.1:9477`. No authentication: keep
+    /// it on loopback or a management network.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 fn load_policy(args: &RunArgs) -> std::result::Result<CompiledConfig, String> {
@@ -96,15 +100,15 @@ fn start_egress(
     });
     match started {
         Ok(egress) => {
-            log(format_args!(
+            info!(
                 "egress firewall on cgroup {}: {} rules",
                 cgroup.display(),
                 policy.rules.len()
-            ));
+            );
             Some(egress)
         }
         Err(e) => {
-            log(format_args!("egress firewall disabled: {e}"));
+            warn!("egress firewall disabled: {e}");
             None
         }
     }
@@ -135,17 +139,17 @@ fn start_telemetry(
     });
     match started {
         Ok(o) => {
-            log(format_args!(
+            info!(
                 "telemetry on cgroup {}: dns {}, bandwidth {} (every {} s)",
                 cgroup.display(),
                 policy.dns,
                 policy.bandwidth,
                 policy.interval_seconds
-            ));
+            );
             Some(o)
         }
         Err(e) => {
-            log(format_args!("telemetry disabled: {e}"));
+            warn!("telemetry disabled: {e}");
             None
         }
     }
@@ -164,7 +168,7 @@ fn report_bandwidth(o: &mut Observer, fanout: &Fanout<Event>, now: bool) {
                 fanout.publish(&Event::Bandwidth(sample));
             }
         }
-        Err(e) => log(format_args!("reading bandwidth: {e}")),
+        Err(e) => warn!("reading bandwidth: {e}"),
     }
 }
 
@@ -181,16 +185,16 @@ fn start_tls(loader: &Loader, policy: &TlsPolicy, fanout: Arc<Fanout<Event>>) ->
     });
     match started {
         Ok(tls) => {
-            log(format_args!(
+            info!(
                 "tls capture on {}: {} scope entries, {} bytes per call",
                 tls.monitor.library().display(),
                 policy.scope.len(),
                 policy.max_bytes
-            ));
+            );
             Some(tls)
         }
         Err(e) => {
-            log(format_args!("tls capture disabled: {e}"));
+            warn!("tls capture disabled: {e}");
             None
         }
     }
@@ -213,7 +217,7 @@ fn start_shield(
     let report = shield.replace(policy)?;
     let attachment = shield.attach_pinned(iface)?;
     let events = shield.events(fanout)?;
-    log(format_args!(
+    info!(
         "shield enforcing on {iface} ({} mode, {}): {} rules ({} added, {} kept, {} removed), {} management prefixes, IPv4 via the {} path",
         attachment.mode().name(),
         if policy.mode == Mode::DryRun { "dry-run" } else { "enforce" },
@@ -223,7 +227,7 @@ fn start_shield(
         report.removed,
         policy.management.len(),
         report.ipv4_path.as_str(),
-    ));
+    );
     Ok(Running {
         shield,
         attachment,
@@ -260,14 +264,12 @@ fn start_sentinel(
         .start(loader)
         .context("the sentinel could not start (sentinel.required is true)")?;
     if let SentinelMode::Unprotected { reason } = sentinel.mode() {
-        log(format_args!(
-            "ALERT: running WITHOUT self-protection (sentinel.required: false): {reason}"
-        ));
+        error!("running WITHOUT self-protection (sentinel.required: false): {reason}");
         return Ok(None);
     }
     let events = EventReader::new(vec![sentinel.event_source()?], fanout)?;
     let status = sentinel.status()?;
-    log(format_args!(
+    info!(
         "sentinel {}: {} protected and {} monitored files, {} hooks",
         if policy.monitor_only {
             "monitoring (monitor-only)"
@@ -277,7 +279,7 @@ fn start_sentinel(
         status.protected_inodes,
         status.monitored_inodes,
         status.hooks
-    ));
+    );
     Ok(Some(Guard { sentinel, events }))
 }
 
@@ -285,12 +287,94 @@ fn start_sentinel(
 fn guard_object(guard: &mut Option<Guard>, object: &ironclad_bpf::LoadedObject) {
     if let Some(g) = guard.as_mut() {
         if let Err(e) = g.sentinel.protect_bpf(object) {
-            log(format_args!(
-                "sentinel: could not protect `{}`: {e}",
-                object.name()
-            ));
+            warn!("sentinel: could not protect `{}`: {e}", object.name());
         }
     }
+}
+
+/// Which features a policy configures.
+struct Configured {
+    shield: bool,
+    egress: bool,
+    tls: bool,
+    telemetry: bool,
+    sentinel: bool,
+}
+
+impl Configured {
+    fn of(config: &CompiledConfig) -> Self {
+        Self {
+            shield: config.shield.is_some(),
+            egress: config.egress.is_some(),
+            tls: config.tls.is_some(),
+            telemetry: config.telemetry.is_some_and(|t| t.dns || t.bandwidth),
+            sentinel: config.sentinel.is_some(),
+        }
+    }
+}
+
+/// The features running now.
+struct Features<'a> {
+    shield: Option<&'a Running>,
+    egress: Option<&'a Egress>,
+    tls: Option<&'a Tls>,
+    observer: Option<&'a Observer>,
+    guard: Option<&'a Guard>,
+}
+
+/// Tells the metrics listener what runs: up with a description, or down when the
+/// policy configures a feature that could not start.
+fn report_programs(metrics: &Metrics, configured: &Configured, running: Features<'_>) {
+    let report = |name: &'static str, wanted: bool, detail: Option<String>| match detail {
+        Some(detail) => metrics.program(name, true, detail),
+        None if wanted => metrics.program(name, false, "configured, not running (see the log)"),
+        None => {}
+    };
+    report(
+        "shield",
+        configured.shield,
+        running.shield.map(|r| {
+            let mode = match r.shield.mode() {
+                Ok(Mode::DryRun) => "dry-run",
+                Ok(Mode::Enforce) => "enforce",
+                Err(_) => "unknown mode",
+            };
+            format!("XDP ({}) {mode}", r.attachment.mode().name())
+        }),
+    );
+    report(
+        "egress",
+        configured.egress,
+        running
+            .egress
+            .map(|_| "cgroup connect4/6 and sendmsg4/6".to_string()),
+    );
+    report(
+        "tls",
+        configured.tls,
+        running
+            .tls
+            .map(|t| format!("uprobes on {}", t.monitor.library().display())),
+    );
+    report(
+        "telemetry",
+        configured.telemetry,
+        running.observer.map(|o| {
+            format!(
+                "dns {}, bandwidth {}",
+                if o.policy.dns { "on" } else { "off" },
+                if o.policy.bandwidth { "on" } else { "off" }
+            )
+        }),
+    );
+    report(
+        "sentinel",
+        configured.sentinel,
+        running.guard.map(|g| match g.sentinel.mode() {
+            SentinelMode::Unprotected { .. } => "unprotected".to_string(),
+            _ => "BPF-LSM self-defense".to_string(),
+        }),
+    );
 }
 
 fn open_events(path: &Path) -> Result<Box<dyn Write>> {
@@ -323,14 +407,15 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         Ok(config) => config,
         Err(diagnostics) => {
             eprintln!("{diagnostics}");
-            log("the policy is invalid; nothing was changed");
+            error!("the policy is invalid; nothing was changed");
             return Ok(ExitCode::from(2));
         }
     };
+    let configured = Configured::of(&config);
     let policy = config.shield;
     let iface = match (&policy, &args.iface) {
         (Some(_), None) => {
-            log("the policy has a shield section: --iface is required");
+            error!("the policy has a shield section: --iface is required");
             return Ok(ExitCode::from(2));
         }
         (_, iface) => iface.clone(),
@@ -344,12 +429,22 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
         .context("installing signal handlers")?;
 
+    let fanout = Arc::new(Fanout::new());
+    // Bound before anything is loaded: an address in use changes nothing.
+    let metrics = match args.metrics {
+        Some(addr) => Some(Metrics::start(
+            addr,
+            args.pin_dir.clone(),
+            args.config.clone(),
+            fanout.clone(),
+        )?),
+        None => None,
+    };
     let sink = Arc::new(JsonLinesFile::open(&args.audit_log)?);
     let loader = Loader::builder()
         .pin_root(&args.pin_dir)
         .audit_sink(sink)
         .build()?;
-    let fanout = Arc::new(Fanout::new());
     let subscription = fanout.subscribe("events-writer", 65_536, Overflow::DropOldest);
     let mut events_out = args.events.as_deref().map(open_events).transpose()?;
     // The Sentinel first: it registers this process as the agent before anything else is
@@ -363,9 +458,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         (Some(policy), Some(iface)) => match start_shield(&loader, policy, iface, fanout.clone()) {
             Ok(running) => Some(running),
             Err(e) => {
-                log(format_args!(
-                    "shield disabled, traffic on {iface} is not filtered: {e}"
-                ));
+                warn!("shield disabled, traffic on {iface} is not filtered: {e}");
                 None
             }
         },
@@ -394,13 +487,27 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     if let Some(e) = &egress {
         guard_object(&mut guard, e.firewall.object());
     }
-    log("ready");
+    if let Some(m) = &metrics {
+        m.policy_applied();
+        report_programs(
+            m,
+            &configured,
+            Features {
+                shield: running.as_ref(),
+                egress: egress.as_ref(),
+                tls: tls.as_ref(),
+                observer: observer.as_ref(),
+                guard: guard.as_ref(),
+            },
+        );
+    }
+    info!("ready");
 
     while !stop.load(Ordering::Relaxed) {
         match &running {
             Some(r) => {
                 if let Err(e) = r.events.poll(Duration::from_millis(100)) {
-                    log(format_args!("reading events: {e}"));
+                    warn!("reading events: {e}");
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }
@@ -408,38 +515,46 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         }
         if let Some(t) = &tls {
             if let Err(e) = t.events.drain() {
-                log(format_args!("reading tls events: {e}"));
+                warn!("reading tls events: {e}");
             }
         }
         if let Some(e) = &egress {
             if let Err(err) = e.events.drain() {
-                log(format_args!("reading egress events: {err}"));
+                warn!("reading egress events: {err}");
             }
         }
         if let Some(g) = &guard {
             if let Err(err) = g.events.drain() {
-                log(format_args!("reading sentinel events: {err}"));
+                warn!("reading sentinel events: {err}");
             }
         }
         if let Some(o) = observer.as_mut() {
             if let Err(err) = o.events.drain() {
-                log(format_args!("reading dns events: {err}"));
+                warn!("reading dns events: {err}");
             }
             report_bandwidth(o, &fanout, false);
         }
         write_events(&subscription, &mut events_out)?;
         if reload.swap(false, Ordering::Relaxed) {
-            log(format_args!("SIGHUP: reloading {}", args.config.display()));
+            info!("SIGHUP: reloading {}", args.config.display());
             match load_policy(args) {
                 Err(diagnostics) => {
                     eprintln!("{diagnostics}");
-                    log("reload refused: the new policy is invalid; the old rules stay");
+                    warn!("reload refused: the new policy is invalid; the old rules stay");
+                    if let Some(m) = &metrics {
+                        m.reload_failed();
+                    }
                 }
                 Ok(new_config) => {
+                    let mut failed = false;
+                    let configured = Configured::of(&new_config);
                     match (egress.as_mut(), &new_config.egress) {
                         (Some(e), Some(new_egress)) => match e.firewall.replace(new_egress) {
-                            Ok(()) => log("egress policy reloaded"),
-                            Err(err) => log(format_args!("egress reload failed, the old policy stays: {err}")),
+                            Ok(()) => info!("egress policy reloaded"),
+                            Err(err) => {
+                                failed = true;
+                                warn!("egress reload failed, the old policy stays: {err}");
+                            }
                         },
                         (None, Some(new_egress)) => {
                             egress = start_egress(&loader, new_egress, &cgroup, fanout.clone());
@@ -447,43 +562,70 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                                 guard_object(&mut guard, e.firewall.object());
                             }
                         }
-                        (Some(_), None) => log("reload: the new policy has no egress section; the egress policy is left as it is"),
+                        (Some(_), None) => info!("reload: the new policy has no egress section; the egress policy is left as it is"),
                         (None, None) => {}
                     }
                     match (&tls, &new_config.tls) {
                         (Some(t), Some(new_tls)) => match t.monitor.configure(new_tls) {
-                            Ok(()) => log("tls scope reloaded"),
-                            Err(e) => log(format_args!("tls reload failed: {e}")),
+                            Ok(()) => info!("tls scope reloaded"),
+                            Err(e) => {
+                                failed = true;
+                                warn!("tls reload failed: {e}");
+                            }
                         },
                         (None, Some(new_tls)) => {
                             tls = start_tls(&loader, new_tls, fanout.clone());
                         }
                         (Some(_), None) => {
                             tls = None;
-                            log("tls capture stopped: no tls section any more");
+                            info!("tls capture stopped: no tls section any more");
                         }
                         (None, None) => {}
                     }
                     match new_config.shield {
-                        None => log("reload: the new policy has no shield section; the shield is left as it is"),
+                        None => info!("reload: the new policy has no shield section; the shield is left as it is"),
                         Some(new_policy) => match (&running, &iface) {
                     (Some(r), _) => match r.shield.replace(&new_policy) {
-                        Ok(report) => log(format_args!(
+                        Ok(report) => info!(
                             "reloaded: {} added, {} changed, {} removed, {} kept",
                             report.added, report.changed, report.removed, report.kept
-                        )),
-                        Err(e) => log(format_args!("reload failed, the old rules stay: {e}")),
+                        ),
+                        Err(e) => {
+                            failed = true;
+                            warn!("reload failed, the old rules stay: {e}");
+                        }
                     },
                     (None, Some(iface)) => {
                         running = start_shield(&loader, &new_policy, iface, fanout.clone())
-                            .map_err(|e| log(format_args!("shield still disabled: {e}")))
+                            .map_err(|e| warn!("shield still disabled: {e}"))
                             .ok();
                         if let Some(r) = &running {
                             guard_object(&mut guard, r.shield.object());
                         }
                     }
-                    (None, None) => log("reload refused: --iface was not given"),
+                    (None, None) => {
+                        failed = true;
+                        warn!("reload refused: --iface was not given");
+                    }
                         },
+                    }
+                    if let Some(m) = &metrics {
+                        if failed {
+                            m.reload_failed();
+                        } else {
+                            m.policy_applied();
+                        }
+                        report_programs(
+                            m,
+                            &configured,
+                            Features {
+                                shield: running.as_ref(),
+                                egress: egress.as_ref(),
+                                tls: tls.as_ref(),
+                                observer: observer.as_ref(),
+                                guard: guard.as_ref(),
+                            },
+                        );
                     }
                 }
             }
@@ -505,11 +647,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         drop(e);
         if args.detach_on_exit {
             let removed = loader.remove_pins(EgressFirewall::OBJECT)?;
-            log(format_args!(
-                "egress firewall detached; {removed} pins removed"
-            ));
+            info!("egress firewall detached; {removed} pins removed");
         } else {
-            log("stopping; the egress policy stays pinned");
+            info!("stopping; the egress policy stays pinned");
         }
     }
 
@@ -520,14 +660,14 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             r.attachment.detach()?;
             drop(r.shield);
             let removed = loader.remove_pins(Shield::OBJECT)?;
-            log(format_args!("detached; {removed} pins removed"));
+            info!("detached; {removed} pins removed");
         } else {
-            log(format_args!(
+            info!(
                 "stopping; enforcement stays pinned at {}",
                 r.attachment
                     .pin_path()
                     .map_or_else(String::new, |p| p.display().to_string())
-            ));
+            );
         }
     }
     if let Some(g) = guard.take() {
@@ -536,9 +676,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         drop(g.events);
         if args.detach_on_exit {
             g.sentinel.stop()?;
-            log("sentinel stopped; its pins removed");
+            info!("sentinel stopped; its pins removed");
         } else {
-            log("stopping; the sentinel stays pinned and keeps protecting");
+            info!("stopping; the sentinel stays pinned and keeps protecting");
         }
     }
     Ok(ExitCode::SUCCESS)

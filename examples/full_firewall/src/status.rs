@@ -73,7 +73,8 @@ pub(crate) fn to_json(status: &ShieldStatus) -> serde_json::Value {
     })
 }
 
-fn egress_json(status: &EgressStatus) -> serde_json::Value {
+/// The egress section of `status --json`.
+pub(crate) fn egress_json(status: &EgressStatus) -> serde_json::Value {
     serde_json::json!({
         "default": if status.config.default_action == 2 { "deny" } else { "allow" },
         "rate_limit": if status.config.rate_per_sec > 0 {

@@ -1,0 +1,183 @@
+//! Helpers shared by the daemon's test binaries: a namespace lab and a running daemon.
+
+#![allow(
+    dead_code,
+    unreachable_pub,
+    reason = "each test binary uses part of the helpers"
+)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ironclad_core::testing::{ping, BpffsDir, NetNs, VethPair};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_full_firewall");
+
+/// A namespace on subnet 10.211.`net`.0/24 (v6: fd21:`net`::/64), sources .2 and .3.
+pub struct Lab {
+    pub net: u8,
+    pub ns: NetNs,
+    pub veth: VethPair,
+    pub pins: BpffsDir,
+    pub dir: tempfile::TempDir,
+}
+
+impl Lab {
+    pub fn new(tag: &str, net: u8) -> Self {
+        let ns = NetNs::new(tag).expect("netns");
+        let veth = VethPair::new(
+            &ns,
+            &[&format!("10.211.{net}.1/24")],
+            &[&format!("10.211.{net}.2/24"), &format!("10.211.{net}.3/24")],
+        )
+        .expect("veth");
+        Self {
+            net,
+            ns,
+            veth,
+            pins: BpffsDir::new(tag).expect("bpffs dir"),
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn addr(&self, host: u8) -> String {
+        format!("10.211.{}.{host}", self.net)
+    }
+
+    /// Pings .1 from `.from`, `count` times; returns how many were answered.
+    pub fn ping(&self, from: u8, count: u32) -> u32 {
+        ping(&self.ns, &self.addr(from), &self.addr(1), count, "0.2").expect("ping")
+    }
+
+    pub fn write_config(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+
+    pub fn policy_denying(&self, hosts: &[u8]) -> String {
+        let deny: Vec<String> = hosts.iter().map(|h| self.addr(*h)).collect();
+        format!("shield:\n  deny: [{}]\n  sample_rate: 1\n", deny.join(", "))
+    }
+
+    pub fn run_args(&self, config: &Path) -> Vec<String> {
+        vec![
+            "run".into(),
+            "--config".into(),
+            config.display().to_string(),
+            "--iface".into(),
+            self.veth.host().to_string(),
+            "--pin-dir".into(),
+            self.pins.path().display().to_string(),
+            "--audit-log".into(),
+            self.dir.path().join("audit.jsonl").display().to_string(),
+        ]
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let out = Command::new(BIN)
+            .args(["status", "--json", "--pin-dir"])
+            .arg(self.pins.path())
+            .output()
+            .expect("status");
+        assert!(out.status.success(), "status failed: {out:?}");
+        serde_json::from_slice(&out.stdout).expect("status JSON")
+    }
+
+    pub fn rule_packets(&self, cidr: &str) -> u64 {
+        let status = self.status();
+        status["rules"]
+            .as_array()
+            .expect("rules")
+            .iter()
+            .find(|r| r["cidr"] == cidr)
+            .and_then(|r| r["packets"].as_u64())
+            .unwrap_or_else(|| panic!("no rule {cidr} in {status}"))
+    }
+}
+
+/// A running daemon whose stderr is collected line by line.
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    pub fn spawn(args: &[String]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn full_firewall");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().expect("lock").push(line);
+            }
+        });
+        Self {
+            child: Some(child),
+            lines,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.lines.lock().expect("lock").join("\n")
+    }
+
+    pub fn wait_for(&self, needle: &str) {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if self
+                .lines
+                .lock()
+                .expect("lock")
+                .iter()
+                .any(|l| l.contains(needle))
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("daemon never said `{needle}`:\n{}", self.log());
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let ok = Command::new("kill")
+            .args(["-s", sig, &pid])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+    }
+
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "daemon did not exit"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

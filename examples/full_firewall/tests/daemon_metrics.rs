@@ -1,0 +1,410 @@
+//! `full_firewall run --metrics`: the Prometheus page read with `curl`, and the live
+//! dashboard in headless Chromium (driven through ChromeDriver), while real pings cross
+//! a veth pair into the Shield.
+
+#![allow(
+    clippy::expect_used,
+    reason = "test helpers fail the test with a message"
+)]
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ironclad_core::require_privileges;
+
+mod common;
+
+use common::{Daemon, Lab};
+
+/// Starts the daemon with `--metrics 127.0.0.1:0` and returns it with the port it
+/// reports.
+fn daemon_with_metrics(lab: &Lab, config: &Path) -> (Daemon, u16) {
+    let mut args = lab.run_args(config);
+    args.extend(["--metrics".to_string(), "127.0.0.1:0".to_string()]);
+    let daemon = Daemon::spawn(&args);
+    daemon.wait_for("ready");
+    let log = daemon.log();
+    let port = log
+        .split("metrics on http://127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no metrics address in the log:\n{log}"));
+    (daemon, port)
+}
+
+/// `curl -s -i` of a URL: the status line's code and the body.
+fn curl(args: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-S",
+            "--max-time",
+            "10",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+        ])
+        .args(args)
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "curl {args:?}: {out:?}");
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let (body, code) = text.rsplit_once('\n').expect("status code");
+    (code.parse().expect("code"), body.to_string())
+}
+
+/// The value of the sample with exactly these labels (`name{labels}`) in a metrics page.
+fn sample(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn metrics_count_exactly_the_packets_sent_and_follow_reloads() {
+    require_privileges!();
+    let lab = Lab::new("ffmet", 6);
+    let config = lab.write_config("policy.yaml", &lab.policy_denying(&[2]));
+    let (daemon, port) = daemon_with_metrics(&lab, &config);
+    let url = format!("http://127.0.0.1:{port}");
+
+    assert_eq!(lab.ping(2, 7), 0, "the denied source is dropped");
+    assert_eq!(lab.ping(3, 4), 4, "the other source passes");
+
+    let (code, page) = curl(&[&format!("{url}/metrics")]);
+    assert_eq!(code, 200);
+    let rule = format!("{}/32", lab.addr(2));
+    let series = format!(
+        "ironclad_shield_rule_packets_total{{rule_id=\"1\",rule=\"{rule}\",action=\"deny\"}}"
+    );
+    assert_eq!(sample(&page, &series), Some(7.0), "{page}");
+    let bytes = sample(
+        &page,
+        &format!(
+            "ironclad_shield_rule_bytes_total{{rule_id=\"1\",rule=\"{rule}\",action=\"deny\"}}"
+        ),
+    )
+    .expect("bytes series");
+    // 7 ICMP echo requests of 98 bytes each on the wire (14 + 20 + 8 + 56).
+    assert_eq!(bytes, 7.0 * 98.0, "{page}");
+    assert_eq!(
+        sample(&page, "ironclad_shield_packets_total{verdict=\"dropped\"}"),
+        Some(7.0),
+        "{page}"
+    );
+    assert!(
+        sample(&page, "ironclad_shield_packets_total{verdict=\"passed\"}")
+            .is_some_and(|n| n >= 4.0),
+        "the 4 echo requests from the allowed source at least: {page}"
+    );
+    assert_eq!(sample(&page, "ironclad_policy_serial"), Some(1.0));
+    assert_eq!(
+        sample(&page, "ironclad_program_up{program=\"shield\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &page,
+            "ironclad_kernel_events_lost_total{source=\"shield\"}"
+        ),
+        Some(0.0)
+    );
+    assert!(
+        page.lines()
+            .filter(|l| l.starts_with("ironclad_map_memory_bytes{map="))
+            .any(|l| l.rsplit(' ').next().and_then(|n| n.parse::<u64>().ok()) > Some(0)),
+        "{page}"
+    );
+    let rss = sample(&page, "process_resident_memory_bytes").expect("rss");
+    assert!(rss > 0.0);
+    let loaded = sample(&page, "ironclad_policy_load_timestamp_seconds").expect("load time");
+    // Every family is announced once with HELP and TYPE before its samples.
+    for line in page.lines().filter(|l| !l.starts_with('#')) {
+        let name = line.split(['{', ' ']).next().expect("name");
+        assert!(
+            page.contains(&format!("# TYPE {name} ")),
+            "no TYPE for {name}"
+        );
+        if name.ends_with("_total") {
+            assert!(page.contains(&format!("# TYPE {name} counter")), "{name}");
+        }
+    }
+
+    // A reload that denies .3 instead: the serial and load time move, the new rule
+    // counts from zero, the old one is gone.
+    std::fs::write(&config, lab.policy_denying(&[3])).expect("rewrite policy");
+    daemon.signal("HUP");
+    daemon.wait_for("reloaded:");
+    assert_eq!(lab.ping(3, 2), 0);
+    let (_, page) = curl(&[&format!("{url}/metrics")]);
+    assert_eq!(sample(&page, "ironclad_policy_serial"), Some(2.0), "{page}");
+    assert!(sample(&page, "ironclad_policy_load_timestamp_seconds").expect("time") > loaded);
+    assert!(!page.contains(&format!("rule=\"{rule}\"")), "{page}");
+    assert!(
+        page.lines()
+            .any(|l| l.starts_with("ironclad_shield_rule_packets_total")
+                && l.contains(&format!("rule=\"{}/32\"", lab.addr(3)))
+                && l.ends_with(" 2")),
+        "{page}"
+    );
+    // A refused reload counts as a failure and changes nothing.
+    std::fs::write(&config, "shield:\n  deny: [10.211.6.3/40]\n").expect("rewrite");
+    daemon.signal("HUP");
+    daemon.wait_for("reload refused");
+    let (_, page) = curl(&[&format!("{url}/metrics")]);
+    assert_eq!(sample(&page, "ironclad_policy_serial"), Some(2.0));
+    assert_eq!(
+        sample(&page, "ironclad_policy_reload_failures_total"),
+        Some(1.0)
+    );
+
+    // The JSON API and the HTTP edges.
+    let (code, json) = curl(&[&format!("{url}/api/status")]);
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    assert_eq!(status["policy"]["serial"], 2);
+    assert_eq!(status["programs"][0]["name"], "shield");
+    assert_eq!(status["programs"][0]["up"], true);
+    assert!(
+        status["events"]["recent"]
+            .as_array()
+            .expect("recent")
+            .iter()
+            .any(|e| e["kind"] == "shield_drop" && e["src"] == lab.addr(2)),
+        "{json}"
+    );
+    assert_eq!(curl(&[&format!("{url}/nope")]).0, 404);
+    assert_eq!(curl(&["-X", "POST", &format!("{url}/metrics")]).0, 405);
+    let (code, page) = curl(&[&format!("{url}/")]);
+    assert_eq!(code, 200);
+    assert!(page.contains("<title>Ironclad</title>"));
+    assert!(
+        !page.contains("http://") && !page.contains("https://") && !page.contains("src=\"//"),
+        "the page loads nothing from elsewhere"
+    );
+}
+
+#[test]
+fn metrics_address_in_use_fails_before_anything_is_loaded() {
+    require_privileges!();
+    let lab = Lab::new("ffmetbusy", 7);
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let config = lab.write_config("policy.yaml", &lab.policy_denying(&[2]));
+    let mut args = lab.run_args(&config);
+    args.extend(["--metrics".to_string(), format!("127.0.0.1:{port}")]);
+    let mut daemon = Daemon::spawn(&args);
+    let status = daemon.wait();
+    assert_eq!(status.code(), Some(1), "{}", daemon.log());
+    assert!(
+        daemon
+            .log()
+            .contains(&format!("--metrics 127.0.0.1:{port}: cannot listen")),
+        "{}",
+        daemon.log()
+    );
+    assert!(!lab.pins.path().join("shield").exists(), "nothing pinned");
+    assert_eq!(lab.ping(2, 1), 1, "no program attached");
+}
+
+/// ChromeDriver on a free port, stopped on drop.
+struct Driver {
+    child: Child,
+    url: String,
+    _profile: tempfile::TempDir,
+    session: String,
+}
+
+impl Driver {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian package chromium-driver; ./dev.sh test installs it)");
+        let url = format!("http://127.0.0.1:{port}");
+        let start = Instant::now();
+        loop {
+            let out = Command::new("curl")
+                .args(["-s", &format!("{url}/status")])
+                .output()
+                .expect("curl");
+            if String::from_utf8_lossy(&out.stdout).contains("\"ready\":true") {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "chromedriver did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let profile = tempfile::tempdir().expect("profile dir");
+        let mut driver = Self {
+            child,
+            url,
+            _profile: profile,
+            session: String::new(),
+        };
+        let args = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            &format!("--user-data-dir={}", driver._profile.path().display()),
+        ];
+        let created = driver.call(
+            "POST",
+            "/session",
+            &serde_json::json!({"capabilities": {"alwaysMatch": {
+                "browserName": "chrome",
+                "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args},
+            }}}),
+        );
+        driver.session = created["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {created}"))
+            .to_string();
+        driver
+    }
+
+    /// One WebDriver command; returns its `value`.
+    fn call(&self, method: &str, path: &str, body: &serde_json::Value) -> serde_json::Value {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "60",
+                "-X",
+                method,
+                "-H",
+                "Content-Type: application/json",
+            ])
+            .args(["-d", &body.to_string()])
+            .arg(format!("{}{path}", self.url))
+            .output()
+            .expect("curl");
+        let reply: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}: {out:?}"));
+        assert!(
+            reply["value"]["error"].is_null(),
+            "{method} {path}: {reply}"
+        );
+        reply["value"].clone()
+    }
+
+    fn navigate(&self, url: &str) {
+        self.call(
+            "POST",
+            &format!("/session/{}/url", self.session),
+            &serde_json::json!({ "url": url }),
+        );
+    }
+
+    fn script(&self, script: &str) -> serde_json::Value {
+        self.call(
+            "POST",
+            &format!("/session/{}/execute/sync", self.session),
+            &serde_json::json!({ "script": script, "args": [] }),
+        )
+    }
+
+    /// Polls `script` until `done` holds for its value (20 s at most).
+    fn wait_until(
+        &self,
+        script: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            let value = self.script(script);
+            if done(&value) {
+                return value;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the page never showed it; last value {value}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let _ = Command::new("curl")
+                .args(["-s", "-X", "DELETE"])
+                .arg(format!("{}/session/{}", self.url, self.session))
+                .output();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn dashboard_in_chromium_shows_drops_rise_without_reloading() {
+    require_privileges!();
+    let lab = Lab::new("ffdash", 8);
+    let config = lab.write_config("policy.yaml", &lab.policy_denying(&[2]));
+    let (_daemon, port) = daemon_with_metrics(&lab, &config);
+    let driver = Driver::start();
+    driver.navigate(&format!("http://127.0.0.1:{port}/"));
+
+    let rule = format!("{}/32", lab.addr(2));
+    let cell = format!(
+        "const c = document.querySelector('tr[data-rule=\"{rule}\"] .packets'); \
+         return c ? Number(c.dataset.value) : null;"
+    );
+    let before = driver.wait_until(&cell, |v| v.is_number());
+    assert_eq!(before, 0, "no traffic yet");
+    // A mark on the window: if the page reloaded, it would be gone.
+    driver.script("window.ironcladTestMark = 42; return null;");
+    let program = driver.script(
+        "const r = document.querySelector('tr[data-program=\"shield\"]'); return r ? r.textContent : null;",
+    );
+    assert!(
+        program
+            .as_str()
+            .is_some_and(|t| t.contains("●") && t.contains("enforce")),
+        "{program}"
+    );
+
+    assert_eq!(lab.ping(2, 5), 0, "denied");
+    let after = driver.wait_until(&cell, |v| v.as_u64().is_some_and(|n| n >= 5));
+    assert_eq!(after, 5, "the page shows exactly the packets sent");
+    assert_eq!(
+        driver.script("return window.ironcladTestMark;"),
+        42,
+        "no reload"
+    );
+    let events = driver.wait_until(
+        "return document.getElementById('events').textContent;",
+        |v| v.as_str().is_some_and(|t| t.contains(&lab.addr(2))),
+    );
+    assert!(
+        events.as_str().is_some_and(|t| t.contains("drop")),
+        "{events}"
+    );
+    let foreign = driver.script(&format!(
+        "return performance.getEntriesByType('resource').map(e => e.name)\
+         .filter(n => !n.startsWith('http://127.0.0.1:{port}/'));"
+    ));
+    assert_eq!(
+        foreign,
+        serde_json::json!([]),
+        "nothing loaded from elsewhere"
+    );
+}
