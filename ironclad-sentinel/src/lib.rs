@@ -100,6 +100,13 @@ pub enum SentinelError {
     /// The kernel refused this process as the agent.
     #[error("Sentinel: {0}")]
     Register(#[from] ironclad_bpf::RegisterError),
+    /// The Sentinel started unprotected ([`SentinelBuilder::allow_unprotected_start`]):
+    /// nothing runs in the kernel, so there are no events to read.
+    #[error("the Sentinel is not running (started unprotected: {reason})")]
+    NotRunning {
+        /// Why it could not start.
+        reason: String,
+    },
 }
 
 /// The LSM names in the kernel's comma-separated list.

@@ -552,10 +552,12 @@ impl Sentinel {
     pub fn event_source(&self) -> Result<EventSource, SentinelError> {
         match &self.lsm {
             Some(lsm) => Ok(lsm.event_source(self.paths.clone())?),
-            None => Err(SentinelError::Bpf(ironclad_bpf::BpfError::NoSuchMap {
-                object: SentinelLsm::OBJECT.to_string(),
-                map: "ic_sentinel_events (the Sentinel is not running)".to_string(),
-            })),
+            None => Err(SentinelError::NotRunning {
+                reason: match &self.mode {
+                    SentinelMode::Unprotected { reason } => reason.clone(),
+                    _ => "stopped".to_string(),
+                },
+            }),
         }
     }
 
