@@ -4,6 +4,7 @@
 #
 #   guest/run.sh            install what is missing, build, run every kernel's tests
 #   guest/run.sh --bench    also run the Sentinel benchmark in each guest
+#   GUEST_FILTER=NAME guest/run.sh   only the tests whose name contains NAME
 #
 # The guest (virtme-ng, TCG: KVM guests hang on these machines) shares the host's root
 # file system read-only, so the test binaries built here run there unchanged; results
@@ -84,7 +85,7 @@ for line in sys.stdin:
 install_tools
 log "building the guest tests"
 cargo build --quiet -p ironclad-sentinel --example sentinel_agent
-cargo build --quiet -p full_firewall
+cargo build --quiet -p full_firewall -p embed_agent
 TESTS=$(cargo test --quiet -p ironclad-sentinel --test sentinel_guest --no-run --message-format=json | executable sentinel_guest | tail -n 1)
 [[ -x "$TESTS" ]] || { echo "could not find the sentinel_guest test binary" >&2; exit 1; }
 BENCHES=
@@ -104,7 +105,7 @@ exec > "$out/output.txt" 2>&1
 cd "$ROOT"
 mount -t bpf bpf /sys/fs/bpf 2>/dev/null || true
 echo "guest kernel: \$(uname -r); LSMs: \$(cat /sys/kernel/security/lsm)"
-IRONCLAD_GUEST=1 "$TESTS" --ignored --test-threads=1
+IRONCLAD_GUEST=1 "$TESTS" --ignored --test-threads=1 ${GUEST_FILTER:-}
 echo "\$?" > "$out/rc"
 if [[ -n "$BENCHES" ]]; then
     IRONCLAD_GUEST=1 "$BENCHES" --bench --warm-up-time 1 --measurement-time 3 --noplot

@@ -51,6 +51,9 @@ pub use auditlog::{
 pub use egress::{EgressFirewall, EgressStatus, ProcessEntry};
 pub use error::{BpfError, Result};
 pub use events::{EventReader, EventSource, EventStats};
+/// The counters [`Shield::total`] and [`EgressFirewall::total`] take, re-exported so an
+/// embedder needs no other crate to read them.
+pub use ironclad_core::abi::{Counter, EgressTotal, ShieldTotal};
 pub use loader::{
     AuditedMap, LoadedObject, Loader, LoaderBuilder, PinnedMap, TestRun, DEFAULT_PIN_ROOT,
 };

@@ -896,6 +896,181 @@ fn full_firewall_enables_the_sentinel_from_its_policy() {
     let _ = run("umount", &["-l", arg(&root)]);
 }
 
+/// Lines a TCP listener receives, from every connection (the embedding agent's collector).
+fn collector() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("collector");
+    let port = listener.local_addr().expect("addr").port();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().map_while(Result::ok) {
+            let sink = sink.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(conn).lines().map_while(Result::ok) {
+                    if let Ok(v) = serde_json::from_str(&line) {
+                        sink.lock().expect("lock").push(v);
+                    }
+                }
+            });
+        }
+    });
+    (port, lines)
+}
+
+#[test]
+#[ignore = "BPF-LSM: runs in a guest kernel (guest/run.sh, part of ./dev.sh test)"]
+fn embed_agent_runs_under_its_sentinel_and_forwards_every_kind_of_event() {
+    require_guest();
+    let root = PathBuf::from("/run/ironclad-sentinel-test/embed-agent");
+    std::fs::create_dir_all(&root).expect("root");
+    assert!(run("mount", &["-t", "tmpfs", "tmpfs", arg(&root)])
+        .status
+        .success());
+    // The egress firewall's cgroup: a child of a cgroup2 mount of our own.
+    let cgroup_mount = root.join("cgroup");
+    std::fs::create_dir_all(&cgroup_mount).expect("cgroup mount point");
+    assert!(
+        run("mount", &["-t", "cgroup2", "cgroup2", arg(&cgroup_mount)])
+            .status
+            .success()
+    );
+    let cgroup = cgroup_mount.join("ict-embed");
+    let _ = std::fs::create_dir(&cgroup);
+    let etc = root.join("etc");
+    std::fs::create_dir_all(&etc).expect("etc");
+    let stopper = root.join("stopper");
+    std::fs::copy("/usr/bin/kill", &stopper).expect("copy kill");
+    let service = std::net::TcpListener::bind("127.0.0.1:0").expect("service");
+    let service_port = service.local_addr().expect("addr").port();
+    let policy = etc.join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "shield:\n  deny: [127.0.0.2]\n  sample_rate: 1\n\
+             egress:\n  default: allow\n  rules:\n    - dst: 127.0.0.1\n      ports: [{service_port}]\n      action: deny\n"
+        ),
+    )
+    .expect("policy");
+    let before = read(&policy);
+    let (forward, received) = collector();
+    let binary = agent_binary()
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("embed_agent");
+    let mut child = Command::new(&binary)
+        .arg("--policy")
+        .arg(&policy)
+        .args(["--iface", "lo", "--pin-dir", "/sys/fs/bpf/ict-embed-agent"])
+        .arg("--cgroup")
+        .arg(&cgroup)
+        .args(["--forward", &format!("127.0.0.1:{forward}")])
+        .arg("--protect")
+        .arg(&etc)
+        .arg("--update-manager")
+        .arg(&stopper)
+        .arg("--audit-log")
+        .arg(root.join("audit.jsonl"))
+        .args(["--require-sentinel", "--detach-on-exit"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {}: {e}", binary.display()));
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut log = String::new();
+    loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).expect("agent log") == 0 {
+            panic!("agent exited: {log}");
+        }
+        log.push_str(&line);
+        if line.contains("agent running") {
+            break;
+        }
+    }
+    assert!(log.contains("Enforcing"), "the Sentinel enforces: {log}");
+    std::thread::spawn(move || for _ in stderr.lines() {});
+    let pid = child.id().to_string();
+
+    // The Sentinel: root cannot remove the agent's policy or stop the agent.
+    assert_eperm(&run("rm", &["-rf", arg(&etc)]), "rm -rf");
+    assert_eq!(read(&policy), before);
+    assert_eperm(&run("kill", &["-9", &pid]), "kill -9");
+    // The Shield on lo: a source it denies gets no answer.
+    let out = run(
+        "ping",
+        &[
+            "-n",
+            "-q",
+            "-c",
+            "2",
+            "-W",
+            "1",
+            "-I",
+            "127.0.0.2",
+            "127.0.0.1",
+        ],
+    );
+    assert!(
+        !out.status.success(),
+        "the denied source is dropped: {out:?}"
+    );
+    // The egress firewall: a process in the cgroup cannot reach the service.
+    let out = sh(&format!(
+        "echo $$ > {}/cgroup.procs && exec curl -s --max-time 5 http://127.0.0.1:{service_port}/",
+        cgroup.display()
+    ));
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "curl could not connect: {out:?}"
+    );
+
+    let policy_path = policy.display().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let events: Vec<Value> = received
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|v| v["event"].clone())
+            .collect();
+        let sentinel = events.iter().any(|e| {
+            e["kind"] == "sentinel" && e["verdict"] == "denied" && e["path"] == policy_path.as_str()
+        });
+        let signal = events
+            .iter()
+            .any(|e| e["kind"] == "sentinel" && e["op"] == "signal" && e["verdict"] == "denied");
+        let shield = events
+            .iter()
+            .any(|e| e["kind"] == "shield_drop" && e["src"] == "127.0.0.2");
+        let connect = events
+            .iter()
+            .any(|e| e["kind"] == "connect" && e["comm"] == "curl" && e["verdict"] == "deny");
+        if sentinel && signal && shield && connect {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "forwarded: sentinel {sentinel}, signal {signal}, shield {shield}, connect {connect}: {events:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Its updater stops it; --detach-on-exit takes everything out of the kernel.
+    let out = run(arg(&stopper), &["-TERM", &pid]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = child.wait().expect("agent exit");
+    assert!(status.success(), "agent exit status {status}");
+    std::fs::write(&policy, "changed after stop\n").expect("unprotected after stop");
+    let _ = std::fs::remove_dir(&cgroup);
+    let _ = run("umount", &["-l", arg(&cgroup_mount)]);
+    let _ = run("umount", &["-l", arg(&root)]);
+}
+
 #[test]
 #[ignore = "BPF-LSM: runs in a guest kernel (guest/run.sh, part of ./dev.sh test)"]
 fn a_missing_protected_path_is_refused_before_anything_loads() {

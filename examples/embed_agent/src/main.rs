@@ -1,0 +1,277 @@
+//! `embed_agent`: an existing security agent (its own command line, logging, main loop
+//! and event pipeline to a collector) that adds Ironclad through the public API only.
+//!
+//! ```text
+//! embed_agent --policy FILE --iface IFACE --forward HOST:PORT
+//!             [--cgroup DIR] [--pin-dir DIR] [--audit-log FILE] [--protect PATH]...
+//!             [--update-manager EXE] [--require-sentinel] [--detach-on-exit] [--heartbeat-seconds N]
+//! ```
+//!
+//! Everything Ironclad-specific is in [`Protection::start`] (a few dozen lines) and one
+//! call in the main loop; the rest is what the agent had before: a collector connection
+//! that forwards JSON lines and reconnects, a heartbeat, signal handling. The embedding
+//! guide (`docs/embedding.md`) walks through it.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use ironclad_bpf::{
+    EgressFirewall, EventReader, JsonLinesFile, Loader, Shield, XdpAttachment, DEFAULT_PIN_ROOT,
+};
+use ironclad_events::{Event, Fanout, Overflow, Subscription};
+use ironclad_policy::config::compile_file;
+use ironclad_sentinel::{Sentinel, SentinelMode};
+use tracing::{info, warn};
+
+/// The agent's command line.
+#[derive(Parser)]
+#[command(name = "embed_agent", about = "An agent embedding Ironclad")]
+struct Args {
+    /// Ironclad policy (YAML) with `shield` and `egress` sections.
+    #[arg(long)]
+    policy: PathBuf,
+    /// Interface the Shield protects.
+    #[arg(long)]
+    iface: String,
+    /// cgroup v2 directory whose processes the egress firewall governs.
+    #[arg(long, default_value = "/sys/fs/cgroup")]
+    cgroup: PathBuf,
+    /// The collector that receives the agent's events (newline-delimited JSON over TCP).
+    #[arg(long)]
+    forward: SocketAddr,
+    /// Where Ironclad pins its programs and maps.
+    #[arg(long, default_value = DEFAULT_PIN_ROOT)]
+    pin_dir: PathBuf,
+    /// Ironclad's audit log (every load, pin and map update).
+    #[arg(long, default_value = "/var/log/embed-agent-audit.jsonl")]
+    audit_log: PathBuf,
+    /// More files or directories the Sentinel keeps immutable (the policy always is).
+    #[arg(long)]
+    protect: Vec<PathBuf>,
+    /// The executable allowed to replace protected files and signal the agent (the
+    /// agent's updater or package manager).
+    #[arg(long)]
+    update_manager: Option<PathBuf>,
+    /// Refuse to run without the Sentinel (no BPF-LSM: exit with an error).
+    #[arg(long)]
+    require_sentinel: bool,
+    /// Remove Ironclad from the kernel on exit instead of leaving enforcement pinned.
+    #[arg(long)]
+    detach_on_exit: bool,
+    /// Seconds between heartbeat log lines.
+    #[arg(long, default_value_t = 10)]
+    heartbeat_seconds: u64,
+}
+
+/// Ironclad inside the agent: the loaded features and the agent's event subscription.
+struct Protection {
+    loader: Loader,
+    sentinel: Sentinel,
+    shield: Shield,
+    xdp: XdpAttachment,
+    egress: EgressFirewall,
+    reader: EventReader,
+    events: Subscription<Event>,
+}
+
+impl Protection {
+    /// Loads and attaches everything the policy asks for. Any error leaves the agent
+    /// free to decide; nothing here panics.
+    fn start(args: &Args) -> Result<Self> {
+        let policy = compile_file(&args.policy)?; // FILE:LINE:COLUMN errors
+        let loader = Loader::builder()
+            .pin_root(&args.pin_dir)
+            .audit_sink(Arc::new(JsonLinesFile::open(&args.audit_log)?))
+            .build()?;
+        // Self-defense first, so everything loaded after it is protected from the start.
+        let mut builder = Sentinel::builder()
+            .protect(&args.policy)
+            .allow_unprotected_start(!args.require_sentinel);
+        for path in &args.protect {
+            builder = builder.protect(path);
+        }
+        if let Some(manager) = &args.update_manager {
+            builder = builder.update_manager(manager);
+        }
+        let mut sentinel = builder.start(&loader)?;
+
+        let shield = Shield::load(&loader)?;
+        let shield_policy = policy
+            .shield
+            .as_ref()
+            .context("the policy has no shield section")?;
+        shield.replace(shield_policy)?;
+        let xdp = shield.attach_pinned(&args.iface)?;
+
+        let mut egress = EgressFirewall::load(&loader)?;
+        egress.replace(
+            policy
+                .egress
+                .as_ref()
+                .context("the policy has no egress section")?,
+        )?;
+        egress.attach_pinned(&args.cgroup)?;
+
+        let mut sources = vec![shield.event_source()?, egress.event_source()?];
+        match sentinel.mode() {
+            SentinelMode::Unprotected { reason } => {
+                warn!("running WITHOUT Ironclad self-protection: {reason}");
+            }
+            _ => {
+                sentinel.protect_bpf(shield.object())?;
+                sentinel.protect_bpf(egress.object())?;
+                sources.push(sentinel.event_source()?);
+            }
+        }
+        let fanout = Arc::new(Fanout::new());
+        let events = fanout.subscribe("forwarder", 4096, Overflow::DropOldest);
+        let reader = EventReader::new(sources, fanout)?;
+        info!(
+            "ironclad: shield on {} ({} XDP, {} rules), egress on {}, sentinel {:?}",
+            args.iface,
+            xdp.mode().name(),
+            shield_policy.rules.len() + shield_policy.sets.len(),
+            args.cgroup.display(),
+            sentinel.mode()
+        );
+        Ok(Self {
+            loader,
+            sentinel,
+            shield,
+            xdp,
+            egress,
+            reader,
+            events,
+        })
+    }
+
+    /// Takes Ironclad out of the kernel (only with `--detach-on-exit`).
+    fn detach(self) -> Result<()> {
+        self.xdp.detach()?;
+        drop(self.reader);
+        drop(self.shield);
+        drop(self.egress);
+        let removed = self.loader.remove_pins(Shield::OBJECT)?
+            + self.loader.remove_pins(EgressFirewall::OBJECT)?;
+        self.sentinel.stop()?;
+        info!("ironclad detached, {removed} pins removed");
+        Ok(())
+    }
+}
+
+/// The agent's collector connection: one JSON object per line, reconnecting with a
+/// back-off. Events that cannot be sent are counted and dropped, never block the agent.
+struct Forwarder {
+    addr: SocketAddr,
+    conn: Option<TcpStream>,
+    retry_at: Instant,
+    sent: u64,
+    failed: u64,
+}
+
+impl Forwarder {
+    fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            conn: None,
+            retry_at: Instant::now(),
+            sent: 0,
+            failed: 0,
+        }
+    }
+
+    fn send(&mut self, record: &serde_json::Value) {
+        if self.conn.is_none() && Instant::now() >= self.retry_at {
+            match TcpStream::connect_timeout(&self.addr, Duration::from_secs(2)) {
+                Ok(conn) => {
+                    info!("collector {} connected", self.addr);
+                    self.conn = Some(conn);
+                }
+                Err(e) => {
+                    warn!("collector {}: {e}; retrying in 5 s", self.addr);
+                    self.retry_at = Instant::now() + Duration::from_secs(5);
+                }
+            }
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            self.failed += 1;
+            return;
+        };
+        if let Err(e) = writeln!(conn, "{record}") {
+            warn!("collector {}: {e}; reconnecting", self.addr);
+            self.conn = None;
+            self.failed += 1;
+        } else {
+            self.sent += 1;
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
+    let protection = Protection::start(args).context("starting Ironclad")?;
+    let mut forwarder = Forwarder::new(args.forward);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let mut heartbeat = Instant::now();
+    info!("agent running");
+    while !stop.load(Ordering::Relaxed) {
+        // Ironclad's part of the loop: wait up to 100 ms for kernel events.
+        if let Err(e) = protection.reader.poll(Duration::from_millis(100)) {
+            warn!("reading ironclad events: {e}");
+        }
+        for event in protection.events.receiver().try_iter() {
+            let record = serde_json::json!({
+                "agent": "embed_agent",
+                "host": host.trim(),
+                "event": event,
+            });
+            forwarder.send(&record);
+        }
+        if heartbeat.elapsed() >= Duration::from_secs(args.heartbeat_seconds) {
+            heartbeat = Instant::now();
+            let dropped = protection
+                .shield
+                .total(ironclad_bpf::ShieldTotal::Dropped)
+                .map(|c| c.packets)
+                .unwrap_or_default();
+            info!(
+                "heartbeat: {} events forwarded, {} not forwarded, {dropped} packets dropped",
+                forwarder.sent, forwarder.failed
+            );
+        }
+    }
+    info!("stopping");
+    if args.detach_on_exit {
+        protection.detach()?;
+    } else {
+        info!(
+            "ironclad enforcement stays pinned under {}",
+            args.pin_dir.display()
+        );
+    }
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    match run(&args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
