@@ -10,10 +10,11 @@ cd "$(dirname "$0")"
 # Debian packages the build and the tests need: clang/llvm compile the eBPF programs,
 # libelf/zlib static archives are linked into the binary, bpftool is the tests'
 # "attacker", iproute2/iputils-ping/util-linux drive namespaces, pings and setpriv,
-# chromium/chromium-driver run the dashboard test headless.
+# chromium/chromium-driver run the dashboard test headless, systemd's systemd-analyze
+# checks the unit file.
 PACKAGES=(clang llvm libelf-dev zlib1g-dev pkg-config make gcc bpftool iproute2
           iputils-ping util-linux procps python3 bash openssl curl g++
-          chromium chromium-driver)
+          chromium chromium-driver systemd)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -102,6 +103,67 @@ RS
     rm -rf "$scratch"
 }
 
+# The deployment files: the systemd unit (systemd-analyze verify, with its binaries
+# pointed at this build, and an exposure threshold), the Kubernetes manifest (strict
+# schema validation with kubernetes-validate from PyPI) and the policy in its ConfigMap
+# (full_firewall check).
+check_deploy() {
+    cargo build --quiet -p full_firewall
+    local tmp tools=target/tools/kubernetes-validate
+    tmp=$(mktemp -d)
+    sed "s#/usr/local/bin/full_firewall#$PWD/target/debug/full_firewall#g" \
+        examples/deploy/ironclad.service > "$tmp/ironclad.service"
+    systemd-analyze verify "$tmp/ironclad.service"
+    systemd-analyze security --offline=yes --threshold=60 "$tmp/ironclad.service" | tail -n 1
+    if [[ ! -d "$tools/kubernetes_validate" ]]; then
+        python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target "$tools" kubernetes-validate==1.37.0
+    fi
+    PYTHONPATH="$tools" python3 -m kubernetes_validate --strict -k 1.31.0 examples/deploy/kubernetes/ironclad.yaml
+    PYTHONPATH="$tools" python3 - examples/deploy/kubernetes/ironclad.yaml "$tmp/policy.yaml" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d.get("kind") == "ConfigMap"]
+open(sys.argv[2], "w").write(docs[0]["data"]["policy.yaml"])
+PY
+    target/debug/full_firewall check --config "$tmp/policy.yaml"
+    rm -rf "$tmp"
+}
+
+# The release binary: one file, no shared library but libc (ldd), and its resident
+# memory while enforcing the demo policy on a throwaway veth pair (limit 20 MiB).
+check_footprint() {
+    cargo build --release --quiet -p full_firewall
+    local bin=target/release/full_firewall
+    log "ldd $bin"
+    ldd "$bin"
+    # Allowed: the vDSO, the dynamic loader, glibc and gcc's unwinder libgcc_s (part of
+    # the C runtime wherever glibc is). libbpf, libelf and zlib are linked in statically.
+    local others
+    others=$(ldd "$bin" | grep -Ev 'linux-vdso|ld-linux|/libc\.so|/libgcc_s\.so' || true)
+    if [[ -n "$others" ]]; then
+        echo "$bin needs shared libraries beyond libc: $others" >&2
+        return 1
+    fi
+    local ns=ic-footprint-$$ pins=/sys/fs/bpf/ic-footprint-$$ tmp pid rss
+    tmp=$(mktemp -d)
+    ip netns add "$ns"
+    ip link add icfp0 type veth peer name icfp1 netns "$ns"
+    ip addr add 10.250.0.1/24 dev icfp0 && ip link set icfp0 up
+    ip -n "$ns" addr add 10.250.0.66/24 dev icfp1 && ip -n "$ns" link set icfp1 up
+    "$bin" run --config examples/full_firewall/demo.yaml --iface icfp0 --pin-dir "$pins" \
+        --audit-log "$tmp/audit.jsonl" --events "$tmp/events.jsonl" --metrics 127.0.0.1:0 \
+        --detach-on-exit 2> "$tmp/log" &
+    pid=$!
+    for _ in $(seq 100); do grep -q "ready" "$tmp/log" && break; sleep 0.1; done
+    ip netns exec "$ns" ping -q -c 10 -i 0.1 10.250.0.1 >/dev/null || true
+    rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status")
+    kill -TERM "$pid"; wait "$pid" || true
+    ip netns del "$ns"; ip link del icfp0 2>/dev/null || true
+    grep -q "ready" "$tmp/log" || { cat "$tmp/log" >&2; rm -rf "$tmp"; return 1; }
+    rm -rf "$tmp"
+    awk -v kib="$rss" 'BEGIN { printf "full_firewall RSS while enforcing the demo policy: %d KiB (%.1f MiB; limit 20 MiB)\n", kib, kib / 1024 }'
+    (( rss < 20 * 1024 ))
+}
+
 cmd_test() {
     require_root "the test suite"
     install_deps
@@ -120,6 +182,10 @@ cmd_test() {
     guest/run.sh --bench 2>&1 | tee -a "$results"
     log "packaged crates build on their own (cargo package, then a scratch project)"
     check_packaged
+    log "deployment files: systemd unit, Kubernetes manifest, the policy it carries"
+    check_deploy
+    log "footprint: the release binary's shared libraries and resident memory"
+    check_footprint
     log "fuzzing, bounded: the event decoder and the DNS parser"
     # cargo-fuzz needs the sanitizer flags of a nightly compiler; RUSTC_BOOTSTRAP=1 lets
     # the stable toolchain accept them. New inputs go to a temporary directory, the
@@ -144,5 +210,7 @@ case "${1:-}" in
     demo) cmd_demo ;;
     test) cmd_test ;;
     packaged) check_packaged ;;
-    *) echo "usage: $0 demo|test|packaged" >&2; exit 2 ;;
+    deploy) check_deploy ;;
+    footprint) require_root "the footprint check"; check_footprint ;;
+    *) echo "usage: $0 demo|test|packaged|deploy|footprint" >&2; exit 2 ;;
 esac

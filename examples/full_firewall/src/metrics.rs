@@ -93,7 +93,7 @@ impl Metrics {
         let listener =
             TcpListener::bind(addr).with_context(|| format!("--metrics {addr}: cannot listen"))?;
         let local = listener.local_addr().context("--metrics: local address")?;
-        let subscription = fanout.subscribe("dashboard", 4096, Overflow::DropOldest);
+        let subscription = fanout.subscribe("dashboard", 256, Overflow::DropOldest);
         let shared = Arc::new(Shared {
             pin_root,
             config,

@@ -35,6 +35,11 @@ use tracing::{error, info, warn};
 
 use crate::metrics::Metrics;
 
+/// Events queued for the `--events` writer between two drains (every 100 ms at most):
+/// 8192 of them is 80,000 events a second before the oldest are dropped (and counted),
+/// in about 2 MiB; the kernel's ring buffers hold more behind it.
+const EVENTS_QUEUE: usize = 8192;
+
 /// Arguments of `run`.
 #[derive(clap::Args)]
 pub(crate) struct RunArgs {
@@ -445,7 +450,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         .pin_root(&args.pin_dir)
         .audit_sink(sink)
         .build()?;
-    let subscription = fanout.subscribe("events-writer", 65_536, Overflow::DropOldest);
+    let subscription = fanout.subscribe("events-writer", EVENTS_QUEUE, Overflow::DropOldest);
     let mut events_out = args.events.as_deref().map(open_events).transpose()?;
     // The Sentinel first: it registers this process as the agent before anything else is
     // loaded, and everything loaded after is put under its protection.
@@ -464,6 +469,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         },
         _ => None,
     };
+    // The compiled policy (its IPv4 fast-path table is megabytes) is in the kernel now;
+    // a reload compiles the file again.
+    drop(policy);
     let mut tls = config
         .tls
         .as_ref()

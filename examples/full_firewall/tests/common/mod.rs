@@ -107,17 +107,33 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn spawn(args: &[String]) -> Self {
-        let mut child = Command::new(BIN)
-            .args(args)
+        let mut cmd = Command::new(BIN);
+        cmd.args(args);
+        Self::spawn_command(cmd, false)
+    }
+
+    /// Spawns `cmd` with stderr collected line by line through a pipe; with `journal`,
+    /// `$JOURNAL_STREAM` names that pipe, as systemd does for a service logging to the
+    /// journal.
+    pub fn spawn_command(mut cmd: Command, journal: bool) -> Self {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        if journal {
+            let stat = rustix::fs::fstat(&writer).expect("fstat pipe");
+            cmd.env("JOURNAL_STREAM", format!("{}:{}", stat.st_dev, stat.st_ino));
+        } else {
+            cmd.env_remove("JOURNAL_STREAM");
+        }
+        let child = cmd
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(writer)
             .spawn()
             .expect("spawn full_firewall");
+        // The parent's copy of the write end went into `cmd`; drop it so EOF comes.
+        drop(cmd);
         let lines = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().expect("stderr");
         let sink = lines.clone();
         std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            for line in BufReader::new(reader).lines().map_while(Result::ok) {
                 sink.lock().expect("lock").push(line);
             }
         });
