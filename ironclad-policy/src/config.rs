@@ -39,6 +39,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use ipnetwork::IpNetwork;
+use ironclad_core::abi::Action;
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
@@ -47,10 +48,13 @@ use crate::egress::{
     EgressRuleSpec, Proto,
 };
 use crate::error::{ConfigError, Diagnostic, Origin, PolicyError};
+use crate::feeds::{FeedFormat, Strictness};
+use crate::geo::is_country_code;
 use crate::sentinel::SentinelPolicy;
 use crate::shield::{
     compile, CompiledShield, Entry, Ipv4Lookup, Mode, RateLimit, ShieldPolicy, DEFAULT_SAMPLE_RATE,
 };
+use crate::sources::{aggregate_sets, default_name, FeedSpec, Loaded};
 use crate::telemetry::{TelemetryPolicy, DEFAULT_INTERVAL_SECONDS};
 use crate::tls::{TlsPolicy, TlsScope, DEFAULT_MAX_BYTES, MAX_BYTES_LIMIT};
 
@@ -161,6 +165,28 @@ struct RawShield {
     rate_limit: Option<Spanned<RawRate>>,
     sample_rate: Option<Spanned<u32>>,
     ipv4_lookup: Option<Spanned<String>>,
+    #[serde(default)]
+    deny_feeds: Vec<Spanned<RawFeed>>,
+    #[serde(default)]
+    allow_feeds: Vec<Spanned<RawFeed>>,
+    geoip_db: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    deny_countries: Vec<Spanned<String>>,
+    #[serde(default)]
+    allow_countries: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFeed {
+    name: Option<String>,
+    path: Option<PathBuf>,
+    url: Option<String>,
+    format: Spanned<String>,
+    column: Option<String>,
+    field: Option<String>,
+    strict: Option<bool>,
+    refresh: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -243,18 +269,225 @@ fn entries(name: &str, list: &[Spanned<String>], problems: &mut Vec<PolicyError>
     out
 }
 
+/// The feed entries of `shield.<list>`, checked, with paths resolved against `base`.
+fn feed_specs(
+    list_name: &str,
+    list: &[Spanned<RawFeed>],
+    action: Action,
+    base: &Path,
+    problems: &mut Vec<PolicyError>,
+) -> Vec<FeedSpec> {
+    let mut specs = Vec::new();
+    for (index, item) in list.iter().enumerate() {
+        let origin = Origin {
+            field: format!("shield.{list_name}[{index}]"),
+            at: position(&item.referenced),
+        };
+        let f = &item.value;
+        let mut bad = |message: String| {
+            problems.push(PolicyError::Invalid {
+                origin: origin.clone(),
+                message,
+            });
+        };
+        let path = match (&f.path, &f.url) {
+            (Some(path), None) => base.join(path),
+            (None, Some(url)) => {
+                bad(format!(
+                    "`url: {url}`: this version reads feeds from files only; download the feed (e.g. with a timer unit) and give its `path`"
+                ));
+                continue;
+            }
+            _ => {
+                bad("give exactly one of `path` and `url`".to_string());
+                continue;
+            }
+        };
+        let format = match (f.format.value.as_str(), &f.column, &f.field) {
+            ("csv", Some(column), None) => FeedFormat::Csv {
+                column: column.clone(),
+            },
+            ("csv", None, _) => {
+                bad(
+                    "a `csv` feed needs `column`: the header name of the address column"
+                        .to_string(),
+                );
+                continue;
+            }
+            ("json", None, field) => FeedFormat::Json {
+                field: field.clone(),
+            },
+            (name, None, None) => match name {
+                "plain" => FeedFormat::Plain,
+                "spamhaus" => FeedFormat::Spamhaus,
+                "feodo" => FeedFormat::Feodo,
+                "firehol" => FeedFormat::Firehol,
+                other => {
+                    problems.push(PolicyError::Invalid {
+                        origin: Origin {
+                            field: format!("shield.{list_name}[{index}].format"),
+                            at: position(&f.format.referenced),
+                        },
+                        message: format!(
+                            "`{other}` is not a feed format; use one of {}",
+                            FeedFormat::NAMES.join(", ")
+                        ),
+                    });
+                    continue;
+                }
+            },
+            (name, _, _) => {
+                bad(format!(
+                    "`column` is for `csv` feeds and `field` for `json` feeds, not `{name}`"
+                ));
+                continue;
+            }
+        };
+        let refresh = match &f.refresh {
+            None => None,
+            Some(r) => match humantime::parse_duration(&r.value) {
+                Ok(d) if d >= std::time::Duration::from_secs(1) => Some(d),
+                _ => {
+                    problems.push(PolicyError::Invalid {
+                        origin: Origin {
+                            field: format!("shield.{list_name}[{index}].refresh"),
+                            at: position(&r.referenced),
+                        },
+                        message: format!(
+                            "`{}` is not a duration of at least 1s (e.g. `30m`, `6h`)",
+                            r.value
+                        ),
+                    });
+                    continue;
+                }
+            },
+        };
+        let Some(name) = f.name.clone().or_else(|| default_name(&path)) else {
+            bad("give the feed a `name`".to_string());
+            continue;
+        };
+        specs.push(FeedSpec {
+            name,
+            path,
+            format,
+            strictness: if f.strict == Some(false) {
+                Strictness::Lenient
+            } else {
+                Strictness::Strict
+            },
+            refresh,
+            action,
+            origin,
+        });
+    }
+    specs
+}
+
+/// Country codes of `shield.<list>`, checked.
+fn country_codes(
+    list_name: &str,
+    list: &[Spanned<String>],
+    problems: &mut Vec<PolicyError>,
+) -> Vec<(String, Origin)> {
+    let mut codes: Vec<(String, Origin)> = Vec::new();
+    for (index, item) in list.iter().enumerate() {
+        let origin = Origin {
+            field: format!("shield.{list_name}[{index}]"),
+            at: position(&item.referenced),
+        };
+        let code = item.value.trim();
+        if !is_country_code(code) {
+            problems.push(PolicyError::Invalid {
+                origin,
+                message: format!(
+                    "`{code}` is not an ISO 3166-1 alpha-2 country code (two capitals, e.g. `NL`)"
+                ),
+            });
+        } else if !codes.iter().any(|(c, _)| c == code) {
+            codes.push((code.to_string(), origin));
+        }
+    }
+    codes
+}
+
+/// Reads the feeds and countries of a `shield` section into prefix sets.
+fn load_sources(shield: &RawShield, base: &Path, problems: &mut Vec<PolicyError>) -> Loaded {
+    let mut specs = feed_specs(
+        "deny_feeds",
+        &shield.deny_feeds,
+        Action::Deny,
+        base,
+        problems,
+    );
+    specs.extend(feed_specs(
+        "allow_feeds",
+        &shield.allow_feeds,
+        Action::Allow,
+        base,
+        problems,
+    ));
+    let no_countries = shield.deny_countries.is_empty() && shield.allow_countries.is_empty();
+    let deny = country_codes("deny_countries", &shield.deny_countries, problems);
+    let allow = country_codes("allow_countries", &shield.allow_countries, problems);
+    let mut loaded = Loaded::default();
+    loaded.feeds(&specs);
+    let countries = match (deny.is_empty(), allow.is_empty()) {
+        (true, true) => None,
+        (false, true) => Some((deny, false)),
+        (true, false) => Some((allow, true)),
+        (false, false) => {
+            problems.push(PolicyError::Invalid {
+                origin: Origin {
+                    field: "shield.allow_countries".into(),
+                    at: shield.allow_countries.first().and_then(|c| position(&c.referenced)),
+                },
+                message: "use either `deny_countries` or `allow_countries` (allow-list mode denies every other country)".to_string(),
+            });
+            None
+        }
+    };
+    if let Some((codes, allow_list)) = countries {
+        match &shield.geoip_db {
+            Some(db) => {
+                let origin = Origin {
+                    field: "shield.geoip_db".into(),
+                    at: position(&db.referenced),
+                };
+                loaded.countries(&base.join(&db.value), &codes, allow_list, &origin);
+            }
+            None => problems.push(PolicyError::Invalid {
+                origin: codes[0].1.clone(),
+                message: "countries need `shield.geoip_db`: the path of a GeoLite2/GeoIP2 Country database (.mmdb)".to_string(),
+            }),
+        }
+    } else if let Some(db) = &shield.geoip_db {
+        if no_countries && !base.join(&db.value).exists() {
+            problems.push(PolicyError::Invalid {
+                origin: Origin {
+                    field: "shield.geoip_db".into(),
+                    at: position(&db.referenced),
+                },
+                message: format!("`{}` does not exist", db.value.display()),
+            });
+        }
+    }
+    loaded
+}
+
 /// Parses policy `text` (read from `path`, used in messages) without compiling it.
 pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    let (config, problems) = parse_inner(text, path)?;
-    if problems.is_empty() {
+    let (config, problems, file_problems) = parse_inner(text, path)?;
+    if problems.is_empty() && file_problems.is_empty() {
         Ok(config)
     } else {
-        Err(to_config_error(path, problems))
+        Err(to_config_error(path, problems, file_problems))
     }
 }
 
 /// The policy as far as it could be read (bad entries left out), and the problems.
-type Parsed = (Config, Vec<PolicyError>);
+/// Also the problems found in the files the policy refers to (feeds, databases), each
+/// with that file's own path and position.
+type Parsed = (Config, Vec<PolicyError>, Vec<Diagnostic>);
 
 fn parse_port(port: &RawPort) -> Result<(u16, u16), String> {
     let one = |n: u64| u16::try_from(n).ok().filter(|p| *p > 0);
@@ -562,10 +795,17 @@ fn parse_inner(text: &str, path: &Path) -> Result<Parsed, ConfigError> {
                 sentinel,
             },
             problems,
+            Vec::new(),
         ));
     };
+    let base = path.parent().unwrap_or(Path::new("."));
+    let loaded = load_sources(&shield, base, &mut problems);
+    let file_problems = loaded.file_problems.clone();
     let deny = entries("deny", &shield.deny, &mut problems);
     let allow = entries("allow", &shield.allow, &mut problems);
+    let mut loaded = loaded;
+    let inline: Vec<IpNetwork> = deny.iter().chain(&allow).map(|e| e.net).collect();
+    aggregate_sets(&mut loaded.sets, &inline);
     let management = entries("management", &shield.management, &mut problems);
     let mode = match &shield.mode {
         None => Mode::Enforce,
@@ -629,8 +869,9 @@ fn parse_inner(text: &str, path: &Path) -> Result<Parsed, ConfigError> {
             .sample_rate
             .as_ref()
             .map_or(DEFAULT_SAMPLE_RATE, |s| s.value),
-        sets: Vec::new(),
+        sets: loaded.sets,
         ipv4_lookup,
+        sources: loaded.sources,
     };
     Ok((
         Config {
@@ -641,15 +882,22 @@ fn parse_inner(text: &str, path: &Path) -> Result<Parsed, ConfigError> {
             sentinel,
         },
         problems,
+        file_problems,
     ))
 }
 
-fn to_config_error(path: &Path, mut problems: Vec<PolicyError>) -> ConfigError {
+/// The policy file's problems in file order, then those of the files it refers to.
+fn to_config_error(
+    path: &Path,
+    mut problems: Vec<PolicyError>,
+    file_problems: Vec<Diagnostic>,
+) -> ConfigError {
     problems.sort_by_key(|p| p.origin().at.unwrap_or((u64::MAX, 0)));
     ConfigError {
         diagnostics: problems
             .iter()
             .map(|p| diagnostic(path, p.origin().at, p.to_string()))
+            .chain(file_problems)
             .collect(),
     }
 }
@@ -657,7 +905,7 @@ fn to_config_error(path: &Path, mut problems: Vec<PolicyError>) -> ConfigError {
 /// Parses and compiles policy `text` (read from `path`): every problem in the file,
 /// syntax or semantics, comes back with its line and column.
 pub fn compile_str(text: &str, path: &Path) -> Result<CompiledConfig, ConfigError> {
-    let (config, mut problems) = parse_inner(text, path)?;
+    let (config, mut problems, file_problems) = parse_inner(text, path)?;
     let shield = match config.shield.as_ref().map(compile) {
         None => None,
         Some(Ok(compiled)) => Some(compiled),
@@ -674,7 +922,7 @@ pub fn compile_str(text: &str, path: &Path) -> Result<CompiledConfig, ConfigErro
             None
         }
     };
-    if problems.is_empty() {
+    if problems.is_empty() && file_problems.is_empty() {
         Ok(CompiledConfig {
             shield,
             tls: config.tls,
@@ -683,7 +931,7 @@ pub fn compile_str(text: &str, path: &Path) -> Result<CompiledConfig, ConfigErro
             sentinel: config.sentinel,
         })
     } else {
-        Err(to_config_error(path, problems))
+        Err(to_config_error(path, problems, file_problems))
     }
 }
 

@@ -29,12 +29,16 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod aggregate;
 pub mod config;
 pub mod egress;
 pub mod error;
 pub mod fastpath;
+pub mod feeds;
+pub mod geo;
 pub mod sentinel;
 pub mod shield;
+pub mod sources;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;

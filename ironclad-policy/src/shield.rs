@@ -11,6 +11,7 @@ use ironclad_core::abi::{
 };
 
 use crate::error::{Origin, PolicyError};
+use crate::sources::Source;
 
 /// Default drop-event sampling: one event per this many drops (per CPU).
 pub const DEFAULT_SAMPLE_RATE: u32 = 64;
@@ -110,6 +111,8 @@ pub struct ShieldPolicy {
     pub sets: Vec<PrefixSet>,
     /// How IPv4 sources are looked up.
     pub ipv4_lookup: Ipv4Lookup,
+    /// Where the sets that came from feeds and countries were read from.
+    pub sources: Vec<Source>,
 }
 
 impl Default for ShieldPolicy {
@@ -123,6 +126,7 @@ impl Default for ShieldPolicy {
             sample_rate: DEFAULT_SAMPLE_RATE,
             sets: Vec::new(),
             ipv4_lookup: Ipv4Lookup::Auto,
+            sources: Vec::new(),
         }
     }
 }
@@ -205,6 +209,8 @@ pub struct CompiledShield {
     pub sets: Vec<CompiledSet>,
     /// How IPv4 sources are looked up.
     pub ipv4_lookup: Ipv4Lookup,
+    /// Where the feed and country sets were read from.
+    pub sources: Vec<Source>,
 }
 
 impl CompiledShield {
@@ -419,6 +425,7 @@ pub fn compile(policy: &ShieldPolicy) -> Result<CompiledShield, Vec<PolicyError>
             duplicates_merged,
             sets,
             ipv4_lookup: policy.ipv4_lookup,
+            sources: policy.sources.clone(),
         })
     } else {
         Err(errors)
@@ -449,7 +456,10 @@ fn compile_sets(
         if !names.insert(set.name.as_str()) {
             errors.push(PolicyError::Invalid {
                 origin: set.origin.clone(),
-                message: format!("set name `{}` is used twice", set.name),
+                message: format!(
+                    "set name `{}` is used twice (a feed is named after its file unless it has a `name`)",
+                    set.name
+                ),
             });
             continue;
         }
@@ -602,7 +612,7 @@ mod tests {
             vec![
                 "sets.: set name `` must be 1 to 47 bytes",
                 "sets.x[0]: `10.0.0.1/8` has host bits set; did you mean `10.0.0.0/8`?",
-                "sets.x: set name `x` is used twice",
+                "sets.x: set name `x` is used twice (a feed is named after its file unless it has a `name`)",
             ]
         );
     }

@@ -1,0 +1,303 @@
+//! Prefix aggregation: the smallest list of CIDRs that covers exactly the same addresses.
+//!
+//! ```
+//! use ironclad_policy::aggregate::aggregate;
+//!
+//! let input = ["10.0.0.0/25", "10.0.0.128/25", "10.0.1.0/24", "10.0.0.7/32", "2001:db8::/33", "2001:db8:8000::/33"];
+//! let nets: Vec<_> = input.iter().map(|s| s.parse().unwrap()).collect();
+//! let out: Vec<String> = aggregate(&nets).iter().map(ToString::to_string).collect();
+//! assert_eq!(out, ["10.0.0.0/23", "2001:db8::/32"]);
+//! ```
+//!
+//! Covered prefixes are dropped, then sibling halves are merged into their parent, again
+//! and again. The result is the unique minimal cover: disjoint blocks, none of which can
+//! be merged. Families are aggregated separately; the output is sorted, IPv4 first.
+//! [`aggregate_except`] leaves alone prefixes that another rule of the policy also
+//! lists, so aggregation never changes which rule a packet matches.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
+
+/// A block: its first address (IPv4 in the low 32 bits) and its prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Block {
+    start: u128,
+    len: u8,
+}
+
+impl Block {
+    fn size(self, bits: u8) -> u128 {
+        // A /0 of IPv6 has 2^128 addresses: represent its size as 0 (wraps), used only
+        // through `end`, which saturates.
+        1u128.checked_shl(u32::from(bits - self.len)).unwrap_or(0)
+    }
+
+    /// The last address of the block.
+    fn end(self, bits: u8) -> u128 {
+        match self.size(bits) {
+            0 => u128::MAX,
+            n => self.start + (n - 1),
+        }
+    }
+}
+
+fn to_block(net: IpNetwork) -> (bool, Block) {
+    match net {
+        IpNetwork::V4(n) => (
+            true,
+            Block {
+                start: u128::from(u32::from(n.network())),
+                len: n.prefix(),
+            },
+        ),
+        IpNetwork::V6(n) => (
+            false,
+            Block {
+                start: u128::from(n.network()),
+                len: n.prefix(),
+            },
+        ),
+    }
+}
+
+fn from_block(v4: bool, b: Block) -> Option<IpNetwork> {
+    if v4 {
+        let addr = Ipv4Addr::from(u32::try_from(b.start).ok()?);
+        Ipv4Network::new(addr, b.len).ok().map(IpNetwork::V4)
+    } else {
+        Ipv6Network::new(Ipv6Addr::from(b.start), b.len)
+            .ok()
+            .map(IpNetwork::V6)
+    }
+}
+
+/// Aggregates one family's blocks (`bits` = 32 or 128). A block for which `keep` is true
+/// stays as it is (not dropped when covered, not merged into a parent), and no merge
+/// creates a parent for which it is true.
+/// All address bits of a family set.
+fn family_mask(bits: u8) -> u128 {
+    if bits == 128 {
+        u128::MAX
+    } else {
+        (1u128 << bits) - 1
+    }
+}
+
+fn aggregate_family(mut blocks: Vec<Block>, bits: u8, keep: &dyn Fn(Block) -> bool) -> Vec<Block> {
+    // Networks ascending; for the same network the shortest prefix (the cover) first.
+    blocks.sort_unstable();
+    blocks.dedup();
+    let mut out: Vec<Block> = Vec::with_capacity(blocks.len());
+    // Remove covered blocks, then merge siblings on a stack. A covered block stays when
+    // it, or a prefix between it and its cover, is kept: dropping it would hand its
+    // addresses to that other prefix (or, when the cover itself is listed elsewhere, to
+    // whichever of the two wins the tie).
+    let mut cover: Option<Block> = None;
+    for b in blocks {
+        if let Some(c) = cover.filter(|c| b.start <= c.end(bits)) {
+            let between = (c.len..=b.len).any(|len| {
+                let mask = if len == 0 {
+                    0
+                } else {
+                    u128::MAX << (bits - len) & family_mask(bits)
+                };
+                keep(Block {
+                    start: b.start & mask,
+                    len,
+                })
+            });
+            if !between {
+                continue;
+            }
+        } else {
+            cover = Some(b);
+        }
+        out.push(b);
+        // Merge the top two while they are the two halves of one parent.
+        while out.len() >= 2 {
+            let (right, left) = (out[out.len() - 1], out[out.len() - 2]);
+            if left.len != right.len || left.len == 0 {
+                break;
+            }
+            let parent_len = left.len - 1;
+            let half = left.size(bits);
+            let aligned =
+                left.start & (half.wrapping_mul(2).wrapping_sub(1)) == 0 || parent_len == 0;
+            if !(aligned && left.start.wrapping_add(half) == right.start) {
+                break;
+            }
+            let parent = Block {
+                start: left.start,
+                len: parent_len,
+            };
+            if keep(left) || keep(right) || keep(parent) {
+                break;
+            }
+            out.truncate(out.len() - 2);
+            out.push(parent);
+        }
+    }
+    out
+}
+
+/// The minimal list of CIDRs covering exactly the addresses of `prefixes`.
+pub fn aggregate(prefixes: &[IpNetwork]) -> Vec<IpNetwork> {
+    aggregate_except(prefixes, |_| false)
+}
+
+/// Like [`aggregate`], for prefixes that share the longest-prefix match with other rules:
+/// `reserved` is true for the prefixes other rules list. A reserved prefix is neither
+/// merged nor created by a merge, and a covered prefix stays when it, its cover or a
+/// prefix between the two is reserved. So every address still matches the same rule
+/// after aggregation.
+pub fn aggregate_except(
+    prefixes: &[IpNetwork],
+    reserved: impl Fn(&IpNetwork) -> bool,
+) -> Vec<IpNetwork> {
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    for net in prefixes {
+        let (is_v4, block) = to_block(*net);
+        if is_v4 {
+            v4.push(block);
+        } else {
+            v6.push(block);
+        }
+    }
+    let keep_v4 = |b: Block| from_block(true, b).is_some_and(|n| reserved(&n));
+    let keep_v6 = |b: Block| from_block(false, b).is_some_and(|n| reserved(&n));
+    let v4 = aggregate_family(v4, 32, &keep_v4);
+    let v6 = aggregate_family(v6, 128, &keep_v6);
+    v4.into_iter()
+        .filter_map(|b| from_block(true, b))
+        .chain(v6.into_iter().filter_map(|b| from_block(false, b)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(list: &[&str]) -> Vec<IpNetwork> {
+        list.iter()
+            .map(|s| s.parse().unwrap_or_else(|e| panic!("{s}: {e}")))
+            .collect()
+    }
+
+    fn strings(list: &[IpNetwork]) -> Vec<String> {
+        list.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn merges_siblings_drops_covered_and_keeps_families_apart() {
+        let input = nets(&[
+            "10.0.0.0/25",
+            "10.0.0.128/26",
+            "10.0.0.192/26",
+            "10.0.0.5/32",
+            "10.0.2.0/24",
+            "0.0.0.0/1",
+            "2001:db8::/33",
+            "2001:db8:8000::/33",
+            "2001:db8::1/128",
+        ]);
+        assert_eq!(
+            strings(&aggregate(&input)),
+            ["0.0.0.0/1", "2001:db8::/32"],
+            "everything under 0.0.0.0/1 is covered by it"
+        );
+        let input = nets(&[
+            "10.0.0.0/25",
+            "10.0.0.128/26",
+            "10.0.0.192/26",
+            "10.0.2.0/24",
+        ]);
+        assert_eq!(strings(&aggregate(&input)), ["10.0.0.0/24", "10.0.2.0/24"]);
+    }
+
+    #[test]
+    fn unaligned_neighbours_do_not_merge() {
+        // 10.0.1.0/24 and 10.0.2.0/24 are adjacent but not halves of one /23.
+        let input = nets(&["10.0.1.0/24", "10.0.2.0/24"]);
+        assert_eq!(strings(&aggregate(&input)), ["10.0.1.0/24", "10.0.2.0/24"]);
+    }
+
+    #[test]
+    fn whole_address_spaces() {
+        let input = nets(&["0.0.0.0/1", "128.0.0.0/1", "::/1", "8000::/1"]);
+        assert_eq!(strings(&aggregate(&input)), ["0.0.0.0/0", "::/0"]);
+        assert_eq!(
+            strings(&aggregate(&nets(&["0.0.0.0/0", "1.2.3.4/32"]))),
+            ["0.0.0.0/0"]
+        );
+    }
+
+    #[test]
+    fn reserved_prefixes_are_neither_created_dropped_nor_merged() {
+        let input = nets(&["10.0.0.0/25", "10.0.0.128/25", "10.1.0.0/16", "10.1.2.0/24"]);
+        let reserved = nets(&["10.0.0.0/24", "10.1.2.0/24"]);
+        let out = aggregate_except(&input, |n| reserved.contains(n));
+        assert_eq!(
+            strings(&out),
+            ["10.0.0.0/25", "10.0.0.128/25", "10.1.0.0/16", "10.1.2.0/24"]
+        );
+    }
+
+    #[test]
+    fn a_covered_prefix_stays_when_another_rule_sits_between_it_and_its_cover() {
+        let input = nets(&["10.0.0.0/16", "10.0.1.0/28", "10.0.2.0/28"]);
+        let reserved = nets(&["10.0.1.0/24"]);
+        let out = aggregate_except(&input, |n| reserved.contains(n));
+        assert_eq!(strings(&out), ["10.0.0.0/16", "10.0.1.0/28"]);
+    }
+
+    /// The canonical minimal cover of a set of addresses in 10.0.0.0/16, by brute force:
+    /// at each address in the set, the largest aligned block inside the set.
+    fn brute_force(members: &[bool]) -> Vec<IpNetwork> {
+        let mut out = Vec::new();
+        let mut addr = 0usize;
+        while addr < members.len() {
+            if !members[addr] {
+                addr += 1;
+                continue;
+            }
+            let mut size = 1usize;
+            while size * 2 <= members.len()
+                && addr.is_multiple_of(size * 2)
+                && members[addr..addr + size * 2].iter().all(|m| *m)
+            {
+                size *= 2;
+            }
+            let len = 32 - size.trailing_zeros() as u8;
+            let start = Ipv4Addr::from(0x0a00_0000u32 + addr as u32);
+            out.push(IpNetwork::V4(Ipv4Network::new(start, len).expect("valid")));
+            addr += size;
+        }
+        out
+    }
+
+    #[test]
+    fn matches_a_brute_force_reference_on_random_sets() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..200 {
+            let mut members = vec![false; 1 << 16];
+            let mut input = Vec::new();
+            for _ in 0..(1 + next() % 300) {
+                let len = 16 + (next() % 17) as u8;
+                let size = 1usize << (32 - len);
+                let offset = (next() as usize % (1 << 16)) & !(size - 1);
+                members[offset..offset + size].fill(true);
+                let start = Ipv4Addr::from(0x0a00_0000u32 + offset as u32);
+                input.push(IpNetwork::V4(Ipv4Network::new(start, len).expect("valid")));
+            }
+            let got = aggregate(&input);
+            assert_eq!(got, brute_force(&members), "round {round}: {input:?}");
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! Feed files of every format and GeoIP countries, read through the policy file:
+//! sample files give the expected sets, bad files give exact `FILE:LINE:COLUMN` errors
+//! and nothing is loaded from them.
+
+#![allow(clippy::expect_used, reason = "tests fail with a message")]
+
+use std::path::{Path, PathBuf};
+
+use ipnetwork::IpNetwork;
+use ironclad_policy::config::compile_str;
+use ironclad_policy::feeds::{read_feed, FeedFormat, Strictness};
+use ironclad_policy::shield::CompiledShield;
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+fn feed(name: &str) -> PathBuf {
+    data("feeds").join(name)
+}
+
+fn strings(list: &[IpNetwork]) -> Vec<String> {
+    list.iter().map(ToString::to_string).collect()
+}
+
+/// Errors of reading `name` strictly, as `FILE:LINE:COLUMN: message` with the file name
+/// only.
+fn errors(name: &str, format: &FeedFormat) -> Vec<String> {
+    let err = read_feed(&feed(name), format, Strictness::Strict).expect_err("bad feed");
+    let dir = format!("{}/", data("feeds").display());
+    err.diagnostics
+        .iter()
+        .map(|d| d.to_string().replace(&dir, ""))
+        .collect()
+}
+
+fn csv() -> FeedFormat {
+    FeedFormat::Csv {
+        column: "ip_address".into(),
+    }
+}
+
+#[test]
+fn every_format_parses_its_sample_to_the_expected_set() {
+    let cases: [(&str, FeedFormat, &[&str]); 7] = [
+        (
+            "plain.txt",
+            FeedFormat::Plain,
+            &[
+                "192.0.2.1/32",
+                "198.51.100.0/24",
+                "2001:db8:bad::/48",
+                "203.0.113.7/32",
+            ],
+        ),
+        (
+            "drop.txt",
+            FeedFormat::Spamhaus,
+            &[
+                "1.10.16.0/20",
+                "1.19.0.0/16",
+                "2.57.122.0/24",
+                "2001:db8:1000::/36",
+            ],
+        ),
+        (
+            "feodo.txt",
+            FeedFormat::Feodo,
+            &["50.16.16.211/32", "162.243.103.246/32", "167.86.75.145/32"],
+        ),
+        (
+            "firehol.netset",
+            FeedFormat::Firehol,
+            &["0.0.0.0/8", "1.10.16.0/20", "1.19.0.0/16", "223.254.0.0/16"],
+        ),
+        (
+            "list.csv",
+            csv(),
+            &["192.0.2.10/32", "2001:db8::10/128", "198.51.100.0/25"],
+        ),
+        (
+            "list.json",
+            FeedFormat::Json { field: None },
+            &["192.0.2.20/32", "198.51.100.128/25", "2001:db8:20::/48"],
+        ),
+        (
+            "objects.json",
+            FeedFormat::Json {
+                field: Some("ip".into()),
+            },
+            &["192.0.2.30/32", "2001:db8:30::/48"],
+        ),
+    ];
+    for (name, format, expected) in cases {
+        let parsed = read_feed(&feed(name), &format, Strictness::Strict)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(strings(&parsed.prefixes), expected, "{name}");
+        assert_eq!((parsed.skipped, parsed.masked), (0, 0), "{name}");
+    }
+}
+
+#[test]
+fn every_format_reports_bad_lines_with_file_line_and_column() {
+    assert_eq!(
+        errors("plain-bad.txt", &FeedFormat::Plain),
+        [
+            "plain-bad.txt:3:1: `192.0.2.256` is not an IP address or CIDR",
+            "plain-bad.txt:4:1: `198.51.100.1/24` has host bits set; did you mean `198.51.100.0/24`?",
+            "plain-bad.txt:5:15: unexpected `203.0.113.8` after the entry",
+            "plain-bad.txt:6:1: `2001:db8::/129` is not an IP address or CIDR",
+        ]
+    );
+    assert_eq!(
+        errors("drop-bad.txt", &FeedFormat::Spamhaus),
+        [
+            "drop-bad.txt:3:13: unexpected `SBL434604` after the entry",
+            "drop-bad.txt:4:1: `1.19.0.0/33` is not an IP address or CIDR",
+        ]
+    );
+    assert_eq!(
+        errors("feodo-bad.txt", &FeedFormat::Feodo),
+        ["feodo-bad.txt:3:1: `50.16.16` is not an IP address or CIDR"]
+    );
+    assert_eq!(
+        errors("firehol-bad.netset", &FeedFormat::Firehol),
+        ["firehol-bad.netset:3:1: `1.10.16.0/-1` is not an IP address or CIDR"]
+    );
+    assert_eq!(
+        errors("list-bad.csv", &csv()),
+        [
+            "list-bad.csv:3:24: `bogus` is not an IP address or CIDR",
+            "list-bad.csv:4:22: the row has 1 fields; column `ip_address` is field 2",
+        ]
+    );
+    assert_eq!(
+        errors("list-bad.json", &FeedFormat::Json { field: None }),
+        [
+            "list-bad.json:3:3: `192.0.2.20/16` has host bits set; did you mean `192.0.0.0/16`?",
+            "list-bad.json:4:3: 42 is not a string",
+        ]
+    );
+}
+
+fn policy(dir: &Path, yaml: &str) -> Result<CompiledShield, Vec<String>> {
+    let path = dir.join("policy.yaml");
+    compile_str(yaml, &path)
+        .map(|c| c.shield.expect("shield section"))
+        .map_err(|e| {
+            e.diagnostics
+                .iter()
+                .map(|d| d.to_string().replace(&format!("{}/", dir.display()), ""))
+                .collect()
+        })
+}
+
+/// A policy directory with copies of the sample feeds.
+fn policy_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for entry in std::fs::read_dir(feed("")).expect("feeds") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).expect("copy");
+    }
+    std::fs::copy(
+        data("countries-test.mmdb"),
+        dir.path().join("countries.mmdb"),
+    )
+    .expect("db");
+    dir
+}
+
+#[test]
+fn feeds_become_named_sets_with_relative_paths_and_aggregation() {
+    let dir = policy_dir();
+    let shield = policy(
+        dir.path(),
+        "shield:\n  deny_feeds:\n    - path: drop.txt\n      format: spamhaus\n    - name: c2\n      path: list.csv\n      format: csv\n      column: ip_address\n      refresh: 30m\n  allow_feeds:\n    - path: list.json\n      format: json\n",
+    )
+    .expect("valid");
+    let sets: Vec<(&str, usize)> = shield
+        .sets
+        .iter()
+        .map(|s| (s.name.as_str(), s.prefixes.len()))
+        .collect();
+    assert_eq!(sets, [("drop", 4), ("c2", 3), ("list", 3)]);
+    assert_eq!(shield.sources.len(), 3);
+    assert!(shield.sources.iter().all(|s| s.modified.is_some()));
+    // Two adjacent /25s in one feed become one /24.
+    std::fs::write(
+        dir.path().join("halves.txt"),
+        "10.9.0.0/25\n10.9.0.128/25\n10.9.0.7\n",
+    )
+    .expect("write");
+    let shield = policy(
+        dir.path(),
+        "shield:\n  deny_feeds:\n    - path: halves.txt\n      format: plain\n",
+    )
+    .expect("valid");
+    assert_eq!(strings(&shield.sets[0].prefixes), ["10.9.0.0/24"]);
+}
+
+#[test]
+fn a_bad_feed_fails_the_whole_policy_with_its_positions() {
+    let dir = policy_dir();
+    let errors = policy(
+        dir.path(),
+        "shield:\n  deny: [192.0.2.0/24]\n  deny_feeds:\n    - path: feodo.txt\n      format: feodo\n    - path: feodo-bad.txt\n      format: feodo\n",
+    )
+    .expect_err("strict");
+    assert_eq!(
+        errors,
+        ["feodo-bad.txt:3:1: `50.16.16` is not an IP address or CIDR"]
+    );
+    // Lenient: the bad line is skipped and counted.
+    let shield = policy(
+        dir.path(),
+        "shield:\n  deny_feeds:\n    - path: plain-bad.txt\n      format: plain\n      strict: false\n",
+    )
+    .expect("lenient");
+    assert_eq!(
+        strings(&shield.sets[0].prefixes),
+        ["192.0.2.1/32", "198.51.100.0/24"],
+        "the good entry and the masked one"
+    );
+    assert_eq!(
+        (shield.sources[0].skipped, shield.sources[0].masked),
+        (3, 1)
+    );
+}
+
+#[test]
+fn feed_and_country_settings_are_checked_with_positions() {
+    let dir = policy_dir();
+    let errors = policy(
+        dir.path(),
+        "shield:\n  deny_feeds:\n    - path: a.txt\n      format: xml\n    - path: list.csv\n      format: csv\n    - url: https://example.com/drop.txt\n      format: spamhaus\n    - path: drop.txt\n      format: spamhaus\n      refresh: soon\n    - path: missing.txt\n      format: plain\n  deny_countries: [NL, nl]\n",
+    )
+    .expect_err("invalid");
+    assert_eq!(
+        errors,
+        [
+            "policy.yaml:4:15: shield.deny_feeds[0].format: `xml` is not a feed format; use one of plain, spamhaus, feodo, firehol, csv, json",
+            "policy.yaml:5:7: shield.deny_feeds[1]: a `csv` feed needs `column`: the header name of the address column",
+            "policy.yaml:7:7: shield.deny_feeds[2]: `url: https://example.com/drop.txt`: this version reads feeds from files only; download the feed (e.g. with a timer unit) and give its `path`",
+            "policy.yaml:11:16: shield.deny_feeds[3].refresh: `soon` is not a duration of at least 1s (e.g. `30m`, `6h`)",
+            "policy.yaml:14:20: shield.deny_countries[0]: countries need `shield.geoip_db`: the path of a GeoLite2/GeoIP2 Country database (.mmdb)",
+            "policy.yaml:14:24: shield.deny_countries[1]: `nl` is not an ISO 3166-1 alpha-2 country code (two capitals, e.g. `NL`)",
+            "missing.txt:0:0: cannot read the feed: No such file or directory (os error 2)",
+        ]
+    );
+    let errors = policy(
+        dir.path(),
+        "shield:\n  geoip_db: countries.mmdb\n  deny_countries: [NL]\n  allow_countries: [DE]\n  deny_feeds:\n    - path: drop.txt\n      format: spamhaus\n    - path: drop.txt\n      format: spamhaus\n",
+    )
+    .expect_err("invalid");
+    assert_eq!(
+        errors,
+        [
+            "policy.yaml:4:21: shield.allow_countries: use either `deny_countries` or `allow_countries` (allow-list mode denies every other country)",
+            "policy.yaml:8:7: shield.deny_feeds[1]: set name `drop` is used twice (a feed is named after its file unless it has a `name`)",
+        ]
+    );
+}
+
+#[test]
+fn countries_become_one_set_each_and_allow_lists_deny_the_rest() {
+    let dir = policy_dir();
+    let shield = policy(
+        dir.path(),
+        "shield:\n  geoip_db: countries.mmdb\n  deny_countries: [NL, DE, FR]\n",
+    )
+    .expect("valid");
+    let sets: Vec<(&str, Vec<String>)> = shield
+        .sets
+        .iter()
+        .map(|s| (s.name.as_str(), strings(&s.prefixes)))
+        .collect();
+    assert_eq!(
+        sets,
+        [
+            (
+                "country:NL",
+                vec![
+                    "10.213.1.0/24".to_string(),
+                    "10.213.4.0/24".into(),
+                    "198.51.100.0/24".into(),
+                    "fd13:1::/48".into()
+                ]
+            ),
+            (
+                "country:DE",
+                vec![
+                    "10.213.2.0/24".to_string(),
+                    "203.0.113.0/24".into(),
+                    "fd13:2::/48".into()
+                ]
+            ),
+            ("country:FR", vec![]),
+        ]
+    );
+    let shield = policy(
+        dir.path(),
+        "shield:\n  geoip_db: countries.mmdb\n  allow_countries: [NL]\n  management: [10.0.0.1]\n",
+    )
+    .expect("valid");
+    let sets: Vec<(&str, usize)> = shield
+        .sets
+        .iter()
+        .map(|s| (s.name.as_str(), s.prefixes.len()))
+        .collect();
+    assert_eq!(sets, [("geo:other-countries", 2), ("country:NL", 4)]);
+}
