@@ -174,6 +174,61 @@ pub fn aggregate_except(
         .collect()
 }
 
+/// `whole` without the addresses of `holes`: the prefixes covering exactly the rest
+/// (holes of the other family, or outside `whole`, change nothing).
+pub fn subtract(whole: IpNetwork, holes: &[IpNetwork]) -> Vec<IpNetwork> {
+    let mut pieces = vec![whole];
+    for hole in holes {
+        let mut next = Vec::with_capacity(pieces.len() + 32);
+        for piece in pieces {
+            if piece.is_ipv4() != hole.is_ipv4() || !overlaps(piece, *hole) {
+                next.push(piece);
+            } else if hole.prefix() <= piece.prefix() {
+                // The hole swallows the piece.
+            } else {
+                // Split the piece down to the hole: keep the halves that miss it.
+                let mut current = piece;
+                while current.prefix() < hole.prefix() {
+                    let (left, right) = halves(current);
+                    let (inside, outside) = if left.contains(hole.network()) {
+                        (left, right)
+                    } else {
+                        (right, left)
+                    };
+                    next.push(outside);
+                    current = inside;
+                }
+            }
+        }
+        pieces = next;
+    }
+    aggregate(&pieces)
+}
+
+fn overlaps(a: IpNetwork, b: IpNetwork) -> bool {
+    a.contains(b.network()) || b.contains(a.network())
+}
+
+/// The two halves of a prefix that is not a single address.
+fn halves(net: IpNetwork) -> (IpNetwork, IpNetwork) {
+    let (v4, block) = to_block(net);
+    let bits = if v4 { 32 } else { 128 };
+    let len = block.len + 1;
+    let half = 1u128 << (bits - len);
+    let left = Block {
+        start: block.start,
+        len,
+    };
+    let right = Block {
+        start: block.start + half,
+        len,
+    };
+    match (from_block(v4, left), from_block(v4, right)) {
+        (Some(l), Some(r)) => (l, r),
+        _ => (net, net),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,6 +268,27 @@ mod tests {
             "10.0.2.0/24",
         ]);
         assert_eq!(strings(&aggregate(&input)), ["10.0.0.0/24", "10.0.2.0/24"]);
+    }
+
+    #[test]
+    fn subtracting_holes_leaves_exactly_the_rest() {
+        let rest = subtract(
+            "10.0.0.0/8".parse().expect("cidr"),
+            &nets(&["10.128.0.0/9", "10.1.2.0/24", "192.168.0.0/16", "::/0"]),
+        );
+        let rest = strings(&rest);
+        assert_eq!(rest.first().map(String::as_str), Some("10.0.0.0/16"));
+        assert!(!rest.iter().any(|n| n.starts_with("10.1.2.")));
+        // Addresses add up: 2^24 - 2^23 - 2^8.
+        let size: u64 = subtract(
+            "10.0.0.0/8".parse().expect("cidr"),
+            &nets(&["10.128.0.0/9", "10.1.2.0/24"]),
+        )
+        .iter()
+        .map(|n| 1u64 << (32 - n.prefix()))
+        .sum();
+        assert_eq!(size, (1 << 24) - (1 << 23) - (1 << 8));
+        assert!(subtract("10.1.2.0/24".parse().expect("cidr"), &nets(&["10.0.0.0/8"])).is_empty());
     }
 
     #[test]

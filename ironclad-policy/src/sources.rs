@@ -14,7 +14,7 @@ use ironclad_core::abi::Action;
 
 use std::collections::HashMap;
 
-use crate::aggregate::aggregate_except;
+use crate::aggregate::{aggregate_except, subtract};
 use crate::feeds::{read_feed, FeedFormat, Strictness};
 use crate::geo::country_networks;
 use crate::shield::PrefixSet;
@@ -41,7 +41,8 @@ pub enum SourceKind {
         /// The database.
         db: PathBuf,
     },
-    /// "Every address": the deny-all set of `allow_countries`.
+    /// Every global address ([`everything_but_local`]): the deny set of
+    /// `allow_countries`.
     Everything,
 }
 
@@ -137,7 +138,8 @@ impl Loaded {
     }
 
     /// Reads the countries' networks from `db`: `deny` lists countries to deny;
-    /// `allow` (allow-list mode) denies every address and allows the listed countries.
+    /// `allow` (allow-list mode) denies every global address and allows the listed
+    /// countries; [`LOCAL_SPACE`] is left alone.
     pub fn countries(
         &mut self,
         db: &Path,
@@ -165,10 +167,7 @@ impl Loaded {
                     modified: when,
                     origin: db_origin.clone(),
                 },
-                ["0.0.0.0/0", "::/0"]
-                    .iter()
-                    .filter_map(|s| s.parse().ok())
-                    .collect(),
+                everything_but_local(),
             );
         }
         for (code, origin) in codes {
@@ -216,6 +215,34 @@ pub fn aggregate_sets(sets: &mut [PrefixSet], rules: &[IpNetwork]) {
         };
         set.prefixes = aggregate_except(own, elsewhere);
     }
+}
+
+/// Address space no GeoIP database places in a country and a host must keep reaching:
+/// private, shared (CGNAT), loopback, link-local, multicast, ULA. `allow_countries`
+/// leaves it alone; deny it explicitly if wanted.
+pub const LOCAL_SPACE: [&str; 12] = [
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "224.0.0.0/4",
+    "::1/128",
+    "fc00::/7",
+    "fe80::/10",
+    "ff00::/8",
+];
+
+/// Both families' whole address space without [`LOCAL_SPACE`].
+pub fn everything_but_local() -> Vec<IpNetwork> {
+    let local: Vec<IpNetwork> = LOCAL_SPACE.iter().filter_map(|s| s.parse().ok()).collect();
+    ["0.0.0.0/0", "::/0"]
+        .iter()
+        .filter_map(|s| s.parse().ok())
+        .flat_map(|whole| subtract(whole, &local))
+        .collect()
 }
 
 /// A feed's default name: its file stem (`drop` for `/x/drop.txt`).
@@ -292,11 +319,20 @@ mod tests {
                     winner(&owners_before, &before, addr),
                     winner(&owners_after, &after, addr),
                     "round {round}, {addr}: before {:?} after {:?}",
-                    owners_before.iter().filter(|(n, _)| n.contains(std::net::IpAddr::V4(addr))).collect::<Vec<_>>(),
-                    owners_after.iter().filter(|(n, _)| n.contains(std::net::IpAddr::V4(addr))).collect::<Vec<_>>(),
+                    owners_before
+                        .iter()
+                        .filter(|(n, _)| n.contains(std::net::IpAddr::V4(addr)))
+                        .collect::<Vec<_>>(),
+                    owners_after
+                        .iter()
+                        .filter(|(n, _)| n.contains(std::net::IpAddr::V4(addr)))
+                        .collect::<Vec<_>>(),
                 );
             }
         }
-        assert!(merged > 100, "the sets did aggregate ({merged} prefixes fewer)");
+        assert!(
+            merged > 100,
+            "the sets did aggregate ({merged} prefixes fewer)"
+        );
     }
 }

@@ -309,5 +309,15 @@ fn countries_become_one_set_each_and_allow_lists_deny_the_rest() {
         .iter()
         .map(|s| (s.name.as_str(), s.prefixes.len()))
         .collect();
-    assert_eq!(sets, [("geo:other-countries", 2), ("country:NL", 4)]);
+    let rest = ironclad_policy::sources::everything_but_local();
+    assert_eq!(
+        sets,
+        [("geo:other-countries", rest.len()), ("country:NL", 4)]
+    );
+    let covers = |addr: &str| {
+        let ip: std::net::IpAddr = addr.parse().expect("ip");
+        shield.sets[0].prefixes.iter().any(|n| n.contains(ip))
+    };
+    assert!(covers("203.0.113.5") && covers("192.0.2.1") && covers("2001:db8::1"));
+    assert!(!covers("10.213.3.2") && !covers("192.168.1.1") && !covers("fe80::1"));
 }

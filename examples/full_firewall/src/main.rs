@@ -93,6 +93,7 @@ fn check(config: &std::path::Path) -> Result<ExitCode> {
                 out["duplicates_merged"] = shield.duplicates_merged.into();
                 out["management"] = shield.management.len().into();
                 out["mode"] = status::mode_name(shield.mode).into();
+                out["sources"] = status::sources_json(shield);
             }
             println!("{out}");
             Ok(ExitCode::SUCCESS)

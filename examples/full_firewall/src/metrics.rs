@@ -26,6 +26,8 @@ use anyhow::{Context, Result};
 use ironclad_bpf::{EgressFirewall, RuleStatus, Shield, ShieldStatus, Telemetry};
 use ironclad_core::abi::{EgressTotal, ShieldTotal};
 use ironclad_events::{Event, Fanout, Overflow};
+use ironclad_policy::shield::CompiledShield;
+use ironclad_policy::sources::SourceKind;
 use tracing::{info, warn};
 
 use crate::status;
@@ -49,6 +51,39 @@ struct Program {
     detail: String,
 }
 
+/// A feed or country set of the applied policy.
+#[derive(Debug, Clone)]
+pub(crate) struct SourceStat {
+    name: String,
+    feed: bool,
+    modified: Option<SystemTime>,
+    ipv4: usize,
+    ipv6: usize,
+    skipped: usize,
+}
+
+impl SourceStat {
+    /// The sources of a compiled Shield policy with their compiled prefix counts.
+    pub(crate) fn of(shield: &CompiledShield) -> Vec<Self> {
+        shield
+            .sources
+            .iter()
+            .map(|source| {
+                let set = shield.sets.iter().find(|s| s.name == source.name);
+                let ipv4 = set.map_or(0, |s| s.prefixes.iter().filter(|n| n.is_ipv4()).count());
+                Self {
+                    name: source.name.clone(),
+                    feed: matches!(source.kind, SourceKind::Feed { .. }),
+                    modified: source.modified,
+                    ipv4,
+                    ipv6: set.map_or(0, |s| s.prefixes.len()) - ipv4,
+                    skipped: source.skipped,
+                }
+            })
+            .collect()
+    }
+}
+
 /// State the daemon updates and the listener reads.
 #[derive(Debug)]
 struct State {
@@ -58,6 +93,7 @@ struct State {
     programs: BTreeMap<&'static str, Program>,
     recent: VecDeque<serde_json::Value>,
     events_seen: u64,
+    sources: Vec<SourceStat>,
 }
 
 struct Shared {
@@ -105,6 +141,7 @@ impl Metrics {
                 programs: BTreeMap::new(),
                 recent: VecDeque::with_capacity(RECENT_EVENTS),
                 events_seen: 0,
+                sources: Vec::new(),
             }),
         });
         let events = Arc::clone(&shared);
@@ -142,11 +179,15 @@ impl Metrics {
         );
     }
 
-    /// A policy was applied: the serial goes up by one and the load time is now.
-    pub(crate) fn policy_applied(&self) {
+    /// A policy was applied: the serial goes up by one and the load time is now;
+    /// `sources` are its feeds and countries (`None`: the Shield's are unchanged).
+    pub(crate) fn policy_applied(&self, sources: Option<Vec<SourceStat>>) {
         let mut state = self.shared.state();
         state.policy_serial += 1;
         state.policy_loaded_at = SystemTime::now();
+        if let Some(sources) = sources {
+            state.sources = sources;
+        }
     }
 
     /// A reload was refused or failed.
@@ -356,6 +397,64 @@ fn shield_metrics(out: &mut Exposition, status: &ShieldStatus) {
     }
 }
 
+fn source_metrics(out: &mut Exposition, sources: &[SourceStat]) {
+    if sources.is_empty() {
+        return;
+    }
+    out.family(
+        "ironclad_source_prefixes",
+        "gauge",
+        "Prefixes a feed or country contributes after aggregation, by family.",
+    );
+    for s in sources {
+        for (family, n) in [("ipv4", s.ipv4), ("ipv6", s.ipv6)] {
+            out.sample(
+                "ironclad_source_prefixes",
+                &[("source", &s.name), ("family", family)],
+                n,
+            );
+        }
+    }
+    let now = SystemTime::now();
+    let age = |s: &SourceStat| {
+        s.modified
+            .and_then(|m| now.duration_since(m).ok())
+            .map(|d| format!("{:.3}", d.as_secs_f64()))
+    };
+    out.family(
+        "ironclad_feed_age_seconds",
+        "gauge",
+        "Seconds since the data of a feed was produced (the feed file's modification time).",
+    );
+    for s in sources.iter().filter(|s| s.feed) {
+        if let Some(age) = age(s) {
+            out.sample("ironclad_feed_age_seconds", &[("feed", &s.name)], age);
+        }
+    }
+    out.family(
+        "ironclad_feed_skipped_entries",
+        "gauge",
+        "Bad entries a lenient feed skipped when it was last read.",
+    );
+    for s in sources.iter().filter(|s| s.feed) {
+        out.sample(
+            "ironclad_feed_skipped_entries",
+            &[("feed", &s.name)],
+            s.skipped,
+        );
+    }
+    if let Some(geo) = sources.iter().find(|s| !s.feed) {
+        if let Some(age) = age(geo) {
+            out.family(
+                "ironclad_geoip_database_age_seconds",
+                "gauge",
+                "Seconds since the GeoIP database file was modified.",
+            );
+            out.sample("ironclad_geoip_database_age_seconds", &[], age);
+        }
+    }
+}
+
 /// The whole `/metrics` page.
 fn prometheus(shared: &Shared) -> String {
     let mut out = Exposition::default();
@@ -397,6 +496,7 @@ fn prometheus(shared: &Shared) -> String {
             &[],
             state.reload_failures,
         );
+        source_metrics(&mut out, &state.sources);
         out.family(
             "ironclad_program_up",
             "gauge",

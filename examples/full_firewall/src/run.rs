@@ -28,12 +28,13 @@ use ironclad_policy::config::{compile_file, CompiledConfig};
 use ironclad_policy::egress::CompiledEgress;
 use ironclad_policy::sentinel::SentinelPolicy;
 use ironclad_policy::shield::{CompiledShield, Mode};
+use ironclad_policy::sources::SourceKind;
 use ironclad_policy::telemetry::TelemetryPolicy;
 use ironclad_policy::tls::TlsPolicy;
 use ironclad_sentinel::{Sentinel, SentinelMode};
 use tracing::{error, info, warn};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SourceStat};
 
 /// Events queued for the `--events` writer between two drains (every 100 ms at most):
 /// 8192 of them is 80,000 events a second before the oldest are dropped (and counted),
@@ -297,6 +298,62 @@ fn guard_object(guard: &mut Option<Guard>, object: &ironclad_bpf::LoadedObject) 
     }
 }
 
+/// Feed files with a `refresh` interval, checked for changes (modification time and
+/// size) that often; a change reloads the whole policy, as SIGHUP does.
+struct FeedWatch {
+    every: Option<Duration>,
+    last: std::time::Instant,
+    files: Vec<(String, PathBuf, Option<(std::time::SystemTime, u64)>)>,
+}
+
+fn file_stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+impl FeedWatch {
+    fn of(shield: Option<&CompiledShield>) -> Self {
+        let mut files = Vec::new();
+        let mut every: Option<Duration> = None;
+        for source in shield.map(|s| s.sources.as_slice()).unwrap_or_default() {
+            if let SourceKind::Feed {
+                path,
+                refresh: Some(refresh),
+                ..
+            } = &source.kind
+            {
+                every = Some(every.map_or(*refresh, |e| e.min(*refresh)));
+                files.push((source.name.clone(), path.clone(), file_stamp(path)));
+            }
+        }
+        Self {
+            every,
+            last: std::time::Instant::now(),
+            files,
+        }
+    }
+
+    /// The name of a feed whose file changed, when a check is due.
+    fn changed(&mut self) -> Option<String> {
+        let every = self.every?;
+        if self.last.elapsed() < every {
+            return None;
+        }
+        self.last = std::time::Instant::now();
+        let mut changed = None;
+        for (name, path, stamp) in &mut self.files {
+            let now = file_stamp(path);
+            if now != *stamp {
+                // Remembered, so a reload that refuses the new content is not retried
+                // until the file changes again.
+                *stamp = now;
+                changed.get_or_insert_with(|| name.clone());
+            }
+        }
+        changed
+    }
+}
+
 /// Which features a policy configures.
 struct Configured {
     shield: bool,
@@ -469,6 +526,8 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         },
         _ => None,
     };
+    let sources = policy.as_ref().map(SourceStat::of);
+    let mut feeds = FeedWatch::of(policy.as_ref());
     // The compiled policy (its IPv4 fast-path table is megabytes) is in the kernel now;
     // a reload compiles the file again.
     drop(policy);
@@ -496,7 +555,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         guard_object(&mut guard, e.firewall.object());
     }
     if let Some(m) = &metrics {
-        m.policy_applied();
+        m.policy_applied(sources);
         report_programs(
             m,
             &configured,
@@ -543,8 +602,15 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             report_bandwidth(o, &fanout, false);
         }
         write_events(&subscription, &mut events_out)?;
+        if let Some(changed) = feeds.changed() {
+            info!(
+                "feed `{changed}` changed: reloading {}",
+                args.config.display()
+            );
+            reload.store(true, Ordering::Relaxed);
+        }
         if reload.swap(false, Ordering::Relaxed) {
-            info!("SIGHUP: reloading {}", args.config.display());
+            info!("reloading {}", args.config.display());
             match load_policy(args) {
                 Err(diagnostics) => {
                     eprintln!("{diagnostics}");
@@ -556,6 +622,10 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                 Ok(new_config) => {
                     let mut failed = false;
                     let configured = Configured::of(&new_config);
+                    let new_sources = new_config.shield.as_ref().map(SourceStat::of);
+                    if new_config.shield.is_some() {
+                        feeds = FeedWatch::of(new_config.shield.as_ref());
+                    }
                     match (egress.as_mut(), &new_config.egress) {
                         (Some(e), Some(new_egress)) => match e.firewall.replace(new_egress) {
                             Ok(()) => info!("egress policy reloaded"),
@@ -621,7 +691,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                         if failed {
                             m.reload_failed();
                         } else {
-                            m.policy_applied();
+                            m.policy_applied(new_sources);
                         }
                         report_programs(
                             m,

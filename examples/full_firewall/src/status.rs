@@ -8,7 +8,8 @@ use ironclad_bpf::{
     EgressFirewall, EgressStatus, Loader, RuleLabel, Shield, ShieldStatus, Telemetry,
 };
 use ironclad_core::abi::SHIELD_F_DRY_RUN;
-use ironclad_policy::shield::Mode;
+use ironclad_policy::shield::{CompiledShield, Mode};
+use ironclad_policy::sources::SourceKind;
 
 /// `enforce` or `dry-run`, as in the policy file.
 pub(crate) fn mode_name(mode: Mode) -> &'static str {
@@ -16,6 +17,38 @@ pub(crate) fn mode_name(mode: Mode) -> &'static str {
         Mode::Enforce => "enforce",
         Mode::DryRun => "dry-run",
     }
+}
+
+/// Compiled prefix counts per feed and country: `name -> {ipv4_prefixes, ipv6_prefixes,
+/// ...}`, as `check` prints them.
+pub(crate) fn sources_json(shield: &CompiledShield) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for source in &shield.sources {
+        let Some(set) = shield.sets.iter().find(|s| s.name == source.name) else {
+            continue;
+        };
+        let v4 = set.prefixes.iter().filter(|n| n.is_ipv4()).count();
+        let mut entry = serde_json::json!({
+            "ipv4_prefixes": v4,
+            "ipv6_prefixes": set.prefixes.len() - v4,
+            "action": format!("{:?}", source.action).to_lowercase(),
+        });
+        match &source.kind {
+            SourceKind::Feed { path, format, .. } => {
+                entry["path"] = path.display().to_string().into();
+                entry["format"] = format.name().into();
+                entry["skipped"] = source.skipped.into();
+                entry["masked"] = source.masked.into();
+            }
+            SourceKind::Country { code, db } => {
+                entry["country"] = code.as_str().into();
+                entry["geoip_db"] = db.display().to_string().into();
+            }
+            SourceKind::Everything => {}
+        }
+        out.insert(source.name.clone(), entry);
+    }
+    serde_json::Value::Object(out)
 }
 
 /// The status as the JSON `status --json` prints.
