@@ -42,6 +42,8 @@ fn collector() -> (u16, Arc<Mutex<Vec<String>>>) {
 struct Agent {
     child: Child,
     log: Arc<Mutex<Vec<String>>>,
+    /// The stderr reader; it ends at EOF, when the agent has exited.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Agent {
@@ -55,12 +57,16 @@ impl Agent {
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
         let sink = log.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 sink.lock().expect("lock").push(line);
             }
         });
-        Self { child, log }
+        Self {
+            child,
+            log,
+            reader: Some(reader),
+        }
     }
 
     fn log(&self) -> String {

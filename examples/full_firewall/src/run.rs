@@ -303,10 +303,13 @@ fn guard_object(guard: &mut Option<Guard>, object: &ironclad_bpf::LoadedObject) 
 struct FeedWatch {
     every: Option<Duration>,
     last: std::time::Instant,
-    files: Vec<(String, PathBuf, Option<(std::time::SystemTime, u64)>)>,
+    files: Vec<(String, PathBuf, Option<FileStamp>)>,
 }
 
-fn file_stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
+/// A file's modification time and size.
+type FileStamp = (std::time::SystemTime, u64);
+
+fn file_stamp(path: &Path) -> Option<FileStamp> {
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.modified().ok()?, meta.len()))
 }

@@ -103,6 +103,8 @@ impl Lab {
 pub struct Daemon {
     pub child: Option<Child>,
     pub lines: Arc<Mutex<Vec<String>>>,
+    /// The thread reading stderr; it ends at EOF, when the daemon has exited.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Daemon {
@@ -132,7 +134,7 @@ impl Daemon {
         drop(cmd);
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = lines.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(reader).lines().map_while(Result::ok) {
                 sink.lock().expect("lock").push(line);
             }
@@ -140,6 +142,7 @@ impl Daemon {
         Self {
             child: Some(child),
             lines,
+            reader: Some(reader),
         }
     }
 
@@ -178,6 +181,10 @@ impl Daemon {
         let start = Instant::now();
         loop {
             if let Some(status) = child.try_wait().expect("wait") {
+                // Every line it wrote is collected before the caller reads the log.
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
+                }
                 return status;
             }
             assert!(
