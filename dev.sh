@@ -186,16 +186,19 @@ cmd_test() {
     check_deploy
     log "footprint: the release binary's shared libraries and resident memory"
     check_footprint
-    log "fuzzing, bounded: the event decoder and the DNS parser"
+    log "fuzzing, bounded: the event decoder, the DNS parser, each feed parser and the policy loader"
     # cargo-fuzz needs the sanitizer flags of a nightly compiler; RUSTC_BOOTSTRAP=1 lets
     # the stable toolchain accept them. New inputs go to a temporary directory, the
     # committed seeds are only read.
     command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
-    for target in decode dns; do
-        local found
+    local entry crate target found
+    for entry in ironclad-events:decode ironclad-events:dns ironclad-policy:feed_plain \
+        ironclad-policy:feed_spamhaus ironclad-policy:feed_feodo ironclad-policy:feed_firehol \
+        ironclad-policy:feed_csv ironclad-policy:feed_json ironclad-policy:policy_yaml; do
+        crate=${entry%%:*} target=${entry##*:}
         found=$(mktemp -d)
-        (cd ironclad-events && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "$found" "fuzz/corpus/$target" \
-            -- -max_total_time="${FUZZ_SECONDS:-20}" 2>&1 | tail -n 20)
+        (cd "$crate" && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "$found" "fuzz/corpus/$target" \
+            -- -max_total_time="${FUZZ_SECONDS:-15}" 2>&1 | tail -n 5)
         rm -rf "$found"
     done
     log "benchmarks (short mode: they measure, they never fail on timing)"

@@ -441,20 +441,50 @@ pub fn parse_feed(
     c.finish()
 }
 
-/// Reads and parses the feed file at `path`.
+/// The largest feed file read (64 MiB: several million entries).
+pub const MAX_FEED_BYTES: u64 = 64 << 20;
+
+/// Reads a regular file of at most `limit` bytes (a device, a FIFO or a bigger file is
+/// refused with a message).
+pub(crate) fn read_regular_file(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    let meta = file.metadata().map_err(|e| format!("cannot read: {e}"))?;
+    if !meta.is_file() {
+        return Err("not a regular file".to_string());
+    }
+    if meta.len() > limit {
+        return Err(format!(
+            "{} bytes, more than the limit of {limit}",
+            meta.len()
+        ));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > limit {
+        return Err(format!("more than the limit of {limit} bytes"));
+    }
+    Ok(bytes)
+}
+
+/// Reads and parses the feed file at `path` (a regular file of at most
+/// [`MAX_FEED_BYTES`]).
 pub fn read_feed(
     path: &Path,
     format: &FeedFormat,
     strictness: Strictness,
 ) -> Result<ParsedFeed, ConfigError> {
-    let bytes = std::fs::read(path).map_err(|e| ConfigError {
+    let fail = |message: String| ConfigError {
         diagnostics: vec![Diagnostic {
             path: path.to_path_buf(),
             line: 0,
             column: 0,
-            message: format!("cannot read the feed: {e}"),
+            message,
         }],
-    })?;
+    };
+    let bytes = read_regular_file(path, MAX_FEED_BYTES).map_err(fail)?;
     let text = String::from_utf8(bytes).map_err(|e| {
         let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         let line = valid.iter().filter(|b| **b == b'\n').count() as u64 + 1;
@@ -662,6 +692,15 @@ mod tests {
         );
         let errors = strict("[1]", FeedFormat::Json { field: None }).expect_err("number");
         assert_eq!(errors, ["feed.txt:1:2: 1 is not a string"]);
+    }
+
+    #[test]
+    fn devices_and_directories_are_not_feeds() {
+        for path in ["/dev/zero", "/"] {
+            let err = read_feed(Path::new(path), &FeedFormat::Plain, Strictness::Strict)
+                .expect_err("not a file");
+            assert_eq!(err.to_string(), format!("{path}:0:0: not a regular file"));
+        }
     }
 
     #[test]

@@ -24,6 +24,10 @@ use maxminddb::{path, Reader, WithinOptions};
 
 use crate::aggregate::aggregate;
 use crate::error::{ConfigError, Diagnostic};
+use crate::feeds::read_regular_file;
+
+/// The largest GeoIP database read (GeoLite2-City is about 60 MiB).
+pub const MAX_DATABASE_BYTES: u64 = 512 << 20;
 
 /// True for an ISO 3166-1 alpha-2 code as the database writes them (two ASCII capitals).
 pub fn is_country_code(code: &str) -> bool {
@@ -47,7 +51,9 @@ pub fn country_networks(
     db: &Path,
     countries: &[&str],
 ) -> Result<BTreeMap<String, Vec<IpNetwork>>, ConfigError> {
-    let reader = Reader::open_readfile(db)
+    let bytes = read_regular_file(db, MAX_DATABASE_BYTES)
+        .map_err(|e| db_error(db, format!("cannot open the GeoIP database: {e}")))?;
+    let reader = Reader::from_source(bytes)
         .map_err(|e| db_error(db, format!("cannot open the GeoIP database: {e}")))?;
     let database_type = reader.metadata().database_type.clone();
     if !database_type.contains("Country") && !database_type.contains("City") {

@@ -246,7 +246,7 @@ fn feed_and_country_settings_are_checked_with_positions() {
             "policy.yaml:11:16: shield.deny_feeds[3].refresh: `soon` is not a duration of at least 1s (e.g. `30m`, `6h`)",
             "policy.yaml:14:20: shield.deny_countries[0]: countries need `shield.geoip_db`: the path of a GeoLite2/GeoIP2 Country database (.mmdb)",
             "policy.yaml:14:24: shield.deny_countries[1]: `nl` is not an ISO 3166-1 alpha-2 country code (two capitals, e.g. `NL`)",
-            "missing.txt:0:0: cannot read the feed: No such file or directory (os error 2)",
+            "missing.txt:0:0: cannot read: No such file or directory (os error 2)",
         ]
     );
     let errors = policy(
