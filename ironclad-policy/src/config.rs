@@ -474,6 +474,70 @@ fn load_sources(shield: &RawShield, base: &Path, problems: &mut Vec<PolicyError>
     loaded
 }
 
+/// Edit distance between two short words (insertions, deletions, substitutions and
+/// transpositions of neighbours).
+fn distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut prev2: Vec<usize> = Vec::new();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        let mut row = vec![i; b.len() + 1];
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            row[j] = (prev[j] + 1).min(row[j - 1] + 1).min(prev[j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                row[j] = row[j].min(prev2[j - 2] + 1);
+            }
+        }
+        prev2 = std::mem::replace(&mut prev, row);
+    }
+    prev[b.len()]
+}
+
+/// The closest of `candidates` to `word`, when it is close enough to be a typo.
+pub fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let limit = (word.chars().count() / 3).max(2);
+    candidates
+        .iter()
+        .map(|c| (distance(word, c), *c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// The YAML reader's message made for a person: the position (already in front) is
+/// dropped from the end, and an unknown key gets a "did you mean" hint.
+fn explain(message: &str) -> String {
+    let message = match message.rfind(" at line ") {
+        Some(at) if message[at..].contains(", column ") => &message[..at],
+        _ => message,
+    };
+    let Some(rest) = message.strip_prefix("unknown field `") else {
+        return message.to_string();
+    };
+    let Some((key, rest)) = rest.split_once('`') else {
+        return message.to_string();
+    };
+    let expected: Vec<&str> = rest
+        .strip_prefix(", expected one of ")
+        .or_else(|| rest.strip_prefix(", expected "))
+        .map(|list| {
+            list.split(", ")
+                .map(|k| k.trim_matches('`'))
+                .filter(|k| !k.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    match did_you_mean(key, &expected) {
+        Some(hint) => format!(
+            "unknown key `{key}`; did you mean `{hint}`? (keys here: {})",
+            expected.join(", ")
+        ),
+        None if expected.is_empty() => format!("unknown key `{key}`"),
+        None => format!("unknown key `{key}` (keys here: {})", expected.join(", ")),
+    }
+}
+
 /// Parses policy `text` (read from `path`, used in messages) without compiling it.
 pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let (config, problems, file_problems) = parse_inner(text, path)?;
@@ -752,7 +816,7 @@ fn parse_inner(text: &str, path: &Path) -> Result<Parsed, ConfigError> {
     let raw: RawConfig = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
         let at = e.location().and_then(|l| position(&l));
         let message = e.to_string();
-        let message = message.lines().next().unwrap_or_default().to_string();
+        let message = explain(message.lines().next().unwrap_or_default());
         ConfigError {
             diagnostics: vec![diagnostic(path, at, message)],
         }
@@ -959,6 +1023,37 @@ shield:
   rate_limit: { pps: 1000, burst: 2000 }
   sample_rate: 1
 ";
+
+    #[test]
+    fn unknown_keys_get_a_did_you_mean_hint() {
+        let err = compile_str("sheild:\n  deny: []\n", Path::new("p.yaml")).expect_err("typo");
+        assert_eq!(
+            err.to_string(),
+            "p.yaml:1:1: unknown key `sheild`; did you mean `shield`? (keys here: shield, tls, egress, telemetry, sentinel)"
+        );
+        let err = compile_str(
+            "shield:\n  deny_feeds:\n    - path: x\n      fromat: plain\n",
+            Path::new("p.yaml"),
+        )
+        .expect_err("typo");
+        assert!(
+            err.to_string()
+                .starts_with("p.yaml:4:7: unknown key `fromat`; did you mean `format`?"),
+            "{err}"
+        );
+        let err =
+            compile_str("shield:\n  bogus_thing: 1\n", Path::new("p.yaml")).expect_err("unknown");
+        assert!(
+            err.to_string()
+                .starts_with("p.yaml:2:3: unknown key `bogus_thing` (keys here: deny, allow,"),
+            "{err}"
+        );
+        assert_eq!(
+            did_you_mean("deny_country", &["deny_countries", "deny_feeds"]),
+            Some("deny_countries")
+        );
+        assert_eq!(did_you_mean("x", &["shield"]), None);
+    }
 
     #[test]
     fn the_sentinel_section_parses_and_names_bad_fields() {
