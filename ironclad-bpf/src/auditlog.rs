@@ -45,6 +45,8 @@ pub enum AuditAction {
     MapUpdate,
     /// A protection that could not start, or that an operator chose to run without.
     Alert,
+    /// A whole policy applied, confirmed, rolled back, accepted or refused.
+    Policy,
 }
 
 /// How it went.

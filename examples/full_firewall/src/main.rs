@@ -7,6 +7,7 @@
 //!                      [--detach-on-exit] [--audit-log FILE] [--events FILE|-]
 //! full_firewall status [--pin-dir DIR] [--json]         read the pinned maps
 //! full_firewall detach [--pin-dir DIR]                  remove every pin
+//! full_firewall confirm [--run-dir DIR]                 keep a reload made with --confirm-within
 //! full_firewall demo   [--seconds N]                    the Shield on a throwaway netns
 //! full_firewall audit                                   helper audit of every program
 //! ```
@@ -16,6 +17,7 @@
 mod demo;
 mod logging;
 mod metrics;
+mod rollout;
 mod run;
 mod status;
 
@@ -66,6 +68,12 @@ enum Command {
         /// Seconds of traffic.
         #[arg(long, default_value_t = 5)]
         seconds: u64,
+    },
+    /// Confirm the reload a daemon started with `--confirm-within` waits on, so it stays.
+    Confirm {
+        /// The daemon's run directory.
+        #[arg(long, default_value = rollout::DEFAULT_RUN_DIR)]
+        run_dir: PathBuf,
     },
     /// Audit every embedded BPF object against the built-in helper allowlist and print
     /// what each program calls, as JSON. Needs no privileges; loads nothing.
@@ -130,6 +138,7 @@ fn main() -> ExitCode {
         Command::Detach { pin_dir } => status::detach(&pin_dir),
         Command::Demo { seconds } => demo::run(seconds).map(|()| ExitCode::SUCCESS),
         Command::Audit => audit(),
+        Command::Confirm { run_dir } => rollout::confirm(&run_dir),
     };
     match result {
         Ok(code) => code,

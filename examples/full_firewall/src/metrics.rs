@@ -90,6 +90,7 @@ struct State {
     policy_serial: u64,
     policy_loaded_at: SystemTime,
     reload_failures: u64,
+    rollbacks: u64,
     programs: BTreeMap<&'static str, Program>,
     recent: VecDeque<serde_json::Value>,
     events_seen: u64,
@@ -138,6 +139,7 @@ impl Metrics {
                 policy_serial: 0,
                 policy_loaded_at: SystemTime::now(),
                 reload_failures: 0,
+                rollbacks: 0,
                 programs: BTreeMap::new(),
                 recent: VecDeque::with_capacity(RECENT_EVENTS),
                 events_seen: 0,
@@ -188,6 +190,13 @@ impl Metrics {
         if let Some(sources) = sources {
             state.sources = sources;
         }
+    }
+
+    /// An unconfirmed reload was rolled back: the serial goes up (the kernel holds a
+    /// policy again that was applied before) and the rollback is counted.
+    pub(crate) fn rolled_back(&self, sources: Option<Vec<SourceStat>>) {
+        self.policy_applied(sources);
+        self.shared.state().rollbacks += 1;
     }
 
     /// A reload was refused or failed.
@@ -496,6 +505,12 @@ fn prometheus(shared: &Shared) -> String {
             &[],
             state.reload_failures,
         );
+        out.family(
+            "ironclad_policy_rollbacks_total",
+            "counter",
+            "Reloads not confirmed within --confirm-within, whose previous policy came back.",
+        );
+        out.sample("ironclad_policy_rollbacks_total", &[], state.rollbacks);
         source_metrics(&mut out, &state.sources);
         out.family(
             "ironclad_program_up",

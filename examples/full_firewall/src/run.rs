@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use ironclad_bpf::{AuditAction, Outcome as AuditOutcome};
 use ironclad_bpf::{
     EgressFirewall, EventReader, JsonLinesFile, Loader, Shield, Telemetry, TlsMonitor,
     XdpAttachment, DEFAULT_PIN_ROOT,
@@ -35,6 +36,7 @@ use ironclad_sentinel::{Sentinel, SentinelMode};
 use tracing::{error, info, warn};
 
 use crate::metrics::{Metrics, SourceStat};
+use crate::rollout::{Applied, Outcome as RolloutOutcome, Rollout, DEFAULT_RUN_DIR};
 
 /// Events queued for the `--events` writer between two drains (every 100 ms at most):
 /// 8192 of them is 80,000 events a second before the oldest are dropped (and counted),
@@ -74,6 +76,13 @@ pub(crate) struct RunArgs {
     /// it on loopback or a management network.
     #[arg(long, value_name = "ADDR:PORT")]
     metrics: Option<std::net::SocketAddr>,
+    /// Make every reload provisional: unless `full_firewall confirm` runs within this
+    /// time (e.g. `120s`), the previous policy comes back by itself.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    confirm_within: Option<Duration>,
+    /// Where the pid and pending-confirmation files live (`--confirm-within`).
+    #[arg(long, default_value = DEFAULT_RUN_DIR)]
+    run_dir: PathBuf,
 }
 
 fn load_policy(args: &RunArgs) -> std::result::Result<CompiledConfig, String> {
@@ -357,6 +366,53 @@ impl FeedWatch {
     }
 }
 
+/// Puts `previous` back: the Shield's and the egress firewall's policies (an empty policy
+/// where there was none). Returns whether everything was restored.
+fn roll_back(previous: &Applied, shield: Option<&Running>, egress: Option<&mut Egress>) -> bool {
+    let mut ok = true;
+    if let Some(r) = shield {
+        let empty;
+        let policy = match &previous.shield {
+            Some(p) => p,
+            None => match ironclad_policy::shield::compile(&Default::default()) {
+                Ok(p) => {
+                    empty = p;
+                    &empty
+                }
+                Err(_) => return false,
+            },
+        };
+        match r.shield.replace(policy) {
+            Ok(report) => info!(
+                "shield rolled back: {} added, {} changed, {} removed, {} kept",
+                report.added, report.changed, report.removed, report.kept
+            ),
+            Err(e) => {
+                ok = false;
+                error!("rolling the shield back failed: {e}");
+            }
+        }
+    }
+    if let Some(e) = egress {
+        let empty;
+        let policy = match &previous.egress {
+            Some(p) => p,
+            None => match ironclad_policy::egress::compile(&Default::default()) {
+                Ok(p) => {
+                    empty = p;
+                    &empty
+                }
+                Err(_) => return false,
+            },
+        };
+        if let Err(err) = e.firewall.replace(policy) {
+            ok = false;
+            error!("rolling the egress policy back failed: {err}");
+        }
+    }
+    ok
+}
+
 /// Which features a policy configures.
 struct Configured {
     shield: bool,
@@ -531,8 +587,19 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     };
     let sources = policy.as_ref().map(SourceStat::of);
     let mut feeds = FeedWatch::of(policy.as_ref());
-    // The compiled policy (its IPv4 fast-path table is megabytes) is in the kernel now;
-    // a reload compiles the file again.
+    // With a confirmation window the applied policy is kept, to come back to; otherwise
+    // it is in the kernel now and a reload compiles the file again.
+    let mut rollout = match args.confirm_within {
+        Some(window) => Some(Rollout::start(window, &args.run_dir)?),
+        None => None,
+    };
+    let mut current = Applied::default();
+    if rollout.is_some() {
+        current = Applied {
+            shield: policy.clone(),
+            egress: config.egress.clone(),
+        };
+    }
     drop(policy);
     let mut tls = config
         .tls
@@ -612,6 +679,43 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             );
             reload.store(true, Ordering::Relaxed);
         }
+        if let Some(outcome) = rollout.as_mut().and_then(Rollout::poll) {
+            match outcome {
+                RolloutOutcome::Confirmed => {
+                    info!("the new policy is confirmed");
+                    loader.audit_log().record(
+                        AuditAction::Policy,
+                        "full_firewall",
+                        &args.config.display().to_string(),
+                        AuditOutcome::Ok,
+                        "confirmed",
+                    );
+                }
+                RolloutOutcome::Expired(previous) => {
+                    let restored = roll_back(&previous, running.as_ref(), egress.as_mut());
+                    if restored {
+                        warn!("the new policy was not confirmed in time: the previous policy is back");
+                    } else {
+                        error!("the new policy was not confirmed in time, and the rollback failed");
+                    }
+                    loader.audit_log().record(
+                        AuditAction::Policy,
+                        "full_firewall",
+                        &args.config.display().to_string(),
+                        if restored {
+                            AuditOutcome::Ok
+                        } else {
+                            AuditOutcome::Failed
+                        },
+                        "not confirmed in time: rolled back to the previous policy",
+                    );
+                    if let Some(m) = &metrics {
+                        m.rolled_back(previous.shield.as_ref().map(SourceStat::of));
+                    }
+                    current = *previous;
+                }
+            }
+        }
         if reload.swap(false, Ordering::Relaxed) {
             info!("reloading {}", args.config.display());
             match load_policy(args) {
@@ -625,6 +729,29 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                 Ok(new_config) => {
                     let mut failed = false;
                     let configured = Configured::of(&new_config);
+                    let mut next = current.clone();
+                    if let Some(r) = rollout.as_mut() {
+                        if new_config.shield.is_some() {
+                            next.shield.clone_from(&new_config.shield);
+                        }
+                        if new_config.egress.is_some() {
+                            next.egress.clone_from(&new_config.egress);
+                        }
+                        let waited = r.is_pending();
+                        let deadline = r.provisional(current.clone(), &args.config);
+                        let until = humantime::format_rfc3339_seconds(deadline);
+                        info!(
+                            "applying provisionally: run `full_firewall confirm` before {until} or the {} policy comes back",
+                            if waited { "last confirmed" } else { "previous" }
+                        );
+                        loader.audit_log().record(
+                            AuditAction::Policy,
+                            "full_firewall",
+                            &args.config.display().to_string(),
+                            AuditOutcome::Ok,
+                            format!("applied provisionally, confirm before {until}"),
+                        );
+                    }
                     let new_sources = new_config.shield.as_ref().map(SourceStat::of);
                     if new_config.shield.is_some() {
                         feeds = FeedWatch::of(new_config.shield.as_ref());
@@ -689,6 +816,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                         warn!("reload refused: --iface was not given");
                     }
                         },
+                    }
+                    if rollout.is_some() {
+                        current = next;
                     }
                     if let Some(m) = &metrics {
                         if failed {
