@@ -30,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 pub mod aggregate;
+pub mod bundle;
 pub mod config;
 pub mod egress;
 pub mod error;

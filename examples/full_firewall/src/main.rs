@@ -8,6 +8,9 @@
 //! full_firewall status [--pin-dir DIR] [--json]         read the pinned maps
 //! full_firewall detach [--pin-dir DIR]                  remove every pin
 //! full_firewall confirm [--run-dir DIR]                 keep a reload made with --confirm-within
+//! full_firewall keygen --out KEY                        a key pair for signing bundles
+//! full_firewall sign   --key KEY [--serial N] BUNDLE    sign a policy bundle directory
+//! full_firewall run    --bundle DIR --trusted-key PUB   run a signed bundle instead of --config
 //! full_firewall demo   [--seconds N]                    the Shield on a throwaway netns
 //! full_firewall audit                                   helper audit of every program
 //! ```
@@ -46,7 +49,7 @@ enum Command {
         config: PathBuf,
     },
     /// Enforce a policy in the foreground until SIGINT/SIGTERM; SIGHUP reloads it.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Print what the pinned maps say (rules, counters, totals); no daemon needed.
     Status {
         /// The pin root.
@@ -68,6 +71,25 @@ enum Command {
         /// Seconds of traffic.
         #[arg(long, default_value_t = 5)]
         seconds: u64,
+    },
+    /// Write a new Ed25519 key pair for signing policy bundles: the private key to OUT
+    /// (mode 0600; keep it off the hosts) and the public key to OUT.pub (`--trusted-key`).
+    Keygen {
+        /// Where the private key goes; the public key goes next to it with `.pub`.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a policy bundle: a directory with `policy.yaml` and the files it refers to.
+    /// Writes `manifest.json` (each file's SHA-256 and the serial) and `manifest.sig`.
+    Sign {
+        /// The private key (`full_firewall keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// The serial; default: one more than the bundle's current manifest (1 if none).
+        #[arg(long)]
+        serial: Option<u64>,
+        /// The bundle directory.
+        bundle: PathBuf,
     },
     /// Confirm the reload a daemon started with `--confirm-within` waits on, so it stays.
     Confirm {
@@ -109,6 +131,35 @@ fn check(config: &std::path::Path) -> Result<ExitCode> {
     }
 }
 
+fn keygen(out: &std::path::Path) -> Result<ExitCode> {
+    let public = ironclad_policy::bundle::generate_key(out)?;
+    println!(
+        "private key: {} (keep it off the hosts)\npublic key:  {} (give it to full_firewall run --trusted-key)",
+        out.display(),
+        public.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sign(key: &std::path::Path, serial: Option<u64>, bundle: &std::path::Path) -> Result<ExitCode> {
+    // A bundle whose policy does not compile is not worth signing.
+    let policy = bundle.join(ironclad_policy::bundle::POLICY);
+    if let Err(err) = compile_file(&policy) {
+        for d in &err.diagnostics {
+            eprintln!("{d}");
+        }
+        return Ok(ExitCode::from(2));
+    }
+    let manifest = ironclad_policy::bundle::sign_bundle(bundle, key, serial)?;
+    println!(
+        "signed {}: serial {}, {} files",
+        bundle.display(),
+        manifest.serial,
+        manifest.files.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn audit() -> Result<ExitCode> {
     let allowlist = Allowlist::builtin();
     let mut out = serde_json::Map::new();
@@ -139,6 +190,12 @@ fn main() -> ExitCode {
         Command::Demo { seconds } => demo::run(seconds).map(|()| ExitCode::SUCCESS),
         Command::Audit => audit(),
         Command::Confirm { run_dir } => rollout::confirm(&run_dir),
+        Command::Keygen { out } => keygen(&out),
+        Command::Sign {
+            key,
+            serial,
+            bundle,
+        } => sign(&key, serial, &bundle),
     };
     match result {
         Ok(code) => code,

@@ -19,12 +19,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use ironclad_bpf::{AuditAction, Outcome as AuditOutcome};
+use ironclad_bpf::{AuditAction, AuditLog, Outcome as AuditOutcome};
 use ironclad_bpf::{
     EgressFirewall, EventReader, JsonLinesFile, Loader, Shield, Telemetry, TlsMonitor,
     XdpAttachment, DEFAULT_PIN_ROOT,
 };
 use ironclad_events::{Event, Fanout, Overflow, Subscription};
+use ironclad_policy::bundle::{outside_paths, verify_bundle, Accepted, TrustedKey};
 use ironclad_policy::config::{compile_file, CompiledConfig};
 use ironclad_policy::egress::CompiledEgress;
 use ironclad_policy::sentinel::SentinelPolicy;
@@ -47,8 +48,19 @@ const EVENTS_QUEUE: usize = 8192;
 #[derive(clap::Args)]
 pub(crate) struct RunArgs {
     /// The policy file.
+    #[arg(long, required_unless_present = "bundle", conflicts_with = "bundle")]
+    config: Option<PathBuf>,
+    /// A signed policy bundle (a directory made by `full_firewall sign`) instead of
+    /// `--config`: applied only if its signature verifies with `--trusted-key`, its
+    /// files match, and its serial is not older than the last accepted one.
+    #[arg(long, requires = "trusted_key")]
+    bundle: Option<PathBuf>,
+    /// The public key bundles must be signed with (`full_firewall keygen` writes it).
     #[arg(long)]
-    config: PathBuf,
+    trusted_key: Option<PathBuf>,
+    /// Where the last accepted bundle's serial and the verified copy of the bundle live.
+    #[arg(long, default_value = "/var/lib/ironclad")]
+    state_dir: PathBuf,
     /// Interface the Shield attaches to (needed when the policy has a `shield` section).
     #[arg(long)]
     iface: Option<String>,
@@ -85,14 +97,95 @@ pub(crate) struct RunArgs {
     run_dir: PathBuf,
 }
 
-fn load_policy(args: &RunArgs) -> std::result::Result<CompiledConfig, String> {
-    let mut compiled: CompiledConfig = compile_file(&args.config).map_err(|e| e.to_string())?;
-    if let Some(shield) = compiled.shield.as_mut() {
+impl RunArgs {
+    /// The policy file or the bundle directory, for messages.
+    fn source(&self) -> &Path {
+        self.bundle
+            .as_deref()
+            .or(self.config.as_deref())
+            .unwrap_or(Path::new("(none)"))
+    }
+
+    fn accepted_path(&self) -> PathBuf {
+        self.state_dir.join("bundle-accepted.json")
+    }
+}
+
+/// A compiled policy, and for a bundle what to remember once it is applied.
+struct LoadedPolicy {
+    config: CompiledConfig,
+    accepted: Option<Accepted>,
+}
+
+/// Reads the policy: the file, or the verified copy of a signed bundle (every accept and
+/// refusal of a bundle goes to the audit log). An error is the text to print.
+fn load_policy(args: &RunArgs, audit: &AuditLog) -> std::result::Result<LoadedPolicy, String> {
+    let (path, accepted) = match (&args.bundle, &args.trusted_key) {
+        (Some(dir), Some(key)) => {
+            let refuse = |message: String| {
+                audit.record(
+                    AuditAction::Policy,
+                    "full_firewall",
+                    &dir.display().to_string(),
+                    AuditOutcome::Refused,
+                    format!("bundle refused: {message}"),
+                );
+                format!("{}: bundle refused: {message}", dir.display())
+            };
+            let key = TrustedKey::from_file(key).map_err(|e| refuse(e.to_string()))?;
+            let last = Accepted::load(&args.accepted_path()).map_err(|e| refuse(e.to_string()))?;
+            let verified = verify_bundle(dir, &key, last.as_ref(), &args.state_dir.join("bundle"))
+                .map_err(|e| refuse(e.to_string()))?;
+            let compiled = compile_file(&verified.policy)
+                .map_err(|e| refuse(format!("its policy is invalid:\n{e}")))?;
+            if let Some(outside) = compiled
+                .shield
+                .as_ref()
+                .map(|s| outside_paths(s, &args.state_dir.join("bundle")))
+                .and_then(|p| p.into_iter().next())
+            {
+                return Err(refuse(format!(
+                    "its policy reads {}, which is not in the bundle",
+                    outside.display()
+                )));
+            }
+            (compiled, Some(verified.accepted))
+        }
+        _ => {
+            let Some(path) = &args.config else {
+                return Err("give --config or --bundle".to_string());
+            };
+            (compile_file(path).map_err(|e| e.to_string())?, None)
+        }
+    };
+    let mut config = path;
+    if let Some(shield) = config.shield.as_mut() {
         if args.dry_run {
             shield.mode = Mode::DryRun;
         }
     }
-    Ok(compiled)
+    Ok(LoadedPolicy { config, accepted })
+}
+
+/// Remembers an applied bundle as accepted (later bundles must not be older).
+fn accept(args: &RunArgs, audit: &AuditLog, accepted: Option<&Accepted>) {
+    let Some(accepted) = accepted else {
+        return;
+    };
+    let target = args.source().display().to_string();
+    match accepted.save(&args.accepted_path()) {
+        Ok(()) => {
+            info!("bundle serial {} accepted", accepted.serial);
+            audit.record(
+                AuditAction::Policy,
+                "full_firewall",
+                &target,
+                AuditOutcome::Ok,
+                format!("bundle accepted: serial {}", accepted.serial),
+            );
+        }
+        Err(e) => error!("recording the accepted bundle: {e}"),
+    }
 }
 
 /// The running identity firewall and its event reader.
@@ -524,8 +617,13 @@ fn write_events(sub: &Subscription<Event>, out: &mut Option<Box<dyn Write>>) -> 
 }
 
 pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
-    let config = match load_policy(args) {
-        Ok(config) => config,
+    let sink = Arc::new(JsonLinesFile::open(&args.audit_log)?);
+    let audit = AuditLog::new(sink.clone());
+    let LoadedPolicy {
+        config,
+        accepted: first_accepted,
+    } = match load_policy(args, &audit) {
+        Ok(loaded) => loaded,
         Err(diagnostics) => {
             eprintln!("{diagnostics}");
             error!("the policy is invalid; nothing was changed");
@@ -556,12 +654,11 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         Some(addr) => Some(Metrics::start(
             addr,
             args.pin_dir.clone(),
-            args.config.clone(),
+            args.source().to_path_buf(),
             fanout.clone(),
         )?),
         None => None,
     };
-    let sink = Arc::new(JsonLinesFile::open(&args.audit_log)?);
     let loader = Loader::builder()
         .pin_root(&args.pin_dir)
         .audit_sink(sink)
@@ -638,6 +735,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             },
         );
     }
+    accept(args, &audit, first_accepted.as_ref());
     info!("ready");
 
     while !stop.load(Ordering::Relaxed) {
@@ -675,7 +773,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         if let Some(changed) = feeds.changed() {
             info!(
                 "feed `{changed}` changed: reloading {}",
-                args.config.display()
+                args.source().display()
             );
             reload.store(true, Ordering::Relaxed);
         }
@@ -686,7 +784,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                     loader.audit_log().record(
                         AuditAction::Policy,
                         "full_firewall",
-                        &args.config.display().to_string(),
+                        &args.source().display().to_string(),
                         AuditOutcome::Ok,
                         "confirmed",
                     );
@@ -694,14 +792,16 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                 RolloutOutcome::Expired(previous) => {
                     let restored = roll_back(&previous, running.as_ref(), egress.as_mut());
                     if restored {
-                        warn!("the new policy was not confirmed in time: the previous policy is back");
+                        warn!(
+                            "the new policy was not confirmed in time: the previous policy is back"
+                        );
                     } else {
                         error!("the new policy was not confirmed in time, and the rollback failed");
                     }
                     loader.audit_log().record(
                         AuditAction::Policy,
                         "full_firewall",
-                        &args.config.display().to_string(),
+                        &args.source().display().to_string(),
                         if restored {
                             AuditOutcome::Ok
                         } else {
@@ -717,8 +817,8 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             }
         }
         if reload.swap(false, Ordering::Relaxed) {
-            info!("reloading {}", args.config.display());
-            match load_policy(args) {
+            info!("reloading {}", args.source().display());
+            match load_policy(args, &audit) {
                 Err(diagnostics) => {
                     eprintln!("{diagnostics}");
                     warn!("reload refused: the new policy is invalid; the old rules stay");
@@ -726,7 +826,10 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                         m.reload_failed();
                     }
                 }
-                Ok(new_config) => {
+                Ok(LoadedPolicy {
+                    config: new_config,
+                    accepted: new_accepted,
+                }) => {
                     let mut failed = false;
                     let configured = Configured::of(&new_config);
                     let mut next = current.clone();
@@ -738,7 +841,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                             next.egress.clone_from(&new_config.egress);
                         }
                         let waited = r.is_pending();
-                        let deadline = r.provisional(current.clone(), &args.config);
+                        let deadline = r.provisional(current.clone(), args.source());
                         let until = humantime::format_rfc3339_seconds(deadline);
                         info!(
                             "applying provisionally: run `full_firewall confirm` before {until} or the {} policy comes back",
@@ -747,7 +850,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                         loader.audit_log().record(
                             AuditAction::Policy,
                             "full_firewall",
-                            &args.config.display().to_string(),
+                            &args.source().display().to_string(),
                             AuditOutcome::Ok,
                             format!("applied provisionally, confirm before {until}"),
                         );
@@ -819,6 +922,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                     }
                     if rollout.is_some() {
                         current = next;
+                    }
+                    if !failed {
+                        accept(args, &audit, new_accepted.as_ref());
                     }
                     if let Some(m) = &metrics {
                         if failed {

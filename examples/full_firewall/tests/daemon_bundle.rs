@@ -1,0 +1,219 @@
+//! Signed policy bundles through the daemon: a valid bundle is applied; a flipped byte,
+//! an older serial and a bundle signed with another key are refused with the kernel's
+//! maps unchanged (same rules, same active slot) and an audit record each.
+
+#![allow(
+    clippy::expect_used,
+    reason = "test helpers fail the test with a message"
+)]
+
+use std::path::Path;
+use std::process::Command;
+
+use ironclad_core::require_privileges;
+
+mod common;
+
+use common::{Daemon, Lab, BIN};
+
+fn cli(args: &[&str], paths: &[&Path]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .args(paths)
+        .output()
+        .expect("full_firewall")
+}
+
+fn sign(key: &Path, bundle: &Path, serial: Option<u64>) {
+    let serial = serial.map(|s| s.to_string());
+    let mut args = vec!["sign", "--key"];
+    let key = key.to_str().expect("utf-8");
+    args.push(key);
+    if let Some(s) = &serial {
+        args.extend(["--serial", s.as_str()]);
+    }
+    let out = cli(&args, &[bundle]);
+    assert!(out.status.success(), "sign: {out:?}");
+}
+
+/// The Shield as the pinned maps say: rules (labels and prefix counts) and the slot.
+fn kernel_state(lab: &Lab) -> serde_json::Value {
+    let status = lab.status();
+    serde_json::json!({
+        "slot": status["slot"],
+        "rules": status["rules"].as_array().expect("rules").iter().map(|r| {
+            serde_json::json!([r["set"], r["cidr"], r["ipv4_prefixes"], r["action"]])
+        }).collect::<Vec<_>>(),
+    })
+}
+
+#[test]
+fn signed_bundles_are_applied_and_tampered_old_or_foreign_ones_refused() {
+    require_privileges!();
+    let lab = Lab::new("ffbundle", 12);
+    let dir = lab.dir.path();
+    let (bundle, state, key) = (dir.join("bundle"), dir.join("state"), dir.join("signing"));
+    std::fs::create_dir_all(bundle.join("feeds")).expect("bundle dir");
+    std::fs::write(
+        bundle.join("policy.yaml"),
+        "shield:\n  deny_feeds:\n    - path: feeds/blocked.txt\n      format: plain\n  sample_rate: 1\n",
+    )
+    .expect("policy");
+    let list = bundle.join("feeds/blocked.txt");
+    std::fs::write(&list, format!("{}\n", lab.addr(3))).expect("feed");
+    let out = cli(&["keygen", "--out"], &[&key]);
+    assert!(out.status.success(), "{out:?}");
+    sign(&key, &bundle, None);
+    let manifest = std::fs::read_to_string(bundle.join("manifest.json")).expect("manifest");
+    assert!(manifest.contains("\"serial\": 1"), "{manifest}");
+
+    let run = |extra: &[&str]| {
+        let mut args = lab.run_args(Path::new("unused"));
+        // --config comes from run_args; a bundle replaces it.
+        let at = args.iter().position(|a| a == "--config").expect("--config");
+        args.drain(at..at + 2);
+        args.extend(
+            [
+                "--bundle",
+                bundle.to_str().expect("utf-8"),
+                "--trusted-key",
+                dir.join("signing.pub").to_str().expect("utf-8"),
+                "--state-dir",
+                state.to_str().expect("utf-8"),
+                "--detach-on-exit",
+            ]
+            .iter()
+            .chain(extra)
+            .map(ToString::to_string),
+        );
+        Daemon::spawn(&args)
+    };
+    let mut daemon = run(&[]);
+    daemon.wait_for("ready");
+    assert!(
+        daemon.log().contains("bundle serial 1 accepted"),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(lab.ping(3, 2), 0, "the signed feed's entry is dropped");
+    assert_eq!(lab.ping(2, 2), 2);
+    let applied = kernel_state(&lab);
+
+    let refused = |daemon: &Daemon, why: &str, count: usize| {
+        daemon.signal("HUP");
+        let start = std::time::Instant::now();
+        while daemon.log().matches("reload refused").count() < count {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(20),
+                "{}",
+                daemon.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(
+            daemon.log().contains(why),
+            "expected `{why}` in:\n{}",
+            daemon.log()
+        );
+        assert_eq!(
+            kernel_state(&lab),
+            applied,
+            "the kernel's maps did not change"
+        );
+        assert_eq!(lab.ping(3, 1), 0);
+        assert_eq!(lab.ping(2, 1), 1);
+    };
+
+    // One flipped byte in a listed file, not re-signed.
+    std::fs::write(&list, format!("{}\n", lab.addr(2))).expect("tamper");
+    refused(
+        &daemon,
+        "feeds/blocked.txt: the content does not match the signed manifest",
+        1,
+    );
+    // One flipped byte in the manifest itself.
+    let text = std::fs::read_to_string(bundle.join("manifest.json")).expect("manifest");
+    std::fs::write(
+        bundle.join("manifest.json"),
+        text.replace("\"serial\": 1", "\"serial\": 7"),
+    )
+    .expect("tamper");
+    refused(
+        &daemon,
+        "the signature does not verify with the trusted key",
+        2,
+    );
+
+    // Serial 2, properly signed: applied.
+    sign(&key, &bundle, Some(2));
+    daemon.signal("HUP");
+    daemon.wait_for("bundle serial 2 accepted");
+    assert_eq!(lab.ping(2, 2), 0, "serial 2 denies .2");
+    assert_eq!(lab.ping(3, 2), 2);
+    let applied_2 = kernel_state(&lab);
+
+    // Back to serial 1 (rollback), validly signed: refused.
+    std::fs::write(&list, format!("{}\n", lab.addr(3))).expect("feed");
+    sign(&key, &bundle, Some(1));
+    daemon.signal("HUP");
+    let start = std::time::Instant::now();
+    while !daemon
+        .log()
+        .contains("serial 1 is older than the accepted serial 2")
+    {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "{}",
+            daemon.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(kernel_state(&lab), applied_2);
+    assert_eq!(lab.ping(2, 1), 0);
+
+    // Serial 3 signed with another key: refused.
+    let other = dir.join("other");
+    assert!(cli(&["keygen", "--out"], &[&other]).status.success());
+    sign(&other, &bundle, Some(3));
+    daemon.signal("HUP");
+    let start = std::time::Instant::now();
+    while daemon.log().matches("signature does not verify").count() < 2 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "{}",
+            daemon.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(kernel_state(&lab), applied_2);
+
+    let audit = std::fs::read_to_string(dir.join("audit.jsonl")).expect("audit");
+    let policy_records: Vec<serde_json::Value> = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["action"] == "policy")
+        .collect();
+    let refusals = policy_records
+        .iter()
+        .filter(|r| r["outcome"] == "refused")
+        .count();
+    let accepts = policy_records
+        .iter()
+        .filter(|r| {
+            r["detail"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("bundle accepted"))
+        })
+        .count();
+    assert_eq!((refusals, accepts), (4, 2), "{policy_records:#?}");
+    daemon.signal("TERM");
+    assert!(daemon.wait().success(), "{}", daemon.log());
+
+    // A fresh start with the foreign-key bundle: refused before anything loads.
+    let mut again = run(&[]);
+    let status = again.wait();
+    assert_eq!(status.code(), Some(2), "{}", again.log());
+    assert!(again.log().contains("bundle refused"), "{}", again.log());
+    assert!(!lab.pins.path().join("shield").exists(), "nothing pinned");
+    assert_eq!(lab.ping(2, 1), 1, "no program attached");
+}
