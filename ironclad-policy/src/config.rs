@@ -49,6 +49,7 @@ use crate::egress::{
 };
 use crate::error::{ConfigError, Diagnostic, Origin, PolicyError};
 use crate::feeds::{FeedFormat, Strictness};
+use crate::fetch::{cache_data_path, FetchSpec, DEFAULT_REFRESH, DEFAULT_TIMEOUT};
 use crate::geo::is_country_code;
 use crate::sentinel::SentinelPolicy;
 use crate::shield::{
@@ -174,6 +175,7 @@ struct RawShield {
     deny_countries: Vec<Spanned<String>>,
     #[serde(default)]
     allow_countries: Vec<Spanned<String>>,
+    feed_cache: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -187,6 +189,9 @@ struct RawFeed {
     field: Option<String>,
     strict: Option<bool>,
     refresh: Option<Spanned<String>>,
+    max_bytes: Option<u64>,
+    timeout: Option<Spanned<String>>,
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -274,7 +279,7 @@ fn feed_specs(
     list_name: &str,
     list: &[Spanned<RawFeed>],
     action: Action,
-    base: &Path,
+    (base, cache): (&Path, &Path),
     problems: &mut Vec<PolicyError>,
 ) -> Vec<FeedSpec> {
     let mut specs = Vec::new();
@@ -290,12 +295,17 @@ fn feed_specs(
                 message,
             });
         };
-        let path = match (&f.path, &f.url) {
-            (Some(path), None) => base.join(path),
+        let (path, url) = match (&f.path, &f.url) {
+            (Some(path), None) => (base.join(path), None),
+            (None, Some(url)) if url.starts_with("https://") || url.starts_with("http://") => {
+                let Some(name) = f.name.clone().or_else(|| url_name(url)) else {
+                    bad("give the feed a `name` (its URL has no file name)".to_string());
+                    continue;
+                };
+                (cache_data_path(cache, &name), Some(url.clone()))
+            }
             (None, Some(url)) => {
-                bad(format!(
-                    "`url: {url}`: this version reads feeds from files only; download the feed (e.g. with a timer unit) and give its `path`"
-                ));
+                bad(format!("`{url}` is not an https:// or http:// URL"));
                 continue;
             }
             _ => {
@@ -303,6 +313,10 @@ fn feed_specs(
                 continue;
             }
         };
+        if url.is_none() && (f.max_bytes.is_some() || f.timeout.is_some() || f.ca_file.is_some()) {
+            bad("`max_bytes`, `timeout` and `ca_file` are for feeds with a `url`".to_string());
+            continue;
+        }
         let format = match (f.format.value.as_str(), &f.column, &f.field) {
             ("csv", Some(column), None) => FeedFormat::Csv {
                 column: column.clone(),
@@ -343,7 +357,24 @@ fn feed_specs(
                 continue;
             }
         };
+        let timeout = match &f.timeout {
+            None => DEFAULT_TIMEOUT,
+            Some(t) => match humantime::parse_duration(&t.value) {
+                Ok(d) if d >= std::time::Duration::from_millis(100) => d,
+                _ => {
+                    problems.push(PolicyError::Invalid {
+                        origin: Origin {
+                            field: format!("shield.{list_name}[{index}].timeout"),
+                            at: position(&t.referenced),
+                        },
+                        message: format!("`{}` is not a duration (e.g. `30s`)", t.value),
+                    });
+                    continue;
+                }
+            },
+        };
         let refresh = match &f.refresh {
+            None if url.is_some() => Some(DEFAULT_REFRESH),
             None => None,
             Some(r) => match humantime::parse_duration(&r.value) {
                 Ok(d) if d >= std::time::Duration::from_secs(1) => Some(d),
@@ -362,25 +393,57 @@ fn feed_specs(
                 }
             },
         };
-        let Some(name) = f.name.clone().or_else(|| default_name(&path)) else {
-            bad("give the feed a `name`".to_string());
-            continue;
+        let name = match (&url, f.name.clone()) {
+            (_, Some(name)) => name,
+            (Some(url), None) => url_name(url).unwrap_or_default(),
+            (None, None) => match default_name(&path) {
+                Some(name) => name,
+                None => {
+                    bad("give the feed a `name`".to_string());
+                    continue;
+                }
+            },
         };
+        let strictness = if f.strict == Some(false) {
+            Strictness::Lenient
+        } else {
+            Strictness::Strict
+        };
+        let fetch = url.map(|url| FetchSpec {
+            name: name.clone(),
+            url,
+            format: format.clone(),
+            strictness,
+            max_bytes: f.max_bytes.unwrap_or(crate::fetch::DEFAULT_MAX_BYTES),
+            timeout,
+            ca_file: f.ca_file.as_ref().map(|c| base.join(c)),
+            cache: cache.to_path_buf(),
+        });
         specs.push(FeedSpec {
             name,
             path,
             format,
-            strictness: if f.strict == Some(false) {
-                Strictness::Lenient
-            } else {
-                Strictness::Strict
-            },
+            strictness,
             refresh,
             action,
             origin,
+            fetch,
         });
     }
     specs
+}
+
+/// Where fetched feeds are cached unless `shield.feed_cache` says otherwise.
+pub const DEFAULT_FEED_CACHE: &str = "/var/lib/ironclad/feeds";
+
+/// A feed's default name from its URL: the last path segment without extension.
+fn url_name(url: &str) -> Option<String> {
+    let path = url.split(['?', '#']).next()?;
+    let last = path.trim_end_matches('/').rsplit('/').next()?;
+    if last.contains(':') || last.is_empty() {
+        return None;
+    }
+    default_name(Path::new(last))
 }
 
 /// Country codes of `shield.<list>`, checked.
@@ -412,18 +475,25 @@ fn country_codes(
 
 /// Reads the feeds and countries of a `shield` section into prefix sets.
 fn load_sources(shield: &RawShield, base: &Path, problems: &mut Vec<PolicyError>) -> Loaded {
+    let cache = base.join(
+        shield
+            .feed_cache
+            .as_deref()
+            .unwrap_or(Path::new(DEFAULT_FEED_CACHE)),
+    );
+    let dirs = (base, cache.as_path());
     let mut specs = feed_specs(
         "deny_feeds",
         &shield.deny_feeds,
         Action::Deny,
-        base,
+        dirs,
         problems,
     );
     specs.extend(feed_specs(
         "allow_feeds",
         &shield.allow_feeds,
         Action::Allow,
-        base,
+        dirs,
         problems,
     ));
     let no_countries = shield.deny_countries.is_empty() && shield.allow_countries.is_empty();

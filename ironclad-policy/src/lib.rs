@@ -36,6 +36,7 @@ pub mod egress;
 pub mod error;
 pub mod fastpath;
 pub mod feeds;
+pub mod fetch;
 pub mod geo;
 pub mod sentinel;
 pub mod shield;

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 
 use crate::aggregate::{aggregate_except, subtract};
 use crate::feeds::{read_feed, FeedFormat, Strictness};
+use crate::fetch::FetchSpec;
 use crate::geo::country_networks;
 use crate::shield::PrefixSet;
 use crate::{ConfigError, Diagnostic, Origin};
@@ -31,8 +32,11 @@ pub enum SourceKind {
         format: FeedFormat,
         /// Strict or lenient.
         strictness: Strictness,
-        /// How often the daemon reads it again (`None`: on reload only).
+        /// How often the daemon reads it again (`None`: on reload only); for a fetched
+        /// feed, how often it is fetched.
         refresh: Option<Duration>,
+        /// For a feed with `url`: how it is fetched (`path` is then its cached copy).
+        fetch: Option<FetchSpec>,
     },
     /// A country of a GeoIP database.
     Country {
@@ -59,7 +63,8 @@ pub struct Source {
     pub skipped: usize,
     /// Entries whose host bits were masked (lenient feeds).
     pub masked: usize,
-    /// When the data was produced: a feed file's modification time, the database's.
+    /// When the data was produced: a feed file's modification time (a fetched feed: when
+    /// the server last confirmed it), the database's.
     pub modified: Option<SystemTime>,
     /// Where it was defined in the policy.
     pub origin: Origin,
@@ -82,6 +87,8 @@ pub struct FeedSpec {
     pub action: Action,
     /// Where in the policy.
     pub origin: Origin,
+    /// For a feed with `url`: how it is fetched.
+    pub fetch: Option<FetchSpec>,
 }
 
 /// The sets and their sources, plus problems found in the source files themselves
@@ -114,6 +121,33 @@ impl Loaded {
     /// Reads each feed.
     pub fn feeds(&mut self, feeds: &[FeedSpec]) {
         for feed in feeds {
+            let fetched_at = feed
+                .fetch
+                .as_ref()
+                .and_then(FetchSpec::meta)
+                .map(|m| m.checked());
+            if feed.fetch.is_some() && !feed.path.exists() {
+                // Not fetched yet: an empty set until the first download succeeds.
+                self.push(
+                    Source {
+                        name: feed.name.clone(),
+                        kind: SourceKind::Feed {
+                            path: feed.path.clone(),
+                            format: feed.format.clone(),
+                            strictness: feed.strictness,
+                            refresh: feed.refresh,
+                            fetch: feed.fetch.clone(),
+                        },
+                        action: feed.action,
+                        skipped: 0,
+                        masked: 0,
+                        modified: None,
+                        origin: feed.origin.clone(),
+                    },
+                    Vec::new(),
+                );
+                continue;
+            }
             match read_feed(&feed.path, &feed.format, feed.strictness) {
                 Ok(parsed) => self.push(
                     Source {
@@ -123,11 +157,12 @@ impl Loaded {
                             format: feed.format.clone(),
                             strictness: feed.strictness,
                             refresh: feed.refresh,
+                            fetch: feed.fetch.clone(),
                         },
                         action: feed.action,
                         skipped: parsed.skipped,
                         masked: parsed.masked,
-                        modified: modified(&feed.path),
+                        modified: fetched_at.or_else(|| modified(&feed.path)),
                         origin: feed.origin.clone(),
                     },
                     parsed.prefixes,

@@ -234,7 +234,7 @@ fn feed_and_country_settings_are_checked_with_positions() {
     let dir = policy_dir();
     let errors = policy(
         dir.path(),
-        "shield:\n  deny_feeds:\n    - path: a.txt\n      format: xml\n    - path: list.csv\n      format: csv\n    - url: https://example.com/drop.txt\n      format: spamhaus\n    - path: drop.txt\n      format: spamhaus\n      refresh: soon\n    - path: missing.txt\n      format: plain\n  deny_countries: [NL, nl]\n",
+        "shield:\n  deny_feeds:\n    - path: a.txt\n      format: xml\n    - path: list.csv\n      format: csv\n    - url: ftp://example.com/drop.txt\n      format: spamhaus\n    - path: drop.txt\n      format: spamhaus\n      refresh: soon\n    - path: missing.txt\n      format: plain\n  deny_countries: [NL, nl]\n",
     )
     .expect_err("invalid");
     assert_eq!(
@@ -242,7 +242,7 @@ fn feed_and_country_settings_are_checked_with_positions() {
         [
             "policy.yaml:4:15: shield.deny_feeds[0].format: `xml` is not a feed format; use one of plain, spamhaus, feodo, firehol, csv, json",
             "policy.yaml:5:7: shield.deny_feeds[1]: a `csv` feed needs `column`: the header name of the address column",
-            "policy.yaml:7:7: shield.deny_feeds[2]: `url: https://example.com/drop.txt`: this version reads feeds from files only; download the feed (e.g. with a timer unit) and give its `path`",
+            "policy.yaml:7:7: shield.deny_feeds[2]: `ftp://example.com/drop.txt` is not an https:// or http:// URL",
             "policy.yaml:11:16: shield.deny_feeds[3].refresh: `soon` is not a duration of at least 1s (e.g. `30m`, `6h`)",
             "policy.yaml:14:20: shield.deny_countries[0]: countries need `shield.geoip_db`: the path of a GeoLite2/GeoIP2 Country database (.mmdb)",
             "policy.yaml:14:24: shield.deny_countries[1]: `nl` is not an ISO 3166-1 alpha-2 country code (two capitals, e.g. `NL`)",

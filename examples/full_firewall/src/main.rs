@@ -18,6 +18,7 @@
 //! Exit codes: 0 success, 1 runtime failure, 2 bad input (the policy, the arguments).
 
 mod demo;
+mod fetcher;
 mod logging;
 mod metrics;
 mod rollout;

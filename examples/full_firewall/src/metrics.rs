@@ -95,6 +95,8 @@ struct State {
     recent: VecDeque<serde_json::Value>,
     events_seen: u64,
     sources: Vec<SourceStat>,
+    /// Per fetched feed: successful and failed downloads.
+    fetches: BTreeMap<String, (u64, u64)>,
 }
 
 struct Shared {
@@ -114,6 +116,7 @@ impl Shared {
 }
 
 /// The daemon's handle on the listener: it reports what it loaded and applied.
+#[derive(Clone)]
 pub(crate) struct Metrics {
     shared: Arc<Shared>,
 }
@@ -144,6 +147,7 @@ impl Metrics {
                 recent: VecDeque::with_capacity(RECENT_EVENTS),
                 events_seen: 0,
                 sources: Vec::new(),
+                fetches: BTreeMap::new(),
             }),
         });
         let events = Arc::clone(&shared);
@@ -197,6 +201,17 @@ impl Metrics {
     pub(crate) fn rolled_back(&self, sources: Option<Vec<SourceStat>>) {
         self.policy_applied(sources);
         self.shared.state().rollbacks += 1;
+    }
+
+    /// A download of feed `name` succeeded (200 or 304) or failed.
+    pub(crate) fn fetch_result(&self, name: &str, ok: bool) {
+        let mut state = self.shared.state();
+        let entry = state.fetches.entry(name.to_string()).or_default();
+        if ok {
+            entry.0 += 1;
+        } else {
+            entry.1 += 1;
+        }
     }
 
     /// A reload was refused or failed.
@@ -433,7 +448,7 @@ fn source_metrics(out: &mut Exposition, sources: &[SourceStat]) {
     out.family(
         "ironclad_feed_age_seconds",
         "gauge",
-        "Seconds since the data of a feed was produced (the feed file's modification time).",
+        "Seconds since a feed's data was last confirmed: a file's modification time, a fetched feed's last successful download.",
     );
     for s in sources.iter().filter(|s| s.feed) {
         if let Some(age) = age(s) {
@@ -512,6 +527,25 @@ fn prometheus(shared: &Shared) -> String {
         );
         out.sample("ironclad_policy_rollbacks_total", &[], state.rollbacks);
         source_metrics(&mut out, &state.sources);
+        if !state.fetches.is_empty() {
+            out.family(
+                "ironclad_feed_fetches_total",
+                "counter",
+                "Downloads of a feed with a url, by result (ok: 200 or 304; failed: the last good copy stayed).",
+            );
+            for (feed, (ok, failed)) in &state.fetches {
+                out.sample(
+                    "ironclad_feed_fetches_total",
+                    &[("feed", feed), ("result", "ok")],
+                    ok,
+                );
+                out.sample(
+                    "ironclad_feed_fetches_total",
+                    &[("feed", feed), ("result", "failed")],
+                    failed,
+                );
+            }
+        }
         out.family(
             "ironclad_program_up",
             "gauge",

@@ -36,6 +36,7 @@ use ironclad_policy::tls::TlsPolicy;
 use ironclad_sentinel::{Sentinel, SentinelMode};
 use tracing::{error, info, warn};
 
+use crate::fetcher::Fetcher;
 use crate::metrics::{Metrics, SourceStat};
 use crate::rollout::{Applied, Outcome as RolloutOutcome, Rollout, DEFAULT_RUN_DIR};
 
@@ -424,6 +425,7 @@ impl FeedWatch {
             if let SourceKind::Feed {
                 path,
                 refresh: Some(refresh),
+                fetch: None,
                 ..
             } = &source.kind
             {
@@ -684,6 +686,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     };
     let sources = policy.as_ref().map(SourceStat::of);
     let mut feeds = FeedWatch::of(policy.as_ref());
+    // Fetched feeds are enforced from their cached copies already; downloads start now.
+    let fetcher = Fetcher::start(policy.as_ref(), stop.clone(), metrics.clone())
+        .context("starting the feed fetcher")?;
     // With a confirmation window the applied policy is kept, to come back to; otherwise
     // it is in the kernel now and a reload compiles the file again.
     let mut rollout = match args.confirm_within {
@@ -770,6 +775,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             report_bandwidth(o, &fanout, false);
         }
         write_events(&subscription, &mut events_out)?;
+        if fetcher.take_update() {
+            reload.store(true, Ordering::Relaxed);
+        }
         if let Some(changed) = feeds.changed() {
             info!(
                 "feed `{changed}` changed: reloading {}",
@@ -858,6 +866,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                     let new_sources = new_config.shield.as_ref().map(SourceStat::of);
                     if new_config.shield.is_some() {
                         feeds = FeedWatch::of(new_config.shield.as_ref());
+                        fetcher.replace(new_config.shield.as_ref());
                     }
                     match (egress.as_mut(), &new_config.egress) {
                         (Some(e), Some(new_egress)) => match e.firewall.replace(new_egress) {

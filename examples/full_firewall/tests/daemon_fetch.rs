@@ -1,0 +1,255 @@
+//! Feeds fetched over HTTPS from a local server on 127.0.0.1: a 200 is enforced, a 304
+//! changes nothing, and a 500, a truncated body, an oversized body, a slow server and
+//! a body that is not a feed all leave the last good set in the kernel; with the server
+//! down, a restarted daemon enforces the cached copy at once.
+
+#![allow(
+    clippy::expect_used,
+    reason = "test helpers fail the test with a message"
+)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ironclad_core::require_privileges;
+
+mod common;
+
+use common::{Daemon, Lab};
+
+/// A CA and a certificate for 127.0.0.1 signed by it, made with `openssl`.
+fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=Ironclad test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
+struct FeedServer {
+    child: Child,
+    port: u16,
+    control: PathBuf,
+    log: PathBuf,
+}
+
+impl FeedServer {
+    fn start(dir: &Path, cert: &Path, key: &Path) -> Self {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/feed_server.py");
+        let (control, log) = (dir.join("control"), dir.join("requests.log"));
+        std::fs::write(&control, "status 503\n").expect("control");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args([cert, key, &control, &log])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("port");
+        let port = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("port: {line:?}"));
+        Self {
+            child,
+            port,
+            control,
+            log,
+        }
+    }
+
+    fn serve(&self, mode: &str) {
+        std::fs::write(&self.control, mode).expect("control");
+    }
+
+    fn requests(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for FeedServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until the daemon's log holds `needle` more often than `before` times.
+fn wait_count(daemon: &Daemon, needle: &str, before: usize) {
+    let start = Instant::now();
+    while daemon.log().matches(needle).count() <= before {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no new `{needle}`:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn fetched_feeds_keep_the_last_good_set_through_every_failure() {
+    require_privileges!();
+    let lab = Lab::new("fffetch", 13);
+    let dir = lab.dir.path();
+    let (ca, cert, key) = certificates(dir);
+    let server = FeedServer::start(dir, &cert, &key);
+    let good = dir.join("good.txt");
+    std::fs::write(&good, "# remote list\n10.211.13.3\n").expect("list");
+    server.serve(&format!("ok {} \"v1\"", good.display()));
+    let config = lab.write_config(
+        "policy.yaml",
+        &format!(
+            "shield:\n  sample_rate: 1\n  feed_cache: cache\n  deny_feeds:\n    - name: remote\n      url: https://127.0.0.1:{}/feed.txt\n      format: plain\n      refresh: 1s\n      timeout: 2s\n      max_bytes: 1000\n      ca_file: {}\n",
+            server.port,
+            ca.display()
+        ),
+    );
+    let mut args = lab.run_args(&config);
+    args.push("--detach-on-exit".into());
+    let daemon = Daemon::spawn(&args);
+    daemon.wait_for("ready");
+    daemon.wait_for("feed `remote` fetched: 26 bytes, 1 entries");
+    wait_count(&daemon, "reloaded:", 0);
+    assert_eq!(lab.ping(3, 2), 0, "the fetched entry is dropped");
+    assert_eq!(lab.ping(2, 1), 1);
+    let cached = dir.join("cache/remote.feed");
+    assert_eq!(std::fs::read(&cached).ok(), std::fs::read(&good).ok());
+    let slot = lab.status()["slot"].clone();
+
+    // 304: a conditional request, nothing reloaded, nothing written to the maps.
+    wait_count(&daemon, "feed `remote`: not modified", 0);
+    assert!(
+        server.requests().contains("if-none-match=\"v1\""),
+        "{}",
+        server.requests()
+    );
+    assert_eq!(
+        daemon.log().matches("reloaded:").count(),
+        1,
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(lab.status()["slot"], slot, "no policy switch");
+
+    for (mode, message) in [
+        (
+            "status 500",
+            "fetch failed, the last good copy stays: HTTP 500",
+        ),
+        ("truncate", "fetch failed, the last good copy stays"),
+        (
+            "oversize",
+            "the body is larger than the limit of 1000 bytes",
+        ),
+        ("slow", "no complete answer within 2s"),
+        ("garbage", "the download is not a valid feed"),
+    ] {
+        let before = daemon.log().matches(message).count();
+        server.serve(mode);
+        wait_count(&daemon, message, before);
+        assert_eq!(lab.ping(3, 1), 0, "{mode}: the last good set stays");
+        assert_eq!(lab.ping(2, 1), 1, "{mode}");
+        assert_eq!(
+            std::fs::read(&cached).ok(),
+            std::fs::read(&good).ok(),
+            "{mode}"
+        );
+    }
+    assert!(
+        daemon.log().contains("cut short"),
+        "the truncated body: {}",
+        daemon.log()
+    );
+    assert_eq!(
+        daemon.log().matches("reloaded:").count(),
+        1,
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(lab.status()["slot"], slot);
+    let mut daemon = daemon;
+    daemon.signal("TERM");
+    assert!(daemon.wait().success(), "{}", daemon.log());
+    assert_eq!(lab.ping(3, 1), 1, "--detach-on-exit removed the Shield");
+
+    // The server is down: a new daemon enforces the cached copy at once.
+    drop(server);
+    let mut again = Daemon::spawn(&args);
+    again.wait_for("ready");
+    assert_eq!(
+        lab.ping(3, 2),
+        0,
+        "enforced from the cache with the server down"
+    );
+    again.wait_for("feed `remote`: fetch failed, the last good copy stays");
+    assert_eq!(lab.ping(3, 1), 0);
+    again.signal("TERM");
+    assert!(again.wait().success(), "{}", again.log());
+}
