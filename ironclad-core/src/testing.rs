@@ -178,6 +178,120 @@ pub fn self_signed_cert(dir: &Path) -> io::Result<(PathBuf, PathBuf)> {
     Ok((cert, key))
 }
 
+/// Writes a throwaway CA (`ca.pem`) and a certificate for `127.0.0.1` it signed
+/// (`server.pem`, key `server.key`) into `dir` with `openssl`: what a TLS client that
+/// checks names and chains (rustls) accepts when told to trust `ca.pem`. Returns (CA,
+/// certificate, key).
+pub fn ca_signed_cert(dir: &Path) -> io::Result<(PathBuf, PathBuf, PathBuf)> {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output()?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "openssl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )))
+        }
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend_from_slice(&ec);
+    ca.extend_from_slice(&["-days", "1", "-subj", "/CN=Ironclad test CA"]);
+    ca.extend_from_slice(&["-keyout", "ca.key", "-out", "ca.pem"]);
+    openssl(&ca)?;
+    let mut csr = vec!["req"];
+    csr.extend_from_slice(&ec);
+    csr.extend_from_slice(&[
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    openssl(&csr)?;
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )?;
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
+    ])?;
+    Ok((
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    ))
+}
+
+/// Lines received on a TCP listener on 127.0.0.1, from every connection: a stand-in for
+/// a log collector. The listener runs until the process ends.
+#[derive(Debug, Clone)]
+pub struct LineCollector {
+    port: u16,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl LineCollector {
+    /// Starts listening on a free port.
+    pub fn start() -> io::Result<Self> {
+        use std::io::BufRead;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().map_while(Result::ok) {
+                let sink = sink.clone();
+                std::thread::spawn(move || {
+                    for line in io::BufReader::new(conn).lines().map_while(Result::ok) {
+                        if let Ok(mut all) = sink.lock() {
+                            all.push(line);
+                        }
+                    }
+                });
+            }
+        });
+        Ok(Self { port, lines })
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Every line received so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
 /// The Python interpreter itself (not a wrapper script that execs it), as
 /// `os.path.realpath(sys.executable)` reports it: the file whose identity the kernel
 /// sees when `python3` runs.

@@ -121,50 +121,38 @@ impl Loaded {
     /// Reads each feed.
     pub fn feeds(&mut self, feeds: &[FeedSpec]) {
         for feed in feeds {
+            let source = |skipped, masked, modified| Source {
+                name: feed.name.clone(),
+                kind: SourceKind::Feed {
+                    path: feed.path.clone(),
+                    format: feed.format.clone(),
+                    strictness: feed.strictness,
+                    refresh: feed.refresh,
+                    fetch: feed.fetch.clone(),
+                },
+                action: feed.action,
+                skipped,
+                masked,
+                modified,
+                origin: feed.origin.clone(),
+            };
+            if feed.fetch.is_some() && !feed.path.exists() {
+                // Not fetched yet: an empty set until the first download succeeds.
+                self.push(source(0, 0, None), Vec::new());
+                continue;
+            }
             let fetched_at = feed
                 .fetch
                 .as_ref()
                 .and_then(FetchSpec::meta)
                 .map(|m| m.checked());
-            if feed.fetch.is_some() && !feed.path.exists() {
-                // Not fetched yet: an empty set until the first download succeeds.
-                self.push(
-                    Source {
-                        name: feed.name.clone(),
-                        kind: SourceKind::Feed {
-                            path: feed.path.clone(),
-                            format: feed.format.clone(),
-                            strictness: feed.strictness,
-                            refresh: feed.refresh,
-                            fetch: feed.fetch.clone(),
-                        },
-                        action: feed.action,
-                        skipped: 0,
-                        masked: 0,
-                        modified: None,
-                        origin: feed.origin.clone(),
-                    },
-                    Vec::new(),
-                );
-                continue;
-            }
             match read_feed(&feed.path, &feed.format, feed.strictness) {
                 Ok(parsed) => self.push(
-                    Source {
-                        name: feed.name.clone(),
-                        kind: SourceKind::Feed {
-                            path: feed.path.clone(),
-                            format: feed.format.clone(),
-                            strictness: feed.strictness,
-                            refresh: feed.refresh,
-                            fetch: feed.fetch.clone(),
-                        },
-                        action: feed.action,
-                        skipped: parsed.skipped,
-                        masked: parsed.masked,
-                        modified: fetched_at.or_else(|| modified(&feed.path)),
-                        origin: feed.origin.clone(),
-                    },
+                    source(
+                        parsed.skipped,
+                        parsed.masked,
+                        fetched_at.or_else(|| modified(&feed.path)),
+                    ),
                     parsed.prefixes,
                 ),
                 Err(e) => self.file_problems.extend(e.diagnostics),

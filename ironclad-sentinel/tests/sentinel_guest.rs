@@ -276,6 +276,52 @@ fn bpftool_map_update(selector: &[&str]) -> Output {
     run("bpftool", &args)
 }
 
+/// A binary built next to the test's `examples/` directory (`target/debug/NAME`).
+fn sibling_binary(name: &str) -> PathBuf {
+    agent_binary()
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join(name)
+}
+
+/// Spawns `command` and reads its stderr until a line contains `ready`; returns the
+/// child and what it logged so far (the rest of its stderr is drained in the background).
+fn spawn_until(command: &mut Command, ready: &str) -> (Child, String) {
+    let mut child = command
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {command:?}: {e}"));
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut log = String::new();
+    loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).expect("log") == 0 {
+            panic!("exited before `{ready}`: {log}");
+        }
+        log.push_str(&line);
+        if line.contains(ready) {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in stderr.lines() {});
+    (child, log)
+}
+
+/// Stops an agent with its update manager `stopper` (a copy of `kill`), checks it exits
+/// cleanly and that `protected` is writable again (its Sentinel is gone).
+fn stop_with_update_manager(stopper: &Path, mut child: Child, protected: &Path) {
+    let out = run(arg(stopper), &["-TERM", &child.id().to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = child.wait().expect("agent exit");
+    assert!(status.success(), "agent exit status {status}");
+    std::fs::write(protected, "changed after stop\n").expect("unprotected after stop");
+}
+
 /// A test path as the `&str` a command line takes.
 fn arg(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
@@ -818,13 +864,9 @@ fn full_firewall_enables_the_sentinel_from_its_policy() {
     )
     .expect("policy");
     let before = read(&policy);
-    let daemon = agent_binary()
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("full_firewall");
     let events = root.join("events.jsonl");
-    let mut child = Command::new(&daemon)
+    let mut command = Command::new(sibling_binary("full_firewall"));
+    command
         .args(["run", "--config"])
         .arg(&policy)
         .args([
@@ -835,24 +877,9 @@ fn full_firewall_enables_the_sentinel_from_its_policy() {
         .arg("--audit-log")
         .arg(root.join("audit.jsonl"))
         .arg("--events")
-        .arg(&events)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning {}: {e}", daemon.display()));
-    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut log = String::new();
-    loop {
-        let mut line = String::new();
-        if stderr.read_line(&mut line).expect("daemon log") == 0 {
-            panic!("daemon exited: {log}");
-        }
-        log.push_str(&line);
-        if line.contains("full_firewall: ready") {
-            break;
-        }
-    }
+        .arg(&events);
+    let (child, log) = spawn_until(&mut command, "full_firewall: ready");
     assert!(log.contains("sentinel enforcing"), "{log}");
-    std::thread::spawn(move || for _ in stderr.lines() {});
     let pid = child.id().to_string();
 
     assert_eperm(&run("rm", &["-rf", arg(&etc)]), "rm -rf");
@@ -884,37 +911,8 @@ fn full_firewall_enables_the_sentinel_from_its_policy() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // The update manager stops it; --detach-on-exit removes the Sentinel.
-    let out = run(arg(&stopper), &["-TERM", &pid]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let status = child.wait().expect("daemon exit");
-    assert!(status.success(), "daemon exit status {status}");
-    std::fs::write(&policy, "changed after stop\n").expect("unprotected after stop");
+    stop_with_update_manager(&stopper, child, &policy);
     let _ = run("umount", &["-l", arg(&root)]);
-}
-
-/// Lines a TCP listener receives, from every connection (the embedding agent's collector).
-fn collector() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("collector");
-    let port = listener.local_addr().expect("addr").port();
-    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sink = lines.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming().map_while(Result::ok) {
-            let sink = sink.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(conn).lines().map_while(Result::ok) {
-                    if let Ok(v) = serde_json::from_str(&line) {
-                        sink.lock().expect("lock").push(v);
-                    }
-                }
-            });
-        }
-    });
-    (port, lines)
 }
 
 #[test]
@@ -952,13 +950,10 @@ fn embed_agent_runs_under_its_sentinel_and_forwards_every_kind_of_event() {
     )
     .expect("policy");
     let before = read(&policy);
-    let (forward, received) = collector();
-    let binary = agent_binary()
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("embed_agent");
-    let mut child = Command::new(&binary)
+    let collector = ironclad_core::testing::LineCollector::start().expect("collector");
+    let forward = collector.port();
+    let mut command = Command::new(sibling_binary("embed_agent"));
+    command
         .arg("--policy")
         .arg(&policy)
         .args(["--iface", "lo", "--pin-dir", "/sys/fs/bpf/ict-embed-agent"])
@@ -971,24 +966,9 @@ fn embed_agent_runs_under_its_sentinel_and_forwards_every_kind_of_event() {
         .arg(&stopper)
         .arg("--audit-log")
         .arg(root.join("audit.jsonl"))
-        .args(["--require-sentinel", "--detach-on-exit"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning {}: {e}", binary.display()));
-    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut log = String::new();
-    loop {
-        let mut line = String::new();
-        if stderr.read_line(&mut line).expect("agent log") == 0 {
-            panic!("agent exited: {log}");
-        }
-        log.push_str(&line);
-        if line.contains("agent running") {
-            break;
-        }
-    }
+        .args(["--require-sentinel", "--detach-on-exit"]);
+    let (child, log) = spawn_until(&mut command, "agent running");
     assert!(log.contains("Enforcing"), "the Sentinel enforces: {log}");
-    std::thread::spawn(move || for _ in stderr.lines() {});
     let pid = child.id().to_string();
 
     // The Sentinel: root cannot remove the agent's policy or stop the agent.
@@ -1028,10 +1008,10 @@ fn embed_agent_runs_under_its_sentinel_and_forwards_every_kind_of_event() {
     let policy_path = policy.display().to_string();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let events: Vec<Value> = received
-            .lock()
-            .expect("lock")
+        let events: Vec<Value> = collector
+            .lines()
             .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
             .map(|v| v["event"].clone())
             .collect();
         let sentinel = events.iter().any(|e| {
@@ -1057,15 +1037,7 @@ fn embed_agent_runs_under_its_sentinel_and_forwards_every_kind_of_event() {
     }
 
     // Its updater stops it; --detach-on-exit takes everything out of the kernel.
-    let out = run(arg(&stopper), &["-TERM", &pid]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let status = child.wait().expect("agent exit");
-    assert!(status.success(), "agent exit status {status}");
-    std::fs::write(&policy, "changed after stop\n").expect("unprotected after stop");
+    stop_with_update_manager(&stopper, child, &policy);
     let _ = std::fs::remove_dir(&cgroup);
     let _ = run("umount", &["-l", arg(&cgroup_mount)]);
     let _ = run("umount", &["-l", arg(&root)]);

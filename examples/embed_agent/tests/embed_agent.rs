@@ -15,28 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ironclad_core::require_privileges;
-use ironclad_core::testing::{ping, BpffsDir, NetNs, TestCgroup, VethPair};
+use ironclad_core::testing::{ping, BpffsDir, LineCollector, NetNs, TestCgroup, VethPair};
 
 const BIN: &str = env!("CARGO_BIN_EXE_embed_agent");
-
-/// Lines received by a TCP listener, from every connection.
-fn collector() -> (u16, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("collector");
-    let port = listener.local_addr().expect("addr").port();
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink = lines.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming().map_while(Result::ok) {
-            let sink = sink.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(conn).lines().map_while(Result::ok) {
-                    sink.lock().expect("lock").push(line);
-                }
-            });
-        }
-    });
-    (port, lines)
-}
 
 /// The agent's stderr, line by line.
 struct Agent {
@@ -121,12 +102,11 @@ impl Drop for Agent {
 
 /// Received lines that parse as JSON and satisfy `f`.
 fn received(
-    lines: &Mutex<Vec<String>>,
+    lines: &LineCollector,
     f: impl Fn(&serde_json::Value) -> bool,
 ) -> Vec<serde_json::Value> {
     lines
-        .lock()
-        .expect("lock")
+        .lines()
         .iter()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| f(v))
@@ -134,7 +114,7 @@ fn received(
 }
 
 fn wait_received(
-    lines: &Mutex<Vec<String>>,
+    lines: &LineCollector,
     what: &str,
     f: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
@@ -146,7 +126,7 @@ fn wait_received(
         assert!(
             start.elapsed() < Duration::from_secs(20),
             "the collector never received {what}; it has: {:?}",
-            lines.lock().expect("lock")
+            lines.lines()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -199,7 +179,8 @@ fn the_embedded_agent_enforces_and_forwards_drop_and_connect_events() {
         ),
     )
     .expect("policy");
-    let (forward, lines) = collector();
+    let lines = LineCollector::start().expect("collector");
+    let forward = lines.port();
     let mut args = agent_args(
         &policy,
         veth.host(),
@@ -301,7 +282,7 @@ fn require_sentinel_fails_closed_without_bpf_lsm_and_loads_nothing() {
         "shield:\n  deny: [10.212.1.2]\negress:\n  default: allow\n",
     )
     .expect("policy");
-    let (forward, _lines) = collector();
+    let forward = LineCollector::start().expect("collector").port();
     let mut args = agent_args(
         &policy,
         veth.host(),

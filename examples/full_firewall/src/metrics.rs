@@ -343,67 +343,57 @@ fn action_name(rule: &RuleStatus) -> String {
 }
 
 fn shield_metrics(out: &mut Exposition, status: &ShieldStatus) {
-    out.family(
-        "ironclad_shield_rule_packets_total",
-        "counter",
-        "Packets that matched a Shield rule: dropped (deny), passed (allow), or counted only in dry-run.",
-    );
-    for rule in &status.rules {
-        let (id, name, action) = (
-            rule.rule_id.to_string(),
-            rule.label.to_string(),
-            action_name(rule),
-        );
-        out.sample(
+    let families = [
+        (
             "ironclad_shield_rule_packets_total",
-            &[("rule_id", &id), ("rule", &name), ("action", &action)],
-            rule.counter.packets,
-        );
-    }
-    out.family(
-        "ironclad_shield_rule_bytes_total",
-        "counter",
-        "Bytes of the packets that matched a Shield rule.",
-    );
-    for rule in &status.rules {
-        let (id, name, action) = (
-            rule.rule_id.to_string(),
-            rule.label.to_string(),
-            action_name(rule),
-        );
-        out.sample(
+            "Packets that matched a Shield rule: dropped (deny), passed (allow), or counted only in dry-run.",
+        ),
+        (
             "ironclad_shield_rule_bytes_total",
-            &[("rule_id", &id), ("rule", &name), ("action", &action)],
-            rule.counter.bytes,
-        );
+            "Bytes of the packets that matched a Shield rule.",
+        ),
+    ];
+    for (family, help) in families {
+        out.family(family, "counter", help);
+        for rule in &status.rules {
+            let (id, name, action) = (
+                rule.rule_id.to_string(),
+                rule.label.to_string(),
+                action_name(rule),
+            );
+            let value = if family.ends_with("packets_total") {
+                rule.counter.packets
+            } else {
+                rule.counter.bytes
+            };
+            out.sample(
+                family,
+                &[("rule_id", &id), ("rule", &name), ("action", &action)],
+                value,
+            );
+        }
     }
-    let totals = status
-        .totals
-        .iter()
-        .filter(|(t, _)| *t != ShieldTotal::EventsLost);
-    out.family(
-        "ironclad_shield_packets_total",
-        "counter",
-        "Packets the Shield saw, by verdict.",
-    );
-    for (t, c) in totals.clone() {
-        out.sample(
+    for (family, help, packets) in [
+        (
             "ironclad_shield_packets_total",
-            &[("verdict", t.name())],
-            c.packets,
-        );
-    }
-    out.family(
-        "ironclad_shield_bytes_total",
-        "counter",
-        "Bytes the Shield saw, by verdict.",
-    );
-    for (t, c) in totals {
-        out.sample(
+            "Packets the Shield saw, by verdict.",
+            true,
+        ),
+        (
             "ironclad_shield_bytes_total",
-            &[("verdict", t.name())],
-            c.bytes,
-        );
+            "Bytes the Shield saw, by verdict.",
+            false,
+        ),
+    ] {
+        out.family(family, "counter", help);
+        for (t, c) in status
+            .totals
+            .iter()
+            .filter(|(t, _)| *t != ShieldTotal::EventsLost)
+        {
+            let value = if packets { c.packets } else { c.bytes };
+            out.sample(family, &[("verdict", t.name())], value);
+        }
     }
     out.family(
         "ironclad_shield_rules",

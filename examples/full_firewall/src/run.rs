@@ -124,10 +124,9 @@ fn load_policy(args: &RunArgs, audit: &AuditLog) -> std::result::Result<LoadedPo
     let (path, accepted) = match (&args.bundle, &args.trusted_key) {
         (Some(dir), Some(key)) => {
             let refuse = |message: String| {
-                audit.record(
-                    AuditAction::Policy,
-                    "full_firewall",
-                    &dir.display().to_string(),
+                policy_record(
+                    audit,
+                    args,
                     AuditOutcome::Refused,
                     format!("bundle refused: {message}"),
                 );
@@ -168,19 +167,28 @@ fn load_policy(args: &RunArgs, audit: &AuditLog) -> std::result::Result<LoadedPo
     Ok(LoadedPolicy { config, accepted })
 }
 
+/// An audit record about the policy from `args` (action `policy`).
+fn policy_record(audit: &AuditLog, args: &RunArgs, outcome: AuditOutcome, detail: String) {
+    audit.record(
+        AuditAction::Policy,
+        "full_firewall",
+        &args.source().display().to_string(),
+        outcome,
+        detail,
+    );
+}
+
 /// Remembers an applied bundle as accepted (later bundles must not be older).
 fn accept(args: &RunArgs, audit: &AuditLog, accepted: Option<&Accepted>) {
     let Some(accepted) = accepted else {
         return;
     };
-    let target = args.source().display().to_string();
     match accepted.save(&args.accepted_path()) {
         Ok(()) => {
             info!("bundle serial {} accepted", accepted.serial);
-            audit.record(
-                AuditAction::Policy,
-                "full_firewall",
-                &target,
+            policy_record(
+                audit,
+                args,
                 AuditOutcome::Ok,
                 format!("bundle accepted: serial {}", accepted.serial),
             );
@@ -464,45 +472,38 @@ impl FeedWatch {
 /// Puts `previous` back: the Shield's and the egress firewall's policies (an empty policy
 /// where there was none). Returns whether everything was restored.
 fn roll_back(previous: &Applied, shield: Option<&Running>, egress: Option<&mut Egress>) -> bool {
+    // What there was, or an empty policy when there was none.
+    fn or_empty<T: Clone, E>(was: &Option<T>, empty: impl FnOnce() -> Result<T, E>) -> Option<T> {
+        was.clone().or_else(|| empty().ok())
+    }
     let mut ok = true;
     if let Some(r) = shield {
-        let empty;
-        let policy = match &previous.shield {
-            Some(p) => p,
-            None => match ironclad_policy::shield::compile(&Default::default()) {
-                Ok(p) => {
-                    empty = p;
-                    &empty
-                }
-                Err(_) => return false,
-            },
-        };
-        match r.shield.replace(policy) {
-            Ok(report) => info!(
+        let policy = or_empty(&previous.shield, || {
+            ironclad_policy::shield::compile(&Default::default())
+        });
+        match policy.map(|p| r.shield.replace(&p)) {
+            Some(Ok(report)) => info!(
                 "shield rolled back: {} added, {} changed, {} removed, {} kept",
                 report.added, report.changed, report.removed, report.kept
             ),
-            Err(e) => {
+            Some(Err(e)) => {
                 ok = false;
                 error!("rolling the shield back failed: {e}");
             }
+            None => ok = false,
         }
     }
     if let Some(e) = egress {
-        let empty;
-        let policy = match &previous.egress {
-            Some(p) => p,
-            None => match ironclad_policy::egress::compile(&Default::default()) {
-                Ok(p) => {
-                    empty = p;
-                    &empty
-                }
-                Err(_) => return false,
-            },
-        };
-        if let Err(err) = e.firewall.replace(policy) {
-            ok = false;
-            error!("rolling the egress policy back failed: {err}");
+        let policy = or_empty(&previous.egress, || {
+            ironclad_policy::egress::compile(&Default::default())
+        });
+        match policy.map(|p| e.firewall.replace(&p)) {
+            Some(Ok(())) => info!("egress policy rolled back"),
+            Some(Err(err)) => {
+                ok = false;
+                error!("rolling the egress policy back failed: {err}");
+            }
+            None => ok = false,
         }
     }
     ok
@@ -789,12 +790,11 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             match outcome {
                 RolloutOutcome::Confirmed => {
                     info!("the new policy is confirmed");
-                    loader.audit_log().record(
-                        AuditAction::Policy,
-                        "full_firewall",
-                        &args.source().display().to_string(),
+                    policy_record(
+                        loader.audit_log(),
+                        args,
                         AuditOutcome::Ok,
-                        "confirmed",
+                        "confirmed".to_string(),
                     );
                 }
                 RolloutOutcome::Expired(previous) => {
@@ -806,16 +806,15 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                     } else {
                         error!("the new policy was not confirmed in time, and the rollback failed");
                     }
-                    loader.audit_log().record(
-                        AuditAction::Policy,
-                        "full_firewall",
-                        &args.source().display().to_string(),
+                    policy_record(
+                        loader.audit_log(),
+                        args,
                         if restored {
                             AuditOutcome::Ok
                         } else {
                             AuditOutcome::Failed
                         },
-                        "not confirmed in time: rolled back to the previous policy",
+                        "not confirmed in time: rolled back to the previous policy".to_string(),
                     );
                     if let Some(m) = &metrics {
                         m.rolled_back(previous.shield.as_ref().map(SourceStat::of));
@@ -855,10 +854,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                             "applying provisionally: run `full_firewall confirm` before {until} or the {} policy comes back",
                             if waited { "last confirmed" } else { "previous" }
                         );
-                        loader.audit_log().record(
-                            AuditAction::Policy,
-                            "full_firewall",
-                            &args.source().display().to_string(),
+                        policy_record(
+                            loader.audit_log(),
+                            args,
                             AuditOutcome::Ok,
                             format!("applied provisionally, confirm before {until}"),
                         );

@@ -101,15 +101,7 @@ fn signed_bundles_are_applied_and_tampered_old_or_foreign_ones_refused() {
 
     let refused = |daemon: &Daemon, why: &str, count: usize| {
         daemon.signal("HUP");
-        let start = std::time::Instant::now();
-        while daemon.log().matches("reload refused").count() < count {
-            assert!(
-                start.elapsed() < std::time::Duration::from_secs(20),
-                "{}",
-                daemon.log()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        daemon.wait_for_more("reload refused", count - 1);
         assert!(
             daemon.log().contains(why),
             "expected `{why}` in:\n{}",
@@ -156,18 +148,7 @@ fn signed_bundles_are_applied_and_tampered_old_or_foreign_ones_refused() {
     std::fs::write(&list, format!("{}\n", lab.addr(3))).expect("feed");
     sign(&key, &bundle, Some(1));
     daemon.signal("HUP");
-    let start = std::time::Instant::now();
-    while !daemon
-        .log()
-        .contains("serial 1 is older than the accepted serial 2")
-    {
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(20),
-            "{}",
-            daemon.log()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    daemon.wait_for("serial 1 is older than the accepted serial 2");
     assert_eq!(kernel_state(&lab), applied_2);
     assert_eq!(lab.ping(2, 1), 0);
 
@@ -176,15 +157,7 @@ fn signed_bundles_are_applied_and_tampered_old_or_foreign_ones_refused() {
     assert!(cli(&["keygen", "--out"], &[&other]).status.success());
     sign(&other, &bundle, Some(3));
     daemon.signal("HUP");
-    let start = std::time::Instant::now();
-    while daemon.log().matches("signature does not verify").count() < 2 {
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(20),
-            "{}",
-            daemon.log()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    daemon.wait_for_more("signature does not verify", 1);
     assert_eq!(kernel_state(&lab), applied_2);
 
     let audit = std::fs::read_to_string(dir.join("audit.jsonl")).expect("audit");

@@ -11,83 +11,13 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use ironclad_core::require_privileges;
+use ironclad_core::testing::ca_signed_cert;
 
 mod common;
 
 use common::{Daemon, Lab};
-
-/// A CA and a certificate for 127.0.0.1 signed by it, made with `openssl`.
-fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl");
-        assert!(out.status.success(), "openssl {args:?}: {out:?}");
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=Ironclad test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    ]);
-    std::fs::write(
-        dir.join("san.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .expect("ext");
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        "san.ext",
-        "-out",
-        "server.pem",
-    ]);
-    (
-        dir.join("ca.pem"),
-        dir.join("server.pem"),
-        dir.join("server.key"),
-    )
-}
 
 struct FeedServer {
     child: Child,
@@ -140,25 +70,12 @@ impl Drop for FeedServer {
     }
 }
 
-/// Waits until the daemon's log holds `needle` more often than `before` times.
-fn wait_count(daemon: &Daemon, needle: &str, before: usize) {
-    let start = Instant::now();
-    while daemon.log().matches(needle).count() <= before {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "no new `{needle}`:\n{}",
-            daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn fetched_feeds_keep_the_last_good_set_through_every_failure() {
     require_privileges!();
     let lab = Lab::new("fffetch", 13);
     let dir = lab.dir.path();
-    let (ca, cert, key) = certificates(dir);
+    let (ca, cert, key) = ca_signed_cert(dir).expect("certificates");
     let server = FeedServer::start(dir, &cert, &key);
     let good = dir.join("good.txt");
     std::fs::write(&good, "# remote list\n10.211.13.3\n").expect("list");
@@ -176,7 +93,7 @@ fn fetched_feeds_keep_the_last_good_set_through_every_failure() {
     let daemon = Daemon::spawn(&args);
     daemon.wait_for("ready");
     daemon.wait_for("feed `remote` fetched: 26 bytes, 1 entries");
-    wait_count(&daemon, "reloaded:", 0);
+    daemon.wait_for_more("reloaded:", 0);
     assert_eq!(lab.ping(3, 2), 0, "the fetched entry is dropped");
     assert_eq!(lab.ping(2, 1), 1);
     let cached = dir.join("cache/remote.feed");
@@ -184,7 +101,7 @@ fn fetched_feeds_keep_the_last_good_set_through_every_failure() {
     let slot = lab.status()["slot"].clone();
 
     // 304: a conditional request, nothing reloaded, nothing written to the maps.
-    wait_count(&daemon, "feed `remote`: not modified", 0);
+    daemon.wait_for_more("feed `remote`: not modified", 0);
     assert!(
         server.requests().contains("if-none-match=\"v1\""),
         "{}",
@@ -213,7 +130,7 @@ fn fetched_feeds_keep_the_last_good_set_through_every_failure() {
     ] {
         let before = daemon.log().matches(message).count();
         server.serve(mode);
-        wait_count(&daemon, message, before);
+        daemon.wait_for_more(message, before);
         assert_eq!(lab.ping(3, 1), 0, "{mode}: the last good set stays");
         assert_eq!(lab.ping(2, 1), 1, "{mode}");
         assert_eq!(

@@ -167,6 +167,19 @@ impl Daemon {
         panic!("daemon never said `{needle}`:\n{}", self.log());
     }
 
+    /// Waits until the log holds `needle` more than `before` times.
+    pub fn wait_for_more(&self, needle: &str, before: usize) {
+        let start = Instant::now();
+        while self.log().matches(needle).count() <= before {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no new `{needle}`:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn signal(&self, sig: &str) {
         let pid = self.child.as_ref().expect("running").id().to_string();
         let ok = Command::new("kill")
