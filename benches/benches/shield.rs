@@ -285,6 +285,33 @@ fn policy(c: &mut Criterion) {
             })
         });
     }
+
+    // A feed update: the same set with 10 IPv4 prefixes gone and 10 others new, applied
+    // by `replace` as edits in place (no switch).
+    let mut updated: Vec<ipnetwork::Ipv4Network> = a4[10..].to_vec();
+    updated.extend_from_slice(&b4[..10]);
+    let updates = [
+        deny_policy(a4, a6, Ipv4Lookup::Fast),
+        deny_policy(&updated, a6, Ipv4Lookup::Fast),
+    ];
+    let feed = BenchShield::with_policy("feedupdate", &updates[0]);
+    let mut turn = 0usize;
+    group.bench_function(BenchmarkId::new("feed_update_20_prefixes", count), |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                turn += 1;
+                let start = Instant::now();
+                let report = feed
+                    .shield
+                    .replace(&updates[turn % 2])
+                    .unwrap_or_else(|e| panic!("update: {e}"));
+                total += start.elapsed();
+                assert_eq!(report.in_place, 20, "applied in place");
+            }
+            total
+        })
+    });
     group.finish();
 }
 

@@ -306,6 +306,10 @@ impl ShieldStatus {
     }
 }
 
+/// The most prefixes [`Shield::replace`] changes in place; a bigger change is switched
+/// as a whole.
+pub const IN_PLACE_MAX: usize = 4096;
+
 /// What [`Shield::replace`] changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplaceReport {
@@ -328,6 +332,10 @@ pub struct ReplaceReport {
     pub fast_groups: usize,
     /// Distinct IPv4 and IPv6 prefixes loaded.
     pub prefixes: (usize, usize),
+    /// Prefixes changed in place in the active tables, without a switch: a small change
+    /// to the loaded policy (the same rules and sets, some prefixes added or removed, as
+    /// a feed update brings). 0 when the policy was switched as a whole.
+    pub in_place: usize,
 }
 
 /// Owned handles on the Shield's maps, from a loaded object or from pins.
@@ -866,6 +874,14 @@ impl Shield {
     /// If anything fails before the switch (the kernel refuses a table, the rules do not
     /// fit `ipv4_lookup: fast`), nothing the packets see has changed and the error is
     /// returned.
+    ///
+    /// A small change is not switched but edited in place: when this handle made the
+    /// loaded policy, the new one has the same rules and sets, valve, settings and
+    /// lookup, and its prefixes differ in at most [`IN_PLACE_MAX`] places (and a quarter
+    /// of all) — a feed update that adds and removes a few entries — each changed prefix
+    /// is written into the active tables (one trie element, or the fast-path region it
+    /// covers), and a packet sees each prefix's old or new rule
+    /// ([`ReplaceReport::in_place`]). The same policy again writes nothing.
     pub fn replace(&self, policy: &CompiledShield) -> Result<ReplaceReport> {
         let _edit = self.lock();
         let old = read_directory(&self.object)?;
@@ -910,6 +926,7 @@ impl Shield {
             ipv4_path: Ipv4Path::Fast,
             fast_groups: 0,
             prefixes: (0, 0),
+            in_place: 0,
         };
         let mut ids = Vec::with_capacity(labels.len());
         let mut fresh = BTreeSet::new();
@@ -975,9 +992,21 @@ impl Shield {
             v6: Arc::new(v6),
         };
         report.prefixes = (book.v4.len(), book.v6.len());
+        let old_config = self.config()?;
+        if report.added == 0
+            && report.changed == 0
+            && report.removed == 0
+            && old_config == policy.config()
+        {
+            if let Some((edits, path, groups)) = self.replace_in_place(&book, &directory, policy)? {
+                report.in_place = edits;
+                report.ipv4_path = path;
+                report.fast_groups = groups;
+                return Ok(report);
+            }
+        }
         // Mode, rate limit and sampling go in just before the switch, and back if the
         // new policy never gets there.
-        let old_config = self.config()?;
         self.write_config(&policy.config())?;
         let built = self
             .commit(&Plan {
@@ -993,6 +1022,90 @@ impl Shield {
         report.ipv4_path = built.path;
         report.fast_groups = built.groups;
         Ok(report)
+    }
+
+    /// Applies a policy whose rules, sets, valve, settings and lookup are those loaded,
+    /// and whose prefixes differ in at most [`IN_PLACE_MAX`] places (and a quarter of
+    /// all), as edits of the active tables: each changed prefix is one trie element or
+    /// one recompiled fast-path region, which a packet sees before or after, never half
+    /// done. Returns the number of edits, the IPv4 path and the fast-path groups in use,
+    /// or `None` when the change must be switched as a whole (the caller does that; any
+    /// edit made before is part of the new policy too).
+    fn replace_in_place(
+        &self,
+        book: &RuleBook,
+        directory: &BTreeMap<u32, RuleInfo>,
+        policy: &CompiledShield,
+    ) -> Result<Option<(usize, Ipv4Path, usize)>> {
+        let active = read_active(&self.object)?;
+        let Some(committed) = self.committed_state(active)? else {
+            return Ok(None);
+        };
+        let on_trie = active & ACTIVE_V4_TRIE != 0;
+        let lookup_kept = match policy.ipv4_lookup {
+            Ipv4Lookup::Auto => true,
+            Ipv4Lookup::Fast => !on_trie,
+            Ipv4Lookup::Trie => on_trie,
+        };
+        if !lookup_kept || committed.valve != policy.management {
+            return Ok(None);
+        }
+        fn diff<K: Ord + Copy>(
+            old: &BTreeMap<K, Rule>,
+            new: &BTreeMap<K, Rule>,
+        ) -> Vec<(K, Option<Rule>)> {
+            let removed = old
+                .keys()
+                .filter(|k| !new.contains_key(k))
+                .map(|k| (*k, None));
+            let set = new
+                .iter()
+                .filter(|(k, r)| old.get(k) != Some(r))
+                .map(|(k, r)| (*k, Some(*r)));
+            removed.chain(set).collect()
+        }
+        let d4 = diff(&committed.book.v4, &book.v4);
+        let d6 = diff(&committed.book.v6, &book.v6);
+        let edits = d4.len() + d6.len();
+        let total = book.v4.len() + book.v6.len();
+        if edits > IN_PLACE_MAX || edits * 4 > total {
+            return Ok(None);
+        }
+        for (net, rule) in &d6 {
+            if !self.edit_trie_in_place(IpNetwork::V6(*net), *rule)? {
+                return Ok(None);
+            }
+        }
+        if on_trie {
+            for (net, rule) in &d4 {
+                if !self.edit_trie_in_place(IpNetwork::V4(*net), *rule)? {
+                    return Ok(None);
+                }
+            }
+        } else if !d4.is_empty() {
+            let (mut plan, committed) = self.current_for_edit()?;
+            plan.book.v4 = book.v4.clone();
+            let nets: Vec<Ipv4Network> = d4.iter().map(|(n, _)| *n).collect();
+            if !self.edit_fast_in_place(committed, &plan, &nets)? {
+                return Ok(None);
+            }
+        }
+        // Prefix counts per rule, as the directory shows them.
+        let current = read_directory(&self.object)?;
+        for (id, info) in directory {
+            if current.get(id) != Some(info) {
+                self.write_row(*id, info)?;
+            }
+        }
+        let groups = self
+            .committed_state(read_active(&self.object)?)?
+            .map_or(0, |c| if on_trie { 0 } else { c.groups_next });
+        let path = if on_trie {
+            Ipv4Path::Trie
+        } else {
+            Ipv4Path::Fast
+        };
+        Ok(Some((edits, path, groups)))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -1406,7 +1519,11 @@ impl Shield {
             IpNetwork::V4(n) => Arc::make_mut(&mut plan.book.v4).insert(n, rule),
             IpNetwork::V6(n) => Arc::make_mut(&mut plan.book.v6).insert(n, rule),
         };
-        if self.edit_fast_in_place(committed, &plan, net)? {
+        let v4_nets: Vec<Ipv4Network> = match net {
+            IpNetwork::V4(n) => vec![n],
+            IpNetwork::V6(_) => Vec::new(),
+        };
+        if !v4_nets.is_empty() && self.edit_fast_in_place(committed, &plan, &v4_nets)? {
             self.write_row(rule_id, &info)?;
             return Ok(());
         }
@@ -1438,9 +1555,9 @@ impl Shield {
         &self,
         committed: Option<Committed>,
         plan: &Plan,
-        net: IpNetwork,
+        nets: &[Ipv4Network],
     ) -> Result<bool> {
-        let (Some(mut committed), IpNetwork::V4(net)) = (committed, net) else {
+        let Some(mut committed) = committed else {
             return Ok(false);
         };
         if committed.word & ACTIVE_V4_TRIE != 0 || committed.valve != plan.valve {
@@ -1450,10 +1567,58 @@ impl Shield {
         let Some(table) = inner(&self.object.handle(V4_FAST)?, V4_FAST, slot)? else {
             return Ok(false);
         };
+        let (mut groups_written, mut blocks_written) = (0, 0);
+        for net in nets {
+            match self.edit_fast_region(&table, &mut committed, plan, *net)? {
+                Some((groups, blocks)) => {
+                    groups_written += groups;
+                    blocks_written += blocks;
+                }
+                None => return Ok(false),
+            }
+        }
+        let book = book_table(slot, &plan.book.v4, &self.object)?;
+        let outer = self.object.handle(V4_BOOK)?;
+        outer
+            .update(
+                &slot.to_ne_bytes(),
+                &book.as_fd().as_raw_fd().to_ne_bytes(),
+                MapFlags::ANY,
+            )
+            .map_err(map_err("update", V4_BOOK))?;
+        let what = match nets {
+            [one] => one.to_string(),
+            many => format!("{} prefixes", many.len()),
+        };
+        self.object.audit_log().record(
+            AuditAction::MapUpdate,
+            Self::OBJECT,
+            V4_FAST,
+            Outcome::Ok,
+            format!(
+                "slot {slot}: {what} edited in place ({groups_written} groups, {blocks_written} first-level blocks)"
+            ),
+        );
+        committed.book = plan.book.clone();
+        committed.tables = slot_tables(&self.object, slot)?;
+        self.remember(Some(committed));
+        Ok(true)
+    }
+
+    /// Recompiles and writes the region of the active fast-path `table` that `net`
+    /// covers, from `plan`'s prefix book. Returns the groups and first-level blocks
+    /// written, or `None` (nothing written) when no unused group is left.
+    fn edit_fast_region(
+        &self,
+        table: &MapHandle,
+        committed: &mut Committed,
+        plan: &Plan,
+        net: Ipv4Network,
+    ) -> Result<Option<(usize, usize)>> {
         let Ok(range) = Ipv4Network::new(net.network(), net.prefix().min(24))
             .and_then(|r| Ipv4Network::new(r.network(), r.prefix()))
         else {
-            return Ok(false);
+            return Ok(None);
         };
         // The prefixes that reach into the range: those covering it, those inside it.
         let mut rules: Vec<(Ipv4Network, u16)> = Vec::new();
@@ -1496,13 +1661,13 @@ impl Shield {
             .collect();
         let mut current: BTreeMap<u32, Vec<u16>> = BTreeMap::new();
         for block in &blocks {
-            let bytes = lookup(&table, V4_FAST, &block.to_ne_bytes())?.unwrap_or_default();
+            let bytes = lookup(table, V4_FAST, &block.to_ne_bytes())?.unwrap_or_default();
             let entries: Vec<u16> = bytes
                 .chunks_exact(2)
                 .map(|b| u16::from_ne_bytes([b[0], b[1]]))
                 .collect();
             if entries.len() != fastpath::BLOCK_ENTRIES {
-                return Ok(false);
+                return Ok(None);
             }
             current.insert(*block, entries);
         }
@@ -1522,7 +1687,7 @@ impl Shield {
                     next - 1
                 };
                 if group >= SHIELD_V4_GROUPS as usize {
-                    return Ok(false);
+                    return Ok(None);
                 }
                 group_writes.push((SHIELD_V4_FIRST_BLOCKS + group as u32, content));
                 FAST_GROUP | (group as u16 & FAST_GROUP_MASK)
@@ -1543,38 +1708,15 @@ impl Shield {
         };
         // Groups first: a new group is complete before a first-level entry names it.
         let (keys, values) = flatten(&mut group_writes.iter().map(|(i, g)| (*i, &g[..])));
-        fill(&table, V4_FAST, &keys, &values)?;
+        fill(table, V4_FAST, &keys, &values)?;
         let changed: Vec<(u32, Vec<u16>)> = first_writes
             .into_iter()
             .filter(|(block, entries)| current.get(block) != Some(entries))
             .collect();
         let (keys, values) = flatten(&mut changed.iter().map(|(i, e)| (*i, &e[..])));
-        fill(&table, V4_FAST, &keys, &values)?;
-        let book = book_table(slot, &plan.book.v4, &self.object)?;
-        let outer = self.object.handle(V4_BOOK)?;
-        outer
-            .update(
-                &slot.to_ne_bytes(),
-                &book.as_fd().as_raw_fd().to_ne_bytes(),
-                MapFlags::ANY,
-            )
-            .map_err(map_err("update", V4_BOOK))?;
-        self.object.audit_log().record(
-            AuditAction::MapUpdate,
-            Self::OBJECT,
-            V4_FAST,
-            Outcome::Ok,
-            format!(
-                "slot {slot}: {net} edited in place ({} groups, {} first-level blocks)",
-                group_writes.len(),
-                changed.len()
-            ),
-        );
+        fill(table, V4_FAST, &keys, &values)?;
         committed.groups_next = next;
-        committed.book = plan.book.clone();
-        committed.tables = slot_tables(&self.object, slot)?;
-        self.remember(Some(committed));
-        Ok(true)
+        Ok(Some((group_writes.len(), changed.len())))
     }
 
     /// A single-prefix change to a family the active slot holds in an LPM trie (IPv6;
@@ -1681,7 +1823,11 @@ impl Shield {
             IpNetwork::V4(n) => Arc::make_mut(&mut plan.book.v4).remove(&n),
             IpNetwork::V6(n) => Arc::make_mut(&mut plan.book.v6).remove(&n),
         };
-        if self.edit_fast_in_place(committed, &plan, net)? {
+        let v4_nets: Vec<Ipv4Network> = match net {
+            IpNetwork::V4(n) => vec![n],
+            IpNetwork::V6(_) => Vec::new(),
+        };
+        if !v4_nets.is_empty() && self.edit_fast_in_place(committed, &plan, &v4_nets)? {
             free_row()?;
             return Ok(true);
         }

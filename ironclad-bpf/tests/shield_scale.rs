@@ -760,3 +760,103 @@ fn single_rule_edits_apply_in_place_or_by_switch_and_survive_a_new_handle() {
         );
     }
 }
+
+#[test]
+fn a_small_change_to_a_loaded_policy_is_a_few_edits_in_place() {
+    require_privileges!();
+    for lookup in [Ipv4Lookup::Fast, Ipv4Lookup::Trie] {
+        let pins = BpffsDir::new(&format!("inplace-{}", lookup.as_str())).expect("bpffs dir");
+        let sink = Arc::new(ironclad_bpf::MemorySink::new());
+        let loader = Loader::builder()
+            .pin_root(pins.path())
+            .audit_sink(sink.clone())
+            .build()
+            .expect("loader");
+        let shield = Shield::load(&loader).expect("load shield");
+        let mut policy = random_policy(5, lookup);
+        let first = shield
+            .replace(&compile(&policy).expect("valid"))
+            .expect("replace");
+        assert_eq!(first.in_place, 0, "a first policy is switched in");
+        let slot = shield.status().expect("status").slot;
+
+        // A feed update: a dozen IPv4 prefixes of the deny set go, a dozen new ones come,
+        // three IPv6 prefixes go. Rules and sets stay the same.
+        let mut rng = Rng::new(99);
+        let deny = &mut policy.sets[0].prefixes;
+        let v4: Vec<usize> = (0..deny.len())
+            .filter(|i| deny[*i].is_ipv4())
+            .skip(100)
+            .step_by(97)
+            .take(12)
+            .collect();
+        let v6: Vec<usize> = (0..deny.len())
+            .filter(|i| deny[*i].is_ipv6())
+            .take(3)
+            .collect();
+        for i in v4.iter().chain(&v6).rev() {
+            deny.remove(*i);
+        }
+        let space = Ipv4Network::new(Ipv4Addr::new(198, 18, 0, 0), 15).expect("net");
+        for _ in 0..12 {
+            deny.push(IpNetwork::V4(prefix_in_v4(&mut rng, space, 20, 32)));
+        }
+        let compiled = compile(&policy).expect("valid");
+        let updates_before = sink
+            .records()
+            .iter()
+            .filter(|r| r.action == ironclad_bpf::AuditAction::MapUpdate)
+            .count();
+        let report = shield.replace(&compiled).expect("small replace");
+        let updates = sink
+            .records()
+            .iter()
+            .filter(|r| r.action == ironclad_bpf::AuditAction::MapUpdate)
+            .count()
+            - updates_before;
+        assert!(
+            (1..=27).contains(&report.in_place),
+            "{lookup:?}: {} prefixes edited in place",
+            report.in_place
+        );
+        assert_eq!(report.kept, first.added, "every rule kept");
+        assert_eq!(shield.status().expect("status").slot, slot, "no switch");
+        assert!(
+            updates <= 30,
+            "{lookup:?}: {updates} map updates for a change of {} prefixes",
+            report.in_place
+        );
+        let probes: Vec<_> = probe_addresses(&policy, 5, 15_000)
+            .into_iter()
+            .map(|a| (a, reference(&policy, a)))
+            .collect();
+        check_against_reference(
+            &shield,
+            &probes,
+            &format!("{lookup:?}, after the small change"),
+        );
+        // The rule directory counts the set's prefixes as they are now.
+        let rules = shield.rules().expect("rules");
+        let deny_feed = rules
+            .iter()
+            .find(|r| r.label.to_string() == "set:deny-feed")
+            .expect("set");
+        let owned = compiled
+            .owners()
+            .iter()
+            .filter(|(_, o)| *o == ironclad_policy::shield::Owner::Set(0))
+            .count();
+        assert_eq!(deny_feed.prefixes_v4 + deny_feed.prefixes_v6, owned as u32);
+
+        // The same policy again: nothing to do, nothing written.
+        let before = sink.records().len();
+        let again = shield.replace(&compiled).expect("same policy");
+        assert_eq!(again.in_place, 0);
+        assert_eq!(shield.status().expect("status").slot, slot);
+        assert_eq!(
+            sink.records().len(),
+            before,
+            "no map update for an unchanged policy"
+        );
+    }
+}

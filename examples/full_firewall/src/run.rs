@@ -905,8 +905,8 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                         Some(new_policy) => match (&running, &iface) {
                     (Some(r), _) => match r.shield.replace(&new_policy) {
                         Ok(report) => info!(
-                            "reloaded: {} added, {} changed, {} removed, {} kept",
-                            report.added, report.changed, report.removed, report.kept
+                            "reloaded: {} added, {} changed, {} removed, {} kept, {} prefixes edited in place",
+                            report.added, report.changed, report.removed, report.kept, report.in_place
                         ),
                         Err(e) => {
                             failed = true;
