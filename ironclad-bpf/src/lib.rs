@@ -59,6 +59,8 @@ pub use loader::{
 };
 pub use object::EmbeddedObject;
 pub use sentinel::{RegisterError, SentinelLsm};
-pub use shield::{Ipv4Path, MapMemory, ReplaceReport, RuleLabel, RuleStatus, Shield, ShieldStatus};
+pub use shield::{
+    Ipv4Path, MapMemory, ReplaceReport, RuleLabel, RuleStatus, Shield, ShieldStatus, IN_PLACE_MAX,
+};
 pub use telemetry::Telemetry;
 pub use tls::{TlsMonitor, TlsPolicy, TlsScope};
