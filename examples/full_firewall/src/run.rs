@@ -458,12 +458,20 @@ impl FeedWatch {
         let mut changed = None;
         for (name, path, stamp) in &mut self.files {
             let now = file_stamp(path);
-            if now != *stamp {
-                // Remembered, so a reload that refuses the new content is not retried
-                // until the file changes again.
-                *stamp = now;
-                changed.get_or_insert_with(|| name.clone());
+            if now == *stamp {
+                continue;
             }
+            // A file being written (truncated, half full) is left for the next check:
+            // it must look the same a moment later. Writers should still replace feed
+            // files atomically (a temporary file renamed over it).
+            std::thread::sleep(Duration::from_millis(100));
+            if file_stamp(path) != now {
+                continue;
+            }
+            // Remembered, so a reload that refuses the new content is not retried until
+            // the file changes again.
+            *stamp = now;
+            changed.get_or_insert_with(|| name.clone());
         }
         changed
     }
