@@ -270,3 +270,44 @@ fn a_refreshed_feed_file_changes_enforcement_under_the_running_daemon() {
     daemon.signal("TERM");
     assert!(daemon.wait().success(), "{}", daemon.log());
 }
+
+#[test]
+fn check_reports_the_compiled_prefix_counts_per_source() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(countries_db(), dir.path().join("countries.mmdb")).expect("db");
+    // Two adjacent /25s aggregate into one /24; an IPv6 entry counts as IPv6.
+    std::fs::write(
+        dir.path().join("drop.txt"),
+        "; DROP\n198.18.0.0/25 ; SBL1\n198.18.0.128/25 ; SBL2\n2001:db8:1::/48 ; SBL3\n",
+    )
+    .expect("feed");
+    let config = dir.path().join("policy.yaml");
+    std::fs::write(
+        &config,
+        "shield:\n  deny: [192.0.2.0/24]\n  deny_feeds:\n    - path: drop.txt\n      format: spamhaus\n  geoip_db: countries.mmdb\n  deny_countries: [DE, FR]\n",
+    )
+    .expect("policy");
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .expect("check");
+    assert!(out.status.success(), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let sources = &json["sources"];
+    let counts = |name: &str| {
+        (
+            sources[name]["ipv4_prefixes"].as_u64(),
+            sources[name]["ipv6_prefixes"].as_u64(),
+        )
+    };
+    assert_eq!(counts("drop"), (Some(1), Some(1)), "{json}");
+    assert_eq!(counts("country:DE"), (Some(2), Some(1)), "{json}");
+    assert_eq!(counts("country:FR"), (Some(0), Some(0)), "{json}");
+    assert_eq!(sources["drop"]["format"], "spamhaus");
+    assert_eq!(sources.as_object().map(|o| o.len()), Some(3), "{json}");
+    assert_eq!(
+        json["ipv4_prefixes"], 4,
+        "the inline rule, the feed's /24, DE's two"
+    );
+}
