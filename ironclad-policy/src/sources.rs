@@ -68,6 +68,9 @@ pub struct Source {
     pub modified: Option<SystemTime>,
     /// Where it was defined in the policy.
     pub origin: Origin,
+    /// What a lenient feed skipped or masked, with positions (at most
+    /// [`crate::feeds::MAX_REPORTED`], then a summary): `check` and the daemon print them.
+    pub warnings: Vec<Diagnostic>,
 }
 
 /// A feed entry of the policy (`shield.deny_feeds[i]`), before reading.
@@ -121,7 +124,7 @@ impl Loaded {
     /// Reads each feed.
     pub fn feeds(&mut self, feeds: &[FeedSpec]) {
         for feed in feeds {
-            let source = |skipped, masked, modified| Source {
+            let source = |skipped, masked, modified, warnings| Source {
                 name: feed.name.clone(),
                 kind: SourceKind::Feed {
                     path: feed.path.clone(),
@@ -135,10 +138,11 @@ impl Loaded {
                 masked,
                 modified,
                 origin: feed.origin.clone(),
+                warnings,
             };
             if feed.fetch.is_some() && !feed.path.exists() {
                 // Not fetched yet: an empty set until the first download succeeds.
-                self.push(source(0, 0, None), Vec::new());
+                self.push(source(0, 0, None, Vec::new()), Vec::new());
                 continue;
             }
             let fetched_at = feed
@@ -152,6 +156,7 @@ impl Loaded {
                         parsed.skipped,
                         parsed.masked,
                         fetched_at.or_else(|| modified(&feed.path)),
+                        parsed.warnings,
                     ),
                     parsed.prefixes,
                 ),
@@ -189,6 +194,7 @@ impl Loaded {
                     masked: 0,
                     modified: when,
                     origin: db_origin.clone(),
+                    warnings: Vec::new(),
                 },
                 everything_but_local(),
             );
@@ -211,6 +217,7 @@ impl Loaded {
                     masked: 0,
                     modified: when,
                     origin: origin.clone(),
+                    warnings: Vec::new(),
                 },
                 prefixes,
             );

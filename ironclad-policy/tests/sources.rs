@@ -227,6 +227,22 @@ fn a_bad_feed_fails_the_whole_policy_with_its_positions() {
         (shield.sources[0].skipped, shield.sources[0].masked),
         (3, 1)
     );
+    let dir_prefix = format!("{}/", dir.path().display());
+    let warnings: Vec<String> = shield.sources[0]
+        .warnings
+        .iter()
+        .map(|w| w.to_string().replace(&dir_prefix, ""))
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            "plain-bad.txt:3:1: `192.0.2.256` is not an IP address or CIDR",
+            "plain-bad.txt:4:1: `198.51.100.1/24` has host bits set; using `198.51.100.0/24`",
+            "plain-bad.txt:5:15: unexpected `203.0.113.8` after the entry",
+            "plain-bad.txt:6:1: `2001:db8::/129` is not an IP address or CIDR",
+        ],
+        "lenient mode reports what it skipped and masked"
+    );
 }
 
 #[test]

@@ -125,6 +125,9 @@ fn check(config: &std::path::Path) -> Result<ExitCode> {
                 out["management"] = shield.management.len().into();
                 out["mode"] = status::mode_name(shield.mode).into();
                 out["sources"] = status::sources_json(shield);
+                for warning in shield.sources.iter().flat_map(|s| &s.warnings) {
+                    eprintln!("{warning} (warning: lenient feed)");
+                }
             }
             println!("{out}");
             Ok(ExitCode::SUCCESS)

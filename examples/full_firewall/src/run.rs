@@ -163,6 +163,9 @@ fn load_policy(args: &RunArgs, audit: &AuditLog) -> std::result::Result<LoadedPo
         if args.dry_run {
             shield.mode = Mode::DryRun;
         }
+        for warning in shield.sources.iter().flat_map(|s| &s.warnings) {
+            warn!("{warning} (lenient feed: skipped or masked)");
+        }
     }
     Ok(LoadedPolicy { config, accepted })
 }
