@@ -288,8 +288,11 @@ fn policy(c: &mut Criterion) {
 
     // A feed update: the same set with 10 IPv4 prefixes gone and 10 others new, applied
     // by `replace` as edits in place (no switch).
+    // The new ones come from 192.0.2.0/24, which no generated prefix covers.
     let mut updated: Vec<ipnetwork::Ipv4Network> = a4[10..].to_vec();
-    updated.extend_from_slice(&b4[..10]);
+    updated.extend((1..=10u8).filter_map(|i| {
+        ipnetwork::Ipv4Network::new(std::net::Ipv4Addr::new(192, 0, 2, i), 32).ok()
+    }));
     let updates = [
         deny_policy(a4, a6, Ipv4Lookup::Fast),
         deny_policy(&updated, a6, Ipv4Lookup::Fast),
