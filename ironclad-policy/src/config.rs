@@ -933,11 +933,11 @@ fn parse_inner(text: &str, path: &Path) -> Result<Parsed, ConfigError> {
         ));
     };
     let base = path.parent().unwrap_or(Path::new("."));
-    let loaded = load_sources(&shield, base, &mut problems);
-    let file_problems = loaded.file_problems.clone();
+    let mut loaded = load_sources(&shield, base, &mut problems);
+    problems.append(&mut loaded.problems);
+    let file_problems = std::mem::take(&mut loaded.file_problems);
     let deny = entries("deny", &shield.deny, &mut problems);
     let allow = entries("allow", &shield.allow, &mut problems);
-    let mut loaded = loaded;
     let inline: Vec<IpNetwork> = deny.iter().chain(&allow).map(|e| e.net).collect();
     aggregate_sets(&mut loaded.sets, &inline);
     let management = entries("management", &shield.management, &mut problems);
@@ -1345,6 +1345,6 @@ egress:
         let err = compile_file(Path::new("/nonexistent/policy.yaml")).expect_err("missing");
         assert!(err
             .to_string()
-            .starts_with("/nonexistent/policy.yaml:0:0: cannot read"));
+            .starts_with("/nonexistent/policy.yaml: cannot read"));
     }
 }

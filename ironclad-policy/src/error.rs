@@ -87,12 +87,13 @@ impl PolicyError {
     }
 }
 
-/// One problem in a policy file, rendered as `FILE:LINE:COLUMN: message`.
+/// One problem in a policy file, rendered as `FILE:LINE:COLUMN: message`, or
+/// `FILE: message` for a problem with the whole file (line 0).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
     /// The file.
     pub path: PathBuf,
-    /// Line, 1-based (0 when unknown).
+    /// Line, 1-based (0: the whole file, no position).
     pub line: u64,
     /// Column, 1-based (0 when unknown).
     pub column: u64,
@@ -100,8 +101,19 @@ pub struct Diagnostic {
     pub message: String,
 }
 
+impl Diagnostic {
+    /// True for a problem with the whole file (it cannot be read, is not a regular
+    /// file, is too large, is not a database) rather than with a line of it.
+    pub fn is_whole_file(&self) -> bool {
+        self.line == 0
+    }
+}
+
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_whole_file() {
+            return write!(f, "{}: {}", self.path.display(), self.message);
+        }
         write!(
             f,
             "{}:{}:{}: {}",

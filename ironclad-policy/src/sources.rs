@@ -19,7 +19,7 @@ use crate::feeds::{read_feed, FeedFormat, Strictness};
 use crate::fetch::FetchSpec;
 use crate::geo::country_networks;
 use crate::shield::PrefixSet;
-use crate::{ConfigError, Diagnostic, Origin};
+use crate::{ConfigError, Diagnostic, Origin, PolicyError};
 
 /// What a source is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,8 +102,11 @@ pub struct Loaded {
     pub sets: Vec<PrefixSet>,
     /// What each set came from, in the same order.
     pub sources: Vec<Source>,
-    /// Problems in feed files and databases.
+    /// Problems in feed files and databases, at their lines.
     pub file_problems: Vec<Diagnostic>,
+    /// Files that could not be used at all (missing, not a regular file, too large, not
+    /// a database), reported at the policy field that names them.
+    pub problems: Vec<PolicyError>,
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {
@@ -111,6 +114,18 @@ fn modified(path: &Path) -> Option<SystemTime> {
 }
 
 impl Loaded {
+    /// Keeps a source file's problems: line problems under the file's own name; a file
+    /// that could not be used at all at `origin`, the policy entry that names it.
+    fn failed(&mut self, error: ConfigError, origin: &Origin) {
+        match error.diagnostics.as_slice() {
+            [d] if d.is_whole_file() => self.problems.push(PolicyError::Invalid {
+                origin: origin.clone(),
+                message: format!("`{}`: {}", d.path.display(), d.message),
+            }),
+            _ => self.file_problems.extend(error.diagnostics),
+        }
+    }
+
     fn push(&mut self, source: Source, prefixes: Vec<IpNetwork>) {
         self.sets.push(PrefixSet {
             name: source.name.clone(),
@@ -160,7 +175,7 @@ impl Loaded {
                     ),
                     parsed.prefixes,
                 ),
-                Err(e) => self.file_problems.extend(e.diagnostics),
+                Err(e) => self.failed(e, &feed.origin),
             }
         }
     }
@@ -178,8 +193,8 @@ impl Loaded {
         let wanted: Vec<&str> = codes.iter().map(|(c, _)| c.as_str()).collect();
         let found = match country_networks(db, &wanted) {
             Ok(found) => found,
-            Err(ConfigError { diagnostics }) => {
-                self.file_problems.extend(diagnostics);
+            Err(e) => {
+                self.failed(e, db_origin);
                 return;
             }
         };

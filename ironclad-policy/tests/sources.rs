@@ -260,10 +260,26 @@ fn feed_and_country_settings_are_checked_with_positions() {
             "policy.yaml:5:7: shield.deny_feeds[1]: a `csv` feed needs `column`: the header name of the address column",
             "policy.yaml:7:7: shield.deny_feeds[2]: `ftp://example.com/drop.txt` is not an https:// or http:// URL",
             "policy.yaml:11:16: shield.deny_feeds[3].refresh: `soon` is not a duration of at least 1s (e.g. `30m`, `6h`)",
+            "policy.yaml:12:7: shield.deny_feeds[4]: `missing.txt`: cannot read: No such file or directory (os error 2)",
             "policy.yaml:14:20: shield.deny_countries[0]: countries need `shield.geoip_db`: the path of a GeoLite2/GeoIP2 Country database (.mmdb)",
             "policy.yaml:14:24: shield.deny_countries[1]: `nl` is not an ISO 3166-1 alpha-2 country code (two capitals, e.g. `NL`)",
-            "missing.txt:0:0: cannot read: No such file or directory (os error 2)",
         ]
+    );
+    // A database that is not one is reported where the policy names it.
+    let errors = policy(
+        dir.path(),
+        "shield:
+  geoip_db: drop.txt
+  deny_countries: [NL]
+",
+    )
+    .expect_err("invalid");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with(
+            "policy.yaml:2:13: shield.geoip_db: `drop.txt`: cannot open the GeoIP database: "
+        ),
+        "{errors:?}"
     );
     let errors = policy(
         dir.path(),
