@@ -202,7 +202,7 @@ cmd_test() {
         rm -rf "$found"
     done
     log "benchmarks (short mode: they measure, they never fail on timing)"
-    cargo bench -p ironclad-benches --bench shield --bench tls --bench egress --bench events --quiet -- --warm-up-time 0.2 --measurement-time 0.5 --noplot
+    cargo bench -p ironclad-benches --bench shield --bench tls --bench egress --bench events --bench sources --quiet -- --warm-up-time 0.2 --measurement-time 0.5 --noplot
     # One closing line summing every cargo test binary's result.
     awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
          END { printf "tests: %d passed, %d failed\n", p, f }' "$results"
