@@ -25,6 +25,15 @@ fn strings(list: &[IpNetwork]) -> Vec<String> {
     list.iter().map(ToString::to_string).collect()
 }
 
+/// Each set's name and prefix count, in order.
+fn set_sizes(shield: &CompiledShield) -> Vec<(&str, usize)> {
+    shield
+        .sets
+        .iter()
+        .map(|s| (s.name.as_str(), s.prefixes.len()))
+        .collect()
+}
+
 /// Errors of reading `name` strictly, as `FILE:LINE:COLUMN: message` with the file name
 /// only.
 fn errors(name: &str, format: &FeedFormat) -> Vec<String> {
@@ -178,11 +187,7 @@ fn feeds_become_named_sets_with_relative_paths_and_aggregation() {
         "shield:\n  deny_feeds:\n    - path: drop.txt\n      format: spamhaus\n    - name: c2\n      path: list.csv\n      format: csv\n      column: ip_address\n      refresh: 30m\n  allow_feeds:\n    - path: list.json\n      format: json\n",
     )
     .expect("valid");
-    let sets: Vec<(&str, usize)> = shield
-        .sets
-        .iter()
-        .map(|s| (s.name.as_str(), s.prefixes.len()))
-        .collect();
+    let sets = set_sizes(&shield);
     assert_eq!(sets, [("drop", 4), ("c2", 3), ("list", 3)]);
     assert_eq!(shield.sources.len(), 3);
     assert!(shield.sources.iter().all(|s| s.modified.is_some()));
@@ -336,11 +341,7 @@ fn countries_become_one_set_each_and_allow_lists_deny_the_rest() {
         "shield:\n  geoip_db: countries.mmdb\n  allow_countries: [NL]\n  management: [10.0.0.1]\n",
     )
     .expect("valid");
-    let sets: Vec<(&str, usize)> = shield
-        .sets
-        .iter()
-        .map(|s| (s.name.as_str(), s.prefixes.len()))
-        .collect();
+    let sets = set_sizes(&shield);
     let rest = ironclad_policy::sources::everything_but_local();
     assert_eq!(
         sets,

@@ -15,7 +15,7 @@ use ironclad_core::testing::{ping, BpffsDir, NetNs, VethPair};
 
 mod common;
 
-use common::{Daemon, BIN};
+use common::{run_args, Daemon, BIN};
 
 fn countries_db() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -69,20 +69,9 @@ impl GeoLab {
     fn spawn(&self, policy: &str) -> Daemon {
         let config = self.dir.path().join("policy.yaml");
         std::fs::write(&config, policy).expect("policy");
-        let daemon = Daemon::spawn(&[
-            "run".into(),
-            "--config".into(),
-            config.display().to_string(),
-            "--iface".into(),
-            self.veth.host().to_string(),
-            "--pin-dir".into(),
-            self.pins.path().display().to_string(),
-            "--audit-log".into(),
-            self.dir.path().join("audit.jsonl").display().to_string(),
-            "--metrics".into(),
-            "127.0.0.1:0".into(),
-            "--detach-on-exit".into(),
-        ]);
+        let mut args = run_args(&config, &self.veth, &self.pins, self.dir.path());
+        args.extend(["--metrics", "127.0.0.1:0", "--detach-on-exit"].map(String::from));
+        let daemon = Daemon::spawn(&args);
         daemon.wait_for("ready");
         daemon
     }

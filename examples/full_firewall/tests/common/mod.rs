@@ -16,6 +16,22 @@ use ironclad_core::testing::{ping, BpffsDir, NetNs, VethPair};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_full_firewall");
 
+/// `full_firewall run` with `config` on the host end of `veth`, pins under `pins` and
+/// the audit log in `dir`.
+pub fn run_args(config: &Path, veth: &VethPair, pins: &BpffsDir, dir: &Path) -> Vec<String> {
+    vec![
+        "run".into(),
+        "--config".into(),
+        config.display().to_string(),
+        "--iface".into(),
+        veth.host().to_string(),
+        "--pin-dir".into(),
+        pins.path().display().to_string(),
+        "--audit-log".into(),
+        dir.join("audit.jsonl").display().to_string(),
+    ]
+}
+
 /// A namespace on subnet 10.211.`net`.0/24 (v6: fd21:`net`::/64), sources .2 and .3.
 pub struct Lab {
     pub net: u8,
@@ -64,17 +80,7 @@ impl Lab {
     }
 
     pub fn run_args(&self, config: &Path) -> Vec<String> {
-        vec![
-            "run".into(),
-            "--config".into(),
-            config.display().to_string(),
-            "--iface".into(),
-            self.veth.host().to_string(),
-            "--pin-dir".into(),
-            self.pins.path().display().to_string(),
-            "--audit-log".into(),
-            self.dir.path().join("audit.jsonl").display().to_string(),
-        ]
+        run_args(config, &self.veth, &self.pins, self.dir.path())
     }
 
     pub fn status(&self) -> serde_json::Value {
