@@ -13,7 +13,7 @@ cd "$(dirname "$0")"
 # chromium/chromium-driver run the dashboard test headless, systemd's systemd-analyze
 # checks the unit file.
 PACKAGES=(clang llvm libelf-dev zlib1g-dev pkg-config make gcc bpftool iproute2
-          iputils-ping util-linux procps python3 bash openssl curl g++
+          iputils-ping util-linux procps python3 bash openssl curl g++ nftables
           chromium chromium-driver systemd)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
