@@ -292,6 +292,55 @@ impl LineCollector {
     }
 }
 
+/// The lines of a stream (a child's stderr, a pipe), read by a background thread and
+/// kept for the test to search.
+#[derive(Debug)]
+pub struct LineLog {
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LineLog {
+    /// Starts reading `stream` line by line until EOF.
+    pub fn start(stream: impl io::Read + Send + 'static) -> Self {
+        use std::io::BufRead;
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let reader = std::thread::spawn(move || {
+            for line in io::BufReader::new(stream).lines().map_while(Result::ok) {
+                if let Ok(mut all) = sink.lock() {
+                    all.push(line);
+                }
+            }
+        });
+        Self {
+            lines,
+            reader: Some(reader),
+        }
+    }
+
+    /// Every line read so far, joined by newlines.
+    pub fn text(&self) -> String {
+        self.lines.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+
+    /// Whether a line read so far contains `needle`.
+    pub fn contains(&self, needle: &str) -> bool {
+        self.lines
+            .lock()
+            .map(|l| l.iter().any(|line| line.contains(needle)))
+            .unwrap_or(false)
+    }
+
+    /// Waits until the stream reaches EOF (every writer closed it, e.g. the child
+    /// exited): every line written is then in the log.
+    pub fn finish(&mut self) {
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
 /// The Python interpreter itself (not a wrapper script that execs it), as
 /// `os.path.realpath(sys.executable)` reports it: the file whose identity the kernel
 /// sees when `python3` runs.

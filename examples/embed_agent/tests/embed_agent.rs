@@ -7,24 +7,20 @@
     reason = "test helpers fail the test with a message"
 )]
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ironclad_core::require_privileges;
-use ironclad_core::testing::{ping, BpffsDir, LineCollector, NetNs, TestCgroup, VethPair};
+use ironclad_core::testing::{ping, BpffsDir, LineCollector, LineLog, NetNs, TestCgroup, VethPair};
 
 const BIN: &str = env!("CARGO_BIN_EXE_embed_agent");
 
 /// The agent's stderr, line by line.
 struct Agent {
     child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-    /// The stderr reader; it ends at EOF, when the agent has exited.
-    reader: Option<std::thread::JoinHandle<()>>,
+    log: LineLog,
 }
 
 impl Agent {
@@ -36,27 +32,19 @@ impl Agent {
             .spawn()
             .expect("spawn embed_agent");
         let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = log.clone();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().expect("lock").push(line);
-            }
-        });
         Self {
             child,
-            log,
-            reader: Some(reader),
+            log: LineLog::start(stderr),
         }
     }
 
     fn log(&self) -> String {
-        self.log.lock().expect("lock").join("\n")
+        self.log.text()
     }
 
     fn wait_for(&mut self, needle: &str) {
         let start = Instant::now();
-        while !self.log().contains(needle) {
+        while !self.log.contains(needle) {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 panic!("the agent exited ({status}):\n{}", self.log());
             }
@@ -79,9 +67,7 @@ impl Agent {
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 // Every line it wrote is collected before the caller reads the log.
-                if let Some(reader) = self.reader.take() {
-                    let _ = reader.join();
-                }
+                self.log.finish();
                 return status;
             }
             assert!(

@@ -212,20 +212,13 @@ fn a_refreshed_feed_file_changes_enforcement_under_the_running_daemon() {
         "shield:\n  deny_feeds:\n    - path: blocklist.txt\n      format: plain\n      refresh: 1s\n",
     )
     .expect("policy");
-    let mut daemon = Daemon::spawn(&[
-        "run".into(),
-        "--config".into(),
-        config.display().to_string(),
-        "--iface".into(),
-        veth.host().to_string(),
-        "--pin-dir".into(),
-        pins.path().display().to_string(),
-        "--audit-log".into(),
-        dir.path().join("audit.jsonl").display().to_string(),
+    let mut args = run_args(&config, &veth, &pins, dir.path());
+    args.extend([
         "--metrics".into(),
         "127.0.0.1:0".into(),
         "--detach-on-exit".into(),
     ]);
+    let mut daemon = Daemon::spawn(&args);
     daemon.wait_for("ready");
     let ping_from = |host: &str, n| ping(&ns, host, "10.214.0.1", n, "0.2").expect("ping");
     assert_eq!(ping_from("10.214.0.2", 2), 0);

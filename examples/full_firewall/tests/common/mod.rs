@@ -6,13 +6,11 @@
     reason = "each test binary uses part of the helpers"
 )]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ironclad_core::testing::{ping, BpffsDir, NetNs, VethPair};
+use ironclad_core::testing::{ping, BpffsDir, LineLog, NetNs, VethPair};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_full_firewall");
 
@@ -108,9 +106,7 @@ impl Lab {
 /// A running daemon whose stderr is collected line by line.
 pub struct Daemon {
     pub child: Option<Child>,
-    pub lines: Arc<Mutex<Vec<String>>>,
-    /// The thread reading stderr; it ends at EOF, when the daemon has exited.
-    reader: Option<std::thread::JoinHandle<()>>,
+    log: LineLog,
 }
 
 impl Daemon {
@@ -138,34 +134,20 @@ impl Daemon {
             .expect("spawn full_firewall");
         // The parent's copy of the write end went into `cmd`; drop it so EOF comes.
         drop(cmd);
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(reader).lines().map_while(Result::ok) {
-                sink.lock().expect("lock").push(line);
-            }
-        });
         Self {
             child: Some(child),
-            lines,
-            reader: Some(reader),
+            log: LineLog::start(reader),
         }
     }
 
     pub fn log(&self) -> String {
-        self.lines.lock().expect("lock").join("\n")
+        self.log.text()
     }
 
     pub fn wait_for(&self, needle: &str) {
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(20) {
-            if self
-                .lines
-                .lock()
-                .expect("lock")
-                .iter()
-                .any(|l| l.contains(needle))
-            {
+            if self.log.contains(needle) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -201,9 +183,7 @@ impl Daemon {
         loop {
             if let Some(status) = child.try_wait().expect("wait") {
                 // Every line it wrote is collected before the caller reads the log.
-                if let Some(reader) = self.reader.take() {
-                    let _ = reader.join();
-                }
+                self.log.finish();
                 return status;
             }
             assert!(
