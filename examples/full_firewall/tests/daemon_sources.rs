@@ -213,11 +213,7 @@ fn a_refreshed_feed_file_changes_enforcement_under_the_running_daemon() {
     )
     .expect("policy");
     let mut args = run_args(&config, &veth, &pins, dir.path());
-    args.extend([
-        "--metrics".into(),
-        "127.0.0.1:0".into(),
-        "--detach-on-exit".into(),
-    ]);
+    args.extend(["--metrics", "127.0.0.1:0", "--detach-on-exit"].map(String::from));
     let mut daemon = Daemon::spawn(&args);
     daemon.wait_for("ready");
     let ping_from = |host: &str, n| ping(&ns, host, "10.214.0.1", n, "0.2").expect("ping");
