@@ -194,7 +194,8 @@ cmd_test() {
     local entry crate target found
     for entry in ironclad-events:decode ironclad-events:dns ironclad-policy:feed_plain \
         ironclad-policy:feed_spamhaus ironclad-policy:feed_feodo ironclad-policy:feed_firehol \
-        ironclad-policy:feed_csv ironclad-policy:feed_json ironclad-policy:policy_yaml; do
+        ironclad-policy:feed_csv ironclad-policy:feed_json ironclad-policy:policy_yaml \
+        ironclad-policy:bundle_manifest; do
         crate=${entry%%:*} target=${entry##*:}
         found=$(mktemp -d)
         (cd "$crate" && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "$found" "fuzz/corpus/$target" \

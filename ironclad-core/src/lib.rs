@@ -26,6 +26,7 @@
 
 pub mod abi;
 pub mod error;
+pub mod fsutil;
 pub mod identity;
 pub mod privilege;
 #[cfg(feature = "testing")]

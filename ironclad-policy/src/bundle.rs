@@ -180,7 +180,13 @@ fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
 
 /// The key's hex line, skipping `#` comment lines.
 fn key_line(path: &Path) -> Result<String, BundleError> {
-    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    let bytes = crate::feeds::read_regular_file(path, 64 * 1024).map_err(|message| {
+        BundleError::BadKey {
+            path: path.to_path_buf(),
+            message,
+        }
+    })?;
+    let text = String::from_utf8_lossy(&bytes);
     text.lines()
         .map(str::trim)
         .find(|l| !l.is_empty() && !l.starts_with('#'))
@@ -287,7 +293,10 @@ fn read_limited(path: &Path) -> Result<Vec<u8>, BundleError> {
             message: format!("not a regular file of at most {MAX_FILE_BYTES} bytes"),
         });
     }
-    std::fs::read(path).map_err(io(path))
+    crate::feeds::read_regular_file(path, MAX_FILE_BYTES).map_err(|message| BundleError::Unlisted {
+        path: path.to_path_buf(),
+        message,
+    })
 }
 
 fn sha256(bytes: &[u8]) -> String {
@@ -352,6 +361,24 @@ fn inside(rel: &str) -> bool {
         .all(|c| matches!(c, Component::Normal(_)))
 }
 
+/// Parses a manifest's bytes and checks every listed path stays inside the bundle
+/// (relative, no `..`, no empty name). The verifier calls it after the signature
+/// verified; it is total (fuzzed): any bytes give a manifest or a message.
+pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, String> {
+    let manifest: Manifest = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    for (rel, hash) in &manifest.files {
+        if rel.is_empty() || !inside(rel) {
+            return Err(format!("`{rel}` leaves the bundle directory"));
+        }
+        if unhex::<32>(hash).is_none() {
+            return Err(format!(
+                "`{rel}`: `{hash}` is not a SHA-256 (64 hex digits)"
+            ));
+        }
+    }
+    Ok(manifest)
+}
+
 /// Verifies the bundle in `dir` against `key` and the last accepted bundle, and copies
 /// its files into `staging` (emptied first). Nothing is applied here: the caller compiles
 /// [`Verified::policy`], applies it, then saves [`Verified::accepted`].
@@ -375,11 +402,10 @@ pub fn verify_bundle(
         .map_err(|_| BundleError::BadSignature {
             path: sig_path.clone(),
         })?;
-    let manifest: Manifest =
-        serde_json::from_slice(&text).map_err(|e| BundleError::BadManifest {
-            path: manifest_path.clone(),
-            message: e.to_string(),
-        })?;
+    let manifest = parse_manifest(&text).map_err(|message| BundleError::BadManifest {
+        path: manifest_path.clone(),
+        message,
+    })?;
     let accepted = Accepted {
         serial: manifest.serial,
         manifest_sha256: sha256(&text),
@@ -448,9 +474,68 @@ pub fn verify_bundle(
     })
 }
 
-/// The paths a compiled policy reads (feeds, GeoIP database) that are outside `staging`:
-/// a bundle must carry everything its policy uses.
-pub fn outside_paths(shield: &crate::shield::CompiledShield, staging: &Path) -> Vec<PathBuf> {
+/// Why a path a bundle's policy names is not inside the bundle.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PathEscape {
+    /// The path has a `..` component (resolved or not, it is refused).
+    #[error("`{0}` has a `..` component")]
+    ParentComponent(PathBuf),
+    /// The path, with every symbolic link resolved, lies outside the bundle.
+    #[error("`{path}` resolves to `{resolved}`, outside the bundle")]
+    Outside {
+        /// As named.
+        path: PathBuf,
+        /// With links resolved.
+        resolved: PathBuf,
+    },
+    /// The path (or the bundle directory) could not be resolved.
+    #[error("`{path}` cannot be resolved: {message}")]
+    Unresolved {
+        /// As named.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Resolves `path` (absolute, or relative to `dir`) and checks it lies inside `dir`:
+/// no `..` component anywhere, and the path with every symbolic link resolved
+/// (`realpath(3)`) below `dir` resolved the same way. A textual prefix test is not
+/// enough: `dir/feeds/../../../tmp/x` starts with `dir`.
+pub fn resolve_inside(path: &Path, dir: &Path) -> Result<PathBuf, PathEscape> {
+    let joined = dir.join(path);
+    if joined
+        .components()
+        .any(|c| matches!(c, Component::ParentDir))
+    {
+        return Err(PathEscape::ParentComponent(path.to_path_buf()));
+    }
+    let unresolved = |p: &Path, e: std::io::Error| PathEscape::Unresolved {
+        path: p.to_path_buf(),
+        message: e.to_string(),
+    };
+    let root = std::fs::canonicalize(dir).map_err(|e| unresolved(dir, e))?;
+    let resolved = std::fs::canonicalize(&joined).map_err(|e| unresolved(path, e))?;
+    if resolved.starts_with(&root) {
+        Ok(resolved)
+    } else {
+        Err(PathEscape::Outside {
+            path: path.to_path_buf(),
+            resolved,
+        })
+    }
+}
+
+/// The files a compiled Shield policy reads (feeds, the GeoIP database) that are not
+/// inside `staging`, the verified copy of a bundle, each with the reason: such a policy
+/// would let an unsigned file decide what is dropped, so the daemon refuses it. Paths
+/// are resolved ([`resolve_inside`]): `..` components and symbolic links leading out
+/// are caught.
+pub fn outside_paths(
+    shield: &crate::shield::CompiledShield,
+    staging: &Path,
+) -> Vec<(PathBuf, PathEscape)> {
     use crate::sources::SourceKind;
     shield
         .sources
@@ -460,7 +545,7 @@ pub fn outside_paths(shield: &crate::shield::CompiledShield, staging: &Path) -> 
             SourceKind::Country { db, .. } => Some(db.clone()),
             SourceKind::Everything => None,
         })
-        .filter(|p| !p.starts_with(staging))
+        .filter_map(|p| resolve_inside(&p, staging).err().map(|e| (p, e)))
         .collect()
 }
 
@@ -476,6 +561,90 @@ mod tests {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         std::fs::write(dir.join("feeds/list.txt"), "192.0.2.1\n").unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Regression: `feeds/../../../../tmp/x/outside.txt` passed the old textual prefix
+    /// test and let an unsigned file decide what is dropped.
+    #[test]
+    fn bundle_paths_are_resolved_not_compared_as_text() {
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let staging = tmp.path().join("state/bundle");
+        let outside = tmp.path().join("x");
+        for dir in [staging.join("feeds"), outside.clone()] {
+            std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{e}"));
+        }
+        std::fs::write(staging.join("feeds/list.txt"), "192.0.2.1\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(outside.join("outside.txt"), "0.0.0.0/0\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        std::os::unix::fs::symlink(&outside, staging.join("linked"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let inside = resolve_inside(Path::new("feeds/list.txt"), &staging);
+        assert_eq!(
+            inside.ok(),
+            std::fs::canonicalize(staging.join("feeds/list.txt")).ok()
+        );
+        let dotdot = resolve_inside(Path::new("feeds/../../../x/outside.txt"), &staging);
+        assert!(
+            matches!(dotdot, Err(PathEscape::ParentComponent(_))),
+            "{dotdot:?}"
+        );
+        let absolute = resolve_inside(&outside.join("outside.txt"), &staging);
+        assert!(
+            matches!(absolute, Err(PathEscape::Outside { .. })),
+            "{absolute:?}"
+        );
+        let linked = resolve_inside(Path::new("linked/outside.txt"), &staging);
+        assert!(
+            matches!(linked, Err(PathEscape::Outside { .. })),
+            "{linked:?}"
+        );
+        let missing = resolve_inside(Path::new("feeds/none.txt"), &staging);
+        assert!(
+            matches!(missing, Err(PathEscape::Unresolved { .. })),
+            "{missing:?}"
+        );
+        // The same through a compiled policy, as the daemon checks it.
+        let policy = staging.join(POLICY);
+        std::fs::write(
+            &policy,
+            "shield:\n  deny_feeds:\n    - path: feeds/list.txt\n      format: plain\n    \
+             - path: feeds/../../../x/outside.txt\n      format: plain\n    \
+             - path: linked/outside.txt\n      format: plain\n      name: linked\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let compiled = crate::config::compile_file(&policy).unwrap_or_else(|e| panic!("{e}"));
+        let shield = compiled
+            .shield
+            .unwrap_or_else(|| panic!("a shield section"));
+        let refused: Vec<String> = outside_paths(&shield, &staging)
+            .iter()
+            .map(|(p, _)| p.strip_prefix(&staging).unwrap_or(p).display().to_string())
+            .collect();
+        assert_eq!(
+            refused,
+            ["feeds/../../../x/outside.txt", "linked/outside.txt"]
+        );
+    }
+
+    /// A bundle holding a symbolic link (to a directory outside it) is neither signed
+    /// nor accepted: only regular files travel in a bundle.
+    #[test]
+    fn a_symlinked_directory_in_a_bundle_is_refused() {
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (dir, staging) = (tmp.path().join("b"), tmp.path().join("staging"));
+        bundle(&dir);
+        let secret = tmp.path().join("k");
+        let public = generate_key(&secret).unwrap_or_else(|e| panic!("{e}"));
+        let key = TrustedKey::from_file(&public).unwrap_or_else(|e| panic!("{e}"));
+        sign_bundle(&dir, &secret, None).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir_all(tmp.path().join("elsewhere")).unwrap_or_else(|e| panic!("{e}"));
+        std::os::unix::fs::symlink(tmp.path().join("elsewhere"), dir.join("more"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let err = verify_bundle(&dir, &key, None, &staging).expect_err("an unlisted link");
+        assert!(matches!(err, BundleError::Unlisted { .. }), "{err}");
+        let err = sign_bundle(&dir, &secret, None).expect_err("a link is not signed");
+        assert!(err.to_string().contains("not a regular file"), "{err}");
     }
 
     #[test]

@@ -62,7 +62,7 @@ use crate::tls::{TlsPolicy, TlsScope, DEFAULT_MAX_BYTES, MAX_BYTES_LIMIT};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    shield: Option<RawShield>,
+    shield: Option<Spanned<RawShield>>,
     tls: Option<RawTls>,
     egress: Option<RawEgress>,
     telemetry: Option<RawTelemetry>,
@@ -229,6 +229,10 @@ pub struct CompiledConfig {
     pub telemetry: Option<TelemetryPolicy>,
     /// The `sentinel` section, if present.
     pub sentinel: Option<SentinelPolicy>,
+    /// What compiles but is probably a mistake (a `/0` deny with no management
+    /// valve: the host locks its operator out), as `FILE:LINE:COLUMN: warning: ...`.
+    /// `check` prints them; the daemon logs them.
+    pub warnings: Vec<Diagnostic>,
 }
 
 fn position(location: &Location) -> Option<(u64, u64)> {
@@ -247,12 +251,38 @@ fn diagnostic(path: &Path, at: Option<(u64, u64)>, message: String) -> Diagnosti
 }
 
 /// Parses an address (`192.0.2.1`, a /32 or /128) or a CIDR (`192.0.2.0/24`).
+///
+/// An IPv4-mapped IPv6 prefix (`::ffff:192.0.2.1`, `::ffff:10.0.0.0/104`) is read as the
+/// IPv4 prefix it stands for: packets carry IPv4 sources as IPv4, so the IPv6 form
+/// would never match.
+///
+/// ```
+/// use ironclad_policy::config::parse_net;
+/// assert_eq!(parse_net("::ffff:10.251.0.2/128"), parse_net("10.251.0.2/32"));
+/// assert_eq!(parse_net("::ffff:10.0.0.0/104").map(|n| n.to_string()).as_deref(), Some("10.0.0.0/8"));
+/// assert_eq!(parse_net("2001:db8::/32").map(|n| n.is_ipv6()), Some(true));
+/// ```
 pub fn parse_net(text: &str) -> Option<IpNetwork> {
     let text = text.trim();
-    if text.contains('/') {
+    let net = if text.contains('/') {
         text.parse().ok()
     } else {
         text.parse::<IpAddr>().ok().map(IpNetwork::from)
+    }?;
+    Some(unmap_v4(net))
+}
+
+/// The IPv4 prefix an IPv4-mapped IPv6 prefix (`::ffff:0:0/96` and longer) stands for;
+/// any other prefix unchanged.
+pub fn unmap_v4(net: IpNetwork) -> IpNetwork {
+    match net {
+        IpNetwork::V6(v6) if v6.prefix() >= 96 => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => {
+                ipnetwork::Ipv4Network::new(v4, v6.prefix() - 96).map_or(net, IpNetwork::V4)
+            }
+            None => net,
+        },
+        _ => net,
     }
 }
 
@@ -267,7 +297,10 @@ fn entries(name: &str, list: &[Spanned<String>], problems: &mut Vec<PolicyError>
             Some(net) => out.push(Entry { net, origin }),
             None => problems.push(PolicyError::Invalid {
                 origin,
-                message: format!("`{}` is not an IP address or CIDR", item.value),
+                message: format!(
+                    "`{}` is not an IP address or CIDR",
+                    crate::error::excerpt(&item.value, 80)
+                ),
             }),
         }
     }
@@ -582,6 +615,53 @@ fn explain(message: &str) -> String {
         Some(at) if message[at..].contains(", column ") => &message[..at],
         _ => message,
     };
+    // The reader's advice is for the program that calls it, not for the person who
+    // wrote the policy: say what is wrong in the policy's own terms.
+    if let Some(key) = message.strip_prefix("duplicate mapping key: ") {
+        let key = key.split(", set ").next().unwrap_or(key);
+        return format!("duplicate key `{key}`: each key may appear once here");
+    }
+    if let Some(field) = message.strip_prefix("missing field ") {
+        return format!("missing key {field}");
+    }
+    let plain = [
+        (
+            "expected sequence start",
+            "expected a list (`[a, b]` or `- a` lines)",
+        ),
+        (
+            "expected mapping start",
+            "expected a mapping (`key: value` lines)",
+        ),
+        (
+            "expected string scalar",
+            "expected a single value (a string)",
+        ),
+        ("invalid boolean", "expected `true` or `false`"),
+        (
+            "invalid u32",
+            "expected a whole number from 0 to 4294967295",
+        ),
+        (
+            "invalid u64",
+            "expected a whole number from 0 to 18446744073709551615",
+        ),
+    ];
+    if let Some((_, better)) = plain.iter().find(|(raw, _)| message == *raw) {
+        return (*better).to_string();
+    }
+    if message.starts_with("budget breached") {
+        return "the policy is too large for the YAML reader (more than its node, depth or \
+                alias budget): put long prefix lists in a feed file (`shield.deny_feeds`)"
+            .to_string();
+    }
+    // Other hints addressed to programmers (`use Option<...>`, `... in Options`) are
+    // cut off.
+    let message = ["; use Option<", ", use Option<", " in Options", ", set "]
+        .iter()
+        .filter_map(|hint| message.find(hint))
+        .min()
+        .map_or(message, |at| &message[..at]);
     let Some(rest) = message.strip_prefix("unknown field `") else {
         return message.to_string();
     };
@@ -610,7 +690,7 @@ fn explain(message: &str) -> String {
 
 /// Parses policy `text` (read from `path`, used in messages) without compiling it.
 pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    let (config, problems, file_problems) = parse_inner(text, path)?;
+    let (config, problems, file_problems, _) = parse_inner(text, path)?;
     if problems.is_empty() && file_problems.is_empty() {
         Ok(config)
     } else {
@@ -621,7 +701,12 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
 /// The policy as far as it could be read (bad entries left out), and the problems.
 /// Also the problems found in the files the policy refers to (feeds, databases), each
 /// with that file's own path and position.
-type Parsed = (Config, Vec<PolicyError>, Vec<Diagnostic>);
+/// The last element: positions of fields whose compile errors carry only the field name
+/// (section-level limits, the IPv4 lookup), so those errors are located too.
+type Parsed = (Config, Vec<PolicyError>, Vec<Diagnostic>, Positions);
+
+/// Field name → line and column.
+type Positions = std::collections::BTreeMap<String, (u64, u64)>;
 
 fn parse_port(port: &RawPort) -> Result<(u16, u16), String> {
     let one = |n: u64| u16::try_from(n).ok().filter(|p| *p > 0);
@@ -700,7 +785,10 @@ fn parse_egress(raw: &RawEgress, problems: &mut Vec<PolicyError>) -> EgressPolic
             Some(text) => match parse_net(text) {
                 Some(net) => Some(net),
                 None => {
-                    bad(format!("`{text}` is not an IP address or CIDR"));
+                    bad(format!(
+                        "`{}` is not an IP address or CIDR",
+                        crate::error::excerpt(text, 80)
+                    ));
                     continue;
                 }
             },
@@ -880,17 +968,86 @@ fn parse_sentinel(raw: &RawSentinel, problems: &mut Vec<PolicyError>) -> Sentine
     }
 }
 
-fn parse_inner(text: &str, path: &Path) -> Result<Parsed, ConfigError> {
+/// How many unknown keys one read reports before it stops looking for more.
+const MAX_UNKNOWN_KEYS: usize = 50;
+
+/// `text` with the unknown key at `at` and its block value (the lines below it that are
+/// indented deeper) blanked out, line numbers kept; `None` where that cannot be done
+/// safely (a key inside a flow mapping `{...}`).
+fn without_key(text: &str, (line, column): (u64, u64)) -> Option<String> {
+    let lines: Vec<&str> = text.split('\n').collect();
+    let index = usize::try_from(line).ok()?.checked_sub(1)?;
+    let key_line = *lines.get(index)?;
+    let start = key_line
+        .char_indices()
+        .nth(usize::try_from(column).ok()?.checked_sub(1)?)
+        .map(|(i, _)| i)?;
+    if key_line[..start].contains(['{', '[']) {
+        return None;
+    }
+    let indent = key_line[..start].chars().count();
+    let mut out: Vec<String> = lines.iter().map(|l| (*l).to_string()).collect();
+    out[index] = format!(
+        "{}{}",
+        &key_line[..start],
+        " ".repeat(key_line[start..].chars().count())
+    );
+    for (i, l) in lines.iter().enumerate().skip(index + 1) {
+        let deeper = l.chars().take_while(|c| *c == ' ').count() > indent;
+        if !(deeper || l.trim().is_empty()) {
+            break;
+        }
+        out[i] = String::new();
+    }
+    Some(out.join("\n"))
+}
+
+/// Reads the raw YAML. Every unknown key is reported (not only the first): each one
+/// found is blanked out and the text read again.
+fn read_raw(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
     let mut options = serde_saphyr::Options::default();
     options.with_snippet = false;
-    let raw: RawConfig = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+    let mut unknown: Vec<Diagnostic> = Vec::new();
+    let mut text = std::borrow::Cow::Borrowed(text);
+    loop {
+        let e = match serde_saphyr::from_str_with_options::<RawConfig>(&text, options.clone()) {
+            Ok(raw) if unknown.is_empty() => return Ok(raw),
+            Ok(_) => {
+                return Err(ConfigError {
+                    diagnostics: unknown,
+                })
+            }
+            Err(e) => e,
+        };
         let at = e.location().and_then(|l| position(&l));
         let message = e.to_string();
         let message = explain(message.lines().next().unwrap_or_default());
-        ConfigError {
-            diagnostics: vec![diagnostic(path, at, message)],
+        let is_unknown = message.starts_with("unknown key `");
+        if !unknown.is_empty() && !is_unknown {
+            // Whatever else is wrong may be an artefact of the blanking: fix the
+            // unknown keys first.
+            return Err(ConfigError {
+                diagnostics: unknown,
+            });
         }
-    })?;
+        unknown.push(diagnostic(path, at, message));
+        let next = match at {
+            Some(at) if is_unknown && unknown.len() < MAX_UNKNOWN_KEYS => without_key(&text, at),
+            _ => None,
+        };
+        match next {
+            Some(next) => text = std::borrow::Cow::Owned(next),
+            None => {
+                return Err(ConfigError {
+                    diagnostics: unknown,
+                })
+            }
+        }
+    }
+}
+
+fn parse_inner(text: &str, path: &Path) -> Result<Parsed, ConfigError> {
+    let raw = read_raw(text, path)?;
     let mut problems = Vec::new();
     let tls = raw.tls.as_ref().map(|t| parse_tls(t, &mut problems));
     let egress = raw.egress.as_ref().map(|e| parse_egress(e, &mut problems));
@@ -919,6 +1076,7 @@ fn parse_inner(text: &str, path: &Path) -> Result<Parsed, ConfigError> {
             interval_seconds,
         }
     });
+    let mut positions = Positions::new();
     let Some(shield) = raw.shield else {
         return Ok((
             Config {
@@ -930,8 +1088,33 @@ fn parse_inner(text: &str, path: &Path) -> Result<Parsed, ConfigError> {
             },
             problems,
             Vec::new(),
+            positions,
         ));
     };
+    if let Some(at) = position(&shield.referenced) {
+        for field in ["shield", "shield (IPv4)", "shield (IPv6)"] {
+            positions.insert(field.to_string(), at);
+        }
+    }
+    let shield = shield.value;
+    for (field, item) in [
+        (
+            "shield.ipv4_lookup",
+            shield.ipv4_lookup.as_ref().map(|s| &s.referenced),
+        ),
+        (
+            "shield.rate_limit",
+            shield.rate_limit.as_ref().map(|s| &s.referenced),
+        ),
+        (
+            "shield.management",
+            shield.management.first().map(|s| &s.referenced),
+        ),
+    ] {
+        if let Some(at) = item.and_then(position) {
+            positions.insert(field.to_string(), at);
+        }
+    }
     let base = path.parent().unwrap_or(Path::new("."));
     let mut loaded = load_sources(&shield, base, &mut problems);
     problems.append(&mut loaded.problems);
@@ -941,6 +1124,12 @@ fn parse_inner(text: &str, path: &Path) -> Result<Parsed, ConfigError> {
     let inline: Vec<IpNetwork> = deny.iter().chain(&allow).map(|e| e.net).collect();
     aggregate_sets(&mut loaded.sets, &inline);
     let management = entries("management", &shield.management, &mut problems);
+    // Catch-all entries are positioned for the lock-out warning.
+    for entry in deny.iter().filter(|e| e.net.prefix() == 0) {
+        if let Some(at) = entry.origin.at {
+            positions.insert(entry.origin.field.clone(), at);
+        }
+    }
     let mode = match &shield.mode {
         None => Mode::Enforce,
         Some(m) => match m.value.as_str() {
@@ -1017,6 +1206,7 @@ fn parse_inner(text: &str, path: &Path) -> Result<Parsed, ConfigError> {
         },
         problems,
         file_problems,
+        positions,
     ))
 }
 
@@ -1039,7 +1229,7 @@ fn to_config_error(
 /// Parses and compiles policy `text` (read from `path`): every problem in the file,
 /// syntax or semantics, comes back with its line and column.
 pub fn compile_str(text: &str, path: &Path) -> Result<CompiledConfig, ConfigError> {
-    let (config, mut problems, file_problems) = parse_inner(text, path)?;
+    let (config, mut problems, file_problems, positions) = parse_inner(text, path)?;
     let shield = match config.shield.as_ref().map(compile) {
         None => None,
         Some(Ok(compiled)) => Some(compiled),
@@ -1048,6 +1238,34 @@ pub fn compile_str(text: &str, path: &Path) -> Result<CompiledConfig, ConfigErro
             None
         }
     };
+    // `check` must refuse what `run` could not load: `ipv4_lookup: fast` is built here
+    // exactly as the loader builds it, against the kernel table's group limit.
+    if let Some(err) = shield.as_ref().and_then(|s| s.fast_path_misfit()) {
+        problems.push(PolicyError::Invalid {
+            origin: Origin::field("shield.ipv4_lookup"),
+            message: err.to_string(),
+        });
+    }
+    for problem in &mut problems {
+        let origin = problem.origin_mut();
+        if origin.at.is_none() {
+            origin.at = positions.get(origin.field.as_str()).copied();
+        }
+    }
+    let warnings = shield
+        .as_ref()
+        .map(|s| {
+            s.lockout_warnings()
+                .into_iter()
+                .map(|w| {
+                    let at =
+                        w.at.or_else(|| positions.get(&w.field).copied())
+                            .or_else(|| positions.get("shield").copied());
+                    diagnostic(path, at, format!("warning: {}: {}", w.field, w.message))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let egress = match config.egress.as_ref().map(compile_egress) {
         None => None,
         Some(Ok(compiled)) => Some(compiled),
@@ -1063,18 +1281,52 @@ pub fn compile_str(text: &str, path: &Path) -> Result<CompiledConfig, ConfigErro
             egress,
             telemetry: config.telemetry,
             sentinel: config.sentinel,
+            warnings,
         })
     } else {
         Err(to_config_error(path, problems, file_problems))
     }
 }
 
+/// The largest policy file read (16 MiB; long lists belong in feed files).
+pub const MAX_POLICY_BYTES: u64 = 16 << 20;
+
 /// Reads, parses and compiles the policy file at `path`.
 pub fn compile_file(path: &Path) -> Result<CompiledConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        diagnostics: vec![diagnostic(path, None, format!("cannot read: {e}"))],
-    })?;
+    let bytes =
+        crate::feeds::read_regular_file(path, MAX_POLICY_BYTES).map_err(|message| ConfigError {
+            diagnostics: vec![diagnostic(path, None, message)],
+        })?;
+    let text = utf8(bytes, path)?;
     compile_str(&text, path)
+}
+
+/// The text of a policy file, or a positioned error at its first byte that is not UTF-8.
+fn utf8(bytes: Vec<u8>, path: &Path) -> Result<String, ConfigError> {
+    String::from_utf8(bytes).map_err(|e| {
+        let bytes = e.as_bytes();
+        let bad = e.utf8_error().valid_up_to();
+        let before = &bytes[..bad];
+        let line = before.iter().filter(|b| **b == b'\n').count() as u64 + 1;
+        let line_start = before
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        let column = String::from_utf8_lossy(&before[line_start..])
+            .chars()
+            .count() as u64
+            + 1;
+        ConfigError {
+            diagnostics: vec![diagnostic(
+                path,
+                Some((line, column)),
+                format!(
+                    "not UTF-8 text (byte 0x{:02x}); a policy file is UTF-8",
+                    bytes[bad]
+                ),
+            )],
+        }
+    })
 }
 
 #[cfg(test)]
@@ -1093,6 +1345,213 @@ shield:
   rate_limit: { pps: 1000, burst: 2000 }
   sample_rate: 1
 ";
+
+    /// Regression (hardening): only the first unknown key was reported.
+    #[test]
+    fn every_unknown_key_is_reported_with_its_position() {
+        let text =
+            "shield:\n  bogus: 1\n  deny: [192.0.2.1]\n  modee: enforce\ntls:\n  max_byte: 10\n";
+        let err = compile_str(text, Path::new("p.yaml")).expect_err("unknown keys");
+        let lines: Vec<String> = err.diagnostics.iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 3, "{lines:#?}");
+        assert!(
+            lines[0].starts_with("p.yaml:2:3: unknown key `bogus`"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].starts_with("p.yaml:4:3: unknown key `modee`; did you mean `mode`?"),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[2].starts_with("p.yaml:6:3: unknown key `max_byte`; did you mean `max_bytes`?"),
+            "{}",
+            lines[2]
+        );
+    }
+
+    /// Regression (hardening): messages carried the YAML reader's advice to programmers.
+    #[test]
+    fn messages_speak_of_the_policy_not_of_serde() {
+        let cases = [
+            (
+                "shield:\n  deny: [192.0.2.1]\n  deny: [192.0.2.2]\n",
+                "p.yaml:3:3: duplicate key `deny`: each key may appear once here",
+            ),
+            (
+                "shield:\n  rate_limit: { pps: 1 }\n",
+                "p.yaml:2:17: missing key `burst`",
+            ),
+            (
+                "shield:\n  sample_rate: -1\n",
+                "p.yaml:2:16: expected a whole number from 0 to 4294967295",
+            ),
+            (
+                "shield:\n  deny: 192.0.2.1\n",
+                "p.yaml:2:9: expected a list (`[a, b]` or `- a` lines)",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = compile_str(text, Path::new("p.yaml")).expect_err(want);
+            let got = err.to_string();
+            assert_eq!(got, want);
+            for leak in ["DuplicateKeyPolicy", "Option<", "Options", "u32"] {
+                assert!(!got.contains(leak), "{got}");
+            }
+        }
+    }
+
+    /// Regression (hardening): a non-UTF-8 policy was reported without a position.
+    #[test]
+    fn a_non_utf8_policy_is_reported_at_its_first_bad_byte() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("p.yaml");
+        std::fs::write(&path, b"shield:\n  deny: [192.0.2.1] # caf\xe9\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let err = compile_file(&path).expect_err("not UTF-8");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}:2:26: not UTF-8 text (byte 0xe9); a policy file is UTF-8",
+                path.display()
+            )
+        );
+    }
+
+    /// Regression (hardening): a FIFO as the policy or as a feed hung `check` (and the
+    /// daemon) in `open(2)`.
+    #[test]
+    fn a_fifo_policy_or_feed_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let fifo = dir.path().join("feed.txt");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+        let err = compile_file(&fifo).expect_err("a FIFO policy");
+        assert_eq!(
+            err.to_string(),
+            format!("{}: not a regular file (a FIFO)", fifo.display())
+        );
+        let policy = dir.path().join("p.yaml");
+        std::fs::write(
+            &policy,
+            "shield:\n  deny_feeds:\n    - path: feed.txt\n      format: plain\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let err = compile_file(&policy).expect_err("a FIFO feed");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{}:3:7: shield.deny_feeds[0]: ", policy.display()))
+                && err.to_string().contains("not a regular file (a FIFO)"),
+            "{err}"
+        );
+    }
+
+    /// Regression (hardening): `::ffff:10.251.0.2/128` was accepted and never matched
+    /// the IPv4 source it names.
+    #[test]
+    fn ipv4_mapped_prefixes_become_ipv4() {
+        let text = "shield:\n  deny: ['::ffff:10.251.0.2/128', '::ffff:10.0.0.0/104']\n  management: ['::ffff:192.0.2.10']\n";
+        let compiled = compile_str(text, Path::new("p.yaml")).unwrap_or_else(|e| panic!("{e}"));
+        let shield = compiled.shield.unwrap_or_else(|| panic!("shield"));
+        let rules: Vec<String> = shield.rules.iter().map(|r| r.cidr.to_string()).collect();
+        assert_eq!(rules, ["10.251.0.2/32", "10.0.0.0/8"]);
+        assert_eq!(shield.ipv4_prefixes(), 2);
+        assert_eq!(shield.ipv6_prefixes(), 0);
+        assert_eq!(shield.management[0].to_string(), "192.0.2.10/32");
+    }
+
+    /// Regression (hardening): `deny: [0.0.0.0/0]` with no management entry locked the
+    /// host out without a word.
+    #[test]
+    fn denying_everything_without_a_valve_is_a_located_warning() {
+        let text = "shield:\n  deny:\n    - 198.51.100.0/24\n    - 0.0.0.0/0\n    - ::/0\n";
+        let compiled = compile_str(text, Path::new("p.yaml")).unwrap_or_else(|e| panic!("{e}"));
+        let warnings: Vec<String> = compiled.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(warnings.len(), 2, "{warnings:#?}");
+        assert!(
+            warnings[0]
+                .starts_with("p.yaml:4:7: warning: shield.deny[1]: denies every IPv4 source"),
+            "{}",
+            warnings[0]
+        );
+        assert!(
+            warnings[1]
+                .starts_with("p.yaml:5:7: warning: shield.deny[2]: denies every IPv6 source"),
+            "{}",
+            warnings[1]
+        );
+        let valved = format!("{text}  management: [192.0.2.10, 2001:db8::1]\n");
+        let compiled = compile_str(&valved, Path::new("p.yaml")).unwrap_or_else(|e| panic!("{e}"));
+        assert!(compiled.warnings.is_empty(), "{:?}", compiled.warnings);
+    }
+
+    /// Regression (hardening): `check` passed `ipv4_lookup: fast` with 9,000 scattered
+    /// /32s, which `run` then could not load.
+    #[test]
+    fn a_forced_fast_path_that_cannot_fit_is_refused_by_check() {
+        let mut text = String::from("shield:\n  ipv4_lookup: fast\n  deny:\n");
+        for i in 0..9000u32 {
+            // One /32 in each of 9,000 different /24s.
+            let a = 0x0a00_0001 + (i << 8);
+            text.push_str(&format!("    - {}\n", std::net::Ipv4Addr::from(a)));
+        }
+        let err = compile_str(&text, Path::new("p.yaml")).expect_err("does not fit");
+        let got = err.to_string();
+        assert!(
+            got.starts_with("p.yaml:2:16: shield.ipv4_lookup: the IPv4 fast path needs 9000 second-level groups"),
+            "{got}"
+        );
+        let auto = text.replace("ipv4_lookup: fast", "ipv4_lookup: auto");
+        assert!(
+            compile_str(&auto, Path::new("p.yaml")).is_ok(),
+            "auto falls back to the trie"
+        );
+    }
+
+    /// Regression (hardening): an error about a 10 MB feed line echoed the whole line
+    /// and raw terminal escapes.
+    #[test]
+    fn quoted_input_is_capped_and_escaped() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let feed = dir.path().join("feed.txt");
+        let mut line = String::from("\x1b[2J");
+        line.push_str(&"9".repeat(10 << 20));
+        std::fs::write(&feed, format!("192.0.2.1\n{line}\n")).unwrap_or_else(|e| panic!("{e}"));
+        let policy = dir.path().join("p.yaml");
+        std::fs::write(
+            &policy,
+            "shield:\n  deny_feeds:\n    - path: feed.txt\n      format: plain\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let err = compile_file(&policy).expect_err("bad line").to_string();
+        assert!(err.len() < 2048, "{} bytes", err.len());
+        assert!(!err.contains('\x1b'), "{err}");
+        assert!(err.contains("\\u{1b}[2J999"), "{err}");
+        assert!(err.contains("more characters)"), "{err}");
+    }
+
+    /// Over-limit errors name the section's position, not only a field.
+    #[test]
+    fn over_limit_errors_are_located() {
+        let text = "shield:\n  management:\n    - 192.0.2.1\n";
+        let mut big = String::from(text);
+        for i in 0..300u32 {
+            big.push_str(&format!("    - 198.51.{}.{}\n", i / 200, i % 200));
+        }
+        if let Err(err) = compile_str(&big, Path::new("p.yaml")) {
+            assert!(
+                err.to_string()
+                    .starts_with("p.yaml:3:7: shield.management:"),
+                "{err}"
+            );
+        } else {
+            assert!(
+                ironclad_core::abi::SHIELD_MAX_VALVE_PREFIXES as usize >= 301,
+                "301 valve prefixes fit the limit"
+            );
+        }
+    }
 
     #[test]
     fn unknown_keys_get_a_did_you_mean_hint() {

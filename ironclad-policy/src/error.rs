@@ -76,6 +76,16 @@ pub enum PolicyError {
 }
 
 impl PolicyError {
+    /// Where in the policy the problem is, to be completed (a position found later).
+    pub fn origin_mut(&mut self) -> &mut Origin {
+        match self {
+            Self::HostBitsSet { origin, .. }
+            | Self::Conflict { origin, .. }
+            | Self::TooMany { origin, .. }
+            | Self::Invalid { origin, .. } => origin,
+        }
+    }
+
     /// Where in the policy the problem is.
     pub fn origin(&self) -> &Origin {
         match self {
@@ -109,18 +119,51 @@ impl Diagnostic {
     }
 }
 
+/// The longest message a [`Diagnostic`] prints (characters).
+pub const MAX_MESSAGE_CHARS: usize = 1024;
+
+/// `text` as it may be shown on a terminal or in a log: control characters (terminal
+/// escapes, newlines) written as escapes, and at most `max` characters, then how many
+/// more there were.
+///
+/// ```
+/// use ironclad_policy::error::excerpt;
+/// assert_eq!(excerpt("10.0.0.1\x1b[2J", 80), "10.0.0.1\\u{1b}[2J");
+/// assert_eq!(excerpt(&"x".repeat(100), 10), "xxxxxxxxxx… (90 more characters)");
+/// ```
+pub fn excerpt(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    let mut shown = 0;
+    for c in text.chars() {
+        if shown == max {
+            let rest = text.chars().count() - max;
+            out.push_str(&format!("… ({rest} more characters)"));
+            return out;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+        shown += 1;
+    }
+    out
+}
+
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Messages quote what the file says: a 10 MB line or terminal escapes in a feed
+        // must not reach the terminal as they are.
+        let message = excerpt(&self.message, MAX_MESSAGE_CHARS);
         if self.is_whole_file() {
-            return write!(f, "{}: {}", self.path.display(), self.message);
+            return write!(f, "{}: {message}", self.path.display());
         }
         write!(
             f,
-            "{}:{}:{}: {}",
+            "{}:{}:{}: {message}",
             self.path.display(),
             self.line,
             self.column,
-            self.message
         )
     }
 }

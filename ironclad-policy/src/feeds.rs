@@ -28,12 +28,11 @@
 //! them, and masks host bits with a warning. IPv4 and IPv6 may be mixed. A feed with no
 //! entries is valid (an empty set).
 
-use std::net::IpAddr;
 use std::path::Path;
 
 use ipnetwork::IpNetwork;
 
-use crate::error::{ConfigError, Diagnostic};
+use crate::error::{excerpt, ConfigError, Diagnostic};
 
 /// How many problems a feed reports before it summarises the rest.
 pub const MAX_REPORTED: usize = 50;
@@ -149,7 +148,7 @@ impl<'a> Collector<'a> {
             self.bad(
                 line,
                 column,
-                format!("`{text}` is not an IP address or CIDR"),
+                format!("`{}` is not an IP address or CIDR", excerpt(text, EXCERPT)),
             );
             return;
         };
@@ -211,13 +210,12 @@ impl<'a> Collector<'a> {
     }
 }
 
-/// An IP address (a /32 or /128) or a CIDR.
+/// How much of a bad entry a message quotes (characters).
+const EXCERPT: usize = 80;
+
+/// An IP address (a /32 or /128) or a CIDR; IPv4-mapped IPv6 prefixes become IPv4.
 fn parse_entry(text: &str) -> Option<IpNetwork> {
-    if text.contains('/') {
-        text.parse().ok()
-    } else {
-        text.parse::<IpAddr>().ok().map(IpNetwork::from)
-    }
+    crate::config::parse_net(text)
 }
 
 /// 1-based column of byte offset `at` in `line`, counted in characters.
@@ -242,7 +240,10 @@ fn parse_lines(text: &str, c: &mut Collector<'_>, comment: char, rest_allowed: b
             c.bad(
                 line,
                 column_of(raw, after_at),
-                format!("unexpected `{}` after the entry", after.trim()),
+                format!(
+                    "unexpected `{}` after the entry",
+                    excerpt(after.trim(), EXCERPT)
+                ),
             );
             continue;
         }
@@ -444,29 +445,10 @@ pub fn parse_feed(
 /// The largest feed file read (64 MiB: several million entries).
 pub const MAX_FEED_BYTES: u64 = 64 << 20;
 
-/// Reads a regular file of at most `limit` bytes (a device, a FIFO or a bigger file is
-/// refused with a message).
+/// Reads a regular file of at most `limit` bytes without ever blocking (a device, a
+/// FIFO or a bigger file is refused at once, with a message).
 pub(crate) fn read_regular_file(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
-    let meta = file.metadata().map_err(|e| format!("cannot read: {e}"))?;
-    if !meta.is_file() {
-        return Err("not a regular file".to_string());
-    }
-    if meta.len() > limit {
-        return Err(format!(
-            "{} bytes, more than the limit of {limit}",
-            meta.len()
-        ));
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.take(limit + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read: {e}"))?;
-    if bytes.len() as u64 > limit {
-        return Err(format!("more than the limit of {limit} bytes"));
-    }
-    Ok(bytes)
+    ironclad_core::fsutil::read_regular_file(path, limit).map_err(|e| e.to_string())
 }
 
 /// Reads and parses the feed file at `path` (a regular file of at most
@@ -696,10 +678,13 @@ mod tests {
 
     #[test]
     fn devices_and_directories_are_not_feeds() {
-        for path in ["/dev/zero", "/"] {
+        for (path, kind) in [("/dev/zero", "a character device"), ("/", "a directory")] {
             let err = read_feed(Path::new(path), &FeedFormat::Plain, Strictness::Strict)
                 .expect_err("not a file");
-            assert_eq!(err.to_string(), format!("{path}: not a regular file"));
+            assert_eq!(
+                err.to_string(),
+                format!("{path}: not a regular file ({kind})")
+            );
         }
     }
 

@@ -182,7 +182,7 @@ fn agent(spec: &FetchSpec) -> Result<ureq::Agent, FetchError> {
             path: ca.clone(),
             message,
         };
-        let pem = std::fs::read(ca).map_err(|e| local(e.to_string()))?;
+        let pem = crate::feeds::read_regular_file(ca, 1 << 20).map_err(local)?;
         let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(&pem)
             .filter_map(|item| match item {
                 Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),

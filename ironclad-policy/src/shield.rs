@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use ipnetwork::IpNetwork;
 use ironclad_core::abi::{
     Action, LpmV4Key, LpmV6Key, Rule, ShieldConfig, SHIELD_F_DRY_RUN, SHIELD_MAX_RULES,
-    SHIELD_MAX_V4_PREFIXES, SHIELD_MAX_V6_PREFIXES, SHIELD_MAX_VALVE_PREFIXES,
+    SHIELD_MAX_V4_PREFIXES, SHIELD_MAX_V6_PREFIXES, SHIELD_MAX_VALVE_PREFIXES, SHIELD_V4_GROUPS,
 };
 
 use crate::error::{Origin, PolicyError};
@@ -320,6 +320,95 @@ fn check_network(entry: &Entry) -> Result<(), PolicyError> {
             cidr,
             network,
         })
+    }
+}
+
+/// Something a policy may mean but probably does not: it compiles, and `check` says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    /// The field (`shield.deny[0]`, a feed's or country's field).
+    pub field: String,
+    /// Its position when known.
+    pub at: Option<(u64, u64)>,
+    /// What is probably wrong and what to do.
+    pub message: String,
+}
+
+impl CompiledShield {
+    /// With `ipv4_lookup: fast`, why the IPv4 rules do not fit the kernel's fast-path
+    /// table (the loader would refuse them); `None` when they fit or the lookup is not
+    /// forced. Built with the loader's own compiler and limit, so `check` and `run`
+    /// agree.
+    pub fn fast_path_misfit(&self) -> Option<crate::fastpath::FastPathError> {
+        if self.ipv4_lookup != Ipv4Lookup::Fast {
+            return None;
+        }
+        // Group count depends on where the long prefixes are, not on their rule ids.
+        let rules: Vec<(ipnetwork::Ipv4Network, u16)> = self
+            .rules
+            .iter()
+            .map(|r| r.cidr)
+            .chain(self.sets.iter().flat_map(|s| s.prefixes.iter().copied()))
+            .filter_map(|n| match n {
+                IpNetwork::V4(v4) => Some((v4, crate::fastpath::entry(1, Action::Deny))),
+                IpNetwork::V6(_) => None,
+            })
+            .collect();
+        let valve: Vec<ipnetwork::Ipv4Network> = self
+            .management
+            .iter()
+            .filter_map(|n| match n {
+                IpNetwork::V4(v4) => Some(*v4),
+                IpNetwork::V6(_) => None,
+            })
+            .collect();
+        crate::fastpath::FastTable::build(&rules, &valve, SHIELD_V4_GROUPS).err()
+    }
+
+    /// Denials of a whole address family (`0.0.0.0/0`, `::/0`, inline or from a feed)
+    /// with no management prefix of that family: in enforce mode the host drops its own
+    /// operator's traffic. The valve (`shield.management`) is the way out: its sources
+    /// pass whatever the rules say.
+    pub fn lockout_warnings(&self) -> Vec<Warning> {
+        let mut out = Vec::new();
+        for v4 in [true, false] {
+            if self.management.iter().any(|n| n.is_ipv4() == v4) {
+                continue;
+            }
+            let everything = |n: &IpNetwork| n.prefix() == 0 && n.is_ipv4() == v4;
+            let family = if v4 { "IPv4" } else { "IPv6" };
+            let message = format!(
+                "denies every {family} source and `shield.management` has no {family} \
+                 prefix: the host will drop its own management traffic (SSH included); \
+                 add the admin network to `shield.management`, whose sources always pass"
+            );
+            for rule in self.rules.iter().filter(|r| r.action == Action::Deny) {
+                if everything(&rule.cidr) {
+                    out.push(Warning {
+                        field: rule.origin.clone(),
+                        at: None,
+                        message: message.clone(),
+                    });
+                }
+            }
+            for set in self.sets.iter().filter(|s| s.action == Action::Deny) {
+                if set.prefixes.iter().any(everything) {
+                    let origin = self
+                        .sources
+                        .iter()
+                        .find(|s| s.name == set.name)
+                        .map(|s| s.origin.clone());
+                    out.push(Warning {
+                        field: origin
+                            .as_ref()
+                            .map_or_else(|| set.name.clone(), |o| o.field.clone()),
+                        at: origin.and_then(|o| o.at),
+                        message: message.clone(),
+                    });
+                }
+            }
+        }
+        out
     }
 }
 

@@ -112,6 +112,9 @@ fn check(config: &std::path::Path) -> Result<ExitCode> {
             Ok(ExitCode::from(2))
         }
         Ok(compiled) => {
+            for warning in &compiled.warnings {
+                eprintln!("{warning}");
+            }
             let mut out = serde_json::json!({
                 "config": config.display().to_string(),
                 "ipv4_prefixes": 0,
@@ -125,6 +128,7 @@ fn check(config: &std::path::Path) -> Result<ExitCode> {
                 out["management"] = shield.management.len().into();
                 out["mode"] = status::mode_name(shield.mode).into();
                 out["sources"] = status::sources_json(shield);
+                out["warnings"] = compiled.warnings.len().into();
                 for warning in shield.sources.iter().flat_map(|s| &s.warnings) {
                     eprintln!("{warning} (warning: lenient feed)");
                 }

@@ -138,14 +138,14 @@ fn load_policy(args: &RunArgs, audit: &AuditLog) -> std::result::Result<LoadedPo
                 .map_err(|e| refuse(e.to_string()))?;
             let compiled = compile_file(&verified.policy)
                 .map_err(|e| refuse(format!("its policy is invalid:\n{e}")))?;
-            if let Some(outside) = compiled
+            if let Some((outside, why)) = compiled
                 .shield
                 .as_ref()
                 .map(|s| outside_paths(s, &args.state_dir.join("bundle")))
                 .and_then(|p| p.into_iter().next())
             {
                 return Err(refuse(format!(
-                    "its policy reads {}, which is not in the bundle",
+                    "its policy reads {}, which is not in the bundle ({why})",
                     outside.display()
                 )));
             }
@@ -159,6 +159,9 @@ fn load_policy(args: &RunArgs, audit: &AuditLog) -> std::result::Result<LoadedPo
         }
     };
     let mut config = path;
+    for warning in &config.warnings {
+        warn!("{warning}");
+    }
     if let Some(shield) = config.shield.as_mut() {
         if args.dry_run {
             shield.mode = Mode::DryRun;
