@@ -240,6 +240,8 @@ fn snake_name(value: impl Serialize) -> String {
 pub struct JsonLinesFile {
     path: PathBuf,
     file: Mutex<File>,
+    lost: std::sync::atomic::AtomicU64,
+    failing: std::sync::atomic::AtomicBool,
 }
 
 impl JsonLinesFile {
@@ -259,12 +261,21 @@ impl JsonLinesFile {
         Ok(Self {
             path,
             file: Mutex::new(file),
+            lost: std::sync::atomic::AtomicU64::new(0),
+            failing: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Records that could not be written (a full disk, an I/O error) since it was
+    /// opened. Audit loss is fail-open: enforcement goes on, the loss is counted here
+    /// and reported on stderr (the first failure of each run of failures).
+    pub fn lost(&self) -> u64 {
+        self.lost.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -273,9 +284,23 @@ impl AuditSink for JsonLinesFile {
         if let Ok(mut file) = self.file.lock() {
             let mut line = record.to_json();
             line.push('\n');
-            // An audit write failure must not stop enforcement; it is reported on stderr.
+            // An audit write failure must not stop enforcement; it is counted and
+            // reported on stderr once per run of failures.
             if let Err(e) = file.write_all(line.as_bytes()) {
-                eprintln!("ironclad: audit log {}: {e}", self.path.display());
+                let before = self.lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if before == 0
+                    || !self
+                        .failing
+                        .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    eprintln!(
+                        "ironclad: audit log {}: {e}: audit records are being LOST (enforcement continues)",
+                        self.path.display()
+                    );
+                }
+            } else {
+                self.failing
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
             }
         }
     }

@@ -83,6 +83,25 @@ pub enum BpfError {
         reason: String,
     },
 
+    /// A pin exists where a map of this build goes, but it is not a compatible map (left
+    /// by another version or another program: wrong type, key or value size, capacity or
+    /// flags, or not a map). Reusing it would fail; ignoring it would run unprotected.
+    #[error(
+        "pinned map {path} does not fit this build's `{map}` (pinned: {found}; needed: \
+         {expected}): it was left by another version or another program; remove it \
+         (`rm {path}`) or let the loader replace it"
+    )]
+    StalePin {
+        /// The map's name in the object.
+        map: String,
+        /// The pin path.
+        path: PathBuf,
+        /// What is pinned there.
+        found: String,
+        /// What this build needs.
+        expected: String,
+    },
+
     /// A map the caller named does not exist in the object.
     #[error("BPF object `{object}` has no map `{map}`")]
     NoSuchMap {

@@ -144,17 +144,22 @@ impl EventReader {
 
     /// Waits up to `timeout` for records on any source and publishes every one
     /// available.
+    ///
+    /// A signal arriving while it waits (`EINTR`: SIGHUP for a reload) ends the wait
+    /// early and is not an error.
     pub fn poll(&self, timeout: Duration) -> Result<()> {
-        self.ring
-            .poll(timeout)
-            .map_err(ring_error("poll", &self.names.join(",")))
+        match self.ring.poll(timeout) {
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::Interrupted => Ok(()),
+            other => other.map_err(ring_error("poll", &self.names.join(","))),
+        }
     }
 
     /// Publishes every record available now, without waiting.
     pub fn drain(&self) -> Result<()> {
-        self.ring
-            .consume()
-            .map_err(ring_error("consume", &self.names.join(",")))
+        match self.ring.consume() {
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::Interrupted => Ok(()),
+            other => other.map_err(ring_error("consume", &self.names.join(","))),
+        }
     }
 
     /// Decoding counters.

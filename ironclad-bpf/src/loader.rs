@@ -44,6 +44,7 @@ pub struct LoaderBuilder {
     sink: Arc<dyn AuditSink>,
     allowlist: Allowlist,
     mount_bpffs: bool,
+    replace_stale_pins: bool,
 }
 
 impl std::fmt::Debug for LoaderBuilder {
@@ -83,6 +84,15 @@ impl LoaderBuilder {
         self
     }
 
+    /// What to do with a pin that is not a compatible map of this build
+    /// ([`BpfError::StalePin`]): refuse to load (the default), or, with `true`, remove
+    /// the pin (an audit record says so) and pin a new, empty map in its place. The old
+    /// map's contents (rules, counters) are lost, which is why it is not the default.
+    pub fn replace_stale_pins(mut self, replace: bool) -> Self {
+        self.replace_stale_pins = replace;
+        self
+    }
+
     /// Checks (and if allowed, mounts) bpffs and creates the pin root.
     pub fn build(self) -> Result<Loader> {
         install_print_capture();
@@ -99,6 +109,7 @@ impl LoaderBuilder {
             pin_root: self.pin_root,
             log: AuditLog::new(self.sink),
             allowlist: self.allowlist,
+            replace_stale_pins: self.replace_stale_pins,
         })
     }
 }
@@ -109,6 +120,7 @@ pub struct Loader {
     pin_root: PathBuf,
     log: AuditLog,
     allowlist: Allowlist,
+    replace_stale_pins: bool,
 }
 
 impl Loader {
@@ -120,6 +132,7 @@ impl Loader {
             sink: Arc::new(NullSink),
             allowlist: Allowlist::builtin(),
             mount_bpffs: true,
+            replace_stale_pins: false,
         }
     }
 
@@ -224,7 +237,40 @@ impl Loader {
                 continue;
             }
             let path = pin_dir.join(&map_name);
-            let reused = path.exists();
+            let mut reused = path.exists();
+            if reused {
+                if let Err((found, expected)) = pin_compatible(&map, &path) {
+                    if !self.replace_stale_pins {
+                        let err = BpfError::StalePin {
+                            map: map_name,
+                            path,
+                            found,
+                            expected,
+                        };
+                        self.log.record(
+                            AuditAction::Load,
+                            name,
+                            "",
+                            Outcome::Refused,
+                            err.to_string(),
+                        );
+                        return Err(err);
+                    }
+                    std::fs::remove_file(&path).map_err(|e| BpfError::Pin {
+                        what: format!("map {map_name}"),
+                        path: path.clone(),
+                        reason: format!("removing the stale pin: {e}"),
+                    })?;
+                    self.log.record(
+                        AuditAction::Unpin,
+                        name,
+                        &path.display().to_string(),
+                        Outcome::Ok,
+                        format!("stale pin replaced (pinned: {found}; needed: {expected})"),
+                    );
+                    reused = false;
+                }
+            }
             map.set_pin_path(&path).map_err(|e| BpfError::Pin {
                 what: format!("map {map_name}"),
                 path: path.clone(),
@@ -292,6 +338,42 @@ impl Loader {
     /// maps stay alive only while something else still holds them.
     pub fn remove_pins(&self, object: &str) -> Result<usize> {
         remove_pin_dir(&self.pin_dir(object), object, &self.log)
+    }
+}
+
+/// Whether the map pinned at `path` can be reused for `map`: libbpf's own test (type,
+/// key and value size, capacity, flags). Otherwise what is pinned and what is needed,
+/// for the message.
+fn pin_compatible(
+    map: &libbpf_rs::OpenMapMut<'_>,
+    path: &Path,
+) -> std::result::Result<(), (String, String)> {
+    let expected = (
+        map.map_type(),
+        map.key_size(),
+        map.value_size(),
+        map.max_entries(),
+        map.map_flags(),
+    );
+    let describe = |(ty, key, value, entries, flags): (libbpf_rs::MapType, u32, u32, u32, u32)| {
+        format!("{ty:?}, key {key} B, value {value} B, {entries} entries, flags {flags:#x}")
+    };
+    let found = libbpf_rs::MapHandle::from_pinned_path(path)
+        .and_then(|h| h.info())
+        .map(|i| {
+            let raw = &i.info;
+            (
+                i.map_type(),
+                raw.key_size,
+                raw.value_size,
+                raw.max_entries,
+                raw.map_flags,
+            )
+        });
+    match found {
+        Ok(found) if found == expected => Ok(()),
+        Ok(found) => Err((describe(found), describe(expected))),
+        Err(e) => Err((format!("not a usable map ({e})"), describe(expected))),
     }
 }
 

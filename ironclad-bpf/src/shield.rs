@@ -817,12 +817,45 @@ impl Shield {
     pub const OBJECT: &'static str = "shield";
 
     /// Audits and loads the Shield, reusing pinned maps from an earlier run.
+    ///
+    /// Tables an earlier agent left in the spare slot (it was killed while building a
+    /// policy there, or before it released the slot it switched away from) are released:
+    /// no packet reads the spare slot, and a crash during a reload of a large policy
+    /// would otherwise keep its tables (tens of MiB) until the next reload.
     pub fn load(loader: &Loader) -> Result<Self> {
-        Ok(Self {
+        let shield = Self {
             object: loader.load(crate::object::shield())?,
             edit: std::sync::Mutex::new(()),
             committed: std::sync::Mutex::new(None),
-        })
+        };
+        shield.release_spare_slot()?;
+        Ok(shield)
+    }
+
+    /// Releases whatever tables the spare slot (the one packets do not read) holds;
+    /// returns how many there were. [`Shield::load`] calls it.
+    pub fn release_spare_slot(&self) -> Result<usize> {
+        let _edit = self
+            .edit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let spare = (read_active(&self.object)? & ACTIVE_SLOT) ^ 1;
+        let mut released = 0;
+        for name in SLOTTED {
+            let outer = self.object.map(name)?.handle()?;
+            let key = spare.to_ne_bytes();
+            if lookup(&outer, name, &key)?.is_some() && outer.delete(&key).is_ok() {
+                released += 1;
+                self.object.audit_log().record(
+                    AuditAction::MapUpdate,
+                    Self::OBJECT,
+                    name,
+                    Outcome::Ok,
+                    format!("release slot {spare} left by an earlier agent"),
+                );
+            }
+        }
+        Ok(released)
     }
 
     /// Reads the Shield's pinned maps under `pin_root` without loading anything (no

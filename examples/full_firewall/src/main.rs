@@ -19,6 +19,7 @@
 
 mod demo;
 mod fetcher;
+mod health;
 mod logging;
 mod metrics;
 mod rollout;
@@ -56,9 +57,23 @@ enum Command {
         /// The pin root.
         #[arg(long, default_value = DEFAULT_PIN_ROOT)]
         pin_dir: PathBuf,
+        /// The daemon's run directory (its health report: which features enforce).
+        #[arg(long, default_value = rollout::DEFAULT_RUN_DIR)]
+        run_dir: PathBuf,
         /// JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Exit 0 when a daemon's control loop turned in the last 10 s (with `--ready`: and
+    /// every configured feature runs); 1 otherwise, with the reason. For liveness and
+    /// readiness probes: it reads `RUN_DIR/health.json`, no network needed.
+    Health {
+        /// The daemon's run directory.
+        #[arg(long, default_value = rollout::DEFAULT_RUN_DIR)]
+        run_dir: PathBuf,
+        /// Also require every configured feature to be running.
+        #[arg(long)]
+        ready: bool,
     },
     /// Remove every program, link and map full_firewall pinned.
     Detach {
@@ -193,7 +208,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { config } => check(&config),
         Command::Run(args) => run::run(&args),
-        Command::Status { pin_dir, json } => status::status(&pin_dir, json),
+        Command::Status {
+            pin_dir,
+            run_dir,
+            json,
+        } => status::status(&pin_dir, &run_dir, json),
+        Command::Health { run_dir, ready } => health::probe(&run_dir, ready),
         Command::Detach { pin_dir } => status::detach(&pin_dir),
         Command::Demo { seconds } => demo::run(seconds).map(|()| ExitCode::SUCCESS),
         Command::Audit => audit(),

@@ -3,22 +3,27 @@
 //!
 //! | path | what |
 //! |---|---|
-//! | `/metrics` | Prometheus text format 0.0.4 |
-//! | `/` | the dashboard: one self-contained page (no external resources) polling `/api/status` |
-//! | `/api/status` | JSON: programs, policy, Shield rules (top 200 by packets) and totals, egress, recent events |
+//! | `/metrics` | Prometheus text format 0.0.4: aggregate counters only |
+//! | `/healthz` | liveness: 200 while the control loop turns, 503 when it has stalled |
+//! | `/readyz` | readiness: 200 when every configured feature runs, 503 with the reasons |
+//! | `/` | the dashboard: one self-contained page (no external resources) polling `/api/status` (and `/api/events` with the token in the page's `#token=` fragment) |
+//! | `/api/status` | JSON: programs, policy, Shield rules (top 200 by packets) and totals, egress, readiness |
+//! | `/api/events` | JSON: recent events, payloads included (TLS plaintext, DNS names): **bearer token only** (`--metrics-token-file`), otherwise 401/403 |
 //!
 //! Counters are read from the pinned maps on each request, so they are the kernel's
 //! own numbers at that moment. Recent events come from a subscription to the daemon's
-//! event fan-out. The listener answers `GET` only; it is meant for loopback or a
-//! management network (it has no authentication), and binding happens before anything
-//! is loaded, so a bad address changes nothing.
+//! event fan-out. The listener answers `GET`/`HEAD` only, and only requests whose `Host`
+//! is an IP literal, `localhost` or a name given with `--metrics-allow-host` (a web page
+//! cannot reach it by DNS rebinding). It is a hyper HTTP/1 server on one thread: head
+//! deadline 5 s, connection deadline 15 s; beyond 512 connections, or 64 from one peer
+//! address, the oldest is closed; two page builds at a time. Slow or idle clients
+//! cannot stall it.
+//! Binding happens before anything is loaded, so a bad address changes nothing.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -30,6 +35,7 @@ use ironclad_policy::shield::CompiledShield;
 use ironclad_policy::sources::SourceKind;
 use tracing::{info, warn};
 
+use crate::health::Health;
 use crate::status;
 
 /// The dashboard page, served as is.
@@ -38,10 +44,6 @@ const PAGE: &str = include_str!("dashboard.html");
 const RECENT_EVENTS: usize = 50;
 /// How many rules `/api/status` returns (those with the most packets).
 const TOP_RULES: usize = 200;
-/// Connections served at once; more wait in the kernel's accept queue.
-const MAX_CONNECTIONS: usize = 16;
-/// The longest request head read.
-const MAX_REQUEST_HEAD: u64 = 8 * 1024;
 
 /// What one feature of the daemon is doing, as the dashboard and `ironclad_program_up`
 /// show it.
@@ -91,7 +93,7 @@ struct State {
     policy_loaded_at: SystemTime,
     reload_failures: u64,
     rollbacks: u64,
-    programs: BTreeMap<&'static str, Program>,
+    programs: BTreeMap<String, Program>,
     recent: VecDeque<serde_json::Value>,
     events_seen: u64,
     sources: Vec<SourceStat>,
@@ -104,6 +106,8 @@ struct Shared {
     config: PathBuf,
     fanout: Arc<Fanout<Event>>,
     state: Mutex<State>,
+    access: Access,
+    health: Health,
 }
 
 impl Shared {
@@ -126,6 +130,8 @@ impl Metrics {
     /// changes nothing) and starts serving.
     pub(crate) fn start(
         addr: SocketAddr,
+        access: Access,
+        health: Health,
         pin_root: PathBuf,
         config: PathBuf,
         fanout: Arc<Fanout<Event>>,
@@ -133,6 +139,12 @@ impl Metrics {
         let listener =
             TcpListener::bind(addr).with_context(|| format!("--metrics {addr}: cannot listen"))?;
         let local = listener.local_addr().context("--metrics: local address")?;
+        if !addr.ip().is_loopback() && access.token.is_none() {
+            warn!(
+                "--metrics {addr} is not a loopback address and has no --metrics-token-file: \
+                 anyone who reaches it reads the counters (events are not served without a token)"
+            );
+        }
         let subscription = fanout.subscribe("dashboard", 256, Overflow::DropOldest);
         let shared = Arc::new(Shared {
             pin_root,
@@ -149,6 +161,8 @@ impl Metrics {
                 sources: Vec::new(),
                 fetches: BTreeMap::new(),
             }),
+            access,
+            health,
         });
         let events = Arc::clone(&shared);
         std::thread::Builder::new()
@@ -168,16 +182,20 @@ impl Metrics {
         let server = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("metrics".into())
-            .spawn(move || serve(&listener, &server))
+            .spawn(move || {
+                if let Err(e) = serve(listener, server) {
+                    tracing::error!("the metrics listener stopped: {e}");
+                }
+            })
             .context("starting the metrics listener")?;
         info!("metrics on http://{local}/metrics, dashboard on http://{local}/");
         Ok(Self { shared })
     }
 
     /// Records a feature's state (`up`) and a one-line description.
-    pub(crate) fn program(&self, name: &'static str, up: bool, detail: impl Into<String>) {
+    pub(crate) fn program(&self, name: &str, up: bool, detail: impl Into<String>) {
         self.shared.state().programs.insert(
-            name,
+            name.to_string(),
             Program {
                 up,
                 detail: detail.into(),
@@ -220,74 +238,318 @@ impl Metrics {
     }
 }
 
-fn serve(listener: &TcpListener, shared: &Arc<Shared>) {
-    let active = Arc::new(AtomicUsize::new(0));
-    for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
-        while active.load(Ordering::Acquire) >= MAX_CONNECTIONS {
-            std::thread::sleep(Duration::from_millis(10));
+/// Who may ask what: the bearer token for payload endpoints, and the `Host` names
+/// accepted besides IP literals and `localhost`.
+#[derive(Clone, Default)]
+pub(crate) struct Access {
+    /// The bearer token (`--metrics-token-file`); `None`: payload endpoints are off.
+    pub(crate) token: Option<Vec<u8>>,
+    /// Extra `Host` names (`--metrics-allow-host`).
+    pub(crate) hosts: Vec<String>,
+}
+
+impl Access {
+    /// Reads the token file: a regular file, not readable by group or others (like an
+    /// SSH key), holding at least 16 characters; surrounding white space is ignored.
+    pub(crate) fn token_from_file(path: &std::path::Path) -> Result<Vec<u8>> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path)
+            .with_context(|| format!("--metrics-token-file {}", path.display()))?;
+        if meta.mode() & 0o077 != 0 {
+            anyhow::bail!(
+                "--metrics-token-file {}: mode {:o} lets other users read the token; chmod 600 it",
+                path.display(),
+                meta.mode() & 0o777
+            );
         }
-        active.fetch_add(1, Ordering::AcqRel);
-        let shared = Arc::clone(shared);
-        let active = Arc::clone(&active);
-        let spawned = std::thread::Builder::new()
-            .name("metrics-conn".into())
-            .spawn(move || {
-                if let Err(e) = answer(stream, &shared) {
-                    tracing::debug!("metrics request: {e}");
-                }
-                active.fetch_sub(1, Ordering::AcqRel);
-            });
-        if let Err(e) = spawned {
-            warn!("metrics: cannot start a connection thread: {e}");
+        let bytes = ironclad_core::fsutil::read_regular_file(path, 4096)
+            .with_context(|| format!("--metrics-token-file {}", path.display()))?;
+        let token = String::from_utf8_lossy(&bytes).trim().as_bytes().to_vec();
+        if token.len() < 16 {
+            anyhow::bail!(
+                "--metrics-token-file {}: the token is shorter than 16 characters",
+                path.display()
+            );
+        }
+        Ok(token)
+    }
+
+    /// Whether a `Host` header names this listener in a way a web page cannot forge by
+    /// DNS rebinding: an IP literal (`127.0.0.1:9477`, `[::1]:9477`), `localhost`, or a
+    /// name the operator allowed.
+    fn host_ok(&self, host: Option<&str>) -> bool {
+        let Some(host) = host else {
+            return false;
+        };
+        let name = if let Some(rest) = host.strip_prefix('[') {
+            // [v6]:port
+            match rest.split_once(']') {
+                Some((v6, _)) => return v6.parse::<std::net::Ipv6Addr>().is_ok(),
+                None => return false,
+            }
+        } else {
+            host.rsplit_once(':').map_or(host, |(name, _)| name)
+        };
+        name.parse::<std::net::Ipv4Addr>().is_ok()
+            || name.eq_ignore_ascii_case("localhost")
+            || self.hosts.iter().any(|h| h.eq_ignore_ascii_case(name))
+    }
+
+    /// Whether the request carries the bearer token (compared in constant time).
+    fn authorized(&self, header: Option<&str>) -> bool {
+        let (Some(token), Some(header)) = (&self.token, header) else {
+            return false;
+        };
+        let Some(given) = header.strip_prefix("Bearer ") else {
+            return false;
+        };
+        let given = given.trim().as_bytes();
+        given.len() == token.len()
+            && given
+                .iter()
+                .zip(token)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+}
+
+/// Connections served at once; a new one beyond it closes the oldest.
+const MAX_CONNECTIONS: usize = 512;
+/// Connections one peer address may hold at once; a new one beyond it closes that
+/// peer's oldest.
+const MAX_PER_PEER: usize = 64;
+/// A request head must arrive within this (slow clients are cut off).
+const HEADER_DEADLINE: Duration = Duration::from_secs(5);
+/// A whole connection lives at most this long.
+const CONNECTION_DEADLINE: Duration = Duration::from_secs(15);
+/// Pages built from the pinned maps at once (they read every rule's counter).
+const MAX_PAGE_BUILDS: usize = 2;
+
+type Body = http_body_util::Full<hyper::body::Bytes>;
+
+fn response(status: u16, content_type: &str, body: String) -> hyper::Response<Body> {
+    let mut r = hyper::Response::new(Body::new(body.into()));
+    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
+    let headers = r.headers_mut();
+    for (k, v) in [
+        ("content-type", content_type),
+        ("cache-control", "no-store"),
+        ("x-content-type-options", "nosniff"),
+        ("connection", "close"),
+    ] {
+        if let Ok(v) = hyper::header::HeaderValue::from_str(v) {
+            headers.insert(k, v);
+        }
+    }
+    r
+}
+
+/// Answers one request. Payloads (events: TLS plaintext, DNS names) only with the
+/// bearer token; counters and health for any local caller whose `Host` is honest.
+async fn route(
+    req: hyper::Request<hyper::body::Incoming>,
+    shared: Arc<Shared>,
+    pages: Arc<tokio::sync::Semaphore>,
+) -> hyper::Response<Body> {
+    let header = |name: hyper::header::HeaderName| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    if !shared
+        .access
+        .host_ok(header(hyper::header::HOST).as_deref())
+    {
+        return response(
+            421,
+            "text/plain",
+            "this listener answers to IP addresses and localhost only\n".to_string(),
+        );
+    }
+    let method = req.method().clone();
+    if method != hyper::Method::GET && method != hyper::Method::HEAD {
+        return response(405, "text/plain", "GET only\n".to_string());
+    }
+    let path = req.uri().path().to_string();
+    let authorized = shared
+        .access
+        .authorized(header(hyper::header::AUTHORIZATION).as_deref());
+    let mut answer = match path.as_str() {
+        "/healthz" => {
+            let report = shared.health.report();
+            if report.age() <= crate::health::STALE_AFTER.as_secs_f64() {
+                response(200, "text/plain", format!("ok {:.1}\n", report.age()))
+            } else {
+                response(503, "text/plain", format!("control loop stalled for {:.1} s\n", report.age()))
+            }
+        }
+        "/readyz" => {
+            let report = shared.health.report();
+            if report.ready {
+                response(200, "text/plain", "ready\n".to_string())
+            } else {
+                response(
+                    503,
+                    "text/plain",
+                    format!("not ready: {}\n", report.not_running().join("; ")),
+                )
+            }
+        }
+        "/" | "/index.html" => response(200, "text/html; charset=utf-8", PAGE.to_string()),
+        "/api/events" if shared.access.token.is_none() => response(
+            403,
+            "text/plain",
+            "events carry payloads (TLS plaintext, DNS names): start the daemon with --metrics-token-file to serve them\n"
+                .to_string(),
+        ),
+        "/api/events" if !authorized => {
+            let mut r = response(401, "text/plain", "a bearer token is needed\n".to_string());
+            r.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                hyper::header::HeaderValue::from_static("Bearer"),
+            );
+            r
+        }
+        "/metrics" | "/api/status" | "/api/events" => {
+            // Reading every rule's counter takes a while at a million rules: off the
+            // reactor, and only a few at once.
+            let Ok(_permit) = pages.acquire().await else {
+                return response(503, "text/plain", "shutting down\n".to_string());
+            };
+            let built = tokio::task::spawn_blocking(move || match path.as_str() {
+                "/metrics" => (
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    prometheus(&shared),
+                ),
+                "/api/status" => ("application/json", api_status(&shared).to_string()),
+                _ => ("application/json", api_events(&shared).to_string()),
+            })
+            .await;
+            match built {
+                Ok((kind, body)) => response(200, kind, body),
+                Err(e) => response(500, "text/plain", format!("{e}\n")),
+            }
+        }
+        _ => response(404, "text/plain", "not found\n".to_string()),
+    };
+    if method == hyper::Method::HEAD {
+        *answer.body_mut() = Body::new(hyper::body::Bytes::new());
+    }
+    answer
+}
+
+/// Open connections, in total and per peer address, oldest first. When a limit is
+/// reached the oldest connection (of that peer, or of the peer with the most) is closed
+/// to make room: refusing the new one would let whoever holds connections open lock
+/// everyone else out, and every local user shares the loopback address.
+#[derive(Default)]
+struct Connections {
+    total: usize,
+    next: u64,
+    per_peer:
+        BTreeMap<std::net::IpAddr, std::collections::VecDeque<(u64, Arc<tokio::sync::Notify>)>>,
+}
+
+impl Connections {
+    /// Registers a new connection from `peer`, closing the oldest where a limit says so.
+    fn open(&mut self, peer: std::net::IpAddr) -> (u64, Arc<tokio::sync::Notify>) {
+        let evict_from = if self
+            .per_peer
+            .get(&peer)
+            .is_some_and(|q| q.len() >= MAX_PER_PEER)
+        {
+            Some(peer)
+        } else if self.total >= MAX_CONNECTIONS {
+            self.per_peer
+                .iter()
+                .max_by_key(|(_, q)| q.len())
+                .map(|(ip, _)| *ip)
+        } else {
+            None
+        };
+        if let Some(ip) = evict_from {
+            if let Some((_, cancel)) = self.per_peer.get_mut(&ip).and_then(|q| q.pop_front()) {
+                cancel.notify_one();
+                self.total -= 1;
+            }
+        }
+        self.next += 1;
+        let cancel = Arc::new(tokio::sync::Notify::new());
+        self.per_peer
+            .entry(peer)
+            .or_default()
+            .push_back((self.next, Arc::clone(&cancel)));
+        self.total += 1;
+        (self.next, cancel)
+    }
+
+    /// A connection ended (unless it was closed to make room, and so already gone).
+    fn close(&mut self, peer: std::net::IpAddr, id: u64) {
+        if let Some(q) = self.per_peer.get_mut(&peer) {
+            if let Some(at) = q.iter().position(|(i, _)| *i == id) {
+                q.remove(at);
+                self.total -= 1;
+            }
+            if q.is_empty() {
+                self.per_peer.remove(&peer);
+            }
         }
     }
 }
 
-/// Reads one request head and writes one response; the connection then closes.
-fn answer(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new((&stream).take(MAX_REQUEST_HEAD));
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    // The rest of the head (headers) is read and ignored.
-    let mut header = String::new();
-    while reader.read_line(&mut header)? > 0 && header != "\r\n" && header != "\n" {
-        header.clear();
-    }
-    let mut parts = request_line.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
-    let (status, content_type, body) = if method != "GET" && method != "HEAD" {
-        (
-            "405 Method Not Allowed",
-            "text/plain",
-            "GET only\n".to_string(),
-        )
-    } else {
-        match path {
-            "/metrics" => (
-                "200 OK",
-                "text/plain; version=0.0.4; charset=utf-8",
-                prometheus(shared),
-            ),
-            "/api/status" => ("200 OK", "application/json", api_status(shared).to_string()),
-            "/" | "/index.html" => ("200 OK", "text/html; charset=utf-8", PAGE.to_string()),
-            _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
+/// Serves the listener until the process ends: a small async HTTP/1 server (hyper) on
+/// one thread, so idle or slow connections cost no thread; head deadline, connection
+/// deadline, connection limits in total and per peer.
+fn serve(listener: TcpListener, shared: Arc<Shared>) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(MAX_PAGE_BUILDS + 1)
+        .build()?;
+    runtime.block_on(async move {
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let pages = Arc::new(tokio::sync::Semaphore::new(MAX_PAGE_BUILDS));
+        let open = Arc::new(Mutex::new(Connections::default()));
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::debug!("metrics accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let (id, cancel) = open
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .open(peer.ip());
+            let (shared, pages, open) = (Arc::clone(&shared), Arc::clone(&pages), Arc::clone(&open));
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let (shared, pages) = (Arc::clone(&shared), Arc::clone(&pages));
+                    async move { Ok::<_, std::convert::Infallible>(route(req, shared, pages).await) }
+                });
+                let mut http = hyper::server::conn::http1::Builder::new();
+                http.timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_DEADLINE)
+                    .keep_alive(false)
+                    .max_buf_size(16 * 1024);
+                let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                tokio::select! {
+                    done = tokio::time::timeout(CONNECTION_DEADLINE, conn) => {
+                        if let Ok(Err(e)) = done {
+                            tracing::debug!("metrics connection from {peer}: {e}");
+                        }
+                    }
+                    () = cancel.notified() => {}
+                }
+                open.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .close(peer.ip(), id);
+            });
         }
-    };
-    let mut out = std::io::BufWriter::new(&stream);
-    write!(
-        out,
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Cache-Control: no-store\r\nConnection: close\r\n\r\n",
-        body.len()
-    )?;
-    if method != "HEAD" {
-        out.write_all(body.as_bytes())?;
-    }
-    out.flush()
+    })
 }
 
 fn unix_seconds(t: SystemTime) -> f64 {
@@ -536,6 +798,21 @@ fn prometheus(shared: &Shared) -> String {
                 );
             }
         }
+        let report = shared.health.report();
+        out.family(
+            "ironclad_ready",
+            "gauge",
+            "1 when every feature the policy configures runs; 0 when the daemon runs degraded (fail-open: some of the policy is not enforced).",
+        );
+        out.sample("ironclad_ready", &[], u8::from(report.ready));
+        out.family(
+            "ironclad_records_lost_total",
+            "counter",
+            "Records a sink could not write (the events file, the audit log: full disk, I/O errors), by sink.",
+        );
+        for (sink, lost) in &report.losses {
+            out.sample("ironclad_records_lost_total", &[("sink", sink)], lost);
+        }
         out.family(
             "ironclad_program_up",
             "gauge",
@@ -687,9 +964,19 @@ fn api_status(shared: &Shared) -> serde_json::Value {
         "egress": egress,
         "events": {
             "seen": state.events_seen,
-            "recent": state.recent.iter().rev().cloned().collect::<Vec<_>>(),
+            "served_at": if shared.access.token.is_some() { "/api/events (bearer token)" } else { "not served (no --metrics-token-file)" },
         },
+        "ready": shared.health.report().ready,
         "memory": {"resident_bytes": resident_bytes()},
+    })
+}
+
+/// The recent events (payloads included), for token holders.
+fn api_events(shared: &Shared) -> serde_json::Value {
+    let state = shared.state();
+    serde_json::json!({
+        "seen": state.events_seen,
+        "recent": state.recent.iter().rev().cloned().collect::<Vec<_>>(),
     })
 }
 

@@ -10,6 +10,7 @@
 //! and applies it only if it is valid; SIGINT/SIGTERM stop the daemon, leaving
 //! enforcement pinned in place unless `--detach-on-exit`.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use ironclad_bpf::{AuditAction, AuditLog, Outcome as AuditOutcome};
+use ironclad_bpf::{AuditAction, AuditLog, BpfError, Outcome as AuditOutcome};
 use ironclad_bpf::{
     EgressFirewall, EventReader, JsonLinesFile, Loader, Shield, Telemetry, TlsMonitor,
     XdpAttachment, DEFAULT_PIN_ROOT,
@@ -37,7 +38,8 @@ use ironclad_sentinel::{Sentinel, SentinelMode};
 use tracing::{error, info, warn};
 
 use crate::fetcher::Fetcher;
-use crate::metrics::{Metrics, SourceStat};
+use crate::health::{Feature, Health};
+use crate::metrics::{Access, Metrics, SourceStat};
 use crate::rollout::{Applied, Outcome as RolloutOutcome, Rollout, DEFAULT_RUN_DIR};
 
 /// Events queued for the `--events` writer between two drains (every 100 ms at most):
@@ -81,21 +83,40 @@ pub(crate) struct RunArgs {
     /// Where audit records go (JSON lines).
     #[arg(long, default_value = "/var/log/ironclad-audit.jsonl")]
     audit_log: PathBuf,
-    /// Write every event as one JSON line to this file (`-` for stdout).
+    /// Write every event as one JSON line to this file (`-` for stdout). A full disk
+    /// loses events (counted in `status`, `/metrics`), never enforcement.
     #[arg(long)]
     events: Option<PathBuf>,
-    /// Serve Prometheus metrics (`/metrics`), the live dashboard (`/`) and its JSON
-    /// (`/api/status`) on this address, e.g. `127.0.0.1:9477`. No authentication: keep
-    /// it on loopback or a management network.
+    /// Rotate the events file at this size: it becomes `FILE.1` (replacing the older
+    /// one) and a new file starts. 0: never.
+    #[arg(long, default_value_t = 256 << 20, value_name = "BYTES")]
+    events_max_bytes: u64,
+    /// Serve Prometheus metrics (`/metrics`), health (`/healthz`, `/readyz`), the live
+    /// dashboard (`/`) and its JSON (`/api/status`) on this address, e.g.
+    /// `127.0.0.1:9477`. Counters only; events need `--metrics-token-file`.
     #[arg(long, value_name = "ADDR:PORT")]
     metrics: Option<std::net::SocketAddr>,
+    /// A file (mode 0600) holding the bearer token `/api/events` asks for: events carry
+    /// payloads (TLS plaintext, DNS names) and are not served without it.
+    #[arg(long, value_name = "FILE")]
+    metrics_token_file: Option<PathBuf>,
+    /// A host name the listener answers to besides IP literals and `localhost` (the
+    /// `Host` check that stops DNS rebinding); may be repeated.
+    #[arg(long, value_name = "NAME")]
+    metrics_allow_host: Vec<String>,
     /// Make every reload provisional: unless `full_firewall confirm` runs within this
     /// time (e.g. `120s`), the previous policy comes back by itself.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     confirm_within: Option<Duration>,
-    /// Where the pid and pending-confirmation files live (`--confirm-within`).
+    /// Where the health report (`health.json`, read by `status` and `health`) and the
+    /// pid and pending-confirmation files (`--confirm-within`) live.
     #[arg(long, default_value = DEFAULT_RUN_DIR)]
     run_dir: PathBuf,
+    /// Replace pins at the pin root that are not compatible maps of this build (left by
+    /// another version or program) with new, empty maps. Without it such a pin stops
+    /// the start with a message naming it.
+    #[arg(long)]
+    replace_stale_pins: bool,
 }
 
 impl RunArgs {
@@ -209,11 +230,15 @@ struct Egress {
     events: EventReader,
 }
 
+/// Why a configured feature is not running, by feature name.
+type Reasons = BTreeMap<&'static str, String>;
+
 fn start_egress(
     loader: &Loader,
     policy: &CompiledEgress,
     cgroup: &Path,
     fanout: Arc<Fanout<Event>>,
+    reasons: &mut Reasons,
 ) -> Option<Egress> {
     let started = EgressFirewall::load(loader).and_then(|mut firewall| {
         firewall.replace(policy)?;
@@ -232,6 +257,7 @@ fn start_egress(
         }
         Err(e) => {
             warn!("egress firewall disabled: {e}");
+            reasons.insert("egress", e.to_string());
             None
         }
     }
@@ -250,6 +276,7 @@ fn start_telemetry(
     policy: &TelemetryPolicy,
     cgroup: &Path,
     fanout: Arc<Fanout<Event>>,
+    reasons: &mut Reasons,
 ) -> Option<Observer> {
     let started = Telemetry::start(loader, policy, cgroup).and_then(|telemetry| {
         let events = telemetry.events(fanout)?;
@@ -273,6 +300,7 @@ fn start_telemetry(
         }
         Err(e) => {
             warn!("telemetry disabled: {e}");
+            reasons.insert("telemetry", e.to_string());
             None
         }
     }
@@ -301,7 +329,12 @@ struct Tls {
     events: EventReader,
 }
 
-fn start_tls(loader: &Loader, policy: &TlsPolicy, fanout: Arc<Fanout<Event>>) -> Option<Tls> {
+fn start_tls(
+    loader: &Loader,
+    policy: &TlsPolicy,
+    fanout: Arc<Fanout<Event>>,
+    reasons: &mut Reasons,
+) -> Option<Tls> {
     let started = TlsMonitor::start(loader, policy).and_then(|monitor| {
         let events = monitor.events(fanout)?;
         Ok(Tls { monitor, events })
@@ -318,6 +351,7 @@ fn start_tls(loader: &Loader, policy: &TlsPolicy, fanout: Arc<Fanout<Event>>) ->
         }
         Err(e) => {
             warn!("tls capture disabled: {e}");
+            reasons.insert("tls", e.to_string());
             None
         }
     }
@@ -553,13 +587,27 @@ struct Features<'a> {
     guard: Option<&'a Guard>,
 }
 
-/// Tells the metrics listener what runs: up with a description, or down when the
-/// policy configures a feature that could not start.
-fn report_programs(metrics: &Metrics, configured: &Configured, running: Features<'_>) {
-    let report = |name: &'static str, wanted: bool, detail: Option<String>| match detail {
-        Some(detail) => metrics.program(name, true, detail),
-        None if wanted => metrics.program(name, false, "configured, not running (see the log)"),
-        None => {}
+/// What runs: up with a description, or down with the reason when the policy
+/// configures a feature that could not start.
+fn feature_states(
+    configured: &Configured,
+    running: Features<'_>,
+    reasons: &Reasons,
+) -> BTreeMap<String, Feature> {
+    let mut out = BTreeMap::new();
+    let mut report = |name: &'static str, wanted: bool, detail: Option<String>| {
+        let feature = match detail {
+            Some(detail) => Feature { up: true, detail },
+            None if wanted => Feature {
+                up: false,
+                detail: reasons.get(name).map_or_else(
+                    || "configured, not running (see the log)".to_string(),
+                    |r| format!("not running: {r}"),
+                ),
+            },
+            None => return,
+        };
+        out.insert(name.to_string(), feature);
     };
     report(
         "shield",
@@ -606,31 +654,145 @@ fn report_programs(metrics: &Metrics, configured: &Configured, running: Features
             _ => "BPF-LSM self-defense".to_string(),
         }),
     );
+    out
 }
 
-fn open_events(path: &Path) -> Result<Box<dyn Write>> {
-    if path == Path::new("-") {
-        return Ok(Box::new(std::io::stdout()));
+/// Tells the health report and the metrics listener what runs.
+fn publish_features(health: &Health, metrics: Option<&Metrics>, states: BTreeMap<String, Feature>) {
+    if let Some(m) = metrics {
+        for (name, f) in &states {
+            m.program(name, f.up, f.detail.clone());
+        }
     }
-    let file = File::options()
-        .create(true)
-        .append(true)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    Ok(Box::new(BufWriter::new(file)))
+    health.features(states);
+    health.beat();
 }
 
-fn write_events(sub: &Subscription<Event>, out: &mut Option<Box<dyn Write>>) -> Result<()> {
-    let Some(out) = out.as_mut() else {
+/// The `--events` sink: JSON lines to a file (rotated by size) or stdout. A write that
+/// fails (a full disk, an I/O error) never stops the daemon: the events are counted as
+/// lost, the first failure of each run is logged with the file's name, and writing
+/// resumes when the file accepts data again.
+struct EventsOut {
+    path: Option<PathBuf>,
+    out: Box<dyn Write>,
+    written: u64,
+    max_bytes: u64,
+    lost: u64,
+    failing: bool,
+}
+
+impl EventsOut {
+    fn open(path: &Path, max_bytes: u64) -> Result<Self> {
+        if path == Path::new("-") {
+            return Ok(Self {
+                path: None,
+                out: Box::new(std::io::stdout()),
+                written: 0,
+                max_bytes: 0,
+                lost: 0,
+                failing: false,
+            });
+        }
+        let (out, written) = Self::open_file(path)?;
+        Ok(Self {
+            path: Some(path.to_path_buf()),
+            out,
+            written,
+            max_bytes,
+            lost: 0,
+            failing: false,
+        })
+    }
+
+    fn open_file(path: &Path) -> Result<(Box<dyn Write>, u64)> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = File::options()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let len = file.metadata().map_or(0, |m| m.len());
+        Ok((Box::new(BufWriter::new(file)), len))
+    }
+
+    fn name(&self) -> String {
+        self.path
+            .as_ref()
+            .map_or_else(|| "stdout".to_string(), |p| p.display().to_string())
+    }
+
+    /// Moves the file to `FILE.1` (replacing an older one) and starts a new one.
+    fn rotate(&mut self) {
+        let Some(path) = self.path.clone() else {
+            return;
+        };
+        let _ = self.out.flush();
+        let mut old = path.clone().into_os_string();
+        old.push(".1");
+        match std::fs::rename(&path, &old)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| Self::open_file(&path))
+        {
+            Ok((out, written)) => {
+                self.out = out;
+                self.written = written;
+                info!("events file {} rotated", path.display());
+            }
+            Err(e) => warn!("rotating the events file {}: {e:#}", path.display()),
+        }
+    }
+
+    fn failed(&mut self, e: &std::io::Error, events: u64) {
+        self.lost += events;
+        if !self.failing {
+            self.failing = true;
+            error!(
+                "events file {}: {e}: events are being LOST (counted; enforcement continues)",
+                self.name()
+            );
+        }
+    }
+
+    /// Writes what the subscription holds.
+    fn write(&mut self, sub: &Subscription<Event>) {
+        let mut batch = 0u64;
+        while let Ok(event) = sub.receiver().try_recv() {
+            let line = format!("{}\n", event.to_json());
+            if self.max_bytes > 0 && self.written + line.len() as u64 > self.max_bytes {
+                self.rotate();
+            }
+            match self.out.write_all(line.as_bytes()) {
+                Ok(()) => {
+                    self.written += line.len() as u64;
+                    batch += 1;
+                }
+                Err(e) => self.failed(&e, 1),
+            }
+        }
+        match self.out.flush() {
+            Ok(()) if batch > 0 => {
+                if self.failing {
+                    info!("events file {} writable again", self.name());
+                }
+                self.failing = false;
+            }
+            Ok(()) => {}
+            // Buffered lines that did not reach the file are lost too.
+            Err(e) => self.failed(&e, batch),
+        }
+    }
+}
+
+fn write_events(sub: &Subscription<Event>, out: &mut Option<EventsOut>, health: &Health) {
+    match out.as_mut() {
+        Some(out) => {
+            out.write(sub);
+            health.losses("events-file", out.lost);
+        }
         // No --events: keep the queue from filling, nothing else.
-        while sub.receiver().try_recv().is_ok() {}
-        return Ok(());
-    };
-    while let Ok(event) = sub.receiver().try_recv() {
-        writeln!(out, "{}", event.to_json())?;
+        None => while sub.receiver().try_recv().is_ok() {},
     }
-    out.flush()?;
-    Ok(())
 }
 
 pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
@@ -667,21 +829,40 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
 
     let fanout = Arc::new(Fanout::new());
     // Bound before anything is loaded: an address in use changes nothing.
+    let health = Health::new(&args.run_dir)?;
     let metrics = match args.metrics {
-        Some(addr) => Some(Metrics::start(
-            addr,
-            args.pin_dir.clone(),
-            args.source().to_path_buf(),
-            fanout.clone(),
-        )?),
+        Some(addr) => {
+            let access = Access {
+                token: args
+                    .metrics_token_file
+                    .as_deref()
+                    .map(Access::token_from_file)
+                    .transpose()?,
+                hosts: args.metrics_allow_host.clone(),
+            };
+            Some(Metrics::start(
+                addr,
+                access,
+                health.clone(),
+                args.pin_dir.clone(),
+                args.source().to_path_buf(),
+                fanout.clone(),
+            )?)
+        }
         None => None,
     };
+    let mut reasons = Reasons::new();
     let loader = Loader::builder()
         .pin_root(&args.pin_dir)
-        .audit_sink(sink)
+        .audit_sink(sink.clone())
+        .replace_stale_pins(args.replace_stale_pins)
         .build()?;
     let subscription = fanout.subscribe("events-writer", EVENTS_QUEUE, Overflow::DropOldest);
-    let mut events_out = args.events.as_deref().map(open_events).transpose()?;
+    let mut events_out = args
+        .events
+        .as_deref()
+        .map(|p| EventsOut::open(p, args.events_max_bytes))
+        .transpose()?;
     // The Sentinel first: it registers this process as the agent before anything else is
     // loaded, and everything loaded after is put under its protection.
     let mut guard = match &config.sentinel {
@@ -692,8 +873,12 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     let mut running = match (&policy, &iface) {
         (Some(policy), Some(iface)) => match start_shield(&loader, policy, iface, fanout.clone()) {
             Ok(running) => Some(running),
+            Err(e @ BpfError::StalePin { .. }) => {
+                return Err(stale_pin(&e, &args.pin_dir));
+            }
             Err(e) => {
                 warn!("shield disabled, traffic on {iface} is not filtered: {e}");
+                reasons.insert("shield", format!("traffic on {iface} is not filtered: {e}"));
                 None
             }
         },
@@ -721,7 +906,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     let mut tls = config
         .tls
         .as_ref()
-        .and_then(|t| start_tls(&loader, t, fanout.clone()));
+        .and_then(|t| start_tls(&loader, t, fanout.clone(), &mut reasons));
     let cgroup = match &args.cgroup {
         Some(path) => path.clone(),
         None => ironclad_core::identity::cgroup2_root().context("finding the cgroup v2 root")?,
@@ -729,12 +914,12 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     let mut egress = config
         .egress
         .as_ref()
-        .and_then(|e| start_egress(&loader, e, &cgroup, fanout.clone()));
+        .and_then(|e| start_egress(&loader, e, &cgroup, fanout.clone(), &mut reasons));
     let mut observer = config
         .telemetry
         .as_ref()
         .filter(|t| t.dns || t.bandwidth)
-        .and_then(|t| start_telemetry(&loader, t, &cgroup, fanout.clone()));
+        .and_then(|t| start_telemetry(&loader, t, &cgroup, fanout.clone(), &mut reasons));
     if let Some(r) = &running {
         guard_object(&mut guard, r.shield.object());
     }
@@ -743,22 +928,38 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     }
     if let Some(m) = &metrics {
         m.policy_applied(sources);
-        report_programs(
-            m,
-            &configured,
-            Features {
-                shield: running.as_ref(),
-                egress: egress.as_ref(),
-                tls: tls.as_ref(),
-                observer: observer.as_ref(),
-                guard: guard.as_ref(),
-            },
+    }
+    let states = feature_states(
+        &configured,
+        Features {
+            shield: running.as_ref(),
+            egress: egress.as_ref(),
+            tls: tls.as_ref(),
+            observer: observer.as_ref(),
+            guard: guard.as_ref(),
+        },
+        &reasons,
+    );
+    let down: Vec<String> = states
+        .iter()
+        .filter(|(_, f)| !f.up)
+        .map(|(name, f)| format!("{name} ({})", f.detail))
+        .collect();
+    publish_features(&health, metrics.as_ref(), states);
+    accept(args, &audit, first_accepted.as_ref());
+    if down.is_empty() {
+        info!("ready");
+    } else {
+        // Fail-open is a choice the policy did not make: say it where operators look.
+        error!(
+            "not ready: the policy is NOT fully enforced; configured but not running: {}",
+            down.join("; ")
         );
     }
-    accept(args, &audit, first_accepted.as_ref());
-    info!("ready");
 
     while !stop.load(Ordering::Relaxed) {
+        health.losses("audit-log", sink.lost());
+        health.beat();
         match &running {
             Some(r) => {
                 if let Err(e) = r.events.poll(Duration::from_millis(100)) {
@@ -789,7 +990,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             }
             report_bandwidth(o, &fanout, false);
         }
-        write_events(&subscription, &mut events_out)?;
+        write_events(&subscription, &mut events_out, &health);
         if fetcher.take_update() {
             reload.store(true, Ordering::Relaxed);
         }
@@ -889,7 +1090,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                             }
                         },
                         (None, Some(new_egress)) => {
-                            egress = start_egress(&loader, new_egress, &cgroup, fanout.clone());
+                            egress = start_egress(&loader, new_egress, &cgroup, fanout.clone(), &mut reasons);
                             if let Some(e) = &egress {
                                 guard_object(&mut guard, e.firewall.object());
                             }
@@ -906,7 +1107,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                             }
                         },
                         (None, Some(new_tls)) => {
-                            tls = start_tls(&loader, new_tls, fanout.clone());
+                            tls = start_tls(&loader, new_tls, fanout.clone(), &mut reasons);
                         }
                         (Some(_), None) => {
                             tls = None;
@@ -929,7 +1130,13 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                     },
                     (None, Some(iface)) => {
                         running = start_shield(&loader, &new_policy, iface, fanout.clone())
-                            .map_err(|e| warn!("shield still disabled: {e}"))
+                            .map_err(|e| {
+                                warn!("shield still disabled: {e}");
+                                reasons.insert(
+                                    "shield",
+                                    format!("traffic on {iface} is not filtered: {e}"),
+                                );
+                            })
                             .ok();
                         if let Some(r) = &running {
                             guard_object(&mut guard, r.shield.object());
@@ -953,8 +1160,11 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                         } else {
                             m.policy_applied(new_sources);
                         }
-                        report_programs(
-                            m,
+                    }
+                    publish_features(
+                        &health,
+                        metrics.as_ref(),
+                        feature_states(
                             &configured,
                             Features {
                                 shield: running.as_ref(),
@@ -963,8 +1173,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                                 observer: observer.as_ref(),
                                 guard: guard.as_ref(),
                             },
-                        );
-                    }
+                            &reasons,
+                        ),
+                    );
                 }
             }
         }
@@ -972,16 +1183,16 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     if let Some(t) = tls.take() {
         let _ = t.events.drain();
         t.monitor.stop();
-        write_events(&subscription, &mut events_out)?;
+        write_events(&subscription, &mut events_out, &health);
     }
     if let Some(mut o) = observer.take() {
         let _ = o.events.drain();
         report_bandwidth(&mut o, &fanout, true);
-        write_events(&subscription, &mut events_out)?;
+        write_events(&subscription, &mut events_out, &health);
     }
     if let Some(e) = egress.take() {
         let _ = e.events.drain();
-        write_events(&subscription, &mut events_out)?;
+        write_events(&subscription, &mut events_out, &health);
         drop(e);
         if args.detach_on_exit {
             let removed = loader.remove_pins(EgressFirewall::OBJECT)?;
@@ -993,7 +1204,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
 
     if let Some(r) = running.take() {
         let _ = r.events.drain();
-        write_events(&subscription, &mut events_out)?;
+        write_events(&subscription, &mut events_out, &health);
         if args.detach_on_exit {
             r.attachment.detach()?;
             drop(r.shield);
@@ -1010,7 +1221,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     }
     if let Some(g) = guard.take() {
         let _ = g.events.drain();
-        write_events(&subscription, &mut events_out)?;
+        write_events(&subscription, &mut events_out, &health);
         drop(g.events);
         if args.detach_on_exit {
             g.sentinel.stop()?;
@@ -1019,5 +1230,16 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             info!("stopping; the sentinel stays pinned and keeps protecting");
         }
     }
+    health.remove();
     Ok(ExitCode::SUCCESS)
+}
+
+/// The start-up error for a stale pin: what it is and the two ways out.
+fn stale_pin(e: &BpfError, pin_dir: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{e}\nnothing was enforced. Clear Ironclad's pins with `full_firewall detach --pin-dir {}` \
+         (enforcement stops until the next start), or start with --replace-stale-pins \
+         (the stale map's rules and counters are lost)",
+        pin_dir.display()
+    )
 }

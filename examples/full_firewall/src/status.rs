@@ -120,11 +120,29 @@ pub(crate) fn egress_json(status: &EgressStatus) -> serde_json::Value {
     })
 }
 
-pub(crate) fn status(pin_root: &Path, json: bool) -> Result<ExitCode> {
+/// The daemon's own report (from its run directory) as JSON: alive, ready, and each
+/// configured feature with what runs or why not. `null` when no daemon wrote one.
+fn daemon_json(report: Option<&crate::health::Report>) -> serde_json::Value {
+    report.map_or(serde_json::Value::Null, |r| {
+        let alive = Path::new(&format!("/proc/{}", r.pid)).exists()
+            && r.age() <= crate::health::STALE_AFTER.as_secs_f64();
+        serde_json::json!({
+            "pid": r.pid,
+            "alive": alive,
+            "heartbeat_age_seconds": r.age(),
+            "ready": alive && r.ready,
+            "features": r.features,
+            "losses": r.losses,
+        })
+    })
+}
+
+pub(crate) fn status(pin_root: &Path, run_dir: &Path, json: bool) -> Result<ExitCode> {
     let shield = Shield::status_from_pins(pin_root);
     let egress = EgressFirewall::status_from_pins(pin_root);
     let dns_lost = Telemetry::lost_dns_events_from_pins(pin_root).ok();
-    if shield.is_err() && egress.is_err() && dns_lost.is_none() {
+    let daemon = crate::health::read(run_dir);
+    if shield.is_err() && egress.is_err() && dns_lost.is_none() && daemon.is_none() {
         anyhow::bail!("nothing is pinned under {}", pin_root.display());
     }
     if json {
@@ -132,6 +150,7 @@ pub(crate) fn status(pin_root: &Path, json: bool) -> Result<ExitCode> {
             Ok(status) => to_json(status),
             Err(_) => serde_json::json!({"rules": [], "totals": {}}),
         };
+        out["daemon"] = daemon_json(daemon.as_ref());
         if let Ok(e) = &egress {
             out["egress"] = egress_json(e);
         }
@@ -153,6 +172,22 @@ pub(crate) fn status(pin_root: &Path, json: bool) -> Result<ExitCode> {
         });
         println!("{out}");
         return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(r) = &daemon {
+        let d = daemon_json(Some(r));
+        let state = match (d["alive"].as_bool(), d["ready"].as_bool()) {
+            (Some(false), _) => "NOT RUNNING (stale health report)",
+            (_, Some(true)) => "ready",
+            _ => "NOT READY: the policy is not fully enforced",
+        };
+        println!("daemon {}: {state}", r.pid);
+        for (name, f) in &r.features {
+            let mark = if f.up { "up  " } else { "DOWN" };
+            println!("  {mark} {name:<10} {}", f.detail);
+        }
+        for (sink, lost) in r.losses.iter().filter(|(_, n)| **n > 0) {
+            println!("  LOST {lost} records: {sink}");
+        }
     }
     if let Ok(e) = &egress {
         for (id, hits) in &e.rules {
@@ -198,8 +233,12 @@ pub(crate) fn detach(pin_root: &Path) -> Result<ExitCode> {
         .pin_root(pin_root)
         .mount_bpffs(false)
         .build()?;
-    let removed =
-        loader.remove_pins(Shield::OBJECT)? + loader.remove_pins(EgressFirewall::OBJECT)?;
+    // Every object the daemon pins. The Sentinel's pins are its own: it refuses their
+    // removal while it enforces (stop it through its update manager).
+    let mut removed = 0;
+    for object in [Shield::OBJECT, EgressFirewall::OBJECT, Telemetry::OBJECT] {
+        removed += loader.remove_pins(object)?;
+    }
     // The pin root itself goes too when nothing else is pinned there.
     let _ = std::fs::remove_dir(pin_root);
     println!("removed {removed} pins under {}", pin_root.display());

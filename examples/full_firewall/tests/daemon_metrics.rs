@@ -20,9 +20,20 @@ use common::{Daemon, Lab};
 
 /// Starts the daemon with `--metrics 127.0.0.1:0` and returns it with the port it
 /// reports.
+/// The bearer token the metrics daemons of these tests are started with.
+const TOKEN: &str = "ironclad-test-token-0123456789";
+
 fn daemon_with_metrics(lab: &Lab, config: &Path) -> (Daemon, u16) {
+    use std::os::unix::fs::PermissionsExt;
+    let token = lab.write_config("metrics.token", &format!("{TOKEN}\n"));
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let mut args = lab.run_args(config);
-    args.extend(["--metrics".to_string(), "127.0.0.1:0".to_string()]);
+    args.extend([
+        "--metrics".to_string(),
+        "127.0.0.1:0".to_string(),
+        "--metrics-token-file".to_string(),
+        token.display().to_string(),
+    ]);
     let daemon = Daemon::spawn(&args);
     daemon.wait_for("ready");
     let log = daemon.log();
@@ -168,14 +179,61 @@ fn metrics_count_exactly_the_packets_sent_and_follow_reloads() {
     assert_eq!(status["policy"]["serial"], 2);
     assert_eq!(status["programs"][0]["name"], "shield");
     assert_eq!(status["programs"][0]["up"], true);
+    assert_eq!(status["ready"], true);
+    // Regression (hardening): any local user read events (TLS plaintext, DNS names)
+    // from the status API. Payloads are now only on /api/events, with the token.
+    assert!(status["events"].get("recent").is_none(), "{json}");
+    let events_url = format!("{url}/api/events");
+    assert_eq!(curl(&[&events_url]).0, 401);
+    let nobody = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &events_url,
+        ])
+        .output()
+        .expect("setpriv curl");
+    assert_eq!(String::from_utf8_lossy(&nobody.stdout), "401", "{nobody:?}");
+    assert_eq!(
+        curl(&[
+            "-H",
+            "Authorization: Bearer wrong-token-0123456789",
+            &events_url
+        ])
+        .0,
+        401
+    );
+    let (code, json) = curl(&["-H", &format!("Authorization: Bearer {TOKEN}"), &events_url]);
+    assert_eq!(code, 200);
+    let events: serde_json::Value = serde_json::from_str(&json).expect("JSON");
     assert!(
-        status["events"]["recent"]
+        events["recent"]
             .as_array()
             .expect("recent")
             .iter()
             .any(|e| e["kind"] == "shield_drop" && e["src"] == lab.addr(2)),
         "{json}"
     );
+    // DNS rebinding: a page at evil.example resolving to 127.0.0.1 sends its own Host.
+    assert_eq!(
+        curl(&["-H", "Host: evil.example:9477", &format!("{url}/metrics")]).0,
+        421
+    );
+    assert_eq!(
+        curl(&["-H", "Host: localhost", &format!("{url}/metrics")]).0,
+        200
+    );
+    assert_eq!(curl(&[&format!("{url}/healthz")]).0, 200);
+    assert_eq!(curl(&[&format!("{url}/readyz")]).0, 200);
+    let (_, page) = curl(&[&format!("{url}/metrics")]);
+    assert_eq!(sample(&page, "ironclad_ready"), Some(1.0));
     assert_eq!(curl(&[&format!("{url}/nope")]).0, 404);
     assert_eq!(curl(&["-X", "POST", &format!("{url}/metrics")]).0, 405);
     let (code, page) = curl(&[&format!("{url}/")]);
@@ -361,7 +419,7 @@ fn dashboard_in_chromium_shows_drops_rise_without_reloading() {
     let config = lab.write_config("policy.yaml", &lab.policy_denying(&[2]));
     let (_daemon, port) = daemon_with_metrics(&lab, &config);
     let driver = Driver::start();
-    driver.navigate(&format!("http://127.0.0.1:{port}/"));
+    driver.navigate(&format!("http://127.0.0.1:{port}/#token={TOKEN}"));
 
     let rule = format!("{}/32", lab.addr(2));
     let cell = format!(
@@ -407,4 +465,50 @@ fn dashboard_in_chromium_shows_drops_rise_without_reloading() {
         serde_json::json!([]),
         "nothing loaded from elsewhere"
     );
+}
+
+/// Regression (hardening): 16 clients sending a byte a second, or ~150 idle
+/// connections, stalled the listener (and a Kubernetes liveness probe on it) for as long
+/// as they lasted.
+#[test]
+fn slow_and_idle_clients_do_not_stall_the_listener() {
+    use std::io::Write as _;
+    require_privileges!();
+    let lab = Lab::new("ffmetslow", 41);
+    let config = lab.write_config("policy.yaml", &lab.policy_denying(&[2]));
+    let (_daemon, port) = daemon_with_metrics(&lab, &config);
+    let addr = format!("127.0.0.1:{port}");
+    let idle: Vec<std::net::TcpStream> = (0..200)
+        .map(|_| std::net::TcpStream::connect(&addr).expect("idle connection"))
+        .collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let slow: Vec<_> = (0..16)
+        .map(|_| {
+            let (addr, stop) = (addr.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let Ok(mut s) = std::net::TcpStream::connect(&addr) else {
+                    return;
+                };
+                for b in b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n" {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed)
+                        || s.write_all(&[*b]).is_err()
+                    {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    for path in ["/healthz", "/metrics", "/api/status"] {
+        // curl gives up after 10 s (`--max-time`); the slow clients last 40 s.
+        let (code, _) = curl(&[&format!("http://{addr}{path}")]);
+        assert_eq!(code, 200, "{path}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    drop(idle);
+    for t in slow {
+        let _ = t.join();
+    }
 }

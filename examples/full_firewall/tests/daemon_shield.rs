@@ -254,8 +254,187 @@ fn a_missing_interface_fails_open_and_the_daemon_keeps_running() {
         "still running"
     );
     assert_eq!(lab.ping(3, 1), 1, "traffic untouched");
+    // Regression (hardening): a daemon that does not enforce its policy said `ready`.
+    assert!(
+        daemon
+            .log()
+            .contains("not ready: the policy is NOT fully enforced"),
+        "{}",
+        daemon.log()
+    );
+    assert!(
+        !daemon.log().contains("full_firewall: ready"),
+        "{}",
+        daemon.log()
+    );
+    let run_dir = lab.dir.path().join("run");
+    let probe = |ready: bool| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["health", "--run-dir"]).arg(&run_dir);
+        if ready {
+            cmd.arg("--ready");
+        }
+        cmd.output().expect("health")
+    };
+    assert!(probe(false).status.success(), "alive: {:?}", probe(false));
+    let not_ready = probe(true);
+    assert_eq!(not_ready.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&not_ready.stderr)
+            .contains("shield: not running: traffic on ic-missing0 is not filtered"),
+        "{not_ready:?}"
+    );
+    let out = Command::new(BIN)
+        .args(["status", "--json", "--pin-dir"])
+        .arg(lab.pins.path())
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .output()
+        .expect("status");
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    assert_eq!(status["daemon"]["alive"], true, "{status}");
+    assert_eq!(status["daemon"]["ready"], false, "{status}");
+    assert_eq!(
+        status["daemon"]["features"]["shield"]["up"], false,
+        "{status}"
+    );
     daemon.signal("TERM");
     assert!(daemon.wait().success());
+    assert!(
+        probe(false).status.code() == Some(1),
+        "no daemon, no health"
+    );
+}
+
+/// Regression (hardening): a map of the wrong shape pinned where the Shield's goes made
+/// the daemon run unprotected. Now it refuses, naming the pin and the ways out; with
+/// `--replace-stale-pins` it replaces it and enforces.
+#[test]
+fn a_stale_pin_stops_the_start_or_is_replaced_on_request() {
+    require_privileges!();
+    let lab = Lab::new("ffstale", 42);
+    let config = lab.write_config("policy.yaml", &lab.policy_denying(&[3]));
+    let dir = lab.pins.path().join("shield");
+    std::fs::create_dir_all(&dir).expect("pin dir");
+    let stale = dir.join("ic_shield_active");
+    let made = Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(&stale)
+        .args([
+            "type",
+            "hash",
+            "key",
+            "8",
+            "value",
+            "8",
+            "entries",
+            "4",
+            "name",
+            "ic_shield_active",
+        ])
+        .output()
+        .expect("bpftool");
+    assert!(made.status.success(), "{made:?}");
+    let mut daemon = Daemon::spawn(&lab.run_args(&config));
+    let status = daemon.wait();
+    assert_eq!(status.code(), Some(1), "{}", daemon.log());
+    let log = daemon.log();
+    assert!(
+        log.contains(&format!("pinned map {} does not fit", stale.display())),
+        "{log}"
+    );
+    assert!(
+        log.contains("full_firewall detach --pin-dir") && log.contains("--replace-stale-pins"),
+        "{log}"
+    );
+    assert_eq!(lab.ping(3, 1), 1, "nothing attached");
+    let mut args = lab.run_args(&config);
+    args.push("--replace-stale-pins".into());
+    let mut daemon = Daemon::spawn(&args);
+    daemon.wait_for("full_firewall: ready");
+    assert_eq!(lab.ping(3, 2), 0, "enforcing with a new map");
+    let audit = std::fs::read_to_string(lab.dir.path().join("audit.jsonl")).expect("audit");
+    assert!(audit.contains("stale pin replaced"), "{audit}");
+    daemon.signal("TERM");
+    assert!(daemon.wait().success());
+}
+
+/// Regression (hardening): `--events` on a full file system made the daemon exit on the
+/// next drop event. Now events are lost (counted, the file named once in the log) and
+/// enforcement goes on.
+#[test]
+fn a_full_disk_loses_events_not_enforcement() {
+    require_privileges!();
+    let lab = Lab::new("fffull", 43);
+    let config = lab.write_config("policy.yaml", &lab.policy_denying(&[3]));
+    let full = lab.dir.path().join("full");
+    std::fs::create_dir_all(&full).expect("dir");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "ic-full"])
+        .arg(&full)
+        .status()
+        .expect("mount");
+    assert!(mounted.success());
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(full.clone());
+    let events = full.join("events.jsonl");
+    let mut args = lab.run_args(&config);
+    args.extend(["--events".into(), events.display().to_string()]);
+    let mut daemon = Daemon::spawn(&args);
+    daemon.wait_for("full_firewall: ready");
+    // Fill the file system to the last byte.
+    let _ = std::fs::write(full.join("filler"), vec![0u8; 128 * 1024]);
+    assert_eq!(lab.ping(3, 20), 0, "dropped");
+    daemon.wait_for("events are being LOST");
+    assert!(
+        daemon.log().contains(&events.display().to_string()),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(lab.ping(3, 5), 0, "still enforcing");
+    let alive = daemon
+        .child
+        .as_mut()
+        .expect("child")
+        .try_wait()
+        .expect("wait");
+    assert!(
+        alive.is_none(),
+        "the daemon is still running: {}",
+        daemon.log()
+    );
+    let out = Command::new(BIN)
+        .args(["status", "--json", "--pin-dir"])
+        .arg(lab.pins.path())
+        .arg("--run-dir")
+        .arg(lab.dir.path().join("run"))
+        .output()
+        .expect("status");
+    let start = Instant::now();
+    let mut status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    while status["daemon"]["losses"]["events-file"]
+        .as_u64()
+        .unwrap_or(0)
+        == 0
+    {
+        assert!(start.elapsed() < Duration::from_secs(10), "{status}");
+        std::thread::sleep(Duration::from_millis(200));
+        let out = Command::new(BIN)
+            .args(["status", "--json", "--pin-dir"])
+            .arg(lab.pins.path())
+            .arg("--run-dir")
+            .arg(lab.dir.path().join("run"))
+            .output()
+            .expect("status");
+        status = serde_json::from_slice(&out.stdout).expect("status JSON");
+    }
+    daemon.signal("TERM");
+    assert!(daemon.wait().success(), "{}", daemon.log());
 }
 
 #[test]

@@ -27,6 +27,9 @@ pub fn run_args(config: &Path, veth: &VethPair, pins: &BpffsDir, dir: &Path) -> 
         pins.path().display().to_string(),
         "--audit-log".into(),
         dir.join("audit.jsonl").display().to_string(),
+        // Each daemon its own health report, so parallel tests do not share one.
+        "--run-dir".into(),
+        dir.join("run").display().to_string(),
     ]
 }
 
