@@ -133,8 +133,7 @@ pub const MAX_MESSAGE_CHARS: usize = 1024;
 /// ```
 pub fn excerpt(text: &str, max: usize) -> String {
     let mut out = String::new();
-    let mut shown = 0;
-    for c in text.chars() {
+    for (shown, c) in text.chars().enumerate() {
         if shown == max {
             let rest = text.chars().count() - max;
             out.push_str(&format!("… ({rest} more characters)"));
@@ -145,7 +144,6 @@ pub fn excerpt(text: &str, max: usize) -> String {
         } else {
             out.push(c);
         }
-        shown += 1;
     }
     out
 }
