@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 /// The file's name inside the run directory.
@@ -85,11 +85,17 @@ struct Inner {
 }
 
 impl Health {
-    /// A health report written to `run_dir/health.json` (the directory is created).
-    pub(crate) fn new(run_dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(run_dir)
-            .with_context(|| format!("creating {}", run_dir.display()))?;
-        Ok(Self {
+    /// A health report written to `run_dir/health.json` (the directory is created). A
+    /// run directory that cannot be written is logged, not fatal: the report still
+    /// serves `/healthz` and `/readyz`, only `status` and `health` cannot read it.
+    pub(crate) fn new(run_dir: &Path) -> Self {
+        if let Err(e) = std::fs::create_dir_all(run_dir) {
+            tracing::warn!(
+                "creating {}: {e}: `full_firewall status` and `health` will not see this daemon",
+                run_dir.display()
+            );
+        }
+        Self {
             inner: Arc::new(Mutex::new(Inner {
                 report: Report {
                     pid: std::process::id(),
@@ -100,7 +106,7 @@ impl Health {
                 last_write: None,
                 dirty: true,
             })),
-        })
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

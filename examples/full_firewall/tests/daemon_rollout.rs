@@ -29,8 +29,7 @@ fn start(lab: &Lab, config: &Path, window: &str) -> Daemon {
     args.extend([
         "--confirm-within".to_string(),
         window.to_string(),
-        "--run-dir".to_string(),
-        lab.dir.path().join("run").display().to_string(),
+        // `--run-dir DIR/run` comes with the lab's arguments.
         "--detach-on-exit".to_string(),
     ]);
     let daemon = Daemon::spawn(&args);
