@@ -512,3 +512,32 @@ fn slow_and_idle_clients_do_not_stall_the_listener() {
         let _ = t.join();
     }
 }
+
+/// A listener beyond loopback without a token file is loudly warned about, and serves
+/// no events at all.
+#[test]
+fn a_listener_beyond_loopback_without_a_token_is_warned_about_and_serves_no_events() {
+    require_privileges!();
+    let lab = Lab::new("ffmetopen", 48);
+    let config = lab.write_config("policy.yaml", &lab.policy_denying(&[2]));
+    let mut args = lab.run_args(&config);
+    args.extend(["--metrics".to_string(), "0.0.0.0:0".to_string()]);
+    let daemon = Daemon::spawn(&args);
+    daemon.wait_for("ready");
+    let log = daemon.log();
+    assert!(
+        log.contains("is not a loopback address and has no --metrics-token-file"),
+        "{log}"
+    );
+    let port: u16 = log
+        .split("metrics on http://0.0.0.0:")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no metrics address in the log:\n{log}"));
+    assert_eq!(
+        curl(&[&format!("http://127.0.0.1:{port}/api/events")]).0,
+        403
+    );
+    assert_eq!(curl(&[&format!("http://127.0.0.1:{port}/metrics")]).0, 200);
+}

@@ -963,3 +963,26 @@ fn the_events_file_rotates_at_its_size_limit() {
     }
     assert!(!older.is_empty());
 }
+
+/// Regression (hardening): `deny: [::ffff:10.251.0.2/128]` was accepted and never matched
+/// the IPv4 source it names. It is now the IPv4 rule, and drops that source's pings.
+#[test]
+fn an_ipv4_mapped_deny_drops_the_ipv4_source() {
+    require_privileges!();
+    let lab = Lab::new("ffmapped", 47);
+    let config = lab.write_config(
+        "policy.yaml",
+        &format!("shield:\n  deny: ['::ffff:{}/128']\n", lab.addr(3)),
+    );
+    let mut daemon = Daemon::spawn(&lab.run_args(&config));
+    daemon.wait_for("full_firewall: ready");
+    assert_eq!(
+        lab.ping(3, 2),
+        0,
+        "the mapped address's IPv4 source is dropped"
+    );
+    assert_eq!(lab.ping(2, 1), 1, "others pass");
+    assert_eq!(lab.rule_packets(&format!("{}/32", lab.addr(3))), 2);
+    daemon.signal("TERM");
+    assert!(daemon.wait().success());
+}
