@@ -929,17 +929,19 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     if let Some(m) = &metrics {
         m.policy_applied(sources);
     }
-    let states = feature_states(
-        &configured,
-        Features {
-            shield: running.as_ref(),
-            egress: egress.as_ref(),
-            tls: tls.as_ref(),
-            observer: observer.as_ref(),
-            guard: guard.as_ref(),
-        },
-        &reasons,
-    );
+    // What runs now, for the health report and the metrics (after start and reloads).
+    macro_rules! running_features {
+        () => {
+            Features {
+                shield: running.as_ref(),
+                egress: egress.as_ref(),
+                tls: tls.as_ref(),
+                observer: observer.as_ref(),
+                guard: guard.as_ref(),
+            }
+        };
+    }
+    let states = feature_states(&configured, running_features!(), &reasons);
     let down: Vec<String> = states
         .iter()
         .filter(|(_, f)| !f.up)
@@ -1167,17 +1169,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                     publish_features(
                         &health,
                         metrics.as_ref(),
-                        feature_states(
-                            &configured,
-                            Features {
-                                shield: running.as_ref(),
-                                egress: egress.as_ref(),
-                                tls: tls.as_ref(),
-                                observer: observer.as_ref(),
-                                guard: guard.as_ref(),
-                            },
-                            &reasons,
-                        ),
+                        feature_states(&configured, running_features!(), &reasons),
                     );
                 }
             }

@@ -396,14 +396,7 @@ fn a_missing_interface_fails_open_and_the_daemon_keeps_running() {
             .contains("shield: not running: traffic on ic-missing0 is not filtered"),
         "{not_ready:?}"
     );
-    let out = Command::new(BIN)
-        .args(["status", "--json", "--pin-dir"])
-        .arg(lab.pins.path())
-        .arg("--run-dir")
-        .arg(&run_dir)
-        .output()
-        .expect("status");
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let status = lab.daemon_status();
     assert_eq!(status["daemon"]["alive"], true, "{status}");
     assert_eq!(status["daemon"]["ready"], false, "{status}");
     assert_eq!(
@@ -522,15 +515,6 @@ fn a_full_disk_loses_events_not_enforcement() {
         "the daemon is still running: {}",
         daemon.log()
     );
-    let out = Command::new(BIN)
-        .args(["status", "--json", "--pin-dir"])
-        .arg(lab.pins.path())
-        .arg("--run-dir")
-        .arg(lab.dir.path().join("run"))
-        .output()
-        .expect("status");
-    let start = Instant::now();
-    let mut status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
     // A reload that changes the rules writes audit records: on a full disk they are
     // lost, counted, alerted. The config lives elsewhere, so it can still be written.
     std::fs::write(&config, lab.policy_denying(&[2, 3])).expect("policy");
@@ -538,17 +522,14 @@ fn a_full_disk_loses_events_not_enforcement() {
     daemon.wait_for("audit records are being LOST");
     let lost =
         |s: &serde_json::Value, sink: &str| s["daemon"]["losses"][sink].as_u64().unwrap_or(0);
-    while lost(&status, "events-file") == 0 || lost(&status, "audit-log") == 0 {
+    let start = Instant::now();
+    loop {
+        let status = lab.daemon_status();
+        if lost(&status, "events-file") > 0 && lost(&status, "audit-log") > 0 {
+            break;
+        }
         assert!(start.elapsed() < Duration::from_secs(10), "{status}");
         std::thread::sleep(Duration::from_millis(200));
-        let out = Command::new(BIN)
-            .args(["status", "--json", "--pin-dir"])
-            .arg(lab.pins.path())
-            .arg("--run-dir")
-            .arg(lab.dir.path().join("run"))
-            .output()
-            .expect("status");
-        status = serde_json::from_slice(&out.stdout).expect("status JSON");
     }
     daemon.signal("TERM");
     assert!(daemon.wait().success(), "{}", daemon.log());

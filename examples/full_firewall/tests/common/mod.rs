@@ -94,6 +94,19 @@ impl Lab {
         serde_json::from_slice(&out.stdout).expect("status JSON")
     }
 
+    /// `status --json` with the daemon's health report (`--run-dir DIR/run`).
+    pub fn daemon_status(&self) -> serde_json::Value {
+        let out = Command::new(BIN)
+            .args(["status", "--json", "--pin-dir"])
+            .arg(self.pins.path())
+            .arg("--run-dir")
+            .arg(self.dir.path().join("run"))
+            .output()
+            .expect("status");
+        assert!(out.status.success(), "status failed: {out:?}");
+        serde_json::from_slice(&out.stdout).expect("status JSON")
+    }
+
     pub fn rule_packets(&self, cidr: &str) -> u64 {
         let status = self.status();
         status["rules"]
