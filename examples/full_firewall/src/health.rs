@@ -82,6 +82,7 @@ struct Inner {
     file: PathBuf,
     last_write: Option<Instant>,
     dirty: bool,
+    failing: bool,
 }
 
 impl Health {
@@ -105,6 +106,7 @@ impl Health {
                 file: run_dir.join(HEALTH_FILE),
                 last_write: None,
                 dirty: true,
+                failing: false,
             })),
         }
     }
@@ -148,10 +150,14 @@ impl Health {
             .with_extension(format!("json.{}", std::process::id()));
         let text = serde_json::to_vec(&inner.report).unwrap_or_default();
         let written = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &inner.file));
-        if let Err(e) = written {
-            if inner.last_write.is_some() || inner.dirty {
+        match written {
+            // Said once per run of failures, not every second.
+            Err(e) if !inner.failing => {
+                inner.failing = true;
                 tracing::warn!("writing {}: {e}", inner.file.display());
             }
+            Err(_) => {}
+            Ok(()) => inner.failing = false,
         }
         inner.last_write = Some(Instant::now());
         inner.dirty = false;
