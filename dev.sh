@@ -153,12 +153,21 @@ check_footprint() {
         --audit-log "$tmp/audit.jsonl" --events "$tmp/events.jsonl" --metrics 127.0.0.1:0 \
         --detach-on-exit 2> "$tmp/log" &
     pid=$!
-    for _ in $(seq 100); do grep -q "ready" "$tmp/log" && break; sleep 0.1; done
-    ip netns exec "$ns" ping -q -c 10 -i 0.1 10.250.0.1 >/dev/null || true
+    for _ in $(seq 100); do grep -q "full_firewall: ready" "$tmp/log" && break; sleep 0.1; done
+    # The demo policy denies 10.250.0.64/26: all ten pings must be dropped, or the
+    # figure would be of a daemon that is not enforcing.
+    local received
+    received=$(ip netns exec "$ns" ping -q -c 10 -i 0.1 -W 1 10.250.0.1 2>/dev/null \
+        | awk -F', ' '/received/ { split($2, a, " "); print a[1] }')
     rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status")
     kill -TERM "$pid"; wait "$pid" || true
     ip netns del "$ns"; ip link del icfp0 2>/dev/null || true
-    grep -q "ready" "$tmp/log" || { cat "$tmp/log" >&2; rm -rf "$tmp"; return 1; }
+    grep -q "full_firewall: ready" "$tmp/log" || { cat "$tmp/log" >&2; rm -rf "$tmp"; return 1; }
+    if [[ "$received" != 0 ]]; then
+        echo "footprint: ${received:-?} of 10 pings from a denied source got through" >&2
+        rm -rf "$tmp"
+        return 1
+    fi
     rm -rf "$tmp"
     awk -v kib="$rss" 'BEGIN { printf "full_firewall RSS while enforcing the demo policy: %d KiB (%.1f MiB; limit 20 MiB)\n", kib, kib / 1024 }'
     (( rss < 20 * 1024 ))

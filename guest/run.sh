@@ -94,8 +94,10 @@ if ((BENCH)); then
 fi
 
 status=0
+ran=0
 while read -r name pattern; do
     [[ -z "$name" || "$name" == \#* ]] && continue
+    ran=$((ran + 1))
     read -r ver image < <(fetch_kernel "$pattern")
     out=$WORK/run-$name
     rm -rf "$out" && mkdir -p "$out"
@@ -129,4 +131,9 @@ GUEST
         status=1
     fi
 done < guest/kernels
+# A guest step that booted nothing proved nothing: fail rather than pass empty.
+if ((ran == 0)); then
+    echo "guest/kernels lists no kernel: no guest test ran" >&2
+    exit 1
+fi
 exit $status

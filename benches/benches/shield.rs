@@ -28,6 +28,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use ipnetwork::IpNetwork;
 use ironclad_benches::{
     avoided, deny_policy, frame_from, replay_frames, table_v4, table_v6, Baseline, BenchShield,
+    Verdict,
 };
 use ironclad_bpf::{audit_object, object, Allowlist};
 use ironclad_core::abi::{Action, SHIELD_V4_GROUPS};
@@ -62,12 +63,14 @@ fn per_packet(c: &mut Criterion) {
                 .shield
                 .replace(&deny_policy(&rules, &[], lookup))
                 .unwrap_or_else(|e| panic!("policy: {e}"));
-            for (kind, frame) in [("miss", &miss), ("hit", &hit)] {
+            for (kind, frame, verdict) in
+                [("miss", &miss, Verdict::Pass), ("hit", &hit, Verdict::Drop)]
+            {
                 let name = format!("{}_{kind}", lookup.as_str());
                 group.bench_with_input(BenchmarkId::new(name, count), frame, |b, frame| {
                     b.iter_custom(|iters| {
                         let repeat = u32::try_from(iters).unwrap_or(u32::MAX);
-                        bench.run(frame, repeat) * repeat
+                        bench.run(frame, repeat, verdict) * repeat
                     });
                 });
             }
@@ -85,11 +88,14 @@ fn per_packet(c: &mut Criterion) {
             &format!("bench6_{count}"),
             &deny_policy(&[], &rules, Ipv4Lookup::Fast),
         );
-        for (kind, frame) in [("v6_miss", &miss6), ("v6_hit", &hit6)] {
+        for (kind, frame, verdict) in [
+            ("v6_miss", &miss6, Verdict::Pass),
+            ("v6_hit", &hit6, Verdict::Drop),
+        ] {
             group.bench_with_input(BenchmarkId::new(kind, count), frame, |b, frame| {
                 b.iter_custom(|iters| {
                     let repeat = u32::try_from(iters).unwrap_or(u32::MAX);
-                    bench.run(frame, repeat) * repeat
+                    bench.run(frame, repeat, verdict) * repeat
                 });
             });
         }
@@ -127,8 +133,10 @@ fn summary(_: &mut Criterion) {
                 .shield
                 .replace(&deny_policy(&rules, &[], lookup))
                 .unwrap_or_else(|e| panic!("policy: {e}"));
-            for (kind, frame) in [("miss", &miss), ("hit", &hit)] {
-                let (empty, run) = paired(&|| bench.run(frame, REPEAT), frame);
+            for (kind, frame, verdict) in
+                [("miss", &miss, Verdict::Pass), ("hit", &hit, Verdict::Drop)]
+            {
+                let (empty, run) = paired(&|| bench.run(frame, REPEAT, verdict), frame);
                 rows.push((
                     format!("ipv4 {} {kind}", lookup.as_str()),
                     count,
@@ -147,7 +155,7 @@ fn summary(_: &mut Criterion) {
         let frame = frame_from(IpAddr::V6(
             "2001:db8::1".parse().unwrap_or_else(|e| panic!("{e}")),
         ));
-        let (empty, run) = paired(&|| bench.run(&frame, REPEAT), &frame);
+        let (empty, run) = paired(&|| bench.run(&frame, REPEAT, Verdict::Pass), &frame);
         rows.push(("ipv6 trie miss".to_string(), count, run, empty));
     }
     println!("\nShield per packet (BPF_PROG_TEST_RUN, best of {ROUNDS} paired rounds):");
@@ -202,12 +210,20 @@ fn replay(c: &mut Criterion) {
             .shield
             .replace(&deny_policy(&rules, &[], lookup))
             .unwrap_or_else(|e| panic!("policy: {e}"));
+        // Every even frame comes from inside the rules: it must be dropped, or the
+        // replay would time the pass path only.
+        for frame in frames.iter().step_by(2) {
+            bench.run(frame, 1, Verdict::Drop);
+        }
         group.bench_function(BenchmarkId::new(lookup.as_str(), count), |b| {
             b.iter_custom(|iters| {
                 (0..iters)
                     .map(|_| {
                         next = (next + 1) % frames.len();
-                        bench.run(&frames[next], 1)
+                        bench
+                            .shield
+                            .test_run(&frames[next], 1)
+                            .map_or_else(|e| panic!("test run: {e}"), |r| r.per_run)
                     })
                     .sum()
             })
@@ -250,6 +266,16 @@ fn policy(c: &mut Criterion) {
         deny_policy(a4, a6, Ipv4Lookup::Fast),
         deny_policy(b4, b6, Ipv4Lookup::Fast),
     ];
+    // Two independent random sets of the same shape: how much they share is printed, so
+    // the figure is not read as a swap between disjoint policies.
+    let shared4 = {
+        let a: std::collections::BTreeSet<_> = a4.iter().collect();
+        b4.iter().filter(|n| a.contains(n)).count()
+    };
+    println!(
+        "shield_policy/swap: the two policies share {shared4} of {} IPv4 prefixes",
+        a4.len()
+    );
     let bench = BenchShield::with_policy("swap", &policies[0]);
     let mut turn = 0usize;
     group.bench_function(BenchmarkId::new("swap", count), |b| {
@@ -258,11 +284,13 @@ fn policy(c: &mut Criterion) {
             for _ in 0..iters {
                 turn += 1;
                 let start = Instant::now();
-                bench
+                let report = bench
                     .shield
                     .replace(&policies[turn % 2])
                     .unwrap_or_else(|e| panic!("swap: {e}"));
                 total += start.elapsed();
+                assert_eq!(report.in_place, 0, "a whole switch, not edits in place");
+                assert_eq!(report.prefixes.0, policies[turn % 2].ipv4_prefixes());
             }
             total
         })
@@ -277,11 +305,15 @@ fn policy(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new(name, count), |b| {
             b.iter(|| {
                 present = !present;
-                if present {
+                let done = if present {
                     bench.shield.insert_rule(net, 9_999, Action::Deny)
                 } else {
-                    bench.shield.remove_rule(net).map(|_| ())
-                }
+                    bench
+                        .shield
+                        .remove_rule(net)
+                        .map(|removed| assert!(removed, "{name}: the rule was there"))
+                };
+                done.unwrap_or_else(|e| panic!("{name}: {e}"));
             })
         });
     }

@@ -77,11 +77,26 @@ fn tls(c: &mut Criterion) {
         ("out_of_scope", TlsScope::Pid(u32::MAX)),
     ] {
         let monitor = MonitorThread::start(scope);
+        let calls = std::cell::Cell::new(0u64);
         group.bench_function(name, |b| {
-            b.iter_custom(|iters| run(&python, dir.path(), iters))
+            b.iter_custom(|iters| {
+                calls.set(calls.get() + iters);
+                run(&python, dir.path(), iters)
+            })
         });
         let (decoded, lost) = monitor.stop();
         println!("tls/ssl_write/{name}: {decoded} events decoded, {lost} lost to a full ring");
+        // The figure is of the path its name says: every call captured (or counted as
+        // lost) when in scope, none when out of scope.
+        if name == "probed" {
+            assert!(
+                decoded + lost >= calls.get(),
+                "probed: {} calls, {decoded} captured, {lost} lost",
+                calls.get()
+            );
+        } else {
+            assert_eq!((decoded, lost), (0, 0), "out of scope: nothing captured");
+        }
     }
     group.finish();
 }

@@ -72,6 +72,15 @@ pub fn replay_frames(rules: &[Ipv4Network], count: usize, seed: u64) -> Vec<Vec<
         .collect()
 }
 
+/// An XDP verdict a benchmark expects (the kernel's `XDP_*` values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// `XDP_DROP`: the drop path.
+    Drop = 1,
+    /// `XDP_PASS`: the pass path.
+    Pass = 2,
+}
+
 /// A Shield loaded on its own bpffs directory (removed on drop).
 pub struct BenchShield {
     /// The Shield.
@@ -99,12 +108,20 @@ impl BenchShield {
         }
     }
 
-    /// Kernel time of one run of the Shield on `frame`, averaged over `repeat` runs.
-    pub fn run(&self, frame: &[u8], repeat: u32) -> Duration {
-        self.shield
+    /// Kernel time of one run of the Shield on `frame`, averaged over `repeat` runs,
+    /// after checking the program gave the verdict the benchmark claims to measure (a
+    /// "hit" that passes would time the wrong path).
+    pub fn run(&self, frame: &[u8], repeat: u32, expect: Verdict) -> Duration {
+        let run = self
+            .shield
             .test_run(frame, repeat)
-            .unwrap_or_else(|e| panic!("test run: {e}"))
-            .per_run
+            .unwrap_or_else(|e| panic!("test run: {e}"));
+        assert_eq!(
+            run.return_value, expect as u32,
+            "the Shield returned {} where the benchmark measures {expect:?}",
+            run.return_value
+        );
+        run.per_run
     }
 }
 
@@ -130,11 +147,18 @@ impl Baseline {
         }
     }
 
-    /// Kernel time of one run on `frame`, averaged over `repeat` runs.
+    /// Kernel time of one run on `frame`, averaged over `repeat` runs (the empty
+    /// program passes everything; checked).
     pub fn run(&self, frame: &[u8], repeat: u32) -> Duration {
-        self.object
+        let run = self
+            .object
             .test_run("ic_baseline_xdp", frame, repeat)
-            .unwrap_or_else(|e| panic!("test run: {e}"))
-            .per_run
+            .unwrap_or_else(|e| panic!("test run: {e}"));
+        assert_eq!(
+            run.return_value,
+            Verdict::Pass as u32,
+            "the empty program passes"
+        );
+        run.per_run
     }
 }

@@ -294,20 +294,60 @@ mod tests {
         assert_eq!(parse(&build_query(1, &huge, 1)), Err(DnsError::NameTooLong));
     }
 
+    /// Parsing is total: random bytes and valid messages with bytes flipped each parse
+    /// or are refused with an error, never a panic; both outcomes occur; a parsed name
+    /// never exceeds the DNS limit, nor the counts their caps.
     #[test]
-    fn arbitrary_bytes_never_panic() {
+    fn arbitrary_bytes_parse_or_are_refused_never_panic() {
+        let valid = build_response(
+            &build_query(7, "www.example.test", 1),
+            &[Ipv4Addr::new(192, 0, 2, 9)],
+        );
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        for _ in 0..50_000 {
+        let mut next = || {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
-            let len = (state % 80) as usize;
-            let mut bytes: Vec<u8> = (0..len).map(|i| (state >> (i % 56)) as u8).collect();
-            if bytes.len() > 5 {
-                bytes[4] = 0;
-                bytes[5] = (state % 4) as u8;
+            state
+        };
+        let (mut parsed, mut refused) = (0u32, 0u32);
+        for round in 0..50_000u32 {
+            let r = next();
+            let bytes: Vec<u8> = if round % 2 == 0 {
+                let len = (r % 80) as usize;
+                let mut b: Vec<u8> = (0..len).map(|i| (r >> (i % 56)) as u8).collect();
+                if b.len() > 5 {
+                    b[4] = 0;
+                    b[5] = (r % 4) as u8;
+                }
+                b
+            } else {
+                let mut b = valid.clone();
+                for _ in 0..(r % 3) {
+                    let at = (next() % b.len() as u64) as usize;
+                    b[at] ^= next() as u8;
+                }
+                b
+            };
+            match parse(&bytes) {
+                Ok(message) => {
+                    parsed += 1;
+                    assert!(message.questions.len() <= MAX_QUESTIONS);
+                    assert!(message.answers.len() <= MAX_ANSWERS);
+                    for q in &message.questions {
+                        assert!(q.name.len() <= 253, "{}", q.name);
+                    }
+                }
+                Err(e) => {
+                    refused += 1;
+                    assert!(!e.to_string().is_empty());
+                }
             }
-            let _ = parse(&bytes);
         }
+        assert_eq!(parsed + refused, 50_000, "every input accounted for");
+        assert!(
+            parsed > 0 && refused > 0,
+            "parsed {parsed}, refused {refused}"
+        );
     }
 }

@@ -9,14 +9,16 @@
 //! of the whole path: transmit + filter + drop. The figure is wall time per packet
 //! (and packets/s); the filter's share is the difference between the two rows.
 
+use std::cell::Cell;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use ipnetwork::Ipv4Network;
 use ironclad_benches::{avoided, deny_policy, table_v4, BenchShield};
+use ironclad_core::abi::ShieldTotal;
 use ironclad_core::testing::{NetNs, VethPair};
 use ironclad_policy::shield::Ipv4Lookup;
 use ironclad_policy::testing::{addr_in_v4, Rng};
@@ -77,7 +79,7 @@ fn write_ruleset(path: &Path, device: &str, rules: &[Ipv4Network]) {
     text.push_str("\n  } }\n");
     text.push_str(&format!(
         "  chain ingress {{ type filter hook ingress device \"{device}\" priority -500; \
-         policy accept; ip saddr @deny drop; }}\n}}\n"
+         policy accept; ip saddr @deny counter drop; }}\n}}\n"
     ));
     std::fs::write(path, text).unwrap_or_else(|e| panic!("{e}"));
 }
@@ -111,6 +113,32 @@ impl Blast<'_> {
     }
 }
 
+/// Packets the Shield has dropped (its `dropped` total).
+fn dropped(bench: &BenchShield) -> u64 {
+    let status = bench
+        .shield
+        .status()
+        .unwrap_or_else(|e| panic!("status: {e}"));
+    status
+        .totals
+        .iter()
+        .find(|(t, _)| *t == ShieldTotal::Dropped)
+        .map_or(0, |(_, c)| c.packets)
+}
+
+/// Packets the nftables rule's counter has seen (every one of them dropped).
+fn nft_dropped() -> u64 {
+    let text = sh(
+        "nft",
+        &["list", "chain", "netdev", "ironclad_bench", "ingress"],
+    );
+    text.split("counter packets ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no counter in {text}"))
+}
+
 /// The veth comparison (registered in `shield.rs`'s criterion group).
 pub(crate) fn veth_drop(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -138,26 +166,51 @@ pub(crate) fn veth_drop(c: &mut Criterion) {
         };
         // The Shield, attached to the host end.
         {
-            let bench = BenchShield::with_policy(
-                &format!("veth{count}"),
-                &deny_policy(&rules, &[], Ipv4Lookup::Fast),
+            let policy = deny_policy(&rules, &[], Ipv4Lookup::Fast);
+            let started = Instant::now();
+            let bench = BenchShield::with_policy(&format!("veth{count}"), &policy);
+            println!(
+                "veth_drop/load/ironclad/{count}: {:.2} s (load the Shield, apply {count} CIDRs)",
+                started.elapsed().as_secs_f64()
             );
             let _attachment = bench
                 .shield
                 .attach(veth.host())
                 .unwrap_or_else(|e| panic!("attach: {e}"));
+            let before = dropped(&bench);
+            let sent = Cell::new(0u64);
             group.bench_function(BenchmarkId::new("ironclad", count), |b| {
-                b.iter_custom(|iters| blast.send(iters))
+                b.iter_custom(|iters| {
+                    sent.set(sent.get() + iters);
+                    blast.send(iters)
+                })
             });
+            // Every frame sent comes from a denied source: all were dropped, by the Shield.
+            assert_eq!(
+                dropped(&bench) - before,
+                sent.get(),
+                "the Shield dropped what was sent"
+            );
         }
         // nftables on the same end, same CIDRs.
         let ruleset = dir.path().join(format!("ruleset{count}.nft"));
         write_ruleset(&ruleset, veth.host(), &rules);
+        let started = Instant::now();
         sh("nft", &["-f", &ruleset.display().to_string()]);
+        println!(
+            "veth_drop/load/nftables/{count}: {:.2} s (`nft -f` of the same {count} CIDRs)",
+            started.elapsed().as_secs_f64()
+        );
+        let sent = Cell::new(0u64);
         group.bench_function(BenchmarkId::new("nftables", count), |b| {
-            b.iter_custom(|iters| blast.send(iters))
+            b.iter_custom(|iters| {
+                sent.set(sent.get() + iters);
+                blast.send(iters)
+            })
         });
+        let counted = nft_dropped();
         sh("nft", &["delete", "table", "netdev", "ironclad_bench"]);
+        assert_eq!(counted, sent.get(), "nftables dropped what was sent");
     }
     group.finish();
 }
