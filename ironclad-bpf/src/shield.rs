@@ -833,7 +833,9 @@ impl Shield {
     }
 
     /// Releases whatever tables the spare slot (the one packets do not read) holds;
-    /// returns how many there were. [`Shield::load`] calls it.
+    /// returns how many there were. [`Shield::load`] calls it. Like every policy
+    /// change, it assumes one writer per pin root: a second agent loading the Shield
+    /// while another builds a policy in the spare slot would take that build away.
     pub fn release_spare_slot(&self) -> Result<usize> {
         let _edit = self
             .edit
