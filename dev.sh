@@ -2,6 +2,7 @@
 # Ironclad developer entry point. On a fresh Debian/Ubuntu machine, as root:
 #   ./dev.sh demo   install what is missing, build, run the full_firewall demo
 #   ./dev.sh test   install what is missing, then run every check and test
+#   ./dev.sh perf   every benchmark at full length; regenerates docs/performance.md
 # Privileged tests fail (never skip) without root, unless IRONCLAD_SKIP_PRIVILEGED=1
 # is set outside CI.
 set -euo pipefail
@@ -171,11 +172,50 @@ check_footprint() {
     fi
     rm -rf "$tmp"
     awk -v kib="$rss" 'BEGIN { printf "full_firewall RSS while enforcing the demo policy: %d KiB (%.1f MiB; limit 20 MiB)\n", kib, kib / 1024 }'
+    if [[ -n "${IRONCLAD_FIGURES:-}" ]]; then
+        printf '{"id":"footprint/rss","unit":"bytes","min":%d,"median":%d,"max":%d,"n":1}\n' \
+            $((rss * 1024)) $((rss * 1024)) $((rss * 1024)) >> "$IRONCLAD_FIGURES"
+    fi
     (( rss < 20 * 1024 ))
+}
+
+# docs/performance.md is rendered from docs/performance.md.in and docs/perf-data.json;
+# the data comes from one full run of every benchmark (`./dev.sh perf`).
+PERF_TEMPLATE=docs/performance.md.in
+PERF_DATA=docs/perf-data.json
+perfdoc() {
+    cargo run --quiet --release -p ironclad-benches --bin perfdoc -- "$@"
+}
+
+# Every benchmark at full length (criterion's defaults and each group's settings), the
+# Sentinel's in the guest, the daemon's footprint; then the figures are collected with
+# the commit, machine and date into docs/perf-data.json and the document is rendered.
+cmd_perf() {
+    require_root "the benchmarks"
+    install_deps
+    rm -rf target/criterion
+    IRONCLAD_FIGURES=$(mktemp)
+    export IRONCLAD_FIGURES
+    cargo bench -p ironclad-benches --bench shield --bench tls --bench egress --bench events --bench sources -- --noplot
+    guest/run.sh --bench
+    check_footprint
+    local dirty=()
+    git diff --quiet HEAD -- . ':!docs/performance.md' ':!docs/perf-data.json' || dirty=(--dirty)
+    perfdoc collect --criterion target/criterion --figures "$IRONCLAD_FIGURES" \
+        --commit "$(git rev-parse HEAD)" "${dirty[@]}" --date "$(date -u '+%Y-%m-%d %H:%M UTC')" \
+        --out "$PERF_DATA"
+    perfdoc render --template "$PERF_TEMPLATE" --data "$PERF_DATA" --out docs/performance.md
+    rm -f "$IRONCLAD_FIGURES"
+    log "docs/performance.md regenerated from this run"
 }
 
 cmd_test() {
     require_root "the test suite"
+    # Figures of this run's benchmarks (short mode): the closing check requires every
+    # figure docs/performance.md quotes to have been produced by one of them.
+    rm -rf target/criterion
+    IRONCLAD_FIGURES=$(mktemp)
+    export IRONCLAD_FIGURES
     install_deps
     if [[ -n "${CI:-}" ]]; then unset IRONCLAD_SKIP_PRIVILEGED; fi
     log "cargo fmt --check"
@@ -214,6 +254,10 @@ cmd_test() {
     done
     log "benchmarks (short mode: they measure, they never fail on timing)"
     cargo bench -p ironclad-benches --bench shield --bench tls --bench egress --bench events --bench sources --quiet -- --warm-up-time 0.2 --measurement-time 0.5 --noplot
+    log "docs/performance.md: rendered from its template and data, every figure produced by a benchmark above"
+    perfdoc check --template "$PERF_TEMPLATE" --data "$PERF_DATA" --doc docs/performance.md \
+        --criterion target/criterion --figures "$IRONCLAD_FIGURES"
+    rm -f "$IRONCLAD_FIGURES"
     # One closing line summing every cargo test binary's result.
     awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
          END { printf "tests: %d passed, %d failed\n", p, f }' "$results"
@@ -226,5 +270,7 @@ case "${1:-}" in
     packaged) check_packaged ;;
     deploy) check_deploy ;;
     footprint) require_root "the footprint check"; check_footprint ;;
-    *) echo "usage: $0 demo|test|packaged|deploy|footprint" >&2; exit 2 ;;
+    perf) cmd_perf ;;
+    perf-render) perfdoc render --template "$PERF_TEMPLATE" --data "$PERF_DATA" --out docs/performance.md ;;
+    *) echo "usage: $0 demo|test|packaged|deploy|footprint|perf|perf-render" >&2; exit 2 ;;
 esac

@@ -110,7 +110,7 @@ echo "guest kernel: \$(uname -r); LSMs: \$(cat /sys/kernel/security/lsm)"
 IRONCLAD_GUEST=1 "$TESTS" --ignored --test-threads=1 ${GUEST_FILTER:-}
 echo "\$?" > "$out/rc"
 if [[ -n "$BENCHES" ]]; then
-    IRONCLAD_GUEST=1 "$BENCHES" --bench --warm-up-time 1 --measurement-time 3 --noplot
+    IRONCLAD_GUEST=1 IRONCLAD_FIGURES="$out/figures.jsonl" "$BENCHES" --bench --warm-up-time 1 --measurement-time 3 --noplot
     echo "\$?" > "$out/bench-rc"
 fi
 GUEST
@@ -129,6 +129,10 @@ GUEST
     if ((BENCH)) && [[ "$(cat "$out/bench-rc" 2>/dev/null)" != 0 ]]; then
         echo "guest $name: benchmark failed" >&2
         status=1
+    fi
+    # The benchmark's own figures (its rounds), for docs/performance.md (dev.sh perf).
+    if ((BENCH)) && [[ -n "${IRONCLAD_FIGURES:-}" && -s "$out/figures.jsonl" ]]; then
+        cat "$out/figures.jsonl" >> "$IRONCLAD_FIGURES"
     fi
 done < guest/kernels
 # A guest step that booted nothing proved nothing: fail rather than pass empty.

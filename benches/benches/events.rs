@@ -71,6 +71,11 @@ fn events(c: &mut Criterion) {
         .map(|c| c.packets)
         .unwrap_or(u64::MAX);
     println!("events/decode_to_subscriber: {lost} events lost in the kernel");
+    ironclad_benches::figures::record_one(
+        "events/decode_to_subscriber/lost",
+        ironclad_benches::figures::Unit::Count,
+        lost as f64,
+    );
 }
 
 criterion_group!(benches, events);

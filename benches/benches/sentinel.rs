@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use ironclad_benches::figures::{record, Unit};
 use ironclad_bpf::{Loader, NullSink};
 use ironclad_sentinel::Sentinel;
 
@@ -34,8 +35,8 @@ fn open_close(path: &Path, write: bool) {
     drop(file);
 }
 
-/// Minimum over `rounds` of the mean time of `n` opens.
-fn min_per_open(path: &Path, write: bool, rounds: usize, n: u32) -> Duration {
+/// The mean time of `n` opens, for each of `rounds` rounds.
+fn per_open(path: &Path, write: bool, rounds: usize, n: u32) -> Vec<Duration> {
     (0..rounds)
         .map(|_| {
             let start = Instant::now();
@@ -44,8 +45,15 @@ fn min_per_open(path: &Path, write: bool, rounds: usize, n: u32) -> Duration {
             }
             start.elapsed() / n
         })
-        .min()
-        .unwrap_or_default()
+        .collect()
+}
+
+fn ns(rounds: &[Duration]) -> Vec<f64> {
+    rounds.iter().map(|d| d.as_nanos() as f64).collect()
+}
+
+fn min(rounds: &[Duration]) -> Duration {
+    rounds.iter().copied().min().unwrap_or_default()
 }
 
 fn sentinel(c: &mut Criterion) {
@@ -62,9 +70,9 @@ fn sentinel(c: &mut Criterion) {
     let mut group = c.benchmark_group("sentinel/open_close");
     group.bench_function("read/bare", |b| b.iter(|| open_close(&free, false)));
     group.bench_function("write/bare", |b| b.iter(|| open_close(&free, true)));
-    let bare = (
-        min_per_open(&free, false, ROUNDS, OPENS),
-        min_per_open(&free, true, ROUNDS, OPENS),
+    let mut bare = (
+        per_open(&free, false, ROUNDS, OPENS),
+        per_open(&free, true, ROUNDS, OPENS),
     );
 
     let loader = Loader::builder()
@@ -81,24 +89,33 @@ fn sentinel(c: &mut Criterion) {
     group.bench_function("write/sentinel", |b| b.iter(|| open_close(&free, true)));
     group.finish();
     let with = (
-        min_per_open(&free, false, ROUNDS, OPENS),
-        min_per_open(&free, true, ROUNDS, OPENS),
+        per_open(&free, false, ROUNDS, OPENS),
+        per_open(&free, true, ROUNDS, OPENS),
     );
     sentinel.stop().unwrap_or_else(|e| panic!("stop: {e}"));
     // Bare again after the Sentinel is gone: the lower of the two bare figures is the
     // baseline, so a slow stretch of the emulator does not pass for hook cost.
-    let bare = (
-        bare.0.min(min_per_open(&free, false, ROUNDS, OPENS)),
-        bare.1.min(min_per_open(&free, true, ROUNDS, OPENS)),
-    );
+    bare.0.extend(per_open(&free, false, ROUNDS, OPENS));
+    bare.1.extend(per_open(&free, true, ROUNDS, OPENS));
+    for (name, rounds) in [
+        ("read/bare", &bare.0),
+        ("write/bare", &bare.1),
+        ("read/sentinel", &with.0),
+        ("write/sentinel", &with.1),
+    ] {
+        record(&format!("sentinel_rounds/{name}"), Unit::Ns, &ns(rounds));
+    }
 
     println!(
         "\nSentinel: added cost per open+close of an unprotected file (minimum of {ROUNDS} rounds x {OPENS}; bare: before and after)"
     );
     println!("| open      | bare ns | with Sentinel ns | added ns | added % |");
     println!("|-----------|---------|------------------|----------|---------|");
-    for (name, b, w) in [("O_RDONLY", bare.0, with.0), ("O_WRONLY", bare.1, with.1)] {
-        let (b, w) = (b.as_nanos() as f64, w.as_nanos() as f64);
+    for (name, b, w) in [
+        ("O_RDONLY", &bare.0, &with.0),
+        ("O_WRONLY", &bare.1, &with.1),
+    ] {
+        let (b, w) = (min(b).as_nanos() as f64, min(w).as_nanos() as f64);
         println!(
             "| {name:<9} | {b:>7.0} | {w:>16.0} | {:>8.0} | {:>6.1}% |",
             w - b,

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ipnetwork::IpNetwork;
+use ironclad_benches::figures::{record, record_one, Unit};
 use ironclad_benches::{
     avoided, deny_policy, frame_from, replay_frames, table_v4, table_v6, Baseline, BenchShield,
     Verdict,
@@ -113,13 +114,19 @@ fn summary(_: &mut Criterion) {
     let miss = frame_from(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)));
     let hit = frame_from(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9)));
     let baseline = Baseline::load();
-    let paired = |run: &dyn Fn() -> Duration, frame: &[u8]| {
-        let mut best = (Duration::MAX, Duration::MAX);
+    // Each round's empty and configuration runs, recorded as `shield_summary/ID` and
+    // `shield_summary/ID/empty` (the minimums are the figures; the spread is shown).
+    let paired = |id: &str, run: &dyn Fn() -> Duration, frame: &[u8]| {
+        let (mut empty, mut config) = (Vec::new(), Vec::new());
         for _ in 0..ROUNDS {
-            best.0 = best.0.min(baseline.run(frame, REPEAT));
-            best.1 = best.1.min(run());
+            empty.push(baseline.run(frame, REPEAT));
+            config.push(run());
         }
-        best
+        let ns = |v: &[Duration]| v.iter().map(|d| d.as_nanos() as f64).collect::<Vec<_>>();
+        record(&format!("shield_summary/{id}"), Unit::Ns, &ns(&config));
+        record(&format!("shield_summary/{id}/empty"), Unit::Ns, &ns(&empty));
+        let min = |v: &[Duration]| v.iter().copied().min().unwrap_or_default();
+        (min(&empty), min(&config))
     };
     let mut rows: Vec<(String, usize, Duration, Duration)> = Vec::new();
     for count in SIZES {
@@ -136,7 +143,8 @@ fn summary(_: &mut Criterion) {
             for (kind, frame, verdict) in
                 [("miss", &miss, Verdict::Pass), ("hit", &hit, Verdict::Drop)]
             {
-                let (empty, run) = paired(&|| bench.run(frame, REPEAT, verdict), frame);
+                let id = format!("ipv4_{}_{kind}/{count}", lookup.as_str());
+                let (empty, run) = paired(&id, &|| bench.run(frame, REPEAT, verdict), frame);
                 rows.push((
                     format!("ipv4 {} {kind}", lookup.as_str()),
                     count,
@@ -155,7 +163,11 @@ fn summary(_: &mut Criterion) {
         let frame = frame_from(IpAddr::V6(
             "2001:db8::1".parse().unwrap_or_else(|e| panic!("{e}")),
         ));
-        let (empty, run) = paired(&|| bench.run(&frame, REPEAT, Verdict::Pass), &frame);
+        let (empty, run) = paired(
+            &format!("ipv6_trie_miss/{count}"),
+            &|| bench.run(&frame, REPEAT, Verdict::Pass),
+            &frame,
+        );
         rows.push(("ipv6 trie miss".to_string(), count, run, empty));
     }
     println!("\nShield per packet (BPF_PROG_TEST_RUN, best of {ROUNDS} paired rounds):");
@@ -276,7 +288,31 @@ fn policy(c: &mut Criterion) {
         "shield_policy/swap: the two policies share {shared4} of {} IPv4 prefixes",
         a4.len()
     );
+    record_one(
+        "shield_policy/swap/shared_prefixes",
+        Unit::Count,
+        shared4 as f64,
+    );
     let bench = BenchShield::with_policy("swap", &policies[0]);
+    // Kernel memory of a Shield holding 1M IPv4 + 100k IPv6 prefixes, map by map (the
+    // kernel's memlock accounting, as `status` reports it).
+    let status = bench
+        .shield
+        .status()
+        .unwrap_or_else(|e| panic!("status: {e}"));
+    assert_eq!(status.rules.len(), 3, "the bench set and two single rules");
+    for map in &status.memory {
+        record_one(
+            &format!("shield_memory/{}", map.name),
+            Unit::Bytes,
+            map.bytes as f64,
+        );
+    }
+    record_one(
+        "shield_memory/total",
+        Unit::Bytes,
+        status.map_bytes() as f64,
+    );
     let mut turn = 0usize;
     group.bench_function(BenchmarkId::new("swap", count), |b| {
         b.iter_custom(|iters| {

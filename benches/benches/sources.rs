@@ -44,6 +44,11 @@ fn sources(c: &mut Criterion) {
         "sources/aggregate: 1,000,000 random CIDRs -> {} prefixes",
         minimal.len()
     );
+    ironclad_benches::figures::record_one(
+        "sources/aggregate_1m_random_cidrs/prefixes",
+        ironclad_benches::figures::Unit::Count,
+        minimal.len() as f64,
+    );
     let mut group = c.benchmark_group("sources");
     group.sample_size(10);
     group.bench_function("aggregate_1m_random_cidrs", |b| {

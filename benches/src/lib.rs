@@ -1,5 +1,16 @@
 //! Shared set-up for Ironclad's benchmarks: deterministic rule sets and a loaded Shield
 //! on a throwaway bpffs directory. Benchmarks run against the real kernel (root needed).
+//! [`figures`] records what they measure; [`perfdoc`] renders `docs/performance.md`
+//! from those figures.
+//!
+//! ```no_run
+//! use ironclad_benches::figures::{record, Unit};
+//! // Appended to $IRONCLAD_FIGURES when it is set, for `perfdoc collect`.
+//! record("example/paired_min", Unit::Ns, &[36.0, 35.0, 38.0]);
+//! ```
+
+pub mod figures;
+pub mod perfdoc;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use ipnetwork::Ipv4Network;
+use ironclad_benches::figures::{record_one, Unit};
 use ironclad_benches::{avoided, deny_policy, table_v4, BenchShield};
 use ironclad_core::abi::ShieldTotal;
 use ironclad_core::testing::{NetNs, VethPair};
@@ -169,9 +170,15 @@ pub(crate) fn veth_drop(c: &mut Criterion) {
             let policy = deny_policy(&rules, &[], Ipv4Lookup::Fast);
             let started = Instant::now();
             let bench = BenchShield::with_policy(&format!("veth{count}"), &policy);
+            let took = started.elapsed();
             println!(
                 "veth_drop/load/ironclad/{count}: {:.2} s (load the Shield, apply {count} CIDRs)",
-                started.elapsed().as_secs_f64()
+                took.as_secs_f64()
+            );
+            record_one(
+                &format!("veth_drop/load/ironclad/{count}"),
+                Unit::Ns,
+                took.as_nanos() as f64,
             );
             let _attachment = bench
                 .shield
@@ -197,9 +204,15 @@ pub(crate) fn veth_drop(c: &mut Criterion) {
         write_ruleset(&ruleset, veth.host(), &rules);
         let started = Instant::now();
         sh("nft", &["-f", &ruleset.display().to_string()]);
+        let took = started.elapsed();
         println!(
             "veth_drop/load/nftables/{count}: {:.2} s (`nft -f` of the same {count} CIDRs)",
-            started.elapsed().as_secs_f64()
+            took.as_secs_f64()
+        );
+        record_one(
+            &format!("veth_drop/load/nftables/{count}"),
+            Unit::Ns,
+            took.as_nanos() as f64,
         );
         let sent = Cell::new(0u64);
         group.bench_function(BenchmarkId::new("nftables", count), |b| {
