@@ -4,9 +4,10 @@
 //! of one full run (`docs/perf-data.json`, written by `./dev.sh perf`). A figure in the
 //! template is a placeholder, `{{ EXPR | FORMAT }}`:
 //!
-//! - `EXPR` is one or more terms joined by ` + `, ` - `, ` * `, ` / ` (spaces around
-//!   each operator, evaluated left to right). A term is a number or a benchmark id,
-//!   optionally followed by `@min`, `@median` (the default), `@max` or `@n`.
+//! - `EXPR` is terms joined by ` + `, ` - `, ` * `, ` / ` (spaces around each operator,
+//!   since ids contain `/` and `-`), with the usual precedence and parentheses. A term is
+//!   a number or a benchmark id, optionally followed by `@min`, `@median` (the default),
+//!   `@max` or `@n`.
 //! - `FORMAT` is a unit and its decimals: `ns0`, `us2`, `ms0`, `s2` (the value is in
 //!   nanoseconds), `mib1`, `kib0` (bytes), `int` (a count with thousands separators),
 //!   `num1`, `pct1` (a percentage), `x1` (a ratio, "12.9×"); a trailing `~` adds the
@@ -14,6 +15,8 @@
 //!   `YES` when the value is below `LIMIT` and `NO` otherwise, so a conclusion follows
 //!   the numbers it rests on.
 //! - `{{meta:commit}}`, `{{meta:date}}`, `{{meta:machine}}` name the run.
+//! - `{{given:55%}}` writes its text as it is: an input of a benchmark (a rule set's
+//!   shape), not a measurement, marked so the typed-figure check passes it.
 //!
 //! `perfdoc check` (run by `./dev.sh test`) fails when a placeholder names an id no
 //! benchmark of this run produced, when the data lacks an id the template uses, when
@@ -290,67 +293,132 @@ fn parse_term(token: &str) -> Result<Term, String> {
     Ok(Term::Figure(id.to_string(), stat))
 }
 
-/// An expression: the first term, then (operator, term) pairs.
+/// An expression over figures: `+ - * /` with the usual precedence, and parentheses.
 #[derive(Debug, Clone, PartialEq)]
-struct Expr {
-    first: Term,
-    rest: Vec<(char, Term)>,
+enum Expr {
+    Term(Term),
+    Op(char, Box<Expr>, Box<Expr>),
+}
+
+/// Tokens: `(` and `)` stand alone; everything else is separated by whitespace (ids
+/// contain `/` and `-`, so operators need spaces around them).
+fn tokens(text: &str) -> Vec<String> {
+    text.replace('(', " ( ")
+        .replace(')', " ) ")
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+struct Parser {
+    tokens: Vec<String>,
+    at: usize,
+}
+
+impl Parser {
+    fn peek(&self) -> Option<&str> {
+        self.tokens.get(self.at).map(String::as_str)
+    }
+    fn next(&mut self) -> Option<String> {
+        let t = self.tokens.get(self.at).cloned();
+        self.at += 1;
+        t
+    }
+    /// sum := product (("+" | "-") product)*
+    fn sum(&mut self) -> Result<Expr, String> {
+        let mut left = self.product()?;
+        while let Some(op @ ("+" | "-")) = self.peek() {
+            let op = if op == "+" { '+' } else { '-' };
+            self.at += 1;
+            left = Expr::Op(op, Box::new(left), Box::new(self.product()?));
+        }
+        Ok(left)
+    }
+    /// product := atom (("*" | "/") atom)*
+    fn product(&mut self) -> Result<Expr, String> {
+        let mut left = self.atom()?;
+        while let Some(op @ ("*" | "/")) = self.peek() {
+            let op = if op == "*" { '*' } else { '/' };
+            self.at += 1;
+            left = Expr::Op(op, Box::new(left), Box::new(self.atom()?));
+        }
+        Ok(left)
+    }
+    /// atom := "(" sum ")" | term
+    fn atom(&mut self) -> Result<Expr, String> {
+        match self.next().as_deref() {
+            None => Err("an expression ends where a term was expected".to_string()),
+            Some("(") => {
+                let inner = self.sum()?;
+                match self.next().as_deref() {
+                    Some(")") => Ok(inner),
+                    _ => Err("`(` without `)`".to_string()),
+                }
+            }
+            Some(t @ (")" | "+" | "-" | "*" | "/")) => Err(format!("unexpected `{t}`")),
+            Some(t) => parse_term(t).map(Expr::Term),
+        }
+    }
 }
 
 impl Expr {
     fn parse(text: &str) -> Result<Self, String> {
-        let mut tokens = text.split_whitespace();
-        let first = parse_term(tokens.next().ok_or("an empty expression")?)?;
-        let mut rest = Vec::new();
-        while let Some(op) = tokens.next() {
-            let op = match op {
-                "+" | "-" | "*" | "/" => op.chars().next().unwrap_or('+'),
-                other => return Err(format!("expected an operator, found `{other}`")),
-            };
-            let term = parse_term(tokens.next().ok_or("an operator without a term")?)?;
-            rest.push((op, term));
+        let mut p = Parser {
+            tokens: tokens(text),
+            at: 0,
+        };
+        let e = p.sum()?;
+        match p.peek() {
+            None => Ok(e),
+            Some(t) => Err(format!("expected an operator, found `{t}`")),
         }
-        Ok(Self { first, rest })
     }
 
-    fn ids(&self) -> impl Iterator<Item = &str> {
-        std::iter::once(&self.first)
-            .chain(self.rest.iter().map(|(_, t)| t))
-            .filter_map(|t| match t {
-                Term::Figure(id, _) => Some(id.as_str()),
-                Term::Number(_) => None,
-            })
+    fn ids(&self) -> Vec<&str> {
+        match self {
+            Expr::Term(Term::Figure(id, _)) => vec![id.as_str()],
+            Expr::Term(Term::Number(_)) => Vec::new(),
+            Expr::Op(_, a, b) => {
+                let mut ids = a.ids();
+                ids.extend(b.ids());
+                ids
+            }
+        }
+    }
+
+    /// The single id this expression is, if it is one.
+    fn single_id(&self) -> Option<&str> {
+        match self {
+            Expr::Term(Term::Figure(id, _)) => Some(id),
+            _ => None,
+        }
     }
 
     fn eval(&self, figures: &BTreeMap<String, Figure>) -> Result<f64, String> {
-        let value = |t: &Term| -> Result<f64, String> {
-            match t {
-                Term::Number(n) => Ok(*n),
-                Term::Figure(id, stat) => {
-                    let f = figures
-                        .get(id)
-                        .ok_or_else(|| format!("no figure `{id}` in the data"))?;
-                    Ok(match stat {
-                        Stat::Min => f.min,
-                        Stat::Median => f.median,
-                        Stat::Max => f.max,
-                        Stat::N => f.n as f64,
-                    })
+        match self {
+            Expr::Term(Term::Number(n)) => Ok(*n),
+            Expr::Term(Term::Figure(id, stat)) => {
+                let f = figures
+                    .get(id)
+                    .ok_or_else(|| format!("no figure `{id}` in the data"))?;
+                Ok(match stat {
+                    Stat::Min => f.min,
+                    Stat::Median => f.median,
+                    Stat::Max => f.max,
+                    Stat::N => f.n as f64,
+                })
+            }
+            Expr::Op(op, a, b) => {
+                let (a, b) = (a.eval(figures)?, b.eval(figures)?);
+                match op {
+                    '+' => Ok(a + b),
+                    '-' => Ok(a - b),
+                    '*' => Ok(a * b),
+                    _ if b == 0.0 => Err("division by zero".to_string()),
+                    _ => Ok(a / b),
                 }
             }
-        };
-        let mut acc = value(&self.first)?;
-        for (op, term) in &self.rest {
-            let v = value(term)?;
-            acc = match op {
-                '+' => acc + v,
-                '-' => acc - v,
-                '*' => acc * v,
-                _ if v == 0.0 => return Err("division by zero".to_string()),
-                _ => acc / v,
-            };
         }
-        Ok(acc)
     }
 }
 
@@ -404,6 +472,9 @@ fn format_value(v: f64, spec: &str) -> Result<(String, &'static str), String> {
 }
 
 fn render_one(body: &str, data: &PerfData) -> Result<String, String> {
+    if let Some(given) = body.strip_prefix("given:") {
+        return Ok(given.trim().to_string());
+    }
     if let Some(key) = body.strip_prefix("meta:") {
         let m = &data.machine;
         return match key {
@@ -446,7 +517,7 @@ fn render_one(body: &str, data: &PerfData) -> Result<String, String> {
     if !spread {
         return Ok(format!("{text}{suffix}"));
     }
-    let (Term::Figure(id, _), true) = (&expr.first, expr.rest.is_empty()) else {
+    let Some(id) = expr.single_id() else {
         return Err("a spread (`~`) needs a single benchmark id".to_string());
     };
     let f = data
@@ -483,7 +554,7 @@ pub fn render(template: &str, data: &PerfData) -> Result<String, PerfDocError> {
 fn template_ids(template: &str) -> Result<BTreeMap<String, (usize, usize)>, PerfDocError> {
     let mut ids = BTreeMap::new();
     for p in placeholders(template)? {
-        if p.body.starts_with("meta:") {
+        if p.body.starts_with("meta:") || p.body.starts_with("given:") {
             continue;
         }
         let expr = p
@@ -629,12 +700,12 @@ mod tests {
     #[test]
     fn placeholders_render_values_spreads_expressions_and_conclusions() {
         let t = "x {{a/b/1 | ns0~}}, over {{a/b/1@min - empty | ns0}}, \
-                 {{a/b/1 / empty | x1}}, {{mem | mib1}}, {{a/b/1 - empty / empty * 100 | pct1}} \
-                 {{a/b/1 | lt:40:fast:slow}} {{meta:commit}}";
+                 {{a/b/1 / empty | x1}}, {{mem | mib1}}, {{(a/b/1 - empty) / empty * 100 | pct1}} \
+                 {{a/b/1 | lt:40:fast:slow}} {{meta:commit}} {{ 2 + 3 * 4 | int}} {{given:55%}}";
         let out = render(t, &data()).unwrap();
         assert_eq!(
             out,
-            "x 36 ns (min 35, max 38 of 3), over 9 ns, 1.4×, 56.3 MiB, 38.5% fast 0123456789ab"
+            "x 36 ns (min 35, max 38 of 3), over 9 ns, 1.4×, 56.3 MiB, 38.5% fast 0123456789ab 14 55%"
         );
     }
 
@@ -649,6 +720,10 @@ mod tests {
         assert!(err.to_string().contains("unknown format"), "{err}");
         let err = render("{{a/b/1 - empty | ns0~}}", &data()).unwrap_err();
         assert!(err.to_string().contains("single benchmark id"), "{err}");
+        let err = render("{{(a/b/1 - empty | ns0}}", &data()).unwrap_err();
+        assert!(err.to_string().contains("without `)`"), "{err}");
+        let err = render("{{a/b/1 empty | ns0}}", &data()).unwrap_err();
+        assert!(err.to_string().contains("expected an operator"), "{err}");
     }
 
     #[test]
