@@ -200,7 +200,8 @@ cmd_perf() {
     guest/run.sh --bench
     check_footprint
     local dirty=()
-    git diff --quiet HEAD -- . ':!docs/performance.md' ':!docs/perf-data.json' || dirty=(--dirty)
+    # Only code changes make the measured tree differ from the commit; docs do not.
+    git diff --quiet HEAD -- . ':!docs' || dirty=(--dirty)
     perfdoc collect --criterion target/criterion --figures "$IRONCLAD_FIGURES" \
         --commit "$(git rev-parse HEAD)" "${dirty[@]}" --date "$(date -u '+%Y-%m-%d %H:%M UTC')" \
         --out "$PERF_DATA"

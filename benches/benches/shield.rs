@@ -17,6 +17,10 @@
 //! - `shield_policy/edit_one_{v4,v6}/1000000`: adding (or removing) one rule on that
 //!   policy (IPv4: the fast path is rebuilt and switched, IPv6 is kept; IPv6: one trie
 //!   element in place).
+//! - `shield_policy/swap/shared_prefixes`, `shield_memory/*`: recorded figures (see
+//!   `ironclad_benches::figures`): how many prefixes the two swapped policies share, and
+//!   the kernel memory of each map with the 1M + 100k policy loaded.
+//! - `shield_summary/*`: the paired rounds of the closing table (`summary`).
 //! - `veth_drop/{ironclad,nftables}/N`: see `nftables.rs` in this directory.
 //! - `audit/shield`, `map_update/valve`: the helper audit; one audited map write.
 

@@ -11,9 +11,9 @@
 //! - `FORMAT` is a unit and its decimals: `ns0`, `us2`, `ms0`, `s2` (the value is in
 //!   nanoseconds), `mib1`, `kib0` (bytes), `int` (a count with thousands separators),
 //!   `num1`, `pct1` (a percentage), `x1` (a ratio, "12.9×"); a trailing `~` adds the
-//!   spread of a single id ("36 ns (min 35, max 38 over 15)"). `lt:LIMIT:YES:NO` writes
-//!   `YES` when the value is below `LIMIT` and `NO` otherwise, so a conclusion follows
-//!   the numbers it rests on.
+//!   spread of a single id ("36 ns (min 35, max 38 of 15)").
+//!   `lt:LIMIT1:TEXT1:LIMIT2:TEXT2:...:ELSE` writes the text of the first limit the
+//!   value is below, else the last text, so a conclusion follows the numbers it rests on.
 //! - `{{meta:commit}}`, `{{meta:date}}`, `{{meta:machine}}` name the run.
 //! - `{{given:55%}}` writes its text as it is: an input of a benchmark (a rule set's
 //!   shape), not a measurement, marked so the typed-figure check passes it.
@@ -500,14 +500,22 @@ fn render_one(body: &str, data: &PerfData) -> Result<String, String> {
         .ok_or("a placeholder needs `EXPR | FORMAT`")?;
     let (expr, spec) = (Expr::parse(expr)?, spec.trim());
     let v = expr.eval(&data.figures)?;
-    if let Some(cmp) = spec.strip_prefix("lt:") {
-        let mut parts = cmp.splitn(3, ':');
-        let (limit, yes, no) = (parts.next(), parts.next(), parts.next());
-        let (Some(limit), Some(yes), Some(no)) = (limit, yes, no) else {
-            return Err("`lt:` needs LIMIT:YES:NO".to_string());
-        };
-        let limit: f64 = limit.parse().map_err(|_| format!("bad limit `{limit}`"))?;
-        return Ok(if v < limit { yes } else { no }.to_string());
+    if let Some(cases) = spec.strip_prefix("lt:") {
+        // LIMIT1:TEXT1:LIMIT2:TEXT2:...:ELSE, the first limit the value is below wins.
+        let parts: Vec<&str> = cases.split(':').collect();
+        if parts.len() % 2 == 0 {
+            return Err("`lt:` needs LIMIT:TEXT pairs and a last TEXT".to_string());
+        }
+        for pair in parts.chunks(2) {
+            let [limit, text] = pair else {
+                return Ok(pair[0].to_string());
+            };
+            let limit: f64 = limit.parse().map_err(|_| format!("bad limit `{limit}`"))?;
+            if v < limit {
+                return Ok((*text).to_string());
+            }
+        }
+        return Err("`lt:` needs a last TEXT".to_string());
     }
     let (spec, spread) = match spec.strip_suffix('~') {
         Some(s) => (s, true),
@@ -701,11 +709,11 @@ mod tests {
     fn placeholders_render_values_spreads_expressions_and_conclusions() {
         let t = "x {{a/b/1 | ns0~}}, over {{a/b/1@min - empty | ns0}}, \
                  {{a/b/1 / empty | x1}}, {{mem | mib1}}, {{(a/b/1 - empty) / empty * 100 | pct1}} \
-                 {{a/b/1 | lt:40:fast:slow}} {{meta:commit}} {{ 2 + 3 * 4 | int}} {{given:55%}}";
+                 {{a/b/1 | lt:40:fast:slow}} {{a/b/1 | lt:0:neg:30:small:big}} {{meta:commit}} {{ 2 + 3 * 4 | int}} {{given:55%}}";
         let out = render(t, &data()).unwrap();
         assert_eq!(
             out,
-            "x 36 ns (min 35, max 38 of 3), over 9 ns, 1.4×, 56.3 MiB, 38.5% fast 0123456789ab 14 55%"
+            "x 36 ns (min 35, max 38 of 3), over 9 ns, 1.4×, 56.3 MiB, 38.5% fast big 0123456789ab 14 55%"
         );
     }
 

@@ -305,8 +305,9 @@ mod tests {
     use ipnetwork::Ipv4Network;
     use std::net::Ipv4Addr;
 
-    /// The owner's label of the longest matching prefix of `addr`, as the kernel decides
-    /// (owners settle ties).
+    /// The owner's label of the longest matching prefix of `addr`: the rule the kernel's
+    /// longest-prefix match would pick, computed here in user space from the compiled
+    /// policy (owners settle ties). The kernel's own lookups are not consulted.
     fn winner(
         owners: &[(IpNetwork, Owner)],
         policy: &crate::shield::CompiledShield,
@@ -358,7 +359,8 @@ mod tests {
             assert!(after.ipv4_prefixes() <= before.ipv4_prefixes());
             merged += before.ipv4_prefixes() - after.ipv4_prefixes();
             let (owners_before, owners_after) = (before.owners(), after.owners());
-            for offset in 0..(1u32 << 10) {
+            // Every address of the /20 the prefixes were drawn from.
+            for offset in 0..(1u32 << 12) {
                 let addr = Ipv4Addr::from(u32::from(base.network()) + offset);
                 assert_eq!(
                     winner(&owners_before, &before, addr),
