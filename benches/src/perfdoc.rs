@@ -503,7 +503,7 @@ fn render_one(body: &str, data: &PerfData) -> Result<String, String> {
     if let Some(cases) = spec.strip_prefix("lt:") {
         // LIMIT1:TEXT1:LIMIT2:TEXT2:...:ELSE, the first limit the value is below wins.
         let parts: Vec<&str> = cases.split(':').collect();
-        if parts.len() % 2 == 0 {
+        if parts.len().is_multiple_of(2) {
             return Err("`lt:` needs LIMIT:TEXT pairs and a last TEXT".to_string());
         }
         for pair in parts.chunks(2) {
