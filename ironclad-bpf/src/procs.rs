@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use ironclad_core::abi::{ProcExe, ProcInfo};
-use ironclad_policy::egress::exe_identity;
+use ironclad_core::identity::exe_identity_in;
 
 use crate::loader::LoadedObject;
 
@@ -79,7 +79,10 @@ pub(crate) fn seed(object: &LoadedObject) -> Result<HashMap<ProcExe, String>> {
     let mut entries: Vec<([u8; 4], [u8; ProcInfo::SIZE])> = Vec::new();
     for (pid, exe) in running()? {
         // Kernel threads and processes that exit meanwhile have no executable.
-        let Ok(id) = exe_identity(&exe) else {
+        // The link leads into the process's mount namespace: its mount table names the
+        // superblock.
+        let mountinfo = PathBuf::from(format!("/proc/{pid}/mountinfo"));
+        let Ok(id) = exe_identity_in(&exe, &mountinfo) else {
             continue;
         };
         let Some(info) = proc_info(pid, id, cgroup_root.as_deref()) else {

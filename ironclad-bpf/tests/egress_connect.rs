@@ -174,11 +174,22 @@ fn copies_of_one_binary_are_told_apart_and_renames_or_comm_do_not_matter() {
         (1, 0, 0)
     );
 
-    // Rewritten in place with other content (same inode, new change time): revoked.
+    // Rewritten in place with other content (same inode, new modification time): a
+    // different program, so the rule no longer names it...
     std::fs::copy(lab.clients.path("client-other"), &renamed).expect("overwrite");
     assert_eq!(
         run(&lab.cgroup, &renamed, &["tcp4", "127.0.0.1", &p]),
         (0, 1, 0)
+    );
+    // ...until the policy naming its path is applied again (what a reload does).
+    lab.apply(&format!(
+        "egress:\n  default: deny\n  rules:\n    - exe: {}\n      dst: 127.0.0.1\n      proto: tcp\n      action: allow\n",
+        renamed.display()
+    ));
+    assert_eq!(
+        run(&lab.cgroup, &renamed, &["tcp4", "127.0.0.1", &p]),
+        (1, 0, 0),
+        "the rewritten file, named again"
     );
 
     events.drain().expect("drain");
@@ -198,8 +209,172 @@ fn copies_of_one_binary_are_told_apart_and_renames_or_comm_do_not_matter() {
     assert!(lab.firewall.total(EgressTotal::Denied).expect("total") >= 2);
     assert_eq!(
         lab.firewall.rule_counters().expect("counters"),
-        vec![(1, 2)]
+        vec![(1, 1)],
+        "the counter of the rule applied last"
     );
+}
+
+/// Connections accepted by `listener` once `command` (run in `cgroup`) has exited.
+fn accepted_after(cgroup: &TestCgroup, command: &str, args: &[&str], accepted: &AtomicU32) -> u32 {
+    let before = accepted.load(Ordering::SeqCst);
+    let _ = cgroup
+        .command(command)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run");
+    std::thread::sleep(Duration::from_millis(200));
+    accepted.load(Ordering::SeqCst) - before
+}
+
+#[test]
+fn a_binary_installed_by_the_package_manager_is_matched_by_its_path() {
+    require_privileges!();
+    // dpkg keeps the package's modification time and the install sets the change time:
+    // the state of every installed binary. openssl is installed by dev.sh's packages.
+    use std::os::unix::fs::MetadataExt;
+    let openssl = Path::new("/usr/bin/openssl");
+    let meta = std::fs::metadata(openssl).expect("/usr/bin/openssl (package openssl)");
+    assert_ne!(
+        (meta.mtime(), meta.mtime_nsec()),
+        (meta.ctime(), meta.ctime_nsec()),
+        "this test needs a binary as dpkg leaves it (modification time != change time)"
+    );
+    let mut lab = Lab::new("egress-installed");
+    lab.apply(
+        "egress:\n  default: deny\n  rules:\n    - exe: /usr/bin/openssl\n      dst: 127.0.0.1\n      proto: tcp\n      action: allow\n",
+    );
+    lab.attach();
+    let (port, accepted) = tcp_listener("127.0.0.1");
+    let target = format!("127.0.0.1:{port}");
+    assert_eq!(
+        accepted_after(
+            &lab.cgroup,
+            "/usr/bin/openssl",
+            &["s_client", "-connect", &target],
+            &accepted
+        ),
+        1,
+        "the installed openssl is allowed by its path"
+    );
+    let a = lab.clients.path("client-a");
+    assert_eq!(
+        run(&lab.cgroup, &a, &["tcp4", "127.0.0.1", &port.to_string()]),
+        (0, 1, 0),
+        "anything else meets the default deny"
+    );
+}
+
+#[test]
+fn a_binary_on_overlayfs_is_matched_by_its_path_and_recorded_with_the_same_identity() {
+    require_privileges!();
+    // A container's root: the binary lives in an image layer on another filesystem
+    // (a tmpfs here), exec'd through the overlay. With layers on different
+    // filesystems, `stat` reports the layer's device for the file, not the overlay's
+    // superblock the kernel sees.
+    let clients = Clients::build();
+    let root = tempfile::tempdir().expect("tempdir");
+    let (lower, upper, work, merged) = (
+        root.path().join("lower"),
+        root.path().join("upper"),
+        root.path().join("work"),
+        root.path().join("merged"),
+    );
+    for d in [&lower, &upper, &work, &merged] {
+        std::fs::create_dir(d).expect("mkdir");
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let mount = |args: &[&str], at: &Path| {
+        let status = Command::new("mount")
+            .args(args)
+            .arg(at)
+            .status()
+            .expect("mount");
+        assert!(status.success(), "mount {args:?} {}", at.display());
+        Unmount(at.to_path_buf())
+    };
+    let _lower = mount(&["-t", "tmpfs", "layer"], &lower);
+    std::fs::copy(clients.path("client-a"), lower.join("client-a")).expect("copy into layer");
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    let _overlay = mount(&["-t", "overlay", "overlay", "-o", &options], &merged);
+    {
+        use std::os::unix::fs::MetadataExt;
+        let (file, mnt) = (
+            std::fs::metadata(merged.join("client-a")).expect("stat"),
+            std::fs::metadata(&merged).expect("stat"),
+        );
+        assert_ne!(
+            file.dev(),
+            mnt.dev(),
+            "stat shows the layer's device for the file: the case this test is about"
+        );
+    }
+    let exe = merged.join("client-a");
+
+    let mut lab = Lab::new("egress-overlay");
+    lab.apply(&format!(
+        "egress:\n  default: deny\n  rules:\n    - exe: {}\n      dst: 127.0.0.1\n      proto: tcp\n      action: allow\n",
+        exe.display()
+    ));
+    lab.attach();
+    let (port, accepted) = tcp_listener("127.0.0.1");
+    let p = port.to_string();
+    assert_eq!(
+        run(&lab.cgroup, &exe, &["tcp4", "127.0.0.1", &p]),
+        (1, 0, 0)
+    );
+    // The lower file run by its own path is an inode of another superblock (the
+    // layer's): the rule names the program as the container sees it.
+    assert_eq!(
+        run(
+            &lab.cgroup,
+            &lower.join("client-a"),
+            &["tcp4", "127.0.0.1", &p]
+        ),
+        (0, 1, 0),
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+
+    // The kernel's record of the running process agrees with the identity computed
+    // from the path.
+    let mut child = lab
+        .cgroup
+        .command(&exe.display().to_string())
+        .args(["wait-tcp4", "127.0.0.1", "9"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("client");
+    std::thread::sleep(Duration::from_millis(200));
+    let entry = lab
+        .firewall
+        .process(child.id())
+        .expect("lookup")
+        .expect("recorded at exec");
+    assert_eq!(
+        entry.info.exe,
+        ironclad_policy::egress::exe_identity(&exe).expect("identity")
+    );
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"go\n")
+        .expect("go");
+    let _ = child.wait();
 }
 
 #[test]

@@ -98,25 +98,95 @@ pub struct FileId {
 }
 
 impl FileId {
-    /// Stats `path` (following links) and converts its device to the kernel encoding.
+    /// The kernel's device and inode of the file at `path` (following links): the
+    /// device of its superblock, as [`exe_identity`] reads it.
     pub fn of_path(path: &Path) -> Result<Self, CoreError> {
-        use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::metadata(path).map_err(|source| CoreError::Io {
+        let id = exe_identity(path).map_err(|source| CoreError::Io {
             path: path.to_path_buf(),
             source,
         })?;
-        let kernel_dev = user_dev_to_kernel(meta.dev()).ok_or_else(|| CoreError::Parse {
-            path: path.to_path_buf(),
-            what: format!(
-                "device number {} does not fit the kernel encoding",
-                meta.dev()
-            ),
-        })?;
         Ok(Self {
-            kernel_dev,
-            ino: meta.ino(),
+            kernel_dev: id.dev,
+            ino: id.ino,
         })
     }
+}
+
+/// The identity the kernel gives the executable at `path` (links followed): the four
+/// fields the exec and connect hooks read from the file's inode in
+/// `bpf-src/lib/proc.h` (`ic_exe_of_file`), computed here from the same fields:
+///
+/// - the device of the inode's superblock (`i_sb->s_dev`), read from the mount table
+///   for the mount the file was opened through. `stat`'s `st_dev` is not always it:
+///   on overlayfs it is the device of the layer holding the file, on btrfs a
+///   subvolume's own anonymous device;
+/// - the inode number (`i_ino`);
+/// - the modification time, seconds and nanoseconds (`i_mtime`). Not the change time:
+///   a package manager keeps the package's modification time and the install sets the
+///   change time, so the two differ on every installed binary.
+///
+/// A file renamed or hard-linked keeps its identity; a file rewritten in place keeps
+/// its inode but not its modification time, so it is a different executable until the
+/// policy naming it is applied again; a file replaced (a package upgrade writes a new
+/// file and renames it over the old) is a new inode.
+pub fn exe_identity(path: &Path) -> std::io::Result<crate::abi::ProcExe> {
+    exe_identity_in(path, Path::new("/proc/self/mountinfo"))
+}
+
+/// [`exe_identity`] with the mount table of another mount namespace: for
+/// `/proc/PID/exe`, pass `/proc/PID/mountinfo`, since the link leads to a mount of
+/// that process's namespace.
+pub fn exe_identity_in(path: &Path, mountinfo: &Path) -> std::io::Result<crate::abi::ProcExe> {
+    use rustix::fs::{statx, AtFlags, StatxFlags, CWD};
+    let st = statx(
+        CWD,
+        path,
+        AtFlags::empty(),
+        StatxFlags::INO | StatxFlags::MTIME | StatxFlags::MNT_ID,
+    )?;
+    let mut dev = None;
+    if st.stx_mask & StatxFlags::MNT_ID.bits() != 0 {
+        dev = mount_devices(mountinfo)?.get(&st.stx_mnt_id).copied();
+    }
+    let dev = match dev {
+        Some(dev) => dev,
+        // No mount id (kernels before 5.8): `st_dev` is the superblock's device on
+        // every filesystem but overlayfs and btrfs.
+        None => {
+            let udev = rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor);
+            user_dev_to_kernel(udev).ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("device number {udev} does not fit the kernel encoding"),
+                )
+            })?
+        }
+    };
+    Ok(crate::abi::ProcExe {
+        dev,
+        ino: st.stx_ino,
+        mtime_sec: st.stx_mtime.tv_sec,
+        mtime_nsec: st.stx_mtime.tv_nsec,
+    })
+}
+
+/// Mount id → the mounted superblock's device, kernel encoding (`major << 20 | minor`),
+/// from a `mountinfo` table (`/proc/self/mountinfo`, `/proc/PID/mountinfo`): each
+/// line's first field and third (`major:minor`).
+pub fn mount_devices(mountinfo: &Path) -> std::io::Result<std::collections::HashMap<u64, u32>> {
+    Ok(parse_mountinfo(&std::fs::read_to_string(mountinfo)?))
+}
+
+fn parse_mountinfo(text: &str) -> std::collections::HashMap<u64, u32> {
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let id: u64 = fields.next()?.parse().ok()?;
+            let (major, minor) = fields.nth(1)?.split_once(':')?;
+            let (major, minor): (u32, u32) = (major.parse().ok()?, minor.parse().ok()?);
+            (major < (1 << 12) && minor < (1 << 20)).then_some((id, (major << 20) | minor))
+        })
+        .collect()
 }
 
 /// The mount point of the cgroup v2 hierarchy, from /proc/mounts.
@@ -136,6 +206,39 @@ pub fn cgroup2_root() -> std::io::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_superblock_device_comes_from_the_mount_line() {
+        let table = "22 1 0:21 / /proc rw - proc proc rw\n\
+                     36 35 98:3 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw\n\
+                     40 1 0:52 / /var/lib/c rw - overlay overlay rw,lowerdir=/l\n";
+        let devices = parse_mountinfo(table);
+        assert_eq!(devices.get(&36), Some(&(98 << 20 | 3)));
+        assert_eq!(devices.get(&40), Some(&52));
+        assert_eq!(devices.len(), 3);
+        assert!(parse_mountinfo("x y z\n1 2 nodev / /").is_empty());
+    }
+
+    #[test]
+    fn an_installed_binary_is_named_by_its_modification_time_not_its_change_time() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = std::env::temp_dir().join(format!("ic-ident-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("tool");
+        std::fs::write(&file, b"#!/bin/sh\n").expect("write");
+        // What dpkg leaves: the package's modification time, years before the change time.
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_500_000_000);
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .and_then(|f| f.set_modified(old))
+            .expect("set mtime");
+        let meta = std::fs::metadata(&file).expect("stat");
+        assert_ne!(meta.mtime(), meta.ctime());
+        let id = exe_identity(&file).expect("identity");
+        assert_eq!((id.mtime_sec, id.ino), (1_500_000_000, meta.ino()));
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
 
     #[test]
     fn converts_the_measured_device_pair() {

@@ -15,7 +15,6 @@ use ironclad_core::abi::{
     egress_match, EgressAction as RawAction, EgressKey, EgressKeyKind, EgressRule, ProcExe,
     EGRESS_BUCKET, EGRESS_BUCKETS, EGRESS_MAX_RULES,
 };
-use ironclad_core::identity::user_dev_to_kernel;
 
 use crate::error::{Origin, PolicyError};
 
@@ -133,23 +132,9 @@ pub struct CompiledEgress {
     pub executables: BTreeMap<ProcExe, PathBuf>,
 }
 
-/// The kernel's identity of the executable at `path` (device in kernel encoding, inode,
-/// modification time).
-pub fn exe_identity(path: &std::path::Path) -> std::io::Result<ProcExe> {
-    let meta = std::fs::metadata(path)?;
-    let dev = user_dev_to_kernel(meta.dev()).ok_or_else(|| {
-        std::io::Error::other(format!(
-            "device {} does not fit the kernel encoding",
-            meta.dev()
-        ))
-    })?;
-    Ok(ProcExe {
-        dev,
-        mtime_nsec: u32::try_from(meta.mtime_nsec()).unwrap_or(0),
-        ino: meta.ino(),
-        mtime_sec: meta.ctime(),
-    })
-}
+/// The kernel's identity of the executable at `path`: see
+/// [`ironclad_core::identity::exe_identity`].
+pub use ironclad_core::identity::exe_identity;
 
 fn mapped(net: IpNetwork) -> ([u8; 16], u8) {
     match net {

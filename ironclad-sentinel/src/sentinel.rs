@@ -418,7 +418,8 @@ fn key_of_path(
     let mut dev = None;
     if st.stx_mask & StatxFlags::MNT_ID.bits() != 0 {
         if !mounts.contains_key(&st.stx_mnt_id) {
-            *mounts = mount_devices().map_err(bad)?;
+            *mounts = ironclad_core::identity::mount_devices(Path::new("/proc/self/mountinfo"))
+                .map_err(bad)?;
         }
         dev = mounts.get(&st.stx_mnt_id).copied();
     }
@@ -439,22 +440,6 @@ fn key_of_path(
         dev,
         _pad0: 0,
     })
-}
-
-/// Mount id → the mounted superblock's device, kernel encoding (`major << 20 | minor`),
-/// from `/proc/self/mountinfo`.
-fn mount_devices() -> std::io::Result<HashMap<u64, u32>> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo")?;
-    Ok(text
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let id: u64 = fields.next()?.parse().ok()?;
-            let (major, minor) = fields.nth(1)?.split_once(':')?;
-            let (major, minor): (u32, u32) = (major.parse().ok()?, minor.parse().ok()?);
-            (major < (1 << 12) && minor < (1 << 20)).then_some((id, (major << 20) | minor))
-        })
-        .collect())
 }
 
 /// A running Sentinel. Dropping it keeps pinned hooks in force (see
