@@ -150,6 +150,18 @@ fn comm_bytes(comm: &str) -> [u8; 16] {
     out
 }
 
+/// Why `path` cannot be an executable a process runs (`None` when it can, or when it
+/// cannot be read: the identity's own error then names the cause).
+fn not_executable(path: &std::path::Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_file() {
+        return Some("not a regular file".to_string());
+    }
+    let mode = meta.permissions().mode();
+    (mode & 0o111 == 0).then(|| format!("not executable (mode {:04o})", mode & 0o7777))
+}
+
 fn key(kind: EgressKeyKind, value: &[u8]) -> EgressKey {
     let mut k = EgressKey {
         kind: kind as u8,
@@ -218,6 +230,11 @@ pub fn compile(policy: &EgressPolicy) -> Result<CompiledEgress, Vec<PolicyError>
             }
         }
         if let Some(exe) = &spec.exe {
+            // A rule naming a file nothing can execute would never match: refuse it.
+            if let Some(why) = not_executable(exe) {
+                errors.push(invalid(format!("executable `{}`: {why}", exe.display())));
+                continue;
+            }
             match exe_identity(exe) {
                 Ok(id) if exe.is_absolute() => {
                     base.match_ |= egress_match::EXE;
@@ -417,11 +434,33 @@ mod tests {
                     comm: Some("a-very-long-command".into()),
                     ..rule(EgressAction::Allow)
                 },
+                EgressRuleSpec {
+                    exe: Some("/etc/passwd".into()),
+                    ..rule(EgressAction::Allow)
+                },
+                EgressRuleSpec {
+                    exe: Some("/usr/bin".into()),
+                    ..rule(EgressAction::Allow)
+                },
             ],
             rate_limit: None,
         };
         let errors = compile(&policy).expect_err("invalid");
-        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert_eq!(errors.len(), 5, "{errors:?}");
+        assert!(
+            errors[3]
+                .to_string()
+                .contains("executable `/etc/passwd`: not executable (mode 0644)"),
+            "{}",
+            errors[3]
+        );
+        assert!(
+            errors[4]
+                .to_string()
+                .contains("executable `/usr/bin`: not a regular file"),
+            "{}",
+            errors[4]
+        );
         assert!(errors[0]
             .to_string()
             .contains("executable `/nonexistent/bin`"));
