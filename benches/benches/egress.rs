@@ -36,15 +36,20 @@ fn policy(other_uids: u32) -> String {
 }
 
 fn egress(c: &mut Criterion) {
+    use ironclad_core::abi::EgressTotal;
+    use std::cell::Cell;
     let listener = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
     let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
-    let client = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
     let cgroup = TestCgroup::new("bench-egress").unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(
         cgroup.path().join("cgroup.procs"),
         std::process::id().to_string(),
     )
     .unwrap_or_else(|e| panic!("moving the benchmark into its cgroup: {e}"));
+    // A socket belongs to the cgroup its creator was in when it was created: the
+    // client must be created after the move, or no hook of this cgroup ever runs for
+    // it (the decision count below checks that).
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
 
     let mut group = c.benchmark_group("egress/connect");
     let connect = |iters: u64| {
@@ -75,7 +80,26 @@ fn egress(c: &mut Criterion) {
         firewall
             .replace(&compiled)
             .unwrap_or_else(|e| panic!("{e}"));
-        group.bench_function(name, |b| b.iter_custom(connect));
+        // Every timed connect() must have been decided by the hook (allowed: none of
+        // the rules matches this destination), or the row would time the bare call.
+        let allowed = || {
+            firewall
+                .total(EgressTotal::Allowed)
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let before = allowed();
+        let timed = Cell::new(0u64);
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                timed.set(timed.get() + iters);
+                connect(iters)
+            })
+        });
+        assert_eq!(
+            allowed() - before,
+            timed.get(),
+            "{name}: the hook allowed every connect() timed"
+        );
     }
     group.finish();
     drop(firewall);

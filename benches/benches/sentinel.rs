@@ -85,6 +85,15 @@ fn sentinel(c: &mut Criterion) {
         .pin(false)
         .start(&loader)
         .unwrap_or_else(|e| panic!("sentinel: {e}"));
+    // The hooks are in force: a write-open of the protected file is refused (or the
+    // rows below would time opens with nothing attached).
+    let refused = OpenOptions::new()
+        .write(true)
+        .open(format!("{DIR}/protected/app.yaml"));
+    assert!(
+        matches!(&refused, Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied),
+        "the Sentinel refuses a write-open of a protected file: {refused:?}"
+    );
     group.bench_function("read/sentinel", |b| b.iter(|| open_close(&free, false)));
     group.bench_function("write/sentinel", |b| b.iter(|| open_close(&free, true)));
     group.finish();

@@ -312,8 +312,10 @@ enum ic_egress_total {
 	IC_ETOTAL_COUNT = 6,
 };
 
-/* A process's executable as the kernel identifies it: device, inode and inode change
- * time (so a file rewritten in place is a different executable). */
+/* A process's executable as the kernel identifies it: the device of the inode's
+ * superblock, the inode and its modification time (so a file rewritten in place is a
+ * different executable). User space computes the same fields from a path with
+ * ironclad_core::identity::exe_identity. */
 struct ic_proc_exe {
 	__u32 dev;        /* host order; kernel encoding (major << 20 | minor) */
 	__u32 mtime_nsec; /* host order */
