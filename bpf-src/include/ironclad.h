@@ -100,6 +100,7 @@ enum ic_event_kind {
 	IC_EVENT_EGRESS = 3, /* struct ic_egress_event */
 	IC_EVENT_DNS = 4,    /* struct ic_dns_event */
 	IC_EVENT_SENTINEL = 5, /* struct ic_sentinel_event */
+	IC_EVENT_PROCESS = 6,  /* struct ic_process_event */
 };
 
 /* What the Shield did to a packet it reports (struct ic_shield_event.verdict). */
@@ -393,6 +394,57 @@ struct ic_egress_event {
 	__u8 hook;        /* enum ic_egress_hook */
 	__u8 _pad0[3];
 	__u8 comm[16];
+};
+
+/* ---- The process monitor: exec, fork and exit of every process ---- */
+
+enum ic_process_limits {
+	IC_PROC_PATH = 256,       /* bytes of the path as executed */
+	IC_PROC_ARGS = 256,       /* bytes of the argument vector (NUL-separated) */
+	IC_PROC_RING_BYTES = 1048576,
+};
+
+/* What happened to a process (struct ic_process_event.op). */
+enum ic_process_op {
+	IC_PROC_OP_EXEC = 1, /* a new program: path, arguments, executable */
+	IC_PROC_OP_FORK = 2, /* a new process (not a new thread) */
+	IC_PROC_OP_EXIT = 3, /* the last thread of the process ended */
+};
+
+/* Flags of struct ic_process_event. */
+enum ic_process_flags {
+	IC_PROC_F_PATH_TRUNCATED = 1, /* the path was longer than IC_PROC_PATH */
+	IC_PROC_F_ARGS_TRUNCATED = 2, /* the arguments were longer than IC_PROC_ARGS */
+	IC_PROC_F_SCRIPT = 4,         /* path names a script; exe is its interpreter */
+};
+
+/* Counters of the process monitor (per-CPU array). */
+enum ic_process_stat {
+	IC_PSTAT_EVENTS = 0, /* records written */
+	IC_PSTAT_LOST = 1,   /* records the ring buffer had no room for */
+	IC_PSTAT_COUNT = 2,
+};
+
+/* One exec, fork or exit, as the process monitor reports it. Fork and exit carry no path
+ * or arguments (a forked child runs its parent's program until it executes one). */
+struct ic_process_event {
+	struct ic_event_header hdr;
+	__u32 pid;        /* host order; thread-group id */
+	__u32 ppid;       /* host order; the parent's thread-group id */
+	__u32 uid;        /* host order */
+	__u32 gid;        /* host order */
+	__u64 cgroup_id;  /* host order */
+	__u64 start_ns;   /* host order; the process's start, ns since boot (start_boottime) */
+	struct ic_proc_exe exe; /* the executable (all zero if none: kernel threads) */
+	__s32 exit_code;  /* host order; exit: the wait status (code << 8 | signal) */
+	__u8 op;          /* enum ic_process_op */
+	__u8 flags;       /* enum ic_process_flags */
+	__u16 path_len;   /* host order; bytes of path used, NUL excluded */
+	__u16 args_len;   /* host order; bytes of args used */
+	__u8 _pad0[6];
+	__u8 comm[16];    /* the process's (thread group leader's) command name */
+	__u8 path[IC_PROC_PATH]; /* exec: the path as executed (argument of execve) */
+	__u8 args[IC_PROC_ARGS]; /* exec: argv, NUL-separated, as the program sees it */
 };
 
 /* ---- Telemetry: bandwidth per process, DNS at the socket layer ---- */

@@ -9,6 +9,7 @@ use ironclad_events::{decode, Event, Fanout};
 use libbpf_rs::MapHandle;
 
 use crate::error::{BpfError, Result};
+use crate::process::ProcessMonitor;
 
 /// Counters of an [`EventReader`].
 #[derive(Debug, Default)]
@@ -97,6 +98,24 @@ fn ring_error(op: &'static str, map: &str) -> impl FnOnce(libbpf_rs::Error) -> B
 impl EventReader {
     /// A reader of every source in `sources`, publishing to `fanout`.
     pub fn new(sources: Vec<EventSource>, fanout: Arc<Fanout<Event>>) -> Result<Self> {
+        Self::build(sources, fanout, None)
+    }
+
+    /// A reader of every source in `sources` whose events are also given their
+    /// `process` block by `processes` (after each source's own enrichment).
+    pub fn with_processes(
+        sources: Vec<EventSource>,
+        fanout: Arc<Fanout<Event>>,
+        processes: Arc<ProcessMonitor>,
+    ) -> Result<Self> {
+        Self::build(sources, fanout, Some(processes))
+    }
+
+    fn build(
+        sources: Vec<EventSource>,
+        fanout: Arc<Fanout<Event>>,
+        processes: Option<Arc<ProcessMonitor>>,
+    ) -> Result<Self> {
         let stats = Arc::new(EventStats::default());
         let offset = monotonic_to_wall_offset();
         let mut builder = libbpf_rs::RingBufferBuilder::new();
@@ -107,12 +126,16 @@ impl EventReader {
             let counters = stats.clone();
             let fanout = fanout.clone();
             let mut enrich = source.enrich;
+            let processes = processes.clone();
             callbacks.push(move |record: &[u8]| {
                 match decode(record) {
                     Ok(mut event) => {
                         event.set_wall_time(offset);
                         if let Some(enrich) = enrich.as_mut() {
                             enrich(&mut event);
+                        }
+                        if let Some(processes) = &processes {
+                            processes.enrich(&mut event);
                         }
                         counters.decoded.fetch_add(1, Ordering::Relaxed);
                         fanout.publish(&event);

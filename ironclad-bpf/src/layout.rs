@@ -320,3 +320,37 @@ mod sentinel {
         assert!(abi::SentinelOp::Ptrace as u32 == s::ic_sentinel_op::IC_SEN_OP_PTRACE.0);
     };
 }
+
+mod process {
+    use super::*;
+    use crate::object::process_skel::types as p;
+
+    same_layout!(
+        abi::ProcessEvent,
+        p::ic_process_event,
+        [
+            hdr, pid, ppid, uid, gid, cgroup_id, start_ns, exe, exit_code, op, flags, path_len,
+            args_len, _pad0, comm, path, args
+        ]
+    );
+    const _: () = {
+        assert!(abi::PROC_PATH as u32 == p::ic_process_limits::IC_PROC_PATH.0);
+        assert!(abi::PROC_ARGS as u32 == p::ic_process_limits::IC_PROC_ARGS.0);
+        assert!(abi::PROC_RING_BYTES == p::ic_process_limits::IC_PROC_RING_BYTES.0);
+        assert!(abi::ProcessOp::Exec as u32 == p::ic_process_op::IC_PROC_OP_EXEC.0);
+        assert!(abi::ProcessOp::Fork as u32 == p::ic_process_op::IC_PROC_OP_FORK.0);
+        assert!(abi::ProcessOp::Exit as u32 == p::ic_process_op::IC_PROC_OP_EXIT.0);
+        assert!(
+            abi::process_flags::PATH_TRUNCATED as u32
+                == p::ic_process_flags::IC_PROC_F_PATH_TRUNCATED.0
+        );
+        assert!(
+            abi::process_flags::ARGS_TRUNCATED as u32
+                == p::ic_process_flags::IC_PROC_F_ARGS_TRUNCATED.0
+        );
+        assert!(abi::process_flags::SCRIPT as u32 == p::ic_process_flags::IC_PROC_F_SCRIPT.0);
+        assert!(abi::process_stat::EVENTS == p::ic_process_stat::IC_PSTAT_EVENTS.0);
+        assert!(abi::process_stat::LOST == p::ic_process_stat::IC_PSTAT_LOST.0);
+        assert!(abi::EventKind::Process as u32 == p::ic_event_kind::IC_EVENT_PROCESS.0);
+    };
+}

@@ -36,6 +36,7 @@ pub mod events;
 mod layout;
 pub mod loader;
 pub mod object;
+pub mod process;
 mod procs;
 pub mod sentinel;
 pub mod shield;
@@ -58,6 +59,7 @@ pub use loader::{
     AuditedMap, LoadedObject, Loader, LoaderBuilder, PinnedMap, TestRun, DEFAULT_PIN_ROOT,
 };
 pub use object::EmbeddedObject;
+pub use process::{ProcessCacheStats, ProcessMonitor};
 pub use sentinel::{RegisterError, SentinelLsm};
 pub use shield::{
     Ipv4Path, MapMemory, ReplaceReport, RuleLabel, RuleStatus, Shield, ShieldStatus, IN_PLACE_MAX,

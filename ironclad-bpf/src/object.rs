@@ -35,7 +35,9 @@ mod generated {
     include!(concat!(env!("OUT_DIR"), "/objects.rs"));
 }
 
-pub(crate) use generated::{egress_skel, sentinel_skel, shield_skel, telemetry_skel, tls_skel};
+pub(crate) use generated::{
+    egress_skel, process_skel, sentinel_skel, shield_skel, telemetry_skel, tls_skel,
+};
 
 /// The Shield's XDP object (`bpf-src/shield.bpf.c`).
 pub fn shield() -> &'static EmbeddedObject {
@@ -62,6 +64,11 @@ pub fn sentinel() -> &'static EmbeddedObject {
     &generated::SENTINEL
 }
 
+/// The process monitor (`bpf-src/process.bpf.c`): exec, fork and exit of every process.
+pub fn process() -> &'static EmbeddedObject {
+    &generated::PROCESS
+}
+
 /// An XDP program that passes every frame and does nothing else
 /// (`bpf-src/baseline.bpf.c`): the reference benchmarks subtract.
 pub fn baseline() -> &'static EmbeddedObject {
@@ -69,9 +76,10 @@ pub fn baseline() -> &'static EmbeddedObject {
 }
 
 /// Every object embedded in this build.
-pub fn all() -> [&'static EmbeddedObject; 6] {
+pub fn all() -> [&'static EmbeddedObject; 7] {
     [
         shield(),
+        process(),
         tls(),
         egress(),
         telemetry(),

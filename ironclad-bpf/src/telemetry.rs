@@ -146,6 +146,7 @@ impl Telemetry {
                 pid,
                 comm,
                 exe,
+                process: None,
                 tx_bytes: bw.tx_bytes,
                 tx_packets: bw.tx_packets,
                 tx_payload: bw.tx_payload,

@@ -152,6 +152,8 @@ pub enum EventKind {
     Dns = 4,
     /// `IC_EVENT_SENTINEL`: a [`SentinelEvent`].
     Sentinel = 5,
+    /// `IC_EVENT_PROCESS`: a [`ProcessEvent`].
+    Process = 6,
 }
 
 /// `IC_TLS_WRITE` (`enum ic_tls_direction`): plaintext about to be encrypted.
@@ -1923,3 +1925,135 @@ const _: () = {
     assert!(size_of::<AgentMark>() == ExeId::SIZE);
     assert!(size_of::<SentinelEvent>() == SentinelEvent::SIZE);
 };
+
+/// `IC_PROC_PATH`: bytes of the path as executed in a [`ProcessEvent`].
+pub const PROC_PATH: usize = 256;
+/// `IC_PROC_ARGS`: bytes of the argument vector in a [`ProcessEvent`].
+pub const PROC_ARGS: usize = 256;
+/// `IC_PROC_RING_BYTES`: capacity of the process monitor's ring buffer.
+pub const PROC_RING_BYTES: u32 = 1 << 20;
+
+/// `enum ic_process_op`: what happened to a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ProcessOp {
+    /// `IC_PROC_OP_EXEC`: it executed a new program.
+    Exec = 1,
+    /// `IC_PROC_OP_FORK`: it was created (a process, not a thread).
+    Fork = 2,
+    /// `IC_PROC_OP_EXIT`: its last thread ended.
+    Exit = 3,
+}
+
+impl ProcessOp {
+    /// The op of a raw value, if it is one.
+    pub fn from_raw(raw: u8) -> Option<Self> {
+        match raw {
+            1 => Some(Self::Exec),
+            2 => Some(Self::Fork),
+            3 => Some(Self::Exit),
+            _ => None,
+        }
+    }
+}
+
+/// Flags of a [`ProcessEvent`] (`enum ic_process_flags`).
+pub mod process_flags {
+    /// `IC_PROC_F_PATH_TRUNCATED`: the path was longer than [`super::PROC_PATH`].
+    pub const PATH_TRUNCATED: u8 = 1;
+    /// `IC_PROC_F_ARGS_TRUNCATED`: the arguments were longer than [`super::PROC_ARGS`].
+    pub const ARGS_TRUNCATED: u8 = 2;
+    /// `IC_PROC_F_SCRIPT`: the path names a script; the executable is its interpreter.
+    pub const SCRIPT: u8 = 4;
+}
+
+/// `enum ic_process_stat`: indices of the process monitor's per-CPU counters.
+pub mod process_stat {
+    /// `IC_PSTAT_EVENTS`: records written.
+    pub const EVENTS: u32 = 0;
+    /// `IC_PSTAT_LOST`: records the ring buffer had no room for.
+    pub const LOST: u32 = 1;
+}
+
+/// `struct ic_process_event`: one exec, fork or exit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[repr(C)]
+pub struct ProcessEvent {
+    /// The common header.
+    pub hdr: EventHeader,
+    /// Thread-group id.
+    pub pid: u32,
+    /// The parent's thread-group id.
+    pub ppid: u32,
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+    /// Cgroup id (the cgroup directory's inode).
+    pub cgroup_id: u64,
+    /// The process's start, ns since boot (`start_boottime`, as /proc/PID/stat counts).
+    pub start_ns: u64,
+    /// The executable (all zero if none).
+    pub exe: ProcExe,
+    /// Exit: the wait status.
+    pub exit_code: i32,
+    /// [`ProcessOp`] as a raw value.
+    pub op: u8,
+    /// [`process_flags`].
+    pub flags: u8,
+    /// Bytes of `path` used.
+    pub path_len: u16,
+    /// Bytes of `args` used.
+    pub args_len: u16,
+    /// Explicit padding.
+    pub _pad0: [u8; 6],
+    /// The process's command name, NUL-padded.
+    pub comm: [u8; 16],
+    /// Exec: the path as executed.
+    pub path: [u8; PROC_PATH],
+    /// Exec: the argument vector, NUL-separated.
+    pub args: [u8; PROC_ARGS],
+}
+
+impl ProcessEvent {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = core::mem::size_of::<Self>();
+
+    /// Decodes a record; `None` if `bytes` is too short. Offsets come from this
+    /// `repr(C)` struct, which ironclad-bpf's layout checks compare with the C header.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        use core::mem::offset_of;
+        if bytes.len() < Self::SIZE {
+            return None;
+        }
+        Some(Self {
+            hdr: EventHeader::from_bytes(bytes)?,
+            pid: u32::from_ne_bytes(take(bytes, offset_of!(Self, pid))?),
+            ppid: u32::from_ne_bytes(take(bytes, offset_of!(Self, ppid))?),
+            uid: u32::from_ne_bytes(take(bytes, offset_of!(Self, uid))?),
+            gid: u32::from_ne_bytes(take(bytes, offset_of!(Self, gid))?),
+            cgroup_id: u64::from_ne_bytes(take(bytes, offset_of!(Self, cgroup_id))?),
+            start_ns: u64::from_ne_bytes(take(bytes, offset_of!(Self, start_ns))?),
+            exe: ProcExe::from_bytes(bytes.get(offset_of!(Self, exe)..)?)?,
+            exit_code: i32::from_ne_bytes(take(bytes, offset_of!(Self, exit_code))?),
+            op: *bytes.get(offset_of!(Self, op))?,
+            flags: *bytes.get(offset_of!(Self, flags))?,
+            path_len: u16::from_ne_bytes(take(bytes, offset_of!(Self, path_len))?),
+            args_len: u16::from_ne_bytes(take(bytes, offset_of!(Self, args_len))?),
+            _pad0: take(bytes, offset_of!(Self, _pad0))?,
+            comm: take(bytes, offset_of!(Self, comm))?,
+            path: take(bytes, offset_of!(Self, path))?,
+            args: take(bytes, offset_of!(Self, args))?,
+        })
+    }
+
+    /// The path as executed (empty unless an exec).
+    pub fn path(&self) -> &[u8] {
+        &self.path[..usize::from(self.path_len).min(PROC_PATH)]
+    }
+
+    /// The argument vector's bytes (empty unless an exec).
+    pub fn args(&self) -> &[u8] {
+        &self.args[..usize::from(self.args_len).min(PROC_ARGS)]
+    }
+}

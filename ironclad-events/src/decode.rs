@@ -143,6 +143,10 @@ pub struct TlsData {
     /// HTTP recognised at the start of the call (first chunk only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<Http>,
+    /// The process, from the process cache (when one runs and knows it): the same
+    /// block in every event kind, with the process's own name and executable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<crate::process::ProcessBlock>,
 }
 
 fn action_name<S: serde::Serializer>(v: &EgressAction, s: S) -> Result<S::Ok, S::Error> {
@@ -185,6 +189,10 @@ pub struct EgressDecision {
     pub rule_id: u32,
     /// `connect4`, `connect6`, `sendmsg4` or `sendmsg6`.
     pub hook: &'static str,
+    /// The process, from the process cache (when one runs and knows it): the same
+    /// block in every event kind, with the process's own name and executable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<crate::process::ProcessBlock>,
 }
 
 /// A DNS packet a process sent or received (UDP or TCP port 53).
@@ -231,6 +239,10 @@ pub struct DnsRecord {
     /// Why the payload could not be parsed, if it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The process, from the process cache (when one runs and knows it): the same
+    /// block in every event kind, with the process's own name and executable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<crate::process::ProcessBlock>,
 }
 
 /// Traffic of one process over an interval (made in user space from the kernel's
@@ -258,6 +270,10 @@ pub struct BandwidthSample {
     pub rx_packets: u64,
     /// TCP/UDP payload bytes received.
     pub rx_payload: u64,
+    /// The process, from the process cache (when one runs and knows it): the same
+    /// block in every event kind, with the process's own name and executable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<crate::process::ProcessBlock>,
 }
 
 /// An audit record (a load, audit result, pin, attach, detach or map update), as the
@@ -341,6 +357,10 @@ pub struct SentinelRecord {
     pub target_pid: u32,
     /// By operation: the signal, the ptrace mode, the map or link id, open flags, mode.
     pub arg: u32,
+    /// The process, from the process cache (when one runs and knows it): the same
+    /// block in every event kind, with the process's own name and executable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<crate::process::ProcessBlock>,
 }
 
 /// Every kind of event Ironclad reports.
@@ -388,6 +408,58 @@ impl Event {
             Event::Dns(e) => e.time = rfc3339(e.ktime_ns, offset),
             Event::Sentinel(e) => e.time = rfc3339(e.ktime_ns, offset),
             Event::Bandwidth(_) | Event::Audit(_) => {}
+        }
+    }
+
+    /// Whose event it is, for the process cache: (pid, `ktime_ns` when it happened if
+    /// the kernel stamped it, the executable's (device, inode) as the kernel saw it, 0
+    /// if unknown). `None` for kinds that name no process.
+    pub fn process_subject(&self) -> Option<(u32, Option<u64>, (u32, u64))> {
+        match self {
+            Event::TlsData(e) => Some((e.pid, Some(e.ktime_ns), (e.exe_dev, e.exe_ino))),
+            Event::Connect(e) | Event::RateLimited(e) => {
+                Some((e.pid, Some(e.ktime_ns), (e.exe_dev, e.exe_ino)))
+            }
+            Event::Dns(e) => Some((e.pid, Some(e.ktime_ns), (e.exe_dev, e.exe_ino))),
+            Event::Sentinel(e) => Some((e.pid, Some(e.ktime_ns), (e.exe_dev, e.exe_ino))),
+            Event::Bandwidth(e) => Some((e.pid, None, (0, 0))),
+            Event::ShieldDrop(_) | Event::Audit(_) => None,
+        }
+    }
+
+    /// Attaches the `process` block; an `exe` the event's own enrichment left unknown
+    /// is taken from it.
+    pub fn set_process(&mut self, block: crate::process::ProcessBlock) {
+        fn fill(exe: &mut Option<String>, block: &crate::process::ProcessBlock) {
+            if exe.is_none() {
+                exe.clone_from(&block.exe);
+            }
+        }
+        match self {
+            Event::TlsData(e) => {
+                fill(&mut e.exe, &block);
+                e.process = Some(block);
+            }
+            Event::Connect(e) | Event::RateLimited(e) => {
+                fill(&mut e.exe, &block);
+                e.process = Some(block);
+            }
+            Event::Dns(e) => {
+                fill(&mut e.exe, &block);
+                e.process = Some(block);
+            }
+            Event::Sentinel(e) => {
+                fill(&mut e.exe, &block);
+                e.process = Some(block);
+            }
+            Event::Bandwidth(e) => {
+                fill(&mut e.exe, &block);
+                if e.comm.is_none() {
+                    e.comm = Some(block.comm.clone());
+                }
+                e.process = Some(block);
+            }
+            Event::ShieldDrop(_) | Event::Audit(_) => {}
         }
     }
 
@@ -493,6 +565,7 @@ fn decode_sentinel(record: &[u8]) -> Result<Event, DecodeError> {
         uid: e.uid,
         comm: comm_text(&e.comm),
         exe: None,
+        process: None,
         exe_dev: e.exe.dev,
         exe_ino: e.exe.ino,
         path: None,
@@ -558,6 +631,7 @@ fn decode_dns(record: &[u8]) -> Result<Event, DecodeError> {
         uid: e.uid,
         comm: comm_text(&e.comm),
         exe: None,
+        process: None,
         exe_dev: e.exe.dev,
         exe_ino: e.exe.ino,
         src: mapped_or_v6(e.src),
@@ -606,6 +680,7 @@ fn decode_egress(record: &[u8]) -> Result<Event, DecodeError> {
         uid: e.uid,
         comm: comm_text(&e.comm),
         exe: None,
+        process: None,
         exe_dev: e.exe.dev,
         exe_ino: e.exe.ino,
         cgroup_id: e.cgroup_id,
@@ -669,6 +744,7 @@ fn decode_tls(record: &[u8]) -> Result<Event, DecodeError> {
         uid: e.uid,
         comm: comm_text(&e.comm),
         exe: None,
+        process: None,
         exe_dev: e.exe.dev,
         exe_ino: e.exe.ino,
         cgroup_id: e.cgroup_id,

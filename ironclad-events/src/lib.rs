@@ -25,6 +25,7 @@ pub mod decode;
 pub mod dns;
 pub mod fanout;
 pub mod http;
+pub mod process;
 
 pub use decode::{
     decode, AuditEntry, BandwidthSample, DecodeError, DnsRecord, EgressDecision, Event,
@@ -32,3 +33,4 @@ pub use decode::{
 };
 pub use fanout::{Fanout, Overflow, SubscriberStats, Subscription};
 pub use http::Http;
+pub use process::{Ancestor, Container, ProcessBlock};

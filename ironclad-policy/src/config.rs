@@ -51,6 +51,7 @@ use crate::error::{ConfigError, Diagnostic, Origin, PolicyError};
 use crate::feeds::{FeedFormat, Strictness};
 use crate::fetch::{cache_data_path, FetchSpec, DEFAULT_REFRESH, DEFAULT_TIMEOUT};
 use crate::geo::is_country_code;
+use crate::process::{ProcessPolicy, MAX_LINEAGE_DEPTH, MIN_CAPACITY};
 use crate::sentinel::SentinelPolicy;
 use crate::shield::{
     compile, CompiledShield, Entry, Ipv4Lookup, Mode, RateLimit, ShieldPolicy, DEFAULT_SAMPLE_RATE,
@@ -67,6 +68,18 @@ struct RawConfig {
     egress: Option<RawEgress>,
     telemetry: Option<RawTelemetry>,
     sentinel: Option<RawSentinel>,
+    processes: Option<RawProcesses>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProcesses {
+    args: Option<bool>,
+    #[serde(default)]
+    redact_args: Vec<Spanned<String>>,
+    lineage_depth: Option<Spanned<u32>>,
+    capacity: Option<Spanned<u32>>,
+    retain_exited_seconds: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -214,6 +227,8 @@ pub struct Config {
     pub telemetry: Option<TelemetryPolicy>,
     /// The `sentinel` section, if present.
     pub sentinel: Option<SentinelPolicy>,
+    /// The `processes` section, if present.
+    pub processes: Option<ProcessPolicy>,
 }
 
 /// A policy file compiled for the kernel.
@@ -229,6 +244,8 @@ pub struct CompiledConfig {
     pub telemetry: Option<TelemetryPolicy>,
     /// The `sentinel` section, if present.
     pub sentinel: Option<SentinelPolicy>,
+    /// The `processes` section, if present.
+    pub processes: Option<ProcessPolicy>,
     /// What compiles but is probably a mistake (a `/0` deny with no management
     /// valve: the host locks its operator out), as `FILE:LINE:COLUMN: warning: ...`.
     /// `check` prints them; the daemon logs them.
@@ -1046,6 +1063,61 @@ fn read_raw(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
     }
 }
 
+fn parse_processes(raw: &RawProcesses, problems: &mut Vec<PolicyError>) -> ProcessPolicy {
+    let mut policy = ProcessPolicy {
+        args: raw.args.unwrap_or(true),
+        retain_exited_seconds: raw
+            .retain_exited_seconds
+            .unwrap_or(crate::process::DEFAULT_RETAIN_EXITED_SECONDS),
+        ..ProcessPolicy::default()
+    };
+    let mut invalid = |field: &str, at: &Location, message: String| {
+        problems.push(PolicyError::Invalid {
+            origin: Origin {
+                field: field.into(),
+                at: position(at),
+            },
+            message,
+        });
+    };
+    if let Some(depth) = &raw.lineage_depth {
+        if depth.value > MAX_LINEAGE_DEPTH {
+            invalid(
+                "processes.lineage_depth",
+                &depth.referenced,
+                format!(
+                    "{} is deeper than the {MAX_LINEAGE_DEPTH} ancestors an event can carry",
+                    depth.value
+                ),
+            );
+        } else {
+            policy.lineage_depth = depth.value;
+        }
+    }
+    if let Some(capacity) = &raw.capacity {
+        if capacity.value < MIN_CAPACITY {
+            invalid(
+                "processes.capacity",
+                &capacity.referenced,
+                format!("must be at least {MIN_CAPACITY}"),
+            );
+        } else {
+            policy.capacity = capacity.value;
+        }
+    }
+    for pattern in &raw.redact_args {
+        match regex::Regex::new(&pattern.value) {
+            Ok(_) => policy.redact_args.push(pattern.value.clone()),
+            Err(e) => invalid(
+                "processes.redact_args",
+                &pattern.referenced,
+                format!("not a regular expression: {e}"),
+            ),
+        }
+    }
+    policy
+}
+
 fn parse_inner(text: &str, path: &Path) -> Result<Parsed, ConfigError> {
     let raw = read_raw(text, path)?;
     let mut problems = Vec::new();
@@ -1076,6 +1148,10 @@ fn parse_inner(text: &str, path: &Path) -> Result<Parsed, ConfigError> {
             interval_seconds,
         }
     });
+    let processes = raw
+        .processes
+        .as_ref()
+        .map(|p| parse_processes(p, &mut problems));
     let mut positions = Positions::new();
     let Some(shield) = raw.shield else {
         return Ok((
@@ -1085,6 +1161,7 @@ fn parse_inner(text: &str, path: &Path) -> Result<Parsed, ConfigError> {
                 egress,
                 telemetry,
                 sentinel,
+                processes,
             },
             problems,
             Vec::new(),
@@ -1203,6 +1280,7 @@ fn parse_inner(text: &str, path: &Path) -> Result<Parsed, ConfigError> {
             egress,
             telemetry,
             sentinel,
+            processes,
         },
         problems,
         file_problems,
@@ -1281,6 +1359,7 @@ pub fn compile_str(text: &str, path: &Path) -> Result<CompiledConfig, ConfigErro
             egress,
             telemetry: config.telemetry,
             sentinel: config.sentinel,
+            processes: config.processes,
             warnings,
         })
     } else {
@@ -1558,7 +1637,7 @@ shield:
         let err = compile_str("sheild:\n  deny: []\n", Path::new("p.yaml")).expect_err("typo");
         assert_eq!(
             err.to_string(),
-            "p.yaml:1:1: unknown key `sheild`; did you mean `shield`? (keys here: shield, tls, egress, telemetry, sentinel)"
+            "p.yaml:1:1: unknown key `sheild`; did you mean `shield`? (keys here: shield, tls, egress, telemetry, sentinel, processes)"
         );
         let err = compile_str(
             "shield:\n  deny_feeds:\n    - path: x\n      fromat: plain\n",
@@ -1782,6 +1861,46 @@ egress:
             (8000, 8100)
         );
         assert_eq!(egress.rate_limit.map(|r| r.burst), Some(200));
+    }
+
+    #[test]
+    fn the_processes_section_is_read_and_checked() {
+        let ok = compile_str(
+            "processes:\n  args: false\n  redact_args: ['^AKIA']\n  lineage_depth: 16\n  capacity: 1024\n  retain_exited_seconds: 5\n",
+            Path::new("p.yaml"),
+        )
+        .expect("valid");
+        let p = ok.processes.expect("processes");
+        assert_eq!(
+            (p.args, p.lineage_depth, p.capacity, p.retain_exited_seconds),
+            (false, 16, 1024, 5)
+        );
+        assert_eq!(p.redact_args, ["^AKIA"]);
+        assert_eq!(
+            compile_str("processes: {}\n", Path::new("p.yaml"))
+                .expect("defaults")
+                .processes,
+            Some(crate::process::ProcessPolicy::default())
+        );
+
+        let err = compile_str(
+            "processes:\n  lineage_depth: 17\n  capacity: 3\n  redact_args:\n    - '(unclosed'\n",
+            Path::new("p.yaml"),
+        )
+        .expect_err("bad values");
+        let lines: Vec<String> = err.to_string().lines().map(str::to_string).collect();
+        assert!(
+            lines[0].starts_with("p.yaml:2:18: processes.lineage_depth: 17 is deeper than the 16"),
+            "{lines:#?}"
+        );
+        assert!(
+            lines[1].starts_with("p.yaml:3:13: processes.capacity: must be at least 16"),
+            "{lines:#?}"
+        );
+        assert!(
+            lines[2].starts_with("p.yaml:5:7: processes.redact_args: not a regular expression"),
+            "{lines:#?}"
+        );
     }
 
     #[test]

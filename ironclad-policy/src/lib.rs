@@ -38,6 +38,7 @@ pub mod fastpath;
 pub mod feeds;
 pub mod fetch;
 pub mod geo;
+pub mod process;
 pub mod sentinel;
 pub mod shield;
 pub mod sources;
