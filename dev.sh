@@ -15,7 +15,7 @@ cd "$(dirname "$0")"
 # checks the unit file.
 PACKAGES=(clang llvm libelf-dev zlib1g-dev pkg-config make gcc bpftool iproute2
           iputils-ping util-linux procps python3 bash openssl curl g++ nftables
-          chromium chromium-driver systemd)
+          chromium chromium-driver systemd bind9-dnsutils)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

@@ -22,13 +22,14 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use ironclad_bpf::{AuditAction, AuditLog, BpfError, Outcome as AuditOutcome};
 use ironclad_bpf::{
-    EgressFirewall, EventReader, JsonLinesFile, Loader, Shield, Telemetry, TlsMonitor,
-    XdpAttachment, DEFAULT_PIN_ROOT,
+    EgressFirewall, EventReader, EventSource, JsonLinesFile, Loader, ProcessMonitor, Shield,
+    Telemetry, TlsMonitor, XdpAttachment, DEFAULT_PIN_ROOT,
 };
 use ironclad_events::{Event, Fanout, Overflow, Subscription};
 use ironclad_policy::bundle::{outside_paths, verify_bundle, Accepted, TrustedKey};
 use ironclad_policy::config::{compile_file, CompiledConfig};
 use ironclad_policy::egress::CompiledEgress;
+use ironclad_policy::process::ProcessPolicy;
 use ironclad_policy::sentinel::SentinelPolicy;
 use ironclad_policy::shield::{CompiledShield, Mode};
 use ironclad_policy::sources::SourceKind;
@@ -230,6 +231,58 @@ struct Egress {
     events: EventReader,
 }
 
+/// A reader of one source whose events get the process cache's `process` block when
+/// the process monitor runs.
+fn reader(
+    source: ironclad_bpf::Result<EventSource>,
+    fanout: Arc<Fanout<Event>>,
+    processes: Option<&Arc<ProcessMonitor>>,
+) -> ironclad_bpf::Result<EventReader> {
+    match processes {
+        Some(p) => EventReader::with_processes(vec![source?], fanout, p.clone()),
+        None => EventReader::new(vec![source?], fanout),
+    }
+}
+
+/// Starts the process cache when a feature that reports processes is configured.
+fn process_policy(config: &CompiledConfig) -> Option<ProcessPolicy> {
+    let wanted = config.egress.is_some()
+        || config.tls.is_some()
+        || config.sentinel.is_some()
+        || config.telemetry.is_some_and(|t| t.dns || t.bandwidth)
+        || config.processes.is_some();
+    wanted.then(|| config.processes.clone().unwrap_or_default())
+}
+
+/// Starts the process cache (see [`process_policy`] for when).
+fn start_processes(
+    loader: &Loader,
+    policy: Option<ProcessPolicy>,
+    reasons: &mut Reasons,
+) -> Option<Arc<ProcessMonitor>> {
+    let policy = policy?;
+    match ProcessMonitor::start(loader, &policy) {
+        Ok(m) => {
+            info!(
+                "process cache: lineage depth {}, capacity {}, arguments {}",
+                policy.lineage_depth,
+                policy.capacity,
+                if policy.args {
+                    "recorded (redacted)"
+                } else {
+                    "not recorded"
+                }
+            );
+            Some(Arc::new(m))
+        }
+        Err(e) => {
+            warn!("process cache disabled, events name processes from /proc only: {e}");
+            reasons.insert("processes", e.to_string());
+            None
+        }
+    }
+}
+
 /// Why a configured feature is not running, by feature name.
 type Reasons = BTreeMap<&'static str, String>;
 
@@ -238,12 +291,13 @@ fn start_egress(
     policy: &CompiledEgress,
     cgroup: &Path,
     fanout: Arc<Fanout<Event>>,
+    processes: Option<&Arc<ProcessMonitor>>,
     reasons: &mut Reasons,
 ) -> Option<Egress> {
     let started = EgressFirewall::load(loader).and_then(|mut firewall| {
         firewall.replace(policy)?;
         firewall.attach_pinned(cgroup)?;
-        let events = firewall.events(fanout)?;
+        let events = reader(firewall.event_source(), fanout, processes)?;
         Ok(Egress { firewall, events })
     });
     match started {
@@ -276,10 +330,11 @@ fn start_telemetry(
     policy: &TelemetryPolicy,
     cgroup: &Path,
     fanout: Arc<Fanout<Event>>,
+    processes: Option<&Arc<ProcessMonitor>>,
     reasons: &mut Reasons,
 ) -> Option<Observer> {
     let started = Telemetry::start(loader, policy, cgroup).and_then(|telemetry| {
-        let events = telemetry.events(fanout)?;
+        let events = reader(telemetry.event_source(), fanout, processes)?;
         Ok(Observer {
             telemetry,
             events,
@@ -307,7 +362,12 @@ fn start_telemetry(
 }
 
 /// Publishes one `bandwidth` event per process with traffic, every interval.
-fn report_bandwidth(o: &mut Observer, fanout: &Fanout<Event>, now: bool) {
+fn report_bandwidth(
+    o: &mut Observer,
+    fanout: &Fanout<Event>,
+    processes: Option<&Arc<ProcessMonitor>>,
+    now: bool,
+) {
     let due = o.last_report.elapsed() >= Duration::from_secs(u64::from(o.policy.interval_seconds));
     if !o.policy.bandwidth || !(due || now) {
         return;
@@ -316,7 +376,11 @@ fn report_bandwidth(o: &mut Observer, fanout: &Fanout<Event>, now: bool) {
     match o.telemetry.bandwidth() {
         Ok(samples) => {
             for sample in samples {
-                fanout.publish(&Event::Bandwidth(sample));
+                let mut event = Event::Bandwidth(sample);
+                if let Some(p) = processes {
+                    p.enrich(&mut event);
+                }
+                fanout.publish(&event);
             }
         }
         Err(e) => warn!("reading bandwidth: {e}"),
@@ -333,10 +397,11 @@ fn start_tls(
     loader: &Loader,
     policy: &TlsPolicy,
     fanout: Arc<Fanout<Event>>,
+    processes: Option<&Arc<ProcessMonitor>>,
     reasons: &mut Reasons,
 ) -> Option<Tls> {
     let started = TlsMonitor::start(loader, policy).and_then(|monitor| {
-        let events = monitor.events(fanout)?;
+        let events = reader(monitor.event_source(), fanout, processes)?;
         Ok(Tls { monitor, events })
     });
     match started {
@@ -810,6 +875,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         }
     };
     let configured = Configured::of(&config);
+    let process_policy = process_policy(&config);
     let policy = config.shield;
     let iface = match (&policy, &args.iface) {
         (Some(_), None) => {
@@ -870,6 +936,19 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         None => None,
     };
 
+    let processes = start_processes(&loader, process_policy, &mut reasons);
+    if let Some(g) = guard.as_mut() {
+        // The Sentinel's reader again, now with the process cache.
+        if let Some(p) = &processes {
+            g.events = EventReader::with_processes(
+                vec![g.sentinel.event_source()?],
+                fanout.clone(),
+                p.clone(),
+            )?;
+        }
+    }
+    let mut process_losses = (0u64, 0u64);
+
     let mut running = match (&policy, &iface) {
         (Some(policy), Some(iface)) => match start_shield(&loader, policy, iface, fanout.clone()) {
             Ok(running) => Some(running),
@@ -906,20 +985,35 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     let mut tls = config
         .tls
         .as_ref()
-        .and_then(|t| start_tls(&loader, t, fanout.clone(), &mut reasons));
+        .and_then(|t| start_tls(&loader, t, fanout.clone(), processes.as_ref(), &mut reasons));
     let cgroup = match &args.cgroup {
         Some(path) => path.clone(),
         None => ironclad_core::identity::cgroup2_root().context("finding the cgroup v2 root")?,
     };
-    let mut egress = config
-        .egress
-        .as_ref()
-        .and_then(|e| start_egress(&loader, e, &cgroup, fanout.clone(), &mut reasons));
+    let mut egress = config.egress.as_ref().and_then(|e| {
+        start_egress(
+            &loader,
+            e,
+            &cgroup,
+            fanout.clone(),
+            processes.as_ref(),
+            &mut reasons,
+        )
+    });
     let mut observer = config
         .telemetry
         .as_ref()
         .filter(|t| t.dns || t.bandwidth)
-        .and_then(|t| start_telemetry(&loader, t, &cgroup, fanout.clone(), &mut reasons));
+        .and_then(|t| {
+            start_telemetry(
+                &loader,
+                t,
+                &cgroup,
+                fanout.clone(),
+                processes.as_ref(),
+                &mut reasons,
+            )
+        });
     if let Some(r) = &running {
         guard_object(&mut guard, r.shield.object());
     }
@@ -962,6 +1056,19 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
 
     while !stop.load(Ordering::Relaxed) {
         health.losses("audit-log", sink.lost());
+        if let Some(stats) = processes.as_ref().and_then(|p| p.stats().ok()) {
+            let now = (stats.overflows, stats.lost);
+            if now != process_losses {
+                // Events of these processes carry no process block: say so.
+                warn!(
+                    "process cache: {} processes not cached (full: {} held, {} live), {} kernel records lost",
+                    stats.overflows, stats.cached, stats.live, stats.lost
+                );
+                process_losses = now;
+            }
+            health.losses("process-cache", stats.overflows);
+            health.losses("process-records", stats.lost);
+        }
         health.beat();
         match &running {
             Some(r) => {
@@ -991,7 +1098,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             if let Err(err) = o.events.drain() {
                 warn!("reading dns events: {err}");
             }
-            report_bandwidth(o, &fanout, false);
+            report_bandwidth(o, &fanout, processes.as_ref(), false);
         }
         write_events(&subscription, &mut events_out, &health);
         if fetcher.take_update() {
@@ -1094,7 +1201,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                             }
                         },
                         (None, Some(new_egress)) => {
-                            egress = start_egress(&loader, new_egress, &cgroup, fanout.clone(), &mut reasons);
+                            egress = start_egress(&loader, new_egress, &cgroup, fanout.clone(), processes.as_ref(), &mut reasons);
                             if let Some(e) = &egress {
                                 guard_object(&mut guard, e.firewall.object());
                             }
@@ -1111,7 +1218,13 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                             }
                         },
                         (None, Some(new_tls)) => {
-                            tls = start_tls(&loader, new_tls, fanout.clone(), &mut reasons);
+                            tls = start_tls(
+                                &loader,
+                                new_tls,
+                                fanout.clone(),
+                                processes.as_ref(),
+                                &mut reasons,
+                            );
                         }
                         (Some(_), None) => {
                             tls = None;
@@ -1182,7 +1295,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     }
     if let Some(mut o) = observer.take() {
         let _ = o.events.drain();
-        report_bandwidth(&mut o, &fanout, true);
+        report_bandwidth(&mut o, &fanout, processes.as_ref(), true);
         write_events(&subscription, &mut events_out, &health);
     }
     if let Some(e) = egress.take() {

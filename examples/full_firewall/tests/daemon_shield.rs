@@ -743,6 +743,11 @@ fn egress_section_denies_by_executable_survives_kill_9_and_reports_json() {
     assert_eq!(denial["exe"], bad.display().to_string());
     assert_eq!(denial["dst"], "127.0.0.1");
     assert_eq!(denial["comm"], "bad");
+    assert_eq!(
+        denial["process"]["exe"],
+        bad.display().to_string(),
+        "{denial}"
+    );
     assert!(denial["pid"].as_u64().is_some());
 
     let detach = Command::new(BIN)
@@ -796,6 +801,13 @@ fn telemetry_section_writes_dns_and_bandwidth_events() {
         .output()
         .expect("python3");
     assert!(client.status.success(), "{client:?}");
+    // The installed dig: multi-threaded, gone before the daemon reads its event.
+    let dig = cgroup
+        .command("/usr/bin/dig")
+        .args(["@127.0.0.1", "+tries=1", "+time=2", "dig.example.test"])
+        .output()
+        .expect("dig");
+    assert!(dig.status.success(), "{dig:?}");
     std::thread::sleep(Duration::from_millis(1500));
     daemon.signal("TERM");
     assert!(daemon.wait().success(), "{}", daemon.log());
@@ -819,6 +831,24 @@ fn telemetry_section_writes_dns_and_bandwidth_events() {
         "{query}"
     );
     assert!(query["time"].as_str().is_some_and(|t| t.ends_with('Z')));
+    assert!(
+        query["process"]["comm"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("python")),
+        "{query}"
+    );
+    let dig = all
+        .iter()
+        .find(|e| e["kind"] == "dns" && e["qname"] == "dig.example.test")
+        .unwrap_or_else(|| panic!("no dig query in {text}"));
+    assert_eq!(dig["process"]["comm"], "dig", "{dig}");
+    assert_eq!(dig["process"]["exe"], "/usr/bin/dig", "{dig}");
+    assert_eq!(dig["exe"], "/usr/bin/dig", "{dig}");
+    assert_eq!(dig["process"]["args"][4], "dig.example.test", "{dig}");
+    assert_ne!(
+        dig["comm"], "dig",
+        "the sending thread keeps its own name: {dig}"
+    );
     let response = all
         .iter()
         .find(|e| e["kind"] == "dns" && e["direction"] == "response")
