@@ -90,6 +90,7 @@ const volatile struct ic_egress_event ic_abi_egress_event;
 
 struct ic_conn {
 	struct ic_proc_exe exe;
+	__u32 ppid;  /* the parent's thread-group id, as the process table has it */
 	__u64 cgroup;
 	__u32 uid;
 	__u16 port;  /* host order */
@@ -131,6 +132,35 @@ static __always_inline int ic_prefix_match(const __u8 *addr, const __u8 *net, __
 	return 1;
 }
 
+static __always_inline int ic_exe_eq(const struct ic_proc_exe *a, const struct ic_proc_exe *b)
+{
+	return a->dev == b->dev && a->ino == b->ino && a->mtime_sec == b->mtime_sec &&
+	       a->mtime_nsec == b->mtime_nsec;
+}
+
+/* Whether one of the first r->ancestor_depth ancestors of the connecting process runs
+ * r->ancestor, walking the process table's parent links (as they were at fork/exec). */
+static __always_inline int ic_ancestor_matches(struct ic_egress_rule *r, struct ic_conn *c)
+{
+	__u32 pid = c->ppid;
+
+	if (!c->known)
+		return 0;
+	for (int d = 0; d < IC_EGRESS_MAX_ANCESTORS; d++) {
+		struct ic_proc_info *a;
+
+		if (d >= r->ancestor_depth || pid == 0)
+			return 0;
+		a = bpf_map_lookup_elem(&ic_procs, &pid);
+		if (!a)
+			return 0;
+		if (ic_exe_eq(&a->exe, &r->ancestor))
+			return 1;
+		pid = a->ppid;
+	}
+	return 0;
+}
+
 static __always_inline int ic_rule_matches(struct ic_egress_rule *r, struct ic_conn *c)
 {
 	__u16 m = r->match;
@@ -150,6 +180,8 @@ static __always_inline int ic_rule_matches(struct ic_egress_rule *r, struct ic_c
 	if ((m & IC_M_COMM) && !ic_bytes_eq(r->comm, c->comm, 16))
 		return 0;
 	if ((m & IC_M_DST) && !ic_prefix_match(c->dst, r->dst, r->prefixlen))
+		return 0;
+	if ((m & IC_M_ANCESTOR) && !ic_ancestor_matches(r, c))
 		return 0;
 	return 1;
 }
@@ -270,6 +302,7 @@ __attribute__((noinline)) int ic_decide(struct ic_conn *in, __u8 hook, int is_co
 	info = bpf_map_lookup_elem(&ic_procs, &tgid);
 	if (info) {
 		c->exe = info->exe;
+		c->ppid = info->ppid;
 		c->known = 1;
 	} else {
 		ic_total(IC_ETOTAL_UNKNOWN_PROCESS);

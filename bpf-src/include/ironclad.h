@@ -264,6 +264,7 @@ enum ic_egress_limits {
 	IC_EGRESS_BUCKET = 64,       /* rules sharing one identity key, at most */
 	IC_EGRESS_BUCKETS = 32768,   /* identity keys per generation */
 	IC_EGRESS_IDENTITIES = 65536,/* identities tracked by the connect rate limiter */
+	IC_EGRESS_MAX_ANCESTORS = 8, /* ancestors an ancestor rule can look at */
 };
 
 /* Which fields of struct ic_egress_rule must match (ic_egress_rule.match). */
@@ -275,6 +276,7 @@ enum ic_egress_match {
 	IC_M_DST = 16,
 	IC_M_PORTS = 32,
 	IC_M_PROTO = 64,
+	IC_M_ANCESTOR = 128, /* one of the first ancestor_depth ancestors runs ancestor */
 };
 
 /* What a rule, or the default, does (also the verdict of an event). */
@@ -353,6 +355,9 @@ struct ic_egress_rule {
 	__u64 cgroup_id;  /* host order */
 	struct ic_proc_exe exe;
 	__u8 comm[16];
+	struct ic_proc_exe ancestor; /* IC_M_ANCESTOR: the ancestor's executable */
+	__u8 ancestor_depth; /* 1 = the parent only .. IC_EGRESS_MAX_ANCESTORS */
+	__u8 _pad3[7];
 };
 
 /* Key of the rule index: one identity value. */

@@ -186,6 +186,14 @@ mod egress {
         assert!(offset_of!(abi::EgressRule, cgroup_id) == offset_of!(e::ic_egress_rule, cgroup_id));
         assert!(offset_of!(abi::EgressRule, exe) == offset_of!(e::ic_egress_rule, exe));
         assert!(offset_of!(abi::EgressRule, comm) == offset_of!(e::ic_egress_rule, comm));
+        assert!(offset_of!(abi::EgressRule, ancestor) == offset_of!(e::ic_egress_rule, ancestor));
+        assert!(
+            offset_of!(abi::EgressRule, ancestor_depth)
+                == offset_of!(e::ic_egress_rule, ancestor_depth)
+        );
+        assert!(abi::EgressRule::SIZE == size_of::<e::ic_egress_rule>());
+        assert!(abi::EGRESS_MAX_ANCESTORS as u32 == e::ic_egress_limits::IC_EGRESS_MAX_ANCESTORS.0);
+        assert!(abi::egress_match::ANCESTOR as u32 == e::ic_egress_match::IC_M_ANCESTOR.0);
         assert!(abi::EGRESS_MAX_RULES == e::ic_egress_limits::IC_EGRESS_MAX_RULES.0);
         assert!(abi::EGRESS_BUCKET as u32 == e::ic_egress_limits::IC_EGRESS_BUCKET.0);
         assert!(abi::EGRESS_BUCKETS == e::ic_egress_limits::IC_EGRESS_BUCKETS.0);

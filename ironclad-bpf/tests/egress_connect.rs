@@ -268,6 +268,60 @@ fn a_binary_installed_by_the_package_manager_is_matched_by_its_path() {
 }
 
 #[test]
+fn curl_reaches_out_only_when_started_by_the_named_ancestor() {
+    require_privileges!();
+    let (port, accepted) = tcp_listener("127.0.0.1");
+    let url = format!("http://127.0.0.1:{port}/");
+    let curl = format!("/usr/bin/curl -s -m 2 -o /dev/null {url}; true");
+    let mut lab = Lab::new("egress-ancestor");
+    // bash two levels up (bash -> sh -> curl) opens the way; anything else is refused.
+    lab.apply(
+        "egress:\n  rules:\n    - exe: /usr/bin/curl\n      ancestor_exe: /usr/bin/bash\n      ancestor_depth: 2\n      action: allow\n    - exe: /usr/bin/curl\n      action: deny\n",
+    );
+    lab.attach();
+    let chain = format!("sh -c '{curl}'; true");
+    assert_eq!(
+        accepted_after(&lab.cgroup, "/usr/bin/bash", &["-c", &chain], &accepted),
+        1,
+        "bash -> sh -> curl: bash is the second ancestor"
+    );
+    assert_eq!(
+        accepted_after(&lab.cgroup, "sh", &["-c", &curl], &accepted),
+        0,
+        "sh -> curl started by this test: no bash within two ancestors"
+    );
+    assert_eq!(
+        accepted_after(
+            &lab.cgroup,
+            "/usr/bin/curl",
+            &["-s", "-m", "2", &url],
+            &accepted
+        ),
+        0,
+        "curl started by this test"
+    );
+    // parent_exe: the parent only.
+    lab.apply(
+        "egress:\n  rules:\n    - exe: /usr/bin/curl\n      parent_exe: /usr/bin/bash\n      action: allow\n    - exe: /usr/bin/curl\n      action: deny\n",
+    );
+    assert_eq!(
+        accepted_after(&lab.cgroup, "/usr/bin/bash", &["-c", &curl], &accepted),
+        1,
+        "bash -> curl"
+    );
+    assert_eq!(
+        accepted_after(&lab.cgroup, "/usr/bin/bash", &["-c", &chain], &accepted),
+        0,
+        "bash -> sh -> curl: the parent is sh"
+    );
+    let rule_hits = lab.firewall.rule_counters().expect("counters");
+    assert!(
+        rule_hits.iter().any(|(id, n)| *id == 2 && *n >= 1),
+        "{rule_hits:?}"
+    );
+}
+
+#[test]
 fn a_binary_on_overlayfs_is_matched_by_its_path_and_recorded_with_the_same_identity() {
     require_privileges!();
     // A container's root: the binary lives in an image layer on another filesystem

@@ -785,6 +785,8 @@ pub const EGRESS_BUCKET: usize = 64;
 pub const EGRESS_BUCKETS: u32 = 32_768;
 /// `IC_EGRESS_IDENTITIES`: identities tracked by the connect rate limiter.
 pub const EGRESS_IDENTITIES: u32 = 65_536;
+/// `IC_EGRESS_MAX_ANCESTORS`: ancestors an ancestor rule can look at.
+pub const EGRESS_MAX_ANCESTORS: u8 = 8;
 
 /// `enum ic_egress_match` flags.
 pub mod egress_match {
@@ -802,6 +804,8 @@ pub mod egress_match {
     pub const PORTS: u16 = 32;
     /// `IC_M_PROTO`.
     pub const PROTO: u16 = 64;
+    /// `IC_M_ANCESTOR`.
+    pub const ANCESTOR: u16 = 128;
 }
 
 /// `enum ic_egress_action`: what a rule does, or what happened to an attempt.
@@ -1024,11 +1028,17 @@ pub struct EgressRule {
     pub exe: ProcExe,
     /// Command name, NUL-padded.
     pub comm: [u8; 16],
+    /// [`egress_match::ANCESTOR`]: the ancestor's executable.
+    pub ancestor: ProcExe,
+    /// How many ancestors to look at (1 = the parent only).
+    pub ancestor_depth: u8,
+    /// Explicit padding.
+    pub _pad3: [u8; 7],
 }
 
 impl EgressRule {
     /// Size of the C struct in bytes.
-    pub const SIZE: usize = 88;
+    pub const SIZE: usize = 120;
 
     /// The exact byte image.
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
@@ -1045,6 +1055,8 @@ impl EgressRule {
         out[40..48].copy_from_slice(&self.cgroup_id.to_ne_bytes());
         out[48..72].copy_from_slice(&self.exe.to_bytes());
         out[72..88].copy_from_slice(&self.comm);
+        out[88..112].copy_from_slice(&self.ancestor.to_bytes());
+        out[112] = self.ancestor_depth;
         out
     }
 }

@@ -124,6 +124,9 @@ struct RawConnectRate {
 #[serde(deny_unknown_fields)]
 struct RawEgressRule {
     exe: Option<PathBuf>,
+    parent_exe: Option<PathBuf>,
+    ancestor_exe: Option<PathBuf>,
+    ancestor_depth: Option<u32>,
     comm: Option<String>,
     uid: Option<u32>,
     cgroup: Option<PathBuf>,
@@ -829,8 +832,40 @@ fn parse_egress(raw: &RawEgress, problems: &mut Vec<PolicyError>) -> EgressPolic
         if !ok {
             continue;
         }
+        let ancestor = match (&r.parent_exe, &r.ancestor_exe, r.ancestor_depth) {
+            (Some(_), Some(_), _) => {
+                bad("`parent_exe` and `ancestor_exe` together: use one (the parent is the first ancestor)".to_string());
+                continue;
+            }
+            (Some(_), None, Some(_)) => {
+                bad("`ancestor_depth` goes with `ancestor_exe` (`parent_exe` looks at the parent only)".to_string());
+                continue;
+            }
+            (None, None, Some(_)) => {
+                bad("`ancestor_depth` without `ancestor_exe`".to_string());
+                continue;
+            }
+            (Some(parent), None, None) => Some((parent.clone(), 1)),
+            (None, Some(ancestor), depth) => {
+                let depth = depth.unwrap_or(u32::from(ironclad_core::abi::EGRESS_MAX_ANCESTORS));
+                match u8::try_from(depth) {
+                    Ok(d) if (1..=ironclad_core::abi::EGRESS_MAX_ANCESTORS).contains(&d) => {
+                        Some((ancestor.clone(), d))
+                    }
+                    _ => {
+                        bad(format!(
+                            "ancestor_depth {depth} is outside 1..={} (the ancestors the kernel walks)",
+                            ironclad_core::abi::EGRESS_MAX_ANCESTORS
+                        ));
+                        continue;
+                    }
+                }
+            }
+            (None, None, None) => None,
+        };
         rules.push(EgressRuleSpec {
             exe: r.exe.clone(),
+            ancestor,
             comm: r.comm.clone(),
             uid: r.uid,
             cgroup: r.cgroup.clone(),
@@ -1861,6 +1896,53 @@ egress:
             (8000, 8100)
         );
         assert_eq!(egress.rate_limit.map(|r| r.burst), Some(200));
+    }
+
+    #[test]
+    fn ancestor_rules_are_checked_where_they_are_written() {
+        let ok = compile_str(
+            "egress:\n  rules:\n    - exe: /bin/sh\n      parent_exe: /bin/sh\n      action: allow\n    - ancestor_exe: /bin/sh\n      ancestor_depth: 3\n      action: deny\n",
+            Path::new("e.yaml"),
+        )
+        .expect("valid");
+        let e = ok.egress.expect("egress");
+        assert_eq!(
+            (e.entries[0].ancestor_depth, e.entries[1].ancestor_depth),
+            (1, 3)
+        );
+        assert_eq!(e.entries[0].ancestor, e.entries[1].ancestor);
+        assert_ne!(
+            e.entries[1].match_ & ironclad_core::abi::egress_match::ANCESTOR,
+            0
+        );
+
+        let err = compile_str(
+            "egress:\n  rules:\n    - ancestor_exe: /bin/sh\n      ancestor_depth: 9\n      action: deny\n    - parent_exe: /bin/sh\n      ancestor_exe: /bin/sh\n      action: deny\n    - parent_exe: /nonexistent/backup\n      action: allow\n    - parent_exe: /etc/passwd\n      action: allow\n",
+            Path::new("e.yaml"),
+        )
+        .expect_err("bad ancestors");
+        let lines: Vec<String> = err.to_string().lines().map(str::to_string).collect();
+        assert_eq!(lines.len(), 4, "{lines:#?}");
+        assert!(
+            lines[0].starts_with("e.yaml:3:7: egress.rules[0]: ancestor_depth 9 is outside 1..=8"),
+            "{lines:#?}"
+        );
+        assert!(
+            lines[1].starts_with(
+                "e.yaml:6:7: egress.rules[1]: `parent_exe` and `ancestor_exe` together"
+            ),
+            "{lines:#?}"
+        );
+        assert!(
+            lines[2].starts_with("e.yaml:9:7: egress.rules[2]: ancestor `/nonexistent/backup`"),
+            "{lines:#?}"
+        );
+        assert!(
+            lines[3].starts_with(
+                "e.yaml:11:7: egress.rules[3]: ancestor `/etc/passwd`: not executable"
+            ),
+            "{lines:#?}"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use ipnetwork::IpNetwork;
 use ironclad_core::abi::{
     egress_match, EgressAction as RawAction, EgressKey, EgressKeyKind, EgressRule, ProcExe,
-    EGRESS_BUCKET, EGRESS_BUCKETS, EGRESS_MAX_RULES,
+    EGRESS_BUCKET, EGRESS_BUCKETS, EGRESS_MAX_ANCESTORS, EGRESS_MAX_RULES,
 };
 
 use crate::error::{Origin, PolicyError};
@@ -56,6 +56,9 @@ pub enum Proto {
 pub struct EgressRuleSpec {
     /// The executable (resolved to its identity when compiled).
     pub exe: Option<PathBuf>,
+    /// An ancestor's executable and how many ancestors to look at (1: `parent_exe`,
+    /// the parent only; up to [`EGRESS_MAX_ANCESTORS`]: `ancestor_exe`).
+    pub ancestor: Option<(PathBuf, u8)>,
     /// The command name (at most 15 bytes).
     pub comm: Option<String>,
     /// The user id.
@@ -255,6 +258,39 @@ pub fn compile(policy: &EgressPolicy) -> Result<CompiledEgress, Vec<PolicyError>
                 }
             }
         }
+        if let Some((path, depth)) = &spec.ancestor {
+            // Not an index key: a rule naming only an ancestor is looked at for every
+            // process (the kernel walks at most `depth` parent links for it).
+            if *depth == 0 || *depth > EGRESS_MAX_ANCESTORS {
+                errors.push(invalid(format!(
+                    "ancestor depth {depth} is outside 1..={EGRESS_MAX_ANCESTORS}"
+                )));
+                continue;
+            }
+            if let Some(why) = not_executable(path) {
+                errors.push(invalid(format!("ancestor `{}`: {why}", path.display())));
+                continue;
+            }
+            match exe_identity(path) {
+                Ok(id) if path.is_absolute() => {
+                    base.match_ |= egress_match::ANCESTOR;
+                    base.ancestor = id;
+                    base.ancestor_depth = *depth;
+                    executables.insert(id, path.clone());
+                }
+                Ok(_) => {
+                    errors.push(invalid(format!(
+                        "`{}` is not an absolute path",
+                        path.display()
+                    )));
+                    continue;
+                }
+                Err(e) => {
+                    errors.push(invalid(format!("ancestor `{}`: {e}", path.display())));
+                    continue;
+                }
+            }
+        }
         if let Some(dst) = spec.dst {
             let network = IpNetwork::new(dst.network(), dst.prefix()).unwrap_or(dst);
             if network.ip() != dst.ip() {
@@ -362,6 +398,7 @@ mod tests {
     fn rule(action: EgressAction) -> EgressRuleSpec {
         EgressRuleSpec {
             exe: None,
+            ancestor: None,
             comm: None,
             uid: None,
             cgroup: None,
