@@ -87,9 +87,17 @@ static __always_inline struct ic_process_event *ic_begin(struct task_struct *p, 
 	return e;
 }
 
+/* Wakes the reader only when the ring is half full: a wake-up per record would cost
+ * every process on the host a context switch or more. The reader also reads every 100 ms
+ * and before each lookup, so no record waits longer than that. */
 static __always_inline void ic_commit(struct ic_process_event *e)
 {
-	bpf_ringbuf_submit(e, 0);
+	__u64 flags = bpf_ringbuf_query(&ic_process_events, BPF_RB_AVAIL_DATA) >
+			      IC_PROC_RING_BYTES / 2 ?
+			      BPF_RB_FORCE_WAKEUP :
+			      BPF_RB_NO_WAKEUP;
+
+	bpf_ringbuf_submit(e, flags);
 	ic_pstat(IC_PSTAT_EVENTS);
 }
 

@@ -634,9 +634,9 @@ impl ProcessMonitor {
                             tv_sec: 0,
                             tv_nsec: 100_000_000,
                         };
-                        if rustix::event::poll(&mut fds, Some(&timeout)).is_ok_and(|n| n > 0) {
-                            shared.refresh();
-                        }
+                        // Woken when the ring is half full, else every 100 ms.
+                        let _ = rustix::event::poll(&mut fds, Some(&timeout));
+                        shared.refresh();
                     }
                 })
                 .map_err(|source| BpfError::Io {
