@@ -363,6 +363,23 @@ pub struct SentinelRecord {
     pub process: Option<crate::process::ProcessBlock>,
 }
 
+/// The process cache could not name some processes: it was full of live ones, or the
+/// kernel lost records (published by the agent when these counters grow).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProcessCacheNotice {
+    /// Wall-clock time, RFC 3339.
+    pub time: String,
+    /// Processes not cached so far because the cache was full (their events carry no
+    /// `process` block).
+    pub overflows: u64,
+    /// Exec, fork and exit records the kernel could not write so far.
+    pub lost: u64,
+    /// Processes held now.
+    pub cached: usize,
+    /// Of them, running.
+    pub live: usize,
+}
+
 /// Every kind of event Ironclad reports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -385,6 +402,8 @@ pub enum Event {
     Audit(AuditEntry),
     /// A Sentinel denial, monitored change or registration.
     Sentinel(SentinelRecord),
+    /// The process cache overflowed or lost records.
+    ProcessCache(ProcessCacheNotice),
 }
 
 fn rfc3339(ktime_ns: u64, offset: i128) -> String {
@@ -407,7 +426,7 @@ impl Event {
             Event::Connect(e) | Event::RateLimited(e) => e.time = rfc3339(e.ktime_ns, offset),
             Event::Dns(e) => e.time = rfc3339(e.ktime_ns, offset),
             Event::Sentinel(e) => e.time = rfc3339(e.ktime_ns, offset),
-            Event::Bandwidth(_) | Event::Audit(_) => {}
+            Event::Bandwidth(_) | Event::Audit(_) | Event::ProcessCache(_) => {}
         }
     }
 
@@ -423,7 +442,7 @@ impl Event {
             Event::Dns(e) => Some((e.pid, Some(e.ktime_ns), (e.exe_dev, e.exe_ino))),
             Event::Sentinel(e) => Some((e.pid, Some(e.ktime_ns), (e.exe_dev, e.exe_ino))),
             Event::Bandwidth(e) => Some((e.pid, None, (0, 0))),
-            Event::ShieldDrop(_) | Event::Audit(_) => None,
+            Event::ShieldDrop(_) | Event::Audit(_) | Event::ProcessCache(_) => None,
         }
     }
 
@@ -459,7 +478,7 @@ impl Event {
                 }
                 e.process = Some(block);
             }
-            Event::ShieldDrop(_) | Event::Audit(_) => {}
+            Event::ShieldDrop(_) | Event::Audit(_) | Event::ProcessCache(_) => {}
         }
     }
 

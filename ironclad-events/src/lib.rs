@@ -29,7 +29,7 @@ pub mod process;
 
 pub use decode::{
     decode, AuditEntry, BandwidthSample, DecodeError, DnsRecord, EgressDecision, Event,
-    SentinelRecord, ShieldDrop, TlsData, TlsDirection,
+    ProcessCacheNotice, SentinelRecord, ShieldDrop, TlsData, TlsDirection,
 };
 pub use fanout::{Fanout, Overflow, SubscriberStats, Subscription};
 pub use http::Http;

@@ -25,7 +25,7 @@ use ironclad_bpf::{
     EgressFirewall, EventReader, EventSource, JsonLinesFile, Loader, ProcessMonitor, Shield,
     Telemetry, TlsMonitor, XdpAttachment, DEFAULT_PIN_ROOT,
 };
-use ironclad_events::{Event, Fanout, Overflow, Subscription};
+use ironclad_events::{Event, Fanout, Overflow, ProcessCacheNotice, Subscription};
 use ironclad_policy::bundle::{outside_paths, verify_bundle, Accepted, TrustedKey};
 use ironclad_policy::config::{compile_file, CompiledConfig};
 use ironclad_policy::egress::CompiledEgress;
@@ -1064,6 +1064,13 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                     "process cache: {} processes not cached (full: {} held, {} live), {} kernel records lost",
                     stats.overflows, stats.cached, stats.live, stats.lost
                 );
+                fanout.publish(&Event::ProcessCache(ProcessCacheNotice {
+                    time: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
+                    overflows: stats.overflows,
+                    lost: stats.lost,
+                    cached: stats.cached,
+                    live: stats.live,
+                }));
                 process_losses = now;
             }
             health.losses("process-cache", stats.overflows);

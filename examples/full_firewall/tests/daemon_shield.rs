@@ -997,3 +997,58 @@ fn an_ipv4_mapped_deny_drops_the_ipv4_source() {
     daemon.signal("TERM");
     assert!(daemon.wait().success());
 }
+
+#[test]
+fn a_process_cache_too_small_for_the_host_says_so_in_status_and_events() {
+    require_privileges!();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pins = BpffsDir::new("ffprocs").expect("bpffs");
+    let cgroup = ironclad_core::testing::TestCgroup::new("ffprocs").expect("cgroup");
+    let config = dir.path().join("policy.yaml");
+    // 16 slots: the processes already running fill them at start.
+    std::fs::write(
+        &config,
+        "telemetry:\n  dns: true\nprocesses:\n  capacity: 16\n",
+    )
+    .expect("config");
+    let cgroup_arg = ["--cgroup".to_string(), cgroup.path().display().to_string()];
+    let mut daemon = spawn_without_iface(&config, pins.path(), dir.path(), &cgroup_arg);
+    daemon.wait_for("ready");
+    daemon.wait_for("processes not cached");
+    let start = Instant::now();
+    let status = loop {
+        let out = Command::new(BIN)
+            .args(["status", "--json", "--pin-dir"])
+            .arg(pins.path())
+            .arg("--run-dir")
+            .arg(dir.path().join("run"))
+            .output()
+            .expect("status");
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        if status["daemon"]["losses"]["process-cache"]
+            .as_u64()
+            .is_some_and(|n| n > 0)
+        {
+            break status;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{status}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    daemon.signal("TERM");
+    assert!(daemon.wait().success(), "{}", daemon.log());
+    let text = std::fs::read_to_string(dir.path().join("events.jsonl")).expect("events");
+    let notice: serde_json::Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line"))
+        .find(|e| e["kind"] == "process_cache")
+        .unwrap_or_else(|| panic!("no process_cache event in {text}"));
+    assert!(
+        notice["overflows"].as_u64().is_some_and(|n| n > 0),
+        "{notice}"
+    );
+    assert!(
+        notice["cached"].as_u64().is_some_and(|n| n <= 16),
+        "{notice}"
+    );
+    assert_eq!(status["daemon"]["losses"]["process-records"], 0, "{status}");
+}
