@@ -98,6 +98,14 @@ struct {
 	__uint(max_entries, 4 * 1024 * 1024);
 } ic_tls_events SEC(".maps");
 
+/* Pids of processes that came into scope (exec, or fork of an in-scope process): user
+ * space attaches the probes to each of them, so a process out of scope carries no
+ * breakpoint at all. Woken at once: the attach races the program's first SSL call. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 65536);
+} ic_tls_starts SEC(".maps");
+
 const volatile enum ic_tls_direction ic_abi_tls_direction = IC_TLS_WRITE;
 const volatile enum ic_tls_flags ic_abi_tls_flags = IC_TLS_F_TRUNCATED;
 const volatile enum ic_tls_limits ic_abi_tls_limits = IC_TLS_CHUNK;
@@ -135,6 +143,65 @@ static __always_inline int ic_in_scope(__u32 tgid)
 		if (bpf_map_lookup_elem(&ic_tls_scope_exe, &exe))
 			return 1;
 	}
+	return 0;
+}
+
+/* Whether a process starting now is in scope: by pid, cgroup, comm or the identity
+ * of the file it runs (given, as the process table may not have it yet). */
+static __always_inline int ic_starts_in_scope(__u32 tgid, struct file *file, const __u8 *comm16)
+{
+	struct ic_comm_key comm = {};
+	struct ic_exe_id exe = {};
+	__u64 cgroup = bpf_get_current_cgroup_id();
+
+	if (bpf_map_lookup_elem(&ic_tls_scope_pid, &tgid))
+		return 1;
+	if (bpf_map_lookup_elem(&ic_tls_scope_cgroup, &cgroup))
+		return 1;
+	__builtin_memcpy(comm.comm, comm16, sizeof(comm.comm));
+	if (bpf_map_lookup_elem(&ic_tls_scope_comm, &comm))
+		return 1;
+	if (file) {
+		exe.dev = file->f_inode->i_sb->s_dev;
+		exe.ino = file->f_inode->i_ino;
+		if (bpf_map_lookup_elem(&ic_tls_scope_exe, &exe))
+			return 1;
+	}
+	return 0;
+}
+
+static __always_inline void ic_report_start(__u32 tgid)
+{
+	__u32 *slot = bpf_ringbuf_reserve(&ic_tls_starts, sizeof(*slot), 0);
+
+	if (slot) {
+		*slot = tgid;
+		bpf_ringbuf_submit(slot, 0);
+	}
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(ic_tls_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	__u8 comm[16];
+
+	bpf_get_current_comm(comm, sizeof(comm));
+	if (ic_starts_in_scope(p->tgid, bprm->file, comm))
+		ic_report_start(p->tgid);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(ic_tls_fork, struct task_struct *parent, struct task_struct *child)
+{
+	struct mm_struct *mm = child->mm;
+	__u8 comm[16];
+
+	if (child->pid != child->tgid)
+		return 0; /* a thread: the process's probes cover it */
+	__builtin_memcpy(comm, child->comm, sizeof(comm));
+	if (ic_starts_in_scope(child->tgid, mm ? mm->exe_file : NULL, comm))
+		ic_report_start(child->tgid);
 	return 0;
 }
 

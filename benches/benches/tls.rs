@@ -5,7 +5,10 @@
 //! the client's `write` calls (`SSL_write_ex` of 64 bytes). `tls/ssl_write/bare` runs
 //! with no probe; `tls/ssl_write/probed` with the TLS monitor attached and the Python
 //! interpreter in scope (every call captured into the ring buffer, drained by a thread).
-//! The difference is the probe's cost per call.
+//! The difference is the probe's cost per call. `out_of_scope` attaches the probes to
+//! the library with the process out of scope (the traps fire and return early);
+//! `out_of_scope_per_process` attaches them per process in scope (`TlsAttach::PerProcess`),
+//! so the process out of scope carries no breakpoint (checked).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -14,7 +17,7 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use ironclad_bpf::{Loader, TlsMonitor, TlsPolicy, TlsScope};
+use ironclad_bpf::{Loader, TlsAttach, TlsMonitor, TlsPolicy, TlsScope};
 use ironclad_core::testing::BpffsDir;
 use ironclad_events::{Fanout, Overflow};
 
@@ -71,12 +74,19 @@ fn tls(c: &mut Criterion) {
         b.iter_custom(|iters| run(&python, dir.path(), iters))
     });
 
-    for (name, scope) in [
-        ("probed", TlsScope::Exe(python.clone())),
-        // Attached, but the process is not in scope: the probes fire and return early.
-        ("out_of_scope", TlsScope::Pid(u32::MAX)),
+    for (name, scope, attach) in [
+        ("probed", TlsScope::Exe(python.clone()), TlsAttach::Library),
+        // Attached to the library, the process not in scope: the probes fire and
+        // return early.
+        ("out_of_scope", TlsScope::Pid(u32::MAX), TlsAttach::Library),
+        // Per-process probes, the process not in scope: no breakpoint in it at all.
+        (
+            "out_of_scope_per_process",
+            TlsScope::Pid(u32::MAX),
+            TlsAttach::PerProcess,
+        ),
     ] {
-        let monitor = MonitorThread::start(scope);
+        let monitor = MonitorThread::start(scope, attach);
         let calls = std::cell::Cell::new(0u64);
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
@@ -108,7 +118,7 @@ struct MonitorThread {
 }
 
 impl MonitorThread {
-    fn start(scope: TlsScope) -> Self {
+    fn start(scope: TlsScope, attach: TlsAttach) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = mpsc::channel();
         let flag = stop.clone();
@@ -120,6 +130,7 @@ impl MonitorThread {
                 .unwrap_or_else(|e| panic!("{e}"));
             let policy = TlsPolicy {
                 scope: vec![scope],
+                attach,
                 max_bytes: 64,
                 ..TlsPolicy::default()
             };
@@ -132,6 +143,10 @@ impl MonitorThread {
                 let _ = reader.poll(Duration::from_millis(10));
                 while sub.receiver().try_recv().is_ok() {}
             }
+            assert!(
+                attach == TlsAttach::Library || monitor.probed_processes().is_empty(),
+                "per-process probes on a process out of scope"
+            );
             (reader.stats().decoded(), monitor.lost_chunks().unwrap_or(0))
         });
         let _ = ready_rx.recv();

@@ -6,6 +6,15 @@
 //! **off by default**: only processes in scope (by executable identity, comm, cgroup or
 //! pid) are captured. Data goes to the local ring buffer and the embedder, nowhere else.
 //!
+//! The probes are attached **per process** (pid-filtered uprobes): a process out of
+//! scope carries no breakpoint at all, so its `SSL_write` costs what it costs without
+//! Ironclad. Processes in scope when the monitor starts (or when the scope changes) get
+//! their probes at once; a process that comes into scope later (an exec of an in-scope
+//! executable or comm, a fork into an in-scope cgroup) is reported by the kernel at its
+//! exec or fork, and a thread of the monitor attaches its probes then. The attach races
+//! the new program's first TLS call: it takes well under a millisecond, while a program
+//! loads its libraries, resolves and connects before it writes (see docs/tls.md).
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use ironclad_bpf::{Loader, TlsMonitor, TlsPolicy, TlsScope};
@@ -34,7 +43,9 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use ironclad_core::abi::{self, ExeId, TLS_CHUNK, TLS_MAX_CHUNKS};
 use ironclad_core::identity::FileId;
@@ -45,7 +56,7 @@ use crate::error::{BpfError, Result};
 use crate::events::{EventReader, EventSource};
 use crate::loader::{LoadedObject, Loader};
 
-pub use ironclad_policy::tls::{TlsPolicy, TlsScope};
+pub use ironclad_policy::tls::{TlsAttach, TlsPolicy, TlsScope};
 
 const LIB_NAME: &str = "libssl.so.3";
 
@@ -127,15 +138,175 @@ const PROBES: &[(&str, &str, bool)] = &[
     ("ic_ssl_read_ex_ret", "SSL_read_ex", true),
 ];
 
+/// The file offset of each probed symbol in `library`, resolved once (libbpf would
+/// parse the library's ELF again for every attach, and attaches race a new program).
+fn symbol_offsets(library: &Path) -> Result<HashMap<&'static str, u64>> {
+    use object::{Object, ObjectSection, ObjectSymbol};
+    let io = |source: std::io::Error| BpfError::Io {
+        path: library.to_path_buf(),
+        source,
+    };
+    let data = std::fs::read(library).map_err(io)?;
+    let file = object::File::parse(&*data).map_err(|e| {
+        io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            e.to_string(),
+        ))
+    })?;
+    let mut out = HashMap::new();
+    for (_, symbol, _) in PROBES {
+        let found = file
+            .dynamic_symbols()
+            .chain(file.symbols())
+            .find(|s| s.name() == Ok(*symbol) && s.address() != 0)
+            .ok_or_else(|| {
+                io(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("no symbol {symbol}"),
+                ))
+            })?;
+        let address = found.address();
+        let section = file
+            .sections()
+            .find(|s| (s.address()..s.address() + s.size()).contains(&address))
+            .and_then(|s| s.file_range().map(|(offset, _)| (s.address(), offset)))
+            .ok_or_else(|| {
+                io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{symbol} is in no section with file contents"),
+                ))
+            })?;
+        out.insert(*symbol, address - section.0 + section.1);
+    }
+    Ok(out)
+}
+
+/// The offset in the file `library` of the code of `symbol` (an uprobe's offset), as
+/// the per-process probes use it.
+pub fn symbol_offset(library: &Path, symbol: &str) -> Result<u64> {
+    let offsets = symbol_offsets(library)?;
+    offsets.get(symbol).copied().ok_or_else(|| BpfError::Io {
+        path: library.to_path_buf(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{symbol} is not one of the probed functions"),
+        ),
+    })
+}
+
+/// The per-process probes: links by pid.
+#[derive(Debug)]
+struct Probes {
+    object: Arc<LoadedObject>,
+    library: PathBuf,
+    offsets: HashMap<&'static str, u64>,
+    by_pid: HashMap<u32, Vec<Link>>,
+    failures: u64,
+    missed: u64,
+}
+
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Links and counters stay consistent whatever panicked: keep using them.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Probes {
+    /// Attaches the eight probes to process `pid` (again, if it had them: a reused pid
+    /// or a new program). A process that exited meanwhile is not an error.
+    fn attach(&mut self, pid: u32) -> Result<()> {
+        self.by_pid.remove(&pid);
+        let mut links = Vec::with_capacity(PROBES.len());
+        for (name, symbol, retprobe) in PROBES {
+            let offset = self.offsets.get(symbol).copied().unwrap_or(0);
+            let opts = UprobeOpts {
+                retprobe: *retprobe,
+                ..UprobeOpts::default()
+            };
+            let pid_arg = i32::try_from(pid).unwrap_or(-1);
+            match self.object.program(name)?.attach_uprobe_with_opts(
+                pid_arg,
+                &self.library,
+                offset as usize,
+                opts,
+            ) {
+                Ok(link) => links.push(link),
+                Err(_) if !Path::new(&format!("/proc/{pid}")).exists() => {
+                    // It ended before its probes were in place.
+                    self.missed += 1;
+                    return Ok(());
+                }
+                Err(source) => {
+                    self.failures += 1;
+                    return Err(BpfError::Attach {
+                        program: (*name).to_string(),
+                        target: format!("{}:{symbol} in process {pid}", self.library.display()),
+                        source,
+                    });
+                }
+            }
+        }
+        self.by_pid.insert(pid, links);
+        Ok(())
+    }
+
+    /// Drops the probes of processes that have exited.
+    fn prune(&mut self) {
+        self.by_pid
+            .retain(|pid, _| Path::new(&format!("/proc/{pid}")).exists());
+    }
+}
+
 /// Running TLS capture. Dropping it (or [`stop`](Self::stop)) detaches every probe;
 /// the traced programs keep working. Nothing is pinned: capture ends with the process.
-#[derive(Debug)]
 pub struct TlsMonitor {
-    object: LoadedObject,
+    object: Arc<LoadedObject>,
     links: Vec<Link>,
     library: PathBuf,
     /// Executable paths by (kernel device, inode): the scope's and those seen at start.
     known_exes: HashMap<(u32, u64), String>,
+    probes: Arc<Mutex<Probes>>,
+    stop: Arc<AtomicBool>,
+    attacher: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for TlsMonitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsMonitor")
+            .field("library", &self.library)
+            .field("probed_processes", &self.probed_processes())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether running process `pid` is in `scope`, from /proc.
+fn running_in_scope(pid: u32, scope: &[TlsScope]) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let exe = exe_id(Path::new(&format!("/proc/{pid}/exe"))).ok();
+    let cgroup = || -> Option<u64> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+        let rel = text
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))?
+            .to_string();
+        let root = ironclad_core::identity::cgroup2_root().ok()?;
+        std::fs::metadata(root.join(rel.trim_start_matches('/')))
+            .ok()
+            .map(|m| m.ino())
+    };
+    scope.iter().any(|entry| match entry {
+        TlsScope::Pid(p) => *p == pid,
+        TlsScope::Comm(c) => comm_key(c) == comm_key(comm.trim_end_matches('\n')),
+        TlsScope::Exe(path) => exe_id(path)
+            .ok()
+            .zip(exe)
+            .is_some_and(|(want, have)| (want.dev, want.ino) == (have.dev, have.ino)),
+        TlsScope::Cgroup(path) => std::fs::metadata(path)
+            .ok()
+            .map(|m| m.ino())
+            .zip(cgroup())
+            .is_some_and(|(want, have)| want == have),
+    })
 }
 
 impl TlsMonitor {
@@ -153,16 +324,33 @@ impl TlsMonitor {
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such library"),
             });
         }
-        let object = loader.load_unpinned(crate::object::tls())?;
+        let object = Arc::new(loader.load_unpinned(crate::object::tls())?);
+        let offsets = symbol_offsets(&library)?;
         let mut monitor = Self {
-            object,
+            object: object.clone(),
             links: Vec::new(),
-            library,
+            library: library.clone(),
             known_exes: HashMap::new(),
+            probes: Arc::new(Mutex::new(Probes {
+                object,
+                library,
+                offsets,
+                by_pid: HashMap::new(),
+                failures: 0,
+                missed: 0,
+            })),
+            stop: Arc::new(AtomicBool::new(false)),
+            attacher: None,
         };
         monitor.configure(config)?;
+        let per_process = config.attach == TlsAttach::PerProcess;
+        let starts: &[&str] = if per_process {
+            &["ic_tls_exec", "ic_tls_fork"]
+        } else {
+            &[]
+        };
         // Track first, then seed, so no process started meanwhile is missed.
-        for name in crate::procs::TRACEPOINTS {
+        for name in crate::procs::TRACEPOINTS.iter().chain(starts) {
             let prog = monitor.object.program(name)?;
             let link = prog.attach().map_err(|source| BpfError::Attach {
                 program: (*name).to_string(),
@@ -182,28 +370,64 @@ impl TlsMonitor {
                     .insert((id.dev, id.ino), path.display().to_string());
             }
         }
-        for (name, symbol, retprobe) in PROBES {
-            let prog = monitor.object.program(name)?;
-            let opts = UprobeOpts {
-                func_name: Some((*symbol).to_string()),
-                retprobe: *retprobe,
-                ..UprobeOpts::default()
-            };
-            let result = prog.attach_uprobe_with_opts(-1, &monitor.library, 0, opts);
-            monitor.object.audit_log().result(
-                crate::auditlog::AuditAction::Attach,
-                "tls",
-                &format!("{}:{symbol}", monitor.library.display()),
-                name,
-                &result,
-            );
-            let link = result.map_err(|source| BpfError::Attach {
-                program: (*name).to_string(),
-                target: format!("{}:{symbol}", monitor.library.display()),
+        if !per_process {
+            monitor.attach_library()?;
+            return Ok(monitor);
+        }
+        monitor.attach_in_scope(&config.scope)?;
+        // Processes that come into scope later are reported by the kernel at exec/fork.
+        let handle = monitor.object.map("ic_tls_starts")?.handle()?;
+        let mut builder = libbpf_rs::RingBufferBuilder::new();
+        let probes = monitor.probes.clone();
+        builder
+            .add(&handle, move |record: &[u8]| {
+                if let Some(pid) = record.get(..4).and_then(|b| b.try_into().ok()) {
+                    // A failure is counted (attach_failures) and the others go on.
+                    let _ = locked(&probes).attach(u32::from_ne_bytes(pid));
+                }
+                0
+            })
+            .map_err(|source| BpfError::Map {
+                op: "ring buffer",
+                map: "ic_tls_starts".to_string(),
                 source,
             })?;
-            monitor.links.push(link);
-        }
+        let ring = builder.build().map_err(|source| BpfError::Map {
+            op: "ring buffer",
+            map: "ic_tls_starts".to_string(),
+            source,
+        })?;
+        let stop = monitor.stop.clone();
+        let probes = monitor.probes.clone();
+        monitor.attacher = Some(
+            std::thread::Builder::new()
+                .name("ironclad-tls".to_string())
+                .spawn(move || {
+                    let _handle = handle;
+                    let mut last_prune = std::time::Instant::now();
+                    while !stop.load(Ordering::Relaxed) {
+                        let _ = ring.poll(Duration::from_millis(100));
+                        if last_prune.elapsed() >= Duration::from_secs(1) {
+                            locked(&probes).prune();
+                            last_prune = std::time::Instant::now();
+                        }
+                    }
+                })
+                .map_err(|source| BpfError::Io {
+                    path: PathBuf::from("ironclad-tls thread"),
+                    source,
+                })?,
+        );
+        monitor.object.audit_log().record(
+            crate::auditlog::AuditAction::Attach,
+            "tls",
+            &monitor.library.display().to_string(),
+            crate::auditlog::Outcome::Ok,
+            format!(
+                "per-process probes, {} processes in scope at start",
+                monitor.probed_processes().len()
+            ),
+        );
         Ok(monitor)
     }
 
@@ -261,7 +485,78 @@ impl TlsMonitor {
         }
         self.object
             .map("ic_tls_config")?
-            .update(&0u32.to_ne_bytes(), &cfg.to_bytes())
+            .update(&0u32.to_ne_bytes(), &cfg.to_bytes())?;
+        if self.attacher.is_some() {
+            self.attach_in_scope(&config.scope)?;
+        }
+        Ok(())
+    }
+
+    /// [`TlsAttach::Library`]: the probes on the library itself, for every process.
+    fn attach_library(&mut self) -> Result<()> {
+        let offsets = locked(&self.probes).offsets.clone();
+        for (name, symbol, retprobe) in PROBES {
+            let opts = UprobeOpts {
+                retprobe: *retprobe,
+                ..UprobeOpts::default()
+            };
+            let offset = offsets.get(symbol).copied().unwrap_or(0);
+            let result = self.object.program(name)?.attach_uprobe_with_opts(
+                -1,
+                &self.library,
+                offset as usize,
+                opts,
+            );
+            self.object.audit_log().result(
+                crate::auditlog::AuditAction::Attach,
+                "tls",
+                &format!("{}:{symbol}", self.library.display()),
+                name,
+                &result,
+            );
+            self.links.push(result.map_err(|source| BpfError::Attach {
+                program: (*name).to_string(),
+                target: format!("{}:{symbol}", self.library.display()),
+                source,
+            })?);
+        }
+        Ok(())
+    }
+
+    /// Attaches the probes to every running process in `scope` and detaches them from
+    /// the processes out of it.
+    fn attach_in_scope(&self, scope: &[TlsScope]) -> Result<()> {
+        let wanted: Vec<u32> = crate::procs::running()?
+            .into_iter()
+            .map(|(pid, _)| pid)
+            .filter(|pid| running_in_scope(*pid, scope))
+            .collect();
+        let mut probes = locked(&self.probes);
+        probes.by_pid.retain(|pid, _| wanted.contains(pid));
+        for pid in wanted {
+            if !probes.by_pid.contains_key(&pid) {
+                probes.attach(pid)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The processes that carry the probes now.
+    pub fn probed_processes(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = locked(&self.probes).by_pid.keys().copied().collect();
+        pids.sort_unstable();
+        pids
+    }
+
+    /// Per-process attaches that failed (the process ran on without capture).
+    pub fn attach_failures(&self) -> u64 {
+        locked(&self.probes).failures
+    }
+
+    /// Processes that came into scope and ended before their probes were in place
+    /// ([`TlsAttach::PerProcess`] only): their TLS was not captured.
+    pub fn missed_processes(&self) -> u64 {
+        locked(&self.probes).missed
     }
 
     /// Opens the event ring buffer; every chunk is decoded, given the executable path
@@ -331,6 +626,7 @@ impl TlsMonitor {
     /// Detaches every probe now (uprobe links are destroyed; the programs go when the
     /// monitor is dropped).
     pub fn stop(mut self) {
+        self.halt();
         let probes = self.links.len();
         self.links.clear();
         self.object.audit_log().record(
@@ -338,8 +634,22 @@ impl TlsMonitor {
             "tls",
             &self.library.display().to_string(),
             crate::auditlog::Outcome::Ok,
-            format!("{probes} probes"),
+            format!("{probes} tracepoints and every per-process probe"),
         );
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.attacher.take() {
+            let _ = thread.join();
+        }
+        locked(&self.probes).by_pid.clear();
+    }
+}
+
+impl Drop for TlsMonitor {
+    fn drop(&mut self) {
+        self.halt();
     }
 }
 

@@ -494,3 +494,133 @@ fn the_library_is_found_in_a_running_process_through_its_root() {
     let system = ironclad_bpf::tls::find_libssl(None).expect("system libssl");
     assert!(system.exists());
 }
+
+/// Whether process `pid` has a breakpoint (int3) at `SSL_write` of its libssl.so.3:
+/// read from its memory, where a uprobe puts one.
+fn breakpoint_at_ssl_write(pid: u32) -> Option<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    let library = ironclad_bpf::tls::find_libssl(Some(pid)).ok()?;
+    let offset = ironclad_bpf::tls::symbol_offset(&library, "SSL_write").expect("offset");
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    let address = maps.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 6 || !f[5].ends_with("/libssl.so.3") || !f[1].contains('x') {
+            return None;
+        }
+        let (start, end) = f[0].split_once('-')?;
+        let start = u64::from_str_radix(start, 16).ok()?;
+        let end = u64::from_str_radix(end, 16).ok()?;
+        let file_off = u64::from_str_radix(f[2], 16).ok()?;
+        (file_off <= offset && offset < file_off + (end - start)).then(|| start + offset - file_off)
+    })?;
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
+    mem.seek(SeekFrom::Start(address)).ok()?;
+    let mut byte = [0u8; 1];
+    mem.read_exact(&mut byte).ok()?;
+    Some(byte[0] == 0xcc)
+}
+
+/// A Python process with libssl loaded, sleeping.
+fn python_with_libssl() -> Child {
+    let python = ironclad_core::testing::python_interpreter().expect("python3");
+    let child = Command::new(python)
+        .args(["-c", "import ssl, time; print(flush=True); time.sleep(60)"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python");
+    let start = Instant::now();
+    while breakpoint_at_ssl_write(child.id()).is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "libssl not mapped"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+#[test]
+fn per_process_probes_put_no_breakpoint_in_processes_out_of_scope() {
+    require_privileges!();
+    let server = Server::start();
+    let mut inside = python_with_libssl();
+    let mut outside = python_with_libssl();
+    let capture = Capture::start(TlsPolicy {
+        scope: vec![
+            TlsScope::Pid(inside.id()),
+            TlsScope::Comm("openssl".to_string()),
+        ],
+        attach: ironclad_bpf::TlsAttach::PerProcess,
+        ..TlsPolicy::default()
+    });
+    assert_eq!(
+        breakpoint_at_ssl_write(inside.id()),
+        Some(true),
+        "in scope: probed"
+    );
+    assert_eq!(
+        breakpoint_at_ssl_write(outside.id()),
+        Some(false),
+        "out of scope: no breakpoint at all"
+    );
+    assert!(capture.monitor.probed_processes().contains(&inside.id()));
+    assert!(!capture.monitor.probed_processes().contains(&outside.id()));
+
+    // A program that comes into scope by its comm after the start: attached after its
+    // exec is reported; the test waits for that before the program makes its TLS call.
+    let mut client = Command::new("openssl")
+        .args([
+            "s_client",
+            "-quiet",
+            "-connect",
+            &format!("127.0.0.1:{}", server.port),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl s_client");
+    let pid = client.id();
+    let start = Instant::now();
+    while !capture.monitor.probed_processes().contains(&pid) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "s_client was never attached"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    client
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(REQUEST.as_bytes())
+        .expect("request");
+    let out = client.wait_with_output().expect("s_client");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("HTTP/1.0 200 ok"));
+    let curl_pid = curl(server.port);
+    std::thread::sleep(Duration::from_millis(100));
+    let events = capture.events();
+    let writes = of_pid(&events, pid, TlsDirection::Write);
+    assert!(
+        writes
+            .iter()
+            .any(|e| e.data.starts_with(b"GET /secret-path")),
+        "{events:#?}"
+    );
+    assert!(
+        !events.iter().any(|e| e.pid == curl_pid),
+        "curl is out of scope"
+    );
+    assert_eq!(capture.monitor.attach_failures(), 0);
+
+    drop(capture);
+    assert_eq!(
+        breakpoint_at_ssl_write(inside.id()),
+        Some(false),
+        "stopping removes the breakpoints"
+    );
+    let _ = inside.kill();
+    let _ = outside.kill();
+    let _ = inside.wait();
+    let _ = outside.wait();
+}

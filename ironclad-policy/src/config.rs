@@ -58,7 +58,7 @@ use crate::shield::{
 };
 use crate::sources::{aggregate_sets, default_name, FeedSpec, Loaded};
 use crate::telemetry::{TelemetryPolicy, DEFAULT_INTERVAL_SECONDS};
-use crate::tls::{TlsPolicy, TlsScope, DEFAULT_MAX_BYTES, MAX_BYTES_LIMIT};
+use crate::tls::{TlsAttach, TlsPolicy, TlsScope, DEFAULT_MAX_BYTES, MAX_BYTES_LIMIT};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -158,6 +158,7 @@ struct RawTls {
     max_bytes: Option<Spanned<u32>>,
     bytes_per_second: Option<u32>,
     library: Option<PathBuf>,
+    attach: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -959,11 +960,26 @@ fn parse_tls(raw: &RawTls, problems: &mut Vec<PolicyError>) -> TlsPolicy {
         Some(m) => m.value,
         None => DEFAULT_MAX_BYTES,
     };
+    let attach = match raw.attach.as_ref().map(|a| (a.value.as_str(), a)) {
+        None | Some(("library", _)) => TlsAttach::Library,
+        Some(("process", _)) => TlsAttach::PerProcess,
+        Some((other, a)) => {
+            problems.push(PolicyError::Invalid {
+                origin: Origin {
+                    field: "tls.attach".into(),
+                    at: position(&a.referenced),
+                },
+                message: format!("`{other}` is not an attach mode; use `library` or `process`"),
+            });
+            TlsAttach::Library
+        }
+    };
     TlsPolicy {
         scope,
         max_bytes,
         bytes_per_second: raw.bytes_per_second.unwrap_or(0),
         library: raw.library.clone(),
+        attach,
     }
 }
 
@@ -1942,6 +1958,21 @@ egress:
                 "e.yaml:11:7: egress.rules[3]: ancestor `/etc/passwd`: not executable"
             ),
             "{lines:#?}"
+        );
+    }
+
+    #[test]
+    fn the_tls_attach_mode_is_read_and_checked() {
+        let ok = compile_str("tls:\n  attach: process\n", Path::new("t.yaml")).expect("valid");
+        assert_eq!(ok.tls.expect("tls").attach, TlsAttach::PerProcess);
+        let ok = compile_str("tls: {}\n", Path::new("t.yaml")).expect("valid");
+        assert_eq!(ok.tls.expect("tls").attach, TlsAttach::Library);
+        let err =
+            compile_str("tls:\n  attach: everywhere\n", Path::new("t.yaml")).expect_err("bad mode");
+        assert!(
+            err.to_string()
+                .starts_with("t.yaml:2:11: tls.attach: `everywhere` is not an attach mode"),
+            "{err}"
         );
     }
 

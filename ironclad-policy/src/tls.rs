@@ -21,6 +21,21 @@ pub enum TlsScope {
     Pid(u32),
 }
 
+/// Where the probes go.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TlsAttach {
+    /// On the library, for every process that uses it: every SSL call of every process
+    /// traps into the kernel (a few microseconds), and a process in scope is captured
+    /// from its first call.
+    #[default]
+    Library,
+    /// On each process in scope only (pid-filtered uprobes): a process out of scope
+    /// carries no breakpoint and pays nothing. A process that comes into scope later is
+    /// attached after its exec or fork is reported, which takes milliseconds: a program
+    /// that ends or makes its first TLS call sooner is not captured (counted).
+    PerProcess,
+}
+
 /// What and how much TLS plaintext to capture.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsPolicy {
@@ -33,6 +48,8 @@ pub struct TlsPolicy {
     pub bytes_per_second: u32,
     /// `libssl.so.3` to probe; found automatically when `None`.
     pub library: Option<PathBuf>,
+    /// Where the probes go.
+    pub attach: TlsAttach,
 }
 
 impl Default for TlsPolicy {
@@ -42,6 +59,7 @@ impl Default for TlsPolicy {
             max_bytes: DEFAULT_MAX_BYTES,
             bytes_per_second: 0,
             library: None,
+            attach: TlsAttach::Library,
         }
     }
 }
