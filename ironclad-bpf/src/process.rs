@@ -197,6 +197,32 @@ fn split_args(bytes: &[u8]) -> Vec<String> {
     args
 }
 
+impl Process {
+    /// The process an exec or fork record describes, with what user space adds.
+    fn of_record(
+        e: &ProcessEvent,
+        exe: Option<String>,
+        script: Option<String>,
+        args: Vec<String>,
+        args_truncated: bool,
+    ) -> Self {
+        Self {
+            pid: e.pid,
+            ppid: e.ppid,
+            comm: comm_text(&e.comm),
+            exe_id: e.exe,
+            exe,
+            script,
+            args,
+            args_truncated,
+            uid: e.uid,
+            gid: e.gid,
+            cgroup_id: e.cgroup_id,
+            start_ns: e.start_ns,
+        }
+    }
+}
+
 impl Table {
     fn wall(&self, boot_ns: u64) -> String {
         let ns = i128::from(boot_ns) + self.boot_offset;
@@ -317,23 +343,8 @@ impl Table {
                 } else {
                     Vec::new()
                 };
-                self.insert(
-                    t,
-                    Process {
-                        pid: e.pid,
-                        ppid: e.ppid,
-                        comm: comm_text(&e.comm),
-                        exe_id: e.exe,
-                        exe,
-                        script,
-                        args,
-                        args_truncated: self.args && e.flags & process_flags::ARGS_TRUNCATED != 0,
-                        uid: e.uid,
-                        gid: e.gid,
-                        cgroup_id: e.cgroup_id,
-                        start_ns: e.start_ns,
-                    },
-                );
+                let truncated = self.args && e.flags & process_flags::ARGS_TRUNCATED != 0;
+                self.insert(t, Process::of_record(e, exe, script, args, truncated));
             }
             Some(ProcessOp::Fork) => {
                 // A stale open segment means its exit record was lost: end it now.
@@ -355,23 +366,7 @@ impl Table {
                         false,
                     ),
                 };
-                self.insert(
-                    t,
-                    Process {
-                        pid: e.pid,
-                        ppid: e.ppid,
-                        comm: comm_text(&e.comm),
-                        exe_id: e.exe,
-                        exe,
-                        script,
-                        args,
-                        args_truncated,
-                        uid: e.uid,
-                        gid: e.gid,
-                        cgroup_id: e.cgroup_id,
-                        start_ns: e.start_ns,
-                    },
-                );
+                self.insert(t, Process::of_record(e, exe, script, args, args_truncated));
             }
             Some(ProcessOp::Exit) => self.close(e.pid, t, Some(e.exit_code)),
             None => {}
@@ -425,7 +420,6 @@ impl Table {
 
 /// A running process from /proc, as the cache seeds it.
 fn from_proc(pid: u32, cgroup_root: Option<&Path>, ticks: u64, args: bool) -> Option<Process> {
-    use std::os::unix::fs::MetadataExt;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (head, rest) = stat.rsplit_once(')')?;
     let comm = head.split_once('(')?.1.to_string();
@@ -454,17 +448,7 @@ fn from_proc(pid: u32, cgroup_root: Option<&Path>, ticks: u64, args: bool) -> Op
     } else {
         Vec::new()
     };
-    let cgroup_id = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .ok()
-        .and_then(|text| {
-            let rel = text
-                .lines()
-                .find_map(|l| l.strip_prefix("0::"))?
-                .to_string();
-            let dir = cgroup_root?.join(rel.trim_start_matches('/'));
-            std::fs::metadata(dir).ok().map(|m| m.ino())
-        })
-        .unwrap_or(0);
+    let cgroup_id = crate::procs::cgroup_id_of(pid, cgroup_root);
     Some(Process {
         pid,
         ppid,

@@ -31,9 +31,25 @@ pub(crate) fn running() -> Result<Vec<(u32, PathBuf)>> {
         .collect())
 }
 
+/// The id of process `pid`'s cgroup v2 directory (its inode under `cgroup_root`);
+/// 0 if unknown.
+pub(crate) fn cgroup_id_of(pid: u32, cgroup_root: Option<&Path>) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .ok()
+        .and_then(|text| {
+            let rel = text
+                .lines()
+                .find_map(|l| l.strip_prefix("0::"))?
+                .to_string();
+            let dir = cgroup_root?.join(rel.trim_start_matches('/'));
+            std::fs::metadata(dir).ok().map(|m| m.ino())
+        })
+        .unwrap_or(0)
+}
+
 /// A process's record as seeding from /proc builds it.
 fn proc_info(pid: u32, exe: ProcExe, cgroup_root: Option<&Path>) -> Option<ProcInfo> {
-    use std::os::unix::fs::MetadataExt;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| -> Option<u32> {
         status
@@ -45,17 +61,7 @@ fn proc_info(pid: u32, exe: ProcExe, cgroup_root: Option<&Path>) -> Option<ProcI
             .ok()
     };
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-    let cgroup_id = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .ok()
-        .and_then(|text| {
-            let rel = text
-                .lines()
-                .find_map(|l| l.strip_prefix("0::"))?
-                .to_string();
-            let dir = cgroup_root?.join(rel.trim_start_matches('/'));
-            std::fs::metadata(dir).ok().map(|m| m.ino())
-        })
-        .unwrap_or(0);
+    let cgroup_id = cgroup_id_of(pid, cgroup_root);
     let mut info = ProcInfo {
         exe,
         ppid: field("PPid:")?,

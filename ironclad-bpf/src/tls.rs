@@ -284,15 +284,8 @@ fn running_in_scope(pid: u32, scope: &[TlsScope]) -> bool {
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
     let exe = exe_id(Path::new(&format!("/proc/{pid}/exe"))).ok();
     let cgroup = || -> Option<u64> {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-        let rel = text
-            .lines()
-            .find_map(|l| l.strip_prefix("0::"))?
-            .to_string();
-        let root = ironclad_core::identity::cgroup2_root().ok()?;
-        std::fs::metadata(root.join(rel.trim_start_matches('/')))
-            .ok()
-            .map(|m| m.ino())
+        let root = ironclad_core::identity::cgroup2_root().ok();
+        Some(crate::procs::cgroup_id_of(pid, root.as_deref())).filter(|id| *id != 0)
     };
     scope.iter().any(|entry| match entry {
         TlsScope::Pid(p) => *p == pid,
