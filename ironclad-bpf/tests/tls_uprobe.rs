@@ -130,16 +130,26 @@ fn curl(port: u16) -> u32 {
     pid
 }
 
+/// The tests of this file run one capture at a time: probes on the library (most
+/// tests) put a breakpoint into every process that maps it, which the per-process test
+/// must not see.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 struct Capture {
     monitor: TlsMonitor,
     reader: ironclad_bpf::EventReader,
     sub: ironclad_events::Subscription<Event>,
     _pins: BpffsDir,
     _loader: Loader,
+    /// Last: released after the monitor has detached (fields drop in order).
+    _serial: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Capture {
     fn start(config: TlsPolicy) -> Self {
+        let serial = SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let pins = BpffsDir::new("tls").expect("bpffs");
         let loader = Loader::builder()
             .pin_root(pins.path())
@@ -155,6 +165,7 @@ impl Capture {
             sub,
             _pins: pins,
             _loader: loader,
+            _serial: serial,
         }
     }
 
