@@ -93,9 +93,12 @@ struct {
 	__type(value, __u64);
 } ic_tls_stats SEC(".maps");
 
+#define IC_TLS_RING_BYTES (4 * 1024 * 1024)
+#define IC_TLS_WAKE_BYTES (IC_TLS_RING_BYTES / 4)
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 4 * 1024 * 1024);
+	__uint(max_entries, IC_TLS_RING_BYTES);
 } ic_tls_events SEC(".maps");
 
 /* Pids of processes that came into scope (exec, or fork of an in-scope process): user
@@ -315,7 +318,14 @@ static long ic_emit_chunk(__u64 index, struct ic_chunk_ctx *c)
 	if (len > 0 && len <= IC_TLS_CHUNK &&
 	    bpf_probe_read_user(e->data, len, (void *)(c->buf + offset)))
 		e->len = 0;
-	bpf_ringbuf_submit(e, 0);
+	/* Waking the reader for each record costs the writing program more than the
+	 * capture itself (an interrupt and a wakeup on another CPU per SSL call); the
+	 * reader also drains on its poll interval, so wake it only when a quarter of the
+	 * ring is waiting. */
+	bpf_ringbuf_submit(e, bpf_ringbuf_query(&ic_tls_events, BPF_RB_AVAIL_DATA) >=
+				      IC_TLS_WAKE_BYTES ?
+				      BPF_RB_FORCE_WAKEUP :
+				      BPF_RB_NO_WAKEUP);
 	return 0;
 }
 
@@ -337,7 +347,9 @@ static __always_inline int ic_leave(long ret)
 	if (args->count_ptr) {
 		size_t moved = 0;
 
-		if (ret == 1)
+		/* 1 from the public _ex functions; any success from the internal function
+		 * they forward to, where the probes may sit (see tls.rs, probe placement). */
+		if (ret > 0)
 			bpf_probe_read_user(&moved, sizeof(moved), (void *)args->count_ptr);
 		c.total = moved;
 	} else if (ret > 0) {

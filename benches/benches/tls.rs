@@ -5,7 +5,9 @@
 //! the client's `write` calls (`SSL_write_ex` of 64 bytes). `tls/ssl_write/bare` runs
 //! with no probe; `tls/ssl_write/probed` with the TLS monitor attached and the Python
 //! interpreter in scope (every call captured into the ring buffer, drained by a thread).
-//! The difference is the probe's cost per call. `out_of_scope` attaches the probes to
+//! The difference is the probe's cost per call. `probed_at_symbols` is the same with
+//! the probes on the exported functions (`TlsPlacement::Symbols`), whose first
+//! instruction the kernel single-steps out of line. `out_of_scope` attaches the probes to
 //! the library with the process out of scope (the traps fire and return early);
 //! `out_of_scope_per_process` attaches them per process in scope (`TlsAttach::PerProcess`),
 //! so the process out of scope carries no breakpoint (checked).
@@ -17,7 +19,7 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use ironclad_bpf::{Loader, TlsAttach, TlsMonitor, TlsPolicy, TlsScope};
+use ironclad_bpf::{Loader, TlsAttach, TlsMonitor, TlsPlacement, TlsPolicy, TlsScope};
 use ironclad_core::testing::BpffsDir;
 use ironclad_events::{Fanout, Overflow};
 
@@ -74,19 +76,38 @@ fn tls(c: &mut Criterion) {
         b.iter_custom(|iters| run(&python, dir.path(), iters))
     });
 
-    for (name, scope, attach) in [
-        ("probed", TlsScope::Exe(python.clone()), TlsAttach::Library),
+    for (name, scope, attach, placement) in [
+        (
+            "probed",
+            TlsScope::Exe(python.clone()),
+            TlsAttach::Library,
+            TlsPlacement::Auto,
+        ),
+        // The probes on the exported functions, whose first instruction the kernel
+        // single-steps out of line (a second trap per probe).
+        (
+            "probed_at_symbols",
+            TlsScope::Exe(python.clone()),
+            TlsAttach::Library,
+            TlsPlacement::Symbols,
+        ),
         // Attached to the library, the process not in scope: the probes fire and
         // return early.
-        ("out_of_scope", TlsScope::Pid(u32::MAX), TlsAttach::Library),
+        (
+            "out_of_scope",
+            TlsScope::Pid(u32::MAX),
+            TlsAttach::Library,
+            TlsPlacement::Auto,
+        ),
         // Per-process probes, the process not in scope: no breakpoint in it at all.
         (
             "out_of_scope_per_process",
             TlsScope::Pid(u32::MAX),
             TlsAttach::PerProcess,
+            TlsPlacement::Auto,
         ),
     ] {
-        let monitor = MonitorThread::start(scope, attach);
+        let monitor = MonitorThread::start(scope, attach, placement);
         let calls = std::cell::Cell::new(0u64);
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
@@ -98,7 +119,7 @@ fn tls(c: &mut Criterion) {
         println!("tls/ssl_write/{name}: {decoded} events decoded, {lost} lost to a full ring");
         // The figure is of the path its name says: every call captured (or counted as
         // lost) when in scope, none when out of scope.
-        if name == "probed" {
+        if name.starts_with("probed") {
             assert!(
                 decoded + lost >= calls.get(),
                 "probed: {} calls, {decoded} captured, {lost} lost",
@@ -118,7 +139,7 @@ struct MonitorThread {
 }
 
 impl MonitorThread {
-    fn start(scope: TlsScope, attach: TlsAttach) -> Self {
+    fn start(scope: TlsScope, attach: TlsAttach, placement: TlsPlacement) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = mpsc::channel();
         let flag = stop.clone();
@@ -131,6 +152,7 @@ impl MonitorThread {
             let policy = TlsPolicy {
                 scope: vec![scope],
                 attach,
+                placement,
                 max_bytes: 64,
                 ..TlsPolicy::default()
             };

@@ -168,13 +168,19 @@ impl EventReader {
     /// Waits up to `timeout` for records on any source and publishes every one
     /// available.
     ///
+    /// Some sources wake their reader only when much is waiting (TLS capture: a
+    /// wakeup per record would cost the traced program more than the capture), so
+    /// every record written before the wait ended is published too, woken or not: a
+    /// record waits at most `timeout`.
+    ///
     /// A signal arriving while it waits (`EINTR`: SIGHUP for a reload) ends the wait
     /// early and is not an error.
     pub fn poll(&self, timeout: Duration) -> Result<()> {
         match self.ring.poll(timeout) {
-            Err(e) if e.kind() == libbpf_rs::ErrorKind::Interrupted => Ok(()),
-            other => other.map_err(ring_error("poll", &self.names.join(","))),
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::Interrupted => {}
+            other => other.map_err(ring_error("poll", &self.names.join(",")))?,
         }
+        self.drain()
     }
 
     /// Publishes every record available now, without waiting.

@@ -65,4 +65,4 @@ pub use shield::{
     Ipv4Path, MapMemory, ReplaceReport, RuleLabel, RuleStatus, Shield, ShieldStatus, IN_PLACE_MAX,
 };
 pub use telemetry::Telemetry;
-pub use tls::{TlsAttach, TlsMonitor, TlsPolicy, TlsScope};
+pub use tls::{ProbeSite, TlsAttach, TlsMonitor, TlsPlacement, TlsPolicy, TlsScope};

@@ -56,7 +56,7 @@ use crate::error::{BpfError, Result};
 use crate::events::{EventReader, EventSource};
 use crate::loader::{LoadedObject, Loader};
 
-pub use ironclad_policy::tls::{TlsAttach, TlsPolicy, TlsScope};
+pub use ironclad_policy::tls::{TlsAttach, TlsPlacement, TlsPolicy, TlsScope};
 
 const LIB_NAME: &str = "libssl.so.3";
 
@@ -138,60 +138,252 @@ const PROBES: &[(&str, &str, bool)] = &[
     ("ic_ssl_read_ex_ret", "SSL_read_ex", true),
 ];
 
-/// The file offset of each probed symbol in `library`, resolved once (libbpf would
-/// parse the library's ELF again for every attach, and attaches race a new program).
-fn symbol_offsets(library: &Path) -> Result<HashMap<&'static str, u64>> {
-    use object::{Object, ObjectSection, ObjectSymbol};
-    let io = |source: std::io::Error| BpfError::Io {
-        path: library.to_path_buf(),
-        source,
-    };
-    let data = std::fs::read(library).map_err(io)?;
-    let file = object::File::parse(&*data).map_err(|e| {
-        io(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            e.to_string(),
-        ))
-    })?;
-    let mut out = HashMap::new();
-    for (_, symbol, _) in PROBES {
-        let found = file
-            .dynamic_symbols()
-            .chain(file.symbols())
-            .find(|s| s.name() == Ok(*symbol) && s.address() != 0)
-            .ok_or_else(|| {
-                io(std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    format!("no symbol {symbol}"),
-                ))
-            })?;
-        let address = found.address();
-        let section = file
-            .sections()
-            .find(|s| (s.address()..s.address() + s.size()).contains(&address))
-            .and_then(|s| s.file_range().map(|(offset, _)| (s.address(), offset)))
-            .ok_or_else(|| {
-                io(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("{symbol} is in no section with file contents"),
-                ))
-            })?;
-        out.insert(*symbol, address - section.0 + section.1);
-    }
-    Ok(out)
+/// One probe of the plan: which program, at which offset of the library file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeSite {
+    /// The BPF program (`ic_ssl_write_ex`, `ic_ssl_write_ex_ret`...).
+    pub program: &'static str,
+    /// The exported functions whose calls it sees (`SSL_write_ex`, or both `SSL_write`
+    /// and `SSL_write_ex` when it sits on the function they share).
+    pub covers: Vec<&'static str>,
+    /// Offset in the library file (the uprobe's offset).
+    pub offset: u64,
+    /// A return probe.
+    pub retprobe: bool,
+    /// Where it sits: the exported symbol, or `SSL_write_ex→0x355e0` for the internal
+    /// function at that address that `SSL_write_ex` forwards to.
+    pub at: String,
 }
 
-/// The offset in the file `library` of the code of `symbol` (an uprobe's offset), as
-/// the per-process probes use it.
-pub fn symbol_offset(library: &Path, symbol: &str) -> Result<u64> {
-    let offsets = symbol_offsets(library)?;
-    offsets.get(symbol).copied().ok_or_else(|| BpfError::Io {
-        path: library.to_path_buf(),
-        source: std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            format!("{symbol} is not one of the probed functions"),
-        ),
+/// The code of the library: symbols, and bytes by virtual address.
+struct LibraryCode {
+    data: Vec<u8>,
+    /// (virtual address, size, file offset) of each probed symbol.
+    symbols: HashMap<&'static str, (u64, u64, u64)>,
+    /// (virtual address, size, file offset) of each section with file contents.
+    sections: Vec<(u64, u64, u64)>,
+}
+
+impl LibraryCode {
+    fn read(library: &Path) -> Result<Self> {
+        use object::{Object, ObjectSection, ObjectSymbol};
+        let io = |source: std::io::Error| BpfError::Io {
+            path: library.to_path_buf(),
+            source,
+        };
+        let invalid = |message: String| {
+            io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                message,
+            ))
+        };
+        let data = std::fs::read(library).map_err(io)?;
+        let file = object::File::parse(&*data).map_err(|e| invalid(e.to_string()))?;
+        let sections: Vec<(u64, u64, u64)> = file
+            .sections()
+            .filter_map(|s| {
+                s.file_range()
+                    .map(|(offset, size)| (s.address(), size, offset))
+            })
+            .filter(|(address, size, _)| *address != 0 && *size != 0)
+            .collect();
+        let mut symbols = HashMap::new();
+        for (_, symbol, _) in PROBES {
+            let found = file
+                .dynamic_symbols()
+                .chain(file.symbols())
+                .find(|s| s.name() == Ok(*symbol) && s.address() != 0)
+                .ok_or_else(|| {
+                    io(std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!("no symbol {symbol}"),
+                    ))
+                })?;
+            let address = found.address();
+            let offset = sections
+                .iter()
+                .find(|(start, size, _)| (*start..start + size).contains(&address))
+                .map(|(start, _, offset)| address - start + offset)
+                .ok_or_else(|| invalid(format!("{symbol} is in no section with file contents")))?;
+            symbols.insert(*symbol, (address, found.size(), offset));
+        }
+        drop(file);
+        Ok(Self {
+            data,
+            symbols,
+            sections,
+        })
+    }
+
+    /// The file offset of virtual address `address`.
+    fn offset_of(&self, address: u64) -> Option<u64> {
+        self.sections
+            .iter()
+            .find(|(start, size, _)| (*start..start + size).contains(&address))
+            .map(|(start, _, offset)| address - start + offset)
+    }
+
+    /// Up to `len` bytes of code at virtual address `address`.
+    fn code(&self, address: u64, len: u64) -> &[u8] {
+        let Some(offset) = self.offset_of(address) else {
+            return &[];
+        };
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let end = usize::try_from(offset.saturating_add(len)).unwrap_or(usize::MAX);
+        self.data
+            .get(start..end.min(self.data.len()))
+            .unwrap_or_default()
+    }
+}
+
+/// `endbr64`: marks a branch target; changes no register and no stack.
+const ENDBR64: [u8; 4] = [0xf3, 0x0f, 0x1e, 0xfa];
+
+/// The length of a leading `endbr64` in `code` (0 or 4).
+fn endbr_len(code: &[u8]) -> u64 {
+    if code.starts_with(&ENDBR64) {
+        4
+    } else {
+        0
+    }
+}
+
+/// Whether `code` starts with an instruction the kernel's uprobes emulate instead of
+/// single-stepping out of line: `push` of a 64-bit register (x86-64).
+///
+/// Only the push is relied on (it is what compilers put first in a function that
+/// saves registers, and what was measured); the kernel emulates calls and jumps too.
+fn starts_emulated(code: &[u8]) -> bool {
+    matches!(code, [0x50..=0x57, ..] | [0x41, 0x50..=0x57, ..])
+}
+
+/// The address of the function that the function at `address` forwards its call to,
+/// unchanged, if its code is exactly `[endbr64] sub $imm8,%rsp; call rel32`: nothing
+/// between entry and the call writes a register, so the callee receives the very
+/// arguments of the exported function.
+fn forwards_to(code: &[u8], address: u64) -> Option<u64> {
+    let skip = usize::try_from(endbr_len(code)).ok()?;
+    let rest = code.get(skip..)?;
+    // 48 83 ec ib: sub $imm8, %rsp; e8 rel32: call.
+    let [0x48, 0x83, 0xec, _, 0xe8, a, b, c, d, ..] = *rest else {
+        return None;
+    };
+    let next = address.checked_add(u64::try_from(skip).ok()? + 9)?;
+    Some(next.wrapping_add_signed(i64::from(i32::from_le_bytes([a, b, c, d]))))
+}
+
+/// Whether the function `code` at `address` contains a direct call to `target`.
+fn calls(code: &[u8], address: u64, target: u64) -> bool {
+    code.windows(5).enumerate().any(|(i, w)| {
+        let [0xe8, a, b, c, d] = *w else {
+            return false;
+        };
+        let next = address + i as u64 + 5;
+        next.wrapping_add_signed(i64::from(i32::from_le_bytes([a, b, c, d]))) == target
     })
+}
+
+/// Where each probe goes in `library` (see [`TlsPlacement`]): the plan the monitor
+/// attaches, resolved once per library (libbpf would parse the library again for every
+/// attach, and attaches race a new program).
+///
+/// With [`TlsPlacement::Auto`], for each direction: when `SSL_write_ex` only adjusts
+/// the stack and calls an internal function (its arguments unchanged) whose first
+/// instruction the kernel emulates, the `_ex` probes (entry and return) go on that
+/// function, where a probe costs one trap instead of a trap and a single step; if
+/// `SSL_write` calls the same function, it is covered by them and gets no probe of its
+/// own. Anything else keeps the probes on the exported functions.
+pub fn plan_probes(library: &Path, placement: TlsPlacement) -> Result<Vec<ProbeSite>> {
+    let code = LibraryCode::read(library)?;
+    let at_symbol = |program: &'static str, symbol: &'static str, retprobe: bool| {
+        let (_, _, offset) = code.symbols.get(symbol).copied().unwrap_or_default();
+        ProbeSite {
+            program,
+            covers: vec![symbol],
+            offset,
+            retprobe,
+            at: symbol.to_string(),
+        }
+    };
+    let mut plan = Vec::new();
+    for (plain, ex, programs) in [
+        (
+            "SSL_write",
+            "SSL_write_ex",
+            [
+                "ic_ssl_write",
+                "ic_ssl_write_ret",
+                "ic_ssl_write_ex",
+                "ic_ssl_write_ex_ret",
+            ],
+        ),
+        (
+            "SSL_read",
+            "SSL_read_ex",
+            [
+                "ic_ssl_read",
+                "ic_ssl_read_ret",
+                "ic_ssl_read_ex",
+                "ic_ssl_read_ex_ret",
+            ],
+        ),
+    ] {
+        let [plain_entry, plain_ret, ex_entry, ex_ret] = programs;
+        let forwarded = (placement == TlsPlacement::Auto)
+            .then(|| {
+                let (address, size, _) = code.symbols.get(ex).copied()?;
+                let target = forwards_to(code.code(address, size.max(16)), address)?;
+                let head = code.code(target, 16);
+                let skip = endbr_len(head);
+                let first = head.get(usize::try_from(skip).ok()?..)?;
+                starts_emulated(first).then_some(())?;
+                Some((target, code.offset_of(target)? + skip))
+            })
+            .flatten();
+        let Some((target, offset)) = forwarded else {
+            plan.push(at_symbol(plain_entry, plain, false));
+            plan.push(at_symbol(plain_ret, plain, true));
+            plan.push(at_symbol(ex_entry, ex, false));
+            plan.push(at_symbol(ex_ret, ex, true));
+            continue;
+        };
+        let (plain_address, plain_size, _) = code.symbols.get(plain).copied().unwrap_or_default();
+        let plain_covered = calls(code.code(plain_address, plain_size), plain_address, target);
+        let covers = if plain_covered {
+            vec![plain, ex]
+        } else {
+            vec![ex]
+        };
+        for (program, retprobe) in [(ex_entry, false), (ex_ret, true)] {
+            plan.push(ProbeSite {
+                program,
+                covers: covers.clone(),
+                offset,
+                retprobe,
+                at: format!("{ex}→{target:#x}"),
+            });
+        }
+        if !plain_covered {
+            plan.push(at_symbol(plain_entry, plain, false));
+            plan.push(at_symbol(plain_ret, plain, true));
+        }
+    }
+    Ok(plan)
+}
+
+/// The offset in the file `library` of the code of `symbol` (an uprobe's offset).
+pub fn symbol_offset(library: &Path, symbol: &str) -> Result<u64> {
+    let code = LibraryCode::read(library)?;
+    code.symbols
+        .get(symbol)
+        .map(|(_, _, offset)| *offset)
+        .ok_or_else(|| BpfError::Io {
+            path: library.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{symbol} is not one of the probed functions"),
+            ),
+        })
 }
 
 /// The per-process probes: links by pid.
@@ -199,7 +391,7 @@ pub fn symbol_offset(library: &Path, symbol: &str) -> Result<u64> {
 struct Probes {
     object: Arc<LoadedObject>,
     library: PathBuf,
-    offsets: HashMap<&'static str, u64>,
+    plan: Vec<ProbeSite>,
     by_pid: HashMap<u32, Vec<Link>>,
     failures: u64,
     missed: u64,
@@ -215,18 +407,17 @@ impl Probes {
     /// or a new program). A process that exited meanwhile is not an error.
     fn attach(&mut self, pid: u32) -> Result<()> {
         self.by_pid.remove(&pid);
-        let mut links = Vec::with_capacity(PROBES.len());
-        for (name, symbol, retprobe) in PROBES {
-            let offset = self.offsets.get(symbol).copied().unwrap_or(0);
+        let mut links = Vec::with_capacity(self.plan.len());
+        for site in &self.plan {
             let opts = UprobeOpts {
-                retprobe: *retprobe,
+                retprobe: site.retprobe,
                 ..UprobeOpts::default()
             };
             let pid_arg = i32::try_from(pid).unwrap_or(-1);
-            match self.object.program(name)?.attach_uprobe_with_opts(
+            match self.object.program(site.program)?.attach_uprobe_with_opts(
                 pid_arg,
                 &self.library,
-                offset as usize,
+                usize::try_from(site.offset).unwrap_or(usize::MAX),
                 opts,
             ) {
                 Ok(link) => links.push(link),
@@ -238,8 +429,8 @@ impl Probes {
                 Err(source) => {
                     self.failures += 1;
                     return Err(BpfError::Attach {
-                        program: (*name).to_string(),
-                        target: format!("{}:{symbol} in process {pid}", self.library.display()),
+                        program: site.program.to_string(),
+                        target: format!("{}:{} in process {pid}", self.library.display(), site.at),
                         source,
                     });
                 }
@@ -318,7 +509,7 @@ impl TlsMonitor {
             });
         }
         let object = Arc::new(loader.load_unpinned(crate::object::tls())?);
-        let offsets = symbol_offsets(&library)?;
+        let plan = plan_probes(&library, config.placement)?;
         let mut monitor = Self {
             object: object.clone(),
             links: Vec::new(),
@@ -327,7 +518,7 @@ impl TlsMonitor {
             probes: Arc::new(Mutex::new(Probes {
                 object,
                 library,
-                offsets,
+                plan,
                 by_pid: HashMap::new(),
                 failures: 0,
                 missed: 0,
@@ -487,33 +678,38 @@ impl TlsMonitor {
 
     /// [`TlsAttach::Library`]: the probes on the library itself, for every process.
     fn attach_library(&mut self) -> Result<()> {
-        let offsets = locked(&self.probes).offsets.clone();
-        for (name, symbol, retprobe) in PROBES {
+        let plan = locked(&self.probes).plan.clone();
+        for site in &plan {
             let opts = UprobeOpts {
-                retprobe: *retprobe,
+                retprobe: site.retprobe,
                 ..UprobeOpts::default()
             };
-            let offset = offsets.get(symbol).copied().unwrap_or(0);
-            let result = self.object.program(name)?.attach_uprobe_with_opts(
+            let target = format!("{}:{}", self.library.display(), site.at);
+            let result = self.object.program(site.program)?.attach_uprobe_with_opts(
                 -1,
                 &self.library,
-                offset as usize,
+                usize::try_from(site.offset).unwrap_or(usize::MAX),
                 opts,
             );
             self.object.audit_log().result(
                 crate::auditlog::AuditAction::Attach,
                 "tls",
-                &format!("{}:{symbol}", self.library.display()),
-                name,
+                &target,
+                site.program,
                 &result,
             );
             self.links.push(result.map_err(|source| BpfError::Attach {
-                program: (*name).to_string(),
-                target: format!("{}:{symbol}", self.library.display()),
+                program: site.program.to_string(),
+                target,
                 source,
             })?);
         }
         Ok(())
+    }
+
+    /// Where the probes sit in the library (see [`plan_probes`]).
+    pub fn probe_sites(&self) -> Vec<ProbeSite> {
+        locked(&self.probes).plan.clone()
     }
 
     /// Attaches the probes to every running process in `scope` and detaches them from
@@ -664,5 +860,69 @@ mod tests {
         assert!(path.ends_with(LIB_NAME), "{}", path.display());
         let own = find_libssl(Some(std::process::id()));
         assert!(own.is_err(), "this test binary does not map libssl");
+    }
+
+    /// `sub $8,%rsp; call rel32` at `address`, calling `target`.
+    fn wrapper(address: u64, target: u64, prefix: &[u8]) -> Vec<u8> {
+        let mut code = prefix.to_vec();
+        code.extend([0x48, 0x83, 0xec, 0x08, 0xe8]);
+        let next = address + code.len() as u64 + 4;
+        let rel = i32::try_from(target as i64 - next as i64).expect("near");
+        code.extend(rel.to_le_bytes());
+        code.extend([0x31, 0xd2, 0xc3]);
+        code
+    }
+
+    #[test]
+    fn a_wrapper_that_only_adjusts_the_stack_forwards_its_arguments() {
+        assert_eq!(forwards_to(&wrapper(0x35a50, 0x355e0, &[]), 0x35a50), Some(0x355e0));
+        // A forward call too, and after endbr64 (CET builds).
+        assert_eq!(forwards_to(&wrapper(0x1000, 0x2000, &ENDBR64), 0x1000), Some(0x2000));
+        // Anything written before the call (here `xor %ecx,%ecx`: a changed argument)
+        // is not a plain forward.
+        let mut changed = vec![0x48, 0x83, 0xec, 0x08, 0x31, 0xc9, 0xe8];
+        changed.extend(0x100i32.to_le_bytes());
+        assert_eq!(forwards_to(&changed, 0x1000), None);
+        assert_eq!(forwards_to(&[0x48, 0x83, 0xec], 0x1000), None, "cut short");
+        assert_eq!(forwards_to(&[], 0x1000), None);
+    }
+
+    #[test]
+    fn a_function_calling_the_shared_one_is_recognised() {
+        let mut body = vec![0x48, 0x83, 0xec, 0x18, 0x48, 0x89, 0xe1];
+        body.extend(wrapper(0x4000 + body.len() as u64, 0x3000, &[]));
+        assert!(calls(&body, 0x4000, 0x3000));
+        assert!(!calls(&body, 0x4000, 0x3004));
+        assert!(!calls(&body[..8], 0x4000, 0x3000), "the call cut off");
+    }
+
+    #[test]
+    fn only_pushes_count_as_emulated_first_instructions() {
+        assert!(starts_emulated(&[0x55, 0x48, 0x89, 0xe5])); // push %rbp
+        assert!(starts_emulated(&[0x41, 0x56])); // push %r14
+        assert!(!starts_emulated(&[0x48, 0x83, 0xec, 0x08])); // sub $8,%rsp
+        assert!(!starts_emulated(&ENDBR64));
+        assert!(!starts_emulated(&[0x41]));
+        assert!(!starts_emulated(&[]));
+        assert_eq!(endbr_len(&[0xf3, 0x0f, 0x1e, 0xfa, 0x55]), 4);
+        assert_eq!(endbr_len(&[0x55]), 0);
+    }
+
+    #[test]
+    fn the_plan_of_the_system_library_covers_all_four_functions() {
+        let library = find_libssl(None).expect("libssl.so.3 on the test machine");
+        for placement in [TlsPlacement::Auto, TlsPlacement::Symbols] {
+            let plan = plan_probes(&library, placement).expect("plan");
+            for symbol in ["SSL_write", "SSL_write_ex", "SSL_read", "SSL_read_ex"] {
+                let sites: Vec<&ProbeSite> =
+                    plan.iter().filter(|s| s.covers.contains(&symbol)).collect();
+                assert_eq!(
+                    sites.iter().map(|s| s.retprobe).collect::<Vec<_>>(),
+                    [false, true],
+                    "{placement:?}: {symbol} has an entry and a return probe: {plan:#?}"
+                );
+                assert_eq!(sites[0].offset, sites[1].offset);
+            }
+        }
     }
 }

@@ -506,29 +506,63 @@ fn the_library_is_found_in_a_running_process_through_its_root() {
     assert!(system.exists());
 }
 
-/// Whether process `pid` has a breakpoint (int3) at `SSL_write` of its libssl.so.3:
-/// read from its memory, where a uprobe puts one.
-fn breakpoint_at_ssl_write(pid: u32) -> Option<bool> {
+/// Breakpoints (int3) in the libssl.so.3 of process `pid`, read from its memory where
+/// a uprobe puts them.
+#[derive(Debug, PartialEq, Eq)]
+struct Breakpoints {
+    /// Distinct places the probe plan (automatic placement) names.
+    planned: usize,
+    /// How many of them hold a breakpoint.
+    set: usize,
+    /// Breakpoints anywhere among the plan's places and the four exported functions.
+    anywhere: usize,
+}
+
+fn breakpoints(pid: u32) -> Option<Breakpoints> {
     use std::io::{Read, Seek, SeekFrom};
     let library = ironclad_bpf::tls::find_libssl(Some(pid)).ok()?;
-    let offset = ironclad_bpf::tls::symbol_offset(&library, "SSL_write").expect("offset");
+    let plan = ironclad_bpf::tls::plan_probes(&library, ironclad_bpf::TlsPlacement::Auto)
+        .expect("probe plan");
+    let mut planned: Vec<u64> = plan.iter().map(|site| site.offset).collect();
+    planned.sort_unstable();
+    planned.dedup();
+    let symbols: Vec<u64> = ["SSL_write", "SSL_write_ex", "SSL_read", "SSL_read_ex"]
+        .iter()
+        .map(|s| ironclad_bpf::tls::symbol_offset(&library, s).expect("offset"))
+        .collect();
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
-    let address = maps.lines().find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 6 || !f[5].ends_with("/libssl.so.3") || !f[1].contains('x') {
-            return None;
-        }
-        let (start, end) = f[0].split_once('-')?;
-        let start = u64::from_str_radix(start, 16).ok()?;
-        let end = u64::from_str_radix(end, 16).ok()?;
-        let file_off = u64::from_str_radix(f[2], 16).ok()?;
-        (file_off <= offset && offset < file_off + (end - start)).then(|| start + offset - file_off)
-    })?;
     let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
-    mem.seek(SeekFrom::Start(address)).ok()?;
-    let mut byte = [0u8; 1];
-    mem.read_exact(&mut byte).ok()?;
-    Some(byte[0] == 0xcc)
+    let mut int3_at = |offset: u64| -> Option<bool> {
+        let address = maps.lines().find_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 6 || !f[5].ends_with("/libssl.so.3") || !f[1].contains('x') {
+                return None;
+            }
+            let (start, end) = f[0].split_once('-')?;
+            let start = u64::from_str_radix(start, 16).ok()?;
+            let end = u64::from_str_radix(end, 16).ok()?;
+            let file_off = u64::from_str_radix(f[2], 16).ok()?;
+            (file_off <= offset && offset < file_off + (end - start))
+                .then(|| start + offset - file_off)
+        })?;
+        mem.seek(SeekFrom::Start(address)).ok()?;
+        let mut byte = [0u8; 1];
+        mem.read_exact(&mut byte).ok()?;
+        Some(byte[0] == 0xcc)
+    };
+    let mut set = 0;
+    for offset in &planned {
+        set += usize::from(int3_at(*offset)?);
+    }
+    let mut anywhere = set;
+    for offset in symbols.iter().filter(|o| !planned.contains(o)) {
+        anywhere += usize::from(int3_at(*offset)?);
+    }
+    Some(Breakpoints {
+        planned: planned.len(),
+        set,
+        anywhere,
+    })
 }
 
 /// A Python process with libssl loaded, sleeping.
@@ -540,7 +574,7 @@ fn python_with_libssl() -> Child {
         .spawn()
         .expect("python");
     let start = Instant::now();
-    while breakpoint_at_ssl_write(child.id()).is_none() {
+    while breakpoints(child.id()).is_none() {
         assert!(
             start.elapsed() < Duration::from_secs(10),
             "libssl not mapped"
@@ -564,14 +598,14 @@ fn per_process_probes_put_no_breakpoint_in_processes_out_of_scope() {
         attach: ironclad_bpf::TlsAttach::PerProcess,
         ..TlsPolicy::default()
     });
-    assert_eq!(
-        breakpoint_at_ssl_write(inside.id()),
-        Some(true),
-        "in scope: probed"
+    let probed = breakpoints(inside.id()).expect("libssl mapped");
+    assert!(
+        probed.planned > 0 && probed.set == probed.planned,
+        "in scope: a breakpoint at every planned place: {probed:?}"
     );
     assert_eq!(
-        breakpoint_at_ssl_write(outside.id()),
-        Some(false),
+        breakpoints(outside.id()).map(|b| b.anywhere),
+        Some(0),
         "out of scope: no breakpoint at all"
     );
     assert!(capture.monitor.probed_processes().contains(&inside.id()));
@@ -626,12 +660,139 @@ fn per_process_probes_put_no_breakpoint_in_processes_out_of_scope() {
 
     drop(capture);
     assert_eq!(
-        breakpoint_at_ssl_write(inside.id()),
-        Some(false),
+        breakpoints(inside.id()).map(|b| b.anywhere),
+        Some(0),
         "stopping removes the breakpoints"
     );
     let _ = inside.kill();
     let _ = outside.kill();
     let _ = inside.wait();
     let _ = outside.wait();
+}
+
+/// A Python client (`SSL_write_ex`, `SSL_read_ex`) sending argv[2] to the server at
+/// port argv[1] and reading the whole response.
+const PYTHON_CLIENT: &str = r#"
+import socket, ssl, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+with socket.create_connection(("127.0.0.1", int(sys.argv[1]))) as raw:
+    with ctx.wrap_socket(raw) as tls:
+        tls.sendall(sys.argv[2].encode())
+        data = b""
+        while True:
+            chunk = tls.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+sys.stdout.write(data[:15].decode())
+"#;
+
+/// What one program wrote (each call's total length, and the bytes of all) and the
+/// first line it read, as captured.
+type Calls = (Vec<u32>, Vec<u8>, Option<String>);
+
+fn calls_of(events: &[TlsData], pid: u32) -> Calls {
+    let writes = of_pid(events, pid, TlsDirection::Write);
+    let reads: Vec<u8> = of_pid(events, pid, TlsDirection::Read)
+        .iter()
+        .flat_map(|e| e.data.clone())
+        .collect();
+    let first_line = String::from_utf8_lossy(&reads)
+        .lines()
+        .next()
+        .map(str::to_string);
+    (
+        writes.iter().map(|e| e.total_len).collect(),
+        writes.iter().flat_map(|e| e.data.clone()).collect(),
+        first_line,
+    )
+}
+
+#[test]
+fn probes_on_the_shared_internal_functions_capture_what_probes_on_the_symbols_capture() {
+    require_privileges!();
+    let server = Server::start();
+    let python = ironclad_core::testing::python_interpreter().expect("python3");
+    let library = ironclad_bpf::tls::find_libssl(None).expect("libssl");
+
+    let symbols = ironclad_bpf::tls::plan_probes(&library, ironclad_bpf::TlsPlacement::Symbols)
+        .expect("plan");
+    assert_eq!(symbols.len(), 8, "{symbols:#?}");
+    assert!(symbols.iter().all(|s| !s.at.contains('→')), "{symbols:#?}");
+    // The benchmark's figures depend on it: Debian's libssl.so.3 forwards SSL_write_ex
+    // and SSL_read_ex to internal functions that SSL_write and SSL_read call too.
+    let auto =
+        ironclad_bpf::tls::plan_probes(&library, ironclad_bpf::TlsPlacement::Auto).expect("plan");
+    assert_eq!(
+        auto.len(),
+        4,
+        "one entry and one return probe per direction: {auto:#?}"
+    );
+    assert!(
+        auto.iter()
+            .all(|s| s.at.contains('→') && s.covers.len() == 2),
+        "{auto:#?}"
+    );
+
+    let mut seen = Vec::new();
+    for placement in [
+        ironclad_bpf::TlsPlacement::Auto,
+        ironclad_bpf::TlsPlacement::Symbols,
+    ] {
+        let capture = Capture::start(TlsPolicy {
+            scope: vec![
+                TlsScope::Exe(which("openssl")),
+                TlsScope::Exe(python.clone()),
+            ],
+            placement,
+            ..TlsPolicy::default()
+        });
+        assert_eq!(
+            capture.monitor.probe_sites(),
+            if placement == ironclad_bpf::TlsPlacement::Auto {
+                auto.clone()
+            } else {
+                symbols.clone()
+            }
+        );
+        let client = s_client(server.port);
+        let out = Command::new(&python)
+            .args(["-c", PYTHON_CLIENT, &server.port.to_string(), REQUEST])
+            .output()
+            .expect("python3");
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "HTTP/1.0 200 ok");
+        // Found by its name (s_server, an openssl in scope, writes too).
+        let events = capture.events();
+        let python_pid = events
+            .iter()
+            .find(|e| e.comm.starts_with("python") && e.direction == TlsDirection::Write)
+            .map(|e| e.pid)
+            .expect("the Python client's write captured");
+        seen.push((calls_of(&events, client), calls_of(&events, python_pid)));
+    }
+    for (placement, (openssl, python)) in ["auto", "symbols"].iter().zip(&seen) {
+        assert_eq!(
+            String::from_utf8_lossy(&openssl.1),
+            REQUEST,
+            "{placement}: s_client (SSL_write)"
+        );
+        assert_eq!(
+            (python.0.as_slice(), String::from_utf8_lossy(&python.1)),
+            ([REQUEST.len() as u32].as_slice(), REQUEST.into()),
+            "{placement}: Python (SSL_write_ex), one call"
+        );
+        assert_eq!(
+            openssl.2.as_deref(),
+            Some("HTTP/1.0 200 ok"),
+            "{placement}: SSL_read"
+        );
+        assert_eq!(
+            python.2.as_deref(),
+            Some("HTTP/1.0 200 ok"),
+            "{placement}: SSL_read_ex"
+        );
+    }
 }

@@ -58,7 +58,9 @@ use crate::shield::{
 };
 use crate::sources::{aggregate_sets, default_name, FeedSpec, Loaded};
 use crate::telemetry::{TelemetryPolicy, DEFAULT_INTERVAL_SECONDS};
-use crate::tls::{TlsAttach, TlsPolicy, TlsScope, DEFAULT_MAX_BYTES, MAX_BYTES_LIMIT};
+use crate::tls::{
+    TlsAttach, TlsPlacement, TlsPolicy, TlsScope, DEFAULT_MAX_BYTES, MAX_BYTES_LIMIT,
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -159,6 +161,7 @@ struct RawTls {
     bytes_per_second: Option<u32>,
     library: Option<PathBuf>,
     attach: Option<Spanned<String>>,
+    placement: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -974,12 +977,27 @@ fn parse_tls(raw: &RawTls, problems: &mut Vec<PolicyError>) -> TlsPolicy {
             TlsAttach::Library
         }
     };
+    let placement = match raw.placement.as_ref().map(|a| (a.value.as_str(), a)) {
+        None | Some(("auto", _)) => TlsPlacement::Auto,
+        Some(("symbols", _)) => TlsPlacement::Symbols,
+        Some((other, a)) => {
+            problems.push(PolicyError::Invalid {
+                origin: Origin {
+                    field: "tls.placement".into(),
+                    at: position(&a.referenced),
+                },
+                message: format!("`{other}` is not a placement; use `auto` or `symbols`"),
+            });
+            TlsPlacement::Auto
+        }
+    };
     TlsPolicy {
         scope,
         max_bytes,
         bytes_per_second: raw.bytes_per_second.unwrap_or(0),
         library: raw.library.clone(),
         attach,
+        placement,
     }
 }
 
@@ -1958,6 +1976,21 @@ egress:
                 "e.yaml:11:7: egress.rules[3]: ancestor `/etc/passwd`: not executable"
             ),
             "{lines:#?}"
+        );
+    }
+
+    #[test]
+    fn the_tls_probe_placement_is_read_and_checked() {
+        let ok = compile_str("tls:\n  placement: symbols\n", Path::new("t.yaml")).expect("valid");
+        assert_eq!(ok.tls.expect("tls").placement, TlsPlacement::Symbols);
+        let ok = compile_str("tls:\n  max_bytes: 64\n", Path::new("t.yaml")).expect("valid");
+        assert_eq!(ok.tls.expect("tls").placement, TlsPlacement::Auto);
+        let err = compile_str("tls:\n  placement: anywhere\n", Path::new("t.yaml"))
+            .expect_err("bad placement");
+        assert!(
+            err.to_string()
+                .starts_with("t.yaml:2:14: tls.placement: `anywhere` is not a placement"),
+            "{err}"
         );
     }
 

@@ -36,6 +36,25 @@ pub enum TlsAttach {
     PerProcess,
 }
 
+/// Which instruction of the library each probe traps on.
+///
+/// The kernel runs most probed instructions out of line and single-steps them (a
+/// second trap); it emulates a few (calls, jumps, pushes), which saves that trap. On a
+/// virtual machine the single step is the dearest part of a probe (about 11 µs here,
+/// docs/performance.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TlsPlacement {
+    /// Where the library allows it, the probes go on the internal function that
+    /// `SSL_write_ex` (or `SSL_read_ex`) forwards to unchanged, when its first
+    /// instruction is one the kernel emulates; that function serves `SSL_write` too
+    /// when `SSL_write` calls it. Checked against the library's bytes; any other
+    /// library gets [`Symbols`](Self::Symbols).
+    #[default]
+    Auto,
+    /// On the four exported functions, whatever their first instruction.
+    Symbols,
+}
+
 /// What and how much TLS plaintext to capture.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsPolicy {
@@ -50,6 +69,8 @@ pub struct TlsPolicy {
     pub library: Option<PathBuf>,
     /// Where the probes go.
     pub attach: TlsAttach,
+    /// Which instructions of the library they trap on.
+    pub placement: TlsPlacement,
 }
 
 impl Default for TlsPolicy {
@@ -60,6 +81,7 @@ impl Default for TlsPolicy {
             bytes_per_second: 0,
             library: None,
             attach: TlsAttach::Library,
+            placement: TlsPlacement::Auto,
         }
     }
 }
