@@ -6,14 +6,20 @@
 //! **off by default**: only processes in scope (by executable identity, comm, cgroup or
 //! pid) are captured. Data goes to the local ring buffer and the embedder, nowhere else.
 //!
-//! The probes are attached **per process** (pid-filtered uprobes): a process out of
-//! scope carries no breakpoint at all, so its `SSL_write` costs what it costs without
-//! Ironclad. Processes in scope when the monitor starts (or when the scope changes) get
-//! their probes at once; a process that comes into scope later (an exec of an in-scope
-//! executable or comm, a fork into an in-scope cgroup) is reported by the kernel at its
-//! exec or fork, and a thread of the monitor attaches its probes then. The attach races
-//! the new program's first TLS call: it takes well under a millisecond, while a program
-//! loads its libraries, resolves and connects before it writes (see docs/tls.md).
+//! By default ([`TlsAttach::Library`]) the probes are on the library, for every process
+//! that maps it; a process out of scope traps and returns at the scope check. With
+//! [`TlsAttach::PerProcess`] they are attached per process in scope (pid-filtered
+//! uprobes): a process out of scope carries no breakpoint at all. Processes in scope
+//! when the monitor starts (or when the scope changes) get their probes at once; a
+//! process that comes into scope later (an exec of an in-scope executable or comm, a
+//! fork into an in-scope cgroup) is reported by the kernel at its exec or fork, and a
+//! thread of the monitor attaches its probes then. That attach races the new program's
+//! first TLS call and loses against short-lived ones: the first uprobe registration
+//! after a quiet period took 8 to 32 ms here (see docs/tls.md).
+//!
+//! Where in the library the probes trap is planned once ([`plan_probes`],
+//! [`TlsPlacement`]): on an instruction the kernel emulates where the library allows
+//! it, which saves a single-step trap per probe.
 //!
 //! ```no_run
 //! use std::sync::Arc;
