@@ -91,6 +91,7 @@ const volatile struct ic_egress_event ic_abi_egress_event;
 struct ic_conn {
 	struct ic_proc_exe exe;
 	__u32 ppid;  /* the parent's thread-group id, as the process table has it */
+	__u64 pstart; /* and its start (ticks): a later process with that pid is not it */
 	__u64 cgroup;
 	__u32 uid;
 	__u16 port;  /* host order */
@@ -143,6 +144,7 @@ static __always_inline int ic_exe_eq(const struct ic_proc_exe *a, const struct i
 static __always_inline int ic_ancestor_matches(struct ic_egress_rule *r, struct ic_conn *c)
 {
 	__u32 pid = c->ppid;
+	__u64 start = c->pstart;
 
 	if (!c->known)
 		return 0;
@@ -152,11 +154,13 @@ static __always_inline int ic_ancestor_matches(struct ic_egress_rule *r, struct 
 		if (d >= r->ancestor_depth || pid == 0)
 			return 0;
 		a = bpf_map_lookup_elem(&ic_procs, &pid);
-		if (!a)
+		/* Gone, or the pid of a process started after the parent ended. */
+		if (!a || a->start != start)
 			return 0;
 		if (ic_exe_eq(&a->exe, &r->ancestor))
 			return 1;
 		pid = a->ppid;
+		start = a->pstart;
 	}
 	return 0;
 }
@@ -303,6 +307,7 @@ __attribute__((noinline)) int ic_decide(struct ic_conn *in, __u8 hook, int is_co
 	if (info) {
 		c->exe = info->exe;
 		c->ppid = info->ppid;
+		c->pstart = info->pstart;
 		c->known = 1;
 	} else {
 		ic_total(IC_ETOTAL_UNKNOWN_PROCESS);

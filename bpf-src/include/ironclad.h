@@ -336,7 +336,17 @@ struct ic_proc_info {
 	__u32 _pad0;
 	__u64 cgroup_id;  /* host order; at exec */
 	__u8 comm[16];    /* at exec */
+	/* Start times in clock ticks since boot (IC_NSEC_PER_TICK), as /proc/PID/stat's
+	 * field 22 gives them: the process's own and its parent's. A pid names one
+	 * process only together with its start time: the ancestor walk follows ppid
+	 * only to the entry whose start is pstart, never to a later process that reused
+	 * the pid after the parent exited. */
+	__u64 start;
+	__u64 pstart;
 };
+
+/* Nanoseconds per clock tick of /proc (USER_HZ = 100 on x86-64 and arm64). */
+#define IC_NSEC_PER_TICK 10000000ULL
 
 /* One rule. All addresses IPv6 or IPv4-mapped IPv6. */
 struct ic_egress_rule {

@@ -25,6 +25,12 @@ struct {
 
 const volatile struct ic_proc_info ic_abi_proc_info;
 
+/* The start of the process `t` belongs to, in the ticks of /proc/PID/stat. */
+static __always_inline __u64 ic_start_ticks(struct task_struct *t)
+{
+	return t->group_leader->start_boottime / IC_NSEC_PER_TICK;
+}
+
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(ic_proc_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
@@ -34,6 +40,8 @@ int BPF_PROG(ic_proc_exec, struct task_struct *p, pid_t old_pid, struct linux_bi
 
 	ic_exe_of_file(bprm->file, &info.exe);
 	info.ppid = p->real_parent->tgid;
+	info.start = ic_start_ticks(p);
+	info.pstart = ic_start_ticks(p->real_parent);
 	info.uid = (__u32)ids;
 	info.gid = ids >> 32;
 	info.cgroup_id = bpf_get_current_cgroup_id();
@@ -55,6 +63,8 @@ int BPF_PROG(ic_proc_fork, struct task_struct *parent, struct task_struct *child
 		struct ic_proc_info copy = *info;
 
 		copy.ppid = parent_tgid;
+		copy.start = ic_start_ticks(child);
+		copy.pstart = ic_start_ticks(parent);
 		bpf_map_update_elem(&ic_procs, &child_tgid, &copy, BPF_ANY);
 	}
 	return 0;

@@ -158,6 +158,12 @@ mod egress {
         e::ic_proc_exe,
         [dev, mtime_nsec, ino, mtime_sec]
     );
+    same_layout!(
+        abi::ProcInfo,
+        e::ic_proc_info,
+        [exe, ppid, uid, gid, _pad0, cgroup_id, comm, start, pstart]
+    );
+    const _: () = assert!(abi::ProcInfo::SIZE == size_of::<e::ic_proc_info>());
     same_layout!(abi::EgressKey, e::ic_egress_key, [kind, _pad0, value]);
     same_layout!(abi::EgressBucket, e::ic_egress_bucket, [count, _pad0, idx]);
     same_layout!(

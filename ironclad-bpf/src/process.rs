@@ -386,10 +386,19 @@ impl Table {
         let mut ancestors = Vec::new();
         let mut seen = HashSet::from([pid]);
         let mut next = p.ppid;
+        let mut child_start = p.start_ns;
         while ancestors.len() < self.lineage_depth as usize && next != 0 && seen.insert(next) {
             let Some(parent) = self.segment(next, at) else {
                 break;
             };
+            // A parent starts before its child. A process that started later holds the
+            // pid of a parent that ended (the child was reparented): not an ancestor.
+            // One tick of slack: starts seeded from /proc are whole ticks.
+            if parent.proc.start_ns > child_start.saturating_add(ironclad_core::abi::NSEC_PER_TICK)
+            {
+                break;
+            }
+            child_start = parent.proc.start_ns;
             ancestors.push(Ancestor {
                 pid: next,
                 comm: parent.proc.comm.clone(),
@@ -420,23 +429,7 @@ impl Table {
 
 /// A running process from /proc, as the cache seeds it.
 fn from_proc(pid: u32, cgroup_root: Option<&Path>, ticks: u64, args: bool) -> Option<Process> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (head, rest) = stat.rsplit_once(')')?;
-    let comm = head.split_once('(')?.1.to_string();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // After the comm: state is field 3 of stat(5); ppid 4; starttime 22.
-    let ppid = fields.get(1)?.parse().ok()?;
-    let start_ticks: u64 = fields.get(19)?.parse().ok()?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| -> Option<u32> {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    };
+    let stat = crate::procs::proc_stat(pid)?;
     let exe_link = PathBuf::from(format!("/proc/{pid}/exe"));
     let exe_id = exe_identity_in(&exe_link, Path::new(&format!("/proc/{pid}/mountinfo")))
         .unwrap_or_default();
@@ -451,17 +444,19 @@ fn from_proc(pid: u32, cgroup_root: Option<&Path>, ticks: u64, args: bool) -> Op
     let cgroup_id = crate::procs::cgroup_id_of(pid, cgroup_root);
     Some(Process {
         pid,
-        ppid,
-        comm,
+        ppid: stat.ppid,
+        comm: stat.comm,
         exe_id,
         exe,
         script: None,
         args: split_args(&cmdline),
         args_truncated: false,
-        uid: field("Uid:")?,
-        gid: field("Gid:")?,
+        uid: stat.uid,
+        gid: stat.gid,
         cgroup_id,
-        start_ns: start_ticks.saturating_mul(1_000_000_000 / ticks.max(1)),
+        start_ns: stat
+            .start_ticks
+            .saturating_mul(1_000_000_000 / ticks.max(1)),
     })
 }
 

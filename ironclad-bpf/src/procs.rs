@@ -48,8 +48,31 @@ pub(crate) fn cgroup_id_of(pid: u32, cgroup_root: Option<&Path>) -> u64 {
         .unwrap_or(0)
 }
 
-/// A process's record as seeding from /proc builds it.
-fn proc_info(pid: u32, exe: ProcExe, cgroup_root: Option<&Path>) -> Option<ProcInfo> {
+/// What `/proc/PID/stat` and `/proc/PID/status` say of a running process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ProcStat {
+    /// The command name (stat field 2).
+    pub comm: String,
+    /// The parent's pid (field 4).
+    pub ppid: u32,
+    /// Start, clock ticks since boot (field 22): the unit of `ProcInfo::start`.
+    pub start_ticks: u64,
+    /// Real user and group id (status `Uid:`, `Gid:`).
+    pub uid: u32,
+    /// See `uid`.
+    pub gid: u32,
+}
+
+/// Reads [`ProcStat`] of `pid`; `None` if it is gone or unreadable.
+pub(crate) fn proc_stat(pid: u32) -> Option<ProcStat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The comm may hold spaces and parentheses: it ends at the last ')'.
+    let (head, rest) = stat.rsplit_once(')')?;
+    let comm = head.split_once('(')?.1.to_string();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the comm: state is field 3 of stat(5); ppid 4; starttime 22.
+    let ppid = fields.get(1)?.parse().ok()?;
+    let start_ticks = fields.get(19)?.parse().ok()?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| -> Option<u32> {
         status
@@ -60,17 +83,31 @@ fn proc_info(pid: u32, exe: ProcExe, cgroup_root: Option<&Path>) -> Option<ProcI
             .parse()
             .ok()
     };
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-    let cgroup_id = cgroup_id_of(pid, cgroup_root);
-    let mut info = ProcInfo {
-        exe,
-        ppid: field("PPid:")?,
+    Some(ProcStat {
+        comm,
+        ppid,
+        start_ticks,
         uid: field("Uid:")?,
         gid: field("Gid:")?,
-        cgroup_id,
+    })
+}
+
+/// A process's record as seeding from /proc builds it.
+fn proc_info(pid: u32, exe: ProcExe, cgroup_root: Option<&Path>) -> Option<ProcInfo> {
+    let stat = proc_stat(pid)?;
+    // A parent gone meanwhile leaves no start to follow: the walk stops there.
+    let pstart = proc_stat(stat.ppid).map_or(u64::MAX, |p| p.start_ticks);
+    let mut info = ProcInfo {
+        exe,
+        ppid: stat.ppid,
+        uid: stat.uid,
+        gid: stat.gid,
+        cgroup_id: cgroup_id_of(pid, cgroup_root),
+        start: stat.start_ticks,
+        pstart,
         ..ProcInfo::default()
     };
-    let comm = comm.trim_end().as_bytes();
+    let comm = stat.comm.as_bytes();
     let n = comm.len().min(15);
     info.comm[..n].copy_from_slice(&comm[..n]);
     Some(info)

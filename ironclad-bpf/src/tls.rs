@@ -881,9 +881,15 @@ mod tests {
 
     #[test]
     fn a_wrapper_that_only_adjusts_the_stack_forwards_its_arguments() {
-        assert_eq!(forwards_to(&wrapper(0x35a50, 0x355e0, &[]), 0x35a50), Some(0x355e0));
+        assert_eq!(
+            forwards_to(&wrapper(0x35a50, 0x355e0, &[]), 0x35a50),
+            Some(0x355e0)
+        );
         // A forward call too, and after endbr64 (CET builds).
-        assert_eq!(forwards_to(&wrapper(0x1000, 0x2000, &ENDBR64), 0x1000), Some(0x2000));
+        assert_eq!(
+            forwards_to(&wrapper(0x1000, 0x2000, &ENDBR64), 0x1000),
+            Some(0x2000)
+        );
         // Anything written before the call (here `xor %ecx,%ecx`: a changed argument)
         // is not a plain forward.
         let mut changed = vec![0x48, 0x83, 0xec, 0x08, 0x31, 0xc9, 0xe8];

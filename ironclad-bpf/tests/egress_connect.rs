@@ -322,6 +322,104 @@ fn curl_reaches_out_only_when_started_by_the_named_ancestor() {
 }
 
 #[test]
+fn a_parent_pid_taken_by_the_named_ancestor_after_the_parent_ended_opens_nothing() {
+    require_privileges!();
+    // curl is started by sh, which ends; bash (the named parent) then gets sh's pid.
+    // The process table still gives curl's parent as that pid: only the parent's start
+    // time tells that the bash now holding it is not curl's parent.
+    let (port, accepted) = tcp_listener("127.0.0.1");
+    let mut lab = Lab::new("egress-reused-parent");
+    lab.apply(
+        "egress:\n  rules:\n    - exe: /usr/bin/curl\n      parent_exe: /usr/bin/bash\n      action: allow\n    - exe: /usr/bin/curl\n      action: deny\n",
+    );
+    lab.attach();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("curl-config");
+    let status = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(status.success());
+    // curl blocks opening its config (a FIFO) until the test writes the URL into it;
+    // sh waits until curl has exec'd (as sh's child), then ends.
+    let script = format!(
+        "/usr/bin/curl -s -m 2 -o /dev/null -K {} >/dev/null 2>&1 </dev/null & sleep 0.3; echo $!",
+        fifo.display()
+    );
+    let out = lab
+        .cgroup
+        .command("/usr/bin/sh")
+        .args(["-c", &script])
+        .stderr(Stdio::null())
+        .output()
+        .expect("sh");
+    assert!(out.status.success(), "{out:?}");
+    let curl: u32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("curl's pid");
+    std::thread::sleep(Duration::from_millis(100)); // curl has exec'd
+                                                    // The ended sh's pid: the kernel's process table keeps it as curl's parent.
+    let entry = lab
+        .firewall
+        .process(curl)
+        .expect("process table")
+        .expect("curl in the process table");
+    assert_eq!(entry.comm, "curl");
+    let sh_pid = entry.info.ppid;
+    assert!(
+        !Path::new(&format!("/proc/{sh_pid}")).exists(),
+        "sh has ended: {:?} {entry:?}",
+        std::fs::read_to_string(format!("/proc/{sh_pid}/stat"))
+    );
+    std::thread::sleep(Duration::from_millis(30)); // another start tick
+    let mut holder = None;
+    for _ in 0..20 {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (sh_pid - 1).to_string())
+            .expect("ns_last_pid");
+        let mut bash = lab
+            .cgroup
+            .command("/usr/bin/bash")
+            .args(["-c", "sleep 10; true"]) // not `exec`ed into sleep
+            .spawn()
+            .expect("bash");
+        if bash.id() == sh_pid {
+            holder = Some(bash);
+            break;
+        }
+        let _ = bash.kill();
+        let _ = bash.wait();
+    }
+    let mut holder = holder.expect("sh's pid was not reused by bash in 20 tries");
+    std::thread::sleep(Duration::from_millis(100)); // bash has exec'd
+    let before = accepted.load(Ordering::SeqCst);
+    std::fs::write(&fifo, format!("url = \"http://127.0.0.1:{port}/\"\n")).expect("config");
+    let start = std::time::Instant::now();
+    while Path::new(&format!("/proc/{curl}")).exists() && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(
+        accepted.load(Ordering::SeqCst) - before,
+        0,
+        "curl's parent was sh; the bash that took sh's pid later is not its parent"
+    );
+    // And the rule does open the way for a curl whose live parent is bash.
+    let url = format!("http://127.0.0.1:{port}/");
+    assert_eq!(
+        accepted_after(
+            &lab.cgroup,
+            "/usr/bin/bash",
+            &[
+                "-c",
+                &format!("/usr/bin/curl -s -m 2 -o /dev/null {url}; true")
+            ],
+            &accepted
+        ),
+        1
+    );
+}
+
+#[test]
 fn a_binary_on_overlayfs_is_matched_by_its_path_and_recorded_with_the_same_identity() {
     require_privileges!();
     // A container's root: the binary lives in an image layer on another filesystem

@@ -260,6 +260,71 @@ fn a_reused_pid_names_each_process_by_the_time_of_its_event() {
 }
 
 #[test]
+fn an_ended_parent_whose_pid_was_reused_is_not_named_as_an_ancestor() {
+    require_privileges!();
+    responder();
+    let rig = rig("preparent", &ProcessPolicy::default());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("go");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo")
+        .success());
+    // The outer sh starts the inner one, waits until it has exec'd, and ends; the inner
+    // sh runs dig when the test writes into the FIFO.
+    let inner = format!(
+        "read x < {}; {DIG} @127.0.0.1 +tries=1 +time=2 reparent.example.test; true",
+        fifo.display()
+    );
+    let outer = format!("/usr/bin/sh -c '{inner}' </dev/null >/dev/null 2>&1 & sleep 0.3");
+    let ended = run_ok(rig.cgroup.command("/usr/bin/sh").args(["-c", &outer]));
+    std::thread::sleep(Duration::from_millis(30)); // another start tick
+    let mut holder = None;
+    for _ in 0..20 {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (ended - 1).to_string())
+            .expect("ns_last_pid");
+        let mut bash = rig
+            .cgroup
+            .command("/usr/bin/bash")
+            .args(["-c", "sleep 10; true"])
+            .spawn()
+            .expect("bash");
+        if bash.id() == ended {
+            holder = Some(bash);
+            break;
+        }
+        let _ = bash.kill();
+        let _ = bash.wait();
+    }
+    let mut holder = holder.expect("the ended sh's pid was not reused in 20 tries");
+    std::thread::sleep(Duration::from_millis(100)); // bash has exec'd
+    std::fs::write(&fifo, "go\n").expect("fifo");
+    std::thread::sleep(Duration::from_millis(500));
+    let queries = rig.queries();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let q = queries
+        .iter()
+        .find(|q| q.qname.as_deref() == Some("reparent.example.test"))
+        .unwrap_or_else(|| panic!("no query in {queries:#?}"));
+    let p = q.process.as_ref().expect("process block");
+    assert_eq!(p.exe.as_deref(), Some(DIG));
+    let chain: Vec<(u32, &str)> = p
+        .ancestors
+        .iter()
+        .map(|a| (a.pid, a.comm.as_str()))
+        .collect();
+    // The inner sh, then the pid of the outer one, now bash's: the chain stops there.
+    assert_eq!(chain.len(), 1, "{chain:?}");
+    assert_eq!(chain[0].1, "sh", "{chain:?}");
+    assert!(
+        !chain.iter().any(|(pid, _)| *pid == ended),
+        "bash took the pid after the parent ended: {chain:?}"
+    );
+}
+
+#[test]
 fn a_container_cgroup_names_the_container() {
     require_privileges!();
     responder();

@@ -962,11 +962,19 @@ pub struct ProcInfo {
     pub cgroup_id: u64,
     /// Command name at exec, NUL-padded.
     pub comm: [u8; 16],
+    /// Start time, clock ticks since boot (`/proc/PID/stat` field 22).
+    pub start: u64,
+    /// The parent's start time, the same unit: the ancestor walk follows `ppid` only to
+    /// the process that started then.
+    pub pstart: u64,
 }
+
+/// Nanoseconds per clock tick of `/proc` (`IC_NSEC_PER_TICK`; `USER_HZ` is 100).
+pub const NSEC_PER_TICK: u64 = 10_000_000;
 
 impl ProcInfo {
     /// Size of the C struct in bytes.
-    pub const SIZE: usize = 64;
+    pub const SIZE: usize = 80;
 
     /// The exact byte image.
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
@@ -976,7 +984,9 @@ impl ProcInfo {
         out[28..32].copy_from_slice(&self.uid.to_ne_bytes());
         out[32..36].copy_from_slice(&self.gid.to_ne_bytes());
         out[40..48].copy_from_slice(&self.cgroup_id.to_ne_bytes());
-        out[48..].copy_from_slice(&self.comm);
+        out[48..64].copy_from_slice(&self.comm);
+        out[64..72].copy_from_slice(&self.start.to_ne_bytes());
+        out[72..].copy_from_slice(&self.pstart.to_ne_bytes());
         out
     }
 
@@ -990,6 +1000,8 @@ impl ProcInfo {
             _pad0: u32::from_ne_bytes(take(bytes, 36)?),
             cgroup_id: u64::from_ne_bytes(take(bytes, 40)?),
             comm: take(bytes, 48)?,
+            start: u64::from_ne_bytes(take(bytes, 64)?),
+            pstart: u64::from_ne_bytes(take(bytes, 72)?),
         })
     }
 }
