@@ -41,7 +41,7 @@ use std::time::Duration;
 use ironclad_core::abi::{process_flags, process_stat, ProcExe, ProcessEvent, ProcessOp};
 use ironclad_core::identity::exe_identity_in;
 use ironclad_events::process::{container_of, Redactor};
-use ironclad_events::{Ancestor, Event, ProcessBlock};
+use ironclad_events::{Ancestor, Event, ExeFile, ProcessBlock};
 use ironclad_policy::process::ProcessPolicy;
 use libbpf_rs::Link;
 
@@ -322,11 +322,7 @@ impl Table {
                 let path = if raw.starts_with('/') || raw.is_empty() {
                     raw
                 } else {
-                    // Relative to the working directory, while the process still runs.
-                    std::fs::read_link(format!("/proc/{}/cwd", e.pid))
-                        .map(|cwd| cwd.join(&raw).components().collect::<PathBuf>())
-                        .map(|p| p.display().to_string())
-                        .unwrap_or(raw)
+                    absolute(&raw, e).unwrap_or(raw)
                 };
                 let (exe, script) = if e.flags & process_flags::SCRIPT != 0 {
                     let interpreter = interpreter_of(&path).or_else(|| {
@@ -412,6 +408,7 @@ impl Table {
             ppid: p.ppid,
             comm: p.comm.clone(),
             exe: p.exe.clone(),
+            exe_file: (p.exe_id.ino != 0).then(|| ExeFile::from_kernel(p.exe_id.dev, p.exe_id.ino)),
             script: p.script.clone(),
             args: p.args.clone(),
             args_truncated: p.args_truncated,
@@ -425,6 +422,52 @@ impl Table {
             ancestors,
         })
     }
+}
+
+/// The directories searched for a program run by a relative path whose process (and
+/// its parent) ended before its record was read.
+const PROGRAM_DIRS: &[&str] = &[
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+];
+
+/// The absolute path of `raw`, a relative path an exec record gives, checked against
+/// the file the kernel ran (device and inode): joined to the working directory of the
+/// process, or of its parent (whose directory the process started in); failing both
+/// (they ended), a file of that name in the usual program directories. `None` when no
+/// candidate is that file. A script's record names its interpreter's file, so a script
+/// path is only joined to the process's own working directory.
+fn absolute(raw: &str, e: &ProcessEvent) -> Option<String> {
+    let script = e.flags & process_flags::SCRIPT != 0;
+    let same_file = |candidate: &Path, mountinfo: &Path| {
+        exe_identity_in(candidate, mountinfo)
+            .is_ok_and(|id| (id.dev, id.ino) == (e.exe.dev, e.exe.ino))
+    };
+    for (pid, own) in [(e.pid, true), (e.ppid, false)] {
+        if script && !own {
+            break;
+        }
+        let proc = PathBuf::from(format!("/proc/{pid}"));
+        let Ok(cwd) = std::fs::read_link(proc.join("cwd")) else {
+            continue;
+        };
+        // Through /proc/PID/cwd: the process's own mount namespace.
+        let through = proc.join("cwd").join(raw);
+        if script || same_file(&through, &proc.join("mountinfo")) {
+            let joined: PathBuf = cwd.join(raw).components().collect();
+            return Some(joined.display().to_string());
+        }
+    }
+    let name = Path::new(raw).file_name()?;
+    PROGRAM_DIRS
+        .iter()
+        .map(|dir| Path::new(dir).join(name))
+        .find(|candidate| !script && same_file(candidate, Path::new("/proc/self/mountinfo")))
+        .map(|found| found.display().to_string())
 }
 
 /// A running process from /proc, as the cache seeds it.

@@ -9,6 +9,7 @@
 )]
 
 use std::net::{Ipv4Addr, UdpSocket};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -322,6 +323,39 @@ fn an_ended_parent_whose_pid_was_reused_is_not_named_as_an_ancestor() {
         !chain.iter().any(|(pid, _)| *pid == ended),
         "bash took the pid after the parent ended: {chain:?}"
     );
+}
+
+#[test]
+fn a_program_run_by_a_relative_path_is_named_by_its_absolute_path_and_file() {
+    require_privileges!();
+    use std::os::unix::fs::MetadataExt;
+    responder();
+    let rig = rig("prelative", &ProcessPolicy::default());
+    // dig and the shell have ended when the records are read: the path is found by
+    // the file the kernel ran, not by a working directory that is gone.
+    let script = format!(
+        "cd {} && ./dig @127.0.0.1 +tries=1 +time=2 relative.example.test; true",
+        Path::new(DIG).parent().expect("dir").display()
+    );
+    run_ok(rig.cgroup.command("/usr/bin/sh").args(["-c", &script]));
+    let queries = rig.queries();
+    let q = queries
+        .iter()
+        .find(|q| q.qname.as_deref() == Some("relative.example.test"))
+        .unwrap_or_else(|| panic!("no query in {queries:#?}"));
+    let p = q.process.as_ref().expect("process block");
+    assert_eq!(p.exe.as_deref(), Some(DIG), "{p:#?}");
+    assert_eq!(p.args.first().map(String::as_str), Some("./dig"));
+    let meta = std::fs::metadata(DIG).expect("dig");
+    let file = p.exe_file.as_ref().expect("exe_file");
+    assert_eq!(file.ino, meta.ino());
+    let dev = meta.dev();
+    // stat's st_dev is the user-space encoding; the block writes major:minor.
+    let (major, minor) = (
+        ((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0xfff),
+        ((dev >> 12) & 0xffff_ff00) | (dev & 0xff),
+    );
+    assert_eq!(file.dev, format!("{major}:{minor}"));
 }
 
 #[test]

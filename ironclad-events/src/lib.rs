@@ -33,4 +33,4 @@ pub use decode::{
 };
 pub use fanout::{Fanout, Overflow, SubscriberStats, Subscription};
 pub use http::Http;
-pub use process::{Ancestor, Container, ProcessBlock};
+pub use process::{Ancestor, Container, ExeFile, ProcessBlock};

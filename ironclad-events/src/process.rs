@@ -32,10 +32,16 @@ pub struct ProcessBlock {
     /// The process's command name (its main thread's, as set at exec), not the name of
     /// the thread that acted (the event's own `comm`).
     pub comm: String,
-    /// The executable's path as executed (the argument of `execve`, made absolute
-    /// against the working directory when it was relative and the process still ran);
-    /// for a script, its interpreter.
+    /// The executable's path as executed (the argument of `execve`; a relative one made
+    /// absolute where a candidate is the very file the kernel ran); for a script, its
+    /// interpreter. A path in the process's own mount namespace: see `exe_file`.
     pub exe: Option<String>,
+    /// The file the kernel ran (for a script, its interpreter): device and inode, what
+    /// egress rules match. Unlike `exe`, a path in the process's own mount namespace
+    /// (which a process in a private mount namespace can point anywhere), it names
+    /// the file itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exe_file: Option<ExeFile>,
     /// For a script run through `#!`: the script's path (`exe` is the interpreter).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub script: Option<String>,
@@ -62,6 +68,25 @@ pub struct ProcessBlock {
     pub exit_code: Option<i32>,
     /// Parent, grandparent, ... (bounded by the policy's lineage depth).
     pub ancestors: Vec<Ancestor>,
+}
+
+/// A file by device and inode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExeFile {
+    /// The device, `major:minor` (as `/proc/PID/maps` writes it).
+    pub dev: String,
+    /// The inode number.
+    pub ino: u64,
+}
+
+impl ExeFile {
+    /// From the kernel's device encoding (`MKDEV`: major in the bits above 20).
+    pub fn from_kernel(dev: u32, ino: u64) -> Self {
+        Self {
+            dev: format!("{}:{}", dev >> 20, dev & 0xf_ffff),
+            ino,
+        }
+    }
 }
 
 /// One ancestor of a process.

@@ -843,6 +843,11 @@ fn telemetry_section_writes_dns_and_bandwidth_events() {
         .unwrap_or_else(|| panic!("no dig query in {text}"));
     assert_eq!(dig["process"]["comm"], "dig", "{dig}");
     assert_eq!(dig["process"]["exe"], "/usr/bin/dig", "{dig}");
+    {
+        use std::os::unix::fs::MetadataExt;
+        let ino = std::fs::metadata("/usr/bin/dig").expect("dig").ino();
+        assert_eq!(dig["process"]["exe_file"]["ino"], ino, "{dig}");
+    }
     assert_eq!(dig["exe"], "/usr/bin/dig", "{dig}");
     assert_eq!(dig["process"]["args"][4], "dig.example.test", "{dig}");
     assert_ne!(
