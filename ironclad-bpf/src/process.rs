@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ironclad_core::abi::{process_flags, process_stat, ProcExe, ProcessEvent, ProcessOp};
-use ironclad_core::identity::exe_identity_in;
+use ironclad_core::identity::{exe_identity_in, MountDevices};
 use ironclad_events::process::{container_of, Redactor};
 use ironclad_events::{Ancestor, Event, ExeFile, ProcessBlock};
 use ironclad_policy::process::ProcessPolicy;
@@ -471,10 +471,17 @@ fn absolute(raw: &str, e: &ProcessEvent) -> Option<String> {
 }
 
 /// A running process from /proc, as the cache seeds it.
-fn from_proc(pid: u32, cgroup_root: Option<&Path>, ticks: u64, args: bool) -> Option<Process> {
+fn from_proc(
+    pid: u32,
+    cgroup_root: Option<&Path>,
+    ticks: u64,
+    args: bool,
+    mounts: &mut MountDevices,
+) -> Option<Process> {
     let stat = crate::procs::proc_stat(pid)?;
     let exe_link = PathBuf::from(format!("/proc/{pid}/exe"));
-    let exe_id = exe_identity_in(&exe_link, Path::new(&format!("/proc/{pid}/mountinfo")))
+    let exe_id = mounts
+        .exe_identity(&exe_link, Path::new(&format!("/proc/{pid}/mountinfo")))
         .unwrap_or_default();
     let exe = std::fs::read_link(&exe_link)
         .ok()
@@ -621,11 +628,13 @@ impl ProcessMonitor {
             .into_iter()
             .map(|(pid, _)| pid)
             .collect();
+        let mut mounts = MountDevices::new();
         for pid in running {
             if locked(&shared.table).pids.contains_key(&pid) {
                 continue; // the tracepoints saw it: fresher
             }
-            if let Some(p) = from_proc(pid, cgroup_root.as_deref(), ticks, policy.args) {
+            if let Some(p) = from_proc(pid, cgroup_root.as_deref(), ticks, policy.args, &mut mounts)
+            {
                 let mut table = locked(&shared.table);
                 if !table.pids.contains_key(&pid) {
                     let p = Process {

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use ironclad_core::abi::{ProcExe, ProcInfo};
-use ironclad_core::identity::exe_identity_in;
+use ironclad_core::identity::MountDevices;
 
 use crate::loader::LoadedObject;
 
@@ -120,12 +120,13 @@ pub(crate) fn seed(object: &LoadedObject) -> Result<HashMap<ProcExe, String>> {
     let cgroup_root = ironclad_core::identity::cgroup2_root().ok();
     let mut known = HashMap::new();
     let mut entries: Vec<([u8; 4], [u8; ProcInfo::SIZE])> = Vec::new();
+    let mut mounts = MountDevices::new();
     for (pid, exe) in running()? {
         // Kernel threads and processes that exit meanwhile have no executable.
         // The link leads into the process's mount namespace: its mount table names the
         // superblock.
         let mountinfo = PathBuf::from(format!("/proc/{pid}/mountinfo"));
-        let Ok(id) = exe_identity_in(&exe, &mountinfo) else {
+        let Ok(id) = mounts.exe_identity(&exe, &mountinfo) else {
             continue;
         };
         let Some(info) = proc_info(pid, id, cgroup_root.as_deref()) else {

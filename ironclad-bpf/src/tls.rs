@@ -475,28 +475,77 @@ impl std::fmt::Debug for TlsMonitor {
     }
 }
 
-/// Whether running process `pid` is in `scope`, from /proc.
-fn running_in_scope(pid: u32, scope: &[TlsScope]) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    let exe = exe_id(Path::new(&format!("/proc/{pid}/exe"))).ok();
-    let cgroup = || -> Option<u64> {
-        let root = ironclad_core::identity::cgroup2_root().ok();
-        Some(crate::procs::cgroup_id_of(pid, root.as_deref())).filter(|id| *id != 0)
-    };
-    scope.iter().any(|entry| match entry {
-        TlsScope::Pid(p) => *p == pid,
-        TlsScope::Comm(c) => comm_key(c) == comm_key(comm.trim_end_matches('\n')),
-        TlsScope::Exe(path) => exe_id(path)
-            .ok()
-            .zip(exe)
-            .is_some_and(|(want, have)| (want.dev, want.ino) == (have.dev, have.ino)),
-        TlsScope::Cgroup(path) => std::fs::metadata(path)
-            .ok()
-            .map(|m| m.ino())
-            .zip(cgroup())
-            .is_some_and(|(want, have)| want == have),
-    })
+/// A scope resolved once (executables to identities, cgroup directories to ids, the
+/// cgroup2 root), to test every running process against it.
+struct ResolvedScope {
+    pids: std::collections::HashSet<u32>,
+    comms: std::collections::HashSet<[u8; 16]>,
+    exes: std::collections::HashSet<(u32, u64)>,
+    cgroups: std::collections::HashSet<u64>,
+    cgroup_root: Option<PathBuf>,
+}
+
+impl ResolvedScope {
+    fn new(scope: &[TlsScope]) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        let mut resolved = Self {
+            pids: Default::default(),
+            comms: Default::default(),
+            exes: Default::default(),
+            cgroups: Default::default(),
+            cgroup_root: None,
+        };
+        for entry in scope {
+            match entry {
+                TlsScope::Pid(pid) => {
+                    resolved.pids.insert(*pid);
+                }
+                TlsScope::Comm(comm) => {
+                    resolved.comms.insert(comm_key(comm));
+                }
+                TlsScope::Exe(path) => {
+                    if let Ok(id) = exe_id(path) {
+                        resolved.exes.insert((id.dev, id.ino));
+                    }
+                }
+                TlsScope::Cgroup(path) => {
+                    if let Ok(meta) = std::fs::metadata(path) {
+                        resolved.cgroups.insert(meta.ino());
+                    }
+                }
+            }
+        }
+        if !resolved.cgroups.is_empty() {
+            resolved.cgroup_root = ironclad_core::identity::cgroup2_root().ok();
+        }
+        resolved
+    }
+
+    /// Whether running process `pid` is in scope, from /proc (each file read only when
+    /// the scope has entries of its kind).
+    fn contains(&self, pid: u32) -> bool {
+        if self.pids.contains(&pid) {
+            return true;
+        }
+        if !self.comms.is_empty() {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if self.comms.contains(&comm_key(comm.trim_end_matches('\n'))) {
+                return true;
+            }
+        }
+        if !self.exes.is_empty() {
+            if let Ok(id) = exe_id(Path::new(&format!("/proc/{pid}/exe"))) {
+                if self.exes.contains(&(id.dev, id.ino)) {
+                    return true;
+                }
+            }
+        }
+        !self.cgroups.is_empty()
+            && self.cgroups.contains(&crate::procs::cgroup_id_of(
+                pid,
+                self.cgroup_root.as_deref(),
+            ))
+    }
 }
 
 impl TlsMonitor {
@@ -721,10 +770,11 @@ impl TlsMonitor {
     /// Attaches the probes to every running process in `scope` and detaches them from
     /// the processes out of it.
     fn attach_in_scope(&self, scope: &[TlsScope]) -> Result<()> {
+        let resolved = ResolvedScope::new(scope);
         let wanted: Vec<u32> = crate::procs::running()?
             .into_iter()
             .map(|(pid, _)| pid)
-            .filter(|pid| running_in_scope(*pid, scope))
+            .filter(|pid| resolved.contains(*pid))
             .collect();
         let mut probes = locked(&self.probes);
         probes.by_pid.retain(|pid, _| wanted.contains(pid));

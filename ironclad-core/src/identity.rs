@@ -137,6 +137,47 @@ pub fn exe_identity(path: &Path) -> std::io::Result<crate::abi::ProcExe> {
 /// `/proc/PID/exe`, pass `/proc/PID/mountinfo`, since the link leads to a mount of
 /// that process's namespace.
 pub fn exe_identity_in(path: &Path, mountinfo: &Path) -> std::io::Result<crate::abi::ProcExe> {
+    identity_with(path, |mnt_id| {
+        Ok(mount_devices(mountinfo)?.get(&mnt_id).copied())
+    })
+}
+
+/// The devices of mounts by mount id, gathered across mount namespaces as they are
+/// met: [`exe_identity_in`] for every process of the host without reading a mount
+/// table per process. Mount ids are unique on the system while mounted, so one table
+/// serves every namespace; a mount not seen yet makes it read the namespace's table.
+#[derive(Debug, Default)]
+pub struct MountDevices {
+    devices: std::collections::HashMap<u64, u32>,
+}
+
+impl MountDevices {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// [`exe_identity_in`]: `mountinfo` is read only when the file's mount is new.
+    pub fn exe_identity(
+        &mut self,
+        path: &Path,
+        mountinfo: &Path,
+    ) -> std::io::Result<crate::abi::ProcExe> {
+        identity_with(path, |mnt_id| {
+            if let Some(dev) = self.devices.get(&mnt_id) {
+                return Ok(Some(*dev));
+            }
+            self.devices.extend(mount_devices(mountinfo)?);
+            Ok(self.devices.get(&mnt_id).copied())
+        })
+    }
+}
+
+/// The identity of `path`, the device of its mount given by `device_of(mount id)`.
+fn identity_with(
+    path: &Path,
+    device_of: impl FnOnce(u64) -> std::io::Result<Option<u32>>,
+) -> std::io::Result<crate::abi::ProcExe> {
     use rustix::fs::{statx, AtFlags, StatxFlags, CWD};
     let st = statx(
         CWD,
@@ -146,7 +187,7 @@ pub fn exe_identity_in(path: &Path, mountinfo: &Path) -> std::io::Result<crate::
     )?;
     let mut dev = None;
     if st.stx_mask & StatxFlags::MNT_ID.bits() != 0 {
-        dev = mount_devices(mountinfo)?.get(&st.stx_mnt_id).copied();
+        dev = device_of(st.stx_mnt_id)?;
     }
     let dev = match dev {
         Some(dev) => dev,
@@ -205,6 +246,28 @@ pub fn cgroup2_root() -> std::io::Result<PathBuf> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_mount_table_is_read_once_per_mount_and_gives_the_same_identity() {
+        let exe = std::env::current_exe().expect("test binary");
+        let direct = exe_identity(&exe).expect("identity");
+        let mut mounts = MountDevices::new();
+        let first = mounts
+            .exe_identity(&exe, Path::new("/proc/self/mountinfo"))
+            .expect("identity");
+        assert_eq!(first, direct);
+        // The mount is known now: the table is not read again (it does not exist).
+        let again = mounts
+            .exe_identity(&exe, Path::new("/nonexistent/mountinfo"))
+            .expect("no second read");
+        assert_eq!(again, direct);
+        // A mount never seen needs its table.
+        let mut empty = MountDevices::new();
+        assert!(empty
+            .exe_identity(&exe, Path::new("/nonexistent/mountinfo"))
+            .is_err());
+    }
+
     use super::*;
 
     #[test]
