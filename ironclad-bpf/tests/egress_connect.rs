@@ -370,23 +370,12 @@ fn a_parent_pid_taken_by_the_named_ancestor_after_the_parent_ended_opens_nothing
         std::fs::read_to_string(format!("/proc/{sh_pid}/stat"))
     );
     std::thread::sleep(Duration::from_millis(30)); // another start tick
-    let mut holder = None;
-    for _ in 0..20 {
-        std::fs::write("/proc/sys/kernel/ns_last_pid", (sh_pid - 1).to_string())
-            .expect("ns_last_pid");
-        let mut bash = lab
-            .cgroup
-            .command("/usr/bin/bash")
-            .args(["-c", "sleep 10; true"]) // not `exec`ed into sleep
-            .spawn()
-            .expect("bash");
-        if bash.id() == sh_pid {
-            holder = Some(bash);
-            break;
-        }
-        let _ = bash.kill();
-        let _ = bash.wait();
-    }
+    let holder = ironclad_core::testing::spawn_with_pid(sh_pid, 20, || {
+        let mut bash = lab.cgroup.command("/usr/bin/bash");
+        bash.args(["-c", "sleep 10; true"]); // not `exec`ed into sleep
+        bash
+    })
+    .expect("spawn bash");
     let mut holder = holder.expect("sh's pid was not reused by bash in 20 tries");
     std::thread::sleep(Duration::from_millis(100)); // bash has exec'd
     let before = accepted.load(Ordering::SeqCst);

@@ -281,23 +281,12 @@ fn an_ended_parent_whose_pid_was_reused_is_not_named_as_an_ancestor() {
     let outer = format!("/usr/bin/sh -c '{inner}' </dev/null >/dev/null 2>&1 & sleep 0.3");
     let ended = run_ok(rig.cgroup.command("/usr/bin/sh").args(["-c", &outer]));
     std::thread::sleep(Duration::from_millis(30)); // another start tick
-    let mut holder = None;
-    for _ in 0..20 {
-        std::fs::write("/proc/sys/kernel/ns_last_pid", (ended - 1).to_string())
-            .expect("ns_last_pid");
-        let mut bash = rig
-            .cgroup
-            .command("/usr/bin/bash")
-            .args(["-c", "sleep 10; true"])
-            .spawn()
-            .expect("bash");
-        if bash.id() == ended {
-            holder = Some(bash);
-            break;
-        }
-        let _ = bash.kill();
-        let _ = bash.wait();
-    }
+    let holder = ironclad_core::testing::spawn_with_pid(ended, 20, || {
+        let mut bash = rig.cgroup.command("/usr/bin/bash");
+        bash.args(["-c", "sleep 10; true"]); // not `exec`ed into sleep
+        bash
+    })
+    .expect("spawn bash");
     let mut holder = holder.expect("the ended sh's pid was not reused in 20 tries");
     std::thread::sleep(Duration::from_millis(100)); // bash has exec'd
     std::fs::write(&fifo, "go\n").expect("fifo");

@@ -341,6 +341,29 @@ impl LineLog {
     }
 }
 
+/// Starts `command()` again and again until its process gets pid `pid` (the kernel
+/// hands out `ns_last_pid + 1` next, when it is free): for tests of pid reuse. The
+/// misses are killed. `Ok(None)` if `pid` was not obtained in `tries`.
+pub fn spawn_with_pid(
+    pid: u32,
+    tries: u32,
+    mut command: impl FnMut() -> std::process::Command,
+) -> io::Result<Option<std::process::Child>> {
+    for _ in 0..tries {
+        std::fs::write(
+            "/proc/sys/kernel/ns_last_pid",
+            pid.saturating_sub(1).to_string(),
+        )?;
+        let mut child = command().spawn()?;
+        if child.id() == pid {
+            return Ok(Some(child));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    Ok(None)
+}
+
 /// The Python interpreter itself (not a wrapper script that execs it), as
 /// `os.path.realpath(sys.executable)` reports it: the file whose identity the kernel
 /// sees when `python3` runs.

@@ -963,34 +963,32 @@ fn parse_tls(raw: &RawTls, problems: &mut Vec<PolicyError>) -> TlsPolicy {
         Some(m) => m.value,
         None => DEFAULT_MAX_BYTES,
     };
-    let attach = match raw.attach.as_ref().map(|a| (a.value.as_str(), a)) {
-        None | Some(("library", _)) => TlsAttach::Library,
-        Some(("process", _)) => TlsAttach::PerProcess,
-        Some((other, a)) => {
-            problems.push(PolicyError::Invalid {
-                origin: Origin {
-                    field: "tls.attach".into(),
-                    at: position(&a.referenced),
-                },
-                message: format!("`{other}` is not an attach mode; use `library` or `process`"),
-            });
-            TlsAttach::Library
-        }
-    };
-    let placement = match raw.placement.as_ref().map(|a| (a.value.as_str(), a)) {
-        None | Some(("auto", _)) => TlsPlacement::Auto,
-        Some(("symbols", _)) => TlsPlacement::Symbols,
-        Some((other, a)) => {
-            problems.push(PolicyError::Invalid {
-                origin: Origin {
-                    field: "tls.placement".into(),
-                    at: position(&a.referenced),
-                },
-                message: format!("`{other}` is not a placement; use `auto` or `symbols`"),
-            });
-            TlsPlacement::Auto
-        }
-    };
+    let attach = one_of(
+        raw.attach.as_ref(),
+        "tls.attach",
+        "an attach mode",
+        (
+            &[
+                ("library", TlsAttach::Library),
+                ("process", TlsAttach::PerProcess),
+            ],
+            TlsAttach::Library,
+        ),
+        problems,
+    );
+    let placement = one_of(
+        raw.placement.as_ref(),
+        "tls.placement",
+        "a placement",
+        (
+            &[
+                ("auto", TlsPlacement::Auto),
+                ("symbols", TlsPlacement::Symbols),
+            ],
+            TlsPlacement::Auto,
+        ),
+        problems,
+    );
     TlsPolicy {
         scope,
         max_bytes,
@@ -999,6 +997,36 @@ fn parse_tls(raw: &RawTls, problems: &mut Vec<PolicyError>) -> TlsPolicy {
         attach,
         placement,
     }
+}
+
+/// The value of a key that takes one of a few words (`choices`; `default` when the key
+/// is absent); any other word is a located problem naming the choices.
+fn one_of<T: Copy>(
+    raw: Option<&Spanned<String>>,
+    field: &str,
+    what: &str,
+    (choices, default): (&[(&str, T)], T),
+    problems: &mut Vec<PolicyError>,
+) -> T {
+    let Some(given) = raw else {
+        return default;
+    };
+    if let Some((_, value)) = choices.iter().find(|(word, _)| *word == given.value) {
+        return *value;
+    }
+    let words: Vec<String> = choices.iter().map(|(w, _)| format!("`{w}`")).collect();
+    problems.push(PolicyError::Invalid {
+        origin: Origin {
+            field: field.into(),
+            at: position(&given.referenced),
+        },
+        message: format!(
+            "`{}` is not {what}; use {}",
+            given.value,
+            words.join(" or ")
+        ),
+    });
+    default
 }
 
 fn parse_sentinel(raw: &RawSentinel, problems: &mut Vec<PolicyError>) -> SentinelPolicy {
