@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ironclad_core::abi::{process_flags, process_stat, ProcExe, ProcessEvent, ProcessOp};
-use ironclad_core::identity::{exe_identity_in, MountDevices};
+use ironclad_core::identity::MountDevices;
 use ironclad_events::process::{container_of, Redactor};
 use ironclad_events::{Ancestor, Event, ExeFile, ProcessBlock};
 use ironclad_policy::process::ProcessPolicy;
@@ -443,8 +443,12 @@ const PROGRAM_DIRS: &[&str] = &[
 /// path is only joined to the process's own working directory.
 fn absolute(raw: &str, e: &ProcessEvent) -> Option<String> {
     let script = e.flags & process_flags::SCRIPT != 0;
-    let same_file = |candidate: &Path, mountinfo: &Path| {
-        exe_identity_in(candidate, mountinfo)
+    // One table per call: each namespace's is read once for all the candidates (mount
+    // ids are reused after an unmount, so a table kept longer could go stale).
+    let mut mounts = MountDevices::new();
+    let mut same_file = |candidate: &Path, mountinfo: &Path| {
+        mounts
+            .exe_identity(candidate, mountinfo)
             .is_ok_and(|id| (id.dev, id.ino) == (e.exe.dev, e.exe.ino))
     };
     for (pid, own) in [(e.pid, true), (e.ppid, false)] {

@@ -92,11 +92,17 @@ pub(crate) fn proc_stat(pid: u32) -> Option<ProcStat> {
     })
 }
 
-/// A process's record as seeding from /proc builds it.
-fn proc_info(pid: u32, exe: ProcExe, cgroup_root: Option<&Path>) -> Option<ProcInfo> {
-    let stat = proc_stat(pid)?;
+/// A process's record as seeding from /proc builds it, given the start of every process
+/// read in this pass (its parent's among them).
+fn proc_info(
+    pid: u32,
+    stat: &ProcStat,
+    exe: ProcExe,
+    cgroup_root: Option<&Path>,
+    starts: &HashMap<u32, u64>,
+) -> ProcInfo {
     // A parent gone meanwhile leaves no start to follow: the walk stops there.
-    let pstart = proc_stat(stat.ppid).map_or(u64::MAX, |p| p.start_ticks);
+    let pstart = starts.get(&stat.ppid).copied().unwrap_or(u64::MAX);
     let mut info = ProcInfo {
         exe,
         ppid: stat.ppid,
@@ -110,7 +116,7 @@ fn proc_info(pid: u32, exe: ProcExe, cgroup_root: Option<&Path>) -> Option<ProcI
     let comm = stat.comm.as_bytes();
     let n = comm.len().min(15);
     info.comm[..n].copy_from_slice(&comm[..n]);
-    Some(info)
+    info
 }
 
 /// Fills the process table of `object` from /proc (entries the tracepoints already
@@ -121,19 +127,26 @@ pub(crate) fn seed(object: &LoadedObject) -> Result<HashMap<ProcExe, String>> {
     let mut known = HashMap::new();
     let mut entries: Vec<([u8; 4], [u8; ProcInfo::SIZE])> = Vec::new();
     let mut mounts = MountDevices::new();
-    for (pid, exe) in running()? {
+    // Every process's stat first: a parent's start is then at hand for its children.
+    let stats: Vec<(u32, PathBuf, ProcStat)> = running()?
+        .into_iter()
+        .filter_map(|(pid, exe)| proc_stat(pid).map(|stat| (pid, exe, stat)))
+        .collect();
+    let starts: HashMap<u32, u64> = stats
+        .iter()
+        .map(|(pid, _, stat)| (*pid, stat.start_ticks))
+        .collect();
+    for (pid, exe, stat) in &stats {
         // Kernel threads and processes that exit meanwhile have no executable.
         // The link leads into the process's mount namespace: its mount table names the
         // superblock.
         let mountinfo = PathBuf::from(format!("/proc/{pid}/mountinfo"));
-        let Ok(id) = mounts.exe_identity(&exe, &mountinfo) else {
+        let Ok(id) = mounts.exe_identity(exe, &mountinfo) else {
             continue;
         };
-        let Some(info) = proc_info(pid, id, cgroup_root.as_deref()) else {
-            continue;
-        };
+        let info = proc_info(*pid, stat, id, cgroup_root.as_deref(), &starts);
         entries.push((pid.to_ne_bytes(), info.to_bytes()));
-        if let Ok(path) = std::fs::read_link(&exe) {
+        if let Ok(path) = std::fs::read_link(exe) {
             known.insert(id, path.display().to_string());
         }
     }

@@ -161,6 +161,15 @@ pub struct ProbeSite {
     pub at: String,
 }
 
+/// The file offset of virtual address `address`, given (address, size, file offset) of
+/// the sections with file contents.
+fn file_offset(sections: &[(u64, u64, u64)], address: u64) -> Option<u64> {
+    sections
+        .iter()
+        .find(|(start, size, _)| (*start..start + size).contains(&address))
+        .map(|(start, _, offset)| address - start + offset)
+}
+
 /// The code of the library: symbols, and bytes by virtual address.
 struct LibraryCode {
     data: Vec<u8>,
@@ -206,10 +215,7 @@ impl LibraryCode {
                     ))
                 })?;
             let address = found.address();
-            let offset = sections
-                .iter()
-                .find(|(start, size, _)| (*start..start + size).contains(&address))
-                .map(|(start, _, offset)| address - start + offset)
+            let offset = file_offset(&sections, address)
                 .ok_or_else(|| invalid(format!("{symbol} is in no section with file contents")))?;
             symbols.insert(*symbol, (address, found.size(), offset));
         }
@@ -223,10 +229,7 @@ impl LibraryCode {
 
     /// The file offset of virtual address `address`.
     fn offset_of(&self, address: u64) -> Option<u64> {
-        self.sections
-            .iter()
-            .find(|(start, size, _)| (*start..start + size).contains(&address))
-            .map(|(start, _, offset)| address - start + offset)
+        file_offset(&self.sections, address)
     }
 
     /// Up to `len` bytes of code at virtual address `address`.
@@ -483,6 +486,8 @@ struct ResolvedScope {
     exes: std::collections::HashSet<(u32, u64)>,
     cgroups: std::collections::HashSet<u64>,
     cgroup_root: Option<PathBuf>,
+    /// Each mount namespace's table read once per pass.
+    mounts: ironclad_core::identity::MountDevices,
 }
 
 impl ResolvedScope {
@@ -494,6 +499,7 @@ impl ResolvedScope {
             exes: Default::default(),
             cgroups: Default::default(),
             cgroup_root: None,
+            mounts: Default::default(),
         };
         for entry in scope {
             match entry {
@@ -523,7 +529,7 @@ impl ResolvedScope {
 
     /// Whether running process `pid` is in scope, from /proc (each file read only when
     /// the scope has entries of its kind).
-    fn contains(&self, pid: u32) -> bool {
+    fn contains(&mut self, pid: u32) -> bool {
         if self.pids.contains(&pid) {
             return true;
         }
@@ -534,7 +540,13 @@ impl ResolvedScope {
             }
         }
         if !self.exes.is_empty() {
-            if let Ok(id) = exe_id(Path::new(&format!("/proc/{pid}/exe"))) {
+            // The link leads into the process's mount namespace: its table names the
+            // superblock (a container's overlay), as the kernel sees it.
+            let proc = PathBuf::from(format!("/proc/{pid}"));
+            if let Ok(id) = self
+                .mounts
+                .exe_identity(&proc.join("exe"), &proc.join("mountinfo"))
+            {
                 if self.exes.contains(&(id.dev, id.ino)) {
                     return true;
                 }
@@ -770,7 +782,7 @@ impl TlsMonitor {
     /// Attaches the probes to every running process in `scope` and detaches them from
     /// the processes out of it.
     fn attach_in_scope(&self, scope: &[TlsScope]) -> Result<()> {
-        let resolved = ResolvedScope::new(scope);
+        let mut resolved = ResolvedScope::new(scope);
         let wanted: Vec<u32> = crate::procs::running()?
             .into_iter()
             .map(|(pid, _)| pid)
