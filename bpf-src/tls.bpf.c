@@ -17,18 +17,23 @@
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
+/* A call in flight on one thread, from the entry probe to the return probe. Kept in the
+ * thread's task storage: no hash update and delete per call, and it ends with the
+ * thread. */
 struct ic_tls_args {
 	__u64 ssl;
 	__u64 buf;
 	__u64 count_ptr; /* size_t * of the _ex variants, else 0 */
+	struct ic_exe_id exe; /* the process's executable, as the scope check found it */
 	__u8 direction;
-	__u8 _pad[7];
+	__u8 active; /* set by the entry probe, cleared by the return probe */
+	__u8 _pad[6];
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64); /* pid_tgid */
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct ic_tls_args);
 } ic_tls_inflight SEC(".maps");
 
@@ -125,12 +130,19 @@ static __always_inline void ic_stat(__u32 index, __u64 add)
 
 /* ---- scope ---- */
 
-static __always_inline int ic_in_scope(__u32 tgid)
+/* Whether the calling process is in scope; `exe` receives its executable (zeros if the
+ * process table does not know it). */
+static __always_inline int ic_in_scope(__u32 tgid, struct ic_exe_id *exe)
 {
 	struct ic_comm_key comm = {};
 	struct ic_proc_info *info;
 	__u64 cgroup;
 
+	info = bpf_map_lookup_elem(&ic_procs, &tgid);
+	if (info) {
+		exe->dev = info->exe.dev;
+		exe->ino = info->exe.ino;
+	}
 	if (bpf_map_lookup_elem(&ic_tls_scope_pid, &tgid))
 		return 1;
 	cgroup = bpf_get_current_cgroup_id();
@@ -139,14 +151,7 @@ static __always_inline int ic_in_scope(__u32 tgid)
 	bpf_get_current_comm(comm.comm, sizeof(comm.comm));
 	if (bpf_map_lookup_elem(&ic_tls_scope_comm, &comm))
 		return 1;
-	info = bpf_map_lookup_elem(&ic_procs, &tgid);
-	if (info) {
-		struct ic_exe_id exe = { .dev = info->exe.dev, .ino = info->exe.ino };
-
-		if (bpf_map_lookup_elem(&ic_tls_scope_exe, &exe))
-			return 1;
-	}
-	return 0;
+	return info && bpf_map_lookup_elem(&ic_tls_scope_exe, exe);
 }
 
 /* Whether a process starting now is in scope: by pid, cgroup, comm or the identity
@@ -210,17 +215,21 @@ int BPF_PROG(ic_tls_fork, struct task_struct *parent, struct task_struct *child)
 
 static __always_inline int ic_enter(__u64 ssl, __u64 buf, __u64 count_ptr, __u8 direction)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct ic_tls_args args = {
-		.ssl = ssl,
-		.buf = buf,
-		.count_ptr = count_ptr,
-		.direction = direction,
-	};
+	struct ic_exe_id exe = {};
+	struct ic_tls_args *slot;
 
-	if (!ic_in_scope(pid_tgid >> 32))
+	if (!ic_in_scope(bpf_get_current_pid_tgid() >> 32, &exe))
 		return 0;
-	bpf_map_update_elem(&ic_tls_inflight, &pid_tgid, &args, BPF_ANY);
+	slot = bpf_task_storage_get(&ic_tls_inflight, bpf_get_current_task_btf(), 0,
+				    BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!slot)
+		return 0;
+	slot->ssl = ssl;
+	slot->buf = buf;
+	slot->count_ptr = count_ptr;
+	slot->exe = exe;
+	slot->direction = direction;
+	slot->active = 1;
 	return 0;
 }
 
@@ -270,30 +279,14 @@ struct ic_chunk_ctx {
 	struct ic_exe_id exe;
 };
 
-/* bpf_loop callback: reports chunk `index` of the call. Returns 1 to stop. */
-static long ic_emit_chunk(__u64 index, struct ic_chunk_ctx *c)
+/* Fills and submits one record of `size` bytes (a constant at each call, which the
+ * verifier needs to bound the copy) with `len` bytes at `offset` of the call's data. */
+static __always_inline void ic_fill(struct ic_tls_event *e, __u32 size, struct ic_chunk_ctx *c,
+				    __u64 offset, __u64 len)
 {
-	struct ic_tls_event *e;
-	/* 64-bit unsigned arithmetic keeps the verifier's bounds on len exact. */
-	__u64 offset = index * IC_TLS_CHUNK;
-	__u64 len = 0;
-
-	/* One event even when nothing may be reported, to say so. */
-	if (index > 0 && offset >= c->report)
-		return 1;
-	if (c->report > offset) {
-		len = c->report - offset;
-		if (len > IC_TLS_CHUNK)
-			len = IC_TLS_CHUNK;
-	}
-	e = bpf_ringbuf_reserve(&ic_tls_events, sizeof(*e), 0);
-	if (!e) {
-		ic_stat(0, 1);
-		return 0;
-	}
 	e->hdr.version = IC_ABI_VERSION;
 	e->hdr.kind = IC_EVENT_TLS;
-	e->hdr.size = sizeof(*e);
+	e->hdr.size = size;
 	e->hdr.ktime_ns = bpf_ktime_get_ns();
 	e->ssl = c->ssl;
 	e->call_id = c->call_id;
@@ -315,7 +308,7 @@ static long ic_emit_chunk(__u64 index, struct ic_chunk_ctx *c)
 	__builtin_memcpy(e->comm, c->comm, sizeof(e->comm));
 	e->exe = c->exe;
 	barrier_var(len);
-	if (len > 0 && len <= IC_TLS_CHUNK &&
+	if (len > 0 && len <= size - offsetof(struct ic_tls_event, data) &&
 	    bpf_probe_read_user(e->data, len, (void *)(c->buf + offset)))
 		e->len = 0;
 	/* Waking the reader for each record costs the writing program more than the
@@ -326,6 +319,37 @@ static long ic_emit_chunk(__u64 index, struct ic_chunk_ctx *c)
 				      IC_TLS_WAKE_BYTES ?
 				      BPF_RB_FORCE_WAKEUP :
 				      BPF_RB_NO_WAKEUP);
+}
+
+#define IC_TLS_SMALL_RECORD (offsetof(struct ic_tls_event, data) + IC_TLS_SMALL_CHUNK)
+
+/* Reports chunk `index` of the call (also the bpf_loop callback). Returns 1 to stop. */
+static long ic_emit_chunk(__u64 index, struct ic_chunk_ctx *c)
+{
+	struct ic_tls_event *e;
+	/* 64-bit unsigned arithmetic keeps the verifier's bounds on len exact. */
+	__u64 offset = index * IC_TLS_CHUNK;
+	__u64 len = 0;
+
+	/* One event even when nothing may be reported, to say so. */
+	if (index > 0 && offset >= c->report)
+		return 1;
+	if (c->report > offset) {
+		len = c->report - offset;
+		if (len > IC_TLS_CHUNK)
+			len = IC_TLS_CHUNK;
+	}
+	if (len <= IC_TLS_SMALL_CHUNK) {
+		e = bpf_ringbuf_reserve(&ic_tls_events, IC_TLS_SMALL_RECORD, 0);
+		if (e)
+			ic_fill(e, IC_TLS_SMALL_RECORD, c, offset, len);
+	} else {
+		e = bpf_ringbuf_reserve(&ic_tls_events, sizeof(*e), 0);
+		if (e)
+			ic_fill(e, sizeof(*e), c, offset, len);
+	}
+	if (!e)
+		ic_stat(0, 1);
 	return 0;
 }
 
@@ -338,12 +362,14 @@ static __always_inline int ic_leave(long ret)
 	__u32 zero = 0, seq_index = 2, allowed;
 	__u64 *seq;
 
-	args = bpf_map_lookup_elem(&ic_tls_inflight, &pid_tgid);
-	if (!args)
+	args = bpf_task_storage_get(&ic_tls_inflight, bpf_get_current_task_btf(), 0, 0);
+	if (!args || !args->active)
 		return 0;
+	args->active = 0;
 	c.ssl = args->ssl;
 	c.buf = args->buf;
 	c.direction = args->direction;
+	c.exe = args->exe;
 	if (args->count_ptr) {
 		size_t moved = 0;
 
@@ -355,7 +381,6 @@ static __always_inline int ic_leave(long ret)
 	} else if (ret > 0) {
 		c.total = ret;
 	}
-	bpf_map_delete_elem(&ic_tls_inflight, &pid_tgid);
 	cfg = bpf_map_lookup_elem(&ic_tls_config, &zero);
 	if (!c.total || !cfg)
 		return 0;
@@ -372,16 +397,11 @@ static __always_inline int ic_leave(long ret)
 	c.uid = bpf_get_current_uid_gid();
 	c.pid_tgid = pid_tgid;
 	bpf_get_current_comm(c.comm, sizeof(c.comm));
-	{
-		__u32 tgid = pid_tgid >> 32;
-		struct ic_proc_info *info = bpf_map_lookup_elem(&ic_procs, &tgid);
-
-		if (info) {
-			c.exe.dev = info->exe.dev;
-			c.exe.ino = info->exe.ino;
-		}
-	}
-	bpf_loop(IC_TLS_MAX_CHUNKS, ic_emit_chunk, &c, 0);
+	/* Most calls fit one chunk: no loop for them. */
+	if (c.report <= IC_TLS_CHUNK)
+		ic_emit_chunk(0, &c);
+	else
+		bpf_loop(IC_TLS_MAX_CHUNKS, ic_emit_chunk, &c, 0);
 	return 0;
 }
 

@@ -219,6 +219,7 @@ enum ic_tls_flags {
 
 enum ic_tls_limits {
 	IC_TLS_CHUNK = 4096,         /* plaintext bytes per event at most */
+	IC_TLS_SMALL_CHUNK = 256,    /* a chunk this short goes in a record cut after it */
 	IC_TLS_MAX_CHUNKS = 64,      /* so at most 256 KiB reported per call */
 	IC_TLS_SCOPE_ENTRIES = 4096, /* entries per scope map */
 	IC_TLS_PROCESSES = 65536,    /* processes whose executable is tracked */
@@ -253,7 +254,10 @@ struct ic_tls_event {
 	__u8 flags;       /* enum ic_tls_flags */
 	__u8 _pad0[6];
 	__u8 comm[16];
-	struct ic_exe_id exe; /* the process's executable when the call returned (0 if unknown) */
+	struct ic_exe_id exe; /* the process's executable when the call was made (0 if unknown) */
+	/* A record whose chunk is at most IC_TLS_SMALL_CHUNK bytes ends after that many
+	 * bytes of data (hdr.size says which): most calls move little, and a short record
+	 * is cheaper to write and to read. */
 	__u8 data[IC_TLS_CHUNK];
 };
 

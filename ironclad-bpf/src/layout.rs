@@ -100,6 +100,7 @@ mod tls {
         assert!(abi::TlsEvent::RECORD_SIZE == size_of::<t::ic_tls_event>());
         assert!(abi::TLS_CHUNK as u32 == t::ic_tls_limits::IC_TLS_CHUNK.0);
         assert!(abi::TLS_MAX_CHUNKS == t::ic_tls_limits::IC_TLS_MAX_CHUNKS.0);
+        assert!(abi::TLS_SMALL_CHUNK as u32 == t::ic_tls_limits::IC_TLS_SMALL_CHUNK.0);
         assert!(abi::TLS_SCOPE_ENTRIES == t::ic_tls_limits::IC_TLS_SCOPE_ENTRIES.0);
         assert!(abi::TLS_PROCESSES == t::ic_tls_limits::IC_TLS_PROCESSES.0);
         assert!(abi::TLS_WRITE as u32 == t::ic_tls_direction::IC_TLS_WRITE.0);

@@ -370,6 +370,72 @@ fn a_one_mebibyte_write_is_chunked_up_to_the_cap_and_marked_truncated() {
     assert_eq!(capture.monitor.lost_chunks().expect("stats"), 0);
 }
 
+/// Writes of sizes on each side of the short record's room (`IC_TLS_SMALL_CHUNK`) and of
+/// a whole chunk come out byte-exact, in as many chunks as they need.
+#[test]
+fn writes_around_the_record_sizes_are_captured_byte_exact() {
+    require_privileges!();
+    let server = Server::start(); // for its certificate
+    let python = ironclad_core::testing::python_interpreter().expect("python3");
+    let capture = Capture::start(TlsPolicy {
+        scope: vec![TlsScope::Exe(python.clone())],
+        ..TlsPolicy::default()
+    });
+    let small = ironclad_core::abi::TLS_SMALL_CHUNK as u32;
+    let chunk = ironclad_core::abi::TLS_CHUNK as u32;
+    for size in [
+        1,
+        small - 1,
+        small,
+        small + 1,
+        chunk,
+        chunk + 1,
+        2 * chunk + 7,
+    ] {
+        let out = Command::new(&python)
+            .args(["-c", PYTHON_BIG_WRITE])
+            .arg(server.cert())
+            .arg(size.to_string())
+            .arg(server.dir.path().join("key.pem"))
+            .output()
+            .expect("python3");
+        assert!(out.status.success(), "{out:?}");
+        let events = capture.events();
+        let mut chunks: Vec<&TlsData> = events
+            .iter()
+            .filter(|e| e.direction == TlsDirection::Write && e.total_len == size)
+            .collect();
+        chunks.sort_by_key(|e| e.offset);
+        assert!(
+            chunks.iter().all(|c| c.call_id == chunks[0].call_id),
+            "size {size}: one call"
+        );
+        assert_eq!(
+            chunks
+                .iter()
+                .map(|c| c.data.len() as u32)
+                .collect::<Vec<_>>(),
+            (0..size.div_ceil(chunk))
+                .map(|i| (size - i * chunk).min(chunk))
+                .collect::<Vec<_>>(),
+            "size {size}: chunk lengths"
+        );
+        let captured: Vec<u8> = chunks.iter().flat_map(|e| e.data.clone()).collect();
+        let expected: Vec<u8> = (0..size as usize)
+            .map(|i| ((i * 7 + 3) % 251) as u8)
+            .collect();
+        assert!(captured == expected, "size {size}: the bytes written");
+        assert!(
+            chunks
+                .iter()
+                .enumerate()
+                .all(|(i, c)| c.last == (i + 1 == chunks.len()) && !c.truncated),
+            "size {size}: only the last chunk is marked last"
+        );
+    }
+    assert_eq!(capture.monitor.lost_chunks().expect("stats"), 0);
+}
+
 fn kernel_programs() -> String {
     let out = Command::new("bpftool")
         .args(["prog", "list"])

@@ -166,6 +166,9 @@ pub const TLS_F_TRUNCATED: u8 = 1;
 pub const TLS_F_LAST: u8 = 2;
 /// `IC_TLS_CHUNK`: plaintext bytes per TLS event at most.
 pub const TLS_CHUNK: usize = 4096;
+/// `IC_TLS_SMALL_CHUNK`: a chunk of at most this many bytes comes in a record that ends
+/// after them ([`TlsEvent::SMALL_RECORD_SIZE`]), not in a whole one.
+pub const TLS_SMALL_CHUNK: usize = 256;
 /// `IC_TLS_MAX_CHUNKS`: chunks reported per call at most.
 pub const TLS_MAX_CHUNKS: u32 = 64;
 /// `IC_TLS_SCOPE_ENTRIES`: entries per TLS scope map.
@@ -710,6 +713,9 @@ impl TlsEvent {
     pub const DATA_OFFSET: usize = 104;
     /// Size of the whole C record (`sizeof(struct ic_tls_event)`).
     pub const RECORD_SIZE: usize = Self::DATA_OFFSET + TLS_CHUNK;
+    /// Size of a record carrying at most [`TLS_SMALL_CHUNK`] bytes: the kernel cuts it
+    /// after them (its `hdr.size` says so).
+    pub const SMALL_RECORD_SIZE: usize = Self::DATA_OFFSET + TLS_SMALL_CHUNK;
 
     /// Decodes the fixed part of a record; `None` if `bytes` is too short.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
@@ -736,10 +742,22 @@ impl TlsEvent {
         })
     }
 
-    /// The byte image of a whole record carrying `data` (at most [`TLS_CHUNK`] bytes).
+    /// The byte image of the record the kernel writes for `data` (at most [`TLS_CHUNK`]
+    /// bytes): [`SMALL_RECORD_SIZE`](Self::SMALL_RECORD_SIZE) bytes when `data` fits
+    /// [`TLS_SMALL_CHUNK`], else [`RECORD_SIZE`](Self::RECORD_SIZE); `hdr.size` is set
+    /// to match.
     pub fn to_record(&self, data: &[u8]) -> Vec<u8> {
-        let mut out = vec![0u8; Self::RECORD_SIZE];
-        out[..16].copy_from_slice(&self.hdr.to_bytes());
+        let size = if data.len() <= TLS_SMALL_CHUNK {
+            Self::SMALL_RECORD_SIZE
+        } else {
+            Self::RECORD_SIZE
+        };
+        let mut out = vec![0u8; size];
+        let hdr = EventHeader {
+            size: size as u32,
+            ..self.hdr
+        };
+        out[..16].copy_from_slice(&hdr.to_bytes());
         out[16..24].copy_from_slice(&self.ssl.to_ne_bytes());
         out[24..32].copy_from_slice(&self.call_id.to_ne_bytes());
         out[32..40].copy_from_slice(&self.cgroup_id.to_ne_bytes());

@@ -859,9 +859,33 @@ mod tests {
             Err(DecodeError::BadField { field: "len", .. })
         ));
         let record = fixed.to_record(request);
-        for len in [0, 16, 87, 100, TlsEvent::RECORD_SIZE - 1] {
+        assert_eq!(
+            record.len(),
+            TlsEvent::SMALL_RECORD_SIZE,
+            "a short chunk, a short record"
+        );
+        for len in [0, 16, 87, 100, TlsEvent::SMALL_RECORD_SIZE - 1] {
             assert!(decode(&record[..len]).is_err(), "len {len}");
         }
+        // A record whose header claims the whole size but is cut short is refused.
+        let mut cut = fixed.to_record(request);
+        cut[4..8].copy_from_slice(&(TlsEvent::RECORD_SIZE as u32).to_ne_bytes());
+        assert!(decode(&cut).is_err());
+
+        // A chunk longer than the short record's room comes in a whole record.
+        let long = vec![b'y'; ironclad_core::abi::TLS_SMALL_CHUNK + 1];
+        let whole = TlsEvent {
+            total_len: long.len() as u32,
+            len: long.len() as u32,
+            ..fixed
+        };
+        let record = whole.to_record(&long);
+        assert_eq!(record.len(), TlsEvent::RECORD_SIZE);
+        let Ok(Event::TlsData(tls)) = decode(&record) else {
+            panic!("whole record does not decode");
+        };
+        assert_eq!(tls.data, long);
+        assert!(decode(&record[..TlsEvent::RECORD_SIZE - 1]).is_err());
     }
 
     #[test]
