@@ -71,12 +71,23 @@ fn tls(c: &mut Criterion) {
         .unwrap_or_else(|e| panic!("openssl req: {e}"));
     let python = python();
     let mut group = c.benchmark_group("tls/ssl_write");
-    group.sample_size(10);
+    // Thirty samples: the goals are judged on minimums (out of scope) and medians
+    // (captured), and on this VM ten samples left both within ±0.3 µs of run-to-run
+    // noise.
+    group.sample_size(30);
     group.bench_function("bare", |b| {
         b.iter_custom(|iters| run(&python, dir.path(), iters))
     });
 
     for (name, scope, attach, placement) in [
+        // Per-process probes, the process not in scope: no breakpoint in it at all.
+        // Measured right after `bare`, which it is compared with.
+        (
+            "out_of_scope_per_process",
+            TlsScope::Pid(u32::MAX),
+            TlsAttach::PerProcess,
+            TlsPlacement::Auto,
+        ),
         (
             "probed",
             TlsScope::Exe(python.clone()),
@@ -97,13 +108,6 @@ fn tls(c: &mut Criterion) {
             "out_of_scope",
             TlsScope::Pid(u32::MAX),
             TlsAttach::Library,
-            TlsPlacement::Auto,
-        ),
-        // Per-process probes, the process not in scope: no breakpoint in it at all.
-        (
-            "out_of_scope_per_process",
-            TlsScope::Pid(u32::MAX),
-            TlsAttach::PerProcess,
             TlsPlacement::Auto,
         ),
     ] {
@@ -162,9 +166,12 @@ impl MonitorThread {
             let reader = monitor.events(fanout).unwrap_or_else(|e| panic!("{e}"));
             let _ = ready_tx.send(());
             while !flag.load(Ordering::Relaxed) {
-                let _ = reader.poll(Duration::from_millis(10));
+                // The daemon's poll interval.
+                let _ = reader.poll(Duration::from_millis(100));
                 while sub.receiver().try_recv().is_ok() {}
             }
+            // What the last wait left behind.
+            let _ = reader.drain();
             assert!(
                 attach == TlsAttach::Library || monitor.probed_processes().is_empty(),
                 "per-process probes on a process out of scope"
