@@ -82,7 +82,9 @@ check_packaged() {
     mkdir -p "$scratch/app/src"
     {
         echo '[package]'; echo 'name = "packaged-app"'; echo 'version = "0.0.0"'; echo 'edition = "2021"'
-        echo '[dependencies]'; echo "ironclad-bpf = \"=$version\""; echo "ironclad-policy = \"=$version\""
+        # Without the policy crate's I/O features, as a Shield-only agent builds it.
+        echo '[dependencies]'; echo "ironclad-bpf = \"=$version\""
+        echo "ironclad-policy = { version = \"=$version\", default-features = false }"
         echo '[patch.crates-io]'
         for c in "${crates[@]}"; do echo "$c = { path = \"../$c-$version\" }"; done
         echo '[workspace]'
@@ -101,6 +103,15 @@ fn main() {
 RS
     (cd "$scratch/app" && LIBBPF_SYS_LIBRARY_PATH="${LIBBPF_SYS_LIBRARY_PATH:-/usr/lib/$(uname -m)-linux-gnu}" \
         CARGO_TARGET_DIR="$PWD/target" cargo run --quiet)
+    # What such an agent pays for: no HTTP client, TLS stack, GeoIP reader or signatures.
+    local tree heavy
+    tree=$(cd "$scratch/app" && cargo tree -e normal --prefix none | sed 's/ (\*)$//' | sort -u)
+    heavy=$(grep -E '^(ureq|rustls|ring|maxminddb|ed25519-dalek|sha2) ' <<<"$tree" || true)
+    if [[ -n "$heavy" ]]; then
+        echo "a build without the I/O features still pulls in: $heavy" >&2
+        return 1
+    fi
+    echo "packaged-app without I/O features: $(wc -l <<<"$tree") crates"
     rm -rf "$scratch"
 }
 
@@ -223,6 +234,9 @@ cmd_test() {
     cargo fmt --all -- --check
     log "cargo clippy"
     cargo clippy --workspace --all-targets --quiet -- -D warnings
+    log "ironclad-policy without its I/O features (fetch, geoip, bundle), as a Shield-only agent builds it"
+    cargo clippy -p ironclad-policy --no-default-features --all-targets --quiet -- -D warnings
+    cargo test -p ironclad-policy --no-default-features --lib --quiet
     log "cargo doc (every link resolves)"
     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
     log "cargo test (host kernel: unit, BPF_PROG_RUN, veth/netns, cgroup)"

@@ -319,6 +319,24 @@ impl std::fmt::Debug for AuditLog {
     }
 }
 
+/// Every audit record is also a `tracing` event (target `ironclad::audit`), silent
+/// unless the embedder installs a subscriber: refusals, failures and alerts at `warn`,
+/// loads, attaches, detaches and policies at `info`, pins and map updates at `debug`.
+fn trace_record(action: AuditAction, object: &str, on: &str, outcome: Outcome, detail: &str) {
+    match (action, outcome) {
+        (_, Outcome::Refused | Outcome::Failed) | (AuditAction::Alert, _) => {
+            tracing::warn!(target: "ironclad::audit", ?action, object, on, ?outcome, detail);
+        }
+        (
+            AuditAction::Load | AuditAction::Attach | AuditAction::Detach | AuditAction::Policy,
+            _,
+        ) => {
+            tracing::info!(target: "ironclad::audit", ?action, object, on, ?outcome, detail);
+        }
+        _ => tracing::debug!(target: "ironclad::audit", ?action, object, on, ?outcome, detail),
+    }
+}
+
 impl AuditLog {
     /// A log writing to `sink`, attributing records to the current process.
     pub fn new(sink: Arc<dyn AuditSink>) -> Self {
@@ -339,6 +357,8 @@ impl AuditLog {
     ) {
         let now = SystemTime::now();
         let time_ns = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let detail = detail.into();
+        trace_record(action, object, target, outcome, &detail);
         self.sink.record(&AuditRecord {
             time: humantime::format_rfc3339_nanos(now).to_string(),
             time_ns,
@@ -346,7 +366,7 @@ impl AuditLog {
             object: object.to_string(),
             target: target.to_string(),
             outcome,
-            detail: detail.into(),
+            detail,
             who: (*self.who).clone(),
         });
     }
@@ -377,6 +397,68 @@ impl AuditLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `tracing` writer into a shared buffer.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .map_err(|_| std::io::Error::other("poisoned"))?
+                .extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn every_record_is_a_tracing_event_at_its_level() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        let log = AuditLog::new(Arc::new(NullSink));
+        tracing::subscriber::with_default(subscriber, || {
+            log.record(AuditAction::Load, "shield", "", Outcome::Ok, "4 programs");
+            log.record(
+                AuditAction::Audit,
+                "tls",
+                "",
+                Outcome::Refused,
+                "probe_write_user",
+            );
+            log.record(
+                AuditAction::MapUpdate,
+                "shield",
+                "ic_v4_fast",
+                Outcome::Ok,
+                "1 entry",
+            );
+        });
+        let text = String::from_utf8(buffer.0.lock().map(|b| b.clone()).unwrap_or_default())
+            .unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "debug records stay below info: {text}");
+        assert!(
+            lines[0].contains("INFO")
+                && lines[0].contains("ironclad::audit")
+                && lines[0].contains("action=Load")
+                && lines[0].contains("object=\"shield\"")
+                && lines[0].contains("4 programs"),
+            "{text}"
+        );
+        assert!(
+            lines[1].contains("WARN") && lines[1].contains("outcome=Refused"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn records_serialize_as_one_json_line() {

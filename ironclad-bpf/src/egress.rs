@@ -124,6 +124,8 @@ impl EgressFirewall {
     /// every decision sees either the old policy or the new one. Rule counters restart
     /// at zero.
     pub fn replace(&mut self, policy: &CompiledEgress) -> Result<()> {
+        let _span =
+            tracing::info_span!("ironclad.egress.replace", rules = policy.rules.len()).entered();
         let live = self.config()?;
         let next = 1 - (live.generation & 1);
         let (rules, index) = if next == 0 {

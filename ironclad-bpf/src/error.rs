@@ -171,6 +171,16 @@ pub enum BpfError {
     #[error(transparent)]
     FastPath(#[from] ironclad_policy::fastpath::FastPathError),
 
+    /// Registering an event reader with an async runtime, or waiting on it, failed.
+    #[error("waiting for events of {sources}: {source}")]
+    EventWait {
+        /// The ring buffers the reader reads.
+        sources: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// A file system operation on the pin directory failed.
     #[error("{path}: {source}")]
     Io {

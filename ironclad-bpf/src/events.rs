@@ -195,4 +195,161 @@ impl EventReader {
     pub fn stats(&self) -> &EventStats {
         &self.stats
     }
+
+    /// The ring buffers this reader reads, comma-separated (for messages).
+    pub fn sources(&self) -> String {
+        self.names.join(",")
+    }
+}
+
+/// The reader's epoll descriptor: readable when a source has records and woke its
+/// reader. An agent with its own event loop (mio, tokio, a `poll(2)` loop) waits on it
+/// and then calls [`EventReader::drain`]. Some sources wake only when much is waiting
+/// (TLS capture), so such a loop also drains on a timer; [`EventStream`] does both.
+impl std::os::fd::AsFd for EventReader {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        // SAFETY: libbpf owns this epoll descriptor for as long as the ring buffer
+        // manager lives, and the manager lives as long as `self`, which the returned
+        // borrow cannot outlive.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.ring.epoll_fd()) }
+    }
+}
+
+impl std::os::fd::AsRawFd for EventReader {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.ring.epoll_fd()
+    }
+}
+
+#[cfg(feature = "tokio")]
+pub use stream::EventStream;
+
+#[cfg(feature = "tokio")]
+mod stream {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+
+    use ironclad_events::{Event, Subscription};
+    use tokio::io::unix::AsyncFd;
+    use tokio::time::{Interval, MissedTickBehavior};
+
+    use super::EventReader;
+    use crate::error::{BpfError, Result};
+
+    /// The events of an [`EventReader`] as a [`futures_core::Stream`], for agents on
+    /// tokio (feature `tokio`): no thread of its own. It waits on the reader's epoll
+    /// descriptor in the runtime's reactor and also drains every `drain_every`, as some
+    /// sources wake their reader only when much is waiting (TLS capture), so a record
+    /// waits at most that long.
+    ///
+    /// It yields what `events`, a subscription of the reader's
+    /// [`Fanout`](ironclad_events::Fanout), receives: other subscribers of the same fanout get
+    /// their copies as before.
+    ///
+    /// ```no_run
+    /// # async fn agent(tls: ironclad_bpf::TlsMonitor) -> ironclad_bpf::Result<()> {
+    /// use std::{sync::Arc, time::Duration};
+    /// use ironclad_bpf::{EventReader, EventStream};
+    /// use ironclad_events::{Fanout, Overflow};
+    /// use futures_util::StreamExt;
+    ///
+    /// let fanout = Arc::new(Fanout::new());
+    /// let events = fanout.subscribe("agent", 4096, Overflow::DropOldest);
+    /// let reader = EventReader::new(vec![tls.event_source()?], fanout)?;
+    /// let mut stream = EventStream::new(reader, events, Duration::from_millis(100))?;
+    /// while let Some(event) = stream.next().await {
+    ///     println!("{}", event?.to_json());
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[derive(Debug)]
+    pub struct EventStream {
+        reader: AsyncFd<EventReader>,
+        events: Subscription<Event>,
+        tick: Interval,
+    }
+
+    impl EventStream {
+        /// A stream of what `events` receives from `reader`, drained at least every
+        /// `drain_every`. Must be called inside a tokio runtime with I/O and time
+        /// enabled (outside any runtime it is an [`BpfError::EventWait`]).
+        pub fn new(
+            reader: EventReader,
+            events: Subscription<Event>,
+            drain_every: Duration,
+        ) -> Result<Self> {
+            let sources = reader.sources();
+            // AsyncFd panics outside a runtime: say so as an error instead.
+            if let Err(e) = tokio::runtime::Handle::try_current() {
+                return Err(BpfError::EventWait {
+                    sources,
+                    source: std::io::Error::other(e),
+                });
+            }
+            // SAFETY: the descriptor is the epoll fd of the reader's libbpf ring buffer
+            // manager, which the reader owns: it stays open and the same until the reader
+            // is dropped or handed back by `into_inner`, and `as_raw_fd` always returns it.
+            let reader =
+                unsafe { AsyncFd::register_with_interest(reader, tokio::io::Interest::READABLE) }
+                    .map_err(|e| BpfError::EventWait {
+                    sources,
+                    source: e.into(),
+                })?;
+            let mut tick = tokio::time::interval(drain_every.max(Duration::from_millis(1)));
+            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            Ok(Self {
+                reader,
+                events,
+                tick,
+            })
+        }
+
+        /// The reader (its counters, its sources).
+        pub fn reader(&self) -> &EventReader {
+            self.reader.get_ref()
+        }
+
+        /// The reader back, and the subscription.
+        pub fn into_inner(self) -> (EventReader, Subscription<Event>) {
+            (self.reader.into_inner(), self.events)
+        }
+    }
+
+    impl futures_core::Stream for EventStream {
+        type Item = Result<Event>;
+
+        fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            let this = self.get_mut();
+            loop {
+                if let Ok(event) = this.events.receiver().try_recv() {
+                    return Poll::Ready(Some(Ok(event)));
+                }
+                // Wait for a wakeup from a ring or for the drain timer; both register
+                // this task's waker, so neither is missed.
+                let mut due = false;
+                match this.reader.poll_read_ready(cx) {
+                    Poll::Ready(Ok(mut guard)) => {
+                        guard.clear_ready();
+                        due = true;
+                    }
+                    Poll::Ready(Err(source)) => {
+                        let sources = this.reader.get_ref().sources();
+                        return Poll::Ready(Some(Err(BpfError::EventWait { sources, source })));
+                    }
+                    Poll::Pending => {}
+                }
+                if this.tick.poll_tick(cx).is_ready() {
+                    due = true;
+                }
+                if !due {
+                    return Poll::Pending;
+                }
+                if let Err(e) = this.reader.get_ref().drain() {
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+        }
+    }
 }

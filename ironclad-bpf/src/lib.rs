@@ -51,6 +51,8 @@ pub use auditlog::{
 };
 pub use egress::{EgressFirewall, EgressStatus, ProcessEntry};
 pub use error::{BpfError, Result};
+#[cfg(feature = "tokio")]
+pub use events::EventStream;
 pub use events::{EventReader, EventSource, EventStats};
 /// The counters [`Shield::total`] and [`EgressFirewall::total`] take, re-exported so an
 /// embedder needs no other crate to read them.

@@ -206,6 +206,7 @@ impl Loader {
 
     fn load_with(&self, object: &EmbeddedObject, pin: bool) -> Result<LoadedObject> {
         let name = object.name();
+        let _span = tracing::info_span!("ironclad.load", object = name, pin).entered();
         let report = self.audit(object)?;
         privilege::require(&format!("loading BPF object `{name}`"), LOAD_CAPABILITIES)?;
 

@@ -918,6 +918,8 @@ impl Shield {
     /// covers), and a packet sees each prefix's old or new rule
     /// ([`ReplaceReport::in_place`]). The same policy again writes nothing.
     pub fn replace(&self, policy: &CompiledShield) -> Result<ReplaceReport> {
+        let _span =
+            tracing::info_span!("ironclad.shield.replace", rules = policy.rules.len()).entered();
         let _edit = self.lock();
         let old = read_directory(&self.object)?;
         let by_label: HashMap<RuleLabel, (u32, u8)> = old

@@ -565,6 +565,7 @@ impl TlsMonitor {
     /// scope and limits, and attaches the probes to `config.library` (or the library
     /// [`find_libssl`] finds).
     pub fn start(loader: &Loader, config: &TlsPolicy) -> Result<Self> {
+        let _span = tracing::info_span!("ironclad.tls.start").entered();
         let library = match &config.library {
             Some(path) => path.clone(),
             None => find_libssl(None)?,

@@ -403,3 +403,72 @@ fn a_driver_without_native_xdp_falls_back_to_generic_and_says_so() {
         .expect("generic attach works everywhere");
     assert_eq!(attached.mode(), ironclad_bpf::XdpMode::Generic);
 }
+
+/// An agent on tokio reads the Shield's drops through `EventStream`, woken by the ring
+/// buffer itself: the drain timer is set to an hour, so every event after the stream's
+/// first poll came from a wakeup of the reader's epoll descriptor in tokio's reactor.
+#[test]
+fn an_async_agent_receives_drops_through_the_event_stream() {
+    use futures_util::StreamExt;
+
+    require_privileges!();
+    let lab = lab("stream", 9);
+    let shield = Shield::load(&lab.loader).expect("load");
+    shield
+        .insert_rule(
+            format!("{}/32", lab.addr(3, false)).parse().expect("cidr"),
+            1,
+            Action::Deny,
+        )
+        .expect("rule");
+    shield.set_sample_rate(1).expect("sampling");
+    let fanout = Arc::new(Fanout::new());
+    let sub = fanout.subscribe("agent", 1024, Overflow::DropNewest);
+    let reader =
+        ironclad_bpf::EventReader::new(vec![shield.event_source().expect("source")], fanout)
+            .expect("reader");
+    let _attached = shield.attach(lab.veth.host()).expect("attach");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    let (from, to) = (lab.addr(3, false), lab.addr(1, false));
+    let ns = &lab.ns;
+    let drops = std::thread::scope(|scope| {
+        runtime.block_on(async {
+            let mut stream =
+                ironclad_bpf::EventStream::new(reader, sub, std::time::Duration::from_secs(3600))
+                    .expect("stream");
+            // Nothing yet: the first poll drains an empty ring and then waits.
+            assert!(
+                tokio::time::timeout(std::time::Duration::from_millis(200), stream.next())
+                    .await
+                    .is_err(),
+                "no event before any packet"
+            );
+            // The pings start while the stream waits in the reactor.
+            let pinger = scope.spawn(|| ping(ns, &from, &to, 3, "0.2").expect("ping"));
+            let mut drops = Vec::new();
+            while drops.len() < 3 {
+                let event = tokio::time::timeout(std::time::Duration::from_secs(10), stream.next())
+                    .await
+                    .expect("an event within 10 s of its packet")
+                    .expect("the stream goes on")
+                    .expect("no read error");
+                if let Event::ShieldDrop(d) = event {
+                    drops.push(d);
+                }
+            }
+            assert_eq!(
+                pinger.join().expect("pinger"),
+                0,
+                "the denied source was dropped"
+            );
+            assert_eq!(stream.reader().stats().decoded(), 3);
+            drops
+        })
+    });
+    assert!(drops
+        .iter()
+        .all(|d| d.verdict == ShieldVerdict::Drop && d.src.to_string() == from));
+}

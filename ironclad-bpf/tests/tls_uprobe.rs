@@ -862,3 +862,80 @@ fn probes_on_the_shared_internal_functions_capture_what_probes_on_the_symbols_ca
         );
     }
 }
+
+/// TLS records do not wake their reader one by one (`BPF_RB_NO_WAKEUP`, tls.bpf.c): the
+/// reader's descriptor (`AsFd`) is not readable although records wait, and an agent on
+/// tokio still receives them through `EventStream`, which drains on its timer.
+#[test]
+fn an_async_agent_receives_tls_records_through_the_event_stream_timer() {
+    use futures_util::StreamExt;
+    use std::os::fd::AsRawFd;
+
+    require_privileges!();
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let server = Server::start(); // for its certificate
+    let python = ironclad_core::testing::python_interpreter().expect("python3");
+    let pins = BpffsDir::new("tlsstream").expect("bpffs");
+    let loader = Loader::builder()
+        .pin_root(pins.path())
+        .build()
+        .expect("loader");
+    let monitor = TlsMonitor::start(
+        &loader,
+        &TlsPolicy {
+            scope: vec![TlsScope::Exe(python.clone())],
+            ..TlsPolicy::default()
+        },
+    )
+    .expect("start TLS monitor");
+    let fanout = Arc::new(Fanout::new());
+    let sub = fanout.subscribe("agent", 10_000, Overflow::DropNewest);
+    let reader =
+        ironclad_bpf::EventReader::new(vec![monitor.event_source().expect("source")], fanout)
+            .expect("reader");
+    let size = 100u32;
+    let out = Command::new(&python)
+        .args(["-c", PYTHON_BIG_WRITE])
+        .arg(server.cert())
+        .arg(size.to_string())
+        .arg(server.dir.path().join("key.pem"))
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "{out:?}");
+    let mut waiting = libc::pollfd {
+        fd: reader.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    let ready = unsafe { libc::poll(&mut waiting, 1, 0) };
+    assert_eq!(ready, 0, "records wait without waking the reader");
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    let write = runtime.block_on(async {
+        let mut stream = ironclad_bpf::EventStream::new(reader, sub, Duration::from_millis(100))
+            .expect("stream");
+        loop {
+            let event = tokio::time::timeout(Duration::from_secs(5), stream.next())
+                .await
+                .expect("the waiting records within the drain interval")
+                .expect("the stream goes on")
+                .expect("no read error");
+            if let Event::TlsData(tls) = event {
+                if tls.direction == TlsDirection::Write && tls.total_len == size {
+                    break tls;
+                }
+            }
+        }
+    });
+    let expected: Vec<u8> = (0..size as usize)
+        .map(|i| ((i * 7 + 3) % 251) as u8)
+        .collect();
+    assert_eq!(write.data, expected);
+    assert!(write.comm.starts_with("python"), "{write:?}");
+}

@@ -36,7 +36,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::feeds::{parse_feed, FeedFormat, Strictness};
+use crate::feeds::{FeedFormat, Strictness};
 use crate::ConfigError;
 
 /// Default download limit of a fetched feed.
@@ -168,153 +168,164 @@ pub enum FetchError {
     },
 }
 
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+#[cfg(feature = "fetch")]
+pub use client::fetch;
 
-fn agent(spec: &FetchSpec) -> Result<ureq::Agent, FetchError> {
-    use ureq::tls::{Certificate, RootCerts, TlsConfig};
-    let mut tls = TlsConfig::builder();
-    if let Some(ca) = &spec.ca_file {
+/// The HTTP client (feature `fetch`, the default): an embedder that never downloads
+/// feeds builds without it and its TLS stack.
+#[cfg(feature = "fetch")]
+mod client {
+    use super::*;
+    use crate::feeds::parse_feed;
+
+    fn now_unix() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    }
+
+    fn agent(spec: &FetchSpec) -> Result<ureq::Agent, FetchError> {
+        use ureq::tls::{Certificate, RootCerts, TlsConfig};
+        let mut tls = TlsConfig::builder();
+        if let Some(ca) = &spec.ca_file {
+            let local = |message: String| FetchError::Local {
+                path: ca.clone(),
+                message,
+            };
+            let pem = crate::feeds::read_regular_file(ca, 1 << 20).map_err(local)?;
+            let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                    _ => None,
+                })
+                .collect();
+            if certs.is_empty() {
+                return Err(local("no PEM certificate in the file".to_string()));
+            }
+            tls = tls.root_certs(RootCerts::new_with_certs(&certs));
+        }
+        Ok(ureq::Agent::config_builder()
+            .timeout_global(Some(spec.timeout))
+            .http_status_as_error(false)
+            .max_redirects(5)
+            .tls_config(tls.build())
+            .build()
+            .new_agent())
+    }
+
+    fn transport(e: ureq::Error, spec: &FetchSpec) -> FetchError {
+        match e {
+            ureq::Error::Timeout(_) => FetchError::Timeout(spec.timeout),
+            ureq::Error::BodyExceedsLimit(_) => FetchError::TooLarge {
+                limit: spec.max_bytes,
+            },
+            ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+                FetchError::Transport(format!("the body was cut short: {io}"))
+            }
+            other => FetchError::Transport(other.to_string()),
+        }
+    }
+
+    /// Writes `bytes` to `path` through a temporary file and a rename.
+    fn store(path: &Path, bytes: &[u8]) -> Result<(), FetchError> {
         let local = |message: String| FetchError::Local {
-            path: ca.clone(),
+            path: path.to_path_buf(),
             message,
         };
-        let pem = crate::feeds::read_regular_file(ca, 1 << 20).map_err(local)?;
-        let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(&pem)
-            .filter_map(|item| match item {
-                Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
-                _ => None,
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| local(e.to_string()))?;
+        }
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, bytes).map_err(|e| local(e.to_string()))?;
+        std::fs::rename(&tmp, path).map_err(|e| local(e.to_string()))
+    }
+
+    /// Fetches `spec.url` and, if the answer is a complete, valid feed, makes it the cached
+    /// copy. On any error the cached copy is left as it was.
+    pub fn fetch(spec: &FetchSpec) -> Result<Fetched, FetchError> {
+        if !(spec.url.starts_with("https://") || spec.url.starts_with("http://")) {
+            return Err(FetchError::BadUrl {
+                url: spec.url.clone(),
+            });
+        }
+        let agent = agent(spec)?;
+        let previous = spec.meta().filter(|m| m.url == spec.url);
+        let have_copy = spec.data_path().is_file();
+        let mut request = agent.get(&spec.url);
+        if let (Some(meta), true) = (&previous, have_copy) {
+            if let Some(etag) = &meta.etag {
+                request = request.header("If-None-Match", etag);
+            }
+            if let Some(modified) = &meta.last_modified {
+                request = request.header("If-Modified-Since", modified);
+            }
+        }
+        let mut response = request.call().map_err(|e| transport(e, spec))?;
+        let status = response.status().as_u16();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let (etag, last_modified) = (header("etag"), header("last-modified"));
+        if status == 304 && have_copy {
+            if let Some(mut meta) = previous {
+                meta.checked_unix = now_unix();
+                let text = serde_json::to_vec(&meta).unwrap_or_default();
+                store(&spec.meta_path(), &text)?;
+            }
+            return Ok(Fetched::NotModified);
+        }
+        if status != 200 {
+            return Err(FetchError::Status { status });
+        }
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(spec.max_bytes)
+            .read_to_vec()
+            .map_err(|e| transport(e, spec))?;
+        let text = String::from_utf8(body).map_err(|_| {
+            FetchError::Invalid(ConfigError {
+                diagnostics: vec![crate::Diagnostic {
+                    path: PathBuf::from(&spec.url),
+                    line: 0,
+                    column: 0,
+                    message: "the body is not UTF-8 text".to_string(),
+                }],
             })
-            .collect();
-        if certs.is_empty() {
-            return Err(local("no PEM certificate in the file".to_string()));
-        }
-        tls = tls.root_certs(RootCerts::new_with_certs(&certs));
-    }
-    Ok(ureq::Agent::config_builder()
-        .timeout_global(Some(spec.timeout))
-        .http_status_as_error(false)
-        .max_redirects(5)
-        .tls_config(tls.build())
-        .build()
-        .new_agent())
-}
-
-fn transport(e: ureq::Error, spec: &FetchSpec) -> FetchError {
-    match e {
-        ureq::Error::Timeout(_) => FetchError::Timeout(spec.timeout),
-        ureq::Error::BodyExceedsLimit(_) => FetchError::TooLarge {
-            limit: spec.max_bytes,
-        },
-        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
-            FetchError::Transport(format!("the body was cut short: {io}"))
-        }
-        other => FetchError::Transport(other.to_string()),
-    }
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename.
-fn store(path: &Path, bytes: &[u8]) -> Result<(), FetchError> {
-    let local = |message: String| FetchError::Local {
-        path: path.to_path_buf(),
-        message,
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| local(e.to_string()))?;
-    }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| local(e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|e| local(e.to_string()))
-}
-
-/// Fetches `spec.url` and, if the answer is a complete, valid feed, makes it the cached
-/// copy. On any error the cached copy is left as it was.
-pub fn fetch(spec: &FetchSpec) -> Result<Fetched, FetchError> {
-    if !(spec.url.starts_with("https://") || spec.url.starts_with("http://")) {
-        return Err(FetchError::BadUrl {
+        })?;
+        let parsed = parse_feed(&text, Path::new(&spec.url), &spec.format, spec.strictness)
+            .map_err(FetchError::Invalid)?;
+        let unchanged =
+            have_copy && std::fs::read(spec.data_path()).is_ok_and(|old| old == text.as_bytes());
+        let now = now_unix();
+        let meta = CacheMeta {
             url: spec.url.clone(),
-        });
-    }
-    let agent = agent(spec)?;
-    let previous = spec.meta().filter(|m| m.url == spec.url);
-    let have_copy = spec.data_path().is_file();
-    let mut request = agent.get(&spec.url);
-    if let (Some(meta), true) = (&previous, have_copy) {
-        if let Some(etag) = &meta.etag {
-            request = request.header("If-None-Match", etag);
+            etag,
+            last_modified,
+            checked_unix: now,
+            changed_unix: match (&previous, unchanged) {
+                (Some(p), true) => p.changed_unix,
+                _ => now,
+            },
+        };
+        if !unchanged {
+            store(&spec.data_path(), text.as_bytes())?;
         }
-        if let Some(modified) = &meta.last_modified {
-            request = request.header("If-Modified-Since", modified);
+        store(
+            &spec.meta_path(),
+            &serde_json::to_vec(&meta).unwrap_or_default(),
+        )?;
+        if unchanged {
+            return Ok(Fetched::NotModified);
         }
-    }
-    let mut response = request.call().map_err(|e| transport(e, spec))?;
-    let status = response.status().as_u16();
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
-    let (etag, last_modified) = (header("etag"), header("last-modified"));
-    if status == 304 && have_copy {
-        if let Some(mut meta) = previous {
-            meta.checked_unix = now_unix();
-            let text = serde_json::to_vec(&meta).unwrap_or_default();
-            store(&spec.meta_path(), &text)?;
-        }
-        return Ok(Fetched::NotModified);
-    }
-    if status != 200 {
-        return Err(FetchError::Status { status });
-    }
-    let body = response
-        .body_mut()
-        .with_config()
-        .limit(spec.max_bytes)
-        .read_to_vec()
-        .map_err(|e| transport(e, spec))?;
-    let text = String::from_utf8(body).map_err(|_| {
-        FetchError::Invalid(ConfigError {
-            diagnostics: vec![crate::Diagnostic {
-                path: PathBuf::from(&spec.url),
-                line: 0,
-                column: 0,
-                message: "the body is not UTF-8 text".to_string(),
-            }],
+        Ok(Fetched::Updated {
+            bytes: text.len(),
+            prefixes: parsed.prefixes.len(),
+            skipped: parsed.skipped,
         })
-    })?;
-    let parsed = parse_feed(&text, Path::new(&spec.url), &spec.format, spec.strictness)
-        .map_err(FetchError::Invalid)?;
-    let unchanged =
-        have_copy && std::fs::read(spec.data_path()).is_ok_and(|old| old == text.as_bytes());
-    let now = now_unix();
-    let meta = CacheMeta {
-        url: spec.url.clone(),
-        etag,
-        last_modified,
-        checked_unix: now,
-        changed_unix: match (&previous, unchanged) {
-            (Some(p), true) => p.changed_unix,
-            _ => now,
-        },
-    };
-    if !unchanged {
-        store(&spec.data_path(), text.as_bytes())?;
     }
-    store(
-        &spec.meta_path(),
-        &serde_json::to_vec(&meta).unwrap_or_default(),
-    )?;
-    if unchanged {
-        return Ok(Fetched::NotModified);
-    }
-    Ok(Fetched::Updated {
-        bytes: text.len(),
-        prefixes: parsed.prefixes.len(),
-        skipped: parsed.skipped,
-    })
 }

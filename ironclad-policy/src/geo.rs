@@ -20,10 +20,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use ipnetwork::IpNetwork;
+#[cfg(feature = "geoip")]
 use maxminddb::{path, Reader, WithinOptions};
 
+#[cfg(feature = "geoip")]
 use crate::aggregate::aggregate;
 use crate::error::{ConfigError, Diagnostic};
+#[cfg(feature = "geoip")]
 use crate::feeds::read_regular_file;
 
 /// The largest GeoIP database read (GeoLite2-City is about 60 MiB).
@@ -45,8 +48,24 @@ fn db_error(path: &Path, message: String) -> ConfigError {
     }
 }
 
+/// The networks of each country in `countries`: without feature `geoip` (a default
+/// feature) this build cannot read the database and says so, naming it.
+#[cfg(not(feature = "geoip"))]
+pub fn country_networks(
+    db: &Path,
+    _countries: &[&str],
+) -> Result<BTreeMap<String, Vec<IpNetwork>>, ConfigError> {
+    Err(db_error(
+        db,
+        "countries need the GeoIP reader, which this build of ironclad-policy leaves out \
+         (feature `geoip`)"
+            .to_string(),
+    ))
+}
+
 /// The networks of each country in `countries`, aggregated, IPv4 first. Every requested
 /// code has an entry (empty when the database has no network for it).
+#[cfg(feature = "geoip")]
 pub fn country_networks(
     db: &Path,
     countries: &[&str],
@@ -118,7 +137,7 @@ pub fn country_networks(
     Ok(found)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "geoip"))]
 mod tests {
     use super::*;
 
@@ -181,5 +200,20 @@ mod tests {
                 .starts_with("/nonexistent/x.mmdb: cannot open"),
             "{err}"
         );
+    }
+}
+
+#[cfg(all(test, not(feature = "geoip")))]
+mod without_geoip {
+    #[test]
+    fn countries_in_a_build_without_the_reader_are_an_error_naming_the_database() {
+        match super::country_networks("/var/lib/GeoIP/Country.mmdb".as_ref(), &["NL"]) {
+            Ok(found) => panic!("read without a reader: {found:?}"),
+            Err(e) => {
+                let text = e.to_string();
+                assert!(text.starts_with("/var/lib/GeoIP/Country.mmdb"), "{text}");
+                assert!(text.contains("feature `geoip`"), "{text}");
+            }
+        }
     }
 }

@@ -1,8 +1,11 @@
-//! Ironclad's policy model and its pure, deterministic compilation to kernel map keys.
+//! Ironclad's policy model and its deterministic compilation to kernel map keys.
 //!
 //! This crate never touches the kernel: a policy (the *spec*) is validated and compiled
 //! here, and `ironclad-bpf` writes the result into maps (the *object*). Compilation
-//! reports every problem at once, each naming the field it is about.
+//! reports every problem at once, each naming the field it is about. It reads the files
+//! a policy names (feeds, executables whose identity a rule takes, the GeoIP database);
+//! its network and cryptographic I/O is behind default features: `fetch` (downloading
+//! feeds), `geoip` (countries) and `bundle` (signed bundles).
 //!
 //! ```
 //! use std::path::Path;
@@ -30,6 +33,7 @@
 #![forbid(unsafe_code)]
 
 pub mod aggregate;
+#[cfg(feature = "bundle")]
 pub mod bundle;
 pub mod config;
 pub mod egress;

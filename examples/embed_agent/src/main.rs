@@ -5,12 +5,15 @@
 //! embed_agent --policy FILE --iface IFACE --forward HOST:PORT
 //!             [--cgroup DIR] [--pin-dir DIR] [--audit-log FILE] [--protect PATH]...
 //!             [--update-manager EXE] [--require-sentinel] [--detach-on-exit] [--heartbeat-seconds N]
+//!             [--tokio]
 //! ```
 //!
 //! Everything Ironclad-specific is in [`Protection::start`] (a few dozen lines) and one
 //! call in the main loop; the rest is what the agent had before: a collector connection
-//! that forwards JSON lines and reconnects, a heartbeat, signal handling. The embedding
-//! guide (`docs/embedding.md`) walks through it.
+//! that forwards JSON lines and reconnects, a heartbeat, signal handling. With `--tokio`
+//! the same agent runs its main loop on tokio and receives Ironclad's events through
+//! [`EventStream`] (no thread of Ironclad's own). The embedding guide
+//! (`docs/embedding.md`) walks through both.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
@@ -22,7 +25,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Parser;
 use ironclad_bpf::{
-    EgressFirewall, EventReader, JsonLinesFile, Loader, Shield, XdpAttachment, DEFAULT_PIN_ROOT,
+    EgressFirewall, EventReader, EventStream, JsonLinesFile, Loader, Shield, XdpAttachment,
+    DEFAULT_PIN_ROOT,
 };
 use ironclad_events::{Event, Fanout, Overflow, Subscription};
 use ironclad_policy::config::compile_file;
@@ -67,15 +71,22 @@ struct Args {
     /// Seconds between heartbeat log lines.
     #[arg(long, default_value_t = 10)]
     heartbeat_seconds: u64,
+    /// Run the main loop on tokio, with Ironclad's events as a `Stream`.
+    #[arg(long)]
+    tokio: bool,
 }
 
-/// Ironclad inside the agent: the loaded features and the agent's event subscription.
+/// Ironclad inside the agent: the loaded features.
 struct Protection {
     loader: Loader,
     sentinel: Sentinel,
     shield: Shield,
     xdp: XdpAttachment,
     egress: EgressFirewall,
+}
+
+/// Ironclad's events: the reader of every ring buffer and the agent's subscription.
+struct Feed {
     reader: EventReader,
     events: Subscription<Event>,
 }
@@ -83,7 +94,7 @@ struct Protection {
 impl Protection {
     /// Loads and attaches everything the policy asks for. Any error leaves the agent
     /// free to decide; nothing here panics.
-    fn start(args: &Args) -> Result<Self> {
+    fn start(args: &Args) -> Result<(Self, Feed)> {
         let policy = compile_file(&args.policy)?; // FILE:LINE:COLUMN errors
         let loader = Loader::builder()
             .pin_root(&args.pin_dir)
@@ -140,21 +151,21 @@ impl Protection {
             args.cgroup.display(),
             sentinel.mode()
         );
-        Ok(Self {
-            loader,
-            sentinel,
-            shield,
-            xdp,
-            egress,
-            reader,
-            events,
-        })
+        Ok((
+            Self {
+                loader,
+                sentinel,
+                shield,
+                xdp,
+                egress,
+            },
+            Feed { reader, events },
+        ))
     }
 
     /// Takes Ironclad out of the kernel (only with `--detach-on-exit`).
     fn detach(self) -> Result<()> {
         self.xdp.detach()?;
-        drop(self.reader);
         drop(self.shield);
         drop(self.egress);
         let removed = self.loader.remove_pins(Shield::OBJECT)?
@@ -213,40 +224,53 @@ impl Forwarder {
     }
 }
 
+/// The agent's envelope around one of Ironclad's events.
+fn envelope(host: &str, event: &Event) -> serde_json::Value {
+    serde_json::json!({
+        "agent": "embed_agent",
+        "host": host,
+        "event": event,
+    })
+}
+
+fn heartbeat(protection: &Protection, forwarder: &Forwarder) {
+    let dropped = protection
+        .shield
+        .total(ironclad_bpf::ShieldTotal::Dropped)
+        .map(|c| c.packets)
+        .unwrap_or_default();
+    info!(
+        "heartbeat: {} events forwarded, {} not forwarded, {dropped} packets dropped",
+        forwarder.sent, forwarder.failed
+    );
+}
+
 fn run(args: &Args) -> Result<()> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, stop.clone())?;
-    }
-    let protection = Protection::start(args).context("starting Ironclad")?;
+    let (protection, feed) = Protection::start(args).context("starting Ironclad")?;
     let mut forwarder = Forwarder::new(args.forward);
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let mut heartbeat = Instant::now();
-    info!("agent running");
-    while !stop.load(Ordering::Relaxed) {
-        // Ironclad's part of the loop: wait up to 100 ms for kernel events.
-        if let Err(e) = protection.reader.poll(Duration::from_millis(100)) {
-            warn!("reading ironclad events: {e}");
+    let host = host.trim();
+    if args.tokio {
+        run_on_tokio(args, &protection, feed, &mut forwarder, host)?;
+    } else {
+        let stop = Arc::new(AtomicBool::new(false));
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register(signal, stop.clone())?;
         }
-        for event in protection.events.receiver().try_iter() {
-            let record = serde_json::json!({
-                "agent": "embed_agent",
-                "host": host.trim(),
-                "event": event,
-            });
-            forwarder.send(&record);
-        }
-        if heartbeat.elapsed() >= Duration::from_secs(args.heartbeat_seconds) {
-            heartbeat = Instant::now();
-            let dropped = protection
-                .shield
-                .total(ironclad_bpf::ShieldTotal::Dropped)
-                .map(|c| c.packets)
-                .unwrap_or_default();
-            info!(
-                "heartbeat: {} events forwarded, {} not forwarded, {dropped} packets dropped",
-                forwarder.sent, forwarder.failed
-            );
+        let mut last_beat = Instant::now();
+        info!("agent running");
+        while !stop.load(Ordering::Relaxed) {
+            // Ironclad's part of the loop: wait up to 100 ms for kernel events.
+            if let Err(e) = feed.reader.poll(Duration::from_millis(100)) {
+                warn!("reading ironclad events: {e}");
+            }
+            for event in feed.events.receiver().try_iter() {
+                forwarder.send(&envelope(host, &event));
+            }
+            if last_beat.elapsed() >= Duration::from_secs(args.heartbeat_seconds) {
+                last_beat = Instant::now();
+                heartbeat(&protection, &forwarder);
+            }
         }
     }
     info!("stopping");
@@ -259,6 +283,44 @@ fn run(args: &Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The same main loop on tokio: Ironclad's events arrive as a `Stream` polled by the
+/// runtime's reactor, next to the agent's timer and signals.
+fn run_on_tokio(
+    args: &Args,
+    protection: &Protection,
+    feed: Feed,
+    forwarder: &mut Forwarder,
+    host: &str,
+) -> Result<()> {
+    use futures_util::StreamExt;
+    use tokio::signal::unix::{signal, SignalKind};
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        // Records that do not wake the reader (TLS capture) wait at most 100 ms.
+        let mut events = EventStream::new(feed.reader, feed.events, Duration::from_millis(100))?;
+        let mut beat = tokio::time::interval(Duration::from_secs(args.heartbeat_seconds));
+        info!("agent running (tokio)");
+        loop {
+            tokio::select! {
+                event = events.next() => match event {
+                    Some(Ok(event)) => forwarder.send(&envelope(host, &event)),
+                    Some(Err(e)) => warn!("reading ironclad events: {e}"),
+                    None => break,
+                },
+                _ = beat.tick() => heartbeat(protection, forwarder),
+                _ = terminate.recv() => break,
+                _ = interrupt.recv() => break,
+            }
+        }
+        Ok(())
+    })
 }
 
 fn main() -> std::process::ExitCode {

@@ -147,11 +147,29 @@ fn agent_args(
 #[test]
 fn the_embedded_agent_enforces_and_forwards_drop_and_connect_events() {
     require_privileges!();
-    let ns = NetNs::new("embed").expect("netns");
-    let veth =
-        VethPair::new(&ns, &["10.212.0.1/24"], &["10.212.0.2/24", "10.212.0.3/24"]).expect("veth");
-    let cgroup = TestCgroup::new("embed").expect("cgroup");
-    let pins = BpffsDir::new("embed").expect("bpffs");
+    enforces_and_forwards("embed", 0, &[]);
+}
+
+/// The same agent with its main loop on tokio: the events come through `EventStream`.
+#[test]
+fn the_embedded_agent_on_tokio_enforces_and_forwards_drop_and_connect_events() {
+    require_privileges!();
+    enforces_and_forwards("embedtokio", 2, &["--tokio"]);
+}
+
+/// Runs the agent (with `extra` arguments) on subnet 10.212.`net`.0/24 and checks what
+/// it enforces and what its collector receives.
+fn enforces_and_forwards(tag: &str, net: u8, extra: &[&str]) {
+    let addr = |host: u8| format!("10.212.{net}.{host}");
+    let ns = NetNs::new(tag).expect("netns");
+    let veth = VethPair::new(
+        &ns,
+        &[&format!("{}/24", addr(1))],
+        &[&format!("{}/24", addr(2)), &format!("{}/24", addr(3))],
+    )
+    .expect("veth");
+    let cgroup = TestCgroup::new(tag).expect("cgroup");
+    let pins = BpffsDir::new(tag).expect("bpffs");
     let dir = tempfile::tempdir().expect("tempdir");
     // A local service the policy forbids the cgroup's processes to reach.
     let service = TcpListener::bind("127.0.0.1:0").expect("service");
@@ -160,8 +178,9 @@ fn the_embedded_agent_enforces_and_forwards_drop_and_connect_events() {
     std::fs::write(
         &policy,
         format!(
-            "shield:\n  deny: [10.212.0.2]\n  sample_rate: 1\n\
-             egress:\n  default: allow\n  rules:\n    - dst: 127.0.0.1\n      ports: [{service_port}]\n      proto: tcp\n      action: deny\n"
+            "shield:\n  deny: [{}]\n  sample_rate: 1\n\
+             egress:\n  default: allow\n  rules:\n    - dst: 127.0.0.1\n      ports: [{service_port}]\n      proto: tcp\n      action: deny\n",
+            addr(2)
         ),
     )
     .expect("policy");
@@ -176,21 +195,20 @@ fn the_embedded_agent_enforces_and_forwards_drop_and_connect_events() {
         &dir.path().join("audit.jsonl"),
     );
     args.push("--detach-on-exit".into());
+    args.extend(extra.iter().map(|a| a.to_string()));
     let mut agent = Agent::spawn(&args);
-    agent.wait_for("agent running");
+    agent.wait_for(if extra.contains(&"--tokio") {
+        "agent running (tokio)"
+    } else {
+        "agent running"
+    });
 
     // The Shield: .2 is dropped at the driver, .3 passes.
     let sent = 4;
-    assert_eq!(
-        ping(&ns, "10.212.0.2", "10.212.0.1", sent, "0.2").expect("ping"),
-        0
-    );
-    assert_eq!(
-        ping(&ns, "10.212.0.3", "10.212.0.1", 2, "0.2").expect("ping"),
-        2
-    );
+    assert_eq!(ping(&ns, &addr(2), &addr(1), sent, "0.2").expect("ping"), 0);
+    assert_eq!(ping(&ns, &addr(3), &addr(1), 2, "0.2").expect("ping"), 2);
     let drop = wait_received(&lines, "a shield_drop event", |v| {
-        v["event"]["kind"] == "shield_drop" && v["event"]["src"] == "10.212.0.2"
+        v["event"]["kind"] == "shield_drop" && v["event"]["src"] == addr(2).as_str()
     });
     assert_eq!(
         drop["agent"], "embed_agent",
@@ -248,10 +266,7 @@ fn the_embedded_agent_enforces_and_forwards_drop_and_connect_events() {
         0,
         "nothing left pinned"
     );
-    assert_eq!(
-        ping(&ns, "10.212.0.2", "10.212.0.1", 1, "0.2").expect("ping"),
-        1
-    );
+    assert_eq!(ping(&ns, &addr(2), &addr(1), 1, "0.2").expect("ping"), 1);
 }
 
 #[test]
