@@ -16,7 +16,9 @@
 //! # Ok::<(), ironclad_policy::ConfigError>(())
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+#[cfg(feature = "geoip")]
+use std::collections::HashMap;
 use std::path::Path;
 
 use ipnetwork::IpNetwork;
