@@ -320,6 +320,18 @@ t.join()
 assert bytes(received) == payload
 "#;
 
+/// Runs `PYTHON_BIG_WRITE`: one `sendall` of `size` bytes over TLS to itself, checked.
+fn big_write(python: &std::path::Path, server: &Server, size: u32) {
+    let out = Command::new(python)
+        .args(["-c", PYTHON_BIG_WRITE])
+        .arg(server.cert())
+        .arg(size.to_string())
+        .arg(server.dir.path().join("key.pem"))
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "{out:?}");
+}
+
 #[test]
 fn a_one_mebibyte_write_is_chunked_up_to_the_cap_and_marked_truncated() {
     require_privileges!();
@@ -332,14 +344,7 @@ fn a_one_mebibyte_write_is_chunked_up_to_the_cap_and_marked_truncated() {
         ..TlsPolicy::default()
     });
     let size = 1 << 20;
-    let out = Command::new(&python)
-        .args(["-c", PYTHON_BIG_WRITE])
-        .arg(server.cert())
-        .arg(size.to_string())
-        .arg(server.dir.path().join("key.pem"))
-        .output()
-        .expect("python3");
-    assert!(out.status.success(), "{out:?}");
+    big_write(&python, &server, size);
     let events = capture.events();
     let big: Vec<&TlsData> = events
         .iter()
@@ -392,14 +397,7 @@ fn writes_around_the_record_sizes_are_captured_byte_exact() {
         chunk + 1,
         2 * chunk + 7,
     ] {
-        let out = Command::new(&python)
-            .args(["-c", PYTHON_BIG_WRITE])
-            .arg(server.cert())
-            .arg(size.to_string())
-            .arg(server.dir.path().join("key.pem"))
-            .output()
-            .expect("python3");
-        assert!(out.status.success(), "{out:?}");
+        big_write(&python, &server, size);
         let events = capture.events();
         let mut chunks: Vec<&TlsData> = events
             .iter()
@@ -896,14 +894,7 @@ fn an_async_agent_receives_tls_records_through_the_event_stream_timer() {
         ironclad_bpf::EventReader::new(vec![monitor.event_source().expect("source")], fanout)
             .expect("reader");
     let size = 100u32;
-    let out = Command::new(&python)
-        .args(["-c", PYTHON_BIG_WRITE])
-        .arg(server.cert())
-        .arg(size.to_string())
-        .arg(server.dir.path().join("key.pem"))
-        .output()
-        .expect("python3");
-    assert!(out.status.success(), "{out:?}");
+    big_write(&python, &server, size);
     let mut waiting = libc::pollfd {
         fd: reader.as_raw_fd(),
         events: libc::POLLIN,

@@ -1,10 +1,14 @@
 //! Rust mirrors of `bpf-src/include/ironclad.h`, the kernel/user ABI.
 //!
 //! Each struct is `#[repr(C)]`, has no implicit padding and converts to and from its
-//! exact byte image without `unsafe`. The sizes are asserted here against the numbers in
+//! exact byte image without `unsafe`: the conversions are zerocopy's derives
+//! (`IntoBytes` refuses, at compile time, a struct with implicit padding), so no field
+//! offset is written twice. The sizes are asserted here against the numbers in
 //! the header; `ironclad-bpf` additionally asserts every size and field offset against
 //! the types generated from the BTF of the compiled objects, so a drift between this file
 //! and the header fails the build.
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// `IC_ABI_VERSION`: bumped on any change to a struct in the ABI header.
 pub const ABI_VERSION: u32 = 1;
@@ -213,14 +217,11 @@ impl ShieldVerdict {
     }
 }
 
-/// Reads a fixed-size array from the start of `bytes`.
-fn take<const N: usize>(bytes: &[u8], at: usize) -> Option<[u8; N]> {
-    bytes.get(at..at + N)?.try_into().ok()
-}
-
 /// `struct ic_lpm_v4_key` (`N = 4`) and `struct ic_lpm_v6_key` (`N = 16`): keys of the
 /// LPM tries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+// Not `IntoBytes`: zerocopy cannot prove a generic struct free of padding (it has none:
+// 4 + N bytes, N a multiple of 4), so its image is written field by field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, FromBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct LpmKey<const N: usize> {
     /// Prefix length, host order, 0..=32 (IPv4) or 0..=128 (IPv6).
@@ -248,15 +249,12 @@ impl<const N: usize> LpmKey<N> {
 
     /// Decodes a key read back from the kernel; `None` if `bytes` is too short.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        Some(Self {
-            prefixlen: u32::from_ne_bytes(take(bytes, 0)?),
-            addr: take(bytes, 4)?,
-        })
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
     }
 }
 
 /// `struct ic_rule`: value of a rule prefix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct Rule {
     /// Rule id, host order: index into the per-rule counters.
@@ -282,24 +280,17 @@ impl Rule {
 
     /// The exact byte image the kernel expects.
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        let mut out = [0u8; Self::SIZE];
-        out[..4].copy_from_slice(&self.rule_id.to_ne_bytes());
-        out[4] = self.action;
-        out
+        zerocopy::transmute!(*self)
     }
 
     /// Decodes a value read back from the kernel; `None` if `bytes` is too short.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        Some(Self {
-            rule_id: u32::from_ne_bytes(take(bytes, 0)?),
-            action: *bytes.get(4)?,
-            _pad0: take(bytes, 5)?,
-        })
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
     }
 }
 
 /// `struct ic_v4_block`: one block of the IPv4 fast path (256 entries, host order).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct V4Block {
     /// Entries (see [`FAST_GROUP`], [`FAST_ALLOW`], [`FAST_VALVE`], [`FAST_RULE_MASK`]).
@@ -312,7 +303,9 @@ impl V4Block {
 }
 
 /// `struct ic_v4_prefix`: one IPv4 prefix as a fast-path slot was compiled from it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct V4Prefix {
     /// Network address, network order.
@@ -331,22 +324,12 @@ impl V4Prefix {
 
     /// The exact byte image the kernel expects.
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        let mut out = [0u8; Self::SIZE];
-        out[..4].copy_from_slice(&self.addr);
-        out[4] = self.prefixlen;
-        out[5] = self.action;
-        out[6..].copy_from_slice(&self.rule_id.to_ne_bytes());
-        out
+        zerocopy::transmute!(*self)
     }
 
     /// Decodes a value read back from the kernel; `None` if `bytes` is too short.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        Some(Self {
-            addr: take(bytes, 0)?,
-            prefixlen: *bytes.get(4)?,
-            action: *bytes.get(5)?,
-            rule_id: u16::from_ne_bytes(take(bytes, 6)?),
-        })
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
     }
 }
 
@@ -354,7 +337,7 @@ impl V4Prefix {
 pub const V4_BOOK_PAGE: usize = 64;
 
 /// `struct ic_rule_info`: what a rule id stands for (the rule directory).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct RuleInfo {
     /// IPv4 prefixes of the rule, host order.
@@ -398,35 +381,19 @@ impl RuleInfo {
 
     /// The exact byte image the kernel expects.
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        let mut out = [0u8; Self::SIZE];
-        out[..4].copy_from_slice(&self.prefixes_v4.to_ne_bytes());
-        out[4..8].copy_from_slice(&self.prefixes_v6.to_ne_bytes());
-        out[8] = self.kind;
-        out[9] = self.action;
-        out[10] = self.prefixlen;
-        out[11] = self.family;
-        out[12..28].copy_from_slice(&self.addr);
-        out[28..].copy_from_slice(&self.name);
-        out
+        zerocopy::transmute!(*self)
     }
 
     /// Decodes a value read back from the kernel; `None` if `bytes` is too short.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        Some(Self {
-            prefixes_v4: u32::from_ne_bytes(take(bytes, 0)?),
-            prefixes_v6: u32::from_ne_bytes(take(bytes, 4)?),
-            kind: *bytes.get(8)?,
-            action: *bytes.get(9)?,
-            prefixlen: *bytes.get(10)?,
-            family: *bytes.get(11)?,
-            addr: take(bytes, 12)?,
-            name: take(bytes, 28)?,
-        })
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
     }
 }
 
 /// `struct ic_counter`: a packet and byte counter (one per CPU in the kernel).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct Counter {
     /// Packets, host order.
@@ -441,18 +408,12 @@ impl Counter {
 
     /// The exact byte image the kernel expects.
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        let mut out = [0u8; Self::SIZE];
-        out[..8].copy_from_slice(&self.packets.to_ne_bytes());
-        out[8..].copy_from_slice(&self.bytes.to_ne_bytes());
-        out
+        zerocopy::transmute!(*self)
     }
 
     /// Decodes a value read back from the kernel; `None` if `bytes` is too short.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        Some(Self {
-            packets: u64::from_ne_bytes(take(bytes, 0)?),
-            bytes: u64::from_ne_bytes(take(bytes, 8)?),
-        })
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
     }
 
     /// Sums per-CPU values.
@@ -467,7 +428,9 @@ impl Counter {
 }
 
 /// `struct ic_shield_config`: runtime configuration of the Shield.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct ShieldConfig {
     /// Flags, host order ([`SHIELD_F_DRY_RUN`]).
@@ -486,27 +449,19 @@ impl ShieldConfig {
 
     /// The exact byte image the kernel expects.
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        let mut out = [0u8; Self::SIZE];
-        out[..4].copy_from_slice(&self.flags.to_ne_bytes());
-        out[4..8].copy_from_slice(&self.sample_rate.to_ne_bytes());
-        out[8..12].copy_from_slice(&self.rate_pps.to_ne_bytes());
-        out[12..].copy_from_slice(&self.rate_burst.to_ne_bytes());
-        out
+        zerocopy::transmute!(*self)
     }
 
     /// Decodes a value read back from the kernel; `None` if `bytes` is too short.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        Some(Self {
-            flags: u32::from_ne_bytes(take(bytes, 0)?),
-            sample_rate: u32::from_ne_bytes(take(bytes, 4)?),
-            rate_pps: u32::from_ne_bytes(take(bytes, 8)?),
-            rate_burst: u32::from_ne_bytes(take(bytes, 12)?),
-        })
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
     }
 }
 
 /// `struct ic_event_header`: the common header of every ring-buffer record.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct EventHeader {
     /// ABI version of the record ([`ABI_VERSION`]).
@@ -525,27 +480,19 @@ impl EventHeader {
 
     /// Decodes a header; `None` if `bytes` is too short.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        Some(Self {
-            version: u16::from_ne_bytes(take(bytes, 0)?),
-            kind: u16::from_ne_bytes(take(bytes, 2)?),
-            size: u32::from_ne_bytes(take(bytes, 4)?),
-            ktime_ns: u64::from_ne_bytes(take(bytes, 8)?),
-        })
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
     }
 
     /// The exact byte image.
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        let mut out = [0u8; Self::SIZE];
-        out[..2].copy_from_slice(&self.version.to_ne_bytes());
-        out[2..4].copy_from_slice(&self.kind.to_ne_bytes());
-        out[4..8].copy_from_slice(&self.size.to_ne_bytes());
-        out[8..].copy_from_slice(&self.ktime_ns.to_ne_bytes());
-        out
+        zerocopy::transmute!(*self)
     }
 }
 
 /// `struct ic_shield_event`: a sampled drop (or would-drop) reported by the Shield.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct ShieldEvent {
     /// The common header.
@@ -580,42 +527,19 @@ impl ShieldEvent {
 
     /// Decodes a record; `None` if `bytes` is too short.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        Some(Self {
-            hdr: EventHeader::from_bytes(bytes)?,
-            src: take(bytes, 16)?,
-            dst: take(bytes, 32)?,
-            rule_id: u32::from_ne_bytes(take(bytes, 48)?),
-            ifindex: u32::from_ne_bytes(take(bytes, 52)?),
-            pkt_len: u32::from_ne_bytes(take(bytes, 56)?),
-            sport: u16::from_ne_bytes(take(bytes, 60)?),
-            dport: u16::from_ne_bytes(take(bytes, 62)?),
-            family: *bytes.get(64)?,
-            proto: *bytes.get(65)?,
-            verdict: *bytes.get(66)?,
-            _pad0: take(bytes, 67)?,
-        })
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
     }
 
     /// The exact byte image.
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        let mut out = [0u8; Self::SIZE];
-        out[..16].copy_from_slice(&self.hdr.to_bytes());
-        out[16..32].copy_from_slice(&self.src);
-        out[32..48].copy_from_slice(&self.dst);
-        out[48..52].copy_from_slice(&self.rule_id.to_ne_bytes());
-        out[52..56].copy_from_slice(&self.ifindex.to_ne_bytes());
-        out[56..60].copy_from_slice(&self.pkt_len.to_ne_bytes());
-        out[60..62].copy_from_slice(&self.sport.to_ne_bytes());
-        out[62..64].copy_from_slice(&self.dport.to_ne_bytes());
-        out[64] = self.family;
-        out[65] = self.proto;
-        out[66] = self.verdict;
-        out
+        zerocopy::transmute!(*self)
     }
 }
 
 /// `struct ic_tls_config`: runtime configuration of TLS capture.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct TlsConfig {
     /// Plaintext bytes reported per SSL call (at most 64 chunks).
@@ -630,15 +554,14 @@ impl TlsConfig {
 
     /// The exact byte image the kernel expects.
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        let mut out = [0u8; Self::SIZE];
-        out[..4].copy_from_slice(&self.max_bytes.to_ne_bytes());
-        out[4..].copy_from_slice(&self.bytes_per_sec.to_ne_bytes());
-        out
+        zerocopy::transmute!(*self)
     }
 }
 
 /// `struct ic_exe_id`: an executable's device (kernel encoding) and inode.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct ExeId {
     /// Device, kernel encoding (`major << 20 | minor`).
@@ -655,25 +578,20 @@ impl ExeId {
 
     /// The exact byte image the kernel expects.
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        let mut out = [0u8; Self::SIZE];
-        out[..4].copy_from_slice(&self.dev.to_ne_bytes());
-        out[8..].copy_from_slice(&self.ino.to_ne_bytes());
-        out
+        zerocopy::transmute!(*self)
     }
 
     /// Decodes a value; `None` if `bytes` is too short.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        Some(Self {
-            dev: u32::from_ne_bytes(take(bytes, 0)?),
-            _pad0: u32::from_ne_bytes(take(bytes, 4)?),
-            ino: u64::from_ne_bytes(take(bytes, 8)?),
-        })
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
     }
 }
 
 /// `struct ic_tls_event` without its data: the fixed part of a TLS chunk record. The
 /// record's `len` bytes of plaintext follow at [`TlsEvent::DATA_OFFSET`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct TlsEvent {
     /// The common header.
@@ -719,27 +637,7 @@ impl TlsEvent {
 
     /// Decodes the fixed part of a record; `None` if `bytes` is too short.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        Some(Self {
-            hdr: EventHeader::from_bytes(bytes)?,
-            ssl: u64::from_ne_bytes(take(bytes, 16)?),
-            call_id: u64::from_ne_bytes(take(bytes, 24)?),
-            cgroup_id: u64::from_ne_bytes(take(bytes, 32)?),
-            pid: u32::from_ne_bytes(take(bytes, 40)?),
-            tid: u32::from_ne_bytes(take(bytes, 44)?),
-            uid: u32::from_ne_bytes(take(bytes, 48)?),
-            total_len: u32::from_ne_bytes(take(bytes, 52)?),
-            offset: u32::from_ne_bytes(take(bytes, 56)?),
-            len: u32::from_ne_bytes(take(bytes, 60)?),
-            direction: *bytes.get(64)?,
-            flags: *bytes.get(65)?,
-            _pad0: take(bytes, 66)?,
-            comm: take(bytes, 72)?,
-            exe: ExeId {
-                dev: u32::from_ne_bytes(take(bytes, 88)?),
-                _pad0: u32::from_ne_bytes(take(bytes, 92)?),
-                ino: u64::from_ne_bytes(take(bytes, 96)?),
-            },
-        })
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
     }
 
     /// The byte image of the record the kernel writes for `data` (at most [`TLS_CHUNK`]
@@ -753,24 +651,14 @@ impl TlsEvent {
             Self::RECORD_SIZE
         };
         let mut out = vec![0u8; size];
-        let hdr = EventHeader {
-            size: size as u32,
-            ..self.hdr
+        let fixed = Self {
+            hdr: EventHeader {
+                size: size as u32,
+                ..self.hdr
+            },
+            ..*self
         };
-        out[..16].copy_from_slice(&hdr.to_bytes());
-        out[16..24].copy_from_slice(&self.ssl.to_ne_bytes());
-        out[24..32].copy_from_slice(&self.call_id.to_ne_bytes());
-        out[32..40].copy_from_slice(&self.cgroup_id.to_ne_bytes());
-        out[40..44].copy_from_slice(&self.pid.to_ne_bytes());
-        out[44..48].copy_from_slice(&self.tid.to_ne_bytes());
-        out[48..52].copy_from_slice(&self.uid.to_ne_bytes());
-        out[52..56].copy_from_slice(&self.total_len.to_ne_bytes());
-        out[56..60].copy_from_slice(&self.offset.to_ne_bytes());
-        out[60..64].copy_from_slice(&self.len.to_ne_bytes());
-        out[64] = self.direction;
-        out[65] = self.flags;
-        out[72..88].copy_from_slice(&self.comm);
-        out[88..104].copy_from_slice(&self.exe.to_bytes());
+        out[..Self::DATA_OFFSET].copy_from_slice(fixed.as_bytes());
         let n = data.len().min(TLS_CHUNK);
         out[Self::DATA_OFFSET..Self::DATA_OFFSET + n].copy_from_slice(&data[..n]);
         out
@@ -924,7 +812,21 @@ impl EgressTotal {
 }
 
 /// `struct ic_proc_exe`: an executable as the kernel identifies it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+)]
 #[repr(C)]
 pub struct ProcExe {
     /// Device, kernel encoding.
@@ -943,27 +845,19 @@ impl ProcExe {
 
     /// The exact byte image.
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        let mut out = [0u8; Self::SIZE];
-        out[..4].copy_from_slice(&self.dev.to_ne_bytes());
-        out[4..8].copy_from_slice(&self.mtime_nsec.to_ne_bytes());
-        out[8..16].copy_from_slice(&self.ino.to_ne_bytes());
-        out[16..].copy_from_slice(&self.mtime_sec.to_ne_bytes());
-        out
+        zerocopy::transmute!(*self)
     }
 
     /// Decodes a value; `None` if `bytes` is too short.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        Some(Self {
-            dev: u32::from_ne_bytes(take(bytes, 0)?),
-            mtime_nsec: u32::from_ne_bytes(take(bytes, 4)?),
-            ino: u64::from_ne_bytes(take(bytes, 8)?),
-            mtime_sec: i64::from_ne_bytes(take(bytes, 16)?),
-        })
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
     }
 }
 
 /// `struct ic_proc_info`: a process in the identity firewall's process table.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct ProcInfo {
     /// The executable.
@@ -996,36 +890,19 @@ impl ProcInfo {
 
     /// The exact byte image.
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        let mut out = [0u8; Self::SIZE];
-        out[..24].copy_from_slice(&self.exe.to_bytes());
-        out[24..28].copy_from_slice(&self.ppid.to_ne_bytes());
-        out[28..32].copy_from_slice(&self.uid.to_ne_bytes());
-        out[32..36].copy_from_slice(&self.gid.to_ne_bytes());
-        out[40..48].copy_from_slice(&self.cgroup_id.to_ne_bytes());
-        out[48..64].copy_from_slice(&self.comm);
-        out[64..72].copy_from_slice(&self.start.to_ne_bytes());
-        out[72..].copy_from_slice(&self.pstart.to_ne_bytes());
-        out
+        zerocopy::transmute!(*self)
     }
 
     /// Decodes a value; `None` if `bytes` is too short.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        Some(Self {
-            exe: ProcExe::from_bytes(bytes)?,
-            ppid: u32::from_ne_bytes(take(bytes, 24)?),
-            uid: u32::from_ne_bytes(take(bytes, 28)?),
-            gid: u32::from_ne_bytes(take(bytes, 32)?),
-            _pad0: u32::from_ne_bytes(take(bytes, 36)?),
-            cgroup_id: u64::from_ne_bytes(take(bytes, 40)?),
-            comm: take(bytes, 48)?,
-            start: u64::from_ne_bytes(take(bytes, 64)?),
-            pstart: u64::from_ne_bytes(take(bytes, 72)?),
-        })
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
     }
 }
 
 /// `struct ic_egress_rule`: one compiled egress rule.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct EgressRule {
     /// Counter index.
@@ -1072,27 +949,25 @@ impl EgressRule {
 
     /// The exact byte image.
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        let mut out = [0u8; Self::SIZE];
-        out[..4].copy_from_slice(&self.rule_id.to_ne_bytes());
-        out[4..6].copy_from_slice(&self.match_.to_ne_bytes());
-        out[6] = self.action;
-        out[7] = self.proto;
-        out[8..24].copy_from_slice(&self.dst);
-        out[24] = self.prefixlen;
-        out[26..28].copy_from_slice(&self.port_lo.to_ne_bytes());
-        out[28..30].copy_from_slice(&self.port_hi.to_ne_bytes());
-        out[32..36].copy_from_slice(&self.uid.to_ne_bytes());
-        out[40..48].copy_from_slice(&self.cgroup_id.to_ne_bytes());
-        out[48..72].copy_from_slice(&self.exe.to_bytes());
-        out[72..88].copy_from_slice(&self.comm);
-        out[88..112].copy_from_slice(&self.ancestor.to_bytes());
-        out[112] = self.ancestor_depth;
-        out
+        zerocopy::transmute!(*self)
     }
 }
 
 /// `struct ic_egress_key`: one identity value rules are indexed by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+)]
 #[repr(C)]
 pub struct EgressKey {
     /// [`EgressKeyKind`] as its byte.
@@ -1110,15 +985,12 @@ impl EgressKey {
 
     /// The exact byte image.
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        let mut out = [0u8; Self::SIZE];
-        out[0] = self.kind;
-        out[8..].copy_from_slice(&self.value);
-        out
+        zerocopy::transmute!(*self)
     }
 }
 
 /// `struct ic_egress_bucket`: the rule indices of one key, ascending.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct EgressBucket {
     /// How many indices are used.
@@ -1135,18 +1007,14 @@ impl EgressBucket {
 
     /// The exact byte image.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(Self::SIZE);
-        out.extend_from_slice(&self.count.to_ne_bytes());
-        out.extend_from_slice(&[0; 4]);
-        for i in self.idx {
-            out.extend_from_slice(&i.to_ne_bytes());
-        }
-        out
+        self.as_bytes().to_vec()
     }
 }
 
 /// `struct ic_egress_config`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct EgressConfig {
     /// Which rule set is live (0 or 1).
@@ -1167,28 +1035,19 @@ impl EgressConfig {
 
     /// The exact byte image.
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        let mut out = [0u8; Self::SIZE];
-        out[..4].copy_from_slice(&self.generation.to_ne_bytes());
-        out[4] = self.default_action;
-        out[8..12].copy_from_slice(&self.rate_per_sec.to_ne_bytes());
-        out[12..].copy_from_slice(&self.rate_burst.to_ne_bytes());
-        out
+        zerocopy::transmute!(*self)
     }
 
     /// Decodes a value; `None` if `bytes` is too short.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        Some(Self {
-            generation: u32::from_ne_bytes(take(bytes, 0)?),
-            default_action: *bytes.get(4)?,
-            _pad0: take(bytes, 5)?,
-            rate_per_sec: u32::from_ne_bytes(take(bytes, 8)?),
-            rate_burst: u32::from_ne_bytes(take(bytes, 12)?),
-        })
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
     }
 }
 
 /// `struct ic_egress_event`: a denied, rate-limited or logged attempt.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct EgressEvent {
     /// The common header.
@@ -1227,41 +1086,12 @@ impl EgressEvent {
 
     /// Decodes a record; `None` if `bytes` is too short.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        Some(Self {
-            hdr: EventHeader::from_bytes(bytes)?,
-            cgroup_id: u64::from_ne_bytes(take(bytes, 16)?),
-            pid: u32::from_ne_bytes(take(bytes, 24)?),
-            tid: u32::from_ne_bytes(take(bytes, 28)?),
-            uid: u32::from_ne_bytes(take(bytes, 32)?),
-            rule_id: u32::from_ne_bytes(take(bytes, 36)?),
-            exe: ProcExe::from_bytes(bytes.get(40..)?)?,
-            dst: take(bytes, 64)?,
-            dport: u16::from_ne_bytes(take(bytes, 80)?),
-            proto: *bytes.get(82)?,
-            verdict: *bytes.get(83)?,
-            hook: *bytes.get(84)?,
-            _pad0: take(bytes, 85)?,
-            comm: take(bytes, 88)?,
-        })
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
     }
 
     /// The exact byte image.
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        let mut out = [0u8; Self::SIZE];
-        out[..16].copy_from_slice(&self.hdr.to_bytes());
-        out[16..24].copy_from_slice(&self.cgroup_id.to_ne_bytes());
-        out[24..28].copy_from_slice(&self.pid.to_ne_bytes());
-        out[28..32].copy_from_slice(&self.tid.to_ne_bytes());
-        out[32..36].copy_from_slice(&self.uid.to_ne_bytes());
-        out[36..40].copy_from_slice(&self.rule_id.to_ne_bytes());
-        out[40..64].copy_from_slice(&self.exe.to_bytes());
-        out[64..80].copy_from_slice(&self.dst);
-        out[80..82].copy_from_slice(&self.dport.to_ne_bytes());
-        out[82] = self.proto;
-        out[83] = self.verdict;
-        out[84] = self.hook;
-        out[88..104].copy_from_slice(&self.comm);
-        out
+        zerocopy::transmute!(*self)
     }
 }
 
@@ -1286,7 +1116,9 @@ pub const DIR_OUT: u8 = 1;
 pub const DIR_IN: u8 = 2;
 
 /// `struct ic_bandwidth`: traffic of one process.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct Bandwidth {
     /// Bytes sent: IP packet lengths, headers included.
@@ -1313,22 +1145,14 @@ impl Bandwidth {
 
     /// Decodes a value; `None` if `bytes` is too short.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        let at = |i: usize| take(bytes, i * 8).map(u64::from_ne_bytes);
-        Some(Self {
-            tx_bytes: at(0)?,
-            tx_packets: at(1)?,
-            tx_payload: at(2)?,
-            rx_bytes: at(3)?,
-            rx_packets: at(4)?,
-            rx_payload: at(5)?,
-            exe: ProcExe::from_bytes(bytes.get(48..)?)?,
-            comm: take(bytes, 72)?,
-        })
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
     }
 }
 
 /// `struct ic_telemetry_config`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct TelemetryConfig {
     /// Non-zero: report DNS packets.
@@ -1343,15 +1167,14 @@ impl TelemetryConfig {
 
     /// The exact byte image.
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        let mut out = [0u8; Self::SIZE];
-        out[..4].copy_from_slice(&self.dns.to_ne_bytes());
-        out[4..].copy_from_slice(&self.bandwidth.to_ne_bytes());
-        out
+        zerocopy::transmute!(*self)
     }
 }
 
 /// `struct ic_sock_owner`: who created a socket.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct SockOwner {
     /// Thread-group id.
@@ -1364,7 +1187,9 @@ pub struct SockOwner {
 
 /// `struct ic_dns_event` without its data: the fixed part of a DNS record; `len` bytes
 /// of payload follow at [`DnsEvent::DATA_OFFSET`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct DnsEvent {
     /// The common header.
@@ -1405,40 +1230,13 @@ impl DnsEvent {
 
     /// Decodes the fixed part of a record; `None` if `bytes` is too short.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        Some(Self {
-            hdr: EventHeader::from_bytes(bytes)?,
-            pid: u32::from_ne_bytes(take(bytes, 16)?),
-            uid: u32::from_ne_bytes(take(bytes, 20)?),
-            exe: ProcExe::from_bytes(bytes.get(24..)?)?,
-            comm: take(bytes, 48)?,
-            src: take(bytes, 64)?,
-            dst: take(bytes, 80)?,
-            sport: u16::from_ne_bytes(take(bytes, 96)?),
-            dport: u16::from_ne_bytes(take(bytes, 98)?),
-            proto: *bytes.get(100)?,
-            direction: *bytes.get(101)?,
-            _pad0: take(bytes, 102)?,
-            len: u32::from_ne_bytes(take(bytes, 104)?),
-            total: u32::from_ne_bytes(take(bytes, 108)?),
-        })
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
     }
 
     /// The byte image of a whole record carrying `data` (at most [`DNS_CAPTURE`] bytes).
     pub fn to_record(&self, data: &[u8]) -> Vec<u8> {
         let mut out = vec![0u8; Self::RECORD_SIZE];
-        out[..16].copy_from_slice(&self.hdr.to_bytes());
-        out[16..20].copy_from_slice(&self.pid.to_ne_bytes());
-        out[20..24].copy_from_slice(&self.uid.to_ne_bytes());
-        out[24..48].copy_from_slice(&self.exe.to_bytes());
-        out[48..64].copy_from_slice(&self.comm);
-        out[64..80].copy_from_slice(&self.src);
-        out[80..96].copy_from_slice(&self.dst);
-        out[96..98].copy_from_slice(&self.sport.to_ne_bytes());
-        out[98..100].copy_from_slice(&self.dport.to_ne_bytes());
-        out[100] = self.proto;
-        out[101] = self.direction;
-        out[104..108].copy_from_slice(&self.len.to_ne_bytes());
-        out[108..112].copy_from_slice(&self.total.to_ne_bytes());
+        out[..Self::DATA_OFFSET].copy_from_slice(self.as_bytes());
         let n = data.len().min(DNS_CAPTURE);
         out[Self::DATA_OFFSET..Self::DATA_OFFSET + n].copy_from_slice(&data[..n]);
         out
@@ -1456,6 +1254,64 @@ const _: () = {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The derived images: fields where the C header puts them (native byte order),
+    /// padding as stored, and a round trip back; a short slice decodes to nothing.
+    #[test]
+    fn byte_images_put_each_field_at_its_c_offset_and_read_back() {
+        let rule = Rule::new(0x0102_0304, Action::Allow);
+        let image = rule.to_bytes();
+        assert_eq!(image[..4], 0x0102_0304u32.to_ne_bytes());
+        assert_eq!(image[4], Action::Allow as u8);
+        assert_eq!(image[5..], [0, 0, 0]);
+        assert_eq!(Rule::from_bytes(&image), Some(rule));
+        assert_eq!(Rule::from_bytes(&image[..Rule::SIZE - 1]), None);
+
+        let event = ShieldEvent {
+            hdr: EventHeader {
+                version: ABI_VERSION as u16,
+                kind: EventKind::Shield as u16,
+                size: ShieldEvent::SIZE as u32,
+                ktime_ns: 0x1122_3344_5566_7788,
+            },
+            src: [1; 16],
+            dst: [2; 16],
+            rule_id: 7,
+            ifindex: 3,
+            pkt_len: 98,
+            sport: 40000,
+            dport: 443,
+            family: 4,
+            proto: 6,
+            verdict: ShieldVerdict::Drop as u8,
+            _pad0: [0; 5],
+        };
+        let image = event.to_bytes();
+        assert_eq!(image.len(), ShieldEvent::SIZE);
+        assert_eq!(image[8..16], 0x1122_3344_5566_7788u64.to_ne_bytes());
+        assert_eq!(image[16..32], [1; 16]);
+        assert_eq!(image[60..62], 40000u16.to_ne_bytes());
+        assert_eq!(image[64], 4);
+        assert_eq!(ShieldEvent::from_bytes(&image), Some(event));
+        // A longer slice (a record with data after the fixed part) decodes its prefix.
+        let mut longer = image.to_vec();
+        longer.extend_from_slice(&[9; 8]);
+        assert_eq!(ShieldEvent::from_bytes(&longer), Some(event));
+
+        let key = LpmV6Key {
+            prefixlen: 48,
+            addr: [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        };
+        assert_eq!(LpmV6Key::from_bytes(&key.to_bytes()), Some(key));
+        let bucket = EgressBucket {
+            count: 2,
+            _pad0: 0,
+            idx: [5; EGRESS_BUCKET],
+        };
+        let image = bucket.to_bytes();
+        assert_eq!(image[..4], 2u32.to_ne_bytes());
+        assert_eq!(image[8..10], 5u16.to_ne_bytes());
+    }
 
     #[test]
     fn byte_images_round_trip() {
@@ -1724,7 +1580,21 @@ pub enum BpfObjectKind {
 }
 
 /// `struct ic_inode_key`: an inode as the kernel identifies it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+)]
 #[repr(C)]
 pub struct InodeKey {
     /// Inode number.
@@ -1741,19 +1611,12 @@ impl InodeKey {
 
     /// The exact byte image.
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        let mut out = [0u8; Self::SIZE];
-        out[..8].copy_from_slice(&self.ino.to_ne_bytes());
-        out[8..12].copy_from_slice(&self.dev.to_ne_bytes());
-        out
+        zerocopy::transmute!(*self)
     }
 
     /// Decodes a key; `None` if `bytes` is too short.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        Some(Self {
-            ino: u64::from_ne_bytes(take(bytes, 0)?),
-            dev: u32::from_ne_bytes(take(bytes, 8)?),
-            _pad0: u32::from_ne_bytes(take(bytes, 12)?),
-        })
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
     }
 }
 
@@ -1761,7 +1624,10 @@ impl InodeKey {
 macro_rules! flags_struct {
     ($(#[$doc:meta])* $name:ident, $flags:literal) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+        #[derive(
+            Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable,
+            KnownLayout,
+        )]
         #[repr(C)]
         pub struct $name {
             #[doc = $flags]
@@ -1776,17 +1642,12 @@ macro_rules! flags_struct {
 
             /// The exact byte image.
             pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-                let mut out = [0u8; Self::SIZE];
-                out[..4].copy_from_slice(&self.flags.to_ne_bytes());
-                out
+                zerocopy::transmute!(*self)
             }
 
             /// Decodes a value; `None` if `bytes` is too short.
             pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-                Some(Self {
-                    flags: u32::from_ne_bytes(take(bytes, 0)?),
-                    _pad0: u32::from_ne_bytes(take(bytes, 4)?),
-                })
+                Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
             }
         }
     };
@@ -1805,7 +1666,9 @@ flags_struct!(
 );
 
 /// `struct ic_bpf_object_key`: a protected BPF object.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct BpfObjectKey {
     /// [`BpfObjectKind`] value.
@@ -1820,15 +1683,14 @@ impl BpfObjectKey {
 
     /// The exact byte image.
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        let mut out = [0u8; Self::SIZE];
-        out[..4].copy_from_slice(&self.kind.to_ne_bytes());
-        out[4..].copy_from_slice(&self.id.to_ne_bytes());
-        out
+        zerocopy::transmute!(*self)
     }
 }
 
 /// `struct ic_sentinel_state`: who is registered as the agent.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct SentinelState {
     /// Thread-group id of the registered agent; 0 when none is.
@@ -1843,15 +1705,14 @@ impl SentinelState {
 
     /// Decodes a value; `None` if `bytes` is too short.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        Some(Self {
-            agent_tgid: u64::from_ne_bytes(take(bytes, 0)?),
-            registered_ns: u64::from_ne_bytes(take(bytes, 8)?),
-        })
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
     }
 }
 
 /// `struct ic_agent_mark`: the task storage of the registered agent.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct AgentMark {
     /// The executable it registered with.
@@ -1859,7 +1720,7 @@ pub struct AgentMark {
 }
 
 /// `struct ic_sentinel_event`: a protected or monitored operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct SentinelEvent {
     /// The common header.
@@ -1919,41 +1780,12 @@ impl SentinelEvent {
 
     /// Decodes a record; `None` if `bytes` is too short.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        Some(Self {
-            hdr: EventHeader::from_bytes(bytes)?,
-            pid: u32::from_ne_bytes(take(bytes, 16)?),
-            tid: u32::from_ne_bytes(take(bytes, 20)?),
-            uid: u32::from_ne_bytes(take(bytes, 24)?),
-            target_pid: u32::from_ne_bytes(take(bytes, 28)?),
-            op: u16::from_ne_bytes(take(bytes, 32)?),
-            verdict: *bytes.get(34)?,
-            _pad0: *bytes.get(35)?,
-            arg: u32::from_ne_bytes(take(bytes, 36)?),
-            exe: ExeId::from_bytes(bytes.get(40..)?)?,
-            target: ExeId::from_bytes(bytes.get(56..)?)?,
-            parent: ExeId::from_bytes(bytes.get(72..)?)?,
-            comm: take(bytes, 88)?,
-            name: take(bytes, 104)?,
-        })
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
     }
 
     /// The exact byte image.
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        let mut out = [0u8; Self::SIZE];
-        out[..16].copy_from_slice(&self.hdr.to_bytes());
-        out[16..20].copy_from_slice(&self.pid.to_ne_bytes());
-        out[20..24].copy_from_slice(&self.tid.to_ne_bytes());
-        out[24..28].copy_from_slice(&self.uid.to_ne_bytes());
-        out[28..32].copy_from_slice(&self.target_pid.to_ne_bytes());
-        out[32..34].copy_from_slice(&self.op.to_ne_bytes());
-        out[34] = self.verdict;
-        out[36..40].copy_from_slice(&self.arg.to_ne_bytes());
-        out[40..56].copy_from_slice(&self.exe.to_bytes());
-        out[56..72].copy_from_slice(&self.target.to_bytes());
-        out[72..88].copy_from_slice(&self.parent.to_bytes());
-        out[88..104].copy_from_slice(&self.comm);
-        out[104..168].copy_from_slice(&self.name);
-        out
+        zerocopy::transmute!(*self)
     }
 }
 
@@ -2018,7 +1850,7 @@ pub mod process_stat {
 }
 
 /// `struct ic_process_event`: one exec, fork or exit.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct ProcessEvent {
     /// The common header.
@@ -2064,29 +1896,7 @@ impl ProcessEvent {
     /// Decodes a record; `None` if `bytes` is too short. Offsets come from this
     /// `repr(C)` struct, which ironclad-bpf's layout checks compare with the C header.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        use core::mem::offset_of;
-        if bytes.len() < Self::SIZE {
-            return None;
-        }
-        Some(Self {
-            hdr: EventHeader::from_bytes(bytes)?,
-            pid: u32::from_ne_bytes(take(bytes, offset_of!(Self, pid))?),
-            ppid: u32::from_ne_bytes(take(bytes, offset_of!(Self, ppid))?),
-            uid: u32::from_ne_bytes(take(bytes, offset_of!(Self, uid))?),
-            gid: u32::from_ne_bytes(take(bytes, offset_of!(Self, gid))?),
-            cgroup_id: u64::from_ne_bytes(take(bytes, offset_of!(Self, cgroup_id))?),
-            start_ns: u64::from_ne_bytes(take(bytes, offset_of!(Self, start_ns))?),
-            exe: ProcExe::from_bytes(bytes.get(offset_of!(Self, exe)..)?)?,
-            exit_code: i32::from_ne_bytes(take(bytes, offset_of!(Self, exit_code))?),
-            op: *bytes.get(offset_of!(Self, op))?,
-            flags: *bytes.get(offset_of!(Self, flags))?,
-            path_len: u16::from_ne_bytes(take(bytes, offset_of!(Self, path_len))?),
-            args_len: u16::from_ne_bytes(take(bytes, offset_of!(Self, args_len))?),
-            _pad0: take(bytes, offset_of!(Self, _pad0))?,
-            comm: take(bytes, offset_of!(Self, comm))?,
-            path: take(bytes, offset_of!(Self, path))?,
-            args: take(bytes, offset_of!(Self, args))?,
-        })
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
     }
 
     /// The path as executed (empty unless an exec).
