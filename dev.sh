@@ -237,6 +237,12 @@ cmd_test() {
     log "ironclad-policy without its I/O features (fetch, geoip, bundle), as a Shield-only agent builds it"
     cargo clippy -p ironclad-policy --no-default-features --all-targets --quiet -- -D warnings
     cargo test -p ironclad-policy --no-default-features --lib --quiet
+    log "full_firewall without its demo (the production build: no test harness linked)"
+    cargo clippy -p full_firewall --no-default-features --quiet -- -D warnings
+    if cargo tree -p full_firewall --no-default-features -e normal --prefix none | grep -q '^ironclad-testing '; then
+        echo "full_firewall --no-default-features still links ironclad-testing" >&2
+        return 1
+    fi
     log "cargo doc (every link resolves)"
     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
     log "cargo test (host kernel: unit, BPF_PROG_RUN, veth/netns, cgroup)"

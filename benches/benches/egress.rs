@@ -16,8 +16,8 @@ use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use ironclad_bpf::{EgressFirewall, Loader};
-use ironclad_core::testing::{BpffsDir, TestCgroup};
 use ironclad_policy::config::compile_str;
+use ironclad_testing::{BpffsDir, TestCgroup};
 
 fn policy(other_uids: u32) -> String {
     let mut yaml = String::from("egress:\n  default: allow\n  rules:\n");

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ironclad_bpf::{EventReader, Loader, Shield};
 use ironclad_core::abi::{Action, ShieldTotal};
-use ironclad_core::testing::{frames, BpffsDir};
 use ironclad_events::{Fanout, Overflow};
+use ironclad_testing::{frames, BpffsDir};
 
 const BATCH: u32 = 3_000;
 

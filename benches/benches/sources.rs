@@ -9,7 +9,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use ironclad_policy::aggregate::aggregate;
 use ironclad_policy::feeds::{parse_feed, FeedFormat, Strictness};
-use ironclad_policy::testing::Rng;
+use ironclad_testing::rules::Rng;
 
 /// `count` random prefixes, 90% IPv4 of length /16 to /32 (mostly long, as in feeds),
 /// 10% IPv6 of length /16 to /128.

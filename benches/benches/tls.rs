@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use ironclad_bpf::{Loader, TlsAttach, TlsMonitor, TlsPlacement, TlsPolicy, TlsScope};
-use ironclad_core::testing::BpffsDir;
 use ironclad_events::{Fanout, Overflow};
+use ironclad_testing::BpffsDir;
 
 const SCRIPT: &str = r#"
 import ssl, sys, time, subprocess, os
@@ -47,7 +47,7 @@ print(total)
 "#;
 
 fn python() -> PathBuf {
-    ironclad_core::testing::python_interpreter().unwrap_or_else(|e| panic!("python3: {e}"))
+    ironclad_testing::python_interpreter().unwrap_or_else(|e| panic!("python3: {e}"))
 }
 
 fn run(python: &PathBuf, dir: &std::path::Path, iters: u64) -> Duration {
@@ -67,8 +67,7 @@ fn run(python: &PathBuf, dir: &std::path::Path, iters: u64) -> Duration {
 
 fn tls(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    ironclad_core::testing::self_signed_cert(dir.path())
-        .unwrap_or_else(|e| panic!("openssl req: {e}"));
+    ironclad_testing::self_signed_cert(dir.path()).unwrap_or_else(|e| panic!("openssl req: {e}"));
     let python = python();
     let mut group = c.benchmark_group("tls/ssl_write");
     // Thirty samples: the goals are judged on minimums (out of scope) and medians

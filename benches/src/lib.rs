@@ -18,12 +18,12 @@ use std::time::Duration;
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use ironclad_bpf::{object, LoadedObject, Loader, Shield};
 use ironclad_core::abi::Action;
-use ironclad_core::testing::{frames, BpffsDir};
 use ironclad_policy::error::Origin;
 use ironclad_policy::shield::{compile, CompiledShield, Ipv4Lookup, PrefixSet, ShieldPolicy};
-use ironclad_policy::testing::{addr_in_v4, Rng};
+use ironclad_testing::rules::{addr_in_v4, Rng};
+use ironclad_testing::{frames, BpffsDir};
 
-pub use ironclad_policy::testing::{table_v4, table_v6};
+pub use ironclad_testing::rules::{table_v4, table_v6};
 
 /// Ranges no generated rule covers: the benchmark's "miss" traffic comes from them.
 pub fn avoided() -> Vec<IpNetwork> {

@@ -17,11 +17,11 @@ use std::time::Duration;
 
 use ironclad_bpf::{EgressFirewall, Loader};
 use ironclad_core::abi::EgressTotal;
-use ironclad_core::require_privileges;
-use ironclad_core::testing::{BpffsDir, TestCgroup};
 use ironclad_events::{Event, Fanout, Overflow};
 use ironclad_policy::config::compile_str;
 use ironclad_policy::egress::CompiledEgress;
+use ironclad_testing::require_privileges;
+use ironclad_testing::{BpffsDir, TestCgroup};
 
 /// The client, compiled into a temporary directory, with a second byte-identical copy.
 struct Clients {
@@ -370,7 +370,7 @@ fn a_parent_pid_taken_by_the_named_ancestor_after_the_parent_ended_opens_nothing
         std::fs::read_to_string(format!("/proc/{sh_pid}/stat"))
     );
     std::thread::sleep(Duration::from_millis(30)); // another start tick
-    let holder = ironclad_core::testing::spawn_with_pid(sh_pid, 20, || {
+    let holder = ironclad_testing::spawn_with_pid(sh_pid, 20, || {
         let mut bash = lab.cgroup.command("/usr/bin/bash");
         bash.args(["-c", "sleep 10; true"]); // not `exec`ed into sleep
         bash

@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use ironclad_bpf::{EgressFirewall, EventReader, Loader, Shield};
 use ironclad_core::abi::{Action, ShieldTotal};
-use ironclad_core::require_privileges;
-use ironclad_core::testing::{frames, BpffsDir, TestCgroup};
 use ironclad_events::{Event, Fanout, Overflow};
 use ironclad_policy::config::compile_str;
+use ironclad_testing::require_privileges;
+use ironclad_testing::{frames, BpffsDir, TestCgroup};
 
 fn shield(pins: &BpffsDir) -> (Loader, Shield) {
     let loader = Loader::builder()

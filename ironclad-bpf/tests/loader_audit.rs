@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use ironclad_bpf::object::test_objects;
 use ironclad_bpf::{AuditAction, BpfError, Callee, Loader, MemorySink, Outcome, Reason};
-use ironclad_core::require_privileges;
-use ironclad_core::testing::BpffsDir;
+use ironclad_testing::require_privileges;
+use ironclad_testing::BpffsDir;
 
 /// Names of every BPF program loaded in the kernel, as `bpftool prog list` reports them.
 fn kernel_program_names() -> Vec<String> {

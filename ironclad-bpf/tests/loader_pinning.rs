@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use ironclad_bpf::{JsonLinesFile, Loader, Shield};
 use ironclad_core::abi::{Action, Rule};
-use ironclad_core::require_privileges;
-use ironclad_core::testing::BpffsDir;
+use ironclad_testing::require_privileges;
+use ironclad_testing::BpffsDir;
 
 const ROLE: &str = "IRONCLAD_TEST_PIN_ROLE";
 const PIN_ROOT: &str = "IRONCLAD_TEST_PIN_ROOT";
@@ -183,7 +183,7 @@ fn privileged_test_without_root_fails_naming_the_missing_capability() {
         ])
         .arg(&exe)
         .args(["--exact", THIS_TEST, "--nocapture", "--test-threads=1"])
-        .env_remove(ironclad_core::testing::OPT_OUT_VAR)
+        .env_remove(ironclad_testing::OPT_OUT_VAR)
         .current_dir(dir.path())
         .output()
         .expect("setpriv (util-linux) must be installed");

@@ -15,11 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ironclad_bpf::{EventReader, Loader, ProcessMonitor, Telemetry};
-use ironclad_core::require_privileges;
-use ironclad_core::testing::{BpffsDir, TestCgroup};
 use ironclad_events::{dns, DnsRecord, Event, Fanout, Overflow, Subscription};
 use ironclad_policy::process::ProcessPolicy;
 use ironclad_policy::telemetry::TelemetryPolicy;
+use ironclad_testing::require_privileges;
+use ironclad_testing::{BpffsDir, TestCgroup};
 
 const DIG: &str = "/usr/bin/dig";
 
@@ -219,7 +219,7 @@ fn a_reused_pid_names_each_process_by_the_time_of_its_event() {
     require_privileges!();
     responder();
     let rig = rig("preuse", &ProcessPolicy::default());
-    let python = ironclad_core::testing::python_interpreter().expect("python3");
+    let python = ironclad_testing::python_interpreter().expect("python3");
     let client = "import socket,struct\nq=struct.pack('>HHHHHH',7,256,1,0,0,0)+b'\\x05reuse\\x07example\\x04test\\x00'+struct.pack('>HH',1,1)\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(2)\ns.sendto(q,('127.0.0.1',53))\ns.recv(512)\n";
     let mut pair = None;
     for _ in 0..20 {
@@ -281,7 +281,7 @@ fn an_ended_parent_whose_pid_was_reused_is_not_named_as_an_ancestor() {
     let outer = format!("/usr/bin/sh -c '{inner}' </dev/null >/dev/null 2>&1 & sleep 0.3");
     let ended = run_ok(rig.cgroup.command("/usr/bin/sh").args(["-c", &outer]));
     std::thread::sleep(Duration::from_millis(30)); // another start tick
-    let holder = ironclad_core::testing::spawn_with_pid(ended, 20, || {
+    let holder = ironclad_testing::spawn_with_pid(ended, 20, || {
         let mut bash = rig.cgroup.command("/usr/bin/bash");
         bash.args(["-c", "sleep 10; true"]); // not `exec`ed into sleep
         bash

@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use ironclad_bpf::{Loader, Shield};
 use ironclad_core::abi::{Action, ShieldTotal, ShieldVerdict};
-use ironclad_core::require_privileges;
-use ironclad_core::testing::{frames, frames6, BpffsDir};
 use ironclad_events::{Event, Fanout, Overflow, ShieldDrop};
 use ironclad_policy::shield::{Mode, RateLimit};
+use ironclad_testing::require_privileges;
+use ironclad_testing::{frames, frames6, BpffsDir};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;

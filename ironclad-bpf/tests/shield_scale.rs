@@ -16,13 +16,13 @@ use std::sync::Arc;
 use ipnetwork::{IpNetwork, Ipv4Network};
 use ironclad_bpf::{Ipv4Path, Loader, Shield};
 use ironclad_core::abi::{Action, ShieldTotal};
-use ironclad_core::require_privileges;
-use ironclad_core::testing::{frames, BpffsDir, NetNs, VethPair};
 use ironclad_policy::error::Origin;
 use ironclad_policy::shield::{
     compile, CompiledShield, Entry, Ipv4Lookup, Mode, PrefixSet, ShieldPolicy,
 };
-use ironclad_policy::testing::{addr_in_v4, prefix_in_v4, table_v4, table_v6, Rng};
+use ironclad_testing::require_privileges;
+use ironclad_testing::rules::{addr_in_v4, prefix_in_v4, table_v4, table_v6, Rng};
+use ironclad_testing::{frames, BpffsDir, NetNs, VethPair};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;

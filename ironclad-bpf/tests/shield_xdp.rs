@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use ironclad_bpf::{Loader, Shield};
 use ironclad_core::abi::{Action, ShieldTotal, ShieldVerdict};
-use ironclad_core::require_privileges;
-use ironclad_core::testing::{ping, BpffsDir, NetNs, VethPair};
 use ironclad_events::{Event, Fanout, Overflow};
 use ironclad_policy::shield::{Mode, RateLimit};
+use ironclad_testing::require_privileges;
+use ironclad_testing::{ping, BpffsDir, NetNs, VethPair};
 
 /// One namespace per test, each on its own subnet (the host ends share the root
 /// namespace, so tests running in parallel must not reuse addresses).
@@ -384,12 +384,12 @@ fn xdp_off_cannot_remove_the_shield_and_a_second_attach_is_refused() {
 fn a_driver_without_native_xdp_falls_back_to_generic_and_says_so() {
     require_privileges!();
     let pins = BpffsDir::new("generic").expect("bpffs dir");
-    let name = ironclad_core::testing::unique_name("icd");
-    ironclad_core::testing::run("ip", &["link", "add", &name, "type", "bridge"]).expect("bridge");
+    let name = ironclad_testing::unique_name("icd");
+    ironclad_testing::run("ip", &["link", "add", &name, "type", "bridge"]).expect("bridge");
     struct Cleanup(String);
     impl Drop for Cleanup {
         fn drop(&mut self) {
-            let _ = ironclad_core::testing::run("ip", &["link", "del", &self.0]);
+            let _ = ironclad_testing::run("ip", &["link", "del", &self.0]);
         }
     }
     let _cleanup = Cleanup(name.clone());

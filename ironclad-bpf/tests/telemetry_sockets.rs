@@ -14,13 +14,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ironclad_bpf::{Loader, Telemetry};
-use ironclad_core::require_privileges;
-use ironclad_core::testing::{BpffsDir, TestCgroup};
 use ironclad_events::{dns, Event, Fanout, Overflow};
 use ironclad_policy::telemetry::TelemetryPolicy;
+use ironclad_testing::require_privileges;
+use ironclad_testing::{BpffsDir, TestCgroup};
 
 fn python() -> PathBuf {
-    ironclad_core::testing::python_interpreter().unwrap_or_else(|e| panic!("python3: {e}"))
+    ironclad_testing::python_interpreter().unwrap_or_else(|e| panic!("python3: {e}"))
 }
 
 const DNS_CLIENT: &str = r#"

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ironclad_bpf::{Loader, TlsMonitor, TlsPolicy, TlsScope};
-use ironclad_core::require_privileges;
-use ironclad_core::testing::{self_signed_cert, BpffsDir};
 use ironclad_events::{Event, Fanout, Http, Overflow, TlsData, TlsDirection};
+use ironclad_testing::require_privileges;
+use ironclad_testing::{self_signed_cert, BpffsDir};
 
 const REQUEST: &str = "GET /secret-path HTTP/1.1\r\nHost: localhost\r\n\r\n";
 
@@ -336,7 +336,7 @@ fn big_write(python: &std::path::Path, server: &Server, size: u32) {
 fn a_one_mebibyte_write_is_chunked_up_to_the_cap_and_marked_truncated() {
     require_privileges!();
     let server = Server::start(); // for its certificate
-    let python = ironclad_core::testing::python_interpreter().expect("python3");
+    let python = ironclad_testing::python_interpreter().expect("python3");
     let cap = 64 * 1024u32;
     let capture = Capture::start(TlsPolicy {
         scope: vec![TlsScope::Exe(python.clone())],
@@ -381,7 +381,7 @@ fn a_one_mebibyte_write_is_chunked_up_to_the_cap_and_marked_truncated() {
 fn writes_around_the_record_sizes_are_captured_byte_exact() {
     require_privileges!();
     let server = Server::start(); // for its certificate
-    let python = ironclad_core::testing::python_interpreter().expect("python3");
+    let python = ironclad_testing::python_interpreter().expect("python3");
     let capture = Capture::start(TlsPolicy {
         scope: vec![TlsScope::Exe(python.clone())],
         ..TlsPolicy::default()
@@ -477,7 +477,7 @@ fn probes_detach_cleanly_and_the_traced_programs_keep_working() {
 fn scope_by_cgroup_and_by_pid() {
     require_privileges!();
     let server = Server::start();
-    let cgroup = ironclad_core::testing::TestCgroup::new("tls").expect("cgroup");
+    let cgroup = ironclad_testing::TestCgroup::new("tls").expect("cgroup");
     let capture = Capture::start(TlsPolicy {
         scope: vec![TlsScope::Cgroup(cgroup.path().to_path_buf())],
         ..TlsPolicy::default()
@@ -631,7 +631,7 @@ fn breakpoints(pid: u32) -> Option<Breakpoints> {
 
 /// A Python process with libssl loaded, sleeping.
 fn python_with_libssl() -> Child {
-    let python = ironclad_core::testing::python_interpreter().expect("python3");
+    let python = ironclad_testing::python_interpreter().expect("python3");
     let child = Command::new(python)
         .args(["-c", "import ssl, time; print(flush=True); time.sleep(60)"])
         .stdout(Stdio::piped())
@@ -778,7 +778,7 @@ fn calls_of(events: &[TlsData], pid: u32) -> Calls {
 fn probes_on_the_shared_internal_functions_capture_what_probes_on_the_symbols_capture() {
     require_privileges!();
     let server = Server::start();
-    let python = ironclad_core::testing::python_interpreter().expect("python3");
+    let python = ironclad_testing::python_interpreter().expect("python3");
     let library = ironclad_bpf::tls::find_libssl(None).expect("libssl");
 
     let symbols = ironclad_bpf::tls::plan_probes(&library, ironclad_bpf::TlsPlacement::Symbols)
@@ -874,7 +874,7 @@ fn an_async_agent_receives_tls_records_through_the_event_stream_timer() {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let server = Server::start(); // for its certificate
-    let python = ironclad_core::testing::python_interpreter().expect("python3");
+    let python = ironclad_testing::python_interpreter().expect("python3");
     let pins = BpffsDir::new("tlsstream").expect("bpffs");
     let loader = Loader::builder()
         .pin_root(pins.path())

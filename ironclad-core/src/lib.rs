@@ -29,7 +29,5 @@ pub mod error;
 pub mod fsutil;
 pub mod identity;
 pub mod privilege;
-#[cfg(feature = "testing")]
-pub mod testing;
 
 pub use error::CoreError;

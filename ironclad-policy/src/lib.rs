@@ -47,8 +47,6 @@ pub mod sentinel;
 pub mod shield;
 pub mod sources;
 pub mod telemetry;
-#[cfg(feature = "testing")]
-pub mod testing;
 pub mod tls;
 
 pub use error::{ConfigError, Diagnostic, Origin, PolicyError};

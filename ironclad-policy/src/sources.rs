@@ -301,8 +301,8 @@ pub fn default_name(path: &Path) -> Option<String> {
 mod tests {
     use super::*;
     use crate::shield::{compile, Owner, ShieldPolicy};
-    use crate::testing::Rng;
     use ipnetwork::Ipv4Network;
+    use ironclad_testing::rules::Rng;
     use std::net::Ipv4Addr;
 
     /// The owner's label of the longest matching prefix of `addr`: the rule the kernel's
@@ -332,7 +332,11 @@ mod tests {
         for round in 0..40 {
             let mut random = |count: u64| -> Vec<IpNetwork> {
                 (0..count)
-                    .map(|_| IpNetwork::V4(crate::testing::prefix_in_v4(&mut rng, base, 23, 32)))
+                    .map(|_| {
+                        IpNetwork::V4(ironclad_testing::rules::prefix_in_v4(
+                            &mut rng, base, 23, 32,
+                        ))
+                    })
                     .collect()
             };
             let deny_rules = random(5);

@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use ironclad_bpf::auditlog::{AuditAction, Outcome};
 use ironclad_bpf::{Loader, MemorySink};
-use ironclad_core::require_privileges;
-use ironclad_core::testing::BpffsDir;
 use ironclad_sentinel::{Sentinel, SentinelError, SentinelMode};
+use ironclad_testing::require_privileges;
+use ironclad_testing::BpffsDir;
 
 fn bpf_lsm_active() -> bool {
     std::fs::read_to_string(ironclad_sentinel::LSM_LIST)

@@ -950,7 +950,7 @@ fn embed_agent_runs_under_its_sentinel_and_forwards_every_kind_of_event() {
     )
     .expect("policy");
     let before = read(&policy);
-    let collector = ironclad_core::testing::LineCollector::start().expect("collector");
+    let collector = ironclad_testing::LineCollector::start().expect("collector");
     let forward = collector.port();
     let mut command = Command::new(sibling_binary("embed_agent"));
     command

@@ -20,9 +20,9 @@ use ipnetwork::Ipv4Network;
 use ironclad_benches::figures::{record_one, Unit};
 use ironclad_benches::{avoided, deny_policy, table_v4, BenchShield};
 use ironclad_core::abi::ShieldTotal;
-use ironclad_core::testing::{NetNs, VethPair};
 use ironclad_policy::shield::Ipv4Lookup;
-use ironclad_policy::testing::{addr_in_v4, Rng};
+use ironclad_testing::rules::{addr_in_v4, Rng};
+use ironclad_testing::{NetNs, VethPair};
 
 const SIZES: [usize; 2] = [100_000, 1_000_000];
 const SOURCES: usize = 4096;

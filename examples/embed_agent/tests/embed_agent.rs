@@ -12,8 +12,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ironclad_core::require_privileges;
-use ironclad_core::testing::{ping, BpffsDir, LineCollector, LineLog, NetNs, TestCgroup, VethPair};
+use ironclad_testing::require_privileges;
+use ironclad_testing::{ping, BpffsDir, LineCollector, LineLog, NetNs, TestCgroup, VethPair};
 
 const BIN: &str = env!("CARGO_BIN_EXE_embed_agent");
 

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use ironclad_bpf::{JsonLinesFile, Loader, Shield};
 use ironclad_core::abi::ShieldTotal;
-use ironclad_core::testing::{BpffsDir, NetNs, VethPair};
 use ironclad_events::{Event, Fanout, Overflow};
 use ironclad_policy::config::compile_str;
+use ironclad_testing::{BpffsDir, NetNs, VethPair};
 
 /// The demo policy, embedded so the binary runs from anywhere.
 const DEMO_POLICY: &str = include_str!("../demo.yaml");

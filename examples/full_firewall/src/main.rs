@@ -17,6 +17,7 @@
 //!
 //! Exit codes: 0 success, 1 runtime failure, 2 bad input (the policy, the arguments).
 
+#[cfg(feature = "demo")]
 mod demo;
 mod fetcher;
 mod health;
@@ -81,6 +82,7 @@ enum Command {
         #[arg(long, default_value = DEFAULT_PIN_ROOT)]
         pin_dir: PathBuf,
     },
+    #[cfg(feature = "demo")]
     /// Build a throwaway netns/veth pair, enforce `examples/full_firewall/demo.yaml`,
     /// send traffic from allowed and denied sources and print live per-rule drops.
     Demo {
@@ -215,6 +217,7 @@ fn main() -> ExitCode {
         } => status::status(&pin_dir, &run_dir, json),
         Command::Health { run_dir, ready } => health::probe(&run_dir, ready),
         Command::Detach { pin_dir } => status::detach(&pin_dir),
+        #[cfg(feature = "demo")]
         Command::Demo { seconds } => demo::run(seconds).map(|()| ExitCode::SUCCESS),
         Command::Audit => audit(),
         Command::Confirm { run_dir } => rollout::confirm(&run_dir),

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use ironclad_core::require_privileges;
+use ironclad_testing::require_privileges;
 
 const BIN: &str = env!("CARGO_BIN_EXE_full_firewall");
 

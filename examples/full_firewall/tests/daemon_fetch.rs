@@ -12,8 +12,8 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use ironclad_core::require_privileges;
-use ironclad_core::testing::ca_signed_cert;
+use ironclad_testing::ca_signed_cert;
+use ironclad_testing::require_privileges;
 
 mod common;
 

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ironclad_core::require_privileges;
+use ironclad_testing::require_privileges;
 
 mod common;
 

@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use ironclad_core::require_privileges;
+use ironclad_testing::require_privileges;
 
 mod common;
 

@@ -10,8 +10,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ironclad_core::require_privileges;
-use ironclad_core::testing::BpffsDir;
+use ironclad_testing::require_privileges;
+use ironclad_testing::BpffsDir;
 
 mod common;
 
@@ -568,7 +568,7 @@ fn tls_section_writes_plaintext_events_as_json_lines() {
     require_privileges!();
     let dir = tempfile::tempdir().expect("tempdir");
     let pins = BpffsDir::new("fftls").expect("bpffs");
-    let (cert, key) = ironclad_core::testing::self_signed_cert(dir.path()).expect("openssl req");
+    let (cert, key) = ironclad_testing::self_signed_cert(dir.path()).expect("openssl req");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("port")
@@ -658,7 +658,7 @@ fn egress_section_denies_by_executable_survives_kill_9_and_reports_json() {
     require_privileges!();
     let dir = tempfile::tempdir().expect("tempdir");
     let pins = BpffsDir::new("ffegress").expect("bpffs");
-    let cgroup = ironclad_core::testing::TestCgroup::new("ffegress").expect("cgroup");
+    let cgroup = ironclad_testing::TestCgroup::new("ffegress").expect("cgroup");
     let src =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ironclad-bpf/tests/data/net_client.c");
     let good = dir.path().join("good");
@@ -764,7 +764,7 @@ fn telemetry_section_writes_dns_and_bandwidth_events() {
     require_privileges!();
     let dir = tempfile::tempdir().expect("tempdir");
     let pins = BpffsDir::new("fftele").expect("bpffs");
-    let cgroup = ironclad_core::testing::TestCgroup::new("fftele").expect("cgroup");
+    let cgroup = ironclad_testing::TestCgroup::new("fftele").expect("cgroup");
     let responder = std::net::UdpSocket::bind("127.0.0.1:53").expect("bind 127.0.0.1:53");
     std::thread::spawn(move || {
         let mut buf = [0u8; 512];
@@ -1008,7 +1008,7 @@ fn a_process_cache_too_small_for_the_host_says_so_in_status_and_events() {
     require_privileges!();
     let dir = tempfile::tempdir().expect("tempdir");
     let pins = BpffsDir::new("ffprocs").expect("bpffs");
-    let cgroup = ironclad_core::testing::TestCgroup::new("ffprocs").expect("cgroup");
+    let cgroup = ironclad_testing::TestCgroup::new("ffprocs").expect("cgroup");
     let config = dir.path().join("policy.yaml");
     // 16 slots: the processes already running fill them at start.
     std::fs::write(

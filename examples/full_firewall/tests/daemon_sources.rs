@@ -10,8 +10,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ironclad_core::require_privileges;
-use ironclad_core::testing::{ping, BpffsDir, NetNs, VethPair};
+use ironclad_testing::require_privileges;
+use ironclad_testing::{ping, BpffsDir, NetNs, VethPair};
 
 mod common;
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ironclad_core::testing::{ping, BpffsDir, LineLog, NetNs, VethPair};
+use ironclad_testing::{ping, BpffsDir, LineLog, NetNs, VethPair};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_full_firewall");
 

@@ -1,4 +1,4 @@
-//! Deterministic random rule sets for tests and benchmarks (feature `testing`).
+//! Deterministic random rule sets for tests and benchmarks.
 //!
 //! The same seed always gives the same prefixes, so a failing differential test or a
 //! benchmark figure can be reproduced exactly.

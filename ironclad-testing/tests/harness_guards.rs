@@ -8,8 +8,8 @@
 
 use std::path::PathBuf;
 
-use ironclad_core::require_privileges;
-use ironclad_core::testing::{run, BpffsDir, NetNs, TestCgroup, VethPair};
+use ironclad_testing::require_privileges;
+use ironclad_testing::{run, BpffsDir, NetNs, TestCgroup, VethPair};
 
 fn netns_exists(name: &str) -> bool {
     let out = run("ip", &["netns", "list"]).expect("ip netns list");

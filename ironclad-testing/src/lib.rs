@@ -1,20 +1,36 @@
-//! Test harness for privileged tests (feature `testing`), shared by every crate.
+//! Test harness for Ironclad's privileged tests and benchmarks (not published).
 //!
-//! RAII guards create and always remove: a network namespace ([`NetNs`]), a veth pair
-//! with one end in it ([`VethPair`]), a cgroup v2 directory to run processes in
-//! ([`TestCgroup`]) and a directory on bpffs for pins ([`BpffsDir`]).
+//! A dev-dependency of every crate in the workspace, never a dependency of a library
+//! crate: RAII guards create and always remove a network namespace ([`NetNs`]), a veth
+//! pair with one end in it ([`VethPair`]), a cgroup v2 directory to run processes in
+//! ([`TestCgroup`]) and a directory on bpffs for pins ([`BpffsDir`]); [`frames`] and
+//! [`frames6`] build packets; [`rules`] generates deterministic random rule sets.
 //!
-//! Privileged tests start with [`require_privileges!`](crate::require_privileges). Without
-//! the capabilities they **fail** with a message naming what is missing, unless the
-//! environment sets `IRONCLAD_SKIP_PRIVILEGED=1` (for developers without root). CI never
-//! sets it, and the harness refuses the opt-out when `CI` is set.
+//! Privileged tests start with [`require_privileges!`]. Without the capabilities they
+//! **fail** with a message naming what is missing, unless the environment sets
+//! `IRONCLAD_SKIP_PRIVILEGED=1` (for developers without root). CI never sets it, and the
+//! harness refuses the opt-out when `CI` is set.
+//!
+//! ```no_run
+//! use ironclad_testing::{require_privileges, NetNs, VethPair};
+//!
+//! fn a_privileged_test() {
+//!     require_privileges!();
+//!     let ns = NetNs::new("doc").expect("netns");
+//!     let veth = VethPair::new(&ns, &["10.250.0.1/24"], &["10.250.0.2/24"]).expect("veth");
+//!     // ... attach to veth.host, send from inside `ns` ...
+//!     # let _ = veth;
+//! } // the pair and the namespace are removed here
+//! ```
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::privilege::{self, Capability};
+use ironclad_core::privilege::{self, Capability};
+
+pub mod rules;
 
 /// Environment variable that lets privileged tests skip instead of fail.
 pub const OPT_OUT_VAR: &str = "IRONCLAD_SKIP_PRIVILEGED";
@@ -32,7 +48,7 @@ pub const TEST_CAPABILITIES: &[Capability] = &[
 #[macro_export]
 macro_rules! require_privileges {
     () => {
-        if !$crate::testing::privileged_or_opted_out(module_path!()) {
+        if !$crate::privileged_or_opted_out(module_path!()) {
             return;
         }
     };
@@ -474,7 +490,7 @@ impl Drop for VethPair {
     }
 }
 
-pub use crate::identity::cgroup2_root;
+pub use ironclad_core::identity::cgroup2_root;
 
 /// A cgroup v2 directory for test processes; its processes are killed and the directory
 /// removed on drop.
