@@ -134,7 +134,7 @@ impl XdpAttachment {
         let link = result.map_err(|source| BpfError::Attach {
             program: program.clone(),
             target,
-            source,
+            source: source.into(),
         })?;
         Ok(Self {
             link,
@@ -158,13 +158,14 @@ impl XdpAttachment {
         log: &AuditLog,
     ) -> Result<Self> {
         let program = prog.name().to_string_lossy().into_owned();
-        let pin_error = |reason: String| BpfError::Pin {
+        let pin_error = |reason: String, e: libbpf_rs::Error| BpfError::Pin {
             what: format!("link xdp on {iface}"),
             path: path.to_path_buf(),
             reason,
+            source: Some(e.into()),
         };
         let index = ifindex(iface)?;
-        let mut link = Link::open(path).map_err(|e| pin_error(e.to_string()))?;
+        let mut link = Link::open(path).map_err(|e| pin_error(e.to_string(), e))?;
         let result = link.update_prog(prog);
         log.result(
             AuditAction::Reuse,
@@ -173,7 +174,7 @@ impl XdpAttachment {
             &format!("link xdp on {iface}: program {program} swapped in"),
             &result,
         );
-        result.map_err(|e| pin_error(format!("cannot swap the program into it: {e}")))?;
+        result.map_err(|e| pin_error(format!("cannot swap the program into it: {e}"), e))?;
         Ok(Self {
             link,
             object: object.to_string(),
@@ -190,6 +191,12 @@ impl XdpAttachment {
     /// The interface name.
     pub fn iface(&self) -> &str {
         &self.iface
+    }
+
+    /// The link's kernel id (as `bpftool link show` lists it), e.g. for the Sentinel to
+    /// protect it.
+    pub fn link_id(&self) -> Result<u32> {
+        crate::sentinel::link_id(&self.link)
     }
 
     /// The interface index.
@@ -223,6 +230,7 @@ impl XdpAttachment {
             what: format!("link xdp on {}", self.iface),
             path: path.to_path_buf(),
             reason: e.to_string(),
+            source: Some(e.into()),
         })?;
         self.pinned = Some(path.to_path_buf());
         Ok(())
@@ -243,6 +251,7 @@ impl XdpAttachment {
                 what: format!("link xdp on {}", self.iface),
                 path,
                 reason: e.to_string(),
+                source: Some(e.into()),
             })?;
         }
         let result = self.link.detach();
@@ -257,7 +266,7 @@ impl XdpAttachment {
         result.map_err(|source| BpfError::Attach {
             program: self.program.clone(),
             target: format!("xdp on {} (detach)", self.iface),
-            source,
+            source: source.into(),
         })
     }
 }

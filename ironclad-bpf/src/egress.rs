@@ -78,7 +78,7 @@ impl EgressFirewall {
                     .map_err(|source| BpfError::Attach {
                         program: (*name).to_string(),
                         target: "BTF tracepoint".to_string(),
-                        source,
+                        source: source.into(),
                     })?;
             firewall.links.push(link);
         }
@@ -206,7 +206,7 @@ impl EgressFirewall {
             let link = result.map_err(|source| BpfError::Attach {
                 program: (*name).to_string(),
                 target: format!("cgroup {}", cgroup.display()),
-                source,
+                source: source.into(),
             })?;
             self.links.push(link);
         }
@@ -230,6 +230,7 @@ impl EgressFirewall {
                     what: format!("link {name}"),
                     path: path.clone(),
                     reason: e.to_string(),
+                    source: Some(e.into()),
                 })?;
                 let prog = self.object.program(name)?;
                 let result = link.update_prog(&prog);
@@ -244,6 +245,7 @@ impl EgressFirewall {
                     what: format!("link {name}"),
                     path: path.clone(),
                     reason: format!("cannot swap the program into it: {e}"),
+                    source: Some(e.into()),
                 })?;
                 self.links.push(link);
             }
@@ -274,6 +276,7 @@ impl EgressFirewall {
                 what: format!("link {name}"),
                 path: path.clone(),
                 reason: e.to_string(),
+                source: Some(e.into()),
             })?;
         }
         Ok(())
@@ -375,13 +378,14 @@ impl EgressFirewall {
                 what: format!("map {name}"),
                 path: path.clone(),
                 reason: e.to_string(),
+                source: Some(e.into()),
             })
         };
         let lookup_err = |name: &'static str| {
-            move |source| BpfError::Map {
+            move |source: libbpf_rs::Error| BpfError::Map {
                 op: "lookup",
                 map: name.to_string(),
-                source,
+                source: source.into(),
             }
         };
         let sum = |values: Option<Vec<Vec<u8>>>| -> u64 {

@@ -1,5 +1,7 @@
 //! Errors of `ironclad-bpf`.
 
+use std::fmt;
+use std::io;
 use std::path::PathBuf;
 
 use crate::audit::Violation;
@@ -48,7 +50,7 @@ pub enum BpfError {
         object: String,
         /// libbpf's error.
         #[source]
-        source: libbpf_rs::Error,
+        source: KernelError,
     },
 
     /// The kernel refused to load the object (the verifier log, if any, is included).
@@ -58,7 +60,7 @@ pub enum BpfError {
         object: String,
         /// libbpf's error (with the errno).
         #[source]
-        source: libbpf_rs::Error,
+        source: KernelError,
         /// What libbpf and the verifier printed during the load (last 16 KiB).
         verifier_log: String,
     },
@@ -81,6 +83,10 @@ pub enum BpfError {
         path: PathBuf,
         /// Why it failed.
         reason: String,
+        /// The kernel's or libbpf's error, when the failure came from a call (its errno
+        /// through [`KernelError::errno`]).
+        #[source]
+        source: Option<KernelError>,
     },
 
     /// A pin exists where a map of this build goes, but it is not a compatible map (left
@@ -129,7 +135,7 @@ pub enum BpfError {
         map: String,
         /// libbpf's error (with the errno).
         #[source]
-        source: libbpf_rs::Error,
+        source: KernelError,
     },
 
     /// A key or value had the wrong size for the map.
@@ -163,7 +169,7 @@ pub enum BpfError {
         target: String,
         /// libbpf's error (with the errno).
         #[source]
-        source: libbpf_rs::Error,
+        source: KernelError,
     },
 
     /// A rule set does not fit the IPv4 fast path, and the policy asked for it
@@ -202,3 +208,189 @@ fn verifier_suffix(log: &str) -> String {
 
 /// Result type of this crate.
 pub type Result<T, E = BpfError> = std::result::Result<T, E>;
+
+/// An error of a call into libbpf or the kernel, with its errno when it has one.
+///
+/// This wraps the error of the libbpf bindings so that their type stays out of this
+/// crate's public API. It is a leaf: its message is the whole chain libbpf reported
+/// (its context and the system error), and the errno and kind are kept as values.
+///
+/// ```
+/// # use ironclad_bpf::error::KernelError;
+/// let e = KernelError::from(std::io::Error::from_raw_os_error(libc::EPERM));
+/// assert_eq!(e.errno(), Some(libc::EPERM));
+/// assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied);
+/// ```
+pub struct KernelError {
+    errno: Option<i32>,
+    kind: io::ErrorKind,
+    source: libbpf_rs::Error,
+}
+
+impl KernelError {
+    /// The errno of the failed call (positive, e.g. `libc::EPERM`), when the error came
+    /// from a system call or a libbpf function returning one.
+    pub fn errno(&self) -> Option<i32> {
+        self.errno
+    }
+
+    /// The error's classification, as `std::io` names it.
+    pub fn kind(&self) -> io::ErrorKind {
+        self.kind
+    }
+
+    /// The same error as an [`io::Error`]: from the errno when there is one (so
+    /// `raw_os_error` works), otherwise of [`kind`](Self::kind) with this message.
+    pub fn to_io_error(&self) -> io::Error {
+        match self.errno {
+            Some(errno) => io::Error::from_raw_os_error(errno),
+            None => io::Error::new(self.kind, self.to_string()),
+        }
+    }
+}
+
+/// The errno libbpf-rs keeps inside its error without an accessor for it: the
+/// `io::Error` it wraps prints as std's `... (os error N)`, the only way to reach N.
+/// Context it adds is printed before it, so the last occurrence is the one.
+fn errno_of(display: &str) -> Option<i32> {
+    let start = display.rfind("(os error ")? + "(os error ".len();
+    let digits: String = display[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok().filter(|n: &i32| *n > 0)
+}
+
+fn io_kind(kind: libbpf_rs::ErrorKind) -> io::ErrorKind {
+    use libbpf_rs::ErrorKind as K;
+    match kind {
+        K::NotFound => io::ErrorKind::NotFound,
+        K::PermissionDenied => io::ErrorKind::PermissionDenied,
+        K::AlreadyExists => io::ErrorKind::AlreadyExists,
+        K::WouldBlock => io::ErrorKind::WouldBlock,
+        K::InvalidInput => io::ErrorKind::InvalidInput,
+        K::InvalidData => io::ErrorKind::InvalidData,
+        K::TimedOut => io::ErrorKind::TimedOut,
+        K::WriteZero => io::ErrorKind::WriteZero,
+        K::Interrupted => io::ErrorKind::Interrupted,
+        K::Unsupported => io::ErrorKind::Unsupported,
+        K::UnexpectedEof => io::ErrorKind::UnexpectedEof,
+        K::OutOfMemory => io::ErrorKind::OutOfMemory,
+        _ => io::ErrorKind::Other,
+    }
+}
+
+impl From<libbpf_rs::Error> for KernelError {
+    fn from(source: libbpf_rs::Error) -> Self {
+        // `{:#}` prints the context layers and the innermost error, where the errno is.
+        let errno = errno_of(&format!("{source:#}"));
+        let kind = match errno {
+            Some(errno) => io::Error::from_raw_os_error(errno).kind(),
+            None => io_kind(source.kind()),
+        };
+        Self {
+            errno,
+            kind,
+            source,
+        }
+    }
+}
+
+impl From<io::Error> for KernelError {
+    fn from(error: io::Error) -> Self {
+        let errno = error.raw_os_error();
+        let kind = error.kind();
+        Self {
+            errno,
+            kind,
+            source: libbpf_rs::Error::from(error),
+        }
+    }
+}
+
+impl fmt::Display for KernelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The whole chain: libbpf's plain Display stops at its outermost context, which
+        // hides the errno's text.
+        write!(f, "{:#}", self.source)
+    }
+}
+
+impl fmt::Debug for KernelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KernelError")
+            .field("errno", &self.errno)
+            .field("kind", &self.kind)
+            .field("message", &self.source.to_string())
+            .finish()
+    }
+}
+
+impl std::error::Error for KernelError {}
+
+impl BpfError {
+    /// The errno behind this error, when a kernel or libbpf call failed with one (for
+    /// example `EPERM` without the capabilities, `ENOENT` for a missing pin).
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Self::Open { source, .. }
+            | Self::Load { source, .. }
+            | Self::Map { source, .. }
+            | Self::Attach { source, .. }
+            | Self::Pin {
+                source: Some(source),
+                ..
+            } => source.errno(),
+            Self::EventWait { source, .. } | Self::Io { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libbpf_rs::ErrorExt as _;
+
+    #[test]
+    fn the_errno_survives_libbpfs_context_layers() {
+        let inner = libbpf_rs::Error::from(io::Error::from_raw_os_error(libc::EPERM));
+        let layered: std::result::Result<(), _> = Err(inner);
+        let layered = layered
+            .context("failed to load object")
+            .context("opening skeleton")
+            .err();
+        let Some(layered) = layered else {
+            panic!("the error vanished");
+        };
+        let e = KernelError::from(layered);
+        assert_eq!(e.errno(), Some(libc::EPERM));
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
+        assert_eq!(e.to_io_error().raw_os_error(), Some(libc::EPERM));
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "opening skeleton: failed to load object: {}",
+                io::Error::from_raw_os_error(libc::EPERM)
+            )
+        );
+        let bpf = BpfError::Map {
+            op: "update",
+            map: "ic_v4_fast".into(),
+            source: e,
+        };
+        assert_eq!(bpf.errno(), Some(libc::EPERM));
+    }
+
+    #[test]
+    fn an_error_without_errno_keeps_its_kind() {
+        let e = KernelError::from(io::Error::new(io::ErrorKind::InvalidData, "bad ELF"));
+        assert_eq!(e.errno(), None);
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(e.to_io_error().kind(), io::ErrorKind::InvalidData);
+        assert_eq!(e.to_string(), "bad ELF");
+        assert_eq!(errno_of("x (os error 13) then (os error 2)"), Some(2));
+        assert_eq!(errno_of("no errno here"), None);
+        assert_eq!(errno_of("(os error )"), None);
+    }
+}

@@ -92,7 +92,11 @@ impl std::fmt::Debug for EventReader {
 
 fn ring_error(op: &'static str, map: &str) -> impl FnOnce(libbpf_rs::Error) -> BpfError {
     let map = map.to_string();
-    move |source| BpfError::Map { op, map, source }
+    move |source| BpfError::Map {
+        op,
+        map,
+        source: source.into(),
+    }
 }
 
 impl EventReader {

@@ -50,7 +50,7 @@ pub use auditlog::{
     Outcome, TeeSink,
 };
 pub use egress::{EgressFirewall, EgressStatus, ProcessEntry};
-pub use error::{BpfError, Result};
+pub use error::{BpfError, KernelError, Result};
 #[cfg(feature = "tokio")]
 pub use events::EventStream;
 pub use events::{EventReader, EventSource, EventStats};

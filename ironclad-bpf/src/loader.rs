@@ -215,7 +215,7 @@ impl Loader {
             .and_then(|b| b.open_memory(object.elf()))
             .map_err(|source| BpfError::Open {
                 object: name.to_string(),
-                source,
+                source: source.into(),
             })?;
         for prog in open.progs() {
             let prog_name = prog.name().to_string_lossy().into_owned();
@@ -261,6 +261,7 @@ impl Loader {
                         what: format!("map {map_name}"),
                         path: path.clone(),
                         reason: format!("removing the stale pin: {e}"),
+                        source: Some(e.into()),
                     })?;
                     self.log.record(
                         AuditAction::Unpin,
@@ -276,6 +277,7 @@ impl Loader {
                 what: format!("map {map_name}"),
                 path: path.clone(),
                 reason: e.to_string(),
+                source: Some(e.into()),
             })?;
             pins.push(PinnedMap {
                 name: map_name,
@@ -290,7 +292,7 @@ impl Loader {
             Err(source) => {
                 let err = BpfError::Load {
                     object: name.to_string(),
-                    source,
+                    source: source.into(),
                     verifier_log: log,
                 };
                 self.log.record(
@@ -423,8 +425,9 @@ impl LoadedObject {
         &self.log
     }
 
-    /// The underlying libbpf object, for operations this crate does not wrap.
-    pub fn libbpf(&self) -> &libbpf_rs::Object {
+    /// The underlying libbpf object (crate-internal: libbpf-rs types stay out of the
+    /// public API).
+    pub(crate) fn libbpf(&self) -> &libbpf_rs::Object {
         &self.object
     }
 
@@ -447,7 +450,7 @@ impl LoadedObject {
     }
 
     /// The program `name`.
-    pub fn program(&self, name: &str) -> Result<libbpf_rs::ProgramMut<'_>> {
+    pub(crate) fn program(&self, name: &str) -> Result<libbpf_rs::ProgramMut<'_>> {
         self.object
             .progs_mut()
             .find(|p| p.name() == name)
@@ -470,7 +473,7 @@ impl LoadedObject {
         let output = prog.test_run(input).map_err(|source| BpfError::Attach {
             program: name.to_string(),
             target: "BPF_PROG_TEST_RUN".to_string(),
-            source,
+            source: source.into(),
         })?;
         Ok(TestRun {
             return_value: output.return_value,
@@ -518,6 +521,19 @@ impl AuditedMap<'_> {
         }
     }
 
+    /// The map's kernel id (as `bpftool map show` lists it).
+    pub fn id(&self) -> Result<u32> {
+        use libbpf_rs::MapCore as _;
+        self.map
+            .info()
+            .map(|info| info.info.id)
+            .map_err(|source| BpfError::Map {
+                op: "get info",
+                map: self.name.clone(),
+                source: source.into(),
+            })
+    }
+
     /// The map's key size in bytes.
     pub fn key_size(&self) -> u32 {
         self.map.key_size()
@@ -543,7 +559,7 @@ impl AuditedMap<'_> {
         result.map_err(|source| BpfError::Map {
             op: "update",
             map: self.name.clone(),
-            source,
+            source: source.into(),
         })
     }
 
@@ -567,7 +583,7 @@ impl AuditedMap<'_> {
                 result = Err(BpfError::Map {
                     op: "update",
                     map: self.name.clone(),
-                    source,
+                    source: source.into(),
                 });
                 break;
             }
@@ -600,17 +616,17 @@ impl AuditedMap<'_> {
         result.map_err(|source| BpfError::Map {
             op: "update",
             map: self.name.clone(),
-            source,
+            source: source.into(),
         })
     }
 
     /// An owned handle on the map (its own file descriptor), e.g. for a ring buffer
     /// reader that outlives this borrow.
-    pub fn handle(&self) -> Result<libbpf_rs::MapHandle> {
+    pub(crate) fn handle(&self) -> Result<libbpf_rs::MapHandle> {
         libbpf_rs::MapHandle::try_from(&self.map).map_err(|source| BpfError::Map {
             op: "dup",
             map: self.name.clone(),
-            source,
+            source: source.into(),
         })
     }
 
@@ -623,7 +639,7 @@ impl AuditedMap<'_> {
             Err(source) => Err(BpfError::Map {
                 op: "delete",
                 map: self.name.clone(),
-                source,
+                source: source.into(),
             }),
         };
         self.log.result(
@@ -644,7 +660,7 @@ impl AuditedMap<'_> {
             .map_err(|source| BpfError::Map {
                 op: "lookup",
                 map: self.name.clone(),
-                source,
+                source: source.into(),
             })
     }
 
@@ -656,7 +672,7 @@ impl AuditedMap<'_> {
             .map_err(|source| BpfError::Map {
                 op: "lookup",
                 map: self.name.clone(),
-                source,
+                source: source.into(),
             })
     }
 

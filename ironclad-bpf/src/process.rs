@@ -598,12 +598,12 @@ impl ProcessMonitor {
             .map_err(|source| BpfError::Map {
                 op: "ring buffer",
                 map: RING.to_string(),
-                source,
+                source: source.into(),
             })?;
         let ring = builder.build().map_err(|source| BpfError::Map {
             op: "ring buffer",
             map: RING.to_string(),
-            source,
+            source: source.into(),
         })?;
         // Track first, then seed, so no process started meanwhile is missed.
         let mut links = Vec::new();
@@ -619,7 +619,7 @@ impl ProcessMonitor {
             links.push(result.map_err(|source| BpfError::Attach {
                 program: (*name).to_string(),
                 target: "BTF tracepoint".to_string(),
-                source,
+                source: source.into(),
             })?);
         }
         let shared = Arc::new(Shared {

@@ -156,7 +156,7 @@ pub fn object_ids(object: &LoadedObject) -> Result<Vec<(BpfObjectKind, u32)>> {
         let info = map.info().map_err(|source| BpfError::Map {
             op: "get info",
             map: map.name().to_string_lossy().into_owned(),
-            source,
+            source: source.into(),
         })?;
         ids.push((BpfObjectKind::Map, info.info.id));
     }
@@ -165,7 +165,7 @@ pub fn object_ids(object: &LoadedObject) -> Result<Vec<(BpfObjectKind, u32)>> {
             libbpf_rs::Program::id_from_fd(prog.as_fd()).map_err(|source| BpfError::Attach {
                 program: prog.name().to_string_lossy().into_owned(),
                 target: "program info".to_string(),
-                source,
+                source: source.into(),
             })?;
         ids.push((BpfObjectKind::Prog, id));
     }
@@ -173,13 +173,13 @@ pub fn object_ids(object: &LoadedObject) -> Result<Vec<(BpfObjectKind, u32)>> {
 }
 
 /// The kernel id of a link.
-pub fn link_id(link: &Link) -> Result<u32> {
+pub(crate) fn link_id(link: &Link) -> Result<u32> {
     link.info()
         .map(|i| i.id)
         .map_err(|source| BpfError::Attach {
             program: "link".to_string(),
             target: "link info".to_string(),
-            source,
+            source: source.into(),
         })
 }
 
@@ -249,6 +249,7 @@ impl SentinelLsm {
                     what: format!("link of {name}"),
                     path: pin_path.clone(),
                     reason: e.to_string(),
+                    source: Some(e.into()),
                 })?;
                 self.links.push(((*name).to_string(), link));
                 continue;
@@ -259,7 +260,7 @@ impl SentinelLsm {
             let mut link = result.map_err(|source| BpfError::Attach {
                 program: (*name).to_string(),
                 target,
-                source,
+                source: source.into(),
             })?;
             if pin {
                 let pinned = link.pin(&pin_path);
@@ -274,6 +275,7 @@ impl SentinelLsm {
                     what: format!("link of {name}"),
                     path: pin_path.clone(),
                     reason: e.to_string(),
+                    source: Some(e.into()),
                 })?;
             }
             self.links.push(((*name).to_string(), link));
@@ -281,9 +283,17 @@ impl SentinelLsm {
         Ok(())
     }
 
-    /// The attached links, by program name.
-    pub fn links(&self) -> impl Iterator<Item = (&str, &Link)> {
-        self.links.iter().map(|(n, l)| (n.as_str(), l))
+    /// How many hooks are attached.
+    pub fn attached_hooks(&self) -> usize {
+        self.links.len()
+    }
+
+    /// The kernel ids of the attached links, by program name.
+    pub fn link_ids(&self) -> Result<Vec<(String, u32)>> {
+        self.links
+            .iter()
+            .map(|(name, link)| link_id(link).map(|id| (name.clone(), id)))
+            .collect()
     }
 
     /// Detaches every hook and removes the link pins (the maps stay pinned). Only the

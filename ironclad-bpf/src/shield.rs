@@ -361,13 +361,18 @@ impl Maps for PinnedMaps {
             what: format!("map {name}"),
             path,
             reason: e.to_string(),
+            source: Some(e.into()),
         })
     }
 }
 
 fn map_err(op: &'static str, map: &str) -> impl FnOnce(libbpf_rs::Error) -> BpfError {
     let map = map.to_string();
-    move |source| BpfError::Map { op, map, source }
+    move |source| BpfError::Map {
+        op,
+        map,
+        source: source.into(),
+    }
 }
 
 fn lookup(map: &MapHandle, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {

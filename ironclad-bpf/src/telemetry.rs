@@ -70,7 +70,7 @@ impl Telemetry {
                     .map_err(|source| BpfError::Attach {
                         program: (*name).to_string(),
                         target: "BTF tracepoint".to_string(),
-                        source,
+                        source: source.into(),
                     })?,
             );
         }
@@ -98,7 +98,7 @@ impl Telemetry {
             links.push(result.map_err(|source| BpfError::Attach {
                 program: (*name).to_string(),
                 target: format!("cgroup {}", cgroup.display()),
-                source,
+                source: source.into(),
             })?);
         }
         Ok(Self {
@@ -176,13 +176,14 @@ impl Telemetry {
             what: "map ic_telemetry_stats".to_string(),
             path: path.clone(),
             reason: e.to_string(),
+            source: Some(e.into()),
         })?;
         Ok(map
             .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
             .map_err(|source| BpfError::Map {
                 op: "lookup",
                 map: "ic_telemetry_stats".to_string(),
-                source,
+                source: source.into(),
             })?
             .unwrap_or_default()
             .iter()

@@ -440,7 +440,7 @@ impl Probes {
                     return Err(BpfError::Attach {
                         program: site.program.to_string(),
                         target: format!("{}:{} in process {pid}", self.library.display(), site.at),
-                        source,
+                        source: source.into(),
                     });
                 }
             }
@@ -607,7 +607,7 @@ impl TlsMonitor {
             let link = prog.attach().map_err(|source| BpfError::Attach {
                 program: (*name).to_string(),
                 target: "BTF tracepoint".to_string(),
-                source,
+                source: source.into(),
             })?;
             monitor.links.push(link);
         }
@@ -642,12 +642,12 @@ impl TlsMonitor {
             .map_err(|source| BpfError::Map {
                 op: "ring buffer",
                 map: "ic_tls_starts".to_string(),
-                source,
+                source: source.into(),
             })?;
         let ring = builder.build().map_err(|source| BpfError::Map {
             op: "ring buffer",
             map: "ic_tls_starts".to_string(),
-            source,
+            source: source.into(),
         })?;
         let stop = monitor.stop.clone();
         let probes = monitor.probes.clone();
@@ -769,7 +769,7 @@ impl TlsMonitor {
             self.links.push(result.map_err(|source| BpfError::Attach {
                 program: site.program.to_string(),
                 target,
-                source,
+                source: source.into(),
             })?);
         }
         Ok(())

@@ -344,3 +344,19 @@ fn tables_left_in_the_spare_slot_are_released_at_load() {
     let log = std::fs::read_to_string(&audit).expect("audit");
     assert!(log.contains("left by an earlier agent"), "{log}");
 }
+
+#[test]
+fn status_without_pins_is_a_pin_error_carrying_enoent() {
+    let empty = tempfile::tempdir().expect("tempdir");
+    let err = Shield::status_from_pins(empty.path()).expect_err("nothing is pinned there");
+    assert!(
+        matches!(err, ironclad_bpf::BpfError::Pin { .. }),
+        "a typed pin error: {err:?}"
+    );
+    assert_eq!(err.errno(), Some(libc::ENOENT), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains(&empty.path().display().to_string()),
+        "the message names the path: {err}"
+    );
+}

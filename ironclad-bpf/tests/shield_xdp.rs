@@ -340,6 +340,17 @@ fn a_flood_above_the_rate_limit_is_cut_to_the_budget() {
     );
 }
 
+/// `bpftool -j ARGS`, parsed.
+fn bpftool(args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new("bpftool")
+        .arg("-j")
+        .args(args)
+        .output()
+        .expect("bpftool must be installed (the README's test command installs it)");
+    assert!(out.status.success(), "bpftool {args:?}: {out:?}");
+    serde_json::from_slice(&out.stdout).expect("bpftool JSON")
+}
+
 #[test]
 fn xdp_off_cannot_remove_the_shield_and_a_second_attach_is_refused() {
     require_privileges!();
@@ -376,7 +387,39 @@ fn xdp_off_cannot_remove_the_shield_and_a_second_attach_is_refused() {
         "{err}"
     );
     assert!(err.to_string().contains(lab.veth.host()), "{err}");
+    assert_eq!(
+        err.errno(),
+        Some(libc::EBUSY),
+        "the kernel's errno reaches the caller: {err:?}"
+    );
     assert!(!lab.ping(3, false, 1), "the first attachment is untouched");
+
+    // The ids the API reports are the ones the kernel lists.
+    let link_id = attached.link_id().expect("link id");
+    let link = bpftool(&["link", "show", "id", &link_id.to_string()]);
+    assert_eq!(link["type"], "xdp", "{link}");
+    let programs: Vec<u32> = ironclad_bpf::sentinel::object_ids(shield.object())
+        .expect("ids")
+        .into_iter()
+        .filter(|(kind, _)| *kind == ironclad_core::abi::BpfObjectKind::Prog)
+        .map(|(_, id)| id)
+        .collect();
+    let prog_id = link["prog_id"].as_u64().expect("prog_id");
+    assert!(
+        programs.iter().any(|id| u64::from(*id) == prog_id),
+        "the link runs one of the Shield's programs {programs:?}: {link}"
+    );
+    let map_id = shield
+        .object()
+        .map("ic_shield_config")
+        .expect("map")
+        .id()
+        .expect("map id");
+    let map = bpftool(&["map", "show", "id", &map_id.to_string()]);
+    assert_eq!(
+        map["name"], "ic_shield_confi",
+        "the kernel keeps 15 characters: {map}"
+    );
     assert!(lab.ping(2, false, 1), "allowed traffic unaffected");
 }
 

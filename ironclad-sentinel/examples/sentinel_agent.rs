@@ -157,17 +157,12 @@ fn main() -> anyhow::Result<()> {
                 .lookup(&0u32.to_ne_bytes())?
                 .map(|v| v.iter().map(|b| format!("{b:02x}")).collect::<String>())
                 .unwrap_or_default(),
-            (Some("shield-config-id"), _, _) => {
-                use libbpf_rs::MapCore;
-                shield
-                    .object()
-                    .libbpf()
-                    .maps()
-                    .find(|m| m.name() == "ic_shield_config")
-                    .and_then(|m| m.info().ok())
-                    .map(|i| i.info.id.to_string())
-                    .unwrap_or_default()
-            }
+            (Some("shield-config-id"), _, _) => shield
+                .object()
+                .map("ic_shield_config")?
+                .id()
+                .map(|id| id.to_string())
+                .unwrap_or_default(),
             (Some("status"), _, _) => format!("{:?}", sentinel.status()?),
             (Some("crash"), _, _) => std::process::abort(),
             (Some("quit"), _, _) => break,

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use ironclad_bpf::auditlog::{AuditAction, Outcome};
-use ironclad_bpf::sentinel::{link_id, object_ids, register_agent};
+use ironclad_bpf::sentinel::{object_ids, register_agent};
 use ironclad_bpf::{EventSource, LoadedObject, Loader, RegisterError, SentinelLsm};
 use ironclad_core::abi::{
     BpfObjectKind, InodeKey, SEN_AGENT, SEN_AGENT_DIR, SEN_ANCESTOR, SEN_MANAGER, SEN_MONITOR,
@@ -475,8 +475,8 @@ impl Sentinel {
             return Ok(());
         };
         let mut ids = object_ids(lsm.object())?;
-        for (_, link) in lsm.links() {
-            ids.push((BpfObjectKind::Link, link_id(link)?));
+        for (_, id) in lsm.link_ids()? {
+            ids.push((BpfObjectKind::Link, id));
         }
         lsm.protect_objects(&ids)?;
         Ok(())
@@ -495,19 +495,20 @@ impl Sentinel {
         self.refresh_pins()
     }
 
-    /// Protects links (attachments) by their kernel ids: nobody but the agent gets an fd
-    /// to them to detach or update them.
-    pub fn protect_links<'a>(
+    /// Protects links (attachments) by their kernel ids (e.g.
+    /// [`XdpAttachment::link_id`](ironclad_bpf::XdpAttachment::link_id)): nobody but the
+    /// agent gets an fd to them to detach or update them.
+    pub fn protect_links(
         &mut self,
-        links: impl IntoIterator<Item = &'a libbpf_rs::Link>,
+        link_ids: impl IntoIterator<Item = u32>,
     ) -> Result<(), SentinelError> {
         let Some(lsm) = &self.lsm else {
             return Ok(());
         };
-        let ids = links
+        let ids: Vec<_> = link_ids
             .into_iter()
-            .map(|l| link_id(l).map(|id| (BpfObjectKind::Link, id)))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|id| (BpfObjectKind::Link, id))
+            .collect();
         lsm.protect_objects(&ids)?;
         self.extra_objects.extend(ids);
         Ok(())
@@ -558,7 +559,7 @@ impl Sentinel {
             Some(lsm) => (
                 lsm.state()?.agent_tgid,
                 lsm.protected_objects()?,
-                lsm.links().count(),
+                lsm.attached_hooks(),
                 lsm.lost_events()?,
             ),
             None => (0, 0, 0, 0),

@@ -332,7 +332,7 @@ fn main() -> std::process::ExitCode {
     match run(&args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
+            tracing::error!("{}", ironclad_core::error::report(e.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }
