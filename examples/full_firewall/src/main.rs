@@ -19,7 +19,6 @@
 
 #[cfg(feature = "demo")]
 mod demo;
-mod fetcher;
 mod health;
 mod logging;
 mod metrics;
@@ -215,7 +214,7 @@ fn main() -> ExitCode {
             run_dir,
             json,
         } => status::status(&pin_dir, &run_dir, json),
-        Command::Health { run_dir, ready } => health::probe(&run_dir, ready),
+        Command::Health { run_dir, ready } => Ok(health::probe(&run_dir, ready)),
         Command::Detach { pin_dir } => status::detach(&pin_dir),
         #[cfg(feature = "demo")]
         Command::Demo { seconds } => demo::run(seconds).map(|()| ExitCode::SUCCESS),
@@ -231,7 +230,10 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("full_firewall: {e:#}");
+            eprintln!(
+                "full_firewall: {}",
+                ironclad_core::error::report(e.as_ref())
+            );
             ExitCode::FAILURE
         }
     }

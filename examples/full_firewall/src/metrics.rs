@@ -35,8 +35,8 @@ use ironclad_policy::shield::CompiledShield;
 use ironclad_policy::sources::SourceKind;
 use tracing::{info, warn};
 
-use crate::health::Health;
 use crate::status;
+use ironclad_agent::health::Health;
 
 /// The dashboard page, served as is.
 const PAGE: &str = include_str!("dashboard.html");
@@ -378,7 +378,7 @@ async fn route(
     let mut answer = match path.as_str() {
         "/healthz" => {
             let report = shared.health.report();
-            if report.age() <= crate::health::STALE_AFTER.as_secs_f64() {
+            if report.is_fresh() {
                 response(200, "text/plain", format!("ok {:.1}\n", report.age()))
             } else {
                 response(503, "text/plain", format!("control loop stalled for {:.1} s\n", report.age()))

@@ -32,16 +32,16 @@ use ironclad_policy::egress::CompiledEgress;
 use ironclad_policy::process::ProcessPolicy;
 use ironclad_policy::sentinel::SentinelPolicy;
 use ironclad_policy::shield::{CompiledShield, Mode};
-use ironclad_policy::sources::SourceKind;
 use ironclad_policy::telemetry::TelemetryPolicy;
 use ironclad_policy::tls::TlsPolicy;
 use ironclad_sentinel::{Sentinel, SentinelMode};
 use tracing::{error, info, warn};
 
-use crate::fetcher::Fetcher;
-use crate::health::{Feature, Health};
 use crate::metrics::{Access, Metrics, SourceStat};
-use crate::rollout::{Applied, Outcome as RolloutOutcome, Rollout, DEFAULT_RUN_DIR};
+use crate::rollout::{Applied, DAEMON, DEFAULT_RUN_DIR};
+use ironclad_agent::confirm::{ConfirmWindow, WindowOutcome};
+use ironclad_agent::feeds::{FeedFetcher, FeedWatch};
+use ironclad_agent::health::{FeatureState as Feature, Health};
 
 /// Events queued for the `--events` writer between two drains (every 100 ms at most):
 /// 8192 of them is 80,000 events a second before the oldest are dropped (and counted),
@@ -514,74 +514,6 @@ fn guard_object(guard: &mut Option<Guard>, object: &ironclad_bpf::LoadedObject) 
     }
 }
 
-/// Feed files with a `refresh` interval, checked for changes (modification time and
-/// size) that often; a change reloads the whole policy, as SIGHUP does.
-struct FeedWatch {
-    every: Option<Duration>,
-    last: std::time::Instant,
-    files: Vec<(String, PathBuf, Option<FileStamp>)>,
-}
-
-/// A file's modification time and size.
-type FileStamp = (std::time::SystemTime, u64);
-
-fn file_stamp(path: &Path) -> Option<FileStamp> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
-}
-
-impl FeedWatch {
-    fn of(shield: Option<&CompiledShield>) -> Self {
-        let mut files = Vec::new();
-        let mut every: Option<Duration> = None;
-        for source in shield.map(|s| s.sources.as_slice()).unwrap_or_default() {
-            if let SourceKind::Feed {
-                path,
-                refresh: Some(refresh),
-                fetch: None,
-                ..
-            } = &source.kind
-            {
-                every = Some(every.map_or(*refresh, |e| e.min(*refresh)));
-                files.push((source.name.clone(), path.clone(), file_stamp(path)));
-            }
-        }
-        Self {
-            every,
-            last: std::time::Instant::now(),
-            files,
-        }
-    }
-
-    /// The name of a feed whose file changed, when a check is due.
-    fn changed(&mut self) -> Option<String> {
-        let every = self.every?;
-        if self.last.elapsed() < every {
-            return None;
-        }
-        self.last = std::time::Instant::now();
-        let mut changed = None;
-        for (name, path, stamp) in &mut self.files {
-            let now = file_stamp(path);
-            if now == *stamp {
-                continue;
-            }
-            // A file being written (truncated, half full) is left for the next check:
-            // it must look the same a moment later. Writers should still replace feed
-            // files atomically (a temporary file renamed over it).
-            std::thread::sleep(Duration::from_millis(100));
-            if file_stamp(path) != now {
-                continue;
-            }
-            // Remembered, so a reload that refuses the new content is not retried until
-            // the file changes again.
-            *stamp = now;
-            changed.get_or_insert_with(|| name.clone());
-        }
-        changed
-    }
-}
-
 /// Puts `previous` back: the Shield's and the egress firewall's policies (an empty policy
 /// where there was none). Returns whether everything was restored.
 fn roll_back(previous: &Applied, shield: Option<&Running>, egress: Option<&mut Egress>) -> bool {
@@ -966,12 +898,17 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     let sources = policy.as_ref().map(SourceStat::of);
     let mut feeds = FeedWatch::of(policy.as_ref());
     // Fetched feeds are enforced from their cached copies already; downloads start now.
-    let fetcher = Fetcher::start(policy.as_ref(), stop.clone(), metrics.clone())
+    let observer = metrics
+        .clone()
+        .map(|m| -> ironclad_agent::feeds::FetchObserver {
+            std::sync::Arc::new(move |name: &str, ok: bool| m.fetch_result(name, ok))
+        });
+    let fetcher = FeedFetcher::start(policy.as_ref(), stop.clone(), observer)
         .context("starting the feed fetcher")?;
     // With a confirmation window the applied policy is kept, to come back to; otherwise
     // it is in the kernel now and a reload compiles the file again.
     let mut rollout = match args.confirm_within {
-        Some(window) => Some(Rollout::start(window, &args.run_dir)?),
+        Some(window) => Some(ConfirmWindow::start(window, &args.run_dir, DAEMON)?),
         None => None,
     };
     let mut current = Applied::default();
@@ -1118,9 +1055,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             );
             reload.store(true, Ordering::Relaxed);
         }
-        if let Some(outcome) = rollout.as_mut().and_then(Rollout::poll) {
+        if let Some(outcome) = rollout.as_mut().and_then(ConfirmWindow::poll) {
             match outcome {
-                RolloutOutcome::Confirmed => {
+                WindowOutcome::Confirmed => {
                     info!("the new policy is confirmed");
                     policy_record(
                         loader.audit_log(),
@@ -1129,7 +1066,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                         "confirmed".to_string(),
                     );
                 }
-                RolloutOutcome::Expired(previous) => {
+                WindowOutcome::Expired(previous) => {
                     let restored = roll_back(&previous, running.as_ref(), egress.as_mut());
                     if restored {
                         warn!(
@@ -1151,7 +1088,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                     if let Some(m) = &metrics {
                         m.rolled_back(previous.shield.as_ref().map(SourceStat::of));
                     }
-                    current = *previous;
+                    current = previous;
                     release_memory();
                 }
             }

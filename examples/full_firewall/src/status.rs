@@ -122,10 +122,9 @@ pub(crate) fn egress_json(status: &EgressStatus) -> serde_json::Value {
 
 /// The daemon's own report (from its run directory) as JSON: alive, ready, and each
 /// configured feature with what runs or why not. `null` when no daemon wrote one.
-fn daemon_json(report: Option<&crate::health::Report>) -> serde_json::Value {
+fn daemon_json(report: Option<&ironclad_agent::health::Report>) -> serde_json::Value {
     report.map_or(serde_json::Value::Null, |r| {
-        let alive = Path::new(&format!("/proc/{}", r.pid)).exists()
-            && r.age() <= crate::health::STALE_AFTER.as_secs_f64();
+        let alive = Path::new(&format!("/proc/{}", r.pid)).exists() && r.is_fresh();
         serde_json::json!({
             "pid": r.pid,
             "alive": alive,
@@ -141,7 +140,7 @@ pub(crate) fn status(pin_root: &Path, run_dir: &Path, json: bool) -> Result<Exit
     let shield = Shield::status_from_pins(pin_root);
     let egress = EgressFirewall::status_from_pins(pin_root);
     let dns_lost = Telemetry::lost_dns_events_from_pins(pin_root).ok();
-    let daemon = crate::health::read(run_dir);
+    let daemon = ironclad_agent::health::read(run_dir);
     if shield.is_err() && egress.is_err() && dns_lost.is_none() && daemon.is_none() {
         anyhow::bail!("nothing is pinned under {}", pin_root.display());
     }
