@@ -60,7 +60,7 @@ cmd_demo() {
 # eBPF sources included), then builds a scratch project that depends on the packaged
 # crates only, not on the workspace paths.
 check_packaged() {
-    local crates=(ironclad-core ironclad-policy ironclad-events ironclad-bpf ironclad-sentinel)
+    local crates=(ironclad-core ironclad-policy ironclad-events ironclad-bpf ironclad-sentinel ironclad-agent)
     local args=() c
     for c in "${crates[@]}"; do args+=(-p "$c"); done
     # `cargo package` verifies each crate against the others through a temporary local

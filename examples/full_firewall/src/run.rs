@@ -225,22 +225,65 @@ fn accept(args: &RunArgs, audit: &AuditLog, accepted: Option<&Accepted>) {
     }
 }
 
-/// The running identity firewall and its event reader.
+/// The running identity firewall.
 struct Egress {
     firewall: EgressFirewall,
-    events: EventReader,
 }
 
-/// A reader of one source whose events get the process cache's `process` block when
-/// the process monitor runs.
-fn reader(
-    source: ironclad_bpf::Result<EventSource>,
-    fanout: Arc<Fanout<Event>>,
+/// One reader of every running feature's ring buffer (one epoll set, one drain per
+/// turn of the loop), whose events get the process cache's `process` block when the
+/// process monitor runs. Built again when a feature starts or stops; records waiting
+/// in a ring meanwhile stay there for the new reader.
+fn event_reader(
+    features: &Features<'_>,
+    fanout: &Arc<Fanout<Event>>,
     processes: Option<&Arc<ProcessMonitor>>,
-) -> ironclad_bpf::Result<EventReader> {
-    match processes {
-        Some(p) => EventReader::with_processes(vec![source?], fanout, p.clone()),
-        None => EventReader::new(vec![source?], fanout),
+) -> Option<EventReader> {
+    let mut sources: Vec<EventSource> = Vec::new();
+    let mut add = |feature: &str, source: std::result::Result<EventSource, String>| match source {
+        Ok(source) => sources.push(source),
+        Err(e) => warn!("{feature}: its events cannot be read: {e}"),
+    };
+    if let Some(r) = features.shield {
+        add("shield", r.shield.event_source().map_err(|e| e.to_string()));
+    }
+    if let Some(e) = features.egress {
+        add(
+            "egress",
+            e.firewall.event_source().map_err(|e| e.to_string()),
+        );
+    }
+    if let Some(o) = features.observer {
+        add(
+            "telemetry",
+            o.telemetry.event_source().map_err(|e| e.to_string()),
+        );
+    }
+    if let Some(t) = features.tls {
+        add("tls", t.monitor.event_source().map_err(|e| e.to_string()));
+    }
+    if let Some(g) = features.guard {
+        add(
+            "sentinel",
+            g.sentinel.event_source().map_err(|e| e.to_string()),
+        );
+    }
+    if sources.is_empty() {
+        return None;
+    }
+    let reader = match processes {
+        Some(p) => EventReader::with_processes(sources, fanout.clone(), p.clone()),
+        None => EventReader::new(sources, fanout.clone()),
+    };
+    match reader {
+        Ok(reader) => {
+            info!("reading events of {}", reader.sources());
+            Some(reader)
+        }
+        Err(e) => {
+            error!("no events are read: {e}");
+            None
+        }
     }
 }
 
@@ -290,15 +333,12 @@ fn start_egress(
     loader: &Loader,
     policy: &CompiledEgress,
     cgroup: &Path,
-    fanout: Arc<Fanout<Event>>,
-    processes: Option<&Arc<ProcessMonitor>>,
     reasons: &mut Reasons,
 ) -> Option<Egress> {
     let started = EgressFirewall::load(loader).and_then(|mut firewall| {
         firewall.replace(policy)?;
         firewall.attach_pinned(cgroup)?;
-        let events = reader(firewall.event_source(), fanout, processes)?;
-        Ok(Egress { firewall, events })
+        Ok(Egress { firewall })
     });
     match started {
         Ok(egress) => {
@@ -317,10 +357,9 @@ fn start_egress(
     }
 }
 
-/// Running telemetry and its DNS event reader.
+/// Running telemetry.
 struct Observer {
     telemetry: Telemetry,
-    events: EventReader,
     policy: TelemetryPolicy,
     last_report: std::time::Instant,
 }
@@ -329,18 +368,12 @@ fn start_telemetry(
     loader: &Loader,
     policy: &TelemetryPolicy,
     cgroup: &Path,
-    fanout: Arc<Fanout<Event>>,
-    processes: Option<&Arc<ProcessMonitor>>,
     reasons: &mut Reasons,
 ) -> Option<Observer> {
-    let started = Telemetry::start(loader, policy, cgroup).and_then(|telemetry| {
-        let events = reader(telemetry.event_source(), fanout, processes)?;
-        Ok(Observer {
-            telemetry,
-            events,
-            policy: *policy,
-            last_report: std::time::Instant::now(),
-        })
+    let started = Telemetry::start(loader, policy, cgroup).map(|telemetry| Observer {
+        telemetry,
+        policy: *policy,
+        last_report: std::time::Instant::now(),
     });
     match started {
         Ok(o) => {
@@ -387,23 +420,13 @@ fn report_bandwidth(
     }
 }
 
-/// Running TLS capture and its event reader.
+/// Running TLS capture.
 struct Tls {
     monitor: TlsMonitor,
-    events: EventReader,
 }
 
-fn start_tls(
-    loader: &Loader,
-    policy: &TlsPolicy,
-    fanout: Arc<Fanout<Event>>,
-    processes: Option<&Arc<ProcessMonitor>>,
-    reasons: &mut Reasons,
-) -> Option<Tls> {
-    let started = TlsMonitor::start(loader, policy).and_then(|monitor| {
-        let events = reader(monitor.event_source(), fanout, processes)?;
-        Ok(Tls { monitor, events })
-    });
+fn start_tls(loader: &Loader, policy: &TlsPolicy, reasons: &mut Reasons) -> Option<Tls> {
+    let started = TlsMonitor::start(loader, policy).map(|monitor| Tls { monitor });
     match started {
         Ok(tls) => {
             info!(
@@ -422,23 +445,20 @@ fn start_tls(
     }
 }
 
-/// The running Shield: the object, its attachment and its event reader.
+/// The running Shield: the object and its attachment.
 struct Running {
     shield: Shield,
     attachment: XdpAttachment,
-    events: EventReader,
 }
 
 fn start_shield(
     loader: &Loader,
     policy: &CompiledShield,
     iface: &str,
-    fanout: Arc<Fanout<Event>>,
 ) -> ironclad_bpf::Result<Running> {
     let shield = Shield::load(loader)?;
     let report = shield.replace(policy)?;
     let attachment = shield.attach_pinned(iface)?;
-    let events = shield.events(fanout)?;
     info!(
         "shield enforcing on {iface} ({} mode, {}): {} rules ({} added, {} kept, {} removed), {} management prefixes, IPv4 via the {} path",
         attachment.mode().name(),
@@ -450,26 +470,17 @@ fn start_shield(
         policy.management.len(),
         report.ipv4_path.as_str(),
     );
-    Ok(Running {
-        shield,
-        attachment,
-        events,
-    })
+    Ok(Running { shield, attachment })
 }
 
-/// The running Sentinel and its event reader.
+/// The running Sentinel.
 struct Guard {
     sentinel: Sentinel,
-    events: EventReader,
 }
 
 /// Starts the Sentinel from the policy's `sentinel` section. Fails closed: an error here
 /// stops the daemon unless the section says `required: false`.
-fn start_sentinel(
-    loader: &Loader,
-    policy: &SentinelPolicy,
-    fanout: Arc<Fanout<Event>>,
-) -> Result<Option<Guard>> {
+fn start_sentinel(loader: &Loader, policy: &SentinelPolicy) -> Result<Option<Guard>> {
     let mut builder = Sentinel::builder()
         .monitor_only(policy.monitor_only)
         .allow_unprotected_start(!policy.required);
@@ -489,7 +500,6 @@ fn start_sentinel(
         error!("running WITHOUT self-protection (sentinel.required: false): {reason}");
         return Ok(None);
     }
-    let events = EventReader::new(vec![sentinel.event_source()?], fanout)?;
     let status = sentinel.status()?;
     info!(
         "sentinel {}: {} protected and {} monitored files, {} hooks",
@@ -502,7 +512,7 @@ fn start_sentinel(
         status.monitored_inodes,
         status.hooks
     );
-    Ok(Some(Guard { sentinel, events }))
+    Ok(Some(Guard { sentinel }))
 }
 
 /// Puts a loaded object under the Sentinel's protection (its maps and pins).
@@ -864,25 +874,15 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     // The Sentinel first: it registers this process as the agent before anything else is
     // loaded, and everything loaded after is put under its protection.
     let mut guard = match &config.sentinel {
-        Some(policy) => start_sentinel(&loader, policy, fanout.clone())?,
+        Some(policy) => start_sentinel(&loader, policy)?,
         None => None,
     };
 
     let processes = start_processes(&loader, process_policy, &mut reasons);
-    if let Some(g) = guard.as_mut() {
-        // The Sentinel's reader again, now with the process cache.
-        if let Some(p) = &processes {
-            g.events = EventReader::with_processes(
-                vec![g.sentinel.event_source()?],
-                fanout.clone(),
-                p.clone(),
-            )?;
-        }
-    }
     let mut process_losses = (0u64, 0u64);
 
     let mut running = match (&policy, &iface) {
-        (Some(policy), Some(iface)) => match start_shield(&loader, policy, iface, fanout.clone()) {
+        (Some(policy), Some(iface)) => match start_shield(&loader, policy, iface) {
             Ok(running) => Some(running),
             Err(e @ BpfError::StalePin { .. }) => {
                 return Err(stale_pin(&e, &args.pin_dir));
@@ -922,35 +922,20 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     let mut tls = config
         .tls
         .as_ref()
-        .and_then(|t| start_tls(&loader, t, fanout.clone(), processes.as_ref(), &mut reasons));
+        .and_then(|t| start_tls(&loader, t, &mut reasons));
     let cgroup = match &args.cgroup {
         Some(path) => path.clone(),
         None => ironclad_core::identity::cgroup2_root().context("finding the cgroup v2 root")?,
     };
-    let mut egress = config.egress.as_ref().and_then(|e| {
-        start_egress(
-            &loader,
-            e,
-            &cgroup,
-            fanout.clone(),
-            processes.as_ref(),
-            &mut reasons,
-        )
-    });
+    let mut egress = config
+        .egress
+        .as_ref()
+        .and_then(|e| start_egress(&loader, e, &cgroup, &mut reasons));
     let mut observer = config
         .telemetry
         .as_ref()
         .filter(|t| t.dns || t.bandwidth)
-        .and_then(|t| {
-            start_telemetry(
-                &loader,
-                t,
-                &cgroup,
-                fanout.clone(),
-                processes.as_ref(),
-                &mut reasons,
-            )
-        });
+        .and_then(|t| start_telemetry(&loader, t, &cgroup, &mut reasons));
     if let Some(r) = &running {
         guard_object(&mut guard, r.shield.object());
     }
@@ -972,6 +957,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             }
         };
     }
+    let mut reader = event_reader(&running_features!(), &fanout, processes.as_ref());
     let states = feature_states(&configured, running_features!(), &reasons);
     let down: Vec<String> = states
         .iter()
@@ -1014,34 +1000,18 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             health.losses("process-records", stats.lost);
         }
         health.beat();
-        match &running {
+        match &reader {
             Some(r) => {
-                if let Err(e) = r.events.poll(Duration::from_millis(100)) {
+                // Waits for a ring that wakes its reader, then takes what every ring
+                // holds (TLS records are written without a wakeup, one per call).
+                if let Err(e) = r.poll(Duration::from_millis(100)) {
                     warn!("reading events: {e}");
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }
             None => std::thread::sleep(Duration::from_millis(100)),
         }
-        if let Some(t) = &tls {
-            if let Err(e) = t.events.drain() {
-                warn!("reading tls events: {e}");
-            }
-        }
-        if let Some(e) = &egress {
-            if let Err(err) = e.events.drain() {
-                warn!("reading egress events: {err}");
-            }
-        }
-        if let Some(g) = &guard {
-            if let Err(err) = g.events.drain() {
-                warn!("reading sentinel events: {err}");
-            }
-        }
         if let Some(o) = observer.as_mut() {
-            if let Err(err) = o.events.drain() {
-                warn!("reading dns events: {err}");
-            }
             report_bandwidth(o, &fanout, processes.as_ref(), false);
         }
         write_events(&subscription, &mut events_out, &health);
@@ -1108,6 +1078,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                     accepted: new_accepted,
                 }) => {
                     let mut failed = false;
+                    let mut started_or_stopped = false;
                     let configured = Configured::of(&new_config);
                     let mut next = current.clone();
                     if let Some(r) = rollout.as_mut() {
@@ -1145,7 +1116,8 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                             }
                         },
                         (None, Some(new_egress)) => {
-                            egress = start_egress(&loader, new_egress, &cgroup, fanout.clone(), processes.as_ref(), &mut reasons);
+                            egress = start_egress(&loader, new_egress, &cgroup, &mut reasons);
+                            started_or_stopped |= egress.is_some();
                             if let Some(e) = &egress {
                                 guard_object(&mut guard, e.firewall.object());
                             }
@@ -1162,16 +1134,16 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                             }
                         },
                         (None, Some(new_tls)) => {
-                            tls = start_tls(
-                                &loader,
-                                new_tls,
-                                fanout.clone(),
-                                processes.as_ref(),
-                                &mut reasons,
-                            );
+                            tls = start_tls(&loader, new_tls, &mut reasons);
+                            started_or_stopped |= tls.is_some();
                         }
                         (Some(_), None) => {
+                            // Its last records first: the reader goes with it below.
+                            if let Some(r) = &reader {
+                                let _ = r.drain();
+                            }
                             tls = None;
+                            started_or_stopped = true;
                             info!("tls capture stopped: no tls section any more");
                         }
                         (None, None) => {}
@@ -1190,7 +1162,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                         }
                     },
                     (None, Some(iface)) => {
-                        running = start_shield(&loader, &new_policy, iface, fanout.clone())
+                        running = start_shield(&loader, &new_policy, iface)
                             .map_err(|e| {
                                 warn!("shield still disabled: {e}");
                                 reasons.insert(
@@ -1199,6 +1171,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                                 );
                             })
                             .ok();
+                        started_or_stopped |= running.is_some();
                         if let Some(r) = &running {
                             guard_object(&mut guard, r.shield.object());
                         }
@@ -1208,6 +1181,12 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                         warn!("reload refused: --iface was not given");
                     }
                         },
+                    }
+                    if started_or_stopped {
+                        // The old reader goes first: two readers of one ring would
+                        // split its records between them.
+                        drop(reader.take());
+                        reader = event_reader(&running_features!(), &fanout, processes.as_ref());
                     }
                     if rollout.is_some() {
                         current = next;
@@ -1232,19 +1211,20 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             }
         }
     }
-    if let Some(t) = tls.take() {
-        let _ = t.events.drain();
-        t.monitor.stop();
+    // Every ring's last records, then the reader goes before anything is detached or
+    // stopped (it holds their ring buffers open).
+    if let Some(r) = reader.take() {
+        let _ = r.drain();
         write_events(&subscription, &mut events_out, &health);
     }
+    if let Some(t) = tls.take() {
+        t.monitor.stop();
+    }
     if let Some(mut o) = observer.take() {
-        let _ = o.events.drain();
         report_bandwidth(&mut o, &fanout, processes.as_ref(), true);
         write_events(&subscription, &mut events_out, &health);
     }
     if let Some(e) = egress.take() {
-        let _ = e.events.drain();
-        write_events(&subscription, &mut events_out, &health);
         drop(e);
         if args.detach_on_exit {
             let removed = loader.remove_pins(EgressFirewall::OBJECT)?;
@@ -1255,8 +1235,6 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     }
 
     if let Some(r) = running.take() {
-        let _ = r.events.drain();
-        write_events(&subscription, &mut events_out, &health);
         if args.detach_on_exit {
             r.attachment.detach()?;
             drop(r.shield);
@@ -1272,9 +1250,6 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         }
     }
     if let Some(g) = guard.take() {
-        let _ = g.events.drain();
-        write_events(&subscription, &mut events_out, &health);
-        drop(g.events);
         if args.detach_on_exit {
             g.sentinel.stop()?;
             info!("sentinel stopped; its pins removed");
