@@ -41,8 +41,14 @@ use libbpf_rs::Link;
 use crate::error::{BpfError, Result};
 use crate::events::{EventReader, EventSource};
 use crate::loader::{LoadedObject, Loader};
+use crate::names;
 
-const HOOKS: &[&str] = &["ic_connect4", "ic_connect6", "ic_sendmsg4", "ic_sendmsg6"];
+const HOOKS: &[&str] = &[
+    names::egress::ic_connect4,
+    names::egress::ic_connect6,
+    names::egress::ic_sendmsg4,
+    names::egress::ic_sendmsg6,
+];
 const TRACEPOINTS: &[&str] = crate::procs::TRACEPOINTS;
 
 /// A loaded identity firewall.
@@ -113,7 +119,7 @@ impl EgressFirewall {
     pub fn config(&self) -> Result<EgressConfig> {
         Ok(self
             .object
-            .map("ic_egress_config")?
+            .map(names::egress::ic_egress_config)?
             .lookup(&0u32.to_ne_bytes())?
             .and_then(|b| EgressConfig::from_bytes(&b))
             .unwrap_or_default())
@@ -129,9 +135,15 @@ impl EgressFirewall {
         let live = self.config()?;
         let next = 1 - (live.generation & 1);
         let (rules, index) = if next == 0 {
-            ("ic_egress_rules0", "ic_egress_index0")
+            (
+                names::egress::ic_egress_rules0,
+                names::egress::ic_egress_index0,
+            )
         } else {
-            ("ic_egress_rules1", "ic_egress_index1")
+            (
+                names::egress::ic_egress_rules1,
+                names::egress::ic_egress_index1,
+            )
         };
         let index_map = self.object.map(index)?;
         for key in index_map.keys() {
@@ -164,7 +176,7 @@ impl EgressFirewall {
             })
             .collect();
         index_map.update_many(buckets.iter().map(|(k, v)| (&k[..], &v[..])))?;
-        let counters = self.object.map("ic_egress_counters")?;
+        let counters = self.object.map(names::egress::ic_egress_counters)?;
         for rule in &policy.rules {
             let cpus = counters
                 .lookup_percpu(&rule.rule_id.to_ne_bytes())?
@@ -179,7 +191,7 @@ impl EgressFirewall {
             rate_burst: policy.rate_limit.map_or(0, |r| r.burst),
         };
         self.object
-            .map("ic_egress_config")?
+            .map(names::egress::ic_egress_config)?
             .update(&0u32.to_ne_bytes(), &config.to_bytes())?;
         for (id, path) in &policy.executables {
             self.known_exes.insert(*id, path.display().to_string());
@@ -284,7 +296,7 @@ impl EgressFirewall {
 
     /// Decisions per rule id, summed over CPUs.
     pub fn rule_counters(&self) -> Result<Vec<(u32, u64)>> {
-        let map = self.object.map("ic_egress_counters")?;
+        let map = self.object.map(names::egress::ic_egress_counters)?;
         let mut out = Vec::new();
         for id in 1..u32::try_from(self.rule_count()?).unwrap_or(0) + 1 {
             let total: u64 = map.sum_percpu_u64(&id.to_ne_bytes())?;
@@ -296,9 +308,9 @@ impl EgressFirewall {
     fn rule_count(&self) -> Result<usize> {
         let cfg = self.config()?;
         let rules = if cfg.generation == 0 {
-            "ic_egress_rules0"
+            names::egress::ic_egress_rules0
         } else {
-            "ic_egress_rules1"
+            names::egress::ic_egress_rules1
         };
         let map = self.object.map(rules)?;
         let mut highest = 0usize;
@@ -317,7 +329,7 @@ impl EgressFirewall {
     /// One total, summed over CPUs.
     pub fn total(&self, which: EgressTotal) -> Result<u64> {
         self.object
-            .map("ic_egress_totals")?
+            .map(names::egress::ic_egress_totals)?
             .sum_percpu_u64(&(which as u32).to_ne_bytes())
     }
 
@@ -327,7 +339,10 @@ impl EgressFirewall {
             path: path.to_path_buf(),
             source,
         })?;
-        let value = self.object.map("ic_egress_rate")?.lookup(&id.to_bytes())?;
+        let value = self
+            .object
+            .map(names::egress::ic_egress_rate)?
+            .lookup(&id.to_bytes())?;
         Ok(value
             .and_then(|v| v.get(16..24).and_then(|b| b.try_into().ok()))
             .map_or(0, u64::from_ne_bytes))
@@ -357,8 +372,8 @@ impl EgressFirewall {
             }
         });
         Ok(EventSource::new(
-            self.object.map("ic_egress_events")?.handle()?,
-            "ic_egress_events",
+            self.object.map(names::egress::ic_egress_events)?.handle()?,
+            names::egress::ic_egress_events,
             Some(enrich),
         ))
     }
@@ -396,17 +411,17 @@ impl EgressFirewall {
                 .map(u64::from_ne_bytes)
                 .sum()
         };
-        let config = open("ic_egress_config")?
+        let config = open(names::egress::ic_egress_config)?
             .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
-            .map_err(lookup_err("ic_egress_config"))?
+            .map_err(lookup_err(names::egress::ic_egress_config))?
             .and_then(|b| EgressConfig::from_bytes(&b))
             .unwrap_or_default();
         let rules = open(if config.generation == 0 {
-            "ic_egress_rules0"
+            names::egress::ic_egress_rules0
         } else {
-            "ic_egress_rules1"
+            names::egress::ic_egress_rules1
         })?;
-        let counters = open("ic_egress_counters")?;
+        let counters = open(names::egress::ic_egress_counters)?;
         let mut ids = std::collections::BTreeSet::new();
         for slot in 1..ironclad_core::abi::EGRESS_MAX_RULES {
             match rules
@@ -425,17 +440,17 @@ impl EgressFirewall {
                 id,
                 sum(counters
                     .lookup_percpu(&id.to_ne_bytes(), MapFlags::ANY)
-                    .map_err(lookup_err("ic_egress_counters"))?),
+                    .map_err(lookup_err(names::egress::ic_egress_counters))?),
             ));
         }
-        let totals_map = open("ic_egress_totals")?;
+        let totals_map = open(names::egress::ic_egress_totals)?;
         let mut totals = Vec::new();
         for t in EgressTotal::ALL {
             totals.push((
                 t,
                 sum(totals_map
                     .lookup_percpu(&(t as u32).to_ne_bytes(), MapFlags::ANY)
-                    .map_err(lookup_err("ic_egress_totals"))?),
+                    .map_err(lookup_err(names::egress::ic_egress_totals))?),
             ));
         }
         Ok(EgressStatus {

@@ -35,6 +35,7 @@ pub mod error;
 pub mod events;
 mod layout;
 pub mod loader;
+pub mod names;
 pub mod object;
 pub mod process;
 mod procs;

@@ -47,9 +47,14 @@ use libbpf_rs::Link;
 
 use crate::error::{BpfError, Result};
 use crate::loader::{LoadedObject, Loader};
+use crate::names;
 
-const RING: &str = "ic_process_events";
-const TRACEPOINTS: &[&str] = &["ic_process_exec", "ic_process_fork", "ic_process_exit"];
+const RING: &str = names::process::ic_process_events;
+const TRACEPOINTS: &[&str] = &[
+    names::process::ic_process_exec,
+    names::process::ic_process_fork,
+    names::process::ic_process_exit,
+];
 
 /// Counters of the process cache.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -728,7 +733,7 @@ impl ProcessMonitor {
 
     /// The cache's counters and the kernel's.
     pub fn stats(&self) -> Result<ProcessCacheStats> {
-        let stats = self.object.map("ic_process_stats")?;
+        let stats = self.object.map(names::process::ic_process_stats)?;
         let records = stats.sum_percpu_u64(&process_stat::EVENTS.to_ne_bytes())?;
         let lost = stats.sum_percpu_u64(&process_stat::LOST.to_ne_bytes())?;
         let table = locked(&self.shared.table);

@@ -6,14 +6,19 @@ use std::path::{Path, PathBuf};
 use ironclad_core::abi::{ProcExe, ProcInfo};
 use ironclad_core::identity::MountDevices;
 
-use crate::loader::LoadedObject;
-
 use crate::error::{BpfError, Result};
+use crate::loader::LoadedObject;
+use crate::names;
 
-/// The process table map of `bpf-src/lib/proctable.h`.
-pub(crate) const TABLE: &str = "ic_procs";
+/// The process table map of `bpf-src/lib/proctable.h`: named the same in every object
+/// that includes it (`names` checks egress, telemetry and tls each).
+pub(crate) const TABLE: &str = names::egress::ic_procs;
 /// Its three tracepoint programs.
-pub(crate) const TRACEPOINTS: &[&str] = &["ic_proc_exec", "ic_proc_fork", "ic_proc_exit"];
+pub(crate) const TRACEPOINTS: &[&str] = &[
+    names::egress::ic_proc_exec,
+    names::egress::ic_proc_fork,
+    names::egress::ic_proc_exit,
+];
 
 /// Every running process: its pid and the path of its `/proc/PID/exe` link (kernel
 /// threads included; their link cannot be followed).

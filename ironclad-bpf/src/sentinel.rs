@@ -34,33 +34,34 @@ use crate::auditlog::AuditAction;
 use crate::error::{BpfError, Result};
 use crate::events::EventSource;
 use crate::loader::{LoadedObject, Loader};
+use crate::names;
 
 /// The LSM programs, in attach order: the registration and bookkeeping hooks first, so
 /// the agent can register as soon as anything is enforced.
 pub const PROGRAMS: &[&str] = &[
-    "ic_task_prctl",
-    "ic_task_free",
-    "ic_file_open",
-    "ic_file_permission",
-    "ic_path_truncate",
-    "ic_path_chmod",
-    "ic_path_chown",
-    "ic_inode_setxattr",
-    "ic_inode_removexattr",
-    "ic_inode_unlink",
-    "ic_inode_rmdir",
-    "ic_inode_rename",
-    "ic_inode_link",
-    "ic_inode_create",
-    "ic_inode_mkdir",
-    "ic_inode_mknod",
-    "ic_inode_symlink",
-    "ic_sb_mount",
-    "ic_move_mount",
-    "ic_bpf_map",
-    "ic_bpf",
-    "ic_task_kill",
-    "ic_ptrace_access_check",
+    names::sentinel::ic_task_prctl,
+    names::sentinel::ic_task_free,
+    names::sentinel::ic_file_open,
+    names::sentinel::ic_file_permission,
+    names::sentinel::ic_path_truncate,
+    names::sentinel::ic_path_chmod,
+    names::sentinel::ic_path_chown,
+    names::sentinel::ic_inode_setxattr,
+    names::sentinel::ic_inode_removexattr,
+    names::sentinel::ic_inode_unlink,
+    names::sentinel::ic_inode_rmdir,
+    names::sentinel::ic_inode_rename,
+    names::sentinel::ic_inode_link,
+    names::sentinel::ic_inode_create,
+    names::sentinel::ic_inode_mkdir,
+    names::sentinel::ic_inode_mknod,
+    names::sentinel::ic_inode_symlink,
+    names::sentinel::ic_sb_mount,
+    names::sentinel::ic_move_mount,
+    names::sentinel::ic_bpf_map,
+    names::sentinel::ic_bpf,
+    names::sentinel::ic_task_kill,
+    names::sentinel::ic_ptrace_access_check,
 ];
 
 /// Why the registration handshake failed.
@@ -97,7 +98,7 @@ pub fn register_agent(pin_dir: &Path) -> std::result::Result<(), RegisterError> 
     if rc != 0 && err.raw_os_error() != Some(libc::EINVAL) {
         return Err(RegisterError::Os(err));
     }
-    match read_state(&pin_dir.join("ic_sentinel_state")) {
+    match read_state(&pin_dir.join(names::sentinel::ic_sentinel_state)) {
         Ok(Some(state)) if state.agent_tgid == u64::from(std::process::id()) => Ok(()),
         Ok(_) => Err(RegisterError::NotAttached),
         Err(e) => Err(RegisterError::Os(e)),
@@ -344,7 +345,7 @@ impl SentinelLsm {
     /// entries are written first, stale ones deleted after, so no inode that stays
     /// protected is ever unprotected in between.
     pub fn set_nodes(&self, nodes: &BTreeMap<InodeKey, u32>) -> Result<()> {
-        let map = self.object.map("ic_sentinel_nodes")?;
+        let map = self.object.map(names::sentinel::ic_sentinel_nodes)?;
         let current = self.nodes()?;
         let images: Vec<([u8; InodeKey::SIZE], [u8; SentinelNode::SIZE])> = nodes
             .iter()
@@ -369,7 +370,7 @@ impl SentinelLsm {
 
     /// The inode table as the kernel holds it.
     pub fn nodes(&self) -> Result<BTreeMap<InodeKey, u32>> {
-        let map = self.object.map("ic_sentinel_nodes")?;
+        let map = self.object.map(names::sentinel::ic_sentinel_nodes)?;
         let mut out = BTreeMap::new();
         for key in map.keys() {
             if let (Some(k), Some(v)) = (
@@ -385,7 +386,7 @@ impl SentinelLsm {
     /// Adds BPF objects (maps, programs, links by kernel id) to the protected set:
     /// only the agent may then get a writable fd to the maps or an fd to the links.
     pub fn protect_objects(&self, ids: &[(BpfObjectKind, u32)]) -> Result<()> {
-        let map = self.object.map("ic_sentinel_objects")?;
+        let map = self.object.map(names::sentinel::ic_sentinel_objects)?;
         let images: Vec<[u8; BpfObjectKey::SIZE]> = ids
             .iter()
             .map(|(kind, id)| {
@@ -403,7 +404,11 @@ impl SentinelLsm {
 
     /// How many BPF objects are protected.
     pub fn protected_objects(&self) -> Result<usize> {
-        Ok(self.object.map("ic_sentinel_objects")?.keys().len())
+        Ok(self
+            .object
+            .map(names::sentinel::ic_sentinel_objects)?
+            .keys()
+            .len())
     }
 
     /// Turns refusal on (`true`) or off (monitor-only: attempts are reported as
@@ -414,7 +419,7 @@ impl SentinelLsm {
             _pad0: 0,
         };
         self.object
-            .map("ic_sentinel_config")?
+            .map(names::sentinel::ic_sentinel_config)?
             .update(&0u32.to_ne_bytes(), &config.to_bytes())
     }
 
@@ -422,7 +427,7 @@ impl SentinelLsm {
     pub fn config(&self) -> Result<SentinelConfig> {
         Ok(self
             .object
-            .map("ic_sentinel_config")?
+            .map(names::sentinel::ic_sentinel_config)?
             .lookup(&0u32.to_ne_bytes())?
             .and_then(|b| SentinelConfig::from_bytes(&b))
             .unwrap_or_default())
@@ -432,7 +437,7 @@ impl SentinelLsm {
     pub fn state(&self) -> Result<SentinelState> {
         Ok(self
             .object
-            .map("ic_sentinel_state")?
+            .map(names::sentinel::ic_sentinel_state)?
             .lookup(&0u32.to_ne_bytes())?
             .and_then(|b| SentinelState::from_bytes(&b))
             .unwrap_or_default())
@@ -441,7 +446,7 @@ impl SentinelLsm {
     /// Events the ring buffer had no room for.
     pub fn lost_events(&self) -> Result<u64> {
         self.object
-            .map("ic_sentinel_lost")?
+            .map(names::sentinel::ic_sentinel_lost)?
             .sum_percpu_u64(&0u32.to_ne_bytes())
     }
 
@@ -465,8 +470,10 @@ impl SentinelLsm {
             }
         });
         Ok(EventSource::new(
-            self.object.map("ic_sentinel_events")?.handle()?,
-            "ic_sentinel_events",
+            self.object
+                .map(names::sentinel::ic_sentinel_events)?
+                .handle()?,
+            names::sentinel::ic_sentinel_events,
             Some(enrich),
         ))
     }

@@ -70,20 +70,21 @@ use crate::auditlog::{AuditAction, Outcome};
 use crate::error::{BpfError, Result};
 use crate::events::{EventReader, EventSource};
 use crate::loader::{LoadedObject, Loader};
+use crate::names;
 
-const V4_FAST: &str = "ic_v4_fast";
-const V4_TRIE: &str = "ic_v4_trie";
-const V6_TRIE: &str = "ic_v6_trie";
-const V4_BOOK: &str = "ic_v4_book";
-const ACTIVE: &str = "ic_shield_active";
-const RULE_INFO: &str = "ic_rule_info";
-const VALVE_V4: &str = "ic_valve_v4";
-const VALVE_V6: &str = "ic_valve_v6";
-const RULE_COUNTERS: &str = "ic_rule_counters";
-const TOTALS: &str = "ic_totals";
-const CONFIG: &str = "ic_shield_config";
-const EVENTS: &str = "ic_shield_events";
-const PROGRAM: &str = "ic_shield_xdp";
+const V4_FAST: &str = names::shield::ic_v4_fast;
+const V4_TRIE: &str = names::shield::ic_v4_trie;
+const V6_TRIE: &str = names::shield::ic_v6_trie;
+const V4_BOOK: &str = names::shield::ic_v4_book;
+const ACTIVE: &str = names::shield::ic_shield_active;
+const RULE_INFO: &str = names::shield::ic_rule_info;
+const VALVE_V4: &str = names::shield::ic_valve_v4;
+const VALVE_V6: &str = names::shield::ic_valve_v6;
+const RULE_COUNTERS: &str = names::shield::ic_rule_counters;
+const TOTALS: &str = names::shield::ic_totals;
+const CONFIG: &str = names::shield::ic_shield_config;
+const EVENTS: &str = names::shield::ic_shield_events;
+const PROGRAM: &str = names::shield::ic_shield_xdp;
 
 /// The per-slot tables (arrays of maps).
 const SLOTTED: [&str; 4] = [V4_FAST, V4_TRIE, V6_TRIE, V4_BOOK];
@@ -101,8 +102,8 @@ const ALL_MAPS: [&str; 14] = [
     TOTALS,
     CONFIG,
     EVENTS,
-    "ic_rate_buckets",
-    "ic_sample_seq",
+    names::shield::ic_rate_buckets,
+    names::shield::ic_sample_seq,
 ];
 /// Elements per batch syscall when filling a table.
 const BATCH: usize = 4096;
@@ -799,7 +800,7 @@ fn book_table(
         V4_BOOK_PAGE * V4Prefix::SIZE,
         pages as u32,
         libbpf_sys::BPF_F_INNER_MAP,
-        TableBtf::of(object, "__u32", "ic_v4_book_page"),
+        TableBtf::of(object, "__u32", names::shield::ic_v4_book_page),
     )?;
     fill(&table, V4_BOOK, &keys, &values)?;
     Ok(table)
@@ -1444,7 +1445,11 @@ impl Shield {
                 Rule::SIZE,
                 SHIELD_MAX_V6_PREFIXES,
                 libbpf_sys::BPF_F_NO_PREALLOC,
-                TableBtf::of(&self.object, "ic_lpm_v6_key", "ic_rule"),
+                TableBtf::of(
+                    &self.object,
+                    names::shield::ic_lpm_v6_key,
+                    names::shield::ic_rule,
+                ),
             )?;
             fill(&table, V6_TRIE, &keys, &values)?;
             tables.push((
@@ -1481,7 +1486,7 @@ impl Shield {
                     V4Block::SIZE,
                     SHIELD_V4_BLOCKS,
                     0,
-                    TableBtf::of(&self.object, "__u32", "ic_v4_block"),
+                    TableBtf::of(&self.object, "__u32", names::shield::ic_v4_block),
                 )?;
                 fill(&table, V4_FAST, &keys, &values)?;
                 tables.push((V4_FAST, table, format!("new table with {blocks} elements")));
@@ -1503,7 +1508,11 @@ impl Shield {
                     Rule::SIZE,
                     SHIELD_MAX_V4_PREFIXES,
                     libbpf_sys::BPF_F_NO_PREALLOC,
-                    TableBtf::of(&self.object, "ic_lpm_v4_key", "ic_rule"),
+                    TableBtf::of(
+                        &self.object,
+                        names::shield::ic_lpm_v4_key,
+                        names::shield::ic_rule,
+                    ),
                 )?;
                 fill(&table, V4_TRIE, &keys, &values)?;
                 tables.push((

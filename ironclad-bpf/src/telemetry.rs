@@ -37,12 +37,13 @@ use libbpf_rs::Link;
 use crate::error::{BpfError, Result};
 use crate::events::{EventReader, EventSource};
 use crate::loader::{LoadedObject, Loader};
+use crate::names;
 
 const HOOKS: &[&str] = &[
-    "ic_sock_create",
-    "ic_sock_release",
-    "ic_skb_egress",
-    "ic_skb_ingress",
+    names::telemetry::ic_sock_create,
+    names::telemetry::ic_sock_release,
+    names::telemetry::ic_skb_egress,
+    names::telemetry::ic_skb_ingress,
 ];
 
 /// Running telemetry. Dropping it detaches every hook; its maps (counters, process
@@ -80,7 +81,7 @@ impl Telemetry {
             bandwidth: u32::from(policy.bandwidth),
         };
         object
-            .map("ic_telemetry_config")?
+            .map(names::telemetry::ic_telemetry_config)?
             .update(&0u32.to_ne_bytes(), &config.to_bytes())?;
         let dir = std::fs::File::open(cgroup).map_err(|source| BpfError::Io {
             path: cgroup.to_path_buf(),
@@ -119,7 +120,7 @@ impl Telemetry {
     /// Bytes and packets of every process seen so far, with its comm and executable
     /// when known (stamped with the current time).
     pub fn bandwidth(&self) -> Result<Vec<BandwidthSample>> {
-        let counters = self.object.map("ic_bandwidth")?;
+        let counters = self.object.map(names::telemetry::ic_bandwidth)?;
         let time = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
         let mut out = Vec::new();
         for key in counters.keys() {
@@ -171,7 +172,9 @@ impl Telemetry {
     /// `pin_root` without loading anything.
     pub fn lost_dns_events_from_pins(pin_root: &Path) -> Result<u64> {
         use libbpf_rs::{MapCore, MapFlags, MapHandle};
-        let path = pin_root.join(Self::OBJECT).join("ic_telemetry_stats");
+        let path = pin_root
+            .join(Self::OBJECT)
+            .join(names::telemetry::ic_telemetry_stats);
         let map = MapHandle::from_pinned_path(&path).map_err(|e| BpfError::Pin {
             what: "map ic_telemetry_stats".to_string(),
             path: path.clone(),
@@ -182,7 +185,7 @@ impl Telemetry {
             .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
             .map_err(|source| BpfError::Map {
                 op: "lookup",
-                map: "ic_telemetry_stats".to_string(),
+                map: names::telemetry::ic_telemetry_stats.to_string(),
                 source: source.into(),
             })?
             .unwrap_or_default()
@@ -195,7 +198,7 @@ impl Telemetry {
     /// DNS records the ring buffer had no room for, summed over CPUs.
     pub fn lost_dns_events(&self) -> Result<u64> {
         self.object
-            .map("ic_telemetry_stats")?
+            .map(names::telemetry::ic_telemetry_stats)?
             .sum_percpu_u64(&0u32.to_ne_bytes())
     }
 
@@ -223,8 +226,8 @@ impl Telemetry {
             }
         });
         Ok(EventSource::new(
-            self.object.map("ic_dns_events")?.handle()?,
-            "ic_dns_events",
+            self.object.map(names::telemetry::ic_dns_events)?.handle()?,
+            names::telemetry::ic_dns_events,
             Some(enrich),
         ))
     }

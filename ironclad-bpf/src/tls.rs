@@ -61,6 +61,7 @@ use libbpf_rs::{Link, UprobeOpts};
 use crate::error::{BpfError, Result};
 use crate::events::{EventReader, EventSource};
 use crate::loader::{LoadedObject, Loader};
+use crate::names;
 
 pub use ironclad_policy::tls::{TlsAttach, TlsPlacement, TlsPolicy, TlsScope};
 
@@ -134,14 +135,14 @@ fn exe_id(path: &Path) -> Result<ExeId> {
 
 /// The probes: (program, symbol, return probe).
 const PROBES: &[(&str, &str, bool)] = &[
-    ("ic_ssl_write", "SSL_write", false),
-    ("ic_ssl_write_ret", "SSL_write", true),
-    ("ic_ssl_write_ex", "SSL_write_ex", false),
-    ("ic_ssl_write_ex_ret", "SSL_write_ex", true),
-    ("ic_ssl_read", "SSL_read", false),
-    ("ic_ssl_read_ret", "SSL_read", true),
-    ("ic_ssl_read_ex", "SSL_read_ex", false),
-    ("ic_ssl_read_ex_ret", "SSL_read_ex", true),
+    (names::tls::ic_ssl_write, "SSL_write", false),
+    (names::tls::ic_ssl_write_ret, "SSL_write", true),
+    (names::tls::ic_ssl_write_ex, "SSL_write_ex", false),
+    (names::tls::ic_ssl_write_ex_ret, "SSL_write_ex", true),
+    (names::tls::ic_ssl_read, "SSL_read", false),
+    (names::tls::ic_ssl_read_ret, "SSL_read", true),
+    (names::tls::ic_ssl_read_ex, "SSL_read_ex", false),
+    (names::tls::ic_ssl_read_ex_ret, "SSL_read_ex", true),
 ];
 
 /// One probe of the plan: which program, at which offset of the library file.
@@ -320,20 +321,20 @@ pub fn plan_probes(library: &Path, placement: TlsPlacement) -> Result<Vec<ProbeS
             "SSL_write",
             "SSL_write_ex",
             [
-                "ic_ssl_write",
-                "ic_ssl_write_ret",
-                "ic_ssl_write_ex",
-                "ic_ssl_write_ex_ret",
+                names::tls::ic_ssl_write,
+                names::tls::ic_ssl_write_ret,
+                names::tls::ic_ssl_write_ex,
+                names::tls::ic_ssl_write_ex_ret,
             ],
         ),
         (
             "SSL_read",
             "SSL_read_ex",
             [
-                "ic_ssl_read",
-                "ic_ssl_read_ret",
-                "ic_ssl_read_ex",
-                "ic_ssl_read_ex_ret",
+                names::tls::ic_ssl_read,
+                names::tls::ic_ssl_read_ret,
+                names::tls::ic_ssl_read_ex,
+                names::tls::ic_ssl_read_ex_ret,
             ],
         ),
     ] {
@@ -597,7 +598,7 @@ impl TlsMonitor {
         monitor.configure(config)?;
         let per_process = config.attach == TlsAttach::PerProcess;
         let starts: &[&str] = if per_process {
-            &["ic_tls_exec", "ic_tls_fork"]
+            &[names::tls::ic_tls_exec, names::tls::ic_tls_fork]
         } else {
             &[]
         };
@@ -628,7 +629,7 @@ impl TlsMonitor {
         }
         monitor.attach_in_scope(&config.scope)?;
         // Processes that come into scope later are reported by the kernel at exec/fork.
-        let handle = monitor.object.map("ic_tls_starts")?.handle()?;
+        let handle = monitor.object.map(names::tls::ic_tls_starts)?.handle()?;
         let mut builder = libbpf_rs::RingBufferBuilder::new();
         let probes = monitor.probes.clone();
         builder
@@ -641,12 +642,12 @@ impl TlsMonitor {
             })
             .map_err(|source| BpfError::Map {
                 op: "ring buffer",
-                map: "ic_tls_starts".to_string(),
+                map: names::tls::ic_tls_starts.to_string(),
                 source: source.into(),
             })?;
         let ring = builder.build().map_err(|source| BpfError::Map {
             op: "ring buffer",
-            map: "ic_tls_starts".to_string(),
+            map: names::tls::ic_tls_starts.to_string(),
             source: source.into(),
         })?;
         let stop = monitor.stop.clone();
@@ -696,10 +697,10 @@ impl TlsMonitor {
             bytes_per_sec: config.bytes_per_second,
         };
         for map in [
-            "ic_tls_scope_pid",
-            "ic_tls_scope_cgroup",
-            "ic_tls_scope_comm",
-            "ic_tls_scope_exe",
+            names::tls::ic_tls_scope_pid,
+            names::tls::ic_tls_scope_cgroup,
+            names::tls::ic_tls_scope_comm,
+            names::tls::ic_tls_scope_exe,
         ] {
             let map = self.object.map(map)?;
             for key in map.keys() {
@@ -711,15 +712,15 @@ impl TlsMonitor {
             match entry {
                 TlsScope::Pid(pid) => self
                     .object
-                    .map("ic_tls_scope_pid")?
+                    .map(names::tls::ic_tls_scope_pid)?
                     .update(&pid.to_ne_bytes(), &on)?,
                 TlsScope::Comm(comm) => self
                     .object
-                    .map("ic_tls_scope_comm")?
+                    .map(names::tls::ic_tls_scope_comm)?
                     .update(&comm_key(comm), &on)?,
                 TlsScope::Exe(path) => self
                     .object
-                    .map("ic_tls_scope_exe")?
+                    .map(names::tls::ic_tls_scope_exe)?
                     .update(&exe_id(path)?.to_bytes(), &on)?,
                 TlsScope::Cgroup(path) => {
                     use std::os::unix::fs::MetadataExt;
@@ -730,13 +731,13 @@ impl TlsMonitor {
                         })?
                         .ino();
                     self.object
-                        .map("ic_tls_scope_cgroup")?
+                        .map(names::tls::ic_tls_scope_cgroup)?
                         .update(&id.to_ne_bytes(), &on)?;
                 }
             }
         }
         self.object
-            .map("ic_tls_config")?
+            .map(names::tls::ic_tls_config)?
             .update(&0u32.to_ne_bytes(), &cfg.to_bytes())?;
         if self.attacher.is_some() {
             self.attach_in_scope(&config.scope)?;
@@ -852,8 +853,8 @@ impl TlsMonitor {
             }
         });
         Ok(EventSource::new(
-            self.object.map("ic_tls_events")?.handle()?,
-            "ic_tls_events",
+            self.object.map(names::tls::ic_tls_events)?.handle()?,
+            names::tls::ic_tls_events,
             Some(enrich),
         ))
     }
@@ -871,7 +872,7 @@ impl TlsMonitor {
     fn stat(&self, index: u32) -> Result<u64> {
         let values = self
             .object
-            .map("ic_tls_stats")?
+            .map(names::tls::ic_tls_stats)?
             .lookup_percpu(&index.to_ne_bytes())?
             .unwrap_or_default();
         Ok(values

@@ -153,13 +153,13 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|e| format!("err {e}")),
             (Some("shield-config"), _, _) => shield
                 .object()
-                .map("ic_shield_config")?
+                .map(ironclad_bpf::names::shield::ic_shield_config)?
                 .lookup(&0u32.to_ne_bytes())?
                 .map(|v| v.iter().map(|b| format!("{b:02x}")).collect::<String>())
                 .unwrap_or_default(),
             (Some("shield-config-id"), _, _) => shield
                 .object()
-                .map("ic_shield_config")?
+                .map(ironclad_bpf::names::shield::ic_shield_config)?
                 .id()
                 .map(|id| id.to_string())
                 .unwrap_or_default(),
