@@ -47,22 +47,21 @@
 //! adopts the maps and [`Shield::attach_pinned`] swaps the new program into the pinned
 //! link atomically. [`Loader::remove_pins`] (`full_firewall detach`) removes everything.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
+use ipnetwork::{IpNetwork, Ipv4Network};
 use ironclad_core::abi::{
     Action, Counter, LpmV4Key, LpmV6Key, Rule, RuleInfo, ShieldConfig, ShieldTotal, V4Block,
     V4Prefix, ACTIVE_RATE_LIMIT, ACTIVE_SLOT, ACTIVE_V4_TRIE, FAST_GROUP, FAST_GROUP_MASK,
-    RULE_CIDR, RULE_FREE, RULE_SET, SHIELD_F_DRY_RUN, SHIELD_MAX_RULES, SHIELD_MAX_V4_PREFIXES,
-    SHIELD_MAX_V6_PREFIXES, SHIELD_SLOTS, SHIELD_V4_BLOCKS, SHIELD_V4_FIRST_BLOCKS,
-    SHIELD_V4_GROUPS, V4_BOOK_PAGE,
+    RULE_FREE, SHIELD_F_DRY_RUN, SHIELD_MAX_RULES, SHIELD_MAX_V4_PREFIXES, SHIELD_MAX_V6_PREFIXES,
+    SHIELD_SLOTS, SHIELD_V4_BLOCKS, SHIELD_V4_FIRST_BLOCKS, SHIELD_V4_GROUPS, V4_BOOK_PAGE,
 };
 use ironclad_events::{Event, Fanout};
 use ironclad_policy::fastpath::{self, FastTable};
-use ironclad_policy::shield::{CompiledShield, Ipv4Lookup, Mode, Owner, RateLimit};
+use ironclad_policy::shield::{CompiledShield, Ipv4Lookup, Mode, RateLimit};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
 
 use crate::attach::XdpAttachment;
@@ -71,6 +70,11 @@ use crate::error::{BpfError, Result};
 use crate::events::{EventReader, EventSource};
 use crate::loader::{LoadedObject, Loader};
 use crate::names;
+
+mod plan;
+
+pub use plan::RuleLabel;
+use plan::{lpm_key, net_of_key, Planned, RuleBook};
 
 const V4_FAST: &str = names::shield::ic_v4_fast;
 const V4_TRIE: &str = names::shield::ic_v4_trie;
@@ -108,119 +112,11 @@ const ALL_MAPS: [&str; 14] = [
 /// Elements per batch syscall when filling a table.
 const BATCH: usize = 4096;
 
-/// The LPM key bytes of `net` (host bits cleared).
-fn lpm_key(net: IpNetwork) -> Vec<u8> {
-    match net {
-        IpNetwork::V4(n) => LpmV4Key {
-            prefixlen: u32::from(n.prefix()),
-            addr: n.network().octets(),
-        }
-        .to_bytes(),
-        IpNetwork::V6(n) => LpmV6Key {
-            prefixlen: u32::from(n.prefix()),
-            addr: n.network().octets(),
-        }
-        .to_bytes(),
-    }
-}
-
-/// The network an LPM key (of either family, by length) stands for.
-fn net_of_key(key: &[u8]) -> Option<IpNetwork> {
-    if key.len() == LpmV4Key::SIZE {
-        let k = LpmV4Key::from_bytes(key)?;
-        Ipv4Network::new(k.addr.into(), u8::try_from(k.prefixlen).ok()?)
-            .ok()
-            .map(IpNetwork::V4)
-    } else {
-        let k = LpmV6Key::from_bytes(key)?;
-        Ipv6Network::new(k.addr.into(), u8::try_from(k.prefixlen).ok()?)
-            .ok()
-            .map(IpNetwork::V6)
-    }
-}
-
 fn valve_map(net: IpNetwork) -> &'static str {
     if net.is_ipv4() {
         VALVE_V4
     } else {
         VALVE_V6
-    }
-}
-
-/// What a rule id stands for.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum RuleLabel {
-    /// A single prefix.
-    Cidr(IpNetwork),
-    /// A named set of prefixes (a feed, a country).
-    Set(String),
-}
-
-impl std::fmt::Display for RuleLabel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Cidr(net) => write!(f, "{net}"),
-            Self::Set(name) => write!(f, "set:{name}"),
-        }
-    }
-}
-
-impl RuleLabel {
-    fn of(info: &RuleInfo) -> Option<Self> {
-        match info.kind {
-            RULE_CIDR => {
-                let net = if info.family == 4 {
-                    let addr: [u8; 4] = info.addr[..4].try_into().ok()?;
-                    IpNetwork::V4(Ipv4Network::new(addr.into(), info.prefixlen).ok()?)
-                } else {
-                    IpNetwork::V6(Ipv6Network::new(info.addr.into(), info.prefixlen).ok()?)
-                };
-                Some(Self::Cidr(net))
-            }
-            RULE_SET => {
-                let end = info
-                    .name
-                    .iter()
-                    .position(|b| *b == 0)
-                    .unwrap_or(info.name.len());
-                Some(Self::Set(
-                    String::from_utf8_lossy(&info.name[..end]).into_owned(),
-                ))
-            }
-            _ => None,
-        }
-    }
-
-    fn info(&self, action: Action, prefixes_v4: u32, prefixes_v6: u32) -> RuleInfo {
-        let mut info = RuleInfo {
-            prefixes_v4,
-            prefixes_v6,
-            action: action as u8,
-            ..RuleInfo::default()
-        };
-        match self {
-            Self::Cidr(net) => {
-                info.kind = RULE_CIDR;
-                info.prefixlen = net.prefix();
-                match net {
-                    IpNetwork::V4(n) => {
-                        info.family = 4;
-                        info.addr[..4].copy_from_slice(&n.network().octets());
-                    }
-                    IpNetwork::V6(n) => {
-                        info.family = 6;
-                        info.addr = n.network().octets();
-                    }
-                }
-            }
-            Self::Set(name) => {
-                info.kind = RULE_SET;
-                let bytes = name.as_bytes();
-                let n = bytes.len().min(RuleInfo::NAME_MAX);
-                info.name[..n].copy_from_slice(&bytes[..n]);
-            }
-        }
-        info
     }
 }
 
@@ -499,14 +395,6 @@ fn read_valve(maps: &dyn Maps) -> Result<Vec<IpNetwork>> {
     }
     valve.sort();
     Ok(valve)
-}
-
-/// The prefixes of the active policy. Each family is shared, so an edit of one family
-/// copies only that one and an unchanged family is recognised without comparing.
-#[derive(Debug, Clone, Default)]
-struct RuleBook {
-    v4: Arc<BTreeMap<Ipv4Network, Rule>>,
-    v6: Arc<BTreeMap<Ipv6Network, Rule>>,
 }
 
 /// What the last commit of this handle left in the kernel, so the next edit need not
@@ -928,113 +816,12 @@ impl Shield {
             tracing::info_span!("ironclad.shield.replace", rules = policy.rules.len()).entered();
         let _edit = self.lock();
         let old = read_directory(&self.object)?;
-        let by_label: HashMap<RuleLabel, (u32, u8)> = old
-            .iter()
-            .filter_map(|(id, info)| RuleLabel::of(info).map(|l| (l, (*id, info.action))))
-            .collect();
-        let labels: Vec<(RuleLabel, Action)> = policy
-            .rules
-            .iter()
-            .map(|r| (RuleLabel::Cidr(r.cidr), r.action))
-            .chain(
-                policy
-                    .sets
-                    .iter()
-                    .map(|s| (RuleLabel::Set(s.name.clone()), s.action)),
-            )
-            .collect();
-        if labels.len() >= SHIELD_MAX_RULES as usize {
-            return Err(BpfError::BadSize {
-                map: RULE_COUNTERS.to_string(),
-                what: "rule count",
-                got: labels.len(),
-                expected: SHIELD_MAX_RULES as usize - 1,
-            });
-        }
-        let kept: BTreeSet<u32> = labels
-            .iter()
-            .filter_map(|(l, _)| by_label.get(l).map(|(id, _)| *id))
-            .collect();
-        // New rules take ids no current rule uses; ids of rules being removed only when
-        // nothing else is left.
-        let mut unused = (1..SHIELD_MAX_RULES).filter(|id| !old.contains_key(id));
-        let mut retired = old.keys().copied().filter(|id| !kept.contains(id));
-        let mut report = ReplaceReport {
-            added: 0,
-            changed: 0,
-            removed: 0,
-            kept: 0,
-            ids: BTreeMap::new(),
-            set_ids: BTreeMap::new(),
-            ipv4_path: Ipv4Path::Fast,
-            fast_groups: 0,
-            prefixes: (0, 0),
-            in_place: 0,
-        };
-        let mut ids = Vec::with_capacity(labels.len());
-        let mut fresh = BTreeSet::new();
-        for (label, action) in &labels {
-            let id = match by_label.get(label) {
-                Some((id, old_action)) => {
-                    if *old_action == *action as u8 {
-                        report.kept += 1;
-                    } else {
-                        report.changed += 1;
-                    }
-                    *id
-                }
-                None => {
-                    let id = unused.next().or_else(|| retired.next()).ok_or_else(|| {
-                        BpfError::BadSize {
-                            map: RULE_COUNTERS.to_string(),
-                            what: "rule count",
-                            got: labels.len(),
-                            expected: SHIELD_MAX_RULES as usize - 1,
-                        }
-                    })?;
-                    fresh.insert(id);
-                    report.added += 1;
-                    id
-                }
-            };
-            match label {
-                RuleLabel::Cidr(net) => report.ids.insert(*net, id),
-                RuleLabel::Set(name) => report.set_ids.insert(name.clone(), id),
-            };
-            ids.push(id);
-        }
-        report.removed = old.len() - kept.len();
-
-        let (mut v4, mut v6) = (BTreeMap::new(), BTreeMap::new());
-        let mut counts = vec![(0u32, 0u32); labels.len()];
-        for (net, owner) in policy.owners() {
-            let index = match owner {
-                Owner::Rule(i) => i,
-                Owner::Set(i) => policy.rules.len() + i,
-            };
-            let rule = Rule::new(ids[index], policy.action_of(owner));
-            match net {
-                IpNetwork::V4(n) => {
-                    v4.insert(n, rule);
-                    counts[index].0 += 1;
-                }
-                IpNetwork::V6(n) => {
-                    v6.insert(n, rule);
-                    counts[index].1 += 1;
-                }
-            }
-        }
-        let directory = labels
-            .iter()
-            .zip(&ids)
-            .zip(&counts)
-            .map(|(((label, action), id), (v4, v6))| (*id, label.info(*action, *v4, *v6)))
-            .collect();
-        let book = RuleBook {
-            v4: Arc::new(v4),
-            v6: Arc::new(v6),
-        };
-        report.prefixes = (book.v4.len(), book.v6.len());
+        let Planned {
+            mut report,
+            book,
+            directory,
+            fresh,
+        } = plan::plan(&old, policy)?;
         let old_config = self.config()?;
         if report.added == 0
             && report.changed == 0
@@ -2082,40 +1869,5 @@ impl Shield {
     /// `fanout`.
     pub fn events(&self, fanout: Arc<Fanout<Event>>) -> Result<EventReader> {
         EventReader::new(vec![self.event_source()?], fanout)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lpm_keys_clear_host_bits_and_read_back() {
-        let net: IpNetwork = "10.1.2.3/16".parse().expect("cidr");
-        let key = lpm_key(net);
-        assert_eq!(key, vec![16, 0, 0, 0, 10, 1, 0, 0]);
-        assert_eq!(net_of_key(&key), Some("10.1.0.0/16".parse().expect("cidr")));
-        let net6: IpNetwork = "fd00::1/8".parse().expect("cidr");
-        let key = lpm_key(net6);
-        assert_eq!(key.len(), LpmV6Key::SIZE);
-        assert_eq!(&key[..5], &[8, 0, 0, 0, 0xfd]);
-        assert!(key[5..].iter().all(|b| *b == 0));
-        assert_eq!(net_of_key(&key), Some("fd00::/8".parse().expect("cidr")));
-        assert_eq!(net_of_key(&[1, 2]), None);
-    }
-
-    #[test]
-    fn rule_labels_round_trip_through_the_directory() {
-        for label in [
-            RuleLabel::Cidr("10.1.0.0/16".parse().expect("cidr")),
-            RuleLabel::Cidr("2001:db8::/32".parse().expect("cidr")),
-            RuleLabel::Set("spamhaus-drop".to_string()),
-        ] {
-            let info = label.info(Action::Deny, 1, 2);
-            let back = RuleInfo::from_bytes(&info.to_bytes()).expect("decodes");
-            assert_eq!(RuleLabel::of(&back), Some(label));
-            assert_eq!((back.prefixes_v4, back.prefixes_v6), (1, 2));
-        }
-        assert_eq!(RuleLabel::of(&RuleInfo::default()), None);
     }
 }
