@@ -75,19 +75,7 @@ impl EgressFirewall {
             known_exes: HashMap::new(),
         };
         // Track first, then seed, so no process started meanwhile is missed.
-        for name in TRACEPOINTS {
-            let link =
-                firewall
-                    .object
-                    .program(name)?
-                    .attach()
-                    .map_err(|source| BpfError::Attach {
-                        program: (*name).to_string(),
-                        target: "BTF tracepoint".to_string(),
-                        source: source.into(),
-                    })?;
-            firewall.links.push(link);
-        }
+        firewall.links = firewall.object.attach_tracepoints(TRACEPOINTS)?;
         firewall.seed_processes()?;
         Ok(firewall)
     }

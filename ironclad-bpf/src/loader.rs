@@ -460,6 +460,29 @@ impl LoadedObject {
             })
     }
 
+    /// Attaches the BTF tracepoint programs `names` in order, each recorded in the audit
+    /// log; the links detach when dropped. The first failure stops it (links attached
+    /// before are dropped, so detached, with it).
+    pub(crate) fn attach_tracepoints(&self, names: &[&str]) -> Result<Vec<libbpf_rs::Link>> {
+        let mut links = Vec::with_capacity(names.len());
+        for name in names {
+            let result = self.program(name)?.attach();
+            self.log.result(
+                AuditAction::Attach,
+                &self.name,
+                "BTF tracepoint",
+                name,
+                &result,
+            );
+            links.push(result.map_err(|source| BpfError::Attach {
+                program: (*name).to_string(),
+                target: "BTF tracepoint".to_string(),
+                source: source.into(),
+            })?);
+        }
+        Ok(links)
+    }
+
     /// Runs program `name` on `data` in the kernel with `BPF_PROG_TEST_RUN`, `repeat`
     /// times (at least once), without attaching it. Returns the program's return value
     /// (for XDP: the verdict) and the kernel's average time per run.

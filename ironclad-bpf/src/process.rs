@@ -611,22 +611,7 @@ impl ProcessMonitor {
             source: source.into(),
         })?;
         // Track first, then seed, so no process started meanwhile is missed.
-        let mut links = Vec::new();
-        for name in TRACEPOINTS {
-            let result = object.program(name)?.attach();
-            object.audit_log().result(
-                crate::auditlog::AuditAction::Attach,
-                "process",
-                "BTF tracepoint",
-                name,
-                &result,
-            );
-            links.push(result.map_err(|source| BpfError::Attach {
-                program: (*name).to_string(),
-                target: "BTF tracepoint".to_string(),
-                source: source.into(),
-            })?);
-        }
+        let links = object.attach_tracepoints(TRACEPOINTS)?;
         let shared = Arc::new(Shared {
             ring: Mutex::new(ring),
             table,

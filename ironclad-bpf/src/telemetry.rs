@@ -62,19 +62,7 @@ impl Telemetry {
     pub fn start(loader: &Loader, policy: &TelemetryPolicy, cgroup: &Path) -> Result<Self> {
         // Pinned maps: counters survive a restart, and `status` reads the losses.
         let object = loader.load(crate::object::telemetry())?;
-        let mut links = Vec::new();
-        for name in crate::procs::TRACEPOINTS {
-            links.push(
-                object
-                    .program(name)?
-                    .attach()
-                    .map_err(|source| BpfError::Attach {
-                        program: (*name).to_string(),
-                        target: "BTF tracepoint".to_string(),
-                        source: source.into(),
-                    })?,
-            );
-        }
+        let mut links = object.attach_tracepoints(crate::procs::TRACEPOINTS)?;
         let known_exes = crate::procs::seed(&object)?;
         let config = TelemetryConfig {
             dns: u32::from(policy.dns),

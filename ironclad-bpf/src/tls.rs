@@ -603,15 +603,13 @@ impl TlsMonitor {
             &[]
         };
         // Track first, then seed, so no process started meanwhile is missed.
-        for name in crate::procs::TRACEPOINTS.iter().chain(starts) {
-            let prog = monitor.object.program(name)?;
-            let link = prog.attach().map_err(|source| BpfError::Attach {
-                program: (*name).to_string(),
-                target: "BTF tracepoint".to_string(),
-                source: source.into(),
-            })?;
-            monitor.links.push(link);
-        }
+        let tracepoints: Vec<&str> = crate::procs::TRACEPOINTS
+            .iter()
+            .chain(starts)
+            .copied()
+            .collect();
+        let links = monitor.object.attach_tracepoints(&tracepoints)?;
+        monitor.links.extend(links);
         for (id, path) in crate::procs::seed(&monitor.object)? {
             monitor.known_exes.insert((id.dev, id.ino), path);
         }
