@@ -5,12 +5,14 @@
 //! embed_agent --policy FILE --iface IFACE --forward HOST:PORT
 //!             [--cgroup DIR] [--pin-dir DIR] [--audit-log FILE] [--protect PATH]...
 //!             [--update-manager EXE] [--require-sentinel] [--detach-on-exit] [--heartbeat-seconds N]
-//!             [--tokio]
+//!             [--tokio] [--run-dir DIR]
 //! ```
 //!
 //! Everything Ironclad-specific is in [`Protection::start`] (a few dozen lines) and one
 //! call in the main loop; the rest is what the agent had before: a collector connection
-//! that forwards JSON lines and reconnects, a heartbeat, signal handling. With `--tokio`
+//! that forwards JSON lines and reconnects, a heartbeat, signal handling. Its health
+//! report (`RUN_DIR/health.json`: which features run, a heartbeat) comes from
+//! `ironclad-agent`, so the same probe as the reference daemon's reads it. With `--tokio`
 //! the same agent runs its main loop on tokio and receives Ironclad's events through
 //! [`EventStream`] (no thread of Ironclad's own). The embedding guide
 //! (`docs/embedding.md`) walks through both.
@@ -24,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use ironclad_agent::health::{FeatureState, Health};
 use ironclad_bpf::{
     EgressFirewall, EventReader, EventStream, JsonLinesFile, Loader, Shield, XdpAttachment,
     DEFAULT_PIN_ROOT,
@@ -74,10 +77,15 @@ struct Args {
     /// Run the main loop on tokio, with Ironclad's events as a `Stream`.
     #[arg(long)]
     tokio: bool,
+    /// Where the health report goes (`health.json`, read by
+    /// `ironclad_agent::health::probe`).
+    #[arg(long, default_value = "/run/embed-agent")]
+    run_dir: PathBuf,
 }
 
 /// Ironclad inside the agent: the loaded features.
 struct Protection {
+    health: Health,
     loader: Loader,
     sentinel: Sentinel,
     shield: Shield,
@@ -143,6 +151,36 @@ impl Protection {
         let fanout = Arc::new(Fanout::new());
         let events = fanout.subscribe("forwarder", 4096, Overflow::DropOldest);
         let reader = EventReader::new(sources, fanout)?;
+        // Ready means every feature runs: a Sentinel that could not start (no BPF-LSM)
+        // leaves the agent alive but not ready, and the probe says why.
+        let health = Health::new(&args.run_dir);
+        let state = |up, detail: String| FeatureState { up, detail };
+        health.features(
+            [
+                (
+                    "shield",
+                    state(
+                        true,
+                        format!("xdp on {} ({})", args.iface, xdp.mode().name()),
+                    ),
+                ),
+                (
+                    "egress",
+                    state(true, format!("cgroup {}", args.cgroup.display())),
+                ),
+                (
+                    "sentinel",
+                    match sentinel.mode() {
+                        SentinelMode::Unprotected { reason } => state(false, reason.clone()),
+                        mode => state(true, format!("{mode:?}")),
+                    },
+                ),
+            ]
+            .into_iter()
+            .map(|(name, state)| (name.to_string(), state))
+            .collect(),
+        );
+        health.beat();
         info!(
             "ironclad: shield on {} ({} XDP, {} rules), egress on {}, sentinel {:?}",
             args.iface,
@@ -153,6 +191,7 @@ impl Protection {
         );
         Ok((
             Self {
+                health,
                 loader,
                 sentinel,
                 shield,
@@ -165,6 +204,7 @@ impl Protection {
 
     /// Takes Ironclad out of the kernel (only with `--detach-on-exit`).
     fn detach(self) -> Result<()> {
+        self.health.remove();
         self.xdp.detach()?;
         drop(self.shield);
         drop(self.egress);
@@ -264,6 +304,7 @@ fn run(args: &Args) -> Result<()> {
             if let Err(e) = feed.reader.poll(Duration::from_millis(100)) {
                 warn!("reading ironclad events: {e}");
             }
+            protection.health.beat();
             for event in feed.events.receiver().try_iter() {
                 forwarder.send(&envelope(host, &event));
             }
@@ -306,6 +347,7 @@ fn run_on_tokio(
         // Records that do not wake the reader (TLS capture) wait at most 100 ms.
         let mut events = EventStream::new(feed.reader, feed.events, Duration::from_millis(100))?;
         let mut beat = tokio::time::interval(Duration::from_secs(args.heartbeat_seconds));
+        let mut health = tokio::time::interval(Duration::from_secs(1));
         info!("agent running (tokio)");
         loop {
             tokio::select! {
@@ -315,6 +357,7 @@ fn run_on_tokio(
                     None => break,
                 },
                 _ = beat.tick() => heartbeat(protection, forwarder),
+                _ = health.tick() => protection.health.beat(),
                 _ = terminate.recv() => break,
                 _ = interrupt.recv() => break,
             }

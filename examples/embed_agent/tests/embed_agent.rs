@@ -195,6 +195,8 @@ fn enforces_and_forwards(tag: &str, net: u8, extra: &[&str]) {
         &dir.path().join("audit.jsonl"),
     );
     args.push("--detach-on-exit".into());
+    let run_dir = dir.path().join("run");
+    args.extend(["--run-dir".to_string(), run_dir.display().to_string()]);
     args.extend(extra.iter().map(|a| a.to_string()));
     let mut agent = Agent::spawn(&args);
     agent.wait_for(if extra.contains(&"--tokio") {
@@ -258,9 +260,33 @@ fn enforces_and_forwards(tag: &str, net: u8, extra: &[&str]) {
         agent.log()
     );
 
+    // Its health report, through the same probe as the reference daemon's: alive, and
+    // ready exactly when the Sentinel protects it too.
+    let report = ironclad_agent::health::read(&run_dir).expect("a health report");
+    assert_eq!(report.pid, agent.child.id(), "{report:?}");
+    assert!(
+        report.features["shield"].up && report.features["egress"].up,
+        "{report:?}"
+    );
+    assert_eq!(
+        report.features["sentinel"].up, self_protection,
+        "{report:?}"
+    );
+    assert_eq!(report.ready, self_protection, "{report:?}");
+    let alive = ironclad_agent::health::probe(&run_dir, false);
+    assert!(alive.healthy, "{alive:?}");
+    assert_eq!(
+        ironclad_agent::health::probe(&run_dir, true).healthy,
+        self_protection
+    );
+
     let status = agent.exit(Some("TERM"));
     assert!(status.success(), "{status}:\n{}", agent.log());
     assert!(agent.log().contains("ironclad detached"), "{}", agent.log());
+    assert!(
+        ironclad_agent::health::read(&run_dir).is_none(),
+        "the report goes when the agent detaches"
+    );
     assert_eq!(
         std::fs::read_dir(pins.path()).expect("pins").count(),
         0,
