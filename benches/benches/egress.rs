@@ -68,8 +68,8 @@ fn egress(c: &mut Criterion) {
         .pin_root(pins.path())
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
-    let mut firewall = EgressFirewall::load(&loader).unwrap_or_else(|e| panic!("{e}"));
-    firewall
+    let firewall = EgressFirewall::load(&loader).unwrap_or_else(|e| panic!("{e}"));
+    let _attached = firewall
         .attach(cgroup.path())
         .unwrap_or_else(|e| panic!("{e}"));
     for (name, others) in [("rules_10", 0), ("rules_10000", 9_990)] {

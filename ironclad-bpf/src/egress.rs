@@ -15,14 +15,21 @@
 //!
 //! let loader = Loader::builder().build()?;
 //! let policy = compile_file(Path::new("/etc/ironclad/policy.yaml"))?;
-//! let mut firewall = EgressFirewall::load(&loader)?;
-//! firewall.replace(policy.egress.as_ref().expect("an egress section"))?;
-//! firewall.attach(Path::new("/sys/fs/cgroup/unified"))?; // the whole host
+//! let firewall = EgressFirewall::load(&loader)?;
+//! let report = firewall.replace(policy.egress.as_ref().expect("an egress section"))?;
+//! println!("{} rules live", report.rules);
+//! // The whole host; detached when `attached` is dropped (`attach_pinned`: it stays).
+//! let attached = firewall.attach(Path::new("/sys/fs/cgroup"))?;
 //! for (rule_id, hits) in firewall.rule_counters()? {
 //!     println!("rule {rule_id}: {hits}");
 //! }
+//! # drop(attached);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! The API has the Shield's shape: `replace(&self)` returns a report, `attach` returns
+//! a handle ([`CgroupAttachment`], like [`XdpAttachment`](crate::XdpAttachment)) whose
+//! drop detaches what is not pinned.
 //!
 //! # Minimum kernel
 //! cgroup `connect`/`sendmsg` hooks through `bpf_link`: 5.7; BTF tracepoints: 5.5;
@@ -31,7 +38,7 @@
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ironclad_core::abi::{EgressConfig, EgressTotal, ProcExe, ProcInfo, EGRESS_BUCKET};
 use ironclad_events::{Event, Fanout};
@@ -51,13 +58,121 @@ const HOOKS: &[&str] = &[
 ];
 const TRACEPOINTS: &[&str] = crate::procs::TRACEPOINTS;
 
+/// Executable paths, from /proc at load and from every policy since; shared with the
+/// event source's enrichment, so it names executables of later policies too.
+#[derive(Debug, Default)]
+struct Known {
+    /// By the kernel's identity (file and modification time), for the process table.
+    by_id: HashMap<ProcExe, String>,
+    /// By file (device, inode), what decision events carry.
+    by_file: HashMap<(u32, u64), String>,
+}
+
+impl Known {
+    fn insert(&mut self, id: ProcExe, path: String) {
+        self.by_file.insert((id.dev, id.ino), path.clone());
+        self.by_id.insert(id, path);
+    }
+}
+
+type KnownExes = Arc<Mutex<Known>>;
+
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// A loaded identity firewall.
 #[derive(Debug)]
 pub struct EgressFirewall {
     object: LoadedObject,
-    links: Vec<Link>,
-    cgroup: Option<PathBuf>,
-    known_exes: HashMap<ProcExe, String>,
+    /// The process-tracking tracepoints (pinned by `attach_pinned`).
+    tracepoints: Mutex<Vec<Link>>,
+    known_exes: KnownExes,
+    /// Serialises policy swaps: each flips the generation the other reads.
+    edit: Mutex<()>,
+}
+
+/// What [`EgressFirewall::replace`] made live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EgressReport {
+    /// Rules of the live policy.
+    pub rules: usize,
+    /// Executables the policy names (their paths now name events too).
+    pub executables: usize,
+    /// The rule set now live (0 or 1): the other one takes the next policy.
+    pub generation: u8,
+}
+
+/// The identity firewall's hooks on one cgroup, from [`EgressFirewall::attach`] or
+/// [`EgressFirewall::attach_pinned`]. Dropping it detaches hooks that are not pinned;
+/// [`detach`](Self::detach) also removes pinned ones.
+#[derive(Debug)]
+#[must_use = "dropping a CgroupAttachment detaches the hooks that are not pinned"]
+pub struct CgroupAttachment {
+    links: Vec<(&'static str, Link)>,
+    cgroup: PathBuf,
+    log: crate::auditlog::AuditLog,
+}
+
+impl CgroupAttachment {
+    /// The cgroup v2 directory the hooks are attached to.
+    pub fn cgroup(&self) -> &Path {
+        &self.cgroup
+    }
+
+    /// Where the hooks are pinned (empty when they are not).
+    pub fn pin_paths(&self) -> Vec<PathBuf> {
+        self.links
+            .iter()
+            .filter_map(|(_, link)| link.pin_path())
+            .collect()
+    }
+
+    /// The links' kernel ids (as `bpftool link show` lists them), e.g. for the
+    /// Sentinel to protect them.
+    pub fn link_ids(&self) -> Result<Vec<u32>> {
+        self.links
+            .iter()
+            .map(|(_, link)| crate::sentinel::link_id(link))
+            .collect()
+    }
+
+    /// Detaches every hook now, removing its pin if it has one.
+    pub fn detach(self) -> Result<()> {
+        for (name, mut link) in self.links {
+            if let Some(path) = link.pin_path() {
+                let result = link.unpin();
+                self.log.result(
+                    crate::auditlog::AuditAction::Unpin,
+                    EgressFirewall::OBJECT,
+                    &path.display().to_string(),
+                    name,
+                    &result,
+                );
+                result.map_err(|e| BpfError::Pin {
+                    what: format!("link {name}"),
+                    path,
+                    reason: e.to_string(),
+                    source: Some(e.into()),
+                })?;
+            }
+            let result = link.detach();
+            self.log.result(
+                crate::auditlog::AuditAction::Detach,
+                EgressFirewall::OBJECT,
+                &format!("{name} on {}", self.cgroup.display()),
+                "",
+                &result,
+            );
+            result.map_err(|source| BpfError::Attach {
+                program: name.to_string(),
+                target: format!("detach from cgroup {}", self.cgroup.display()),
+                source: source.into(),
+            })?;
+        }
+        Ok(())
+    }
 }
 
 impl EgressFirewall {
@@ -68,21 +183,18 @@ impl EgressFirewall {
     /// and the policy), starts tracking processes and seeds the table from /proc.
     pub fn load(loader: &Loader) -> Result<Self> {
         let object = loader.load(crate::object::egress())?;
-        let mut firewall = Self {
-            object,
-            links: Vec::new(),
-            cgroup: None,
-            known_exes: HashMap::new(),
-        };
         // Track first, then seed, so no process started meanwhile is missed.
-        firewall.links = firewall.object.attach_tracepoints(TRACEPOINTS)?;
-        firewall.seed_processes()?;
-        Ok(firewall)
-    }
-
-    fn seed_processes(&mut self) -> Result<()> {
-        self.known_exes.extend(crate::procs::seed(&self.object)?);
-        Ok(())
+        let tracepoints = object.attach_tracepoints(TRACEPOINTS)?;
+        let mut known = Known::default();
+        for (id, path) in crate::procs::seed(&object)? {
+            known.insert(id, path);
+        }
+        Ok(Self {
+            object,
+            tracepoints: Mutex::new(tracepoints),
+            known_exes: Arc::new(Mutex::new(known)),
+            edit: Mutex::new(()),
+        })
     }
 
     /// What the process table says about process `pid`: its executable (with the path
@@ -96,7 +208,7 @@ impl EgressFirewall {
         Ok(bytes.and_then(|b| ProcInfo::from_bytes(&b)).map(|info| {
             let len = info.comm.iter().position(|c| *c == 0).unwrap_or(16);
             ProcessEntry {
-                exe_path: self.known_exes.get(&info.exe).cloned(),
+                exe_path: locked(&self.known_exes).by_id.get(&info.exe).cloned(),
                 comm: String::from_utf8_lossy(&info.comm[..len]).into_owned(),
                 info,
             }
@@ -117,9 +229,10 @@ impl EgressFirewall {
     /// that is not live, then one write of the configuration flips the generation, so
     /// every decision sees either the old policy or the new one. Rule counters restart
     /// at zero.
-    pub fn replace(&mut self, policy: &CompiledEgress) -> Result<()> {
+    pub fn replace(&self, policy: &CompiledEgress) -> Result<EgressReport> {
         let _span =
             tracing::info_span!("ironclad.egress.replace", rules = policy.rules.len()).entered();
+        let _edit = locked(&self.edit);
         let live = self.config()?;
         let next = 1 - (live.generation & 1);
         let (rules, index) = if next == 0 {
@@ -181,19 +294,25 @@ impl EgressFirewall {
         self.object
             .map(names::egress::ic_egress_config)?
             .update(&0u32.to_ne_bytes(), &config.to_bytes())?;
+        let mut known = locked(&self.known_exes);
         for (id, path) in &policy.executables {
-            self.known_exes.insert(*id, path.display().to_string());
+            known.insert(*id, path.display().to_string());
         }
-        Ok(())
+        Ok(EgressReport {
+            rules: policy.rules.len(),
+            executables: policy.executables.len(),
+            generation: u8::try_from(next).unwrap_or(0),
+        })
     }
 
     /// Attaches the four hooks to the cgroup v2 directory `cgroup` (and so to every
-    /// process in it and below). Detached when the firewall is dropped, unless pinned.
-    pub fn attach(&mut self, cgroup: &Path) -> Result<()> {
+    /// process in it and below). Detached when the returned handle is dropped.
+    pub fn attach(&self, cgroup: &Path) -> Result<CgroupAttachment> {
         let dir = std::fs::File::open(cgroup).map_err(|source| BpfError::Io {
             path: cgroup.to_path_buf(),
             source,
         })?;
+        let mut links = Vec::with_capacity(HOOKS.len());
         for name in HOOKS {
             let result = self.object.program(name)?.attach_cgroup(dir.as_raw_fd());
             self.object.audit_log().result(
@@ -208,23 +327,29 @@ impl EgressFirewall {
                 target: format!("cgroup {}", cgroup.display()),
                 source: source.into(),
             })?;
-            self.links.push(link);
+            links.push((*name, link));
         }
-        self.cgroup = Some(cgroup.to_path_buf());
-        Ok(())
+        Ok(CgroupAttachment {
+            links,
+            cgroup: cgroup.to_path_buf(),
+            log: self.object.audit_log().clone(),
+        })
     }
 
     /// Attaches like [`attach`](Self::attach) and pins the links under the pin
     /// directory, so the policy keeps being enforced after this process exits (or is
     /// killed). Links pinned by an earlier run are adopted and this run's programs are
-    /// swapped into them atomically.
-    pub fn attach_pinned(&mut self, cgroup: &Path) -> Result<()> {
+    /// swapped into them atomically. The process-tracking tracepoints are pinned too
+    /// (replacing pins of an earlier run), so identities stay current while no agent
+    /// runs.
+    pub fn attach_pinned(&self, cgroup: &Path) -> Result<CgroupAttachment> {
         let dir = self.object.pin_dir().to_path_buf();
         let pinned: Vec<PathBuf> = HOOKS
             .iter()
             .map(|h| dir.join(format!("link_{h}")))
             .collect();
-        if pinned.iter().all(|p| p.exists()) {
+        let mut attachment = if pinned.iter().all(|p| p.exists()) {
+            let mut links = Vec::with_capacity(HOOKS.len());
             for (name, path) in HOOKS.iter().zip(&pinned) {
                 let mut link = Link::open(path).map_err(|e| BpfError::Pin {
                     what: format!("link {name}"),
@@ -247,39 +372,23 @@ impl EgressFirewall {
                     reason: format!("cannot swap the program into it: {e}"),
                     source: Some(e.into()),
                 })?;
-                self.links.push(link);
+                links.push((*name, link));
             }
-            self.cgroup = Some(cgroup.to_path_buf());
-            return self.pin();
+            CgroupAttachment {
+                links,
+                cgroup: cgroup.to_path_buf(),
+                log: self.object.audit_log().clone(),
+            }
+        } else {
+            self.attach(cgroup)?
+        };
+        for (name, link) in TRACEPOINTS.iter().zip(locked(&self.tracepoints).iter_mut()) {
+            pin_link(&dir, name, link)?;
         }
-        self.attach(cgroup)?;
-        self.pin()
-    }
-
-    /// Pins the cgroup links under the pin directory so the policy keeps being
-    /// enforced after this process exits.
-    ///
-    /// The process-tracking tracepoints are pinned too (replacing pins of an earlier
-    /// run), so identities stay current while no agent runs.
-    pub fn pin(&mut self) -> Result<()> {
-        let dir = self.object.pin_dir().to_path_buf();
-        let names = TRACEPOINTS.iter().chain(HOOKS.iter());
-        for (link, name) in self.links.iter_mut().zip(names) {
-            let path = dir.join(format!("link_{name}"));
-            if link.pin_path().is_some() {
-                continue;
-            }
-            if path.exists() {
-                let _ = std::fs::remove_file(&path);
-            }
-            link.pin(&path).map_err(|e| BpfError::Pin {
-                what: format!("link {name}"),
-                path: path.clone(),
-                reason: e.to_string(),
-                source: Some(e.into()),
-            })?;
+        for (name, link) in &mut attachment.links {
+            pin_link(&dir, name, link)?;
         }
-        Ok(())
+        Ok(attachment)
     }
 
     /// Decisions per rule id, summed over CPUs.
@@ -345,14 +454,11 @@ impl EgressFirewall {
     /// The decision ring buffer with its executable-path enrichment, to read together
     /// with other sources in one [`EventReader`].
     pub fn event_source(&self) -> Result<EventSource> {
-        let known: HashMap<(u32, u64), String> = self
-            .known_exes
-            .iter()
-            .map(|(id, path)| ((id.dev, id.ino), path.clone()))
-            .collect();
+        let known = self.known_exes.clone();
         let enrich = Box::new(move |event: &mut Event| {
             if let Event::Connect(d) | Event::RateLimited(d) = event {
-                d.exe = known.get(&(d.exe_dev, d.exe_ino)).cloned().or_else(|| {
+                let named = locked(&known).by_file.get(&(d.exe_dev, d.exe_ino)).cloned();
+                d.exe = named.or_else(|| {
                     std::fs::read_link(format!("/proc/{}/exe", d.pid))
                         .ok()
                         .map(|p| p.display().to_string())
@@ -470,4 +576,22 @@ pub struct EgressStatus {
     pub rules: Vec<(u32, u64)>,
     /// Totals.
     pub totals: Vec<(EgressTotal, u64)>,
+}
+
+/// Pins `link` as `dir/link_NAME` unless it is pinned already (a stale file of an
+/// earlier run is replaced).
+fn pin_link(dir: &Path, name: &str, link: &mut Link) -> Result<()> {
+    let path = dir.join(format!("link_{name}"));
+    if link.pin_path().is_some() {
+        return Ok(());
+    }
+    if path.exists() {
+        let _ = std::fs::remove_file(&path);
+    }
+    link.pin(&path).map_err(|e| BpfError::Pin {
+        what: format!("link {name}"),
+        path: path.clone(),
+        reason: e.to_string(),
+        source: Some(e.into()),
+    })
 }

@@ -50,7 +50,7 @@ pub use auditlog::{
     AuditAction, AuditLog, AuditRecord, AuditSink, FanoutSink, JsonLinesFile, MemorySink, NullSink,
     Outcome, TeeSink,
 };
-pub use egress::{EgressFirewall, EgressStatus, ProcessEntry};
+pub use egress::{CgroupAttachment, EgressFirewall, EgressReport, EgressStatus, ProcessEntry};
 pub use error::{BpfError, KernelError, Result};
 #[cfg(feature = "tokio")]
 pub use events::EventStream;

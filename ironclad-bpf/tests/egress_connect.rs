@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ironclad_bpf::{EgressFirewall, Loader};
+use ironclad_bpf::{CgroupAttachment, EgressFirewall, Loader};
 use ironclad_core::abi::EgressTotal;
 use ironclad_events::{Event, Fanout, Overflow};
 use ironclad_policy::config::compile_str;
@@ -88,6 +88,8 @@ struct Lab {
     _pins: BpffsDir,
     _loader: Loader,
     firewall: EgressFirewall,
+    /// The hooks on `cgroup`, once attached (dropping them detaches).
+    attached: Option<CgroupAttachment>,
     cgroup: TestCgroup,
     clients: Clients,
 }
@@ -112,6 +114,7 @@ impl Lab {
             _pins: pins,
             _loader: loader,
             firewall,
+            attached: None,
             cgroup,
             clients: Clients::build(),
         }
@@ -124,7 +127,7 @@ impl Lab {
 
     fn attach(&mut self) {
         let path = self.cgroup.path().to_path_buf();
-        self.firewall.attach(&path).expect("attach");
+        self.attached = Some(self.firewall.attach(&path).expect("attach"));
     }
 }
 
@@ -636,14 +639,14 @@ fn processes_started_before_the_firewall_are_identified() {
         .pin_root(pins.path())
         .build()
         .expect("loader");
-    let mut firewall = EgressFirewall::load(&loader).expect("load");
+    let firewall = EgressFirewall::load(&loader).expect("load");
     firewall
         .replace(&policy(&format!(
             "egress:\n  default: deny\n  rules:\n    - exe: {}\n      action: allow\n",
             a.display()
         )))
         .expect("replace");
-    firewall.attach(cgroup.path()).expect("attach");
+    let _attached = firewall.attach(cgroup.path()).expect("attach");
 
     early
         .stdin
@@ -769,4 +772,66 @@ fn the_process_table_records_identity_parent_ids_cgroup_and_comm() {
         firewall.process(gone).expect("lookup").is_none(),
         "dropped on exit"
     );
+}
+
+/// `bpftool -j ARGS`, parsed.
+fn bpftool(args: &[&str]) -> serde_json::Value {
+    let out = Command::new("bpftool")
+        .arg("-j")
+        .args(args)
+        .output()
+        .expect("bpftool must be installed (the README's test command installs it)");
+    assert!(out.status.success(), "bpftool {args:?}: {out:?}");
+    serde_json::from_slice(&out.stdout).expect("bpftool JSON")
+}
+
+/// The firewall has the Shield's shape: `replace(&self)` reports what went live, and
+/// `attach` returns a handle: dropping it detaches, `detach` also removes its pins.
+#[test]
+fn the_attachment_is_a_handle_dropped_or_detached_like_the_shields() {
+    require_privileges!();
+    let mut lab = Lab::new("egress-handle");
+    let client = lab.clients.path("client-a");
+    let (port, _accepted) = tcp_listener("127.0.0.1");
+    let p = port.to_string();
+    let deny_all = policy("egress:\n  default: deny\n");
+    let first = lab.firewall.replace(&deny_all).expect("replace");
+    let second = lab
+        .firewall
+        .replace(&policy(
+            "egress:\n  default: deny\n  rules:\n    - dst: 192.0.2.1\n      action: allow\n",
+        ))
+        .expect("replace");
+    assert_eq!((first.rules, second.rules), (0, 1));
+    assert_ne!(
+        first.generation, second.generation,
+        "each swap flips the rule set"
+    );
+    lab.firewall.replace(&deny_all).expect("replace");
+
+    let connect = |lab: &Lab| run(&lab.cgroup, &client, &["tcp4", "127.0.0.1", &p]);
+    assert_eq!(connect(&lab), (1, 0, 0), "not attached yet");
+    lab.attach();
+    assert_eq!(connect(&lab), (0, 1, 0), "attached: refused");
+    drop(lab.attached.take());
+    assert_eq!(connect(&lab), (1, 0, 0), "the handle dropped: detached");
+
+    let pinned = lab
+        .firewall
+        .attach_pinned(lab.cgroup.path())
+        .expect("attach pinned");
+    assert_eq!(pinned.cgroup(), lab.cgroup.path());
+    let pins = pinned.pin_paths();
+    assert_eq!(pins.len(), 4, "connect4/6, sendmsg4/6: {pins:?}");
+    assert!(pins.iter().all(|p| p.exists()), "{pins:?}");
+    let ids = pinned.link_ids().expect("link ids");
+    assert_eq!(ids.len(), 4);
+    for id in &ids {
+        let link = bpftool(&["link", "show", "id", &id.to_string()]);
+        assert_eq!(link["type"], "cgroup", "{link}");
+    }
+    assert_eq!(connect(&lab), (0, 1, 0), "pinned: refused");
+    pinned.detach().expect("detach");
+    assert!(pins.iter().all(|p| !p.exists()), "the pins went: {pins:?}");
+    assert_eq!(connect(&lab), (1, 0, 0), "detached");
 }

@@ -37,14 +37,14 @@ fn one_poller_reads_several_ring_buffers_with_wall_clock_times() {
     require_privileges!();
     let pins = BpffsDir::new("multi").expect("bpffs");
     let (loader, shield) = shield(&pins);
-    let mut egress = EgressFirewall::load(&loader).expect("egress");
+    let egress = EgressFirewall::load(&loader).expect("egress");
     let cgroup = TestCgroup::new("multi").expect("cgroup");
     let policy = compile_str("egress:\n  default: deny\n", std::path::Path::new("p.yaml"))
         .expect("policy")
         .egress
         .expect("egress");
     egress.replace(&policy).expect("replace");
-    egress.attach(cgroup.path()).expect("attach");
+    let _attached = egress.attach(cgroup.path()).expect("attach");
 
     let fanout = Arc::new(Fanout::new());
     let sub = fanout.subscribe("test", 1024, Overflow::DropNewest);

@@ -28,8 +28,8 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use ironclad_agent::health::{FeatureState, Health};
 use ironclad_bpf::{
-    EgressFirewall, EventReader, EventStream, JsonLinesFile, Loader, Shield, XdpAttachment,
-    DEFAULT_PIN_ROOT,
+    CgroupAttachment, EgressFirewall, EventReader, EventStream, JsonLinesFile, Loader, Shield,
+    XdpAttachment, DEFAULT_PIN_ROOT,
 };
 use ironclad_events::{Event, Fanout, Overflow, Subscription};
 use ironclad_policy::config::compile_file;
@@ -91,6 +91,7 @@ struct Protection {
     shield: Shield,
     xdp: XdpAttachment,
     egress: EgressFirewall,
+    egress_hooks: CgroupAttachment,
 }
 
 /// Ironclad's events: the reader of every ring buffer and the agent's subscription.
@@ -128,14 +129,14 @@ impl Protection {
         shield.replace(shield_policy)?;
         let xdp = shield.attach_pinned(&args.iface)?;
 
-        let mut egress = EgressFirewall::load(&loader)?;
+        let egress = EgressFirewall::load(&loader)?;
         egress.replace(
             policy
                 .egress
                 .as_ref()
                 .context("the policy has no egress section")?,
         )?;
-        egress.attach_pinned(&args.cgroup)?;
+        let egress_hooks = egress.attach_pinned(&args.cgroup)?;
 
         let mut sources = vec![shield.event_source()?, egress.event_source()?];
         match sentinel.mode() {
@@ -197,6 +198,7 @@ impl Protection {
                 shield,
                 xdp,
                 egress,
+                egress_hooks,
             },
             Feed { reader, events },
         ))
@@ -206,6 +208,7 @@ impl Protection {
     fn detach(self) -> Result<()> {
         self.health.remove();
         self.xdp.detach()?;
+        self.egress_hooks.detach()?;
         drop(self.shield);
         drop(self.egress);
         let removed = self.loader.remove_pins(Shield::OBJECT)?

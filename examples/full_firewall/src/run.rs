@@ -22,8 +22,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use ironclad_bpf::{AuditAction, AuditLog, BpfError, Outcome as AuditOutcome};
 use ironclad_bpf::{
-    EgressFirewall, EventReader, EventSource, JsonLinesFile, Loader, ProcessMonitor, Shield,
-    Telemetry, TlsMonitor, XdpAttachment, DEFAULT_PIN_ROOT,
+    CgroupAttachment, EgressFirewall, EventReader, EventSource, JsonLinesFile, Loader,
+    ProcessMonitor, Shield, Telemetry, TlsMonitor, XdpAttachment, DEFAULT_PIN_ROOT,
 };
 use ironclad_events::{Event, Fanout, Overflow, ProcessCacheNotice, Subscription};
 use ironclad_policy::bundle::{outside_paths, verify_bundle, Accepted, TrustedKey};
@@ -225,9 +225,10 @@ fn accept(args: &RunArgs, audit: &AuditLog, accepted: Option<&Accepted>) {
     }
 }
 
-/// The running identity firewall.
+/// The running identity firewall and its (pinned) hooks on the cgroup.
 struct Egress {
     firewall: EgressFirewall,
+    _attachment: CgroupAttachment,
 }
 
 /// One reader of every running feature's ring buffer (one epoll set, one drain per
@@ -335,10 +336,13 @@ fn start_egress(
     cgroup: &Path,
     reasons: &mut Reasons,
 ) -> Option<Egress> {
-    let started = EgressFirewall::load(loader).and_then(|mut firewall| {
+    let started = EgressFirewall::load(loader).and_then(|firewall| {
         firewall.replace(policy)?;
-        firewall.attach_pinned(cgroup)?;
-        Ok(Egress { firewall })
+        let attachment = firewall.attach_pinned(cgroup)?;
+        Ok(Egress {
+            firewall,
+            _attachment: attachment,
+        })
     });
     match started {
         Ok(egress) => {
@@ -553,7 +557,7 @@ fn roll_back(previous: &Applied, shield: Option<&Running>, egress: Option<&mut E
             ironclad_policy::egress::compile(&Default::default())
         });
         match policy.map(|p| e.firewall.replace(&p)) {
-            Some(Ok(())) => info!("egress policy rolled back"),
+            Some(Ok(_)) => info!("egress policy rolled back"),
             Some(Err(err)) => {
                 ok = false;
                 error!("rolling the egress policy back failed: {err}");
@@ -1109,7 +1113,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                     }
                     match (egress.as_mut(), &new_config.egress) {
                         (Some(e), Some(new_egress)) => match e.firewall.replace(new_egress) {
-                            Ok(()) => info!("egress policy reloaded"),
+                            Ok(report) => info!("egress policy reloaded: {} rules", report.rules),
                             Err(err) => {
                                 failed = true;
                                 warn!("egress reload failed, the old policy stays: {err}");
