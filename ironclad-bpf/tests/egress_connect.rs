@@ -21,7 +21,7 @@ use ironclad_events::{Event, Fanout, Overflow};
 use ironclad_policy::config::compile_str;
 use ironclad_policy::egress::CompiledEgress;
 use ironclad_testing::require_privileges;
-use ironclad_testing::{BpffsDir, TestCgroup};
+use ironclad_testing::{bpftool, BpffsDir, TestCgroup};
 
 /// The client, compiled into a temporary directory, with a second byte-identical copy.
 struct Clients {
@@ -774,17 +774,6 @@ fn the_process_table_records_identity_parent_ids_cgroup_and_comm() {
     );
 }
 
-/// `bpftool -j ARGS`, parsed.
-fn bpftool(args: &[&str]) -> serde_json::Value {
-    let out = Command::new("bpftool")
-        .arg("-j")
-        .args(args)
-        .output()
-        .expect("bpftool must be installed (the README's test command installs it)");
-    assert!(out.status.success(), "bpftool {args:?}: {out:?}");
-    serde_json::from_slice(&out.stdout).expect("bpftool JSON")
-}
-
 /// The firewall has the Shield's shape: `replace(&self)` reports what went live, and
 /// `attach` returns a handle: dropping it detaches, `detach` also removes its pins.
 #[test]
@@ -827,7 +816,7 @@ fn the_attachment_is_a_handle_dropped_or_detached_like_the_shields() {
     let ids = pinned.link_ids().expect("link ids");
     assert_eq!(ids.len(), 4);
     for id in &ids {
-        let link = bpftool(&["link", "show", "id", &id.to_string()]);
+        let link = bpftool(&["link", "show", "id", &id.to_string()]).expect("bpftool");
         assert_eq!(link["type"], "cgroup", "{link}");
     }
     assert_eq!(connect(&lab), (0, 1, 0), "pinned: refused");

@@ -5,7 +5,6 @@
     reason = "test helpers fail the test with a message"
 )]
 
-use std::process::Command;
 use std::sync::Arc;
 
 use ironclad_bpf::object::test_objects;
@@ -15,12 +14,8 @@ use ironclad_testing::BpffsDir;
 
 /// Names of every BPF program loaded in the kernel, as `bpftool prog list` reports them.
 fn kernel_program_names() -> Vec<String> {
-    let out = Command::new("bpftool")
-        .args(["-j", "prog", "list"])
-        .output()
+    let list = ironclad_testing::bpftool(&["prog", "list"])
         .expect("bpftool must be installed (the README's test command installs it)");
-    assert!(out.status.success(), "bpftool prog list failed: {out:?}");
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
     list.as_array()
         .expect("array")
         .iter()

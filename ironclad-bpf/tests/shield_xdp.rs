@@ -13,7 +13,7 @@ use ironclad_core::abi::{Action, ShieldTotal, ShieldVerdict};
 use ironclad_events::{Event, Fanout, Overflow};
 use ironclad_policy::shield::{Mode, RateLimit};
 use ironclad_testing::require_privileges;
-use ironclad_testing::{ping, BpffsDir, NetNs, VethPair};
+use ironclad_testing::{bpftool, ping, BpffsDir, NetNs, VethPair};
 
 /// One namespace per test, each on its own subnet (the host ends share the root
 /// namespace, so tests running in parallel must not reuse addresses).
@@ -340,17 +340,6 @@ fn a_flood_above_the_rate_limit_is_cut_to_the_budget() {
     );
 }
 
-/// `bpftool -j ARGS`, parsed.
-fn bpftool(args: &[&str]) -> serde_json::Value {
-    let out = std::process::Command::new("bpftool")
-        .arg("-j")
-        .args(args)
-        .output()
-        .expect("bpftool must be installed (the README's test command installs it)");
-    assert!(out.status.success(), "bpftool {args:?}: {out:?}");
-    serde_json::from_slice(&out.stdout).expect("bpftool JSON")
-}
-
 #[test]
 fn xdp_off_cannot_remove_the_shield_and_a_second_attach_is_refused() {
     require_privileges!();
@@ -396,7 +385,7 @@ fn xdp_off_cannot_remove_the_shield_and_a_second_attach_is_refused() {
 
     // The ids the API reports are the ones the kernel lists.
     let link_id = attached.link_id().expect("link id");
-    let link = bpftool(&["link", "show", "id", &link_id.to_string()]);
+    let link = bpftool(&["link", "show", "id", &link_id.to_string()]).expect("bpftool");
     assert_eq!(link["type"], "xdp", "{link}");
     let programs: Vec<u32> = ironclad_bpf::sentinel::object_ids(shield.object())
         .expect("ids")
@@ -415,7 +404,7 @@ fn xdp_off_cannot_remove_the_shield_and_a_second_attach_is_refused() {
         .expect("map")
         .id()
         .expect("map id");
-    let map = bpftool(&["map", "show", "id", &map_id.to_string()]);
+    let map = bpftool(&["map", "show", "id", &map_id.to_string()]).expect("bpftool");
     assert_eq!(
         map["name"], "ic_shield_confi",
         "the kernel keeps 15 characters: {map}"

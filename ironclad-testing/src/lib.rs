@@ -124,6 +124,16 @@ pub fn run(program: &str, args: &[&str]) -> io::Result<Output> {
     }
 }
 
+/// `bpftool -j ARGS`, parsed: the kernel's view of programs, maps and links, as an
+/// operator (or an attacker) sees it. An error if bpftool is missing, fails, or prints
+/// something that is not JSON.
+pub fn bpftool(args: &[&str]) -> io::Result<serde_json::Value> {
+    let mut all = vec!["-j"];
+    all.extend_from_slice(args);
+    let out = run("bpftool", &all)?;
+    serde_json::from_slice(&out.stdout).map_err(io::Error::other)
+}
+
 /// A network namespace, deleted on drop.
 #[derive(Debug)]
 pub struct NetNs {
