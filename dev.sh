@@ -230,6 +230,9 @@ cmd_test() {
     export IRONCLAD_FIGURES
     install_deps
     if [[ -n "${CI:-}" ]]; then unset IRONCLAD_SKIP_PRIVILEGED; fi
+    # The debug build of every test binary needs about 4 GB: say what there is, so a
+    # linker killed by a full disk (ld: Bus error) is recognised as such.
+    log "disk: $(df -h --output=avail . | tail -1 | tr -d ' ') free for target/"
     log "cargo fmt --check"
     cargo fmt --all -- --check
     log "cargo clippy"
