@@ -59,6 +59,77 @@ pub enum AgentError {
     /// The deadline had passed: the previous policy came back.
     #[error("too late: the deadline passed and the previous policy came back")]
     TooLate,
+
+    /// A feature's kernel part failed to load, attach, read or update.
+    #[error("{feature}: {source}")]
+    Bpf {
+        /// The feature (`shield`, `egress`, ...).
+        feature: &'static str,
+        /// The error, with its errno where the kernel gave one.
+        #[source]
+        source: Box<ironclad_bpf::BpfError>,
+    },
+
+    /// The Shield could not start: traffic on the interface is not filtered.
+    #[error("traffic on {iface} is not filtered: {source}")]
+    Unfiltered {
+        /// The interface.
+        iface: String,
+        /// Why.
+        #[source]
+        source: Box<ironclad_bpf::BpfError>,
+    },
+
+    /// The policy has a `shield` section but no interface was given.
+    #[error("the policy has a shield section but no interface was given (--iface)")]
+    NoInterface,
+
+    /// A feature was started without its policy section.
+    #[error("{feature}: the policy has no {feature} section")]
+    NotConfigured {
+        /// The feature.
+        feature: &'static str,
+    },
+
+    /// The Sentinel failed.
+    #[error("{context}: {source}")]
+    Sentinel {
+        /// What was being done.
+        context: &'static str,
+        /// The error.
+        #[source]
+        source: Box<ironclad_sentinel::SentinelError>,
+    },
+
+    /// The Sentinel started unprotected (`sentinel.required: false` on a kernel that
+    /// cannot run it).
+    #[error("running without self-protection: {reason}")]
+    Unprotected {
+        /// Why it could not protect.
+        reason: String,
+    },
+
+    /// The empty policy a rollback applies where there was none did not compile.
+    #[error("compiling an empty policy: {0}")]
+    EmptyPolicy(String),
+}
+
+impl AgentError {
+    pub(crate) fn empty_policy(errors: &[ironclad_policy::PolicyError]) -> Self {
+        let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        Self::EmptyPolicy(messages.join("; "))
+    }
+
+    /// Whether this error stops an agent's start instead of leaving the feature down
+    /// (failing open): a Sentinel the policy requires, or a pin left by another build
+    /// (enforcing through it could apply rules the policy never had).
+    pub fn stops_the_agent(&self) -> bool {
+        match self {
+            Self::Sentinel { .. } => true,
+            Self::Bpf { source, .. } => matches!(**source, ironclad_bpf::BpfError::StalePin { .. }),
+            _ => false,
+        }
+    }
 }
 
 /// Result type of this crate.

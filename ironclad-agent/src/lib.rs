@@ -4,6 +4,8 @@
 //! the machinery an agent wraps them in, so that an EDR, a fleet agent and the
 //! reference daemon `full_firewall` do not each write it again:
 //!
+//! - [`features`]: every kernel feature behind one trait, started, reloaded, rolled
+//!   back and stopped by one supervisor that reads all their events;
 //! - [`health`]: which configured features run and which do not, a heartbeat, a file
 //!   other processes read, and the liveness/readiness [`probe`](health::probe);
 //! - [`confirm`]: commit-confirm reloads, rolled back by the agent itself unless the
@@ -39,6 +41,7 @@
 
 pub mod confirm;
 pub mod error;
+pub mod features;
 pub mod feeds;
 pub mod health;
 

@@ -7,22 +7,11 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use ironclad_policy::egress::CompiledEgress;
-use ironclad_policy::shield::CompiledShield;
 
 /// Where the daemon keeps its pid, health and pending-confirmation files by default.
 pub(crate) const DEFAULT_RUN_DIR: &str = "/run/ironclad";
 /// The name of the daemon's pid file (`full_firewall.pid`) in the run directory.
 pub(crate) const DAEMON: &str = "full_firewall";
-
-/// The parts of a policy a rollback puts back.
-#[derive(Clone, Default)]
-pub(crate) struct Applied {
-    /// The Shield policy, if the daemon runs the Shield.
-    pub(crate) shield: Option<CompiledShield>,
-    /// The egress policy, if the daemon runs the egress firewall.
-    pub(crate) egress: Option<CompiledEgress>,
-}
 
 /// `full_firewall confirm`: confirms the reload the daemon in `run_dir` waits on.
 pub(crate) fn confirm(run_dir: &Path) -> Result<ExitCode> {

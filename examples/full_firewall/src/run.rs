@@ -20,28 +20,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use ironclad_agent::confirm::{ConfirmWindow, WindowOutcome};
+use ironclad_agent::features::{Features, Settings, Snapshot};
+use ironclad_agent::feeds::{FeedFetcher, FeedWatch};
+use ironclad_agent::health::{FeatureState, Health};
+use ironclad_agent::AgentError;
 use ironclad_bpf::{AuditAction, AuditLog, BpfError, Outcome as AuditOutcome};
-use ironclad_bpf::{
-    CgroupAttachment, EgressFirewall, EventReader, EventSource, JsonLinesFile, Loader,
-    ProcessMonitor, Shield, Telemetry, TlsMonitor, XdpAttachment, DEFAULT_PIN_ROOT,
-};
+use ironclad_bpf::{JsonLinesFile, Loader, DEFAULT_PIN_ROOT};
 use ironclad_events::{Event, Fanout, Overflow, ProcessCacheNotice, Subscription};
 use ironclad_policy::bundle::{outside_paths, verify_bundle, Accepted, TrustedKey};
 use ironclad_policy::config::{compile_file, CompiledConfig};
-use ironclad_policy::egress::CompiledEgress;
-use ironclad_policy::process::ProcessPolicy;
-use ironclad_policy::sentinel::SentinelPolicy;
-use ironclad_policy::shield::{CompiledShield, Mode};
-use ironclad_policy::telemetry::TelemetryPolicy;
-use ironclad_policy::tls::TlsPolicy;
-use ironclad_sentinel::{Sentinel, SentinelMode};
+use ironclad_policy::shield::Mode;
 use tracing::{error, info, warn};
 
 use crate::metrics::{Access, Metrics, SourceStat};
-use crate::rollout::{Applied, DAEMON, DEFAULT_RUN_DIR};
-use ironclad_agent::confirm::{ConfirmWindow, WindowOutcome};
-use ironclad_agent::feeds::{FeedFetcher, FeedWatch};
-use ironclad_agent::health::{FeatureState as Feature, Health};
+use crate::rollout::{DAEMON, DEFAULT_RUN_DIR};
 
 /// Events queued for the `--events` writer between two drains (every 100 ms at most):
 /// 8192 of them is 80,000 events a second before the oldest are dropped (and counted),
@@ -225,451 +218,12 @@ fn accept(args: &RunArgs, audit: &AuditLog, accepted: Option<&Accepted>) {
     }
 }
 
-/// The running identity firewall and its (pinned) hooks on the cgroup.
-struct Egress {
-    firewall: EgressFirewall,
-    _attachment: CgroupAttachment,
-}
-
-/// One reader of every running feature's ring buffer (one epoll set, one drain per
-/// turn of the loop), whose events get the process cache's `process` block when the
-/// process monitor runs. Built again when a feature starts or stops; records waiting
-/// in a ring meanwhile stay there for the new reader.
-fn event_reader(
-    features: &Features<'_>,
-    fanout: &Arc<Fanout<Event>>,
-    processes: Option<&Arc<ProcessMonitor>>,
-) -> Option<EventReader> {
-    let mut sources: Vec<EventSource> = Vec::new();
-    let mut add = |feature: &str, source: std::result::Result<EventSource, String>| match source {
-        Ok(source) => sources.push(source),
-        Err(e) => warn!("{feature}: its events cannot be read: {e}"),
-    };
-    if let Some(r) = features.shield {
-        add("shield", r.shield.event_source().map_err(|e| e.to_string()));
-    }
-    if let Some(e) = features.egress {
-        add(
-            "egress",
-            e.firewall.event_source().map_err(|e| e.to_string()),
-        );
-    }
-    if let Some(o) = features.observer {
-        add(
-            "telemetry",
-            o.telemetry.event_source().map_err(|e| e.to_string()),
-        );
-    }
-    if let Some(t) = features.tls {
-        add("tls", t.monitor.event_source().map_err(|e| e.to_string()));
-    }
-    if let Some(g) = features.guard {
-        add(
-            "sentinel",
-            g.sentinel.event_source().map_err(|e| e.to_string()),
-        );
-    }
-    if sources.is_empty() {
-        return None;
-    }
-    let reader = match processes {
-        Some(p) => EventReader::with_processes(sources, fanout.clone(), p.clone()),
-        None => EventReader::new(sources, fanout.clone()),
-    };
-    match reader {
-        Ok(reader) => {
-            info!("reading events of {}", reader.sources());
-            Some(reader)
-        }
-        Err(e) => {
-            error!("no events are read: {e}");
-            None
-        }
-    }
-}
-
-/// Starts the process cache when a feature that reports processes is configured.
-fn process_policy(config: &CompiledConfig) -> Option<ProcessPolicy> {
-    let wanted = config.egress.is_some()
-        || config.tls.is_some()
-        || config.sentinel.is_some()
-        || config.telemetry.is_some_and(|t| t.dns || t.bandwidth)
-        || config.processes.is_some();
-    wanted.then(|| config.processes.clone().unwrap_or_default())
-}
-
-/// Starts the process cache (see [`process_policy`] for when).
-fn start_processes(
-    loader: &Loader,
-    policy: Option<ProcessPolicy>,
-    reasons: &mut Reasons,
-) -> Option<Arc<ProcessMonitor>> {
-    let policy = policy?;
-    match ProcessMonitor::start(loader, &policy) {
-        Ok(m) => {
-            info!(
-                "process cache: lineage depth {}, capacity {}, arguments {}",
-                policy.lineage_depth,
-                policy.capacity,
-                if policy.args {
-                    "recorded (redacted)"
-                } else {
-                    "not recorded"
-                }
-            );
-            Some(Arc::new(m))
-        }
-        Err(e) => {
-            warn!("process cache disabled, events name processes from /proc only: {e}");
-            reasons.insert("processes", e.to_string());
-            None
-        }
-    }
-}
-
-/// Why a configured feature is not running, by feature name.
-type Reasons = BTreeMap<&'static str, String>;
-
-fn start_egress(
-    loader: &Loader,
-    policy: &CompiledEgress,
-    cgroup: &Path,
-    reasons: &mut Reasons,
-) -> Option<Egress> {
-    let started = EgressFirewall::load(loader).and_then(|firewall| {
-        firewall.replace(policy)?;
-        let attachment = firewall.attach_pinned(cgroup)?;
-        Ok(Egress {
-            firewall,
-            _attachment: attachment,
-        })
-    });
-    match started {
-        Ok(egress) => {
-            info!(
-                "egress firewall on cgroup {}: {} rules",
-                cgroup.display(),
-                policy.rules.len()
-            );
-            Some(egress)
-        }
-        Err(e) => {
-            warn!("egress firewall disabled: {e}");
-            reasons.insert("egress", e.to_string());
-            None
-        }
-    }
-}
-
-/// Running telemetry.
-struct Observer {
-    telemetry: Telemetry,
-    policy: TelemetryPolicy,
-    last_report: std::time::Instant,
-}
-
-fn start_telemetry(
-    loader: &Loader,
-    policy: &TelemetryPolicy,
-    cgroup: &Path,
-    reasons: &mut Reasons,
-) -> Option<Observer> {
-    let started = Telemetry::start(loader, policy, cgroup).map(|telemetry| Observer {
-        telemetry,
-        policy: *policy,
-        last_report: std::time::Instant::now(),
-    });
-    match started {
-        Ok(o) => {
-            info!(
-                "telemetry on cgroup {}: dns {}, bandwidth {} (every {} s)",
-                cgroup.display(),
-                policy.dns,
-                policy.bandwidth,
-                policy.interval_seconds
-            );
-            Some(o)
-        }
-        Err(e) => {
-            warn!("telemetry disabled: {e}");
-            reasons.insert("telemetry", e.to_string());
-            None
-        }
-    }
-}
-
-/// Publishes one `bandwidth` event per process with traffic, every interval.
-fn report_bandwidth(
-    o: &mut Observer,
-    fanout: &Fanout<Event>,
-    processes: Option<&Arc<ProcessMonitor>>,
-    now: bool,
-) {
-    let due = o.last_report.elapsed() >= Duration::from_secs(u64::from(o.policy.interval_seconds));
-    if !o.policy.bandwidth || !(due || now) {
-        return;
-    }
-    o.last_report = std::time::Instant::now();
-    match o.telemetry.bandwidth() {
-        Ok(samples) => {
-            for sample in samples {
-                let mut event = Event::Bandwidth(sample);
-                if let Some(p) = processes {
-                    p.enrich(&mut event);
-                }
-                fanout.publish(&event);
-            }
-        }
-        Err(e) => warn!("reading bandwidth: {e}"),
-    }
-}
-
-/// Running TLS capture.
-struct Tls {
-    monitor: TlsMonitor,
-}
-
-fn start_tls(loader: &Loader, policy: &TlsPolicy, reasons: &mut Reasons) -> Option<Tls> {
-    let started = TlsMonitor::start(loader, policy).map(|monitor| Tls { monitor });
-    match started {
-        Ok(tls) => {
-            info!(
-                "tls capture on {}: {} scope entries, {} bytes per call",
-                tls.monitor.library().display(),
-                policy.scope.len(),
-                policy.max_bytes
-            );
-            Some(tls)
-        }
-        Err(e) => {
-            warn!("tls capture disabled: {e}");
-            reasons.insert("tls", e.to_string());
-            None
-        }
-    }
-}
-
-/// The running Shield: the object and its attachment.
-struct Running {
-    shield: Shield,
-    attachment: XdpAttachment,
-}
-
-fn start_shield(
-    loader: &Loader,
-    policy: &CompiledShield,
-    iface: &str,
-) -> ironclad_bpf::Result<Running> {
-    let shield = Shield::load(loader)?;
-    let report = shield.replace(policy)?;
-    let attachment = shield.attach_pinned(iface)?;
-    info!(
-        "shield enforcing on {iface} ({} mode, {}): {} rules ({} added, {} kept, {} removed), {} management prefixes, IPv4 via the {} path",
-        attachment.mode().name(),
-        if policy.mode == Mode::DryRun { "dry-run" } else { "enforce" },
-        policy.rules.len() + policy.sets.len(),
-        report.added,
-        report.kept,
-        report.removed,
-        policy.management.len(),
-        report.ipv4_path.as_str(),
-    );
-    Ok(Running { shield, attachment })
-}
-
-/// The running Sentinel.
-struct Guard {
-    sentinel: Sentinel,
-}
-
-/// Starts the Sentinel from the policy's `sentinel` section. Fails closed: an error here
-/// stops the daemon unless the section says `required: false`.
-fn start_sentinel(loader: &Loader, policy: &SentinelPolicy) -> Result<Option<Guard>> {
-    let mut builder = Sentinel::builder()
-        .monitor_only(policy.monitor_only)
-        .allow_unprotected_start(!policy.required);
-    for path in &policy.protect {
-        builder = builder.protect(path);
-    }
-    for path in &policy.monitor {
-        builder = builder.monitor(path);
-    }
-    if let Some(manager) = &policy.update_manager {
-        builder = builder.update_manager(manager);
-    }
-    let sentinel = builder
-        .start(loader)
-        .context("the sentinel could not start (sentinel.required is true)")?;
-    if let SentinelMode::Unprotected { reason } = sentinel.mode() {
-        error!("running WITHOUT self-protection (sentinel.required: false): {reason}");
-        return Ok(None);
-    }
-    let status = sentinel.status()?;
-    info!(
-        "sentinel {}: {} protected and {} monitored files, {} hooks",
-        if policy.monitor_only {
-            "monitoring (monitor-only)"
-        } else {
-            "enforcing"
-        },
-        status.protected_inodes,
-        status.monitored_inodes,
-        status.hooks
-    );
-    Ok(Some(Guard { sentinel }))
-}
-
-/// Puts a loaded object under the Sentinel's protection (its maps and pins).
-fn guard_object(guard: &mut Option<Guard>, object: &ironclad_bpf::LoadedObject) {
-    if let Some(g) = guard.as_mut() {
-        if let Err(e) = g.sentinel.protect_bpf(object) {
-            warn!("sentinel: could not protect `{}`: {e}", object.name());
-        }
-    }
-}
-
-/// Puts `previous` back: the Shield's and the egress firewall's policies (an empty policy
-/// where there was none). Returns whether everything was restored.
-fn roll_back(previous: &Applied, shield: Option<&Running>, egress: Option<&mut Egress>) -> bool {
-    // What there was, or an empty policy when there was none.
-    fn or_empty<T: Clone, E>(was: &Option<T>, empty: impl FnOnce() -> Result<T, E>) -> Option<T> {
-        was.clone().or_else(|| empty().ok())
-    }
-    let mut ok = true;
-    if let Some(r) = shield {
-        let policy = or_empty(&previous.shield, || {
-            ironclad_policy::shield::compile(&Default::default())
-        });
-        match policy.map(|p| r.shield.replace(&p)) {
-            Some(Ok(report)) => info!(
-                "shield rolled back: {} added, {} changed, {} removed, {} kept",
-                report.added, report.changed, report.removed, report.kept
-            ),
-            Some(Err(e)) => {
-                ok = false;
-                error!("rolling the shield back failed: {e}");
-            }
-            None => ok = false,
-        }
-    }
-    if let Some(e) = egress {
-        let policy = or_empty(&previous.egress, || {
-            ironclad_policy::egress::compile(&Default::default())
-        });
-        match policy.map(|p| e.firewall.replace(&p)) {
-            Some(Ok(_)) => info!("egress policy rolled back"),
-            Some(Err(err)) => {
-                ok = false;
-                error!("rolling the egress policy back failed: {err}");
-            }
-            None => ok = false,
-        }
-    }
-    ok
-}
-
-/// Which features a policy configures.
-struct Configured {
-    shield: bool,
-    egress: bool,
-    tls: bool,
-    telemetry: bool,
-    sentinel: bool,
-}
-
-impl Configured {
-    fn of(config: &CompiledConfig) -> Self {
-        Self {
-            shield: config.shield.is_some(),
-            egress: config.egress.is_some(),
-            tls: config.tls.is_some(),
-            telemetry: config.telemetry.is_some_and(|t| t.dns || t.bandwidth),
-            sentinel: config.sentinel.is_some(),
-        }
-    }
-}
-
-/// The features running now.
-struct Features<'a> {
-    shield: Option<&'a Running>,
-    egress: Option<&'a Egress>,
-    tls: Option<&'a Tls>,
-    observer: Option<&'a Observer>,
-    guard: Option<&'a Guard>,
-}
-
-/// What runs: up with a description, or down with the reason when the policy
-/// configures a feature that could not start.
-fn feature_states(
-    configured: &Configured,
-    running: Features<'_>,
-    reasons: &Reasons,
-) -> BTreeMap<String, Feature> {
-    let mut out = BTreeMap::new();
-    let mut report = |name: &'static str, wanted: bool, detail: Option<String>| {
-        let feature = match detail {
-            Some(detail) => Feature { up: true, detail },
-            None if wanted => Feature {
-                up: false,
-                detail: reasons.get(name).map_or_else(
-                    || "configured, not running (see the log)".to_string(),
-                    |r| format!("not running: {r}"),
-                ),
-            },
-            None => return,
-        };
-        out.insert(name.to_string(), feature);
-    };
-    report(
-        "shield",
-        configured.shield,
-        running.shield.map(|r| {
-            let mode = match r.shield.mode() {
-                Ok(Mode::DryRun) => "dry-run",
-                Ok(Mode::Enforce) => "enforce",
-                Err(_) => "unknown mode",
-            };
-            format!("XDP ({}) {mode}", r.attachment.mode().name())
-        }),
-    );
-    report(
-        "egress",
-        configured.egress,
-        running
-            .egress
-            .map(|_| "cgroup connect4/6 and sendmsg4/6".to_string()),
-    );
-    report(
-        "tls",
-        configured.tls,
-        running
-            .tls
-            .map(|t| format!("uprobes on {}", t.monitor.library().display())),
-    );
-    report(
-        "telemetry",
-        configured.telemetry,
-        running.observer.map(|o| {
-            format!(
-                "dns {}, bandwidth {}",
-                if o.policy.dns { "on" } else { "off" },
-                if o.policy.bandwidth { "on" } else { "off" }
-            )
-        }),
-    );
-    report(
-        "sentinel",
-        configured.sentinel,
-        running.guard.map(|g| match g.sentinel.mode() {
-            SentinelMode::Unprotected { .. } => "unprotected".to_string(),
-            _ => "BPF-LSM self-defense".to_string(),
-        }),
-    );
-    out
-}
-
 /// Tells the health report and the metrics listener what runs.
-fn publish_features(health: &Health, metrics: Option<&Metrics>, states: BTreeMap<String, Feature>) {
+fn publish_features(
+    health: &Health,
+    metrics: Option<&Metrics>,
+    states: BTreeMap<String, FeatureState>,
+) {
     if let Some(m) = metrics {
         for (name, f) in &states {
             m.program(name, f.up, f.detail.clone());
@@ -820,16 +374,10 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let configured = Configured::of(&config);
-    let process_policy = process_policy(&config);
-    let policy = config.shield;
-    let iface = match (&policy, &args.iface) {
-        (Some(_), None) => {
-            error!("the policy has a shield section: --iface is required");
-            return Ok(ExitCode::from(2));
-        }
-        (_, iface) => iface.clone(),
-    };
+    if config.shield.is_some() && args.iface.is_none() {
+        error!("the policy has a shield section: --iface is required");
+        return Ok(ExitCode::from(2));
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let reload = Arc::new(AtomicBool::new(false));
@@ -863,7 +411,6 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         }
         None => None,
     };
-    let mut reasons = Reasons::new();
     let loader = Loader::builder()
         .pin_root(&args.pin_dir)
         .audit_sink(sink.clone())
@@ -875,39 +422,34 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         .as_deref()
         .map(|p| EventsOut::open(p, args.events_max_bytes))
         .transpose()?;
-    // The Sentinel first: it registers this process as the agent before anything else is
-    // loaded, and everything loaded after is put under its protection.
-    let mut guard = match &config.sentinel {
-        Some(policy) => start_sentinel(&loader, policy)?,
-        None => None,
+    let cgroup = match &args.cgroup {
+        Some(path) => path.clone(),
+        None => ironclad_core::identity::cgroup2_root().context("finding the cgroup v2 root")?,
     };
-
-    let processes = start_processes(&loader, process_policy, &mut reasons);
+    let mut settings = Settings::new(cgroup);
+    if let Some(iface) = &args.iface {
+        settings = settings.iface(iface);
+    }
+    // Every feature the policy configures; one that cannot start is down with its
+    // reason (the daemon fails open and is not ready), except a required Sentinel and
+    // a stale pin, which stop it here.
+    let mut features = match Features::start(&loader, settings, &config, fanout.clone()) {
+        Ok(features) => features,
+        Err(AgentError::Bpf { source, .. }) if matches!(*source, BpfError::StalePin { .. }) => {
+            return Err(stale_pin(&source, &args.pin_dir))
+        }
+        Err(e) => return Err(e.into()),
+    };
     let mut process_losses = (0u64, 0u64);
 
-    let mut running = match (&policy, &iface) {
-        (Some(policy), Some(iface)) => match start_shield(&loader, policy, iface) {
-            Ok(running) => Some(running),
-            Err(e @ BpfError::StalePin { .. }) => {
-                return Err(stale_pin(&e, &args.pin_dir));
-            }
-            Err(e) => {
-                warn!("shield disabled, traffic on {iface} is not filtered: {e}");
-                reasons.insert("shield", format!("traffic on {iface} is not filtered: {e}"));
-                None
-            }
-        },
-        _ => None,
-    };
-    let sources = policy.as_ref().map(SourceStat::of);
-    let mut feeds = FeedWatch::of(policy.as_ref());
+    let mut feeds = FeedWatch::of(config.shield.as_ref());
     // Fetched feeds are enforced from their cached copies already; downloads start now.
     let observer = metrics
         .clone()
         .map(|m| -> ironclad_agent::feeds::FetchObserver {
             std::sync::Arc::new(move |name: &str, ok: bool| m.fetch_result(name, ok))
         });
-    let fetcher = FeedFetcher::start(policy.as_ref(), stop.clone(), observer)
+    let fetcher = FeedFetcher::start(config.shield.as_ref(), stop.clone(), observer)
         .context("starting the feed fetcher")?;
     // With a confirmation window the applied policy is kept, to come back to; otherwise
     // it is in the kernel now and a reload compiles the file again.
@@ -915,54 +457,15 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         Some(window) => Some(ConfirmWindow::start(window, &args.run_dir, DAEMON)?),
         None => None,
     };
-    let mut current = Applied::default();
+    let mut current = Snapshot::default();
     if rollout.is_some() {
-        current = Applied {
-            shield: policy.clone(),
-            egress: config.egress.clone(),
-        };
-    }
-    drop(policy);
-    let mut tls = config
-        .tls
-        .as_ref()
-        .and_then(|t| start_tls(&loader, t, &mut reasons));
-    let cgroup = match &args.cgroup {
-        Some(path) => path.clone(),
-        None => ironclad_core::identity::cgroup2_root().context("finding the cgroup v2 root")?,
-    };
-    let mut egress = config
-        .egress
-        .as_ref()
-        .and_then(|e| start_egress(&loader, e, &cgroup, &mut reasons));
-    let mut observer = config
-        .telemetry
-        .as_ref()
-        .filter(|t| t.dns || t.bandwidth)
-        .and_then(|t| start_telemetry(&loader, t, &cgroup, &mut reasons));
-    if let Some(r) = &running {
-        guard_object(&mut guard, r.shield.object());
-    }
-    if let Some(e) = &egress {
-        guard_object(&mut guard, e.firewall.object());
+        current = Snapshot::of(&config);
     }
     if let Some(m) = &metrics {
-        m.policy_applied(sources);
+        m.policy_applied(config.shield.as_ref().map(SourceStat::of));
     }
-    // What runs now, for the health report and the metrics (after start and reloads).
-    macro_rules! running_features {
-        () => {
-            Features {
-                shield: running.as_ref(),
-                egress: egress.as_ref(),
-                tls: tls.as_ref(),
-                observer: observer.as_ref(),
-                guard: guard.as_ref(),
-            }
-        };
-    }
-    let mut reader = event_reader(&running_features!(), &fanout, processes.as_ref());
-    let states = feature_states(&configured, running_features!(), &reasons);
+    drop(config);
+    let states = features.states();
     let down: Vec<String> = states
         .iter()
         .filter(|(_, f)| !f.up)
@@ -983,7 +486,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
 
     while !stop.load(Ordering::Relaxed) {
         health.losses("audit-log", sink.lost());
-        if let Some(stats) = processes.as_ref().and_then(|p| p.stats().ok()) {
+        if let Some(stats) = features.processes().and_then(|p| p.stats().ok()) {
             let now = (stats.overflows, stats.lost);
             if now != process_losses {
                 // Events of these processes carry no process block: say so.
@@ -1004,20 +507,10 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             health.losses("process-records", stats.lost);
         }
         health.beat();
-        match &reader {
-            Some(r) => {
-                // Waits for a ring that wakes its reader, then takes what every ring
-                // holds (TLS records are written without a wakeup, one per call).
-                if let Err(e) = r.poll(Duration::from_millis(100)) {
-                    warn!("reading events: {e}");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            }
-            None => std::thread::sleep(Duration::from_millis(100)),
-        }
-        if let Some(o) = observer.as_mut() {
-            report_bandwidth(o, &fanout, processes.as_ref(), false);
-        }
+        // Waits for a ring that wakes its reader, then takes what every ring holds
+        // (TLS records are written without a wakeup, one per call).
+        features.poll(Duration::from_millis(100));
+        features.tick();
         write_events(&subscription, &mut events_out, &health);
         if fetcher.take_update() {
             reload.store(true, Ordering::Relaxed);
@@ -1041,7 +534,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                     );
                 }
                 WindowOutcome::Expired(previous) => {
-                    let restored = roll_back(&previous, running.as_ref(), egress.as_mut());
+                    let restored = features.roll_back(&previous);
                     if restored {
                         warn!(
                             "the new policy was not confirmed in time: the previous policy is back"
@@ -1081,17 +574,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                     config: new_config,
                     accepted: new_accepted,
                 }) => {
-                    let mut failed = false;
-                    let mut started_or_stopped = false;
-                    let configured = Configured::of(&new_config);
-                    let mut next = current.clone();
                     if let Some(r) = rollout.as_mut() {
-                        if new_config.shield.is_some() {
-                            next.shield.clone_from(&new_config.shield);
-                        }
-                        if new_config.egress.is_some() {
-                            next.egress.clone_from(&new_config.egress);
-                        }
                         let waited = r.is_pending();
                         let deadline = r.provisional(current.clone(), args.source());
                         let until = humantime::format_rfc3339_seconds(deadline);
@@ -1106,161 +589,40 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                             format!("applied provisionally, confirm before {until}"),
                         );
                     }
-                    let new_sources = new_config.shield.as_ref().map(SourceStat::of);
                     if new_config.shield.is_some() {
                         feeds = FeedWatch::of(new_config.shield.as_ref());
                         fetcher.replace(new_config.shield.as_ref());
                     }
-                    match (egress.as_mut(), &new_config.egress) {
-                        (Some(e), Some(new_egress)) => match e.firewall.replace(new_egress) {
-                            Ok(report) => info!("egress policy reloaded: {} rules", report.rules),
-                            Err(err) => {
-                                failed = true;
-                                warn!("egress reload failed, the old policy stays: {err}");
-                            }
-                        },
-                        (None, Some(new_egress)) => {
-                            egress = start_egress(&loader, new_egress, &cgroup, &mut reasons);
-                            started_or_stopped |= egress.is_some();
-                            if let Some(e) = &egress {
-                                guard_object(&mut guard, e.firewall.object());
-                            }
-                        }
-                        (Some(_), None) => info!("reload: the new policy has no egress section; the egress policy is left as it is"),
-                        (None, None) => {}
-                    }
-                    match (&tls, &new_config.tls) {
-                        (Some(t), Some(new_tls)) => match t.monitor.configure(new_tls) {
-                            Ok(()) => info!("tls scope reloaded"),
-                            Err(e) => {
-                                failed = true;
-                                warn!("tls reload failed: {e}");
-                            }
-                        },
-                        (None, Some(new_tls)) => {
-                            tls = start_tls(&loader, new_tls, &mut reasons);
-                            started_or_stopped |= tls.is_some();
-                        }
-                        (Some(_), None) => {
-                            // Its last records first: the reader goes with it below.
-                            if let Some(r) = &reader {
-                                let _ = r.drain();
-                            }
-                            tls = None;
-                            started_or_stopped = true;
-                            info!("tls capture stopped: no tls section any more");
-                        }
-                        (None, None) => {}
-                    }
-                    match new_config.shield {
-                        None => info!("reload: the new policy has no shield section; the shield is left as it is"),
-                        Some(new_policy) => match (&running, &iface) {
-                    (Some(r), _) => match r.shield.replace(&new_policy) {
-                        Ok(report) => info!(
-                            "reloaded: {} added, {} changed, {} removed, {} kept, {} prefixes edited in place",
-                            report.added, report.changed, report.removed, report.kept, report.in_place
-                        ),
-                        Err(e) => {
-                            failed = true;
-                            warn!("reload failed, the old rules stay: {e}");
-                        }
-                    },
-                    (None, Some(iface)) => {
-                        running = start_shield(&loader, &new_policy, iface)
-                            .map_err(|e| {
-                                warn!("shield still disabled: {e}");
-                                reasons.insert(
-                                    "shield",
-                                    format!("traffic on {iface} is not filtered: {e}"),
-                                );
-                            })
-                            .ok();
-                        started_or_stopped |= running.is_some();
-                        if let Some(r) = &running {
-                            guard_object(&mut guard, r.shield.object());
-                        }
-                    }
-                    (None, None) => {
-                        failed = true;
-                        warn!("reload refused: --iface was not given");
-                    }
-                        },
-                    }
-                    if started_or_stopped {
-                        // The old reader goes first: two readers of one ring would
-                        // split its records between them.
-                        drop(reader.take());
-                        reader = event_reader(&running_features!(), &fanout, processes.as_ref());
-                    }
+                    let applied = features.reload(&new_config);
                     if rollout.is_some() {
-                        current = next;
+                        current = current.then(&new_config);
                     }
+                    let new_sources = new_config.shield.as_ref().map(SourceStat::of);
+                    // The compiled policy is in the kernel now: its memory goes back to
+                    // the system before the loop turns again.
+                    drop(new_config);
                     release_memory();
-                    if !failed {
+                    if applied {
                         accept(args, &audit, new_accepted.as_ref());
                     }
                     if let Some(m) = &metrics {
-                        if failed {
-                            m.reload_failed();
-                        } else {
+                        if applied {
                             m.policy_applied(new_sources);
+                        } else {
+                            m.reload_failed();
                         }
                     }
-                    publish_features(
-                        &health,
-                        metrics.as_ref(),
-                        feature_states(&configured, running_features!(), &reasons),
-                    );
+                    publish_features(&health, metrics.as_ref(), features.states());
                 }
             }
         }
     }
-    // Every ring's last records, then the reader goes before anything is detached or
-    // stopped (it holds their ring buffers open).
-    if let Some(r) = reader.take() {
-        let _ = r.drain();
-        write_events(&subscription, &mut events_out, &health);
-    }
-    if let Some(t) = tls.take() {
-        t.monitor.stop();
-    }
-    if let Some(mut o) = observer.take() {
-        report_bandwidth(&mut o, &fanout, processes.as_ref(), true);
-        write_events(&subscription, &mut events_out, &health);
-    }
-    if let Some(e) = egress.take() {
-        drop(e);
-        if args.detach_on_exit {
-            let removed = loader.remove_pins(EgressFirewall::OBJECT)?;
-            info!("egress firewall detached; {removed} pins removed");
-        } else {
-            info!("stopping; the egress policy stays pinned");
-        }
-    }
-
-    if let Some(r) = running.take() {
-        if args.detach_on_exit {
-            r.attachment.detach()?;
-            drop(r.shield);
-            let removed = loader.remove_pins(Shield::OBJECT)?;
-            info!("detached; {removed} pins removed");
-        } else {
-            info!(
-                "stopping; enforcement stays pinned at {}",
-                r.attachment
-                    .pin_path()
-                    .map_or_else(String::new, |p| p.display().to_string())
-            );
-        }
-    }
-    if let Some(g) = guard.take() {
-        if args.detach_on_exit {
-            g.sentinel.stop()?;
-            info!("sentinel stopped; its pins removed");
-        } else {
-            info!("stopping; the sentinel stays pinned and keeps protecting");
-        }
-    }
+    // Every ring's last records and the last bandwidth report, then every feature
+    // stops, the last started first (enforcement stays pinned unless
+    // --detach-on-exit).
+    features.drain();
+    write_events(&subscription, &mut events_out, &health);
+    features.stop(args.detach_on_exit)?;
     health.remove();
     Ok(ExitCode::SUCCESS)
 }

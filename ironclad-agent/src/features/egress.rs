@@ -1,0 +1,116 @@
+//! The identity firewall (cgroup connect/sendmsg by process) as an agent feature.
+
+use ironclad_bpf::{CgroupAttachment, EgressFirewall, EventSource, LoadedObject, Loader};
+use ironclad_policy::config::CompiledConfig;
+use ironclad_policy::egress::CompiledEgress;
+use tracing::info;
+
+use super::{Feature, Kind, Reloaded, Snapshot, Start};
+use crate::{AgentError, Result};
+
+pub(super) const KIND: Kind = Kind {
+    name: "egress",
+    configured: |config| config.egress.is_some(),
+    start,
+};
+
+/// The running identity firewall and its (pinned) hooks on the cgroup.
+struct Running {
+    firewall: EgressFirewall,
+    attachment: CgroupAttachment,
+}
+
+fn bpf(source: ironclad_bpf::BpfError) -> AgentError {
+    AgentError::Bpf {
+        feature: "egress",
+        source: Box::new(source),
+    }
+}
+
+fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>> {
+    let Some(policy) = &config.egress else {
+        return Err(AgentError::NotConfigured { feature: "egress" });
+    };
+    let cgroup = start.settings.cgroup();
+    let firewall = EgressFirewall::load(start.loader).map_err(bpf)?;
+    firewall.replace(policy).map_err(bpf)?;
+    let attachment = firewall.attach_pinned(cgroup).map_err(bpf)?;
+    info!(
+        "egress firewall on cgroup {}: {} rules",
+        cgroup.display(),
+        policy.rules.len()
+    );
+    Ok(Box::new(Running {
+        firewall,
+        attachment,
+    }))
+}
+
+impl Running {
+    fn apply(&self, policy: &CompiledEgress) -> Result<ironclad_bpf::EgressReport> {
+        self.firewall.replace(policy).map_err(bpf)
+    }
+}
+
+impl Feature for Running {
+    fn name(&self) -> &'static str {
+        "egress"
+    }
+
+    fn describe(&self) -> String {
+        "cgroup connect4/6 and sendmsg4/6".to_string()
+    }
+
+    fn reload(&mut self, config: &CompiledConfig) -> Result<Reloaded> {
+        let Some(policy) = &config.egress else {
+            return Ok(Reloaded::Kept(
+                "reload: the new policy has no egress section; the egress policy is left as it is"
+                    .to_string(),
+            ));
+        };
+        let report = self.apply(policy)?;
+        Ok(Reloaded::Applied(format!(
+            "egress policy reloaded: {} rules",
+            report.rules
+        )))
+    }
+
+    fn roll_back(&mut self, previous: &Snapshot) -> Option<Result<String>> {
+        let policy = match &previous.egress {
+            Some(p) => p.clone(),
+            None => match ironclad_policy::egress::compile(&Default::default()) {
+                Ok(p) => p,
+                Err(e) => return Some(Err(AgentError::empty_policy(&e))),
+            },
+        };
+        Some(
+            self.apply(&policy)
+                .map(|_| "egress policy rolled back".to_string()),
+        )
+    }
+
+    fn event_source(&self) -> Option<Result<EventSource>> {
+        Some(self.firewall.event_source().map_err(bpf))
+    }
+
+    fn object(&self) -> Option<&LoadedObject> {
+        Some(self.firewall.object())
+    }
+
+    fn stop(self: Box<Self>, loader: &Loader, detach: bool) -> Result<String> {
+        let Running {
+            firewall,
+            attachment,
+        } = *self;
+        if detach {
+            attachment.detach().map_err(bpf)?;
+            drop(firewall);
+            let removed = loader.remove_pins(EgressFirewall::OBJECT).map_err(bpf)?;
+            Ok(format!("egress firewall detached; {removed} pins removed"))
+        } else {
+            // Dropping an attachment whose hooks are pinned leaves them in the kernel.
+            drop(attachment);
+            Ok("stopping; the egress policy stays pinned".to_string())
+        }
+    }
+}

@@ -1,0 +1,607 @@
+//! The kernel features as an agent runs them: one [`Feature`] trait, one supervisor.
+//!
+//! Each feature (the Shield, the identity firewall, TLS capture, telemetry, the
+//! Sentinel) is a module here that implements [`Feature`] and is listed once in
+//! [`KINDS`]: how to tell whether a policy configures it, and how to start it.
+//! [`Features`] does the rest for all of them alike:
+//!
+//! - [`start`](Features::start): starts every configured feature in a fixed order (the
+//!   Sentinel first, so everything loaded after is put under its protection). A feature
+//!   that cannot start is *down* with its reason, and the agent keeps the others (it
+//!   fails open, and says so in [`states`](Features::states)), unless its failure
+//!   [stops the agent](AgentError::stops_the_agent) (a required Sentinel, a stale pin)
+//!   or [`Settings::require_all`] is set.
+//! - One [`EventReader`] over every running feature's ring buffer, rebuilt when a
+//!   feature starts or stops, with the process cache's `process` block on every event.
+//! - [`reload`](Features::reload): hands each running feature the new compiled policy,
+//!   starts the features it newly configures, stops those that cannot run without their
+//!   section (TLS capture), and says whether everything applied.
+//! - [`roll_back`](Features::roll_back): puts a [`Snapshot`] of an earlier policy back
+//!   (the commit-confirm window of [`crate::confirm`]).
+//! - [`tick`](Features::tick) for periodic work (bandwidth reports), and
+//!   [`stop`](Features::stop), which leaves enforcement pinned unless asked to detach.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use ironclad_agent::features::{Features, Settings};
+//! use ironclad_bpf::Loader;
+//! use ironclad_events::{Fanout, Overflow};
+//!
+//! let policy = ironclad_policy::config::compile_file("/etc/agent/policy.yaml".as_ref())?;
+//! let loader = Loader::builder().build()?;
+//! let fanout = Arc::new(Fanout::new());
+//! let events = fanout.subscribe("forwarder", 4096, Overflow::DropOldest);
+//! let settings = Settings::new("/sys/fs/cgroup").iface("eth0").require_all(true);
+//! let mut features = Features::start(&loader, settings, &policy, fanout)?;
+//! for _ in 0..10 {
+//!     features.poll(Duration::from_millis(100));
+//!     features.tick();
+//!     for event in events.receiver().try_iter() {
+//!         println!("{}", serde_json::to_string(&event)?);
+//!     }
+//! }
+//! features.stop(false)?; // enforcement stays pinned
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod egress;
+mod sentinel;
+mod shield;
+mod telemetry;
+mod tls;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ironclad_bpf::{EventReader, EventSource, LoadedObject, Loader, ProcessMonitor};
+use ironclad_events::{Event, Fanout};
+use ironclad_policy::config::CompiledConfig;
+use ironclad_policy::egress::CompiledEgress;
+use ironclad_policy::process::ProcessPolicy;
+use ironclad_policy::shield::CompiledShield;
+use tracing::{error, info, warn};
+
+use crate::health::FeatureState;
+use crate::{AgentError, Result};
+
+/// What a feature did with a new policy ([`Feature::reload`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Reloaded {
+    /// The new policy is enforced; the message says what changed.
+    Applied(String),
+    /// The feature runs on as it was (the new policy has no section for it, or the
+    /// feature takes its settings only at start); the message says why.
+    Kept(String),
+    /// The feature cannot run without its section: the supervisor stops it.
+    Stop(String),
+}
+
+/// What periodic work may publish ([`Feature::tick`]).
+pub struct Publisher<'a> {
+    fanout: &'a Fanout<Event>,
+    processes: Option<&'a ProcessMonitor>,
+}
+
+impl Publisher<'_> {
+    /// Publishes an event to every subscriber, with the process cache's `process`
+    /// block when the cache runs.
+    pub fn publish(&self, mut event: Event) {
+        if let Some(p) = self.processes {
+            p.enrich(&mut event);
+        }
+        self.fanout.publish(&event);
+    }
+}
+
+/// One kernel feature as an agent runs it. A new feature implements this and adds a
+/// [`Kind`] to [`KINDS`]; nothing else in the agent changes.
+pub trait Feature: Send {
+    /// Its name in health reports, metrics and logs (`shield`, `egress`, ...).
+    fn name(&self) -> &'static str;
+
+    /// What runs, in one line (`XDP (native) enforce`).
+    fn describe(&self) -> String;
+
+    /// Applies this feature's part of a new policy. On an error the old policy stays
+    /// in force.
+    fn reload(&mut self, config: &CompiledConfig) -> Result<Reloaded>;
+
+    /// Puts this feature's part of an earlier policy back (a rollback). `None`: the
+    /// feature has nothing a rollback restores.
+    fn roll_back(&mut self, _previous: &Snapshot) -> Option<Result<String>> {
+        None
+    }
+
+    /// The ring buffer its events come from, if it has one.
+    fn event_source(&self) -> Option<Result<EventSource>>;
+
+    /// The loaded object the Sentinel protects (its maps and pins), if any.
+    fn object(&self) -> Option<&LoadedObject> {
+        None
+    }
+
+    /// Periodic work, once per turn of the agent's loop.
+    fn tick(&mut self, _out: &Publisher<'_>) {}
+
+    /// Its last periodic output before it stops.
+    fn flush(&mut self, _out: &Publisher<'_>) {}
+
+    /// The Sentinel, for the supervisor to put the other features under its
+    /// protection. Only the Sentinel answers.
+    fn as_guard(&mut self) -> Option<&mut ironclad_sentinel::Sentinel> {
+        None
+    }
+
+    /// Stops the feature. With `detach` its hooks and pins are removed; otherwise
+    /// pinned enforcement stays in the kernel. Returns what was done, for the log.
+    fn stop(self: Box<Self>, loader: &Loader, detach: bool) -> Result<String>;
+}
+
+/// How the agent starts one feature.
+pub struct Kind {
+    /// The feature's name ([`Feature::name`]).
+    pub name: &'static str,
+    /// Whether a policy configures it.
+    pub configured: fn(&CompiledConfig) -> bool,
+    /// Starts it from the policy's section; called only when `configured` holds.
+    pub start: fn(&Start<'_>, &CompiledConfig) -> Result<Box<dyn Feature>>,
+}
+
+/// Every feature, in start order: the Sentinel first (it registers the agent and then
+/// protects what is loaded after it), the Shield, TLS capture, the identity firewall,
+/// telemetry. Stopping goes the other way.
+pub const KINDS: &[Kind] = &[
+    sentinel::KIND,
+    shield::KIND,
+    tls::KIND,
+    egress::KIND,
+    telemetry::KIND,
+];
+
+/// What a feature's start needs besides its policy section.
+pub struct Start<'a> {
+    /// The audited loader every object goes through.
+    pub loader: &'a Loader,
+    /// Where the agent attaches.
+    pub settings: &'a Settings,
+}
+
+/// Where an agent's features attach, and how strict the start is.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    iface: Option<String>,
+    cgroup: PathBuf,
+    require_all: bool,
+}
+
+impl Settings {
+    /// Features on the cgroup v2 directory `cgroup` (the identity firewall and
+    /// telemetry; the cgroup v2 root covers every process on the host).
+    pub fn new(cgroup: impl Into<PathBuf>) -> Self {
+        Self {
+            iface: None,
+            cgroup: cgroup.into(),
+            require_all: false,
+        }
+    }
+
+    /// The interface the Shield attaches to (a policy with a `shield` section needs
+    /// one).
+    #[must_use]
+    pub fn iface(mut self, iface: impl Into<String>) -> Self {
+        self.iface = Some(iface.into());
+        self
+    }
+
+    /// Every configured feature must start, or [`Features::start`] fails (having
+    /// stopped what it started). Without it the agent fails open: the feature is down
+    /// with its reason, and the agent is not ready.
+    #[must_use]
+    pub fn require_all(mut self, yes: bool) -> Self {
+        self.require_all = yes;
+        self
+    }
+
+    /// The interface, if one was given.
+    pub fn interface(&self) -> Option<&str> {
+        self.iface.as_deref()
+    }
+
+    /// The cgroup v2 directory.
+    pub fn cgroup(&self) -> &std::path::Path {
+        &self.cgroup
+    }
+}
+
+/// The parts of a policy a rollback puts back: the enforcing features' policies.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Snapshot {
+    /// The Shield's policy (`None`: it had none, and an empty one goes back).
+    pub shield: Option<CompiledShield>,
+    /// The identity firewall's policy (`None`: an empty one goes back).
+    pub egress: Option<CompiledEgress>,
+}
+
+impl Snapshot {
+    /// The parts of `config` a rollback restores.
+    pub fn of(config: &CompiledConfig) -> Self {
+        Self {
+            shield: config.shield.clone(),
+            egress: config.egress.clone(),
+        }
+    }
+
+    /// What is enforced after `config` is applied over `self`: a section the new policy
+    /// lacks leaves the running policy as it is.
+    #[must_use]
+    pub fn then(&self, config: &CompiledConfig) -> Self {
+        Self {
+            shield: config.shield.clone().or_else(|| self.shield.clone()),
+            egress: config.egress.clone().or_else(|| self.egress.clone()),
+        }
+    }
+}
+
+/// The process cache is wanted when a feature that reports processes is configured
+/// (or the policy has a `processes` section).
+fn process_policy(config: &CompiledConfig) -> Option<ProcessPolicy> {
+    let wanted = config.egress.is_some()
+        || config.tls.is_some()
+        || config.sentinel.is_some()
+        || config.telemetry.is_some_and(|t| t.dns || t.bandwidth)
+        || config.processes.is_some();
+    wanted.then(|| config.processes.clone().unwrap_or_default())
+}
+
+/// The running features of one agent, their event reader and the process cache.
+pub struct Features<'l> {
+    loader: &'l Loader,
+    settings: Settings,
+    running: Vec<Box<dyn Feature>>,
+    /// Why a configured feature is not running, by name.
+    reasons: BTreeMap<&'static str, String>,
+    /// The features the last policy configures.
+    configured: BTreeSet<&'static str>,
+    fanout: Arc<Fanout<Event>>,
+    processes: Option<Arc<ProcessMonitor>>,
+    reader: Option<EventReader>,
+}
+
+impl<'l> Features<'l> {
+    /// Starts every feature `config` configures (see the [module docs](self)), and
+    /// the process cache when a feature reports processes. Events go to `fanout`.
+    pub fn start(
+        loader: &'l Loader,
+        settings: Settings,
+        config: &CompiledConfig,
+        fanout: Arc<Fanout<Event>>,
+    ) -> Result<Self> {
+        let mut features = Self {
+            loader,
+            settings,
+            running: Vec::new(),
+            reasons: BTreeMap::new(),
+            configured: BTreeSet::new(),
+            fanout,
+            processes: None,
+            reader: None,
+        };
+        let mut cache_tried = false;
+        for kind in KINDS {
+            if kind.name != "sentinel" && !cache_tried {
+                // The process cache right after the Sentinel and before the rest: it
+                // seeds from /proc, and every later feature's events name processes.
+                cache_tried = true;
+                features.processes = features.start_processes(config);
+            }
+            if !(kind.configured)(config) {
+                continue;
+            }
+            features.configured.insert(kind.name);
+            if let Err(e) = features.start_one(kind, config) {
+                if e.stops_the_agent() || features.settings.require_all {
+                    let _ = features.stop_all(false);
+                    return Err(e);
+                }
+            }
+        }
+        features.reader = features.event_reader();
+        Ok(features)
+    }
+
+    fn start_processes(&mut self, config: &CompiledConfig) -> Option<Arc<ProcessMonitor>> {
+        let policy = process_policy(config)?;
+        match ProcessMonitor::start(self.loader, &policy) {
+            Ok(m) => {
+                info!(
+                    "process cache: lineage depth {}, capacity {}, arguments {}",
+                    policy.lineage_depth,
+                    policy.capacity,
+                    if policy.args {
+                        "recorded (redacted)"
+                    } else {
+                        "not recorded"
+                    }
+                );
+                Some(Arc::new(m))
+            }
+            Err(e) => {
+                warn!("process cache disabled, events name processes from /proc only: {e}");
+                self.reasons.insert("processes", e.to_string());
+                None
+            }
+        }
+    }
+
+    /// Starts one feature, records why when it cannot, and puts it under the
+    /// Sentinel's protection when one runs.
+    fn start_one(&mut self, kind: &Kind, config: &CompiledConfig) -> Result<()> {
+        let start = Start {
+            loader: self.loader,
+            settings: &self.settings,
+        };
+        match (kind.start)(&start, config) {
+            Ok(feature) => {
+                self.reasons.remove(kind.name);
+                self.running.push(feature);
+                self.guard_last();
+                Ok(())
+            }
+            Err(e) => {
+                warn!("{} disabled, {e}", kind.name);
+                self.reasons.insert(kind.name, e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// Puts the newest feature's object under the Sentinel's protection.
+    fn guard_last(&mut self) {
+        let Some((newest, earlier)) = self.running.split_last_mut() else {
+            return;
+        };
+        let Some(object) = newest.object() else {
+            return;
+        };
+        if let Some(guard) = earlier.iter_mut().find_map(|f| f.as_guard()) {
+            if let Err(e) = guard.protect_bpf(object) {
+                warn!("sentinel: could not protect `{}`: {e}", object.name());
+            }
+        }
+    }
+
+    /// One reader of every running feature's ring buffer (one epoll set, one drain per
+    /// turn), with the process cache's `process` block on every event. Records waiting
+    /// in a ring while the reader is rebuilt stay there for the new one.
+    fn event_reader(&self) -> Option<EventReader> {
+        let mut sources = Vec::new();
+        for feature in &self.running {
+            match feature.event_source() {
+                Some(Ok(source)) => sources.push(source),
+                Some(Err(e)) => warn!("{}: its events cannot be read: {e}", feature.name()),
+                None => {}
+            }
+        }
+        if sources.is_empty() {
+            return None;
+        }
+        let reader = match &self.processes {
+            Some(p) => EventReader::with_processes(sources, self.fanout.clone(), p.clone()),
+            None => EventReader::new(sources, self.fanout.clone()),
+        };
+        match reader {
+            Ok(reader) => {
+                info!("reading events of {}", reader.sources());
+                Some(reader)
+            }
+            Err(e) => {
+                error!("no events are read: {e}");
+                None
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for a ring that wakes its reader, then publishes what
+    /// every ring holds (TLS records are written without a wakeup). Without a reader
+    /// it sleeps `timeout`.
+    pub fn poll(&self, timeout: Duration) {
+        match &self.reader {
+            Some(r) => {
+                if let Err(e) = r.poll(timeout) {
+                    warn!("reading events: {e}");
+                    std::thread::sleep(timeout);
+                }
+            }
+            None => std::thread::sleep(timeout),
+        }
+    }
+
+    /// Every feature's periodic work (bandwidth reports when due).
+    pub fn tick(&mut self) {
+        let out = Publisher {
+            fanout: &self.fanout,
+            processes: self.processes.as_deref(),
+        };
+        for feature in &mut self.running {
+            feature.tick(&out);
+        }
+    }
+
+    /// The process cache, when it runs.
+    pub fn processes(&self) -> Option<&Arc<ProcessMonitor>> {
+        self.processes.as_ref()
+    }
+
+    /// The event reader over every running feature's ring, when one runs.
+    pub fn reader(&self) -> Option<&EventReader> {
+        self.reader.as_ref()
+    }
+
+    /// The running feature called `name`.
+    pub fn get(&self, name: &str) -> Option<&dyn Feature> {
+        self.running
+            .iter()
+            .find(|f| f.name() == name)
+            .map(|f| &**f as &dyn Feature)
+    }
+
+    /// The names of the running features, in start order.
+    pub fn running(&self) -> Vec<&'static str> {
+        self.running.iter().map(|f| f.name()).collect()
+    }
+
+    /// Every configured or running feature: up with what runs, or down with the
+    /// reason it does not.
+    pub fn states(&self) -> BTreeMap<String, FeatureState> {
+        let mut out = BTreeMap::new();
+        for kind in KINDS {
+            let state = match self.running.iter().find(|f| f.name() == kind.name) {
+                Some(f) => FeatureState {
+                    up: true,
+                    detail: f.describe(),
+                },
+                None if self.configured.contains(kind.name) => FeatureState {
+                    up: false,
+                    detail: self.reasons.get(kind.name).map_or_else(
+                        || "configured, not running (see the log)".to_string(),
+                        |r| format!("not running: {r}"),
+                    ),
+                },
+                None => continue,
+            };
+            out.insert(kind.name.to_string(), state);
+        }
+        out
+    }
+
+    /// Applies a new policy: each running feature takes its part (or stops, when it
+    /// cannot run without its section), features the policy newly configures start.
+    /// Returns `true` when everything applied; on a feature's error its old policy
+    /// stays, and the error is logged.
+    pub fn reload(&mut self, config: &CompiledConfig) -> bool {
+        let mut failed = false;
+        let mut stopping = Vec::new();
+        for (i, feature) in self.running.iter_mut().enumerate() {
+            match feature.reload(config) {
+                Ok(Reloaded::Applied(what)) | Ok(Reloaded::Kept(what)) => {
+                    if !what.is_empty() {
+                        info!("{what}");
+                    }
+                }
+                Ok(Reloaded::Stop(why)) => {
+                    info!("{why}");
+                    stopping.push(i);
+                }
+                Err(e) => {
+                    failed = true;
+                    warn!(
+                        "{} reload failed, the old policy stays: {e}",
+                        feature.name()
+                    );
+                }
+            }
+        }
+        let mut started_or_stopped = !stopping.is_empty();
+        if started_or_stopped {
+            // The stopping features' last records first: the reader goes with them.
+            if let Some(r) = &self.reader {
+                let _ = r.drain();
+            }
+            self.reader = None;
+            for i in stopping.into_iter().rev() {
+                let feature = self.running.remove(i);
+                if let Err(e) = feature.stop(self.loader, false) {
+                    warn!("stopping: {e}");
+                }
+            }
+        }
+        self.configured = KINDS
+            .iter()
+            .filter(|k| (k.configured)(config))
+            .map(|k| k.name)
+            .collect();
+        for kind in KINDS {
+            let running = self.running.iter().any(|f| f.name() == kind.name);
+            // Only the features that can start on a reload (the Sentinel registers the
+            // agent at its start, before anything else loads).
+            if running || !(kind.configured)(config) || kind.name == "sentinel" {
+                continue;
+            }
+            match self.start_one(kind, config) {
+                Ok(()) => started_or_stopped = true,
+                Err(e @ AgentError::NoInterface) => {
+                    failed = true;
+                    warn!("reload refused: {e}");
+                }
+                Err(e) => warn!("{} still disabled: {e}", kind.name),
+            }
+        }
+        if started_or_stopped {
+            // The old reader goes first: two readers of one ring would split its
+            // records between them.
+            drop(self.reader.take());
+            self.reader = self.event_reader();
+        }
+        !failed
+    }
+
+    /// Puts `previous` back: the Shield's and the identity firewall's policies (an
+    /// empty policy where there was none). Returns whether everything was restored.
+    pub fn roll_back(&mut self, previous: &Snapshot) -> bool {
+        let mut ok = true;
+        for feature in &mut self.running {
+            match feature.roll_back(previous) {
+                Some(Ok(what)) => info!("{what}"),
+                Some(Err(e)) => {
+                    ok = false;
+                    error!("rolling the {} back failed: {e}", feature.name());
+                }
+                None => {}
+            }
+        }
+        ok
+    }
+
+    /// Publishes what every ring still holds and every feature's last periodic output.
+    pub fn drain(&mut self) {
+        if let Some(r) = &self.reader {
+            let _ = r.drain();
+        }
+        let out = Publisher {
+            fanout: &self.fanout,
+            processes: self.processes.as_deref(),
+        };
+        for feature in &mut self.running {
+            feature.flush(&out);
+        }
+    }
+
+    /// Stops every feature, the last started first. Without `detach`, pinned
+    /// enforcement stays in the kernel (the next start adopts it); with it every hook
+    /// and pin goes. The first error is returned after every feature was stopped.
+    pub fn stop(mut self, detach: bool) -> Result<()> {
+        self.drain();
+        self.stop_all(detach)
+    }
+
+    fn stop_all(&mut self, detach: bool) -> Result<()> {
+        // The reader goes before anything is stopped: it holds their rings open.
+        drop(self.reader.take());
+        let mut first = None;
+        while let Some(feature) = self.running.pop() {
+            match feature.stop(self.loader, detach) {
+                Ok(what) => info!("{what}"),
+                Err(e) => {
+                    error!("stopping: {e}");
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}

@@ -1,0 +1,149 @@
+//! The Shield (XDP source blocklist) as an agent feature.
+
+use ironclad_bpf::{EventSource, LoadedObject, Loader, Shield, XdpAttachment};
+use ironclad_policy::config::CompiledConfig;
+use ironclad_policy::shield::{CompiledShield, Mode};
+use tracing::info;
+
+use super::{Feature, Kind, Reloaded, Snapshot, Start};
+use crate::{AgentError, Result};
+
+pub(super) const KIND: Kind = Kind {
+    name: "shield",
+    configured: |config| config.shield.is_some(),
+    start,
+};
+
+/// The running Shield: the object and its attachment.
+struct Running {
+    shield: Shield,
+    attachment: XdpAttachment,
+    iface: String,
+}
+
+fn bpf(source: ironclad_bpf::BpfError) -> AgentError {
+    AgentError::Bpf {
+        feature: "shield",
+        source: Box::new(source),
+    }
+}
+
+fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>> {
+    let Some(policy) = &config.shield else {
+        return Err(AgentError::NotConfigured { feature: "shield" });
+    };
+    let Some(iface) = start.settings.interface() else {
+        return Err(AgentError::NoInterface);
+    };
+    let started = (|| {
+        let shield = Shield::load(start.loader)?;
+        let report = shield.replace(policy)?;
+        let attachment = shield.attach_pinned(iface)?;
+        Ok((shield, report, attachment))
+    })();
+    let (shield, report, attachment) = started.map_err(|e| match e {
+        e @ ironclad_bpf::BpfError::StalePin { .. } => bpf(e),
+        e => AgentError::Unfiltered {
+            iface: iface.to_string(),
+            source: Box::new(e),
+        },
+    })?;
+    info!(
+        "shield enforcing on {iface} ({} mode, {}): {} rules ({} added, {} kept, {} removed), {} management prefixes, IPv4 via the {} path",
+        attachment.mode().name(),
+        if policy.mode == Mode::DryRun { "dry-run" } else { "enforce" },
+        policy.rules.len() + policy.sets.len(),
+        report.added,
+        report.kept,
+        report.removed,
+        policy.management.len(),
+        report.ipv4_path.as_str(),
+    );
+    Ok(Box::new(Running {
+        shield,
+        attachment,
+        iface: iface.to_string(),
+    }))
+}
+
+impl Running {
+    fn apply(&self, policy: &CompiledShield) -> Result<ironclad_bpf::ReplaceReport> {
+        self.shield.replace(policy).map_err(bpf)
+    }
+}
+
+impl Feature for Running {
+    fn name(&self) -> &'static str {
+        "shield"
+    }
+
+    fn describe(&self) -> String {
+        let mode = match self.shield.mode() {
+            Ok(Mode::DryRun) => "dry-run",
+            Ok(Mode::Enforce) => "enforce",
+            Err(_) => "unknown mode",
+        };
+        format!("XDP ({}) {mode}", self.attachment.mode().name())
+    }
+
+    fn reload(&mut self, config: &CompiledConfig) -> Result<Reloaded> {
+        let Some(policy) = &config.shield else {
+            return Ok(Reloaded::Kept(
+                "reload: the new policy has no shield section; the shield is left as it is"
+                    .to_string(),
+            ));
+        };
+        let report = self.apply(policy)?;
+        Ok(Reloaded::Applied(format!(
+            "reloaded: {} added, {} changed, {} removed, {} kept, {} prefixes edited in place",
+            report.added, report.changed, report.removed, report.kept, report.in_place
+        )))
+    }
+
+    fn roll_back(&mut self, previous: &Snapshot) -> Option<Result<String>> {
+        let policy = match &previous.shield {
+            Some(p) => p.clone(),
+            None => match ironclad_policy::shield::compile(&Default::default()) {
+                Ok(p) => p,
+                Err(e) => return Some(Err(AgentError::empty_policy(&e))),
+            },
+        };
+        Some(self.apply(&policy).map(|report| {
+            format!(
+                "shield rolled back: {} added, {} changed, {} removed, {} kept",
+                report.added, report.changed, report.removed, report.kept
+            )
+        }))
+    }
+
+    fn event_source(&self) -> Option<Result<EventSource>> {
+        Some(self.shield.event_source().map_err(bpf))
+    }
+
+    fn object(&self) -> Option<&LoadedObject> {
+        Some(self.shield.object())
+    }
+
+    fn stop(self: Box<Self>, loader: &Loader, detach: bool) -> Result<String> {
+        let Running {
+            shield,
+            attachment,
+            iface,
+        } = *self;
+        if detach {
+            attachment.detach().map_err(bpf)?;
+            drop(shield);
+            let removed = loader.remove_pins(Shield::OBJECT).map_err(bpf)?;
+            Ok(format!(
+                "shield detached from {iface}; {removed} pins removed"
+            ))
+        } else {
+            Ok(format!(
+                "stopping; enforcement stays pinned at {}",
+                attachment
+                    .pin_path()
+                    .map_or_else(String::new, |p| p.display().to_string())
+            ))
+        }
+    }
+}

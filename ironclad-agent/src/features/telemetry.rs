@@ -1,0 +1,121 @@
+//! Telemetry (DNS answers and bandwidth per process) as an agent feature.
+
+use std::time::{Duration, Instant};
+
+use ironclad_bpf::{EventSource, Loader, Telemetry};
+use ironclad_events::Event;
+use ironclad_policy::config::CompiledConfig;
+use ironclad_policy::telemetry::TelemetryPolicy;
+use tracing::{info, warn};
+
+use super::{Feature, Kind, Publisher, Reloaded, Start};
+use crate::{AgentError, Result};
+
+pub(super) const KIND: Kind = Kind {
+    name: "telemetry",
+    configured: |config| config.telemetry.is_some_and(|t| t.dns || t.bandwidth),
+    start,
+};
+
+/// Running telemetry and when it last reported bandwidth.
+struct Running {
+    telemetry: Telemetry,
+    policy: TelemetryPolicy,
+    last_report: Instant,
+}
+
+fn bpf(source: ironclad_bpf::BpfError) -> AgentError {
+    AgentError::Bpf {
+        feature: "telemetry",
+        source: Box::new(source),
+    }
+}
+
+fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>> {
+    let Some(policy) = config.telemetry else {
+        return Err(AgentError::NotConfigured {
+            feature: "telemetry",
+        });
+    };
+    let cgroup = start.settings.cgroup();
+    let telemetry = Telemetry::start(start.loader, &policy, cgroup).map_err(bpf)?;
+    info!(
+        "telemetry on cgroup {}: dns {}, bandwidth {} (every {} s)",
+        cgroup.display(),
+        policy.dns,
+        policy.bandwidth,
+        policy.interval_seconds
+    );
+    Ok(Box::new(Running {
+        telemetry,
+        policy,
+        last_report: Instant::now(),
+    }))
+}
+
+impl Running {
+    /// One `bandwidth` event per process with traffic.
+    fn report(&mut self, out: &Publisher<'_>) {
+        self.last_report = Instant::now();
+        match self.telemetry.bandwidth() {
+            Ok(samples) => {
+                for sample in samples {
+                    out.publish(Event::Bandwidth(sample));
+                }
+            }
+            Err(e) => warn!("reading bandwidth: {e}"),
+        }
+    }
+}
+
+impl Feature for Running {
+    fn name(&self) -> &'static str {
+        "telemetry"
+    }
+
+    fn describe(&self) -> String {
+        let on = |yes: bool| if yes { "on" } else { "off" };
+        format!(
+            "dns {}, bandwidth {}",
+            on(self.policy.dns),
+            on(self.policy.bandwidth)
+        )
+    }
+
+    fn reload(&mut self, config: &CompiledConfig) -> Result<Reloaded> {
+        // Its settings choose which programs attach: they apply at the next start.
+        let changed = config.telemetry.is_some_and(|t| t != self.policy);
+        Ok(Reloaded::Kept(if changed {
+            "reload: telemetry settings changed; they apply at the next start".to_string()
+        } else {
+            String::new()
+        }))
+    }
+
+    fn event_source(&self) -> Option<Result<EventSource>> {
+        Some(self.telemetry.event_source().map_err(bpf))
+    }
+
+    fn tick(&mut self, out: &Publisher<'_>) {
+        let every = Duration::from_secs(u64::from(self.policy.interval_seconds));
+        if self.policy.bandwidth && self.last_report.elapsed() >= every {
+            self.report(out);
+        }
+    }
+
+    fn flush(&mut self, out: &Publisher<'_>) {
+        if self.policy.bandwidth {
+            self.report(out);
+        }
+    }
+
+    fn stop(self: Box<Self>, loader: &Loader, detach: bool) -> Result<String> {
+        drop(self);
+        if detach {
+            let removed = loader.remove_pins(Telemetry::OBJECT).map_err(bpf)?;
+            Ok(format!("telemetry detached; {removed} pins removed"))
+        } else {
+            Ok("stopping; telemetry stays pinned".to_string())
+        }
+    }
+}
