@@ -457,6 +457,7 @@ impl EgressFirewall {
         let known = self.known_exes.clone();
         let enrich = Box::new(move |event: &mut Event| {
             if let Event::Connect(d) | Event::RateLimited(d) = event {
+                let d = &mut d.actor;
                 let named = locked(&known).by_file.get(&(d.exe_dev, d.exe_ino)).cloned();
                 d.exe = named.or_else(|| {
                     std::fs::read_link(format!("/proc/{}/exe", d.pid))

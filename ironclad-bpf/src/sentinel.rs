@@ -464,7 +464,7 @@ impl SentinelLsm {
                             .get(&(r.parent_dev, r.parent_ino))
                             .map(|dir| Path::new(dir).join(&r.name).display().to_string())
                     });
-                r.exe = std::fs::read_link(format!("/proc/{}/exe", r.pid))
+                r.actor.exe = std::fs::read_link(format!("/proc/{}/exe", r.actor.pid))
                     .ok()
                     .map(|p| p.display().to_string());
             }

@@ -200,6 +200,7 @@ impl Telemetry {
             .collect();
         let enrich = Box::new(move |event: &mut Event| {
             if let Event::Dns(d) = event {
+                let d = &mut d.actor;
                 let key = (d.exe_dev, d.exe_ino);
                 if key != (0, 0) && !known.contains_key(&key) {
                     // Learn the path while the process still runs.

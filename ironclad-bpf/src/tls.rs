@@ -832,6 +832,7 @@ impl TlsMonitor {
         let mut known = self.known_exes.clone();
         let enrich = Box::new(move |event: &mut Event| {
             if let Event::TlsData(tls) = event {
+                let tls = &mut tls.actor;
                 let key = (tls.exe_dev, tls.exe_ino);
                 if key == (0, 0) {
                     return;

@@ -207,7 +207,7 @@ fn copies_of_one_binary_are_told_apart_and_renames_or_comm_do_not_matter() {
     assert_eq!(denials.len(), 2, "{denials:#?}");
     assert_eq!(denials[0].dst.to_string(), "127.0.0.1");
     assert_eq!(denials[0].dport, port);
-    assert_eq!(denials[0].comm, "client-b");
+    assert_eq!(denials[0].actor.comm, "client-b");
     assert_eq!(denials[0].rule_id, 0, "the default denied it");
     assert!(lab.firewall.total(EgressTotal::Denied).expect("total") >= 2);
     assert_eq!(

@@ -127,16 +127,20 @@ fn a_short_lived_multithreaded_program_is_named_after_it_exited() {
         .iter()
         .find(|q| q.qname.as_deref() == Some("dig.example.test"))
         .unwrap_or_else(|| panic!("no query in {queries:#?}"));
-    assert_eq!(q.pid, pid);
-    let p = q.process.as_ref().expect("process block");
+    assert_eq!(q.actor.pid, pid);
+    let p = q.actor.process.as_ref().expect("process block");
     assert_eq!(p.pid, pid);
     assert_eq!(p.comm, "dig", "the process's name, whatever thread sent");
     assert_ne!(
-        q.comm, "dig",
+        q.actor.comm, "dig",
         "the event keeps the sending thread's own name apart"
     );
     assert_eq!(p.exe.as_deref(), Some(DIG));
-    assert_eq!(q.exe.as_deref(), Some(DIG), "exe filled from the cache");
+    assert_eq!(
+        q.actor.exe.as_deref(),
+        Some(DIG),
+        "exe filled from the cache"
+    );
     let mut args = vec!["/usr/bin/dig".to_string()];
     args.extend(dig_args("dig.example.test"));
     assert_eq!(p.args, args);
@@ -189,7 +193,7 @@ fn an_exec_chain_is_reported_as_lineage_with_redacted_arguments() {
         .iter()
         .find(|q| q.qname.as_deref() == Some("chain.example.test"))
         .unwrap_or_else(|| panic!("no query in {queries:#?}"));
-    let p = q.process.as_ref().expect("process block");
+    let p = q.actor.process.as_ref().expect("process block");
     assert_eq!(p.exe.as_deref(), Some(DIG));
     assert!(p.args.iter().any(|a| a == "[redacted]"), "{:?}", p.args);
     assert!(
@@ -241,12 +245,12 @@ fn a_reused_pid_names_each_process_by_the_time_of_its_event() {
     let queries: Vec<DnsRecord> = rig
         .queries()
         .into_iter()
-        .filter(|q| q.pid == pid && q.qname.as_deref() == Some("reuse.example.test"))
+        .filter(|q| q.actor.pid == pid && q.qname.as_deref() == Some("reuse.example.test"))
         .collect();
     assert_eq!(queries.len(), 2, "{queries:#?}");
     let exes: Vec<Option<String>> = queries
         .iter()
-        .map(|q| q.process.as_ref().and_then(|p| p.exe.clone()))
+        .map(|q| q.actor.process.as_ref().and_then(|p| p.exe.clone()))
         .collect();
     assert_eq!(
         exes,
@@ -255,7 +259,7 @@ fn a_reused_pid_names_each_process_by_the_time_of_its_event() {
     );
     let starts: Vec<&str> = queries
         .iter()
-        .filter_map(|q| q.process.as_ref().map(|p| p.start_time.as_str()))
+        .filter_map(|q| q.actor.process.as_ref().map(|p| p.start_time.as_str()))
         .collect();
     assert_ne!(starts[0], starts[1], "start times tell them apart");
 }
@@ -298,7 +302,7 @@ fn an_ended_parent_whose_pid_was_reused_is_not_named_as_an_ancestor() {
         .iter()
         .find(|q| q.qname.as_deref() == Some("reparent.example.test"))
         .unwrap_or_else(|| panic!("no query in {queries:#?}"));
-    let p = q.process.as_ref().expect("process block");
+    let p = q.actor.process.as_ref().expect("process block");
     assert_eq!(p.exe.as_deref(), Some(DIG));
     let chain: Vec<(u32, &str)> = p
         .ancestors
@@ -332,7 +336,7 @@ fn a_program_run_by_a_relative_path_is_named_by_its_absolute_path_and_file() {
         .iter()
         .find(|q| q.qname.as_deref() == Some("relative.example.test"))
         .unwrap_or_else(|| panic!("no query in {queries:#?}"));
-    let p = q.process.as_ref().expect("process block");
+    let p = q.actor.process.as_ref().expect("process block");
     assert_eq!(p.exe.as_deref(), Some(DIG), "{p:#?}");
     assert_eq!(p.args.first().map(String::as_str), Some("./dig"));
     let meta = std::fs::metadata(DIG).expect("dig");
@@ -367,9 +371,9 @@ fn a_container_cgroup_names_the_container() {
     std::fs::remove_dir(&scope).expect("remove scope");
     let q = queries
         .iter()
-        .find(|q| q.pid == pid)
+        .find(|q| q.actor.pid == pid)
         .unwrap_or_else(|| panic!("no query in {queries:#?}"));
-    let p = q.process.as_ref().expect("process block");
+    let p = q.actor.process.as_ref().expect("process block");
     let c = p.container.as_ref().expect("container");
     assert_eq!((c.runtime, c.id.as_str()), ("docker", id));
     assert!(
@@ -394,10 +398,10 @@ fn a_full_cache_says_so_and_never_names_the_wrong_process() {
     let queries = rig.queries();
     let q = queries
         .iter()
-        .find(|q| q.pid == pid)
+        .find(|q| q.actor.pid == pid)
         .unwrap_or_else(|| panic!("no query in {queries:#?}"));
     // A process exiting meanwhile may free a slot: then the block must be right.
-    if let Some(p) = &q.process {
+    if let Some(p) = &q.actor.process {
         assert_eq!((p.pid, p.exe.as_deref()), (pid, Some(DIG)), "{p:?}");
     }
     let stats = rig.processes.stats().expect("stats");

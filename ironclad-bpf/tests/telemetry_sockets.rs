@@ -93,10 +93,14 @@ fn dns_queries_and_answers_are_reported_with_the_process() {
         .unwrap_or_else(|| panic!("no query in {records:#?}"));
     assert_eq!(query.qname.as_deref(), Some("www.example.test"));
     assert_eq!(query.qtype.as_deref(), Some("A"));
-    assert_eq!(query.pid, pid);
-    assert!(query.comm.starts_with("python"), "{}", query.comm);
+    assert_eq!(query.actor.pid, pid);
+    assert!(
+        query.actor.comm.starts_with("python"),
+        "{}",
+        query.actor.comm
+    );
     assert_eq!(
-        query.exe.as_deref(),
+        query.actor.exe.as_deref(),
         Some(python.display().to_string().as_str())
     );
     assert_eq!((query.dport, query.proto), (53, "udp"));
@@ -110,7 +114,7 @@ fn dns_queries_and_answers_are_reported_with_the_process() {
     );
     assert_eq!(response.rcode, Some(0));
     assert_eq!(
-        response.pid, pid,
+        response.actor.pid, pid,
         "the response is attributed to the receiving process"
     );
     let json: serde_json::Value =

@@ -186,7 +186,7 @@ impl Capture {
 fn of_pid(events: &[TlsData], pid: u32, direction: TlsDirection) -> Vec<&TlsData> {
     events
         .iter()
-        .filter(|e| e.pid == pid && e.direction == direction)
+        .filter(|e| e.actor.pid == pid && e.direction == direction)
         .collect()
 }
 
@@ -219,10 +219,11 @@ fn openssl_and_curl_plaintext_is_captured_in_both_directions() {
         })
     );
     assert!(writes[0]
+        .actor
         .exe
         .as_deref()
         .is_some_and(|e| e.ends_with("openssl")));
-    assert_eq!(writes[0].comm, "openssl");
+    assert_eq!(writes[0].actor.comm, "openssl");
     let reads = of_pid(&events, client, TlsDirection::Read);
     assert!(
         reads
@@ -266,10 +267,10 @@ fn processes_outside_the_scope_produce_nothing() {
     let events = capture.events();
     // Tests run in parallel: another test's curl is in this scope too. What must never
     // appear is a process that is not curl.
-    assert!(events.iter().all(|e| e.comm == "curl"), "{events:#?}");
-    assert!(!events.iter().any(|e| e.pid == client));
+    assert!(events.iter().all(|e| e.actor.comm == "curl"), "{events:#?}");
+    assert!(!events.iter().any(|e| e.actor.pid == client));
     assert!(
-        events.iter().any(|e| e.pid == curl_pid),
+        events.iter().any(|e| e.actor.pid == curl_pid),
         "curl, in scope, was captured"
     );
 
@@ -284,8 +285,8 @@ fn processes_outside_the_scope_produce_nothing() {
     let client = s_client(server.port);
     let curl_pid = curl(server.port);
     let events = capture.events();
-    assert!(events.iter().any(|e| e.pid == client));
-    assert!(!events.iter().any(|e| e.pid == curl_pid));
+    assert!(events.iter().any(|e| e.actor.pid == client));
+    assert!(!events.iter().any(|e| e.actor.pid == curl_pid));
 }
 
 const PYTHON_BIG_WRITE: &str = r#"
@@ -496,8 +497,11 @@ fn scope_by_cgroup_and_by_pid() {
     assert!(inside.wait_with_output().expect("curl").status.success());
     let outside_pid = curl(server.port);
     let events = capture.events();
-    assert!(events.iter().any(|e| e.pid == inside_pid), "{events:#?}");
-    assert!(!events.iter().any(|e| e.pid == outside_pid));
+    assert!(
+        events.iter().any(|e| e.actor.pid == inside_pid),
+        "{events:#?}"
+    );
+    assert!(!events.iter().any(|e| e.actor.pid == outside_pid));
 
     // By pid: a process that is already running when it is put in scope.
     let mut waiting = Command::new("sh")
@@ -523,9 +527,9 @@ fn scope_by_cgroup_and_by_pid() {
     assert!(waiting.wait().expect("wait").success());
     let events = capture.events();
     assert!(
-        events
-            .iter()
-            .any(|e| e.pid == pid && String::from_utf8_lossy(&e.data).starts_with("GET /pid ")),
+        events.iter().any(
+            |e| e.actor.pid == pid && String::from_utf8_lossy(&e.data).starts_with("GET /pid ")
+        ),
         "{events:#?}"
     );
 }
@@ -545,7 +549,7 @@ fn the_per_second_budget_withholds_and_reports_it() {
     let pid = curl(server.port);
     let seconds = started.elapsed().as_secs() + 1;
     let events = capture.events();
-    let mine: Vec<&TlsData> = events.iter().filter(|e| e.pid == pid).collect();
+    let mine: Vec<&TlsData> = events.iter().filter(|e| e.actor.pid == pid).collect();
     let reported: u64 = mine.iter().map(|e| u64::from(e.len)).sum();
     assert!(
         reported <= 10 * (seconds + 1),
@@ -717,7 +721,7 @@ fn per_process_probes_put_no_breakpoint_in_processes_out_of_scope() {
         "{events:#?}"
     );
     assert!(
-        !events.iter().any(|e| e.pid == curl_pid),
+        !events.iter().any(|e| e.actor.pid == curl_pid),
         "curl is out of scope"
     );
     assert_eq!(capture.monitor.attach_failures(), 0);
@@ -832,8 +836,8 @@ fn probes_on_the_shared_internal_functions_capture_what_probes_on_the_symbols_ca
         let events = capture.events();
         let python_pid = events
             .iter()
-            .find(|e| e.comm.starts_with("python") && e.direction == TlsDirection::Write)
-            .map(|e| e.pid)
+            .find(|e| e.actor.comm.starts_with("python") && e.direction == TlsDirection::Write)
+            .map(|e| e.actor.pid)
             .expect("the Python client's write captured");
         seen.push((calls_of(&events, client), calls_of(&events, python_pid)));
     }
@@ -928,5 +932,5 @@ fn an_async_agent_receives_tls_records_through_the_event_stream_timer() {
         .map(|i| ((i * 7 + 3) % 251) as u8)
         .collect();
     assert_eq!(write.data, expected);
-    assert!(write.comm.starts_with("python"), "{write:?}");
+    assert!(write.actor.comm.starts_with("python"), "{write:?}");
 }

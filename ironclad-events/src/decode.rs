@@ -97,6 +97,34 @@ fn escaped<S: serde::Serializer>(data: &[u8], s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&escape(data))
 }
 
+/// Who did it: the process (and thread) the kernel saw, the same fields in every event
+/// kind that names one (`tls`, `connect`, `rate_limited`, `dns`, `sentinel`). In JSON
+/// they sit at the event's top level, as before this type existed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Actor {
+    /// Process (thread-group) id (0 if unknown).
+    pub pid: u32,
+    /// Thread id, where the kernel records one (not for DNS packets).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tid: Option<u32>,
+    /// User id.
+    pub uid: u32,
+    /// Command name (the thread's, as the kernel saw it).
+    pub comm: String,
+    /// The executable's path, resolved in user space (from the pid while it runs, else
+    /// from the identity below, else from the process cache).
+    pub exe: Option<String>,
+    /// The executable's device (kernel encoding) as the kernel saw it; 0 if unknown
+    /// (kernel threads).
+    pub exe_dev: u32,
+    /// The executable's inode as the kernel saw it; 0 if unknown.
+    pub exe_ino: u64,
+    /// The process, from the process cache (when one runs and knows it): the same
+    /// block in every event kind, with the process's own name and executable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<crate::process::ProcessBlock>,
+}
+
 /// One chunk of TLS plaintext captured from OpenSSL.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TlsData {
@@ -106,21 +134,9 @@ pub struct TlsData {
     pub ktime_ns: u64,
     /// Write or read.
     pub direction: TlsDirection,
-    /// Process (thread-group) id.
-    pub pid: u32,
-    /// Thread id.
-    pub tid: u32,
-    /// User id.
-    pub uid: u32,
-    /// Command name.
-    pub comm: String,
-    /// The executable's path, resolved in user space (from the pid while it runs, else
-    /// from the identity below).
-    pub exe: Option<String>,
-    /// The executable's device (kernel encoding) as the kernel saw it; 0 if unknown.
-    pub exe_dev: u32,
-    /// The executable's inode as the kernel saw it; 0 if unknown.
-    pub exe_ino: u64,
+    /// The process and thread that called OpenSSL.
+    #[serde(flatten)]
+    pub actor: Actor,
     /// Cgroup id.
     pub cgroup_id: u64,
     /// The `SSL*` pointer, a connection key.
@@ -143,10 +159,6 @@ pub struct TlsData {
     /// HTTP recognised at the start of the call (first chunk only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<Http>,
-    /// The process, from the process cache (when one runs and knows it): the same
-    /// block in every event kind, with the process's own name and executable.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub process: Option<crate::process::ProcessBlock>,
 }
 
 fn action_name<S: serde::Serializer>(v: &EgressAction, s: S) -> Result<S::Ok, S::Error> {
@@ -163,20 +175,9 @@ pub struct EgressDecision {
     /// What was done.
     #[serde(serialize_with = "action_name")]
     pub verdict: EgressAction,
-    /// Process (thread-group) id.
-    pub pid: u32,
-    /// Thread id.
-    pub tid: u32,
-    /// User id.
-    pub uid: u32,
-    /// Command name.
-    pub comm: String,
-    /// The executable's path, resolved in user space from its identity.
-    pub exe: Option<String>,
-    /// The executable's device (kernel encoding); 0 if unknown.
-    pub exe_dev: u32,
-    /// The executable's inode; 0 if unknown.
-    pub exe_ino: u64,
+    /// The process and thread that connected or sent.
+    #[serde(flatten)]
+    pub actor: Actor,
     /// Cgroup id.
     pub cgroup_id: u64,
     /// Destination address (an IPv4-mapped destination is shown as IPv4).
@@ -189,10 +190,6 @@ pub struct EgressDecision {
     pub rule_id: u32,
     /// `connect4`, `connect6`, `sendmsg4` or `sendmsg6`.
     pub hook: &'static str,
-    /// The process, from the process cache (when one runs and knows it): the same
-    /// block in every event kind, with the process's own name and executable.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub process: Option<crate::process::ProcessBlock>,
 }
 
 /// A DNS packet a process sent or received (UDP or TCP port 53).
@@ -204,18 +201,9 @@ pub struct DnsRecord {
     pub ktime_ns: u64,
     /// `query` (sent) or `response` (received).
     pub direction: &'static str,
-    /// The socket owner's process id (0 if unknown).
-    pub pid: u32,
-    /// Its user id.
-    pub uid: u32,
-    /// Its command name.
-    pub comm: String,
-    /// Its executable's path, resolved in user space from its identity.
-    pub exe: Option<String>,
-    /// The executable's device (kernel encoding); 0 if unknown.
-    pub exe_dev: u32,
-    /// The executable's inode; 0 if unknown.
-    pub exe_ino: u64,
+    /// The socket owner's process.
+    #[serde(flatten)]
+    pub actor: Actor,
     /// Source address.
     pub src: IpAddr,
     /// Destination address.
@@ -239,10 +227,6 @@ pub struct DnsRecord {
     /// Why the payload could not be parsed, if it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// The process, from the process cache (when one runs and knows it): the same
-    /// block in every event kind, with the process's own name and executable.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub process: Option<crate::process::ProcessBlock>,
 }
 
 /// Traffic of one process over an interval (made in user space from the kernel's
@@ -327,20 +311,9 @@ pub struct SentinelRecord {
     /// What the Sentinel did.
     #[serde(serialize_with = "sentinel_verdict_name")]
     pub verdict: SentinelVerdict,
-    /// The actor's process (thread-group) id.
-    pub pid: u32,
-    /// The actor's thread id.
-    pub tid: u32,
-    /// The actor's user id.
-    pub uid: u32,
-    /// The actor's command name.
-    pub comm: String,
-    /// The actor's executable path, resolved in user space (when known).
-    pub exe: Option<String>,
-    /// The actor's executable device (kernel encoding); 0 for kernel threads.
-    pub exe_dev: u32,
-    /// The actor's executable inode.
-    pub exe_ino: u64,
+    /// The actor: who attempted the operation.
+    #[serde(flatten)]
+    pub actor: Actor,
     /// The target's path, resolved in user space from its identity (when known).
     pub path: Option<String>,
     /// The target's name in its directory (empty for signals, ptrace and BPF objects).
@@ -357,10 +330,6 @@ pub struct SentinelRecord {
     pub target_pid: u32,
     /// By operation: the signal, the ptrace mode, the map or link id, open flags, mode.
     pub arg: u32,
-    /// The process, from the process cache (when one runs and knows it): the same
-    /// block in every event kind, with the process's own name and executable.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub process: Option<crate::process::ProcessBlock>,
 }
 
 /// The process cache could not name some processes: it was full of live ones, or the
@@ -430,55 +399,66 @@ impl Event {
         }
     }
 
+    /// Who did it, for kinds that name a process the kernel saw.
+    pub fn actor(&self) -> Option<&Actor> {
+        match self {
+            Event::TlsData(e) => Some(&e.actor),
+            Event::Connect(e) | Event::RateLimited(e) => Some(&e.actor),
+            Event::Dns(e) => Some(&e.actor),
+            Event::Sentinel(e) => Some(&e.actor),
+            Event::Bandwidth(_)
+            | Event::ShieldDrop(_)
+            | Event::Audit(_)
+            | Event::ProcessCache(_) => None,
+        }
+    }
+
+    /// Who did it, to fill in (the executable's path, the process block).
+    pub fn actor_mut(&mut self) -> Option<&mut Actor> {
+        match self {
+            Event::TlsData(e) => Some(&mut e.actor),
+            Event::Connect(e) | Event::RateLimited(e) => Some(&mut e.actor),
+            Event::Dns(e) => Some(&mut e.actor),
+            Event::Sentinel(e) => Some(&mut e.actor),
+            Event::Bandwidth(_)
+            | Event::ShieldDrop(_)
+            | Event::Audit(_)
+            | Event::ProcessCache(_) => None,
+        }
+    }
+
     /// Whose event it is, for the process cache: (pid, `ktime_ns` when it happened if
     /// the kernel stamped it, the executable's (device, inode) as the kernel saw it, 0
     /// if unknown). `None` for kinds that name no process.
     pub fn process_subject(&self) -> Option<(u32, Option<u64>, (u32, u64))> {
-        match self {
-            Event::TlsData(e) => Some((e.pid, Some(e.ktime_ns), (e.exe_dev, e.exe_ino))),
-            Event::Connect(e) | Event::RateLimited(e) => {
-                Some((e.pid, Some(e.ktime_ns), (e.exe_dev, e.exe_ino)))
-            }
-            Event::Dns(e) => Some((e.pid, Some(e.ktime_ns), (e.exe_dev, e.exe_ino))),
-            Event::Sentinel(e) => Some((e.pid, Some(e.ktime_ns), (e.exe_dev, e.exe_ino))),
-            Event::Bandwidth(e) => Some((e.pid, None, (0, 0))),
-            Event::ShieldDrop(_) | Event::Audit(_) | Event::ProcessCache(_) => None,
-        }
+        let ktime = match self {
+            Event::TlsData(e) => e.ktime_ns,
+            Event::Connect(e) | Event::RateLimited(e) => e.ktime_ns,
+            Event::Dns(e) => e.ktime_ns,
+            Event::Sentinel(e) => e.ktime_ns,
+            Event::Bandwidth(e) => return Some((e.pid, None, (0, 0))),
+            Event::ShieldDrop(_) | Event::Audit(_) | Event::ProcessCache(_) => return None,
+        };
+        self.actor()
+            .map(|a| (a.pid, Some(ktime), (a.exe_dev, a.exe_ino)))
     }
 
     /// Attaches the `process` block; an `exe` the event's own enrichment left unknown
     /// is taken from it.
     pub fn set_process(&mut self, block: crate::process::ProcessBlock) {
-        fn fill(exe: &mut Option<String>, block: &crate::process::ProcessBlock) {
-            if exe.is_none() {
-                exe.clone_from(&block.exe);
+        if let Event::Bandwidth(e) = self {
+            if e.exe.is_none() {
+                e.exe.clone_from(&block.exe);
             }
-        }
-        match self {
-            Event::TlsData(e) => {
-                fill(&mut e.exe, &block);
-                e.process = Some(block);
+            if e.comm.is_none() {
+                e.comm = Some(block.comm.clone());
             }
-            Event::Connect(e) | Event::RateLimited(e) => {
-                fill(&mut e.exe, &block);
-                e.process = Some(block);
+            e.process = Some(block);
+        } else if let Some(actor) = self.actor_mut() {
+            if actor.exe.is_none() {
+                actor.exe.clone_from(&block.exe);
             }
-            Event::Dns(e) => {
-                fill(&mut e.exe, &block);
-                e.process = Some(block);
-            }
-            Event::Sentinel(e) => {
-                fill(&mut e.exe, &block);
-                e.process = Some(block);
-            }
-            Event::Bandwidth(e) => {
-                fill(&mut e.exe, &block);
-                if e.comm.is_none() {
-                    e.comm = Some(block.comm.clone());
-                }
-                e.process = Some(block);
-            }
-            Event::ShieldDrop(_) | Event::Audit(_) | Event::ProcessCache(_) => {}
+            actor.process = Some(block);
         }
     }
 
@@ -549,6 +529,20 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
     }
 }
 
+/// The [`Actor`] of a kernel record, before user space resolves its executable.
+fn actor(pid: u32, tid: Option<u32>, uid: u32, comm: &[u8; 16], dev: u32, ino: u64) -> Actor {
+    Actor {
+        pid,
+        tid,
+        uid,
+        comm: comm_text(comm),
+        exe: None,
+        exe_dev: dev,
+        exe_ino: ino,
+        process: None,
+    }
+}
+
 /// A NUL-padded kernel comm as text.
 fn comm_text(comm: &[u8; 16]) -> String {
     let len = comm.iter().position(|b| *b == 0).unwrap_or(comm.len());
@@ -579,14 +573,7 @@ fn decode_sentinel(record: &[u8]) -> Result<Event, DecodeError> {
         ktime_ns: e.hdr.ktime_ns,
         op,
         verdict,
-        pid: e.pid,
-        tid: e.tid,
-        uid: e.uid,
-        comm: comm_text(&e.comm),
-        exe: None,
-        process: None,
-        exe_dev: e.exe.dev,
-        exe_ino: e.exe.ino,
+        actor: actor(e.pid, Some(e.tid), e.uid, &e.comm, e.exe.dev, e.exe.ino),
         path: None,
         name: String::from_utf8_lossy(&e.name[..name_len]).into_owned(),
         target_dev: e.target.dev,
@@ -646,13 +633,7 @@ fn decode_dns(record: &[u8]) -> Result<Event, DecodeError> {
         } else {
             "response"
         },
-        pid: e.pid,
-        uid: e.uid,
-        comm: comm_text(&e.comm),
-        exe: None,
-        process: None,
-        exe_dev: e.exe.dev,
-        exe_ino: e.exe.ino,
+        actor: actor(e.pid, None, e.uid, &e.comm, e.exe.dev, e.exe.ino),
         src: mapped_or_v6(e.src),
         dst: mapped_or_v6(e.dst),
         sport: e.sport,
@@ -694,14 +675,7 @@ fn decode_egress(record: &[u8]) -> Result<Event, DecodeError> {
         time: String::new(),
         ktime_ns: e.hdr.ktime_ns,
         verdict,
-        pid: e.pid,
-        tid: e.tid,
-        uid: e.uid,
-        comm: comm_text(&e.comm),
-        exe: None,
-        process: None,
-        exe_dev: e.exe.dev,
-        exe_ino: e.exe.ino,
+        actor: actor(e.pid, Some(e.tid), e.uid, &e.comm, e.exe.dev, e.exe.ino),
         cgroup_id: e.cgroup_id,
         dst,
         dport: e.dport,
@@ -758,14 +732,7 @@ fn decode_tls(record: &[u8]) -> Result<Event, DecodeError> {
         time: String::new(),
         ktime_ns: e.hdr.ktime_ns,
         direction,
-        pid: e.pid,
-        tid: e.tid,
-        uid: e.uid,
-        comm: comm_text(&e.comm),
-        exe: None,
-        process: None,
-        exe_dev: e.exe.dev,
-        exe_ino: e.exe.ino,
+        actor: actor(e.pid, Some(e.tid), e.uid, &e.comm, e.exe.dev, e.exe.ino),
         cgroup_id: e.cgroup_id,
         ssl: e.ssl,
         call_id: e.call_id,
@@ -839,7 +806,7 @@ mod tests {
             panic!("not TLS: {event:?}");
         };
         assert_eq!(tls.data, request);
-        assert_eq!(tls.comm, "curl");
+        assert_eq!(tls.actor.comm, "curl");
         assert!(tls.last && !tls.truncated);
         let json: serde_json::Value = serde_json::from_str(&event.to_json()).expect("json");
         assert_eq!(json["kind"], "tls");
@@ -954,8 +921,8 @@ mod tests {
             (
                 r.op,
                 r.verdict,
-                r.pid,
-                r.comm.as_str(),
+                r.actor.pid,
+                r.actor.comm.as_str(),
                 r.name.as_str(),
                 r.target_ino
             ),
@@ -1088,5 +1055,74 @@ mod tests {
             decoded > 0 && refused > 0,
             "decoded {decoded}, refused {refused}"
         );
+    }
+
+    /// The actor's fields stay at the event's top level in JSON (the format before
+    /// `Actor` existed), with no `actor` key; a DNS record has no `tid`.
+    #[test]
+    fn the_actor_is_flattened_into_the_events_json() {
+        let actor = Actor {
+            pid: 7,
+            tid: Some(8),
+            uid: 1000,
+            comm: "curl".to_string(),
+            exe: Some("/usr/bin/curl".to_string()),
+            exe_dev: 3,
+            exe_ino: 99,
+            process: None,
+        };
+        let connect = Event::Connect(EgressDecision {
+            time: String::new(),
+            ktime_ns: 1,
+            verdict: EgressAction::Deny,
+            actor: actor.clone(),
+            cgroup_id: 5,
+            dst: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+            dport: 443,
+            proto: "tcp".to_string(),
+            rule_id: 2,
+            hook: "connect4",
+        });
+        let json: serde_json::Value = serde_json::from_str(&connect.to_json()).expect("json");
+        assert_eq!(json["kind"], "connect");
+        assert_eq!(json["pid"], 7);
+        assert_eq!(json["tid"], 8);
+        assert_eq!(json["uid"], 1000);
+        assert_eq!(json["comm"], "curl");
+        assert_eq!(json["exe"], "/usr/bin/curl");
+        assert_eq!(json["exe_dev"], 3);
+        assert_eq!(json["exe_ino"], 99);
+        assert_eq!(json["dport"], 443);
+        assert!(
+            json.get("actor").is_none() && json.get("process").is_none(),
+            "{json}"
+        );
+        assert_eq!(connect.process_subject(), Some((7, Some(1), (3, 99))));
+
+        let dns = Event::Dns(DnsRecord {
+            time: String::new(),
+            ktime_ns: 2,
+            direction: "query",
+            actor: Actor {
+                tid: None,
+                exe: None,
+                ..actor
+            },
+            src: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            dst: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            sport: 5353,
+            dport: 53,
+            proto: "udp",
+            id: Some(1),
+            qname: Some("example.org".to_string()),
+            qtype: Some("A".to_string()),
+            rcode: None,
+            answers: Vec::new(),
+            error: None,
+        });
+        let json: serde_json::Value = serde_json::from_str(&dns.to_json()).expect("json");
+        assert!(json.get("tid").is_none(), "{json}");
+        assert!(json["exe"].is_null(), "{json}");
+        assert_eq!(json["pid"], 7);
     }
 }

@@ -28,7 +28,7 @@ pub mod http;
 pub mod process;
 
 pub use decode::{
-    decode, AuditEntry, BandwidthSample, DecodeError, DnsRecord, EgressDecision, Event,
+    decode, Actor, AuditEntry, BandwidthSample, DecodeError, DnsRecord, EgressDecision, Event,
     ProcessCacheNotice, SentinelRecord, ShieldDrop, TlsData, TlsDirection,
 };
 pub use fanout::{Fanout, Overflow, SubscriberStats, Subscription};
