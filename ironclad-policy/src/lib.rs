@@ -41,6 +41,7 @@ pub mod error;
 pub mod fastpath;
 pub mod feeds;
 pub mod fetch;
+pub mod firewall;
 pub mod geo;
 pub mod process;
 pub mod sentinel;
