@@ -120,6 +120,14 @@ impl AgentError {
         Self::EmptyPolicy(messages.join("; "))
     }
 
+    /// Wraps a kernel-side error of `feature` (for `map_err`).
+    pub(crate) fn bpf(feature: &'static str) -> impl Fn(ironclad_bpf::BpfError) -> Self {
+        move |source| Self::Bpf {
+            feature,
+            source: Box::new(source),
+        }
+    }
+
     /// Whether this error stops an agent's start instead of leaving the feature down
     /// (failing open): a Sentinel the policy requires, or a pin left by another build
     /// (enforcing through it could apply rules the policy never had).

@@ -20,21 +20,18 @@ struct Running {
     attachment: CgroupAttachment,
 }
 
-fn bpf(source: ironclad_bpf::BpfError) -> AgentError {
-    AgentError::Bpf {
-        feature: "egress",
-        source: Box::new(source),
-    }
-}
-
 fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>> {
     let Some(policy) = &config.egress else {
         return Err(AgentError::NotConfigured { feature: "egress" });
     };
     let cgroup = start.settings.cgroup();
-    let firewall = EgressFirewall::load(start.loader).map_err(bpf)?;
-    firewall.replace(policy).map_err(bpf)?;
-    let attachment = firewall.attach_pinned(cgroup).map_err(bpf)?;
+    let firewall = EgressFirewall::load(start.loader).map_err(AgentError::bpf(KIND.name))?;
+    firewall
+        .replace(policy)
+        .map_err(AgentError::bpf(KIND.name))?;
+    let attachment = firewall
+        .attach_pinned(cgroup)
+        .map_err(AgentError::bpf(KIND.name))?;
     info!(
         "egress firewall on cgroup {}: {} rules",
         cgroup.display(),
@@ -48,7 +45,9 @@ fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>>
 
 impl Running {
     fn apply(&self, policy: &CompiledEgress) -> Result<ironclad_bpf::EgressReport> {
-        self.firewall.replace(policy).map_err(bpf)
+        self.firewall
+            .replace(policy)
+            .map_err(AgentError::bpf(KIND.name))
     }
 }
 
@@ -76,12 +75,11 @@ impl Feature for Running {
     }
 
     fn roll_back(&mut self, previous: &Snapshot) -> Option<Result<String>> {
-        let policy = match &previous.egress {
-            Some(p) => p.clone(),
-            None => match ironclad_policy::egress::compile(&Default::default()) {
-                Ok(p) => p,
-                Err(e) => return Some(Err(AgentError::empty_policy(&e))),
-            },
+        let policy = match super::previous_or_empty(&previous.egress, || {
+            ironclad_policy::egress::compile(&Default::default())
+        }) {
+            Ok(p) => p,
+            Err(e) => return Some(Err(e)),
         };
         Some(
             self.apply(&policy)
@@ -90,7 +88,11 @@ impl Feature for Running {
     }
 
     fn event_source(&self) -> Option<Result<EventSource>> {
-        Some(self.firewall.event_source().map_err(bpf))
+        Some(
+            self.firewall
+                .event_source()
+                .map_err(AgentError::bpf(KIND.name)),
+        )
     }
 
     fn object(&self) -> Option<&LoadedObject> {
@@ -103,9 +105,11 @@ impl Feature for Running {
             attachment,
         } = *self;
         if detach {
-            attachment.detach().map_err(bpf)?;
+            attachment.detach().map_err(AgentError::bpf(KIND.name))?;
             drop(firewall);
-            let removed = loader.remove_pins(EgressFirewall::OBJECT).map_err(bpf)?;
+            let removed = loader
+                .remove_pins(EgressFirewall::OBJECT)
+                .map_err(AgentError::bpf(KIND.name))?;
             Ok(format!("egress firewall detached; {removed} pins removed"))
         } else {
             // Dropping an attachment whose hooks are pinned leaves them in the kernel.

@@ -247,6 +247,18 @@ impl Snapshot {
     }
 }
 
+/// What a rollback applies to a feature: the earlier policy, or an empty one where
+/// there was none.
+fn previous_or_empty<T: Clone>(
+    previous: &Option<T>,
+    empty: impl FnOnce() -> std::result::Result<T, Vec<ironclad_policy::PolicyError>>,
+) -> Result<T> {
+    match previous {
+        Some(p) => Ok(p.clone()),
+        None => empty().map_err(|e| AgentError::empty_policy(&e)),
+    }
+}
+
 /// The process cache is wanted when a feature that reports processes is configured
 /// (or the policy has a `processes` section).
 fn process_policy(config: &CompiledConfig) -> Option<ProcessPolicy> {

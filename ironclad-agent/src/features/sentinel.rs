@@ -16,7 +16,7 @@ pub(super) const KIND: Kind = Kind {
     start,
 };
 
-/// The running Sentinel and whether it only monitors.
+/// The running Sentinel.
 struct Running {
     sentinel: Sentinel,
 }

@@ -21,13 +21,6 @@ struct Running {
     iface: String,
 }
 
-fn bpf(source: ironclad_bpf::BpfError) -> AgentError {
-    AgentError::Bpf {
-        feature: "shield",
-        source: Box::new(source),
-    }
-}
-
 fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>> {
     let Some(policy) = &config.shield else {
         return Err(AgentError::NotConfigured { feature: "shield" });
@@ -42,7 +35,7 @@ fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>>
         Ok((shield, report, attachment))
     })();
     let (shield, report, attachment) = started.map_err(|e| match e {
-        e @ ironclad_bpf::BpfError::StalePin { .. } => bpf(e),
+        e @ ironclad_bpf::BpfError::StalePin { .. } => AgentError::bpf(KIND.name)(e),
         e => AgentError::Unfiltered {
             iface: iface.to_string(),
             source: Box::new(e),
@@ -68,7 +61,9 @@ fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>>
 
 impl Running {
     fn apply(&self, policy: &CompiledShield) -> Result<ironclad_bpf::ReplaceReport> {
-        self.shield.replace(policy).map_err(bpf)
+        self.shield
+            .replace(policy)
+            .map_err(AgentError::bpf(KIND.name))
     }
 }
 
@@ -101,12 +96,11 @@ impl Feature for Running {
     }
 
     fn roll_back(&mut self, previous: &Snapshot) -> Option<Result<String>> {
-        let policy = match &previous.shield {
-            Some(p) => p.clone(),
-            None => match ironclad_policy::shield::compile(&Default::default()) {
-                Ok(p) => p,
-                Err(e) => return Some(Err(AgentError::empty_policy(&e))),
-            },
+        let policy = match super::previous_or_empty(&previous.shield, || {
+            ironclad_policy::shield::compile(&Default::default())
+        }) {
+            Ok(p) => p,
+            Err(e) => return Some(Err(e)),
         };
         Some(self.apply(&policy).map(|report| {
             format!(
@@ -117,7 +111,11 @@ impl Feature for Running {
     }
 
     fn event_source(&self) -> Option<Result<EventSource>> {
-        Some(self.shield.event_source().map_err(bpf))
+        Some(
+            self.shield
+                .event_source()
+                .map_err(AgentError::bpf(KIND.name)),
+        )
     }
 
     fn object(&self) -> Option<&LoadedObject> {
@@ -131,9 +129,11 @@ impl Feature for Running {
             iface,
         } = *self;
         if detach {
-            attachment.detach().map_err(bpf)?;
+            attachment.detach().map_err(AgentError::bpf(KIND.name))?;
             drop(shield);
-            let removed = loader.remove_pins(Shield::OBJECT).map_err(bpf)?;
+            let removed = loader
+                .remove_pins(Shield::OBJECT)
+                .map_err(AgentError::bpf(KIND.name))?;
             Ok(format!(
                 "shield detached from {iface}; {removed} pins removed"
             ))

@@ -24,13 +24,6 @@ struct Running {
     last_report: Instant,
 }
 
-fn bpf(source: ironclad_bpf::BpfError) -> AgentError {
-    AgentError::Bpf {
-        feature: "telemetry",
-        source: Box::new(source),
-    }
-}
-
 fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>> {
     let Some(policy) = config.telemetry else {
         return Err(AgentError::NotConfigured {
@@ -38,7 +31,8 @@ fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>>
         });
     };
     let cgroup = start.settings.cgroup();
-    let telemetry = Telemetry::start(start.loader, &policy, cgroup).map_err(bpf)?;
+    let telemetry =
+        Telemetry::start(start.loader, &policy, cgroup).map_err(AgentError::bpf(KIND.name))?;
     info!(
         "telemetry on cgroup {}: dns {}, bandwidth {} (every {} s)",
         cgroup.display(),
@@ -93,7 +87,11 @@ impl Feature for Running {
     }
 
     fn event_source(&self) -> Option<Result<EventSource>> {
-        Some(self.telemetry.event_source().map_err(bpf))
+        Some(
+            self.telemetry
+                .event_source()
+                .map_err(AgentError::bpf(KIND.name)),
+        )
     }
 
     fn tick(&mut self, out: &Publisher<'_>) {
@@ -112,7 +110,9 @@ impl Feature for Running {
     fn stop(self: Box<Self>, loader: &Loader, detach: bool) -> Result<String> {
         drop(self);
         if detach {
-            let removed = loader.remove_pins(Telemetry::OBJECT).map_err(bpf)?;
+            let removed = loader
+                .remove_pins(Telemetry::OBJECT)
+                .map_err(AgentError::bpf(KIND.name))?;
             Ok(format!("telemetry detached; {removed} pins removed"))
         } else {
             Ok("stopping; telemetry stays pinned".to_string())

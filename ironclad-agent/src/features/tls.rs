@@ -13,18 +13,11 @@ pub(super) const KIND: Kind = Kind {
     start,
 };
 
-fn bpf(source: ironclad_bpf::BpfError) -> AgentError {
-    AgentError::Bpf {
-        feature: "tls",
-        source: Box::new(source),
-    }
-}
-
 fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>> {
     let Some(policy) = &config.tls else {
         return Err(AgentError::NotConfigured { feature: "tls" });
     };
-    let monitor = TlsMonitor::start(start.loader, policy).map_err(bpf)?;
+    let monitor = TlsMonitor::start(start.loader, policy).map_err(AgentError::bpf(KIND.name))?;
     info!(
         "tls capture on {}: {} scope entries, {} bytes per call",
         monitor.library().display(),
@@ -46,7 +39,7 @@ impl Feature for TlsMonitor {
     fn reload(&mut self, config: &CompiledConfig) -> Result<Reloaded> {
         match &config.tls {
             Some(policy) => {
-                self.configure(policy).map_err(bpf)?;
+                self.configure(policy).map_err(AgentError::bpf(KIND.name))?;
                 Ok(Reloaded::Applied("tls scope reloaded".to_string()))
             }
             None => Ok(Reloaded::Stop(
@@ -56,7 +49,7 @@ impl Feature for TlsMonitor {
     }
 
     fn event_source(&self) -> Option<Result<EventSource>> {
-        Some(TlsMonitor::event_source(self).map_err(bpf))
+        Some(TlsMonitor::event_source(self).map_err(AgentError::bpf(KIND.name)))
     }
 
     fn stop(self: Box<Self>, _loader: &Loader, _detach: bool) -> Result<String> {
