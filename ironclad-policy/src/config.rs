@@ -674,10 +674,28 @@ fn explain(message: &str) -> String {
     if let Some((_, better)) = plain.iter().find(|(raw, _)| message == *raw) {
         return (*better).to_string();
     }
-    if message.starts_with("budget breached") {
-        return "the policy is too large for the YAML reader (more than its node, depth or \
-                alias budget): put long prefix lists in a feed file (`shield.deny_feeds`)"
-            .to_string();
+    if let Some(what) = message.strip_prefix("budget breached: ") {
+        // The reader's budget (its defaults, kept: they bound what a hostile file can
+        // make the daemon allocate), named instead of its Debug form.
+        let budget = serde_saphyr::Budget::default();
+        let limit = match what.split_whitespace().next().unwrap_or_default() {
+            "Nodes" => format!("more than {} YAML values", budget.max_nodes),
+            "Events" => format!("more than {} YAML events", budget.max_events),
+            "Depth" => format!("nesting deeper than {} levels", budget.max_depth),
+            "Aliases" | "Anchors" => format!(
+                "more than {} aliases or anchors",
+                budget.max_aliases.max(budget.max_anchors)
+            ),
+            "ScalarBytes" => format!(
+                "more than {} bytes of values",
+                budget.max_total_scalar_bytes
+            ),
+            _ => "more than the YAML reader's limits".to_string(),
+        };
+        return format!(
+            "the policy is too large for the YAML reader ({limit}): put long prefix lists in a \
+             feed file (`shield.deny_feeds`)"
+        );
     }
     // Other hints addressed to programmers (`use Option<...>`, `... in Options`) are
     // cut off.
@@ -1683,6 +1701,41 @@ shield:
             compile_str(&auto, Path::new("p.yaml")).is_ok(),
             "auto falls back to the trie"
         );
+    }
+
+    /// A long inline list is refused at its place with the limit it breaks and the way
+    /// out (a feed file), never with the YAML reader's Debug form: beyond the Shield's
+    /// rule limit, and beyond the reader's node budget.
+    #[test]
+    fn long_inline_lists_are_refused_with_the_limit_and_the_way_out() {
+        let list = |n: u32| {
+            let mut text = String::from("shield:\n  deny:\n");
+            for i in 0..n {
+                let a = 0x0b00_0001 + (i << 8);
+                text.push_str(&format!("    - {}\n", std::net::Ipv4Addr::from(a)));
+            }
+            text
+        };
+        let err = compile_str(&list(20_000), Path::new("p.yaml")).expect_err("too many rules");
+        let got = err.to_string();
+        assert!(
+            got.starts_with("p.yaml:2:3: shield: 20000 rules (each inline `deny`/`allow` entry is one) exceed the limit of 16383; put long lists in a feed file (`shield.deny_feeds`"),
+            "{got}"
+        );
+        let err = compile_str(&list(260_000), Path::new("p.yaml")).expect_err("too large");
+        let got = err.to_string();
+        assert!(
+            got.starts_with("p.yaml:")
+                && got.contains(": the policy is too large for the YAML reader (more than 250000 YAML values): put long prefix lists in a feed file (`shield.deny_feeds`)"),
+            "{got}"
+        );
+        assert!(!got.contains("Nodes {"), "{got}");
+        let line: u64 = got
+            .split(':')
+            .nth(1)
+            .and_then(|l| l.parse().ok())
+            .unwrap_or_else(|| panic!("no line in {got}"));
+        assert!(line > 200_000, "located where the budget ran out: {got}");
     }
 
     /// Regression (hardening): an error about a 10 MB feed line echoed the whole line

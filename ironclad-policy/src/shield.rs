@@ -460,8 +460,22 @@ pub fn compile(policy: &ShieldPolicy) -> Result<CompiledShield, Vec<PolicyError>
             .map(|s| s.prefixes.iter().filter(|n| n.is_ipv4()).count())
             .sum::<usize>();
     let all_prefixes = rules.len() + sets.iter().map(|s| s.prefixes.len()).sum::<usize>();
+    let rule_count = rules.len() + sets.len();
+    if rule_count > (SHIELD_MAX_RULES - 1) as usize {
+        // Inline entries are one rule each (their own counters); a feed is one rule
+        // for all its prefixes.
+        errors.push(PolicyError::Invalid {
+            origin: Origin::field("shield"),
+            message: format!(
+                "{rule_count} rules (each inline `deny`/`allow` entry is one) exceed the limit \
+                 of {}; put long lists in a feed file (`shield.deny_feeds`, `allow_feeds`): a \
+                 feed is one rule for up to {SHIELD_MAX_V4_PREFIXES} IPv4 and \
+                 {SHIELD_MAX_V6_PREFIXES} IPv6 prefixes",
+                SHIELD_MAX_RULES - 1
+            ),
+        });
+    }
     let limits = [
-        ("shield", rules.len() + sets.len(), SHIELD_MAX_RULES - 1),
         ("shield (IPv4)", v4, SHIELD_MAX_V4_PREFIXES),
         ("shield (IPv6)", all_prefixes - v4, SHIELD_MAX_V6_PREFIXES),
     ];
