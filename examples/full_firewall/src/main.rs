@@ -22,6 +22,7 @@ mod demo;
 mod health;
 mod logging;
 mod metrics;
+mod notify;
 mod rollout;
 mod run;
 mod status;

@@ -34,6 +34,7 @@ use ironclad_policy::shield::Mode;
 use tracing::{error, info, warn};
 
 use crate::metrics::{Access, Metrics, SourceStat};
+use crate::notify::Notifier;
 use crate::rollout::{DAEMON, DEFAULT_RUN_DIR};
 
 /// Events queued for the `--events` writer between two drains (every 100 ms at most):
@@ -111,6 +112,10 @@ pub(crate) struct RunArgs {
     /// the start with a message naming it.
     #[arg(long)]
     replace_stale_pins: bool,
+    /// Exit with an error when a feature the policy configures cannot start, instead of
+    /// running without it (failing open, not ready).
+    #[arg(long)]
+    require_all: bool,
 }
 
 impl RunArgs {
@@ -426,7 +431,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         Some(path) => path.clone(),
         None => ironclad_core::identity::cgroup2_root().context("finding the cgroup v2 root")?,
     };
-    let mut settings = Settings::new(cgroup);
+    let mut settings = Settings::new(cgroup).require_all(args.require_all);
     if let Some(iface) = &args.iface {
         settings = settings.iface(iface);
     }
@@ -437,6 +442,10 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         Ok(features) => features,
         Err(AgentError::Bpf { source, .. }) if matches!(*source, BpfError::StalePin { .. }) => {
             return Err(stale_pin(&source, &args.pin_dir))
+        }
+        Err(e) if args.require_all => {
+            return Err(anyhow::Error::from(e)
+                .context("a feature the policy configures cannot start (--require-all)"))
         }
         Err(e) => return Err(e.into()),
     };
@@ -465,7 +474,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         m.policy_applied(config.shield.as_ref().map(SourceStat::of));
     }
     drop(config);
+    let mut notifier = Notifier::from_env();
     let states = features.states();
+    notifier.features(&states);
     let down: Vec<String> = states
         .iter()
         .filter(|(_, f)| !f.up)
@@ -507,6 +518,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             health.losses("process-records", stats.lost);
         }
         health.beat();
+        notifier.beat();
         // Waits for a ring that wakes its reader, then takes what every ring holds
         // (TLS records are written without a wakeup, one per call).
         features.poll(Duration::from_millis(100));
@@ -612,11 +624,14 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                             m.reload_failed();
                         }
                     }
-                    publish_features(&health, metrics.as_ref(), features.states());
+                    let states = features.states();
+                    notifier.features(&states);
+                    publish_features(&health, metrics.as_ref(), states);
                 }
             }
         }
     }
+    notifier.stopping();
     // Every ring's last records and the last bandwidth report, then every feature
     // stops, the last started first (enforcement stays pinned unless
     // --detach-on-exit).

@@ -9,6 +9,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use ironclad_testing::require_privileges;
 
@@ -103,4 +104,117 @@ fn outside_systemd_lines_carry_no_priority_prefix() {
         "{log}"
     );
     assert!(!log.contains("<3>"), "{log}");
+}
+
+/// The notification socket, read all the time as systemd does (a unix datagram socket
+/// holds only ten unread messages: a sender blocks after that).
+struct Manager {
+    heard: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Manager {
+    fn listen(path: &Path) -> Self {
+        let socket = std::os::unix::net::UnixDatagram::bind(path).expect("socket");
+        let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let into = heard.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = socket.recv(&mut buf) {
+                let mut heard = into.lock().expect("lock");
+                heard.extend(
+                    String::from_utf8_lossy(&buf[..n])
+                        .lines()
+                        .map(str::to_string),
+                );
+            }
+        });
+        Self { heard }
+    }
+
+    /// What was heard after waiting `wait`, and forgets it.
+    fn take_after(&self, wait: Duration) -> Vec<String> {
+        std::thread::sleep(wait);
+        std::mem::take(&mut *self.heard.lock().expect("lock"))
+    }
+}
+
+/// `Type=notify` and `WatchdogSec=`, as systemd drives them (a notification socket and
+/// `WATCHDOG_USEC`): `READY=1` once everything the policy configures runs, `WATCHDOG=1`
+/// while the control loop turns, `STOPPING=1` on SIGTERM. A daemon that fails open (its
+/// interface is missing) never says `READY=1`, only why it is not ready; with
+/// `--require-all` it exits with an error instead.
+#[test]
+fn systemd_hears_ready_only_when_everything_is_enforced_and_the_watchdog_is_fed() {
+    require_privileges!();
+    let lab = Lab::new("ffnotify", 49);
+    let config = lab.write_config("policy.yaml", &lab.policy_denying(&[2]));
+    let socket_path = lab.dir.path().join("notify.sock");
+    let manager = Manager::listen(&socket_path);
+    let spawn = |args: &[String]| {
+        // systemd names the watched process by pid: the shell exports its own pid and
+        // execs the daemon, which keeps it.
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "export WATCHDOG_PID=$$; exec \"$0\" \"$@\"", BIN])
+            .args(args)
+            .env("NOTIFY_SOCKET", &socket_path)
+            .env("WATCHDOG_USEC", "400000");
+        Daemon::spawn_command(cmd, false)
+    };
+
+    let mut daemon = spawn(&lab.run_args(&config));
+    daemon.wait_for("full_firewall: ready");
+    let heard = manager.take_after(Duration::from_millis(1500));
+    assert_eq!(
+        heard.iter().filter(|m| *m == "READY=1").count(),
+        1,
+        "{heard:?}"
+    );
+    assert!(
+        heard.iter().any(|m| m == "STATUS=enforcing: shield"),
+        "{heard:?}"
+    );
+    let beats = heard.iter().filter(|m| *m == "WATCHDOG=1").count();
+    assert!(beats >= 3, "a beat every 100 ms: {heard:?}");
+    assert_eq!(lab.ping(2, 2), 0, "enforcing");
+    daemon.signal("TERM");
+    assert!(daemon.wait().success(), "{}", daemon.log());
+    let heard = manager.take_after(Duration::from_millis(300));
+    assert!(heard.iter().any(|m| m == "STOPPING=1"), "{heard:?}");
+
+    // Failing open: alive and beating, never ready.
+    let mut missing = lab.run_args(&config);
+    let at = missing
+        .iter()
+        .position(|a| a == "--iface")
+        .expect("--iface")
+        + 1;
+    missing[at] = "ic-missing9".to_string();
+    let mut daemon = spawn(&missing);
+    daemon.wait_for("not ready: the policy is NOT fully enforced");
+    let heard = manager.take_after(Duration::from_millis(1000));
+    assert!(!heard.iter().any(|m| m == "READY=1"), "{heard:?}");
+    assert!(
+        heard.iter().any(|m| m.starts_with(
+            "STATUS=not ready: shield (not running: traffic on ic-missing9 is not filtered"
+        )),
+        "{heard:?}"
+    );
+    assert!(heard.iter().any(|m| m == "WATCHDOG=1"), "{heard:?}");
+    daemon.signal("TERM");
+    assert!(daemon.wait().success(), "{}", daemon.log());
+
+    // --require-all: the start fails, the exit status says so.
+    missing.push("--require-all".to_string());
+    let mut daemon = spawn(&missing);
+    let status = daemon.wait();
+    assert!(!status.success(), "{}", daemon.log());
+    assert!(
+        daemon
+            .log()
+            .contains("a feature the policy configures cannot start (--require-all)"),
+        "{}",
+        daemon.log()
+    );
+    let heard = manager.take_after(Duration::from_millis(200));
+    assert!(!heard.iter().any(|m| m == "READY=1"), "{heard:?}");
 }

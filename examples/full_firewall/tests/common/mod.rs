@@ -204,7 +204,8 @@ impl Daemon {
             }
             assert!(
                 start.elapsed() < Duration::from_secs(20),
-                "daemon did not exit"
+                "daemon did not exit:\n{}",
+                self.log.text()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
