@@ -1,10 +1,20 @@
-//! Logging: `tracing` events as one line each on stderr, in a form journald understands.
+//! Logging: `tracing` events as one line each on stderr, as text journald understands
+//! or as JSON for a log collector.
 //!
-//! A line reads `full_firewall: message` (`full_firewall: warning: …`, `full_firewall:
-//! error: …` above info). Under systemd (stderr is the journal stream named by
-//! `$JOURNAL_STREAM`) each line starts with its syslog priority (`<6>`, `<4>`, `<3>`), so
-//! `journalctl -p warning` works; the journal adds its own timestamps. `IRONCLAD_LOG`
-//! sets the level: `error`, `warn`, `info` (default), `debug` or `trace`.
+//! Text (`--log-format text`, the default): a line reads `full_firewall: message`
+//! (`full_firewall: warning: …`, `full_firewall: error: …` above info), then the event's
+//! fields. Under systemd (stderr is the journal stream named by `$JOURNAL_STREAM`) each
+//! line starts with its syslog priority (`<6>`, `<4>`, `<3>`), so `journalctl -p
+//! warning` works; the journal adds its own timestamps.
+//!
+//! JSON (`--log-format json`): one object per line with `timestamp` (RFC 3339, UTC),
+//! `level`, `target` and `fields` (`message` and the event's own fields, e.g. the audit
+//! records' `action`, `object`, `outcome`).
+//!
+//! `IRONCLAD_LOG` takes `tracing` filter directives: a level (`error`, `warn`, `info`
+//! (default), `debug`, `trace`), and per target (`info,ironclad::audit=warn`). A value
+//! that does not parse, or a bare word that is neither a level nor one of this
+//! program's targets (a typo such as `infoo`), is reported on the first log line.
 
 use std::fmt;
 use std::os::fd::AsFd;
@@ -14,6 +24,71 @@ use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::EnvFilter;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    /// `full_firewall: message`, with syslog priorities under systemd.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The level names a bare directive may be.
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// The filter from `IRONCLAD_LOG` (`None`: unset), and what is wrong with the value.
+fn filter(value: Option<&str>) -> (EnvFilter, Option<String>) {
+    let Some(value) = value.filter(|v| !v.trim().is_empty()) else {
+        return (EnvFilter::new("info"), None);
+    };
+    match EnvFilter::try_new(value) {
+        Err(e) => (
+            EnvFilter::new("info"),
+            Some(format!(
+                "IRONCLAD_LOG=`{value}` is not a filter ({e}); logging at info"
+            )),
+        ),
+        Ok(filter) => {
+            // A bare word parses as a target: say so when it is no level and names none
+            // of this program's targets.
+            let unknown: Vec<&str> = value
+                .split(',')
+                .map(str::trim)
+                .filter(|d| !d.is_empty() && !d.contains(['=', '[', ':']))
+                .filter(|d| {
+                    !LEVELS.contains(&d.to_ascii_lowercase().as_str())
+                        && !d.starts_with("ironclad")
+                        && !d.starts_with("full_firewall")
+                })
+                .collect();
+            if unknown.is_empty() {
+                return (filter, None);
+            }
+            let problem = format!(
+                "IRONCLAD_LOG: `{}` is neither a level ({}) nor a target of this program \
+                 (ironclad…, full_firewall…)",
+                unknown.join("`, `"),
+                LEVELS.join(", ")
+            );
+            // Without a level of its own the filter would log nothing else: info, then
+            // what the value says.
+            let has_level = value
+                .split(',')
+                .any(|d| LEVELS.contains(&d.trim().to_ascii_lowercase().as_str()));
+            if has_level {
+                (filter, Some(problem))
+            } else {
+                let with_info = EnvFilter::try_new(format!("info,{value}")).unwrap_or(filter);
+                (
+                    with_info,
+                    Some(format!("{problem}; logging at info otherwise")),
+                )
+            }
+        }
+    }
+}
 
 /// Formats one event as `[<N>]full_firewall: [level: ]message fields`.
 struct Line {
@@ -76,22 +151,37 @@ fn names_stream(value: &str, dev: u64, ino: u64) -> bool {
 }
 
 /// Installs the stderr subscriber. Call once, first thing in `main`.
-pub(crate) fn init() {
-    let level = match std::env::var("IRONCLAD_LOG").as_deref() {
-        Ok("error") => Level::ERROR,
-        Ok("warn") => Level::WARN,
-        Ok("debug") => Level::DEBUG,
-        Ok("trace") => Level::TRACE,
-        _ => Level::INFO,
-    };
-    tracing_subscriber::fmt()
+pub(crate) fn init(format: LogFormat) {
+    let (filter, problem) = filter(std::env::var("IRONCLAD_LOG").ok().as_deref());
+    let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(false)
-        .with_max_level(level)
-        .event_format(Line {
-            journal: stderr_is_journal(),
-        })
-        .init();
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder
+            .event_format(Line {
+                journal: stderr_is_journal(),
+            })
+            .init(),
+        LogFormat::Json => builder.json().with_current_span(false).init(),
+    }
+    // Written past the filter: a filter with a typo may well hide its own warning.
+    if let Some(problem) = problem {
+        let line = match format {
+            LogFormat::Text => format!(
+                "{}full_firewall: warning: {problem}",
+                if stderr_is_journal() { "<4>" } else { "" }
+            ),
+            LogFormat::Json => serde_json::json!({
+                "timestamp": humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
+                "level": "WARN",
+                "fields": {"message": problem},
+                "target": module_path!(),
+            })
+            .to_string(),
+        };
+        eprintln!("{line}");
+    }
 }
 
 #[cfg(test)]
@@ -104,6 +194,18 @@ mod tests {
         assert_eq!(syslog_priority(Level::WARN), 4);
         assert_eq!(syslog_priority(Level::INFO), 6);
         assert_eq!(syslog_priority(Level::DEBUG), 7);
+    }
+
+    #[test]
+    fn the_filter_takes_directives_and_names_typos() {
+        assert!(filter(None).1.is_none());
+        assert!(filter(Some("warn")).1.is_none());
+        assert!(filter(Some("info,ironclad::audit=warn")).1.is_none());
+        assert!(filter(Some("DEBUG,full_firewall=trace")).1.is_none());
+        let typo = filter(Some("infoo")).1.unwrap_or_default();
+        assert!(typo.contains("`infoo` is neither a level"), "{typo}");
+        let bad = filter(Some("info,ironclad=lots")).1.unwrap_or_default();
+        assert!(bad.contains("is not a filter"), "{bad}");
     }
 
     #[test]

@@ -40,6 +40,9 @@ use ironclad_policy::config::compile_file;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines on stderr are written: `text` (journald-friendly) or `json`.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: logging::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -206,7 +209,7 @@ fn audit() -> Result<ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init();
+    logging::init(cli.log_format);
     let result = match cli.command {
         Command::Check { config } => check(&config),
         Command::Run(args) => run::run(&args),

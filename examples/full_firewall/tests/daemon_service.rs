@@ -218,3 +218,82 @@ fn systemd_hears_ready_only_when_everything_is_enforced_and_the_watchdog_is_fed(
     let heard = manager.take_after(Duration::from_millis(200));
     assert!(!heard.iter().any(|m| m == "READY=1"), "{heard:?}");
 }
+
+/// `--log-format json` for a log collector: every line one object with a timestamp,
+/// level, target and fields; `IRONCLAD_LOG` takes per-target directives (the audit
+/// records' info lines filtered out here), and a typo in it is said, not swallowed.
+#[test]
+fn logs_are_json_lines_when_asked_and_filters_take_directives() {
+    require_privileges!();
+    let lab = Lab::new("fflogs", 50);
+    let config = lab.write_config("policy.yaml", &lab.policy_denying(&[2]));
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--log-format")
+        .arg("json")
+        .args(lab.run_args(&config))
+        .env("IRONCLAD_LOG", "info,ironclad::audit=warn");
+    let mut daemon = Daemon::spawn_command(cmd, true);
+    daemon.wait_for("\"message\":\"ready\"");
+    daemon.signal("TERM");
+    assert!(daemon.wait().success(), "{}", daemon.log());
+    let lines: Vec<serde_json::Value> = daemon
+        .log()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: not JSON: {l}")))
+        .collect();
+    assert!(lines.len() >= 3, "{lines:?}");
+    for line in &lines {
+        assert!(
+            line["timestamp"].as_str().is_some_and(|t| t.ends_with('Z'))
+                && line["level"].is_string()
+                && line["target"].is_string()
+                && line["fields"]["message"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "ready" && l["level"] == "INFO"),
+        "{lines:?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l["target"] == "ironclad::audit"),
+        "the audit's info lines are filtered out: {lines:?}"
+    );
+
+    // The same audit lines are there without the directive, with their fields.
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--log-format")
+        .arg("json")
+        .args(lab.run_args(&config))
+        .env("IRONCLAD_LOG", "info");
+    let mut daemon = Daemon::spawn_command(cmd, true);
+    daemon.wait_for("\"message\":\"ready\"");
+    daemon.signal("TERM");
+    assert!(daemon.wait().success(), "{}", daemon.log());
+    assert!(
+        daemon.log().lines().any(|l| {
+            serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| {
+                v["target"] == "ironclad::audit" && v["fields"]["object"].is_string()
+            })
+        }),
+        "{}",
+        daemon.log()
+    );
+
+    // A typo: said at once, and the daemon still logs at info.
+    let mut cmd = Command::new(BIN);
+    cmd.args(lab.run_args(&config)).env("IRONCLAD_LOG", "infoo");
+    let mut daemon = Daemon::spawn_command(cmd, false);
+    daemon.wait_for("full_firewall: ready");
+    daemon.signal("TERM");
+    assert!(daemon.wait().success(), "{}", daemon.log());
+    assert!(
+        daemon
+            .log()
+            .starts_with("full_firewall: warning: IRONCLAD_LOG: `infoo` is neither a level"),
+        "{}",
+        daemon.log()
+    );
+}
