@@ -38,7 +38,7 @@
 //! events.poll(std::time::Duration::from_secs(1))?;
 //! for event in sub.receiver().try_iter() {
 //!     if let Event::TlsData(tls) = event {
-//!         println!("{} {:?} {:?}", tls.pid, tls.direction, tls.http);
+//!         println!("{} {:?} {:?}", tls.actor.pid, tls.direction, tls.http);
 //!     }
 //! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())

@@ -21,7 +21,7 @@
 //! reader.poll(std::time::Duration::from_millis(100))?;
 //! for event in events.receiver().try_iter() {
 //!     if let Event::Sentinel(r) = event {
-//!         println!("{} {} by {} ({:?})", r.verdict.name(), r.op.name(), r.comm, r.path);
+//!         println!("{} {} by {} ({:?})", r.verdict.name(), r.op.name(), r.actor.comm, r.path);
 //!     }
 //! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
