@@ -632,12 +632,12 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         }
     }
     notifier.stopping();
-    // Every ring's last records and the last bandwidth report, then every feature
-    // stops, the last started first (enforcement stays pinned unless
-    // --detach-on-exit).
-    features.drain();
+    // Every feature stops, the last started first (enforcement stays pinned unless
+    // --detach-on-exit), after publishing every ring's last records and the last
+    // bandwidth report; they are written out even when a stop fails.
+    let stopped = features.stop(args.detach_on_exit);
     write_events(&subscription, &mut events_out, &health);
-    features.stop(args.detach_on_exit)?;
+    stopped?;
     health.remove();
     Ok(ExitCode::SUCCESS)
 }

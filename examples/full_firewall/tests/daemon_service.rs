@@ -227,17 +227,20 @@ fn logs_are_json_lines_when_asked_and_filters_take_directives() {
     require_privileges!();
     let lab = Lab::new("fflogs", 50);
     let config = lab.write_config("policy.yaml", &lab.policy_denying(&[2]));
-    let mut cmd = Command::new(BIN);
-    cmd.arg("--log-format")
-        .arg("json")
-        .args(lab.run_args(&config))
-        .env("IRONCLAD_LOG", "info,ironclad::audit=warn");
-    let mut daemon = Daemon::spawn_command(cmd, true);
-    daemon.wait_for("\"message\":\"ready\"");
-    daemon.signal("TERM");
-    assert!(daemon.wait().success(), "{}", daemon.log());
-    let lines: Vec<serde_json::Value> = daemon
-        .log()
+    // The daemon's log, from start to SIGTERM, in JSON under `filter`.
+    let json_run = |filter: &str| {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--log-format")
+            .arg("json")
+            .args(lab.run_args(&config))
+            .env("IRONCLAD_LOG", filter);
+        let mut daemon = Daemon::spawn_command(cmd, true);
+        daemon.wait_for("\"message\":\"ready\"");
+        daemon.signal("TERM");
+        assert!(daemon.wait().success(), "{}", daemon.log());
+        daemon.log()
+    };
+    let lines: Vec<serde_json::Value> = json_run("info,ironclad::audit=warn")
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: not JSON: {l}")))
         .collect();
@@ -263,23 +266,14 @@ fn logs_are_json_lines_when_asked_and_filters_take_directives() {
     );
 
     // The same audit lines are there without the directive, with their fields.
-    let mut cmd = Command::new(BIN);
-    cmd.arg("--log-format")
-        .arg("json")
-        .args(lab.run_args(&config))
-        .env("IRONCLAD_LOG", "info");
-    let mut daemon = Daemon::spawn_command(cmd, true);
-    daemon.wait_for("\"message\":\"ready\"");
-    daemon.signal("TERM");
-    assert!(daemon.wait().success(), "{}", daemon.log());
+    let log = json_run("info");
     assert!(
-        daemon.log().lines().any(|l| {
+        log.lines().any(|l| {
             serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| {
                 v["target"] == "ironclad::audit" && v["fields"]["object"].is_string()
             })
         }),
-        "{}",
-        daemon.log()
+        "{log}"
     );
 
     // A typo: said at once, and the daemon still logs at info.

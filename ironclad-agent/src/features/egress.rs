@@ -12,6 +12,7 @@ pub(super) const KIND: Kind = Kind {
     name: "egress",
     configured: |config| config.egress.is_some(),
     start,
+    with_the_agent_only: false,
 };
 
 /// The running identity firewall and its (pinned) hooks on the cgroup.

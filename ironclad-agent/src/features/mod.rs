@@ -149,6 +149,9 @@ pub struct Kind {
     pub configured: fn(&CompiledConfig) -> bool,
     /// Starts it from the policy's section; called only when `configured` holds.
     pub start: fn(&Start<'_>, &CompiledConfig) -> Result<Box<dyn Feature>>,
+    /// It registers the agent itself, so it starts only with the agent, before the
+    /// process cache and every other feature, never on a reload (the Sentinel).
+    pub with_the_agent_only: bool,
 }
 
 /// Every feature, in start order: the Sentinel first (it registers the agent and then
@@ -305,7 +308,7 @@ impl<'l> Features<'l> {
         };
         let mut cache_tried = false;
         for kind in KINDS {
-            if kind.name != "sentinel" && !cache_tried {
+            if !kind.with_the_agent_only && !cache_tried {
                 // The process cache right after the Sentinel and before the rest: it
                 // seeds from /proc, and every later feature's events name processes.
                 cache_tried = true;
@@ -539,9 +542,7 @@ impl<'l> Features<'l> {
             .collect();
         for kind in KINDS {
             let running = self.running.iter().any(|f| f.name() == kind.name);
-            // Only the features that can start on a reload (the Sentinel registers the
-            // agent at its start, before anything else loads).
-            if running || !(kind.configured)(config) || kind.name == "sentinel" {
+            if running || !(kind.configured)(config) || kind.with_the_agent_only {
                 continue;
             }
             match self.start_one(kind, config) {
@@ -596,6 +597,8 @@ impl<'l> Features<'l> {
     /// Stops every feature, the last started first. Without `detach`, pinned
     /// enforcement stays in the kernel (the next start adopts it); with it every hook
     /// and pin goes. The first error is returned after every feature was stopped.
+    /// Every ring's last records and every feature's last periodic output are published
+    /// first ([`drain`](Self::drain)): a subscriber reads them after `stop` returns.
     pub fn stop(mut self, detach: bool) -> Result<()> {
         self.drain();
         self.stop_all(detach)

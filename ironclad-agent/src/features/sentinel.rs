@@ -14,6 +14,7 @@ pub(super) const KIND: Kind = Kind {
     name: "sentinel",
     configured: |config| config.sentinel.is_some(),
     start,
+    with_the_agent_only: true,
 };
 
 /// The running Sentinel.

@@ -12,6 +12,7 @@ pub(super) const KIND: Kind = Kind {
     name: "shield",
     configured: |config| config.shield.is_some(),
     start,
+    with_the_agent_only: false,
 };
 
 /// The running Shield: the object and its attachment.

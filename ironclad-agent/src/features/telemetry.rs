@@ -15,6 +15,7 @@ pub(super) const KIND: Kind = Kind {
     name: "telemetry",
     configured: |config| config.telemetry.is_some_and(|t| t.dns || t.bandwidth),
     start,
+    with_the_agent_only: false,
 };
 
 /// Running telemetry and when it last reported bandwidth.

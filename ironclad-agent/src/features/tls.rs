@@ -11,6 +11,7 @@ pub(super) const KIND: Kind = Kind {
     name: "tls",
     configured: |config| config.tls.is_some(),
     start,
+    with_the_agent_only: false,
 };
 
 fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>> {
