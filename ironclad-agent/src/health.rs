@@ -260,6 +260,24 @@ mod tests {
         }
     }
 
+    /// Regression: a heartbeat read back one unit in the last place off (serde_json's
+    /// default float parser), so the report read differed from the one written about
+    /// one run in a few hundred. The value is the one a CI run met.
+    #[test]
+    fn a_heartbeat_reads_back_exactly() {
+        let report = Report {
+            heartbeat_unix: 1_795_516_692.284_504_7,
+            ..Report::default()
+        };
+        let text = serde_json::to_string(&report).expect("json");
+        let back: Report = serde_json::from_str(&text).expect("json");
+        assert_eq!(
+            back.heartbeat_unix.to_bits(),
+            report.heartbeat_unix.to_bits(),
+            "{text}"
+        );
+    }
+
     #[test]
     fn the_report_another_process_reads_is_the_one_written() {
         let dir = tempfile::tempdir().expect("tempdir");
