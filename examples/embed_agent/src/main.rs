@@ -8,14 +8,15 @@
 //!             [--tokio] [--run-dir DIR]
 //! ```
 //!
-//! Everything Ironclad-specific is in [`Protection::start`] (a few dozen lines) and one
-//! call in the main loop; the rest is what the agent had before: a collector connection
-//! that forwards JSON lines and reconnects, a heartbeat, signal handling. Its health
-//! report (`RUN_DIR/health.json`: which features run, a heartbeat) comes from
-//! `ironclad-agent`, so the same probe as the reference daemon's reads it. With `--tokio`
-//! the same agent runs its main loop on tokio and receives Ironclad's events through
-//! [`EventStream`] (no thread of Ironclad's own). The embedding guide
-//! (`docs/embedding.md`) walks through both.
+//! Everything Ironclad-specific is [`start_ironclad`] (the policy, with the agent's own
+//! protection added, handed to `ironclad-agent`'s feature supervisor) and one call in
+//! the main loop; the rest is what the agent had before: a collector connection that
+//! forwards JSON lines and reconnects, a heartbeat, signal handling. Its health report
+//! (`RUN_DIR/health.json`: which features run, a heartbeat) comes from `ironclad-agent`,
+//! so the same probe as the reference daemon's reads it. With `--tokio` the same agent
+//! runs its main loop on tokio and receives Ironclad's events through [`EventStream`]
+//! (no thread of Ironclad's own). The embedding guide (`docs/embedding.md`) walks
+//! through both.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
@@ -26,14 +27,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use ironclad_agent::health::{FeatureState, Health};
-use ironclad_bpf::{
-    CgroupAttachment, EgressFirewall, EventReader, EventStream, JsonLinesFile, Loader, Shield,
-    XdpAttachment, DEFAULT_PIN_ROOT,
-};
+use ironclad_agent::features::{Features, Settings};
+use ironclad_agent::health::Health;
+use ironclad_bpf::{EventStream, JsonLinesFile, Loader, Shield, DEFAULT_PIN_ROOT};
+use ironclad_core::abi::ShieldTotal;
 use ironclad_events::{Event, Fanout, Overflow, Subscription};
-use ironclad_policy::config::compile_file;
-use ironclad_sentinel::{Sentinel, SentinelMode};
+use ironclad_policy::config::{compile_file, CompiledConfig};
 use tracing::{info, warn};
 
 /// The agent's command line.
@@ -83,140 +82,61 @@ struct Args {
     run_dir: PathBuf,
 }
 
-/// Ironclad inside the agent: the loaded features.
-struct Protection {
-    health: Health,
-    loader: Loader,
-    sentinel: Sentinel,
-    shield: Shield,
-    xdp: XdpAttachment,
-    egress: EgressFirewall,
-    egress_hooks: CgroupAttachment,
+/// The policy the agent enforces: its file, with the agent's own files and updater
+/// put under the Sentinel (`--protect`, `--update-manager`, `--require-sentinel`
+/// add to a `sentinel:` section when the file has one).
+fn policy(args: &Args) -> Result<CompiledConfig> {
+    let mut policy = compile_file(&args.policy)?; // FILE:LINE:COLUMN errors
+    policy
+        .shield
+        .as_ref()
+        .context("the policy has no shield section")?;
+    policy
+        .egress
+        .as_ref()
+        .context("the policy has no egress section")?;
+    let sentinel =
+        policy
+            .sentinel
+            .get_or_insert_with(|| ironclad_policy::sentinel::SentinelPolicy {
+                required: false,
+                ..Default::default()
+            });
+    sentinel.protect.push(args.policy.clone());
+    sentinel.protect.extend(args.protect.iter().cloned());
+    if args.update_manager.is_some() {
+        sentinel.update_manager.clone_from(&args.update_manager);
+    }
+    sentinel.required |= args.require_sentinel;
+    Ok(policy)
 }
 
-/// Ironclad's events: the reader of every ring buffer and the agent's subscription.
-struct Feed {
-    reader: EventReader,
-    events: Subscription<Event>,
-}
-
-impl Protection {
-    /// Loads and attaches everything the policy asks for. Any error leaves the agent
-    /// free to decide; nothing here panics.
-    fn start(args: &Args) -> Result<(Self, Feed)> {
-        let policy = compile_file(&args.policy)?; // FILE:LINE:COLUMN errors
-        let loader = Loader::builder()
-            .pin_root(&args.pin_dir)
-            .audit_sink(Arc::new(JsonLinesFile::open(&args.audit_log)?))
-            .build()?;
-        // Self-defense first, so everything loaded after it is protected from the start.
-        let mut builder = Sentinel::builder()
-            .protect(&args.policy)
-            .allow_unprotected_start(!args.require_sentinel);
-        for path in &args.protect {
-            builder = builder.protect(path);
-        }
-        if let Some(manager) = &args.update_manager {
-            builder = builder.update_manager(manager);
-        }
-        let mut sentinel = builder.start(&loader)?;
-
-        let shield = Shield::load(&loader)?;
-        let shield_policy = policy
-            .shield
-            .as_ref()
-            .context("the policy has no shield section")?;
-        shield.replace(shield_policy)?;
-        let xdp = shield.attach_pinned(&args.iface)?;
-
-        let egress = EgressFirewall::load(&loader)?;
-        egress.replace(
-            policy
-                .egress
-                .as_ref()
-                .context("the policy has no egress section")?,
-        )?;
-        let egress_hooks = egress.attach_pinned(&args.cgroup)?;
-
-        let mut sources = vec![shield.event_source()?, egress.event_source()?];
-        match sentinel.mode() {
-            SentinelMode::Unprotected { reason } => {
-                warn!("running WITHOUT Ironclad self-protection: {reason}");
+/// Loads and attaches everything the policy asks for, the Sentinel first. Any error
+/// leaves the agent free to decide; nothing here panics.
+fn start_ironclad<'l>(
+    args: &Args,
+    loader: &'l Loader,
+    events: Arc<Fanout<Event>>,
+) -> Result<(Features<'l>, Health)> {
+    let policy = policy(args)?;
+    let settings = Settings::new(&args.cgroup).iface(&args.iface);
+    let features = Features::start(loader, settings, &policy, events)?;
+    // Ready means every feature runs: a Sentinel that could not start (no BPF-LSM)
+    // leaves the agent alive but not ready, and the probe says why.
+    let health = Health::new(&args.run_dir);
+    let states = features.states();
+    for (name, state) in &states {
+        match (name.as_str(), state.up) {
+            ("sentinel", false) => {
+                warn!("running WITHOUT Ironclad self-protection: {}", state.detail);
             }
-            _ => {
-                sentinel.protect_bpf(shield.object())?;
-                sentinel.protect_bpf(egress.object())?;
-                sources.push(sentinel.event_source()?);
-            }
+            (_, true) => info!("ironclad {name}: {}", state.detail),
+            (_, false) => warn!("ironclad {name} is down: {}", state.detail),
         }
-        let fanout = Arc::new(Fanout::new());
-        let events = fanout.subscribe("forwarder", 4096, Overflow::DropOldest);
-        let reader = EventReader::new(sources, fanout)?;
-        // Ready means every feature runs: a Sentinel that could not start (no BPF-LSM)
-        // leaves the agent alive but not ready, and the probe says why.
-        let health = Health::new(&args.run_dir);
-        let state = |up, detail: String| FeatureState { up, detail };
-        health.features(
-            [
-                (
-                    "shield",
-                    state(
-                        true,
-                        format!("xdp on {} ({})", args.iface, xdp.mode().name()),
-                    ),
-                ),
-                (
-                    "egress",
-                    state(true, format!("cgroup {}", args.cgroup.display())),
-                ),
-                (
-                    "sentinel",
-                    match sentinel.mode() {
-                        SentinelMode::Unprotected { reason } => state(false, reason.clone()),
-                        mode => state(true, format!("{mode:?}")),
-                    },
-                ),
-            ]
-            .into_iter()
-            .map(|(name, state)| (name.to_string(), state))
-            .collect(),
-        );
-        health.beat();
-        info!(
-            "ironclad: shield on {} ({} XDP, {} rules), egress on {}, sentinel {:?}",
-            args.iface,
-            xdp.mode().name(),
-            shield_policy.rules.len() + shield_policy.sets.len(),
-            args.cgroup.display(),
-            sentinel.mode()
-        );
-        Ok((
-            Self {
-                health,
-                loader,
-                sentinel,
-                shield,
-                xdp,
-                egress,
-                egress_hooks,
-            },
-            Feed { reader, events },
-        ))
     }
-
-    /// Takes Ironclad out of the kernel (only with `--detach-on-exit`).
-    fn detach(self) -> Result<()> {
-        self.health.remove();
-        self.xdp.detach()?;
-        self.egress_hooks.detach()?;
-        drop(self.shield);
-        drop(self.egress);
-        let removed = self.loader.remove_pins(Shield::OBJECT)?
-            + self.loader.remove_pins(EgressFirewall::OBJECT)?;
-        self.sentinel.stop()?;
-        info!("ironclad detached, {removed} pins removed");
-        Ok(())
-    }
+    health.features(states);
+    health.beat();
+    Ok((features, health))
 }
 
 /// The agent's collector connection: one JSON object per line, reconnecting with a
@@ -276,11 +196,15 @@ fn envelope(host: &str, event: &Event) -> serde_json::Value {
     })
 }
 
-fn heartbeat(protection: &Protection, forwarder: &Forwarder) {
-    let dropped = protection
-        .shield
-        .total(ironclad_bpf::ShieldTotal::Dropped)
-        .map(|c| c.packets)
+fn heartbeat(args: &Args, forwarder: &Forwarder) {
+    let dropped = Shield::status_from_pins(&args.pin_dir)
+        .ok()
+        .and_then(|s| {
+            s.totals
+                .into_iter()
+                .find(|(t, _)| *t == ShieldTotal::Dropped)
+        })
+        .map(|(_, c)| c.packets)
         .unwrap_or_default();
     info!(
         "heartbeat: {} events forwarded, {} not forwarded, {dropped} packets dropped",
@@ -289,12 +213,23 @@ fn heartbeat(protection: &Protection, forwarder: &Forwarder) {
 }
 
 fn run(args: &Args) -> Result<()> {
-    let (protection, feed) = Protection::start(args).context("starting Ironclad")?;
+    let loader = Loader::builder()
+        .pin_root(&args.pin_dir)
+        .audit_sink(Arc::new(JsonLinesFile::open(&args.audit_log)?))
+        .build()?;
+    let fanout = Arc::new(Fanout::new());
+    let events = fanout.subscribe("forwarder", 4096, Overflow::DropOldest);
+    let (mut features, health) =
+        start_ironclad(args, &loader, fanout).context("starting Ironclad")?;
     let mut forwarder = Forwarder::new(args.forward);
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let host = host.trim();
     if args.tokio {
-        run_on_tokio(args, &protection, feed, &mut forwarder, host)?;
+        let reader = features
+            .take_reader()
+            .context("no feature has events to read")?;
+        let stream = (reader, events);
+        run_on_tokio(args, &health, stream, &mut forwarder, host)?;
     } else {
         let stop = Arc::new(AtomicBool::new(false));
         for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -304,23 +239,24 @@ fn run(args: &Args) -> Result<()> {
         info!("agent running");
         while !stop.load(Ordering::Relaxed) {
             // Ironclad's part of the loop: wait up to 100 ms for kernel events.
-            if let Err(e) = feed.reader.poll(Duration::from_millis(100)) {
-                warn!("reading ironclad events: {e}");
-            }
-            protection.health.beat();
-            for event in feed.events.receiver().try_iter() {
+            features.poll(Duration::from_millis(100));
+            health.beat();
+            for event in events.receiver().try_iter() {
                 forwarder.send(&envelope(host, &event));
             }
             if last_beat.elapsed() >= Duration::from_secs(args.heartbeat_seconds) {
                 last_beat = Instant::now();
-                heartbeat(&protection, &forwarder);
+                heartbeat(args, &forwarder);
             }
         }
     }
     info!("stopping");
     if args.detach_on_exit {
-        protection.detach()?;
+        health.remove();
+        features.stop(true)?;
+        info!("ironclad detached");
     } else {
+        features.stop(false)?;
         info!(
             "ironclad enforcement stays pinned under {}",
             args.pin_dir.display()
@@ -333,8 +269,8 @@ fn run(args: &Args) -> Result<()> {
 /// runtime's reactor, next to the agent's timer and signals.
 fn run_on_tokio(
     args: &Args,
-    protection: &Protection,
-    feed: Feed,
+    health: &Health,
+    (reader, events): (ironclad_bpf::EventReader, Subscription<Event>),
     forwarder: &mut Forwarder,
     host: &str,
 ) -> Result<()> {
@@ -348,9 +284,9 @@ fn run_on_tokio(
         let mut terminate = signal(SignalKind::terminate())?;
         let mut interrupt = signal(SignalKind::interrupt())?;
         // Records that do not wake the reader (TLS capture) wait at most 100 ms.
-        let mut events = EventStream::new(feed.reader, feed.events, Duration::from_millis(100))?;
+        let mut events = EventStream::new(reader, events, Duration::from_millis(100))?;
         let mut beat = tokio::time::interval(Duration::from_secs(args.heartbeat_seconds));
-        let mut health = tokio::time::interval(Duration::from_secs(1));
+        let mut alive = tokio::time::interval(Duration::from_secs(1));
         info!("agent running (tokio)");
         loop {
             tokio::select! {
@@ -359,8 +295,8 @@ fn run_on_tokio(
                     Some(Err(e)) => warn!("reading ironclad events: {e}"),
                     None => break,
                 },
-                _ = beat.tick() => heartbeat(protection, forwarder),
-                _ = health.tick() => protection.health.beat(),
+                _ = beat.tick() => heartbeat(args, forwarder),
+                _ = alive.tick() => health.beat(),
                 _ = terminate.recv() => break,
                 _ = interrupt.recv() => break,
             }

@@ -457,6 +457,15 @@ impl<'l> Features<'l> {
         self.reader.as_ref()
     }
 
+    /// Hands the event reader to the caller, for an agent that waits on it itself (an
+    /// `EventStream` of ironclad-bpf's `tokio` feature). [`poll`](Self::poll) then
+    /// only sleeps and [`drain`](Self::drain) only flushes the features' periodic
+    /// output; a [`reload`](Self::reload) that starts or stops a feature builds a new
+    /// reader, which this hands out again.
+    pub fn take_reader(&mut self) -> Option<EventReader> {
+        self.reader.take()
+    }
+
     /// The running feature called `name`.
     pub fn get(&self, name: &str) -> Option<&dyn Feature> {
         self.running

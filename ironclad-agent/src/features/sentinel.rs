@@ -78,7 +78,7 @@ impl Feature for Running {
     fn describe(&self) -> String {
         match self.sentinel.mode() {
             SentinelMode::Unprotected { .. } => "unprotected".to_string(),
-            _ => "BPF-LSM self-defense".to_string(),
+            mode => format!("BPF-LSM self-defense: {mode:?}"),
         }
     }
 
