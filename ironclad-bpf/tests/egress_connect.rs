@@ -235,27 +235,49 @@ fn accepted_after(cgroup: &TestCgroup, command: &str, args: &[&str], accepted: &
 #[test]
 fn a_binary_installed_by_the_package_manager_is_matched_by_its_path() {
     require_privileges!();
-    // dpkg keeps the package's modification time and the install sets the change time:
-    // the state of every installed binary. openssl is installed by dev.sh's packages.
+    // dpkg writes a binary and then sets its modification time to the package's: the
+    // change time is the install's, so mtime != ctime for every installed binary. Some
+    // machine images are flattened (every file's times equal); there the binary is
+    // installed here the way dpkg does it, so the state under test is always the real one.
     use std::os::unix::fs::MetadataExt;
-    let openssl = Path::new("/usr/bin/openssl");
-    let meta = std::fs::metadata(openssl).expect("/usr/bin/openssl (package openssl)");
-    assert_ne!(
-        (meta.mtime(), meta.mtime_nsec()),
-        (meta.ctime(), meta.ctime_nsec()),
-        "this test needs a binary as dpkg leaves it (modification time != change time)"
+    let installed = Path::new("/usr/bin/openssl");
+    let meta = std::fs::metadata(installed).expect("/usr/bin/openssl (package openssl)");
+    let dpkg_state =
+        |m: &std::fs::Metadata| (m.mtime(), m.mtime_nsec()) != (m.ctime(), m.ctime_nsec());
+    let staging = tempfile::tempdir().expect("tempdir");
+    let openssl = if dpkg_state(&meta) {
+        installed.to_path_buf()
+    } else {
+        let staged = staging.path().join("openssl");
+        std::fs::copy(installed, &staged).expect("install openssl");
+        let package_time = meta.modified().expect("mtime");
+        // ctime moves on with every change; wait so it is past the package's time.
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::File::options()
+            .write(true)
+            .open(&staged)
+            .and_then(|f| f.set_modified(package_time))
+            .expect("set the package's modification time");
+        staged
+    };
+    let meta = std::fs::metadata(&openssl).expect("openssl");
+    assert!(
+        dpkg_state(&meta),
+        "{}: modification time != change time, as dpkg leaves a binary",
+        openssl.display()
     );
+    let openssl = openssl.to_str().expect("utf-8 path").to_owned();
     let mut lab = Lab::new("egress-installed");
-    lab.apply(
-        "egress:\n  default: deny\n  rules:\n    - exe: /usr/bin/openssl\n      dst: 127.0.0.1\n      proto: tcp\n      action: allow\n",
-    );
+    lab.apply(&format!(
+        "egress:\n  default: deny\n  rules:\n    - exe: {openssl}\n      dst: 127.0.0.1\n      proto: tcp\n      action: allow\n",
+    ));
     lab.attach();
     let (port, accepted) = tcp_listener("127.0.0.1");
     let target = format!("127.0.0.1:{port}");
     assert_eq!(
         accepted_after(
             &lab.cgroup,
-            "/usr/bin/openssl",
+            &openssl,
             &["s_client", "-connect", &target],
             &accepted
         ),
