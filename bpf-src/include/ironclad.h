@@ -643,4 +643,88 @@ struct ic_sentinel_event {
 	__u8 name[IC_SEN_NAME];  /* the target's name in its directory, NUL-terminated */
 };
 
+/* ---- Stateful firewall: connection tracking (bpf-src/firewall.bpf.c) ---- */
+
+/* Connection states (struct ic_ct_entry.state). TCP walks SYN_SENT -> SYN_RECV ->
+ * ESTABLISHED -> FIN_WAIT (one side sent FIN) -> CLOSING (both sides, or RST); UDP and
+ * ICMP echo are NEW until the other side answers, then ESTABLISHED. */
+enum ic_ct_state {
+	IC_CT_NEW = 0,         /* UDP/ICMP: one direction seen */
+	IC_CT_SYN_SENT = 1,    /* TCP: SYN seen */
+	IC_CT_SYN_RECV = 2,    /* TCP: SYN-ACK seen */
+	IC_CT_ESTABLISHED = 3, /* TCP: handshake done; UDP/ICMP: answered */
+	IC_CT_FIN_WAIT = 4,    /* TCP: one side closed */
+	IC_CT_CLOSING = 5,     /* TCP: both sides closed, or reset */
+	IC_CT_STATE_COUNT = 6,
+};
+
+/* A connection's key: its two ends in a canonical order (the lower address, then port,
+ * first), so both directions of a flow find the same entry with one lookup. IPv4
+ * addresses are IPv4-mapped IPv6 (::ffff:a.b.c.d). ICMP echo uses the identifier as
+ * both ports. */
+struct ic_ct_key {
+	__u8 addr_lo[16]; /* network order */
+	__u8 addr_hi[16]; /* network order */
+	__u16 port_lo;    /* host order */
+	__u16 port_hi;    /* host order */
+	__u8 proto;       /* IPPROTO_TCP/UDP/ICMP/ICMPV6 */
+	__u8 _pad0[3];
+};
+
+/* Flags of a connection (struct ic_ct_entry.flags). */
+enum ic_ct_flags {
+	IC_CT_F_ORIG_LO = 1,   /* the side that opened it is addr_lo/port_lo */
+	IC_CT_F_INBOUND = 2,   /* opened from outside (seen first by the ingress program) */
+	IC_CT_F_FIN_LO = 4,    /* addr_lo sent FIN */
+	IC_CT_F_FIN_HI = 8,    /* addr_hi sent FIN */
+};
+
+/* A tracked connection (hash map ic_fw_ct, keyed by struct ic_ct_key). Counters are
+ * updated without atomics: two CPUs updating one flow at the same instant can lose an
+ * increment (packets of one flow normally stay on one CPU). */
+struct ic_ct_entry {
+	__u64 created_ns;   /* host order; bpf_ktime_get_ns() */
+	__u64 last_seen_ns; /* host order */
+	__u64 packets_orig; /* host order; from the side that opened it */
+	__u64 bytes_orig;
+	__u64 packets_reply;
+	__u64 bytes_reply;
+	__u32 ifindex;      /* host order; where it was first seen */
+	__u8 state;         /* enum ic_ct_state */
+	__u8 flags;         /* enum ic_ct_flags */
+	__u16 _pad0;
+};
+
+/* Firewall totals (per-CPU array, indexed by this enum). */
+enum ic_fw_total {
+	IC_FW_ESTABLISHED = 0,  /* packets of a tracked connection, passed */
+	IC_FW_RELATED = 1,      /* ICMP errors quoting a tracked connection, passed */
+	IC_FW_NEW_ACCEPTED = 2, /* packets that opened a connection */
+	IC_FW_DROPPED = 3,      /* new connections the default policy dropped */
+	IC_FW_INVALID = 4,      /* belong to no connection and cannot open one (bare ACK...) */
+	IC_FW_TABLE_FULL = 5,   /* new connections dropped: no room in the table */
+	IC_FW_UNTRACKED = 6,    /* not TCP/UDP/ICMP, or fragments: the default policy decides */
+	IC_FW_WOULD_DROP = 7,   /* dry-run: would have been dropped, passed */
+	IC_FW_NON_IP = 8,       /* neither IPv4 nor IPv6, passed */
+	IC_FW_TOTAL_COUNT = 9,
+};
+
+/* Firewall configuration flags (struct ic_fw_config.flags). */
+enum ic_fw_flags {
+	IC_FW_F_DROP_IN = 1,   /* default_inbound: drop */
+	IC_FW_F_DROP_OUT = 2,  /* default_outbound: drop */
+	IC_FW_F_STATEFUL = 4,  /* track connections; drop invalid packets */
+	IC_FW_F_DRY_RUN = 8,   /* count and report, never drop */
+};
+
+/* Runtime configuration of the firewall (array map with one entry). Timeouts in
+ * seconds, indexed by enum ic_ct_state for TCP; UDP and ICMP have their own. */
+struct ic_fw_config {
+	__u32 flags;                          /* host order; enum ic_fw_flags */
+	__u32 tcp_timeout[IC_CT_STATE_COUNT]; /* host order; seconds per TCP state */
+	__u32 udp_timeout;                    /* host order; seconds, one direction seen */
+	__u32 udp_stream_timeout;             /* host order; seconds, answered */
+	__u32 icmp_timeout;                   /* host order; seconds */
+};
+
 #endif /* IRONCLAD_ABI_H */

@@ -369,3 +369,46 @@ mod process {
         assert!(abi::EventKind::Process as u32 == p::ic_event_kind::IC_EVENT_PROCESS.0);
     };
 }
+
+mod firewall {
+    use super::*;
+    use crate::object::firewall_skel::types as f;
+
+    same_layout!(
+        abi::CtKey,
+        f::ic_ct_key,
+        [addr_lo, addr_hi, port_lo, port_hi, proto, _pad0]
+    );
+    same_layout!(
+        abi::CtEntry,
+        f::ic_ct_entry,
+        [
+            created_ns,
+            last_seen_ns,
+            packets_orig,
+            bytes_orig,
+            packets_reply,
+            bytes_reply,
+            ifindex,
+            state,
+            flags,
+            _pad0
+        ]
+    );
+    same_layout!(
+        abi::FwConfig,
+        f::ic_fw_config,
+        [
+            flags,
+            tcp_timeout,
+            udp_timeout,
+            udp_stream_timeout,
+            icmp_timeout
+        ]
+    );
+    const _: () = {
+        assert!(abi::CtKey::SIZE == size_of::<f::ic_ct_key>());
+        assert!(abi::CtEntry::SIZE == size_of::<f::ic_ct_entry>());
+        assert!(abi::FwConfig::SIZE == size_of::<f::ic_fw_config>());
+    };
+}

@@ -195,16 +195,32 @@ impl Loader {
     /// Audits, opens, loads and pins `object`. Maps already pinned (by an earlier run)
     /// are reused, so their contents survive a restart.
     pub fn load(&self, object: &EmbeddedObject) -> Result<LoadedObject> {
-        self.load_with(object, true)
+        self.load_with(object, true, &[])
+    }
+
+    /// Like [`load`](Self::load), with the named maps' `max_entries` set first (a table
+    /// sized by the policy). A map pinned by an earlier run with another size is a
+    /// stale pin, as for any other shape change.
+    pub fn load_sized(
+        &self,
+        object: &EmbeddedObject,
+        sizes: &[(&str, u32)],
+    ) -> Result<LoadedObject> {
+        self.load_with(object, true, sizes)
     }
 
     /// Audits, opens and loads `object` without pinning anything: for features whose
     /// state need not outlive the process (its maps go when the handle is dropped).
     pub fn load_unpinned(&self, object: &EmbeddedObject) -> Result<LoadedObject> {
-        self.load_with(object, false)
+        self.load_with(object, false, &[])
     }
 
-    fn load_with(&self, object: &EmbeddedObject, pin: bool) -> Result<LoadedObject> {
+    fn load_with(
+        &self,
+        object: &EmbeddedObject,
+        pin: bool,
+        sizes: &[(&str, u32)],
+    ) -> Result<LoadedObject> {
         let name = object.name();
         let _span = tracing::info_span!("ironclad.load", object = name, pin).entered();
         let report = self.audit(object)?;
@@ -227,6 +243,20 @@ impl Loader {
             }
         }
 
+        for (map_name, entries) in sizes {
+            let mut map = open
+                .maps_mut()
+                .find(|m| m.name().to_string_lossy() == *map_name)
+                .ok_or_else(|| BpfError::NoSuchMap {
+                    object: name.to_string(),
+                    map: (*map_name).to_string(),
+                })?;
+            map.set_max_entries(*entries)
+                .map_err(|source| BpfError::Open {
+                    object: name.to_string(),
+                    source: source.into(),
+                })?;
+        }
         let pin_dir = self.pin_dir(name);
         if pin {
             create_private_dir(&pin_dir)?;

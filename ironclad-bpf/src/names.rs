@@ -85,6 +85,14 @@ object_names! {
 }
 
 object_names! {
+    /// `bpf-src/firewall.bpf.c`: the stateful firewall.
+    firewall = firewall_skel::{
+        FirewallMaps: [ic_fw_ct, ic_fw_config, ic_fw_totals],
+        FirewallProgs: [ic_fw_in, ic_fw_out],
+    }
+}
+
+object_names! {
     /// `bpf-src/telemetry.bpf.c`: bandwidth and DNS.
     telemetry = telemetry_skel::{
         TelemetryMaps: [

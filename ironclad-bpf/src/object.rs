@@ -36,7 +36,7 @@ mod generated {
 }
 
 pub(crate) use generated::{
-    egress_skel, process_skel, sentinel_skel, shield_skel, telemetry_skel, tls_skel,
+    egress_skel, firewall_skel, process_skel, sentinel_skel, shield_skel, telemetry_skel, tls_skel,
 };
 
 /// The Shield's XDP object (`bpf-src/shield.bpf.c`).
@@ -75,10 +75,16 @@ pub fn baseline() -> &'static EmbeddedObject {
     &generated::BASELINE
 }
 
+/// The stateful firewall object (`bpf-src/firewall.bpf.c`).
+pub fn firewall() -> &'static EmbeddedObject {
+    &generated::FIREWALL
+}
+
 /// Every object embedded in this build.
-pub fn all() -> [&'static EmbeddedObject; 7] {
+pub fn all() -> [&'static EmbeddedObject; 8] {
     [
         shield(),
+        firewall(),
         process(),
         tls(),
         egress(),

@@ -1888,3 +1888,234 @@ impl ProcessEvent {
         &self.args[..usize::from(self.args_len).min(PROC_ARGS)]
     }
 }
+
+/// `enum ic_ct_state`: the state of a tracked connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+#[non_exhaustive]
+pub enum CtState {
+    /// `IC_CT_NEW`: UDP or ICMP, one direction seen.
+    New = 0,
+    /// `IC_CT_SYN_SENT`: TCP, the opening SYN seen.
+    SynSent = 1,
+    /// `IC_CT_SYN_RECV`: TCP, the SYN-ACK seen.
+    SynRecv = 2,
+    /// `IC_CT_ESTABLISHED`: TCP handshake done; UDP or ICMP answered.
+    Established = 3,
+    /// `IC_CT_FIN_WAIT`: TCP, one side closed.
+    FinWait = 4,
+    /// `IC_CT_CLOSING`: TCP, both sides closed or reset.
+    Closing = 5,
+}
+
+impl CtState {
+    /// Number of states (`IC_CT_STATE_COUNT`).
+    pub const COUNT: usize = 6;
+
+    /// The state a kernel byte names, if any.
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            0 => Self::New,
+            1 => Self::SynSent,
+            2 => Self::SynRecv,
+            3 => Self::Established,
+            4 => Self::FinWait,
+            5 => Self::Closing,
+            _ => return None,
+        })
+    }
+
+    /// Stable lower-case name, as used in JSON output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::New => "new",
+            Self::SynSent => "syn_sent",
+            Self::SynRecv => "syn_recv",
+            Self::Established => "established",
+            Self::FinWait => "fin_wait",
+            Self::Closing => "closing",
+        }
+    }
+}
+
+/// `IC_CT_F_ORIG_LO`: the side that opened the connection is the key's lower end.
+pub const CT_F_ORIG_LO: u8 = 1;
+/// `IC_CT_F_INBOUND`: the connection was opened from outside.
+pub const CT_F_INBOUND: u8 = 2;
+/// `IC_CT_F_FIN_LO`: the lower end sent FIN.
+pub const CT_F_FIN_LO: u8 = 4;
+/// `IC_CT_F_FIN_HI`: the higher end sent FIN.
+pub const CT_F_FIN_HI: u8 = 8;
+
+/// `struct ic_ct_key`: a connection's two ends in canonical order (IPv4 as IPv4-mapped
+/// IPv6).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct CtKey {
+    /// The lower address, network order.
+    pub addr_lo: [u8; 16],
+    /// The higher address, network order.
+    pub addr_hi: [u8; 16],
+    /// The lower end's port (ICMP echo: the identifier), host order.
+    pub port_lo: u16,
+    /// The higher end's port, host order.
+    pub port_hi: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// Padding, zero.
+    pub _pad0: [u8; 3],
+}
+
+impl CtKey {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 40;
+
+    /// The exact byte image the kernel expects.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        zerocopy::transmute!(*self)
+    }
+
+    /// Decodes a key read back from the kernel; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
+    }
+}
+
+/// `struct ic_ct_entry`: a tracked connection.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct CtEntry {
+    /// When it opened, `CLOCK_MONOTONIC` ns.
+    pub created_ns: u64,
+    /// Its last packet, `CLOCK_MONOTONIC` ns.
+    pub last_seen_ns: u64,
+    /// Packets from the side that opened it.
+    pub packets_orig: u64,
+    /// Bytes from the side that opened it.
+    pub bytes_orig: u64,
+    /// Packets from the other side.
+    pub packets_reply: u64,
+    /// Bytes from the other side.
+    pub bytes_reply: u64,
+    /// The interface it was first seen on.
+    pub ifindex: u32,
+    /// [`CtState`] as a byte.
+    pub state: u8,
+    /// `CT_F_*` flags.
+    pub flags: u8,
+    /// Padding, zero.
+    pub _pad0: u16,
+}
+
+impl CtEntry {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 56;
+
+    /// Decodes a value read back from the kernel; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
+    }
+}
+
+/// `IC_FW_F_DROP_IN`: new inbound connections are dropped by default.
+pub const FW_F_DROP_IN: u32 = 1;
+/// `IC_FW_F_DROP_OUT`: new outbound connections are dropped by default.
+pub const FW_F_DROP_OUT: u32 = 2;
+/// `IC_FW_F_STATEFUL`: connections are tracked and invalid packets dropped.
+pub const FW_F_STATEFUL: u32 = 4;
+/// `IC_FW_F_DRY_RUN`: count and report, never drop.
+pub const FW_F_DRY_RUN: u32 = 8;
+
+/// `struct ic_fw_config`: the firewall's runtime configuration.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct FwConfig {
+    /// `FW_F_*` flags.
+    pub flags: u32,
+    /// Seconds a TCP connection may stay idle, per [`CtState`].
+    pub tcp_timeout: [u32; CtState::COUNT],
+    /// Seconds a UDP flow seen one way may stay idle.
+    pub udp_timeout: u32,
+    /// Seconds an answered UDP flow may stay idle.
+    pub udp_stream_timeout: u32,
+    /// Seconds an ICMP echo flow may stay idle.
+    pub icmp_timeout: u32,
+}
+
+impl FwConfig {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 40;
+
+    /// The exact byte image the kernel expects.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        zerocopy::transmute!(*self)
+    }
+
+    /// Decodes a value read back from the kernel; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
+    }
+}
+
+/// `enum ic_fw_total`: index of the firewall's totals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u32)]
+#[non_exhaustive]
+pub enum FwTotal {
+    /// Packets of a tracked connection, passed.
+    Established = 0,
+    /// ICMP errors quoting a tracked connection, passed.
+    Related = 1,
+    /// Packets that opened a connection.
+    NewAccepted = 2,
+    /// New connections the default policy dropped.
+    Dropped = 3,
+    /// Packets that belong to no connection and cannot open one.
+    Invalid = 4,
+    /// New connections dropped because the table was full.
+    TableFull = 5,
+    /// Packets not tracked (other protocols, fragments, neighbour discovery).
+    Untracked = 6,
+    /// Dry-run: would have been dropped, passed.
+    WouldDrop = 7,
+    /// Frames that are neither IPv4 nor IPv6, passed.
+    NonIp = 8,
+}
+
+impl FwTotal {
+    /// Number of totals (`IC_FW_TOTAL_COUNT`).
+    pub const COUNT: u32 = 9;
+    /// Every total, in index order.
+    pub const ALL: [Self; 9] = [
+        Self::Established,
+        Self::Related,
+        Self::NewAccepted,
+        Self::Dropped,
+        Self::Invalid,
+        Self::TableFull,
+        Self::Untracked,
+        Self::WouldDrop,
+        Self::NonIp,
+    ];
+
+    /// Stable lower-case name, as used in JSON output and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Established => "established",
+            Self::Related => "related",
+            Self::NewAccepted => "new_accepted",
+            Self::Dropped => "dropped",
+            Self::Invalid => "invalid",
+            Self::TableFull => "table_full",
+            Self::Untracked => "untracked",
+            Self::WouldDrop => "would_drop",
+            Self::NonIp => "non_ip",
+        }
+    }
+}

@@ -1,0 +1,432 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
+/*
+ * firewall.bpf.c - stateful host firewall: connection tracking on an interface.
+ *
+ * Two tcx programs share one connection table (ic_fw_ct): one on the interface's
+ * ingress (ic_fw_in), one on its egress (ic_fw_out). tcx, not XDP: the interface's XDP
+ * hook belongs to the Shield, which drops blocklisted sources before the firewall sees
+ * them, and tcx programs of other tools run beside ours. For every IPv4/IPv6 packet:
+ *   1. ICMP errors (unreachable, time exceeded, ...) quoting a tracked connection pass
+ *      as related; quoting none they are invalid.
+ *   2. A packet of a tracked, unexpired connection passes (either direction) and moves
+ *      the TCP state machine (SYN, SYN-ACK, ACK, FIN per side, RST).
+ *   3. A packet that belongs to no connection and cannot open one (TCP without SYN:
+ *      a bare ACK, a RST or FIN for nothing) is invalid: dropped when stateful.
+ *   4. Otherwise it opens a connection if the default policy of its direction accepts
+ *      it; when the table is full it is dropped and counted (entries are never evicted
+ *      to make room: the table is a plain hash, not an LRU). Expired entries are
+ *      replaced on sight and removed by user space's sweep.
+ * IPv6 neighbour discovery (ICMPv6 133-137) always passes, as do non-IP frames.
+ * Dry-run counts what would be dropped and passes it.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "ironclad.h"
+#include "parse.h"
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+#define IC_NS 1000000000ULL
+#define IC_IPPROTO_ICMP 1
+#define IC_IPPROTO_ICMPV6 58
+#define IC_TCP_FIN 0x01
+#define IC_TCP_SYN 0x02
+#define IC_TCP_RST 0x04
+#define IC_TCP_ACK 0x10
+#define IC_TCX_NEXT -1
+#define IC_TCX_DROP 2
+#define IC_E2BIG 7
+#define IC_ENOMEM 12
+
+/* Sized by user space at load (ironclad_bpf::Firewall's table size). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 262144);
+	__type(key, struct ic_ct_key);
+	__type(value, struct ic_ct_entry);
+} ic_fw_ct SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ic_fw_config);
+} ic_fw_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, IC_FW_TOTAL_COUNT);
+	__type(key, __u32);
+	__type(value, struct ic_counter);
+} ic_fw_totals SEC(".maps");
+
+/* The packet as the firewall sees it. */
+struct ic_fw_pkt {
+	__u8 src[16];
+	__u8 dst[16];
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 tcp_flags;
+	__u8 icmp_type;
+	__u8 fragment; /* a non-first fragment: no L4 header */
+};
+
+static __always_inline void ic_fw_count(__u32 which, __u64 bytes)
+{
+	struct ic_counter *c = bpf_map_lookup_elem(&ic_fw_totals, &which);
+
+	if (c) {
+		c->packets++;
+		c->bytes += bytes;
+	}
+}
+
+static __always_inline void ic_v4_mapped(__u8 out[16], __be32 addr)
+{
+	__builtin_memset(out, 0, 10);
+	out[10] = 0xff;
+	out[11] = 0xff;
+	__builtin_memcpy(out + 12, &addr, 4);
+}
+
+/* Negative, zero or positive as a is below, equal to or above b. */
+static __always_inline int ic_addr_cmp(const __u8 a[16], const __u8 b[16])
+{
+#pragma unroll
+	for (int i = 0; i < 16; i++) {
+		if (a[i] != b[i])
+			return a[i] < b[i] ? -1 : 1;
+	}
+	return 0;
+}
+
+/* The canonical key of a flow from (src, sport) to (dst, dport). Returns whether the
+ * sender is the key's lower end. */
+static __always_inline int ic_ct_make_key(struct ic_ct_key *key, const __u8 src[16],
+					  const __u8 dst[16], __u16 sport, __u16 dport,
+					  __u8 proto)
+{
+	int c = ic_addr_cmp(src, dst);
+	int from_lo = c < 0 || (c == 0 && sport <= dport);
+
+	__builtin_memset(key, 0, sizeof(*key));
+	if (from_lo) {
+		__builtin_memcpy(key->addr_lo, src, 16);
+		__builtin_memcpy(key->addr_hi, dst, 16);
+		key->port_lo = sport;
+		key->port_hi = dport;
+	} else {
+		__builtin_memcpy(key->addr_lo, dst, 16);
+		__builtin_memcpy(key->addr_hi, src, 16);
+		key->port_lo = dport;
+		key->port_hi = sport;
+	}
+	key->proto = proto;
+	return from_lo;
+}
+
+static __always_inline int ic_is_echo(__u8 proto, __u8 type)
+{
+	if (proto == IC_IPPROTO_ICMP)
+		return type == 8 || type == 0;
+	return type == 128 || type == 129;
+}
+
+static __always_inline int ic_is_icmp_error(__u8 proto, __u8 type)
+{
+	if (proto == IC_IPPROTO_ICMP)
+		return type == 3 || type == 4 || type == 11 || type == 12;
+	return type >= 1 && type <= 4;
+}
+
+/* Reads the L4 fields at l4 (ports, TCP flags, ICMP type and echo identifier). */
+static __always_inline int ic_fw_l4(void *l4, void *data_end, struct ic_fw_pkt *p)
+{
+	if (p->proto == IC_IPPROTO_TCP) {
+		struct tcphdr *tcp = l4;
+
+		if ((void *)(tcp + 1) > data_end)
+			return -1;
+		p->sport = bpf_ntohs(tcp->source);
+		p->dport = bpf_ntohs(tcp->dest);
+		p->tcp_flags = ((__u8 *)tcp)[13];
+	} else if (p->proto == IC_IPPROTO_UDP) {
+		struct udphdr *udp = l4;
+
+		if ((void *)(udp + 1) > data_end)
+			return -1;
+		p->sport = bpf_ntohs(udp->source);
+		p->dport = bpf_ntohs(udp->dest);
+	} else if (p->proto == IC_IPPROTO_ICMP || p->proto == IC_IPPROTO_ICMPV6) {
+		__u8 *icmp = l4;
+
+		if ((void *)(icmp + 8) > data_end)
+			return -1;
+		p->icmp_type = icmp[0];
+		if (ic_is_echo(p->proto, p->icmp_type)) {
+			/* Both directions of an echo carry the same identifier. */
+			p->sport = bpf_ntohs(*(__be16 *)(icmp + 4));
+			p->dport = p->sport;
+		}
+	}
+	return 0;
+}
+
+/* Parses the IP header at l3 (and its L4 header) into p. Returns -1 when truncated. */
+static __always_inline int ic_fw_parse(void *l3, void *data_end, int family,
+				       struct ic_fw_pkt *p)
+{
+	if (family == IC_L3_IPV4) {
+		struct iphdr *ip = l3;
+
+		if ((void *)(ip + 1) > data_end || ip->ihl < 5)
+			return -1;
+		ic_v4_mapped(p->src, ip->saddr);
+		ic_v4_mapped(p->dst, ip->daddr);
+		p->proto = ip->protocol;
+		if (ip->frag_off & bpf_htons(0x1fff)) {
+			p->fragment = 1;
+			return 0;
+		}
+		return ic_fw_l4(l3 + ip->ihl * 4, data_end, p);
+	}
+	struct ipv6hdr *ip6 = l3;
+	struct ic_l4 l4 = {};
+
+	if ((void *)(ip6 + 1) > data_end)
+		return -1;
+	__builtin_memcpy(p->src, &ip6->saddr, 16);
+	__builtin_memcpy(p->dst, &ip6->daddr, 16);
+	if (ip6->nexthdr == IC_IPPROTO_TCP || ip6->nexthdr == IC_IPPROTO_UDP ||
+	    ip6->nexthdr == IC_IPPROTO_ICMPV6) {
+		p->proto = ip6->nexthdr;
+		return ic_fw_l4(ip6 + 1, data_end, p);
+	}
+	/* Extension headers: find the protocol; ports only for TCP/UDP. */
+	ic_parse_l4_v6(ip6, data_end, &l4);
+	p->proto = l4.proto;
+	p->sport = l4.sport;
+	p->dport = l4.dport;
+	if (l4.proto == IC_IPPROTO_TCP || l4.proto == IC_IPPROTO_UDP) {
+		if (!l4.sport && !l4.dport)
+			p->fragment = 1; /* a later fragment, or a chain too long to follow */
+	} else if (l4.proto == IC_IPPROTO_ICMPV6) {
+		p->fragment = 1; /* ICMPv6 behind extension headers: untracked */
+	}
+	return 0;
+}
+
+/* An ICMP error quotes the packet that caused it (sent by the error's destination):
+ * finds that packet's connection. */
+static __always_inline struct ic_ct_entry *ic_fw_related(void *l3, void *data_end, int family)
+{
+	struct ic_fw_pkt inner = {};
+	struct ic_ct_key key;
+	void *quoted;
+
+	if (family == IC_L3_IPV4) {
+		struct iphdr *ip = l3;
+
+		if ((void *)(ip + 1) > data_end || ip->ihl < 5)
+			return NULL;
+		quoted = l3 + ip->ihl * 4 + 8;
+	} else {
+		quoted = l3 + sizeof(struct ipv6hdr) + 8;
+	}
+	if (ic_fw_parse(quoted, data_end, family, &inner) < 0 || inner.fragment)
+		return NULL;
+	if (inner.proto != IC_IPPROTO_TCP && inner.proto != IC_IPPROTO_UDP &&
+	    !((inner.proto == IC_IPPROTO_ICMP || inner.proto == IC_IPPROTO_ICMPV6) &&
+	      ic_is_echo(inner.proto, inner.icmp_type)))
+		return NULL;
+	ic_ct_make_key(&key, inner.src, inner.dst, inner.sport, inner.dport, inner.proto);
+	return bpf_map_lookup_elem(&ic_fw_ct, &key);
+}
+
+static __always_inline __u64 ic_ct_timeout(const struct ic_fw_config *cfg, __u8 proto,
+					   __u8 state)
+{
+	__u32 s;
+
+	if (proto == IC_IPPROTO_TCP) {
+		s = state < IC_CT_STATE_COUNT ? cfg->tcp_timeout[state & 7] : 0;
+	} else if (proto == IC_IPPROTO_UDP) {
+		s = state == IC_CT_ESTABLISHED ? cfg->udp_stream_timeout : cfg->udp_timeout;
+	} else {
+		s = cfg->icmp_timeout;
+	}
+	return (__u64)s * IC_NS;
+}
+
+/* Moves a TCP connection's state for a packet from its opening side (orig) or the
+ * other one. */
+static __always_inline void ic_ct_tcp(struct ic_ct_entry *e, __u8 flags, int orig, int from_lo)
+{
+	__u8 state = e->state;
+
+	if (flags & IC_TCP_RST) {
+		e->state = IC_CT_CLOSING;
+		return;
+	}
+	if (flags & IC_TCP_FIN) {
+		e->flags |= from_lo ? IC_CT_F_FIN_LO : IC_CT_F_FIN_HI;
+		if ((e->flags & (IC_CT_F_FIN_LO | IC_CT_F_FIN_HI)) ==
+		    (IC_CT_F_FIN_LO | IC_CT_F_FIN_HI))
+			e->state = IC_CT_CLOSING;
+		else if (state < IC_CT_FIN_WAIT)
+			e->state = IC_CT_FIN_WAIT;
+		return;
+	}
+	if (state == IC_CT_SYN_SENT && !orig && (flags & IC_TCP_SYN) && (flags & IC_TCP_ACK))
+		e->state = IC_CT_SYN_RECV;
+	else if (state == IC_CT_SYN_RECV && orig && (flags & IC_TCP_ACK))
+		e->state = IC_CT_ESTABLISHED;
+}
+
+/* The verdict for one frame: 1 pass, 0 drop. */
+static __always_inline int ic_fw(void *data, void *data_end, int inbound, __u32 ifindex,
+				 __u64 len)
+{
+	struct ic_l3_info info = {};
+	struct ic_fw_pkt p = {};
+	struct ic_ct_key key;
+	struct ic_ct_entry *e;
+	struct ic_fw_config *cfg;
+	__u32 zero = 0;
+	__u64 now;
+	int family, from_lo, drop_new;
+
+	cfg = bpf_map_lookup_elem(&ic_fw_config, &zero);
+	if (!cfg)
+		return 1;
+	family = ic_parse_l2(data, data_end, &info);
+	if (family == IC_L3_OTHER) {
+		ic_fw_count(IC_FW_NON_IP, len);
+		return 1;
+	}
+	if (family == IC_L3_MALFORMED || ic_fw_parse(info.l3, data_end, family, &p) < 0)
+		goto invalid;
+	drop_new = cfg->flags & (inbound ? IC_FW_F_DROP_IN : IC_FW_F_DROP_OUT);
+
+	if (p.proto == IC_IPPROTO_ICMPV6 && !p.fragment && p.icmp_type >= 133 &&
+	    p.icmp_type <= 137) {
+		/* Neighbour discovery: IPv6 does not work without it. */
+		ic_fw_count(IC_FW_UNTRACKED, len);
+		return 1;
+	}
+	if (!(cfg->flags & IC_FW_F_STATEFUL) || p.fragment ||
+	    (p.proto != IC_IPPROTO_TCP && p.proto != IC_IPPROTO_UDP &&
+	     p.proto != IC_IPPROTO_ICMP && p.proto != IC_IPPROTO_ICMPV6) ||
+	    (p.proto == IC_IPPROTO_ICMP && family != IC_L3_IPV4) ||
+	    (p.proto == IC_IPPROTO_ICMPV6 && family != IC_L3_IPV6)) {
+		/* Not tracked: the default policy alone decides. */
+		ic_fw_count(IC_FW_UNTRACKED, len);
+		if (!drop_new)
+			return 1;
+		goto dropped;
+	}
+	if ((p.proto == IC_IPPROTO_ICMP || p.proto == IC_IPPROTO_ICMPV6) &&
+	    !ic_is_echo(p.proto, p.icmp_type)) {
+		if (ic_is_icmp_error(p.proto, p.icmp_type)) {
+			e = ic_fw_related(info.l3, data_end, family);
+			if (!e)
+				goto invalid;
+			ic_fw_count(IC_FW_RELATED, len);
+			return 1;
+		}
+		/* Other ICMP (router advertisements, timestamps...): the default policy. */
+		ic_fw_count(IC_FW_UNTRACKED, len);
+		if (!drop_new)
+			return 1;
+		goto dropped;
+	}
+
+	now = bpf_ktime_get_ns();
+	from_lo = ic_ct_make_key(&key, p.src, p.dst, p.sport, p.dport, p.proto);
+	e = bpf_map_lookup_elem(&ic_fw_ct, &key);
+	if (e) {
+		int orig = !!(e->flags & IC_CT_F_ORIG_LO) == from_lo;
+		int reopen = p.proto == IC_IPPROTO_TCP && e->state == IC_CT_CLOSING &&
+			     (p.tcp_flags & (IC_TCP_SYN | IC_TCP_ACK)) == IC_TCP_SYN;
+
+		if (now - e->last_seen_ns <= ic_ct_timeout(cfg, p.proto, e->state) && !reopen) {
+			e->last_seen_ns = now;
+			if (orig) {
+				e->packets_orig++;
+				e->bytes_orig += len;
+			} else {
+				e->packets_reply++;
+				e->bytes_reply += len;
+				if (p.proto != IC_IPPROTO_TCP)
+					e->state = IC_CT_ESTABLISHED;
+			}
+			if (p.proto == IC_IPPROTO_TCP)
+				ic_ct_tcp(e, p.tcp_flags, orig, from_lo);
+			ic_fw_count(IC_FW_ESTABLISHED, len);
+			return 1;
+		}
+		/* Expired, or a new connection on a closed one's ports: start over. */
+		bpf_map_delete_elem(&ic_fw_ct, &key);
+	}
+
+	if (p.proto == IC_IPPROTO_TCP &&
+	    (p.tcp_flags & (IC_TCP_SYN | IC_TCP_ACK | IC_TCP_RST | IC_TCP_FIN)) != IC_TCP_SYN)
+		goto invalid;
+	if (drop_new)
+		goto dropped;
+	{
+		struct ic_ct_entry fresh = {
+			.created_ns = now,
+			.last_seen_ns = now,
+			.packets_orig = 1,
+			.bytes_orig = len,
+			.ifindex = ifindex,
+			.state = p.proto == IC_IPPROTO_TCP ? IC_CT_SYN_SENT : IC_CT_NEW,
+			.flags = (from_lo ? IC_CT_F_ORIG_LO : 0) | (inbound ? IC_CT_F_INBOUND : 0),
+		};
+		long err = bpf_map_update_elem(&ic_fw_ct, &key, &fresh, BPF_NOEXIST);
+
+		if (err == -IC_E2BIG || err == -IC_ENOMEM) {
+			ic_fw_count(IC_FW_TABLE_FULL, len);
+			goto drop;
+		}
+		/* -EEXIST: another CPU opened it first; the packet belongs to it. */
+	}
+	ic_fw_count(IC_FW_NEW_ACCEPTED, len);
+	return 1;
+
+invalid:
+	ic_fw_count(IC_FW_INVALID, len);
+	if (!(cfg->flags & IC_FW_F_STATEFUL))
+		return 1;
+	goto drop;
+dropped:
+	ic_fw_count(IC_FW_DROPPED, len);
+drop:
+	if (cfg->flags & IC_FW_F_DRY_RUN) {
+		ic_fw_count(IC_FW_WOULD_DROP, len);
+		return 1;
+	}
+	return 0;
+}
+
+SEC("tcx/ingress")
+int ic_fw_in(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+
+	return ic_fw(data, data_end, 1, skb->ifindex, skb->len) ? IC_TCX_NEXT : IC_TCX_DROP;
+}
+
+SEC("tcx/egress")
+int ic_fw_out(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+
+	return ic_fw(data, data_end, 0, skb->ifindex, skb->len) ? IC_TCX_NEXT : IC_TCX_DROP;
+}

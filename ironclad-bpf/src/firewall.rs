@@ -1,0 +1,601 @@
+//! The stateful firewall's connection tracking (`bpf-src/firewall.bpf.c`): two tcx
+//! programs on an interface's ingress and egress share one connection table, so
+//! replies to the host's own connections pass and packets that belong to no connection
+//! are dropped as invalid. New connections in each direction meet a default policy
+//! (`accept` or `drop`).
+//!
+//! This is the first part of the stateful firewall: rules (first match wins, compiled
+//! by `ironclad_policy::firewall`), reject, flow records and the `firewall:` policy
+//! section are not built yet, so the reference daemon does not start it. See
+//! docs/firewall.md.
+//!
+//! ```no_run
+//! use ironclad_bpf::{Firewall, FirewallSettings, Loader};
+//!
+//! let loader = Loader::builder().build()?;
+//! let firewall = Firewall::load(&loader)?;
+//! // Nothing new comes in; replies to what the host opens do.
+//! firewall.configure(&FirewallSettings::default().drop_inbound(true))?;
+//! let _attached = firewall.attach_pinned("eth0")?;
+//! for c in firewall.connections()? {
+//!     println!("{} {}:{} {}", c.proto, c.lo, c.lo_port, c.state.name());
+//! }
+//! # Ok::<(), ironclad_bpf::BpfError>(())
+//! ```
+
+use std::net::{IpAddr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+
+use ironclad_core::abi::{
+    Counter, CtEntry, CtKey, CtState, FwConfig, FwTotal, CT_F_INBOUND, CT_F_ORIG_LO, FW_F_DROP_IN,
+    FW_F_DROP_OUT, FW_F_DRY_RUN, FW_F_STATEFUL,
+};
+use libbpf_rs::{AsRawLibbpf, Link};
+
+use crate::attach::ifindex;
+use crate::auditlog::{AuditAction, AuditLog};
+use crate::loader::{LoadedObject, Loader};
+use crate::names::firewall as names;
+use crate::{BpfError, Result};
+
+/// The connection table's size unless set ([`Firewall::load_with_table`]).
+pub const DEFAULT_TABLE_SIZE: u32 = 262_144;
+
+/// The firewall's default policy and connection timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FirewallSettings {
+    /// New inbound connections are dropped (`default_inbound: drop`).
+    pub drop_inbound: bool,
+    /// New outbound connections are dropped (`default_outbound: drop`).
+    pub drop_outbound: bool,
+    /// Track connections and drop packets that belong to none (default `true`).
+    pub stateful: bool,
+    /// Count what would be dropped and pass it.
+    pub dry_run: bool,
+    /// Idle seconds per TCP state, indexed by [`CtState`].
+    pub tcp_timeout: [u32; CtState::COUNT],
+    /// Idle seconds of a UDP flow seen one way.
+    pub udp_timeout: u32,
+    /// Idle seconds of an answered UDP flow.
+    pub udp_stream_timeout: u32,
+    /// Idle seconds of an ICMP echo flow.
+    pub icmp_timeout: u32,
+}
+
+impl Default for FirewallSettings {
+    /// Accept in both directions, stateful, with the Linux conntrack defaults
+    /// (established TCP: 5 days).
+    fn default() -> Self {
+        Self {
+            drop_inbound: false,
+            drop_outbound: false,
+            stateful: true,
+            dry_run: false,
+            // new (unused for TCP), syn_sent, syn_recv, established, fin_wait, closing
+            tcp_timeout: [120, 120, 60, 432_000, 120, 10],
+            udp_timeout: 30,
+            udp_stream_timeout: 120,
+            icmp_timeout: 30,
+        }
+    }
+}
+
+impl FirewallSettings {
+    /// Sets `default_inbound: drop` (`true`) or `accept`.
+    pub fn drop_inbound(mut self, drop: bool) -> Self {
+        self.drop_inbound = drop;
+        self
+    }
+
+    /// Sets `default_outbound: drop` (`true`) or `accept`.
+    pub fn drop_outbound(mut self, drop: bool) -> Self {
+        self.drop_outbound = drop;
+        self
+    }
+
+    /// Sets whether connections are tracked.
+    pub fn stateful(mut self, stateful: bool) -> Self {
+        self.stateful = stateful;
+        self
+    }
+
+    /// Sets dry-run.
+    pub fn dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+
+    fn to_config(self) -> FwConfig {
+        let mut flags = 0;
+        for (on, flag) in [
+            (self.drop_inbound, FW_F_DROP_IN),
+            (self.drop_outbound, FW_F_DROP_OUT),
+            (self.stateful, FW_F_STATEFUL),
+            (self.dry_run, FW_F_DRY_RUN),
+        ] {
+            if on {
+                flags |= flag;
+            }
+        }
+        FwConfig {
+            flags,
+            tcp_timeout: self.tcp_timeout,
+            udp_timeout: self.udp_timeout,
+            udp_stream_timeout: self.udp_stream_timeout,
+            icmp_timeout: self.icmp_timeout,
+        }
+    }
+
+    fn from_config(c: FwConfig) -> Self {
+        Self {
+            drop_inbound: c.flags & FW_F_DROP_IN != 0,
+            drop_outbound: c.flags & FW_F_DROP_OUT != 0,
+            stateful: c.flags & FW_F_STATEFUL != 0,
+            dry_run: c.flags & FW_F_DRY_RUN != 0,
+            tcp_timeout: c.tcp_timeout,
+            udp_timeout: c.udp_timeout,
+            udp_stream_timeout: c.udp_stream_timeout,
+            icmp_timeout: c.icmp_timeout,
+        }
+    }
+
+    /// Seconds an entry in `state` of protocol `proto` may stay idle.
+    fn timeout(&self, proto: u8, state: CtState) -> u64 {
+        u64::from(match proto {
+            6 => self.tcp_timeout[state as usize],
+            17 if state == CtState::Established => self.udp_stream_timeout,
+            17 => self.udp_timeout,
+            _ => self.icmp_timeout,
+        })
+    }
+}
+
+/// One tracked connection, as `full_firewall conntrack` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Connection {
+    /// `tcp`, `udp`, `icmp`, `icmpv6`.
+    pub proto: &'static str,
+    /// The side that opened it.
+    pub orig: (IpAddr, u16),
+    /// The other side.
+    pub reply: (IpAddr, u16),
+    /// The key's lower end (address), as stored.
+    pub lo: IpAddr,
+    /// The key's lower end (port).
+    pub lo_port: u16,
+    /// Its state.
+    pub state: CtState,
+    /// Opened from outside.
+    pub inbound: bool,
+    /// Packets and bytes from the side that opened it.
+    pub from_orig: Counter,
+    /// Packets and bytes from the other side.
+    pub from_reply: Counter,
+    /// Seconds since its last packet.
+    pub idle_secs: u64,
+    /// Seconds since it opened.
+    pub age_secs: u64,
+    /// The interface index it was first seen on.
+    pub ifindex: u32,
+}
+
+/// The firewall's programs attached to one interface (tcx ingress and egress).
+/// Dropping it detaches them unless they are pinned.
+#[must_use = "dropping a FirewallAttachment detaches the firewall unless it is pinned"]
+#[derive(Debug)]
+pub struct FirewallAttachment {
+    links: Vec<(&'static str, Link)>,
+    iface: String,
+    pinned: Vec<PathBuf>,
+    log: AuditLog,
+}
+
+impl FirewallAttachment {
+    /// The interface.
+    pub fn iface(&self) -> &str {
+        &self.iface
+    }
+
+    /// The pin paths of its links (empty unless pinned).
+    pub fn pin_paths(&self) -> &[PathBuf] {
+        &self.pinned
+    }
+
+    /// Detaches both programs now (removing their pins, if any).
+    pub fn detach(mut self) -> Result<()> {
+        let pinned = std::mem::take(&mut self.pinned);
+        for ((name, link), path) in self
+            .links
+            .iter_mut()
+            .zip(pinned.into_iter().map(Some).chain(std::iter::repeat(None)))
+        {
+            if let Some(path) = path {
+                let result = link.unpin();
+                self.log.result(
+                    AuditAction::Unpin,
+                    Firewall::OBJECT,
+                    &path.display().to_string(),
+                    name,
+                    &result,
+                );
+                result.map_err(|e| BpfError::Pin {
+                    what: format!("link {name}"),
+                    path: path.clone(),
+                    reason: e.to_string(),
+                    source: Some(e.into()),
+                })?;
+            }
+            let result = link.detach();
+            self.log.result(
+                AuditAction::Detach,
+                Firewall::OBJECT,
+                &format!("{name} on {}", self.iface),
+                "",
+                &result,
+            );
+            result.map_err(|source| BpfError::Attach {
+                program: (*name).to_string(),
+                target: format!("detach from {}", self.iface),
+                source: source.into(),
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// The two programs, in attach order, with their tcx attach point.
+const PROGRAMS: [(&str, &str); 2] = [(names::ic_fw_in, "ingress"), (names::ic_fw_out, "egress")];
+
+/// The loaded firewall: its programs, connection table, configuration and totals.
+pub struct Firewall {
+    object: LoadedObject,
+}
+
+impl Firewall {
+    /// Name of the BPF object (and of its pin directory).
+    pub const OBJECT: &'static str = "firewall";
+
+    /// Audits and loads the programs with a table of [`DEFAULT_TABLE_SIZE`]
+    /// connections. Maps are pinned: a restart keeps the connections and counters.
+    /// Until [`configure`](Self::configure) is called (or when an earlier run's
+    /// configuration is adopted) the configuration is the pinned one, or all zero: no
+    /// tracking, accept everything.
+    pub fn load(loader: &Loader) -> Result<Self> {
+        Self::load_with_table(loader, DEFAULT_TABLE_SIZE)
+    }
+
+    /// Like [`load`](Self::load) with a table of `connections` entries. When it is full,
+    /// new connections are dropped (counted as [`FwTotal::TableFull`]); tracked ones
+    /// are never evicted to make room.
+    pub fn load_with_table(loader: &Loader, connections: u32) -> Result<Self> {
+        let object =
+            loader.load_sized(crate::object::firewall(), &[(names::ic_fw_ct, connections)])?;
+        Ok(Self { object })
+    }
+
+    /// Makes `settings` live (one map write: every packet sees the old or the new).
+    pub fn configure(&self, settings: &FirewallSettings) -> Result<()> {
+        self.object
+            .map(names::ic_fw_config)?
+            .update(&0u32.to_ne_bytes(), &settings.to_config().to_bytes())
+    }
+
+    /// The live settings.
+    pub fn settings(&self) -> Result<FirewallSettings> {
+        let bytes = self
+            .object
+            .map(names::ic_fw_config)?
+            .lookup(&0u32.to_ne_bytes())?;
+        Ok(FirewallSettings::from_config(
+            bytes
+                .and_then(|b| FwConfig::from_bytes(&b))
+                .unwrap_or_default(),
+        ))
+    }
+
+    /// Attaches both programs to `iface` (tcx ingress and egress, after the programs
+    /// already there). Detached when the returned handle is dropped.
+    pub fn attach(&self, iface: &str) -> Result<FirewallAttachment> {
+        let index = ifindex(iface)?;
+        let mut links = Vec::with_capacity(PROGRAMS.len());
+        for (name, point) in PROGRAMS {
+            let prog = self.object.program(name)?;
+            let result = attach_tcx(&prog, index);
+            self.object.audit_log().result(
+                AuditAction::Attach,
+                Self::OBJECT,
+                &format!("tcx {point} on {iface}"),
+                name,
+                &result,
+            );
+            let link = result.map_err(|source| BpfError::Attach {
+                program: name.to_string(),
+                target: format!("tcx {point} on {iface}"),
+                source: source.into(),
+            })?;
+            links.push((name, link));
+        }
+        Ok(FirewallAttachment {
+            links,
+            iface: iface.to_string(),
+            pinned: Vec::new(),
+            log: self.object.audit_log().clone(),
+        })
+    }
+
+    /// Attaches like [`attach`](Self::attach) and pins the links (`link_<iface>_in`,
+    /// `link_<iface>_out`), so the firewall keeps enforcing after this process exits or
+    /// is killed. Links pinned by an earlier run are adopted and this run's programs
+    /// swapped into them atomically.
+    pub fn attach_pinned(&self, iface: &str) -> Result<FirewallAttachment> {
+        let dir = self.object.pin_dir().to_path_buf();
+        let paths: Vec<PathBuf> = ["in", "out"]
+            .iter()
+            .map(|d| dir.join(format!("link_{iface}_{d}")))
+            .collect();
+        let mut attachment = if paths.iter().all(|p| p.exists()) {
+            let mut links = Vec::with_capacity(PROGRAMS.len());
+            for ((name, _), path) in PROGRAMS.iter().zip(&paths) {
+                links.push((*name, self.adopt(name, path)?));
+            }
+            FirewallAttachment {
+                links,
+                iface: iface.to_string(),
+                pinned: Vec::new(),
+                log: self.object.audit_log().clone(),
+            }
+        } else {
+            self.attach(iface)?
+        };
+        let mut pinned = Vec::new();
+        for ((name, link), path) in attachment.links.iter_mut().zip(&paths) {
+            if !path.exists() {
+                let result = link.pin(path);
+                self.object.audit_log().result(
+                    AuditAction::Pin,
+                    Self::OBJECT,
+                    &path.display().to_string(),
+                    name,
+                    &result,
+                );
+                result.map_err(|e| BpfError::Pin {
+                    what: format!("link {name}"),
+                    path: path.clone(),
+                    reason: e.to_string(),
+                    source: Some(e.into()),
+                })?;
+            }
+            pinned.push(path.clone());
+        }
+        attachment.pinned = pinned;
+        Ok(attachment)
+    }
+
+    fn adopt(&self, name: &str, path: &Path) -> Result<Link> {
+        let pin_error = |reason: String, e: libbpf_rs::Error| BpfError::Pin {
+            what: format!("link {name}"),
+            path: path.to_path_buf(),
+            reason,
+            source: Some(e.into()),
+        };
+        let mut link = Link::open(path).map_err(|e| pin_error(e.to_string(), e))?;
+        let prog = self.object.program(name)?;
+        let result = link.update_prog(&prog);
+        self.object.audit_log().result(
+            AuditAction::Reuse,
+            Self::OBJECT,
+            &path.display().to_string(),
+            &format!("{name}: program swapped in"),
+            &result,
+        );
+        result.map_err(|e| pin_error(format!("cannot swap the program into it: {e}"), e))?;
+        Ok(link)
+    }
+
+    /// One total, summed over CPUs.
+    pub fn total(&self, which: FwTotal) -> Result<Counter> {
+        let map = self.object.map(names::ic_fw_totals)?;
+        let mut sum = Counter::default();
+        if let Some(per_cpu) = map.lookup_percpu(&(which as u32).to_ne_bytes())? {
+            for bytes in per_cpu {
+                if let Some(c) = Counter::from_bytes(&bytes) {
+                    sum.packets += c.packets;
+                    sum.bytes += c.bytes;
+                }
+            }
+        }
+        Ok(sum)
+    }
+
+    /// Every total, in index order.
+    pub fn totals(&self) -> Result<Vec<(FwTotal, Counter)>> {
+        FwTotal::ALL
+            .iter()
+            .map(|t| Ok((*t, self.total(*t)?)))
+            .collect()
+    }
+
+    /// Every tracked connection (expired ones the sweep has not removed yet included,
+    /// with their idle time).
+    pub fn connections(&self) -> Result<Vec<Connection>> {
+        let map = self.object.map(names::ic_fw_ct)?;
+        let now = monotonic_ns();
+        let mut out = Vec::new();
+        for key in map.keys() {
+            let Some(value) = map.lookup(&key)? else {
+                continue; // removed meanwhile
+            };
+            if let (Some(k), Some(e)) = (CtKey::from_bytes(&key), CtEntry::from_bytes(&value)) {
+                if let Some(c) = connection(&k, &e, now) {
+                    out.push(c);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes the connections idle longer than their state's timeout and returns how
+    /// many went. The programs treat such an entry as absent already; the sweep only
+    /// gives its room back. Call it periodically (the agent does every few seconds).
+    pub fn expire(&self) -> Result<usize> {
+        let settings = self.settings()?;
+        let map = self.object.map(names::ic_fw_ct)?;
+        let now = monotonic_ns();
+        let mut removed = 0;
+        for key in map.keys() {
+            let Some(value) = map.lookup(&key)? else {
+                continue;
+            };
+            let (Some(k), Some(e)) = (CtKey::from_bytes(&key), CtEntry::from_bytes(&value)) else {
+                continue;
+            };
+            let state = CtState::from_u8(e.state).unwrap_or(CtState::Closing);
+            let idle = now.saturating_sub(e.last_seen_ns);
+            if idle
+                > settings
+                    .timeout(k.proto, state)
+                    .saturating_mul(1_000_000_000)
+            {
+                // Re-read first: a packet may have refreshed it since.
+                let fresh = map.lookup(&key)?.and_then(|v| CtEntry::from_bytes(&v));
+                if fresh.is_some_and(|f| f.last_seen_ns == e.last_seen_ns) && map.delete(&key)? {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The loaded object (for the Sentinel to protect).
+    pub fn object(&self) -> &LoadedObject {
+        &self.object
+    }
+}
+
+/// Attaches `prog` to `ifindex`'s tcx hook named by its section (`tcx/ingress`,
+/// `tcx/egress`). libbpf-rs has no tcx attach, so this calls libbpf's own.
+fn attach_tcx(
+    prog: &libbpf_rs::ProgramMut<'_>,
+    ifindex: u32,
+) -> std::result::Result<Link, libbpf_rs::Error> {
+    let index = i32::try_from(ifindex).map_err(|_| libbpf_rs::Error::from_raw_os_error(22))?;
+    let opts = libbpf_sys::bpf_tcx_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_tcx_opts>() as libbpf_sys::size_t,
+        ..Default::default()
+    };
+    // SAFETY: the program pointer comes from a loaded libbpf-rs program that outlives
+    // this call, and `opts` is a fully initialised bpf_tcx_opts with its size set, as
+    // libbpf requires; libbpf only reads both.
+    let link = unsafe {
+        libbpf_sys::bpf_program__attach_tcx(prog.as_libbpf_object().as_ptr(), index, &opts)
+    };
+    match NonNull::new(link) {
+        // SAFETY: a non-null bpf_link just returned by libbpf, owned by nobody else:
+        // the Link takes it over and destroys it once.
+        Some(link) => Ok(unsafe { Link::from_ptr(link) }),
+        None => Err(libbpf_rs::Error::from_raw_os_error(
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(22),
+        )),
+    }
+}
+
+fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    u64::try_from(t.tv_sec)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::try_from(t.tv_nsec).unwrap_or(0))
+}
+
+fn address(bytes: [u8; 16]) -> IpAddr {
+    let v6 = Ipv6Addr::from(bytes);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
+
+fn connection(k: &CtKey, e: &CtEntry, now: u64) -> Option<Connection> {
+    let proto = match k.proto {
+        6 => "tcp",
+        17 => "udp",
+        1 => "icmp",
+        58 => "icmpv6",
+        _ => return None,
+    };
+    let lo = (address(k.addr_lo), k.port_lo);
+    let hi = (address(k.addr_hi), k.port_hi);
+    let (orig, reply) = if e.flags & CT_F_ORIG_LO != 0 {
+        (lo, hi)
+    } else {
+        (hi, lo)
+    };
+    Some(Connection {
+        proto,
+        orig,
+        reply,
+        lo: lo.0,
+        lo_port: lo.1,
+        state: CtState::from_u8(e.state)?,
+        inbound: e.flags & CT_F_INBOUND != 0,
+        from_orig: Counter {
+            packets: e.packets_orig,
+            bytes: e.bytes_orig,
+        },
+        from_reply: Counter {
+            packets: e.packets_reply,
+            bytes: e.bytes_reply,
+        },
+        idle_secs: now.saturating_sub(e.last_seen_ns) / 1_000_000_000,
+        age_secs: now.saturating_sub(e.created_ns) / 1_000_000_000,
+        ifindex: e.ifindex,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_round_trip_through_the_kernel_image() {
+        let s = FirewallSettings::default().drop_inbound(true).dry_run(true);
+        let back = FirewallSettings::from_config(
+            FwConfig::from_bytes(&s.to_config().to_bytes()).expect("decodes"),
+        );
+        assert_eq!(back, s);
+        assert_eq!(
+            s.to_config().flags,
+            FW_F_DROP_IN | FW_F_STATEFUL | FW_F_DRY_RUN
+        );
+        assert_eq!(s.timeout(6, CtState::Established), 432_000);
+        assert_eq!(s.timeout(17, CtState::New), 30);
+        assert_eq!(s.timeout(17, CtState::Established), 120);
+    }
+
+    #[test]
+    fn a_key_reads_back_with_the_opening_side_first() {
+        let mut k = CtKey {
+            proto: 6,
+            port_lo: 80,
+            port_hi: 40000,
+            ..CtKey::default()
+        };
+        k.addr_lo[10..].copy_from_slice(&[0xff, 0xff, 10, 0, 0, 1]);
+        k.addr_hi[10..].copy_from_slice(&[0xff, 0xff, 10, 0, 0, 2]);
+        let e = CtEntry {
+            state: CtState::Established as u8,
+            flags: CT_F_INBOUND, // opened by the higher end, from outside
+            created_ns: 1_000_000_000,
+            last_seen_ns: 3_000_000_000,
+            ..CtEntry::default()
+        };
+        let c = connection(&k, &e, 5_000_000_000).expect("tcp");
+        assert_eq!(c.orig, ("10.0.0.2".parse().expect("ip"), 40000));
+        assert_eq!(c.reply, ("10.0.0.1".parse().expect("ip"), 80));
+        assert!(c.inbound);
+        assert_eq!((c.idle_secs, c.age_secs), (2, 4));
+    }
+}
