@@ -12,10 +12,14 @@
  *      the TCP state machine (SYN, SYN-ACK, ACK, FIN per side, RST).
  *   3. A packet that belongs to no connection and cannot open one (TCP without SYN:
  *      a bare ACK, a RST or FIN for nothing) is invalid: dropped when stateful.
- *   4. Otherwise it opens a connection if the default policy of its direction accepts
- *      it; when the table is full it is dropped and counted (entries are never evicted
+ *   4. Otherwise the rules decide (first match wins, in a fixed number of lookups
+ *      whatever their number: see ic_fw_classify), and the default policy of the
+ *      packet's direction when none matches; an accepted packet opens a connection.
+ *      When the table is full it is dropped and counted (entries are never evicted
  *      to make room: the table is a plain hash, not an LRU). Expired entries are
  *      replaced on sight and removed by user space's sweep.
+ * Packets that are not tracked (stateless mode, protocols other than TCP/UDP/ICMP,
+ * later fragments, ICMP other than echo and errors) are decided by the rules one by one.
  * IPv6 neighbour discovery (ICMPv6 133-137) always passes, as do non-IP frames.
  * Dry-run counts what would be dropped and passes it.
  */
@@ -61,6 +65,61 @@ struct {
 	__type(key, __u32);
 	__type(value, struct ic_counter);
 } ic_fw_totals SEC(".maps");
+
+/* Puts the limits and states into the object's BTF, where the Rust layout checks read
+ * them. */
+const volatile enum ic_fw_limits ic_abi_fw_limits = IC_FW_SLOTS;
+const volatile enum ic_ct_state ic_abi_ct_state = IC_CT_NEW;
+const volatile enum ic_fw_total ic_abi_fw_total = IC_FW_ESTABLISHED;
+
+/* The rules' classes (see struct ic_fw_addr_key in ironclad.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, IC_FW_MAX_PREFIXES);
+	__type(key, struct ic_fw_addr_key);
+	__type(value, __u32);
+} ic_fw_addr SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, IC_FW_MAX_PIECES);
+	__type(key, struct ic_fw_port_key);
+	__type(value, __u32);
+} ic_fw_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, IC_FW_MAX_WORDS);
+	__type(key, struct ic_fw_word_key);
+	__type(value, __u64);
+} ic_fw_words SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, IC_FW_MAX_CLASSES);
+	__type(key, __u64);
+	__type(value, struct ic_fw_summary);
+} ic_fw_summaries SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, IC_FW_SLOTS * IC_FW_BUCKETS * IC_FW_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct ic_fw_rule);
+} ic_fw_rules SEC(".maps");
+
+/* Per-rule packets and bytes, by rule id (index 0 unused). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, IC_FW_BUCKETS * IC_FW_MAX_RULES + 1);
+	__type(key, __u32);
+	__type(value, struct ic_counter);
+} ic_fw_rule_counters SEC(".maps");
 
 /* The packet as the firewall sees it. */
 struct ic_fw_pkt {
@@ -286,6 +345,202 @@ static __always_inline void ic_ct_tcp(struct ic_ct_entry *e, __u8 flags, int ori
 		e->state = IC_CT_ESTABLISHED;
 }
 
+/* The index of the lowest set bit of a non-zero word (BPF has no ctz instruction). */
+static __always_inline __u32 ic_lowest_bit(__u64 w)
+{
+	__u32 n = 0;
+
+	w &= -w;
+	if (w & 0xffffffff00000000ULL)
+		n += 32;
+	if (w & 0xffff0000ffff0000ULL)
+		n += 16;
+	if (w & 0xff00ff00ff00ff00ULL)
+		n += 8;
+	if (w & 0xf0f0f0f0f0f0f0f0ULL)
+		n += 4;
+	if (w & 0xccccccccccccccccULL)
+		n += 2;
+	if (w & 0xaaaaaaaaaaaaaaaaULL)
+		n += 1;
+	return n;
+}
+
+static __always_inline int ic_fw_addr_class(__u8 slot, __u8 bucket, __u8 dim,
+					    const __u8 addr[16], __u32 *class_id)
+{
+	struct ic_fw_addr_key key = {
+		.prefixlen = 32 + 128,
+		.tag = { slot, bucket, dim, 0 },
+	};
+	__u32 *c;
+
+	__builtin_memcpy(key.addr, addr, 16);
+	c = bpf_map_lookup_elem(&ic_fw_addr, &key);
+	if (!c)
+		return -1;
+	*class_id = *c;
+	return 0;
+}
+
+static __always_inline int ic_fw_port_class(__u8 slot, __u8 bucket, __u8 dim, __u16 value,
+					    __u32 *class_id)
+{
+	struct ic_fw_port_key key = {
+		.prefixlen = 32 + 16,
+		.tag = { slot, bucket, dim, 0 },
+	};
+	__u32 *c;
+
+	key.port[0] = value >> 8;
+	key.port[1] = value & 0xff;
+	c = bpf_map_lookup_elem(&ic_fw_ports, &key);
+	if (!c)
+		return -1;
+	*class_id = *c;
+	return 0;
+}
+
+struct ic_fw_match {
+	__u32 slot;
+	__u32 classes[4];
+	__u64 summary[IC_FW_SUMMARY_WORDS];
+	__u32 bit; /* out: the matching rule's bit */
+	int found;
+};
+
+/* One bitmap word w: the AND of the four classes' words. */
+static __always_inline __u64 ic_fw_word(struct ic_fw_match *m, __u32 w)
+{
+	__u64 acc = ~0ULL;
+
+#pragma unroll
+	for (int d = 0; d < 4; d++) {
+		struct ic_fw_word_key key = {
+			.class_id = m->classes[d],
+			.word = w,
+			.slot = m->slot,
+		};
+		__u64 *word = bpf_map_lookup_elem(&ic_fw_words, &key);
+
+		if (!word)
+			return 0;
+		acc &= *word;
+	}
+	return acc;
+}
+
+/* bpf_loop callback: candidate word number i (in summary order). Stops at the first
+ * word whose AND is not zero. */
+static long ic_fw_scan(__u32 i, void *ctx)
+{
+	struct ic_fw_match *m = ctx;
+	__u32 s;
+	__u64 sum, word;
+
+	/* Find the i-th set bit's word lazily: take the lowest remaining candidate. */
+	for (s = 0; s < IC_FW_SUMMARY_WORDS; s++) {
+		if (m->summary[s & 3])
+			break;
+	}
+	if (s >= IC_FW_SUMMARY_WORDS)
+		return 1;
+	sum = m->summary[s & 3];
+	word = ic_lowest_bit(sum);
+	m->summary[s & 3] = sum & (sum - 1);
+	{
+		__u32 w = s * 64 + (__u32)word;
+		__u64 hits = ic_fw_word(m, w);
+
+		if (hits) {
+			m->bit = w * 64 + ic_lowest_bit(hits);
+			m->found = 1;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* The first rule of `bucket` matching the packet, or NULL. */
+static __always_inline struct ic_fw_rule *ic_fw_classify(__u32 slot, __u32 bucket,
+							 const struct ic_fw_pkt *p)
+{
+	struct ic_fw_match m = { .slot = slot };
+	int icmp = p->proto == IC_IPPROTO_ICMP || p->proto == IC_IPPROTO_ICMPV6;
+	__u16 sport = icmp ? 0 : p->sport;
+	__u16 dport = icmp ? p->icmp_type : p->dport;
+	__u32 key;
+
+	if (ic_fw_addr_class(slot, bucket, IC_FW_DIM_SRC, p->src, &m.classes[0]) ||
+	    ic_fw_addr_class(slot, bucket, IC_FW_DIM_DST, p->dst, &m.classes[1]) ||
+	    ic_fw_port_class(slot, bucket, IC_FW_DIM_SPORT, sport, &m.classes[2]) ||
+	    ic_fw_port_class(slot, bucket, IC_FW_DIM_DPORT, dport, &m.classes[3]))
+		return NULL;
+#pragma unroll
+	for (int s = 0; s < IC_FW_SUMMARY_WORDS; s++)
+		m.summary[s] = ~0ULL;
+#pragma unroll
+	for (int d = 0; d < 4; d++) {
+		__u64 skey = ((__u64)slot << 32) | m.classes[d];
+		struct ic_fw_summary *sum = bpf_map_lookup_elem(&ic_fw_summaries, &skey);
+
+		if (!sum)
+			return NULL;
+#pragma unroll
+		for (int s = 0; s < IC_FW_SUMMARY_WORDS; s++)
+			m.summary[s] &= sum->words[s];
+	}
+	/* At most 256 candidate words: every bitmap has IC_FW_SUMMARY_WORDS * 64. */
+	bpf_loop(IC_FW_SUMMARY_WORDS * 64, ic_fw_scan, &m, 0);
+	if (!m.found)
+		return NULL;
+	key = (slot * IC_FW_BUCKETS + bucket) * IC_FW_MAX_RULES + m.bit;
+	return bpf_map_lookup_elem(&ic_fw_rules, &key);
+}
+
+static __always_inline __u32 ic_fw_bucket(int inbound, __u8 proto)
+{
+	__u32 p;
+
+	switch (proto) {
+	case IC_IPPROTO_TCP:
+		p = 0;
+		break;
+	case IC_IPPROTO_UDP:
+		p = 1;
+		break;
+	case IC_IPPROTO_ICMP:
+		p = 2;
+		break;
+	case IC_IPPROTO_ICMPV6:
+		p = 3;
+		break;
+	default:
+		p = 4;
+	}
+	return (inbound ? 0 : IC_FW_PROTOS) + p;
+}
+
+/* What the rules (or, when none matches, the default policy) say about a packet that
+ * opens a connection or is not tracked: 1 accept, 0 drop. */
+static __always_inline int ic_fw_decide(const struct ic_fw_config *cfg, int inbound,
+					const struct ic_fw_pkt *p, __u64 len)
+{
+	struct ic_fw_rule *rule = ic_fw_classify(cfg->slot & 1, ic_fw_bucket(inbound, p->proto), p);
+
+	if (rule) {
+		__u32 id = rule->rule_id;
+		struct ic_counter *c = bpf_map_lookup_elem(&ic_fw_rule_counters, &id);
+
+		if (c) {
+			c->packets++;
+			c->bytes += len;
+		}
+		return rule->action == IC_FW_ACCEPT;
+	}
+	return !(cfg->flags & (inbound ? IC_FW_F_DROP_IN : IC_FW_F_DROP_OUT));
+}
+
 /* The verdict for one frame: 1 pass, 0 drop. */
 static __always_inline int ic_fw(void *data, void *data_end, int inbound, __u32 ifindex,
 				 __u64 len)
@@ -297,7 +552,7 @@ static __always_inline int ic_fw(void *data, void *data_end, int inbound, __u32 
 	struct ic_fw_config *cfg;
 	__u32 zero = 0;
 	__u64 now;
-	int family, from_lo, drop_new;
+	int family, from_lo;
 
 	cfg = bpf_map_lookup_elem(&ic_fw_config, &zero);
 	if (!cfg)
@@ -309,7 +564,6 @@ static __always_inline int ic_fw(void *data, void *data_end, int inbound, __u32 
 	}
 	if (family == IC_L3_MALFORMED || ic_fw_parse(info.l3, data_end, family, &p) < 0)
 		goto invalid;
-	drop_new = cfg->flags & (inbound ? IC_FW_F_DROP_IN : IC_FW_F_DROP_OUT);
 
 	if (p.proto == IC_IPPROTO_ICMPV6 && !p.fragment && p.icmp_type >= 133 &&
 	    p.icmp_type <= 137) {
@@ -322,9 +576,9 @@ static __always_inline int ic_fw(void *data, void *data_end, int inbound, __u32 
 	     p.proto != IC_IPPROTO_ICMP && p.proto != IC_IPPROTO_ICMPV6) ||
 	    (p.proto == IC_IPPROTO_ICMP && family != IC_L3_IPV4) ||
 	    (p.proto == IC_IPPROTO_ICMPV6 && family != IC_L3_IPV6)) {
-		/* Not tracked: the default policy alone decides. */
+		/* Not tracked: the rules decide each packet. */
 		ic_fw_count(IC_FW_UNTRACKED, len);
-		if (!drop_new)
+		if (ic_fw_decide(cfg, inbound, &p, len))
 			return 1;
 		goto dropped;
 	}
@@ -337,9 +591,9 @@ static __always_inline int ic_fw(void *data, void *data_end, int inbound, __u32 
 			ic_fw_count(IC_FW_RELATED, len);
 			return 1;
 		}
-		/* Other ICMP (router advertisements, timestamps...): the default policy. */
+		/* Other ICMP (router advertisements, timestamps...): the rules decide. */
 		ic_fw_count(IC_FW_UNTRACKED, len);
-		if (!drop_new)
+		if (ic_fw_decide(cfg, inbound, &p, len))
 			return 1;
 		goto dropped;
 	}
@@ -375,7 +629,7 @@ static __always_inline int ic_fw(void *data, void *data_end, int inbound, __u32 
 	if (p.proto == IC_IPPROTO_TCP &&
 	    (p.tcp_flags & (IC_TCP_SYN | IC_TCP_ACK | IC_TCP_RST | IC_TCP_FIN)) != IC_TCP_SYN)
 		goto invalid;
-	if (drop_new)
+	if (!ic_fw_decide(cfg, inbound, &p, len))
 		goto dropped;
 	{
 		struct ic_ct_entry fresh = {

@@ -717,10 +717,84 @@ enum ic_fw_flags {
 	IC_FW_F_DRY_RUN = 8,   /* count and report, never drop */
 };
 
+/* Firewall rules, compiled by ironclad_policy::firewall::Classifier (bit vectors):
+ * rules are split into buckets by direction and protocol; in a bucket, each dimension
+ * (source, destination, source port, destination port or ICMP type) maps a packet's
+ * value to a class, the set of the bucket's rules that accept it, as a bitmap; the
+ * packet's rule is the lowest bit of the four bitmaps' AND. Everything is written to
+ * the slot packets do not use, then ic_fw_config.slot flips. */
+enum ic_fw_limits {
+	IC_FW_SLOTS = 2,
+	IC_FW_PROTOS = 5,            /* tcp, udp, icmp, icmpv6, other */
+	IC_FW_BUCKETS = 10,          /* direction (in, out) x protocol */
+	IC_FW_MAX_RULES = 16384,     /* per bucket */
+	IC_FW_SUMMARY_WORDS = 4,     /* 4 x 64 bitmap words x 64 rules = IC_FW_MAX_RULES */
+	IC_FW_MAX_PREFIXES = 1048576,
+	IC_FW_MAX_PIECES = 1048576,
+	IC_FW_MAX_WORDS = 4194304,
+	IC_FW_MAX_CLASSES = 1048576,
+};
+
+/* Dimensions of a bucket (the third byte of a class key's tag). */
+enum ic_fw_dim {
+	IC_FW_DIM_SRC = 0,
+	IC_FW_DIM_DST = 1,
+	IC_FW_DIM_SPORT = 2,
+	IC_FW_DIM_DPORT = 3, /* the ICMP type in the ICMP buckets */
+};
+
+/* Address classes (LPM trie ic_fw_addr): the tag (slot, bucket, dimension, 0) is the
+ * first 32 bits of every prefix, so one trie holds every bucket of both slots. */
+struct ic_fw_addr_key {
+	__u32 prefixlen; /* host order; 32 + 0..128 */
+	__u8 tag[4];     /* slot, bucket, enum ic_fw_dim, 0 */
+	__u8 addr[16];   /* network order; IPv4 as IPv4-mapped IPv6 */
+};
+
+/* Port and ICMP-type classes (LPM trie ic_fw_ports): each piece of the value space is
+ * written as the aligned prefixes that cover it. */
+struct ic_fw_port_key {
+	__u32 prefixlen; /* host order; 32 + 0..16 */
+	__u8 tag[4];     /* slot, bucket, enum ic_fw_dim, 0 */
+	__u8 port[2];    /* network order */
+	__u8 _pad0[2];
+};
+
+/* One 64-rule word of a class bitmap (hash ic_fw_words; absent words are zero). */
+struct ic_fw_word_key {
+	__u32 class_id; /* host order */
+	__u16 word;     /* host order */
+	__u8 slot;
+	__u8 _pad0;
+};
+
+/* A class's summary: bit w set when bitmap word w is not zero (hash ic_fw_summaries,
+ * keyed by slot << 32 | class id). */
+struct ic_fw_summary {
+	__u64 words[IC_FW_SUMMARY_WORDS]; /* host order */
+};
+
+/* Rule actions (struct ic_fw_rule.action). */
+enum ic_fw_action {
+	IC_FW_ACCEPT = 0,
+	IC_FW_DROP = 1,
+};
+
+/* A bucket's rule at bit i (hash ic_fw_rules, keyed by
+ * (slot * IC_FW_BUCKETS + bucket) * IC_FW_MAX_RULES + i). */
+struct ic_fw_rule {
+	__u32 rule_id; /* host order; 1-based, the per-rule counter's index */
+	__u8 action;   /* enum ic_fw_action */
+	__u8 _pad0[3];
+	__u64 digest;  /* host order; the rule's identity, so its id (and counters) survive
+			* a replacement that keeps it */
+};
+
 /* Runtime configuration of the firewall (array map with one entry). Timeouts in
  * seconds, indexed by enum ic_ct_state for TCP; UDP and ICMP have their own. */
 struct ic_fw_config {
 	__u32 flags;                          /* host order; enum ic_fw_flags */
+	__u32 slot;                           /* host order; the rule slot packets use */
 	__u32 tcp_timeout[IC_CT_STATE_COUNT]; /* host order; seconds per TCP state */
 	__u32 udp_timeout;                    /* host order; seconds, one direction seen */
 	__u32 udp_stream_timeout;             /* host order; seconds, answered */

@@ -177,6 +177,14 @@ pub enum BpfError {
     #[error(transparent)]
     FastPath(#[from] ironclad_policy::fastpath::FastPathError),
 
+    /// Firewall rules the kernel program cannot enforce (checked before anything is
+    /// written: the live rules stay).
+    #[error("firewall rules refused: {}", problems.join("; "))]
+    FirewallRules {
+        /// Each problem, naming the rule.
+        problems: Vec<String>,
+    },
+
     /// Registering an event reader with an async runtime, or waiting on it, failed.
     #[error("waiting for events of {sources}: {source}")]
     EventWait {

@@ -23,14 +23,19 @@
 //! # Ok::<(), ironclad_bpf::BpfError>(())
 //! ```
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 
+use ipnetwork::IpNetwork;
 use ironclad_core::abi::{
-    Counter, CtEntry, CtKey, CtState, FwConfig, FwTotal, CT_F_INBOUND, CT_F_ORIG_LO, FW_F_DROP_IN,
-    FW_F_DROP_OUT, FW_F_DRY_RUN, FW_F_STATEFUL,
+    Counter, CtEntry, CtKey, CtState, FwAddrKey, FwConfig, FwPortKey, FwRuleEntry, FwSummary,
+    FwTotal, FwWordKey, CT_F_INBOUND, CT_F_ORIG_LO, FW_ACCEPT, FW_BUCKETS, FW_DIM_DPORT,
+    FW_DIM_DST, FW_DIM_SPORT, FW_DIM_SRC, FW_DROP, FW_F_DROP_IN, FW_F_DROP_OUT, FW_F_DRY_RUN,
+    FW_F_STATEFUL, FW_MAX_RULES, FW_PROTOS, FW_SUMMARY_WORDS,
 };
+use ironclad_policy::firewall::{Bucket, Classifier, Direction, FwAction, FwRule, PacketProto};
 use libbpf_rs::{AsRawLibbpf, Link};
 
 use crate::attach::ifindex;
@@ -107,7 +112,7 @@ impl FirewallSettings {
         self
     }
 
-    fn to_config(self) -> FwConfig {
+    fn to_config(self, slot: u32) -> FwConfig {
         let mut flags = 0;
         for (on, flag) in [
             (self.drop_inbound, FW_F_DROP_IN),
@@ -121,6 +126,7 @@ impl FirewallSettings {
         }
         FwConfig {
             flags,
+            slot,
             tcp_timeout: self.tcp_timeout,
             udp_timeout: self.udp_timeout,
             udp_stream_timeout: self.udp_stream_timeout,
@@ -150,6 +156,22 @@ impl FirewallSettings {
             _ => self.icmp_timeout,
         })
     }
+}
+
+/// What [`Firewall::replace`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FirewallReport {
+    /// Rules in the policy.
+    pub rules: usize,
+    /// Direction and protocol buckets with at least one rule.
+    pub buckets: usize,
+    /// Distinct classes (bitmaps) over every dimension.
+    pub classes: usize,
+    /// Map entries written.
+    pub entries: usize,
+    /// The slot now live.
+    pub slot: u32,
 }
 
 /// One tracked connection, as `full_firewall conntrack` lists it.
@@ -277,23 +299,336 @@ impl Firewall {
     }
 
     /// Makes `settings` live (one map write: every packet sees the old or the new).
+    /// The rules stay as they are.
     pub fn configure(&self, settings: &FirewallSettings) -> Result<()> {
-        self.object
-            .map(names::ic_fw_config)?
-            .update(&0u32.to_ne_bytes(), &settings.to_config().to_bytes())
+        let slot = self.live_config()?.slot;
+        self.write_config(&settings.to_config(slot))
     }
 
-    /// The live settings.
-    pub fn settings(&self) -> Result<FirewallSettings> {
+    fn live_config(&self) -> Result<FwConfig> {
         let bytes = self
             .object
             .map(names::ic_fw_config)?
             .lookup(&0u32.to_ne_bytes())?;
-        Ok(FirewallSettings::from_config(
-            bytes
-                .and_then(|b| FwConfig::from_bytes(&b))
-                .unwrap_or_default(),
-        ))
+        Ok(bytes
+            .and_then(|b| FwConfig::from_bytes(&b))
+            .unwrap_or_default())
+    }
+
+    fn write_config(&self, config: &FwConfig) -> Result<()> {
+        self.object
+            .map(names::ic_fw_config)?
+            .update(&0u32.to_ne_bytes(), &config.to_bytes())
+    }
+
+    /// The live settings.
+    pub fn settings(&self) -> Result<FirewallSettings> {
+        Ok(FirewallSettings::from_config(self.live_config()?))
+    }
+
+    /// Makes `rules` live atomically (first match wins; a packet no rule matches meets
+    /// the default policy of its direction). They are compiled into the classifier of
+    /// `ironclad_policy::firewall` and written to the slot packets do not use; one
+    /// write of the configuration then flips the slot, so every packet sees the old
+    /// rules or the new ones. A rule that the live set already has keeps its id and
+    /// counters. Refused before anything is written: rules that do not
+    /// [check](FwRule::check), `reject` and `log` (not built yet), more than
+    /// 16,384 rules for one direction and protocol.
+    pub fn replace(&self, rules: &[FwRule]) -> Result<FirewallReport> {
+        let _span = tracing::info_span!("ironclad.firewall.replace", rules = rules.len()).entered();
+        let mut problems = Vec::new();
+        for rule in rules {
+            problems.extend(rule.check().iter().map(ToString::to_string));
+            if rule.action == FwAction::Reject {
+                problems.push(format!(
+                    "{}: `action: reject` is not supported yet (use drop)",
+                    rule.origin
+                ));
+            }
+            if rule.log {
+                problems.push(format!("{}: `log: true` is not supported yet", rule.origin));
+            }
+        }
+        let classifier = Classifier::compile(rules);
+        for ((direction, proto), bucket) in &classifier.buckets {
+            if bucket.rules.len() > FW_MAX_RULES as usize {
+                problems.push(format!(
+                    "{} rules apply to {direction:?} {proto:?} packets, more than the {FW_MAX_RULES} one direction and protocol can hold",
+                    bucket.rules.len()
+                ));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(BpfError::FirewallRules { problems });
+        }
+
+        let live = self.live_config()?;
+        let next = 1 - (live.slot & 1);
+        let slot = u8::try_from(next).unwrap_or(0);
+        // The spare slot may hold an earlier policy: clear it first.
+        self.clear_slot(slot)?;
+        let ids = self.assign_ids(live.slot & 1, rules)?;
+
+        let mut addr_entries: Vec<([u8; FwAddrKey::SIZE], u32)> = Vec::new();
+        let mut port_entries: Vec<([u8; FwPortKey::SIZE], u32)> = Vec::new();
+        let mut rule_entries: Vec<(u32, FwRuleEntry)> = Vec::new();
+        for ((direction, proto), bucket) in &classifier.buckets {
+            let b = bucket_index(*direction, *proto);
+            push_addresses(&mut addr_entries, slot, b, FW_DIM_SRC, &bucket.src);
+            push_addresses(&mut addr_entries, slot, b, FW_DIM_DST, &bucket.dst);
+            push_pieces(&mut port_entries, slot, b, FW_DIM_SPORT, bucket);
+            push_pieces(&mut port_entries, slot, b, FW_DIM_DPORT, bucket);
+            for (bit, index) in bucket.rules.iter().enumerate() {
+                let rule = &rules[*index];
+                let key = (next * FW_BUCKETS + u32::from(b)) * FW_MAX_RULES
+                    + u32::try_from(bit).unwrap_or(0);
+                rule_entries.push((
+                    key,
+                    FwRuleEntry {
+                        rule_id: ids[*index],
+                        action: if rule.action == FwAction::Accept {
+                            FW_ACCEPT
+                        } else {
+                            FW_DROP
+                        },
+                        _pad0: [0; 3],
+                        digest: digest(rule),
+                    },
+                ));
+            }
+        }
+        let mut word_entries: Vec<([u8; FwWordKey::SIZE], u64)> = Vec::new();
+        let mut summary_entries: Vec<(u64, FwSummary)> = Vec::new();
+        for (class, bitmap) in classifier.classes.iter().enumerate() {
+            let class = u32::try_from(class).unwrap_or(u32::MAX);
+            for (w, word) in bitmap.words.iter().enumerate().filter(|(_, w)| **w != 0) {
+                let key = FwWordKey {
+                    class_id: class,
+                    word: u16::try_from(w).unwrap_or(u16::MAX),
+                    slot,
+                    _pad0: 0,
+                };
+                word_entries.push((key.to_bytes(), *word));
+            }
+            let mut summary = FwSummary::default();
+            for (i, s) in bitmap.summary.iter().take(FW_SUMMARY_WORDS).enumerate() {
+                summary.words[i] = *s;
+            }
+            summary_entries.push(((u64::from(next) << 32) | u64::from(class), summary));
+        }
+
+        let write = || -> Result<()> {
+            let addr = self.object.map(names::ic_fw_addr)?;
+            let addr_values: Vec<[u8; 4]> =
+                addr_entries.iter().map(|(_, c)| c.to_ne_bytes()).collect();
+            addr.update_many(
+                addr_entries
+                    .iter()
+                    .zip(&addr_values)
+                    .map(|((k, _), v)| (&k[..], &v[..])),
+            )?;
+            let ports = self.object.map(names::ic_fw_ports)?;
+            let port_values: Vec<[u8; 4]> =
+                port_entries.iter().map(|(_, c)| c.to_ne_bytes()).collect();
+            ports.update_many(
+                port_entries
+                    .iter()
+                    .zip(&port_values)
+                    .map(|((k, _), v)| (&k[..], &v[..])),
+            )?;
+            let words = self.object.map(names::ic_fw_words)?;
+            let word_values: Vec<[u8; 8]> =
+                word_entries.iter().map(|(_, w)| w.to_ne_bytes()).collect();
+            words.update_many(
+                word_entries
+                    .iter()
+                    .zip(&word_values)
+                    .map(|((k, _), v)| (&k[..], &v[..])),
+            )?;
+            let summaries = self.object.map(names::ic_fw_summaries)?;
+            let summary_keys: Vec<[u8; 8]> = summary_entries
+                .iter()
+                .map(|(k, _)| k.to_ne_bytes())
+                .collect();
+            let summary_values: Vec<[u8; FwSummary::SIZE]> =
+                summary_entries.iter().map(|(_, s)| s.to_bytes()).collect();
+            summaries.update_many(
+                summary_keys
+                    .iter()
+                    .zip(&summary_values)
+                    .map(|(k, v)| (&k[..], &v[..])),
+            )?;
+            let rules_map = self.object.map(names::ic_fw_rules)?;
+            let rule_keys: Vec<[u8; 4]> =
+                rule_entries.iter().map(|(k, _)| k.to_ne_bytes()).collect();
+            let rule_values: Vec<[u8; FwRuleEntry::SIZE]> =
+                rule_entries.iter().map(|(_, r)| r.to_bytes()).collect();
+            rules_map
+                .update_many(
+                    rule_keys
+                        .iter()
+                        .zip(&rule_values)
+                        .map(|(k, v)| (&k[..], &v[..])),
+                )
+                .map(|_| ())
+        };
+        if let Err(e) = write() {
+            // The live slot was never touched; give the spare one's memory back.
+            let _ = self.clear_slot(slot);
+            return Err(e);
+        }
+        self.write_config(&FwConfig { slot: next, ..live })?;
+        tracing::info!(
+            rules = rules.len(),
+            classes = classifier.classes.len(),
+            slot = next,
+            "firewall rules replaced"
+        );
+        Ok(FirewallReport {
+            rules: rules.len(),
+            buckets: classifier.buckets.len(),
+            classes: classifier.classes.len(),
+            entries: addr_entries.len()
+                + port_entries.len()
+                + word_entries.len()
+                + summary_entries.len()
+                + rule_entries.len(),
+            slot: next,
+        })
+    }
+
+    /// The live rules' ids, in policy order, with their packets and bytes.
+    pub fn rule_counters(&self) -> Result<Vec<(u32, Counter)>> {
+        let slot = self.live_config()?.slot & 1;
+        let rules = self.object.map(names::ic_fw_rules)?;
+        let mut ids = BTreeSet::new();
+        for key in rules.keys() {
+            let Some(k) = key
+                .get(..4)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_ne_bytes)
+            else {
+                continue;
+            };
+            if k / (FW_BUCKETS * FW_MAX_RULES) != slot {
+                continue;
+            }
+            if let Some(entry) = rules
+                .lookup(&key)?
+                .and_then(|v| FwRuleEntry::from_bytes(&v))
+            {
+                ids.insert(entry.rule_id);
+            }
+        }
+        let counters = self.object.map(names::ic_fw_rule_counters)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let mut sum = Counter::default();
+            for bytes in counters
+                .lookup_percpu(&id.to_ne_bytes())?
+                .unwrap_or_default()
+            {
+                if let Some(c) = Counter::from_bytes(&bytes) {
+                    sum.packets += c.packets;
+                    sum.bytes += c.bytes;
+                }
+            }
+            out.push((id, sum));
+        }
+        Ok(out)
+    }
+
+    /// Ids for `rules`: a rule the live slot already has (same digest) keeps its id;
+    /// the others get the lowest free ids, their counters zeroed.
+    fn assign_ids(&self, live_slot: u32, rules: &[FwRule]) -> Result<Vec<u32>> {
+        let map = self.object.map(names::ic_fw_rules)?;
+        let mut live: BTreeMap<u64, u32> = BTreeMap::new();
+        for key in map.keys() {
+            let Some(k) = key
+                .get(..4)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_ne_bytes)
+            else {
+                continue;
+            };
+            if k / (FW_BUCKETS * FW_MAX_RULES) != live_slot {
+                continue;
+            }
+            if let Some(entry) = map.lookup(&key)?.and_then(|v| FwRuleEntry::from_bytes(&v)) {
+                live.insert(entry.digest, entry.rule_id);
+            }
+        }
+        let mut used: BTreeSet<u32> = BTreeSet::new();
+        let mut ids = vec![0u32; rules.len()];
+        for (i, rule) in rules.iter().enumerate() {
+            if let Some(id) = live.get(&digest(rule)) {
+                if used.insert(*id) {
+                    ids[i] = *id;
+                }
+            }
+        }
+        let counters = self.object.map(names::ic_fw_rule_counters)?;
+        let zero = vec![vec![0u8; Counter::SIZE]; libbpf_rs::num_possible_cpus().unwrap_or(1)];
+        let mut next = 1u32;
+        for id in ids.iter_mut().filter(|id| **id == 0) {
+            while used.contains(&next) {
+                next += 1;
+            }
+            *id = next;
+            used.insert(next);
+            counters.update_percpu(&next.to_ne_bytes(), &zero)?;
+        }
+        Ok(ids)
+    }
+
+    /// Removes every class and rule of `slot`.
+    fn clear_slot(&self, slot: u8) -> Result<()> {
+        let addr = self.object.map(names::ic_fw_addr)?;
+        let keys: Vec<Vec<u8>> = addr
+            .keys()
+            .into_iter()
+            .filter(|k| FwAddrKey::from_bytes(k).is_some_and(|k| k.tag[0] == slot))
+            .collect();
+        addr.delete_many(keys.iter().map(Vec::as_slice))?;
+        let ports = self.object.map(names::ic_fw_ports)?;
+        let keys: Vec<Vec<u8>> = ports
+            .keys()
+            .into_iter()
+            .filter(|k| FwPortKey::from_bytes(k).is_some_and(|k| k.tag[0] == slot))
+            .collect();
+        ports.delete_many(keys.iter().map(Vec::as_slice))?;
+        let words = self.object.map(names::ic_fw_words)?;
+        let keys: Vec<Vec<u8>> = words
+            .keys()
+            .into_iter()
+            .filter(|k| FwWordKey::from_bytes(k).is_some_and(|k| k.slot == slot))
+            .collect();
+        words.delete_many(keys.iter().map(Vec::as_slice))?;
+        let summaries = self.object.map(names::ic_fw_summaries)?;
+        let keys: Vec<Vec<u8>> = summaries
+            .keys()
+            .into_iter()
+            .filter(|k| {
+                k.get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_ne_bytes)
+                    .is_some_and(|k| k >> 32 == u64::from(slot))
+            })
+            .collect();
+        summaries.delete_many(keys.iter().map(Vec::as_slice))?;
+        let rules = self.object.map(names::ic_fw_rules)?;
+        let keys: Vec<Vec<u8>> = rules
+            .keys()
+            .into_iter()
+            .filter(|k| {
+                k.get(..4)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u32::from_ne_bytes)
+                    .is_some_and(|k| k / (FW_BUCKETS * FW_MAX_RULES) == u32::from(slot))
+            })
+            .collect();
+        rules.delete_many(keys.iter().map(Vec::as_slice))?;
+        Ok(())
     }
 
     /// Attaches both programs to `iface` (tcx ingress and egress, after the programs
@@ -444,7 +779,7 @@ impl Firewall {
         let settings = self.settings()?;
         let map = self.object.map(names::ic_fw_ct)?;
         let now = monotonic_ns();
-        let mut removed = 0;
+        let mut stale: Vec<Vec<u8>> = Vec::new();
         for key in map.keys() {
             let Some(value) = map.lookup(&key)? else {
                 continue;
@@ -461,12 +796,13 @@ impl Firewall {
             {
                 // Re-read first: a packet may have refreshed it since.
                 let fresh = map.lookup(&key)?.and_then(|v| CtEntry::from_bytes(&v));
-                if fresh.is_some_and(|f| f.last_seen_ns == e.last_seen_ns) && map.delete(&key)? {
-                    removed += 1;
+                if fresh.is_some_and(|f| f.last_seen_ns == e.last_seen_ns) {
+                    stale.push(key);
                 }
             }
         }
-        Ok(removed)
+        // One audit record for the sweep, not one per connection.
+        map.delete_many(stale.iter().map(Vec::as_slice))
     }
 
     /// The loaded object (for the Sentinel to protect).
@@ -500,6 +836,113 @@ fn attach_tcx(
             std::io::Error::last_os_error().raw_os_error().unwrap_or(22),
         )),
     }
+}
+
+/// The bucket of a direction and packet protocol (`ic_fw_bucket` in C).
+fn bucket_index(direction: Direction, proto: PacketProto) -> u8 {
+    let d = match direction {
+        Direction::In => 0,
+        Direction::Out => FW_PROTOS,
+    };
+    let p = match proto {
+        PacketProto::Tcp => 0,
+        PacketProto::Udp => 1,
+        PacketProto::Icmp => 2,
+        PacketProto::Icmpv6 => 3,
+        _ => 4,
+    };
+    u8::try_from(d + p).unwrap_or(0)
+}
+
+fn push_addresses(
+    out: &mut Vec<([u8; FwAddrKey::SIZE], u32)>,
+    slot: u8,
+    bucket: u8,
+    dim: u8,
+    dimension: &ironclad_policy::firewall::Dimension,
+) {
+    for (net, class) in &dimension.prefixes {
+        let (addr, len) = match net {
+            IpNetwork::V4(n) => (
+                n.network().to_ipv6_mapped().octets(),
+                96 + u32::from(n.prefix()),
+            ),
+            IpNetwork::V6(n) => (n.network().octets(), u32::from(n.prefix())),
+        };
+        let key = FwAddrKey {
+            prefixlen: 32 + len,
+            tag: [slot, bucket, dim, 0],
+            addr,
+        };
+        out.push((key.to_bytes(), *class));
+    }
+}
+
+/// Each piece of a port (or ICMP type) dimension as the aligned prefixes covering it.
+fn push_pieces(
+    out: &mut Vec<([u8; FwPortKey::SIZE], u32)>,
+    slot: u8,
+    b: u8,
+    dim: u8,
+    bucket: &Bucket,
+) {
+    let pieces = if dim == FW_DIM_SPORT {
+        &bucket.sport.pieces
+    } else {
+        &bucket.dport.pieces
+    };
+    for (i, (start, class)) in pieces.iter().enumerate() {
+        let end = pieces
+            .get(i + 1)
+            .map_or(65_536u32, |(next, _)| u32::from(*next));
+        for (value, bits) in aligned_blocks(u32::from(*start), end) {
+            let key = FwPortKey {
+                prefixlen: 32 + bits,
+                tag: [slot, b, dim, 0],
+                port: u16::try_from(value).unwrap_or(0).to_be_bytes(),
+                _pad0: [0; 2],
+            };
+            out.push((key.to_bytes(), *class));
+        }
+    }
+}
+
+/// `[start, end)` of the 16-bit space as aligned blocks: (first value, prefix bits).
+fn aligned_blocks(mut start: u32, end: u32) -> Vec<(u32, u32)> {
+    let mut out = Vec::new();
+    while start < end {
+        let mut size = if start == 0 {
+            65_536
+        } else {
+            1u32 << start.trailing_zeros()
+        };
+        while start + size > end {
+            size /= 2;
+        }
+        out.push((start, 16 - size.trailing_zeros()));
+        start += size;
+    }
+    out
+}
+
+/// A rule's identity across replacements: FNV-1a over what it matches and does
+/// (not where it was written). Hand-written: eight lines, and it must stay stable
+/// across releases, which std's hasher does not promise.
+fn digest(rule: &FwRule) -> u64 {
+    let text = format!(
+        "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        rule.direction,
+        rule.proto,
+        rule.src,
+        rule.dst,
+        rule.sport,
+        rule.dport,
+        rule.icmp_type,
+        rule.action
+    );
+    text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 fn monotonic_ns() -> u64 {
@@ -560,14 +1003,50 @@ mod tests {
     use super::*;
 
     #[test]
+    fn port_pieces_become_aligned_prefixes_that_cover_them_exactly() {
+        assert_eq!(aligned_blocks(0, 65_536), vec![(0, 0)]);
+        assert_eq!(aligned_blocks(22, 23), vec![(22, 16)]);
+        assert_eq!(
+            aligned_blocks(1000, 2001),
+            vec![
+                (1000, 13),
+                (1008, 12),
+                (1024, 7),
+                (1536, 8),
+                (1792, 9),
+                (1920, 10),
+                (1984, 12),
+                (2000, 16)
+            ]
+        );
+        for (lo, hi) in [
+            (0u32, 1u32),
+            (1, 65_536),
+            (443, 444),
+            (1024, 65_535),
+            (7, 9000),
+        ] {
+            let blocks = aligned_blocks(lo, hi);
+            let mut next = lo;
+            for (start, bits) in blocks {
+                assert_eq!(start, next, "contiguous");
+                let size = 1u32 << (16 - bits);
+                assert_eq!(start % size, 0, "aligned");
+                next = start + size;
+            }
+            assert_eq!(next, hi);
+        }
+    }
+
+    #[test]
     fn settings_round_trip_through_the_kernel_image() {
         let s = FirewallSettings::default().drop_inbound(true).dry_run(true);
         let back = FirewallSettings::from_config(
-            FwConfig::from_bytes(&s.to_config().to_bytes()).expect("decodes"),
+            FwConfig::from_bytes(&s.to_config(1).to_bytes()).expect("decodes"),
         );
         assert_eq!(back, s);
         assert_eq!(
-            s.to_config().flags,
+            s.to_config(0).flags,
             FW_F_DROP_IN | FW_F_STATEFUL | FW_F_DRY_RUN
         );
         assert_eq!(s.timeout(6, CtState::Established), 432_000);

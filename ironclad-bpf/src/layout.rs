@@ -400,6 +400,7 @@ mod firewall {
         f::ic_fw_config,
         [
             flags,
+            slot,
             tcp_timeout,
             udp_timeout,
             udp_stream_timeout,
@@ -410,5 +411,42 @@ mod firewall {
         assert!(abi::CtKey::SIZE == size_of::<f::ic_ct_key>());
         assert!(abi::CtEntry::SIZE == size_of::<f::ic_ct_entry>());
         assert!(abi::FwConfig::SIZE == size_of::<f::ic_fw_config>());
+        assert!(abi::FwAddrKey::SIZE == size_of::<f::ic_fw_addr_key>());
+        assert!(abi::FwPortKey::SIZE == size_of::<f::ic_fw_port_key>());
+        assert!(abi::FwWordKey::SIZE == size_of::<f::ic_fw_word_key>());
+        assert!(abi::FwSummary::SIZE == size_of::<f::ic_fw_summary>());
+        assert!(abi::FwRuleEntry::SIZE == size_of::<f::ic_fw_rule>());
+        assert!(abi::FW_SLOTS == f::ic_fw_limits::IC_FW_SLOTS.0);
+        assert!(abi::FW_PROTOS == f::ic_fw_limits::IC_FW_PROTOS.0);
+        assert!(abi::FW_BUCKETS == f::ic_fw_limits::IC_FW_BUCKETS.0);
+        assert!(abi::FW_MAX_RULES == f::ic_fw_limits::IC_FW_MAX_RULES.0);
+        assert!(abi::FW_SUMMARY_WORDS as u32 == f::ic_fw_limits::IC_FW_SUMMARY_WORDS.0);
+        assert!(abi::FW_MAX_PREFIXES == f::ic_fw_limits::IC_FW_MAX_PREFIXES.0);
+        assert!(abi::FW_MAX_PIECES == f::ic_fw_limits::IC_FW_MAX_PIECES.0);
+        assert!(abi::FW_MAX_WORDS == f::ic_fw_limits::IC_FW_MAX_WORDS.0);
+        assert!(abi::FW_MAX_CLASSES == f::ic_fw_limits::IC_FW_MAX_CLASSES.0);
+        assert!(abi::CtState::COUNT as u32 == f::ic_ct_state::IC_CT_STATE_COUNT.0);
+        assert!(abi::CtState::Established as u32 == f::ic_ct_state::IC_CT_ESTABLISHED.0);
+        assert!(abi::CtState::Closing as u32 == f::ic_ct_state::IC_CT_CLOSING.0);
+        assert!(abi::FwTotal::COUNT == f::ic_fw_total::IC_FW_TOTAL_COUNT.0);
+        assert!(abi::FwTotal::NonIp as u32 == f::ic_fw_total::IC_FW_NON_IP.0);
+        assert!(abi::FwTotal::TableFull as u32 == f::ic_fw_total::IC_FW_TABLE_FULL.0);
     };
+    same_layout!(abi::FwAddrKey, f::ic_fw_addr_key, [prefixlen, tag, addr]);
+    same_layout!(
+        abi::FwPortKey,
+        f::ic_fw_port_key,
+        [prefixlen, tag, port, _pad0]
+    );
+    same_layout!(
+        abi::FwWordKey,
+        f::ic_fw_word_key,
+        [class_id, word, slot, _pad0]
+    );
+    same_layout!(abi::FwSummary, f::ic_fw_summary, [words]);
+    same_layout!(
+        abi::FwRuleEntry,
+        f::ic_fw_rule,
+        [rule_id, action, _pad0, digest]
+    );
 }

@@ -705,6 +705,45 @@ impl AuditedMap<'_> {
         result
     }
 
+    /// Deletes many elements (those already gone are skipped); writes one audit
+    /// record with the count (none when nothing was deleted and nothing failed). Stops at the first failure and returns it.
+    pub fn delete_many<'a, I>(&self, keys: I) -> Result<usize>
+    where
+        I: IntoIterator<Item = &'a [u8]>,
+    {
+        let mut count = 0usize;
+        let mut result = Ok(());
+        for key in keys {
+            if let Err(e) = self.check("key", key.len(), self.map.key_size()) {
+                result = Err(e);
+                break;
+            }
+            match self.map.delete(key) {
+                Ok(()) => count += 1,
+                Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => {}
+                Err(source) => {
+                    result = Err(BpfError::Map {
+                        op: "delete",
+                        map: self.name.clone(),
+                        source: source.into(),
+                    });
+                    break;
+                }
+            }
+        }
+        // Nothing asked and nothing done (an idle sweep): no record.
+        if count > 0 || result.is_err() {
+            self.log.result(
+                AuditAction::MapUpdate,
+                self.object,
+                &self.name,
+                &format!("delete {count} elements"),
+                &result,
+            );
+        }
+        result.map(|()| count)
+    }
+
     /// Reads one element.
     pub fn lookup(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.check("key", key.len(), self.map.key_size())?;

@@ -87,7 +87,10 @@ object_names! {
 object_names! {
     /// `bpf-src/firewall.bpf.c`: the stateful firewall.
     firewall = firewall_skel::{
-        FirewallMaps: [ic_fw_ct, ic_fw_config, ic_fw_totals],
+        FirewallMaps: [
+            ic_fw_ct, ic_fw_config, ic_fw_totals, ic_fw_addr, ic_fw_ports, ic_fw_words,
+            ic_fw_summaries, ic_fw_rules, ic_fw_rule_counters,
+        ],
         FirewallProgs: [ic_fw_in, ic_fw_out],
     }
 }

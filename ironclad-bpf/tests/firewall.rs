@@ -12,9 +12,15 @@ use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ipnetwork::IpNetwork;
 use ironclad_bpf::{Firewall, FirewallSettings, Loader};
 use ironclad_core::abi::{CtState, FwTotal};
-use ironclad_testing::{ping, require_privileges, BpffsDir, NetNs, VethPair};
+use ironclad_policy::error::Origin;
+use ironclad_policy::firewall::{
+    first_match, Direction, FwAction, FwProto, FwRule, Packet, PacketProto,
+};
+use ironclad_testing::rules::Rng;
+use ironclad_testing::{frames, ping, require_privileges, BpffsDir, NetNs, VethPair};
 
 /// A namespace behind a veth pair, IPv4 10.214.`net`.0/24 and IPv6 fd00:214:`net`::/64;
 /// the host is .1/::1, the namespace .2/::2.
@@ -61,8 +67,14 @@ impl Net {
     /// Whether a TCP connection from inside the namespace to `addr:port` succeeds
     /// within 2 s.
     fn connects_in(&self, addr: &str, port: u16) -> bool {
+        self.connects_from("", addr, port)
+    }
+
+    /// Whether a TCP connection from `src` (any address when empty) inside the
+    /// namespace to `addr:port` succeeds within 2 s.
+    fn connects_from(&self, src: &str, addr: &str, port: u16) -> bool {
         let script = format!(
-            "import socket\ns=socket.create_connection(('{addr}',{port}),timeout=2)\ns.close()"
+            "import socket\ns=socket.create_connection(('{addr}',{port}),timeout=2,source_address=('{src}',0))\ns.close()"
         );
         self.ns
             .command("python3")
@@ -451,5 +463,343 @@ fn pinned_enforcement_outlives_the_process_and_a_restart_adopts_it() {
         net.connects_in(&net.host(false), port),
         "detached: open again"
     );
-    assert_eq!(loader.remove_pins(Firewall::OBJECT).expect("unpin"), 3);
+    let dir = loader.pin_dir(Firewall::OBJECT);
+    let pinned = std::fs::read_dir(&dir).expect("pin dir").count();
+    assert_eq!(pinned, 9, "the maps stay pinned, the links are gone");
+    assert_eq!(loader.remove_pins(Firewall::OBJECT).expect("unpin"), pinned);
+}
+
+fn rule(n: usize, direction: Direction, proto: FwProto, action: FwAction) -> FwRule {
+    let mut r = FwRule::new(
+        Origin::field(format!("firewall.rules[{n}]")),
+        direction,
+        proto,
+    );
+    r.action = action;
+    r
+}
+
+fn net(s: &str) -> IpNetwork {
+    s.parse().expect("network")
+}
+
+#[test]
+fn rules_decide_new_connections_first_match_wins_in_both_families() {
+    require_privileges!();
+    let ns = NetNs::new("fwrules").expect("netns");
+    let veth = VethPair::new(
+        &ns,
+        &["10.214.5.1/24", "fd00:214:5::1/64"],
+        &[
+            "10.214.5.2/24",
+            "10.214.5.3/24",
+            "fd00:214:5::2/64",
+            "fd00:214:5::3/64",
+        ],
+    )
+    .expect("veth");
+    let net5 = Net { ns, veth, net: 5 };
+    let pins = BpffsDir::new("fwrules").expect("bpffs");
+    let loader = loader(&pins);
+    let firewall = Firewall::load(&loader).expect("load");
+    firewall
+        .configure(&FirewallSettings::default().drop_inbound(true))
+        .expect("configure");
+    let _attached = firewall.attach(net5.veth.host()).expect("attach");
+    let admin = TcpListener::bind("10.214.5.1:0").expect("listener");
+    let admin_port = admin.local_addr().expect("addr").port();
+    let other = TcpListener::bind("10.214.5.1:0").expect("listener");
+    let other_port = other.local_addr().expect("addr").port();
+    let admin6 = TcpListener::bind("[fd00:214:5::1]:0").expect("listener");
+    let admin6_port = admin6.local_addr().expect("addr").port();
+
+    // `accept tcp dport ADMIN from .2` (and its IPv6 twin), ping in allowed.
+    let mut ssh = rule(0, Direction::In, FwProto::Tcp, FwAction::Accept);
+    ssh.src = vec![net("10.214.5.2/32")];
+    ssh.dport = vec![(admin_port, admin_port)];
+    let mut ssh6 = rule(1, Direction::In, FwProto::Tcp, FwAction::Accept);
+    ssh6.src = vec![net("fd00:214:5::2/128")];
+    ssh6.dport = vec![(admin6_port, admin6_port)];
+    let mut echo = rule(2, Direction::In, FwProto::Icmp, FwAction::Accept);
+    echo.icmp_type = vec![8];
+    let report = firewall
+        .replace(&[ssh.clone(), ssh6.clone(), echo.clone()])
+        .expect("replace");
+    assert_eq!(report.rules, 3);
+    assert!(net5.connects_from("10.214.5.2", "10.214.5.1", admin_port));
+    assert!(!net5.connects_from("10.214.5.3", "10.214.5.1", admin_port));
+    assert!(!net5.connects_from("10.214.5.2", "10.214.5.1", other_port));
+    assert!(net5.connects_from("fd00:214:5::2", "fd00:214:5::1", admin6_port));
+    assert!(!net5.connects_from("fd00:214:5::3", "fd00:214:5::1", admin6_port));
+    assert_eq!(
+        ping(&net5.ns, "10.214.5.3", "10.214.5.1", 2, "0.2").expect("ping"),
+        2
+    );
+    assert_eq!(
+        ping(&net5.ns, "fd00:214:5::3", "fd00:214:5::1", 1, "0.2").expect("ping"),
+        0,
+        "no rule lets ICMPv6 echo in"
+    );
+    let counters = firewall.rule_counters().expect("counters");
+    assert_eq!(counters.len(), 3, "{counters:?}");
+    assert!(counters.iter().all(|(_, c)| c.packets >= 1), "{counters:?}");
+    let ssh_id = counters[0].0;
+
+    // First match wins: a drop for .3 before an accept of every high port; the ssh
+    // rule is kept (same id, counters intact) after a new rule in front of it.
+    let mut deny3 = rule(0, Direction::In, FwProto::Tcp, FwAction::Drop);
+    deny3.src = vec![net("10.214.5.3/32")];
+    let mut high = rule(2, Direction::In, FwProto::Tcp, FwAction::Accept);
+    high.dport = vec![(1024, 65535)];
+    let before = firewall.rule_counters().expect("counters");
+    firewall
+        .replace(&[deny3, ssh.clone(), high])
+        .expect("replace");
+    let after = firewall.rule_counters().expect("counters");
+    let kept = after
+        .iter()
+        .find(|(id, _)| *id == ssh_id)
+        .expect("ssh keeps its id");
+    assert_eq!(
+        kept.1,
+        before
+            .iter()
+            .find(|(id, _)| *id == ssh_id)
+            .expect("before")
+            .1,
+        "and its counters"
+    );
+    assert!(
+        !net5.connects_from("10.214.5.3", "10.214.5.1", other_port),
+        "the drop comes first"
+    );
+    assert!(
+        net5.connects_from("10.214.5.2", "10.214.5.1", other_port),
+        "high ports open"
+    );
+    assert!(net5.connects_from("10.214.5.2", "10.214.5.1", admin_port));
+    assert_eq!(
+        ping(&net5.ns, "10.214.5.2", "10.214.5.1", 1, "0.2").expect("ping"),
+        0,
+        "the echo rule is gone"
+    );
+
+    // Outbound: default drop with one exception; replies to it pass as established.
+    firewall
+        .configure(
+            &FirewallSettings::default()
+                .drop_inbound(true)
+                .drop_outbound(true),
+        )
+        .expect("configure");
+    let server = net5.http_server(false, 8080);
+    let mut web = rule(0, Direction::Out, FwProto::Tcp, FwAction::Accept);
+    web.dst = vec![net("10.214.5.2/32")];
+    web.dport = vec![(8080, 8080)];
+    firewall.replace(&[web]).expect("replace");
+    assert!(
+        curl(&url("10.214.5.2", 8080)).is_some(),
+        "the allowed destination"
+    );
+    firewall.replace(&[]).expect("replace");
+    assert!(
+        curl(&url("10.214.5.2", 8080)).is_none(),
+        "no rule: outbound dropped"
+    );
+    drop(server);
+
+    // Refused before anything is written: the live rules stay.
+    let mut reject = rule(0, Direction::In, FwProto::Tcp, FwAction::Reject);
+    reject.dport = vec![(1, 10)];
+    let mut bad = rule(1, Direction::In, FwProto::Icmp, FwAction::Accept);
+    bad.dport = vec![(80, 80)];
+    let err = firewall.replace(&[reject, bad]).expect_err("refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("firewall.rules[0]") && text.contains("reject"),
+        "{text}"
+    );
+    assert!(
+        text.contains("firewall.rules[1]") && text.contains("dport"),
+        "{text}"
+    );
+    assert!(firewall.rule_counters().expect("counters").is_empty());
+}
+
+/// A random rule over a small address and port space, so packets hit many of them.
+fn random_rule(rng: &mut Rng, n: usize, v6: bool) -> FwRule {
+    let proto = [FwProto::Tcp, FwProto::Udp, FwProto::Any, FwProto::Tcp][rng.below(4) as usize];
+    let action = if rng.below(2) == 0 {
+        FwAction::Accept
+    } else {
+        FwAction::Drop
+    };
+    let mut r = rule(n, Direction::In, proto, action);
+    let prefix = |rng: &mut Rng| -> IpNetwork {
+        let host = rng.below(64) as u8;
+        if v6 {
+            let len = [128u8, 124, 122, 120, 64][rng.below(5) as usize];
+            IpNetwork::new(format!("fd00::{host:x}").parse().expect("v6"), len)
+                .map(|n| IpNetwork::new(n.network(), len).expect("net"))
+                .expect("net")
+        } else {
+            let len = [32u8, 30, 28, 26, 24][rng.below(5) as usize];
+            IpNetwork::new(format!("10.9.0.{host}").parse().expect("v4"), len)
+                .map(|n| IpNetwork::new(n.network(), len).expect("net"))
+                .expect("net")
+        }
+    };
+    if rng.below(3) > 0 {
+        r.src = (0..=rng.below(2)).map(|_| prefix(rng)).collect();
+    }
+    if rng.below(4) == 0 {
+        r.dst = vec![prefix(rng)];
+    }
+    if proto != FwProto::Any {
+        if rng.below(3) > 0 {
+            r.dport = (0..=rng.below(3))
+                .map(|_| {
+                    let lo = 1 + rng.below(100) as u16;
+                    (lo, lo + rng.below(20) as u16)
+                })
+                .collect();
+        }
+        if rng.below(5) == 0 {
+            let lo = 1000 + rng.below(1000) as u16;
+            r.sport = vec![(lo, lo + rng.below(2000) as u16)];
+        }
+    }
+    r
+}
+
+#[test]
+fn the_kernel_classifier_agrees_with_the_first_match_scan() {
+    require_privileges!();
+    let pins = BpffsDir::new("fwdiff").expect("bpffs");
+    let loader = loader(&pins);
+    let firewall = Firewall::load(&loader).expect("load");
+    // Stateless: every packet is classified (nothing is remembered between them).
+    firewall
+        .configure(
+            &FirewallSettings::default()
+                .drop_inbound(true)
+                .stateful(false),
+        )
+        .expect("configure");
+    let object = firewall.object();
+    let mut rng = Rng::new(19);
+    for (count, v6) in [(50, false), (3000, false), (400, true)] {
+        let rules: Vec<FwRule> = (0..count).map(|n| random_rule(&mut rng, n, v6)).collect();
+        firewall.replace(&rules).expect("replace");
+        let mut accepted = 0;
+        for _ in 0..600 {
+            let host = rng.below(80);
+            let (src, dst): (std::net::IpAddr, std::net::IpAddr) = if v6 {
+                (
+                    format!("fd00::{host:x}").parse().expect("v6"),
+                    format!("fd00::{:x}", rng.below(80)).parse().expect("v6"),
+                )
+            } else {
+                (
+                    format!("10.9.0.{host}").parse().expect("v4"),
+                    format!("10.9.0.{}", rng.below(80)).parse().expect("v4"),
+                )
+            };
+            let proto = [6u8, 17, 47][rng.below(3) as usize];
+            let (sport, dport) = if proto == 47 {
+                (0, 0)
+            } else {
+                (1000 + rng.below(3000) as u16, 1 + rng.below(130) as u16)
+            };
+            let frame = frames::l4(src, dst, proto, sport, dport, 0x02);
+            let packet = Packet {
+                direction: Direction::In,
+                proto: match proto {
+                    6 => PacketProto::Tcp,
+                    17 => PacketProto::Udp,
+                    _ => PacketProto::Other,
+                },
+                src,
+                dst,
+                sport,
+                dport,
+            };
+            let expected =
+                first_match(&rules, &packet).is_some_and(|i| rules[i].action == FwAction::Accept);
+            let run = object.test_run("ic_fw_in", &frame, 1).expect("test run");
+            // tcx: -1 (TCX_NEXT) passes, 2 (TCX_DROP) drops.
+            let passed = run.return_value as i32 == -1;
+            assert_eq!(
+                passed,
+                expected,
+                "{count} rules, {packet:?}: first match {:?}",
+                first_match(&rules, &packet).map(|i| &rules[i])
+            );
+            accepted += usize::from(passed);
+        }
+        assert!(
+            (20..580).contains(&accepted),
+            "both verdicts are exercised at least 20 times: {accepted} of 600 accepted"
+        );
+    }
+}
+
+#[test]
+fn an_idle_flow_expires_and_its_late_reply_is_a_stranger() {
+    require_privileges!();
+    let net = Net::new("fwexp", 6);
+    let pins = BpffsDir::new("fwexp").expect("bpffs");
+    let loader = loader(&pins);
+    let firewall = Firewall::load(&loader).expect("load");
+    let mut settings = FirewallSettings::default().drop_inbound(true);
+    settings.udp_timeout = 1;
+    settings.udp_stream_timeout = 1;
+    firewall.configure(&settings).expect("configure");
+    let _attached = firewall.attach(net.veth.host()).expect("attach");
+
+    // The host sends a datagram out; the namespace answers from the port it was sent to.
+    let socket = UdpSocket::bind((net.host(false).as_str(), 0)).expect("udp");
+    let port = socket.local_addr().expect("addr").port();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .expect("timeout");
+    socket
+        .send_to(b"out", (net.peer(false).as_str(), 7777))
+        .expect("send");
+    let answer = |what: &str| -> bool {
+        let script = format!(
+            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('{}',7777))\ns.sendto(b'{what}',('{}',{port}))",
+            net.peer(false),
+            net.host(false)
+        );
+        let status = net
+            .ns
+            .command("python3")
+            .args(["-c", &script])
+            .status()
+            .expect("answer");
+        assert!(status.success());
+        let mut buf = [0u8; 32];
+        matches!(socket.recv_from(&mut buf), Ok((n, _)) if &buf[..n] == what.as_bytes())
+    };
+    assert!(answer("reply"), "a reply within the timeout passes");
+    let tracked = |fw: &Firewall| {
+        fw.connections()
+            .expect("connections")
+            .into_iter()
+            .any(|c| c.proto == "udp" && c.orig.1 == port)
+    };
+    assert!(tracked(&firewall));
+    assert_eq!(firewall.expire().expect("expire"), 0, "nothing is idle yet");
+
+    std::thread::sleep(Duration::from_millis(2200));
+    let removed = firewall.expire().expect("expire");
+    assert!(removed >= 1, "the idle flow is removed: {removed}");
+    assert!(!tracked(&firewall), "and gone from the table");
+    let dropped = firewall.total(FwTotal::Dropped).expect("total").packets;
+    assert!(
+        !answer("late"),
+        "a reply after expiry is a new inbound flow: dropped"
+    );
+    assert!(firewall.total(FwTotal::Dropped).expect("total").packets > dropped);
 }

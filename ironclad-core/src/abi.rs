@@ -2038,6 +2038,8 @@ pub const FW_F_DRY_RUN: u32 = 8;
 pub struct FwConfig {
     /// `FW_F_*` flags.
     pub flags: u32,
+    /// The rule slot packets use (0 or 1).
+    pub slot: u32,
     /// Seconds a TCP connection may stay idle, per [`CtState`].
     pub tcp_timeout: [u32; CtState::COUNT],
     /// Seconds a UDP flow seen one way may stay idle.
@@ -2050,7 +2052,7 @@ pub struct FwConfig {
 
 impl FwConfig {
     /// Size of the C struct in bytes.
-    pub const SIZE: usize = 40;
+    pub const SIZE: usize = 44;
 
     /// The exact byte image the kernel expects.
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
@@ -2117,5 +2119,179 @@ impl FwTotal {
             Self::WouldDrop => "would_drop",
             Self::NonIp => "non_ip",
         }
+    }
+}
+
+/// `IC_FW_SLOTS`: rule slots (one live, one being written).
+pub const FW_SLOTS: u32 = 2;
+/// `IC_FW_PROTOS`: protocols per direction in the bucket index.
+pub const FW_PROTOS: u32 = 5;
+/// `IC_FW_BUCKETS`: direction × protocol.
+pub const FW_BUCKETS: u32 = 10;
+/// `IC_FW_MAX_RULES`: rules per bucket.
+pub const FW_MAX_RULES: u32 = 16384;
+/// `IC_FW_SUMMARY_WORDS`: words of a class summary.
+pub const FW_SUMMARY_WORDS: usize = 4;
+/// `IC_FW_MAX_PREFIXES`: entries of the address-class trie.
+pub const FW_MAX_PREFIXES: u32 = 1_048_576;
+/// `IC_FW_MAX_PIECES`: entries of the port-class trie.
+pub const FW_MAX_PIECES: u32 = 1_048_576;
+/// `IC_FW_MAX_WORDS`: non-zero bitmap words.
+pub const FW_MAX_WORDS: u32 = 4_194_304;
+/// `IC_FW_MAX_CLASSES`: class summaries.
+pub const FW_MAX_CLASSES: u32 = 1_048_576;
+/// `IC_FW_DIM_SRC`.
+pub const FW_DIM_SRC: u8 = 0;
+/// `IC_FW_DIM_DST`.
+pub const FW_DIM_DST: u8 = 1;
+/// `IC_FW_DIM_SPORT`.
+pub const FW_DIM_SPORT: u8 = 2;
+/// `IC_FW_DIM_DPORT` (the ICMP type in the ICMP buckets).
+pub const FW_DIM_DPORT: u8 = 3;
+/// `IC_FW_ACCEPT`.
+pub const FW_ACCEPT: u8 = 0;
+/// `IC_FW_DROP`.
+pub const FW_DROP: u8 = 1;
+
+/// `struct ic_fw_addr_key`: an address-class prefix behind its (slot, bucket,
+/// dimension) tag.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct FwAddrKey {
+    /// 32 (the tag) plus the prefix length over the 16-byte address.
+    pub prefixlen: u32,
+    /// Slot, bucket, dimension, 0.
+    pub tag: [u8; 4],
+    /// The address, network order (IPv4 as IPv4-mapped IPv6).
+    pub addr: [u8; 16],
+}
+
+impl FwAddrKey {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 24;
+
+    /// The exact byte image the kernel expects.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        zerocopy::transmute!(*self)
+    }
+
+    /// Decodes a key read back from the kernel.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
+    }
+}
+
+/// `struct ic_fw_port_key`: a port (or ICMP type) prefix behind its tag.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct FwPortKey {
+    /// 32 (the tag) plus the prefix length over the 16-bit value.
+    pub prefixlen: u32,
+    /// Slot, bucket, dimension, 0.
+    pub tag: [u8; 4],
+    /// The value, network order.
+    pub port: [u8; 2],
+    /// Padding, zero.
+    pub _pad0: [u8; 2],
+}
+
+impl FwPortKey {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 12;
+
+    /// The exact byte image the kernel expects.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        zerocopy::transmute!(*self)
+    }
+
+    /// Decodes a key read back from the kernel.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
+    }
+}
+
+/// `struct ic_fw_word_key`: one 64-rule word of a class bitmap.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct FwWordKey {
+    /// The class.
+    pub class_id: u32,
+    /// The word's number.
+    pub word: u16,
+    /// The slot.
+    pub slot: u8,
+    /// Padding, zero.
+    pub _pad0: u8,
+}
+
+impl FwWordKey {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 8;
+
+    /// The exact byte image the kernel expects.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        zerocopy::transmute!(*self)
+    }
+
+    /// Decodes a key read back from the kernel.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
+    }
+}
+
+/// `struct ic_fw_summary`: which words of a class bitmap are not zero.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct FwSummary {
+    /// Bit `w` of word `w / 64`: bitmap word `w` is not zero.
+    pub words: [u64; FW_SUMMARY_WORDS],
+}
+
+impl FwSummary {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 32;
+
+    /// The exact byte image the kernel expects.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        zerocopy::transmute!(*self)
+    }
+}
+
+/// `struct ic_fw_rule`: a bucket's rule at one bit.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct FwRuleEntry {
+    /// 1-based id, the index of its counter.
+    pub rule_id: u32,
+    /// `FW_ACCEPT` or `FW_DROP`.
+    pub action: u8,
+    /// Padding, zero.
+    pub _pad0: [u8; 3],
+    /// The rule's identity.
+    pub digest: u64,
+}
+
+impl FwRuleEntry {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 16;
+
+    /// The exact byte image the kernel expects.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        zerocopy::transmute!(*self)
+    }
+
+    /// Decodes a value read back from the kernel.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
     }
 }

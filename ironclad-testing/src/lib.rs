@@ -660,6 +660,69 @@ pub mod frames {
         f
     }
 
+    /// An Ethernet + IP + L4 frame from `src:sport` to `dst:dport` of IP protocol
+    /// `proto` (6 TCP with `tcp_flags`, 17 UDP, 1/58 ICMP with type `dport`, anything
+    /// else with no L4 header). IPv4 or IPv6 by the addresses' family (both the same).
+    /// L4 checksums are zero: `BPF_PROG_TEST_RUN` does not check them.
+    pub fn l4(
+        src: std::net::IpAddr,
+        dst: std::net::IpAddr,
+        proto: u8,
+        sport: u16,
+        dport: u16,
+        tcp_flags: u8,
+    ) -> Vec<u8> {
+        let l4: Vec<u8> = match proto {
+            6 => {
+                let mut t = Vec::with_capacity(20);
+                t.extend_from_slice(&sport.to_be_bytes());
+                t.extend_from_slice(&dport.to_be_bytes());
+                t.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 5 << 4, tcp_flags]);
+                t.extend_from_slice(&[0xff, 0xff, 0, 0, 0, 0]);
+                t
+            }
+            17 => {
+                let mut u = Vec::with_capacity(8);
+                u.extend_from_slice(&sport.to_be_bytes());
+                u.extend_from_slice(&dport.to_be_bytes());
+                u.extend_from_slice(&[0, 8, 0, 0]);
+                u
+            }
+            1 | 58 => vec![dport as u8, 0, 0, 0, 0, 1, 0, 1],
+            _ => vec![0; 8],
+        };
+        match (src, dst) {
+            (std::net::IpAddr::V4(s), std::net::IpAddr::V4(d)) => {
+                let mut f = ethernet(0x0800);
+                let total = 20 + l4.len();
+                let mut ip = vec![0x45, 0];
+                ip.extend_from_slice(&(total as u16).to_be_bytes());
+                ip.extend_from_slice(&[0, 0, 0x40, 0, 64, proto, 0, 0]);
+                ip.extend_from_slice(&s.octets());
+                ip.extend_from_slice(&d.octets());
+                let sum = checksum(&ip);
+                ip[10..12].copy_from_slice(&sum.to_be_bytes());
+                f.extend_from_slice(&ip);
+                f.extend_from_slice(&l4);
+                f
+            }
+            (s, d) => {
+                let v6 = |a: std::net::IpAddr| match a {
+                    std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+                    std::net::IpAddr::V6(v6) => v6,
+                };
+                let mut f = ethernet(0x86DD);
+                f.extend_from_slice(&[0x60, 0, 0, 0]);
+                f.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+                f.extend_from_slice(&[proto, 64]);
+                f.extend_from_slice(&v6(s).octets());
+                f.extend_from_slice(&v6(d).octets());
+                f.extend_from_slice(&l4);
+                f
+            }
+        }
+    }
+
     /// Inserts an 802.1Q VLAN tag (`vid`) after the MAC addresses of `frame`.
     pub fn with_vlan(frame: &[u8], vid: u16) -> Vec<u8> {
         let mut f = frame[..12].to_vec();
