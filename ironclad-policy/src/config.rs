@@ -50,6 +50,7 @@ use crate::egress::{
 use crate::error::{ConfigError, Diagnostic, Origin, PolicyError};
 use crate::feeds::{FeedFormat, Strictness};
 use crate::fetch::{cache_data_path, FetchSpec, DEFAULT_REFRESH, DEFAULT_TIMEOUT};
+use crate::firewall::{Direction as FwDirection, FirewallPolicy, FwProto, FwRule};
 use crate::geo::is_country_code;
 use crate::process::{ProcessPolicy, MAX_LINEAGE_DEPTH, MIN_CAPACITY};
 use crate::sentinel::SentinelPolicy;
@@ -71,6 +72,7 @@ struct RawConfig {
     telemetry: Option<RawTelemetry>,
     sentinel: Option<RawSentinel>,
     processes: Option<RawProcesses>,
+    firewall: Option<Spanned<crate::firewall_section::RawFirewall>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,14 +142,14 @@ struct RawEgressRule {
 
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-enum RawPort {
+pub(crate) enum RawPort {
     Number(u64),
     Range(String),
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-enum RawPorts {
+pub(crate) enum RawPorts {
     One(RawPort),
     List(Vec<RawPort>),
 }
@@ -236,6 +238,8 @@ pub struct Config {
     pub sentinel: Option<SentinelPolicy>,
     /// The `processes` section, if present.
     pub processes: Option<ProcessPolicy>,
+    /// The `firewall` section, if present.
+    pub firewall: Option<FirewallPolicy>,
 }
 
 /// A policy file compiled for the kernel.
@@ -253,13 +257,17 @@ pub struct CompiledConfig {
     pub sentinel: Option<SentinelPolicy>,
     /// The `processes` section, if present.
     pub processes: Option<ProcessPolicy>,
+    /// The `firewall` section, if present. When the policy also has a Shield with a
+    /// management valve, its rules start with the valve (inbound from and outbound to
+    /// `shield.management` accepted), so the valve beats every firewall rule.
+    pub firewall: Option<FirewallPolicy>,
     /// What compiles but is probably a mistake (a `/0` deny with no management
     /// valve: the host locks its operator out), as `FILE:LINE:COLUMN: warning: ...`.
     /// `check` prints them; the daemon logs them.
     pub warnings: Vec<Diagnostic>,
 }
 
-fn position(location: &Location) -> Option<(u64, u64)> {
+pub(crate) fn position(location: &Location) -> Option<(u64, u64)> {
     let (line, column) = (location.line(), location.column());
     (line > 0).then_some((line, column))
 }
@@ -750,7 +758,7 @@ type Parsed = (Config, Vec<PolicyError>, Vec<Diagnostic>, Positions);
 /// Field name → line and column.
 type Positions = std::collections::BTreeMap<String, (u64, u64)>;
 
-fn parse_port(port: &RawPort) -> Result<(u16, u16), String> {
+pub(crate) fn parse_port(port: &RawPort) -> Result<(u16, u16), String> {
     let one = |n: u64| u16::try_from(n).ok().filter(|p| *p > 0);
     match port {
         RawPort::Number(n) => one(*n)
@@ -1267,6 +1275,10 @@ fn parse_inner(text: &str, path: &Path) -> Result<Parsed, ConfigError> {
         .processes
         .as_ref()
         .map(|p| parse_processes(p, &mut problems));
+    let firewall = raw
+        .firewall
+        .as_ref()
+        .map(|f| crate::firewall_section::parse(f, Path::new("/sys/class/net"), &mut problems));
     let mut positions = Positions::new();
     let Some(shield) = raw.shield else {
         return Ok((
@@ -1277,6 +1289,7 @@ fn parse_inner(text: &str, path: &Path) -> Result<Parsed, ConfigError> {
                 telemetry,
                 sentinel,
                 processes,
+                firewall,
             },
             problems,
             Vec::new(),
@@ -1396,11 +1409,26 @@ fn parse_inner(text: &str, path: &Path) -> Result<Parsed, ConfigError> {
             telemetry,
             sentinel,
             processes,
+            firewall,
         },
         problems,
         file_problems,
         positions,
     ))
+}
+
+/// The firewall rules the Shield's management valve adds in front of the policy's: its
+/// sources always reach this host and its replies always leave.
+fn management_valve(management: &[IpNetwork]) -> Vec<FwRule> {
+    if management.is_empty() {
+        return Vec::new();
+    }
+    let origin = Origin::field("shield.management");
+    let mut inbound = FwRule::new(origin.clone(), FwDirection::In, FwProto::Any);
+    inbound.src = management.to_vec();
+    let mut outbound = FwRule::new(origin, FwDirection::Out, FwProto::Any);
+    outbound.dst = management.to_vec();
+    vec![inbound, outbound]
 }
 
 /// The policy file's problems in file order, then those of the files it refers to.
@@ -1445,7 +1473,7 @@ pub fn compile_str(text: &str, path: &Path) -> Result<CompiledConfig, ConfigErro
             origin.at = positions.get(origin.field.as_str()).copied();
         }
     }
-    let warnings = shield
+    let mut warnings: Vec<Diagnostic> = shield
         .as_ref()
         .map(|s| {
             s.lockout_warnings()
@@ -1467,6 +1495,19 @@ pub fn compile_str(text: &str, path: &Path) -> Result<CompiledConfig, ConfigErro
             None
         }
     };
+    let firewall = config.firewall.map(|mut f| {
+        for (origin, message) in f.shadow_warnings() {
+            warnings.push(diagnostic(
+                path,
+                origin.at,
+                format!("warning: {}: {message}", origin.field),
+            ));
+        }
+        if let Some(management) = shield.as_ref().map(|s| &s.management) {
+            f.rules.splice(0..0, management_valve(management));
+        }
+        f
+    });
     if problems.is_empty() && file_problems.is_empty() {
         Ok(CompiledConfig {
             shield,
@@ -1475,6 +1516,7 @@ pub fn compile_str(text: &str, path: &Path) -> Result<CompiledConfig, ConfigErro
             telemetry: config.telemetry,
             sentinel: config.sentinel,
             processes: config.processes,
+            firewall,
             warnings,
         })
     } else {
@@ -1787,7 +1829,7 @@ shield:
         let err = compile_str("sheild:\n  deny: []\n", Path::new("p.yaml")).expect_err("typo");
         assert_eq!(
             err.to_string(),
-            "p.yaml:1:1: unknown key `sheild`; did you mean `shield`? (keys here: shield, tls, egress, telemetry, sentinel, processes)"
+            "p.yaml:1:1: unknown key `sheild`; did you mean `shield`? (keys here: shield, tls, egress, telemetry, sentinel, processes, firewall)"
         );
         let err = compile_str(
             "shield:\n  deny_feeds:\n    - path: x\n      fromat: plain\n",

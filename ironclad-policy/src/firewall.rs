@@ -26,9 +26,30 @@
 //!    words, its summary three.
 //!
 //! [`Classifier::classify`] is the algorithm in Rust, tested against the plain
-//! first-match scan ([`first_match`]). It is the reference for the kernel program that
-//! will run steps 2 and 3 from maps; that program, the `firewall:` policy section and
-//! connection tracking are not built yet, so no policy reaches this module today.
+//! first-match scan ([`first_match`]). It is the reference for the kernel program
+//! (`bpf-src/firewall.bpf.c`), which runs steps 2 and 3 from maps that
+//! `ironclad_bpf::Firewall::replace` writes from this module's [`Classifier`].
+//!
+//! The `firewall:` section of a policy file becomes a [`FirewallPolicy`]:
+//!
+//! ```
+//! use std::path::Path;
+//! use ironclad_policy::config::compile_str;
+//! use ironclad_policy::firewall::{FwAction, FwProto};
+//!
+//! let yaml = "firewall:
+//!   interfaces: [lo]
+//!   default_inbound: drop
+//!   rules:
+//!     - {direction: in, proto: tcp, dport: 22, src: 10.0.0.0/24, action: accept, comment: ssh from admins}
+//!     - {direction: in, proto: tcp, dport: [80, 443], action: accept}
+//! ";
+//! let policy = compile_str(yaml, Path::new("p.yaml"))?.firewall.expect("a firewall section");
+//! assert_eq!(policy.default_inbound, FwAction::Drop);
+//! assert_eq!(policy.rules[1].dport, vec![(80, 80), (443, 443)]);
+//! assert_eq!(policy.rules[0].proto, FwProto::Tcp);
+//! # Ok::<(), ironclad_policy::ConfigError>(())
+//! ```
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -143,6 +164,8 @@ pub struct FwRule {
     pub action: FwAction,
     /// Report every match (sampled).
     pub log: bool,
+    /// The operator's note (`comment:`), shown with the rule's counters.
+    pub comment: Option<String>,
 }
 
 impl FwRule {
@@ -159,6 +182,7 @@ impl FwRule {
             icmp_type: Vec::new(),
             action: FwAction::Accept,
             log: false,
+            comment: None,
         }
     }
 
@@ -573,6 +597,112 @@ impl Classifier {
             }
         }
         None
+    }
+}
+
+/// The connection table's size unless the policy sets `table_size`.
+pub const DEFAULT_TABLE_SIZE: u32 = 262_144;
+
+/// The smallest and largest `table_size` (connections) a policy may ask for.
+pub const TABLE_SIZE_RANGE: std::ops::RangeInclusive<u32> = 16..=16_777_216;
+
+/// An interface the firewall attaches to, with where the policy named it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirewallInterface {
+    /// Its name (`eth0`).
+    pub name: String,
+    /// Where it was written (`firewall.interfaces[0]`).
+    pub origin: Origin,
+}
+
+/// Idle seconds before a connection is forgotten, by state (the Linux conntrack
+/// defaults unless the policy's `timeouts:` sets them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// A TCP handshake in progress (SYN sent or received).
+    pub tcp_handshake: u32,
+    /// An established TCP connection.
+    pub tcp_established: u32,
+    /// A TCP connection closing (FIN seen).
+    pub tcp_closing: u32,
+    /// A UDP flow seen one way.
+    pub udp: u32,
+    /// A UDP flow answered.
+    pub udp_stream: u32,
+    /// An ICMP echo flow.
+    pub icmp: u32,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            tcp_handshake: 120,
+            tcp_established: 432_000,
+            tcp_closing: 120,
+            udp: 30,
+            udp_stream: 120,
+            icmp: 30,
+        }
+    }
+}
+
+/// The `firewall:` section: where it attaches, the default policies, connection
+/// tracking, and the ordered rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirewallPolicy {
+    /// The interfaces whose traffic it filters (tcx ingress and egress on each).
+    pub interfaces: Vec<FirewallInterface>,
+    /// What a new inbound connection no rule matches meets (default accept, so adding
+    /// the section changes nothing until rules or defaults say so).
+    pub default_inbound: FwAction,
+    /// What a new outbound connection no rule matches meets (default accept).
+    pub default_outbound: FwAction,
+    /// Track connections: replies and related ICMP errors pass before the rules,
+    /// packets of no connection that cannot start one are dropped (default `true`).
+    pub stateful: bool,
+    /// `mode: dry-run`: count what would be dropped and pass it.
+    pub dry_run: bool,
+    /// The connection table's size.
+    pub table_size: u32,
+    /// Idle timeouts.
+    pub timeouts: Timeouts,
+    /// The rules, first match wins.
+    pub rules: Vec<FwRule>,
+}
+
+impl Default for FirewallPolicy {
+    fn default() -> Self {
+        Self {
+            interfaces: Vec::new(),
+            default_inbound: FwAction::Accept,
+            default_outbound: FwAction::Accept,
+            stateful: true,
+            dry_run: false,
+            table_size: DEFAULT_TABLE_SIZE,
+            timeouts: Timeouts::default(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+impl FirewallPolicy {
+    /// A warning for every rule an earlier rule covers entirely: `(origin of the
+    /// shadowed rule, message naming both)`.
+    pub fn shadow_warnings(&self) -> Vec<(Origin, String)> {
+        shadowed(&self.rules)
+            .into_iter()
+            .map(|(i, j)| {
+                let earlier = &self.rules[i].origin;
+                let at = earlier
+                    .at
+                    .map(|(line, column)| format!(" (line {line}, column {column})"))
+                    .unwrap_or_default();
+                (
+                    self.rules[j].origin.clone(),
+                    format!("can never match: {earlier}{at} comes first and covers it"),
+                )
+            })
+            .collect()
     }
 }
 

@@ -42,6 +42,7 @@ pub mod fastpath;
 pub mod feeds;
 pub mod fetch;
 pub mod firewall;
+mod firewall_section;
 pub mod geo;
 pub mod process;
 pub mod sentinel;

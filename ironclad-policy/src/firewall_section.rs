@@ -1,0 +1,588 @@
+//! Reading the `firewall:` section of a policy file into a [`FirewallPolicy`], every
+//! problem located at its line and column.
+
+use std::path::Path;
+
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use crate::config::{parse_net, parse_port, position, RawPort, RawPorts};
+use crate::error::{Origin, PolicyError};
+use crate::firewall::{
+    Direction, FirewallInterface, FirewallPolicy, FwAction, FwProto, FwRule, TABLE_SIZE_RANGE,
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFirewall {
+    #[serde(default)]
+    interfaces: Vec<Spanned<String>>,
+    default_inbound: Option<Spanned<String>>,
+    default_outbound: Option<Spanned<String>>,
+    stateful: Option<bool>,
+    mode: Option<Spanned<String>>,
+    table_size: Option<Spanned<u32>>,
+    timeouts: Option<RawTimeouts>,
+    #[serde(default)]
+    rules: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTimeouts {
+    tcp_handshake: Option<Spanned<u32>>,
+    tcp_established: Option<Spanned<u32>>,
+    tcp_closing: Option<Spanned<u32>>,
+    udp: Option<Spanned<u32>>,
+    udp_stream: Option<Spanned<u32>>,
+    icmp: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawAddrs {
+    One(String),
+    List(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawType {
+    Number(u64),
+    Name(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawTypes {
+    One(RawType),
+    List(Vec<RawType>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    direction: Option<String>,
+    proto: Option<String>,
+    src: Option<RawAddrs>,
+    dst: Option<RawAddrs>,
+    sport: Option<RawPorts>,
+    dport: Option<RawPorts>,
+    icmp_type: Option<RawTypes>,
+    action: Option<String>,
+    log: Option<bool>,
+    rate_limit: Option<Spanned<IgnoredAny>>,
+    comment: Option<String>,
+}
+
+/// The ICMP type a name stands for, by protocol.
+fn icmp_type_named(proto: FwProto, name: &str) -> Option<u8> {
+    let v4 = [
+        ("echo-reply", 0),
+        ("destination-unreachable", 3),
+        ("redirect", 5),
+        ("echo-request", 8),
+        ("time-exceeded", 11),
+        ("parameter-problem", 12),
+    ];
+    let v6 = [
+        ("destination-unreachable", 1),
+        ("packet-too-big", 2),
+        ("time-exceeded", 3),
+        ("parameter-problem", 4),
+        ("echo-request", 128),
+        ("echo-reply", 129),
+    ];
+    let table: &[(&str, u8)] = match proto {
+        FwProto::Icmp => &v4,
+        FwProto::Icmpv6 => &v6,
+        _ => return None,
+    };
+    table.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
+}
+
+/// Whether `name` is usable as an interface name (what the kernel accepts).
+fn valid_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < 16
+        && name != "."
+        && name != ".."
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace())
+}
+
+fn default_action(
+    field: &str,
+    value: Option<&Spanned<String>>,
+    problems: &mut Vec<PolicyError>,
+) -> FwAction {
+    let Some(v) = value else {
+        return FwAction::Accept;
+    };
+    match v.value.as_str() {
+        "accept" => FwAction::Accept,
+        "drop" => FwAction::Drop,
+        other => {
+            problems.push(PolicyError::Invalid {
+                origin: Origin {
+                    field: field.to_string(),
+                    at: position(&v.referenced),
+                },
+                message: format!("`{other}` is not a default; use `accept` or `drop`"),
+            });
+            FwAction::Accept
+        }
+    }
+}
+
+/// Reads the section; `sys_class_net` is where interfaces are looked up
+/// (`/sys/class/net`), so `check` refuses an interface this host does not have.
+pub(crate) fn parse(
+    raw: &Spanned<RawFirewall>,
+    sys_class_net: &Path,
+    problems: &mut Vec<PolicyError>,
+) -> FirewallPolicy {
+    let section_at = position(&raw.referenced);
+    let raw = &raw.value;
+    let mut policy = FirewallPolicy {
+        default_inbound: default_action(
+            "firewall.default_inbound",
+            raw.default_inbound.as_ref(),
+            problems,
+        ),
+        default_outbound: default_action(
+            "firewall.default_outbound",
+            raw.default_outbound.as_ref(),
+            problems,
+        ),
+        stateful: raw.stateful.unwrap_or(true),
+        ..FirewallPolicy::default()
+    };
+    let mut invalid = |field: String, at: Option<(u64, u64)>, message: String| {
+        problems.push(PolicyError::Invalid {
+            origin: Origin { field, at },
+            message,
+        });
+    };
+
+    if raw.interfaces.is_empty() {
+        invalid(
+            "firewall.interfaces".into(),
+            section_at,
+            "name the interfaces to filter (`interfaces: [eth0]`)".into(),
+        );
+    }
+    for (i, item) in raw.interfaces.iter().enumerate() {
+        let field = format!("firewall.interfaces[{i}]");
+        let at = position(&item.referenced);
+        let name = item.value.trim();
+        if !valid_ifname(name) {
+            invalid(
+                field,
+                at,
+                format!(
+                    "`{}` is not an interface name",
+                    crate::error::excerpt(name, 40)
+                ),
+            );
+        } else if policy.interfaces.iter().any(|f| f.name == name) {
+            invalid(field, at, format!("`{name}` is listed twice"));
+        } else if !sys_class_net.join(name).exists() {
+            invalid(
+                field,
+                at,
+                format!("this host has no interface `{name}` (see `ip link`)"),
+            );
+        } else {
+            policy.interfaces.push(FirewallInterface {
+                name: name.to_string(),
+                origin: Origin { field, at },
+            });
+        }
+    }
+
+    if let Some(mode) = &raw.mode {
+        match mode.value.as_str() {
+            "enforce" => policy.dry_run = false,
+            "dry-run" => policy.dry_run = true,
+            other => invalid(
+                "firewall.mode".into(),
+                position(&mode.referenced),
+                format!("`{other}` is not a mode; use `enforce` or `dry-run`"),
+            ),
+        }
+    }
+    if let Some(size) = &raw.table_size {
+        if TABLE_SIZE_RANGE.contains(&size.value) {
+            policy.table_size = size.value;
+        } else {
+            invalid(
+                "firewall.table_size".into(),
+                position(&size.referenced),
+                format!(
+                    "{} connections is outside {}..={}",
+                    size.value,
+                    TABLE_SIZE_RANGE.start(),
+                    TABLE_SIZE_RANGE.end()
+                ),
+            );
+        }
+    }
+    if let Some(t) = &raw.timeouts {
+        let timeouts = &mut policy.timeouts;
+        for (name, value, slot) in [
+            (
+                "tcp_handshake",
+                &t.tcp_handshake,
+                &mut timeouts.tcp_handshake,
+            ),
+            (
+                "tcp_established",
+                &t.tcp_established,
+                &mut timeouts.tcp_established,
+            ),
+            ("tcp_closing", &t.tcp_closing, &mut timeouts.tcp_closing),
+            ("udp", &t.udp, &mut timeouts.udp),
+            ("udp_stream", &t.udp_stream, &mut timeouts.udp_stream),
+            ("icmp", &t.icmp, &mut timeouts.icmp),
+        ] {
+            match value {
+                None => {}
+                Some(v) if v.value == 0 => invalid(
+                    format!("firewall.timeouts.{name}"),
+                    position(&v.referenced),
+                    "must be at least 1 second".into(),
+                ),
+                Some(v) => *slot = v.value,
+            }
+        }
+    }
+
+    for (index, item) in raw.rules.iter().enumerate() {
+        let origin = Origin {
+            field: format!("firewall.rules[{index}]"),
+            at: position(&item.referenced),
+        };
+        if let Some(rule) = parse_rule(&item.value, origin, problems) {
+            policy.rules.push(rule);
+        }
+    }
+    policy
+}
+
+fn parse_rule(r: &RawRule, origin: Origin, problems: &mut Vec<PolicyError>) -> Option<FwRule> {
+    let before = problems.len();
+    let mut bad = |message: String| {
+        problems.push(PolicyError::Invalid {
+            origin: origin.clone(),
+            message,
+        });
+    };
+    let direction = match r.direction.as_deref() {
+        Some("in") => Some(Direction::In),
+        Some("out") => Some(Direction::Out),
+        Some(other) => {
+            bad(format!("`{other}` is not a direction; use `in` or `out`"));
+            None
+        }
+        None => {
+            bad("`direction: in` or `out` is missing".into());
+            None
+        }
+    };
+    let proto = match r.proto.as_deref() {
+        None | Some("any") => Some(FwProto::Any),
+        Some("tcp") => Some(FwProto::Tcp),
+        Some("udp") => Some(FwProto::Udp),
+        Some("icmp") => Some(FwProto::Icmp),
+        Some("icmpv6") => Some(FwProto::Icmpv6),
+        Some(other) => {
+            bad(format!(
+                "`{other}` is not a protocol; use `tcp`, `udp`, `icmp`, `icmpv6` or `any`"
+            ));
+            None
+        }
+    };
+    let action = match r.action.as_deref() {
+        Some("accept") => Some(FwAction::Accept),
+        Some("drop") => Some(FwAction::Drop),
+        Some("reject") => {
+            bad("`action: reject` is not available yet (the kernel program cannot answer with a RST or an ICMP unreachable); use `drop`".into());
+            None
+        }
+        Some(other) => {
+            bad(format!(
+                "`{other}` is not an action; use `accept` or `drop`"
+            ));
+            None
+        }
+        None => {
+            bad("`action: accept` or `drop` is missing".into());
+            None
+        }
+    };
+    if r.log == Some(true) {
+        bad("`log: true` is not available yet (matches are counted per rule: `full_firewall status`)".into());
+    }
+    if r.rate_limit.is_some() {
+        bad("`rate_limit` is not available yet in firewall rules".into());
+    }
+    let mut nets = |which: &str, raw: &Option<RawAddrs>| {
+        let texts: Vec<&String> = match raw {
+            None => Vec::new(),
+            Some(RawAddrs::One(t)) => vec![t],
+            Some(RawAddrs::List(l)) => l.iter().collect(),
+        };
+        let mut out = Vec::new();
+        for text in texts {
+            match parse_net(text) {
+                Some(net) => out.push(net),
+                None if text
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                    && text.chars().any(|c| c.is_ascii_alphabetic()) =>
+                {
+                    bad(format!(
+                        "{which} `{}`: named sets (feeds, countries) are not available in firewall rules yet; write addresses or CIDRs",
+                        crate::error::excerpt(text, 60)
+                    ));
+                }
+                None => bad(format!(
+                    "{which} `{}` is not an IP address or CIDR",
+                    crate::error::excerpt(text, 60)
+                )),
+            }
+        }
+        out
+    };
+    let src = nets("src", &r.src);
+    let dst = nets("dst", &r.dst);
+    let mut ports = |which: &str, raw: &Option<RawPorts>| {
+        let list: Vec<&RawPort> = match raw {
+            None => Vec::new(),
+            Some(RawPorts::One(p)) => vec![p],
+            Some(RawPorts::List(l)) => l.iter().collect(),
+        };
+        let mut out = Vec::new();
+        for p in list {
+            match parse_port(p) {
+                Ok(range) => out.push(range),
+                Err(message) => bad(format!("{which}: {message}")),
+            }
+        }
+        out
+    };
+    let sport = ports("sport", &r.sport);
+    let dport = ports("dport", &r.dport);
+    let mut icmp_type = Vec::new();
+    let types: Vec<&RawType> = match &r.icmp_type {
+        None => Vec::new(),
+        Some(RawTypes::One(t)) => vec![t],
+        Some(RawTypes::List(l)) => l.iter().collect(),
+    };
+    for t in types {
+        match t {
+            RawType::Number(n) => match u8::try_from(*n) {
+                Ok(t) => icmp_type.push(t),
+                Err(_) => bad(format!("icmp_type {n} is outside 0-255")),
+            },
+            RawType::Name(name) => match proto.and_then(|p| icmp_type_named(p, name)) {
+                Some(t) => icmp_type.push(t),
+                None => bad(format!(
+                    "icmp_type `{}` is not a type number or a known name for this protocol (echo-request, echo-reply, destination-unreachable, time-exceeded, ...)",
+                    crate::error::excerpt(name, 40)
+                )),
+            },
+        }
+    }
+    let (Some(direction), Some(proto), Some(action)) = (direction, proto, action) else {
+        return None;
+    };
+    let mut rule = FwRule::new(origin, direction, proto);
+    rule.src = src;
+    rule.dst = dst;
+    rule.sport = sport;
+    rule.dport = dport;
+    rule.icmp_type = icmp_type;
+    rule.action = action;
+    rule.comment = r.comment.clone();
+    // What the rule says against itself (ports on icmp, a type on tcp, host bits).
+    problems.extend(rule.check());
+    (problems.len() == before).then_some(rule)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used, reason = "tests fail with a message")]
+
+    use std::path::Path;
+
+    use crate::config::compile_str;
+    use crate::firewall::{Direction, FwAction, FwProto};
+
+    fn errors(yaml: &str) -> Vec<String> {
+        match compile_str(yaml, Path::new("f.yaml")) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.diagnostics.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn a_full_section_reads_as_written() {
+        let yaml = "\
+firewall:
+  interfaces: [lo]
+  default_inbound: drop
+  default_outbound: accept
+  mode: dry-run
+  table_size: 4096
+  timeouts: {tcp_established: 3600, udp: 20}
+  rules:
+    - direction: in
+      proto: tcp
+      src: [10.0.0.0/24, 2001:db8::/32]
+      dport: 22
+      action: accept
+      comment: ssh from the admins
+    - {direction: in, proto: tcp, dport: [80, \"8000-8100\"], action: accept}
+    - {direction: in, proto: icmp, icmp_type: echo-request, action: accept}
+    - {direction: in, proto: icmpv6, icmp_type: [128, echo-reply], action: accept}
+    - {direction: out, proto: udp, dst: 192.0.2.53, dport: 53, sport: \"1024-65535\", action: drop}
+";
+        let compiled = compile_str(yaml, Path::new("f.yaml")).expect("compiles");
+        let f = compiled.firewall.expect("firewall");
+        assert_eq!(f.interfaces.len(), 1);
+        assert_eq!(f.interfaces[0].name, "lo");
+        assert_eq!(f.interfaces[0].origin.at, Some((2, 16)));
+        assert_eq!(f.default_inbound, FwAction::Drop);
+        assert!(f.dry_run && f.stateful);
+        assert_eq!(f.table_size, 4096);
+        assert_eq!(
+            (f.timeouts.tcp_established, f.timeouts.udp, f.timeouts.icmp),
+            (3600, 20, 30)
+        );
+        assert_eq!(f.rules.len(), 5);
+        let ssh = &f.rules[0];
+        assert_eq!(ssh.origin.field, "firewall.rules[0]");
+        assert_eq!(ssh.origin.at, Some((9, 7)));
+        assert_eq!((ssh.direction, ssh.proto), (Direction::In, FwProto::Tcp));
+        assert_eq!(ssh.src.len(), 2);
+        assert_eq!(ssh.dport, vec![(22, 22)]);
+        assert_eq!(ssh.comment.as_deref(), Some("ssh from the admins"));
+        assert_eq!(f.rules[1].dport, vec![(80, 80), (8000, 8100)]);
+        assert_eq!(f.rules[2].icmp_type, vec![8]);
+        assert_eq!(f.rules[3].icmp_type, vec![128, 129]);
+        assert_eq!(f.rules[4].sport, vec![(1024, 65535)]);
+        assert_eq!(f.rules[4].action, FwAction::Drop);
+        assert!(compiled.warnings.is_empty(), "{:?}", compiled.warnings);
+    }
+
+    #[test]
+    fn every_bad_rule_is_located_and_nothing_is_compiled() {
+        let yaml = "\
+firewall:
+  interfaces: [lo, ironclad-nope0, lo]
+  default_inbound: block
+  table_size: 3
+  rules:
+    - {direction: in, proto: tcp, dport: 70000, action: accept}
+    - {direction: in, proto: icmp, dport: 22, action: accept}
+    - {direction: in, proto: tcp, icmp_type: 8, action: accept}
+    - {direction: sideways, action: accept}
+    - {direction: in, proto: tcp, action: reject}
+    - {direction: in, src: 10.0.0.1/8, action: drop}
+    - {direction: in, src: spamhaus_drop, action: drop}
+    - {direction: in, proto: tcp, dport: 22, action: accept, log: true}
+    - {direction: in, proto: gre, action: accept}
+    - {direction: in, proto: icmp, src: 2001:db8::/32, action: accept}
+";
+        let errors = errors(yaml);
+        let expect = [
+            "f.yaml:2:20: firewall.interfaces[1]: this host has no interface `ironclad-nope0`",
+            "f.yaml:2:36: firewall.interfaces[2]: `lo` is listed twice",
+            "f.yaml:3:20: firewall.default_inbound: `block` is not a default",
+            "f.yaml:4:15: firewall.table_size: 3 connections is outside 16..=16777216",
+            "f.yaml:6:7: firewall.rules[0]: dport: port 70000 is out of range 1-65535",
+            "f.yaml:7:7: firewall.rules[1]: `sport`/`dport` need `proto: tcp` or `udp` (this rule has `icmp`)",
+            "f.yaml:8:7: firewall.rules[2]: `icmp_type` needs `proto: icmp` or `icmpv6` (this rule has `tcp`)",
+            "f.yaml:9:7: firewall.rules[3]: `sideways` is not a direction",
+            "f.yaml:10:7: firewall.rules[4]: `action: reject` is not available yet",
+            "f.yaml:11:7: firewall.rules[5]: `10.0.0.1/8` has host bits set; did you mean `10.0.0.0/8`?",
+            "f.yaml:12:7: firewall.rules[6]: src `spamhaus_drop`: named sets (feeds, countries) are not available in firewall rules yet",
+            "f.yaml:13:7: firewall.rules[7]: `log: true` is not available yet",
+            "f.yaml:14:7: firewall.rules[8]: `gre` is not a protocol",
+            "f.yaml:15:7: firewall.rules[9]: `2001:db8::/32`: icmp is IPv4: use `proto: icmpv6`",
+        ];
+        assert_eq!(errors.len(), expect.len(), "{errors:#?}");
+        for (got, want) in errors.iter().zip(expect) {
+            assert!(got.starts_with(want), "{got}\n  should start with\n{want}");
+        }
+    }
+
+    #[test]
+    fn a_rule_an_earlier_one_covers_is_a_warning_naming_both() {
+        let yaml = "\
+firewall:
+  interfaces: [lo]
+  rules:
+    - {direction: in, proto: tcp, src: 10.0.0.0/8, action: drop}
+    - {direction: in, proto: tcp, src: 10.1.0.0/16, dport: 22, action: accept}
+    - {direction: in, proto: udp, src: 10.1.0.0/16, action: accept}
+";
+        let compiled = compile_str(yaml, Path::new("f.yaml")).expect("compiles");
+        let warnings: Vec<String> = compiled.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            warnings,
+            vec![
+                "f.yaml:5:7: warning: firewall.rules[1]: can never match: firewall.rules[0] (line 4, column 7) comes first and covers it"
+                    .to_string()
+            ]
+        );
+    }
+
+    #[test]
+    fn the_shields_management_valve_comes_before_every_firewall_rule() {
+        let yaml = "\
+shield:
+  deny: [192.0.2.0/24]
+  management: [10.9.0.0/16]
+firewall:
+  interfaces: [lo]
+  default_inbound: drop
+  rules:
+    - {direction: in, src: 10.0.0.0/8, action: drop}
+";
+        let f = compile_str(yaml, Path::new("f.yaml"))
+            .expect("compiles")
+            .firewall
+            .expect("firewall");
+        assert_eq!(f.rules.len(), 3);
+        assert_eq!(f.rules[0].origin.field, "shield.management");
+        assert_eq!(
+            (f.rules[0].direction, f.rules[0].action),
+            (Direction::In, FwAction::Accept)
+        );
+        assert_eq!(f.rules[0].src, vec!["10.9.0.0/16".parse().expect("net")]);
+        assert_eq!(f.rules[1].direction, Direction::Out);
+        assert_eq!(f.rules[1].dst, f.rules[0].src);
+        assert_eq!(f.rules[2].origin.field, "firewall.rules[0]");
+    }
+
+    #[test]
+    fn a_section_without_interfaces_or_a_rule_without_action_says_what_is_missing() {
+        let errors = errors("firewall:\n  rules:\n    - {direction: in}\n");
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+        assert!(
+            errors[0].starts_with("f.yaml:2:3: firewall.interfaces: name the interfaces"),
+            "{errors:#?}"
+        );
+        assert!(
+            errors[1].starts_with(
+                "f.yaml:3:7: firewall.rules[0]: `action: accept` or `drop` is missing"
+            ),
+            "{errors:#?}"
+        );
+    }
+}
