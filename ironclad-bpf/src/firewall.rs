@@ -35,8 +35,10 @@ use ironclad_core::abi::{
     FW_DIM_DST, FW_DIM_SPORT, FW_DIM_SRC, FW_DROP, FW_F_DROP_IN, FW_F_DROP_OUT, FW_F_DRY_RUN,
     FW_F_STATEFUL, FW_MAX_RULES, FW_PROTOS, FW_SUMMARY_WORDS,
 };
-use ironclad_policy::firewall::{Bucket, Classifier, Direction, FwAction, FwRule, PacketProto};
-use libbpf_rs::{AsRawLibbpf, Link};
+use ironclad_policy::firewall::{
+    Bucket, Classifier, Direction, FirewallPolicy, FwAction, FwRule, PacketProto,
+};
+use libbpf_rs::{AsRawLibbpf, Link, MapCore, MapFlags, MapHandle};
 
 use crate::attach::ifindex;
 use crate::auditlog::{AuditAction, AuditLog};
@@ -112,6 +114,27 @@ impl FirewallSettings {
         self
     }
 
+    /// The settings a policy's `firewall:` section asks for: its defaults, mode,
+    /// `stateful` and timeouts (a TCP connection whose both sides closed keeps the
+    /// Linux 10 s).
+    pub fn from_policy(policy: &FirewallPolicy) -> Self {
+        let t = policy.timeouts;
+        let mut settings = Self::default()
+            .drop_inbound(policy.default_inbound != FwAction::Accept)
+            .drop_outbound(policy.default_outbound != FwAction::Accept)
+            .stateful(policy.stateful)
+            .dry_run(policy.dry_run);
+        settings.tcp_timeout[CtState::New as usize] = t.tcp_handshake;
+        settings.tcp_timeout[CtState::SynSent as usize] = t.tcp_handshake;
+        settings.tcp_timeout[CtState::SynRecv as usize] = t.tcp_handshake;
+        settings.tcp_timeout[CtState::Established as usize] = t.tcp_established;
+        settings.tcp_timeout[CtState::FinWait as usize] = t.tcp_closing;
+        settings.udp_timeout = t.udp;
+        settings.udp_stream_timeout = t.udp_stream;
+        settings.icmp_timeout = t.icmp;
+        settings
+    }
+
     fn to_config(self, slot: u32) -> FwConfig {
         let mut flags = 0;
         for (on, flag) in [
@@ -172,6 +195,22 @@ pub struct FirewallReport {
     pub entries: usize,
     /// The slot now live.
     pub slot: u32,
+    /// Each rule's counter id, in rule order ([`Firewall::rule_counters`] reports by id).
+    pub ids: Vec<u32>,
+}
+
+/// What `full_firewall status` shows of a firewall, read from its pins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FirewallStatus {
+    /// The live settings.
+    pub settings: FirewallSettings,
+    /// Every total, in index order.
+    pub totals: Vec<(FwTotal, Counter)>,
+    /// Per-rule counters of the live rules, by id.
+    pub rules: Vec<(u32, Counter)>,
+    /// Tracked connections.
+    pub connections: usize,
 }
 
 /// One tracked connection, as `full_firewall conntrack` lists it.
@@ -335,6 +374,21 @@ impl Firewall {
     /// [check](FwRule::check), `reject` and `log` (not built yet), more than
     /// 16,384 rules for one direction and protocol.
     pub fn replace(&self, rules: &[FwRule]) -> Result<FirewallReport> {
+        self.replace_inner(None, rules)
+    }
+
+    /// [`replace`](Self::replace) and [`configure`](Self::configure) in one step: the
+    /// write that makes `rules` live also sets `settings`, so no packet sees the new
+    /// defaults with the old rules or the other way round (a policy reload).
+    pub fn apply(&self, settings: &FirewallSettings, rules: &[FwRule]) -> Result<FirewallReport> {
+        self.replace_inner(Some(settings), rules)
+    }
+
+    fn replace_inner(
+        &self,
+        settings: Option<&FirewallSettings>,
+        rules: &[FwRule],
+    ) -> Result<FirewallReport> {
         let _span = tracing::info_span!("ironclad.firewall.replace", rules = rules.len()).entered();
         let mut problems = Vec::new();
         for rule in rules {
@@ -477,7 +531,10 @@ impl Firewall {
             let _ = self.clear_slot(slot);
             return Err(e);
         }
-        self.write_config(&FwConfig { slot: next, ..live })?;
+        self.write_config(&match settings {
+            Some(s) => s.to_config(next),
+            None => FwConfig { slot: next, ..live },
+        })?;
         tracing::info!(
             rules = rules.len(),
             classes = classifier.classes.len(),
@@ -494,6 +551,7 @@ impl Firewall {
                 + summary_entries.len()
                 + rule_entries.len(),
             slot: next,
+            ids,
         })
     }
 
@@ -808,6 +866,116 @@ impl Firewall {
     /// The loaded object (for the Sentinel to protect).
     pub fn object(&self) -> &LoadedObject {
         &self.object
+    }
+
+    /// Every tracked connection, read from the pinned table under `pin_root` without
+    /// loading anything (what `full_firewall conntrack` shows while the daemon runs).
+    pub fn connections_from_pins(pin_root: &Path) -> Result<Vec<Connection>> {
+        let map = open_pinned(pin_root, names::ic_fw_ct)?;
+        let now = monotonic_ns();
+        let mut out = Vec::new();
+        for key in map.keys() {
+            let Some(value) = map
+                .lookup(&key, MapFlags::ANY)
+                .map_err(lookup_error(names::ic_fw_ct))?
+            else {
+                continue;
+            };
+            if let (Some(k), Some(e)) = (CtKey::from_bytes(&key), CtEntry::from_bytes(&value)) {
+                if let Some(c) = connection(&k, &e, now) {
+                    out.push(c);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The settings, totals, rule counters and connection count, read from the pins
+    /// under `pin_root` without loading anything.
+    pub fn status_from_pins(pin_root: &Path) -> Result<FirewallStatus> {
+        let sum = |values: Option<Vec<Vec<u8>>>| {
+            let mut total = Counter::default();
+            for c in values
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|b| Counter::from_bytes(b))
+            {
+                total.packets += c.packets;
+                total.bytes += c.bytes;
+            }
+            total
+        };
+        let config = open_pinned(pin_root, names::ic_fw_config)?
+            .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .map_err(lookup_error(names::ic_fw_config))?
+            .and_then(|b| FwConfig::from_bytes(&b))
+            .unwrap_or_default();
+        let totals_map = open_pinned(pin_root, names::ic_fw_totals)?;
+        let mut totals = Vec::new();
+        for t in FwTotal::ALL {
+            totals.push((
+                t,
+                sum(totals_map
+                    .lookup_percpu(&(t as u32).to_ne_bytes(), MapFlags::ANY)
+                    .map_err(lookup_error(names::ic_fw_totals))?),
+            ));
+        }
+        let slot = config.slot & 1;
+        let rules_map = open_pinned(pin_root, names::ic_fw_rules)?;
+        let mut ids = BTreeSet::new();
+        for key in rules_map.keys() {
+            let in_slot = key
+                .get(..4)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_ne_bytes)
+                .is_some_and(|k| k / (FW_BUCKETS * FW_MAX_RULES) == slot);
+            if !in_slot {
+                continue;
+            }
+            if let Some(entry) = rules_map
+                .lookup(&key, MapFlags::ANY)
+                .map_err(lookup_error(names::ic_fw_rules))?
+                .and_then(|v| FwRuleEntry::from_bytes(&v))
+            {
+                ids.insert(entry.rule_id);
+            }
+        }
+        let counters = open_pinned(pin_root, names::ic_fw_rule_counters)?;
+        let mut rules = Vec::with_capacity(ids.len());
+        for id in ids {
+            rules.push((
+                id,
+                sum(counters
+                    .lookup_percpu(&id.to_ne_bytes(), MapFlags::ANY)
+                    .map_err(lookup_error(names::ic_fw_rule_counters))?),
+            ));
+        }
+        let connections = open_pinned(pin_root, names::ic_fw_ct)?.keys().count();
+        Ok(FirewallStatus {
+            settings: FirewallSettings::from_config(config),
+            totals,
+            rules,
+            connections,
+        })
+    }
+}
+
+/// One of the firewall's maps pinned under `pin_root`.
+fn open_pinned(pin_root: &Path, name: &'static str) -> Result<MapHandle> {
+    let path = pin_root.join(Firewall::OBJECT).join(name);
+    MapHandle::from_pinned_path(&path).map_err(|e| BpfError::Pin {
+        what: format!("map {name}"),
+        path: path.clone(),
+        reason: e.to_string(),
+        source: Some(e.into()),
+    })
+}
+
+fn lookup_error(map: &'static str) -> impl Fn(libbpf_rs::Error) -> BpfError {
+    move |source| BpfError::Map {
+        op: "lookup",
+        map: map.to_string(),
+        source: source.into(),
     }
 }
 

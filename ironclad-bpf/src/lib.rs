@@ -56,7 +56,9 @@ pub use error::{BpfError, KernelError, Result};
 #[cfg(feature = "tokio")]
 pub use events::EventStream;
 pub use events::{EventReader, EventSource, EventStats};
-pub use firewall::{Connection, Firewall, FirewallAttachment, FirewallReport, FirewallSettings};
+pub use firewall::{
+    Connection, Firewall, FirewallAttachment, FirewallReport, FirewallSettings, FirewallStatus,
+};
 /// The counters [`Shield::total`] and [`EgressFirewall::total`] take, re-exported so an
 /// embedder needs no other crate to read them.
 pub use ironclad_core::abi::{Counter, EgressTotal, ShieldTotal};
