@@ -68,6 +68,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the stateful firewall's tracked connections (read from its pins).
+    Conntrack {
+        /// The pin root.
+        #[arg(long, default_value = DEFAULT_PIN_ROOT)]
+        pin_dir: PathBuf,
+        /// JSON (an array of connections) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Exit 0 when a daemon's control loop turned in the last 10 s (with `--ready`: and
     /// every configured feature runs); 1 otherwise, with the reason. For liveness and
     /// readiness probes: it reads `RUN_DIR/health.json`, no network needed.
@@ -140,6 +149,17 @@ fn check(config: &std::path::Path) -> Result<ExitCode> {
                 "ipv4_prefixes": 0,
                 "ipv6_prefixes": 0,
             });
+            if let Some(f) = &compiled.firewall {
+                out["firewall"] = serde_json::json!({
+                    "interfaces": f.interfaces.iter().map(|i| i.name.clone()).collect::<Vec<_>>(),
+                    "rules": f.rules.len(),
+                    "default_inbound": if f.default_inbound == ironclad_policy::firewall::FwAction::Accept { "accept" } else { "drop" },
+                    "default_outbound": if f.default_outbound == ironclad_policy::firewall::FwAction::Accept { "accept" } else { "drop" },
+                    "stateful": f.stateful,
+                    "mode": if f.dry_run { "dry-run" } else { "enforce" },
+                });
+                out["warnings"] = compiled.warnings.len().into();
+            }
             if let Some(shield) = &compiled.shield {
                 out["ipv4_prefixes"] = shield.ipv4_prefixes().into();
                 out["ipv6_prefixes"] = shield.ipv6_prefixes().into();
@@ -218,6 +238,7 @@ fn main() -> ExitCode {
             run_dir,
             json,
         } => status::status(&pin_dir, &run_dir, json),
+        Command::Conntrack { pin_dir, json } => status::conntrack(&pin_dir, json),
         Command::Health { run_dir, ready } => Ok(health::probe(&run_dir, ready)),
         Command::Detach { pin_dir } => status::detach(&pin_dir),
         #[cfg(feature = "demo")]

@@ -28,7 +28,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use ironclad_bpf::{EgressFirewall, RuleStatus, Shield, ShieldStatus, Telemetry};
+use ironclad_bpf::{
+    EgressFirewall, Firewall, FirewallStatus, RuleStatus, Shield, ShieldStatus, Telemetry,
+};
 use ironclad_core::abi::{EgressTotal, ShieldTotal};
 use ironclad_events::{Event, Fanout, Overflow};
 use ironclad_policy::shield::CompiledShield;
@@ -861,6 +863,9 @@ fn prometheus(shared: &Shared) -> String {
             );
         }
     }
+    if let Ok(status) = Firewall::status_from_pins(&shared.pin_root) {
+        firewall_metrics(&mut out, &status);
+    }
     out.family(
         "ironclad_kernel_events_lost_total",
         "counter",
@@ -923,6 +928,52 @@ fn prometheus(shared: &Shared) -> String {
         out.sample("process_resident_memory_bytes", &[], rss);
     }
     out.text
+}
+
+/// The stateful firewall's verdicts, per-rule counters and table use.
+fn firewall_metrics(out: &mut Exposition, status: &FirewallStatus) {
+    out.family(
+        "ironclad_firewall_packets_total",
+        "counter",
+        "Packets through the stateful firewall, by verdict.",
+    );
+    for (t, c) in &status.totals {
+        out.sample(
+            "ironclad_firewall_packets_total",
+            &[("verdict", t.name())],
+            c.packets,
+        );
+    }
+    out.family(
+        "ironclad_firewall_bytes_total",
+        "counter",
+        "Bytes through the stateful firewall, by verdict.",
+    );
+    for (t, c) in &status.totals {
+        out.sample(
+            "ironclad_firewall_bytes_total",
+            &[("verdict", t.name())],
+            c.bytes,
+        );
+    }
+    out.family(
+        "ironclad_firewall_rule_packets_total",
+        "counter",
+        "Packets that started a connection (or were decided, stateless) by a firewall rule.",
+    );
+    for (id, c) in &status.rules {
+        out.sample(
+            "ironclad_firewall_rule_packets_total",
+            &[("rule_id", &id.to_string())],
+            c.packets,
+        );
+    }
+    out.family(
+        "ironclad_firewall_connections",
+        "gauge",
+        "Connections in the firewall's table (expired ones not yet swept included).",
+    );
+    out.sample("ironclad_firewall_connections", &[], status.connections);
 }
 
 /// The dashboard's data.

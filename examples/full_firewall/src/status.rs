@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use ironclad_bpf::{
-    EgressFirewall, EgressStatus, Loader, RuleLabel, Shield, ShieldStatus, Telemetry,
+    EgressFirewall, EgressStatus, Firewall, FirewallStatus, Loader, RuleLabel, Shield,
+    ShieldStatus, Telemetry,
 };
 use ironclad_core::abi::SHIELD_F_DRY_RUN;
 use ironclad_policy::shield::{CompiledShield, Mode};
@@ -139,9 +140,15 @@ fn daemon_json(report: Option<&ironclad_agent::health::Report>) -> serde_json::V
 pub(crate) fn status(pin_root: &Path, run_dir: &Path, json: bool) -> Result<ExitCode> {
     let shield = Shield::status_from_pins(pin_root);
     let egress = EgressFirewall::status_from_pins(pin_root);
+    let firewall = Firewall::status_from_pins(pin_root);
     let dns_lost = Telemetry::lost_dns_events_from_pins(pin_root).ok();
     let daemon = ironclad_agent::health::read(run_dir);
-    if shield.is_err() && egress.is_err() && dns_lost.is_none() && daemon.is_none() {
+    if shield.is_err()
+        && egress.is_err()
+        && firewall.is_err()
+        && dns_lost.is_none()
+        && daemon.is_none()
+    {
         anyhow::bail!("nothing is pinned under {}", pin_root.display());
     }
     if json {
@@ -152,6 +159,9 @@ pub(crate) fn status(pin_root: &Path, run_dir: &Path, json: bool) -> Result<Exit
         out["daemon"] = daemon_json(daemon.as_ref());
         if let Ok(e) = &egress {
             out["egress"] = egress_json(e);
+        }
+        if let Ok(f) = &firewall {
+            out["firewall"] = firewall_json(f);
         }
         // Events the kernel could not report for lack of ring-buffer space, per source.
         let shield_lost = shield.as_ref().ok().and_then(|s| {
@@ -193,6 +203,31 @@ pub(crate) fn status(pin_root: &Path, run_dir: &Path, json: bool) -> Result<Exit
             println!("egress rule {id:<5} {hits:>12} decisions");
         }
     }
+    if let Ok(f) = &firewall {
+        let s = &f.settings;
+        println!(
+            "firewall: default inbound {}, outbound {}, {}{}, {} connections",
+            if s.drop_inbound { "drop" } else { "accept" },
+            if s.drop_outbound { "drop" } else { "accept" },
+            if s.stateful { "stateful" } else { "stateless" },
+            if s.dry_run { ", dry-run" } else { "" },
+            f.connections
+        );
+        for (id, c) in &f.rules {
+            println!(
+                "firewall rule {id:<5} {:>12} packets {:>14} bytes",
+                c.packets, c.bytes
+            );
+        }
+        for (t, c) in &f.totals {
+            println!(
+                "firewall {:<12} {:>12} packets {:>14} bytes",
+                t.name(),
+                c.packets,
+                c.bytes
+            );
+        }
+    }
     let Ok(status) = shield else {
         return Ok(ExitCode::SUCCESS);
     };
@@ -227,6 +262,90 @@ pub(crate) fn status(pin_root: &Path, run_dir: &Path, json: bool) -> Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
+/// The firewall's part of `status --json`.
+pub(crate) fn firewall_json(f: &FirewallStatus) -> serde_json::Value {
+    let s = &f.settings;
+    let totals: serde_json::Map<String, serde_json::Value> = f
+        .totals
+        .iter()
+        .map(|(t, c)| {
+            (
+                t.name().to_string(),
+                serde_json::json!({"packets": c.packets, "bytes": c.bytes}),
+            )
+        })
+        .collect();
+    let rules: Vec<serde_json::Value> = f
+        .rules
+        .iter()
+        .map(|(id, c)| serde_json::json!({"rule_id": id, "packets": c.packets, "bytes": c.bytes}))
+        .collect();
+    serde_json::json!({
+        "default_inbound": if s.drop_inbound { "drop" } else { "accept" },
+        "default_outbound": if s.drop_outbound { "drop" } else { "accept" },
+        "stateful": s.stateful,
+        "mode": if s.dry_run { "dry-run" } else { "enforce" },
+        "connections": f.connections,
+        "rules": rules,
+        "totals": totals,
+    })
+}
+
+/// `conntrack`: the firewall's tracked connections, read from its pins.
+pub(crate) fn conntrack(pin_root: &Path, json: bool) -> Result<ExitCode> {
+    let mut connections = Firewall::connections_from_pins(pin_root).map_err(|e| {
+        anyhow::anyhow!(
+            "no firewall is pinned under {} (is the daemon running with a `firewall:` section?): {e}",
+            pin_root.display()
+        )
+    })?;
+    connections.sort_by_key(|c| (c.proto, c.orig, c.reply));
+    let endpoint = |(ip, port): (std::net::IpAddr, u16)| match ip {
+        std::net::IpAddr::V6(_) => format!("[{ip}]:{port}"),
+        std::net::IpAddr::V4(_) => format!("{ip}:{port}"),
+    };
+    if json {
+        let list: Vec<serde_json::Value> = connections
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "proto": c.proto,
+                    "orig": {"addr": c.orig.0.to_string(), "port": c.orig.1},
+                    "reply": {"addr": c.reply.0.to_string(), "port": c.reply.1},
+                    "state": c.state.name(),
+                    "direction": if c.inbound { "in" } else { "out" },
+                    "packets": {"orig": c.from_orig.packets, "reply": c.from_reply.packets},
+                    "bytes": {"orig": c.from_orig.bytes, "reply": c.from_reply.bytes},
+                    "age_seconds": c.age_secs,
+                    "idle_seconds": c.idle_secs,
+                    "ifindex": c.ifindex,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(list));
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<7} {:<3} {:<45} {:<45} {:<12} {:>9} {:>9} {:>7}",
+        "proto", "dir", "from", "to", "state", "pkts>", "pkts<", "idle s"
+    );
+    for c in &connections {
+        println!(
+            "{:<7} {:<3} {:<45} {:<45} {:<12} {:>9} {:>9} {:>7}",
+            c.proto,
+            if c.inbound { "in" } else { "out" },
+            endpoint(c.orig),
+            endpoint(c.reply),
+            c.state.name(),
+            c.from_orig.packets,
+            c.from_reply.packets,
+            c.idle_secs
+        );
+    }
+    println!("{} connections", connections.len());
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(crate) fn detach(pin_root: &Path) -> Result<ExitCode> {
     let loader = Loader::builder()
         .pin_root(pin_root)
@@ -235,7 +354,12 @@ pub(crate) fn detach(pin_root: &Path) -> Result<ExitCode> {
     // Every object the daemon pins. The Sentinel's pins are its own: it refuses their
     // removal while it enforces (stop it through its update manager).
     let mut removed = 0;
-    for object in [Shield::OBJECT, EgressFirewall::OBJECT, Telemetry::OBJECT] {
+    for object in [
+        Shield::OBJECT,
+        EgressFirewall::OBJECT,
+        Firewall::OBJECT,
+        Telemetry::OBJECT,
+    ] {
         removed += loader.remove_pins(object)?;
     }
     // The pin root itself goes too when nothing else is pinned there.

@@ -1,7 +1,7 @@
 //! The kernel features as an agent runs them: one [`Feature`] trait, one supervisor.
 //!
-//! Each feature (the Shield, the identity firewall, TLS capture, telemetry, the
-//! Sentinel) is a module here that implements [`Feature`] and is listed once in
+//! Each feature (the Shield, the identity firewall, the stateful firewall, TLS capture,
+//! telemetry, the Sentinel) is a module here that implements [`Feature`] and is listed once in
 //! [`KINDS`]: how to tell whether a policy configures it, and how to start it.
 //! [`Features`] does the rest for all of them alike:
 //!
@@ -46,6 +46,7 @@
 //! ```
 
 mod egress;
+mod firewall;
 mod sentinel;
 mod shield;
 mod telemetry;
@@ -156,12 +157,13 @@ pub struct Kind {
 
 /// Every feature, in start order: the Sentinel first (it registers the agent and then
 /// protects what is loaded after it), the Shield, TLS capture, the identity firewall,
-/// telemetry. Stopping goes the other way.
+/// the stateful firewall, telemetry. Stopping goes the other way.
 pub const KINDS: &[Kind] = &[
     sentinel::KIND,
     shield::KIND,
     tls::KIND,
     egress::KIND,
+    firewall::KIND,
     telemetry::KIND,
 ];
 
@@ -228,6 +230,9 @@ pub struct Snapshot {
     pub shield: Option<CompiledShield>,
     /// The identity firewall's policy (`None`: an empty one goes back).
     pub egress: Option<CompiledEgress>,
+    /// The stateful firewall's policy (`None`: an empty one, accepting everything,
+    /// goes back).
+    pub firewall: Option<ironclad_policy::firewall::FirewallPolicy>,
 }
 
 impl Snapshot {
@@ -236,6 +241,7 @@ impl Snapshot {
         Self {
             shield: config.shield.clone(),
             egress: config.egress.clone(),
+            firewall: config.firewall.clone(),
         }
     }
 
@@ -246,6 +252,7 @@ impl Snapshot {
         Self {
             shield: config.shield.clone().or_else(|| self.shield.clone()),
             egress: config.egress.clone().or_else(|| self.egress.clone()),
+            firewall: config.firewall.clone().or_else(|| self.firewall.clone()),
         }
     }
 }

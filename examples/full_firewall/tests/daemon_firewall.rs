@@ -1,0 +1,386 @@
+//! The stateful firewall through the daemon as shipped: a `firewall:` policy on a veth
+//! pair into a namespace, IPv4 and IPv6, real servers and clients; `kill -9`, a
+//! restart that adopts the pins, SIGHUP reloads (a good one and a bad one),
+//! `conntrack`, `status` and `detach`.
+
+#![allow(
+    clippy::expect_used,
+    reason = "test helpers fail the test with a message"
+)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Daemon, BIN};
+use ironclad_testing::{ping, require_privileges, BpffsDir, NetNs, VethPair};
+
+/// Host .1/::1, namespace sources .2/::2 (the admin) and .3/::3 (anyone else).
+struct Net {
+    ns: NetNs,
+    veth: VethPair,
+    net: u8,
+    pins: BpffsDir,
+    dir: tempfile::TempDir,
+}
+
+impl Net {
+    fn new(tag: &str, net: u8) -> Self {
+        let ns = NetNs::new(tag).expect("netns");
+        let veth = VethPair::new(
+            &ns,
+            &[
+                &format!("10.215.{net}.1/24"),
+                &format!("fd00:215:{net}::1/64"),
+            ],
+            &[
+                &format!("10.215.{net}.2/24"),
+                &format!("10.215.{net}.3/24"),
+                &format!("fd00:215:{net}::2/64"),
+                &format!("fd00:215:{net}::3/64"),
+            ],
+        )
+        .expect("veth");
+        Self {
+            ns,
+            veth,
+            net,
+            pins: BpffsDir::new(tag).expect("bpffs"),
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    fn addr(&self, v6: bool, host: u8) -> String {
+        if v6 {
+            format!("fd00:215:{}::{host}", self.net)
+        } else {
+            format!("10.215.{}.{host}", self.net)
+        }
+    }
+
+    /// Whether a TCP connection from `src` in the namespace to `dst:port` opens within
+    /// 2 s.
+    fn connects(&self, src: &str, dst: &str, port: u16) -> bool {
+        let script = format!(
+            "import socket\ns=socket.create_connection(('{dst}',{port}),timeout=2,source_address=('{src}',0))\ns.close()"
+        );
+        self.ns
+            .command("python3")
+            .args(["-c", &script])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("python3")
+            .success()
+    }
+
+    fn policy(&self, admins_only: bool) -> String {
+        let admins = if admins_only {
+            format!("[{}, {}]", self.addr(false, 2), self.addr(true, 2))
+        } else {
+            format!(
+                "[{}, {}, {}, {}]",
+                self.addr(false, 2),
+                self.addr(true, 2),
+                self.addr(false, 3),
+                self.addr(true, 3)
+            )
+        };
+        format!(
+            "firewall:
+  interfaces: [{iface}]
+  default_inbound: drop
+  rules:
+    - direction: in
+      proto: tcp
+      dport: 2222
+      src: {admins}
+      action: accept
+      comment: ssh from the admins
+    - {{direction: in, proto: icmp, icmp_type: echo-request, src: {admin4}, action: accept}}
+",
+            iface = self.veth.host(),
+            admin4 = self.addr(false, 2),
+        )
+    }
+
+    fn args(&self, config: &Path) -> Vec<String> {
+        vec![
+            "run".into(),
+            "--config".into(),
+            config.display().to_string(),
+            "--pin-dir".into(),
+            self.pins.path().display().to_string(),
+            "--audit-log".into(),
+            self.dir.path().join("audit.jsonl").display().to_string(),
+            "--run-dir".into(),
+            self.dir.path().join("run").display().to_string(),
+        ]
+    }
+
+    fn cli(&self, args: &[&str]) -> serde_json::Value {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--pin-dir")
+            .arg(self.pins.path())
+            .arg("--json")
+            .output()
+            .expect("full_firewall");
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    }
+
+    fn firewall_status(&self) -> serde_json::Value {
+        self.cli(&["status"])["firewall"].clone()
+    }
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A python line echo in the namespace on `addr:port`, waited for.
+fn echo_server(net: &Net, addr: &str, port: u16) -> Server {
+    let child = net
+        .ns
+        .command("python3")
+        .args([
+            "-c",
+            &format!(
+                "import socket\ns=socket.create_server(('{addr}',{port}),family=socket.{})\nc,_=s.accept()\nwhile True:\n d=c.recv(100)\n if not d: break\n c.sendall(d)",
+                if addr.contains(':') { "AF_INET6" } else { "AF_INET" }
+            ),
+        ])
+        .spawn()
+        .expect("echo");
+    let start = Instant::now();
+    loop {
+        let out = net
+            .ns
+            .exec(&["ss", "-Htln", &format!("sport = :{port}")])
+            .expect("ss");
+        if !out.stdout.is_empty() {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "echo server");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Server(child)
+}
+
+fn roundtrip(session: &mut TcpStream, what: &str) {
+    session.write_all(what.as_bytes()).expect("write");
+    let mut buf = vec![0u8; what.len()];
+    session.read_exact(&mut buf).expect("the session answers");
+    assert_eq!(buf, what.as_bytes());
+}
+
+fn curl(url: &str) -> bool {
+    Command::new("curl")
+        .args(["-s", "-g", "-o", "/dev/null", "--max-time", "3", url])
+        .status()
+        .expect("curl")
+        .success()
+}
+
+fn total(status: &serde_json::Value, which: &str) -> u64 {
+    status["totals"][which]["packets"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no total {which}: {status}"))
+}
+
+#[test]
+fn a_stateful_default_deny_through_the_daemon_survives_kill_9_restarts_and_reloads() {
+    require_privileges!();
+    let net = Net::new("fwd", 1);
+    let config = net.dir.path().join("policy.yaml");
+    std::fs::write(&config, net.policy(true)).expect("policy");
+    let check = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .expect("check");
+    assert!(check.status.success(), "{check:?}");
+    let checked: serde_json::Value = serde_json::from_slice(&check.stdout).expect("JSON");
+    assert_eq!(checked["firewall"]["rules"], 2, "{checked}");
+    assert_eq!(checked["firewall"]["default_inbound"], "drop");
+
+    let args = net.args(&config);
+    let first = Daemon::spawn(&args);
+    first.wait_for("ready");
+    assert!(first.log().contains("firewall on"), "{}", first.log());
+
+    // Listeners on the host: the admitted port and another.
+    let mut listeners = Vec::new();
+    for v6 in [false, true] {
+        for port in [2222, 2223] {
+            listeners.push(TcpListener::bind((net.addr(v6, 1).as_str(), port)).expect("listen"));
+        }
+    }
+    for v6 in [false, true] {
+        let family = if v6 { "IPv6" } else { "IPv4" };
+        let (host, admin, other) = (net.addr(v6, 1), net.addr(v6, 2), net.addr(v6, 3));
+        assert!(
+            net.connects(&admin, &host, 2222),
+            "{family}: the admin reaches 2222"
+        );
+        assert!(
+            !net.connects(&other, &host, 2222),
+            "{family}: anyone else does not"
+        );
+        assert!(
+            !net.connects(&admin, &host, 2223),
+            "{family}: 2223 is reachable from nobody"
+        );
+    }
+    // Outbound: curl to a server in the namespace; its replies pass as established.
+    let site = tempfile::tempdir().expect("site");
+    std::fs::write(site.path().join("index.html"), "hello\n").expect("index");
+    let _http = Server(
+        net.ns
+            .command("python3")
+            .args(["-m", "http.server", "--bind", "::", "8080"])
+            .current_dir(site.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("http.server"),
+    );
+    let start = Instant::now();
+    while !curl(&format!("http://{}:8080/", net.addr(false, 2))) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "curl out to the namespace"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        curl(&format!("http://[{}]:8080/", net.addr(true, 2))),
+        "curl out over IPv6"
+    );
+    // ping: out works; in only where a rule allows it.
+    let out = Command::new("ping")
+        .args([
+            "-n",
+            "-q",
+            "-c",
+            "2",
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+            &net.addr(false, 2),
+        ])
+        .output()
+        .expect("ping");
+    assert!(out.status.success(), "ping out: {out:?}");
+    let host4 = net.addr(false, 1);
+    assert_eq!(
+        ping(&net.ns, &net.addr(false, 2), &host4, 2, "0.2").expect("ping"),
+        2
+    );
+    assert_eq!(
+        ping(&net.ns, &net.addr(false, 3), &host4, 2, "0.2").expect("ping"),
+        0
+    );
+
+    let status = net.firewall_status();
+    assert_eq!(status["default_inbound"], "drop", "{status}");
+    assert!(total(&status, "dropped") >= 6, "{status}");
+    assert!(total(&status, "established") > 5, "{status}");
+    let rules = status["rules"].as_array().expect("rules");
+    assert_eq!(rules.len(), 2, "{status}");
+    assert!(
+        rules.iter().all(|r| r["packets"].as_u64() >= Some(1)),
+        "{status}"
+    );
+
+    // An established session from the host to an echo server in the namespace.
+    let _echo = echo_server(&net, &net.addr(false, 2), 7000);
+    let mut session = TcpStream::connect((net.addr(false, 2).as_str(), 7000)).expect("session");
+    session
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    roundtrip(&mut session, "before");
+    let conntrack = net.cli(&["conntrack"]);
+    let listed = conntrack.as_array().expect("array").iter().any(|c| {
+        c["proto"] == "tcp"
+            && c["reply"]["port"] == 7000
+            && c["state"] == "established"
+            && c["direction"] == "out"
+    });
+    assert!(listed, "conntrack lists the session: {conntrack}");
+
+    // kill -9: the session keeps working, new denied connections stay denied.
+    first.signal("KILL");
+    drop(first);
+    roundtrip(&mut session, "with the daemon dead");
+    assert!(!net.connects(&net.addr(false, 3), &host4, 2222));
+    assert!(net.connects(&net.addr(false, 2), &host4, 2222));
+    let before_restart = net.firewall_status();
+
+    // A restart adopts the pins: counters go on, the session survives.
+    let mut second = Daemon::spawn(&args);
+    second.wait_for("ready");
+    let after_restart = net.firewall_status();
+    for which in ["dropped", "established"] {
+        assert!(
+            total(&after_restart, which) >= total(&before_restart, which),
+            "{which}: {before_restart} then {after_restart}"
+        );
+    }
+    assert_eq!(
+        after_restart["rules"], before_restart["rules"],
+        "rule counters kept across the restart"
+    );
+    roundtrip(&mut session, "after the restart");
+
+    // SIGHUP with .3 admitted; then a bad policy, refused, the good one stays.
+    std::fs::write(&config, net.policy(false)).expect("policy");
+    let reloads = second.log().matches("firewall reloaded").count();
+    second.signal("HUP");
+    second.wait_for_more("firewall reloaded", reloads);
+    assert!(net.connects(&net.addr(false, 3), &host4, 2222), "reloaded");
+    assert!(net.connects(&net.addr(true, 3), &net.addr(true, 1), 2222));
+    std::fs::write(
+        &config,
+        net.policy(false).replace("dport: 2222", "dport: 70000"),
+    )
+    .expect("policy");
+    let refused = second.log().matches("dport: port 70000").count();
+    second.signal("HUP");
+    second.wait_for_more("dport: port 70000", refused);
+    assert!(
+        net.connects(&net.addr(false, 3), &host4, 2222),
+        "the refused reload left the good policy"
+    );
+    assert!(!net.connects(&net.addr(false, 3), &host4, 2223));
+    roundtrip(&mut session, "after the reloads");
+
+    second.signal("TERM");
+    assert!(second.wait().success(), "{}", second.log());
+    assert!(
+        !net.connects(&net.addr(false, 3), &host4, 2223),
+        "enforcement stays pinned after a clean stop"
+    );
+    let out = Command::new(BIN)
+        .args(["detach", "--pin-dir"])
+        .arg(net.pins.path())
+        .output()
+        .expect("detach");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        net.connects(&net.addr(false, 3), &host4, 2223),
+        "detached: open again"
+    );
+    drop(listeners);
+}
