@@ -158,6 +158,17 @@ impl Baseline {
         }
     }
 
+    /// Kernel time of one run of the empty tcx program on `frame` (the firewall's
+    /// baseline), averaged over `repeat` runs.
+    pub fn run_tc(&self, frame: &[u8], repeat: u32) -> Duration {
+        let run = self
+            .object
+            .test_run("ic_baseline_tc", frame, repeat)
+            .unwrap_or_else(|e| panic!("test run: {e}"));
+        assert_eq!(run.return_value as i32, -1, "the empty tcx program passes");
+        run.per_run
+    }
+
     /// Kernel time of one run on `frame`, averaged over `repeat` runs (the empty
     /// program passes everything; checked).
     pub fn run(&self, frame: &[u8], repeat: u32) -> Duration {

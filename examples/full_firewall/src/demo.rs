@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use ironclad_bpf::{JsonLinesFile, Loader, Shield};
+use ironclad_bpf::{Firewall, FirewallSettings, JsonLinesFile, Loader, Shield};
 use ironclad_core::abi::ShieldTotal;
 use ironclad_events::{Event, Fanout, Overflow};
 use ironclad_policy::config::compile_str;
@@ -75,6 +75,165 @@ fn ping(ns: &NetNs, from: &str, seconds: u64) -> Result<Child> {
     .context("starting ping (install iputils-ping)")
 }
 
+/// Whether a TCP connection from `src` in the namespace to `dst:port` opens within 1 s.
+fn connects(ns: &NetNs, src: &str, dst: &str, port: u16) -> Result<bool> {
+    let script = format!(
+        "import socket\ns=socket.create_connection(('{dst}',{port}),timeout=1,source_address=('{src}',0))\ns.close()"
+    );
+    Ok(ns
+        .command("python3")
+        .args(["-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .context("python3 in the namespace")?
+        .success())
+}
+
+/// The stateful firewall on the same veth: a denied port, an admitted one, and the
+/// host's own connection out whose replies pass as established.
+fn firewall_part(
+    ns: &NetNs,
+    veth: &VethPair,
+    loader: &Loader,
+    policy: &ironclad_policy::firewall::FirewallPolicy,
+) -> Result<()> {
+    println!(
+        "\nIronclad stateful firewall: tcx on {} with connection tracking",
+        veth.host()
+    );
+    let firewall = Firewall::load_with_table(loader, policy.table_size)?;
+    firewall.apply(&FirewallSettings::from_policy(policy), &policy.rules)?;
+    let attachment = firewall.attach(veth.host())?;
+    println!(
+        "policy {DEMO_POLICY_PATH}: default inbound {:?}, rules in order (first match wins):",
+        policy.default_inbound
+    );
+    for rule in &policy.rules {
+        let nets = |n: &[ipnetwork::IpNetwork]| {
+            n.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!(
+            "  {:<17} {:?} {:?}{}{}{} -> {:?}",
+            rule.origin.field,
+            rule.direction,
+            rule.proto,
+            if rule.src.is_empty() {
+                String::new()
+            } else {
+                format!(" from {}", nets(&rule.src))
+            },
+            if rule.dst.is_empty() {
+                String::new()
+            } else {
+                format!(" to {}", nets(&rule.dst))
+            },
+            rule.dport
+                .first()
+                .map(|(lo, _)| format!(" dport {lo}"))
+                .unwrap_or_default(),
+            rule.action
+        );
+    }
+    let listeners = [
+        std::net::TcpListener::bind("10.250.0.1:8022")?,
+        std::net::TcpListener::bind("10.250.0.1:8023")?,
+        std::net::TcpListener::bind("[fd99::1]:8022")?,
+    ];
+    for (src, dst, port, expect) in [
+        ("10.250.0.2", "10.250.0.1", 8022, "open: the rule admits it"),
+        (
+            "10.250.0.70",
+            "10.250.0.1",
+            8022,
+            "dropped: not the admitted source",
+        ),
+        (
+            "10.250.0.2",
+            "10.250.0.1",
+            8023,
+            "dropped: no rule for the port",
+        ),
+        ("fd99::2", "fd99::1", 8022, "open: the rule admits it"),
+    ] {
+        let open = connects(ns, src, dst, port)?;
+        println!(
+            "  connect {src:<11} -> port {port}: {:<7} (expected {expect})",
+            if open { "OPEN" } else { "DROPPED" }
+        );
+    }
+    drop(listeners);
+    // The host's own connection out: a web server in the namespace answers through the
+    // default-deny, as an established connection.
+    let site = std::env::temp_dir().join(format!("ironclad-demo-site-{}", std::process::id()));
+    std::fs::create_dir_all(&site)?;
+    std::fs::write(site.join("index.html"), "hello from the namespace\n")?;
+    let mut server = ns
+        .command("python3")
+        .args(["-m", "http.server", "--bind", "10.250.0.2", "8080"])
+        .current_dir(&site)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("python3 -m http.server in the namespace")?;
+    let answer = (|| -> Result<String> {
+        use std::io::{Read, Write};
+        let start = Instant::now();
+        loop {
+            match std::net::TcpStream::connect_timeout(
+                &"10.250.0.2:8080".parse()?,
+                Duration::from_millis(500),
+            ) {
+                Ok(mut s) => {
+                    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+                    s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+                    let mut text = String::new();
+                    s.read_to_string(&mut text)?;
+                    return Ok(text.lines().next().unwrap_or_default().to_string());
+                }
+                Err(_) if start.elapsed() < Duration::from_secs(5) => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    })();
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&site);
+    println!(
+        "  host -> http://10.250.0.2:8080/: {} (its replies pass as established)",
+        answer?
+    );
+    println!("conntrack:");
+    for c in firewall.connections()? {
+        println!(
+            "  {:<4} {:<3} {}:{} -> {}:{} {} ({} packets out, {} back)",
+            c.proto,
+            if c.inbound { "in" } else { "out" },
+            c.orig.0,
+            c.orig.1,
+            c.reply.0,
+            c.reply.1,
+            c.state.name(),
+            c.from_orig.packets,
+            c.from_reply.packets
+        );
+    }
+    let totals: Vec<String> = firewall
+        .totals()?
+        .into_iter()
+        .filter(|(_, c)| c.packets > 0)
+        .map(|(t, c)| format!("{} {}", t.name(), c.packets))
+        .collect();
+    println!("firewall totals (packets): {}", totals.join(", "));
+    attachment.detach()?;
+    Ok(())
+}
+
 /// Runs the demo for `seconds` of traffic.
 pub(crate) fn run(seconds: u64) -> Result<()> {
     println!("Ironclad Shield demo: XDP drops on a throwaway veth pair\n");
@@ -113,10 +272,16 @@ pub(crate) fn run(seconds: u64) -> Result<()> {
         veth.peer()
     );
 
-    let config = compile_str(DEMO_POLICY, std::path::Path::new(DEMO_POLICY_PATH))?;
+    let config = compile_str(
+        &DEMO_POLICY.replace("DEMO_VETH", veth.host()),
+        std::path::Path::new(DEMO_POLICY_PATH),
+    )?;
     let compiled = config
         .shield
         .context("the demo policy has no shield section")?;
+    let firewall_policy = config
+        .firewall
+        .context("the demo policy has no firewall section")?;
     println!("policy {DEMO_POLICY_PATH}:");
     for rule in &compiled.rules {
         println!(
@@ -235,10 +400,12 @@ pub(crate) fn run(seconds: u64) -> Result<()> {
         );
     }
 
+    firewall_part(&ns, &veth, &loader, &firewall_policy)?;
+
     attachment.detach()?;
     drop(events);
     drop(shield);
-    let removed = loader.remove_pins(Shield::OBJECT)?;
+    let removed = loader.remove_pins(Shield::OBJECT)? + loader.remove_pins(Firewall::OBJECT)?;
     println!("\ncleanup: detached, {removed} pins removed, namespace and veth deleted");
     Ok(())
 }

@@ -55,5 +55,34 @@ fn demo_drops_denied_sources_and_cleans_up() {
         assert!(summary(allowed).contains("0% packet loss"), "{text}");
         assert!(!summary(allowed).contains("100% packet loss"), "{text}");
     }
+    // The stateful firewall's part: the admitted port from the admitted source only,
+    // and the host's own connection out answered through the default-deny.
+    let connect = |src: &str, port: &str| {
+        text.lines()
+            .find(|l| {
+                l.contains(&format!("connect {src} ")) && l.contains(&format!("port {port}:"))
+            })
+            .unwrap_or_else(|| panic!("no connect line for {src} port {port}:\n{text}"))
+            .to_string()
+    };
+    assert!(connect("10.250.0.2", "8022").contains(": OPEN"), "{text}");
+    assert!(connect("fd99::2", "8022").contains(": OPEN"), "{text}");
+    assert!(
+        connect("10.250.0.70", "8022").contains(": DROPPED"),
+        "{text}"
+    );
+    assert!(
+        connect("10.250.0.2", "8023").contains(": DROPPED"),
+        "{text}"
+    );
+    assert!(
+        text.contains("host -> http://10.250.0.2:8080/: HTTP/1.0 200 OK"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("tcp  out 10.250.0.1:") && l.contains("-> 10.250.0.2:8080")),
+        "conntrack lists the host's connection: {text}"
+    );
     assert!(text.contains("cleanup: detached"), "{text}");
 }
