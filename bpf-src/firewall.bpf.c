@@ -22,6 +22,13 @@
  * later fragments, ICMP other than echo and errors) are decided by the rules one by one.
  * IPv6 neighbour discovery (ICMPv6 133-137) always passes, as do non-IP frames.
  * Dry-run counts what would be dropped and passes it.
+ *
+ * A reject rule drops the packet and answers it (ic_fw_reject): the frame is rewritten
+ * in place into a TCP RST (for TCP) or an ICMP/ICMPv6 port unreachable quoting it (for
+ * UDP) and redirected back where it came from (out of the interface for an inbound
+ * packet, into the host for an outbound one), so the client fails at once instead of
+ * timing out. Other protocols, IPv4 options and IPv6 extension headers are dropped
+ * without an answer, as is a RST (a RST is never answered).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -40,6 +47,11 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #define IC_TCP_ACK 0x10
 #define IC_TCX_NEXT -1
 #define IC_TCX_DROP 2
+/* skb->mark of an answer to a rejected packet on its way back: the hook it passes next
+ * (egress of the same interface for an inbound packet, ingress for an outbound one)
+ * lets it through once, since it belongs to no connection. Only the kernel and
+ * CAP_NET_ADMIN (SO_MARK) set marks; a remote sender cannot. */
+#define IC_FW_ANSWER_MARK 0x1c1ad0feU
 #define IC_E2BIG 7
 #define IC_ENOMEM 12
 
@@ -71,6 +83,7 @@ struct {
 const volatile enum ic_fw_limits ic_abi_fw_limits = IC_FW_SLOTS;
 const volatile enum ic_ct_state ic_abi_ct_state = IC_CT_NEW;
 const volatile enum ic_fw_total ic_abi_fw_total = IC_FW_ESTABLISHED;
+const volatile enum ic_fw_action ic_abi_fw_action = IC_FW_ACCEPT;
 
 /* The rules' classes (see struct ic_fw_addr_key in ironclad.h). */
 struct {
@@ -522,7 +535,7 @@ static __always_inline __u32 ic_fw_bucket(int inbound, __u8 proto)
 }
 
 /* What the rules (or, when none matches, the default policy) say about a packet that
- * opens a connection or is not tracked: 1 accept, 0 drop. */
+ * opens a connection or is not tracked: IC_FW_ACCEPT, IC_FW_DROP or IC_FW_REJECT. */
 static __always_inline int ic_fw_decide(const struct ic_fw_config *cfg, int inbound,
 					const struct ic_fw_pkt *p, __u64 len)
 {
@@ -536,12 +549,18 @@ static __always_inline int ic_fw_decide(const struct ic_fw_config *cfg, int inbo
 			c->packets++;
 			c->bytes += len;
 		}
-		return rule->action == IC_FW_ACCEPT;
+		return rule->action;
 	}
-	return !(cfg->flags & (inbound ? IC_FW_F_DROP_IN : IC_FW_F_DROP_OUT));
+	return (cfg->flags & (inbound ? IC_FW_F_DROP_IN : IC_FW_F_DROP_OUT)) ? IC_FW_DROP
+									      : IC_FW_ACCEPT;
 }
 
-/* The verdict for one frame: 1 pass, 0 drop. */
+/* ic_fw's verdicts. */
+#define IC_V_DROP 0
+#define IC_V_PASS 1
+#define IC_V_REJECT 2
+
+/* The verdict for one frame: IC_V_PASS, IC_V_DROP or IC_V_REJECT. */
 static __always_inline int ic_fw(void *data, void *data_end, int inbound, __u32 ifindex,
 				 __u64 len)
 {
@@ -552,7 +571,7 @@ static __always_inline int ic_fw(void *data, void *data_end, int inbound, __u32 
 	struct ic_fw_config *cfg;
 	__u32 zero = 0;
 	__u64 now;
-	int family, from_lo;
+	int family, from_lo, verdict = IC_FW_DROP;
 
 	cfg = bpf_map_lookup_elem(&ic_fw_config, &zero);
 	if (!cfg)
@@ -578,7 +597,8 @@ static __always_inline int ic_fw(void *data, void *data_end, int inbound, __u32 
 	    (p.proto == IC_IPPROTO_ICMPV6 && family != IC_L3_IPV6)) {
 		/* Not tracked: the rules decide each packet. */
 		ic_fw_count(IC_FW_UNTRACKED, len);
-		if (ic_fw_decide(cfg, inbound, &p, len))
+		verdict = ic_fw_decide(cfg, inbound, &p, len);
+		if (verdict == IC_FW_ACCEPT)
 			return 1;
 		goto dropped;
 	}
@@ -593,7 +613,8 @@ static __always_inline int ic_fw(void *data, void *data_end, int inbound, __u32 
 		}
 		/* Other ICMP (router advertisements, timestamps...): the rules decide. */
 		ic_fw_count(IC_FW_UNTRACKED, len);
-		if (ic_fw_decide(cfg, inbound, &p, len))
+		verdict = ic_fw_decide(cfg, inbound, &p, len);
+		if (verdict == IC_FW_ACCEPT)
 			return 1;
 		goto dropped;
 	}
@@ -629,7 +650,8 @@ static __always_inline int ic_fw(void *data, void *data_end, int inbound, __u32 
 	if (p.proto == IC_IPPROTO_TCP &&
 	    (p.tcp_flags & (IC_TCP_SYN | IC_TCP_ACK | IC_TCP_RST | IC_TCP_FIN)) != IC_TCP_SYN)
 		goto invalid;
-	if (!ic_fw_decide(cfg, inbound, &p, len))
+	verdict = ic_fw_decide(cfg, inbound, &p, len);
+	if (verdict != IC_FW_ACCEPT)
 		goto dropped;
 	{
 		struct ic_ct_entry fresh = {
@@ -664,7 +686,190 @@ drop:
 		ic_fw_count(IC_FW_WOULD_DROP, len);
 		return 1;
 	}
-	return 0;
+	return verdict == IC_FW_REJECT ? IC_V_REJECT : IC_V_DROP;
+}
+
+/* Ones' complement sum of `size` bytes at `buf` (a multiple of 4), added to `seed`. */
+static __always_inline __u32 ic_csum_add(void *buf, __u32 size, __u32 seed)
+{
+	__s64 sum = bpf_csum_diff(NULL, 0, buf, size, seed);
+
+	return sum < 0 ? seed : (__u32)sum;
+}
+
+static __always_inline __u16 ic_csum_fold(__u32 sum)
+{
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)~sum;
+}
+
+/* The answer to a rejected packet, built on the stack: Ethernet, IP, then a TCP RST
+ * (20 bytes) or ICMP (8 bytes) quoting the rejected packet's IP header and 8 bytes.
+ * The frame starts 2 bytes in, so the IP header and what follows are 4-byte aligned
+ * (the verifier refuses misaligned stack access). */
+struct ic_reject_frame {
+	__u64 words[15]; /* 2 + the largest frame (ICMPv6: 14 + 40 + 8 + 48 = 110) */
+};
+
+/* Rewrites the rejected frame in `skb` into its answer and redirects it back: out of
+ * the interface when it came in, into the host when it was going out. Returns the tcx
+ * verdict. */
+static __noinline int ic_fw_reject(struct __sk_buff *skb, int inbound)
+{
+	struct ic_reject_frame f;
+	__u8 *b = (__u8 *)f.words + 2;
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	__u32 sum = 0, len = 0, l4 = 0;
+	__u32 pseudo[2]; /* the pseudo header's length and protocol words */
+
+	__builtin_memset(&f, 0, sizeof(f));
+	if ((void *)(eth + 1) > data_end)
+		return IC_TCX_DROP;
+	/* Ethernet: back to the sender. */
+	__builtin_memcpy(b, eth->h_source, 6);
+	__builtin_memcpy(b + 6, eth->h_dest, 6);
+	__builtin_memcpy(b + 12, &eth->h_proto, 2);
+
+	if (eth->h_proto == bpf_htons(IC_ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+		struct iphdr *nip = (void *)(b + 14);
+
+		if ((void *)(ip + 1) > data_end || ip->ihl != 5 ||
+		    (ip->frag_off & bpf_htons(0x3fff)))
+			return IC_TCX_DROP;
+		nip->version = 4;
+		nip->ihl = 5;
+		nip->ttl = 64;
+		nip->frag_off = bpf_htons(0x4000);
+		nip->saddr = ip->daddr;
+		nip->daddr = ip->saddr;
+		l4 = 14 + 20;
+		if (ip->protocol == IPPROTO_TCP) {
+			struct tcphdr *tcp = (void *)(ip + 1);
+			struct tcphdr *ntcp = (void *)(b + l4);
+			__u32 payload;
+
+			if ((void *)(tcp + 1) > data_end || tcp->rst)
+				return IC_TCX_DROP;
+			payload = bpf_ntohs(ip->tot_len) - 20 - tcp->doff * 4;
+			ntcp->source = tcp->dest;
+			ntcp->dest = tcp->source;
+			ntcp->doff = 5;
+			ntcp->rst = 1;
+			if (tcp->ack) {
+				ntcp->seq = tcp->ack_seq;
+			} else {
+				ntcp->ack = 1;
+				ntcp->ack_seq = bpf_htonl(bpf_ntohl(tcp->seq) + payload + tcp->syn +
+							  tcp->fin);
+			}
+			nip->protocol = IPPROTO_TCP;
+			len = 20;
+		} else if (ip->protocol == IPPROTO_UDP) {
+			__u8 *icmp = b + l4;
+
+			if ((void *)ip + 28 > data_end)
+				return IC_TCX_DROP;
+			icmp[0] = 3; /* destination unreachable */
+			icmp[1] = 3; /* port unreachable */
+			__builtin_memcpy(icmp + 8, ip, 28);
+			nip->protocol = IPPROTO_ICMP;
+			len = 8 + 28;
+		} else {
+			return IC_TCX_DROP;
+		}
+		nip->tot_len = bpf_htons(20 + len);
+		nip->check = ic_csum_fold(ic_csum_add(nip, 20, 0));
+		if (nip->protocol == IPPROTO_TCP) {
+			/* Pseudo header: source, destination, zero, protocol, TCP length. */
+			pseudo[0] = bpf_htonl((IPPROTO_TCP << 16) | 20);
+			sum = ic_csum_add(&nip->saddr, 8, 0);
+			sum = ic_csum_add(pseudo, 4, sum);
+		}
+	} else if (eth->h_proto == bpf_htons(IC_ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+		struct ipv6hdr *nip6 = (void *)(b + 14);
+
+		if ((void *)(ip6 + 1) > data_end)
+			return IC_TCX_DROP;
+		nip6->version = 6;
+		nip6->hop_limit = 64;
+		nip6->saddr = ip6->daddr;
+		nip6->daddr = ip6->saddr;
+		l4 = 14 + 40;
+		if (ip6->nexthdr == IPPROTO_TCP) {
+			struct tcphdr *tcp = (void *)(ip6 + 1);
+			struct tcphdr *ntcp = (void *)(b + l4);
+			__u32 payload;
+
+			if ((void *)(tcp + 1) > data_end || tcp->rst)
+				return IC_TCX_DROP;
+			payload = bpf_ntohs(ip6->payload_len) - tcp->doff * 4;
+			ntcp->source = tcp->dest;
+			ntcp->dest = tcp->source;
+			ntcp->doff = 5;
+			ntcp->rst = 1;
+			if (tcp->ack) {
+				ntcp->seq = tcp->ack_seq;
+			} else {
+				ntcp->ack = 1;
+				ntcp->ack_seq = bpf_htonl(bpf_ntohl(tcp->seq) + payload + tcp->syn +
+							  tcp->fin);
+			}
+			nip6->nexthdr = IPPROTO_TCP;
+			len = 20;
+		} else if (ip6->nexthdr == IPPROTO_UDP) {
+			__u8 *icmp = b + l4;
+
+			if ((void *)ip6 + 48 > data_end)
+				return IC_TCX_DROP;
+			icmp[0] = 1; /* destination unreachable */
+			icmp[1] = 4; /* port unreachable */
+			__builtin_memcpy(icmp + 8, ip6, 48);
+			nip6->nexthdr = IC_IPPROTO_ICMPV6;
+			len = 8 + 48;
+		} else {
+			return IC_TCX_DROP;
+		}
+		nip6->payload_len = bpf_htons(len);
+		/* Pseudo header: source, destination, upper-layer length, zero, next header. */
+		pseudo[0] = bpf_htonl(len);
+		pseudo[1] = bpf_htonl(nip6->nexthdr);
+		sum = ic_csum_add(&nip6->saddr, 32, 0);
+		sum = ic_csum_add(pseudo, 8, sum);
+	} else {
+		return IC_TCX_DROP;
+	}
+
+	/* The L4 checksum: over the pseudo header (TCP, ICMPv6) and the L4 bytes. */
+	if (len == 20) {
+		struct tcphdr *ntcp = (void *)(b + (l4 == 34 ? 34 : 54));
+
+		sum = ic_csum_add(ntcp, 20, sum);
+		ntcp->check = ic_csum_fold(sum);
+	} else if (len == 36) {
+		__u8 *icmp = b + 34;
+		__u16 c = ic_csum_fold(ic_csum_add(icmp, 36, 0));
+
+		__builtin_memcpy(icmp + 2, &c, 2);
+	} else {
+		__u8 *icmp = b + 54;
+		__u16 c = ic_csum_fold(ic_csum_add(icmp, 56, sum));
+
+		__builtin_memcpy(icmp + 2, &c, 2);
+	}
+
+	len += l4;
+	if (len > sizeof(f) - 2 || bpf_skb_change_tail(skb, len, 0))
+		return IC_TCX_DROP;
+	if (bpf_skb_store_bytes(skb, 0, b, len, 0))
+		return IC_TCX_DROP;
+	ic_fw_count(IC_FW_REJECTED, len);
+	skb->mark = IC_FW_ANSWER_MARK;
+	return bpf_redirect(skb->ifindex, inbound ? 0 : BPF_F_INGRESS);
 }
 
 SEC("tcx/ingress")
@@ -673,7 +878,16 @@ int ic_fw_in(struct __sk_buff *skb)
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 
-	return ic_fw(data, data_end, 1, skb->ifindex, skb->len) ? IC_TCX_NEXT : IC_TCX_DROP;
+	int v;
+
+	if (skb->mark == IC_FW_ANSWER_MARK) {
+		skb->mark = 0;
+		return IC_TCX_NEXT;
+	}
+	v = ic_fw(data, data_end, 1, skb->ifindex, skb->len);
+	if (v == IC_V_REJECT)
+		return ic_fw_reject(skb, 1);
+	return v ? IC_TCX_NEXT : IC_TCX_DROP;
 }
 
 SEC("tcx/egress")
@@ -682,5 +896,14 @@ int ic_fw_out(struct __sk_buff *skb)
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 
-	return ic_fw(data, data_end, 0, skb->ifindex, skb->len) ? IC_TCX_NEXT : IC_TCX_DROP;
+	int v;
+
+	if (skb->mark == IC_FW_ANSWER_MARK) {
+		skb->mark = 0;
+		return IC_TCX_NEXT;
+	}
+	v = ic_fw(data, data_end, 0, skb->ifindex, skb->len);
+	if (v == IC_V_REJECT)
+		return ic_fw_reject(skb, 0);
+	return v ? IC_TCX_NEXT : IC_TCX_DROP;
 }

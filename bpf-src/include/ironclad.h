@@ -706,7 +706,9 @@ enum ic_fw_total {
 	IC_FW_UNTRACKED = 6,    /* not TCP/UDP/ICMP, or fragments: the default policy decides */
 	IC_FW_WOULD_DROP = 7,   /* dry-run: would have been dropped, passed */
 	IC_FW_NON_IP = 8,       /* neither IPv4 nor IPv6, passed */
-	IC_FW_TOTAL_COUNT = 9,
+	IC_FW_REJECTED = 9,     /* dropped by a reject rule and answered (TCP RST, ICMP
+				 * port unreachable) */
+	IC_FW_TOTAL_COUNT = 10,
 };
 
 /* Firewall configuration flags (struct ic_fw_config.flags). */
@@ -778,6 +780,7 @@ struct ic_fw_summary {
 enum ic_fw_action {
 	IC_FW_ACCEPT = 0,
 	IC_FW_DROP = 1,
+	IC_FW_REJECT = 2, /* drop and answer: a TCP RST, or ICMP port unreachable for UDP */
 };
 
 /* A bucket's rule at bit i (hash ic_fw_rules, keyed by

@@ -33,7 +33,7 @@ use ironclad_core::abi::{
     Counter, CtEntry, CtKey, CtState, FwAddrKey, FwConfig, FwPortKey, FwRuleEntry, FwSummary,
     FwTotal, FwWordKey, CT_F_INBOUND, CT_F_ORIG_LO, FW_ACCEPT, FW_BUCKETS, FW_DIM_DPORT,
     FW_DIM_DST, FW_DIM_SPORT, FW_DIM_SRC, FW_DROP, FW_F_DROP_IN, FW_F_DROP_OUT, FW_F_DRY_RUN,
-    FW_F_STATEFUL, FW_MAX_RULES, FW_PROTOS, FW_SUMMARY_WORDS,
+    FW_F_STATEFUL, FW_MAX_RULES, FW_PROTOS, FW_REJECT, FW_SUMMARY_WORDS,
 };
 use ironclad_policy::firewall::{
     Bucket, Classifier, Direction, FirewallPolicy, FwAction, FwRule, PacketProto,
@@ -371,7 +371,7 @@ impl Firewall {
     /// write of the configuration then flips the slot, so every packet sees the old
     /// rules or the new ones. A rule that the live set already has keeps its id and
     /// counters. Refused before anything is written: rules that do not
-    /// [check](FwRule::check), `reject` and `log` (not built yet), more than
+    /// [check](FwRule::check), `log` (not built yet), more than
     /// 16,384 rules for one direction and protocol.
     pub fn replace(&self, rules: &[FwRule]) -> Result<FirewallReport> {
         self.replace_inner(None, rules)
@@ -393,12 +393,6 @@ impl Firewall {
         let mut problems = Vec::new();
         for rule in rules {
             problems.extend(rule.check().iter().map(ToString::to_string));
-            if rule.action == FwAction::Reject {
-                problems.push(format!(
-                    "{}: `action: reject` is not supported yet (use drop)",
-                    rule.origin
-                ));
-            }
             if rule.log {
                 problems.push(format!("{}: `log: true` is not supported yet", rule.origin));
             }
@@ -440,10 +434,10 @@ impl Firewall {
                     key,
                     FwRuleEntry {
                         rule_id: ids[*index],
-                        action: if rule.action == FwAction::Accept {
-                            FW_ACCEPT
-                        } else {
-                            FW_DROP
+                        action: match rule.action {
+                            FwAction::Accept => FW_ACCEPT,
+                            FwAction::Drop => FW_DROP,
+                            FwAction::Reject => FW_REJECT,
                         },
                         _pad0: [0; 3],
                         digest: digest(rule),

@@ -431,6 +431,10 @@ mod firewall {
         assert!(abi::FwTotal::COUNT == f::ic_fw_total::IC_FW_TOTAL_COUNT.0);
         assert!(abi::FwTotal::NonIp as u32 == f::ic_fw_total::IC_FW_NON_IP.0);
         assert!(abi::FwTotal::TableFull as u32 == f::ic_fw_total::IC_FW_TABLE_FULL.0);
+        assert!(abi::FwTotal::Rejected as u32 == f::ic_fw_total::IC_FW_REJECTED.0);
+        assert!(abi::FW_ACCEPT as u32 == f::ic_fw_action::IC_FW_ACCEPT.0);
+        assert!(abi::FW_DROP as u32 == f::ic_fw_action::IC_FW_DROP.0);
+        assert!(abi::FW_REJECT as u32 == f::ic_fw_action::IC_FW_REJECT.0);
     };
     same_layout!(abi::FwAddrKey, f::ic_fw_addr_key, [prefixlen, tag, addr]);
     same_layout!(

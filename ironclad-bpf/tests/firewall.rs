@@ -609,14 +609,14 @@ fn rules_decide_new_connections_first_match_wins_in_both_families() {
     drop(server);
 
     // Refused before anything is written: the live rules stay.
-    let mut reject = rule(0, Direction::In, FwProto::Tcp, FwAction::Reject);
-    reject.dport = vec![(1, 10)];
+    let mut logged = rule(0, Direction::In, FwProto::Tcp, FwAction::Accept);
+    logged.log = true;
     let mut bad = rule(1, Direction::In, FwProto::Icmp, FwAction::Accept);
     bad.dport = vec![(80, 80)];
-    let err = firewall.replace(&[reject, bad]).expect_err("refused");
+    let err = firewall.replace(&[logged, bad]).expect_err("refused");
     let text = err.to_string();
     assert!(
-        text.contains("firewall.rules[0]") && text.contains("reject"),
+        text.contains("firewall.rules[0]") && text.contains("log"),
         "{text}"
     );
     assert!(
@@ -802,4 +802,129 @@ fn an_idle_flow_expires_and_its_late_reply_is_a_stranger() {
         "a reply after expiry is a new inbound flow: dropped"
     );
     assert!(firewall.total(FwTotal::Dropped).expect("total").packets > dropped);
+}
+
+#[test]
+fn a_reject_rule_makes_the_client_fail_at_once_in_both_directions_and_families() {
+    require_privileges!();
+    let net = Net::new("fwrej", 7);
+    let pins = BpffsDir::new("fwrej").expect("bpffs");
+    let loader = loader(&pins);
+    let firewall = Firewall::load(&loader).expect("load");
+    let mut tcp_in = rule(0, Direction::In, FwProto::Tcp, FwAction::Reject);
+    tcp_in.dport = vec![(7001, 7001)];
+    let mut udp_in = rule(1, Direction::In, FwProto::Udp, FwAction::Reject);
+    udp_in.dport = vec![(7002, 7002)];
+    let mut tcp_out = rule(2, Direction::Out, FwProto::Tcp, FwAction::Reject);
+    tcp_out.dport = vec![(7003, 7003)];
+    let mut udp_out = rule(3, Direction::Out, FwProto::Udp, FwAction::Reject);
+    udp_out.dport = vec![(7004, 7004)];
+    firewall
+        .apply(
+            &FirewallSettings::default().drop_inbound(true),
+            &[tcp_in, udp_in, tcp_out, udp_out],
+        )
+        .expect("apply");
+    let _attached = firewall.attach(net.veth.host()).expect("attach");
+
+    for v6 in [false, true] {
+        let family = if v6 { "IPv6" } else { "IPv4" };
+        let (host, peer) = (net.host(v6), net.peer(v6));
+        // Listeners exist on both sides: a refusal can only come from the firewall.
+        let _host_listener = TcpListener::bind((host.as_str(), 7001)).expect("listen");
+        let _host_udp = UdpSocket::bind((host.as_str(), 7002)).expect("udp");
+        let _peer_listener = net
+            .ns
+            .command("python3")
+            .args([
+                "-c",
+                &format!(
+                    "import socket,time\nf=socket.{}\nt=socket.create_server(('{peer}',7003),family=f)\nu=socket.socket(f,socket.SOCK_DGRAM)\nu.bind(('{peer}',7004))\ntime.sleep(30)",
+                    if v6 { "AF_INET6" } else { "AF_INET" }
+                ),
+            ])
+            .spawn()
+            .map(|child| Server {
+                child,
+                _dir: tempfile::tempdir().expect("tempdir"),
+            })
+            .expect("listeners in the namespace");
+        let start = Instant::now();
+        while !net.ns_listens(7003) {
+            assert!(start.elapsed() < Duration::from_secs(10));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let rejected = firewall.total(FwTotal::Rejected).expect("total").packets;
+
+        // Inbound TCP: the client in the namespace gets a RST at once.
+        let script = format!(
+            "import socket,sys,time\nt=time.monotonic()\ntry:\n socket.create_connection(('{host}',7001),timeout=5)\n print('open')\nexcept ConnectionRefusedError:\n print('refused %.3f' % (time.monotonic()-t))\nexcept OSError as e:\n print('other', e)"
+        );
+        let out = net.ns.exec(&["python3", "-c", &script]).expect("python3");
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let took: f64 = text
+            .strip_prefix("refused ")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("{family}: inbound TCP to a reject rule: {text}"));
+        assert!(
+            took < 1.0,
+            "{family}: refused at once, not after a timeout: {took} s"
+        );
+
+        // Inbound UDP: an ICMP port unreachable; a connected socket sees ECONNREFUSED.
+        let script = format!(
+            "import socket\nf=socket.{}\ns=socket.socket(f,socket.SOCK_DGRAM)\ns.settimeout(2)\ns.connect(('{host}',7002))\ns.send(b'x')\ntry:\n s.recv(16)\n print('answer')\nexcept ConnectionRefusedError:\n print('refused')\nexcept OSError as e:\n print('other', e)",
+            if v6 { "AF_INET6" } else { "AF_INET" }
+        );
+        let out = net.ns.exec(&["python3", "-c", &script]).expect("python3");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "refused",
+            "{family}: inbound UDP to a reject rule"
+        );
+
+        // Outbound TCP: the host's own connect() fails with ECONNREFUSED at once.
+        let dst: SocketAddr = (peer.parse::<std::net::IpAddr>().expect("ip"), 7003).into();
+        let started = Instant::now();
+        let err = TcpStream::connect_timeout(&dst, Duration::from_secs(5))
+            .expect_err("the connection is rejected");
+        assert_eq!(
+            err.kind(),
+            std::io::ErrorKind::ConnectionRefused,
+            "{family}: outbound TCP: {err}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{family}: at once"
+        );
+
+        // Outbound UDP: the host's connected socket sees ECONNREFUSED.
+        let socket = UdpSocket::bind((host.as_str(), 0)).expect("udp");
+        socket.connect((peer.as_str(), 7004)).expect("connect");
+        socket
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        socket.send(b"x").expect("send");
+        let mut buf = [0u8; 16];
+        let err = socket.recv(&mut buf).expect_err("refused");
+        assert_eq!(
+            err.kind(),
+            std::io::ErrorKind::ConnectionRefused,
+            "{family}: outbound UDP: {err}"
+        );
+        let now = firewall.total(FwTotal::Rejected).expect("total").packets;
+        assert!(
+            now >= rejected + 4,
+            "{family}: four answers counted: {rejected} -> {now}"
+        );
+    }
+    // Dry-run answers nothing: the packet passes and is counted.
+    firewall
+        .configure(&FirewallSettings::default().drop_inbound(true).dry_run(true))
+        .expect("dry-run");
+    let _listener = TcpListener::bind((net.host(false).as_str(), 7001)).expect("listen");
+    assert!(
+        net.connects_in(&net.host(false), 7001),
+        "dry-run: the rejected connection passes"
+    );
 }

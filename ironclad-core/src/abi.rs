@@ -2088,13 +2088,15 @@ pub enum FwTotal {
     WouldDrop = 7,
     /// Frames that are neither IPv4 nor IPv6, passed.
     NonIp = 8,
+    /// Dropped by a reject rule and answered (TCP RST, ICMP port unreachable).
+    Rejected = 9,
 }
 
 impl FwTotal {
     /// Number of totals (`IC_FW_TOTAL_COUNT`).
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 10;
     /// Every total, in index order.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Established,
         Self::Related,
         Self::NewAccepted,
@@ -2104,6 +2106,7 @@ impl FwTotal {
         Self::Untracked,
         Self::WouldDrop,
         Self::NonIp,
+        Self::Rejected,
     ];
 
     /// Stable lower-case name, as used in JSON output and metrics.
@@ -2118,6 +2121,7 @@ impl FwTotal {
             Self::Untracked => "untracked",
             Self::WouldDrop => "would_drop",
             Self::NonIp => "non_ip",
+            Self::Rejected => "rejected",
         }
     }
 }
@@ -2152,6 +2156,8 @@ pub const FW_DIM_DPORT: u8 = 3;
 pub const FW_ACCEPT: u8 = 0;
 /// `IC_FW_DROP`.
 pub const FW_DROP: u8 = 1;
+/// `IC_FW_REJECT`: drop and answer (TCP RST, ICMP port unreachable).
+pub const FW_REJECT: u8 = 2;
 
 /// `struct ic_fw_addr_key`: an address-class prefix behind its (slot, bucket,
 /// dimension) tag.

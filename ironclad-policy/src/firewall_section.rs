@@ -308,18 +308,15 @@ fn parse_rule(r: &RawRule, origin: Origin, problems: &mut Vec<PolicyError>) -> O
     let action = match r.action.as_deref() {
         Some("accept") => Some(FwAction::Accept),
         Some("drop") => Some(FwAction::Drop),
-        Some("reject") => {
-            bad("`action: reject` is not available yet (the kernel program cannot answer with a RST or an ICMP unreachable); use `drop`".into());
-            None
-        }
+        Some("reject") => Some(FwAction::Reject),
         Some(other) => {
             bad(format!(
-                "`{other}` is not an action; use `accept` or `drop`"
+                "`{other}` is not an action; use `accept`, `drop` or `reject`"
             ));
             None
         }
         None => {
-            bad("`action: accept` or `drop` is missing".into());
+            bad("`action: accept`, `drop` or `reject` is missing".into());
             None
         }
     };
@@ -491,7 +488,7 @@ firewall:
     - {direction: in, proto: icmp, dport: 22, action: accept}
     - {direction: in, proto: tcp, icmp_type: 8, action: accept}
     - {direction: sideways, action: accept}
-    - {direction: in, proto: tcp, action: reject}
+    - {direction: in, proto: tcp, action: deny}
     - {direction: in, src: 10.0.0.1/8, action: drop}
     - {direction: in, src: spamhaus_drop, action: drop}
     - {direction: in, proto: tcp, dport: 22, action: accept, log: true}
@@ -508,7 +505,7 @@ firewall:
             "f.yaml:7:7: firewall.rules[1]: `sport`/`dport` need `proto: tcp` or `udp` (this rule has `icmp`)",
             "f.yaml:8:7: firewall.rules[2]: `icmp_type` needs `proto: icmp` or `icmpv6` (this rule has `tcp`)",
             "f.yaml:9:7: firewall.rules[3]: `sideways` is not a direction",
-            "f.yaml:10:7: firewall.rules[4]: `action: reject` is not available yet",
+            "f.yaml:10:7: firewall.rules[4]: `deny` is not an action; use `accept`, `drop` or `reject`",
             "f.yaml:11:7: firewall.rules[5]: `10.0.0.1/8` has host bits set; did you mean `10.0.0.0/8`?",
             "f.yaml:12:7: firewall.rules[6]: src `spamhaus_drop`: named sets (feeds, countries) are not available in firewall rules yet",
             "f.yaml:13:7: firewall.rules[7]: `log: true` is not available yet",
@@ -580,7 +577,7 @@ firewall:
         );
         assert!(
             errors[1].starts_with(
-                "f.yaml:3:7: firewall.rules[0]: `action: accept` or `drop` is missing"
+                "f.yaml:3:7: firewall.rules[0]: `action: accept`, `drop` or `reject` is missing"
             ),
             "{errors:#?}"
         );

@@ -102,6 +102,7 @@ impl Net {
       action: accept
       comment: ssh from the admins
     - {{direction: in, proto: icmp, icmp_type: echo-request, src: {admin4}, action: accept}}
+    - {{direction: in, proto: tcp, dport: 2224, action: reject, comment: refused at once}}
 ",
             iface = self.veth.host(),
             admin4 = self.addr(false, 2),
@@ -211,7 +212,7 @@ fn a_stateful_default_deny_through_the_daemon_survives_kill_9_restarts_and_reloa
         .expect("check");
     assert!(check.status.success(), "{check:?}");
     let checked: serde_json::Value = serde_json::from_slice(&check.stdout).expect("JSON");
-    assert_eq!(checked["firewall"]["rules"], 2, "{checked}");
+    assert_eq!(checked["firewall"]["rules"], 3, "{checked}");
     assert_eq!(checked["firewall"]["default_inbound"], "drop");
 
     let args = net.args(&config);
@@ -222,7 +223,7 @@ fn a_stateful_default_deny_through_the_daemon_survives_kill_9_restarts_and_reloa
     // Listeners on the host: the admitted port and another.
     let mut listeners = Vec::new();
     for v6 in [false, true] {
-        for port in [2222, 2223] {
+        for port in [2222, 2223, 2224] {
             listeners.push(TcpListener::bind((net.addr(v6, 1).as_str(), port)).expect("listen"));
         }
     }
@@ -240,6 +241,19 @@ fn a_stateful_default_deny_through_the_daemon_survives_kill_9_restarts_and_reloa
         assert!(
             !net.connects(&admin, &host, 2223),
             "{family}: 2223 is reachable from nobody"
+        );
+    }
+    // A reject rule: the client is refused at once (a RST), not left to time out.
+    for v6 in [false, true] {
+        let script = format!(
+            "import socket,time\nt=time.monotonic()\ntry:\n socket.create_connection(('{}',2224),timeout=5)\n print('open')\nexcept ConnectionRefusedError:\n print('refused' if time.monotonic()-t < 1 else 'late')\nexcept OSError as e:\n print(e)",
+            net.addr(v6, 1)
+        );
+        let out = net.ns.exec(&["python3", "-c", &script]).expect("python3");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "refused",
+            "v6={v6}: a reject rule refuses at once"
         );
     }
     // Outbound: curl to a server in the namespace; its replies pass as established.
@@ -298,11 +312,12 @@ fn a_stateful_default_deny_through_the_daemon_survives_kill_9_restarts_and_reloa
     assert!(total(&status, "dropped") >= 6, "{status}");
     assert!(total(&status, "established") > 5, "{status}");
     let rules = status["rules"].as_array().expect("rules");
-    assert_eq!(rules.len(), 2, "{status}");
+    assert_eq!(rules.len(), 3, "{status}");
     assert!(
         rules.iter().all(|r| r["packets"].as_u64() >= Some(1)),
         "{status}"
     );
+    assert!(total(&status, "rejected") >= 2, "{status}");
 
     // An established session from the host to an echo server in the namespace.
     let _echo = echo_server(&net, &net.addr(false, 2), 7000);
