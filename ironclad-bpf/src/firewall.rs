@@ -1091,20 +1091,11 @@ fn aligned_blocks(mut start: u32, end: u32) -> Vec<(u32, u32)> {
 /// (not where it was written). Hand-written: eight lines, and it must stay stable
 /// across releases, which std's hasher does not promise.
 fn digest(rule: &FwRule) -> u64 {
-    let text = format!(
-        "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
-        rule.direction,
-        rule.proto,
-        rule.src,
-        rule.dst,
-        rule.sport,
-        rule.dport,
-        rule.icmp_type,
-        rule.action
-    );
-    text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    rule.identity()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
 }
 
 fn monotonic_ns() -> u64 {

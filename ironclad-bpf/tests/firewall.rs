@@ -928,3 +928,57 @@ fn a_reject_rule_makes_the_client_fail_at_once_in_both_directions_and_families()
         "dry-run: the rejected connection passes"
     );
 }
+
+#[test]
+fn a_rule_on_a_feed_of_scattered_prefixes_decides_by_the_feed() {
+    require_privileges!();
+    let net = Net::new("fwfeed", 8);
+    let out = net
+        .ns
+        .exec(&["ip", "addr", "add", "10.214.8.3/24", "dev", net.veth.peer()])
+        .expect("ip");
+    assert!(out.status.success(), "{out:?}");
+    // A feed as real ones are: 50,000 prefixes of every length, mostly scattered /24s
+    // and /32s, with one of the namespace's addresses among them.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut text: String = ironclad_testing::rules::table_v4(50_000, 7, &[net_of("10.214.8.0/24")])
+        .iter()
+        .map(|n| format!("{n}\n"))
+        .collect();
+    text.push_str("10.214.8.3\n");
+    std::fs::write(dir.path().join("botnet.txt"), text).expect("feed");
+    let yaml = format!(
+        "shield:\n  mode: dry-run\n  deny_feeds:\n    - {{path: botnet.txt, format: plain}}\nfirewall:\n  interfaces: [{}]\n  rules:\n    - {{direction: in, proto: tcp, src: botnet, action: drop}}\n",
+        net.veth.host()
+    );
+    let policy = ironclad_policy::config::compile_str(&yaml, &dir.path().join("p.yaml"))
+        .unwrap_or_else(|e| panic!("policy: {e}"))
+        .firewall
+        .expect("firewall");
+    assert_eq!(policy.rules.len(), 1, "no management valve in this policy");
+    // The Shield aggregates the set (nested and adjacent prefixes merged).
+    let prefixes = policy.rules[0].src.len();
+    assert!(prefixes > 10_000, "{prefixes} prefixes after aggregation");
+    let pins = BpffsDir::new("fwfeed").expect("bpffs");
+    let loader = loader(&pins);
+    let firewall = Firewall::load(&loader).expect("load");
+    let report = firewall
+        .apply(&FirewallSettings::from_policy(&policy), &policy.rules)
+        .expect("apply");
+    assert_eq!(report.rules, 1);
+    let _attached = firewall.attach(net.veth.host()).expect("attach");
+    let listener = TcpListener::bind((net.host(false).as_str(), 0)).expect("listen");
+    let port = listener.local_addr().expect("addr").port();
+    assert!(
+        !net.connects_from("10.214.8.3", &net.host(false), port),
+        "the feed's address is dropped"
+    );
+    assert!(
+        net.connects_from("10.214.8.2", &net.host(false), port),
+        "another address passes"
+    );
+}
+
+fn net_of(s: &str) -> IpNetwork {
+    s.parse().expect("net")
+}

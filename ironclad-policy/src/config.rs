@@ -1417,6 +1417,62 @@ fn parse_inner(text: &str, path: &Path) -> Result<Parsed, ConfigError> {
     ))
 }
 
+/// Puts the prefixes of the Shield's sets that firewall rules name into their `src` and
+/// `dst` (after the written ones): an ICMP rule takes a set's IPv4 prefixes, an ICMPv6
+/// rule its IPv6 ones. An unknown name is an error at the rule.
+fn resolve_sets(
+    firewall: &mut FirewallPolicy,
+    shield: Option<&CompiledShield>,
+    problems: &mut Vec<PolicyError>,
+) {
+    for rule in &mut firewall.rules {
+        let proto = rule.proto;
+        let family = |net: &IpNetwork| match proto {
+            FwProto::Icmp => net.is_ipv4(),
+            FwProto::Icmpv6 => net.is_ipv6(),
+            _ => true,
+        };
+        let mut resolve = |which: &str, names: &[String]| -> Vec<IpNetwork> {
+            let mut out = Vec::new();
+            for name in names {
+                match shield.and_then(|s| s.sets.iter().find(|set| &set.name == name)) {
+                    Some(set) => out.extend(set.prefixes.iter().filter(|n| family(n)).copied()),
+                    None => {
+                        let known = match shield {
+                            None => "the policy has no shield section".to_string(),
+                            Some(s) if s.sets.is_empty() => {
+                                "the shield has no named sets".to_string()
+                            }
+                            Some(s) => format!(
+                                "sets: {}",
+                                s.sets
+                                    .iter()
+                                    .map(|set| set.name.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        };
+                        problems.push(PolicyError::Invalid {
+                            origin: rule.origin.clone(),
+                            message: format!(
+                                "{which} `{}` is not an IP address, a CIDR or the name of a shield set ({known})",
+                                crate::error::excerpt(name, 60)
+                            ),
+                        });
+                    }
+                }
+            }
+            out
+        };
+        let src = resolve("src", &rule.src_sets);
+        let dst = resolve("dst", &rule.dst_sets);
+        rule.src_from_sets = src.len();
+        rule.dst_from_sets = dst.len();
+        rule.src.extend(src);
+        rule.dst.extend(dst);
+    }
+}
+
 /// The firewall rules the Shield's management valve adds in front of the policy's: its
 /// sources always reach this host and its replies always leave.
 fn management_valve(management: &[IpNetwork]) -> Vec<FwRule> {
@@ -1496,6 +1552,7 @@ pub fn compile_str(text: &str, path: &Path) -> Result<CompiledConfig, ConfigErro
         }
     };
     let firewall = config.firewall.map(|mut f| {
+        resolve_sets(&mut f, shield.as_ref(), &mut problems);
         for (origin, message) in f.shadow_warnings() {
             warnings.push(diagnostic(
                 path,

@@ -166,6 +166,16 @@ pub struct FwRule {
     pub log: bool,
     /// The operator's note (`comment:`), shown with the rule's counters.
     pub comment: Option<String>,
+    /// The Shield's named sets (feeds, `country:CODE`) this rule's `src` names; their
+    /// prefixes are the last [`src_from_sets`](Self::src_from_sets) of `src` once the
+    /// policy is compiled.
+    pub src_sets: Vec<String>,
+    /// The same for `dst`.
+    pub dst_sets: Vec<String>,
+    /// How many of `src`'s prefixes came from `src_sets` (the last ones).
+    pub src_from_sets: usize,
+    /// How many of `dst`'s prefixes came from `dst_sets` (the last ones).
+    pub dst_from_sets: usize,
 }
 
 impl FwRule {
@@ -183,6 +193,10 @@ impl FwRule {
             action: FwAction::Accept,
             log: false,
             comment: None,
+            src_sets: Vec::new(),
+            dst_sets: Vec::new(),
+            src_from_sets: 0,
+            dst_from_sets: 0,
         }
     }
 
@@ -235,6 +249,27 @@ impl FwRule {
             }
         }
         errors
+    }
+
+    /// The rule's identity for keeping its counters across replacements: its match and
+    /// action, with named sets by name (a feed that changes keeps its rules' counters).
+    pub fn identity(&self) -> String {
+        let literal = |nets: &[IpNetwork], from_sets: usize| {
+            nets[..nets.len().saturating_sub(from_sets)].to_vec()
+        };
+        format!(
+            "{:?}|{:?}|{:?}{:?}|{:?}{:?}|{:?}|{:?}|{:?}|{:?}",
+            self.direction,
+            self.proto,
+            literal(&self.src, self.src_from_sets),
+            self.src_sets,
+            literal(&self.dst, self.dst_from_sets),
+            self.dst_sets,
+            self.sport,
+            self.dport,
+            self.icmp_type,
+            self.action
+        )
     }
 
     /// Whether this rule matches every packet `later` matches (so `later` can never

@@ -326,36 +326,29 @@ fn parse_rule(r: &RawRule, origin: Origin, problems: &mut Vec<PolicyError>) -> O
     if r.rate_limit.is_some() {
         bad("`rate_limit` is not available yet in firewall rules".into());
     }
+    // An address or CIDR, or the name of one of the Shield's sets (resolved when the
+    // whole policy is compiled, where the sets are known).
     let mut nets = |which: &str, raw: &Option<RawAddrs>| {
         let texts: Vec<&String> = match raw {
             None => Vec::new(),
             Some(RawAddrs::One(t)) => vec![t],
             Some(RawAddrs::List(l)) => l.iter().collect(),
         };
-        let mut out = Vec::new();
+        let (mut out, mut names) = (Vec::new(), Vec::new());
         for text in texts {
             match parse_net(text) {
                 Some(net) => out.push(net),
-                None if text
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-                    && text.chars().any(|c| c.is_ascii_alphabetic()) =>
-                {
-                    bad(format!(
-                        "{which} `{}`: named sets (feeds, countries) are not available in firewall rules yet; write addresses or CIDRs",
-                        crate::error::excerpt(text, 60)
-                    ));
-                }
-                None => bad(format!(
+                None if text.contains('/') || text.trim().is_empty() => bad(format!(
                     "{which} `{}` is not an IP address or CIDR",
                     crate::error::excerpt(text, 60)
                 )),
+                None => names.push(text.trim().to_string()),
             }
         }
-        out
+        (out, names)
     };
-    let src = nets("src", &r.src);
-    let dst = nets("dst", &r.dst);
+    let (src, src_sets) = nets("src", &r.src);
+    let (dst, dst_sets) = nets("dst", &r.dst);
     let mut ports = |which: &str, raw: &Option<RawPorts>| {
         let list: Vec<&RawPort> = match raw {
             None => Vec::new(),
@@ -405,6 +398,8 @@ fn parse_rule(r: &RawRule, origin: Origin, problems: &mut Vec<PolicyError>) -> O
     rule.icmp_type = icmp_type;
     rule.action = action;
     rule.comment = r.comment.clone();
+    rule.src_sets = src_sets;
+    rule.dst_sets = dst_sets;
     // What the rule says against itself (ports on icmp, a type on tcp, host bits).
     problems.extend(rule.check());
     (problems.len() == before).then_some(rule)
@@ -507,7 +502,7 @@ firewall:
             "f.yaml:9:7: firewall.rules[3]: `sideways` is not a direction",
             "f.yaml:10:7: firewall.rules[4]: `deny` is not an action; use `accept`, `drop` or `reject`",
             "f.yaml:11:7: firewall.rules[5]: `10.0.0.1/8` has host bits set; did you mean `10.0.0.0/8`?",
-            "f.yaml:12:7: firewall.rules[6]: src `spamhaus_drop`: named sets (feeds, countries) are not available in firewall rules yet",
+            "f.yaml:12:7: firewall.rules[6]: src `spamhaus_drop` is not an IP address, a CIDR or the name of a shield set (the policy has no shield section)",
             "f.yaml:13:7: firewall.rules[7]: `log: true` is not available yet",
             "f.yaml:14:7: firewall.rules[8]: `gre` is not a protocol",
             "f.yaml:15:7: firewall.rules[9]: `2001:db8::/32`: icmp is IPv4: use `proto: icmpv6`",
@@ -581,5 +576,69 @@ firewall:
             ),
             "{errors:#?}"
         );
+    }
+
+    #[test]
+    fn rules_name_the_shields_sets_and_keep_their_identity_when_a_feed_changes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let feed = dir.path().join("c2.txt");
+        std::fs::write(&feed, "192.0.2.0/24\n2001:db8:bad::/48\n").expect("feed");
+        let yaml = format!(
+            "shield:
+  deny_feeds:
+    - {{path: {}, format: plain}}
+firewall:
+  interfaces: [lo]
+  rules:
+    - {{direction: out, dst: [c2, 198.51.100.7], action: reject}}
+    - {{direction: in, proto: icmp, src: c2, action: drop}}
+    - {{direction: in, src: botnets, action: drop}}
+",
+            feed.display()
+        );
+        let policy = dir.path().join("p.yaml");
+        let errors: Vec<String> = match compile_str(&yaml, &policy) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.diagnostics.iter().map(ToString::to_string).collect(),
+        };
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(
+            errors[0].contains(":9:7: firewall.rules[2]: src `botnets` is not an IP address, a CIDR or the name of a shield set (sets: c2)"),
+            "{errors:#?}"
+        );
+        let yaml = yaml.replace("    - {direction: in, src: botnets, action: drop}\n", "");
+        let f = compile_str(&yaml, &policy)
+            .expect("compiles")
+            .firewall
+            .expect("firewall");
+        let reject = &f.rules[0];
+        assert_eq!(reject.dst_sets, vec!["c2".to_string()]);
+        assert_eq!(reject.dst_from_sets, 2);
+        assert_eq!(
+            reject.dst,
+            vec![
+                "198.51.100.7/32".parse().expect("net"),
+                "192.0.2.0/24".parse().expect("net"),
+                "2001:db8:bad::/48".parse().expect("net"),
+            ]
+        );
+        assert_eq!(
+            f.rules[1].src,
+            vec!["192.0.2.0/24".parse::<ipnetwork::IpNetwork>().expect("net")],
+            "an icmp rule takes the set's IPv4 prefixes"
+        );
+        // The feed changes: the rule's prefixes follow, its identity (and so its
+        // counters in the kernel) stays.
+        let before = reject.identity();
+        std::fs::write(&feed, "192.0.2.0/24\n203.0.113.0/24\n").expect("feed");
+        let f2 = compile_str(&yaml, &policy)
+            .expect("compiles")
+            .firewall
+            .expect("firewall");
+        assert_eq!(f2.rules[0].dst.len(), 3);
+        assert!(f2.rules[0]
+            .dst
+            .contains(&"203.0.113.0/24".parse().expect("net")));
+        assert_eq!(f2.rules[0].identity(), before);
     }
 }
