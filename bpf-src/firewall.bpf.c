@@ -126,6 +126,15 @@ struct {
 	__type(value, struct ic_fw_rule);
 } ic_fw_rules SEC(".maps");
 
+/* Rate-limited rules' token buckets, by rule id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, IC_FW_BUCKETS * IC_FW_MAX_RULES + 1);
+	__type(key, __u32);
+	__type(value, struct ic_fw_bucket);
+} ic_fw_rate SEC(".maps");
+
 /* Per-rule packets and bytes, by rule id (index 0 unused). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -534,8 +543,45 @@ static __always_inline __u32 ic_fw_bucket(int inbound, __u8 proto)
 	return (inbound ? 0 : IC_FW_PROTOS) + p;
 }
 
+/* Whether a rate-limited rule has a token left for one more connection (lock-free:
+ * concurrent CPUs may let a few more through than the budget). */
+static __always_inline int ic_fw_rate_ok(const struct ic_fw_rule *rule)
+{
+	__u32 id = rule->rule_id;
+	__s64 cap = (__s64)rule->rate_burst * IC_NS;
+	__u64 now = bpf_ktime_get_ns();
+	struct ic_fw_bucket *b = bpf_map_lookup_elem(&ic_fw_rate, &id);
+
+	if (!b) {
+		struct ic_fw_bucket fresh = { .tokens = cap - IC_NS, .last_ns = now };
+
+		if (cap < IC_NS)
+			return 0;
+		bpf_map_update_elem(&ic_fw_rate, &id, &fresh, BPF_NOEXIST);
+		return 1;
+	}
+	if (now > b->last_ns) {
+		__u64 elapsed = now - b->last_ns;
+		__s64 tokens = b->tokens;
+
+		if (elapsed >= 10 * IC_NS)
+			tokens = cap;
+		else
+			tokens += (__s64)(elapsed * rule->rate_per_sec);
+		if (tokens > cap)
+			tokens = cap;
+		b->tokens = tokens;
+		b->last_ns = now;
+	}
+	if (b->tokens < (__s64)IC_NS)
+		return 0;
+	__sync_fetch_and_add(&b->tokens, -(__s64)IC_NS);
+	return 1;
+}
+
 /* What the rules (or, when none matches, the default policy) say about a packet that
- * opens a connection or is not tracked: IC_FW_ACCEPT, IC_FW_DROP or IC_FW_REJECT. */
+ * opens a connection or is not tracked: IC_FW_ACCEPT, IC_FW_DROP or IC_FW_REJECT. A
+ * rule whose rate limit is spent drops (without an answer). */
 static __always_inline int ic_fw_decide(const struct ic_fw_config *cfg, int inbound,
 					const struct ic_fw_pkt *p, __u64 len)
 {
@@ -548,6 +594,10 @@ static __always_inline int ic_fw_decide(const struct ic_fw_config *cfg, int inbo
 		if (c) {
 			c->packets++;
 			c->bytes += len;
+		}
+		if (rule->rate_per_sec && !ic_fw_rate_ok(rule)) {
+			ic_fw_count(IC_FW_RATE_LIMITED, len);
+			return IC_FW_DROP;
 		}
 		return rule->action;
 	}

@@ -708,7 +708,8 @@ enum ic_fw_total {
 	IC_FW_NON_IP = 8,       /* neither IPv4 nor IPv6, passed */
 	IC_FW_REJECTED = 9,     /* dropped by a reject rule and answered (TCP RST, ICMP
 				 * port unreachable) */
-	IC_FW_TOTAL_COUNT = 10,
+	IC_FW_RATE_LIMITED = 10, /* matched a rule whose rate limit was spent: dropped */
+	IC_FW_TOTAL_COUNT = 11,
 };
 
 /* Firewall configuration flags (struct ic_fw_config.flags). */
@@ -786,11 +787,21 @@ enum ic_fw_action {
 /* A bucket's rule at bit i (hash ic_fw_rules, keyed by
  * (slot * IC_FW_BUCKETS + bucket) * IC_FW_MAX_RULES + i). */
 struct ic_fw_rule {
-	__u32 rule_id; /* host order; 1-based, the per-rule counter's index */
-	__u8 action;   /* enum ic_fw_action */
+	__u32 rule_id;      /* host order; 1-based, the per-rule counter's index */
+	__u8 action;        /* enum ic_fw_action */
 	__u8 _pad0[3];
-	__u64 digest;  /* host order; the rule's identity, so its id (and counters) survive
-			* a replacement that keeps it */
+	__u32 rate_per_sec; /* host order; 0: no rate limit; else new connections (or
+			     * untracked packets) per second the rule lets through */
+	__u32 rate_burst;   /* host order; the bucket's size */
+	__u64 digest;       /* host order; the rule's identity, so its id (and counters)
+			     * survive a replacement that keeps it */
+};
+
+/* A rate-limited rule's token bucket (hash ic_fw_rate, keyed by rule id; tokens in
+ * nano-connections), kept across replacements like the rule's counters. */
+struct ic_fw_bucket {
+	__s64 tokens;
+	__u64 last_ns;
 };
 
 /* Runtime configuration of the firewall (array map with one entry). Timeouts in

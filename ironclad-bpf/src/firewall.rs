@@ -440,6 +440,8 @@ impl Firewall {
                             FwAction::Reject => FW_REJECT,
                         },
                         _pad0: [0; 3],
+                        rate_per_sec: rule.rate_limit.map_or(0, |r| r.per_second),
+                        rate_burst: rule.rate_limit.map_or(0, |r| r.burst),
                         digest: digest(rule),
                     },
                 ));

@@ -432,6 +432,7 @@ mod firewall {
         assert!(abi::FwTotal::NonIp as u32 == f::ic_fw_total::IC_FW_NON_IP.0);
         assert!(abi::FwTotal::TableFull as u32 == f::ic_fw_total::IC_FW_TABLE_FULL.0);
         assert!(abi::FwTotal::Rejected as u32 == f::ic_fw_total::IC_FW_REJECTED.0);
+        assert!(abi::FwTotal::RateLimited as u32 == f::ic_fw_total::IC_FW_RATE_LIMITED.0);
         assert!(abi::FW_ACCEPT as u32 == f::ic_fw_action::IC_FW_ACCEPT.0);
         assert!(abi::FW_DROP as u32 == f::ic_fw_action::IC_FW_DROP.0);
         assert!(abi::FW_REJECT as u32 == f::ic_fw_action::IC_FW_REJECT.0);
@@ -451,6 +452,6 @@ mod firewall {
     same_layout!(
         abi::FwRuleEntry,
         f::ic_fw_rule,
-        [rule_id, action, _pad0, digest]
+        [rule_id, action, _pad0, rate_per_sec, rate_burst, digest]
     );
 }

@@ -465,7 +465,7 @@ fn pinned_enforcement_outlives_the_process_and_a_restart_adopts_it() {
     );
     let dir = loader.pin_dir(Firewall::OBJECT);
     let pinned = std::fs::read_dir(&dir).expect("pin dir").count();
-    assert_eq!(pinned, 9, "the maps stay pinned, the links are gone");
+    assert_eq!(pinned, 10, "the maps stay pinned, the links are gone");
     assert_eq!(loader.remove_pins(Firewall::OBJECT).expect("unpin"), pinned);
 }
 
@@ -981,4 +981,46 @@ fn a_rule_on_a_feed_of_scattered_prefixes_decides_by_the_feed() {
 
 fn net_of(s: &str) -> IpNetwork {
     s.parse().expect("net")
+}
+
+#[test]
+fn a_rate_limited_rule_lets_its_burst_through_and_drops_the_rest() {
+    require_privileges!();
+    let net = Net::new("fwrate", 9);
+    let pins = BpffsDir::new("fwrate").expect("bpffs");
+    let loader = loader(&pins);
+    let firewall = Firewall::load(&loader).expect("load");
+    let mut limited = rule(0, Direction::In, FwProto::Tcp, FwAction::Accept);
+    limited.dport = vec![(7100, 7100)];
+    limited.rate_limit = Some(ironclad_policy::firewall::RuleRate {
+        per_second: 1,
+        burst: 5,
+    });
+    firewall
+        .apply(&FirewallSettings::default().drop_inbound(true), &[limited])
+        .expect("apply");
+    let _attached = firewall.attach(net.veth.host()).expect("attach");
+    let listener = TcpListener::bind((net.host(false).as_str(), 7100)).expect("listen");
+    listener.set_nonblocking(true).expect("nonblocking");
+    // 20 connections at once from the namespace (threads), each given 0.5 s: within the
+    // burst they open, beyond it their SYN is dropped (and not retried in time).
+    let script = format!(
+        "import socket,threading\nok=[]\ndef go():\n try:\n  s=socket.create_connection(('{}',7100),timeout=0.5)\n  ok.append(1)\n  s.close()\n except OSError:\n  pass\nts=[threading.Thread(target=go) for _ in range(20)]\n[t.start() for t in ts]\n[t.join() for t in ts]\nprint(len(ok))",
+        net.host(false)
+    );
+    let out = net.ns.exec(&["python3", "-c", &script]).expect("python3");
+    let opened: u32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{out:?}: {e}"));
+    assert!(
+        (5..=6).contains(&opened),
+        "the burst of 5 (and at most one refilled token) opens: {opened}"
+    );
+    let limited = firewall.total(FwTotal::RateLimited).expect("total").packets;
+    assert!(limited >= 14, "the rest was rate-limited: {limited}");
+    // A second later one token is back.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(net.connects_in(&net.host(false), 7100), "refilled");
+    drop(listener);
 }

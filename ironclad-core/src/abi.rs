@@ -2090,13 +2090,15 @@ pub enum FwTotal {
     NonIp = 8,
     /// Dropped by a reject rule and answered (TCP RST, ICMP port unreachable).
     Rejected = 9,
+    /// Matched a rule whose rate limit was spent: dropped.
+    RateLimited = 10,
 }
 
 impl FwTotal {
     /// Number of totals (`IC_FW_TOTAL_COUNT`).
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 11;
     /// Every total, in index order.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::Established,
         Self::Related,
         Self::NewAccepted,
@@ -2107,6 +2109,7 @@ impl FwTotal {
         Self::WouldDrop,
         Self::NonIp,
         Self::Rejected,
+        Self::RateLimited,
     ];
 
     /// Stable lower-case name, as used in JSON output and metrics.
@@ -2122,6 +2125,7 @@ impl FwTotal {
             Self::WouldDrop => "would_drop",
             Self::NonIp => "non_ip",
             Self::Rejected => "rejected",
+            Self::RateLimited => "rate_limited",
         }
     }
 }
@@ -2279,17 +2283,21 @@ impl FwSummary {
 pub struct FwRuleEntry {
     /// 1-based id, the index of its counter.
     pub rule_id: u32,
-    /// `FW_ACCEPT` or `FW_DROP`.
+    /// `FW_ACCEPT`, `FW_DROP` or `FW_REJECT`.
     pub action: u8,
     /// Padding, zero.
     pub _pad0: [u8; 3],
+    /// New connections per second the rule lets through; 0: no limit.
+    pub rate_per_sec: u32,
+    /// The rate limit's burst.
+    pub rate_burst: u32,
     /// The rule's identity.
     pub digest: u64,
 }
 
 impl FwRuleEntry {
     /// Size of the C struct in bytes.
-    pub const SIZE: usize = 16;
+    pub const SIZE: usize = 24;
 
     /// The exact byte image the kernel expects.
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {

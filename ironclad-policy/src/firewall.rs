@@ -176,6 +176,18 @@ pub struct FwRule {
     pub src_from_sets: usize,
     /// How many of `dst`'s prefixes came from `dst_sets` (the last ones).
     pub dst_from_sets: usize,
+    /// At most this many new connections per second (after a burst) match the rule
+    /// and take its action; the rest are dropped (`rate_limited`).
+    pub rate_limit: Option<RuleRate>,
+}
+
+/// A rule's rate limit: a token bucket of `burst` connections refilled at `per_second`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RuleRate {
+    /// Connections per second, at least 1.
+    pub per_second: u32,
+    /// The bucket's size, at least 1.
+    pub burst: u32,
 }
 
 impl FwRule {
@@ -197,6 +209,7 @@ impl FwRule {
             dst_sets: Vec::new(),
             src_from_sets: 0,
             dst_from_sets: 0,
+            rate_limit: None,
         }
     }
 

@@ -3,14 +3,14 @@
 
 use std::path::Path;
 
-use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use crate::config::{parse_net, parse_port, position, RawPort, RawPorts};
 use crate::error::{Origin, PolicyError};
 use crate::firewall::{
-    Direction, FirewallInterface, FirewallPolicy, FwAction, FwProto, FwRule, TABLE_SIZE_RANGE,
+    Direction, FirewallInterface, FirewallPolicy, FwAction, FwProto, FwRule, RuleRate,
+    TABLE_SIZE_RANGE,
 };
 
 #[derive(Debug, Deserialize)]
@@ -37,6 +37,13 @@ struct RawTimeouts {
     udp: Option<Spanned<u32>>,
     udp_stream: Option<Spanned<u32>>,
     icmp: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRate {
+    per_second: u32,
+    burst: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,7 +79,7 @@ struct RawRule {
     icmp_type: Option<RawTypes>,
     action: Option<String>,
     log: Option<bool>,
-    rate_limit: Option<Spanned<IgnoredAny>>,
+    rate_limit: Option<RawRate>,
     comment: Option<String>,
 }
 
@@ -323,9 +330,24 @@ fn parse_rule(r: &RawRule, origin: Origin, problems: &mut Vec<PolicyError>) -> O
     if r.log == Some(true) {
         bad("`log: true` is not available yet (matches are counted per rule: `full_firewall status`)".into());
     }
-    if r.rate_limit.is_some() {
-        bad("`rate_limit` is not available yet in firewall rules".into());
-    }
+    let rate_limit = match &r.rate_limit {
+        None => None,
+        Some(rate) if rate.per_second == 0 || rate.burst == Some(0) => {
+            bad("rate_limit: `per_second` and `burst` must be at least 1".into());
+            None
+        }
+        Some(_) if action == Some(FwAction::Drop) => {
+            bad(
+                "`rate_limit` goes with `accept` or `reject` (a drop rule has nothing to limit)"
+                    .into(),
+            );
+            None
+        }
+        Some(rate) => Some(RuleRate {
+            per_second: rate.per_second,
+            burst: rate.burst.unwrap_or(rate.per_second),
+        }),
+    };
     // An address or CIDR, or the name of one of the Shield's sets (resolved when the
     // whole policy is compiled, where the sets are known).
     let mut nets = |which: &str, raw: &Option<RawAddrs>| {
@@ -398,6 +420,7 @@ fn parse_rule(r: &RawRule, origin: Origin, problems: &mut Vec<PolicyError>) -> O
     rule.icmp_type = icmp_type;
     rule.action = action;
     rule.comment = r.comment.clone();
+    rule.rate_limit = rate_limit;
     rule.src_sets = src_sets;
     rule.dst_sets = dst_sets;
     // What the rule says against itself (ports on icmp, a type on tcp, host bits).
@@ -438,7 +461,7 @@ firewall:
       dport: 22
       action: accept
       comment: ssh from the admins
-    - {direction: in, proto: tcp, dport: [80, \"8000-8100\"], action: accept}
+    - {direction: in, proto: tcp, dport: [80, \"8000-8100\"], action: accept, rate_limit: {per_second: 50, burst: 200}}
     - {direction: in, proto: icmp, icmp_type: echo-request, action: accept}
     - {direction: in, proto: icmpv6, icmp_type: [128, echo-reply], action: accept}
     - {direction: out, proto: udp, dst: 192.0.2.53, dport: 53, sport: \"1024-65535\", action: drop}
@@ -464,6 +487,14 @@ firewall:
         assert_eq!(ssh.dport, vec![(22, 22)]);
         assert_eq!(ssh.comment.as_deref(), Some("ssh from the admins"));
         assert_eq!(f.rules[1].dport, vec![(80, 80), (8000, 8100)]);
+        assert_eq!(
+            f.rules[1].rate_limit,
+            Some(crate::firewall::RuleRate {
+                per_second: 50,
+                burst: 200
+            })
+        );
+        assert_eq!(ssh.rate_limit, None);
         assert_eq!(f.rules[2].icmp_type, vec![8]);
         assert_eq!(f.rules[3].icmp_type, vec![128, 129]);
         assert_eq!(f.rules[4].sport, vec![(1024, 65535)]);
@@ -489,6 +520,8 @@ firewall:
     - {direction: in, proto: tcp, dport: 22, action: accept, log: true}
     - {direction: in, proto: gre, action: accept}
     - {direction: in, proto: icmp, src: 2001:db8::/32, action: accept}
+    - {direction: in, proto: tcp, action: drop, rate_limit: {per_second: 5}}
+    - {direction: in, proto: tcp, action: accept, rate_limit: {per_second: 0}}
 ";
         let errors = errors(yaml);
         let expect = [
@@ -506,6 +539,8 @@ firewall:
             "f.yaml:13:7: firewall.rules[7]: `log: true` is not available yet",
             "f.yaml:14:7: firewall.rules[8]: `gre` is not a protocol",
             "f.yaml:15:7: firewall.rules[9]: `2001:db8::/32`: icmp is IPv4: use `proto: icmpv6`",
+            "f.yaml:16:7: firewall.rules[10]: `rate_limit` goes with `accept` or `reject`",
+            "f.yaml:17:7: firewall.rules[11]: rate_limit: `per_second` and `burst` must be at least 1",
         ];
         assert_eq!(errors.len(), expect.len(), "{errors:#?}");
         for (got, want) in errors.iter().zip(expect) {
