@@ -83,6 +83,11 @@ struct {
 const volatile enum ic_fw_limits ic_abi_fw_limits = IC_FW_SLOTS;
 const volatile enum ic_ct_state ic_abi_ct_state = IC_CT_NEW;
 const volatile enum ic_fw_total ic_abi_fw_total = IC_FW_ESTABLISHED;
+const volatile enum ic_fw_rule_flags ic_abi_fw_rule_flags = IC_FW_RULE_LOG;
+const volatile enum ic_fw_ring ic_abi_fw_ring = IC_FW_RING_BYTES;
+const volatile enum ic_fw_event_flags ic_abi_fw_event_flags = IC_FW_EV_RATE_LIMITED;
+const volatile enum ic_event_kind ic_abi_fw_event_kind = IC_EVENT_FIREWALL;
+const volatile struct ic_fw_event ic_abi_fw_event = {};
 const volatile enum ic_fw_action ic_abi_fw_action = IC_FW_ACCEPT;
 
 /* The rules' classes (see struct ic_fw_addr_key in ironclad.h). */
@@ -125,6 +130,12 @@ struct {
 	__type(key, __u32);
 	__type(value, struct ic_fw_rule);
 } ic_fw_rules SEC(".maps");
+
+/* Logged matches (struct ic_fw_event). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, IC_FW_RING_BYTES);
+} ic_fw_events SEC(".maps");
 
 /* Rate-limited rules' token buckets, by rule id. */
 struct {
@@ -579,11 +590,40 @@ static __always_inline int ic_fw_rate_ok(const struct ic_fw_rule *rule)
 	return 1;
 }
 
+/* Reports a logged rule's match; a full ring buffer is counted, never waited on. */
+static __noinline void ic_fw_report(const struct ic_fw_pkt *p, __u32 rule_id, __u8 action,
+				    __u8 flags, __u32 ifindex)
+{
+	struct ic_fw_event *e = bpf_ringbuf_reserve(&ic_fw_events, sizeof(*e), 0);
+	int icmp;
+
+	if (!e) {
+		ic_fw_count(IC_FW_EVENTS_LOST, 0);
+		return;
+	}
+	icmp = p->proto == IC_IPPROTO_ICMP || p->proto == IC_IPPROTO_ICMPV6;
+	e->hdr.version = IC_ABI_VERSION;
+	e->hdr.kind = IC_EVENT_FIREWALL;
+	e->hdr.size = sizeof(*e);
+	e->hdr.ktime_ns = bpf_ktime_get_ns();
+	__builtin_memcpy(e->src, p->src, 16);
+	__builtin_memcpy(e->dst, p->dst, 16);
+	e->rule_id = rule_id;
+	e->ifindex = ifindex;
+	e->sport = icmp ? 0 : p->sport;
+	e->dport = icmp ? p->icmp_type : p->dport;
+	e->proto = p->proto;
+	e->action = action;
+	e->flags = flags;
+	e->_pad0 = 0;
+	bpf_ringbuf_submit(e, 0);
+}
+
 /* What the rules (or, when none matches, the default policy) say about a packet that
  * opens a connection or is not tracked: IC_FW_ACCEPT, IC_FW_DROP or IC_FW_REJECT. A
- * rule whose rate limit is spent drops (without an answer). */
+ * rule whose rate limit is spent drops (without an answer). A logged rule reports. */
 static __always_inline int ic_fw_decide(const struct ic_fw_config *cfg, int inbound,
-					const struct ic_fw_pkt *p, __u64 len)
+					const struct ic_fw_pkt *p, __u64 len, __u32 ifindex)
 {
 	struct ic_fw_rule *rule = ic_fw_classify(cfg->slot & 1, ic_fw_bucket(inbound, p->proto), p);
 
@@ -595,11 +635,20 @@ static __always_inline int ic_fw_decide(const struct ic_fw_config *cfg, int inbo
 			c->packets++;
 			c->bytes += len;
 		}
+		__u8 flags = inbound ? IC_FW_EV_INBOUND : 0;
+		int action = rule->action;
+
 		if (rule->rate_per_sec && !ic_fw_rate_ok(rule)) {
 			ic_fw_count(IC_FW_RATE_LIMITED, len);
-			return IC_FW_DROP;
+			flags |= IC_FW_EV_RATE_LIMITED;
+			action = IC_FW_DROP;
 		}
-		return rule->action;
+		if (rule->flags & IC_FW_RULE_LOG) {
+			if (action != IC_FW_ACCEPT && (cfg->flags & IC_FW_F_DRY_RUN))
+				flags |= IC_FW_EV_DRY_RUN;
+			ic_fw_report(p, id, rule->action, flags, ifindex);
+		}
+		return action;
 	}
 	return (cfg->flags & (inbound ? IC_FW_F_DROP_IN : IC_FW_F_DROP_OUT)) ? IC_FW_DROP
 									      : IC_FW_ACCEPT;
@@ -647,7 +696,7 @@ static __always_inline int ic_fw(void *data, void *data_end, int inbound, __u32 
 	    (p.proto == IC_IPPROTO_ICMPV6 && family != IC_L3_IPV6)) {
 		/* Not tracked: the rules decide each packet. */
 		ic_fw_count(IC_FW_UNTRACKED, len);
-		verdict = ic_fw_decide(cfg, inbound, &p, len);
+		verdict = ic_fw_decide(cfg, inbound, &p, len, ifindex);
 		if (verdict == IC_FW_ACCEPT)
 			return 1;
 		goto dropped;
@@ -663,7 +712,7 @@ static __always_inline int ic_fw(void *data, void *data_end, int inbound, __u32 
 		}
 		/* Other ICMP (router advertisements, timestamps...): the rules decide. */
 		ic_fw_count(IC_FW_UNTRACKED, len);
-		verdict = ic_fw_decide(cfg, inbound, &p, len);
+		verdict = ic_fw_decide(cfg, inbound, &p, len, ifindex);
 		if (verdict == IC_FW_ACCEPT)
 			return 1;
 		goto dropped;
@@ -700,7 +749,7 @@ static __always_inline int ic_fw(void *data, void *data_end, int inbound, __u32 
 	if (p.proto == IC_IPPROTO_TCP &&
 	    (p.tcp_flags & (IC_TCP_SYN | IC_TCP_ACK | IC_TCP_RST | IC_TCP_FIN)) != IC_TCP_SYN)
 		goto invalid;
-	verdict = ic_fw_decide(cfg, inbound, &p, len);
+	verdict = ic_fw_decide(cfg, inbound, &p, len, ifindex);
 	if (verdict != IC_FW_ACCEPT)
 		goto dropped;
 	{

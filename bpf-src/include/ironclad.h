@@ -101,6 +101,7 @@ enum ic_event_kind {
 	IC_EVENT_DNS = 4,    /* struct ic_dns_event */
 	IC_EVENT_SENTINEL = 5, /* struct ic_sentinel_event */
 	IC_EVENT_PROCESS = 6,  /* struct ic_process_event */
+	IC_EVENT_FIREWALL = 7, /* struct ic_fw_event */
 };
 
 /* What the Shield did to a packet it reports (struct ic_shield_event.verdict). */
@@ -709,7 +710,8 @@ enum ic_fw_total {
 	IC_FW_REJECTED = 9,     /* dropped by a reject rule and answered (TCP RST, ICMP
 				 * port unreachable) */
 	IC_FW_RATE_LIMITED = 10, /* matched a rule whose rate limit was spent: dropped */
-	IC_FW_TOTAL_COUNT = 11,
+	IC_FW_EVENTS_LOST = 11,  /* log events the ring buffer had no room for */
+	IC_FW_TOTAL_COUNT = 12,
 };
 
 /* Firewall configuration flags (struct ic_fw_config.flags). */
@@ -786,15 +788,49 @@ enum ic_fw_action {
 
 /* A bucket's rule at bit i (hash ic_fw_rules, keyed by
  * (slot * IC_FW_BUCKETS + bucket) * IC_FW_MAX_RULES + i). */
+/* Rule flags (struct ic_fw_rule.flags). */
+enum ic_fw_rule_flags {
+	IC_FW_RULE_LOG = 1, /* report every match (struct ic_fw_event) */
+};
+
 struct ic_fw_rule {
 	__u32 rule_id;      /* host order; 1-based, the per-rule counter's index */
 	__u8 action;        /* enum ic_fw_action */
-	__u8 _pad0[3];
+	__u8 flags;         /* enum ic_fw_rule_flags */
+	__u8 _pad0[2];
 	__u32 rate_per_sec; /* host order; 0: no rate limit; else new connections (or
 			     * untracked packets) per second the rule lets through */
 	__u32 rate_burst;   /* host order; the bucket's size */
 	__u64 digest;       /* host order; the rule's identity, so its id (and counters)
 			     * survive a replacement that keeps it */
+};
+
+/* What a logged match did (struct ic_fw_event.flags). */
+enum ic_fw_event_flags {
+	IC_FW_EV_RATE_LIMITED = 1, /* over the rule's rate limit: dropped */
+	IC_FW_EV_DRY_RUN = 2,      /* dry-run: a drop or reject was only counted */
+	IC_FW_EV_INBOUND = 4,      /* arriving on the interface (else leaving) */
+};
+
+/* Capacity of the firewall's event ring buffer, in bytes (a power of two). */
+enum ic_fw_ring {
+	IC_FW_RING_BYTES = 262144,
+};
+
+/* A logged rule's match (rules with `log: true`): the first packet of a new
+ * connection, or an untracked packet. */
+struct ic_fw_event {
+	struct ic_event_header hdr;
+	__u8 src[16];  /* network order; IPv4 as IPv4-mapped */
+	__u8 dst[16];  /* network order; IPv4 as IPv4-mapped */
+	__u32 rule_id; /* host order */
+	__u32 ifindex; /* host order */
+	__u16 sport;   /* host order; 0 for ICMP */
+	__u16 dport;   /* host order; the ICMP type for ICMP */
+	__u8 proto;
+	__u8 action;   /* enum ic_fw_action: the rule's */
+	__u8 flags;    /* enum ic_fw_event_flags */
+	__u8 _pad0;
 };
 
 /* A rate-limited rule's token bucket (hash ic_fw_rate, keyed by rule id; tokens in

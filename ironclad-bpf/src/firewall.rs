@@ -33,7 +33,7 @@ use ironclad_core::abi::{
     Counter, CtEntry, CtKey, CtState, FwAddrKey, FwConfig, FwPortKey, FwRuleEntry, FwSummary,
     FwTotal, FwWordKey, CT_F_INBOUND, CT_F_ORIG_LO, FW_ACCEPT, FW_BUCKETS, FW_DIM_DPORT,
     FW_DIM_DST, FW_DIM_SPORT, FW_DIM_SRC, FW_DROP, FW_F_DROP_IN, FW_F_DROP_OUT, FW_F_DRY_RUN,
-    FW_F_STATEFUL, FW_MAX_RULES, FW_PROTOS, FW_REJECT, FW_SUMMARY_WORDS,
+    FW_F_STATEFUL, FW_MAX_RULES, FW_PROTOS, FW_REJECT, FW_RULE_LOG, FW_SUMMARY_WORDS,
 };
 use ironclad_policy::firewall::{
     Bucket, Classifier, Direction, FirewallPolicy, FwAction, FwRule, PacketProto,
@@ -42,9 +42,11 @@ use libbpf_rs::{AsRawLibbpf, Link, MapCore, MapFlags, MapHandle};
 
 use crate::attach::ifindex;
 use crate::auditlog::{AuditAction, AuditLog};
+use crate::events::{EventReader, EventSource};
 use crate::loader::{LoadedObject, Loader};
 use crate::names::firewall as names;
 use crate::{BpfError, Result};
+use ironclad_events::{Event, Fanout};
 
 /// The connection table's size unless set ([`Firewall::load_with_table`]).
 pub const DEFAULT_TABLE_SIZE: u32 = 262_144;
@@ -393,9 +395,6 @@ impl Firewall {
         let mut problems = Vec::new();
         for rule in rules {
             problems.extend(rule.check().iter().map(ToString::to_string));
-            if rule.log {
-                problems.push(format!("{}: `log: true` is not supported yet", rule.origin));
-            }
         }
         let classifier = Classifier::compile(rules);
         for ((direction, proto), bucket) in &classifier.buckets {
@@ -439,7 +438,8 @@ impl Firewall {
                             FwAction::Drop => FW_DROP,
                             FwAction::Reject => FW_REJECT,
                         },
-                        _pad0: [0; 3],
+                        flags: if rule.log { FW_RULE_LOG } else { 0 },
+                        _pad0: [0; 2],
                         rate_per_sec: rule.rate_limit.map_or(0, |r| r.per_second),
                         rate_burst: rule.rate_limit.map_or(0, |r| r.burst),
                         digest: digest(rule),
@@ -862,6 +862,22 @@ impl Firewall {
     /// The loaded object (for the Sentinel to protect).
     pub fn object(&self) -> &LoadedObject {
         &self.object
+    }
+
+    /// The ring buffer of logged rules' matches (`log: true`), to read together with
+    /// other sources in one [`EventReader`].
+    pub fn event_source(&self) -> Result<EventSource> {
+        Ok(EventSource::new(
+            self.object.map(names::ic_fw_events)?.handle()?,
+            names::ic_fw_events,
+            None,
+        ))
+    }
+
+    /// Opens the ring buffer of logged matches alone; each decoded event is published
+    /// to `fanout`.
+    pub fn events(&self, fanout: std::sync::Arc<Fanout<Event>>) -> Result<EventReader> {
+        EventReader::new(vec![self.event_source()?], fanout)
     }
 
     /// Every tracked connection, read from the pinned table under `pin_root` without

@@ -433,6 +433,13 @@ mod firewall {
         assert!(abi::FwTotal::TableFull as u32 == f::ic_fw_total::IC_FW_TABLE_FULL.0);
         assert!(abi::FwTotal::Rejected as u32 == f::ic_fw_total::IC_FW_REJECTED.0);
         assert!(abi::FwTotal::RateLimited as u32 == f::ic_fw_total::IC_FW_RATE_LIMITED.0);
+        assert!(abi::FwTotal::EventsLost as u32 == f::ic_fw_total::IC_FW_EVENTS_LOST.0);
+        assert!(abi::FW_RULE_LOG as u32 == f::ic_fw_rule_flags::IC_FW_RULE_LOG.0);
+        assert!(abi::FW_EV_RATE_LIMITED as u32 == f::ic_fw_event_flags::IC_FW_EV_RATE_LIMITED.0);
+        assert!(abi::FW_EV_DRY_RUN as u32 == f::ic_fw_event_flags::IC_FW_EV_DRY_RUN.0);
+        assert!(abi::FW_EV_INBOUND as u32 == f::ic_fw_event_flags::IC_FW_EV_INBOUND.0);
+        assert!(abi::FW_RING_BYTES == f::ic_fw_ring::IC_FW_RING_BYTES.0);
+        assert!(abi::EventKind::Firewall as u32 == f::ic_event_kind::IC_EVENT_FIREWALL.0);
         assert!(abi::FW_ACCEPT as u32 == f::ic_fw_action::IC_FW_ACCEPT.0);
         assert!(abi::FW_DROP as u32 == f::ic_fw_action::IC_FW_DROP.0);
         assert!(abi::FW_REJECT as u32 == f::ic_fw_action::IC_FW_REJECT.0);
@@ -450,8 +457,21 @@ mod firewall {
     );
     same_layout!(abi::FwSummary, f::ic_fw_summary, [words]);
     same_layout!(
+        abi::FwEvent,
+        f::ic_fw_event,
+        [hdr, src, dst, rule_id, ifindex, sport, dport, proto, action, flags, _pad0]
+    );
+    same_layout!(
         abi::FwRuleEntry,
         f::ic_fw_rule,
-        [rule_id, action, _pad0, rate_per_sec, rate_burst, digest]
+        [
+            rule_id,
+            action,
+            flags,
+            _pad0,
+            rate_per_sec,
+            rate_burst,
+            digest
+        ]
     );
 }

@@ -1024,3 +1024,72 @@ fn a_rate_limited_rule_lets_its_burst_through_and_drops_the_rest() {
     assert!(net.connects_in(&net.host(false), 7100), "refilled");
     drop(listener);
 }
+
+#[test]
+fn a_logged_rule_reports_each_match_with_what_it_did() {
+    use ironclad_events::{Event, Fanout, Overflow};
+    use std::sync::Arc;
+    require_privileges!();
+    let net = Net::new("fwlog", 10);
+    let pins = BpffsDir::new("fwlog").expect("bpffs");
+    let loader = loader(&pins);
+    let firewall = Firewall::load(&loader).expect("load");
+    let mut ssh = rule(0, Direction::In, FwProto::Tcp, FwAction::Accept);
+    ssh.dport = vec![(7200, 7200)];
+    ssh.log = true;
+    let mut refused = rule(1, Direction::In, FwProto::Tcp, FwAction::Reject);
+    refused.dport = vec![(7201, 7201)];
+    refused.log = true;
+    let mut quiet = rule(2, Direction::In, FwProto::Tcp, FwAction::Accept);
+    quiet.dport = vec![(7202, 7202)];
+    let report = firewall
+        .apply(
+            &FirewallSettings::default().drop_inbound(true),
+            &[ssh, refused, quiet],
+        )
+        .expect("apply");
+    let _attached = firewall.attach(net.veth.host()).expect("attach");
+    let fanout = Arc::new(Fanout::new());
+    let sub = fanout.subscribe("test", 1024, Overflow::DropNewest);
+    let reader = firewall.events(fanout.clone()).expect("events");
+    let listeners: Vec<TcpListener> = [7200, 7201, 7202]
+        .iter()
+        .map(|p| TcpListener::bind((net.host(false).as_str(), *p)).expect("listen"))
+        .collect();
+    assert!(net.connects_in(&net.host(false), 7200));
+    assert!(!net.connects_in(&net.host(false), 7201));
+    assert!(net.connects_in(&net.host(false), 7202));
+    let mut matches = Vec::new();
+    let start = Instant::now();
+    while matches.len() < 2 && start.elapsed() < Duration::from_secs(5) {
+        reader.poll(Duration::from_millis(100)).expect("poll");
+        matches.extend(sub.receiver().try_iter().filter_map(|e| match e {
+            Event::FirewallMatch(m) => Some(m),
+            _ => None,
+        }));
+    }
+    reader.poll(Duration::from_millis(200)).expect("poll");
+    matches.extend(sub.receiver().try_iter().filter_map(|e| match e {
+        Event::FirewallMatch(m) => Some(m),
+        _ => None,
+    }));
+    assert_eq!(
+        matches.len(),
+        2,
+        "one per logged match, none for the quiet rule: {matches:#?}"
+    );
+    assert_eq!(
+        (matches[0].rule_id, matches[0].action, matches[0].verdict),
+        (report.ids[0], "accept", "accept")
+    );
+    assert_eq!(matches[0].direction, "in");
+    assert_eq!(matches[0].dport, 7200);
+    assert_eq!(matches[0].src.to_string(), net.peer(false));
+    assert_eq!(matches[0].proto, "tcp");
+    assert!(!matches[0].time.is_empty());
+    assert_eq!(
+        (matches[1].rule_id, matches[1].verdict),
+        (report.ids[1], "reject")
+    );
+    drop(listeners);
+}

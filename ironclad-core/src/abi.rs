@@ -158,6 +158,8 @@ pub enum EventKind {
     Sentinel = 5,
     /// `IC_EVENT_PROCESS`: a [`ProcessEvent`].
     Process = 6,
+    /// `IC_EVENT_FIREWALL`: a [`FwEvent`].
+    Firewall = 7,
 }
 
 /// `IC_TLS_WRITE` (`enum ic_tls_direction`): plaintext about to be encrypted.
@@ -2092,13 +2094,15 @@ pub enum FwTotal {
     Rejected = 9,
     /// Matched a rule whose rate limit was spent: dropped.
     RateLimited = 10,
+    /// Log events the ring buffer had no room for.
+    EventsLost = 11,
 }
 
 impl FwTotal {
     /// Number of totals (`IC_FW_TOTAL_COUNT`).
-    pub const COUNT: u32 = 11;
+    pub const COUNT: u32 = 12;
     /// Every total, in index order.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::Established,
         Self::Related,
         Self::NewAccepted,
@@ -2110,6 +2114,7 @@ impl FwTotal {
         Self::NonIp,
         Self::Rejected,
         Self::RateLimited,
+        Self::EventsLost,
     ];
 
     /// Stable lower-case name, as used in JSON output and metrics.
@@ -2126,6 +2131,7 @@ impl FwTotal {
             Self::NonIp => "non_ip",
             Self::Rejected => "rejected",
             Self::RateLimited => "rate_limited",
+            Self::EventsLost => "events_lost",
         }
     }
 }
@@ -2275,6 +2281,62 @@ impl FwSummary {
     }
 }
 
+/// `IC_FW_RULE_LOG`: report every match of the rule.
+pub const FW_RULE_LOG: u8 = 1;
+/// `IC_FW_EV_RATE_LIMITED`: the match was over the rule's rate limit and dropped.
+pub const FW_EV_RATE_LIMITED: u8 = 1;
+/// `IC_FW_EV_DRY_RUN`: dry-run; a drop or reject was only counted.
+pub const FW_EV_DRY_RUN: u8 = 2;
+/// `IC_FW_EV_INBOUND`: the packet arrived on the interface (else it was leaving).
+pub const FW_EV_INBOUND: u8 = 4;
+/// `IC_FW_RING_BYTES`: the firewall's event ring buffer.
+pub const FW_RING_BYTES: u32 = 262_144;
+
+/// `struct ic_fw_event`: a logged rule's match.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct FwEvent {
+    /// The common header.
+    pub hdr: EventHeader,
+    /// Source, IPv4 as IPv4-mapped, network order.
+    pub src: [u8; 16],
+    /// Destination, IPv4 as IPv4-mapped, network order.
+    pub dst: [u8; 16],
+    /// The rule.
+    pub rule_id: u32,
+    /// The interface.
+    pub ifindex: u32,
+    /// Source port (0 for ICMP).
+    pub sport: u16,
+    /// Destination port, or the ICMP type.
+    pub dport: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// The rule's action (`FW_ACCEPT`, `FW_DROP`, `FW_REJECT`).
+    pub action: u8,
+    /// `FW_EV_*`.
+    pub flags: u8,
+    /// Padding, zero.
+    pub _pad0: u8,
+}
+
+impl FwEvent {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 64;
+
+    /// Decodes a record; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
+    }
+
+    /// The exact byte image.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        zerocopy::transmute!(*self)
+    }
+}
+
 /// `struct ic_fw_rule`: a bucket's rule at one bit.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
@@ -2285,8 +2347,10 @@ pub struct FwRuleEntry {
     pub rule_id: u32,
     /// `FW_ACCEPT`, `FW_DROP` or `FW_REJECT`.
     pub action: u8,
+    /// `FW_RULE_LOG`.
+    pub flags: u8,
     /// Padding, zero.
-    pub _pad0: [u8; 3],
+    pub _pad0: [u8; 2],
     /// New connections per second the rule lets through; 0: no limit.
     pub rate_per_sec: u32,
     /// The rate limit's burst.

@@ -7,8 +7,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ironclad_core::abi::{
-    DnsEvent, EgressAction, EgressEvent, EventHeader, EventKind, SentinelEvent, SentinelOp,
-    SentinelVerdict, ShieldEvent, ShieldVerdict, TlsEvent, ABI_VERSION, DIR_OUT, TLS_CHUNK,
+    DnsEvent, EgressAction, EgressEvent, EventHeader, EventKind, FwEvent, SentinelEvent,
+    SentinelOp, SentinelVerdict, ShieldEvent, ShieldVerdict, TlsEvent, ABI_VERSION, DIR_OUT,
+    FW_ACCEPT, FW_DROP, FW_EV_DRY_RUN, FW_EV_INBOUND, FW_EV_RATE_LIMITED, FW_REJECT, TLS_CHUNK,
     TLS_F_LAST, TLS_F_TRUNCATED, TLS_READ, TLS_WRITE,
 };
 use serde::Serialize;
@@ -373,6 +374,40 @@ pub enum Event {
     Sentinel(SentinelRecord),
     /// The process cache overflowed or lost records.
     ProcessCache(ProcessCacheNotice),
+    /// A stateful-firewall rule with `log: true` matched.
+    #[serde(rename = "firewall")]
+    FirewallMatch(FirewallMatch),
+}
+
+/// A logged firewall rule's match: the first packet of a new connection (or an
+/// untracked packet) and what the rule did with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FirewallMatch {
+    /// Wall-clock time, RFC 3339 (set by the reader; empty if unknown).
+    pub time: String,
+    /// `bpf_ktime_get_ns()` when it happened.
+    pub ktime_ns: u64,
+    /// `in` (arriving on the interface) or `out`.
+    pub direction: &'static str,
+    /// Source address (IPv4 shown as IPv4).
+    pub src: IpAddr,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// Source port (0 for ICMP).
+    pub sport: u16,
+    /// Destination port, or the ICMP type.
+    pub dport: u16,
+    /// `tcp`, `udp`, `icmp`, `icmpv6` or the protocol number.
+    pub proto: String,
+    /// The rule.
+    pub rule_id: u32,
+    /// The rule's action: `accept`, `drop` or `reject`.
+    pub action: &'static str,
+    /// What happened: the action, `rate_limited` (over the rule's limit: dropped), or
+    /// `would_drop` (dry-run).
+    pub verdict: &'static str,
+    /// The interface index.
+    pub ifindex: u32,
 }
 
 fn rfc3339(ktime_ns: u64, offset: i128) -> String {
@@ -395,6 +430,7 @@ impl Event {
             Event::Connect(e) | Event::RateLimited(e) => e.time = rfc3339(e.ktime_ns, offset),
             Event::Dns(e) => e.time = rfc3339(e.ktime_ns, offset),
             Event::Sentinel(e) => e.time = rfc3339(e.ktime_ns, offset),
+            Event::FirewallMatch(e) => e.time = rfc3339(e.ktime_ns, offset),
             Event::Bandwidth(_) | Event::Audit(_) | Event::ProcessCache(_) => {}
         }
     }
@@ -409,7 +445,8 @@ impl Event {
             Event::Bandwidth(_)
             | Event::ShieldDrop(_)
             | Event::Audit(_)
-            | Event::ProcessCache(_) => None,
+            | Event::ProcessCache(_)
+            | Event::FirewallMatch(_) => None,
         }
     }
 
@@ -423,7 +460,8 @@ impl Event {
             Event::Bandwidth(_)
             | Event::ShieldDrop(_)
             | Event::Audit(_)
-            | Event::ProcessCache(_) => None,
+            | Event::ProcessCache(_)
+            | Event::FirewallMatch(_) => None,
         }
     }
 
@@ -437,7 +475,10 @@ impl Event {
             Event::Dns(e) => e.ktime_ns,
             Event::Sentinel(e) => e.ktime_ns,
             Event::Bandwidth(e) => return Some((e.pid, None, (0, 0))),
-            Event::ShieldDrop(_) | Event::Audit(_) | Event::ProcessCache(_) => return None,
+            Event::ShieldDrop(_)
+            | Event::Audit(_)
+            | Event::ProcessCache(_)
+            | Event::FirewallMatch(_) => return None,
         };
         self.actor()
             .map(|a| (a.pid, Some(ktime), (a.exe_dev, a.exe_ino)))
@@ -525,6 +566,7 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
         k if k == EventKind::Egress as u16 => decode_egress(record),
         k if k == EventKind::Dns as u16 => decode_dns(record),
         k if k == EventKind::Sentinel as u16 => decode_sentinel(record),
+        k if k == EventKind::Firewall as u16 => decode_firewall(record),
         other => Err(DecodeError::UnknownKind(other)),
     }
 }
@@ -547,6 +589,55 @@ fn actor(pid: u32, tid: Option<u32>, uid: u32, comm: &[u8; 16], dev: u32, ino: u
 fn comm_text(comm: &[u8; 16]) -> String {
     let len = comm.iter().position(|b| *b == 0).unwrap_or(comm.len());
     String::from_utf8_lossy(&comm[..len]).into_owned()
+}
+
+fn decode_firewall(record: &[u8]) -> Result<Event, DecodeError> {
+    let e = FwEvent::from_bytes(record).ok_or(DecodeError::Truncated {
+        need: FwEvent::SIZE,
+        got: record.len(),
+    })?;
+    let action = match e.action {
+        FW_ACCEPT => "accept",
+        FW_DROP => "drop",
+        FW_REJECT => "reject",
+        other => {
+            return Err(DecodeError::BadField {
+                field: "action",
+                value: u64::from(other),
+            })
+        }
+    };
+    let verdict = if e.flags & FW_EV_RATE_LIMITED != 0 {
+        "rate_limited"
+    } else if e.flags & FW_EV_DRY_RUN != 0 {
+        "would_drop"
+    } else {
+        action
+    };
+    Ok(Event::FirewallMatch(FirewallMatch {
+        time: String::new(),
+        ktime_ns: e.hdr.ktime_ns,
+        direction: if e.flags & FW_EV_INBOUND != 0 {
+            "in"
+        } else {
+            "out"
+        },
+        src: mapped_or_v6(e.src),
+        dst: mapped_or_v6(e.dst),
+        sport: e.sport,
+        dport: e.dport,
+        proto: match e.proto {
+            6 => "tcp".to_string(),
+            17 => "udp".to_string(),
+            1 => "icmp".to_string(),
+            58 => "icmpv6".to_string(),
+            other => other.to_string(),
+        },
+        rule_id: e.rule_id,
+        action,
+        verdict,
+        ifindex: e.ifindex,
+    }))
 }
 
 fn mapped_or_v6(bytes: [u8; 16]) -> IpAddr {
@@ -894,6 +985,58 @@ mod tests {
         ));
         let mut bad = e;
         bad.hook = 9;
+        assert!(decode(&bad.to_bytes()).is_err());
+    }
+
+    #[test]
+    fn decodes_a_firewall_match_with_its_verdict_and_refuses_unknown_actions() {
+        let mut e = FwEvent {
+            hdr: EventHeader {
+                version: ABI_VERSION as u16,
+                kind: EventKind::Firewall as u16,
+                size: FwEvent::SIZE as u32,
+                ktime_ns: 9,
+            },
+            rule_id: 3,
+            ifindex: 4,
+            sport: 40000,
+            dport: 22,
+            proto: 6,
+            action: FW_REJECT,
+            flags: FW_EV_INBOUND,
+            ..FwEvent::default()
+        };
+        e.src = std::net::Ipv4Addr::new(10, 0, 0, 9)
+            .to_ipv6_mapped()
+            .octets();
+        e.dst = "2001:db8::1"
+            .parse::<Ipv6Addr>()
+            .map(|a| a.octets())
+            .unwrap_or_default();
+        let Ok(Event::FirewallMatch(m)) = decode(&e.to_bytes()) else {
+            panic!("not a firewall match");
+        };
+        assert_eq!(m.src, IpAddr::from([10, 0, 0, 9]));
+        assert_eq!(m.dst.to_string(), "2001:db8::1");
+        assert_eq!(
+            (m.direction, m.action, m.verdict),
+            ("in", "reject", "reject")
+        );
+        assert_eq!(
+            (m.proto.as_str(), m.sport, m.dport, m.rule_id),
+            ("tcp", 40000, 22, 3)
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&Event::FirewallMatch(m).to_json()).unwrap_or_default();
+        assert_eq!(json["kind"], "firewall");
+        let mut limited = e;
+        limited.flags = FW_EV_RATE_LIMITED;
+        let Ok(Event::FirewallMatch(m)) = decode(&limited.to_bytes()) else {
+            panic!("not a firewall match");
+        };
+        assert_eq!((m.direction, m.verdict), ("out", "rate_limited"));
+        let mut bad = e;
+        bad.action = 7;
         assert!(decode(&bad.to_bytes()).is_err());
     }
 

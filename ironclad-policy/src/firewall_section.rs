@@ -327,9 +327,6 @@ fn parse_rule(r: &RawRule, origin: Origin, problems: &mut Vec<PolicyError>) -> O
             None
         }
     };
-    if r.log == Some(true) {
-        bad("`log: true` is not available yet (matches are counted per rule: `full_firewall status`)".into());
-    }
     let rate_limit = match &r.rate_limit {
         None => None,
         Some(rate) if rate.per_second == 0 || rate.burst == Some(0) => {
@@ -420,6 +417,7 @@ fn parse_rule(r: &RawRule, origin: Origin, problems: &mut Vec<PolicyError>) -> O
     rule.icmp_type = icmp_type;
     rule.action = action;
     rule.comment = r.comment.clone();
+    rule.log = r.log.unwrap_or(false);
     rule.rate_limit = rate_limit;
     rule.src_sets = src_sets;
     rule.dst_sets = dst_sets;
@@ -517,7 +515,7 @@ firewall:
     - {direction: in, proto: tcp, action: deny}
     - {direction: in, src: 10.0.0.1/8, action: drop}
     - {direction: in, src: spamhaus_drop, action: drop}
-    - {direction: in, proto: tcp, dport: 22, action: accept, log: true}
+    - {direction: in, proto: tcp, sport: 0, action: accept, log: true}
     - {direction: in, proto: gre, action: accept}
     - {direction: in, proto: icmp, src: 2001:db8::/32, action: accept}
     - {direction: in, proto: tcp, action: drop, rate_limit: {per_second: 5}}
@@ -536,7 +534,7 @@ firewall:
             "f.yaml:10:7: firewall.rules[4]: `deny` is not an action; use `accept`, `drop` or `reject`",
             "f.yaml:11:7: firewall.rules[5]: `10.0.0.1/8` has host bits set; did you mean `10.0.0.0/8`?",
             "f.yaml:12:7: firewall.rules[6]: src `spamhaus_drop` is not an IP address, a CIDR or the name of a shield set (the policy has no shield section)",
-            "f.yaml:13:7: firewall.rules[7]: `log: true` is not available yet",
+            "f.yaml:13:7: firewall.rules[7]: sport: port 0 is out of range 1-65535",
             "f.yaml:14:7: firewall.rules[8]: `gre` is not a protocol",
             "f.yaml:15:7: firewall.rules[9]: `2001:db8::/32`: icmp is IPv4: use `proto: icmpv6`",
             "f.yaml:16:7: firewall.rules[10]: `rate_limit` goes with `accept` or `reject`",

@@ -31,7 +31,7 @@ use anyhow::{Context, Result};
 use ironclad_bpf::{
     EgressFirewall, Firewall, FirewallStatus, RuleStatus, Shield, ShieldStatus, Telemetry,
 };
-use ironclad_core::abi::{EgressTotal, ShieldTotal};
+use ironclad_core::abi::{EgressTotal, FwTotal, ShieldTotal};
 use ironclad_events::{Event, Fanout, Overflow};
 use ironclad_policy::shield::CompiledShield;
 use ironclad_policy::sources::SourceKind;
@@ -863,8 +863,9 @@ fn prometheus(shared: &Shared) -> String {
             );
         }
     }
-    if let Ok(status) = Firewall::status_from_pins(&shared.pin_root) {
-        firewall_metrics(&mut out, &status);
+    let firewall = Firewall::status_from_pins(&shared.pin_root).ok();
+    if let Some(status) = &firewall {
+        firewall_metrics(&mut out, status);
     }
     out.family(
         "ironclad_kernel_events_lost_total",
@@ -889,6 +890,16 @@ fn prometheus(shared: &Shared) -> String {
             "ironclad_kernel_events_lost_total",
             &[("source", "egress")],
             n,
+        );
+    }
+    if let Some((_, c)) = firewall
+        .as_ref()
+        .and_then(|f| f.totals.iter().find(|(t, _)| *t == FwTotal::EventsLost))
+    {
+        out.sample(
+            "ironclad_kernel_events_lost_total",
+            &[("source", "firewall")],
+            c.packets,
         );
     }
     if let Ok(n) = Telemetry::lost_dns_events_from_pins(&shared.pin_root) {

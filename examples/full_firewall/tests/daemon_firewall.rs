@@ -102,7 +102,7 @@ impl Net {
       action: accept
       comment: ssh from the admins
     - {{direction: in, proto: icmp, icmp_type: echo-request, src: {admin4}, action: accept}}
-    - {{direction: in, proto: tcp, dport: 2224, action: reject, comment: refused at once}}
+    - {{direction: in, proto: tcp, dport: 2224, action: reject, log: true, comment: refused at once}}
 ",
             iface = self.veth.host(),
             admin4 = self.addr(false, 2),
@@ -120,6 +120,8 @@ impl Net {
             self.dir.path().join("audit.jsonl").display().to_string(),
             "--run-dir".into(),
             self.dir.path().join("run").display().to_string(),
+            "--events".into(),
+            self.dir.path().join("events.jsonl").display().to_string(),
         ]
     }
 
@@ -254,6 +256,31 @@ fn a_stateful_default_deny_through_the_daemon_survives_kill_9_restarts_and_reloa
             String::from_utf8_lossy(&out.stdout).trim(),
             "refused",
             "v6={v6}: a reject rule refuses at once"
+        );
+    }
+    // The reject rule logs: one event per refused connection, in the events file.
+    let events = net.dir.path().join("events.jsonl");
+    let start = Instant::now();
+    let logged = loop {
+        let text = std::fs::read_to_string(&events).unwrap_or_default();
+        let found: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["kind"] == "firewall")
+            .collect();
+        if found.len() >= 2 || start.elapsed() > Duration::from_secs(10) {
+            break found;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(logged.len(), 2, "{logged:#?}");
+    for (e, v6) in logged.iter().zip([false, true]) {
+        assert_eq!(e["dport"], 2224, "{e}");
+        assert_eq!(e["verdict"], "reject", "{e}");
+        assert_eq!(e["direction"], "in", "{e}");
+        assert!(
+            e["src"] == net.addr(v6, 2).as_str() || e["src"] == net.addr(v6, 3).as_str(),
+            "{e}"
         );
     }
     // Outbound: curl to a server in the namespace; its replies pass as established.

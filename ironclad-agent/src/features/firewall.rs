@@ -181,7 +181,11 @@ impl Feature for Running {
     }
 
     fn event_source(&self) -> Option<Result<ironclad_bpf::EventSource>> {
-        None
+        Some(
+            self.firewall
+                .event_source()
+                .map_err(AgentError::bpf(KIND.name)),
+        )
     }
 
     fn object(&self) -> Option<&LoadedObject> {
