@@ -811,6 +811,28 @@ struct ic_reject_frame {
 	__u64 words[15]; /* 2 + the largest frame (ICMPv6: 14 + 40 + 8 + 48 = 110) */
 };
 
+/* Fills `ntcp` with the RST answering `tcp`, a segment of `seg_len` bytes: with the
+ * ACK of everything the segment carried when it had no ACK itself, else at its ACK's
+ * sequence (as the kernel's own reset). -1: a RST (never answered) or a short header. */
+static __always_inline int ic_rst_for(struct tcphdr *tcp, void *data_end, __u32 seg_len,
+				      struct tcphdr *ntcp)
+{
+	if ((void *)(tcp + 1) > data_end || tcp->rst)
+		return -1;
+	ntcp->source = tcp->dest;
+	ntcp->dest = tcp->source;
+	ntcp->doff = 5;
+	ntcp->rst = 1;
+	if (tcp->ack) {
+		ntcp->seq = tcp->ack_seq;
+	} else {
+		ntcp->ack = 1;
+		ntcp->ack_seq = bpf_htonl(bpf_ntohl(tcp->seq) + seg_len - tcp->doff * 4 +
+					  tcp->syn + tcp->fin);
+	}
+	return 0;
+}
+
 /* Rewrites the rejected frame in `skb` into its answer and redirects it back: out of
  * the interface when it came in, into the host when it was going out. Returns the tcx
  * verdict. */
@@ -847,24 +869,9 @@ static __noinline int ic_fw_reject(struct __sk_buff *skb, int inbound)
 		nip->daddr = ip->saddr;
 		l4 = 14 + 20;
 		if (ip->protocol == IPPROTO_TCP) {
-			struct tcphdr *tcp = (void *)(ip + 1);
-			struct tcphdr *ntcp = (void *)(b + l4);
-			__u32 payload;
-
-			if ((void *)(tcp + 1) > data_end || tcp->rst)
+			if (ic_rst_for((void *)(ip + 1), data_end, bpf_ntohs(ip->tot_len) - 20,
+				       (void *)(b + l4)))
 				return IC_TCX_DROP;
-			payload = bpf_ntohs(ip->tot_len) - 20 - tcp->doff * 4;
-			ntcp->source = tcp->dest;
-			ntcp->dest = tcp->source;
-			ntcp->doff = 5;
-			ntcp->rst = 1;
-			if (tcp->ack) {
-				ntcp->seq = tcp->ack_seq;
-			} else {
-				ntcp->ack = 1;
-				ntcp->ack_seq = bpf_htonl(bpf_ntohl(tcp->seq) + payload + tcp->syn +
-							  tcp->fin);
-			}
 			nip->protocol = IPPROTO_TCP;
 			len = 20;
 		} else if (ip->protocol == IPPROTO_UDP) {
@@ -900,24 +907,9 @@ static __noinline int ic_fw_reject(struct __sk_buff *skb, int inbound)
 		nip6->daddr = ip6->saddr;
 		l4 = 14 + 40;
 		if (ip6->nexthdr == IPPROTO_TCP) {
-			struct tcphdr *tcp = (void *)(ip6 + 1);
-			struct tcphdr *ntcp = (void *)(b + l4);
-			__u32 payload;
-
-			if ((void *)(tcp + 1) > data_end || tcp->rst)
+			if (ic_rst_for((void *)(ip6 + 1), data_end, bpf_ntohs(ip6->payload_len),
+				       (void *)(b + l4)))
 				return IC_TCX_DROP;
-			payload = bpf_ntohs(ip6->payload_len) - tcp->doff * 4;
-			ntcp->source = tcp->dest;
-			ntcp->dest = tcp->source;
-			ntcp->doff = 5;
-			ntcp->rst = 1;
-			if (tcp->ack) {
-				ntcp->seq = tcp->ack_seq;
-			} else {
-				ntcp->ack = 1;
-				ntcp->ack_seq = bpf_htonl(bpf_ntohl(tcp->seq) + payload + tcp->syn +
-							  tcp->fin);
-			}
 			nip6->nexthdr = IPPROTO_TCP;
 			len = 20;
 		} else if (ip6->nexthdr == IPPROTO_UDP) {

@@ -468,59 +468,27 @@ impl Firewall {
         }
 
         let write = || -> Result<()> {
-            let addr = self.object.map(names::ic_fw_addr)?;
-            let addr_values: Vec<[u8; 4]> =
-                addr_entries.iter().map(|(_, c)| c.to_ne_bytes()).collect();
-            addr.update_many(
-                addr_entries
-                    .iter()
-                    .zip(&addr_values)
-                    .map(|((k, _), v)| (&k[..], &v[..])),
+            let map = |name| self.object.map(name);
+            write_all(
+                &map(names::ic_fw_addr)?,
+                &images(&addr_entries, |k| *k, |c| c.to_ne_bytes()),
             )?;
-            let ports = self.object.map(names::ic_fw_ports)?;
-            let port_values: Vec<[u8; 4]> =
-                port_entries.iter().map(|(_, c)| c.to_ne_bytes()).collect();
-            ports.update_many(
-                port_entries
-                    .iter()
-                    .zip(&port_values)
-                    .map(|((k, _), v)| (&k[..], &v[..])),
+            write_all(
+                &map(names::ic_fw_ports)?,
+                &images(&port_entries, |k| *k, |c| c.to_ne_bytes()),
             )?;
-            let words = self.object.map(names::ic_fw_words)?;
-            let word_values: Vec<[u8; 8]> =
-                word_entries.iter().map(|(_, w)| w.to_ne_bytes()).collect();
-            words.update_many(
-                word_entries
-                    .iter()
-                    .zip(&word_values)
-                    .map(|((k, _), v)| (&k[..], &v[..])),
+            write_all(
+                &map(names::ic_fw_words)?,
+                &images(&word_entries, |k| *k, |w| w.to_ne_bytes()),
             )?;
-            let summaries = self.object.map(names::ic_fw_summaries)?;
-            let summary_keys: Vec<[u8; 8]> = summary_entries
-                .iter()
-                .map(|(k, _)| k.to_ne_bytes())
-                .collect();
-            let summary_values: Vec<[u8; FwSummary::SIZE]> =
-                summary_entries.iter().map(|(_, s)| s.to_bytes()).collect();
-            summaries.update_many(
-                summary_keys
-                    .iter()
-                    .zip(&summary_values)
-                    .map(|(k, v)| (&k[..], &v[..])),
+            write_all(
+                &map(names::ic_fw_summaries)?,
+                &images(&summary_entries, |k| k.to_ne_bytes(), FwSummary::to_bytes),
             )?;
-            let rules_map = self.object.map(names::ic_fw_rules)?;
-            let rule_keys: Vec<[u8; 4]> =
-                rule_entries.iter().map(|(k, _)| k.to_ne_bytes()).collect();
-            let rule_values: Vec<[u8; FwRuleEntry::SIZE]> =
-                rule_entries.iter().map(|(_, r)| r.to_bytes()).collect();
-            rules_map
-                .update_many(
-                    rule_keys
-                        .iter()
-                        .zip(&rule_values)
-                        .map(|(k, v)| (&k[..], &v[..])),
-                )
-                .map(|_| ())
+            write_all(
+                &map(names::ic_fw_rules)?,
+                &images(&rule_entries, |k| k.to_ne_bytes(), FwRuleEntry::to_bytes),
+            )
         };
         if let Err(e) = write() {
             // The live slot was never touched; give the spare one's memory back.
@@ -989,6 +957,24 @@ fn lookup_error(map: &'static str) -> impl Fn(libbpf_rs::Error) -> BpfError {
         map: map.to_string(),
         source: source.into(),
     }
+}
+
+/// The key and value images of `entries`.
+fn images<K, T, const KS: usize, const VS: usize>(
+    entries: &[(K, T)],
+    key: impl Fn(&K) -> [u8; KS],
+    value: impl Fn(&T) -> [u8; VS],
+) -> Vec<([u8; KS], [u8; VS])> {
+    entries.iter().map(|(k, v)| (key(k), value(v))).collect()
+}
+
+/// Writes `entries` into `map` (one audit record for the batch).
+fn write_all<const KS: usize, const VS: usize>(
+    map: &crate::loader::AuditedMap<'_>,
+    entries: &[([u8; KS], [u8; VS])],
+) -> Result<()> {
+    map.update_many(entries.iter().map(|(k, v)| (&k[..], &v[..])))
+        .map(|_| ())
 }
 
 /// Attaches `prog` to `ifindex`'s tcx hook named by its section (`tcx/ingress`,

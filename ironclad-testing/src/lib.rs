@@ -168,6 +168,21 @@ impl NetNs {
         cmd.args(["netns", "exec", &self.name, program]);
         cmd
     }
+
+    /// Whether a TCP connection from `src` (any of the namespace's addresses when
+    /// empty) to `dst:port` opens within `timeout` seconds (python3's `socket`).
+    pub fn tcp_connects(&self, src: &str, dst: &str, port: u16, timeout: f64) -> io::Result<bool> {
+        let script = format!(
+            "import socket\ns=socket.create_connection(('{dst}',{port}),timeout={timeout},source_address=('{src}',0))\ns.close()"
+        );
+        Ok(self
+            .command("python3")
+            .args(["-c", &script])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()?
+            .success())
+    }
 }
 
 impl Drop for NetNs {

@@ -77,17 +77,8 @@ fn ping(ns: &NetNs, from: &str, seconds: u64) -> Result<Child> {
 
 /// Whether a TCP connection from `src` in the namespace to `dst:port` opens within 1 s.
 fn connects(ns: &NetNs, src: &str, dst: &str, port: u16) -> Result<bool> {
-    let script = format!(
-        "import socket\ns=socket.create_connection(('{dst}',{port}),timeout=1,source_address=('{src}',0))\ns.close()"
-    );
-    Ok(ns
-        .command("python3")
-        .args(["-c", &script])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .context("python3 in the namespace")?
-        .success())
+    ns.tcp_connects(src, dst, port, 1.0)
+        .context("python3 in the namespace")
 }
 
 /// The stateful firewall on the same veth: a denied port, an admitted one, and the

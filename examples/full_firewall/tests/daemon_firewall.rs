@@ -65,17 +65,7 @@ impl Net {
     /// Whether a TCP connection from `src` in the namespace to `dst:port` opens within
     /// 2 s.
     fn connects(&self, src: &str, dst: &str, port: u16) -> bool {
-        let script = format!(
-            "import socket\ns=socket.create_connection(('{dst}',{port}),timeout=2,source_address=('{src}',0))\ns.close()"
-        );
-        self.ns
-            .command("python3")
-            .args(["-c", &script])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("python3")
-            .success()
+        self.ns.tcp_connects(src, dst, port, 2.0).expect("python3")
     }
 
     fn policy(&self, admins_only: bool) -> String {
