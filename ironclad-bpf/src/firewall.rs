@@ -276,20 +276,7 @@ impl FirewallAttachment {
             .zip(pinned.into_iter().map(Some).chain(std::iter::repeat(None)))
         {
             if let Some(path) = path {
-                let result = link.unpin();
-                self.log.result(
-                    AuditAction::Unpin,
-                    Firewall::OBJECT,
-                    &path.display().to_string(),
-                    name,
-                    &result,
-                );
-                result.map_err(|e| BpfError::Pin {
-                    what: format!("link {name}"),
-                    path: path.clone(),
-                    reason: e.to_string(),
-                    source: Some(e.into()),
-                })?;
+                audited_link_pin(&self.log, AuditAction::Unpin, &path, name, link.unpin())?;
             }
             let result = link.detach();
             self.log.result(
@@ -711,19 +698,13 @@ impl Firewall {
         for ((name, link), path) in attachment.links.iter_mut().zip(&paths) {
             if !path.exists() {
                 let result = link.pin(path);
-                self.object.audit_log().result(
+                audited_link_pin(
+                    self.object.audit_log(),
                     AuditAction::Pin,
-                    Self::OBJECT,
-                    &path.display().to_string(),
+                    path,
                     name,
-                    &result,
-                );
-                result.map_err(|e| BpfError::Pin {
-                    what: format!("link {name}"),
-                    path: path.clone(),
-                    reason: e.to_string(),
-                    source: Some(e.into()),
-                })?;
+                    result,
+                )?;
             }
             pinned.push(path.clone());
         }
@@ -957,6 +938,30 @@ fn lookup_error(map: &'static str) -> impl Fn(libbpf_rs::Error) -> BpfError {
         map: map.to_string(),
         source: source.into(),
     }
+}
+
+/// Writes the audit record of pinning (or unpinning) link `name` at `path` and turns
+/// libbpf's error into ours.
+fn audited_link_pin(
+    log: &AuditLog,
+    action: AuditAction,
+    path: &std::path::Path,
+    name: &str,
+    result: std::result::Result<(), libbpf_rs::Error>,
+) -> Result<()> {
+    log.result(
+        action,
+        Firewall::OBJECT,
+        &path.display().to_string(),
+        name,
+        &result,
+    );
+    result.map_err(|e| BpfError::Pin {
+        what: format!("link {name}"),
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+        source: Some(e.into()),
+    })
 }
 
 /// The key and value images of `entries`.
