@@ -161,7 +161,9 @@ check_footprint() {
     ip link add icfp0 type veth peer name icfp1 netns "$ns"
     ip addr add 10.250.0.1/24 dev icfp0 && ip link set icfp0 up
     ip -n "$ns" addr add 10.250.0.66/24 dev icfp1 && ip -n "$ns" link set icfp1 up
-    "$bin" run --config examples/full_firewall/demo.yaml --iface icfp0 --pin-dir "$pins" \
+    # The demo policy, with its firewall on this veth (the demo puts its own veth there).
+    sed 's/DEMO_VETH/icfp0/' examples/full_firewall/demo.yaml > "$tmp/demo.yaml"
+    "$bin" run --config "$tmp/demo.yaml" --iface icfp0 --pin-dir "$pins" \
         --audit-log "$tmp/audit.jsonl" --events "$tmp/events.jsonl" --metrics 127.0.0.1:0 \
         --detach-on-exit 2> "$tmp/log" &
     pid=$!
