@@ -508,43 +508,11 @@ impl Firewall {
 
     /// The live rules' ids, in policy order, with their packets and bytes.
     pub fn rule_counters(&self) -> Result<Vec<(u32, Counter)>> {
-        let slot = self.live_config()?.slot & 1;
-        let rules = self.object.map(names::ic_fw_rules)?;
-        let mut ids = BTreeSet::new();
-        for key in rules.keys() {
-            let Some(k) = key
-                .get(..4)
-                .and_then(|b| b.try_into().ok())
-                .map(u32::from_ne_bytes)
-            else {
-                continue;
-            };
-            if k / (FW_BUCKETS * FW_MAX_RULES) != slot {
-                continue;
-            }
-            if let Some(entry) = rules
-                .lookup(&key)?
-                .and_then(|v| FwRuleEntry::from_bytes(&v))
-            {
-                ids.insert(entry.rule_id);
-            }
-        }
-        let counters = self.object.map(names::ic_fw_rule_counters)?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            let mut sum = Counter::default();
-            for bytes in counters
-                .lookup_percpu(&id.to_ne_bytes())?
-                .unwrap_or_default()
-            {
-                if let Some(c) = Counter::from_bytes(&bytes) {
-                    sum.packets += c.packets;
-                    sum.bytes += c.bytes;
-                }
-            }
-            out.push((id, sum));
-        }
-        Ok(out)
+        read_rule_counters(
+            self.live_config()?.slot & 1,
+            &self.object.map(names::ic_fw_rules)?,
+            &self.object.map(names::ic_fw_rule_counters)?,
+        )
     }
 
     /// Ids for `rules`: a rule the live slot already has (same digest) keeps its id;
@@ -735,17 +703,7 @@ impl Firewall {
 
     /// One total, summed over CPUs.
     pub fn total(&self, which: FwTotal) -> Result<Counter> {
-        let map = self.object.map(names::ic_fw_totals)?;
-        let mut sum = Counter::default();
-        if let Some(per_cpu) = map.lookup_percpu(&(which as u32).to_ne_bytes())? {
-            for bytes in per_cpu {
-                if let Some(c) = Counter::from_bytes(&bytes) {
-                    sum.packets += c.packets;
-                    sum.bytes += c.bytes;
-                }
-            }
-        }
-        Ok(sum)
+        read_total(&self.object.map(names::ic_fw_totals)?, which)
     }
 
     /// Every total, in index order.
@@ -759,20 +717,7 @@ impl Firewall {
     /// Every tracked connection (expired ones the sweep has not removed yet included,
     /// with their idle time).
     pub fn connections(&self) -> Result<Vec<Connection>> {
-        let map = self.object.map(names::ic_fw_ct)?;
-        let now = monotonic_ns();
-        let mut out = Vec::new();
-        for key in map.keys() {
-            let Some(value) = map.lookup(&key)? else {
-                continue; // removed meanwhile
-            };
-            if let (Some(k), Some(e)) = (CtKey::from_bytes(&key), CtEntry::from_bytes(&value)) {
-                if let Some(c) = connection(&k, &e, now) {
-                    out.push(c);
-                }
-            }
-        }
-        Ok(out)
+        read_connections(&self.object.map(names::ic_fw_ct)?)
     }
 
     /// Removes the connections idle longer than their state's timeout and returns how
@@ -832,86 +777,27 @@ impl Firewall {
     /// Every tracked connection, read from the pinned table under `pin_root` without
     /// loading anything (what `full_firewall conntrack` shows while the daemon runs).
     pub fn connections_from_pins(pin_root: &Path) -> Result<Vec<Connection>> {
-        let map = open_pinned(pin_root, names::ic_fw_ct)?;
-        let now = monotonic_ns();
-        let mut out = Vec::new();
-        for key in map.keys() {
-            let Some(value) = map
-                .lookup(&key, MapFlags::ANY)
-                .map_err(lookup_error(names::ic_fw_ct))?
-            else {
-                continue;
-            };
-            if let (Some(k), Some(e)) = (CtKey::from_bytes(&key), CtEntry::from_bytes(&value)) {
-                if let Some(c) = connection(&k, &e, now) {
-                    out.push(c);
-                }
-            }
-        }
-        Ok(out)
+        read_connections(&open_pinned(pin_root, names::ic_fw_ct)?)
     }
 
     /// The settings, totals, rule counters and connection count, read from the pins
     /// under `pin_root` without loading anything.
     pub fn status_from_pins(pin_root: &Path) -> Result<FirewallStatus> {
-        let sum = |values: Option<Vec<Vec<u8>>>| {
-            let mut total = Counter::default();
-            for c in values
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|b| Counter::from_bytes(b))
-            {
-                total.packets += c.packets;
-                total.bytes += c.bytes;
-            }
-            total
-        };
         let config = open_pinned(pin_root, names::ic_fw_config)?
-            .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
-            .map_err(lookup_error(names::ic_fw_config))?
+            .get(&0u32.to_ne_bytes())?
             .and_then(|b| FwConfig::from_bytes(&b))
             .unwrap_or_default();
         let totals_map = open_pinned(pin_root, names::ic_fw_totals)?;
-        let mut totals = Vec::new();
-        for t in FwTotal::ALL {
-            totals.push((
-                t,
-                sum(totals_map
-                    .lookup_percpu(&(t as u32).to_ne_bytes(), MapFlags::ANY)
-                    .map_err(lookup_error(names::ic_fw_totals))?),
-            ));
-        }
-        let slot = config.slot & 1;
-        let rules_map = open_pinned(pin_root, names::ic_fw_rules)?;
-        let mut ids = BTreeSet::new();
-        for key in rules_map.keys() {
-            let in_slot = key
-                .get(..4)
-                .and_then(|b| b.try_into().ok())
-                .map(u32::from_ne_bytes)
-                .is_some_and(|k| k / (FW_BUCKETS * FW_MAX_RULES) == slot);
-            if !in_slot {
-                continue;
-            }
-            if let Some(entry) = rules_map
-                .lookup(&key, MapFlags::ANY)
-                .map_err(lookup_error(names::ic_fw_rules))?
-                .and_then(|v| FwRuleEntry::from_bytes(&v))
-            {
-                ids.insert(entry.rule_id);
-            }
-        }
-        let counters = open_pinned(pin_root, names::ic_fw_rule_counters)?;
-        let mut rules = Vec::with_capacity(ids.len());
-        for id in ids {
-            rules.push((
-                id,
-                sum(counters
-                    .lookup_percpu(&id.to_ne_bytes(), MapFlags::ANY)
-                    .map_err(lookup_error(names::ic_fw_rule_counters))?),
-            ));
-        }
-        let connections = open_pinned(pin_root, names::ic_fw_ct)?.keys().count();
+        let totals = FwTotal::ALL
+            .iter()
+            .map(|t| Ok((*t, read_total(&totals_map, *t)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let rules = read_rule_counters(
+            config.slot & 1,
+            &open_pinned(pin_root, names::ic_fw_rules)?,
+            &open_pinned(pin_root, names::ic_fw_rule_counters)?,
+        )?;
+        let connections = open_pinned(pin_root, names::ic_fw_ct)?.keys().len();
         Ok(FirewallStatus {
             settings: FirewallSettings::from_config(config),
             totals,
@@ -921,23 +807,129 @@ impl Firewall {
     }
 }
 
+/// Reading one of the firewall's maps, through the loaded object or through its pin
+/// (tools that load nothing): the readers below serve the handle's methods and the
+/// `*_from_pins` functions alike.
+trait MapRead {
+    fn keys(&self) -> Vec<Vec<u8>>;
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    fn get_percpu(&self, key: &[u8]) -> Result<Option<Vec<Vec<u8>>>>;
+}
+
+impl MapRead for crate::loader::AuditedMap<'_> {
+    fn keys(&self) -> Vec<Vec<u8>> {
+        crate::loader::AuditedMap::keys(self)
+    }
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.lookup(key)
+    }
+    fn get_percpu(&self, key: &[u8]) -> Result<Option<Vec<Vec<u8>>>> {
+        self.lookup_percpu(key)
+    }
+}
+
+/// A map opened from its pin.
+struct PinnedMap {
+    map: MapHandle,
+    name: &'static str,
+}
+
+impl PinnedMap {
+    fn error(&self) -> impl Fn(libbpf_rs::Error) -> BpfError + '_ {
+        move |source| BpfError::Map {
+            op: "lookup",
+            map: self.name.to_string(),
+            source: source.into(),
+        }
+    }
+}
+
+impl MapRead for PinnedMap {
+    fn keys(&self) -> Vec<Vec<u8>> {
+        self.map.keys().collect()
+    }
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.map.lookup(key, MapFlags::ANY).map_err(self.error())
+    }
+    fn get_percpu(&self, key: &[u8]) -> Result<Option<Vec<Vec<u8>>>> {
+        self.map
+            .lookup_percpu(key, MapFlags::ANY)
+            .map_err(self.error())
+    }
+}
+
 /// One of the firewall's maps pinned under `pin_root`.
-fn open_pinned(pin_root: &Path, name: &'static str) -> Result<MapHandle> {
+fn open_pinned(pin_root: &Path, name: &'static str) -> Result<PinnedMap> {
     let path = pin_root.join(Firewall::OBJECT).join(name);
-    MapHandle::from_pinned_path(&path).map_err(|e| BpfError::Pin {
+    let map = MapHandle::from_pinned_path(&path).map_err(|e| BpfError::Pin {
         what: format!("map {name}"),
         path: path.clone(),
         reason: e.to_string(),
         source: Some(e.into()),
-    })
+    })?;
+    Ok(PinnedMap { map, name })
 }
 
-fn lookup_error(map: &'static str) -> impl Fn(libbpf_rs::Error) -> BpfError {
-    move |source| BpfError::Map {
-        op: "lookup",
-        map: map.to_string(),
-        source: source.into(),
+/// Every connection in the table `ct`.
+fn read_connections(ct: &impl MapRead) -> Result<Vec<Connection>> {
+    let now = monotonic_ns();
+    let mut out = Vec::new();
+    for key in ct.keys() {
+        let Some(value) = ct.get(&key)? else {
+            continue; // removed meanwhile
+        };
+        if let (Some(k), Some(e)) = (CtKey::from_bytes(&key), CtEntry::from_bytes(&value)) {
+            if let Some(c) = connection(&k, &e, now) {
+                out.push(c);
+            }
+        }
     }
+    Ok(out)
+}
+
+/// A per-CPU counter summed over CPUs (zero when absent).
+fn sum_counter(map: &impl MapRead, key: &[u8]) -> Result<Counter> {
+    let mut sum = Counter::default();
+    for c in map
+        .get_percpu(key)?
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|b| Counter::from_bytes(b))
+    {
+        sum.packets += c.packets;
+        sum.bytes += c.bytes;
+    }
+    Ok(sum)
+}
+
+/// One total of the totals map.
+fn read_total(totals: &impl MapRead, which: FwTotal) -> Result<Counter> {
+    sum_counter(totals, &(which as u32).to_ne_bytes())
+}
+
+/// The counters of the rules in `slot` of the rules map, by id.
+fn read_rule_counters(
+    slot: u32,
+    rules: &impl MapRead,
+    counters: &impl MapRead,
+) -> Result<Vec<(u32, Counter)>> {
+    let mut ids = BTreeSet::new();
+    for key in rules.keys() {
+        let in_slot = key
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_ne_bytes)
+            .is_some_and(|k| k / (FW_BUCKETS * FW_MAX_RULES) == slot);
+        if !in_slot {
+            continue;
+        }
+        if let Some(entry) = rules.get(&key)?.and_then(|v| FwRuleEntry::from_bytes(&v)) {
+            ids.insert(entry.rule_id);
+        }
+    }
+    ids.into_iter()
+        .map(|id| Ok((id, sum_counter(counters, &id.to_ne_bytes())?)))
+        .collect()
 }
 
 /// Writes the audit record of pinning (or unpinning) link `name` at `path` and turns

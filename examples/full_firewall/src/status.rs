@@ -295,7 +295,7 @@ pub(crate) fn firewall_json(f: &FirewallStatus) -> serde_json::Value {
 pub(crate) fn conntrack(pin_root: &Path, json: bool) -> Result<ExitCode> {
     let mut connections = Firewall::connections_from_pins(pin_root).map_err(|e| {
         anyhow::anyhow!(
-            "no firewall is pinned under {} (is the daemon running with a `firewall:` section?): {e}",
+            "cannot read a firewall's pins under {} (does the daemon run a `firewall:` section? reading them needs root): {e}",
             pin_root.display()
         )
     })?;
