@@ -89,6 +89,12 @@ const volatile enum ic_fw_event_flags ic_abi_fw_event_flags = IC_FW_EV_RATE_LIMI
 const volatile enum ic_event_kind ic_abi_fw_event_kind = IC_EVENT_FIREWALL;
 const volatile struct ic_fw_event ic_abi_fw_event = {};
 const volatile enum ic_fw_action ic_abi_fw_action = IC_FW_ACCEPT;
+const volatile struct ic_fw_flow_event ic_abi_fw_flow_event = {};
+const volatile enum ic_fw_flow_flags ic_abi_fw_flow_flags = IC_FW_FLOW_INBOUND;
+const volatile enum ic_fw_flow_phase ic_abi_fw_flow_phase = IC_FW_FLOW_START;
+const volatile enum ic_fw_flow_end ic_abi_fw_flow_end = IC_FW_END_TIMEOUT;
+const volatile enum ic_ct_flags ic_abi_ct_flags = IC_CT_F_ORIG_LO;
+const volatile enum ic_fw_flags ic_abi_fw_flags = IC_FW_F_DROP_IN;
 
 /* The rules' classes (see struct ic_fw_addr_key in ironclad.h). */
 struct {
@@ -361,6 +367,7 @@ static __always_inline void ic_ct_tcp(struct ic_ct_entry *e, __u8 flags, int ori
 
 	if (flags & IC_TCP_RST) {
 		e->state = IC_CT_CLOSING;
+		e->flags |= IC_CT_F_RESET;
 		return;
 	}
 	if (flags & IC_TCP_FIN) {
@@ -619,16 +626,100 @@ static __noinline void ic_fw_report(const struct ic_fw_pkt *p, __u32 rule_id, __
 	bpf_ringbuf_submit(e, 0);
 }
 
+#define IC_PF_KTHREAD 0x00200000
+
+/* The local process that is sending an outbound packet through a socket: its pid and
+ * command name, and the socket's cgroup. tcx egress runs in the context of the sender
+ * for a packet a process's connect() or sendmsg() sends; a packet sent from a timer or
+ * softirq runs in whatever task it interrupted, so the task is taken only when it is
+ * not a kernel thread and sits in the socket's own cgroup. */
+static __always_inline void ic_fw_local(struct __sk_buff *skb, struct ic_ct_entry *e,
+					__u8 comm[16])
+{
+	struct task_struct *task;
+	__u64 cgroup = bpf_skb_cgroup_id(skb);
+
+	e->cgroup_id = cgroup;
+	if (!cgroup)
+		return; /* no full socket: forwarded, or a reply the kernel built */
+	task = bpf_get_current_task_btf();
+	if (!task || (task->flags & IC_PF_KTHREAD) || task->cgroups->dfl_cgrp->kn->id != cgroup)
+		return;
+	e->pid = task->tgid;
+	__builtin_memcpy(comm, task->comm, 16);
+}
+
+/* Why a tracked connection ended, from its entry. */
+static __always_inline __u8 ic_fw_end_reason(const struct ic_ct_entry *e, __u8 proto)
+{
+	if (e->flags & IC_CT_F_RESET)
+		return IC_FW_END_RESET;
+	if (proto == IC_IPPROTO_TCP && e->state == IC_CT_CLOSING)
+		return IC_FW_END_FIN;
+	return IC_FW_END_TIMEOUT;
+}
+
+/* Reports a flow record (a connection's start, or its end when a new connection takes
+ * an ended one's place before the sweep saw it); a full ring is counted. */
+static __noinline void ic_fw_flow_report(const struct ic_ct_key *k, const struct ic_ct_entry *e,
+					 __u8 phase, __u8 reason, const __u8 *comm)
+{
+	struct ic_fw_flow_event *ev;
+	int orig_lo;
+
+	if (!k || !e || !comm)
+		return;
+	ev = bpf_ringbuf_reserve(&ic_fw_events, sizeof(*ev), 0);
+	if (!ev) {
+		ic_fw_count(IC_FW_EVENTS_LOST, 0);
+		return;
+	}
+	orig_lo = !!(e->flags & IC_CT_F_ORIG_LO);
+	ev->hdr.version = IC_ABI_VERSION;
+	ev->hdr.kind = IC_EVENT_FLOW;
+	ev->hdr.size = sizeof(*ev);
+	ev->hdr.ktime_ns = bpf_ktime_get_ns();
+	__builtin_memcpy(ev->src, orig_lo ? k->addr_lo : k->addr_hi, 16);
+	__builtin_memcpy(ev->dst, orig_lo ? k->addr_hi : k->addr_lo, 16);
+	ev->sport = orig_lo ? k->port_lo : k->port_hi;
+	ev->dport = orig_lo ? k->port_hi : k->port_lo;
+	ev->cgroup_id = e->cgroup_id;
+	ev->created_ns = e->created_ns;
+	ev->last_seen_ns = e->last_seen_ns;
+	ev->packets_orig = e->packets_orig;
+	ev->bytes_orig = e->bytes_orig;
+	ev->packets_reply = e->packets_reply;
+	ev->bytes_reply = e->bytes_reply;
+	ev->rule_id = e->rule_id;
+	ev->ifindex = e->ifindex;
+	ev->pid = e->pid;
+	ev->proto = k->proto;
+	ev->flags = (e->flags & IC_CT_F_INBOUND) ? IC_FW_FLOW_INBOUND : 0;
+	ev->phase = phase;
+	ev->reason = reason;
+	ev->state = e->state;
+	__builtin_memset(ev->_pad0, 0, sizeof(ev->_pad0));
+	__builtin_memcpy(ev->comm, comm, 16);
+	bpf_ringbuf_submit(ev, 0);
+}
+
 /* What the rules (or, when none matches, the default policy) say about a packet that
  * opens a connection or is not tracked: IC_FW_ACCEPT, IC_FW_DROP or IC_FW_REJECT. A
  * rule whose rate limit is spent drops (without an answer). A logged rule reports. */
 static __always_inline int ic_fw_decide(const struct ic_fw_config *cfg, int inbound,
-					const struct ic_fw_pkt *p, __u64 len, __u32 ifindex)
+					const struct ic_fw_pkt *p, __u64 len, __u32 ifindex,
+					__u32 *rule_id, int *record)
 {
 	struct ic_fw_rule *rule = ic_fw_classify(cfg->slot & 1, ic_fw_bucket(inbound, p->proto), p);
 
+	*rule_id = 0;
+	*record = !!(cfg->flags & IC_FW_F_FLOWS);
 	if (rule) {
 		__u32 id = rule->rule_id;
+
+		*rule_id = id;
+		if (rule->flags & IC_FW_RULE_FLOWS)
+			*record = 1;
 		struct ic_counter *c = bpf_map_lookup_elem(&ic_fw_rule_counters, &id);
 
 		if (c) {
@@ -660,9 +751,11 @@ static __always_inline int ic_fw_decide(const struct ic_fw_config *cfg, int inbo
 #define IC_V_REJECT 2
 
 /* The verdict for one frame: IC_V_PASS, IC_V_DROP or IC_V_REJECT. */
-static __always_inline int ic_fw(void *data, void *data_end, int inbound, __u32 ifindex,
-				 __u64 len)
+static __always_inline int ic_fw(struct __sk_buff *skb, void *data, void *data_end, int inbound,
+				 __u32 ifindex, __u64 len)
 {
+	__u32 rule_id = 0;
+	int record = 0;
 	struct ic_l3_info info = {};
 	struct ic_fw_pkt p = {};
 	struct ic_ct_key key;
@@ -696,7 +789,7 @@ static __always_inline int ic_fw(void *data, void *data_end, int inbound, __u32 
 	    (p.proto == IC_IPPROTO_ICMPV6 && family != IC_L3_IPV6)) {
 		/* Not tracked: the rules decide each packet. */
 		ic_fw_count(IC_FW_UNTRACKED, len);
-		verdict = ic_fw_decide(cfg, inbound, &p, len, ifindex);
+		verdict = ic_fw_decide(cfg, inbound, &p, len, ifindex, &rule_id, &record);
 		if (verdict == IC_FW_ACCEPT)
 			return 1;
 		goto dropped;
@@ -712,7 +805,7 @@ static __always_inline int ic_fw(void *data, void *data_end, int inbound, __u32 
 		}
 		/* Other ICMP (router advertisements, timestamps...): the rules decide. */
 		ic_fw_count(IC_FW_UNTRACKED, len);
-		verdict = ic_fw_decide(cfg, inbound, &p, len, ifindex);
+		verdict = ic_fw_decide(cfg, inbound, &p, len, ifindex, &rule_id, &record);
 		if (verdict == IC_FW_ACCEPT)
 			return 1;
 		goto dropped;
@@ -742,14 +835,21 @@ static __always_inline int ic_fw(void *data, void *data_end, int inbound, __u32 
 			ic_fw_count(IC_FW_ESTABLISHED, len);
 			return 1;
 		}
-		/* Expired, or a new connection on a closed one's ports: start over. */
+		/* Expired, or a new connection on a closed one's ports: start over. The
+		 * sweep will not see this one go, so its end is reported here. */
+		if (e->flags & IC_CT_F_RECORD) {
+			__u8 none[16] = {};
+
+			ic_fw_flow_report(&key, e, IC_FW_FLOW_END, ic_fw_end_reason(e, p.proto),
+					  none);
+		}
 		bpf_map_delete_elem(&ic_fw_ct, &key);
 	}
 
 	if (p.proto == IC_IPPROTO_TCP &&
 	    (p.tcp_flags & (IC_TCP_SYN | IC_TCP_ACK | IC_TCP_RST | IC_TCP_FIN)) != IC_TCP_SYN)
 		goto invalid;
-	verdict = ic_fw_decide(cfg, inbound, &p, len, ifindex);
+	verdict = ic_fw_decide(cfg, inbound, &p, len, ifindex, &rule_id, &record);
 	if (verdict != IC_FW_ACCEPT)
 		goto dropped;
 	{
@@ -759,16 +859,24 @@ static __always_inline int ic_fw(void *data, void *data_end, int inbound, __u32 
 			.packets_orig = 1,
 			.bytes_orig = len,
 			.ifindex = ifindex,
+			.rule_id = rule_id,
 			.state = p.proto == IC_IPPROTO_TCP ? IC_CT_SYN_SENT : IC_CT_NEW,
-			.flags = (from_lo ? IC_CT_F_ORIG_LO : 0) | (inbound ? IC_CT_F_INBOUND : 0),
+			.flags = (from_lo ? IC_CT_F_ORIG_LO : 0) | (inbound ? IC_CT_F_INBOUND : 0) |
+				 (record ? IC_CT_F_RECORD : 0),
 		};
-		long err = bpf_map_update_elem(&ic_fw_ct, &key, &fresh, BPF_NOEXIST);
+		__u8 comm[16] = {};
+		long err;
 
+		if (!inbound)
+			ic_fw_local(skb, &fresh, comm);
+		err = bpf_map_update_elem(&ic_fw_ct, &key, &fresh, BPF_NOEXIST);
 		if (err == -IC_E2BIG || err == -IC_ENOMEM) {
 			ic_fw_count(IC_FW_TABLE_FULL, len);
 			goto drop;
 		}
 		/* -EEXIST: another CPU opened it first; the packet belongs to it. */
+		if (!err && record)
+			ic_fw_flow_report(&key, &fresh, IC_FW_FLOW_START, 0, comm);
 	}
 	ic_fw_count(IC_FW_NEW_ACCEPTED, len);
 	return 1;
@@ -975,7 +1083,7 @@ int ic_fw_in(struct __sk_buff *skb)
 		skb->mark = 0;
 		return IC_TCX_NEXT;
 	}
-	v = ic_fw(data, data_end, 1, skb->ifindex, skb->len);
+	v = ic_fw(skb, data, data_end, 1, skb->ifindex, skb->len);
 	if (v == IC_V_REJECT)
 		return ic_fw_reject(skb, 1);
 	return v ? IC_TCX_NEXT : IC_TCX_DROP;
@@ -993,7 +1101,7 @@ int ic_fw_out(struct __sk_buff *skb)
 		skb->mark = 0;
 		return IC_TCX_NEXT;
 	}
-	v = ic_fw(data, data_end, 0, skb->ifindex, skb->len);
+	v = ic_fw(skb, data, data_end, 0, skb->ifindex, skb->len);
 	if (v == IC_V_REJECT)
 		return ic_fw_reject(skb, 0);
 	return v ? IC_TCX_NEXT : IC_TCX_DROP;

@@ -102,6 +102,7 @@ enum ic_event_kind {
 	IC_EVENT_SENTINEL = 5, /* struct ic_sentinel_event */
 	IC_EVENT_PROCESS = 6,  /* struct ic_process_event */
 	IC_EVENT_FIREWALL = 7, /* struct ic_fw_event */
+	IC_EVENT_FLOW = 8,     /* struct ic_fw_flow_event */
 };
 
 /* What the Shield did to a packet it reports (struct ic_shield_event.verdict). */
@@ -678,6 +679,8 @@ enum ic_ct_flags {
 	IC_CT_F_INBOUND = 2,   /* opened from outside (seen first by the ingress program) */
 	IC_CT_F_FIN_LO = 4,    /* addr_lo sent FIN */
 	IC_CT_F_FIN_HI = 8,    /* addr_hi sent FIN */
+	IC_CT_F_RECORD = 16,   /* report its end as a flow record (its start was reported) */
+	IC_CT_F_RESET = 32,    /* a RST closed it */
 };
 
 /* A tracked connection (hash map ic_fw_ct, keyed by struct ic_ct_key). Counters are
@@ -690,7 +693,12 @@ struct ic_ct_entry {
 	__u64 bytes_orig;
 	__u64 packets_reply;
 	__u64 bytes_reply;
+	__u64 cgroup_id;    /* host order; the local socket's cgroup when the host opened
+			     * it (its first packet left through a socket); else 0 */
 	__u32 ifindex;      /* host order; where it was first seen */
+	__u32 rule_id;      /* host order; the rule that admitted it; 0: the default */
+	__u32 pid;          /* host order; the process that sent its first packet, when the
+			     * host opened it; else 0 */
 	__u8 state;         /* enum ic_ct_state */
 	__u8 flags;         /* enum ic_ct_flags */
 	__u16 _pad0;
@@ -720,6 +728,7 @@ enum ic_fw_flags {
 	IC_FW_F_DROP_OUT = 2,  /* default_outbound: drop */
 	IC_FW_F_STATEFUL = 4,  /* track connections; drop invalid packets */
 	IC_FW_F_DRY_RUN = 8,   /* count and report, never drop */
+	IC_FW_F_FLOWS = 16,    /* flow records for every connection, not only flow rules' */
 };
 
 /* Firewall rules, compiled by ironclad_policy::firewall::Classifier (bit vectors):
@@ -790,7 +799,8 @@ enum ic_fw_action {
  * (slot * IC_FW_BUCKETS + bucket) * IC_FW_MAX_RULES + i). */
 /* Rule flags (struct ic_fw_rule.flags). */
 enum ic_fw_rule_flags {
-	IC_FW_RULE_LOG = 1, /* report every match (struct ic_fw_event) */
+	IC_FW_RULE_LOG = 1,   /* report every match (struct ic_fw_event) */
+	IC_FW_RULE_FLOWS = 2, /* flow records for the connections it admits */
 };
 
 struct ic_fw_rule {
@@ -831,6 +841,55 @@ struct ic_fw_event {
 	__u8 action;   /* enum ic_fw_action: the rule's */
 	__u8 flags;    /* enum ic_fw_event_flags */
 	__u8 _pad0;
+};
+
+/* Flags of a flow record (struct ic_fw_flow_event.flags). */
+enum ic_fw_flow_flags {
+	IC_FW_FLOW_INBOUND = 1, /* opened from outside (else by the host) */
+};
+
+/* Which end of a connection a flow record reports (struct ic_fw_flow_event.phase). */
+enum ic_fw_flow_phase {
+	IC_FW_FLOW_START = 1,
+	IC_FW_FLOW_END = 2,
+};
+
+/* Why a connection ended (struct ic_fw_flow_event.reason; 0 at the start). */
+enum ic_fw_flow_end {
+	IC_FW_END_TIMEOUT = 1, /* idle longer than its state's timeout */
+	IC_FW_END_FIN = 2,     /* both sides sent FIN */
+	IC_FW_END_RESET = 3,   /* a RST */
+};
+
+/* A flow record: a connection's start or end, for connections admitted by a rule with
+ * `flows: true` (or every connection with the section's `flows: true`). Starts come
+ * from the programs; ends from user space's sweep when the entry goes (or from the
+ * programs when a new connection takes an ended one's place first). The process is
+ * the one that sent the first packet when the host opened the connection through a
+ * socket; 0 otherwise (inbound, forwarded). */
+struct ic_fw_flow_event {
+	struct ic_event_header hdr;
+	__u8 src[16];        /* network order; the side that opened it; IPv4 as IPv4-mapped */
+	__u8 dst[16];        /* network order */
+	__u64 cgroup_id;     /* host order; the local socket's cgroup, or 0 */
+	__u64 created_ns;    /* host order; CLOCK_MONOTONIC */
+	__u64 last_seen_ns;  /* host order */
+	__u64 packets_orig;  /* host order; from the side that opened it */
+	__u64 bytes_orig;
+	__u64 packets_reply; /* host order; from the other side */
+	__u64 bytes_reply;
+	__u32 rule_id;       /* host order; 0: admitted by the default policy */
+	__u32 ifindex;       /* host order */
+	__u32 pid;           /* host order; thread-group id, or 0 */
+	__u16 sport;         /* host order; the echo identifier for ICMP */
+	__u16 dport;         /* host order; the echo identifier for ICMP */
+	__u8 proto;
+	__u8 flags;          /* enum ic_fw_flow_flags */
+	__u8 phase;          /* enum ic_fw_flow_phase */
+	__u8 reason;         /* enum ic_fw_flow_end; 0 at the start */
+	__u8 state;          /* enum ic_ct_state */
+	__u8 _pad0[3];
+	__u8 comm[16];       /* the process's command name when pid is set */
 };
 
 /* A rate-limited rule's token bucket (hash ic_fw_rate, keyed by rule id; tokens in

@@ -30,10 +30,12 @@ use std::ptr::NonNull;
 
 use ipnetwork::IpNetwork;
 use ironclad_core::abi::{
-    Counter, CtEntry, CtKey, CtState, FwAddrKey, FwConfig, FwPortKey, FwRuleEntry, FwSummary,
-    FwTotal, FwWordKey, CT_F_INBOUND, CT_F_ORIG_LO, FW_ACCEPT, FW_BUCKETS, FW_DIM_DPORT,
-    FW_DIM_DST, FW_DIM_SPORT, FW_DIM_SRC, FW_DROP, FW_F_DROP_IN, FW_F_DROP_OUT, FW_F_DRY_RUN,
-    FW_F_STATEFUL, FW_MAX_RULES, FW_PROTOS, FW_REJECT, FW_RULE_LOG, FW_SUMMARY_WORDS,
+    Counter, CtEntry, CtKey, CtState, FwAddrKey, FwConfig, FwFlowEvent, FwPortKey, FwRuleEntry,
+    FwSummary, FwTotal, FwWordKey, CT_F_INBOUND, CT_F_ORIG_LO, CT_F_RECORD, CT_F_RESET, FW_ACCEPT,
+    FW_BUCKETS, FW_DIM_DPORT, FW_DIM_DST, FW_DIM_SPORT, FW_DIM_SRC, FW_DROP, FW_END_FIN,
+    FW_END_RESET, FW_END_TIMEOUT, FW_FLOW_END, FW_FLOW_INBOUND, FW_F_DROP_IN, FW_F_DROP_OUT,
+    FW_F_DRY_RUN, FW_F_FLOWS, FW_F_STATEFUL, FW_MAX_RULES, FW_PROTOS, FW_REJECT, FW_RULE_FLOWS,
+    FW_RULE_LOG, FW_SUMMARY_WORDS,
 };
 use ironclad_policy::firewall::{
     Bucket, Classifier, Direction, FirewallPolicy, FwAction, FwRule, PacketProto,
@@ -46,7 +48,7 @@ use crate::events::{EventReader, EventSource};
 use crate::loader::{LoadedObject, Loader};
 use crate::names::firewall as names;
 use crate::{BpfError, Result};
-use ironclad_events::{Event, Fanout};
+use ironclad_events::{Event, Fanout, FlowRecord};
 
 /// The connection table's size unless set ([`Firewall::load_with_table`]).
 pub const DEFAULT_TABLE_SIZE: u32 = 262_144;
@@ -63,6 +65,8 @@ pub struct FirewallSettings {
     pub stateful: bool,
     /// Count what would be dropped and pass it.
     pub dry_run: bool,
+    /// Flow records for every connection (else only for rules with `flows: true`).
+    pub flows: bool,
     /// Idle seconds per TCP state, indexed by [`CtState`].
     pub tcp_timeout: [u32; CtState::COUNT],
     /// Idle seconds of a UDP flow seen one way.
@@ -82,6 +86,7 @@ impl Default for FirewallSettings {
             drop_outbound: false,
             stateful: true,
             dry_run: false,
+            flows: false,
             // new (unused for TCP), syn_sent, syn_recv, established, fin_wait, closing
             tcp_timeout: [120, 120, 60, 432_000, 120, 10],
             udp_timeout: 30,
@@ -116,6 +121,14 @@ impl FirewallSettings {
         self
     }
 
+    /// Sets whether every connection gets flow records (its start and end as
+    /// [`FlowRecord`](ironclad_events::FlowRecord) events), not only those admitted by a
+    /// rule with `flows: true`.
+    pub fn flows(mut self, flows: bool) -> Self {
+        self.flows = flows;
+        self
+    }
+
     /// The settings a policy's `firewall:` section asks for: its defaults, mode,
     /// `stateful` and timeouts (a TCP connection whose both sides closed keeps the
     /// Linux 10 s).
@@ -125,7 +138,8 @@ impl FirewallSettings {
             .drop_inbound(policy.default_inbound != FwAction::Accept)
             .drop_outbound(policy.default_outbound != FwAction::Accept)
             .stateful(policy.stateful)
-            .dry_run(policy.dry_run);
+            .dry_run(policy.dry_run)
+            .flows(policy.flows);
         settings.tcp_timeout[CtState::New as usize] = t.tcp_handshake;
         settings.tcp_timeout[CtState::SynSent as usize] = t.tcp_handshake;
         settings.tcp_timeout[CtState::SynRecv as usize] = t.tcp_handshake;
@@ -144,6 +158,7 @@ impl FirewallSettings {
             (self.drop_outbound, FW_F_DROP_OUT),
             (self.stateful, FW_F_STATEFUL),
             (self.dry_run, FW_F_DRY_RUN),
+            (self.flows, FW_F_FLOWS),
         ] {
             if on {
                 flags |= flag;
@@ -165,6 +180,7 @@ impl FirewallSettings {
             drop_outbound: c.flags & FW_F_DROP_OUT != 0,
             stateful: c.flags & FW_F_STATEFUL != 0,
             dry_run: c.flags & FW_F_DRY_RUN != 0,
+            flows: c.flags & FW_F_FLOWS != 0,
             tcp_timeout: c.tcp_timeout,
             udp_timeout: c.udp_timeout,
             udp_stream_timeout: c.udp_stream_timeout,
@@ -243,6 +259,26 @@ pub struct Connection {
     pub age_secs: u64,
     /// The interface index it was first seen on.
     pub ifindex: u32,
+    /// The rule that admitted it; 0: the default policy.
+    pub rule_id: u32,
+    /// The local process that opened it (sent its first packet); 0 when the host did
+    /// not open it or the process is not known.
+    pub pid: u32,
+    /// The local socket's cgroup when the host opened it; else 0.
+    pub cgroup_id: u64,
+    /// Its start was reported as a flow record, and its end will be.
+    pub recorded: bool,
+}
+
+/// What one [`Firewall::expire`] sweep did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Sweep {
+    /// Connections removed.
+    pub removed: usize,
+    /// The end records of the removed connections whose start was reported (rules
+    /// with `flows: true`, or the section's `flows: true`), to publish.
+    pub flows: Vec<FlowRecord>,
 }
 
 /// The firewall's programs attached to one interface (tcx ingress and egress).
@@ -425,7 +461,8 @@ impl Firewall {
                             FwAction::Drop => FW_DROP,
                             FwAction::Reject => FW_REJECT,
                         },
-                        flags: if rule.log { FW_RULE_LOG } else { 0 },
+                        flags: if rule.log { FW_RULE_LOG } else { 0 }
+                            | if rule.flows { FW_RULE_FLOWS } else { 0 },
                         _pad0: [0; 2],
                         rate_per_sec: rule.rate_limit.map_or(0, |r| r.per_second),
                         rate_burst: rule.rate_limit.map_or(0, |r| r.burst),
@@ -720,14 +757,15 @@ impl Firewall {
         read_connections(&self.object.map(names::ic_fw_ct)?)
     }
 
-    /// Removes the connections idle longer than their state's timeout and returns how
-    /// many went. The programs treat such an entry as absent already; the sweep only
-    /// gives its room back. Call it periodically (the agent does every few seconds).
-    pub fn expire(&self) -> Result<usize> {
+    /// Removes the connections idle longer than their state's timeout. The programs
+    /// treat such an entry as absent already; the sweep gives its room back, and
+    /// reports the end of every removed connection whose start was reported (flow
+    /// records). Call it periodically (the agent does every few seconds).
+    pub fn expire(&self) -> Result<Sweep> {
         let settings = self.settings()?;
         let map = self.object.map(names::ic_fw_ct)?;
         let now = monotonic_ns();
-        let mut stale: Vec<Vec<u8>> = Vec::new();
+        let mut stale: Vec<(Vec<u8>, CtKey, CtEntry)> = Vec::new();
         for key in map.keys() {
             let Some(value) = map.lookup(&key)? else {
                 continue;
@@ -744,13 +782,29 @@ impl Firewall {
             {
                 // Re-read first: a packet may have refreshed it since.
                 let fresh = map.lookup(&key)?.and_then(|v| CtEntry::from_bytes(&v));
-                if fresh.is_some_and(|f| f.last_seen_ns == e.last_seen_ns) {
-                    stale.push(key);
+                if let Some(f) = fresh.filter(|f| f.last_seen_ns == e.last_seen_ns) {
+                    stale.push((key, k, f));
                 }
             }
         }
-        // One audit record for the sweep, not one per connection.
-        map.delete_many(stale.iter().map(Vec::as_slice))
+        let mut flows = Vec::new();
+        let offset = crate::events::monotonic_to_wall_offset();
+        // One audit record for the sweep, not one per connection. An entry the programs
+        // replaced meanwhile is not deleted here, and its end was reported by them.
+        let removed = map.delete_each(stale.iter().map(|(key, _, _)| key.as_slice()), |at| {
+            if let Some((_, k, e)) = stale.get(at) {
+                if e.flags & CT_F_RECORD != 0 {
+                    if let Ok(record) = FlowRecord::from_raw(&flow_end(k, e)) {
+                        let mut event = Event::Flow(record);
+                        event.set_wall_time(offset);
+                        if let Event::Flow(record) = event {
+                            flows.push(record);
+                        }
+                    }
+                }
+            }
+        })?;
+        Ok(Sweep { removed, flows })
     }
 
     /// The loaded object (for the Sentinel to protect).
@@ -1115,6 +1169,45 @@ fn address(bytes: [u8; 16]) -> IpAddr {
     }
 }
 
+/// The end of a tracked connection as the kernel would report it (`struct
+/// ic_fw_flow_event`), from its key and entry: one decoder serves both.
+fn flow_end(k: &CtKey, e: &CtEntry) -> FwFlowEvent {
+    let orig_lo = e.flags & CT_F_ORIG_LO != 0;
+    let reason = if e.flags & CT_F_RESET != 0 {
+        FW_END_RESET
+    } else if k.proto == 6 && e.state == CtState::Closing as u8 {
+        FW_END_FIN
+    } else {
+        FW_END_TIMEOUT
+    };
+    FwFlowEvent {
+        src: if orig_lo { k.addr_lo } else { k.addr_hi },
+        dst: if orig_lo { k.addr_hi } else { k.addr_lo },
+        sport: if orig_lo { k.port_lo } else { k.port_hi },
+        dport: if orig_lo { k.port_hi } else { k.port_lo },
+        cgroup_id: e.cgroup_id,
+        created_ns: e.created_ns,
+        last_seen_ns: e.last_seen_ns,
+        packets_orig: e.packets_orig,
+        bytes_orig: e.bytes_orig,
+        packets_reply: e.packets_reply,
+        bytes_reply: e.bytes_reply,
+        rule_id: e.rule_id,
+        ifindex: e.ifindex,
+        pid: e.pid,
+        proto: k.proto,
+        flags: if e.flags & CT_F_INBOUND != 0 {
+            FW_FLOW_INBOUND
+        } else {
+            0
+        },
+        phase: FW_FLOW_END,
+        reason,
+        state: e.state,
+        ..FwFlowEvent::default()
+    }
+}
+
 fn connection(k: &CtKey, e: &CtEntry, now: u64) -> Option<Connection> {
     let proto = match k.proto {
         6 => "tcp",
@@ -1149,6 +1242,10 @@ fn connection(k: &CtKey, e: &CtEntry, now: u64) -> Option<Connection> {
         idle_secs: now.saturating_sub(e.last_seen_ns) / 1_000_000_000,
         age_secs: now.saturating_sub(e.created_ns) / 1_000_000_000,
         ifindex: e.ifindex,
+        rule_id: e.rule_id,
+        pid: e.pid,
+        cgroup_id: e.cgroup_id,
+        recorded: e.flags & CT_F_RECORD != 0,
     })
 }
 

@@ -389,7 +389,10 @@ mod firewall {
             bytes_orig,
             packets_reply,
             bytes_reply,
+            cgroup_id,
             ifindex,
+            rule_id,
+            pid,
             state,
             flags,
             _pad0
@@ -435,6 +438,23 @@ mod firewall {
         assert!(abi::FwTotal::RateLimited as u32 == f::ic_fw_total::IC_FW_RATE_LIMITED.0);
         assert!(abi::FwTotal::EventsLost as u32 == f::ic_fw_total::IC_FW_EVENTS_LOST.0);
         assert!(abi::FW_RULE_LOG as u32 == f::ic_fw_rule_flags::IC_FW_RULE_LOG.0);
+        assert!(abi::FW_RULE_FLOWS as u32 == f::ic_fw_rule_flags::IC_FW_RULE_FLOWS.0);
+        assert!(abi::FwFlowEvent::SIZE == size_of::<f::ic_fw_flow_event>());
+        assert!(abi::EventKind::Flow as u32 == f::ic_event_kind::IC_EVENT_FLOW.0);
+        assert!(abi::FW_FLOW_INBOUND as u32 == f::ic_fw_flow_flags::IC_FW_FLOW_INBOUND.0);
+        assert!(abi::FW_FLOW_START as u32 == f::ic_fw_flow_phase::IC_FW_FLOW_START.0);
+        assert!(abi::FW_FLOW_END as u32 == f::ic_fw_flow_phase::IC_FW_FLOW_END.0);
+        assert!(abi::FW_END_TIMEOUT as u32 == f::ic_fw_flow_end::IC_FW_END_TIMEOUT.0);
+        assert!(abi::FW_END_FIN as u32 == f::ic_fw_flow_end::IC_FW_END_FIN.0);
+        assert!(abi::FW_END_RESET as u32 == f::ic_fw_flow_end::IC_FW_END_RESET.0);
+        assert!(abi::CT_F_ORIG_LO as u32 == f::ic_ct_flags::IC_CT_F_ORIG_LO.0);
+        assert!(abi::CT_F_INBOUND as u32 == f::ic_ct_flags::IC_CT_F_INBOUND.0);
+        assert!(abi::CT_F_RECORD as u32 == f::ic_ct_flags::IC_CT_F_RECORD.0);
+        assert!(abi::CT_F_RESET as u32 == f::ic_ct_flags::IC_CT_F_RESET.0);
+        assert!(abi::FW_F_DROP_IN == f::ic_fw_flags::IC_FW_F_DROP_IN.0);
+        assert!(abi::FW_F_STATEFUL == f::ic_fw_flags::IC_FW_F_STATEFUL.0);
+        assert!(abi::FW_F_DRY_RUN == f::ic_fw_flags::IC_FW_F_DRY_RUN.0);
+        assert!(abi::FW_F_FLOWS == f::ic_fw_flags::IC_FW_F_FLOWS.0);
         assert!(abi::FW_EV_RATE_LIMITED as u32 == f::ic_fw_event_flags::IC_FW_EV_RATE_LIMITED.0);
         assert!(abi::FW_EV_DRY_RUN as u32 == f::ic_fw_event_flags::IC_FW_EV_DRY_RUN.0);
         assert!(abi::FW_EV_INBOUND as u32 == f::ic_fw_event_flags::IC_FW_EV_INBOUND.0);
@@ -460,6 +480,34 @@ mod firewall {
         abi::FwEvent,
         f::ic_fw_event,
         [hdr, src, dst, rule_id, ifindex, sport, dport, proto, action, flags, _pad0]
+    );
+    same_layout!(
+        abi::FwFlowEvent,
+        f::ic_fw_flow_event,
+        [
+            hdr,
+            src,
+            dst,
+            cgroup_id,
+            created_ns,
+            last_seen_ns,
+            packets_orig,
+            bytes_orig,
+            packets_reply,
+            bytes_reply,
+            rule_id,
+            ifindex,
+            pid,
+            sport,
+            dport,
+            proto,
+            flags,
+            phase,
+            reason,
+            state,
+            _pad0,
+            comm
+        ]
     );
     same_layout!(
         abi::FwRuleEntry,

@@ -711,15 +711,28 @@ impl AuditedMap<'_> {
     where
         I: IntoIterator<Item = &'a [u8]>,
     {
+        self.delete_each(keys, |_| {})
+    }
+
+    /// [`delete_many`](Self::delete_many), calling `deleted` with the position (in
+    /// `keys`) of every element this call removed, so a caller can act on exactly
+    /// those (and not on one the kernel removed first).
+    pub fn delete_each<'a, I>(&self, keys: I, mut deleted: impl FnMut(usize)) -> Result<usize>
+    where
+        I: IntoIterator<Item = &'a [u8]>,
+    {
         let mut count = 0usize;
         let mut result = Ok(());
-        for key in keys {
+        for (at, key) in keys.into_iter().enumerate() {
             if let Err(e) = self.check("key", key.len(), self.map.key_size()) {
                 result = Err(e);
                 break;
             }
             match self.map.delete(key) {
-                Ok(()) => count += 1,
+                Ok(()) => {
+                    count += 1;
+                    deleted(at);
+                }
                 Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => {}
                 Err(source) => {
                     result = Err(BpfError::Map {

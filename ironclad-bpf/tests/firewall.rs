@@ -782,11 +782,19 @@ fn an_idle_flow_expires_and_its_late_reply_is_a_stranger() {
             .any(|c| c.proto == "udp" && c.orig.1 == port)
     };
     assert!(tracked(&firewall));
-    assert_eq!(firewall.expire().expect("expire"), 0, "nothing is idle yet");
+    assert_eq!(
+        firewall.expire().expect("expire").removed,
+        0,
+        "nothing is idle yet"
+    );
 
     std::thread::sleep(Duration::from_millis(2200));
-    let removed = firewall.expire().expect("expire");
-    assert!(removed >= 1, "the idle flow is removed: {removed}");
+    let sweep = firewall.expire().expect("expire");
+    assert!(sweep.removed >= 1, "the idle flow is removed: {sweep:?}");
+    assert!(
+        sweep.flows.is_empty(),
+        "no flow record without `flows`: {sweep:?}"
+    );
     assert!(!tracked(&firewall), "and gone from the table");
     let dropped = firewall.total(FwTotal::Dropped).expect("total").packets;
     assert!(
@@ -1077,4 +1085,207 @@ fn a_logged_rule_reports_each_match_with_what_it_did() {
         (report.ids[1], "reject")
     );
     drop(listeners);
+}
+
+/// Collects flow records from `reader` until `enough` says so or `secs` pass.
+fn flows_until(
+    reader: &ironclad_bpf::EventReader,
+    sub: &ironclad_events::Subscription<ironclad_events::Event>,
+    out: &mut Vec<ironclad_events::FlowRecord>,
+    secs: u64,
+    enough: impl Fn(&[ironclad_events::FlowRecord]) -> bool,
+) {
+    let start = Instant::now();
+    loop {
+        reader.poll(Duration::from_millis(100)).expect("poll");
+        out.extend(sub.receiver().try_iter().filter_map(|e| match e {
+            ironclad_events::Event::Flow(f) => Some(f),
+            _ => None,
+        }));
+        if enough(out) || start.elapsed() > Duration::from_secs(secs) {
+            return;
+        }
+    }
+}
+
+#[test]
+fn flow_records_report_each_connection_with_its_process_bytes_and_end() {
+    use ironclad_events::{Fanout, Overflow};
+    use std::sync::Arc;
+    require_privileges!();
+    let net = Net::new("fwflow", 11);
+    let pins = BpffsDir::new("fwflow").expect("bpffs");
+    let loader = loader(&pins);
+    let firewall = Firewall::load(&loader).expect("load");
+    let mut recorded_in = rule(0, Direction::In, FwProto::Tcp, FwAction::Accept);
+    recorded_in.dport = vec![(7300, 7300)];
+    recorded_in.flows = true;
+    let mut quiet_in = rule(1, Direction::In, FwProto::Tcp, FwAction::Accept);
+    quiet_in.dport = vec![(7301, 7301)];
+    let mut out_tcp = rule(2, Direction::Out, FwProto::Tcp, FwAction::Accept);
+    out_tcp.flows = true;
+    let mut out_udp = rule(3, Direction::Out, FwProto::Udp, FwAction::Accept);
+    out_udp.flows = true;
+    let mut settings = FirewallSettings::default().drop_inbound(true);
+    settings.tcp_timeout[CtState::Closing as usize] = 1;
+    settings.udp_timeout = 1;
+    settings.udp_stream_timeout = 1;
+    let report = firewall
+        .apply(&settings, &[recorded_in, quiet_in, out_tcp, out_udp])
+        .expect("apply");
+    let _attached = firewall.attach(net.veth.host()).expect("attach");
+    let fanout = Arc::new(Fanout::new());
+    let sub = fanout.subscribe("test", 1024, Overflow::DropNewest);
+    let reader = firewall.events(fanout.clone()).expect("events");
+
+    // Inbound: a client in the namespace sends 5 bytes, the host answers 11 and both
+    // close; another closes with a RST (SO_LINGER 0); a third goes to the quiet rule.
+    let host = net.host(false);
+    let listener = TcpListener::bind((host.as_str(), 7300)).expect("listen");
+    let quiet = TcpListener::bind((host.as_str(), 7301)).expect("listen");
+    let server = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let (mut s, _) = listener.accept().expect("accept");
+            let mut buf = [0u8; 16];
+            let n = s.read(&mut buf).unwrap_or(0);
+            let _ = s.write_all(b"hello world");
+            let _ = s.read(&mut buf[n..]);
+        }
+    });
+    let client = |linger0: bool| {
+        let script = format!(
+            "import socket,struct\ns=socket.create_connection(('{host}',7300),2)\ns.sendall(b'hello')\nassert s.recv(64)==b'hello world'\n{}\ns.close()",
+            if linger0 {
+                "s.setsockopt(socket.SOL_SOCKET,socket.SO_LINGER,struct.pack('ii',1,0))"
+            } else {
+                "s.shutdown(socket.SHUT_WR)\ns.recv(1)"
+            }
+        );
+        let status = net
+            .ns
+            .command("python3")
+            .args(["-c", &script])
+            .status()
+            .expect("python3");
+        assert!(status.success(), "the inbound client ran");
+    };
+    client(false);
+    client(true);
+    server.join().expect("server");
+    assert!(net.connects_in(&host, 7301));
+    drop(quiet);
+
+    // Outbound: the distribution's curl fetches a page from the namespace, and a short
+    // python3 process sends a datagram that the namespace answers.
+    let _http = net.http_server(false, 8080);
+    let curl = Command::new("/usr/bin/curl")
+        .args(["-s", "--max-time", "3", &url(&net.peer(false), 8080)])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("curl");
+    let curl_pid = curl.id();
+    let page = curl.wait_with_output().expect("curl");
+    assert!(String::from_utf8_lossy(&page.stdout).contains("hello from the namespace"));
+    let echo = net
+        .ns
+        .command("python3")
+        .args([
+            "-c",
+            &format!(
+                "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('{}',7777))\nd,a=s.recvfrom(64)\ns.sendto(d.upper(),a)",
+                net.peer(false)
+            ),
+        ])
+        .spawn()
+        .expect("echo");
+    std::thread::sleep(Duration::from_millis(300));
+    let udp = Command::new("python3")
+        .args([
+            "-c",
+            &format!(
+                "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(2)\ns.sendto(b'ping',('{}',7777))\nassert s.recv(64)==b'PING'",
+                net.peer(false)
+            ),
+        ])
+        .spawn()
+        .expect("python3");
+    let udp_pid = udp.id();
+    let udp_status = udp.wait_with_output().expect("udp").status;
+    assert!(udp_status.success(), "the datagram was answered");
+    let _ = echo.wait_with_output();
+
+    let mut flows = Vec::new();
+    flows_until(&reader, &sub, &mut flows, 5, |f| f.len() >= 4);
+    let starts: Vec<_> = flows.iter().filter(|f| f.phase == "start").collect();
+    assert_eq!(
+        starts.len(),
+        4,
+        "two inbound on the recorded rule, curl and the datagram; none for the quiet rule: {flows:#?}"
+    );
+    for s in &starts[..2] {
+        assert_eq!((s.direction, s.proto, s.dport), ("in", "tcp", 7300));
+        assert_eq!(s.src.to_string(), net.peer(false));
+        assert_eq!(s.rule_id, report.ids[0]);
+        assert_eq!(s.pid, 0, "nobody on this host opened it");
+    }
+    let curl_start = starts
+        .iter()
+        .find(|s| s.proto == "tcp" && s.direction == "out")
+        .expect("curl's start");
+    assert_eq!(curl_start.dport, 8080);
+    assert_eq!(curl_start.dst.to_string(), net.peer(false));
+    assert_eq!(curl_start.rule_id, report.ids[2]);
+    assert_eq!(curl_start.pid, curl_pid, "the process that opened it");
+    assert_eq!(curl_start.comm.as_deref(), Some("curl"));
+    assert_ne!(curl_start.cgroup_id, 0);
+    let udp_start = starts
+        .iter()
+        .find(|s| s.proto == "udp")
+        .expect("the datagram's start");
+    assert_eq!(
+        (udp_start.pid, udp_start.dport, udp_start.rule_id),
+        (udp_pid, 7777, report.ids[3])
+    );
+    assert_eq!(udp_start.comm.as_deref(), Some("python3"));
+    assert!(!udp_start.time.is_empty());
+
+    // The ends come from the sweep once the closed (1 s) and idle (1 s) entries expire.
+    std::thread::sleep(Duration::from_millis(2500));
+    let sweep = firewall.expire().expect("expire");
+    flows_until(&reader, &sub, &mut flows, 1, |_| false);
+    let ends = sweep.flows;
+    assert_eq!(ends.len(), 4, "one end per recorded start: {ends:#?}");
+    assert!(
+        sweep.removed > ends.len(),
+        "the quiet connection went without a record"
+    );
+    let inbound: Vec<_> = ends.iter().filter(|e| e.direction == "in").collect();
+    let mut reasons: Vec<_> = inbound.iter().filter_map(|e| e.end_reason).collect();
+    reasons.sort_unstable();
+    assert_eq!(reasons, ["fin", "reset"], "{inbound:#?}");
+    for e in &inbound {
+        assert!(e.orig_bytes > 0 && e.reply_bytes > 0, "{e:?}");
+        assert!(e.orig_packets >= 3 && e.reply_packets >= 2, "{e:?}");
+        assert!(e.duration_ms.is_some());
+    }
+    let curl_end = ends
+        .iter()
+        .find(|e| e.proto == "tcp" && e.direction == "out")
+        .expect("curl's end");
+    assert_eq!(curl_end.end_reason, Some("fin"));
+    assert_eq!(curl_end.pid, curl_pid);
+    assert!(
+        curl_end.reply_bytes > page.stdout.len() as u64 && curl_end.orig_bytes > 0,
+        "the page came back through it: {curl_end:?}"
+    );
+    let udp_end = ends.iter().find(|e| e.proto == "udp").expect("udp end");
+    assert_eq!(
+        (udp_end.end_reason, udp_end.state, udp_end.reply_packets),
+        (Some("timeout"), "established", 1)
+    );
+    assert!(
+        flows.iter().all(|f| f.phase == "start"),
+        "the kernel reported no end itself: {flows:#?}"
+    );
+    assert!(firewall.connections().expect("connections").is_empty());
 }

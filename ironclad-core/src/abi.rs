@@ -160,6 +160,8 @@ pub enum EventKind {
     Process = 6,
     /// `IC_EVENT_FIREWALL`: a [`FwEvent`].
     Firewall = 7,
+    /// `IC_EVENT_FLOW`: a [`FwFlowEvent`].
+    Flow = 8,
 }
 
 /// `IC_TLS_WRITE` (`enum ic_tls_direction`): plaintext about to be encrypted.
@@ -1948,6 +1950,11 @@ pub const CT_F_INBOUND: u8 = 2;
 pub const CT_F_FIN_LO: u8 = 4;
 /// `IC_CT_F_FIN_HI`: the higher end sent FIN.
 pub const CT_F_FIN_HI: u8 = 8;
+/// `IC_CT_F_RECORD`: the connection's start was reported as a flow record; its end is
+/// reported too.
+pub const CT_F_RECORD: u8 = 16;
+/// `IC_CT_F_RESET`: a RST closed the connection.
+pub const CT_F_RESET: u8 = 32;
 
 /// `struct ic_ct_key`: a connection's two ends in canonical order (IPv4 as IPv4-mapped
 /// IPv6).
@@ -2003,8 +2010,14 @@ pub struct CtEntry {
     pub packets_reply: u64,
     /// Bytes from the other side.
     pub bytes_reply: u64,
+    /// The local socket's cgroup when the host opened it through a socket; else 0.
+    pub cgroup_id: u64,
     /// The interface it was first seen on.
     pub ifindex: u32,
+    /// The rule that admitted it; 0: the default policy.
+    pub rule_id: u32,
+    /// The process that sent its first packet, when the host opened it; else 0.
+    pub pid: u32,
     /// [`CtState`] as a byte.
     pub state: u8,
     /// `CT_F_*` flags.
@@ -2015,7 +2028,12 @@ pub struct CtEntry {
 
 impl CtEntry {
     /// Size of the C struct in bytes.
-    pub const SIZE: usize = 56;
+    pub const SIZE: usize = 72;
+
+    /// The exact byte image (tests write entries to see how user space reads them).
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        zerocopy::transmute!(*self)
+    }
 
     /// Decodes a value read back from the kernel; `None` if `bytes` is too short.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
@@ -2031,6 +2049,8 @@ pub const FW_F_DROP_OUT: u32 = 2;
 pub const FW_F_STATEFUL: u32 = 4;
 /// `IC_FW_F_DRY_RUN`: count and report, never drop.
 pub const FW_F_DRY_RUN: u32 = 8;
+/// `IC_FW_F_FLOWS`: flow records for every connection, not only flow rules'.
+pub const FW_F_FLOWS: u32 = 16;
 
 /// `struct ic_fw_config`: the firewall's runtime configuration.
 #[derive(
@@ -2283,6 +2303,20 @@ impl FwSummary {
 
 /// `IC_FW_RULE_LOG`: report every match of the rule.
 pub const FW_RULE_LOG: u8 = 1;
+/// `IC_FW_RULE_FLOWS`: flow records for the connections the rule admits.
+pub const FW_RULE_FLOWS: u8 = 2;
+/// `IC_FW_FLOW_INBOUND`: the flow was opened from outside.
+pub const FW_FLOW_INBOUND: u8 = 1;
+/// `IC_FW_FLOW_START`: a flow record of a connection's start.
+pub const FW_FLOW_START: u8 = 1;
+/// `IC_FW_FLOW_END`: a flow record of a connection's end.
+pub const FW_FLOW_END: u8 = 2;
+/// `IC_FW_END_TIMEOUT`: the connection was idle longer than its state's timeout.
+pub const FW_END_TIMEOUT: u8 = 1;
+/// `IC_FW_END_FIN`: both sides sent FIN.
+pub const FW_END_FIN: u8 = 2;
+/// `IC_FW_END_RESET`: a RST closed it.
+pub const FW_END_RESET: u8 = 3;
 /// `IC_FW_EV_RATE_LIMITED`: the match was over the rule's rate limit and dropped.
 pub const FW_EV_RATE_LIMITED: u8 = 1;
 /// `IC_FW_EV_DRY_RUN`: dry-run; a drop or reject was only counted.
@@ -2325,6 +2359,73 @@ pub struct FwEvent {
 impl FwEvent {
     /// Size of the C struct in bytes.
     pub const SIZE: usize = 64;
+
+    /// Decodes a record; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
+    }
+
+    /// The exact byte image.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        zerocopy::transmute!(*self)
+    }
+}
+
+/// `struct ic_fw_flow_event`: a flow record (a connection's start or end).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct FwFlowEvent {
+    /// The common header.
+    pub hdr: EventHeader,
+    /// The side that opened it, IPv4 as IPv4-mapped, network order.
+    pub src: [u8; 16],
+    /// The other side.
+    pub dst: [u8; 16],
+    /// The local socket's cgroup, or 0.
+    pub cgroup_id: u64,
+    /// When it opened, `CLOCK_MONOTONIC` ns.
+    pub created_ns: u64,
+    /// Its last packet, `CLOCK_MONOTONIC` ns.
+    pub last_seen_ns: u64,
+    /// Packets from the side that opened it.
+    pub packets_orig: u64,
+    /// Bytes from the side that opened it.
+    pub bytes_orig: u64,
+    /// Packets from the other side.
+    pub packets_reply: u64,
+    /// Bytes from the other side.
+    pub bytes_reply: u64,
+    /// The rule that admitted it; 0: the default policy.
+    pub rule_id: u32,
+    /// The interface it was first seen on.
+    pub ifindex: u32,
+    /// The local process that opened it, or 0.
+    pub pid: u32,
+    /// The opening side's port (the echo identifier for ICMP).
+    pub sport: u16,
+    /// The other side's port (the echo identifier for ICMP).
+    pub dport: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// `FW_FLOW_INBOUND`.
+    pub flags: u8,
+    /// `FW_FLOW_START` or `FW_FLOW_END`.
+    pub phase: u8,
+    /// `FW_END_*` at the end; 0 at the start.
+    pub reason: u8,
+    /// [`CtState`] as a byte.
+    pub state: u8,
+    /// Padding, zero.
+    pub _pad0: [u8; 3],
+    /// The process's command name when `pid` is set.
+    pub comm: [u8; 16],
+}
+
+impl FwFlowEvent {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 144;
 
     /// Decodes a record; `None` if `bytes` is too short.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {

@@ -7,10 +7,11 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ironclad_core::abi::{
-    DnsEvent, EgressAction, EgressEvent, EventHeader, EventKind, FwEvent, SentinelEvent,
-    SentinelOp, SentinelVerdict, ShieldEvent, ShieldVerdict, TlsEvent, ABI_VERSION, DIR_OUT,
-    FW_ACCEPT, FW_DROP, FW_EV_DRY_RUN, FW_EV_INBOUND, FW_EV_RATE_LIMITED, FW_REJECT, TLS_CHUNK,
-    TLS_F_LAST, TLS_F_TRUNCATED, TLS_READ, TLS_WRITE,
+    CtState, DnsEvent, EgressAction, EgressEvent, EventHeader, EventKind, FwEvent, FwFlowEvent,
+    SentinelEvent, SentinelOp, SentinelVerdict, ShieldEvent, ShieldVerdict, TlsEvent, ABI_VERSION,
+    DIR_OUT, FW_ACCEPT, FW_DROP, FW_END_FIN, FW_END_RESET, FW_END_TIMEOUT, FW_EV_DRY_RUN,
+    FW_EV_INBOUND, FW_EV_RATE_LIMITED, FW_FLOW_END, FW_FLOW_INBOUND, FW_FLOW_START, FW_REJECT,
+    TLS_CHUNK, TLS_F_LAST, TLS_F_TRUNCATED, TLS_READ, TLS_WRITE,
 };
 use serde::Serialize;
 
@@ -377,6 +378,150 @@ pub enum Event {
     /// A stateful-firewall rule with `log: true` matched.
     #[serde(rename = "firewall")]
     FirewallMatch(FirewallMatch),
+    /// A connection's start or end (flow records of the stateful firewall).
+    Flow(FlowRecord),
+}
+
+/// A flow record: a connection the stateful firewall tracked, at its start (from the
+/// kernel, with its first packet) or at its end (when its entry goes: the sweep, or a
+/// new connection taking its place), with packets and bytes each way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FlowRecord {
+    /// Wall-clock time, RFC 3339 (set by the reader; empty if unknown).
+    pub time: String,
+    /// `CLOCK_MONOTONIC` ns of the record: the first packet's time at the start, the
+    /// last packet's at the end.
+    pub ktime_ns: u64,
+    /// `start` or `end`.
+    pub phase: &'static str,
+    /// `in` (opened from outside) or `out` (opened by the host, or forwarded out).
+    pub direction: &'static str,
+    /// `tcp`, `udp`, `icmp` or `icmpv6`.
+    pub proto: &'static str,
+    /// The side that opened it.
+    pub src: IpAddr,
+    /// Its port (the echo identifier for ICMP).
+    pub sport: u16,
+    /// The other side.
+    pub dst: IpAddr,
+    /// Its port (the echo identifier for ICMP).
+    pub dport: u16,
+    /// The rule that admitted it; 0: the default policy.
+    pub rule_id: u32,
+    /// The interface it was first seen on.
+    pub ifindex: u32,
+    /// Its connection-tracking state when reported (`syn_sent`, `established`, ...).
+    pub state: &'static str,
+    /// Packets from the side that opened it.
+    pub orig_packets: u64,
+    /// Bytes from the side that opened it.
+    pub orig_bytes: u64,
+    /// Packets from the other side.
+    pub reply_packets: u64,
+    /// Bytes from the other side.
+    pub reply_bytes: u64,
+    /// At the end: milliseconds from its first packet to its last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// At the end: `fin` (both sides closed), `reset` or `timeout` (idle too long).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<&'static str>,
+    /// The local process that opened it (sent its first packet through a socket); 0
+    /// when the host did not open it or the process is not known.
+    pub pid: u32,
+    /// That process's command name, as the kernel saw it at the start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
+    /// The local socket's cgroup (0: none).
+    pub cgroup_id: u64,
+    /// The process's executable, from the process cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exe: Option<String>,
+    /// The process, from the process cache (when one runs and knows it), as it was when
+    /// the connection opened: an end record names it even after it exited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<crate::process::ProcessBlock>,
+    /// When it opened, `CLOCK_MONOTONIC` ns.
+    #[serde(skip)]
+    pub created_ns: u64,
+}
+
+impl FlowRecord {
+    /// Decodes the kernel's record (or one user space built the same way for an end
+    /// it saw in the connection table).
+    pub fn from_raw(e: &FwFlowEvent) -> Result<Self, DecodeError> {
+        let phase = match e.phase {
+            FW_FLOW_START => "start",
+            FW_FLOW_END => "end",
+            other => {
+                return Err(DecodeError::BadField {
+                    field: "phase",
+                    value: u64::from(other),
+                })
+            }
+        };
+        let end_reason = match (e.phase, e.reason) {
+            (FW_FLOW_START, 0) => None,
+            (FW_FLOW_END, FW_END_TIMEOUT) => Some("timeout"),
+            (FW_FLOW_END, FW_END_FIN) => Some("fin"),
+            (FW_FLOW_END, FW_END_RESET) => Some("reset"),
+            (_, other) => {
+                return Err(DecodeError::BadField {
+                    field: "reason",
+                    value: u64::from(other),
+                })
+            }
+        };
+        let proto = match e.proto {
+            6 => "tcp",
+            17 => "udp",
+            1 => "icmp",
+            58 => "icmpv6",
+            other => {
+                return Err(DecodeError::BadField {
+                    field: "proto",
+                    value: u64::from(other),
+                })
+            }
+        };
+        let state = CtState::from_u8(e.state)
+            .ok_or(DecodeError::BadField {
+                field: "state",
+                value: u64::from(e.state),
+            })?
+            .name();
+        let end = e.phase == FW_FLOW_END;
+        Ok(Self {
+            time: String::new(),
+            ktime_ns: if end { e.last_seen_ns } else { e.created_ns },
+            phase,
+            direction: if e.flags & FW_FLOW_INBOUND != 0 {
+                "in"
+            } else {
+                "out"
+            },
+            proto,
+            src: mapped_or_v6(e.src),
+            sport: e.sport,
+            dst: mapped_or_v6(e.dst),
+            dport: e.dport,
+            rule_id: e.rule_id,
+            ifindex: e.ifindex,
+            state,
+            orig_packets: e.packets_orig,
+            orig_bytes: e.bytes_orig,
+            reply_packets: e.packets_reply,
+            reply_bytes: e.bytes_reply,
+            duration_ms: end.then(|| e.last_seen_ns.saturating_sub(e.created_ns) / 1_000_000),
+            end_reason,
+            pid: e.pid,
+            comm: (e.comm[0] != 0).then(|| comm_text(&e.comm)),
+            cgroup_id: e.cgroup_id,
+            exe: None,
+            process: None,
+            created_ns: e.created_ns,
+        })
+    }
 }
 
 /// A logged firewall rule's match: the first packet of a new connection (or an
@@ -431,6 +576,7 @@ impl Event {
             Event::Dns(e) => e.time = rfc3339(e.ktime_ns, offset),
             Event::Sentinel(e) => e.time = rfc3339(e.ktime_ns, offset),
             Event::FirewallMatch(e) => e.time = rfc3339(e.ktime_ns, offset),
+            Event::Flow(e) => e.time = rfc3339(e.ktime_ns, offset),
             Event::Bandwidth(_) | Event::Audit(_) | Event::ProcessCache(_) => {}
         }
     }
@@ -446,7 +592,8 @@ impl Event {
             | Event::ShieldDrop(_)
             | Event::Audit(_)
             | Event::ProcessCache(_)
-            | Event::FirewallMatch(_) => None,
+            | Event::FirewallMatch(_)
+            | Event::Flow(_) => None,
         }
     }
 
@@ -461,7 +608,8 @@ impl Event {
             | Event::ShieldDrop(_)
             | Event::Audit(_)
             | Event::ProcessCache(_)
-            | Event::FirewallMatch(_) => None,
+            | Event::FirewallMatch(_)
+            | Event::Flow(_) => None,
         }
     }
 
@@ -475,6 +623,8 @@ impl Event {
             Event::Dns(e) => e.ktime_ns,
             Event::Sentinel(e) => e.ktime_ns,
             Event::Bandwidth(e) => return Some((e.pid, None, (0, 0))),
+            // The process as it was when the connection opened.
+            Event::Flow(e) => return Some((e.pid, Some(e.created_ns), (0, 0))),
             Event::ShieldDrop(_)
             | Event::Audit(_)
             | Event::ProcessCache(_)
@@ -488,6 +638,14 @@ impl Event {
     /// is taken from it.
     pub fn set_process(&mut self, block: crate::process::ProcessBlock) {
         if let Event::Bandwidth(e) = self {
+            if e.exe.is_none() {
+                e.exe.clone_from(&block.exe);
+            }
+            if e.comm.is_none() {
+                e.comm = Some(block.comm.clone());
+            }
+            e.process = Some(block);
+        } else if let Event::Flow(e) = self {
             if e.exe.is_none() {
                 e.exe.clone_from(&block.exe);
             }
@@ -567,6 +725,13 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
         k if k == EventKind::Dns as u16 => decode_dns(record),
         k if k == EventKind::Sentinel as u16 => decode_sentinel(record),
         k if k == EventKind::Firewall as u16 => decode_firewall(record),
+        k if k == EventKind::Flow as u16 => {
+            let e = FwFlowEvent::from_bytes(record).ok_or(DecodeError::Truncated {
+                need: FwFlowEvent::SIZE,
+                got: record.len(),
+            })?;
+            FlowRecord::from_raw(&e).map(Event::Flow)
+        }
         other => Err(DecodeError::UnknownKind(other)),
     }
 }
@@ -986,6 +1151,89 @@ mod tests {
         let mut bad = e;
         bad.hook = 9;
         assert!(decode(&bad.to_bytes()).is_err());
+    }
+
+    #[test]
+    fn decodes_flow_records_at_both_ends_and_refuses_unknown_phases_and_reasons() {
+        let mut e = FwFlowEvent {
+            hdr: EventHeader {
+                version: ABI_VERSION as u16,
+                kind: EventKind::Flow as u16,
+                size: FwFlowEvent::SIZE as u32,
+                ktime_ns: 5_000_000_000,
+            },
+            created_ns: 1_000_000_000,
+            last_seen_ns: 3_500_000_000,
+            packets_orig: 6,
+            bytes_orig: 500,
+            packets_reply: 4,
+            bytes_reply: 9000,
+            rule_id: 2,
+            ifindex: 7,
+            pid: 4242,
+            sport: 51000,
+            dport: 443,
+            proto: 6,
+            phase: FW_FLOW_START,
+            state: CtState::SynSent as u8,
+            ..FwFlowEvent::default()
+        };
+        e.src = Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped().octets();
+        e.dst = Ipv4Addr::new(192, 0, 2, 8).to_ipv6_mapped().octets();
+        e.comm[..4].copy_from_slice(b"curl");
+        let Ok(Event::Flow(start)) = decode(&e.to_bytes()) else {
+            panic!("not a flow record");
+        };
+        assert_eq!(
+            (start.phase, start.direction, start.proto, start.state),
+            ("start", "out", "tcp", "syn_sent")
+        );
+        assert_eq!((start.pid, start.comm.as_deref()), (4242, Some("curl")));
+        assert_eq!((start.end_reason, start.duration_ms), (None, None));
+        assert_eq!(
+            start.ktime_ns, 1_000_000_000,
+            "a start is stamped when it opened"
+        );
+        assert_eq!(start.dst, IpAddr::from([192, 0, 2, 8]));
+        let json: serde_json::Value =
+            serde_json::from_str(&Event::Flow(start).to_json()).unwrap_or_default();
+        assert_eq!(json["kind"], "flow");
+        assert!(json.get("end_reason").is_none() && json.get("created_ns").is_none());
+
+        let mut end = e;
+        end.phase = FW_FLOW_END;
+        end.reason = FW_END_RESET;
+        end.state = CtState::Closing as u8;
+        end.flags = FW_FLOW_INBOUND;
+        end.comm = [0; 16];
+        let Ok(Event::Flow(f)) = decode(&end.to_bytes()) else {
+            panic!("not a flow record");
+        };
+        assert_eq!(
+            (f.phase, f.direction, f.end_reason),
+            ("end", "in", Some("reset"))
+        );
+        assert_eq!((f.duration_ms, f.ktime_ns), (Some(2500), 3_500_000_000));
+        assert_eq!((f.reply_packets, f.reply_bytes, f.comm), (4, 9000, None));
+
+        for (phase, reason) in [
+            (3, 0),
+            (FW_FLOW_START, FW_END_FIN),
+            (FW_FLOW_END, 0),
+            (FW_FLOW_END, 9),
+        ] {
+            let mut bad = e;
+            bad.phase = phase;
+            bad.reason = reason;
+            assert!(
+                decode(&bad.to_bytes()).is_err(),
+                "phase {phase} reason {reason}"
+            );
+        }
+        let mut bad = e;
+        bad.proto = 47;
+        assert!(decode(&bad.to_bytes()).is_err());
+        assert!(decode(&e.to_bytes()[..100]).is_err(), "truncated");
     }
 
     #[test]

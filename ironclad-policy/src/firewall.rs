@@ -164,6 +164,8 @@ pub struct FwRule {
     pub action: FwAction,
     /// Report every match (sampled).
     pub log: bool,
+    /// Flow records (start and end) for the connections the rule admits.
+    pub flows: bool,
     /// The operator's note (`comment:`), shown with the rule's counters.
     pub comment: Option<String>,
     /// The Shield's named sets (feeds, `country:CODE`) this rule's `src` names; their
@@ -204,6 +206,7 @@ impl FwRule {
             icmp_type: Vec::new(),
             action: FwAction::Accept,
             log: false,
+            flows: false,
             comment: None,
             src_sets: Vec::new(),
             dst_sets: Vec::new(),
@@ -710,6 +713,9 @@ pub struct FirewallPolicy {
     pub stateful: bool,
     /// `mode: dry-run`: count what would be dropped and pass it.
     pub dry_run: bool,
+    /// `flows: true`: flow records for every connection, not only for those of rules
+    /// with `flows: true`.
+    pub flows: bool,
     /// The connection table's size.
     pub table_size: u32,
     /// Idle timeouts.
@@ -726,6 +732,7 @@ impl Default for FirewallPolicy {
             default_outbound: FwAction::Accept,
             stateful: true,
             dry_run: false,
+            flows: false,
             table_size: DEFAULT_TABLE_SIZE,
             timeouts: Timeouts::default(),
             rules: Vec::new(),

@@ -21,6 +21,7 @@ pub(crate) struct RawFirewall {
     default_inbound: Option<Spanned<String>>,
     default_outbound: Option<Spanned<String>>,
     stateful: Option<bool>,
+    flows: Option<Spanned<bool>>,
     mode: Option<Spanned<String>>,
     table_size: Option<Spanned<u32>>,
     timeouts: Option<RawTimeouts>,
@@ -79,6 +80,7 @@ struct RawRule {
     icmp_type: Option<RawTypes>,
     action: Option<String>,
     log: Option<bool>,
+    flows: Option<bool>,
     rate_limit: Option<RawRate>,
     comment: Option<String>,
 }
@@ -276,6 +278,26 @@ pub(crate) fn parse(
             policy.rules.push(rule);
         }
     }
+    if let Some(flows) = &raw.flows {
+        policy.flows = flows.value;
+        if flows.value && !policy.stateful {
+            problems.push(PolicyError::Invalid {
+                origin: Origin {
+                    field: "firewall.flows".into(),
+                    at: position(&flows.referenced),
+                },
+                message: "flow records need connection tracking (`stateful: true`)".into(),
+            });
+        }
+    }
+    if !policy.stateful {
+        for rule in policy.rules.iter().filter(|r| r.flows) {
+            problems.push(PolicyError::Invalid {
+                origin: rule.origin.clone(),
+                message: "`flows: true` needs connection tracking (`stateful: true`)".into(),
+            });
+        }
+    }
     policy
 }
 
@@ -327,6 +349,9 @@ fn parse_rule(r: &RawRule, origin: Origin, problems: &mut Vec<PolicyError>) -> O
             None
         }
     };
+    if r.flows == Some(true) && matches!(action, Some(FwAction::Drop | FwAction::Reject)) {
+        bad("`flows: true` goes with `accept` (a rule that admits no connection has no flow to record; `log: true` reports its matches)".into());
+    }
     let rate_limit = match &r.rate_limit {
         None => None,
         Some(rate) if rate.per_second == 0 || rate.burst == Some(0) => {
@@ -418,6 +443,7 @@ fn parse_rule(r: &RawRule, origin: Origin, problems: &mut Vec<PolicyError>) -> O
     rule.action = action;
     rule.comment = r.comment.clone();
     rule.log = r.log.unwrap_or(false);
+    rule.flows = r.flows.unwrap_or(false);
     rule.rate_limit = rate_limit;
     rule.src_sets = src_sets;
     rule.dst_sets = dst_sets;
@@ -520,6 +546,7 @@ firewall:
     - {direction: in, proto: icmp, src: 2001:db8::/32, action: accept}
     - {direction: in, proto: tcp, action: drop, rate_limit: {per_second: 5}}
     - {direction: in, proto: tcp, action: accept, rate_limit: {per_second: 0}}
+    - {direction: in, proto: tcp, dport: 23, action: reject, flows: true}
 ";
         let errors = errors(yaml);
         let expect = [
@@ -539,11 +566,51 @@ firewall:
             "f.yaml:15:7: firewall.rules[9]: `2001:db8::/32`: icmp is IPv4: use `proto: icmpv6`",
             "f.yaml:16:7: firewall.rules[10]: `rate_limit` goes with `accept` or `reject`",
             "f.yaml:17:7: firewall.rules[11]: rate_limit: `per_second` and `burst` must be at least 1",
+            "f.yaml:18:7: firewall.rules[12]: `flows: true` goes with `accept`",
         ];
         assert_eq!(errors.len(), expect.len(), "{errors:#?}");
         for (got, want) in errors.iter().zip(expect) {
             assert!(got.starts_with(want), "{got}\n  should start with\n{want}");
         }
+    }
+
+    #[test]
+    fn flow_records_are_asked_per_rule_or_for_every_connection_and_need_tracking() {
+        let policy = compile_str(
+            "\
+firewall:
+  interfaces: [lo]
+  flows: true
+  rules:
+    - {direction: in, proto: tcp, dport: 22, action: accept, flows: true}
+    - {direction: in, proto: tcp, dport: 80, action: accept}
+",
+            Path::new("f.yaml"),
+        )
+        .expect("compiles");
+        let f = policy.firewall.expect("firewall");
+        assert!(f.flows);
+        assert_eq!(
+            f.rules.iter().map(|r| r.flows).collect::<Vec<_>>(),
+            [true, false]
+        );
+        let errors = errors(
+            "\
+firewall:
+  interfaces: [lo]
+  stateful: false
+  flows: true
+  rules:
+    - {direction: in, proto: tcp, dport: 22, action: accept, flows: true}
+",
+        );
+        assert_eq!(
+            errors,
+            [
+                "f.yaml:4:10: firewall.flows: flow records need connection tracking (`stateful: true`)",
+                "f.yaml:6:7: firewall.rules[0]: `flows: true` needs connection tracking (`stateful: true`)",
+            ]
+        );
     }
 
     #[test]

@@ -319,6 +319,10 @@ pub(crate) fn conntrack(pin_root: &Path, json: bool) -> Result<ExitCode> {
                     "age_seconds": c.age_secs,
                     "idle_seconds": c.idle_secs,
                     "ifindex": c.ifindex,
+                    "rule_id": c.rule_id,
+                    "pid": c.pid,
+                    "cgroup_id": c.cgroup_id,
+                    "flow_record": c.recorded,
                 })
             })
             .collect();
@@ -326,12 +330,12 @@ pub(crate) fn conntrack(pin_root: &Path, json: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<7} {:<3} {:<45} {:<45} {:<12} {:>9} {:>9} {:>7}",
-        "proto", "dir", "from", "to", "state", "pkts>", "pkts<", "idle s"
+        "{:<7} {:<3} {:<45} {:<45} {:<12} {:>9} {:>9} {:>7} {:>5} {:>8}",
+        "proto", "dir", "from", "to", "state", "pkts>", "pkts<", "idle s", "rule", "pid"
     );
     for c in &connections {
         println!(
-            "{:<7} {:<3} {:<45} {:<45} {:<12} {:>9} {:>9} {:>7}",
+            "{:<7} {:<3} {:<45} {:<45} {:<12} {:>9} {:>9} {:>7} {:>5} {:>8}",
             c.proto,
             if c.inbound { "in" } else { "out" },
             endpoint(c.orig),
@@ -339,7 +343,17 @@ pub(crate) fn conntrack(pin_root: &Path, json: bool) -> Result<ExitCode> {
             c.state.name(),
             c.from_orig.packets,
             c.from_reply.packets,
-            c.idle_secs
+            c.idle_secs,
+            if c.rule_id == 0 {
+                "-".to_string()
+            } else {
+                c.rule_id.to_string()
+            },
+            if c.pid == 0 {
+                "-".to_string()
+            } else {
+                c.pid.to_string()
+            }
         );
     }
     println!("{} connections", connections.len());

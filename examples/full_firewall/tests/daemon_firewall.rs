@@ -84,12 +84,14 @@ impl Net {
             "firewall:
   interfaces: [{iface}]
   default_inbound: drop
+  timeouts: {{tcp_closing: 1}}
   rules:
     - direction: in
       proto: tcp
       dport: 2222
       src: {admins}
       action: accept
+      flows: true
       comment: ssh from the admins
     - {{direction: in, proto: icmp, icmp_type: echo-request, src: {admin4}, action: accept}}
     - {{direction: in, proto: tcp, dport: 2224, action: reject, log: true, comment: refused at once}}
@@ -185,6 +187,29 @@ fn curl(url: &str) -> bool {
         .success()
 }
 
+/// The events of `kind` in the daemon's events file, read until `enough` says so or
+/// `secs` pass.
+fn events_of(
+    path: &Path,
+    kind: &str,
+    secs: u64,
+    enough: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let found: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["kind"] == kind)
+            .collect();
+        if enough(&found) || start.elapsed() > Duration::from_secs(secs) {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn total(status: &serde_json::Value, which: &str) -> u64 {
     status["totals"][which]["packets"]
         .as_u64()
@@ -250,19 +275,7 @@ fn a_stateful_default_deny_through_the_daemon_survives_kill_9_restarts_and_reloa
     }
     // The reject rule logs: one event per refused connection, in the events file.
     let events = net.dir.path().join("events.jsonl");
-    let start = Instant::now();
-    let logged = loop {
-        let text = std::fs::read_to_string(&events).unwrap_or_default();
-        let found: Vec<serde_json::Value> = text
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|e| e["kind"] == "firewall")
-            .collect();
-        if found.len() >= 2 || start.elapsed() > Duration::from_secs(10) {
-            break found;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let logged = events_of(&events, "firewall", 10, |found| found.len() >= 2);
     assert_eq!(logged.len(), 2, "{logged:#?}");
     for (e, v6) in logged.iter().zip([false, true]) {
         assert_eq!(e["dport"], 2224, "{e}");
@@ -270,6 +283,31 @@ fn a_stateful_default_deny_through_the_daemon_survives_kill_9_restarts_and_reloa
         assert_eq!(e["direction"], "in", "{e}");
         assert!(
             e["src"] == net.addr(v6, 2).as_str() || e["src"] == net.addr(v6, 3).as_str(),
+            "{e}"
+        );
+    }
+    // The admitted rule records flows: a start for each admitted connection (IPv4 and
+    // IPv6) and, once the sweep removes it (every 5 s, after the 1 s closing timeout),
+    // its end with packets each way.
+    let flows = events_of(&events, "flow", 15, |found| {
+        found.iter().filter(|e| e["phase"] == "end").count() >= 2
+    });
+    for phase in ["start", "end"] {
+        let of: Vec<_> = flows.iter().filter(|e| e["phase"] == phase).collect();
+        assert_eq!(of.len(), 2, "{phase}: {flows:#?}");
+        for (e, v6) in of.iter().zip([false, true]) {
+            assert_eq!(e["dport"], 2222, "{e}");
+            assert_eq!(e["src"], net.addr(v6, 2).as_str(), "{e}");
+            assert_eq!(e["direction"], "in", "{e}");
+            assert_eq!(e["rule_id"], 1, "the admins' rule: {e}");
+            assert!(!e["time"].as_str().unwrap_or_default().is_empty(), "{e}");
+        }
+    }
+    for e in flows.iter().filter(|e| e["phase"] == "end") {
+        assert!(e["orig_packets"].as_u64() >= Some(2), "{e}");
+        assert!(e["reply_packets"].as_u64() >= Some(1), "{e}");
+        assert!(
+            e["end_reason"].is_string() && e["duration_ms"].is_u64(),
             "{e}"
         );
     }

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use ironclad_bpf::{Firewall, FirewallAttachment, FirewallSettings, LoadedObject, Loader};
+use ironclad_events::Event;
 use ironclad_policy::config::CompiledConfig;
 use ironclad_policy::firewall::FirewallPolicy;
 use tracing::{info, warn};
@@ -192,14 +193,21 @@ impl Feature for Running {
         Some(self.firewall.object())
     }
 
-    fn tick(&mut self, _out: &Publisher<'_>) {
+    fn tick(&mut self, out: &Publisher<'_>) {
         if self.last_sweep.elapsed() < SWEEP_EVERY {
             return;
         }
         self.last_sweep = Instant::now();
         match self.firewall.expire() {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(removed = n, "idle connections expired"),
+            Ok(sweep) => {
+                if sweep.removed > 0 {
+                    tracing::debug!(removed = sweep.removed, "idle connections expired");
+                }
+                // The ends of the recorded connections the sweep removed.
+                for record in sweep.flows {
+                    out.publish(Event::Flow(record));
+                }
+            }
             Err(e) => warn!("firewall: the expiry sweep failed: {e}"),
         }
     }
