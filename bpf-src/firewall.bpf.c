@@ -501,40 +501,57 @@ static long ic_fw_scan(__u32 i, void *ctx)
 	return 0;
 }
 
-/* The first rule of `bucket` matching the packet, or NULL. */
-static __always_inline struct ic_fw_rule *ic_fw_classify(__u32 slot, __u32 bucket,
-							 const struct ic_fw_pkt *p)
+/* The key in ic_fw_rules of the first rule of `bucket` matching the packet, or -1. A
+ * global function: the verifier checks it once, not once per call site and program
+ * (inlined three times into each program, with its bpf_loop callback, the programs
+ * went past the 1M-instruction budget of older verifiers such as 6.1's). */
+__attribute__((noinline)) int ic_fw_classify_key(__u32 slot, __u32 bucket, struct ic_fw_pkt *p)
 {
-	struct ic_fw_match m = { .slot = slot };
-	int icmp = p->proto == IC_IPPROTO_ICMP || p->proto == IC_IPPROTO_ICMPV6;
-	__u16 sport = icmp ? 0 : p->sport;
-	__u16 dport = icmp ? p->icmp_type : p->dport;
-	__u32 key;
+	struct ic_fw_match m = { .slot = slot & 1 };
+	int icmp;
+	__u16 sport, dport;
 
-	if (ic_fw_addr_class(slot, bucket, IC_FW_DIM_SRC, p->src, &m.classes[0]) ||
-	    ic_fw_addr_class(slot, bucket, IC_FW_DIM_DST, p->dst, &m.classes[1]) ||
-	    ic_fw_port_class(slot, bucket, IC_FW_DIM_SPORT, sport, &m.classes[2]) ||
-	    ic_fw_port_class(slot, bucket, IC_FW_DIM_DPORT, dport, &m.classes[3]))
-		return NULL;
+	if (!p || bucket >= IC_FW_BUCKETS)
+		return -1;
+	icmp = p->proto == IC_IPPROTO_ICMP || p->proto == IC_IPPROTO_ICMPV6;
+	sport = icmp ? 0 : p->sport;
+	dport = icmp ? p->icmp_type : p->dport;
+	if (ic_fw_addr_class(m.slot, bucket, IC_FW_DIM_SRC, p->src, &m.classes[0]) ||
+	    ic_fw_addr_class(m.slot, bucket, IC_FW_DIM_DST, p->dst, &m.classes[1]) ||
+	    ic_fw_port_class(m.slot, bucket, IC_FW_DIM_SPORT, sport, &m.classes[2]) ||
+	    ic_fw_port_class(m.slot, bucket, IC_FW_DIM_DPORT, dport, &m.classes[3]))
+		return -1;
 #pragma unroll
 	for (int s = 0; s < IC_FW_SUMMARY_WORDS; s++)
 		m.summary[s] = ~0ULL;
 #pragma unroll
 	for (int d = 0; d < 4; d++) {
-		__u64 skey = ((__u64)slot << 32) | m.classes[d];
+		__u64 skey = ((__u64)m.slot << 32) | m.classes[d];
 		struct ic_fw_summary *sum = bpf_map_lookup_elem(&ic_fw_summaries, &skey);
 
 		if (!sum)
-			return NULL;
+			return -1;
 #pragma unroll
 		for (int s = 0; s < IC_FW_SUMMARY_WORDS; s++)
 			m.summary[s] &= sum->words[s];
 	}
 	/* At most 256 candidate words: every bitmap has IC_FW_SUMMARY_WORDS * 64. */
 	bpf_loop(IC_FW_SUMMARY_WORDS * 64, ic_fw_scan, &m, 0);
-	if (!m.found)
+	if (!m.found || m.bit >= IC_FW_MAX_RULES)
+		return -1;
+	return (int)((m.slot * IC_FW_BUCKETS + bucket) * IC_FW_MAX_RULES + m.bit);
+}
+
+/* The first rule of `bucket` matching the packet, or NULL. */
+static __always_inline struct ic_fw_rule *ic_fw_classify(__u32 slot, __u32 bucket,
+							 struct ic_fw_pkt *p)
+{
+	int found = ic_fw_classify_key(slot, bucket, p);
+	__u32 key;
+
+	if (found < 0)
 		return NULL;
-	key = (slot * IC_FW_BUCKETS + bucket) * IC_FW_MAX_RULES + m.bit;
+	key = (__u32)found;
 	return bpf_map_lookup_elem(&ic_fw_rules, &key);
 }
 
@@ -707,7 +724,7 @@ static __noinline void ic_fw_flow_report(const struct ic_ct_key *k, const struct
  * opens a connection or is not tracked: IC_FW_ACCEPT, IC_FW_DROP or IC_FW_REJECT. A
  * rule whose rate limit is spent drops (without an answer). A logged rule reports. */
 static __always_inline int ic_fw_decide(const struct ic_fw_config *cfg, int inbound,
-					const struct ic_fw_pkt *p, __u64 len, __u32 ifindex,
+					struct ic_fw_pkt *p, __u64 len, __u32 ifindex,
 					__u32 *rule_id, int *record)
 {
 	struct ic_fw_rule *rule = ic_fw_classify(cfg->slot & 1, ic_fw_bucket(inbound, p->proto), p);

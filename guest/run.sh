@@ -88,6 +88,9 @@ cargo build --quiet -p ironclad-sentinel --example sentinel_agent
 cargo build --quiet -p full_firewall -p embed_agent
 TESTS=$(cargo test --quiet -p ironclad-sentinel --test sentinel_guest --no-run --message-format=json | executable sentinel_guest | tail -n 1)
 [[ -x "$TESTS" ]] || { echo "could not find the sentinel_guest test binary" >&2; exit 1; }
+# The stateful firewall on the guest kernels (its verifier, its programs, tcx's absence).
+FW_TESTS=$(cargo test --quiet -p ironclad-bpf --test firewall_guest --no-run --message-format=json | executable firewall_guest | tail -n 1)
+[[ -x "$FW_TESTS" ]] || { echo "could not find the firewall_guest test binary" >&2; exit 1; }
 BENCHES=
 if ((BENCH)); then
     BENCHES=$(cargo bench --quiet -p ironclad-benches --bench sentinel --no-run --message-format=json | executable sentinel | tail -n 1)
@@ -108,7 +111,10 @@ cd "$ROOT"
 mount -t bpf bpf /sys/fs/bpf 2>/dev/null || true
 echo "guest kernel: \$(uname -r); LSMs: \$(cat /sys/kernel/security/lsm)"
 IRONCLAD_GUEST=1 "$TESTS" --ignored --test-threads=1 ${GUEST_FILTER:-}
-echo "\$?" > "$out/rc"
+rc=\$?
+(cd "$ROOT/ironclad-bpf" && IRONCLAD_GUEST=1 "$FW_TESTS" --ignored --test-threads=1 ${GUEST_FILTER:-})
+fw=\$?
+echo "\$(( rc | fw ))" > "$out/rc"
 if [[ -n "$BENCHES" ]]; then
     IRONCLAD_GUEST=1 IRONCLAD_FIGURES="$out/figures.jsonl" "$BENCHES" --bench --warm-up-time 1 --measurement-time 3 --noplot
     echo "\$?" > "$out/bench-rc"

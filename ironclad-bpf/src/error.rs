@@ -108,6 +108,20 @@ pub enum BpfError {
         expected: String,
     },
 
+    /// The running kernel is older than a feature needs.
+    #[error("{feature} needs Linux {needs} or newer; this kernel is {running}")]
+    KernelTooOld {
+        /// What needs it.
+        feature: &'static str,
+        /// The first kernel release that has it.
+        needs: &'static str,
+        /// The running kernel's release (`uname -r`).
+        running: String,
+        /// What the kernel answered.
+        #[source]
+        source: Option<KernelError>,
+    },
+
     /// A map the caller named does not exist in the object.
     #[error("BPF object `{object}` has no map `{map}`")]
     NoSuchMap {
@@ -346,6 +360,10 @@ impl BpfError {
             | Self::Map { source, .. }
             | Self::Attach { source, .. }
             | Self::Pin {
+                source: Some(source),
+                ..
+            }
+            | Self::KernelTooOld {
                 source: Some(source),
                 ..
             } => source.errno(),

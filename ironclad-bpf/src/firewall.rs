@@ -660,10 +660,21 @@ impl Firewall {
                 name,
                 &result,
             );
-            let link = result.map_err(|source| BpfError::Attach {
-                program: name.to_string(),
-                target: format!("tcx {point} on {iface}"),
-                source: source.into(),
+            let link = result.map_err(|source| {
+                let source: crate::error::KernelError = source.into();
+                match older_than_tcx() {
+                    Some(running) => BpfError::KernelTooOld {
+                        feature: "the stateful firewall (tcx hooks)",
+                        needs: "6.6",
+                        running,
+                        source: Some(source),
+                    },
+                    None => BpfError::Attach {
+                        program: name.to_string(),
+                        target: format!("tcx {point} on {iface}"),
+                        source,
+                    },
+                }
             })?;
             links.push((name, link));
         }
@@ -1053,6 +1064,18 @@ fn attach_tcx(
             std::io::Error::last_os_error().raw_os_error().unwrap_or(22),
         )),
     }
+}
+
+/// The running kernel's release when it is older than 6.6, the first with tcx links
+/// (an attach that failed there failed for that reason, not for its arguments).
+fn older_than_tcx() -> Option<String> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    let release = release.trim().to_string();
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse::<u32>().ok());
+    let version = (numbers.next()?, numbers.next()?);
+    (version < (6, 6)).then_some(release)
 }
 
 /// The bucket of a direction and packet protocol (`ic_fw_bucket` in C).

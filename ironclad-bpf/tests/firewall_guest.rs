@@ -1,0 +1,99 @@
+//! The stateful firewall on the guest kernels of `guest/kernels` (Debian's 6.1 among
+//! them), which this machine's kernel cannot stand for: the programs pass that
+//! kernel's verifier, the classifier and connection tracking decide packets there
+//! (BPF_PROG_TEST_RUN), and attaching, which needs tcx links (Linux 6.6), fails with
+//! an error that says so instead of a bare EINVAL. `guest/run.sh` (part of
+//! `./dev.sh test`) runs these with `--ignored` inside each guest.
+
+#![allow(
+    clippy::expect_used,
+    reason = "test helpers fail the test with a message"
+)]
+
+use ironclad_bpf::{BpfError, Firewall, FirewallSettings, Loader};
+use ironclad_policy::error::Origin;
+use ironclad_policy::firewall::{Direction, FwAction, FwProto, FwRule};
+use ironclad_testing::{frames, BpffsDir};
+
+/// tcx verdicts as the programs return them.
+const PASS: i32 = -1;
+const DROP: i32 = 2;
+
+fn release() -> (u32, u32) {
+    let text = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    let mut n = text
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
+    (n.next().expect("major"), n.next().expect("minor"))
+}
+
+#[test]
+#[ignore = "guest kernels: runs in QEMU (guest/run.sh, part of ./dev.sh test)"]
+fn the_firewall_loads_and_decides_on_the_guest_kernel_and_names_what_tcx_needs() {
+    assert!(
+        std::env::var_os("IRONCLAD_GUEST").is_some(),
+        "runs inside a guest kernel: use guest/run.sh"
+    );
+    let pins = BpffsDir::new("fwguest").expect("bpffs");
+    let loader = Loader::builder()
+        .pin_root(pins.path())
+        .build()
+        .expect("loader");
+    // The verifier of this kernel accepts both programs (6.1's stopped at its 1M
+    // instruction budget before the classifier became one global function).
+    let firewall = Firewall::load(&loader).expect("the firewall loads on this kernel");
+    let mut ssh = FwRule::new(
+        Origin::field("firewall.rules[0]"),
+        Direction::In,
+        FwProto::Tcp,
+    );
+    ssh.src = vec!["10.0.0.0/24".parse().expect("net")];
+    ssh.dport = vec![(22, 22)];
+    ssh.action = FwAction::Accept;
+    firewall
+        .apply(&FirewallSettings::default().drop_inbound(true), &[ssh])
+        .expect("apply");
+    let run = |src: &str, dport: u16, flags: u8| {
+        let frame = frames::l4(
+            src.parse().expect("src"),
+            "10.0.0.1".parse().expect("dst"),
+            6,
+            40000,
+            dport,
+            flags,
+        );
+        firewall
+            .object()
+            .test_run("ic_fw_in", &frame, 1)
+            .expect("test run")
+            .return_value as i32
+    };
+    assert_eq!(run("10.0.0.9", 22, 0x02), PASS, "an admitted SYN");
+    assert_eq!(run("10.0.1.9", 22, 0x02), DROP, "a SYN from elsewhere");
+    assert_eq!(run("10.0.0.9", 23, 0x02), DROP, "a SYN to another port");
+    assert_eq!(
+        run("10.0.0.9", 22, 0x10),
+        PASS,
+        "the admitted connection's ACK"
+    );
+    assert_eq!(
+        run("10.0.0.8", 22, 0x10),
+        DROP,
+        "a bare ACK of no connection"
+    );
+    assert_eq!(firewall.connections().expect("connections").len(), 1);
+
+    let attached = firewall.attach("lo");
+    if release() < (6, 6) {
+        match attached {
+            Err(e @ BpfError::KernelTooOld { needs: "6.6", .. }) => {
+                let text = e.to_string();
+                assert!(text.contains("needs Linux 6.6"), "{text}");
+            }
+            other => panic!("tcx before 6.6 must be refused as too old: {other:?}"),
+        }
+    } else {
+        let attachment = attached.expect("tcx attaches from 6.6 on");
+        attachment.detach().expect("detach");
+    }
+}
