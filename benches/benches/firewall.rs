@@ -18,6 +18,11 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+
+#[path = "support/fw_veth.rs"]
+mod fw_veth;
+#[path = "support/veth.rs"]
+mod veth;
 use ironclad_benches::figures::{record, Unit};
 use ironclad_benches::Baseline;
 use ironclad_bpf::{Firewall, FirewallSettings, Loader};
@@ -206,5 +211,5 @@ fn summary(_: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, summary);
+criterion_group!(benches, summary, fw_veth::veth);
 criterion_main!(benches);

@@ -42,6 +42,8 @@ use ironclad_policy::shield::Ipv4Lookup;
 
 #[path = "support/nftables.rs"]
 mod nftables;
+#[path = "support/veth.rs"]
+mod veth;
 
 const SIZES: [usize; 4] = [1, 1_000, 100_000, 1_000_000];
 

@@ -6,7 +6,8 @@
  * processing (XDP or the netdev ingress hook) runs in this thread's softirq, so the time
  * covers the whole path.
  *
- * usage: blast IFNAME COUNT DSTMAC SRCFILE
+ * usage: blast IFNAME COUNT DSTMAC SRCFILE [DSTIP SPORT DPORT]
+ * (the destination defaults to 10.231.0.1, the ports to 40000 -> 9)
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -55,10 +56,15 @@ int main(int argc, char **argv)
 	FILE *f;
 	int fd;
 
-	if (argc != 5 ||
+	struct in_addr daddr = { .s_addr = htonl(0x0ae70001) }; /* 10.231.0.1 */
+	unsigned int sport = 40000, dport = 9;
+
+	if ((argc != 5 && argc != 8) ||
+	    (argc == 8 && (inet_pton(AF_INET, argv[5], &daddr) != 1 ||
+			   sscanf(argv[6], "%u", &sport) != 1 || sscanf(argv[7], "%u", &dport) != 1)) ||
 	    sscanf(argv[3], "%hhx:%hhx:%hhx:%hhx:%hhx:%hhx", &dst[0], &dst[1], &dst[2], &dst[3],
 		   &dst[4], &dst[5]) != 6) {
-		fprintf(stderr, "usage: blast IFNAME COUNT DSTMAC SRCFILE\n");
+		fprintf(stderr, "usage: blast IFNAME COUNT DSTMAC SRCFILE [DSTIP SPORT DPORT]\n");
 		return 2;
 	}
 	count = strtoull(argv[2], NULL, 10);
@@ -97,10 +103,10 @@ int main(int argc, char **argv)
 		ip->protocol = IPPROTO_UDP;
 		ip->tot_len = htons(FRAME - 14);
 		ip->saddr = a.s_addr;
-		ip->daddr = htonl(0x0ae70001); /* 10.231.0.1 */
+		ip->daddr = daddr.s_addr;
 		ip->check = csum(ip, sizeof(*ip));
-		udp->source = htons(40000);
-		udp->dest = htons(9);
+		udp->source = htons((uint16_t)sport);
+		udp->dest = htons((uint16_t)dport);
 		udp->len = htons(FRAME - 34);
 		n++;
 	}

@@ -11,9 +11,8 @@
 
 use std::cell::Cell;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Instant;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use ipnetwork::Ipv4Network;
@@ -24,37 +23,10 @@ use ironclad_policy::shield::Ipv4Lookup;
 use ironclad_testing::rules::{addr_in_v4, Rng};
 use ironclad_testing::{NetNs, VethPair};
 
+use crate::veth::{build_c, mac_of, sh, Blast};
+
 const SIZES: [usize; 2] = [100_000, 1_000_000];
 const SOURCES: usize = 4096;
-
-fn sh(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Compiles the sender into `dir`.
-fn build_sender(dir: &Path) -> PathBuf {
-    let bin = dir.join("blast");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/support/blast.c");
-    sh(
-        "cc",
-        &[
-            "-O2",
-            "-o",
-            &bin.display().to_string(),
-            &src.display().to_string(),
-        ],
-    );
-    bin
-}
 
 /// Writes 4,096 source addresses, each inside one of `rules`, one per line.
 fn write_sources(path: &Path, rules: &[Ipv4Network]) {
@@ -83,35 +55,6 @@ fn write_ruleset(path: &Path, device: &str, rules: &[Ipv4Network]) {
          policy accept; ip saddr @deny counter drop; }}\n}}\n"
     ));
     std::fs::write(path, text).unwrap_or_else(|e| panic!("{e}"));
-}
-
-struct Blast<'a> {
-    ns: &'a NetNs,
-    bin: &'a Path,
-    iface: &'a str,
-    mac: String,
-    sources: &'a Path,
-}
-
-impl Blast<'_> {
-    /// Sends `count` frames; returns the sender's own time.
-    fn send(&self, count: u64) -> Duration {
-        let out = self
-            .ns
-            .exec(&[
-                &self.bin.display().to_string(),
-                self.iface,
-                &count.to_string(),
-                &self.mac,
-                &self.sources.display().to_string(),
-            ])
-            .unwrap_or_else(|e| panic!("blast: {e}"));
-        let ns: u64 = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .unwrap_or_else(|e| panic!("blast output: {e}"));
-        Duration::from_nanos(ns)
-    }
 }
 
 /// Packets the Shield has dropped (its `dropped` total).
@@ -143,14 +86,11 @@ fn nft_dropped() -> u64 {
 /// The veth comparison (registered in `shield.rs`'s criterion group).
 pub(crate) fn veth_drop(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let bin = build_sender(dir.path());
+    let bin = build_c(dir.path(), "blast");
     let ns = NetNs::new("nftb").unwrap_or_else(|e| panic!("netns: {e}"));
     let veth = VethPair::new(&ns, &["10.231.0.1/24"], &["10.231.0.2/24"])
         .unwrap_or_else(|e| panic!("veth: {e}"));
-    let mac = std::fs::read_to_string(format!("/sys/class/net/{}/address", veth.host()))
-        .unwrap_or_else(|e| panic!("{e}"))
-        .trim()
-        .to_string();
+    let mac = mac_of(veth.host());
     let mut group = c.benchmark_group("veth_drop");
     group.throughput(Throughput::Elements(1));
     group.sample_size(10);
@@ -164,6 +104,7 @@ pub(crate) fn veth_drop(c: &mut Criterion) {
             iface: veth.peer(),
             mac: mac.clone(),
             sources: &sources,
+            to: Vec::new(),
         };
         // The Shield, attached to the host end.
         {
