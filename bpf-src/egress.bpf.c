@@ -6,10 +6,14 @@
  * Who is connecting is the process's executable identity (device, inode, modification time
  * of the file it executed, tracked on exec/fork/exit and seeded from /proc), its comm,
  * uid and cgroup. Rules are indexed by identity value: for one connect the program looks
- * at the rules of at most five keys (any, exe, comm, uid, cgroup), each a short sorted
- * list, and takes the first rule in policy order that matches destination, port and
- * protocol. IPv4 and IPv4-mapped IPv6 destinations are both compared as IPv4-mapped
- * addresses, so an AF_INET6 socket cannot bypass IPv4 rules.
+ * at the rules of at most five keys (any, exe, comm, uid, cgroup). Each key's rules are
+ * compiled into the stateful firewall's bit-vector classifier (lib/bitvec.h) per
+ * protocol: the destination and the port each name a class, a bitmap of the key's rules,
+ * and the lowest bit of their AND whose rule also matches the rest of the caller's
+ * identity (uid, cgroup, comm, ancestry) is the key's first match, in a fixed number of
+ * lookups however many rules share the key. The first of the keys' matches in policy
+ * order decides. IPv4 and IPv4-mapped IPv6 destinations are both compared as
+ * IPv4-mapped addresses, so an AF_INET6 socket cannot bypass IPv4 rules.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -17,6 +21,7 @@
 #include <bpf/bpf_tracing.h>
 #include "ironclad.h"
 #include "proctable.h"
+#include "bitvec.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -36,6 +41,47 @@ struct {
 	__type(key, struct ic_egress_key);
 	__type(value, struct ic_egress_bucket);
 } ic_egress_index0 SEC(".maps"), ic_egress_index1 SEC(".maps");
+
+/* The keys' classes, both generations (see struct ic_egress_bucket in ironclad.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, IC_FW_MAX_PREFIXES);
+	__type(key, struct ic_fw_addr_key);
+	__type(value, __u32);
+} ic_egress_addr SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, IC_FW_MAX_PIECES);
+	__type(key, struct ic_fw_port_key);
+	__type(value, __u32);
+} ic_egress_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, IC_FW_MAX_WORDS);
+	__type(key, struct ic_fw_word_key);
+	__type(value, __u64);
+} ic_egress_words SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, IC_EGRESS_CLASSES);
+	__type(key, __u64);
+	__type(value, struct ic_fw_summary);
+} ic_egress_summaries SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 2 * IC_EGRESS_PROTOS * IC_EGRESS_MAX_RULES);
+	__type(key, __u32);
+	__type(value, __u32);
+} ic_egress_slots SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -99,10 +145,20 @@ struct ic_conn {
 	__u8 known;  /* the executable is known */
 	__u8 dst[16];
 	__u8 comm[16];
-	/* search state */
-	void *rules;
-	struct ic_egress_bucket *bucket;
-	__u32 best;  /* lowest matching rule index so far */
+	__u32 gen;   /* the live generation */
+	__u32 pidx;  /* the classifier bucket: 0 tcp, 1 udp, 2 other */
+};
+
+/* One identity key's scan (bpf_loop's context, on the stack of ic_search_key). */
+struct ic_scan {
+	__u64 summary[IC_FW_SUMMARY_WORDS];
+	__u64 hits;  /* the current word's bits not looked at yet */
+	struct ic_conn *c;
+	__u32 classes[2]; /* the destination's and the port's class */
+	__u32 word;  /* the current word */
+	__u32 id;    /* the key's id */
+	__u32 best;  /* lowest matching rule slot so far */
+	__u32 _pad;
 };
 
 static __always_inline void ic_total(__u32 index)
@@ -190,35 +246,128 @@ static __always_inline int ic_rule_matches(struct ic_egress_rule *r, struct ic_c
 	return 1;
 }
 
-/* bpf_loop callback over one bucket's rule indices (ascending). */
-static long ic_scan_bucket(__u64 i, struct ic_conn *c)
+/* Whether the rule at `slot_key` in ic_egress_slots is the caller's: its slot when the
+ * rule also matches the rest of the caller's identity, 0 when it does not, -1 when the
+ * slot is not before `best` (bits ascend in policy order, so no later bit can win). A
+ * global function: the verifier checks it once. */
+__attribute__((noinline)) int ic_candidate(struct ic_conn *c, __u32 slot_key, __u32 best)
 {
 	struct ic_egress_rule *rule;
-	__u32 idx;
+	__u32 slot;
+	__u32 *found;
 
-	if (!c->bucket || i >= IC_EGRESS_BUCKET || i >= c->bucket->count)
+	if (!c)
+		return -1;
+	found = bpf_map_lookup_elem(&ic_egress_slots, &slot_key);
+	if (!found)
+		return 0;
+	slot = *found;
+	if (slot == 0 || slot >= best)
+		return -1;
+	rule = bpf_map_lookup_elem(c->gen & 1 ? (void *)&ic_egress_rules1 : (void *)&ic_egress_rules0,
+				   &slot);
+	if (!rule || !ic_rule_matches(rule, c))
+		return 0;
+	return (int)slot;
+}
+
+/* bpf_loop callback, one step of a key's scan: with no bit left of the current word,
+ * the next candidate word (its AND); else the word's lowest bit, checked against the
+ * rest of the caller's identity. One step per call keeps loops out of the callback. */
+static long ic_scan_step(__u64 i, struct ic_scan *s)
+{
+	struct ic_conn *c = s->c;
+	int verdict;
+	__u32 w, bit;
+
+	if (!c)
 		return 1;
-	idx = c->bucket->idx[i & (IC_EGRESS_BUCKET - 1)];
-	if (idx >= c->best)
-		return 1; /* sorted: nothing later can win */
-	rule = bpf_map_lookup_elem(c->rules, &idx);
-	if (rule && ic_rule_matches(rule, c)) {
-		c->best = idx;
+	if (!s->hits) {
+		if (!ic_bv_next_word(s->summary, &w))
+			return 1;
+		s->word = w;
+		s->hits = ic_bv_word(&ic_egress_words, c->gen & 1, s->classes, 2, w);
+		return 0;
+	}
+	bit = s->word * 64 + ic_lowest_bit(s->hits);
+	s->hits &= s->hits - 1;
+	verdict = ic_candidate(c,
+			       (c->gen & 1) << 31 | (c->pidx & 3) << 29 | (s->id & 0x7fff) << 14 |
+				       (bit & 0x3fff),
+			       s->best);
+	if (verdict < 0)
+		return 1;
+	if (verdict > 0) {
+		s->best = (__u32)verdict;
 		return 1;
 	}
 	return 0;
 }
 
-static __always_inline void ic_search(void *index, struct ic_egress_key *key, struct ic_conn *c)
+/* The slot of the first rule of the caller's identity key of `kind` that matches the
+ * caller, when it comes before `best`; else `best`. A global function, so the verifier
+ * checks the classifier once rather than at each of the five keys (older verifiers ran
+ * out of their one-million-instruction budget). */
+__attribute__((noinline)) __u32 ic_search_key(struct ic_conn *c, __u32 kind, __u32 best)
 {
-	c->bucket = bpf_map_lookup_elem(index, key);
-	if (c->bucket)
-		bpf_loop(IC_EGRESS_BUCKET, ic_scan_bucket, c, 0);
+	struct ic_egress_key key = { .kind = kind };
+	struct ic_scan s = { .c = c, .best = best };
+	struct ic_egress_bucket *b;
+	__u8 tag[4];
+
+	if (!c)
+		return best;
+	switch (kind) {
+	case IC_KEY_ANY:
+		break;
+	case IC_KEY_EXE:
+		__builtin_memcpy(key.value, &c->exe, sizeof(c->exe));
+		break;
+	case IC_KEY_COMM:
+		__builtin_memcpy(key.value, c->comm, 16);
+		break;
+	case IC_KEY_UID:
+		__builtin_memcpy(key.value, &c->uid, sizeof(c->uid));
+		break;
+	case IC_KEY_CGROUP:
+		__builtin_memcpy(key.value, &c->cgroup, sizeof(c->cgroup));
+		break;
+	default:
+		return best;
+	}
+	b = bpf_map_lookup_elem(c->gen & 1 ? (void *)&ic_egress_index1 : (void *)&ic_egress_index0,
+				&key);
+	if (!b)
+		return best;
+	s.id = b->id & 0x7fff;
+	tag[0] = c->gen & 1;
+	tag[1] = (c->pidx & 3) | IC_FW_DIM_DST << 2;
+	tag[2] = s.id >> 8;
+	tag[3] = s.id & 0xff;
+	if (ic_bv_addr_class(&ic_egress_addr, tag, c->dst, &s.classes[0]))
+		return best;
+	tag[1] = (c->pidx & 3) | IC_FW_DIM_DPORT << 2;
+	if (ic_bv_port_class(&ic_egress_ports, tag, c->port, &s.classes[1]))
+		return best;
+	if (ic_bv_summaries(&ic_egress_summaries, c->gen & 1, s.classes, 2, s.summary))
+		return best;
+	/* The first candidate word here, not in the callback: verifiers before 6.7 check a
+	 * bpf_loop callback as if it ran once, from the state it is first called in, and
+	 * drop the code that state cannot reach (with hits a known 0, every bit check). */
+	if (!ic_bv_next_word(s.summary, &s.word))
+		return best;
+	s.hits = ic_bv_word(&ic_egress_words, c->gen & 1, s.classes, 2, s.word);
+	/* Every candidate word, then each of its bits: at most 256 + 16384 steps. */
+	bpf_loop(IC_FW_SUMMARY_WORDS * 64 * 65, ic_scan_step, &s, 0);
+	return s.best;
 }
 
 static __always_inline int ic_rate_ok(struct ic_egress_config *cfg, struct ic_conn *c)
 {
 	struct ic_conn_bucket *b;
+	/* A key on this stack: older kernels take no map key from a global function's
+	 * memory argument. */
+	struct ic_proc_exe exe = c->exe;
 	__s64 cap;
 	__u64 now;
 
@@ -226,13 +375,13 @@ static __always_inline int ic_rate_ok(struct ic_egress_config *cfg, struct ic_co
 		return 1;
 	now = bpf_ktime_get_ns();
 	cap = (__s64)cfg->rate_burst * IC_NS;
-	b = bpf_map_lookup_elem(&ic_egress_rate, &c->exe);
+	b = bpf_map_lookup_elem(&ic_egress_rate, &exe);
 	if (!b) {
 		struct ic_conn_bucket fresh = { .tokens = cap - IC_NS, .last_ns = now };
 
 		if (cap < IC_NS)
 			return 0;
-		bpf_map_update_elem(&ic_egress_rate, &c->exe, &fresh, BPF_NOEXIST);
+		bpf_map_update_elem(&ic_egress_rate, &exe, &fresh, BPF_NOEXIST);
 		return 1;
 	}
 	if (now > b->last_ns) {
@@ -287,22 +436,16 @@ static __always_inline void ic_report(struct ic_conn *c, __u32 rule_id, __u8 ver
 
 /* Returns 1 to let the call proceed, 0 to fail it with EPERM. A global function: the
  * verifier checks it once, not once per hook. */
-__attribute__((noinline)) int ic_decide(struct ic_conn *in, __u8 hook, int is_connect)
+__attribute__((noinline)) int ic_decide(struct ic_conn *c, __u8 hook, int is_connect)
 {
-	/* bpf_loop's context must live on this function's stack. */
-	struct ic_conn stack_copy;
-	struct ic_conn *c = &stack_copy;
-	__u32 zero = 0, tgid = bpf_get_current_pid_tgid() >> 32;
+	__u32 zero = 0, tgid = bpf_get_current_pid_tgid() >> 32, best = IC_EGRESS_MAX_RULES;
 	struct ic_egress_config *cfg = bpf_map_lookup_elem(&ic_egress_config, &zero);
-	struct ic_egress_key key = {};
 	struct ic_proc_info *info;
 	struct ic_egress_rule *rule = NULL;
 	__u8 action;
-	void *index;
 
-	if (!cfg || !in)
+	if (!cfg || !c)
 		return 1;
-	stack_copy = *in;
 	info = bpf_map_lookup_elem(&ic_procs, &tgid);
 	if (info) {
 		c->exe = info->exe;
@@ -315,40 +458,20 @@ __attribute__((noinline)) int ic_decide(struct ic_conn *in, __u8 hook, int is_co
 	c->uid = bpf_get_current_uid_gid();
 	c->cgroup = bpf_get_current_cgroup_id();
 	bpf_get_current_comm(c->comm, sizeof(c->comm));
-	c->best = IC_EGRESS_MAX_RULES;
-	if (cfg->generation) {
-		c->rules = &ic_egress_rules1;
-		index = &ic_egress_index1;
-	} else {
-		c->rules = &ic_egress_rules0;
-		index = &ic_egress_index0;
-	}
+	c->gen = cfg->generation & 1;
+	c->pidx = c->proto == IPPROTO_TCP ? 0 : c->proto == IPPROTO_UDP ? 1 : 2;
 
-	key.kind = IC_KEY_ANY;
-	ic_search(index, &key, c);
-	if (c->known) {
-		key.kind = IC_KEY_EXE;
-		__builtin_memcpy(key.value, &c->exe, sizeof(c->exe));
-		ic_search(index, &key, c);
-	}
-	__builtin_memset(key.value, 0, sizeof(key.value));
-	key.kind = IC_KEY_COMM;
-	__builtin_memcpy(key.value, c->comm, 16);
-	ic_search(index, &key, c);
-	__builtin_memset(key.value, 0, sizeof(key.value));
-	key.kind = IC_KEY_UID;
-	__builtin_memcpy(key.value, &c->uid, sizeof(c->uid));
-	ic_search(index, &key, c);
-	__builtin_memset(key.value, 0, sizeof(key.value));
-	key.kind = IC_KEY_CGROUP;
-	__builtin_memcpy(key.value, &c->cgroup, sizeof(c->cgroup));
-	ic_search(index, &key, c);
+	best = ic_search_key(c, IC_KEY_ANY, best);
+	if (c->known)
+		best = ic_search_key(c, IC_KEY_EXE, best);
+	best = ic_search_key(c, IC_KEY_COMM, best);
+	best = ic_search_key(c, IC_KEY_UID, best);
+	best = ic_search_key(c, IC_KEY_CGROUP, best);
 
-	if (c->best < IC_EGRESS_MAX_RULES) {
-		__u32 best = c->best;
-
-		rule = bpf_map_lookup_elem(c->rules, &best);
-	}
+	if (best < IC_EGRESS_MAX_RULES)
+		rule = bpf_map_lookup_elem(c->gen ? (void *)&ic_egress_rules1
+						  : (void *)&ic_egress_rules0,
+					   &best);
 	if (rule) {
 		__u32 id = rule->rule_id;
 		__u64 *count = bpf_map_lookup_elem(&ic_egress_counters, &id);

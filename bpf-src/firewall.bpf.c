@@ -35,6 +35,7 @@
 #include <bpf/bpf_endian.h>
 #include "ironclad.h"
 #include "parse.h"
+#include "bitvec.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -385,62 +386,6 @@ static __always_inline void ic_ct_tcp(struct ic_ct_entry *e, __u8 flags, int ori
 		e->state = IC_CT_ESTABLISHED;
 }
 
-/* The index of the lowest set bit of a non-zero word (BPF has no ctz instruction). */
-static __always_inline __u32 ic_lowest_bit(__u64 w)
-{
-	__u32 n = 0;
-
-	w &= -w;
-	if (w & 0xffffffff00000000ULL)
-		n += 32;
-	if (w & 0xffff0000ffff0000ULL)
-		n += 16;
-	if (w & 0xff00ff00ff00ff00ULL)
-		n += 8;
-	if (w & 0xf0f0f0f0f0f0f0f0ULL)
-		n += 4;
-	if (w & 0xccccccccccccccccULL)
-		n += 2;
-	if (w & 0xaaaaaaaaaaaaaaaaULL)
-		n += 1;
-	return n;
-}
-
-static __always_inline int ic_fw_addr_class(__u8 slot, __u8 bucket, __u8 dim,
-					    const __u8 addr[16], __u32 *class_id)
-{
-	struct ic_fw_addr_key key = {
-		.prefixlen = 32 + 128,
-		.tag = { slot, bucket, dim, 0 },
-	};
-	__u32 *c;
-
-	__builtin_memcpy(key.addr, addr, 16);
-	c = bpf_map_lookup_elem(&ic_fw_addr, &key);
-	if (!c)
-		return -1;
-	*class_id = *c;
-	return 0;
-}
-
-static __always_inline int ic_fw_port_class(__u8 slot, __u8 bucket, __u8 dim, __u16 value,
-					    __u32 *class_id)
-{
-	struct ic_fw_port_key key = {
-		.prefixlen = 32 + 16,
-		.tag = { slot, bucket, dim, 0 },
-	};
-	__u32 *c;
-
-	key.port[0] = value >> 8;
-	key.port[1] = value & 0xff;
-	c = bpf_map_lookup_elem(&ic_fw_ports, &key);
-	if (!c)
-		return -1;
-	*class_id = *c;
-	return 0;
-}
-
 struct ic_fw_match {
 	__u32 slot;
 	__u32 classes[4];
@@ -449,54 +394,21 @@ struct ic_fw_match {
 	int found;
 };
 
-/* One bitmap word w: the AND of the four classes' words. */
-static __always_inline __u64 ic_fw_word(struct ic_fw_match *m, __u32 w)
-{
-	__u64 acc = ~0ULL;
-
-#pragma unroll
-	for (int d = 0; d < 4; d++) {
-		struct ic_fw_word_key key = {
-			.class_id = m->classes[d],
-			.word = w,
-			.slot = m->slot,
-		};
-		__u64 *word = bpf_map_lookup_elem(&ic_fw_words, &key);
-
-		if (!word)
-			return 0;
-		acc &= *word;
-	}
-	return acc;
-}
-
-/* bpf_loop callback: candidate word number i (in summary order). Stops at the first
+/* bpf_loop callback: the next candidate word (in summary order). Stops at the first
  * word whose AND is not zero. */
 static long ic_fw_scan(__u32 i, void *ctx)
 {
 	struct ic_fw_match *m = ctx;
-	__u32 s;
-	__u64 sum, word;
+	__u32 w;
+	__u64 hits;
 
-	/* Find the i-th set bit's word lazily: take the lowest remaining candidate. */
-	for (s = 0; s < IC_FW_SUMMARY_WORDS; s++) {
-		if (m->summary[s & 3])
-			break;
-	}
-	if (s >= IC_FW_SUMMARY_WORDS)
+	if (!ic_bv_next_word(m->summary, &w))
 		return 1;
-	sum = m->summary[s & 3];
-	word = ic_lowest_bit(sum);
-	m->summary[s & 3] = sum & (sum - 1);
-	{
-		__u32 w = s * 64 + (__u32)word;
-		__u64 hits = ic_fw_word(m, w);
-
-		if (hits) {
-			m->bit = w * 64 + ic_lowest_bit(hits);
-			m->found = 1;
-			return 1;
-		}
+	hits = ic_bv_word(&ic_fw_words, m->slot, m->classes, 4, w);
+	if (hits) {
+		m->bit = w * 64 + ic_lowest_bit(hits);
+		m->found = 1;
+		return 1;
 	}
 	return 0;
 }
@@ -516,25 +428,23 @@ __attribute__((noinline)) int ic_fw_classify_key(__u32 slot, __u32 bucket, struc
 	icmp = p->proto == IC_IPPROTO_ICMP || p->proto == IC_IPPROTO_ICMPV6;
 	sport = icmp ? 0 : p->sport;
 	dport = icmp ? p->icmp_type : p->dport;
-	if (ic_fw_addr_class(m.slot, bucket, IC_FW_DIM_SRC, p->src, &m.classes[0]) ||
-	    ic_fw_addr_class(m.slot, bucket, IC_FW_DIM_DST, p->dst, &m.classes[1]) ||
-	    ic_fw_port_class(m.slot, bucket, IC_FW_DIM_SPORT, sport, &m.classes[2]) ||
-	    ic_fw_port_class(m.slot, bucket, IC_FW_DIM_DPORT, dport, &m.classes[3]))
-		return -1;
-#pragma unroll
-	for (int s = 0; s < IC_FW_SUMMARY_WORDS; s++)
-		m.summary[s] = ~0ULL;
-#pragma unroll
-	for (int d = 0; d < 4; d++) {
-		__u64 skey = ((__u64)m.slot << 32) | m.classes[d];
-		struct ic_fw_summary *sum = bpf_map_lookup_elem(&ic_fw_summaries, &skey);
+	{
+		__u8 tag[4] = { m.slot, bucket, IC_FW_DIM_SRC, 0 };
 
-		if (!sum)
+		if (ic_bv_addr_class(&ic_fw_addr, tag, p->src, &m.classes[0]))
 			return -1;
-#pragma unroll
-		for (int s = 0; s < IC_FW_SUMMARY_WORDS; s++)
-			m.summary[s] &= sum->words[s];
+		tag[2] = IC_FW_DIM_DST;
+		if (ic_bv_addr_class(&ic_fw_addr, tag, p->dst, &m.classes[1]))
+			return -1;
+		tag[2] = IC_FW_DIM_SPORT;
+		if (ic_bv_port_class(&ic_fw_ports, tag, sport, &m.classes[2]))
+			return -1;
+		tag[2] = IC_FW_DIM_DPORT;
+		if (ic_bv_port_class(&ic_fw_ports, tag, dport, &m.classes[3]))
+			return -1;
 	}
+	if (ic_bv_summaries(&ic_fw_summaries, m.slot, m.classes, 4, m.summary))
+		return -1;
 	/* At most 256 candidate words: every bitmap has IC_FW_SUMMARY_WORDS * 64. */
 	bpf_loop(IC_FW_SUMMARY_WORDS * 64, ic_fw_scan, &m, 0);
 	if (!m.found || m.bit >= IC_FW_MAX_RULES)

@@ -8,7 +8,11 @@
 //! firewall attached to that cgroup. Ten rules
 //! for this process's uid (none of which matches, so all are examined before the
 //! default) are present in both policies; the second adds 9,990 rules for other uids,
-//! which the kernel never looks at.
+//! which the kernel never looks at. `egress/connect/rules_0`: the hook with no rule
+//! (what deciding costs before any rule is looked at). `egress/connect/shared_1000` and `shared_10000`:
+//! that many rules all for this process's uid (the identity every rule shares), each
+//! `dst 10.X.Y.0/24 port P deny`, none matching the loopback listener: the rows the
+//! per-identity classifier is for (a scan of the identity's rules would grow with them).
 
 use std::net::UdpSocket;
 use std::path::Path;
@@ -30,6 +34,20 @@ fn policy(other_uids: u32) -> String {
         yaml.push_str(&format!(
             "    - uid: {}\n      dst: 10.0.0.0/8\n      action: deny\n",
             100_000 + uid
+        ));
+    }
+    yaml
+}
+
+/// `count` rules sharing this process's uid, none matching 127.0.0.1.
+fn shared(count: u32) -> String {
+    let mut yaml = String::from("egress:\n  default: allow\n  rules:\n");
+    for i in 0..count {
+        yaml.push_str(&format!(
+            "    - uid: 0\n      dst: 10.{}.{}.0/24\n      ports: {}\n      action: deny\n",
+            (i >> 8) & 0xff,
+            i & 0xff,
+            1000 + i % 5000
         ));
     }
     yaml
@@ -72,8 +90,14 @@ fn egress(c: &mut Criterion) {
     let _attached = firewall
         .attach(cgroup.path())
         .unwrap_or_else(|e| panic!("{e}"));
-    for (name, others) in [("rules_10", 0), ("rules_10000", 9_990)] {
-        let compiled = compile_str(&policy(others), Path::new("bench.yaml"))
+    for (name, yaml) in [
+        ("rules_0", String::from("egress:\n  default: allow\n")),
+        ("rules_10", policy(0)),
+        ("rules_10000", policy(9_990)),
+        ("shared_1000", shared(1_000)),
+        ("shared_10000", shared(10_000)),
+    ] {
+        let compiled = compile_str(&yaml, Path::new("bench.yaml"))
             .unwrap_or_else(|e| panic!("{e}"))
             .egress
             .unwrap_or_else(|| panic!("egress section"));

@@ -267,8 +267,9 @@ struct ic_tls_event {
 
 enum ic_egress_limits {
 	IC_EGRESS_MAX_RULES = 16384, /* rules per generation (index 0 unused) */
-	IC_EGRESS_BUCKET = 64,       /* rules sharing one identity key, at most */
 	IC_EGRESS_BUCKETS = 32768,   /* identity keys per generation */
+	IC_EGRESS_CLASSES = 1048576, /* classes (bitmaps) per generation, all keys */
+	IC_EGRESS_PROTOS = 3,        /* classifier buckets per key: tcp, udp, other */
 	IC_EGRESS_IDENTITIES = 65536,/* identities tracked by the connect rate limiter */
 	IC_EGRESS_MAX_ANCESTORS = 8, /* ancestors an ancestor rule can look at */
 };
@@ -383,11 +384,17 @@ struct ic_egress_key {
 	__u8 value[24];   /* exe: struct ic_proc_exe; comm: 16 bytes; uid: u32; cgroup: u64 */
 };
 
-/* The rules (indices into the rule array, ascending = policy order) for one key. */
+/* The rules of one identity key, compiled like the stateful firewall's
+ * (ironclad_policy::firewall::Classifier, bit vectors): per protocol (tcp, udp,
+ * other), the destination and the port each map to a class, a bitmap of the key's
+ * rules in policy order, in the maps ic_egress_addr (tag: generation, protocol and
+ * dimension, key id), ic_egress_ports, ic_egress_words and ic_egress_summaries; the
+ * lowest bit of the AND whose rule also matches the rest of the caller's identity
+ * decides. Bit b of protocol p of key id is rule slot ic_egress_slots[
+ * generation << 31 | p << 29 | id << 14 | b]. */
 struct ic_egress_bucket {
-	__u32 count;
-	__u32 _pad0;
-	__u16 idx[IC_EGRESS_BUCKET];
+	__u32 id;    /* host order; the key's id in this generation, < IC_EGRESS_BUCKETS */
+	__u32 rules; /* host order; how many rules the key has */
 };
 
 /* Runtime configuration (array map with one entry). */

@@ -40,7 +40,12 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use ironclad_core::abi::{EgressConfig, EgressTotal, ProcExe, ProcInfo, EGRESS_BUCKET};
+use ironclad_core::abi::{
+    EgressBucket, EgressConfig, EgressTotal, ProcExe, ProcInfo, FW_DIM_DPORT, FW_DIM_DST,
+};
+use ironclad_policy::firewall::{Direction, PacketProto};
+
+use crate::classes::{self, ClassImages};
 use ironclad_events::{Event, Fanout};
 use ironclad_policy::egress::{exe_identity, CompiledEgress};
 use libbpf_rs::Link;
@@ -250,6 +255,34 @@ impl EgressFirewall {
         for key in index_map.keys() {
             index_map.delete(&key)?;
         }
+        // The spare generation's classes and bit-to-slot entries, from an earlier policy.
+        let class_maps = (
+            self.object.map(names::egress::ic_egress_addr)?,
+            self.object.map(names::egress::ic_egress_ports)?,
+            self.object.map(names::egress::ic_egress_words)?,
+            self.object.map(names::egress::ic_egress_summaries)?,
+        );
+        let generation = u8::try_from(next).unwrap_or(0);
+        classes::clear_slot(
+            generation,
+            &class_maps.0,
+            &class_maps.1,
+            &class_maps.2,
+            &class_maps.3,
+        )?;
+        let slots_map = self.object.map(names::egress::ic_egress_slots)?;
+        let stale: Vec<Vec<u8>> = slots_map
+            .keys()
+            .into_iter()
+            .filter(|k| {
+                k.get(..4)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u32::from_ne_bytes)
+                    .is_some_and(|k| k >> 31 == next)
+            })
+            .collect();
+        slots_map.delete_many(stale.iter().map(Vec::as_slice))?;
+
         let rule_map = self.object.map(rules)?;
         let images: Vec<([u8; 4], Vec<u8>)> = policy
             .entries
@@ -261,22 +294,75 @@ impl EgressFirewall {
             })
             .collect();
         rule_map.update_many(images.iter().map(|(k, v)| (&k[..], &v[..])))?;
-        let buckets: Vec<([u8; 32], Vec<u8>)> = policy
-            .index
-            .iter()
-            .map(|(key, slots)| {
-                let mut bucket = ironclad_core::abi::EgressBucket {
-                    count: u32::try_from(slots.len().min(EGRESS_BUCKET)).unwrap_or(0),
-                    _pad0: 0,
-                    idx: [0; EGRESS_BUCKET],
-                };
-                for (i, slot) in slots.iter().take(EGRESS_BUCKET).enumerate() {
-                    bucket.idx[i] = *slot;
+
+        // Each identity key's classifier, tagged with the key's id (see struct
+        // ic_egress_bucket in ironclad.h).
+        let mut class_images = ClassImages::default();
+        let mut bit_slots: Vec<([u8; 4], [u8; 4])> = Vec::new();
+        let mut buckets: Vec<([u8; 32], [u8; EgressBucket::SIZE])> = Vec::new();
+        let mut first_class = 0u32;
+        for (id, (key, slots)) in policy.index.iter().enumerate() {
+            let id = u32::try_from(id).unwrap_or(u32::MAX);
+            let [_, _, hi, lo] = id.to_be_bytes();
+            buckets.push((
+                key.to_bytes(),
+                EgressBucket {
+                    id,
+                    rules: u32::try_from(slots.len()).unwrap_or(u32::MAX),
                 }
-                (key.to_bytes(), bucket.to_bytes())
-            })
-            .collect();
-        index_map.update_many(buckets.iter().map(|(k, v)| (&k[..], &v[..])))?;
+                .to_bytes(),
+            ));
+            let Some(classifier) = policy.classifiers.get(key) else {
+                continue;
+            };
+            for (pidx, proto) in [PacketProto::Tcp, PacketProto::Udp, PacketProto::Other]
+                .into_iter()
+                .enumerate()
+            {
+                let Some(bucket) = classifier.buckets.get(&(Direction::Out, proto)) else {
+                    continue;
+                };
+                let pidx = u8::try_from(pidx).unwrap_or(0);
+                class_images.push_addresses(
+                    [generation, pidx | FW_DIM_DST << 2, hi, lo],
+                    first_class,
+                    &bucket.dst,
+                    true,
+                );
+                class_images.push_pieces(
+                    [generation, pidx | FW_DIM_DPORT << 2, hi, lo],
+                    first_class,
+                    &bucket.dport.pieces,
+                );
+                for (bit, position) in bucket.rules.iter().enumerate() {
+                    if let Some(slot) = slots.get(*position) {
+                        let bit = u32::try_from(bit).unwrap_or(u32::MAX);
+                        let k = EgressBucket::slot_key(next, u32::from(pidx), id, bit);
+                        bit_slots.push((k.to_ne_bytes(), u32::from(*slot).to_ne_bytes()));
+                    }
+                }
+            }
+            // Class ids are the classifier's own, shifted past the keys before it.
+            class_images.push_classes(generation, first_class, &classifier.classes);
+            first_class = first_class
+                .saturating_add(u32::try_from(classifier.classes.len()).unwrap_or(u32::MAX));
+        }
+        let write = || -> Result<()> {
+            class_images.write(&class_maps.0, &class_maps.1, &class_maps.2, &class_maps.3)?;
+            classes::write_all(&slots_map, &bit_slots)?;
+            classes::write_all(&index_map, &buckets)
+        };
+        if let Err(e) = write() {
+            // The live generation was never touched; give the spare one's memory back.
+            let _ = classes::clear_slot(
+                generation,
+                &class_maps.0,
+                &class_maps.1,
+                &class_maps.2,
+                &class_maps.3,
+            );
+            return Err(e);
+        }
         let counters = self.object.map(names::egress::ic_egress_counters)?;
         for rule in &policy.rules {
             let cpus = counters

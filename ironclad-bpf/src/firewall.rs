@@ -28,22 +28,21 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 
-use ipnetwork::IpNetwork;
 use ironclad_core::abi::{
-    Counter, CtEntry, CtKey, CtState, FwAddrKey, FwConfig, FwFlowEvent, FwPortKey, FwRuleEntry,
-    FwSummary, FwTotal, FwWordKey, CT_F_INBOUND, CT_F_ORIG_LO, CT_F_RECORD, CT_F_RESET, FW_ACCEPT,
-    FW_BUCKETS, FW_DIM_DPORT, FW_DIM_DST, FW_DIM_SPORT, FW_DIM_SRC, FW_DROP, FW_END_FIN,
-    FW_END_RESET, FW_END_TIMEOUT, FW_FLOW_END, FW_FLOW_INBOUND, FW_F_DROP_IN, FW_F_DROP_OUT,
-    FW_F_DRY_RUN, FW_F_FLOWS, FW_F_STATEFUL, FW_MAX_RULES, FW_PROTOS, FW_REJECT, FW_RULE_FLOWS,
-    FW_RULE_LOG, FW_SUMMARY_WORDS,
+    Counter, CtEntry, CtKey, CtState, FwConfig, FwFlowEvent, FwRuleEntry, FwTotal, CT_F_INBOUND,
+    CT_F_ORIG_LO, CT_F_RECORD, CT_F_RESET, FW_ACCEPT, FW_BUCKETS, FW_DIM_DPORT, FW_DIM_DST,
+    FW_DIM_SPORT, FW_DIM_SRC, FW_DROP, FW_END_FIN, FW_END_RESET, FW_END_TIMEOUT, FW_FLOW_END,
+    FW_FLOW_INBOUND, FW_F_DROP_IN, FW_F_DROP_OUT, FW_F_DRY_RUN, FW_F_FLOWS, FW_F_STATEFUL,
+    FW_MAX_RULES, FW_PROTOS, FW_REJECT, FW_RULE_FLOWS, FW_RULE_LOG,
 };
 use ironclad_policy::firewall::{
-    Bucket, Classifier, Direction, FirewallPolicy, FwAction, FwRule, PacketProto,
+    Classifier, Direction, FirewallPolicy, FwAction, FwRule, PacketProto,
 };
 use libbpf_rs::{AsRawLibbpf, Link, MapCore, MapFlags, MapHandle};
 
 use crate::attach::ifindex;
 use crate::auditlog::{AuditAction, AuditLog};
+use crate::classes::{self, ClassImages};
 use crate::events::{EventReader, EventSource};
 use crate::loader::{LoadedObject, Loader};
 use crate::names::firewall as names;
@@ -439,15 +438,14 @@ impl Firewall {
         self.clear_slot(slot)?;
         let ids = self.assign_ids(live.slot & 1, rules)?;
 
-        let mut addr_entries: Vec<([u8; FwAddrKey::SIZE], u32)> = Vec::new();
-        let mut port_entries: Vec<([u8; FwPortKey::SIZE], u32)> = Vec::new();
+        let mut images = ClassImages::default();
         let mut rule_entries: Vec<(u32, FwRuleEntry)> = Vec::new();
         for ((direction, proto), bucket) in &classifier.buckets {
             let b = bucket_index(*direction, *proto);
-            push_addresses(&mut addr_entries, slot, b, FW_DIM_SRC, &bucket.src);
-            push_addresses(&mut addr_entries, slot, b, FW_DIM_DST, &bucket.dst);
-            push_pieces(&mut port_entries, slot, b, FW_DIM_SPORT, bucket);
-            push_pieces(&mut port_entries, slot, b, FW_DIM_DPORT, bucket);
+            images.push_addresses([slot, b, FW_DIM_SRC, 0], 0, &bucket.src, false);
+            images.push_addresses([slot, b, FW_DIM_DST, 0], 0, &bucket.dst, false);
+            images.push_pieces([slot, b, FW_DIM_SPORT, 0], 0, &bucket.sport.pieces);
+            images.push_pieces([slot, b, FW_DIM_DPORT, 0], 0, &bucket.dport.pieces);
             for (bit, index) in bucket.rules.iter().enumerate() {
                 let rule = &rules[*index];
                 let key = (next * FW_BUCKETS + u32::from(b)) * FW_MAX_RULES
@@ -471,48 +469,21 @@ impl Firewall {
                 ));
             }
         }
-        let mut word_entries: Vec<([u8; FwWordKey::SIZE], u64)> = Vec::new();
-        let mut summary_entries: Vec<(u64, FwSummary)> = Vec::new();
-        for (class, bitmap) in classifier.classes.iter().enumerate() {
-            let class = u32::try_from(class).unwrap_or(u32::MAX);
-            for (w, word) in bitmap.words.iter().enumerate().filter(|(_, w)| **w != 0) {
-                let key = FwWordKey {
-                    class_id: class,
-                    word: u16::try_from(w).unwrap_or(u16::MAX),
-                    slot,
-                    _pad0: 0,
-                };
-                word_entries.push((key.to_bytes(), *word));
-            }
-            let mut summary = FwSummary::default();
-            for (i, s) in bitmap.summary.iter().take(FW_SUMMARY_WORDS).enumerate() {
-                summary.words[i] = *s;
-            }
-            summary_entries.push(((u64::from(next) << 32) | u64::from(class), summary));
-        }
+        images.push_classes(slot, 0, &classifier.classes);
+        let rule_images: Vec<([u8; 4], [u8; FwRuleEntry::SIZE])> = rule_entries
+            .iter()
+            .map(|(k, r)| (k.to_ne_bytes(), r.to_bytes()))
+            .collect();
 
         let write = || -> Result<()> {
             let map = |name| self.object.map(name);
-            write_all(
+            images.write(
                 &map(names::ic_fw_addr)?,
-                &images(&addr_entries, |k| *k, |c| c.to_ne_bytes()),
-            )?;
-            write_all(
                 &map(names::ic_fw_ports)?,
-                &images(&port_entries, |k| *k, |c| c.to_ne_bytes()),
-            )?;
-            write_all(
                 &map(names::ic_fw_words)?,
-                &images(&word_entries, |k| *k, |w| w.to_ne_bytes()),
-            )?;
-            write_all(
                 &map(names::ic_fw_summaries)?,
-                &images(&summary_entries, |k| k.to_ne_bytes(), FwSummary::to_bytes),
             )?;
-            write_all(
-                &map(names::ic_fw_rules)?,
-                &images(&rule_entries, |k| k.to_ne_bytes(), FwRuleEntry::to_bytes),
-            )
+            classes::write_all(&map(names::ic_fw_rules)?, &rule_images)
         };
         if let Err(e) = write() {
             // The live slot was never touched; give the spare one's memory back.
@@ -533,11 +504,7 @@ impl Firewall {
             rules: rules.len(),
             buckets: classifier.buckets.len(),
             classes: classifier.classes.len(),
-            entries: addr_entries.len()
-                + port_entries.len()
-                + word_entries.len()
-                + summary_entries.len()
-                + rule_entries.len(),
+            entries: images.len() + rule_entries.len(),
             slot: next,
             ids,
         })
@@ -597,39 +564,13 @@ impl Firewall {
 
     /// Removes every class and rule of `slot`.
     fn clear_slot(&self, slot: u8) -> Result<()> {
-        let addr = self.object.map(names::ic_fw_addr)?;
-        let keys: Vec<Vec<u8>> = addr
-            .keys()
-            .into_iter()
-            .filter(|k| FwAddrKey::from_bytes(k).is_some_and(|k| k.tag[0] == slot))
-            .collect();
-        addr.delete_many(keys.iter().map(Vec::as_slice))?;
-        let ports = self.object.map(names::ic_fw_ports)?;
-        let keys: Vec<Vec<u8>> = ports
-            .keys()
-            .into_iter()
-            .filter(|k| FwPortKey::from_bytes(k).is_some_and(|k| k.tag[0] == slot))
-            .collect();
-        ports.delete_many(keys.iter().map(Vec::as_slice))?;
-        let words = self.object.map(names::ic_fw_words)?;
-        let keys: Vec<Vec<u8>> = words
-            .keys()
-            .into_iter()
-            .filter(|k| FwWordKey::from_bytes(k).is_some_and(|k| k.slot == slot))
-            .collect();
-        words.delete_many(keys.iter().map(Vec::as_slice))?;
-        let summaries = self.object.map(names::ic_fw_summaries)?;
-        let keys: Vec<Vec<u8>> = summaries
-            .keys()
-            .into_iter()
-            .filter(|k| {
-                k.get(..8)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u64::from_ne_bytes)
-                    .is_some_and(|k| k >> 32 == u64::from(slot))
-            })
-            .collect();
-        summaries.delete_many(keys.iter().map(Vec::as_slice))?;
+        classes::clear_slot(
+            slot,
+            &self.object.map(names::ic_fw_addr)?,
+            &self.object.map(names::ic_fw_ports)?,
+            &self.object.map(names::ic_fw_words)?,
+            &self.object.map(names::ic_fw_summaries)?,
+        )?;
         let rules = self.object.map(names::ic_fw_rules)?;
         let keys: Vec<Vec<u8>> = rules
             .keys()
@@ -1021,24 +962,6 @@ fn audited_link_pin(
     })
 }
 
-/// The key and value images of `entries`.
-fn images<K, T, const KS: usize, const VS: usize>(
-    entries: &[(K, T)],
-    key: impl Fn(&K) -> [u8; KS],
-    value: impl Fn(&T) -> [u8; VS],
-) -> Vec<([u8; KS], [u8; VS])> {
-    entries.iter().map(|(k, v)| (key(k), value(v))).collect()
-}
-
-/// Writes `entries` into `map` (one audit record for the batch).
-fn write_all<const KS: usize, const VS: usize>(
-    map: &crate::loader::AuditedMap<'_>,
-    entries: &[([u8; KS], [u8; VS])],
-) -> Result<()> {
-    map.update_many(entries.iter().map(|(k, v)| (&k[..], &v[..])))
-        .map(|_| ())
-}
-
 /// Attaches `prog` to `ifindex`'s tcx hook named by its section (`tcx/ingress`,
 /// `tcx/egress`). libbpf-rs has no tcx attach, so this calls libbpf's own.
 fn attach_tcx(
@@ -1092,77 +1015,6 @@ fn bucket_index(direction: Direction, proto: PacketProto) -> u8 {
         _ => 4,
     };
     u8::try_from(d + p).unwrap_or(0)
-}
-
-fn push_addresses(
-    out: &mut Vec<([u8; FwAddrKey::SIZE], u32)>,
-    slot: u8,
-    bucket: u8,
-    dim: u8,
-    dimension: &ironclad_policy::firewall::Dimension,
-) {
-    for (net, class) in &dimension.prefixes {
-        let (addr, len) = match net {
-            IpNetwork::V4(n) => (
-                n.network().to_ipv6_mapped().octets(),
-                96 + u32::from(n.prefix()),
-            ),
-            IpNetwork::V6(n) => (n.network().octets(), u32::from(n.prefix())),
-        };
-        let key = FwAddrKey {
-            prefixlen: 32 + len,
-            tag: [slot, bucket, dim, 0],
-            addr,
-        };
-        out.push((key.to_bytes(), *class));
-    }
-}
-
-/// Each piece of a port (or ICMP type) dimension as the aligned prefixes covering it.
-fn push_pieces(
-    out: &mut Vec<([u8; FwPortKey::SIZE], u32)>,
-    slot: u8,
-    b: u8,
-    dim: u8,
-    bucket: &Bucket,
-) {
-    let pieces = if dim == FW_DIM_SPORT {
-        &bucket.sport.pieces
-    } else {
-        &bucket.dport.pieces
-    };
-    for (i, (start, class)) in pieces.iter().enumerate() {
-        let end = pieces
-            .get(i + 1)
-            .map_or(65_536u32, |(next, _)| u32::from(*next));
-        for (value, bits) in aligned_blocks(u32::from(*start), end) {
-            let key = FwPortKey {
-                prefixlen: 32 + bits,
-                tag: [slot, b, dim, 0],
-                port: u16::try_from(value).unwrap_or(0).to_be_bytes(),
-                _pad0: [0; 2],
-            };
-            out.push((key.to_bytes(), *class));
-        }
-    }
-}
-
-/// `[start, end)` of the 16-bit space as aligned blocks: (first value, prefix bits).
-fn aligned_blocks(mut start: u32, end: u32) -> Vec<(u32, u32)> {
-    let mut out = Vec::new();
-    while start < end {
-        let mut size = if start == 0 {
-            65_536
-        } else {
-            1u32 << start.trailing_zeros()
-        };
-        while start + size > end {
-            size /= 2;
-        }
-        out.push((start, 16 - size.trailing_zeros()));
-        start += size;
-    }
-    out
 }
 
 /// A rule's identity across replacements: FNV-1a over what it matches and does
@@ -1275,42 +1127,6 @@ fn connection(k: &CtKey, e: &CtEntry, now: u64) -> Option<Connection> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn port_pieces_become_aligned_prefixes_that_cover_them_exactly() {
-        assert_eq!(aligned_blocks(0, 65_536), vec![(0, 0)]);
-        assert_eq!(aligned_blocks(22, 23), vec![(22, 16)]);
-        assert_eq!(
-            aligned_blocks(1000, 2001),
-            vec![
-                (1000, 13),
-                (1008, 12),
-                (1024, 7),
-                (1536, 8),
-                (1792, 9),
-                (1920, 10),
-                (1984, 12),
-                (2000, 16)
-            ]
-        );
-        for (lo, hi) in [
-            (0u32, 1u32),
-            (1, 65_536),
-            (443, 444),
-            (1024, 65_535),
-            (7, 9000),
-        ] {
-            let blocks = aligned_blocks(lo, hi);
-            let mut next = lo;
-            for (start, bits) in blocks {
-                assert_eq!(start, next, "contiguous");
-                let size = 1u32 << (16 - bits);
-                assert_eq!(start % size, 0, "aligned");
-                next = start + size;
-            }
-            assert_eq!(next, hi);
-        }
-    }
 
     #[test]
     fn settings_round_trip_through_the_kernel_image() {

@@ -166,7 +166,7 @@ mod egress {
     );
     const _: () = assert!(abi::ProcInfo::SIZE == size_of::<e::ic_proc_info>());
     same_layout!(abi::EgressKey, e::ic_egress_key, [kind, _pad0, value]);
-    same_layout!(abi::EgressBucket, e::ic_egress_bucket, [count, _pad0, idx]);
+    same_layout!(abi::EgressBucket, e::ic_egress_bucket, [id, rules]);
     same_layout!(
         abi::EgressConfig,
         e::ic_egress_config,
@@ -202,7 +202,8 @@ mod egress {
         assert!(abi::EGRESS_MAX_ANCESTORS as u32 == e::ic_egress_limits::IC_EGRESS_MAX_ANCESTORS.0);
         assert!(abi::egress_match::ANCESTOR as u32 == e::ic_egress_match::IC_M_ANCESTOR.0);
         assert!(abi::EGRESS_MAX_RULES == e::ic_egress_limits::IC_EGRESS_MAX_RULES.0);
-        assert!(abi::EGRESS_BUCKET as u32 == e::ic_egress_limits::IC_EGRESS_BUCKET.0);
+        assert!(abi::EGRESS_CLASSES == e::ic_egress_limits::IC_EGRESS_CLASSES.0);
+        assert!(abi::EGRESS_PROTOS == e::ic_egress_limits::IC_EGRESS_PROTOS.0);
         assert!(abi::EGRESS_BUCKETS == e::ic_egress_limits::IC_EGRESS_BUCKETS.0);
         assert!(abi::EGRESS_IDENTITIES == e::ic_egress_limits::IC_EGRESS_IDENTITIES.0);
         assert!(abi::egress_match::EXE as u32 == e::ic_egress_match::IC_M_EXE.0);

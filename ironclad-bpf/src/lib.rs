@@ -30,6 +30,7 @@
 pub mod attach;
 pub mod audit;
 pub mod auditlog;
+mod classes;
 pub mod egress;
 pub mod error;
 pub mod events;

@@ -846,3 +846,109 @@ fn the_attachment_is_a_handle_dropped_or_detached_like_the_shields() {
     assert!(pins.iter().all(|p| !p.exists()), "the pins went: {pins:?}");
     assert_eq!(connect(&lab), (1, 0, 0), "detached");
 }
+
+#[test]
+fn ten_thousand_rules_sharing_one_executable_decide_by_destination_port_and_the_rest_of_who() {
+    require_privileges!();
+    let mut lab = Lab::new("egress-shared");
+    let a = lab.clients.path("client-a");
+    let b = lab.clients.path("client-b");
+    let (open, _) = tcp_listener("127.0.0.1");
+    let (closed, _) = tcp_listener("127.0.0.1");
+    let (first, _) = tcp_listener("127.0.0.1");
+    let uid = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").expect("/proc/self").uid()
+    };
+    // Rule 1 (no identity: the `any` key) denies `first` to everyone. Then 10,000 rules
+    // share client-a's executable: 9,997 that never match loopback, one for another
+    // uid (the destination and port match, the rest of the identity does not), one
+    // that denies `closed`, and one that would deny `open` but comes after a rule
+    // allowing it.
+    let mut yaml = format!(
+        "egress:\n  default: allow\n  rules:\n    - dst: 127.0.0.1\n      ports: {first}\n      action: deny\n"
+    );
+    for i in 0..9_997u32 {
+        yaml.push_str(&format!(
+            "    - exe: {a}\n      dst: 10.{}.{}.0/24\n      ports: {}\n      action: deny\n",
+            (i >> 8) & 0xff,
+            i & 0xff,
+            1000 + i % 5000,
+            a = a.display()
+        ));
+    }
+    yaml.push_str(&format!(
+        "    - exe: {a}\n      uid: {other}\n      dst: 127.0.0.1\n      ports: {closed}\n      action: allow\n\
+         \x20   - exe: {a}\n      dst: 127.0.0.1\n      ports: {closed}\n      proto: tcp\n      action: deny\n\
+         \x20   - exe: {a}\n      dst: 127.0.0.0/8\n      ports: {open}\n      action: allow\n\
+         \x20   - exe: {a}\n      dst: 127.0.0.1\n      ports: {open}\n      action: deny\n",
+        a = a.display(),
+        other = uid + 1,
+    ));
+    let compiled = policy(&yaml);
+    assert_eq!(compiled.rules.len(), 10_002);
+    let shared = compiled
+        .index
+        .values()
+        .map(Vec::len)
+        .max()
+        .expect("an identity");
+    assert_eq!(shared, 10_001, "one executable's rules (64 at most before)");
+    lab.firewall.replace(&compiled).expect("replace");
+    lab.attach();
+
+    let port = |p: u16| p.to_string();
+    assert_eq!(
+        run(&lab.cgroup, &a, &["tcp4", "127.0.0.1", &port(closed)]),
+        (0, 1, 0),
+        "the 10,000th rule of the executable denies, past the other uid's rule"
+    );
+    assert_eq!(
+        run(&lab.cgroup, &a, &["udp4", "127.0.0.1", &port(closed)]),
+        (1, 0, 0),
+        "that rule is tcp only"
+    );
+    assert_eq!(
+        run(&lab.cgroup, &a, &["tcp4", "127.0.0.1", &port(open)]),
+        (1, 0, 0),
+        "an earlier allow of a wider prefix wins"
+    );
+    assert_eq!(
+        run(&lab.cgroup, &a, &["tcp4", "127.0.0.1", &port(first)]),
+        (0, 1, 0),
+        "the first rule of the policy (another key) comes before them all"
+    );
+    assert_eq!(
+        run(&lab.cgroup, &b, &["tcp4", "127.0.0.1", &port(closed)]),
+        (1, 0, 0),
+        "another executable has none of these rules"
+    );
+    assert_eq!(
+        run(
+            &lab.cgroup,
+            &a,
+            &["tcp6", "::ffff:127.0.0.1", &port(closed)]
+        ),
+        (0, 1, 0),
+        "the IPv4-mapped address is the same destination"
+    );
+    let counters: std::collections::BTreeMap<u32, u64> = lab
+        .firewall
+        .rule_counters()
+        .expect("counters")
+        .into_iter()
+        .collect();
+    assert_eq!(counters.get(&1), Some(&1), "rule 1: the first port");
+    assert_eq!(
+        counters.get(&9_999),
+        Some(&0),
+        "the other uid's rule never matched"
+    );
+    assert_eq!(
+        counters.get(&10_000),
+        Some(&2),
+        "tcp4 and tcp6 to the closed port"
+    );
+    assert_eq!(counters.get(&10_001), Some(&1), "the wider allow");
+    assert_eq!(counters.get(&10_002), Some(&0), "behind it");
+}

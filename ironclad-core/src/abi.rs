@@ -689,10 +689,12 @@ const _: () = {
 
 /// `IC_EGRESS_MAX_RULES`: rules per generation (index 0 unused).
 pub const EGRESS_MAX_RULES: u32 = 16_384;
-/// `IC_EGRESS_BUCKET`: rules sharing one identity key, at most.
-pub const EGRESS_BUCKET: usize = 64;
 /// `IC_EGRESS_BUCKETS`: identity keys per generation.
 pub const EGRESS_BUCKETS: u32 = 32_768;
+/// `IC_EGRESS_CLASSES`: classes (bitmaps) per generation over all identity keys.
+pub const EGRESS_CLASSES: u32 = 1_048_576;
+/// `IC_EGRESS_PROTOS`: the classifier buckets of one identity key (tcp, udp, other).
+pub const EGRESS_PROTOS: u32 = 3;
 /// `IC_EGRESS_IDENTITIES`: identities tracked by the connect rate limiter.
 pub const EGRESS_IDENTITIES: u32 = 65_536;
 /// `IC_EGRESS_MAX_ANCESTORS`: ancestors an ancestor rule can look at.
@@ -993,25 +995,32 @@ impl EgressKey {
     }
 }
 
-/// `struct ic_egress_bucket`: the rule indices of one key, ascending.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout)]
+/// `struct ic_egress_bucket`: one identity key's id (its classes are tagged with it)
+/// and rule count.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct EgressBucket {
-    /// How many indices are used.
-    pub count: u32,
-    /// Explicit padding.
-    pub _pad0: u32,
-    /// Rule indices.
-    pub idx: [u16; EGRESS_BUCKET],
+    /// The key's id in its generation.
+    pub id: u32,
+    /// How many rules (entries) the key has.
+    pub rules: u32,
 }
 
 impl EgressBucket {
     /// Size of the C struct in bytes.
-    pub const SIZE: usize = 8 + 2 * EGRESS_BUCKET;
+    pub const SIZE: usize = 8;
 
     /// The exact byte image.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        self.as_bytes().to_vec()
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        zerocopy::transmute!(*self)
+    }
+
+    /// The key of bit `bit` of protocol bucket `proto` (0 tcp, 1 udp, 2 other) of key
+    /// `id` in `ic_egress_slots`.
+    pub fn slot_key(generation: u32, proto: u32, id: u32, bit: u32) -> u32 {
+        (generation & 1) << 31 | (proto & 3) << 29 | (id & 0x7fff) << 14 | (bit & 0x3fff)
     }
 }
 
@@ -1276,14 +1285,14 @@ mod tests {
             addr: [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
         };
         assert_eq!(LpmV6Key::from_bytes(&key.to_bytes()), Some(key));
-        let bucket = EgressBucket {
-            count: 2,
-            _pad0: 0,
-            idx: [5; EGRESS_BUCKET],
-        };
+        let bucket = EgressBucket { id: 7, rules: 2 };
         let image = bucket.to_bytes();
-        assert_eq!(image[..4], 2u32.to_ne_bytes());
-        assert_eq!(image[8..10], 5u16.to_ne_bytes());
+        assert_eq!(image[..4], 7u32.to_ne_bytes());
+        assert_eq!(image[4..], 2u32.to_ne_bytes());
+        assert_eq!(
+            EgressBucket::slot_key(1, 2, 3, 4),
+            1 << 31 | 2 << 29 | 3 << 14 | 4
+        );
     }
 
     #[test]

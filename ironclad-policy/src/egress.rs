@@ -3,8 +3,9 @@
 //!
 //! Compiling resolves executable paths to the kernel's identity of the file (device,
 //! inode, change time) and cgroup paths to cgroup ids, then indexes every rule under
-//! its most specific identity field so the kernel looks at a handful of rules per
-//! connect whatever the size of the policy.
+//! its most specific identity field, and compiles each identity's rules into the
+//! stateful firewall's bit-vector [`Classifier`] (destination and port, per protocol),
+//! so a connect costs a fixed number of lookups however many rules share an identity.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -13,10 +14,11 @@ use std::path::PathBuf;
 use ipnetwork::IpNetwork;
 use ironclad_core::abi::{
     egress_match, EgressAction as RawAction, EgressKey, EgressKeyKind, EgressRule, ProcExe,
-    EGRESS_BUCKET, EGRESS_BUCKETS, EGRESS_MAX_ANCESTORS, EGRESS_MAX_RULES,
+    EGRESS_BUCKETS, EGRESS_CLASSES, EGRESS_MAX_ANCESTORS, EGRESS_MAX_RULES,
 };
 
 use crate::error::{Origin, PolicyError};
+use crate::firewall::{Classifier, Direction, FwProto, FwRule};
 
 /// What a rule does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +127,10 @@ pub struct CompiledEgress {
     pub entries: Vec<EgressRule>,
     /// Rule array slots by identity key, ascending.
     pub index: BTreeMap<EgressKey, Vec<u16>>,
+    /// Each identity key's rules (in the order of its `index` slots) compiled into the
+    /// bit-vector classifier: buckets `(Out, Tcp)`, `(Out, Udp)` and `(Out, Other)`,
+    /// with destination (IPv4-mapped) and port dimensions.
+    pub classifiers: BTreeMap<EgressKey, Classifier>,
     /// One per policy rule, in order.
     pub rules: Vec<CompiledEgressRule>,
     /// The default action's raw byte.
@@ -174,6 +180,30 @@ fn key(kind: EgressKeyKind, value: &[u8]) -> EgressKey {
     let n = value.len().min(24);
     k.value[..n].copy_from_slice(&value[..n]);
     k
+}
+
+/// One kernel rule entry as the classifier sees it: outbound, its protocol, its
+/// destination as an IPv4-mapped (or IPv6) prefix, its port range. The identity fields
+/// are not dimensions: the key indexes them, and the kernel checks the rest of a
+/// candidate's identity (uid, cgroup, comm, ancestry) on the entry itself.
+fn classifier_rule(e: &EgressRule) -> FwRule {
+    let proto = if e.match_ & egress_match::PROTO == 0 {
+        FwProto::Any
+    } else if e.proto == 6 {
+        FwProto::Tcp
+    } else {
+        FwProto::Udp
+    };
+    let mut rule = FwRule::new(Origin::field("egress"), Direction::Out, proto);
+    if e.match_ & egress_match::DST != 0 {
+        if let Ok(net) = ipnetwork::Ipv6Network::new(std::net::Ipv6Addr::from(e.dst), e.prefixlen) {
+            rule.dst = vec![IpNetwork::V6(net)];
+        }
+    }
+    if e.match_ & egress_match::PORTS != 0 {
+        rule.dport = vec![(e.port_lo, e.port_hi)];
+    }
+    rule
 }
 
 /// Compiles `policy`: resolves paths, expands port lists, indexes rules by identity.
@@ -335,13 +365,7 @@ pub fn compile(policy: &EgressPolicy) -> Result<CompiledEgress, Vec<PolicyError>
             }
             entries.push(entry);
             let slot = u16::try_from(entries.len()).unwrap_or(u16::MAX);
-            let bucket = index.entry(identity).or_default();
-            bucket.push(slot);
-            if bucket.len() == EGRESS_BUCKET + 1 {
-                errors.push(invalid(format!(
-                    "more than {EGRESS_BUCKET} rules share this identity; split them by another field"
-                )));
-            }
+            index.entry(identity).or_default().push(slot);
         }
         rules.push(CompiledEgressRule {
             rule_id,
@@ -377,10 +401,30 @@ pub fn compile(policy: &EgressPolicy) -> Result<CompiledEgress, Vec<PolicyError>
             });
         }
     }
+    let classifiers: BTreeMap<EgressKey, Classifier> = index
+        .iter()
+        .map(|(key, slots)| {
+            let rules: Vec<FwRule> = slots
+                .iter()
+                .filter_map(|slot| entries.get(usize::from(*slot).checked_sub(1)?))
+                .map(classifier_rule)
+                .collect();
+            (*key, Classifier::compile(&rules))
+        })
+        .collect();
+    let classes: usize = classifiers.values().map(|c| c.classes.len()).sum();
+    if classes > EGRESS_CLASSES as usize {
+        errors.push(PolicyError::TooMany {
+            origin: Origin::field("egress.rules (destination and port classes)"),
+            count: classes,
+            limit: EGRESS_CLASSES,
+        });
+    }
     if errors.is_empty() {
         Ok(CompiledEgress {
             entries,
             index,
+            classifiers,
             rules,
             default_action: policy.default.raw(),
             rate_limit: policy.rate_limit,
@@ -452,6 +496,66 @@ mod tests {
         );
         assert_eq!(c.index[&key(EgressKeyKind::Any, &[])], vec![4]);
         assert_eq!(c.default_action, RawAction::Deny as u8);
+    }
+
+    #[test]
+    fn each_identity_s_rules_compile_into_one_classifier_with_no_limit_of_64() {
+        use crate::firewall::{Packet, PacketProto};
+        // 300 rules for one uid, then one for any process.
+        let mut rules: Vec<EgressRuleSpec> = (0..300u32)
+            .map(|i| EgressRuleSpec {
+                uid: Some(1000),
+                dst: Some(format!("10.0.{}.0/24", i % 250).parse().expect("cidr")),
+                ports: vec![(
+                    u16::try_from(2000 + i).expect("port"),
+                    u16::try_from(2000 + i).expect("port"),
+                )],
+                proto: if i % 2 == 0 { Proto::Tcp } else { Proto::Any },
+                ..rule(EgressAction::Deny)
+            })
+            .collect();
+        rules.push(rule(EgressAction::Allow));
+        let c = compile(&EgressPolicy {
+            default: EgressAction::Deny,
+            rules,
+            rate_limit: None,
+        })
+        .expect("300 rules share one identity");
+        let uid_key = key(EgressKeyKind::Uid, &1000u32.to_ne_bytes());
+        assert_eq!(c.index[&uid_key].len(), 300);
+        let classifier = &c.classifiers[&uid_key];
+        let tcp = &classifier.buckets[&(Direction::Out, PacketProto::Tcp)];
+        let udp = &classifier.buckets[&(Direction::Out, PacketProto::Udp)];
+        assert_eq!(
+            (tcp.rules.len(), udp.rules.len()),
+            (300, 150),
+            "udp: the `any` half"
+        );
+        // The kernel's algorithm in user space: rule 257 (10.0.7.0/24, port 2257, any
+        // protocol) is the first match for a UDP datagram there.
+        let packet = |proto, dport| Packet {
+            direction: Direction::Out,
+            proto,
+            src: "::".parse().expect("any"),
+            dst: "::ffff:10.0.7.9".parse().expect("mapped"),
+            sport: 40000,
+            dport,
+        };
+        assert_eq!(
+            classifier.classify(&packet(PacketProto::Udp, 2257)),
+            Some(257)
+        );
+        assert_eq!(udp.rules[128], 257, "bit 128 of the udp bucket");
+        assert_eq!(
+            classifier.classify(&packet(PacketProto::Tcp, 2257)),
+            Some(257)
+        );
+        assert_eq!(
+            classifier.classify(&packet(PacketProto::Udp, 2256)),
+            None,
+            "a tcp rule"
+        );
+        assert_eq!(c.classifiers.len(), 2, "the uid and the `any` key");
     }
 
     #[test]
