@@ -461,12 +461,17 @@ __attribute__((noinline)) int ic_decide(struct ic_conn *c, __u8 hook, int is_con
 	c->gen = cfg->generation & 1;
 	c->pidx = c->proto == IPPROTO_TCP ? 0 : c->proto == IPPROTO_UDP ? 1 : 2;
 
-	best = ic_search_key(c, IC_KEY_ANY, best);
-	if (c->known)
+	/* Only the kinds of key the live rules have (most policies key one or two). */
+	if (cfg->kinds & (1 << IC_KEY_ANY))
+		best = ic_search_key(c, IC_KEY_ANY, best);
+	if (c->known && (cfg->kinds & (1 << IC_KEY_EXE)))
 		best = ic_search_key(c, IC_KEY_EXE, best);
-	best = ic_search_key(c, IC_KEY_COMM, best);
-	best = ic_search_key(c, IC_KEY_UID, best);
-	best = ic_search_key(c, IC_KEY_CGROUP, best);
+	if (cfg->kinds & (1 << IC_KEY_COMM))
+		best = ic_search_key(c, IC_KEY_COMM, best);
+	if (cfg->kinds & (1 << IC_KEY_UID))
+		best = ic_search_key(c, IC_KEY_UID, best);
+	if (cfg->kinds & (1 << IC_KEY_CGROUP))
+		best = ic_search_key(c, IC_KEY_CGROUP, best);
 
 	if (best < IC_EGRESS_MAX_RULES)
 		rule = bpf_map_lookup_elem(c->gen ? (void *)&ic_egress_rules1

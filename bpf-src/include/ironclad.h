@@ -401,7 +401,9 @@ struct ic_egress_bucket {
 struct ic_egress_config {
 	__u32 generation;     /* 0 or 1: which rule set is live */
 	__u8 default_action;  /* enum ic_egress_action: allow or deny */
-	__u8 _pad0[3];
+	__u8 kinds;           /* bit k: the live rules have keys of enum ic_egress_key_kind
+			       * k (the kinds with none are not looked up) */
+	__u8 _pad0[2];
 	__u32 rate_per_sec;   /* connect() attempts per second per identity; 0 = no limit */
 	__u32 rate_burst;
 };

@@ -373,7 +373,10 @@ impl EgressFirewall {
         let config = EgressConfig {
             generation: next,
             default_action: policy.default_action,
-            _pad0: [0; 3],
+            kinds: policy.index.keys().fold(0u8, |kinds, key| {
+                kinds | 1u8.checked_shl(u32::from(key.kind)).unwrap_or(0)
+            }),
+            _pad0: [0; 2],
             rate_per_sec: policy.rate_limit.map_or(0, |r| r.per_second),
             rate_burst: policy.rate_limit.map_or(0, |r| r.burst),
         };

@@ -170,7 +170,14 @@ mod egress {
     same_layout!(
         abi::EgressConfig,
         e::ic_egress_config,
-        [generation, default_action, _pad0, rate_per_sec, rate_burst]
+        [
+            generation,
+            default_action,
+            kinds,
+            _pad0,
+            rate_per_sec,
+            rate_burst
+        ]
     );
     same_layout!(
         abi::EgressEvent,

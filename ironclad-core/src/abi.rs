@@ -1034,8 +1034,11 @@ pub struct EgressConfig {
     pub generation: u32,
     /// [`EgressAction`] byte: allow or deny.
     pub default_action: u8,
+    /// Bit `k`: the live rules have identity keys of [`EgressKeyKind`] `k` (the kinds
+    /// with none are not looked up).
+    pub kinds: u8,
     /// Explicit padding.
-    pub _pad0: [u8; 3],
+    pub _pad0: [u8; 2],
     /// connect() attempts per second per identity; 0 = no limit.
     pub rate_per_sec: u32,
     /// Bucket size.
