@@ -121,7 +121,7 @@ impl FirewallSettings {
     }
 
     /// Sets whether every connection gets flow records (its start and end as
-    /// [`FlowRecord`](ironclad_events::FlowRecord) events), not only those admitted by a
+    /// [`FlowRecord`] events), not only those admitted by a
     /// rule with `flows: true`.
     pub fn flows(mut self, flows: bool) -> Self {
         self.flows = flows;
