@@ -147,6 +147,7 @@ struct ic_conn {
 	__u8 comm[16];
 	__u32 gen;   /* the live generation */
 	__u32 pidx;  /* the classifier bucket: 0 tcp, 1 udp, 2 other */
+	__u32 filled; /* IC_M_EXE, IC_M_COMM, IC_M_CGROUP: those fields are read */
 };
 
 /* One identity key's scan (bpf_loop's context, on the stack of ic_search_key). */
@@ -167,6 +168,44 @@ static __always_inline void ic_total(__u32 index)
 
 	if (v)
 		*v += 1;
+}
+
+/* The caller's real uid, as bpf_get_current_uid_gid gives it (the kernel uid, mapped
+ * into the initial user namespace, where the mapping is the identity): read from the
+ * task's credentials, which skips the helper's walk of the user namespace's id map (40
+ * of the hook's nanoseconds here). */
+static __always_inline __u32 ic_current_uid(void)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+
+	return task->cred->uid.val;
+}
+
+/* Reads the caller's fields in `want` (IC_M_EXE: the executable and parent from the
+ * process table; IC_M_COMM; IC_M_CGROUP) that are not read yet. Each costs a helper call
+ * or a hash lookup on every connect(), so a decision reads only what the live rules
+ * compare (struct ic_egress_config's needs) and an event the rest. */
+static __always_inline void ic_fill(struct ic_conn *c, __u32 want)
+{
+	want &= ~c->filled;
+	if (want & IC_M_EXE) {
+		__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+		struct ic_proc_info *info = bpf_map_lookup_elem(&ic_procs, &tgid);
+
+		if (info) {
+			c->exe = info->exe;
+			c->ppid = info->ppid;
+			c->pstart = info->pstart;
+			c->known = 1;
+		} else {
+			ic_total(IC_ETOTAL_UNKNOWN_PROCESS);
+		}
+	}
+	if (want & IC_M_COMM)
+		bpf_get_current_comm(c->comm, sizeof(c->comm));
+	if (want & IC_M_CGROUP)
+		c->cgroup = bpf_get_current_cgroup_id();
+	c->filled |= want;
 }
 
 static __always_inline int ic_bytes_eq(const __u8 *a, const __u8 *b, int n)
@@ -246,6 +285,25 @@ static __always_inline int ic_rule_matches(struct ic_egress_rule *r, struct ic_c
 	return 1;
 }
 
+/* The rule at `slot` of generation `gen`. One call site per map: a map pointer chosen at
+ * run time makes the verifier call the map's lookup through its ops table (an indirect
+ * call, a retpoline on most hosts) instead of inlining it. */
+static __always_inline struct ic_egress_rule *ic_rule_at(__u32 gen, __u32 slot)
+{
+	struct ic_egress_rule *rule;
+
+	/* The empty asm statements keep the compiler from merging the two calls into one
+	 * whose map is a select. */
+	if (gen & 1) {
+		rule = bpf_map_lookup_elem(&ic_egress_rules1, &slot);
+		asm volatile("" ::: "memory");
+	} else {
+		rule = bpf_map_lookup_elem(&ic_egress_rules0, &slot);
+		asm volatile("" ::: "memory");
+	}
+	return rule;
+}
+
 /* Whether the rule at `slot_key` in ic_egress_slots is the caller's: its slot when the
  * rule also matches the rest of the caller's identity, 0 when it does not, -1 when the
  * slot is not before `best` (bits ascend in policy order, so no later bit can win). A
@@ -264,8 +322,7 @@ __attribute__((noinline)) int ic_candidate(struct ic_conn *c, __u32 slot_key, __
 	slot = *found;
 	if (slot == 0 || slot >= best)
 		return -1;
-	rule = bpf_map_lookup_elem(c->gen & 1 ? (void *)&ic_egress_rules1 : (void *)&ic_egress_rules0,
-				   &slot);
+	rule = ic_rule_at(c->gen, slot);
 	if (!rule || !ic_rule_matches(rule, c))
 		return 0;
 	return (int)slot;
@@ -335,8 +392,14 @@ __attribute__((noinline)) __u32 ic_search_key(struct ic_conn *c, __u32 kind, __u
 	default:
 		return best;
 	}
-	b = bpf_map_lookup_elem(c->gen & 1 ? (void *)&ic_egress_index1 : (void *)&ic_egress_index0,
-				&key);
+	/* One call site per map, as in ic_rule_at. */
+	if (c->gen & 1) {
+		b = bpf_map_lookup_elem(&ic_egress_index1, &key);
+		asm volatile("" ::: "memory");
+	} else {
+		b = bpf_map_lookup_elem(&ic_egress_index0, &key);
+		asm volatile("" ::: "memory");
+	}
 	if (!b)
 		return best;
 	s.id = b->id & 0x7fff;
@@ -344,12 +407,19 @@ __attribute__((noinline)) __u32 ic_search_key(struct ic_conn *c, __u32 kind, __u
 	tag[1] = (c->pidx & 3) | IC_FW_DIM_DST << 2;
 	tag[2] = s.id >> 8;
 	tag[3] = s.id & 0xff;
+	/* The destination's class and its summary first: most connections match none of
+	 * a key's destinations, and then the port is never looked up. */
 	if (ic_bv_addr_class(&ic_egress_addr, tag, c->dst, &s.classes[0]))
+		return best;
+#pragma unroll
+	for (int w = 0; w < IC_FW_SUMMARY_WORDS; w++)
+		s.summary[w] = ~0ULL;
+	if (ic_bv_and_summary(&ic_egress_summaries, c->gen & 1, s.classes[0], s.summary))
 		return best;
 	tag[1] = (c->pidx & 3) | IC_FW_DIM_DPORT << 2;
 	if (ic_bv_port_class(&ic_egress_ports, tag, c->port, &s.classes[1]))
 		return best;
-	if (ic_bv_summaries(&ic_egress_summaries, c->gen & 1, s.classes, 2, s.summary))
+	if (ic_bv_and_summary(&ic_egress_summaries, c->gen & 1, s.classes[1], s.summary))
 		return best;
 	/* The first candidate word here, not in the callback: verifiers before 6.7 check a
 	 * bpf_loop callback as if it ran once, from the state it is first called in, and
@@ -408,8 +478,11 @@ static __always_inline int ic_rate_ok(struct ic_egress_config *cfg, struct ic_co
 static __always_inline void ic_report(struct ic_conn *c, __u32 rule_id, __u8 verdict, __u8 hook)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct ic_egress_event *e = bpf_ringbuf_reserve(&ic_egress_events, sizeof(*e), 0);
+	struct ic_egress_event *e;
 
+	/* An event names the whole caller, whatever the rules compared. */
+	ic_fill(c, IC_M_EXE | IC_M_COMM | IC_M_CGROUP);
+	e = bpf_ringbuf_reserve(&ic_egress_events, sizeof(*e), 0);
 	if (!e) {
 		ic_total(IC_ETOTAL_EVENTS_LOST);
 		return;
@@ -438,26 +511,25 @@ static __always_inline void ic_report(struct ic_conn *c, __u32 rule_id, __u8 ver
  * verifier checks it once, not once per hook. */
 __attribute__((noinline)) int ic_decide(struct ic_conn *c, __u8 hook, int is_connect)
 {
-	__u32 zero = 0, tgid = bpf_get_current_pid_tgid() >> 32, best = IC_EGRESS_MAX_RULES;
+	__u32 zero = 0, best = IC_EGRESS_MAX_RULES, needs;
 	struct ic_egress_config *cfg = bpf_map_lookup_elem(&ic_egress_config, &zero);
-	struct ic_proc_info *info;
 	struct ic_egress_rule *rule = NULL;
 	__u8 action;
 
 	if (!cfg || !c)
 		return 1;
-	info = bpf_map_lookup_elem(&ic_procs, &tgid);
-	if (info) {
-		c->exe = info->exe;
-		c->ppid = info->ppid;
-		c->pstart = info->pstart;
-		c->known = 1;
-	} else {
-		ic_total(IC_ETOTAL_UNKNOWN_PROCESS);
-	}
-	c->uid = bpf_get_current_uid_gid();
-	c->cgroup = bpf_get_current_cgroup_id();
-	bpf_get_current_comm(c->comm, sizeof(c->comm));
+	/* The fields the live rules compare; an ancestor is found from the process table
+	 * and the rate limit is per executable, so both need the table's entry. */
+	needs = cfg->needs & (IC_M_EXE | IC_M_COMM | IC_M_CGROUP | IC_M_ANCESTOR);
+	if ((needs & IC_M_ANCESTOR) || (is_connect && cfg->rate_per_sec) ||
+	    (cfg->kinds & (1 << IC_KEY_EXE)))
+		needs |= IC_M_EXE;
+	if (cfg->kinds & (1 << IC_KEY_COMM))
+		needs |= IC_M_COMM;
+	if (cfg->kinds & (1 << IC_KEY_CGROUP))
+		needs |= IC_M_CGROUP;
+	ic_fill(c, needs);
+	c->uid = ic_current_uid();
 	c->gen = cfg->generation & 1;
 	c->pidx = c->proto == IPPROTO_TCP ? 0 : c->proto == IPPROTO_UDP ? 1 : 2;
 
@@ -474,9 +546,7 @@ __attribute__((noinline)) int ic_decide(struct ic_conn *c, __u8 hook, int is_con
 		best = ic_search_key(c, IC_KEY_CGROUP, best);
 
 	if (best < IC_EGRESS_MAX_RULES)
-		rule = bpf_map_lookup_elem(c->gen ? (void *)&ic_egress_rules1
-						  : (void *)&ic_egress_rules0,
-					   &best);
+		rule = ic_rule_at(c->gen, best);
 	if (rule) {
 		__u32 id = rule->rule_id;
 		__u64 *count = bpf_map_lookup_elem(&ic_egress_counters, &id);

@@ -4,7 +4,8 @@
 //! socket to a listener on 127.0.0.1: the same `cgroup/connect4` hook a TCP connect
 //! runs, without the handshake and TIME_WAIT noise of TCP on loopback (which dominated
 //! and varied by milliseconds here). `egress/connect/bare` runs with no program
-//! attached, then `egress/connect/rules_10` and `egress/connect/rules_10000` with the
+//! attached, `egress/connect/empty_program` with a program that only returns 1 (what
+//! the kernel's hook costs whatever the program does), then `egress/connect/rules_10` and `egress/connect/rules_10000` with the
 //! firewall attached to that cgroup. Ten rules
 //! for this process's uid (none of which matches, so all are examined before the
 //! default) are present in both policies; the second adds 9,990 rules for other uids,
@@ -80,6 +81,24 @@ fn egress(c: &mut Criterion) {
         start.elapsed()
     };
     group.bench_function("bare", |b| b.iter_custom(connect));
+    {
+        // The kernel's own cost of a cgroup/connect4 hook: the empty program
+        // (bpf-src/baseline.bpf.c) attached to the same cgroup. Loaded with libbpf-rs
+        // directly: it is a reference, not a feature of the library.
+        let object = libbpf_rs::ObjectBuilder::default()
+            .open_memory(ironclad_bpf::object::baseline().elf())
+            .and_then(|o| o.load())
+            .unwrap_or_else(|e| panic!("loading the baseline object: {e}"));
+        let dir = std::fs::File::open(cgroup.path()).unwrap_or_else(|e| panic!("{e}"));
+        let program = object
+            .progs_mut()
+            .find(|p| p.name() == "ic_baseline_connect4")
+            .unwrap_or_else(|| panic!("ic_baseline_connect4 in the baseline object"));
+        let _link = program
+            .attach_cgroup(std::os::fd::AsRawFd::as_raw_fd(&dir))
+            .unwrap_or_else(|e| panic!("attaching the empty connect4 program: {e}"));
+        group.bench_function("empty_program", |b| b.iter_custom(connect));
+    }
 
     let pins = BpffsDir::new("bench-egress").unwrap_or_else(|e| panic!("{e}"));
     let loader = Loader::builder()

@@ -403,7 +403,10 @@ struct ic_egress_config {
 	__u8 default_action;  /* enum ic_egress_action: allow or deny */
 	__u8 kinds;           /* bit k: the live rules have keys of enum ic_egress_key_kind
 			       * k (the kinds with none are not looked up) */
-	__u8 _pad0[2];
+	__u8 needs;           /* enum ic_egress_match flags: the caller's fields the live
+			       * rules read (IC_M_EXE, IC_M_COMM, IC_M_CGROUP, IC_M_ANCESTOR);
+			       * the others are read only when an event reports them */
+	__u8 _pad0;
 	__u32 rate_per_sec;   /* connect() attempts per second per identity; 0 = no limit */
 	__u32 rate_burst;
 };

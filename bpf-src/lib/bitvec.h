@@ -73,8 +73,26 @@ static __always_inline int ic_bv_port_class(void *trie, const __u8 tag[4], __u16
 	return 0;
 }
 
+/* ANDs the summary of `class_id` into summary; -1 when the class has none or the AND
+ * leaves no candidate word (nothing can match: the caller looks no further). */
+static __always_inline int ic_bv_and_summary(void *summaries, __u32 slot, __u32 class_id,
+					     __u64 summary[IC_FW_SUMMARY_WORDS])
+{
+	__u64 skey = ((__u64)slot << 32) | class_id, any = 0;
+	struct ic_fw_summary *sum = bpf_map_lookup_elem(summaries, &skey);
+
+	if (!sum)
+		return -1;
+#pragma unroll
+	for (int s = 0; s < IC_FW_SUMMARY_WORDS; s++) {
+		summary[s] &= sum->words[s];
+		any |= summary[s];
+	}
+	return any ? 0 : -1;
+}
+
 /* ANDs the summaries of `n` classes into summary (all ones first); -1 when a class has
- * none (it cannot match). */
+ * none or the AND is empty (it cannot match). */
 static __always_inline int ic_bv_summaries(void *summaries, __u32 slot, const __u32 *classes,
 					   int n, __u64 summary[IC_FW_SUMMARY_WORDS])
 {
@@ -83,14 +101,8 @@ static __always_inline int ic_bv_summaries(void *summaries, __u32 slot, const __
 		summary[s] = ~0ULL;
 #pragma unroll
 	for (int d = 0; d < n; d++) {
-		__u64 skey = ((__u64)slot << 32) | classes[d];
-		struct ic_fw_summary *sum = bpf_map_lookup_elem(summaries, &skey);
-
-		if (!sum)
+		if (ic_bv_and_summary(summaries, slot, classes[d], summary))
 			return -1;
-#pragma unroll
-		for (int s = 0; s < IC_FW_SUMMARY_WORDS; s++)
-			summary[s] &= sum->words[s];
 	}
 	return 0;
 }

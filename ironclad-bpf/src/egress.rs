@@ -41,7 +41,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ironclad_core::abi::{
-    EgressBucket, EgressConfig, EgressTotal, ProcExe, ProcInfo, FW_DIM_DPORT, FW_DIM_DST,
+    egress_match, EgressBucket, EgressConfig, EgressTotal, ProcExe, ProcInfo, FW_DIM_DPORT,
+    FW_DIM_DST,
 };
 use ironclad_policy::firewall::{Direction, PacketProto};
 
@@ -376,7 +377,15 @@ impl EgressFirewall {
             kinds: policy.index.keys().fold(0u8, |kinds, key| {
                 kinds | 1u8.checked_shl(u32::from(key.kind)).unwrap_or(0)
             }),
-            _pad0: [0; 2],
+            needs: policy.entries.iter().fold(0u8, |needs, rule| {
+                let read = rule.match_
+                    & (egress_match::EXE
+                        | egress_match::COMM
+                        | egress_match::CGROUP
+                        | egress_match::ANCESTOR);
+                needs | u8::try_from(read).unwrap_or(u8::MAX)
+            }),
+            _pad0: [0; 1],
             rate_per_sec: policy.rate_limit.map_or(0, |r| r.per_second),
             rate_burst: policy.rate_limit.map_or(0, |r| r.burst),
         };

@@ -174,6 +174,7 @@ mod egress {
             generation,
             default_action,
             kinds,
+            needs,
             _pad0,
             rate_per_sec,
             rate_burst

@@ -952,3 +952,88 @@ fn ten_thousand_rules_sharing_one_executable_decide_by_destination_port_and_the_
     assert_eq!(counters.get(&10_001), Some(&1), "the wider allow");
     assert_eq!(counters.get(&10_002), Some(&0), "behind it");
 }
+
+/// A decision reads only the caller's fields the live rules compare (a rule by
+/// destination reads none of them); the event of a denial still names the whole caller.
+/// A rule by uid decides by the caller's real uid (read from its credentials).
+#[test]
+fn a_denial_by_destination_alone_names_the_whole_caller_and_uid_rules_see_the_callers_uid() {
+    require_privileges!();
+    use std::os::unix::fs::PermissionsExt;
+    let mut lab = Lab::new("egress-who");
+    let a = lab.clients.path("client-a");
+    // The client runs as nobody below: its directory must be open to it.
+    std::fs::set_permissions(
+        lab.clients.dir.path(),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod");
+    let (denied_port, denied_accepted) = tcp_listener("127.0.0.1");
+    let (uid_port, uid_accepted) = tcp_listener("127.0.0.1");
+    lab.apply(&format!(
+        "egress:\n  default: allow\n  rules:\n    - dst: 127.0.0.1\n      ports: {denied_port}\n      action: deny\n    - uid: 65534\n      ports: {uid_port}\n      action: deny\n"
+    ));
+    lab.attach();
+    let fanout = Arc::new(Fanout::new());
+    let sub = fanout.subscribe("test", 1024, Overflow::DropNewest);
+    let events = lab.firewall.events(fanout.clone()).expect("events");
+
+    let dp = denied_port.to_string();
+    let up = uid_port.to_string();
+    assert_eq!(run(&lab.cgroup, &a, &["tcp4", "127.0.0.1", &dp]), (0, 1, 0));
+    assert_eq!(
+        run(&lab.cgroup, &a, &["tcp4", "127.0.0.1", &up]),
+        (1, 0, 0),
+        "root is not uid 65534"
+    );
+    let as_nobody = lab
+        .cgroup
+        .command("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&a)
+        .args(["tcp4", "127.0.0.1", &up])
+        .output()
+        .expect("setpriv");
+    let text = String::from_utf8_lossy(&as_nobody.stdout);
+    assert!(
+        text.contains("ok=0") && text.contains("eperm=1"),
+        "uid 65534 is denied: {as_nobody:?}"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(denied_accepted.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        uid_accepted.load(Ordering::SeqCst),
+        1,
+        "only root's connection"
+    );
+
+    events.drain().expect("drain");
+    let denials: Vec<_> = sub
+        .receiver()
+        .try_iter()
+        .filter_map(|e| match e {
+            Event::Connect(d) => Some(d),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(denials.len(), 2, "{denials:#?}");
+    let exe = ironclad_core::identity::exe_identity(&a).expect("identity");
+    let cgroup_id =
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(lab.cgroup.path()).expect("cgroup"));
+    for (d, uid, port, rule) in [
+        (&denials[0], 0, denied_port, 1),
+        (&denials[1], 65534, uid_port, 2),
+    ] {
+        assert_eq!(d.actor.comm, "client-a", "{d:#?}");
+        assert_eq!(d.actor.uid, uid, "{d:#?}");
+        assert_eq!(
+            (d.actor.exe_dev, d.actor.exe_ino),
+            (exe.dev, exe.ino),
+            "{d:#?}"
+        );
+        assert_eq!(d.cgroup_id, cgroup_id, "{d:#?}");
+        assert_eq!(d.dport, port);
+        assert_eq!(d.rule_id, rule);
+        assert!(d.actor.pid > 0, "{d:#?}");
+    }
+}

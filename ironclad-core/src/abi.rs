@@ -1037,8 +1037,12 @@ pub struct EgressConfig {
     /// Bit `k`: the live rules have identity keys of [`EgressKeyKind`] `k` (the kinds
     /// with none are not looked up).
     pub kinds: u8,
+    /// [`egress_match`] flags of the caller's fields the live rules compare
+    /// (`EXE`, `COMM`, `CGROUP`, `ANCESTOR`): the others are not read for a decision,
+    /// only for an event.
+    pub needs: u8,
     /// Explicit padding.
-    pub _pad0: [u8; 2],
+    pub _pad0: [u8; 1],
     /// connect() attempts per second per identity; 0 = no limit.
     pub rate_per_sec: u32,
     /// Bucket size.
