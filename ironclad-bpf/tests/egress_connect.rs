@@ -84,6 +84,21 @@ fn tcp_listener(addr: &str) -> (u16, Arc<AtomicU32>) {
     (port, accepted)
 }
 
+/// The identity firewall's decisions read so far (every queued record drained first).
+fn decisions(
+    events: &ironclad_bpf::EventReader,
+    sub: &ironclad_events::Subscription<Event>,
+) -> Vec<ironclad_events::EgressDecision> {
+    events.drain().expect("drain");
+    sub.receiver()
+        .try_iter()
+        .filter_map(|e| match e {
+            Event::Connect(d) => Some(d),
+            _ => None,
+        })
+        .collect()
+}
+
 struct Lab {
     _pins: BpffsDir,
     _loader: Loader,
@@ -195,15 +210,7 @@ fn copies_of_one_binary_are_told_apart_and_renames_or_comm_do_not_matter() {
         "the rewritten file, named again"
     );
 
-    events.drain().expect("drain");
-    let denials: Vec<_> = sub
-        .receiver()
-        .try_iter()
-        .filter_map(|e| match e {
-            Event::Connect(d) => Some(d),
-            _ => None,
-        })
-        .collect();
+    let denials = decisions(&events, &sub);
     assert_eq!(denials.len(), 2, "{denials:#?}");
     assert_eq!(denials[0].dst.to_string(), "127.0.0.1");
     assert_eq!(denials[0].dport, port);
@@ -1007,15 +1014,7 @@ fn a_denial_by_destination_alone_names_the_whole_caller_and_uid_rules_see_the_ca
         "only root's connection"
     );
 
-    events.drain().expect("drain");
-    let denials: Vec<_> = sub
-        .receiver()
-        .try_iter()
-        .filter_map(|e| match e {
-            Event::Connect(d) => Some(d),
-            _ => None,
-        })
-        .collect();
+    let denials = decisions(&events, &sub);
     assert_eq!(denials.len(), 2, "{denials:#?}");
     let exe = ironclad_core::identity::exe_identity(&a).expect("identity");
     let cgroup_id =
