@@ -5,8 +5,8 @@
 //! runs, without the handshake and TIME_WAIT noise of TCP on loopback (which dominated
 //! and varied by milliseconds here). `egress/connect/bare` runs with no program
 //! attached, `egress/connect/empty_program` with a program that only returns 1 (what
-//! the kernel's hook costs whatever the program does), then `egress/connect/rules_10` and `egress/connect/rules_10000` with the
-//! firewall attached to that cgroup. Ten rules
+//! the kernel's hook costs whatever the program does), then `egress/connect/rules_10`
+//! and `egress/connect/rules_10000` with the firewall attached to that cgroup. Ten rules
 //! for this process's uid (none of which matches, so all are examined before the
 //! default) are present in both policies; the second adds 9,990 rules for other uids,
 //! which the kernel never looks at. `egress/connect/rules_0`: the hook with no rule
