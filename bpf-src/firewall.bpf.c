@@ -746,8 +746,16 @@ static __always_inline int ic_fw(struct __sk_buff *skb, void *data, void *data_e
 		int reopen = p.proto == IC_IPPROTO_TCP && e->state == IC_CT_CLOSING &&
 			     (p.tcp_flags & (IC_TCP_SYN | IC_TCP_ACK)) == IC_TCP_SYN;
 
-		if (now - e->last_seen_ns <= ic_ct_timeout(cfg, p.proto, e->state) && !reopen) {
-			e->last_seen_ns = now;
+		/* Another CPU may have stamped a packet of this connection after this one
+		 * read the clock: a last_seen_ns ahead of `now` is fresh, never a wrap of
+		 * the subtraction (which read as expired would delete a live connection
+		 * and drop the rest of it as invalid). */
+		__u64 last = e->last_seen_ns;
+
+		if ((now <= last || now - last <= ic_ct_timeout(cfg, p.proto, e->state)) &&
+		    !reopen) {
+			if (now > last)
+				e->last_seen_ns = now;
 			if (orig) {
 				e->packets_orig++;
 				e->bytes_orig += len;

@@ -251,7 +251,7 @@ static __always_inline __u32 ic_budget(__u32 tgid, __u32 want, struct ic_tls_con
 		if (!b)
 			return 0;
 	}
-	if (now - b->window_ns >= 1000000000ULL) {
+	if (now > b->window_ns && now - b->window_ns >= 1000000000ULL) {
 		b->window_ns = now;
 		b->bytes = 0;
 	}

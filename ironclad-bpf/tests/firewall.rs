@@ -14,13 +14,14 @@ use std::time::{Duration, Instant};
 
 use ipnetwork::IpNetwork;
 use ironclad_bpf::{Firewall, FirewallSettings, Loader};
-use ironclad_core::abi::{CtState, FwTotal};
+use ironclad_core::abi::{CtEntry, CtKey, CtState, FwTotal};
 use ironclad_policy::error::Origin;
 use ironclad_policy::firewall::{
     first_match, Direction, FwAction, FwProto, FwRule, Packet, PacketProto,
 };
 use ironclad_testing::rules::Rng;
 use ironclad_testing::{frames, ping, require_privileges, BpffsDir, NetNs, VethPair};
+use libbpf_rs::MapCore as _;
 
 /// A namespace behind a veth pair, IPv4 10.214.`net`.0/24 and IPv6 fd00:214:`net`::/64;
 /// the host is .1/::1, the namespace .2/::2.
@@ -802,6 +803,97 @@ fn an_idle_flow_expires_and_its_late_reply_is_a_stranger() {
         "a reply after expiry is a new inbound flow: dropped"
     );
     assert!(firewall.total(FwTotal::Dropped).expect("total").packets > dropped);
+}
+
+/// Packets of one connection are handled on several CPUs at once (a reply arriving
+/// while the host still sends): the CPU that read the clock first can find the entry
+/// stamped later than its `now`. Such an entry is fresh. The table is written here
+/// from user space to stage that race (the stamp pushed 3 s ahead), which the kernel
+/// only hits now and then: a real run of curl once lost its connection to it.
+#[test]
+fn a_connection_stamped_ahead_of_a_packets_clock_read_stays_tracked() {
+    require_privileges!();
+    let net = Net::new("fwrace", 12);
+    let pins = BpffsDir::new("fwrace").expect("bpffs");
+    let loader = loader(&pins);
+    let firewall = Firewall::load(&loader).expect("load");
+    firewall
+        .configure(&FirewallSettings::default().drop_inbound(true))
+        .expect("configure");
+    let _attached = firewall.attach(net.veth.host()).expect("attach");
+
+    let socket = UdpSocket::bind((net.host(false).as_str(), 0)).expect("udp");
+    let port = socket.local_addr().expect("addr").port();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .expect("timeout");
+    socket
+        .send_to(b"out", (net.peer(false).as_str(), 7778))
+        .expect("send");
+
+    // The entry of that datagram, its last packet stamped 3 s from now.
+    let ct =
+        libbpf_rs::MapHandle::from_pinned_path(pins.path().join(Firewall::OBJECT).join("ic_fw_ct"))
+            .expect("the pinned connection table");
+    let key = ct
+        .keys()
+        .find(|k| {
+            CtKey::from_bytes(k)
+                .is_some_and(|k| k.proto == 17 && (k.port_lo == port || k.port_hi == port))
+        })
+        .expect("the datagram is tracked");
+    let mut entry = ct
+        .lookup(&key, libbpf_rs::MapFlags::ANY)
+        .expect("lookup")
+        .and_then(|v| CtEntry::from_bytes(&v))
+        .expect("entry");
+    let ahead = entry.last_seen_ns + 3_000_000_000;
+    entry.last_seen_ns = ahead;
+    ct.update(&key, &entry.to_bytes(), libbpf_rs::MapFlags::EXIST)
+        .expect("update");
+
+    // The answer passes as the connection's reply, not as a new inbound flow.
+    let script = format!(
+        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('{}',7778))\ns.sendto(b'back',('{}',{port}))",
+        net.peer(false),
+        net.host(false)
+    );
+    let status = net
+        .ns
+        .command("python3")
+        .args(["-c", &script])
+        .status()
+        .expect("answer");
+    assert!(status.success());
+    let mut buf = [0u8; 16];
+    let got = socket.recv_from(&mut buf).map(|(n, _)| buf[..n].to_vec());
+    assert_eq!(
+        got.ok().as_deref(),
+        Some(&b"back"[..]),
+        "the reply reaches the host"
+    );
+    let after = ct
+        .lookup(&key, libbpf_rs::MapFlags::ANY)
+        .expect("lookup")
+        .and_then(|v| CtEntry::from_bytes(&v))
+        .expect("the connection is still tracked");
+    assert_eq!(
+        after.packets_reply, 1,
+        "the reply is counted on it: {after:?}"
+    );
+    assert_eq!(
+        after.created_ns, entry.created_ns,
+        "the same entry: {after:?}"
+    );
+    assert_eq!(
+        after.last_seen_ns, ahead,
+        "a stamp ahead of the packet's clock is kept, not moved back: {after:?}"
+    );
+    assert_eq!(
+        firewall.total(FwTotal::Invalid).expect("total").packets,
+        0,
+        "nothing of it was taken for a stray packet"
+    );
 }
 
 #[test]
