@@ -329,11 +329,13 @@ impl EgressFirewall {
                     first_class,
                     &bucket.dst,
                     true,
+                    &classifier.classes,
                 );
                 class_images.push_pieces(
                     [generation, pidx | FW_DIM_DPORT << 2, hi, lo],
                     first_class,
                     &bucket.dport.pieces,
+                    &classifier.classes,
                 );
                 for (bit, position) in bucket.rules.iter().enumerate() {
                     if let Some(slot) = slots.get(*position) {

@@ -442,10 +442,11 @@ impl Firewall {
         let mut rule_entries: Vec<(u32, FwRuleEntry)> = Vec::new();
         for ((direction, proto), bucket) in &classifier.buckets {
             let b = bucket_index(*direction, *proto);
-            images.push_addresses([slot, b, FW_DIM_SRC, 0], 0, &bucket.src, false);
-            images.push_addresses([slot, b, FW_DIM_DST, 0], 0, &bucket.dst, false);
-            images.push_pieces([slot, b, FW_DIM_SPORT, 0], 0, &bucket.sport.pieces);
-            images.push_pieces([slot, b, FW_DIM_DPORT, 0], 0, &bucket.dport.pieces);
+            let classes = &classifier.classes;
+            images.push_addresses([slot, b, FW_DIM_SRC, 0], 0, &bucket.src, false, classes);
+            images.push_addresses([slot, b, FW_DIM_DST, 0], 0, &bucket.dst, false, classes);
+            images.push_pieces([slot, b, FW_DIM_SPORT, 0], 0, &bucket.sport.pieces, classes);
+            images.push_pieces([slot, b, FW_DIM_DPORT, 0], 0, &bucket.dport.pieces, classes);
             for (bit, index) in bucket.rules.iter().enumerate() {
                 let rule = &rules[*index];
                 let key = (next * FW_BUCKETS + u32::from(b)) * FW_MAX_RULES
