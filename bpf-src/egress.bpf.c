@@ -130,6 +130,8 @@ const volatile enum ic_egress_key_kind ic_abi_egress_key = IC_KEY_ANY;
 const volatile enum ic_egress_hook ic_abi_egress_hook = IC_HOOK_CONNECT4;
 const volatile enum ic_egress_total ic_abi_egress_total = IC_ETOTAL_COUNT;
 const volatile enum ic_event_kind ic_abi_egress_kind = IC_EVENT_EGRESS;
+const volatile enum ic_egress_config_flags ic_abi_egress_flags = IC_EGRESS_F_DST_FILTER;
+const volatile enum ic_egress_bucket_kind ic_abi_egress_bucket = IC_EGRESS_DST_ANY;
 const volatile struct ic_egress_event ic_abi_egress_event;
 
 /* ---- decision ---- */
@@ -507,6 +509,16 @@ static __always_inline void ic_report(struct ic_conn *c, __u32 rule_id, __u8 ver
 	bpf_ringbuf_submit(e, 0);
 }
 
+/* Whether any live rule's destination contains the caller's (the union of them all,
+ * under the bucket IC_EGRESS_DST_ANY of key id 0). */
+static __always_inline int ic_dst_named(struct ic_conn *c)
+{
+	__u8 tag[4] = { c->gen & 1, IC_EGRESS_DST_ANY | IC_FW_DIM_DST << 2, 0, 0 };
+	__u32 class_id;
+
+	return ic_bv_addr_class(&ic_egress_addr, tag, c->dst, &class_id) == 0;
+}
+
 /* Returns 1 to let the call proceed, 0 to fail it with EPERM. A global function: the
  * verifier checks it once, not once per hook. */
 __attribute__((noinline)) int ic_decide(struct ic_conn *c, __u8 hook, int is_connect)
@@ -533,6 +545,10 @@ __attribute__((noinline)) int ic_decide(struct ic_conn *c, __u8 hook, int is_con
 	c->gen = cfg->generation & 1;
 	c->pidx = c->proto == IPPROTO_TCP ? 0 : c->proto == IPPROTO_UDP ? 1 : 2;
 
+	/* No live rule names the destination: none can match, the default decides and no
+	 * identity key is looked up (most connections, against a list of networks). */
+	if ((cfg->flags & IC_EGRESS_F_DST_FILTER) && !ic_dst_named(c))
+		goto decided;
 	/* Only the kinds of key the live rules have (most policies key one or two). */
 	if (cfg->kinds & (1 << IC_KEY_ANY))
 		best = ic_search_key(c, IC_KEY_ANY, best);
@@ -545,6 +561,7 @@ __attribute__((noinline)) int ic_decide(struct ic_conn *c, __u8 hook, int is_con
 	if (cfg->kinds & (1 << IC_KEY_CGROUP))
 		best = ic_search_key(c, IC_KEY_CGROUP, best);
 
+decided:
 	if (best < IC_EGRESS_MAX_RULES)
 		rule = ic_rule_at(c->gen, best);
 	if (rule) {

@@ -14,6 +14,8 @@
 //! that many rules all for this process's uid (the identity every rule shares), each
 //! `dst 10.X.Y.0/24 port P deny`, none matching the loopback listener: the rows the
 //! per-identity classifier is for (a scan of the identity's rules would grow with them).
+//! `egress/connect/scattered_10000`: the same count, each rule's destination a /32 drawn
+//! at random (a threat feed's shape, not networks side by side), none on loopback.
 
 use std::net::UdpSocket;
 use std::path::Path;
@@ -48,6 +50,25 @@ fn shared(count: u32) -> String {
             "    - uid: 0\n      dst: 10.{}.{}.0/24\n      ports: {}\n      action: deny\n",
             (i >> 8) & 0xff,
             i & 0xff,
+            1000 + i % 5000
+        ));
+    }
+    yaml
+}
+
+/// `count` rules sharing this process's uid, each `dst A.B.C.D port P deny` at an
+/// address drawn at random (a feed's shape: scattered /32s, no two in one /24 but by
+/// chance), none in 127.0.0.0/8.
+fn scattered(count: u32) -> String {
+    let mut rng = ironclad_testing::rules::Rng::new(0x5ca7_7e4e);
+    let mut yaml = String::from("egress:\n  default: allow\n  rules:\n");
+    for i in 0..count {
+        let mut addr = std::net::Ipv4Addr::from(rng.next_u64() as u32);
+        while addr.octets()[0] == 127 || addr.octets()[0] == 0 {
+            addr = std::net::Ipv4Addr::from(rng.next_u64() as u32);
+        }
+        yaml.push_str(&format!(
+            "    - uid: 0\n      dst: {addr}\n      ports: {}\n      action: deny\n",
             1000 + i % 5000
         ));
     }
@@ -115,6 +136,7 @@ fn egress(c: &mut Criterion) {
         ("rules_10000", policy(9_990)),
         ("shared_1000", shared(1_000)),
         ("shared_10000", shared(10_000)),
+        ("scattered_10000", scattered(10_000)),
     ] {
         let compiled = compile_str(&yaml, Path::new("bench.yaml"))
             .unwrap_or_else(|e| panic!("{e}"))

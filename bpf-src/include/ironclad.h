@@ -265,6 +265,20 @@ struct ic_tls_event {
 
 /* ---- Identity firewall (egress) ---- */
 
+/* struct ic_egress_config's flags. */
+enum ic_egress_config_flags {
+	/* Every live rule names destinations, and the union of them all is in
+	 * ic_egress_addr under the bucket IC_EGRESS_DST_ANY (key id 0): a destination
+	 * outside it cannot match any rule, and no identity key is looked up. */
+	IC_EGRESS_F_DST_FILTER = 1,
+};
+
+/* Classifier buckets of an identity key in ic_egress_addr (tag byte 1's low bits)
+ * beside tcp 0, udp 1 and other 2. */
+enum ic_egress_bucket_kind {
+	IC_EGRESS_DST_ANY = 3, /* key id 0: the union of every live rule's destinations */
+};
+
 enum ic_egress_limits {
 	IC_EGRESS_MAX_RULES = 16384, /* rules per generation (index 0 unused) */
 	IC_EGRESS_BUCKETS = 32768,   /* identity keys per generation */
@@ -406,7 +420,7 @@ struct ic_egress_config {
 	__u8 needs;           /* enum ic_egress_match flags: the caller's fields the live
 			       * rules read (IC_M_EXE, IC_M_COMM, IC_M_CGROUP, IC_M_ANCESTOR);
 			       * the others are read only when an event reports them */
-	__u8 _pad0;
+	__u8 flags;           /* IC_EGRESS_F_* */
 	__u32 rate_per_sec;   /* connect() attempts per second per identity; 0 = no limit */
 	__u32 rate_burst;
 };

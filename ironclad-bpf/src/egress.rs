@@ -41,8 +41,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ironclad_core::abi::{
-    egress_match, EgressBucket, EgressConfig, EgressTotal, ProcExe, ProcInfo, FW_DIM_DPORT,
-    FW_DIM_DST,
+    egress_match, EgressBucket, EgressConfig, EgressRule, EgressTotal, FwAddrKey, ProcExe,
+    ProcInfo, EGRESS_DST_ANY, EGRESS_F_DST_FILTER, FW_DIM_DPORT, FW_DIM_DST,
 };
 use ironclad_policy::firewall::{Direction, PacketProto};
 
@@ -350,6 +350,19 @@ impl EgressFirewall {
             first_class = first_class
                 .saturating_add(u32::try_from(classifier.classes.len()).unwrap_or(u32::MAX));
         }
+        // The union of every rule's destinations, when every rule names some: a
+        // connection outside it is decided by the default without any key lookup.
+        let union = destination_union(&policy.entries);
+        if let Some(union) = &union {
+            for (addr, len) in union {
+                let key = FwAddrKey {
+                    prefixlen: 32 + len,
+                    tag: [generation, EGRESS_DST_ANY | FW_DIM_DST << 2, 0, 0],
+                    addr: addr.to_be_bytes(),
+                };
+                class_images.addr.push((key.to_bytes(), 0u32.to_ne_bytes()));
+            }
+        }
         let write = || -> Result<()> {
             class_images.write(&class_maps.0, &class_maps.1, &class_maps.2, &class_maps.3)?;
             classes::write_all(&slots_map, &bit_slots)?;
@@ -387,7 +400,11 @@ impl EgressFirewall {
                         | egress_match::ANCESTOR);
                 needs | u8::try_from(read).unwrap_or(u8::MAX)
             }),
-            _pad0: [0; 1],
+            flags: if union.is_some() {
+                EGRESS_F_DST_FILTER
+            } else {
+                0
+            },
             rate_per_sec: policy.rate_limit.map_or(0, |r| r.per_second),
             rate_burst: policy.rate_limit.map_or(0, |r| r.burst),
         };
@@ -695,4 +712,108 @@ fn pin_link(dir: &Path, name: &str, link: &mut Link) -> Result<()> {
         reason: e.to_string(),
         source: Some(e.into()),
     })
+}
+
+/// The destinations of `entries` as the fewest prefixes (address over the 128-bit
+/// space, IPv4-mapped; length), none inside another: `None` when a rule names no
+/// destination (it matches every one) or one names them all, or there is no rule. The
+/// identity firewall's destination filter: no rule can match a destination outside.
+fn destination_union(entries: &[EgressRule]) -> Option<Vec<(u128, u32)>> {
+    let mut prefixes: Vec<(u128, u32)> = Vec::with_capacity(entries.len());
+    for rule in entries {
+        if rule.match_ & egress_match::DST == 0 || rule.prefixlen == 0 {
+            return None;
+        }
+        let len = u32::from(rule.prefixlen.min(128));
+        prefixes.push((u128::from_be_bytes(rule.dst) & prefix_mask(len), len));
+    }
+    if prefixes.is_empty() {
+        return None;
+    }
+    // A prefix sorts after every prefix containing it: each is inside the last one kept
+    // or outside every one kept.
+    prefixes.sort_unstable();
+    let mut union: Vec<(u128, u32)> = Vec::new();
+    for (addr, len) in prefixes {
+        let inside = union
+            .last()
+            .is_some_and(|(a, l)| *l <= len && (addr ^ a) & prefix_mask(*l) == 0);
+        if !inside {
+            union.push((addr, len));
+        }
+    }
+    Some(union)
+}
+
+/// The mask of the first `len` (at most 128) bits of a 128-bit address.
+fn prefix_mask(len: u32) -> u128 {
+    match len {
+        0 => 0,
+        l => u128::MAX << (128 - l.min(128)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(net: &str) -> EgressRule {
+        let net: ipnetwork::Ipv6Network = net.parse().unwrap_or_else(|e| panic!("{net}: {e}"));
+        EgressRule {
+            match_: egress_match::DST | egress_match::UID,
+            dst: net.ip().octets(),
+            prefixlen: net.prefix(),
+            ..EgressRule::default()
+        }
+    }
+
+    fn v6(s: &str) -> u128 {
+        u128::from(
+            s.parse::<std::net::Ipv6Addr>()
+                .unwrap_or_else(|e| panic!("{s}: {e}")),
+        )
+    }
+
+    #[test]
+    fn the_destination_union_keeps_the_outermost_prefixes_and_gives_up_on_a_rule_without_one() {
+        let rules = [
+            rule("::ffff:10.1.2.0/120"),
+            rule("::ffff:10.0.0.0/104"),
+            rule("fd00::/8"),
+            rule("::ffff:10.1.0.0/112"),
+            rule("::ffff:192.168.1.7/128"),
+            rule("fd00:1::/32"),
+        ];
+        assert_eq!(
+            destination_union(&rules),
+            Some(vec![
+                (v6("::ffff:10.0.0.0"), 104),
+                (v6("::ffff:192.168.1.7"), 128),
+                (v6("fd00::"), 8),
+            ])
+        );
+        // Host bits of a rule's network do not count.
+        let mut sloppy = rule("::ffff:10.9.0.0/112");
+        sloppy.dst = "::ffff:10.9.3.4"
+            .parse::<std::net::Ipv6Addr>()
+            .map(|a| a.octets())
+            .unwrap_or_default();
+        assert_eq!(
+            destination_union(&[sloppy]),
+            Some(vec![(v6("::ffff:10.9.0.0"), 112)])
+        );
+        let mut anywhere = rule("::ffff:10.0.0.0/104");
+        anywhere.match_ = egress_match::UID;
+        assert_eq!(
+            destination_union(&[rules[0], anywhere]),
+            None,
+            "a rule for any destination"
+        );
+        assert_eq!(
+            destination_union(&[rule("::/0")]),
+            None,
+            "a rule for every destination"
+        );
+        assert_eq!(destination_union(&[]), None, "no rule");
+    }
 }

@@ -175,7 +175,7 @@ mod egress {
             default_action,
             kinds,
             needs,
-            _pad0,
+            flags,
             rate_per_sec,
             rate_burst
         ]
@@ -235,6 +235,10 @@ mod egress {
         assert!(abi::EgressTotal::COUNT == e::ic_egress_total::IC_ETOTAL_COUNT.0);
         assert!(abi::EgressTotal::EventsLost as u32 == e::ic_egress_total::IC_ETOTAL_EVENTS_LOST.0);
         assert!(abi::EventKind::Egress as u32 == e::ic_event_kind::IC_EVENT_EGRESS.0);
+        assert!(
+            abi::EGRESS_F_DST_FILTER as u32 == e::ic_egress_config_flags::IC_EGRESS_F_DST_FILTER.0
+        );
+        assert!(abi::EGRESS_DST_ANY as u32 == e::ic_egress_bucket_kind::IC_EGRESS_DST_ANY.0);
     };
 }
 

@@ -1036,3 +1036,105 @@ fn a_denial_by_destination_alone_names_the_whole_caller_and_uid_rules_see_the_ca
         assert!(d.actor.pid > 0, "{d:#?}");
     }
 }
+
+/// The live configuration's flags and the destination filter's prefixes in the kernel
+/// (read through the pins, as `bpftool` would).
+fn destination_filter(pins: &BpffsDir) -> (u8, Vec<(u8, [u8; 16], u32)>) {
+    use ironclad_core::abi::{EgressConfig, FwAddrKey, EGRESS_DST_ANY, FW_DIM_DST};
+    use libbpf_rs::MapCore as _;
+    let open = |name: &str| {
+        libbpf_rs::MapHandle::from_pinned_path(pins.path().join("egress").join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let config = open("ic_egress_config")
+        .lookup(&0u32.to_ne_bytes(), libbpf_rs::MapFlags::ANY)
+        .expect("config")
+        .and_then(|v| EgressConfig::from_bytes(&v))
+        .expect("config value");
+    let prefixes = open("ic_egress_addr")
+        .keys()
+        .filter_map(|k| FwAddrKey::from_bytes(&k))
+        .filter(|k| k.tag[1] == EGRESS_DST_ANY | FW_DIM_DST << 2)
+        .map(|k| (k.tag[0], k.addr, k.prefixlen - 32))
+        .collect();
+    (config.flags, prefixes)
+}
+
+#[test]
+fn outside_every_rules_destinations_the_default_decides_and_a_rule_without_one_turns_that_off() {
+    require_privileges!();
+    use ironclad_core::abi::EGRESS_F_DST_FILTER;
+    let mut lab = Lab::new("egress-dstf");
+    let a = lab.clients.path("client-a");
+    let (port_a, accepted_a) = tcp_listener("127.0.0.1");
+    let (port_b, accepted_b) = tcp_listener("127.0.0.2");
+    let (pa, pb) = (port_a.to_string(), port_b.to_string());
+    let mapped = |last: u8| {
+        let mut addr = [0u8; 16];
+        addr[10..].copy_from_slice(&[0xff, 0xff, 127, 0, 0, last]);
+        addr
+    };
+    lab.attach();
+
+    // Default deny, one allowed destination: outside it, the default still denies.
+    lab.apply(&format!(
+        "egress:\n  default: deny\n  rules:\n    - uid: 0\n      dst: 127.0.0.1\n      ports: {pa}\n      action: allow\n"
+    ));
+    let (flags, prefixes) = destination_filter(&lab._pins);
+    assert_eq!(flags & EGRESS_F_DST_FILTER, EGRESS_F_DST_FILTER);
+    let live = prefixes
+        .first()
+        .map(|p| p.0)
+        .expect("the filter's prefixes");
+    assert_eq!(prefixes, vec![(live, mapped(1), 128)]);
+    assert_eq!(run(&lab.cgroup, &a, &["tcp4", "127.0.0.1", &pa]), (1, 0, 0));
+    assert_eq!(
+        run(&lab.cgroup, &a, &["tcp4", "127.0.0.2", &pb]),
+        (0, 1, 0),
+        "outside every rule's destination: the default (deny)"
+    );
+    assert_eq!(
+        run(&lab.cgroup, &a, &["tcp4", "127.0.0.1", &pb]),
+        (0, 1, 0),
+        "a named destination, another port: the default"
+    );
+
+    // A rule by comm alone names no destination: no filter, and it decides anywhere.
+    lab.apply(&format!(
+        "egress:\n  default: allow\n  rules:\n    - uid: 0\n      dst: 127.0.0.2\n      action: deny\n    - comm: client-a\n      ports: {pa}\n      action: deny\n"
+    ));
+    let (flags, prefixes) = destination_filter(&lab._pins);
+    assert_eq!(flags & EGRESS_F_DST_FILTER, 0);
+    assert!(
+        prefixes.iter().all(|p| p.0 == live),
+        "none written for the new generation: {prefixes:?}"
+    );
+    assert_eq!(
+        run(&lab.cgroup, &a, &["tcp4", "127.0.0.1", &pa]),
+        (0, 1, 0),
+        "the comm rule, at a destination no other rule names"
+    );
+    assert_eq!(run(&lab.cgroup, &a, &["tcp4", "127.0.0.2", &pb]), (0, 1, 0));
+
+    // Back to the first generation's maps: its old prefixes are gone with it.
+    // (127.0.0.1 is inside 127.0.0.0/31: not written again.)
+    lab.apply("egress:\n  default: allow\n  rules:\n    - uid: 0\n      dst: 127.0.0.2/32\n      action: deny\n    - uid: 0\n      dst: 127.0.0.1\n      ports: 2\n      action: deny\n    - uid: 0\n      dst: 127.0.0.0/31\n      ports: 1\n      action: deny\n");
+    let (flags, prefixes) = destination_filter(&lab._pins);
+    assert_eq!(flags & EGRESS_F_DST_FILTER, EGRESS_F_DST_FILTER);
+    let mut net = mapped(0);
+    net[15] = 0;
+    assert_eq!(
+        prefixes,
+        vec![(live, net, 127), (live, mapped(2), 128)],
+        "the union, outermost prefixes only"
+    );
+    assert_eq!(
+        run(&lab.cgroup, &a, &["tcp4", "127.0.0.1", &pa]),
+        (1, 0, 0),
+        "inside the union, no rule matches: the default (allow)"
+    );
+    assert_eq!(run(&lab.cgroup, &a, &["tcp4", "127.0.0.2", &pb]), (0, 1, 0));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(accepted_a.load(Ordering::SeqCst), 2);
+    assert_eq!(accepted_b.load(Ordering::SeqCst), 0);
+}

@@ -1024,6 +1024,15 @@ impl EgressBucket {
     }
 }
 
+/// `IC_EGRESS_F_DST_FILTER`: every live rule names destinations and their union is
+/// in the destination trie under [`EGRESS_DST_ANY`]; a destination outside it is
+/// decided by the default without looking up any identity key.
+pub const EGRESS_F_DST_FILTER: u8 = 1;
+
+/// `IC_EGRESS_DST_ANY`: the classifier bucket (beside tcp 0, udp 1, other 2) holding
+/// the union of the live rules' destinations.
+pub const EGRESS_DST_ANY: u8 = 3;
+
 /// `struct ic_egress_config`.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
@@ -1041,8 +1050,8 @@ pub struct EgressConfig {
     /// (`EXE`, `COMM`, `CGROUP`, `ANCESTOR`): the others are not read for a decision,
     /// only for an event.
     pub needs: u8,
-    /// Explicit padding.
-    pub _pad0: [u8; 1],
+    /// `IC_EGRESS_F_*` flags ([`EGRESS_F_DST_FILTER`]).
+    pub flags: u8,
     /// connect() attempts per second per identity; 0 = no limit.
     pub rate_per_sec: u32,
     /// Bucket size.
