@@ -16,6 +16,8 @@
 //! per-identity classifier is for (a scan of the identity's rules would grow with them).
 //! `egress/connect/scattered_10000`: the same count, each rule's destination a /32 drawn
 //! at random (a threat feed's shape, not networks side by side), none on loopback.
+//! `egress/connect/named_10000`: `shared_10000` whose last rule names 127.0.0.0/8 (on
+//! another port): the destination is one a rule names, so the key's classifier runs.
 
 use std::net::UdpSocket;
 use std::path::Path;
@@ -72,6 +74,15 @@ fn scattered(count: u32) -> String {
             1000 + i % 5000
         ));
     }
+    yaml
+}
+
+/// [`shared`]`(count - 1)` and a last rule naming the listener's network on another
+/// port: the destination filter lets the connection through to the identity key's
+/// classifier, which finds no rule for the port.
+fn named(count: u32) -> String {
+    let mut yaml = shared(count - 1);
+    yaml.push_str("    - uid: 0\n      dst: 127.0.0.0/8\n      ports: 1\n      action: deny\n");
     yaml
 }
 
@@ -137,6 +148,7 @@ fn egress(c: &mut Criterion) {
         ("shared_1000", shared(1_000)),
         ("shared_10000", shared(10_000)),
         ("scattered_10000", scattered(10_000)),
+        ("named_10000", named(10_000)),
     ] {
         let compiled = compile_str(&yaml, Path::new("bench.yaml"))
             .unwrap_or_else(|e| panic!("{e}"))
