@@ -77,6 +77,23 @@ impl Net {
         self.ns.tcp_connects(src, addr, port, 2.0).expect("python3")
     }
 
+    /// Sends one IPv4 datagram `payload` from the namespace's address, port `from`, to
+    /// the host's, port `to` (a python one-liner in the namespace).
+    fn datagram_in(&self, from: u16, to: u16, payload: &str) {
+        let script = format!(
+            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('{}',{from}))\ns.sendto(b'{payload}',('{}',{to}))",
+            self.peer(false),
+            self.host(false)
+        );
+        let status = self
+            .ns
+            .command("python3")
+            .args(["-c", &script])
+            .status()
+            .expect("python3");
+        assert!(status.success(), "sending {payload} from the namespace");
+    }
+
     /// A python HTTP server in the namespace on its address, port `port`.
     fn http_server(&self, v6: bool, port: u16) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -760,18 +777,7 @@ fn an_idle_flow_expires_and_its_late_reply_is_a_stranger() {
         .send_to(b"out", (net.peer(false).as_str(), 7777))
         .expect("send");
     let answer = |what: &str| -> bool {
-        let script = format!(
-            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('{}',7777))\ns.sendto(b'{what}',('{}',{port}))",
-            net.peer(false),
-            net.host(false)
-        );
-        let status = net
-            .ns
-            .command("python3")
-            .args(["-c", &script])
-            .status()
-            .expect("answer");
-        assert!(status.success());
+        net.datagram_in(7777, port, what);
         let mut buf = [0u8; 32];
         matches!(socket.recv_from(&mut buf), Ok((n, _)) if &buf[..n] == what.as_bytes())
     };
@@ -853,18 +859,7 @@ fn a_connection_stamped_ahead_of_a_packets_clock_read_stays_tracked() {
         .expect("update");
 
     // The answer passes as the connection's reply, not as a new inbound flow.
-    let script = format!(
-        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('{}',7778))\ns.sendto(b'back',('{}',{port}))",
-        net.peer(false),
-        net.host(false)
-    );
-    let status = net
-        .ns
-        .command("python3")
-        .args(["-c", &script])
-        .status()
-        .expect("answer");
-    assert!(status.success());
+    net.datagram_in(7778, port, "back");
     let mut buf = [0u8; 16];
     let got = socket.recv_from(&mut buf).map(|(n, _)| buf[..n].to_vec());
     assert_eq!(
