@@ -90,6 +90,20 @@ impl ClassImages {
         }
     }
 
+    /// `prefixes` (address over the 128-bit space, length) under `tag`, each with
+    /// class 0: a set the kernel asks only whether an address is in (the identity
+    /// firewall's destination filter).
+    pub(crate) fn push_set(&mut self, tag: [u8; 4], prefixes: &[(u128, u32)]) {
+        for (addr, len) in prefixes {
+            let key = FwAddrKey {
+                prefixlen: 32 + len,
+                tag,
+                addr: addr.to_be_bytes(),
+            };
+            self.addr.push((key.to_bytes(), 0u32.to_ne_bytes()));
+        }
+    }
+
     /// Each piece of a port (or ICMP type) dimension under `tag` whose class (in
     /// `classes`) is not empty, as the aligned prefixes covering it, its class
     /// numbered from `base`. The pieces do not nest: a value of a piece left out
@@ -211,7 +225,7 @@ fn class_is_empty(classes: &[Bitmap], class: u32) -> bool {
 }
 
 /// The mask of the first `len` bits of a 128-bit address.
-fn prefix_mask(len: u32) -> u128 {
+pub(crate) fn prefix_mask(len: u32) -> u128 {
     if len == 0 {
         0
     } else {

@@ -41,12 +41,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ironclad_core::abi::{
-    egress_match, EgressBucket, EgressConfig, EgressRule, EgressTotal, FwAddrKey, ProcExe,
-    ProcInfo, EGRESS_DST_ANY, EGRESS_F_DST_FILTER, FW_DIM_DPORT, FW_DIM_DST,
+    egress_match, EgressBucket, EgressConfig, EgressRule, EgressTotal, ProcExe, ProcInfo,
+    EGRESS_DST_ANY, EGRESS_F_DST_FILTER, FW_DIM_DPORT, FW_DIM_DST,
 };
 use ironclad_policy::firewall::{Direction, PacketProto};
 
-use crate::classes::{self, ClassImages};
+use crate::classes::{self, prefix_mask, ClassImages};
 use ironclad_events::{Event, Fanout};
 use ironclad_policy::egress::{exe_identity, CompiledEgress};
 use libbpf_rs::Link;
@@ -354,14 +354,7 @@ impl EgressFirewall {
         // connection outside it is decided by the default without any key lookup.
         let union = destination_union(&policy.entries);
         if let Some(union) = &union {
-            for (addr, len) in union {
-                let key = FwAddrKey {
-                    prefixlen: 32 + len,
-                    tag: [generation, EGRESS_DST_ANY | FW_DIM_DST << 2, 0, 0],
-                    addr: addr.to_be_bytes(),
-                };
-                class_images.addr.push((key.to_bytes(), 0u32.to_ne_bytes()));
-            }
+            class_images.push_set([generation, EGRESS_DST_ANY | FW_DIM_DST << 2, 0, 0], union);
         }
         let write = || -> Result<()> {
             class_images.write(&class_maps.0, &class_maps.1, &class_maps.2, &class_maps.3)?;
@@ -743,14 +736,6 @@ fn destination_union(entries: &[EgressRule]) -> Option<Vec<(u128, u32)>> {
         }
     }
     Some(union)
-}
-
-/// The mask of the first `len` (at most 128) bits of a 128-bit address.
-fn prefix_mask(len: u32) -> u128 {
-    match len {
-        0 => 0,
-        l => u128::MAX << (128 - l.min(128)),
-    }
 }
 
 #[cfg(test)]
