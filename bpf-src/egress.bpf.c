@@ -83,6 +83,23 @@ struct {
 	__type(value, __u32);
 } ic_egress_slots SEC(".maps");
 
+/* The destination union as a hash per prefix length (IC_EGRESS_F_DST_HASH), both
+ * generations: at most one prefix per rule each. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 2 * IC_EGRESS_MAX_RULES);
+	__type(key, struct ic_egress_dst_key);
+	__type(value, __u8);
+} ic_egress_dst SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct ic_egress_dst_lengths);
+} ic_egress_dst_lengths SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -133,6 +150,9 @@ const volatile enum ic_event_kind ic_abi_egress_kind = IC_EVENT_EGRESS;
 const volatile enum ic_egress_config_flags ic_abi_egress_flags = IC_EGRESS_F_DST_FILTER;
 const volatile enum ic_egress_bucket_kind ic_abi_egress_bucket = IC_EGRESS_DST_ANY;
 const volatile struct ic_egress_event ic_abi_egress_event;
+const volatile struct ic_egress_dst_key ic_abi_egress_dst_key;
+const volatile struct ic_egress_dst_lengths ic_abi_egress_dst_lengths;
+const volatile enum ic_egress_dst_limits ic_abi_egress_dst_limits = IC_EGRESS_DST_HASH_LENGTHS;
 
 /* ---- decision ---- */
 
@@ -145,7 +165,10 @@ struct ic_conn {
 	__u16 port;  /* host order */
 	__u8 proto;
 	__u8 known;  /* the executable is known */
-	__u8 dst[16];
+	union {
+		__u8 dst[16];
+		__u64 dst64[2]; /* the same, for 8-byte copies (ic_bv_addr_class) */
+	};
 	__u8 comm[16];
 	__u32 gen;   /* the live generation */
 	__u32 pidx;  /* the classifier bucket: 0 tcp, 1 udp, 2 other */
@@ -369,7 +392,8 @@ static long ic_scan_step(__u64 i, struct ic_scan *s)
  * out of their one-million-instruction budget). */
 __attribute__((noinline)) __u32 ic_search_key(struct ic_conn *c, __u32 kind, __u32 best)
 {
-	struct ic_egress_key key = { .kind = kind };
+	/* Aligned, so the identity's bytes are copied a word at a time, not a byte. */
+	struct ic_egress_key key __attribute__((aligned(8))) = { .kind = kind };
 	struct ic_scan s = { .c = c, .best = best };
 	struct ic_egress_bucket *b;
 	__u8 tag[4];
@@ -411,7 +435,7 @@ __attribute__((noinline)) __u32 ic_search_key(struct ic_conn *c, __u32 kind, __u
 	tag[3] = s.id & 0xff;
 	/* The destination's class and its summary first: most connections match none of
 	 * a key's destinations, and then the port is never looked up. */
-	if (ic_bv_addr_class(&ic_egress_addr, tag, c->dst, &s.classes[0]))
+	if (ic_bv_addr_class(&ic_egress_addr, tag, c->dst64, &s.classes[0]))
 		return best;
 #pragma unroll
 	for (int w = 0; w < IC_FW_SUMMARY_WORDS; w++)
@@ -509,14 +533,49 @@ static __always_inline void ic_report(struct ic_conn *c, __u32 rule_id, __u8 ver
 	bpf_ringbuf_submit(e, 0);
 }
 
-/* Whether any live rule's destination contains the caller's (the union of them all,
- * under the bucket IC_EGRESS_DST_ANY of key id 0). */
-static __always_inline int ic_dst_named(struct ic_conn *c)
+/* The first `len` bits of a 64-bit half of an address in network order, masked. */
+static __always_inline __u64 ic_masked(__u64 half, __u32 len)
+{
+	if (len >= 64)
+		return half;
+	if (len == 0)
+		return 0;
+	return half & bpf_cpu_to_be64(~0ULL << (64 - len));
+}
+
+/* Whether any live rule's destination contains the caller's: the union of them all,
+ * in ic_egress_dst (one lookup per prefix length) when it has few lengths, else under
+ * the bucket IC_EGRESS_DST_ANY of key id 0 in the trie. No prefix of the union is
+ * inside another, so the lengths can be tried in any order. */
+static __always_inline int ic_dst_named(struct ic_conn *c, __u8 flags)
 {
 	__u8 tag[4] = { c->gen & 1, IC_EGRESS_DST_ANY | IC_FW_DIM_DST << 2, 0, 0 };
-	__u32 class_id;
+	struct ic_egress_dst_lengths *lengths;
+	__u32 class_id, gen = c->gen & 1;
 
-	return ic_bv_addr_class(&ic_egress_addr, tag, c->dst, &class_id) == 0;
+	if (!(flags & IC_EGRESS_F_DST_HASH))
+		return ic_bv_addr_class(&ic_egress_addr, tag, c->dst64, &class_id) == 0;
+	lengths = bpf_map_lookup_elem(&ic_egress_dst_lengths, &gen);
+	if (!lengths)
+		return 1; /* cannot tell: the keys decide */
+#pragma unroll
+	for (int i = 0; i < IC_EGRESS_DST_HASH_LENGTHS; i++) {
+		struct ic_egress_dst_key key __attribute__((aligned(8))) = { .generation = gen };
+		__u32 len;
+		__u64 half;
+
+		if (i >= lengths->count)
+			break;
+		len = lengths->prefixlen[i];
+		key.prefixlen = len;
+		half = ic_masked(c->dst64[0], len);
+		__builtin_memcpy(&key.addr[0], &half, 8);
+		half = ic_masked(c->dst64[1], len > 64 ? len - 64 : 0);
+		__builtin_memcpy(&key.addr[8], &half, 8);
+		if (bpf_map_lookup_elem(&ic_egress_dst, &key))
+			return 1;
+	}
+	return 0;
 }
 
 /* Returns 1 to let the call proceed, 0 to fail it with EPERM. A global function: the
@@ -547,7 +606,7 @@ __attribute__((noinline)) int ic_decide(struct ic_conn *c, __u8 hook, int is_con
 
 	/* No live rule names the destination: none can match, the default decides and no
 	 * identity key is looked up (most connections, against a list of networks). */
-	if ((cfg->flags & IC_EGRESS_F_DST_FILTER) && !ic_dst_named(c))
+	if ((cfg->flags & IC_EGRESS_F_DST_FILTER) && !ic_dst_named(c, cfg->flags))
 		goto decided;
 	/* Only the kinds of key the live rules have (most policies key one or two). */
 	if (cfg->kinds & (1 << IC_KEY_ANY))

@@ -163,8 +163,14 @@ struct {
 
 /* The packet as the firewall sees it. */
 struct ic_fw_pkt {
-	__u8 src[16];
-	__u8 dst[16];
+	union {
+		__u8 src[16];
+		__u64 src64[2]; /* the same, for 8-byte copies (ic_bv_addr_class) */
+	};
+	union {
+		__u8 dst[16];
+		__u64 dst64[2];
+	};
 	__u16 sport;
 	__u16 dport;
 	__u8 proto;
@@ -431,10 +437,10 @@ __attribute__((noinline)) int ic_fw_classify_key(__u32 slot, __u32 bucket, struc
 	{
 		__u8 tag[4] = { m.slot, bucket, IC_FW_DIM_SRC, 0 };
 
-		if (ic_bv_addr_class(&ic_fw_addr, tag, p->src, &m.classes[0]))
+		if (ic_bv_addr_class(&ic_fw_addr, tag, p->src64, &m.classes[0]))
 			return -1;
 		tag[2] = IC_FW_DIM_DST;
-		if (ic_bv_addr_class(&ic_fw_addr, tag, p->dst, &m.classes[1]))
+		if (ic_bv_addr_class(&ic_fw_addr, tag, p->dst64, &m.classes[1]))
 			return -1;
 		tag[2] = IC_FW_DIM_SPORT;
 		if (ic_bv_port_class(&ic_fw_ports, tag, sport, &m.classes[2]))

@@ -271,6 +271,30 @@ enum ic_egress_config_flags {
 	 * ic_egress_addr under the bucket IC_EGRESS_DST_ANY (key id 0): a destination
 	 * outside it cannot match any rule, and no identity key is looked up. */
 	IC_EGRESS_F_DST_FILTER = 1,
+	/* With IC_EGRESS_F_DST_FILTER: the union has at most IC_EGRESS_DST_HASH_LENGTHS
+	 * prefix lengths and is in the hash ic_egress_dst instead (one lookup per length,
+	 * listed in ic_egress_dst_lengths): a trie of scattered /32s is some fourteen nodes
+	 * deep for an address outside it, a hash one lookup. */
+	IC_EGRESS_F_DST_HASH = 2,
+};
+
+/* The hashed destination filter (IC_EGRESS_F_DST_HASH). */
+enum ic_egress_dst_limits {
+	IC_EGRESS_DST_HASH_LENGTHS = 4, /* prefix lengths it takes, at most */
+};
+
+/* A prefix of the destination union in the hash ic_egress_dst (value: __u8 1). */
+struct ic_egress_dst_key {
+	__u8 generation;  /* 0 or 1 */
+	__u8 prefixlen;   /* 0..128, over the IPv4-mapped address */
+	__u8 _pad0[6];
+	__u8 addr[16];    /* network order, the bits past prefixlen zero */
+};
+
+/* The prefix lengths of one generation's union in ic_egress_dst (array by generation). */
+struct ic_egress_dst_lengths {
+	__u8 count;       /* 0..IC_EGRESS_DST_HASH_LENGTHS */
+	__u8 prefixlen[7]; /* the first count are the lengths */
 };
 
 /* Classifier buckets of an identity key in ic_egress_addr (tag byte 1's low bits)

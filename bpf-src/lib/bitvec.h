@@ -40,11 +40,14 @@ static __always_inline __u32 ic_lowest_bit(__u64 w)
 	return n;
 }
 
-/* The class of `addr` (16 bytes, IPv4 as IPv4-mapped) under `tag`; -1 when none. */
-static __always_inline int ic_bv_addr_class(void *trie, const __u8 tag[4], const __u8 addr[16],
+/* The class of `addr` (16 bytes, IPv4 as IPv4-mapped) under `tag`; -1 when none. The
+ * address is taken as two 8-byte words: from a byte array the compiler cannot prove
+ * aligned, the BPF backend (which has no unaligned loads) copies it a byte at a time,
+ * some 50 instructions per lookup. */
+static __always_inline int ic_bv_addr_class(void *trie, const __u8 tag[4], const __u64 addr[2],
 					    __u32 *class_id)
 {
-	struct ic_fw_addr_key key = { .prefixlen = 32 + 128 };
+	struct ic_fw_addr_key key __attribute__((aligned(8))) = { .prefixlen = 32 + 128 };
 	__u32 *c;
 
 	__builtin_memcpy(key.tag, tag, 4);

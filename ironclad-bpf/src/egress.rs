@@ -41,8 +41,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ironclad_core::abi::{
-    egress_match, EgressBucket, EgressConfig, EgressRule, EgressTotal, ProcExe, ProcInfo,
-    EGRESS_DST_ANY, EGRESS_F_DST_FILTER, FW_DIM_DPORT, FW_DIM_DST,
+    egress_match, EgressBucket, EgressConfig, EgressDstKey, EgressDstLengths, EgressRule,
+    EgressTotal, ProcExe, ProcInfo, EGRESS_DST_ANY, EGRESS_DST_HASH_LENGTHS, EGRESS_F_DST_FILTER,
+    EGRESS_F_DST_HASH, FW_DIM_DPORT, FW_DIM_DST,
 };
 use ironclad_policy::firewall::{Direction, PacketProto};
 
@@ -283,6 +284,18 @@ impl EgressFirewall {
             })
             .collect();
         slots_map.delete_many(stale.iter().map(Vec::as_slice))?;
+        let dst_map = self.object.map(names::egress::ic_egress_dst)?;
+        let clear_dst = || -> Result<()> {
+            let stale: Vec<Vec<u8>> = dst_map
+                .keys()
+                .into_iter()
+                .filter(|k| k.first().is_some_and(|g| u32::from(*g) == next))
+                .collect();
+            dst_map
+                .delete_many(stale.iter().map(Vec::as_slice))
+                .map(|_| ())
+        };
+        clear_dst()?;
 
         let rule_map = self.object.map(rules)?;
         let images: Vec<([u8; 4], Vec<u8>)> = policy
@@ -352,16 +365,27 @@ impl EgressFirewall {
         }
         // The union of every rule's destinations, when every rule names some: a
         // connection outside it is decided by the default without any key lookup.
+        // Few prefix lengths (a feed's /32s, networks of one size): a hash per length,
+        // else the trie.
         let union = destination_union(&policy.entries);
-        if let Some(union) = &union {
+        let hashed = union
+            .as_deref()
+            .and_then(|u| dst_hash_images(generation, u));
+        if let (Some(union), None) = (&union, &hashed) {
             class_images.push_set([generation, EGRESS_DST_ANY | FW_DIM_DST << 2, 0, 0], union);
         }
+        let lengths_map = self.object.map(names::egress::ic_egress_dst_lengths)?;
         let write = || -> Result<()> {
             class_images.write(&class_maps.0, &class_maps.1, &class_maps.2, &class_maps.3)?;
             classes::write_all(&slots_map, &bit_slots)?;
-            classes::write_all(&index_map, &buckets)
+            classes::write_all(&index_map, &buckets)?;
+            let (keys, lengths) = hashed.clone().unwrap_or_default();
+            let present = [1u8];
+            dst_map.update_many(keys.iter().map(|k| (&k[..], &present[..])))?;
+            lengths_map.update(&next.to_ne_bytes(), &lengths.to_bytes())
         };
         if let Err(e) = write() {
+            let _ = clear_dst();
             // The live generation was never touched; give the spare one's memory back.
             let _ = classes::clear_slot(
                 generation,
@@ -393,10 +417,10 @@ impl EgressFirewall {
                         | egress_match::ANCESTOR);
                 needs | u8::try_from(read).unwrap_or(u8::MAX)
             }),
-            flags: if union.is_some() {
-                EGRESS_F_DST_FILTER
-            } else {
-                0
+            flags: match (&union, &hashed) {
+                (None, _) => 0,
+                (Some(_), None) => EGRESS_F_DST_FILTER,
+                (Some(_), Some(_)) => EGRESS_F_DST_FILTER | EGRESS_F_DST_HASH,
             },
             rate_per_sec: policy.rate_limit.map_or(0, |r| r.per_second),
             rate_burst: policy.rate_limit.map_or(0, |r| r.burst),
@@ -738,6 +762,38 @@ fn destination_union(entries: &[EgressRule]) -> Option<Vec<(u128, u32)>> {
     Some(union)
 }
 
+/// The keys of `union` in the hash `ic_egress_dst` under `generation`, and its
+/// lengths: `None` when it has more than [`EGRESS_DST_HASH_LENGTHS`] of them (the trie
+/// then costs less than a lookup per length).
+fn dst_hash_images(
+    generation: u8,
+    union: &[(u128, u32)],
+) -> Option<(Vec<[u8; 24]>, EgressDstLengths)> {
+    let mut lengths = EgressDstLengths::default();
+    let mut keys = Vec::with_capacity(union.len());
+    for &(addr, len) in union {
+        let len = u8::try_from(len).ok().filter(|l| *l <= 128)?;
+        let count = usize::from(lengths.count);
+        if !lengths.prefixlen[..count].contains(&len) {
+            if count >= EGRESS_DST_HASH_LENGTHS {
+                return None;
+            }
+            *lengths.prefixlen.get_mut(count)? = len;
+            lengths.count += 1;
+        }
+        keys.push(
+            EgressDstKey {
+                generation,
+                prefixlen: len,
+                _pad0: [0; 6],
+                addr: (addr & prefix_mask(u32::from(len))).to_be_bytes(),
+            }
+            .to_bytes(),
+        );
+    }
+    Some((keys, lengths))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -757,6 +813,37 @@ mod tests {
             s.parse::<std::net::Ipv6Addr>()
                 .unwrap_or_else(|e| panic!("{s}: {e}")),
         )
+    }
+
+    #[test]
+    fn the_hashed_filter_takes_up_to_four_lengths_and_masks_each_key() {
+        let union = [
+            (v6("::ffff:10.1.2.3") & prefix_mask(120), 120),
+            (v6("::ffff:10.9.0.0"), 112),
+            (v6("2001:db8::1"), 128),
+            (v6("::ffff:192.0.2.7"), 128),
+        ];
+        let (keys, lengths) = dst_hash_images(1, &union).unwrap_or_else(|| panic!("hashed"));
+        assert_eq!(lengths.count, 3);
+        assert_eq!(&lengths.prefixlen[..3], &[120, 112, 128]);
+        let first = EgressDstKey::from_bytes(&keys[0]).unwrap_or_else(|| panic!("key"));
+        assert_eq!(
+            (
+                first.generation,
+                first.prefixlen,
+                u128::from_be_bytes(first.addr)
+            ),
+            (1, 120, v6("::ffff:10.1.2.0"))
+        );
+        assert_eq!(keys.len(), 4);
+        let five: Vec<(u128, u32)> = (0..5u32)
+            .map(|i| (v6("2001:db8::") & prefix_mask(64 + i), 64 + i))
+            .collect();
+        assert!(
+            dst_hash_images(0, &five).is_none(),
+            "five lengths: the trie"
+        );
+        assert!(dst_hash_images(0, &five[..4]).is_some());
     }
 
     #[test]

@@ -168,6 +168,16 @@ mod egress {
     same_layout!(abi::EgressKey, e::ic_egress_key, [kind, _pad0, value]);
     same_layout!(abi::EgressBucket, e::ic_egress_bucket, [id, rules]);
     same_layout!(
+        abi::EgressDstKey,
+        e::ic_egress_dst_key,
+        [generation, prefixlen, _pad0, addr]
+    );
+    same_layout!(
+        abi::EgressDstLengths,
+        e::ic_egress_dst_lengths,
+        [count, prefixlen]
+    );
+    same_layout!(
         abi::EgressConfig,
         e::ic_egress_config,
         [
@@ -239,6 +249,11 @@ mod egress {
             abi::EGRESS_F_DST_FILTER as u32 == e::ic_egress_config_flags::IC_EGRESS_F_DST_FILTER.0
         );
         assert!(abi::EGRESS_DST_ANY as u32 == e::ic_egress_bucket_kind::IC_EGRESS_DST_ANY.0);
+        assert!(abi::EGRESS_F_DST_HASH as u32 == e::ic_egress_config_flags::IC_EGRESS_F_DST_HASH.0);
+        assert!(
+            abi::EGRESS_DST_HASH_LENGTHS as u32
+                == e::ic_egress_dst_limits::IC_EGRESS_DST_HASH_LENGTHS.0
+        );
     };
 }
 

@@ -1037,10 +1037,13 @@ fn a_denial_by_destination_alone_names_the_whole_caller_and_uid_rules_see_the_ca
     }
 }
 
-/// The live configuration's flags and the destination filter's prefixes in the kernel
-/// (read through the pins, as `bpftool` would).
-fn destination_filter(pins: &BpffsDir) -> (u8, Vec<(u8, [u8; 16], u32)>) {
-    use ironclad_core::abi::{EgressConfig, FwAddrKey, EGRESS_DST_ANY, FW_DIM_DST};
+/// A prefix of the destination filter in the kernel: generation, address, length.
+type FilterPrefix = (u8, [u8; 16], u32);
+
+/// The live configuration's flags and the destination filter's prefixes in the kernel,
+/// in the trie and in the hash (read through the pins, as `bpftool` would).
+fn destination_filter(pins: &BpffsDir) -> (u8, Vec<FilterPrefix>, Vec<FilterPrefix>) {
+    use ironclad_core::abi::{EgressConfig, EgressDstKey, FwAddrKey, EGRESS_DST_ANY, FW_DIM_DST};
     use libbpf_rs::MapCore as _;
     let open = |name: &str| {
         libbpf_rs::MapHandle::from_pinned_path(pins.path().join("egress").join(name))
@@ -1051,19 +1054,26 @@ fn destination_filter(pins: &BpffsDir) -> (u8, Vec<(u8, [u8; 16], u32)>) {
         .expect("config")
         .and_then(|v| EgressConfig::from_bytes(&v))
         .expect("config value");
-    let prefixes = open("ic_egress_addr")
+    let mut trie: Vec<FilterPrefix> = open("ic_egress_addr")
         .keys()
         .filter_map(|k| FwAddrKey::from_bytes(&k))
         .filter(|k| k.tag[1] == EGRESS_DST_ANY | FW_DIM_DST << 2)
         .map(|k| (k.tag[0], k.addr, k.prefixlen - 32))
         .collect();
-    (config.flags, prefixes)
+    let mut hash: Vec<FilterPrefix> = open("ic_egress_dst")
+        .keys()
+        .filter_map(|k| EgressDstKey::from_bytes(&k))
+        .map(|k| (k.generation, k.addr, u32::from(k.prefixlen)))
+        .collect();
+    trie.sort_unstable();
+    hash.sort_unstable();
+    (config.flags, trie, hash)
 }
 
 #[test]
 fn outside_every_rules_destinations_the_default_decides_and_a_rule_without_one_turns_that_off() {
     require_privileges!();
-    use ironclad_core::abi::EGRESS_F_DST_FILTER;
+    use ironclad_core::abi::{EGRESS_F_DST_FILTER, EGRESS_F_DST_HASH};
     let mut lab = Lab::new("egress-dstf");
     let a = lab.clients.path("client-a");
     let (port_a, accepted_a) = tcp_listener("127.0.0.1");
@@ -1077,16 +1087,15 @@ fn outside_every_rules_destinations_the_default_decides_and_a_rule_without_one_t
     lab.attach();
 
     // Default deny, one allowed destination: outside it, the default still denies.
+    // One prefix length: the filter is the hash.
     lab.apply(&format!(
         "egress:\n  default: deny\n  rules:\n    - uid: 0\n      dst: 127.0.0.1\n      ports: {pa}\n      action: allow\n"
     ));
-    let (flags, prefixes) = destination_filter(&lab._pins);
-    assert_eq!(flags & EGRESS_F_DST_FILTER, EGRESS_F_DST_FILTER);
-    let live = prefixes
-        .first()
-        .map(|p| p.0)
-        .expect("the filter's prefixes");
-    assert_eq!(prefixes, vec![(live, mapped(1), 128)]);
+    let (flags, trie, hash) = destination_filter(&lab._pins);
+    assert_eq!(flags, EGRESS_F_DST_FILTER | EGRESS_F_DST_HASH);
+    let live = hash.first().map(|p| p.0).expect("the filter's prefixes");
+    assert_eq!(hash, vec![(live, mapped(1), 128)]);
+    assert!(trie.is_empty(), "{trie:?}");
     assert_eq!(run(&lab.cgroup, &a, &["tcp4", "127.0.0.1", &pa]), (1, 0, 0));
     assert_eq!(
         run(&lab.cgroup, &a, &["tcp4", "127.0.0.2", &pb]),
@@ -1103,11 +1112,11 @@ fn outside_every_rules_destinations_the_default_decides_and_a_rule_without_one_t
     lab.apply(&format!(
         "egress:\n  default: allow\n  rules:\n    - uid: 0\n      dst: 127.0.0.2\n      action: deny\n    - comm: client-a\n      ports: {pa}\n      action: deny\n"
     ));
-    let (flags, prefixes) = destination_filter(&lab._pins);
+    let (flags, trie, hash) = destination_filter(&lab._pins);
     assert_eq!(flags & EGRESS_F_DST_FILTER, 0);
     assert!(
-        prefixes.iter().all(|p| p.0 == live),
-        "none written for the new generation: {prefixes:?}"
+        hash.iter().all(|p| p.0 == live) && trie.is_empty(),
+        "none written for the new generation: {hash:?} {trie:?}"
     );
     assert_eq!(
         run(&lab.cgroup, &a, &["tcp4", "127.0.0.1", &pa]),
@@ -1119,22 +1128,63 @@ fn outside_every_rules_destinations_the_default_decides_and_a_rule_without_one_t
     // Back to the first generation's maps: its old prefixes are gone with it.
     // (127.0.0.1 is inside 127.0.0.0/31: not written again.)
     lab.apply("egress:\n  default: allow\n  rules:\n    - uid: 0\n      dst: 127.0.0.2/32\n      action: deny\n    - uid: 0\n      dst: 127.0.0.1\n      ports: 2\n      action: deny\n    - uid: 0\n      dst: 127.0.0.0/31\n      ports: 1\n      action: deny\n");
-    let (flags, prefixes) = destination_filter(&lab._pins);
-    assert_eq!(flags & EGRESS_F_DST_FILTER, EGRESS_F_DST_FILTER);
+    let (flags, trie, hash) = destination_filter(&lab._pins);
+    assert_eq!(flags, EGRESS_F_DST_FILTER | EGRESS_F_DST_HASH);
     let mut net = mapped(0);
     net[15] = 0;
     assert_eq!(
-        prefixes,
+        hash,
         vec![(live, net, 127), (live, mapped(2), 128)],
         "the union, outermost prefixes only"
     );
+    assert!(trie.is_empty(), "{trie:?}");
     assert_eq!(
         run(&lab.cgroup, &a, &["tcp4", "127.0.0.1", &pa]),
         (1, 0, 0),
         "inside the union, no rule matches: the default (allow)"
     );
     assert_eq!(run(&lab.cgroup, &a, &["tcp4", "127.0.0.2", &pb]), (0, 1, 0));
+
+    // The destination is found under the shorter of two lengths (the hash is looked up
+    // at each length, masked), and the rule decides.
+    lab.apply(&format!(
+        "egress:\n  default: allow\n  rules:\n    - uid: 0\n      dst: 127.0.0.2/32\n      ports: 1\n      action: deny\n    - uid: 0\n      dst: 127.0.0.0/31\n      ports: {pa}\n      action: deny\n"
+    ));
+    assert_eq!(
+        destination_filter(&lab._pins).0,
+        EGRESS_F_DST_FILTER | EGRESS_F_DST_HASH
+    );
+    assert_eq!(
+        run(&lab.cgroup, &a, &["tcp4", "127.0.0.1", &pa]),
+        (0, 1, 0),
+        "inside 127.0.0.0/31: its rule denies"
+    );
+
+    // More prefix lengths than the hash takes: the union goes to the trie instead, and
+    // the hash keeps nothing of this generation.
+    lab.apply(&format!(
+        "egress:\n  default: allow\n  rules:\n    - uid: 0\n      dst: 127.0.0.2\n      action: deny\n    - uid: 0\n      dst: 127.0.0.8/30\n      action: deny\n    - uid: 0\n      dst: 127.0.1.0/24\n      action: deny\n    - uid: 0\n      dst: 127.1.0.0/16\n      action: deny\n    - uid: 0\n      dst: 127.64.0.0/10\n      ports: {pa}\n      action: deny\n"
+    ));
+    let (flags, trie, hash) = destination_filter(&lab._pins);
+    assert_eq!(flags, EGRESS_F_DST_FILTER);
+    // Five replacements since the first: the live generation is the first's again
+    // (sorted by address).
+    assert_eq!(
+        trie.iter()
+            .filter(|p| p.0 == live)
+            .map(|p| p.2)
+            .collect::<Vec<_>>(),
+        vec![128, 126, 120, 112, 106],
+        "{trie:?}"
+    );
+    assert!(hash.iter().all(|p| p.0 != live), "{hash:?}");
+    assert_eq!(run(&lab.cgroup, &a, &["tcp4", "127.0.0.2", &pb]), (0, 1, 0));
+    assert_eq!(
+        run(&lab.cgroup, &a, &["tcp4", "127.0.0.1", &pa]),
+        (1, 0, 0),
+        "outside the union: the default (allow)"
+    );
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(accepted_a.load(Ordering::SeqCst), 2);
+    assert_eq!(accepted_a.load(Ordering::SeqCst), 3);
     assert_eq!(accepted_b.load(Ordering::SeqCst), 0);
 }

@@ -1029,6 +1029,73 @@ impl EgressBucket {
 /// decided by the default without looking up any identity key.
 pub const EGRESS_F_DST_FILTER: u8 = 1;
 
+/// `IC_EGRESS_F_DST_HASH`: with [`EGRESS_F_DST_FILTER`], the union has at most
+/// [`EGRESS_DST_HASH_LENGTHS`] prefix lengths and is in the hash `ic_egress_dst` (one
+/// lookup per length, the lengths in `ic_egress_dst_lengths`) instead of the trie.
+pub const EGRESS_F_DST_HASH: u8 = 2;
+
+/// `IC_EGRESS_DST_HASH_LENGTHS`: prefix lengths the hashed destination filter takes.
+pub const EGRESS_DST_HASH_LENGTHS: usize = 4;
+
+/// `struct ic_egress_dst_key`: a prefix of the destination union in `ic_egress_dst`.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct EgressDstKey {
+    /// The generation (0 or 1).
+    pub generation: u8,
+    /// 0..=128, over the IPv4-mapped address.
+    pub prefixlen: u8,
+    /// Explicit padding.
+    pub _pad0: [u8; 6],
+    /// Network order, the bits past `prefixlen` zero.
+    pub addr: [u8; 16],
+}
+
+impl EgressDstKey {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 24;
+
+    /// The exact byte image.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        zerocopy::transmute!(*self)
+    }
+
+    /// Decodes a key; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
+    }
+}
+
+/// `struct ic_egress_dst_lengths`: the prefix lengths of one generation's union in
+/// `ic_egress_dst`.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct EgressDstLengths {
+    /// How many of `prefixlen` are lengths (at most [`EGRESS_DST_HASH_LENGTHS`]).
+    pub count: u8,
+    /// The lengths.
+    pub prefixlen: [u8; 7],
+}
+
+impl EgressDstLengths {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 8;
+
+    /// The exact byte image.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        zerocopy::transmute!(*self)
+    }
+
+    /// Decodes a value; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
+    }
+}
+
 /// `IC_EGRESS_DST_ANY`: the classifier bucket (beside tcp 0, udp 1, other 2) holding
 /// the union of the live rules' destinations.
 pub const EGRESS_DST_ANY: u8 = 3;
@@ -1131,6 +1198,8 @@ const _: () = {
     assert!(size_of::<EgressRule>() == EgressRule::SIZE);
     assert!(size_of::<EgressKey>() == EgressKey::SIZE);
     assert!(size_of::<EgressBucket>() == EgressBucket::SIZE);
+    assert!(size_of::<EgressDstKey>() == EgressDstKey::SIZE);
+    assert!(size_of::<EgressDstLengths>() == EgressDstLengths::SIZE);
     assert!(size_of::<EgressConfig>() == EgressConfig::SIZE);
     assert!(size_of::<EgressEvent>() == EgressEvent::SIZE);
 };
