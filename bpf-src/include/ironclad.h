@@ -271,16 +271,18 @@ enum ic_egress_config_flags {
 	 * ic_egress_addr under the bucket IC_EGRESS_DST_ANY (key id 0): a destination
 	 * outside it cannot match any rule, and no identity key is looked up. */
 	IC_EGRESS_F_DST_FILTER = 1,
-	/* With IC_EGRESS_F_DST_FILTER: the union has at most IC_EGRESS_DST_HASH_LENGTHS
-	 * prefix lengths and is in the hash ic_egress_dst instead (one lookup per length,
-	 * listed in ic_egress_dst_lengths): a trie of scattered /32s is some fourteen nodes
-	 * deep for an address outside it, a hash one lookup. */
+	/* With IC_EGRESS_F_DST_FILTER: every prefix of the union has one length (a feed's
+	 * /32s, networks of one size), and the union is in the hash ic_egress_dst instead
+	 * of the trie (one lookup, the length in ic_egress_dst_lengths): a trie of
+	 * scattered /32s is some fourteen nodes deep for an address outside it. With
+	 * lengths mixed it stays in the trie: measured, two hash lookups cost more than a
+	 * trie's walk to a prefix alone in its branch. */
 	IC_EGRESS_F_DST_HASH = 2,
 };
 
 /* The hashed destination filter (IC_EGRESS_F_DST_HASH). */
 enum ic_egress_dst_limits {
-	IC_EGRESS_DST_HASH_LENGTHS = 4, /* prefix lengths it takes, at most */
+	IC_EGRESS_DST_HASH_LENGTHS = 1, /* prefix lengths it takes, at most */
 };
 
 /* A prefix of the destination union in the hash ic_egress_dst (value: __u8 1). */

@@ -1126,18 +1126,18 @@ fn outside_every_rules_destinations_the_default_decides_and_a_rule_without_one_t
     assert_eq!(run(&lab.cgroup, &a, &["tcp4", "127.0.0.2", &pb]), (0, 1, 0));
 
     // Back to the first generation's maps: its old prefixes are gone with it.
-    // (127.0.0.1 is inside 127.0.0.0/31: not written again.)
+    // (127.0.0.1 is inside 127.0.0.0/31: not written again.) Two lengths: the trie.
     lab.apply("egress:\n  default: allow\n  rules:\n    - uid: 0\n      dst: 127.0.0.2/32\n      action: deny\n    - uid: 0\n      dst: 127.0.0.1\n      ports: 2\n      action: deny\n    - uid: 0\n      dst: 127.0.0.0/31\n      ports: 1\n      action: deny\n");
     let (flags, trie, hash) = destination_filter(&lab._pins);
-    assert_eq!(flags, EGRESS_F_DST_FILTER | EGRESS_F_DST_HASH);
+    assert_eq!(flags, EGRESS_F_DST_FILTER);
     let mut net = mapped(0);
     net[15] = 0;
     assert_eq!(
-        hash,
+        trie,
         vec![(live, net, 127), (live, mapped(2), 128)],
         "the union, outermost prefixes only"
     );
-    assert!(trie.is_empty(), "{trie:?}");
+    assert!(hash.iter().all(|p| p.0 != live), "{hash:?}");
     assert_eq!(
         run(&lab.cgroup, &a, &["tcp4", "127.0.0.1", &pa]),
         (1, 0, 0),
@@ -1145,23 +1145,28 @@ fn outside_every_rules_destinations_the_default_decides_and_a_rule_without_one_t
     );
     assert_eq!(run(&lab.cgroup, &a, &["tcp4", "127.0.0.2", &pb]), (0, 1, 0));
 
-    // The destination is found under the shorter of two lengths (the hash is looked up
-    // at each length, masked), and the rule decides.
+    // One length again, /31s: the hash is looked up with the destination masked to
+    // it, and the rule decides.
     lab.apply(&format!(
-        "egress:\n  default: allow\n  rules:\n    - uid: 0\n      dst: 127.0.0.2/32\n      ports: 1\n      action: deny\n    - uid: 0\n      dst: 127.0.0.0/31\n      ports: {pa}\n      action: deny\n"
+        "egress:\n  default: allow\n  rules:\n    - uid: 0\n      dst: 127.0.0.2/31\n      ports: 1\n      action: deny\n    - uid: 0\n      dst: 127.0.0.0/31\n      ports: {pa}\n      action: deny\n"
     ));
+    let (flags, trie, hash) = destination_filter(&lab._pins);
+    assert_eq!(flags, EGRESS_F_DST_FILTER | EGRESS_F_DST_HASH);
     assert_eq!(
-        destination_filter(&lab._pins).0,
-        EGRESS_F_DST_FILTER | EGRESS_F_DST_HASH
+        hash.iter()
+            .filter(|p| p.0 != live)
+            .cloned()
+            .collect::<Vec<_>>(),
+        vec![(1 - live, net, 127), (1 - live, mapped(2), 127)]
     );
+    assert!(trie.iter().all(|p| p.0 == live), "{trie:?}");
     assert_eq!(
         run(&lab.cgroup, &a, &["tcp4", "127.0.0.1", &pa]),
         (0, 1, 0),
         "inside 127.0.0.0/31: its rule denies"
     );
 
-    // More prefix lengths than the hash takes: the union goes to the trie instead, and
-    // the hash keeps nothing of this generation.
+    // Five lengths: the trie again, and the hash keeps nothing of this generation.
     lab.apply(&format!(
         "egress:\n  default: allow\n  rules:\n    - uid: 0\n      dst: 127.0.0.2\n      action: deny\n    - uid: 0\n      dst: 127.0.0.8/30\n      action: deny\n    - uid: 0\n      dst: 127.0.1.0/24\n      action: deny\n    - uid: 0\n      dst: 127.1.0.0/16\n      action: deny\n    - uid: 0\n      dst: 127.64.0.0/10\n      ports: {pa}\n      action: deny\n"
     ));

@@ -1030,12 +1030,13 @@ impl EgressBucket {
 pub const EGRESS_F_DST_FILTER: u8 = 1;
 
 /// `IC_EGRESS_F_DST_HASH`: with [`EGRESS_F_DST_FILTER`], the union has at most
-/// [`EGRESS_DST_HASH_LENGTHS`] prefix lengths and is in the hash `ic_egress_dst` (one
-/// lookup per length, the lengths in `ic_egress_dst_lengths`) instead of the trie.
+/// [`EGRESS_DST_HASH_LENGTHS`] prefix lengths (one: a feed's /32s, networks of one
+/// size) and is in the hash `ic_egress_dst` (one lookup per length, the lengths in
+/// `ic_egress_dst_lengths`) instead of the trie.
 pub const EGRESS_F_DST_HASH: u8 = 2;
 
 /// `IC_EGRESS_DST_HASH_LENGTHS`: prefix lengths the hashed destination filter takes.
-pub const EGRESS_DST_HASH_LENGTHS: usize = 4;
+pub const EGRESS_DST_HASH_LENGTHS: usize = 1;
 
 /// `struct ic_egress_dst_key`: a prefix of the destination union in `ic_egress_dst`.
 #[derive(
