@@ -544,8 +544,9 @@ static __always_inline __u64 ic_masked(__u64 half, __u32 len)
 }
 
 /* Whether any live rule's destination contains the caller's: the union of them all,
- * in ic_egress_dst (one lookup per prefix length) when it has few lengths, else under
- * the bucket IC_EGRESS_DST_ANY of key id 0 in the trie. No prefix of the union is
+ * in ic_egress_dst (one lookup per prefix length) when it has at most
+ * IC_EGRESS_DST_HASH_LENGTHS of them, else under the bucket IC_EGRESS_DST_ANY of key id
+ * 0 in the trie. No prefix of the union is
  * inside another, so the lengths can be tried in any order. */
 static __always_inline int ic_dst_named(struct ic_conn *c, __u8 flags)
 {

@@ -379,8 +379,12 @@ impl EgressFirewall {
             class_images.write(&class_maps.0, &class_maps.1, &class_maps.2, &class_maps.3)?;
             classes::write_all(&slots_map, &bit_slots)?;
             classes::write_all(&index_map, &buckets)?;
-            let (keys, lengths) = hashed.clone().unwrap_or_default();
             let present = [1u8];
+            let (keys, lengths) = hashed
+                .as_ref()
+                .map_or((&[][..], EgressDstLengths::default()), |(k, l)| {
+                    (&k[..], *l)
+                });
             dst_map.update_many(keys.iter().map(|k| (&k[..], &present[..])))?;
             lengths_map.update(&next.to_ne_bytes(), &lengths.to_bytes())
         };
