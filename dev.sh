@@ -17,7 +17,9 @@ PACKAGES=(clang llvm libelf-dev zlib1g-dev pkg-config make gcc bpftool iproute2
           iputils-ping util-linux procps python3 bash openssl curl g++ nftables
           chromium chromium-driver systemd bind9-dnsutils)
 
-log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+# Each line carries the minutes and seconds since the script started, so a slow phase
+# shows in any CI log.
+log() { printf '\033[1m==> [%02d:%02d] %s\033[0m\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*" >&2; }
 
 install_deps() {
     local missing=()
@@ -284,6 +286,7 @@ cmd_test() {
     perfdoc check --template "$PERF_TEMPLATE" --data "$PERF_DATA" --doc docs/performance.md \
         --criterion target/criterion --figures "$IRONCLAD_FIGURES"
     rm -f "$IRONCLAD_FIGURES"
+    log "every check and test ran"
     # One closing line summing every cargo test binary's result.
     awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
          END { printf "tests: %d passed, %d failed\n", p, f }' "$results"
