@@ -83,15 +83,24 @@ struct {
 	__type(value, __u32);
 } ic_egress_slots SEC(".maps");
 
-/* The destination union as a hash per prefix length (IC_EGRESS_F_DST_HASH), both
- * generations: at most one prefix per rule each. */
+/* The destination filter (struct ic_egress_dst_owner), both generations, at most one
+ * prefix per rule each: a hash keyed by prefix (IC_EGRESS_F_DST_HASH, one length), or
+ * a trie (the tag's first byte is the generation, the others zero). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 2 * IC_EGRESS_MAX_RULES);
 	__type(key, struct ic_egress_dst_key);
-	__type(value, __u8);
+	__type(value, struct ic_egress_dst_owner);
 } ic_egress_dst SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 2 * IC_EGRESS_MAX_RULES);
+	__type(key, struct ic_fw_addr_key);
+	__type(value, struct ic_egress_dst_owner);
+} ic_egress_dst_trie SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -148,7 +157,8 @@ const volatile enum ic_egress_hook ic_abi_egress_hook = IC_HOOK_CONNECT4;
 const volatile enum ic_egress_total ic_abi_egress_total = IC_ETOTAL_COUNT;
 const volatile enum ic_event_kind ic_abi_egress_kind = IC_EVENT_EGRESS;
 const volatile enum ic_egress_config_flags ic_abi_egress_flags = IC_EGRESS_F_DST_FILTER;
-const volatile enum ic_egress_bucket_kind ic_abi_egress_bucket = IC_EGRESS_DST_ANY;
+const volatile enum ic_egress_owner ic_abi_egress_owner = IC_EGRESS_OWNERS_SEVERAL;
+const volatile struct ic_egress_dst_owner ic_abi_egress_dst_owner;
 const volatile struct ic_egress_event ic_abi_egress_event;
 const volatile struct ic_egress_dst_key ic_abi_egress_dst_key;
 const volatile struct ic_egress_dst_lengths ic_abi_egress_dst_lengths;
@@ -169,7 +179,10 @@ struct ic_conn {
 		__u8 dst[16];
 		__u64 dst64[2]; /* the same, for 8-byte copies (ic_bv_addr_class) */
 	};
-	__u8 comm[16];
+	union {
+		__u8 comm[16];
+		__u64 comm64[2]; /* the same, for 8-byte compares (ic_owner_is) */
+	};
 	__u32 gen;   /* the live generation */
 	__u32 pidx;  /* the classifier bucket: 0 tcp, 1 udp, 2 other */
 	__u32 filled; /* IC_M_EXE, IC_M_COMM, IC_M_CGROUP: those fields are read */
@@ -386,6 +399,30 @@ static long ic_scan_step(__u64 i, struct ic_scan *s)
 	return 0;
 }
 
+/* The rest of an identity key's scan, once `s` has the key's id and the destination's
+ * class and summary: the port's class and summary, then each candidate word's bits.
+ * The slot of the key's first rule that matches the caller, when it comes before
+ * s->best; else s->best. */
+static __always_inline __u32 ic_scan_key(struct ic_conn *c, struct ic_scan *s)
+{
+	__u8 tag[4] = { c->gen & 1, (c->pidx & 3) | IC_FW_DIM_DPORT << 2, s->id >> 8,
+			s->id & 0xff };
+
+	if (ic_bv_port_class(&ic_egress_ports, tag, c->port, &s->classes[1]))
+		return s->best;
+	if (ic_bv_and_summary(&ic_egress_summaries, c->gen & 1, s->classes[1], s->summary))
+		return s->best;
+	/* The first candidate word here, not in the callback: verifiers before 6.7 check a
+	 * bpf_loop callback as if it ran once, from the state it is first called in, and
+	 * drop the code that state cannot reach (with hits a known 0, every bit check). */
+	if (!ic_bv_next_word(s->summary, &s->word))
+		return s->best;
+	s->hits = ic_bv_word(&ic_egress_words, c->gen & 1, s->classes, 2, s->word);
+	/* Every candidate word, then each of its bits: at most 256 + 16384 steps. */
+	bpf_loop(IC_FW_SUMMARY_WORDS * 64 * 65, ic_scan_step, s, 0);
+	return s->best;
+}
+
 /* The slot of the first rule of the caller's identity key of `kind` that matches the
  * caller, when it comes before `best`; else `best`. A global function, so the verifier
  * checks the classifier once rather than at each of the five keys (older verifiers ran
@@ -442,20 +479,121 @@ __attribute__((noinline)) __u32 ic_search_key(struct ic_conn *c, __u32 kind, __u
 		s.summary[w] = ~0ULL;
 	if (ic_bv_and_summary(&ic_egress_summaries, c->gen & 1, s.classes[0], s.summary))
 		return best;
-	tag[1] = (c->pidx & 3) | IC_FW_DIM_DPORT << 2;
-	if (ic_bv_port_class(&ic_egress_ports, tag, c->port, &s.classes[1]))
+	return ic_scan_key(c, &s);
+}
+
+/* The first `len` bits of a 64-bit half of an address in network order, masked. */
+static __always_inline __u64 ic_masked(__u64 half, __u32 len)
+{
+	if (len >= 64)
+		return half;
+	if (len == 0)
+		return 0;
+	return half & bpf_cpu_to_be64(~0ULL << (64 - len));
+}
+
+/* The destination filter's entry for the caller's destination (its longest prefix
+ * among every live rule's): in ic_egress_dst (one lookup per prefix length) with
+ * IC_EGRESS_F_DST_HASH, else in the trie ic_egress_dst_trie. NULL when no live rule
+ * names the destination. */
+static __always_inline struct ic_egress_dst_owner *ic_dst_owner(struct ic_conn *c, __u32 flags)
+{
+	struct ic_egress_dst_lengths *lengths;
+	__u32 gen = c->gen & 1;
+
+	if (!(flags & IC_EGRESS_F_DST_HASH)) {
+		struct ic_fw_addr_key key __attribute__((aligned(8))) = { .prefixlen = 32 + 128 };
+
+		key.tag[0] = gen;
+		__builtin_memcpy(key.addr, c->dst64, 16);
+		return bpf_map_lookup_elem(&ic_egress_dst_trie, &key);
+	}
+	lengths = bpf_map_lookup_elem(&ic_egress_dst_lengths, &gen);
+	if (!lengths)
+		return NULL;
+#pragma unroll
+	for (int i = 0; i < IC_EGRESS_DST_HASH_LENGTHS; i++) {
+		struct ic_egress_dst_key key __attribute__((aligned(8))) = { .generation = gen };
+		struct ic_egress_dst_owner *o;
+		__u32 len;
+		__u64 half;
+
+		if (i >= lengths->count)
+			break;
+		len = lengths->prefixlen[i];
+		key.prefixlen = len;
+		half = ic_masked(c->dst64[0], len);
+		__builtin_memcpy(&key.addr[0], &half, 8);
+		half = ic_masked(c->dst64[1], len > 64 ? len - 64 : 0);
+		__builtin_memcpy(&key.addr[8], &half, 8);
+		o = bpf_map_lookup_elem(&ic_egress_dst, &key);
+		if (o)
+			return o;
+	}
+	return NULL;
+}
+
+/* Whether the caller has the identity of the filter entry's one owner key (the fields
+ * its kind compares are read: the configuration's kinds say which). */
+static __always_inline int ic_owner_is(struct ic_conn *c, struct ic_egress_dst_owner *o)
+{
+	/* The value is at offset 16 of a map value, so 8-byte aligned. */
+	const __u64 *v = (const __u64 *)o->value;
+	__u64 exe[3];
+	__u32 uid;
+
+	switch (o->kind) {
+	case IC_KEY_ANY:
+		return 1;
+	case IC_KEY_EXE:
+		if (!c->known)
+			return 0;
+		__builtin_memcpy(exe, &c->exe, sizeof(exe));
+		return exe[0] == v[0] && exe[1] == v[1] && exe[2] == v[2];
+	case IC_KEY_COMM:
+		return c->comm64[0] == v[0] && c->comm64[1] == v[1];
+	case IC_KEY_UID:
+		__builtin_memcpy(&uid, o->value, sizeof(uid));
+		return uid == c->uid;
+	case IC_KEY_CGROUP:
+		return v[0] == c->cgroup;
+	}
+	return 0;
+}
+
+/* ic_search_dst's answer when the rules of several keys name the destination. */
+#define IC_SEARCH_KEYS 0xffffffffU
+
+/* The destination filter's decision: `best` when no live rule names the caller's
+ * destination, or the one key whose rules name it is not the caller's (no rule can
+ * match); when it is, that key's first rule that matches the caller (its index entry,
+ * destination trie and summary are the filter entry's); IC_SEARCH_KEYS when the rules
+ * of several keys name it (each key is searched). A global function, as
+ * ic_search_key. */
+__attribute__((noinline)) __u32 ic_search_dst(struct ic_conn *c, __u32 flags, __u32 best)
+{
+	struct ic_scan s = { .c = c, .best = best };
+	struct ic_egress_dst_owner *o;
+	__u32 pidx;
+
+	if (!c)
 		return best;
-	if (ic_bv_and_summary(&ic_egress_summaries, c->gen & 1, s.classes[1], s.summary))
+	o = ic_dst_owner(c, flags);
+	if (!o)
 		return best;
-	/* The first candidate word here, not in the callback: verifiers before 6.7 check a
-	 * bpf_loop callback as if it ran once, from the state it is first called in, and
-	 * drop the code that state cannot reach (with hits a known 0, every bit check). */
-	if (!ic_bv_next_word(s.summary, &s.word))
+	if (o->kind == IC_EGRESS_OWNERS_SEVERAL)
+		return IC_SEARCH_KEYS;
+	if (!ic_owner_is(c, o))
 		return best;
-	s.hits = ic_bv_word(&ic_egress_words, c->gen & 1, s.classes, 2, s.word);
-	/* Every candidate word, then each of its bits: at most 256 + 16384 steps. */
-	bpf_loop(IC_FW_SUMMARY_WORDS * 64 * 65, ic_scan_step, &s, 0);
-	return s.best;
+	pidx = c->pidx;
+	if (pidx > 2)
+		return best;
+	s.classes[0] = o->classes[pidx];
+	if (s.classes[0] == IC_EGRESS_NO_CLASS)
+		return best;
+	__builtin_memcpy(s.summary, o->summaries[pidx].words, sizeof(s.summary));
+	s.id = o->id & 0x7fff;
+	return ic_scan_key(c, &s);
 }
 
 static __always_inline int ic_rate_ok(struct ic_egress_config *cfg, struct ic_conn *c)
@@ -533,52 +671,6 @@ static __always_inline void ic_report(struct ic_conn *c, __u32 rule_id, __u8 ver
 	bpf_ringbuf_submit(e, 0);
 }
 
-/* The first `len` bits of a 64-bit half of an address in network order, masked. */
-static __always_inline __u64 ic_masked(__u64 half, __u32 len)
-{
-	if (len >= 64)
-		return half;
-	if (len == 0)
-		return 0;
-	return half & bpf_cpu_to_be64(~0ULL << (64 - len));
-}
-
-/* Whether any live rule's destination contains the caller's: the union of them all,
- * in ic_egress_dst (one lookup per prefix length) when it has at most
- * IC_EGRESS_DST_HASH_LENGTHS of them, else under the bucket IC_EGRESS_DST_ANY of key id
- * 0 in the trie. No prefix of the union is
- * inside another, so the lengths can be tried in any order. */
-static __always_inline int ic_dst_named(struct ic_conn *c, __u8 flags)
-{
-	__u8 tag[4] = { c->gen & 1, IC_EGRESS_DST_ANY | IC_FW_DIM_DST << 2, 0, 0 };
-	struct ic_egress_dst_lengths *lengths;
-	__u32 class_id, gen = c->gen & 1;
-
-	if (!(flags & IC_EGRESS_F_DST_HASH))
-		return ic_bv_addr_class(&ic_egress_addr, tag, c->dst64, &class_id) == 0;
-	lengths = bpf_map_lookup_elem(&ic_egress_dst_lengths, &gen);
-	if (!lengths)
-		return 1; /* cannot tell: the keys decide */
-#pragma unroll
-	for (int i = 0; i < IC_EGRESS_DST_HASH_LENGTHS; i++) {
-		struct ic_egress_dst_key key __attribute__((aligned(8))) = { .generation = gen };
-		__u32 len;
-		__u64 half;
-
-		if (i >= lengths->count)
-			break;
-		len = lengths->prefixlen[i];
-		key.prefixlen = len;
-		half = ic_masked(c->dst64[0], len);
-		__builtin_memcpy(&key.addr[0], &half, 8);
-		half = ic_masked(c->dst64[1], len > 64 ? len - 64 : 0);
-		__builtin_memcpy(&key.addr[8], &half, 8);
-		if (bpf_map_lookup_elem(&ic_egress_dst, &key))
-			return 1;
-	}
-	return 0;
-}
-
 /* Returns 1 to let the call proceed, 0 to fail it with EPERM. A global function: the
  * verifier checks it once, not once per hook. */
 __attribute__((noinline)) int ic_decide(struct ic_conn *c, __u8 hook, int is_connect)
@@ -605,10 +697,16 @@ __attribute__((noinline)) int ic_decide(struct ic_conn *c, __u8 hook, int is_con
 	c->gen = cfg->generation & 1;
 	c->pidx = c->proto == IPPROTO_TCP ? 0 : c->proto == IPPROTO_UDP ? 1 : 2;
 
-	/* No live rule names the destination: none can match, the default decides and no
-	 * identity key is looked up (most connections, against a list of networks). */
-	if ((cfg->flags & IC_EGRESS_F_DST_FILTER) && !ic_dst_named(c, cfg->flags))
-		goto decided;
+	/* Every live rule names destinations: the filter's entry for this one says which
+	 * key's rules name it. None: no rule can match and the default decides (most
+	 * connections, against a list of networks). One: its search, when the caller has
+	 * its identity. Several: each key's. */
+	if (cfg->flags & IC_EGRESS_F_DST_FILTER) {
+		best = ic_search_dst(c, cfg->flags, best);
+		if (best != IC_SEARCH_KEYS)
+			goto decided;
+		best = IC_EGRESS_MAX_RULES;
+	}
 	/* Only the kinds of key the live rules have (most policies key one or two). */
 	if (cfg->kinds & (1 << IC_KEY_ANY))
 		best = ic_search_key(c, IC_KEY_ANY, best);

@@ -267,16 +267,17 @@ struct ic_tls_event {
 
 /* struct ic_egress_config's flags. */
 enum ic_egress_config_flags {
-	/* Every live rule names destinations, and the union of them all is in
-	 * ic_egress_addr under the bucket IC_EGRESS_DST_ANY (key id 0): a destination
-	 * outside it cannot match any rule, and no identity key is looked up. */
+	/* Every live rule names destinations, and every prefix they name is in the
+	 * destination filter (the trie ic_egress_dst_trie, or the hash ic_egress_dst with
+	 * IC_EGRESS_F_DST_HASH), each with its struct ic_egress_dst_owner: a destination in
+	 * none of them cannot match any rule, and no identity key is looked up. */
 	IC_EGRESS_F_DST_FILTER = 1,
-	/* With IC_EGRESS_F_DST_FILTER: every prefix of the union has one length (a feed's
-	 * /32s, networks of one size), and the union is in the hash ic_egress_dst instead
-	 * of the trie (one lookup, the length in ic_egress_dst_lengths): a trie of
-	 * scattered /32s is some fourteen nodes deep for an address outside it. With
-	 * lengths mixed it stays in the trie: measured, two hash lookups cost more than a
-	 * trie's walk to a prefix alone in its branch. */
+	/* With IC_EGRESS_F_DST_FILTER: every prefix has one length (a feed's /32s, networks
+	 * of one size), and the filter is the hash ic_egress_dst instead of the trie (one
+	 * lookup, the length in ic_egress_dst_lengths): a trie of scattered /32s is some
+	 * fourteen nodes deep for an address outside it. With lengths mixed it stays in
+	 * the trie: measured, two hash lookups cost more than a trie's walk to a prefix
+	 * alone in its branch. */
 	IC_EGRESS_F_DST_HASH = 2,
 };
 
@@ -285,7 +286,8 @@ enum ic_egress_dst_limits {
 	IC_EGRESS_DST_HASH_LENGTHS = 1, /* prefix lengths it takes, at most */
 };
 
-/* A prefix of the destination union in the hash ic_egress_dst (value: __u8 1). */
+/* A prefix of the destination filter in the hash ic_egress_dst (value: struct
+ * ic_egress_dst_owner). */
 struct ic_egress_dst_key {
 	__u8 generation;  /* 0 or 1 */
 	__u8 prefixlen;   /* 0..128, over the IPv4-mapped address */
@@ -293,16 +295,19 @@ struct ic_egress_dst_key {
 	__u8 addr[16];    /* network order, the bits past prefixlen zero */
 };
 
-/* The prefix lengths of one generation's union in ic_egress_dst (array by generation). */
+/* The prefix lengths of one generation's filter in ic_egress_dst (array by generation). */
 struct ic_egress_dst_lengths {
 	__u8 count;       /* 0..IC_EGRESS_DST_HASH_LENGTHS */
 	__u8 prefixlen[7]; /* the first count are the lengths */
 };
 
-/* Classifier buckets of an identity key in ic_egress_addr (tag byte 1's low bits)
- * beside tcp 0, udp 1 and other 2. */
-enum ic_egress_bucket_kind {
-	IC_EGRESS_DST_ANY = 3, /* key id 0: the union of every live rule's destinations */
+/* struct ic_egress_dst_owner's kind beside enum ic_egress_key_kind, and its classes'
+ * value for "no rule". */
+enum ic_egress_owner {
+	IC_EGRESS_OWNERS_SEVERAL = 255, /* the rules of more than one key name the
+					 * destination: each key is searched */
+	IC_EGRESS_NO_CLASS = 0x7fffffff, /* none of the key's rules of that protocol
+					  * names the destination */
 };
 
 enum ic_egress_limits {
@@ -838,6 +843,24 @@ struct ic_fw_word_key {
  * keyed by slot << 32 | class id). */
 struct ic_fw_summary {
 	__u64 words[IC_FW_SUMMARY_WORDS]; /* host order */
+};
+
+/* (Identity firewall; here, after struct ic_fw_summary, which it holds.) What the
+ * destination filter knows of the destinations whose longest prefix among every live
+ * rule's is this entry's (the key in ic_egress_dst or ic_egress_dst_trie): when the
+ * rules naming them all belong to one identity key, that key and its destination class
+ * per protocol, with the class's summary. A connection there is decided without the
+ * key's index entry, destination trie or summary: its caller has the key's identity or
+ * no rule can match. The writer computes it: every address of the region has the same
+ * class, that of the key's longest prefix containing the entry's. */
+struct ic_egress_dst_owner {
+	__u8 kind;        /* enum ic_egress_key_kind, or IC_EGRESS_OWNERS_SEVERAL */
+	__u8 _pad0;
+	__u16 id;         /* host order; the key's id (struct ic_egress_bucket) */
+	__u32 classes[3]; /* host order; per protocol (tcp, udp, other): the key's class
+			   * of these destinations, or IC_EGRESS_NO_CLASS */
+	__u8 value[24];   /* the key's value, as in struct ic_egress_key */
+	struct ic_fw_summary summaries[3]; /* each class's summary (zero for none) */
 };
 
 /* Rule actions (struct ic_fw_rule.action). */

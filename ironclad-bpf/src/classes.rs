@@ -90,20 +90,6 @@ impl ClassImages {
         }
     }
 
-    /// `prefixes` (address over the 128-bit space, length) under `tag`, each with
-    /// class 0: a set the kernel asks only whether an address is in (the identity
-    /// firewall's destination filter).
-    pub(crate) fn push_set(&mut self, tag: [u8; 4], prefixes: &[(u128, u32)]) {
-        for (addr, len) in prefixes {
-            let key = FwAddrKey {
-                prefixlen: 32 + len,
-                tag,
-                addr: addr.to_be_bytes(),
-            };
-            self.addr.push((key.to_bytes(), 0u32.to_ne_bytes()));
-        }
-    }
-
     /// Each piece of a port (or ICMP type) dimension under `tag` whose class (in
     /// `classes`) is not empty, as the aligned prefixes covering it, its class
     /// numbered from `base`. The pieces do not nest: a value of a piece left out
@@ -148,12 +134,9 @@ impl ClassImages {
                 };
                 self.words.push((key.to_bytes(), word.to_ne_bytes()));
             }
-            let mut summary = FwSummary::default();
-            for (i, s) in bitmap.summary.iter().take(FW_SUMMARY_WORDS).enumerate() {
-                summary.words[i] = *s;
-            }
             let key = (u64::from(slot) << 32) | u64::from(class);
-            self.summaries.push((key.to_ne_bytes(), summary.to_bytes()));
+            self.summaries
+                .push((key.to_ne_bytes(), summary_of(bitmap).to_bytes()));
         }
     }
 
@@ -204,6 +187,15 @@ pub(crate) fn clear_slot(
             .map(u64::from_ne_bytes)
             .is_some_and(|k| k >> 32 == u64::from(slot))
     })
+}
+
+/// The summary of `bitmap` as the kernel reads it.
+pub(crate) fn summary_of(bitmap: &Bitmap) -> FwSummary {
+    let mut summary = FwSummary::default();
+    for (i, s) in bitmap.summary.iter().take(FW_SUMMARY_WORDS).enumerate() {
+        summary.words[i] = *s;
+    }
+    summary
 }
 
 /// Writes `entries` into `map` (one audit record for the batch).

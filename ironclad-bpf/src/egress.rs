@@ -41,9 +41,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ironclad_core::abi::{
-    egress_match, EgressBucket, EgressConfig, EgressDstKey, EgressDstLengths, EgressRule,
-    EgressTotal, ProcExe, ProcInfo, EGRESS_DST_ANY, EGRESS_DST_HASH_LENGTHS, EGRESS_F_DST_FILTER,
-    EGRESS_F_DST_HASH, FW_DIM_DPORT, FW_DIM_DST,
+    egress_match, EgressBucket, EgressConfig, EgressDstKey, EgressDstLengths, EgressDstOwner,
+    EgressTotal, FwAddrKey, FwSummary, ProcExe, ProcInfo, EGRESS_DST_HASH_LENGTHS,
+    EGRESS_F_DST_FILTER, EGRESS_F_DST_HASH, EGRESS_NO_CLASS, EGRESS_OWNERS_SEVERAL, FW_DIM_DPORT,
+    FW_DIM_DST,
 };
 use ironclad_policy::firewall::{Direction, PacketProto};
 
@@ -285,13 +286,22 @@ impl EgressFirewall {
             .collect();
         slots_map.delete_many(stale.iter().map(Vec::as_slice))?;
         let dst_map = self.object.map(names::egress::ic_egress_dst)?;
+        let dst_trie = self.object.map(names::egress::ic_egress_dst_trie)?;
         let clear_dst = || -> Result<()> {
             let stale: Vec<Vec<u8>> = dst_map
                 .keys()
                 .into_iter()
-                .filter(|k| k.first().is_some_and(|g| u32::from(*g) == next))
+                .filter(|k| {
+                    EgressDstKey::from_bytes(k).is_some_and(|k| u32::from(k.generation) == next)
+                })
                 .collect();
-            dst_map
+            dst_map.delete_many(stale.iter().map(Vec::as_slice))?;
+            let stale: Vec<Vec<u8>> = dst_trie
+                .keys()
+                .into_iter()
+                .filter(|k| FwAddrKey::from_bytes(k).is_some_and(|k| u32::from(k.tag[0]) == next))
+                .collect();
+            dst_trie
                 .delete_many(stale.iter().map(Vec::as_slice))
                 .map(|_| ())
         };
@@ -363,29 +373,38 @@ impl EgressFirewall {
             first_class = first_class
                 .saturating_add(u32::try_from(classifier.classes.len()).unwrap_or(u32::MAX));
         }
-        // The union of every rule's destinations, when every rule names some: a
-        // connection outside it is decided by the default without any key lookup.
-        // One prefix length (a feed's /32s, networks of one size): a hash, one lookup
-        // however many; lengths mixed: the trie.
-        let union = destination_union(&policy.entries);
-        let hashed = union
+        // Every prefix the rules name, when every rule names some, with the key that
+        // owns it: a connection outside them all is decided by the default without any
+        // key lookup, one inside a prefix only one key's rules name without that key's
+        // index entry and destination trie. One prefix length (a feed's /32s, networks
+        // of one size): a hash, one lookup however many; lengths mixed: the trie.
+        let filter = destination_filter(policy);
+        let hashed = filter
             .as_deref()
-            .and_then(|u| dst_hash_images(generation, u));
-        if let (Some(union), None) = (&union, &hashed) {
-            class_images.push_set([generation, EGRESS_DST_ANY | FW_DIM_DST << 2, 0, 0], union);
-        }
+            .and_then(|f| dst_hash_images(generation, f));
+        let owners: Vec<[u8; EgressDstOwner::SIZE]> = filter
+            .iter()
+            .flatten()
+            .map(|(_, _, owner)| owner.to_bytes())
+            .collect();
         let lengths_map = self.object.map(names::egress::ic_egress_dst_lengths)?;
         let write = || -> Result<()> {
             class_images.write(&class_maps.0, &class_maps.1, &class_maps.2, &class_maps.3)?;
             classes::write_all(&slots_map, &bit_slots)?;
             classes::write_all(&index_map, &buckets)?;
-            let present = [1u8];
-            let (keys, lengths) = hashed
-                .as_ref()
-                .map_or((&[][..], EgressDstLengths::default()), |(k, l)| {
-                    (&k[..], *l)
-                });
-            dst_map.update_many(keys.iter().map(|k| (&k[..], &present[..])))?;
+            let lengths = match (&filter, &hashed) {
+                (_, Some((keys, lengths))) => {
+                    dst_map.update_many(keys.iter().zip(&owners).map(|(k, v)| (&k[..], &v[..])))?;
+                    *lengths
+                }
+                (Some(filter), None) => {
+                    let keys = dst_trie_images(generation, filter);
+                    dst_trie
+                        .update_many(keys.iter().zip(&owners).map(|(k, v)| (&k[..], &v[..])))?;
+                    EgressDstLengths::default()
+                }
+                (None, None) => EgressDstLengths::default(),
+            };
             lengths_map.update(&next.to_ne_bytes(), &lengths.to_bytes())
         };
         if let Err(e) = write() {
@@ -421,7 +440,7 @@ impl EgressFirewall {
                         | egress_match::ANCESTOR);
                 needs | u8::try_from(read).unwrap_or(u8::MAX)
             }),
-            flags: match (&union, &hashed) {
+            flags: match (&filter, &hashed) {
                 (None, _) => 0,
                 (Some(_), None) => EGRESS_F_DST_FILTER,
                 (Some(_), Some(_)) => EGRESS_F_DST_FILTER | EGRESS_F_DST_HASH,
@@ -735,48 +754,170 @@ fn pin_link(dir: &Path, name: &str, link: &mut Link) -> Result<()> {
     })
 }
 
-/// The destinations of `entries` as the fewest prefixes (address over the 128-bit
-/// space, IPv4-mapped; length), none inside another: `None` when a rule names no
-/// destination (it matches every one) or one names them all, or there is no rule. The
-/// identity firewall's destination filter: no rule can match a destination outside.
-fn destination_union(entries: &[EgressRule]) -> Option<Vec<(u128, u32)>> {
-    let mut prefixes: Vec<(u128, u32)> = Vec::with_capacity(entries.len());
-    for rule in entries {
+/// Who owns a prefix of the destination filter: the identity keys (by id) whose rules
+/// name it or a prefix containing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owners {
+    One(usize),
+    Several,
+}
+
+impl Owners {
+    fn with(self, key: usize) -> Self {
+        match self {
+            Self::One(k) if k == key => self,
+            _ => Self::Several,
+        }
+    }
+}
+
+/// One key's destination prefixes of one protocol (its classifier bucket's, over the
+/// 128-bit space): their classes by (address, length), and their lengths, longest
+/// first.
+struct KeyPrefixes {
+    classes: HashMap<(u128, u32), u32>,
+    lengths: Vec<u32>,
+}
+
+impl KeyPrefixes {
+    fn new(bucket: &ironclad_policy::firewall::Bucket) -> Self {
+        let mut classes = HashMap::new();
+        for (net, class) in &bucket.dst.prefixes {
+            // The identity firewall's tries hold the IPv6 form only (IPv4 rules are
+            // IPv4-mapped), as `ClassImages::push_addresses` writes them for it.
+            if let ipnetwork::IpNetwork::V6(n) = net {
+                classes.insert((u128::from(n.network()), u32::from(n.prefix())), *class);
+            }
+        }
+        let mut lengths: Vec<u32> = classes.keys().map(|(_, l)| *l).collect();
+        lengths.sort_unstable_by(|a, b| b.cmp(a));
+        lengths.dedup();
+        Self { classes, lengths }
+    }
+
+    /// The class of the key's longest prefix containing `addr/len`.
+    fn class_of(&self, addr: u128, len: u32) -> Option<u32> {
+        self.lengths
+            .iter()
+            .filter(|l| **l <= len)
+            .find_map(|l| self.classes.get(&(addr & prefix_mask(*l), *l)).copied())
+    }
+}
+
+/// The identity firewall's destination filter for `policy`: every prefix its rules name
+/// (address over the 128-bit space, IPv4-mapped; length), ascending, each with what the
+/// kernel needs to know of the destinations whose longest prefix it is
+/// ([`EgressDstOwner`]). `None` when a rule names no destination (it matches every one)
+/// or one names them all, or there is no rule: no destination is outside every rule's.
+///
+/// Every address whose longest prefix is `P` has, under each key whose rules name `P` or
+/// a prefix containing it, the class of that key's longest prefix containing `P`: one
+/// of its longer prefixes containing the address would be a longer prefix of the
+/// filter. Under every other key, no rule matches it. So when one key owns `P`, the
+/// filter's entry can carry that key's classes.
+fn destination_filter(policy: &CompiledEgress) -> Option<Vec<(u128, u32, EgressDstOwner)>> {
+    let mut key_of_slot = vec![usize::MAX; policy.entries.len() + 1];
+    for (id, slots) in policy.index.values().enumerate() {
+        for slot in slots {
+            if let Some(k) = key_of_slot.get_mut(usize::from(*slot)) {
+                *k = id;
+            }
+        }
+    }
+    let mut named: Vec<(u128, u32, usize)> = Vec::with_capacity(policy.entries.len());
+    for (i, rule) in policy.entries.iter().enumerate() {
         if rule.match_ & egress_match::DST == 0 || rule.prefixlen == 0 {
             return None;
         }
         let len = u32::from(rule.prefixlen.min(128));
-        prefixes.push((u128::from_be_bytes(rule.dst) & prefix_mask(len), len));
+        let key = key_of_slot
+            .get(i + 1)
+            .copied()
+            .filter(|k| *k != usize::MAX)?;
+        named.push((u128::from_be_bytes(rule.dst) & prefix_mask(len), len, key));
     }
-    if prefixes.is_empty() {
+    if named.is_empty() {
         return None;
     }
-    // A prefix sorts after every prefix containing it: each is inside the last one kept
-    // or outside every one kept.
-    prefixes.sort_unstable();
-    let mut union: Vec<(u128, u32)> = Vec::new();
-    for (addr, len) in prefixes {
-        let inside = union
-            .last()
-            .is_some_and(|(a, l)| *l <= len && (addr ^ a) & prefix_mask(*l) == 0);
-        if !inside {
-            union.push((addr, len));
+    // A prefix sorts after every prefix containing it.
+    named.sort_unstable();
+    named.dedup();
+    // Each key, and its first class id as `replace` numbers them.
+    let mut keys = Vec::with_capacity(policy.index.len());
+    let mut first = 0u32;
+    for key in policy.index.keys() {
+        let classifier = policy.classifiers.get(key);
+        keys.push((key, classifier, first));
+        if let Some(c) = classifier {
+            first = first.saturating_add(u32::try_from(c.classes.len()).unwrap_or(u32::MAX));
         }
     }
-    Some(union)
+    let mut prefixes: HashMap<(usize, usize), KeyPrefixes> = HashMap::new();
+    // The chain of prefixes containing the current one, each with its owners.
+    let mut chain: Vec<(u128, u32, Owners)> = Vec::new();
+    let mut filter = Vec::new();
+    let mut i = 0;
+    while let Some(&(addr, len, key)) = named.get(i) {
+        while chain
+            .last()
+            .is_some_and(|(a, l, _)| *l > len || (addr ^ a) & prefix_mask(*l) != 0)
+        {
+            chain.pop();
+        }
+        let mut owners = chain
+            .last()
+            .map_or(Owners::One(key), |(_, _, o)| o.with(key));
+        i += 1;
+        while let Some(&(_, _, other)) = named.get(i).filter(|(a, l, _)| (*a, *l) == (addr, len)) {
+            owners = owners.with(other);
+            i += 1;
+        }
+        chain.push((addr, len, owners));
+        let mut owner = EgressDstOwner {
+            kind: EGRESS_OWNERS_SEVERAL,
+            ..EgressDstOwner::default()
+        };
+        if let Owners::One(id) = owners {
+            let (key, classifier, first) = *keys.get(id)?;
+            owner.kind = key.kind;
+            owner.id = u16::try_from(id).ok()?;
+            owner.value = key.value;
+            for (p, proto) in [PacketProto::Tcp, PacketProto::Udp, PacketProto::Other]
+                .into_iter()
+                .enumerate()
+            {
+                let class = classifier.and_then(|c| {
+                    let bucket = c.buckets.get(&(Direction::Out, proto))?;
+                    let class = prefixes
+                        .entry((id, p))
+                        .or_insert_with(|| KeyPrefixes::new(bucket))
+                        .class_of(addr, len)?;
+                    let bitmap = c.classes.get(usize::try_from(class).ok()?)?;
+                    let summary = classes::summary_of(bitmap);
+                    (summary != FwSummary::default())
+                        .then(|| (first.saturating_add(class), summary))
+                });
+                let (id, summary) = class.unwrap_or((EGRESS_NO_CLASS, FwSummary::default()));
+                *owner.classes.get_mut(p)? = id;
+                *owner.summaries.get_mut(p)? = summary;
+            }
+        }
+        filter.push((addr, len, owner));
+    }
+    Some(filter)
 }
 
-/// The keys of `union` in the hash `ic_egress_dst` under `generation`, and its
-/// lengths: `None` when it has more than [`EGRESS_DST_HASH_LENGTHS`] of them (the trie
-/// then costs less than a lookup per length: two hash lookups of the 24-byte key,
-/// ~70 ns here, are dearer than the trie's walk to a prefix alone in its branch).
+/// `filter`'s keys in the hash `ic_egress_dst` under `generation`, and its lengths:
+/// `None` when it has more than [`EGRESS_DST_HASH_LENGTHS`] of them (the trie then
+/// costs less than a lookup per length: two hash lookups of the 24-byte key, ~70 ns
+/// here, are dearer than the trie's walk to a prefix alone in its branch).
 fn dst_hash_images(
     generation: u8,
-    union: &[(u128, u32)],
-) -> Option<(Vec<[u8; 24]>, EgressDstLengths)> {
+    filter: &[(u128, u32, EgressDstOwner)],
+) -> Option<(Vec<[u8; EgressDstKey::SIZE]>, EgressDstLengths)> {
     let mut lengths = EgressDstLengths::default();
-    let mut keys = Vec::with_capacity(union.len());
-    for &(addr, len) in union {
+    let mut keys = Vec::with_capacity(filter.len());
+    for &(addr, len, _) in filter {
         let len = u8::try_from(len).ok().filter(|l| *l <= 128)?;
         let count = usize::from(lengths.count);
         if !lengths.prefixlen[..count].contains(&len) {
@@ -799,19 +940,28 @@ fn dst_hash_images(
     Some((keys, lengths))
 }
 
+/// `filter`'s keys in the trie `ic_egress_dst_trie` under `generation`.
+fn dst_trie_images(
+    generation: u8,
+    filter: &[(u128, u32, EgressDstOwner)],
+) -> Vec<[u8; FwAddrKey::SIZE]> {
+    filter
+        .iter()
+        .map(|(addr, len, _)| {
+            FwAddrKey {
+                prefixlen: 32 + len,
+                tag: [generation, 0, 0, 0],
+                addr: addr.to_be_bytes(),
+            }
+            .to_bytes()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rule(net: &str) -> EgressRule {
-        let net: ipnetwork::Ipv6Network = net.parse().unwrap_or_else(|e| panic!("{net}: {e}"));
-        EgressRule {
-            match_: egress_match::DST | egress_match::UID,
-            dst: net.ip().octets(),
-            prefixlen: net.prefix(),
-            ..EgressRule::default()
-        }
-    }
+    use ironclad_core::abi::{EgressKey, EgressKeyKind};
 
     fn v6(s: &str) -> u128 {
         u128::from(
@@ -820,14 +970,23 @@ mod tests {
         )
     }
 
+    fn compiled(rules: &str) -> CompiledEgress {
+        let yaml = format!("egress:\n  default: allow\n  rules:\n{rules}");
+        ironclad_policy::config::compile_str(&yaml, Path::new("p.yaml"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .egress
+            .unwrap_or_else(|| panic!("an egress section"))
+    }
+
     #[test]
     fn the_hashed_filter_takes_one_prefix_length_and_masks_each_key() {
-        let union = [
-            (v6("::ffff:10.1.2.3") & prefix_mask(120), 120),
-            (v6("::ffff:10.9.0.0"), 120),
-            (v6("::ffff:192.0.2.7"), 120),
+        let owner = EgressDstOwner::default();
+        let filter = [
+            (v6("::ffff:10.1.2.3") & prefix_mask(120), 120, owner),
+            (v6("::ffff:10.9.0.0"), 120, owner),
+            (v6("::ffff:192.0.2.7"), 120, owner),
         ];
-        let (keys, lengths) = dst_hash_images(1, &union).unwrap_or_else(|| panic!("hashed"));
+        let (keys, lengths) = dst_hash_images(1, &filter).unwrap_or_else(|| panic!("hashed"));
         assert_eq!((lengths.count, lengths.prefixlen[0]), (1, 120));
         let keys: Vec<EgressDstKey> = keys
             .iter()
@@ -840,7 +999,7 @@ mod tests {
             v6("::ffff:192.0.2.0"),
             "the bits past the length are zero"
         );
-        let mixed = [(v6("2001:db8::"), 64), (v6("2001:db9::"), 65)];
+        let mixed = [(v6("2001:db8::"), 64, owner), (v6("2001:db9::"), 65, owner)];
         assert!(
             dst_hash_images(0, &mixed).is_none(),
             "two lengths: the trie"
@@ -849,45 +1008,110 @@ mod tests {
     }
 
     #[test]
-    fn the_destination_union_keeps_the_outermost_prefixes_and_gives_up_on_a_rule_without_one() {
-        let rules = [
-            rule("::ffff:10.1.2.0/120"),
-            rule("::ffff:10.0.0.0/104"),
-            rule("fd00::/8"),
-            rule("::ffff:10.1.0.0/112"),
-            rule("::ffff:192.168.1.7/128"),
-            rule("fd00:1::/32"),
-        ];
+    fn the_filter_names_the_one_key_owning_each_prefix_with_its_classes() {
+        let policy = compiled(
+            "    - uid: 0\n      dst: 10.0.0.0/8\n      proto: tcp\n      action: deny\n\
+             \x20   - uid: 0\n      dst: 10.1.0.0/16\n      ports: 443\n      action: allow\n\
+             \x20   - uid: 1000\n      dst: 10.1.2.0/24\n      action: deny\n\
+             \x20   - uid: 1000\n      dst: 192.0.2.7\n      proto: udp\n      action: deny\n\
+             \x20   - uid: 1000\n      dst: 2001:db8::/32\n      action: log\n\
+             \x20   - uid: 0\n      dst: 2001:db8::/32\n      action: deny\n",
+        );
+        let filter = destination_filter(&policy).unwrap_or_else(|| panic!("a filter"));
+        let at = |net: &str, len: u32| {
+            filter
+                .iter()
+                .find(|(a, l, _)| (*a, *l) == (v6(net), len))
+                .map(|(_, _, o)| *o)
+                .unwrap_or_else(|| panic!("{net}/{len} in the filter"))
+        };
+        // Every prefix a rule names, ascending, none merged into another.
+        let prefixes: Vec<(u128, u32)> = filter.iter().map(|(a, l, _)| (*a, *l)).collect();
         assert_eq!(
-            destination_union(&rules),
-            Some(vec![
+            prefixes,
+            vec![
                 (v6("::ffff:10.0.0.0"), 104),
-                (v6("::ffff:192.168.1.7"), 128),
-                (v6("fd00::"), 8),
+                (v6("::ffff:10.1.0.0"), 112),
+                (v6("::ffff:10.1.2.0"), 120),
+                (v6("::ffff:192.0.2.7"), 128),
+                (v6("2001:db8::"), 32),
+            ]
+        );
+        let keys: Vec<&EgressKey> = policy.index.keys().collect();
+        let uid = |owner: &EgressDstOwner| {
+            let key = keys[usize::from(owner.id)];
+            assert_eq!((owner.kind, owner.value), (key.kind, key.value));
+            u32::from_ne_bytes([
+                owner.value[0],
+                owner.value[1],
+                owner.value[2],
+                owner.value[3],
             ])
-        );
-        // Host bits of a rule's network do not count.
-        let mut sloppy = rule("::ffff:10.9.0.0/112");
-        sloppy.dst = "::ffff:10.9.3.4"
-            .parse::<std::net::Ipv6Addr>()
-            .map(|a| a.octets())
-            .unwrap_or_default();
+        };
+        // 10.0.0.0/8 and 10.1.0.0/16: uid 0's alone; tcp only for the /8.
+        let wide = at("::ffff:10.0.0.0", 104);
+        assert_eq!((wide.kind, uid(&wide)), (EgressKeyKind::Uid as u8, 0));
+        assert_ne!(wide.classes[0], EGRESS_NO_CLASS, "tcp");
         assert_eq!(
-            destination_union(&[sloppy]),
-            Some(vec![(v6("::ffff:10.9.0.0"), 112)])
+            wide.classes[1], EGRESS_NO_CLASS,
+            "no udp rule of uid 0 there"
         );
-        let mut anywhere = rule("::ffff:10.0.0.0/104");
-        anywhere.match_ = egress_match::UID;
+        assert_eq!(wide.summaries[1], FwSummary::default());
+        let inner = at("::ffff:10.1.0.0", 112);
+        assert_eq!(uid(&inner), 0);
+        assert_ne!(inner.classes[0], wide.classes[0], "the /16 adds a rule");
+        assert_ne!(
+            inner.classes[1], EGRESS_NO_CLASS,
+            "its rule is for any protocol"
+        );
+        // 10.1.2.0/24 is inside uid 0's prefixes and names uid 1000's: both keys.
+        assert_eq!(at("::ffff:10.1.2.0", 120).kind, EGRESS_OWNERS_SEVERAL);
         assert_eq!(
-            destination_union(&[rules[0], anywhere]),
-            None,
-            "a rule for any destination"
+            at("2001:db8::", 32).kind,
+            EGRESS_OWNERS_SEVERAL,
+            "named by both"
         );
+        let host = at("::ffff:192.0.2.7", 128);
+        assert_eq!(uid(&host), 1000);
         assert_eq!(
-            destination_union(&[rule("::/0")]),
-            None,
-            "a rule for every destination"
+            (host.classes[0], host.classes[2]),
+            (EGRESS_NO_CLASS, EGRESS_NO_CLASS),
+            "a udp rule only"
         );
-        assert_eq!(destination_union(&[]), None, "no rule");
+        assert_ne!(host.classes[1], EGRESS_NO_CLASS);
+        // The classes are the key's, numbered past the keys before it, with their
+        // summaries.
+        for owner in [wide, inner, host] {
+            let key = keys[usize::from(owner.id)];
+            let before: usize = policy
+                .index
+                .keys()
+                .take_while(|k| *k != key)
+                .filter_map(|k| policy.classifiers.get(k))
+                .map(|c| c.classes.len())
+                .sum();
+            for (class, summary) in owner.classes.iter().zip(&owner.summaries) {
+                if *class == EGRESS_NO_CLASS {
+                    continue;
+                }
+                let own = usize::try_from(*class).unwrap_or(usize::MAX) - before;
+                let bitmap = &policy.classifiers[key].classes[own];
+                assert_eq!(*summary, classes::summary_of(bitmap));
+                assert_ne!(*summary, FwSummary::default());
+            }
+        }
+    }
+
+    #[test]
+    fn there_is_no_filter_when_a_rule_names_no_destination_or_every_one() {
+        assert!(destination_filter(&compiled(
+            "    - uid: 0\n      dst: 10.0.0.0/8\n      action: deny\n\
+             \x20   - uid: 1\n      action: deny\n"
+        ))
+        .is_none());
+        assert!(destination_filter(&compiled(
+            "    - uid: 0\n      dst: ::/0\n      action: deny\n"
+        ))
+        .is_none());
     }
 }

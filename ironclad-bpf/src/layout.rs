@@ -173,6 +173,11 @@ mod egress {
         [generation, prefixlen, _pad0, addr]
     );
     same_layout!(
+        abi::EgressDstOwner,
+        e::ic_egress_dst_owner,
+        [kind, _pad0, id, classes, value, summaries]
+    );
+    same_layout!(
         abi::EgressDstLengths,
         e::ic_egress_dst_lengths,
         [count, prefixlen]
@@ -248,7 +253,10 @@ mod egress {
         assert!(
             abi::EGRESS_F_DST_FILTER as u32 == e::ic_egress_config_flags::IC_EGRESS_F_DST_FILTER.0
         );
-        assert!(abi::EGRESS_DST_ANY as u32 == e::ic_egress_bucket_kind::IC_EGRESS_DST_ANY.0);
+        assert!(
+            abi::EGRESS_OWNERS_SEVERAL as u32 == e::ic_egress_owner::IC_EGRESS_OWNERS_SEVERAL.0
+        );
+        assert!(abi::EGRESS_NO_CLASS == e::ic_egress_owner::IC_EGRESS_NO_CLASS.0);
         assert!(abi::EGRESS_F_DST_HASH as u32 == e::ic_egress_config_flags::IC_EGRESS_F_DST_HASH.0);
         assert!(
             abi::EGRESS_DST_HASH_LENGTHS as u32

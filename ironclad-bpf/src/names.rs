@@ -76,7 +76,8 @@ object_names! {
             ic_egress_config, ic_procs, ic_egress_rules0, ic_egress_rules1,
             ic_egress_index0, ic_egress_index1, ic_egress_counters, ic_egress_totals,
             ic_egress_rate, ic_egress_events, ic_egress_addr, ic_egress_ports, ic_egress_words,
-            ic_egress_summaries, ic_egress_slots, ic_egress_dst, ic_egress_dst_lengths,
+            ic_egress_summaries, ic_egress_slots, ic_egress_dst, ic_egress_dst_trie,
+            ic_egress_dst_lengths,
         ],
         EgressProgs: [
             ic_proc_exec, ic_proc_fork, ic_proc_exit, ic_connect4, ic_connect6,

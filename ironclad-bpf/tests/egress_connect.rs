@@ -1043,7 +1043,7 @@ type FilterPrefix = (u8, [u8; 16], u32);
 /// The live configuration's flags and the destination filter's prefixes in the kernel,
 /// in the trie and in the hash (read through the pins, as `bpftool` would).
 fn destination_filter(pins: &BpffsDir) -> (u8, Vec<FilterPrefix>, Vec<FilterPrefix>) {
-    use ironclad_core::abi::{EgressConfig, EgressDstKey, FwAddrKey, EGRESS_DST_ANY, FW_DIM_DST};
+    use ironclad_core::abi::{EgressConfig, EgressDstKey, FwAddrKey};
     use libbpf_rs::MapCore as _;
     let open = |name: &str| {
         libbpf_rs::MapHandle::from_pinned_path(pins.path().join("egress").join(name))
@@ -1054,10 +1054,9 @@ fn destination_filter(pins: &BpffsDir) -> (u8, Vec<FilterPrefix>, Vec<FilterPref
         .expect("config")
         .and_then(|v| EgressConfig::from_bytes(&v))
         .expect("config value");
-    let mut trie: Vec<FilterPrefix> = open("ic_egress_addr")
+    let mut trie: Vec<FilterPrefix> = open("ic_egress_dst_trie")
         .keys()
         .filter_map(|k| FwAddrKey::from_bytes(&k))
-        .filter(|k| k.tag[1] == EGRESS_DST_ANY | FW_DIM_DST << 2)
         .map(|k| (k.tag[0], k.addr, k.prefixlen - 32))
         .collect();
     let mut hash: Vec<FilterPrefix> = open("ic_egress_dst")
@@ -1125,8 +1124,9 @@ fn outside_every_rules_destinations_the_default_decides_and_a_rule_without_one_t
     );
     assert_eq!(run(&lab.cgroup, &a, &["tcp4", "127.0.0.2", &pb]), (0, 1, 0));
 
-    // Back to the first generation's maps: its old prefixes are gone with it.
-    // (127.0.0.1 is inside 127.0.0.0/31: not written again.) Two lengths: the trie.
+    // Back to the first generation's maps: its old prefixes are gone with it. Every
+    // prefix a rule names is in the filter, 127.0.0.1 inside 127.0.0.0/31 too (each
+    // carries its own classes). Two lengths: the trie.
     lab.apply("egress:\n  default: allow\n  rules:\n    - uid: 0\n      dst: 127.0.0.2/32\n      action: deny\n    - uid: 0\n      dst: 127.0.0.1\n      ports: 2\n      action: deny\n    - uid: 0\n      dst: 127.0.0.0/31\n      ports: 1\n      action: deny\n");
     let (flags, trie, hash) = destination_filter(&lab._pins);
     assert_eq!(flags, EGRESS_F_DST_FILTER);
@@ -1134,14 +1134,18 @@ fn outside_every_rules_destinations_the_default_decides_and_a_rule_without_one_t
     net[15] = 0;
     assert_eq!(
         trie,
-        vec![(live, net, 127), (live, mapped(2), 128)],
-        "the union, outermost prefixes only"
+        vec![
+            (live, net, 127),
+            (live, mapped(1), 128),
+            (live, mapped(2), 128)
+        ],
+        "every prefix a rule names"
     );
     assert!(hash.iter().all(|p| p.0 != live), "{hash:?}");
     assert_eq!(
         run(&lab.cgroup, &a, &["tcp4", "127.0.0.1", &pa]),
         (1, 0, 0),
-        "inside the union, no rule matches: the default (allow)"
+        "inside the filter, no rule matches: the default (allow)"
     );
     assert_eq!(run(&lab.cgroup, &a, &["tcp4", "127.0.0.2", &pb]), (0, 1, 0));
 
@@ -1187,9 +1191,371 @@ fn outside_every_rules_destinations_the_default_decides_and_a_rule_without_one_t
     assert_eq!(
         run(&lab.cgroup, &a, &["tcp4", "127.0.0.1", &pa]),
         (1, 0, 0),
-        "outside the union: the default (allow)"
+        "outside every named prefix: the default (allow)"
     );
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(accepted_a.load(Ordering::SeqCst), 3);
     assert_eq!(accepted_b.load(Ordering::SeqCst), 0);
+}
+
+/// One rule of a random policy, as the reference reads it.
+#[derive(Debug, Clone)]
+struct RefRule {
+    uid: Option<u32>,
+    comm: Option<&'static str>,
+    /// Index into the differential test's clients.
+    exe: Option<usize>,
+    tcp: Option<bool>,
+    dst: Option<ipnetwork::IpNetwork>,
+    ports: Vec<(u16, u16)>,
+    action: &'static str,
+}
+
+/// A caller of the differential test: client, uid, comm.
+type Caller = (usize, u32, &'static str);
+
+impl RefRule {
+    fn yaml(&self, clients: &[PathBuf]) -> String {
+        let mut y = String::from("    - action: ");
+        y.push_str(self.action);
+        y.push('\n');
+        if let Some(uid) = self.uid {
+            y.push_str(&format!("      uid: {uid}\n"));
+        }
+        if let Some(comm) = self.comm {
+            y.push_str(&format!("      comm: {comm}\n"));
+        }
+        if let Some(exe) = self.exe {
+            y.push_str(&format!("      exe: {}\n", clients[exe].display()));
+        }
+        if let Some(tcp) = self.tcp {
+            y.push_str(if tcp {
+                "      proto: tcp\n"
+            } else {
+                "      proto: udp\n"
+            });
+        }
+        if let Some(dst) = self.dst {
+            y.push_str(&format!("      dst: {dst}\n"));
+        }
+        if !self.ports.is_empty() {
+            let list: Vec<String> = self
+                .ports
+                .iter()
+                .map(|(lo, hi)| {
+                    if lo == hi {
+                        lo.to_string()
+                    } else {
+                        format!("\"{lo}-{hi}\"")
+                    }
+                })
+                .collect();
+            y.push_str(&format!("      ports: [{}]\n", list.join(", ")));
+        }
+        y
+    }
+
+    /// Whether the rule matches `caller` connecting to `dst` (IPv4 as IPv4-mapped
+    /// IPv6) port `port`, over TCP or UDP.
+    fn matches(&self, caller: Caller, tcp: bool, dst: std::net::Ipv6Addr, port: u16) -> bool {
+        let (exe, uid, comm) = caller;
+        let in_dst = match self.dst {
+            None => true,
+            Some(ipnetwork::IpNetwork::V4(n)) => {
+                dst.to_ipv4_mapped().is_some_and(|a| n.contains(a))
+            }
+            Some(ipnetwork::IpNetwork::V6(n)) => n.contains(dst),
+        };
+        self.uid.is_none_or(|u| u == uid)
+            && self.comm.is_none_or(|c| c == comm)
+            && self.exe.is_none_or(|e| e == exe)
+            && self.tcp.is_none_or(|t| t == tcp)
+            && in_dst
+            && (self.ports.is_empty()
+                || self
+                    .ports
+                    .iter()
+                    .any(|(lo, hi)| (*lo..=*hi).contains(&port)))
+    }
+}
+
+/// The live generation's destination filter entries, as (one owner key, several).
+fn filter_owners(pins: &BpffsDir) -> (usize, usize) {
+    use ironclad_core::abi::{
+        EgressConfig, EgressDstKey, EgressDstOwner, FwAddrKey, EGRESS_OWNERS_SEVERAL,
+    };
+    use libbpf_rs::MapCore as _;
+    let open = |name: &str| {
+        libbpf_rs::MapHandle::from_pinned_path(pins.path().join("egress").join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let live = open("ic_egress_config")
+        .lookup(&0u32.to_ne_bytes(), libbpf_rs::MapFlags::ANY)
+        .expect("config")
+        .and_then(|v| EgressConfig::from_bytes(&v))
+        .expect("config value")
+        .generation;
+    let mut owners = Vec::new();
+    for (name, generation_of) in [
+        (
+            "ic_egress_dst",
+            &(|k: &[u8]| EgressDstKey::from_bytes(k).map(|k| u32::from(k.generation)))
+                as &dyn Fn(&[u8]) -> Option<u32>,
+        ),
+        ("ic_egress_dst_trie", &|k: &[u8]| {
+            FwAddrKey::from_bytes(k).map(|k| u32::from(k.tag[0]))
+        }),
+    ] {
+        let map = open(name);
+        for key in map.keys().filter(|k| generation_of(k) == Some(live)) {
+            let value = map
+                .lookup(&key, libbpf_rs::MapFlags::ANY)
+                .expect("lookup")
+                .and_then(|v| EgressDstOwner::from_bytes(&v))
+                .expect("owner");
+            owners.push(value.kind);
+        }
+    }
+    let several = owners
+        .iter()
+        .filter(|k| **k == EGRESS_OWNERS_SEVERAL)
+        .count();
+    (owners.len() - several, several)
+}
+
+/// The kernel against a reference scan of the rules in policy order, on random
+/// policies: identities by uid, comm and executable (one key or several per
+/// destination), nested IPv4 and IPv6 prefixes, protocols, port lists and ranges, every
+/// action, both defaults; the destination filter as a hash (one prefix length), a trie
+/// (several) and absent (a rule without a destination). Callers connect from a network
+/// namespace of their own (no route: nothing leaves; the hook decides before routing).
+#[test]
+fn random_policies_decide_as_a_scan_of_the_rules_in_order() {
+    require_privileges!();
+    use ipnetwork::{IpNetwork, Ipv4Network};
+    use ironclad_core::abi::{EGRESS_F_DST_FILTER, EGRESS_F_DST_HASH};
+    use ironclad_testing::rules::Rng;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    let mut lab = Lab::new("egress-diff");
+    let clients = [
+        lab.clients.path("client-a"),
+        lab.clients.path("client-other"),
+    ];
+    let net = |s: &str| -> IpNetwork { s.parse().unwrap_or_else(|e| panic!("{s}: {e}")) };
+    let pool: Vec<IpNetwork> = [
+        "10.0.0.0/8",
+        "10.1.0.0/16",
+        "10.1.2.0/24",
+        "10.1.2.3/32",
+        "10.2.0.0/16",
+        "10.2.128.0/17",
+        "192.0.2.0/24",
+        "192.0.2.7/32",
+        "198.51.100.0/24",
+        "2001:db8::/32",
+        "2001:db8:1::/48",
+        "2001:db8:1::5/128",
+        "fd00::/8",
+    ]
+    .iter()
+    .map(|s| net(s))
+    .collect();
+    let port_lists: [&[(u16, u16)]; 6] = [
+        &[],
+        &[(443, 443)],
+        &[(53, 53)],
+        &[(1000, 2000)],
+        &[(80, 80), (443, 443)],
+        &[(8080, 8080)],
+    ];
+    let probe_ports = [22u16, 53, 80, 443, 1500, 2000, 8080, 9999];
+    let callers: [Caller; 4] = [
+        (0, 0, "client-a"),
+        (0, 1000, "client-a"),
+        (0, 0, "worker"),
+        (1, 1000, "worker"),
+    ];
+    let random_in = |rng: &mut Rng, n: IpNetwork| -> Ipv6Addr {
+        match n {
+            IpNetwork::V4(n) => {
+                let host = (rng.next_u64() as u32) & !u32::from(n.mask());
+                Ipv4Addr::from(u32::from(n.network()) | host).to_ipv6_mapped()
+            }
+            IpNetwork::V6(n) => {
+                let host = (u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64()))
+                    & !u128::from(n.mask());
+                Ipv6Addr::from(u128::from(n.network()) | host)
+            }
+        }
+    };
+    lab.attach();
+
+    let mut rng = Rng::new(0xd1ff_e9e5);
+    let (mut shapes, mut owned, mut shared, mut verdicts) = ([0u32; 3], 0, 0, [0u32; 2]);
+    for round in 0..18 {
+        // Rounds of three shapes: every rule one key's (the filter's owned entries),
+        // keys mixed, and one-length /32s (the hashed filter); a fifth of the rounds add
+        // a rule without a destination (no filter).
+        let one_key = round % 3 == 0;
+        let hashed = round % 3 == 2;
+        let count = 8 + rng.below(30) as usize;
+        let mut rules: Vec<RefRule> = (0..count)
+            .map(|_| {
+                let pick = rng.below(8);
+                let (uid, comm, exe) = if one_key {
+                    (Some(0), None, None)
+                } else {
+                    match pick {
+                        0 | 1 => (Some([0, 1000][rng.below(2) as usize]), None, None),
+                        2 => (
+                            None,
+                            Some(["client-a", "worker"][rng.below(2) as usize]),
+                            None,
+                        ),
+                        3 => (None, None, Some(rng.below(2) as usize)),
+                        4 => (Some(1000), Some("worker"), None),
+                        5 => (None, None, None),
+                        _ => (Some(0), None, None),
+                    }
+                };
+                let within = pool[rng.below(pool.len() as u64) as usize];
+                let dst = if hashed {
+                    // A host of the pool's IPv4 prefixes (10.0.0.0/8 for an IPv6 one).
+                    let within = if within.is_ipv4() {
+                        within
+                    } else {
+                        net("10.0.0.0/8")
+                    };
+                    let host = random_in(&mut rng, within).to_ipv4_mapped().expect("IPv4");
+                    IpNetwork::V4(Ipv4Network::new(host, 32).expect("/32"))
+                } else {
+                    within
+                };
+                RefRule {
+                    uid,
+                    comm,
+                    exe,
+                    tcp: [None, Some(true), Some(false)][rng.below(3) as usize],
+                    dst: Some(dst),
+                    ports: port_lists[rng.below(port_lists.len() as u64) as usize].to_vec(),
+                    action: ["allow", "deny", "deny", "log"][rng.below(4) as usize],
+                }
+            })
+            .collect();
+        if round % 5 == 4 {
+            let at = rng.below(rules.len() as u64) as usize;
+            rules[at].dst = None;
+        }
+        let default = ["allow", "deny"][rng.below(2) as usize];
+        let mut yaml = format!("egress:\n  default: {default}\n  rules:\n");
+        for rule in &rules {
+            yaml.push_str(&rule.yaml(&clients));
+        }
+        lab.apply(&yaml);
+        let (flags, _, _) = destination_filter(&lab._pins);
+        let shape = match flags {
+            f if f == EGRESS_F_DST_FILTER | EGRESS_F_DST_HASH => 0,
+            f if f == EGRESS_F_DST_FILTER => 1,
+            _ => 2,
+        };
+        shapes[shape] += 1;
+        let (one, several) = filter_owners(&lab._pins);
+        owned += one;
+        shared += several;
+
+        for caller in callers {
+            // Destinations: inside a rule's prefix (most), inside the pool, or outside.
+            let mut probes: Vec<(bool, Ipv6Addr, u16, String)> = Vec::new();
+            for _ in 0..48 {
+                let addr = match rng.below(6) {
+                    0 => random_in(&mut rng, net("203.0.113.0/24")),
+                    1 => {
+                        let within = pool[rng.below(pool.len() as u64) as usize];
+                        random_in(&mut rng, within)
+                    }
+                    _ => {
+                        let rule = &rules[rng.below(rules.len() as u64) as usize];
+                        // (A rule without a destination: one of the pool's.)
+                        let within = rule.dst.unwrap_or_else(|| net("10.0.0.0/8"));
+                        if within.prefix() == 32 || within.prefix() == 128 || rng.below(3) == 0 {
+                            match within {
+                                IpNetwork::V4(n) => n.network().to_ipv6_mapped(),
+                                IpNetwork::V6(n) => n.network(),
+                            }
+                        } else {
+                            random_in(&mut rng, within)
+                        }
+                    }
+                };
+                let tcp = rng.below(2) == 0;
+                let port = probe_ports[rng.below(probe_ports.len() as u64) as usize];
+                let mode = match (addr.to_ipv4_mapped(), tcp, rng.below(3) == 0) {
+                    (Some(v4), _, false) => {
+                        format!("{} {v4} {port}", if tcp { "tcp4" } else { "uconn4" })
+                    }
+                    (_, _, _) => format!("{} {addr} {port}", if tcp { "tcp6" } else { "uconn6" }),
+                };
+                probes.push((tcp, addr, port, mode));
+            }
+            let (exe, uid, comm) = caller;
+            let mut child = lab
+                .cgroup
+                .command("unshare")
+                .args(["-n", "setpriv"])
+                .arg(format!("--reuid={uid}"))
+                .arg(format!("--regid={uid}"))
+                .arg("--clear-groups")
+                .arg(&clients[exe])
+                .args(["batch", comm])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("client");
+            let input: String = probes.iter().map(|p| format!("{}\n", p.3)).collect();
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("write probes");
+            let out = child.wait_with_output().expect("client output");
+            assert!(out.status.success(), "{out:?}");
+            let results: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect();
+            assert_eq!(results.len(), probes.len(), "{out:?}");
+            for ((tcp, addr, port, mode), got) in probes.iter().zip(&results) {
+                let action = rules
+                    .iter()
+                    .find(|r| r.matches(caller, *tcp, *addr, *port))
+                    .map_or(default, |r| r.action);
+                let denied = action == "deny";
+                assert!(
+                    got == "eperm" || got == "other",
+                    "{mode}: {got} (in a namespace without a route nothing connects)"
+                );
+                assert_eq!(
+                    got == "eperm",
+                    denied,
+                    "round {round}, caller {caller:?}, `{mode}`: the reference says {action}, the kernel {got}\n{yaml}"
+                );
+                verdicts[usize::from(denied)] += 1;
+            }
+        }
+    }
+    // Every shape of the filter ran, with owned and shared entries, and both verdicts.
+    assert!(
+        shapes.iter().all(|n| *n > 0),
+        "filter shapes (hash, trie, none): {shapes:?}"
+    );
+    assert!(
+        owned > 0 && shared > 0,
+        "owned entries {owned}, shared {shared}"
+    );
+    assert!(
+        verdicts.iter().all(|n| *n > 100),
+        "allowed, denied: {verdicts:?}"
+    );
 }

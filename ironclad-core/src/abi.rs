@@ -1024,21 +1024,22 @@ impl EgressBucket {
     }
 }
 
-/// `IC_EGRESS_F_DST_FILTER`: every live rule names destinations and their union is
-/// in the destination trie under [`EGRESS_DST_ANY`]; a destination outside it is
-/// decided by the default without looking up any identity key.
+/// `IC_EGRESS_F_DST_FILTER`: every live rule names destinations and every prefix they
+/// name is in the destination filter (`ic_egress_dst_trie`, or `ic_egress_dst` with
+/// [`EGRESS_F_DST_HASH`]) with its [`EgressDstOwner`]; a destination in none is decided
+/// by the default without looking up any identity key.
 pub const EGRESS_F_DST_FILTER: u8 = 1;
 
 /// `IC_EGRESS_F_DST_HASH`: with [`EGRESS_F_DST_FILTER`], the union has at most
 /// [`EGRESS_DST_HASH_LENGTHS`] prefix lengths (one: a feed's /32s, networks of one
-/// size) and is in the hash `ic_egress_dst` (one lookup per length, the lengths in
-/// `ic_egress_dst_lengths`) instead of the trie.
+/// size) and the filter is the hash `ic_egress_dst` (one lookup per length, the
+/// lengths in `ic_egress_dst_lengths`) instead of the trie.
 pub const EGRESS_F_DST_HASH: u8 = 2;
 
 /// `IC_EGRESS_DST_HASH_LENGTHS`: prefix lengths the hashed destination filter takes.
 pub const EGRESS_DST_HASH_LENGTHS: usize = 1;
 
-/// `struct ic_egress_dst_key`: a prefix of the destination union in `ic_egress_dst`.
+/// `struct ic_egress_dst_key`: a prefix of the destination filter in `ic_egress_dst`.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
 )]
@@ -1097,9 +1098,53 @@ impl EgressDstLengths {
     }
 }
 
-/// `IC_EGRESS_DST_ANY`: the classifier bucket (beside tcp 0, udp 1, other 2) holding
-/// the union of the live rules' destinations.
-pub const EGRESS_DST_ANY: u8 = 3;
+/// `IC_EGRESS_OWNERS_SEVERAL`: [`EgressDstOwner::kind`] when the rules of more than
+/// one identity key name the destinations (each key is searched).
+pub const EGRESS_OWNERS_SEVERAL: u8 = 255;
+
+/// `IC_EGRESS_NO_CLASS`: [`EgressDstOwner::classes`] for a protocol none of whose
+/// rules (of the owner key) names the destinations.
+pub const EGRESS_NO_CLASS: u32 = 0x7fff_ffff;
+
+/// `struct ic_egress_dst_owner`: what the destination filter knows of the destinations
+/// whose longest prefix among every live rule's is its entry's. When the rules naming
+/// them all belong to one identity key: that key, and its destination class per
+/// protocol with the class's summary (the kernel then skips the key's index entry,
+/// destination trie and summary).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct EgressDstOwner {
+    /// [`EgressKeyKind`] byte of the one key, or [`EGRESS_OWNERS_SEVERAL`].
+    pub kind: u8,
+    /// Explicit padding.
+    pub _pad0: u8,
+    /// The key's id ([`EgressBucket::id`]).
+    pub id: u16,
+    /// Per protocol (tcp, udp, other): the key's class of these destinations, or
+    /// [`EGRESS_NO_CLASS`].
+    pub classes: [u32; 3],
+    /// The key's value, as in [`EgressKey::value`].
+    pub value: [u8; 24],
+    /// Each class's summary (zero for none).
+    pub summaries: [FwSummary; 3],
+}
+
+impl EgressDstOwner {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 136;
+
+    /// The exact byte image.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        zerocopy::transmute!(*self)
+    }
+
+    /// Decodes a value; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
+    }
+}
 
 /// `struct ic_egress_config`.
 #[derive(
