@@ -3,6 +3,7 @@
 #   ./dev.sh demo   install what is missing, build, run the full_firewall demo
 #   ./dev.sh test   install what is missing, then run every check and test
 #   ./dev.sh perf   every benchmark at full length; regenerates docs/performance.md
+#   ./dev.sh packaged | deploy | footprint | fuzz   one of the test suite's checks alone
 # Privileged tests fail (never skip) without root, unless IRONCLAD_SKIP_PRIVILEGED=1
 # is set outside CI.
 set -euo pipefail
@@ -58,22 +59,20 @@ cmd_demo() {
     ./target/release/full_firewall demo --seconds "${DEMO_SECONDS:-5}"
 }
 
-# Packages every library crate (each verified by building the packaged sources, the
-# eBPF sources included), then builds a scratch project that depends on the packaged
-# crates only, not on the workspace paths.
+# Packages every library crate, then builds a scratch workspace that depends on the
+# packaged crates only, not on the workspace paths: `all` builds every one of them with
+# its default features from the packaged sources (the eBPF sources included), `app` is
+# a Shield-only agent (ironclad-policy without its I/O features) that runs. The scratch
+# workspace takes this workspace's Cargo.lock and dev profile, so its dependencies are
+# the ones already built, not the newest versions compiled afresh (`cargo package`'s
+# own verification resolved and built every dependency again with the default
+# profile: most of this step's six minutes).
 check_packaged() {
     local crates=(ironclad-core ironclad-policy ironclad-events ironclad-bpf ironclad-sentinel ironclad-agent)
     local args=() c
     for c in "${crates[@]}"; do args+=(-p "$c"); done
-    # `cargo package` verifies each crate against the others through a temporary local
-    # registry. Cargo treats registry crates as immutable: it unpacks their sources once
-    # per registry path and version and never rebuilds them when they change. Drop the
-    # earlier unpackings and builds of our own crates, or a rerun verifies against stale
-    # code.
-    rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/ironclad-* \
-        target/debug/.fingerprint/ironclad-* target/debug/build/ironclad-* \
-        target/debug/deps/libironclad_* target/debug/deps/ironclad_*
-    cargo package --quiet --allow-dirty "${args[@]}"
+    rm -rf target/package/ironclad-*
+    cargo package --quiet --allow-dirty --no-verify "${args[@]}"
     local version scratch
     version=$(cargo metadata --format-version 1 --no-deps \
         | python3 -c 'import json,sys; print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"]=="ironclad-bpf"))')
@@ -81,16 +80,27 @@ check_packaged() {
     for c in "${crates[@]}"; do
         tar -xzf "target/package/$c-$version.crate" -C "$scratch"
     done
-    mkdir -p "$scratch/app/src"
+    mkdir -p "$scratch/app/src" "$scratch/all/src"
+    {
+        echo '[workspace]'; echo 'resolver = "2"'; echo 'members = ["app", "all"]'
+        echo '[patch.crates-io]'
+        for c in "${crates[@]}"; do echo "$c = { path = \"$c-$version\" }"; done
+        # This workspace's dev profile, as written in its Cargo.toml.
+        awk '/^\[profile\.dev(\.|\])/ { on = 1; print; next } /^\[/ { on = 0 } on' Cargo.toml
+    } > "$scratch/Cargo.toml"
+    cp Cargo.lock "$scratch/Cargo.lock"
     {
         echo '[package]'; echo 'name = "packaged-app"'; echo 'version = "0.0.0"'; echo 'edition = "2021"'
         # Without the policy crate's I/O features, as a Shield-only agent builds it.
         echo '[dependencies]'; echo "ironclad-bpf = \"=$version\""
         echo "ironclad-policy = { version = \"=$version\", default-features = false }"
-        echo '[patch.crates-io]'
-        for c in "${crates[@]}"; do echo "$c = { path = \"../$c-$version\" }"; done
-        echo '[workspace]'
     } > "$scratch/app/Cargo.toml"
+    {
+        echo '[package]'; echo 'name = "packaged-all"'; echo 'version = "0.0.0"'; echo 'edition = "2021"'
+        echo '[dependencies]'
+        for c in "${crates[@]}"; do echo "$c = \"=$version\""; done
+    } > "$scratch/all/Cargo.toml"
+    echo 'fn main() {}' > "$scratch/all/src/main.rs"
     cat > "$scratch/app/src/main.rs" <<'RS'
 fn main() {
     let allowlist = ironclad_bpf::Allowlist::builtin();
@@ -103,11 +113,12 @@ fn main() {
     println!("ipv4 prefixes: {}", policy.shield.map_or(0, |s| s.ipv4_prefixes()));
 }
 RS
-    (cd "$scratch/app" && LIBBPF_SYS_LIBRARY_PATH="${LIBBPF_SYS_LIBRARY_PATH:-/usr/lib/$(uname -m)-linux-gnu}" \
-        CARGO_TARGET_DIR="$PWD/target" cargo run --quiet)
+    local env=(LIBBPF_SYS_LIBRARY_PATH="${LIBBPF_SYS_LIBRARY_PATH:-/usr/lib/$(uname -m)-linux-gnu}" CARGO_TARGET_DIR="$PWD/target")
+    (cd "$scratch" && env "${env[@]}" cargo build --quiet -p packaged-all \
+        && env "${env[@]}" cargo run --quiet -p packaged-app)
     # What such an agent pays for: no HTTP client, TLS stack, GeoIP reader or signatures.
     local tree heavy
-    tree=$(cd "$scratch/app" && cargo tree -e normal --prefix none | sed 's/ (\*)$//' | sort -u)
+    tree=$(cd "$scratch" && cargo tree -p packaged-app -e normal --prefix none | sed 's/ (\*)$//' | sort -u)
     heavy=$(grep -E '^(ureq|rustls|ring|maxminddb|ed25519-dalek|sha2) ' <<<"$tree" || true)
     if [[ -n "$heavy" ]]; then
         echo "a build without the I/O features still pulls in: $heavy" >&2
@@ -120,12 +131,13 @@ RS
 # The deployment files: the systemd unit (systemd-analyze verify, with its binaries
 # pointed at this build, and an exposure threshold), the Kubernetes manifest (strict
 # schema validation with kubernetes-validate from PyPI) and the policy in its ConfigMap
-# (full_firewall check).
+# (full_firewall check), with the release binary (the one the footprint check builds
+# just before).
 check_deploy() {
-    cargo build --quiet -p full_firewall
+    cargo build --release --quiet -p full_firewall
     local tmp tools=target/tools/kubernetes-validate
     tmp=$(mktemp -d)
-    sed "s#/usr/local/bin/full_firewall#$PWD/target/debug/full_firewall#g" \
+    sed "s#/usr/local/bin/full_firewall#$PWD/target/release/full_firewall#g" \
         examples/deploy/ironclad.service > "$tmp/ironclad.service"
     systemd-analyze verify "$tmp/ironclad.service"
     systemd-analyze security --offline=yes --threshold=60 "$tmp/ironclad.service" | tail -n 1
@@ -138,7 +150,7 @@ import sys, yaml
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d.get("kind") == "ConfigMap"]
 open(sys.argv[2], "w").write(docs[0]["data"]["policy.yaml"])
 PY
-    target/debug/full_firewall check --config "$tmp/policy.yaml"
+    target/release/full_firewall check --config "$tmp/policy.yaml"
     rm -rf "$tmp"
 }
 
@@ -225,6 +237,61 @@ cmd_perf() {
     log "docs/performance.md regenerated from this run"
 }
 
+# One target directory for both fuzz workspaces: what they share (libFuzzer itself,
+# ironclad-core, serde) is built once.
+FUZZ_TARGET=$PWD/target/fuzz
+
+# One bounded fuzzing run of CRATE:TARGET (its target built already), its output into
+# the file SUMMARY (the last lines, or all of them when it fails). New inputs go to a
+# temporary directory, the committed seeds are only read.
+fuzz_one() {
+    local crate=${1%%:*} target=${1##*:} summary=$2 found rc=0
+    found=$(mktemp -d)
+    (cd "$crate" && RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$FUZZ_TARGET" cargo fuzz run "$target" "$found" "fuzz/corpus/$target" \
+        -- -max_total_time="${FUZZ_SECONDS:-15}" > "$summary.full" 2>&1) || rc=$?
+    { echo "--- $crate:$target"; if ((rc)); then cat "$summary.full"; else tail -n 3 "$summary.full"; fi; } > "$summary"
+    rm -rf "$found" "$summary.full"
+    return "$rc"
+}
+
+# Bounded fuzzing of every target (FUZZ_SECONDS each, default 15).
+run_fuzz() {
+    # cargo-fuzz needs the sanitizer flags of a nightly compiler; RUSTC_BOOTSTRAP=1 lets
+    # the stable toolchain accept them.
+    command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
+    # Every target is built first, then the fuzzers run one per CPU at a time (each is
+    # single-threaded): the same time per target, in a fraction of the wall-clock time.
+    local crate
+    for crate in ironclad-events ironclad-policy; do
+        (cd "$crate" && RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$FUZZ_TARGET" cargo fuzz build 2>&1 | tail -n 3)
+    done
+    local entries=(ironclad-events:decode ironclad-events:dns ironclad-policy:feed_plain
+        ironclad-policy:feed_spamhaus ironclad-policy:feed_feodo ironclad-policy:feed_firehol
+        ironclad-policy:feed_csv ironclad-policy:feed_json ironclad-policy:policy_yaml
+        ironclad-policy:bundle_manifest)
+    # Each run's summary is printed once it has ended, in the order they started.
+    local running=() summaries=() logs i failed=0 slots
+    logs=$(mktemp -d)
+    slots=$(nproc)
+    for i in "${!entries[@]}"; do
+        fuzz_one "${entries[$i]}" "$logs/$i" &
+        running+=($!)
+        summaries+=("$logs/$i")
+        if ((${#running[@]} >= slots)); then
+            wait "${running[0]}" || failed=1
+            cat "${summaries[0]}"
+            running=("${running[@]:1}")
+            summaries=("${summaries[@]:1}")
+        fi
+    done
+    for i in "${!running[@]}"; do
+        wait "${running[$i]}" || failed=1
+        cat "${summaries[$i]}"
+    done
+    rm -rf "$logs"
+    ((failed == 0)) || { echo "a fuzzer found a crash (its output is above)" >&2; return 1; }
+}
+
 cmd_test() {
     require_root "the test suite"
     # Figures of this run's benchmarks (short mode): the closing check requires every
@@ -260,26 +327,12 @@ cmd_test() {
     guest/run.sh --bench 2>&1 | tee -a "$results"
     log "packaged crates build on their own (cargo package, then a scratch project)"
     check_packaged
-    log "deployment files: systemd unit, Kubernetes manifest, the policy it carries"
-    check_deploy
     log "footprint: the release binary's shared libraries and resident memory"
     check_footprint
+    log "deployment files: systemd unit, Kubernetes manifest, the policy it carries"
+    check_deploy
     log "fuzzing, bounded: the event decoder, the DNS parser, each feed parser and the policy loader"
-    # cargo-fuzz needs the sanitizer flags of a nightly compiler; RUSTC_BOOTSTRAP=1 lets
-    # the stable toolchain accept them. New inputs go to a temporary directory, the
-    # committed seeds are only read.
-    command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
-    local entry crate target found
-    for entry in ironclad-events:decode ironclad-events:dns ironclad-policy:feed_plain \
-        ironclad-policy:feed_spamhaus ironclad-policy:feed_feodo ironclad-policy:feed_firehol \
-        ironclad-policy:feed_csv ironclad-policy:feed_json ironclad-policy:policy_yaml \
-        ironclad-policy:bundle_manifest; do
-        crate=${entry%%:*} target=${entry##*:}
-        found=$(mktemp -d)
-        (cd "$crate" && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "$found" "fuzz/corpus/$target" \
-            -- -max_total_time="${FUZZ_SECONDS:-15}" 2>&1 | tail -n 5)
-        rm -rf "$found"
-    done
+    run_fuzz
     log "benchmarks (short mode: they measure, they never fail on timing)"
     cargo bench -p ironclad-benches --bench shield --bench tls --bench egress --bench events --bench sources --bench process --bench firewall --quiet -- --warm-up-time 0.2 --measurement-time 0.5 --noplot
     log "docs/performance.md: rendered from its template and data, every figure produced by a benchmark above"
@@ -299,7 +352,8 @@ case "${1:-}" in
     packaged) check_packaged ;;
     deploy) check_deploy ;;
     footprint) require_root "the footprint check"; check_footprint ;;
+    fuzz) install_deps; run_fuzz ;;
     perf) cmd_perf ;;
     perf-render) perfdoc render --template "$PERF_TEMPLATE" --data "$PERF_DATA" --out docs/performance.md ;;
-    *) echo "usage: $0 demo|test|packaged|deploy|footprint|perf|perf-render" >&2; exit 2 ;;
+    *) echo "usage: $0 demo|test|packaged|deploy|footprint|fuzz|perf|perf-render" >&2; exit 2 ;;
 esac

@@ -17,7 +17,8 @@ WORK=$ROOT/target/guest
 BENCH=0
 [[ "${1:-}" == --bench ]] && BENCH=1
 
-log() { printf '\033[1m==> guest: %s\033[0m\n' "$*" >&2; }
+# With the seconds since the script started, so a slow step shows in a CI log.
+log() { printf '\033[1m==> guest [%ds]: %s\033[0m\n' "$SECONDS" "$*" >&2; }
 
 install_tools() {
     local pkgs=(qemu-system-x86 kmod busybox-static cpio attr gdb bpftool util-linux) missing=()
@@ -93,6 +94,7 @@ FW_TESTS=$(cargo test --quiet -p ironclad-bpf --test firewall_guest --no-run --m
 [[ -x "$FW_TESTS" ]] || { echo "could not find the firewall_guest test binary" >&2; exit 1; }
 BENCHES=
 if ((BENCH)); then
+    log "building the guest benchmark (release)"
     BENCHES=$(cargo bench --quiet -p ironclad-benches --bench sentinel --no-run --message-format=json | executable sentinel | tail -n 1)
 fi
 
