@@ -1040,20 +1040,29 @@ fn a_denial_by_destination_alone_names_the_whole_caller_and_uid_rules_see_the_ca
 /// A prefix of the destination filter in the kernel: generation, address, length.
 type FilterPrefix = (u8, [u8; 16], u32);
 
+/// The identity firewall's map `name`, through its pin (as `bpftool` would open it).
+fn pinned(pins: &BpffsDir, name: &str) -> libbpf_rs::MapHandle {
+    libbpf_rs::MapHandle::from_pinned_path(pins.path().join("egress").join(name))
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// The live configuration, through its pin.
+fn live_config(pins: &BpffsDir) -> ironclad_core::abi::EgressConfig {
+    use libbpf_rs::MapCore as _;
+    pinned(pins, "ic_egress_config")
+        .lookup(&0u32.to_ne_bytes(), libbpf_rs::MapFlags::ANY)
+        .expect("config")
+        .and_then(|v| ironclad_core::abi::EgressConfig::from_bytes(&v))
+        .expect("config value")
+}
+
 /// The live configuration's flags and the destination filter's prefixes in the kernel,
 /// in the trie and in the hash (read through the pins, as `bpftool` would).
 fn destination_filter(pins: &BpffsDir) -> (u8, Vec<FilterPrefix>, Vec<FilterPrefix>) {
-    use ironclad_core::abi::{EgressConfig, EgressDstKey, FwAddrKey};
+    use ironclad_core::abi::{EgressDstKey, FwAddrKey};
     use libbpf_rs::MapCore as _;
-    let open = |name: &str| {
-        libbpf_rs::MapHandle::from_pinned_path(pins.path().join("egress").join(name))
-            .unwrap_or_else(|e| panic!("{name}: {e}"))
-    };
-    let config = open("ic_egress_config")
-        .lookup(&0u32.to_ne_bytes(), libbpf_rs::MapFlags::ANY)
-        .expect("config")
-        .and_then(|v| EgressConfig::from_bytes(&v))
-        .expect("config value");
+    let open = |name: &str| pinned(pins, name);
+    let config = live_config(pins);
     let mut trie: Vec<FilterPrefix> = open("ic_egress_dst_trie")
         .keys()
         .filter_map(|k| FwAddrKey::from_bytes(&k))
@@ -1281,20 +1290,10 @@ impl RefRule {
 
 /// The live generation's destination filter entries, as (one owner key, several).
 fn filter_owners(pins: &BpffsDir) -> (usize, usize) {
-    use ironclad_core::abi::{
-        EgressConfig, EgressDstKey, EgressDstOwner, FwAddrKey, EGRESS_OWNERS_SEVERAL,
-    };
+    use ironclad_core::abi::{EgressDstKey, EgressDstOwner, FwAddrKey, EGRESS_OWNERS_SEVERAL};
     use libbpf_rs::MapCore as _;
-    let open = |name: &str| {
-        libbpf_rs::MapHandle::from_pinned_path(pins.path().join("egress").join(name))
-            .unwrap_or_else(|e| panic!("{name}: {e}"))
-    };
-    let live = open("ic_egress_config")
-        .lookup(&0u32.to_ne_bytes(), libbpf_rs::MapFlags::ANY)
-        .expect("config")
-        .and_then(|v| EgressConfig::from_bytes(&v))
-        .expect("config value")
-        .generation;
+    let open = |name: &str| pinned(pins, name);
+    let live = live_config(pins).generation;
     let mut owners = Vec::new();
     for (name, generation_of) in [
         (
