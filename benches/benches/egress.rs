@@ -18,12 +18,21 @@
 //! at random (a threat feed's shape, not networks side by side), none on loopback.
 //! `egress/connect/named_10000`: `shared_10000` whose last rule names 127.0.0.0/8 (on
 //! another port): the destination is one a rule names, so the key's classifier runs.
+//!
+//! `egress_rounds/*`: the same policies, paired round by round. Criterion's rows run one
+//! after the other, and on a noisy machine a whole row is sometimes slowed by a few
+//! hundred nanoseconds (more than the programs differ). Here three sockets are created
+//! each in a cgroup of its own (a socket runs the hooks of the cgroup it was created
+//! in): one with nothing attached, one with the empty program, one with the firewall;
+//! each round times `ROUND_CONNECTS` `connect()` on each in turn, so a slow spell lands
+//! on all three, and the minimums of `ROUNDS` rounds are compared.
 
 use std::net::UdpSocket;
 use std::path::Path;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use ironclad_benches::figures::{record, Unit};
 use ironclad_bpf::{EgressFirewall, Loader};
 use ironclad_policy::config::compile_str;
 use ironclad_testing::{BpffsDir, TestCgroup};
@@ -86,17 +95,133 @@ fn named(count: u32) -> String {
     yaml
 }
 
+/// Paired rounds per policy, and `connect()` calls per socket in each.
+const ROUNDS: usize = 15;
+const ROUND_CONNECTS: u32 = 50_000;
+
+/// The policies of both groups, by row name.
+fn cases() -> Vec<(&'static str, String)> {
+    vec![
+        ("rules_0", String::from("egress:\n  default: allow\n")),
+        ("rules_10", policy(0)),
+        ("rules_10000", policy(9_990)),
+        ("shared_1000", shared(1_000)),
+        ("shared_10000", shared(10_000)),
+        ("scattered_10000", scattered(10_000)),
+        ("named_10000", named(10_000)),
+    ]
+}
+
+/// Moves this process into `cgroup` (its sockets created from now on run that cgroup's
+/// hooks).
+fn enter(cgroup: &Path) {
+    std::fs::write(cgroup.join("cgroup.procs"), std::process::id().to_string())
+        .unwrap_or_else(|e| panic!("moving the benchmark into {}: {e}", cgroup.display()));
+}
+
+/// Back to the root cgroup, so the test cgroups can be removed.
+fn leave() {
+    if let Ok(root) = ironclad_core::identity::cgroup2_root() {
+        let _ = std::fs::write(root.join("cgroup.procs"), std::process::id().to_string());
+    }
+}
+
+fn paired(_: &mut Criterion) {
+    use ironclad_core::abi::EgressTotal;
+    let listener = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let cgroups = ["bench-eg-bare", "bench-eg-empty", "bench-eg-fw"]
+        .map(|tag| TestCgroup::new(tag).unwrap_or_else(|e| panic!("{e}")));
+    let sockets = cgroups.each_ref().map(|cgroup| {
+        enter(cgroup.path());
+        UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"))
+    });
+    leave();
+    let baseline = libbpf_rs::ObjectBuilder::default()
+        .open_memory(ironclad_bpf::object::baseline().elf())
+        .and_then(|o| o.load())
+        .unwrap_or_else(|e| panic!("loading the baseline object: {e}"));
+    let dir = std::fs::File::open(cgroups[1].path()).unwrap_or_else(|e| panic!("{e}"));
+    let _empty = baseline
+        .progs_mut()
+        .find(|p| p.name() == "ic_baseline_connect4")
+        .unwrap_or_else(|| panic!("ic_baseline_connect4 in the baseline object"))
+        .attach_cgroup(std::os::fd::AsRawFd::as_raw_fd(&dir))
+        .unwrap_or_else(|e| panic!("attaching the empty connect4 program: {e}"));
+    let pins = BpffsDir::new("bench-eg-rounds").unwrap_or_else(|e| panic!("{e}"));
+    let loader = Loader::builder()
+        .pin_root(pins.path())
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let firewall = EgressFirewall::load(&loader).unwrap_or_else(|e| panic!("{e}"));
+    let _attached = firewall
+        .attach(cgroups[2].path())
+        .unwrap_or_else(|e| panic!("{e}"));
+    // ns per connect() of one run of ROUND_CONNECTS.
+    let time = |socket: &UdpSocket| {
+        let start = Instant::now();
+        for _ in 0..ROUND_CONNECTS {
+            socket
+                .connect(addr)
+                .unwrap_or_else(|e| panic!("connect: {e}"));
+        }
+        start.elapsed().as_nanos() as f64 / f64::from(ROUND_CONNECTS)
+    };
+    let mut table = Vec::new();
+    for (name, yaml) in cases() {
+        let compiled = compile_str(&yaml, Path::new("bench.yaml"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .egress
+            .unwrap_or_else(|| panic!("egress section"));
+        firewall
+            .replace(&compiled)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let allowed = || {
+            firewall
+                .total(EgressTotal::Allowed)
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let before = allowed();
+        let mut rounds: [Vec<f64>; 3] = Default::default();
+        for _ in 0..ROUNDS {
+            for (socket, times) in sockets.iter().zip(rounds.iter_mut()) {
+                times.push(time(socket));
+            }
+        }
+        assert_eq!(
+            allowed() - before,
+            ROUNDS as u64 * u64::from(ROUND_CONNECTS),
+            "{name}: the firewall allowed every connect() of its socket, and no other"
+        );
+        let [bare, empty, fw] = &rounds;
+        record(&format!("egress_rounds/{name}"), Unit::Ns, fw);
+        record(&format!("egress_rounds/{name}/bare"), Unit::Ns, bare);
+        record(&format!("egress_rounds/{name}/empty"), Unit::Ns, empty);
+        let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+        table.push((name, min(bare), min(empty), min(fw)));
+    }
+    drop(firewall);
+    println!("\negress connect() (paired minimums of {ROUNDS} rounds x {ROUND_CONNECTS}):");
+    println!(
+        "{:<18} {:>8} {:>8} {:>8} {:>8} {:>7}",
+        "case", "bare", "empty", "ns", "over", "ratio"
+    );
+    for (name, bare, empty, fw) in table {
+        println!(
+            "{name:<18} {bare:>8.0} {empty:>8.0} {fw:>8.0} {:>8.0} {:>7.2}",
+            fw - bare,
+            fw / bare
+        );
+    }
+}
+
 fn egress(c: &mut Criterion) {
     use ironclad_core::abi::EgressTotal;
     use std::cell::Cell;
     let listener = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
     let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
     let cgroup = TestCgroup::new("bench-egress").unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(
-        cgroup.path().join("cgroup.procs"),
-        std::process::id().to_string(),
-    )
-    .unwrap_or_else(|e| panic!("moving the benchmark into its cgroup: {e}"));
+    enter(cgroup.path());
     // A socket belongs to the cgroup its creator was in when it was created: the
     // client must be created after the move, or no hook of this cgroup ever runs for
     // it (the decision count below checks that).
@@ -141,15 +266,7 @@ fn egress(c: &mut Criterion) {
     let _attached = firewall
         .attach(cgroup.path())
         .unwrap_or_else(|e| panic!("{e}"));
-    for (name, yaml) in [
-        ("rules_0", String::from("egress:\n  default: allow\n")),
-        ("rules_10", policy(0)),
-        ("rules_10000", policy(9_990)),
-        ("shared_1000", shared(1_000)),
-        ("shared_10000", shared(10_000)),
-        ("scattered_10000", scattered(10_000)),
-        ("named_10000", named(10_000)),
-    ] {
+    for (name, yaml) in cases() {
         let compiled = compile_str(&yaml, Path::new("bench.yaml"))
             .unwrap_or_else(|e| panic!("{e}"))
             .egress
@@ -180,11 +297,8 @@ fn egress(c: &mut Criterion) {
     }
     group.finish();
     drop(firewall);
-    // Leave the cgroup so it can be removed.
-    if let Ok(root) = ironclad_core::identity::cgroup2_root() {
-        let _ = std::fs::write(root.join("cgroup.procs"), std::process::id().to_string());
-    }
+    leave();
 }
 
-criterion_group!(benches, egress);
+criterion_group!(benches, egress, paired);
 criterion_main!(benches);
