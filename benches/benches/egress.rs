@@ -21,11 +21,15 @@
 //!
 //! `egress_rounds/*`: the same policies, paired round by round. Criterion's rows run one
 //! after the other, and on a noisy machine a whole row is sometimes slowed by a few
-//! hundred nanoseconds (more than the programs differ). Here three sockets are created
-//! each in a cgroup of its own (a socket runs the hooks of the cgroup it was created
-//! in): one with nothing attached, one with the empty program, one with the firewall;
-//! each round times `ROUND_CONNECTS` `connect()` on each in turn, so a slow spell lands
-//! on all three, and the minimums of `ROUNDS` rounds are compared.
+//! hundred nanoseconds (more than the programs differ). Here each round times
+//! `ROUND_CONNECTS` `connect()` three times in a row: with nothing attached anywhere,
+//! with the empty program attached to one cgroup, with the firewall attached to another
+//! (each of the last two on a socket created in its cgroup: a socket runs the hooks of
+//! the cgroup it was created in), so a slow spell lands on all three, and the minimums
+//! of `ROUNDS` rounds are compared. Each round attaches the program it times and
+//! detaches it after: a `connect4` program attached to any cgroup turns the hook on for
+//! every socket on the host (a static key), so a socket in a cgroup with nothing
+//! attached does not time the bare call while another cgroup has a program.
 
 use std::net::UdpSocket;
 use std::path::Path;
@@ -141,22 +145,17 @@ fn paired(_: &mut Criterion) {
         .open_memory(ironclad_bpf::object::baseline().elf())
         .and_then(|o| o.load())
         .unwrap_or_else(|e| panic!("loading the baseline object: {e}"));
-    let dir = std::fs::File::open(cgroups[1].path()).unwrap_or_else(|e| panic!("{e}"));
-    let _empty = baseline
+    let empty_dir = std::fs::File::open(cgroups[1].path()).unwrap_or_else(|e| panic!("{e}"));
+    let empty_program = baseline
         .progs_mut()
         .find(|p| p.name() == "ic_baseline_connect4")
-        .unwrap_or_else(|| panic!("ic_baseline_connect4 in the baseline object"))
-        .attach_cgroup(std::os::fd::AsRawFd::as_raw_fd(&dir))
-        .unwrap_or_else(|e| panic!("attaching the empty connect4 program: {e}"));
+        .unwrap_or_else(|| panic!("ic_baseline_connect4 in the baseline object"));
     let pins = BpffsDir::new("bench-eg-rounds").unwrap_or_else(|e| panic!("{e}"));
     let loader = Loader::builder()
         .pin_root(pins.path())
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
     let firewall = EgressFirewall::load(&loader).unwrap_or_else(|e| panic!("{e}"));
-    let _attached = firewall
-        .attach(cgroups[2].path())
-        .unwrap_or_else(|e| panic!("{e}"));
     // ns per connect() of one run of ROUND_CONNECTS.
     let time = |socket: &UdpSocket| {
         let start = Instant::now();
@@ -184,9 +183,18 @@ fn paired(_: &mut Criterion) {
         let before = allowed();
         let mut rounds: [Vec<f64>; 3] = Default::default();
         for _ in 0..ROUNDS {
-            for (socket, times) in sockets.iter().zip(rounds.iter_mut()) {
-                times.push(time(socket));
+            rounds[0].push(time(&sockets[0]));
+            {
+                let _link = empty_program
+                    .attach_cgroup(std::os::fd::AsRawFd::as_raw_fd(&empty_dir))
+                    .unwrap_or_else(|e| panic!("attaching the empty connect4 program: {e}"));
+                rounds[1].push(time(&sockets[1]));
             }
+            let attached = firewall
+                .attach(cgroups[2].path())
+                .unwrap_or_else(|e| panic!("{e}"));
+            rounds[2].push(time(&sockets[2]));
+            drop(attached);
         }
         assert_eq!(
             allowed() - before,
