@@ -174,6 +174,21 @@ struct {
 	__uint(max_entries, IC_SHIELD_RING_BYTES);
 } ic_shield_events SEC(".maps");
 
+/* Wake-ups of the event reader: at most one every IC_SHIELD_WAKE_NS, and one whenever a
+ * quarter of the ring is waiting. A wake-up per sampled drop (the ring buffer's default
+ * whenever its reader has caught up, which a live reader always has) costs the dropping
+ * CPU an irq_work and the reader a context switch: several microseconds, paid on the
+ * drop path under the flood the Shield exists for. The first drop after a quiet spell
+ * still wakes the reader at once; what follows it within the interval waits for the
+ * next wake-up or for the reader's own drain (EventReader::poll drains after every
+ * wait, the daemon every 100 ms). */
+#define IC_SHIELD_WAKE_NS (50 * 1000 * 1000ULL)
+#define IC_SHIELD_WAKE_BYTES (IC_SHIELD_RING_BYTES / 4)
+
+/* When a drop last woke the reader (any CPU: a racy read and write, at worst one wake-up
+ * more). Not a map of its own: the object's .bss, never pinned, zero after a load. */
+__u64 ic_shield_last_wake_ns = 0;
+
 /* Keep the ABI types in BTF so user space can check its mirrors against them. */
 const volatile enum ic_abi ic_abi_version = IC_ABI_VERSION;
 const volatile enum ic_action ic_abi_action = IC_ACTION_NONE;
@@ -297,7 +312,13 @@ static __always_inline void ic_report(struct xdp_md *ctx, struct ic_shield_confi
 	e->proto = l4.proto;
 	e->verdict = verdict;
 	__builtin_memset(e->_pad0, 0, sizeof(e->_pad0));
-	bpf_ringbuf_submit(e, 0);
+	if (e->hdr.ktime_ns - ic_shield_last_wake_ns >= IC_SHIELD_WAKE_NS ||
+	    bpf_ringbuf_query(&ic_shield_events, BPF_RB_AVAIL_DATA) >= IC_SHIELD_WAKE_BYTES) {
+		ic_shield_last_wake_ns = e->hdr.ktime_ns;
+		bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+	} else {
+		bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+	}
 }
 
 /* Token bucket per source. Returns 1 when the packet is over the limit. */
