@@ -20,12 +20,15 @@
 //! - `shield_policy/swap/shared_prefixes`, `shield_memory/*`: recorded figures (see
 //!   `ironclad_benches::figures`): how many prefixes the two swapped policies share, and
 //!   the kernel memory of each map with the 1M + 100k policy loaded.
-//! - `shield_summary/*`: the paired rounds of the closing table (`summary`).
+//! - `shield_summary/*`: the paired rounds of the closing table (`summary`), with the
+//!   drop events read live as the daemon reads them.
 //! - `veth_drop/{ironclad,nftables}/N`: see `nftables.rs` in this directory.
 //! - `audit/shield`, `map_update/valve`: the helper audit; one audited map write.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -35,8 +38,9 @@ use ironclad_benches::{
     avoided, deny_policy, frame_from, replay_frames, table_v4, table_v6, Baseline, BenchShield,
     Verdict,
 };
-use ironclad_bpf::{audit_object, object, Allowlist};
+use ironclad_bpf::{audit_object, object, Allowlist, EventReader};
 use ironclad_core::abi::{Action, SHIELD_V4_GROUPS};
+use ironclad_events::{Fanout, Overflow};
 use ironclad_policy::fastpath::{self, FastTable};
 use ironclad_policy::shield::Ipv4Lookup;
 
@@ -110,10 +114,57 @@ fn per_packet(c: &mut Criterion) {
     group.finish();
 }
 
+/// The daemon's event path, live: a thread reading the Shield's drop events as
+/// `full_firewall run` does (`EventReader::poll` with its 100 ms wait, each event
+/// decoded and published to a subscriber, which the thread empties), so that a sampled
+/// drop costs what it costs with a reader: without one the ring fills at once and every
+/// later drop only counts a lost event, which is cheap and not what a user runs.
+struct LiveReader {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl LiveReader {
+    fn start(shield: &ironclad_bpf::Shield) -> Self {
+        let source = shield
+            .event_source()
+            .unwrap_or_else(|e| panic!("event source: {e}"));
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let fanout = Arc::new(Fanout::new());
+            let events = fanout.subscribe("bench", 65_536, Overflow::DropOldest);
+            let reader = EventReader::new(vec![source], fanout)
+                .unwrap_or_else(|e| panic!("event reader: {e}"));
+            let mut received = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                reader
+                    .poll(Duration::from_millis(100))
+                    .unwrap_or_else(|e| panic!("poll: {e}"));
+                received += events.receiver().try_iter().count() as u64;
+            }
+            reader.drain().unwrap_or_else(|e| panic!("drain: {e}"));
+            received + events.receiver().try_iter().count() as u64
+        });
+        Self { stop, thread }
+    }
+
+    /// Stops the reader; the events its subscriber received.
+    fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .join()
+            .unwrap_or_else(|_| panic!("the event reader thread panicked"))
+    }
+}
+
 /// The table `cargo bench` ends with: each configuration's kernel time per packet and
 /// its cost over the empty program, measured as paired minimums (15 rounds, each one run
 /// of the empty program and one of the configuration, 1M repeats apiece) so that noise
-/// from other work on the machine cancels out instead of adding up.
+/// from other work on the machine cancels out instead of adding up. Each Shield's drop
+/// events are read live ([`LiveReader`]) at the default sampling (1 in 64);
+/// `ipv4_fast_hit_unsampled/1000000` is the 1M fast-path hit with sampling off, what the
+/// drop costs without its events.
 fn summary(_: &mut Criterion) {
     const ROUNDS: usize = 15;
     const REPEAT: u32 = 1_000_000;
@@ -141,6 +192,7 @@ fn summary(_: &mut Criterion) {
             &format!("sum{count}"),
             &deny_policy(&rules, &[], Ipv4Lookup::Trie),
         );
+        let reader = LiveReader::start(&bench.shield);
         for lookup in [Ipv4Lookup::Trie, Ipv4Lookup::Fast] {
             bench
                 .shield
@@ -159,6 +211,21 @@ fn summary(_: &mut Criterion) {
                 ));
             }
         }
+        if count == 1_000_000 {
+            // The fast path's hit again with sampling off: the drop without its events.
+            bench
+                .shield
+                .set_sample_rate(0)
+                .unwrap_or_else(|e| panic!("sampling: {e}"));
+            let id = format!("ipv4_fast_hit_unsampled/{count}");
+            let (empty, run) = paired(&id, &|| bench.run(&hit, REPEAT, Verdict::Drop), &hit);
+            rows.push(("ipv4 fast hit, no events".to_string(), count, run, empty));
+        }
+        let received = reader.stop();
+        assert!(
+            received > 0,
+            "{count} prefixes: the live reader received the sampled drops"
+        );
     }
     for count in [1_000usize, 100_000] {
         let rules = table_v6(count, 42, &avoided());
