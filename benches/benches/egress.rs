@@ -130,8 +130,26 @@ fn leave() {
     }
 }
 
+/// Compiles `yaml` and makes it the firewall's live policy.
+fn apply(firewall: &EgressFirewall, yaml: &str) {
+    let compiled = compile_str(yaml, Path::new("bench.yaml"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .egress
+        .unwrap_or_else(|| panic!("egress section"));
+    firewall
+        .replace(&compiled)
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The `connect()` calls the firewall has allowed so far (every timed one must be, or
+/// a row would time the bare call).
+fn allowed(firewall: &EgressFirewall) -> u64 {
+    firewall
+        .total(ironclad_core::abi::EgressTotal::Allowed)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
 fn paired(_: &mut Criterion) {
-    use ironclad_core::abi::EgressTotal;
     let listener = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
     let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
     let cgroups = ["bench-eg-bare", "bench-eg-empty", "bench-eg-fw"]
@@ -168,19 +186,8 @@ fn paired(_: &mut Criterion) {
     };
     let mut table = Vec::new();
     for (name, yaml) in cases() {
-        let compiled = compile_str(&yaml, Path::new("bench.yaml"))
-            .unwrap_or_else(|e| panic!("{e}"))
-            .egress
-            .unwrap_or_else(|| panic!("egress section"));
-        firewall
-            .replace(&compiled)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let allowed = || {
-            firewall
-                .total(EgressTotal::Allowed)
-                .unwrap_or_else(|e| panic!("{e}"))
-        };
-        let before = allowed();
+        apply(&firewall, &yaml);
+        let before = allowed(&firewall);
         let mut rounds: [Vec<f64>; 3] = Default::default();
         for _ in 0..ROUNDS {
             rounds[0].push(time(&sockets[0]));
@@ -197,7 +204,7 @@ fn paired(_: &mut Criterion) {
             drop(attached);
         }
         assert_eq!(
-            allowed() - before,
+            allowed(&firewall) - before,
             ROUNDS as u64 * u64::from(ROUND_CONNECTS),
             "{name}: the firewall allowed every connect() of its socket, and no other"
         );
@@ -224,7 +231,6 @@ fn paired(_: &mut Criterion) {
 }
 
 fn egress(c: &mut Criterion) {
-    use ironclad_core::abi::EgressTotal;
     use std::cell::Cell;
     let listener = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
     let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
@@ -275,21 +281,10 @@ fn egress(c: &mut Criterion) {
         .attach(cgroup.path())
         .unwrap_or_else(|e| panic!("{e}"));
     for (name, yaml) in cases() {
-        let compiled = compile_str(&yaml, Path::new("bench.yaml"))
-            .unwrap_or_else(|e| panic!("{e}"))
-            .egress
-            .unwrap_or_else(|| panic!("egress section"));
-        firewall
-            .replace(&compiled)
-            .unwrap_or_else(|e| panic!("{e}"));
+        apply(&firewall, &yaml);
         // Every timed connect() must have been decided by the hook (allowed: none of
         // the rules matches this destination), or the row would time the bare call.
-        let allowed = || {
-            firewall
-                .total(EgressTotal::Allowed)
-                .unwrap_or_else(|e| panic!("{e}"))
-        };
-        let before = allowed();
+        let before = allowed(&firewall);
         let timed = Cell::new(0u64);
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
@@ -298,7 +293,7 @@ fn egress(c: &mut Criterion) {
             })
         });
         assert_eq!(
-            allowed() - before,
+            allowed(&firewall) - before,
             timed.get(),
             "{name}: the hook allowed every connect() timed"
         );
