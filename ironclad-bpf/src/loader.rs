@@ -375,8 +375,11 @@ impl Loader {
 }
 
 /// Whether the map pinned at `path` can be reused for `map`: libbpf's own test (type,
-/// key and value size, capacity, flags). Otherwise what is pinned and what is needed,
-/// for the message.
+/// key and value size, capacity, flags), and for an array or hash of maps the inner
+/// maps it holds against the object's inner-map template (key and value size, type): a
+/// new version whose per-slot tables changed shape cannot use the old outer map, whose
+/// template the verifier would check the new program against. Otherwise what is pinned
+/// and what is needed, for the message.
 fn pin_compatible(
     map: &libbpf_rs::OpenMapMut<'_>,
     path: &Path,
@@ -391,9 +394,9 @@ fn pin_compatible(
     let describe = |(ty, key, value, entries, flags): (libbpf_rs::MapType, u32, u32, u32, u32)| {
         format!("{ty:?}, key {key} B, value {value} B, {entries} entries, flags {flags:#x}")
     };
-    let found = libbpf_rs::MapHandle::from_pinned_path(path)
-        .and_then(|h| h.info())
-        .map(|i| {
+    let pinned = libbpf_rs::MapHandle::from_pinned_path(path);
+    let found = pinned.as_ref().map_err(|e| e.to_string()).and_then(|h| {
+        h.info().map_err(|e| e.to_string()).map(|i| {
             let raw = &i.info;
             (
                 i.map_type(),
@@ -402,11 +405,62 @@ fn pin_compatible(
                 raw.max_entries,
                 raw.map_flags,
             )
-        });
+        })
+    });
     match found {
-        Ok(found) if found == expected => Ok(()),
-        Ok(found) => Err((describe(found), describe(expected))),
-        Err(e) => Err((format!("not a usable map ({e})"), describe(expected))),
+        Ok(found) if found == expected => {}
+        Ok(found) => return Err((describe(found), describe(expected))),
+        Err(e) => return Err((format!("not a usable map ({e})"), describe(expected))),
+    }
+    let (Ok(outer), Some(template)) = (pinned, inner_template(map)) else {
+        return Ok(());
+    };
+    let describe_inner = |(ty, key, value): (u32, u32, u32)| {
+        format!("inner maps of type {ty}, key {key} B, value {value} B")
+    };
+    for slot in 0..expected.3 {
+        let Ok(Some(id)) = outer.lookup(&slot.to_ne_bytes(), libbpf_rs::MapFlags::ANY) else {
+            continue;
+        };
+        let Some(id) = id
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_ne_bytes)
+        else {
+            continue;
+        };
+        let Ok(info) = libbpf_rs::MapHandle::from_map_id(id).and_then(|h| h.info()) else {
+            continue;
+        };
+        let found = (info.info.type_, info.info.key_size, info.info.value_size);
+        if found != template {
+            return Err((describe_inner(found), describe_inner(template)));
+        }
+    }
+    Ok(())
+}
+
+/// The inner-map template of an array or hash of maps: (type, key size, value size).
+fn inner_template(map: &libbpf_rs::OpenMapMut<'_>) -> Option<(u32, u32, u32)> {
+    use libbpf_rs::AsRawLibbpf;
+    if !matches!(
+        map.map_type(),
+        libbpf_rs::MapType::ArrayOfMaps | libbpf_rs::MapType::HashOfMaps
+    ) {
+        return None;
+    }
+    // SAFETY: the pointer is the live bpf_map `map` borrows; libbpf returns its inner
+    // template (owned by the same object) or NULL, and the getters only read it.
+    unsafe {
+        let inner = libbpf_sys::bpf_map__inner_map(map.as_libbpf_object().as_ptr());
+        if inner.is_null() {
+            return None;
+        }
+        Some((
+            libbpf_sys::bpf_map__type(inner),
+            libbpf_sys::bpf_map__key_size(inner),
+            libbpf_sys::bpf_map__value_size(inner),
+        ))
     }
 }
 

@@ -360,3 +360,70 @@ fn status_without_pins_is_a_pin_error_carrying_enoent() {
         "the message names the path: {err}"
     );
 }
+
+/// Regression (upgrade): the fast-path tables grew from 512- to 520-byte blocks, and an
+/// outer map pinned by the older build (whose inner-map template the verifier checks the
+/// program against) passed the pin check, which compared only the outer map. Its inner
+/// tables now make it a stale pin: refused by default, replaced on request.
+#[test]
+fn an_outer_map_whose_tables_have_another_shape_is_a_stale_pin() {
+    use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
+    use std::os::fd::{AsFd, AsRawFd};
+    require_privileges!();
+    let pins = BpffsDir::new("inner").expect("bpffs dir");
+    let loader = Loader::builder()
+        .pin_root(pins.path())
+        .build()
+        .expect("loader");
+    drop(Shield::load(&loader).expect("load"));
+    // What the older build pinned: an array of maps of 512-byte blocks, one in slot 0.
+    let path = pins.path().join("shield/ic_v4_fast");
+    std::fs::remove_file(&path).expect("unpin");
+    let old_block = |name: &str| {
+        let opts = libbpf_sys::bpf_map_create_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as libbpf_sys::size_t,
+            ..Default::default()
+        };
+        MapHandle::create(MapType::Array, Some(name), 4, 512, 73_728, &opts).expect("table")
+    };
+    let template = old_block("old_template");
+    let opts = libbpf_sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as libbpf_sys::size_t,
+        inner_map_fd: template.as_fd().as_raw_fd() as u32,
+        ..Default::default()
+    };
+    let mut outer =
+        MapHandle::create(MapType::ArrayOfMaps, Some("ic_v4_fast"), 4, 4, 2, &opts).expect("outer");
+    let table = old_block("old_table");
+    outer
+        .update(
+            &0u32.to_ne_bytes(),
+            &table.as_fd().as_raw_fd().to_ne_bytes(),
+            MapFlags::ANY,
+        )
+        .expect("slot 0");
+    outer.pin(&path).expect("pin");
+
+    let err = Shield::load(&loader).expect_err("stale");
+    let text = err.to_string();
+    assert!(
+        matches!(err, ironclad_bpf::BpfError::StalePin { .. })
+            && text.contains("value 512 B")
+            && text.contains("value 520 B"),
+        "{text}"
+    );
+    let replacing = Loader::builder()
+        .pin_root(pins.path())
+        .replace_stale_pins(true)
+        .build()
+        .expect("loader");
+    let shield = Shield::load(&replacing).expect("replaced");
+    let policy = ironclad_policy::config::compile_str(
+        "shield:\n  deny: [203.0.113.0/24, 198.51.100.7/32]\n",
+        Path::new("p.yaml"),
+    )
+    .expect("policy");
+    shield
+        .replace(policy.shield.as_ref().expect("shield"))
+        .expect("a policy loads into the new tables");
+}
