@@ -39,25 +39,37 @@ enum ic_shield_limits {
 	IC_SHIELD_MAX_VALVE_PREFIXES = 1024,
 	/* IPv4 fast path (DIR-24-8): blocks 0..65535 are the first level, one 256-entry
 	 * block per /16 indexed by the third octet; blocks 65536.. are second-level groups,
-	 * one per /24 that holds a prefix longer than /24, indexed by the fourth octet. */
+	 * one per /24 whose longer prefixes a span node cannot describe, indexed by the
+	 * fourth octet. Every other /24 that holds a prefix longer than /24 is a span node
+	 * (struct ic_v4_span) in the slot's span table. */
 	IC_SHIELD_V4_FIRST_BLOCKS = 65536,
-	IC_SHIELD_V4_GROUPS = 8192,
-	IC_SHIELD_V4_BLOCKS = 73728, /* IC_SHIELD_V4_FIRST_BLOCKS + IC_SHIELD_V4_GROUPS */
+	IC_SHIELD_V4_GROUPS = 4096,
+	IC_SHIELD_V4_BLOCKS = 69632, /* IC_SHIELD_V4_FIRST_BLOCKS + IC_SHIELD_V4_GROUPS */
+	/* Span nodes of a fast-path slot: one per /24 at most for each prefix allowed. A
+	 * fixed size (8 MiB), so the lookup is an inlined array access, not a call. */
+	IC_SHIELD_V4_SPANS = 1048576,
 	IC_SHIELD_SLOTS = 2,         /* policy slots: one active, one being built */
 };
 
 /* A fast-path entry (__u16, host order):
  *   0                              no rule;
- *   IC_FAST_GROUP | g              look up group g (second level);
+ *   IC_FAST_GROUP | g              look up group g (second level, g < IC_SHIELD_V4_GROUPS);
+ *   IC_FAST_GROUP | IC_FAST_SPAN [| IC_FAST_SPAN_BASE] | i
+ *                                  span node span_base[b] + i of the slot's span table,
+ *                                  b = 1 with IC_FAST_SPAN_BASE (first-level blocks only);
  *   IC_FAST_VALVE                  management safety valve: pass;
  *   [IC_FAST_ALLOW |] rule_id      the longest matching rule (1..IC_SHIELD_MAX_RULES-1);
- *                                  deny unless IC_FAST_ALLOW is set. */
+ *                                  deny unless IC_FAST_ALLOW is set.
+ * A span node's inner and outer values are entries of the last two kinds. */
 enum ic_fast_entry {
 	IC_FAST_RULE_MASK = 0x3fff,
 	IC_FAST_ALLOW = 0x4000,
 	IC_FAST_VALVE = 0x4000, /* IC_FAST_ALLOW with rule id 0 */
 	IC_FAST_GROUP = 0x8000,
-	IC_FAST_GROUP_MASK = 0x7fff,
+	IC_FAST_GROUP_MASK = 0x1fff,
+	IC_FAST_SPAN = 0x4000,      /* with IC_FAST_GROUP */
+	IC_FAST_SPAN_BASE = 0x2000, /* with IC_FAST_GROUP | IC_FAST_SPAN */
+	IC_FAST_SPAN_MASK = 0x00ff,
 };
 
 /* The Shield's active policy (map ic_shield_active, one __u32, host order). Writing it is
@@ -138,9 +150,24 @@ struct ic_rule {
 	__u8 _pad0[3];
 };
 
-/* One block of the IPv4 fast path (value of the per-slot fast-path array). */
+/* One block of the IPv4 fast path (value of the per-slot fast-path array). A first-level
+ * block's span entries name their node relative to one of two bases: an edit writes a
+ * block's new nodes and the base no entry uses, then the entries that use it, so a packet
+ * reads either the old entry with the old base or the new entry with the new one. */
 struct ic_v4_block {
-	__u16 entry[256]; /* host order; enum ic_fast_entry */
+	__u16 entry[256];     /* host order; enum ic_fast_entry */
+	__u32 span_base[2];   /* host order; index into the slot's span table */
+};
+
+/* A span node: a /24 whose addresses read `inner` inside lo[0]..=hi[0] or lo[1]..=hi[1]
+ * (last octet) and `outer` everywhere else. The commonest second level of a real feed
+ * (one host or one run of hosts of the same rule in a /24) in 8 bytes instead of a
+ * 512-byte group. */
+struct ic_v4_span {
+	__u8 lo[2];
+	__u8 hi[2];
+	__u16 inner; /* host order; enum ic_fast_entry, a rule or the valve */
+	__u16 outer; /* host order */
 };
 
 /* One IPv4 prefix as the fast path was compiled from it (the per-slot prefix book that

@@ -24,7 +24,8 @@ same_layout!(abi::LpmV4Key, c::ic_lpm_v4_key, [prefixlen, addr]);
 same_layout!(abi::LpmV6Key, c::ic_lpm_v6_key, [prefixlen, addr]);
 same_layout!(abi::Rule, c::ic_rule, [rule_id, action, _pad0]);
 same_layout!(abi::Counter, c::ic_counter, [packets, bytes]);
-same_layout!(abi::V4Block, c::ic_v4_block, [entry]);
+same_layout!(abi::V4Block, c::ic_v4_block, [entry, span_base]);
+same_layout!(abi::V4Span, c::ic_v4_span, [lo, hi, inner, outer]);
 same_layout!(
     abi::V4Prefix,
     c::ic_v4_prefix,
@@ -299,12 +300,17 @@ const _: () = {
     assert!(abi::SHIELD_V4_FIRST_BLOCKS == c::ic_shield_limits::IC_SHIELD_V4_FIRST_BLOCKS.0);
     assert!(abi::SHIELD_V4_GROUPS == c::ic_shield_limits::IC_SHIELD_V4_GROUPS.0);
     assert!(abi::SHIELD_V4_BLOCKS == c::ic_shield_limits::IC_SHIELD_V4_BLOCKS.0);
+    assert!(abi::SHIELD_V4_SPANS == c::ic_shield_limits::IC_SHIELD_V4_SPANS.0);
     assert!(abi::SHIELD_SLOTS == c::ic_shield_limits::IC_SHIELD_SLOTS.0);
     assert!(abi::FAST_RULE_MASK as u32 == c::ic_fast_entry::IC_FAST_RULE_MASK.0);
     assert!(abi::FAST_ALLOW as u32 == c::ic_fast_entry::IC_FAST_ALLOW.0);
     assert!(abi::FAST_VALVE as u32 == c::ic_fast_entry::IC_FAST_VALVE.0);
     assert!(abi::FAST_GROUP as u32 == c::ic_fast_entry::IC_FAST_GROUP.0);
     assert!(abi::FAST_GROUP_MASK as u32 == c::ic_fast_entry::IC_FAST_GROUP_MASK.0);
+    assert!(abi::FAST_SPAN as u32 == c::ic_fast_entry::IC_FAST_SPAN.0);
+    assert!(abi::FAST_SPAN_BASE as u32 == c::ic_fast_entry::IC_FAST_SPAN_BASE.0);
+    assert!(abi::FAST_SPAN_MASK as u32 == c::ic_fast_entry::IC_FAST_SPAN_MASK.0);
+    assert!(abi::SHIELD_V4_GROUPS <= abi::FAST_GROUP_MASK as u32 + 1);
     assert!(abi::ACTIVE_SLOT == c::ic_shield_active_bits::IC_ACTIVE_SLOT.0);
     assert!(abi::ACTIVE_V4_TRIE == c::ic_shield_active_bits::IC_ACTIVE_V4_TRIE.0);
     assert!(abi::ACTIVE_RATE_LIMIT == c::ic_shield_active_bits::IC_ACTIVE_RATE_LIMIT.0);

@@ -271,6 +271,7 @@ fn fast_path_trie_and_reference_agree_on_random_rule_sets() {
         let report = shield.replace(&compiled).expect("replace (fast)");
         assert_eq!(report.ipv4_path, Ipv4Path::Fast, "seed {seed}");
         assert!(report.fast_groups > 0, "long prefixes use groups");
+        assert!(report.fast_spans > 0, "and span nodes");
         check_against_reference(&shield, &probes, &format!("seed {seed}, fast"));
 
         // Single-rule edits, made in place on the fast path, against the same reference.
@@ -339,9 +340,12 @@ fn fast_path_trie_and_reference_agree_on_random_rule_sets() {
             slot,
             "edits made in place"
         );
+        // The old probes, and new ones at the edges of the edited rules.
         let probes: Vec<_> = probes
             .iter()
-            .map(|(a, _)| (*a, reference(&policy, *a)))
+            .map(|(a, _)| *a)
+            .chain(probe_addresses(&policy, seed + 100, 10_000))
+            .map(|a| (a, reference(&policy, a)))
             .collect();
         check_against_reference(&shield, &probes, &format!("seed {seed}, fast, edited"));
 
@@ -361,12 +365,16 @@ fn fast_path_trie_and_reference_agree_on_random_rule_sets() {
 fn a_rule_set_too_long_for_the_fast_path_falls_back_or_is_refused_unchanged() {
     require_privileges!();
     let (_pins, _loader, shield) = loaded("groups");
-    // One /32 in each of 9000 different /24s: more groups than the table has.
+    // Three separate /32s in each of 9000 different /24s: no span node holds three runs,
+    // so each /24 needs a group, more groups than the table has. (One or two hosts per
+    // /24 are span nodes and fit whatever their number.)
     let scattered: Vec<IpNetwork> = (0..9_000u32)
-        .map(|i| {
-            IpNetwork::V4(
-                Ipv4Network::new(Ipv4Addr::from((10 << 24) | (i << 8) | 7), 32).expect("net"),
-            )
+        .flat_map(|i| {
+            [7u32, 9, 11].map(|h| {
+                IpNetwork::V4(
+                    Ipv4Network::new(Ipv4Addr::from((10 << 24) | (i << 8) | h), 32).expect("net"),
+                )
+            })
         })
         .collect();
     let policy = |lookup| ShieldPolicy {
@@ -452,6 +460,10 @@ fn a_million_ipv4_and_100k_ipv6_prefixes_load_enforce_and_fit_64_mib() {
     let report = shield.replace(&compiled).expect("replace");
     assert_eq!(report.ipv4_path, Ipv4Path::Fast);
     assert_eq!(report.prefixes, (1_000_000, 100_000));
+    println!(
+        "routing-table shape: {} groups, {} span nodes",
+        report.fast_groups, report.fast_spans
+    );
 
     let status = shield.status().expect("status");
     let mib = status.map_bytes() as f64 / (1024.0 * 1024.0);
@@ -857,6 +869,174 @@ fn a_small_change_to_a_loaded_policy_is_a_few_edits_in_place() {
             sink.records().len(),
             before,
             "no map update for an unchanged policy"
+        );
+    }
+}
+
+/// Longest-prefix reference for big sets: 33 probes of a hash set per address. `allow`
+/// wins over `deny` at the same prefix (as an allow set over a deny set).
+fn lpm_reference(
+    deny: &std::collections::HashSet<Ipv4Network>,
+    allow: &std::collections::HashSet<Ipv4Network>,
+    addr: Ipv4Addr,
+) -> u32 {
+    for len in (0..=32u8).rev() {
+        let Ok(net) = Ipv4Network::new(addr, len).and_then(|n| Ipv4Network::new(n.network(), len))
+        else {
+            continue;
+        };
+        if allow.contains(&net) {
+            return XDP_PASS;
+        }
+        if deny.contains(&net) {
+            return XDP_DROP;
+        }
+    }
+    XDP_PASS
+}
+
+/// The shapes real IP feeds have, at the documented limit: a million /32 hosts scattered
+/// over the whole address space, and a million prefixes of a merged blocklist (60% /24,
+/// 20% /16–/23, 20% /25–/32, scattered, nested) with allow exceptions. Both stay on the
+/// compiled fast path (the long prefixes as span nodes), decide every probe as a
+/// longest-prefix scan does, and fit the 64 MiB budget with 100k IPv6 prefixes beside
+/// them; a feed update of 20 hosts is made in place and decided right at once.
+#[test]
+fn scattered_hosts_and_merged_blocklists_stay_on_the_fast_path_at_a_million() {
+    require_privileges!();
+    use std::collections::HashSet;
+    let (_pins, _loader, shield) = loaded("shapes");
+    let avoid: Vec<IpNetwork> = vec!["192.0.2.0/24".parse().expect("cidr")];
+    let v6: Vec<IpNetwork> = table_v6(100_000, 3, &[])
+        .into_iter()
+        .map(IpNetwork::V6)
+        .collect();
+    let hosts = ironclad_testing::rules::hosts_v4(1_000_000, 21, &avoid);
+    let blocklist = ironclad_testing::rules::blocklist_v4(1_000_000, 22, &avoid);
+    let mut rng = Rng::new(23);
+    // Allow exceptions inside the blocklist: hosts and short runs in denied ranges.
+    let exceptions: Vec<Ipv4Network> = blocklist
+        .iter()
+        .step_by(500)
+        .map(|outer| prefix_in_v4(&mut rng, *outer, outer.prefix().max(25), 32))
+        .collect();
+    for (shape, deny, allow) in [
+        ("hosts", hosts.clone(), Vec::new()),
+        ("blocklist", blocklist, exceptions),
+    ] {
+        let mut sets = vec![set(
+            "feed",
+            Action::Deny,
+            deny.iter()
+                .map(|n| IpNetwork::V4(*n))
+                .chain(v6.iter().copied())
+                .collect(),
+        )];
+        if !allow.is_empty() {
+            sets.push(set(
+                "exceptions",
+                Action::Allow,
+                allow.iter().map(|n| IpNetwork::V4(*n)).collect(),
+            ));
+        }
+        let mut policy = ShieldPolicy {
+            sets,
+            management: vec![Entry::new("192.0.2.10/32".parse().expect("cidr"), "m")],
+            ..ShieldPolicy::default()
+        };
+        let report = shield
+            .replace(&compile(&policy).expect("valid"))
+            .expect("replace");
+        assert_eq!(report.ipv4_path, Ipv4Path::Fast, "{shape}");
+        println!(
+            "{shape}: {} IPv4 prefixes loaded, {} groups, {} span nodes",
+            report.prefixes.0, report.fast_groups, report.fast_spans
+        );
+        let status = shield.status().expect("status");
+        let mib = status.map_bytes() as f64 / (1024.0 * 1024.0);
+        println!("{shape}: map memory with 100k IPv6 prefixes beside: {mib:.1} MiB");
+        for m in &status.memory {
+            println!("  {:<22} {:>10} bytes", m.name, m.bytes);
+        }
+        assert!(
+            status.map_bytes() <= 64 * 1024 * 1024,
+            "{shape}: {mib:.1} MiB exceeds the 64 MiB budget"
+        );
+
+        let deny_set: HashSet<Ipv4Network> = deny.iter().copied().collect();
+        let allow_set: HashSet<Ipv4Network> = allow.iter().copied().collect();
+        let mut probes: Vec<Ipv4Addr> = Vec::new();
+        for net in deny.iter().chain(&allow).step_by(97) {
+            let a = u32::from(net.network());
+            let b = u32::from(net.broadcast());
+            probes.extend([a, b, a.wrapping_sub(1), b.wrapping_add(1)].map(Ipv4Addr::from));
+            probes.push(addr_in_v4(&mut rng, *net));
+        }
+        probes.extend((0..5_000).map(|_| Ipv4Addr::from(rng.next_u64() as u32)));
+        let check = |probes: &[Ipv4Addr], deny: &HashSet<Ipv4Network>, what: &str| {
+            let wrong: Vec<String> = probes
+                .iter()
+                .filter(|a| !a.octets().starts_with(&[192, 0, 2]))
+                .filter_map(|a| {
+                    let got = shield
+                        .test_run(&frames::ipv4_udp(*a, Ipv4Addr::new(192, 0, 2, 1), 18), 1)
+                        .expect("run")
+                        .return_value;
+                    let want = lpm_reference(deny, &allow_set, *a);
+                    (got != want).then(|| format!("{a}: kernel {got} reference {want}"))
+                })
+                .collect();
+            assert!(
+                wrong.is_empty(),
+                "{shape} {what}: {} of {} verdicts disagree, first {:?}",
+                wrong.len(),
+                probes.len(),
+                &wrong[..wrong.len().min(5)]
+            );
+        };
+        check(&probes, &deny_set, "as loaded");
+
+        // A feed update: 10 of the feed's IPv4 entries go, 10 new hosts come.
+        let slot = status.slot;
+        let feed = &mut policy.sets[0].prefixes;
+        let gone: Vec<IpNetwork> = feed.iter().step_by(99_991).take(10).copied().collect();
+        feed.retain(|n| !gone.contains(n));
+        let fresh: Vec<Ipv4Network> = ironclad_testing::rules::hosts_v4(10, 24, &avoid)
+            .into_iter()
+            .filter(|n| !deny_set.contains(n))
+            .collect();
+        feed.extend(fresh.iter().map(|n| IpNetwork::V4(*n)));
+        let report = shield
+            .replace(&compile(&policy).expect("valid"))
+            .expect("feed update");
+        assert_eq!(
+            report.in_place,
+            gone.len() + fresh.len(),
+            "{shape}: in place"
+        );
+        assert_eq!(
+            shield.status().expect("status").slot,
+            slot,
+            "{shape}: no switch"
+        );
+        let mut deny_now = deny_set;
+        let mut changed: Vec<Ipv4Addr> = Vec::new();
+        for n in &gone {
+            if let IpNetwork::V4(n) = n {
+                deny_now.remove(n);
+                changed.extend([n.network(), n.broadcast()]);
+            }
+        }
+        for n in &fresh {
+            deny_now.insert(*n);
+            let a = u32::from(n.network());
+            changed.extend([a.wrapping_sub(1), a, a + 1].map(Ipv4Addr::from));
+        }
+        check(&changed, &deny_now, "after a feed update in place");
+        check(
+            &probes[..probes.len().min(20_000)],
+            &deny_now,
+            "elsewhere after it",
         );
     }
 }

@@ -25,7 +25,9 @@ pub const SHIELD_MAX_VALVE_PREFIXES: u32 = 1_024;
 pub const SHIELD_V4_FIRST_BLOCKS: u32 = 65_536;
 /// Second-level groups of the IPv4 fast path, one per /24 holding a longer prefix
 /// (`IC_SHIELD_V4_GROUPS`).
-pub const SHIELD_V4_GROUPS: u32 = 8_192;
+pub const SHIELD_V4_GROUPS: u32 = 4_096;
+/// Span nodes of one IPv4 fast-path slot (`IC_SHIELD_V4_SPANS`).
+pub const SHIELD_V4_SPANS: u32 = 1_048_576;
 /// All blocks of one IPv4 fast-path table (`IC_SHIELD_V4_BLOCKS`).
 pub const SHIELD_V4_BLOCKS: u32 = SHIELD_V4_FIRST_BLOCKS + SHIELD_V4_GROUPS;
 /// Policy slots of the per-slot rule tables (`IC_SHIELD_SLOTS`).
@@ -40,7 +42,13 @@ pub const FAST_VALVE: u16 = 0x4000;
 /// Fast-path entry: the low bits name a second-level group (`IC_FAST_GROUP`).
 pub const FAST_GROUP: u16 = 0x8000;
 /// Fast-path entry: mask of the group number (`IC_FAST_GROUP_MASK`).
-pub const FAST_GROUP_MASK: u16 = 0x7fff;
+pub const FAST_GROUP_MASK: u16 = 0x1fff;
+/// Fast-path entry, with [`FAST_GROUP`]: a span node (`IC_FAST_SPAN`).
+pub const FAST_SPAN: u16 = 0x4000;
+/// Fast-path span entry: relative to the block's second span base (`IC_FAST_SPAN_BASE`).
+pub const FAST_SPAN_BASE: u16 = 0x2000;
+/// Fast-path span entry: mask of the node's index after its base (`IC_FAST_SPAN_MASK`).
+pub const FAST_SPAN_MASK: u16 = 0x00ff;
 
 /// Active-policy word: the slot packets use (`IC_ACTIVE_SLOT`).
 pub const ACTIVE_SLOT: u32 = 1;
@@ -297,13 +305,69 @@ impl Rule {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct V4Block {
-    /// Entries (see [`FAST_GROUP`], [`FAST_ALLOW`], [`FAST_VALVE`], [`FAST_RULE_MASK`]).
+    /// Entries (see [`FAST_GROUP`], [`FAST_SPAN`], [`FAST_ALLOW`], [`FAST_VALVE`],
+    /// [`FAST_RULE_MASK`]).
     pub entry: [u16; 256],
+    /// The two bases span entries count from (index into the slot's span table).
+    pub span_base: [u32; 2],
 }
 
 impl V4Block {
     /// Size of the C struct in bytes.
-    pub const SIZE: usize = 512;
+    pub const SIZE: usize = 520;
+
+    /// The exact byte image the kernel expects.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        zerocopy::transmute!(*self)
+    }
+
+    /// Decodes a value read back from the kernel; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
+    }
+}
+
+/// `struct ic_v4_span`: a /24 of the IPv4 fast path whose last octet reads `inner` inside
+/// `lo[0]..=hi[0]` or `lo[1]..=hi[1]` and `outer` elsewhere.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct V4Span {
+    /// First address of each range (last octet).
+    pub lo: [u8; 2],
+    /// Last address of each range (last octet), inclusive.
+    pub hi: [u8; 2],
+    /// The entry inside the ranges (a rule entry or [`FAST_VALVE`]).
+    pub inner: u16,
+    /// The entry everywhere else in the /24.
+    pub outer: u16,
+}
+
+impl V4Span {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 8;
+
+    /// The entry the kernel reads for last octet `last`.
+    pub fn get(&self, last: u8) -> u16 {
+        let inside =
+            |i: usize| last.wrapping_sub(self.lo[i]) <= self.hi[i].wrapping_sub(self.lo[i]);
+        if inside(0) || inside(1) {
+            self.inner
+        } else {
+            self.outer
+        }
+    }
+
+    /// The exact byte image the kernel expects.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        zerocopy::transmute!(*self)
+    }
+
+    /// Decodes a value read back from the kernel; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
+    }
 }
 
 /// `struct ic_v4_prefix`: one IPv4 prefix as a fast-path slot was compiled from it.

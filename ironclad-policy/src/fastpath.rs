@@ -1,17 +1,25 @@
 //! The Shield's IPv4 fast path: a rule set compiled into a DIR-24-8 table.
 //!
 //! The kernel looks up a source address in at most two array reads instead of walking an
-//! LPM trie. The table is made of 512-byte blocks of 256 `u16` entries:
+//! LPM trie. The table is made of blocks of 256 `u16` entries:
 //!
 //! - blocks `0..65536` are the first level: block `a.b` holds one entry per `a.b.c.0/24`,
-//!   indexed by `c`;
-//! - blocks `65536 + g` are second-level groups: one per /24 that holds a prefix longer
-//!   than /24, indexed by the last octet.
+//!   indexed by `c`, and two span bases;
+//! - a /24 that holds prefixes longer than /24 is, when it can be, a *span node* of 8
+//!   bytes in the slot's span table: its addresses read one entry inside at most two
+//!   runs of the last octet and another everywhere else (a feed's scattered hosts: one
+//!   host, or hosts of one rule, in a /24);
+//! - any other such /24 is a second-level group, block `65536 + g`, indexed by the last
+//!   octet (at most [`SHIELD_V4_GROUPS`](ironclad_core::abi::SHIELD_V4_GROUPS)).
 //!
 //! An entry is `0` (no rule), [`FAST_VALVE`] (management source: always pass),
-//! [`FAST_GROUP`]` | g` (look in group `g`), or a rule id with [`FAST_ALLOW`] for allow
+//! [`FAST_GROUP`]` | g` (look in group `g`), [`FAST_GROUP`]` | `[`FAST_SPAN`]` | i`
+//! (span node `i` after the block's base), or a rule id with [`FAST_ALLOW`] for allow
 //! rules. The management valve is compiled in with priority over every rule, so a packet
-//! from the valve never needs a second lookup.
+//! from the valve never needs another lookup.
+//!
+//! A million scattered /32 hosts are a million span nodes (8 MiB) beside the 32 MiB
+//! first level, where 256-entry groups would take 512 MiB.
 //!
 //! ```
 //! use std::net::Ipv4Addr;
@@ -23,11 +31,12 @@
 //!     ("10.1.2.128/25".parse()?, entry(2, Action::Allow)),
 //! ];
 //! let valve = ["10.9.9.9/32".parse()?];
-//! let table = FastTable::build(&rules, &valve, 8192)?;
+//! let table = FastTable::build(&rules, &valve, 4096)?;
 //! assert_eq!(table.lookup(Ipv4Addr::new(10, 1, 2, 3)), entry(1, Action::Deny));
 //! assert_eq!(table.lookup(Ipv4Addr::new(10, 1, 2, 200)), entry(2, Action::Allow));
 //! assert_eq!(table.lookup(Ipv4Addr::new(11, 0, 0, 1)), 0);
-//! assert_eq!(table.groups(), 2);
+//! // 10.1.2.0/24 and 10.9.9.0/24 each read one entry in one run and another outside it.
+//! assert_eq!((table.groups(), table.spans().len()), (0, 2));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -35,8 +44,8 @@ use std::net::Ipv4Addr;
 
 use ipnetwork::Ipv4Network;
 use ironclad_core::abi::{
-    Action, FAST_ALLOW, FAST_GROUP, FAST_GROUP_MASK, FAST_RULE_MASK, FAST_VALVE,
-    SHIELD_V4_FIRST_BLOCKS,
+    Action, V4Block, V4Span, FAST_ALLOW, FAST_GROUP, FAST_GROUP_MASK, FAST_RULE_MASK, FAST_SPAN,
+    FAST_SPAN_BASE, FAST_SPAN_MASK, FAST_VALVE, SHIELD_V4_FIRST_BLOCKS,
 };
 
 /// Entries per block.
@@ -89,12 +98,17 @@ pub enum FastPathError {
 pub struct FastTable {
     /// First level (2^24 entries) followed by the groups (256 entries each).
     entries: Vec<u16>,
+    /// Per first-level block, the two bases its span entries count from.
+    bases: Vec<[u32; 2]>,
+    /// The span nodes, block after block.
+    spans: Vec<V4Span>,
 }
 
 impl std::fmt::Debug for FastTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FastTable")
             .field("groups", &self.groups())
+            .field("spans", &self.spans.len())
             .finish_non_exhaustive()
     }
 }
@@ -115,25 +129,33 @@ impl FastTable {
     ///
     /// The longest prefix wins; a prefix listed twice keeps its last entry. Valve
     /// prefixes win over every rule, whatever their length. Host bits below a prefix
-    /// length are ignored.
+    /// length are ignored. A /24 that holds longer prefixes becomes a span node when its
+    /// addresses take at most two values, one of them in at most two runs (one host, or
+    /// hosts of one rule, in a /24: what real feeds are made of), and a 256-entry group
+    /// otherwise; only groups are limited.
     pub fn build(
         rules: &[(Ipv4Network, u16)],
         valve: &[Ipv4Network],
         max_groups: u32,
     ) -> Result<Self, FastPathError> {
-        let (mut entries, region_groups) = compile(0, 0, rules, valve);
-        let groups = region_groups.len();
+        let packed = Packed::build(0, 0, rules, valve);
+        let groups = packed.groups.len();
         if groups > max_groups as usize || groups > usize::from(FAST_GROUP_MASK) + 1 {
             return Err(FastPathError::TooManyGroups {
                 needed: groups,
                 limit: max_groups,
             });
         }
+        let mut entries = packed.first;
         entries.reserve(groups * BLOCK_ENTRIES);
-        for group in &region_groups {
+        for group in &packed.groups {
             entries.extend_from_slice(group);
         }
-        Ok(Self { entries })
+        Ok(Self {
+            entries,
+            bases: packed.bases,
+            spans: packed.spans,
+        })
     }
 
     /// The entry the kernel finds for `addr` (what [`decode`] reads).
@@ -142,6 +164,19 @@ impl FastTable {
         let first = self.entries[(a >> 8) as usize];
         if first & FAST_GROUP == 0 {
             return first;
+        }
+        if first & FAST_SPAN != 0 {
+            let bases = self
+                .bases
+                .get((a >> 16) as usize)
+                .copied()
+                .unwrap_or([0; 2]);
+            let base = bases[usize::from(first & FAST_SPAN_BASE != 0)];
+            let index = base as usize + usize::from(first & FAST_SPAN_MASK);
+            return self
+                .spans
+                .get(index)
+                .map_or(0, |span| span.get((a & 0xff) as u8));
         }
         let group = usize::from(first & FAST_GROUP_MASK);
         self.entries
@@ -155,25 +190,37 @@ impl FastTable {
         (self.entries.len() - FIRST_ENTRIES) / BLOCK_ENTRIES
     }
 
+    /// Span nodes in use.
+    pub fn spans(&self) -> &[V4Span] {
+        &self.spans
+    }
+
     /// Blocks in use (first level and groups).
     pub fn blocks(&self) -> usize {
         self.entries.len() / BLOCK_ENTRIES
     }
 
     /// Block `index` (first level below 65536, groups above).
-    pub fn block(&self, index: usize) -> Option<&[u16]> {
-        self.entries
-            .get(index * BLOCK_ENTRIES..(index + 1) * BLOCK_ENTRIES)
+    pub fn block(&self, index: usize) -> Option<V4Block> {
+        let entries = self
+            .entries
+            .get(index * BLOCK_ENTRIES..(index + 1) * BLOCK_ENTRIES)?;
+        let mut block = V4Block {
+            entry: [0; BLOCK_ENTRIES],
+            span_base: self.bases.get(index).copied().unwrap_or([0; 2]),
+        };
+        block.entry.copy_from_slice(entries);
+        Some(block)
     }
 
     /// Every block that is not all zero, with its index: what a fresh (zeroed) kernel
     /// table needs written.
-    pub fn nonzero_blocks(&self) -> impl Iterator<Item = (u32, &[u16])> + '_ {
-        self.entries
-            .chunks_exact(BLOCK_ENTRIES)
-            .enumerate()
-            .filter(|(_, block)| block.iter().any(|e| *e != 0))
-            .map(|(i, block)| (i as u32, block))
+    pub fn nonzero_blocks(&self) -> impl Iterator<Item = (u32, V4Block)> + '_ {
+        (0..self.blocks()).filter_map(|i| {
+            let block = self.block(i)?;
+            (block.entry.iter().any(|e| *e != 0) || block.span_base != [0; 2])
+                .then_some((i as u32, block))
+        })
     }
 }
 
@@ -185,16 +232,161 @@ fn mask(len: u8) -> u32 {
     }
 }
 
-type Groups = Vec<[u16; BLOCK_ENTRIES]>;
+/// One prefix longer than /24 inside a region: the /24 it lies in (index in the region),
+/// whether it is a valve prefix, its length, the addresses it covers (last octet) and
+/// its entry.
+struct Long {
+    slot: usize,
+    valve: bool,
+    len: u8,
+    range: std::ops::Range<usize>,
+    value: u16,
+}
 
-/// The one compiler behind [`FastTable::build`] and [`Region::build`]: the first-level
-/// entries of the /24s in `addr/len` (`len <= 24`) and their groups, numbered from 0.
+/// What the addresses of a /24 that holds longer prefixes compile to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Second {
+    /// Every address has the same entry: no second level at all.
+    Entry(u16),
+    /// A span node.
+    Span(V4Span),
+    /// A 256-entry group.
+    Group,
+}
+
+/// The cheapest second level for the 256 entries of a /24.
+fn classify(content: &[u16; BLOCK_ENTRIES]) -> Second {
+    // Runs of equal entries: (entry, first, last). A span has at most five.
+    let mut runs: Vec<(u16, u8, u8)> = Vec::with_capacity(6);
+    for (i, value) in content.iter().enumerate() {
+        match runs.last_mut() {
+            Some(run) if run.0 == *value => run.2 = i as u8,
+            _ => {
+                if runs.len() == 5 {
+                    return Second::Group;
+                }
+                runs.push((*value, i as u8, i as u8));
+            }
+        }
+    }
+    let first = runs[0].0;
+    let Some(other) = runs.iter().map(|r| r.0).find(|v| *v != first) else {
+        return Second::Entry(first);
+    };
+    if runs.iter().any(|r| r.0 != first && r.0 != other) {
+        return Second::Group;
+    }
+    for (inner, outer) in [(other, first), (first, other)] {
+        let inside: Vec<&(u16, u8, u8)> = runs.iter().filter(|r| r.0 == inner).collect();
+        if let (Some(a), Some(b), true) = (inside.first(), inside.last(), inside.len() <= 2) {
+            return Second::Span(V4Span {
+                lo: [a.1, b.1],
+                hi: [a.2, b.2],
+                inner,
+                outer,
+            });
+        }
+    }
+    Second::Group
+}
+
+/// A compiled region of the table: the whole table, or the /16 of one first-level block
+/// (what an in-place edit rewrites). Groups and spans are numbered from 0 in the region;
+/// span entries use base 0 of their block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packed {
+    /// One first-level entry per /24 of the region.
+    pub first: Vec<u16>,
+    /// The second-level groups, 256 entries each.
+    pub groups: Vec<[u16; BLOCK_ENTRIES]>,
+    /// The span nodes, block after block.
+    pub spans: Vec<V4Span>,
+    /// Per first-level block of the region, the bases of its spans (the first into
+    /// [`Packed::spans`], the second 0).
+    pub bases: Vec<[u32; 2]>,
+}
+
+impl Packed {
+    /// Compiles the part of (`rules`, `valve`) inside `addr/len` (`len` is 0 or 16).
+    /// Prefixes that cover the whole region fill it; prefixes outside it are ignored.
+    pub fn build(addr: u32, len: u8, rules: &[(Ipv4Network, u16)], valve: &[Ipv4Network]) -> Self {
+        let len = len.min(16);
+        let (mut first, longs) = compile(addr, len, rules, valve);
+        let mut groups: Vec<[u16; BLOCK_ENTRIES]> = Vec::new();
+        let mut spans: Vec<V4Span> = Vec::new();
+        let mut bases = vec![[0u32; 2]; first.len() / BLOCK_ENTRIES];
+        let mut block_spans = (usize::MAX, 0u16);
+        let mut at = 0;
+        while at < longs.len() {
+            let slot = longs[at].slot;
+            let end = longs[at..]
+                .iter()
+                .position(|l| l.slot != slot)
+                .map_or(longs.len(), |n| at + n);
+            let parts = &longs[at..end];
+            at = end;
+            let default = first[slot];
+            if default == FAST_VALVE {
+                continue;
+            }
+            let mut content = [default; BLOCK_ENTRIES];
+            for part in parts {
+                content[part.range.clone()].fill(part.value);
+            }
+            first[slot] = match classify(&content) {
+                Second::Entry(value) => value,
+                Second::Span(span) => {
+                    let block = slot / BLOCK_ENTRIES;
+                    if block_spans.0 != block {
+                        block_spans = (block, 0);
+                        bases[block][0] = spans.len() as u32;
+                    }
+                    spans.push(span);
+                    block_spans.1 += 1;
+                    FAST_GROUP | FAST_SPAN | ((block_spans.1 - 1) & FAST_SPAN_MASK)
+                }
+                Second::Group => {
+                    groups.push(content);
+                    FAST_GROUP | ((groups.len() - 1) as u16 & FAST_GROUP_MASK)
+                }
+            };
+        }
+        Self {
+            first,
+            groups,
+            spans,
+            bases,
+        }
+    }
+
+    /// The entry this region gives `addr` (an address inside the region).
+    pub fn lookup(&self, addr: u32, region: u32) -> u16 {
+        let slot = ((addr - region) >> 8) as usize;
+        let first = self.first.get(slot).copied().unwrap_or(0);
+        if first & FAST_GROUP == 0 {
+            first
+        } else if first & FAST_SPAN != 0 {
+            let base = self.bases.get(slot / BLOCK_ENTRIES).map_or(0, |b| b[0]);
+            self.spans
+                .get(base as usize + usize::from(first & FAST_SPAN_MASK))
+                .map_or(0, |s| s.get((addr & 0xff) as u8))
+        } else {
+            self.groups
+                .get(usize::from(first & FAST_GROUP_MASK))
+                .map_or(0, |g| g[(addr & 0xff) as usize])
+        }
+    }
+}
+
+/// The one compiler behind [`Packed::build`]: the first-level entries of the /24s in
+/// `addr/len` (`len <= 24`) and the prefixes longer than /24 inside it, sorted by /24,
+/// then rules before valve, then length (input order among equals).
 fn compile(
     addr: u32,
     len: u8,
     rules: &[(Ipv4Network, u16)],
     valve: &[Ipv4Network],
-) -> (Vec<u16>, Groups) {
+) -> (Vec<u16>, Vec<Long>) {
     let base = addr & mask(len);
     let first_slot = (base >> 8) as usize;
     let slots = 1usize << (24 - u32::from(len));
@@ -218,75 +410,35 @@ fn compile(
         }
     };
     // Shortest first, so longer prefixes overwrite; the valve after the rules.
-    let mut order: Vec<(u8, Part, u16)> = rules
+    let mut order: Vec<(u8, std::ops::Range<usize>, u16)> = Vec::new();
+    let mut longs: Vec<Long> = Vec::new();
+    let all = rules
         .iter()
-        .filter_map(|(n, v)| part(n).map(|p| (n.prefix(), p, *v)))
-        .collect();
+        .map(|(n, v)| (n, *v, false))
+        .chain(valve.iter().map(|n| (n, FAST_VALVE, true)));
+    for (net, value, is_valve) in all {
+        match part(net) {
+            Some(Part::Slots(r)) => {
+                order.push((if is_valve { 33 } else { net.prefix() }, r, value))
+            }
+            Some(Part::Long(slot, range)) => longs.push(Long {
+                slot,
+                valve: is_valve,
+                len: net.prefix(),
+                range,
+                value,
+            }),
+            None => {}
+        }
+    }
     order.sort_by_key(|(len, _, _)| *len);
-    let valve: Vec<(u8, Part, u16)> = valve
-        .iter()
-        .filter_map(|n| part(n).map(|p| (n.prefix(), p, FAST_VALVE)))
-        .collect();
     let mut first = vec![0u16; slots];
-    for (_, p, value) in order.iter().chain(&valve) {
-        if let Part::Slots(r) = p {
-            first[r.clone()].fill(*value);
-        }
+    for (_, r, value) in &order {
+        first[r.clone()].fill(*value);
     }
-    let mut groups: Groups = Vec::new();
-    for (_, p, value) in order.iter().chain(&valve) {
-        let Part::Long(slot, r) = p else {
-            continue;
-        };
-        let entry = first[*slot];
-        if entry == FAST_VALVE {
-            continue;
-        }
-        let group = if entry & FAST_GROUP != 0 {
-            usize::from(entry & FAST_GROUP_MASK)
-        } else {
-            groups.push([entry; BLOCK_ENTRIES]);
-            first[*slot] = FAST_GROUP | ((groups.len() - 1) as u16 & FAST_GROUP_MASK);
-            groups.len() - 1
-        };
-        groups[group][r.clone()].fill(*value);
-    }
-    (first, groups)
+    longs.sort_by_key(|l| (l.slot, l.valve, l.len));
+    (first, longs)
 }
-
-/// The part of a fast-path table that covers one aligned range of /24s (a prefix of
-/// length 0 to 24): what an edit inside that range must write. Groups are numbered
-/// locally (0..), in the order of their /24s.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Region {
-    /// The range.
-    pub range: Ipv4Network,
-    /// One first-level entry per /24 of the range; a group entry's number is local.
-    pub first: Vec<u16>,
-    /// The second-level groups, 256 entries each.
-    pub groups: Vec<[u16; BLOCK_ENTRIES]>,
-}
-
-impl Region {
-    /// Compiles the part of (`rules`, `valve`) inside `range` (lengths above 24 are
-    /// taken as 24: the region is always whole /24s). Prefixes that cover the whole
-    /// range fill it; prefixes outside it are ignored.
-    pub fn build(range: Ipv4Network, rules: &[(Ipv4Network, u16)], valve: &[Ipv4Network]) -> Self {
-        let len = range.prefix().min(24);
-        let (first, groups) = compile(u32::from(range.network()), len, rules, valve);
-        Self {
-            range: Ipv4Network::new(range.network(), len).unwrap_or(range),
-            first,
-            groups,
-        }
-    }
-
-    /// The first-level slot (index among all 2^24 /24s) of the region's first /24.
-    pub fn first_slot(&self) -> usize {
-        (u32::from(self.range.network()) >> 8) as usize
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,17 +482,25 @@ mod tests {
             decode(t.lookup("198.51.100.8".parse().expect("addr"))),
             Some((3, Action::Deny))
         );
-        assert_eq!(t.groups(), 1, "only 198.51.100.0/24 needs a group");
+        assert_eq!(t.groups(), 0);
+        assert_eq!(
+            t.spans().len(),
+            1,
+            "only 198.51.100.0/24 needs a second level"
+        );
     }
 
     #[test]
     fn too_many_groups_is_a_clear_error() {
+        // Two hosts of different rules in each of ten /24s: three values, a group each.
         let rules: Vec<_> = (0..10u32)
-            .map(|i| {
-                (
-                    Ipv4Network::new(Ipv4Addr::from(i << 8), 32).expect("net"),
-                    entry(1, Action::Deny),
-                )
+            .flat_map(|i| {
+                [1u32, 2].map(|h| {
+                    (
+                        Ipv4Network::new(Ipv4Addr::from(i << 8 | h), 32).expect("net"),
+                        entry(h, Action::Deny),
+                    )
+                })
             })
             .collect();
         let err = FastTable::build(&rules, &[], 4).expect_err("too many");
@@ -355,7 +515,7 @@ mod tests {
     }
 
     #[test]
-    fn a_region_matches_the_whole_table_inside_its_range() {
+    fn a_block_matches_the_whole_table_inside_its_range() {
         let rules = [
             (net("0.0.0.0/0"), entry(1, Action::Deny)),
             (net("10.0.0.0/8"), entry(2, Action::Allow)),
@@ -363,22 +523,161 @@ mod tests {
             (net("10.1.2.0/24"), entry(4, Action::Allow)),
             (net("10.1.2.64/26"), entry(5, Action::Deny)),
             (net("10.1.9.9/32"), entry(6, Action::Deny)),
+            (net("10.1.9.11/32"), entry(6, Action::Deny)),
             (net("10.2.0.0/16"), entry(7, Action::Deny)),
         ];
         let valve = [net("10.1.3.0/24"), net("10.1.2.66/32")];
         let whole = FastTable::build(&rules, &valve, 64).expect("fits");
-        for range in ["10.1.0.0/16", "10.1.2.0/24", "10.0.0.0/8", "0.0.0.0/0"] {
-            let region = Region::build(net(range), &rules, &valve);
-            for (i, first) in region.first.iter().enumerate() {
-                for last in [0u32, 65, 66, 70, 255] {
-                    let addr = (((region.first_slot() + i) as u32) << 8) | last;
-                    let got = if first & FAST_GROUP != 0 {
-                        region.groups[usize::from(first & FAST_GROUP_MASK)][last as usize]
-                    } else {
-                        *first
-                    };
-                    assert_eq!(got, whole.lookup(Ipv4Addr::from(addr)), "{range} {addr:x}");
+        assert_eq!((whole.groups(), whole.spans().len()), (1, 1));
+        for block in ["10.1.0.0", "10.2.0.0", "10.3.0.0", "11.0.0.0"] {
+            let base = u32::from(block.parse::<Ipv4Addr>().expect("addr"));
+            let packed = Packed::build(base, 16, &rules, &valve);
+            for third in 0..256u32 {
+                for last in [0u32, 9, 10, 11, 12, 65, 66, 70, 255] {
+                    let addr = base | third << 8 | last;
+                    assert_eq!(
+                        packed.lookup(addr, base),
+                        whole.lookup(Ipv4Addr::from(addr)),
+                        "{block} {addr:x}"
+                    );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn spans_take_two_values_in_at_most_two_runs() {
+        let mut c = [7u16; BLOCK_ENTRIES];
+        assert_eq!(classify(&c), Second::Entry(7));
+        c[9] = 3;
+        let one = classify(&c);
+        assert_eq!(
+            one,
+            Second::Span(V4Span {
+                lo: [9, 9],
+                hi: [9, 9],
+                inner: 3,
+                outer: 7
+            })
+        );
+        c[200..].fill(3);
+        assert_eq!(
+            classify(&c),
+            Second::Span(V4Span {
+                lo: [9, 200],
+                hi: [9, 255],
+                inner: 3,
+                outer: 7
+            })
+        );
+        // Three runs of 3: the 7s (two runs) are the inside instead.
+        c[100] = 3;
+        assert!(matches!(classify(&c), Second::Group));
+        c[..9].fill(3);
+        assert_eq!(
+            classify(&c),
+            Second::Span(V4Span {
+                lo: [10, 101],
+                hi: [99, 199],
+                inner: 7,
+                outer: 3
+            })
+        );
+        c[50] = 4;
+        assert_eq!(classify(&c), Second::Group, "three values");
+        for (last, want) in [(0u8, 3u16), (10, 7), (99, 7), (100, 3), (150, 7), (255, 3)] {
+            let span = V4Span {
+                lo: [10, 101],
+                hi: [99, 199],
+                inner: 7,
+                outer: 3,
+            };
+            assert_eq!(span.get(last), want, "{last}");
+        }
+    }
+
+    /// Longest prefix match by scanning every rule: the reference the table must equal.
+    fn reference(rules: &[(Ipv4Network, u16)], valve: &[Ipv4Network], a: Ipv4Addr) -> u16 {
+        if valve.iter().any(|v| v.contains(a)) {
+            return FAST_VALVE;
+        }
+        let mut best: Option<(u8, u16)> = None;
+        for (n, v) in rules {
+            if n.contains(a) && best.is_none_or(|(len, _)| n.prefix() >= len) {
+                best = Some((n.prefix(), *v));
+            }
+        }
+        best.map_or(0, |(_, v)| v)
+    }
+
+    #[test]
+    fn random_tables_of_every_shape_match_a_scan_of_the_rules() {
+        use ironclad_testing::rules::{addr_in_v4, prefix_in_v4, Rng};
+        for seed in 1..=60u64 {
+            let mut rng = Rng::new(seed);
+            let within = Ipv4Network::new(Ipv4Addr::from(rng.next_u64() as u32 & 0xfff0_0000), 12)
+                .expect("net");
+            // Dense in a /12 so prefixes nest and share /24s: hosts, runs, groups.
+            let count = 1 + rng.below(400) as usize;
+            let rules: Vec<(Ipv4Network, u16)> = (0..count)
+                .map(|_| {
+                    let (lo, hi) = match rng.below(4) {
+                        0 => (12, 24),
+                        1 => (20, 28),
+                        _ => (25, 32),
+                    };
+                    let n = prefix_in_v4(&mut rng, within, lo, hi);
+                    let id = 1 + rng.below(if seed % 2 == 0 { 3 } else { 40 }) as u32;
+                    let action = if rng.below(4) == 0 {
+                        Action::Allow
+                    } else {
+                        Action::Deny
+                    };
+                    (n, entry(id, action))
+                })
+                .collect();
+            let valve: Vec<Ipv4Network> = (0..rng.below(3))
+                .map(|_| prefix_in_v4(&mut rng, within, 20, 32))
+                .collect();
+            let t = FastTable::build(&rules, &valve, 4096).expect("fits");
+            for _ in 0..4000 {
+                let a = if rng.below(2) == 0 {
+                    // Near a rule: inside the /24 of one.
+                    let (n, _) = rules[rng.below(rules.len() as u64) as usize];
+                    let wide = Ipv4Network::new(n.network(), n.prefix().min(24)).expect("net");
+                    addr_in_v4(&mut rng, wide)
+                } else {
+                    addr_in_v4(&mut rng, within)
+                };
+                assert_eq!(t.lookup(a), reference(&rules, &valve, a), "seed {seed} {a}");
+            }
+            for (n, _) in &rules {
+                for a in [n.network(), n.broadcast()] {
+                    assert_eq!(t.lookup(a), reference(&rules, &valve, a), "seed {seed} {a}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_million_scattered_hosts_are_span_nodes() {
+        let hosts = ironclad_testing::rules::hosts_v4(1_000_000, 7, &[]);
+        let rules: Vec<_> = hosts.iter().map(|n| (*n, entry(1, Action::Deny))).collect();
+        let t = FastTable::build(&rules, &[], 4096).expect("fits");
+        // A /24 holds three or more of the hosts about 600 times in a million (Poisson,
+        // 0.06 hosts per /24): those few are groups, every other /24 a span node.
+        assert!(t.groups() < 2_000, "{}", t.groups());
+        assert!(t.spans().len() > 900_000, "{}", t.spans().len());
+        let set: std::collections::HashSet<Ipv4Addr> = hosts.iter().map(|n| n.network()).collect();
+        for n in hosts.iter().step_by(997) {
+            for delta in [0u32, 1, 2, 255] {
+                let a = Ipv4Addr::from(u32::from(n.network()).wrapping_add(delta));
+                let want = if set.contains(&a) {
+                    entry(1, Action::Deny)
+                } else {
+                    0
+                };
+                assert_eq!(t.lookup(a), want, "{a}");
             }
         }
     }
@@ -388,6 +687,7 @@ mod tests {
         let rules = [(net("10.1.0.0/16"), entry(7, Action::Deny))];
         let t = FastTable::build(&rules, &[], 1).expect("fits");
         let blocks: Vec<u32> = t.nonzero_blocks().map(|(i, _)| i).collect();
+        assert_eq!(t.spans().len(), 0);
         assert_eq!(blocks, vec![(10 << 8) | 1]);
         assert_eq!(t.blocks(), SHIELD_V4_FIRST_BLOCKS as usize);
     }

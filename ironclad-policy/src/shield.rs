@@ -343,15 +343,23 @@ impl CompiledShield {
         if self.ipv4_lookup != Ipv4Lookup::Fast {
             return None;
         }
-        // Group count depends on where the long prefixes are, not on their rule ids.
+        // What the table needs depends on where the long prefixes are and on which of
+        // them share a rule (a span node holds one rule's runs), not on the ids: each
+        // owner gets an id of its own, as the loader's plan gives it.
         let rules: Vec<(ipnetwork::Ipv4Network, u16)> = self
-            .rules
-            .iter()
-            .map(|r| r.cidr)
-            .chain(self.sets.iter().flat_map(|s| s.prefixes.iter().copied()))
-            .filter_map(|n| match n {
-                IpNetwork::V4(v4) => Some((v4, crate::fastpath::entry(1, Action::Deny))),
-                IpNetwork::V6(_) => None,
+            .owners()
+            .into_iter()
+            .filter_map(|(net, owner)| {
+                let id = match owner {
+                    Owner::Rule(i) => i + 1,
+                    Owner::Set(i) => self.rules.len() + i + 1,
+                };
+                match net {
+                    IpNetwork::V4(v4) => {
+                        Some((v4, crate::fastpath::entry(id as u32, self.action_of(owner))))
+                    }
+                    IpNetwork::V6(_) => None,
+                }
             })
             .collect();
         let valve: Vec<ipnetwork::Ipv4Network> = self

@@ -78,6 +78,48 @@ pub fn table_v4(count: usize, seed: u64, avoid: &[IpNetwork]) -> Vec<Ipv4Network
     out
 }
 
+/// `count` distinct IPv4 /32 hosts drawn uniformly from the whole address space, none
+/// inside `avoid`: an IP-level threat feed (abuse reports, scanners, C2s, Tor exits).
+pub fn hosts_v4(count: usize, seed: u64, avoid: &[IpNetwork]) -> Vec<Ipv4Network> {
+    let mut rng = Rng::new(seed);
+    let mut seen = HashSet::with_capacity(count);
+    let mut out = Vec::with_capacity(count);
+    while out.len() < count {
+        let addr = Ipv4Addr::from(rng.next_u64() as u32);
+        if avoid.iter().any(|a| a.contains(addr.into())) || !seen.insert(addr) {
+            continue;
+        }
+        out.extend(Ipv4Network::new(addr, 32));
+    }
+    out
+}
+
+/// `count` distinct IPv4 prefixes shaped like a merged blocklist with many host entries:
+/// 60% /24, 20% /16–/23, 20% /25–/32 scattered over the whole address space (no
+/// clustering), none overlapping `avoid`. Prefixes may nest.
+pub fn blocklist_v4(count: usize, seed: u64, avoid: &[IpNetwork]) -> Vec<Ipv4Network> {
+    let mut rng = Rng::new(seed);
+    let mut seen = HashSet::with_capacity(count);
+    let mut out = Vec::with_capacity(count);
+    while out.len() < count {
+        let prefix = match rng.below(10) {
+            0..=5 => 24,
+            6 | 7 => 16 + rng.below(8) as u8,
+            _ => 25 + rng.below(8) as u8,
+        };
+        let Ok(net) = Ipv4Network::new(Ipv4Addr::from(rng.next_u64() as u32), prefix)
+            .and_then(|n| Ipv4Network::new(n.network(), prefix))
+        else {
+            continue;
+        };
+        if avoid.iter().any(|a| overlaps(*a, IpNetwork::V4(net))) || !seen.insert(net) {
+            continue;
+        }
+        out.push(net);
+    }
+    out
+}
+
 /// `count` distinct IPv6 prefixes in 2000::/3, /32 to /64, none overlapping `avoid`.
 pub fn table_v6(count: usize, seed: u64, avoid: &[IpNetwork]) -> Vec<Ipv6Network> {
     let mut rng = Rng::new(seed);

@@ -55,9 +55,10 @@ use std::sync::Arc;
 use ipnetwork::{IpNetwork, Ipv4Network};
 use ironclad_core::abi::{
     Action, Counter, LpmV4Key, LpmV6Key, Rule, RuleInfo, ShieldConfig, ShieldTotal, V4Block,
-    V4Prefix, ACTIVE_RATE_LIMIT, ACTIVE_SLOT, ACTIVE_V4_TRIE, FAST_GROUP, FAST_GROUP_MASK,
-    RULE_FREE, SHIELD_F_DRY_RUN, SHIELD_MAX_RULES, SHIELD_MAX_V4_PREFIXES, SHIELD_MAX_V6_PREFIXES,
-    SHIELD_SLOTS, SHIELD_V4_BLOCKS, SHIELD_V4_FIRST_BLOCKS, SHIELD_V4_GROUPS, V4_BOOK_PAGE,
+    V4Prefix, V4Span, ACTIVE_RATE_LIMIT, ACTIVE_SLOT, ACTIVE_V4_TRIE, FAST_GROUP, FAST_GROUP_MASK,
+    FAST_SPAN, FAST_SPAN_BASE, FAST_SPAN_MASK, RULE_FREE, SHIELD_F_DRY_RUN, SHIELD_MAX_RULES,
+    SHIELD_MAX_V4_PREFIXES, SHIELD_MAX_V6_PREFIXES, SHIELD_SLOTS, SHIELD_V4_BLOCKS,
+    SHIELD_V4_FIRST_BLOCKS, SHIELD_V4_GROUPS, SHIELD_V4_SPANS, V4_BOOK_PAGE,
 };
 use ironclad_events::{Event, Fanout};
 use ironclad_policy::fastpath::{self, FastTable};
@@ -80,6 +81,7 @@ const V4_FAST: &str = names::shield::ic_v4_fast;
 const V4_TRIE: &str = names::shield::ic_v4_trie;
 const V6_TRIE: &str = names::shield::ic_v6_trie;
 const V4_BOOK: &str = names::shield::ic_v4_book;
+const V4_SPANS: &str = names::shield::ic_v4_spans;
 const ACTIVE: &str = names::shield::ic_shield_active;
 const RULE_INFO: &str = names::shield::ic_rule_info;
 const VALVE_V4: &str = names::shield::ic_valve_v4;
@@ -91,13 +93,14 @@ const EVENTS: &str = names::shield::ic_shield_events;
 const PROGRAM: &str = names::shield::ic_shield_xdp;
 
 /// The per-slot tables (arrays of maps).
-const SLOTTED: [&str; 4] = [V4_FAST, V4_TRIE, V6_TRIE, V4_BOOK];
+const SLOTTED: [&str; 5] = [V4_FAST, V4_TRIE, V6_TRIE, V4_BOOK, V4_SPANS];
 /// Every map of the Shield, for the memory report.
-const ALL_MAPS: [&str; 14] = [
+const ALL_MAPS: [&str; 15] = [
     V4_FAST,
     V4_TRIE,
     V6_TRIE,
     V4_BOOK,
+    V4_SPANS,
     ACTIVE,
     RULE_INFO,
     VALVE_V4,
@@ -227,6 +230,9 @@ pub struct ReplaceReport {
     /// Second-level fast-path groups in use, counting those earlier in-place edits
     /// stopped using (0 on the trie path).
     pub fast_groups: usize,
+    /// Fast-path span nodes in use, counting those earlier in-place edits stopped using
+    /// (0 on the trie path).
+    pub fast_spans: usize,
     /// Distinct IPv4 and IPv6 prefixes loaded.
     pub prefixes: (usize, usize),
     /// Prefixes changed in place in the active tables, without a switch: a small change
@@ -406,9 +412,46 @@ struct Committed {
     tables: Vec<Option<u32>>,
     book: RuleBook,
     valve: Vec<IpNetwork>,
-    /// Fast path: the next second-level group never used in the active table (groups
-    /// an in-place edit frees are not reused before the next rebuild).
-    groups_next: usize,
+    /// Fast path: what the active table uses of its groups and span nodes.
+    fast: FastUse,
+}
+
+/// What a fast-path table uses of its second level: the next group and the next span
+/// node never used (what an in-place edit frees is not reused before the next rebuild),
+/// and how many span nodes its span table has room for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct FastUse {
+    groups: usize,
+    spans: usize,
+    span_capacity: usize,
+}
+
+/// What in-place edits of the fast path wrote.
+#[derive(Debug, Clone, Copy, Default)]
+struct BlockWrites {
+    /// First-level blocks whose entries changed.
+    blocks: usize,
+    /// First-level blocks given a new span base.
+    rebased: usize,
+    /// Groups written.
+    groups: usize,
+    /// Span nodes written.
+    spans: usize,
+}
+
+impl BlockWrites {
+    fn add(&mut self, other: Self) {
+        self.blocks += other.blocks;
+        self.rebased += other.rebased;
+        self.groups += other.groups;
+        self.spans += other.spans;
+    }
+}
+
+impl FastUse {
+    /// Span nodes a table has room for: those it holds, and the rest for edits before
+    /// the next rebuild.
+    const SPAN_CAPACITY: usize = SHIELD_V4_SPANS as usize;
 }
 
 /// The map ids of the tables in `slot`, in [`SLOTTED`] order.
@@ -541,7 +584,7 @@ struct Plan {
 enum V4Build {
     /// The active slot's tables, unchanged, on this path (with the fast path's groups
     /// in use).
-    Reuse(Ipv4Path, usize),
+    Reuse(Ipv4Path, FastUse),
     /// A new fast-path table (and prefix book).
     Fast(FastTable),
     /// A new LPM trie.
@@ -551,7 +594,7 @@ enum V4Build {
 /// What a commit built.
 struct Built {
     path: Ipv4Path,
-    groups: usize,
+    fast: FastUse,
 }
 
 /// The BTF a slot table is created with: the object's BTF and the ids of its key and
@@ -828,10 +871,11 @@ impl Shield {
             && report.removed == 0
             && old_config == policy.config()
         {
-            if let Some((edits, path, groups)) = self.replace_in_place(&book, &directory, policy)? {
+            if let Some((edits, path, fast)) = self.replace_in_place(&book, &directory, policy)? {
                 report.in_place = edits;
                 report.ipv4_path = path;
-                report.fast_groups = groups;
+                report.fast_groups = fast.groups;
+                report.fast_spans = fast.spans;
                 return Ok(report);
             }
         }
@@ -850,7 +894,8 @@ impl Shield {
                 let _ = self.write_config(&old_config);
             })?;
         report.ipv4_path = built.path;
-        report.fast_groups = built.groups;
+        report.fast_groups = built.fast.groups;
+        report.fast_spans = built.fast.spans;
         Ok(report)
     }
 
@@ -866,7 +911,7 @@ impl Shield {
         book: &RuleBook,
         directory: &BTreeMap<u32, RuleInfo>,
         policy: &CompiledShield,
-    ) -> Result<Option<(usize, Ipv4Path, usize)>> {
+    ) -> Result<Option<(usize, Ipv4Path, FastUse)>> {
         let active = read_active(&self.object)?;
         let Some(committed) = self.committed_state(active)? else {
             return Ok(None);
@@ -927,15 +972,16 @@ impl Shield {
                 self.write_row(*id, info)?;
             }
         }
-        let groups = self
+        let fast = self
             .committed_state(read_active(&self.object)?)?
-            .map_or(0, |c| if on_trie { 0 } else { c.groups_next });
+            .filter(|_| !on_trie)
+            .map_or_else(FastUse::default, |c| c.fast);
         let path = if on_trie {
             Ipv4Path::Trie
         } else {
             Ipv4Path::Fast
         };
-        Ok(Some((edits, path, groups)))
+        Ok(Some((edits, path, fast)))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -1047,13 +1093,13 @@ impl Shield {
                 Ipv4Lookup::Fast => path == Ipv4Path::Fast,
                 Ipv4Lookup::Trie => path == Ipv4Path::Trie,
             };
-            (same && valve_same && allowed).then_some((path, p.groups_next))
+            (same && valve_same && allowed).then_some((path, p.fast))
         });
         let reuse_v6 = previous
             .as_ref()
             .is_some_and(|p| Arc::ptr_eq(&p.book.v6, &plan.book.v6) || p.book.v6 == plan.book.v6);
         let v4 = match (reuse_v4, plan.lookup) {
-            (Some((path, groups)), _) => V4Build::Reuse(path, groups),
+            (Some((path, fast)), _) => V4Build::Reuse(path, fast),
             (None, Ipv4Lookup::Trie) => V4Build::Trie,
             (None, lookup) => {
                 let rules: Vec<(Ipv4Network, u16)> = plan
@@ -1172,7 +1218,7 @@ impl Shield {
             tables: slot_tables(&self.object, slot)?,
             book: plan.book.clone(),
             valve: plan.valve.clone(),
-            groups_next: built.groups,
+            fast: built.fast,
         }));
         log.record(
             AuditAction::MapUpdate,
@@ -1246,9 +1292,9 @@ impl Shield {
             ));
         }
         let built = match v4 {
-            V4Build::Reuse(path, groups) => {
+            V4Build::Reuse(path, fast) => {
                 let names: &[&str] = match path {
-                    Ipv4Path::Fast => &[V4_FAST, V4_BOOK],
+                    Ipv4Path::Fast => &[V4_FAST, V4_BOOK, V4_SPANS],
                     Ipv4Path::Trie => &[V4_TRIE],
                 };
                 for name in names {
@@ -1256,14 +1302,14 @@ impl Shield {
                 }
                 Built {
                     path: *path,
-                    groups: *groups,
+                    fast: *fast,
                 }
             }
             V4Build::Fast(fast) => {
                 let (mut keys, mut values) = (Vec::new(), Vec::new());
                 for (i, block) in fast.nonzero_blocks() {
                     keys.extend_from_slice(&i.to_ne_bytes());
-                    values.extend(block.iter().flat_map(|e| e.to_ne_bytes()));
+                    values.extend_from_slice(&block.to_bytes());
                 }
                 let blocks = keys.len() / 4;
                 let table = create_table(
@@ -1280,9 +1326,32 @@ impl Shield {
                 let count = plan.book.v4.len();
                 let table = book_table(slot, &plan.book.v4, &self.object)?;
                 tables.push((V4_BOOK, table, format!("new table with {count} elements")));
+                let spans = fast.spans();
+                let capacity = FastUse::SPAN_CAPACITY;
+                let table = create_table(
+                    MapType::Array,
+                    &format!("ic_v4_spans_{slot}"),
+                    4,
+                    V4Span::SIZE,
+                    SHIELD_V4_SPANS,
+                    0,
+                    TableBtf::of(&self.object, "__u32", names::shield::ic_v4_span),
+                )?;
+                let keys: Vec<u8> = (0..spans.len() as u32).flat_map(u32::to_ne_bytes).collect();
+                let values: Vec<u8> = spans.iter().flat_map(V4Span::to_bytes).collect();
+                fill(&table, V4_SPANS, &keys, &values)?;
+                tables.push((
+                    V4_SPANS,
+                    table,
+                    format!("new table with {} of {capacity} elements", spans.len()),
+                ));
                 Built {
                     path: Ipv4Path::Fast,
-                    groups: fast.groups(),
+                    fast: FastUse {
+                        groups: fast.groups(),
+                        spans: spans.len(),
+                        span_capacity: capacity,
+                    },
                 }
             }
             V4Build::Trie => {
@@ -1309,7 +1378,7 @@ impl Shield {
                 ));
                 Built {
                     path: Ipv4Path::Trie,
-                    groups: 0,
+                    fast: FastUse::default(),
                 }
             }
         };
@@ -1381,14 +1450,13 @@ impl Shield {
         Ok((self.plan_with(active, book)?, committed))
     }
 
-    /// An IPv4 edit on the fast path, made in the active table without a switch: the
-    /// region of the table the edited prefix covers is recompiled from the prefix book,
-    /// new second-level groups are written before anything points at them, reused groups
-    /// and then first-level blocks are rewritten (each 16-bit entry goes from its old to
-    /// its new value, so a packet sees its source's old or new rule), and the slot's
-    /// prefix book is replaced. Groups the edit stops using are left alone until the
-    /// next rebuild. Returns `false` (nothing written) when the edit needs a rebuild:
-    /// not on the fast path, nothing remembered, or no unused group left.
+    /// An IPv4 edit on the fast path, made in the active table without a switch: each
+    /// first-level block (/16) the edited prefixes reach is recompiled from the prefix
+    /// book and written so that a packet sees its source's old or new rule, never a mix
+    /// (see [`Shield::edit_fast_block`]), and the slot's prefix book is replaced. Groups
+    /// and span nodes the edit stops using are left alone until the next rebuild.
+    /// Returns `false` (the caller rebuilds and switches) when the edit needs a rebuild:
+    /// not on the fast path, nothing remembered, or no unused group or span node left.
     fn edit_fast_in_place(
         &self,
         committed: Option<Committed>,
@@ -1402,18 +1470,53 @@ impl Shield {
             return Ok(false);
         }
         let slot = committed.word & ACTIVE_SLOT;
-        let Some(table) = inner(&self.object.handle(V4_FAST)?, V4_FAST, slot)? else {
+        let (Some(table), Some(spans)) = (
+            inner(&self.object.handle(V4_FAST)?, V4_FAST, slot)?,
+            inner(&self.object.handle(V4_SPANS)?, V4_SPANS, slot)?,
+        ) else {
             return Ok(false);
         };
-        let (mut groups_written, mut blocks_written) = (0, 0);
+        // Every block once, however many of the edits fall into it.
+        let mut blocks: BTreeSet<u32> = BTreeSet::new();
         for net in nets {
-            match self.edit_fast_region(&table, &mut committed, plan, *net)? {
-                Some((groups, blocks)) => {
-                    groups_written += groups;
-                    blocks_written += blocks;
+            let first = u32::from(net.network()) >> 16;
+            blocks.extend(first..first + (1u32 << (16 - net.prefix().min(16))));
+        }
+        let valve: Vec<Ipv4Network> = plan
+            .valve
+            .iter()
+            .filter_map(|n| match n {
+                IpNetwork::V4(n) => Some(*n),
+                IpNetwork::V6(_) => None,
+            })
+            .collect();
+        let mut written = BlockWrites::default();
+        let mut result = Ok(true);
+        for block in blocks {
+            match self.edit_fast_block(&table, &spans, &mut committed.fast, plan, block, &valve) {
+                Ok(Some(w)) => written.add(w),
+                Ok(None) => {
+                    result = Ok(false);
+                    break;
                 }
-                None => return Ok(false),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
             }
+        }
+        if written.rebased > 0 {
+            // The next edit of a rebased block writes the base its old entries used:
+            // every packet that may still hold such an entry must be done first.
+            rustix::thread::membarrier(rustix::thread::MembarrierCommand::Global).map_err(|e| {
+                BpfError::Io {
+                    path: PathBuf::from("membarrier"),
+                    source: e.into(),
+                }
+            })?;
+        }
+        if !matches!(result, Ok(true)) {
+            return result;
         }
         let book = book_table(slot, &plan.book.v4, &self.object)?;
         let outer = self.object.handle(V4_BOOK)?;
@@ -1434,7 +1537,8 @@ impl Shield {
             V4_FAST,
             Outcome::Ok,
             format!(
-                "slot {slot}: {what} edited in place ({groups_written} groups, {blocks_written} first-level blocks)"
+                "slot {slot}: {what} edited in place ({} first-level blocks, {} groups, {} span nodes)",
+                written.blocks, written.groups, written.spans
             ),
         );
         committed.book = plan.book.clone();
@@ -1443,118 +1547,154 @@ impl Shield {
         Ok(true)
     }
 
-    /// Recompiles and writes the region of the active fast-path `table` that `net`
-    /// covers, from `plan`'s prefix book. Returns the groups and first-level blocks
-    /// written, or `None` (nothing written) when no unused group is left.
-    fn edit_fast_region(
+    /// Recompiles first-level block `block` (a /16) of the active fast-path `table` from
+    /// `plan`'s prefix book and writes it, in an order that keeps every packet's view
+    /// whole:
+    ///
+    /// 1. new groups and span nodes, where no entry names them yet (a group the block
+    ///    kept is rewritten in place, each 16-bit entry from old to new value);
+    /// 2. the block with its entries as they were and its new span nodes' base in the
+    ///    base slot no entry uses;
+    /// 3. the block with its new entries, which name that base: each 16-bit entry goes
+    ///    from its old value (old base, old node) to its new one (new base, new node).
+    ///
+    /// Returns what was written, or `None` (nothing more written) when no unused group
+    /// or span node is left.
+    fn edit_fast_block(
         &self,
         table: &MapHandle,
-        committed: &mut Committed,
+        spans_table: &MapHandle,
+        fast: &mut FastUse,
         plan: &Plan,
-        net: Ipv4Network,
-    ) -> Result<Option<(usize, usize)>> {
-        let Ok(range) = Ipv4Network::new(net.network(), net.prefix().min(24))
-            .and_then(|r| Ipv4Network::new(r.network(), r.prefix()))
-        else {
+        block: u32,
+        valve: &[Ipv4Network],
+    ) -> Result<Option<BlockWrites>> {
+        let Ok(range) = Ipv4Network::new(std::net::Ipv4Addr::from(block << 16), 16) else {
             return Ok(None);
         };
-        // The prefixes that reach into the range: those covering it, those inside it.
-        let mut rules: Vec<(Ipv4Network, u16)> = Vec::new();
+        // The prefixes that reach into the block: those covering it, those inside it.
         let entry_of = |r: &Rule| {
             fastpath::entry(
                 r.rule_id,
                 Action::from_raw(r.action).unwrap_or(Action::Deny),
             )
         };
-        for len in 0..=range.prefix() {
-            if let Ok(cover) = Ipv4Network::new(range.network(), len)
-                .and_then(|c| Ipv4Network::new(c.network(), len))
-            {
-                if let Some(rule) = plan.book.v4.get(&cover) {
-                    rules.push((cover, entry_of(rule)));
-                }
-            }
-        }
-        let low = Ipv4Network::new(range.network(), range.prefix()).unwrap_or(range);
-        let high = Ipv4Network::new(range.broadcast(), 32).unwrap_or(range);
-        for (n, rule) in plan.book.v4.range(low..=high) {
-            if n.prefix() > range.prefix() {
-                rules.push((*n, entry_of(rule)));
-            }
-        }
-        let valve: Vec<Ipv4Network> = plan
-            .valve
-            .iter()
-            .filter_map(|n| match n {
-                IpNetwork::V4(n) => Some(*n),
-                IpNetwork::V6(_) => None,
+        let mut rules: Vec<(Ipv4Network, u16)> = (0..=16u8)
+            .filter_map(|len| {
+                let cover = Ipv4Network::new(range.network(), len)
+                    .and_then(|c| Ipv4Network::new(c.network(), len))
+                    .ok()?;
+                plan.book.v4.get(&cover).map(|rule| (cover, entry_of(rule)))
             })
             .collect();
-        let region = fastpath::Region::build(range, &rules, &valve);
+        let high = Ipv4Network::new(range.broadcast(), 32).unwrap_or(range);
+        rules.extend(
+            plan.book
+                .v4
+                .range(range..=high)
+                .filter(|(n, _)| n.prefix() > 16)
+                .map(|(n, rule)| (*n, entry_of(rule))),
+        );
+        let packed = fastpath::Packed::build(block << 16, 16, &rules, valve);
+        let bytes = lookup(table, V4_FAST, &block.to_ne_bytes())?.unwrap_or_default();
+        let Some(current) = V4Block::from_bytes(&bytes) else {
+            return Ok(None);
+        };
+        let mut written = BlockWrites::default();
 
-        // The first-level blocks the range lies in, as they are now.
-        let first_slot = region.first_slot();
-        let blocks: Vec<u32> = ((first_slot >> 8) as u32
-            ..=((first_slot + region.first.len() - 1) >> 8) as u32)
+        // 1. Span nodes, at the end of the span table, under the base no entry uses;
+        // none when the block's nodes are those it has.
+        let span_entries: Vec<u16> = current
+            .entry
+            .iter()
+            .copied()
+            .filter(|e| e & (FAST_GROUP | FAST_SPAN) == FAST_GROUP | FAST_SPAN)
             .collect();
-        let mut current: BTreeMap<u32, Vec<u16>> = BTreeMap::new();
-        for block in &blocks {
-            let bytes = lookup(table, V4_FAST, &block.to_ne_bytes())?.unwrap_or_default();
-            let entries: Vec<u16> = bytes
-                .chunks_exact(2)
-                .map(|b| u16::from_ne_bytes([b[0], b[1]]))
-                .collect();
-            if entries.len() != fastpath::BLOCK_ENTRIES {
+        let uses_second = span_entries
+            .first()
+            .is_some_and(|e| e & FAST_SPAN_BASE != 0);
+        let mut current_spans = Vec::with_capacity(span_entries.len());
+        if span_entries.len() == packed.spans.len() {
+            let base = current.span_base[usize::from(uses_second)];
+            for e in &span_entries {
+                let index = base + u32::from(e & FAST_SPAN_MASK);
+                let bytes = lookup(spans_table, V4_SPANS, &index.to_ne_bytes())?;
+                current_spans.extend(bytes.as_deref().and_then(V4Span::from_bytes));
+            }
+        }
+        let unchanged = current_spans == packed.spans;
+        let (base_slot, base_flag) = match (unchanged, uses_second) {
+            (true, true) | (false, false) => (1, FAST_SPAN_BASE),
+            (true, false) | (false, true) => (0, 0),
+        };
+        let mut span_base = current.span_base;
+        if !unchanged && !packed.spans.is_empty() {
+            let at = fast.spans;
+            if at + packed.spans.len() > fast.span_capacity {
                 return Ok(None);
             }
-            current.insert(*block, entries);
+            let keys: Vec<u8> = (at as u32..(at + packed.spans.len()) as u32)
+                .flat_map(u32::to_ne_bytes)
+                .collect();
+            let values: Vec<u8> = packed.spans.iter().flat_map(V4Span::to_bytes).collect();
+            fill(spans_table, V4_SPANS, &keys, &values)?;
+            fast.spans += packed.spans.len();
+            span_base[base_slot] = at as u32;
+            written.spans = packed.spans.len();
         }
-        let mut next = committed.groups_next;
-        let mut group_writes: Vec<(u32, [u16; fastpath::BLOCK_ENTRIES])> = Vec::new();
-        let mut first_writes = current.clone();
-        for (i, wanted) in region.first.iter().enumerate() {
-            let at = first_slot + i;
-            let block = (at >> 8) as u32;
-            let old = current.get(&block).map_or(0, |b| b[at & 0xff]);
-            let new = if wanted & FAST_GROUP != 0 {
-                let content = region.groups[usize::from(wanted & FAST_GROUP_MASK)];
-                let group = if old & FAST_GROUP != 0 {
+        // 1. Groups: the /24's old group if it had one, else one never used.
+        let mut next = current;
+        next.span_base = span_base;
+        let mut group_writes: Vec<(u32, V4Block)> = Vec::new();
+        for (i, wanted) in packed.first.iter().enumerate() {
+            let old = current.entry[i];
+            next.entry[i] = if wanted & (FAST_GROUP | FAST_SPAN) == FAST_GROUP | FAST_SPAN {
+                wanted | base_flag
+            } else if wanted & FAST_GROUP != 0 {
+                let Some(content) = packed.groups.get(usize::from(wanted & FAST_GROUP_MASK)) else {
+                    return Ok(None);
+                };
+                let group = if old & (FAST_GROUP | FAST_SPAN) == FAST_GROUP {
                     usize::from(old & FAST_GROUP_MASK)
                 } else {
-                    next += 1;
-                    next - 1
+                    fast.groups += 1;
+                    fast.groups - 1
                 };
                 if group >= SHIELD_V4_GROUPS as usize {
                     return Ok(None);
                 }
-                group_writes.push((SHIELD_V4_FIRST_BLOCKS + group as u32, content));
+                group_writes.push((
+                    SHIELD_V4_FIRST_BLOCKS + group as u32,
+                    V4Block {
+                        entry: *content,
+                        span_base: [0; 2],
+                    },
+                ));
                 FAST_GROUP | (group as u16 & FAST_GROUP_MASK)
             } else {
                 *wanted
             };
-            if let Some(entries) = first_writes.get_mut(&block) {
-                entries[at & 0xff] = new;
-            }
         }
-        let flatten = |items: &mut dyn Iterator<Item = (u32, &[u16])>| {
-            let (mut keys, mut values) = (Vec::new(), Vec::new());
-            for (index, entries) in items {
-                keys.extend_from_slice(&index.to_ne_bytes());
-                values.extend(entries.iter().flat_map(|e| e.to_ne_bytes()));
-            }
-            (keys, values)
+        let write = |items: &[(u32, V4Block)]| {
+            let keys: Vec<u8> = items.iter().flat_map(|(i, _)| i.to_ne_bytes()).collect();
+            let values: Vec<u8> = items.iter().flat_map(|(_, b)| b.to_bytes()).collect();
+            fill(table, V4_FAST, &keys, &values)
         };
-        // Groups first: a new group is complete before a first-level entry names it.
-        let (keys, values) = flatten(&mut group_writes.iter().map(|(i, g)| (*i, &g[..])));
-        fill(table, V4_FAST, &keys, &values)?;
-        let changed: Vec<(u32, Vec<u16>)> = first_writes
-            .into_iter()
-            .filter(|(block, entries)| current.get(block) != Some(entries))
-            .collect();
-        let (keys, values) = flatten(&mut changed.iter().map(|(i, e)| (*i, &e[..])));
-        fill(table, V4_FAST, &keys, &values)?;
-        committed.groups_next = next;
-        Ok(Some((group_writes.len(), changed.len())))
+        write(&group_writes)?;
+        written.groups = group_writes.len();
+        // 2. The new base, beside the entries as they are.
+        if span_base != current.span_base {
+            let mut rebased = current;
+            rebased.span_base = span_base;
+            write(&[(block, rebased)])?;
+            written.rebased = 1;
+        }
+        // 3. The entries.
+        if next.entry != current.entry {
+            write(&[(block, next)])?;
+            written.blocks = 1;
+        }
+        Ok(Some(written))
     }
 
     /// A single-prefix change to a family the active slot holds in an LPM trie (IPv6;

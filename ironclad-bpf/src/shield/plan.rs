@@ -191,6 +191,7 @@ pub(super) fn plan(old: &BTreeMap<u32, RuleInfo>, policy: &CompiledShield) -> Re
         set_ids: BTreeMap::new(),
         ipv4_path: Ipv4Path::Fast,
         fast_groups: 0,
+        fast_spans: 0,
         prefixes: (0, 0),
         in_place: 0,
     };
