@@ -21,7 +21,8 @@
 //!   `ironclad_benches::figures`): how many prefixes the two swapped policies share, and
 //!   the kernel memory of each map with the 1M + 100k policy loaded.
 //! - `shield_summary/*`: the paired rounds of the closing table (`summary`), with the
-//!   drop events read live as the daemon reads them.
+//!   drop events read live as the daemon reads them; `ipv4_hosts_*` on a feed of 1M
+//!   scattered /32 hosts (span nodes), and `shield_memory_hosts/total` its kernel memory.
 //! - `veth_drop/{ironclad,nftables}/N`: see `nftables.rs` in this directory.
 //! - `audit/shield`, `map_update/valve`: the helper audit; one audited map write.
 
@@ -225,6 +226,63 @@ fn summary(_: &mut Criterion) {
         assert!(
             received > 0,
             "{count} prefixes: the live reader received the sampled drops"
+        );
+    }
+    // A feed of 1M /32 hosts scattered over the whole address space: the /24s that
+    // hold hosts are span nodes. `miss` comes from a /24 with no host, `near` from a /24
+    // that holds one (the span node is read, the source is not the host), `hit` is a
+    // host (through its span node).
+    {
+        let count = 1_000_000;
+        let hosts = ironclad_testing::rules::hosts_v4(count, 42, &avoided());
+        let set: std::collections::HashSet<u32> =
+            hosts.iter().map(|n| u32::from(n.network())).collect();
+        let host = u32::from(hosts[0].network());
+        let near = (1..256u32)
+            .map(|d| (host & !0xff) | ((host + d) & 0xff))
+            .find(|a| !set.contains(a))
+            .unwrap_or_else(|| panic!("a /24 full of hosts"));
+        let bench =
+            BenchShield::with_policy("sumhosts", &deny_policy(&hosts, &[], Ipv4Lookup::Fast));
+        let reader = LiveReader::start(&bench.shield);
+        for lookup in [Ipv4Lookup::Trie, Ipv4Lookup::Fast] {
+            let report = bench
+                .shield
+                .replace(&deny_policy(&hosts, &[], lookup))
+                .unwrap_or_else(|e| panic!("policy: {e}"));
+            assert_eq!(
+                report.ipv4_path.as_str(),
+                lookup.as_str(),
+                "stays on {lookup:?}"
+            );
+            for (kind, addr, verdict) in [
+                ("miss", Ipv4Addr::new(192, 0, 2, 1), Verdict::Pass),
+                ("near", Ipv4Addr::from(near), Verdict::Pass),
+                ("hit", Ipv4Addr::from(host), Verdict::Drop),
+            ] {
+                let frame = frame_from(IpAddr::V4(addr));
+                let id = format!("ipv4_hosts_{}_{kind}/{count}", lookup.as_str());
+                let (empty, run) = paired(&id, &|| bench.run(&frame, REPEAT, verdict), &frame);
+                rows.push((
+                    format!("hosts {} {kind}", lookup.as_str()),
+                    count,
+                    run,
+                    empty,
+                ));
+            }
+        }
+        assert!(
+            reader.stop() > 0,
+            "hosts: the live reader received the sampled drops"
+        );
+        let status = bench
+            .shield
+            .status()
+            .unwrap_or_else(|e| panic!("status: {e}"));
+        record_one(
+            "shield_memory_hosts/total",
+            Unit::Bytes,
+            status.map_bytes() as f64,
         );
     }
     for count in [1_000usize, 100_000] {
