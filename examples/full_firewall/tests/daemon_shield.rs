@@ -1070,3 +1070,62 @@ fn a_process_cache_too_small_for_the_host_says_so_in_status_and_events() {
     );
     assert_eq!(status["daemon"]["losses"]["process-records"], 0, "{status}");
 }
+
+/// An IP-level threat feed as a user runs it: 300,000 /32 hosts scattered over the
+/// whole address space (before span nodes, about 8,200 /24s holding a host were the
+/// most the compiled path took; this feed has 290,000 of them), one of them a source of
+/// the lab and another in the same /24. The daemon enforces it on the fast path, and a
+/// feed update (the lab's host leaves the feed, its neighbour joins) is made in place.
+#[test]
+fn a_feed_of_scattered_hosts_is_enforced_on_the_fast_path_and_updated_in_place() {
+    require_privileges!();
+    let lab = Lab::new("ffhosts", 44);
+    let avoid: Vec<ipnetwork::IpNetwork> =
+        vec![format!("10.211.{}.0/24", lab.net).parse().expect("cidr")];
+    let hosts = ironclad_testing::rules::hosts_v4(300_000, 44, &avoid);
+    let feed = |lab_hosts: &[String]| {
+        let mut text = String::from("# scattered hosts\n");
+        for h in &hosts {
+            text.push_str(&h.network().to_string());
+            text.push('\n');
+        }
+        for h in lab_hosts {
+            text.push_str(h);
+            text.push('\n');
+        }
+        std::fs::write(lab.dir.path().join("feed.txt"), text).expect("feed");
+    };
+    let neighbour = lab.addr(77);
+    feed(&[lab.addr(3), neighbour.clone()]);
+    let config = lab.write_config(
+        "policy.yaml",
+        "shield:\n  deny_feeds:\n    - path: feed.txt\n      format: plain\n",
+    );
+    let mut daemon = Daemon::spawn(&lab.run_args(&config));
+    daemon.wait_for("full_firewall: ready");
+    assert!(
+        daemon.log().contains("IPv4 via the fast path"),
+        "{}",
+        daemon.log()
+    );
+    let status = lab.status();
+    assert_eq!(status["ipv4_lookup"], "fast", "{status}");
+    assert_eq!(lab.ping(3, 3), 0, "the listed host is dropped");
+    assert_eq!(lab.ping(2, 2), 2, "its /24 neighbour passes");
+
+    // The lab's host leaves the feed, .2 joins it: two prefixes edited in place.
+    feed(&[lab.addr(2), neighbour]);
+    let before = daemon.log().matches("reloaded:").count();
+    daemon.signal("HUP");
+    daemon.wait_for_more("reloaded:", before);
+    assert!(
+        daemon.log().contains("2 prefixes edited in place"),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(lab.status()["slot"], status["slot"], "no switch");
+    assert_eq!(lab.ping(2, 3), 0, "the new host is dropped");
+    assert_eq!(lab.ping(3, 2), 2, "the removed one passes");
+    daemon.signal("TERM");
+    let _ = daemon.wait();
+}
