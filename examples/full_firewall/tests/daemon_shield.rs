@@ -1079,7 +1079,7 @@ fn a_process_cache_too_small_for_the_host_says_so_in_status_and_events() {
 #[test]
 fn a_feed_of_scattered_hosts_is_enforced_on_the_fast_path_and_updated_in_place() {
     require_privileges!();
-    let lab = Lab::new("ffhosts", 44);
+    let lab = Lab::new("ffhosts", 51);
     let avoid: Vec<ipnetwork::IpNetwork> =
         vec![format!("10.211.{}.0/24", lab.net).parse().expect("cidr")];
     let hosts = ironclad_testing::rules::hosts_v4(300_000, 44, &avoid);
