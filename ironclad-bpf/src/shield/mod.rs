@@ -456,13 +456,11 @@ struct Committed {
 }
 
 /// What a fast-path table uses of its second level: the next group and the next span
-/// node never used (what an in-place edit frees is not reused before the next rebuild),
-/// and how many span nodes its span table has room for.
+/// node never used (what an in-place edit frees is not reused before the next rebuild).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct FastUse {
     groups: usize,
     spans: usize,
-    span_capacity: usize,
 }
 
 /// What in-place edits of the fast path wrote.
@@ -1367,7 +1365,6 @@ impl Shield {
                 let table = book_table(slot, &plan.book.v4, &self.object)?;
                 tables.push((V4_BOOK, table, format!("new table with {count} elements")));
                 let spans = fast.spans();
-                let capacity = FastUse::SPAN_CAPACITY;
                 let table = create_table(
                     MapType::Array,
                     &format!("ic_v4_spans_{slot}"),
@@ -1383,14 +1380,16 @@ impl Shield {
                 tables.push((
                     V4_SPANS,
                     table,
-                    format!("new table with {} of {capacity} elements", spans.len()),
+                    format!(
+                        "new table with {} of {SHIELD_V4_SPANS} elements",
+                        spans.len()
+                    ),
                 ));
                 Built {
                     path: Ipv4Path::Fast,
                     fast: FastUse {
                         groups: fast.groups(),
                         spans: spans.len(),
-                        span_capacity: capacity,
                     },
                 }
             }
@@ -1670,7 +1669,7 @@ impl Shield {
         let mut span_base = current.span_base;
         if !unchanged && !packed.spans.is_empty() {
             let at = fast.spans;
-            if at + packed.spans.len() > fast.span_capacity {
+            if at + packed.spans.len() > FastUse::SPAN_CAPACITY {
                 return Ok(None);
             }
             let keys: Vec<u8> = (at as u32..(at + packed.spans.len()) as u32)
