@@ -6,7 +6,7 @@
  *   1. source in the management safety valve  -> XDP_PASS (always, counted as valve);
  *   2. longest matching prefix among the rules of the active policy slot (IPv4: the
  *      compiled DIR-24-8 fast path, which also holds the valve, or the LPM trie;
- *      IPv6: the LPM trie):
+ *      IPv6: the compiled bitmap trie, which also holds the valve, or the LPM trie):
  *        deny  -> XDP_DROP (dry-run: XDP_PASS, counted as would-drop),
  *        allow -> continue (an exception inside a denied range: longest prefix wins);
  *   3. per-source token bucket, if configured: over the limit -> XDP_DROP (dry-run: pass);
@@ -91,6 +91,38 @@ struct {
 	__type(key, __u32);
 	__array(values, struct ic_v4_book_inner);
 } ic_v4_book SEC(".maps");
+
+/* The IPv6 fast path of a slot: first level, nodes and leaves in one fixed-size array
+ * (inlined reads, and one table to put into a slot). */
+struct ic_v6_fast_inner {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, IC_SHIELD_V6_RECORDS);
+	__type(key, __u32);
+	__type(value, struct ic_v6_node);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, IC_SHIELD_SLOTS);
+	__type(key, __u32);
+	__array(values, struct ic_v6_fast_inner);
+} ic_v6_fast SEC(".maps");
+
+/* User space only: the IPv6 prefixes a fast-path slot was compiled from. */
+struct ic_v6_book_inner {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_INNER_MAP);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ic_v6_book_page);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, IC_SHIELD_SLOTS);
+	__type(key, __u32);
+	__array(values, struct ic_v6_book_inner);
+} ic_v6_book SEC(".maps");
 
 /* The span nodes of a fast-path slot. Not sized per policy (BPF_F_INNER_MAP): the
  * verifier inlines lookups only into arrays of the template's size, and a call per span
@@ -223,6 +255,10 @@ const volatile struct ic_v4_block ic_abi_v4_block;
 const volatile struct ic_v4_span ic_abi_v4_span;
 const volatile struct ic_v4_prefix ic_abi_v4_prefix;
 const volatile struct ic_v4_book_page ic_abi_v4_book_page;
+const volatile struct ic_v6_node ic_abi_v6_node;
+const volatile struct ic_v6_prefix ic_abi_v6_prefix;
+const volatile struct ic_v6_book_page ic_abi_v6_book_page;
+const volatile enum ic_v6_fast ic_abi_v6_fast = IC_V6_NODE;
 const volatile struct ic_rule_info ic_abi_rule_info;
 const volatile struct ic_rule ic_abi_rule;
 const volatile struct ic_lpm_v4_key ic_abi_lpm_v4_key;
@@ -433,6 +469,76 @@ static __always_inline __u16 ic_fast_lookup(void *table, __u32 slot, __u32 saddr
 	return block->entry[saddr_host & 0xff];
 }
 
+/* The 6-bit stride of a 128-bit address (hi, lo: host order) that starts at bit `depth`
+ * (16, 22, ..., 124; the last one padded with two zero bits). */
+static __always_inline __u32 ic_v6_stride(__u64 hi, __u64 lo, __u32 depth)
+{
+	if (depth < 64)
+		return (hi >> (58 - depth)) & 0x3f;
+	if (depth < 124)
+		return (lo >> (122 - depth)) & 0x3f;
+	return (lo << 2) & 0x3f;
+}
+
+/* A lone node's entry for (hi, lo). */
+static __always_inline __u16 ic_v6_lone(struct ic_v6_node *node, __u64 hi, __u64 lo)
+{
+	__u32 len = node->base[0] & IC_V6_LEN_MASK;
+	int inside;
+
+	if (len <= 64)
+		inside = len == 0 || ((hi ^ node->bits[0]) >> (64 - len)) == 0;
+	else
+		inside = hi == node->bits[0] && ((lo ^ node->bits[1]) >> (128 - len)) == 0;
+	return inside ? node->base[1] & 0xffff : node->base[1] >> 16;
+}
+
+/* The IPv6 fast path: the /16's first-level entry, then one record per 6-bit stride
+ * until a leaf or a lone prefix (see enum ic_v6_fast). Returns the entry (0: no rule). */
+static __always_inline __u16 ic_v6_fast_lookup(void *table, const void *saddr)
+{
+	struct ic_v6_node *node;
+	__u64 hi, lo;
+	__u32 index, entry, depth;
+
+	__builtin_memcpy(&hi, saddr, 8);
+	__builtin_memcpy(&lo, saddr + 8, 8);
+	hi = bpf_be64_to_cpu(hi);
+	lo = bpf_be64_to_cpu(lo);
+	index = (hi >> 48) >> 2;
+	node = bpf_map_lookup_elem(table, &index);
+	if (!node)
+		return 0;
+	entry = ((__u32 *)node)[(hi >> 48) & 3];
+	if (!(entry & IC_V6_NODE))
+		return entry;
+	index = entry & IC_V6_INDEX_MASK;
+	for (depth = IC_V6_TOP_BITS; depth < 128; depth += IC_V6_STRIDE) {
+		__u64 mask;
+		__u32 v;
+
+		node = bpf_map_lookup_elem(table, &index);
+		if (!node)
+			return 0;
+		if (node->base[0] & IC_V6_LONE)
+			return ic_v6_lone(node, hi, lo);
+		v = ic_v6_stride(hi, lo, depth);
+		/* Bits 0..=v (v = 63: all of them). */
+		mask = (2ULL << v) - 1;
+		if (node->bits[0] & (1ULL << v)) {
+			index = node->base[0] + __builtin_popcountll(node->bits[0] & mask) - 1;
+			continue;
+		}
+		entry = node->base[1] + __builtin_popcountll(node->bits[1] & mask) - 1;
+		index = entry / IC_V6_LEAVES_PER_RECORD;
+		node = bpf_map_lookup_elem(table, &index);
+		if (!node)
+			return 0;
+		return ((__u16 *)node)[entry % IC_V6_LEAVES_PER_RECORD];
+	}
+	return 0;
+}
+
 static __always_inline int ic_decide(struct xdp_md *ctx, struct ic_pkt *pkt, struct ic_rule *rule,
 				     __u32 active)
 {
@@ -537,14 +643,35 @@ int ic_shield_xdp(struct xdp_md *ctx)
 
 		if ((void *)(ip6 + 1) > data_end)
 			return XDP_PASS;
+		active = ic_active();
+		slot = active & IC_ACTIVE_SLOT;
+		if (active & IC_ACTIVE_V6_FAST) {
+			/* The valve is compiled into the fast path (IC_FAST_VALVE). */
+			struct ic_rule fast_rule = {};
+			struct ic_rule *rule = NULL;
+			__u16 entry = 0;
+
+			pkt.family = 6;
+			table = bpf_map_lookup_elem(&ic_v6_fast, &slot);
+			if (table)
+				entry = ic_v6_fast_lookup(table, &ip6->saddr);
+			if (entry == IC_FAST_VALVE) {
+				ic_count(&ic_totals, IC_TOTAL_VALVE, pkt.len);
+				return XDP_PASS;
+			}
+			if (entry & IC_FAST_RULE_MASK) {
+				fast_rule.rule_id = entry & IC_FAST_RULE_MASK;
+				fast_rule.action = (entry & IC_FAST_ALLOW) ? IC_ACTION_ALLOW : IC_ACTION_DENY;
+				rule = &fast_rule;
+			}
+			return ic_decide(ctx, &pkt, rule, active);
+		}
 		__builtin_memcpy(key.addr, &ip6->saddr, sizeof(key.addr));
 		if (bpf_map_lookup_elem(&ic_valve_v6, &key)) {
 			ic_count(&ic_totals, IC_TOTAL_VALVE, pkt.len);
 			return XDP_PASS;
 		}
 		pkt.family = 6;
-		active = ic_active();
-		slot = active & IC_ACTIVE_SLOT;
 		table = bpf_map_lookup_elem(&ic_v6_trie, &slot);
 		return ic_decide(ctx, &pkt, table ? bpf_map_lookup_elem(table, &key) : NULL, active);
 	}

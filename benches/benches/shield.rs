@@ -7,7 +7,8 @@
 //! - `shield_xdp/{fast,trie}_{miss,hit}/N`: one IPv4 frame whose source matches none of
 //!   N prefixes (miss) or a denied one (hit, the drop path), through the compiled fast
 //!   path or the LPM trie.
-//! - `shield_xdp/v6_{miss,hit}/N`: the same for IPv6 (LPM trie).
+//! - `shield_xdp/v6_{miss,hit}/N`: the same for IPv6 (the compiled bitmap trie, the
+//!   default); `shield_summary/ipv6_{trie,fast}_{miss,hit,feed}/N` both paths side by side.
 //! - `shield_replay/{empty,fast,trie}/1000000`: 65,536 frames with distinct sources
 //!   (half inside the rules) run one after another, so the tables are not all in cache.
 //! - `shield_policy/compile/1000000`: compiling a 1M-prefix policy and its fast path
@@ -285,21 +286,54 @@ fn summary(_: &mut Criterion) {
             status.map_bytes() as f64,
         );
     }
+    // IPv6: a feed of /32 to /64 prefixes scattered over 2000::/3, through the kernel's
+    // LPM trie and the compiled bitmap trie. `miss` comes from 2001:db8::/32 (no feed
+    // prefix, but its /16 holds some: the walk reads the /16's node), `hit` is a single
+    // /48 rule there, `feed` a source inside a feed prefix.
     for count in [1_000usize, 100_000] {
         let rules = table_v6(count, 42, &avoided());
-        let bench = BenchShield::with_policy(
-            &format!("sum6_{count}"),
-            &deny_policy(&[], &rules, Ipv4Lookup::Fast),
+        let policy = |lookup: Ipv4Lookup| {
+            let mut p = deny_policy(&[], &rules, Ipv4Lookup::Fast);
+            p.ipv6_lookup = lookup;
+            p
+        };
+        let bench = BenchShield::with_policy(&format!("sum6_{count}"), &policy(Ipv4Lookup::Trie));
+        let reader = LiveReader::start(&bench.shield);
+        let feed = std::net::Ipv6Addr::from(u128::from(rules[0].network()) | 0x1234);
+        for lookup in [Ipv4Lookup::Trie, Ipv4Lookup::Fast] {
+            let report = bench
+                .shield
+                .replace(&policy(lookup))
+                .unwrap_or_else(|e| panic!("policy: {e}"));
+            assert_eq!(report.ipv6_path.as_str(), lookup.as_str(), "on {lookup:?}");
+            for (kind, addr, verdict) in [
+                (
+                    "miss",
+                    "2001:db8::1".parse().unwrap_or_else(|e| panic!("{e}")),
+                    Verdict::Pass,
+                ),
+                (
+                    "hit",
+                    "2001:db8:bad::9".parse().unwrap_or_else(|e| panic!("{e}")),
+                    Verdict::Drop,
+                ),
+                ("feed", feed, Verdict::Drop),
+            ] {
+                let frame = frame_from(IpAddr::V6(addr));
+                let id = format!("ipv6_{}_{kind}/{count}", lookup.as_str());
+                let (empty, run) = paired(&id, &|| bench.run(&frame, REPEAT, verdict), &frame);
+                rows.push((
+                    format!("ipv6 {} {kind}", lookup.as_str()),
+                    count,
+                    run,
+                    empty,
+                ));
+            }
+        }
+        assert!(
+            reader.stop() > 0,
+            "IPv6 {count}: the live reader received the sampled drops"
         );
-        let frame = frame_from(IpAddr::V6(
-            "2001:db8::1".parse().unwrap_or_else(|e| panic!("{e}")),
-        ));
-        let (empty, run) = paired(
-            &format!("ipv6_trie_miss/{count}"),
-            &|| bench.run(&frame, REPEAT, Verdict::Pass),
-            &frame,
-        );
-        rows.push(("ipv6 trie miss".to_string(), count, run, empty));
     }
     println!("\nShield per packet (BPF_PROG_TEST_RUN, best of {ROUNDS} paired rounds):");
     println!(

@@ -48,6 +48,12 @@ enum ic_shield_limits {
 	/* Span nodes of a fast-path slot: one per /24 at most for each prefix allowed. A
 	 * fixed size (8 MiB), so the lookup is an inlined array access, not a call. */
 	IC_SHIELD_V4_SPANS = 1048576,
+	/* IPv6 fast path: the records (struct ic_v6_node) of a slot's compiled table. Records
+	 * 0..IC_SHIELD_V6_TOP_RECORDS-1 are the first level, four __u32 entries each, one per
+	 * /16; nodes and packed leaves follow. A fixed size (4.5 MiB), so every read is an
+	 * inlined array access. */
+	IC_SHIELD_V6_RECORDS = 196608,
+	IC_SHIELD_V6_TOP_RECORDS = 16384,
 	IC_SHIELD_SLOTS = 2,         /* policy slots: one active, one being built */
 };
 
@@ -72,12 +78,36 @@ enum ic_fast_entry {
 	IC_FAST_SPAN_MASK = 0x00ff,
 };
 
+/* The IPv6 fast path: a Poptrie (bitmap and rank) over 6-bit strides after a 16-bit first
+ * level, with lone-prefix nodes where a subtree holds one prefix.
+ *   first-level entry (__u32): IC_V6_NODE | record of the /16's node, or a rule entry
+ *     (enum ic_fast_entry: 0, IC_FAST_VALVE or [IC_FAST_ALLOW |] rule id);
+ *   inner node: bits[0] has bit i set when stride value i leads to a child node, whose
+ *     record is base[0] + (children set in bits 0..=i) - 1; bits[1] has bit i set where a
+ *     run of equal leaves starts among the other values, and the leaf is entry
+ *     base[1] + (runs started in bits 0..=i) - 1, counted in __u16 entries from record 0
+ *     (eight to a record);
+ *   lone node (IC_V6_LONE in base[0], the prefix length in its low 8 bits): addresses
+ *     inside the prefix bits[0] (high 64 bits), bits[1] (low) read the entry in the low
+ *     16 bits of base[1], every other address the high 16 bits. */
+enum ic_v6_fast {
+	IC_V6_NODE = 0x40000000,
+	IC_V6_LONE = 0x40000000,
+	IC_V6_INDEX_MASK = 0x3fffffff,
+	IC_V6_LEN_MASK = 0xff,
+	IC_V6_TOP_BITS = 16,
+	IC_V6_STRIDE = 6,
+	IC_V6_LEVELS = 19, /* 16 + 19 * 6 = 130 >= 128 */
+	IC_V6_LEAVES_PER_RECORD = 8,
+};
+
 /* The Shield's active policy (map ic_shield_active, one __u32, host order). Writing it is
  * the one switch that moves every packet from one whole policy to another. */
 enum ic_shield_active_bits {
 	IC_ACTIVE_SLOT = 1,    /* which slot of the per-slot tables packets use */
 	IC_ACTIVE_V4_TRIE = 2, /* IPv4 through the slot's LPM trie instead of the fast path */
 	IC_ACTIVE_RATE_LIMIT = 4, /* a rate limit is configured (ic_shield_config.rate_pps) */
+	IC_ACTIVE_V6_FAST = 8, /* IPv6 through the slot's compiled table instead of its LPM trie */
 };
 
 /* Kinds of rules in the rule directory (struct ic_rule_info.kind). */
@@ -183,6 +213,25 @@ struct ic_v4_prefix {
  * million of them takes a few thousand element copies rather than a million. */
 struct ic_v4_book_page {
 	struct ic_v4_prefix prefix[64];
+};
+
+/* One record of the IPv6 fast path (see enum ic_v6_fast): a node, four first-level
+ * entries, or eight leaves. */
+struct ic_v6_node {
+	__u64 bits[2]; /* host order */
+	__u32 base[2]; /* host order */
+};
+
+/* One IPv6 prefix as the fast path was compiled from it (the per-slot IPv6 book). */
+struct ic_v6_prefix {
+	__u8 addr[16];    /* network order */
+	__u8 prefixlen;   /* 0..=128 */
+	__u8 action;      /* enum ic_action; IC_ACTION_NONE marks an unused entry */
+	__u16 rule_id;    /* host order */
+};
+
+struct ic_v6_book_page {
+	struct ic_v6_prefix prefix[64];
 };
 
 /* What a rule id stands for (the rule directory, read by user space only). */

@@ -191,6 +191,11 @@ pub enum BpfError {
     #[error(transparent)]
     FastPath(#[from] ironclad_policy::fastpath::FastPathError),
 
+    /// A rule set does not fit the IPv6 fast path, and the policy asked for it
+    /// (`ipv6_lookup: fast`).
+    #[error(transparent)]
+    FastPath6(#[from] ironclad_policy::fastpath6::FastPath6Error),
+
     /// Firewall rules the kernel program cannot enforce (checked before anything is
     /// written: the live rules stay).
     #[error("firewall rules refused: {}", problems.join("; "))]

@@ -35,6 +35,16 @@ const _: () = assert!(
     size_of::<c::ic_v4_book_page>() == abi::V4_BOOK_PAGE * abi::V4Prefix::SIZE,
     "size of ic_v4_book_page"
 );
+same_layout!(abi::V6Node, c::ic_v6_node, [bits, base]);
+same_layout!(
+    abi::V6Prefix,
+    c::ic_v6_prefix,
+    [addr, prefixlen, action, rule_id]
+);
+const _: () = assert!(
+    size_of::<c::ic_v6_book_page>() == abi::V6_BOOK_PAGE * abi::V6Prefix::SIZE,
+    "size of ic_v6_book_page"
+);
 same_layout!(
     abi::RuleInfo,
     c::ic_rule_info,
@@ -302,6 +312,19 @@ const _: () = {
     assert!(abi::SHIELD_V4_BLOCKS == c::ic_shield_limits::IC_SHIELD_V4_BLOCKS.0);
     assert!(abi::SHIELD_V4_SPANS == c::ic_shield_limits::IC_SHIELD_V4_SPANS.0);
     assert!(abi::SHIELD_SLOTS == c::ic_shield_limits::IC_SHIELD_SLOTS.0);
+    assert!(abi::SHIELD_V6_RECORDS == c::ic_shield_limits::IC_SHIELD_V6_RECORDS.0);
+    assert!(abi::SHIELD_V6_TOP_RECORDS == c::ic_shield_limits::IC_SHIELD_V6_TOP_RECORDS.0);
+    assert!(abi::ACTIVE_V6_FAST == c::ic_shield_active_bits::IC_ACTIVE_V6_FAST.0);
+    assert!(abi::V6_NODE == c::ic_v6_fast::IC_V6_NODE.0);
+    assert!(abi::V6_LONE == c::ic_v6_fast::IC_V6_LONE.0);
+    assert!(abi::V6_INDEX_MASK == c::ic_v6_fast::IC_V6_INDEX_MASK.0);
+    assert!(abi::V6_LEN_MASK == c::ic_v6_fast::IC_V6_LEN_MASK.0);
+    assert!(abi::V6_TOP_BITS == c::ic_v6_fast::IC_V6_TOP_BITS.0);
+    assert!(abi::V6_STRIDE == c::ic_v6_fast::IC_V6_STRIDE.0);
+    assert!(abi::V6_LEVELS == c::ic_v6_fast::IC_V6_LEVELS.0);
+    assert!(abi::V6_LEAVES_PER_RECORD == c::ic_v6_fast::IC_V6_LEAVES_PER_RECORD.0);
+    assert!(abi::SHIELD_V6_TOP_RECORDS * 4 == 1 << abi::V6_TOP_BITS);
+    assert!(abi::SHIELD_V6_RECORDS <= abi::V6_INDEX_MASK);
     assert!(abi::FAST_RULE_MASK as u32 == c::ic_fast_entry::IC_FAST_RULE_MASK.0);
     assert!(abi::FAST_ALLOW as u32 == c::ic_fast_entry::IC_FAST_ALLOW.0);
     assert!(abi::FAST_VALVE as u32 == c::ic_fast_entry::IC_FAST_VALVE.0);

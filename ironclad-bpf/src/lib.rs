@@ -71,7 +71,8 @@ pub use object::EmbeddedObject;
 pub use process::{ProcessCacheStats, ProcessMonitor};
 pub use sentinel::{RegisterError, SentinelLsm};
 pub use shield::{
-    Ipv4Path, MapMemory, ReplaceReport, RuleLabel, RuleStatus, Shield, ShieldStatus, IN_PLACE_MAX,
+    Ipv4Path, Ipv6Path, MapMemory, ReplaceReport, RuleLabel, RuleStatus, Shield, ShieldStatus,
+    IN_PLACE_MAX,
 };
 pub use telemetry::Telemetry;
 pub use tls::{ProbeSite, TlsAttach, TlsMonitor, TlsPlacement, TlsPolicy, TlsScope};

@@ -61,11 +61,14 @@ object_names! {
     shield = shield_skel::{
         ShieldMaps: [
             ic_totals, ic_v4_fast, ic_valve_v4, ic_v4_trie, ic_valve_v6, ic_v6_trie,
-            ic_v4_book, ic_v4_spans, ic_shield_active, ic_rule_info, ic_rule_counters, ic_shield_config,
+            ic_v4_book, ic_v4_spans, ic_v6_fast, ic_v6_book, ic_shield_active, ic_rule_info, ic_rule_counters, ic_shield_config,
             ic_rate_buckets, ic_sample_seq, ic_shield_events,
         ],
         ShieldProgs: [ic_shield_xdp],
-        types: [ic_rule, ic_lpm_v4_key, ic_lpm_v6_key, ic_v4_block, ic_v4_span, ic_v4_book_page],
+        types: [
+            ic_rule, ic_lpm_v4_key, ic_lpm_v6_key, ic_v4_block, ic_v4_span, ic_v4_book_page,
+            ic_v6_node, ic_v6_book_page,
+        ],
     }
 }
 

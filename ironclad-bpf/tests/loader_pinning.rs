@@ -287,7 +287,7 @@ fn tables_left_in_the_spare_slot_are_released_at_load() {
         .build()
         .expect("loader");
     let policy = ironclad_policy::config::compile_str(
-        "shield:\n  deny: [203.0.113.0/24, 2001:db8::/32]\n",
+        "shield:\n  ipv6_lookup: trie\n  deny: [203.0.113.0/24, 2001:db8::/32]\n",
         Path::new("p.yaml"),
     )
     .expect("policy");

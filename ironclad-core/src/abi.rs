@@ -30,6 +30,11 @@ pub const SHIELD_V4_GROUPS: u32 = 4_096;
 pub const SHIELD_V4_SPANS: u32 = 1_048_576;
 /// All blocks of one IPv4 fast-path table (`IC_SHIELD_V4_BLOCKS`).
 pub const SHIELD_V4_BLOCKS: u32 = SHIELD_V4_FIRST_BLOCKS + SHIELD_V4_GROUPS;
+/// Records of one IPv6 fast-path slot (`IC_SHIELD_V6_RECORDS`).
+pub const SHIELD_V6_RECORDS: u32 = 196_608;
+/// First-level records of the IPv6 fast path, four /16 entries each
+/// (`IC_SHIELD_V6_TOP_RECORDS`).
+pub const SHIELD_V6_TOP_RECORDS: u32 = 16_384;
 /// Policy slots of the per-slot rule tables (`IC_SHIELD_SLOTS`).
 pub const SHIELD_SLOTS: u32 = 2;
 
@@ -57,6 +62,27 @@ pub const ACTIVE_V4_TRIE: u32 = 2;
 /// Active-policy word: a rate limit is configured, so packets without a rule still read
 /// the configuration (`IC_ACTIVE_RATE_LIMIT`).
 pub const ACTIVE_RATE_LIMIT: u32 = 4;
+/// Active-policy word: IPv6 goes through the slot's compiled table instead of its LPM
+/// trie (`IC_ACTIVE_V6_FAST`).
+pub const ACTIVE_V6_FAST: u32 = 8;
+
+/// IPv6 fast path, first-level entry: the low bits name the /16's node record
+/// (`IC_V6_NODE`); a rule entry otherwise.
+pub const V6_NODE: u32 = 0x4000_0000;
+/// IPv6 fast path, `base[0]` of a node: a lone-prefix node (`IC_V6_LONE`).
+pub const V6_LONE: u32 = 0x4000_0000;
+/// IPv6 fast path: mask of a record index (`IC_V6_INDEX_MASK`).
+pub const V6_INDEX_MASK: u32 = 0x3fff_ffff;
+/// IPv6 fast path: mask of a lone node's prefix length (`IC_V6_LEN_MASK`).
+pub const V6_LEN_MASK: u32 = 0xff;
+/// IPv6 fast path: bits of the first level (`IC_V6_TOP_BITS`).
+pub const V6_TOP_BITS: u32 = 16;
+/// IPv6 fast path: bits of each later level (`IC_V6_STRIDE`).
+pub const V6_STRIDE: u32 = 6;
+/// IPv6 fast path: levels after the first (`IC_V6_LEVELS`).
+pub const V6_LEVELS: u32 = 19;
+/// IPv6 fast path: leaf entries packed into one record (`IC_V6_LEAVES_PER_RECORD`).
+pub const V6_LEAVES_PER_RECORD: u32 = 8;
 
 /// Rule-directory kind: unused id (`IC_RULE_FREE`).
 pub const RULE_FREE: u8 = 0;
@@ -403,6 +429,71 @@ impl V4Prefix {
 
 /// Prefixes per element of the prefix book (`struct ic_v4_book_page`).
 pub const V4_BOOK_PAGE: usize = 64;
+
+/// `struct ic_v6_node`: one record of the IPv6 fast path: an inner node (child and
+/// leaf-run bitmaps, and where its children and leaves start), a lone-prefix node, four
+/// first-level entries or eight leaves (see `enum ic_v6_fast` in the header).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct V6Node {
+    /// Inner node: child bitmap, leaf-run bitmap. Lone node: the prefix's high and low
+    /// 64 bits. Host order.
+    pub bits: [u64; 2],
+    /// Inner node: first child record, first leaf. Lone node: [`V6_LONE`] | length, and
+    /// the entry inside | the entry outside << 16. Host order.
+    pub base: [u32; 2],
+}
+
+impl V6Node {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 24;
+
+    /// The exact byte image the kernel expects.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        zerocopy::transmute!(*self)
+    }
+
+    /// Decodes a value read back from the kernel; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
+    }
+}
+
+/// `struct ic_v6_prefix`: one IPv6 prefix as a fast-path slot was compiled from it.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct V6Prefix {
+    /// Network address, network order.
+    pub addr: [u8; 16],
+    /// Prefix length, 0..=128.
+    pub prefixlen: u8,
+    /// [`Action`] as its raw byte.
+    pub action: u8,
+    /// Rule id, host order.
+    pub rule_id: u16,
+}
+
+impl V6Prefix {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 20;
+
+    /// The exact byte image the kernel expects.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        zerocopy::transmute!(*self)
+    }
+
+    /// Decodes a value read back from the kernel; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
+    }
+}
+
+/// Prefixes per element of the IPv6 prefix book (`struct ic_v6_book_page`).
+pub const V6_BOOK_PAGE: usize = 64;
 
 /// `struct ic_rule_info`: what a rule id stands for (the rule directory).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout)]

@@ -10,6 +10,7 @@
 //!   rate_limit: { pps: 1000, burst: 2000 }
 //!   sample_rate: 64           # one drop event per 64 drops; 0 = none
 //!   ipv4_lookup: auto         # fast (DIR-24-8), trie, or auto: fast when it fits
+//!   ipv6_lookup: auto         # fast (bitmap trie), trie, or auto: fast when it fits
 //! ```
 //!
 //! ```yaml
@@ -188,6 +189,7 @@ struct RawShield {
     rate_limit: Option<Spanned<RawRate>>,
     sample_rate: Option<Spanned<u32>>,
     ipv4_lookup: Option<Spanned<String>>,
+    ipv6_lookup: Option<Spanned<String>>,
     #[serde(default)]
     deny_feeds: Vec<Spanned<RawFeed>>,
     #[serde(default)]
@@ -1308,6 +1310,10 @@ fn parse_inner(text: &str, path: &Path) -> Result<Parsed, ConfigError> {
             shield.ipv4_lookup.as_ref().map(|s| &s.referenced),
         ),
         (
+            "shield.ipv6_lookup",
+            shield.ipv6_lookup.as_ref().map(|s| &s.referenced),
+        ),
+        (
             "shield.rate_limit",
             shield.rate_limit.as_ref().map(|s| &s.referenced),
         ),
@@ -1352,7 +1358,7 @@ fn parse_inner(text: &str, path: &Path) -> Result<Parsed, ConfigError> {
             }
         },
     };
-    let ipv4_lookup = match &shield.ipv4_lookup {
+    let mut lookup = |field: &str, given: &Option<Spanned<String>>| match given {
         None => Ipv4Lookup::Auto,
         Some(m) => match m.value.as_str() {
             "auto" => Ipv4Lookup::Auto,
@@ -1361,7 +1367,7 @@ fn parse_inner(text: &str, path: &Path) -> Result<Parsed, ConfigError> {
             other => {
                 problems.push(PolicyError::Invalid {
                     origin: Origin {
-                        field: "shield.ipv4_lookup".into(),
+                        field: field.into(),
                         at: position(&m.referenced),
                     },
                     message: format!("`{other}` is not a lookup; use `auto`, `fast` or `trie`"),
@@ -1370,6 +1376,8 @@ fn parse_inner(text: &str, path: &Path) -> Result<Parsed, ConfigError> {
             }
         },
     };
+    let ipv4_lookup = lookup("shield.ipv4_lookup", &shield.ipv4_lookup);
+    let ipv6_lookup = lookup("shield.ipv6_lookup", &shield.ipv6_lookup);
     let rate_limit = shield.rate_limit.as_ref().and_then(|r| {
         if r.value.pps == 0 || r.value.burst == 0 {
             // Reported here, with its position, rather than again by `compile`.
@@ -1399,6 +1407,7 @@ fn parse_inner(text: &str, path: &Path) -> Result<Parsed, ConfigError> {
             .map_or(DEFAULT_SAMPLE_RATE, |s| s.value),
         sets: loaded.sets,
         ipv4_lookup,
+        ipv6_lookup,
         sources: loaded.sources,
     };
     Ok((
@@ -1520,6 +1529,12 @@ pub fn compile_str(text: &str, path: &Path) -> Result<CompiledConfig, ConfigErro
     if let Some(err) = shield.as_ref().and_then(|s| s.fast_path_misfit()) {
         problems.push(PolicyError::Invalid {
             origin: Origin::field("shield.ipv4_lookup"),
+            message: err.to_string(),
+        });
+    }
+    if let Some(err) = shield.as_ref().and_then(|s| s.fast_path_misfit_v6()) {
+        problems.push(PolicyError::Invalid {
+            origin: Origin::field("shield.ipv6_lookup"),
             message: err.to_string(),
         });
     }
@@ -1801,6 +1816,30 @@ shield:
         assert!(
             compile_str(&auto, Path::new("p.yaml")).is_ok(),
             "auto falls back to the trie"
+        );
+    }
+
+    /// `ipv6_lookup` takes the same words as `ipv4_lookup`, and a wrong one is refused
+    /// at its place.
+    #[test]
+    fn ipv6_lookup_is_read_and_a_wrong_word_is_located() {
+        let ok = compile_str(
+            "shield:\n  ipv6_lookup: trie\n  deny: [2001:db8::/32]\n",
+            Path::new("p.yaml"),
+        )
+        .expect("valid");
+        let shield = ok.shield.expect("shield");
+        assert_eq!(shield.ipv6_lookup, Ipv4Lookup::Trie);
+        assert_eq!(shield.ipv4_lookup, Ipv4Lookup::Auto);
+        let err = compile_str(
+            "shield:\n  ipv6_lookup: quick\n  deny: [2001:db8::/32]\n",
+            Path::new("p.yaml"),
+        )
+        .expect_err("not a lookup")
+        .to_string();
+        assert!(
+            err.starts_with("p.yaml:2:16: shield.ipv6_lookup: `quick` is not a lookup"),
+            "{err}"
         );
     }
 

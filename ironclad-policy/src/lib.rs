@@ -39,6 +39,7 @@ pub mod config;
 pub mod egress;
 pub mod error;
 pub mod fastpath;
+pub mod fastpath6;
 pub mod feeds;
 pub mod fetch;
 pub mod firewall;

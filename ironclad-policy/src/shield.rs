@@ -8,6 +8,7 @@ use ipnetwork::IpNetwork;
 use ironclad_core::abi::{
     Action, LpmV4Key, LpmV6Key, Rule, ShieldConfig, SHIELD_F_DRY_RUN, SHIELD_MAX_RULES,
     SHIELD_MAX_V4_PREFIXES, SHIELD_MAX_V6_PREFIXES, SHIELD_MAX_VALVE_PREFIXES, SHIELD_V4_GROUPS,
+    SHIELD_V6_RECORDS,
 };
 
 use crate::error::{Origin, PolicyError};
@@ -78,6 +79,10 @@ impl Ipv4Lookup {
     }
 }
 
+/// How the Shield looks IPv6 sources up: the same three choices as for IPv4, with the
+/// compiled IPv6 table ([`crate::fastpath6`]) as the fast path.
+pub type Ipv6Lookup = Ipv4Lookup;
+
 /// A named set of prefixes that share one rule id, so one counter says how much the
 /// whole set (a threat feed, a country) matched.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +116,8 @@ pub struct ShieldPolicy {
     pub sets: Vec<PrefixSet>,
     /// How IPv4 sources are looked up.
     pub ipv4_lookup: Ipv4Lookup,
+    /// How IPv6 sources are looked up.
+    pub ipv6_lookup: Ipv6Lookup,
     /// Where the sets that came from feeds and countries were read from.
     pub sources: Vec<Source>,
 }
@@ -126,6 +133,7 @@ impl Default for ShieldPolicy {
             sample_rate: DEFAULT_SAMPLE_RATE,
             sets: Vec::new(),
             ipv4_lookup: Ipv4Lookup::Auto,
+            ipv6_lookup: Ipv6Lookup::Auto,
             sources: Vec::new(),
         }
     }
@@ -209,6 +217,8 @@ pub struct CompiledShield {
     pub sets: Vec<CompiledSet>,
     /// How IPv4 sources are looked up.
     pub ipv4_lookup: Ipv4Lookup,
+    /// How IPv6 sources are looked up.
+    pub ipv6_lookup: Ipv6Lookup,
     /// Where the feed and country sets were read from.
     pub sources: Vec<Source>,
 }
@@ -371,6 +381,42 @@ impl CompiledShield {
             })
             .collect();
         crate::fastpath::FastTable::build(&rules, &valve, SHIELD_V4_GROUPS).err()
+    }
+
+    /// With `ipv6_lookup: fast`, why the IPv6 rules do not fit the kernel's compiled
+    /// IPv6 table; `None` when they fit or the lookup is not forced. Built with the
+    /// loader's own compiler and limit, so `check` and `run` agree.
+    pub fn fast_path_misfit_v6(&self) -> Option<crate::fastpath6::FastPath6Error> {
+        if self.ipv6_lookup != Ipv6Lookup::Fast {
+            return None;
+        }
+        // The table's size depends on where the prefixes are and where their entries
+        // differ, so each owner gets an id of its own, as the loader's plan gives it.
+        let rules: Vec<(ipnetwork::Ipv6Network, u16)> = self
+            .owners()
+            .into_iter()
+            .filter_map(|(net, owner)| {
+                let id = match owner {
+                    Owner::Rule(i) => i + 1,
+                    Owner::Set(i) => self.rules.len() + i + 1,
+                };
+                match net {
+                    IpNetwork::V6(v6) => {
+                        Some((v6, crate::fastpath::entry(id as u32, self.action_of(owner))))
+                    }
+                    IpNetwork::V4(_) => None,
+                }
+            })
+            .collect();
+        let valve: Vec<ipnetwork::Ipv6Network> = self
+            .management
+            .iter()
+            .filter_map(|n| match n {
+                IpNetwork::V6(v6) => Some(*v6),
+                IpNetwork::V4(_) => None,
+            })
+            .collect();
+        crate::fastpath6::FastTable6::build(&rules, &valve, SHIELD_V6_RECORDS).err()
     }
 
     /// Denials of a whole address family (`0.0.0.0/0`, `::/0`, inline or from a feed)
@@ -536,6 +582,7 @@ pub fn compile(policy: &ShieldPolicy) -> Result<CompiledShield, Vec<PolicyError>
             duplicates_merged,
             sets,
             ipv4_lookup: policy.ipv4_lookup,
+            ipv6_lookup: policy.ipv6_lookup,
             sources: policy.sources.clone(),
         })
     } else {

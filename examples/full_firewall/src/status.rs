@@ -97,6 +97,7 @@ pub(crate) fn to_json(status: &ShieldStatus) -> serde_json::Value {
         "sample_rate": c.sample_rate,
         "links": status.links.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         "ipv4_lookup": status.ipv4_path.as_str(),
+        "ipv6_lookup": status.ipv6_path.as_str(),
         "slot": status.slot,
         "map_bytes": status.map_bytes(),
         "maps": status
@@ -254,8 +255,9 @@ pub(crate) fn status(pin_root: &Path, run_dir: &Path, json: bool) -> Result<Exit
         );
     }
     println!(
-        "ipv4 lookup: {} (slot {}), map memory: {} bytes",
+        "ipv4 lookup: {}, ipv6 lookup: {} (slot {}), map memory: {} bytes",
         status.ipv4_path.as_str(),
+        status.ipv6_path.as_str(),
         status.slot,
         status.map_bytes()
     );

@@ -43,7 +43,7 @@ fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>>
         },
     })?;
     info!(
-        "shield enforcing on {iface} ({} mode, {}): {} rules ({} added, {} kept, {} removed), {} management prefixes, IPv4 via the {} path",
+        "shield enforcing on {iface} ({} mode, {}): {} rules ({} added, {} kept, {} removed), {} management prefixes, IPv4 via the {} path, IPv6 via the {} path",
         attachment.mode().name(),
         if policy.mode == Mode::DryRun { "dry-run" } else { "enforce" },
         policy.rules.len() + policy.sets.len(),
@@ -52,6 +52,7 @@ fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>>
         report.removed,
         policy.management.len(),
         report.ipv4_path.as_str(),
+        report.ipv6_path.as_str(),
     );
     Ok(Box::new(Running {
         shield,

@@ -8,8 +8,9 @@
 //!
 //! IPv4 sources are looked up in a compiled DIR-24-8 table
 //! ([`ironclad_policy::fastpath`]: at most two array reads, whatever the number of
-//! prefixes) or, by choice or when the rules do not fit it, in the kernel's LPM trie;
-//! IPv6 sources in an LPM trie.
+//! prefixes), IPv6 sources in a compiled bitmap trie ([`ironclad_policy::fastpath6`]: one
+//! array read per 6 bits until a leaf or a lone prefix) or, for either family, by choice
+//! or when the rules do not fit, in the kernel's LPM trie.
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -52,17 +53,19 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ipnetwork::{IpNetwork, Ipv4Network};
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use ironclad_core::abi::{
     Action, Counter, LpmV4Key, LpmV6Key, Rule, RuleInfo, ShieldConfig, ShieldTotal, V4Block,
-    V4Prefix, V4Span, ACTIVE_RATE_LIMIT, ACTIVE_SLOT, ACTIVE_V4_TRIE, FAST_GROUP, FAST_GROUP_MASK,
-    FAST_SPAN, FAST_SPAN_BASE, FAST_SPAN_MASK, RULE_FREE, SHIELD_F_DRY_RUN, SHIELD_MAX_RULES,
-    SHIELD_MAX_V4_PREFIXES, SHIELD_MAX_V6_PREFIXES, SHIELD_SLOTS, SHIELD_V4_BLOCKS,
-    SHIELD_V4_FIRST_BLOCKS, SHIELD_V4_GROUPS, SHIELD_V4_SPANS, V4_BOOK_PAGE,
+    V4Prefix, V4Span, V6Node, V6Prefix, ACTIVE_RATE_LIMIT, ACTIVE_SLOT, ACTIVE_V4_TRIE,
+    ACTIVE_V6_FAST, FAST_GROUP, FAST_GROUP_MASK, FAST_SPAN, FAST_SPAN_BASE, FAST_SPAN_MASK,
+    RULE_FREE, SHIELD_F_DRY_RUN, SHIELD_MAX_RULES, SHIELD_MAX_V4_PREFIXES, SHIELD_MAX_V6_PREFIXES,
+    SHIELD_SLOTS, SHIELD_V4_BLOCKS, SHIELD_V4_FIRST_BLOCKS, SHIELD_V4_GROUPS, SHIELD_V4_SPANS,
+    SHIELD_V6_RECORDS, V4_BOOK_PAGE, V6_BOOK_PAGE,
 };
 use ironclad_events::{Event, Fanout};
 use ironclad_policy::fastpath::{self, FastTable};
-use ironclad_policy::shield::{CompiledShield, Ipv4Lookup, Mode, RateLimit};
+use ironclad_policy::fastpath6::FastTable6;
+use ironclad_policy::shield::{CompiledShield, Ipv4Lookup, Ipv6Lookup, Mode, RateLimit};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
 
 use crate::attach::XdpAttachment;
@@ -82,6 +85,8 @@ const V4_TRIE: &str = names::shield::ic_v4_trie;
 const V6_TRIE: &str = names::shield::ic_v6_trie;
 const V4_BOOK: &str = names::shield::ic_v4_book;
 const V4_SPANS: &str = names::shield::ic_v4_spans;
+const V6_FAST: &str = names::shield::ic_v6_fast;
+const V6_BOOK: &str = names::shield::ic_v6_book;
 const ACTIVE: &str = names::shield::ic_shield_active;
 const RULE_INFO: &str = names::shield::ic_rule_info;
 const VALVE_V4: &str = names::shield::ic_valve_v4;
@@ -93,14 +98,18 @@ const EVENTS: &str = names::shield::ic_shield_events;
 const PROGRAM: &str = names::shield::ic_shield_xdp;
 
 /// The per-slot tables (arrays of maps).
-const SLOTTED: [&str; 5] = [V4_FAST, V4_TRIE, V6_TRIE, V4_BOOK, V4_SPANS];
+const SLOTTED: [&str; 7] = [
+    V4_FAST, V4_TRIE, V6_TRIE, V4_BOOK, V4_SPANS, V6_FAST, V6_BOOK,
+];
 /// Every map of the Shield, for the memory report.
-const ALL_MAPS: [&str; 15] = [
+const ALL_MAPS: [&str; 17] = [
     V4_FAST,
     V4_TRIE,
     V6_TRIE,
     V4_BOOK,
     V4_SPANS,
+    V6_FAST,
+    V6_BOOK,
     ACTIVE,
     RULE_INFO,
     VALVE_V4,
@@ -126,11 +135,14 @@ fn valve_map(net: IpNetwork) -> &'static str {
 /// How IPv4 sources are looked up now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ipv4Path {
-    /// The compiled DIR-24-8 table.
+    /// The compiled table (IPv4: DIR-24-8; IPv6: the bitmap trie).
     Fast,
     /// The kernel's LPM trie.
     Trie,
 }
+
+/// How IPv6 sources are looked up now: the compiled bitmap trie or the kernel's LPM trie.
+pub type Ipv6Path = Ipv4Path;
 
 impl Ipv4Path {
     /// `fast` or `trie`.
@@ -195,6 +207,8 @@ pub struct ShieldStatus {
     pub links: Vec<PathBuf>,
     /// How IPv4 sources are looked up.
     pub ipv4_path: Ipv4Path,
+    /// How IPv6 sources are looked up.
+    pub ipv6_path: Ipv6Path,
     /// The policy slot packets use.
     pub slot: u32,
     /// Kernel memory of every Shield map and per-slot table.
@@ -229,6 +243,10 @@ pub struct ReplaceReport {
     pub set_ids: BTreeMap<String, u32>,
     /// How IPv4 sources are looked up now.
     pub ipv4_path: Ipv4Path,
+    /// How IPv6 sources are looked up now.
+    pub ipv6_path: Ipv6Path,
+    /// Records of the IPv6 fast-path table (0 on the trie path).
+    pub v6_records: usize,
     /// Second-level fast-path groups in use, counting those earlier in-place edits
     /// stopped using (0 on the trie path).
     pub fast_groups: usize,
@@ -453,6 +471,8 @@ struct Committed {
     valve: Vec<IpNetwork>,
     /// Fast path: what the active table uses of its groups and span nodes.
     fast: FastUse,
+    /// IPv6 fast path: records of the active table.
+    v6_records: usize,
 }
 
 /// What a fast-path table uses of its second level: the next group and the next span
@@ -512,11 +532,30 @@ fn read_book(maps: &dyn Maps, active: u32) -> Result<RuleBook> {
     } else {
         V4_BOOK
     };
-    for name in [v4_source, V6_TRIE] {
+    let v6_source = if active & ACTIVE_V6_FAST != 0 {
+        V6_BOOK
+    } else {
+        V6_TRIE
+    };
+    for name in [v4_source, v6_source] {
         let Some(table) = inner(&maps.handle(name)?, name, slot)? else {
             continue;
         };
         for (key, value) in entries(&table, name)? {
+            if name == V6_BOOK {
+                for p in value
+                    .chunks_exact(V6Prefix::SIZE)
+                    .filter_map(V6Prefix::from_bytes)
+                {
+                    if let (Ok(net), Some(action)) = (
+                        Ipv6Network::new(p.addr.into(), p.prefixlen),
+                        Action::from_raw(p.action).filter(|a| *a != Action::None),
+                    ) {
+                        v6.insert(net, Rule::new(u32::from(p.rule_id), action));
+                    }
+                }
+                continue;
+            }
             if name == V4_BOOK {
                 for p in value
                     .chunks_exact(V4Prefix::SIZE)
@@ -579,6 +618,11 @@ fn read_status(maps: &dyn Maps, links: Vec<PathBuf>) -> Result<ShieldStatus> {
         management: read_valve(maps)?,
         config,
         links,
+        ipv6_path: if active & ACTIVE_V6_FAST != 0 {
+            Ipv6Path::Fast
+        } else {
+            Ipv6Path::Trie
+        },
         ipv4_path: if active & ACTIVE_V4_TRIE != 0 {
             Ipv4Path::Trie
         } else {
@@ -611,6 +655,7 @@ struct Plan {
     book: RuleBook,
     valve: Vec<IpNetwork>,
     lookup: Ipv4Lookup,
+    lookup6: Ipv6Lookup,
     /// The whole rule directory after the change.
     directory: BTreeMap<u32, RuleInfo>,
     /// Ids whose counters start again from zero.
@@ -628,10 +673,24 @@ enum V4Build {
     Trie,
 }
 
+/// How a commit provides the IPv6 tables of the new slot.
+enum V6Build {
+    /// The active slot's tables, unchanged, on this path (with the records the fast
+    /// path's table uses).
+    Reuse(Ipv6Path, usize),
+    /// A new compiled table (and prefix book).
+    Fast(FastTable6),
+    /// A new LPM trie.
+    Trie,
+}
+
 /// What a commit built.
 struct Built {
     path: Ipv4Path,
     fast: FastUse,
+    path6: Ipv6Path,
+    /// Records of the IPv6 fast-path table (0 on the trie).
+    v6_records: usize,
 }
 
 /// The BTF a slot table is created with: the object's BTF and the ids of its key and
@@ -775,6 +834,39 @@ fn book_table(
     Ok(table)
 }
 
+/// A new IPv6 prefix book for `slot` holding `v6` (64 prefixes to an element).
+fn book_table_v6(
+    slot: u32,
+    v6: &BTreeMap<Ipv6Network, Rule>,
+    object: &LoadedObject,
+) -> Result<MapHandle> {
+    let pages = v6.len().div_ceil(V6_BOOK_PAGE).max(1);
+    let mut values = Vec::with_capacity(pages * V6_BOOK_PAGE * V6Prefix::SIZE);
+    for (net, rule) in v6 {
+        let p = V6Prefix {
+            addr: net.network().octets(),
+            prefixlen: net.prefix(),
+            action: rule.action,
+            rule_id: rule.rule_id as u16,
+        };
+        values.extend_from_slice(&p.to_bytes());
+    }
+    // Unused entries of the last page stay zero (action none).
+    values.resize(pages * V6_BOOK_PAGE * V6Prefix::SIZE, 0);
+    let keys: Vec<u8> = (0..pages as u32).flat_map(u32::to_ne_bytes).collect();
+    let table = create_table(
+        MapType::Array,
+        &format!("ic_v6_book_{slot}"),
+        4,
+        V6_BOOK_PAGE * V6Prefix::SIZE,
+        pages as u32,
+        libbpf_sys::BPF_F_INNER_MAP,
+        TableBtf::of(object, "__u32", names::shield::ic_v6_book_page),
+    )?;
+    fill(&table, V6_BOOK, &keys, &values)?;
+    Ok(table)
+}
+
 /// A loaded Shield object. Its maps are pinned under `<pin root>/shield/`, so rules and
 /// counters survive a restart of the process; a second `load` adopts them.
 ///
@@ -910,8 +1002,15 @@ impl Shield {
             && old_config == policy.config()
         {
             if let Some((edits, path, fast)) = self.replace_in_place(&book, &directory, policy)? {
+                let active = read_active(&self.object)?;
                 report.in_place = edits;
                 report.ipv4_path = path;
+                if active & ACTIVE_V6_FAST != 0 {
+                    report.ipv6_path = Ipv6Path::Fast;
+                    report.v6_records = self.committed_state(active)?.map_or(0, |c| c.v6_records);
+                } else {
+                    report.ipv6_path = Ipv6Path::Trie;
+                }
                 report.fast_groups = fast.groups;
                 report.fast_spans = fast.spans;
                 return Ok(report);
@@ -925,6 +1024,7 @@ impl Shield {
                 book,
                 valve: policy.management.clone(),
                 lookup: policy.ipv4_lookup,
+                lookup6: policy.ipv6_lookup,
                 directory,
                 fresh,
             })
@@ -932,6 +1032,8 @@ impl Shield {
                 let _ = self.write_config(&old_config);
             })?;
         report.ipv4_path = built.path;
+        report.ipv6_path = built.path6;
+        report.v6_records = built.v6_records;
         report.fast_groups = built.fast.groups;
         report.fast_spans = built.fast.spans;
         Ok(report)
@@ -960,7 +1062,13 @@ impl Shield {
             Ipv4Lookup::Fast => !on_trie,
             Ipv4Lookup::Trie => on_trie,
         };
-        if !lookup_kept || committed.valve != policy.management {
+        let on_fast6 = active & ACTIVE_V6_FAST != 0;
+        let lookup6_kept = match policy.ipv6_lookup {
+            Ipv6Lookup::Auto => true,
+            Ipv6Lookup::Fast => on_fast6,
+            Ipv6Lookup::Trie => !on_fast6,
+        };
+        if !lookup_kept || !lookup6_kept || committed.valve != policy.management {
             return Ok(None);
         }
         fn diff<K: Ord + Copy>(
@@ -984,7 +1092,13 @@ impl Shield {
         if edits > IN_PLACE_MAX || edits * 4 > total {
             return Ok(None);
         }
-        for (net, rule) in &d6 {
+        if on_fast6 && !d6.is_empty() {
+            let nets: Vec<Ipv6Network> = d6.iter().map(|(n, _)| *n).collect();
+            if !self.edit_fast6_in_place(&book.v6, &policy.management, &nets)? {
+                return Ok(None);
+            }
+        }
+        for (net, rule) in d6.iter().filter(|_| !on_fast6) {
             if !self.edit_trie_in_place(IpNetwork::V6(*net), *rule)? {
                 return Ok(None);
             }
@@ -1040,6 +1154,10 @@ impl Shield {
     }
 
     fn plan_with(&self, active: u32, book: RuleBook) -> Result<Plan> {
+        // IPv6 stays in its trie if it is there (a policy asked for it, or an earlier
+        // version loaded it); a Shield with no IPv6 table yet compiles it.
+        let v6_trie = active & ACTIVE_V6_FAST == 0
+            && inner(&self.object.handle(V6_TRIE)?, V6_TRIE, active & ACTIVE_SLOT)?.is_some();
         Ok(Plan {
             book,
             valve: read_valve(&self.object)?,
@@ -1047,6 +1165,11 @@ impl Shield {
                 Ipv4Lookup::Trie
             } else {
                 Ipv4Lookup::Auto
+            },
+            lookup6: if v6_trie {
+                Ipv6Lookup::Trie
+            } else {
+                Ipv6Lookup::Auto
             },
             directory: read_directory(&self.object)?,
             fresh: BTreeSet::new(),
@@ -1133,9 +1256,53 @@ impl Shield {
             };
             (same && valve_same && allowed).then_some((path, p.fast))
         });
-        let reuse_v6 = previous
-            .as_ref()
-            .is_some_and(|p| Arc::ptr_eq(&p.book.v6, &plan.book.v6) || p.book.v6 == plan.book.v6);
+        let v6_valve = |valve: &[IpNetwork]| -> Vec<Ipv6Network> {
+            valve
+                .iter()
+                .filter_map(|n| match n {
+                    IpNetwork::V6(n) => Some(*n),
+                    IpNetwork::V4(_) => None,
+                })
+                .collect()
+        };
+        // IPv6 likewise (its fast path holds the IPv6 valve).
+        let reuse_v6 = previous.as_ref().and_then(|p| {
+            let path = if p.word & ACTIVE_V6_FAST != 0 {
+                Ipv6Path::Fast
+            } else {
+                Ipv6Path::Trie
+            };
+            let same = Arc::ptr_eq(&p.book.v6, &plan.book.v6) || p.book.v6 == plan.book.v6;
+            let valve_same = path == Ipv6Path::Trie || v6_valve(&p.valve) == v6_valve(&plan.valve);
+            let allowed = match plan.lookup6 {
+                Ipv6Lookup::Auto => true,
+                Ipv6Lookup::Fast => path == Ipv6Path::Fast,
+                Ipv6Lookup::Trie => path == Ipv6Path::Trie,
+            };
+            (same && valve_same && allowed).then_some((path, p.v6_records))
+        });
+        let v6 = match (reuse_v6, plan.lookup6) {
+            (Some((path, records)), _) => V6Build::Reuse(path, records),
+            (None, Ipv6Lookup::Trie) => V6Build::Trie,
+            // No IPv6 rule: an empty trie costs nothing, a compiled table its fixed size.
+            (None, Ipv6Lookup::Auto) if plan.book.v6.is_empty() => V6Build::Trie,
+            (None, lookup) => {
+                let rules: Vec<(Ipv6Network, u16)> = plan
+                    .book
+                    .v6
+                    .iter()
+                    .map(|(net, rule)| {
+                        let action = Action::from_raw(rule.action).unwrap_or(Action::Deny);
+                        (*net, fastpath::entry(rule.rule_id, action))
+                    })
+                    .collect();
+                match FastTable6::build(&rules, &v6_valve(&plan.valve), SHIELD_V6_RECORDS) {
+                    Ok(table) => V6Build::Fast(table),
+                    Err(e) if lookup == Ipv6Lookup::Fast => return Err(e.into()),
+                    Err(_) => V6Build::Trie,
+                }
+            }
+        };
         let v4 = match (reuse_v4, plan.lookup) {
             (Some((path, fast)), _) => V4Build::Reuse(path, fast),
             (None, Ipv4Lookup::Trie) => V4Build::Trie,
@@ -1187,7 +1354,7 @@ impl Shield {
             .filter(|id| old_directory.contains_key(id))
             .collect();
         let built = (|| {
-            let built = self.build_slot(plan, &v4, reuse_v6, slot, &outers)?;
+            let built = self.build_slot(plan, &v4, &v6, slot, &outers)?;
             let current_valve = read_valve(&self.object)?;
             for net in plan.valve.iter().filter(|n| !current_valve.contains(n)) {
                 self.object
@@ -1221,6 +1388,10 @@ impl Shield {
         let word =
             slot | if built.path == Ipv4Path::Trie {
                 ACTIVE_V4_TRIE
+            } else {
+                0
+            } | if built.path6 == Ipv6Path::Fast {
+                ACTIVE_V6_FAST
             } else {
                 0
             } | (active & ACTIVE_RATE_LIMIT);
@@ -1257,6 +1428,7 @@ impl Shield {
             book: plan.book.clone(),
             valve: plan.valve.clone(),
             fast: built.fast,
+            v6_records: built.v6_records,
         }));
         log.record(
             AuditAction::MapUpdate,
@@ -1265,11 +1437,12 @@ impl Shield {
             Outcome::Ok,
             format!(
                 "policy switch slot {old_slot} -> {slot}: {} IPv4 + {} IPv6 prefixes, {} rules, \
-                 IPv4 via {}",
+                 IPv4 via {}, IPv6 via {}",
                 plan.book.v4.len(),
                 plan.book.v6.len(),
                 plan.directory.len(),
-                built.path.as_str()
+                built.path.as_str(),
+                built.path6.as_str()
             ),
         );
         Ok(built)
@@ -1281,7 +1454,7 @@ impl Shield {
         &self,
         plan: &Plan,
         v4: &V4Build,
-        reuse_v6: bool,
+        v6: &V6Build,
         slot: u32,
         outers: &[(&str, MapHandle)],
     ) -> Result<Built> {
@@ -1304,31 +1477,73 @@ impl Shield {
         };
         // (array of maps, table, what it holds)
         let mut tables: Vec<(&str, MapHandle, String)> = Vec::new();
-        if reuse_v6 {
-            tables.push((V6_TRIE, active_table(V6_TRIE)?, "unchanged table".into()));
-        } else {
-            let (keys, values) =
-                lpm_entries(plan.book.v6.iter().map(|(n, r)| (IpNetwork::V6(*n), r)));
-            let table = create_table(
-                MapType::LpmTrie,
-                &format!("ic_v6_trie_{slot}"),
-                LpmV6Key::SIZE,
-                Rule::SIZE,
-                SHIELD_MAX_V6_PREFIXES,
-                libbpf_sys::BPF_F_NO_PREALLOC,
-                TableBtf::of(
-                    &self.object,
-                    names::shield::ic_lpm_v6_key,
-                    names::shield::ic_rule,
-                ),
-            )?;
-            fill(&table, V6_TRIE, &keys, &values)?;
-            tables.push((
-                V6_TRIE,
-                table,
-                format!("new table with {} elements", plan.book.v6.len()),
-            ));
-        }
+        let (path6, v6_records) = match v6 {
+            V6Build::Reuse(path, records) => {
+                let names: &[&str] = match path {
+                    Ipv6Path::Fast => &[V6_FAST, V6_BOOK],
+                    Ipv6Path::Trie => &[V6_TRIE],
+                };
+                for name in names {
+                    tables.push((name, active_table(name)?, "unchanged table".into()));
+                }
+                (*path, *records)
+            }
+            V6Build::Fast(fast) => {
+                let records = fast.records();
+                let keys: Vec<u8> = (0..records.len() as u32)
+                    .flat_map(u32::to_ne_bytes)
+                    .collect();
+                let values: Vec<u8> = records.iter().flat_map(V6Node::to_bytes).collect();
+                let table = create_table(
+                    MapType::Array,
+                    &format!("ic_v6_fast_{slot}"),
+                    4,
+                    V6Node::SIZE,
+                    SHIELD_V6_RECORDS,
+                    0,
+                    TableBtf::of(&self.object, "__u32", names::shield::ic_v6_node),
+                )?;
+                fill(&table, V6_FAST, &keys, &values)?;
+                tables.push((
+                    V6_FAST,
+                    table,
+                    format!(
+                        "new table with {} of {SHIELD_V6_RECORDS} records ({} nodes, {} leaves)",
+                        records.len(),
+                        fast.nodes(),
+                        fast.leaves()
+                    ),
+                ));
+                let count = plan.book.v6.len();
+                let table = book_table_v6(slot, &plan.book.v6, &self.object)?;
+                tables.push((V6_BOOK, table, format!("new table with {count} elements")));
+                (Ipv6Path::Fast, records.len())
+            }
+            V6Build::Trie => {
+                let (keys, values) =
+                    lpm_entries(plan.book.v6.iter().map(|(n, r)| (IpNetwork::V6(*n), r)));
+                let table = create_table(
+                    MapType::LpmTrie,
+                    &format!("ic_v6_trie_{slot}"),
+                    LpmV6Key::SIZE,
+                    Rule::SIZE,
+                    SHIELD_MAX_V6_PREFIXES,
+                    libbpf_sys::BPF_F_NO_PREALLOC,
+                    TableBtf::of(
+                        &self.object,
+                        names::shield::ic_lpm_v6_key,
+                        names::shield::ic_rule,
+                    ),
+                )?;
+                fill(&table, V6_TRIE, &keys, &values)?;
+                tables.push((
+                    V6_TRIE,
+                    table,
+                    format!("new table with {} elements", plan.book.v6.len()),
+                ));
+                (Ipv6Path::Trie, 0)
+            }
+        };
         let built = match v4 {
             V4Build::Reuse(path, fast) => {
                 let names: &[&str] = match path {
@@ -1341,6 +1556,8 @@ impl Shield {
                 Built {
                     path: *path,
                     fast: *fast,
+                    path6,
+                    v6_records,
                 }
             }
             V4Build::Fast(fast) => {
@@ -1391,6 +1608,8 @@ impl Shield {
                         groups: fast.groups(),
                         spans: spans.len(),
                     },
+                    path6,
+                    v6_records,
                 }
             }
             V4Build::Trie => {
@@ -1418,6 +1637,8 @@ impl Shield {
                 Built {
                     path: Ipv4Path::Trie,
                     fast: FastUse::default(),
+                    path6,
+                    v6_records,
                 }
             }
         };
@@ -1456,7 +1677,7 @@ impl Shield {
         let rule = Rule::new(rule_id, action);
         let (v4, v6) = if net.is_ipv4() { (1, 0) } else { (0, 1) };
         let info = RuleLabel::Cidr(net).info(action, v4, v6);
-        if self.edit_trie_in_place(net, Some(rule))? {
+        if self.edit_trie_in_place(net, Some(rule))? || self.edit_fast6_rule(net, Some(rule))? {
             self.write_row(rule_id, &info)?;
             return Ok(());
         }
@@ -1736,6 +1957,156 @@ impl Shield {
         Ok(Some(written))
     }
 
+    /// A single IPv6 prefix set to `rule` (or removed) on the IPv6 fast path, in place
+    /// (see [`Shield::edit_fast6_in_place`]). `false` for IPv4, or when the edit needs a
+    /// rebuild.
+    fn edit_fast6_rule(&self, net: IpNetwork, rule: Option<Rule>) -> Result<bool> {
+        let IpNetwork::V6(n) = net else {
+            return Ok(false);
+        };
+        let active = read_active(&self.object)?;
+        if active & ACTIVE_V6_FAST == 0 {
+            return Ok(false);
+        }
+        let Some(committed) = self.committed_state(active)? else {
+            return Ok(false);
+        };
+        let mut v6 = (*committed.book.v6).clone();
+        match rule {
+            Some(rule) => v6.insert(n, rule),
+            None => v6.remove(&n),
+        };
+        self.edit_fast6_in_place(&Arc::new(v6), &committed.valve, &[n])
+    }
+
+    /// An IPv6 edit on the fast path, made in the active table without a switch: each
+    /// /16 the edited prefixes `nets` fall into is compiled again from `v6` (the whole
+    /// new IPv6 book) into records the table does not use yet, and then the /16's
+    /// first-level entry is pointed at them, so a packet walks either the old region or
+    /// the new one. The old region is left alone until the next rebuild. The slot's
+    /// IPv6 book is replaced. Returns `false` (the caller rebuilds and switches) when
+    /// the edit needs a rebuild: not on the fast path, nothing remembered, another
+    /// valve, a prefix of /16 or shorter, or no unused records left.
+    fn edit_fast6_in_place(
+        &self,
+        v6: &Arc<BTreeMap<Ipv6Network, Rule>>,
+        valve: &[IpNetwork],
+        nets: &[Ipv6Network],
+    ) -> Result<bool> {
+        let active = read_active(&self.object)?;
+        if active & ACTIVE_V6_FAST == 0 {
+            return Ok(false);
+        }
+        let Some(mut committed) = self.committed_state(active)? else {
+            return Ok(false);
+        };
+        if committed.valve != valve
+            || nets
+                .iter()
+                .any(|n| u32::from(n.prefix()) <= ironclad_core::abi::V6_TOP_BITS)
+        {
+            return Ok(false);
+        }
+        let slot = active & ACTIVE_SLOT;
+        let Some(table) = inner(&self.object.handle(V6_FAST)?, V6_FAST, slot)? else {
+            return Ok(false);
+        };
+        let valve6: Vec<Ipv6Network> = valve
+            .iter()
+            .filter_map(|n| match n {
+                IpNetwork::V6(n) => Some(*n),
+                IpNetwork::V4(_) => None,
+            })
+            .collect();
+        let tops: BTreeSet<u16> = nets
+            .iter()
+            .map(|n| (u128::from(n.network()) >> 112) as u16)
+            .collect();
+        let mut next = committed.v6_records;
+        let mut regions = Vec::with_capacity(tops.len());
+        for top in tops {
+            // The prefixes inside the /16, and those up to /16 that cover it.
+            let base = u128::from(top) << 112;
+            let (Ok(from), Ok(to)) = (
+                Ipv6Network::new(base.into(), 0),
+                Ipv6Network::new((base | (u128::MAX >> 16)).into(), 128),
+            ) else {
+                return Ok(false);
+            };
+            let mut rules: Vec<(Ipv6Network, u16)> = Vec::new();
+            let mut take = |net: &Ipv6Network, rule: &Rule| {
+                let action = Action::from_raw(rule.action).unwrap_or(Action::Deny);
+                rules.push((*net, fastpath::entry(rule.rule_id, action)));
+            };
+            for (net, rule) in v6.range(from..=to) {
+                take(net, rule);
+            }
+            for len in 0..=16u8 {
+                if let Ok(cover) = Ipv6Network::new(base.into(), len)
+                    .and_then(|n| Ipv6Network::new(n.network(), len))
+                {
+                    if let Some(rule) = v6.get(&cover) {
+                        take(&cover, rule);
+                    }
+                }
+            }
+            let region = FastTable6::region(&rules, &valve6, top, next as u32);
+            next += region.records.len();
+            regions.push(region);
+        }
+        if next > SHIELD_V6_RECORDS as usize {
+            return Ok(false);
+        }
+        // The new regions first, where no packet looks yet; then the entries.
+        let (mut keys, mut values) = (Vec::new(), Vec::new());
+        for region in &regions {
+            for (i, record) in region.records.iter().enumerate() {
+                keys.extend_from_slice(&(region.first + i as u32).to_ne_bytes());
+                values.extend_from_slice(&record.to_bytes());
+            }
+        }
+        fill(&table, V6_FAST, &keys, &values)?;
+        for region in &regions {
+            let index = u32::from(region.top >> 2);
+            let current = lookup(&table, V6_FAST, &index.to_ne_bytes())?
+                .and_then(|b| V6Node::from_bytes(&b))
+                .unwrap_or_default();
+            let record = FastTable6::with_entry(current, region.top, region.entry);
+            table
+                .update(&index.to_ne_bytes(), &record.to_bytes(), MapFlags::ANY)
+                .map_err(map_err("update", V6_FAST))?;
+        }
+        let book = book_table_v6(slot, v6, &self.object)?;
+        self.object
+            .handle(V6_BOOK)?
+            .update(
+                &slot.to_ne_bytes(),
+                &book.as_fd().as_raw_fd().to_ne_bytes(),
+                MapFlags::ANY,
+            )
+            .map_err(map_err("update", V6_BOOK))?;
+        let what = match nets {
+            [one] => one.to_string(),
+            many => format!("{} prefixes", many.len()),
+        };
+        self.object.audit_log().record(
+            AuditAction::MapUpdate,
+            Self::OBJECT,
+            V6_FAST,
+            Outcome::Ok,
+            format!(
+                "slot {slot}: {what} edited in place ({} /16 regions, {} records)",
+                regions.len(),
+                next - committed.v6_records
+            ),
+        );
+        committed.v6_records = next;
+        committed.book.v6 = Arc::clone(v6);
+        committed.tables = slot_tables(&self.object, slot)?;
+        self.remember(Some(committed));
+        Ok(true)
+    }
+
     /// A single-prefix change to a family the active slot holds in an LPM trie (IPv6;
     /// IPv4 on the trie path) is made in place: one element, which every packet sees
     /// either before or after. Returns `false` when the family is on the fast path (the
@@ -1743,6 +2114,7 @@ impl Shield {
     fn edit_trie_in_place(&self, net: IpNetwork, rule: Option<Rule>) -> Result<bool> {
         let active = read_active(&self.object)?;
         let name = match net {
+            IpNetwork::V6(_) if active & ACTIVE_V6_FAST != 0 => return Ok(false),
             IpNetwork::V6(_) => V6_TRIE,
             IpNetwork::V4(_) if active & ACTIVE_V4_TRIE != 0 => V4_TRIE,
             IpNetwork::V4(_) => return Ok(false),
@@ -1831,7 +2203,7 @@ impl Shield {
                 Ok(())
             }
         };
-        if self.edit_trie_in_place(net, None)? {
+        if self.edit_trie_in_place(net, None)? || self.edit_fast6_rule(net, None)? {
             free_row()?;
             return Ok(true);
         }

@@ -190,6 +190,8 @@ pub(super) fn plan(old: &BTreeMap<u32, RuleInfo>, policy: &CompiledShield) -> Re
         ids: BTreeMap::new(),
         set_ids: BTreeMap::new(),
         ipv4_path: Ipv4Path::Fast,
+        ipv6_path: Ipv4Path::Fast,
+        v6_records: 0,
         fast_groups: 0,
         fast_spans: 0,
         prefixes: (0, 0),
