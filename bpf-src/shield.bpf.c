@@ -61,7 +61,7 @@ struct ic_v4_book_inner {
 	__uint(map_flags, BPF_F_INNER_MAP);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct ic_v4_book_page);
+	__type(value, struct ic_book_page);
 };
 
 struct {
@@ -114,7 +114,7 @@ struct ic_v6_book_inner {
 	__uint(map_flags, BPF_F_INNER_MAP);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct ic_v6_book_page);
+	__type(value, struct ic_book_page);
 };
 
 struct {
@@ -253,11 +253,10 @@ const volatile enum ic_shield_active_bits ic_abi_active = IC_ACTIVE_SLOT;
 const volatile enum ic_rule_kind ic_abi_rule_kind = IC_RULE_FREE;
 const volatile struct ic_v4_block ic_abi_v4_block;
 const volatile struct ic_v4_span ic_abi_v4_span;
-const volatile struct ic_v4_prefix ic_abi_v4_prefix;
-const volatile struct ic_v4_book_page ic_abi_v4_book_page;
+const volatile struct ic_book_run ic_abi_book_run;
+const volatile struct ic_book_page ic_abi_book_page;
+const volatile enum ic_book ic_abi_book = IC_BOOK_PAGE_BYTES;
 const volatile struct ic_v6_node ic_abi_v6_node;
-const volatile struct ic_v6_prefix ic_abi_v6_prefix;
-const volatile struct ic_v6_book_page ic_abi_v6_book_page;
 const volatile enum ic_v6_fast ic_abi_v6_fast = IC_V6_NODE;
 const volatile struct ic_rule_info ic_abi_rule_info;
 const volatile struct ic_rule ic_abi_rule;

@@ -200,19 +200,25 @@ struct ic_v4_span {
 	__u16 outer; /* host order */
 };
 
-/* One IPv4 prefix as the fast path was compiled from it (the per-slot prefix book that
- * lets user space edit and re-read a compiled policy). */
-struct ic_v4_prefix {
-	__u8 addr[4];     /* network order */
-	__u8 prefixlen;   /* 0..=32 */
-	__u8 action;      /* enum ic_action; IC_ACTION_NONE marks an unused entry */
-	__u16 rule_id;    /* host order */
+/* The prefix book of a fast-path slot (user space only): the prefixes the table was
+ * compiled from, so that a restarted agent can read the policy back and edit it. A byte
+ * stream cut into pages (struct ic_book_page): runs of a header (struct ic_book_run)
+ * followed by `count` addresses of that length, action and rule (4 bytes each for IPv4,
+ * 16 for IPv6, network order); a header with `count` 0 ends it. A feed's million hosts
+ * of one rule are one run, 4 bytes a prefix. */
+enum ic_book {
+	IC_BOOK_PAGE_BYTES = 4096,
 };
 
-/* One element of the prefix book: prefixes are stored 64 to an element, so writing a
- * million of them takes a few thousand element copies rather than a million. */
-struct ic_v4_book_page {
-	struct ic_v4_prefix prefix[64];
+struct ic_book_run {
+	__u32 count;     /* host order; addresses that follow */
+	__u16 rule_id;   /* host order */
+	__u8 prefixlen;
+	__u8 action;     /* enum ic_action */
+};
+
+struct ic_book_page {
+	__u8 data[IC_BOOK_PAGE_BYTES];
 };
 
 /* One record of the IPv6 fast path (see enum ic_v6_fast): a node, four first-level
@@ -220,18 +226,6 @@ struct ic_v4_book_page {
 struct ic_v6_node {
 	__u64 bits[2]; /* host order */
 	__u32 base[2]; /* host order */
-};
-
-/* One IPv6 prefix as the fast path was compiled from it (the per-slot IPv6 book). */
-struct ic_v6_prefix {
-	__u8 addr[16];    /* network order */
-	__u8 prefixlen;   /* 0..=128 */
-	__u8 action;      /* enum ic_action; IC_ACTION_NONE marks an unused entry */
-	__u16 rule_id;    /* host order */
-};
-
-struct ic_v6_book_page {
-	struct ic_v6_prefix prefix[64];
 };
 
 /* What a rule id stands for (the rule directory, read by user space only). */

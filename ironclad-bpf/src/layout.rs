@@ -27,24 +27,15 @@ same_layout!(abi::Counter, c::ic_counter, [packets, bytes]);
 same_layout!(abi::V4Block, c::ic_v4_block, [entry, span_base]);
 same_layout!(abi::V4Span, c::ic_v4_span, [lo, hi, inner, outer]);
 same_layout!(
-    abi::V4Prefix,
-    c::ic_v4_prefix,
-    [addr, prefixlen, action, rule_id]
+    abi::BookRun,
+    c::ic_book_run,
+    [count, rule_id, prefixlen, action]
 );
 const _: () = assert!(
-    size_of::<c::ic_v4_book_page>() == abi::V4_BOOK_PAGE * abi::V4Prefix::SIZE,
-    "size of ic_v4_book_page"
+    size_of::<c::ic_book_page>() == abi::BOOK_PAGE_BYTES,
+    "size of ic_book_page"
 );
 same_layout!(abi::V6Node, c::ic_v6_node, [bits, base]);
-same_layout!(
-    abi::V6Prefix,
-    c::ic_v6_prefix,
-    [addr, prefixlen, action, rule_id]
-);
-const _: () = assert!(
-    size_of::<c::ic_v6_book_page>() == abi::V6_BOOK_PAGE * abi::V6Prefix::SIZE,
-    "size of ic_v6_book_page"
-);
 same_layout!(
     abi::RuleInfo,
     c::ic_rule_info,
@@ -325,6 +316,7 @@ const _: () = {
     assert!(abi::V6_LEAVES_PER_RECORD == c::ic_v6_fast::IC_V6_LEAVES_PER_RECORD.0);
     assert!(abi::SHIELD_V6_TOP_RECORDS * 4 == 1 << abi::V6_TOP_BITS);
     assert!(abi::SHIELD_V6_RECORDS <= abi::V6_INDEX_MASK);
+    assert!(abi::BOOK_PAGE_BYTES as u32 == c::ic_book::IC_BOOK_PAGE_BYTES.0);
     assert!(abi::FAST_RULE_MASK as u32 == c::ic_fast_entry::IC_FAST_RULE_MASK.0);
     assert!(abi::FAST_ALLOW as u32 == c::ic_fast_entry::IC_FAST_ALLOW.0);
     assert!(abi::FAST_VALVE as u32 == c::ic_fast_entry::IC_FAST_VALVE.0);

@@ -66,8 +66,8 @@ object_names! {
         ],
         ShieldProgs: [ic_shield_xdp],
         types: [
-            ic_rule, ic_lpm_v4_key, ic_lpm_v6_key, ic_v4_block, ic_v4_span, ic_v4_book_page,
-            ic_v6_node, ic_v6_book_page,
+            ic_rule, ic_lpm_v4_key, ic_lpm_v6_key, ic_v4_block, ic_v4_span, ic_book_page,
+            ic_v6_node,
         ],
     }
 }

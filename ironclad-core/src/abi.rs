@@ -396,39 +396,42 @@ impl V4Span {
     }
 }
 
-/// `struct ic_v4_prefix`: one IPv4 prefix as a fast-path slot was compiled from it.
+/// `struct ic_book_run`: the header of a run of prefixes in a slot's prefix book (the
+/// prefixes a fast-path table was compiled from): `count` addresses of one length,
+/// action and rule follow it (4 bytes each for IPv4, 16 for IPv6, network order); a run
+/// of `count` 0 ends the book.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
 )]
 #[repr(C)]
-pub struct V4Prefix {
-    /// Network address, network order.
-    pub addr: [u8; 4],
-    /// Prefix length, 0..=32.
+pub struct BookRun {
+    /// Addresses that follow, host order.
+    pub count: u32,
+    /// Rule id, host order.
+    pub rule_id: u16,
+    /// Prefix length.
     pub prefixlen: u8,
     /// [`Action`] as its raw byte.
     pub action: u8,
-    /// Rule id, host order.
-    pub rule_id: u16,
 }
 
-impl V4Prefix {
+impl BookRun {
     /// Size of the C struct in bytes.
     pub const SIZE: usize = 8;
 
-    /// The exact byte image the kernel expects.
+    /// The exact byte image the kernel holds.
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
         zerocopy::transmute!(*self)
     }
 
-    /// Decodes a value read back from the kernel; `None` if `bytes` is too short.
+    /// Decodes a header; `None` if `bytes` is too short.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
         Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
     }
 }
 
-/// Prefixes per element of the prefix book (`struct ic_v4_book_page`).
-pub const V4_BOOK_PAGE: usize = 64;
+/// Bytes of one page of a prefix book (`IC_BOOK_PAGE_BYTES`, `struct ic_book_page`).
+pub const BOOK_PAGE_BYTES: usize = 4096;
 
 /// `struct ic_v6_node`: one record of the IPv6 fast path: an inner node (child and
 /// leaf-run bitmaps, and where its children and leaves start), a lone-prefix node, four
@@ -460,40 +463,6 @@ impl V6Node {
         Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
     }
 }
-
-/// `struct ic_v6_prefix`: one IPv6 prefix as a fast-path slot was compiled from it.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
-#[repr(C)]
-pub struct V6Prefix {
-    /// Network address, network order.
-    pub addr: [u8; 16],
-    /// Prefix length, 0..=128.
-    pub prefixlen: u8,
-    /// [`Action`] as its raw byte.
-    pub action: u8,
-    /// Rule id, host order.
-    pub rule_id: u16,
-}
-
-impl V6Prefix {
-    /// Size of the C struct in bytes.
-    pub const SIZE: usize = 20;
-
-    /// The exact byte image the kernel expects.
-    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        zerocopy::transmute!(*self)
-    }
-
-    /// Decodes a value read back from the kernel; `None` if `bytes` is too short.
-    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
-    }
-}
-
-/// Prefixes per element of the IPv6 prefix book (`struct ic_v6_book_page`).
-pub const V6_BOOK_PAGE: usize = 64;
 
 /// `struct ic_rule_info`: what a rule id stands for (the rule directory).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout)]

@@ -56,11 +56,11 @@ use std::sync::Arc;
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use ironclad_core::abi::{
     Action, Counter, LpmV4Key, LpmV6Key, Rule, RuleInfo, ShieldConfig, ShieldTotal, V4Block,
-    V4Prefix, V4Span, V6Node, V6Prefix, ACTIVE_RATE_LIMIT, ACTIVE_SLOT, ACTIVE_V4_TRIE,
-    ACTIVE_V6_FAST, FAST_GROUP, FAST_GROUP_MASK, FAST_SPAN, FAST_SPAN_BASE, FAST_SPAN_MASK,
+    V4Span, V6Node, ACTIVE_RATE_LIMIT, ACTIVE_SLOT, ACTIVE_V4_TRIE, ACTIVE_V6_FAST,
+    BOOK_PAGE_BYTES, FAST_GROUP, FAST_GROUP_MASK, FAST_SPAN, FAST_SPAN_BASE, FAST_SPAN_MASK,
     RULE_FREE, SHIELD_F_DRY_RUN, SHIELD_MAX_RULES, SHIELD_MAX_V4_PREFIXES, SHIELD_MAX_V6_PREFIXES,
     SHIELD_SLOTS, SHIELD_V4_BLOCKS, SHIELD_V4_FIRST_BLOCKS, SHIELD_V4_GROUPS, SHIELD_V4_SPANS,
-    SHIELD_V6_RECORDS, V4_BOOK_PAGE, V6_BOOK_PAGE,
+    SHIELD_V6_RECORDS,
 };
 use ironclad_events::{Event, Fanout};
 use ironclad_policy::fastpath::{self, FastTable};
@@ -541,35 +541,30 @@ fn read_book(maps: &dyn Maps, active: u32) -> Result<RuleBook> {
         let Some(table) = inner(&maps.handle(name)?, name, slot)? else {
             continue;
         };
-        for (key, value) in entries(&table, name)? {
-            if name == V6_BOOK {
-                for p in value
-                    .chunks_exact(V6Prefix::SIZE)
-                    .filter_map(V6Prefix::from_bytes)
-                {
-                    if let (Ok(net), Some(action)) = (
-                        Ipv6Network::new(p.addr.into(), p.prefixlen),
-                        Action::from_raw(p.action).filter(|a| *a != Action::None),
-                    ) {
-                        v6.insert(net, Rule::new(u32::from(p.rule_id), action));
-                    }
-                }
-                continue;
-            }
+        if name == V4_BOOK || name == V6_BOOK {
+            let mut pages = entries(&table, name)?;
+            pages.sort_by_key(|(key, _)| {
+                key.get(..4)
+                    .and_then(|k| k.try_into().ok())
+                    .map(u32::from_ne_bytes)
+            });
+            let stream: Vec<u8> = pages.into_iter().flat_map(|(_, page)| page).collect();
             if name == V4_BOOK {
-                for p in value
-                    .chunks_exact(V4Prefix::SIZE)
-                    .filter_map(V4Prefix::from_bytes)
-                {
-                    if let (Ok(net), Some(action)) = (
-                        Ipv4Network::new(p.addr.into(), p.prefixlen),
-                        Action::from_raw(p.action).filter(|a| *a != Action::None),
-                    ) {
-                        v4.insert(net, Rule::new(u32::from(p.rule_id), action));
+                for (addr, len, rule) in plan::decode_book::<4>(&stream) {
+                    if let Ok(net) = Ipv4Network::new(addr.into(), len) {
+                        v4.insert(net, rule);
                     }
                 }
-                continue;
+            } else {
+                for (addr, len, rule) in plan::decode_book::<16>(&stream) {
+                    if let Ok(net) = Ipv6Network::new(addr.into(), len) {
+                        v6.insert(net, rule);
+                    }
+                }
             }
+            continue;
+        }
+        for (key, value) in entries(&table, name)? {
             match (net_of_key(&key), Rule::from_bytes(&value)) {
                 (Some(IpNetwork::V4(n)), Some(rule)) => {
                     v4.insert(n, rule);
@@ -801,70 +796,51 @@ fn lpm_entries<'a>(entries: impl Iterator<Item = (IpNetwork, &'a Rule)>) -> (Vec
     (keys, values)
 }
 
-/// A new prefix book for `slot` holding `v4` (64 prefixes to an element).
-fn book_table(
+/// A new prefix book for `slot` of the array of maps `outer` (`ic_v4_book`,
+/// `ic_v6_book`) holding the byte stream `stream` ([`plan::encode_book`]), in pages.
+fn book_table(outer: &str, slot: u32, stream: &[u8], object: &LoadedObject) -> Result<MapHandle> {
+    let pages = stream.len().div_ceil(BOOK_PAGE_BYTES).max(1);
+    let mut values = stream.to_vec();
+    // The last page's rest stays zero (an empty run: the end).
+    values.resize(pages * BOOK_PAGE_BYTES, 0);
+    let keys: Vec<u8> = (0..pages as u32).flat_map(u32::to_ne_bytes).collect();
+    let table = create_table(
+        MapType::Array,
+        &format!("{outer}_{slot}"),
+        4,
+        BOOK_PAGE_BYTES,
+        pages as u32,
+        libbpf_sys::BPF_F_INNER_MAP,
+        TableBtf::of(object, "__u32", names::shield::ic_book_page),
+    )?;
+    fill(&table, outer, &keys, &values)?;
+    Ok(table)
+}
+
+/// The IPv4 prefix book of `v4`, for `slot`.
+fn book_table_v4(
     slot: u32,
     v4: &BTreeMap<Ipv4Network, Rule>,
     object: &LoadedObject,
 ) -> Result<MapHandle> {
-    let pages = v4.len().div_ceil(V4_BOOK_PAGE).max(1);
-    let mut values = Vec::with_capacity(pages * V4_BOOK_PAGE * V4Prefix::SIZE);
-    for (net, rule) in v4 {
-        let p = V4Prefix {
-            addr: net.network().octets(),
-            prefixlen: net.prefix(),
-            action: rule.action,
-            rule_id: rule.rule_id as u16,
-        };
-        values.extend_from_slice(&p.to_bytes());
-    }
-    // Unused entries of the last page stay zero (action none).
-    values.resize(pages * V4_BOOK_PAGE * V4Prefix::SIZE, 0);
-    let keys: Vec<u8> = (0..pages as u32).flat_map(u32::to_ne_bytes).collect();
-    let table = create_table(
-        MapType::Array,
-        &format!("ic_v4_book_{slot}"),
-        4,
-        V4_BOOK_PAGE * V4Prefix::SIZE,
-        pages as u32,
-        libbpf_sys::BPF_F_INNER_MAP,
-        TableBtf::of(object, "__u32", names::shield::ic_v4_book_page),
-    )?;
-    fill(&table, V4_BOOK, &keys, &values)?;
-    Ok(table)
+    let stream = plan::encode_book(
+        v4.iter()
+            .map(|(n, r)| (n.network().octets(), n.prefix(), *r)),
+    );
+    book_table(V4_BOOK, slot, &stream, object)
 }
 
-/// A new IPv6 prefix book for `slot` holding `v6` (64 prefixes to an element).
+/// The IPv6 prefix book of `v6`, for `slot`.
 fn book_table_v6(
     slot: u32,
     v6: &BTreeMap<Ipv6Network, Rule>,
     object: &LoadedObject,
 ) -> Result<MapHandle> {
-    let pages = v6.len().div_ceil(V6_BOOK_PAGE).max(1);
-    let mut values = Vec::with_capacity(pages * V6_BOOK_PAGE * V6Prefix::SIZE);
-    for (net, rule) in v6 {
-        let p = V6Prefix {
-            addr: net.network().octets(),
-            prefixlen: net.prefix(),
-            action: rule.action,
-            rule_id: rule.rule_id as u16,
-        };
-        values.extend_from_slice(&p.to_bytes());
-    }
-    // Unused entries of the last page stay zero (action none).
-    values.resize(pages * V6_BOOK_PAGE * V6Prefix::SIZE, 0);
-    let keys: Vec<u8> = (0..pages as u32).flat_map(u32::to_ne_bytes).collect();
-    let table = create_table(
-        MapType::Array,
-        &format!("ic_v6_book_{slot}"),
-        4,
-        V6_BOOK_PAGE * V6Prefix::SIZE,
-        pages as u32,
-        libbpf_sys::BPF_F_INNER_MAP,
-        TableBtf::of(object, "__u32", names::shield::ic_v6_book_page),
-    )?;
-    fill(&table, V6_BOOK, &keys, &values)?;
-    Ok(table)
+    let stream = plan::encode_book(
+        v6.iter()
+            .map(|(n, r)| (n.network().octets(), n.prefix(), *r)),
+    );
+    book_table(V6_BOOK, slot, &stream, object)
 }
 
 /// A loaded Shield object. Its maps are pinned under `<pin root>/shield/`, so rules and
@@ -1579,7 +1555,7 @@ impl Shield {
                 fill(&table, V4_FAST, &keys, &values)?;
                 tables.push((V4_FAST, table, format!("new table with {blocks} elements")));
                 let count = plan.book.v4.len();
-                let table = book_table(slot, &plan.book.v4, &self.object)?;
+                let table = book_table_v4(slot, &plan.book.v4, &self.object)?;
                 tables.push((V4_BOOK, table, format!("new table with {count} elements")));
                 let spans = fast.spans();
                 let table = create_table(
@@ -1778,7 +1754,7 @@ impl Shield {
         if !matches!(result, Ok(true)) {
             return result;
         }
-        let book = book_table(slot, &plan.book.v4, &self.object)?;
+        let book = book_table_v4(slot, &plan.book.v4, &self.object)?;
         let outer = self.object.handle(V4_BOOK)?;
         outer
             .update(

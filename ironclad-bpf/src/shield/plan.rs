@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use ironclad_core::abi::{
-    Action, LpmV4Key, LpmV6Key, Rule, RuleInfo, RULE_CIDR, RULE_SET, SHIELD_MAX_RULES,
+    Action, BookRun, LpmV4Key, LpmV6Key, Rule, RuleInfo, RULE_CIDR, RULE_SET, SHIELD_MAX_RULES,
 };
 use ironclad_policy::shield::{CompiledShield, Owner};
 
@@ -29,6 +29,65 @@ pub(super) fn lpm_key(net: IpNetwork) -> Vec<u8> {
         }
         .to_bytes(),
     }
+}
+
+/// A prefix book's byte stream (`struct ic_book_run` in the ABI header): the prefixes
+/// grouped into runs of one length, action and rule, each a header and the run's
+/// addresses (`N` bytes each), then an empty header. A feed of one rule costs `N` bytes
+/// a prefix (4 for IPv4) where a record per prefix took 8.
+pub(super) fn encode_book<const N: usize>(
+    prefixes: impl Iterator<Item = ([u8; N], u8, Rule)>,
+) -> Vec<u8> {
+    let mut runs: BTreeMap<(u32, u8, u8), Vec<[u8; N]>> = BTreeMap::new();
+    for (addr, len, rule) in prefixes {
+        runs.entry((rule.rule_id, rule.action, len))
+            .or_default()
+            .push(addr);
+    }
+    let total: usize = runs.values().map(|a| BookRun::SIZE + a.len() * N).sum();
+    let mut out = Vec::with_capacity(total + BookRun::SIZE);
+    for ((rule_id, action, prefixlen), addrs) in runs {
+        let run = BookRun {
+            count: addrs.len() as u32,
+            rule_id: rule_id as u16,
+            prefixlen,
+            action,
+        };
+        out.extend_from_slice(&run.to_bytes());
+        for addr in addrs {
+            out.extend_from_slice(&addr);
+        }
+    }
+    out.extend_from_slice(&BookRun::default().to_bytes());
+    out
+}
+
+/// The prefixes of a book's byte stream ([`encode_book`]), up to its end, a run of no
+/// known action or one cut short.
+pub(super) fn decode_book<const N: usize>(bytes: &[u8]) -> Vec<([u8; N], u8, Rule)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(run) = bytes.get(at..).and_then(BookRun::from_bytes) {
+        at += BookRun::SIZE;
+        let Some(action) = Action::from_raw(run.action).filter(|a| *a != Action::None) else {
+            break;
+        };
+        if run.count == 0 {
+            break;
+        }
+        let rule = Rule::new(u32::from(run.rule_id), action);
+        for _ in 0..run.count {
+            let Some(addr) = bytes
+                .get(at..at + N)
+                .and_then(|b| <[u8; N]>::try_from(b).ok())
+            else {
+                return out;
+            };
+            out.push((addr, run.prefixlen, rule));
+            at += N;
+        }
+    }
+    out
 }
 
 /// The network an LPM key (of either family, by length) stands for.
@@ -287,6 +346,38 @@ mod tests {
         assert!(key[5..].iter().all(|b| *b == 0));
         assert_eq!(net_of_key(&key), Some("fd00::/8".parse().expect("cidr")));
         assert_eq!(net_of_key(&[1, 2]), None);
+    }
+
+    #[test]
+    fn a_book_reads_back_what_was_written_in_runs_of_one_rule() {
+        let deny = Rule::new(7, Action::Deny);
+        let allow = Rule::new(9, Action::Allow);
+        let v4: Vec<([u8; 4], u8, Rule)> = (0..1000u32)
+            .map(|i| ((0x0a00_0000 + i * 256).to_be_bytes(), 32, deny))
+            .chain([([192, 0, 2, 0], 24, allow), ([198, 51, 100, 0], 24, deny)])
+            .collect();
+        let bytes = encode_book(v4.iter().copied());
+        // Three runs (/32 deny, /24 deny, /24 allow), their headers and the end.
+        assert_eq!(bytes.len(), 1002 * 4 + 4 * BookRun::SIZE);
+        let mut back = decode_book::<4>(&bytes);
+        let mut want = v4.clone();
+        back.sort_by_key(|(a, l, _)| (*a, *l));
+        want.sort_by_key(|(a, l, _)| (*a, *l));
+        assert_eq!(back, want);
+        // Page padding (zeros) after the end, and a stream cut short, read what is whole.
+        let mut padded = bytes.clone();
+        padded.resize(8192, 0);
+        assert_eq!(decode_book::<4>(&padded).len(), 1002);
+        // Runs go by rule, action and length: 198.51.100.0/24 (one address), then the /32s.
+        assert_eq!(
+            decode_book::<4>(&bytes[..2 * BookRun::SIZE + 4 + 10]).len(),
+            3
+        );
+        let v6 = [([0x20u8; 16], 48u8, deny)];
+        assert_eq!(decode_book::<16>(&encode_book(v6.iter().copied())), v6);
+        assert!(
+            decode_book::<16>(&encode_book(std::iter::empty::<([u8; 16], u8, Rule)>())).is_empty()
+        );
     }
 
     #[test]
