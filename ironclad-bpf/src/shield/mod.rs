@@ -1047,19 +1047,46 @@ impl Shield {
         if !lookup_kept || !lookup6_kept || committed.valve != policy.management {
             return Ok(None);
         }
+        /// What changes from `old` to `new`: removed prefixes, then new or changed ones.
+        /// One pass over both (they are sorted) instead of a search per prefix.
         fn diff<K: Ord + Copy>(
             old: &BTreeMap<K, Rule>,
             new: &BTreeMap<K, Rule>,
         ) -> Vec<(K, Option<Rule>)> {
-            let removed = old
-                .keys()
-                .filter(|k| !new.contains_key(k))
-                .map(|k| (*k, None));
-            let set = new
-                .iter()
-                .filter(|(k, r)| old.get(k) != Some(r))
-                .map(|(k, r)| (*k, Some(*r)));
-            removed.chain(set).collect()
+            let (mut removed, mut set) = (Vec::new(), Vec::new());
+            let (mut a, mut b) = (old.iter().peekable(), new.iter().peekable());
+            loop {
+                match (a.peek(), b.peek()) {
+                    (None, None) => break,
+                    (Some((k, _)), None) => {
+                        removed.push((**k, None));
+                        a.next();
+                    }
+                    (None, Some((k, r))) => {
+                        set.push((**k, Some(**r)));
+                        b.next();
+                    }
+                    (Some((ka, ra)), Some((kb, rb))) => match ka.cmp(kb) {
+                        std::cmp::Ordering::Less => {
+                            removed.push((**ka, None));
+                            a.next();
+                        }
+                        std::cmp::Ordering::Greater => {
+                            set.push((**kb, Some(**rb)));
+                            b.next();
+                        }
+                        std::cmp::Ordering::Equal => {
+                            if ra != rb {
+                                set.push((**kb, Some(**rb)));
+                            }
+                            a.next();
+                            b.next();
+                        }
+                    },
+                }
+            }
+            removed.extend(set);
+            removed
         }
         let d4 = diff(&committed.book.v4, &book.v4);
         let d6 = diff(&committed.book.v6, &book.v6);
