@@ -18,6 +18,9 @@
 //! - `shield_policy/edit_one_{v4,v6}/1000000`: adding (or removing) one rule on that
 //!   policy (IPv4: the fast path is rebuilt and switched, IPv6 is kept; IPv6: one trie
 //!   element in place).
+//! - `shield_policy/feed_update_20_prefixes/N`: a feed update of 20 IPv4 prefixes applied
+//!   in place on a policy of N (1M: with 100k IPv6 beside); `feed_update_20_v6/1000000`
+//!   the same for 20 IPv6 prefixes on the IPv6 fast path.
 //! - `shield_policy/swap/shared_prefixes`, `shield_memory/*`: recorded figures (see
 //!   `ironclad_benches::figures`): how many prefixes the two swapped policies share, and
 //!   the kernel memory of each map with the 1M + 100k policy loaded.
@@ -548,6 +551,69 @@ fn policy(c: &mut Criterion) {
             total
         })
     });
+    drop(feed);
+
+    // The same IPv6 feed update: 10 IPv6 prefixes of the set gone, 10 new from
+    // 2001:db8::/32 (no generated prefix is there), on the IPv6 fast path: each /16 it
+    // touches is compiled again into unused records.
+    let mut updated6: Vec<ipnetwork::Ipv6Network> = a6[10..].to_vec();
+    updated6.extend((1..=10u16).filter_map(|i| {
+        ipnetwork::Ipv6Network::new(std::net::Ipv6Addr::new(0x2001, 0xdb8, i, 0, 0, 0, 0, 0), 48)
+            .ok()
+    }));
+    let updates6 = [
+        deny_policy(a4, a6, Ipv4Lookup::Fast),
+        deny_policy(a4, &updated6, Ipv4Lookup::Fast),
+    ];
+    let feed6 = BenchShield::with_policy("feedupdate6", &updates6[0]);
+    group.bench_function(BenchmarkId::new("feed_update_20_v6", count), |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                turn += 1;
+                let start = Instant::now();
+                let report = feed6
+                    .shield
+                    .replace(&updates6[turn % 2])
+                    .unwrap_or_else(|e| panic!("update: {e}"));
+                total += start.elapsed();
+                assert_eq!(report.in_place, 20, "applied in place");
+                assert_eq!(report.ipv6_path.as_str(), "fast");
+            }
+            total
+        })
+    });
+    drop(feed6);
+
+    // Feed updates of 20 IPv4 prefixes on smaller policies (IPv4 only).
+    for small in [1_000usize, 100_000] {
+        let base = table_v4(small, 42, &avoided());
+        let mut changed: Vec<ipnetwork::Ipv4Network> = base[10..].to_vec();
+        changed.extend((1..=10u8).filter_map(|i| {
+            ipnetwork::Ipv4Network::new(std::net::Ipv4Addr::new(192, 0, 2, i), 32).ok()
+        }));
+        let pair = [
+            deny_policy(&base, &[], Ipv4Lookup::Fast),
+            deny_policy(&changed, &[], Ipv4Lookup::Fast),
+        ];
+        let shield = BenchShield::with_policy(&format!("feedupdate{small}"), &pair[0]);
+        group.bench_function(BenchmarkId::new("feed_update_20_prefixes", small), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    turn += 1;
+                    let start = Instant::now();
+                    let report = shield
+                        .shield
+                        .replace(&pair[turn % 2])
+                        .unwrap_or_else(|e| panic!("update: {e}"));
+                    total += start.elapsed();
+                    assert_eq!(report.in_place, 20, "applied in place");
+                }
+                total
+            })
+        });
+    }
     group.finish();
 }
 
