@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ipnetwork::IpNetwork;
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use ironclad_core::abi::{
     Action, LpmV4Key, LpmV6Key, Rule, ShieldConfig, SHIELD_F_DRY_RUN, SHIELD_MAX_RULES,
     SHIELD_MAX_V4_PREFIXES, SHIELD_MAX_V6_PREFIXES, SHIELD_MAX_VALVE_PREFIXES, SHIELD_V4_GROUPS,
@@ -344,7 +344,47 @@ pub struct Warning {
     pub message: String,
 }
 
+/// The fast-path compilers' inputs of a policy, by family.
+struct FastInputs {
+    v4: Vec<(Ipv4Network, u16)>,
+    v6: Vec<(Ipv6Network, u16)>,
+    valve4: Vec<Ipv4Network>,
+    valve6: Vec<Ipv6Network>,
+}
+
 impl CompiledShield {
+    /// Every prefix with a fast-path entry, and the valve, split by family, as the
+    /// loader's compilers take them. What a table needs depends on where the prefixes
+    /// are and on which of them share a rule (a span node holds one rule's runs), not on
+    /// the ids: each owner gets an id of its own, as the loader's plan gives it.
+    fn fast_inputs(&self) -> FastInputs {
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        for (net, owner) in self.owners() {
+            let id = match owner {
+                Owner::Rule(i) => i + 1,
+                Owner::Set(i) => self.rules.len() + i + 1,
+            };
+            let entry = crate::fastpath::entry(id as u32, self.action_of(owner));
+            match net {
+                IpNetwork::V4(n) => v4.push((n, entry)),
+                IpNetwork::V6(n) => v6.push((n, entry)),
+            }
+        }
+        let (mut valve4, mut valve6) = (Vec::new(), Vec::new());
+        for net in &self.management {
+            match net {
+                IpNetwork::V4(n) => valve4.push(*n),
+                IpNetwork::V6(n) => valve6.push(*n),
+            }
+        }
+        FastInputs {
+            v4,
+            v6,
+            valve4,
+            valve6,
+        }
+    }
+
     /// With `ipv4_lookup: fast`, why the IPv4 rules do not fit the kernel's fast-path
     /// table (the loader would refuse them); `None` when they fit or the lookup is not
     /// forced. Built with the loader's own compiler and limit, so `check` and `run`
@@ -353,34 +393,8 @@ impl CompiledShield {
         if self.ipv4_lookup != Ipv4Lookup::Fast {
             return None;
         }
-        // What the table needs depends on where the long prefixes are and on which of
-        // them share a rule (a span node holds one rule's runs), not on the ids: each
-        // owner gets an id of its own, as the loader's plan gives it.
-        let rules: Vec<(ipnetwork::Ipv4Network, u16)> = self
-            .owners()
-            .into_iter()
-            .filter_map(|(net, owner)| {
-                let id = match owner {
-                    Owner::Rule(i) => i + 1,
-                    Owner::Set(i) => self.rules.len() + i + 1,
-                };
-                match net {
-                    IpNetwork::V4(v4) => {
-                        Some((v4, crate::fastpath::entry(id as u32, self.action_of(owner))))
-                    }
-                    IpNetwork::V6(_) => None,
-                }
-            })
-            .collect();
-        let valve: Vec<ipnetwork::Ipv4Network> = self
-            .management
-            .iter()
-            .filter_map(|n| match n {
-                IpNetwork::V4(v4) => Some(*v4),
-                IpNetwork::V6(_) => None,
-            })
-            .collect();
-        crate::fastpath::FastTable::build(&rules, &valve, SHIELD_V4_GROUPS).err()
+        let inputs = self.fast_inputs();
+        crate::fastpath::FastTable::build(&inputs.v4, &inputs.valve4, SHIELD_V4_GROUPS).err()
     }
 
     /// With `ipv6_lookup: fast`, why the IPv6 rules do not fit the kernel's compiled
@@ -390,33 +404,8 @@ impl CompiledShield {
         if self.ipv6_lookup != Ipv6Lookup::Fast {
             return None;
         }
-        // The table's size depends on where the prefixes are and where their entries
-        // differ, so each owner gets an id of its own, as the loader's plan gives it.
-        let rules: Vec<(ipnetwork::Ipv6Network, u16)> = self
-            .owners()
-            .into_iter()
-            .filter_map(|(net, owner)| {
-                let id = match owner {
-                    Owner::Rule(i) => i + 1,
-                    Owner::Set(i) => self.rules.len() + i + 1,
-                };
-                match net {
-                    IpNetwork::V6(v6) => {
-                        Some((v6, crate::fastpath::entry(id as u32, self.action_of(owner))))
-                    }
-                    IpNetwork::V4(_) => None,
-                }
-            })
-            .collect();
-        let valve: Vec<ipnetwork::Ipv6Network> = self
-            .management
-            .iter()
-            .filter_map(|n| match n {
-                IpNetwork::V6(v6) => Some(*v6),
-                IpNetwork::V4(_) => None,
-            })
-            .collect();
-        crate::fastpath6::FastTable6::build(&rules, &valve, SHIELD_V6_RECORDS).err()
+        let inputs = self.fast_inputs();
+        crate::fastpath6::FastTable6::build(&inputs.v6, &inputs.valve6, SHIELD_V6_RECORDS).err()
     }
 
     /// Denials of a whole address family (`0.0.0.0/0`, `::/0`, inline or from a feed)
