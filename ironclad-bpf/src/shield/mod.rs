@@ -124,6 +124,15 @@ const ALL_MAPS: [&str; 17] = [
 /// Elements per batch syscall when filling a table.
 const BATCH: usize = 4096;
 
+/// Whether a table on `path` may serve a policy that asked for `lookup` (either family).
+fn allows(lookup: Ipv4Lookup, path: Ipv4Path) -> bool {
+    match lookup {
+        Ipv4Lookup::Auto => true,
+        Ipv4Lookup::Fast => path == Ipv4Path::Fast,
+        Ipv4Lookup::Trie => path == Ipv4Path::Trie,
+    }
+}
+
 fn valve_map(net: IpNetwork) -> &'static str {
     if net.is_ipv4() {
         VALVE_V4
@@ -1033,17 +1042,10 @@ impl Shield {
             return Ok(None);
         };
         let on_trie = active & ACTIVE_V4_TRIE != 0;
-        let lookup_kept = match policy.ipv4_lookup {
-            Ipv4Lookup::Auto => true,
-            Ipv4Lookup::Fast => !on_trie,
-            Ipv4Lookup::Trie => on_trie,
-        };
+        let path = |trie: bool| if trie { Ipv4Path::Trie } else { Ipv4Path::Fast };
+        let lookup_kept = allows(policy.ipv4_lookup, path(on_trie));
         let on_fast6 = active & ACTIVE_V6_FAST != 0;
-        let lookup6_kept = match policy.ipv6_lookup {
-            Ipv6Lookup::Auto => true,
-            Ipv6Lookup::Fast => on_fast6,
-            Ipv6Lookup::Trie => !on_fast6,
-        };
+        let lookup6_kept = allows(policy.ipv6_lookup, path(!on_fast6));
         if !lookup_kept || !lookup6_kept || committed.valve != policy.management {
             return Ok(None);
         }
@@ -1252,12 +1254,7 @@ impl Shield {
             };
             let same = Arc::ptr_eq(&p.book.v4, &plan.book.v4) || p.book.v4 == plan.book.v4;
             let valve_same = path == Ipv4Path::Trie || v4_valve(&p.valve) == v4_valve(&plan.valve);
-            let allowed = match plan.lookup {
-                Ipv4Lookup::Auto => true,
-                Ipv4Lookup::Fast => path == Ipv4Path::Fast,
-                Ipv4Lookup::Trie => path == Ipv4Path::Trie,
-            };
-            (same && valve_same && allowed).then_some((path, p.fast))
+            (same && valve_same && allows(plan.lookup, path)).then_some((path, p.fast))
         });
         let v6_valve = |valve: &[IpNetwork]| -> Vec<Ipv6Network> {
             valve
@@ -1277,12 +1274,7 @@ impl Shield {
             };
             let same = Arc::ptr_eq(&p.book.v6, &plan.book.v6) || p.book.v6 == plan.book.v6;
             let valve_same = path == Ipv6Path::Trie || v6_valve(&p.valve) == v6_valve(&plan.valve);
-            let allowed = match plan.lookup6 {
-                Ipv6Lookup::Auto => true,
-                Ipv6Lookup::Fast => path == Ipv6Path::Fast,
-                Ipv6Lookup::Trie => path == Ipv6Path::Trie,
-            };
-            (same && valve_same && allowed).then_some((path, p.v6_records))
+            (same && valve_same && allows(plan.lookup6, path)).then_some((path, p.v6_records))
         });
         let v6 = match (reuse_v6, plan.lookup6) {
             (Some((path, records)), _) => V6Build::Reuse(path, records),
