@@ -205,9 +205,12 @@ struct ic_v4_span {
  * stream cut into pages (struct ic_book_page): runs of a header (struct ic_book_run)
  * followed by `count` addresses of that length, action and rule (4 bytes each for IPv4,
  * 16 for IPv6, network order); a header with `count` 0 ends it. A feed's million hosts
- * of one rule are one run, 4 bytes a prefix. */
+ * of one rule are one run, 4 bytes a prefix. An edit in place appends its changes after
+ * the last run instead of writing the book again: later runs win over earlier ones for
+ * the same prefix, and a run with action IC_BOOK_REMOVED (rule 0) removes its prefixes. */
 enum ic_book {
 	IC_BOOK_PAGE_BYTES = 4096,
+	IC_BOOK_REMOVED = 0xff,
 };
 
 struct ic_book_run {

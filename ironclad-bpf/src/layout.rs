@@ -317,6 +317,7 @@ const _: () = {
     assert!(abi::SHIELD_V6_TOP_RECORDS * 4 == 1 << abi::V6_TOP_BITS);
     assert!(abi::SHIELD_V6_RECORDS <= abi::V6_INDEX_MASK);
     assert!(abi::BOOK_PAGE_BYTES as u32 == c::ic_book::IC_BOOK_PAGE_BYTES.0);
+    assert!(abi::BOOK_REMOVED as u32 == c::ic_book::IC_BOOK_REMOVED.0);
     assert!(abi::FAST_RULE_MASK as u32 == c::ic_fast_entry::IC_FAST_RULE_MASK.0);
     assert!(abi::FAST_ALLOW as u32 == c::ic_fast_entry::IC_FAST_ALLOW.0);
     assert!(abi::FAST_VALVE as u32 == c::ic_fast_entry::IC_FAST_VALVE.0);

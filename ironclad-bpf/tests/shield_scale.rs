@@ -56,17 +56,18 @@ fn reference(policy: &ShieldPolicy, addr: IpAddr) -> Option<(String, Action)> {
     }
     // (prefix length, rank) — higher wins; rank orders same-prefix owners.
     let mut best: Option<((u8, i64), String, Action)> = None;
-    let mut consider = |net: &IpNetwork, rank: i64, label: String, action: Action| {
+    // The label is made only for a prefix that wins so far.
+    let mut consider = |net: &IpNetwork, rank: i64, label: &dyn Fn() -> String, action| {
         if net.contains(addr) {
             let key = (net.prefix(), rank);
             if best.as_ref().is_none_or(|(k, _, _)| key > *k) {
-                best = Some((key, label, action));
+                best = Some((key, label(), action));
             }
         }
     };
     for (list, action) in [(&policy.deny, Action::Deny), (&policy.allow, Action::Allow)] {
         for e in list {
-            consider(&e.net, 3_000_000, e.net.to_string(), action);
+            consider(&e.net, 3_000_000, &|| e.net.to_string(), action);
         }
     }
     for (i, s) in policy.sets.iter().enumerate() {
@@ -76,7 +77,12 @@ fn reference(policy: &ShieldPolicy, addr: IpAddr) -> Option<(String, Action)> {
             1_000_000
         };
         for net in &s.prefixes {
-            consider(net, class - i as i64, format!("set:{}", s.name), s.action);
+            consider(
+                net,
+                class - i as i64,
+                &|| format!("set:{}", s.name),
+                s.action,
+            );
         }
     }
     Some(best.map_or((String::new(), Action::None), |(_, l, a)| (l, a)))
@@ -901,6 +907,178 @@ fn a_small_change_to_a_loaded_policy_is_a_few_edits_in_place() {
             before,
             "no map update for an unchanged policy"
         );
+    }
+}
+
+/// A feed update of every set of `policy`: `n` of its prefixes go and `n` come, a third
+/// of them new IPv4 prefixes, a third IPv6 ones inside listed prefixes, a third copied
+/// from another set or a single rule (so prefixes change owners: an allow set takes one
+/// from a deny set, a rule from a set, and back when it goes).
+fn churn(policy: &mut ShieldPolicy, rng: &mut Rng, n: usize) {
+    let listed: Vec<IpNetwork> = policy
+        .sets
+        .iter()
+        .flat_map(|s| s.prefixes.iter().copied())
+        .chain(policy.deny.iter().chain(&policy.allow).map(|e| e.net))
+        .collect();
+    let v6: Vec<ipnetwork::Ipv6Network> = listed
+        .iter()
+        .filter_map(|n| match n {
+            IpNetwork::V6(n) if n.prefix() <= 64 => Some(*n),
+            _ => None,
+        })
+        .collect();
+    for set in &mut policy.sets {
+        for _ in 0..n {
+            let i = rng.below(set.prefixes.len() as u64) as usize;
+            set.prefixes.swap_remove(i);
+        }
+        for k in 0..n {
+            let net = match k % 3 {
+                0 => {
+                    let anywhere =
+                        Ipv4Network::new(Ipv4Addr::from(rng.next_u64() as u32), 8).expect("net");
+                    IpNetwork::V4(prefix_in_v4(rng, anywhere, 16, 32))
+                }
+                1 => {
+                    let outer = v6[rng.below(v6.len() as u64) as usize];
+                    let len = outer.prefix() + 1 + rng.below(u64::from(64 - outer.prefix())) as u8;
+                    let host = u128::from(rng.next_u64()) << 64 >> outer.prefix();
+                    let addr = Ipv6Addr::from(u128::from(outer.network()) | host);
+                    IpNetwork::V6(
+                        ipnetwork::Ipv6Network::new(addr, len)
+                            .and_then(|n| ipnetwork::Ipv6Network::new(n.network(), len))
+                            .expect("net"),
+                    )
+                }
+                _ => listed[rng.below(listed.len() as u64) as usize],
+            };
+            set.prefixes.push(net);
+        }
+    }
+}
+
+/// How many prefixes each rule and set owns in `compiled`, by label, IPv4 and IPv6.
+fn owned(compiled: &CompiledShield) -> BTreeMap<String, (u32, u32)> {
+    let mut out: BTreeMap<String, (u32, u32)> = BTreeMap::new();
+    for (net, owner) in compiled.owners() {
+        let label = match owner {
+            ironclad_policy::shield::Owner::Rule(i) => compiled.rules[i].cidr.to_string(),
+            ironclad_policy::shield::Owner::Set(i) => format!("set:{}", compiled.sets[i].name),
+        };
+        let count = out.entry(label).or_default();
+        if net.is_ipv4() {
+            count.0 += 1;
+        } else {
+            count.1 += 1;
+        }
+    }
+    out
+}
+
+/// Feed updates applied set by set: round after round, every set loses and gains
+/// prefixes (some of them listed by another set or a single rule, so owners change
+/// hands), and each update is made in place, decides every probe as the reference does
+/// and counts each rule's prefixes as a compile of the whole policy does. The prefix
+/// books take each update as runs appended to them until they are full and are then
+/// written again; a new handle (a restarted agent) reads from them every prefix's rule
+/// as the last update left it, and a change through it is right too.
+#[test]
+fn feed_updates_are_applied_set_by_set_and_decide_as_the_reference() {
+    require_privileges!();
+    for lookup in [Ipv4Lookup::Fast, Ipv4Lookup::Trie] {
+        let (pins, _loader, shield) = loaded(&format!("bysets-{}", lookup.as_str()));
+        let mut policy = random_policy(7, lookup);
+        // A third set that lists some of the others' prefixes and of the single rules'.
+        let mut rng = Rng::new(71);
+        let mut extra: Vec<IpNetwork> =
+            policy.sets[1].prefixes.iter().step_by(5).copied().collect();
+        extra.extend(policy.deny.iter().step_by(3).map(|e| e.net));
+        extra.extend(policy.sets[0].prefixes.iter().step_by(40).copied());
+        policy.sets.push(set("extra-deny", Action::Deny, extra));
+        shield
+            .replace(&compile(&policy).expect("valid"))
+            .expect("first replace");
+        let slot = shield.status().expect("status").slot;
+        let mut before: Vec<IpNetwork> = Vec::new();
+        let mut last = None;
+        for round in 0..8 {
+            before = compile(&policy)
+                .map(|c| c.owners().into_iter().map(|(n, _)| n).collect())
+                .unwrap_or_default();
+            churn(&mut policy, &mut rng, 150);
+            let compiled = compile(&policy).expect("valid");
+            let report = shield.replace(&compiled).expect("update");
+            let what = format!("{lookup:?}, round {round}");
+            assert!(report.in_place > 0, "{what}: applied in place");
+            assert_eq!(
+                shield.status().expect("status").slot,
+                slot,
+                "{what}: no switch"
+            );
+            assert_eq!(
+                report.kept,
+                compiled.rules.len() + compiled.sets.len(),
+                "{what}"
+            );
+            let probes: Vec<_> = probe_addresses(&policy, round, 4_000)
+                .into_iter()
+                .map(|a| (a, reference(&policy, a)))
+                .collect();
+            check_against_reference(&shield, &probes, &what);
+            let counted: BTreeMap<String, (u32, u32)> = shield
+                .rules()
+                .expect("rules")
+                .into_iter()
+                .map(|r| (r.label.to_string(), (r.prefixes_v4, r.prefixes_v6)))
+                .filter(|(_, c)| *c != (0, 0))
+                .collect();
+            assert_eq!(counted, owned(&compiled), "{what}: prefixes per rule");
+            last = Some((compiled, report));
+        }
+        let (compiled, report) = last.expect("rounds ran");
+        // A restarted agent: the books (with their appended edits) read back as the
+        // policy, so the same policy again changes nothing.
+        let loader = Loader::builder()
+            .pin_root(pins.path())
+            .build()
+            .expect("loader");
+        let again = Shield::load(&loader).expect("load again");
+        let owners = compiled.owners();
+        for (net, owner) in owners.iter().step_by(owners.len() / 150) {
+            let id = match owner {
+                ironclad_policy::shield::Owner::Rule(i) => report.ids[&compiled.rules[*i].cidr],
+                ironclad_policy::shield::Owner::Set(i) => report.set_ids[&compiled.sets[*i].name],
+            };
+            assert_eq!(
+                again.rule(*net).expect("rule"),
+                Some(ironclad_core::abi::Rule::new(
+                    id,
+                    compiled.action_of(*owner)
+                )),
+                "{lookup:?}: {net} read back"
+            );
+        }
+        let now: std::collections::HashSet<IpNetwork> = owners.iter().map(|(n, _)| *n).collect();
+        let gone: Vec<&IpNetwork> = before.iter().filter(|n| !now.contains(n)).collect();
+        assert!(!gone.is_empty());
+        for net in gone.iter().take(50) {
+            assert_eq!(
+                again.rule(**net).expect("rule"),
+                None,
+                "{lookup:?}: {net} gone"
+            );
+        }
+        churn(&mut policy, &mut rng, 40);
+        again
+            .replace(&compile(&policy).expect("valid"))
+            .expect("update through the new handle");
+        let probes: Vec<_> = probe_addresses(&policy, 99, 4_000)
+            .into_iter()
+            .map(|a| (a, reference(&policy, a)))
+            .collect();
+        check_against_reference(&again, &probes, &format!("{lookup:?}, new handle"));
+        drop(shield);
     }
 }
 

@@ -433,6 +433,10 @@ impl BookRun {
 /// Bytes of one page of a prefix book (`IC_BOOK_PAGE_BYTES`, `struct ic_book_page`).
 pub const BOOK_PAGE_BYTES: usize = 4096;
 
+/// The action of a prefix-book run that removes its prefixes (`IC_BOOK_REMOVED`): an
+/// edit in place appends its changes to the book, and later runs win over earlier ones.
+pub const BOOK_REMOVED: u8 = 0xff;
+
 /// `struct ic_v6_node`: one record of the IPv6 fast path: an inner node (child and
 /// leaf-run bitmaps, and where its children and leaves start), a lone-prefix node, four
 /// first-level entries or eight leaves (see `enum ic_v6_fast` in the header).

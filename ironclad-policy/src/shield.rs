@@ -183,7 +183,7 @@ pub struct CompiledSet {
     /// Deny or allow.
     pub action: Action,
     /// The prefixes, sorted and deduplicated.
-    pub prefixes: Vec<IpNetwork>,
+    pub prefixes: std::sync::Arc<Vec<IpNetwork>>,
     /// Where it came from.
     pub origin: String,
 }
@@ -637,7 +637,7 @@ fn compile_sets(
             id: u32::try_from(rules + sets.len() + 1).unwrap_or(u32::MAX),
             name: set.name.clone(),
             action: set.action,
-            prefixes,
+            prefixes: std::sync::Arc::new(prefixes),
             origin: set.origin.field.clone(),
         });
     }

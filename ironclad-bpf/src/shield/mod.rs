@@ -48,15 +48,15 @@
 //! adopts the maps and [`Shield::attach_pinned`] swaps the new program into the pinned
 //! link atomically. [`Loader::remove_pins`] (`full_firewall detach`) removes everything.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use ironclad_core::abi::{
-    Action, Counter, LpmV4Key, LpmV6Key, Rule, RuleInfo, ShieldConfig, ShieldTotal, V4Block,
-    V4Span, V6Node, ACTIVE_RATE_LIMIT, ACTIVE_SLOT, ACTIVE_V4_TRIE, ACTIVE_V6_FAST,
+    Action, BookRun, Counter, LpmV4Key, LpmV6Key, Rule, RuleInfo, ShieldConfig, ShieldTotal,
+    V4Block, V4Span, V6Node, ACTIVE_RATE_LIMIT, ACTIVE_SLOT, ACTIVE_V4_TRIE, ACTIVE_V6_FAST,
     BOOK_PAGE_BYTES, FAST_GROUP, FAST_GROUP_MASK, FAST_SPAN, FAST_SPAN_BASE, FAST_SPAN_MASK,
     RULE_FREE, SHIELD_F_DRY_RUN, SHIELD_MAX_RULES, SHIELD_MAX_V4_PREFIXES, SHIELD_MAX_V6_PREFIXES,
     SHIELD_SLOTS, SHIELD_V4_BLOCKS, SHIELD_V4_FIRST_BLOCKS, SHIELD_V4_GROUPS, SHIELD_V4_SPANS,
@@ -65,7 +65,7 @@ use ironclad_core::abi::{
 use ironclad_events::{Event, Fanout};
 use ironclad_policy::fastpath::{self, FastTable};
 use ironclad_policy::fastpath6::FastTable6;
-use ironclad_policy::shield::{CompiledShield, Ipv4Lookup, Ipv6Lookup, Mode, RateLimit};
+use ironclad_policy::shield::{CompiledShield, Ipv4Lookup, Ipv6Lookup, Mode, Owner, RateLimit};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
 
 use crate::attach::XdpAttachment;
@@ -482,6 +482,109 @@ struct Committed {
     fast: FastUse,
     /// IPv6 fast path: records of the active table.
     v6_records: usize,
+    /// The policy `replace` last applied, set by set, while the tables hold exactly it
+    /// (an edit of single rules forgets it).
+    sources: Option<Arc<Sources>>,
+}
+
+/// What a policy applied by `replace` was made of, so that the next one is compared set
+/// by set: an unchanged set costs a pointer comparison (or one pass when it was read
+/// again), a changed one a pass over its old and new prefixes, and only the prefixes
+/// that differ are looked at after that.
+#[derive(Debug)]
+struct Sources {
+    /// The single rules' prefixes and actions, in order.
+    rules: Vec<(IpNetwork, Action)>,
+    /// The sets' names, actions and prefixes (shared with the policy), in order.
+    sets: Vec<(String, Action, Arc<Vec<IpNetwork>>)>,
+    /// The rule id of each rule, then of each set.
+    ids: Vec<u32>,
+    lookup: Ipv4Lookup,
+    lookup6: Ipv6Lookup,
+}
+
+impl Sources {
+    /// The sources of `policy` as `report` applied it (its ids), if it names them all.
+    fn of(policy: &CompiledShield, report: &ReplaceReport) -> Option<Self> {
+        let ids = policy
+            .rules
+            .iter()
+            .map(|r| report.ids.get(&r.cidr).copied())
+            .chain(
+                policy
+                    .sets
+                    .iter()
+                    .map(|s| report.set_ids.get(&s.name).copied()),
+            )
+            .collect::<Option<Vec<u32>>>()?;
+        Some(Self {
+            rules: policy.rules.iter().map(|r| (r.cidr, r.action)).collect(),
+            sets: policy
+                .sets
+                .iter()
+                .map(|s| (s.name.clone(), s.action, Arc::clone(&s.prefixes)))
+                .collect(),
+            ids,
+            lookup: policy.ipv4_lookup,
+            lookup6: policy.ipv6_lookup,
+        })
+    }
+
+    /// Whether `policy` has the same rules, sets (by name and action, in order) and
+    /// lookups: then it differs from this one at most in its sets' prefixes.
+    fn same_shape(&self, policy: &CompiledShield) -> bool {
+        self.rules.len() == policy.rules.len()
+            && self
+                .rules
+                .iter()
+                .zip(&policy.rules)
+                .all(|((net, action), r)| *net == r.cidr && *action == r.action)
+            && self.sets.len() == policy.sets.len()
+            && self
+                .sets
+                .iter()
+                .zip(&policy.sets)
+                .all(|((name, action, _), s)| *name == s.name && *action == s.action)
+            && self.lookup == policy.ipv4_lookup
+            && self.lookup6 == policy.ipv6_lookup
+    }
+}
+
+/// The prefixes in exactly one of `old` and `new` (both sorted), appended to `out`;
+/// `false` as soon as `out` holds more than `limit`.
+fn symmetric_difference(
+    old: &[IpNetwork],
+    new: &[IpNetwork],
+    out: &mut Vec<IpNetwork>,
+    limit: usize,
+) -> bool {
+    let (mut a, mut b) = (0, 0);
+    while a < old.len() || b < new.len() {
+        match (old.get(a), new.get(b)) {
+            (Some(x), Some(y)) if x == y => {
+                a += 1;
+                b += 1;
+                continue;
+            }
+            (Some(x), Some(y)) if x < y => {
+                out.push(*x);
+                a += 1;
+            }
+            (Some(_), Some(y)) | (None, Some(y)) => {
+                out.push(*y);
+                b += 1;
+            }
+            (Some(x), None) => {
+                out.push(*x);
+                a += 1;
+            }
+            (None, None) => break,
+        }
+        if out.len() > limit {
+            return false;
+        }
+    }
+    true
 }
 
 /// What a fast-path table uses of its second level: the next group and the next span
@@ -558,16 +661,23 @@ fn read_book(maps: &dyn Maps, active: u32) -> Result<RuleBook> {
                     .map(u32::from_ne_bytes)
             });
             let stream: Vec<u8> = pages.into_iter().flat_map(|(_, page)| page).collect();
+            // In order: an edit appended later wins over what the book held before it.
             if name == V4_BOOK {
                 for (addr, len, rule) in plan::decode_book::<4>(&stream) {
                     if let Ok(net) = Ipv4Network::new(addr.into(), len) {
-                        v4.insert(net, rule);
+                        match rule {
+                            Some(rule) => v4.insert(net, rule),
+                            None => v4.remove(&net),
+                        };
                     }
                 }
             } else {
                 for (addr, len, rule) in plan::decode_book::<16>(&stream) {
                     if let Ok(net) = Ipv6Network::new(addr.into(), len) {
-                        v6.insert(net, rule);
+                        match rule {
+                            Some(rule) => v6.insert(net, rule),
+                            None => v6.remove(&net),
+                        };
                     }
                 }
             }
@@ -805,14 +915,41 @@ fn lpm_entries<'a>(entries: impl Iterator<Item = (IpNetwork, &'a Rule)>) -> (Vec
     (keys, values)
 }
 
+/// The prefix changes of an edit in place, IPv4 and IPv6: each prefix with its new
+/// rule, or `None` when it goes.
+type Changes<'a> = (
+    &'a [(Ipv4Network, Option<Rule>)],
+    &'a [(Ipv6Network, Option<Rule>)],
+);
+
+/// Where a prefix book's stream ends, so that an edit in place appends its changes
+/// there (one or two pages written) instead of writing the whole book again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct BookTail {
+    /// The kernel's id of the book table.
+    id: u32,
+    /// Offset of the end header.
+    end: usize,
+    /// Pages the table holds.
+    pages: usize,
+}
+
 /// A new prefix book for `slot` of the array of maps `outer` (`ic_v4_book`,
-/// `ic_v6_book`) holding the byte stream `stream` ([`plan::encode_book`]), in pages.
-fn book_table(outer: &str, slot: u32, stream: &[u8], object: &LoadedObject) -> Result<MapHandle> {
-    let pages = stream.len().div_ceil(BOOK_PAGE_BYTES).max(1);
+/// `ic_v6_book`) holding the byte stream `stream` ([`plan::encode_book`]), in pages,
+/// with room after it for the edits in place of a while (a 32nd more, at least four
+/// pages; when they fill it, the next edit writes a new book).
+fn book_table(
+    outer: &str,
+    slot: u32,
+    stream: &[u8],
+    object: &LoadedObject,
+) -> Result<(MapHandle, BookTail)> {
+    let used = stream.len().div_ceil(BOOK_PAGE_BYTES).max(1);
+    let pages = used + (used / 32).max(4);
     let mut values = stream.to_vec();
     // The last page's rest stays zero (an empty run: the end).
-    values.resize(pages * BOOK_PAGE_BYTES, 0);
-    let keys: Vec<u8> = (0..pages as u32).flat_map(u32::to_ne_bytes).collect();
+    values.resize(used * BOOK_PAGE_BYTES, 0);
+    let keys: Vec<u8> = (0..used as u32).flat_map(u32::to_ne_bytes).collect();
     let table = create_table(
         MapType::Array,
         &format!("{outer}_{slot}"),
@@ -823,33 +960,25 @@ fn book_table(outer: &str, slot: u32, stream: &[u8], object: &LoadedObject) -> R
         TableBtf::of(object, "__u32", names::shield::ic_book_page),
     )?;
     fill(&table, outer, &keys, &values)?;
-    Ok(table)
+    let id = table.info().map_err(map_err("info", outer))?.info.id;
+    let end = stream.len().saturating_sub(BookRun::SIZE);
+    Ok((table, BookTail { id, end, pages }))
 }
 
-/// The IPv4 prefix book of `v4`, for `slot`.
-fn book_table_v4(
-    slot: u32,
-    v4: &BTreeMap<Ipv4Network, Rule>,
-    object: &LoadedObject,
-) -> Result<MapHandle> {
-    let stream = plan::encode_book(
+/// The IPv4 prefix book stream of `v4`.
+fn book_stream_v4(v4: &BTreeMap<Ipv4Network, Rule>) -> Vec<u8> {
+    plan::encode_book(
         v4.iter()
             .map(|(n, r)| (n.network().octets(), n.prefix(), *r)),
-    );
-    book_table(V4_BOOK, slot, &stream, object)
+    )
 }
 
-/// The IPv6 prefix book of `v6`, for `slot`.
-fn book_table_v6(
-    slot: u32,
-    v6: &BTreeMap<Ipv6Network, Rule>,
-    object: &LoadedObject,
-) -> Result<MapHandle> {
-    let stream = plan::encode_book(
+/// The IPv6 prefix book stream of `v6`.
+fn book_stream_v6(v6: &BTreeMap<Ipv6Network, Rule>) -> Vec<u8> {
+    plan::encode_book(
         v6.iter()
             .map(|(n, r)| (n.network().octets(), n.prefix(), *r)),
-    );
-    book_table(V6_BOOK, slot, &stream, object)
+    )
 }
 
 /// A loaded Shield object. Its maps are pinned under `<pin root>/shield/`, so rules and
@@ -862,6 +991,8 @@ pub struct Shield {
     object: LoadedObject,
     edit: std::sync::Mutex<()>,
     committed: std::sync::Mutex<Option<Committed>>,
+    /// Where the book tables this handle wrote end (the last few).
+    books: std::sync::Mutex<Vec<BookTail>>,
 }
 
 impl Shield {
@@ -879,6 +1010,7 @@ impl Shield {
             object: loader.load(crate::object::shield())?,
             edit: std::sync::Mutex::new(()),
             committed: std::sync::Mutex::new(None),
+            books: std::sync::Mutex::new(Vec::new()),
         };
         shield.release_spare_slot()?;
         Ok(shield)
@@ -969,10 +1101,30 @@ impl Shield {
     /// is written into the active tables (one trie element, or the fast-path region it
     /// covers), and a packet sees each prefix's old or new rule
     /// ([`ReplaceReport::in_place`]). The same policy again writes nothing.
+    ///
+    /// When the policy this handle applied last is still what the tables hold, the new
+    /// one is compared with it set by set: a set whose prefixes are the same (the same
+    /// shared list, or equal) costs nothing more, a changed one a pass over its old and
+    /// new prefixes, and only the prefixes that differ are looked up and written. A
+    /// feed update of 20 prefixes beside a million others takes about as long as one
+    /// of 20 beside a thousand (`shield_policy/feed_update_20_prefixes/*` in
+    /// `docs/performance.md`). Edits in place append their changes to the slot's prefix
+    /// book rather than writing it again, until the book's spare pages are used up.
     pub fn replace(&self, policy: &CompiledShield) -> Result<ReplaceReport> {
         let _span =
             tracing::info_span!("ironclad.shield.replace", rules = policy.rules.len()).entered();
         let _edit = self.lock();
+        if let Some(report) = self.replace_by_sets(policy)? {
+            return Ok(report);
+        }
+        let report = self.replace_planned(policy)?;
+        self.remember_sources(policy, &report);
+        Ok(report)
+    }
+
+    /// `replace` by a plan of the whole policy: every prefix of it is sorted and
+    /// compared with the loaded ones.
+    fn replace_planned(&self, policy: &CompiledShield) -> Result<ReplaceReport> {
         let old = read_directory(&self.object)?;
         let Planned {
             mut report,
@@ -986,18 +1138,8 @@ impl Shield {
             && report.removed == 0
             && old_config == policy.config()
         {
-            if let Some((edits, path, fast)) = self.replace_in_place(&book, &directory, policy)? {
-                let active = read_active(&self.object)?;
-                report.in_place = edits;
-                report.ipv4_path = path;
-                if active & ACTIVE_V6_FAST != 0 {
-                    report.ipv6_path = Ipv6Path::Fast;
-                    report.v6_records = self.committed_state(active)?.map_or(0, |c| c.v6_records);
-                } else {
-                    report.ipv6_path = Ipv6Path::Trie;
-                }
-                report.fast_groups = fast.groups;
-                report.fast_spans = fast.spans;
+            if let Some(done) = self.replace_in_place(&book, (&directory, &old), policy)? {
+                self.fill_in_place_report(&mut report, done)?;
                 return Ok(report);
             }
         }
@@ -1024,6 +1166,214 @@ impl Shield {
         Ok(report)
     }
 
+    /// The paths and fast-path use of an edit in place, into `report`.
+    fn fill_in_place_report(
+        &self,
+        report: &mut ReplaceReport,
+        (edits, path, fast): (usize, Ipv4Path, FastUse),
+    ) -> Result<()> {
+        let active = read_active(&self.object)?;
+        report.in_place = edits;
+        report.ipv4_path = path;
+        if active & ACTIVE_V6_FAST != 0 {
+            report.ipv6_path = Ipv6Path::Fast;
+            report.v6_records = self.committed_state(active)?.map_or(0, |c| c.v6_records);
+        } else {
+            report.ipv6_path = Ipv6Path::Trie;
+        }
+        report.fast_groups = fast.groups;
+        report.fast_spans = fast.spans;
+        Ok(())
+    }
+
+    /// Remembers what `policy` was made of, now that the tables hold it.
+    fn remember_sources(&self, policy: &CompiledShield, report: &ReplaceReport) {
+        let sources = Sources::of(policy, report).map(Arc::new);
+        if let Some(c) = self
+            .committed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_mut()
+        {
+            c.sources = sources;
+        }
+    }
+
+    /// Forgets what the last policy was made of: the tables are about to hold something
+    /// else (an edit of a single rule).
+    fn forget_sources(&self) {
+        if let Some(c) = self
+            .committed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_mut()
+        {
+            c.sources = None;
+        }
+    }
+
+    /// `replace` set by set: when the policy this handle applied last is still what the
+    /// tables hold, and the new one has the same rules, sets (names and actions),
+    /// valve, settings and lookups, only the sets whose prefixes changed are compared,
+    /// and only the prefixes that differ get their owner worked out again and written
+    /// in place. A feed that changed a little beside a million unchanged prefixes costs
+    /// its own change, not the million. `None` when the policy is not of that kind, or
+    /// its change is too large or needs a switch (the caller then plans the whole
+    /// policy).
+    fn replace_by_sets(&self, policy: &CompiledShield) -> Result<Option<ReplaceReport>> {
+        let active = read_active(&self.object)?;
+        let Some(committed) = self.committed_state(active)? else {
+            return Ok(None);
+        };
+        let Some(src) = committed.sources.clone() else {
+            return Ok(None);
+        };
+        if !src.same_shape(policy)
+            || committed.valve != policy.management
+            || self.config()? != policy.config()
+        {
+            return Ok(None);
+        }
+        // The prefixes some set gained or lost.
+        let mut touched = Vec::new();
+        for ((_, _, old), set) in src.sets.iter().zip(&policy.sets) {
+            if Arc::ptr_eq(old, &set.prefixes) || **old == *set.prefixes {
+                continue;
+            }
+            if !symmetric_difference(old, &set.prefixes, &mut touched, IN_PLACE_MAX) {
+                return Ok(None);
+            }
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        // Who owns each of them now: as `CompiledShield::owners` decides, a single rule
+        // before any set, an allow set before a deny set, else the first listed.
+        let mut rule_of: HashMap<IpNetwork, usize> = HashMap::new();
+        for (i, r) in policy.rules.iter().enumerate() {
+            rule_of.entry(r.cidr).or_insert(i);
+        }
+        let owner = |net: &IpNetwork| -> Option<Owner> {
+            if let Some(i) = rule_of.get(net) {
+                return Some(Owner::Rule(*i));
+            }
+            policy
+                .sets
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.prefixes.binary_search(net).is_ok())
+                .min_by_key(|(i, s)| (u8::from(s.action != Action::Allow), *i))
+                .map(|(i, _)| Owner::Set(i))
+        };
+        let index = |o: Owner| match o {
+            Owner::Rule(i) => i,
+            Owner::Set(i) => policy.rules.len() + i,
+        };
+        let (mut d4, mut d6) = (Vec::new(), Vec::new());
+        // Prefixes each rule id gains (+) or loses (-), IPv4 and IPv6.
+        let mut counts: HashMap<u32, (i64, i64)> = HashMap::new();
+        for net in &touched {
+            let new = owner(net).map(|o| Rule::new(src.ids[index(o)], policy.action_of(o)));
+            let old = match net {
+                IpNetwork::V4(n) => committed.book.v4.get(n).copied(),
+                IpNetwork::V6(n) => committed.book.v6.get(n).copied(),
+            };
+            if old == new {
+                continue;
+            }
+            for (rule, by) in [(old, -1i64), (new, 1)] {
+                if let Some(rule) = rule {
+                    let c = counts.entry(rule.rule_id).or_default();
+                    if net.is_ipv4() {
+                        c.0 += by;
+                    } else {
+                        c.1 += by;
+                    }
+                }
+            }
+            match net {
+                IpNetwork::V4(n) => d4.push((*n, new)),
+                IpNetwork::V6(n) => d6.push((*n, new)),
+            }
+        }
+        let edits = d4.len() + d6.len();
+        let total = committed.book.v4.len() + committed.book.v6.len();
+        if edits > IN_PLACE_MAX || edits * 4 > total {
+            return Ok(None);
+        }
+        drop(committed);
+        // The remembered books become the new ones (edited, not copied). Should an edit
+        // need a switch, nothing is remembered and the caller builds every table anew.
+        let Some(mut taken) = self.take_committed(active)? else {
+            return Ok(None);
+        };
+        let v4 = Arc::make_mut(&mut taken.book.v4);
+        for (net, rule) in &d4 {
+            match rule {
+                Some(rule) => v4.insert(*net, *rule),
+                None => v4.remove(net),
+            };
+        }
+        let v6 = Arc::make_mut(&mut taken.book.v6);
+        for (net, rule) in &d6 {
+            match rule {
+                Some(rule) => v6.insert(*net, *rule),
+                None => v6.remove(net),
+            };
+        }
+        let book = taken.book.clone();
+        taken.sources = None;
+        self.remember(Some(taken));
+        let old_directory = read_directory(&self.object)?;
+        let mut directory = old_directory.clone();
+        for (id, (c4, c6)) in &counts {
+            if let Some(info) = directory.get_mut(id) {
+                info.prefixes_v4 = (i64::from(info.prefixes_v4) + c4).max(0) as u32;
+                info.prefixes_v6 = (i64::from(info.prefixes_v6) + c6).max(0) as u32;
+            }
+        }
+        let done = match self.apply_in_place(
+            (&d4, &d6),
+            &book,
+            (&directory, &old_directory),
+            &policy.management,
+        ) {
+            Ok(Some(done)) => done,
+            other => {
+                self.remember(None);
+                return other.map(|_| None);
+            }
+        };
+        let mut report = ReplaceReport {
+            added: 0,
+            changed: 0,
+            removed: 0,
+            kept: src.ids.len(),
+            ids: policy
+                .rules
+                .iter()
+                .zip(&src.ids)
+                .map(|(r, id)| (r.cidr, *id))
+                .collect(),
+            set_ids: policy
+                .sets
+                .iter()
+                .zip(&src.ids[policy.rules.len()..])
+                .map(|(s, id)| (s.name.clone(), *id))
+                .collect(),
+            ipv4_path: Ipv4Path::Fast,
+            ipv6_path: Ipv6Path::Fast,
+            v6_records: 0,
+            fast_groups: 0,
+            fast_spans: 0,
+            prefixes: (book.v4.len(), book.v6.len()),
+            in_place: 0,
+        };
+        drop(book);
+        self.fill_in_place_report(&mut report, done)?;
+        self.remember_sources(policy, &report);
+        Ok(Some(report))
+    }
+
     /// Applies a policy whose rules, sets, valve, settings and lookup are those loaded,
     /// and whose prefixes differ in at most [`IN_PLACE_MAX`] places (and a quarter of
     /// all), as edits of the active tables: each changed prefix is one trie element or
@@ -1034,7 +1384,7 @@ impl Shield {
     fn replace_in_place(
         &self,
         book: &RuleBook,
-        directory: &BTreeMap<u32, RuleInfo>,
+        (directory, old): (&BTreeMap<u32, RuleInfo>, &BTreeMap<u32, RuleInfo>),
         policy: &CompiledShield,
     ) -> Result<Option<(usize, Ipv4Path, FastUse)>> {
         let active = read_active(&self.object)?;
@@ -1097,9 +1447,28 @@ impl Shield {
         if edits > IN_PLACE_MAX || edits * 4 > total {
             return Ok(None);
         }
+        drop(committed);
+        self.apply_in_place((&d4, &d6), book, (directory, old), &policy.management)
+    }
+
+    /// Writes the changes `d4` and `d6` (removed prefixes, then new or changed ones)
+    /// into the active tables as edits in place, `book` being every prefix after them,
+    /// and the rows of `directory` that differ from `old_directory` (what the kernel
+    /// holds). `None` when an edit needs a switch.
+    fn apply_in_place(
+        &self,
+        (d4, d6): Changes<'_>,
+        book: &RuleBook,
+        (directory, old_directory): (&BTreeMap<u32, RuleInfo>, &BTreeMap<u32, RuleInfo>),
+        valve: &[IpNetwork],
+    ) -> Result<Option<(usize, Ipv4Path, FastUse)>> {
+        let active = read_active(&self.object)?;
+        let on_trie = active & ACTIVE_V4_TRIE != 0;
+        let on_fast6 = active & ACTIVE_V6_FAST != 0;
+        let edits = d4.len() + d6.len();
         if on_fast6 && !d6.is_empty() {
             let nets: Vec<Ipv6Network> = d6.iter().map(|(n, _)| *n).collect();
-            if !self.edit_fast6_in_place(&book.v6, &policy.management, &nets)? {
+            if !self.edit_fast6_in_place(&book.v6, valve, &nets)? {
                 return Ok(None);
             }
         }
@@ -1109,23 +1478,30 @@ impl Shield {
             }
         }
         if on_trie {
-            for (net, rule) in &d4 {
+            for (net, rule) in d4 {
                 if !self.edit_trie_in_place(IpNetwork::V4(*net), *rule)? {
                     return Ok(None);
                 }
             }
         } else if !d4.is_empty() {
-            let (mut plan, committed) = self.current_for_edit()?;
-            plan.book.v4 = book.v4.clone();
+            // The edit reads the plan's prefixes and valve only.
+            let committed = self.take_committed(read_active(&self.object)?)?;
+            let plan = Plan {
+                book: book.clone(),
+                valve: valve.to_vec(),
+                lookup: Ipv4Lookup::Auto,
+                lookup6: Ipv6Lookup::Auto,
+                directory: BTreeMap::new(),
+                fresh: BTreeSet::new(),
+            };
             let nets: Vec<Ipv4Network> = d4.iter().map(|(n, _)| *n).collect();
             if !self.edit_fast_in_place(committed, &plan, &nets)? {
                 return Ok(None);
             }
         }
         // Prefix counts per rule, as the directory shows them.
-        let current = read_directory(&self.object)?;
         for (id, info) in directory {
-            if current.get(id) != Some(info) {
+            if old_directory.get(id) != Some(info) {
                 self.write_row(*id, info)?;
             }
         }
@@ -1139,6 +1515,82 @@ impl Shield {
             Ipv4Path::Fast
         };
         Ok(Some((edits, path, fast)))
+    }
+
+    /// Remembers where a book table this handle wrote ends (the last eight: older
+    /// tables are gone).
+    fn note_book(&self, tail: BookTail) {
+        let mut books = self
+            .books
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        books.retain(|b| b.id != tail.id);
+        books.push(tail);
+        let excess = books.len().saturating_sub(8);
+        books.drain(..excess);
+    }
+
+    /// Writes the changes `edits` of an edit in place (each prefix with its new rule,
+    /// or `None` when it is gone) into the prefix book `outer` of the active `slot`.
+    /// When this handle wrote that book and it has room, the changes are appended after
+    /// its last run: the pages after the one holding the end first, then that one, so
+    /// a reader sees the old end or the whole edit. Otherwise `full()` (the whole new
+    /// book) is written as a new table and put in the slot. A book is read only by
+    /// the handle that edits it or a later one (after a restart).
+    fn write_book_edits<const N: usize>(
+        &self,
+        outer: &str,
+        slot: u32,
+        edits: &[([u8; N], u8, Option<Rule>)],
+        full: impl FnOnce() -> Vec<u8>,
+    ) -> Result<()> {
+        let outer_map = self.object.handle(outer)?;
+        if let Some(table) = inner(&outer_map, outer, slot)? {
+            let id = table.info().map_err(map_err("info", outer))?.info.id;
+            let known = self
+                .books
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .find(|b| b.id == id)
+                .copied();
+            let bytes = plan::encode_edits(edits.iter().copied());
+            let new_end = known.map(|t| t.end + bytes.len());
+            if let (Some(tail), Some(new_end)) = (known, new_end) {
+                if new_end + BookRun::SIZE <= tail.pages * BOOK_PAGE_BYTES {
+                    let first = tail.end / BOOK_PAGE_BYTES;
+                    let last = (new_end + BookRun::SIZE - 1) / BOOK_PAGE_BYTES;
+                    let key = |page: usize| (page as u32).to_ne_bytes();
+                    let mut image = lookup(&table, outer, &key(first))?
+                        .unwrap_or_else(|| vec![0; BOOK_PAGE_BYTES]);
+                    image.truncate(tail.end - first * BOOK_PAGE_BYTES);
+                    image.extend_from_slice(&bytes);
+                    image.resize((last + 1 - first) * BOOK_PAGE_BYTES, 0);
+                    let keys: Vec<u8> = (first + 1..=last).flat_map(key).collect();
+                    if !keys.is_empty() {
+                        fill(&table, outer, &keys, &image[BOOK_PAGE_BYTES..])?;
+                    }
+                    table
+                        .update(&key(first), &image[..BOOK_PAGE_BYTES], MapFlags::ANY)
+                        .map_err(map_err("update", outer))?;
+                    self.note_book(BookTail {
+                        end: new_end,
+                        ..tail
+                    });
+                    return Ok(());
+                }
+            }
+        }
+        let (table, tail) = book_table(outer, slot, &full(), &self.object)?;
+        outer_map
+            .update(
+                &slot.to_ne_bytes(),
+                &table.as_fd().as_raw_fd().to_ne_bytes(),
+                MapFlags::ANY,
+            )
+            .map_err(map_err("update", outer))?;
+        self.note_book(tail);
+        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -1424,6 +1876,7 @@ impl Shield {
             valve: plan.valve.clone(),
             fast: built.fast,
             v6_records: built.v6_records,
+            sources: None,
         }));
         log.record(
             AuditAction::MapUpdate,
@@ -1510,7 +1963,9 @@ impl Shield {
                     ),
                 ));
                 let count = plan.book.v6.len();
-                let table = book_table_v6(slot, &plan.book.v6, &self.object)?;
+                let stream = book_stream_v6(&plan.book.v6);
+                let (table, tail) = book_table(V6_BOOK, slot, &stream, &self.object)?;
+                self.note_book(tail);
                 tables.push((V6_BOOK, table, format!("new table with {count} elements")));
                 (Ipv6Path::Fast, records.len())
             }
@@ -1574,7 +2029,9 @@ impl Shield {
                 fill(&table, V4_FAST, &keys, &values)?;
                 tables.push((V4_FAST, table, format!("new table with {blocks} elements")));
                 let count = plan.book.v4.len();
-                let table = book_table_v4(slot, &plan.book.v4, &self.object)?;
+                let stream = book_stream_v4(&plan.book.v4);
+                let (table, tail) = book_table(V4_BOOK, slot, &stream, &self.object)?;
+                self.note_book(tail);
                 tables.push((V4_BOOK, table, format!("new table with {count} elements")));
                 let spans = fast.spans();
                 let table = create_table(
@@ -1661,6 +2118,8 @@ impl Shield {
     /// `rule_id` is left as it is.
     pub fn insert_rule(&self, net: IpNetwork, rule_id: u32, action: Action) -> Result<()> {
         let _edit = self.lock();
+        // The tables stop being exactly the last policy: the next `replace` plans it whole.
+        self.forget_sources();
         if rule_id == 0 || rule_id >= SHIELD_MAX_RULES {
             return Err(BpfError::BadSize {
                 map: RULE_COUNTERS.to_string(),
@@ -1773,15 +2232,17 @@ impl Shield {
         if !matches!(result, Ok(true)) {
             return result;
         }
-        let book = book_table_v4(slot, &plan.book.v4, &self.object)?;
-        let outer = self.object.handle(V4_BOOK)?;
-        outer
-            .update(
-                &slot.to_ne_bytes(),
-                &book.as_fd().as_raw_fd().to_ne_bytes(),
-                MapFlags::ANY,
-            )
-            .map_err(map_err("update", V4_BOOK))?;
+        let edits: Vec<([u8; 4], u8, Option<Rule>)> = nets
+            .iter()
+            .map(|n| {
+                (
+                    n.network().octets(),
+                    n.prefix(),
+                    plan.book.v4.get(n).copied(),
+                )
+            })
+            .collect();
+        self.write_book_edits(V4_BOOK, slot, &edits, || book_stream_v4(&plan.book.v4))?;
         let what = match nets {
             [one] => one.to_string(),
             many => format!("{} prefixes", many.len()),
@@ -2071,15 +2532,11 @@ impl Shield {
                 .update(&index.to_ne_bytes(), &record.to_bytes(), MapFlags::ANY)
                 .map_err(map_err("update", V6_FAST))?;
         }
-        let book = book_table_v6(slot, v6, &self.object)?;
-        self.object
-            .handle(V6_BOOK)?
-            .update(
-                &slot.to_ne_bytes(),
-                &book.as_fd().as_raw_fd().to_ne_bytes(),
-                MapFlags::ANY,
-            )
-            .map_err(map_err("update", V6_BOOK))?;
+        let edits: Vec<([u8; 16], u8, Option<Rule>)> = nets
+            .iter()
+            .map(|n| (n.network().octets(), n.prefix(), v6.get(n).copied()))
+            .collect();
+        self.write_book_edits(V6_BOOK, slot, &edits, || book_stream_v6(v6))?;
         let what = match nets {
             [one] => one.to_string(),
             many => format!("{} prefixes", many.len()),
@@ -2117,7 +2574,7 @@ impl Shield {
         let Some(table) = inner(&self.object.handle(name)?, name, active & ACTIVE_SLOT)? else {
             return Ok(false);
         };
-        let cached = self.committed_state(active)?;
+        let cached = self.take_committed(active)?;
         let key = lpm_key(net);
         let result = match rule {
             Some(rule) => table.update(&key, &rule.to_bytes(), MapFlags::ANY),
@@ -2138,21 +2595,23 @@ impl Shield {
             &result,
         );
         result.map_err(map_err("update", name))?;
-        // Keep the remembered book in step with the table.
+        // Keep the remembered book in step with the table (copied only when it differs:
+        // a `replace` set by set has put the new rule there already).
         self.remember(cached.map(|mut c| {
             match (net, rule) {
-                (IpNetwork::V4(n), Some(r)) => {
+                (IpNetwork::V4(n), Some(r)) if c.book.v4.get(&n) != Some(&r) => {
                     Arc::make_mut(&mut c.book.v4).insert(n, r);
                 }
-                (IpNetwork::V4(n), None) => {
+                (IpNetwork::V4(n), None) if c.book.v4.contains_key(&n) => {
                     Arc::make_mut(&mut c.book.v4).remove(&n);
                 }
-                (IpNetwork::V6(n), Some(r)) => {
+                (IpNetwork::V6(n), Some(r)) if c.book.v6.get(&n) != Some(&r) => {
                     Arc::make_mut(&mut c.book.v6).insert(n, r);
                 }
-                (IpNetwork::V6(n), None) => {
+                (IpNetwork::V6(n), None) if c.book.v6.contains_key(&n) => {
                     Arc::make_mut(&mut c.book.v6).remove(&n);
                 }
+                _ => {}
             }
             c
         }));
@@ -2173,6 +2632,7 @@ impl Shield {
     /// set's entry comes back when the policy is applied again.
     pub fn remove_rule(&self, net: IpNetwork) -> Result<bool> {
         let _edit = self.lock();
+        self.forget_sources();
         // Which rule is there, and whether its id goes with it. Read without taking what
         // the handle remembers, so the edit below keeps that in step.
         let (rule, frees_id) = {

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use ironclad_core::abi::{
-    Action, BookRun, LpmV4Key, LpmV6Key, Rule, RuleInfo, RULE_CIDR, RULE_SET, SHIELD_MAX_RULES,
+    Action, BookRun, LpmV4Key, LpmV6Key, Rule, RuleInfo, BOOK_REMOVED, RULE_CIDR, RULE_SET,
+    SHIELD_MAX_RULES,
 };
 use ironclad_policy::shield::{CompiledShield, Owner};
 
@@ -62,20 +63,53 @@ pub(super) fn encode_book<const N: usize>(
     out
 }
 
-/// The prefixes of a book's byte stream ([`encode_book`]), up to its end, a run of no
-/// known action or one cut short.
-pub(super) fn decode_book<const N: usize>(bytes: &[u8]) -> Vec<([u8; N], u8, Rule)> {
+/// The changes of an edit in place as book runs, to append after a book's last run
+/// (no end header): new or changed prefixes in runs of their rule, removed ones (`None`)
+/// in runs of action [`BOOK_REMOVED`].
+pub(super) fn encode_edits<const N: usize>(
+    edits: impl Iterator<Item = ([u8; N], u8, Option<Rule>)>,
+) -> Vec<u8> {
+    let mut runs: BTreeMap<(u32, u8, u8), Vec<[u8; N]>> = BTreeMap::new();
+    for (addr, len, rule) in edits {
+        let (id, action) = rule.map_or((0, BOOK_REMOVED), |r| (r.rule_id, r.action));
+        runs.entry((id, action, len)).or_default().push(addr);
+    }
+    let mut out = Vec::new();
+    for ((rule_id, action, prefixlen), addrs) in runs {
+        let run = BookRun {
+            count: addrs.len() as u32,
+            rule_id: rule_id as u16,
+            prefixlen,
+            action,
+        };
+        out.extend_from_slice(&run.to_bytes());
+        for addr in addrs {
+            out.extend_from_slice(&addr);
+        }
+    }
+    out
+}
+
+/// The entries of a book's byte stream ([`encode_book`], then any appended
+/// [`encode_edits`]) in order, up to its end, a run of no known action or one cut short:
+/// a prefix with its rule, or `None` where a later edit removed it. Read in order, a
+/// later entry wins over an earlier one for the same prefix.
+pub(super) fn decode_book<const N: usize>(bytes: &[u8]) -> Vec<([u8; N], u8, Option<Rule>)> {
     let mut out = Vec::new();
     let mut at = 0;
     while let Some(run) = bytes.get(at..).and_then(BookRun::from_bytes) {
         at += BookRun::SIZE;
-        let Some(action) = Action::from_raw(run.action).filter(|a| *a != Action::None) else {
-            break;
-        };
         if run.count == 0 {
             break;
         }
-        let rule = Rule::new(u32::from(run.rule_id), action);
+        let rule = if run.action == BOOK_REMOVED {
+            None
+        } else {
+            match Action::from_raw(run.action).filter(|a| *a != Action::None) {
+                Some(action) => Some(Rule::new(u32::from(run.rule_id), action)),
+                None => break,
+            }
+        };
         for _ in 0..run.count {
             let Some(addr) = bytes
                 .get(at..at + N)
@@ -364,7 +398,8 @@ mod tests {
         // Three runs (/32 deny, /24 deny, /24 allow), their headers and the end.
         assert_eq!(bytes.len(), 1002 * 4 + 4 * BookRun::SIZE);
         let mut back = decode_book::<4>(&bytes);
-        let mut want = v4.clone();
+        let mut want: Vec<([u8; 4], u8, Option<Rule>)> =
+            v4.iter().map(|(a, l, r)| (*a, *l, Some(*r))).collect();
         back.sort_by_key(|(a, l, _)| (*a, *l));
         want.sort_by_key(|(a, l, _)| (*a, *l));
         assert_eq!(back, want);
@@ -378,10 +413,64 @@ mod tests {
             3
         );
         let v6 = [([0x20u8; 16], 48u8, deny)];
-        assert_eq!(decode_book::<16>(&encode_book(v6.iter().copied())), v6);
+        assert_eq!(
+            decode_book::<16>(&encode_book(v6.iter().copied())),
+            [([0x20u8; 16], 48u8, Some(deny))]
+        );
         assert!(
             decode_book::<16>(&encode_book(std::iter::empty::<([u8; 16], u8, Rule)>())).is_empty()
         );
+    }
+
+    #[test]
+    fn edits_appended_to_a_book_win_over_what_it_held() {
+        let deny = Rule::new(7, Action::Deny);
+        let allow = Rule::new(9, Action::Allow);
+        let base: Vec<([u8; 4], u8, Rule)> =
+            (0..100u8).map(|i| ([10, 0, i, 0], 24, deny)).collect();
+        let mut stream = encode_book(base.iter().copied());
+        // The end header goes; two edits follow, then a new end.
+        stream.truncate(stream.len() - BookRun::SIZE);
+        let first =
+            encode_edits([([10, 0, 1, 0], 24, None), ([10, 0, 2, 0], 24, Some(allow))].into_iter());
+        let second = encode_edits(
+            [
+                ([10, 0, 1, 0], 24, Some(deny)),
+                ([192, 0, 2, 1], 32, Some(allow)),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(
+            first.len(),
+            2 * BookRun::SIZE + 8,
+            "a removal run and a rule run"
+        );
+        stream.extend_from_slice(&first);
+        stream.extend_from_slice(&second);
+        stream.extend_from_slice(&BookRun::default().to_bytes());
+        let mut book = BTreeMap::new();
+        for (addr, len, rule) in decode_book::<4>(&stream) {
+            match rule {
+                Some(rule) => book.insert((addr, len), rule),
+                None => book.remove(&(addr, len)),
+            };
+        }
+        assert_eq!(book.len(), 101);
+        assert_eq!(
+            book.get(&([10, 0, 1, 0], 24)),
+            Some(&deny),
+            "removed, then back"
+        );
+        assert_eq!(book.get(&([10, 0, 2, 0], 24)), Some(&allow), "changed");
+        assert_eq!(book.get(&([192, 0, 2, 1], 32)), Some(&allow), "new");
+        // Without the second edit, the removal stands.
+        let mut cut = stream[..stream.len() - second.len() - BookRun::SIZE].to_vec();
+        cut.extend_from_slice(&BookRun::default().to_bytes());
+        let removed = decode_book::<4>(&cut)
+            .into_iter()
+            .filter(|(a, _, r)| *a == [10, 0, 1, 0] && r.is_none())
+            .count();
+        assert_eq!(removed, 1);
     }
 
     #[test]
