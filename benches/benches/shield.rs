@@ -27,6 +27,11 @@
 //! - `shield_summary/*`: the paired rounds of the closing table (`summary`), with the
 //!   drop events read live as the daemon reads them; `ipv4_hosts_*` on a feed of 1M
 //!   scattered /32 hosts (span nodes), and `shield_memory_hosts/total` its kernel memory.
+//! - `shield_reload/*`: the daemon's reload of a policy file whose feeds hold 1M IPv4
+//!   prefixes (a merged-blocklist feed beside a small one): compiling the file with the
+//!   daemon's [`SourceCache`] and applying it with `replace`, when the small feed changed
+//!   (`small_feed_changed`; `small_feed_changed_uncached` the same without the cache, as
+//!   every reload was before it) or 20 lines of the big one did (`big_feed_changed`).
 //! - `veth_drop/{ironclad,nftables}/N`: see `nftables.rs` in this directory.
 //! - `audit/shield`, `map_update/valve`: the helper audit; one audited map write.
 
@@ -620,6 +625,87 @@ fn policy(c: &mut Criterion) {
     group.finish();
 }
 
+/// A feed file written as a feed writer should: a temporary file renamed over it.
+fn write_feed(path: &std::path::Path, lines: &[String]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, lines.join("\n")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::rename(&tmp, path).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The daemon's reload path on a policy file with a 1M-prefix feed: compile the file (with
+/// the daemon's source cache, or without) and `replace`; the feed files change between
+/// iterations, outside the timed part.
+fn reload(c: &mut Criterion) {
+    use ironclad_policy::config::compile_file_cached;
+    use ironclad_policy::sources::SourceCache;
+    let mut group = c.benchmark_group("shield_reload");
+    group.sample_size(10);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let big: Vec<String> = ironclad_testing::rules::blocklist_v4(1_000_000, 31, &avoided())
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    // The big feed's second version: 10 lines gone, 10 hosts of 192.0.2.0/24 new.
+    let mut big2: Vec<String> = big[10..].to_vec();
+    big2.extend((1..=10).map(|i| format!("192.0.2.{i}")));
+    let small =
+        |v: usize| -> Vec<String> { (1..=50).map(|i| format!("198.51.100.{}", i + v)).collect() };
+    let (big_path, small_path) = (dir.path().join("big.txt"), dir.path().join("small.txt"));
+    write_feed(&big_path, &big);
+    write_feed(&small_path, &small(0));
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "shield:\n  ipv4_lookup: fast\n  deny_feeds:\n    - { path: big.txt, format: plain }\n    - { path: small.txt, format: plain }\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let compile = |cache: Option<&SourceCache>| {
+        compile_file_cached(&policy, cache)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .shield
+            .unwrap_or_else(|| panic!("a shield section"))
+    };
+    let cache = SourceCache::new();
+    let first = compile(Some(&cache));
+    let prefixes = first.ipv4_prefixes();
+    let bench = BenchShield::with_policy("reload", &first);
+    drop(first);
+    let mut turn = 0usize;
+    for (id, cached) in [
+        ("small_feed_changed", true),
+        ("small_feed_changed_uncached", false),
+        ("big_feed_changed", true),
+    ] {
+        group.bench_function(BenchmarkId::new(id, 1_000_000), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    turn += 1;
+                    if id == "big_feed_changed" {
+                        write_feed(&big_path, if turn.is_multiple_of(2) { &big } else { &big2 });
+                    } else {
+                        write_feed(&small_path, &small(turn % 2));
+                    }
+                    let start = Instant::now();
+                    let policy = compile(cached.then_some(&cache));
+                    let report = bench
+                        .shield
+                        .replace(&policy)
+                        .unwrap_or_else(|e| panic!("reload: {e}"));
+                    total += start.elapsed();
+                    assert!(report.in_place > 0, "{id}: applied in place");
+                    assert!(
+                        policy.ipv4_prefixes() + 30 >= prefixes,
+                        "{id}: the whole policy"
+                    );
+                }
+                total
+            })
+        });
+    }
+    group.finish();
+}
+
 fn audit(c: &mut Criterion) {
     let allowlist = Allowlist::builtin();
     c.bench_function("audit/shield", |b| {
@@ -647,6 +733,6 @@ fn map_update(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3));
-    targets = per_packet, replay, policy, nftables::veth_drop, audit, map_update, summary
+    targets = per_packet, replay, policy, reload, nftables::veth_drop, audit, map_update, summary
 }
 criterion_main!(benches);

@@ -40,7 +40,7 @@ pub fn deny_policy(v4: &[Ipv4Network], v6: &[Ipv6Network], lookup: Ipv4Lookup) -
         .iter()
         .filter_map(|s| s.parse().ok())
         .collect();
-    let prefixes = v4
+    let prefixes: Vec<IpNetwork> = v4
         .iter()
         .map(|n| IpNetwork::V4(*n))
         .chain(v6.iter().map(|n| IpNetwork::V6(*n)))
@@ -49,7 +49,7 @@ pub fn deny_policy(v4: &[Ipv4Network], v6: &[Ipv6Network], lookup: Ipv4Lookup) -
         sets: vec![PrefixSet {
             name: "bench".to_string(),
             action: Action::Deny,
-            prefixes,
+            prefixes: prefixes.into(),
             origin: Origin::field("bench"),
         }],
         ipv4_lookup: lookup,

@@ -41,7 +41,7 @@ fn set(name: &str, action: Action, prefixes: Vec<IpNetwork>) -> PrefixSet {
     PrefixSet {
         name: name.to_string(),
         action,
-        prefixes,
+        prefixes: prefixes.into(),
         origin: Origin::field(format!("sets.{name}")),
     }
 }
@@ -76,7 +76,7 @@ fn reference(policy: &ShieldPolicy, addr: IpAddr) -> Option<(String, Action)> {
         } else {
             1_000_000
         };
-        for net in &s.prefixes {
+        for net in s.prefixes.iter() {
             consider(
                 net,
                 class - i as i64,
@@ -832,7 +832,7 @@ fn a_small_change_to_a_loaded_policy_is_a_few_edits_in_place() {
         // A feed update: a dozen IPv4 prefixes of the deny set go, a dozen new ones come,
         // three IPv6 prefixes go. Rules and sets stay the same.
         let mut rng = Rng::new(99);
-        let deny = &mut policy.sets[0].prefixes;
+        let deny = Arc::make_mut(&mut policy.sets[0].prefixes);
         let v4: Vec<usize> = (0..deny.len())
             .filter(|i| deny[*i].is_ipv4())
             .skip(100)
@@ -929,9 +929,10 @@ fn churn(policy: &mut ShieldPolicy, rng: &mut Rng, n: usize) {
         })
         .collect();
     for set in &mut policy.sets {
+        let prefixes = Arc::make_mut(&mut set.prefixes);
         for _ in 0..n {
-            let i = rng.below(set.prefixes.len() as u64) as usize;
-            set.prefixes.swap_remove(i);
+            let i = rng.below(prefixes.len() as u64) as usize;
+            prefixes.swap_remove(i);
         }
         for k in 0..n {
             let net = match k % 3 {
@@ -953,7 +954,7 @@ fn churn(policy: &mut ShieldPolicy, rng: &mut Rng, n: usize) {
                 }
                 _ => listed[rng.below(listed.len() as u64) as usize],
             };
-            set.prefixes.push(net);
+            prefixes.push(net);
         }
     }
 }
@@ -1207,7 +1208,7 @@ fn scattered_hosts_and_merged_blocklists_stay_on_the_fast_path_at_a_million() {
 
         // A feed update: 10 of the feed's IPv4 entries go, 10 new hosts come.
         let slot = status.slot;
-        let feed = &mut policy.sets[0].prefixes;
+        let feed = Arc::make_mut(&mut policy.sets[0].prefixes);
         let gone: Vec<IpNetwork> = feed.iter().step_by(99_991).take(10).copied().collect();
         feed.retain(|n| !gone.contains(n));
         let fresh: Vec<Ipv4Network> = ironclad_testing::rules::hosts_v4(10, 24, &avoid)

@@ -58,7 +58,7 @@ use crate::sentinel::SentinelPolicy;
 use crate::shield::{
     compile, CompiledShield, Entry, Ipv4Lookup, Mode, RateLimit, ShieldPolicy, DEFAULT_SAMPLE_RATE,
 };
-use crate::sources::{aggregate_sets, default_name, FeedSpec, Loaded};
+use crate::sources::{aggregate_sets_cached, default_name, FeedSpec, Loaded, SourceCache};
 use crate::telemetry::{TelemetryPolicy, DEFAULT_INTERVAL_SECONDS};
 use crate::tls::{
     TlsAttach, TlsPlacement, TlsPolicy, TlsScope, DEFAULT_MAX_BYTES, MAX_BYTES_LIMIT,
@@ -541,7 +541,12 @@ fn country_codes(
 }
 
 /// Reads the feeds and countries of a `shield` section into prefix sets.
-fn load_sources(shield: &RawShield, base: &Path, problems: &mut Vec<PolicyError>) -> Loaded {
+fn load_sources(
+    shield: &RawShield,
+    base: &Path,
+    problems: &mut Vec<PolicyError>,
+    sources: Option<&SourceCache>,
+) -> Loaded {
     let cache = base.join(
         shield
             .feed_cache
@@ -567,7 +572,7 @@ fn load_sources(shield: &RawShield, base: &Path, problems: &mut Vec<PolicyError>
     let deny = country_codes("deny_countries", &shield.deny_countries, problems);
     let allow = country_codes("allow_countries", &shield.allow_countries, problems);
     let mut loaded = Loaded::default();
-    loaded.feeds(&specs);
+    loaded.feeds_cached(&specs, sources);
     let countries = match (deny.is_empty(), allow.is_empty()) {
         (true, true) => None,
         (false, true) => Some((deny, false)),
@@ -742,7 +747,7 @@ fn explain(message: &str) -> String {
 
 /// Parses policy `text` (read from `path`, used in messages) without compiling it.
 pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    let (config, problems, file_problems, _) = parse_inner(text, path)?;
+    let (config, problems, file_problems, _) = parse_inner(text, path, None)?;
     if problems.is_empty() && file_problems.is_empty() {
         Ok(config)
     } else {
@@ -1243,7 +1248,11 @@ fn parse_processes(raw: &RawProcesses, problems: &mut Vec<PolicyError>) -> Proce
     policy
 }
 
-fn parse_inner(text: &str, path: &Path) -> Result<Parsed, ConfigError> {
+fn parse_inner(
+    text: &str,
+    path: &Path,
+    cache: Option<&SourceCache>,
+) -> Result<Parsed, ConfigError> {
     let raw = read_raw(text, path)?;
     let mut problems = Vec::new();
     let tls = raw.tls.as_ref().map(|t| parse_tls(t, &mut problems));
@@ -1327,13 +1336,13 @@ fn parse_inner(text: &str, path: &Path) -> Result<Parsed, ConfigError> {
         }
     }
     let base = path.parent().unwrap_or(Path::new("."));
-    let mut loaded = load_sources(&shield, base, &mut problems);
+    let mut loaded = load_sources(&shield, base, &mut problems, cache);
     problems.append(&mut loaded.problems);
     let file_problems = std::mem::take(&mut loaded.file_problems);
     let deny = entries("deny", &shield.deny, &mut problems);
     let allow = entries("allow", &shield.allow, &mut problems);
     let inline: Vec<IpNetwork> = deny.iter().chain(&allow).map(|e| e.net).collect();
-    aggregate_sets(&mut loaded.sets, &inline);
+    aggregate_sets_cached(&mut loaded.sets, &inline, cache);
     let management = entries("management", &shield.management, &mut problems);
     // Catch-all entries are positioned for the lock-out warning.
     for entry in deny.iter().filter(|e| e.net.prefix() == 0) {
@@ -1515,7 +1524,18 @@ fn to_config_error(
 /// Parses and compiles policy `text` (read from `path`): every problem in the file,
 /// syntax or semantics, comes back with its line and column.
 pub fn compile_str(text: &str, path: &Path) -> Result<CompiledConfig, ConfigError> {
-    let (config, mut problems, file_problems, positions) = parse_inner(text, path)?;
+    compile_str_cached(text, path, None)
+}
+
+/// [`compile_str`], with the feeds and aggregated sets of earlier compiles taken from
+/// `cache` where their files did not change (see [`SourceCache`]): what a daemon that
+/// reloads its policy uses. The result is the same as without the cache.
+pub fn compile_str_cached(
+    text: &str,
+    path: &Path,
+    cache: Option<&SourceCache>,
+) -> Result<CompiledConfig, ConfigError> {
+    let (config, mut problems, file_problems, positions) = parse_inner(text, path, cache)?;
     let shield = match config.shield.as_ref().map(compile) {
         None => None,
         Some(Ok(compiled)) => Some(compiled),
@@ -1601,12 +1621,22 @@ pub const MAX_POLICY_BYTES: u64 = 16 << 20;
 
 /// Reads, parses and compiles the policy file at `path`.
 pub fn compile_file(path: &Path) -> Result<CompiledConfig, ConfigError> {
+    compile_file_cached(path, None)
+}
+
+/// [`compile_file`] with a [`SourceCache`]: feed files that did not change since the
+/// last compile with the same cache are not read again, and their sets keep the very
+/// prefix lists they had (shared, so a reload costs the memory of what changed).
+pub fn compile_file_cached(
+    path: &Path,
+    cache: Option<&SourceCache>,
+) -> Result<CompiledConfig, ConfigError> {
     let bytes =
         crate::feeds::read_regular_file(path, MAX_POLICY_BYTES).map_err(|message| ConfigError {
             diagnostics: vec![diagnostic(path, None, message)],
         })?;
     let text = utf8(bytes, path)?;
-    compile_str(&text, path)
+    compile_str_cached(&text, path, cache)
 }
 
 /// The text of a policy file, or a positioned error at its first byte that is not UTF-8.

@@ -91,8 +91,10 @@ pub struct PrefixSet {
     pub name: String,
     /// Deny or allow.
     pub action: Action,
-    /// The prefixes (either family).
-    pub prefixes: Vec<IpNetwork>,
+    /// The prefixes (either family). Shared: a source read again unchanged (see
+    /// [`crate::sources::SourceCache`]) hands the same list to the next policy, and
+    /// everything built from it can tell at a glance that it did not change.
+    pub prefixes: std::sync::Arc<Vec<IpNetwork>>,
     /// Where the set was defined.
     pub origin: Origin,
 }
@@ -617,8 +619,13 @@ fn compile_sets(
             });
             continue;
         }
-        let mut prefixes = Vec::with_capacity(set.prefixes.len());
-        for (i, net) in set.prefixes.iter().enumerate() {
+        // A prefix with host bits set is an error at its index (the origin is made
+        // only then: a million feed entries cost no string each).
+        let bad =
+            |net: &IpNetwork| IpNetwork::new(net.network(), net.prefix()).unwrap_or(*net) != *net;
+        let mut clean = true;
+        for (i, net) in set.prefixes.iter().enumerate().filter(|(_, n)| bad(n)) {
+            clean = false;
             let entry = Entry {
                 net: *net,
                 origin: Origin {
@@ -626,18 +633,26 @@ fn compile_sets(
                     ..set.origin.clone()
                 },
             };
-            match check_network(&entry) {
-                Ok(()) => prefixes.push(*net),
-                Err(e) => errors.push(e),
+            if let Err(e) = check_network(&entry) {
+                errors.push(e);
             }
         }
-        prefixes.sort_unstable();
-        prefixes.dedup();
+        // A list already sorted, deduplicated and valid (a feed read or aggregated by
+        // `sources`) is shared, not copied.
+        let prefixes = if clean && set.prefixes.windows(2).all(|w| w[0] < w[1]) {
+            std::sync::Arc::clone(&set.prefixes)
+        } else {
+            let mut prefixes: Vec<IpNetwork> =
+                set.prefixes.iter().filter(|n| !bad(n)).copied().collect();
+            prefixes.sort_unstable();
+            prefixes.dedup();
+            std::sync::Arc::new(prefixes)
+        };
         sets.push(CompiledSet {
             id: u32::try_from(rules + sets.len() + 1).unwrap_or(u32::MAX),
             name: set.name.clone(),
             action: set.action,
-            prefixes: std::sync::Arc::new(prefixes),
+            prefixes,
             origin: set.origin.field.clone(),
         });
     }
@@ -707,7 +722,7 @@ mod tests {
         let set = |name: &str, action, list: &[&str]| PrefixSet {
             name: name.to_string(),
             action,
-            prefixes: nets(list),
+            prefixes: nets(list).into(),
             origin: Origin::field(format!("sets.{name}")),
         };
         let policy = ShieldPolicy {

@@ -6,13 +6,14 @@
 //! mode), an unreadable file or a bad GeoIP database fails the whole policy, with the
 //! position of each problem, before anything reaches the kernel.
 
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use ipnetwork::IpNetwork;
 use ironclad_core::abi::Action;
-
-use std::collections::HashMap;
 
 use crate::aggregate::{aggregate_except, subtract};
 use crate::feeds::{read_feed, FeedFormat, Strictness};
@@ -113,6 +114,112 @@ fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
+/// What tells a file's content changed without reading it: its device and inode (a
+/// file renamed over it is another inode), size, and modification and status-change
+/// times to the nanosecond (a write changes both; `touch -d` can set the modification
+/// time back, not the status-change time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> Option<Self> {
+        let m = std::fs::metadata(path).ok()?;
+        Some(Self {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
+}
+
+/// A feed file as it was last read.
+#[derive(Debug)]
+struct ReadFeed {
+    stamp: FileStamp,
+    format: FeedFormat,
+    strictness: Strictness,
+    /// Sorted and deduplicated.
+    prefixes: Arc<Vec<IpNetwork>>,
+    skipped: usize,
+    masked: usize,
+    warnings: Vec<Diagnostic>,
+}
+
+/// A set's prefixes after aggregation, with what they were made from.
+#[derive(Debug)]
+struct Aggregated {
+    /// The set's prefixes before (sorted, deduplicated).
+    before: Arc<Vec<IpNetwork>>,
+    after: Arc<Vec<IpNetwork>>,
+}
+
+/// The last aggregation: each set's, and the single rules' prefixes it was done with.
+#[derive(Debug, Default)]
+struct AggregatedSets {
+    sets: HashMap<String, Aggregated>,
+    rules: Vec<IpNetwork>,
+}
+
+#[derive(Debug, Default)]
+struct CacheInner {
+    feeds: HashMap<PathBuf, ReadFeed>,
+    aggregated: AggregatedSets,
+}
+
+/// The policy sources read before, kept between reloads by a long-running agent
+/// ([`crate::config::compile_file_cached`]): a feed file whose identity, size and
+/// times have not changed is not read again, and a set whose prefixes and neighbours
+/// have not changed is not aggregated again. The policy then holds the very same
+/// prefix list as before ([`PrefixSet::prefixes`] is shared), so the old and new
+/// policies share their memory and the Shield sees at a glance that the set did not
+/// change. A feed that changed costs its own reading, whatever the others hold.
+///
+/// Cloning gives another handle on the same cache. Sources the last policy did not
+/// name are dropped from it.
+#[derive(Debug, Clone, Default)]
+pub struct SourceCache {
+    inner: Arc<Mutex<CacheInner>>,
+}
+
+impl SourceCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How many feed files and aggregated sets it holds.
+    pub fn len(&self) -> (usize, usize) {
+        let inner = self.lock();
+        (inner.feeds.len(), inner.aggregated.sets.len())
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == (0, 0)
+    }
+}
+
+/// Sorts and deduplicates `prefixes` unless they already are.
+fn sorted(mut prefixes: Vec<IpNetwork>) -> Vec<IpNetwork> {
+    if !prefixes.windows(2).all(|w| w[0] < w[1]) {
+        prefixes.sort_unstable();
+        prefixes.dedup();
+    }
+    prefixes
+}
+
 impl Loaded {
     /// Keeps a source file's problems: line problems under the file's own name; a file
     /// that could not be used at all at `origin`, the policy entry that names it.
@@ -126,7 +233,7 @@ impl Loaded {
         }
     }
 
-    fn push(&mut self, source: Source, prefixes: Vec<IpNetwork>) {
+    fn push(&mut self, source: Source, prefixes: Arc<Vec<IpNetwork>>) {
         self.sets.push(PrefixSet {
             name: source.name.clone(),
             action: source.action,
@@ -138,6 +245,19 @@ impl Loaded {
 
     /// Reads each feed.
     pub fn feeds(&mut self, feeds: &[FeedSpec]) {
+        self.feeds_cached(feeds, None);
+    }
+
+    /// Reads each feed, or takes it from `cache` when its file has not changed since it
+    /// was read into it. Feeds `feeds` does not name leave the cache.
+    pub fn feeds_cached(&mut self, feeds: &[FeedSpec], cache: Option<&SourceCache>) {
+        if let Some(cache) = cache {
+            let named: HashSet<&Path> = feeds.iter().map(|f| f.path.as_path()).collect();
+            cache
+                .lock()
+                .feeds
+                .retain(|path, _| named.contains(path.as_path()));
+        }
         for feed in feeds {
             let source = |skipped, masked, modified, warnings| Source {
                 name: feed.name.clone(),
@@ -157,7 +277,7 @@ impl Loaded {
             };
             if feed.fetch.is_some() && !feed.path.exists() {
                 // Not fetched yet: an empty set until the first download succeeds.
-                self.push(source(0, 0, None, Vec::new()), Vec::new());
+                self.push(source(0, 0, None, Vec::new()), Arc::default());
                 continue;
             }
             let fetched_at = feed
@@ -165,17 +285,55 @@ impl Loaded {
                 .as_ref()
                 .and_then(FetchSpec::meta)
                 .map(|m| m.checked());
+            let when = || fetched_at.or_else(|| modified(&feed.path));
+            // The stamp is taken before reading: a file that changes while it is read
+            // has another stamp at the next reload and is read again then.
+            let stamp = cache.and(FileStamp::of(&feed.path));
+            if let (Some(cache), Some(stamp)) = (cache, stamp) {
+                let hit = cache.lock().feeds.get(&feed.path).and_then(|r| {
+                    (r.stamp == stamp && r.format == feed.format && r.strictness == feed.strictness)
+                        .then(|| {
+                            (
+                                Arc::clone(&r.prefixes),
+                                r.skipped,
+                                r.masked,
+                                r.warnings.clone(),
+                            )
+                        })
+                });
+                if let Some((prefixes, skipped, masked, warnings)) = hit {
+                    self.push(source(skipped, masked, when(), warnings), prefixes);
+                    continue;
+                }
+            }
             match read_feed(&feed.path, &feed.format, feed.strictness) {
-                Ok(parsed) => self.push(
-                    source(
-                        parsed.skipped,
-                        parsed.masked,
-                        fetched_at.or_else(|| modified(&feed.path)),
-                        parsed.warnings,
-                    ),
-                    parsed.prefixes,
-                ),
-                Err(e) => self.failed(e, &feed.origin),
+                Ok(parsed) => {
+                    let prefixes = Arc::new(sorted(parsed.prefixes));
+                    if let (Some(cache), Some(stamp)) = (cache, stamp) {
+                        cache.lock().feeds.insert(
+                            feed.path.clone(),
+                            ReadFeed {
+                                stamp,
+                                format: feed.format.clone(),
+                                strictness: feed.strictness,
+                                prefixes: Arc::clone(&prefixes),
+                                skipped: parsed.skipped,
+                                masked: parsed.masked,
+                                warnings: parsed.warnings.clone(),
+                            },
+                        );
+                    }
+                    self.push(
+                        source(parsed.skipped, parsed.masked, when(), parsed.warnings),
+                        prefixes,
+                    );
+                }
+                Err(e) => {
+                    if let Some(cache) = cache {
+                        cache.lock().feeds.remove(&feed.path);
+                    }
+                    self.failed(e, &feed.origin)
+                }
             }
         }
     }
@@ -211,11 +369,11 @@ impl Loaded {
                     origin: db_origin.clone(),
                     warnings: Vec::new(),
                 },
-                everything_but_local(),
+                Arc::new(everything_but_local()),
             );
         }
         for (code, origin) in codes {
-            let prefixes = found.get(code).cloned().unwrap_or_default();
+            let prefixes = Arc::new(found.get(code).cloned().unwrap_or_default());
             self.push(
                 Source {
                     name: format!("country:{code}"),
@@ -244,21 +402,146 @@ impl Loaded {
 /// merge, covered ones go) without changing which rule any address matches: `rules` are
 /// the policy's single-prefix rules, and every other set counts too.
 pub fn aggregate_sets(sets: &mut [PrefixSet], rules: &[IpNetwork]) {
-    let mut listed: HashMap<IpNetwork, usize> = HashMap::new();
-    for set in sets.iter_mut() {
-        set.prefixes.sort_unstable();
-        set.prefixes.dedup();
+    aggregate_sets_cached(sets, rules, None);
+}
+
+/// The prefixes in exactly one of `old` and `new` (both sorted).
+fn symmetric_difference(old: &[IpNetwork], new: &[IpNetwork]) -> Vec<IpNetwork> {
+    let (mut a, mut b, mut out) = (0, 0, Vec::new());
+    loop {
+        match (old.get(a), new.get(b)) {
+            (Some(x), Some(y)) if x == y => {
+                a += 1;
+                b += 1;
+            }
+            (Some(x), Some(y)) if x < y => {
+                out.push(*x);
+                a += 1;
+            }
+            (_, Some(y)) => {
+                out.push(*y);
+                b += 1;
+            }
+            (Some(x), None) => {
+                out.push(*x);
+                a += 1;
+            }
+            (None, None) => return out,
+        }
     }
-    for net in rules.iter().chain(sets.iter().flat_map(|s| &s.prefixes)) {
-        *listed.entry(*net).or_default() += 1;
-    }
+}
+
+/// Whether `net` is `own` (sorted) or covers one of its prefixes. Aggregating `own`
+/// asks whether a prefix is listed elsewhere only of its own prefixes and of prefixes
+/// covering them (the covers of covered prefixes and what lies between, the parents of
+/// merges), so a prefix that newly appears or disappears elsewhere and covers none of
+/// `own` does not change how `own` aggregates.
+fn reaches_into(own: &[IpNetwork], net: &IpNetwork) -> bool {
+    let key = |n: &IpNetwork| (n.is_ipv6(), n.network());
+    let start = own.partition_point(|p| key(p) < key(net));
+    own[start..]
+        .iter()
+        .take_while(|p| p.is_ipv6() == net.is_ipv6() && net.contains(p.network()))
+        .any(|p| p.prefix() >= net.prefix())
+}
+
+/// [`aggregate_sets`], taking from `cache` the result of a set whose prefixes are the
+/// same shared list as last time, when nothing that changed elsewhere (in another set
+/// or the single rules) is one of its prefixes or covers one: its aggregation would ask
+/// the same questions and get the same answers. The unchanged set then keeps the very
+/// list it had.
+pub fn aggregate_sets_cached(
+    sets: &mut [PrefixSet],
+    rules: &[IpNetwork],
+    cache: Option<&SourceCache>,
+) {
     for set in sets.iter_mut() {
-        let own = &set.prefixes;
-        let elsewhere = |net: &IpNetwork| {
-            let total = listed.get(net).copied().unwrap_or(0);
-            total > usize::from(own.binary_search(net).is_ok())
+        if !set.prefixes.windows(2).all(|w| w[0] < w[1]) {
+            let prefixes = Arc::make_mut(&mut set.prefixes);
+            prefixes.sort_unstable();
+            prefixes.dedup();
+        }
+    }
+    let rule_list = sorted(rules.to_vec());
+    let all: Vec<Arc<Vec<IpNetwork>>> = sets.iter().map(|s| Arc::clone(&s.prefixes)).collect();
+    let mut previous = cache.map(|c| std::mem::take(&mut c.lock().aggregated));
+    // What changed since the cached aggregation, set by set (a new set: all of it), and
+    // in the rules and the sets gone.
+    let changed: Vec<Vec<IpNetwork>> = match &previous {
+        None => Vec::new(),
+        Some(p) => sets
+            .iter()
+            .map(|s| match p.sets.get(&s.name) {
+                Some(a) if Arc::ptr_eq(&a.before, &s.prefixes) => Vec::new(),
+                Some(a) => symmetric_difference(&a.before, &s.prefixes),
+                None => s.prefixes.to_vec(),
+            })
+            .collect(),
+    };
+    let everywhere: Vec<IpNetwork> = match &previous {
+        None => Vec::new(),
+        Some(p) => {
+            let names: HashSet<&str> = sets.iter().map(|s| s.name.as_str()).collect();
+            p.sets
+                .iter()
+                .filter(|(name, _)| !names.contains(name.as_str()))
+                .flat_map(|(_, a)| a.before.iter().copied())
+                .chain(symmetric_difference(&p.rules, &rule_list))
+                .collect()
+        }
+    };
+    let rule_set: HashSet<IpNetwork> = rule_list.iter().copied().collect();
+    let mut kept = AggregatedSets {
+        sets: HashMap::new(),
+        rules: rule_list.clone(),
+    };
+    for (i, set) in sets.iter_mut().enumerate() {
+        let others: Vec<&[IpNetwork]> = all
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, p)| p.as_slice())
+            .collect();
+        let before = Arc::clone(&set.prefixes);
+        let reused = previous
+            .as_mut()
+            .and_then(|p| p.sets.remove(&set.name))
+            .filter(|a| Arc::ptr_eq(&a.before, &before))
+            .filter(|_| {
+                changed
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .flat_map(|(_, c)| c)
+                    .chain(&everywhere)
+                    .all(|net| !reaches_into(&before, net))
+            })
+            .map(|a| a.after);
+        let after = match reused {
+            Some(after) => after,
+            None => {
+                // Listed by a single rule or another set (not by this one alone).
+                let elsewhere = |net: &IpNetwork| {
+                    rule_set.contains(net) || others.iter().any(|o| o.binary_search(net).is_ok())
+                };
+                let merged = aggregate_except(&before, elsewhere);
+                // Aggregation only merges and drops: as many prefixes as before means
+                // none changed, and the set keeps (shares) the list it came with.
+                if merged.len() == before.len() {
+                    Arc::clone(&before)
+                } else {
+                    Arc::new(merged)
+                }
+            }
         };
-        set.prefixes = aggregate_except(own, elsewhere);
+        set.prefixes = Arc::clone(&after);
+        if cache.is_some() {
+            kept.sets
+                .insert(set.name.clone(), Aggregated { before, after });
+        }
+    }
+    if let Some(cache) = cache {
+        cache.lock().aggregated = kept;
     }
 }
 
@@ -323,6 +606,78 @@ mod tests {
             })
     }
 
+    /// The cached aggregation against the plain one, round after round of random
+    /// changes to some of the sets and rules (new prefixes covering others', prefixes
+    /// taken from another set, sets gone and back): always the same result, and a set
+    /// whose neighbours changed nowhere near it keeps its list.
+    #[test]
+    fn cached_aggregation_is_always_the_plain_one() {
+        let mut rng = Rng::new(5);
+        let base =
+            Ipv4Network::new(Ipv4Addr::new(10, 0, 0, 0), 16).unwrap_or_else(|e| panic!("{e}"));
+        let random = |rng: &mut Rng, count: u64, lo: u8| -> Vec<IpNetwork> {
+            (0..count)
+                .map(|_| IpNetwork::V4(ironclad_testing::rules::prefix_in_v4(rng, base, lo, 32)))
+                .collect()
+        };
+        let mut sets: Vec<PrefixSet> = (0..4)
+            .map(|i| PrefixSet {
+                name: format!("s{i}"),
+                action: if i == 1 { Action::Allow } else { Action::Deny },
+                prefixes: random(&mut rng, 400, 20).into(),
+                origin: Origin::field(format!("s{i}")),
+            })
+            .collect();
+        let mut rules = random(&mut rng, 6, 18);
+        let cache = SourceCache::new();
+        let mut reused = 0;
+        let mut last: Vec<Arc<Vec<IpNetwork>>> = Vec::new();
+        for round in 0..60 {
+            let mut cached = sets.clone();
+            aggregate_sets_cached(&mut cached, &rules, Some(&cache));
+            let mut plain: Vec<PrefixSet> = sets
+                .iter()
+                .map(|s| PrefixSet {
+                    prefixes: Arc::new(s.prefixes.to_vec()),
+                    ..s.clone()
+                })
+                .collect();
+            aggregate_sets(&mut plain, &rules);
+            assert_eq!(cached, plain, "round {round}");
+            reused += cached
+                .iter()
+                .filter(|s| last.iter().any(|l| Arc::ptr_eq(l, &s.prefixes)))
+                .count();
+            last = cached.iter().map(|s| Arc::clone(&s.prefixes)).collect();
+            // The next round's change: one set, sometimes a rule, sometimes a set gone.
+            let i = rng.below(4) as usize;
+            let mut list = sets[i].prefixes.to_vec();
+            match rng.below(5) {
+                0 => list.extend(random(&mut rng, 3, 17)),
+                1 => {
+                    let j = (i + 1) % 4;
+                    let k = rng.below(sets[j].prefixes.len() as u64) as usize;
+                    list.push(sets[j].prefixes[k]);
+                }
+                2 => {
+                    list.truncate(list.len().saturating_sub(5));
+                }
+                3 => rules.push(random(&mut rng, 1, 16)[0]),
+                _ => list = random(&mut rng, 2, 28),
+            }
+            sets[i].prefixes = Arc::new(list);
+            if round % 17 == 16 {
+                let gone = sets.remove(0);
+                aggregate_sets_cached(&mut sets.clone(), &rules, Some(&cache));
+                sets.insert(0, gone);
+            }
+        }
+        assert!(
+            reused > 40,
+            "unchanged sets kept their lists ({reused} times)"
+        );
+    }
+
     #[test]
     fn aggregation_never_changes_which_rule_an_address_matches() {
         let mut rng = Rng::new(11);
@@ -348,7 +703,7 @@ mod tests {
                 .map(|i| PrefixSet {
                     name: format!("s{i}"),
                     action: if i == 1 { Action::Allow } else { Action::Deny },
-                    prefixes: random(150),
+                    prefixes: random(150).into(),
                     origin: Origin::field(format!("s{i}")),
                 })
                 .collect();

@@ -354,3 +354,123 @@ fn countries_become_one_set_each_and_allow_lists_deny_the_rest() {
     assert!(covers("203.0.113.5") && covers("192.0.2.1") && covers("2001:db8::1"));
     assert!(!covers("10.213.3.2") && !covers("192.168.1.1") && !covers("fe80::1"));
 }
+
+/// Writes `text` to `path` as a feed writer should: a temporary file renamed over it.
+fn replace_file(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+/// A daemon's reloads with a [`SourceCache`]: an unchanged feed is not read again and its
+/// set keeps the very list it had (shared with the last policy), a changed one is read,
+/// and whatever changed, the policy is exactly the one a compile without the cache
+/// gives — also when a change in one feed changes how another aggregates (a prefix the
+/// other lists becomes listed elsewhere too, so it may no longer merge away).
+#[test]
+fn a_source_cache_rereads_only_changed_feeds_and_compiles_the_same_policy() {
+    use ironclad_policy::config::{compile_file, compile_file_cached};
+    use ironclad_policy::sources::SourceCache;
+    use std::sync::Arc;
+    let dir = policy_dir();
+    // `big`: 2,000 /32s that merge pairwise into /31s, and some scattered hosts.
+    let mut big: Vec<String> = (0..2_000u32)
+        .map(|i| std::net::Ipv4Addr::from(0x0a80_0000 + i).to_string())
+        .collect();
+    big.extend((0..500u32).map(|i| std::net::Ipv4Addr::from(0x2d00_0000 + i * 977).to_string()));
+    replace_file(&dir.path().join("big.txt"), &big.join("\n"));
+    replace_file(
+        &dir.path().join("small.txt"),
+        "198.51.100.1\n198.51.100.2\n",
+    );
+    replace_file(
+        &dir.path().join("lenient.txt"),
+        "203.0.113.7/24\nnot-an-address\n",
+    );
+    let path = dir.path().join("policy.yaml");
+    std::fs::write(
+        &path,
+        "shield:\n  deny_feeds:\n    - { path: big.txt, format: plain }\n    - { path: small.txt, format: plain }\n    - { path: lenient.txt, format: plain, strict: false }\n  allow_feeds:\n    - { path: allow.txt, format: plain }\n",
+    )
+    .expect("policy");
+    replace_file(&dir.path().join("allow.txt"), "10.128.0.9\n");
+    let cache = SourceCache::new();
+    let compile = |what: &str| {
+        let cached = compile_file_cached(&path, Some(&cache)).expect("valid policy");
+        let plain = compile_file(&path).expect("valid policy");
+        let (cached, plain) = (
+            cached.shield.expect("shield"),
+            plain.shield.expect("shield"),
+        );
+        assert_eq!(
+            cached, plain,
+            "{what}: the same policy with and without the cache"
+        );
+        cached
+    };
+    let first = compile("first");
+    assert_eq!(cache.len(), (4, 4), "four feeds read, four sets aggregated");
+    assert!(first.sets[0].prefixes.len() < 2_500, "big.txt aggregates");
+    assert_eq!(first.sources[2].skipped, 1, "the lenient feed skips a line");
+
+    // Nothing changed: every set is the same shared list, nothing read again.
+    let again = compile("again");
+    for (a, b) in first.sets.iter().zip(&again.sets) {
+        assert!(Arc::ptr_eq(&a.prefixes, &b.prefixes), "{} shared", a.name);
+    }
+    assert_eq!(
+        again.sources[2].warnings, first.sources[2].warnings,
+        "warnings kept"
+    );
+
+    // small.txt changes: only its set is new.
+    replace_file(
+        &dir.path().join("small.txt"),
+        "198.51.100.1\n198.51.100.3\n",
+    );
+    let third = compile("small changed");
+    assert!(Arc::ptr_eq(
+        &again.sets[0].prefixes,
+        &third.sets[0].prefixes
+    ));
+    assert!(!Arc::ptr_eq(
+        &again.sets[1].prefixes,
+        &third.sets[1].prefixes
+    ));
+    assert!(Arc::ptr_eq(
+        &again.sets[3].prefixes,
+        &third.sets[3].prefixes
+    ));
+
+    // small.txt now lists a host big.txt lists too: big.txt is read from the cache but
+    // aggregated again (that host must stay whole), and the result is still the plain one.
+    replace_file(&dir.path().join("small.txt"), "10.128.0.4\n");
+    let fourth = compile("shared host");
+    assert!(fourth.sets[0]
+        .prefixes
+        .contains(&"10.128.0.4/32".parse().expect("cidr")));
+
+    // The same content in a new file (another inode) is read again; same result.
+    replace_file(&dir.path().join("big.txt"), &big.join("\n"));
+    let fifth = compile("big rewritten");
+    assert_eq!(fifth.sets[0].prefixes, fourth.sets[0].prefixes);
+
+    // A bad edit fails the policy as without the cache; fixed, it loads again.
+    replace_file(&dir.path().join("small.txt"), "10.128.0.4/33\n");
+    let bad = compile_file_cached(&path, Some(&cache)).expect_err("bad feed");
+    assert_eq!(
+        bad.to_string(),
+        compile_file(&path).expect_err("bad feed").to_string()
+    );
+    replace_file(&dir.path().join("small.txt"), "10.128.0.4\n");
+    compile("fixed");
+
+    // A feed the policy no longer names leaves the cache.
+    std::fs::write(
+        &path,
+        "shield:\n  deny_feeds:\n    - { path: big.txt, format: plain }\n",
+    )
+    .expect("policy");
+    compile("one feed");
+    assert_eq!(cache.len(), (1, 1));
+}

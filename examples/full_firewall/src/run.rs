@@ -29,8 +29,9 @@ use ironclad_bpf::{AuditAction, AuditLog, BpfError, Outcome as AuditOutcome};
 use ironclad_bpf::{JsonLinesFile, Loader, DEFAULT_PIN_ROOT};
 use ironclad_events::{Event, Fanout, Overflow, ProcessCacheNotice, Subscription};
 use ironclad_policy::bundle::{outside_paths, verify_bundle, Accepted, TrustedKey};
-use ironclad_policy::config::{compile_file, CompiledConfig};
+use ironclad_policy::config::{compile_file_cached, CompiledConfig};
 use ironclad_policy::shield::Mode;
+use ironclad_policy::sources::SourceCache;
 use tracing::{error, info, warn};
 
 use crate::metrics::{Access, Metrics, SourceStat};
@@ -139,8 +140,14 @@ struct LoadedPolicy {
 }
 
 /// Reads the policy: the file, or the verified copy of a signed bundle (every accept and
-/// refusal of a bundle goes to the audit log). An error is the text to print.
-fn load_policy(args: &RunArgs, audit: &AuditLog) -> std::result::Result<LoadedPolicy, String> {
+/// refusal of a bundle goes to the audit log). An error is the text to print. Feed files
+/// that did not change since the last load come from `sources` (not read again, and
+/// shared with the policy in force).
+fn load_policy(
+    args: &RunArgs,
+    audit: &AuditLog,
+    sources: &SourceCache,
+) -> std::result::Result<LoadedPolicy, String> {
     let (path, accepted) = match (&args.bundle, &args.trusted_key) {
         (Some(dir), Some(key)) => {
             let refuse = |message: String| {
@@ -156,7 +163,7 @@ fn load_policy(args: &RunArgs, audit: &AuditLog) -> std::result::Result<LoadedPo
             let last = Accepted::load(&args.accepted_path()).map_err(|e| refuse(e.to_string()))?;
             let verified = verify_bundle(dir, &key, last.as_ref(), &args.state_dir.join("bundle"))
                 .map_err(|e| refuse(e.to_string()))?;
-            let compiled = compile_file(&verified.policy)
+            let compiled = compile_file_cached(&verified.policy, Some(sources))
                 .map_err(|e| refuse(format!("its policy is invalid:\n{e}")))?;
             if let Some((outside, why)) = compiled
                 .shield
@@ -175,7 +182,10 @@ fn load_policy(args: &RunArgs, audit: &AuditLog) -> std::result::Result<LoadedPo
             let Some(path) = &args.config else {
                 return Err("give --config or --bundle".to_string());
             };
-            (compile_file(path).map_err(|e| e.to_string())?, None)
+            (
+                compile_file_cached(path, Some(sources)).map_err(|e| e.to_string())?,
+                None,
+            )
         }
     };
     let mut config = path;
@@ -368,10 +378,12 @@ fn write_events(sub: &Subscription<Event>, out: &mut Option<EventsOut>, health: 
 pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     let sink = Arc::new(JsonLinesFile::open(&args.audit_log)?);
     let audit = AuditLog::new(sink.clone());
+    // Feed files read once and shared between the policies of successive reloads.
+    let sources = SourceCache::new();
     let LoadedPolicy {
         config,
         accepted: first_accepted,
-    } = match load_policy(args, &audit) {
+    } = match load_policy(args, &audit, &sources) {
         Ok(loaded) => loaded,
         Err(diagnostics) => {
             eprintln!("{diagnostics}");
@@ -574,7 +586,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         }
         if reload.swap(false, Ordering::Relaxed) {
             info!("reloading {}", args.source().display());
-            match load_policy(args, &audit) {
+            match load_policy(args, &audit, &sources) {
                 Err(diagnostics) => {
                     eprintln!("{diagnostics}");
                     warn!("reload refused: the new policy is invalid; the old rules stay");
