@@ -656,7 +656,7 @@ fn reload(c: &mut Criterion) {
     let policy = dir.path().join("policy.yaml");
     std::fs::write(
         &policy,
-        "shield:\n  ipv4_lookup: fast\n  deny_feeds:\n    - { path: big.txt, format: plain }\n    - { path: small.txt, format: plain }\n",
+        "shield:\n  deny_feeds:\n    - { path: big.txt, format: plain }\n    - { path: small.txt, format: plain }\n",
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let compile = |cache: Option<&SourceCache>| {
