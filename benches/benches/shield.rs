@@ -241,8 +241,7 @@ fn summary(_: &mut Criterion) {
     // hold hosts are span nodes. `miss` comes from a /24 with no host, `near` from a /24
     // that holds one (the span node is read, the source is not the host), `hit` is a
     // host (through its span node).
-    {
-        let count = 1_000_000;
+    for count in [1_000usize, 100_000, 1_000_000] {
         let hosts = ironclad_testing::rules::hosts_v4(count, 42, &avoided());
         let set: std::collections::HashSet<u32> =
             hosts.iter().map(|n| u32::from(n.network())).collect();
@@ -251,8 +250,10 @@ fn summary(_: &mut Criterion) {
             .map(|d| (host & !0xff) | ((host + d) & 0xff))
             .find(|a| !set.contains(a))
             .unwrap_or_else(|| panic!("a /24 full of hosts"));
-        let bench =
-            BenchShield::with_policy("sumhosts", &deny_policy(&hosts, &[], Ipv4Lookup::Fast));
+        let bench = BenchShield::with_policy(
+            &format!("sumhosts{count}"),
+            &deny_policy(&hosts, &[], Ipv4Lookup::Fast),
+        );
         let reader = LiveReader::start(&bench.shield);
         for lookup in [Ipv4Lookup::Trie, Ipv4Lookup::Fast] {
             let report = bench
@@ -284,15 +285,17 @@ fn summary(_: &mut Criterion) {
             reader.stop() > 0,
             "hosts: the live reader received the sampled drops"
         );
-        let status = bench
-            .shield
-            .status()
-            .unwrap_or_else(|e| panic!("status: {e}"));
-        record_one(
-            "shield_memory_hosts/total",
-            Unit::Bytes,
-            status.map_bytes() as f64,
-        );
+        if count == 1_000_000 {
+            let status = bench
+                .shield
+                .status()
+                .unwrap_or_else(|e| panic!("status: {e}"));
+            record_one(
+                "shield_memory_hosts/total",
+                Unit::Bytes,
+                status.map_bytes() as f64,
+            );
+        }
     }
     // IPv6: a feed of /32 to /64 prefixes scattered over 2000::/3, through the kernel's
     // LPM trie and the compiled bitmap trie. `miss` comes from 2001:db8::/32 (no feed
@@ -341,6 +344,93 @@ fn summary(_: &mut Criterion) {
         assert!(
             reader.stop() > 0,
             "IPv6 {count}: the live reader received the sampled drops"
+        );
+    }
+    // Every country of a GeoLite2-Country-shaped database at once (synthetic: see
+    // `ironclad_testing::rules::countries`): one deny set per country, aggregated as the
+    // daemon aggregates them, with the default lookups. `hit` is a source in a country's
+    // network, `miss` a private (LAN) source no country holds.
+    {
+        use ironclad_policy::shield::{compile, PrefixSet, ShieldPolicy};
+        let mut sets: Vec<PrefixSet> = ironclad_testing::rules::countries(250, 150_000, 7)
+            .into_iter()
+            .map(|(code, nets)| PrefixSet {
+                name: format!("country:{code}"),
+                action: Action::Deny,
+                prefixes: nets.into(),
+                origin: ironclad_policy::error::Origin::field(format!("country:{code}")),
+            })
+            .collect();
+        let raw: usize = sets.iter().map(|s| s.prefixes.len()).sum();
+        ironclad_policy::sources::aggregate_sets(&mut sets, &[]);
+        let hit4 = sets
+            .iter()
+            .flat_map(|s| s.prefixes.iter())
+            .find_map(|n| match n {
+                IpNetwork::V4(n) => Some(IpAddr::V4(Ipv4Addr::from(u32::from(n.network()) | 7))),
+                IpNetwork::V6(_) => None,
+            })
+            .unwrap_or_else(|| panic!("an IPv4 country network"));
+        let hit6 = sets
+            .iter()
+            .flat_map(|s| s.prefixes.iter())
+            .find_map(|n| match n {
+                IpNetwork::V6(n) => Some(IpAddr::V6(std::net::Ipv6Addr::from(
+                    u128::from(n.network()) | 7,
+                ))),
+                IpNetwork::V4(_) => None,
+            })
+            .unwrap_or_else(|| panic!("an IPv6 country network"));
+        let policy = compile(&ShieldPolicy {
+            sets,
+            ..ShieldPolicy::default()
+        })
+        .unwrap_or_else(|e| panic!("countries: {e:?}"));
+        let (v4, v6) = (policy.ipv4_prefixes(), policy.ipv6_prefixes());
+        record_one("shield_countries/raw_networks", Unit::Count, raw as f64);
+        record_one("shield_countries/ipv4_prefixes", Unit::Count, v4 as f64);
+        record_one("shield_countries/ipv6_prefixes", Unit::Count, v6 as f64);
+        let bench = BenchShield::with_policy("sumgeo", &policy);
+        let status = bench
+            .shield
+            .status()
+            .unwrap_or_else(|e| panic!("status: {e}"));
+        println!(
+            "countries: {raw} networks, {v4} IPv4 + {v6} IPv6 prefixes after aggregation, \
+             IPv4 via {}, IPv6 via {}, {} bytes of maps",
+            status.ipv4_path.as_str(),
+            status.ipv6_path.as_str(),
+            status.map_bytes()
+        );
+        record_one(
+            "shield_memory_countries/total",
+            Unit::Bytes,
+            status.map_bytes() as f64,
+        );
+        record_one(
+            "shield_countries/ipv6_compiled",
+            Unit::Count,
+            f64::from(u8::from(status.ipv6_path.as_str() == "fast")),
+        );
+        let reader = LiveReader::start(&bench.shield);
+        for (kind, addr, verdict) in [
+            ("ipv4_miss", IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9)), Verdict::Pass),
+            ("ipv4_hit", hit4, Verdict::Drop),
+            (
+                "ipv6_miss",
+                "fd00::9".parse().unwrap_or_else(|e| panic!("{e}")),
+                Verdict::Pass,
+            ),
+            ("ipv6_hit", hit6, Verdict::Drop),
+        ] {
+            let frame = frame_from(addr);
+            let id = format!("countries_{kind}/250");
+            let (empty, run) = paired(&id, &|| bench.run(&frame, REPEAT, verdict), &frame);
+            rows.push((format!("countries {kind}"), v4 + v6, run, empty));
+        }
+        assert!(
+            reader.stop() > 0,
+            "countries: the live reader received the sampled drops"
         );
     }
     println!("\nShield per packet (BPF_PROG_TEST_RUN, best of {ROUNDS} paired rounds):");

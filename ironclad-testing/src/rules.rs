@@ -194,3 +194,91 @@ mod tests {
         }
     }
 }
+
+/// Networks shaped like a GeoLite2-Country database, as one prefix list per country:
+/// the IPv4 space from 1.0.0.0 to 223.255.255.255 (without the private, loopback,
+/// shared and link-local ranges) is walked in blocks of realistic sizes (about 2% /12–/16,
+/// 25% /17–/20, 25% /21–/22, 48% /23–/24), each given to a country (a run often stays
+/// in one country, as registries allocate), with one block in ten left unallocated;
+/// IPv6 likewise from 2001::/16 on, in /29–/32, /33–/44 and /48 blocks, until
+/// `v6_count` of them. `countries` two-letter-like codes (`AA`, `AB`, …). Deterministic.
+pub fn countries(countries: usize, v6_count: usize, seed: u64) -> Vec<(String, Vec<IpNetwork>)> {
+    let mut rng = Rng::new(seed);
+    let countries = countries.clamp(1, 26 * 26);
+    let mut out: Vec<(String, Vec<IpNetwork>)> = (0..countries)
+        .map(|i| {
+            let code: String = [b'A' + (i / 26) as u8, b'A' + (i % 26) as u8]
+                .iter()
+                .map(|b| char::from(*b))
+                .collect();
+            (code, Vec::new())
+        })
+        .collect();
+    let reserved: [(u32, u8); 6] = [
+        (0x0A00_0000, 8),  // 10/8
+        (0x6440_0000, 10), // 100.64/10
+        (0x7F00_0000, 8),  // 127/8
+        (0xA9FE_0000, 16), // 169.254/16
+        (0xAC10_0000, 12), // 172.16/12
+        (0xC0A8_0000, 16), // 192.168/16
+    ];
+    let in_reserved = |a: u32, len: u8| {
+        reserved.iter().any(|(r, rl)| {
+            let l = len.min(*rl);
+            let mask = if l == 0 { 0 } else { u32::MAX << (32 - l) };
+            a & mask == r & mask
+        })
+    };
+    let mut country = 0usize;
+    let mut next_country = |rng: &mut Rng| {
+        if rng.below(10) >= 7 {
+            country = rng.below(countries as u64) as usize;
+        }
+        country
+    };
+    let mut addr: u64 = 0x0100_0000;
+    while addr < 0xE000_0000 {
+        let len: u8 = match rng.below(100) {
+            0..=1 => 12 + rng.below(5) as u8,
+            2..=26 => 17 + rng.below(4) as u8,
+            27..=51 => 21 + rng.below(2) as u8,
+            _ => 23 + rng.below(2) as u8,
+        };
+        let size = 1u64 << (32 - len);
+        let start = addr.div_ceil(size) * size;
+        if start + size > 0xE000_0000 {
+            addr = start + size;
+            continue;
+        }
+        addr = start + size;
+        let a = start as u32;
+        if in_reserved(a, len) || rng.below(10) == 0 {
+            continue;
+        }
+        if let Ok(net) = Ipv4Network::new(Ipv4Addr::from(a), len) {
+            let c = next_country(&mut rng);
+            out[c].1.push(IpNetwork::V4(net));
+        }
+    }
+    let mut addr: u128 = 0x2001_0000u128 << 96;
+    let mut made = 0;
+    while made < v6_count {
+        let len: u8 = match rng.below(10) {
+            0..=3 => 29 + rng.below(4) as u8,
+            4 | 5 => 33 + rng.below(12) as u8,
+            _ => 48,
+        };
+        let size = 1u128 << (128 - len);
+        let start = addr.div_ceil(size) * size;
+        addr = start + size;
+        if rng.below(10) == 0 {
+            continue;
+        }
+        if let Ok(net) = Ipv6Network::new(Ipv6Addr::from(start), len) {
+            let c = next_country(&mut rng);
+            out[c].1.push(IpNetwork::V6(net));
+            made += 1;
+        }
+    }
+    out
+}
