@@ -414,7 +414,11 @@ fn summary(_: &mut Criterion) {
         );
         let reader = LiveReader::start(&bench.shield);
         for (kind, addr, verdict) in [
-            ("ipv4_miss", IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9)), Verdict::Pass),
+            (
+                "ipv4_miss",
+                IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9)),
+                Verdict::Pass,
+            ),
             ("ipv4_hit", hit4, Verdict::Drop),
             (
                 "ipv6_miss",
@@ -778,7 +782,8 @@ fn reload(c: &mut Criterion) {
     let prefixes = first.ipv4_prefixes();
     let bench = BenchShield::with_policy("reload", &first);
     drop(first);
-    let mut turn = 0usize;
+    // Which version of each feed is on disk (the first write of each bench is the other).
+    let (mut big_v2, mut small_v2) = (false, false);
     for (id, cached) in [
         ("small_feed_changed", true),
         ("small_feed_changed_uncached", false),
@@ -788,11 +793,12 @@ fn reload(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    turn += 1;
                     if id == "big_feed_changed" {
-                        write_feed(&big_path, if turn.is_multiple_of(2) { &big } else { &big2 });
+                        big_v2 = !big_v2;
+                        write_feed(&big_path, if big_v2 { &big2 } else { &big });
                     } else {
-                        write_feed(&small_path, &small(turn % 2));
+                        small_v2 = !small_v2;
+                        write_feed(&small_path, &small(usize::from(small_v2)));
                     }
                     let start = Instant::now();
                     let policy = compile(cached.then_some(&cache));

@@ -141,6 +141,41 @@ fn aggregate_family(mut blocks: Vec<Block>, bits: u8, keep: &dyn Fn(Block) -> bo
     out
 }
 
+/// The prefixes in exactly one of `old` and `new` (both sorted), in order; `None` as
+/// soon as there are more than `limit`.
+pub fn symmetric_difference(
+    old: &[IpNetwork],
+    new: &[IpNetwork],
+    limit: usize,
+) -> Option<Vec<IpNetwork>> {
+    let (mut a, mut b, mut out) = (0, 0, Vec::new());
+    loop {
+        match (old.get(a), new.get(b)) {
+            (Some(x), Some(y)) if x == y => {
+                a += 1;
+                b += 1;
+                continue;
+            }
+            (Some(x), Some(y)) if x < y => {
+                out.push(*x);
+                a += 1;
+            }
+            (_, Some(y)) => {
+                out.push(*y);
+                b += 1;
+            }
+            (Some(x), None) => {
+                out.push(*x);
+                a += 1;
+            }
+            (None, None) => return Some(out),
+        }
+        if out.len() > limit {
+            return None;
+        }
+    }
+}
+
 /// The minimal list of CIDRs covering exactly the addresses of `prefixes`.
 pub fn aggregate(prefixes: &[IpNetwork]) -> Vec<IpNetwork> {
     aggregate_except(prefixes, |_| false)

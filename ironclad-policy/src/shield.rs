@@ -270,6 +270,21 @@ impl CompiledShield {
             .collect()
     }
 
+    /// The rule that owns exactly `net`, as [`CompiledShield::owners`] decides it (a
+    /// single rule before any set, an allow set before a deny set, else the one listed
+    /// first), found by a search of each set instead of a sort of every prefix.
+    pub fn owner_of(&self, net: &IpNetwork) -> Option<Owner> {
+        if let Some(i) = self.rules.iter().position(|r| r.cidr == *net) {
+            return Some(Owner::Rule(i));
+        }
+        self.sets
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.prefixes.binary_search(net).is_ok())
+            .min_by_key(|(i, s)| (u8::from(s.action != Action::Allow), *i))
+            .map(|(i, _)| Owner::Set(i))
+    }
+
     /// The action of `owner`.
     pub fn action_of(&self, owner: Owner) -> Action {
         match owner {
@@ -755,6 +770,14 @@ mod tests {
         );
         assert_eq!(owners["2001:db8::/32"], Owner::Set(1));
         assert_eq!(owners.len(), 3);
+        // One prefix at a time, the same owners.
+        for (net, owner) in compiled.owners() {
+            assert_eq!(compiled.owner_of(&net), Some(owner), "{net}");
+        }
+        assert_eq!(
+            compiled.owner_of(&"198.51.100.0/24".parse().expect("cidr")),
+            None
+        );
 
         let bad = ShieldPolicy {
             sets: vec![

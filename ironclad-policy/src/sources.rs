@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use ipnetwork::IpNetwork;
 use ironclad_core::abi::Action;
 
-use crate::aggregate::{aggregate_except, subtract};
+use crate::aggregate::{aggregate_except, subtract, symmetric_difference};
 use crate::feeds::{read_feed, FeedFormat, Strictness};
 use crate::fetch::FetchSpec;
 use crate::geo::country_networks;
@@ -405,32 +405,6 @@ pub fn aggregate_sets(sets: &mut [PrefixSet], rules: &[IpNetwork]) {
     aggregate_sets_cached(sets, rules, None);
 }
 
-/// The prefixes in exactly one of `old` and `new` (both sorted).
-fn symmetric_difference(old: &[IpNetwork], new: &[IpNetwork]) -> Vec<IpNetwork> {
-    let (mut a, mut b, mut out) = (0, 0, Vec::new());
-    loop {
-        match (old.get(a), new.get(b)) {
-            (Some(x), Some(y)) if x == y => {
-                a += 1;
-                b += 1;
-            }
-            (Some(x), Some(y)) if x < y => {
-                out.push(*x);
-                a += 1;
-            }
-            (_, Some(y)) => {
-                out.push(*y);
-                b += 1;
-            }
-            (Some(x), None) => {
-                out.push(*x);
-                a += 1;
-            }
-            (None, None) => return out,
-        }
-    }
-}
-
 /// Whether `net` is `own` (sorted) or covers one of its prefixes. Aggregating `own`
 /// asks whether a prefix is listed elsewhere only of its own prefixes and of prefixes
 /// covering them (the covers of covered prefixes and what lies between, the parents of
@@ -473,7 +447,9 @@ pub fn aggregate_sets_cached(
             .iter()
             .map(|s| match p.sets.get(&s.name) {
                 Some(a) if Arc::ptr_eq(&a.before, &s.prefixes) => Vec::new(),
-                Some(a) => symmetric_difference(&a.before, &s.prefixes),
+                Some(a) => {
+                    symmetric_difference(&a.before, &s.prefixes, usize::MAX).unwrap_or_default()
+                }
                 None => s.prefixes.to_vec(),
             })
             .collect(),
@@ -486,7 +462,7 @@ pub fn aggregate_sets_cached(
                 .iter()
                 .filter(|(name, _)| !names.contains(name.as_str()))
                 .flat_map(|(_, a)| a.before.iter().copied())
-                .chain(symmetric_difference(&p.rules, &rule_list))
+                .chain(symmetric_difference(&p.rules, &rule_list, usize::MAX).unwrap_or_default())
                 .collect()
         }
     };

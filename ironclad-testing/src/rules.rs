@@ -170,31 +170,6 @@ pub fn addr_in_v4(rng: &mut Rng, within: Ipv4Network) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(within.network()) | offset)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tables_are_distinct_deterministic_and_avoid_what_they_must() {
-        let avoid: Vec<IpNetwork> = vec!["192.0.2.0/24".parse().expect("cidr")];
-        let a = table_v4(20_000, 7, &avoid);
-        assert_eq!(a, table_v4(20_000, 7, &avoid));
-        assert_eq!(a.iter().collect::<HashSet<_>>().len(), a.len());
-        assert!(a.iter().all(|n| !overlaps(IpNetwork::V4(*n), avoid[0])));
-        let long = a.iter().filter(|n| n.prefix() > 24).count();
-        assert!((400..1200).contains(&long), "about 4% long: {long}");
-        let v6 = table_v6(1000, 7, &[]);
-        assert!(v6.iter().all(|n| (32..=64).contains(&n.prefix())));
-        let mut rng = Rng::new(1);
-        let within: Ipv4Network = "10.0.0.0/8".parse().expect("cidr");
-        for _ in 0..100 {
-            let p = prefix_in_v4(&mut rng, within, 8, 32);
-            assert!(within.contains(p.network()) && p.prefix() >= 8);
-            assert!(within.contains(addr_in_v4(&mut rng, within)));
-        }
-    }
-}
-
 /// Networks shaped like a GeoLite2-Country database, as one prefix list per country:
 /// the IPv4 space from 1.0.0.0 to 223.255.255.255 (without the private, loopback,
 /// shared and link-local ranges) is walked in blocks of realistic sizes (about 2% /12–/16,
@@ -281,4 +256,29 @@ pub fn countries(countries: usize, v6_count: usize, seed: u64) -> Vec<(String, V
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_are_distinct_deterministic_and_avoid_what_they_must() {
+        let avoid: Vec<IpNetwork> = vec!["192.0.2.0/24".parse().expect("cidr")];
+        let a = table_v4(20_000, 7, &avoid);
+        assert_eq!(a, table_v4(20_000, 7, &avoid));
+        assert_eq!(a.iter().collect::<HashSet<_>>().len(), a.len());
+        assert!(a.iter().all(|n| !overlaps(IpNetwork::V4(*n), avoid[0])));
+        let long = a.iter().filter(|n| n.prefix() > 24).count();
+        assert!((400..1200).contains(&long), "about 4% long: {long}");
+        let v6 = table_v6(1000, 7, &[]);
+        assert!(v6.iter().all(|n| (32..=64).contains(&n.prefix())));
+        let mut rng = Rng::new(1);
+        let within: Ipv4Network = "10.0.0.0/8".parse().expect("cidr");
+        for _ in 0..100 {
+            let p = prefix_in_v4(&mut rng, within, 8, 32);
+            assert!(within.contains(p.network()) && p.prefix() >= 8);
+            assert!(within.contains(addr_in_v4(&mut rng, within)));
+        }
+    }
 }

@@ -63,6 +63,7 @@ use ironclad_core::abi::{
     SHIELD_V6_RECORDS,
 };
 use ironclad_events::{Event, Fanout};
+use ironclad_policy::aggregate::symmetric_difference;
 use ironclad_policy::fastpath::{self, FastTable};
 use ironclad_policy::fastpath6::FastTable6;
 use ironclad_policy::shield::{CompiledShield, Ipv4Lookup, Ipv6Lookup, Mode, Owner, RateLimit};
@@ -548,43 +549,6 @@ impl Sources {
             && self.lookup == policy.ipv4_lookup
             && self.lookup6 == policy.ipv6_lookup
     }
-}
-
-/// The prefixes in exactly one of `old` and `new` (both sorted), appended to `out`;
-/// `false` as soon as `out` holds more than `limit`.
-fn symmetric_difference(
-    old: &[IpNetwork],
-    new: &[IpNetwork],
-    out: &mut Vec<IpNetwork>,
-    limit: usize,
-) -> bool {
-    let (mut a, mut b) = (0, 0);
-    while a < old.len() || b < new.len() {
-        match (old.get(a), new.get(b)) {
-            (Some(x), Some(y)) if x == y => {
-                a += 1;
-                b += 1;
-                continue;
-            }
-            (Some(x), Some(y)) if x < y => {
-                out.push(*x);
-                a += 1;
-            }
-            (Some(_), Some(y)) | (None, Some(y)) => {
-                out.push(*y);
-                b += 1;
-            }
-            (Some(x), None) => {
-                out.push(*x);
-                a += 1;
-            }
-            (None, None) => break,
-        }
-        if out.len() > limit {
-            return false;
-        }
-    }
-    true
 }
 
 /// What a fast-path table uses of its second level: the next group and the next span
@@ -1240,30 +1204,13 @@ impl Shield {
             if Arc::ptr_eq(old, &set.prefixes) || **old == *set.prefixes {
                 continue;
             }
-            if !symmetric_difference(old, &set.prefixes, &mut touched, IN_PLACE_MAX) {
-                return Ok(None);
+            match symmetric_difference(old, &set.prefixes, IN_PLACE_MAX - touched.len()) {
+                Some(changed) => touched.extend(changed),
+                None => return Ok(None),
             }
         }
         touched.sort_unstable();
         touched.dedup();
-        // Who owns each of them now: as `CompiledShield::owners` decides, a single rule
-        // before any set, an allow set before a deny set, else the first listed.
-        let mut rule_of: HashMap<IpNetwork, usize> = HashMap::new();
-        for (i, r) in policy.rules.iter().enumerate() {
-            rule_of.entry(r.cidr).or_insert(i);
-        }
-        let owner = |net: &IpNetwork| -> Option<Owner> {
-            if let Some(i) = rule_of.get(net) {
-                return Some(Owner::Rule(*i));
-            }
-            policy
-                .sets
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.prefixes.binary_search(net).is_ok())
-                .min_by_key(|(i, s)| (u8::from(s.action != Action::Allow), *i))
-                .map(|(i, _)| Owner::Set(i))
-        };
         let index = |o: Owner| match o {
             Owner::Rule(i) => i,
             Owner::Set(i) => policy.rules.len() + i,
@@ -1272,7 +1219,9 @@ impl Shield {
         // Prefixes each rule id gains (+) or loses (-), IPv4 and IPv6.
         let mut counts: HashMap<u32, (i64, i64)> = HashMap::new();
         for net in &touched {
-            let new = owner(net).map(|o| Rule::new(src.ids[index(o)], policy.action_of(o)));
+            let new = policy
+                .owner_of(net)
+                .map(|o| Rule::new(src.ids[index(o)], policy.action_of(o)));
             let old = match net {
                 IpNetwork::V4(n) => committed.book.v4.get(n).copied(),
                 IpNetwork::V6(n) => committed.book.v6.get(n).copied(),
