@@ -39,26 +39,7 @@ pub(super) fn lpm_key(net: IpNetwork) -> Vec<u8> {
 pub(super) fn encode_book<const N: usize>(
     prefixes: impl Iterator<Item = ([u8; N], u8, Rule)>,
 ) -> Vec<u8> {
-    let mut runs: BTreeMap<(u32, u8, u8), Vec<[u8; N]>> = BTreeMap::new();
-    for (addr, len, rule) in prefixes {
-        runs.entry((rule.rule_id, rule.action, len))
-            .or_default()
-            .push(addr);
-    }
-    let total: usize = runs.values().map(|a| BookRun::SIZE + a.len() * N).sum();
-    let mut out = Vec::with_capacity(total + BookRun::SIZE);
-    for ((rule_id, action, prefixlen), addrs) in runs {
-        let run = BookRun {
-            count: addrs.len() as u32,
-            rule_id: rule_id as u16,
-            prefixlen,
-            action,
-        };
-        out.extend_from_slice(&run.to_bytes());
-        for addr in addrs {
-            out.extend_from_slice(&addr);
-        }
-    }
+    let mut out = encode_edits(prefixes.map(|(addr, len, rule)| (addr, len, Some(rule))));
     out.extend_from_slice(&BookRun::default().to_bytes());
     out
 }
