@@ -1152,7 +1152,16 @@ impl Shield {
 
     /// Remembers what `policy` was made of, now that the tables hold it.
     fn remember_sources(&self, policy: &CompiledShield, report: &ReplaceReport) {
-        let sources = Sources::of(policy, report).map(Arc::new);
+        self.set_sources(Sources::of(policy, report).map(Arc::new));
+    }
+
+    /// Forgets what the last policy was made of: the tables are about to hold something
+    /// else (an edit of a single rule).
+    fn forget_sources(&self) {
+        self.set_sources(None);
+    }
+
+    fn set_sources(&self, sources: Option<Arc<Sources>>) {
         if let Some(c) = self
             .committed
             .lock()
@@ -1160,19 +1169,6 @@ impl Shield {
             .as_mut()
         {
             c.sources = sources;
-        }
-    }
-
-    /// Forgets what the last policy was made of: the tables are about to hold something
-    /// else (an edit of a single rule).
-    fn forget_sources(&self) {
-        if let Some(c) = self
-            .committed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .as_mut()
-        {
-            c.sources = None;
         }
     }
 
@@ -1250,6 +1246,7 @@ impl Shield {
             return Ok(None);
         }
         drop(committed);
+        let old_directory = read_directory(&self.object)?;
         // The remembered books become the new ones (edited, not copied). Should an edit
         // need a switch, nothing is remembered and the caller builds every table anew.
         let Some(mut taken) = self.take_committed(active)? else {
@@ -1272,7 +1269,6 @@ impl Shield {
         let book = taken.book.clone();
         taken.sources = None;
         self.remember(Some(taken));
-        let old_directory = read_directory(&self.object)?;
         let mut directory = old_directory.clone();
         for (id, (c4, c6)) in &counts {
             if let Some(info) = directory.get_mut(id) {
@@ -1503,9 +1499,9 @@ impl Shield {
                 .iter()
                 .find(|b| b.id == id)
                 .copied();
-            let bytes = plan::encode_edits(edits.iter().copied());
-            let new_end = known.map(|t| t.end + bytes.len());
-            if let (Some(tail), Some(new_end)) = (known, new_end) {
+            if let Some(tail) = known {
+                let bytes = plan::encode_edits(edits.iter().copied());
+                let new_end = tail.end + bytes.len();
                 if new_end + BookRun::SIZE <= tail.pages * BOOK_PAGE_BYTES {
                     let first = tail.end / BOOK_PAGE_BYTES;
                     let last = (new_end + BookRun::SIZE - 1) / BOOK_PAGE_BYTES;
