@@ -148,8 +148,14 @@ pub fn symmetric_difference(
     new: &[IpNetwork],
     limit: usize,
 ) -> Option<Vec<IpNetwork>> {
+    const RUN: usize = 32;
     let (mut a, mut b, mut out) = (0, 0, Vec::new());
     loop {
+        // Equal runs a block at a time: two versions of a big list are mostly equal.
+        while a + RUN <= old.len() && b + RUN <= new.len() && old[a..a + RUN] == new[b..b + RUN] {
+            a += RUN;
+            b += RUN;
+        }
         match (old.get(a), new.get(b)) {
             (Some(x), Some(y)) if x == y => {
                 a += 1;
@@ -207,6 +213,113 @@ pub fn aggregate_except(
         .filter_map(|b| from_block(true, b))
         .chain(v6.into_iter().filter_map(|b| from_block(false, b)))
         .collect()
+}
+
+/// The block of length `len` (at most `b.len`) that holds `b`.
+fn ancestor(b: Block, len: u8, bits: u8) -> Block {
+    let mask = if len == 0 {
+        0
+    } else {
+        u128::MAX << (bits - len) & family_mask(bits)
+    };
+    Block {
+        start: b.start & mask,
+        len,
+    }
+}
+
+/// The positions in `sorted` (a sorted list) of the prefixes of `block`'s family that
+/// lie in it.
+fn range_of(sorted: &[IpNetwork], v4: bool, block: Block, bits: u8) -> std::ops::Range<usize> {
+    let key = |n: &IpNetwork| {
+        let (is_v4, b) = to_block(*n);
+        (!is_v4, b.start)
+    };
+    let lo = sorted.partition_point(|n| key(n) < (!v4, block.start));
+    let hi = lo + sorted[lo..].partition_point(|n| key(n) <= (!v4, block.end(bits)));
+    lo..hi
+}
+
+/// How deep a change's window starts (IPv4, IPv6): the block of this length around a
+/// changed prefix, widened only as far as aggregation can reach from it.
+const WINDOW_LEN: (u8, u8) = (24, 64);
+
+/// [`aggregate_except`] of `new`, computed from the aggregation of an earlier list:
+/// `old` (sorted, deduplicated) aggregated to `old_after`, `new` (sorted, deduplicated)
+/// differing from it in `points`, which also holds every prefix whose `reserved`
+/// answer changed since. Only the region around each point is aggregated again; the
+/// rest of `old_after` is copied. Equal to `aggregate_except(new, reserved)`.
+///
+/// Why a region is enough: aggregation (covered prefixes dropped, sibling halves
+/// merged) reaches across the edge of a block `W` only through a prefix that contains
+/// `W` (which drops what `W` holds) or through `W` becoming whole (which merges with
+/// its sibling). So a point's window starts as the block of [`WINDOW_LEN`] around it
+/// (or the point itself when shorter), and widens to the largest input, new or old, or
+/// old result that contains it, and to its parent while its new inputs aggregate to
+/// the whole block. Inside the window the aggregation sees exactly the window's
+/// inputs; outside, nothing it sees changed.
+pub fn aggregate_except_update(
+    old: &[IpNetwork],
+    old_after: &[IpNetwork],
+    new: &[IpNetwork],
+    points: &[IpNetwork],
+    reserved: impl Fn(&IpNetwork) -> bool,
+) -> Vec<IpNetwork> {
+    let listed = |net: &IpNetwork| {
+        old.binary_search(net).is_ok()
+            || new.binary_search(net).is_ok()
+            || old_after.binary_search(net).is_ok()
+    };
+    let mut windows: Vec<(bool, Block)> = Vec::with_capacity(points.len());
+    for point in points {
+        let (v4, b) = to_block(*point);
+        let (bits, base) = if v4 {
+            (32, WINDOW_LEN.0)
+        } else {
+            (128, WINDOW_LEN.1)
+        };
+        let mut w = ancestor(b, b.len.min(base), bits);
+        loop {
+            let cover = (0..w.len)
+                .map(|len| ancestor(w, len, bits))
+                .find(|a| from_block(v4, *a).is_some_and(|n| listed(&n)));
+            if let Some(cover) = cover {
+                w = cover;
+                continue;
+            }
+            let Some(whole) = from_block(v4, w) else {
+                return aggregate_except(new, reserved);
+            };
+            if w.len > 0 && aggregate_except(&new[range_of(new, v4, w, bits)], &reserved) == [whole]
+            {
+                w = ancestor(w, w.len - 1, bits);
+                continue;
+            }
+            break;
+        }
+        windows.push((v4, w));
+    }
+    // Nested windows go into the largest: sorted by family, start, then length.
+    windows.sort_unstable_by_key(|(v4, w)| (!*v4, w.start, w.len));
+    let mut out = Vec::with_capacity(old_after.len() + points.len());
+    let mut copied = 0;
+    let mut last: Option<(bool, Block)> = None;
+    for (v4, w) in windows {
+        let bits = if v4 { 32 } else { 128 };
+        if last.is_some_and(|(lv4, l)| lv4 == v4 && w.start <= l.end(bits)) {
+            continue;
+        }
+        last = Some((v4, w));
+        let gone = range_of(old_after, v4, w, bits);
+        out.extend_from_slice(&old_after[copied..gone.start]);
+        out.extend(aggregate_except(
+            &new[range_of(new, v4, w, bits)],
+            &reserved,
+        ));
+        copied = gone.end;
+    }
+    out.extend_from_slice(&old_after[copied..]);
+    out
 }
 
 /// `whole` without the addresses of `holes`: the prefixes covering exactly the rest
@@ -409,6 +522,102 @@ mod tests {
             }
             let got = aggregate(&input);
             assert_eq!(got, brute_force(&members), "round {round}: {input:?}");
+        }
+    }
+
+    /// The update of an aggregation against aggregating afresh, round after round of
+    /// random changes, each round starting from the previous round's updated result:
+    /// prefixes added and removed (covers of whole regions, hosts, sibling halves that
+    /// merge far up) in both families, and reserved prefixes appearing and going.
+    #[test]
+    fn an_updated_aggregation_is_the_fresh_one() {
+        use std::collections::BTreeSet;
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        // Prefixes in 10.0.0.0/22 (/20 to /32) and 2001:db8::/118 (/110 to /128), or a
+        // short one now and then: dense enough that halves merge and covers swallow.
+        let mut random = move || -> IpNetwork {
+            let r = next();
+            if r % 2 == 0 {
+                let len = if r % 97 == 0 {
+                    8 + (r >> 8) % 12
+                } else {
+                    20 + (r >> 8) % 13
+                } as u8;
+                let addr = 0x0a00_0000u32 | ((r >> 16) as u32 & 0x3ff);
+                IpNetwork::V4(
+                    Ipv4Network::new(Ipv4Addr::from(addr), len)
+                        .and_then(|n| Ipv4Network::new(n.network(), len))
+                        .expect("valid"),
+                )
+            } else {
+                let len = if r % 89 == 0 {
+                    32 + (r >> 8) % 60
+                } else {
+                    110 + (r >> 8) % 19
+                } as u8;
+                let addr = 0x2001_0db8u128 << 96 | u128::from((r >> 16) & 0x3ff);
+                IpNetwork::V6(
+                    Ipv6Network::new(Ipv6Addr::from(addr), len)
+                        .and_then(|n| Ipv6Network::new(n.network(), len))
+                        .expect("valid"),
+                )
+            }
+        };
+        let (mut updated, mut merges) = (0, 0);
+        for run in 0..40 {
+            let mut list: BTreeSet<IpNetwork> = (0..200).map(|_| random()).collect();
+            let mut reserved: BTreeSet<IpNetwork> = (0..10).map(|_| random()).collect();
+            let old: Vec<IpNetwork> = list.iter().copied().collect();
+            let mut old = (
+                old.clone(),
+                aggregate_except(&old, |n| reserved.contains(n)),
+            );
+            for round in 0..30 {
+                let mut points = Vec::new();
+                for _ in 0..(1 + next_count(round)) {
+                    let net = random();
+                    if !list.insert(net) {
+                        list.remove(&net);
+                    }
+                    points.push(net);
+                }
+                if round % 3 == 0 {
+                    let net = random();
+                    if !reserved.insert(net) {
+                        reserved.remove(&net);
+                    }
+                    points.push(net);
+                }
+                let new: Vec<IpNetwork> = list.iter().copied().collect();
+                let is_reserved = |n: &IpNetwork| reserved.contains(n);
+                let got = aggregate_except_update(&old.0, &old.1, &new, &points, is_reserved);
+                let want = aggregate_except(&new, is_reserved);
+                assert_eq!(
+                    strings(&got),
+                    strings(&want),
+                    "run {run} round {round}: points {points:?}"
+                );
+                updated += 1;
+                merges += new.len() - want.len();
+                old = (new, got);
+            }
+        }
+        assert_eq!(updated, 1200);
+        assert!(merges > 10_000, "aggregation merged and dropped ({merges})");
+    }
+
+    /// How many prefixes a round changes: mostly one to three, now and then twenty.
+    fn next_count(round: usize) -> usize {
+        if round % 7 == 6 {
+            20
+        } else {
+            round % 3
         }
     }
 }
