@@ -73,6 +73,12 @@ impl FeedFormat {
         }
     }
 
+    /// Whether every line of the format stands alone (`plain`, `spamhaus`, `feodo`,
+    /// `firehol`): a changed file can then be read as the lines that changed.
+    pub fn is_line_based(&self) -> bool {
+        !matches!(self, Self::Csv { .. } | Self::Json { .. })
+    }
+
     /// Every format name, as the policy accepts them.
     pub const NAMES: [&'static str; 6] = ["plain", "spamhaus", "feodo", "firehol", "csv", "json"];
 }
@@ -451,23 +457,23 @@ pub(crate) fn read_regular_file(path: &Path, limit: u64) -> Result<Vec<u8>, Stri
     ironclad_core::fsutil::read_regular_file(path, limit).map_err(|e| e.to_string())
 }
 
-/// Reads and parses the feed file at `path` (a regular file of at most
-/// [`MAX_FEED_BYTES`]).
-pub fn read_feed(
-    path: &Path,
-    format: &FeedFormat,
-    strictness: Strictness,
-) -> Result<ParsedFeed, ConfigError> {
-    let fail = |message: String| ConfigError {
+/// Reads the feed file at `path` (a regular file of at most [`MAX_FEED_BYTES`]): an
+/// unreadable file is an error at line 0.
+pub(crate) fn read_feed_bytes(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    read_regular_file(path, MAX_FEED_BYTES).map_err(|message| ConfigError {
         diagnostics: vec![Diagnostic {
             path: path.to_path_buf(),
             line: 0,
             column: 0,
             message,
         }],
-    };
-    let bytes = read_regular_file(path, MAX_FEED_BYTES).map_err(fail)?;
-    let text = String::from_utf8(bytes).map_err(|e| {
+    })
+}
+
+/// A feed file's bytes as text: bytes that are not UTF-8 are an error at their line and
+/// column.
+pub(crate) fn feed_text(bytes: Vec<u8>, path: &Path) -> Result<String, ConfigError> {
+    String::from_utf8(bytes).map_err(|e| {
         let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         let line = valid.iter().filter(|b| **b == b'\n').count() as u64 + 1;
         let column = valid.iter().rev().take_while(|b| **b != b'\n').count() as u64 + 1;
@@ -479,8 +485,167 @@ pub fn read_feed(
                 message: "the feed is not UTF-8 text".to_string(),
             }],
         }
-    })?;
-    parse_feed(&text, path, format, strictness)
+    })
+}
+
+/// Reads and parses the feed file at `path` (a regular file of at most
+/// [`MAX_FEED_BYTES`]).
+pub fn read_feed(
+    path: &Path,
+    format: &FeedFormat,
+    strictness: Strictness,
+) -> Result<ParsedFeed, ConfigError> {
+    parse_feed(
+        &feed_text(read_feed_bytes(path)?, path)?,
+        path,
+        format,
+        strictness,
+    )
+}
+
+/// The lines one version of a line-based feed has and the other lacks: what a re-read
+/// of a changed file has to parse ([`line_delta`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct LineDelta {
+    /// The old version's lines the new one lacks, each ending with a newline.
+    pub removed: String,
+    /// The new version's lines the old one lacks, each ending with a newline.
+    pub added: String,
+}
+
+/// How many lines ahead [`line_delta`] looks for a line again after the two versions
+/// part: an insertion or removal of up to this many lines in a row is found as such;
+/// a longer one costs the lines of both versions up to where they meet again.
+const RESYNC_LINES: usize = 64;
+
+/// The line at byte `at` of `text` (without its newline) and where the next one starts.
+fn line_at(text: &[u8], at: usize) -> (&[u8], usize) {
+    match text[at..].iter().position(|b| *b == b'\n') {
+        Some(n) => (&text[at..at + n], at + n + 1),
+        None => (&text[at..], text.len()),
+    }
+}
+
+/// How many leading bytes `a` and `b` share. Compares 64-byte blocks first (a memcmp
+/// each): the two versions of a big feed are mostly equal, and this walk is most of
+/// what reading a changed one costs.
+fn common_len(a: &[u8], b: &[u8]) -> usize {
+    const BLOCK: usize = 64;
+    let max = a.len().min(b.len());
+    let mut n = 0;
+    while n + BLOCK <= max && a[n..n + BLOCK] == b[n..n + BLOCK] {
+        n += BLOCK;
+    }
+    n + a[n..max]
+        .iter()
+        .zip(&b[n..max])
+        .take_while(|(x, y)| x == y)
+        .count()
+}
+
+/// The lines of `old` that `new` lacks and the lines of `new` that `old` lacks, by
+/// walking both versions in order: equal runs are skipped a block at a time, and where
+/// they part, the next [`RESYNC_LINES`] lines of each are searched for the other's line
+/// (a line inserted, removed, or replaced). As multisets of lines, `old` minus
+/// `removed` plus `added` is `new` whatever the alignment found; a poor alignment only
+/// costs more lines. `None` when more than `limit` lines differ (a rewritten or
+/// reordered file: parse it whole).
+pub(crate) fn line_delta(old: &[u8], new: &[u8], limit: usize) -> Option<LineDelta> {
+    let mut removed = Vec::new();
+    let mut added = Vec::new();
+    let mut lines = 0usize;
+    let take = |out: &mut Vec<u8>, line: &[u8], lines: &mut usize| -> bool {
+        out.extend_from_slice(line);
+        out.push(b'\n');
+        *lines += 1;
+        *lines <= limit
+    };
+    let (mut i, mut j) = (0, 0);
+    loop {
+        // The shared run, back to the start of the line where the versions part.
+        let n = common_len(&old[i..], &new[j..]);
+        let back = old[i..i + n]
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |p| p + 1);
+        let at_end = i + n == old.len() && j + n == new.len();
+        if at_end {
+            break;
+        }
+        i += back;
+        j += back;
+        if i == old.len() || j == new.len() {
+            // One version ends: the rest of the other is all new (or all gone).
+            let (rest, out) = if i == old.len() {
+                (&new[j..], &mut added)
+            } else {
+                (&old[i..], &mut removed)
+            };
+            let mut at = 0;
+            while at < rest.len() {
+                let (line, next) = line_at(rest, at);
+                if !take(out, line, &mut lines) {
+                    return None;
+                }
+                at = next;
+            }
+            break;
+        }
+        let (lo, next_i) = line_at(old, i);
+        let (ln, next_j) = line_at(new, j);
+        if lo == ln {
+            // Equal lines that differ only by a final newline.
+            (i, j) = (next_i, next_j);
+            continue;
+        }
+        // Where does the new line come back in the old version, and the old line in
+        // the new one?
+        let find = |text: &[u8], mut at: usize, wanted: &[u8]| -> Option<(usize, usize)> {
+            for ahead in 1..=RESYNC_LINES {
+                at = line_at(text, at).1;
+                if at >= text.len() {
+                    return None;
+                }
+                if line_at(text, at).0 == wanted {
+                    return Some((ahead, at));
+                }
+            }
+            None
+        };
+        match (find(old, i, ln), find(new, j, lo)) {
+            (Some((a, to)), b) if b.is_none_or(|(b, _)| a <= b) => {
+                // Old lines removed up to the new line.
+                while i < to {
+                    let (line, next) = line_at(old, i);
+                    if !take(&mut removed, line, &mut lines) {
+                        return None;
+                    }
+                    i = next;
+                }
+            }
+            (_, Some((_, to))) => {
+                // New lines inserted before the old line.
+                while j < to {
+                    let (line, next) = line_at(new, j);
+                    if !take(&mut added, line, &mut lines) {
+                        return None;
+                    }
+                    j = next;
+                }
+            }
+            _ => {
+                // A line replaced.
+                if !take(&mut removed, lo, &mut lines) || !take(&mut added, ln, &mut lines) {
+                    return None;
+                }
+                (i, j) = (next_i, next_j);
+            }
+        }
+    }
+    Some(LineDelta {
+        removed: String::from_utf8(removed).ok()?,
+        added: String::from_utf8(added).ok()?,
+    })
 }
 
 #[cfg(test)]

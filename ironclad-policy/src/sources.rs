@@ -15,8 +15,8 @@ use std::time::{Duration, SystemTime};
 use ipnetwork::IpNetwork;
 use ironclad_core::abi::Action;
 
-use crate::aggregate::{aggregate_except, subtract, symmetric_difference};
-use crate::feeds::{read_feed, FeedFormat, Strictness};
+use crate::aggregate::{aggregate_except, aggregate_except_update, subtract, symmetric_difference};
+use crate::feeds::{feed_text, line_delta, parse_feed, read_feed_bytes, FeedFormat, Strictness};
 use crate::fetch::FetchSpec;
 use crate::geo::country_networks;
 use crate::shield::PrefixSet;
@@ -148,9 +148,119 @@ struct ReadFeed {
     strictness: Strictness,
     /// Sorted and deduplicated.
     prefixes: Arc<Vec<IpNetwork>>,
+    /// How many more times than once a prefix is listed (lines repeated, or the same
+    /// prefix written two ways), for the prefixes listed more than once.
+    repeats: HashMap<IpNetwork, u32>,
     skipped: usize,
     masked: usize,
     warnings: Vec<Diagnostic>,
+    /// The file's text (UTF-8), kept for a line-based feed read without a problem: a
+    /// later version is then read as the lines that changed ([`ReadFeed::update`]).
+    text: Option<Vec<u8>>,
+}
+
+/// The most lines a changed feed may differ by to be read as its changes; beyond, it is
+/// parsed whole (parsing 64k lines costs about what walking a million does).
+const MAX_DELTA_LINES: usize = 65_536;
+
+impl ReadFeed {
+    /// Takes `text`, the file's new version, as the lines that changed since the text
+    /// kept: only those are parsed (and checked to be UTF-8: the others are the kept
+    /// text's), and the sorted list is the old one without the
+    /// prefixes no line lists any more, with the new ones (the same shared list when
+    /// no prefix came or went, e.g. a comment changed). Gives `text` back when it
+    /// cannot: no text kept, too many lines changed, or a changed line with a problem
+    /// (the whole file is then parsed, which reports it at its position).
+    fn update(
+        &mut self,
+        text: Vec<u8>,
+        stamp: FileStamp,
+        path: &Path,
+    ) -> Result<Arc<Vec<IpNetwork>>, Vec<u8>> {
+        let Some(old) = self.text.as_deref() else {
+            return Err(text);
+        };
+        let Some(delta) = line_delta(old, &text, MAX_DELTA_LINES) else {
+            return Err(text);
+        };
+        let parse = |lines: &str| {
+            parse_feed(lines, path, &self.format, self.strictness)
+                .ok()
+                .filter(|p| p.skipped == 0 && p.masked == 0 && p.warnings.is_empty())
+        };
+        let (Some(gone), Some(new)) = (parse(&delta.removed), parse(&delta.added)) else {
+            return Err(text);
+        };
+        let mut change: HashMap<IpNetwork, i64> = HashMap::new();
+        for net in gone.prefixes {
+            *change.entry(net).or_default() -= 1;
+        }
+        for net in new.prefixes {
+            *change.entry(net).or_default() += 1;
+        }
+        let mut repeats = self.repeats.clone();
+        let (mut out, mut came) = (Vec::new(), Vec::new());
+        for (net, d) in change {
+            let listed = self.prefixes.binary_search(&net).is_ok();
+            let count = if listed {
+                1 + i64::from(repeats.get(&net).copied().unwrap_or(0))
+            } else {
+                0
+            };
+            let now = count + d;
+            if now < 0 {
+                // A removed line the kept list does not have: not the text kept.
+                return Err(text);
+            }
+            match u32::try_from(now - 1) {
+                Ok(more) if more > 0 => repeats.insert(net, more),
+                _ => repeats.remove(&net),
+            };
+            if count > 0 && now == 0 {
+                out.push(net);
+            } else if count == 0 && now > 0 {
+                came.push(net);
+            }
+        }
+        if !out.is_empty() || !came.is_empty() {
+            out.sort_unstable();
+            came.sort_unstable();
+            self.prefixes = Arc::new(merge_change(&self.prefixes, &out, &came));
+        }
+        self.repeats = repeats;
+        self.text = Some(text);
+        self.stamp = stamp;
+        Ok(Arc::clone(&self.prefixes))
+    }
+}
+
+/// `list` without `out` and with `came` (all three sorted; `out` is in `list`, `came`
+/// is not), sorted. The runs between changes are copied whole: a few changes to a
+/// million prefixes cost a copy, not a million comparisons.
+fn merge_change(list: &[IpNetwork], out: &[IpNetwork], came: &[IpNetwork]) -> Vec<IpNetwork> {
+    // Where each change falls in `list`, in order: (position, prefix that came).
+    let mut cuts: Vec<(usize, Option<IpNetwork>)> = out
+        .iter()
+        .map(|net| (list.partition_point(|n| n < net), None))
+        .chain(
+            came.iter()
+                .map(|net| (list.partition_point(|n| n < net), Some(*net))),
+        )
+        .collect();
+    // At one position a prefix that came goes before the one that left.
+    cuts.sort_unstable_by_key(|(at, net)| (*at, net.is_none(), *net));
+    let mut merged = Vec::with_capacity(list.len() + came.len() - out.len().min(list.len()));
+    let mut copied = 0;
+    for (at, net) in cuts {
+        merged.extend_from_slice(&list[copied..at.max(copied)]);
+        copied = copied.max(at);
+        match net {
+            Some(net) => merged.push(net),
+            None => copied = at + 1,
+        }
+    }
+    merged.extend_from_slice(&list[copied.min(list.len())..]);
+    merged
 }
 
 /// A set's prefixes after aggregation, with what they were made from.
@@ -172,6 +282,20 @@ struct AggregatedSets {
 struct CacheInner {
     feeds: HashMap<PathBuf, ReadFeed>,
     aggregated: AggregatedSets,
+    reads: FeedReads,
+}
+
+/// How a [`SourceCache`] has read feed files since it was made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FeedReads {
+    /// Taken as they were (the file had not changed).
+    pub unchanged: u64,
+    /// Read as the lines that changed since the last read.
+    pub by_changes: u64,
+    /// Read and parsed whole (first read, too many lines changed, a format that is not
+    /// line based, a problem in a changed line or in the file read before).
+    pub whole: u64,
 }
 
 /// The policy sources read before, kept between reloads by a long-running agent
@@ -199,6 +323,11 @@ impl SourceCache {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// How it has read feed files so far.
+    pub fn reads(&self) -> FeedReads {
+        self.lock().reads
+    }
+
     /// How many feed files and aggregated sets it holds.
     pub fn len(&self) -> (usize, usize) {
         let inner = self.lock();
@@ -212,12 +341,23 @@ impl SourceCache {
 }
 
 /// Sorts and deduplicates `prefixes` unless they already are.
-fn sorted(mut prefixes: Vec<IpNetwork>) -> Vec<IpNetwork> {
+fn sorted(prefixes: Vec<IpNetwork>) -> Vec<IpNetwork> {
+    sorted_counting(prefixes).0
+}
+
+/// [`sorted`], counting how many more times than once a prefix was listed.
+fn sorted_counting(mut prefixes: Vec<IpNetwork>) -> (Vec<IpNetwork>, HashMap<IpNetwork, u32>) {
+    let mut repeats = HashMap::new();
     if !prefixes.windows(2).all(|w| w[0] < w[1]) {
         prefixes.sort_unstable();
+        for w in prefixes.windows(2) {
+            if w[0] == w[1] {
+                *repeats.entry(w[0]).or_insert(0) += 1;
+            }
+        }
         prefixes.dedup();
     }
-    prefixes
+    (prefixes, repeats)
 }
 
 impl Loaded {
@@ -302,14 +442,58 @@ impl Loaded {
                         })
                 });
                 if let Some((prefixes, skipped, masked, warnings)) = hit {
+                    cache.lock().reads.unchanged += 1;
                     self.push(source(skipped, masked, when(), warnings), prefixes);
                     continue;
                 }
             }
-            match read_feed(&feed.path, &feed.format, feed.strictness) {
-                Ok(parsed) => {
-                    let prefixes = Arc::new(sorted(parsed.prefixes));
+            let text = match read_feed_bytes(&feed.path) {
+                Ok(text) => text,
+                Err(e) => {
+                    if let Some(cache) = cache {
+                        cache.lock().feeds.remove(&feed.path);
+                    }
+                    self.failed(e, &feed.origin);
+                    continue;
+                }
+            };
+            // A feed read before: parse only the lines that changed.
+            let text = match (cache, stamp) {
+                (Some(cache), Some(stamp)) => {
+                    let mut inner = cache.lock();
+                    let kept = inner
+                        .feeds
+                        .get_mut(&feed.path)
+                        .filter(|r| r.format == feed.format && r.strictness == feed.strictness);
+                    match kept {
+                        Some(r) => match r.update(text, stamp, &feed.path) {
+                            Ok(prefixes) => {
+                                inner.reads.by_changes += 1;
+                                drop(inner);
+                                self.push(source(0, 0, when(), Vec::new()), prefixes);
+                                continue;
+                            }
+                            Err(text) => text,
+                        },
+                        None => text,
+                    }
+                }
+                _ => text,
+            };
+            let parsed = feed_text(text, &feed.path).and_then(|text| {
+                parse_feed(&text, &feed.path, &feed.format, feed.strictness)
+                    .map(|parsed| (parsed, text))
+            });
+            match parsed {
+                Ok((parsed, text)) => {
+                    let (list, repeats) = sorted_counting(parsed.prefixes);
+                    let prefixes = Arc::new(list);
                     if let (Some(cache), Some(stamp)) = (cache, stamp) {
+                        cache.lock().reads.whole += 1;
+                        let clean = parsed.skipped == 0
+                            && parsed.masked == 0
+                            && parsed.warnings.is_empty()
+                            && feed.format.is_line_based();
                         cache.lock().feeds.insert(
                             feed.path.clone(),
                             ReadFeed {
@@ -317,9 +501,11 @@ impl Loaded {
                                 format: feed.format.clone(),
                                 strictness: feed.strictness,
                                 prefixes: Arc::clone(&prefixes),
+                                repeats,
                                 skipped: parsed.skipped,
                                 masked: parsed.masked,
                                 warnings: parsed.warnings.clone(),
+                                text: clean.then(|| text.into_bytes()),
                             },
                         );
                     }
@@ -405,6 +591,19 @@ pub fn aggregate_sets(sets: &mut [PrefixSet], rules: &[IpNetwork]) {
     aggregate_sets_cached(sets, rules, None);
 }
 
+/// A set's aggregated prefixes: `before` itself (shared) when aggregation merged and
+/// dropped nothing (it only merges and drops, so as many prefixes means the same ones).
+fn shared_unless_merged(
+    before: &Arc<Vec<IpNetwork>>,
+    merged: Vec<IpNetwork>,
+) -> Arc<Vec<IpNetwork>> {
+    if merged.len() == before.len() {
+        Arc::clone(before)
+    } else {
+        Arc::new(merged)
+    }
+}
+
 /// Whether `net` is `own` (sorted) or covers one of its prefixes. Aggregating `own`
 /// asks whether a prefix is listed elsewhere only of its own prefixes and of prefixes
 /// covering them (the covers of covered prefixes and what lies between, the parents of
@@ -429,8 +628,29 @@ pub fn aggregate_sets_cached(
     rules: &[IpNetwork],
     cache: Option<&SourceCache>,
 ) {
+    // Lists the cache holds are sorted (feeds as read, sets as aggregated before): only
+    // the others are checked (a pointer of a list the cache holds cannot be reused).
+    let known: HashSet<*const Vec<IpNetwork>> = cache
+        .map(|c| {
+            let inner = c.lock();
+            inner
+                .feeds
+                .values()
+                .map(|r| Arc::as_ptr(&r.prefixes))
+                .chain(
+                    inner
+                        .aggregated
+                        .sets
+                        .values()
+                        .map(|a| Arc::as_ptr(&a.before)),
+                )
+                .collect()
+        })
+        .unwrap_or_default();
     for set in sets.iter_mut() {
-        if !set.prefixes.windows(2).all(|w| w[0] < w[1]) {
+        if !known.contains(&Arc::as_ptr(&set.prefixes))
+            && !set.prefixes.windows(2).all(|w| w[0] < w[1])
+        {
             let prefixes = Arc::make_mut(&mut set.prefixes);
             prefixes.sort_unstable();
             prefixes.dedup();
@@ -479,36 +699,43 @@ pub fn aggregate_sets_cached(
             .map(|(_, p)| p.as_slice())
             .collect();
         let before = Arc::clone(&set.prefixes);
-        let reused = previous
-            .as_mut()
-            .and_then(|p| p.sets.remove(&set.name))
-            .filter(|a| Arc::ptr_eq(&a.before, &before))
-            .filter(|_| {
-                changed
-                    .iter()
-                    .enumerate()
-                    .filter(|(j, _)| *j != i)
-                    .flat_map(|(_, c)| c)
-                    .chain(&everywhere)
-                    .all(|net| !reaches_into(&before, net))
-            })
-            .map(|a| a.after);
-        let after = match reused {
-            Some(after) => after,
-            None => {
-                // Listed by a single rule or another set (not by this one alone).
-                let elsewhere = |net: &IpNetwork| {
-                    rule_set.contains(net) || others.iter().any(|o| o.binary_search(net).is_ok())
-                };
-                let merged = aggregate_except(&before, elsewhere);
-                // Aggregation only merges and drops: as many prefixes as before means
-                // none changed, and the set keeps (shares) the list it came with.
-                if merged.len() == before.len() {
-                    Arc::clone(&before)
+        // Listed by a single rule or another set (not by this one alone).
+        let elsewhere = |net: &IpNetwork| {
+            rule_set.contains(net) || others.iter().any(|o| o.binary_search(net).is_ok())
+        };
+        let last = previous.as_mut().and_then(|p| p.sets.remove(&set.name));
+        let after = match last {
+            Some(last) => {
+                // What changed in this set, and what changed elsewhere that is one of
+                // its prefixes or covers one (then or now).
+                let mut points = changed.get(i).cloned().unwrap_or_default();
+                points.extend(
+                    changed
+                        .iter()
+                        .enumerate()
+                        .filter(|(j, _)| *j != i)
+                        .flat_map(|(_, c)| c)
+                        .chain(&everywhere)
+                        .filter(|net| {
+                            reaches_into(&before, net) || reaches_into(&last.before, net)
+                        }),
+                );
+                if points.is_empty() {
+                    last.after
+                } else if points.len() <= before.len() / 8 + 1_024 {
+                    let merged = aggregate_except_update(
+                        &last.before,
+                        &last.after,
+                        &before,
+                        &points,
+                        elsewhere,
+                    );
+                    shared_unless_merged(&before, merged)
                 } else {
-                    Arc::new(merged)
+                    shared_unless_merged(&before, aggregate_except(&before, elsewhere))
                 }
             }
+            None => shared_unless_merged(&before, aggregate_except(&before, elsewhere)),
         };
         set.prefixes = Arc::clone(&after);
         if cache.is_some() {
@@ -580,6 +807,138 @@ mod tests {
                 Owner::Rule(i) => format!("rule {}", policy.rules[*i].cidr),
                 Owner::Set(i) => format!("set {}", policy.sets[*i].name),
             })
+    }
+
+    /// A feed file edited as operators and fetchers edit them, read by a cache round
+    /// after round against reading it afresh: lines inserted, removed (together and
+    /// scattered), duplicated, replaced, a block moved far, comments changed, the
+    /// final newline toggled, CRLF lines, the same prefix written two ways, the whole
+    /// file shuffled, a bad line in strict mode and a lenient feed with a masked one.
+    /// Each round the set and every problem are the fresh read's; the small edits are
+    /// read as their changes.
+    #[test]
+    fn a_changed_feed_read_by_its_changes_is_read_as_a_fresh_one() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("feed.txt");
+        let mut rng = Rng::new(23);
+        let entry = |rng: &mut Rng| -> String {
+            match rng.below(12) {
+                0 => format!("# comment {}", rng.below(1000)),
+                1 => String::new(),
+                2 => format!("2001:db8:{:x}::/48", rng.below(4096)),
+                3 => format!("10.{}.{}.0/24 # a note", rng.below(4), rng.below(256)),
+                4 => format!("10.1.{}.{}/32", rng.below(4), rng.below(256)),
+                5 => format!("  10.2.{}.{}\r", rng.below(4), rng.below(256)),
+                _ => format!("10.{}.{}.{}", rng.below(4), rng.below(4), rng.below(256)),
+            }
+        };
+        let mut lines: Vec<String> = (0..3_000).map(|_| entry(&mut rng)).collect();
+        let mut final_newline = true;
+        let spec = |strictness| FeedSpec {
+            name: "feed".to_string(),
+            path: path.clone(),
+            format: crate::feeds::FeedFormat::Plain,
+            strictness,
+            refresh: None,
+            action: Action::Deny,
+            origin: Origin::field("shield.deny_feeds[0]"),
+            fetch: None,
+        };
+        let cache = SourceCache::new();
+        let mut version = 0;
+        for round in 0..300 {
+            let at =
+                |rng: &mut Rng, lines: &Vec<String>| rng.below(lines.len() as u64 + 1) as usize;
+            let mut strictness = Strictness::Strict;
+            match round % 13 {
+                0 | 1 => {
+                    let i = at(&mut rng, &lines);
+                    for _ in 0..=rng.below(5) {
+                        lines.insert(i, entry(&mut rng));
+                    }
+                }
+                2 => {
+                    let i = at(&mut rng, &lines).min(lines.len() - 5);
+                    lines.drain(i..i + 1 + rng.below(4) as usize);
+                }
+                3 => {
+                    for _ in 0..10 {
+                        let i = rng.below(lines.len() as u64) as usize;
+                        lines.remove(i);
+                    }
+                }
+                4 => {
+                    let line = lines[rng.below(lines.len() as u64) as usize].clone();
+                    let i = at(&mut rng, &lines);
+                    lines.insert(i, line);
+                }
+                5 => {
+                    let i = rng.below(lines.len() as u64) as usize;
+                    lines[i] = entry(&mut rng);
+                }
+                6 => {
+                    let i = rng.below(lines.len() as u64 - 200) as usize;
+                    let block: Vec<String> = lines.drain(i..i + 150).collect();
+                    let to = at(&mut rng, &lines);
+                    lines.splice(to..to, block);
+                }
+                7 => final_newline = !final_newline,
+                8 => {
+                    // The same prefix written another way, then a line of it gone.
+                    let i = at(&mut rng, &lines);
+                    lines.insert(i, "10.3.3.3/32".to_string());
+                    let j = at(&mut rng, &lines);
+                    lines.insert(j, "10.3.3.3".to_string());
+                    if let Some(k) = lines.iter().position(|l| l == "10.3.3.3/32") {
+                        lines.remove(k);
+                    }
+                }
+                9 if round % 2 == 0 => {
+                    for k in (1..lines.len()).rev() {
+                        lines.swap(k, rng.below(k as u64 + 1) as usize);
+                    }
+                }
+                10 => {
+                    let i = at(&mut rng, &lines);
+                    lines.insert(i, "not-an-ip".to_string());
+                }
+                11 => {
+                    lines.retain(|l| l != "not-an-ip");
+                    let i = at(&mut rng, &lines);
+                    lines.insert(i, "10.9.9.9/8".to_string());
+                    strictness = Strictness::Lenient;
+                }
+                _ => lines.retain(|l| l != "10.9.9.9/8"),
+            }
+            let mut text = lines.join("\n");
+            if final_newline {
+                text.push('\n');
+            }
+            // A new file renamed over the old, as a fetcher writes it.
+            version += 1;
+            let next = dir.path().join(format!("feed.{version}"));
+            std::fs::write(&next, &text).unwrap_or_else(|e| panic!("{e}"));
+            std::fs::rename(&next, &path).unwrap_or_else(|e| panic!("{e}"));
+            let mut cached = Loaded::default();
+            cached.feeds_cached(&[spec(strictness)], Some(&cache));
+            let mut fresh = Loaded::default();
+            fresh.feeds(&[spec(strictness)]);
+            assert_eq!(cached.sets, fresh.sets, "round {round}");
+            assert_eq!(cached.sources, fresh.sources, "round {round}");
+            assert_eq!(cached.file_problems, fresh.file_problems, "round {round}");
+            assert_eq!(cached.problems.len(), fresh.problems.len(), "round {round}");
+            if round % 13 == 10 {
+                assert!(
+                    !cached.file_problems.is_empty(),
+                    "round {round}: the bad line"
+                );
+            }
+        }
+        let reads = cache.reads();
+        assert!(
+            reads.by_changes > 180 && reads.whole > 40,
+            "small edits read as their changes, the rest whole: {reads:?}"
+        );
     }
 
     /// The cached aggregation against the plain one, round after round of random
