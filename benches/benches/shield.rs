@@ -757,9 +757,17 @@ fn reload(c: &mut Criterion) {
         .iter()
         .map(ToString::to_string)
         .collect();
-    // The big feed's second version: 10 lines gone, 10 hosts of 192.0.2.0/24 new.
-    let mut big2: Vec<String> = big[10..].to_vec();
-    big2.extend((1..=10).map(|i| format!("192.0.2.{i}")));
+    // The big feed's second version: 10 lines gone and 10 hosts of 192.0.2.0/24 new,
+    // spread over the file (one of each every 100,000 lines).
+    let mut big2: Vec<String> = Vec::with_capacity(big.len());
+    for (i, line) in big.iter().enumerate() {
+        if i % 100_000 == 50_000 {
+            big2.push(format!("192.0.2.{}", i / 100_000 + 1));
+        }
+        if i % 100_000 != 0 {
+            big2.push(line.clone());
+        }
+    }
     let small =
         |v: usize| -> Vec<String> { (1..=50).map(|i| format!("198.51.100.{}", i + v)).collect() };
     let (big_path, small_path) = (dir.path().join("big.txt"), dir.path().join("small.txt"));
@@ -817,6 +825,12 @@ fn reload(c: &mut Criterion) {
             })
         });
     }
+    // Every change after the first reading was read as the lines that changed.
+    let reads = cache.reads();
+    assert!(
+        reads.whole == 2 && reads.by_changes > 0,
+        "feeds read whole only at first: {reads:?}"
+    );
     group.finish();
 }
 
