@@ -586,7 +586,16 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         }
         if reload.swap(false, Ordering::Relaxed) {
             info!("reloading {}", args.source().display());
-            match load_policy(args, &audit, &sources) {
+            let reads = sources.reads();
+            let loaded = load_policy(args, &audit, &sources);
+            let now = sources.reads();
+            info!(
+                "feeds: {} unchanged, {} read by their changed lines, {} read whole",
+                now.unchanged.saturating_sub(reads.unchanged),
+                now.by_changes.saturating_sub(reads.by_changes),
+                now.whole.saturating_sub(reads.whole)
+            );
+            match loaded {
                 Err(diagnostics) => {
                     eprintln!("{diagnostics}");
                     warn!("reload refused: the new policy is invalid; the old rules stay");
