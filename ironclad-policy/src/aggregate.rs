@@ -500,15 +500,19 @@ mod tests {
         out
     }
 
-    #[test]
-    fn matches_a_brute_force_reference_on_random_sets() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
+    /// A xorshift generator: random test inputs, the same every run.
+    fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
             seed
-        };
+        }
+    }
+
+    #[test]
+    fn matches_a_brute_force_reference_on_random_sets() {
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         for round in 0..200 {
             let mut members = vec![false; 1 << 16];
             let mut input = Vec::new();
@@ -532,19 +536,13 @@ mod tests {
     #[test]
     fn an_updated_aggregation_is_the_fresh_one() {
         use std::collections::BTreeSet;
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         // Prefixes in 10.0.0.0/22 (/20 to /32) and 2001:db8::/118 (/110 to /128), or a
         // short one now and then: dense enough that halves merge and covers swallow.
         let mut random = move || -> IpNetwork {
             let r = next();
-            if r % 2 == 0 {
-                let len = if r % 97 == 0 {
+            if r.is_multiple_of(2) {
+                let len = if r.is_multiple_of(97) {
                     8 + (r >> 8) % 12
                 } else {
                     20 + (r >> 8) % 13
@@ -556,7 +554,7 @@ mod tests {
                         .expect("valid"),
                 )
             } else {
-                let len = if r % 89 == 0 {
+                let len = if r.is_multiple_of(89) {
                     32 + (r >> 8) % 60
                 } else {
                     110 + (r >> 8) % 19
