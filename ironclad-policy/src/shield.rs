@@ -255,6 +255,14 @@ impl CompiledShield {
     /// sorted here), so this is a merge of them in the order of who wins a tie: a
     /// million prefixes in a few lists cost a pass, not a sort.
     pub fn owners(&self) -> Vec<(IpNetwork, Owner)> {
+        let mut out = Vec::with_capacity(self.ipv4_prefixes() + self.ipv6_prefixes());
+        self.visit_owners(|net, owner| out.push((net, owner)));
+        out
+    }
+
+    /// [`CompiledShield::owners`] one at a time, in order, without a list of them all
+    /// (a million prefixes make a 40 MB list).
+    pub fn visit_owners(&self, mut visit: impl FnMut(IpNetwork, Owner)) {
         use std::borrow::Cow;
         use std::cmp::Reverse;
         use std::collections::BinaryHeap;
@@ -283,27 +291,37 @@ impl CompiledShield {
             };
             lists.push((list, Some(i)));
         }
-        let total = lists.iter().map(|(l, _)| l.len()).sum();
-        let mut out: Vec<(IpNetwork, Owner)> = Vec::with_capacity(total);
+        let mut last: Option<IpNetwork> = None;
         // The next prefix of each list, smallest first, the earlier list first on a tie.
         let mut heads: BinaryHeap<Reverse<(IpNetwork, usize, usize)>> = lists
             .iter()
             .enumerate()
             .filter_map(|(l, (list, _))| list.first().map(|net| Reverse((*net, l, 0))))
             .collect();
-        while let Some(Reverse((net, l, at))) = heads.pop() {
-            if out.last().is_none_or(|(last, _)| *last != net) {
-                let owner = match lists[l].1 {
-                    Some(set) => Owner::Set(set),
-                    None => Owner::Rule(rules[at].1),
-                };
-                out.push((net, owner));
+        let owner = |l: usize, at: usize| match lists[l].1 {
+            Some(set) => Owner::Set(set),
+            None => Owner::Rule(rules[at].1),
+        };
+        while let Some(Reverse((net, l, mut at))) = heads.pop() {
+            if last != Some(net) {
+                visit(net, owner(l, at));
             }
-            if let Some(next) = lists[l].0.get(at + 1) {
-                heads.push(Reverse((*next, l, at + 1)));
+            // The run of this list below every other list's next prefix goes out as it
+            // is (one feed beside a few rules is one long run).
+            let list = &lists[l].0;
+            let bound = heads.peek().map(|Reverse((next, _, _))| *next);
+            at += 1;
+            let mut visited = net;
+            while let Some(next) = list.get(at).filter(|n| bound.is_none_or(|b| **n < b)) {
+                visit(*next, owner(l, at));
+                visited = *next;
+                at += 1;
+            }
+            last = Some(visited);
+            if let Some(next) = list.get(at) {
+                heads.push(Reverse((*next, l, at)));
             }
         }
-        out
     }
 
     /// The rule that owns exactly `net`, as [`CompiledShield::owners`] decides it (a
@@ -412,7 +430,7 @@ impl CompiledShield {
     /// the ids: each owner gets an id of its own, as the loader's plan gives it.
     fn fast_inputs(&self) -> FastInputs {
         let (mut v4, mut v6) = (Vec::new(), Vec::new());
-        for (net, owner) in self.owners() {
+        self.visit_owners(|net, owner| {
             let id = match owner {
                 Owner::Rule(i) => i + 1,
                 Owner::Set(i) => self.rules.len() + i + 1,
@@ -422,7 +440,7 @@ impl CompiledShield {
                 IpNetwork::V4(n) => v4.push((n, entry)),
                 IpNetwork::V6(n) => v6.push((n, entry)),
             }
-        }
+        });
         let (mut valve4, mut valve6) = (Vec::new(), Vec::new());
         for net in &self.management {
             match net {
