@@ -50,11 +50,33 @@ pub(super) fn encode_book<const N: usize>(
 pub(super) fn encode_edits<const N: usize>(
     edits: impl Iterator<Item = ([u8; N], u8, Option<Rule>)>,
 ) -> Vec<u8> {
-    let mut runs: BTreeMap<(u32, u8, u8), Vec<[u8; N]>> = BTreeMap::new();
+    // Runs by rule and action, then by length: the rule of consecutive prefixes rarely
+    // changes, so each prefix costs a comparison and a push (a map of runs searched for
+    // each of a million prefixes took most of the book's time).
+    // (rule id, action) and its addresses by prefix length.
+    type ByLength<const N: usize> = Vec<Vec<[u8; N]>>;
+    let mut by_rule: Vec<((u32, u8), ByLength<N>)> = Vec::new();
+    let mut index: HashMap<(u32, u8), usize> = HashMap::new();
+    let mut current = usize::MAX;
     for (addr, len, rule) in edits {
-        let (id, action) = rule.map_or((0, BOOK_REMOVED), |r| (r.rule_id, r.action));
-        runs.entry((id, action, len)).or_default().push(addr);
+        let key = rule.map_or((0, BOOK_REMOVED), |r| (r.rule_id, r.action));
+        if by_rule.get(current).is_none_or(|(k, _)| *k != key) {
+            current = *index.entry(key).or_insert_with(|| {
+                by_rule.push((key, vec![Vec::new(); N * 8 + 1]));
+                by_rule.len() - 1
+            });
+        }
+        if let Some(run) = by_rule[current].1.get_mut(usize::from(len)) {
+            run.push(addr);
+        }
     }
+    by_rule.sort_unstable_by_key(|(key, _)| *key);
+    let runs = by_rule.into_iter().flat_map(|((id, action), lens)| {
+        lens.into_iter()
+            .enumerate()
+            .filter(|(_, addrs)| !addrs.is_empty())
+            .map(move |(len, addrs)| ((id, action, len as u8), addrs))
+    });
     let mut out = Vec::new();
     for ((rule_id, action, prefixlen), addrs) in runs {
         let run = BookRun {
@@ -306,11 +328,11 @@ pub(super) fn plan(old: &BTreeMap<u32, RuleInfo>, policy: &CompiledShield) -> Re
     }
     report.removed = old.len() - kept.len();
 
-    // `owners` comes sorted, so the books are built in bulk rather than by a million
+    // The owners come sorted, so the books are built in bulk rather than by a million
     // searching inserts.
     let (mut v4, mut v6) = (Vec::new(), Vec::new());
     let mut counts = vec![(0u32, 0u32); labels.len()];
-    for (net, owner) in policy.owners() {
+    policy.visit_owners(|net, owner| {
         let index = match owner {
             Owner::Rule(i) => i,
             Owner::Set(i) => policy.rules.len() + i,
@@ -326,7 +348,7 @@ pub(super) fn plan(old: &BTreeMap<u32, RuleInfo>, policy: &CompiledShield) -> Re
                 counts[index].1 += 1;
             }
         }
-    }
+    });
     let (v4, v6): (BTreeMap<_, _>, BTreeMap<_, _>) =
         (v4.into_iter().collect(), v6.into_iter().collect());
     let directory = labels
