@@ -820,8 +820,10 @@ fn reload(c: &mut Criterion) {
                     if cached {
                         // The changed feed was read as its changed lines, not whole.
                         let now = cache.reads();
+                        // (The other feed may have changed since it was last read
+                        // with the cache, and be read by its lines too.)
                         assert!(
-                            now.by_changes == reads.by_changes + 1 && now.whole == reads.whole,
+                            now.by_changes > reads.by_changes && now.whole == reads.whole,
                             "{id}: {reads:?} then {now:?}"
                         );
                     }
