@@ -1419,7 +1419,7 @@ impl Shield {
         let Some(d4) = diff(&committed.book.v4, &book.v4, limit) else {
             return Ok(None);
         };
-        let Some(d6) = diff(&committed.book.v6, &book.v6, limit - d4.len()) else {
+        let Some(d6) = diff(&committed.book.v6, &book.v6, limit.saturating_sub(d4.len())) else {
             return Ok(None);
         };
         let edits = d4.len() + d6.len();
