@@ -855,18 +855,40 @@ fn create_table(
 fn at_once<T: Sync, R: Send>(items: &[T], each: impl Fn(&T) -> R + Sync) -> Vec<R> {
     std::thread::scope(|scope| {
         let each = &each;
+        // An item whose thread cannot be made (a thread limit) runs here, in turn.
         let running: Vec<_> = items
             .iter()
-            .map(|item| scope.spawn(move || each(item)))
+            .map(|item| {
+                std::thread::Builder::new()
+                    .spawn_scoped(scope, move || each(item))
+                    .map_err(|_| item)
+            })
             .collect();
         running
             .into_iter()
-            .map(|thread| {
-                thread
+            .map(|thread| match thread {
+                Ok(thread) => thread
                     .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                Err(item) => each(item),
             })
             .collect()
+    })
+}
+
+/// Runs `first` on a thread of its own while `second` runs here, and gives both
+/// results (`first` runs here too, after `second`, when no thread can be made).
+fn side_by_side<A: Send, B>(first: impl Fn() -> A + Sync, second: impl FnOnce() -> B) -> (A, B) {
+    std::thread::scope(|scope| {
+        let thread = std::thread::Builder::new().spawn_scoped(scope, &first);
+        let b = second();
+        let a = match thread {
+            Ok(thread) => thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Err(_) => first(),
+        };
+        (a, b)
     })
 }
 
@@ -1755,15 +1777,7 @@ impl Shield {
         };
         // The two families' tables are compiled at once (a million IPv4 prefixes take
         // the longer; the IPv6 table is built beside them on the other core).
-        let (v6, v4) = std::thread::scope(|scope| {
-            let v6 = scope.spawn(build_v6);
-            let v4 = build_v4();
-            (
-                v6.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                v4,
-            )
-        });
+        let (v6, v4) = side_by_side(build_v6, build_v4);
         let (v6, v4) = (v6?, v4?);
 
         let outers: Vec<(&str, MapHandle)> = SLOTTED
@@ -2088,15 +2102,7 @@ impl Shield {
         };
         // The families' tables are made and filled at once (filling is the kernel
         // copying them in, on the calling core).
-        let (six, four) = std::thread::scope(|scope| {
-            let six = scope.spawn(build_v6);
-            let four = build_v4();
-            (
-                six.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                four,
-            )
-        });
+        let (six, four) = side_by_side(build_v6, build_v4);
         let (mut tables, path6, v6_records) = six?;
         let (tables4, path, fast) = four?;
         tables.extend(tables4);
@@ -2899,5 +2905,44 @@ impl Shield {
     /// `fanout`.
     pub fn events(&self, fanout: Arc<Fanout<Event>>) -> Result<EventReader> {
         EventReader::new(vec![self.event_source()?], fanout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Results come back in the items' order, each computed once, and the items run at
+    /// the same time (each waits until it has seen another one running, or gives up
+    /// after two seconds: run one after the other, none would see another).
+    #[test]
+    fn at_once_keeps_order_and_runs_together() {
+        let items: Vec<u64> = (0..5).collect();
+        let (calls, running, met) = (
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+        );
+        let out = at_once(&items, |n| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            running.fetch_add(1, Ordering::SeqCst);
+            let start = std::time::Instant::now();
+            while start.elapsed() < std::time::Duration::from_secs(2) {
+                if running.load(Ordering::SeqCst) > 1 {
+                    met.fetch_add(1, Ordering::SeqCst);
+                    break;
+                }
+                std::thread::yield_now();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            running.fetch_sub(1, Ordering::SeqCst);
+            n * 10
+        });
+        assert_eq!(out, [0, 10, 20, 30, 40]);
+        assert_eq!(calls.load(Ordering::SeqCst), 5);
+        assert!(met.load(Ordering::SeqCst) >= 2, "items ran side by side");
+        let (a, b) = side_by_side(|| items.iter().sum::<u64>(), || items.len());
+        assert_eq!((a, b), (10, 5));
     }
 }
