@@ -847,6 +847,17 @@ fn create_table(
     .map_err(map_err("create", name))
 }
 
+/// A book's prefixes with their fast-path entries (rule id and action), as the
+/// compilers of the fast tables take them.
+fn fast_entries<K: Copy>(book: &BTreeMap<K, Rule>) -> Vec<(K, u16)> {
+    book.iter()
+        .map(|(net, rule)| {
+            let action = Action::from_raw(rule.action).unwrap_or(Action::Deny);
+            (*net, fastpath::entry(rule.rule_id, action))
+        })
+        .collect()
+}
+
 /// Runs `each` on every item at once, a thread each, and gives the results in order.
 /// What it is for: a change to an array of maps from user space returns only after an
 /// RCU grace period (the kernel's `maybe_wait_bpf_programs`), and waits that run at the
@@ -1736,15 +1747,7 @@ impl Shield {
                 // No IPv6 rule: an empty trie costs nothing, a compiled table its fixed size.
                 (None, Ipv6Lookup::Auto) if plan.book.v6.is_empty() => V6Build::Trie,
                 (None, lookup) => {
-                    let rules: Vec<(Ipv6Network, u16)> = plan
-                        .book
-                        .v6
-                        .iter()
-                        .map(|(net, rule)| {
-                            let action = Action::from_raw(rule.action).unwrap_or(Action::Deny);
-                            (*net, fastpath::entry(rule.rule_id, action))
-                        })
-                        .collect();
+                    let rules = fast_entries(&plan.book.v6);
                     match FastTable6::build(&rules, &v6_valve(&plan.valve), SHIELD_V6_RECORDS) {
                         Ok(table) => V6Build::Fast(table),
                         Err(e) if lookup == Ipv6Lookup::Fast => return Err(e.into()),
@@ -1758,15 +1761,7 @@ impl Shield {
                 (Some((path, fast)), _) => V4Build::Reuse(path, fast),
                 (None, Ipv4Lookup::Trie) => V4Build::Trie,
                 (None, lookup) => {
-                    let rules: Vec<(Ipv4Network, u16)> = plan
-                        .book
-                        .v4
-                        .iter()
-                        .map(|(net, rule)| {
-                            let action = Action::from_raw(rule.action).unwrap_or(Action::Deny);
-                            (*net, fastpath::entry(rule.rule_id, action))
-                        })
-                        .collect();
+                    let rules = fast_entries(&plan.book.v4);
                     match FastTable::build(&rules, &v4_valve(&plan.valve), SHIELD_V4_GROUPS) {
                         Ok(table) => V4Build::Fast(table),
                         Err(e) if lookup == Ipv4Lookup::Fast => return Err(e.into()),
@@ -1905,6 +1900,67 @@ impl Shield {
         Ok(built)
     }
 
+    /// A new array of `slot` for the array of maps `outer` (`u32` keys; values of
+    /// `value_size` bytes, of BTF type `value_type`; `max` of them) holding `keys` and
+    /// `values` (back to back).
+    fn array_table(
+        &self,
+        (outer, slot): (&str, u32),
+        (value_size, max): (usize, u32),
+        value_type: &str,
+        (keys, values): (&[u8], &[u8]),
+    ) -> Result<MapHandle> {
+        let table = create_table(
+            MapType::Array,
+            &format!("{outer}_{slot}"),
+            4,
+            value_size,
+            max,
+            0,
+            TableBtf::of(&self.object, "__u32", value_type),
+        )?;
+        fill(&table, outer, keys, values)?;
+        Ok(table)
+    }
+
+    /// A new LPM trie of `slot` (IPv4 or IPv6) holding `entries` (`count` of them), as
+    /// a slot's table: (array of maps, table, what it holds).
+    fn trie_table<'a>(
+        &self,
+        v4: bool,
+        slot: u32,
+        entries: impl Iterator<Item = (IpNetwork, &'a Rule)>,
+        count: usize,
+    ) -> Result<(&'static str, MapHandle, String)> {
+        let (name, key_size, max, key_type) = if v4 {
+            (
+                V4_TRIE,
+                LpmV4Key::SIZE,
+                SHIELD_MAX_V4_PREFIXES,
+                names::shield::ic_lpm_v4_key,
+            )
+        } else {
+            (
+                V6_TRIE,
+                LpmV6Key::SIZE,
+                SHIELD_MAX_V6_PREFIXES,
+                names::shield::ic_lpm_v6_key,
+            )
+        };
+        let (keys, values) = lpm_entries(entries);
+        let table = create_table(
+            MapType::LpmTrie,
+            &format!("{name}_{slot}"),
+            key_size,
+            Rule::SIZE,
+            max,
+            libbpf_sys::BPF_F_NO_PREALLOC,
+            TableBtf::of(&self.object, key_type, names::shield::ic_rule),
+        )?;
+        fill(&table, name, &keys, &values)?;
+        Ok((name, table, format!("new table with {count} elements")))
+    }
+
     /// Creates and fills the tables of `slot` (or takes the active slot's table of a
     /// family that did not change) and puts them into the arrays of maps.
     fn build_slot(
@@ -1953,16 +2009,12 @@ impl Shield {
                         .flat_map(u32::to_ne_bytes)
                         .collect();
                     let values: Vec<u8> = records.iter().flat_map(V6Node::to_bytes).collect();
-                    let table = create_table(
-                        MapType::Array,
-                        &format!("ic_v6_fast_{slot}"),
-                        4,
-                        V6Node::SIZE,
-                        SHIELD_V6_RECORDS,
-                        0,
-                        TableBtf::of(&self.object, "__u32", names::shield::ic_v6_node),
+                    let table = self.array_table(
+                        (V6_FAST, slot),
+                        (V6Node::SIZE, SHIELD_V6_RECORDS),
+                        names::shield::ic_v6_node,
+                        (&keys, &values),
                     )?;
-                    fill(&table, V6_FAST, &keys, &values)?;
                     tables.push((
                         V6_FAST,
                         table,
@@ -1981,27 +2033,8 @@ impl Shield {
                     (Ipv6Path::Fast, records.len())
                 }
                 V6Build::Trie => {
-                    let (keys, values) =
-                        lpm_entries(plan.book.v6.iter().map(|(n, r)| (IpNetwork::V6(*n), r)));
-                    let table = create_table(
-                        MapType::LpmTrie,
-                        &format!("ic_v6_trie_{slot}"),
-                        LpmV6Key::SIZE,
-                        Rule::SIZE,
-                        SHIELD_MAX_V6_PREFIXES,
-                        libbpf_sys::BPF_F_NO_PREALLOC,
-                        TableBtf::of(
-                            &self.object,
-                            names::shield::ic_lpm_v6_key,
-                            names::shield::ic_rule,
-                        ),
-                    )?;
-                    fill(&table, V6_TRIE, &keys, &values)?;
-                    tables.push((
-                        V6_TRIE,
-                        table,
-                        format!("new table with {} elements", plan.book.v6.len()),
-                    ));
+                    let entries = plan.book.v6.iter().map(|(n, r)| (IpNetwork::V6(*n), r));
+                    tables.push(self.trie_table(false, slot, entries, plan.book.v6.len())?);
                     (Ipv6Path::Trie, 0)
                 }
             };
@@ -2027,16 +2060,12 @@ impl Shield {
                         values.extend_from_slice(&block.to_bytes());
                     }
                     let blocks = keys.len() / 4;
-                    let table = create_table(
-                        MapType::Array,
-                        &format!("ic_v4_fast_{slot}"),
-                        4,
-                        V4Block::SIZE,
-                        SHIELD_V4_BLOCKS,
-                        0,
-                        TableBtf::of(&self.object, "__u32", names::shield::ic_v4_block),
+                    let table = self.array_table(
+                        (V4_FAST, slot),
+                        (V4Block::SIZE, SHIELD_V4_BLOCKS),
+                        names::shield::ic_v4_block,
+                        (&keys, &values),
                     )?;
-                    fill(&table, V4_FAST, &keys, &values)?;
                     tables.push((V4_FAST, table, format!("new table with {blocks} elements")));
                     let count = plan.book.v4.len();
                     let stream = book_stream_v4(&plan.book.v4);
@@ -2044,19 +2073,15 @@ impl Shield {
                     self.note_book(tail);
                     tables.push((V4_BOOK, table, format!("new table with {count} elements")));
                     let spans = fast.spans();
-                    let table = create_table(
-                        MapType::Array,
-                        &format!("ic_v4_spans_{slot}"),
-                        4,
-                        V4Span::SIZE,
-                        SHIELD_V4_SPANS,
-                        0,
-                        TableBtf::of(&self.object, "__u32", names::shield::ic_v4_span),
-                    )?;
                     let keys: Vec<u8> =
                         (0..spans.len() as u32).flat_map(u32::to_ne_bytes).collect();
                     let values: Vec<u8> = spans.iter().flat_map(V4Span::to_bytes).collect();
-                    fill(&table, V4_SPANS, &keys, &values)?;
+                    let table = self.array_table(
+                        (V4_SPANS, slot),
+                        (V4Span::SIZE, SHIELD_V4_SPANS),
+                        names::shield::ic_v4_span,
+                        (&keys, &values),
+                    )?;
                     tables.push((
                         V4_SPANS,
                         table,
@@ -2074,27 +2099,8 @@ impl Shield {
                     )
                 }
                 V4Build::Trie => {
-                    let (keys, values) =
-                        lpm_entries(plan.book.v4.iter().map(|(n, r)| (IpNetwork::V4(*n), r)));
-                    let table = create_table(
-                        MapType::LpmTrie,
-                        &format!("ic_v4_trie_{slot}"),
-                        LpmV4Key::SIZE,
-                        Rule::SIZE,
-                        SHIELD_MAX_V4_PREFIXES,
-                        libbpf_sys::BPF_F_NO_PREALLOC,
-                        TableBtf::of(
-                            &self.object,
-                            names::shield::ic_lpm_v4_key,
-                            names::shield::ic_rule,
-                        ),
-                    )?;
-                    fill(&table, V4_TRIE, &keys, &values)?;
-                    tables.push((
-                        V4_TRIE,
-                        table,
-                        format!("new table with {} elements", plan.book.v4.len()),
-                    ));
+                    let entries = plan.book.v4.iter().map(|(n, r)| (IpNetwork::V4(*n), r));
+                    tables.push(self.trie_table(true, slot, entries, plan.book.v4.len())?);
                     (Ipv4Path::Trie, FastUse::default())
                 }
             };
