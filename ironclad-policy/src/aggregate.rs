@@ -253,7 +253,7 @@ const WINDOW_LEN: (u8, u8) = (24, 64);
 /// Why a region is enough: aggregation (covered prefixes dropped, sibling halves
 /// merged) reaches across the edge of a block `W` only through a prefix that contains
 /// `W` (which drops what `W` holds) or through `W` becoming whole (which merges with
-/// its sibling). So a point's window starts as the block of [`WINDOW_LEN`] around it
+/// its sibling). So a point's window starts as the /24 (IPv4) or /64 (IPv6) around it
 /// (or the point itself when shorter), and widens to the largest input, new or old, or
 /// old result that contains it, and to its parent while its new inputs aggregate to
 /// the whole block. Inside the window the aggregation sees exactly the window's
