@@ -415,8 +415,11 @@ fn pin_compatible(
     let (Ok(outer), Some(template)) = (pinned, inner_template(map)) else {
         return Ok(());
     };
-    let describe_inner = |(ty, key, value): (u32, u32, u32)| {
-        format!("inner maps of type {ty}, key {key} B, value {value} B")
+    let describe_inner = |(ty, key, value, entries): (u32, u32, u32, Option<u32>)| match entries {
+        Some(entries) => {
+            format!("inner maps of type {ty}, key {key} B, value {value} B, {entries} entries")
+        }
+        None => format!("inner maps of type {ty}, key {key} B, value {value} B"),
     };
     for slot in 0..expected.3 {
         let Ok(Some(id)) = outer.lookup(&slot.to_ne_bytes(), libbpf_rs::MapFlags::ANY) else {
@@ -432,7 +435,12 @@ fn pin_compatible(
         let Ok(info) = libbpf_rs::MapHandle::from_map_id(id).and_then(|h| h.info()) else {
             continue;
         };
-        let found = (info.info.type_, info.info.key_size, info.info.value_size);
+        let found = (
+            info.info.type_,
+            info.info.key_size,
+            info.info.value_size,
+            template.3.map(|_| info.info.max_entries),
+        );
         if found != template {
             return Err((describe_inner(found), describe_inner(template)));
         }
@@ -440,8 +448,12 @@ fn pin_compatible(
     Ok(())
 }
 
-/// The inner-map template of an array or hash of maps: (type, key size, value size).
-fn inner_template(map: &libbpf_rs::OpenMapMut<'_>) -> Option<(u32, u32, u32)> {
+/// The inner-map template of an array or hash of maps: (type, key size, value size, max
+/// entries unless inner maps are sized per policy, `BPF_F_INNER_MAP`). A fixed-size inner
+/// table of another size is another layout (the compiled IPv6 table's first level grew
+/// with its record count), and the kernel refuses to put a new-sized inner map into an
+/// outer map made for the old size.
+fn inner_template(map: &libbpf_rs::OpenMapMut<'_>) -> Option<(u32, u32, u32, Option<u32>)> {
     use libbpf_rs::AsRawLibbpf;
     if !matches!(
         map.map_type(),
@@ -460,6 +472,8 @@ fn inner_template(map: &libbpf_rs::OpenMapMut<'_>) -> Option<(u32, u32, u32)> {
             libbpf_sys::bpf_map__type(inner),
             libbpf_sys::bpf_map__key_size(inner),
             libbpf_sys::bpf_map__value_size(inner),
+            (libbpf_sys::bpf_map__map_flags(inner) & libbpf_sys::BPF_F_INNER_MAP == 0)
+                .then(|| libbpf_sys::bpf_map__max_entries(inner)),
         ))
     }
 }

@@ -427,3 +427,84 @@ fn an_outer_map_whose_tables_have_another_shape_is_a_stale_pin() {
         .replace(policy.shield.as_ref().expect("shield"))
         .expect("a policy loads into the new tables");
 }
+
+/// Regression (upgrade): the compiled IPv6 table's first level went from one entry per /16
+/// to one per /22 of 2000::/3, and its record count from 196,608 to 278,528 records of
+/// the same 24 bytes. An outer map pinned by the older build holds tables the new program
+/// would misread, and the kernel refuses new-sized tables in it: a stale pin, though type
+/// and sizes of key and value are the same.
+#[test]
+fn an_ipv6_table_with_another_record_count_is_a_stale_pin() {
+    use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
+    use std::os::fd::{AsFd, AsRawFd};
+    require_privileges!();
+    let pins = BpffsDir::new("inner6").expect("bpffs dir");
+    let loader = Loader::builder()
+        .pin_root(pins.path())
+        .build()
+        .expect("loader");
+    drop(Shield::load(&loader).expect("load"));
+    let path = pins.path().join("shield/ic_v6_fast");
+    std::fs::remove_file(&path).expect("unpin");
+    let old_table = |name: &str| {
+        let opts = libbpf_sys::bpf_map_create_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as libbpf_sys::size_t,
+            ..Default::default()
+        };
+        MapHandle::create(MapType::Array, Some(name), 4, 24, 196_608, &opts).expect("table")
+    };
+    let template = old_table("old_template");
+    let opts = libbpf_sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as libbpf_sys::size_t,
+        inner_map_fd: template.as_fd().as_raw_fd() as u32,
+        ..Default::default()
+    };
+    let mut outer =
+        MapHandle::create(MapType::ArrayOfMaps, Some("ic_v6_fast"), 4, 4, 2, &opts).expect("outer");
+    let table = old_table("old_table");
+    outer
+        .update(
+            &1u32.to_ne_bytes(),
+            &table.as_fd().as_raw_fd().to_ne_bytes(),
+            MapFlags::ANY,
+        )
+        .expect("slot 1");
+    outer.pin(&path).expect("pin");
+
+    let err = Shield::load(&loader).expect_err("stale");
+    let text = err.to_string();
+    assert!(
+        matches!(err, ironclad_bpf::BpfError::StalePin { .. })
+            && text.contains("196608 entries")
+            && text.contains(&format!(
+                "{} entries",
+                ironclad_core::abi::SHIELD_V6_RECORDS
+            )),
+        "{text}"
+    );
+    // A restart of the same build keeps its pins: the tries, sized per policy, are not
+    // compared by their size.
+    let replacing = Loader::builder()
+        .pin_root(pins.path())
+        .replace_stale_pins(true)
+        .build()
+        .expect("loader");
+    let shield = Shield::load(&replacing).expect("replaced");
+    let policy = ironclad_policy::config::compile_str(
+        "shield:\n  deny: [2001:db8:bad::/48, 203.0.113.0/24]\n  ipv6_lookup: fast\n",
+        Path::new("p.yaml"),
+    )
+    .expect("policy");
+    shield
+        .replace(policy.shield.as_ref().expect("shield"))
+        .expect("a policy loads into the new tables");
+    drop(shield);
+    let again = Shield::load(&loader).expect("the same build's pins are not stale");
+    assert!(
+        again
+            .rule("2001:db8:bad::/48".parse().expect("net"))
+            .expect("lookup")
+            .is_some(),
+        "the policy is intact"
+    );
+}
