@@ -299,8 +299,9 @@ fn summary(_: &mut Criterion) {
     }
     // IPv6: a feed of /32 to /64 prefixes scattered over 2000::/3, through the kernel's
     // LPM trie and the compiled bitmap trie. `miss` comes from 2001:db8::/32 (no feed
-    // prefix, but its /16 holds some: the walk reads the /16's node), `hit` is a single
-    // /48 rule there, `feed` a source inside a feed prefix.
+    // prefix, but its /22 holds the /48 rule: the walk reads that lone node), `hit` is
+    // that single /48 rule, `feed` a source inside a feed prefix (the first generated,
+    // whose /22 holds another: the walk reads the /22's node, then a lone one).
     for count in [1_000usize, 100_000] {
         let rules = table_v6(count, 42, &avoided());
         let policy = |lookup: Ipv4Lookup| {
@@ -653,8 +654,8 @@ fn policy(c: &mut Criterion) {
     drop(feed);
 
     // The same IPv6 feed update: 10 IPv6 prefixes of the set gone, 10 new from
-    // 2001:db8::/32 (no generated prefix is there), on the IPv6 fast path: each /16 it
-    // touches is compiled again into unused records.
+    // 2001:db8::/32 (no generated prefix is there), on the IPv6 fast path: each
+    // first-level block (a /22 there) it touches is compiled again into unused records.
     let mut updated6: Vec<ipnetwork::Ipv6Network> = a6[10..].to_vec();
     updated6.extend((1..=10u16).filter_map(|i| {
         ipnetwork::Ipv6Network::new(std::net::Ipv6Addr::new(0x2001, 0xdb8, i, 0, 0, 0, 0, 0), 48)

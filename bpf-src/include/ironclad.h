@@ -49,11 +49,11 @@ enum ic_shield_limits {
 	 * fixed size (8 MiB), so the lookup is an inlined array access, not a call. */
 	IC_SHIELD_V4_SPANS = 1048576,
 	/* IPv6 fast path: the records (struct ic_v6_node) of a slot's compiled table. Records
-	 * 0..IC_SHIELD_V6_TOP_RECORDS-1 are the first level, four __u32 entries each, one per
-	 * /16; nodes and packed leaves follow. A fixed size (4.5 MiB), so every read is an
-	 * inlined array access. */
-	IC_SHIELD_V6_RECORDS = 196608,
-	IC_SHIELD_V6_TOP_RECORDS = 16384,
+	 * 0..IC_SHIELD_V6_TOP_RECORDS-1 are the first level, six __u32 entries each (see
+	 * enum ic_v6_fast); nodes and packed leaves follow. A fixed size (6.4 MiB), so every
+	 * read is an inlined array access. */
+	IC_SHIELD_V6_RECORDS = 278528,
+	IC_SHIELD_V6_TOP_RECORDS = 98304, /* (IC_V6_GLOBAL_TOPS + 65536) / 6 */
 	IC_SHIELD_SLOTS = 2,         /* policy slots: one active, one being built */
 };
 
@@ -78,9 +78,14 @@ enum ic_fast_entry {
 	IC_FAST_SPAN_MASK = 0x00ff,
 };
 
-/* The IPv6 fast path: a Poptrie (bitmap and rank) over 6-bit strides after a 16-bit first
- * level, with lone-prefix nodes where a subtree holds one prefix.
- *   first-level entry (__u32): IC_V6_NODE | record of the /16's node, or a rule entry
+/* The IPv6 fast path: a Poptrie (bitmap and rank) over 6-bit strides after a first level,
+ * with lone-prefix nodes where a subtree holds one prefix.
+ *   first level: one __u32 entry per /22 of 2000::/3 (the global unicast space, where
+ *     feeds and countries are: entry (address bits 3..21)), then one per /16 of the rest
+ *     (entry IC_V6_GLOBAL_TOPS + the top 16 bits), six to a record: entry t is
+ *     __u32 t % 6 of record t / 6;
+ *   first-level entry: IC_V6_NODE | record of the block's node (its stride starts at bit
+ *     22, or 16 outside 2000::/3: the strides of both start at 16 + 6k), or a rule entry
  *     (enum ic_fast_entry: 0, IC_FAST_VALVE or [IC_FAST_ALLOW |] rule id);
  *   inner node: bits[0] has bit i set when stride value i leads to a child node, whose
  *     record is base[0] + (children set in bits 0..=i) - 1; bits[1] has bit i set where a
@@ -95,7 +100,10 @@ enum ic_v6_fast {
 	IC_V6_LONE = 0x40000000,
 	IC_V6_INDEX_MASK = 0x3fffffff,
 	IC_V6_LEN_MASK = 0xff,
-	IC_V6_TOP_BITS = 16,
+	IC_V6_TOP_BITS = 16,	 /* first-level entries outside 2000::/3 */
+	IC_V6_GLOBAL_BITS = 22,	 /* first-level entries inside 2000::/3 */
+	IC_V6_GLOBAL_TOPS = 524288, /* 2000::/3's /22s: the first entries of the first level */
+	IC_V6_TOPS_PER_RECORD = 6,
 	IC_V6_STRIDE = 6,
 	IC_V6_LEVELS = 19, /* 16 + 19 * 6 = 130 >= 128 */
 	IC_V6_LEAVES_PER_RECORD = 8,

@@ -314,7 +314,15 @@ const _: () = {
     assert!(abi::V6_STRIDE == c::ic_v6_fast::IC_V6_STRIDE.0);
     assert!(abi::V6_LEVELS == c::ic_v6_fast::IC_V6_LEVELS.0);
     assert!(abi::V6_LEAVES_PER_RECORD == c::ic_v6_fast::IC_V6_LEAVES_PER_RECORD.0);
-    assert!(abi::SHIELD_V6_TOP_RECORDS * 4 == 1 << abi::V6_TOP_BITS);
+    assert!(abi::V6_GLOBAL_BITS == c::ic_v6_fast::IC_V6_GLOBAL_BITS.0);
+    assert!(abi::V6_GLOBAL_TOPS == c::ic_v6_fast::IC_V6_GLOBAL_TOPS.0);
+    assert!(abi::V6_TOPS_PER_RECORD == c::ic_v6_fast::IC_V6_TOPS_PER_RECORD.0);
+    assert!(abi::V6_GLOBAL_TOPS == 1 << (abi::V6_GLOBAL_BITS - 3));
+    assert!(
+        abi::SHIELD_V6_TOP_RECORDS * abi::V6_TOPS_PER_RECORD
+            == abi::V6_GLOBAL_TOPS + (1 << abi::V6_TOP_BITS)
+    );
+    assert!((abi::V6_GLOBAL_BITS - abi::V6_TOP_BITS).is_multiple_of(abi::V6_STRIDE));
     assert!(abi::SHIELD_V6_RECORDS <= abi::V6_INDEX_MASK);
     assert!(abi::BOOK_PAGE_BYTES as u32 == c::ic_book::IC_BOOK_PAGE_BYTES.0);
     assert!(abi::BOOK_REMOVED as u32 == c::ic_book::IC_BOOK_REMOVED.0);

@@ -154,6 +154,30 @@ fn random_policy(seed: u64, lookup: Ipv4Lookup) -> ShieldPolicy {
         .collect();
     deny_set.extend(v6_deny);
     allow_set.extend(v6_allow);
+    // Outside 2000::/3 the compiled IPv6 table's first level is per /16 (inside, per /22):
+    // unique-local prefixes from /17 to /64 with allow exceptions, and prefixes across
+    // 2000::/3's edges.
+    for i in 0..200u64 {
+        let len = 17 + rng.below(48) as u8;
+        let bits = 0xfd00_0000_0000_0000 | (rng.next_u64() & 0x00ff_ffff_ffff_ffff);
+        let Ok(net) = ipnetwork::Ipv6Network::new(Ipv6Addr::from(u128::from(bits) << 64), len)
+            .and_then(|n| ipnetwork::Ipv6Network::new(n.network(), len))
+        else {
+            continue;
+        };
+        if i % 5 == 0 {
+            if let Ok(inner) = ipnetwork::Ipv6Network::new(net.network(), len + 8) {
+                allow_set.push(IpNetwork::V6(inner));
+            }
+        }
+        deny_set.push(IpNetwork::V6(net));
+    }
+    for edge in ["1fff:ff00::/24", "3fff:fff0::/28", "4000::/3"] {
+        deny.push(edge.parse().expect("cidr"));
+    }
+    if !seed.is_multiple_of(2) {
+        deny.push("::/2".parse().expect("cidr"));
+    }
     ShieldPolicy {
         sets: vec![
             set("deny-feed", Action::Deny, deny_set),

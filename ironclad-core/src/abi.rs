@@ -31,10 +31,10 @@ pub const SHIELD_V4_SPANS: u32 = 1_048_576;
 /// All blocks of one IPv4 fast-path table (`IC_SHIELD_V4_BLOCKS`).
 pub const SHIELD_V4_BLOCKS: u32 = SHIELD_V4_FIRST_BLOCKS + SHIELD_V4_GROUPS;
 /// Records of one IPv6 fast-path slot (`IC_SHIELD_V6_RECORDS`).
-pub const SHIELD_V6_RECORDS: u32 = 196_608;
-/// First-level records of the IPv6 fast path, four /16 entries each
-/// (`IC_SHIELD_V6_TOP_RECORDS`).
-pub const SHIELD_V6_TOP_RECORDS: u32 = 16_384;
+pub const SHIELD_V6_RECORDS: u32 = 278_528;
+/// First-level records of the IPv6 fast path, [`V6_TOPS_PER_RECORD`] entries each: one
+/// per /22 of 2000::/3, then one per /16 of the rest (`IC_SHIELD_V6_TOP_RECORDS`).
+pub const SHIELD_V6_TOP_RECORDS: u32 = 98_304;
 /// Policy slots of the per-slot rule tables (`IC_SHIELD_SLOTS`).
 pub const SHIELD_SLOTS: u32 = 2;
 
@@ -75,8 +75,16 @@ pub const V6_LONE: u32 = 0x4000_0000;
 pub const V6_INDEX_MASK: u32 = 0x3fff_ffff;
 /// IPv6 fast path: mask of a lone node's prefix length (`IC_V6_LEN_MASK`).
 pub const V6_LEN_MASK: u32 = 0xff;
-/// IPv6 fast path: bits of the first level (`IC_V6_TOP_BITS`).
+/// IPv6 fast path: bits of a first-level entry outside 2000::/3 (`IC_V6_TOP_BITS`).
 pub const V6_TOP_BITS: u32 = 16;
+/// IPv6 fast path: bits of a first-level entry inside 2000::/3, the global unicast space
+/// (`IC_V6_GLOBAL_BITS`).
+pub const V6_GLOBAL_BITS: u32 = 22;
+/// IPv6 fast path: first-level entries of 2000::/3 (its /22s), before those of the rest
+/// (`IC_V6_GLOBAL_TOPS`).
+pub const V6_GLOBAL_TOPS: u32 = 1 << 19;
+/// IPv6 fast path: first-level entries to a record (`IC_V6_TOPS_PER_RECORD`).
+pub const V6_TOPS_PER_RECORD: u32 = 6;
 /// IPv6 fast path: bits of each later level (`IC_V6_STRIDE`).
 pub const V6_STRIDE: u32 = 6;
 /// IPv6 fast path: levels after the first (`IC_V6_LEVELS`).

@@ -65,7 +65,7 @@ use ironclad_core::abi::{
 use ironclad_events::{Event, Fanout};
 use ironclad_policy::aggregate::symmetric_difference;
 use ironclad_policy::fastpath::{self, FastTable};
-use ironclad_policy::fastpath6::FastTable6;
+use ironclad_policy::fastpath6::{FastTable6, Top};
 use ironclad_policy::shield::{CompiledShield, Ipv4Lookup, Ipv6Lookup, Mode, Owner, RateLimit};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
 
@@ -2472,13 +2472,14 @@ impl Shield {
     }
 
     /// An IPv6 edit on the fast path, made in the active table without a switch: each
-    /// /16 the edited prefixes `nets` fall into is compiled again from `v6` (the whole
-    /// new IPv6 book) into records the table does not use yet, and then the /16's
-    /// first-level entry is pointed at them, so a packet walks either the old region or
-    /// the new one. The old region is left alone until the next rebuild. The slot's
-    /// IPv6 book is replaced. Returns `false` (the caller rebuilds and switches) when
-    /// the edit needs a rebuild: not on the fast path, nothing remembered, another
-    /// valve, a prefix of /16 or shorter, or no unused records left.
+    /// first-level block ([`Top`]: a /22 of 2000::/3, a /16 elsewhere) the edited
+    /// prefixes `nets` fall into is compiled again from `v6` (the whole new IPv6 book)
+    /// into records the table does not use yet, and then the block's first-level entry
+    /// is pointed at them, so a packet walks either the old region or the new one. The
+    /// old region is left alone until the next rebuild. The slot's IPv6 book is replaced.
+    /// Returns `false` (the caller rebuilds and switches) when the edit needs a rebuild:
+    /// not on the fast path, nothing remembered, another valve, a prefix as long as its
+    /// block or shorter, or no unused records left.
     fn edit_fast6_in_place(
         &self,
         v6: &Arc<BTreeMap<Ipv6Network, Rule>>,
@@ -2492,11 +2493,7 @@ impl Shield {
         let Some(mut committed) = self.committed_state(active)? else {
             return Ok(false);
         };
-        if committed.valve != valve
-            || nets
-                .iter()
-                .any(|n| u32::from(n.prefix()) <= ironclad_core::abi::V6_TOP_BITS)
-        {
+        if committed.valve != valve || !nets.iter().all(Top::holds) {
             return Ok(false);
         }
         let slot = active & ACTIVE_SLOT;
@@ -2510,18 +2507,15 @@ impl Shield {
                 IpNetwork::V4(_) => None,
             })
             .collect();
-        let tops: BTreeSet<u16> = nets
-            .iter()
-            .map(|n| (u128::from(n.network()) >> 112) as u16)
-            .collect();
+        let tops: BTreeSet<Top> = nets.iter().map(|n| Top::of(n.network())).collect();
         let mut next = committed.v6_records;
         let mut regions = Vec::with_capacity(tops.len());
         for top in tops {
-            // The prefixes inside the /16, and those up to /16 that cover it.
-            let base = u128::from(top) << 112;
+            // The prefixes inside the block, and those as long as it or shorter that cover
+            // it.
             let (Ok(from), Ok(to)) = (
-                Ipv6Network::new(base.into(), 0),
-                Ipv6Network::new((base | (u128::MAX >> 16)).into(), 128),
+                Ipv6Network::new(top.first(), 0),
+                Ipv6Network::new(top.last(), 128),
             ) else {
                 return Ok(false);
             };
@@ -2533,8 +2527,8 @@ impl Shield {
             for (net, rule) in v6.range(from..=to) {
                 take(net, rule);
             }
-            for len in 0..=16u8 {
-                if let Ok(cover) = Ipv6Network::new(base.into(), len)
+            for len in 0..=top.bits() {
+                if let Ok(cover) = Ipv6Network::new(top.first(), len)
                     .and_then(|n| Ipv6Network::new(n.network(), len))
                 {
                     if let Some(rule) = v6.get(&cover) {
@@ -2559,7 +2553,7 @@ impl Shield {
         }
         fill(&table, V6_FAST, &keys, &values)?;
         for region in &regions {
-            let index = u32::from(region.top >> 2);
+            let index = region.top.record();
             let current = lookup(&table, V6_FAST, &index.to_ne_bytes())?
                 .and_then(|b| V6Node::from_bytes(&b))
                 .unwrap_or_default();
@@ -2583,7 +2577,7 @@ impl Shield {
             V6_FAST,
             Outcome::Ok,
             format!(
-                "slot {slot}: {what} edited in place ({} /16 regions, {} records)",
+                "slot {slot}: {what} edited in place ({} first-level blocks, {} records)",
                 regions.len(),
                 next - committed.v6_records
             ),
