@@ -435,7 +435,16 @@ static __always_inline __u16 ic_span_value(__u32 slot, __u32 index, __u8 last)
 	span = bpf_map_lookup_elem(spans, &index);
 	if (!span)
 		return 0;
-	/* lo <= last <= hi in one unsigned comparison each (lo <= hi always). */
+	if (span->lo[0] > span->hi[0]) {
+		/* A bitmap node: the address's bit in the words after the header. */
+		__u32 at = index + 1 + (last >> 6);
+		__u64 *bits = bpf_map_lookup_elem(spans, &at);
+
+		if (!bits)
+			return 0;
+		return (*bits >> (last & 63)) & 1 ? span->inner : span->outer;
+	}
+	/* lo <= last <= hi in one unsigned comparison each (lo <= hi always in a span). */
 	if ((__u8)(last - span->lo[0]) <= (__u8)(span->hi[0] - span->lo[0]) ||
 	    (__u8)(last - span->lo[1]) <= (__u8)(span->hi[1] - span->lo[1]))
 		return span->inner;

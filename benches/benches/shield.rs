@@ -297,6 +297,42 @@ fn summary(_: &mut Criterion) {
             );
         }
     }
+    // A million hosts clustered 3 to 42 in a /24 (`ironclad_testing::rules::
+    // clustered_hosts_v4`): those /24s are bitmap nodes. `near` is a source in the first
+    // host's /24 that is not a host (the node's header and a word of its bits are read),
+    // `hit` that host.
+    {
+        let count = 1_000_000usize;
+        let hosts = ironclad_testing::rules::clustered_hosts_v4(count, 42, &avoided());
+        let set: std::collections::HashSet<u32> =
+            hosts.iter().map(|n| u32::from(n.network())).collect();
+        let host = u32::from(hosts[0].network());
+        let near = (1..256u32)
+            .map(|d| (host & !0xff) | ((host + d) & 0xff))
+            .find(|a| !set.contains(a))
+            .unwrap_or_else(|| panic!("a /24 full of hosts"));
+        let bench =
+            BenchShield::with_policy("sumclustered", &deny_policy(&hosts, &[], Ipv4Lookup::Fast));
+        let status = bench
+            .shield
+            .status()
+            .unwrap_or_else(|e| panic!("status: {e}"));
+        assert_eq!(status.ipv4_path.as_str(), "fast", "clustered hosts");
+        let reader = LiveReader::start(&bench.shield);
+        for (kind, addr, verdict) in [
+            ("near", Ipv4Addr::from(near), Verdict::Pass),
+            ("hit", Ipv4Addr::from(host), Verdict::Drop),
+        ] {
+            let frame = frame_from(IpAddr::V4(addr));
+            let id = format!("ipv4_clustered_fast_{kind}/{count}");
+            let (empty, run) = paired(&id, &|| bench.run(&frame, REPEAT, verdict), &frame);
+            rows.push((format!("clustered fast {kind}"), count, run, empty));
+        }
+        assert!(
+            reader.stop() > 0,
+            "clustered: the live reader received the sampled drops"
+        );
+    }
     // IPv6: a feed of /32 to /64 prefixes scattered over 2000::/3, through the kernel's
     // LPM trie and the compiled bitmap trie. `miss` comes from 2001:db8::/32 (no feed
     // prefix, but its /22 holds the /48 rule: the walk reads that lone node), `hit` is

@@ -61,7 +61,8 @@ enum ic_shield_limits {
  *   0                              no rule;
  *   IC_FAST_GROUP | g              look up group g (second level, g < IC_SHIELD_V4_GROUPS);
  *   IC_FAST_GROUP | IC_FAST_SPAN [| IC_FAST_SPAN_BASE] | i
- *                                  span node span_base[b] + i of the slot's span table,
+ *                                  span or bitmap node at record span_base[b] + i of the
+ *                                  slot's span table,
  *                                  b = 1 with IC_FAST_SPAN_BASE (first-level blocks only);
  *   IC_FAST_VALVE                  management safety valve: pass;
  *   [IC_FAST_ALLOW |] rule_id      the longest matching rule (1..IC_SHIELD_MAX_RULES-1);
@@ -75,7 +76,7 @@ enum ic_fast_entry {
 	IC_FAST_GROUP_MASK = 0x1fff,
 	IC_FAST_SPAN = 0x4000,      /* with IC_FAST_GROUP */
 	IC_FAST_SPAN_BASE = 0x2000, /* with IC_FAST_GROUP | IC_FAST_SPAN */
-	IC_FAST_SPAN_MASK = 0x00ff,
+	IC_FAST_SPAN_MASK = 0x1fff, /* 256 bitmap nodes of a block take 1,280 records */
 };
 
 /* The IPv6 fast path: a Poptrie (bitmap and rank) over 6-bit strides after a first level,
@@ -200,7 +201,11 @@ struct ic_v4_block {
 /* A span node: a /24 whose addresses read `inner` inside lo[0]..=hi[0] or lo[1]..=hi[1]
  * (last octet) and `outer` everywhere else. The commonest second level of a real feed
  * (one host or one run of hosts of the same rule in a /24) in 8 bytes instead of a
- * 512-byte group. */
+ * 512-byte group. With lo[0] > hi[0] (no span has that) it is the header of a bitmap
+ * node instead: a /24 whose addresses take two values in any pattern (many hosts of
+ * one rule), `inner` where the address's bit is set, `outer` elsewhere; the 256 bits
+ * follow in the next four records as native __u64 words (address a: bit a % 64 of
+ * word a / 64). 40 bytes instead of a group's 512. */
 struct ic_v4_span {
 	__u8 lo[2];
 	__u8 hi[2];

@@ -172,6 +172,21 @@ fn random_policy(seed: u64, lookup: Ipv4Lookup) -> ShieldPolicy {
         }
         deny_set.push(IpNetwork::V6(net));
     }
+    // Hosts clustered in /24s (bitmap nodes), one of them with an allow exception.
+    for i in 0..60u32 {
+        let block = (rng.next_u64() as u32) & 0xffff_ff00;
+        for k in 0..(3 + i % 20) {
+            let host = block | ((k * 37 + i) & 0xff);
+            deny_set.push(IpNetwork::V4(
+                Ipv4Network::new(Ipv4Addr::from(host), 32).expect("host"),
+            ));
+        }
+        if i % 10 == 0 {
+            allow_set.push(IpNetwork::V4(
+                Ipv4Network::new(Ipv4Addr::from(block | 0x80), 31).expect("net"),
+            ));
+        }
+    }
     for edge in ["1fff:ff00::/24", "3fff:fff0::/28", "4000::/3"] {
         deny.push(edge.parse().expect("cidr"));
     }
@@ -423,20 +438,28 @@ fn fast_path_trie_and_reference_agree_on_random_rule_sets() {
 fn a_rule_set_too_long_for_the_fast_path_falls_back_or_is_refused_unchanged() {
     require_privileges!();
     let (_pins, _loader, shield) = loaded("groups");
-    // Three separate /32s in each of 9000 different /24s: no span node holds three runs,
-    // so each /24 needs a group, more groups than the table has. (One or two hosts per
-    // /24 are span nodes and fit whatever their number.)
-    let scattered: Vec<IpNetwork> = (0..9_000u32)
-        .flat_map(|i| {
-            [7u32, 9, 11].map(|h| {
-                IpNetwork::V4(
-                    Ipv4Network::new(Ipv4Addr::from((10 << 24) | (i << 8) | h), 32).expect("net"),
-                )
+    // Three separate /32s in each of 9000 different /24s, two of one set and one of
+    // another: three values in a /24, which neither a span node nor a bitmap node holds,
+    // so each /24 needs a group, more groups than the table has. (Hosts of one rule are
+    // span or bitmap nodes and fit whatever their number.)
+    let hosts = |last: &[u32]| -> Vec<IpNetwork> {
+        (0..9_000u32)
+            .flat_map(|i| {
+                last.iter().map(move |h| {
+                    IpNetwork::V4(
+                        Ipv4Network::new(Ipv4Addr::from((10 << 24) | (i << 8) | h), 32)
+                            .expect("net"),
+                    )
+                })
             })
-        })
-        .collect();
+            .collect()
+    };
+    let (scattered, others) = (hosts(&[7, 11]), hosts(&[9]));
     let policy = |lookup| ShieldPolicy {
-        sets: vec![set("hosts", Action::Deny, scattered.clone())],
+        sets: vec![
+            set("hosts", Action::Deny, scattered.clone()),
+            set("others", Action::Deny, others.clone()),
+        ],
         ipv4_lookup: lookup,
         ..ShieldPolicy::default()
     };
@@ -948,7 +971,9 @@ fn churn(policy: &mut ShieldPolicy, rng: &mut Rng, n: usize) {
     let v6: Vec<ipnetwork::Ipv6Network> = listed
         .iter()
         .filter_map(|n| match n {
-            IpNetwork::V6(n) if n.prefix() <= 64 => Some(*n),
+            // Longer than a first-level block of the IPv6 table (a /22 in 2000::/3), so
+            // that the prefixes made inside are edits in place.
+            IpNetwork::V6(n) if (23..=64).contains(&n.prefix()) => Some(*n),
             _ => None,
         })
         .collect();
@@ -1130,10 +1155,12 @@ fn lpm_reference(
 }
 
 /// The shapes real IP feeds have, at the documented limit: a million /32 hosts scattered
-/// over the whole address space, and a million prefixes of a merged blocklist (60% /24,
-/// 20% /16–/23, 20% /25–/32, scattered, nested) with allow exceptions. Both stay on the
-/// compiled fast path (the long prefixes as span nodes), decide every probe as a
-/// longest-prefix scan does, and fit 64 MiB with 100k IPv6 prefixes beside them; a feed update of 20 hosts is made in place and decided right at once.
+/// over the whole address space, a million hosts clustered 3 to 42 in a /24, and a
+/// million prefixes of a merged blocklist (60% /24, 20% /16–/23, 20% /25–/32, scattered,
+/// nested) with allow exceptions. All stay on the compiled fast path (the long prefixes
+/// as span and bitmap nodes), decide every probe as a longest-prefix scan does, and fit
+/// 64 MiB with 100k IPv6 prefixes beside them; a feed update of 20 hosts is made in place
+/// and decided right at once.
 #[test]
 fn scattered_hosts_and_merged_blocklists_stay_on_the_fast_path_at_a_million() {
     require_privileges!();
@@ -1145,6 +1172,9 @@ fn scattered_hosts_and_merged_blocklists_stay_on_the_fast_path_at_a_million() {
         .map(IpNetwork::V6)
         .collect();
     let hosts = ironclad_testing::rules::hosts_v4(1_000_000, 21, &avoid);
+    // The same number of hosts in about 44,000 /24s of 3 to 42: bitmap nodes, ten times
+    // more than there are groups.
+    let clustered = ironclad_testing::rules::clustered_hosts_v4(1_000_000, 24, &avoid);
     let blocklist = ironclad_testing::rules::blocklist_v4(1_000_000, 22, &avoid);
     let mut rng = Rng::new(23);
     // Allow exceptions inside the blocklist: hosts and short runs in denied ranges.
@@ -1155,6 +1185,7 @@ fn scattered_hosts_and_merged_blocklists_stay_on_the_fast_path_at_a_million() {
         .collect();
     for (shape, deny, allow) in [
         ("hosts", hosts.clone(), Vec::new()),
+        ("clustered", clustered, Vec::new()),
         ("blocklist", blocklist, exceptions),
     ] {
         let mut sets = vec![set(

@@ -52,8 +52,9 @@ pub const FAST_GROUP_MASK: u16 = 0x1fff;
 pub const FAST_SPAN: u16 = 0x4000;
 /// Fast-path span entry: relative to the block's second span base (`IC_FAST_SPAN_BASE`).
 pub const FAST_SPAN_BASE: u16 = 0x2000;
-/// Fast-path span entry: mask of the node's index after its base (`IC_FAST_SPAN_MASK`).
-pub const FAST_SPAN_MASK: u16 = 0x00ff;
+/// Fast-path span entry: mask of the node's record after its base (`IC_FAST_SPAN_MASK`;
+/// bitmap nodes take five records each).
+pub const FAST_SPAN_MASK: u16 = 0x1fff;
 
 /// Active-policy word: the slot packets use (`IC_ACTIVE_SLOT`).
 pub const ACTIVE_SLOT: u32 = 1;
@@ -362,7 +363,9 @@ impl V4Block {
 }
 
 /// `struct ic_v4_span`: a /24 of the IPv4 fast path whose last octet reads `inner` inside
-/// `lo[0]..=hi[0]` or `lo[1]..=hi[1]` and `outer` elsewhere.
+/// `lo[0]..=hi[0]` or `lo[1]..=hi[1]` and `outer` elsewhere; or, with `lo[0] > hi[0]`, the
+/// header of a bitmap node ([`V4Span::bitmap`]), whose 256 bits follow in the next four
+/// records.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
 )]
@@ -381,6 +384,55 @@ pub struct V4Span {
 impl V4Span {
     /// Size of the C struct in bytes.
     pub const SIZE: usize = 8;
+
+    /// Records a bitmap node takes: its header and four of bits.
+    pub const BITMAP_RECORDS: usize = 5;
+
+    /// The header of a bitmap node: a /24 whose addresses read `inner` where their bit is
+    /// set and `outer` elsewhere. The bits follow in the next four records, as native
+    /// `u64` words: address `a` (last octet) is bit `a % 64` of word `a / 64`.
+    pub fn bitmap(inner: u16, outer: u16) -> Self {
+        Self {
+            lo: [1, 0],
+            hi: [0, 0],
+            inner,
+            outer,
+        }
+    }
+
+    /// Whether this is a bitmap node's header (`lo[0] > hi[0]`, which no span has).
+    pub fn is_bitmap(&self) -> bool {
+        self.lo[0] > self.hi[0]
+    }
+
+    /// A record holding one word of a bitmap node's bits.
+    pub fn bits(word: u64) -> Self {
+        Self::from_bytes(&word.to_ne_bytes()).unwrap_or_default()
+    }
+
+    /// The word of bits this record holds (the inverse of [`V4Span::bits`]).
+    pub fn word(&self) -> u64 {
+        u64::from_ne_bytes(self.to_bytes())
+    }
+
+    /// The entry the kernel reads for last octet `last` in the node at `index` of `spans`
+    /// (a span, or a bitmap node's header and bits); 0 when `index` is out of range.
+    pub fn value(spans: &[Self], index: usize, last: u8) -> u16 {
+        let Some(node) = spans.get(index) else {
+            return 0;
+        };
+        if !node.is_bitmap() {
+            return node.get(last);
+        }
+        let word = spans
+            .get(index + 1 + usize::from(last >> 6))
+            .map_or(0, Self::word);
+        if word >> (last & 63) & 1 == 1 {
+            node.inner
+        } else {
+            node.outer
+        }
+    }
 
     /// The entry the kernel reads for last octet `last`.
     pub fn get(&self, last: u8) -> u16 {

@@ -45,12 +45,14 @@ use std::net::Ipv4Addr;
 use ipnetwork::Ipv4Network;
 use ironclad_core::abi::{
     Action, V4Block, V4Span, FAST_ALLOW, FAST_GROUP, FAST_GROUP_MASK, FAST_RULE_MASK, FAST_SPAN,
-    FAST_SPAN_BASE, FAST_SPAN_MASK, FAST_VALVE, SHIELD_V4_FIRST_BLOCKS,
+    FAST_SPAN_BASE, FAST_SPAN_MASK, FAST_VALVE, SHIELD_V4_FIRST_BLOCKS, SHIELD_V4_SPANS,
 };
 
 /// Entries per block.
 pub const BLOCK_ENTRIES: usize = 256;
 const FIRST_ENTRIES: usize = SHIELD_V4_FIRST_BLOCKS as usize * BLOCK_ENTRIES;
+/// Records of a slot's span table: spans take one, bitmap nodes five.
+const SPAN_RECORDS: usize = SHIELD_V4_SPANS as usize;
 
 /// The fast-path entry of a rule: its id, and [`FAST_ALLOW`] for an allow rule.
 /// Ids are masked to [`FAST_RULE_MASK`] (the policy compiler never hands out larger).
@@ -173,10 +175,7 @@ impl FastTable {
                 .unwrap_or([0; 2]);
             let base = bases[usize::from(first & FAST_SPAN_BASE != 0)];
             let index = base as usize + usize::from(first & FAST_SPAN_MASK);
-            return self
-                .spans
-                .get(index)
-                .map_or(0, |span| span.get((a & 0xff) as u8));
+            return V4Span::value(&self.spans, index, (a & 0xff) as u8);
         }
         let group = usize::from(first & FAST_GROUP_MASK);
         self.entries
@@ -250,12 +249,32 @@ enum Second {
     Entry(u16),
     /// A span node.
     Span(V4Span),
+    /// A bitmap node: its header and its four words of bits.
+    Bitmap(V4Span, [u64; 4]),
     /// A 256-entry group.
     Group,
 }
 
 /// The cheapest second level for the 256 entries of a /24.
 fn classify(content: &[u16; BLOCK_ENTRIES]) -> Second {
+    let first = content[0];
+    let Some(other) = content.iter().copied().find(|v| *v != first) else {
+        return Second::Entry(first);
+    };
+    if content.iter().any(|v| *v != first && *v != other) {
+        return Second::Group;
+    }
+    // Two values in more runs than a span holds (many hosts of one rule): a bitmap of
+    // where the other value is.
+    let bitmap = || {
+        let mut words = [0u64; 4];
+        for (a, v) in content.iter().enumerate() {
+            if *v == other {
+                words[a >> 6] |= 1 << (a & 63);
+            }
+        }
+        Second::Bitmap(V4Span::bitmap(other, first), words)
+    };
     // Runs of equal entries: (entry, first, last). A span has at most five.
     let mut runs: Vec<(u16, u8, u8)> = Vec::with_capacity(6);
     for (i, value) in content.iter().enumerate() {
@@ -263,18 +282,11 @@ fn classify(content: &[u16; BLOCK_ENTRIES]) -> Second {
             Some(run) if run.0 == *value => run.2 = i as u8,
             _ => {
                 if runs.len() == 5 {
-                    return Second::Group;
+                    return bitmap();
                 }
                 runs.push((*value, i as u8, i as u8));
             }
         }
-    }
-    let first = runs[0].0;
-    let Some(other) = runs.iter().map(|r| r.0).find(|v| *v != first) else {
-        return Second::Entry(first);
-    };
-    if runs.iter().any(|r| r.0 != first && r.0 != other) {
-        return Second::Group;
     }
     for (inner, outer) in [(other, first), (first, other)] {
         let inside: Vec<&(u16, u8, u8)> = runs.iter().filter(|r| r.0 == inner).collect();
@@ -287,7 +299,7 @@ fn classify(content: &[u16; BLOCK_ENTRIES]) -> Second {
             });
         }
     }
-    Second::Group
+    bitmap()
 }
 
 /// A compiled region of the table: the whole table, or the /16 of one first-level block
@@ -315,7 +327,7 @@ impl Packed {
         let mut groups: Vec<[u16; BLOCK_ENTRIES]> = Vec::new();
         let mut spans: Vec<V4Span> = Vec::new();
         let mut bases = vec![[0u32; 2]; first.len() / BLOCK_ENTRIES];
-        let mut block_spans = (usize::MAX, 0u16);
+        let mut block_spans = usize::MAX;
         let mut at = 0;
         while at < longs.len() {
             let slot = longs[at].slot;
@@ -333,19 +345,37 @@ impl Packed {
             for part in parts {
                 content[part.range.clone()].fill(part.value);
             }
+            // A node's place after its block's base (set by the block's first node),
+            // which the entry holds in 13 bits (a block's 256 /24s as bitmap nodes take
+            // 1,280 records).
+            let block = slot / BLOCK_ENTRIES;
+            let start = if block_spans == block {
+                bases[block][0] as usize
+            } else {
+                spans.len()
+            };
+            let offset = spans.len() - start;
+            let node = |records: usize| {
+                offset <= usize::from(FAST_SPAN_MASK) && spans.len() + records <= SPAN_RECORDS
+            };
+            let mut based = || {
+                block_spans = block;
+                bases[block][0] = start as u32;
+            };
             first[slot] = match classify(&content) {
                 Second::Entry(value) => value,
-                Second::Span(span) => {
-                    let block = slot / BLOCK_ENTRIES;
-                    if block_spans.0 != block {
-                        block_spans = (block, 0);
-                        bases[block][0] = spans.len() as u32;
-                    }
+                Second::Span(span) if node(1) => {
+                    based();
                     spans.push(span);
-                    block_spans.1 += 1;
-                    FAST_GROUP | FAST_SPAN | ((block_spans.1 - 1) & FAST_SPAN_MASK)
+                    FAST_GROUP | FAST_SPAN | offset as u16
                 }
-                Second::Group => {
+                Second::Bitmap(header, words) if node(V4Span::BITMAP_RECORDS) => {
+                    based();
+                    spans.push(header);
+                    spans.extend(words.iter().map(|w| V4Span::bits(*w)));
+                    FAST_GROUP | FAST_SPAN | offset as u16
+                }
+                Second::Span(_) | Second::Bitmap(..) | Second::Group => {
                     groups.push(content);
                     FAST_GROUP | ((groups.len() - 1) as u16 & FAST_GROUP_MASK)
                 }
@@ -367,9 +397,8 @@ impl Packed {
             first
         } else if first & FAST_SPAN != 0 {
             let base = self.bases.get(slot / BLOCK_ENTRIES).map_or(0, |b| b[0]);
-            self.spans
-                .get(base as usize + usize::from(first & FAST_SPAN_MASK))
-                .map_or(0, |s| s.get((addr & 0xff) as u8))
+            let index = base as usize + usize::from(first & FAST_SPAN_MASK);
+            V4Span::value(&self.spans, index, (addr & 0xff) as u8)
         } else {
             self.groups
                 .get(usize::from(first & FAST_GROUP_MASK))
@@ -546,7 +575,7 @@ mod tests {
     }
 
     #[test]
-    fn spans_take_two_values_in_at_most_two_runs() {
+    fn spans_take_two_values_in_two_runs_and_bitmaps_in_any() {
         let mut c = [7u16; BLOCK_ENTRIES];
         assert_eq!(classify(&c), Second::Entry(7));
         c[9] = 3;
@@ -570,9 +599,24 @@ mod tests {
                 outer: 7
             })
         );
-        // Three runs of 3: the 7s (two runs) are the inside instead.
+        // Three runs of 3 and of 7: a bitmap of the 3s.
         c[100] = 3;
-        assert!(matches!(classify(&c), Second::Group));
+        let Second::Bitmap(header, words) = classify(&c) else {
+            panic!("a bitmap: {:?}", classify(&c));
+        };
+        assert_eq!(header, V4Span::bitmap(3, 7));
+        assert!(header.is_bitmap());
+        assert_eq!(words, [1 << 9, 1 << (100 - 64), 0, u64::MAX << (200 - 192)]);
+        let mut records = vec![V4Span::default(), header];
+        records.extend(words.iter().map(|w| V4Span::bits(*w)));
+        for last in 0..=255u8 {
+            assert_eq!(
+                V4Span::value(&records, 1, last),
+                c[usize::from(last)],
+                "{last}"
+            );
+        }
+        // Three runs of 3: the 7s (two runs) are the inside instead.
         c[..9].fill(3);
         assert_eq!(
             classify(&c),
@@ -665,8 +709,8 @@ mod tests {
         let rules: Vec<_> = hosts.iter().map(|n| (*n, entry(1, Action::Deny))).collect();
         let t = FastTable::build(&rules, &[], 4096).expect("fits");
         // A /24 holds three or more of the hosts about 600 times in a million (Poisson,
-        // 0.06 hosts per /24): those few are groups, every other /24 a span node.
-        assert!(t.groups() < 2_000, "{}", t.groups());
+        // 0.06 hosts per /24): those few are bitmap nodes, every other /24 a span node.
+        assert_eq!(t.groups(), 0);
         assert!(t.spans().len() > 900_000, "{}", t.spans().len());
         let set: std::collections::HashSet<Ipv4Addr> = hosts.iter().map(|n| n.network()).collect();
         for n in hosts.iter().step_by(997) {
@@ -679,6 +723,78 @@ mod tests {
                 };
                 assert_eq!(t.lookup(a), want, "{a}");
             }
+        }
+    }
+
+    /// Hosts of one feed clustered in /24s (a hosting range's abusers): far more /24s
+    /// with three or more hosts than there are groups, each a 40-byte bitmap node; the
+    /// exceptions of another rule among them make the few /24s of three values groups.
+    #[test]
+    fn clustered_hosts_are_bitmap_nodes_beyond_the_group_limit() {
+        let mut rng = ironclad_testing::rules::Rng::new(11);
+        let mut rules: Vec<(Ipv4Network, u16)> = Vec::new();
+        for _ in 0..30_000 {
+            let block = (rng.next_u64() as u32) & 0xffff_ff00;
+            for _ in 0..(3 + rng.below(40)) {
+                let host = block | (rng.next_u64() as u32 & 0xff);
+                rules.push((
+                    Ipv4Network::new(Ipv4Addr::from(host), 32).expect("host"),
+                    entry(1, Action::Deny),
+                ));
+            }
+            if rng.below(100) == 0 {
+                let host = block | (rng.next_u64() as u32 & 0xff);
+                rules.push((
+                    Ipv4Network::new(Ipv4Addr::from(host), 32).expect("host"),
+                    entry(2, Action::Allow),
+                ));
+            }
+        }
+        let t = FastTable::build(&rules, &[], 4096).expect("fits");
+        assert!(t.groups() < 400, "{}", t.groups());
+        let bitmaps = t.spans().iter().filter(|s| s.is_bitmap()).count();
+        assert!(bitmaps > 25_000, "{bitmaps}");
+        let mut want: std::collections::HashMap<u32, u16> = std::collections::HashMap::new();
+        for (n, e) in &rules {
+            want.insert(u32::from(n.network()), *e);
+        }
+        for (n, _) in rules.iter().step_by(7) {
+            let block = u32::from(n.network()) & 0xffff_ff00;
+            for last in 0..256u32 {
+                let a = block | last;
+                assert_eq!(
+                    t.lookup(Ipv4Addr::from(a)),
+                    want.get(&a).copied().unwrap_or(0),
+                    "{}",
+                    Ipv4Addr::from(a)
+                );
+            }
+        }
+    }
+
+    /// Bitmap nodes take five span records: when the span table runs out, the rest are
+    /// groups, and the table still reads as the rules.
+    #[test]
+    fn bitmap_nodes_stop_at_the_span_table_size() {
+        let mut rules: Vec<(Ipv4Network, u16)> = Vec::new();
+        // 300k /24s of three hosts: 1.5M records as bitmaps, more than the table holds.
+        for i in 0..300_000u32 {
+            let block = (i * 37 % (1 << 24)) << 8;
+            for last in [1u32, 100, 200] {
+                rules.push((
+                    Ipv4Network::new(Ipv4Addr::from(block | last), 32).expect("host"),
+                    entry(1, Action::Deny),
+                ));
+            }
+        }
+        let packed = Packed::build(0, 0, &rules, &[]);
+        assert!(packed.spans.len() <= SPAN_RECORDS, "{}", packed.spans.len());
+        assert!(packed.spans.len() + V4Span::BITMAP_RECORDS > SPAN_RECORDS);
+        assert!(!packed.groups.is_empty());
+        for (n, _) in rules.iter().step_by(101) {
+            let a = u32::from(n.network());
+            assert_eq!(packed.lookup(a, 0), entry(1, Action::Deny));
+            assert_eq!(packed.lookup(a + 1, 0), 0);
         }
     }
 

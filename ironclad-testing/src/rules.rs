@@ -94,6 +94,29 @@ pub fn hosts_v4(count: usize, seed: u64, avoid: &[IpNetwork]) -> Vec<Ipv4Network
     out
 }
 
+/// `count` distinct IPv4 /32 hosts clustered in /24s: each /24 drawn holds 3 to 42 of
+/// them (its hosting range's abusers), none inside `avoid`. The /24s are scattered over
+/// the whole address space; some are drawn twice.
+pub fn clustered_hosts_v4(count: usize, seed: u64, avoid: &[IpNetwork]) -> Vec<Ipv4Network> {
+    let mut rng = Rng::new(seed);
+    let mut seen = HashSet::with_capacity(count);
+    let mut out = Vec::with_capacity(count);
+    while out.len() < count {
+        let block = (rng.next_u64() as u32) & 0xffff_ff00;
+        for _ in 0..3 + rng.below(40) {
+            let addr = Ipv4Addr::from(block | (rng.next_u64() as u32 & 0xff));
+            if out.len() == count
+                || avoid.iter().any(|a| a.contains(addr.into()))
+                || !seen.insert(addr)
+            {
+                continue;
+            }
+            out.extend(Ipv4Network::new(addr, 32));
+        }
+    }
+    out
+}
+
 /// `count` distinct IPv4 prefixes shaped like a merged blocklist with many host entries:
 /// 60% /24, 20% /16–/23, 20% /25–/32 scattered over the whole address space (no
 /// clustering), none overlapping `avoid`. Prefixes may nest.
