@@ -168,6 +168,18 @@ impl LiveReader {
     }
 }
 
+/// The first of `hosts` and an address of its /24 that is none of them.
+fn host_and_near(hosts: &[ipnetwork::Ipv4Network]) -> (u32, u32) {
+    let set: std::collections::HashSet<u32> =
+        hosts.iter().map(|n| u32::from(n.network())).collect();
+    let host = u32::from(hosts[0].network());
+    let near = (1..256u32)
+        .map(|d| (host & !0xff) | ((host + d) & 0xff))
+        .find(|a| !set.contains(a))
+        .unwrap_or_else(|| panic!("a /24 full of hosts"));
+    (host, near)
+}
+
 /// The table `cargo bench` ends with: each configuration's kernel time per packet and
 /// its cost over the empty program, measured as paired minimums (15 rounds, each one run
 /// of the empty program and one of the configuration, 1M repeats apiece) so that noise
@@ -243,13 +255,7 @@ fn summary(_: &mut Criterion) {
     // host (through its span node).
     for count in [1_000usize, 100_000, 1_000_000] {
         let hosts = ironclad_testing::rules::hosts_v4(count, 42, &avoided());
-        let set: std::collections::HashSet<u32> =
-            hosts.iter().map(|n| u32::from(n.network())).collect();
-        let host = u32::from(hosts[0].network());
-        let near = (1..256u32)
-            .map(|d| (host & !0xff) | ((host + d) & 0xff))
-            .find(|a| !set.contains(a))
-            .unwrap_or_else(|| panic!("a /24 full of hosts"));
+        let (host, near) = host_and_near(&hosts);
         let bench = BenchShield::with_policy(
             &format!("sumhosts{count}"),
             &deny_policy(&hosts, &[], Ipv4Lookup::Fast),
@@ -304,13 +310,7 @@ fn summary(_: &mut Criterion) {
     {
         let count = 1_000_000usize;
         let hosts = ironclad_testing::rules::clustered_hosts_v4(count, 42, &avoided());
-        let set: std::collections::HashSet<u32> =
-            hosts.iter().map(|n| u32::from(n.network())).collect();
-        let host = u32::from(hosts[0].network());
-        let near = (1..256u32)
-            .map(|d| (host & !0xff) | ((host + d) & 0xff))
-            .find(|a| !set.contains(a))
-            .unwrap_or_else(|| panic!("a /24 full of hosts"));
+        let (host, near) = host_and_near(&hosts);
         let bench =
             BenchShield::with_policy("sumclustered", &deny_policy(&hosts, &[], Ipv4Lookup::Fast));
         let status = bench

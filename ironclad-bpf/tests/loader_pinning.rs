@@ -361,14 +361,43 @@ fn status_without_pins_is_a_pin_error_carrying_enoent() {
     );
 }
 
+/// Pins at `path`, as an older build would have, an array of maps `name` (2 slots) whose
+/// template and one table (in `slot`) are arrays of `entries` values of `value` bytes.
+fn pin_old_outer(path: &Path, name: &str, (value, entries): (u32, u32), slot: u32) {
+    use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
+    use std::os::fd::{AsFd, AsRawFd};
+    std::fs::remove_file(path).expect("unpin");
+    let opts = || libbpf_sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as libbpf_sys::size_t,
+        ..Default::default()
+    };
+    let old_table = |name: &str| {
+        MapHandle::create(MapType::Array, Some(name), 4, value, entries, &opts()).expect("table")
+    };
+    let template = old_table("old_template");
+    let outer_opts = libbpf_sys::bpf_map_create_opts {
+        inner_map_fd: template.as_fd().as_raw_fd() as u32,
+        ..opts()
+    };
+    let mut outer =
+        MapHandle::create(MapType::ArrayOfMaps, Some(name), 4, 4, 2, &outer_opts).expect("outer");
+    let table = old_table("old_table");
+    outer
+        .update(
+            &slot.to_ne_bytes(),
+            &table.as_fd().as_raw_fd().to_ne_bytes(),
+            MapFlags::ANY,
+        )
+        .expect("slot");
+    outer.pin(path).expect("pin");
+}
+
 /// Regression (upgrade): the fast-path tables grew from 512- to 520-byte blocks, and an
 /// outer map pinned by the older build (whose inner-map template the verifier checks the
 /// program against) passed the pin check, which compared only the outer map. Its inner
 /// tables now make it a stale pin: refused by default, replaced on request.
 #[test]
 fn an_outer_map_whose_tables_have_another_shape_is_a_stale_pin() {
-    use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
-    use std::os::fd::{AsFd, AsRawFd};
     require_privileges!();
     let pins = BpffsDir::new("inner").expect("bpffs dir");
     let loader = Loader::builder()
@@ -378,31 +407,7 @@ fn an_outer_map_whose_tables_have_another_shape_is_a_stale_pin() {
     drop(Shield::load(&loader).expect("load"));
     // What the older build pinned: an array of maps of 512-byte blocks, one in slot 0.
     let path = pins.path().join("shield/ic_v4_fast");
-    std::fs::remove_file(&path).expect("unpin");
-    let old_block = |name: &str| {
-        let opts = libbpf_sys::bpf_map_create_opts {
-            sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as libbpf_sys::size_t,
-            ..Default::default()
-        };
-        MapHandle::create(MapType::Array, Some(name), 4, 512, 73_728, &opts).expect("table")
-    };
-    let template = old_block("old_template");
-    let opts = libbpf_sys::bpf_map_create_opts {
-        sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as libbpf_sys::size_t,
-        inner_map_fd: template.as_fd().as_raw_fd() as u32,
-        ..Default::default()
-    };
-    let mut outer =
-        MapHandle::create(MapType::ArrayOfMaps, Some("ic_v4_fast"), 4, 4, 2, &opts).expect("outer");
-    let table = old_block("old_table");
-    outer
-        .update(
-            &0u32.to_ne_bytes(),
-            &table.as_fd().as_raw_fd().to_ne_bytes(),
-            MapFlags::ANY,
-        )
-        .expect("slot 0");
-    outer.pin(&path).expect("pin");
+    pin_old_outer(&path, "ic_v4_fast", (512, 73_728), 0);
 
     let err = Shield::load(&loader).expect_err("stale");
     let text = err.to_string();
@@ -435,8 +440,6 @@ fn an_outer_map_whose_tables_have_another_shape_is_a_stale_pin() {
 /// and sizes of key and value are the same.
 #[test]
 fn an_ipv6_table_with_another_record_count_is_a_stale_pin() {
-    use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
-    use std::os::fd::{AsFd, AsRawFd};
     require_privileges!();
     let pins = BpffsDir::new("inner6").expect("bpffs dir");
     let loader = Loader::builder()
@@ -445,31 +448,7 @@ fn an_ipv6_table_with_another_record_count_is_a_stale_pin() {
         .expect("loader");
     drop(Shield::load(&loader).expect("load"));
     let path = pins.path().join("shield/ic_v6_fast");
-    std::fs::remove_file(&path).expect("unpin");
-    let old_table = |name: &str| {
-        let opts = libbpf_sys::bpf_map_create_opts {
-            sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as libbpf_sys::size_t,
-            ..Default::default()
-        };
-        MapHandle::create(MapType::Array, Some(name), 4, 24, 196_608, &opts).expect("table")
-    };
-    let template = old_table("old_template");
-    let opts = libbpf_sys::bpf_map_create_opts {
-        sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as libbpf_sys::size_t,
-        inner_map_fd: template.as_fd().as_raw_fd() as u32,
-        ..Default::default()
-    };
-    let mut outer =
-        MapHandle::create(MapType::ArrayOfMaps, Some("ic_v6_fast"), 4, 4, 2, &opts).expect("outer");
-    let table = old_table("old_table");
-    outer
-        .update(
-            &1u32.to_ne_bytes(),
-            &table.as_fd().as_raw_fd().to_ne_bytes(),
-            MapFlags::ANY,
-        )
-        .expect("slot 1");
-    outer.pin(&path).expect("pin");
+    pin_old_outer(&path, "ic_v6_fast", (24, 196_608), 1);
 
     let err = Shield::load(&loader).expect_err("stale");
     let text = err.to_string();
