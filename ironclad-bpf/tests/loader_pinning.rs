@@ -408,29 +408,42 @@ fn an_outer_map_whose_tables_have_another_shape_is_a_stale_pin() {
     // What the older build pinned: an array of maps of 512-byte blocks, one in slot 0.
     let path = pins.path().join("shield/ic_v4_fast");
     pin_old_outer(&path, "ic_v4_fast", (512, 73_728), 0);
+    stale_then_replaced(
+        &loader,
+        pins.path(),
+        ("value 512 B", "value 520 B"),
+        "shield:\n  deny: [203.0.113.0/24, 198.51.100.7/32]\n",
+    );
+}
 
-    let err = Shield::load(&loader).expect_err("stale");
+/// Loading through `loader` is refused as a stale pin whose message names what was found
+/// and what is expected; a loader that replaces stale pins loads, and `policy` goes into
+/// the new tables.
+fn stale_then_replaced(
+    loader: &Loader,
+    pin_root: &Path,
+    (found, expected): (&str, &str),
+    policy: &str,
+) -> Shield {
+    let err = Shield::load(loader).expect_err("stale");
     let text = err.to_string();
     assert!(
         matches!(err, ironclad_bpf::BpfError::StalePin { .. })
-            && text.contains("value 512 B")
-            && text.contains("value 520 B"),
+            && text.contains(found)
+            && text.contains(expected),
         "{text}"
     );
     let replacing = Loader::builder()
-        .pin_root(pins.path())
+        .pin_root(pin_root)
         .replace_stale_pins(true)
         .build()
         .expect("loader");
     let shield = Shield::load(&replacing).expect("replaced");
-    let policy = ironclad_policy::config::compile_str(
-        "shield:\n  deny: [203.0.113.0/24, 198.51.100.7/32]\n",
-        Path::new("p.yaml"),
-    )
-    .expect("policy");
+    let policy = ironclad_policy::config::compile_str(policy, Path::new("p.yaml")).expect("policy");
     shield
         .replace(policy.shield.as_ref().expect("shield"))
         .expect("a policy loads into the new tables");
+    shield
 }
 
 /// Regression (upgrade): the compiled IPv6 table's first level went from one entry per /16
@@ -449,34 +462,15 @@ fn an_ipv6_table_with_another_record_count_is_a_stale_pin() {
     drop(Shield::load(&loader).expect("load"));
     let path = pins.path().join("shield/ic_v6_fast");
     pin_old_outer(&path, "ic_v6_fast", (24, 196_608), 1);
-
-    let err = Shield::load(&loader).expect_err("stale");
-    let text = err.to_string();
-    assert!(
-        matches!(err, ironclad_bpf::BpfError::StalePin { .. })
-            && text.contains("196608 entries")
-            && text.contains(&format!(
-                "{} entries",
-                ironclad_core::abi::SHIELD_V6_RECORDS
-            )),
-        "{text}"
+    let expected = format!("{} entries", ironclad_core::abi::SHIELD_V6_RECORDS);
+    let shield = stale_then_replaced(
+        &loader,
+        pins.path(),
+        ("196608 entries", &expected),
+        "shield:\n  deny: [2001:db8:bad::/48, 203.0.113.0/24]\n  ipv6_lookup: fast\n",
     );
     // A restart of the same build keeps its pins: the tries, sized per policy, are not
     // compared by their size.
-    let replacing = Loader::builder()
-        .pin_root(pins.path())
-        .replace_stale_pins(true)
-        .build()
-        .expect("loader");
-    let shield = Shield::load(&replacing).expect("replaced");
-    let policy = ironclad_policy::config::compile_str(
-        "shield:\n  deny: [2001:db8:bad::/48, 203.0.113.0/24]\n  ipv6_lookup: fast\n",
-        Path::new("p.yaml"),
-    )
-    .expect("policy");
-    shield
-        .replace(policy.shield.as_ref().expect("shield"))
-        .expect("a policy loads into the new tables");
     drop(shield);
     let again = Shield::load(&loader).expect("the same build's pins are not stale");
     assert!(
