@@ -436,13 +436,32 @@ static __always_inline __u16 ic_span_value(__u32 slot, __u32 index, __u8 last)
 	if (!span)
 		return 0;
 	if (span->lo[0] > span->hi[0]) {
-		/* A bitmap node: the address's bit in the words after the header. */
-		__u32 at = index + 1 + (last >> 6);
-		__u64 *bits = bpf_map_lookup_elem(spans, &at);
+		__u32 at, i;
+		__u64 *bits;
+		__u16 *more;
 
+		if (span->lo[0] != 2) {
+			/* A bitmap node: the address's bit in the words after the header. */
+			at = index + 1 + (last >> 6);
+			bits = bpf_map_lookup_elem(spans, &at);
+			if (!bits)
+				return 0;
+			return (*bits >> (last & 63)) & 1 ? span->inner : span->outer;
+		}
+		/* A quad node: the address's 2-bit index in the words after the two header
+		 * records; entries 2 and 3 are in the second of them. */
+		at = index + 2 + (last >> 5);
+		bits = bpf_map_lookup_elem(spans, &at);
 		if (!bits)
 			return 0;
-		return (*bits >> (last & 63)) & 1 ? span->inner : span->outer;
+		i = (*bits >> ((last & 31) * 2)) & 3;
+		if (i < 2)
+			return i ? span->outer : span->inner;
+		at = index + 1;
+		more = bpf_map_lookup_elem(spans, &at);
+		if (!more)
+			return 0;
+		return more[i & 1];
 	}
 	/* lo <= last <= hi in one unsigned comparison each (lo <= hi always in a span). */
 	if ((__u8)(last - span->lo[0]) <= (__u8)(span->hi[0] - span->lo[0]) ||

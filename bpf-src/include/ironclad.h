@@ -201,11 +201,17 @@ struct ic_v4_block {
 /* A span node: a /24 whose addresses read `inner` inside lo[0]..=hi[0] or lo[1]..=hi[1]
  * (last octet) and `outer` everywhere else. The commonest second level of a real feed
  * (one host or one run of hosts of the same rule in a /24) in 8 bytes instead of a
- * 512-byte group. With lo[0] > hi[0] (no span has that) it is the header of a bitmap
- * node instead: a /24 whose addresses take two values in any pattern (many hosts of
- * one rule), `inner` where the address's bit is set, `outer` elsewhere; the 256 bits
- * follow in the next four records as native __u64 words (address a: bit a % 64 of
- * word a / 64). 40 bytes instead of a group's 512. */
+ * 512-byte group. With lo[0] > hi[0] (no span has that) it is the header of a node
+ * of more records instead:
+ *   lo[0] 1, a bitmap node: a /24 whose addresses take two values in any pattern (many
+ *     hosts of one rule), `inner` where the address's bit is set, `outer` elsewhere;
+ *     the 256 bits follow in the next four records as native __u64 words (address a:
+ *     bit a % 64 of word a / 64). 40 bytes instead of a group's 512;
+ *   lo[0] 2, a quad node: a /24 whose addresses take up to four values (hosts of two
+ *     feeds, exceptions among them): values 0 and 1 are `inner` and `outer`, 2 and 3
+ *     the first two __u16 of the next record; each address's value index is 2 bits of
+ *     the eight records after those two (address a: bits 2 * (a % 32) of word a / 32).
+ *     80 bytes. */
 struct ic_v4_span {
 	__u8 lo[2];
 	__u8 hi[2];

@@ -187,6 +187,19 @@ fn random_policy(seed: u64, lookup: Ipv4Lookup) -> ShieldPolicy {
             ));
         }
     }
+    // A few /24s of five single rules each (six entries with the addresses none
+    // covers): groups.
+    for _ in 0..5 {
+        let block = (rng.next_u64() as u32) & 0xffff_ff00;
+        for h in [1u32, 3, 5, 7, 9] {
+            let net = IpNetwork::V4(Ipv4Network::new(Ipv4Addr::from(block | h), 32).expect("host"));
+            if h % 4 == 1 {
+                allow.push(net);
+            } else {
+                deny.push(net);
+            }
+        }
+    }
     for edge in ["1fff:ff00::/24", "3fff:fff0::/28", "4000::/3"] {
         deny.push(edge.parse().expect("cidr"));
     }
@@ -438,10 +451,10 @@ fn fast_path_trie_and_reference_agree_on_random_rule_sets() {
 fn a_rule_set_too_long_for_the_fast_path_falls_back_or_is_refused_unchanged() {
     require_privileges!();
     let (_pins, _loader, shield) = loaded("groups");
-    // Three separate /32s in each of 9000 different /24s, two of one set and one of
-    // another: three values in a /24, which neither a span node nor a bitmap node holds,
-    // so each /24 needs a group, more groups than the table has. (Hosts of one rule are
-    // span or bitmap nodes and fit whatever their number.)
+    // Four /32s in each of 9000 different /24s, each of another set: five values in a
+    // /24 (with the addresses no set lists), which no span, bitmap or quad node holds,
+    // so each /24 needs a group, more groups than the table has. (Hosts of up to three
+    // rules in a /24 are nodes of the span table and fit whatever their number.)
     let hosts = |last: &[u32]| -> Vec<IpNetwork> {
         (0..9_000u32)
             .flat_map(|i| {
@@ -454,12 +467,11 @@ fn a_rule_set_too_long_for_the_fast_path_falls_back_or_is_refused_unchanged() {
             })
             .collect()
     };
-    let (scattered, others) = (hosts(&[7, 11]), hosts(&[9]));
     let policy = |lookup| ShieldPolicy {
-        sets: vec![
-            set("hosts", Action::Deny, scattered.clone()),
-            set("others", Action::Deny, others.clone()),
-        ],
+        sets: [7u32, 9, 11, 13]
+            .iter()
+            .map(|h| set(&format!("hosts-{h}"), Action::Deny, hosts(&[*h])))
+            .collect(),
         ipv4_lookup: lookup,
         ..ShieldPolicy::default()
     };
@@ -1175,6 +1187,9 @@ fn scattered_hosts_and_merged_blocklists_stay_on_the_fast_path_at_a_million() {
     // The same number of hosts in about 44,000 /24s of 3 to 42: bitmap nodes, ten times
     // more than there are groups.
     let clustered = ironclad_testing::rules::clustered_hosts_v4(1_000_000, 24, &avoid);
+    // Allow exceptions among them: those /24s read three entries (quad nodes).
+    let clustered_exceptions: Vec<Ipv4Network> =
+        clustered.iter().skip(25).step_by(50).copied().collect();
     let blocklist = ironclad_testing::rules::blocklist_v4(1_000_000, 22, &avoid);
     let mut rng = Rng::new(23);
     // Allow exceptions inside the blocklist: hosts and short runs in denied ranges.
@@ -1185,7 +1200,7 @@ fn scattered_hosts_and_merged_blocklists_stay_on_the_fast_path_at_a_million() {
         .collect();
     for (shape, deny, allow) in [
         ("hosts", hosts.clone(), Vec::new()),
-        ("clustered", clustered, Vec::new()),
+        ("clustered", clustered, clustered_exceptions),
         ("blocklist", blocklist, exceptions),
     ] {
         let mut sets = vec![set(

@@ -364,8 +364,9 @@ impl V4Block {
 
 /// `struct ic_v4_span`: a /24 of the IPv4 fast path whose last octet reads `inner` inside
 /// `lo[0]..=hi[0]` or `lo[1]..=hi[1]` and `outer` elsewhere; or, with `lo[0] > hi[0]`, the
-/// header of a bitmap node ([`V4Span::bitmap`]), whose 256 bits follow in the next four
-/// records.
+/// header of a bitmap node ([`V4Span::bitmap`], `lo[0]` 1), whose 256 bits follow in the
+/// next four records, or of a quad node ([`V4Span::quad`], `lo[0]` 2): four entries, a
+/// 2-bit index per address in the eight records after the two of the header.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
 )]
@@ -388,6 +389,29 @@ impl V4Span {
     /// Records a bitmap node takes: its header and four of bits.
     pub const BITMAP_RECORDS: usize = 5;
 
+    /// Records a quad node takes: its two of header and eight of 2-bit indexes.
+    pub const QUAD_RECORDS: usize = 10;
+
+    /// The two header records of a quad node: a /24 whose addresses read one of four
+    /// `entries`, each address's index (0 to 3) in 2 bits of the eight records that follow
+    /// as native `u64` words: address `a` (last octet) is bits `2 × (a % 32)` and up of
+    /// word `a / 32`. Entries 0 and 1 are the first record's `inner` and `outer`, 2 and 3
+    /// the second record's first two `u16`s.
+    pub fn quad(entries: [u16; 4]) -> [Self; 2] {
+        let mut second = [0u8; Self::SIZE];
+        second[..2].copy_from_slice(&entries[2].to_ne_bytes());
+        second[2..4].copy_from_slice(&entries[3].to_ne_bytes());
+        [
+            Self {
+                lo: [2, 0],
+                hi: [0, 0],
+                inner: entries[0],
+                outer: entries[1],
+            },
+            Self::from_bytes(&second).unwrap_or_default(),
+        ]
+    }
+
     /// The header of a bitmap node: a /24 whose addresses read `inner` where their bit is
     /// set and `outer` elsewhere. The bits follow in the next four records, as native
     /// `u64` words: address `a` (last octet) is bit `a % 64` of word `a / 64`.
@@ -400,9 +424,15 @@ impl V4Span {
         }
     }
 
-    /// Whether this is a bitmap node's header (`lo[0] > hi[0]`, which no span has).
+    /// Whether this is a bitmap node's header (`lo[0] > hi[0]`, which no span has, and
+    /// `lo[0]` 1).
     pub fn is_bitmap(&self) -> bool {
-        self.lo[0] > self.hi[0]
+        self.lo[0] > self.hi[0] && self.lo[0] == 1
+    }
+
+    /// Whether this is a quad node's first header record (`lo[0] > hi[0]`, `lo[0]` 2).
+    pub fn is_quad(&self) -> bool {
+        self.lo[0] > self.hi[0] && self.lo[0] == 2
     }
 
     /// A record holding one word of a bitmap node's bits.
@@ -421,6 +451,18 @@ impl V4Span {
         let Some(node) = spans.get(index) else {
             return 0;
         };
+        if node.is_quad() {
+            let word = spans
+                .get(index + 2 + usize::from(last >> 5))
+                .map_or(0, Self::word);
+            let second = spans.get(index + 1).map_or([0; Self::SIZE], Self::to_bytes);
+            return match word >> (2 * u32::from(last & 31)) & 3 {
+                0 => node.inner,
+                1 => node.outer,
+                2 => u16::from_ne_bytes([second[0], second[1]]),
+                _ => u16::from_ne_bytes([second[2], second[3]]),
+            };
+        }
         if !node.is_bitmap() {
             return node.get(last);
         }

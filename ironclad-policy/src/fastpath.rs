@@ -251,8 +251,32 @@ enum Second {
     Span(V4Span),
     /// A bitmap node: its header and its four words of bits.
     Bitmap(V4Span, [u64; 4]),
+    /// A quad node: its two header records and its eight words of 2-bit indexes.
+    Quad([V4Span; 2], [u64; 8]),
     /// A 256-entry group.
     Group,
+}
+
+/// Three or four values: a quad node of each address's value index; more: a group.
+fn quad(content: &[u16; BLOCK_ENTRIES]) -> Second {
+    let mut values: Vec<u16> = Vec::with_capacity(4);
+    let mut words = [0u64; 8];
+    for (a, v) in content.iter().enumerate() {
+        let i = match values.iter().position(|x| x == v) {
+            Some(i) => i,
+            None if values.len() < 4 => {
+                values.push(*v);
+                values.len() - 1
+            }
+            None => return Second::Group,
+        };
+        words[a >> 5] |= (i as u64) << (2 * (a & 31));
+    }
+    values.resize(4, 0);
+    Second::Quad(
+        V4Span::quad([values[0], values[1], values[2], values[3]]),
+        words,
+    )
 }
 
 /// The cheapest second level for the 256 entries of a /24.
@@ -262,7 +286,7 @@ fn classify(content: &[u16; BLOCK_ENTRIES]) -> Second {
         return Second::Entry(first);
     };
     if content.iter().any(|v| *v != first && *v != other) {
-        return Second::Group;
+        return quad(content);
     }
     // Two values in more runs than a span holds (many hosts of one rule): a bitmap of
     // where the other value is.
@@ -375,7 +399,13 @@ impl Packed {
                     spans.extend(words.iter().map(|w| V4Span::bits(*w)));
                     FAST_GROUP | FAST_SPAN | offset as u16
                 }
-                Second::Span(_) | Second::Bitmap(..) | Second::Group => {
+                Second::Quad(header, words) if node(V4Span::QUAD_RECORDS) => {
+                    based();
+                    spans.extend(header);
+                    spans.extend(words.iter().map(|w| V4Span::bits(*w)));
+                    FAST_GROUP | FAST_SPAN | offset as u16
+                }
+                Second::Span(_) | Second::Bitmap(..) | Second::Quad(..) | Second::Group => {
                     groups.push(content);
                     FAST_GROUP | ((groups.len() - 1) as u16 & FAST_GROUP_MASK)
                 }
@@ -493,7 +523,8 @@ mod tests {
         assert_eq!(at("10.1.2.65"), Some((4, Action::Allow)));
         assert_eq!(at("10.1.2.70"), Some((5, Action::Deny)));
         assert_eq!(at("10.1.2.128"), Some((3, Action::Deny)));
-        assert_eq!(t.groups(), 1);
+        // 10.1.2.0/24 reads three entries: a quad node, no group.
+        assert_eq!((t.groups(), t.spans().len()), (0, V4Span::QUAD_RECORDS));
     }
 
     #[test]
@@ -521,10 +552,11 @@ mod tests {
 
     #[test]
     fn too_many_groups_is_a_clear_error() {
-        // Two hosts of different rules in each of ten /24s: three values, a group each.
+        // Four hosts of different rules in each of ten /24s: five values (with the
+        // addresses no rule covers), more than a quad node holds: a group each.
         let rules: Vec<_> = (0..10u32)
             .flat_map(|i| {
-                [1u32, 2].map(|h| {
+                [1u32, 2, 3, 4].map(|h| {
                     (
                         Ipv4Network::new(Ipv4Addr::from(i << 8 | h), 32).expect("net"),
                         entry(h, Action::Deny),
@@ -557,7 +589,11 @@ mod tests {
         ];
         let valve = [net("10.1.3.0/24"), net("10.1.2.66/32")];
         let whole = FastTable::build(&rules, &valve, 64).expect("fits");
-        assert_eq!((whole.groups(), whole.spans().len()), (1, 1));
+        // 10.1.2.0/24 (three entries) is a quad node, 10.1.9.0/24 a span node.
+        assert_eq!(
+            (whole.groups(), whole.spans().len()),
+            (0, 1 + V4Span::QUAD_RECORDS)
+        );
         for block in ["10.1.0.0", "10.2.0.0", "10.3.0.0", "11.0.0.0"] {
             let base = u32::from(block.parse::<Ipv4Addr>().expect("addr"));
             let packed = Packed::build(base, 16, &rules, &valve);
@@ -628,7 +664,24 @@ mod tests {
             })
         );
         c[50] = 4;
-        assert_eq!(classify(&c), Second::Group, "three values");
+        let Second::Quad(header, words) = classify(&c) else {
+            panic!("three values: a quad node: {:?}", classify(&c));
+        };
+        assert!(header[0].is_quad() && !header[0].is_bitmap());
+        let mut records = vec![V4Span::default()];
+        records.extend(header);
+        records.extend(words.iter().map(|w| V4Span::bits(*w)));
+        for last in 0..=255u8 {
+            assert_eq!(
+                V4Span::value(&records, 1, last),
+                c[usize::from(last)],
+                "{last}"
+            );
+        }
+        c[60] = 5;
+        assert!(matches!(classify(&c), Second::Quad(..)), "four values");
+        c[70] = 6;
+        assert_eq!(classify(&c), Second::Group, "five values");
         for (last, want) in [(0u8, 3u16), (10, 7), (99, 7), (100, 3), (150, 7), (255, 3)] {
             let span = V4Span {
                 lo: [10, 101],
