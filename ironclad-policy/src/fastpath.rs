@@ -281,49 +281,61 @@ fn quad(content: &[u16; BLOCK_ENTRIES]) -> Second {
 
 /// The cheapest second level for the 256 entries of a /24.
 fn classify(content: &[u16; BLOCK_ENTRIES]) -> Second {
+    // One pass: the second value, and the runs of equal entries (entry, first, last)
+    // while there are at most five (a span's most).
     let first = content[0];
-    let Some(other) = content.iter().copied().find(|v| *v != first) else {
+    let mut other = None;
+    let mut runs = [(0u16, 0u8, 0u8); 5];
+    let mut count = 0;
+    let mut spannable = true;
+    for (i, value) in content.iter().enumerate() {
+        if *value != first && other != Some(*value) {
+            if other.is_some() {
+                return quad(content);
+            }
+            other = Some(*value);
+        }
+        if !spannable {
+            continue;
+        }
+        match runs[..count].last_mut() {
+            Some(run) if run.0 == *value => run.2 = i as u8,
+            _ if count == 5 => spannable = false,
+            _ => {
+                runs[count] = (*value, i as u8, i as u8);
+                count += 1;
+            }
+        }
+    }
+    let Some(other) = other else {
         return Second::Entry(first);
     };
-    if content.iter().any(|v| *v != first && *v != other) {
-        return quad(content);
+    if spannable {
+        for (inner, outer) in [(other, first), (first, other)] {
+            let mut inside = runs[..count].iter().filter(|r| r.0 == inner);
+            let (a, b) = (inside.next(), inside.next());
+            if inside.next().is_none() {
+                if let Some(a) = a {
+                    let b = b.unwrap_or(a);
+                    return Second::Span(V4Span {
+                        lo: [a.1, b.1],
+                        hi: [a.2, b.2],
+                        inner,
+                        outer,
+                    });
+                }
+            }
+        }
     }
     // Two values in more runs than a span holds (many hosts of one rule): a bitmap of
     // where the other value is.
-    let bitmap = || {
-        let mut words = [0u64; 4];
-        for (a, v) in content.iter().enumerate() {
-            if *v == other {
-                words[a >> 6] |= 1 << (a & 63);
-            }
-        }
-        Second::Bitmap(V4Span::bitmap(other, first), words)
-    };
-    // Runs of equal entries: (entry, first, last). A span has at most five.
-    let mut runs: Vec<(u16, u8, u8)> = Vec::with_capacity(6);
-    for (i, value) in content.iter().enumerate() {
-        match runs.last_mut() {
-            Some(run) if run.0 == *value => run.2 = i as u8,
-            _ => {
-                if runs.len() == 5 {
-                    return bitmap();
-                }
-                runs.push((*value, i as u8, i as u8));
-            }
+    let mut words = [0u64; 4];
+    for (a, v) in content.iter().enumerate() {
+        if *v == other {
+            words[a >> 6] |= 1 << (a & 63);
         }
     }
-    for (inner, outer) in [(other, first), (first, other)] {
-        let inside: Vec<&(u16, u8, u8)> = runs.iter().filter(|r| r.0 == inner).collect();
-        if let (Some(a), Some(b), true) = (inside.first(), inside.last(), inside.len() <= 2) {
-            return Second::Span(V4Span {
-                lo: [a.1, b.1],
-                hi: [a.2, b.2],
-                inner,
-                outer,
-            });
-        }
-    }
-    bitmap()
+    Second::Bitmap(V4Span::bitmap(other, first), words)
 }
 
 /// A compiled region of the table: the whole table, or the /16 of one first-level block
