@@ -424,6 +424,12 @@ static __always_inline __u32 ic_active(void)
 	return active ? *active : 0;
 }
 
+/* Whether `last` is inside the run pair[0]..=pair[1] (a runs node's second record). */
+static __always_inline int ic_span_pair(__u8 last, const __u8 *pair)
+{
+	return (__u8)(last - pair[0]) <= (__u8)(pair[1] - pair[0]);
+}
+
 /* A span node's value for the last octet `last`. */
 static __always_inline __u16 ic_span_value(__u32 slot, __u32 index, __u8 last)
 {
@@ -440,6 +446,21 @@ static __always_inline __u16 ic_span_value(__u32 slot, __u32 index, __u8 last)
 		__u64 *bits;
 		__u16 *more;
 
+		if (span->lo[0] == 3) {
+			/* A runs node: up to five runs, the first in this record (lo[1],
+			 * hi[1]), the others as (first, last) byte pairs in the next. */
+			__u8 *pairs;
+
+			at = index + 1;
+			pairs = bpf_map_lookup_elem(spans, &at);
+			if (!pairs)
+				return 0;
+			if ((__u8)(last - span->lo[1]) <= (__u8)(span->hi[1] - span->lo[1]) ||
+			    ic_span_pair(last, pairs) || ic_span_pair(last, pairs + 2) ||
+			    ic_span_pair(last, pairs + 4) || ic_span_pair(last, pairs + 6))
+				return span->inner;
+			return span->outer;
+		}
 		if (span->lo[0] != 2) {
 			/* A bitmap node: the address's bit in the words after the header. */
 			at = index + 1 + (last >> 6);

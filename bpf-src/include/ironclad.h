@@ -211,7 +211,11 @@ struct ic_v4_block {
  *     feeds, exceptions among them): values 0 and 1 are `inner` and `outer`, 2 and 3
  *     the first two __u16 of the next record; each address's value index is 2 bits of
  *     the eight records after those two (address a: bits 2 * (a % 32) of word a / 32).
- *     80 bytes. */
+ *     80 bytes;
+ *   lo[0] 3, a runs node: `inner` inside up to five runs of the last octet (a few hosts
+ *     of one rule), `outer` elsewhere: the first run is lo[1]..=hi[1], the others are
+ *     (first, last) byte pairs in the next record (missing ones repeat the first).
+ *     16 bytes. */
 struct ic_v4_span {
 	__u8 lo[2];
 	__u8 hi[2];

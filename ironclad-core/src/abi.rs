@@ -365,8 +365,9 @@ impl V4Block {
 /// `struct ic_v4_span`: a /24 of the IPv4 fast path whose last octet reads `inner` inside
 /// `lo[0]..=hi[0]` or `lo[1]..=hi[1]` and `outer` elsewhere; or, with `lo[0] > hi[0]`, the
 /// header of a bitmap node ([`V4Span::bitmap`], `lo[0]` 1), whose 256 bits follow in the
-/// next four records, or of a quad node ([`V4Span::quad`], `lo[0]` 2): four entries, a
-/// 2-bit index per address in the eight records after the two of the header.
+/// next four records, of a quad node ([`V4Span::quad`], `lo[0]` 2): four entries, a
+/// 2-bit index per address in the eight records after the two of the header, or of a
+/// runs node ([`V4Span::runs`], `lo[0]` 3): `inner` in up to five runs.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
 )]
@@ -391,6 +392,38 @@ impl V4Span {
 
     /// Records a quad node takes: its two of header and eight of 2-bit indexes.
     pub const QUAD_RECORDS: usize = 10;
+
+    /// Records a runs node takes.
+    pub const RUNS_RECORDS: usize = 2;
+
+    /// Runs a runs node holds.
+    pub const RUNS: usize = 5;
+
+    /// The two records of a runs node: a /24 whose addresses read `inner` inside up to
+    /// [`V4Span::RUNS`] runs `(first, last)` (last octets, inclusive) and `outer`
+    /// elsewhere. The first run is in the first record's `lo[1]`/`hi[1]`, the others in
+    /// the second record as (first, last) byte pairs; missing runs repeat the first.
+    /// `None` without a run or with more than five.
+    pub fn runs(inner: u16, outer: u16, runs: &[(u8, u8)]) -> Option<[Self; 2]> {
+        let (head, rest) = runs.split_first()?;
+        if rest.len() >= Self::RUNS {
+            return None;
+        }
+        let mut second = [0u8; Self::SIZE];
+        for (k, pair) in second.chunks_mut(2).enumerate() {
+            let (lo, hi) = rest.get(k).unwrap_or(head);
+            pair.copy_from_slice(&[*lo, *hi]);
+        }
+        Some([
+            Self {
+                lo: [3, head.0],
+                hi: [0, head.1],
+                inner,
+                outer,
+            },
+            Self::from_bytes(&second)?,
+        ])
+    }
 
     /// The two header records of a quad node: a /24 whose addresses read one of four
     /// `entries`, each address's index (0 to 3) in 2 bits of the eight records that follow
@@ -435,6 +468,11 @@ impl V4Span {
         self.lo[0] > self.hi[0] && self.lo[0] == 2
     }
 
+    /// Whether this is a runs node's first record (`lo[0] > hi[0]`, `lo[0]` 3).
+    pub fn is_runs(&self) -> bool {
+        self.lo[0] > self.hi[0] && self.lo[0] == 3
+    }
+
     /// A record holding one word of a bitmap node's bits.
     pub fn bits(word: u64) -> Self {
         Self::from_bytes(&word.to_ne_bytes()).unwrap_or_default()
@@ -451,6 +489,13 @@ impl V4Span {
         let Some(node) = spans.get(index) else {
             return 0;
         };
+        if node.is_runs() {
+            let second = spans.get(index + 1).map_or([0; Self::SIZE], Self::to_bytes);
+            let inside = |lo: u8, hi: u8| last.wrapping_sub(lo) <= hi.wrapping_sub(lo);
+            let any =
+                inside(node.lo[1], node.hi[1]) || second.chunks(2).any(|p| inside(p[0], p[1]));
+            return if any { node.inner } else { node.outer };
+        }
         if node.is_quad() {
             let word = spans
                 .get(index + 2 + usize::from(last >> 5))

@@ -249,6 +249,8 @@ enum Second {
     Entry(u16),
     /// A span node.
     Span(V4Span),
+    /// A runs node: its two records.
+    Runs([V4Span; 2]),
     /// A bitmap node: its header and its four words of bits.
     Bitmap(V4Span, [u64; 4]),
     /// A quad node: its two header records and its eight words of 2-bit indexes.
@@ -282,10 +284,10 @@ fn quad(content: &[u16; BLOCK_ENTRIES]) -> Second {
 /// The cheapest second level for the 256 entries of a /24.
 fn classify(content: &[u16; BLOCK_ENTRIES]) -> Second {
     // One pass: the second value, and the runs of equal entries (entry, first, last)
-    // while there are at most five (a span's most).
+    // while there are at most eleven (a runs node's five inside and six around).
     let first = content[0];
     let mut other = None;
-    let mut runs = [(0u16, 0u8, 0u8); 5];
+    let mut runs = [(0u16, 0u8, 0u8); 2 * V4Span::RUNS + 1];
     let mut count = 0;
     let mut spannable = true;
     for (i, value) in content.iter().enumerate() {
@@ -300,7 +302,7 @@ fn classify(content: &[u16; BLOCK_ENTRIES]) -> Second {
         }
         match runs[..count].last_mut() {
             Some(run) if run.0 == *value => run.2 = i as u8,
-            _ if count == 5 => spannable = false,
+            _ if count == 2 * V4Span::RUNS + 1 => spannable = false,
             _ => {
                 runs[count] = (*value, i as u8, i as u8);
                 count += 1;
@@ -311,20 +313,30 @@ fn classify(content: &[u16; BLOCK_ENTRIES]) -> Second {
         return Second::Entry(first);
     };
     if spannable {
-        for (inner, outer) in [(other, first), (first, other)] {
-            let mut inside = runs[..count].iter().filter(|r| r.0 == inner);
-            let (a, b) = (inside.next(), inside.next());
-            if inside.next().is_none() {
-                if let Some(a) = a {
-                    let b = b.unwrap_or(a);
-                    return Second::Span(V4Span {
-                        lo: [a.1, b.1],
-                        hi: [a.2, b.2],
-                        inner,
-                        outer,
-                    });
-                }
+        // The value in fewer runs is the inside: a span holds two, a runs node five.
+        let (inner, outer) = if runs[..count].iter().filter(|r| r.0 == other).count() * 2 <= count {
+            (other, first)
+        } else {
+            (first, other)
+        };
+        let inside: Vec<(u8, u8)> = runs[..count]
+            .iter()
+            .filter(|r| r.0 == inner)
+            .map(|r| (r.1, r.2))
+            .collect();
+        if let [a, rest @ ..] = inside.as_slice() {
+            if rest.len() <= 1 {
+                let b = rest.first().unwrap_or(a);
+                return Second::Span(V4Span {
+                    lo: [a.0, b.0],
+                    hi: [a.1, b.1],
+                    inner,
+                    outer,
+                });
             }
+        }
+        if let Some(node) = V4Span::runs(inner, outer, &inside) {
+            return Second::Runs(node);
         }
     }
     // Two values in more runs than a span holds (many hosts of one rule): a bitmap of
@@ -411,13 +423,22 @@ impl Packed {
                     spans.extend(words.iter().map(|w| V4Span::bits(*w)));
                     FAST_GROUP | FAST_SPAN | offset as u16
                 }
+                Second::Runs(records) if node(V4Span::RUNS_RECORDS) => {
+                    based();
+                    spans.extend(records);
+                    FAST_GROUP | FAST_SPAN | offset as u16
+                }
                 Second::Quad(header, words) if node(V4Span::QUAD_RECORDS) => {
                     based();
                     spans.extend(header);
                     spans.extend(words.iter().map(|w| V4Span::bits(*w)));
                     FAST_GROUP | FAST_SPAN | offset as u16
                 }
-                Second::Span(_) | Second::Bitmap(..) | Second::Quad(..) | Second::Group => {
+                Second::Span(_)
+                | Second::Runs(_)
+                | Second::Bitmap(..)
+                | Second::Quad(..)
+                | Second::Group => {
                     groups.push(content);
                     FAST_GROUP | ((groups.len() - 1) as u16 & FAST_GROUP_MASK)
                 }
@@ -647,14 +668,43 @@ mod tests {
                 outer: 7
             })
         );
-        // Three runs of 3 and of 7: a bitmap of the 3s.
+        // Three runs of 3 and of 7: a runs node of the 3s.
         c[100] = 3;
+        let Second::Runs(node) = classify(&c) else {
+            panic!("a runs node: {:?}", classify(&c));
+        };
+        assert!(node[0].is_runs() && !node[0].is_bitmap() && !node[0].is_quad());
+        assert_eq!(
+            Some(node),
+            V4Span::runs(3, 7, &[(9, 9), (100, 100), (200, 255)])
+        );
+        let mut records = vec![V4Span::default()];
+        records.extend(node);
+        for last in 0..=255u8 {
+            assert_eq!(
+                V4Span::value(&records, 1, last),
+                c[usize::from(last)],
+                "{last}"
+            );
+        }
+        // Six runs of 3: more than a runs node holds, a bitmap of the 3s.
+        for at in [20, 40, 60] {
+            c[at] = 3;
+        }
         let Second::Bitmap(header, words) = classify(&c) else {
             panic!("a bitmap: {:?}", classify(&c));
         };
         assert_eq!(header, V4Span::bitmap(3, 7));
         assert!(header.is_bitmap());
-        assert_eq!(words, [1 << 9, 1 << (100 - 64), 0, u64::MAX << (200 - 192)]);
+        assert_eq!(
+            words,
+            [
+                1 << 9 | 1 << 20 | 1 << 40 | 1 << 60,
+                1 << (100 - 64),
+                0,
+                u64::MAX << (200 - 192)
+            ]
+        );
         let mut records = vec![V4Span::default(), header];
         records.extend(words.iter().map(|w| V4Span::bits(*w)));
         for last in 0..=255u8 {
@@ -663,6 +713,9 @@ mod tests {
                 c[usize::from(last)],
                 "{last}"
             );
+        }
+        for at in [20, 40, 60] {
+            c[at] = 7;
         }
         // Three runs of 3: the 7s (two runs) are the inside instead.
         c[..9].fill(3);
@@ -837,15 +890,40 @@ mod tests {
         }
     }
 
+    /// A million hosts three to a /24 (333,333 /24s): runs nodes of two records each, no
+    /// group; the most /24s a million hosts of one feed can hold beyond two apiece.
+    #[test]
+    fn a_million_hosts_three_to_a_24_are_runs_nodes() {
+        let rules: Vec<(Ipv4Network, u16)> = (0..1_000_000u32)
+            .map(|i| {
+                let block = (i / 3) * 7919 % (1 << 24);
+                let host = block << 8 | [5u32, 77, 200][(i % 3) as usize];
+                (
+                    Ipv4Network::new(Ipv4Addr::from(host), 32).expect("host"),
+                    entry(1, Action::Deny),
+                )
+            })
+            .collect();
+        let t = FastTable::build(&rules, &[], 4096).expect("fits");
+        assert_eq!(t.groups(), 0);
+        // The last /24 holds one host: a span node.
+        assert_eq!(t.spans().iter().filter(|s| s.is_runs()).count(), 333_333);
+        for (n, _) in rules.iter().step_by(997) {
+            let a = u32::from(n.network());
+            assert_eq!(t.lookup(Ipv4Addr::from(a)), entry(1, Action::Deny));
+            assert_eq!(t.lookup(Ipv4Addr::from(a + 1)), 0);
+        }
+    }
+
     /// Bitmap nodes take five span records: when the span table runs out, the rest are
     /// groups, and the table still reads as the rules.
     #[test]
     fn bitmap_nodes_stop_at_the_span_table_size() {
         let mut rules: Vec<(Ipv4Network, u16)> = Vec::new();
-        // 300k /24s of three hosts: 1.5M records as bitmaps, more than the table holds.
+        // 300k /24s of six hosts: 1.5M records as bitmaps, more than the table holds.
         for i in 0..300_000u32 {
             let block = (i * 37 % (1 << 24)) << 8;
-            for last in [1u32, 100, 200] {
+            for last in [1u32, 20, 40, 60, 100, 200] {
                 rules.push((
                     Ipv4Network::new(Ipv4Addr::from(block | last), 32).expect("host"),
                     entry(1, Action::Deny),
