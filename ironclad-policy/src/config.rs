@@ -1825,28 +1825,29 @@ shield:
     }
 
     /// Regression (hardening): `check` passed `ipv4_lookup: fast` with 9,000 scattered
-    /// /32s, which `run` then could not load. (Those now fit, as span nodes; two hosts
-    /// of different rules in each of 5,000 /24s need a group each, more than there are.)
+    /// /32s, which `run` then could not load. (Those now fit, as span nodes, and so do
+    /// hosts of up to three rules in a /24; hosts of four feeds in each of 5,000 /24s,
+    /// five entries a /24, need a group each, more than there are.)
     #[test]
     fn a_forced_fast_path_that_cannot_fit_is_refused_by_check() {
-        let mut text = String::from("shield:\n  ipv4_lookup: fast\n  deny:\n");
-        for i in 0..5000u32 {
-            for host in [1u32, 3] {
-                let a = 0x0a00_0000 + (i << 8) + host;
-                text.push_str(&format!("    - {}\n", std::net::Ipv4Addr::from(a)));
-            }
-        }
-        let err = compile_str(&text, Path::new("p.yaml")).expect_err("does not fit");
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let feeds = ironclad_testing::rules::host_feeds(dir.path(), &[1, 3, 5, 7], 5000)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let text = format!("shield:\n  ipv4_lookup: fast\n  deny_feeds:\n{feeds}");
+        let path = dir.path().join("p.yaml");
+        std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{e}"));
+        let err = compile_file(&path).expect_err("does not fit");
         let got = err.to_string();
         assert!(
-            got.starts_with("p.yaml:2:16: shield.ipv4_lookup: the IPv4 fast path needs 5000 second-level groups"),
+            got.starts_with(&format!(
+                "{}:2:16: shield.ipv4_lookup: the IPv4 fast path needs 5000 second-level groups",
+                path.display()
+            )),
             "{got}"
         );
         let auto = text.replace("ipv4_lookup: fast", "ipv4_lookup: auto");
-        assert!(
-            compile_str(&auto, Path::new("p.yaml")).is_ok(),
-            "auto falls back to the trie"
-        );
+        std::fs::write(&path, auto).unwrap_or_else(|e| panic!("{e}"));
+        assert!(compile_file(&path).is_ok(), "auto falls back to the trie");
     }
 
     /// `ipv6_lookup` takes the same words as `ipv4_lookup`, and a wrong one is refused

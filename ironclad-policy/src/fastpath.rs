@@ -81,11 +81,11 @@ pub fn decode(entry: u16) -> Option<(u32, Action)> {
 /// Why a rule set does not fit the fast path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FastPathError {
-    /// More /24s hold prefixes longer than /24 than there are second-level groups.
+    /// More /24s need a group than there are second-level groups.
     #[error(
-        "the IPv4 fast path needs {needed} second-level groups (one per /24 holding a \
-         prefix longer than /24) but has {limit}; aggregate the long prefixes or use \
-         `ipv4_lookup: trie`"
+        "the IPv4 fast path needs {needed} second-level groups (one per /24 whose \
+         addresses take five or more different rules, or that no longer fits the span \
+         table) but has {limit}; aggregate the long prefixes or use `ipv4_lookup: trie`"
     )]
     TooManyGroups {
         /// Groups the rule set needs.

@@ -117,6 +117,23 @@ pub fn clustered_hosts_v4(count: usize, seed: u64, avoid: &[IpNetwork]) -> Vec<I
     out
 }
 
+/// Writes into `dir`, for each last octet of `hosts`, a plain feed `hostsN.txt` that lists
+/// that host of each of `blocks` /24s from 10.0.0.0 on (hosts of several feeds side by
+/// side in every /24); returns the `deny_feeds:` items naming them, indented for a
+/// policy's `shield:` section.
+pub fn host_feeds(dir: &std::path::Path, hosts: &[u32], blocks: u32) -> std::io::Result<String> {
+    let mut items = String::new();
+    for host in hosts {
+        let lines: String = (0..blocks)
+            .map(|i| format!("{}\n", Ipv4Addr::from(0x0a00_0000 + (i << 8) + host)))
+            .collect();
+        let name = format!("hosts{host}.txt");
+        std::fs::write(dir.join(&name), lines)?;
+        items.push_str(&format!("    - path: {name}\n      format: plain\n"));
+    }
+    Ok(items)
+}
+
 /// `count` distinct IPv4 prefixes shaped like a merged blocklist with many host entries:
 /// 60% /24, 20% /16–/23, 20% /25–/32 scattered over the whole address space (no
 /// clustering), none overlapping `avoid`. Prefixes may nest.

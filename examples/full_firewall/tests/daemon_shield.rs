@@ -64,18 +64,16 @@ fn check_prints_counts_as_json() {
 fn check_refuses_what_run_cannot_load_and_warns_of_a_lockout() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("fast.yaml");
-    // Two hosts of different rules in each of 5,000 /24s: a group each, more than the
-    // table has (one or two hosts of one rule per /24 are span nodes and always fit).
-    let mut text = String::from("shield:\n  ipv4_lookup: fast\n  deny:\n");
-    for i in 0..5000u32 {
-        for host in [1u32, 3] {
-            text.push_str(&format!(
-                "    - {}\n",
-                std::net::Ipv4Addr::from(0x0a00_0000 + (i << 8) + host)
-            ));
-        }
-    }
-    std::fs::write(&path, text).expect("write");
+    // Hosts of four feeds in each of 5,000 /24s (five entries a /24 with the addresses
+    // none lists): a group each, more than the table has (hosts of up to three rules in
+    // a /24 are nodes of the span table and fit).
+    let feeds =
+        ironclad_testing::rules::host_feeds(dir.path(), &[1, 3, 5, 7], 5000).expect("feeds");
+    std::fs::write(
+        &path,
+        format!("shield:\n  ipv4_lookup: fast\n  deny_feeds:\n{feeds}"),
+    )
+    .expect("write");
     let out = Command::new(BIN)
         .args(["check", "--config"])
         .arg(&path)
