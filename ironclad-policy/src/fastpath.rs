@@ -643,6 +643,17 @@ mod tests {
         }
     }
 
+    /// The node at record 1 of `records` reads as `content`, address by address.
+    fn reads_as(records: &[V4Span], content: &[u16; BLOCK_ENTRIES]) {
+        for last in 0..=255u8 {
+            assert_eq!(
+                V4Span::value(records, 1, last),
+                content[usize::from(last)],
+                "{last}"
+            );
+        }
+    }
+
     #[test]
     fn spans_take_two_values_in_two_runs_and_bitmaps_in_any() {
         let mut c = [7u16; BLOCK_ENTRIES];
@@ -680,13 +691,7 @@ mod tests {
         );
         let mut records = vec![V4Span::default()];
         records.extend(node);
-        for last in 0..=255u8 {
-            assert_eq!(
-                V4Span::value(&records, 1, last),
-                c[usize::from(last)],
-                "{last}"
-            );
-        }
+        reads_as(&records, &c);
         // Six runs of 3: more than a runs node holds, a bitmap of the 3s.
         for at in [20, 40, 60] {
             c[at] = 3;
@@ -707,13 +712,7 @@ mod tests {
         );
         let mut records = vec![V4Span::default(), header];
         records.extend(words.iter().map(|w| V4Span::bits(*w)));
-        for last in 0..=255u8 {
-            assert_eq!(
-                V4Span::value(&records, 1, last),
-                c[usize::from(last)],
-                "{last}"
-            );
-        }
+        reads_as(&records, &c);
         for at in [20, 40, 60] {
             c[at] = 7;
         }
@@ -736,13 +735,7 @@ mod tests {
         let mut records = vec![V4Span::default()];
         records.extend(header);
         records.extend(words.iter().map(|w| V4Span::bits(*w)));
-        for last in 0..=255u8 {
-            assert_eq!(
-                V4Span::value(&records, 1, last),
-                c[usize::from(last)],
-                "{last}"
-            );
-        }
+        reads_as(&records, &c);
         c[60] = 5;
         assert!(matches!(classify(&c), Second::Quad(..)), "four values");
         c[70] = 6;
