@@ -259,6 +259,28 @@ enum Second {
     Group,
 }
 
+impl Second {
+    /// A node's records for the span table, in a fixed array (no allocation per /24)
+    /// with how many are used; `None` for an entry or a group.
+    fn records(&self) -> Option<([V4Span; V4Span::QUAD_RECORDS], usize)> {
+        let mut out = [V4Span::default(); V4Span::QUAD_RECORDS];
+        let mut put = |records: &[V4Span], words: &[u64]| {
+            out[..records.len()].copy_from_slice(records);
+            for (at, word) in out[records.len()..].iter_mut().zip(words) {
+                *at = V4Span::bits(*word);
+            }
+            Some((out, records.len() + words.len()))
+        };
+        match self {
+            Second::Entry(_) | Second::Group => None,
+            Second::Span(span) => put(&[*span], &[]),
+            Second::Runs(records) => put(records, &[]),
+            Second::Bitmap(header, words) => put(&[*header], words),
+            Second::Quad(header, words) => put(header, words),
+        }
+    }
+}
+
 /// Three or four values: a quad node of each address's value index; more: a group.
 fn quad(content: &[u16; BLOCK_ENTRIES]) -> Second {
     let mut values: Vec<u16> = Vec::with_capacity(4);
@@ -410,35 +432,15 @@ impl Packed {
                 block_spans = block;
                 bases[block][0] = start as u32;
             };
-            first[slot] = match classify(&content) {
-                Second::Entry(value) => value,
-                Second::Span(span) if node(1) => {
+            let second = classify(&content);
+            first[slot] = match (second, second.records()) {
+                (Second::Entry(value), _) => value,
+                (_, Some((records, count))) if node(count) => {
                     based();
-                    spans.push(span);
+                    spans.extend_from_slice(&records[..count]);
                     FAST_GROUP | FAST_SPAN | offset as u16
                 }
-                Second::Bitmap(header, words) if node(V4Span::BITMAP_RECORDS) => {
-                    based();
-                    spans.push(header);
-                    spans.extend(words.iter().map(|w| V4Span::bits(*w)));
-                    FAST_GROUP | FAST_SPAN | offset as u16
-                }
-                Second::Runs(records) if node(V4Span::RUNS_RECORDS) => {
-                    based();
-                    spans.extend(records);
-                    FAST_GROUP | FAST_SPAN | offset as u16
-                }
-                Second::Quad(header, words) if node(V4Span::QUAD_RECORDS) => {
-                    based();
-                    spans.extend(header);
-                    spans.extend(words.iter().map(|w| V4Span::bits(*w)));
-                    FAST_GROUP | FAST_SPAN | offset as u16
-                }
-                Second::Span(_)
-                | Second::Runs(_)
-                | Second::Bitmap(..)
-                | Second::Quad(..)
-                | Second::Group => {
+                _ => {
                     groups.push(content);
                     FAST_GROUP | ((groups.len() - 1) as u16 & FAST_GROUP_MASK)
                 }
