@@ -210,12 +210,19 @@ struct {
 	__type(value, struct ic_rate_bucket);
 } ic_rate_buckets SEC(".maps");
 
-/* Kernel-private: per-CPU countdown to the next sampled drop (1-in-N). */
+/* Kernel-private, per CPU: the countdown to the next sampled drop (1-in-N) and the
+ * events reported in the current one-second window (the events_per_sec budget). */
+struct ic_sample_state {
+	__u32 countdown;
+	__u32 events;
+	__u64 window_ns;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u64);
+	__type(value, struct ic_sample_state);
 } ic_sample_seq SEC(".maps");
 
 struct {
@@ -315,31 +322,34 @@ static __always_inline struct ic_shield_config *ic_config(void)
 	return bpf_map_lookup_elem(&ic_shield_config, &zero);
 }
 
-/* Samples one drop into the ring buffer (1-in-N per CPU). */
-static __always_inline void ic_report(struct xdp_md *ctx, struct ic_shield_config *cfg,
-				      struct ic_pkt *pkt, __u32 rule_id, __u8 verdict)
+/* Reports a sampled drop, within the events_per_sec budget. Not inlined: the drop path
+ * only pays for it once per sample_rate drops, and its stack and spills stay off that
+ * path. The budget is what keeps a flood cheap: at 20 Mpps, 1-in-64 alone would reserve,
+ * fill and submit 300k events a second, about 100 ns each with a live reader; over budget,
+ * a sampled drop costs one clock read and is counted instead. */
+static __noinline void ic_emit(struct xdp_md *ctx, struct ic_shield_config *cfg,
+			       struct ic_pkt *pkt, __u32 rule_id, __u8 verdict)
 {
+	struct ic_sample_state *st;
 	struct ic_shield_event *e;
 	struct ic_l4 l4 = {};
+	__u64 now = bpf_ktime_get_ns();
 	__u32 zero = 0;
-	__u64 *seq;
-	__u64 n;
 
-	if (!cfg || !cfg->sample_rate)
+	st = bpf_map_lookup_elem(&ic_sample_seq, &zero);
+	if (!cfg || !st)
 		return;
-	seq = bpf_map_lookup_elem(&ic_sample_seq, &zero);
-	if (!seq)
-		return;
-	/* A countdown rather than a modulo: no division on the drop path. A countdown left
-	 * above the rate (the rate was lowered) restarts from the rate. */
-	n = *seq;
-	if (n >= cfg->sample_rate)
-		n = cfg->sample_rate - 1;
-	if (n) {
-		*seq = n - 1;
-		return;
+	if (cfg->events_per_sec) {
+		if (now - st->window_ns >= IC_NS) {
+			st->window_ns = now;
+			st->events = 0;
+		}
+		if (st->events >= cfg->events_per_sec) {
+			ic_count(&ic_totals, IC_TOTAL_EVENTS_OVER_BUDGET, 0);
+			return;
+		}
+		st->events += 1;
 	}
-	*seq = cfg->sample_rate - 1;
 	e = bpf_ringbuf_reserve(&ic_shield_events, sizeof(*e), 0);
 	if (!e) {
 		ic_count(&ic_totals, IC_TOTAL_EVENTS_LOST, 0);
@@ -352,7 +362,7 @@ static __always_inline void ic_report(struct xdp_md *ctx, struct ic_shield_confi
 	e->hdr.version = IC_ABI_VERSION;
 	e->hdr.kind = IC_EVENT_SHIELD;
 	e->hdr.size = sizeof(*e);
-	e->hdr.ktime_ns = bpf_ktime_get_ns();
+	e->hdr.ktime_ns = now;
 	__builtin_memset(e->src, 0, sizeof(e->src));
 	__builtin_memset(e->dst, 0, sizeof(e->dst));
 	ic_addrs(pkt, e->src, e->dst);
@@ -372,6 +382,31 @@ static __always_inline void ic_report(struct xdp_md *ctx, struct ic_shield_confi
 	} else {
 		bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 	}
+}
+
+/* Samples one drop in N per CPU (ic_emit reports it). */
+static __always_inline void ic_report(struct xdp_md *ctx, struct ic_shield_config *cfg,
+				      struct ic_pkt *pkt, __u32 rule_id, __u8 verdict)
+{
+	struct ic_sample_state *st;
+	__u32 zero = 0, n;
+
+	if (!cfg || !cfg->sample_rate)
+		return;
+	st = bpf_map_lookup_elem(&ic_sample_seq, &zero);
+	if (!st)
+		return;
+	/* A countdown rather than a modulo: no division on the drop path. A countdown left
+	 * above the rate (the rate was lowered) restarts from the rate. */
+	n = st->countdown;
+	if (n >= cfg->sample_rate)
+		n = cfg->sample_rate - 1;
+	if (n) {
+		st->countdown = n - 1;
+		return;
+	}
+	st->countdown = cfg->sample_rate - 1;
+	ic_emit(ctx, cfg, pkt, rule_id, verdict);
 }
 
 /* Token bucket per source. Returns 1 when the packet is over the limit. */

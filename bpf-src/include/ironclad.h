@@ -136,7 +136,8 @@ enum ic_shield_total {
 	IC_TOTAL_WOULD_DROP = 5,   /* dry-run: a deny rule or the rate limit matched, passed */
 	IC_TOTAL_RATE_LIMITED = 6, /* over the per-source rate limit (dropped unless dry-run) */
 	IC_TOTAL_EVENTS_LOST = 7,  /* drop events the ring buffer had no room for */
-	IC_TOTAL_COUNT = 8,
+	IC_TOTAL_EVENTS_OVER_BUDGET = 8, /* sampled drops not reported: over events_per_sec */
+	IC_TOTAL_COUNT = 9,
 };
 
 /* Shield configuration flags (struct ic_shield_config.flags). */
@@ -278,6 +279,7 @@ struct ic_shield_config {
 	__u32 sample_rate; /* host order; one event per N drops (per CPU); 0 = no events */
 	__u32 rate_pps;    /* host order; token refill per second per source; 0 = no limit */
 	__u32 rate_burst;  /* host order; bucket size in packets */
+	__u32 events_per_sec; /* host order; at most this many events a second per CPU; 0 = no cap */
 };
 
 /* Common header of every record in every Ironclad ring buffer. */

@@ -53,7 +53,7 @@ same_layout!(
 same_layout!(
     abi::ShieldConfig,
     c::ic_shield_config,
-    [flags, sample_rate, rate_pps, rate_burst]
+    [flags, sample_rate, rate_pps, rate_burst, events_per_sec]
 );
 same_layout!(
     abi::EventHeader,
@@ -280,6 +280,10 @@ const _: () = {
     assert!(abi::ShieldTotal::WouldDrop as u32 == c::ic_shield_total::IC_TOTAL_WOULD_DROP.0);
     assert!(abi::ShieldTotal::RateLimited as u32 == c::ic_shield_total::IC_TOTAL_RATE_LIMITED.0);
     assert!(abi::ShieldTotal::EventsLost as u32 == c::ic_shield_total::IC_TOTAL_EVENTS_LOST.0);
+    assert!(
+        abi::ShieldTotal::EventsOverBudget as u32
+            == c::ic_shield_total::IC_TOTAL_EVENTS_OVER_BUDGET.0
+    );
     assert!(abi::EventKind::Shield as u32 == c::ic_event_kind::IC_EVENT_SHIELD.0);
     assert!(abi::ShieldVerdict::Drop as u32 == c::ic_shield_verdict::IC_VERDICT_DROP.0);
     assert!(abi::ShieldVerdict::WouldDrop as u32 == c::ic_shield_verdict::IC_VERDICT_WOULD_DROP.0);

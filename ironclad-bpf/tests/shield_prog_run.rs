@@ -238,6 +238,30 @@ fn sampling_reports_one_drop_in_n() {
 }
 
 #[test]
+fn events_per_second_caps_a_flood_and_counts_what_it_held_back() {
+    require_privileges!();
+    let (_pins, shield) = shield("budget");
+    shield.set_sample_rate(2).expect("sampling");
+    shield.set_events_per_second(3).expect("budget");
+    // One test run executes all repeats on one CPU within a few microseconds: one
+    // window. 40 drops sample 20; the budget reports 3 and counts the other 17.
+    shield.test_run(&v4(1), 40).expect("run");
+    assert_eq!(drain_events(&shield).len(), 3);
+    assert_eq!(total(&shield, ShieldTotal::EventsOverBudget), 17);
+    assert_eq!(total(&shield, ShieldTotal::Dropped), 40);
+    // The next second opens a new window on that CPU.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    shield.test_run(&v4(1), 40).expect("run");
+    assert_eq!(drain_events(&shield).len(), 3, "a new window");
+    assert_eq!(total(&shield, ShieldTotal::EventsOverBudget), 34);
+    // 0 removes the cap: every sampled drop is reported again.
+    shield.set_events_per_second(0).expect("no cap");
+    shield.test_run(&v4(1), 40).expect("run");
+    assert_eq!(drain_events(&shield).len(), 20);
+    assert_eq!(total(&shield, ShieldTotal::EventsOverBudget), 34);
+}
+
+#[test]
 fn ipv6_extension_chains_are_walked_within_bounds() {
     require_privileges!();
     let (_pins, shield) = shield("ext6");

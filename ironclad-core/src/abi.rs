@@ -144,13 +144,16 @@ pub enum ShieldTotal {
     RateLimited = 6,
     /// `IC_TOTAL_EVENTS_LOST`: drop events the ring buffer had no room for.
     EventsLost = 7,
+    /// `IC_TOTAL_EVENTS_OVER_BUDGET`: sampled drops not reported because the CPU had
+    /// already reported [`ShieldConfig::events_per_sec`] events that second.
+    EventsOverBudget = 8,
 }
 
 impl ShieldTotal {
     /// Number of totals (`IC_TOTAL_COUNT`).
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 9;
     /// Every total, in index order.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Passed,
         Self::Dropped,
         Self::Malformed,
@@ -159,6 +162,7 @@ impl ShieldTotal {
         Self::WouldDrop,
         Self::RateLimited,
         Self::EventsLost,
+        Self::EventsOverBudget,
     ];
 
     /// Stable lower-case name, as used in JSON output.
@@ -172,6 +176,7 @@ impl ShieldTotal {
             Self::WouldDrop => "would_drop",
             Self::RateLimited => "rate_limited",
             Self::EventsLost => "events_lost",
+            Self::EventsOverBudget => "events_over_budget",
         }
     }
 }
@@ -720,11 +725,13 @@ pub struct ShieldConfig {
     pub rate_pps: u32,
     /// Bucket size in packets.
     pub rate_burst: u32,
+    /// At most this many drop events a second on each CPU; 0 = no cap.
+    pub events_per_sec: u32,
 }
 
 impl ShieldConfig {
     /// Size of the C struct in bytes.
-    pub const SIZE: usize = 16;
+    pub const SIZE: usize = 20;
 
     /// The exact byte image the kernel expects.
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
@@ -1726,6 +1733,7 @@ mod tests {
             sample_rate: 10,
             rate_pps: 1000,
             rate_burst: 2000,
+            events_per_sec: 500,
         };
         assert_eq!(ShieldConfig::from_bytes(&cfg.to_bytes()), Some(cfg));
         let ev = ShieldEvent {

@@ -9,6 +9,7 @@
 //!   management: [192.0.2.10]  # always passes, whatever the rules say
 //!   rate_limit: { pps: 1000, burst: 2000 }
 //!   sample_rate: 64           # one drop event per 64 drops; 0 = none
+//!   events_per_second: 1000   # at most this many drop events a second per CPU; 0 = no cap
 //!   ipv4_lookup: auto         # fast (DIR-24-8), trie, or auto: fast when it fits
 //!   ipv6_lookup: auto         # fast (bitmap trie), trie, or auto: fast when it fits
 //! ```
@@ -56,7 +57,8 @@ use crate::geo::is_country_code;
 use crate::process::{ProcessPolicy, MAX_LINEAGE_DEPTH, MIN_CAPACITY};
 use crate::sentinel::SentinelPolicy;
 use crate::shield::{
-    compile, CompiledShield, Entry, Ipv4Lookup, Mode, RateLimit, ShieldPolicy, DEFAULT_SAMPLE_RATE,
+    compile, CompiledShield, Entry, Ipv4Lookup, Mode, RateLimit, ShieldPolicy,
+    DEFAULT_EVENTS_PER_SECOND, DEFAULT_SAMPLE_RATE,
 };
 use crate::sources::{aggregate_sets_cached, default_name, FeedSpec, Loaded, SourceCache};
 use crate::telemetry::{TelemetryPolicy, DEFAULT_INTERVAL_SECONDS};
@@ -188,6 +190,7 @@ struct RawShield {
     mode: Option<Spanned<String>>,
     rate_limit: Option<Spanned<RawRate>>,
     sample_rate: Option<Spanned<u32>>,
+    events_per_second: Option<Spanned<u32>>,
     ipv4_lookup: Option<Spanned<String>>,
     ipv6_lookup: Option<Spanned<String>>,
     #[serde(default)]
@@ -1414,6 +1417,10 @@ fn parse_inner(
             .sample_rate
             .as_ref()
             .map_or(DEFAULT_SAMPLE_RATE, |s| s.value),
+        events_per_second: shield
+            .events_per_second
+            .as_ref()
+            .map_or(DEFAULT_EVENTS_PER_SECOND, |s| s.value),
         sets: loaded.sets,
         ipv4_lookup,
         ipv6_lookup,
@@ -2034,6 +2041,23 @@ shield:
             })
         );
         assert_eq!(shield.sample_rate, 1);
+        assert_eq!(shield.events_per_second, DEFAULT_EVENTS_PER_SECOND);
+        assert_eq!(shield.config().events_per_sec, DEFAULT_EVENTS_PER_SECOND);
+    }
+
+    #[test]
+    fn events_per_second_reaches_the_kernel_record_and_zero_lifts_the_cap() {
+        for (text, want) in [("5", 5), ("0", 0)] {
+            let yaml = format!("shield:\n  deny: [192.0.2.1]\n  events_per_second: {text}\n");
+            let shield = compile_str(&yaml, Path::new("p.yaml"))
+                .expect("valid")
+                .shield
+                .expect("shield");
+            assert_eq!(shield.config().events_per_sec, want);
+        }
+        let err = compile_str("shield:\n  events_per_second: -3\n", Path::new("p.yaml"))
+            .expect_err("negative");
+        assert!(err.to_string().contains("p.yaml:2:"), "{err}");
     }
 
     #[test]

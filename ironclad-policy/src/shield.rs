@@ -17,6 +17,12 @@ use crate::sources::Source;
 /// Default drop-event sampling: one event per this many drops (per CPU).
 pub const DEFAULT_SAMPLE_RATE: u32 = 64;
 
+/// Default cap on drop events: at most this many a second on each CPU. Under a flood,
+/// 1-in-64 sampling alone would report hundreds of thousands of events a second, each
+/// paid for on the drop path; past the cap a sampled drop is only counted
+/// (`events_over_budget`).
+pub const DEFAULT_EVENTS_PER_SECOND: u32 = 1000;
+
 /// A CIDR as written in the policy, with where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -114,6 +120,8 @@ pub struct ShieldPolicy {
     pub rate_limit: Option<RateLimit>,
     /// One drop event per this many drops (per CPU); 0 = no events.
     pub sample_rate: u32,
+    /// At most this many drop events a second on each CPU; 0 = no cap.
+    pub events_per_second: u32,
     /// Named prefix sets, one rule (and counter) each.
     pub sets: Vec<PrefixSet>,
     /// How IPv4 sources are looked up.
@@ -133,6 +141,7 @@ impl Default for ShieldPolicy {
             mode: Mode::Enforce,
             rate_limit: None,
             sample_rate: DEFAULT_SAMPLE_RATE,
+            events_per_second: DEFAULT_EVENTS_PER_SECOND,
             sets: Vec::new(),
             ipv4_lookup: Ipv4Lookup::Auto,
             ipv6_lookup: Ipv6Lookup::Auto,
@@ -213,6 +222,8 @@ pub struct CompiledShield {
     pub rate_limit: Option<RateLimit>,
     /// Drop-event sampling (0 = none).
     pub sample_rate: u32,
+    /// Drop events a second per CPU at most (0 = no cap).
+    pub events_per_second: u32,
     /// Entries dropped because the same prefix with the same action was listed earlier.
     pub duplicates_merged: usize,
     /// Prefix sets in id order, after the rules.
@@ -358,6 +369,7 @@ impl CompiledShield {
             sample_rate: self.sample_rate,
             rate_pps: self.rate_limit.map_or(0, |r| r.pps),
             rate_burst: self.rate_limit.map_or(0, |r| r.burst),
+            events_per_sec: self.events_per_second,
         }
     }
 
@@ -639,6 +651,7 @@ pub fn compile(policy: &ShieldPolicy) -> Result<CompiledShield, Vec<PolicyError>
             mode: policy.mode,
             rate_limit: policy.rate_limit,
             sample_rate: policy.sample_rate,
+            events_per_second: policy.events_per_second,
             duplicates_merged,
             sets,
             ipv4_lookup: policy.ipv4_lookup,

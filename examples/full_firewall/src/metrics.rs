@@ -653,7 +653,7 @@ fn shield_metrics(out: &mut Exposition, status: &ShieldStatus) {
         for (t, c) in status
             .totals
             .iter()
-            .filter(|(t, _)| *t != ShieldTotal::EventsLost)
+            .filter(|(t, _)| !matches!(t, ShieldTotal::EventsLost | ShieldTotal::EventsOverBudget))
         {
             let value = if packets { c.packets } else { c.bytes };
             out.sample(family, &[("verdict", t.name())], value);
@@ -904,6 +904,22 @@ fn prometheus(shared: &Shared) -> String {
     }
     if let Ok(n) = Telemetry::lost_dns_events_from_pins(&shared.pin_root) {
         out.sample("ironclad_kernel_events_lost_total", &[("source", "dns")], n);
+    }
+    out.family(
+        "ironclad_kernel_events_over_budget_total",
+        "counter",
+        "Sampled drops not reported because their CPU had reached the events-per-second cap.",
+    );
+    if let Some((_, c)) = shield.as_ref().and_then(|s| {
+        s.totals
+            .iter()
+            .find(|(t, _)| *t == ShieldTotal::EventsOverBudget)
+    }) {
+        out.sample(
+            "ironclad_kernel_events_over_budget_total",
+            &[("source", "shield")],
+            c.packets,
+        );
     }
     let subscribers = shared.fanout.stats();
     out.family(

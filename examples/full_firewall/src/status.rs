@@ -95,6 +95,7 @@ pub(crate) fn to_json(status: &ShieldStatus) -> serde_json::Value {
             serde_json::Value::Null
         },
         "sample_rate": c.sample_rate,
+        "events_per_second": c.events_per_sec,
         "links": status.links.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         "ipv4_lookup": status.ipv4_path.as_str(),
         "ipv6_lookup": status.ipv6_path.as_str(),

@@ -123,6 +123,14 @@ fn metrics_count_exactly_the_packets_sent_and_follow_reloads() {
         ),
         Some(0.0)
     );
+    assert_eq!(
+        sample(
+            &page,
+            "ironclad_kernel_events_over_budget_total{source=\"shield\"}"
+        ),
+        Some(0.0),
+        "seven drops are far below the default cap"
+    );
     assert!(
         page.lines()
             .filter(|l| l.starts_with("ironclad_map_memory_bytes{map="))
@@ -172,11 +180,36 @@ fn metrics_count_exactly_the_packets_sent_and_follow_reloads() {
         Some(1.0)
     );
 
+    // A cap of one drop event a second per CPU: a burst of 20 drops in 0.2 s reports
+    // at most one per CPU and counts the rest as over budget.
+    std::fs::write(
+        &config,
+        format!(
+            "shield:\n  deny: [{}]\n  sample_rate: 1\n  events_per_second: 1\n",
+            lab.addr(3)
+        ),
+    )
+    .expect("rewrite");
+    daemon.signal("HUP");
+    daemon.wait_for("reloaded:");
+    assert_eq!(lab.status()["events_per_second"], 1);
+    let sent =
+        ironclad_testing::ping(&lab.ns, &lab.addr(3), &lab.addr(1), 20, "0.01").expect("ping");
+    assert_eq!(sent, 0, "the burst is dropped");
+    let (_, page) = curl(&[&format!("{url}/metrics")]);
+    let over = sample(
+        &page,
+        "ironclad_kernel_events_over_budget_total{source=\"shield\"}",
+    )
+    .expect("over-budget series");
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+    assert!(over >= 20.0 - cpus && over <= 20.0, "{over}: {page}");
+
     // The JSON API and the HTTP edges.
     let (code, json) = curl(&[&format!("{url}/api/status")]);
     assert_eq!(code, 200);
     let status: serde_json::Value = serde_json::from_str(&json).expect("JSON");
-    assert_eq!(status["policy"]["serial"], 2);
+    assert_eq!(status["policy"]["serial"], 3);
     assert_eq!(status["programs"][0]["name"], "shield");
     assert_eq!(status["programs"][0]["up"], true);
     assert_eq!(status["ready"], true);

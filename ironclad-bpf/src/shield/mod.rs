@@ -2844,6 +2844,15 @@ impl Shield {
         self.write_config(&config)
     }
 
+    /// Caps drop events at `n` a second on each CPU (sampled drops past the cap are
+    /// counted as [`ShieldTotal::EventsOverBudget`]); 0 removes the cap.
+    pub fn set_events_per_second(&self, n: u32) -> Result<()> {
+        let _edit = self.lock();
+        let mut config = self.config()?;
+        config.events_per_sec = n;
+        self.write_config(&config)
+    }
+
     /// Packets and bytes counted under `rule_id`, summed over CPUs.
     pub fn rule_counter(&self, rule_id: u32) -> Result<Counter> {
         Ok(sum_percpu(
