@@ -496,7 +496,7 @@ static __always_inline __u16 ic_span_value(__u32 slot, __u32 index, __u8 last)
 				return span->inner;
 			return span->outer;
 		}
-		if (span->lo[0] != 2) {
+		if (span->lo[0] == 1) {
 			/* A bitmap node: the address's bit in the words after the header. */
 			at = index + 1 + (last >> 6);
 			bits = bpf_map_lookup_elem(spans, &at);
@@ -504,20 +504,29 @@ static __always_inline __u16 ic_span_value(__u32 slot, __u32 index, __u8 last)
 				return 0;
 			return (*bits >> (last & 63)) & 1 ? span->inner : span->outer;
 		}
-		/* A quad node: the address's 2-bit index in the words after the two header
-		 * records; entries 2 and 3 are in the second of them. */
-		at = index + 2 + (last >> 5);
-		bits = bpf_map_lookup_elem(spans, &at);
-		if (!bits)
-			return 0;
-		i = (*bits >> ((last & 31) * 2)) & 3;
-		if (i < 2)
-			return i ? span->outer : span->inner;
-		at = index + 1;
+		if (span->lo[0] == 2) {
+			/* A quad node: the address's 2-bit index in the words after the two
+			 * header records; entries 2 and 3 are in the second of them. */
+			at = index + 2 + (last >> 5);
+			bits = bpf_map_lookup_elem(spans, &at);
+			if (!bits)
+				return 0;
+			i = (*bits >> ((last & 31) * 2)) & 3;
+			if (i < 2)
+				return i ? span->outer : span->inner;
+			at = index + 1;
+			more = bpf_map_lookup_elem(spans, &at);
+			if (!more)
+				return 0;
+			return more[i & 1];
+		}
+		/* A leaf node: the address's entry, four to a record, from the distance the
+		 * header gives. */
+		at = index + ((__u32)span->outer << 16 | span->inner) + (last >> 2);
 		more = bpf_map_lookup_elem(spans, &at);
 		if (!more)
 			return 0;
-		return more[i & 1];
+		return more[last & 3];
 	}
 	/* lo <= last <= hi in one unsigned comparison each (lo <= hi always in a span). */
 	if ((__u8)(last - span->lo[0]) <= (__u8)(span->hi[0] - span->lo[0]) ||

@@ -216,7 +216,12 @@ struct ic_v4_block {
  *   lo[0] 3, a runs node: `inner` inside up to five runs of the last octet (a few hosts
  *     of one rule), `outer` elsewhere: the first run is lo[1]..=hi[1], the others are
  *     (first, last) byte pairs in the next record (missing ones repeat the first).
- *     16 bytes. */
+ *     16 bytes;
+ *   lo[0] 4, a leaf node: a /24 whose addresses take five values or more, when the
+ *     second-level groups are all in use: its 256 entries are 64 records of four __u16
+ *     each (address a: entry a % 4 of record a / 4) that start inner | outer << 16
+ *     records after the header (after every other node, so that a block's headers stay
+ *     within reach of its base). 520 bytes. */
 struct ic_v4_span {
 	__u8 lo[2];
 	__u8 hi[2];

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use ipnetwork::{IpNetwork, Ipv4Network};
 use ironclad_bpf::{Ipv4Path, Ipv6Path, Loader, Shield};
-use ironclad_core::abi::{Action, ShieldTotal};
+use ironclad_core::abi::{Action, ShieldTotal, SHIELD_V4_GROUPS};
 use ironclad_policy::error::Origin;
 use ironclad_policy::shield::{
     compile, CompiledShield, Entry, Ipv4Lookup, Mode, PrefixSet, ShieldPolicy,
@@ -447,34 +447,93 @@ fn fast_path_trie_and_reference_agree_on_random_rule_sets() {
     }
 }
 
+/// Four /32s in each of `count` consecutive /24s of 10.0.0.0/8, each of another set
+/// (the last one allowed): five values in a /24 (with the addresses no set lists), which
+/// no span, bitmap or quad node holds: a group, or a leaf node once the groups are all
+/// in use.
+fn five_rule_hosts(count: u32, lookup: Ipv4Lookup) -> ShieldPolicy {
+    let hosts = |h: u32| -> Vec<IpNetwork> {
+        (0..count)
+            .map(|i| {
+                IpNetwork::V4(
+                    Ipv4Network::new(Ipv4Addr::from((10 << 24) | (i << 8) | h), 32).expect("net"),
+                )
+            })
+            .collect()
+    };
+    ShieldPolicy {
+        sets: [7u32, 9, 11, 13]
+            .iter()
+            .map(|h| {
+                let action = if *h == 13 {
+                    Action::Allow
+                } else {
+                    Action::Deny
+                };
+                set(&format!("hosts-{h}"), action, hosts(*h))
+            })
+            .collect(),
+        deny: vec![Entry {
+            net: "10.0.0.0/8".parse().expect("cidr"),
+            origin: Origin::field("deny[0]"),
+        }],
+        ipv4_lookup: lookup,
+        ..ShieldPolicy::default()
+    }
+}
+
+#[test]
+fn five_rules_in_each_of_9000_24s_stay_compiled_as_groups_then_leaf_nodes() {
+    require_privileges!();
+    let (_pins, _loader, shield) = loaded("leaves");
+    let policy = five_rule_hosts(9_000, Ipv4Lookup::Fast);
+    let report = shield
+        .replace(&compile(&policy).expect("valid"))
+        .expect("fits");
+    assert_eq!(report.ipv4_path, Ipv4Path::Fast);
+    assert_eq!(report.fast_groups, SHIELD_V4_GROUPS as usize);
+    // Every address of a sample of the /24s (groups and leaf nodes), and around them.
+    let probes: Vec<(IpAddr, Option<(String, Action)>)> = (0..9_000u32)
+        .step_by(61)
+        .chain([4_095, 4_096, 8_999, 9_000])
+        .flat_map(|i| (0..256u32).map(move |last| (10u32 << 24) | (i << 8) | last))
+        .map(|a| {
+            let addr = IpAddr::V4(Ipv4Addr::from(a));
+            (addr, reference(&policy, addr))
+        })
+        .collect();
+    check_against_reference(&shield, &probes, "groups and leaf nodes");
+
+    // A host of a leaf node's /24 leaves its set and another comes in a group's /24:
+    // both /16s are rebuilt in place, the leaf's with new leaf nodes.
+    let mut changed = policy.clone();
+    let mut first: Vec<IpNetwork> = changed.sets[0].prefixes.to_vec();
+    first.retain(|n| n.network() != IpAddr::V4(Ipv4Addr::new(10, 31, 64, 7)));
+    first.push("10.0.3.200/32".parse().expect("cidr"));
+    changed.sets[0].prefixes = Arc::new(first);
+    let report = shield
+        .replace(&compile(&changed).expect("valid"))
+        .expect("fits");
+    assert_eq!(report.ipv4_path, Ipv4Path::Fast);
+    assert!(report.in_place > 0, "edited in place: {report:?}");
+    let probes: Vec<(IpAddr, Option<(String, Action)>)> = [3u32, 8_000, 8_001]
+        .into_iter()
+        .flat_map(|i| (0..256u32).map(move |last| (10u32 << 24) | (i << 8) | last))
+        .map(|a| {
+            let addr = IpAddr::V4(Ipv4Addr::from(a));
+            (addr, reference(&changed, addr))
+        })
+        .collect();
+    check_against_reference(&shield, &probes, "after an edit in place");
+}
+
 #[test]
 fn a_rule_set_too_long_for_the_fast_path_falls_back_or_is_refused_unchanged() {
     require_privileges!();
     let (_pins, _loader, shield) = loaded("groups");
-    // Four /32s in each of 9000 different /24s, each of another set: five values in a
-    // /24 (with the addresses no set lists), which no span, bitmap or quad node holds,
-    // so each /24 needs a group, more groups than the table has. (Hosts of up to three
-    // rules in a /24 are nodes of the span table and fit whatever their number.)
-    let hosts = |last: &[u32]| -> Vec<IpNetwork> {
-        (0..9_000u32)
-            .flat_map(|i| {
-                last.iter().map(move |h| {
-                    IpNetwork::V4(
-                        Ipv4Network::new(Ipv4Addr::from((10 << 24) | (i << 8) | h), 32)
-                            .expect("net"),
-                    )
-                })
-            })
-            .collect()
-    };
-    let policy = |lookup| ShieldPolicy {
-        sets: [7u32, 9, 11, 13]
-            .iter()
-            .map(|h| set(&format!("hosts-{h}"), Action::Deny, hosts(&[*h])))
-            .collect(),
-        ipv4_lookup: lookup,
-        ..ShieldPolicy::default()
-    };
+    // 21,000 /24s of five values: 4,096 groups, and more leaf nodes (65 records each)
+    // than the span table's 1,048,576 records hold.
+    let policy = |lookup| five_rule_hosts(21_000, lookup);
     let small = compile(&ShieldPolicy::from_lists(
         &["198.51.100.0/24".parse().expect("cidr")],
         &[],
@@ -499,7 +558,7 @@ fn a_rule_set_too_long_for_the_fast_path_falls_back_or_is_refused_unchanged() {
         .expect_err("does not fit");
     assert_eq!(shield.mode().expect("mode"), Mode::Enforce);
     assert!(
-        err.to_string().contains("9000 second-level groups"),
+        err.to_string().contains("second-level groups") && err.to_string().contains("span table"),
         "{err}"
     );
     assert_eq!(

@@ -404,6 +404,44 @@ impl V4Span {
     /// Runs a runs node holds.
     pub const RUNS: usize = 5;
 
+    /// Records a leaf node's entries take (its header takes one more).
+    pub const LEAF_BODY_RECORDS: usize = 64;
+
+    /// The header of a leaf node: a /24 whose 256 entries are the 64 records that start
+    /// `distance` records after the header, four native `u16`s each (see
+    /// [`V4Span::entries`]): address `a` (last octet) is entry `a % 4` of record `a / 4`.
+    /// The distance is `inner` (low half) and `outer` (high half). What a /24 of five
+    /// values or more becomes when the second-level groups are all in use; the entries
+    /// lie after the other nodes, so that a block's headers stay within reach of its
+    /// base.
+    pub fn leaf(distance: u32) -> Self {
+        Self {
+            lo: [4, 0],
+            hi: [0, 0],
+            inner: distance as u16,
+            outer: (distance >> 16) as u16,
+        }
+    }
+
+    /// A leaf node header's distance to its entries.
+    pub fn distance(&self) -> u32 {
+        u32::from(self.inner) | u32::from(self.outer) << 16
+    }
+
+    /// A record of four entries of a leaf node.
+    pub fn entries(entries: [u16; 4]) -> Self {
+        let mut bytes = [0u8; Self::SIZE];
+        for (at, e) in bytes.chunks_mut(2).zip(entries) {
+            at.copy_from_slice(&e.to_ne_bytes());
+        }
+        Self::from_bytes(&bytes).unwrap_or_default()
+    }
+
+    /// Whether this is a leaf node's header (`lo[0] > hi[0]`, `lo[0]` 4).
+    pub fn is_leaf(&self) -> bool {
+        self.lo[0] > self.hi[0] && self.lo[0] == 4
+    }
+
     /// The two records of a runs node: a /24 whose addresses read `inner` inside up to
     /// [`V4Span::RUNS`] runs `(first, last)` (last octets, inclusive) and `outer`
     /// elsewhere. The first run is in the first record's `lo[1]`/`hi[1]`, the others in
@@ -494,6 +532,13 @@ impl V4Span {
         let Some(node) = spans.get(index) else {
             return 0;
         };
+        if node.is_leaf() {
+            let record = spans
+                .get(index + node.distance() as usize + usize::from(last >> 2))
+                .map_or([0; Self::SIZE], Self::to_bytes);
+            let at = 2 * usize::from(last & 3);
+            return u16::from_ne_bytes([record[at], record[at + 1]]);
+        }
         if node.is_runs() {
             let second = spans.get(index + 1).map_or([0; Self::SIZE], Self::to_bytes);
             let inside = |lo: u8, hi: u8| last.wrapping_sub(lo) <= hi.wrapping_sub(lo);

@@ -9,8 +9,13 @@
 //!   bytes in the slot's span table: its addresses read one entry inside at most two
 //!   runs of the last octet and another everywhere else (a feed's scattered hosts: one
 //!   host, or hosts of one rule, in a /24);
-//! - any other such /24 is a second-level group, block `65536 + g`, indexed by the last
-//!   octet (at most [`SHIELD_V4_GROUPS`](ironclad_core::abi::SHIELD_V4_GROUPS)).
+//!   (runs, bitmap and quad nodes of a few records hold up to four values in any
+//!   pattern);
+//! - any other such /24 (five values or more) is a second-level group, block
+//!   `65536 + g`, indexed by the last octet, while there are groups (at most
+//!   [`SHIELD_V4_GROUPS`](ironclad_core::abi::SHIELD_V4_GROUPS)), and then a leaf node of
+//!   the span table (the same 256 entries, one read more), so that only the span
+//!   table's records limit what fits.
 //!
 //! An entry is `0` (no rule), [`FAST_VALVE`] (management source: always pass),
 //! [`FAST_GROUP`]` | g` (look in group `g`), [`FAST_GROUP`]` | `[`FAST_SPAN`]` | i`
@@ -81,11 +86,12 @@ pub fn decode(entry: u16) -> Option<(u32, Action)> {
 /// Why a rule set does not fit the fast path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FastPathError {
-    /// More /24s need a group than there are second-level groups.
+    /// More /24s need a group than there are second-level groups, and the span table
+    /// has no room left for them as leaf nodes.
     #[error(
-        "the IPv4 fast path needs {needed} second-level groups (one per /24 whose \
-         addresses take five or more different rules, or that no longer fits the span \
-         table) but has {limit}; aggregate the long prefixes or use `ipv4_lookup: trie`"
+        "the IPv4 fast path needs {needed} second-level groups (one per /24 that no \
+         longer fits the span table: its records are all in use) but has {limit}; \
+         aggregate the long prefixes or use `ipv4_lookup: trie`"
     )]
     TooManyGroups {
         /// Groups the rule set needs.
@@ -131,16 +137,18 @@ impl FastTable {
     ///
     /// The longest prefix wins; a prefix listed twice keeps its last entry. Valve
     /// prefixes win over every rule, whatever their length. Host bits below a prefix
-    /// length are ignored. A /24 that holds longer prefixes becomes a span node when its
-    /// addresses take at most two values, one of them in at most two runs (one host, or
-    /// hosts of one rule, in a /24: what real feeds are made of), and a 256-entry group
-    /// otherwise; only groups are limited.
+    /// length are ignored. A /24 that holds longer prefixes becomes a node of the span
+    /// table when its addresses take at most four values (a span, runs, bitmap or quad
+    /// node: one host, or hosts of one or two rules, in a /24: what real feeds are made
+    /// of), else a 256-entry group, and once the groups are all in use a leaf node of
+    /// the span table (the same 256 entries, one more read). Only the span table's
+    /// records are limited.
     pub fn build(
         rules: &[(Ipv4Network, u16)],
         valve: &[Ipv4Network],
         max_groups: u32,
     ) -> Result<Self, FastPathError> {
-        let packed = Packed::build(0, 0, rules, valve);
+        let packed = Packed::build(0, 0, rules, valve, max_groups as usize);
         let groups = packed.groups.len();
         if groups > max_groups as usize || groups > usize::from(FAST_GROUP_MASK) + 1 {
             return Err(FastPathError::TooManyGroups {
@@ -390,14 +398,25 @@ pub struct Packed {
 
 impl Packed {
     /// Compiles the part of (`rules`, `valve`) inside `addr/len` (`len` is 0 or 16).
-    /// Prefixes that cover the whole region fill it; prefixes outside it are ignored.
-    pub fn build(addr: u32, len: u8, rules: &[(Ipv4Network, u16)], valve: &[Ipv4Network]) -> Self {
+    /// Prefixes that cover the whole region fill it; prefixes outside it are ignored. A
+    /// /24 that needs a group once `max_groups` are in use is a leaf node instead, where
+    /// the span table has room.
+    pub fn build(
+        addr: u32,
+        len: u8,
+        rules: &[(Ipv4Network, u16)],
+        valve: &[Ipv4Network],
+        max_groups: usize,
+    ) -> Self {
         let len = len.min(16);
         let (mut first, longs) = compile(addr, len, rules, valve);
         let mut groups: Vec<[u16; BLOCK_ENTRIES]> = Vec::new();
         let mut spans: Vec<V4Span> = Vec::new();
         let mut bases = vec![[0u32; 2]; first.len() / BLOCK_ENTRIES];
         let mut block_spans = usize::MAX;
+        // Leaf nodes' entries, placed after every other node; their headers' places.
+        let mut bodies: Vec<V4Span> = Vec::new();
+        let mut leaves: Vec<usize> = Vec::new();
         let mut at = 0;
         while at < longs.len() {
             let slot = longs[at].slot;
@@ -426,7 +445,8 @@ impl Packed {
             };
             let offset = spans.len() - start;
             let node = |records: usize| {
-                offset <= usize::from(FAST_SPAN_MASK) && spans.len() + records <= SPAN_RECORDS
+                offset <= usize::from(FAST_SPAN_MASK)
+                    && spans.len() + bodies.len() + records <= SPAN_RECORDS
             };
             let mut based = || {
                 block_spans = block;
@@ -440,12 +460,32 @@ impl Packed {
                     spans.extend_from_slice(&records[..count]);
                     FAST_GROUP | FAST_SPAN | offset as u16
                 }
+                (Second::Group, _)
+                    if groups.len() >= max_groups && node(1 + V4Span::LEAF_BODY_RECORDS) =>
+                {
+                    based();
+                    // The distance is set once every other node is in place.
+                    leaves.push(spans.len());
+                    spans.push(V4Span::leaf(bodies.len() as u32));
+                    bodies.extend(
+                        content
+                            .chunks_exact(4)
+                            .map(|e| V4Span::entries([e[0], e[1], e[2], e[3]])),
+                    );
+                    FAST_GROUP | FAST_SPAN | offset as u16
+                }
                 _ => {
                     groups.push(content);
                     FAST_GROUP | ((groups.len() - 1) as u16 & FAST_GROUP_MASK)
                 }
             };
         }
+        let start = spans.len();
+        for header in leaves {
+            let body = spans[header].distance() as usize;
+            spans[header] = V4Span::leaf((start + body - header) as u32);
+        }
+        spans.extend(bodies);
         Self {
             first,
             groups,
@@ -586,28 +626,88 @@ mod tests {
     }
 
     #[test]
-    fn too_many_groups_is_a_clear_error() {
+    fn five_values_beyond_the_groups_are_leaf_nodes() {
         // Four hosts of different rules in each of ten /24s: five values (with the
-        // addresses no rule covers), more than a quad node holds: a group each.
+        // addresses no rule covers), more than a quad node holds: a group each while
+        // there are groups, then a leaf node each.
         let rules: Vec<_> = (0..10u32)
             .flat_map(|i| {
                 [1u32, 2, 3, 4].map(|h| {
                     (
-                        Ipv4Network::new(Ipv4Addr::from(i << 8 | h), 32).expect("net"),
+                        Ipv4Network::new(Ipv4Addr::from((i << 16) | (h * 50)), 32).expect("net"),
+                        entry(h, if h == 4 { Action::Allow } else { Action::Deny }),
+                    )
+                })
+            })
+            .collect();
+        let t = FastTable::build(&rules, &[], 4).expect("fits");
+        assert_eq!(t.groups(), 4);
+        assert_eq!(t.spans().len(), 6 * (1 + V4Span::LEAF_BODY_RECORDS));
+        assert!(
+            t.spans()[..6].iter().all(V4Span::is_leaf),
+            "the headers first"
+        );
+        for i in 0..10u32 {
+            for last in 0..256u32 {
+                let want = match last {
+                    50 | 100 | 150 => entry(last / 50, Action::Deny),
+                    200 => entry(4, Action::Allow),
+                    _ => 0,
+                };
+                assert_eq!(t.lookup(Ipv4Addr::from(i << 16 | last)), want, "{i} {last}");
+            }
+        }
+    }
+
+    /// Every /24 of a /16 with five values and no group: 256 leaf nodes, whose headers
+    /// stay within reach of the block's base (the entries come after them), in the
+    /// whole table and in a region rebuilt for an edit.
+    #[test]
+    fn a_16_of_leaf_nodes_keeps_its_headers_within_reach() {
+        let rules: Vec<_> = (0..256u32)
+            .flat_map(|c| {
+                [1u32, 2, 3, 4].map(|h| {
+                    (
+                        Ipv4Network::new(Ipv4Addr::from(10 << 24 | 7 << 16 | c << 8 | (h * 9)), 32)
+                            .expect("net"),
+                        entry(h + c % 3, Action::Deny),
+                    )
+                })
+            })
+            .collect();
+        let t = FastTable::build(&rules, &[], 0).expect("fits");
+        assert_eq!(t.groups(), 0);
+        assert_eq!(t.spans().len(), 256 * (1 + V4Span::LEAF_BODY_RECORDS));
+        let base = 10 << 24 | 7 << 16;
+        let region = Packed::build(base, 16, &rules, &[], 0);
+        assert_eq!(region.spans, t.spans().to_vec());
+        for a in base..base + (1 << 16) {
+            let want = reference(&rules, &[], Ipv4Addr::from(a));
+            assert_eq!(t.lookup(Ipv4Addr::from(a)), want, "{}", Ipv4Addr::from(a));
+            assert_eq!(region.lookup(a, base), want);
+        }
+    }
+
+    #[test]
+    fn groups_and_a_full_span_table_is_a_clear_error() {
+        // 300k /24s of five values: more leaf nodes than the span table holds.
+        let rules: Vec<_> = (0..300_000u32)
+            .flat_map(|i| {
+                let block = (i * 37 % (1 << 24)) << 8;
+                [1u32, 2, 3, 4].map(|h| {
+                    (
+                        Ipv4Network::new(Ipv4Addr::from(block | h), 32).expect("net"),
                         entry(h, Action::Deny),
                     )
                 })
             })
             .collect();
-        let err = FastTable::build(&rules, &[], 4).expect_err("too many");
-        assert_eq!(
-            err,
-            FastPathError::TooManyGroups {
-                needed: 10,
-                limit: 4
-            }
-        );
-        assert!(err.to_string().contains("ipv4_lookup: trie"));
+        let err = FastTable::build(&rules, &[], 4096).expect_err("too many");
+        let FastPathError::TooManyGroups { needed, limit } = err.clone();
+        assert_eq!(limit, 4096);
+        assert!(needed > 4096, "{needed}");
+        assert!(err.to_string().contains("span table"), "{err}");
+        assert!(err.to_string().contains("ipv4_lookup: trie"), "{err}");
     }
 
     #[test]
@@ -631,7 +731,7 @@ mod tests {
         );
         for block in ["10.1.0.0", "10.2.0.0", "10.3.0.0", "11.0.0.0"] {
             let base = u32::from(block.parse::<Ipv4Addr>().expect("addr"));
-            let packed = Packed::build(base, 16, &rules, &valve);
+            let packed = Packed::build(base, 16, &rules, &valve, usize::MAX);
             for third in 0..256u32 {
                 for last in [0u32, 9, 10, 11, 12, 65, 66, 70, 255] {
                     let addr = base | third << 8 | last;
@@ -770,11 +870,19 @@ mod tests {
     #[test]
     fn random_tables_of_every_shape_match_a_scan_of_the_rules() {
         use ironclad_testing::rules::{addr_in_v4, prefix_in_v4, Rng};
+        let mut leaves = 0;
         for seed in 1..=60u64 {
             let mut rng = Rng::new(seed);
-            let within = Ipv4Network::new(Ipv4Addr::from(rng.next_u64() as u32 & 0xfff0_0000), 12)
-                .expect("net");
-            // Dense in a /12 so prefixes nest and share /24s: hosts, runs, groups.
+            // Dense in a /12 so prefixes nest and share /24s: hosts, runs, groups; every
+            // third seed in a /20, with no group at all: its /24s of five values or more
+            // are all leaf nodes.
+            let short = seed % 3 == 0;
+            let within = Ipv4Network::new(
+                Ipv4Addr::from(rng.next_u64() as u32 & 0xffff_f000),
+                if short { 20 } else { 12 },
+            )
+            .and_then(|n| Ipv4Network::new(n.network(), n.prefix()))
+            .expect("net");
             let count = 1 + rng.below(400) as usize;
             let rules: Vec<(Ipv4Network, u16)> = (0..count)
                 .map(|_| {
@@ -796,7 +904,11 @@ mod tests {
             let valve: Vec<Ipv4Network> = (0..rng.below(3))
                 .map(|_| prefix_in_v4(&mut rng, within, 20, 32))
                 .collect();
-            let t = FastTable::build(&rules, &valve, 4096).expect("fits");
+            let t = FastTable::build(&rules, &valve, if short { 0 } else { 4096 }).expect("fits");
+            if short {
+                assert_eq!(t.groups(), 0);
+                leaves += t.spans().iter().filter(|s| s.is_leaf()).count();
+            }
             for _ in 0..4000 {
                 let a = if rng.below(2) == 0 {
                     // Near a rule: inside the /24 of one.
@@ -814,6 +926,7 @@ mod tests {
                 }
             }
         }
+        assert!(leaves > 0, "some seeds compiled leaf nodes");
     }
 
     #[test]
@@ -925,7 +1038,7 @@ mod tests {
                 ));
             }
         }
-        let packed = Packed::build(0, 0, &rules, &[]);
+        let packed = Packed::build(0, 0, &rules, &[], usize::MAX);
         assert!(packed.spans.len() <= SPAN_RECORDS, "{}", packed.spans.len());
         assert!(packed.spans.len() + V4Span::BITMAP_RECORDS > SPAN_RECORDS);
         assert!(!packed.groups.is_empty());

@@ -64,11 +64,12 @@ fn check_prints_counts_as_json() {
 fn check_refuses_what_run_cannot_load_and_warns_of_a_lockout() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("fast.yaml");
-    // Hosts of four feeds in each of 5,000 /24s (five entries a /24 with the addresses
-    // none lists): a group each, more than the table has (hosts of up to three rules in
-    // a /24 are nodes of the span table and fit).
+    // Hosts of four feeds in each of 21,000 /24s (five entries a /24 with the addresses
+    // none lists): a group each while there are groups, then a leaf node of the span
+    // table each, more than the span table holds (hosts of up to three rules in a /24
+    // are smaller nodes).
     let feeds =
-        ironclad_testing::rules::host_feeds(dir.path(), &[1, 3, 5, 7], 5000).expect("feeds");
+        ironclad_testing::rules::host_feeds(dir.path(), &[1, 3, 5, 7], 21_000).expect("feeds");
     std::fs::write(
         &path,
         format!("shield:\n  ipv4_lookup: fast\n  deny_feeds:\n{feeds}"),
@@ -83,9 +84,9 @@ fn check_refuses_what_run_cannot_load_and_warns_of_a_lockout() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.starts_with(&format!(
-            "{}:2:16: shield.ipv4_lookup: the IPv4 fast path needs 5000",
+            "{}:2:16: shield.ipv4_lookup: the IPv4 fast path needs ",
             path.display()
-        )),
+        )) && stderr.contains("span table"),
         "{stderr}"
     );
     let path = dir.path().join("all.yaml");

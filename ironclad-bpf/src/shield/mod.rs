@@ -2367,11 +2367,19 @@ impl Shield {
                 .filter(|(n, _)| n.prefix() > 16)
                 .map(|(n, rule)| (*n, entry_of(rule))),
         );
-        let packed = fastpath::Packed::build(block << 16, 16, &rules, valve);
         let bytes = lookup(table, V4_FAST, &block.to_ne_bytes())?.unwrap_or_default();
         let Some(current) = V4Block::from_bytes(&bytes) else {
             return Ok(None);
         };
+        // Groups this block may use: those never used, and its own (a /24 keeps its
+        // group). Beyond, a /24 of five values or more is a leaf node.
+        let own_groups = current
+            .entry
+            .iter()
+            .filter(|e| *e & (FAST_GROUP | FAST_SPAN) == FAST_GROUP)
+            .count();
+        let free_groups = (SHIELD_V4_GROUPS as usize).saturating_sub(fast.groups) + own_groups;
+        let packed = fastpath::Packed::build(block << 16, 16, &rules, valve, free_groups);
         let mut written = BlockWrites::default();
 
         // 1. Span nodes, at the end of the span table, under the base no entry uses;
