@@ -460,13 +460,22 @@ pub(crate) fn read_regular_file(path: &Path, limit: u64) -> Result<Vec<u8>, Stri
 /// Reads the feed file at `path` (a regular file of at most [`MAX_FEED_BYTES`]): an
 /// unreadable file is an error at line 0.
 pub(crate) fn read_feed_bytes(path: &Path) -> Result<Vec<u8>, ConfigError> {
-    read_regular_file(path, MAX_FEED_BYTES).map_err(|message| ConfigError {
-        diagnostics: vec![Diagnostic {
-            path: path.to_path_buf(),
-            line: 0,
-            column: 0,
-            message,
-        }],
+    let mut bytes = Vec::new();
+    read_feed_bytes_into(path, &mut bytes)?;
+    Ok(bytes)
+}
+
+/// [`read_feed_bytes`] into a buffer kept from an earlier read (cleared first).
+pub(crate) fn read_feed_bytes_into(path: &Path, bytes: &mut Vec<u8>) -> Result<(), ConfigError> {
+    ironclad_core::fsutil::read_regular_file_into(path, MAX_FEED_BYTES, bytes).map_err(|e| {
+        ConfigError {
+            diagnostics: vec![Diagnostic {
+                path: path.to_path_buf(),
+                line: 0,
+                column: 0,
+                message: e.to_string(),
+            }],
+        }
     })
 }
 
