@@ -265,6 +265,22 @@ pub fn aggregate_except_update(
     points: &[IpNetwork],
     reserved: impl Fn(&IpNetwork) -> bool,
 ) -> Vec<IpNetwork> {
+    let mut out = Vec::new();
+    aggregate_except_update_into(old, old_after, new, points, reserved, &mut out);
+    out
+}
+
+/// [`aggregate_except_update`] into `out` (cleared first): a list kept from an earlier
+/// aggregation is filled again without the page faults of fresh memory.
+pub fn aggregate_except_update_into(
+    old: &[IpNetwork],
+    old_after: &[IpNetwork],
+    new: &[IpNetwork],
+    points: &[IpNetwork],
+    reserved: impl Fn(&IpNetwork) -> bool,
+    out: &mut Vec<IpNetwork>,
+) {
+    out.clear();
     let listed = |net: &IpNetwork| {
         old.binary_search(net).is_ok()
             || new.binary_search(net).is_ok()
@@ -288,7 +304,8 @@ pub fn aggregate_except_update(
                 continue;
             }
             let Some(whole) = from_block(v4, w) else {
-                return aggregate_except(new, reserved);
+                *out = aggregate_except(new, reserved);
+                return;
             };
             if w.len > 0 && aggregate_except(&new[range_of(new, v4, w, bits)], &reserved) == [whole]
             {
@@ -301,7 +318,7 @@ pub fn aggregate_except_update(
     }
     // Nested windows go into the largest: sorted by family, start, then length.
     windows.sort_unstable_by_key(|(v4, w)| (!*v4, w.start, w.len));
-    let mut out = Vec::with_capacity(old_after.len() + points.len());
+    out.reserve(old_after.len() + points.len());
     let mut copied = 0;
     let mut last: Option<(bool, Block)> = None;
     for (v4, w) in windows {
@@ -319,7 +336,6 @@ pub fn aggregate_except_update(
         copied = gone.end;
     }
     out.extend_from_slice(&old_after[copied..]);
-    out
 }
 
 /// `whole` without the addresses of `holes`: the prefixes covering exactly the rest

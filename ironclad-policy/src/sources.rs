@@ -15,7 +15,9 @@ use std::time::{Duration, SystemTime};
 use ipnetwork::IpNetwork;
 use ironclad_core::abi::Action;
 
-use crate::aggregate::{aggregate_except, aggregate_except_update, subtract, symmetric_difference};
+use crate::aggregate::{
+    aggregate_except, aggregate_except_update_into, subtract, symmetric_difference,
+};
 use crate::feeds::{
     feed_text, line_delta, parse_feed, read_feed_bytes_into, FeedFormat, Strictness,
 };
@@ -294,6 +296,9 @@ struct Aggregated {
     /// The set's prefixes before (sorted, deduplicated).
     before: Arc<Vec<IpNetwork>>,
     after: Arc<Vec<IpNetwork>>,
+    /// The aggregated list before `after`, when it was a list of its own: the next
+    /// update is written into it once nothing else holds it (as a feed's list is).
+    retired: Option<Arc<Vec<IpNetwork>>>,
 }
 
 /// The last aggregation: each set's, and the single rules' prefixes it was done with.
@@ -740,6 +745,7 @@ pub fn aggregate_sets_cached(
             rule_set.contains(net) || others.iter().any(|o| o.binary_search(net).is_ok())
         };
         let last = previous.as_mut().and_then(|p| p.sets.remove(&set.name));
+        let mut retired = None;
         let after = match last {
             Some(last) => {
                 // What changed in this set, and what changed elsewhere that is one of
@@ -757,26 +763,45 @@ pub fn aggregate_sets_cached(
                         }),
                 );
                 if points.is_empty() {
+                    retired = last.retired;
                     last.after
-                } else if points.len() <= before.len() / 8 + 1_024 {
-                    let merged = aggregate_except_update(
-                        &last.before,
-                        &last.after,
-                        &before,
-                        &points,
-                        elsewhere,
-                    );
-                    shared_unless_merged(&before, merged)
                 } else {
-                    shared_unless_merged(&before, aggregate_except(&before, elsewhere))
+                    let after = if points.len() <= before.len() / 8 + 1_024 {
+                        let mut merged = last
+                            .retired
+                            .and_then(|list| Arc::try_unwrap(list).ok())
+                            .unwrap_or_default();
+                        aggregate_except_update_into(
+                            &last.before,
+                            &last.after,
+                            &before,
+                            &points,
+                            elsewhere,
+                            &mut merged,
+                        );
+                        shared_unless_merged(&before, merged)
+                    } else {
+                        shared_unless_merged(&before, aggregate_except(&before, elsewhere))
+                    };
+                    // A list of its own (not the set's input, which its feed recycles).
+                    if !Arc::ptr_eq(&last.after, &last.before) {
+                        retired = Some(last.after);
+                    }
+                    after
                 }
             }
             None => shared_unless_merged(&before, aggregate_except(&before, elsewhere)),
         };
         set.prefixes = Arc::clone(&after);
         if cache.is_some() {
-            kept.sets
-                .insert(set.name.clone(), Aggregated { before, after });
+            kept.sets.insert(
+                set.name.clone(),
+                Aggregated {
+                    before,
+                    after,
+                    retired,
+                },
+            );
         }
     }
     if let Some(cache) = cache {
@@ -1093,6 +1118,44 @@ mod tests {
             reused > 40,
             "unchanged sets kept their lists ({reused} times)"
         );
+    }
+
+    /// A set that aggregates to a list of its own gets its next update written into
+    /// the list it had before last, once nothing else holds it.
+    #[test]
+    fn an_updated_aggregation_reuses_the_list_before_last() {
+        let cache = SourceCache::new();
+        let halves = |skip: u32| -> Arc<Vec<IpNetwork>> {
+            // Pairs of /25s in every other /24 (each pair merges to its /24, no
+            // further), one pair left out.
+            let mut list: Vec<IpNetwork> = (0..2_000u32)
+                .filter(|i| *i != skip)
+                .flat_map(|i| {
+                    [0u32, 128].map(|h| {
+                        IpNetwork::V4(
+                            Ipv4Network::new(Ipv4Addr::from((10 << 24) | (i << 9) | h), 25)
+                                .unwrap_or_else(|e| panic!("{e}")),
+                        )
+                    })
+                })
+                .collect();
+            list.sort_unstable();
+            Arc::new(list)
+        };
+        let mut lists = Vec::new();
+        for version in 0..4u32 {
+            let mut sets = vec![PrefixSet {
+                name: "halves".to_string(),
+                action: Action::Deny,
+                prefixes: halves(version * 100),
+                origin: Origin::field("sets[0]"),
+            }];
+            aggregate_sets_cached(&mut sets, &[], Some(&cache));
+            assert_eq!(sets[0].prefixes.len(), 1_999, "one /24 per pair");
+            lists.push(sets[0].prefixes.as_ptr() as usize);
+        }
+        assert_eq!((lists[2], lists[3]), (lists[0], lists[1]));
+        assert_ne!(lists[0], lists[1]);
     }
 
     #[test]
