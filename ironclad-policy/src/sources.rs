@@ -290,6 +290,24 @@ fn merge_change_into(
     merged.extend_from_slice(&list[copied.min(list.len())..]);
 }
 
+/// A placeholder prefix for buffers.
+fn unspecified() -> IpNetwork {
+    IpNetwork::V4(ipnetwork::Ipv4Network::from(
+        std::net::Ipv4Addr::UNSPECIFIED,
+    ))
+}
+
+/// An empty buffer with room for `len` elements and a little more, its memory already
+/// written once: a reload that fills it does not fault its pages in. (A fresh
+/// `vec![0; n]` would not do: zeroed memory comes untouched from the system.)
+fn ready_buffer<T: Copy>(len: usize, fill: T) -> Vec<T> {
+    let room = len + len / 64 + 64;
+    let mut buf = Vec::with_capacity(room);
+    buf.resize(room, fill);
+    buf.clear();
+    buf
+}
+
 /// A set's prefixes after aggregation, with what they were made from.
 #[derive(Debug)]
 struct Aggregated {
@@ -544,9 +562,16 @@ impl Loaded {
                                 skipped: parsed.skipped,
                                 masked: parsed.masked,
                                 warnings: parsed.warnings.clone(),
+                                // The buffers the first change will be read into,
+                                // ready now: so is the first reload after a start.
+                                spare_text: if clean {
+                                    ready_buffer(text.len(), 0)
+                                } else {
+                                    Vec::new()
+                                },
+                                retired: clean
+                                    .then(|| Arc::new(ready_buffer(prefixes.len(), unspecified()))),
                                 text: clean.then(|| text.into_bytes()),
-                                spare_text: Vec::new(),
-                                retired: None,
                             },
                         );
                     }
@@ -790,7 +815,14 @@ pub fn aggregate_sets_cached(
                     after
                 }
             }
-            None => shared_unless_merged(&before, aggregate_except(&before, elsewhere)),
+            None => {
+                let after = shared_unless_merged(&before, aggregate_except(&before, elsewhere));
+                // A list of its own: the buffer of its first update, ready now.
+                if cache.is_some() && !Arc::ptr_eq(&after, &before) {
+                    retired = Some(Arc::new(ready_buffer(after.len(), unspecified())));
+                }
+                after
+            }
         };
         set.prefixes = Arc::clone(&after);
         if cache.is_some() {
