@@ -354,6 +354,12 @@ pub struct FeedReads {
 /// policies share their memory and the Shield sees at a glance that the set did not
 /// change. A feed that changed costs its own reading, whatever the others hold.
 ///
+/// Memory: besides each line-based feed's text and lists, the cache keeps one buffer
+/// of each for the feed's next change (written once when the feed is first read), so
+/// that a change is read and merged into memory the process has already touched: for
+/// a 1M-line feed, about 50 MB held for the cache's life, for reloads that fault no
+/// fresh pages in.
+///
 /// Cloning gives another handle on the same cache. Sources the last policy did not
 /// name are dropped from it.
 #[derive(Debug, Clone, Default)]
