@@ -190,8 +190,9 @@ fn metrics_count_exactly_the_packets_sent_and_follow_reloads() {
         ),
     )
     .expect("rewrite");
+    let reloads = daemon.log().matches("reloaded:").count();
     daemon.signal("HUP");
-    daemon.wait_for("reloaded:");
+    daemon.wait_for_more("reloaded:", reloads);
     assert_eq!(lab.status()["events_per_second"], 1);
     let sent =
         ironclad_testing::ping(&lab.ns, &lab.addr(3), &lab.addr(1), 20, "0.01").expect("ping");
