@@ -117,6 +117,12 @@ enum ic_shield_active_bits {
 	IC_ACTIVE_V4_TRIE = 2, /* IPv4 through the slot's LPM trie instead of the fast path */
 	IC_ACTIVE_RATE_LIMIT = 4, /* a rate limit is configured (ic_shield_config.rate_pps) */
 	IC_ACTIVE_V6_FAST = 8, /* IPv6 through the slot's compiled table instead of its LPM trie */
+	/* Mirrors of the configuration, so a packet that matches a rule reads no more than
+	 * this word to decide (ic_shield_config is read only when an event is sampled or a
+	 * rate limit is set): */
+	IC_ACTIVE_DRY_RUN = 16,          /* ic_shield_config.flags has IC_SHIELD_F_DRY_RUN */
+	IC_ACTIVE_SAMPLE_SHIFT = 8,      /* bits 8..31: ic_shield_config.sample_rate */
+	IC_ACTIVE_SAMPLE_MAX = 0xffffff, /* the largest sample rate the word holds */
 };
 
 /* Kinds of rules in the rule directory (struct ic_rule_info.kind). */
@@ -278,10 +284,21 @@ struct ic_counter {
 	__u64 bytes;   /* host order; L2 frame length as seen by XDP */
 };
 
+/* One Shield total on one CPU (enum ic_shield_total). The totals that report events
+ * (dropped, would-drop, rate-limited) keep the countdown to their next sampled event beside
+ * their counter, so a drop reads one map value for both. */
+struct ic_total {
+	__u64 packets;   /* host order */
+	__u64 bytes;     /* host order; L2 frame length as seen by XDP */
+	__u32 countdown; /* kernel-private: events of this total until the next sampled one */
+	__u32 _pad0;
+};
+
 /* Runtime configuration of the Shield (array map with one entry). */
 struct ic_shield_config {
 	__u32 flags;       /* host order; enum ic_shield_flags */
-	__u32 sample_rate; /* host order; one event per N drops (per CPU); 0 = no events */
+	__u32 sample_rate; /* host order; one event per N drops (per CPU and verdict); 0 = none;
+			    * at most IC_ACTIVE_SAMPLE_MAX */
 	__u32 rate_pps;    /* host order; token refill per second per source; 0 = no limit */
 	__u32 rate_burst;  /* host order; bucket size in packets */
 	__u32 events_per_sec; /* host order; at most this many events a second per CPU; 0 = no cap */

@@ -196,6 +196,16 @@ pub enum BpfError {
     #[error(transparent)]
     FastPath6(#[from] ironclad_policy::fastpath6::FastPath6Error),
 
+    /// A Shield configuration value the kernel cannot hold (checked before anything is
+    /// written: the live configuration stays).
+    #[error("shield configuration `{field}`: {reason}")]
+    InvalidConfig {
+        /// The field of [`ironclad_core::abi::ShieldConfig`].
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// Firewall rules the kernel program cannot enforce (checked before anything is
     /// written: the live rules stay).
     #[error("firewall rules refused: {}", problems.join("; "))]

@@ -24,6 +24,11 @@ same_layout!(abi::LpmV4Key, c::ic_lpm_v4_key, [prefixlen, addr]);
 same_layout!(abi::LpmV6Key, c::ic_lpm_v6_key, [prefixlen, addr]);
 same_layout!(abi::Rule, c::ic_rule, [rule_id, action, _pad0]);
 same_layout!(abi::Counter, c::ic_counter, [packets, bytes]);
+same_layout!(
+    abi::TotalValue,
+    c::ic_total,
+    [packets, bytes, countdown, _pad0]
+);
 same_layout!(abi::V4Block, c::ic_v4_block, [entry, span_base]);
 same_layout!(abi::V4Span, c::ic_v4_span, [lo, hi, inner, outer]);
 same_layout!(
@@ -342,6 +347,15 @@ const _: () = {
     assert!(abi::ACTIVE_SLOT == c::ic_shield_active_bits::IC_ACTIVE_SLOT.0);
     assert!(abi::ACTIVE_V4_TRIE == c::ic_shield_active_bits::IC_ACTIVE_V4_TRIE.0);
     assert!(abi::ACTIVE_RATE_LIMIT == c::ic_shield_active_bits::IC_ACTIVE_RATE_LIMIT.0);
+    assert!(abi::ACTIVE_V6_FAST == c::ic_shield_active_bits::IC_ACTIVE_V6_FAST.0);
+    assert!(abi::ACTIVE_DRY_RUN == c::ic_shield_active_bits::IC_ACTIVE_DRY_RUN.0);
+    assert!(abi::ACTIVE_SAMPLE_SHIFT == c::ic_shield_active_bits::IC_ACTIVE_SAMPLE_SHIFT.0);
+    assert!(abi::ACTIVE_SAMPLE_MAX == c::ic_shield_active_bits::IC_ACTIVE_SAMPLE_MAX.0);
+    assert!(abi::ACTIVE_SAMPLE_MAX == u32::MAX >> abi::ACTIVE_SAMPLE_SHIFT);
+    assert!(
+        abi::ACTIVE_FROM_CONFIG & (abi::ACTIVE_SLOT | abi::ACTIVE_V4_TRIE | abi::ACTIVE_V6_FAST)
+            == 0
+    );
     assert!(abi::RULE_FREE as u32 == c::ic_rule_kind::IC_RULE_FREE.0);
     assert!(abi::RULE_CIDR as u32 == c::ic_rule_kind::IC_RULE_CIDR.0);
     assert!(abi::RULE_SET as u32 == c::ic_rule_kind::IC_RULE_SET.0);

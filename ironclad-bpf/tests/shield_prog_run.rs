@@ -10,7 +10,9 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use ironclad_bpf::{Loader, Shield};
-use ironclad_core::abi::{Action, ShieldTotal, ShieldVerdict};
+use ironclad_core::abi::{
+    Action, ShieldTotal, ShieldVerdict, ACTIVE_DRY_RUN, ACTIVE_SAMPLE_MAX, ACTIVE_SAMPLE_SHIFT,
+};
 use ironclad_events::{Event, Fanout, Overflow, ShieldDrop};
 use ironclad_policy::shield::{Mode, RateLimit};
 use ironclad_testing::require_privileges;
@@ -138,6 +140,111 @@ fn truncated_and_malformed_frames_pass_and_are_counted() {
     assert_eq!(shield.rule_counter(1).expect("counter").packets, 0);
 }
 
+/// `bpftool map lookup`/`update` of the pinned active word (as the attacker, or as an
+/// older build that left its pins, would).
+fn active_word(pins: &BpffsDir, set: Option<u32>) -> u32 {
+    let path = pins.path().join("shield").join("ic_shield_active");
+    if let Some(word) = set {
+        let mut args: Vec<String> = vec!["map".into(), "update".into(), "pinned".into()];
+        args.push(path.display().to_string());
+        args.extend(["key", "0", "0", "0", "0", "value"].map(String::from));
+        args.extend(word.to_ne_bytes().iter().map(u8::to_string));
+        let out = std::process::Command::new("bpftool")
+            .args(&args)
+            .output()
+            .expect("bpftool");
+        assert!(out.status.success(), "bpftool update: {out:?}");
+    }
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "map", "lookup", "pinned"])
+        .arg(&path)
+        .args(["key", "0", "0", "0", "0"])
+        .output()
+        .expect("bpftool");
+    assert!(out.status.success(), "bpftool lookup: {out:?}");
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let bytes: Vec<u8> = value["value"]
+        .as_array()
+        .expect("value bytes")
+        .iter()
+        .map(|b| {
+            u8::from_str_radix(b.as_str().expect("hex").trim_start_matches("0x"), 16)
+                .expect("hex byte")
+        })
+        .collect();
+    u32::from_ne_bytes(bytes[..4].try_into().expect("four bytes"))
+}
+
+#[test]
+fn the_mode_reaches_packets_through_the_active_word_and_survives_older_pins() {
+    require_privileges!();
+    let (pins, shield) = shield("modeword");
+    shield.set_mode(Mode::DryRun).expect("dry-run on");
+    let word = active_word(&pins, None);
+    assert_ne!(
+        word & ACTIVE_DRY_RUN,
+        0,
+        "dry-run is mirrored in the active word"
+    );
+    assert_eq!(
+        shield.test_run(&v4(1), 1).expect("run").return_value,
+        XDP_PASS
+    );
+
+    // A policy switch keeps the mode (and the rate-limit and sampling bits).
+    shield
+        .insert_rule("203.0.113.0/24".parse().expect("cidr"), 4, Action::Deny)
+        .expect("rule");
+    shield
+        .replace(&compiled(
+            "shield:\n  mode: dry-run\n  deny: [198.51.100.0/24, 203.0.113.0/24]\n",
+        ))
+        .expect("replace");
+    assert_ne!(active_word(&pins, None) & ACTIVE_DRY_RUN, 0);
+    assert_eq!(
+        shield.test_run(&v4(1), 1).expect("run").return_value,
+        XDP_PASS
+    );
+
+    // Pins an older build left: its word had no dry-run bit. The kernel follows the
+    // word, so packets would be dropped although the pinned configuration says dry-run;
+    // a Shield loaded over those pins puts the bit back.
+    let word = active_word(&pins, None);
+    active_word(&pins, Some(word & !ACTIVE_DRY_RUN));
+    assert_eq!(
+        shield.test_run(&v4(1), 1).expect("run").return_value,
+        XDP_DROP
+    );
+    let loader = Loader::builder()
+        .pin_root(pins.path())
+        .build()
+        .expect("loader");
+    let again = Shield::load(&loader).expect("load over the pins");
+    assert_eq!(again.mode().expect("mode"), Mode::DryRun);
+    assert_eq!(active_word(&pins, None), word);
+    assert_eq!(
+        again.test_run(&v4(1), 1).expect("run").return_value,
+        XDP_PASS
+    );
+
+    // Back to enforce.
+    again.set_mode(Mode::Enforce).expect("enforce");
+    assert_eq!(active_word(&pins, None) & ACTIVE_DRY_RUN, 0);
+    assert_eq!(
+        again.test_run(&v4(1), 1).expect("run").return_value,
+        XDP_DROP
+    );
+}
+
+/// Keeps the calling thread on one CPU: the sampling countdowns are per CPU, and a test
+/// run executes on the CPU that calls it.
+fn stay_on_one_cpu() {
+    let mut cpus = rustix::thread::CpuSet::new();
+    let current = rustix::thread::sched_getcpu();
+    cpus.set(current);
+    rustix::thread::sched_setaffinity(None, &cpus).expect("pin the test to one CPU");
+}
+
 fn drain_events(shield: &Shield) -> Vec<ShieldDrop> {
     let fanout = Arc::new(Fanout::new());
     let sub = fanout.subscribe("test", 100_000, Overflow::DropNewest);
@@ -215,9 +322,10 @@ fn drop_events_carry_addresses_ports_protocol_and_rule() {
 #[test]
 fn sampling_reports_one_drop_in_n() {
     require_privileges!();
-    let (_pins, shield) = shield("sampling");
+    let (pins, shield) = shield("sampling");
     shield.set_sample_rate(4).expect("sampling");
-    // One test run executes all repeats on one CPU, so the per-CPU sequence is exact.
+    // Every test run on one CPU, so the per-CPU sequence is exact.
+    stay_on_one_cpu();
     shield.test_run(&v4(1), 20).expect("run");
     assert_eq!(drain_events(&shield).len(), 5);
     shield.set_sample_rate(0).expect("no events");
@@ -235,6 +343,35 @@ fn sampling_reports_one_drop_in_n() {
     shield.set_sample_rate(2).expect("sampling");
     shield.test_run(&v4(1), 10).expect("run");
     assert_eq!(drain_events(&shield).len(), 5);
+    // A rate the kernel cannot hold is refused and changes nothing.
+    let err = shield
+        .set_sample_rate(ACTIVE_SAMPLE_MAX + 1)
+        .expect_err("too large a rate");
+    assert!(
+        err.to_string().contains("sample_rate") && err.to_string().contains("16777215"),
+        "{err}"
+    );
+    assert_eq!(shield.config().expect("config").sample_rate, 2);
+    assert_eq!(
+        active_word(&pins, None) >> ACTIVE_SAMPLE_SHIFT,
+        2,
+        "the rate is mirrored in the active word"
+    );
+    // The same rate again keeps the countdown: the 10th drop was sampled, so of the
+    // next three only the second is (a restarted countdown would sample two).
+    shield.set_sample_rate(2).expect("same rate");
+    shield.test_run(&v4(1), 3).expect("run");
+    assert_eq!(drain_events(&shield).len(), 1);
+    shield.test_run(&v4(1), 1).expect("run");
+    assert_eq!(drain_events(&shield).len(), 1);
+    // Each verdict counts down on its own: the drops' countdown now stands at 1, the
+    // dry-run drops' at 0, so of three dry-run drops the first and the third are
+    // sampled (a shared countdown would sample only the second).
+    shield.set_mode(Mode::DryRun).expect("dry-run");
+    shield.test_run(&v4(1), 3).expect("run");
+    let events = drain_events(&shield);
+    assert_eq!(events.len(), 2);
+    assert!(events.iter().all(|e| e.verdict == ShieldVerdict::WouldDrop));
 }
 
 #[test]
@@ -242,6 +379,7 @@ fn events_per_second_caps_a_flood_and_counts_what_it_held_back() {
     require_privileges!();
     let (_pins, shield) = shield("budget");
     shield.set_sample_rate(2).expect("sampling");
+    stay_on_one_cpu();
     shield.set_events_per_second(3).expect("budget");
     // One test run executes all repeats on one CPU within a few microseconds: one
     // window. 40 drops sample 20; the budget reports 3 and counts the other 17.

@@ -66,6 +66,20 @@ pub const ACTIVE_RATE_LIMIT: u32 = 4;
 /// Active-policy word: IPv6 goes through the slot's compiled table instead of its LPM
 /// trie (`IC_ACTIVE_V6_FAST`).
 pub const ACTIVE_V6_FAST: u32 = 8;
+/// Active-policy word: the configuration is in dry-run (a mirror of
+/// [`SHIELD_F_DRY_RUN`], so a packet that matches a rule reads only this word;
+/// `IC_ACTIVE_DRY_RUN`).
+pub const ACTIVE_DRY_RUN: u32 = 16;
+/// Active-policy word: bits from this one up hold [`ShieldConfig::sample_rate`]
+/// (`IC_ACTIVE_SAMPLE_SHIFT`), so a dropped packet counts down to its sample without
+/// reading the configuration.
+pub const ACTIVE_SAMPLE_SHIFT: u32 = 8;
+/// The largest sample rate the active-policy word holds (`IC_ACTIVE_SAMPLE_MAX`).
+pub const ACTIVE_SAMPLE_MAX: u32 = 0x00ff_ffff;
+/// The bits of the active-policy word that mirror the configuration rather than the
+/// policy: a policy switch keeps them.
+pub const ACTIVE_FROM_CONFIG: u32 =
+    ACTIVE_RATE_LIMIT | ACTIVE_DRY_RUN | (ACTIVE_SAMPLE_MAX << ACTIVE_SAMPLE_SHIFT);
 
 /// IPv6 fast path, first-level entry: the low bits name the /16's node record
 /// (`IC_V6_NODE`); a rule entry otherwise.
@@ -756,6 +770,42 @@ impl Counter {
     }
 }
 
+/// `struct ic_total`: one Shield total on one CPU (a value of the totals map). The
+/// kernel keeps, beside the counter, the countdown to the total's next sampled event;
+/// user space reads the counter ([`TotalValue::counter`]).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct TotalValue {
+    /// Packets, host order.
+    pub packets: u64,
+    /// Bytes (L2 frame length as seen by XDP), host order.
+    pub bytes: u64,
+    /// Kernel-private: events of this total until the next sampled one.
+    pub countdown: u32,
+    /// Padding (zero).
+    pub _pad0: u32,
+}
+
+impl TotalValue {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 24;
+
+    /// Decodes a value read back from the kernel; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
+    }
+
+    /// The packet and byte counter.
+    pub fn counter(&self) -> Counter {
+        Counter {
+            packets: self.packets,
+            bytes: self.bytes,
+        }
+    }
+}
+
 /// `struct ic_shield_config`: runtime configuration of the Shield.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
@@ -1009,6 +1059,7 @@ const _: () = {
     assert!(size_of::<LpmV6Key>() == LpmV6Key::SIZE);
     assert!(size_of::<Rule>() == Rule::SIZE);
     assert!(size_of::<Counter>() == Counter::SIZE);
+    assert!(size_of::<TotalValue>() == TotalValue::SIZE);
     assert!(size_of::<ShieldConfig>() == ShieldConfig::SIZE);
     assert!(size_of::<EventHeader>() == EventHeader::SIZE);
     assert!(size_of::<ShieldEvent>() == ShieldEvent::SIZE);

@@ -58,7 +58,7 @@ use crate::process::{ProcessPolicy, MAX_LINEAGE_DEPTH, MIN_CAPACITY};
 use crate::sentinel::SentinelPolicy;
 use crate::shield::{
     compile, CompiledShield, Entry, Ipv4Lookup, Mode, RateLimit, ShieldPolicy,
-    DEFAULT_EVENTS_PER_SECOND, DEFAULT_SAMPLE_RATE,
+    DEFAULT_EVENTS_PER_SECOND, DEFAULT_SAMPLE_RATE, MAX_SAMPLE_RATE,
 };
 use crate::sources::{aggregate_sets_cached, default_name, FeedSpec, Loaded, SourceCache};
 use crate::telemetry::{TelemetryPolicy, DEFAULT_INTERVAL_SECONDS};
@@ -1413,10 +1413,24 @@ fn parse_inner(
         management,
         mode,
         rate_limit,
-        sample_rate: shield
-            .sample_rate
-            .as_ref()
-            .map_or(DEFAULT_SAMPLE_RATE, |s| s.value),
+        sample_rate: match &shield.sample_rate {
+            Some(s) if s.value > MAX_SAMPLE_RATE => {
+                problems.push(PolicyError::Invalid {
+                    origin: Origin {
+                        field: "shield.sample_rate".into(),
+                        at: position(&s.referenced),
+                    },
+                    message: format!(
+                        "{} is more than the largest rate, {MAX_SAMPLE_RATE} (one event per \
+                         16.7 million drops); use 0 for no events",
+                        s.value
+                    ),
+                });
+                DEFAULT_SAMPLE_RATE
+            }
+            Some(s) => s.value,
+            None => DEFAULT_SAMPLE_RATE,
+        },
         events_per_second: shield
             .events_per_second
             .as_ref()
@@ -1735,6 +1749,11 @@ shield:
             (
                 "shield:\n  deny: 192.0.2.1\n",
                 "p.yaml:2:9: expected a list (`[a, b]` or `- a` lines)",
+            ),
+            (
+                "shield:\n  sample_rate: 16777216\n",
+                "p.yaml:2:16: shield.sample_rate: 16777216 is more than the largest rate, \
+                 16777215 (one event per 16.7 million drops); use 0 for no events",
             ),
         ];
         for (text, want) in cases {

@@ -17,6 +17,10 @@ use crate::sources::Source;
 /// Default drop-event sampling: one event per this many drops (per CPU).
 pub const DEFAULT_SAMPLE_RATE: u32 = 64;
 
+/// The largest sample rate (one event per 16,777,215 drops): the kernel keeps the rate
+/// in 24 bits of the Shield's active word, which every packet reads anyway.
+pub const MAX_SAMPLE_RATE: u32 = ironclad_core::abi::ACTIVE_SAMPLE_MAX;
+
 /// Default cap on drop events: at most this many a second on each CPU. Under a flood,
 /// 1-in-64 sampling alone would report hundreds of thousands of events a second, each
 /// paid for on the drop path; past the cap a sampled drop is only counted

@@ -56,7 +56,8 @@ use std::sync::Arc;
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use ironclad_core::abi::{
     Action, BookRun, Counter, LpmV4Key, LpmV6Key, Rule, RuleInfo, ShieldConfig, ShieldTotal,
-    V4Block, V4Span, V6Node, ACTIVE_RATE_LIMIT, ACTIVE_SLOT, ACTIVE_V4_TRIE, ACTIVE_V6_FAST,
+    TotalValue, V4Block, V4Span, V6Node, ACTIVE_DRY_RUN, ACTIVE_FROM_CONFIG, ACTIVE_RATE_LIMIT,
+    ACTIVE_SAMPLE_MAX, ACTIVE_SAMPLE_SHIFT, ACTIVE_SLOT, ACTIVE_V4_TRIE, ACTIVE_V6_FAST,
     BOOK_PAGE_BYTES, FAST_GROUP, FAST_GROUP_MASK, FAST_SPAN, FAST_SPAN_BASE, FAST_SPAN_MASK,
     RULE_FREE, SHIELD_F_DRY_RUN, SHIELD_MAX_RULES, SHIELD_MAX_V4_PREFIXES, SHIELD_MAX_V6_PREFIXES,
     SHIELD_SLOTS, SHIELD_V4_BLOCKS, SHIELD_V4_FIRST_BLOCKS, SHIELD_V4_GROUPS, SHIELD_V4_SPANS,
@@ -322,6 +323,17 @@ fn sum_percpu(values: Option<Vec<Vec<u8>>>) -> Counter {
     Counter::sum(&per_cpu)
 }
 
+/// Sums the per-CPU values of one total (`struct ic_total`: a counter and the kernel's
+/// sampling countdown).
+fn sum_totals(values: Option<Vec<Vec<u8>>>) -> Counter {
+    let per_cpu: Vec<Counter> = values
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| TotalValue::from_bytes(v).map(|t| t.counter()))
+        .collect();
+    Counter::sum(&per_cpu)
+}
+
 fn percpu(map: &MapHandle, name: &str, index: u32) -> Result<Counter> {
     Ok(sum_percpu(
         map.lookup_percpu(&index.to_ne_bytes(), MapFlags::ANY)
@@ -437,6 +449,19 @@ fn read_active(maps: &dyn Maps) -> Result<u32> {
         .and_then(|b| b.get(..4).and_then(|b| b.try_into().ok()))
         .map(u32::from_ne_bytes)
         .unwrap_or(0))
+}
+
+/// The active word with its configuration mirrors ([`ACTIVE_FROM_CONFIG`]) set for
+/// `config`: the rate-limit and dry-run bits and the sample rate.
+fn config_bits(active: u32, config: &ShieldConfig) -> u32 {
+    let mut word = active & !ACTIVE_FROM_CONFIG;
+    if config.rate_pps > 0 {
+        word |= ACTIVE_RATE_LIMIT;
+    }
+    if config.flags & SHIELD_F_DRY_RUN != 0 {
+        word |= ACTIVE_DRY_RUN;
+    }
+    word | config.sample_rate.min(ACTIVE_SAMPLE_MAX) << ACTIVE_SAMPLE_SHIFT
 }
 
 /// The rule directory: every used id.
@@ -699,7 +724,12 @@ fn read_status(maps: &dyn Maps, links: Vec<PathBuf>) -> Result<ShieldStatus> {
     let totals_map = maps.handle(TOTALS)?;
     let totals = ShieldTotal::ALL
         .iter()
-        .map(|t| Ok((*t, percpu(&totals_map, TOTALS, *t as u32)?)))
+        .map(|t| {
+            let values = totals_map
+                .lookup_percpu(&(*t as u32).to_ne_bytes(), MapFlags::ANY)
+                .map_err(map_err("lookup", TOTALS))?;
+            Ok((*t, sum_totals(values)))
+        })
         .collect::<Result<Vec<_>>>()?;
     let config = lookup(&maps.handle(CONFIG)?, CONFIG, &0u32.to_ne_bytes())?
         .and_then(|b| ShieldConfig::from_bytes(&b))
@@ -1048,7 +1078,23 @@ impl Shield {
             books: std::sync::Mutex::new(Vec::new()),
         };
         shield.release_spare_slot()?;
+        shield.sync_config_bits()?;
         Ok(shield)
+    }
+
+    /// Makes the active word's configuration mirrors agree with the pinned
+    /// configuration (pins an older build left, whose word had no dry-run bit).
+    fn sync_config_bits(&self) -> Result<()> {
+        let _edit = self.lock();
+        let config = self.config()?;
+        let active = read_active(&self.object)?;
+        let word = config_bits(active, &config);
+        if word != active {
+            self.object
+                .map(ACTIVE)?
+                .update(&0u32.to_ne_bytes(), &word.to_ne_bytes())?;
+        }
+        Ok(())
     }
 
     /// Releases whatever tables the spare slot (the one packets do not read) holds;
@@ -1671,7 +1717,7 @@ impl Shield {
         let Some(cached) = cached else {
             return Ok(None);
         };
-        let valid = cached.word & !ACTIVE_RATE_LIMIT == active & !ACTIVE_RATE_LIMIT
+        let valid = cached.word & !ACTIVE_FROM_CONFIG == active & !ACTIVE_FROM_CONFIG
             && cached.tables == slot_tables(&self.object, active & ACTIVE_SLOT)?;
         Ok(valid.then_some(cached))
     }
@@ -1861,7 +1907,7 @@ impl Shield {
                 ACTIVE_V6_FAST
             } else {
                 0
-            } | (active & ACTIVE_RATE_LIMIT);
+            } | (active & ACTIVE_FROM_CONFIG);
         self.object
             .map(ACTIVE)?
             .update(&0u32.to_ne_bytes(), &word.to_ne_bytes())?;
@@ -2797,16 +2843,23 @@ impl Shield {
     }
 
     fn write_config(&self, config: &ShieldConfig) -> Result<()> {
+        if config.sample_rate > ACTIVE_SAMPLE_MAX {
+            return Err(BpfError::InvalidConfig {
+                field: "sample_rate",
+                reason: format!(
+                    "{} is more than the largest rate, {ACTIVE_SAMPLE_MAX}",
+                    config.sample_rate
+                ),
+            });
+        }
         self.object
             .map(CONFIG)?
             .update(&0u32.to_ne_bytes(), &config.to_bytes())?;
-        // Packets without a rule read the configuration only when a rate limit is set.
+        // The kernel decides from the active word: packets without a rule read the
+        // configuration only when a rate limit is set, packets with one only when an event
+        // is sampled.
         let active = read_active(&self.object)?;
-        let word = if config.rate_pps > 0 {
-            active | ACTIVE_RATE_LIMIT
-        } else {
-            active & !ACTIVE_RATE_LIMIT
-        };
+        let word = config_bits(active, config);
         if word != active {
             self.object
                 .map(ACTIVE)?
@@ -2880,7 +2933,7 @@ impl Shield {
 
     /// One total, summed over CPUs.
     pub fn total(&self, which: ShieldTotal) -> Result<Counter> {
-        Ok(sum_percpu(
+        Ok(sum_totals(
             self.object
                 .map(TOTALS)?
                 .lookup_percpu(&(which as u32).to_ne_bytes())?,
