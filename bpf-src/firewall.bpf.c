@@ -161,6 +161,37 @@ struct {
 	__type(value, struct ic_counter);
 } ic_fw_rule_counters SEC(".maps");
 
+/* SYN-flood defence (struct ic_syn_config in ironclad.h): the configuration, the
+ * protected ports (bit p of word p / 64) and the measured SYN rate. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ic_syn_config);
+} ic_fw_syn_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, IC_SYN_PORT_WORDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} ic_fw_syn_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ic_syn_state);
+} ic_fw_syn_state SEC(".maps");
+
+const volatile enum ic_syn_mode ic_abi_syn_mode = IC_SYN_OFF;
+const volatile enum ic_syn_limits ic_abi_syn_limits = IC_SYN_PORT_WORDS;
+const volatile struct ic_syn_config ic_abi_syn_config = {};
+const volatile struct ic_syn_state ic_abi_syn_state = {};
+
+extern int bpf_sk_assign_tcp_reqsk(struct __sk_buff *skb, struct sock *sk,
+				   struct bpf_tcp_req_attrs *attrs, int attrs__sz) __ksym;
+
 /* The packet as the firewall sees it. */
 struct ic_fw_pkt {
 	union {
@@ -678,6 +709,311 @@ static __always_inline int ic_fw_decide(const struct ic_fw_config *cfg, int inbo
 									      : IC_FW_ACCEPT;
 }
 
+/* ---- SYN-flood defence (firewall.syn_flood; struct ic_syn_config) ----
+ *
+ * A SYN to a protected port is answered by ic_fw_syn (XDP) with a SYN-ACK whose
+ * sequence number is the kernel's own SYN cookie; nothing is stored anywhere, so a
+ * flood from spoofed sources costs the listener, the SYN queue and the connection
+ * table nothing. The client's ACK reaches the tcx ingress program as a packet of no
+ * connection: its cookie is checked with the same kernel machinery, the rules decide
+ * it as a new connection, and it is handed to the listening socket as a request
+ * (bpf_sk_assign_tcp_reqsk) from which the kernel makes the established socket.
+ *
+ * The cookie carries the client's MSS class (the kernel's table); the client's window
+ * scale and SACK permission ride in the low bits of the timestamp we send, which the
+ * client echoes (as the kernel's own cookies do). A client without timestamps gets
+ * neither window scaling nor SACK, as with the kernel's cookies. */
+#define IC_TCPOPT_EOL 0
+#define IC_TCPOPT_NOP 1
+#define IC_TCPOPT_MSS 2
+#define IC_TCPOPT_WINDOW 3
+#define IC_TCPOPT_SACK_PERM 4
+#define IC_TCPOPT_TIMESTAMP 8
+#define IC_TCP_MAX_WSCALE 14
+#define IC_SYN_WINDOW 64240
+#define IC_MS 1000000ULL
+
+/* The kernel's MSS classes for cookies (net/ipv4/syncookies.c, net/ipv6/syncookies.c):
+ * the cookie encodes the index of the largest class not above the client's MSS. */
+static const __u16 ic_msstab4[4] = {536, 1300, 1440, 1460};
+static const __u16 ic_msstab6[4] = {1220, 1420, 1440, 8940};
+
+/* A TCP segment's IP and TCP headers copied out of the packet: the syncookie helpers
+ * read them here, and the SYN-ACK is built from them. */
+struct ic_syn_hdrs {
+	union {
+		struct iphdr ip4;
+		struct ipv6hdr ip6;
+	};
+	struct tcphdr tcp;
+	__u8 opts[64]; /* the options (at most 40 bytes); 64 so that a read at any index
+			* masked with 63 stays inside (see ic_opt) */
+	__u32 optlen;
+	__u32 off;    /* ic_tcp_option's position in opts */
+	/* The sender's options. */
+	__u32 tsval;  /* host order */
+	__u32 tsecr;  /* host order */
+	__u16 mss;    /* 0: none offered */
+	__u8 wscale;  /* IC_SYN_TS_WSCALE_NONE: none offered */
+	__u8 sack;
+	__u8 ts;
+	__u8 _pad0[3];
+};
+
+/* Per-CPU scratch for the headers (too large for the stack beside the rest of ic_fw). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ic_syn_hdrs);
+} ic_fw_syn_scratch SEC(".maps");
+
+/* The scratch headers, their option fields cleared. */
+static __always_inline struct ic_syn_hdrs *ic_syn_scratch(void)
+{
+	__u32 zero = 0;
+	struct ic_syn_hdrs *h = bpf_map_lookup_elem(&ic_fw_syn_scratch, &zero);
+
+	if (h) {
+		h->optlen = 0;
+		h->tsval = 0;
+		h->tsecr = 0;
+		h->mss = 0;
+		h->sack = 0;
+		h->ts = 0;
+	}
+	return h;
+}
+
+static __always_inline int ic_syn_protected(__u16 port)
+{
+	__u32 word = port >> 6;
+	__u64 *w = bpf_map_lookup_elem(&ic_fw_syn_ports, &word);
+
+	return w && ((*w >> (port & 63)) & 1);
+}
+
+/* Option byte i (masked so the verifier sees it inside opts whatever the compiler
+ * proved about i; the empty asm keeps the mask from being optimised away). */
+static __always_inline __u8 ic_opt(const struct ic_syn_hdrs *h, __u32 i)
+{
+	asm volatile("" : "+r"(i));
+	return h->opts[i & 63];
+}
+
+/* One option at h->off (a bpf_loop callback: verified once, whatever the options'
+ * layout, where an unrolled loop multiplies the verifier's states). Returns 1 to stop. */
+struct ic_syn_opts_ctx {
+	struct ic_syn_hdrs *h;
+};
+
+static long ic_tcp_option(__u32 index, void *ctx)
+{
+	struct ic_syn_hdrs *h = ((struct ic_syn_opts_ctx *)ctx)->h;
+	__u32 off = h->off;
+	__u8 kind, size;
+
+	if (off >= h->optlen || off >= 39)
+		return 1;
+	kind = ic_opt(h, off);
+	if (kind == IC_TCPOPT_EOL)
+		return 1;
+	if (kind == IC_TCPOPT_NOP) {
+		h->off = off + 1;
+		return 0;
+	}
+	size = ic_opt(h, off + 1);
+	if (size < 2 || off + size > h->optlen)
+		return 1;
+	if (kind == IC_TCPOPT_MSS && size == 4) {
+		h->mss = (__u16)ic_opt(h, off + 2) << 8 | ic_opt(h, off + 3);
+	} else if (kind == IC_TCPOPT_WINDOW && size == 3) {
+		__u8 ws = ic_opt(h, off + 2);
+
+		h->wscale = ws > IC_TCP_MAX_WSCALE ? IC_TCP_MAX_WSCALE : ws;
+	} else if (kind == IC_TCPOPT_SACK_PERM && size == 2) {
+		h->sack = 1;
+	} else if (kind == IC_TCPOPT_TIMESTAMP && size == 10) {
+		h->ts = 1;
+		h->tsval = (__u32)ic_opt(h, off + 2) << 24 | (__u32)ic_opt(h, off + 3) << 16 |
+			   (__u32)ic_opt(h, off + 4) << 8 | ic_opt(h, off + 5);
+		h->tsecr = (__u32)ic_opt(h, off + 6) << 24 | (__u32)ic_opt(h, off + 7) << 16 |
+			   (__u32)ic_opt(h, off + 8) << 8 | ic_opt(h, off + 9);
+	}
+	h->off = off + size;
+	return 0;
+}
+
+/* Reads the options copied into h (at most 40 bytes, so at most 40 options). */
+static __always_inline void ic_tcp_options(struct ic_syn_hdrs *h)
+{
+	struct ic_syn_opts_ctx c = {.h = h};
+
+	h->wscale = IC_SYN_TS_WSCALE_NONE;
+	h->off = 0;
+	bpf_loop(40, ic_tcp_option, &c, 0);
+}
+
+/* Copies the IP header at l3off and the TCP header after it (with its options) into
+ * h: `load` is bpf_xdp_load_bytes or bpf_skb_load_bytes. Evaluates to 0, or -1 when
+ * the segment is truncated or malformed. */
+#define IC_SYN_LOAD(load, ctx, l3off, family, h)                                         \
+	({                                                                                 \
+		int __r = -1;                                                              \
+		__u32 __iplen = (family) == IC_L3_IPV4 ? 20 : 40;                          \
+		if (!load(ctx, l3off, &(h)->ip4, __iplen) &&                               \
+		    !load(ctx, (l3off) + __iplen, &(h)->tcp, 20)) {                        \
+			__u32 __thlen = (h)->tcp.doff * 4;                                 \
+			if (__thlen >= 20 && __thlen <= 60) {                              \
+				(h)->optlen = __thlen - 20;                                \
+				if (!(h)->optlen ||                                        \
+				    !load(ctx, (l3off) + __iplen + 20, (h)->opts,          \
+					  (h)->optlen))                                    \
+					__r = 0;                                           \
+			}                                                                  \
+		}                                                                          \
+		__r;                                                                       \
+	})
+
+/* The kernel's cookie for a SYN with the segment's addresses and ports, sequence
+ * number `seq` and an MSS option of `mss`: the cookie in the low 32 bits, the MSS class
+ * above; negative on error. */
+static __always_inline __s64 ic_syn_gen(struct ic_syn_hdrs *h, int family, __u32 seq,
+					__u16 mss)
+{
+	struct {
+		struct tcphdr th;
+		__be32 mss_opt;
+	} syn = {};
+
+	syn.th.source = h->tcp.source;
+	syn.th.dest = h->tcp.dest;
+	syn.th.seq = bpf_htonl(seq);
+	syn.th.doff = sizeof(syn) / 4;
+	syn.th.syn = 1;
+	syn.mss_opt = bpf_htonl(IC_TCPOPT_MSS << 24 | 4 << 16 | mss);
+	if (family == IC_L3_IPV4)
+		return bpf_tcp_raw_gen_syncookie_ipv4(&h->ip4, &syn.th, sizeof(syn));
+	return bpf_tcp_raw_gen_syncookie_ipv6(&h->ip6, &syn.th, sizeof(syn));
+}
+
+/* under_attack: counts this SYN in the current second and says whether cookies answer
+ * (the rate is over the threshold, or was less than hold_ms ago). Shared by every CPU:
+ * the window's reset races, which can only miscount a few SYNs at a second's edge. */
+static __always_inline int ic_syn_under_attack(const struct ic_syn_config *cfg)
+{
+	__u32 zero = 0;
+	struct ic_syn_state *s = bpf_map_lookup_elem(&ic_fw_syn_state, &zero);
+	__u64 now = bpf_ktime_get_ns();
+	__u64 n;
+
+	if (!s)
+		return 0;
+	if (now - s->window_ns >= IC_NS) {
+		s->window_ns = now;
+		s->window_syns = 0;
+	}
+	n = __sync_fetch_and_add(&s->window_syns, 1) + 1;
+	if (n > cfg->threshold_pps) {
+		__u64 until = now + (__u64)cfg->hold_ms * IC_MS;
+
+		if (now >= s->attack_until_ns)
+			__sync_fetch_and_add(&s->attacks, 1);
+		if (until > s->attack_until_ns)
+			s->attack_until_ns = until;
+		return 1;
+	}
+	return now < s->attack_until_ns;
+}
+
+/* An ACK to a protected port with no connection: whether it completes a handshake
+ * answered with a cookie (h holds its headers). Fills attrs for the listener. */
+static __always_inline int ic_syn_cookie_ok(struct ic_syn_hdrs *h, int family,
+					    const struct ic_syn_config *cfg,
+					    struct bpf_tcp_req_attrs *attrs)
+{
+	__u32 cookie = bpf_ntohl(h->tcp.ack_seq) - 1;
+	__u32 seq = bpf_ntohl(h->tcp.seq) - 1;
+	const __u16 *tab = family == IC_L3_IPV4 ? ic_msstab4 : ic_msstab6;
+	__u16 mss = 0;
+
+	/* The helper that checks a cookie does not say which MSS class it carries: the
+	 * cookie is made again for each class (largest first, the common one). Only when
+	 * the minute counter inside the cookie moved between the SYN and this ACK does
+	 * none match; the check helper (which accepts cookies up to two minutes old) then
+	 * decides, and the connection gets the smallest class. */
+#pragma unroll
+	for (int i = 3; i >= 0; i--) {
+		__s64 r = ic_syn_gen(h, family, seq, tab[i]);
+
+		if (r >= 0 && (__u32)r == cookie) {
+			mss = tab[i];
+			break;
+		}
+	}
+	if (!mss) {
+		long bad = family == IC_L3_IPV4 ? bpf_tcp_raw_check_syncookie_ipv4(&h->ip4, &h->tcp)
+					       : bpf_tcp_raw_check_syncookie_ipv6(&h->ip6, &h->tcp);
+
+		if (bad)
+			return 0;
+		mss = tab[0];
+	}
+	__builtin_memset(attrs, 0, sizeof(*attrs));
+	attrs->mss = mss;
+	if (h->ts) {
+		__u8 ws = h->tsecr & IC_SYN_TS_WSCALE_NONE;
+
+		attrs->tstamp_ok = 1;
+		attrs->rcv_tsval = h->tsval;
+		attrs->rcv_tsecr = h->tsecr;
+		attrs->sack_ok = !!(h->tsecr & IC_SYN_TS_SACK);
+		if (ws != IC_SYN_TS_WSCALE_NONE) {
+			attrs->wscale_ok = 1;
+			attrs->snd_wscale = ws > IC_TCP_MAX_WSCALE ? IC_TCP_MAX_WSCALE : ws;
+			attrs->rcv_wscale = cfg->wscale;
+		}
+	}
+	return 1;
+}
+
+/* Hands a checked cookie ACK to its listening socket as a request the kernel turns
+ * into an established socket. Returns 0 when it did; without a listener the ACK goes
+ * on, and the kernel answers it with a RST as for any closed port. */
+static __always_inline int ic_syn_to_listener(struct __sk_buff *skb, struct ic_syn_hdrs *h,
+					      int family, struct bpf_tcp_req_attrs *attrs)
+{
+	struct bpf_sock_tuple tuple = {};
+	struct bpf_sock *skc;
+	struct tcp_sock *tp;
+	__u32 size;
+	int err = -1;
+
+	if (family == IC_L3_IPV4) {
+		tuple.ipv4.saddr = h->ip4.saddr;
+		tuple.ipv4.daddr = h->ip4.daddr;
+		tuple.ipv4.sport = h->tcp.source;
+		tuple.ipv4.dport = h->tcp.dest;
+		size = sizeof(tuple.ipv4);
+	} else {
+		__builtin_memcpy(tuple.ipv6.saddr, &h->ip6.saddr, 16);
+		__builtin_memcpy(tuple.ipv6.daddr, &h->ip6.daddr, 16);
+		tuple.ipv6.sport = h->tcp.source;
+		tuple.ipv6.dport = h->tcp.dest;
+		size = sizeof(tuple.ipv6);
+	}
+	skc = bpf_skc_lookup_tcp(skb, &tuple, size, BPF_F_CURRENT_NETNS, 0);
+	if (!skc)
+		return -1;
+	if (skc->state == BPF_TCP_LISTEN) {
+		tp = bpf_skc_to_tcp_sock(skc);
+		if (tp)
+			err = bpf_sk_assign_tcp_reqsk(skb, (struct sock *)tp, attrs, sizeof(*attrs));
+	}
+	bpf_sk_release(skc);
+	return err;
+}
+
 /* ic_fw's verdicts. */
 #define IC_V_DROP 0
 #define IC_V_PASS 1
@@ -697,6 +1033,7 @@ static __always_inline int ic_fw(struct __sk_buff *skb, void *data, void *data_e
 	__u32 zero = 0;
 	__u64 now;
 	int family, from_lo, verdict = IC_FW_DROP;
+	__u8 open_state = IC_CT_NEW;
 
 	cfg = bpf_map_lookup_elem(&ic_fw_config, &zero);
 	if (!cfg)
@@ -744,6 +1081,8 @@ static __always_inline int ic_fw(struct __sk_buff *skb, void *data, void *data_e
 		goto dropped;
 	}
 
+	if (p.proto == IC_IPPROTO_TCP)
+		open_state = IC_CT_SYN_SENT;
 	now = bpf_ktime_get_ns();
 	from_lo = ic_ct_make_key(&key, p.src, p.dst, p.sport, p.dport, p.proto);
 	e = bpf_map_lookup_elem(&ic_fw_ct, &key);
@@ -788,11 +1127,40 @@ static __always_inline int ic_fw(struct __sk_buff *skb, void *data, void *data_e
 	}
 
 	if (p.proto == IC_IPPROTO_TCP &&
-	    (p.tcp_flags & (IC_TCP_SYN | IC_TCP_ACK | IC_TCP_RST | IC_TCP_FIN)) != IC_TCP_SYN)
-		goto invalid;
+	    (p.tcp_flags & (IC_TCP_SYN | IC_TCP_ACK | IC_TCP_RST | IC_TCP_FIN)) != IC_TCP_SYN) {
+		/* No connection and no SYN: invalid, unless it is the ACK that completes a
+		 * handshake ic_fw_syn answered with a cookie. */
+		struct bpf_tcp_req_attrs attrs;
+		struct ic_syn_config *sc;
+		struct ic_syn_hdrs *h;
+
+		if (!inbound ||
+		    (p.tcp_flags & (IC_TCP_SYN | IC_TCP_ACK | IC_TCP_RST | IC_TCP_FIN)) !=
+			    IC_TCP_ACK ||
+		    !ic_syn_protected(p.dport))
+			goto invalid;
+		sc = bpf_map_lookup_elem(&ic_fw_syn_config, &zero);
+		h = ic_syn_scratch();
+		if (!sc || !h ||
+		    IC_SYN_LOAD(bpf_skb_load_bytes, skb, (__u32)(info.l3 - data), family, h) < 0)
+			goto invalid;
+		ic_tcp_options(h);
+		if (!ic_syn_cookie_ok(h, family, sc, &attrs)) {
+			ic_fw_count(IC_FW_COOKIE_INVALID, len);
+			goto invalid;
+		}
+		verdict = ic_fw_decide(cfg, inbound, &p, len, ifindex, &rule_id, &record);
+		if (verdict != IC_FW_ACCEPT)
+			goto dropped;
+		if (!ic_syn_to_listener(skb, h, family, &attrs))
+			ic_fw_count(IC_FW_COOKIE_ACCEPTED, len);
+		open_state = IC_CT_ESTABLISHED;
+		goto open;
+	}
 	verdict = ic_fw_decide(cfg, inbound, &p, len, ifindex, &rule_id, &record);
 	if (verdict != IC_FW_ACCEPT)
 		goto dropped;
+open:
 	{
 		struct ic_ct_entry fresh = {
 			.created_ns = now,
@@ -801,7 +1169,7 @@ static __always_inline int ic_fw(struct __sk_buff *skb, void *data, void *data_e
 			.bytes_orig = len,
 			.ifindex = ifindex,
 			.rule_id = rule_id,
-			.state = p.proto == IC_IPPROTO_TCP ? IC_CT_SYN_SENT : IC_CT_NEW,
+			.state = open_state,
 			.flags = (from_lo ? IC_CT_F_ORIG_LO : 0) | (inbound ? IC_CT_F_INBOUND : 0) |
 				 (record ? IC_CT_F_RECORD : 0),
 		};
@@ -1046,4 +1414,179 @@ int ic_fw_out(struct __sk_buff *skb)
 	if (v == IC_V_REJECT)
 		return ic_fw_reject(skb, 0);
 	return v ? IC_TCX_NEXT : IC_TCX_DROP;
+}
+
+/* Writes the SYN-ACK for the SYN whose headers are in h over the frame (l3off: where
+ * its IP header starts) and sends it back out of the interface. */
+static __always_inline int ic_syn_answer(struct xdp_md *ctx, __u32 l3off, int family,
+					 struct ic_syn_hdrs *h, const struct ic_syn_config *cfg,
+					 __u64 len)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 seq = bpf_ntohl(h->tcp.seq);
+	__u32 out[10] = {}; /* the SYN-ACK's TCP header and options */
+	struct tcphdr *t = (struct tcphdr *)out;
+	__u8 ipbuf[40] = {};
+	__u8 macs[12];
+	__u32 tcplen, iplen, sum, pseudo;
+	__s64 cookie;
+	int delta;
+
+	cookie = ic_syn_gen(h, family, seq, h->mss ? h->mss : 536);
+	if (cookie < 0)
+		return XDP_PASS;
+	t->source = h->tcp.dest;
+	t->dest = h->tcp.source;
+	t->seq = bpf_htonl((__u32)cookie);
+	t->ack_seq = bpf_htonl(seq + 1);
+	t->syn = 1;
+	t->ack = 1;
+	t->window = bpf_htons(IC_SYN_WINDOW);
+	out[5] = bpf_htonl(IC_TCPOPT_MSS << 24 | 4 << 16 |
+			   (family == IC_L3_IPV4 ? cfg->mss4 : cfg->mss6));
+	if (h->ts) {
+		/* Our timestamp: milliseconds, its low bits the client's options. */
+		__u32 tsval = ((__u32)(bpf_ktime_get_ns() / IC_MS) & ~(__u32)(IC_SYN_TS_BITS - 1)) |
+			      h->wscale | (h->sack ? IC_SYN_TS_SACK : 0);
+
+		out[6] = bpf_htonl(h->sack ? (IC_TCPOPT_SACK_PERM << 24 | 2 << 16 |
+					      IC_TCPOPT_TIMESTAMP << 8 | 10)
+					   : (IC_TCPOPT_NOP << 24 | IC_TCPOPT_NOP << 16 |
+					      IC_TCPOPT_TIMESTAMP << 8 | 10));
+		out[7] = bpf_htonl(tsval);
+		out[8] = bpf_htonl(h->tsval);
+		if (h->wscale != IC_SYN_TS_WSCALE_NONE) {
+			out[9] = bpf_htonl(IC_TCPOPT_NOP << 24 | IC_TCPOPT_WINDOW << 16 | 3 << 8 |
+					   cfg->wscale);
+			tcplen = 40;
+		} else {
+			tcplen = 36;
+		}
+	} else {
+		tcplen = 24;
+	}
+	t->doff = tcplen / 4;
+
+	/* Pseudo header: both addresses (their sum does not depend on the order), then the
+	 * protocol and length (one word for IPv4; the same sum for IPv6's two). */
+	pseudo = bpf_htonl(IC_IPPROTO_TCP << 16 | tcplen);
+	if (family == IC_L3_IPV4) {
+		struct iphdr *ip = (struct iphdr *)ipbuf;
+
+		iplen = 20;
+		sum = ic_csum_add(&h->ip4.saddr, 8, 0);
+		ip->version = 4;
+		ip->ihl = 5;
+		ip->tot_len = bpf_htons(20 + tcplen);
+		ip->frag_off = bpf_htons(0x4000); /* DF */
+		ip->ttl = 64;
+		ip->protocol = IC_IPPROTO_TCP;
+		ip->saddr = h->ip4.daddr;
+		ip->daddr = h->ip4.saddr;
+		ip->check = ic_csum_fold(ic_csum_add(ip, 20, 0));
+	} else {
+		struct ipv6hdr *ip6 = (struct ipv6hdr *)ipbuf;
+
+		iplen = 40;
+		sum = ic_csum_add(&h->ip6.saddr, 32, 0);
+		ip6->version = 6;
+		ip6->payload_len = bpf_htons(tcplen);
+		ip6->nexthdr = IC_IPPROTO_TCP;
+		ip6->hop_limit = 64;
+		ip6->saddr = h->ip6.daddr;
+		ip6->daddr = h->ip6.saddr;
+	}
+	sum = ic_csum_add(&pseudo, 4, sum);
+	sum = ic_csum_add(out, tcplen, sum);
+	t->check = ic_csum_fold(sum);
+
+	if (data + 12 > data_end)
+		return XDP_PASS;
+	__builtin_memcpy(macs, data + 6, 6);
+	__builtin_memcpy(macs + 6, data, 6);
+	delta = (int)(l3off + iplen + tcplen) - (int)(data_end - data);
+	if (delta && bpf_xdp_adjust_tail(ctx, delta))
+		return XDP_PASS;
+	/* From here the frame is being rewritten: a failure drops it. */
+	if (bpf_xdp_store_bytes(ctx, 0, macs, 12) ||
+	    bpf_xdp_store_bytes(ctx, l3off, ipbuf, iplen) ||
+	    bpf_xdp_store_bytes(ctx, l3off + iplen, out, tcplen))
+		return XDP_DROP;
+	ic_fw_count(IC_FW_SYN_COOKIES, len);
+	return XDP_TX;
+}
+
+/* SYN-flood defence on an interface's XDP hook: answers SYNs to protected ports with a
+ * cookie (always, or under_attack while the SYN rate is over the threshold), when the
+ * rules would accept the connection. Everything else passes to the tcx programs:
+ * other packets, SYNs the rules refuse (dropped or rejected there, with their counters
+ * and events), SYNs of a tuple the table already tracks, and everything in dry-run or
+ * without connection tracking. */
+SEC("xdp")
+int ic_fw_syn(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ic_l3_info info = {};
+	struct ic_syn_hdrs *h;
+	struct ic_fw_pkt p = {};
+	struct ic_ct_key key;
+	struct ic_fw_config *fw;
+	struct ic_syn_config *cfg;
+	struct ic_fw_rule *rule;
+	struct tcphdr *tcp;
+	__u32 zero = 0, l3off;
+	int family;
+
+	family = ic_parse_l2(data, data_end, &info);
+	if (family == IC_L3_IPV4) {
+		struct iphdr *ip = info.l3;
+
+		if (ip->protocol != IC_IPPROTO_TCP || ip->ihl != 5 ||
+		    (ip->frag_off & bpf_htons(0x3fff)))
+			return XDP_PASS;
+		tcp = (void *)(ip + 1);
+		ic_v4_mapped(p.src, ip->saddr);
+		ic_v4_mapped(p.dst, ip->daddr);
+	} else if (family == IC_L3_IPV6) {
+		struct ipv6hdr *ip6 = info.l3;
+
+		if (ip6->nexthdr != IC_IPPROTO_TCP)
+			return XDP_PASS;
+		tcp = (void *)(ip6 + 1);
+		__builtin_memcpy(p.src, &ip6->saddr, 16);
+		__builtin_memcpy(p.dst, &ip6->daddr, 16);
+	} else {
+		return XDP_PASS;
+	}
+	if ((void *)(tcp + 1) > data_end)
+		return XDP_PASS;
+	if ((((__u8 *)tcp)[13] & (IC_TCP_SYN | IC_TCP_ACK | IC_TCP_RST | IC_TCP_FIN)) != IC_TCP_SYN)
+		return XDP_PASS;
+	p.sport = bpf_ntohs(tcp->source);
+	p.dport = bpf_ntohs(tcp->dest);
+	p.proto = IC_IPPROTO_TCP;
+	p.tcp_flags = IC_TCP_SYN;
+	if (!ic_syn_protected(p.dport))
+		return XDP_PASS;
+	cfg = bpf_map_lookup_elem(&ic_fw_syn_config, &zero);
+	fw = bpf_map_lookup_elem(&ic_fw_config, &zero);
+	if (!cfg || !fw || cfg->mode == IC_SYN_OFF || !(fw->flags & IC_FW_F_STATEFUL) ||
+	    (fw->flags & IC_FW_F_DRY_RUN))
+		return XDP_PASS;
+	if (cfg->mode == IC_SYN_UNDER_ATTACK && !ic_syn_under_attack(cfg))
+		return XDP_PASS;
+	ic_ct_make_key(&key, p.src, p.dst, p.sport, p.dport, IC_IPPROTO_TCP);
+	if (bpf_map_lookup_elem(&ic_fw_ct, &key))
+		return XDP_PASS;
+	rule = ic_fw_classify(fw->slot & 1, ic_fw_bucket(1, IC_IPPROTO_TCP), &p);
+	if (rule ? rule->action != IC_FW_ACCEPT : !!(fw->flags & IC_FW_F_DROP_IN))
+		return XDP_PASS;
+	l3off = (__u32)(info.l3 - data);
+	h = ic_syn_scratch();
+	if (!h || IC_SYN_LOAD(bpf_xdp_load_bytes, ctx, l3off, family, h) < 0)
+		return XDP_PASS;
+	ic_tcp_options(h);
+	return ic_syn_answer(ctx, l3off, family, h, cfg, data_end - data);
 }

@@ -896,7 +896,12 @@ enum ic_fw_total {
 				 * port unreachable) */
 	IC_FW_RATE_LIMITED = 10, /* matched a rule whose rate limit was spent: dropped */
 	IC_FW_EVENTS_LOST = 11,  /* log events the ring buffer had no room for */
-	IC_FW_TOTAL_COUNT = 12,
+	IC_FW_SYN_COOKIES = 12,  /* SYNs to protected ports answered with a cookie (XDP) */
+	IC_FW_COOKIE_ACCEPTED = 13, /* handshakes completed with a valid cookie, handed to
+				     * the listener as new connections */
+	IC_FW_COOKIE_INVALID = 14,  /* ACKs to protected ports with no connection and no
+				     * valid cookie: dropped (within invalid) */
+	IC_FW_TOTAL_COUNT = 15,
 };
 
 /* Firewall configuration flags (struct ic_fw_config.flags). */
@@ -1103,6 +1108,48 @@ struct ic_fw_config {
 	__u32 udp_timeout;                    /* host order; seconds, one direction seen */
 	__u32 udp_stream_timeout;             /* host order; seconds, answered */
 	__u32 icmp_timeout;                   /* host order; seconds */
+};
+
+/* SYN-flood defence (firewall.syn_flood): SYNs to protected TCP ports are answered by
+ * the firewall's XDP program (ic_fw_syn) with a SYN-ACK whose sequence number is the
+ * kernel's own SYN cookie (bpf_tcp_raw_gen_syncookie_ipv4/6); nothing is stored. The
+ * client's ACK is checked at tcx ingress (bpf_tcp_raw_check_syncookie_ipv4/6), decided
+ * by the rules as a new connection, and handed to the listening socket as a request
+ * (bpf_sk_assign_tcp_reqsk), which the kernel turns into an established socket. */
+enum ic_syn_mode {
+	IC_SYN_OFF = 0,
+	IC_SYN_ALWAYS = 1,       /* every SYN to a protected port gets a cookie */
+	IC_SYN_UNDER_ATTACK = 2, /* only while SYNs to protected ports exceed threshold_pps */
+};
+
+enum ic_syn_limits {
+	IC_SYN_PORT_WORDS = 1024, /* ic_fw_syn_ports: 1024 words x 64 bits, one per port */
+	IC_SYN_TS_WSCALE_NONE = 15, /* timestamp bits 0-3: the client's window scale, or
+				     * this when it offered none */
+	IC_SYN_TS_SACK = 16,        /* timestamp bit 4: the client offered SACK */
+	IC_SYN_TS_BITS = 32,        /* options kept in the low 5 bits of our timestamp */
+};
+
+/* The SYN-flood defence's configuration (array map ic_fw_syn_config, one entry). */
+struct ic_syn_config {
+	__u32 mode;          /* host order; enum ic_syn_mode */
+	__u32 threshold_pps; /* host order; under_attack: SYNs a second to protected ports
+			      * (all sources, all CPUs) from which cookies answer */
+	__u32 hold_ms;       /* host order; under_attack: cookies keep answering this long
+			      * after the rate last exceeded the threshold */
+	__u16 mss4;          /* host order; the MSS our IPv4 SYN-ACKs announce */
+	__u16 mss6;          /* host order; the MSS our IPv6 SYN-ACKs announce */
+	__u8 wscale;         /* the window scale our SYN-ACKs announce (when offered one) */
+	__u8 _pad0[3];
+};
+
+/* The SYN rate the XDP program measures (array map ic_fw_syn_state, one entry shared
+ * by every CPU, updated with atomic adds). */
+struct ic_syn_state {
+	__u64 window_ns;       /* host order; CLOCK_MONOTONIC start of the current second */
+	__u64 window_syns;     /* host order; SYNs to protected ports in it */
+	__u64 attack_until_ns; /* host order; under_attack: cookies answer until then */
+	__u64 attacks;         /* host order; times the threshold was crossed */
 };
 
 #endif /* IRONCLAD_ABI_H */

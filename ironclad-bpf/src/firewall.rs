@@ -33,14 +33,16 @@ use ironclad_core::abi::{
     CT_F_ORIG_LO, CT_F_RECORD, CT_F_RESET, FW_ACCEPT, FW_BUCKETS, FW_DIM_DPORT, FW_DIM_DST,
     FW_DIM_SPORT, FW_DIM_SRC, FW_DROP, FW_END_FIN, FW_END_RESET, FW_END_TIMEOUT, FW_FLOW_END,
     FW_FLOW_INBOUND, FW_F_DROP_IN, FW_F_DROP_OUT, FW_F_DRY_RUN, FW_F_FLOWS, FW_F_STATEFUL,
-    FW_MAX_RULES, FW_PROTOS, FW_REJECT, FW_RULE_FLOWS, FW_RULE_LOG,
+    FW_MAX_RULES, FW_PROTOS, FW_REJECT, FW_RULE_FLOWS, FW_RULE_LOG, SYN_ALWAYS, SYN_OFF,
+    SYN_PORT_WORDS, SYN_UNDER_ATTACK,
 };
+pub use ironclad_core::abi::{SynConfig, SynState};
 use ironclad_policy::firewall::{
     Classifier, Direction, FirewallPolicy, FwAction, FwRule, PacketProto,
 };
 use libbpf_rs::{AsRawLibbpf, Link, MapCore, MapFlags, MapHandle};
 
-use crate::attach::ifindex;
+use crate::attach::{ifindex, XdpAttachment};
 use crate::auditlog::{AuditAction, AuditLog};
 use crate::classes::{self, ClassImages};
 use crate::events::{EventReader, EventSource};
@@ -198,6 +200,220 @@ impl FirewallSettings {
     }
 }
 
+/// When the SYN-flood defence answers SYNs with cookies (`firewall.syn_flood.mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SynMode {
+    /// Never: SYNs go to the tcx programs and the listener as usual.
+    #[default]
+    Off,
+    /// Every SYN to a protected port.
+    Always,
+    /// While SYNs to protected ports arrive faster than the threshold (and for the hold
+    /// time after).
+    UnderAttack,
+}
+
+impl SynMode {
+    /// Stable lower-case name (`off`, `always`, `under_attack`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Always => "always",
+            Self::UnderAttack => "under_attack",
+        }
+    }
+
+    fn code(self) -> u32 {
+        match self {
+            Self::Off => SYN_OFF,
+            Self::Always => SYN_ALWAYS,
+            Self::UnderAttack => SYN_UNDER_ATTACK,
+        }
+    }
+
+    fn from_code(code: u32) -> Self {
+        match code {
+            SYN_ALWAYS => Self::Always,
+            SYN_UNDER_ATTACK => Self::UnderAttack,
+            _ => Self::Off,
+        }
+    }
+}
+
+/// The SYN-flood defence (`firewall.syn_flood`): SYNs to `ports` are answered in XDP
+/// with the kernel's SYN cookies, and only a completed handshake reaches the listener
+/// or the connection table. See docs/firewall.md.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SynFloodSettings {
+    /// When cookies answer.
+    pub mode: SynMode,
+    /// The protected TCP ports.
+    pub ports: BTreeSet<u16>,
+    /// [`SynMode::UnderAttack`]: SYNs a second (to every protected port together) from
+    /// which cookies answer.
+    pub threshold_pps: u32,
+    /// [`SynMode::UnderAttack`]: how long cookies keep answering after the rate last
+    /// exceeded the threshold, in milliseconds.
+    pub hold_ms: u32,
+    /// The MSS announced in IPv4 SYN-ACKs (the interface's MTU minus 40).
+    pub mss4: u16,
+    /// The MSS announced in IPv6 SYN-ACKs (the interface's MTU minus 60).
+    pub mss6: u16,
+    /// The window scale announced to clients that offer one (Linux picks 7 for its
+    /// default buffers).
+    pub wscale: u8,
+}
+
+impl Default for SynFloodSettings {
+    fn default() -> Self {
+        Self {
+            mode: SynMode::Off,
+            ports: BTreeSet::new(),
+            threshold_pps: 0,
+            hold_ms: 10_000,
+            mss4: 1460,
+            mss6: 1440,
+            wscale: 7,
+        }
+    }
+}
+
+impl SynFloodSettings {
+    /// Cookies for every SYN to `ports`.
+    pub fn always(ports: impl IntoIterator<Item = u16>) -> Self {
+        Self {
+            mode: SynMode::Always,
+            ports: ports.into_iter().collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Cookies for SYNs to `ports` while more than `threshold_pps` arrive a second.
+    pub fn under_attack(ports: impl IntoIterator<Item = u16>, threshold_pps: u32) -> Self {
+        Self {
+            mode: SynMode::UnderAttack,
+            ports: ports.into_iter().collect(),
+            threshold_pps,
+            ..Self::default()
+        }
+    }
+
+    /// Sets the hold time of [`SynMode::UnderAttack`].
+    pub fn hold_ms(mut self, hold_ms: u32) -> Self {
+        self.hold_ms = hold_ms;
+        self
+    }
+
+    /// Sets the announced MSS for both families from an interface MTU.
+    pub fn mtu(mut self, mtu: u32) -> Self {
+        self.mss4 = u16::try_from(mtu.saturating_sub(40)).unwrap_or(u16::MAX);
+        self.mss6 = u16::try_from(mtu.saturating_sub(60)).unwrap_or(u16::MAX);
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        let invalid =
+            |field: &'static str, reason: String| Err(BpfError::InvalidConfig { field, reason });
+        if self.mode == SynMode::Off {
+            return Ok(());
+        }
+        if self.ports.is_empty() {
+            return invalid("syn_flood.ports", "no port to protect".to_string());
+        }
+        if self.ports.contains(&0) {
+            return invalid("syn_flood.ports", "port 0 cannot be protected".to_string());
+        }
+        if self.mode == SynMode::UnderAttack && self.threshold_pps == 0 {
+            return invalid(
+                "syn_flood.threshold_pps",
+                "under_attack needs a threshold above 0 SYNs a second".to_string(),
+            );
+        }
+        if self.mss4 < 536 {
+            return invalid("syn_flood.mss4", format!("{} is below 536", self.mss4));
+        }
+        if self.mss6 < 1220 {
+            return invalid("syn_flood.mss6", format!("{} is below 1220", self.mss6));
+        }
+        if self.wscale > 14 {
+            return invalid(
+                "syn_flood.wscale",
+                format!("{} is more than 14, TCP's largest", self.wscale),
+            );
+        }
+        Ok(())
+    }
+
+    fn to_config(&self) -> SynConfig {
+        SynConfig {
+            mode: self.mode.code(),
+            threshold_pps: self.threshold_pps,
+            hold_ms: self.hold_ms,
+            mss4: self.mss4,
+            mss6: self.mss6,
+            wscale: self.wscale,
+            _pad0: [0; 3],
+        }
+    }
+
+    fn from_config(c: SynConfig, ports: BTreeSet<u16>) -> Self {
+        Self {
+            mode: SynMode::from_code(c.mode),
+            ports,
+            threshold_pps: c.threshold_pps,
+            hold_ms: c.hold_ms,
+            mss4: c.mss4,
+            mss6: c.mss6,
+            wscale: c.wscale,
+        }
+    }
+}
+
+/// The protected-port bitmap's words (bit `p % 64` of word `p / 64`).
+fn port_words(ports: &BTreeSet<u16>) -> Vec<u64> {
+    let mut words = vec![0u64; SYN_PORT_WORDS as usize];
+    for &p in ports {
+        if let Some(w) = words.get_mut(usize::from(p / 64)) {
+            *w |= 1 << (p % 64);
+        }
+    }
+    words
+}
+
+fn read_syn(config: &impl MapRead, ports: &impl MapRead) -> Result<SynFloodSettings> {
+    let c = config
+        .get(&0u32.to_ne_bytes())?
+        .and_then(|b| SynConfig::from_bytes(&b))
+        .unwrap_or_default();
+    let mut set = BTreeSet::new();
+    for word in 0..SYN_PORT_WORDS {
+        let Some(bytes) = ports.get(&word.to_ne_bytes())? else {
+            continue;
+        };
+        let Ok(raw) = <[u8; 8]>::try_from(bytes.as_slice()) else {
+            continue;
+        };
+        let bits = u64::from_ne_bytes(raw);
+        for bit in 0..64u32 {
+            if bits >> bit & 1 == 1 {
+                if let Ok(port) = u16::try_from(word * 64 + bit) {
+                    set.insert(port);
+                }
+            }
+        }
+    }
+    Ok(SynFloodSettings::from_config(c, set))
+}
+
+fn read_syn_state(state: &impl MapRead) -> Result<SynState> {
+    Ok(state
+        .get(&0u32.to_ne_bytes())?
+        .and_then(|b| SynState::from_bytes(&b))
+        .unwrap_or_default())
+}
+
 /// What [`Firewall::replace`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -228,6 +444,10 @@ pub struct FirewallStatus {
     pub rules: Vec<(u32, Counter)>,
     /// Tracked connections.
     pub connections: usize,
+    /// The SYN-flood defence's settings.
+    pub syn_flood: SynFloodSettings,
+    /// The SYN rate it measures (under attack) and how often the threshold was crossed.
+    pub syn_state: SynState,
 }
 
 /// One tracked connection, as `full_firewall conntrack` lists it.
@@ -691,6 +911,73 @@ impl Firewall {
         Ok(link)
     }
 
+    /// Makes the SYN-flood defence's `settings` live. Checked first (nothing is
+    /// written when they are refused). Turning it on writes the ports before the mode;
+    /// turning it off writes the mode first, so no packet sees half of either.
+    pub fn set_syn_flood(&self, settings: &SynFloodSettings) -> Result<()> {
+        settings.validate()?;
+        let config = self.object.map(names::ic_fw_syn_config)?;
+        let ports = self.object.map(names::ic_fw_syn_ports)?;
+        let write_ports = |set: &BTreeSet<u16>| -> Result<()> {
+            for (i, word) in port_words(set).into_iter().enumerate() {
+                let key = u32::try_from(i).unwrap_or(u32::MAX);
+                ports.update(&key.to_ne_bytes(), &word.to_ne_bytes())?;
+            }
+            Ok(())
+        };
+        let image = settings.to_config().to_bytes();
+        if settings.mode == SynMode::Off {
+            config.update(&0u32.to_ne_bytes(), &image)?;
+            write_ports(&BTreeSet::new())
+        } else {
+            write_ports(&settings.ports)?;
+            config.update(&0u32.to_ne_bytes(), &image)
+        }
+    }
+
+    /// The SYN-flood defence's live settings.
+    pub fn syn_flood(&self) -> Result<SynFloodSettings> {
+        read_syn(
+            &self.object.map(names::ic_fw_syn_config)?,
+            &self.object.map(names::ic_fw_syn_ports)?,
+        )
+    }
+
+    /// The SYN rate the XDP program measures and how often the threshold was crossed.
+    pub fn syn_state(&self) -> Result<SynState> {
+        read_syn_state(&self.object.map(names::ic_fw_syn_state)?)
+    }
+
+    /// Attaches the SYN-flood defence's XDP program (`ic_fw_syn`) to `iface`: it
+    /// answers SYNs to the protected ports with cookies and passes everything else to
+    /// the tcx programs, so attach those too ([`attach`](Self::attach)). The interface's
+    /// XDP hook must be free (the Shield holds it where it runs). Detached when the
+    /// handle is dropped, unless pinned.
+    pub fn attach_syn(&self, iface: &str) -> Result<XdpAttachment> {
+        let prog = self.object.program(names::ic_fw_syn)?;
+        XdpAttachment::attach(&prog, Self::OBJECT, iface, self.object.audit_log())
+    }
+
+    /// Like [`attach_syn`](Self::attach_syn) and pins the link (`link_<iface>_xdp`);
+    /// a link pinned by an earlier run is adopted and this program swapped into it.
+    pub fn attach_syn_pinned(&self, iface: &str) -> Result<XdpAttachment> {
+        let path = self.object.pin_dir().join(format!("link_{iface}_xdp"));
+        let prog = self.object.program(names::ic_fw_syn)?;
+        if path.exists() {
+            return XdpAttachment::adopt(
+                &prog,
+                Self::OBJECT,
+                iface,
+                &path,
+                self.object.audit_log(),
+            );
+        }
+        let mut attachment =
+            XdpAttachment::attach(&prog, Self::OBJECT, iface, self.object.audit_log())?;
+        attachment.pin(&path)?;
+        Ok(attachment)
+    }
+
     /// One total, summed over CPUs.
     pub fn total(&self, which: FwTotal) -> Result<Counter> {
         read_total(&self.object.map(names::ic_fw_totals)?, which)
@@ -805,11 +1092,18 @@ impl Firewall {
             &open_pinned(pin_root, names::ic_fw_rule_counters)?,
         )?;
         let connections = open_pinned(pin_root, names::ic_fw_ct)?.keys().len();
+        let syn_flood = read_syn(
+            &open_pinned(pin_root, names::ic_fw_syn_config)?,
+            &open_pinned(pin_root, names::ic_fw_syn_ports)?,
+        )?;
+        let syn_state = read_syn_state(&open_pinned(pin_root, names::ic_fw_syn_state)?)?;
         Ok(FirewallStatus {
             settings: FirewallSettings::from_config(config),
             totals,
             rules,
             connections,
+            syn_flood,
+            syn_state,
         })
     }
 }

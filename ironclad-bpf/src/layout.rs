@@ -521,6 +521,18 @@ mod firewall {
         assert!(abi::FwTotal::Rejected as u32 == f::ic_fw_total::IC_FW_REJECTED.0);
         assert!(abi::FwTotal::RateLimited as u32 == f::ic_fw_total::IC_FW_RATE_LIMITED.0);
         assert!(abi::FwTotal::EventsLost as u32 == f::ic_fw_total::IC_FW_EVENTS_LOST.0);
+        assert!(abi::FwTotal::SynCookies as u32 == f::ic_fw_total::IC_FW_SYN_COOKIES.0);
+        assert!(abi::FwTotal::CookieAccepted as u32 == f::ic_fw_total::IC_FW_COOKIE_ACCEPTED.0);
+        assert!(abi::FwTotal::CookieInvalid as u32 == f::ic_fw_total::IC_FW_COOKIE_INVALID.0);
+        assert!(abi::SynConfig::SIZE == size_of::<f::ic_syn_config>());
+        assert!(abi::SynState::SIZE == size_of::<f::ic_syn_state>());
+        assert!(abi::SYN_OFF == f::ic_syn_mode::IC_SYN_OFF.0);
+        assert!(abi::SYN_ALWAYS == f::ic_syn_mode::IC_SYN_ALWAYS.0);
+        assert!(abi::SYN_UNDER_ATTACK == f::ic_syn_mode::IC_SYN_UNDER_ATTACK.0);
+        assert!(abi::SYN_PORT_WORDS == f::ic_syn_limits::IC_SYN_PORT_WORDS.0);
+        assert!(abi::SYN_TS_WSCALE_NONE == f::ic_syn_limits::IC_SYN_TS_WSCALE_NONE.0);
+        assert!(abi::SYN_TS_SACK == f::ic_syn_limits::IC_SYN_TS_SACK.0);
+        assert!(abi::SYN_TS_BITS == f::ic_syn_limits::IC_SYN_TS_BITS.0);
         assert!(abi::FW_RULE_LOG as u32 == f::ic_fw_rule_flags::IC_FW_RULE_LOG.0);
         assert!(abi::FW_RULE_FLOWS as u32 == f::ic_fw_rule_flags::IC_FW_RULE_FLOWS.0);
         assert!(abi::FwFlowEvent::SIZE == size_of::<f::ic_fw_flow_event>());
@@ -548,6 +560,16 @@ mod firewall {
         assert!(abi::FW_DROP as u32 == f::ic_fw_action::IC_FW_DROP.0);
         assert!(abi::FW_REJECT as u32 == f::ic_fw_action::IC_FW_REJECT.0);
     };
+    same_layout!(
+        abi::SynConfig,
+        f::ic_syn_config,
+        [mode, threshold_pps, hold_ms, mss4, mss6, wscale, _pad0]
+    );
+    same_layout!(
+        abi::SynState,
+        f::ic_syn_state,
+        [window_ns, window_syns, attack_until_ns, attacks]
+    );
     same_layout!(abi::FwAddrKey, f::ic_fw_addr_key, [prefixlen, tag, addr]);
     same_layout!(
         abi::FwPortKey,

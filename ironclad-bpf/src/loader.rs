@@ -602,6 +602,30 @@ impl LoadedObject {
         })
     }
 
+    /// Like [`test_run`](Self::test_run) once, also returning the frame as the program
+    /// left it (an XDP program that rewrites the packet, e.g. into an answer).
+    pub fn test_run_frame(&self, name: &str, data: &[u8]) -> Result<(TestRun, Vec<u8>)> {
+        let prog = self.program(name)?;
+        let mut out = vec![0u8; data.len().max(256) + 256];
+        let input = libbpf_rs::ProgramInput {
+            data_in: Some(data),
+            data_out: Some(&mut out),
+            repeat: 1,
+            ..Default::default()
+        };
+        let output = prog.test_run(input).map_err(|source| BpfError::Attach {
+            program: name.to_string(),
+            target: "BPF_PROG_TEST_RUN".to_string(),
+            source: source.into(),
+        })?;
+        let run = TestRun {
+            return_value: output.return_value,
+            per_run: output.duration,
+        };
+        let frame = output.data.map(|d| d.to_vec()).unwrap_or_default();
+        Ok((run, frame))
+    }
+
     /// Removes every pin under this object's pin directory (maps and links pinned there)
     /// and the directory. Once this process's handles close, the kernel frees what
     /// nothing else holds.

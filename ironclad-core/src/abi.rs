@@ -2606,6 +2606,84 @@ impl FwConfig {
     }
 }
 
+/// `enum ic_syn_mode`: when the SYN-flood defence answers with cookies.
+pub const SYN_OFF: u32 = 0;
+/// `IC_SYN_ALWAYS`: every SYN to a protected port.
+pub const SYN_ALWAYS: u32 = 1;
+/// `IC_SYN_UNDER_ATTACK`: while SYNs to protected ports exceed the threshold.
+pub const SYN_UNDER_ATTACK: u32 = 2;
+/// `IC_SYN_PORT_WORDS`: 64-bit words of the protected-port bitmap.
+pub const SYN_PORT_WORDS: u32 = 1024;
+/// `IC_SYN_TS_WSCALE_NONE`: no window scale, in our timestamp's low bits.
+pub const SYN_TS_WSCALE_NONE: u32 = 15;
+/// `IC_SYN_TS_SACK`: SACK offered, in our timestamp's low bits.
+pub const SYN_TS_SACK: u32 = 16;
+/// `IC_SYN_TS_BITS`: the timestamp's low bits that carry the client's options.
+pub const SYN_TS_BITS: u32 = 32;
+
+/// `struct ic_syn_config`: the SYN-flood defence's configuration.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct SynConfig {
+    /// [`SYN_OFF`], [`SYN_ALWAYS`] or [`SYN_UNDER_ATTACK`].
+    pub mode: u32,
+    /// Under attack: SYNs a second to protected ports from which cookies answer.
+    pub threshold_pps: u32,
+    /// Under attack: how long cookies keep answering after the rate last exceeded it.
+    pub hold_ms: u32,
+    /// The MSS announced in IPv4 SYN-ACKs.
+    pub mss4: u16,
+    /// The MSS announced in IPv6 SYN-ACKs.
+    pub mss6: u16,
+    /// The window scale announced (to clients that offer one).
+    pub wscale: u8,
+    /// Padding.
+    pub _pad0: [u8; 3],
+}
+
+impl SynConfig {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 20;
+
+    /// The exact byte image the kernel expects.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        zerocopy::transmute!(*self)
+    }
+
+    /// Decodes a value read back from the kernel; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
+    }
+}
+
+/// `struct ic_syn_state`: the SYN rate the XDP program measures.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct SynState {
+    /// CLOCK_MONOTONIC start of the current one-second window.
+    pub window_ns: u64,
+    /// SYNs to protected ports in it.
+    pub window_syns: u64,
+    /// Under attack: cookies answer until then (CLOCK_MONOTONIC).
+    pub attack_until_ns: u64,
+    /// Times the threshold was crossed.
+    pub attacks: u64,
+}
+
+impl SynState {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 32;
+
+    /// Decodes a value read back from the kernel; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
+    }
+}
+
 /// `enum ic_fw_total`: index of the firewall's totals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u32)]
@@ -2635,13 +2713,20 @@ pub enum FwTotal {
     RateLimited = 10,
     /// Log events the ring buffer had no room for.
     EventsLost = 11,
+    /// SYNs to protected ports answered with a SYN cookie (XDP).
+    SynCookies = 12,
+    /// Handshakes completed with a valid cookie and handed to the listener.
+    CookieAccepted = 13,
+    /// ACKs to protected ports with no connection and no valid cookie (within
+    /// [`Invalid`](Self::Invalid)).
+    CookieInvalid = 14,
 }
 
 impl FwTotal {
     /// Number of totals (`IC_FW_TOTAL_COUNT`).
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 15;
     /// Every total, in index order.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 15] = [
         Self::Established,
         Self::Related,
         Self::NewAccepted,
@@ -2654,6 +2739,9 @@ impl FwTotal {
         Self::Rejected,
         Self::RateLimited,
         Self::EventsLost,
+        Self::SynCookies,
+        Self::CookieAccepted,
+        Self::CookieInvalid,
     ];
 
     /// Stable lower-case name, as used in JSON output and metrics.
@@ -2671,6 +2759,9 @@ impl FwTotal {
             Self::Rejected => "rejected",
             Self::RateLimited => "rate_limited",
             Self::EventsLost => "events_lost",
+            Self::SynCookies => "syn_cookies",
+            Self::CookieAccepted => "cookie_accepted",
+            Self::CookieInvalid => "cookie_invalid",
         }
     }
 }

@@ -1,0 +1,733 @@
+//! The SYN-flood defence against the kernel: SYN cookies answered in XDP on a veth,
+//! the handshake completed by python clients inside a namespace into a listener on the
+//! host (with the options negotiated, data both ways), forged ACKs refused, and a flood
+//! of spoofed SYNs sent as fast as this machine allows while a real client keeps
+//! connecting, with and without the defence (IPv4 and IPv6).
+//!
+//! The tests change `net.ipv4.tcp_syncookies` of the host's namespace for one
+//! comparison, so they run one at a time (a lock), in this binary alone.
+
+#![allow(
+    clippy::expect_used,
+    reason = "test helpers fail the test with a message"
+)]
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ipnetwork::IpNetwork;
+use ironclad_bpf::{Firewall, FirewallSettings, Loader, SynFloodSettings};
+use ironclad_core::abi::{CtState, FwTotal};
+use ironclad_policy::error::Origin;
+use ironclad_policy::firewall::{Direction, FwAction, FwProto, FwRule};
+use ironclad_testing::flood::{self, Flood};
+use ironclad_testing::{require_privileges, run, BpffsDir, NetNs, VethPair};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// A namespace behind a veth pair: IPv4 10.216.`net`.0/24, IPv6 fd00:216:`net`::/64
+/// (host .1/::1, namespace .2/::2). Spoofed sources come from 10.`200 + net`.0.0/16
+/// and fd00:217:`net`::/64, routed back into the namespace, which drops what is sent to
+/// them.
+struct Net {
+    ns: NetNs,
+    veth: VethPair,
+    net: u8,
+}
+
+impl Net {
+    fn new(tag: &str, net: u8) -> Self {
+        let ns = NetNs::new(tag).expect("netns");
+        let veth = VethPair::new(
+            &ns,
+            &[
+                &format!("10.216.{net}.1/24"),
+                &format!("fd00:216:{net}::1/64"),
+            ],
+            &[
+                &format!("10.216.{net}.2/24"),
+                &format!("fd00:216:{net}::2/64"),
+            ],
+        )
+        .expect("veth");
+        // Frames a veth sends back with XDP_TX wait in the other end's ring until that
+        // end's NAPI runs, which the driver schedules for them only when that end has
+        // an XDP program of its own: the namespace's end gets one that passes
+        // everything (as a container's end would need; a physical NIC does not).
+        let obj = tempfile::NamedTempFile::new().expect("tempfile");
+        std::fs::write(obj.path(), ironclad_bpf::object::baseline().elf()).expect("write");
+        ns.exec(&[
+            "ip",
+            "link",
+            "set",
+            "dev",
+            veth.peer(),
+            "xdp",
+            "obj",
+            &obj.path().display().to_string(),
+            "sec",
+            "xdp",
+        ])
+        .expect("XDP_PASS on the namespace's end");
+        let spoofed = Self::spoofed_prefix(net);
+        run(
+            "ip",
+            &[
+                "route",
+                "add",
+                &spoofed.0,
+                "via",
+                &format!("10.216.{net}.2"),
+            ],
+        )
+        .expect("route v4");
+        run(
+            "ip",
+            &[
+                "-6",
+                "route",
+                "add",
+                &spoofed.1,
+                "via",
+                &format!("fd00:216:{net}::2"),
+            ],
+        )
+        .expect("route v6");
+        Self { ns, veth, net }
+    }
+
+    fn spoofed_prefix(net: u8) -> (String, String) {
+        (
+            format!("10.{}.0.0/16", 200 + u16::from(net)),
+            format!("fd00:217:{net}::/64"),
+        )
+    }
+
+    fn spoofed_base(&self, v6: bool) -> (IpAddr, u32) {
+        if v6 {
+            (format!("fd00:217:{}::", self.net).parse().expect("ip"), 64)
+        } else {
+            (
+                format!("10.{}.0.0", 200 + u16::from(self.net))
+                    .parse()
+                    .expect("ip"),
+                16,
+            )
+        }
+    }
+
+    fn host(&self, v6: bool) -> String {
+        if v6 {
+            format!("fd00:216:{}::1", self.net)
+        } else {
+            format!("10.216.{}.1", self.net)
+        }
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let (v4, v6) = Self::spoofed_prefix(self.net);
+        let _ = run("ip", &["route", "del", &v4]);
+        let _ = run("ip", &["-6", "route", "del", &v6]);
+    }
+}
+
+fn loader(pins: &BpffsDir) -> Loader {
+    Loader::builder()
+        .pin_root(pins.path())
+        .build()
+        .expect("loader")
+}
+
+/// Inbound TCP to `port` accepted, everything else new inbound dropped.
+fn accept_port(firewall: &Firewall, port: u16) {
+    let mut rule = FwRule::new(
+        Origin::field("firewall.rules[0]".to_string()),
+        Direction::In,
+        FwProto::Tcp,
+    );
+    rule.dport = vec![(port, port)];
+    rule.action = FwAction::Accept;
+    firewall
+        .apply(&FirewallSettings::default().drop_inbound(true), &[rule])
+        .expect("rules");
+}
+
+/// A listener that echoes whatever each connection sends until it closes.
+struct Echo {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Echo {
+    fn start(addr: &str) -> Self {
+        let listener = TcpListener::bind((addr, 0)).expect("listener");
+        let addr = listener.local_addr().expect("addr");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut s, _)) => {
+                        std::thread::spawn(move || {
+                            let _ = s.set_nonblocking(false);
+                            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                            let mut buf = [0u8; 65536];
+                            while let Ok(n) = s.read(&mut buf) {
+                                if n == 0 || s.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                }
+            }
+        });
+        Self {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// python3 in the namespace: connects to `addr:port`, sends `bytes` random bytes and
+/// reads them back; prints `ok <connect seconds>` when the echo matches.
+fn python_roundtrip(net: &Net, addr: &str, port: u16, bytes: usize) -> String {
+    let script = format!(
+        r#"
+import os, socket, time
+data = os.urandom({bytes})
+t = time.monotonic()
+s = socket.create_connection(('{addr}', {port}), timeout=5)
+connected = time.monotonic() - t
+s.sendall(data)
+got = b''
+while len(got) < len(data):
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    got += chunk
+s.close()
+print('ok' if got == data else 'mismatch %d of %d' % (len(got), len(data)), connected)
+"#
+    );
+    let out = net
+        .ns
+        .command("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A TCP segment with only ACK set (a forged cookie) from the namespace to
+/// `dst:dport`, three times (python computes the checksum).
+fn forged_ack(net: &Net, dst: &str, dport: u16) {
+    let script = format!(
+        r#"
+import socket, struct
+src, dst = socket.inet_aton('10.216.{n}.2'), socket.inet_aton('{dst}')
+tcp = struct.pack('!HHIIBBHHH', 40001, {dport}, 12345, 67890, 5 << 4, 0x10, 65535, 0, 0)
+pseudo = src + dst + struct.pack('!BBH', 0, 6, len(tcp))
+data = pseudo + tcp
+s = sum((data[i] << 8) + data[i + 1] for i in range(0, len(data), 2))
+while s >> 16:
+    s = (s & 0xffff) + (s >> 16)
+tcp = tcp[:16] + struct.pack('!H', ~s & 0xffff) + tcp[18:]
+r = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+for _ in range(3):
+    r.sendto(tcp, ('{dst}', 0))
+"#,
+        n = net.net
+    );
+    let status = net
+        .ns
+        .command("python3")
+        .args(["-c", &script])
+        .status()
+        .expect("python3");
+    assert!(status.success(), "raw socket send");
+}
+
+/// A python listener on the host accepts one connection from a python client in the
+/// namespace (through the cookie path: its port is protected too) and reports the
+/// accepted socket's options from `TCP_INFO`, and the window scale the client offered.
+fn server_options(net: &Net, firewall: &Firewall, v6: bool, port: u16) -> (String, String) {
+    let probe = std::net::TcpListener::bind((net.host(v6).as_str(), 0)).expect("port");
+    let port2 = probe.local_addr().expect("addr").port();
+    drop(probe);
+    let mut settings = firewall.syn_flood().expect("read");
+    settings.ports.insert(port2);
+    firewall.set_syn_flood(&settings).expect("syn flood");
+    let mut rule = FwRule::new(
+        Origin::field("firewall.rules[1]".to_string()),
+        Direction::In,
+        FwProto::Tcp,
+    );
+    rule.dport = vec![(port, port), (port2, port2)];
+    rule.action = FwAction::Accept;
+    firewall
+        .apply(&FirewallSettings::default().drop_inbound(true), &[rule])
+        .expect("rules");
+    let family = if v6 { "AF_INET6" } else { "AF_INET" };
+    let server = format!(
+        r#"
+import socket, struct
+l = socket.socket(socket.{family}, socket.SOCK_STREAM)
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(('{addr}', {port2}))
+l.listen(8)
+print('listening', flush=True)
+s, _ = l.accept()
+s.recv(1)
+i = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+opts, ws = i[5], i[6]
+snd_mss = struct.unpack_from('I', i, 16)[0]
+names = [n for bit, n in ((1, 'ts'), (2, 'sack'), (4, 'wscale')) if opts & bit]
+print(' '.join(names), 'snd_wscale=%d rcv_wscale=%d snd_mss=%d' % (ws & 15, ws >> 4, snd_mss), flush=True)
+s.sendall(b'y')
+"#,
+        addr = net.host(v6)
+    );
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", &server])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 server");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).expect("listening");
+    let client = format!(
+        "import socket\ns=socket.create_connection(('{}',{port2}),timeout=5)\ns.sendall(b'x')\ns.recv(1)\nprint(s.getsockopt(socket.IPPROTO_TCP,socket.TCP_INFO,104)[6]>>4)",
+        net.host(v6)
+    );
+    let client = net
+        .ns
+        .command("python3")
+        .args(["-c", &client])
+        .output()
+        .expect("python3 client");
+    assert!(client.status.success(), "the client connects");
+    line.clear();
+    std::io::BufRead::read_line(&mut out, &mut line).expect("options");
+    let _ = child.wait();
+    (
+        line.trim().to_string(),
+        String::from_utf8_lossy(&client.stdout).trim().to_string(),
+    )
+}
+
+#[test]
+fn cookies_answer_syns_and_the_completed_handshake_reaches_the_listener() {
+    require_privileges!();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let net = Net::new("syn", 1);
+    let pins = BpffsDir::new("syn").expect("bpffs");
+    let loader = loader(&pins);
+    let firewall = Firewall::load(&loader).expect("load");
+    let _tcx = firewall.attach(net.veth.host()).expect("attach tcx");
+    let xdp = firewall.attach_syn(net.veth.host()).expect("attach xdp");
+    eprintln!("ic_fw_syn attached in {} mode", xdp.mode().name());
+
+    for v6 in [false, true] {
+        let family = if v6 { "IPv6" } else { "IPv4" };
+        let echo = Echo::start(&net.host(v6));
+        let port = echo.addr.port();
+        accept_port(&firewall, port);
+        firewall
+            .set_syn_flood(&SynFloodSettings::always([port]).mtu(1500))
+            .expect("syn flood");
+        let before = |t| firewall.total(t).expect("total").packets;
+        let (cookies, accepted) = (before(FwTotal::SynCookies), before(FwTotal::CookieAccepted));
+
+        // A real client, 1 MB both ways: the handshake ends in the listener's socket.
+        let got = python_roundtrip(&net, &net.host(v6), port, 1 << 20);
+        assert!(
+            got.starts_with("ok"),
+            "{family}: {got} {:?}",
+            firewall.totals().expect("totals")
+        );
+        assert_eq!(
+            before(FwTotal::SynCookies),
+            cookies + 1,
+            "{family}: the SYN was answered with a cookie"
+        );
+        assert_eq!(
+            before(FwTotal::CookieAccepted),
+            accepted + 1,
+            "{family}: its ACK was handed to the listener"
+        );
+        // The connection was tracked from the ACK on, never half-open.
+        let conns = firewall.connections().expect("connections");
+        let tracked: Vec<_> = conns
+            .iter()
+            .filter(|c| c.proto == "tcp" && c.reply.1 == port)
+            .collect();
+        assert_eq!(tracked.len(), 1, "{family}: {conns:#?}");
+        assert!(tracked[0].inbound, "{:?}", tracked[0]);
+        assert!(
+            tracked[0].from_orig.packets > 10 && tracked[0].from_reply.packets > 10,
+            "{family}: both directions counted: {:?}",
+            tracked[0]
+        );
+
+        // The options the client offered survive the cookie: timestamps, SACK, window
+        // scaling both ways, and the MSS class (as the listener's socket has them).
+        let (info, offered) = server_options(&net, &firewall, v6, port);
+        // The client's MSS (1460, 1440 for IPv6 over a 1500-byte MTU) is a class of the
+        // kernel's table; less the 12 bytes of the timestamp option.
+        let mss = if v6 { 1428 } else { 1448 };
+        assert_eq!(
+            info,
+            format!("ts sack wscale snd_wscale={offered} rcv_wscale=7 snd_mss={mss}"),
+            "{family}: the accepted socket's options"
+        );
+
+        // A forged ACK (no cookie) is invalid: dropped, counted, no socket.
+        if !v6 {
+            let invalid = before(FwTotal::CookieInvalid);
+            forged_ack(&net, &net.host(false), port);
+            std::thread::sleep(Duration::from_millis(200));
+            assert_eq!(before(FwTotal::CookieInvalid), invalid + 3, "{family}");
+        }
+
+        // A port the rules do not admit gets no cookie: its SYN goes on to the tcx
+        // program, which drops it.
+        let cookies = before(FwTotal::SynCookies);
+        firewall
+            .set_syn_flood(&SynFloodSettings::always([port, port + 1]).mtu(1500))
+            .expect("syn flood");
+        let refused = net
+            .ns
+            .tcp_connects("", &net.host(v6), port + 1, 1.0)
+            .expect("python3");
+        assert!(!refused, "{family}: port + 1 is not admitted");
+        assert_eq!(before(FwTotal::SynCookies), cookies, "{family}");
+        drop(echo);
+    }
+
+    // Off: SYNs reach the tcx programs again, and a connection opens the usual way.
+    firewall
+        .set_syn_flood(&SynFloodSettings::default())
+        .expect("off");
+    assert!(firewall.syn_flood().expect("read").ports.is_empty());
+    let echo = Echo::start(&net.host(false));
+    accept_port(&firewall, echo.addr.port());
+    let cookies = firewall.total(FwTotal::SynCookies).expect("total").packets;
+    let got = python_roundtrip(&net, &net.host(false), echo.addr.port(), 1000);
+    assert!(got.starts_with("ok"), "{got}");
+    assert_eq!(
+        firewall.total(FwTotal::SynCookies).expect("total").packets,
+        cookies
+    );
+}
+
+/// `net.ipv4.tcp_syncookies` of this namespace (it covers IPv6 too), restored on drop.
+struct SyncookiesSysctl(String);
+
+impl SyncookiesSysctl {
+    const PATH: &'static str = "/proc/sys/net/ipv4/tcp_syncookies";
+
+    fn set(value: &str) -> Self {
+        let old = std::fs::read_to_string(Self::PATH).expect("read sysctl");
+        std::fs::write(Self::PATH, value).expect("write sysctl");
+        Self(old.trim().to_string())
+    }
+}
+
+impl Drop for SyncookiesSysctl {
+    fn drop(&mut self) {
+        let _ = std::fs::write(Self::PATH, &self.0);
+    }
+}
+
+/// What a client saw while a flood ran.
+#[derive(Debug)]
+struct ClientRun {
+    attempts: u32,
+    ok: u32,
+    connect_ms: Vec<f64>,
+}
+
+impl ClientRun {
+    fn success(&self) -> f64 {
+        f64::from(self.ok) / f64::from(self.attempts.max(1))
+    }
+
+    fn median_ms(&self) -> f64 {
+        let mut v = self.connect_ms.clone();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    }
+
+    fn p99_ms(&self) -> f64 {
+        let mut v = self.connect_ms.clone();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() * 99 / 100).copied().unwrap_or(f64::NAN)
+    }
+}
+
+/// From inside the namespace, opens a connection to `addr` every 10 ms for `for_`
+/// (1 s timeout each), sends a byte and reads its echo.
+fn client(net: &Net, addr: SocketAddr, for_: Duration) -> ClientRun {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                flood::enter(net.ns.name()).expect("setns");
+                let mut run = ClientRun {
+                    attempts: 0,
+                    ok: 0,
+                    connect_ms: Vec::new(),
+                };
+                let start = Instant::now();
+                while start.elapsed() < for_ {
+                    run.attempts += 1;
+                    let t = Instant::now();
+                    if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+                        let ms = t.elapsed().as_secs_f64() * 1e3;
+                        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+                        let mut b = [0u8; 1];
+                        if s.write_all(b"x").is_ok() && s.read_exact(&mut b).is_ok() {
+                            run.ok += 1;
+                            run.connect_ms.push(ms);
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                run
+            })
+            .join()
+            .expect("client thread")
+    })
+}
+
+/// Floods the listener for `secs` while the client connects; returns the client's run,
+/// the flood's rate and how many half-open entries from spoofed sources the table
+/// holds at the end.
+fn under_flood(
+    net: &Net,
+    firewall: Option<&Firewall>,
+    echo: &Echo,
+    v6: bool,
+    secs: u64,
+) -> (ClientRun, f64, usize) {
+    let (base, bits) = net.spoofed_base(v6);
+    let flood =
+        Flood::start(&net.ns, base, bits, echo.addr.ip(), echo.addr.port(), 21).expect("flood");
+    std::thread::sleep(Duration::from_millis(300));
+    let run = client(net, echo.addr, Duration::from_secs(secs));
+    let report = flood.stop().expect("flood report");
+    let spoofed: IpNetwork = if v6 {
+        Net::spoofed_prefix(net.net).1.parse().expect("net")
+    } else {
+        Net::spoofed_prefix(net.net).0.parse().expect("net")
+    };
+    let half_open = firewall.map_or(0, |f| {
+        f.connections()
+            .expect("connections")
+            .iter()
+            .filter(|c| {
+                spoofed.contains(c.orig.0)
+                    && matches!(c.state, CtState::SynSent | CtState::SynRecv | CtState::New)
+            })
+            .count()
+    });
+    (run, report.rate(), half_open)
+}
+
+#[test]
+fn a_spoofed_syn_flood_leaves_a_real_client_connecting_with_cookies_in_xdp() {
+    require_privileges!();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let net = Net::new("synfl", 2);
+    let secs = 3;
+    let mut lines = Vec::new();
+    for v6 in [false, true] {
+        let family = if v6 { "IPv6" } else { "IPv4" };
+        let echo = Echo::start(&net.host(v6));
+        let port = echo.addr.port();
+
+        // 1. The kernel alone, without SYN cookies: the SYN queue fills.
+        {
+            let _sysctl = SyncookiesSysctl::set("0");
+            let (run, rate, _) = under_flood(&net, None, &echo, v6, secs);
+            lines.push(format!(
+                "{family} no defence (tcp_syncookies=0): flood {rate:.0} SYN/s, client {}/{} ({:.1}%), connect median {:.2} ms",
+                run.ok, run.attempts, run.success() * 100.0, run.median_ms()
+            ));
+        }
+        // 2. The kernel alone with its own SYN cookies (the default).
+        {
+            let _sysctl = SyncookiesSysctl::set("1");
+            let (run, rate, _) = under_flood(&net, None, &echo, v6, secs);
+            lines.push(format!(
+                "{family} kernel tcp_syncookies=1 only: flood {rate:.0} SYN/s, client {}/{} ({:.1}%), connect median {:.2} ms, p99 {:.2} ms",
+                run.ok, run.attempts, run.success() * 100.0, run.median_ms(), run.p99_ms()
+            ));
+        }
+        let pins = BpffsDir::new(&format!("synfl{}", u8::from(v6))).expect("bpffs");
+        let firewall = Firewall::load(&loader(&pins)).expect("load");
+        accept_port(&firewall, port);
+        let tcx = firewall.attach(net.veth.host()).expect("attach tcx");
+        // 3. The stateful firewall without the defence: every spoofed SYN takes an
+        //    entry in the connection table.
+        {
+            let (run, rate, half_open) = under_flood(&net, Some(&firewall), &echo, v6, secs);
+            lines.push(format!(
+                "{family} firewall without syn_flood: flood {rate:.0} SYN/s, client {}/{} ({:.1}%), {half_open} half-open entries, table_full {}",
+                run.ok,
+                run.attempts,
+                run.success() * 100.0,
+                firewall.total(FwTotal::TableFull).expect("total").packets
+            ));
+            assert!(
+                half_open > 1000,
+                "{family}: the flood fills the table: {half_open}"
+            );
+        }
+        // Start again from an empty table.
+        drop(tcx);
+        drop(firewall);
+        drop(pins);
+        let pins = BpffsDir::new(&format!("synfx{}", u8::from(v6))).expect("bpffs");
+        let firewall = Firewall::load(&loader(&pins)).expect("load");
+        accept_port(&firewall, port);
+        let _tcx = firewall.attach(net.veth.host()).expect("attach tcx");
+        let _xdp = firewall.attach_syn(net.veth.host()).expect("attach xdp");
+        firewall
+            .set_syn_flood(&SynFloodSettings::always([port]).mtu(1500))
+            .expect("syn flood");
+        // 4. With cookies answered in XDP.
+        let (run, rate, half_open) = under_flood(&net, Some(&firewall), &echo, v6, secs);
+        let cookies = firewall.total(FwTotal::SynCookies).expect("total").packets;
+        lines.push(format!(
+            "{family} firewall with syn_flood (XDP cookies): flood {rate:.0} SYN/s, {cookies} answered, client {}/{} ({:.1}%), connect median {:.2} ms, p99 {:.2} ms, {half_open} half-open entries",
+            run.ok, run.attempts, run.success() * 100.0, run.median_ms(), run.p99_ms()
+        ));
+        assert!(
+            run.success() >= 0.99,
+            "{family}: the client keeps connecting: {run:?}"
+        );
+        assert_eq!(half_open, 0, "{family}: no state from the flood");
+        assert!(
+            cookies as f64 >= rate * secs as f64 * 0.5,
+            "{family}: the flood was answered in XDP: {cookies} cookies at {rate:.0}/s"
+        );
+    }
+    for l in &lines {
+        eprintln!("{l}");
+    }
+}
+
+/// Ones' complement sum of big-endian 16-bit words.
+fn ones_sum(bytes: &[u8], mut acc: u32) -> u32 {
+    for pair in bytes.chunks(2) {
+        acc += u32::from(u16::from_be_bytes([
+            pair[0],
+            pair.get(1).copied().unwrap_or(0),
+        ]));
+    }
+    while acc >> 16 != 0 {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc
+}
+
+#[test]
+fn the_syn_ack_carries_the_cookie_the_clients_options_and_valid_checksums() {
+    require_privileges!();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let pins = BpffsDir::new("synrun").expect("bpffs");
+    let firewall = Firewall::load(&loader(&pins)).expect("load");
+    accept_port(&firewall, 443);
+    firewall
+        .set_syn_flood(&SynFloodSettings::always([443]).mtu(9000))
+        .expect("syn flood");
+    let mut rng = ironclad_testing::rules::Rng::new(5);
+    for v6 in [false, true] {
+        let (src, dst): (IpAddr, IpAddr) = if v6 {
+            (
+                "fd00::10".parse().expect("ip"),
+                "fd00::1".parse().expect("ip"),
+            )
+        } else {
+            (
+                "10.1.1.10".parse().expect("ip"),
+                "10.1.1.1".parse().expect("ip"),
+            )
+        };
+        let mut seg = [0u8; 80];
+        let len = flood::syn_segment(&mut seg, src, dst, 443, &mut rng);
+        let mut frame = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];
+        frame.extend_from_slice(if v6 { &[0x86, 0xdd] } else { &[0x08, 0x00] });
+        frame.extend_from_slice(&seg[..len]);
+        let (run, out) = firewall
+            .object()
+            .test_run_frame("ic_fw_syn", &frame)
+            .expect("test run");
+        assert_eq!(run.return_value, 3, "XDP_TX");
+        let iplen = if v6 { 40 } else { 20 };
+        let (ip, tcp) = (&out[14..14 + iplen], &out[14 + iplen..]);
+        let in_tcp = &frame[14 + iplen..];
+        assert_eq!(&out[0..6], &frame[6..12], "back to the sender's MAC");
+        assert_eq!(&out[6..12], &frame[0..6]);
+        assert_eq!(tcp.len(), 40, "MSS, SACK, timestamps, window scale");
+        let pseudo = if v6 {
+            assert_eq!(&ip[8..24], &frame[14 + 24..14 + 40], "addresses swapped");
+            assert_eq!(u16::from_be_bytes([ip[4], ip[5]]), 40);
+            ones_sum(&ip[8..40], 6 + 40)
+        } else {
+            assert_eq!(ones_sum(ip, 0), 0xffff, "IPv4 header checksum");
+            assert_eq!(&ip[12..16], &frame[14 + 16..14 + 20], "addresses swapped");
+            assert_eq!(u16::from_be_bytes([ip[2], ip[3]]), 60);
+            ones_sum(&ip[12..20], 6 + 40)
+        };
+        assert_eq!(ones_sum(tcp, pseudo), 0xffff, "TCP checksum");
+        assert_eq!(&tcp[0..2], &in_tcp[2..4], "ports swapped");
+        assert_eq!(&tcp[2..4], &in_tcp[0..2]);
+        let seq = u32::from_be_bytes([in_tcp[4], in_tcp[5], in_tcp[6], in_tcp[7]]);
+        let ack = u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]);
+        assert_eq!(ack, seq.wrapping_add(1));
+        assert_eq!(tcp[13], 0x12, "SYN|ACK");
+        let mss = if v6 { 8940u16 } else { 8960 };
+        assert_eq!(&tcp[20..24], &[2, 4, (mss >> 8) as u8, mss as u8], "MSS");
+        assert_eq!(&tcp[24..28], &[4, 2, 8, 10], "SACK permitted, timestamps");
+        let tsval = u32::from_be_bytes([tcp[28], tcp[29], tcp[30], tcp[31]]);
+        assert_eq!(
+            tsval & 31,
+            7 | 16,
+            "the client's window scale and SACK in our timestamp"
+        );
+        assert_eq!(
+            &tcp[32..36],
+            &in_tcp[28..32],
+            "the client's timestamp echoed"
+        );
+        assert_eq!(&tcp[36..40], &[1, 3, 3, 7], "window scale 7");
+    }
+    assert_eq!(
+        firewall.total(FwTotal::SynCookies).expect("total").packets,
+        2
+    );
+}
