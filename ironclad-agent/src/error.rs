@@ -109,6 +109,16 @@ pub enum AgentError {
         reason: String,
     },
 
+    /// Two features the policy asks for cannot run together as configured.
+    #[error("{feature}: {source}")]
+    Conflict {
+        /// The feature that cannot start.
+        feature: &'static str,
+        /// What the policy asks for, located.
+        #[source]
+        source: Box<ironclad_policy::PolicyError>,
+    },
+
     /// The empty policy a rollback applies where there was none did not compile.
     #[error("compiling an empty policy: {0}")]
     EmptyPolicy(String),

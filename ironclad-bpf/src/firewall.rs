@@ -300,6 +300,23 @@ impl SynFloodSettings {
         }
     }
 
+    /// The settings a policy's `firewall.syn_flood` asks for, announcing the MSS of an
+    /// interface MTU of `mtu`.
+    pub fn from_policy(policy: &ironclad_policy::firewall::SynFloodPolicy, mtu: u32) -> Self {
+        let mode = match policy.mode {
+            ironclad_policy::firewall::SynFloodMode::UnderAttack => SynMode::UnderAttack,
+            _ => SynMode::Always,
+        };
+        Self {
+            mode,
+            ports: policy.port_set(),
+            threshold_pps: policy.threshold_pps,
+            hold_ms: policy.hold_seconds.saturating_mul(1000),
+            ..Self::default()
+        }
+        .mtu(mtu)
+    }
+
     /// Sets the hold time of [`SynMode::UnderAttack`].
     pub fn hold_ms(mut self, hold_ms: u32) -> Self {
         self.hold_ms = hold_ms;
@@ -313,7 +330,8 @@ impl SynFloodSettings {
         self
     }
 
-    fn validate(&self) -> Result<()> {
+    /// Checks the settings as [`Firewall::set_syn_flood`] does, writing nothing.
+    pub fn check(&self) -> Result<()> {
         let invalid =
             |field: &'static str, reason: String| Err(BpfError::InvalidConfig { field, reason });
         if self.mode == SynMode::Off {
@@ -915,7 +933,7 @@ impl Firewall {
     /// written when they are refused). Turning it on writes the ports before the mode;
     /// turning it off writes the mode first, so no packet sees half of either.
     pub fn set_syn_flood(&self, settings: &SynFloodSettings) -> Result<()> {
-        settings.validate()?;
+        settings.check()?;
         let config = self.object.map(names::ic_fw_syn_config)?;
         let ports = self.object.map(names::ic_fw_syn_ports)?;
         let write_ports = |set: &BTreeSet<u16>| -> Result<()> {

@@ -731,3 +731,68 @@ fn the_syn_ack_carries_the_cookie_the_clients_options_and_valid_checksums() {
         2
     );
 }
+
+#[test]
+fn under_attack_answers_only_above_the_threshold_and_for_the_hold_time() {
+    require_privileges!();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let pins = BpffsDir::new("synatk").expect("bpffs");
+    let firewall = Firewall::load(&loader(&pins)).expect("load");
+    accept_port(&firewall, 22);
+    firewall
+        .set_syn_flood(&SynFloodSettings::under_attack([22], 20).hold_ms(1500))
+        .expect("syn flood");
+    let read = firewall.syn_flood().expect("read");
+    assert_eq!(read.mode, ironclad_bpf::SynMode::UnderAttack);
+    assert_eq!((read.threshold_pps, read.hold_ms), (20, 1500));
+    assert_eq!(read.ports.iter().copied().collect::<Vec<_>>(), vec![22]);
+
+    let mut rng = ironclad_testing::rules::Rng::new(9);
+    let mut syn = || {
+        let mut seg = [0u8; 80];
+        let len = flood::syn_segment(
+            &mut seg,
+            "10.9.9.9".parse().expect("ip"),
+            "10.9.9.1".parse().expect("ip"),
+            22,
+            &mut rng,
+        );
+        let mut frame = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
+        frame.extend_from_slice(&seg[..len]);
+        firewall
+            .object()
+            .test_run_frame("ic_fw_syn", &frame)
+            .expect("test run")
+            .0
+            .return_value
+    };
+    const PASS: u32 = 2;
+    const TX: u32 = 3;
+    // Wait for the start of a fresh one-second window, so the burst below falls in one.
+    std::thread::sleep(Duration::from_millis(1100));
+    let verdicts: Vec<u32> = (0..25).map(|_| syn()).collect();
+    assert!(
+        verdicts[..20].iter().all(|v| *v == PASS),
+        "below the threshold SYNs go on to the listener: {verdicts:?}"
+    );
+    assert!(
+        verdicts[20..].iter().all(|v| *v == TX),
+        "above it they get cookies: {verdicts:?}"
+    );
+    assert_eq!(firewall.syn_state().expect("state").attacks, 1);
+    // The next second is quiet (one SYN, far below the threshold) but within the hold
+    // time: still cookies...
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(syn(), TX, "within the hold time");
+    // ...and once the hold time is over, SYNs pass again.
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(syn(), PASS, "after the hold time");
+    assert_eq!(firewall.syn_state().expect("state").attacks, 1);
+
+    // Refused settings write nothing.
+    let err = firewall
+        .set_syn_flood(&SynFloodSettings::under_attack([23], 0))
+        .expect_err("a zero threshold");
+    assert!(err.to_string().contains("threshold"), "{err}");
+    assert_eq!(firewall.syn_flood().expect("read"), read);
+}

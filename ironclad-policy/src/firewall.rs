@@ -722,6 +722,62 @@ pub struct FirewallPolicy {
     pub timeouts: Timeouts,
     /// The rules, first match wins.
     pub rules: Vec<FwRule>,
+    /// `syn_flood:`: SYN cookies answered in XDP for these ports.
+    pub syn_flood: Option<SynFloodPolicy>,
+}
+
+/// When the SYN-flood defence answers with cookies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SynFloodMode {
+    /// Every SYN to a protected port (`mode: always`, the default).
+    Always,
+    /// While SYNs to the protected ports arrive faster than `threshold_pps`, and for
+    /// `hold_seconds` after (`mode: under_attack`).
+    UnderAttack,
+}
+
+/// The `firewall.syn_flood` section: SYNs to `ports` are answered in XDP with the
+/// kernel's SYN cookies; only a completed handshake reaches the listener or the
+/// connection table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SynFloodPolicy {
+    /// The protected TCP ports, as inclusive ranges.
+    pub ports: Vec<(u16, u16)>,
+    /// When cookies answer.
+    pub mode: SynFloodMode,
+    /// `under_attack`: SYNs a second to the protected ports (all sources together)
+    /// from which cookies answer.
+    pub threshold_pps: u32,
+    /// `under_attack`: seconds cookies keep answering after the rate last exceeded the
+    /// threshold (default 10).
+    pub hold_seconds: u32,
+    /// Where the section was written.
+    pub origin: Origin,
+}
+
+impl SynFloodPolicy {
+    /// Every protected port.
+    pub fn port_set(&self) -> std::collections::BTreeSet<u16> {
+        self.ports.iter().flat_map(|&(lo, hi)| lo..=hi).collect()
+    }
+}
+
+impl FirewallPolicy {
+    /// Why the SYN-flood defence cannot run beside a Shield attached to `shield_iface`:
+    /// both need the interface's XDP hook. `None` when they do not meet.
+    pub fn syn_flood_conflict(&self, shield_iface: Option<&str>) -> Option<PolicyError> {
+        let syn = self.syn_flood.as_ref()?;
+        let shield = shield_iface?;
+        self.interfaces.iter().find(|i| i.name == shield).map(|i| PolicyError::Invalid {
+            origin: syn.origin.clone(),
+            message: format!(
+                "the Shield holds the XDP hook of `{}` ({}), which the SYN-flood defence needs; list only interfaces the Shield does not run on, or run the Shield elsewhere",
+                i.name, i.origin
+            ),
+        })
+    }
 }
 
 impl Default for FirewallPolicy {
@@ -736,6 +792,7 @@ impl Default for FirewallPolicy {
             table_size: DEFAULT_TABLE_SIZE,
             timeouts: Timeouts::default(),
             rules: Vec::new(),
+            syn_flood: None,
         }
     }
 }

@@ -10,8 +10,11 @@ use crate::config::{parse_net, parse_port, position, RawPort, RawPorts};
 use crate::error::{Origin, PolicyError};
 use crate::firewall::{
     Direction, FirewallInterface, FirewallPolicy, FwAction, FwProto, FwRule, RuleRate,
-    TABLE_SIZE_RANGE,
+    SynFloodMode, SynFloodPolicy, TABLE_SIZE_RANGE,
 };
+
+/// The largest `syn_flood.hold_seconds` (a day).
+pub(crate) const MAX_HOLD_SECONDS: u64 = 86_400;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,6 +30,16 @@ pub(crate) struct RawFirewall {
     timeouts: Option<RawTimeouts>,
     #[serde(default)]
     rules: Vec<Spanned<RawRule>>,
+    syn_flood: Option<Spanned<RawSynFlood>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSynFlood {
+    ports: Option<Spanned<RawPorts>>,
+    mode: Option<Spanned<String>>,
+    threshold_pps: Option<Spanned<u64>>,
+    hold_seconds: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -290,6 +303,9 @@ pub(crate) fn parse(
             });
         }
     }
+    if let Some(syn) = &raw.syn_flood {
+        policy.syn_flood = parse_syn_flood(syn, policy.stateful, problems);
+    }
     if !policy.stateful {
         for rule in policy.rules.iter().filter(|r| r.flows) {
             problems.push(PolicyError::Invalid {
@@ -299,6 +315,121 @@ pub(crate) fn parse(
         }
     }
     policy
+}
+
+fn parse_syn_flood(
+    raw: &Spanned<RawSynFlood>,
+    stateful: bool,
+    problems: &mut Vec<PolicyError>,
+) -> Option<SynFloodPolicy> {
+    let before = problems.len();
+    let section = Origin {
+        field: "firewall.syn_flood".into(),
+        at: position(&raw.referenced),
+    };
+    let mut invalid = |field: &str, at: Option<(u64, u64)>, message: String| {
+        problems.push(PolicyError::Invalid {
+            origin: Origin {
+                field: format!("firewall.syn_flood.{field}"),
+                at: at.or(section.at),
+            },
+            message,
+        });
+    };
+    let raw = &raw.value;
+    let mut ports = Vec::new();
+    match &raw.ports {
+        None => invalid(
+            "ports",
+            None,
+            "name the TCP ports to protect (`ports: [22, 443]`)".into(),
+        ),
+        Some(p) => {
+            let at = position(&p.referenced);
+            let list: Vec<&RawPort> = match &p.value {
+                RawPorts::One(one) => vec![one],
+                RawPorts::List(list) => list.iter().collect(),
+            };
+            if list.is_empty() {
+                invalid("ports", at, "name at least one TCP port".into());
+            }
+            for (i, port) in list.into_iter().enumerate() {
+                match parse_port(port) {
+                    Ok(range) => ports.push(range),
+                    Err(e) => invalid(&format!("ports[{i}]"), at, e),
+                }
+            }
+        }
+    }
+    let mode = match raw.mode.as_ref() {
+        None => SynFloodMode::Always,
+        Some(m) => match m.value.as_str() {
+            "always" => SynFloodMode::Always,
+            "under_attack" => SynFloodMode::UnderAttack,
+            other => {
+                invalid(
+                    "mode",
+                    position(&m.referenced),
+                    format!("`{other}` is not a mode; use `always` or `under_attack`"),
+                );
+                SynFloodMode::Always
+            }
+        },
+    };
+    let mut threshold_pps = 0;
+    match (&raw.threshold_pps, mode) {
+        (None, SynFloodMode::UnderAttack) => invalid(
+            "threshold_pps",
+            raw.mode.as_ref().and_then(|m| position(&m.referenced)),
+            "`under_attack` needs `threshold_pps`: the SYNs a second from which cookies answer"
+                .into(),
+        ),
+        (Some(t), SynFloodMode::Always) => invalid(
+            "threshold_pps",
+            position(&t.referenced),
+            "`threshold_pps` goes with `mode: under_attack` (`always` answers every SYN)".into(),
+        ),
+        (Some(t), _) => match u32::try_from(t.value) {
+            Ok(v) if v > 0 => threshold_pps = v,
+            _ => invalid(
+                "threshold_pps",
+                position(&t.referenced),
+                format!("{} is outside 1..={}", t.value, u32::MAX),
+            ),
+        },
+        (None, _) => {}
+    }
+    let mut hold_seconds = 10;
+    if let Some(h) = &raw.hold_seconds {
+        if mode != SynFloodMode::UnderAttack {
+            invalid(
+                "hold_seconds",
+                position(&h.referenced),
+                "`hold_seconds` goes with `mode: under_attack`".into(),
+            );
+        } else if (1..=MAX_HOLD_SECONDS).contains(&h.value) {
+            hold_seconds = u32::try_from(h.value).unwrap_or(10);
+        } else {
+            invalid(
+                "hold_seconds",
+                position(&h.referenced),
+                format!("{} is outside 1..={MAX_HOLD_SECONDS}", h.value),
+            );
+        }
+    }
+    if !stateful {
+        problems.push(PolicyError::Invalid {
+            origin: section.clone(),
+            message: "SYN cookies need connection tracking (`stateful: true`): the ACK that completes a handshake opens the connection".into(),
+        });
+    }
+    (problems.len() == before).then_some(SynFloodPolicy {
+        ports,
+        mode,
+        threshold_pps,
+        hold_seconds,
+        origin: section,
+    })
 }
 
 fn parse_rule(r: &RawRule, origin: Origin, problems: &mut Vec<PolicyError>) -> Option<FwRule> {
@@ -572,6 +703,119 @@ firewall:
         for (got, want) in errors.iter().zip(expect) {
             assert!(got.starts_with(want), "{got}\n  should start with\n{want}");
         }
+    }
+
+    #[test]
+    fn syn_flood_reads_its_ports_and_mode_and_every_mistake_is_located() {
+        let policy = compile_str(
+            "\
+firewall:
+  interfaces: [lo]
+  syn_flood: {ports: [22, \"8000-8002\"], mode: under_attack, threshold_pps: 5000, hold_seconds: 30}
+",
+            Path::new("f.yaml"),
+        )
+        .expect("compiles");
+        let syn = policy
+            .firewall
+            .as_ref()
+            .and_then(|f| f.syn_flood.clone())
+            .expect("syn_flood");
+        assert_eq!(syn.ports, vec![(22, 22), (8000, 8002)]);
+        assert_eq!(
+            syn.port_set().into_iter().collect::<Vec<_>>(),
+            vec![22, 8000, 8001, 8002]
+        );
+        assert_eq!(syn.mode, crate::firewall::SynFloodMode::UnderAttack);
+        assert_eq!((syn.threshold_pps, syn.hold_seconds), (5000, 30));
+        assert_eq!(syn.origin.field, "firewall.syn_flood");
+        let plain = compile_str(
+            "firewall:\n  interfaces: [lo]\n  syn_flood: {ports: 443}\n",
+            Path::new("f.yaml"),
+        )
+        .expect("compiles");
+        let syn = plain.firewall.and_then(|f| f.syn_flood).expect("syn_flood");
+        assert_eq!(
+            (syn.mode, syn.ports, syn.hold_seconds),
+            (crate::firewall::SynFloodMode::Always, vec![(443, 443)], 10)
+        );
+
+        let cases = [
+            (
+                "syn_flood: {mode: always}",
+                "f.yaml:3:14: firewall.syn_flood.ports: name the TCP ports to protect",
+            ),
+            (
+                "syn_flood: {ports: [22, 0]}",
+                "f.yaml:3:22: firewall.syn_flood.ports[1]: port 0 is out of range 1-65535",
+            ),
+            (
+                "syn_flood: {ports: [22], mode: sometimes}",
+                "f.yaml:3:34: firewall.syn_flood.mode: `sometimes` is not a mode; use `always` or `under_attack`",
+            ),
+            (
+                "syn_flood: {ports: [22], mode: under_attack}",
+                "f.yaml:3:34: firewall.syn_flood.threshold_pps: `under_attack` needs `threshold_pps`",
+            ),
+            (
+                "syn_flood: {ports: [22], threshold_pps: 10}",
+                "f.yaml:3:43: firewall.syn_flood.threshold_pps: `threshold_pps` goes with `mode: under_attack`",
+            ),
+            (
+                "syn_flood: {ports: [22], mode: under_attack, threshold_pps: 0}",
+                "f.yaml:3:63: firewall.syn_flood.threshold_pps: 0 is outside 1..=4294967295",
+            ),
+            (
+                "syn_flood: {ports: [22], mode: under_attack, threshold_pps: 9, hold_seconds: 0}",
+                "f.yaml:3:80: firewall.syn_flood.hold_seconds: 0 is outside 1..=86400",
+            ),
+            (
+                "syn_flood: {ports: [22], when: always}",
+                "f.yaml:3:",
+            ),
+        ];
+        for (line, want) in cases {
+            let yaml = format!("firewall:\n  interfaces: [lo]\n  {line}\n");
+            let errors = errors(&yaml);
+            assert_eq!(errors.len(), 1, "{line}: {errors:#?}");
+            assert!(
+                errors[0].starts_with(want),
+                "{line}: {}\n  should start with\n{want}",
+                errors[0]
+            );
+        }
+        let errors = errors(
+            "firewall:\n  interfaces: [lo]\n  stateful: false\n  syn_flood: {ports: [22]}\n",
+        );
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(
+            errors[0].starts_with(
+                "f.yaml:4:14: firewall.syn_flood: SYN cookies need connection tracking"
+            ),
+            "{}",
+            errors[0]
+        );
+    }
+
+    #[test]
+    fn syn_flood_and_the_shield_cannot_share_an_interface() {
+        let policy = compile_str(
+            "firewall:\n  interfaces: [lo]\n  syn_flood: {ports: [22]}\n",
+            Path::new("f.yaml"),
+        )
+        .expect("compiles");
+        let fw = policy.firewall.expect("firewall");
+        assert!(fw.syn_flood_conflict(None).is_none());
+        assert!(fw.syn_flood_conflict(Some("eth9")).is_none());
+        let e = fw.syn_flood_conflict(Some("lo")).expect("conflict");
+        let crate::error::PolicyError::Invalid { origin, message } = &e else {
+            panic!("{e:?}");
+        };
+        assert_eq!(origin.at, Some((3, 14)), "{e}");
+        assert!(
+            message.starts_with("the Shield holds the XDP hook of `lo` (firewall.interfaces[0])"),
+            "{e}"
+        );
     }
 
     #[test]

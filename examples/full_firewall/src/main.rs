@@ -158,6 +158,14 @@ fn check(config: &std::path::Path) -> Result<ExitCode> {
                     "stateful": f.stateful,
                     "mode": if f.dry_run { "dry-run" } else { "enforce" },
                 });
+                if let Some(syn) = &f.syn_flood {
+                    out["firewall"]["syn_flood"] = serde_json::json!({
+                        "ports": syn.ports.iter().map(|&(lo, hi)| if lo == hi { lo.to_string() } else { format!("{lo}-{hi}") }).collect::<Vec<_>>(),
+                        "mode": if syn.mode == ironclad_policy::firewall::SynFloodMode::UnderAttack { "under_attack" } else { "always" },
+                        "threshold_pps": syn.threshold_pps,
+                        "hold_seconds": syn.hold_seconds,
+                    });
+                }
                 out["warnings"] = compiled.warnings.len().into();
             }
             if let Some(shield) = &compiled.shield {

@@ -1001,6 +1001,28 @@ fn firewall_metrics(out: &mut Exposition, status: &FirewallStatus) {
         "Connections in the firewall's table (expired ones not yet swept included).",
     );
     out.sample("ironclad_firewall_connections", &[], status.connections);
+    out.family(
+        "ironclad_firewall_syn_flood_mode",
+        "gauge",
+        "1 for the SYN-flood defence's mode (off, always, under_attack).",
+    );
+    for mode in ["off", "always", "under_attack"] {
+        out.sample(
+            "ironclad_firewall_syn_flood_mode",
+            &[("mode", mode)],
+            u64::from(status.syn_flood.mode.name() == mode),
+        );
+    }
+    out.family(
+        "ironclad_firewall_syn_flood_attacks_total",
+        "counter",
+        "Times SYNs to the protected ports crossed the under_attack threshold.",
+    );
+    out.sample(
+        "ironclad_firewall_syn_flood_attacks_total",
+        &[],
+        status.syn_state.attacks,
+    );
 }
 
 /// The dashboard's data.

@@ -215,6 +215,14 @@ pub(crate) fn status(pin_root: &Path, run_dir: &Path, json: bool) -> Result<Exit
             if s.dry_run { ", dry-run" } else { "" },
             f.connections
         );
+        if f.syn_flood.mode != ironclad_bpf::SynMode::Off {
+            println!(
+                "firewall SYN cookies ({}) on ports {}; threshold crossed {} times",
+                f.syn_flood.mode.name(),
+                port_list(&f.syn_flood.ports),
+                f.syn_state.attacks
+            );
+        }
         for (id, c) in &f.rules {
             println!(
                 "firewall rule {id:<5} {:>12} packets {:>14} bytes",
@@ -265,6 +273,28 @@ pub(crate) fn status(pin_root: &Path, run_dir: &Path, json: bool) -> Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
+/// `22, 80, 8000-8100`: a port set as ranges.
+fn port_list(ports: &std::collections::BTreeSet<u16>) -> String {
+    let mut ranges: Vec<(u16, u16)> = Vec::new();
+    for &p in ports {
+        match ranges.last_mut() {
+            Some((_, hi)) if u32::from(*hi) + 1 == u32::from(p) => *hi = p,
+            _ => ranges.push((p, p)),
+        }
+    }
+    ranges
+        .iter()
+        .map(|&(lo, hi)| {
+            if lo == hi {
+                lo.to_string()
+            } else {
+                format!("{lo}-{hi}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The firewall's part of `status --json`.
 pub(crate) fn firewall_json(f: &FirewallStatus) -> serde_json::Value {
     let s = &f.settings;
@@ -291,6 +321,13 @@ pub(crate) fn firewall_json(f: &FirewallStatus) -> serde_json::Value {
         "connections": f.connections,
         "rules": rules,
         "totals": totals,
+        "syn_flood": {
+            "mode": f.syn_flood.mode.name(),
+            "ports": port_list(&f.syn_flood.ports),
+            "threshold_pps": f.syn_flood.threshold_pps,
+            "hold_ms": f.syn_flood.hold_ms,
+            "attacks": f.syn_state.attacks,
+        },
     })
 }
 

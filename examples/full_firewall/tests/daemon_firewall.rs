@@ -454,3 +454,123 @@ fn a_stateful_default_deny_through_the_daemon_survives_kill_9_restarts_and_reloa
     );
     drop(listeners);
 }
+
+/// The namespace's end of the veth gets an XDP program that passes everything: frames
+/// the host's end sends back with XDP_TX (the SYN-ACKs of the SYN-flood defence) wait
+/// in a veth's ring until its peer's NAPI runs, which the driver schedules for them
+/// only when the peer has an XDP program of its own.
+fn xdp_pass_on_peer(net: &Net) {
+    let obj = net.dir.path().join("pass.bpf.o");
+    std::fs::write(&obj, ironclad_bpf::object::baseline().elf()).expect("object");
+    net.ns
+        .exec(&[
+            "ip",
+            "link",
+            "set",
+            "dev",
+            net.veth.peer(),
+            "xdp",
+            "obj",
+            &obj.display().to_string(),
+            "sec",
+            "xdp",
+        ])
+        .expect("XDP_PASS on the namespace's end");
+}
+
+#[test]
+fn syn_cookies_through_the_daemon_answer_in_xdp_and_reload_off() {
+    require_privileges!();
+    let net = Net::new("fwsyn", 2);
+    xdp_pass_on_peer(&net);
+    let config = net.dir.path().join("policy.yaml");
+    let policy = |syn: &str| {
+        format!(
+            "firewall:\n  interfaces: [{}]\n  default_inbound: drop\n  rules:\n    - {{direction: in, proto: tcp, dport: [2222, 2223], action: accept}}\n{syn}",
+            net.veth.host()
+        )
+    };
+    std::fs::write(
+        &config,
+        policy("  syn_flood: {ports: [2222, 2223], mode: always}\n"),
+    )
+    .expect("policy");
+    let check = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .expect("check");
+    assert!(check.status.success(), "{check:?}");
+    let checked: serde_json::Value = serde_json::from_slice(&check.stdout).expect("JSON");
+    assert_eq!(
+        checked["firewall"]["syn_flood"],
+        serde_json::json!({"ports": ["2222", "2223"], "mode": "always", "threshold_pps": 0, "hold_seconds": 10}),
+        "{checked}"
+    );
+
+    let daemon = Daemon::spawn(&net.args(&config));
+    daemon.wait_for("ready");
+    assert!(
+        daemon
+            .log()
+            .contains("SYN cookies (always) on ports 2222, 2223"),
+        "{}",
+        daemon.log()
+    );
+    let host4 = net.addr(false, 1);
+    let host6 = net.addr(true, 1);
+    let listeners: Vec<TcpListener> = [host4.as_str(), host6.as_str()]
+        .iter()
+        .map(|a| TcpListener::bind((*a, 2222)).expect("listener"))
+        .collect();
+    assert!(net.connects(&net.addr(false, 2), &host4, 2222), "IPv4");
+    assert!(net.connects(&net.addr(true, 2), &host6, 2222), "IPv6");
+    let status = net.firewall_status();
+    assert_eq!(status["syn_flood"]["mode"], "always", "{status}");
+    assert_eq!(status["syn_flood"]["ports"], "2222-2223");
+    assert!(total(&status, "syn_cookies") >= 2, "{status}");
+    assert!(total(&status, "cookie_accepted") >= 2, "{status}");
+    // No listener on 2223: the cookie handshake completes in the firewall, and the
+    // kernel answers the ACK with a RST, as for any closed port.
+    assert!(!net.connects(&net.addr(false, 2), &host4, 2223));
+
+    // Reloaded without the section: SYNs reach the listener the usual way.
+    std::fs::write(&config, policy("")).expect("policy");
+    let reloads = daemon.log().matches("firewall reloaded").count();
+    daemon.signal("HUP");
+    daemon.wait_for_more("firewall reloaded", reloads);
+    let cookies = total(&net.firewall_status(), "syn_cookies");
+    assert!(net.connects(&net.addr(false, 2), &host4, 2222));
+    let status = net.firewall_status();
+    assert_eq!(status["syn_flood"]["mode"], "off", "{status}");
+    assert_eq!(total(&status, "syn_cookies"), cookies, "{status}");
+    drop(listeners);
+    drop(daemon);
+
+    // The Shield on the same interface holds its XDP hook: the firewall does not start,
+    // says why, and the daemon is not ready.
+    let both = net.dir.path().join("both.yaml");
+    std::fs::write(
+        &both,
+        format!(
+            "shield:\n  deny: [192.0.2.0/24]\n{}",
+            policy("  syn_flood: {ports: [2222]}\n")
+        ),
+    )
+    .expect("policy");
+    let mut args = net.args(&both);
+    args.extend(["--iface".to_string(), net.veth.host().to_string()]);
+    let daemon = Daemon::spawn(&args);
+    daemon.wait_for("the Shield holds the XDP hook");
+    assert!(
+        daemon.log().contains("firewall.syn_flood"),
+        "the message names the field: {}",
+        daemon.log()
+    );
+    daemon.wait_for("not ready: the policy is NOT fully enforced");
+    assert!(
+        !daemon.log().lines().any(|l| l.ends_with(": ready")),
+        "{}",
+        daemon.log()
+    );
+}

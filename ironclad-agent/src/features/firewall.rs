@@ -3,7 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use ironclad_bpf::{Firewall, FirewallAttachment, FirewallSettings, LoadedObject, Loader};
+use ironclad_bpf::{
+    Firewall, FirewallAttachment, FirewallSettings, LoadedObject, Loader, SynFloodSettings,
+    XdpAttachment,
+};
 use ironclad_events::Event;
 use ironclad_policy::config::CompiledConfig;
 use ironclad_policy::firewall::FirewallPolicy;
@@ -23,23 +26,97 @@ pub(super) const KIND: Kind = Kind {
 /// an expired entry as absent; the sweep gives its room back.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
-/// The running firewall: the object and its (pinned) hooks, one per interface.
+/// The running firewall: the object and its (pinned) hooks, one per interface, and
+/// the SYN-flood defence's XDP hooks when the policy asks for it.
 struct Running {
     firewall: Firewall,
     attachments: Vec<FirewallAttachment>,
+    syn: Vec<XdpAttachment>,
+    /// The interface the agent's Shield attaches to (`--iface`), whose XDP hook the
+    /// defence cannot share.
+    shield_iface: Option<String>,
     last_sweep: Instant,
+}
+
+/// The smallest MTU of the firewall's interfaces (1500 where /sys does not say): the
+/// MSS the SYN-ACKs announce must fit every one of them.
+fn smallest_mtu(policy: &FirewallPolicy) -> u32 {
+    policy
+        .interfaces
+        .iter()
+        .filter_map(|i| {
+            std::fs::read_to_string(format!("/sys/class/net/{}/mtu", i.name))
+                .ok()
+                .and_then(|t| t.trim().parse::<u32>().ok())
+        })
+        .min()
+        .unwrap_or(1500)
+}
+
+/// The SYN-flood defence the policy asks for (off when it has none).
+fn syn_settings(policy: &FirewallPolicy) -> SynFloodSettings {
+    policy
+        .syn_flood
+        .as_ref()
+        .map(|s| SynFloodSettings::from_policy(s, smallest_mtu(policy)))
+        .unwrap_or_default()
+}
+
+/// The interface the Shield attaches to, when the policy runs it.
+fn shield_iface<'a>(start: &'a Start<'_>, config: &CompiledConfig) -> Option<&'a str> {
+    config.shield.as_ref().and(start.settings.interface())
+}
+
+/// Attaches the SYN-flood defence's XDP program to every interface of `policy` that
+/// `have` lacks; on a failure, what this call attached goes again.
+fn attach_syn(
+    firewall: &Firewall,
+    policy: &FirewallPolicy,
+    have: &[XdpAttachment],
+) -> Result<Vec<XdpAttachment>> {
+    let mut added: Vec<XdpAttachment> = Vec::new();
+    if policy.syn_flood.is_none() {
+        return Ok(added);
+    }
+    for iface in &policy.interfaces {
+        if have.iter().any(|a| a.iface() == iface.name) {
+            continue;
+        }
+        match firewall.attach_syn_pinned(&iface.name) {
+            Ok(a) => added.push(a),
+            Err(e) => {
+                for a in added {
+                    let _ = a.detach();
+                }
+                return Err(AgentError::Unfiltered {
+                    iface: iface.name.clone(),
+                    source: Box::new(e),
+                });
+            }
+        }
+    }
+    Ok(added)
 }
 
 fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>> {
     let Some(policy) = &config.firewall else {
         return Err(AgentError::NotConfigured { feature: KIND.name });
     };
+    if let Some(conflict) = policy.syn_flood_conflict(shield_iface(start, config)) {
+        return Err(AgentError::Conflict {
+            feature: KIND.name,
+            source: Box::new(conflict),
+        });
+    }
     let firewall = Firewall::load_with_table(start.loader, policy.table_size)
         .map_err(AgentError::bpf(KIND.name))?;
     // Rules and settings in one write, before any hook exists: the first packet
     // already meets the policy.
     let report = firewall
         .apply(&FirewallSettings::from_policy(policy), &policy.rules)
+        .map_err(AgentError::bpf(KIND.name))?;
+    firewall
+        .set_syn_flood(&syn_settings(policy))
         .map_err(AgentError::bpf(KIND.name))?;
     let mut attachments = Vec::new();
     for iface in &policy.interfaces {
@@ -57,8 +134,17 @@ fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>>
             }
         }
     }
+    let syn = match attach_syn(&firewall, policy, &[]) {
+        Ok(syn) => syn,
+        Err(e) => {
+            for a in attachments {
+                let _ = a.detach();
+            }
+            return Err(e);
+        }
+    };
     info!(
-        "firewall on {}: {} rules, default inbound {:?}, outbound {:?}, {}{}",
+        "firewall on {}: {} rules, default inbound {:?}, outbound {:?}, {}{}{}",
         names(&attachments),
         report.rules,
         policy.default_inbound,
@@ -69,12 +155,44 @@ fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>>
             "stateless".to_string()
         },
         if policy.dry_run { ", dry-run" } else { "" },
+        syn_description(policy),
     );
     Ok(Box::new(Running {
         firewall,
         attachments,
+        syn,
+        shield_iface: start.settings.interface().map(str::to_string),
         last_sweep: Instant::now(),
     }))
+}
+
+/// `, SYN cookies (always) on ports 22, 443` (or nothing without the defence).
+fn syn_description(policy: &FirewallPolicy) -> String {
+    let Some(syn) = &policy.syn_flood else {
+        return String::new();
+    };
+    let ports: Vec<String> = syn
+        .ports
+        .iter()
+        .map(|&(lo, hi)| {
+            if lo == hi {
+                lo.to_string()
+            } else {
+                format!("{lo}-{hi}")
+            }
+        })
+        .collect();
+    let when = match syn.mode {
+        ironclad_policy::firewall::SynFloodMode::UnderAttack => {
+            format!("above {} SYN/s", syn.threshold_pps)
+        }
+        _ => "always".to_string(),
+    };
+    let plural = if syn.port_set().len() == 1 { "" } else { "s" };
+    format!(
+        ", SYN cookies ({when}) on port{plural} {}",
+        ports.join(", ")
+    )
 }
 
 fn names(attachments: &[FirewallAttachment]) -> String {
@@ -86,10 +204,20 @@ fn names(attachments: &[FirewallAttachment]) -> String {
 }
 
 impl Running {
+    /// The rules, settings and SYN-flood defence of `policy`. The defence's settings
+    /// are checked before the rules are written, so a refusal leaves both as they
+    /// were.
     fn apply(&self, policy: &FirewallPolicy) -> Result<ironclad_bpf::FirewallReport> {
-        self.firewall
+        let syn = syn_settings(policy);
+        syn.check().map_err(AgentError::bpf(KIND.name))?;
+        let report = self
+            .firewall
             .apply(&FirewallSettings::from_policy(policy), &policy.rules)
-            .map_err(AgentError::bpf(KIND.name))
+            .map_err(AgentError::bpf(KIND.name))?;
+        self.firewall
+            .set_syn_flood(&syn)
+            .map_err(AgentError::bpf(KIND.name))?;
+        Ok(report)
     }
 }
 
@@ -104,8 +232,14 @@ impl Feature for Running {
             Ok(_) => "enforce",
             Err(_) => "unknown mode",
         };
+        let syn = match self.firewall.syn_flood() {
+            Ok(s) if s.mode != ironclad_bpf::SynMode::Off => {
+                format!(", SYN cookies in XDP ({})", s.mode.name())
+            }
+            _ => String::new(),
+        };
         format!(
-            "tcx ingress and egress on {} {mode}",
+            "tcx ingress and egress on {} {mode}{syn}",
             names(&self.attachments)
         )
     }
@@ -117,6 +251,13 @@ impl Feature for Running {
                     .to_string(),
             ));
         };
+        let shield = config.shield.as_ref().and(self.shield_iface.as_deref());
+        if let Some(conflict) = policy.syn_flood_conflict(shield) {
+            return Err(AgentError::Conflict {
+                feature: KIND.name,
+                source: Box::new(conflict),
+            });
+        }
         // Interfaces the new policy adds are attached first (under the rules in
         // force); if one fails, or the rules are refused, they go again and the kernel
         // state is as it was.
@@ -138,8 +279,8 @@ impl Feature for Running {
                 }
             }
         }
-        let report = match self.apply(policy) {
-            Ok(r) => r,
+        let syn_added = match attach_syn(&self.firewall, policy, &self.syn) {
+            Ok(a) => a,
             Err(e) => {
                 for a in added {
                     let _ = a.detach();
@@ -147,6 +288,32 @@ impl Feature for Running {
                 return Err(e);
             }
         };
+        let report = match self.apply(policy) {
+            Ok(r) => r,
+            Err(e) => {
+                for a in syn_added {
+                    let _ = a.detach();
+                }
+                for a in added {
+                    let _ = a.detach();
+                }
+                return Err(e);
+            }
+        };
+        // The defence's hooks on interfaces the policy no longer lists, or all of them
+        // when it no longer asks for the defence.
+        let (syn_kept, syn_removed): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.syn).into_iter().partition(|a| {
+                policy.syn_flood.is_some() && policy.interfaces.iter().any(|i| i.name == a.iface())
+            });
+        for a in syn_removed {
+            let iface = a.iface().to_string();
+            if let Err(e) = a.detach() {
+                warn!("firewall: detaching the SYN-flood defence from {iface}: {e}");
+            }
+        }
+        self.syn = syn_kept;
+        self.syn.extend(syn_added);
         let (kept, removed): (Vec<_>, Vec<_>) = std::mem::take(&mut self.attachments)
             .into_iter()
             .partition(|a| policy.interfaces.iter().any(|i| i.name == a.iface()));
@@ -161,8 +328,10 @@ impl Feature for Running {
         self.attachments = kept;
         self.attachments.extend(added);
         let mut message = format!(
-            "firewall reloaded: {} rules, {} classes",
-            report.rules, report.classes
+            "firewall reloaded: {} rules, {} classes{}",
+            report.rules,
+            report.classes,
+            syn_description(policy)
         );
         if !new.is_empty() {
             message.push_str(&format!("; attached to {new}"));
@@ -216,10 +385,14 @@ impl Feature for Running {
         let Running {
             firewall,
             attachments,
+            syn,
             ..
         } = *self;
         let on = names(&attachments);
         if detach {
+            for a in syn {
+                a.detach().map_err(AgentError::bpf(KIND.name))?;
+            }
             for a in attachments {
                 a.detach().map_err(AgentError::bpf(KIND.name))?;
             }
@@ -231,6 +404,7 @@ impl Feature for Running {
                 "firewall detached from {on}; {removed} pins removed"
             ))
         } else {
+            drop(syn);
             drop(attachments);
             Ok(format!("stopping; the firewall stays pinned on {on}"))
         }
