@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: MIT OR GPL-2.0-only
 /*
- * baseline.bpf.c - programs that only pass every frame or call, one per hook type the
- * benchmarks time (XDP for the Shield, tcx for the firewall, cgroup/connect4 for the
- * identity firewall). Benchmarks subtract their cost (the BPF_PROG_TEST_RUN round trip,
- * the kernel's hook) from the feature's to get the feature's own.
+ * baseline.bpf.c - programs that only pass every frame or call (or send it back), one
+ * per hook type the benchmarks time (XDP for the Shield, XDP_TX for the SYN-flood
+ * defence, tcx for the firewall, cgroup/connect4 for the identity firewall). Benchmarks
+ * subtract their cost (the BPF_PROG_TEST_RUN round trip, the kernel's hook) from the
+ * feature's to get the feature's own.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -14,6 +15,14 @@ SEC("xdp")
 int ic_baseline_xdp(struct xdp_md *ctx)
 {
 	return XDP_PASS;
+}
+
+/* Sends every frame back out as it came (XDP_TX): the floor under the SYN-flood
+ * defence's answers, which are rewritten frames sent back the same way. */
+SEC("xdp")
+int ic_baseline_xdp_tx(struct xdp_md *ctx)
+{
+	return XDP_TX;
 }
 
 /* TCX_NEXT: what the firewall returns for a packet it passes. */

@@ -169,6 +169,17 @@ impl Baseline {
         run.per_run
     }
 
+    /// Kernel time of one run of `ic_baseline_xdp_tx` (returns XDP_TX, the frame
+    /// untouched) on `frame`: the floor under an XDP program that answers frames.
+    pub fn run_tx(&self, frame: &[u8]) -> Duration {
+        let run = self
+            .object
+            .test_run("ic_baseline_xdp_tx", frame, 1)
+            .unwrap_or_else(|e| panic!("test run: {e}"));
+        assert_eq!(run.return_value, 3, "XDP_TX");
+        run.per_run
+    }
+
     /// Kernel time of one run on `frame`, averaged over `repeat` runs (the empty
     /// program passes everything; checked).
     pub fn run(&self, frame: &[u8], repeat: u32) -> Duration {

@@ -46,7 +46,7 @@ pub mod shield;
 pub mod telemetry;
 pub mod tls;
 
-pub use attach::{XdpAttachment, XdpMode};
+pub use attach::{ifindex, XdpAttachment, XdpMode};
 pub use audit::{audit_object, Allowlist, AuditReport, Callee, Reason, Violation};
 pub use auditlog::{
     AuditAction, AuditLog, AuditRecord, AuditSink, FanoutSink, JsonLinesFile, MemorySink, NullSink,
