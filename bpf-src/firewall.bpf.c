@@ -189,8 +189,16 @@ const volatile enum ic_syn_limits ic_abi_syn_limits = IC_SYN_PORT_WORDS;
 const volatile struct ic_syn_config ic_abi_syn_config = {};
 const volatile struct ic_syn_state ic_abi_syn_state = {};
 
+/* Linux 6.9. Weak: on an older kernel libbpf resolves it to nothing, ic_syn_supported()
+ * is false at load, and the code that calls it is dead, never verified: the firewall
+ * loads and works there without the defence. */
 extern int bpf_sk_assign_tcp_reqsk(struct __sk_buff *skb, struct sock *sk,
-				   struct bpf_tcp_req_attrs *attrs, int attrs__sz) __ksym;
+				   struct bpf_tcp_req_attrs *attrs, int attrs__sz) __ksym __weak;
+
+static __always_inline int ic_syn_supported(void)
+{
+	return bpf_ksym_exists(bpf_sk_assign_tcp_reqsk);
+}
 
 /* The packet as the firewall sees it. */
 struct ic_fw_pkt {
@@ -1134,7 +1142,7 @@ static __always_inline int ic_fw(struct __sk_buff *skb, void *data, void *data_e
 		struct ic_syn_config *sc;
 		struct ic_syn_hdrs *h;
 
-		if (!inbound ||
+		if (!inbound || !ic_syn_supported() ||
 		    (p.tcp_flags & (IC_TCP_SYN | IC_TCP_ACK | IC_TCP_RST | IC_TCP_FIN)) !=
 			    IC_TCP_ACK ||
 		    !ic_syn_protected(p.dport))
@@ -1539,6 +1547,8 @@ int ic_fw_syn(struct xdp_md *ctx)
 	__u32 zero = 0, l3off;
 	int family;
 
+	if (!ic_syn_supported())
+		return XDP_PASS;
 	family = ic_parse_l2(data, data_end, &info);
 	if (family == IC_L3_IPV4) {
 		struct iphdr *ip = info.l3;

@@ -389,6 +389,9 @@ impl SynFloodSettings {
     }
 }
 
+/// Where the kernel says whether it takes SYN cookies (this network namespace's).
+const SYNCOOKIES_SYSCTL: &str = "/proc/sys/net/ipv4/tcp_syncookies";
+
 /// The protected-port bitmap's words (bit `p % 64` of word `p / 64`).
 fn port_words(ports: &BTreeSet<u16>) -> Vec<u64> {
     let mut words = vec![0u64; SYN_PORT_WORDS as usize];
@@ -932,8 +935,31 @@ impl Firewall {
     /// Makes the SYN-flood defence's `settings` live. Checked first (nothing is
     /// written when they are refused). Turning it on writes the ports before the mode;
     /// turning it off writes the mode first, so no packet sees half of either.
+    /// On a kernel older than 6.9 (no `bpf_sk_assign_tcp_reqsk`) turning it on fails
+    /// with [`BpfError::KernelTooOld`]; turning it off works everywhere.
     pub fn set_syn_flood(&self, settings: &SynFloodSettings) -> Result<()> {
         settings.check()?;
+        if settings.mode != SynMode::Off {
+            if let Some(running) = older_than((6, 9)) {
+                return Err(BpfError::KernelTooOld {
+                    feature: "the SYN-flood defence (bpf_sk_assign_tcp_reqsk)",
+                    needs: "6.9",
+                    running,
+                    source: None,
+                });
+            }
+            // The kernel takes a request made from a cookie only while SYN cookies are
+            // on in its namespace: with 0 every protected connection would be reset.
+            let sysctl = std::fs::read_to_string(SYNCOOKIES_SYSCTL).unwrap_or_default();
+            if sysctl.trim() == "0" {
+                return Err(BpfError::InvalidConfig {
+                    field: "syn_flood",
+                    reason: format!(
+                        "{SYNCOOKIES_SYSCTL} is 0, and the kernel refuses the connections the cookies complete (each would be reset); set net.ipv4.tcp_syncookies to 1 (the default)"
+                    ),
+                });
+            }
+        }
         let config = self.object.map(names::ic_fw_syn_config)?;
         let ports = self.object.map(names::ic_fw_syn_ports)?;
         let write_ports = |set: &BTreeSet<u16>| -> Result<()> {
@@ -1305,13 +1331,18 @@ fn attach_tcx(
 /// The running kernel's release when it is older than 6.6, the first with tcx links
 /// (an attach that failed there failed for that reason, not for its arguments).
 fn older_than_tcx() -> Option<String> {
+    older_than((6, 6))
+}
+
+/// The running kernel's release when it is older than `version` (major, minor).
+fn older_than(version: (u32, u32)) -> Option<String> {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
     let release = release.trim().to_string();
     let mut numbers = release
         .split(|c: char| !c.is_ascii_digit())
         .filter_map(|n| n.parse::<u32>().ok());
-    let version = (numbers.next()?, numbers.next()?);
-    (version < (6, 6)).then_some(release)
+    let running = (numbers.next()?, numbers.next()?);
+    (running < version).then_some(release)
 }
 
 /// The bucket of a direction and packet protocol (`ic_fw_bucket` in C).

@@ -83,6 +83,33 @@ fn the_firewall_loads_and_decides_on_the_guest_kernel_and_names_what_tcx_needs()
     );
     assert_eq!(firewall.connections().expect("connections").len(), 1);
 
+    // The SYN-flood defence needs bpf_sk_assign_tcp_reqsk (6.9): before it, the
+    // programs load without it (the calls are dead code) and turning it on says why.
+    let syn = firewall.set_syn_flood(&ironclad_bpf::SynFloodSettings::always([22]));
+    if release() < (6, 9) {
+        match syn {
+            Err(e @ BpfError::KernelTooOld { needs: "6.9", .. }) => {
+                assert!(e.to_string().contains("needs Linux 6.9"), "{e}");
+            }
+            other => panic!("the SYN-flood defence before 6.9 must be refused: {other:?}"),
+        }
+        let syn_frame = frames::l4(
+            "10.0.0.9".parse().expect("src"),
+            "10.0.0.1".parse().expect("dst"),
+            6,
+            40000,
+            22,
+            0x02,
+        );
+        let run = firewall
+            .object()
+            .test_run("ic_fw_syn", &syn_frame, 1)
+            .expect("test run");
+        assert_eq!(run.return_value, 2, "XDP_PASS: nothing answered here");
+    } else {
+        syn.expect("the SYN-flood defence turns on from 6.9");
+    }
+
     let attached = firewall.attach("lo");
     if release() < (6, 6) {
         match attached {

@@ -489,7 +489,8 @@ impl ClientRun {
 }
 
 /// From inside the namespace, opens a connection to `addr` every 10 ms for `for_`
-/// (1 s timeout each), sends a byte and reads its echo.
+/// (3 s timeout each, so a SYN or SYN-ACK lost in the flood is retransmitted once, as a
+/// real client's would be), sends a byte and reads its echo.
 fn client(net: &Net, addr: SocketAddr, for_: Duration) -> ClientRun {
     std::thread::scope(|scope| {
         scope
@@ -504,9 +505,9 @@ fn client(net: &Net, addr: SocketAddr, for_: Duration) -> ClientRun {
                 while start.elapsed() < for_ {
                     run.attempts += 1;
                     let t = Instant::now();
-                    if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+                    if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(3)) {
                         let ms = t.elapsed().as_secs_f64() * 1e3;
-                        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+                        let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
                         let mut b = [0u8; 1];
                         if s.write_all(b"x").is_ok() && s.read_exact(&mut b).is_ok() {
                             run.ok += 1;
@@ -795,4 +796,17 @@ fn under_attack_answers_only_above_the_threshold_and_for_the_hold_time() {
         .expect_err("a zero threshold");
     assert!(err.to_string().contains("threshold"), "{err}");
     assert_eq!(firewall.syn_flood().expect("read"), read);
+    // With the kernel's SYN cookies off the listener would reset every cookie
+    // handshake: the defence is refused, naming the sysctl.
+    {
+        let _off = SyncookiesSysctl::set("0");
+        let err = firewall
+            .set_syn_flood(&SynFloodSettings::always([23]))
+            .expect_err("tcp_syncookies=0");
+        assert!(
+            err.to_string().contains("net.ipv4.tcp_syncookies to 1"),
+            "{err}"
+        );
+        assert_eq!(firewall.syn_flood().expect("read"), read);
+    }
 }
