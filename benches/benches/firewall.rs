@@ -96,6 +96,27 @@ impl Bench {
         }
     }
 
+    /// A firewall that admits inbound TCP to `port` only and protects it with SYN
+    /// cookies (always).
+    fn protecting(tag: &str, port: u16) -> Self {
+        let bench = Self::new(tag);
+        let mut accept = FwRule::new(
+            Origin::field("firewall.rules[0]"),
+            Direction::In,
+            FwProto::Tcp,
+        );
+        accept.dport = vec![(port, port)];
+        bench
+            .firewall
+            .apply(&FirewallSettings::default().drop_inbound(true), &[accept])
+            .unwrap_or_else(|e| panic!("{e}"));
+        bench
+            .firewall
+            .set_syn_flood(&ironclad_bpf::SynFloodSettings::always([port]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        bench
+    }
+
     fn run(&self, program: &str, frame: &[u8], repeat: u32, want: i32) -> Duration {
         let run = self
             .firewall
@@ -224,26 +245,11 @@ fn summary(_: &mut Criterion) {
 
 /// The SYN-flood defence's cost per SYN answered.
 fn syn_cookies(_: &mut Criterion) {
-    use ironclad_bpf::SynFloodSettings;
     use ironclad_testing::flood;
 
     /// Single runs per round; each round's minimum is its sample.
     const CALLS: usize = 2_000;
-    let bench = Bench::new("fwbench-syn");
-    let mut accept = FwRule::new(
-        Origin::field("firewall.rules[0]"),
-        Direction::In,
-        FwProto::Tcp,
-    );
-    accept.dport = vec![(443, 443)];
-    bench
-        .firewall
-        .apply(&FirewallSettings::default().drop_inbound(true), &[accept])
-        .unwrap_or_else(|e| panic!("{e}"));
-    bench
-        .firewall
-        .set_syn_flood(&SynFloodSettings::always([443]))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let bench = Bench::protecting("fwbench-syn", 443);
     let baseline = Baseline::load();
     let mut rng = ironclad_testing::rules::Rng::new(3);
     let mut rows = Vec::new();
@@ -328,7 +334,6 @@ fn kernel_syncookies_sent() -> u64 {
 /// namespace goes: answered by the kernel's own SYN cookies (no firewall), and by the
 /// firewall's in XDP. Records SYNs sent and answered per second, per round.
 fn syn_flood(_: &mut Criterion) {
-    use ironclad_bpf::SynFloodSettings;
     use ironclad_testing::flood::Flood;
     use ironclad_testing::{run, NetNs, VethPair};
 
@@ -376,21 +381,7 @@ fn syn_flood(_: &mut Criterion) {
     let target = ip("10.231.0.1");
     let spoofed = ip("10.232.0.0");
 
-    let bench = Bench::new("fwbench-synfl");
-    let mut accept = FwRule::new(
-        Origin::field("firewall.rules[0]"),
-        Direction::In,
-        FwProto::Tcp,
-    );
-    accept.dport = vec![(7443, 7443)];
-    bench
-        .firewall
-        .apply(&FirewallSettings::default().drop_inbound(true), &[accept])
-        .unwrap_or_else(|e| panic!("{e}"));
-    bench
-        .firewall
-        .set_syn_flood(&SynFloodSettings::always([7443]))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let bench = Bench::protecting("fwbench-synfl", 7443);
 
     let mut figures: Vec<(&str, Vec<f64>)> = [
         "syn_flood/kernel/sent_per_s",

@@ -585,9 +585,23 @@ impl LoadedObject {
     /// times (at least once), without attaching it. Returns the program's return value
     /// (for XDP: the verdict) and the kernel's average time per run.
     pub fn test_run(&self, name: &str, data: &[u8], repeat: u32) -> Result<TestRun> {
+        self.run_program(name, data, repeat, None)
+    }
+
+    /// `BPF_PROG_TEST_RUN` of `name` on `data`; the frame as the program left it goes to
+    /// `out` when given.
+    fn run_program(
+        &self,
+        name: &str,
+        data: &[u8],
+        repeat: u32,
+        out: Option<&mut Vec<u8>>,
+    ) -> Result<TestRun> {
         let prog = self.program(name)?;
+        let mut buffer = out.as_ref().map(|_| vec![0u8; data.len().max(256) + 256]);
         let input = libbpf_rs::ProgramInput {
             data_in: Some(data),
+            data_out: buffer.as_deref_mut(),
             repeat: repeat.max(1),
             ..Default::default()
         };
@@ -596,6 +610,9 @@ impl LoadedObject {
             target: "BPF_PROG_TEST_RUN".to_string(),
             source: source.into(),
         })?;
+        if let (Some(out), Some(data)) = (out, output.data) {
+            *out = data.to_vec();
+        }
         Ok(TestRun {
             return_value: output.return_value,
             per_run: output.duration,
@@ -605,24 +622,8 @@ impl LoadedObject {
     /// Like [`test_run`](Self::test_run) once, also returning the frame as the program
     /// left it (an XDP program that rewrites the packet, e.g. into an answer).
     pub fn test_run_frame(&self, name: &str, data: &[u8]) -> Result<(TestRun, Vec<u8>)> {
-        let prog = self.program(name)?;
-        let mut out = vec![0u8; data.len().max(256) + 256];
-        let input = libbpf_rs::ProgramInput {
-            data_in: Some(data),
-            data_out: Some(&mut out),
-            repeat: 1,
-            ..Default::default()
-        };
-        let output = prog.test_run(input).map_err(|source| BpfError::Attach {
-            program: name.to_string(),
-            target: "BPF_PROG_TEST_RUN".to_string(),
-            source: source.into(),
-        })?;
-        let run = TestRun {
-            return_value: output.return_value,
-            per_run: output.duration,
-        };
-        let frame = output.data.map(|d| d.to_vec()).unwrap_or_default();
+        let mut frame = Vec::new();
+        let run = self.run_program(name, data, 1, Some(&mut frame))?;
         Ok((run, frame))
     }
 

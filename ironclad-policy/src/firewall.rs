@@ -757,6 +757,33 @@ pub struct SynFloodPolicy {
     pub origin: Origin,
 }
 
+/// `22, 80, 8000-8100`: port ranges as a policy writes them.
+pub fn ports_text(ranges: &[(u16, u16)]) -> String {
+    ranges
+        .iter()
+        .map(|&(lo, hi)| {
+            if lo == hi {
+                lo.to_string()
+            } else {
+                format!("{lo}-{hi}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The ranges a set of ports makes, adjacent ports joined.
+pub fn port_ranges(ports: &std::collections::BTreeSet<u16>) -> Vec<(u16, u16)> {
+    let mut ranges: Vec<(u16, u16)> = Vec::new();
+    for &p in ports {
+        match ranges.last_mut() {
+            Some((_, hi)) if u32::from(*hi) + 1 == u32::from(p) => *hi = p,
+            _ => ranges.push((p, p)),
+        }
+    }
+    ranges
+}
+
 impl SynFloodPolicy {
     /// Every protected port.
     pub fn port_set(&self) -> std::collections::BTreeSet<u16> {
@@ -821,6 +848,17 @@ impl FirewallPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn port_sets_read_back_as_the_ranges_they_make() {
+        let set: std::collections::BTreeSet<u16> = [22, 80, 81, 82, 8000, 65535].into();
+        assert_eq!(
+            port_ranges(&set),
+            vec![(22, 22), (80, 82), (8000, 8000), (65535, 65535)]
+        );
+        assert_eq!(ports_text(&port_ranges(&set)), "22, 80-82, 8000, 65535");
+        assert_eq!(ports_text(&[]), "");
+    }
 
     struct Rng(u64);
 

@@ -160,7 +160,7 @@ fn check(config: &std::path::Path) -> Result<ExitCode> {
                 });
                 if let Some(syn) = &f.syn_flood {
                     out["firewall"]["syn_flood"] = serde_json::json!({
-                        "ports": syn.ports.iter().map(|&(lo, hi)| if lo == hi { lo.to_string() } else { format!("{lo}-{hi}") }).collect::<Vec<_>>(),
+                        "ports": syn.ports.iter().map(|r| ironclad_policy::firewall::ports_text(&[*r])).collect::<Vec<_>>(),
                         "mode": if syn.mode == ironclad_policy::firewall::SynFloodMode::UnderAttack { "under_attack" } else { "always" },
                         "threshold_pps": syn.threshold_pps,
                         "hold_seconds": syn.hold_seconds,

@@ -275,24 +275,8 @@ pub(crate) fn status(pin_root: &Path, run_dir: &Path, json: bool) -> Result<Exit
 
 /// `22, 80, 8000-8100`: a port set as ranges.
 fn port_list(ports: &std::collections::BTreeSet<u16>) -> String {
-    let mut ranges: Vec<(u16, u16)> = Vec::new();
-    for &p in ports {
-        match ranges.last_mut() {
-            Some((_, hi)) if u32::from(*hi) + 1 == u32::from(p) => *hi = p,
-            _ => ranges.push((p, p)),
-        }
-    }
-    ranges
-        .iter()
-        .map(|&(lo, hi)| {
-            if lo == hi {
-                lo.to_string()
-            } else {
-                format!("{lo}-{hi}")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+    use ironclad_policy::firewall::{port_ranges, ports_text};
+    ports_text(&port_ranges(ports))
 }
 
 /// The firewall's part of `status --json`.

@@ -210,6 +210,17 @@ fn events_of(
     }
 }
 
+/// `full_firewall check --config FILE`, which must pass; its JSON.
+fn check(config: &Path) -> serde_json::Value {
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(config)
+        .output()
+        .expect("check");
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
 fn total(status: &serde_json::Value, which: &str) -> u64 {
     status["totals"][which]["packets"]
         .as_u64()
@@ -222,13 +233,7 @@ fn a_stateful_default_deny_through_the_daemon_survives_kill_9_restarts_and_reloa
     let net = Net::new("fwd", 1);
     let config = net.dir.path().join("policy.yaml");
     std::fs::write(&config, net.policy(true)).expect("policy");
-    let check = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .expect("check");
-    assert!(check.status.success(), "{check:?}");
-    let checked: serde_json::Value = serde_json::from_slice(&check.stdout).expect("JSON");
+    let checked = check(&config);
     assert_eq!(checked["firewall"]["rules"], 3, "{checked}");
     assert_eq!(checked["firewall"]["default_inbound"], "drop");
 
@@ -495,13 +500,7 @@ fn syn_cookies_through_the_daemon_answer_in_xdp_and_reload_off() {
         policy("  syn_flood: {ports: [2222, 2223], mode: always}\n"),
     )
     .expect("policy");
-    let check = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .expect("check");
-    assert!(check.status.success(), "{check:?}");
-    let checked: serde_json::Value = serde_json::from_slice(&check.stdout).expect("JSON");
+    let checked = check(&config);
     assert_eq!(
         checked["firewall"]["syn_flood"],
         serde_json::json!({"ports": ["2222", "2223"], "mode": "always", "threshold_pps": 0, "hold_seconds": 10}),

@@ -171,17 +171,7 @@ fn syn_description(policy: &FirewallPolicy) -> String {
     let Some(syn) = &policy.syn_flood else {
         return String::new();
     };
-    let ports: Vec<String> = syn
-        .ports
-        .iter()
-        .map(|&(lo, hi)| {
-            if lo == hi {
-                lo.to_string()
-            } else {
-                format!("{lo}-{hi}")
-            }
-        })
-        .collect();
+    let ports = ironclad_policy::firewall::ports_text(&syn.ports);
     let when = match syn.mode {
         ironclad_policy::firewall::SynFloodMode::UnderAttack => {
             format!("above {} SYN/s", syn.threshold_pps)
@@ -189,10 +179,7 @@ fn syn_description(policy: &FirewallPolicy) -> String {
         _ => "always".to_string(),
     };
     let plural = if syn.port_set().len() == 1 { "" } else { "s" };
-    format!(
-        ", SYN cookies ({when}) on port{plural} {}",
-        ports.join(", ")
-    )
+    format!(", SYN cookies ({when}) on port{plural} {ports}")
 }
 
 fn names(attachments: &[FirewallAttachment]) -> String {
