@@ -96,6 +96,13 @@ const volatile enum ic_fw_flow_phase ic_abi_fw_flow_phase = IC_FW_FLOW_START;
 const volatile enum ic_fw_flow_end ic_abi_fw_flow_end = IC_FW_END_TIMEOUT;
 const volatile enum ic_ct_flags ic_abi_ct_flags = IC_CT_F_ORIG_LO;
 const volatile enum ic_fw_flags ic_abi_fw_flags = IC_FW_F_DROP_IN;
+const volatile enum ic_fw_limit_kind ic_abi_fw_limit_kind = IC_FW_LIMIT_SOURCE;
+const volatile enum ic_fw_limit_sizes ic_abi_fw_limit_sizes = IC_FW_LIMIT_KEYS;
+const volatile enum ic_fw_limit_flags ic_abi_fw_limit_flags = IC_FW_LIMIT_F_DRY_RUN;
+const volatile struct ic_fw_limit_config ic_abi_fw_limit_config = {};
+const volatile struct ic_fw_limit_key ic_abi_fw_limit_key = {};
+const volatile struct ic_fw_limit_bucket ic_abi_fw_limit_bucket = {};
+const volatile struct ic_fw_limit_event ic_abi_fw_limit_event = {};
 
 /* The rules' classes (see struct ic_fw_addr_key in ironclad.h). */
 struct {
@@ -152,6 +159,24 @@ struct {
 	__type(key, __u32);
 	__type(value, struct ic_fw_bucket);
 } ic_fw_rate SEC(".maps");
+
+/* Rate limits on new inbound connections (struct ic_fw_limit_config in ironclad.h):
+ * the configuration and the buckets. The buckets are an LRU hash: a flood from
+ * ever-new sources evicts the coldest buckets, never fails to find room, and the
+ * hot ones (a busy port, the interface's ceiling, an abusive subnet) stay. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ic_fw_limit_config);
+} ic_fw_limit_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, IC_FW_LIMIT_KEYS);
+	__type(key, struct ic_fw_limit_key);
+	__type(value, struct ic_fw_limit_bucket);
+} ic_fw_limits SEC(".maps");
 
 /* Per-rule packets and bytes, by rule id (index 0 unused). */
 struct {
@@ -533,8 +558,33 @@ static __always_inline __u32 ic_fw_bucket(int inbound, __u8 proto)
 	return (inbound ? 0 : IC_FW_PROTOS) + p;
 }
 
-/* Whether a rate-limited rule has a token left for one more connection (lock-free:
- * concurrent CPUs may let a few more through than the budget). */
+/* Takes one token (IC_NS nano-tokens) from a bucket refilled at `per_sec` a second up
+ * to `burst`; 0 when none is left. Lock-free: concurrent CPUs may refill or take at
+ * once and let a few more through than the budget, never fewer. A bucket idle for ten
+ * seconds is simply full (and the refill product cannot overflow). */
+static __always_inline int ic_tokens_take(__s64 *tokens, __u64 *last_ns, __u64 per_sec,
+					  __s64 cap, __u64 now)
+{
+	if (now > *last_ns) {
+		__u64 elapsed = now - *last_ns;
+		__s64 t = *tokens;
+
+		if (elapsed >= 10 * IC_NS)
+			t = cap;
+		else
+			t += (__s64)(elapsed * per_sec);
+		if (t > cap)
+			t = cap;
+		*tokens = t;
+		*last_ns = now;
+	}
+	if (*tokens < (__s64)IC_NS)
+		return 0;
+	__sync_fetch_and_add(tokens, -(__s64)IC_NS);
+	return 1;
+}
+
+/* Whether a rate-limited rule has a token left for one more connection. */
 static __always_inline int ic_fw_rate_ok(const struct ic_fw_rule *rule)
 {
 	__u32 id = rule->rule_id;
@@ -550,23 +600,7 @@ static __always_inline int ic_fw_rate_ok(const struct ic_fw_rule *rule)
 		bpf_map_update_elem(&ic_fw_rate, &id, &fresh, BPF_NOEXIST);
 		return 1;
 	}
-	if (now > b->last_ns) {
-		__u64 elapsed = now - b->last_ns;
-		__s64 tokens = b->tokens;
-
-		if (elapsed >= 10 * IC_NS)
-			tokens = cap;
-		else
-			tokens += (__s64)(elapsed * rule->rate_per_sec);
-		if (tokens > cap)
-			tokens = cap;
-		b->tokens = tokens;
-		b->last_ns = now;
-	}
-	if (b->tokens < (__s64)IC_NS)
-		return 0;
-	__sync_fetch_and_add(&b->tokens, -(__s64)IC_NS);
-	return 1;
+	return ic_tokens_take(&b->tokens, &b->last_ns, rule->rate_per_sec, cap, now);
 }
 
 /* Reports a logged rule's match; a full ring buffer is counted, never waited on. */
@@ -596,6 +630,150 @@ static __noinline void ic_fw_report(const struct ic_fw_pkt *p, __u32 rule_id, __
 	e->flags = flags;
 	e->_pad0 = 0;
 	bpf_ringbuf_submit(e, 0);
+}
+
+/* ---- Rate limits on new inbound connections (firewall.limits) ---- */
+
+/* Reports that a limit's bucket refused connections: `dropped` since its last report. */
+static __always_inline void ic_fw_limit_report(const struct ic_fw_pkt *p,
+					       const struct ic_fw_limit_key *k,
+					       const struct ic_fw_limit_rate *rate, __u8 prefix,
+					       __u64 dropped, __u32 ifindex, int dry_run)
+{
+	struct ic_fw_limit_event *e = bpf_ringbuf_reserve(&ic_fw_events, sizeof(*e), 0);
+	int icmp = p->proto == IC_IPPROTO_ICMP || p->proto == IC_IPPROTO_ICMPV6;
+
+	if (!e) {
+		ic_fw_count(IC_FW_EVENTS_LOST, 0);
+		return;
+	}
+	e->hdr.version = IC_ABI_VERSION;
+	e->hdr.kind = IC_EVENT_FW_LIMIT;
+	e->hdr.size = sizeof(*e);
+	e->hdr.ktime_ns = bpf_ktime_get_ns();
+	__builtin_memcpy(e->key, k->addr, 16);
+	__builtin_memcpy(e->src, p->src, 16);
+	__builtin_memcpy(e->dst, p->dst, 16);
+	e->dropped = dropped;
+	e->ifindex = ifindex;
+	e->per_sec = rate->per_sec;
+	e->burst = rate->burst;
+	e->sport = icmp ? 0 : p->sport;
+	e->dport = icmp ? p->icmp_type : p->dport;
+	e->proto = p->proto;
+	e->kind = k->kind;
+	e->prefix = prefix;
+	e->flags = dry_run ? IC_FW_LIMIT_F_DRY_RUN : 0;
+	__builtin_memset(e->_pad0, 0, sizeof(e->_pad0));
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* Zeroes the bits of a 16-byte address after the first `bits`. */
+static __always_inline void ic_mask_addr(__u8 addr[16], __u32 bits)
+{
+	for (int i = 0; i < 16; i++) {
+		__u32 first = (__u32)i * 8;
+
+		if (bits <= first)
+			addr[i] = 0;
+		else if (bits < first + 8)
+			addr[i] &= (__u8)(0xff << (first + 8 - bits));
+	}
+}
+
+static __always_inline int ic_is_mapped(const __u8 a[16])
+{
+	return !a[0] && !a[1] && !a[2] && !a[3] && !a[4] && !a[5] && !a[6] && !a[7] &&
+	       !a[8] && !a[9] && a[10] == 0xff && a[11] == 0xff;
+}
+
+/* Takes a token from the `kind` limit's bucket for this connection: 1 if it had one
+ * (or the limit is off), 0 if it is spent (then counted, and reported once a second). */
+static __always_inline int ic_fw_limit_take(const struct ic_fw_limit_config *c, __u32 kind,
+					    const struct ic_fw_pkt *p, __u32 ifindex,
+					    __u64 len, int dry_run, __u64 now)
+{
+	const struct ic_fw_limit_rate *rate;
+	struct ic_fw_limit_bucket *b;
+	struct ic_fw_limit_key k = {};
+	__u8 prefix = 0;
+	__s64 cap;
+
+	if (kind >= IC_FW_LIMIT_KINDS)
+		return 1;
+	rate = &c->rates[kind];
+	if (!rate->per_sec)
+		return 1;
+	k.kind = kind;
+	switch (kind) {
+	case IC_FW_LIMIT_SOURCE:
+		__builtin_memcpy(k.addr, p->src, 16);
+		break;
+	case IC_FW_LIMIT_SUBNET:
+		__builtin_memcpy(k.addr, p->src, 16);
+		prefix = ic_is_mapped(p->src) ? c->v4_prefix : c->v6_prefix;
+		ic_mask_addr(k.addr, ic_is_mapped(p->src) ? 96 + (__u32)prefix : prefix);
+		break;
+	case IC_FW_LIMIT_PORT:
+		/* ICMP has no port: one bucket for all of it (per protocol). */
+		k.proto = p->proto;
+		if (p->proto == IC_IPPROTO_TCP || p->proto == IC_IPPROTO_UDP)
+			k.port = p->dport;
+		break;
+	default:
+		k.ifindex = ifindex;
+	}
+	cap = (__s64)rate->burst * IC_NS;
+	b = bpf_map_lookup_elem(&ic_fw_limits, &k);
+	if (!b) {
+		struct ic_fw_limit_bucket fresh = { .tokens = cap - IC_NS, .last_ns = now };
+
+		if (cap >= IC_NS) {
+			bpf_map_update_elem(&ic_fw_limits, &k, &fresh, BPF_NOEXIST);
+			return 1;
+		}
+		/* A burst of 0 admits nothing: the bucket exists to count and report. */
+		fresh.tokens = 0;
+		bpf_map_update_elem(&ic_fw_limits, &k, &fresh, BPF_NOEXIST);
+		b = bpf_map_lookup_elem(&ic_fw_limits, &k);
+		if (!b)
+			return 0;
+	} else if (ic_tokens_take(&b->tokens, &b->last_ns, rate->per_sec, cap, now)) {
+		return 1;
+	}
+	ic_fw_count(IC_FW_LIMIT_SOURCE_DROPS + kind, len);
+	__sync_fetch_and_add(&b->dropped, 1);
+	if (!b->event_ns || now - b->event_ns >= IC_NS) {
+		__u64 n = b->dropped;
+
+		b->event_ns = now;
+		__sync_fetch_and_add(&b->dropped, -n);
+		ic_fw_limit_report(p, &k, rate, prefix, n, ifindex, dry_run);
+	}
+	return 0;
+}
+
+/* Whether the limits admit one more new inbound connection: 1, or 0 when one of them
+ * is spent (counted and reported by it). Narrowest first; a refusal charges no wider
+ * limit. A function of its own: verified once, not inlined into each caller. */
+__attribute__((noinline)) int ic_fw_limits_ok(struct ic_fw_pkt *p, __u32 ifindex, __u64 len,
+					      int dry_run)
+{
+	__u32 zero = 0;
+	struct ic_fw_limit_config *c = bpf_map_lookup_elem(&ic_fw_limit_config, &zero);
+	__u64 now;
+
+	if (!p || !c)
+		return 1;
+	if (!c->rates[0].per_sec && !c->rates[1].per_sec && !c->rates[2].per_sec &&
+	    !c->rates[3].per_sec)
+		return 1;
+	now = bpf_ktime_get_ns();
+	for (__u32 kind = 0; kind < IC_FW_LIMIT_KINDS; kind++) {
+		if (!ic_fw_limit_take(c, kind, p, ifindex, len, dry_run, now))
+			return 0;
+	}
+	return 1;
 }
 
 #define IC_PF_KTHREAD 0x00200000
@@ -1160,6 +1338,10 @@ static __always_inline int ic_fw(struct __sk_buff *skb, void *data, void *data_e
 		verdict = ic_fw_decide(cfg, inbound, &p, len, ifindex, &rule_id, &record);
 		if (verdict != IC_FW_ACCEPT)
 			goto dropped;
+		if (!ic_fw_limits_ok(&p, ifindex, len, !!(cfg->flags & IC_FW_F_DRY_RUN))) {
+			verdict = IC_FW_DROP;
+			goto dropped;
+		}
 		if (!ic_syn_to_listener(skb, h, family, &attrs))
 			ic_fw_count(IC_FW_COOKIE_ACCEPTED, len);
 		open_state = IC_CT_ESTABLISHED;
@@ -1168,6 +1350,10 @@ static __always_inline int ic_fw(struct __sk_buff *skb, void *data, void *data_e
 	verdict = ic_fw_decide(cfg, inbound, &p, len, ifindex, &rule_id, &record);
 	if (verdict != IC_FW_ACCEPT)
 		goto dropped;
+	if (inbound && !ic_fw_limits_ok(&p, ifindex, len, !!(cfg->flags & IC_FW_F_DRY_RUN))) {
+		verdict = IC_FW_DROP;
+		goto dropped;
+	}
 open:
 	{
 		struct ic_ct_entry fresh = {

@@ -161,6 +161,7 @@ enum ic_event_kind {
 	IC_EVENT_PROCESS = 6,  /* struct ic_process_event */
 	IC_EVENT_FIREWALL = 7, /* struct ic_fw_event */
 	IC_EVENT_FLOW = 8,     /* struct ic_fw_flow_event */
+	IC_EVENT_FW_LIMIT = 9, /* struct ic_fw_limit_event */
 };
 
 /* What the Shield did to a packet it reports (struct ic_shield_event.verdict). */
@@ -901,7 +902,12 @@ enum ic_fw_total {
 				     * the listener as new connections */
 	IC_FW_COOKIE_INVALID = 14,  /* ACKs to protected ports with no connection and no
 				     * valid cookie: dropped (within invalid) */
-	IC_FW_TOTAL_COUNT = 15,
+	IC_FW_LIMIT_SOURCE_DROPS = 15,    /* new inbound connections over the per-source
+					   * limit (firewall.limits): dropped */
+	IC_FW_LIMIT_SUBNET_DROPS = 16,    /* over the per-subnet (/24, /64) limit */
+	IC_FW_LIMIT_PORT_DROPS = 17,      /* over the per-destination-port limit */
+	IC_FW_LIMIT_INTERFACE_DROPS = 18, /* over the interface's ceiling */
+	IC_FW_TOTAL_COUNT = 19,
 };
 
 /* Firewall configuration flags (struct ic_fw_config.flags). */
@@ -1150,6 +1156,82 @@ struct ic_syn_state {
 	__u64 window_syns;     /* host order; SYNs to protected ports in it */
 	__u64 attack_until_ns; /* host order; under_attack: cookies answer until then */
 	__u64 attacks;         /* host order; times the threshold was crossed */
+};
+
+/* Rate limits on new inbound connections (firewall.limits). A connection the rules
+ * admit (its first packet: a TCP SYN, or the ACK that completes a cookie handshake; a
+ * UDP flow's first datagram; an echo request) takes a token from each configured
+ * limit, narrowest first: its source address, its source subnet, its destination
+ * port, its interface. The first limit with no token left drops it (dry-run: counts it
+ * as would-drop and passes it) and the wider ones are not charged. Token buckets,
+ * shared by every CPU (lock-free: concurrent CPUs may let a few more through). */
+enum ic_fw_limit_kind {
+	IC_FW_LIMIT_SOURCE = 0,    /* one bucket per source address */
+	IC_FW_LIMIT_SUBNET = 1,    /* one per source subnet (v4_prefix, v6_prefix) */
+	IC_FW_LIMIT_PORT = 2,      /* one per protocol and destination port */
+	IC_FW_LIMIT_INTERFACE = 3, /* one per interface: a ceiling on all sources */
+	IC_FW_LIMIT_KINDS = 4,
+};
+
+enum ic_fw_limit_sizes {
+	IC_FW_LIMIT_KEYS = 131072, /* buckets (LRU: the least recently used goes first) */
+};
+
+/* One limit's rate (per_sec 0: off). */
+struct ic_fw_limit_rate {
+	__u32 per_sec; /* host order; new connections a second */
+	__u32 burst;   /* host order; connections a full bucket admits at once */
+};
+
+/* The limits' configuration (array map ic_fw_limit_config, one entry). */
+struct ic_fw_limit_config {
+	struct ic_fw_limit_rate rates[IC_FW_LIMIT_KINDS]; /* by enum ic_fw_limit_kind */
+	__u8 v4_prefix; /* IC_FW_LIMIT_SUBNET: the IPv4 subnet's prefix length (1-32) */
+	__u8 v6_prefix; /* and the IPv6 one's (1-128) */
+	__u8 _pad0[6];
+};
+
+/* A limit's bucket's key (LRU hash ic_fw_limits). */
+struct ic_fw_limit_key {
+	__u8 addr[16];  /* source or masked subnet; IPv4 as IPv4-mapped; else zero */
+	__u32 ifindex;  /* host order; IC_FW_LIMIT_INTERFACE; else 0 */
+	__u16 port;     /* host order; IC_FW_LIMIT_PORT; else 0 */
+	__u8 proto;     /* IC_FW_LIMIT_PORT; else 0 */
+	__u8 kind;      /* enum ic_fw_limit_kind */
+};
+
+/* A limit's bucket (tokens in nano-connections). */
+struct ic_fw_limit_bucket {
+	__s64 tokens;
+	__u64 last_ns;
+	__u64 dropped;  /* refused since the bucket last reported */
+	__u64 event_ns; /* when it last reported (at most once a second) */
+};
+
+/* Flags of a limit event (struct ic_fw_limit_event.flags). */
+enum ic_fw_limit_flags {
+	IC_FW_LIMIT_F_DRY_RUN = 1, /* dry-run: the connections were only counted */
+};
+
+/* A limit refused connections: at once for the first refusal, then at most once a
+ * second per bucket while it keeps refusing, with the count since its last event. */
+struct ic_fw_limit_event {
+	struct ic_event_header hdr;
+	__u8 key[16];   /* the bucket's address: the source, or the subnet's base; zero for
+			 * port and interface limits; IPv4 as IPv4-mapped */
+	__u8 src[16];   /* the refused connection's source (the latest one) */
+	__u8 dst[16];   /* and its destination */
+	__u64 dropped;  /* host order; refused since this bucket's previous event */
+	__u32 ifindex;  /* host order; where the latest one arrived */
+	__u32 per_sec;  /* host order; the limit */
+	__u32 burst;    /* host order */
+	__u16 sport;    /* host order; the latest one's ports (0 for ICMP) */
+	__u16 dport;    /* host order; the echo identifier for ICMP */
+	__u8 proto;
+	__u8 kind;      /* enum ic_fw_limit_kind */
+	__u8 prefix;    /* IC_FW_LIMIT_SUBNET: the subnet's prefix length; else 0 */
+	__u8 flags;     /* enum ic_fw_limit_flags */
+	__u8 _pad0[4];
 };
 
 #endif /* IRONCLAD_ABI_H */

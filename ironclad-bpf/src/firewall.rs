@@ -36,7 +36,8 @@ use ironclad_core::abi::{
     FW_MAX_RULES, FW_PROTOS, FW_REJECT, FW_RULE_FLOWS, FW_RULE_LOG, SYN_ALWAYS, SYN_OFF,
     SYN_PORT_WORDS, SYN_UNDER_ATTACK,
 };
-pub use ironclad_core::abi::{SynConfig, SynState};
+use ironclad_core::abi::{FwLimitConfig, FwLimitRate};
+pub use ironclad_core::abi::{FwLimitKind, SynConfig, SynState};
 use ironclad_policy::firewall::{
     Classifier, Direction, FirewallPolicy, FwAction, FwRule, PacketProto,
 };
@@ -364,6 +365,36 @@ impl SynFloodSettings {
         Ok(())
     }
 
+    /// [`check`](Self::check), and whether this host can turn the defence on: a
+    /// kernel of 6.9 or later, and `net.ipv4.tcp_syncookies` not 0. What
+    /// [`Firewall::set_syn_flood`] checks before it writes anything, so a caller can
+    /// check first and write other state after.
+    pub fn preflight(&self) -> Result<()> {
+        self.check()?;
+        if self.mode != SynMode::Off {
+            if let Some(running) = older_than((6, 9)) {
+                return Err(BpfError::KernelTooOld {
+                    feature: "the SYN-flood defence (bpf_sk_assign_tcp_reqsk)",
+                    needs: "6.9",
+                    running,
+                    source: None,
+                });
+            }
+            // The kernel takes a request made from a cookie only while SYN cookies are
+            // on in its namespace: with 0 every protected connection would be reset.
+            let sysctl = std::fs::read_to_string(SYNCOOKIES_SYSCTL).unwrap_or_default();
+            if sysctl.trim() == "0" {
+                return Err(BpfError::InvalidConfig {
+                    field: "syn_flood",
+                    reason: format!(
+                        "{SYNCOOKIES_SYSCTL} is 0, and the kernel refuses the connections the cookies complete (each would be reset); set net.ipv4.tcp_syncookies to 1 (the default)"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn to_config(&self) -> SynConfig {
         SynConfig {
             mode: self.mode.code(),
@@ -435,6 +466,205 @@ fn read_syn_state(state: &impl MapRead) -> Result<SynState> {
         .unwrap_or_default())
 }
 
+/// One rate limit: a token bucket of `burst` new connections refilled at
+/// `per_second`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct LimitRate {
+    /// New connections a second, at least 1.
+    pub per_second: u32,
+    /// Connections a full bucket admits at once, at least 1.
+    pub burst: u32,
+}
+
+impl LimitRate {
+    /// `per_second` a second after a burst of `burst`.
+    pub fn new(per_second: u32, burst: u32) -> Self {
+        Self { per_second, burst }
+    }
+}
+
+/// Rate limits on new inbound connections (`firewall.limits`), each a token bucket
+/// shared by every CPU: per source address, per source subnet, per destination port,
+/// and a ceiling per interface. A connection the rules admit takes a token from each
+/// configured limit, narrowest first; the first with none left drops it (and is
+/// counted in its own total, [`FwLimitKind::total`], and reported as a
+/// `firewall_limit` event), and the wider ones are not charged. They need connection
+/// tracking ([`FirewallSettings::stateful`]). See docs/firewall.md, "Rate limits".
+///
+/// ```
+/// use ironclad_bpf::{LimitRate, LimitSettings};
+///
+/// let limits = LimitSettings::default()
+///     .per_subnet(LimitRate::new(100, 200), 24, 64)
+///     .per_interface(LimitRate::new(5_000, 10_000));
+/// limits.check()?;
+/// # Ok::<(), ironclad_bpf::BpfError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LimitSettings {
+    /// One bucket per source address.
+    pub per_source: Option<LimitRate>,
+    /// One bucket per source subnet of `v4_prefix` / `v6_prefix` bits.
+    pub per_subnet: Option<LimitRate>,
+    /// The subnet limit's IPv4 prefix length (1-32; default 24).
+    pub v4_prefix: u8,
+    /// The subnet limit's IPv6 prefix length (1-128; default 64).
+    pub v6_prefix: u8,
+    /// One bucket per protocol and destination port (ICMP: one per protocol).
+    pub per_port: Option<LimitRate>,
+    /// One bucket per interface: a ceiling on every source together.
+    pub per_interface: Option<LimitRate>,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            per_source: None,
+            per_subnet: None,
+            v4_prefix: 24,
+            v6_prefix: 64,
+            per_port: None,
+            per_interface: None,
+        }
+    }
+}
+
+impl LimitSettings {
+    /// Sets the per-source limit.
+    pub fn per_source(mut self, rate: LimitRate) -> Self {
+        self.per_source = Some(rate);
+        self
+    }
+
+    /// Sets the per-subnet limit and the subnets' prefix lengths.
+    pub fn per_subnet(mut self, rate: LimitRate, v4_prefix: u8, v6_prefix: u8) -> Self {
+        self.per_subnet = Some(rate);
+        self.v4_prefix = v4_prefix;
+        self.v6_prefix = v6_prefix;
+        self
+    }
+
+    /// Sets the per-destination-port limit.
+    pub fn per_port(mut self, rate: LimitRate) -> Self {
+        self.per_port = Some(rate);
+        self
+    }
+
+    /// Sets the interface ceiling.
+    pub fn per_interface(mut self, rate: LimitRate) -> Self {
+        self.per_interface = Some(rate);
+        self
+    }
+
+    /// The limits a policy's `firewall.limits` asks for (none without the section).
+    pub fn from_policy(policy: Option<&ironclad_policy::firewall::LimitsPolicy>) -> Self {
+        let Some(p) = policy else {
+            return Self::default();
+        };
+        let rate = |r: Option<ironclad_policy::firewall::RuleRate>| {
+            r.map(|r| LimitRate::new(r.per_second, r.burst))
+        };
+        Self {
+            per_source: rate(p.per_source),
+            per_subnet: rate(p.per_subnet),
+            v4_prefix: p.ipv4_prefix,
+            v6_prefix: p.ipv6_prefix,
+            per_port: rate(p.per_port),
+            per_interface: rate(p.per_interface),
+        }
+    }
+
+    /// The limit of `kind`.
+    pub fn get(&self, kind: FwLimitKind) -> Option<LimitRate> {
+        match kind {
+            FwLimitKind::Source => self.per_source,
+            FwLimitKind::Subnet => self.per_subnet,
+            FwLimitKind::Port => self.per_port,
+            _ => self.per_interface,
+        }
+    }
+
+    /// Whether any limit is set.
+    pub fn any(&self) -> bool {
+        FwLimitKind::ALL.iter().any(|k| self.get(*k).is_some())
+    }
+
+    /// Checks the settings as [`Firewall::set_limits`] does, writing nothing.
+    pub fn check(&self) -> Result<()> {
+        for kind in FwLimitKind::ALL {
+            let Some(rate) = self.get(kind) else {
+                continue;
+            };
+            let field = match kind {
+                FwLimitKind::Source => "limits.per_source",
+                FwLimitKind::Subnet => "limits.per_subnet",
+                FwLimitKind::Port => "limits.per_port",
+                _ => "limits.per_interface",
+            };
+            if rate.per_second == 0 || rate.burst == 0 {
+                return Err(BpfError::InvalidConfig {
+                    field,
+                    reason: "`per_second` and `burst` must be at least 1".to_string(),
+                });
+            }
+        }
+        if !(1..=32).contains(&self.v4_prefix) {
+            return Err(BpfError::InvalidConfig {
+                field: "limits.per_subnet.ipv4_prefix",
+                reason: format!("{} is outside 1..=32", self.v4_prefix),
+            });
+        }
+        if !(1..=128).contains(&self.v6_prefix) {
+            return Err(BpfError::InvalidConfig {
+                field: "limits.per_subnet.ipv6_prefix",
+                reason: format!("{} is outside 1..=128", self.v6_prefix),
+            });
+        }
+        Ok(())
+    }
+
+    fn to_config(self) -> FwLimitConfig {
+        let mut c = FwLimitConfig {
+            v4_prefix: self.v4_prefix,
+            v6_prefix: self.v6_prefix,
+            ..FwLimitConfig::default()
+        };
+        for (slot, kind) in c.rates.iter_mut().zip(FwLimitKind::ALL) {
+            if let Some(r) = self.get(kind) {
+                *slot = FwLimitRate {
+                    per_sec: r.per_second,
+                    burst: r.burst,
+                };
+            }
+        }
+        c
+    }
+
+    fn from_config(c: FwLimitConfig) -> Self {
+        let rate = |r: FwLimitRate| (r.per_sec != 0).then(|| LimitRate::new(r.per_sec, r.burst));
+        let [source, subnet, port, interface] = c.rates;
+        Self {
+            per_source: rate(source),
+            per_subnet: rate(subnet),
+            v4_prefix: if c.v4_prefix == 0 { 24 } else { c.v4_prefix },
+            v6_prefix: if c.v6_prefix == 0 { 64 } else { c.v6_prefix },
+            per_port: rate(port),
+            per_interface: rate(interface),
+        }
+    }
+}
+
+fn read_limits(config: &impl MapRead) -> Result<LimitSettings> {
+    Ok(LimitSettings::from_config(
+        config
+            .get(&0u32.to_ne_bytes())?
+            .and_then(|b| FwLimitConfig::from_bytes(&b))
+            .unwrap_or_default(),
+    ))
+}
+
 /// What [`Firewall::replace`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -469,6 +699,8 @@ pub struct FirewallStatus {
     pub syn_flood: SynFloodSettings,
     /// The SYN rate it measures (under attack) and how often the threshold was crossed.
     pub syn_state: SynState,
+    /// The rate limits on new inbound connections.
+    pub limits: LimitSettings,
 }
 
 /// One tracked connection, as `full_firewall conntrack` lists it.
@@ -938,28 +1170,7 @@ impl Firewall {
     /// On a kernel older than 6.9 (no `bpf_sk_assign_tcp_reqsk`) turning it on fails
     /// with [`BpfError::KernelTooOld`]; turning it off works everywhere.
     pub fn set_syn_flood(&self, settings: &SynFloodSettings) -> Result<()> {
-        settings.check()?;
-        if settings.mode != SynMode::Off {
-            if let Some(running) = older_than((6, 9)) {
-                return Err(BpfError::KernelTooOld {
-                    feature: "the SYN-flood defence (bpf_sk_assign_tcp_reqsk)",
-                    needs: "6.9",
-                    running,
-                    source: None,
-                });
-            }
-            // The kernel takes a request made from a cookie only while SYN cookies are
-            // on in its namespace: with 0 every protected connection would be reset.
-            let sysctl = std::fs::read_to_string(SYNCOOKIES_SYSCTL).unwrap_or_default();
-            if sysctl.trim() == "0" {
-                return Err(BpfError::InvalidConfig {
-                    field: "syn_flood",
-                    reason: format!(
-                        "{SYNCOOKIES_SYSCTL} is 0, and the kernel refuses the connections the cookies complete (each would be reset); set net.ipv4.tcp_syncookies to 1 (the default)"
-                    ),
-                });
-            }
-        }
+        settings.preflight()?;
         let config = self.object.map(names::ic_fw_syn_config)?;
         let ports = self.object.map(names::ic_fw_syn_ports)?;
         let write_ports = |set: &BTreeSet<u16>| -> Result<()> {
@@ -1020,6 +1231,22 @@ impl Firewall {
             XdpAttachment::attach(&prog, Self::OBJECT, iface, self.object.audit_log())?;
         attachment.pin(&path)?;
         Ok(attachment)
+    }
+
+    /// Makes the rate limits on new inbound connections `limits` live (checked first;
+    /// nothing is written when they are refused). One write: no packet sees half of
+    /// them. Buckets already filled keep their tokens, capped to a new burst at their
+    /// next refill.
+    pub fn set_limits(&self, limits: &LimitSettings) -> Result<()> {
+        limits.check()?;
+        self.object
+            .map(names::ic_fw_limit_config)?
+            .update(&0u32.to_ne_bytes(), &limits.to_config().to_bytes())
+    }
+
+    /// The live rate limits.
+    pub fn limits(&self) -> Result<LimitSettings> {
+        read_limits(&self.object.map(names::ic_fw_limit_config)?)
     }
 
     /// One total, summed over CPUs.
@@ -1141,7 +1368,9 @@ impl Firewall {
             &open_pinned(pin_root, names::ic_fw_syn_ports)?,
         )?;
         let syn_state = read_syn_state(&open_pinned(pin_root, names::ic_fw_syn_state)?)?;
+        let limits = read_limits(&open_pinned(pin_root, names::ic_fw_limit_config)?)?;
         Ok(FirewallStatus {
+            limits,
             settings: FirewallSettings::from_config(config),
             totals,
             rules,

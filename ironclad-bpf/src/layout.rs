@@ -525,6 +525,25 @@ mod firewall {
         assert!(abi::FwTotal::CookieAccepted as u32 == f::ic_fw_total::IC_FW_COOKIE_ACCEPTED.0);
         assert!(abi::FwTotal::CookieInvalid as u32 == f::ic_fw_total::IC_FW_COOKIE_INVALID.0);
         assert!(abi::SynConfig::SIZE == size_of::<f::ic_syn_config>());
+        assert!(abi::FwTotal::LimitSource as u32 == f::ic_fw_total::IC_FW_LIMIT_SOURCE_DROPS.0);
+        assert!(abi::FwTotal::LimitSubnet as u32 == f::ic_fw_total::IC_FW_LIMIT_SUBNET_DROPS.0);
+        assert!(abi::FwTotal::LimitPort as u32 == f::ic_fw_total::IC_FW_LIMIT_PORT_DROPS.0);
+        assert!(
+            abi::FwTotal::LimitInterface as u32 == f::ic_fw_total::IC_FW_LIMIT_INTERFACE_DROPS.0
+        );
+        assert!(abi::FwLimitKind::COUNT as u32 == f::ic_fw_limit_kind::IC_FW_LIMIT_KINDS.0);
+        assert!(abi::FwLimitKind::Source as u32 == f::ic_fw_limit_kind::IC_FW_LIMIT_SOURCE.0);
+        assert!(abi::FwLimitKind::Subnet as u32 == f::ic_fw_limit_kind::IC_FW_LIMIT_SUBNET.0);
+        assert!(abi::FwLimitKind::Port as u32 == f::ic_fw_limit_kind::IC_FW_LIMIT_PORT.0);
+        assert!(abi::FwLimitKind::Interface as u32 == f::ic_fw_limit_kind::IC_FW_LIMIT_INTERFACE.0);
+        assert!(abi::FW_LIMIT_KEYS == f::ic_fw_limit_sizes::IC_FW_LIMIT_KEYS.0);
+        assert!(abi::FW_LIMIT_F_DRY_RUN as u32 == f::ic_fw_limit_flags::IC_FW_LIMIT_F_DRY_RUN.0);
+        assert!(abi::EventKind::FwLimit as u32 == f::ic_event_kind::IC_EVENT_FW_LIMIT.0);
+        assert!(abi::FwLimitRate::SIZE == size_of::<f::ic_fw_limit_rate>());
+        assert!(abi::FwLimitConfig::SIZE == size_of::<f::ic_fw_limit_config>());
+        assert!(abi::FwLimitKey::SIZE == size_of::<f::ic_fw_limit_key>());
+        assert!(abi::FwLimitBucket::SIZE == size_of::<f::ic_fw_limit_bucket>());
+        assert!(abi::FwLimitEvent::SIZE == size_of::<f::ic_fw_limit_event>());
         assert!(abi::SynState::SIZE == size_of::<f::ic_syn_state>());
         assert!(abi::SYN_OFF == f::ic_syn_mode::IC_SYN_OFF.0);
         assert!(abi::SYN_ALWAYS == f::ic_syn_mode::IC_SYN_ALWAYS.0);
@@ -564,6 +583,30 @@ mod firewall {
         abi::SynConfig,
         f::ic_syn_config,
         [mode, threshold_pps, hold_ms, mss4, mss6, wscale, _pad0]
+    );
+    same_layout!(abi::FwLimitRate, f::ic_fw_limit_rate, [per_sec, burst]);
+    same_layout!(
+        abi::FwLimitConfig,
+        f::ic_fw_limit_config,
+        [rates, v4_prefix, v6_prefix, _pad0]
+    );
+    same_layout!(
+        abi::FwLimitKey,
+        f::ic_fw_limit_key,
+        [addr, ifindex, port, proto, kind]
+    );
+    same_layout!(
+        abi::FwLimitBucket,
+        f::ic_fw_limit_bucket,
+        [tokens, last_ns, dropped, event_ns]
+    );
+    same_layout!(
+        abi::FwLimitEvent,
+        f::ic_fw_limit_event,
+        [
+            hdr, key, src, dst, dropped, ifindex, per_sec, burst, sport, dport, proto, kind,
+            prefix, flags, _pad0
+        ]
     );
     same_layout!(
         abi::SynState,

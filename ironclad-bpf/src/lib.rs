@@ -59,7 +59,7 @@ pub use events::EventStream;
 pub use events::{EventReader, EventSource, EventStats};
 pub use firewall::{
     Connection, Firewall, FirewallAttachment, FirewallReport, FirewallSettings, FirewallStatus,
-    Sweep, SynFloodSettings, SynMode,
+    FwLimitKind, LimitRate, LimitSettings, Sweep, SynFloodSettings, SynMode,
 };
 /// The counters [`Shield::total`] and [`EgressFirewall::total`] take, re-exported so an
 /// embedder needs no other crate to read them.

@@ -1,8 +1,10 @@
-//! The SYN-flood defence against the kernel: SYN cookies answered in XDP on a veth,
-//! the handshake completed by python clients inside a namespace into a listener on the
+//! The flood defence against the kernel. SYN cookies answered in XDP on a veth: the
+//! handshake completed by python clients inside a namespace into a listener on the
 //! host (with the options negotiated, data both ways), forged ACKs refused, and a flood
 //! of spoofed SYNs sent as fast as this machine allows while a real client keeps
-//! connecting, with and without the defence (IPv4 and IPv6).
+//! connecting, with and without the defence (IPv4 and IPv6). Rate limits on new
+//! connections (`firewall.limits`): each kind's burst, refill, counters and events
+//! exactly, and each holding against a spoofed flood while a real client connects.
 //!
 //! The tests change `net.ipv4.tcp_syncookies` of the host's namespace for one
 //! comparison, so they run one at a time (a lock), in this binary alone.
@@ -523,22 +525,36 @@ fn client(net: &Net, addr: SocketAddr, for_: Duration) -> ClientRun {
     })
 }
 
-/// Floods the listener for `secs` while the client connects; returns the client's run,
-/// the flood's rate and how many half-open entries from spoofed sources the table
-/// holds at the end.
-fn under_flood(
+/// A flood from random addresses of `from` (a base and the host bits replaced at
+/// random: 0 for a single source) to `to`.
+struct FloodSpec {
+    from: (IpAddr, u32),
+    to: SocketAddr,
+}
+
+/// Floods as `spec` says for `secs` while a client connects to `client_to`; returns
+/// the client's run, the flood's rate and how many half-open entries from the spoofed
+/// sources the table holds at the end.
+fn flood_while_connecting(
     net: &Net,
     firewall: Option<&Firewall>,
-    echo: &Echo,
-    v6: bool,
+    spec: &FloodSpec,
+    client_to: SocketAddr,
     secs: u64,
 ) -> (ClientRun, f64, usize) {
-    let (base, bits) = net.spoofed_base(v6);
-    let flood =
-        Flood::start(&net.ns, base, bits, echo.addr.ip(), echo.addr.port(), 21).expect("flood");
+    let flood = Flood::start(
+        &net.ns,
+        spec.from.0,
+        spec.from.1,
+        spec.to.ip(),
+        spec.to.port(),
+        21,
+    )
+    .expect("flood");
     std::thread::sleep(Duration::from_millis(300));
-    let run = client(net, echo.addr, Duration::from_secs(secs));
+    let run = client(net, client_to, Duration::from_secs(secs));
     let report = flood.stop().expect("flood report");
+    let v6 = spec.to.is_ipv6();
     let spoofed: IpNetwork = if v6 {
         Net::spoofed_prefix(net.net).1.parse().expect("net")
     } else {
@@ -555,6 +571,22 @@ fn under_flood(
             .count()
     });
     (run, report.rate(), half_open)
+}
+
+/// Floods the echo listener from the whole spoofed prefix for `secs` while the client
+/// connects to it (see [`flood_while_connecting`]).
+fn under_flood(
+    net: &Net,
+    firewall: Option<&Firewall>,
+    echo: &Echo,
+    v6: bool,
+    secs: u64,
+) -> (ClientRun, f64, usize) {
+    let spec = FloodSpec {
+        from: net.spoofed_base(v6),
+        to: echo.addr,
+    };
+    flood_while_connecting(net, firewall, &spec, echo.addr, secs)
 }
 
 #[test]
@@ -655,6 +687,22 @@ fn ones_sum(bytes: &[u8], mut acc: u32) -> u32 {
     acc
 }
 
+/// An Ethernet frame carrying a SYN (with a random source port) from `src` to
+/// `dst:dport`, as a Linux client sends it.
+fn syn_frame(src: &str, dst: &str, dport: u16, rng: &mut ironclad_testing::rules::Rng) -> Vec<u8> {
+    let (src, dst): (IpAddr, IpAddr) = (src.parse().expect("ip"), dst.parse().expect("ip"));
+    let mut seg = [0u8; 80];
+    let len = flood::syn_segment(&mut seg, src, dst, dport, rng);
+    let mut frame = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];
+    frame.extend_from_slice(if dst.is_ipv6() {
+        &[0x86, 0xdd]
+    } else {
+        &[0x08, 0x00]
+    });
+    frame.extend_from_slice(&seg[..len]);
+    frame
+}
+
 #[test]
 fn the_syn_ack_carries_the_cookie_the_clients_options_and_valid_checksums() {
     require_privileges!();
@@ -667,22 +715,11 @@ fn the_syn_ack_carries_the_cookie_the_clients_options_and_valid_checksums() {
         .expect("syn flood");
     let mut rng = ironclad_testing::rules::Rng::new(5);
     for v6 in [false, true] {
-        let (src, dst): (IpAddr, IpAddr) = if v6 {
-            (
-                "fd00::10".parse().expect("ip"),
-                "fd00::1".parse().expect("ip"),
-            )
+        let frame = if v6 {
+            syn_frame("fd00::10", "fd00::1", 443, &mut rng)
         } else {
-            (
-                "10.1.1.10".parse().expect("ip"),
-                "10.1.1.1".parse().expect("ip"),
-            )
+            syn_frame("10.1.1.10", "10.1.1.1", 443, &mut rng)
         };
-        let mut seg = [0u8; 80];
-        let len = flood::syn_segment(&mut seg, src, dst, 443, &mut rng);
-        let mut frame = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];
-        frame.extend_from_slice(if v6 { &[0x86, 0xdd] } else { &[0x08, 0x00] });
-        frame.extend_from_slice(&seg[..len]);
         let (run, out) = firewall
             .object()
             .test_run_frame("ic_fw_syn", &frame)
@@ -750,16 +787,7 @@ fn under_attack_answers_only_above_the_threshold_and_for_the_hold_time() {
 
     let mut rng = ironclad_testing::rules::Rng::new(9);
     let mut syn = || {
-        let mut seg = [0u8; 80];
-        let len = flood::syn_segment(
-            &mut seg,
-            "10.9.9.9".parse().expect("ip"),
-            "10.9.9.1".parse().expect("ip"),
-            22,
-            &mut rng,
-        );
-        let mut frame = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
-        frame.extend_from_slice(&seg[..len]);
+        let frame = syn_frame("10.9.9.9", "10.9.9.1", 22, &mut rng);
         firewall
             .object()
             .test_run_frame("ic_fw_syn", &frame)
@@ -808,5 +836,428 @@ fn under_attack_answers_only_above_the_threshold_and_for_the_hold_time() {
             "{err}"
         );
         assert_eq!(firewall.syn_flood().expect("read"), read);
+    }
+}
+
+/// An Ethernet frame carrying an IPv4 UDP datagram (checksum 0: none, as IPv4 allows)
+/// from `src:sport` to `dst:dport`.
+fn udp_frame(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
+    let mut frame = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&(20u16 + 8 + 4).to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&src);
+    ip[16..20].copy_from_slice(&dst);
+    let check = !(ones_sum(&ip, 0) as u16);
+    ip[10..12].copy_from_slice(&check.to_be_bytes());
+    frame.extend_from_slice(&ip);
+    frame.extend_from_slice(&sport.to_be_bytes());
+    frame.extend_from_slice(&dport.to_be_bytes());
+    frame.extend_from_slice(&12u16.to_be_bytes());
+    frame.extend_from_slice(&[0, 0, b'p', b'i', b'n', b'g']);
+    frame
+}
+
+/// The firewall's limit events read so far.
+fn limit_events(
+    reader: &ironclad_bpf::EventReader,
+    sub: &ironclad_events::Subscription<ironclad_events::Event>,
+) -> Vec<ironclad_events::LimitRecord> {
+    reader.poll(Duration::from_millis(50)).expect("poll");
+    sub.receiver()
+        .try_iter()
+        .filter_map(|e| match e {
+            ironclad_events::Event::FirewallLimit(r) => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn each_limit_admits_its_burst_refuses_the_rest_and_reports_once_a_second() {
+    use ironclad_bpf::{LimitRate, LimitSettings};
+    require_privileges!();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let pins = BpffsDir::new("rlim").expect("bpffs");
+    let firewall = Firewall::load(&loader(&pins)).expect("load");
+    let mut web = FwRule::new(
+        Origin::field("firewall.rules[0]".to_string()),
+        Direction::In,
+        FwProto::Tcp,
+    );
+    web.dport = vec![(80, 81)];
+    let mut dns = FwRule::new(
+        Origin::field("firewall.rules[1]".to_string()),
+        Direction::In,
+        FwProto::Udp,
+    );
+    dns.dport = vec![(53, 53)];
+    let rules = [web, dns];
+    firewall
+        .apply(&FirewallSettings::default().drop_inbound(true), &rules)
+        .expect("rules");
+    let fanout = std::sync::Arc::new(ironclad_events::Fanout::new());
+    let sub = fanout.subscribe("test", 4096, ironclad_events::Overflow::DropNewest);
+    let reader = firewall.events(fanout.clone()).expect("events");
+    const PASS: i32 = -1;
+    const DROP: i32 = 2;
+    let mut rng = ironclad_testing::rules::Rng::new(3);
+    let first = syn_frame("10.9.9.9", "10.0.0.1", 80, &mut rng);
+    let run = |frame: &[u8]| {
+        firewall
+            .object()
+            .test_run("ic_fw_in", frame, 1)
+            .expect("test run")
+            .return_value as i32
+    };
+    let mut syn = |src: &str, dport: u16| {
+        let dst = if src.contains(':') {
+            "fd00::1"
+        } else {
+            "10.0.0.1"
+        };
+        run(&syn_frame(src, dst, dport, &mut rng))
+    };
+    let total = |t| firewall.total(t).expect("total").packets;
+    let set = |limits: LimitSettings| {
+        firewall.set_limits(&limits).expect("limits");
+        assert_eq!(firewall.limits().expect("read"), limits);
+    };
+
+    // Per source: a burst of 3, then refused; another source has its own bucket.
+    set(LimitSettings::default().per_source(LimitRate::new(1, 3)));
+    let mut verdicts = vec![run(&first)];
+    verdicts.extend((0..7).map(|_| syn("10.9.9.9", 80)));
+    assert_eq!(verdicts, [[PASS; 3].as_slice(), &[DROP; 5]].concat());
+    assert_eq!(syn("10.9.9.10", 80), PASS, "another source");
+    assert_eq!(total(FwTotal::LimitSource), 5);
+    // Packets of a connection already admitted are never limited.
+    let mut ack = first.clone();
+    ack[14 + 20 + 13] = 0x10;
+    let established = total(FwTotal::Established);
+    assert_eq!(run(&ack), PASS, "an admitted connection's next packet");
+    assert_eq!(total(FwTotal::Established), established + 1);
+    // The first refusal was reported at once; the next four wait for the next report.
+    let events = limit_events(&reader, &sub);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let e = &events[0];
+    assert_eq!(
+        (e.limit, e.key.as_deref(), e.dropped, e.per_second, e.burst),
+        ("source", Some("10.9.9.9"), 1, 1, 3)
+    );
+    assert_eq!((e.proto.as_str(), e.dport, e.dry_run), ("tcp", 80, false));
+    // A second later one token has come back; the refusal after it reports the five
+    // refused since the first report.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(syn("10.9.9.9", 80), PASS, "refilled at 1/s");
+    assert_eq!(syn("10.9.9.9", 80), DROP);
+    let events = limit_events(&reader, &sub);
+    assert_eq!(
+        events.iter().map(|e| e.dropped).collect::<Vec<_>>(),
+        vec![5],
+        "{events:#?}"
+    );
+
+    // Per subnet: /24 and /64 buckets.
+    set(LimitSettings::default().per_subnet(LimitRate::new(1, 4), 24, 64));
+    for (family, a, b, other) in [
+        ("IPv4", "10.8.8.", "", "10.8.9.1"),
+        ("IPv6", "fd00:1:2:3::", "", "fd00:1:2:4::1"),
+    ] {
+        let verdicts: Vec<i32> = (1..=6).map(|i| syn(&format!("{a}{i}{b}"), 80)).collect();
+        assert_eq!(
+            verdicts,
+            [[PASS; 4].as_slice(), &[DROP; 2]].concat(),
+            "{family}: six sources of one subnet share its burst"
+        );
+        assert_eq!(syn(other, 80), PASS, "{family}: the next subnet");
+    }
+    assert_eq!(total(FwTotal::LimitSubnet), 4);
+    let keys: Vec<Option<String>> = limit_events(&reader, &sub)
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            Some("10.8.8.0/24".to_string()),
+            Some("fd00:1:2:3::/64".to_string())
+        ]
+    );
+
+    // Per port, UDP included (a flow's first datagram is a new connection).
+    set(LimitSettings::default().per_port(LimitRate::new(1, 2)));
+    let verdicts: Vec<i32> = (1..=4).map(|i| syn(&format!("10.7.0.{i}"), 80)).collect();
+    assert_eq!(verdicts, vec![PASS, PASS, DROP, DROP]);
+    assert_eq!(syn("10.7.0.9", 81), PASS, "the next port");
+    let udp: Vec<i32> = (1..=3)
+        .map(|i| run(&udp_frame([10, 7, 1, i], 5000, [10, 0, 0, 1], 53)))
+        .collect();
+    assert_eq!(udp, vec![PASS, PASS, DROP], "UDP flows to port 53");
+    assert_eq!(
+        run(&udp_frame([10, 7, 1, 1], 5000, [10, 0, 0, 1], 53)),
+        PASS,
+        "an admitted flow's next datagram"
+    );
+    assert_eq!(total(FwTotal::LimitPort), 3);
+    let ports: Vec<(String, u16)> = limit_events(&reader, &sub)
+        .into_iter()
+        .map(|e| (e.proto, e.dport))
+        .collect();
+    assert_eq!(
+        ports,
+        vec![("tcp".to_string(), 80), ("udp".to_string(), 53)]
+    );
+
+    // The interface's ceiling, with a per-source limit: narrowest first, and a
+    // connection the source limit refuses does not spend the ceiling.
+    set(LimitSettings::default()
+        .per_source(LimitRate::new(1, 1))
+        .per_interface(LimitRate::new(1, 3)));
+    let verdicts: Vec<i32> = [
+        "10.6.0.1", "10.6.0.1", "10.6.0.1", "10.6.0.2", "10.6.0.3", "10.6.0.4",
+    ]
+    .iter()
+    .map(|src| syn(src, 81))
+    .collect();
+    assert_eq!(verdicts, vec![PASS, DROP, DROP, PASS, PASS, DROP]);
+    assert_eq!(total(FwTotal::LimitSource), 5 + 1 + 2);
+    assert_eq!(total(FwTotal::LimitInterface), 1);
+    let events = limit_events(&reader, &sub);
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| (e.limit, e.key.clone()))
+            .collect::<Vec<_>>(),
+        vec![
+            ("source", Some("10.6.0.1".to_string())),
+            ("interface", None)
+        ]
+    );
+
+    // Dry-run: refusals are counted (and reported as such) but pass.
+    firewall
+        .apply(
+            &FirewallSettings::default().drop_inbound(true).dry_run(true),
+            &rules,
+        )
+        .expect("dry-run");
+    set(LimitSettings::default().per_source(LimitRate::new(1, 1)));
+    let would = total(FwTotal::WouldDrop);
+    assert_eq!(syn("10.5.0.1", 80), PASS);
+    assert_eq!(syn("10.5.0.1", 80), PASS, "dry-run");
+    assert_eq!(total(FwTotal::LimitSource), 9);
+    assert_eq!(total(FwTotal::WouldDrop), would + 1);
+    let events = limit_events(&reader, &sub);
+    assert!(events.len() == 1 && events[0].dry_run, "{events:#?}");
+
+    // Refused settings write nothing; off is off.
+    let live = firewall.limits().expect("read");
+    let err = firewall
+        .set_limits(&LimitSettings::default().per_subnet(LimitRate::new(5, 5), 33, 64))
+        .expect_err("a /33");
+    assert!(err.to_string().contains("ipv4_prefix"), "{err}");
+    assert_eq!(firewall.limits().expect("read"), live);
+    set(LimitSettings::default());
+    assert!(!firewall.limits().expect("read").any());
+    assert_eq!(syn("10.5.0.1", 80), PASS);
+    assert_eq!(total(FwTotal::LimitSource), 9);
+}
+
+/// Every limit against a spoofed SYN flood on a veth (no SYN cookies: each SYN the
+/// rules admit would open a connection), with a real client connecting from the
+/// namespace's own address: the flood's new connections stay within the limit's
+/// budget, the limit counts and reports the rest, and the client, outside the flood's
+/// bucket, keeps connecting.
+#[test]
+fn each_limit_holds_a_spoofed_flood_to_its_budget_while_a_real_client_connects() {
+    use ironclad_bpf::{LimitRate, LimitSettings};
+    require_privileges!();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let net = Net::new("rlfl", 3);
+    let secs = 2;
+    let mut lines = Vec::new();
+    let cases: [(&str, bool, LimitSettings, FwTotal); 5] = [
+        (
+            "per_subnet (one spoofed /24 floods)",
+            false,
+            LimitSettings::default().per_subnet(LimitRate::new(200, 200), 24, 64),
+            FwTotal::LimitSubnet,
+        ),
+        (
+            "per_subnet (one spoofed /64 floods)",
+            true,
+            LimitSettings::default().per_subnet(LimitRate::new(200, 200), 24, 64),
+            FwTotal::LimitSubnet,
+        ),
+        (
+            "per_source (one spoofed source floods)",
+            false,
+            LimitSettings::default().per_source(LimitRate::new(100, 100)),
+            FwTotal::LimitSource,
+        ),
+        (
+            "per_port (the whole /16 floods another port)",
+            false,
+            LimitSettings::default().per_port(LimitRate::new(300, 300)),
+            FwTotal::LimitPort,
+        ),
+        (
+            "per_interface (the whole /16 floods; the client shares the ceiling)",
+            false,
+            LimitSettings::default().per_interface(LimitRate::new(500, 500)),
+            FwTotal::LimitInterface,
+        ),
+    ];
+    let cases = cases
+        .into_iter()
+        .map(|(what, v6, limits, total)| (what, v6, limits, total, false));
+    // The ceiling with SYN cookies in XDP: spoofed SYNs never complete a handshake, so
+    // only real connections reach the limit, and the client keeps connecting.
+    let with_cookies = (
+        "per_interface with syn_flood (the whole /16 floods)",
+        false,
+        LimitSettings::default().per_interface(LimitRate::new(500, 500)),
+        FwTotal::LimitInterface,
+        true,
+    );
+    for (i, (what, v6, limits, total, cookies)) in cases.chain([with_cookies]).enumerate() {
+        let family = if v6 { "IPv6" } else { "IPv4" };
+        let echo = Echo::start(&net.host(v6));
+        let target = Echo::start(&net.host(v6));
+        let pins = BpffsDir::new(&format!("rlfl{i}")).expect("bpffs");
+        let firewall = Firewall::load(&loader(&pins)).expect("load");
+        let mut rule = FwRule::new(
+            Origin::field("firewall.rules[0]".to_string()),
+            Direction::In,
+            FwProto::Tcp,
+        );
+        rule.dport = vec![
+            (echo.addr.port(), echo.addr.port()),
+            (target.addr.port(), target.addr.port()),
+        ];
+        firewall
+            .apply(&FirewallSettings::default().drop_inbound(true), &[rule])
+            .expect("rules");
+        firewall.set_limits(&limits).expect("limits");
+        let _tcx = firewall.attach(net.veth.host()).expect("attach tcx");
+        let _xdp = cookies.then(|| {
+            firewall
+                .set_syn_flood(&SynFloodSettings::always([echo.addr.port()]).mtu(1500))
+                .expect("syn flood");
+            firewall.attach_syn(net.veth.host()).expect("attach xdp")
+        });
+        let fanout = std::sync::Arc::new(ironclad_events::Fanout::new());
+        let sub = fanout.subscribe("test", 65536, ironclad_events::Overflow::DropNewest);
+        let reader = firewall.events(fanout.clone()).expect("events");
+
+        let (base, bits) = net.spoofed_base(v6);
+        let (from, flood_to) = match total {
+            // One subnet of the spoofed prefix: its first /24 (/64).
+            FwTotal::LimitSubnet => ((base, if v6 { 64 } else { 8 }), echo.addr),
+            FwTotal::LimitSource => ((base, 0), echo.addr),
+            // Another port than the client's.
+            FwTotal::LimitPort => ((base, bits), target.addr),
+            _ => ((base, bits), echo.addr),
+        };
+        let started = Instant::now();
+        let (run, rate, admitted) = flood_while_connecting(
+            &net,
+            Some(&firewall),
+            &FloodSpec { from, to: flood_to },
+            echo.addr,
+            secs,
+        );
+        let elapsed = started.elapsed().as_secs_f64();
+        let refused = firewall.total(total).expect("total").packets;
+        if cookies {
+            let answered = firewall.total(FwTotal::SynCookies).expect("total").packets;
+            lines.push(format!(
+                "{family} {what}: flood {rate:.0} SYN/s, {answered} answered with cookies, {admitted} half-open, {refused} refused by the ceiling; client {}/{} ({:.1}%), connect median {:.2} ms, p99 {:.2} ms",
+                run.ok,
+                run.attempts,
+                run.success() * 100.0,
+                run.median_ms(),
+                run.p99_ms()
+            ));
+            assert!(
+                run.success() >= 0.99 && admitted == 0 && refused == 0,
+                "{family} {what}: {run:?}, {admitted} half-open, {refused} refused"
+            );
+            assert!(
+                answered as f64 >= rate * secs as f64 * 0.5,
+                "{answered} cookies"
+            );
+            continue;
+        }
+        let rate_limit = ironclad_bpf::FwLimitKind::ALL
+            .iter()
+            .find_map(|k| limits.get(*k))
+            .expect("one limit");
+        // The budget over the flood's run, and some slack for CPUs refilling the same
+        // bucket at once (lock-free).
+        let budget = f64::from(rate_limit.burst) + f64::from(rate_limit.per_second) * elapsed;
+        let events = limit_events(&reader, &sub);
+        lines.push(format!(
+            "{family} {what}: flood {rate:.0} SYN/s, {admitted} flood connections admitted (budget {budget:.0}), {refused} refused, {} limit events; client {}/{} ({:.1}%), connect median {:.2} ms",
+            events.len(),
+            run.ok,
+            run.attempts,
+            run.success() * 100.0,
+            run.median_ms()
+        ));
+        assert!(
+            (admitted as f64) <= budget * 1.2 + 20.0,
+            "{family} {what}: {admitted} admitted over a budget of {budget:.0}"
+        );
+        assert!(
+            admitted as f64 >= f64::from(rate_limit.burst) * 0.9,
+            "{family} {what}: the limit admits its burst: {admitted}"
+        );
+        assert!(
+            refused as f64 >= 10.0 * admitted as f64,
+            "{family} {what}: the flood is refused: {refused} refused, {admitted} admitted"
+        );
+        // The events: the bucket's first refusal, then one a second, with the counts
+        // adding up to what the counter says (less what the last second holds).
+        assert!(
+            !events.is_empty() && events.len() <= (secs as usize + 2) * 2,
+            "{family} {what}: {} events",
+            events.len()
+        );
+        let reported: u64 = events.iter().map(|e| e.dropped).sum();
+        assert!(
+            reported <= refused && reported as f64 >= refused as f64 * 0.3,
+            "{family} {what}: events report {reported} of {refused}"
+        );
+        let want_limit = match total {
+            FwTotal::LimitSubnet => "subnet",
+            FwTotal::LimitSource => "source",
+            FwTotal::LimitPort => "port",
+            _ => "interface",
+        };
+        assert!(
+            events.iter().all(|e| e.limit == want_limit),
+            "{family} {what}: {events:#?}"
+        );
+        if total == FwTotal::LimitSubnet {
+            let subnet = if v6 {
+                format!("fd00:217:{}::/64", net.net)
+            } else {
+                format!("10.{}.0.0/24", 200 + u16::from(net.net))
+            };
+            assert_eq!(events[0].key.as_deref(), Some(subnet.as_str()));
+        }
+        if total != FwTotal::LimitInterface {
+            assert!(
+                run.success() >= 0.99,
+                "{family} {what}: the client keeps connecting: {run:?}"
+            );
+        }
+    }
+    for l in &lines {
+        eprintln!("{l}");
     }
 }

@@ -224,6 +224,8 @@ pub enum EventKind {
     Firewall = 7,
     /// `IC_EVENT_FLOW`: a [`FwFlowEvent`].
     Flow = 8,
+    /// `IC_EVENT_FW_LIMIT`: a [`FwLimitEvent`].
+    FwLimit = 9,
 }
 
 /// `IC_TLS_WRITE` (`enum ic_tls_direction`): plaintext about to be encrypted.
@@ -2720,13 +2722,21 @@ pub enum FwTotal {
     /// ACKs to protected ports with no connection and no valid cookie (within
     /// [`Invalid`](Self::Invalid)).
     CookieInvalid = 14,
+    /// New inbound connections over the per-source limit (`firewall.limits`).
+    LimitSource = 15,
+    /// Over the per-subnet limit.
+    LimitSubnet = 16,
+    /// Over the per-destination-port limit.
+    LimitPort = 17,
+    /// Over the interface's ceiling.
+    LimitInterface = 18,
 }
 
 impl FwTotal {
     /// Number of totals (`IC_FW_TOTAL_COUNT`).
-    pub const COUNT: u32 = 15;
+    pub const COUNT: u32 = 19;
     /// Every total, in index order.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 19] = [
         Self::Established,
         Self::Related,
         Self::NewAccepted,
@@ -2742,6 +2752,10 @@ impl FwTotal {
         Self::SynCookies,
         Self::CookieAccepted,
         Self::CookieInvalid,
+        Self::LimitSource,
+        Self::LimitSubnet,
+        Self::LimitPort,
+        Self::LimitInterface,
     ];
 
     /// Stable lower-case name, as used in JSON output and metrics.
@@ -2762,7 +2776,221 @@ impl FwTotal {
             Self::SynCookies => "syn_cookies",
             Self::CookieAccepted => "cookie_accepted",
             Self::CookieInvalid => "cookie_invalid",
+            Self::LimitSource => "limit_source",
+            Self::LimitSubnet => "limit_subnet",
+            Self::LimitPort => "limit_port",
+            Self::LimitInterface => "limit_interface",
         }
+    }
+}
+
+/// `enum ic_fw_limit_kind`: the rate limits on new inbound connections, narrowest
+/// first (their index in [`FwLimitConfig::rates`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+#[non_exhaustive]
+pub enum FwLimitKind {
+    /// One bucket per source address.
+    Source = 0,
+    /// One per source subnet (`v4_prefix`, `v6_prefix`).
+    Subnet = 1,
+    /// One per protocol and destination port.
+    Port = 2,
+    /// One per interface: a ceiling on every source together.
+    Interface = 3,
+}
+
+impl FwLimitKind {
+    /// Number of kinds (`IC_FW_LIMIT_KINDS`).
+    pub const COUNT: usize = 4;
+    /// Every kind, narrowest first.
+    pub const ALL: [Self; 4] = [Self::Source, Self::Subnet, Self::Port, Self::Interface];
+
+    /// Stable lower-case name, as used in policies, JSON output and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Source => "source",
+            Self::Subnet => "subnet",
+            Self::Port => "port",
+            Self::Interface => "interface",
+        }
+    }
+
+    /// The kind with this code.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.get(usize::from(code)).copied()
+    }
+
+    /// The total that counts its refusals.
+    pub fn total(self) -> FwTotal {
+        match self {
+            Self::Source => FwTotal::LimitSource,
+            Self::Subnet => FwTotal::LimitSubnet,
+            Self::Port => FwTotal::LimitPort,
+            Self::Interface => FwTotal::LimitInterface,
+        }
+    }
+}
+
+/// `IC_FW_LIMIT_KEYS`: the limits' buckets (an LRU hash).
+pub const FW_LIMIT_KEYS: u32 = 131_072;
+/// `IC_FW_LIMIT_F_DRY_RUN`: a limit event's connections were only counted.
+pub const FW_LIMIT_F_DRY_RUN: u8 = 1;
+
+/// `struct ic_fw_limit_rate`: one limit's rate (`per_sec` 0: off).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct FwLimitRate {
+    /// New connections a second.
+    pub per_sec: u32,
+    /// Connections a full bucket admits at once.
+    pub burst: u32,
+}
+
+impl FwLimitRate {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 8;
+}
+
+/// `struct ic_fw_limit_config`: the rate limits on new inbound connections.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct FwLimitConfig {
+    /// By [`FwLimitKind`].
+    pub rates: [FwLimitRate; FwLimitKind::COUNT],
+    /// The subnet limit's IPv4 prefix length.
+    pub v4_prefix: u8,
+    /// The subnet limit's IPv6 prefix length.
+    pub v6_prefix: u8,
+    /// Padding.
+    pub _pad0: [u8; 6],
+}
+
+impl FwLimitConfig {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 40;
+
+    /// The exact byte image the kernel expects.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        zerocopy::transmute!(*self)
+    }
+
+    /// Decodes a value read back from the kernel; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
+    }
+}
+
+/// `struct ic_fw_limit_key`: a limit bucket's key.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct FwLimitKey {
+    /// Source or masked subnet, IPv4 as IPv4-mapped; else zero.
+    pub addr: [u8; 16],
+    /// The interface (interface limit); else 0.
+    pub ifindex: u32,
+    /// The destination port (port limit); else 0.
+    pub port: u16,
+    /// The protocol (port limit); else 0.
+    pub proto: u8,
+    /// [`FwLimitKind`] code.
+    pub kind: u8,
+}
+
+impl FwLimitKey {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 24;
+
+    /// Decodes a key read back from the kernel; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
+    }
+}
+
+/// `struct ic_fw_limit_bucket`: a limit's bucket (tokens in nano-connections).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct FwLimitBucket {
+    /// Tokens × 10⁹.
+    pub tokens: i64,
+    /// Last refill, `CLOCK_MONOTONIC` ns.
+    pub last_ns: u64,
+    /// Refused since the bucket last reported.
+    pub dropped: u64,
+    /// When it last reported.
+    pub event_ns: u64,
+}
+
+impl FwLimitBucket {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 32;
+
+    /// Decodes a value read back from the kernel; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
+    }
+}
+
+/// `struct ic_fw_limit_event`: a limit refused connections (the first refusal at
+/// once, then at most once a second per bucket, with the count since the last event).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct FwLimitEvent {
+    /// The common header.
+    pub hdr: EventHeader,
+    /// The bucket's address: the source, or the subnet's base; zero for port and
+    /// interface limits. IPv4 as IPv4-mapped.
+    pub key: [u8; 16],
+    /// The latest refused connection's source.
+    pub src: [u8; 16],
+    /// Its destination.
+    pub dst: [u8; 16],
+    /// Refused since this bucket's previous event.
+    pub dropped: u64,
+    /// Where the latest one arrived.
+    pub ifindex: u32,
+    /// The limit: connections a second.
+    pub per_sec: u32,
+    /// The limit: burst.
+    pub burst: u32,
+    /// The latest one's source port (0 for ICMP).
+    pub sport: u16,
+    /// Its destination port (the ICMP type for ICMP).
+    pub dport: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// [`FwLimitKind`] code.
+    pub kind: u8,
+    /// The subnet limit's prefix length; else 0.
+    pub prefix: u8,
+    /// `FW_LIMIT_F_*`.
+    pub flags: u8,
+    /// Padding, zero.
+    pub _pad0: [u8; 4],
+}
+
+impl FwLimitEvent {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 96;
+
+    /// Decodes a record; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
+    }
+
+    /// The exact byte image.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        zerocopy::transmute!(*self)
     }
 }
 

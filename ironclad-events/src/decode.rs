@@ -8,10 +8,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ironclad_core::abi::{
     CtState, DnsEvent, EgressAction, EgressEvent, EventHeader, EventKind, FwEvent, FwFlowEvent,
-    SentinelEvent, SentinelOp, SentinelVerdict, ShieldEvent, ShieldVerdict, TlsEvent, ABI_VERSION,
-    DIR_OUT, FW_ACCEPT, FW_DROP, FW_END_FIN, FW_END_RESET, FW_END_TIMEOUT, FW_EV_DRY_RUN,
-    FW_EV_INBOUND, FW_EV_RATE_LIMITED, FW_FLOW_END, FW_FLOW_INBOUND, FW_FLOW_START, FW_REJECT,
-    TLS_CHUNK, TLS_F_LAST, TLS_F_TRUNCATED, TLS_READ, TLS_WRITE,
+    FwLimitEvent, FwLimitKind, SentinelEvent, SentinelOp, SentinelVerdict, ShieldEvent,
+    ShieldVerdict, TlsEvent, ABI_VERSION, DIR_OUT, FW_ACCEPT, FW_DROP, FW_END_FIN, FW_END_RESET,
+    FW_END_TIMEOUT, FW_EV_DRY_RUN, FW_EV_INBOUND, FW_EV_RATE_LIMITED, FW_FLOW_END, FW_FLOW_INBOUND,
+    FW_FLOW_START, FW_LIMIT_F_DRY_RUN, FW_REJECT, TLS_CHUNK, TLS_F_LAST, TLS_F_TRUNCATED, TLS_READ,
+    TLS_WRITE,
 };
 use serde::Serialize;
 
@@ -380,6 +381,45 @@ pub enum Event {
     FirewallMatch(FirewallMatch),
     /// A connection's start or end (flow records of the stateful firewall).
     Flow(FlowRecord),
+    /// A rate limit on new inbound connections refused some (`firewall.limits`).
+    FirewallLimit(LimitRecord),
+}
+
+/// A rate limit on new inbound connections (`firewall.limits`) refused connections:
+/// reported at the first refusal, then at most once a second per bucket (a source, a
+/// subnet, a port, an interface) while it keeps refusing, with the count since.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LimitRecord {
+    /// Wall-clock time, RFC 3339 (set by the reader; empty if unknown).
+    pub time: String,
+    /// `bpf_ktime_get_ns()` of the latest refusal.
+    pub ktime_ns: u64,
+    /// Which limit: `source`, `subnet`, `port` or `interface`.
+    pub limit: &'static str,
+    /// The bucket: the source address, or the subnet (`10.1.2.0/24`); absent for
+    /// port and interface limits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Connections it refused since this bucket's previous event.
+    pub dropped: u64,
+    /// The limit: connections a second.
+    pub per_second: u32,
+    /// The limit: burst.
+    pub burst: u32,
+    /// `true` in dry-run: the connections were only counted.
+    pub dry_run: bool,
+    /// The latest refused connection: `tcp`, `udp`, `icmp`, `icmpv6` or the number.
+    pub proto: String,
+    /// Its source.
+    pub src: IpAddr,
+    /// Its source port (0 for ICMP).
+    pub sport: u16,
+    /// Its destination.
+    pub dst: IpAddr,
+    /// Its destination port (the ICMP type for ICMP).
+    pub dport: u16,
+    /// The interface it arrived on.
+    pub ifindex: u32,
 }
 
 /// A flow record: a connection the stateful firewall tracked, at its start (from the
@@ -577,6 +617,7 @@ impl Event {
             Event::Sentinel(e) => e.time = rfc3339(e.ktime_ns, offset),
             Event::FirewallMatch(e) => e.time = rfc3339(e.ktime_ns, offset),
             Event::Flow(e) => e.time = rfc3339(e.ktime_ns, offset),
+            Event::FirewallLimit(e) => e.time = rfc3339(e.ktime_ns, offset),
             Event::Bandwidth(_) | Event::Audit(_) | Event::ProcessCache(_) => {}
         }
     }
@@ -593,6 +634,7 @@ impl Event {
             | Event::Audit(_)
             | Event::ProcessCache(_)
             | Event::FirewallMatch(_)
+            | Event::FirewallLimit(_)
             | Event::Flow(_) => None,
         }
     }
@@ -609,6 +651,7 @@ impl Event {
             | Event::Audit(_)
             | Event::ProcessCache(_)
             | Event::FirewallMatch(_)
+            | Event::FirewallLimit(_)
             | Event::Flow(_) => None,
         }
     }
@@ -628,7 +671,8 @@ impl Event {
             Event::ShieldDrop(_)
             | Event::Audit(_)
             | Event::ProcessCache(_)
-            | Event::FirewallMatch(_) => return None,
+            | Event::FirewallMatch(_)
+            | Event::FirewallLimit(_) => return None,
         };
         self.actor()
             .map(|a| (a.pid, Some(ktime), (a.exe_dev, a.exe_ino)))
@@ -725,6 +769,7 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
         k if k == EventKind::Dns as u16 => decode_dns(record),
         k if k == EventKind::Sentinel as u16 => decode_sentinel(record),
         k if k == EventKind::Firewall as u16 => decode_firewall(record),
+        k if k == EventKind::FwLimit as u16 => decode_limit(record),
         k if k == EventKind::Flow as u16 => {
             let e = FwFlowEvent::from_bytes(record).ok_or(DecodeError::Truncated {
                 need: FwFlowEvent::SIZE,
@@ -791,16 +836,52 @@ fn decode_firewall(record: &[u8]) -> Result<Event, DecodeError> {
         dst: mapped_or_v6(e.dst),
         sport: e.sport,
         dport: e.dport,
-        proto: match e.proto {
-            6 => "tcp".to_string(),
-            17 => "udp".to_string(),
-            1 => "icmp".to_string(),
-            58 => "icmpv6".to_string(),
-            other => other.to_string(),
-        },
+        proto: proto_name(e.proto),
         rule_id: e.rule_id,
         action,
         verdict,
+        ifindex: e.ifindex,
+    }))
+}
+
+fn proto_name(proto: u8) -> String {
+    match proto {
+        6 => "tcp".to_string(),
+        17 => "udp".to_string(),
+        1 => "icmp".to_string(),
+        58 => "icmpv6".to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn decode_limit(record: &[u8]) -> Result<Event, DecodeError> {
+    let e = FwLimitEvent::from_bytes(record).ok_or(DecodeError::Truncated {
+        need: FwLimitEvent::SIZE,
+        got: record.len(),
+    })?;
+    let kind = FwLimitKind::from_code(e.kind).ok_or(DecodeError::BadField {
+        field: "kind",
+        value: u64::from(e.kind),
+    })?;
+    let key = match kind {
+        FwLimitKind::Source => Some(mapped_or_v6(e.key).to_string()),
+        FwLimitKind::Subnet => Some(format!("{}/{}", mapped_or_v6(e.key), e.prefix)),
+        _ => None,
+    };
+    Ok(Event::FirewallLimit(LimitRecord {
+        time: String::new(),
+        ktime_ns: e.hdr.ktime_ns,
+        limit: kind.name(),
+        key,
+        dropped: e.dropped,
+        per_second: e.per_sec,
+        burst: e.burst,
+        dry_run: e.flags & FW_LIMIT_F_DRY_RUN != 0,
+        proto: proto_name(e.proto),
+        src: mapped_or_v6(e.src),
+        sport: e.sport,
+        dst: mapped_or_v6(e.dst),
+        dport: e.dport,
         ifindex: e.ifindex,
     }))
 }
@@ -1286,6 +1367,57 @@ mod tests {
         let mut bad = e;
         bad.action = 7;
         assert!(decode(&bad.to_bytes()).is_err());
+    }
+
+    #[test]
+    fn decodes_a_limit_event_with_its_bucket() {
+        let mut e = FwLimitEvent {
+            hdr: EventHeader {
+                version: ABI_VERSION as u16,
+                kind: EventKind::FwLimit as u16,
+                size: FwLimitEvent::SIZE as u32,
+                ktime_ns: 9,
+            },
+            dropped: 120,
+            ifindex: 4,
+            per_sec: 50,
+            burst: 100,
+            sport: 40000,
+            dport: 80,
+            proto: 6,
+            kind: FwLimitKind::Subnet as u8,
+            prefix: 24,
+            ..FwLimitEvent::default()
+        };
+        e.key = Ipv4Addr::new(10, 1, 2, 0).to_ipv6_mapped().octets();
+        e.src = Ipv4Addr::new(10, 1, 2, 77).to_ipv6_mapped().octets();
+        e.dst = Ipv4Addr::new(10, 9, 0, 1).to_ipv6_mapped().octets();
+        let Ok(Event::FirewallLimit(r)) = decode(&e.to_bytes()) else {
+            panic!("not a limit record");
+        };
+        assert_eq!(
+            (r.limit, r.key.as_deref(), r.dropped, r.per_second, r.burst),
+            ("subnet", Some("10.1.2.0/24"), 120, 50, 100)
+        );
+        assert_eq!(
+            (r.src, r.dport, r.dry_run),
+            (IpAddr::from([10, 1, 2, 77]), 80, false)
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&Event::FirewallLimit(r).to_json()).unwrap_or_default();
+        assert_eq!(json["kind"], "firewall_limit");
+        assert_eq!(json["key"], "10.1.2.0/24");
+        let mut iface = e;
+        iface.kind = FwLimitKind::Interface as u8;
+        iface.flags = FW_LIMIT_F_DRY_RUN;
+        let Ok(Event::FirewallLimit(r)) = decode(&iface.to_bytes()) else {
+            panic!("not a limit record");
+        };
+        assert_eq!((r.limit, r.key, r.dry_run), ("interface", None, true));
+        let mut bad = e;
+        bad.kind = 9;
+        assert!(decode(&bad.to_bytes()).is_err());
+        assert!(decode(&e.to_bytes()[..60]).is_err());
     }
 
     #[test]

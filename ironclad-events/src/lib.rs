@@ -29,8 +29,8 @@ pub mod process;
 
 pub use decode::{
     decode, Actor, AuditEntry, BandwidthSample, DecodeError, DnsRecord, EgressDecision, Event,
-    FirewallMatch, FlowRecord, ProcessCacheNotice, SentinelRecord, ShieldDrop, TlsData,
-    TlsDirection,
+    FirewallMatch, FlowRecord, LimitRecord, ProcessCacheNotice, SentinelRecord, ShieldDrop,
+    TlsData, TlsDirection,
 };
 pub use fanout::{Fanout, Overflow, SubscriberStats, Subscription};
 pub use http::Http;

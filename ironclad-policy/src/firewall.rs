@@ -724,6 +724,30 @@ pub struct FirewallPolicy {
     pub rules: Vec<FwRule>,
     /// `syn_flood:`: SYN cookies answered in XDP for these ports.
     pub syn_flood: Option<SynFloodPolicy>,
+    /// `limits:`: rate limits on new inbound connections.
+    pub limits: Option<LimitsPolicy>,
+}
+
+/// The `firewall.limits` section: rate limits on new inbound connections, taken after
+/// the rules admit a connection, narrowest first (source, subnet, port, interface).
+/// The first spent one drops the connection; the wider ones are not charged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LimitsPolicy {
+    /// `per_source`: one bucket per source address.
+    pub per_source: Option<RuleRate>,
+    /// `per_subnet`: one bucket per source subnet (`ipv4_prefix`, `ipv6_prefix`).
+    pub per_subnet: Option<RuleRate>,
+    /// The subnet limit's IPv4 prefix length (default 24).
+    pub ipv4_prefix: u8,
+    /// The subnet limit's IPv6 prefix length (default 64).
+    pub ipv6_prefix: u8,
+    /// `per_port`: one bucket per protocol and destination port.
+    pub per_port: Option<RuleRate>,
+    /// `per_interface`: one bucket per interface, a ceiling on every source together.
+    pub per_interface: Option<RuleRate>,
+    /// Where the section was written.
+    pub origin: Origin,
 }
 
 /// When the SYN-flood defence answers with cookies.
@@ -820,6 +844,7 @@ impl Default for FirewallPolicy {
             timeouts: Timeouts::default(),
             rules: Vec::new(),
             syn_flood: None,
+            limits: None,
         }
     }
 }

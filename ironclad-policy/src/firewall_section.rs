@@ -9,8 +9,8 @@ use serde_saphyr::Spanned;
 use crate::config::{parse_net, parse_port, position, RawPort, RawPorts};
 use crate::error::{Origin, PolicyError};
 use crate::firewall::{
-    Direction, FirewallInterface, FirewallPolicy, FwAction, FwProto, FwRule, RuleRate,
-    SynFloodMode, SynFloodPolicy, TABLE_SIZE_RANGE,
+    Direction, FirewallInterface, FirewallPolicy, FwAction, FwProto, FwRule, LimitsPolicy,
+    RuleRate, SynFloodMode, SynFloodPolicy, TABLE_SIZE_RANGE,
 };
 
 /// The largest `syn_flood.hold_seconds` (a day).
@@ -31,6 +31,25 @@ pub(crate) struct RawFirewall {
     #[serde(default)]
     rules: Vec<Spanned<RawRule>>,
     syn_flood: Option<Spanned<RawSynFlood>>,
+    limits: Option<Spanned<RawLimits>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    per_source: Option<Spanned<RawLimit>>,
+    per_subnet: Option<Spanned<RawLimit>>,
+    per_port: Option<Spanned<RawLimit>>,
+    per_interface: Option<Spanned<RawLimit>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimit {
+    per_second: Option<Spanned<u64>>,
+    burst: Option<Spanned<u64>>,
+    ipv4_prefix: Option<Spanned<u64>>,
+    ipv6_prefix: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -306,6 +325,9 @@ pub(crate) fn parse(
     if let Some(syn) = &raw.syn_flood {
         policy.syn_flood = parse_syn_flood(syn, policy.stateful, problems);
     }
+    if let Some(limits) = &raw.limits {
+        policy.limits = parse_limits(limits, policy.stateful, problems);
+    }
     if !policy.stateful {
         for rule in policy.rules.iter().filter(|r| r.flows) {
             problems.push(PolicyError::Invalid {
@@ -428,6 +450,141 @@ fn parse_syn_flood(
         mode,
         threshold_pps,
         hold_seconds,
+        origin: section,
+    })
+}
+
+fn parse_limits(
+    raw: &Spanned<RawLimits>,
+    stateful: bool,
+    problems: &mut Vec<PolicyError>,
+) -> Option<LimitsPolicy> {
+    let before = problems.len();
+    let section = Origin {
+        field: "firewall.limits".into(),
+        at: position(&raw.referenced),
+    };
+    let mut invalid = |field: String, at: Option<(u64, u64)>, message: String| {
+        problems.push(PolicyError::Invalid {
+            origin: Origin {
+                field: format!("firewall.limits.{field}"),
+                at: at.or(section.at),
+            },
+            message,
+        });
+    };
+    let mut one = |name: &str, raw: &Option<Spanned<RawLimit>>, subnet: bool| {
+        let limit = raw.as_ref()?;
+        let at = position(&limit.referenced);
+        let l = &limit.value;
+        let number =
+            |n: &Spanned<u64>,
+             field: &str,
+             invalid: &mut dyn FnMut(String, Option<(u64, u64)>, String)| {
+                match u32::try_from(n.value) {
+                    Ok(v) if v > 0 => Some(v),
+                    _ => {
+                        invalid(
+                            format!("{name}.{field}"),
+                            position(&n.referenced),
+                            format!("{} is outside 1..={}", n.value, u32::MAX),
+                        );
+                        None
+                    }
+                }
+            };
+        let per_second = match &l.per_second {
+            None => {
+                invalid(
+                    format!("{name}.per_second"),
+                    at,
+                    "name the new connections a second it admits (`per_second: 100`)".into(),
+                );
+                None
+            }
+            Some(n) => number(n, "per_second", &mut invalid),
+        };
+        let burst = match &l.burst {
+            None => per_second,
+            Some(n) => number(n, "burst", &mut invalid),
+        };
+        if !subnet {
+            for (field, value) in [
+                ("ipv4_prefix", &l.ipv4_prefix),
+                ("ipv6_prefix", &l.ipv6_prefix),
+            ] {
+                if let Some(v) = value {
+                    invalid(
+                        format!("{name}.{field}"),
+                        position(&v.referenced),
+                        format!("`{field}` goes with `per_subnet`"),
+                    );
+                }
+            }
+        }
+        Some(RuleRate {
+            per_second: per_second?,
+            burst: burst?,
+        })
+    };
+    let r = &raw.value;
+    let per_source = one("per_source", &r.per_source, false);
+    let per_subnet = one("per_subnet", &r.per_subnet, true);
+    let per_port = one("per_port", &r.per_port, false);
+    let per_interface = one("per_interface", &r.per_interface, false);
+    let mut prefix = |value: Option<&Spanned<u64>>, field: &str, default: u8, max: u8| {
+        let Some(v) = value else { return default };
+        match u8::try_from(v.value) {
+            Ok(p) if (1..=max).contains(&p) => p,
+            _ => {
+                invalid(
+                    format!("per_subnet.{field}"),
+                    position(&v.referenced),
+                    format!("{} is outside 1..={max}", v.value),
+                );
+                default
+            }
+        }
+    };
+    let subnet = r.per_subnet.as_ref().map(|s| &s.value);
+    let ipv4_prefix = prefix(
+        subnet.and_then(|s| s.ipv4_prefix.as_ref()),
+        "ipv4_prefix",
+        24,
+        32,
+    );
+    let ipv6_prefix = prefix(
+        subnet.and_then(|s| s.ipv6_prefix.as_ref()),
+        "ipv6_prefix",
+        64,
+        128,
+    );
+    if r.per_source.is_none()
+        && r.per_subnet.is_none()
+        && r.per_port.is_none()
+        && r.per_interface.is_none()
+    {
+        invalid(
+            "per_source".into(),
+            None,
+            "name at least one limit: `per_source`, `per_subnet`, `per_port` or `per_interface`"
+                .into(),
+        );
+    }
+    if !stateful {
+        problems.push(PolicyError::Invalid {
+            origin: section.clone(),
+            message: "rate limits on new connections need connection tracking (`stateful: true`)"
+                .into(),
+        });
+    }
+    (problems.len() == before).then_some(LimitsPolicy {
+        per_source,
+        per_subnet,
+        ipv4_prefix,
+        ipv6_prefix,
+        per_port,
+        per_interface,
         origin: section,
     })
 }
@@ -791,6 +948,92 @@ firewall:
         assert!(
             errors[0].starts_with(
                 "f.yaml:4:14: firewall.syn_flood: SYN cookies need connection tracking"
+            ),
+            "{}",
+            errors[0]
+        );
+    }
+
+    #[test]
+    fn limits_read_each_kind_and_every_mistake_is_located() {
+        let policy = compile_str(
+            "\
+firewall:
+  interfaces: [lo]
+  limits:
+    per_source: {per_second: 20, burst: 40}
+    per_subnet: {per_second: 100, ipv4_prefix: 16, ipv6_prefix: 48}
+    per_port: {per_second: 500, burst: 1000}
+    per_interface: {per_second: 5000}
+",
+            Path::new("f.yaml"),
+        )
+        .expect("compiles");
+        let limits = policy.firewall.and_then(|f| f.limits).expect("limits");
+        let rate = |per_second, burst| Some(crate::firewall::RuleRate { per_second, burst });
+        assert_eq!(limits.per_source, rate(20, 40));
+        assert_eq!(limits.per_subnet, rate(100, 100));
+        assert_eq!((limits.ipv4_prefix, limits.ipv6_prefix), (16, 48));
+        assert_eq!(limits.per_port, rate(500, 1000));
+        assert_eq!(limits.per_interface, rate(5000, 5000));
+        assert_eq!(limits.origin.field, "firewall.limits");
+        let defaults = compile_str(
+            "firewall:\n  interfaces: [lo]\n  limits: {per_subnet: {per_second: 9}}\n",
+            Path::new("f.yaml"),
+        )
+        .expect("compiles");
+        let limits = defaults.firewall.and_then(|f| f.limits).expect("limits");
+        assert_eq!((limits.ipv4_prefix, limits.ipv6_prefix), (24, 64));
+        assert_eq!((limits.per_source, limits.per_port), (None, None));
+
+        let cases = [
+            (
+                "limits: {}",
+                "f.yaml:3:11: firewall.limits.per_source: name at least one limit",
+            ),
+            (
+                "limits: {per_port: {burst: 5}}",
+                "f.yaml:3:22: firewall.limits.per_port.per_second: name the new connections a second",
+            ),
+            (
+                "limits: {per_source: {per_second: 0}}",
+                "f.yaml:3:37: firewall.limits.per_source.per_second: 0 is outside 1..=4294967295",
+            ),
+            (
+                "limits: {per_interface: {per_second: 10, burst: 5000000000}}",
+                "f.yaml:3:51: firewall.limits.per_interface.burst: 5000000000 is outside 1..=4294967295",
+            ),
+            (
+                "limits: {per_subnet: {per_second: 10, ipv4_prefix: 33}}",
+                "f.yaml:3:54: firewall.limits.per_subnet.ipv4_prefix: 33 is outside 1..=32",
+            ),
+            (
+                "limits: {per_subnet: {per_second: 10, ipv6_prefix: 0}}",
+                "f.yaml:3:54: firewall.limits.per_subnet.ipv6_prefix: 0 is outside 1..=128",
+            ),
+            (
+                "limits: {per_source: {per_second: 10, ipv4_prefix: 24}}",
+                "f.yaml:3:54: firewall.limits.per_source.ipv4_prefix: `ipv4_prefix` goes with `per_subnet`",
+            ),
+            ("limits: {per_host: {per_second: 10}}", "f.yaml:3:"),
+        ];
+        for (line, want) in cases {
+            let yaml = format!("firewall:\n  interfaces: [lo]\n  {line}\n");
+            let errors = errors(&yaml);
+            assert_eq!(errors.len(), 1, "{line}: {errors:#?}");
+            assert!(
+                errors[0].starts_with(want),
+                "{line}: {}\n  should start with\n{want}",
+                errors[0]
+            );
+        }
+        let errors = errors(
+            "firewall:\n  interfaces: [lo]\n  stateful: false\n  limits: {per_port: {per_second: 5}}\n",
+        );
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(
+            errors[0].starts_with(
+                "f.yaml:4:11: firewall.limits: rate limits on new connections need connection tracking"
             ),
             "{}",
             errors[0]

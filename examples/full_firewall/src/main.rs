@@ -166,6 +166,10 @@ fn check(config: &std::path::Path) -> Result<ExitCode> {
                         "hold_seconds": syn.hold_seconds,
                     });
                 }
+                if let Some(l) = &f.limits {
+                    out["firewall"]["limits"] =
+                        status::limits_json(&ironclad_bpf::LimitSettings::from_policy(Some(l)));
+                }
                 out["warnings"] = compiled.warnings.len().into();
             }
             if let Some(shield) = &compiled.shield {

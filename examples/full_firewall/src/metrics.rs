@@ -1023,6 +1023,21 @@ fn firewall_metrics(out: &mut Exposition, status: &FirewallStatus) {
         &[],
         status.syn_state.attacks,
     );
+    out.family(
+        "ironclad_firewall_limit_per_second",
+        "gauge",
+        "The rate limits on new inbound connections, by limit (0: off); their refusals are ironclad_firewall_packets_total{verdict=\"limit_<limit>\"}.",
+    );
+    for kind in ironclad_bpf::FwLimitKind::ALL {
+        out.sample(
+            "ironclad_firewall_limit_per_second",
+            &[("limit", kind.name())],
+            status
+                .limits
+                .get(kind)
+                .map_or(0, |r| u64::from(r.per_second)),
+        );
+    }
 }
 
 /// The dashboard's data.

@@ -223,6 +223,9 @@ pub(crate) fn status(pin_root: &Path, run_dir: &Path, json: bool) -> Result<Exit
                 f.syn_state.attacks
             );
         }
+        if let Some(text) = limits_text(&f.limits) {
+            println!("firewall new-connection limits: {text}");
+        }
         for (id, c) in &f.rules {
             println!(
                 "firewall rule {id:<5} {:>12} packets {:>14} bytes",
@@ -312,7 +315,42 @@ pub(crate) fn firewall_json(f: &FirewallStatus) -> serde_json::Value {
             "hold_ms": f.syn_flood.hold_ms,
             "attacks": f.syn_state.attacks,
         },
+        "limits": limits_json(&f.limits),
     })
+}
+
+/// `20/s (burst 40) per source, ...`, or `None` when no limit is set.
+fn limits_text(limits: &ironclad_bpf::LimitSettings) -> Option<String> {
+    let parts: Vec<String> = ironclad_bpf::FwLimitKind::ALL
+        .iter()
+        .filter_map(|&kind| {
+            let r = limits.get(kind)?;
+            let what = match kind {
+                ironclad_bpf::FwLimitKind::Subnet => {
+                    format!("per /{} (/{}) subnet", limits.v4_prefix, limits.v6_prefix)
+                }
+                other => format!("per {}", other.name()),
+            };
+            Some(format!("{}/s (burst {}) {what}", r.per_second, r.burst))
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+/// The limits as `status --json` shows them: each set one by name.
+pub(crate) fn limits_json(limits: &ironclad_bpf::LimitSettings) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for kind in ironclad_bpf::FwLimitKind::ALL {
+        if let Some(r) = limits.get(kind) {
+            let mut one = serde_json::json!({"per_second": r.per_second, "burst": r.burst});
+            if kind == ironclad_bpf::FwLimitKind::Subnet {
+                one["ipv4_prefix"] = limits.v4_prefix.into();
+                one["ipv6_prefix"] = limits.v6_prefix.into();
+            }
+            out.insert(format!("per_{}", kind.name()), one);
+        }
+    }
+    serde_json::Value::Object(out)
 }
 
 /// `conntrack`: the firewall's tracked connections, read from its pins.

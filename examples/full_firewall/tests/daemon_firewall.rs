@@ -573,3 +573,150 @@ fn syn_cookies_through_the_daemon_answer_in_xdp_and_reload_off() {
         daemon.log()
     );
 }
+
+#[test]
+fn rate_limits_through_the_daemon_refuse_count_report_and_reload() {
+    use std::os::unix::fs::PermissionsExt;
+    require_privileges!();
+    let net = Net::new("fwlim", 3);
+    let config = net.dir.path().join("policy.yaml");
+    let policy = |limits: &str| {
+        format!(
+            "firewall:\n  interfaces: [{}]\n  default_inbound: drop\n  rules:\n    - {{direction: in, proto: tcp, dport: 2222, action: accept}}\n{limits}",
+            net.veth.host()
+        )
+    };
+    std::fs::write(
+        &config,
+        policy("  limits:\n    per_source: {per_second: 1, burst: 3}\n    per_interface: {per_second: 1000}\n"),
+    )
+    .expect("policy");
+    let checked = check(&config);
+    assert_eq!(
+        checked["firewall"]["limits"],
+        serde_json::json!({
+            "per_source": {"per_second": 1, "burst": 3},
+            "per_interface": {"per_second": 1000, "burst": 1000},
+        }),
+        "{checked}"
+    );
+
+    let token = net.dir.path().join("metrics.token");
+    std::fs::write(&token, "ironclad-test-token-0123456789\n").expect("token");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let mut args = net.args(&config);
+    args.extend([
+        "--metrics".to_string(),
+        "127.0.0.1:0".to_string(),
+        "--metrics-token-file".to_string(),
+        token.display().to_string(),
+    ]);
+    let daemon = Daemon::spawn(&args);
+    daemon.wait_for("ready");
+    assert!(
+        daemon
+            .log()
+            .contains("new connections limited to 1/s per source, 1000/s per interface"),
+        "{}",
+        daemon.log()
+    );
+    let host4 = net.addr(false, 1);
+    let listener = TcpListener::bind((host4.as_str(), 2222)).expect("listener");
+    listener.set_nonblocking(true).expect("nonblocking");
+    // Three connections from .2 (its burst), then refused: the SYN is dropped, so the
+    // client times out (0.5 s, before its retransmission a second later).
+    let from2: Vec<bool> = (0..4)
+        .map(|_| {
+            net.ns
+                .tcp_connects(&net.addr(false, 2), &host4, 2222, 0.5)
+                .expect("python3")
+        })
+        .collect();
+    assert_eq!(from2, vec![true, true, true, false]);
+    assert!(
+        net.connects(&net.addr(false, 3), &host4, 2222),
+        "another source has its own budget"
+    );
+    let status = net.firewall_status();
+    assert_eq!(
+        status["limits"]["per_source"],
+        serde_json::json!({"per_second": 1, "burst": 3}),
+        "{status}"
+    );
+    assert!(total(&status, "limit_source") >= 1, "{status}");
+    assert_eq!(total(&status, "limit_interface"), 0, "{status}");
+    let events = events_of(
+        &net.dir.path().join("events.jsonl"),
+        "firewall_limit",
+        5,
+        |e| !e.is_empty(),
+    );
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["limit"], "source");
+    assert_eq!(events[0]["key"], net.addr(false, 2));
+    assert_eq!(events[0]["dport"], 2222);
+    assert!(!events[0]["time"].as_str().unwrap_or_default().is_empty());
+
+    // The metrics: the refusals under their total, the limits as gauges.
+    let log = daemon.log();
+    let port = log
+        .split("metrics on http://127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no metrics address in the log:\n{log}"));
+    let page = Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "10",
+            "-H",
+            "Authorization: Bearer ironclad-test-token-0123456789",
+            &format!("http://127.0.0.1:{port}/metrics"),
+        ])
+        .output()
+        .expect("curl");
+    let page = String::from_utf8_lossy(&page.stdout);
+    assert!(
+        page.contains("ironclad_firewall_limit_per_second{limit=\"source\"} 1\n")
+            && page.contains("ironclad_firewall_limit_per_second{limit=\"interface\"} 1000\n")
+            && page.contains("ironclad_firewall_limit_per_second{limit=\"port\"} 0\n"),
+        "{page}"
+    );
+    assert!(
+        page.lines().any(|l| l
+            .strip_prefix("ironclad_firewall_packets_total{verdict=\"limit_source\"} ")
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|v| v >= 1)),
+        "{page}"
+    );
+
+    // A reload with a mistake in the limits is refused, located, and nothing changes.
+    std::fs::write(
+        &config,
+        policy("  limits:\n    per_subnet: {per_second: 5, ipv4_prefix: 40}\n"),
+    )
+    .expect("policy");
+    let refused = daemon.log().matches("ipv4_prefix: 40 is outside").count();
+    daemon.signal("HUP");
+    daemon.wait_for_more("ipv4_prefix: 40 is outside", refused);
+    assert!(
+        daemon
+            .log()
+            .contains("policy.yaml:7:46: firewall.limits.per_subnet.ipv4_prefix"),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(
+        net.firewall_status()["limits"]["per_source"]["burst"],
+        3,
+        "the refused reload left the limits"
+    );
+    // Reloaded without limits: .2 connects again at once.
+    std::fs::write(&config, policy("")).expect("policy");
+    let reloads = daemon.log().matches("firewall reloaded").count();
+    daemon.signal("HUP");
+    daemon.wait_for_more("firewall reloaded", reloads);
+    assert_eq!(net.firewall_status()["limits"], serde_json::json!({}));
+    assert!(net.connects(&net.addr(false, 2), &host4, 2222));
+    drop(listener);
+}

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use ironclad_bpf::{
-    Firewall, FirewallAttachment, FirewallSettings, LoadedObject, Loader, SynFloodSettings,
-    XdpAttachment,
+    Firewall, FirewallAttachment, FirewallSettings, LimitSettings, LoadedObject, Loader,
+    SynFloodSettings, XdpAttachment,
 };
 use ironclad_events::Event;
 use ironclad_policy::config::CompiledConfig;
@@ -110,14 +110,9 @@ fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>>
     }
     let firewall = Firewall::load_with_table(start.loader, policy.table_size)
         .map_err(AgentError::bpf(KIND.name))?;
-    // Rules and settings in one write, before any hook exists: the first packet
-    // already meets the policy.
-    let report = firewall
-        .apply(&FirewallSettings::from_policy(policy), &policy.rules)
-        .map_err(AgentError::bpf(KIND.name))?;
-    firewall
-        .set_syn_flood(&syn_settings(policy))
-        .map_err(AgentError::bpf(KIND.name))?;
+    // Rules and settings before any hook exists: the first packet already meets the
+    // policy.
+    let report = apply_policy(&firewall, policy)?;
     let mut attachments = Vec::new();
     for iface in &policy.interfaces {
         match firewall.attach_pinned(&iface.name) {
@@ -144,7 +139,7 @@ fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>>
         }
     };
     info!(
-        "firewall on {}: {} rules, default inbound {:?}, outbound {:?}, {}{}{}",
+        "firewall on {}: {} rules, default inbound {:?}, outbound {:?}, {}{}{}{}",
         names(&attachments),
         report.rules,
         policy.default_inbound,
@@ -156,6 +151,7 @@ fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>>
         },
         if policy.dry_run { ", dry-run" } else { "" },
         syn_description(policy),
+        limits_description(policy),
     );
     Ok(Box::new(Running {
         firewall,
@@ -190,22 +186,47 @@ fn names(attachments: &[FirewallAttachment]) -> String {
         .join(", ")
 }
 
-impl Running {
-    /// The rules, settings and SYN-flood defence of `policy`. The defence's settings
-    /// are checked before the rules are written, so a refusal leaves both as they
-    /// were.
-    fn apply(&self, policy: &FirewallPolicy) -> Result<ironclad_bpf::FirewallReport> {
-        let syn = syn_settings(policy);
-        syn.check().map_err(AgentError::bpf(KIND.name))?;
-        let report = self
-            .firewall
-            .apply(&FirewallSettings::from_policy(policy), &policy.rules)
-            .map_err(AgentError::bpf(KIND.name))?;
-        self.firewall
-            .set_syn_flood(&syn)
-            .map_err(AgentError::bpf(KIND.name))?;
-        Ok(report)
-    }
+/// The rules, settings, SYN-flood defence and rate limits of `policy`. The defence
+/// and the limits are checked (the defence against this host too) before the rules
+/// are written, so a refusal leaves everything as it was.
+fn apply_policy(
+    firewall: &Firewall,
+    policy: &FirewallPolicy,
+) -> Result<ironclad_bpf::FirewallReport> {
+    let syn = syn_settings(policy);
+    syn.preflight().map_err(AgentError::bpf(KIND.name))?;
+    let limits = LimitSettings::from_policy(policy.limits.as_ref());
+    limits.check().map_err(AgentError::bpf(KIND.name))?;
+    let report = firewall
+        .apply(&FirewallSettings::from_policy(policy), &policy.rules)
+        .map_err(AgentError::bpf(KIND.name))?;
+    firewall
+        .set_syn_flood(&syn)
+        .map_err(AgentError::bpf(KIND.name))?;
+    firewall
+        .set_limits(&limits)
+        .map_err(AgentError::bpf(KIND.name))?;
+    Ok(report)
+}
+
+/// `, limits: 20/s per source, 100/s per /24 (/64) subnet, ...` (or nothing).
+fn limits_description(policy: &FirewallPolicy) -> String {
+    let Some(l) = &policy.limits else {
+        return String::new();
+    };
+    let parts: Vec<String> = [
+        (l.per_source, "per source".to_string()),
+        (
+            l.per_subnet,
+            format!("per /{} (/{}) subnet", l.ipv4_prefix, l.ipv6_prefix),
+        ),
+        (l.per_port, "per port".to_string()),
+        (l.per_interface, "per interface".to_string()),
+    ]
+    .into_iter()
+    .filter_map(|(rate, what)| rate.map(|r| format!("{}/s {what}", r.per_second)))
+    .collect();
+    format!(", new connections limited to {}", parts.join(", "))
 }
 
 impl Feature for Running {
@@ -275,7 +296,7 @@ impl Feature for Running {
                 return Err(e);
             }
         };
-        let report = match self.apply(policy) {
+        let report = match apply_policy(&self.firewall, policy) {
             Ok(r) => r,
             Err(e) => {
                 for a in syn_added {
@@ -315,10 +336,11 @@ impl Feature for Running {
         self.attachments = kept;
         self.attachments.extend(added);
         let mut message = format!(
-            "firewall reloaded: {} rules, {} classes{}",
+            "firewall reloaded: {} rules, {} classes{}{}",
             report.rules,
             report.classes,
-            syn_description(policy)
+            syn_description(policy),
+            limits_description(policy)
         );
         if !new.is_empty() {
             message.push_str(&format!("; attached to {new}"));
@@ -331,10 +353,7 @@ impl Feature for Running {
 
     fn roll_back(&mut self, previous: &Snapshot) -> Option<Result<String>> {
         let policy = previous.firewall.clone().unwrap_or_default();
-        Some(
-            self.apply(&policy)
-                .map(|_| "firewall rolled back".to_string()),
-        )
+        Some(apply_policy(&self.firewall, &policy).map(|_| "firewall rolled back".to_string()))
     }
 
     fn event_source(&self) -> Option<Result<ironclad_bpf::EventSource>> {
