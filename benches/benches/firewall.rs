@@ -22,6 +22,16 @@
 //! without touching the frame (`syn_cookie/ID/empty`). The difference is the defence's
 //! own work (parsing, the rule and table checks, the kernel's cookie, the rewrite and
 //! checksums).
+//!
+//! `firewall_limits/*`: the rate limits on new inbound connections (`firewall.limits`)
+//! in the tcx ingress program. `admitted_none|admitted_all`: a SYN from a new source
+//! that the rules admit, opening a connection, with no limit and with all four set
+//! (generous: every bucket has tokens; the source's and subnet's buckets are new, as
+//! under a flood from many sources). Each connection is new, so each sample is the
+//! minimum of 2,000 single runs over distinct SYNs, paired with as many runs of the
+//! empty tcx program. `refused_<kind>`: a SYN refused by a spent limit of that kind
+//! (single runs the same way); `refused_default`: a SYN dropped by the default policy
+//! instead (no rule admits it), the cheapest refusal there is.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -314,6 +324,201 @@ fn syn_cookies(_: &mut Criterion) {
     }
 }
 
+/// The rate limits' cost: admitting new connections with and without them, and
+/// refusing one with a spent limit of each kind.
+fn limits(_: &mut Criterion) {
+    use ironclad_bpf::{FwLimitKind, LimitRate, LimitSettings};
+
+    /// Single runs per round; each round's minimum is its sample.
+    const CALLS: usize = 2_000;
+    let baseline = Baseline::load();
+    let bench = Bench::new("fwbench-lim");
+    let mut accept = FwRule::new(
+        Origin::field("firewall.rules[0]"),
+        Direction::In,
+        FwProto::Tcp,
+    );
+    accept.dport = vec![(443, 443)];
+    bench
+        .firewall
+        .apply(&FirewallSettings::default().drop_inbound(true), &[accept])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let host = ip("192.0.2.1");
+    let ns = |v: &[Duration]| v.iter().map(|d| d.as_nanos() as f64).collect::<Vec<_>>();
+    let min = |v: &[Duration]| v.iter().copied().min().unwrap_or_default();
+    let mut rows = Vec::new();
+
+    // Admitted: a new source each run (10.s.s.s), so each run opens a connection.
+    let generous = LimitRate::new(u32::MAX, u32::MAX);
+    let mut next = 0u32;
+    for (id, limits) in [
+        ("admitted_none", LimitSettings::default()),
+        (
+            "admitted_all",
+            LimitSettings::default()
+                .per_source(generous)
+                .per_subnet(generous, 24, 64)
+                .per_port(generous)
+                .per_interface(generous),
+        ),
+    ] {
+        bench
+            .firewall
+            .set_limits(&limits)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let opened = bench
+            .firewall
+            .total(FwTotal::NewAccepted)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .packets;
+        let (mut empty, mut timed) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            let (mut e, mut t) = (Duration::MAX, Duration::MAX);
+            for _ in 0..CALLS {
+                next += 1;
+                let src = IpAddr::from([10, (next >> 16) as u8, (next >> 8) as u8, next as u8]);
+                let syn = frames::l4(src, host, 6, 40000, 443, 0x02);
+                e = e.min(baseline.run_tc(&syn, 1));
+                t = t.min(bench.run("ic_fw_in", &syn, 1, PASS));
+            }
+            empty.push(e);
+            timed.push(t);
+        }
+        let after = bench
+            .firewall
+            .total(FwTotal::NewAccepted)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .packets;
+        assert_eq!(
+            after - opened,
+            (ROUNDS * CALLS) as u64,
+            "{id}: every run opened a connection"
+        );
+        record(&format!("firewall_limits/{id}"), Unit::Ns, &ns(&timed));
+        record(
+            &format!("firewall_limits/{id}/empty"),
+            Unit::Ns,
+            &ns(&empty),
+        );
+        rows.push((id.to_string(), min(&empty), min(&timed)));
+    }
+
+    // Refused: one spent limit at a time. A SYN from another port each run (a
+    // refused SYN leaves nothing behind, but one the 1/s refill lets through would
+    // open a connection and take the established path from then on).
+    let spent = LimitRate::new(1, 1);
+    let single = |bench: &Bench, sport: &mut u16, dport: u16| {
+        let (mut e, mut t) = (Duration::MAX, Duration::MAX);
+        for _ in 0..CALLS {
+            *sport = sport.wrapping_add(1).max(1024);
+            let syn = frames::l4(ip("10.250.0.9"), host, 6, *sport, dport, 0x02);
+            e = e.min(baseline.run_tc(&syn, 1));
+            let run = bench
+                .firewall
+                .object()
+                .test_run("ic_fw_in", &syn, 1)
+                .unwrap_or_else(|e| panic!("test run: {e}"));
+            t = t.min(run.per_run);
+        }
+        (e, t)
+    };
+    let mut sport = 1024u16;
+    for kind in FwLimitKind::ALL {
+        let limits = match kind {
+            FwLimitKind::Source => LimitSettings::default().per_source(spent),
+            FwLimitKind::Subnet => LimitSettings::default().per_subnet(spent, 24, 64),
+            FwLimitKind::Port => LimitSettings::default().per_port(spent),
+            _ => LimitSettings::default().per_interface(spent),
+        };
+        // A fresh table and buckets for each kind; a first SYN spends the one token.
+        let bench = Bench::new(&format!("fwbench-lim-{}", kind.name()));
+        let mut accept = FwRule::new(
+            Origin::field("firewall.rules[0]"),
+            Direction::In,
+            FwProto::Tcp,
+        );
+        accept.dport = vec![(443, 443)];
+        bench
+            .firewall
+            .apply(&FirewallSettings::default().drop_inbound(true), &[accept])
+            .unwrap_or_else(|e| panic!("{e}"));
+        bench
+            .firewall
+            .set_limits(&limits)
+            .unwrap_or_else(|e| panic!("{e}"));
+        bench.run(
+            "ic_fw_in",
+            &frames::l4(ip("10.250.0.9"), host, 6, 1000, 443, 0x02),
+            1,
+            PASS,
+        );
+        let id = format!("refused_{}", kind.name());
+        let (mut empty, mut timed) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            let (e, t) = single(&bench, &mut sport, 443);
+            empty.push(e);
+            timed.push(t);
+        }
+        let refused = bench
+            .firewall
+            .total(kind.total())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .packets;
+        // The refill lets about one a second through.
+        assert!(
+            refused + 30 >= (ROUNDS * CALLS) as u64,
+            "{id}: the timed runs were refused by the limit ({refused})"
+        );
+        record(&format!("firewall_limits/{id}"), Unit::Ns, &ns(&timed));
+        record(
+            &format!("firewall_limits/{id}/empty"),
+            Unit::Ns,
+            &ns(&empty),
+        );
+        rows.push((id, min(&empty), min(&timed)));
+    }
+    // The default policy's drop of a SYN no rule admits.
+    let dropped = bench
+        .firewall
+        .total(FwTotal::Dropped)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .packets;
+    let (mut empty, mut timed) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let (e, t) = single(&bench, &mut sport, 444);
+        empty.push(e);
+        timed.push(t);
+    }
+    let dropped = bench
+        .firewall
+        .total(FwTotal::Dropped)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .packets
+        - dropped;
+    assert_eq!(dropped, (ROUNDS * CALLS) as u64, "refused_default");
+    record("firewall_limits/refused_default", Unit::Ns, &ns(&timed));
+    record(
+        "firewall_limits/refused_default/empty",
+        Unit::Ns,
+        &ns(&empty),
+    );
+    rows.push(("refused_default".to_string(), min(&empty), min(&timed)));
+
+    println!("\nrate limits on new connections (tcx ingress, paired minimums):");
+    println!(
+        "{:<20} {:>10} {:>10} {:>10}",
+        "case", "empty ns", "ns", "over"
+    );
+    for (id, e, c) in rows {
+        println!(
+            "{id:<20} {:>10} {:>10} {:>10}",
+            e.as_nanos(),
+            c.as_nanos(),
+            c.as_nanos().saturating_sub(e.as_nanos())
+        );
+    }
+}
+
 /// SyncookiesSent of this namespace's TCP (`/proc/net/netstat`, TcpExt).
 fn kernel_syncookies_sent() -> u64 {
     let text = std::fs::read_to_string("/proc/net/netstat").unwrap_or_else(|e| panic!("{e}"));
@@ -331,8 +536,9 @@ fn kernel_syncookies_sent() -> u64 {
 }
 
 /// A spoofed SYN flood at a listener behind a veth, as fast as one sender thread in the
-/// namespace goes: answered by the kernel's own SYN cookies (no firewall), and by the
-/// firewall's in XDP. Records SYNs sent and answered per second, per round.
+/// namespace goes: answered by the kernel's own SYN cookies (no firewall), by the
+/// firewall's in XDP, and (from one /24) refused by a per-subnet limit. Records SYNs
+/// sent and answered (refused) per second, per round.
 fn syn_flood(_: &mut Criterion) {
     use ironclad_testing::flood::Flood;
     use ironclad_testing::{run, NetNs, VethPair};
@@ -382,12 +588,26 @@ fn syn_flood(_: &mut Criterion) {
     let spoofed = ip("10.232.0.0");
 
     let bench = Bench::protecting("fwbench-synfl", 7443);
+    // The same rules without cookies, and a per-subnet limit of 100 new connections a
+    // second.
+    let limited = Bench::protecting("fwbench-synlim", 7443);
+    limited
+        .firewall
+        .set_syn_flood(&ironclad_bpf::SynFloodSettings::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let subnet_limit = ironclad_bpf::LimitSettings::default().per_subnet(
+        ironclad_bpf::LimitRate::new(100, 100),
+        24,
+        64,
+    );
 
     let mut figures: Vec<(&str, Vec<f64>)> = [
         "syn_flood/kernel/sent_per_s",
         "syn_flood/kernel/answered_per_s",
         "syn_flood/xdp/sent_per_s",
         "syn_flood/xdp/answered_per_s",
+        "syn_flood/limit/sent_per_s",
+        "syn_flood/limit/refused_per_s",
     ]
     .into_iter()
     .map(|id| (id, Vec::new()))
@@ -435,6 +655,36 @@ fn syn_flood(_: &mut Criterion) {
         figures[3]
             .1
             .push(answered as f64 / report.elapsed.as_secs_f64());
+
+        // No cookies, a per-subnet limit, the flood from one /24: refused at tcx.
+        limited
+            .firewall
+            .set_limits(&subnet_limit)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let tcx = limited
+            .firewall
+            .attach(pair.host())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let before = limited
+            .firewall
+            .total(FwTotal::LimitSubnet)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .packets;
+        let flood = Flood::start(&ns, ip("10.232.7.0"), 8, target, 7443, 200 + round as u64)
+            .unwrap_or_else(|e| panic!("{e}"));
+        std::thread::sleep(FOR);
+        let report = flood.stop().unwrap_or_else(|e| panic!("{e}"));
+        let refused = limited
+            .firewall
+            .total(FwTotal::LimitSubnet)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .packets
+            - before;
+        drop(tcx);
+        figures[4].1.push(report.rate());
+        figures[5]
+            .1
+            .push(refused as f64 / report.elapsed.as_secs_f64());
     }
     drop(listener);
     println!(
@@ -447,5 +697,12 @@ fn syn_flood(_: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, summary, syn_cookies, syn_flood, fw_veth::veth);
+criterion_group!(
+    benches,
+    summary,
+    syn_cookies,
+    limits,
+    syn_flood,
+    fw_veth::veth
+);
 criterion_main!(benches);

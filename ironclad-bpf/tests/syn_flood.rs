@@ -839,27 +839,6 @@ fn under_attack_answers_only_above_the_threshold_and_for_the_hold_time() {
     }
 }
 
-/// An Ethernet frame carrying an IPv4 UDP datagram (checksum 0: none, as IPv4 allows)
-/// from `src:sport` to `dst:dport`.
-fn udp_frame(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
-    let mut frame = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
-    let mut ip = [0u8; 20];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&(20u16 + 8 + 4).to_be_bytes());
-    ip[8] = 64;
-    ip[9] = 17;
-    ip[12..16].copy_from_slice(&src);
-    ip[16..20].copy_from_slice(&dst);
-    let check = !(ones_sum(&ip, 0) as u16);
-    ip[10..12].copy_from_slice(&check.to_be_bytes());
-    frame.extend_from_slice(&ip);
-    frame.extend_from_slice(&sport.to_be_bytes());
-    frame.extend_from_slice(&dport.to_be_bytes());
-    frame.extend_from_slice(&12u16.to_be_bytes());
-    frame.extend_from_slice(&[0, 0, b'p', b'i', b'n', b'g']);
-    frame
-}
-
 /// The firewall's limit events read so far.
 fn limit_events(
     reader: &ironclad_bpf::EventReader,
@@ -992,12 +971,13 @@ fn each_limit_admits_its_burst_refuses_the_rest_and_reports_once_a_second() {
     let verdicts: Vec<i32> = (1..=4).map(|i| syn(&format!("10.7.0.{i}"), 80)).collect();
     assert_eq!(verdicts, vec![PASS, PASS, DROP, DROP]);
     assert_eq!(syn("10.7.0.9", 81), PASS, "the next port");
-    let udp: Vec<i32> = (1..=3)
-        .map(|i| run(&udp_frame([10, 7, 1, i], 5000, [10, 0, 0, 1], 53)))
-        .collect();
+    let udp_frame = |src: [u8; 4]| {
+        ironclad_testing::frames::l4(src.into(), [10, 0, 0, 1].into(), 17, 5000, 53, 0)
+    };
+    let udp: Vec<i32> = (1..=3).map(|i| run(&udp_frame([10, 7, 1, i]))).collect();
     assert_eq!(udp, vec![PASS, PASS, DROP], "UDP flows to port 53");
     assert_eq!(
-        run(&udp_frame([10, 7, 1, 1], 5000, [10, 0, 0, 1], 53)),
+        run(&udp_frame([10, 7, 1, 1])),
         PASS,
         "an admitted flow's next datagram"
     );
