@@ -76,6 +76,7 @@ struct RawConfig {
     sentinel: Option<RawSentinel>,
     processes: Option<RawProcesses>,
     firewall: Option<Spanned<crate::firewall_section::RawFirewall>>,
+    nat: Option<Spanned<crate::nat::RawNat>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1289,10 +1290,16 @@ fn parse_inner(
         .processes
         .as_ref()
         .map(|p| parse_processes(p, &mut problems));
-    let firewall = raw
+    let mut firewall = raw
         .firewall
         .as_ref()
         .map(|f| crate::firewall_section::parse(f, Path::new("/sys/class/net"), &mut problems));
+    if let Some(nat) = &raw.nat {
+        let parsed = crate::nat::parse(nat, firewall.as_ref(), &mut problems);
+        if let Some(f) = firewall.as_mut() {
+            f.nat = parsed;
+        }
+    }
     let mut positions = Positions::new();
     let Some(shield) = raw.shield else {
         return Ok((
@@ -1987,7 +1994,7 @@ shield:
         let err = compile_str("sheild:\n  deny: []\n", Path::new("p.yaml")).expect_err("typo");
         assert_eq!(
             err.to_string(),
-            "p.yaml:1:1: unknown key `sheild`; did you mean `shield`? (keys here: shield, tls, egress, telemetry, sentinel, processes, firewall)"
+            "p.yaml:1:1: unknown key `sheild`; did you mean `shield`? (keys here: shield, tls, egress, telemetry, sentinel, processes, firewall, nat)"
         );
         let err = compile_str(
             "shield:\n  deny_feeds:\n    - path: x\n      fromat: plain\n",

@@ -726,6 +726,9 @@ pub struct FirewallPolicy {
     pub syn_flood: Option<SynFloodPolicy>,
     /// `limits:`: rate limits on new inbound connections.
     pub limits: Option<LimitsPolicy>,
+    /// The policy's `nat:` section (port forwards, source translation), run by the
+    /// firewall on its interfaces.
+    pub nat: Option<crate::nat::NatPolicy>,
 }
 
 /// The `firewall.limits` section: rate limits on new inbound connections, taken after
@@ -845,6 +848,7 @@ impl Default for FirewallPolicy {
             rules: Vec::new(),
             syn_flood: None,
             limits: None,
+            nat: None,
         }
     }
 }

@@ -45,6 +45,7 @@ pub mod fetch;
 pub mod firewall;
 mod firewall_section;
 pub mod geo;
+pub mod nat;
 pub mod process;
 pub mod sentinel;
 pub mod shield;
