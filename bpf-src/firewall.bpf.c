@@ -1206,9 +1206,12 @@ static __always_inline int ic_syn_to_listener(struct __sk_buff *skb, struct ic_s
 #define IC_V_REJECT 2
 
 /* The verdict for one frame: IC_V_PASS, IC_V_DROP or IC_V_REJECT. */
-static __always_inline int ic_fw(struct __sk_buff *skb, void *data, void *data_end, int inbound,
-				 __u32 ifindex, __u64 len)
+static __always_inline int ic_fw(struct __sk_buff *skb, int inbound)
 {
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	__u32 ifindex = skb->ifindex;
+	__u64 len = skb->len;
 	__u32 rule_id = 0;
 	int record = 0;
 	struct ic_l3_info info = {};
@@ -1574,19 +1577,468 @@ static __noinline int ic_fw_reject(struct __sk_buff *skb, int inbound)
 	return bpf_redirect(skb->ifindex, inbound ? 0 : BPF_F_INGRESS);
 }
 
-SEC("tcx/ingress")
-int ic_fw_in(struct __sk_buff *skb)
+/* ---- NAT (nat.dnat, nat.snat; struct ic_nat_* in ironclad.h) ----
+ *
+ * The kernel's own NAT engine (bpf_ct_set_nat_info) translates only the connections of
+ * its conntrack, and only where an nftables or iptables nat chain has registered its
+ * hooks; the firewall keeps its own connection table, so it rewrites packets itself at
+ * tcx with the checksum helpers, and keeps the two directions of each translated
+ * connection in ic_nat_map, tied to the connection by its key (user space's sweep
+ * removes them with it). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ic_nat_config);
+} ic_nat_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, IC_NAT_MAX_RULES);
+	__type(key, struct ic_nat_dnat_key);
+	__type(value, struct ic_nat_target);
+} ic_nat_dnat SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, IC_NAT_MAX_RULES);
+	__type(key, struct ic_nat_snat_key);
+	__type(value, struct ic_nat_target);
+} ic_nat_snat SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, IC_NAT_ENTRIES);
+	__type(key, struct ic_nat_key);
+	__type(value, struct ic_nat_value);
+} ic_nat_map SEC(".maps");
+
+/* Packets and bytes each rule translated: forwards at [rule], source translations at
+ * [IC_NAT_MAX_RULES + rule]. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2 * IC_NAT_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct ic_counter);
+} ic_nat_counters SEC(".maps");
+
+const volatile enum ic_nat_sizes ic_abi_nat_sizes = IC_NAT_MAX_RULES;
+const volatile enum ic_nat_rewrite ic_abi_nat_rewrite = IC_NAT_REWRITE_SRC;
+const volatile enum ic_nat_kind ic_abi_nat_kind = IC_NAT_DNAT;
+const volatile struct ic_nat_dnat_key ic_abi_nat_dnat_key = {};
+const volatile struct ic_nat_target ic_abi_nat_target = {};
+const volatile struct ic_nat_snat_key ic_abi_nat_snat_key = {};
+const volatile struct ic_nat_key ic_abi_nat_key = {};
+const volatile struct ic_nat_value ic_abi_nat_value = {};
+const volatile struct ic_nat_config ic_abi_nat_config = {};
+
+/* Copies a 16-byte address four bytes at a time (every address here is 4-aligned; a
+ * byte-wise copy would spill sixteen registers onto a stack with no room). */
+static __always_inline void ic_addr_copy(void *dst, const void *src)
+{
+	__u32 *d = dst;
+	const __u32 *s = src;
+
+	d[0] = s[0];
+	d[1] = s[1];
+	d[2] = s[2];
+	d[3] = s[3];
+}
+
+/* ic_ct_make_key with 4-byte copies (the same key). */
+static __always_inline void ic_nat_ct_key(struct ic_ct_key *key, const __u8 src[16],
+					  const __u8 dst[16], __u16 sport, __u16 dport,
+					  __u8 proto)
+{
+	int c = ic_addr_cmp(src, dst);
+	int from_lo = c < 0 || (c == 0 && sport <= dport);
+
+	__builtin_memset(key, 0, sizeof(*key));
+	ic_addr_copy(key->addr_lo, from_lo ? src : dst);
+	ic_addr_copy(key->addr_hi, from_lo ? dst : src);
+	key->port_lo = from_lo ? sport : dport;
+	key->port_hi = from_lo ? dport : sport;
+	key->proto = proto;
+}
+
+/* A TCP or UDP packet NAT may rewrite: its tuple and where its headers are. */
+struct ic_nat_pkt {
+	struct ic_fw_pkt p;
+	__u32 l3off;
+	__u32 l4off;
+	int family;
+};
+
+/* NAT's working set, per CPU (ic_fw_in's and ic_fw_out's stacks are nearly full). */
+struct ic_nat_scratch {
+	struct ic_nat_pkt n;
+	struct ic_nat_key k;
+	struct ic_nat_value fwd;
+	struct ic_nat_value back;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ic_nat_scratch);
+} ic_nat_scratch SEC(".maps");
+
+/* The scratch, its packet cleared. */
+static __always_inline struct ic_nat_scratch *ic_nat_scratch_get(void)
+{
+	__u32 zero = 0;
+	struct ic_nat_scratch *sc = bpf_map_lookup_elem(&ic_nat_scratch, &zero);
+
+	if (sc)
+		__builtin_memset(&sc->n, 0, sizeof(sc->n));
+	return sc;
+}
+
+/* 0 and the packet's tuple for a TCP or UDP packet NAT can rewrite (not a fragment,
+ * no IPv6 extension headers), else -1. Parsed here rather than by ic_fw_parse: this
+ * runs in its own function beside the firewall's, on a stack with little room. */
+static __always_inline int ic_nat_parse(struct __sk_buff *skb, struct ic_nat_pkt *n)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
+	struct ic_l3_info info = {};
+	int family = ic_parse_l2(data, data_end, &info);
+	struct udphdr *udp;
+	void *l4;
 
+	if (family == IC_L3_IPV4) {
+		struct iphdr *ip = info.l3;
+
+		/* Fragments (offset or more-fragments set) are not translated. */
+		if ((void *)(ip + 1) > data_end || ip->ihl < 5 ||
+		    (ip->frag_off & bpf_htons(0x3fff)) ||
+		    (ip->protocol != IC_IPPROTO_TCP && ip->protocol != IC_IPPROTO_UDP))
+			return -1;
+		ic_v4_mapped(n->p.src, ip->saddr);
+		ic_v4_mapped(n->p.dst, ip->daddr);
+		n->p.proto = ip->protocol;
+		l4 = (void *)ip + ip->ihl * 4;
+	} else if (family == IC_L3_IPV6) {
+		struct ipv6hdr *ip6 = info.l3;
+
+		if ((void *)(ip6 + 1) > data_end ||
+		    (ip6->nexthdr != IC_IPPROTO_TCP && ip6->nexthdr != IC_IPPROTO_UDP))
+			return -1;
+		ic_addr_copy(n->p.src, &ip6->saddr);
+		ic_addr_copy(n->p.dst, &ip6->daddr);
+		n->p.proto = ip6->nexthdr;
+		l4 = ip6 + 1;
+	} else {
+		return -1;
+	}
+	udp = l4;
+	if ((void *)(udp + 1) > data_end)
+		return -1;
+	n->p.sport = bpf_ntohs(udp->source);
+	n->p.dport = bpf_ntohs(udp->dest);
+	if (n->p.proto == IC_IPPROTO_TCP) {
+		struct tcphdr *tcp = l4;
+
+		if ((void *)(tcp + 1) > data_end)
+			return -1;
+		n->p.tcp_flags = ((__u8 *)tcp)[13];
+	}
+	n->l3off = (__u32)(info.l3 - data);
+	n->l4off = (__u32)(l4 - data);
+	n->family = family;
+	return 0;
+}
+
+static __always_inline void ic_nat_key_of(struct ic_nat_key *k, const struct ic_fw_pkt *p,
+					  __u32 ifindex, __u8 egress)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	ic_addr_copy(k->src, p->src);
+	ic_addr_copy(k->dst, p->dst);
+	k->ifindex = ifindex;
+	k->sport = p->sport;
+	k->dport = p->dport;
+	k->proto = p->proto;
+	k->egress = egress;
+}
+
+/* Rewrites the packet's source (dst 0) or destination (dst 1) to addr and port, with
+ * the IPv4 header checksum and the TCP/UDP checksum (pseudo-header included) kept
+ * right; a UDP checksum of 0 (none, IPv4) stays 0. 0, or -1 when a helper failed. */
+static __always_inline int ic_nat_rewrite(struct __sk_buff *skb, const struct ic_nat_pkt *n,
+					  int dst, const __u8 addr[16], __u16 port)
+{
+	__u32 csum_off = n->l4off + (n->p.proto == IC_IPPROTO_TCP ? 16 : 6);
+	__u64 mangled = n->p.proto == IC_IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+	__u16 old_port = bpf_htons(dst ? n->p.dport : n->p.sport);
+	__u16 new_port = bpf_htons(port);
+	__u8 old[16];
+
+	if (dst)
+		ic_addr_copy(old, n->p.dst);
+	else
+		ic_addr_copy(old, n->p.src);
+	if (n->family == IC_L3_IPV4) {
+		__u32 from, to;
+		/* saddr at 12, daddr at 16 */
+		__u32 at = n->l3off + 12 + (dst ? 4 : 0);
+
+		__builtin_memcpy(&from, old + 12, 4);
+		__builtin_memcpy(&to, addr + 12, 4);
+		if (from != to) {
+			if (bpf_l4_csum_replace(skb, csum_off, from, to,
+						BPF_F_PSEUDO_HDR | mangled | sizeof(to)) ||
+			    bpf_l3_csum_replace(skb, n->l3off + 10 /* check */, from, to,
+						sizeof(to)) ||
+			    bpf_skb_store_bytes(skb, at, &to, sizeof(to), 0))
+				return -1;
+		}
+	} else {
+		__u32 from[4], to[4];
+		/* saddr at 8, daddr at 24 */
+		__u32 at = n->l3off + 8 + (dst ? 16 : 0);
+		__s64 diff;
+
+		ic_addr_copy(from, old);
+		ic_addr_copy(to, addr);
+		diff = bpf_csum_diff(from, 16, to, 16, 0);
+		if (bpf_l4_csum_replace(skb, csum_off, 0, diff, BPF_F_PSEUDO_HDR | mangled) ||
+		    bpf_skb_store_bytes(skb, at, to, 16, 0))
+			return -1;
+	}
+	if (old_port != new_port) {
+		if (bpf_l4_csum_replace(skb, csum_off, old_port, new_port,
+					mangled | sizeof(new_port)) ||
+		    bpf_skb_store_bytes(skb, n->l4off + (dst ? 2 : 0), &new_port,
+					sizeof(new_port), 0))
+			return -1;
+	}
+	return 0;
+}
+
+/* Applies one direction's rewrite, counted for its rule. 0, or -1 (counted) on failure. */
+static __always_inline int ic_nat_apply(struct __sk_buff *skb, const struct ic_nat_pkt *n,
+					const struct ic_nat_value *v, __u64 len)
+{
+	__u32 slot = (v->kind == IC_NAT_SNAT ? IC_NAT_MAX_RULES : 0) +
+		     (v->rule & (IC_NAT_MAX_RULES - 1));
+	struct ic_counter *c;
+
+	if (ic_nat_rewrite(skb, n, v->rewrite == IC_NAT_REWRITE_DST, v->addr, v->port)) {
+		ic_fw_count(IC_FW_NAT_FAILED, len);
+		return -1;
+	}
+	c = bpf_map_lookup_elem(&ic_nat_counters, &slot);
+	if (c) {
+		c->packets++;
+		c->bytes += len;
+	}
+	ic_fw_count(IC_FW_NAT_TRANSLATED, len);
+	return 0;
+}
+
+static __always_inline int ic_nat_active(void)
+{
+	__u32 zero = 0;
+	struct ic_nat_config *c = bpf_map_lookup_elem(&ic_nat_config, &zero);
+
+	return c && c->active;
+}
+
+/* Whether the packet may open a connection (a SYN, or any UDP datagram). */
+static __always_inline int ic_nat_opens(const struct ic_fw_pkt *p)
+{
+	return p->proto == IC_IPPROTO_UDP ||
+	       (p->tcp_flags & (IC_TCP_SYN | IC_TCP_ACK | IC_TCP_RST)) == IC_TCP_SYN;
+}
+
+/* A port forward for a new connection: its two directions, then the rewrite. */
+static __always_inline int ic_nat_open_dnat(struct __sk_buff *skb, struct ic_nat_scratch *sc,
+					    __u32 ifindex, const struct ic_nat_target *t,
+					    __u64 len)
+{
+	const struct ic_fw_pkt *p = &sc->n.p;
+	__u16 port = t->port ? t->port : p->dport;
+	struct ic_nat_value *fwd = &sc->fwd, *back = &sc->back;
+	struct ic_nat_key *k = &sc->k;
+	struct ic_nat_value *old;
+
+	__builtin_memset(fwd, 0, sizeof(*fwd));
+	ic_addr_copy(fwd->addr, t->addr);
+	fwd->port = port;
+	fwd->rewrite = IC_NAT_REWRITE_DST;
+	fwd->kind = IC_NAT_DNAT;
+	fwd->rule = t->rule;
+	fwd->created_ns = bpf_ktime_get_ns();
+	ic_nat_ct_key(&fwd->ct, p->src, t->addr, p->sport, port, p->proto);
+	*back = *fwd;
+	ic_addr_copy(back->addr, p->dst);
+	back->port = p->dport;
+	back->rewrite = IC_NAT_REWRITE_SRC;
+	back->reply = 1;
+	/* The reply as the server sends it: from the target, to the client. */
+	__builtin_memset(k, 0, sizeof(*k));
+	ic_addr_copy(k->src, t->addr);
+	ic_addr_copy(k->dst, p->src);
+	k->ifindex = ifindex;
+	k->sport = port;
+	k->dport = p->sport;
+	k->proto = p->proto;
+	k->egress = 1;
+	if (bpf_map_update_elem(&ic_nat_map, k, back, BPF_NOEXIST)) {
+		/* The inner connection is taken: by this one (a SYN sent again after its
+		 * translation was removed) or by a client that reached the same server
+		 * through another address of this host. */
+		old = bpf_map_lookup_elem(&ic_nat_map, k);
+		if (!old || old->port != p->dport || ic_addr_cmp(old->addr, p->dst)) {
+			ic_fw_count(IC_FW_NAT_FAILED, len);
+			return -1;
+		}
+	}
+	ic_nat_key_of(k, p, ifindex, 0);
+	if (bpf_map_update_elem(&ic_nat_map, k, fwd, BPF_ANY)) {
+		ic_fw_count(IC_FW_NAT_FAILED, len);
+		return -1;
+	}
+	return ic_nat_apply(skb, &sc->n, fwd, len);
+}
+
+/* A source translation for a new connection: the connection's own source port if the
+ * reply direction is free with it, else one of IC_NAT_PORT_TRIES others from the
+ * ephemeral range; then the rewrite. */
+static __always_inline int ic_nat_open_snat(struct __sk_buff *skb, struct ic_nat_scratch *sc,
+					    __u32 ifindex, const struct ic_nat_target *t,
+					    __u64 len)
+{
+	const struct ic_fw_pkt *p = &sc->n.p;
+	struct ic_nat_value *fwd = &sc->fwd, *back = &sc->back;
+	struct ic_nat_key *k = &sc->k;
+	__u32 seed = bpf_get_prandom_u32();
+	__u16 port = p->sport;
+	int i, found = 0;
+
+	__builtin_memset(back, 0, sizeof(*back));
+	back->port = p->sport;
+	ic_addr_copy(back->addr, p->src);
+	back->rewrite = IC_NAT_REWRITE_DST;
+	back->kind = IC_NAT_SNAT;
+	back->rule = t->rule;
+	back->reply = 1;
+	back->created_ns = bpf_ktime_get_ns();
+	ic_nat_ct_key(&back->ct, p->src, p->dst, p->sport, p->dport, p->proto);
+	/* The reply as the peer sends it: to the new source. */
+	__builtin_memset(k, 0, sizeof(*k));
+	ic_addr_copy(k->src, p->dst);
+	ic_addr_copy(k->dst, t->addr);
+	k->ifindex = ifindex;
+	k->sport = p->dport;
+	k->proto = p->proto;
+	for (i = 0; i < IC_NAT_PORT_TRIES; i++) {
+		if (i)
+			port = IC_NAT_PORT_FIRST + (seed + (__u32)i * 7919) % IC_NAT_PORT_COUNT;
+		k->dport = port;
+		if (!bpf_map_update_elem(&ic_nat_map, k, back, BPF_NOEXIST)) {
+			found = 1;
+			break;
+		}
+	}
+	if (!found) {
+		ic_fw_count(IC_FW_NAT_NO_PORT, len);
+		return -1;
+	}
+	*fwd = *back;
+	ic_addr_copy(fwd->addr, t->addr);
+	fwd->port = port;
+	fwd->rewrite = IC_NAT_REWRITE_SRC;
+	fwd->reply = 0;
+	ic_nat_key_of(k, p, ifindex, 1);
+	if (bpf_map_update_elem(&ic_nat_map, k, fwd, BPF_ANY)) {
+		ic_fw_count(IC_FW_NAT_FAILED, len);
+		return -1;
+	}
+	return ic_nat_apply(skb, &sc->n, fwd, len);
+}
+
+/* NAT at ingress, before the firewall: the forward direction of a port forward (a new
+ * one opened by a forward's SYN or first datagram), or the reply direction of a
+ * source translation. 0 (rewritten or not), or -1: drop. */
+static __noinline int ic_nat_in(struct __sk_buff *skb, __u32 ifindex, __u64 len)
+{
+	struct ic_nat_dnat_key dk = {};
+	struct ic_nat_scratch *sc;
+	struct ic_nat_target *t;
+	struct ic_nat_value *v;
+
+	if (!ic_nat_active())
+		return 0;
+	sc = ic_nat_scratch_get();
+	if (!sc || ic_nat_parse(skb, &sc->n))
+		return 0;
+	ic_nat_key_of(&sc->k, &sc->n.p, ifindex, 0);
+	v = bpf_map_lookup_elem(&ic_nat_map, &sc->k);
+	if (v)
+		return ic_nat_apply(skb, &sc->n, v, len);
+	if (!ic_nat_opens(&sc->n.p))
+		return 0;
+	dk.ifindex = ifindex;
+	dk.dport = sc->n.p.dport;
+	dk.proto = sc->n.p.proto;
+	dk.family = sc->n.family == IC_L3_IPV4 ? 4 : 6;
+	t = bpf_map_lookup_elem(&ic_nat_dnat, &dk);
+	if (!t) {
+		dk.dport = 0;
+		t = bpf_map_lookup_elem(&ic_nat_dnat, &dk);
+	}
+	if (!t)
+		return 0;
+	return ic_nat_open_dnat(skb, sc, ifindex, t, len);
+}
+
+/* NAT at egress, after the firewall passed the packet: the reply direction of a port
+ * forward, or the forward direction of a source translation (a new one opened by a
+ * SYN or first datagram from a translated source). 0, or -1: drop. */
+static __noinline int ic_nat_out(struct __sk_buff *skb, __u32 ifindex, __u64 len)
+{
+	struct ic_nat_snat_key sk = {};
+	struct ic_nat_scratch *sc;
+	struct ic_nat_target *t;
+	struct ic_nat_value *v;
+
+	if (!ic_nat_active())
+		return 0;
+	sc = ic_nat_scratch_get();
+	if (!sc || ic_nat_parse(skb, &sc->n))
+		return 0;
+	ic_nat_key_of(&sc->k, &sc->n.p, ifindex, 1);
+	v = bpf_map_lookup_elem(&ic_nat_map, &sc->k);
+	if (v)
+		return ic_nat_apply(skb, &sc->n, v, len);
+	if (!ic_nat_opens(&sc->n.p))
+		return 0;
+	sk.prefixlen = 32 + 128;
+	sk.ifindex = bpf_htonl(ifindex);
+	ic_addr_copy(sk.addr, sc->n.p.src);
+	t = bpf_map_lookup_elem(&ic_nat_snat, &sk);
+	if (!t || ic_is_mapped(t->addr) != ic_is_mapped(sc->n.p.src))
+		return 0;
+	return ic_nat_open_snat(skb, sc, ifindex, t, len);
+}
+
+SEC("tcx/ingress")
+int ic_fw_in(struct __sk_buff *skb)
+{
 	int v;
 
 	if (skb->mark == IC_FW_ANSWER_MARK) {
 		skb->mark = 0;
 		return IC_TCX_NEXT;
 	}
-	v = ic_fw(skb, data, data_end, 1, skb->ifindex, skb->len);
+	/* Translated first: the firewall sees the connection as it is inside. */
+	if (ic_nat_in(skb, skb->ifindex, skb->len) < 0)
+		return IC_TCX_DROP;
+	v = ic_fw(skb, 1);
 	if (v == IC_V_REJECT)
 		return ic_fw_reject(skb, 1);
 	return v ? IC_TCX_NEXT : IC_TCX_DROP;
@@ -1595,19 +2047,19 @@ int ic_fw_in(struct __sk_buff *skb)
 SEC("tcx/egress")
 int ic_fw_out(struct __sk_buff *skb)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
-
 	int v;
 
 	if (skb->mark == IC_FW_ANSWER_MARK) {
 		skb->mark = 0;
 		return IC_TCX_NEXT;
 	}
-	v = ic_fw(skb, data, data_end, 0, skb->ifindex, skb->len);
+	v = ic_fw(skb, 0);
 	if (v == IC_V_REJECT)
 		return ic_fw_reject(skb, 0);
-	return v ? IC_TCX_NEXT : IC_TCX_DROP;
+	if (!v)
+		return IC_TCX_DROP;
+	/* Translated last: the firewall saw the connection as it is inside. */
+	return ic_nat_out(skb, skb->ifindex, skb->len) < 0 ? IC_TCX_DROP : IC_TCX_NEXT;
 }
 
 /* Writes the SYN-ACK for the SYN whose headers are in h over the frame (l3off: where

@@ -907,7 +907,12 @@ enum ic_fw_total {
 	IC_FW_LIMIT_SUBNET_DROPS = 16,    /* over the per-subnet (/24, /64) limit */
 	IC_FW_LIMIT_PORT_DROPS = 17,      /* over the per-destination-port limit */
 	IC_FW_LIMIT_INTERFACE_DROPS = 18, /* over the interface's ceiling */
-	IC_FW_TOTAL_COUNT = 19,
+	IC_FW_NAT_TRANSLATED = 19,  /* packets rewritten by NAT (either direction) */
+	IC_FW_NAT_NO_PORT = 20,     /* new connections a source translation found no free
+				     * port for: dropped */
+	IC_FW_NAT_FAILED = 21,      /* translations the kernel could not write (a full
+				     * table, a rewrite that failed): dropped */
+	IC_FW_TOTAL_COUNT = 22,
 };
 
 /* Firewall configuration flags (struct ic_fw_config.flags). */
@@ -1232,6 +1237,93 @@ struct ic_fw_limit_event {
 	__u8 prefix;    /* IC_FW_LIMIT_SUBNET: the subnet's prefix length; else 0 */
 	__u8 flags;     /* enum ic_fw_limit_flags */
 	__u8 _pad0[4];
+};
+
+/* NAT (nat.dnat, nat.snat), done by the firewall's tcx programs on the interfaces the
+ * rules name, tied to its connection table. At ingress, translation comes before the
+ * firewall (a port forward's rules see the server's address; a reply to a translated
+ * source gets its original destination back); at egress, after it (rules see the
+ * original source; a reply from a forwarded server gets the address the client used).
+ * The connection table therefore always holds the inner tuple: client and server as
+ * they are, not as the wire outside shows them. Each translated connection has two
+ * entries in ic_nat_map, one per direction, keyed by the tuple as the packet arrives at
+ * the hook that rewrites it. */
+enum ic_nat_sizes {
+	IC_NAT_MAX_RULES = 256,     /* port forwards, and source translations */
+	IC_NAT_ENTRIES = 262144,    /* directions of translated connections (two each) */
+	IC_NAT_PORT_TRIES = 16,     /* source ports tried when the connection's is taken */
+	IC_NAT_PORT_FIRST = 32768,  /* the range a taken source port is replaced from */
+	IC_NAT_PORT_COUNT = 28232,  /* 32768-60999, the kernel's default ephemeral range */
+};
+
+/* What a translation rewrites (struct ic_nat_value.rewrite). */
+enum ic_nat_rewrite {
+	IC_NAT_REWRITE_SRC = 1,
+	IC_NAT_REWRITE_DST = 2,
+};
+
+/* Which rule made a translation (struct ic_nat_value.kind). */
+enum ic_nat_kind {
+	IC_NAT_DNAT = 1,
+	IC_NAT_SNAT = 2,
+};
+
+/* A port forward's key (hash ic_nat_dnat): connections arriving on ifindex for proto
+ * and dport (0: the forward of every port, looked up when no port's matches), of one
+ * family (4 or 6: the target's). */
+struct ic_nat_dnat_key {
+	__u32 ifindex; /* host order */
+	__u16 dport;   /* host order */
+	__u8 proto;
+	__u8 family;
+};
+
+/* A port forward (or a source translation: the address to write). */
+struct ic_nat_target {
+	__u8 addr[16]; /* network order; IPv4 as IPv4-mapped */
+	__u16 port;    /* host order; 0: keep the connection's */
+	__u16 rule;    /* host order; the rule's counter, index into ic_nat_counters */
+	__u32 _pad0;
+};
+
+/* A source translation's key (LPM trie ic_nat_snat): connections leaving through
+ * ifindex from a source in the prefix (prefixlen counts the 32 bits of ifindex, then
+ * the address's; IPv4 as IPv4-mapped, so 32 + 96 + its length). */
+struct ic_nat_snat_key {
+	__u32 prefixlen; /* host order */
+	__u32 ifindex;   /* network order, so the trie compares it first, whole */
+	__u8 addr[16];
+};
+
+/* A packet as it arrives at the hook that rewrites it (hash ic_nat_map). */
+struct ic_nat_key {
+	__u8 src[16];  /* network order; IPv4 as IPv4-mapped */
+	__u8 dst[16];
+	__u32 ifindex; /* host order */
+	__u16 sport;   /* host order */
+	__u16 dport;   /* host order */
+	__u8 proto;
+	__u8 egress;   /* 1: the egress hook, 0: ingress */
+	__u8 _pad0[2];
+};
+
+/* The rewrite for one direction of a translated connection. */
+struct ic_nat_value {
+	__u8 addr[16];     /* network order; the new address */
+	__u16 port;        /* host order; the new port */
+	__u8 rewrite;      /* enum ic_nat_rewrite */
+	__u8 kind;         /* enum ic_nat_kind */
+	__u16 rule;        /* host order; the rule's counter */
+	__u8 reply;        /* 1: the reply direction's entry */
+	__u8 _pad0;
+	__u64 created_ns;  /* host order; CLOCK_MONOTONIC */
+	struct ic_ct_key ct; /* the connection it belongs to (the inner tuple, canonical) */
+};
+
+/* The NAT configuration (array map ic_nat_config, one entry). */
+struct ic_nat_config {
+	__u32 active; /* host order; 0: no rule, nothing looked up */
+	__u32 _pad0;
 };
 
 #endif /* IRONCLAD_ABI_H */

@@ -119,6 +119,17 @@ pub enum AgentError {
         source: Box<ironclad_policy::PolicyError>,
     },
 
+    /// The policy names something this host does not have (a masquerade on an
+    /// interface with no address of its family).
+    #[error("{feature}: {source}")]
+    Unresolved {
+        /// The feature that cannot start.
+        feature: &'static str,
+        /// What the policy asks for, located.
+        #[source]
+        source: Box<ironclad_policy::PolicyError>,
+    },
+
     /// The empty policy a rollback applies where there was none did not compile.
     #[error("compiling an empty policy: {0}")]
     EmptyPolicy(String),

@@ -16,11 +16,10 @@ pub fn ifindex(iface: &str) -> Result<u32> {
     if iface.is_empty() || iface.contains('/') || iface == "." || iface == ".." {
         return Err(no_such("not a valid interface name".to_string()));
     }
-    let path = Path::new("/sys/class/net").join(iface).join("ifindex");
-    let text = std::fs::read_to_string(&path).map_err(|e| no_such(e.to_string()))?;
-    text.trim()
-        .parse()
-        .map_err(|e: std::num::ParseIntError| no_such(format!("{}: {e}", path.display())))
+    // if_nametoindex asks the kernel in the calling thread's network namespace;
+    // /sys/class/net shows the namespace sysfs was mounted in, which a thread that
+    // entered another (setns) does not see.
+    nix::net::if_::if_nametoindex(iface).map_err(|e| no_such(e.desc().to_string()))
 }
 
 /// How an XDP program runs on an interface.

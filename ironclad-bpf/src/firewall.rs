@@ -52,6 +52,9 @@ use crate::names::firewall as names;
 use crate::{BpfError, Result};
 use ironclad_events::{Event, Fanout, FlowRecord};
 
+mod nat;
+pub use nat::{interface_address, Forward, NatSettings, NatStatus, SourceNat, Translation};
+
 /// The connection table's size unless set ([`Firewall::load_with_table`]).
 pub const DEFAULT_TABLE_SIZE: u32 = 262_144;
 
@@ -701,6 +704,8 @@ pub struct FirewallStatus {
     pub syn_state: SynState,
     /// The rate limits on new inbound connections.
     pub limits: LimitSettings,
+    /// NAT: the rules configured, their counters, the translations held.
+    pub nat: NatStatus,
 }
 
 /// One tracked connection, as `full_firewall conntrack` lists it.
@@ -740,6 +745,17 @@ pub struct Connection {
     pub cgroup_id: u64,
     /// Its start was reported as a flow record, and its end will be.
     pub recorded: bool,
+    /// Its translation, when a NAT rule translated it.
+    pub nat: Option<Translation>,
+    /// Its key in the table.
+    key: CtKey,
+}
+
+impl Connection {
+    /// Its key's image in the table.
+    fn key_bytes(&self) -> [u8; CtKey::SIZE] {
+        self.key.to_bytes()
+    }
 }
 
 /// What one [`Firewall::expire`] sweep did.
@@ -1265,7 +1281,9 @@ impl Firewall {
     /// Every tracked connection (expired ones the sweep has not removed yet included,
     /// with their idle time).
     pub fn connections(&self) -> Result<Vec<Connection>> {
-        read_connections(&self.object.map(names::ic_fw_ct)?)
+        let mut connections = read_connections(&self.object.map(names::ic_fw_ct)?)?;
+        nat::annotate(&mut connections, &self.object.map(names::ic_nat_map)?)?;
+        Ok(connections)
     }
 
     /// Removes the connections idle longer than their state's timeout. The programs
@@ -1315,6 +1333,8 @@ impl Firewall {
                 }
             }
         })?;
+        // Then the translations of the connections gone (and of ones never entered).
+        self.expire_translations()?;
         Ok(Sweep { removed, flows })
     }
 
@@ -1342,7 +1362,9 @@ impl Firewall {
     /// Every tracked connection, read from the pinned table under `pin_root` without
     /// loading anything (what `full_firewall conntrack` shows while the daemon runs).
     pub fn connections_from_pins(pin_root: &Path) -> Result<Vec<Connection>> {
-        read_connections(&open_pinned(pin_root, names::ic_fw_ct)?)
+        let mut connections = read_connections(&open_pinned(pin_root, names::ic_fw_ct)?)?;
+        nat::annotate(&mut connections, &open_pinned(pin_root, names::ic_nat_map)?)?;
+        Ok(connections)
     }
 
     /// The settings, totals, rule counters and connection count, read from the pins
@@ -1369,8 +1391,10 @@ impl Firewall {
         )?;
         let syn_state = read_syn_state(&open_pinned(pin_root, names::ic_fw_syn_state)?)?;
         let limits = read_limits(&open_pinned(pin_root, names::ic_fw_limit_config)?)?;
+        let nat = Self::nat_status_from_pins(pin_root)?;
         Ok(FirewallStatus {
             limits,
+            nat,
             settings: FirewallSettings::from_config(config),
             totals,
             rules,
@@ -1694,6 +1718,8 @@ fn connection(k: &CtKey, e: &CtEntry, now: u64) -> Option<Connection> {
         pid: e.pid,
         cgroup_id: e.cgroup_id,
         recorded: e.flags & CT_F_RECORD != 0,
+        nat: None,
+        key: *k,
     })
 }
 

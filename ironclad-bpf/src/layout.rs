@@ -531,6 +531,24 @@ mod firewall {
         assert!(
             abi::FwTotal::LimitInterface as u32 == f::ic_fw_total::IC_FW_LIMIT_INTERFACE_DROPS.0
         );
+        assert!(abi::FwTotal::NatTranslated as u32 == f::ic_fw_total::IC_FW_NAT_TRANSLATED.0);
+        assert!(abi::FwTotal::NatNoPort as u32 == f::ic_fw_total::IC_FW_NAT_NO_PORT.0);
+        assert!(abi::FwTotal::NatFailed as u32 == f::ic_fw_total::IC_FW_NAT_FAILED.0);
+        assert!(abi::NAT_MAX_RULES == f::ic_nat_sizes::IC_NAT_MAX_RULES.0);
+        assert!(abi::NAT_ENTRIES == f::ic_nat_sizes::IC_NAT_ENTRIES.0);
+        assert!(abi::NAT_PORT_TRIES == f::ic_nat_sizes::IC_NAT_PORT_TRIES.0);
+        assert!(abi::NAT_PORT_FIRST == f::ic_nat_sizes::IC_NAT_PORT_FIRST.0);
+        assert!(abi::NAT_PORT_COUNT == f::ic_nat_sizes::IC_NAT_PORT_COUNT.0);
+        assert!(abi::NAT_REWRITE_SRC as u32 == f::ic_nat_rewrite::IC_NAT_REWRITE_SRC.0);
+        assert!(abi::NAT_REWRITE_DST as u32 == f::ic_nat_rewrite::IC_NAT_REWRITE_DST.0);
+        assert!(abi::NAT_DNAT as u32 == f::ic_nat_kind::IC_NAT_DNAT.0);
+        assert!(abi::NAT_SNAT as u32 == f::ic_nat_kind::IC_NAT_SNAT.0);
+        assert!(abi::NatDnatKey::SIZE == size_of::<f::ic_nat_dnat_key>());
+        assert!(abi::NatTarget::SIZE == size_of::<f::ic_nat_target>());
+        assert!(abi::NatSnatKey::SIZE == size_of::<f::ic_nat_snat_key>());
+        assert!(abi::NatKey::SIZE == size_of::<f::ic_nat_key>());
+        assert!(abi::NatValue::SIZE == size_of::<f::ic_nat_value>());
+        assert!(abi::NatConfig::SIZE == size_of::<f::ic_nat_config>());
         assert!(abi::FwLimitKind::COUNT as u32 == f::ic_fw_limit_kind::IC_FW_LIMIT_KINDS.0);
         assert!(abi::FwLimitKind::Source as u32 == f::ic_fw_limit_kind::IC_FW_LIMIT_SOURCE.0);
         assert!(abi::FwLimitKind::Subnet as u32 == f::ic_fw_limit_kind::IC_FW_LIMIT_SUBNET.0);
@@ -585,6 +603,28 @@ mod firewall {
         [mode, threshold_pps, hold_ms, mss4, mss6, wscale, _pad0]
     );
     same_layout!(abi::FwLimitRate, f::ic_fw_limit_rate, [per_sec, burst]);
+    same_layout!(
+        abi::NatDnatKey,
+        f::ic_nat_dnat_key,
+        [ifindex, dport, proto, family]
+    );
+    same_layout!(abi::NatTarget, f::ic_nat_target, [addr, port, rule, _pad0]);
+    same_layout!(
+        abi::NatSnatKey,
+        f::ic_nat_snat_key,
+        [prefixlen, ifindex, addr]
+    );
+    same_layout!(
+        abi::NatKey,
+        f::ic_nat_key,
+        [src, dst, ifindex, sport, dport, proto, egress, _pad0]
+    );
+    same_layout!(
+        abi::NatValue,
+        f::ic_nat_value,
+        [addr, port, rewrite, kind, rule, reply, _pad0, created_ns, ct]
+    );
+    same_layout!(abi::NatConfig, f::ic_nat_config, [active, _pad0]);
     same_layout!(
         abi::FwLimitConfig,
         f::ic_fw_limit_config,

@@ -58,8 +58,9 @@ pub use error::{BpfError, KernelError, Result};
 pub use events::EventStream;
 pub use events::{EventReader, EventSource, EventStats};
 pub use firewall::{
-    Connection, Firewall, FirewallAttachment, FirewallReport, FirewallSettings, FirewallStatus,
-    FwLimitKind, LimitRate, LimitSettings, Sweep, SynFloodSettings, SynMode,
+    interface_address, Connection, Firewall, FirewallAttachment, FirewallReport, FirewallSettings,
+    FirewallStatus, Forward, FwLimitKind, LimitRate, LimitSettings, NatSettings, NatStatus,
+    SourceNat, Sweep, SynFloodSettings, SynMode, Translation,
 };
 /// The counters [`Shield::total`] and [`EgressFirewall::total`] take, re-exported so an
 /// embedder needs no other crate to read them.

@@ -2730,13 +2730,20 @@ pub enum FwTotal {
     LimitPort = 17,
     /// Over the interface's ceiling.
     LimitInterface = 18,
+    /// Packets rewritten by NAT (either direction).
+    NatTranslated = 19,
+    /// New connections a source translation found no free port for: dropped.
+    NatNoPort = 20,
+    /// Translations the kernel could not write (a full table, a failed rewrite):
+    /// dropped.
+    NatFailed = 21,
 }
 
 impl FwTotal {
     /// Number of totals (`IC_FW_TOTAL_COUNT`).
-    pub const COUNT: u32 = 19;
+    pub const COUNT: u32 = 22;
     /// Every total, in index order.
-    pub const ALL: [Self; 19] = [
+    pub const ALL: [Self; 22] = [
         Self::Established,
         Self::Related,
         Self::NewAccepted,
@@ -2756,6 +2763,9 @@ impl FwTotal {
         Self::LimitSubnet,
         Self::LimitPort,
         Self::LimitInterface,
+        Self::NatTranslated,
+        Self::NatNoPort,
+        Self::NatFailed,
     ];
 
     /// Stable lower-case name, as used in JSON output and metrics.
@@ -2780,6 +2790,9 @@ impl FwTotal {
             Self::LimitSubnet => "limit_subnet",
             Self::LimitPort => "limit_port",
             Self::LimitInterface => "limit_interface",
+            Self::NatTranslated => "nat_translated",
+            Self::NatNoPort => "nat_no_port",
+            Self::NatFailed => "nat_failed",
         }
     }
 }
@@ -2993,6 +3006,152 @@ impl FwLimitEvent {
         zerocopy::transmute!(*self)
     }
 }
+
+/// `IC_NAT_MAX_RULES`: port forwards, and source translations.
+pub const NAT_MAX_RULES: u32 = 256;
+/// `IC_NAT_ENTRIES`: directions of translated connections (two each).
+pub const NAT_ENTRIES: u32 = 262_144;
+/// `IC_NAT_PORT_TRIES`: source ports tried when a connection's is taken.
+pub const NAT_PORT_TRIES: u32 = 16;
+/// `IC_NAT_PORT_FIRST`: the first port of the range a taken source port is replaced
+/// from.
+pub const NAT_PORT_FIRST: u32 = 32_768;
+/// `IC_NAT_PORT_COUNT`: the range's size.
+pub const NAT_PORT_COUNT: u32 = 28_232;
+/// `IC_NAT_REWRITE_SRC`.
+pub const NAT_REWRITE_SRC: u8 = 1;
+/// `IC_NAT_REWRITE_DST`.
+pub const NAT_REWRITE_DST: u8 = 2;
+/// `IC_NAT_DNAT`: a port forward's translation.
+pub const NAT_DNAT: u8 = 1;
+/// `IC_NAT_SNAT`: a source translation's.
+pub const NAT_SNAT: u8 = 2;
+
+macro_rules! nat_struct {
+    ($(#[$doc:meta])* $name:ident, $size:expr, { $($(#[$fdoc:meta])* $field:ident: $ty:ty,)* }) => {
+        $(#[$doc])*
+        #[derive(
+            Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable,
+            KnownLayout,
+        )]
+        #[repr(C)]
+        pub struct $name {
+            $($(#[$fdoc])* pub $field: $ty,)*
+        }
+
+        impl $name {
+            /// Size of the C struct in bytes.
+            pub const SIZE: usize = $size;
+
+            /// The exact byte image the kernel expects.
+            pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+                zerocopy::transmute!(*self)
+            }
+
+            /// Decodes a value read back from the kernel; `None` if `bytes` is too short.
+            pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+                Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
+            }
+        }
+    };
+}
+
+nat_struct!(
+    /// `struct ic_nat_dnat_key`: a port forward's key.
+    NatDnatKey, 8, {
+        /// The interface connections arrive on.
+        ifindex: u32,
+        /// The port (0: the forward of every port).
+        dport: u16,
+        /// IP protocol.
+        proto: u8,
+        /// 4 or 6: the target's family.
+        family: u8,
+    }
+);
+
+nat_struct!(
+    /// `struct ic_nat_target`: where a forward sends connections, or the address a
+    /// source translation writes.
+    NatTarget, 24, {
+        /// Network order; IPv4 as IPv4-mapped.
+        addr: [u8; 16],
+        /// 0: keep the connection's port.
+        port: u16,
+        /// The rule's counter.
+        rule: u16,
+        /// Padding.
+        _pad0: u32,
+    }
+);
+
+nat_struct!(
+    /// `struct ic_nat_snat_key`: a source translation's key (LPM trie).
+    NatSnatKey, 24, {
+        /// 32 (the interface) + the address bits (IPv4 as IPv4-mapped: 96 + its length).
+        prefixlen: u32,
+        /// The interface, network order.
+        ifindex: u32,
+        /// The source prefix's address.
+        addr: [u8; 16],
+    }
+);
+
+nat_struct!(
+    /// `struct ic_nat_key`: a packet as it arrives at the hook that rewrites it.
+    NatKey, 44, {
+        /// Network order; IPv4 as IPv4-mapped.
+        src: [u8; 16],
+        /// Network order.
+        dst: [u8; 16],
+        /// The interface.
+        ifindex: u32,
+        /// Source port.
+        sport: u16,
+        /// Destination port.
+        dport: u16,
+        /// IP protocol.
+        proto: u8,
+        /// 1: egress, 0: ingress.
+        egress: u8,
+        /// Padding.
+        _pad0: [u8; 2],
+    }
+);
+
+nat_struct!(
+    /// `struct ic_nat_value`: the rewrite for one direction of a translated connection.
+    NatValue, 72, {
+        /// The new address.
+        addr: [u8; 16],
+        /// The new port.
+        port: u16,
+        /// [`NAT_REWRITE_SRC`] or [`NAT_REWRITE_DST`].
+        rewrite: u8,
+        /// [`NAT_DNAT`] or [`NAT_SNAT`].
+        kind: u8,
+        /// The rule's counter.
+        rule: u16,
+        /// 1: the reply direction's entry.
+        reply: u8,
+        /// Padding.
+        _pad0: u8,
+        /// When it was made, `CLOCK_MONOTONIC` ns.
+        created_ns: u64,
+        /// The connection it belongs to (the inner tuple, canonical).
+        ct: CtKey,
+    }
+);
+
+nat_struct!(
+    /// `struct ic_nat_config`: the NAT configuration.
+    NatConfig, 8, {
+        /// 0: no rule, nothing looked up.
+        active: u32,
+        /// Padding.
+        _pad0: u32,
+    }
+);
 
 /// `IC_FW_SLOTS`: rule slots (one live, one being written).
 pub const FW_SLOTS: u32 = 2;

@@ -29,6 +29,13 @@ use crate::firewall::FirewallPolicy;
 /// kernel's tables are sized for them).
 pub const MAX_NAT_RULES: usize = 256;
 
+/// A line and column in the policy file.
+type At = Option<(u64, u64)>;
+/// A problem found: the field, where, and the message.
+type Problem = (String, At, String);
+/// A forward's identity: interface, protocol, port (`None`: every port), IPv6.
+type ForwardKey = (String, NatProto, Option<u16>, bool);
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawNat {
@@ -221,7 +228,7 @@ pub(crate) fn parse(
     let iface = |field: &str,
                  value: &Option<Spanned<String>>,
                  at: Option<(u64, u64)>|
-     -> Result<String, (String, Option<(u64, u64)>, String)> {
+     -> Result<String, Problem> {
         let Some(v) = value else {
             return Err((
                 format!("{field}.iface"),
@@ -258,10 +265,7 @@ pub(crate) fn parse(
         }
     }
     // (iface, proto, port, family) -> the rule that has it first.
-    let mut forwards: BTreeMap<
-        (String, NatProto, Option<u16>, bool),
-        (String, Option<(u64, u64)>),
-    > = BTreeMap::new();
+    let mut forwards: BTreeMap<ForwardKey, (String, At)> = BTreeMap::new();
     for (i, item) in raw.dnat.iter().enumerate() {
         let field = format!("nat.dnat[{i}]");
         let at = position(&item.referenced);

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use ironclad_bpf::{
     Firewall, FirewallAttachment, FirewallSettings, LimitSettings, LoadedObject, Loader,
-    SynFloodSettings, XdpAttachment,
+    NatSettings, SynFloodSettings, XdpAttachment,
 };
 use ironclad_events::Event;
 use ironclad_policy::config::CompiledConfig;
@@ -139,7 +139,7 @@ fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>>
         }
     };
     info!(
-        "firewall on {}: {} rules, default inbound {:?}, outbound {:?}, {}{}{}{}",
+        "firewall on {}: {} rules, default inbound {:?}, outbound {:?}, {}{}{}{}{}",
         names(&attachments),
         report.rules,
         policy.default_inbound,
@@ -152,6 +152,7 @@ fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>>
         if policy.dry_run { ", dry-run" } else { "" },
         syn_description(policy),
         limits_description(policy),
+        nat_description(policy),
     );
     Ok(Box::new(Running {
         firewall,
@@ -197,6 +198,26 @@ fn apply_policy(
     syn.preflight().map_err(AgentError::bpf(KIND.name))?;
     let limits = LimitSettings::from_policy(policy.limits.as_ref());
     limits.check().map_err(AgentError::bpf(KIND.name))?;
+    let nat = match &policy.nat {
+        Some(n) => NatSettings::from_policy(n).map_err(|e| AgentError::Unresolved {
+            feature: KIND.name,
+            source: Box::new(e),
+        })?,
+        None => NatSettings::default(),
+    };
+    nat.check().map_err(AgentError::bpf(KIND.name))?;
+    if !nat.is_empty() {
+        for (family, sysctl) in [
+            ("IPv4", "/proc/sys/net/ipv4/ip_forward"),
+            ("IPv6", "/proc/sys/net/ipv6/conf/all/forwarding"),
+        ] {
+            if std::fs::read_to_string(sysctl).is_ok_and(|v| v.trim() == "0") {
+                warn!(
+                    "firewall: NAT is configured but {sysctl} is 0: {family} connections forwarded or translated will not pass through this host until forwarding is on"
+                );
+            }
+        }
+    }
     let report = firewall
         .apply(&FirewallSettings::from_policy(policy), &policy.rules)
         .map_err(AgentError::bpf(KIND.name))?;
@@ -206,6 +227,7 @@ fn apply_policy(
     firewall
         .set_limits(&limits)
         .map_err(AgentError::bpf(KIND.name))?;
+    firewall.set_nat(&nat).map_err(AgentError::bpf(KIND.name))?;
     Ok(report)
 }
 
@@ -227,6 +249,20 @@ fn limits_description(policy: &FirewallPolicy) -> String {
     .filter_map(|(rate, what)| rate.map(|r| format!("{}/s {what}", r.per_second)))
     .collect();
     format!(", new connections limited to {}", parts.join(", "))
+}
+
+/// `, NAT: 2 port forwards, 1 source translation` (or nothing).
+fn nat_description(policy: &FirewallPolicy) -> String {
+    let Some(n) = &policy.nat else {
+        return String::new();
+    };
+    let plural =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    format!(
+        ", NAT: {}, {}",
+        plural(n.dnat.len(), "port forward", "port forwards"),
+        plural(n.snat.len(), "source translation", "source translations")
+    )
 }
 
 impl Feature for Running {
@@ -336,11 +372,12 @@ impl Feature for Running {
         self.attachments = kept;
         self.attachments.extend(added);
         let mut message = format!(
-            "firewall reloaded: {} rules, {} classes{}{}",
+            "firewall reloaded: {} rules, {} classes{}{}{}",
             report.rules,
             report.classes,
             syn_description(policy),
-            limits_description(policy)
+            limits_description(policy),
+            nat_description(policy)
         );
         if !new.is_empty() {
             message.push_str(&format!("; attached to {new}"));
