@@ -14,181 +14,13 @@
     reason = "test helpers fail the test with a message"
 )]
 
-use std::io::BufRead;
-use std::process::{Child, Stdio};
-
 use ironclad_bpf::{Firewall, FirewallSettings, Forward, Loader, NatSettings, SourceNat};
 use ironclad_core::abi::FwTotal;
 use ironclad_policy::error::Origin;
 use ironclad_policy::firewall::{Direction, FwAction, FwProto, FwRule};
 use ironclad_policy::nat::NatProto;
+use ironclad_testing::probe::{checksum_errors, offload_off, servers, tcp_client, udp_client};
 use ironclad_testing::{flood, require_privileges, BpffsDir, NetNs, VethPair};
-
-/// A python server in a namespace, killed on drop.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A TCP echo server and a UDP one on `port` of every address of `ns`, both families:
-/// each connection's first line back is the peer's address as the server sees it,
-/// then the bytes it was sent; each datagram's answer is the peer's address, a space
-/// and the datagram.
-fn servers(ns: &NetNs, port: u16) -> Server {
-    let script = format!(
-        r#"
-import socket, threading, sys
-def tcp(family, addr):
-    s = socket.socket(family, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if family == socket.AF_INET6:
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    s.bind((addr, {port}))
-    s.listen(16)
-    while True:
-        c, peer = s.accept()
-        def serve(c, peer):
-            c.sendall((peer[0] + '\n').encode())
-            while True:
-                d = c.recv(65536)
-                if not d:
-                    break
-                c.sendall(d)
-            c.close()
-        threading.Thread(target=serve, args=(c, peer), daemon=True).start()
-def udp(family, addr):
-    s = socket.socket(family, socket.SOCK_DGRAM)
-    if family == socket.AF_INET6:
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    s.bind((addr, {port}))
-    while True:
-        d, peer = s.recvfrom(65536)
-        s.sendto(peer[0].encode() + b' ' + d, peer)
-for f, a in ((socket.AF_INET, '0.0.0.0'), (socket.AF_INET6, '::')):
-    threading.Thread(target=tcp, args=(f, a), daemon=True).start()
-    threading.Thread(target=udp, args=(f, a), daemon=True).start()
-print('ready', flush=True)
-threading.Event().wait()
-"#
-    );
-    let mut child = ns
-        .command("python3")
-        .args(["-c", &script])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 servers");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("ready");
-    assert_eq!(line.trim(), "ready");
-    Server(child)
-}
-
-/// From `ns`: a TCP connection to `addr:port` sending `bytes` random bytes; prints the
-/// address the server saw and whether the echo matched.
-fn tcp_client(ns: &NetNs, addr: &str, port: u16, bytes: usize) -> String {
-    let script = format!(
-        r#"
-import os, socket
-data = os.urandom({bytes})
-s = socket.create_connection(('{addr}', {port}), timeout=5)
-f = s.makefile('rb')
-peer = f.readline().decode().strip()
-s.sendall(data)
-got = b''
-while len(got) < len(data):
-    chunk = f.read1(65536)
-    if not chunk:
-        break
-    got += chunk
-s.close()
-print(peer, 'intact' if got == data else 'damaged %d of %d' % (len(got), len(data)))
-"#
-    );
-    run_python(ns, &script)
-}
-
-/// From `ns`: a UDP datagram of `bytes` random bytes to `addr:port` on a connected
-/// socket (an answer from any other address or port is not received); prints the
-/// address the server saw and whether the answer carried the datagram back.
-fn udp_client(ns: &NetNs, addr: &str, port: u16, bytes: usize) -> String {
-    let family = if addr.contains(':') {
-        "AF_INET6"
-    } else {
-        "AF_INET"
-    };
-    let script = format!(
-        r#"
-import os, socket
-data = os.urandom({bytes})
-s = socket.socket(socket.{family}, socket.SOCK_DGRAM)
-s.settimeout(3)
-s.connect(('{addr}', {port}))
-s.send(data)
-answer = s.recv(65536)
-peer, _, back = answer.partition(b' ')
-print(peer.decode(), 'intact' if back == data else 'damaged')
-"#
-    );
-    run_python(ns, &script)
-}
-
-fn run_python(ns: &NetNs, script: &str) -> String {
-    let out = ns
-        .command("python3")
-        .args(["-c", script])
-        .output()
-        .expect("python3");
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout).trim(),
-        String::from_utf8_lossy(&out.stderr).trim()
-    )
-}
-
-/// The TCP and UDP checksum errors a namespace's kernel counted (`/proc/net/snmp`,
-/// `InCsumErrors`; IPv6's from `/proc/net/snmp6`).
-fn checksum_errors(ns: &NetNs) -> u64 {
-    let snmp = String::from_utf8_lossy(&ns.exec(&["cat", "/proc/net/snmp"]).expect("snmp").stdout)
-        .into_owned();
-    let mut total = 0;
-    let lines: Vec<&str> = snmp.lines().collect();
-    for pair in lines.chunks(2) {
-        if let [names, values] = pair {
-            for (n, v) in names.split_whitespace().zip(values.split_whitespace()) {
-                if n == "InCsumErrors" {
-                    total += v.parse::<u64>().unwrap_or(0);
-                }
-            }
-        }
-    }
-    let snmp6 =
-        String::from_utf8_lossy(&ns.exec(&["cat", "/proc/net/snmp6"]).expect("snmp6").stdout)
-            .into_owned();
-    for line in snmp6.lines() {
-        let mut f = line.split_whitespace();
-        if let (Some(name), Some(v)) = (f.next(), f.next()) {
-            if name.ends_with("InCsumErrors") {
-                total += v.parse::<u64>().unwrap_or(0);
-            }
-        }
-    }
-    total
-}
-
-fn offload_off(ns: Option<&NetNs>, dev: &str) {
-    let args = ["ethtool", "-K", dev, "tx", "off", "rx", "off"];
-    let out = match ns {
-        Some(ns) => ns.exec(&args),
-        None => ironclad_testing::run(args[0], &args[1..]),
-    };
-    out.expect("ethtool -K");
-}
 
 fn rule(i: usize, proto: FwProto, dport: u16) -> FwRule {
     let mut r = FwRule::new(
@@ -228,10 +60,10 @@ fn port_forwards_and_masquerade_through_a_router_namespace_both_families() {
                 )
                 .expect("veth to B");
                 for (ns, dev) in [(&a, to_a.peer()), (&b, to_b.peer())] {
-                    offload_off(Some(ns), dev);
+                    offload_off(Some(ns), dev).expect("ethtool -K");
                 }
-                offload_off(None, to_a.host());
-                offload_off(None, to_b.host());
+                offload_off(None, to_a.host()).expect("ethtool -K");
+                offload_off(None, to_b.host()).expect("ethtool -K");
                 // B reaches everything through R; A knows only its own network (a
                 // masquerade is what lets B's connections back to it).
                 b.exec(&["ip", "route", "add", "default", "via", "10.217.2.1"])
@@ -313,10 +145,13 @@ fn port_forwards_and_masquerade_through_a_router_namespace_both_families() {
                 firewall.set_nat(&nat).expect("nat");
                 let _tcx = firewall.attach(to_a.host()).expect("attach");
 
-                let _in_b = servers(&b, 80);
-                let _udp_b = servers(&b, 53);
-                let _in_a = servers(&a, 9000);
-                let errors = (checksum_errors(&a), checksum_errors(&b));
+                let _in_b = servers(&b, 80).expect("servers");
+                let _udp_b = servers(&b, 53).expect("servers");
+                let _in_a = servers(&a, 9000).expect("servers");
+                let errors = (
+                    checksum_errors(&a).expect("snmp"),
+                    checksum_errors(&b).expect("snmp"),
+                );
 
                 for v6 in [false, true] {
                     let family = if v6 { "IPv6" } else { "IPv4" };
@@ -328,30 +163,33 @@ fn port_forwards_and_masquerade_through_a_router_namespace_both_families() {
                     // DNAT: A connects to R's port 8080, the server in B answers and
                     // sees A's own address.
                     assert_eq!(
-                        tcp_client(&a, r_a, 8080, 1 << 20),
+                        tcp_client(&a, r_a, 8080, 1 << 20).expect("python3"),
                         format!("{a_addr} intact"),
                         "{family} TCP port forward"
                     );
                     assert_eq!(
-                        udp_client(&a, r_a, 5353, 1200),
+                        udp_client(&a, r_a, 5353, 1200).expect("python3"),
                         format!("{a_addr} intact"),
                         "{family} UDP port forward: the answer comes back from R's 5353"
                     );
                     // SNAT: B connects to A's server, which sees R's address.
                     let a_server = if v6 { "fd00:218:1::2" } else { "10.217.1.2" };
                     assert_eq!(
-                        tcp_client(&b, a_server, 9000, 1 << 20),
+                        tcp_client(&b, a_server, 9000, 1 << 20).expect("python3"),
                         format!("{r_a} intact"),
                         "{family} TCP masquerade"
                     );
                     assert_eq!(
-                        udp_client(&b, a_server, 9000, 1200),
+                        udp_client(&b, a_server, 9000, 1200).expect("python3"),
                         format!("{r_a} intact"),
                         "{family} UDP masquerade"
                     );
                 }
                 assert_eq!(
-                    (checksum_errors(&a), checksum_errors(&b)),
+                    (
+                        checksum_errors(&a).expect("snmp"),
+                        checksum_errors(&b).expect("snmp")
+                    ),
                     errors,
                     "no checksum errors on either side"
                 );

@@ -1290,10 +1290,9 @@ fn parse_inner(
         .processes
         .as_ref()
         .map(|p| parse_processes(p, &mut problems));
-    let mut firewall = raw
-        .firewall
-        .as_ref()
-        .map(|f| crate::firewall_section::parse(f, Path::new("/sys/class/net"), &mut problems));
+    let mut firewall = raw.firewall.as_ref().map(|f| {
+        crate::firewall_section::parse(f, &crate::firewall_section::interface_exists, &mut problems)
+    });
     if let Some(nat) = &raw.nat {
         let parsed = crate::nat::parse(nat, firewall.as_ref(), &mut problems);
         if let Some(f) = firewall.as_mut() {

@@ -178,11 +178,22 @@ fn default_action(
     }
 }
 
-/// Reads the section; `sys_class_net` is where interfaces are looked up
-/// (`/sys/class/net`), so `check` refuses an interface this host does not have.
+/// Whether this network namespace (the calling thread's) has the interface `name`.
+/// Asked of the kernel: `/sys/class/net` shows the namespace sysfs was mounted in,
+/// which a process that entered another one (`nsenter --net`, a setns) does not see.
+pub(crate) fn interface_exists(name: &str) -> bool {
+    use rustix::net::{socket, AddressFamily, SocketType};
+    match socket(AddressFamily::INET, SocketType::DGRAM, None) {
+        Ok(sock) => rustix::net::netdevice::name_to_index(&sock, name).is_ok(),
+        Err(_) => Path::new("/sys/class/net").join(name).exists(),
+    }
+}
+
+/// Reads the section; `interface_exists` says whether this host has an interface, so
+/// `check` refuses one it does not have.
 pub(crate) fn parse(
     raw: &Spanned<RawFirewall>,
-    sys_class_net: &Path,
+    interface_exists: &dyn Fn(&str) -> bool,
     problems: &mut Vec<PolicyError>,
 ) -> FirewallPolicy {
     let section_at = position(&raw.referenced);
@@ -230,7 +241,7 @@ pub(crate) fn parse(
             );
         } else if policy.interfaces.iter().any(|f| f.name == name) {
             invalid(field, at, format!("`{name}` is listed twice"));
-        } else if !sys_class_net.join(name).exists() {
+        } else if !interface_exists(name) {
             invalid(
                 field,
                 at,

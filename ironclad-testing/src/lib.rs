@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use ironclad_core::privilege::{self, Capability};
 
 pub mod flood;
+pub mod probe;
 pub mod rules;
 
 /// Environment variable that lets privileged tests skip instead of fail.

@@ -166,6 +166,24 @@ fn check(config: &std::path::Path) -> Result<ExitCode> {
                         "hold_seconds": syn.hold_seconds,
                     });
                 }
+                if let Some(n) = &f.nat {
+                    out["firewall"]["nat"] = serde_json::json!({
+                        "dnat": n.dnat.iter().map(|d| serde_json::json!({
+                            "iface": d.iface,
+                            "proto": d.proto.name(),
+                            "dport": d.dport,
+                            "to": d.to.to_string(),
+                        })).collect::<Vec<_>>(),
+                        "snat": n.snat.iter().map(|s| serde_json::json!({
+                            "iface": s.iface,
+                            "src": s.src.to_string(),
+                            "to": match s.to {
+                                ironclad_policy::nat::SnatTo::Addr(a) => a.to_string(),
+                                _ => "masquerade".to_string(),
+                            },
+                        })).collect::<Vec<_>>(),
+                    });
+                }
                 if let Some(l) = &f.limits {
                     out["firewall"]["limits"] =
                         status::limits_json(&ironclad_bpf::LimitSettings::from_policy(Some(l)));

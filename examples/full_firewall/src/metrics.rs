@@ -1023,6 +1023,35 @@ fn firewall_metrics(out: &mut Exposition, status: &FirewallStatus) {
         &[],
         status.syn_state.attacks,
     );
+    // NAT rules by position and kind: a rule's label is its place in the policy
+    // (`nat.dnat[0]`), which a reload that keeps the rules keeps.
+    out.family(
+        "ironclad_firewall_nat_packets_total",
+        "counter",
+        "Packets each NAT rule translated (both directions).",
+    );
+    for (kind, counters) in [
+        ("dnat", &status.nat.forward_counters),
+        ("snat", &status.nat.source_counters),
+    ] {
+        for (i, c) in counters.iter().enumerate() {
+            out.sample(
+                "ironclad_firewall_nat_packets_total",
+                &[("rule", &format!("nat.{kind}[{i}]"))],
+                c.packets,
+            );
+        }
+    }
+    out.family(
+        "ironclad_firewall_nat_connections",
+        "gauge",
+        "Connections NAT translates now.",
+    );
+    out.sample(
+        "ironclad_firewall_nat_connections",
+        &[],
+        (status.nat.entries / 2) as u64,
+    );
     out.family(
         "ironclad_firewall_limit_per_second",
         "gauge",

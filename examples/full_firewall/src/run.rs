@@ -441,7 +441,17 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         .transpose()?;
     let cgroup = match &args.cgroup {
         Some(path) => path.clone(),
-        None => ironclad_core::identity::cgroup2_root().context("finding the cgroup v2 root")?,
+        None => match ironclad_core::identity::cgroup2_root() {
+            Ok(root) => root,
+            // Only the identity firewall and telemetry attach to a cgroup. Without one
+            // mounted (`ip netns exec` mounts a fresh /sys, hiding /sys/fs/cgroup) the
+            // other features run; those two would fail naming the path.
+            Err(e) if config.egress.is_none() && config.telemetry.is_none() => {
+                tracing::debug!("no cgroup v2 root ({e}); no feature of this policy needs one");
+                std::path::PathBuf::from("/sys/fs/cgroup")
+            }
+            Err(e) => return Err(anyhow::Error::from(e).context("finding the cgroup v2 root")),
+        },
     };
     let mut settings = Settings::new(cgroup).require_all(args.require_all);
     if let Some(iface) = &args.iface {

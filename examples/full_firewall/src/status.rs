@@ -226,6 +226,26 @@ pub(crate) fn status(pin_root: &Path, run_dir: &Path, json: bool) -> Result<Exit
         if let Some(text) = limits_text(&f.limits) {
             println!("firewall new-connection limits: {text}");
         }
+        let nat = &f.nat;
+        if nat.forwards + nat.sources > 0 {
+            println!(
+                "firewall NAT: {} port forwards, {} source translations, {} translated connections",
+                nat.forwards,
+                nat.sources,
+                nat.entries / 2
+            );
+            for (kind, counters) in [
+                ("dnat", &nat.forward_counters),
+                ("snat", &nat.source_counters),
+            ] {
+                for (i, c) in counters.iter().enumerate() {
+                    println!(
+                        "firewall nat.{kind}[{i}] {:>12} packets {:>14} bytes",
+                        c.packets, c.bytes
+                    );
+                }
+            }
+        }
         for (id, c) in &f.rules {
             println!(
                 "firewall rule {id:<5} {:>12} packets {:>14} bytes",
@@ -316,6 +336,11 @@ pub(crate) fn firewall_json(f: &FirewallStatus) -> serde_json::Value {
             "attacks": f.syn_state.attacks,
         },
         "limits": limits_json(&f.limits),
+        "nat": {
+            "dnat": f.nat.forward_counters.iter().map(|c| serde_json::json!({"packets": c.packets, "bytes": c.bytes})).collect::<Vec<_>>(),
+            "snat": f.nat.source_counters.iter().map(|c| serde_json::json!({"packets": c.packets, "bytes": c.bytes})).collect::<Vec<_>>(),
+            "translated_connections": f.nat.entries / 2,
+        },
     })
 }
 
@@ -385,6 +410,12 @@ pub(crate) fn conntrack(pin_root: &Path, json: bool) -> Result<ExitCode> {
                     "pid": c.pid,
                     "cgroup_id": c.cgroup_id,
                     "flow_record": c.recorded,
+                    "nat": c.nat.as_ref().map(|t| serde_json::json!({
+                        "kind": t.kind,
+                        "rule": t.rule,
+                        "outside": {"addr": t.outside.0.to_string(), "port": t.outside.1},
+                        "inside": {"addr": t.inside.0.to_string(), "port": t.inside.1},
+                    })),
                 })
             })
             .collect();
@@ -417,6 +448,25 @@ pub(crate) fn conntrack(pin_root: &Path, json: bool) -> Result<ExitCode> {
                 c.pid.to_string()
             }
         );
+        // A translated connection: how the outside sees the translated end.
+        if let Some(t) = &c.nat {
+            let what = if t.kind == "dnat" {
+                format!(
+                    "dnat: the client connected to {}, forwarded to {} (nat.dnat[{}])",
+                    endpoint(t.outside),
+                    endpoint(t.inside),
+                    t.rule
+                )
+            } else {
+                format!(
+                    "snat: {} leaves as {} (nat.snat[{}])",
+                    endpoint(t.inside),
+                    endpoint(t.outside),
+                    t.rule
+                )
+            };
+            println!("        {what}");
+        }
     }
     println!("{} connections", connections.len());
     Ok(ExitCode::SUCCESS)

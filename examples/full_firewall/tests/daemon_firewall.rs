@@ -720,3 +720,201 @@ fn rate_limits_through_the_daemon_refuse_count_report_and_reload() {
     assert!(net.connects(&net.addr(false, 2), &host4, 2222));
     drop(listener);
 }
+
+/// The daemon as shipped, run inside a router namespace R between namespaces A
+/// (outside) and B (inside), with a `nat:` section: port forwards from R's address
+/// towards A to a server in B, a masquerade of B's network; `check`, `status`,
+/// `conntrack`, a reload, and a masquerade on an interface with no address.
+#[test]
+fn nat_through_the_daemon_forwards_masquerades_and_shows_translations() {
+    use ironclad_testing::probe::{checksum_errors, offload_off, servers, tcp_client, udp_client};
+    require_privileges!();
+    let (a, b, r) = (
+        NetNs::new("dnata").expect("netns"),
+        NetNs::new("dnatb").expect("netns"),
+        NetNs::new("dnatr").expect("netns"),
+    );
+    let pins = BpffsDir::new("dnat").expect("bpffs");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // This thread, and every process it starts (the daemon included), is in R.
+                ironclad_testing::flood::enter(r.name()).expect("enter R");
+                let to_a = VethPair::new(
+                    &a,
+                    &["10.217.11.1/24", "fd00:218:11::1/64"],
+                    &["10.217.11.2/24", "fd00:218:11::2/64"],
+                )
+                .expect("veth to A");
+                let to_b = VethPair::new(
+                    &b,
+                    &["10.217.12.1/24", "fd00:218:12::1/64"],
+                    &["10.217.12.2/24", "fd00:218:12::2/64"],
+                )
+                .expect("veth to B");
+                // A third interface with no address, for the masquerade that cannot be.
+                let bare = VethPair::new(&a, &[], &[]).expect("veth");
+                for (ns, dev) in [(Some(&a), to_a.peer()), (Some(&b), to_b.peer()), (None, to_a.host()), (None, to_b.host())] {
+                    offload_off(ns, dev).expect("ethtool -K");
+                }
+                b.exec(&["ip", "route", "add", "default", "via", "10.217.12.1"])
+                    .expect("route");
+                b.exec(&["ip", "-6", "route", "add", "default", "via", "fd00:218:12::1"])
+                    .expect("route6");
+                ironclad_testing::run(
+                    "sysctl",
+                    &["-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"],
+                )
+                .expect("forwarding in R");
+                let x = to_a.host();
+                let policy = format!(
+                    "firewall:
+  interfaces: [{x}, {y}]
+  default_inbound: drop
+  rules:
+    - {{direction: in, proto: tcp, dport: 80, action: accept}}
+    - {{direction: in, proto: udp, dport: 53, action: accept}}
+nat:
+  dnat:
+    - {{iface: {x}, proto: tcp, dport: 8080, to: \"10.217.12.2:80\"}}
+    - {{iface: {x}, proto: udp, dport: 5353, to: \"10.217.12.2:53\"}}
+    - {{iface: {x}, proto: tcp, dport: 8080, to: \"[fd00:218:12::2]:80\"}}
+  snat:
+    - {{iface: {x}, src: 10.217.12.0/24, to: masquerade}}
+    - {{iface: {x}, src: \"fd00:218:12::/64\", to: masquerade}}
+",
+                    y = bare.host()
+                );
+                let config = dir.path().join("policy.yaml");
+                std::fs::write(&config, &policy).expect("policy");
+                // The daemon and its commands run in R as `nsenter --net` runs them:
+                // R's interfaces, the host's /sys and bpffs (`ip netns exec` would mount
+                // a private /sys without them).
+                let in_r = |args: &[&str]| {
+                    let out = Command::new(BIN).args(args).output().expect("full_firewall");
+                    assert!(out.status.success(), "{args:?}: {out:?}");
+                    out.stdout
+                };
+                let config_arg = config.display().to_string();
+                let pins_arg = pins.path().display().to_string();
+                let checked: serde_json::Value =
+                    serde_json::from_slice(&in_r(&["check", "--config", &config_arg]))
+                        .expect("JSON");
+                assert_eq!(
+                    checked["firewall"]["nat"]["dnat"][0],
+                    serde_json::json!({"iface": x, "proto": "tcp", "dport": 8080, "to": "10.217.12.2:80"}),
+                    "{checked}"
+                );
+                assert_eq!(checked["firewall"]["nat"]["snat"][1]["to"], "masquerade");
+                let args: Vec<String> = vec![
+                    "run".into(),
+                    "--config".into(),
+                    config.display().to_string(),
+                    "--pin-dir".into(),
+                    pins.path().display().to_string(),
+                    "--audit-log".into(),
+                    dir.path().join("audit.jsonl").display().to_string(),
+                    "--run-dir".into(),
+                    dir.path().join("run").display().to_string(),
+                ];
+                let daemon = Daemon::spawn(&args);
+                daemon.wait_for("ready");
+                assert!(
+                    daemon.log().contains("NAT: 3 port forwards, 2 source translations"),
+                    "{}",
+                    daemon.log()
+                );
+                let _web = servers(&b, 80).expect("servers in B");
+                let _dns = servers(&b, 53).expect("servers in B");
+                let _outside = servers(&a, 9000).expect("servers in A");
+                let errors = (checksum_errors(&a).expect("snmp"), checksum_errors(&b).expect("snmp"));
+                for (family, r_a, a_addr, a_server) in [
+                    ("IPv4", "10.217.11.1", "10.217.11.2", "10.217.11.2"),
+                    ("IPv6", "fd00:218:11::1", "fd00:218:11::2", "fd00:218:11::2"),
+                ] {
+                    assert_eq!(
+                        tcp_client(&a, r_a, 8080, 1 << 20).expect("python3"),
+                        format!("{a_addr} intact"),
+                        "{family}: the forward reaches B, which sees A"
+                    );
+                    assert_eq!(
+                        tcp_client(&b, a_server, 9000, 1 << 20).expect("python3"),
+                        format!("{r_a} intact"),
+                        "{family}: B's connection leaves as R"
+                    );
+                }
+                assert_eq!(
+                    udp_client(&a, "10.217.11.1", 5353, 1000).expect("python3"),
+                    "10.217.11.2 intact"
+                );
+                assert_eq!(
+                    (checksum_errors(&a).expect("snmp"), checksum_errors(&b).expect("snmp")),
+                    errors
+                );
+
+                // conntrack shows each translation; status counts each rule.
+                let text = String::from_utf8_lossy(&in_r(&["conntrack", "--pin-dir", &pins_arg]))
+                    .into_owned();
+                assert!(
+                    text.contains("dnat: the client connected to 10.217.11.1:8080, forwarded to 10.217.12.2:80 (nat.dnat[0])")
+                        && text.contains("snat: 10.217.12.2:")
+                        && text.contains("leaves as 10.217.11.1:"),
+                    "{text}"
+                );
+                let list: serde_json::Value =
+                    serde_json::from_slice(&in_r(&["conntrack", "--json", "--pin-dir", &pins_arg]))
+                        .expect("JSON");
+                assert!(
+                    list.as_array().expect("array").iter().any(|c| c["nat"]["kind"] == "dnat"
+                        && c["nat"]["outside"]["port"] == 8080
+                        && c["reply"]["port"] == 80),
+                    "{list}"
+                );
+                let status: serde_json::Value =
+                    serde_json::from_slice(&in_r(&["status", "--json", "--pin-dir", &pins_arg]))
+                        .expect("JSON");
+                let nat = &status["firewall"]["nat"];
+                for (kind, i) in [("dnat", 0), ("dnat", 1), ("dnat", 2), ("snat", 0), ("snat", 1)] {
+                    assert!(
+                        nat[kind][i]["packets"].as_u64().unwrap_or(0) > 0,
+                        "{kind}[{i}] counted: {nat}"
+                    );
+                }
+
+                // A reload with a masquerade on an interface with no address is refused,
+                // located; the running translations go on.
+                let bad_rule = format!(
+                    "    - {{iface: {y}, src: 10.217.12.0/24, to: masquerade}}",
+                    y = bare.host()
+                );
+                std::fs::write(&config, format!("{policy}{bad_rule}\n")).expect("policy");
+                let (line, column) = (
+                    policy.lines().count() + 1,
+                    bad_rule.find("masquerade").expect("masquerade") + 1,
+                );
+                let refused = daemon.log().matches("has no IPv4 address").count();
+                daemon.signal("HUP");
+                daemon.wait_for_more("has no IPv4 address", refused);
+                assert!(
+                    daemon.log().contains(&format!(
+                        "nat.snat[2].to: masquerade (line {line}, column {column}): `{}` has no IPv4 address to translate 10.217.12.0/24 to",
+                        bare.host()
+                    )),
+                    "{}",
+                    daemon.log()
+                );
+                assert_eq!(
+                    tcp_client(&a, "10.217.11.1", 8080, 1000).expect("python3"),
+                    "10.217.11.2 intact",
+                    "the refused reload left the forwards"
+                );
+                drop(daemon);
+                drop(bare);
+                drop(to_a);
+                drop(to_b);
+            })
+            .join()
+            .expect("the test thread");
+    });
+}
