@@ -1961,7 +1961,7 @@ static __always_inline int ic_nat_open_snat(struct __sk_buff *skb, struct ic_nat
 	return ic_nat_apply(skb, &sc->n, fwd, len);
 }
 
-/* NAT at ingress, before the firewall: the forward direction of a port forward (a new
+/* NAT at ingress, before the firewall (when any NAT rule is set): the forward direction of a port forward (a new
  * one opened by a forward's SYN or first datagram), or the reply direction of a
  * source translation. 0 (rewritten or not), or -1: drop. */
 static __noinline int ic_nat_in(struct __sk_buff *skb, __u32 ifindex, __u64 len)
@@ -1971,8 +1971,6 @@ static __noinline int ic_nat_in(struct __sk_buff *skb, __u32 ifindex, __u64 len)
 	struct ic_nat_target *t;
 	struct ic_nat_value *v;
 
-	if (!ic_nat_active())
-		return 0;
 	sc = ic_nat_scratch_get();
 	if (!sc || ic_nat_parse(skb, &sc->n))
 		return 0;
@@ -2006,8 +2004,6 @@ static __noinline int ic_nat_out(struct __sk_buff *skb, __u32 ifindex, __u64 len
 	struct ic_nat_target *t;
 	struct ic_nat_value *v;
 
-	if (!ic_nat_active())
-		return 0;
 	sc = ic_nat_scratch_get();
 	if (!sc || ic_nat_parse(skb, &sc->n))
 		return 0;
@@ -2036,7 +2032,7 @@ int ic_fw_in(struct __sk_buff *skb)
 		return IC_TCX_NEXT;
 	}
 	/* Translated first: the firewall sees the connection as it is inside. */
-	if (ic_nat_in(skb, skb->ifindex, skb->len) < 0)
+	if (ic_nat_active() && ic_nat_in(skb, skb->ifindex, skb->len) < 0)
 		return IC_TCX_DROP;
 	v = ic_fw(skb, 1);
 	if (v == IC_V_REJECT)
@@ -2059,7 +2055,8 @@ int ic_fw_out(struct __sk_buff *skb)
 	if (!v)
 		return IC_TCX_DROP;
 	/* Translated last: the firewall saw the connection as it is inside. */
-	return ic_nat_out(skb, skb->ifindex, skb->len) < 0 ? IC_TCX_DROP : IC_TCX_NEXT;
+	return ic_nat_active() && ic_nat_out(skb, skb->ifindex, skb->len) < 0 ? IC_TCX_DROP
+									     : IC_TCX_NEXT;
 }
 
 /* Writes the SYN-ACK for the SYN whose headers are in h over the frame (l3off: where

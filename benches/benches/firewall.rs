@@ -40,6 +40,8 @@ use criterion::{criterion_group, criterion_main, Criterion};
 
 #[path = "support/fw_veth.rs"]
 mod fw_veth;
+#[path = "support/nat_veth.rs"]
+mod nat_veth;
 #[path = "support/veth.rs"]
 mod veth;
 use ironclad_benches::figures::{record, Unit};
@@ -703,6 +705,7 @@ criterion_group!(
     syn_cookies,
     limits,
     syn_flood,
-    fw_veth::veth
+    fw_veth::veth,
+    nat_veth::nat
 );
 criterion_main!(benches);
