@@ -108,9 +108,8 @@ impl Bench {
         }
     }
 
-    /// A firewall that admits inbound TCP to `port` only and protects it with SYN
-    /// cookies (always).
-    fn protecting(tag: &str, port: u16) -> Self {
+    /// A firewall that admits inbound TCP to `port` only.
+    fn accepting(tag: &str, port: u16) -> Self {
         let bench = Self::new(tag);
         let mut accept = FwRule::new(
             Origin::field("firewall.rules[0]"),
@@ -122,6 +121,13 @@ impl Bench {
             .firewall
             .apply(&FirewallSettings::default().drop_inbound(true), &[accept])
             .unwrap_or_else(|e| panic!("{e}"));
+        bench
+    }
+
+    /// A firewall that admits inbound TCP to `port` only and protects it with SYN
+    /// cookies (always).
+    fn protecting(tag: &str, port: u16) -> Self {
+        let bench = Self::accepting(tag, port);
         bench
             .firewall
             .set_syn_flood(&ironclad_bpf::SynFloodSettings::always([port]))
@@ -334,17 +340,7 @@ fn limits(_: &mut Criterion) {
     /// Single runs per round; each round's minimum is its sample.
     const CALLS: usize = 2_000;
     let baseline = Baseline::load();
-    let bench = Bench::new("fwbench-lim");
-    let mut accept = FwRule::new(
-        Origin::field("firewall.rules[0]"),
-        Direction::In,
-        FwProto::Tcp,
-    );
-    accept.dport = vec![(443, 443)];
-    bench
-        .firewall
-        .apply(&FirewallSettings::default().drop_inbound(true), &[accept])
-        .unwrap_or_else(|e| panic!("{e}"));
+    let bench = Bench::accepting("fwbench-lim", 443);
     let host = ip("192.0.2.1");
     let ns = |v: &[Duration]| v.iter().map(|d| d.as_nanos() as f64).collect::<Vec<_>>();
     let min = |v: &[Duration]| v.iter().copied().min().unwrap_or_default();
@@ -433,17 +429,7 @@ fn limits(_: &mut Criterion) {
             _ => LimitSettings::default().per_interface(spent),
         };
         // A fresh table and buckets for each kind; a first SYN spends the one token.
-        let bench = Bench::new(&format!("fwbench-lim-{}", kind.name()));
-        let mut accept = FwRule::new(
-            Origin::field("firewall.rules[0]"),
-            Direction::In,
-            FwProto::Tcp,
-        );
-        accept.dport = vec![(443, 443)];
-        bench
-            .firewall
-            .apply(&FirewallSettings::default().drop_inbound(true), &[accept])
-            .unwrap_or_else(|e| panic!("{e}"));
+        let bench = Bench::accepting(&format!("fwbench-lim-{}", kind.name()), 443);
         bench
             .firewall
             .set_limits(&limits)

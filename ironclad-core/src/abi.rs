@@ -2850,184 +2850,8 @@ pub const FW_LIMIT_KEYS: u32 = 131_072;
 /// `IC_FW_LIMIT_F_DRY_RUN`: a limit event's connections were only counted.
 pub const FW_LIMIT_F_DRY_RUN: u8 = 1;
 
-/// `struct ic_fw_limit_rate`: one limit's rate (`per_sec` 0: off).
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
-#[repr(C)]
-pub struct FwLimitRate {
-    /// New connections a second.
-    pub per_sec: u32,
-    /// Connections a full bucket admits at once.
-    pub burst: u32,
-}
-
-impl FwLimitRate {
-    /// Size of the C struct in bytes.
-    pub const SIZE: usize = 8;
-}
-
-/// `struct ic_fw_limit_config`: the rate limits on new inbound connections.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
-#[repr(C)]
-pub struct FwLimitConfig {
-    /// By [`FwLimitKind`].
-    pub rates: [FwLimitRate; FwLimitKind::COUNT],
-    /// The subnet limit's IPv4 prefix length.
-    pub v4_prefix: u8,
-    /// The subnet limit's IPv6 prefix length.
-    pub v6_prefix: u8,
-    /// Padding.
-    pub _pad0: [u8; 6],
-}
-
-impl FwLimitConfig {
-    /// Size of the C struct in bytes.
-    pub const SIZE: usize = 40;
-
-    /// The exact byte image the kernel expects.
-    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        zerocopy::transmute!(*self)
-    }
-
-    /// Decodes a value read back from the kernel; `None` if `bytes` is too short.
-    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
-    }
-}
-
-/// `struct ic_fw_limit_key`: a limit bucket's key.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
-#[repr(C)]
-pub struct FwLimitKey {
-    /// Source or masked subnet, IPv4 as IPv4-mapped; else zero.
-    pub addr: [u8; 16],
-    /// The interface (interface limit); else 0.
-    pub ifindex: u32,
-    /// The destination port (port limit); else 0.
-    pub port: u16,
-    /// The protocol (port limit); else 0.
-    pub proto: u8,
-    /// [`FwLimitKind`] code.
-    pub kind: u8,
-}
-
-impl FwLimitKey {
-    /// Size of the C struct in bytes.
-    pub const SIZE: usize = 24;
-
-    /// Decodes a key read back from the kernel; `None` if `bytes` is too short.
-    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
-    }
-}
-
-/// `struct ic_fw_limit_bucket`: a limit's bucket (tokens in nano-connections).
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
-#[repr(C)]
-pub struct FwLimitBucket {
-    /// Tokens × 10⁹.
-    pub tokens: i64,
-    /// Last refill, `CLOCK_MONOTONIC` ns.
-    pub last_ns: u64,
-    /// Refused since the bucket last reported.
-    pub dropped: u64,
-    /// When it last reported.
-    pub event_ns: u64,
-}
-
-impl FwLimitBucket {
-    /// Size of the C struct in bytes.
-    pub const SIZE: usize = 32;
-
-    /// Decodes a value read back from the kernel; `None` if `bytes` is too short.
-    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
-    }
-}
-
-/// `struct ic_fw_limit_event`: a limit refused connections (the first refusal at
-/// once, then at most once a second per bucket, with the count since the last event).
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
-#[repr(C)]
-pub struct FwLimitEvent {
-    /// The common header.
-    pub hdr: EventHeader,
-    /// The bucket's address: the source, or the subnet's base; zero for port and
-    /// interface limits. IPv4 as IPv4-mapped.
-    pub key: [u8; 16],
-    /// The latest refused connection's source.
-    pub src: [u8; 16],
-    /// Its destination.
-    pub dst: [u8; 16],
-    /// Refused since this bucket's previous event.
-    pub dropped: u64,
-    /// Where the latest one arrived.
-    pub ifindex: u32,
-    /// The limit: connections a second.
-    pub per_sec: u32,
-    /// The limit: burst.
-    pub burst: u32,
-    /// The latest one's source port (0 for ICMP).
-    pub sport: u16,
-    /// Its destination port (the ICMP type for ICMP).
-    pub dport: u16,
-    /// IP protocol.
-    pub proto: u8,
-    /// [`FwLimitKind`] code.
-    pub kind: u8,
-    /// The subnet limit's prefix length; else 0.
-    pub prefix: u8,
-    /// `FW_LIMIT_F_*`.
-    pub flags: u8,
-    /// Padding, zero.
-    pub _pad0: [u8; 4],
-}
-
-impl FwLimitEvent {
-    /// Size of the C struct in bytes.
-    pub const SIZE: usize = 96;
-
-    /// Decodes a record; `None` if `bytes` is too short.
-    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
-    }
-
-    /// The exact byte image.
-    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        zerocopy::transmute!(*self)
-    }
-}
-
-/// `IC_NAT_MAX_RULES`: port forwards, and source translations.
-pub const NAT_MAX_RULES: u32 = 256;
-/// `IC_NAT_ENTRIES`: directions of translated connections (two each).
-pub const NAT_ENTRIES: u32 = 262_144;
-/// `IC_NAT_PORT_TRIES`: source ports tried when a connection's is taken.
-pub const NAT_PORT_TRIES: u32 = 16;
-/// `IC_NAT_PORT_FIRST`: the first port of the range a taken source port is replaced
-/// from.
-pub const NAT_PORT_FIRST: u32 = 32_768;
-/// `IC_NAT_PORT_COUNT`: the range's size.
-pub const NAT_PORT_COUNT: u32 = 28_232;
-/// `IC_NAT_REWRITE_SRC`.
-pub const NAT_REWRITE_SRC: u8 = 1;
-/// `IC_NAT_REWRITE_DST`.
-pub const NAT_REWRITE_DST: u8 = 2;
-/// `IC_NAT_DNAT`: a port forward's translation.
-pub const NAT_DNAT: u8 = 1;
-/// `IC_NAT_SNAT`: a source translation's.
-pub const NAT_SNAT: u8 = 2;
-
-macro_rules! nat_struct {
+/// A `#[repr(C)]` mirror of a kernel struct with its size and byte conversions.
+macro_rules! abi_struct {
     ($(#[$doc:meta])* $name:ident, $size:expr, { $($(#[$fdoc:meta])* $field:ident: $ty:ty,)* }) => {
         $(#[$doc])*
         #[derive(
@@ -3056,7 +2880,119 @@ macro_rules! nat_struct {
     };
 }
 
-nat_struct!(
+abi_struct!(
+    /// `struct ic_fw_limit_rate`: one limit's rate (`per_sec` 0: off).
+    FwLimitRate, 8, {
+        /// New connections a second.
+        per_sec: u32,
+        /// Connections a full bucket admits at once.
+        burst: u32,
+    }
+);
+
+abi_struct!(
+    /// `struct ic_fw_limit_config`: the rate limits on new inbound connections.
+    FwLimitConfig, 40, {
+        /// By [`FwLimitKind`].
+        rates: [FwLimitRate; FwLimitKind::COUNT],
+        /// The subnet limit's IPv4 prefix length.
+        v4_prefix: u8,
+        /// The subnet limit's IPv6 prefix length.
+        v6_prefix: u8,
+        /// Padding.
+        _pad0: [u8; 6],
+    }
+);
+
+abi_struct!(
+    /// `struct ic_fw_limit_key`: a limit bucket's key.
+    FwLimitKey, 24, {
+        /// Source or masked subnet, IPv4 as IPv4-mapped; else zero.
+        addr: [u8; 16],
+        /// The interface (interface limit); else 0.
+        ifindex: u32,
+        /// The destination port (port limit); else 0.
+        port: u16,
+        /// The protocol (port limit); else 0.
+        proto: u8,
+        /// [`FwLimitKind`] code.
+        kind: u8,
+    }
+);
+
+abi_struct!(
+    /// `struct ic_fw_limit_bucket`: a limit's bucket (tokens in nano-connections).
+    FwLimitBucket, 32, {
+        /// Tokens × 10⁹.
+        tokens: i64,
+        /// Last refill, `CLOCK_MONOTONIC` ns.
+        last_ns: u64,
+        /// Refused since the bucket last reported.
+        dropped: u64,
+        /// When it last reported.
+        event_ns: u64,
+    }
+);
+
+abi_struct!(
+    /// `struct ic_fw_limit_event`: a limit refused connections (the first refusal at
+    /// once, then at most once a second per bucket, with the count since the last event).
+    FwLimitEvent, 96, {
+        /// The common header.
+        hdr: EventHeader,
+        /// The bucket's address: the source, or the subnet's base; zero for port and
+        /// interface limits. IPv4 as IPv4-mapped.
+        key: [u8; 16],
+        /// The latest refused connection's source.
+        src: [u8; 16],
+        /// Its destination.
+        dst: [u8; 16],
+        /// Refused since this bucket's previous event.
+        dropped: u64,
+        /// Where the latest one arrived.
+        ifindex: u32,
+        /// The limit: connections a second.
+        per_sec: u32,
+        /// The limit: burst.
+        burst: u32,
+        /// The latest one's source port (0 for ICMP).
+        sport: u16,
+        /// Its destination port (the ICMP type for ICMP).
+        dport: u16,
+        /// IP protocol.
+        proto: u8,
+        /// [`FwLimitKind`] code.
+        kind: u8,
+        /// The subnet limit's prefix length; else 0.
+        prefix: u8,
+        /// `FW_LIMIT_F_*`.
+        flags: u8,
+        /// Padding, zero.
+        _pad0: [u8; 4],
+    }
+);
+
+/// `IC_NAT_MAX_RULES`: port forwards, and source translations.
+pub const NAT_MAX_RULES: u32 = 256;
+/// `IC_NAT_ENTRIES`: directions of translated connections (two each).
+pub const NAT_ENTRIES: u32 = 262_144;
+/// `IC_NAT_PORT_TRIES`: source ports tried when a connection's is taken.
+pub const NAT_PORT_TRIES: u32 = 16;
+/// `IC_NAT_PORT_FIRST`: the first port of the range a taken source port is replaced
+/// from.
+pub const NAT_PORT_FIRST: u32 = 32_768;
+/// `IC_NAT_PORT_COUNT`: the range's size.
+pub const NAT_PORT_COUNT: u32 = 28_232;
+/// `IC_NAT_REWRITE_SRC`.
+pub const NAT_REWRITE_SRC: u8 = 1;
+/// `IC_NAT_REWRITE_DST`.
+pub const NAT_REWRITE_DST: u8 = 2;
+/// `IC_NAT_DNAT`: a port forward's translation.
+pub const NAT_DNAT: u8 = 1;
+/// `IC_NAT_SNAT`: a source translation's.
+pub const NAT_SNAT: u8 = 2;
+
+abi_struct!(
     /// `struct ic_nat_dnat_key`: a port forward's key.
     NatDnatKey, 8, {
         /// The interface connections arrive on.
@@ -3070,7 +3006,7 @@ nat_struct!(
     }
 );
 
-nat_struct!(
+abi_struct!(
     /// `struct ic_nat_target`: where a forward sends connections, or the address a
     /// source translation writes.
     NatTarget, 24, {
@@ -3085,7 +3021,7 @@ nat_struct!(
     }
 );
 
-nat_struct!(
+abi_struct!(
     /// `struct ic_nat_snat_key`: a source translation's key (LPM trie).
     NatSnatKey, 24, {
         /// 32 (the interface) + the address bits (IPv4 as IPv4-mapped: 96 + its length).
@@ -3097,7 +3033,7 @@ nat_struct!(
     }
 );
 
-nat_struct!(
+abi_struct!(
     /// `struct ic_nat_key`: a packet as it arrives at the hook that rewrites it.
     NatKey, 44, {
         /// Network order; IPv4 as IPv4-mapped.
@@ -3119,7 +3055,7 @@ nat_struct!(
     }
 );
 
-nat_struct!(
+abi_struct!(
     /// `struct ic_nat_value`: the rewrite for one direction of a translated connection.
     NatValue, 72, {
         /// The new address.
@@ -3143,7 +3079,7 @@ nat_struct!(
     }
 );
 
-nat_struct!(
+abi_struct!(
     /// `struct ic_nat_config`: the NAT configuration.
     NatConfig, 8, {
         /// 0: no rule, nothing looked up.

@@ -760,6 +760,21 @@ mod tests {
     use crate::config::compile_str;
     use crate::firewall::{Direction, FwAction, FwProto};
 
+    /// Each `(line, error)`: `line` under `firewall:` (with `interfaces: [lo]`) gives
+    /// exactly one error, which starts with `error`.
+    fn assert_each_located(cases: &[(&str, &str)]) {
+        for (line, want) in cases {
+            let yaml = format!("firewall:\n  interfaces: [lo]\n  {line}\n");
+            let errors = errors(&yaml);
+            assert_eq!(errors.len(), 1, "{line}: {errors:#?}");
+            assert!(
+                errors[0].starts_with(want),
+                "{line}: {}\n  should start with\n{want}",
+                errors[0]
+            );
+        }
+    }
+
     fn errors(yaml: &str) -> Vec<String> {
         match compile_str(yaml, Path::new("f.yaml")) {
             Ok(_) => Vec::new(),
@@ -942,16 +957,7 @@ firewall:
                 "f.yaml:3:",
             ),
         ];
-        for (line, want) in cases {
-            let yaml = format!("firewall:\n  interfaces: [lo]\n  {line}\n");
-            let errors = errors(&yaml);
-            assert_eq!(errors.len(), 1, "{line}: {errors:#?}");
-            assert!(
-                errors[0].starts_with(want),
-                "{line}: {}\n  should start with\n{want}",
-                errors[0]
-            );
-        }
+        assert_each_located(&cases);
         let errors = errors(
             "firewall:\n  interfaces: [lo]\n  stateful: false\n  syn_flood: {ports: [22]}\n",
         );
@@ -1028,16 +1034,7 @@ firewall:
             ),
             ("limits: {per_host: {per_second: 10}}", "f.yaml:3:"),
         ];
-        for (line, want) in cases {
-            let yaml = format!("firewall:\n  interfaces: [lo]\n  {line}\n");
-            let errors = errors(&yaml);
-            assert_eq!(errors.len(), 1, "{line}: {errors:#?}");
-            assert!(
-                errors[0].starts_with(want),
-                "{line}: {}\n  should start with\n{want}",
-                errors[0]
-            );
-        }
+        assert_each_located(&cases);
         let errors = errors(
             "firewall:\n  interfaces: [lo]\n  stateful: false\n  limits: {per_port: {per_second: 5}}\n",
         );

@@ -41,7 +41,7 @@ use ironclad_policy::error::Origin;
 use ironclad_policy::firewall::{Direction, FwAction, FwProto, FwRule};
 use ironclad_testing::{BpffsDir, NetNs, VethPair};
 
-use crate::veth::{build_c, mac_of, sh, timed, Blast};
+use crate::veth::{build_c, mac_of, sh, timed, Blast, Config};
 
 const ROUNDS: usize = 7;
 const PACKETS: u64 = 200_000;
@@ -180,25 +180,6 @@ impl Drop for Acceptor {
         );
         if let Some(t) = self.thread.take() {
             let _ = t.join();
-        }
-    }
-}
-
-#[derive(Clone, Copy)]
-enum Config {
-    Bare,
-    Ironclad,
-    Nftables,
-}
-
-impl Config {
-    const ALL: [Self; 3] = [Self::Bare, Self::Ironclad, Self::Nftables];
-
-    fn name(self) -> &'static str {
-        match self {
-            Self::Bare => "bare",
-            Self::Ironclad => "ironclad",
-            Self::Nftables => "nftables",
         }
     }
 }

@@ -38,7 +38,7 @@ use ironclad_core::abi::FwTotal;
 use ironclad_policy::nat::NatProto;
 use ironclad_testing::{flood, BpffsDir, NetNs, VethPair};
 
-use crate::veth::{build_c, sh, timed, Blast};
+use crate::veth::{build_c, sh, timed, Blast, Config};
 
 const ROUNDS: usize = 7;
 const PACKETS: u64 = 200_000;
@@ -51,30 +51,11 @@ const TCP_FORWARD: u16 = 8080;
 const UDP_FORWARD: u16 = 5353;
 const TABLE: &str = "ironclad_nat_bench";
 
-#[derive(Clone, Copy)]
-enum Config {
-    Bare,
-    Ironclad,
-    Nftables,
-}
-
-impl Config {
-    const ALL: [Self; 3] = [Self::Bare, Self::Ironclad, Self::Nftables];
-
-    fn name(self) -> &'static str {
-        match self {
-            Self::Bare => "bare",
-            Self::Ironclad => "ironclad",
-            Self::Nftables => "nftables",
-        }
-    }
-
-    /// Where the client sends: B itself, or R's forwarded ports.
-    fn target(self) -> (&'static str, u16, u16) {
-        match self {
-            Self::Bare => (B, 80, 53),
-            _ => (R_A, TCP_FORWARD, UDP_FORWARD),
-        }
+/// Where the client sends: B itself, or R's forwarded ports.
+fn target(config: Config) -> (&'static str, u16, u16) {
+    match config {
+        Config::Bare => (B, 80, 53),
+        _ => (R_A, TCP_FORWARD, UDP_FORWARD),
     }
 }
 
@@ -241,7 +222,7 @@ pub(crate) fn nat(_: &mut criterion::Criterion) {
                 let mut per_connection: Vec<Vec<f64>> = vec![Vec::new(); 3];
                 for round in 0..ROUNDS {
                     for (i, config) in Config::ALL.into_iter().enumerate() {
-                        let (host, tcp, udp) = config.target();
+                        let (host, tcp, udp) = target(config);
                         let blast = Blast {
                             ns: &a,
                             bin: &blast_bin,

@@ -93,3 +93,31 @@ pub(crate) fn mac_of(iface: &str) -> String {
         .trim()
         .to_string()
 }
+
+/// What the side-by-side comparisons run on a path: nothing, Ironclad, or nftables.
+#[derive(Clone, Copy)]
+#[allow(
+    dead_code,
+    reason = "the firewall benchmarks compare configurations; the Shield's includes this file for the rest"
+)]
+pub(crate) enum Config {
+    Bare,
+    Ironclad,
+    Nftables,
+}
+
+#[allow(
+    dead_code,
+    reason = "the firewall benchmarks compare configurations; the Shield's includes this file for the rest"
+)]
+impl Config {
+    pub(crate) const ALL: [Self; 3] = [Self::Bare, Self::Ironclad, Self::Nftables];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Bare => "bare",
+            Self::Ironclad => "ironclad",
+            Self::Nftables => "nftables",
+        }
+    }
+}
