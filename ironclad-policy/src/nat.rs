@@ -357,6 +357,30 @@ pub(crate) fn parse(
             );
             continue;
         }
+        // SYN cookies are answered in XDP before any translation, and the ACK that
+        // completes one would reach this host's own (absent) listener: a forwarded TCP
+        // port cannot be protected by them.
+        if let (NatProto::Tcp, Some(syn)) = (proto, firewall.syn_flood.as_ref()) {
+            let protected = syn.port_set();
+            let clash = match dport {
+                Some(p) => protected.contains(&p).then_some(p),
+                None => protected.iter().next().copied(),
+            };
+            if let Some(port) = clash {
+                let line = syn
+                    .origin
+                    .at
+                    .map_or(String::new(), |(l, c)| format!(" (line {l}, column {c})"));
+                invalid(
+                    field.clone(),
+                    at,
+                    format!(
+                        "forwards TCP port {port}, which firewall.syn_flood{line} protects: its cookies are answered before translation, so the handshake would end on this host; protect the port on the target's host instead"
+                    ),
+                );
+                continue;
+            }
+        }
         forwards.insert(key, (field.clone(), at));
         policy.dnat.push(DnatRule {
             iface: name,
@@ -600,6 +624,24 @@ nat:
         assert!(
             errors.len() == 1 && errors[0].contains("NAT needs connection tracking"),
             "{errors:#?}"
+        );
+    }
+
+    #[test]
+    fn a_forwarded_port_cannot_also_be_protected_by_syn_cookies() {
+        let errors = errors(
+            "firewall:\n  interfaces: [lo]\n  syn_flood: {ports: [22, 8080]}\nnat:\n  dnat:\n    - {iface: lo, proto: udp, dport: 8080, to: 10.0.0.5}\n    - {iface: lo, proto: tcp, dport: 8080, to: 10.0.0.5}\n    - {iface: lo, proto: tcp, to: 10.0.0.6}\n",
+        );
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+        assert!(
+            errors[0].starts_with("f.yaml:7:7: nat.dnat[1]: forwards TCP port 8080, which firewall.syn_flood (line 3, column 14) protects"),
+            "{}",
+            errors[0]
+        );
+        assert!(
+            errors[1].starts_with("f.yaml:8:7: nat.dnat[2]: forwards TCP port 22"),
+            "{}",
+            errors[1]
         );
     }
 
