@@ -411,8 +411,9 @@ impl Firewall {
     /// Makes `nat` the live NAT rules. Every interface is resolved and every rule
     /// checked first: a refusal writes nothing. New and changed rules are written, then
     /// the ones that went are removed (a packet meanwhile may meet either); connections
-    /// already translated keep their translation until they end. The rules' counters
-    /// restart when the rules change.
+    /// already translated keep their translation until they end. Counters are kept by
+    /// position (`nat.dnat[0]`, …) and never reset: a reload that reorders the rules
+    /// carries a position's count over to the rule now there.
     pub fn set_nat(&self, nat: &NatSettings) -> Result<()> {
         let images = nat.images()?;
         let dnat = self.object.map(names::ic_nat_dnat)?;
