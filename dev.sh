@@ -16,7 +16,7 @@ cd "$(dirname "$0")"
 # checks the unit file.
 PACKAGES=(clang llvm libelf-dev zlib1g-dev pkg-config make gcc bpftool iproute2
           iputils-ping util-linux procps python3 bash openssl curl g++ nftables
-          chromium chromium-driver systemd bind9-dnsutils)
+          chromium chromium-driver systemd bind9-dnsutils dnsmasq-base)
 
 # Each line carries the minutes and seconds since the script started, so a slow phase
 # shows in any CI log.

@@ -149,6 +149,117 @@ struct {
 	__uint(max_entries, 1024 * 1024);
 } ic_egress_events SEC(".maps");
 
+
+/* ---- Domain policy (struct ic_dns_config and what follows it in ironclad.h) ---- */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ic_dns_config);
+} ic_dns_config SEC(".maps");
+
+/* Patterns and feed names by hash. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, IC_DNS_NAMES);
+	__type(key, __u64);
+	__type(value, struct ic_dns_name);
+} ic_dns_names SEC(".maps");
+
+/* The rule entries with dst_domain, both generations, in policy order. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * IC_DNS_RULES);
+	__type(key, __u32);
+	__type(value, struct ic_dns_rule);
+} ic_dns_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, IC_DNS_ADDRS);
+	__type(key, struct ic_dns_addr_key);
+	__type(value, struct ic_dns_addr);
+} ic_dns_addrs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, IC_DNS_DENIED);
+	__type(key, __u8[16]);
+	__type(value, struct ic_dns_denial);
+} ic_dns_denied SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct ic_dns_sock);
+} ic_dns_socks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, IC_DTOTAL_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} ic_dns_totals SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, (IC_DNS_FEEDS + 1) * IC_DNS_FEED_COUNTERS);
+	__type(key, __u32);
+	__type(value, __u64);
+} ic_dns_feed_counters SEC(".maps");
+
+/* A message being read, its question's label offsets, the event it makes and a fresh
+ * ic_dns_addrs value: too big for the stack. Entry 0 for queries (egress, process
+ * context), 1 for responses (ingress, softirq), so one never overwrites the other. */
+/* A question, read by ic_dns_question. */
+struct ic_dns_q {
+	__u64 hash;      /* the whole name's */
+	__u64 patterns;  /* pattern bits it matches */
+	__u32 labels;    /* how many */
+	__u32 end;       /* offset just past the question (qtype, qclass) */
+	__u32 feed;      /* 1-based; 0 none */
+	__u32 i;         /* the label being hashed (bpf_loop) */
+	__u16 qtype;
+	__u16 name_len;  /* bytes of the name, with its final zero */
+};
+
+/* The reading of a response's answer records (in struct ic_dns_work: the bpf_loop callback finds the same state at every call, so the verifier's walk of it converges). */
+struct ic_dns_answers {
+	struct ic_dns_addr_key key; /* scope: the receiver's executable; addr per record */
+	__u64 patterns;
+	__u32 off;       /* where the next record (or its name) starts */
+	__u32 copied;
+	__u32 left;      /* records still to read */
+	__u32 now;       /* CLOCK_BOOTTIME seconds */
+	__u32 grace;
+	__u32 max_ttl;
+	__u32 min_ttl;
+	__u32 feed;
+	__u32 naddrs;
+	__u32 in_name;   /* 1 while skipping the record's owner name */
+	__u32 steps;     /* labels of the current name skipped */
+	__u32 bad;       /* the message ended or broke mid-record */
+};
+
+struct ic_dns_work {
+	__u8 msg[IC_DNS_MSG_BYTES];
+	struct ic_dns_policy_event ev;
+	struct ic_dns_addr fresh;
+	struct ic_dns_q q;
+	struct ic_dns_answers ans;
+	__u16 labels[128];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct ic_dns_work);
+} ic_dns_work SEC(".maps");
+
 const volatile enum ic_egress_limits ic_abi_egress_limits = IC_EGRESS_MAX_RULES;
 const volatile enum ic_egress_match ic_abi_egress_match = IC_M_EXE;
 const volatile enum ic_egress_action ic_abi_egress_action = IC_EGRESS_ALLOW;
@@ -163,6 +274,19 @@ const volatile struct ic_egress_event ic_abi_egress_event;
 const volatile struct ic_egress_dst_key ic_abi_egress_dst_key;
 const volatile struct ic_egress_dst_lengths ic_abi_egress_dst_lengths;
 const volatile enum ic_egress_dst_limits ic_abi_egress_dst_limits = IC_EGRESS_DST_HASH_LENGTHS;
+const volatile enum ic_dns_limits ic_abi_dns_limits = IC_DNS_PATTERNS;
+const volatile enum ic_dns_flags ic_abi_dns_flags = IC_DNS_F_ACTIVE;
+const volatile enum ic_dns_total ic_abi_dns_total = IC_DTOTAL_COUNT;
+const volatile enum ic_dns_feed_counter ic_abi_dns_feed_counter = IC_DNS_FEED_COUNTERS;
+const volatile enum ic_dns_policy_what ic_abi_dns_what = IC_DNS_EV_ANSWER;
+const volatile struct ic_dns_config ic_abi_dns_config;
+const volatile struct ic_dns_name ic_abi_dns_name;
+const volatile struct ic_dns_rule ic_abi_dns_rule;
+const volatile struct ic_dns_addr_key ic_abi_dns_addr_key;
+const volatile struct ic_dns_addr ic_abi_dns_addr;
+const volatile struct ic_dns_denial ic_abi_dns_denial;
+const volatile struct ic_dns_sock ic_abi_dns_sock;
+const volatile struct ic_dns_policy_event ic_abi_dns_policy_event;
 
 /* ---- decision ---- */
 
@@ -639,7 +763,8 @@ static __always_inline int ic_rate_ok(struct ic_egress_config *cfg, struct ic_co
 	return 1;
 }
 
-static __always_inline void ic_report(struct ic_conn *c, __u32 rule_id, __u8 verdict, __u8 hook)
+static __always_inline void ic_report(struct ic_conn *c, __u32 rule_id, __u8 verdict, __u8 hook,
+				      __u8 feed)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct ic_egress_event *e;
@@ -666,9 +791,666 @@ static __always_inline void ic_report(struct ic_conn *c, __u32 rule_id, __u8 ver
 	e->proto = c->proto;
 	e->verdict = verdict;
 	e->hook = hook;
+	e->feed = feed;
 	__builtin_memset(e->_pad0, 0, sizeof(e->_pad0));
 	__builtin_memcpy(e->comm, c->comm, 16);
 	bpf_ringbuf_submit(e, 0);
+}
+
+/* ---- Domain policy: the DNS traffic of marked sockets, and the connect() side ---- */
+
+#define IC_DNS_MASK (IC_DNS_MSG_BYTES - 1)
+
+static __always_inline void ic_dns_total(__u32 index)
+{
+	__u64 *v = bpf_map_lookup_elem(&ic_dns_totals, &index);
+
+	if (v)
+		*v += 1;
+}
+
+static __always_inline void ic_dns_feed_count(__u32 feed, __u32 counter)
+{
+	__u32 index = feed * IC_DNS_FEED_COUNTERS + counter;
+	__u64 *v;
+
+	if (feed == 0 || feed > IC_DNS_FEEDS)
+		return;
+	v = bpf_map_lookup_elem(&ic_dns_feed_counters, &index);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline __u32 ic_boot_sec(void)
+{
+	return bpf_ktime_get_boot_ns() / IC_NS;
+}
+
+#define IC_ROTL(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
+#define IC_SIPROUND                                                                  \
+	do {                                                                         \
+		v0 += v1; v1 = IC_ROTL(v1, 13); v1 ^= v0; v0 = IC_ROTL(v0, 32);      \
+		v2 += v3; v3 = IC_ROTL(v3, 16); v3 ^= v2;                            \
+		v0 += v3; v3 = IC_ROTL(v3, 21); v3 ^= v0;                            \
+		v2 += v1; v1 = IC_ROTL(v1, 17); v1 ^= v2; v2 = IC_ROTL(v2, 32);      \
+	} while (0)
+
+/* SipHash-1-3 with key k of le64(prev) followed by the `len` (1..63) bytes of the
+ * label at msg[off], lowercased: one link of a name's hash chain (ironclad.h). */
+static __always_inline __u64 ic_dns_link(const __u64 *k, __u64 prev, const __u8 *msg, __u32 off,
+					 __u32 len)
+{
+	__u64 v0 = k[0] ^ 0x736f6d6570736575ULL, v1 = k[1] ^ 0x646f72616e646f6dULL,
+	      v2 = k[0] ^ 0x6c7967656e657261ULL, v3 = k[1] ^ 0x7465646279746573ULL;
+	__u64 total = 8 + len;
+
+	v3 ^= prev;
+	IC_SIPROUND;
+	v0 ^= prev;
+	for (__u32 b = 0; b < 8; b++) {
+		__u64 m = 0;
+		int last = b * 8 + 8 > len;
+
+		for (__u32 j = 0; j < 8; j++) {
+			__u32 i = b * 8 + j;
+			__u8 c;
+
+			if (i >= len)
+				break;
+			c = msg[(off + i) & IC_DNS_MASK];
+			if (c >= 'A' && c <= 'Z')
+				c += 'a' - 'A';
+			m |= (__u64)c << (8 * j);
+		}
+		if (last)
+			m |= (total & 0xff) << 56;
+		v3 ^= m;
+		IC_SIPROUND;
+		v0 ^= m;
+		if (last)
+			break;
+	}
+	v2 ^= 0xff;
+	IC_SIPROUND;
+	IC_SIPROUND;
+	IC_SIPROUND;
+	return v0 ^ v1 ^ v2 ^ v3;
+}
+
+
+/* bpf_loop callback: one label of the chain, from the last; the last IC_DNS_LABELS
+ * suffixes are looked up (a pattern has at most that many labels). */
+static long ic_dns_hash_step(__u64 n, __u32 *work)
+{
+	__u32 zero = 0, j, entry = *work & 1;
+	struct ic_dns_config *cfg = bpf_map_lookup_elem(&ic_dns_config, &zero);
+	struct ic_dns_work *w = bpf_map_lookup_elem(&ic_dns_work, &entry);
+	struct ic_dns_name *hit;
+	struct ic_dns_q *q;
+	__u32 off, len;
+
+	if (!cfg || !w)
+		return 1;
+	q = &w->q;
+	if (q->i == 0)
+		return 1;
+	j = q->i - 1;
+	q->i = j;
+	off = w->labels[j & 127];
+	len = w->msg[off & IC_DNS_MASK] & 63;
+	q->hash = ic_dns_link(cfg->key, q->hash, w->msg, off + 1, len);
+	if (q->labels - j > IC_DNS_LABELS)
+		return 0;
+	hit = bpf_map_lookup_elem(&ic_dns_names, &q->hash);
+	if (!hit)
+		return 0;
+	if (j == 0) {
+		q->patterns |= hit->exact;
+		if (hit->feed_exact)
+			q->feed = hit->feed_exact;
+	} else {
+		q->patterns |= hit->wild;
+		if (hit->feed_wild && !q->feed)
+			q->feed = hit->feed_wild;
+	}
+	return 0;
+}
+
+/* Reads the question of the message in w->msg (`copied` bytes) into w->q: one
+ * question whose name is plain labels (no compression pointer), its hash, the patterns
+ * and the feed it matches. 0 when the message cannot be read. */
+static __always_inline int ic_dns_question(struct ic_dns_work *w, __u32 copied, __u32 work)
+{
+	struct ic_dns_q *q = &w->q;
+	__u32 off = 12, n = 0;
+
+	if (copied < 17 || w->msg[4] != 0 || w->msg[5] != 1)
+		return 0;
+	for (int i = 0; i < 128; i++) {
+		__u8 len;
+
+		if (off >= copied || off >= IC_DNS_MSG_BYTES)
+			return 0;
+		len = w->msg[off & IC_DNS_MASK];
+		if (len == 0)
+			break;
+		if (len > 63)
+			return 0;
+		w->labels[i & 127] = off;
+		n++;
+		off += 1 + len;
+		if (off - 12 > 255)
+			return 0;
+	}
+	if (n == 0 || w->msg[off & IC_DNS_MASK] != 0 || off + 5 > copied)
+		return 0;
+	q->labels = n;
+	q->name_len = off + 1 - 12;
+	q->qtype = (__u16)w->msg[(off + 1) & IC_DNS_MASK] << 8 | w->msg[(off + 2) & IC_DNS_MASK];
+	q->end = off + 5;
+	q->hash = 0;
+	q->patterns = 0;
+	q->feed = 0;
+	q->i = n;
+	bpf_loop(128, ic_dns_hash_step, &work, 0);
+	return w->q.i == 0;
+}
+
+/* Where the DNS message of a packet is (cgroup skb data starts at the network header). */
+struct ic_dns_pkt {
+	__u8 peer[16];   /* the other end (server); IPv4 as IPv4-mapped */
+	__u32 msg_off;   /* the message (past TCP's two-byte length) */
+	__u32 msg_len;   /* its length as announced (UDP: the payload) */
+	__u16 peer_port;
+	__u8 proto;
+	__u8 _pad;
+};
+
+/* Finds the DNS message of a packet to (out) or from (in) port 53. 0: not one; -1: DNS
+ * over TCP whose segment does not start and hold a whole message. */
+static __always_inline int ic_dns_packet(struct __sk_buff *skb, int out, struct ic_dns_pkt *p)
+{
+	__u32 l4_off, end, payload;
+	__u8 ports[4];
+	__u16 sport, dport;
+
+	if (skb->protocol == bpf_htons(0x0800)) {
+		struct iphdr ip;
+		__u32 a;
+
+		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)))
+			return 0;
+		if (ip.frag_off & bpf_htons(0x3fff))
+			return 0;
+		l4_off = ip.ihl * 4;
+		end = bpf_ntohs(ip.tot_len);
+		p->proto = ip.protocol;
+		a = out ? ip.daddr : ip.saddr;
+		__builtin_memset(p->peer, 0, 10);
+		p->peer[10] = p->peer[11] = 0xff;
+		__builtin_memcpy(&p->peer[12], &a, 4);
+	} else if (skb->protocol == bpf_htons(0x86DD)) {
+		struct ipv6hdr ip6;
+
+		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)))
+			return 0;
+		l4_off = sizeof(ip6);
+		end = sizeof(ip6) + bpf_ntohs(ip6.payload_len);
+		p->proto = ip6.nexthdr;
+		if (out)
+			__builtin_memcpy(p->peer, &ip6.daddr, 16);
+		else
+			__builtin_memcpy(p->peer, &ip6.saddr, 16);
+	} else {
+		return 0;
+	}
+	if (bpf_skb_load_bytes(skb, l4_off, ports, sizeof(ports)))
+		return 0;
+	sport = (ports[0] << 8) | ports[1];
+	dport = (ports[2] << 8) | ports[3];
+	if ((out ? dport : sport) != 53)
+		return 0;
+	p->peer_port = 53;
+	if (p->proto == IPPROTO_UDP) {
+		payload = l4_off + 8;
+		if (end <= payload)
+			return 0;
+		p->msg_off = payload;
+		p->msg_len = end - payload;
+		return 1;
+	}
+	if (p->proto == IPPROTO_TCP) {
+		__u8 doff, len[2];
+
+		if (bpf_skb_load_bytes(skb, l4_off + 12, &doff, 1))
+			return 0;
+		payload = l4_off + (doff >> 4) * 4;
+		if (end <= payload)
+			return 0; /* no data: a handshake or an ACK */
+		if (end - payload < 2 || bpf_skb_load_bytes(skb, payload, len, 2))
+			return -1;
+		p->msg_off = payload + 2;
+		p->msg_len = (len[0] << 8) | len[1];
+		if (end - payload - 2 < p->msg_len)
+			return -1;
+		return 1;
+	}
+	return 0;
+}
+
+/* Copies the message into w->msg; the bytes copied (at most IC_DNS_MSG_BYTES). */
+static __always_inline __u32 ic_dns_copy(struct __sk_buff *skb, struct ic_dns_pkt *p,
+					 struct ic_dns_work *w)
+{
+	/* 64 bits: a 32-bit length is zero-extended into a copy whose bounds the verifier
+	 * does not carry back to the register passed. */
+	__u64 len = p->msg_len;
+
+	if (len > IC_DNS_MSG_BYTES)
+		len = IC_DNS_MSG_BYTES;
+	barrier_var(len);
+	if (len < 12 || len > IC_DNS_MSG_BYTES)
+		return 0;
+	if (bpf_skb_load_bytes(skb, p->msg_off, w->msg, len))
+		return 0;
+	return len;
+}
+
+/* The socket's mark, when it has one (it sent to port 53 while domain policy was on). */
+static __always_inline struct ic_dns_sock *ic_dns_sock_of(struct __sk_buff *skb)
+{
+	struct bpf_sock *sk = skb->sk;
+
+	if (!sk)
+		return NULL;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk)
+		return NULL;
+	return bpf_sk_storage_get(&ic_dns_socks, sk, 0, 0);
+}
+
+static __always_inline void ic_dns_event_head(struct ic_dns_work *w, struct ic_dns_sock *s,
+					      struct ic_dns_pkt *p, __u8 what)
+{
+	struct ic_dns_q *q = &w->q;
+	struct ic_dns_policy_event *e = &w->ev;
+	__u32 n = q->name_len;
+
+	e->hdr.version = IC_ABI_VERSION;
+	e->hdr.kind = IC_EVENT_DNS_POLICY;
+	e->hdr.size = sizeof(*e);
+	e->hdr.ktime_ns = bpf_ktime_get_ns();
+	e->pid = s->tgid;
+	e->uid = s->uid;
+	e->exe = s->exe;
+	__builtin_memcpy(e->comm, s->comm, 16);
+	__builtin_memcpy(e->server, p->peer, 16);
+	e->patterns = q->patterns;
+	e->ttl = 0;
+	e->port = p->peer_port;
+	e->qtype = q->qtype;
+	e->what = what;
+	e->feed = q->feed;
+	e->blocked = 0;
+	e->proto = p->proto;
+	e->naddrs = 0;
+	e->name_len = n;
+	/* The name as sent: bytes 12.. of the message (at most 256, in bounds). */
+	__builtin_memcpy(e->name, &w->msg[12], IC_DNS_NAME_BYTES);
+}
+
+static __always_inline void ic_dns_emit(struct ic_dns_work *w)
+{
+	if (bpf_ringbuf_output(&ic_egress_events, &w->ev, sizeof(w->ev), 0))
+		ic_dns_total(IC_DTOTAL_EVENTS_LOST);
+}
+
+/* A query leaving a marked socket: remembered as in flight when its name matters (so
+ * only its answer is read), reported when a feed lists it, dropped when that feed
+ * blocks queries. */
+static __always_inline int ic_dns_query(struct __sk_buff *skb)
+{
+	__u32 zero = 0, work = 0, copied, feed;
+	struct ic_dns_config *cfg = bpf_map_lookup_elem(&ic_dns_config, &zero);
+	struct ic_dns_pkt p = {};
+	struct ic_dns_work *w;
+	struct ic_dns_sock *s;
+	int found;
+
+	if (!cfg || !(cfg->flags & IC_DNS_F_ACTIVE))
+		return 1;
+	s = ic_dns_sock_of(skb);
+	if (!s)
+		return 1;
+	found = ic_dns_packet(skb, 1, &p);
+	if (found <= 0)
+		return 1;
+	w = bpf_map_lookup_elem(&ic_dns_work, &work);
+	if (!w)
+		return 1;
+	copied = ic_dns_copy(skb, &p, w);
+	if (!copied || (w->msg[2] & 0x80) || !ic_dns_question(w, copied, work))
+		return 1;
+	ic_dns_total(IC_DTOTAL_QUERIES);
+	feed = w->q.feed;
+	if (w->q.patterns || feed) {
+		struct ic_dns_pending *slot;
+		__u32 i = s->next % IC_DNS_PENDING;
+
+		s->next = i + 1;
+		slot = &s->pending[i & (IC_DNS_PENDING - 1)];
+		slot->qhash = w->q.hash;
+		__builtin_memcpy(slot->server, p.peer, 16);
+		slot->txid = (__u16)w->msg[0] << 8 | w->msg[1];
+		slot->port = p.peer_port;
+		slot->qtype = w->q.qtype;
+	}
+	if (!feed)
+		return 1;
+	ic_dns_feed_count(feed, IC_DFEED_QUERIES);
+	ic_dns_event_head(w, s, &p, IC_DNS_EV_FEED_QUERY);
+	if (feed <= 32 && (cfg->block_feeds & (1U << ((feed - 1) & 31)))) {
+		ic_dns_feed_count(feed, IC_DFEED_BLOCKED);
+		ic_dns_total(IC_DTOTAL_QUERY_BLOCKED);
+		w->ev.blocked = 1;
+		ic_dns_emit(w);
+		return 0;
+	}
+	ic_dns_emit(w);
+	return 1;
+}
+
+/* Opens a->key.addr for a->patterns until `expires` (or, for a feed's name, denies
+ * it). */
+static __always_inline void ic_dns_open(struct ic_dns_work *w, struct ic_dns_answers *a,
+					__u32 expires)
+{
+	struct ic_dns_addr *v;
+	__u64 patterns = a->patterns;
+
+	if (a->feed) {
+		struct ic_dns_denial d = { .expires = expires, .feed = a->feed };
+
+		bpf_map_update_elem(&ic_dns_denied, a->key.addr, &d, BPF_ANY);
+		ic_dns_feed_count(a->feed, IC_DFEED_ADDRESSES);
+		ic_dns_total(IC_DTOTAL_DENIED);
+		return;
+	}
+	v = bpf_map_lookup_elem(&ic_dns_addrs, &a->key);
+	if (!v) {
+		__builtin_memset(&w->fresh, 0, sizeof(w->fresh));
+		bpf_map_update_elem(&ic_dns_addrs, &a->key, &w->fresh, BPF_NOEXIST);
+		v = bpf_map_lookup_elem(&ic_dns_addrs, &a->key);
+		if (!v)
+			return;
+	}
+	v->patterns |= patterns;
+#pragma clang loop unroll(disable)
+	for (int b = 0; b < IC_DNS_PATTERNS; b++) {
+		if (((patterns >> b) & 1) && v->expires[b] < expires)
+			v->expires[b] = expires;
+	}
+	ic_dns_total(IC_DTOTAL_OPENED);
+}
+
+/* bpf_loop callback: one label of a record's owner name, or one record's fixed part
+ * and data. The state is in ic_dns_work entry 1 (w->ans). */
+static long ic_dns_answer_step(__u64 n, void *ctx)
+{
+	__u32 one = 1, off, ttl, expires, k;
+	struct ic_dns_work *w = bpf_map_lookup_elem(&ic_dns_work, &one);
+	struct ic_dns_answers *a;
+	__u16 type, class, rdlen;
+	__u8 len;
+
+	if (!w)
+		return 1;
+	a = &w->ans;
+	off = a->off;
+	if (a->left == 0)
+		return 1;
+	if (off >= a->copied || off >= IC_DNS_MSG_BYTES) {
+		a->bad = 1;
+		return 1;
+	}
+	if (a->in_name) {
+		len = w->msg[off & IC_DNS_MASK];
+		if (len == 0) {
+			a->off = off + 1;
+			a->in_name = 0;
+		} else if ((len & 0xc0) == 0xc0) {
+			/* A pointer ends the name; it is never followed. */
+			a->off = off + 2;
+			a->in_name = 0;
+		} else if (len & 0xc0) {
+			a->bad = 1;
+			return 1;
+		} else {
+			a->off = off + 1 + len;
+			a->steps++;
+			if (a->steps > 127) {
+				a->bad = 1;
+				return 1;
+			}
+		}
+		return 0;
+	}
+	if (off + 10 > a->copied) {
+		a->bad = 1;
+		return 1;
+	}
+	type = (__u16)w->msg[off & IC_DNS_MASK] << 8 | w->msg[(off + 1) & IC_DNS_MASK];
+	class = (__u16)w->msg[(off + 2) & IC_DNS_MASK] << 8 | w->msg[(off + 3) & IC_DNS_MASK];
+	ttl = (__u32)w->msg[(off + 4) & IC_DNS_MASK] << 24 |
+	      (__u32)w->msg[(off + 5) & IC_DNS_MASK] << 16 |
+	      (__u32)w->msg[(off + 6) & IC_DNS_MASK] << 8 | w->msg[(off + 7) & IC_DNS_MASK];
+	rdlen = (__u16)w->msg[(off + 8) & IC_DNS_MASK] << 8 | w->msg[(off + 9) & IC_DNS_MASK];
+	off += 10;
+	if (off + rdlen > a->copied) {
+		a->bad = 1;
+		return 1;
+	}
+	if (class == 1 && ((type == 1 && rdlen == 4) || (type == 28 && rdlen == 16))) {
+		if (type == 1) {
+			__builtin_memset(a->key.addr, 0, 10);
+			a->key.addr[10] = a->key.addr[11] = 0xff;
+			for (int i = 0; i < 4; i++)
+				a->key.addr[12 + i] = w->msg[(off + i) & IC_DNS_MASK];
+		} else {
+			for (int i = 0; i < 16; i++)
+				a->key.addr[i] = w->msg[(off + i) & IC_DNS_MASK];
+		}
+		if (ttl > a->max_ttl)
+			ttl = a->max_ttl;
+		if (ttl < a->min_ttl)
+			a->min_ttl = ttl;
+		/* Open at least TTL + grace seconds, less than one more. */
+		expires = a->now + ttl + a->grace + 1;
+		ic_dns_open(w, a, expires);
+		k = a->naddrs;
+		if (k < IC_DNS_EVENT_ADDRS)
+			__builtin_memcpy(w->ev.addrs[k & (IC_DNS_EVENT_ADDRS - 1)], a->key.addr, 16);
+		a->naddrs = k + 1;
+	}
+	a->off = off + rdlen;
+	a->left--;
+	a->in_name = 1;
+	a->steps = 0;
+	return a->left == 0;
+}
+
+/* A response arriving at a marked socket, before it is queued there: when it answers
+ * a query in flight on the socket (same id, server, port, type and name), the addresses
+ * of its A and AAAA records are opened for the patterns its name matches, for the
+ * socket owner's executable, or denied when a feed lists the name. Anything else is
+ * counted and changes nothing. The packet always passes: the application decides what
+ * to make of it. */
+static __always_inline int ic_dns_response(struct __sk_buff *skb)
+{
+	__u32 zero = 0, work = 1, copied, ancount;
+	struct ic_dns_config *cfg = bpf_map_lookup_elem(&ic_dns_config, &zero);
+	struct ic_dns_pkt p = {};
+	struct ic_dns_answers *a;
+	struct ic_dns_work *w;
+	struct ic_dns_sock *s;
+	__u16 txid;
+	int found, matched = 0;
+
+	if (!cfg || !(cfg->flags & IC_DNS_F_ACTIVE))
+		return 1;
+	found = ic_dns_packet(skb, 0, &p);
+	if (found == 0)
+		return 1;
+	s = ic_dns_sock_of(skb);
+	if (!s) {
+		ic_dns_total(IC_DTOTAL_UNTRACKED);
+		return 1;
+	}
+	if (found < 0) {
+		ic_dns_total(IC_DTOTAL_SPLIT);
+		return 1;
+	}
+	w = bpf_map_lookup_elem(&ic_dns_work, &work);
+	if (!w)
+		return 1;
+	copied = ic_dns_copy(skb, &p, w);
+	if (!copied || !(w->msg[2] & 0x80) || (w->msg[2] & 0x78) ||
+	    !ic_dns_question(w, copied, work)) {
+		ic_dns_total(IC_DTOTAL_MALFORMED);
+		return 1;
+	}
+	if (!w->q.patterns && !w->q.feed)
+		return 1;
+	txid = (__u16)w->msg[0] << 8 | w->msg[1];
+	for (int i = 0; i < IC_DNS_PENDING; i++) {
+		struct ic_dns_pending *pending = &s->pending[i];
+
+		if (pending->qhash == w->q.hash && pending->txid == txid &&
+		    pending->port == p.peer_port && pending->qtype == w->q.qtype &&
+		    ic_bytes_eq(pending->server, p.peer, 16)) {
+			pending->qhash = 0;
+			matched = 1;
+			break;
+		}
+	}
+	if (!matched) {
+		ic_dns_total(IC_DTOTAL_UNSOLICITED);
+		return 1;
+	}
+	ic_dns_total(IC_DTOTAL_RESPONSES);
+	ancount = (__u32)w->msg[6] << 8 | w->msg[7];
+	if (ancount > IC_DNS_ANSWERS || p.msg_len > copied)
+		ic_dns_total(IC_DTOTAL_OVERSIZED);
+	ic_dns_event_head(w, s, &p, w->q.feed ? IC_DNS_EV_FEED_ANSWER : IC_DNS_EV_ANSWER);
+	a = &w->ans;
+	__builtin_memset(a, 0, sizeof(*a));
+	a->key.exe = s->exe;
+	a->patterns = w->q.patterns;
+	a->feed = w->q.feed;
+	a->off = w->q.end;
+	a->copied = copied;
+	a->left = ancount > IC_DNS_ANSWERS ? IC_DNS_ANSWERS : ancount;
+	a->now = ic_boot_sec();
+	a->grace = cfg->grace_sec;
+	a->max_ttl = cfg->max_ttl_sec;
+	a->min_ttl = 0xffffffff;
+	a->in_name = 1;
+	if (a->left)
+		bpf_loop(IC_DNS_ANSWERS * 130, ic_dns_answer_step, NULL, 0);
+	if (a->bad)
+		ic_dns_total(IC_DTOTAL_MALFORMED);
+	if (a->naddrs == 0 && !w->q.feed)
+		return 1;
+	w->ev.naddrs = a->naddrs;
+	w->ev.ttl = a->naddrs ? a->min_ttl : 0;
+	ic_dns_emit(w);
+	return 1;
+}
+
+/* Marks a socket that sends to port 53 with its owner, so its DNS traffic is read. */
+static __always_inline void ic_dns_mark(struct bpf_sock_addr *ctx, struct ic_conn *c)
+{
+	struct ic_dns_sock *s;
+	struct bpf_sock *sk = ctx->sk;
+
+	if (!sk)
+		return;
+	s = bpf_sk_storage_get(&ic_dns_socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!s)
+		return;
+	ic_fill(c, IC_M_EXE | IC_M_COMM);
+	if (c->known)
+		s->exe = c->exe;
+	else
+		__builtin_memset(&s->exe, 0, sizeof(s->exe));
+	s->tgid = bpf_get_current_pid_tgid() >> 32;
+	s->uid = c->uid;
+	__builtin_memcpy(s->comm, c->comm, 16);
+}
+
+/* Whether the rule at `slot` matches the caller (a global function: verified once). */
+__attribute__((noinline)) int ic_dns_candidate(struct ic_conn *c, __u32 slot)
+{
+	struct ic_egress_rule *rule;
+
+	if (!c)
+		return 0;
+	rule = ic_rule_at(c->gen, slot);
+	return rule && ic_rule_matches(rule, c);
+}
+
+/* The first domain rule before `best` whose patterns have the caller's destination
+ * open for the caller's executable and that matches the caller; else `best`. */
+__attribute__((noinline)) __u32 ic_dns_best(struct ic_conn *c, __u32 best)
+{
+	struct ic_dns_addr_key key __attribute__((aligned(8))) = {};
+	struct ic_dns_addr *v;
+	__u64 live = 0;
+	__u32 now, gen;
+
+	if (!c)
+		return best;
+	if (c->known)
+		key.exe = c->exe;
+	__builtin_memcpy(key.addr, c->dst, 16);
+	v = bpf_map_lookup_elem(&ic_dns_addrs, &key);
+	if (!v)
+		return best;
+	now = ic_boot_sec();
+	/* Bit b when expires[b] > now: the sign of now - expires[b]. Arithmetic, not a
+	 * branch, so the verifier walks the loop once rather than each combination. */
+#pragma clang loop unroll(disable)
+	for (int b = 0; b < IC_DNS_PATTERNS; b++)
+		live |= (((__u64)now - (__u64)v->expires[b]) >> 63) << b;
+	live &= v->patterns;
+	if (!live)
+		return best;
+	gen = c->gen & 1;
+	for (__u32 i = 0; i < IC_DNS_RULES; i++) {
+		__u32 index = gen * IC_DNS_RULES + i;
+		struct ic_dns_rule *r = bpf_map_lookup_elem(&ic_dns_rules, &index);
+		__u32 slot;
+
+		if (!r || r->slot == 0)
+			break;
+		slot = r->slot;
+		if (slot >= best)
+			break;
+		if ((r->patterns & live) && ic_dns_candidate(c, slot))
+			return slot;
+	}
+	return best;
+}
+
+/* The feed (1-based) whose name resolved to the caller's destination, while its
+ * answer's TTL lasts; else 0. */
+static __always_inline __u32 ic_dns_feed_denied(struct ic_conn *c)
+{
+	struct ic_dns_denial *d = bpf_map_lookup_elem(&ic_dns_denied, c->dst);
+
+	if (!d || d->expires <= ic_boot_sec())
+		return 0;
+	return d->feed;
 }
 
 /* Returns 1 to let the call proceed, 0 to fail it with EPERM. A global function: the
@@ -686,7 +1468,7 @@ __attribute__((noinline)) int ic_decide(struct ic_conn *c, __u8 hook, int is_con
 	 * and the rate limit is per executable, so both need the table's entry. */
 	needs = cfg->needs & (IC_M_EXE | IC_M_COMM | IC_M_CGROUP | IC_M_ANCESTOR);
 	if ((needs & IC_M_ANCESTOR) || (is_connect && cfg->rate_per_sec) ||
-	    (cfg->kinds & (1 << IC_KEY_EXE)))
+	    (cfg->kinds & (1 << IC_KEY_EXE)) || (cfg->flags & IC_EGRESS_F_DOMAINS))
 		needs |= IC_M_EXE;
 	if (cfg->kinds & (1 << IC_KEY_COMM))
 		needs |= IC_M_COMM;
@@ -696,6 +1478,19 @@ __attribute__((noinline)) int ic_decide(struct ic_conn *c, __u8 hook, int is_con
 	c->uid = ic_current_uid();
 	c->gen = cfg->generation & 1;
 	c->pidx = c->proto == IPPROTO_TCP ? 0 : c->proto == IPPROTO_UDP ? 1 : 2;
+
+	/* An address a domain feed's name resolved to is refused before any rule. */
+	if (cfg->flags & IC_EGRESS_F_DOMAINS) {
+		__u32 feed = ic_dns_feed_denied(c);
+
+		if (feed) {
+			ic_dns_feed_count(feed, IC_DFEED_CONNECTS);
+			ic_dns_total(IC_DTOTAL_CONNECT_DENIED);
+			ic_total(IC_ETOTAL_DENIED);
+			ic_report(c, 0, IC_EGRESS_DENY, hook, feed);
+			return 0;
+		}
+	}
 
 	/* Every live rule names destinations: the filter's entry for this one says which
 	 * key's rules name it. None: no rule can match and the default decides (most
@@ -720,6 +1515,9 @@ __attribute__((noinline)) int ic_decide(struct ic_conn *c, __u8 hook, int is_con
 		best = ic_search_key(c, IC_KEY_CGROUP, best);
 
 decided:
+	/* The rules by name, whose destinations are the addresses answers opened. */
+	if (cfg->flags & IC_EGRESS_F_DOMAINS)
+		best = ic_dns_best(c, best);
 	if (best < IC_EGRESS_MAX_RULES)
 		rule = ic_rule_at(c->gen, best);
 	if (rule) {
@@ -734,17 +1532,17 @@ decided:
 	}
 	if (action == IC_EGRESS_DENY) {
 		ic_total(IC_ETOTAL_DENIED);
-		ic_report(c, rule ? rule->rule_id : 0, IC_EGRESS_DENY, hook);
+		ic_report(c, rule ? rule->rule_id : 0, IC_EGRESS_DENY, hook, 0);
 		return 0;
 	}
 	if (is_connect && !ic_rate_ok(cfg, c)) {
 		ic_total(IC_ETOTAL_RATE_LIMITED);
-		ic_report(c, rule ? rule->rule_id : 0, IC_EGRESS_RATE_LIMITED, hook);
+		ic_report(c, rule ? rule->rule_id : 0, IC_EGRESS_RATE_LIMITED, hook, 0);
 		return 0;
 	}
 	if (action == IC_EGRESS_LOG) {
 		ic_total(IC_ETOTAL_LOGGED);
-		ic_report(c, rule ? rule->rule_id : 0, IC_EGRESS_LOG, hook);
+		ic_report(c, rule ? rule->rule_id : 0, IC_EGRESS_LOG, hook, 0);
 	}
 	ic_total(IC_ETOTAL_ALLOWED);
 	return 1;
@@ -769,6 +1567,24 @@ static __always_inline void ic_dst6(struct ic_conn *c, struct bpf_sock_addr *ctx
 	__builtin_memcpy(&c->dst[12], &w3, 4);
 }
 
+/* The decision, then the mark of a socket allowed to send to port 53 while domain
+ * policy is live. */
+static __always_inline int ic_hook(struct bpf_sock_addr *ctx, struct ic_conn *c, __u8 hook,
+				   int is_connect)
+{
+	__u32 zero = 0;
+	struct ic_egress_config *cfg;
+
+	if (!ic_decide(c, hook, is_connect))
+		return 0;
+	if (c->port == 53) {
+		cfg = bpf_map_lookup_elem(&ic_egress_config, &zero);
+		if (cfg && (cfg->flags & IC_EGRESS_F_DOMAINS))
+			ic_dns_mark(ctx, c);
+	}
+	return 1;
+}
+
 SEC("cgroup/connect4")
 int ic_connect4(struct bpf_sock_addr *ctx)
 {
@@ -777,7 +1593,7 @@ int ic_connect4(struct bpf_sock_addr *ctx)
 	c.port = bpf_ntohs(ctx->user_port);
 	c.proto = ctx->protocol;
 	ic_dst4(&c, ctx->user_ip4);
-	return ic_decide(&c, IC_HOOK_CONNECT4, 1) ? 1 : 0;
+	return ic_hook(ctx, &c, IC_HOOK_CONNECT4, 1);
 }
 
 SEC("cgroup/connect6")
@@ -788,7 +1604,7 @@ int ic_connect6(struct bpf_sock_addr *ctx)
 	c.port = bpf_ntohs(ctx->user_port);
 	c.proto = ctx->protocol;
 	ic_dst6(&c, ctx);
-	return ic_decide(&c, IC_HOOK_CONNECT6, 1) ? 1 : 0;
+	return ic_hook(ctx, &c, IC_HOOK_CONNECT6, 1);
 }
 
 SEC("cgroup/sendmsg4")
@@ -799,7 +1615,7 @@ int ic_sendmsg4(struct bpf_sock_addr *ctx)
 	c.port = bpf_ntohs(ctx->user_port);
 	c.proto = ctx->protocol;
 	ic_dst4(&c, ctx->user_ip4);
-	return ic_decide(&c, IC_HOOK_SENDMSG4, 0) ? 1 : 0;
+	return ic_hook(ctx, &c, IC_HOOK_SENDMSG4, 0);
 }
 
 SEC("cgroup/sendmsg6")
@@ -810,5 +1626,20 @@ int ic_sendmsg6(struct bpf_sock_addr *ctx)
 	c.port = bpf_ntohs(ctx->user_port);
 	c.proto = ctx->protocol;
 	ic_dst6(&c, ctx);
-	return ic_decide(&c, IC_HOOK_SENDMSG6, 0) ? 1 : 0;
+	return ic_hook(ctx, &c, IC_HOOK_SENDMSG6, 0);
+}
+
+/* DNS queries leaving the cgroup's marked sockets (the rest pass untouched). */
+SEC("cgroup_skb/egress")
+int ic_dns_out(struct __sk_buff *skb)
+{
+	return ic_dns_query(skb);
+}
+
+/* DNS responses arriving at the cgroup's marked sockets, read before the socket gets
+ * them. Always passed. */
+SEC("cgroup_skb/ingress")
+int ic_dns_in(struct __sk_buff *skb)
+{
+	return ic_dns_response(skb);
 }

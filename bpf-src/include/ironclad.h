@@ -162,6 +162,7 @@ enum ic_event_kind {
 	IC_EVENT_FIREWALL = 7, /* struct ic_fw_event */
 	IC_EVENT_FLOW = 8,     /* struct ic_fw_flow_event */
 	IC_EVENT_FW_LIMIT = 9, /* struct ic_fw_limit_event */
+	IC_EVENT_DNS_POLICY = 10, /* struct ic_dns_policy_event */
 };
 
 /* What the Shield did to a packet it reports (struct ic_shield_event.verdict). */
@@ -400,6 +401,10 @@ enum ic_egress_config_flags {
 	 * the trie: measured, two hash lookups cost more than a trie's walk to a prefix
 	 * alone in its branch. */
 	IC_EGRESS_F_DST_HASH = 2,
+	/* Domain rules or domain feeds are live (struct ic_dns_config): a connect() is
+	 * also looked up in ic_dns_denied and ic_dns_addrs, and sockets that send to port
+	 * 53 are marked so their DNS traffic is read. */
+	IC_EGRESS_F_DOMAINS = 4,
 };
 
 /* The hashed destination filter (IC_EGRESS_F_DST_HASH). */
@@ -450,6 +455,8 @@ enum ic_egress_match {
 	IC_M_PORTS = 32,
 	IC_M_PROTO = 64,
 	IC_M_ANCESTOR = 128, /* one of the first ancestor_depth ancestors runs ancestor */
+	IC_M_DOMAIN = 256,   /* the destinations are those DNS answers opened for the
+			      * rule's dst_domain (ic_dns_rules; not in the classifier) */
 };
 
 /* What a rule, or the default, does (also the verdict of an event). */
@@ -591,8 +598,165 @@ struct ic_egress_event {
 	__u8 proto;
 	__u8 verdict;     /* enum ic_egress_action */
 	__u8 hook;        /* enum ic_egress_hook */
-	__u8 _pad0[3];
+	__u8 feed;        /* 1..IC_DNS_FEEDS: denied because a domain feed's name resolved
+			   * to dst (rule_id is then 0); else 0 */
+	__u8 _pad0[2];
 	__u8 comm[16];
+};
+
+/* ---- Domain policy: egress rules by DNS name, domain feeds ----
+ *
+ * The addresses a rule's `dst_domain` opens come from the DNS answers the host's own
+ * processes receive, read in the kernel (egress.bpf.c: ic_dns_out, ic_dns_in,
+ * cgroup_skb) before the answer is queued to the socket: the first connect() after
+ * the answer already finds its addresses. A name is compared by SipHash-1-3 (keyed,
+ * ic_dns_config.key) of its labels, chained from the last: h(n) = 0, h(i) =
+ * SipHash(le64(h(i+1)) || lowercase(label i)), so every suffix has a hash; a pattern
+ * `example.com` is the hash of the whole name, `*.example.com` of a proper suffix. */
+enum ic_dns_limits {
+	IC_DNS_PATTERNS = 64,      /* distinct dst_domain patterns (bits of a mask) */
+	IC_DNS_RULES = 64,         /* rule entries with dst_domain, per generation */
+	IC_DNS_FEEDS = 16,         /* domain feeds (1-based ids) */
+	IC_DNS_NAMES = 1048576,    /* patterns and feed names together */
+	IC_DNS_ADDRS = 32768,      /* live (executable, address) entries (LRU) */
+	IC_DNS_DENIED = 32768,     /* live addresses of feed names (LRU) */
+	IC_DNS_LABELS = 32,        /* labels of a name compared, from the last */
+	IC_DNS_PENDING = 8,        /* queries outstanding per socket */
+	IC_DNS_ANSWERS = 64,       /* answer records read per response, at most */
+	IC_DNS_EVENT_ADDRS = 8,    /* addresses an event carries */
+	IC_DNS_NAME_BYTES = 256,   /* a name in wire format, at most 255 */
+	IC_DNS_MSG_BYTES = 4096,   /* bytes of a message read, at most */
+};
+
+/* struct ic_dns_config's flags. */
+enum ic_dns_flags {
+	IC_DNS_F_ACTIVE = 1,       /* read DNS traffic (domain rules or feeds are live) */
+};
+
+/* The domain policy's settings (array map with one entry). */
+struct ic_dns_config {
+	__u64 key[2];        /* the SipHash key of name hashes (random, per load) */
+	__u32 flags;         /* IC_DNS_F_* */
+	__u32 grace_sec;     /* an answer's addresses stay open TTL + grace seconds */
+	__u32 max_ttl_sec;   /* a TTL above this counts as this */
+	__u32 block_feeds;   /* bit f: queries for feed f's names are dropped */
+};
+
+/* A name's entry in ic_dns_names (key: its hash, a __u64). */
+struct ic_dns_name {
+	__u64 exact;         /* pattern bits this whole name is */
+	__u64 wild;          /* pattern bits `*.this`: names below it */
+	__u8 feed_exact;     /* a feed (1-based) lists the name itself; 0 none */
+	__u8 feed_wild;      /* a feed lists `*.this` */
+	__u8 _pad0[6];
+};
+
+/* A rule entry with dst_domain (array ic_dns_rules, index generation * IC_DNS_RULES +
+ * i, in policy order; slot 0 ends the list). */
+struct ic_dns_rule {
+	__u32 slot;          /* its slot in ic_egress_rules<generation> */
+	__u32 _pad0;
+	__u64 patterns;      /* the pattern bits it names */
+};
+
+/* Key of ic_dns_addrs: an address an answer carried, for the executable whose process
+ * received the answer (zero if it was not known). */
+struct ic_dns_addr_key {
+	struct ic_proc_exe exe;
+	__u8 addr[16];       /* network order; IPv4 as IPv4-mapped */
+};
+
+/* Value of ic_dns_addrs: when each pattern's opening of the address ends. */
+struct ic_dns_addr {
+	__u64 patterns;      /* bits ever set (an expired one stays set) */
+	__u32 expires[IC_DNS_PATTERNS]; /* CLOCK_BOOTTIME seconds; 0 never opened */
+};
+
+/* Value of ic_dns_denied (key: the address, 16 bytes): an address a feed's name
+ * resolved to. */
+struct ic_dns_denial {
+	__u32 expires;       /* CLOCK_BOOTTIME seconds */
+	__u8 feed;           /* 1-based */
+	__u8 _pad0[3];
+};
+
+/* A DNS query in flight on a socket (struct ic_dns_sock). */
+struct ic_dns_pending {
+	__u64 qhash;         /* the question's name hash */
+	__u8 server[16];     /* where it went; IPv4 as IPv4-mapped */
+	__u16 txid;          /* host order */
+	__u16 port;          /* host order */
+	__u16 qtype;         /* host order */
+	__u16 _pad0;
+};
+
+/* Socket storage of a socket that sent to port 53 (ic_dns_socks): who owns it, as of
+ * its last connect() or sendmsg() there, and its queries in flight. */
+struct ic_dns_sock {
+	struct ic_proc_exe exe; /* zero if not known */
+	__u32 tgid;
+	__u32 uid;
+	__u8 comm[16];
+	__u32 next;          /* the pending slot the next query takes */
+	__u32 _pad0;
+	struct ic_dns_pending pending[IC_DNS_PENDING];
+};
+
+/* Totals of the domain policy (per-CPU array). */
+enum ic_dns_total {
+	IC_DTOTAL_QUERIES = 0,       /* queries read */
+	IC_DTOTAL_RESPONSES = 1,     /* responses that answered a query in flight */
+	IC_DTOTAL_OPENED = 2,        /* addresses opened for domain rules */
+	IC_DTOTAL_DENIED = 3,        /* addresses of feed names put on the deny list */
+	IC_DTOTAL_UNSOLICITED = 4,   /* responses to no query of the socket (ignored) */
+	IC_DTOTAL_MALFORMED = 5,     /* messages that could not be read (ignored) */
+	IC_DTOTAL_OVERSIZED = 6,     /* answers past IC_DNS_MSG_BYTES or IC_DNS_ANSWERS
+				      * records (the rest is ignored) */
+	IC_DTOTAL_SPLIT = 7,         /* DNS over TCP not starting a message in one segment */
+	IC_DTOTAL_QUERY_BLOCKED = 8, /* queries dropped (a feed's name, block_queries) */
+	IC_DTOTAL_CONNECT_DENIED = 9,/* connect()s refused: the address is a feed name's */
+	IC_DTOTAL_EVENTS_LOST = 10,
+	IC_DTOTAL_UNTRACKED = 11,    /* responses on a socket that was never marked */
+	IC_DTOTAL_COUNT = 12,
+};
+
+/* Per-feed counters (per-CPU array, index feed * IC_DNS_FEED_COUNTERS + counter). */
+enum ic_dns_feed_counter {
+	IC_DFEED_QUERIES = 0,        /* queries for its names */
+	IC_DFEED_BLOCKED = 1,        /* of which dropped */
+	IC_DFEED_ADDRESSES = 2,      /* addresses its names resolved to */
+	IC_DFEED_CONNECTS = 3,       /* connect()s to them refused */
+	IC_DNS_FEED_COUNTERS = 4,
+};
+
+/* What a struct ic_dns_policy_event reports. */
+enum ic_dns_policy_what {
+	IC_DNS_EV_ANSWER = 1,        /* a response opened addresses for domain rules */
+	IC_DNS_EV_FEED_QUERY = 2,    /* a query for a feed's name (dropped or not) */
+	IC_DNS_EV_FEED_ANSWER = 3,   /* a feed name's addresses put on the deny list */
+};
+
+/* A domain policy event: the process (the socket's owner), the server, the question
+ * and, for answers, the addresses (the first IC_DNS_EVENT_ADDRS of naddrs). */
+struct ic_dns_policy_event {
+	struct ic_event_header hdr;
+	__u32 pid;
+	__u32 uid;
+	struct ic_proc_exe exe;
+	__u8 comm[16];
+	__u8 server[16];     /* IPv4 as IPv4-mapped */
+	__u64 patterns;      /* pattern bits the name matched */
+	__u32 ttl;           /* the smallest TTL of the addresses, seconds (capped) */
+	__u16 port;          /* the server's port */
+	__u16 qtype;
+	__u8 what;           /* enum ic_dns_policy_what */
+	__u8 feed;           /* 1-based; 0 none */
+	__u8 blocked;        /* the query was dropped */
+	__u8 proto;          /* IPPROTO_UDP or IPPROTO_TCP */
+	__u16 naddrs;        /* addresses in the answer (all of them, not only the first) */
+	__u16 name_len;      /* bytes of name (wire format) */
+	__u8 addrs[IC_DNS_EVENT_ADDRS][16];
+	__u8 name[IC_DNS_NAME_BYTES]; /* the question's name, wire format, as sent */
 };
 
 /* ---- The process monitor: exec, fork and exit of every process ---- */

@@ -43,8 +43,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use ironclad_core::abi::{
     egress_match, EgressBucket, EgressConfig, EgressDstKey, EgressDstLengths, EgressDstOwner,
     EgressTotal, FwAddrKey, FwSummary, ProcExe, ProcInfo, EGRESS_DST_HASH_LENGTHS,
-    EGRESS_F_DST_FILTER, EGRESS_F_DST_HASH, EGRESS_NO_CLASS, EGRESS_OWNERS_SEVERAL, FW_DIM_DPORT,
-    FW_DIM_DST,
+    EGRESS_F_DOMAINS, EGRESS_F_DST_FILTER, EGRESS_F_DST_HASH, EGRESS_NO_CLASS,
+    EGRESS_OWNERS_SEVERAL, FW_DIM_DPORT, FW_DIM_DST,
 };
 use ironclad_policy::firewall::{Direction, PacketProto};
 
@@ -58,11 +58,19 @@ use crate::events::{EventReader, EventSource};
 use crate::loader::{LoadedObject, Loader};
 use crate::names;
 
+mod domains;
+
+pub use domains::{name_hash, DeniedAddress, DomainStatus, FeedCounters, OpenedAddress};
+
 const HOOKS: &[&str] = &[
     names::egress::ic_connect4,
     names::egress::ic_connect6,
     names::egress::ic_sendmsg4,
     names::egress::ic_sendmsg6,
+    // DNS of the sockets the four above mark (domain rules and feeds); they pass every
+    // other packet at once.
+    names::egress::ic_dns_out,
+    names::egress::ic_dns_in,
 ];
 const TRACEPOINTS: &[&str] = crate::procs::TRACEPOINTS;
 
@@ -98,6 +106,8 @@ pub struct EgressFirewall {
     known_exes: KnownExes,
     /// Serialises policy swaps: each flips the generation the other reads.
     edit: Mutex<()>,
+    /// The domain policy's user space state (hash key, pattern bits, name table).
+    domains: Arc<Mutex<domains::DomainState>>,
 }
 
 /// What [`EgressFirewall::replace`] made live.
@@ -202,6 +212,7 @@ impl EgressFirewall {
             tracepoints: Mutex::new(tracepoints),
             known_exes: Arc::new(Mutex::new(known)),
             edit: Mutex::new(()),
+            domains: Arc::new(Mutex::new(domains::DomainState::default())),
         })
     }
 
@@ -419,6 +430,9 @@ impl EgressFirewall {
             );
             return Err(e);
         }
+        // Names: the table questions are matched against, the pattern bits, the domain
+        // rules of the spare generation, the DNS settings.
+        let domains_live = domains::apply(&self.object, &mut locked(&self.domains), policy, next)?;
         let counters = self.object.map(names::egress::ic_egress_counters)?;
         for rule in &policy.rules {
             let cpus = counters
@@ -444,7 +458,7 @@ impl EgressFirewall {
                 (None, _) => 0,
                 (Some(_), None) => EGRESS_F_DST_FILTER,
                 (Some(_), Some(_)) => EGRESS_F_DST_FILTER | EGRESS_F_DST_HASH,
-            },
+            } | if domains_live { EGRESS_F_DOMAINS } else { 0 },
             rate_per_sec: policy.rate_limit.map_or(0, |r| r.per_second),
             rate_burst: policy.rate_limit.map_or(0, |r| r.burst),
         };
@@ -580,6 +594,15 @@ impl EgressFirewall {
         Ok(highest)
     }
 
+    /// The domain policy as the kernel has it: the live patterns, the addresses DNS
+    /// answers opened (by executable, with the time each pattern keeps them open), the
+    /// addresses of domain feeds' names (refused), and the counters.
+    pub fn domain_status(&self) -> Result<DomainStatus> {
+        let known = self.known_exes.clone();
+        let path_of = move |exe: &ProcExe| locked(&known).by_id.get(exe).cloned();
+        domains::status(&self.object, &locked(&self.domains), &path_of)
+    }
+
     /// One total, summed over CPUs.
     pub fn total(&self, which: EgressTotal) -> Result<u64> {
         self.object
@@ -612,7 +635,52 @@ impl EgressFirewall {
     /// with other sources in one [`EventReader`].
     pub fn event_source(&self) -> Result<EventSource> {
         let known = self.known_exes.clone();
+        let domain_state = self.domains.clone();
         let enrich = Box::new(move |event: &mut Event| {
+            match event {
+                Event::Connect(d) => {
+                    if let Some(feed) = &mut d.feed {
+                        if let Some(name) = locked(&domain_state).feed_name(feed) {
+                            *feed = name;
+                        }
+                    }
+                }
+                Event::DnsPolicy(r) => {
+                    let state = locked(&domain_state);
+                    r.patterns = state
+                        .patterns()
+                        .into_iter()
+                        .filter(|(b, _)| r.pattern_bits >> b & 1 == 1)
+                        .map(|(_, p)| p.to_string())
+                        .collect();
+                    if let Some(name) = usize::from(r.feed_id)
+                        .checked_sub(1)
+                        .and_then(|i| state.feed_names().get(i))
+                    {
+                        r.feed = Some(name.clone());
+                    }
+                    drop(state);
+                    let a = &mut r.actor;
+                    a.exe = locked(&known).by_file.get(&(a.exe_dev, a.exe_ino)).cloned();
+                    if a.exe.is_none() {
+                        // The process just sent or received DNS: it is usually still
+                        // there. Its path names this and later reports (the status's
+                        // table of opened addresses) when its identity is the one the
+                        // kernel saw.
+                        let path = std::fs::read_link(format!("/proc/{}/exe", a.pid)).ok();
+                        if let Some(path) = path {
+                            if let Ok(id) = exe_identity(&path) {
+                                if (id.dev, id.ino) == (a.exe_dev, a.exe_ino) {
+                                    let shown = path.display().to_string();
+                                    locked(&known).insert(id, shown.clone());
+                                    a.exe = Some(shown);
+                                }
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
             if let Event::Connect(d) | Event::RateLimited(d) = event {
                 let d = &mut d.actor;
                 let named = locked(&known).by_file.get(&(d.exe_dev, d.exe_ino)).cloned();
@@ -826,6 +894,10 @@ fn destination_filter(policy: &CompiledEgress) -> Option<Vec<(u128, u32, EgressD
     }
     let mut named: Vec<(u128, u32, usize)> = Vec::with_capacity(policy.entries.len());
     for (i, rule) in policy.entries.iter().enumerate() {
+        // Rules by name are not in the classifier: the domain step decides them.
+        if rule.match_ & egress_match::DOMAIN != 0 {
+            continue;
+        }
         if rule.match_ & egress_match::DST == 0 || rule.prefixlen == 0 {
             return None;
         }

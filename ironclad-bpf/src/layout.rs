@@ -206,10 +206,70 @@ mod egress {
         abi::EgressEvent,
         e::ic_egress_event,
         [
-            hdr, cgroup_id, pid, tid, uid, rule_id, exe, dst, dport, proto, verdict, hook, _pad0,
-            comm
+            hdr, cgroup_id, pid, tid, uid, rule_id, exe, dst, dport, proto, verdict, hook, feed,
+            _pad0, comm
         ]
     );
+    same_layout!(
+        abi::DnsConfig,
+        e::ic_dns_config,
+        [key, flags, grace_sec, max_ttl_sec, block_feeds]
+    );
+    same_layout!(
+        abi::DnsName,
+        e::ic_dns_name,
+        [exact, wild, feed_exact, feed_wild, _pad0]
+    );
+    same_layout!(abi::DnsRule, e::ic_dns_rule, [slot, _pad0, patterns]);
+    same_layout!(abi::DnsAddrKey, e::ic_dns_addr_key, [exe, addr]);
+    same_layout!(abi::DnsAddr, e::ic_dns_addr, [patterns, expires]);
+    same_layout!(abi::DnsDenial, e::ic_dns_denial, [expires, feed, _pad0]);
+    same_layout!(
+        abi::DnsPending,
+        e::ic_dns_pending,
+        [qhash, server, txid, port, qtype, _pad0]
+    );
+    same_layout!(
+        abi::DnsSock,
+        e::ic_dns_sock,
+        [exe, tgid, uid, comm, next, _pad0, pending]
+    );
+    same_layout!(
+        abi::DnsPolicyEvent,
+        e::ic_dns_policy_event,
+        [
+            hdr, pid, uid, exe, comm, server, patterns, ttl, port, qtype, what, feed, blocked,
+            proto, naddrs, name_len, addrs, name
+        ]
+    );
+    const _: () = {
+        assert!(abi::EventKind::DnsPolicy as u32 == e::ic_event_kind::IC_EVENT_DNS_POLICY.0);
+        assert!(abi::egress_match::DOMAIN as u32 == e::ic_egress_match::IC_M_DOMAIN.0);
+        assert!(abi::EGRESS_F_DOMAINS as u32 == e::ic_egress_config_flags::IC_EGRESS_F_DOMAINS.0);
+        assert!(abi::DNS_PATTERNS as u32 == e::ic_dns_limits::IC_DNS_PATTERNS.0);
+        assert!(abi::DNS_RULES as u32 == e::ic_dns_limits::IC_DNS_RULES.0);
+        assert!(abi::DNS_FEEDS as u32 == e::ic_dns_limits::IC_DNS_FEEDS.0);
+        assert!(abi::DNS_NAMES == e::ic_dns_limits::IC_DNS_NAMES.0);
+        assert!(abi::DNS_ADDRS == e::ic_dns_limits::IC_DNS_ADDRS.0);
+        assert!(abi::DNS_DENIED == e::ic_dns_limits::IC_DNS_DENIED.0);
+        assert!(abi::DNS_LABELS as u32 == e::ic_dns_limits::IC_DNS_LABELS.0);
+        assert!(abi::DNS_PENDING as u32 == e::ic_dns_limits::IC_DNS_PENDING.0);
+        assert!(abi::DNS_ANSWERS as u32 == e::ic_dns_limits::IC_DNS_ANSWERS.0);
+        assert!(abi::DNS_EVENT_ADDRS as u32 == e::ic_dns_limits::IC_DNS_EVENT_ADDRS.0);
+        assert!(abi::DNS_NAME_BYTES as u32 == e::ic_dns_limits::IC_DNS_NAME_BYTES.0);
+        assert!(abi::DNS_MSG_BYTES as u32 == e::ic_dns_limits::IC_DNS_MSG_BYTES.0);
+        assert!(abi::DNS_F_ACTIVE == e::ic_dns_flags::IC_DNS_F_ACTIVE.0);
+        assert!(abi::DnsTotal::COUNT == e::ic_dns_total::IC_DTOTAL_COUNT.0);
+        assert!(abi::DnsTotal::Untracked as u32 == e::ic_dns_total::IC_DTOTAL_UNTRACKED.0);
+        assert!(abi::DnsTotal::EventsLost as u32 == e::ic_dns_total::IC_DTOTAL_EVENTS_LOST.0);
+        assert!(abi::DNS_FEED_COUNTERS == e::ic_dns_feed_counter::IC_DNS_FEED_COUNTERS.0);
+        assert!(
+            abi::DnsFeedCounter::Connects as u32 == e::ic_dns_feed_counter::IC_DFEED_CONNECTS.0
+        );
+        assert!(abi::DNS_EV_ANSWER as u32 == e::ic_dns_policy_what::IC_DNS_EV_ANSWER.0);
+        assert!(abi::DNS_EV_FEED_QUERY as u32 == e::ic_dns_policy_what::IC_DNS_EV_FEED_QUERY.0);
+        assert!(abi::DNS_EV_FEED_ANSWER as u32 == e::ic_dns_policy_what::IC_DNS_EV_FEED_ANSWER.0);
+    };
     const _: () = {
         assert!(size_of::<abi::EgressRule>() == size_of::<e::ic_egress_rule>());
         assert!(offset_of!(abi::EgressRule, rule_id) == offset_of!(e::ic_egress_rule, rule_id));

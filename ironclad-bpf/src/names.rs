@@ -80,11 +80,12 @@ object_names! {
             ic_egress_index0, ic_egress_index1, ic_egress_counters, ic_egress_totals,
             ic_egress_rate, ic_egress_events, ic_egress_addr, ic_egress_ports, ic_egress_words,
             ic_egress_summaries, ic_egress_slots, ic_egress_dst, ic_egress_dst_trie,
-            ic_egress_dst_lengths,
+            ic_egress_dst_lengths, ic_dns_config, ic_dns_names, ic_dns_rules, ic_dns_addrs,
+            ic_dns_denied, ic_dns_socks, ic_dns_totals, ic_dns_feed_counters, ic_dns_work,
         ],
         EgressProgs: [
             ic_proc_exec, ic_proc_fork, ic_proc_exit, ic_connect4, ic_connect6,
-            ic_sendmsg4, ic_sendmsg6,
+            ic_sendmsg4, ic_sendmsg6, ic_dns_out, ic_dns_in,
         ],
     }
 }

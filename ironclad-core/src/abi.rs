@@ -226,6 +226,8 @@ pub enum EventKind {
     Flow = 8,
     /// `IC_EVENT_FW_LIMIT`: a [`FwLimitEvent`].
     FwLimit = 9,
+    /// `IC_EVENT_DNS_POLICY`: a [`DnsPolicyEvent`].
+    DnsPolicy = 10,
 }
 
 /// `IC_TLS_WRITE` (`enum ic_tls_direction`): plaintext about to be encrypted.
@@ -1098,6 +1100,9 @@ pub mod egress_match {
     pub const PROTO: u16 = 64;
     /// `IC_M_ANCESTOR`.
     pub const ANCESTOR: u16 = 128;
+    /// `IC_M_DOMAIN`: the destinations are the addresses DNS answers opened for the
+    /// rule's `dst_domain` (not in the classifier).
+    pub const DOMAIN: u16 = 256;
 }
 
 /// `enum ic_egress_action`: what a rule does, or what happened to an attempt.
@@ -1415,6 +1420,9 @@ pub const EGRESS_F_DST_FILTER: u8 = 1;
 /// size) and the filter is the hash `ic_egress_dst` (one lookup per length, the
 /// lengths in `ic_egress_dst_lengths`) instead of the trie.
 pub const EGRESS_F_DST_HASH: u8 = 2;
+/// `IC_EGRESS_F_DOMAINS`: domain rules or domain feeds are live (a connect is also
+/// looked up among the addresses DNS answers opened or a feed's names resolved to).
+pub const EGRESS_F_DOMAINS: u8 = 4;
 
 /// `IC_EGRESS_DST_HASH_LENGTHS`: prefix lengths the hashed destination filter takes.
 pub const EGRESS_DST_HASH_LENGTHS: usize = 1;
@@ -1596,8 +1604,11 @@ pub struct EgressEvent {
     pub verdict: u8,
     /// `enum ic_egress_hook`: 1 connect4, 2 connect6, 3 sendmsg4, 4 sendmsg6.
     pub hook: u8,
+    /// The domain feed (1-based) whose name resolved to `dst`, when that is why the
+    /// attempt was refused (`rule_id` is then 0); else 0.
+    pub feed: u8,
     /// Explicit padding.
-    pub _pad0: [u8; 3],
+    pub _pad0: [u8; 2],
     /// Command name, NUL-padded.
     pub comm: [u8; 16],
 }
@@ -2855,12 +2866,19 @@ macro_rules! abi_struct {
     ($(#[$doc:meta])* $name:ident, $size:expr, { $($(#[$fdoc:meta])* $field:ident: $ty:ty,)* }) => {
         $(#[$doc])*
         #[derive(
-            Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable,
+            Debug, Clone, Copy, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable,
             KnownLayout,
         )]
         #[repr(C)]
         pub struct $name {
             $($(#[$fdoc])* pub $field: $ty,)*
+        }
+
+        impl Default for $name {
+            /// All zeros (arrays of any length included).
+            fn default() -> Self {
+                <Self as zerocopy::FromZeros>::new_zeroed()
+            }
         }
 
         impl $name {
@@ -3405,5 +3423,330 @@ impl FwRuleEntry {
     /// Decodes a value read back from the kernel.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
         Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
+    }
+}
+
+// ---- Domain policy (egress by DNS name, domain feeds) ----
+
+/// `IC_DNS_PATTERNS`: distinct `dst_domain` patterns (bits of a mask).
+pub const DNS_PATTERNS: usize = 64;
+/// `IC_DNS_RULES`: rule entries with `dst_domain`, per generation.
+pub const DNS_RULES: usize = 64;
+/// `IC_DNS_FEEDS`: domain feeds (1-based ids).
+pub const DNS_FEEDS: usize = 16;
+/// `IC_DNS_NAMES`: patterns and feed names together.
+pub const DNS_NAMES: u32 = 1_048_576;
+/// `IC_DNS_ADDRS`: live (executable, address) entries.
+pub const DNS_ADDRS: u32 = 32_768;
+/// `IC_DNS_DENIED`: live addresses of feed names.
+pub const DNS_DENIED: u32 = 32_768;
+/// `IC_DNS_LABELS`: labels of a name the kernel compares, from the last.
+pub const DNS_LABELS: usize = 32;
+/// `IC_DNS_PENDING`: queries in flight remembered per socket.
+pub const DNS_PENDING: usize = 8;
+/// `IC_DNS_ANSWERS`: answer records read per response.
+pub const DNS_ANSWERS: usize = 64;
+/// `IC_DNS_EVENT_ADDRS`: addresses a [`DnsPolicyEvent`] carries.
+pub const DNS_EVENT_ADDRS: usize = 8;
+/// `IC_DNS_NAME_BYTES`: bytes of a name in an event.
+pub const DNS_NAME_BYTES: usize = 256;
+/// `IC_DNS_MSG_BYTES`: bytes of a DNS message the kernel reads.
+pub const DNS_MSG_BYTES: usize = 4096;
+/// `IC_DNS_F_ACTIVE`: read DNS traffic.
+pub const DNS_F_ACTIVE: u32 = 1;
+/// `IC_DNS_FEED_COUNTERS`: counters per feed.
+pub const DNS_FEED_COUNTERS: u32 = 4;
+
+/// `enum ic_dns_total`: totals of the domain policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+#[non_exhaustive]
+pub enum DnsTotal {
+    /// Queries read.
+    Queries = 0,
+    /// Responses that answered a query in flight.
+    Responses = 1,
+    /// Addresses opened for domain rules.
+    Opened = 2,
+    /// Addresses of feed names put on the deny list.
+    Denied = 3,
+    /// Responses to no query of the socket (ignored).
+    Unsolicited = 4,
+    /// Messages that could not be read (ignored).
+    Malformed = 5,
+    /// Answers past the bytes or records the kernel reads (the rest ignored).
+    Oversized = 6,
+    /// DNS over TCP not starting a whole message in one segment (not read).
+    Split = 7,
+    /// Queries dropped (a feed's name, `block_queries`).
+    QueryBlocked = 8,
+    /// `connect()`s refused because the address is a feed name's.
+    ConnectDenied = 9,
+    /// Events the ring buffer had no room for.
+    EventsLost = 10,
+    /// Responses on a socket that was never marked (sent before domain policy was on).
+    Untracked = 11,
+}
+
+impl DnsTotal {
+    /// `IC_DTOTAL_COUNT`.
+    pub const COUNT: u32 = 12;
+    /// Every total, in index order.
+    pub const ALL: [Self; 12] = [
+        Self::Queries,
+        Self::Responses,
+        Self::Opened,
+        Self::Denied,
+        Self::Unsolicited,
+        Self::Malformed,
+        Self::Oversized,
+        Self::Split,
+        Self::QueryBlocked,
+        Self::ConnectDenied,
+        Self::EventsLost,
+        Self::Untracked,
+    ];
+
+    /// The name used in status and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Queries => "queries",
+            Self::Responses => "responses",
+            Self::Opened => "opened",
+            Self::Denied => "denied",
+            Self::Unsolicited => "unsolicited",
+            Self::Malformed => "malformed",
+            Self::Oversized => "oversized",
+            Self::Split => "split",
+            Self::QueryBlocked => "query_blocked",
+            Self::ConnectDenied => "connect_denied",
+            Self::EventsLost => "events_lost",
+            Self::Untracked => "untracked",
+        }
+    }
+}
+
+/// `enum ic_dns_feed_counter`: counters per feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+#[non_exhaustive]
+pub enum DnsFeedCounter {
+    /// Queries for its names.
+    Queries = 0,
+    /// Of which dropped.
+    Blocked = 1,
+    /// Addresses its names resolved to.
+    Addresses = 2,
+    /// `connect()`s to them refused.
+    Connects = 3,
+}
+
+impl DnsFeedCounter {
+    /// Every counter, in index order.
+    pub const ALL: [Self; 4] = [
+        Self::Queries,
+        Self::Blocked,
+        Self::Addresses,
+        Self::Connects,
+    ];
+
+    /// The name used in status and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Queries => "queries",
+            Self::Blocked => "blocked",
+            Self::Addresses => "addresses",
+            Self::Connects => "connects",
+        }
+    }
+}
+
+/// `IC_DNS_EV_ANSWER`: a response opened addresses for domain rules.
+pub const DNS_EV_ANSWER: u8 = 1;
+/// `IC_DNS_EV_FEED_QUERY`: a query for a feed's name.
+pub const DNS_EV_FEED_QUERY: u8 = 2;
+/// `IC_DNS_EV_FEED_ANSWER`: a feed name's addresses put on the deny list.
+pub const DNS_EV_FEED_ANSWER: u8 = 3;
+
+abi_struct!(
+    /// `struct ic_dns_config`: the domain policy's settings.
+    DnsConfig, 32, {
+        /// The SipHash-1-3 key of name hashes.
+        key: [u64; 2],
+        /// `IC_DNS_F_*`.
+        flags: u32,
+        /// Seconds an answer's addresses stay open past its TTL.
+        grace_sec: u32,
+        /// A TTL above this counts as this.
+        max_ttl_sec: u32,
+        /// Bit `f`: queries for feed `f + 1`'s names are dropped.
+        block_feeds: u32,
+    }
+);
+
+abi_struct!(
+    /// `struct ic_dns_name`: a name's entry (key: its hash).
+    DnsName, 24, {
+        /// Pattern bits this whole name is.
+        exact: u64,
+        /// Pattern bits `*.this` (names below it).
+        wild: u64,
+        /// A feed (1-based) listing the name itself.
+        feed_exact: u8,
+        /// A feed listing `*.this`.
+        feed_wild: u8,
+        /// Padding.
+        _pad0: [u8; 6],
+    }
+);
+
+abi_struct!(
+    /// `struct ic_dns_rule`: a rule entry with `dst_domain`.
+    DnsRule, 16, {
+        /// Its rule slot.
+        slot: u32,
+        /// Padding.
+        _pad0: u32,
+        /// The pattern bits it names.
+        patterns: u64,
+    }
+);
+
+abi_struct!(
+    /// `struct ic_dns_addr_key`: an opened address, for one executable.
+    DnsAddrKey, 40, {
+        /// The executable whose process received the answer (zero: unknown).
+        exe: ProcExe,
+        /// The address (IPv4 as IPv4-mapped), network order.
+        addr: [u8; 16],
+    }
+);
+
+abi_struct!(
+    /// `struct ic_dns_addr`: when each pattern's opening of the address ends.
+    DnsAddr, 264, {
+        /// Bits ever set.
+        patterns: u64,
+        /// `CLOCK_BOOTTIME` seconds, per pattern bit.
+        expires: [u32; DNS_PATTERNS],
+    }
+);
+
+abi_struct!(
+    /// `struct ic_dns_denial`: an address a feed's name resolved to.
+    DnsDenial, 8, {
+        /// `CLOCK_BOOTTIME` seconds.
+        expires: u32,
+        /// The feed, 1-based.
+        feed: u8,
+        /// Padding.
+        _pad0: [u8; 3],
+    }
+);
+
+abi_struct!(
+    /// `struct ic_dns_pending`: a query in flight on a socket.
+    DnsPending, 32, {
+        /// The question's name hash.
+        qhash: u64,
+        /// The server (IPv4 as IPv4-mapped).
+        server: [u8; 16],
+        /// Transaction id.
+        txid: u16,
+        /// The server's port.
+        port: u16,
+        /// The question's type.
+        qtype: u16,
+        /// Padding.
+        _pad0: u16,
+    }
+);
+
+abi_struct!(
+    /// `struct ic_dns_sock`: socket storage of a socket that sent to port 53.
+    DnsSock, 312, {
+        /// Its owner's executable (zero if unknown).
+        exe: ProcExe,
+        /// Thread-group id.
+        tgid: u32,
+        /// User id.
+        uid: u32,
+        /// Command name.
+        comm: [u8; 16],
+        /// The pending slot the next query takes.
+        next: u32,
+        /// Padding.
+        _pad0: u32,
+        /// Queries in flight.
+        pending: [DnsPending; DNS_PENDING],
+    }
+);
+
+abi_struct!(
+    /// `struct ic_dns_policy_event`: an answer that opened addresses, a query for a
+    /// feed's name, or a feed name's addresses denied.
+    DnsPolicyEvent, 488, {
+        /// The common header.
+        hdr: EventHeader,
+        /// The socket owner's thread-group id.
+        pid: u32,
+        /// Its user id.
+        uid: u32,
+        /// Its executable.
+        exe: ProcExe,
+        /// Its command name.
+        comm: [u8; 16],
+        /// The server (IPv4 as IPv4-mapped).
+        server: [u8; 16],
+        /// Pattern bits the name matched.
+        patterns: u64,
+        /// The smallest TTL of the addresses, seconds (capped).
+        ttl: u32,
+        /// The server's port.
+        port: u16,
+        /// The question's type.
+        qtype: u16,
+        /// `IC_DNS_EV_*`.
+        what: u8,
+        /// The feed, 1-based; 0 none.
+        feed: u8,
+        /// The query was dropped.
+        blocked: u8,
+        /// `IPPROTO_UDP` or `IPPROTO_TCP`.
+        proto: u8,
+        /// Addresses in the answer (all, not only those carried here).
+        naddrs: u16,
+        /// Bytes of `name`.
+        name_len: u16,
+        /// The first addresses.
+        addrs: [[u8; 16]; DNS_EVENT_ADDRS],
+        /// The question's name, wire format.
+        name: [u8; DNS_NAME_BYTES],
+    }
+);
+
+impl DnsPolicyEvent {
+    /// The question's name, dotted, lowercase, without the final dot (labels past a
+    /// malformed length are dropped).
+    pub fn name(&self) -> String {
+        let len = usize::from(self.name_len).min(DNS_NAME_BYTES);
+        let wire = &self.name[..len];
+        let mut out = String::new();
+        let mut at = 0;
+        while let Some(&n) = wire.get(at) {
+            let n = usize::from(n);
+            if n == 0 || n > 63 {
+                break;
+            }
+            let Some(label) = wire.get(at + 1..at + 1 + n) else {
+                break;
+            };
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(&String::from_utf8_lossy(label).to_ascii_lowercase());
+            at += 1 + n;
+        }
+        out
     }
 }

@@ -7,9 +7,10 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ironclad_core::abi::{
-    CtState, DnsEvent, EgressAction, EgressEvent, EventHeader, EventKind, FwEvent, FwFlowEvent,
-    FwLimitEvent, FwLimitKind, SentinelEvent, SentinelOp, SentinelVerdict, ShieldEvent,
-    ShieldVerdict, TlsEvent, ABI_VERSION, DIR_OUT, FW_ACCEPT, FW_DROP, FW_END_FIN, FW_END_RESET,
+    CtState, DnsEvent, DnsPolicyEvent, EgressAction, EgressEvent, EventHeader, EventKind, FwEvent,
+    FwFlowEvent, FwLimitEvent, FwLimitKind, SentinelEvent, SentinelOp, SentinelVerdict,
+    ShieldEvent, ShieldVerdict, TlsEvent, ABI_VERSION, DIR_OUT, DNS_EVENT_ADDRS, DNS_EV_ANSWER,
+    DNS_EV_FEED_ANSWER, DNS_EV_FEED_QUERY, FW_ACCEPT, FW_DROP, FW_END_FIN, FW_END_RESET,
     FW_END_TIMEOUT, FW_EV_DRY_RUN, FW_EV_INBOUND, FW_EV_RATE_LIMITED, FW_FLOW_END, FW_FLOW_INBOUND,
     FW_FLOW_START, FW_LIMIT_F_DRY_RUN, FW_REJECT, TLS_CHUNK, TLS_F_LAST, TLS_F_TRUNCATED, TLS_READ,
     TLS_WRITE,
@@ -193,6 +194,56 @@ pub struct EgressDecision {
     pub rule_id: u32,
     /// `connect4`, `connect6`, `sendmsg4` or `sendmsg6`.
     pub hook: &'static str,
+    /// The domain feed whose name resolved to `dst`, when that is why the attempt was
+    /// refused (`rule_id` is then 0): its name once the reader knows it, else `feed<N>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feed: Option<String>,
+}
+
+/// What the domain policy saw in DNS (`egress.rules[].dst_domain`,
+/// `egress.deny_domain_feeds`): an answer that opened addresses for domain rules, a
+/// query for a feed's name (dropped when the feed blocks queries), or a feed name's
+/// addresses put on the deny list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DnsPolicyRecord {
+    /// Wall-clock time, RFC 3339 (set by the reader; empty if unknown).
+    pub time: String,
+    /// `bpf_ktime_get_ns()` when it was seen.
+    pub ktime_ns: u64,
+    /// `answer`, `feed_query` or `feed_answer`.
+    pub what: &'static str,
+    /// The process whose socket sent the query or received the answer.
+    #[serde(flatten)]
+    pub actor: Actor,
+    /// The question's name.
+    pub name: String,
+    /// The question's type (`A`, `AAAA`...).
+    pub qtype: String,
+    /// The DNS server.
+    pub server: IpAddr,
+    /// Its port.
+    pub server_port: u16,
+    /// `udp` or `tcp`.
+    pub proto: &'static str,
+    /// The patterns the name matched (filled by the reader; bits until then).
+    pub patterns: Vec<String>,
+    /// The pattern bits, as the kernel reported them.
+    #[serde(skip)]
+    pub pattern_bits: u64,
+    /// The feed listing the name (its name once the reader knows it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feed: Option<String>,
+    /// The feed's id (1-based; 0 none).
+    #[serde(skip)]
+    pub feed_id: u8,
+    /// A feed query was dropped.
+    pub blocked: bool,
+    /// The answer's addresses (the first eight).
+    pub addresses: Vec<IpAddr>,
+    /// How many the answer had.
+    pub address_count: u16,
+    /// The smallest TTL among them, seconds (capped by `dns.max_ttl_seconds`).
+    pub ttl: u32,
 }
 
 /// A DNS packet a process sent or received (UDP or TCP port 53).
@@ -383,6 +434,8 @@ pub enum Event {
     Flow(FlowRecord),
     /// A rate limit on new inbound connections refused some (`firewall.limits`).
     FirewallLimit(LimitRecord),
+    /// The domain policy saw a DNS answer or a query for a feed's name.
+    DnsPolicy(DnsPolicyRecord),
 }
 
 /// A rate limit on new inbound connections (`firewall.limits`) refused connections:
@@ -618,6 +671,7 @@ impl Event {
             Event::FirewallMatch(e) => e.time = rfc3339(e.ktime_ns, offset),
             Event::Flow(e) => e.time = rfc3339(e.ktime_ns, offset),
             Event::FirewallLimit(e) => e.time = rfc3339(e.ktime_ns, offset),
+            Event::DnsPolicy(e) => e.time = rfc3339(e.ktime_ns, offset),
             Event::Bandwidth(_) | Event::Audit(_) | Event::ProcessCache(_) => {}
         }
     }
@@ -629,6 +683,7 @@ impl Event {
             Event::Connect(e) | Event::RateLimited(e) => Some(&e.actor),
             Event::Dns(e) => Some(&e.actor),
             Event::Sentinel(e) => Some(&e.actor),
+            Event::DnsPolicy(e) => Some(&e.actor),
             Event::Bandwidth(_)
             | Event::ShieldDrop(_)
             | Event::Audit(_)
@@ -646,6 +701,7 @@ impl Event {
             Event::Connect(e) | Event::RateLimited(e) => Some(&mut e.actor),
             Event::Dns(e) => Some(&mut e.actor),
             Event::Sentinel(e) => Some(&mut e.actor),
+            Event::DnsPolicy(e) => Some(&mut e.actor),
             Event::Bandwidth(_)
             | Event::ShieldDrop(_)
             | Event::Audit(_)
@@ -665,6 +721,7 @@ impl Event {
             Event::Connect(e) | Event::RateLimited(e) => e.ktime_ns,
             Event::Dns(e) => e.ktime_ns,
             Event::Sentinel(e) => e.ktime_ns,
+            Event::DnsPolicy(e) => e.ktime_ns,
             Event::Bandwidth(e) => return Some((e.pid, None, (0, 0))),
             // The process as it was when the connection opened.
             Event::Flow(e) => return Some((e.pid, Some(e.created_ns), (0, 0))),
@@ -770,6 +827,7 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
         k if k == EventKind::Sentinel as u16 => decode_sentinel(record),
         k if k == EventKind::Firewall as u16 => decode_firewall(record),
         k if k == EventKind::FwLimit as u16 => decode_limit(record),
+        k if k == EventKind::DnsPolicy as u16 => decode_dns_policy(record),
         k if k == EventKind::Flow as u16 => {
             let e = FwFlowEvent::from_bytes(record).ok_or(DecodeError::Truncated {
                 need: FwFlowEvent::SIZE,
@@ -883,6 +941,49 @@ fn decode_limit(record: &[u8]) -> Result<Event, DecodeError> {
         dst: mapped_or_v6(e.dst),
         dport: e.dport,
         ifindex: e.ifindex,
+    }))
+}
+
+fn decode_dns_policy(record: &[u8]) -> Result<Event, DecodeError> {
+    let e = DnsPolicyEvent::from_bytes(record).ok_or(DecodeError::Truncated {
+        need: DnsPolicyEvent::SIZE,
+        got: record.len(),
+    })?;
+    let what = match e.what {
+        DNS_EV_ANSWER => "answer",
+        DNS_EV_FEED_QUERY => "feed_query",
+        DNS_EV_FEED_ANSWER => "feed_answer",
+        other => {
+            return Err(DecodeError::BadField {
+                field: "what",
+                value: u64::from(other),
+            })
+        }
+    };
+    let shown = usize::from(e.naddrs).min(DNS_EVENT_ADDRS);
+    Ok(Event::DnsPolicy(DnsPolicyRecord {
+        time: String::new(),
+        ktime_ns: e.hdr.ktime_ns,
+        what,
+        actor: actor(e.pid, None, e.uid, &e.comm, e.exe.dev, e.exe.ino),
+        name: e.name(),
+        qtype: crate::dns::type_name(e.qtype),
+        server: mapped_or_v6(e.server),
+        server_port: e.port,
+        proto: if e.proto == 6 { "tcp" } else { "udp" },
+        patterns: Vec::new(),
+        pattern_bits: e.patterns,
+        feed: (e.feed != 0).then(|| format!("feed{}", e.feed)),
+        feed_id: e.feed,
+        blocked: e.blocked != 0,
+        addresses: e
+            .addrs
+            .iter()
+            .take(shown)
+            .map(|a| mapped_or_v6(*a))
+            .collect(),
+        address_count: e.naddrs,
+        ttl: e.ttl,
     }))
 }
 
@@ -1023,6 +1124,7 @@ fn decode_egress(record: &[u8]) -> Result<Event, DecodeError> {
         },
         rule_id: e.rule_id,
         hook,
+        feed: (e.feed != 0).then(|| format!("feed{}", e.feed)),
     };
     Ok(if verdict == EgressAction::RateLimited {
         Event::RateLimited(decision)
@@ -1605,6 +1707,7 @@ mod tests {
             proto: "tcp".to_string(),
             rule_id: 2,
             hook: "connect4",
+            feed: None,
         });
         let json: serde_json::Value = serde_json::from_str(&connect.to_json()).expect("json");
         assert_eq!(json["kind"], "connect");
@@ -1647,5 +1750,63 @@ mod tests {
         assert!(json.get("tid").is_none(), "{json}");
         assert!(json["exe"].is_null(), "{json}");
         assert_eq!(json["pid"], 7);
+    }
+
+    #[test]
+    fn a_dns_policy_record_decodes_its_name_addresses_and_what_it_reports() {
+        use ironclad_core::abi::{DnsPolicyEvent, EventKind, DNS_EV_FEED_QUERY};
+        let mut e = DnsPolicyEvent::default();
+        e.hdr.version = u16::try_from(ironclad_core::abi::ABI_VERSION).expect("small");
+        e.hdr.kind = EventKind::DnsPolicy as u16;
+        e.hdr.size = u32::try_from(DnsPolicyEvent::SIZE).expect("size");
+        e.what = DNS_EV_ANSWER;
+        e.pid = 42;
+        e.comm[..4].copy_from_slice(b"curl");
+        e.server[10] = 0xff;
+        e.server[11] = 0xff;
+        e.server[12..].copy_from_slice(&[10, 0, 0, 53]);
+        e.port = 53;
+        e.proto = 17;
+        e.qtype = 28;
+        let wire = b"\x03WWW\x07example\x03com\x00";
+        e.name[..wire.len()].copy_from_slice(wire);
+        e.name_len = u16::try_from(wire.len()).expect("len");
+        e.naddrs = 10;
+        for (i, a) in e.addrs.iter_mut().enumerate() {
+            a[15] = u8::try_from(i + 1).expect("small");
+        }
+        e.ttl = 30;
+        e.patterns = 0b101;
+        let Ok(Event::DnsPolicy(r)) = decode(&e.to_bytes()) else {
+            panic!("decodes");
+        };
+        assert_eq!(r.name, "www.example.com", "lowercase, dotted");
+        assert_eq!(
+            (r.what, r.qtype.as_str(), r.proto),
+            ("answer", "AAAA", "udp")
+        );
+        assert_eq!(r.server, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 53)));
+        assert_eq!(r.addresses.len(), 8, "the first eight carried");
+        assert_eq!(r.address_count, 10, "of ten");
+        assert_eq!(r.pattern_bits, 0b101);
+        assert_eq!(r.actor.comm, "curl");
+        let json: serde_json::Value =
+            serde_json::from_str(&Event::DnsPolicy(r).to_json()).expect("json");
+        assert_eq!(json["kind"], "dns_policy");
+        assert_eq!(json["ttl"], 30);
+        // A hostile name length never reads past the buffer.
+        e.name_len = u16::MAX;
+        e.name = [63; ironclad_core::abi::DNS_NAME_BYTES];
+        e.what = DNS_EV_FEED_QUERY;
+        let Ok(Event::DnsPolicy(r)) = decode(&e.to_bytes()) else {
+            panic!("decodes");
+        };
+        assert_eq!(r.what, "feed_query");
+        assert!(r.name.len() <= 255, "{}", r.name.len());
+        e.what = 9;
+        assert!(
+            decode(&e.to_bytes()).is_err(),
+            "an unknown `what` is refused"
+        );
     }
 }

@@ -119,6 +119,39 @@ struct RawEgress {
     #[serde(default)]
     rules: Vec<Spanned<RawEgressRule>>,
     rate_limit: Option<Spanned<RawConnectRate>>,
+    #[serde(default)]
+    deny_domain_feeds: Vec<Spanned<RawDomainFeed>>,
+    dns: Option<Spanned<RawDns>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawDomainFeed {
+    Path(PathBuf),
+    Full(RawDomainFeedFull),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDomainFeedFull {
+    path: PathBuf,
+    name: Option<String>,
+    #[serde(default)]
+    block_queries: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDns {
+    grace_seconds: Option<u32>,
+    max_ttl_seconds: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawDomains {
+    One(Spanned<String>),
+    List(Vec<Spanned<String>>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,6 +172,7 @@ struct RawEgressRule {
     uid: Option<u32>,
     cgroup: Option<PathBuf>,
     dst: Option<String>,
+    dst_domain: Option<RawDomains>,
     ports: Option<RawPorts>,
     proto: Option<String>,
     action: String,
@@ -788,7 +822,12 @@ pub(crate) fn parse_port(port: &RawPort) -> Result<(u16, u16), String> {
     }
 }
 
-fn parse_egress(raw: &RawEgress, problems: &mut Vec<PolicyError>) -> EgressPolicy {
+fn parse_egress(
+    raw: &RawEgress,
+    base: &Path,
+    problems: &mut Vec<PolicyError>,
+    file_problems: &mut Vec<Diagnostic>,
+) -> EgressPolicy {
     let default = match &raw.default {
         None => EgressAction::Allow,
         Some(d) => match d.value.as_str() {
@@ -854,13 +893,49 @@ fn parse_egress(raw: &RawEgress, problems: &mut Vec<PolicyError>) -> EgressPolic
                 }
             },
         };
+        let raw_domains: Vec<&Spanned<String>> = match &r.dst_domain {
+            None => Vec::new(),
+            Some(RawDomains::One(d)) => vec![d],
+            Some(RawDomains::List(list)) => list.iter().collect(),
+        };
+        let mut dst_domain = Vec::new();
+        let mut bad_at = Vec::new();
+        let mut ok = true;
+        if matches!(&r.dst_domain, Some(RawDomains::List(l)) if l.is_empty()) {
+            bad("`dst_domain` is an empty list: name at least one domain".to_string());
+            continue;
+        }
+        for (i, d) in raw_domains.iter().enumerate() {
+            match d.value.parse::<crate::domains::DomainPattern>() {
+                Ok(p) => dst_domain.push(p),
+                Err(message) => {
+                    let field = match &r.dst_domain {
+                        Some(RawDomains::List(_)) => format!("dst_domain[{i}]"),
+                        _ => "dst_domain".to_string(),
+                    };
+                    bad_at.push((field, position(&d.referenced), message));
+                    ok = false;
+                }
+            }
+        }
+        if !ok {
+            for (field, at, message) in bad_at {
+                problems.push(PolicyError::Invalid {
+                    origin: Origin {
+                        field: format!("{}.{field}", origin.field),
+                        at,
+                    },
+                    message,
+                });
+            }
+            continue;
+        }
         let raw_ports: Vec<&RawPort> = match &r.ports {
             None => Vec::new(),
             Some(RawPorts::One(p)) => vec![p],
             Some(RawPorts::List(list)) => list.iter().collect(),
         };
         let mut ports = Vec::new();
-        let mut ok = true;
         for p in raw_ports {
             match parse_port(p) {
                 Ok(range) => ports.push(range),
@@ -911,6 +986,7 @@ fn parse_egress(raw: &RawEgress, problems: &mut Vec<PolicyError>) -> EgressPolic
             uid: r.uid,
             cgroup: r.cgroup.clone(),
             dst,
+            dst_domain,
             ports,
             proto,
             action,
@@ -933,10 +1009,121 @@ fn parse_egress(raw: &RawEgress, problems: &mut Vec<PolicyError>) -> EgressPolic
             burst: r.value.burst,
         })
     });
+    let mut domain_feeds: Vec<crate::domains::DomainFeed> = Vec::new();
+    for (index, item) in raw.deny_domain_feeds.iter().enumerate() {
+        let origin = Origin {
+            field: format!("egress.deny_domain_feeds[{index}]"),
+            at: position(&item.referenced),
+        };
+        let (path, name, block_queries) = match &item.value {
+            RawDomainFeed::Path(p) => (p, None, false),
+            RawDomainFeed::Full(f) => (&f.path, f.name.clone(), f.block_queries),
+        };
+        let path = base.join(path);
+        let name = name.unwrap_or_else(|| {
+            path.file_stem().map_or_else(
+                || format!("feed{index}"),
+                |s| s.to_string_lossy().into_owned(),
+            )
+        });
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            problems.push(PolicyError::Invalid {
+                origin,
+                message: format!(
+                    "`{}` is not a feed name (letters, digits, `-`, `_`, `.`: it labels metrics)",
+                    crate::error::excerpt(&name, 40)
+                ),
+            });
+            continue;
+        }
+        if let Some(other) = domain_feeds.iter().position(|f| f.name == name) {
+            problems.push(PolicyError::Invalid {
+                origin,
+                message: format!(
+                    "the feed name `{name}` is also egress.deny_domain_feeds[{other}]'s; give one a `name:`"
+                ),
+            });
+            continue;
+        }
+        let bytes = match crate::feeds::read_feed_bytes(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                file_problems.extend(e.diagnostics);
+                continue;
+            }
+        };
+        match crate::domains::parse_feed(&bytes) {
+            Ok(names) => domain_feeds.push(crate::domains::DomainFeed {
+                name,
+                path,
+                block_queries,
+                names,
+            }),
+            Err(errors) => {
+                let shown = errors.len().min(20);
+                for (line, column, message) in errors.iter().take(shown) {
+                    file_problems.push(diagnostic(&path, Some((*line, *column)), message.clone()));
+                }
+                if errors.len() > shown {
+                    file_problems.push(diagnostic(
+                        &path,
+                        None,
+                        format!("{} more bad lines not shown", errors.len() - shown),
+                    ));
+                }
+            }
+        }
+    }
+    let mut dns = crate::domains::DomainSettings::default();
+    if let Some(d) = &raw.dns {
+        let at = position(&d.referenced);
+        for (field, given, target) in [
+            (
+                "grace_seconds",
+                d.value.grace_seconds,
+                &mut dns.grace_seconds,
+            ),
+            (
+                "max_ttl_seconds",
+                d.value.max_ttl_seconds,
+                &mut dns.max_ttl_seconds,
+            ),
+        ] {
+            match given {
+                Some(v) if v > crate::domains::MAX_SECONDS => problems.push(PolicyError::Invalid {
+                    origin: Origin {
+                        field: format!("egress.dns.{field}"),
+                        at,
+                    },
+                    message: format!(
+                        "{v} is more than a week ({} seconds)",
+                        crate::domains::MAX_SECONDS
+                    ),
+                }),
+                Some(v) => *target = v,
+                None => {}
+            }
+        }
+        if dns.max_ttl_seconds == 0 {
+            problems.push(PolicyError::Invalid {
+                origin: Origin {
+                    field: "egress.dns.max_ttl_seconds".into(),
+                    at,
+                },
+                message: "must be at least 1 (0 would open nothing)".to_string(),
+            });
+        }
+    }
     EgressPolicy {
         default,
         rules,
         rate_limit,
+        domain_feeds,
+        dns,
     }
 }
 
@@ -1260,7 +1447,12 @@ fn parse_inner(
     let raw = read_raw(text, path)?;
     let mut problems = Vec::new();
     let tls = raw.tls.as_ref().map(|t| parse_tls(t, &mut problems));
-    let egress = raw.egress.as_ref().map(|e| parse_egress(e, &mut problems));
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut egress_file_problems = Vec::new();
+    let egress = raw
+        .egress
+        .as_ref()
+        .map(|e| parse_egress(e, base, &mut problems, &mut egress_file_problems));
     let sentinel = raw
         .sentinel
         .as_ref()
@@ -1312,7 +1504,7 @@ fn parse_inner(
                 firewall,
             },
             problems,
-            Vec::new(),
+            egress_file_problems,
             positions,
         ));
     };
@@ -1344,10 +1536,10 @@ fn parse_inner(
             positions.insert(field.to_string(), at);
         }
     }
-    let base = path.parent().unwrap_or(Path::new("."));
     let mut loaded = load_sources(&shield, base, &mut problems, cache);
     problems.append(&mut loaded.problems);
-    let file_problems = std::mem::take(&mut loaded.file_problems);
+    let mut file_problems = std::mem::take(&mut loaded.file_problems);
+    file_problems.append(&mut egress_file_problems);
     let deny = entries("deny", &shield.deny, &mut problems);
     let allow = entries("allow", &shield.allow, &mut problems);
     let inline: Vec<IpNetwork> = deny.iter().chain(&allow).map(|e| e.net).collect();

@@ -17,6 +17,7 @@ use ironclad_core::abi::{
     EGRESS_BUCKETS, EGRESS_CLASSES, EGRESS_MAX_ANCESTORS, EGRESS_MAX_RULES,
 };
 
+use crate::domains::{DomainFeed, DomainPattern, DomainSettings};
 use crate::error::{Origin, PolicyError};
 use crate::firewall::{Classifier, Direction, FwProto, FwRule};
 
@@ -69,6 +70,9 @@ pub struct EgressRuleSpec {
     pub cgroup: Option<PathBuf>,
     /// Destination network (IPv4 also matches IPv4-mapped IPv6 destinations).
     pub dst: Option<IpNetwork>,
+    /// Destination names instead: the addresses DNS answers for them opened (see
+    /// [`crate::domains`]). Not with `dst`.
+    pub dst_domain: Vec<DomainPattern>,
     /// Inclusive port ranges; empty = any port.
     pub ports: Vec<(u16, u16)>,
     /// Transport.
@@ -97,6 +101,10 @@ pub struct EgressPolicy {
     pub rules: Vec<EgressRuleSpec>,
     /// Optional per-identity connect() rate limit.
     pub rate_limit: Option<ConnectRateLimit>,
+    /// Domain feeds whose names' addresses are refused (`deny_domain_feeds`), read.
+    pub domain_feeds: Vec<DomainFeed>,
+    /// How long answers keep addresses open (`dns:`).
+    pub dns: DomainSettings,
 }
 
 impl Default for EgressPolicy {
@@ -105,8 +113,21 @@ impl Default for EgressPolicy {
             default: EgressAction::Allow,
             rules: Vec::new(),
             rate_limit: None,
+            domain_feeds: Vec::new(),
+            dns: DomainSettings::default(),
         }
     }
+}
+
+/// A rule entry with `dst_domain`, compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompiledDomainRule {
+    /// Its rule array slot (1-based, as [`CompiledEgress::entries`] index + 1).
+    pub slot: u16,
+    /// The rule's id.
+    pub rule_id: u32,
+    /// Its patterns.
+    pub patterns: Vec<DomainPattern>,
 }
 
 /// A compiled rule's provenance.
@@ -139,6 +160,32 @@ pub struct CompiledEgress {
     pub rate_limit: Option<ConnectRateLimit>,
     /// Every executable the rules name, by identity.
     pub executables: BTreeMap<ProcExe, PathBuf>,
+    /// The entries with `dst_domain`, in policy order (not in `index`: their
+    /// destinations come from DNS answers, not from the classifier).
+    pub domain_rules: Vec<CompiledDomainRule>,
+    /// Domain feeds.
+    pub domain_feeds: Vec<DomainFeed>,
+    /// How long answers keep addresses open.
+    pub dns: DomainSettings,
+}
+
+impl CompiledEgress {
+    /// Whether the policy reads DNS (it has domain rules or domain feeds).
+    pub fn uses_domains(&self) -> bool {
+        !self.domain_rules.is_empty() || !self.domain_feeds.is_empty()
+    }
+
+    /// Every distinct pattern of the domain rules, sorted.
+    pub fn domain_patterns(&self) -> Vec<DomainPattern> {
+        let mut all: Vec<DomainPattern> = self
+            .domain_rules
+            .iter()
+            .flat_map(|r| r.patterns.iter().cloned())
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
 }
 
 /// The kernel's identity of the executable at `path`: see
@@ -214,6 +261,7 @@ pub fn compile(policy: &EgressPolicy) -> Result<CompiledEgress, Vec<PolicyError>
     let mut index: BTreeMap<EgressKey, Vec<u16>> = BTreeMap::new();
     let mut rules = Vec::new();
     let mut executables = BTreeMap::new();
+    let mut domain_rules = Vec::new();
     for (n, spec) in policy.rules.iter().enumerate() {
         let rule_id = u32::try_from(n + 1).unwrap_or(u32::MAX);
         let invalid = |message: String| PolicyError::Invalid {
@@ -321,6 +369,16 @@ pub fn compile(policy: &EgressPolicy) -> Result<CompiledEgress, Vec<PolicyError>
                 }
             }
         }
+        if spec.dst.is_some() && !spec.dst_domain.is_empty() {
+            errors.push(invalid(
+                "`dst` and `dst_domain` together: a rule names addresses or names (write two rules)"
+                    .to_string(),
+            ));
+            continue;
+        }
+        if !spec.dst_domain.is_empty() {
+            base.match_ |= egress_match::DOMAIN;
+        }
         if let Some(dst) = spec.dst {
             let network = IpNetwork::new(dst.network(), dst.prefix()).unwrap_or(dst);
             if network.ip() != dst.ip() {
@@ -365,7 +423,15 @@ pub fn compile(policy: &EgressPolicy) -> Result<CompiledEgress, Vec<PolicyError>
             }
             entries.push(entry);
             let slot = u16::try_from(entries.len()).unwrap_or(u16::MAX);
-            index.entry(identity).or_default().push(slot);
+            if spec.dst_domain.is_empty() {
+                index.entry(identity).or_default().push(slot);
+            } else {
+                domain_rules.push(CompiledDomainRule {
+                    slot,
+                    rule_id,
+                    patterns: spec.dst_domain.clone(),
+                });
+            }
         }
         rules.push(CompiledEgressRule {
             rule_id,
@@ -385,6 +451,45 @@ pub fn compile(policy: &EgressPolicy) -> Result<CompiledEgress, Vec<PolicyError>
             origin: Origin::field("egress.rules (distinct identities)"),
             count: index.len(),
             limit: EGRESS_BUCKETS,
+        });
+    }
+    let (max_patterns, max_rules, max_feeds) = crate::domains::LIMITS;
+    let mut patterns: Vec<&DomainPattern> =
+        policy.rules.iter().flat_map(|r| &r.dst_domain).collect();
+    patterns.sort();
+    patterns.dedup();
+    if patterns.len() > max_patterns {
+        errors.push(PolicyError::TooMany {
+            origin: Origin::field("egress.rules (distinct dst_domain patterns)"),
+            count: patterns.len(),
+            limit: u32::try_from(max_patterns).unwrap_or(u32::MAX),
+        });
+    }
+    if domain_rules.len() > max_rules {
+        errors.push(PolicyError::TooMany {
+            origin: Origin::field("egress.rules (with dst_domain, one per port range)"),
+            count: domain_rules.len(),
+            limit: u32::try_from(max_rules).unwrap_or(u32::MAX),
+        });
+    }
+    if policy.domain_feeds.len() > max_feeds {
+        errors.push(PolicyError::TooMany {
+            origin: Origin::field("egress.deny_domain_feeds"),
+            count: policy.domain_feeds.len(),
+            limit: u32::try_from(max_feeds).unwrap_or(u32::MAX),
+        });
+    }
+    let names = patterns.len()
+        + policy
+            .domain_feeds
+            .iter()
+            .map(|f| f.names.len())
+            .sum::<usize>();
+    if names > crate::domains::MAX_FEED_NAMES {
+        errors.push(PolicyError::TooMany {
+            origin: Origin::field("egress.deny_domain_feeds (names of every feed)"),
+            count: names,
+            limit: ironclad_core::abi::DNS_NAMES,
         });
     }
     if policy.default == EgressAction::Log {
@@ -429,6 +534,9 @@ pub fn compile(policy: &EgressPolicy) -> Result<CompiledEgress, Vec<PolicyError>
             default_action: policy.default.raw(),
             rate_limit: policy.rate_limit,
             executables,
+            domain_rules,
+            domain_feeds: policy.domain_feeds.clone(),
+            dns: policy.dns,
         })
     } else {
         Err(errors)
@@ -447,6 +555,7 @@ mod tests {
             uid: None,
             cgroup: None,
             dst: None,
+            dst_domain: Vec::new(),
             ports: Vec::new(),
             proto: Proto::Any,
             action,
@@ -474,7 +583,7 @@ mod tests {
                 },
                 rule(EgressAction::Deny),
             ],
-            rate_limit: None,
+            ..EgressPolicy::default()
         };
         let c = compile(&policy).expect("valid");
         assert_eq!(c.entries.len(), 4, "two port ranges expand the first rule");
@@ -518,7 +627,7 @@ mod tests {
         let c = compile(&EgressPolicy {
             default: EgressAction::Deny,
             rules,
-            rate_limit: None,
+            ..EgressPolicy::default()
         })
         .expect("300 rules share one identity");
         let uid_key = key(EgressKeyKind::Uid, &1000u32.to_ne_bytes());
@@ -584,7 +693,7 @@ mod tests {
                     ..rule(EgressAction::Allow)
                 },
             ],
-            rate_limit: None,
+            ..EgressPolicy::default()
         };
         let errors = compile(&policy).expect_err("invalid");
         assert_eq!(errors.len(), 5, "{errors:?}");

@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use ironclad_core::privilege::{self, Capability};
 
+pub mod dns;
 pub mod flood;
 pub mod probe;
 pub mod rules;

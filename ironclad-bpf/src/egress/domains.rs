@@ -1,0 +1,572 @@
+//! Egress rules by DNS name and domain feeds, on the identity firewall's side: the name
+//! table the kernel matches questions against, the pattern bits, the domain rules of
+//! each generation, and the live addresses answers opened.
+//!
+//! The kernel reads DNS where the host's processes receive it (`ic_dns_in`,
+//! `cgroup_skb/ingress`, before the answer is queued to the socket), so the first
+//! `connect()` after an answer already finds its addresses; see docs/firewall.md
+//! ("Egress by name") for the mechanism and what an answer's scope is.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv6Addr};
+use std::time::Duration;
+
+use ironclad_core::abi::{
+    DnsAddr, DnsAddrKey, DnsConfig, DnsDenial, DnsFeedCounter, DnsName, DnsRule, DnsTotal, ProcExe,
+    DNS_FEED_COUNTERS, DNS_F_ACTIVE, DNS_PATTERNS, DNS_RULES,
+};
+use ironclad_policy::domains::DomainPattern;
+use ironclad_policy::egress::CompiledEgress;
+
+use crate::error::{BpfError, Result};
+use crate::loader::LoadedObject;
+use crate::names;
+
+/// The hash of a name (dotted, any case, without the final dot) as the kernel computes
+/// it with `key`: SipHash-1-3 chained over the labels from the last (see `ironclad.h`,
+/// "Domain policy"). Every suffix of the name has its own hash on the way.
+pub fn name_hash(key: [u64; 2], name: &str) -> u64 {
+    use std::hash::Hasher;
+    let mut h = 0u64;
+    for label in name.trim_end_matches('.').rsplit('.') {
+        let mut sip = siphasher::sip::SipHasher13::new_with_keys(key[0], key[1]);
+        sip.write(&h.to_le_bytes());
+        sip.write(label.to_ascii_lowercase().as_bytes());
+        h = sip.finish();
+    }
+    h
+}
+
+/// What the user space side remembers between policies: the hash key, which pattern
+/// owns which bit, which feed which id, and the name table as written.
+#[derive(Debug, Default)]
+pub(crate) struct DomainState {
+    key: Option<[u64; 2]>,
+    /// Pattern → bit, for the live policy.
+    bits: BTreeMap<DomainPattern, u8>,
+    /// Feed names by id - 1, for the live policy.
+    feeds: Vec<String>,
+    /// The name table as last written (None: not read since the object was loaded).
+    written: Option<HashMap<u64, DnsName>>,
+}
+
+impl DomainState {
+    /// The patterns by bit, for reports.
+    pub(crate) fn patterns(&self) -> Vec<(u8, DomainPattern)> {
+        let mut out: Vec<(u8, DomainPattern)> =
+            self.bits.iter().map(|(p, b)| (*b, p.clone())).collect();
+        out.sort();
+        out
+    }
+
+    /// The feeds' names, by id - 1.
+    pub(crate) fn feed_names(&self) -> &[String] {
+        &self.feeds
+    }
+
+    /// The name of the feed an event calls `feed<N>`.
+    pub(crate) fn feed_name(&self, placeholder: &str) -> Option<String> {
+        let id: usize = placeholder.strip_prefix("feed")?.parse().ok()?;
+        self.feeds.get(id.checked_sub(1)?).cloned()
+    }
+}
+
+fn random_key() -> Result<[u64; 2]> {
+    let mut bytes = [0u8; 16];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        let Some(rest) = bytes.get_mut(filled..) else {
+            break;
+        };
+        filled +=
+            rustix::rand::getrandom(rest, rustix::rand::GetRandomFlags::empty()).map_err(|e| {
+                BpfError::Io {
+                    path: "getrandom".into(),
+                    source: e.into(),
+                }
+            })?;
+    }
+    let (a, b) = bytes.split_at(8);
+    Ok([
+        u64::from_le_bytes(a.try_into().unwrap_or([0; 8])),
+        u64::from_le_bytes(b.try_into().unwrap_or([0; 8])),
+    ])
+}
+
+fn live_config(object: &LoadedObject) -> Result<DnsConfig> {
+    Ok(object
+        .map(names::egress::ic_dns_config)?
+        .lookup(&0u32.to_ne_bytes())?
+        .and_then(|b| DnsConfig::from_bytes(&b))
+        .unwrap_or_default())
+}
+
+/// The name table a policy needs, with its pattern bits and feed ids.
+fn name_table(
+    key: [u64; 2],
+    bits: &BTreeMap<DomainPattern, u8>,
+    policy: &CompiledEgress,
+) -> HashMap<u64, DnsName> {
+    let mut table: HashMap<u64, DnsName> = HashMap::new();
+    for (pattern, bit) in bits {
+        let entry = table.entry(name_hash(key, &pattern.name)).or_default();
+        if pattern.wildcard {
+            entry.wild |= 1u64 << bit;
+        } else {
+            entry.exact |= 1u64 << bit;
+        }
+    }
+    for (i, feed) in policy.domain_feeds.iter().enumerate() {
+        let id = u8::try_from(i + 1).unwrap_or(u8::MAX);
+        for name in &feed.names {
+            let entry = table.entry(name_hash(key, &name.name)).or_default();
+            // The first feed listing a name is the one reported.
+            if name.wildcard {
+                if entry.feed_wild == 0 {
+                    entry.feed_wild = id;
+                }
+            } else if entry.feed_exact == 0 {
+                entry.feed_exact = id;
+            }
+        }
+    }
+    table
+}
+
+/// Writes `want` over the table as written (`have`): changed and new entries, then
+/// deletes the ones `want` has not.
+fn write_table(
+    object: &LoadedObject,
+    have: &mut HashMap<u64, DnsName>,
+    want: &HashMap<u64, DnsName>,
+) -> Result<()> {
+    let map = object.map(names::egress::ic_dns_names)?;
+    let changed: Vec<([u8; 8], [u8; DnsName::SIZE])> = want
+        .iter()
+        .filter(|(k, v)| have.get(*k) != Some(*v))
+        .map(|(k, v)| (k.to_ne_bytes(), v.to_bytes()))
+        .collect();
+    map.update_many(changed.iter().map(|(k, v)| (&k[..], &v[..])))?;
+    let gone: Vec<[u8; 8]> = have
+        .keys()
+        .filter(|k| !want.contains_key(*k))
+        .map(|k| k.to_ne_bytes())
+        .collect();
+    map.delete_many(gone.iter().map(|k| &k[..]))?;
+    have.clone_from(want);
+    Ok(())
+}
+
+/// Clears `bits` from every live address (their patterns are gone: a new pattern that
+/// takes the bit must not inherit what they opened). Entries left with nothing are
+/// removed.
+fn clear_bits(object: &LoadedObject, bits: u64) -> Result<()> {
+    if bits == 0 {
+        return Ok(());
+    }
+    let map = object.map(names::egress::ic_dns_addrs)?;
+    let mut gone = Vec::new();
+    for key in map.keys() {
+        let Some(mut v) = map.lookup(&key)?.and_then(|b| DnsAddr::from_bytes(&b)) else {
+            continue;
+        };
+        if v.patterns & bits == 0 {
+            continue;
+        }
+        v.patterns &= !bits;
+        for (b, e) in v.expires.iter_mut().enumerate() {
+            if bits >> b & 1 == 1 {
+                *e = 0;
+            }
+        }
+        if v.patterns == 0 {
+            gone.push(key);
+        } else {
+            map.update(&key, &v.to_bytes())?;
+        }
+    }
+    map.delete_many(gone.iter().map(Vec::as_slice))?;
+    Ok(())
+}
+
+/// Makes the domain part of `policy` current for generation `next` (its rules are
+/// written there; the caller flips the generation). Returns whether DNS is read.
+pub(crate) fn apply(
+    object: &LoadedObject,
+    state: &mut DomainState,
+    policy: &CompiledEgress,
+    next: u32,
+) -> Result<bool> {
+    let live = live_config(object)?;
+    let key = match state.key {
+        Some(k) => k,
+        None => {
+            // A restart over pinned maps keeps the key, so the table and the addresses
+            // it opened stay valid; a first start makes one.
+            let k = if live.key != [0, 0] {
+                live.key
+            } else {
+                random_key()?
+            };
+            state.key = Some(k);
+            k
+        }
+    };
+    let names_map = object.map(names::egress::ic_dns_names)?;
+    if state.written.is_none() {
+        let mut written = HashMap::new();
+        for k in names_map.keys() {
+            let Some(hash) = k
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_ne_bytes)
+            else {
+                continue;
+            };
+            if let Some(v) = names_map.lookup(&k)?.and_then(|b| DnsName::from_bytes(&b)) {
+                written.insert(hash, v);
+            }
+        }
+        // The bits an earlier run gave the patterns this policy keeps.
+        if state.bits.is_empty() {
+            for pattern in policy.domain_patterns() {
+                if let Some(v) = written.get(&name_hash(key, &pattern.name)) {
+                    let mask = if pattern.wildcard { v.wild } else { v.exact };
+                    if mask.count_ones() == 1 {
+                        state
+                            .bits
+                            .insert(pattern, u8::try_from(mask.trailing_zeros()).unwrap_or(0));
+                    }
+                }
+            }
+        }
+        state.written = Some(written);
+    }
+    let patterns = policy.domain_patterns();
+    if patterns.len() > DNS_PATTERNS || policy.domain_rules.len() > DNS_RULES {
+        return Err(BpfError::FirewallRules {
+            problems: vec![format!(
+                "{} dst_domain patterns and {} domain rule entries; the kernel takes {DNS_PATTERNS} and {DNS_RULES}",
+                patterns.len(),
+                policy.domain_rules.len()
+            )],
+        });
+    }
+    // Bits: kept by the patterns that stay, freed by the others, taken by new ones.
+    let mut bits: BTreeMap<DomainPattern, u8> = state
+        .bits
+        .iter()
+        .filter(|(p, _)| patterns.contains(p))
+        .map(|(p, b)| (p.clone(), *b))
+        .collect();
+    let freed: u64 = state
+        .bits
+        .iter()
+        .filter(|(p, _)| !bits.contains_key(*p))
+        .fold(0, |m, (_, b)| m | 1u64 << b);
+    let mut used: u64 = bits.values().fold(0, |m, b| m | 1u64 << b);
+    let mut fresh: u64 = 0;
+    for pattern in &patterns {
+        if bits.contains_key(pattern) {
+            continue;
+        }
+        // Prefer a bit never used, so a freed one is reused only when needed.
+        let free = !used & !freed;
+        let bit = if free != 0 {
+            free.trailing_zeros()
+        } else {
+            (!used).trailing_zeros()
+        };
+        let bit = u8::try_from(bit).unwrap_or(0);
+        used |= 1u64 << bit;
+        fresh |= 1u64 << bit;
+        bits.insert(pattern.clone(), bit);
+    }
+    let want = name_table(key, &bits, policy);
+    let mut have = state.written.take().unwrap_or_default();
+    // First without the new patterns' bits: no answer can set a freed bit while its old
+    // addresses are cleared, then with them.
+    let mut first = want.clone();
+    for v in first.values_mut() {
+        v.exact &= !fresh;
+        v.wild &= !fresh;
+    }
+    first.retain(|_, v| v.exact != 0 || v.wild != 0 || v.feed_exact != 0 || v.feed_wild != 0);
+    let result = write_table(object, &mut have, &first)
+        .and_then(|()| clear_bits(object, freed))
+        .and_then(|()| write_table(object, &mut have, &want));
+    state.written = Some(have);
+    result?;
+
+    // Denials of feeds that are gone (or moved to another id) are lifted.
+    let feeds: Vec<String> = policy.domain_feeds.iter().map(|f| f.name.clone()).collect();
+    if feeds != state.feeds {
+        let denied = object.map(names::egress::ic_dns_denied)?;
+        let mut gone = Vec::new();
+        for k in denied.keys() {
+            let Some(d) = denied.lookup(&k)?.and_then(|b| DnsDenial::from_bytes(&b)) else {
+                continue;
+            };
+            let id = usize::from(d.feed);
+            let old = id.checked_sub(1).and_then(|i| state.feeds.get(i));
+            let new = id.checked_sub(1).and_then(|i| feeds.get(i));
+            if old.is_none() || old != new {
+                gone.push(k);
+            }
+        }
+        denied.delete_many(gone.iter().map(Vec::as_slice))?;
+    }
+
+    // The domain rules of generation `next`, in policy order, 0 ending the list.
+    let rules = object.map(names::egress::ic_dns_rules)?;
+    let images: Vec<([u8; 4], [u8; DnsRule::SIZE])> = (0..DNS_RULES)
+        .map(|i| {
+            let rule = policy
+                .domain_rules
+                .get(i)
+                .map_or_else(DnsRule::default, |r| DnsRule {
+                    slot: u32::from(r.slot),
+                    _pad0: 0,
+                    patterns: r
+                        .patterns
+                        .iter()
+                        .filter_map(|p| bits.get(p))
+                        .fold(0, |m, b| m | 1u64 << b),
+                });
+            let index =
+                next * u32::try_from(DNS_RULES).unwrap_or(0) + u32::try_from(i).unwrap_or(0);
+            (index.to_ne_bytes(), rule.to_bytes())
+        })
+        .collect();
+    rules.update_many(images.iter().map(|(k, v)| (&k[..], &v[..])))?;
+
+    let active = policy.uses_domains();
+    let config = DnsConfig {
+        key,
+        flags: if active { DNS_F_ACTIVE } else { 0 },
+        grace_sec: policy.dns.grace_seconds,
+        max_ttl_sec: policy.dns.max_ttl_seconds,
+        block_feeds: policy
+            .domain_feeds
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.block_queries)
+            .fold(0u32, |m, (i, _)| {
+                m | 1u32
+                    .checked_shl(u32::try_from(i).unwrap_or(31))
+                    .unwrap_or(0)
+            }),
+    };
+    object
+        .map(names::egress::ic_dns_config)?
+        .update(&0u32.to_ne_bytes(), &config.to_bytes())?;
+    if !active {
+        // Nothing reads these any more: give their memory back.
+        for map in [names::egress::ic_dns_addrs, names::egress::ic_dns_denied] {
+            let m = object.map(map)?;
+            let keys = m.keys();
+            m.delete_many(keys.iter().map(Vec::as_slice))?;
+        }
+    }
+    state.bits = bits;
+    state.feeds = feeds;
+    Ok(active)
+}
+
+/// An address a DNS answer opened, for one executable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OpenedAddress {
+    /// The address (an IPv4-mapped address as IPv4).
+    pub addr: IpAddr,
+    /// The executable whose process received the answer (zeros: not known).
+    pub exe: ProcExe,
+    /// Its path, when known.
+    pub exe_path: Option<String>,
+    /// The patterns it is open for, each with the time left.
+    pub patterns: Vec<(DomainPattern, Duration)>,
+}
+
+/// An address a domain feed's name resolved to: `connect()` to it is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeniedAddress {
+    /// The address.
+    pub addr: IpAddr,
+    /// The feed's name.
+    pub feed: String,
+    /// Time left.
+    pub expires_in: Duration,
+}
+
+/// One domain feed's counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FeedCounters {
+    /// The feed's name.
+    pub name: String,
+    /// Counters by [`DnsFeedCounter`].
+    pub counters: Vec<(DnsFeedCounter, u64)>,
+}
+
+/// The domain policy as the kernel has it: patterns, live addresses, denials, counters.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct DomainStatus {
+    /// Whether DNS is read (domain rules or feeds are live).
+    pub active: bool,
+    /// The live patterns.
+    pub patterns: Vec<DomainPattern>,
+    /// Addresses answers opened and still open, by address.
+    pub opened: Vec<OpenedAddress>,
+    /// Addresses of feed names still denied.
+    pub denied: Vec<DeniedAddress>,
+    /// Totals by [`DnsTotal`].
+    pub totals: Vec<(DnsTotal, u64)>,
+    /// Per feed.
+    pub feeds: Vec<FeedCounters>,
+}
+
+/// `CLOCK_BOOTTIME` in whole seconds, the clock of the kernel's expiries.
+fn boot_seconds() -> u64 {
+    rustix::time::clock_gettime(rustix::time::ClockId::Boottime)
+        .tv_sec
+        .try_into()
+        .unwrap_or(0)
+}
+
+fn unmapped(addr: [u8; 16]) -> IpAddr {
+    let v6 = Ipv6Addr::from(addr);
+    v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+}
+
+/// Reads the domain policy's state.
+pub(crate) fn status(
+    object: &LoadedObject,
+    state: &DomainState,
+    path_of: &dyn Fn(&ProcExe) -> Option<String>,
+) -> Result<DomainStatus> {
+    let now = boot_seconds();
+    let left = |expires: u32| Duration::from_secs(u64::from(expires).saturating_sub(now));
+    let by_bit = state.patterns();
+    let addrs = object.map(names::egress::ic_dns_addrs)?;
+    let mut opened = Vec::new();
+    for k in addrs.keys() {
+        let (Some(key), Some(v)) = (
+            DnsAddrKey::from_bytes(&k),
+            addrs.lookup(&k)?.and_then(|b| DnsAddr::from_bytes(&b)),
+        ) else {
+            continue;
+        };
+        let patterns: Vec<(DomainPattern, Duration)> = by_bit
+            .iter()
+            .filter(|(b, _)| {
+                v.patterns >> b & 1 == 1
+                    && v.expires
+                        .get(usize::from(*b))
+                        .is_some_and(|e| u64::from(*e) > now)
+            })
+            .map(|(b, p)| (p.clone(), left(v.expires[usize::from(*b)])))
+            .collect();
+        if patterns.is_empty() {
+            continue;
+        }
+        opened.push(OpenedAddress {
+            addr: unmapped(key.addr),
+            exe: key.exe,
+            exe_path: path_of(&key.exe),
+            patterns,
+        });
+    }
+    opened.sort_by_key(|a| a.addr);
+    let denied_map = object.map(names::egress::ic_dns_denied)?;
+    let mut denied = Vec::new();
+    for k in denied_map.keys() {
+        let Some(d) = denied_map
+            .lookup(&k)?
+            .and_then(|b| DnsDenial::from_bytes(&b))
+        else {
+            continue;
+        };
+        let Ok(addr) = <[u8; 16]>::try_from(k.as_slice()) else {
+            continue;
+        };
+        if u64::from(d.expires) <= now {
+            continue;
+        }
+        denied.push(DeniedAddress {
+            addr: unmapped(addr),
+            feed: usize::from(d.feed)
+                .checked_sub(1)
+                .and_then(|i| state.feeds.get(i))
+                .cloned()
+                .unwrap_or_else(|| format!("feed{}", d.feed)),
+            expires_in: left(d.expires),
+        });
+    }
+    denied.sort_by_key(|a| a.addr);
+    let totals_map = object.map(names::egress::ic_dns_totals)?;
+    let mut totals = Vec::new();
+    for t in DnsTotal::ALL {
+        totals.push((t, totals_map.sum_percpu_u64(&(t as u32).to_ne_bytes())?));
+    }
+    let counters = object.map(names::egress::ic_dns_feed_counters)?;
+    let mut feeds = Vec::new();
+    for (i, name) in state.feeds.iter().enumerate() {
+        let id = u32::try_from(i + 1).unwrap_or(u32::MAX);
+        let mut values = Vec::new();
+        for c in DnsFeedCounter::ALL {
+            let index = id * DNS_FEED_COUNTERS + c as u32;
+            values.push((c, counters.sum_percpu_u64(&index.to_ne_bytes())?));
+        }
+        feeds.push(FeedCounters {
+            name: name.clone(),
+            counters: values,
+        });
+    }
+    Ok(DomainStatus {
+        active: live_config(object)?.flags & DNS_F_ACTIVE != 0,
+        patterns: by_bit.into_iter().map(|(_, p)| p).collect(),
+        opened,
+        denied,
+        totals,
+        feeds,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_s_hash_is_the_chain_of_its_labels_whatever_the_case() {
+        let key = [0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210];
+        assert_eq!(
+            name_hash(key, "WWW.Example.com."),
+            name_hash(key, "www.example.com")
+        );
+        assert_ne!(
+            name_hash(key, "www.example.com"),
+            name_hash(key, "example.com")
+        );
+        assert_ne!(
+            name_hash(key, "ab.c"),
+            name_hash(key, "a.bc"),
+            "labels, not bytes"
+        );
+        assert_ne!(
+            name_hash(key, "example.com"),
+            name_hash([1, 2], "example.com"),
+            "keyed"
+        );
+        // The chain: the suffix's hash is where the whole name's hashing passes.
+        let suffix = name_hash(key, "example.com");
+        let mut sip = siphasher::sip::SipHasher13::new_with_keys(key[0], key[1]);
+        std::hash::Hasher::write(&mut sip, &suffix.to_le_bytes());
+        std::hash::Hasher::write(&mut sip, b"www");
+        assert_eq!(
+            std::hash::Hasher::finish(&sip),
+            name_hash(key, "www.example.com")
+        );
+    }
+}

@@ -1,0 +1,387 @@
+//! Egress rules by DNS name and domain feeds against a real resolver: `dnsmasq` in a
+//! network namespace answering with short TTLs from a hosts file the test rewrites,
+//! `python3 -m http.server` on the addresses it hands out, and the installed `curl` and
+//! `python3` resolving through it (glibc's resolver, UDP and TCP) from a test cgroup.
+
+#![allow(
+    clippy::expect_used,
+    reason = "test helpers fail the test with a message"
+)]
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use ironclad_bpf::{CgroupAttachment, EgressFirewall, Loader};
+use ironclad_core::abi::{DnsFeedCounter, DnsTotal};
+use ironclad_events::{Event, Fanout, Overflow};
+use ironclad_policy::config::compile_str;
+use ironclad_testing::dns::{DnsLab, HTTP_PORT};
+use ironclad_testing::{require_privileges, BpffsDir, TestCgroup};
+
+struct Lab {
+    _pins: BpffsDir,
+    _loader: Loader,
+    firewall: EgressFirewall,
+    _attached: CgroupAttachment,
+    cgroup: TestCgroup,
+    dns: DnsLab,
+}
+
+impl Lab {
+    fn new(tag: &str, subnet: u8, ttl: u32) -> Self {
+        let pins = BpffsDir::new(tag).expect("bpffs");
+        let loader = Loader::builder()
+            .pin_root(pins.path())
+            .build()
+            .expect("loader");
+        let firewall = EgressFirewall::load(&loader).expect("load");
+        let cgroup = TestCgroup::new(tag).expect("cgroup");
+        let attached = firewall.attach(cgroup.path()).expect("attach");
+        let dns = DnsLab::start(tag, subnet, ttl).expect("dns lab");
+        Self {
+            _pins: pins,
+            _loader: loader,
+            firewall,
+            _attached: attached,
+            cgroup,
+            dns,
+        }
+    }
+
+    /// Applies an `egress:` section (the lab's resolver allowed first), written to a
+    /// policy file in the lab's directory so feed paths resolve next to it.
+    fn apply(&self, body: &str) {
+        let yaml = format!(
+            "egress:\n  default: deny\n  rules:\n    - dst: {}/32\n      ports: [53]\n      action: allow\n    - dst: {}/128\n      ports: [53]\n      action: allow\n{body}",
+            self.dns.resolver(),
+            self.dns.resolver6()
+        );
+        let path = self.dns.path("policy.yaml");
+        let compiled = compile_str(&yaml, &path)
+            .unwrap_or_else(|e| panic!("policy: {e}\n{yaml}"))
+            .egress
+            .expect("egress section");
+        self.firewall.replace(&compiled).expect("replace");
+    }
+
+    fn curl(&self, extra: &[&str], url: &str) -> i32 {
+        self.dns.curl(&self.cgroup, extra, url).expect("curl")
+    }
+
+    fn total(&self, t: DnsTotal) -> u64 {
+        let status = self.firewall.domain_status().expect("status");
+        status
+            .totals
+            .iter()
+            .find(|(k, _)| *k == t)
+            .map_or(0, |(_, v)| *v)
+    }
+}
+
+fn url(host: &str) -> String {
+    format!("http://{host}:{HTTP_PORT}/")
+}
+
+fn ip_url(addr: IpAddr) -> String {
+    match addr {
+        IpAddr::V4(a) => format!("http://{a}:{HTTP_PORT}/"),
+        IpAddr::V6(a) => format!("http://[{a}]:{HTTP_PORT}/"),
+    }
+}
+
+const CURL: &str = "/usr/bin/curl";
+
+#[test]
+fn curl_reaches_a_name_its_rule_allows_not_the_address_alone_and_ttl_expiry_closes_it() {
+    require_privileges!();
+    let lab = Lab::new("dnsname", 1, 2);
+    let (v4, v6, moved) = (lab.dns.server(0), lab.dns.server6(0), lab.dns.server(1));
+    lab.dns
+        .set_hosts(&[
+            ("allowed.test", &[v4, v6]),
+            ("a.cdn.test", &[lab.dns.server(2)]),
+            ("cdn.test", &[lab.dns.server(3)]),
+        ])
+        .expect("hosts");
+    lab.apply(&format!(
+        "    - exe: {CURL}\n      dst_domain: [allowed.test, \"*.cdn.test\"]\n      ports: [{HTTP_PORT}]\n      action: allow\n  dns: {{grace_seconds: 0}}\n"
+    ));
+
+    // The address alone: no answer opened it.
+    assert_eq!(
+        lab.curl(&[], &ip_url(v4)),
+        7,
+        "by address before any answer: EPERM"
+    );
+    // By name: the answer opens it, for curl, before curl connects.
+    assert_eq!(lab.curl(&["-4"], &url("allowed.test")), 0, "by name");
+    assert_eq!(lab.curl(&["-6"], &url("allowed.test")), 0, "by name, AAAA");
+    // Open for curl by address now, until the TTL (2 s) and grace (0) pass.
+    assert_eq!(lab.curl(&[], &ip_url(v4)), 0, "open after the answer");
+    let status = lab.firewall.domain_status().expect("status");
+    let opened: Vec<IpAddr> = status.opened.iter().map(|o| o.addr).collect();
+    assert!(opened.contains(&v4) && opened.contains(&v6), "{status:?}");
+    let curl = ironclad_core::identity::exe_identity(Path::new(CURL)).expect("curl");
+    assert!(
+        status.opened.iter().all(|o| o.exe == curl
+            && o.patterns.iter().all(
+                |(p, left)| p.to_string() == "allowed.test" && *left <= Duration::from_secs(3)
+            )),
+        "opened for curl by allowed.test, at most TTL + 1 s: {status:?}"
+    );
+    // Wildcards: below the name, not the name itself.
+    assert_eq!(lab.curl(&[], &url("a.cdn.test")), 0, "*.cdn.test");
+    assert_eq!(
+        lab.curl(&[], &url("cdn.test")),
+        7,
+        "cdn.test is not *.cdn.test"
+    );
+    // The name moves: the new address opens at once.
+    lab.dns
+        .set_hosts(&[("allowed.test", &[moved])])
+        .expect("hosts");
+    assert_eq!(
+        lab.curl(&["-4"], &url("allowed.test")),
+        0,
+        "the new address"
+    );
+    std::thread::sleep(Duration::from_millis(3200));
+    assert_eq!(lab.curl(&[], &ip_url(v4)), 7, "TTL expired: closed");
+    assert_eq!(lab.curl(&[], &ip_url(moved)), 7, "TTL expired: closed");
+    assert!(
+        lab.total(DnsTotal::Responses) >= 4,
+        "{:?}",
+        lab.firewall.domain_status()
+    );
+    assert_eq!(lab.total(DnsTotal::Malformed), 0);
+}
+
+#[test]
+fn an_answer_opens_its_addresses_only_for_the_executable_that_received_it() {
+    require_privileges!();
+    let lab = Lab::new("dnsscope", 2, 30);
+    let addr = lab.dns.server(0);
+    lab.dns
+        .set_hosts(&[("shared.test", &[addr])])
+        .expect("hosts");
+    // A rule for any process: the scope is still the receiver's executable.
+    lab.apply(&format!(
+        "    - dst_domain: shared.test\n      ports: [{HTTP_PORT}]\n      action: allow\n"
+    ));
+    let python = ironclad_testing::python_interpreter().expect("python");
+    let resolve = |program: &Path| {
+        let out = lab
+            .dns
+            .client(&lab.cgroup, &program.display().to_string())
+            .args([
+                "-c",
+                "import socket; print(socket.gethostbyname('shared.test'))",
+            ])
+            .output()
+            .expect("python");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(resolve(&python), addr.to_string(), "python resolved it");
+    assert_eq!(
+        lab.curl(&[], &ip_url(addr)),
+        7,
+        "python's answer does not open the address for curl"
+    );
+    assert_eq!(
+        lab.curl(&[], &url("shared.test")),
+        0,
+        "curl's own answer does"
+    );
+    let status = lab.firewall.domain_status().expect("status");
+    let mut scopes: Vec<ironclad_core::abi::ProcExe> =
+        status.opened.iter().map(|o| o.exe).collect();
+    scopes.sort_by_key(|e| e.ino);
+    let mut want = vec![
+        ironclad_core::identity::exe_identity(Path::new(CURL)).expect("curl"),
+        ironclad_core::identity::exe_identity(&python).expect("python"),
+    ];
+    want.sort_by_key(|e| e.ino);
+    assert_eq!(
+        scopes, want,
+        "one entry per executable that received an answer: {status:?}"
+    );
+}
+
+#[test]
+fn the_first_connect_after_an_answer_finds_its_address_over_udp_and_tcp() {
+    require_privileges!();
+    let lab = Lab::new("dnsrace", 3, 30);
+    // 100 names, each its own address, so every connect needs its own answer.
+    let names: Vec<(String, IpAddr)> = (1..=100u8)
+        .map(|i| (format!("n{i}.race.test"), lab.dns.local(i)))
+        .collect();
+    let entries: Vec<(&str, Vec<IpAddr>)> =
+        names.iter().map(|(n, a)| (n.as_str(), vec![*a])).collect();
+    let refs: Vec<(&str, &[IpAddr])> = entries.iter().map(|(n, a)| (*n, a.as_slice())).collect();
+    lab.dns.set_hosts(&refs).expect("hosts");
+    lab.apply(&format!(
+        "    - dst_domain: \"*.race.test\"\n      ports: [{HTTP_PORT}]\n      action: allow\n"
+    ));
+    let python = ironclad_testing::python_interpreter().expect("python");
+    // glibc's resolver over UDP (A and AAAA in parallel on one socket), then a connect
+    // at once; then a query of our own over TCP to the same resolver, then a connect.
+    let script = format!(
+        r#"
+import socket, struct, sys, errno
+ok = eperm = other = 0
+def query_tcp(name):
+    q = struct.pack('>HHHHHH', 0x4242, 0x0100, 1, 0, 0, 0)
+    for label in name.split('.'):
+        q += bytes([len(label)]) + label.encode()
+    q += b'\0' + struct.pack('>HH', 1, 1)
+    s = socket.create_connection(('{resolver}', 53), timeout=3)
+    s.sendall(struct.pack('>H', len(q)) + q)
+    data = b''
+    while len(data) < 2 or len(data) < 2 + struct.unpack('>H', data[:2])[0]:
+        chunk = s.recv(4096)
+        if not chunk: break
+        data += chunk
+    s.close()
+    msg = data[2:]
+    return socket.inet_ntoa(msg[-4:])
+for i in range(1, 101):
+    name = 'n%d.race.test' % i
+    addr = socket.getaddrinfo(name, {port}, socket.AF_INET, socket.SOCK_STREAM)[0][4][0] if i <= 50 else query_tcp(name)
+    s = socket.socket()
+    try:
+        s.connect((addr, {port}))
+        ok += 1
+    except OSError as e:
+        if e.errno == errno.EPERM: eperm += 1
+        else: other += 1
+    s.close()
+print(ok, eperm, other)
+"#,
+        resolver = lab.dns.resolver(),
+        port = HTTP_PORT
+    );
+    let out = lab
+        .dns
+        .client(&lab.cgroup, &python.display().to_string())
+        .args(["-c", &script])
+        .output()
+        .expect("python");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.trim(),
+        "100 0 0",
+        "every connect right after its answer succeeds: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The TCP answers were read as such.
+    let status = lab.firewall.domain_status().expect("status");
+    assert!(status.opened.len() >= 100, "{}", status.opened.len());
+    assert_eq!(lab.total(DnsTotal::Split), 0);
+}
+
+#[test]
+fn a_feed_s_names_are_reported_with_the_process_and_their_addresses_refused() {
+    require_privileges!();
+    let lab = Lab::new("dnsfeed", 4, 30);
+    let (evil, c2, fine) = (lab.dns.server(0), lab.dns.server(1), lab.dns.server(2));
+    lab.dns
+        .set_hosts(&[
+            ("evil.test", &[evil]),
+            ("x.c2.test", &[c2]),
+            ("fine.test", &[fine]),
+        ])
+        .expect("hosts");
+    std::fs::write(
+        lab.dns.path("malware.txt"),
+        "# test feed\n0.0.0.0 evil.test\n",
+    )
+    .expect("feed");
+    std::fs::write(lab.dns.path("c2.txt"), "*.c2.test\n").expect("feed");
+    let fanout = std::sync::Arc::new(Fanout::new());
+    let sub = fanout.subscribe("test", 4096, Overflow::DropNewest);
+    let events = lab.firewall.events(fanout.clone()).expect("events");
+    lab.apply(&format!(
+        "    - dst: 10.218.4.0/24\n      ports: [{HTTP_PORT}]\n      action: allow\n  deny_domain_feeds:\n    - malware.txt\n    - {{path: c2.txt, block_queries: true}}\n"
+    ));
+    assert_eq!(lab.curl(&[], &url("fine.test")), 0, "not in a feed");
+    assert_eq!(
+        lab.curl(&[], &ip_url(evil)),
+        0,
+        "before any answer, the rule allows it"
+    );
+    assert_eq!(
+        lab.curl(&[], &url("evil.test")),
+        7,
+        "a feed's name: its address refused"
+    );
+    assert_eq!(
+        lab.curl(&[], &ip_url(evil)),
+        7,
+        "refused by address too, for anyone"
+    );
+    assert_eq!(
+        lab.curl(&[], &url("x.c2.test")),
+        6,
+        "the query itself dropped"
+    );
+    events.drain().expect("drain");
+    let got: Vec<Event> = sub.receiver().try_iter().collect();
+    let feed_answer = got.iter().find_map(|e| match e {
+        Event::DnsPolicy(r) if r.what == "feed_answer" => Some(r),
+        _ => None,
+    });
+    let feed_answer = feed_answer.unwrap_or_else(|| panic!("a feed_answer event: {got:?}"));
+    assert_eq!(feed_answer.name, "evil.test");
+    assert_eq!(feed_answer.feed.as_deref(), Some("malware"));
+    assert_eq!(feed_answer.actor.comm, "curl");
+    assert_eq!(feed_answer.addresses, vec![evil]);
+    let blocked = got.iter().find_map(|e| match e {
+        Event::DnsPolicy(r) if r.what == "feed_query" && r.blocked => Some(r),
+        _ => None,
+    });
+    let blocked = blocked.unwrap_or_else(|| panic!("a blocked feed_query event: {got:?}"));
+    assert_eq!(
+        (blocked.name.as_str(), blocked.feed.as_deref()),
+        ("x.c2.test", Some("c2"))
+    );
+    assert_eq!(blocked.actor.comm, "curl");
+    let curl = ironclad_core::identity::exe_identity(Path::new(CURL)).expect("curl");
+    assert_eq!(
+        (blocked.actor.exe_dev, blocked.actor.exe_ino),
+        (curl.dev, curl.ino)
+    );
+    let refused = got.iter().find_map(|e| match e {
+        Event::Connect(d) if d.feed.is_some() => Some(d),
+        _ => None,
+    });
+    let refused = refused.unwrap_or_else(|| panic!("a connect refused by a feed: {got:?}"));
+    assert_eq!(
+        (refused.dst, refused.feed.as_deref()),
+        (evil, Some("malware"))
+    );
+    let status = lab.firewall.domain_status().expect("status");
+    let count = |feed: &str, c: DnsFeedCounter| {
+        status
+            .feeds
+            .iter()
+            .find(|f| f.name == feed)
+            .and_then(|f| f.counters.iter().find(|(k, _)| *k == c))
+            .map_or(0, |(_, v)| *v)
+    };
+    assert!(count("malware", DnsFeedCounter::Queries) >= 1, "{status:?}");
+    assert_eq!(count("malware", DnsFeedCounter::Blocked), 0);
+    assert!(count("malware", DnsFeedCounter::Addresses) >= 1);
+    assert_eq!(count("malware", DnsFeedCounter::Connects), 2, "{status:?}");
+    assert!(count("c2", DnsFeedCounter::Blocked) >= 1, "{status:?}");
+    assert_eq!(status.denied.len(), 1, "{status:?}");
+    // A reload without the feeds lifts the denial.
+    lab.apply(&format!(
+        "    - dst: 10.218.4.0/24\n      ports: [{HTTP_PORT}]\n      action: allow\n"
+    ));
+    assert_eq!(
+        lab.curl(&[], &ip_url(evil)),
+        0,
+        "feed removed: allowed again"
+    );
+}
