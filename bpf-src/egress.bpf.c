@@ -198,6 +198,20 @@ struct {
 } ic_dns_socks SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, IC_DNS_PATTERNS);
+	__type(key, __u32);
+	__type(value, struct ic_dns_label);
+} ic_dns_patterns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, IC_DNS_FEEDS + 1);
+	__type(key, __u32);
+	__type(value, struct ic_dns_label);
+} ic_dns_feed_names SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, IC_DTOTAL_COUNT);
 	__type(key, __u32);
@@ -287,6 +301,7 @@ const volatile struct ic_dns_addr ic_abi_dns_addr;
 const volatile struct ic_dns_denial ic_abi_dns_denial;
 const volatile struct ic_dns_sock ic_abi_dns_sock;
 const volatile struct ic_dns_policy_event ic_abi_dns_policy_event;
+const volatile struct ic_dns_label ic_abi_dns_label;
 
 /* ---- decision ---- */
 
@@ -1219,7 +1234,15 @@ static long ic_dns_answer_step(__u64 n, void *ctx)
 			a->off = off + 1;
 			a->in_name = 0;
 		} else if ((len & 0xc0) == 0xc0) {
-			/* A pointer ends the name; it is never followed. */
+			/* A pointer ends the name; it is never followed, only checked: it must
+			 * point back into what came before (a pointer to itself or forward is
+			 * how a compression loop starts). */
+			__u32 target = (__u32)(len & 0x3f) << 8 | w->msg[(off + 1) & IC_DNS_MASK];
+
+			if (off + 2 > a->copied || target >= off) {
+				a->bad = 1;
+				return 1;
+			}
 			a->off = off + 2;
 			a->in_name = 0;
 		} else if (len & 0xc0) {

@@ -702,6 +702,17 @@ struct ic_dns_sock {
 	struct ic_dns_pending pending[IC_DNS_PENDING];
 };
 
+/* What user space wrote, for readers of the pins (status, metrics): the pattern of
+ * each bit (array ic_dns_patterns, by bit) and the name of each feed (array
+ * ic_dns_feed_names, by id). The programs never read them. */
+struct ic_dns_label {
+	__u8 used;           /* 0: no pattern or feed here */
+	__u8 wildcard;       /* a pattern `*.name` */
+	__u16 len;           /* bytes of text */
+	__u32 _pad0;
+	__u8 text[256];      /* the name, dotted, without `*.` (a feed: its name) */
+};
+
 /* Totals of the domain policy (per-CPU array). */
 enum ic_dns_total {
 	IC_DTOTAL_QUERIES = 0,       /* queries read */

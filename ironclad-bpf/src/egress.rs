@@ -599,8 +599,38 @@ impl EgressFirewall {
     /// addresses of domain feeds' names (refused), and the counters.
     pub fn domain_status(&self) -> Result<DomainStatus> {
         let known = self.known_exes.clone();
-        let path_of = move |exe: &ProcExe| locked(&known).by_id.get(exe).cloned();
-        domains::status(&self.object, &locked(&self.domains), &path_of)
+        let live = std::sync::OnceLock::new();
+        let path_of = move |exe: &ProcExe| {
+            locked(&known).by_id.get(exe).cloned().or_else(|| {
+                live.get_or_init(domains::live_executables)
+                    .get(exe)
+                    .cloned()
+            })
+        };
+        let open = |name: &'static str| self.object.map(name)?.handle();
+        domains::status(&open, &path_of)
+    }
+
+    /// [`domain_status`](Self::domain_status) from the pins under `pin_root`, without
+    /// loading anything (executables are named from the live processes that run them).
+    pub fn domain_status_from_pins(pin_root: &Path) -> Result<DomainStatus> {
+        let dir = pin_root.join(Self::OBJECT);
+        let open = |name: &'static str| {
+            let path = dir.join(name);
+            libbpf_rs::MapHandle::from_pinned_path(&path).map_err(|e| BpfError::Pin {
+                what: format!("map {name}"),
+                path: path.clone(),
+                reason: e.to_string(),
+                source: Some(e.into()),
+            })
+        };
+        let live = std::sync::OnceLock::new();
+        let path_of = move |exe: &ProcExe| {
+            live.get_or_init(domains::live_executables)
+                .get(exe)
+                .cloned()
+        };
+        domains::status(&open, &path_of)
     }
 
     /// One total, summed over CPUs.

@@ -221,6 +221,11 @@ mod egress {
         [exact, wild, feed_exact, feed_wild, _pad0]
     );
     same_layout!(abi::DnsRule, e::ic_dns_rule, [slot, _pad0, patterns]);
+    same_layout!(
+        abi::DnsLabel,
+        e::ic_dns_label,
+        [used, wildcard, len, _pad0, text]
+    );
     same_layout!(abi::DnsAddrKey, e::ic_dns_addr_key, [exe, addr]);
     same_layout!(abi::DnsAddr, e::ic_dns_addr, [patterns, expires]);
     same_layout!(abi::DnsDenial, e::ic_dns_denial, [expires, feed, _pad0]);

@@ -385,3 +385,134 @@ fn a_feed_s_names_are_reported_with_the_process_and_their_addresses_refused() {
         "feed removed: allowed again"
     );
 }
+
+#[test]
+fn hostile_answers_open_only_what_they_carry_well_formed_and_are_counted() {
+    require_privileges!();
+    let lab = Lab::new("dnsbad", 5, 30);
+    let server = lab.dns.server(9).to_string();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/hostile_dns.py");
+    let mut hostile = lab
+        .dns
+        .ns
+        .command("python3")
+        .arg(&script)
+        .args([server.as_str(), "5"])
+        .spawn()
+        .expect("hostile server");
+    lab.apply(&format!(
+        "    - dst: {server}/32\n      ports: [53]\n      action: allow\n    - dst_domain: \"*.h.test\"\n      ports: [{HTTP_PORT}]\n      action: allow\n"
+    ));
+    let python = ironclad_testing::python_interpreter().expect("python");
+    let client = format!(
+        r#"
+import socket, struct, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect(('{server}', 53))
+s.settimeout(0.5)
+for n, case in enumerate(['loop', 'trunc', 'big', 'badlen', 'spoof', 'other', 'good']):
+    q = struct.pack('>HHHHHH', 0x1000 + n, 0x0100, 1, 0, 0, 0)
+    for label in (case, 'h', 'test'):
+        q += bytes([len(label)]) + label.encode()
+    q += b'\0' + struct.pack('>HH', 1, 1)
+    for attempt in range(20):
+        try:
+            s.send(q)
+            break
+        except ConnectionRefusedError:
+            time.sleep(0.1)
+    got = 0
+    while True:
+        try:
+            s.recv(65535)
+            got += 1
+        except (socket.timeout, ConnectionRefusedError):
+            break
+    print(case, got)
+"#
+    );
+    let out = lab
+        .dns
+        .client(&lab.cgroup, &python.display().to_string())
+        .args(["-c", &client])
+        .output()
+        .expect("client");
+    let _ = hostile.kill();
+    let _ = hostile.wait();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("spoof 2") && text.contains("good 1"),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = lab.firewall.domain_status().expect("status");
+    let mut opened: Vec<u8> = status
+        .opened
+        .iter()
+        .filter_map(|o| match o.addr {
+            IpAddr::V4(a) => Some(a.octets()[3]),
+            IpAddr::V6(_) => None,
+        })
+        .collect();
+    opened.sort_unstable();
+    assert_eq!(
+        opened,
+        vec![102, 104, 106, 108, 110],
+        "trunc's first record, big's first ones, badlen's good one, spoof's real one, good's: {status:?}"
+    );
+    assert!(
+        lab.total(DnsTotal::Malformed) >= 2,
+        "loop and trunc: {status:?}"
+    );
+    assert!(lab.total(DnsTotal::Oversized) >= 1, "big: {status:?}");
+    assert!(
+        lab.total(DnsTotal::Unsolicited) >= 1,
+        "spoof's wrong id: {status:?}"
+    );
+    // And the hooks still work: a name through the real resolver.
+    lab.dns
+        .set_hosts(&[("after.h.test", &[lab.dns.server(0)])])
+        .expect("hosts");
+    assert_eq!(lab.curl(&[], &url("after.h.test")), 0);
+}
+
+#[test]
+fn a_reload_keeps_what_stays_and_closes_what_a_removed_pattern_opened() {
+    require_privileges!();
+    let lab = Lab::new("dnsreload", 6, 60);
+    let (a, b) = (lab.dns.server(0), lab.dns.server(1));
+    lab.dns
+        .set_hosts(&[("keep.test", &[a]), ("drop.test", &[b])])
+        .expect("hosts");
+    let both = format!(
+        "    - dst_domain: [keep.test, drop.test]\n      ports: [{HTTP_PORT}]\n      action: allow\n"
+    );
+    lab.apply(&both);
+    assert_eq!(lab.curl(&[], &url("keep.test")), 0);
+    assert_eq!(lab.curl(&[], &url("drop.test")), 0);
+    // The same patterns in another order, another rule before them: what is open stays.
+    lab.apply(&format!(
+        "    - dst: 192.0.2.0/24\n      action: deny\n    - dst_domain: [drop.test, keep.test]\n      ports: [{HTTP_PORT}]\n      action: allow\n"
+    ));
+    assert_eq!(lab.curl(&[], &ip_url(a)), 0, "kept across the reload");
+    assert_eq!(lab.curl(&[], &ip_url(b)), 0, "kept across the reload");
+    // drop.test removed, a new pattern added: b closes, and the new pattern does not
+    // inherit b.
+    lab.apply(&format!(
+        "    - dst_domain: [keep.test, new.test]\n      ports: [{HTTP_PORT}]\n      action: allow\n"
+    ));
+    assert_eq!(
+        lab.curl(&[], &ip_url(a)),
+        0,
+        "keep.test's address stays open"
+    );
+    assert_eq!(lab.curl(&[], &ip_url(b)), 7, "drop.test's address closed");
+    let status = lab.firewall.domain_status().expect("status");
+    assert_eq!(status.opened.len(), 1, "{status:?}");
+    assert_eq!(status.opened[0].patterns[0].0.to_string(), "keep.test");
+    // No domain rules: nothing is read, nothing stays open.
+    lab.apply("");
+    let status = lab.firewall.domain_status().expect("status");
+    assert!(!status.active && status.opened.is_empty(), "{status:?}");
+    assert_eq!(lab.curl(&[], &ip_url(a)), 7, "default deny");
+}

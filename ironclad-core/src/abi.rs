@@ -3725,6 +3725,45 @@ abi_struct!(
     }
 );
 
+abi_struct!(
+    /// `struct ic_dns_label`: a pattern's or a feed's text, for readers of the pins.
+    DnsLabel, 264, {
+        /// 0: none here.
+        used: u8,
+        /// A pattern `*.name`.
+        wildcard: u8,
+        /// Bytes of `text`.
+        len: u16,
+        /// Padding.
+        _pad0: u32,
+        /// The text.
+        text: [u8; 256],
+    }
+);
+
+impl DnsLabel {
+    /// A label holding `text` (cut at 256 bytes).
+    pub fn new(text: &str, wildcard: bool) -> Self {
+        let mut label = Self {
+            used: 1,
+            wildcard: u8::from(wildcard),
+            ..Self::default()
+        };
+        let n = text.len().min(label.text.len());
+        label.text[..n].copy_from_slice(&text.as_bytes()[..n]);
+        label.len = u16::try_from(n).unwrap_or(0);
+        label
+    }
+
+    /// The text, when used.
+    pub fn text(&self) -> Option<String> {
+        (self.used != 0).then(|| {
+            let n = usize::from(self.len).min(self.text.len());
+            String::from_utf8_lossy(&self.text[..n]).into_owned()
+        })
+    }
+}
+
 impl DnsPolicyEvent {
     /// The question's name, dotted, lowercase, without the final dot (labels past a
     /// malformed length are dropped).

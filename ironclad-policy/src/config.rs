@@ -150,8 +150,8 @@ struct RawDns {
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 enum RawDomains {
-    One(Spanned<String>),
-    List(Vec<Spanned<String>>),
+    One(String),
+    List(Vec<String>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -172,7 +172,8 @@ struct RawEgressRule {
     uid: Option<u32>,
     cgroup: Option<PathBuf>,
     dst: Option<String>,
-    dst_domain: Option<RawDomains>,
+    // Spanned outside the untagged enum: inside it, positions are lost.
+    dst_domain: Option<Spanned<RawDomains>>,
     ports: Option<RawPorts>,
     proto: Option<String>,
     action: String,
@@ -893,7 +894,8 @@ fn parse_egress(
                 }
             },
         };
-        let raw_domains: Vec<&Spanned<String>> = match &r.dst_domain {
+        let domains_at = r.dst_domain.as_ref().and_then(|d| position(&d.referenced));
+        let raw_domains: Vec<&String> = match r.dst_domain.as_ref().map(|d| &d.value) {
             None => Vec::new(),
             Some(RawDomains::One(d)) => vec![d],
             Some(RawDomains::List(list)) => list.iter().collect(),
@@ -901,19 +903,20 @@ fn parse_egress(
         let mut dst_domain = Vec::new();
         let mut bad_at = Vec::new();
         let mut ok = true;
-        if matches!(&r.dst_domain, Some(RawDomains::List(l)) if l.is_empty()) {
+        if matches!(r.dst_domain.as_ref().map(|d| &d.value), Some(RawDomains::List(l)) if l.is_empty())
+        {
             bad("`dst_domain` is an empty list: name at least one domain".to_string());
             continue;
         }
         for (i, d) in raw_domains.iter().enumerate() {
-            match d.value.parse::<crate::domains::DomainPattern>() {
+            match d.parse::<crate::domains::DomainPattern>() {
                 Ok(p) => dst_domain.push(p),
                 Err(message) => {
-                    let field = match &r.dst_domain {
+                    let field = match r.dst_domain.as_ref().map(|d| &d.value) {
                         Some(RawDomains::List(_)) => format!("dst_domain[{i}]"),
                         _ => "dst_domain".to_string(),
                     };
-                    bad_at.push((field, position(&d.referenced), message));
+                    bad_at.push((field, domains_at, message));
                     ok = false;
                 }
             }
@@ -2379,6 +2382,99 @@ shield:
         assert!(
             lines[2].starts_with("t.yaml:5:14: tls.max_bytes: must be between 1 and 262144"),
             "{lines:#?}"
+        );
+    }
+
+    #[test]
+    fn domain_patterns_and_domain_feeds_are_checked_with_their_positions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("bad.txt"),
+            "# feed\nok.test\n0.0.0.0 fine.test bad..name\nev il.test\n",
+        )
+        .expect("feed");
+        std::fs::write(
+            dir.path().join("good.txt"),
+            "*.c2.test\n0.0.0.0 evil.test\n",
+        )
+        .expect("feed");
+        let text = "\
+egress:
+  rules:
+    - dst_domain: [github.com, \"*.*.example.com\"]
+      action: allow
+    - dst: 10.0.0.0/8
+      dst_domain: example.org
+      action: allow
+    - dst_domain: 10.1.2.3
+      action: allow
+  deny_domain_feeds:
+    - bad.txt
+    - {path: good.txt, block_queries: true, name: \"c2 list\"}
+  dns: {grace_seconds: 999999}
+";
+        let path = dir.path().join("p.yaml");
+        let err = compile_str(text, &path).expect_err("invalid");
+        let lines: Vec<String> = err
+            .diagnostics
+            .iter()
+            .map(|d| {
+                d.to_string()
+                    .replace(&format!("{}/", dir.path().display()), "")
+            })
+            .collect();
+        assert_eq!(lines.len(), 7, "{lines:#?}");
+        let has = |prefix: &str| lines.iter().any(|l| l.starts_with(prefix));
+        assert!(
+            has("p.yaml:3:19: egress.rules[0].dst_domain[1]: `*.*.example.com`: `*` is only allowed"),
+            "{lines:#?}"
+        );
+        assert!(
+            has("p.yaml:5:7: egress.rules[1]: `dst` and `dst_domain` together"),
+            "{lines:#?}"
+        );
+        assert!(
+            has("p.yaml:8:19: egress.rules[2].dst_domain: `10.1.2.3` is an address"),
+            "{lines:#?}"
+        );
+        assert!(
+            has("p.yaml:12:7: egress.deny_domain_feeds[1]: `c2 list` is not a feed name"),
+            "{lines:#?}"
+        );
+        assert!(
+            has("p.yaml:13:8: egress.dns.grace_seconds: 999999 is more than a week"),
+            "{lines:#?}"
+        );
+        assert!(
+            has("bad.txt:3:19: `bad..name` has an empty label"),
+            "{lines:#?}"
+        );
+        assert!(has("bad.txt:4:4: `il.test` after the name"), "{lines:#?}");
+        // The good ones compile.
+        let ok = "egress:\n  rules:\n    - dst_domain: [GitHub.com., \"*.githubusercontent.com\"]\n      ports: [443]\n      action: allow\n  deny_domain_feeds:\n    - {path: good.txt, block_queries: true}\n  dns: {grace_seconds: 5, max_ttl_seconds: 600}\n";
+        let compiled = compile_str(ok, &path)
+            .expect("valid")
+            .egress
+            .expect("egress");
+        assert_eq!(compiled.domain_rules.len(), 1);
+        assert_eq!(
+            compiled
+                .domain_patterns()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["github.com", "*.githubusercontent.com"]
+        );
+        assert_eq!(compiled.domain_feeds[0].name, "good");
+        assert_eq!(compiled.domain_feeds[0].names.len(), 2);
+        assert!(compiled.domain_feeds[0].block_queries);
+        assert_eq!(
+            (compiled.dns.grace_seconds, compiled.dns.max_ttl_seconds),
+            (5, 600)
+        );
+        assert!(
+            compiled.index.is_empty(),
+            "a rule by name is not in the classifier"
         );
     }
 

@@ -190,6 +190,23 @@ fn check(config: &std::path::Path) -> Result<ExitCode> {
                 }
                 out["warnings"] = compiled.warnings.len().into();
             }
+            if let Some(e) = &compiled.egress {
+                out["egress"] = serde_json::json!({
+                    "rules": e.rules.len(),
+                    "default": if e.default_action == ironclad_core::abi::EgressAction::Deny as u8 { "deny" } else { "allow" },
+                    "domain_rules": e.domain_rules.iter().map(|r| serde_json::json!({
+                        "rule_id": r.rule_id,
+                        "patterns": r.patterns.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    })).collect::<Vec<_>>(),
+                    "domain_feeds": e.domain_feeds.iter().map(|f| serde_json::json!({
+                        "name": f.name,
+                        "path": f.path.display().to_string(),
+                        "names": f.names.len(),
+                        "block_queries": f.block_queries,
+                    })).collect::<Vec<_>>(),
+                    "dns": {"grace_seconds": e.dns.grace_seconds, "max_ttl_seconds": e.dns.max_ttl_seconds},
+                });
+            }
             if let Some(shield) = &compiled.shield {
                 out["ipv4_prefixes"] = shield.ipv4_prefixes().into();
                 out["ipv6_prefixes"] = shield.ipv6_prefixes().into();

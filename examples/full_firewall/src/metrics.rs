@@ -863,6 +863,12 @@ fn prometheus(shared: &Shared) -> String {
             );
         }
     }
+    if let Some(d) = EgressFirewall::domain_status_from_pins(&shared.pin_root)
+        .ok()
+        .filter(|d| d.active)
+    {
+        domain_metrics(&mut out, &d);
+    }
     let firewall = Firewall::status_from_pins(&shared.pin_root).ok();
     if let Some(status) = &firewall {
         firewall_metrics(&mut out, status);
@@ -955,6 +961,51 @@ fn prometheus(shared: &Shared) -> String {
         out.sample("process_resident_memory_bytes", &[], rss);
     }
     out.text
+}
+
+/// The domain policy: DNS read, addresses opened and denied, per feed.
+fn domain_metrics(out: &mut Exposition, d: &ironclad_bpf::egress::DomainStatus) {
+    out.family(
+        "ironclad_egress_dns_total",
+        "counter",
+        "DNS traffic the domain policy read, by what became of it (queries, responses, opened, denied, unsolicited, malformed, oversized, split, query_blocked, connect_denied, untracked).",
+    );
+    for (t, n) in d
+        .totals
+        .iter()
+        .filter(|(t, _)| *t != ironclad_core::abi::DnsTotal::EventsLost)
+    {
+        out.sample("ironclad_egress_dns_total", &[("what", t.name())], n);
+    }
+    out.family(
+        "ironclad_egress_domain_addresses",
+        "gauge",
+        "Addresses open now: by a DNS answer for a dst_domain pattern (per executable that received it), or denied as a domain feed's.",
+    );
+    out.sample(
+        "ironclad_egress_domain_addresses",
+        &[("state", "opened")],
+        d.opened.len(),
+    );
+    out.sample(
+        "ironclad_egress_domain_addresses",
+        &[("state", "denied")],
+        d.denied.len(),
+    );
+    out.family(
+        "ironclad_egress_domain_feed_total",
+        "counter",
+        "Per domain feed: queries for its names, of which blocked, addresses its names resolved to, connect()s to them refused.",
+    );
+    for f in &d.feeds {
+        for (c, n) in &f.counters {
+            out.sample(
+                "ironclad_egress_domain_feed_total",
+                &[("feed", &f.name), ("counter", c.name())],
+                n,
+            );
+        }
+    }
 }
 
 /// The stateful firewall's verdicts, per-rule counters and table use.

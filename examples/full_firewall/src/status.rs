@@ -123,6 +123,35 @@ pub(crate) fn egress_json(status: &EgressStatus) -> serde_json::Value {
     })
 }
 
+/// The domain policy's part of `status --json`: the live table of addresses DNS
+/// answers opened (each with the executable that received the answer and the time each
+/// pattern keeps it open), the addresses of feed names, the counters.
+pub(crate) fn domains_json(status: &ironclad_bpf::egress::DomainStatus) -> serde_json::Value {
+    serde_json::json!({
+        "active": status.active,
+        "patterns": status.patterns.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "opened": status.opened.iter().map(|o| serde_json::json!({
+            "address": o.addr.to_string(),
+            "exe": o.exe_path,
+            "exe_id": format!("{}:{}", o.exe.dev, o.exe.ino),
+            "patterns": o.patterns.iter().map(|(p, left)| serde_json::json!({
+                "pattern": p.to_string(),
+                "expires_in_seconds": left.as_secs(),
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "denied": status.denied.iter().map(|d| serde_json::json!({
+            "address": d.addr.to_string(),
+            "feed": d.feed,
+            "expires_in_seconds": d.expires_in.as_secs(),
+        })).collect::<Vec<_>>(),
+        "totals": status.totals.iter().map(|(t, n)| (t.name().to_string(), serde_json::json!(n))).collect::<serde_json::Map<_, _>>(),
+        "feeds": status.feeds.iter().map(|f| serde_json::json!({
+            "name": f.name,
+            "counters": f.counters.iter().map(|(c, n)| (c.name().to_string(), serde_json::json!(n))).collect::<serde_json::Map<_, _>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
 /// The daemon's own report (from its run directory) as JSON: alive, ready, and each
 /// configured feature with what runs or why not. `null` when no daemon wrote one.
 fn daemon_json(report: Option<&ironclad_agent::health::Report>) -> serde_json::Value {
@@ -161,6 +190,9 @@ pub(crate) fn status(pin_root: &Path, run_dir: &Path, json: bool) -> Result<Exit
         out["daemon"] = daemon_json(daemon.as_ref());
         if let Ok(e) = &egress {
             out["egress"] = egress_json(e);
+            if let Ok(d) = EgressFirewall::domain_status_from_pins(pin_root) {
+                out["egress"]["domains"] = domains_json(&d);
+            }
         }
         if let Ok(f) = &firewall {
             out["firewall"] = firewall_json(f);
@@ -203,6 +235,37 @@ pub(crate) fn status(pin_root: &Path, run_dir: &Path, json: bool) -> Result<Exit
     if let Ok(e) = &egress {
         for (id, hits) in &e.rules {
             println!("egress rule {id:<5} {hits:>12} decisions");
+        }
+    }
+    if let Ok(d) = EgressFirewall::domain_status_from_pins(pin_root) {
+        if d.active {
+            let patterns: Vec<String> = d.patterns.iter().map(ToString::to_string).collect();
+            println!("egress by name: {}", patterns.join(", "));
+            for o in &d.opened {
+                let who = o
+                    .exe_path
+                    .clone()
+                    .unwrap_or_else(|| format!("exe {}:{}", o.exe.dev, o.exe.ino));
+                for (p, left) in &o.patterns {
+                    println!("  {:<40} {p:<30} {who} ({}s left)", o.addr, left.as_secs());
+                }
+            }
+            for den in &d.denied {
+                println!(
+                    "  {:<40} DENIED by feed {} ({}s left)",
+                    den.addr,
+                    den.feed,
+                    den.expires_in.as_secs()
+                );
+            }
+            for f in &d.feeds {
+                let counts: Vec<String> = f
+                    .counters
+                    .iter()
+                    .map(|(c, n)| format!("{} {n}", c.name()))
+                    .collect();
+                println!("domain feed {}: {}", f.name, counts.join(", "));
+            }
         }
     }
     if let Ok(f) = &firewall {

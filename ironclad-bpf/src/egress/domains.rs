@@ -12,11 +12,12 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
 use ironclad_core::abi::{
-    DnsAddr, DnsAddrKey, DnsConfig, DnsDenial, DnsFeedCounter, DnsName, DnsRule, DnsTotal, ProcExe,
-    DNS_FEED_COUNTERS, DNS_F_ACTIVE, DNS_PATTERNS, DNS_RULES,
+    DnsAddr, DnsAddrKey, DnsConfig, DnsDenial, DnsFeedCounter, DnsLabel, DnsName, DnsRule,
+    DnsTotal, ProcExe, DNS_FEEDS, DNS_FEED_COUNTERS, DNS_F_ACTIVE, DNS_PATTERNS, DNS_RULES,
 };
 use ironclad_policy::domains::DomainPattern;
 use ironclad_policy::egress::CompiledEgress;
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::error::{BpfError, Result};
 use crate::loader::LoadedObject;
@@ -340,6 +341,37 @@ pub(crate) fn apply(
         .collect();
     rules.update_many(images.iter().map(|(k, v)| (&k[..], &v[..])))?;
 
+    // The texts of the bits and feeds, for status and metrics read from the pins.
+    let pattern_labels = object.map(names::egress::ic_dns_patterns)?;
+    let mut images: Vec<([u8; 4], [u8; DnsLabel::SIZE])> = Vec::new();
+    for bit in 0..DNS_PATTERNS {
+        let label = bits
+            .iter()
+            .find(|(_, b)| usize::from(**b) == bit)
+            .map_or_else(DnsLabel::default, |(p, _)| {
+                DnsLabel::new(&p.name, p.wildcard)
+            });
+        images.push((
+            u32::try_from(bit).unwrap_or(0).to_ne_bytes(),
+            label.to_bytes(),
+        ));
+    }
+    pattern_labels.update_many(images.iter().map(|(k, v)| (&k[..], &v[..])))?;
+    let feed_labels = object.map(names::egress::ic_dns_feed_names)?;
+    let images: Vec<([u8; 4], [u8; DnsLabel::SIZE])> = (0..=DNS_FEEDS)
+        .map(|id| {
+            let label = id
+                .checked_sub(1)
+                .and_then(|i| feeds.get(i))
+                .map_or_else(DnsLabel::default, |name| DnsLabel::new(name, false));
+            (
+                u32::try_from(id).unwrap_or(0).to_ne_bytes(),
+                label.to_bytes(),
+            )
+        })
+        .collect();
+    feed_labels.update_many(images.iter().map(|(k, v)| (&k[..], &v[..])))?;
+
     let active = policy.uses_domains();
     let config = DnsConfig {
         key,
@@ -440,33 +472,107 @@ fn unmapped(addr: [u8; 16]) -> IpAddr {
     v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
 }
 
-/// Reads the domain policy's state.
+fn lookup(map: &MapHandle, name: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    map.lookup(key, MapFlags::ANY)
+        .map_err(|source| BpfError::Map {
+            op: "lookup",
+            map: name.to_string(),
+            source: source.into(),
+        })
+}
+
+fn sum_percpu(map: &MapHandle, name: &'static str, index: u32) -> Result<u64> {
+    let values = map
+        .lookup_percpu(&index.to_ne_bytes(), MapFlags::ANY)
+        .map_err(|source| BpfError::Map {
+            op: "lookup",
+            map: name.to_string(),
+            source: source.into(),
+        })?;
+    Ok(values
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()))
+        .map(u64::from_ne_bytes)
+        .sum())
+}
+
+fn labels(map: &MapHandle, name: &'static str, count: usize) -> Result<Vec<Option<DnsLabel>>> {
+    let mut out = Vec::with_capacity(count);
+    for i in 0..u32::try_from(count).unwrap_or(0) {
+        out.push(
+            lookup(map, name, &i.to_ne_bytes())?
+                .and_then(|b| DnsLabel::from_bytes(&b))
+                .filter(|l| l.used != 0),
+        );
+    }
+    Ok(out)
+}
+
+/// Reads the domain policy's state from the object's maps (`open` gives each map by
+/// name: from a loaded object or from its pins). `path_of` names executables.
 pub(crate) fn status(
-    object: &LoadedObject,
-    state: &DomainState,
+    open: &dyn Fn(&'static str) -> Result<MapHandle>,
     path_of: &dyn Fn(&ProcExe) -> Option<String>,
 ) -> Result<DomainStatus> {
     let now = boot_seconds();
     let left = |expires: u32| Duration::from_secs(u64::from(expires).saturating_sub(now));
-    let by_bit = state.patterns();
-    let addrs = object.map(names::egress::ic_dns_addrs)?;
+    let config = lookup(
+        &open(names::egress::ic_dns_config)?,
+        names::egress::ic_dns_config,
+        &0u32.to_ne_bytes(),
+    )?
+    .and_then(|b| DnsConfig::from_bytes(&b))
+    .unwrap_or_default();
+    let by_bit: Vec<(u8, DomainPattern)> = labels(
+        &open(names::egress::ic_dns_patterns)?,
+        names::egress::ic_dns_patterns,
+        DNS_PATTERNS,
+    )?
+    .into_iter()
+    .enumerate()
+    .filter_map(|(b, l)| {
+        let l = l?;
+        Some((
+            u8::try_from(b).ok()?,
+            DomainPattern {
+                name: l.text()?,
+                wildcard: l.wildcard != 0,
+            },
+        ))
+    })
+    .collect();
+    let feed_names: Vec<Option<String>> = labels(
+        &open(names::egress::ic_dns_feed_names)?,
+        names::egress::ic_dns_feed_names,
+        DNS_FEEDS + 1,
+    )?
+    .into_iter()
+    .map(|l| l.and_then(|l| l.text()))
+    .collect();
+    let feed_name = |id: u8| {
+        feed_names
+            .get(usize::from(id))
+            .cloned()
+            .flatten()
+            .unwrap_or_else(|| format!("feed{id}"))
+    };
+    let addrs = open(names::egress::ic_dns_addrs)?;
     let mut opened = Vec::new();
     for k in addrs.keys() {
         let (Some(key), Some(v)) = (
             DnsAddrKey::from_bytes(&k),
-            addrs.lookup(&k)?.and_then(|b| DnsAddr::from_bytes(&b)),
+            lookup(&addrs, names::egress::ic_dns_addrs, &k)?.and_then(|b| DnsAddr::from_bytes(&b)),
         ) else {
             continue;
         };
         let patterns: Vec<(DomainPattern, Duration)> = by_bit
             .iter()
-            .filter(|(b, _)| {
-                v.patterns >> b & 1 == 1
-                    && v.expires
-                        .get(usize::from(*b))
-                        .is_some_and(|e| u64::from(*e) > now)
+            .filter_map(|(b, p)| {
+                let expires = *v.expires.get(usize::from(*b))?;
+                (v.patterns >> b & 1 == 1 && u64::from(expires) > now)
+                    .then(|| (p.clone(), left(expires)))
             })
-            .map(|(b, p)| (p.clone(), left(v.expires[usize::from(*b)])))
             .collect();
         if patterns.is_empty() {
             continue;
@@ -479,11 +585,10 @@ pub(crate) fn status(
         });
     }
     opened.sort_by_key(|a| a.addr);
-    let denied_map = object.map(names::egress::ic_dns_denied)?;
+    let denied_map = open(names::egress::ic_dns_denied)?;
     let mut denied = Vec::new();
     for k in denied_map.keys() {
-        let Some(d) = denied_map
-            .lookup(&k)?
+        let Some(d) = lookup(&denied_map, names::egress::ic_dns_denied, &k)?
             .and_then(|b| DnsDenial::from_bytes(&b))
         else {
             continue;
@@ -496,28 +601,33 @@ pub(crate) fn status(
         }
         denied.push(DeniedAddress {
             addr: unmapped(addr),
-            feed: usize::from(d.feed)
-                .checked_sub(1)
-                .and_then(|i| state.feeds.get(i))
-                .cloned()
-                .unwrap_or_else(|| format!("feed{}", d.feed)),
+            feed: feed_name(d.feed),
             expires_in: left(d.expires),
         });
     }
     denied.sort_by_key(|a| a.addr);
-    let totals_map = object.map(names::egress::ic_dns_totals)?;
+    let totals_map = open(names::egress::ic_dns_totals)?;
     let mut totals = Vec::new();
     for t in DnsTotal::ALL {
-        totals.push((t, totals_map.sum_percpu_u64(&(t as u32).to_ne_bytes())?));
+        totals.push((
+            t,
+            sum_percpu(&totals_map, names::egress::ic_dns_totals, t as u32)?,
+        ));
     }
-    let counters = object.map(names::egress::ic_dns_feed_counters)?;
+    let counters = open(names::egress::ic_dns_feed_counters)?;
     let mut feeds = Vec::new();
-    for (i, name) in state.feeds.iter().enumerate() {
-        let id = u32::try_from(i + 1).unwrap_or(u32::MAX);
+    for (id, name) in feed_names.iter().enumerate().skip(1) {
+        let Some(name) = name else {
+            continue;
+        };
+        let id = u32::try_from(id).unwrap_or(u32::MAX);
         let mut values = Vec::new();
         for c in DnsFeedCounter::ALL {
             let index = id * DNS_FEED_COUNTERS + c as u32;
-            values.push((c, counters.sum_percpu_u64(&index.to_ne_bytes())?));
+            values.push((
+                c,
+                sum_percpu(&counters, names::egress::ic_dns_feed_counters, index)?,
+            ));
         }
         feeds.push(FeedCounters {
             name: name.clone(),
@@ -525,13 +635,35 @@ pub(crate) fn status(
         });
     }
     Ok(DomainStatus {
-        active: live_config(object)?.flags & DNS_F_ACTIVE != 0,
+        active: config.flags & DNS_F_ACTIVE != 0,
         patterns: by_bit.into_iter().map(|(_, p)| p).collect(),
         opened,
         denied,
         totals,
         feeds,
     })
+}
+
+/// The executables of live processes by kernel identity (from `/proc/*/exe`), for
+/// naming the scopes of opened addresses when nothing else knows their paths.
+pub(crate) fn live_executables() -> HashMap<ProcExe, String> {
+    let mut out = HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(path) = std::fs::read_link(entry.path().join("exe")) else {
+            continue;
+        };
+        if let Ok(id) = ironclad_core::identity::exe_identity(&path) {
+            out.entry(id).or_insert_with(|| path.display().to_string());
+        }
+    }
+    out
 }
 
 #[cfg(test)]
