@@ -211,6 +211,15 @@ struct {
 	__type(value, struct ic_dns_label);
 } ic_dns_feed_names SEC(".maps");
 
+/* The paths of executables user space learnt (the policy's, and those of processes it
+ * saw in DNS events), for readers of the pins. The programs never read it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct ic_proc_exe);
+	__type(value, struct ic_dns_label);
+} ic_dns_exe_paths SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, IC_DTOTAL_COUNT);

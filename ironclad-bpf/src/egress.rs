@@ -466,8 +466,11 @@ impl EgressFirewall {
             .map(names::egress::ic_egress_config)?
             .update(&0u32.to_ne_bytes(), &config.to_bytes())?;
         let mut known = locked(&self.known_exes);
+        let exe_paths = self.object.map(names::egress::ic_dns_exe_paths)?;
         for (id, path) in &policy.executables {
             known.insert(*id, path.display().to_string());
+            let label = ironclad_core::abi::DnsLabel::new(&path.display().to_string(), false);
+            exe_paths.update(&id.to_bytes(), &label.to_bytes())?;
         }
         Ok(EgressReport {
             rules: policy.rules.len(),
@@ -624,11 +627,23 @@ impl EgressFirewall {
                 source: Some(e.into()),
             })
         };
+        let recorded = open(names::egress::ic_dns_exe_paths).ok();
         let live = std::sync::OnceLock::new();
         let path_of = move |exe: &ProcExe| {
-            live.get_or_init(domains::live_executables)
-                .get(exe)
-                .cloned()
+            recorded
+                .as_ref()
+                .and_then(|m| {
+                    libbpf_rs::MapCore::lookup(m, &exe.to_bytes(), libbpf_rs::MapFlags::ANY)
+                        .ok()
+                        .flatten()
+                })
+                .and_then(|b| ironclad_core::abi::DnsLabel::from_bytes(&b))
+                .and_then(|l| l.text())
+                .or_else(|| {
+                    live.get_or_init(domains::live_executables)
+                        .get(exe)
+                        .cloned()
+                })
         };
         domains::status(&open, &path_of)
     }
@@ -666,6 +681,7 @@ impl EgressFirewall {
     pub fn event_source(&self) -> Result<EventSource> {
         let known = self.known_exes.clone();
         let domain_state = self.domains.clone();
+        let exe_paths = self.object.map(names::egress::ic_dns_exe_paths)?.handle()?;
         let enrich = Box::new(move |event: &mut Event| {
             match event {
                 Event::Connect(d) => {
@@ -703,6 +719,14 @@ impl EgressFirewall {
                                 if (id.dev, id.ino) == (a.exe_dev, a.exe_ino) {
                                     let shown = path.display().to_string();
                                     locked(&known).insert(id, shown.clone());
+                                    // For `status` read from the pins.
+                                    let _ = libbpf_rs::MapCore::update(
+                                        &exe_paths,
+                                        &id.to_bytes(),
+                                        &ironclad_core::abi::DnsLabel::new(&shown, false)
+                                            .to_bytes(),
+                                        libbpf_rs::MapFlags::ANY,
+                                    );
                                     a.exe = Some(shown);
                                 }
                             }

@@ -1,0 +1,224 @@
+//! Egress by DNS name and domain feeds through the daemon as shipped: `check`, `run`
+//! on a test cgroup with an events file and metrics, `status`, a reload refused for a
+//! bad pattern, against `dnsmasq` in a namespace and the installed `curl`.
+
+#![allow(
+    clippy::expect_used,
+    reason = "test helpers fail the test with a message"
+)]
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Daemon, BIN};
+use ironclad_testing::dns::{DnsLab, HTTP_PORT};
+use ironclad_testing::{require_privileges, BpffsDir, TestCgroup};
+
+fn check(config: &std::path::Path) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(config)
+        .output()
+        .expect("check");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_daemon_enforces_names_and_feeds_and_shows_the_live_table() {
+    use std::os::unix::fs::PermissionsExt;
+    require_privileges!();
+    let dns = DnsLab::start("ffdns", 7, 30).expect("dns lab");
+    let cgroup = TestCgroup::new("ffdns").expect("cgroup");
+    let pins = BpffsDir::new("ffdns").expect("pins");
+    let (good, evil) = (dns.server(0), dns.server(1));
+    dns.set_hosts(&[("api.good.test", &[good]), ("evil.test", &[evil])])
+        .expect("hosts");
+    std::fs::write(dns.path("malware.hosts"), "# feed\n0.0.0.0 evil.test\n").expect("feed");
+    let policy = |pattern: &str| {
+        format!(
+            "egress:\n  default: deny\n  rules:\n    - dst: {}/32\n      ports: [53]\n      action: allow\n    - exe: /usr/bin/curl\n      dst_domain: \"{pattern}\"\n      ports: [{HTTP_PORT}]\n      action: allow\n    - dst: 10.218.7.11/32\n      action: allow\n  deny_domain_feeds:\n    - {{path: malware.hosts, name: malware}}\n  dns: {{grace_seconds: 0}}\n",
+            dns.resolver()
+        )
+    };
+    let config = dns.path("policy.yaml");
+    std::fs::write(&config, policy("*.good.test")).expect("policy");
+    let (code, out, err) = check(&config);
+    assert_eq!(code, 0, "{err}");
+    let checked: serde_json::Value = serde_json::from_str(&out).expect("check JSON");
+    assert_eq!(
+        checked["egress"]["domain_rules"][0]["patterns"],
+        serde_json::json!(["*.good.test"]),
+        "{checked}"
+    );
+    assert_eq!(
+        checked["egress"]["domain_feeds"][0]["names"], 1,
+        "{checked}"
+    );
+
+    let token = dns.path("metrics.token");
+    std::fs::write(&token, "ironclad-test-token-0123456789\n").expect("token");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let events = dns.path("events.jsonl");
+    let args: Vec<String> = vec![
+        "run".into(),
+        "--config".into(),
+        config.display().to_string(),
+        "--cgroup".into(),
+        cgroup.path().display().to_string(),
+        "--pin-dir".into(),
+        pins.path().display().to_string(),
+        "--audit-log".into(),
+        dns.path("audit.jsonl").display().to_string(),
+        "--run-dir".into(),
+        dns.path("run").display().to_string(),
+        "--events".into(),
+        events.display().to_string(),
+        "--metrics".into(),
+        "127.0.0.1:0".into(),
+        "--metrics-token-file".into(),
+        token.display().to_string(),
+        "--detach-on-exit".into(),
+    ];
+    let mut daemon = Daemon::spawn(&args);
+    daemon.wait_for("ready");
+
+    let url = |host: &str| format!("http://{host}:{HTTP_PORT}/");
+    assert_eq!(
+        dns.curl(&cgroup, &[], &url(&good.to_string()))
+            .expect("curl"),
+        7,
+        "by address: no answer opened it"
+    );
+    assert_eq!(
+        dns.curl(&cgroup, &[], &url("api.good.test")).expect("curl"),
+        0,
+        "by name"
+    );
+    assert_eq!(
+        dns.curl(&cgroup, &[], &url(&good.to_string()))
+            .expect("curl"),
+        0,
+        "opened for curl"
+    );
+    assert_eq!(
+        dns.curl(&cgroup, &[], &url(&evil.to_string()))
+            .expect("curl"),
+        0,
+        "a rule allows .11"
+    );
+    assert_eq!(
+        dns.curl(&cgroup, &[], &url("evil.test")).expect("curl"),
+        7,
+        "a feed's name"
+    );
+
+    let status = Command::new(BIN)
+        .args(["status", "--json", "--pin-dir"])
+        .arg(pins.path())
+        .output()
+        .expect("status");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    let domains = &status["egress"]["domains"];
+    assert_eq!(domains["active"], true, "{status}");
+    let opened = domains["opened"].as_array().expect("opened");
+    assert!(
+        opened.iter().any(|o| o["address"] == good.to_string()
+            && o["exe"] == "/usr/bin/curl"
+            && o["patterns"][0]["pattern"] == "*.good.test"
+            && o["patterns"][0]["expires_in_seconds"]
+                .as_u64()
+                .is_some_and(|s| s <= 31)),
+        "{domains}"
+    );
+    assert_eq!(
+        domains["denied"][0]["address"],
+        evil.to_string(),
+        "{domains}"
+    );
+    assert_eq!(domains["denied"][0]["feed"], "malware", "{domains}");
+    assert_eq!(domains["feeds"][0]["counters"]["connects"], 1, "{domains}");
+    let text = Command::new(BIN)
+        .args(["status", "--pin-dir"])
+        .arg(pins.path())
+        .output()
+        .expect("status");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("egress by name: *.good.test"), "{text}");
+    assert!(text.contains("DENIED by feed malware"), "{text}");
+
+    let log = daemon.log();
+    let port: u16 = log
+        .split("metrics on http://127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no metrics address in the log:\n{log}"));
+    let metrics = Command::new("curl")
+        .args(["-s", &format!("http://127.0.0.1:{port}/metrics")])
+        .output()
+        .expect("metrics");
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    assert!(
+        metrics
+            .contains("ironclad_egress_domain_feed_total{feed=\"malware\",counter=\"connects\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ironclad_egress_domain_addresses{state=\"denied\"} 1"),
+        "{metrics}"
+    );
+
+    // The events file: the feed answer with curl, the refused connect with the feed.
+    let mut seen = String::new();
+    for _ in 0..50 {
+        seen = std::fs::read_to_string(&events).unwrap_or_default();
+        if seen.contains("\"feed_answer\"") && seen.contains("\"feed\":\"malware\"") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let lines: Vec<serde_json::Value> = seen
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        lines.iter().any(|e| e["kind"] == "dns_policy"
+            && e["what"] == "answer"
+            && e["name"] == "api.good.test"
+            && e["patterns"] == serde_json::json!(["*.good.test"])
+            && e["comm"] == "curl"),
+        "{seen}"
+    );
+    assert!(
+        lines.iter().any(|e| e["kind"] == "connect"
+            && e["feed"] == "malware"
+            && e["dst"] == evil.to_string()),
+        "{seen}"
+    );
+
+    // A reload with a bad pattern is refused with its position; the policy stays.
+    std::fs::write(&config, policy("*.bad..test")).expect("policy");
+    daemon.signal("HUP");
+    daemon.wait_for("policy.yaml:8:19");
+    assert_eq!(
+        dns.curl(&cgroup, &[], &url("api.good.test")).expect("curl"),
+        0,
+        "still enforcing the old policy"
+    );
+    let (code, _, err) = check(&config);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains(
+            "policy.yaml:8:19: egress.rules[1].dst_domain: `*.bad..test` has an empty label"
+        ),
+        "{err}"
+    );
+    daemon.signal("TERM");
+    let _ = daemon.wait();
+}
