@@ -211,6 +211,15 @@ struct {
 	__type(value, struct ic_dns_label);
 } ic_dns_feed_names SEC(".maps");
 
+/* Addresses of DNS-over-HTTPS resolvers (value unused): a connect() to their port 443
+ * is reported, since the names it resolves are never seen. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, IC_DNS_ENCRYPTED);
+	__type(key, __u8[16]);
+	__type(value, __u8);
+} ic_dns_encrypted SEC(".maps");
+
 /* The paths of executables user space learnt (the policy's, and those of processes it
  * saw in DNS events), for readers of the pins. The programs never read it. */
 struct {
@@ -311,6 +320,7 @@ const volatile struct ic_dns_denial ic_abi_dns_denial;
 const volatile struct ic_dns_sock ic_abi_dns_sock;
 const volatile struct ic_dns_policy_event ic_abi_dns_policy_event;
 const volatile struct ic_dns_label ic_abi_dns_label;
+const volatile enum ic_egress_note ic_abi_egress_note = IC_EGRESS_NOTE_ENCRYPTED_DNS;
 
 /* ---- decision ---- */
 
@@ -788,7 +798,7 @@ static __always_inline int ic_rate_ok(struct ic_egress_config *cfg, struct ic_co
 }
 
 static __always_inline void ic_report(struct ic_conn *c, __u32 rule_id, __u8 verdict, __u8 hook,
-				      __u8 feed)
+				      __u8 feed, __u8 note)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct ic_egress_event *e;
@@ -816,6 +826,7 @@ static __always_inline void ic_report(struct ic_conn *c, __u32 rule_id, __u8 ver
 	e->verdict = verdict;
 	e->hook = hook;
 	e->feed = feed;
+	e->note = note;
 	__builtin_memset(e->_pad0, 0, sizeof(e->_pad0));
 	__builtin_memcpy(e->comm, c->comm, 16);
 	bpf_ringbuf_submit(e, 0);
@@ -1474,6 +1485,15 @@ __attribute__((noinline)) __u32 ic_dns_best(struct ic_conn *c, __u32 best)
 	return best;
 }
 
+/* Whether the caller connects to encrypted DNS: port 853, or port 443 of a known
+ * DNS-over-HTTPS resolver. */
+static __always_inline int ic_dns_encrypted_to(struct ic_conn *c)
+{
+	if (c->port == 853)
+		return 1;
+	return c->port == 443 && bpf_map_lookup_elem(&ic_dns_encrypted, c->dst);
+}
+
 /* The feed (1-based) whose name resolved to the caller's destination, while its
  * answer's TTL lasts; else 0. */
 static __always_inline __u32 ic_dns_feed_denied(struct ic_conn *c)
@@ -1519,7 +1539,7 @@ __attribute__((noinline)) int ic_decide(struct ic_conn *c, __u8 hook, int is_con
 			ic_dns_feed_count(feed, IC_DFEED_CONNECTS);
 			ic_dns_total(IC_DTOTAL_CONNECT_DENIED);
 			ic_total(IC_ETOTAL_DENIED);
-			ic_report(c, 0, IC_EGRESS_DENY, hook, feed);
+			ic_report(c, 0, IC_EGRESS_DENY, hook, feed, 0);
 			return 0;
 		}
 	}
@@ -1564,17 +1584,22 @@ decided:
 	}
 	if (action == IC_EGRESS_DENY) {
 		ic_total(IC_ETOTAL_DENIED);
-		ic_report(c, rule ? rule->rule_id : 0, IC_EGRESS_DENY, hook, 0);
+		ic_report(c, rule ? rule->rule_id : 0, IC_EGRESS_DENY, hook, 0, 0);
 		return 0;
 	}
 	if (is_connect && !ic_rate_ok(cfg, c)) {
 		ic_total(IC_ETOTAL_RATE_LIMITED);
-		ic_report(c, rule ? rule->rule_id : 0, IC_EGRESS_RATE_LIMITED, hook, 0);
+		ic_report(c, rule ? rule->rule_id : 0, IC_EGRESS_RATE_LIMITED, hook, 0, 0);
 		return 0;
 	}
 	if (action == IC_EGRESS_LOG) {
 		ic_total(IC_ETOTAL_LOGGED);
-		ic_report(c, rule ? rule->rule_id : 0, IC_EGRESS_LOG, hook, 0);
+		ic_report(c, rule ? rule->rule_id : 0, IC_EGRESS_LOG, hook, 0, 0);
+	} else if (is_connect && (cfg->flags & IC_EGRESS_F_DOMAINS) && ic_dns_encrypted_to(c)) {
+		/* Names resolved over an encrypted channel are never seen: say who does it. */
+		ic_dns_total(IC_DTOTAL_ENCRYPTED);
+		ic_report(c, rule ? rule->rule_id : 0, IC_EGRESS_LOG, hook, 0,
+			  IC_EGRESS_NOTE_ENCRYPTED_DNS);
 	}
 	ic_total(IC_ETOTAL_ALLOWED);
 	return 1;

@@ -600,8 +600,16 @@ struct ic_egress_event {
 	__u8 hook;        /* enum ic_egress_hook */
 	__u8 feed;        /* 1..IC_DNS_FEEDS: denied because a domain feed's name resolved
 			   * to dst (rule_id is then 0); else 0 */
-	__u8 _pad0[2];
+	__u8 note;        /* enum ic_egress_note: why an allowed attempt is reported */
+	__u8 _pad0[1];
 	__u8 comm[16];
+};
+
+/* Why an allowed connect() is reported (struct ic_egress_event.note). */
+enum ic_egress_note {
+	IC_EGRESS_NOTE_ENCRYPTED_DNS = 1, /* to port 853 (DNS over TLS or QUIC), or to port
+					   * 443 of a known DNS-over-HTTPS resolver: names
+					   * it resolves are not seen */
 };
 
 /* ---- Domain policy: egress rules by DNS name, domain feeds ----
@@ -626,6 +634,7 @@ enum ic_dns_limits {
 	IC_DNS_EVENT_ADDRS = 8,    /* addresses an event carries */
 	IC_DNS_NAME_BYTES = 256,   /* a name in wire format, at most 255 */
 	IC_DNS_MSG_BYTES = 4096,   /* bytes of a message read, at most */
+	IC_DNS_ENCRYPTED = 256,    /* known DNS-over-HTTPS resolver addresses */
 };
 
 /* struct ic_dns_config's flags. */
@@ -728,7 +737,8 @@ enum ic_dns_total {
 	IC_DTOTAL_CONNECT_DENIED = 9,/* connect()s refused: the address is a feed name's */
 	IC_DTOTAL_EVENTS_LOST = 10,
 	IC_DTOTAL_UNTRACKED = 11,    /* responses on a socket that was never marked */
-	IC_DTOTAL_COUNT = 12,
+	IC_DTOTAL_ENCRYPTED = 12,    /* connect()s to encrypted DNS (reported, not read) */
+	IC_DTOTAL_COUNT = 13,
 };
 
 /* Per-feed counters (per-CPU array, index feed * IC_DNS_FEED_COUNTERS + counter). */

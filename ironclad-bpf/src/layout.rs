@@ -207,7 +207,7 @@ mod egress {
         e::ic_egress_event,
         [
             hdr, cgroup_id, pid, tid, uid, rule_id, exe, dst, dport, proto, verdict, hook, feed,
-            _pad0, comm
+            note, _pad0, comm
         ]
     );
     same_layout!(
@@ -250,6 +250,12 @@ mod egress {
     const _: () = {
         assert!(abi::EventKind::DnsPolicy as u32 == e::ic_event_kind::IC_EVENT_DNS_POLICY.0);
         assert!(abi::egress_match::DOMAIN as u32 == e::ic_egress_match::IC_M_DOMAIN.0);
+        assert!(
+            abi::EGRESS_NOTE_ENCRYPTED_DNS as u32
+                == e::ic_egress_note::IC_EGRESS_NOTE_ENCRYPTED_DNS.0
+        );
+        assert!(abi::DNS_ENCRYPTED as u32 == e::ic_dns_limits::IC_DNS_ENCRYPTED.0);
+        assert!(abi::DnsTotal::Encrypted as u32 == e::ic_dns_total::IC_DTOTAL_ENCRYPTED.0);
         assert!(abi::EGRESS_F_DOMAINS as u32 == e::ic_egress_config_flags::IC_EGRESS_F_DOMAINS.0);
         assert!(abi::DNS_PATTERNS as u32 == e::ic_dns_limits::IC_DNS_PATTERNS.0);
         assert!(abi::DNS_RULES as u32 == e::ic_dns_limits::IC_DNS_RULES.0);

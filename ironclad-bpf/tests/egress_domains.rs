@@ -516,3 +516,62 @@ fn a_reload_keeps_what_stays_and_closes_what_a_removed_pattern_opened() {
     assert!(!status.active && status.opened.is_empty(), "{status:?}");
     assert_eq!(lab.curl(&[], &ip_url(a)), 7, "default deny");
 }
+
+#[test]
+fn a_local_stub_resolver_works_and_encrypted_dns_is_reported_by_process() {
+    require_privileges!();
+    let lab = Lab::new("dnsstub", 8, 30);
+    let (addr, doh) = (lab.dns.server(0), lab.dns.server(1));
+    lab.dns
+        .set_hosts(&[("via.stub.test", &[addr])])
+        .expect("hosts");
+    // The stub is on the host, outside the test cgroup: only the client's own query
+    // to it, over loopback, is read.
+    let (mut stub, resolv) = lab.dns.stub("127.0.0.153").expect("stub");
+    let fanout = std::sync::Arc::new(Fanout::new());
+    let sub = fanout.subscribe("test", 4096, Overflow::DropNewest);
+    let events = lab.firewall.events(fanout.clone()).expect("events");
+    lab.apply(&format!(
+        "    - dst: 127.0.0.153/32\n      ports: [53]\n      action: allow\n    - dst_domain: via.stub.test\n      ports: [{HTTP_PORT}]\n      action: allow\n    - dst: {doh}/32\n      action: allow\n  dns:\n    encrypted_resolvers: [{doh}]\n"
+    ));
+    let out = lab
+        .dns
+        .client_with(&lab.cgroup, &resolv, CURL)
+        .args(["-s", "-o", "/dev/null", "--max-time", "5"])
+        .arg(url("via.stub.test"))
+        .output()
+        .expect("curl");
+    let _ = stub.kill();
+    let _ = stub.wait();
+    assert_eq!(out.status.code(), Some(0), "through the stub: {out:?}");
+    // Encrypted DNS: DoT to port 853 and DoH to the listed resolver's 443. Nothing
+    // listens there; the attempt is what is reported.
+    let python = ironclad_testing::python_interpreter().expect("python");
+    let script = format!(
+        "import socket\nfor port in (853, 443):\n    s = socket.socket()\n    s.settimeout(1)\n    try: s.connect(('{doh}', port))\n    except OSError: pass\n    s.close()\n"
+    );
+    lab.dns
+        .client(&lab.cgroup, &python.display().to_string())
+        .args(["-c", &script])
+        .output()
+        .expect("python");
+    events.drain().expect("drain");
+    let reported: Vec<(u16, String)> = sub
+        .receiver()
+        .try_iter()
+        .filter_map(|e| match e {
+            Event::Connect(d) if d.encrypted_dns => Some((d.dport, d.actor.comm.clone())),
+            _ => None,
+        })
+        .collect();
+    let comm: String = python
+        .file_name()
+        .map(|n| n.to_string_lossy().chars().take(15).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        reported,
+        vec![(853, comm.clone()), (443, comm)],
+        "both reported, with the process"
+    );
+    assert_eq!(lab.total(DnsTotal::Encrypted), 2);
+}

@@ -1420,6 +1420,12 @@ pub const EGRESS_F_DST_FILTER: u8 = 1;
 /// size) and the filter is the hash `ic_egress_dst` (one lookup per length, the
 /// lengths in `ic_egress_dst_lengths`) instead of the trie.
 pub const EGRESS_F_DST_HASH: u8 = 2;
+/// `IC_EGRESS_NOTE_ENCRYPTED_DNS`: an allowed connect() to encrypted DNS (port 853,
+/// or port 443 of a known DNS-over-HTTPS resolver), reported because the names it
+/// resolves are never seen.
+pub const EGRESS_NOTE_ENCRYPTED_DNS: u8 = 1;
+/// `IC_DNS_ENCRYPTED`: known DNS-over-HTTPS resolver addresses the kernel takes.
+pub const DNS_ENCRYPTED: usize = 256;
 /// `IC_EGRESS_F_DOMAINS`: domain rules or domain feeds are live (a connect is also
 /// looked up among the addresses DNS answers opened or a feed's names resolved to).
 pub const EGRESS_F_DOMAINS: u8 = 4;
@@ -1607,8 +1613,10 @@ pub struct EgressEvent {
     /// The domain feed (1-based) whose name resolved to `dst`, when that is why the
     /// attempt was refused (`rule_id` is then 0); else 0.
     pub feed: u8,
+    /// Why an allowed attempt is reported: [`EGRESS_NOTE_ENCRYPTED_DNS`]; else 0.
+    pub note: u8,
     /// Explicit padding.
-    pub _pad0: [u8; 2],
+    pub _pad0: [u8; 1],
     /// Command name, NUL-padded.
     pub comm: [u8; 16],
 }
@@ -3486,13 +3494,15 @@ pub enum DnsTotal {
     EventsLost = 10,
     /// Responses on a socket that was never marked (sent before domain policy was on).
     Untracked = 11,
+    /// `connect()`s to encrypted DNS (reported; what they resolve is not seen).
+    Encrypted = 12,
 }
 
 impl DnsTotal {
     /// `IC_DTOTAL_COUNT`.
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 13;
     /// Every total, in index order.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::Queries,
         Self::Responses,
         Self::Opened,
@@ -3505,6 +3515,7 @@ impl DnsTotal {
         Self::ConnectDenied,
         Self::EventsLost,
         Self::Untracked,
+        Self::Encrypted,
     ];
 
     /// The name used in status and metrics.
@@ -3522,6 +3533,7 @@ impl DnsTotal {
             Self::ConnectDenied => "connect_denied",
             Self::EventsLost => "events_lost",
             Self::Untracked => "untracked",
+            Self::Encrypted => "encrypted_dns",
         }
     }
 }

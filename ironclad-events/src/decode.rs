@@ -198,6 +198,10 @@ pub struct EgressDecision {
     /// refused (`rule_id` is then 0): its name once the reader knows it, else `feed<N>`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub feed: Option<String>,
+    /// An allowed connection to encrypted DNS (port 853, or 443 of a known
+    /// DNS-over-HTTPS resolver), reported because the names it resolves are not seen.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted_dns: bool,
 }
 
 /// What the domain policy saw in DNS (`egress.rules[].dst_domain`,
@@ -1125,6 +1129,7 @@ fn decode_egress(record: &[u8]) -> Result<Event, DecodeError> {
         rule_id: e.rule_id,
         hook,
         feed: (e.feed != 0).then(|| format!("feed{}", e.feed)),
+        encrypted_dns: e.note == ironclad_core::abi::EGRESS_NOTE_ENCRYPTED_DNS,
     };
     Ok(if verdict == EgressAction::RateLimited {
         Event::RateLimited(decision)
@@ -1708,6 +1713,7 @@ mod tests {
             rule_id: 2,
             hook: "connect4",
             feed: None,
+            encrypted_dns: false,
         });
         let json: serde_json::Value = serde_json::from_str(&connect.to_json()).expect("json");
         assert_eq!(json["kind"], "connect");

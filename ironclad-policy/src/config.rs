@@ -145,6 +145,7 @@ struct RawDomainFeedFull {
 struct RawDns {
     grace_seconds: Option<u32>,
     max_ttl_seconds: Option<u32>,
+    encrypted_resolvers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1109,6 +1110,34 @@ fn parse_egress(
                 }),
                 Some(v) => *target = v,
                 None => {}
+            }
+        }
+        if let Some(list) = &d.value.encrypted_resolvers {
+            dns.encrypted_resolvers.clear();
+            for (i, text) in list.iter().enumerate() {
+                match text.parse::<std::net::IpAddr>() {
+                    Ok(a) => dns.encrypted_resolvers.push(a),
+                    Err(_) => problems.push(PolicyError::Invalid {
+                        origin: Origin {
+                            field: format!("egress.dns.encrypted_resolvers[{i}]"),
+                            at,
+                        },
+                        message: format!(
+                            "`{}` is not an IP address",
+                            crate::error::excerpt(text, 80)
+                        ),
+                    }),
+                }
+            }
+            if dns.encrypted_resolvers.len() > ironclad_core::abi::DNS_ENCRYPTED {
+                problems.push(PolicyError::TooMany {
+                    origin: Origin {
+                        field: "egress.dns.encrypted_resolvers".into(),
+                        at,
+                    },
+                    count: dns.encrypted_resolvers.len(),
+                    limit: u32::try_from(ironclad_core::abi::DNS_ENCRYPTED).unwrap_or(u32::MAX),
+                });
             }
         }
         if dns.max_ttl_seconds == 0 {

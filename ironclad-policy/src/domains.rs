@@ -246,13 +246,42 @@ fn column_of(line: &str, word: &str) -> u64 {
     u64::try_from(chars + 1).unwrap_or(u64::MAX)
 }
 
-/// How long answers keep addresses open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Public DNS-over-HTTPS resolvers a `connect()` to port 443 of is reported as
+/// encrypted DNS, unless the policy gives its own list (`dns.encrypted_resolvers`):
+/// Cloudflare, Google, Quad9, OpenDNS, AdGuard, in IPv4 and IPv6.
+pub const DEFAULT_ENCRYPTED_RESOLVERS: &[&str] = &[
+    "1.1.1.1",
+    "1.0.0.1",
+    "2606:4700:4700::1111",
+    "2606:4700:4700::1001",
+    "8.8.8.8",
+    "8.8.4.4",
+    "2001:4860:4860::8888",
+    "2001:4860:4860::8844",
+    "9.9.9.9",
+    "149.112.112.112",
+    "2620:fe::fe",
+    "2620:fe::9",
+    "208.67.222.222",
+    "208.67.220.220",
+    "2620:119:35::35",
+    "2620:119:53::53",
+    "94.140.14.14",
+    "94.140.15.15",
+    "2a10:50c0::ad1:ff",
+    "2a10:50c0::ad2:ff",
+];
+
+/// How long answers keep addresses open, and which resolvers are encrypted DNS.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DomainSettings {
     /// Seconds past the TTL.
     pub grace_seconds: u32,
     /// A TTL above this counts as this.
     pub max_ttl_seconds: u32,
+    /// DNS-over-HTTPS resolvers: a `connect()` to their port 443 is reported (as is
+    /// any to port 853, DNS over TLS or QUIC).
+    pub encrypted_resolvers: Vec<std::net::IpAddr>,
 }
 
 impl Default for DomainSettings {
@@ -260,6 +289,10 @@ impl Default for DomainSettings {
         Self {
             grace_seconds: DEFAULT_GRACE_SECONDS,
             max_ttl_seconds: DEFAULT_MAX_TTL_SECONDS,
+            encrypted_resolvers: DEFAULT_ENCRYPTED_RESOLVERS
+                .iter()
+                .filter_map(|a| a.parse().ok())
+                .collect(),
         }
     }
 }

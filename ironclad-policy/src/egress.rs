@@ -536,7 +536,7 @@ pub fn compile(policy: &EgressPolicy) -> Result<CompiledEgress, Vec<PolicyError>
             executables,
             domain_rules,
             domain_feeds: policy.domain_feeds.clone(),
-            dns: policy.dns,
+            dns: policy.dns.clone(),
         })
     } else {
         Err(errors)

@@ -233,12 +233,64 @@ impl DnsLab {
     /// A command that runs `program` in `cgroup`, with the lab's resolver as its
     /// `/etc/resolv.conf`, in the host's network namespace.
     pub fn client(&self, cgroup: &TestCgroup, program: &str) -> Command {
+        self.client_with(cgroup, &self.dir.path().join("resolv.conf"), program)
+    }
+
+    /// [`client`](Self::client) with another `/etc/resolv.conf` (e.g. naming a local
+    /// stub resolver).
+    pub fn client_with(&self, cgroup: &TestCgroup, resolv: &Path, program: &str) -> Command {
         let mut cmd = Command::new(self.dir.path().join("in-lab"));
         cmd.arg(cgroup.path().join("cgroup.procs"))
-            .arg(self.dir.path().join("resolv.conf"))
+            .arg(resolv)
             .arg(program)
             .stdin(Stdio::null());
         cmd
+    }
+
+    /// A local stub resolver on the host at `addr` (a loopback address, as
+    /// systemd-resolved's 127.0.0.53) forwarding to the lab's resolver, without a
+    /// cache, and a resolv.conf naming it. The caller kills the child.
+    pub fn stub(&self, addr: &str) -> io::Result<(Child, PathBuf)> {
+        let child = Command::new("dnsmasq")
+            .args([
+                "--keep-in-foreground",
+                "--no-resolv",
+                "--no-hosts",
+                "--user=root",
+                "--bind-interfaces",
+                "--pid-file=",
+                "--cache-size=0",
+            ])
+            .arg(format!("--listen-address={addr}"))
+            .arg(format!("--server={}", self.resolver()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let resolv = self.dir.path().join("resolv-stub.conf");
+        std::fs::write(
+            &resolv,
+            format!("nameserver {addr}\noptions timeout:2 attempts:2\n"),
+        )?;
+        for _ in 0..100 {
+            let ok = Command::new("dig")
+                .args([
+                    "+short",
+                    "+time=1",
+                    "+tries=1",
+                    &format!("@{addr}"),
+                    "ready.invalid",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                return Ok((child, resolv));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Err(io::Error::other("the stub resolver did not start"))
     }
 
     /// `curl` (the installed binary) fetching `url` through the lab's resolver in

@@ -372,6 +372,21 @@ pub(crate) fn apply(
         .collect();
     feed_labels.update_many(images.iter().map(|(k, v)| (&k[..], &v[..])))?;
 
+    // Encrypted DNS resolvers, reported on connect.
+    let encrypted = object.map(names::egress::ic_dns_encrypted)?;
+    let stale = encrypted.keys();
+    encrypted.delete_many(stale.iter().map(Vec::as_slice))?;
+    let resolvers: Vec<[u8; 16]> = policy
+        .dns
+        .encrypted_resolvers
+        .iter()
+        .map(|a| match a {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            IpAddr::V6(v6) => v6.octets(),
+        })
+        .collect();
+    encrypted.update_many(resolvers.iter().map(|k| (&k[..], &[1u8][..])))?;
+
     let active = policy.uses_domains();
     let config = DnsConfig {
         key,
