@@ -223,7 +223,7 @@ cmd_perf() {
     rm -rf target/criterion
     IRONCLAD_FIGURES=$(mktemp)
     export IRONCLAD_FIGURES
-    cargo bench -p ironclad-benches --bench shield --bench tls --bench egress --bench events --bench sources --bench process --bench firewall -- --noplot
+    cargo bench -p ironclad-benches --bench shield --bench tls --bench egress --bench domains --bench events --bench sources --bench process --bench firewall -- --noplot
     guest/run.sh --bench
     check_footprint
     local dirty=()
@@ -334,7 +334,7 @@ cmd_test() {
     log "fuzzing, bounded: the event decoder, the DNS parser, each feed parser and the policy loader"
     run_fuzz
     log "benchmarks (short mode: they measure, they never fail on timing)"
-    cargo bench -p ironclad-benches --bench shield --bench tls --bench egress --bench events --bench sources --bench process --bench firewall --quiet -- --warm-up-time 0.2 --measurement-time 0.5 --noplot
+    cargo bench -p ironclad-benches --bench shield --bench tls --bench egress --bench domains --bench events --bench sources --bench process --bench firewall --quiet -- --warm-up-time 0.2 --measurement-time 0.5 --noplot
     log "docs/performance.md: rendered from its template and data, every figure produced by a benchmark above"
     perfdoc check --template "$PERF_TEMPLATE" --data "$PERF_DATA" --doc docs/performance.md \
         --criterion target/criterion --figures "$IRONCLAD_FIGURES"

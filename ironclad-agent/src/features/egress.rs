@@ -34,14 +34,39 @@ fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>>
         .attach_pinned(cgroup)
         .map_err(AgentError::bpf(KIND.name))?;
     info!(
-        "egress firewall on cgroup {}: {} rules",
+        "egress firewall on cgroup {}: {} rules{}",
         cgroup.display(),
-        policy.rules.len()
+        policy.rules.len(),
+        domains_summary(policy)
     );
     Ok(Box::new(Running {
         firewall,
         attachment,
     }))
+}
+
+/// `, 2 by name (3 patterns), 1 domain feed (1000 names)`, or nothing.
+fn domains_summary(policy: &CompiledEgress) -> String {
+    let mut out = String::new();
+    if !policy.domain_rules.is_empty() {
+        out.push_str(&format!(
+            ", {} by name ({} patterns)",
+            policy.domain_rules.len(),
+            policy.domain_patterns().len()
+        ));
+    }
+    if !policy.domain_feeds.is_empty() {
+        out.push_str(&format!(
+            ", {} domain feeds ({} names)",
+            policy.domain_feeds.len(),
+            policy
+                .domain_feeds
+                .iter()
+                .map(|f| f.names.len())
+                .sum::<usize>()
+        ));
+    }
+    out
 }
 
 impl Running {
@@ -58,7 +83,8 @@ impl Feature for Running {
     }
 
     fn describe(&self) -> String {
-        "cgroup connect4/6 and sendmsg4/6".to_string()
+        "cgroup connect4/6, sendmsg4/6 and the DNS of the sockets they mark (cgroup_skb)"
+            .to_string()
     }
 
     fn reload(&mut self, config: &CompiledConfig) -> Result<Reloaded> {
@@ -70,8 +96,9 @@ impl Feature for Running {
         };
         let report = self.apply(policy)?;
         Ok(Reloaded::Applied(format!(
-            "egress policy reloaded: {} rules",
-            report.rules
+            "egress policy reloaded: {} rules{}",
+            report.rules,
+            domains_summary(policy)
         )))
     }
 
