@@ -1341,14 +1341,20 @@ static __always_inline int ic_dns_response(struct __sk_buff *skb)
 
 	if (!cfg || !(cfg->flags & IC_DNS_F_ACTIVE))
 		return 1;
+	/* The socket's mark first: every other packet of the cgroup costs only this. */
+	s = ic_dns_sock_of(skb);
+	if (!s) {
+		/* A connected socket of port 53 that was never marked: its query left
+		 * before domain policy was live. (__sk_buff's remote_port holds the
+		 * port in network order in its upper 16 bits on little-endian hosts.) */
+		if (skb->remote_port == (__u32)bpf_htons(53) << 16 ||
+		    skb->remote_port == bpf_htons(53))
+			ic_dns_total(IC_DTOTAL_UNTRACKED);
+		return 1;
+	}
 	found = ic_dns_packet(skb, 0, &p);
 	if (found == 0)
 		return 1;
-	s = ic_dns_sock_of(skb);
-	if (!s) {
-		ic_dns_total(IC_DTOTAL_UNTRACKED);
-		return 1;
-	}
 	if (found < 0) {
 		ic_dns_total(IC_DTOTAL_SPLIT);
 		return 1;

@@ -479,7 +479,8 @@ impl EgressFirewall {
         })
     }
 
-    /// Attaches the four hooks to the cgroup v2 directory `cgroup` (and so to every
+    /// Attaches the six hooks (connect4/6, sendmsg4/6, and the DNS programs on
+    /// cgroup_skb egress and ingress) to the cgroup v2 directory `cgroup` (and so to every
     /// process in it and below). Detached when the returned handle is dropped.
     pub fn attach(&self, cgroup: &Path) -> Result<CgroupAttachment> {
         let dir = std::fs::File::open(cgroup).map_err(|source| BpfError::Io {

@@ -512,6 +512,42 @@ fn a_reload_keeps_what_stays_and_closes_what_a_removed_pattern_opened() {
     assert_eq!(status.opened[0].patterns[0].0.to_string(), "keep.test");
     // No domain rules: nothing is read, nothing stays open.
     lab.apply("");
+    // A socket connected to the resolver now is not marked; once rules by name are
+    // back, its answers are counted as untracked and open nothing.
+    let python = ironclad_testing::python_interpreter().expect("python");
+    let script = format!(
+        "import socket, struct, sys\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.connect(('{}', 53))\nprint('connected', flush=True)\nsys.stdin.readline()\nq = struct.pack('>HHHHHH', 7, 0x0100, 1, 0, 0, 0) + b'\\x04keep\\x04test\\x00' + struct.pack('>HH', 1, 1)\ns.send(q)\ns.settimeout(2)\nprint(len(s.recv(512)))\n",
+        lab.dns.resolver()
+    );
+    let mut early = lab
+        .dns
+        .client(&lab.cgroup, &python.display().to_string())
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python");
+    let mut out = std::io::BufReader::new(early.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).expect("connected");
+    assert_eq!(line.trim(), "connected");
+    lab.apply(&both);
+    let before = lab.total(DnsTotal::Untracked);
+    std::io::Write::write_all(early.stdin.as_mut().expect("stdin"), b"go\n").expect("go");
+    let mut answered = String::new();
+    std::io::Read::read_to_string(&mut out, &mut answered).expect("answer");
+    let _ = early.wait();
+    assert!(
+        answered.trim().parse::<u32>().is_ok_and(|n| n > 12),
+        "{answered}"
+    );
+    assert_eq!(
+        lab.total(DnsTotal::Untracked),
+        before + 1,
+        "the unmarked socket's answer"
+    );
+    assert_eq!(lab.curl(&[], &ip_url(a)), 7, "it opened nothing");
+    lab.apply("");
     let status = lab.firewall.domain_status().expect("status");
     assert!(!status.active && status.opened.is_empty(), "{status:?}");
     assert_eq!(lab.curl(&[], &ip_url(a)), 7, "default deny");
