@@ -836,6 +836,14 @@ static __always_inline void ic_report(struct ic_conn *c, __u32 rule_id, __u8 ver
 
 #define IC_DNS_MASK (IC_DNS_MSG_BYTES - 1)
 
+/* Byte `off` of a message buffer, masked in a way the compiler cannot drop (it drops
+ * a mask it believes redundant, and older verifiers then see an unbounded offset). */
+static __always_inline __u8 ic_msg_byte(const __u8 *msg, __u32 off)
+{
+	barrier_var(off);
+	return msg[off & IC_DNS_MASK];
+}
+
 static __always_inline void ic_dns_total(__u32 index)
 {
 	__u64 *v = bpf_map_lookup_elem(&ic_dns_totals, &index);
@@ -892,7 +900,7 @@ static __always_inline __u64 ic_dns_link(const __u64 *k, __u64 prev, const __u8 
 
 			if (i >= len)
 				break;
-			c = msg[(off + i) & IC_DNS_MASK];
+			c = ic_msg_byte(msg, off + i);
 			if (c >= 'A' && c <= 'Z')
 				c += 'a' - 'A';
 			m |= (__u64)c << (8 * j);
@@ -932,7 +940,7 @@ static long ic_dns_hash_step(__u64 n, __u32 *work)
 	j = q->i - 1;
 	q->i = j;
 	off = w->labels[j & 127];
-	len = w->msg[off & IC_DNS_MASK] & 63;
+	len = ic_msg_byte(w->msg, off) & 63;
 	q->hash = ic_dns_link(cfg->key, q->hash, w->msg, off + 1, len);
 	if (q->labels - j > IC_DNS_LABELS)
 		return 0;
@@ -966,7 +974,7 @@ static __always_inline int ic_dns_question(struct ic_dns_work *w, __u32 copied, 
 
 		if (off >= copied || off >= IC_DNS_MSG_BYTES)
 			return 0;
-		len = w->msg[off & IC_DNS_MASK];
+		len = ic_msg_byte(w->msg, off);
 		if (len == 0)
 			break;
 		if (len > 63)
@@ -977,11 +985,11 @@ static __always_inline int ic_dns_question(struct ic_dns_work *w, __u32 copied, 
 		if (off - 12 > 255)
 			return 0;
 	}
-	if (n == 0 || w->msg[off & IC_DNS_MASK] != 0 || off + 5 > copied)
+	if (n == 0 || ic_msg_byte(w->msg, off) != 0 || off + 5 > copied)
 		return 0;
 	q->labels = n;
 	q->name_len = off + 1 - 12;
-	q->qtype = (__u16)w->msg[(off + 1) & IC_DNS_MASK] << 8 | w->msg[(off + 2) & IC_DNS_MASK];
+	q->qtype = (__u16)ic_msg_byte(w->msg, off + 1) << 8 | ic_msg_byte(w->msg, off + 2);
 	q->end = off + 5;
 	q->hash = 0;
 	q->patterns = 0;
@@ -1249,7 +1257,7 @@ static long ic_dns_answer_step(__u64 n, void *ctx)
 		return 1;
 	}
 	if (a->in_name) {
-		len = w->msg[off & IC_DNS_MASK];
+		len = ic_msg_byte(w->msg, off);
 		if (len == 0) {
 			a->off = off + 1;
 			a->in_name = 0;
@@ -1257,7 +1265,7 @@ static long ic_dns_answer_step(__u64 n, void *ctx)
 			/* A pointer ends the name; it is never followed, only checked: it must
 			 * point back into what came before (a pointer to itself or forward is
 			 * how a compression loop starts). */
-			__u32 target = (__u32)(len & 0x3f) << 8 | w->msg[(off + 1) & IC_DNS_MASK];
+			__u32 target = (__u32)(len & 0x3f) << 8 | ic_msg_byte(w->msg, off + 1);
 
 			if (off + 2 > a->copied || target >= off) {
 				a->bad = 1;
@@ -1282,12 +1290,12 @@ static long ic_dns_answer_step(__u64 n, void *ctx)
 		a->bad = 1;
 		return 1;
 	}
-	type = (__u16)w->msg[off & IC_DNS_MASK] << 8 | w->msg[(off + 1) & IC_DNS_MASK];
-	class = (__u16)w->msg[(off + 2) & IC_DNS_MASK] << 8 | w->msg[(off + 3) & IC_DNS_MASK];
-	ttl = (__u32)w->msg[(off + 4) & IC_DNS_MASK] << 24 |
-	      (__u32)w->msg[(off + 5) & IC_DNS_MASK] << 16 |
-	      (__u32)w->msg[(off + 6) & IC_DNS_MASK] << 8 | w->msg[(off + 7) & IC_DNS_MASK];
-	rdlen = (__u16)w->msg[(off + 8) & IC_DNS_MASK] << 8 | w->msg[(off + 9) & IC_DNS_MASK];
+	type = (__u16)ic_msg_byte(w->msg, off) << 8 | ic_msg_byte(w->msg, off + 1);
+	class = (__u16)ic_msg_byte(w->msg, off + 2) << 8 | ic_msg_byte(w->msg, off + 3);
+	ttl = (__u32)ic_msg_byte(w->msg, off + 4) << 24 |
+	      (__u32)ic_msg_byte(w->msg, off + 5) << 16 |
+	      (__u32)ic_msg_byte(w->msg, off + 6) << 8 | ic_msg_byte(w->msg, off + 7);
+	rdlen = (__u16)ic_msg_byte(w->msg, off + 8) << 8 | ic_msg_byte(w->msg, off + 9);
 	off += 10;
 	if (off + rdlen > a->copied) {
 		a->bad = 1;
@@ -1298,10 +1306,10 @@ static long ic_dns_answer_step(__u64 n, void *ctx)
 			__builtin_memset(a->key.addr, 0, 10);
 			a->key.addr[10] = a->key.addr[11] = 0xff;
 			for (int i = 0; i < 4; i++)
-				a->key.addr[12 + i] = w->msg[(off + i) & IC_DNS_MASK];
+				a->key.addr[12 + i] = ic_msg_byte(w->msg, off + i);
 		} else {
 			for (int i = 0; i < 16; i++)
-				a->key.addr[i] = w->msg[(off + i) & IC_DNS_MASK];
+				a->key.addr[i] = ic_msg_byte(w->msg, off + i);
 		}
 		if (ttl > a->max_ttl)
 			ttl = a->max_ttl;
@@ -1448,20 +1456,50 @@ __attribute__((noinline)) int ic_dns_candidate(struct ic_conn *c, __u32 slot)
 	return rule && ic_rule_matches(rule, c);
 }
 
+/* The scan of the domain rules (bpf_loop context). */
+struct ic_dns_scan {
+	struct ic_conn *c;
+	__u64 live;  /* the pattern bits open for the destination */
+	__u32 best;  /* the slot to beat; the scan's answer */
+	__u32 gen;
+};
+
+/* bpf_loop callback: domain rule `i` of the live generation (policy order): the
+ * answer when its patterns are open and it matches the caller. A callback, so older
+ * verifiers check one step rather than every path through 64. */
+static long ic_dns_rule_step(__u64 i, struct ic_dns_scan *s)
+{
+	__u32 index = (s->gen & 1) * IC_DNS_RULES + (__u32)(i & (IC_DNS_RULES - 1));
+	struct ic_dns_rule *r = bpf_map_lookup_elem(&ic_dns_rules, &index);
+	__u32 slot;
+
+	if (!r || r->slot == 0)
+		return 1;
+	slot = r->slot;
+	if (slot >= s->best)
+		return 1;
+	if ((r->patterns & s->live) && ic_dns_candidate(s->c, slot)) {
+		s->best = slot;
+		return 1;
+	}
+	return 0;
+}
+
 /* The first domain rule before `best` whose patterns have the caller's destination
  * open for the caller's executable and that matches the caller; else `best`. */
 __attribute__((noinline)) __u32 ic_dns_best(struct ic_conn *c, __u32 best)
 {
 	struct ic_dns_addr_key key __attribute__((aligned(8))) = {};
+	struct ic_dns_scan scan = { .c = c, .best = best };
 	struct ic_dns_addr *v;
 	__u64 live = 0;
-	__u32 now, gen;
+	__u32 now;
 
 	if (!c)
 		return best;
 	if (c->known)
 		key.exe = c->exe;
-	__builtin_memcpy(key.addr, c->dst, 16);
+	__builtin_memcpy(key.addr, c->dst64, 16);
 	v = bpf_map_lookup_elem(&ic_dns_addrs, &key);
 	if (!v)
 		return best;
@@ -1469,42 +1507,47 @@ __attribute__((noinline)) __u32 ic_dns_best(struct ic_conn *c, __u32 best)
 	/* Bit b when expires[b] > now: the sign of now - expires[b]. Arithmetic, not a
 	 * branch, so the verifier walks the loop once rather than each combination. */
 #pragma clang loop unroll(disable)
-	for (int b = 0; b < IC_DNS_PATTERNS; b++)
-		live |= (((__u64)now - (__u64)v->expires[b]) >> 63) << b;
+	for (int b = 0; b < IC_DNS_PATTERNS; b++) {
+		__u64 d = (__u64)now - (__u64)v->expires[b];
+
+		/* Or the compiler turns the sign back into a comparison and a branch. */
+		barrier_var(d);
+		live |= (d >> 63) << b;
+	}
 	live &= v->patterns;
 	if (!live)
 		return best;
-	gen = c->gen & 1;
-	for (__u32 i = 0; i < IC_DNS_RULES; i++) {
-		__u32 index = gen * IC_DNS_RULES + i;
-		struct ic_dns_rule *r = bpf_map_lookup_elem(&ic_dns_rules, &index);
-		__u32 slot;
-
-		if (!r || r->slot == 0)
-			break;
-		slot = r->slot;
-		if (slot >= best)
-			break;
-		if ((r->patterns & live) && ic_dns_candidate(c, slot))
-			return slot;
-	}
-	return best;
+	scan.live = live;
+	scan.gen = c->gen & 1;
+	bpf_loop(IC_DNS_RULES, ic_dns_rule_step, &scan, 0);
+	return scan.best;
 }
 
 /* Whether the caller connects to encrypted DNS: port 853, or port 443 of a known
  * DNS-over-HTTPS resolver. */
 static __always_inline int ic_dns_encrypted_to(struct ic_conn *c)
 {
+	/* Keys on this stack: older kernels take no map key from a global function's
+	 * memory argument (c). */
+	__u64 dst[2];
+
 	if (c->port == 853)
 		return 1;
-	return c->port == 443 && bpf_map_lookup_elem(&ic_dns_encrypted, c->dst);
+	if (c->port != 443)
+		return 0;
+	__builtin_memcpy(dst, c->dst64, 16);
+	return bpf_map_lookup_elem(&ic_dns_encrypted, dst) != NULL;
 }
 
 /* The feed (1-based) whose name resolved to the caller's destination, while its
  * answer's TTL lasts; else 0. */
 static __always_inline __u32 ic_dns_feed_denied(struct ic_conn *c)
 {
-	struct ic_dns_denial *d = bpf_map_lookup_elem(&ic_dns_denied, c->dst);
+	__u64 dst[2];
+	struct ic_dns_denial *d;
+
+	__builtin_memcpy(dst, c->dst64, 16);
+	d = bpf_map_lookup_elem(&ic_dns_denied, dst);
 
 	if (!d || d->expires <= ic_boot_sec())
 		return 0;

@@ -1002,7 +1002,7 @@ fn embed_agent_runs_under_its_sentinel_and_forwards_every_kind_of_event() {
     assert_eq!(
         out.status.code(),
         Some(7),
-        "curl could not connect: {out:?}"
+        "curl could not connect: {out:?}\nthe agent's log until it ran:\n{log}"
     );
 
     let policy_path = policy.display().to_string();
