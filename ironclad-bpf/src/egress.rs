@@ -683,6 +683,11 @@ impl EgressFirewall {
         let known = self.known_exes.clone();
         let domain_state = self.domains.clone();
         let exe_paths = self.object.map(names::egress::ic_dns_exe_paths)?.handle()?;
+        let seen_names = self
+            .object
+            .map(names::egress::ic_dns_seen_names)?
+            .handle()?;
+        let opened = self.object.map(names::egress::ic_dns_addrs)?.handle()?;
         let enrich = Box::new(move |event: &mut Event| {
             match event {
                 Event::Connect(d) => {
@@ -693,6 +698,9 @@ impl EgressFirewall {
                     }
                 }
                 Event::DnsPolicy(r) => {
+                    if r.what == "answer" {
+                        domains::remember_names(&seen_names, &opened, r);
+                    }
                     let state = locked(&domain_state);
                     r.patterns = state
                         .patterns()

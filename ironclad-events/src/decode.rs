@@ -248,6 +248,9 @@ pub struct DnsPolicyRecord {
     pub address_count: u16,
     /// The smallest TTL among them, seconds (capped by `dns.max_ttl_seconds`).
     pub ttl: u32,
+    /// The executable the addresses were opened for, as the kernel identifies it.
+    #[serde(skip)]
+    pub scope: ironclad_core::abi::ProcExe,
 }
 
 /// A DNS packet a process sent or received (UDP or TCP port 53).
@@ -988,6 +991,7 @@ fn decode_dns_policy(record: &[u8]) -> Result<Event, DecodeError> {
             .collect(),
         address_count: e.naddrs,
         ttl: e.ttl,
+        scope: e.exe,
     }))
 }
 

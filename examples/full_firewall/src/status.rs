@@ -132,6 +132,7 @@ pub(crate) fn domains_json(status: &ironclad_bpf::egress::DomainStatus) -> serde
         "patterns": status.patterns.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "opened": status.opened.iter().map(|o| serde_json::json!({
             "address": o.addr.to_string(),
+            "name": o.name,
             "exe": o.exe_path,
             "exe_id": format!("{}:{}", o.exe.dev, o.exe.ino),
             "patterns": o.patterns.iter().map(|(p, left)| serde_json::json!({
@@ -246,8 +247,13 @@ pub(crate) fn status(pin_root: &Path, run_dir: &Path, json: bool) -> Result<Exit
                     .exe_path
                     .clone()
                     .unwrap_or_else(|| format!("exe {}:{}", o.exe.dev, o.exe.ino));
+                let name = o.name.as_deref().unwrap_or("-");
                 for (p, left) in &o.patterns {
-                    println!("  {:<40} {p:<30} {who} ({}s left)", o.addr, left.as_secs());
+                    println!(
+                        "  {name:<40} {:<40} {p:<30} {who} ({}s left)",
+                        o.addr,
+                        left.as_secs()
+                    );
                 }
             }
             for den in &d.denied {

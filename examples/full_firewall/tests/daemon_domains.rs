@@ -118,17 +118,30 @@ fn the_daemon_enforces_names_and_feeds_and_shows_the_live_table() {
         "a feed's name"
     );
 
-    let status = Command::new(BIN)
-        .args(["status", "--json", "--pin-dir"])
-        .arg(pins.path())
-        .output()
-        .expect("status");
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    // The name comes from the answer event, which the daemon's reader reads within
+    // 100 ms (the kernel does not wake it for each answer).
+    let mut status = serde_json::Value::Null;
+    for _ in 0..50 {
+        let out = Command::new(BIN)
+            .args(["status", "--json", "--pin-dir"])
+            .arg(pins.path())
+            .output()
+            .expect("status");
+        status = serde_json::from_slice(&out.stdout).expect("status JSON");
+        let named = status["egress"]["domains"]["opened"]
+            .as_array()
+            .is_some_and(|o| o.iter().any(|o| o["name"] == "api.good.test"));
+        if named {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let domains = &status["egress"]["domains"];
     assert_eq!(domains["active"], true, "{status}");
     let opened = domains["opened"].as_array().expect("opened");
     assert!(
         opened.iter().any(|o| o["address"] == good.to_string()
+            && o["name"] == "api.good.test"
             && o["exe"] == "/usr/bin/curl"
             && o["patterns"][0]["pattern"] == "*.good.test"
             && o["patterns"][0]["expires_in_seconds"]
@@ -150,6 +163,10 @@ fn the_daemon_enforces_names_and_feeds_and_shows_the_live_table() {
         .expect("status");
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("egress by name: *.good.test"), "{text}");
+    assert!(
+        text.contains("api.good.test"),
+        "the name beside its address: {text}"
+    );
     assert!(text.contains("DENIED by feed malware"), "{text}");
 
     let log = daemon.log();

@@ -430,6 +430,9 @@ pub struct OpenedAddress {
     pub exe: ProcExe,
     /// Its path, when known.
     pub exe_path: Option<String>,
+    /// The name the answer that opened it asked for (from the answer events, while a
+    /// reader runs; `None` when none was read).
+    pub name: Option<String>,
     /// The patterns it is open for, each with the time left.
     pub patterns: Vec<(DomainPattern, Duration)>,
 }
@@ -573,6 +576,7 @@ pub(crate) fn status(
             .unwrap_or_else(|| format!("feed{id}"))
     };
     let addrs = open(names::egress::ic_dns_addrs)?;
+    let seen = open(names::egress::ic_dns_seen_names).ok();
     let mut opened = Vec::new();
     for k in addrs.keys() {
         let (Some(key), Some(v)) = (
@@ -592,10 +596,16 @@ pub(crate) fn status(
         if patterns.is_empty() {
             continue;
         }
+        let name = seen
+            .as_ref()
+            .and_then(|m| m.lookup(&k, MapFlags::ANY).ok().flatten())
+            .and_then(|b| DnsLabel::from_bytes(&b))
+            .and_then(|l| l.text());
         opened.push(OpenedAddress {
             addr: unmapped(key.addr),
             exe: key.exe,
             exe_path: path_of(&key.exe),
+            name,
             patterns,
         });
     }
@@ -657,6 +667,38 @@ pub(crate) fn status(
         totals,
         feeds,
     })
+}
+
+/// Remembers the name an answer event was for, for each of its addresses (the status's
+/// name -> addresses table). When the table is full, entries whose address is no longer
+/// open go first.
+pub(crate) fn remember_names(
+    seen: &MapHandle,
+    opened: &MapHandle,
+    r: &ironclad_events::DnsPolicyRecord,
+) {
+    let label = DnsLabel::new(&r.name, false).to_bytes();
+    for addr in &r.addresses {
+        let key = DnsAddrKey {
+            exe: r.scope,
+            addr: match addr {
+                IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+                IpAddr::V6(a) => a.octets(),
+            },
+        }
+        .to_bytes();
+        if seen.update(&key, &label, MapFlags::ANY).is_ok() {
+            continue;
+        }
+        let stale: Vec<Vec<u8>> = seen
+            .keys()
+            .filter(|k| opened.lookup(k, MapFlags::ANY).ok().flatten().is_none())
+            .collect();
+        for k in &stale {
+            let _ = seen.delete(k);
+        }
+        let _ = seen.update(&key, &label, MapFlags::ANY);
+    }
 }
 
 /// The executables of live processes by kernel identity (from `/proc/*/exe`), for
