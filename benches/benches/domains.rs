@@ -31,16 +31,18 @@
 //! default).
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+#[path = "support/egress_cgroup.rs"]
+mod egress_cgroup;
+
 use criterion::{criterion_group, criterion_main, Criterion};
+use egress_cgroup::{apply, enter, leave};
 use ironclad_benches::figures::{record, Unit};
 use ironclad_bpf::{EgressFirewall, Loader};
 use ironclad_events::{Fanout, Overflow};
-use ironclad_policy::config::compile_str;
 use ironclad_testing::{BpffsDir, TestCgroup};
 
 const RESOLVER: &str = "127.0.0.153:53";
@@ -97,27 +99,6 @@ fn responder(stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
             let _ = socket.send_to(&r, peer);
         }
     })
-}
-
-fn enter(cgroup: &Path) {
-    std::fs::write(cgroup.join("cgroup.procs"), std::process::id().to_string())
-        .unwrap_or_else(|e| panic!("moving the benchmark into {}: {e}", cgroup.display()));
-}
-
-fn leave() {
-    if let Ok(root) = ironclad_core::identity::cgroup2_root() {
-        let _ = std::fs::write(root.join("cgroup.procs"), std::process::id().to_string());
-    }
-}
-
-fn apply(firewall: &EgressFirewall, yaml: &str) {
-    let compiled = compile_str(yaml, Path::new("bench.yaml"))
-        .unwrap_or_else(|e| panic!("{e}"))
-        .egress
-        .unwrap_or_else(|| panic!("egress section"));
-    firewall
-        .replace(&compiled)
-        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// One query and its answer on `socket` (connected to the responder); ns each, over

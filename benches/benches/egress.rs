@@ -32,13 +32,15 @@
 //! attached does not time the bare call while another cgroup has a program.
 
 use std::net::UdpSocket;
-use std::path::Path;
 use std::time::Instant;
 
+#[path = "support/egress_cgroup.rs"]
+mod egress_cgroup;
+
 use criterion::{criterion_group, criterion_main, Criterion};
+use egress_cgroup::{apply, enter, leave};
 use ironclad_benches::figures::{record, Unit};
 use ironclad_bpf::{EgressFirewall, Loader};
-use ironclad_policy::config::compile_str;
 use ironclad_testing::{BpffsDir, TestCgroup};
 
 fn policy(other_uids: u32) -> String {
@@ -114,31 +116,6 @@ fn cases() -> Vec<(&'static str, String)> {
         ("scattered_10000", scattered(10_000)),
         ("named_10000", named(10_000)),
     ]
-}
-
-/// Moves this process into `cgroup` (its sockets created from now on run that cgroup's
-/// hooks).
-fn enter(cgroup: &Path) {
-    std::fs::write(cgroup.join("cgroup.procs"), std::process::id().to_string())
-        .unwrap_or_else(|e| panic!("moving the benchmark into {}: {e}", cgroup.display()));
-}
-
-/// Back to the root cgroup, so the test cgroups can be removed.
-fn leave() {
-    if let Ok(root) = ironclad_core::identity::cgroup2_root() {
-        let _ = std::fs::write(root.join("cgroup.procs"), std::process::id().to_string());
-    }
-}
-
-/// Compiles `yaml` and makes it the firewall's live policy.
-fn apply(firewall: &EgressFirewall, yaml: &str) {
-    let compiled = compile_str(yaml, Path::new("bench.yaml"))
-        .unwrap_or_else(|e| panic!("{e}"))
-        .egress
-        .unwrap_or_else(|| panic!("egress section"));
-    firewall
-        .replace(&compiled)
-        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// The `connect()` calls the firewall has allowed so far (every timed one must be, or

@@ -18,6 +18,22 @@ use crate::{run, NetNs, TestCgroup, VethPair};
 /// The port every server of the lab listens on.
 pub const HTTP_PORT: u16 = 8080;
 
+/// Whether a DNS server at `addr` answers (a query for `ready.invalid` gets a reply).
+fn answers(addr: &str) -> bool {
+    Command::new("dig")
+        .args([
+            "+short",
+            "+time=1",
+            "+tries=1",
+            &format!("@{addr}"),
+            "ready.invalid",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// A resolver and servers in a namespace.
 #[derive(Debug)]
 pub struct DnsLab {
@@ -125,18 +141,7 @@ impl DnsLab {
     fn wait_ready(&self) -> io::Result<()> {
         let n = self.subnet;
         for _ in 0..100 {
-            let dns = Command::new("dig")
-                .args([
-                    "+short",
-                    "+time=1",
-                    "+tries=1",
-                    &format!("@10.218.{n}.2"),
-                    "ready.invalid",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
+            let dns = answers(&format!("10.218.{n}.2"));
             let http = std::net::TcpStream::connect_timeout(
                 &std::net::SocketAddr::from(([10, 218, n, 10], HTTP_PORT)),
                 std::time::Duration::from_millis(200),
@@ -273,18 +278,7 @@ impl DnsLab {
             format!("nameserver {addr}\noptions timeout:2 attempts:2\n"),
         )?;
         for _ in 0..100 {
-            let ok = Command::new("dig")
-                .args([
-                    "+short",
-                    "+time=1",
-                    "+tries=1",
-                    &format!("@{addr}"),
-                    "ready.invalid",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
+            let ok = answers(addr);
             if ok {
                 return Ok((child, resolv));
             }
