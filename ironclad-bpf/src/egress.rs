@@ -67,11 +67,24 @@ const HOOKS: &[&str] = &[
     names::egress::ic_connect6,
     names::egress::ic_sendmsg4,
     names::egress::ic_sendmsg6,
-    // DNS of the sockets the four above mark (domain rules and feeds); they pass every
-    // other packet at once.
-    names::egress::ic_dns_out,
-    names::egress::ic_dns_in,
 ];
+
+/// The DNS of the sockets the hooks mark (rules by name, domain feeds): attached to the
+/// hooks' cgroups only while the live policy uses names, since they run on every packet
+/// of the cgroup's sockets.
+const DNS_HOOKS: &[&str] = &[names::egress::ic_dns_out, names::egress::ic_dns_in];
+
+/// The DNS programs' links on one cgroup, by program name (empty: not attached).
+type DnsLinks = Vec<(&'static str, Link)>;
+
+/// The DNS programs' links, per cgroup the hooks were attached to.
+#[derive(Debug, Default)]
+struct DnsHooks {
+    /// Each cgroup (and whether its hooks are pinned), with its DNS links when attached.
+    cgroups: Vec<(PathBuf, bool, DnsLinks)>,
+    /// The live policy uses names.
+    wanted: bool,
+}
 const TRACEPOINTS: &[&str] = crate::procs::TRACEPOINTS;
 
 /// Executable paths, from /proc at load and from every policy since; shared with the
@@ -108,6 +121,8 @@ pub struct EgressFirewall {
     edit: Mutex<()>,
     /// The domain policy's user space state (hash key, pattern bits, name table).
     domains: Arc<Mutex<domains::DomainState>>,
+    /// The DNS programs' links.
+    dns_hooks: Mutex<DnsHooks>,
 }
 
 /// What [`EgressFirewall::replace`] made live.
@@ -213,6 +228,7 @@ impl EgressFirewall {
             known_exes: Arc::new(Mutex::new(known)),
             edit: Mutex::new(()),
             domains: Arc::new(Mutex::new(domains::DomainState::default())),
+            dns_hooks: Mutex::new(DnsHooks::default()),
         })
     }
 
@@ -465,6 +481,11 @@ impl EgressFirewall {
         self.object
             .map(names::egress::ic_egress_config)?
             .update(&0u32.to_ne_bytes(), &config.to_bytes())?;
+        {
+            let mut hooks = locked(&self.dns_hooks);
+            hooks.wanted = domains_live;
+            self.sync_dns_hooks(&mut hooks)?;
+        }
         let mut known = locked(&self.known_exes);
         let exe_paths = self.object.map(names::egress::ic_dns_exe_paths)?;
         for (id, path) in &policy.executables {
@@ -479,9 +500,10 @@ impl EgressFirewall {
         })
     }
 
-    /// Attaches the six hooks (connect4/6, sendmsg4/6, and the DNS programs on
-    /// cgroup_skb egress and ingress) to the cgroup v2 directory `cgroup` (and so to every
-    /// process in it and below). Detached when the returned handle is dropped.
+    /// Attaches the four hooks to the cgroup v2 directory `cgroup` (and so to every
+    /// process in it and below). Detached when the returned handle is dropped. While the
+    /// live policy has rules by name or domain feeds, the DNS programs (cgroup_skb
+    /// egress and ingress) are attached there too, held by the firewall.
     pub fn attach(&self, cgroup: &Path) -> Result<CgroupAttachment> {
         let dir = std::fs::File::open(cgroup).map_err(|source| BpfError::Io {
             path: cgroup.to_path_buf(),
@@ -504,11 +526,108 @@ impl EgressFirewall {
             })?;
             links.push((*name, link));
         }
-        Ok(CgroupAttachment {
+        let attachment = CgroupAttachment {
             links,
             cgroup: cgroup.to_path_buf(),
             log: self.object.audit_log().clone(),
-        })
+        };
+        self.add_dns_cgroup(cgroup, false)?;
+        Ok(attachment)
+    }
+
+    /// Records `cgroup` as one the hooks are on and attaches the DNS programs there when
+    /// the live policy uses names.
+    fn add_dns_cgroup(&self, cgroup: &Path, pinned: bool) -> Result<()> {
+        let mut hooks = locked(&self.dns_hooks);
+        match hooks.cgroups.iter_mut().find(|(c, _, _)| c == cgroup) {
+            Some(entry) => entry.1 |= pinned,
+            None => hooks
+                .cgroups
+                .push((cgroup.to_path_buf(), pinned, Vec::new())),
+        }
+        self.sync_dns_hooks(&mut hooks)
+    }
+
+    /// Attaches the DNS programs to every recorded cgroup when names are used (adopting
+    /// pinned links of an earlier run, pinning them with pinned hooks), detaches them
+    /// (and removes their pins) when not.
+    fn sync_dns_hooks(&self, hooks: &mut DnsHooks) -> Result<()> {
+        let wanted = hooks.wanted;
+        let pin_dir = self.object.pin_dir().to_path_buf();
+        for (cgroup, pinned, links) in &mut hooks.cgroups {
+            if wanted && links.is_empty() {
+                let dir = std::fs::File::open(&*cgroup).map_err(|source| BpfError::Io {
+                    path: cgroup.clone(),
+                    source,
+                })?;
+                for name in DNS_HOOKS {
+                    let pin = pin_dir.join(format!("link_{name}"));
+                    let prog = self.object.program(name)?;
+                    let link = if *pinned && pin.exists() {
+                        let mut link = Link::open(&pin).map_err(|e| BpfError::Pin {
+                            what: format!("link {name}"),
+                            path: pin.clone(),
+                            reason: e.to_string(),
+                            source: Some(e.into()),
+                        })?;
+                        link.update_prog(&prog).map_err(|e| BpfError::Pin {
+                            what: format!("link {name}"),
+                            path: pin.clone(),
+                            reason: format!("cannot swap the program into it: {e}"),
+                            source: Some(e.into()),
+                        })?;
+                        link
+                    } else {
+                        let result = prog.attach_cgroup(dir.as_raw_fd());
+                        self.object.audit_log().result(
+                            crate::auditlog::AuditAction::Attach,
+                            Self::OBJECT,
+                            &format!("{name} on {}", cgroup.display()),
+                            "rules by name are live",
+                            &result,
+                        );
+                        result.map_err(|source| BpfError::Attach {
+                            program: (*name).to_string(),
+                            target: format!("cgroup {}", cgroup.display()),
+                            source: source.into(),
+                        })?
+                    };
+                    links.push((*name, link));
+                }
+            }
+            if wanted && *pinned {
+                // Attached before the hooks were pinned (attach_pinned attaches, then
+                // pins): pinned now.
+                for (name, link) in links.iter_mut() {
+                    pin_link(&pin_dir, name, link)?;
+                }
+            } else if !wanted {
+                for (name, mut link) in links.drain(..) {
+                    if link.pin_path().is_some() {
+                        let _ = link.unpin();
+                    }
+                    let result = link.detach();
+                    self.object.audit_log().result(
+                        crate::auditlog::AuditAction::Detach,
+                        Self::OBJECT,
+                        &format!("{name} on {}", cgroup.display()),
+                        "no rule by name",
+                        &result,
+                    );
+                }
+                if *pinned {
+                    // Pins of an earlier run's DNS links, when this run never held them.
+                    for name in DNS_HOOKS {
+                        let pin = pin_dir.join(format!("link_{name}"));
+                        if let Ok(mut link) = Link::open(&pin) {
+                            let _ = link.unpin();
+                            let _ = link.detach();
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Attaches like [`attach`](Self::attach) and pins the links under the pin
@@ -563,6 +682,7 @@ impl EgressFirewall {
         for (name, link) in &mut attachment.links {
             pin_link(&dir, name, link)?;
         }
+        self.add_dns_cgroup(cgroup, true)?;
         Ok(attachment)
     }
 

@@ -842,12 +842,12 @@ fn the_attachment_is_a_handle_dropped_or_detached_like_the_shields() {
     let pins = pinned.pin_paths();
     assert_eq!(
         pins.len(),
-        6,
-        "connect4/6, sendmsg4/6, and the DNS programs (cgroup_skb egress and ingress): {pins:?}"
+        4,
+        "connect4/6, sendmsg4/6 (the DNS programs only with rules by name): {pins:?}"
     );
     assert!(pins.iter().all(|p| p.exists()), "{pins:?}");
     let ids = pinned.link_ids().expect("link ids");
-    assert_eq!(ids.len(), 6);
+    assert_eq!(ids.len(), 4);
     for id in &ids {
         let link = bpftool(&["link", "show", "id", &id.to_string()]).expect("bpftool");
         assert_eq!(link["type"], "cgroup", "{link}");

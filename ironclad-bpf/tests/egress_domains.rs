@@ -79,6 +79,11 @@ impl Lab {
     }
 }
 
+/// The names of the programs attached to `cgroup`, as `bpftool cgroup show` lists them.
+fn attached(cgroup: &TestCgroup) -> Vec<String> {
+    ironclad_testing::cgroup_programs(cgroup.path()).expect("bpftool")
+}
+
 fn url(host: &str) -> String {
     format!("http://{host}:{HTTP_PORT}/")
 }
@@ -117,6 +122,26 @@ fn curl_reaches_a_name_its_rule_allows_not_the_address_alone_and_ttl_expiry_clos
     // By name: the answer opens it, for curl, before curl connects.
     assert_eq!(lab.curl(&["-4"], &url("allowed.test")), 0, "by name");
     assert_eq!(lab.curl(&["-6"], &url("allowed.test")), 0, "by name, AAAA");
+    // The resolver asked over IPv6 too (the query and answer on an IPv6 socket).
+    let resolv6 = lab.dns.path("resolv6.conf");
+    std::fs::write(&resolv6, format!("nameserver {}\n", lab.dns.resolver6())).expect("resolv");
+    let answered = lab.total(DnsTotal::Responses);
+    let over6 = lab
+        .dns
+        .client_with(&lab.cgroup, &resolv6, CURL)
+        .args(["-s", "-o", "/dev/null", "--max-time", "5", "-4"])
+        .arg(url("allowed.test"))
+        .output()
+        .expect("curl");
+    assert_eq!(
+        over6.status.code(),
+        Some(0),
+        "resolved over IPv6: {over6:?}"
+    );
+    assert!(
+        lab.total(DnsTotal::Responses) > answered,
+        "the answer over IPv6 was read"
+    );
     // Open for curl by address now, until the TTL (2 s) and grace (0) pass.
     assert_eq!(lab.curl(&[], &ip_url(v4)), 0, "open after the answer");
     let status = lab.firewall.domain_status().expect("status");
@@ -510,8 +535,15 @@ fn a_reload_keeps_what_stays_and_closes_what_a_removed_pattern_opened() {
     let status = lab.firewall.domain_status().expect("status");
     assert_eq!(status.opened.len(), 1, "{status:?}");
     assert_eq!(status.opened[0].patterns[0].0.to_string(), "keep.test");
-    // No domain rules: nothing is read, nothing stays open.
+    // No domain rules: nothing is read, nothing stays open, and the DNS programs are
+    // not attached (they would run on every packet of the cgroup).
+    assert!(attached(&lab.cgroup).contains(&"ic_dns_in".to_string()));
     lab.apply("");
+    assert_eq!(
+        attached(&lab.cgroup),
+        ["ic_connect4", "ic_connect6", "ic_sendmsg4", "ic_sendmsg6"],
+        "only the four hooks without names"
+    );
     // A socket connected to the resolver now is not marked; once rules by name are
     // back, its answers are counted as untracked and open nothing.
     let python = ironclad_testing::python_interpreter().expect("python");
@@ -532,6 +564,18 @@ fn a_reload_keeps_what_stays_and_closes_what_a_removed_pattern_opened() {
     std::io::BufRead::read_line(&mut out, &mut line).expect("connected");
     assert_eq!(line.trim(), "connected");
     lab.apply(&both);
+    assert_eq!(
+        attached(&lab.cgroup),
+        [
+            "ic_connect4",
+            "ic_connect6",
+            "ic_dns_in",
+            "ic_dns_out",
+            "ic_sendmsg4",
+            "ic_sendmsg6"
+        ],
+        "the DNS programs back with names"
+    );
     let before = lab.total(DnsTotal::Untracked);
     std::io::Write::write_all(early.stdin.as_mut().expect("stdin"), b"go\n").expect("go");
     let mut answered = String::new();

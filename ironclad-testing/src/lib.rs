@@ -137,6 +137,30 @@ pub fn bpftool(args: &[&str]) -> io::Result<serde_json::Value> {
     serde_json::from_slice(&out.stdout).map_err(io::Error::other)
 }
 
+/// The names of the BPF programs attached to the cgroup at `path`, sorted
+/// (`bpftool cgroup show`, which prints nothing at all when none is).
+pub fn cgroup_programs(path: &Path) -> io::Result<Vec<String>> {
+    let out = run(
+        "bpftool",
+        &["-j", "cgroup", "show", &path.display().to_string()],
+    )?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let shown: serde_json::Value = serde_json::from_str(&text).map_err(io::Error::other)?;
+    let mut names: Vec<String> = shown
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    Ok(names)
+}
+
 /// A network namespace, deleted on drop.
 #[derive(Debug)]
 pub struct NetNs {

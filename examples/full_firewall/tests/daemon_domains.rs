@@ -238,4 +238,44 @@ fn the_daemon_enforces_names_and_feeds_and_shows_the_live_table() {
     );
     daemon.signal("TERM");
     let _ = daemon.wait();
+
+    // Without --detach-on-exit the enforcement outlives the daemon, the DNS programs
+    // included; the next start adopts their pinned links.
+    std::fs::write(&config, policy("*.good.test")).expect("policy");
+    let programs = || ironclad_testing::cgroup_programs(cgroup.path()).expect("bpftool");
+    assert!(programs().is_empty(), "detached on exit: {:?}", programs());
+    let staying: Vec<String> = args
+        .iter()
+        .filter(|a| *a != "--detach-on-exit")
+        .cloned()
+        .collect();
+    let mut daemon = Daemon::spawn(&staying);
+    daemon.wait_for("ready");
+    daemon.signal("TERM");
+    let _ = daemon.wait();
+    let all = [
+        "ic_connect4",
+        "ic_connect6",
+        "ic_dns_in",
+        "ic_dns_out",
+        "ic_sendmsg4",
+        "ic_sendmsg6",
+    ];
+    assert_eq!(programs(), all, "still attached with no daemon");
+    assert_eq!(
+        dns.curl(&cgroup, &[], &url("api.good.test")).expect("curl"),
+        0,
+        "names still work"
+    );
+    assert_eq!(
+        dns.curl(&cgroup, &[], &url("evil.test")).expect("curl"),
+        7,
+        "the feed still refuses"
+    );
+    let mut daemon = Daemon::spawn(&args);
+    daemon.wait_for("ready");
+    assert_eq!(programs(), all, "the pinned links adopted, not doubled");
+    daemon.signal("TERM");
+    let _ = daemon.wait();
+    assert!(programs().is_empty(), "detached on exit: {:?}", programs());
 }
