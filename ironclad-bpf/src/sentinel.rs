@@ -451,8 +451,9 @@ impl SentinelLsm {
     }
 
     /// The event ring buffer. `paths` names known inodes (kernel device, inode) so each
-    /// record carries the target's path; actors' executables are resolved from
-    /// `/proc/<pid>/exe` while the process lives.
+    /// record carries the target's path. An actor's executable is named from `paths`
+    /// when it is one of them (so a short-lived intruder running the agent's binary is
+    /// named after it exits), else from `/proc/<pid>/exe` while the process lives.
     pub fn event_source(&self, paths: HashMap<(u32, u64), PathBuf>) -> Result<EventSource> {
         let enrich = Box::new(move |event: &mut Event| {
             if let Event::Sentinel(r) = event {
@@ -464,9 +465,19 @@ impl SentinelLsm {
                             .get(&(r.parent_dev, r.parent_ino))
                             .map(|dir| Path::new(dir).join(&r.name).display().to_string())
                     });
-                r.actor.exe = std::fs::read_link(format!("/proc/{}/exe", r.actor.pid))
-                    .ok()
-                    .map(|p| p.display().to_string());
+                // An executable the Sentinel knows (the agent's own binary, run by
+                // an intruder) is named by its identity: the process may be gone
+                // before this record is read. Others are named from `/proc` while
+                // the process lives.
+                let a = &mut r.actor;
+                a.exe = paths
+                    .get(&(a.exe_dev, a.exe_ino))
+                    .map(|p| p.display().to_string())
+                    .or_else(|| {
+                        std::fs::read_link(format!("/proc/{}/exe", a.pid))
+                            .ok()
+                            .map(|p| p.display().to_string())
+                    });
             }
         });
         Ok(EventSource::new(
