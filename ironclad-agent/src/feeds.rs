@@ -51,6 +51,16 @@ impl FeedWatch {
         }
     }
 
+    /// Also watches `path` (a policy file, say) under `name`, checked at least every
+    /// `every`: [`changed`](Self::changed) reports `name` when it changes.
+    #[must_use]
+    pub fn with_file(mut self, name: impl Into<String>, path: &Path, every: Duration) -> Self {
+        self.every = Some(self.every.map_or(every, |e| e.min(every)));
+        self.files
+            .push((name.into(), path.to_path_buf(), file_stamp(path)));
+        self
+    }
+
     /// How many feed files are watched.
     pub fn len(&self) -> usize {
         self.files.len()

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! full_firewall check  --config FILE                    validate and compile only (JSON)
-//! full_firewall run    --config FILE [--iface IFACE]    enforce until SIGINT/SIGTERM;
+//! full_firewall run    --config FILE [--iface IFACE|auto]... enforce until SIGINT/SIGTERM;
 //!                      [--pin-dir DIR] [--dry-run]      SIGHUP reloads atomically
 //!                      [--detach-on-exit] [--audit-log FILE] [--events FILE|-]
 //! full_firewall status [--pin-dir DIR] [--json]         read the pinned maps
@@ -20,6 +20,7 @@
 #[cfg(feature = "demo")]
 mod demo;
 mod health;
+mod ifaces;
 mod logging;
 mod metrics;
 mod notify;

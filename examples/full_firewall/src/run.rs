@@ -43,6 +43,9 @@ use crate::rollout::{DAEMON, DEFAULT_RUN_DIR};
 /// in about 2 MiB; the kernel's ring buffers hold more behind it.
 const EVENTS_QUEUE: usize = 8192;
 
+/// What the watch calls the policy file (`--watch-config`).
+const POLICY_FILE: &str = "the policy file";
+
 /// Arguments of `run`.
 #[derive(clap::Args)]
 pub(crate) struct RunArgs {
@@ -60,9 +63,11 @@ pub(crate) struct RunArgs {
     /// Where the last accepted bundle's serial and the verified copy of the bundle live.
     #[arg(long, default_value = "/var/lib/ironclad")]
     state_dir: PathBuf,
-    /// Interface the Shield attaches to (needed when the policy has a `shield` section).
-    #[arg(long)]
-    iface: Option<String>,
+    /// An interface the Shield attaches to (needed when the policy has a `shield`
+    /// section). Repeat it for several, or give `auto`: the interfaces of the network
+    /// namespace's IPv4 and IPv6 default routes, found at start.
+    #[arg(long, value_name = "IFACE|auto")]
+    iface: Vec<String>,
     /// The pin root.
     #[arg(long, default_value = DEFAULT_PIN_ROOT)]
     pin_dir: PathBuf,
@@ -113,6 +118,12 @@ pub(crate) struct RunArgs {
     /// the start with a message naming it.
     #[arg(long)]
     replace_stale_pins: bool,
+    /// Reload when the policy file changes (checked this often, e.g. `2s`): a
+    /// ConfigMap update reaches the daemon without a restart, validated like SIGHUP (an
+    /// invalid file leaves the old rules in force). Feeds with `refresh` are watched
+    /// either way.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    watch_config: Option<Duration>,
     /// Exit with an error when a feature the policy configures cannot start, instead of
     /// running without it (failing open, not ready).
     #[arg(long)]
@@ -126,6 +137,15 @@ impl RunArgs {
             .as_deref()
             .or(self.config.as_deref())
             .unwrap_or(Path::new("(none)"))
+    }
+
+    /// The feed files to watch, and the policy file with `--watch-config`.
+    fn watch(&self, shield: Option<&ironclad_policy::shield::CompiledShield>) -> FeedWatch {
+        let feeds = FeedWatch::of(shield);
+        match (self.watch_config, &self.config) {
+            (Some(every), Some(config)) => feeds.with_file(POLICY_FILE, config, every),
+            _ => feeds,
+        }
     }
 
     fn accepted_path(&self) -> PathBuf {
@@ -391,9 +411,19 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    if config.shield.is_some() && args.iface.is_none() {
+    let ifaces = match crate::ifaces::resolve(&args.iface) {
+        Ok(ifaces) => ifaces,
+        Err(e) => {
+            error!("{e:#}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if config.shield.is_some() && ifaces.is_empty() {
         error!("the policy has a shield section: --iface is required");
         return Ok(ExitCode::from(2));
+    }
+    if args.iface.iter().any(|i| i == crate::ifaces::AUTO) {
+        info!("--iface auto: the Shield attaches to {}", ifaces.join(", "));
     }
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -454,7 +484,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         },
     };
     let mut settings = Settings::new(cgroup).require_all(args.require_all);
-    if let Some(iface) = &args.iface {
+    for iface in &ifaces {
         settings = settings.iface(iface);
     }
     // Every feature the policy configures; one that cannot start is down with its
@@ -473,7 +503,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     };
     let mut process_losses = (0u64, 0u64);
 
-    let mut feeds = FeedWatch::of(config.shield.as_ref());
+    let mut feeds = args.watch(config.shield.as_ref());
     // Fetched feeds are enforced from their cached copies already; downloads start now.
     let observer = metrics
         .clone()
@@ -550,10 +580,14 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             reload.store(true, Ordering::Relaxed);
         }
         if let Some(changed) = feeds.changed() {
-            info!(
-                "feed `{changed}` changed: reloading {}",
-                args.source().display()
-            );
+            if changed == POLICY_FILE {
+                info!("{} changed: reloading", args.source().display());
+            } else {
+                info!(
+                    "feed `{changed}` changed: reloading {}",
+                    args.source().display()
+                );
+            }
             reload.store(true, Ordering::Relaxed);
         }
         if let Some(outcome) = rollout.as_mut().and_then(ConfirmWindow::poll) {
@@ -633,7 +667,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                         );
                     }
                     if new_config.shield.is_some() {
-                        feeds = FeedWatch::of(new_config.shield.as_ref());
+                        feeds = args.watch(new_config.shield.as_ref());
                         fetcher.replace(new_config.shield.as_ref());
                     }
                     let applied = features.reload(&new_config);

@@ -1128,3 +1128,194 @@ fn a_feed_of_scattered_hosts_is_enforced_on_the_fast_path_and_updated_in_place()
     daemon.signal("TERM");
     let _ = daemon.wait();
 }
+
+/// `--iface` repeated: one Shield policy enforced on each interface; `--iface auto`:
+/// the interface of the network namespace's default route, found at start (a
+/// DaemonSet's nodes name their uplinks differently).
+#[test]
+fn the_shield_enforces_on_every_listed_interface_and_on_the_default_route_one() {
+    require_privileges!();
+    let a = Lab::new("ffifa", 52);
+    let b = Lab::new("ffifb", 53);
+    let policy = format!(
+        "shield:\n  deny: [{}, {}]\n  sample_rate: 1\n",
+        a.addr(3),
+        b.addr(3)
+    );
+    let config = a.write_config("policy.yaml", &policy);
+    let mut args = a.run_args(&config);
+    args.extend(["--iface".to_string(), b.veth.host().to_string()]);
+    let mut daemon = Daemon::spawn(&args);
+    daemon.wait_for("full_firewall: ready");
+    let on = format!("shield enforcing on {} (", a.veth.host());
+    assert!(daemon.log().contains(&on), "{}", daemon.log());
+    assert!(
+        daemon.log().contains(&format!(", {} (", b.veth.host())),
+        "{}",
+        daemon.log()
+    );
+    for lab in [&a, &b] {
+        assert_eq!(lab.ping(3, 2), 0, "denied source on {}", lab.veth.host());
+        assert_eq!(lab.ping(2, 2), 2, "other source on {}", lab.veth.host());
+    }
+    let links: Vec<String> = a.status()["links"]
+        .as_array()
+        .expect("links")
+        .iter()
+        .filter_map(|l| l.as_str().map(str::to_string))
+        .collect();
+    for lab in [&a, &b] {
+        assert!(
+            links
+                .iter()
+                .any(|l| l.ends_with(&format!("link_{}", lab.veth.host()))),
+            "{links:?}"
+        );
+    }
+    daemon.signal("TERM");
+    assert!(daemon.wait().success());
+    let detach = Command::new(BIN)
+        .args(["detach", "--pin-dir"])
+        .arg(a.pins.path())
+        .output()
+        .expect("detach");
+    assert!(detach.status.success(), "{detach:?}");
+    for lab in [&a, &b] {
+        assert_eq!(lab.ping(3, 1), 1, "detached from {}", lab.veth.host());
+    }
+
+    // `auto`, in b's namespace (entered with nsenter: only the network namespace
+    // changes, the pin root stays the host's): its default route leaves through the
+    // peer end, so the Shield goes there and filters what the host sends in.
+    let ns = b.ns.name();
+    let route = Command::new("ip")
+        .args(["-n", ns, "route", "add", "default", "via", &b.addr(1)])
+        .status()
+        .expect("ip route");
+    assert!(route.success());
+    let policy = format!("shield:\n  deny: [{}]\n", b.addr(1));
+    let config = b.write_config("auto.yaml", &policy);
+    let mut args = b.run_args(&config);
+    let iface = args.iter().position(|x| x == "--iface").expect("iface") + 1;
+    args[iface] = "auto".into();
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{ns}"))
+        .arg(BIN)
+        .args(&args);
+    let mut daemon = Daemon::spawn_command(cmd, false);
+    daemon.wait_for("full_firewall: ready");
+    assert!(
+        daemon.log().contains(&format!(
+            "--iface auto: the Shield attaches to {}",
+            b.veth.peer()
+        )),
+        "{}",
+        daemon.log()
+    );
+    let pings = |count: &str| {
+        Command::new("ping")
+            .args(["-q", "-n", "-c", count, "-i", "0.2", "-W", "1", &b.addr(2)])
+            .output()
+            .expect("ping")
+    };
+    let out = pings("2");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(" 0 received"),
+        "the host is denied in the namespace: {out:?}"
+    );
+    daemon.signal("TERM");
+    assert!(daemon.wait().success());
+    let detach = Command::new(BIN)
+        .args(["detach", "--pin-dir"])
+        .arg(b.pins.path())
+        .output()
+        .expect("detach");
+    assert!(detach.status.success(), "{detach:?}");
+    let out = pings("1");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(" 1 received"),
+        "detached: {out:?}"
+    );
+    // A namespace without a default route: `auto` is a clear error, nothing loads.
+    let del = Command::new("ip")
+        .args(["-n", ns, "route", "del", "default"])
+        .status()
+        .expect("ip route");
+    assert!(del.success());
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{ns}"))
+        .arg(BIN)
+        .args(&args);
+    let out = cmd.output().expect("run");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("--iface auto: this network namespace has no default route"),
+        "{out:?}"
+    );
+}
+
+/// Writes `text` as `policy.yaml` of a Kubernetes ConfigMap volume in `dir`, the way
+/// the kubelet updates one: a new timestamped directory, the `..data` symlink swapped
+/// to it by rename, `policy.yaml` a symlink through `..data`.
+fn configmap_update(dir: &Path, version: u32, text: &str) {
+    use std::os::unix::fs::symlink;
+    let data = dir.join(format!("..2026_11_27_{version}"));
+    std::fs::create_dir_all(&data).expect("data dir");
+    std::fs::write(data.join("policy.yaml"), text).expect("write policy");
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    symlink(data.file_name().expect("name"), &tmp).expect("symlink");
+    std::fs::rename(&tmp, dir.join("..data")).expect("swap ..data");
+    let link = dir.join("policy.yaml");
+    if link.symlink_metadata().is_err() {
+        symlink("..data/policy.yaml", &link).expect("policy link");
+    }
+    if version > 1 {
+        let _ = std::fs::remove_dir_all(dir.join(format!("..2026_11_27_{}", version - 1)));
+    }
+}
+
+/// `--watch-config`: a ConfigMap update (the kubelet's symlink swap) is applied without
+/// a signal or a restart; an invalid one is refused once and the rules stay.
+#[test]
+fn watch_config_applies_a_configmap_update_and_refuses_an_invalid_one() {
+    require_privileges!();
+    let lab = Lab::new("ffwatch", 54);
+    let cm = lab.dir.path().join("configmap");
+    configmap_update(&cm, 1, &lab.policy_denying(&[3]));
+    let mut args = lab.run_args(&cm.join("policy.yaml"));
+    args.extend(["--watch-config".to_string(), "200ms".to_string()]);
+    let mut daemon = Daemon::spawn(&args);
+    daemon.wait_for("full_firewall: ready");
+    assert_eq!(lab.ping(3, 1), 0);
+    assert_eq!(lab.ping(2, 1), 1);
+
+    configmap_update(&cm, 2, &lab.policy_denying(&[2, 3]));
+    daemon.wait_for("changed: reloading");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lab.ping(2, 1) != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "update not applied: {}",
+            daemon.log()
+        );
+    }
+    assert_eq!(lab.ping(3, 1), 0);
+
+    let reloads = daemon.log().matches("changed: reloading").count();
+    configmap_update(&cm, 3, "shield:\n  deny: [10.211.54.999]\n");
+    daemon.wait_for("reload refused");
+    assert_eq!(lab.ping(2, 1), 0, "the old rules stay");
+    // Refused once, not retried until the file changes again.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        daemon.log().matches("changed: reloading").count(),
+        reloads + 1,
+        "{}",
+        daemon.log()
+    );
+    assert!(daemon.log().contains("policy.yaml:2:"), "{}", daemon.log());
+    daemon.signal("TERM");
+    assert!(daemon.wait().success());
+}

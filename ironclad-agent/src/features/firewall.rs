@@ -32,9 +32,9 @@ struct Running {
     firewall: Firewall,
     attachments: Vec<FirewallAttachment>,
     syn: Vec<XdpAttachment>,
-    /// The interface the agent's Shield attaches to (`--iface`), whose XDP hook the
+    /// The interfaces the agent's Shield attaches to (`--iface`), whose XDP hooks the
     /// defence cannot share.
-    shield_iface: Option<String>,
+    shield_ifaces: Vec<String>,
     last_sweep: Instant,
 }
 
@@ -62,9 +62,23 @@ fn syn_settings(policy: &FirewallPolicy) -> SynFloodSettings {
         .unwrap_or_default()
 }
 
-/// The interface the Shield attaches to, when the policy runs it.
-fn shield_iface<'a>(start: &'a Start<'_>, config: &CompiledConfig) -> Option<&'a str> {
-    config.shield.as_ref().and(start.settings.interface())
+/// The interfaces the Shield attaches to, when the policy runs it.
+fn shield_ifaces<'a>(ifaces: &'a [String], config: &CompiledConfig) -> &'a [String] {
+    if config.shield.is_some() {
+        ifaces
+    } else {
+        &[]
+    }
+}
+
+/// The first interface both the Shield and the SYN-flood defence would hold.
+fn syn_conflict(
+    policy: &FirewallPolicy,
+    shield_ifaces: &[String],
+) -> Option<ironclad_policy::PolicyError> {
+    shield_ifaces
+        .iter()
+        .find_map(|i| policy.syn_flood_conflict(Some(i)))
 }
 
 /// Attaches the SYN-flood defence's XDP program to every interface of `policy` that
@@ -102,7 +116,8 @@ fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>>
     let Some(policy) = &config.firewall else {
         return Err(AgentError::NotConfigured { feature: KIND.name });
     };
-    if let Some(conflict) = policy.syn_flood_conflict(shield_iface(start, config)) {
+    if let Some(conflict) = syn_conflict(policy, shield_ifaces(start.settings.interfaces(), config))
+    {
         return Err(AgentError::Conflict {
             feature: KIND.name,
             source: Box::new(conflict),
@@ -158,7 +173,7 @@ fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>>
         firewall,
         attachments,
         syn,
-        shield_iface: start.settings.interface().map(str::to_string),
+        shield_ifaces: start.settings.interfaces().to_vec(),
         last_sweep: Instant::now(),
     }))
 }
@@ -295,8 +310,7 @@ impl Feature for Running {
                     .to_string(),
             ));
         };
-        let shield = config.shield.as_ref().and(self.shield_iface.as_deref());
-        if let Some(conflict) = policy.syn_flood_conflict(shield) {
+        if let Some(conflict) = syn_conflict(policy, shield_ifaces(&self.shield_ifaces, config)) {
             return Err(AgentError::Conflict {
                 feature: KIND.name,
                 source: Box::new(conflict),

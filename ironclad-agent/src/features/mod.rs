@@ -178,7 +178,7 @@ pub struct Start<'a> {
 /// Where an agent's features attach, and how strict the start is.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    iface: Option<String>,
+    ifaces: Vec<String>,
     cgroup: PathBuf,
     require_all: bool,
 }
@@ -188,17 +188,20 @@ impl Settings {
     /// telemetry; the cgroup v2 root covers every process on the host).
     pub fn new(cgroup: impl Into<PathBuf>) -> Self {
         Self {
-            iface: None,
+            ifaces: Vec::new(),
             cgroup: cgroup.into(),
             require_all: false,
         }
     }
 
-    /// The interface the Shield attaches to (a policy with a `shield` section needs
-    /// one).
+    /// An interface the Shield attaches to (a policy with a `shield` section needs
+    /// one). Called again, it adds another: the Shield enforces one policy on each.
     #[must_use]
     pub fn iface(mut self, iface: impl Into<String>) -> Self {
-        self.iface = Some(iface.into());
+        let iface = iface.into();
+        if !self.ifaces.contains(&iface) {
+            self.ifaces.push(iface);
+        }
         self
     }
 
@@ -211,9 +214,14 @@ impl Settings {
         self
     }
 
-    /// The interface, if one was given.
+    /// The first interface, if one was given.
     pub fn interface(&self) -> Option<&str> {
-        self.iface.as_deref()
+        self.ifaces.first().map(String::as_str)
+    }
+
+    /// Every interface the Shield attaches to, in the order given.
+    pub fn interfaces(&self) -> &[String] {
+        &self.ifaces
     }
 
     /// The cgroup v2 directory.

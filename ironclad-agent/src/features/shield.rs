@@ -15,36 +15,46 @@ pub(super) const KIND: Kind = Kind {
     with_the_agent_only: false,
 };
 
-/// The running Shield: the object and its attachment.
+/// The running Shield: the object and its attachment on each interface.
 struct Running {
     shield: Shield,
-    attachment: XdpAttachment,
-    iface: String,
+    attachments: Vec<XdpAttachment>,
 }
 
 fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>> {
     let Some(policy) = &config.shield else {
         return Err(AgentError::NotConfigured { feature: "shield" });
     };
-    let Some(iface) = start.settings.interface() else {
+    let ifaces = start.settings.interfaces();
+    if ifaces.is_empty() {
         return Err(AgentError::NoInterface);
-    };
-    let started = (|| {
-        let shield = Shield::load(start.loader)?;
-        let report = shield.replace(policy)?;
-        let attachment = shield.attach_pinned(iface)?;
-        Ok((shield, report, attachment))
-    })();
-    let (shield, report, attachment) = started.map_err(|e| match e {
-        e @ ironclad_bpf::BpfError::StalePin { .. } => AgentError::bpf(KIND.name)(e),
-        e => AgentError::Unfiltered {
-            iface: iface.to_string(),
-            source: Box::new(e),
-        },
-    })?;
+    }
+    fn unfiltered(iface: &str) -> impl FnOnce(ironclad_bpf::BpfError) -> AgentError + '_ {
+        move |e| match e {
+            e @ ironclad_bpf::BpfError::StalePin { .. } => AgentError::bpf(KIND.name)(e),
+            e => AgentError::Unfiltered {
+                iface: iface.to_string(),
+                source: Box::new(e),
+            },
+        }
+    }
+    let first = ifaces[0].as_str();
+    let shield = Shield::load(start.loader).map_err(unfiltered(first))?;
+    let report = shield.replace(policy).map_err(unfiltered(first))?;
+    // One program and one set of maps; a link on each interface. An interface that
+    // cannot be attached stops the start: the Shield is down naming it, and the links
+    // made before it stay pinned (they enforce the policy; the next start adopts them).
+    let mut attachments = Vec::with_capacity(ifaces.len());
+    for iface in ifaces {
+        attachments.push(shield.attach_pinned(iface).map_err(unfiltered(iface))?);
+    }
+    let modes: Vec<String> = attachments
+        .iter()
+        .map(|a| format!("{} ({})", a.iface(), a.mode().name()))
+        .collect();
     info!(
-        "shield enforcing on {iface} ({} mode, {}): {} rules ({} added, {} kept, {} removed), {} management prefixes, IPv4 via the {} path, IPv6 via the {} path",
-        attachment.mode().name(),
+        "shield enforcing on {} ({}): {} rules ({} added, {} kept, {} removed), {} management prefixes, IPv4 via the {} path, IPv6 via the {} path",
+        modes.join(", "),
         if policy.mode == Mode::DryRun { "dry-run" } else { "enforce" },
         policy.rules.len() + policy.sets.len(),
         report.added,
@@ -56,8 +66,7 @@ fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>>
     );
     Ok(Box::new(Running {
         shield,
-        attachment,
-        iface: iface.to_string(),
+        attachments,
     }))
 }
 
@@ -80,7 +89,12 @@ impl Feature for Running {
             Ok(Mode::Enforce) => "enforce",
             Err(_) => "unknown mode",
         };
-        format!("XDP ({}) {mode}", self.attachment.mode().name())
+        let on: Vec<String> = self
+            .attachments
+            .iter()
+            .map(|a| format!("{} ({})", a.iface(), a.mode().name()))
+            .collect();
+        format!("XDP on {} {mode}", on.join(", "))
     }
 
     fn reload(&mut self, config: &CompiledConfig) -> Result<Reloaded> {
@@ -127,24 +141,29 @@ impl Feature for Running {
     fn stop(self: Box<Self>, loader: &Loader, detach: bool) -> Result<String> {
         let Running {
             shield,
-            attachment,
-            iface,
+            attachments,
         } = *self;
+        let ifaces: Vec<String> = attachments.iter().map(|a| a.iface().to_string()).collect();
         if detach {
-            attachment.detach().map_err(AgentError::bpf(KIND.name))?;
+            for attachment in attachments {
+                attachment.detach().map_err(AgentError::bpf(KIND.name))?;
+            }
             drop(shield);
             let removed = loader
                 .remove_pins(Shield::OBJECT)
                 .map_err(AgentError::bpf(KIND.name))?;
             Ok(format!(
-                "shield detached from {iface}; {removed} pins removed"
+                "shield detached from {}; {removed} pins removed",
+                ifaces.join(", ")
             ))
         } else {
+            let pins: Vec<String> = attachments
+                .iter()
+                .filter_map(|a| a.pin_path().map(|p| p.display().to_string()))
+                .collect();
             Ok(format!(
                 "stopping; enforcement stays pinned at {}",
-                attachment
-                    .pin_path()
-                    .map_or_else(String::new, |p| p.display().to_string())
+                pins.join(", ")
             ))
         }
     }
