@@ -145,14 +145,67 @@ check_deploy() {
         python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target "$tools" kubernetes-validate==1.37.0
     fi
     PYTHONPATH="$tools" python3 -m kubernetes_validate --strict -k 1.31.0 examples/deploy/kubernetes/ironclad.yaml
-    PYTHONPATH="$tools" python3 - examples/deploy/kubernetes/ironclad.yaml "$tmp/policy.yaml" <<'PY'
-import sys, yaml
-docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d.get("kind") == "ConfigMap"]
-open(sys.argv[2], "w").write(docs[0]["data"]["policy.yaml"])
-PY
+    PYTHONPATH="$tools" python3 examples/deploy/check/manifest.py examples/deploy/kubernetes "$tmp"
     target/release/full_firewall check --config "$tmp/policy.yaml"
+    check_daemonset_command "$tmp"
     check_unit_sandbox "$tmp/ironclad.service"
     rm -rf "$tmp"
+}
+
+# The DaemonSet's container command line as the kubelet runs it (its paths mapped into
+# a temporary directory, $(NODE_IP) the address of a network namespace whose default
+# route leaves through a veth, as a node's does): --iface=auto must find that veth, the
+# ConfigMap's policy drop a denied source there, and the probes' endpoints answer on
+# the metrics address: /healthz and /readyz 200, /metrics the daemon's series.
+check_daemonset_command() {
+    local tmp=$1 ns=ic-kube-$$ bin=$PWD/target/release/full_firewall pid received fail=""
+    local node=10.252.0.2
+    ip netns add "$ns"
+    ip link add ickube0 type veth peer name ickube1 netns "$ns"
+    # 203.0.113.7: a source in the range the ConfigMap's policy denies.
+    ip addr add 10.252.0.1/24 dev ickube0 && ip addr add 203.0.113.7/32 dev ickube0
+    ip link set ickube0 up
+    ip -n "$ns" addr add "$node/24" dev ickube1 && ip -n "$ns" link set ickube1 up
+    ip -n "$ns" link set lo up
+    ip -n "$ns" route add default via 10.252.0.1
+    mkdir -p "$tmp/kube/log" "$tmp/kube/run"
+    local args=()
+    mapfile -t args < <(python3 - "$tmp/args.json" "$bin" "$tmp" "$node" <<'PY'
+import json, sys
+args, binary, tmp, node = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3], sys.argv[4]
+subst = {"/usr/local/bin/full_firewall": binary, "/etc/ironclad/policy.yaml": f"{tmp}/policy.yaml",
+         "/var/log/ironclad": f"{tmp}/kube/log", "/run/ironclad": f"{tmp}/kube/run", "$(NODE_IP)": node}
+for a in args:
+    for k, v in subst.items():
+        a = a.replace(k, v)
+    print(a)
+PY
+)
+    nsenter --net="/run/netns/$ns" "${args[@]}" --pin-dir "/sys/fs/bpf/ic-kube-$$" --detach-on-exit \
+        > "$tmp/kube/stdout" 2> "$tmp/kube/log/stderr" &
+    pid=$!
+    for _ in $(seq 100); do grep -q "full_firewall: ready" "$tmp/kube/log/stderr" && break; sleep 0.1; done
+    local get
+    get() { nsenter --net="/run/netns/$ns" curl -s -o "$tmp/kube/body" -w '%{http_code}' --max-time 5 "http://$node:9477$1"; }
+    [[ $(get /healthz) == 200 ]] || fail="/healthz"
+    [[ $(get /readyz) == 200 ]] || fail="${fail:+$fail, }/readyz ($(cat "$tmp/kube/body"))"
+    { [[ $(get /metrics) == 200 ]] && grep -q '^ironclad_ready 1' "$tmp/kube/body"; } || fail="${fail:+$fail, }/metrics"
+    received=$({ ping -q -c 3 -i 0.2 -W 1 -I 203.0.113.7 "$node" 2>/dev/null || true; } \
+        | awk -F', ' '/received/ { split($2, a, " "); print a[1] }')
+    [[ "$received" == 0 ]] || fail="${fail:+$fail, }${received:-?} of 3 pings from the denied 203.0.113.0/24 got through"
+    # A source the policy does not deny is answered (the node is reachable at all).
+    received=$({ ping -q -c 2 -i 0.2 -W 1 -I 10.252.0.1 "$node" 2>/dev/null || true; } \
+        | awk -F', ' '/received/ { split($2, a, " "); print a[1] }')
+    [[ "$received" == 2 ]] || fail="${fail:+$fail, }an allowed source got ${received:-?} of 2 answers"
+    grep -q -- "--iface auto: the Shield attaches to ickube1" "$tmp/kube/log/stderr" || fail="${fail:+$fail, }--iface=auto did not find the uplink"
+    kill -TERM "$pid"; wait "$pid" || fail="${fail:+$fail, }exit status $?"
+    ip netns del "$ns"; ip link del ickube0 2>/dev/null || true
+    if [[ -n "$fail" ]]; then
+        echo "the DaemonSet's command line: $fail" >&2
+        cat "$tmp/kube/log/stderr" >&2
+        return 1
+    fi
+    echo "the DaemonSet's command line: ready on the default-route interface, enforcing, probes and metrics answer"
 }
 
 # The daemon as the unit runs it: under the unit's system-call filter (every call

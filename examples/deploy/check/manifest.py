@@ -1,0 +1,78 @@
+"""Checks the Kubernetes files against each other and prints the DaemonSet's command.
+
+    manifest.py DIR OUT
+
+DIR holds ironclad.yaml and servicemonitor.yaml (the schema of the first is checked by
+kubernetes-validate; the ServiceMonitor is a CRD it has no schema for). Checked here:
+the Service selects the DaemonSet's pods and names its metrics port, the ServiceMonitor
+selects the Service and scrapes that port, the probes and the prometheus.io annotations
+use the port --metrics listens on. Written to OUT: the ConfigMap's policy.yaml, and
+args.json, the container's command and arguments with $(VAR) references left for the
+caller, so the test suite runs the DaemonSet's exact command line.
+"""
+import json
+import os
+import re
+import sys
+
+import yaml
+
+
+def fail(msg: str) -> None:
+    sys.exit(f"kubernetes files: {msg}")
+
+
+def main() -> None:
+    directory, out = sys.argv[1], sys.argv[2]
+    docs = [d for d in yaml.safe_load_all(open(os.path.join(directory, "ironclad.yaml"))) if d]
+    by_kind = {d["kind"]: d for d in docs}
+    ds, svc, cm = by_kind["DaemonSet"], by_kind["Service"], by_kind["ConfigMap"]
+    [monitor] = [d for d in yaml.safe_load_all(open(os.path.join(directory, "servicemonitor.yaml"))) if d]
+
+    pod = ds["spec"]["template"]
+    labels = pod["metadata"]["labels"]
+    [container] = pod["spec"]["containers"]
+    args = container["args"]
+    metrics = [a.split("=", 1)[1] for a in args if a.startswith("--metrics=")]
+    if len(metrics) != 1:
+        fail("the container needs one --metrics=ADDR:PORT")
+    port = int(metrics[0].rsplit(":", 1)[1])
+    ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+    if ports.get("metrics") != port:
+        fail(f"containerPort `metrics` is {ports.get('metrics')}, --metrics listens on {port}")
+    ann = pod["metadata"].get("annotations", {})
+    if ann.get("prometheus.io/scrape") != "true" or ann.get("prometheus.io/port") != str(port):
+        fail(f"prometheus.io annotations do not name port {port}: {ann}")
+    for probe, path in (("startupProbe", "/healthz"), ("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        get = container.get(probe, {}).get("httpGet", {})
+        if get.get("path") != path or get.get("port") not in ("metrics", port):
+            fail(f"{probe} must GET {path} on the metrics port: {get}")
+    if not all(labels.get(k) == v for k, v in svc["spec"]["selector"].items()):
+        fail(f"the Service selector {svc['spec']['selector']} does not match the pods {labels}")
+    svc_ports = {p["name"]: p for p in svc["spec"]["ports"]}
+    if "metrics" not in svc_ports or svc_ports["metrics"]["targetPort"] not in ("metrics", port):
+        fail(f"the Service has no `metrics` port to the pods': {svc['spec']['ports']}")
+    if monitor["kind"] != "ServiceMonitor" or monitor["metadata"]["namespace"] != svc["metadata"]["namespace"]:
+        fail("servicemonitor.yaml: a ServiceMonitor in the Service's namespace")
+    want = monitor["spec"]["selector"]["matchLabels"]
+    if not all(svc["metadata"]["labels"].get(k) == v for k, v in want.items()):
+        fail(f"the ServiceMonitor selects {want}, the Service is labelled {svc['metadata']['labels']}")
+    if [e["port"] for e in monitor["spec"]["endpoints"]] != ["metrics"]:
+        fail("the ServiceMonitor must scrape the Service's `metrics` port")
+    env = {e["name"] for e in container.get("env", [])}
+    for ref in re.findall(r"\$\((\w+)\)", " ".join(args)):
+        if ref not in env:
+            fail(f"$({ref}) in the arguments is not in the container's env")
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    for need in ("/sys/fs/bpf", "/sys/kernel/security", "/sys/kernel/tracing", "/etc/ironclad"):
+        if need not in mounts:
+            fail(f"{need} is not mounted")
+    with open(os.path.join(out, "policy.yaml"), "w") as f:
+        f.write(cm["data"]["policy.yaml"])
+    with open(os.path.join(out, "args.json"), "w") as f:
+        json.dump(container["command"] + args, f)
+    print(f"kubernetes files: consistent (metrics port {port}, probes, Service, ServiceMonitor, mounts)")
+
+
+if __name__ == "__main__":
+    main()
