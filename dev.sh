@@ -134,10 +134,10 @@ RS
 # (full_firewall check), with the release binary (the one the footprint check builds
 # just before).
 check_deploy() {
-    cargo build --release --quiet -p full_firewall
-    local tmp tools=target/tools/kubernetes-validate
+    local tmp tools=target/tools/kubernetes-validate bin
+    bin=$(examples/deploy/build-static.sh)
     tmp=$(mktemp -d)
-    sed "s#/usr/local/bin/full_firewall#$PWD/target/release/full_firewall#g" \
+    sed "s#/usr/local/bin/full_firewall#$bin#g" \
         examples/deploy/ironclad.service > "$tmp/ironclad.service"
     systemd-analyze verify "$tmp/ironclad.service"
     systemd-analyze security --offline=yes --threshold=30 "$tmp/ironclad.service" | tail -n 1
@@ -146,10 +146,68 @@ check_deploy() {
     fi
     PYTHONPATH="$tools" python3 -m kubernetes_validate --strict -k 1.31.0 examples/deploy/kubernetes/ironclad.yaml
     PYTHONPATH="$tools" python3 examples/deploy/check/manifest.py examples/deploy/kubernetes "$tmp"
-    target/release/full_firewall check --config "$tmp/policy.yaml"
-    check_daemonset_command "$tmp"
-    check_unit_sandbox "$tmp/ironclad.service"
+    "$bin" check --config "$tmp/policy.yaml"
+    check_daemonset_command "$tmp" "$bin"
+    check_unit_sandbox "$tmp/ironclad.service" "$bin"
+    check_image_root "$bin"
     rm -rf "$tmp"
+}
+
+# The image's binary on the image's root: a directory holding only the binary, the
+# policy and /etc/hosts, with /proc and /sys mounted as a container runtime mounts them
+# (chroot). It must check the policy, enforce it on a veth, and fetch a feed from a
+# server it finds by name through /etc/hosts (no NSS modules, no libc on that root).
+check_image_root() {
+    local bin=$1 root ns=ic-image-$$ pid received fail="" port=18$((RANDOM % 900 + 100)) srv
+    root=$(mktemp -d)
+    mkdir -p "$root/usr/local/bin" "$root/etc/ironclad" "$root/proc" "$root/sys" "$root/run" \
+        "$root/var/log" "$root/var/cache/ironclad"
+    install -m 755 "$bin" "$root/usr/local/bin/full_firewall"
+    echo "127.0.0.1 feeds.image.test" > "$root/etc/hosts"
+    srv=$(mktemp -d); echo 203.0.113.99 > "$srv/feed.txt"
+    python3 -m http.server "$port" --bind 127.0.0.1 --directory "$srv" >/dev/null 2>&1 &
+    local http=$!
+    cat > "$root/etc/ironclad/policy.yaml" <<YAML
+shield:
+  deny: [10.253.0.3]
+  feed_cache: /var/cache/ironclad
+  deny_feeds:
+    - name: by-name
+      url: http://feeds.image.test:$port/feed.txt
+      format: plain
+      refresh: 1s
+YAML
+    ip netns add "$ns"
+    ip link add icimg0 type veth peer name icimg1 netns "$ns"
+    ip addr add 10.253.0.1/24 dev icimg0 && ip link set icimg0 up
+    ip -n "$ns" addr add 10.253.0.3/24 dev icimg1 && ip -n "$ns" link set icimg1 up
+    mount -t proc proc "$root/proc"
+    mount --rbind /sys "$root/sys"
+    chroot "$root" /usr/local/bin/full_firewall check --config /etc/ironclad/policy.yaml > /dev/null \
+        || fail="check"
+    chroot "$root" /usr/local/bin/full_firewall run --config /etc/ironclad/policy.yaml \
+        --iface icimg0 --pin-dir "/sys/fs/bpf/ic-image-$$" --run-dir /run \
+        --audit-log /var/log/audit.jsonl --detach-on-exit 2> "$srv/log" &
+    pid=$!
+    for _ in $(seq 100); do grep -q "full_firewall: ready" "$srv/log" && break; sleep 0.1; done
+    for _ in $(seq 50); do grep -q "feed \`by-name\` fetched" "$srv/log" && break; sleep 0.1; done
+    received=$({ ip netns exec "$ns" ping -q -c 3 -i 0.2 -W 1 10.253.0.1 2>/dev/null || true; } \
+        | awk -F', ' '/received/ { split($2, a, " "); print a[1] }')
+    kill -TERM "$pid"; wait "$pid" || fail="${fail:+$fail, }exit status $?"
+    kill "$http" 2>/dev/null || true
+    umount -R "$root/sys"; umount "$root/proc"
+    ip netns del "$ns"; ip link del icimg0 2>/dev/null || true
+    grep -q "full_firewall: ready" "$srv/log" || fail="${fail:+$fail, }never ready"
+    grep -q 'feed `by-name` fetched' "$srv/log" || fail="${fail:+$fail, }the feed was not fetched by name"
+    [[ "$received" == 0 ]] || fail="${fail:+$fail, }${received:-?} of 3 denied pings got through"
+    if [[ -n "$fail" ]]; then
+        echo "the static binary on an empty root: $fail" >&2
+        cat "$srv/log" >&2
+        rm -rf "$root" "$srv"
+        return 1
+    fi
+    echo "the static binary on an empty root: checks, enforces, fetches a feed by a name from /etc/hosts"
+    rm -rf "$root" "$srv"
 }
 
 # The DaemonSet's container command line as the kubelet runs it (its paths mapped into
@@ -158,7 +216,7 @@ check_deploy() {
 # ConfigMap's policy drop a denied source there, and the probes' endpoints answer on
 # the metrics address: /healthz and /readyz 200, /metrics the daemon's series.
 check_daemonset_command() {
-    local tmp=$1 ns=ic-kube-$$ bin=$PWD/target/release/full_firewall pid received fail=""
+    local tmp=$1 bin=$2 ns=ic-kube-$$ pid received fail=""
     local node=10.252.0.2
     ip netns add "$ns"
     ip link add ickube0 type veth peer name ickube1 netns "$ns"
@@ -208,12 +266,14 @@ PY
     echo "the DaemonSet's command line: ready on the default-route interface, enforcing, probes and metrics answer"
 }
 
-# The daemon as the unit runs it: under the unit's system-call filter (every call
+# The daemon as the unit runs it: in the unit's mount namespace (read-only /sys,
+# /proc/sys and cgroups, the pin root writable, a private /dev:
+# examples/deploy/check/unit_mounts.sh) and under its system-call filter (every call
 # outside it kills the process; examples/deploy/check/unit_seccomp.py), with every
 # feature on (--require-all: one that cannot start fails the check), through a start,
 # a reload and a stop. It must be ready, drop a denied source's pings, reload and exit 0.
 check_unit_sandbox() {
-    local unit=$1 bin=$PWD/target/release/full_firewall
+    local unit=$1 bin=$2
     local ns=ic-sandbox-$$ pins=/sys/fs/bpf/ic-sandbox-$$ tmp pid status received
     tmp=$(mktemp -d)
     ip netns add "$ns"
@@ -221,7 +281,8 @@ check_unit_sandbox() {
     ip addr add 10.251.0.1/24 dev icsb0 && ip link set icsb0 up
     ip -n "$ns" addr add 10.251.0.66/24 dev icsb1 && ip -n "$ns" link set icsb1 up
     sed 's/SANDBOX_VETH/icsb0/' examples/deploy/check/sandbox-policy.yaml > "$tmp/policy.yaml"
-    /usr/bin/python3 examples/deploy/check/unit_seccomp.py "$unit" \
+    examples/deploy/check/unit_mounts.sh \
+        /usr/bin/python3 examples/deploy/check/unit_seccomp.py "$unit" \
         "$bin" run --config "$tmp/policy.yaml" --iface icsb0 --pin-dir "$pins" --require-all \
         --run-dir "$tmp/run" --state-dir "$tmp/state" --audit-log "$tmp/audit.jsonl" \
         --events "$tmp/events.jsonl" --metrics 127.0.0.1:0 --detach-on-exit 2> "$tmp/log" &
@@ -246,23 +307,21 @@ check_unit_sandbox() {
         rm -rf "$tmp"
         return 1
     fi
-    echo "the daemon under the unit's system-call filter: ready with every feature, enforcing, reloaded, stopped cleanly"
+    echo "the daemon in the unit's mount namespace and under its system-call filter: ready with every feature, enforcing, reloaded, stopped cleanly"
     rm -rf "$tmp"
 }
 
-# The release binary: one file, no shared library but libc (ldd), and its resident
-# memory while enforcing the demo policy on a throwaway veth pair (limit 20 MiB).
+# The shipped binary (examples/deploy/build-static.sh, the image's): one static file
+# (ldd), and its resident memory while enforcing the demo policy on a throwaway veth
+# pair (limit 20 MiB).
 check_footprint() {
-    cargo build --release --quiet -p full_firewall
-    local bin=target/release/full_firewall
+    local bin
+    bin=$(examples/deploy/build-static.sh)
     log "ldd $bin"
-    ldd "$bin"
-    # Allowed: the vDSO, the dynamic loader, glibc and gcc's unwinder libgcc_s (part of
-    # the C runtime wherever glibc is). libbpf, libelf and zlib are linked in statically.
-    local others
-    others=$(ldd "$bin" | grep -Ev 'linux-vdso|ld-linux|/libc\.so|/libgcc_s\.so' || true)
-    if [[ -n "$others" ]]; then
-        echo "$bin needs shared libraries beyond libc: $others" >&2
+    # The shipped binary (the image's) is one static file: libbpf, libelf, zlib and
+    # glibc inside, no shared library and no dynamic loader.
+    if ! ldd "$bin" 2>&1 | grep -Eq 'not a dynamic executable|statically linked'; then
+        echo "$bin is not statically linked: $(ldd "$bin" 2>&1)" >&2
         return 1
     fi
     local ns=ic-footprint-$$ pins=/sys/fs/bpf/ic-footprint-$$ tmp pid rss

@@ -21,7 +21,6 @@
 //! Binding happens before anything is loaded, so a bad address changes nothing.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -566,39 +565,107 @@ fn resident_bytes() -> Option<u64> {
     Some(pages * rustix::param::page_size() as u64)
 }
 
-/// A label value with `\`, `"` and newlines escaped, as the text format requires.
-fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// Builds the text exposition format: one `# HELP`/`# TYPE` block per family.
+/// The page's metric families, collected from the pinned maps and the daemon's state
+/// on each request, then written in the Prometheus text format by the `prometheus`
+/// crate's encoder (escaping, number formatting, one `# HELP`/`# TYPE` block per
+/// family), with the process metrics of its process collector.
 #[derive(Default)]
 struct Exposition {
-    text: String,
+    families: Vec<prometheus::proto::MetricFamily>,
+}
+
+/// A sample's value: counters and gauges are floats in the exposition format.
+trait SampleValue {
+    fn value(&self) -> f64;
+}
+
+macro_rules! sample_value_as {
+    ($($t:ty),*) => {$(
+        impl SampleValue for $t {
+            #[allow(clippy::cast_precision_loss, clippy::cast_lossless, reason = "Prometheus values are float64")]
+            fn value(&self) -> f64 {
+                *self as f64
+            }
+        }
+    )*};
+}
+sample_value_as!(u8, u16, u32, u64, usize, i32, i64, f64);
+
+impl SampleValue for bool {
+    fn value(&self) -> f64 {
+        if *self {
+            1.0
+        } else {
+            0.0
+        }
+    }
+}
+
+impl<T: SampleValue + ?Sized> SampleValue for &T {
+    fn value(&self) -> f64 {
+        (**self).value()
+    }
 }
 
 impl Exposition {
     fn family(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.text, "# HELP {name} {help}");
-        let _ = writeln!(self.text, "# TYPE {name} {kind}");
+        use prometheus::proto::MetricType;
+        let mut family = prometheus::proto::MetricFamily::default();
+        family.set_name(name.to_string());
+        family.set_help(help.to_string());
+        family.set_field_type(match kind {
+            "counter" => MetricType::COUNTER,
+            _ => MetricType::GAUGE,
+        });
+        self.families.push(family);
     }
 
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
-        self.text.push_str(name);
-        if !labels.is_empty() {
-            self.text.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.text.push(',');
-                }
-                let _ = write!(self.text, "{k}=\"{}\"", label(v));
-            }
-            self.text.push('}');
+    /// A sample of the family `name` (the last one of that name opened).
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl SampleValue) {
+        use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricType};
+        let Some(family) = self.families.iter_mut().rev().find(|f| f.name() == name) else {
+            debug_assert!(false, "sample of {name} before its family");
+            return;
+        };
+        let mut metric = Metric::default();
+        metric.set_label(
+            labels
+                .iter()
+                .map(|(k, v)| {
+                    let mut pair = LabelPair::default();
+                    pair.set_name((*k).to_string());
+                    pair.set_value((*v).to_string());
+                    pair
+                })
+                .collect(),
+        );
+        let value = value.value();
+        if family.get_field_type() == MetricType::COUNTER {
+            let mut c = Counter::default();
+            c.set_value(value);
+            metric.set_counter(c);
+        } else {
+            let mut g = Gauge::default();
+            g.set_value(value);
+            metric.set_gauge(g);
         }
-        let _ = writeln!(self.text, " {value}");
+        family.mut_metric().push(metric);
+    }
+
+    /// The text page: every family with samples, then the process's own metrics
+    /// (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
+    /// `process_open_fds`, `process_start_time_seconds`, ...).
+    fn finish(mut self) -> String {
+        use prometheus::core::Collector;
+        use prometheus::Encoder;
+        self.families.retain(|f| !f.get_metric().is_empty());
+        self.families
+            .extend(prometheus::process_collector::ProcessCollector::for_self().collect());
+        let mut out = Vec::new();
+        if let Err(e) = prometheus::TextEncoder::new().encode(&self.families, &mut out) {
+            return format!("# the metrics could not be written: {e}\n");
+        }
+        String::from_utf8(out).unwrap_or_default()
     }
 }
 
@@ -697,7 +764,7 @@ fn source_metrics(out: &mut Exposition, sources: &[SourceStat]) {
     let age = |s: &SourceStat| {
         s.modified
             .and_then(|m| now.duration_since(m).ok())
-            .map(|d| format!("{:.3}", d.as_secs_f64()))
+            .map(|d| (d.as_secs_f64() * 1000.0).round() / 1000.0)
     };
     out.family(
         "ironclad_feed_age_seconds",
@@ -762,7 +829,7 @@ fn prometheus(shared: &Shared) -> String {
         out.sample(
             "ironclad_policy_load_timestamp_seconds",
             &[],
-            format!("{:.3}", unix_seconds(state.policy_loaded_at)),
+            (unix_seconds(state.policy_loaded_at) * 1000.0).round() / 1000.0,
         );
         out.family(
             "ironclad_policy_reload_failures_total",
@@ -952,15 +1019,7 @@ fn prometheus(shared: &Shared) -> String {
             stats.dropped,
         );
     }
-    if let Some(rss) = resident_bytes() {
-        out.family(
-            "process_resident_memory_bytes",
-            "gauge",
-            "Resident memory size of the daemon.",
-        );
-        out.sample("process_resident_memory_bytes", &[], rss);
-    }
-    out.text
+    out.finish()
 }
 
 /// The domain policy: DNS read, addresses opened and denied, per feed.
