@@ -83,6 +83,66 @@ pub struct EgressRuleSpec {
     pub origin: Origin,
 }
 
+impl EgressRuleSpec {
+    /// The rule as one line, from what it matches and does, never from where it is
+    /// written: `comm=curl dst=198.51.100.0/24 ports=80,443 proto=tcp deny`. The same
+    /// rule gives the same line after a reload that moves it, so it names the rule's
+    /// series in metrics (`rule` label).
+    pub fn summary(&self) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        if let Some(exe) = &self.exe {
+            parts.push(format!("exe={}", exe.display()));
+        }
+        if let Some((exe, depth)) = &self.ancestor {
+            parts.push(format!("ancestor_exe={}/{depth}", exe.display()));
+        }
+        if let Some(comm) = &self.comm {
+            parts.push(format!("comm={comm}"));
+        }
+        if let Some(uid) = self.uid {
+            parts.push(format!("uid={uid}"));
+        }
+        if let Some(cgroup) = &self.cgroup {
+            parts.push(format!("cgroup={}", cgroup.display()));
+        }
+        if let Some(dst) = &self.dst {
+            parts.push(format!("dst={dst}"));
+        }
+        if !self.dst_domain.is_empty() {
+            let names: Vec<String> = self.dst_domain.iter().map(ToString::to_string).collect();
+            parts.push(format!("dst_domain={}", names.join(",")));
+        }
+        if !self.ports.is_empty() {
+            let ports: Vec<String> = self
+                .ports
+                .iter()
+                .map(|&(lo, hi)| {
+                    if lo == hi {
+                        lo.to_string()
+                    } else {
+                        format!("{lo}-{hi}")
+                    }
+                })
+                .collect();
+            parts.push(format!("ports={}", ports.join(",")));
+        }
+        match self.proto {
+            Proto::Tcp => parts.push("proto=tcp".to_string()),
+            Proto::Udp => parts.push("proto=udp".to_string()),
+            Proto::Any => {}
+        }
+        parts.push(
+            match self.action {
+                EgressAction::Allow => "allow",
+                EgressAction::Deny => "deny",
+                EgressAction::Log => "log",
+            }
+            .to_string(),
+        );
+        parts.join(" ")
+    }
+}
+
 /// Per-identity connect() rate limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectRateLimit {
@@ -137,6 +197,9 @@ pub struct CompiledEgressRule {
     pub rule_id: u32,
     /// Where it was written (`egress.rules[3]`).
     pub origin: String,
+    /// What it matches and does ([`EgressRuleSpec::summary`]): the same after a
+    /// reload that moves the rule, where `rule_id` is its place in the policy.
+    pub summary: String,
     /// What it does.
     pub action: EgressAction,
 }
@@ -436,6 +499,7 @@ pub fn compile(policy: &EgressPolicy) -> Result<CompiledEgress, Vec<PolicyError>
         rules.push(CompiledEgressRule {
             rule_id,
             origin: spec.origin.field.clone(),
+            summary: spec.summary(),
             action: spec.action,
         });
     }

@@ -100,6 +100,8 @@ struct State {
     sources: Vec<SourceStat>,
     /// Per fetched feed: successful and failed downloads.
     fetches: BTreeMap<String, (u64, u64)>,
+    /// The applied egress rules' `rule` labels by rule id.
+    egress_rules: BTreeMap<u32, String>,
 }
 
 struct Shared {
@@ -161,6 +163,7 @@ impl Metrics {
                 events_seen: 0,
                 sources: Vec::new(),
                 fetches: BTreeMap::new(),
+                egress_rules: BTreeMap::new(),
             }),
             access,
             health,
@@ -220,6 +223,28 @@ impl Metrics {
     pub(crate) fn rolled_back(&self, sources: Option<Vec<SourceStat>>) {
         self.policy_applied(sources);
         self.shared.state().rollbacks += 1;
+    }
+
+    /// The egress rules the kernel holds now: their series are labelled by what each
+    /// rule matches and does ([`CompiledEgressRule::summary`]), not by its place in the
+    /// policy, so a rule keeps its series when a reload moves it. Two identical rules
+    /// get ` (2)`, ` (3)`... after the first.
+    ///
+    /// [`CompiledEgressRule::summary`]: ironclad_policy::egress::CompiledEgressRule::summary
+    pub(crate) fn egress_rules(&self, egress: Option<&ironclad_policy::egress::CompiledEgress>) {
+        let mut labels = BTreeMap::new();
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        for rule in egress.map(|e| e.rules.as_slice()).unwrap_or_default() {
+            let n = seen.entry(rule.summary.as_str()).or_default();
+            *n += 1;
+            let label = if *n == 1 {
+                rule.summary.clone()
+            } else {
+                format!("{} ({n})", rule.summary)
+            };
+            labels.insert(rule.rule_id, label);
+        }
+        self.shared.state().egress_rules = labels;
     }
 
     /// A download of feed `name` succeeded (200 or 304) or failed.
@@ -687,21 +712,13 @@ fn shield_metrics(out: &mut Exposition, status: &ShieldStatus) {
     for (family, help) in families {
         out.family(family, "counter", help);
         for rule in &status.rules {
-            let (id, name, action) = (
-                rule.rule_id.to_string(),
-                rule.label.to_string(),
-                action_name(rule),
-            );
+            let (name, action) = (rule.label.to_string(), action_name(rule));
             let value = if family.ends_with("packets_total") {
                 rule.counter.packets
             } else {
                 rule.counter.bytes
             };
-            out.sample(
-                family,
-                &[("rule_id", &id), ("rule", &name), ("action", &action)],
-                value,
-            );
+            out.sample(family, &[("rule", &name), ("action", &action)], value);
         }
     }
     for (family, help, packets) in [
@@ -906,10 +923,15 @@ fn prometheus(shared: &Shared) -> String {
             "counter",
             "connect()/sendmsg() calls decided by an egress rule.",
         );
+        let labels = shared.state().egress_rules.clone();
         for (id, hits) in &status.rules {
+            let rule = labels
+                .get(id)
+                .cloned()
+                .unwrap_or_else(|| format!("rule {id}"));
             out.sample(
                 "ironclad_egress_rule_decisions_total",
-                &[("rule_id", &id.to_string())],
+                &[("rule", &rule)],
                 hits,
             );
         }
@@ -1239,12 +1261,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn labels_are_escaped() {
-        assert_eq!(label(r#"a"b\c"#), r#"a\"b\\c"#);
-        assert_eq!(label("x\ny"), "x\\ny");
-    }
-
-    #[test]
     fn exposition_lines() {
         let mut out = Exposition::default();
         out.family("ironclad_x_total", "counter", "An x.");
@@ -1253,11 +1269,25 @@ mod tests {
             &[("rule", "10.0.0.0/8"), ("action", "deny")],
             7,
         );
-        out.sample("ironclad_x_total", &[], 1);
-        assert_eq!(
-            out.text,
-            "# HELP ironclad_x_total An x.\n# TYPE ironclad_x_total counter\n\
-             ironclad_x_total{rule=\"10.0.0.0/8\",action=\"deny\"} 7\nironclad_x_total 1\n"
+        out.sample("ironclad_x_total", &[("rule", "a\"b\\c\nd")], 1);
+        out.family("ironclad_empty", "gauge", "No samples: left out.");
+        out.family("ironclad_y_seconds", "gauge", "A y.");
+        out.sample("ironclad_y_seconds", &[], 0.25);
+        let page = out.finish();
+        assert!(
+            page.starts_with(
+                "# HELP ironclad_x_total An x.\n# TYPE ironclad_x_total counter\n\
+                 ironclad_x_total{rule=\"10.0.0.0/8\",action=\"deny\"} 7\n\
+                 ironclad_x_total{rule=\"a\\\"b\\\\c\\nd\"} 1\n\
+                 # HELP ironclad_y_seconds A y.\n# TYPE ironclad_y_seconds gauge\n\
+                 ironclad_y_seconds 0.25\n"
+            ),
+            "{page}"
         );
+        assert!(!page.contains("ironclad_empty"), "{page}");
+        // The process collector's families follow.
+        assert!(page.contains("\nprocess_resident_memory_bytes "), "{page}");
+        assert!(page.contains("\nprocess_start_time_seconds "), "{page}");
+        assert!(page.contains("\nprocess_open_fds "), "{page}");
     }
 }

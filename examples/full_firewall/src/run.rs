@@ -524,6 +524,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     }
     if let Some(m) = &metrics {
         m.policy_applied(config.shield.as_ref().map(SourceStat::of));
+        m.egress_rules(config.egress.as_ref());
     }
     drop(config);
     let mut notifier = Notifier::from_env();
@@ -622,6 +623,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                     );
                     if let Some(m) = &metrics {
                         m.rolled_back(previous.shield.as_ref().map(SourceStat::of));
+                        m.egress_rules(previous.egress.as_ref());
                     }
                     current = previous;
                     release_memory();
@@ -648,7 +650,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                     }
                 }
                 Ok(LoadedPolicy {
-                    config: new_config,
+                    config: mut new_config,
                     accepted: new_accepted,
                 }) => {
                     if let Some(r) = rollout.as_mut() {
@@ -675,6 +677,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                         current = current.then(&new_config);
                     }
                     let new_sources = new_config.shield.as_ref().map(SourceStat::of);
+                    // A policy without an egress section leaves the running rules as
+                    // they are, and their labels with them.
+                    let new_egress = new_config.egress.take();
                     // The compiled policy is in the kernel now: its memory goes back to
                     // the system before the loop turns again.
                     drop(new_config);
@@ -685,6 +690,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                     if let Some(m) = &metrics {
                         if applied {
                             m.policy_applied(new_sources);
+                            if new_egress.is_some() {
+                                m.egress_rules(new_egress.as_ref());
+                            }
                         } else {
                             m.reload_failed();
                         }

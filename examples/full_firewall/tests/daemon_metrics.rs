@@ -74,6 +74,155 @@ fn sample(page: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// The page parsed by the Prometheus project's own parser (the `prometheus_client`
+/// Python package, installed under target/tools on first use): it raises on anything
+/// a Prometheus server would refuse. Returns every sample as (name, labels, value).
+fn parse_exposition(page: &str) -> Vec<(String, std::collections::BTreeMap<String, String>, f64)> {
+    use std::io::Write as _;
+    let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/tools/prometheus-client");
+    if !tools.join("prometheus_client").is_dir() {
+        let status = Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(["--root-user-action=ignore", "--target"])
+            .arg(&tools)
+            .arg("prometheus-client==0.21.1")
+            .status()
+            .expect("pip");
+        assert!(status.success(), "installing prometheus-client");
+    }
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys\n\
+             from prometheus_client.parser import text_string_to_metric_families\n\
+             out = []\n\
+             for family in text_string_to_metric_families(sys.stdin.read()):\n\
+             \x20   for s in family.samples:\n\
+             \x20       out.append([s.name, s.labels, s.value])\n\
+             print(json.dumps(out))\n",
+        ])
+        .env("PYTHONPATH", &tools)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(page.as_bytes())
+        .expect("write page");
+    let out = child.wait_with_output().expect("parser");
+    assert!(
+        out.status.success(),
+        "the Prometheus parser refused the page: {}\n{page}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("parser output")
+}
+
+/// The egress rules' series are named by what each rule matches and does: a reload that
+/// inserts a rule before them leaves their labels (and so their series) as they were,
+/// where the rule id moves. The page parses with Prometheus's own parser, the process
+/// metrics included.
+#[test]
+fn rule_series_keep_their_labels_across_a_reload_that_moves_the_rules() {
+    require_privileges!();
+    let lab = Lab::new("ffmetlabel", 55);
+    let cgroup = ironclad_testing::TestCgroup::new("ffmetlabel").expect("cgroup");
+    let policy = |extra: &str| {
+        format!(
+            "shield:\n  deny: [{deny}]\negress:\n  default: allow\n  rules:\n{extra}\
+             \x20   - comm: ic-nobody\n      dst: 198.51.100.0/24\n      ports: [443]\n      action: deny\n\
+             \x20   - uid: 65533\n      action: log\n",
+            deny = lab.addr(2)
+        )
+    };
+    let config = lab.write_config("policy.yaml", &policy(""));
+    let token = lab.write_config("metrics.token", &format!("{TOKEN}\n"));
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    let mut args = lab.run_args(&config);
+    args.extend([
+        "--metrics".to_string(),
+        "127.0.0.1:0".to_string(),
+        "--cgroup".to_string(),
+        cgroup.path().display().to_string(),
+    ]);
+    let daemon = Daemon::spawn(&args);
+    daemon.wait_for("full_firewall: ready");
+    let log = daemon.log();
+    let port: u16 = log
+        .split("metrics on http://127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no metrics address in the log:\n{log}"));
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let rules = |samples: &[(String, std::collections::BTreeMap<String, String>, f64)]| {
+        let mut rules: Vec<String> = samples
+            .iter()
+            .filter(|(name, _, _)| name == "ironclad_egress_rule_decisions_total")
+            .map(|(_, labels, _)| {
+                assert_eq!(labels.len(), 1, "only `rule`: {labels:?}");
+                labels["rule"].clone()
+            })
+            .collect();
+        rules.sort();
+        rules
+    };
+    let (code, page) = curl(&[&url]);
+    assert_eq!(code, 200);
+    let before = parse_exposition(&page);
+    let moved = vec![
+        "comm=ic-nobody dst=198.51.100.0/24 ports=443 deny".to_string(),
+        "uid=65533 log".to_string(),
+    ];
+    assert_eq!(rules(&before), moved, "{page}");
+    for name in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+        "ironclad_ready",
+    ] {
+        assert!(before.iter().any(|(n, _, _)| n == name), "{name}: {page}");
+    }
+    assert!(
+        before
+            .iter()
+            .any(|(n, l, _)| n == "ironclad_shield_rule_packets_total"
+                && l.get("rule").map(String::as_str) == Some(&format!("{}/32", lab.addr(2)))
+                && !l.contains_key("rule_id")),
+        "{page}"
+    );
+
+    // A rule inserted first: the two move to ids 2 and 3, their labels stay.
+    std::fs::write(
+        &config,
+        policy("    - exe: /usr/bin/curl\n      dst: 192.0.2.0/24\n      action: deny\n"),
+    )
+    .expect("rewrite policy");
+    daemon.signal("HUP");
+    daemon.wait_for("reloaded:");
+    let (_, page) = curl(&[&url]);
+    let after = parse_exposition(&page);
+    let mut expected = moved.clone();
+    expected.push("exe=/usr/bin/curl dst=192.0.2.0/24 deny".to_string());
+    expected.sort();
+    assert_eq!(rules(&after), expected, "{page}");
+    drop(daemon);
+}
+
 #[test]
 fn metrics_count_exactly_the_packets_sent_and_follow_reloads() {
     require_privileges!();
@@ -88,15 +237,11 @@ fn metrics_count_exactly_the_packets_sent_and_follow_reloads() {
     let (code, page) = curl(&[&format!("{url}/metrics")]);
     assert_eq!(code, 200);
     let rule = format!("{}/32", lab.addr(2));
-    let series = format!(
-        "ironclad_shield_rule_packets_total{{rule_id=\"1\",rule=\"{rule}\",action=\"deny\"}}"
-    );
+    let series = format!("ironclad_shield_rule_packets_total{{rule=\"{rule}\",action=\"deny\"}}");
     assert_eq!(sample(&page, &series), Some(7.0), "{page}");
     let bytes = sample(
         &page,
-        &format!(
-            "ironclad_shield_rule_bytes_total{{rule_id=\"1\",rule=\"{rule}\",action=\"deny\"}}"
-        ),
+        &format!("ironclad_shield_rule_bytes_total{{rule=\"{rule}\",action=\"deny\"}}"),
     )
     .expect("bytes series");
     // 7 ICMP echo requests of 98 bytes each on the wire (14 + 20 + 8 + 56).

@@ -132,7 +132,7 @@ fn deny_countries_drops_a_country_in_both_families_and_counts_it() {
     let page = metrics(&daemon);
     assert!(
         page.contains(&format!(
-            "ironclad_shield_rule_packets_total{{rule_id=\"1\",rule=\"set:country:DE\",action=\"deny\"}} {}",
+            "ironclad_shield_rule_packets_total{{rule=\"set:country:DE\",action=\"deny\"}} {}",
             lab.counted("set:country:DE")
         )),
         "{page}"
