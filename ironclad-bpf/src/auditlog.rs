@@ -235,35 +235,72 @@ fn snake_name(value: impl Serialize) -> String {
         .unwrap_or_default()
 }
 
-/// Appends one JSON object per line to a file, flushed after every record.
+/// Appends one JSON object per line to a file, flushed after every record. With
+/// [`rotate_at`](Self::rotate_at) the file moves to `FILE.1` (replacing an older one)
+/// when a record would take it past the size, and a new one starts; [`reopen`](Self::reopen)
+/// starts writing to whatever file is at the path now (after `logrotate` moved it: the
+/// daemon calls it on SIGHUP).
 #[derive(Debug)]
 pub struct JsonLinesFile {
     path: PathBuf,
-    file: Mutex<File>,
+    file: Mutex<OpenFile>,
+    max_bytes: u64,
     lost: std::sync::atomic::AtomicU64,
     failing: std::sync::atomic::AtomicBool,
+}
+
+/// The open file and how many bytes it holds.
+#[derive(Debug)]
+struct OpenFile {
+    file: File,
+    written: u64,
+}
+
+fn open_append(path: &Path) -> Result<OpenFile> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| BpfError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let written = file.metadata().map_or(0, |m| m.len());
+    Ok(OpenFile { file, written })
 }
 
 impl JsonLinesFile {
     /// Opens (creating, mode 0600) `path` for appending.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        use std::os::unix::fs::OpenOptionsExt;
         let path = path.as_ref().to_path_buf();
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|source| BpfError::Io {
-                path: path.clone(),
-                source,
-            })?;
+        let file = open_append(&path)?;
         Ok(Self {
             path,
             file: Mutex::new(file),
+            max_bytes: 0,
             lost: std::sync::atomic::AtomicU64::new(0),
             failing: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Rotates the file at `max_bytes` (0: never): it becomes `FILE.1`, replacing the
+    /// older one, and a new file starts.
+    #[must_use]
+    pub fn rotate_at(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Closes the file and opens the path again (creating it): after an external
+    /// rotation moved the file, records go to the new one.
+    pub fn reopen(&self) -> Result<()> {
+        let fresh = open_append(&self.path)?;
+        if let Ok(mut file) = self.file.lock() {
+            *file = fresh;
+        }
+        Ok(())
     }
 
     /// The file's path.
@@ -277,16 +314,39 @@ impl JsonLinesFile {
     pub fn lost(&self) -> u64 {
         self.lost.load(std::sync::atomic::Ordering::Relaxed)
     }
+
+    /// Moves the file to `FILE.1` and opens a new one (the file lock held).
+    fn rotate(&self, open: &mut OpenFile) {
+        let mut old = self.path.clone().into_os_string();
+        old.push(".1");
+        match std::fs::rename(&self.path, &old)
+            .map_err(|source| BpfError::Io {
+                path: self.path.clone(),
+                source,
+            })
+            .and_then(|()| open_append(&self.path))
+        {
+            Ok(fresh) => *open = fresh,
+            Err(e) => eprintln!(
+                "ironclad: audit log {}: rotating: {e} (writing on to the old file)",
+                self.path.display()
+            ),
+        }
+    }
 }
 
 impl AuditSink for JsonLinesFile {
     fn record(&self, record: &AuditRecord) {
-        if let Ok(mut file) = self.file.lock() {
+        if let Ok(mut open) = self.file.lock() {
             let mut line = record.to_json();
             line.push('\n');
+            let len = line.len() as u64;
+            if self.max_bytes > 0 && open.written > 0 && open.written + len > self.max_bytes {
+                self.rotate(&mut open);
+            }
             // An audit write failure must not stop enforcement; it is counted and
             // reported on stderr once per run of failures.
-            if let Err(e) = file.write_all(line.as_bytes()) {
+            if let Err(e) = open.file.write_all(line.as_bytes()) {
                 let before = self.lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if before == 0
                     || !self
@@ -299,6 +359,7 @@ impl AuditSink for JsonLinesFile {
                     );
                 }
             } else {
+                open.written += len;
                 self.failing
                     .store(false, std::sync::atomic::Ordering::Relaxed);
             }
@@ -464,5 +525,65 @@ mod tests {
         let lines: Vec<_> = text.lines().collect();
         assert_eq!(lines.len(), 2);
         assert!(lines[1].contains("\"outcome\":\"failed\""));
+    }
+
+    #[test]
+    fn json_file_sink_rotates_by_size_and_reopens_after_an_external_move() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.jsonl");
+        let rotated = dir.path().join("audit.jsonl.1");
+        let sink = Arc::new(JsonLinesFile::open(&path).expect("open").rotate_at(1000));
+        let log = AuditLog::new(sink.clone());
+        for i in 0..40 {
+            log.record(
+                AuditAction::MapUpdate,
+                "shield",
+                "m",
+                Outcome::Ok,
+                format!("record {i}"),
+            );
+        }
+        let current = std::fs::read_to_string(&path).expect("current");
+        let older = std::fs::read_to_string(&rotated).expect("rotated");
+        assert!(
+            current.len() <= 1000 && older.len() <= 1000,
+            "{} {}",
+            current.len(),
+            older.len()
+        );
+        // Nothing lost between the two files: the last records, in order, each whole.
+        let lines: Vec<&str> = older.lines().chain(current.lines()).collect();
+        let last: Vec<String> = lines
+            .iter()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("whole JSON line");
+                v["detail"].as_str().expect("detail").to_string()
+            })
+            .collect();
+        let n = last.len();
+        assert!(n >= 4, "{n}");
+        let expected: Vec<String> = (40 - n..40).map(|i| format!("record {i}")).collect();
+        assert_eq!(last, expected);
+        assert_eq!(sink.lost(), 0);
+
+        // logrotate moves the file away; records go to it until the reopen, then to a
+        // new file at the path.
+        let moved = dir.path().join("audit.jsonl.moved");
+        std::fs::rename(&path, &moved).expect("move");
+        log.record(
+            AuditAction::Load,
+            "shield",
+            "",
+            Outcome::Ok,
+            "before reopen",
+        );
+        sink.reopen().expect("reopen");
+        log.record(AuditAction::Load, "shield", "", Outcome::Ok, "after reopen");
+        assert!(std::fs::read_to_string(&moved)
+            .expect("moved")
+            .contains("before reopen"));
+        let fresh = std::fs::read_to_string(&path).expect("new file");
+        assert_eq!(fresh.lines().count(), 1);
+        assert!(fresh.contains("after reopen"));
     }
 }

@@ -89,9 +89,13 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     events: Option<PathBuf>,
     /// Rotate the events file at this size: it becomes `FILE.1` (replacing the older
-    /// one) and a new file starts. 0: never.
+    /// one) and a new file starts. 0: never. SIGHUP reopens it (for logrotate).
     #[arg(long, default_value_t = 256 << 20, value_name = "BYTES")]
     events_max_bytes: u64,
+    /// Rotate the audit log at this size, as the events file. 0: never. SIGHUP
+    /// reopens it.
+    #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
+    audit_max_bytes: u64,
     /// Serve Prometheus metrics (`/metrics`), health (`/healthz`, `/readyz`), the live
     /// dashboard (`/`) and its JSON (`/api/status`) on this address, e.g.
     /// `127.0.0.1:9477`. Counters only; events need `--metrics-token-file`.
@@ -322,6 +326,21 @@ impl EventsOut {
             .map_or_else(|| "stdout".to_string(), |p| p.display().to_string())
     }
 
+    /// Writes on to whatever file is at the path now (the old one flushed).
+    fn reopen(&mut self) {
+        let Some(path) = self.path.clone() else {
+            return;
+        };
+        let _ = self.out.flush();
+        match Self::open_file(&path) {
+            Ok((out, written)) => {
+                self.out = out;
+                self.written = written;
+            }
+            Err(e) => warn!("reopening the events file {}: {e:#}", path.display()),
+        }
+    }
+
     /// Moves the file to `FILE.1` (replacing an older one) and starts a new one.
     fn rotate(&mut self) {
         let Some(path) = self.path.clone() else {
@@ -396,7 +415,7 @@ fn write_events(sub: &Subscription<Event>, out: &mut Option<EventsOut>, health: 
 }
 
 pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
-    let sink = Arc::new(JsonLinesFile::open(&args.audit_log)?);
+    let sink = Arc::new(JsonLinesFile::open(&args.audit_log)?.rotate_at(args.audit_max_bytes));
     let audit = AuditLog::new(sink.clone());
     // Feed files read once and shared between the policies of successive reloads.
     let sources = SourceCache::new();
@@ -631,6 +650,13 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             }
         }
         if reload.swap(false, Ordering::Relaxed) {
+            // A SIGHUP after logrotate moved the files: write to new ones from here.
+            if let Err(e) = sink.reopen() {
+                warn!("reopening the audit log: {e}");
+            }
+            if let Some(out) = events_out.as_mut() {
+                out.reopen();
+            }
             info!("reloading {}", args.source().display());
             let reads = sources.reads();
             let loaded = load_policy(args, &audit, &sources);

@@ -961,23 +961,74 @@ fn memory_returns_after_reloading_a_large_policy() {
 
 /// The events file is rotated at `--events-max-bytes`: it becomes `FILE.1` and a new
 /// file starts, so a flood of drop events cannot fill the disk.
+/// The events file and the audit log rotate at their sizes (whole lines, nothing
+/// lost), and SIGHUP reopens both after logrotate moved them away.
 #[test]
-fn the_events_file_rotates_at_its_size_limit() {
+fn the_events_file_and_the_audit_log_rotate_and_reopen_on_sighup() {
     require_privileges!();
     let lab = Lab::new("ffrotate", 46);
     let config = lab.write_config("policy.yaml", &lab.policy_denying(&[3]));
     let events = lab.dir.path().join("events.jsonl");
+    let audit = lab.dir.path().join("audit.jsonl");
     let mut args = lab.run_args(&config);
     args.extend([
         "--events".into(),
         events.display().to_string(),
         "--events-max-bytes".into(),
         "2000".into(),
+        "--audit-max-bytes".into(),
+        "3000".into(),
     ]);
     let mut daemon = Daemon::spawn(&args);
     daemon.wait_for("full_firewall: ready");
+    // The start's records (load, pins, map updates) are more than 3000 bytes.
+    let audit_older = std::fs::read_to_string(lab.dir.path().join("audit.jsonl.1"))
+        .expect("the audit log rotated: FILE.1");
+    let audit_newer = std::fs::read_to_string(&audit).expect("audit FILE");
+    for text in [&audit_older, &audit_newer] {
+        assert!(text.len() <= 3000, "{} bytes", text.len());
+        for line in text.lines() {
+            let record: serde_json::Value = serde_json::from_str(line).expect("whole JSON lines");
+            assert!(record["action"].is_string(), "{record}");
+        }
+    }
     assert_eq!(lab.ping(3, 30), 0, "dropped");
     daemon.wait_for("rotated");
+
+    // logrotate's way: move both files, then SIGHUP; what follows goes to new files.
+    let events_moved = lab.dir.path().join("events.jsonl.logrotate");
+    let audit_moved = lab.dir.path().join("audit.jsonl.logrotate");
+    std::fs::rename(&events, &events_moved).expect("move events");
+    std::fs::rename(&audit, &audit_moved).expect("move audit");
+    let moved_len = std::fs::metadata(&audit_moved).expect("moved audit").len();
+    // A reload that changes the rules, so the audit log gets records.
+    std::fs::write(&config, lab.policy_denying(&[2, 3])).expect("rewrite policy");
+    let reloads = daemon.log().matches("reloaded:").count();
+    daemon.signal("HUP");
+    daemon.wait_for_more("reloaded:", reloads);
+    assert_eq!(lab.ping(3, 2), 0, "dropped");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(&events).is_ok_and(|t| t.contains("shield_drop")) {
+        assert!(
+            Instant::now() < deadline,
+            "no new events file: {}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let audit_new = std::fs::read_to_string(&audit).expect("a new audit log");
+    assert!(
+        audit_new.lines().count() > 0
+            && audit_new
+                .lines()
+                .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()),
+        "{audit_new}"
+    );
+    assert_eq!(
+        std::fs::metadata(&audit_moved).expect("moved audit").len(),
+        moved_len,
+        "the reload's records went to the new file, none to the moved one"
+    );
     daemon.signal("TERM");
     assert!(daemon.wait().success(), "{}", daemon.log());
     let older = std::fs::read_to_string(lab.dir.path().join("events.jsonl.1")).expect("FILE.1");
