@@ -141,6 +141,9 @@ check_deploy() {
         examples/deploy/ironclad.service > "$tmp/ironclad.service"
     systemd-analyze verify "$tmp/ironclad.service"
     systemd-analyze security --offline=yes --threshold=30 "$tmp/ironclad.service" | tail -n 1
+    if [[ ! -d target/tools/prometheus-client/prometheus_client ]]; then
+        python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target target/tools/prometheus-client prometheus-client==0.21.1
+    fi
     if [[ ! -d "$tools/kubernetes_validate" ]]; then
         python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target "$tools" kubernetes-validate==1.37.0
     fi
@@ -291,6 +294,11 @@ check_unit_sandbox() {
     received=$({ ip netns exec "$ns" ping -q -c 5 -i 0.1 -W 1 10.251.0.1 2>/dev/null || true; } \
         | awk -F', ' '/received/ { split($2, a, " "); print a[1] }')
     curl -s -o /dev/null --max-time 2 https://127.0.0.1:9/ || true
+    # Every feature's metrics on one page: the Grafana dashboard's queries must find
+    # their series and labels there.
+    local port
+    port=$(sed -n 's#.*metrics on http://127.0.0.1:\([0-9]*\)/.*#\1#p' "$tmp/log" | head -n 1)
+    curl -s --max-time 5 "http://127.0.0.1:$port/metrics" > "$tmp/metrics.txt" || true
     kill -HUP "$pid"
     for _ in $(seq 100); do grep -q "reloaded" "$tmp/log" && break; sleep 0.1; done
     kill -TERM "$pid"
@@ -301,6 +309,8 @@ check_unit_sandbox() {
     grep -q "reloaded" "$tmp/log" || failed="${failed:+$failed; }no reload"
     [[ "$received" == 0 ]] || failed="${failed:+$failed; }${received:-?} of 5 denied pings got through"
     (( status == 0 )) || failed="${failed:+$failed; }exit status $status$( ((status == 159)) && echo ' (SIGSYS: a system call outside the filter)')"
+    PYTHONPATH=target/tools/prometheus-client python3 examples/deploy/check/grafana.py \
+        examples/deploy/grafana-dashboard.json "$tmp/metrics.txt" || failed="${failed:+$failed; }the Grafana dashboard"
     if [[ -n "$failed" ]]; then
         echo "the daemon under the unit's sandbox: $failed" >&2
         cat "$tmp/log" >&2
