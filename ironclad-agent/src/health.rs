@@ -32,6 +32,42 @@ pub struct FeatureState {
     pub detail: String,
 }
 
+/// A long operation the control loop is in (a reload of a large policy, say), as the
+/// agent's progress reporter sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Activity {
+    /// The steps running, outermost first (`full_firewall.reload >
+    /// ironclad.shield.replace rules=1000001`).
+    pub what: String,
+    /// Unix time it began.
+    pub since_unix: f64,
+    /// Unix time this was last confirmed: while it is recent the agent is busy, not
+    /// hung.
+    pub updated_unix: f64,
+}
+
+impl Activity {
+    /// `what`, begun at `since`, confirmed now.
+    pub fn new(what: impl Into<String>, since: SystemTime) -> Self {
+        Self {
+            what: what.into(),
+            since_unix: since
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+            updated_unix: unix_now(),
+        }
+    }
+
+    /// Seconds it has run.
+    pub fn elapsed(&self) -> f64 {
+        (unix_now() - self.since_unix).max(0.0)
+    }
+}
+
+/// How long a busy control loop counts as alive: a step that runs longer (or that
+/// stopped confirming) makes the probe fail as a hung loop does.
+pub const BUSY_LIMIT: Duration = Duration::from_secs(600);
+
 /// What an agent reports about itself.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -46,6 +82,9 @@ pub struct Report {
     pub features: BTreeMap<String, FeatureState>,
     /// Sinks that lost records (events file, audit log): name → records lost.
     pub losses: BTreeMap<String, u64>,
+    /// The long operation running now, if one has run a second or more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity: Option<Activity>,
 }
 
 impl Report {
@@ -66,6 +105,15 @@ impl Report {
     /// The heartbeat is recent ([`STALE_AFTER`]).
     pub fn is_fresh(&self) -> bool {
         self.age() <= STALE_AFTER.as_secs_f64()
+    }
+
+    /// The control loop is in a long operation that is still confirmed (within
+    /// [`STALE_AFTER`]) and has not run past [`BUSY_LIMIT`].
+    pub fn is_busy(&self) -> bool {
+        self.activity.as_ref().is_some_and(|a| {
+            unix_now() - a.updated_unix <= STALE_AFTER.as_secs_f64()
+                && a.elapsed() <= BUSY_LIMIT.as_secs_f64()
+        })
     }
 }
 
@@ -98,6 +146,28 @@ struct Inner {
     last_write: Option<Instant>,
     dirty: bool,
     failing: bool,
+}
+
+impl Inner {
+    /// Writes the report (a temporary file renamed over the old one).
+    fn write(&mut self) {
+        let tmp = self
+            .file
+            .with_extension(format!("json.{}", std::process::id()));
+        let text = serde_json::to_vec(&self.report).unwrap_or_default();
+        let written = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &self.file));
+        match written {
+            // Said once per run of failures, not every second.
+            Err(e) if !self.failing => {
+                self.failing = true;
+                tracing::warn!("writing {}: {e}", self.file.display());
+            }
+            Err(_) => {}
+            Ok(()) => self.failing = false,
+        }
+        self.last_write = Some(Instant::now());
+        self.dirty = false;
+    }
 }
 
 impl Health {
@@ -149,6 +219,17 @@ impl Health {
         }
     }
 
+    /// The long operation running now (`None`: none), written to the file at once:
+    /// `status` shows it, and the probe counts a busy loop as alive.
+    pub fn activity(&self, activity: Option<Activity>) {
+        let mut inner = self.lock();
+        if inner.report.activity.is_none() && activity.is_none() {
+            return;
+        }
+        inner.report.activity = activity;
+        inner.write();
+    }
+
     /// The control loop turned: the heartbeat moves, and the file is written when a
     /// second has passed or something changed.
     pub fn beat(&self) {
@@ -160,22 +241,7 @@ impl Health {
         if !(due || inner.dirty) {
             return;
         }
-        let tmp = inner
-            .file
-            .with_extension(format!("json.{}", std::process::id()));
-        let text = serde_json::to_vec(&inner.report).unwrap_or_default();
-        let written = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &inner.file));
-        match written {
-            // Said once per run of failures, not every second.
-            Err(e) if !inner.failing => {
-                inner.failing = true;
-                tracing::warn!("writing {}: {e}", inner.file.display());
-            }
-            Err(_) => {}
-            Ok(()) => inner.failing = false,
-        }
-        inner.last_write = Some(Instant::now());
-        inner.dirty = false;
+        inner.write();
     }
 
     /// A copy of the report as it is now.
@@ -222,6 +288,21 @@ pub fn probe(run_dir: &Path, ready: bool) -> Verdict {
     };
     let alive = Path::new(&format!("/proc/{}", report.pid)).exists();
     let age = report.age();
+    if alive && !report.is_fresh() && report.is_busy() {
+        let activity = report.activity.as_ref().map_or_else(String::new, |a| {
+            format!("{} for {:.1} s", a.what, a.elapsed())
+        });
+        if ready && !report.ready {
+            return fail(format!(
+                "not ready: configured but not running: {} (busy: {activity})",
+                report.not_running().join("; ")
+            ));
+        }
+        return Verdict {
+            healthy: true,
+            message: format!("daemon {} busy: {activity}", report.pid),
+        };
+    }
     if !alive || !report.is_fresh() {
         return fail(format!(
             "daemon {} is {}: its control loop last turned {age:.1} s ago",
@@ -347,5 +428,55 @@ mod tests {
         write(&report);
         let verdict = probe(dir.path(), false);
         assert!(verdict.message.contains("is gone"), "{verdict:?}");
+    }
+
+    #[test]
+    fn a_loop_busy_with_a_confirmed_operation_is_alive_until_it_stops_confirming() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write = |report: &Report| {
+            let text = serde_json::to_vec(report).expect("json");
+            std::fs::write(dir.path().join(HEALTH_FILE), text).expect("write");
+        };
+        let began = SystemTime::now() - Duration::from_secs(30);
+        let mut report = Report {
+            pid: std::process::id(),
+            heartbeat_unix: unix_now() - 30.0,
+            ready: true,
+            activity: Some(Activity::new(
+                "full_firewall.reload > ironclad.shield.replace",
+                began,
+            )),
+            ..Report::default()
+        };
+        write(&report);
+        let verdict = probe(dir.path(), true);
+        assert!(verdict.healthy, "{verdict:?}");
+        assert!(
+            verdict
+                .message
+                .contains("busy: full_firewall.reload > ironclad.shield.replace for 3"),
+            "{verdict:?}"
+        );
+        // Its reporter stopped confirming it: hung after all.
+        if let Some(a) = report.activity.as_mut() {
+            a.updated_unix = unix_now() - 20.0;
+        }
+        write(&report);
+        assert!(probe(dir.path(), false).message.contains("is hung"));
+        // Past the busy limit: hung too.
+        report.activity = Some(Activity::new(
+            "full_firewall.reload",
+            SystemTime::now() - BUSY_LIMIT - Duration::from_secs(1),
+        ));
+        write(&report);
+        assert!(!probe(dir.path(), false).healthy);
+        // The report reads back with the activity; one without it has none.
+        let back = read(dir.path()).expect("report");
+        assert!(back.activity.is_some());
+        let old: Report = serde_json::from_str(
+            r#"{"pid":1,"heartbeat_unix":1.0,"ready":true,"features":{},"losses":{}}"#,
+        )
+        .expect("a report without activity");
+        assert!(old.activity.is_none());
     }
 }

@@ -152,19 +152,32 @@ fn names_stream(value: &str, dev: u64, ino: u64) -> bool {
 
 /// Installs the stderr subscriber. Call once, first thing in `main`.
 pub(crate) fn init(format: LogFormat) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
     let (filter, problem) = filter(std::env::var("IRONCLAD_LOG").ok().as_deref());
-    let builder = tracing_subscriber::fmt()
+    let lines = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_env_filter(filter);
-    match format {
-        LogFormat::Text => builder
+        .with_ansi(false);
+    // The filter applies to the log lines only: progress follows the spans whatever
+    // the log shows.
+    let lines = match format {
+        LogFormat::Text => lines
             .event_format(Line {
                 journal: stderr_is_journal(),
             })
-            .init(),
-        LogFormat::Json => builder.json().with_current_span(false).init(),
-    }
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => lines
+            .json()
+            .with_current_span(false)
+            .with_filter(filter)
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(lines)
+        .with(crate::progress::ProgressLayer)
+        .init();
     // Written past the filter: a filter with a typo may well hide its own warning.
     if let Some(problem) = problem {
         let line = match format {

@@ -24,6 +24,7 @@ mod ifaces;
 mod logging;
 mod metrics;
 mod notify;
+mod progress;
 mod rollout;
 mod run;
 mod status;

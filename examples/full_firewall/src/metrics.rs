@@ -406,6 +406,13 @@ async fn route(
             let report = shared.health.report();
             if report.is_fresh() {
                 response(200, "text/plain", format!("ok {:.1}\n", report.age()))
+            } else if let Some(a) = report.activity.as_ref().filter(|_| report.is_busy()) {
+                // A long reload: the loop is busy with a step that still reports.
+                response(
+                    200,
+                    "text/plain",
+                    format!("busy {:.1} s: {}\n", a.elapsed(), a.what),
+                )
             } else {
                 response(503, "text/plain", format!("control loop stalled for {:.1} s\n", report.age()))
             }

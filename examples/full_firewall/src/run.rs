@@ -128,6 +128,11 @@ pub(crate) struct RunArgs {
     /// either way.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     watch_config: Option<Duration>,
+    /// Report a start or reload step that runs longer than this (e.g. `500ms`): in the
+    /// log (`busy 1.2 s: full_firewall.reload > ironclad.shield.write ...`, then every
+    /// 2 s) and in `status`, where the daemon counts as busy, not hung.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "1s")]
+    progress_after: Duration,
     /// Exit with an error when a feature the policy configures cannot start, instead of
     /// running without it (failing open, not ready).
     #[arg(long)]
@@ -172,6 +177,8 @@ fn load_policy(
     audit: &AuditLog,
     sources: &SourceCache,
 ) -> std::result::Result<LoadedPolicy, String> {
+    let _span =
+        tracing::info_span!("ironclad.policy.compile", policy = %args.source().display()).entered();
     let (path, accepted) = match (&args.bundle, &args.trusted_key) {
         (Some(dir), Some(key)) => {
             let refuse = |message: String| {
@@ -416,6 +423,9 @@ fn write_events(sub: &Subscription<Event>, out: &mut Option<EventsOut>, health: 
 
 pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     let sink = Arc::new(JsonLinesFile::open(&args.audit_log)?.rotate_at(args.audit_max_bytes));
+    // The start (compiling a large policy, writing it to the kernel) is reported while
+    // it runs, as a reload is.
+    let start_span = tracing::info_span!("full_firewall.start").entered();
     let audit = AuditLog::new(sink.clone());
     // Feed files read once and shared between the policies of successive reloads.
     let sources = SourceCache::new();
@@ -456,6 +466,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     let fanout = Arc::new(Fanout::new());
     // Bound before anything is loaded: an address in use changes nothing.
     let health = Health::new(&args.run_dir);
+    crate::progress::watch(health.clone(), args.progress_after);
     let metrics = match args.metrics {
         Some(addr) => {
             let access = Access {
@@ -546,6 +557,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         m.egress_rules(config.egress.as_ref());
     }
     drop(config);
+    drop(start_span);
     let mut notifier = Notifier::from_env();
     let states = features.states();
     notifier.features(&states);
@@ -658,6 +670,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                 out.reopen();
             }
             info!("reloading {}", args.source().display());
+            let _reload_span = tracing::info_span!("full_firewall.reload").entered();
             let reads = sources.reads();
             let loaded = load_policy(args, &audit, &sources);
             let now = sources.reads();

@@ -157,7 +157,8 @@ pub(crate) fn domains_json(status: &ironclad_bpf::egress::DomainStatus) -> serde
 /// configured feature with what runs or why not. `null` when no daemon wrote one.
 fn daemon_json(report: Option<&ironclad_agent::health::Report>) -> serde_json::Value {
     report.map_or(serde_json::Value::Null, |r| {
-        let alive = Path::new(&format!("/proc/{}", r.pid)).exists() && r.is_fresh();
+        let alive =
+            Path::new(&format!("/proc/{}", r.pid)).exists() && (r.is_fresh() || r.is_busy());
         serde_json::json!({
             "pid": r.pid,
             "alive": alive,
@@ -165,6 +166,10 @@ fn daemon_json(report: Option<&ironclad_agent::health::Report>) -> serde_json::V
             "ready": alive && r.ready,
             "features": r.features,
             "losses": r.losses,
+            "activity": r.activity.as_ref().map(|a| serde_json::json!({
+                "what": a.what,
+                "seconds": a.elapsed(),
+            })),
         })
     })
 }
@@ -225,6 +230,9 @@ pub(crate) fn status(pin_root: &Path, run_dir: &Path, json: bool) -> Result<Exit
             _ => "NOT READY: the policy is not fully enforced",
         };
         println!("daemon {}: {state}", r.pid);
+        if let Some(a) = r.activity.as_ref().filter(|_| r.is_busy()) {
+            println!("  busy {:.1} s: {}", a.elapsed(), a.what);
+        }
         for (name, f) in &r.features {
             let mark = if f.up { "up  " } else { "DOWN" };
             println!("  {mark} {name:<10} {}", f.detail);

@@ -1370,3 +1370,77 @@ fn watch_config_applies_a_configmap_update_and_refuses_an_invalid_one() {
     daemon.signal("TERM");
     assert!(daemon.wait().success());
 }
+
+/// A reload that takes seconds (a feed of scattered /32s rewritten whole) is reported
+/// while it runs: `busy` lines in the log naming the step, `status` showing it (and the
+/// daemon alive though its control loop is busy), nothing once it is done.
+#[test]
+fn a_long_reload_is_reported_in_the_log_and_in_status_while_it_runs() {
+    require_privileges!();
+    let lab = Lab::new("ffbusy2", 56);
+    let feed = |seed: u64| {
+        let mut x = seed;
+        let mut text = String::new();
+        for _ in 0..1_000_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            text.push_str(&format!("{}\n", std::net::Ipv4Addr::from((x >> 16) as u32)));
+        }
+        text
+    };
+    lab.write_config("feed.txt", &feed(0x9e37_79b9_7f4a_7c15));
+    let config = lab.write_config(
+        "policy.yaml",
+        &format!(
+            "shield:\n  deny_feeds:\n    - path: feed.txt\n      format: plain\n  deny: [{}]\n",
+            lab.addr(3)
+        ),
+    );
+    // Steps are reported after 100 ms here (1 s by default): a million-prefix reload
+    // takes about a second on the machines this runs on, and more under load.
+    let mut args = lab.run_args(&config);
+    args.extend(["--progress-after".to_string(), "100ms".to_string()]);
+    let mut daemon = Daemon::spawn(&args);
+    daemon.wait_for("full_firewall: ready");
+    // Another 1,000,000: every prefix changes, the whole policy is planned and written.
+    lab.write_config("feed.txt", &feed(0x2545_f491_4f6c_dd1d));
+    let reloads = daemon.log().matches("reloaded:").count();
+    let busy_lines = daemon.log().matches("busy ").count();
+    daemon.signal("HUP");
+    let mut seen: Option<serde_json::Value> = None;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while daemon.log().matches("reloaded:").count() == reloads {
+        assert!(Instant::now() < deadline, "no reload: {}", daemon.log());
+        let status = lab.daemon_status();
+        if !status["daemon"]["activity"].is_null() && seen.is_none() {
+            seen = Some(status["daemon"].clone());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let seen = seen.unwrap_or_else(|| panic!("status never showed the reload: {}", daemon.log()));
+    let what = seen["activity"]["what"].as_str().expect("what");
+    assert!(what.starts_with("full_firewall.reload"), "{seen}");
+    assert!(seen["activity"]["seconds"].as_f64() >= Some(0.1), "{seen}");
+    assert_eq!(seen["alive"], true, "{seen}");
+    let log = daemon.log();
+    let busy: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("busy ") && l.contains("full_firewall.reload"))
+        .collect();
+    assert!(
+        log.matches("busy ").count() > busy_lines && !busy.is_empty(),
+        "{log}"
+    );
+    // The steps below the reload are named as they run (compile, then the Shield's).
+    assert!(busy.iter().any(|l| l.contains("ironclad.")), "{busy:#?}");
+    // Done: no activity left.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !lab.daemon_status()["daemon"]["activity"].is_null() {
+        assert!(Instant::now() < deadline, "activity left after the reload");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(lab.ping(3, 1), 0);
+    daemon.signal("TERM");
+    assert!(daemon.wait().success());
+}

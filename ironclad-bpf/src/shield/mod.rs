@@ -1206,13 +1206,20 @@ impl Shield {
     /// `replace` by a plan of the whole policy: every prefix of it is sorted and
     /// compared with the loaded ones.
     fn replace_planned(&self, policy: &CompiledShield) -> Result<ReplaceReport> {
-        let old = read_directory(&self.object)?;
-        let Planned {
-            mut report,
-            book,
-            directory,
-            fresh,
-        } = plan::plan(&old, policy)?;
+        let planned = {
+            let _span = tracing::info_span!("ironclad.shield.plan").entered();
+            let old = read_directory(&self.object)?;
+            plan::plan(&old, policy).map(|p| (p, old))?
+        };
+        let (
+            Planned {
+                mut report,
+                book,
+                directory,
+                fresh,
+            },
+            old,
+        ) = planned;
         let old_config = self.config()?;
         if report.added == 0
             && report.changed == 0
@@ -1227,6 +1234,13 @@ impl Shield {
         // Mode, rate limit and sampling go in just before the switch, and back if the
         // new policy never gets there.
         self.write_config(&policy.config())?;
+        let _span = tracing::info_span!(
+            "ironclad.shield.write",
+            added = report.added,
+            changed = report.changed,
+            removed = report.removed
+        )
+        .entered();
         let built = self
             .commit(&Plan {
                 book,
