@@ -20,7 +20,7 @@
 //! cannot stall it.
 //! Binding happens before anything is loaded, so a bad address changes nothing.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -102,6 +102,55 @@ struct State {
     fetches: BTreeMap<String, (u64, u64)>,
     /// The applied egress rules' `rule` labels by rule id.
     egress_rules: BTreeMap<u32, String>,
+    /// The last policy loads: start, reloads applied, refused, rolled back.
+    reloads: VecDeque<serde_json::Value>,
+    /// Shield drops by source address since the start (for the dashboard's top list).
+    drop_sources: HashMap<String, u64>,
+    /// Egress refusals by executable (or command name when the path is unknown).
+    refused_processes: HashMap<String, u64>,
+}
+
+/// How many loads the reload history keeps.
+const RELOAD_HISTORY: usize = 20;
+/// How many sources or processes the top lists count at most: past it the smaller
+/// half is forgotten, so a spoofed flood cannot grow the daemon's memory.
+const TOP_TRACKED: usize = 4096;
+/// How many entries a top list shows.
+const TOP_SHOWN: usize = 10;
+
+/// Counts one more for `key`, keeping the map bounded.
+fn count_top(map: &mut HashMap<String, u64>, key: String) {
+    *map.entry(key).or_default() += 1;
+    if map.len() > TOP_TRACKED {
+        let mut counts: Vec<u64> = map.values().copied().collect();
+        counts.sort_unstable();
+        let median = counts[counts.len() / 2];
+        map.retain(|_, n| *n > median);
+    }
+}
+
+/// The `TOP_SHOWN` largest entries, largest first.
+fn top(map: &HashMap<String, u64>, key: &str) -> Vec<serde_json::Value> {
+    let mut entries: Vec<(&String, &u64)> = map.iter().collect();
+    entries.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    entries
+        .into_iter()
+        .take(TOP_SHOWN)
+        .map(|(k, n)| serde_json::json!({ key: k, "count": n }))
+        .collect()
+}
+
+impl State {
+    fn load(&mut self, outcome: &str) {
+        if self.reloads.len() == RELOAD_HISTORY {
+            self.reloads.pop_front();
+        }
+        self.reloads.push_back(serde_json::json!({
+            "at": unix_seconds(SystemTime::now()),
+            "outcome": outcome,
+            "serial": self.policy_serial,
+        }));
+    }
 }
 
 struct Shared {
@@ -164,6 +213,9 @@ impl Metrics {
                 sources: Vec::new(),
                 fetches: BTreeMap::new(),
                 egress_rules: BTreeMap::new(),
+                reloads: VecDeque::with_capacity(RELOAD_HISTORY),
+                drop_sources: HashMap::new(),
+                refused_processes: HashMap::new(),
             }),
             access,
             health,
@@ -176,6 +228,22 @@ impl Metrics {
                     let value = serde_json::to_value(&event).unwrap_or(serde_json::Value::Null);
                     let mut state = events.state();
                     state.events_seen += 1;
+                    match &event {
+                        Event::ShieldDrop(d) => {
+                            count_top(&mut state.drop_sources, d.src.to_string())
+                        }
+                        Event::Connect(d) | Event::RateLimited(d)
+                            if matches!(
+                                d.verdict,
+                                ironclad_core::abi::EgressAction::Deny
+                                    | ironclad_core::abi::EgressAction::RateLimited
+                            ) =>
+                        {
+                            let who = d.actor.exe.clone().unwrap_or_else(|| d.actor.comm.clone());
+                            count_top(&mut state.refused_processes, who);
+                        }
+                        _ => {}
+                    }
                     if state.recent.len() == RECENT_EVENTS {
                         state.recent.pop_front();
                     }
@@ -216,13 +284,23 @@ impl Metrics {
         if let Some(sources) = sources {
             state.sources = sources;
         }
+        let outcome = if state.policy_serial == 1 {
+            "started"
+        } else {
+            "applied"
+        };
+        state.load(outcome);
     }
 
     /// An unconfirmed reload was rolled back: the serial goes up (the kernel holds a
     /// policy again that was applied before) and the rollback is counted.
     pub(crate) fn rolled_back(&self, sources: Option<Vec<SourceStat>>) {
         self.policy_applied(sources);
-        self.shared.state().rollbacks += 1;
+        let mut state = self.shared.state();
+        state.rollbacks += 1;
+        if let Some(last) = state.reloads.back_mut() {
+            last["outcome"] = "rolled_back".into();
+        }
     }
 
     /// The egress rules the kernel holds now: their series are labelled by what each
@@ -260,7 +338,9 @@ impl Metrics {
 
     /// A reload was refused or failed.
     pub(crate) fn reload_failed(&self) {
-        self.shared.state().reload_failures += 1;
+        let mut state = self.shared.state();
+        state.reload_failures += 1;
+        state.load("refused");
     }
 }
 
@@ -1241,6 +1321,7 @@ fn api_status(shared: &Shared) -> serde_json::Value {
             "serial": state.policy_serial,
             "loaded_at": unix_seconds(state.policy_loaded_at),
             "reload_failures": state.reload_failures,
+            "history": state.reloads.iter().rev().cloned().collect::<Vec<_>>(),
         },
         "programs": programs,
         "shield": shield,
@@ -1260,6 +1341,8 @@ fn api_events(shared: &Shared) -> serde_json::Value {
     serde_json::json!({
         "seen": state.events_seen,
         "recent": state.recent.iter().rev().cloned().collect::<Vec<_>>(),
+        "top_sources": top(&state.drop_sources, "src"),
+        "top_processes": top(&state.refused_processes, "process"),
     })
 }
 

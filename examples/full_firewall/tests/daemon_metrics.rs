@@ -596,7 +596,7 @@ fn dashboard_in_chromium_shows_drops_rise_without_reloading() {
     require_privileges!();
     let lab = Lab::new("ffdash", 8);
     let config = lab.write_config("policy.yaml", &lab.policy_denying(&[2]));
-    let (_daemon, port) = daemon_with_metrics(&lab, &config);
+    let (daemon, port) = daemon_with_metrics(&lab, &config);
     let driver = Driver::start();
     driver.navigate(&format!("http://127.0.0.1:{port}/#token={TOKEN}"));
 
@@ -634,6 +634,71 @@ fn dashboard_in_chromium_shows_drops_rise_without_reloading() {
     assert!(
         events.as_str().is_some_and(|t| t.contains("drop")),
         "{events}"
+    );
+
+    // A flood over a few seconds: the graph of drops per second gets points with a
+    // non-zero peak, the rule's rate cell shows the flow while it lasts, and the top
+    // dropped source is the one pinging.
+    let rate = format!(
+        "const c = document.querySelector('tr[data-rule=\"{rule}\"] .rate'); \
+         return c && c.dataset.value !== '' ? Number(c.dataset.value) : null;"
+    );
+    let flood = {
+        let (ns, from, to) = (lab.ns.name().to_string(), lab.addr(2), lab.addr(1));
+        std::thread::spawn(move || {
+            Command::new("ip")
+                .args([
+                    "netns", "exec", &ns, "ping", "-q", "-c", "60", "-i", "0.05", "-W", "1", "-I",
+                    &from, &to,
+                ])
+                .output()
+                .expect("ping")
+        })
+    };
+    let peak = driver.wait_until(&rate, |v| v.as_f64().is_some_and(|r| r >= 5.0));
+    assert!(
+        peak.as_f64().is_some_and(|r| r <= 40.0),
+        "about 20/s: {peak}"
+    );
+    let _ = flood.join();
+    let graph = driver.script(
+        "const g = document.getElementById('drops-graph'); \
+         return { points: Number(g.dataset.points), max: Number(g.dataset.max), \
+                  line: document.getElementById('drops-line').getAttribute('points').split(' ').length };",
+    );
+    assert!(graph["points"].as_u64() >= Some(3), "{graph}");
+    assert!(graph["max"].as_f64() >= Some(5.0), "{graph}");
+    assert_eq!(graph["points"], graph["line"], "{graph}");
+    let top = driver.wait_until(
+        "const li = document.querySelector('#top-sources li[data-src]'); \
+         return li ? { src: li.dataset.src, count: Number(li.dataset.count) } : null;",
+        |v| v["count"].as_u64() >= Some(60),
+    );
+    assert_eq!(top["src"], lab.addr(2), "{top}");
+
+    // The load history: the start, then a refused reload and an applied one.
+    assert_eq!(
+        driver.wait_until(
+            "return [...document.querySelectorAll('#reloads li[data-outcome]')].map(l => l.dataset.outcome);",
+            |v| v.as_array().is_some_and(|a| !a.is_empty()),
+        ),
+        serde_json::json!(["started"])
+    );
+    std::fs::write(&config, "shield:\n  deny: [10.211.8.2/40]\n").expect("rewrite");
+    daemon.signal("HUP");
+    daemon.wait_for("reload refused");
+    std::fs::write(&config, lab.policy_denying(&[2, 3])).expect("rewrite");
+    daemon.signal("HUP");
+    daemon.wait_for("reloaded:");
+    let loads = driver.wait_until(
+        "return [...document.querySelectorAll('#reloads li[data-outcome]')].map(l => l.dataset.outcome);",
+        |v| v.as_array().is_some_and(|a| a.len() == 3),
+    );
+    assert_eq!(loads, serde_json::json!(["applied", "refused", "started"]));
+    assert_eq!(
+        driver.script("return window.ironcladTestMark;"),
+        42,
+        "still no reload of the page"
     );
     let foreign = driver.script(&format!(
         "return performance.getEntriesByType('resource').map(e => e.name)\
