@@ -108,6 +108,10 @@ struct State {
     drop_sources: HashMap<String, u64>,
     /// Egress refusals by executable (or command name when the path is unknown).
     refused_processes: HashMap<String, u64>,
+    /// Reload outcomes by (feature, outcome).
+    feature_reloads: BTreeMap<(String, &'static str), u64>,
+    /// When each feature's policy was last applied (start, reload, start on reload).
+    feature_applied: BTreeMap<String, SystemTime>,
 }
 
 /// How many loads the reload history keeps.
@@ -216,6 +220,8 @@ impl Metrics {
                 reloads: VecDeque::with_capacity(RELOAD_HISTORY),
                 drop_sources: HashMap::new(),
                 refused_processes: HashMap::new(),
+                feature_reloads: BTreeMap::new(),
+                feature_applied: BTreeMap::new(),
             }),
             access,
             health,
@@ -323,6 +329,35 @@ impl Metrics {
             labels.insert(rule.rule_id, label);
         }
         self.shared.state().egress_rules = labels;
+    }
+
+    /// The features running after the start: their policies were applied now.
+    pub(crate) fn features_started<'a>(&self, names: impl IntoIterator<Item = &'a String>) {
+        let now = SystemTime::now();
+        let mut state = self.shared.state();
+        for name in names {
+            state.feature_applied.insert(name.clone(), now);
+        }
+    }
+
+    /// What a reload did to each feature: counted by outcome; an applied or started one
+    /// gets a new applied time.
+    pub(crate) fn feature_reloads(
+        &self,
+        outcomes: &BTreeMap<&'static str, ironclad_agent::features::ReloadOutcome>,
+    ) {
+        use ironclad_agent::features::ReloadOutcome;
+        let now = SystemTime::now();
+        let mut state = self.shared.state();
+        for (feature, outcome) in outcomes {
+            *state
+                .feature_reloads
+                .entry(((*feature).to_string(), outcome.as_str()))
+                .or_default() += 1;
+            if matches!(outcome, ReloadOutcome::Applied | ReloadOutcome::Started) {
+                state.feature_applied.insert((*feature).to_string(), now);
+            }
+        }
     }
 
     /// A download of feed `name` succeeded (200 or 304) or failed.
@@ -985,6 +1020,30 @@ fn prometheus(shared: &Shared) -> String {
         );
         for (sink, lost) in &report.losses {
             out.sample("ironclad_records_lost_total", &[("sink", sink)], lost);
+        }
+        out.family(
+            "ironclad_feature_reloads_total",
+            "counter",
+            "What reloads did to each feature: applied, kept (nothing for it changed), started, stopped, failed (its old policy stayed).",
+        );
+        for ((feature, outcome), n) in &state.feature_reloads {
+            out.sample(
+                "ironclad_feature_reloads_total",
+                &[("feature", feature), ("result", outcome)],
+                n,
+            );
+        }
+        out.family(
+            "ironclad_feature_applied_timestamp_seconds",
+            "gauge",
+            "When each feature's policy was last written to the kernel (Unix time): at start, or by the last reload that applied or started it.",
+        );
+        for (feature, at) in &state.feature_applied {
+            out.sample(
+                "ironclad_feature_applied_timestamp_seconds",
+                &[("feature", feature)],
+                (unix_seconds(*at) * 1000.0).round() / 1000.0,
+            );
         }
         out.family(
             "ironclad_program_up",

@@ -555,6 +555,13 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     if let Some(m) = &metrics {
         m.policy_applied(config.shield.as_ref().map(SourceStat::of));
         m.egress_rules(config.egress.as_ref());
+        m.features_started(
+            features
+                .states()
+                .iter()
+                .filter(|(_, f)| f.up)
+                .map(|(n, _)| n),
+        );
     }
     drop(config);
     drop(start_span);
@@ -712,6 +719,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                         fetcher.replace(new_config.shield.as_ref());
                     }
                     let applied = features.reload(&new_config);
+                    if let Some(m) = &metrics {
+                        m.feature_reloads(features.reload_outcomes());
+                    }
                     if rollout.is_some() {
                         current = current.then(&new_config);
                     }

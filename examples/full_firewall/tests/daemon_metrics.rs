@@ -285,6 +285,12 @@ fn metrics_count_exactly_the_packets_sent_and_follow_reloads() {
     let rss = sample(&page, "process_resident_memory_bytes").expect("rss");
     assert!(rss > 0.0);
     let loaded = sample(&page, "ironclad_policy_load_timestamp_seconds").expect("load time");
+    let shield_applied = sample(
+        &page,
+        "ironclad_feature_applied_timestamp_seconds{feature=\"shield\"}",
+    )
+    .expect("the shield's applied time");
+    assert!(shield_applied > 0.0);
     // Every family is announced once with HELP and TYPE before its samples.
     for line in page.lines().filter(|l| !l.starts_with('#')) {
         let name = line.split(['{', ' ']).next().expect("name");
@@ -305,6 +311,22 @@ fn metrics_count_exactly_the_packets_sent_and_follow_reloads() {
     assert_eq!(lab.ping(3, 2), 0);
     let (_, page) = curl(&[&format!("{url}/metrics")]);
     assert_eq!(sample(&page, "ironclad_policy_serial"), Some(2.0), "{page}");
+    assert_eq!(
+        sample(
+            &page,
+            "ironclad_feature_reloads_total{feature=\"shield\",result=\"applied\"}"
+        ),
+        Some(1.0),
+        "{page}"
+    );
+    assert!(
+        sample(
+            &page,
+            "ironclad_feature_applied_timestamp_seconds{feature=\"shield\"}"
+        )
+        .expect("applied time")
+            > shield_applied
+    );
     assert!(sample(&page, "ironclad_policy_load_timestamp_seconds").expect("time") > loaded);
     assert!(!page.contains(&format!("rule=\"{rule}\"")), "{page}");
     assert!(

@@ -300,6 +300,37 @@ pub struct Features<'l> {
     fanout: Arc<Fanout<Event>>,
     processes: Option<Arc<ProcessMonitor>>,
     reader: Option<EventReader>,
+    /// What the last [`reload`](Self::reload) did to each feature.
+    last_reload: BTreeMap<&'static str, ReloadOutcome>,
+}
+
+/// What a reload did to one feature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReloadOutcome {
+    /// Its new policy is in the kernel.
+    Applied,
+    /// The new policy leaves it as it was (no section for it, or nothing changed).
+    Kept,
+    /// The new policy has it no more: stopped.
+    Stopped,
+    /// Configured anew and started.
+    Started,
+    /// The kernel (or a check) refused; its old policy stays.
+    Failed,
+}
+
+impl ReloadOutcome {
+    /// The outcome as a metric label: `applied`, `kept`, `stopped`, `started`, `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Kept => "kept",
+            Self::Stopped => "stopped",
+            Self::Started => "started",
+            Self::Failed => "failed",
+        }
+    }
 }
 
 impl<'l> Features<'l> {
@@ -320,6 +351,7 @@ impl<'l> Features<'l> {
             fanout,
             processes: None,
             reader: None,
+            last_reload: BTreeMap::new(),
         };
         let mut cache_tried = false;
         for kind in KINDS {
@@ -525,16 +557,25 @@ impl<'l> Features<'l> {
     pub fn reload(&mut self, config: &CompiledConfig) -> bool {
         let mut failed = false;
         let mut stopping = Vec::new();
+        self.last_reload.clear();
         for (i, feature) in self.running.iter_mut().enumerate() {
-            match feature.reload(config) {
-                Ok(Reloaded::Applied(what)) | Ok(Reloaded::Kept(what)) => {
+            let outcome = match feature.reload(config) {
+                Ok(Reloaded::Applied(what)) => {
                     if !what.is_empty() {
                         info!("{what}");
                     }
+                    ReloadOutcome::Applied
+                }
+                Ok(Reloaded::Kept(what)) => {
+                    if !what.is_empty() {
+                        info!("{what}");
+                    }
+                    ReloadOutcome::Kept
                 }
                 Ok(Reloaded::Stop(why)) => {
                     info!("{why}");
                     stopping.push(i);
+                    ReloadOutcome::Stopped
                 }
                 Err(e) => {
                     failed = true;
@@ -542,8 +583,10 @@ impl<'l> Features<'l> {
                         "{} reload failed, the old policy stays: {e}",
                         feature.name()
                     );
+                    ReloadOutcome::Failed
                 }
-            }
+            };
+            self.last_reload.insert(feature.name(), outcome);
         }
         let mut started_or_stopped = !stopping.is_empty();
         if started_or_stopped {
@@ -570,12 +613,19 @@ impl<'l> Features<'l> {
                 continue;
             }
             match self.start_one(kind, config) {
-                Ok(()) => started_or_stopped = true,
+                Ok(()) => {
+                    started_or_stopped = true;
+                    self.last_reload.insert(kind.name, ReloadOutcome::Started);
+                }
                 Err(e @ AgentError::NoInterface) => {
                     failed = true;
                     warn!("reload refused: {e}");
+                    self.last_reload.insert(kind.name, ReloadOutcome::Failed);
                 }
-                Err(e) => warn!("{} still disabled: {e}", kind.name),
+                Err(e) => {
+                    warn!("{} still disabled: {e}", kind.name);
+                    self.last_reload.insert(kind.name, ReloadOutcome::Failed);
+                }
             }
         }
         if started_or_stopped {
@@ -585,6 +635,11 @@ impl<'l> Features<'l> {
             self.reader = self.event_reader();
         }
         !failed
+    }
+
+    /// What the last [`reload`](Self::reload) did to each feature it touched, by name.
+    pub fn reload_outcomes(&self) -> &BTreeMap<&'static str, ReloadOutcome> {
+        &self.last_reload
     }
 
     /// Puts `previous` back: the Shield's and the identity firewall's policies (an
