@@ -82,7 +82,12 @@ fn features_start_enforce_reload_roll_back_and_detach_through_one_supervisor() {
     assert_eq!(features.running(), ["shield", "egress", "telemetry"]);
     let states = features.states();
     assert!(states.values().all(|s| s.up), "{states:?}");
-    assert!(states["shield"].detail.starts_with("XDP ("), "{states:?}");
+    assert!(
+        states["shield"]
+            .detail
+            .starts_with(&format!("XDP on {} (", veth.host())),
+        "{states:?}"
+    );
     assert_eq!(pinned(pins.path()), ["egress", "shield", "telemetry"]);
 
     // Enforcing: the denied peer's pings are dropped, the denied connect is refused,

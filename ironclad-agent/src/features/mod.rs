@@ -104,7 +104,7 @@ pub trait Feature: Send {
     /// Its name in health reports, metrics and logs (`shield`, `egress`, ...).
     fn name(&self) -> &'static str;
 
-    /// What runs, in one line (`XDP (native) enforce`).
+    /// What runs, in one line (`XDP on eth0 (native) enforce`).
     fn describe(&self) -> String;
 
     /// Applies this feature's part of a new policy. On an error the old policy stays
