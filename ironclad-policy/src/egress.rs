@@ -113,18 +113,8 @@ impl EgressRuleSpec {
             parts.push(format!("dst_domain={}", names.join(",")));
         }
         if !self.ports.is_empty() {
-            let ports: Vec<String> = self
-                .ports
-                .iter()
-                .map(|&(lo, hi)| {
-                    if lo == hi {
-                        lo.to_string()
-                    } else {
-                        format!("{lo}-{hi}")
-                    }
-                })
-                .collect();
-            parts.push(format!("ports={}", ports.join(",")));
+            let ports = crate::firewall::ports_text(&self.ports).replace(", ", ",");
+            parts.push(format!("ports={ports}"));
         }
         match self.proto {
             Proto::Tcp => parts.push("proto=tcp".to_string()),
@@ -625,6 +615,25 @@ mod tests {
             action,
             origin: Origin::field("egress.rules[0]"),
         }
+    }
+
+    #[test]
+    fn a_rules_summary_names_what_it_matches_and_does_not_where_it_is() {
+        let mut r = rule(EgressAction::Deny);
+        r.comm = Some("curl".to_string());
+        r.uid = Some(1000);
+        r.dst = "198.51.100.0/24".parse().ok();
+        r.ports = vec![(80, 80), (443, 443), (8000, 8100)];
+        r.proto = Proto::Tcp;
+        let text = r.summary();
+        assert_eq!(
+            text,
+            "comm=curl uid=1000 dst=198.51.100.0/24 ports=80,443,8000-8100 proto=tcp deny"
+        );
+        // Where it is written does not enter it.
+        r.origin = Origin::default();
+        assert_eq!(r.summary(), text);
+        assert_eq!(rule(EgressAction::Log).summary(), "log");
     }
 
     #[test]

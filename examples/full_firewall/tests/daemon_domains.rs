@@ -169,13 +169,7 @@ fn the_daemon_enforces_names_and_feeds_and_shows_the_live_table() {
     );
     assert!(text.contains("DENIED by feed malware"), "{text}");
 
-    let log = daemon.log();
-    let port: u16 = log
-        .split("metrics on http://127.0.0.1:")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no metrics address in the log:\n{log}"));
+    let port = daemon.metrics_port();
     let metrics = Command::new("curl")
         .args(["-s", &format!("http://127.0.0.1:{port}/metrics")])
         .output()

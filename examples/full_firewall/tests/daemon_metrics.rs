@@ -36,13 +36,7 @@ fn daemon_with_metrics(lab: &Lab, config: &Path) -> (Daemon, u16) {
     ]);
     let daemon = Daemon::spawn(&args);
     daemon.wait_for("ready");
-    let log = daemon.log();
-    let port = log
-        .split("metrics on http://127.0.0.1:")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no metrics address in the log:\n{log}"));
+    let port = daemon.metrics_port();
     (daemon, port)
 }
 
@@ -160,13 +154,7 @@ fn rule_series_keep_their_labels_across_a_reload_that_moves_the_rules() {
     ]);
     let daemon = Daemon::spawn(&args);
     daemon.wait_for("full_firewall: ready");
-    let log = daemon.log();
-    let port: u16 = log
-        .split("metrics on http://127.0.0.1:")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no metrics address in the log:\n{log}"));
+    let port = daemon.metrics_port();
     let url = format!("http://127.0.0.1:{port}/metrics");
     let rules = |samples: &[(String, std::collections::BTreeMap<String, String>, f64)]| {
         let mut rules: Vec<String> = samples

@@ -156,6 +156,16 @@ impl Daemon {
         }
     }
 
+    /// The port of `--metrics 127.0.0.1:0`, from the daemon's log.
+    pub fn metrics_port(&self) -> u16 {
+        let log = self.log();
+        log.split("metrics on http://127.0.0.1:")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no metrics address in the log:\n{log}"))
+    }
+
     pub fn log(&self) -> String {
         self.log.text()
     }
