@@ -199,6 +199,7 @@ YAML
     kill -TERM "$pid"; wait "$pid" || fail="${fail:+$fail, }exit status $?"
     kill "$http" 2>/dev/null || true
     umount -R "$root/sys"; umount "$root/proc"
+    rmdir "/sys/fs/bpf/ic-image-$$" 2>/dev/null || true
     ip netns del "$ns"; ip link del icimg0 2>/dev/null || true
     grep -q "full_firewall: ready" "$srv/log" || fail="${fail:+$fail, }never ready"
     grep -q 'feed `by-name` fetched' "$srv/log" || fail="${fail:+$fail, }the feed was not fetched by name"
@@ -260,6 +261,7 @@ PY
     [[ "$received" == 2 ]] || fail="${fail:+$fail, }an allowed source got ${received:-?} of 2 answers"
     grep -q -- "--iface auto: the Shield attaches to ickube1" "$tmp/kube/log/stderr" || fail="${fail:+$fail, }--iface=auto did not find the uplink"
     kill -TERM "$pid"; wait "$pid" || fail="${fail:+$fail, }exit status $?"
+    rmdir "/sys/fs/bpf/ic-kube-$$" 2>/dev/null || true
     ip netns del "$ns"; ip link del ickube0 2>/dev/null || true
     if [[ -n "$fail" ]]; then
         echo "the DaemonSet's command line: $fail" >&2
@@ -303,6 +305,7 @@ check_unit_sandbox() {
     for _ in $(seq 100); do grep -q "reloaded" "$tmp/log" && break; sleep 0.1; done
     kill -TERM "$pid"
     status=0; wait "$pid" || status=$?
+    rmdir "$pins" 2>/dev/null || true
     ip netns del "$ns"; ip link del icsb0 2>/dev/null || true
     local failed=""
     grep -q "full_firewall: ready" "$tmp/log" || failed="never ready"
@@ -355,6 +358,7 @@ check_footprint() {
         | awk -F', ' '/received/ { split($2, a, " "); print a[1] }')
     rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status")
     kill -TERM "$pid"; wait "$pid" || true
+    rmdir "$pins" 2>/dev/null || true
     ip netns del "$ns"; ip link del icfp0 2>/dev/null || true
     grep -q "full_firewall: ready" "$tmp/log" || { cat "$tmp/log" >&2; rm -rf "$tmp"; return 1; }
     if [[ "$received" != 0 ]]; then
