@@ -126,7 +126,7 @@ pub(crate) struct RunArgs {
     /// ConfigMap update reaches the daemon without a restart, validated like SIGHUP (an
     /// invalid file leaves the old rules in force). Feeds with `refresh` are watched
     /// either way.
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, conflicts_with = "bundle")]
     watch_config: Option<Duration>,
     /// Report a start or reload step that runs longer than this (e.g. `500ms`): in the
     /// log (`busy 1.2 s: full_firewall.reload > ironclad.shield.write ...`, then every
