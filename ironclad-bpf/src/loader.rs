@@ -367,8 +367,10 @@ impl Loader {
     }
 
     /// Removes every pin of `object` under the pin root (maps and links) and its
-    /// directory, without loading it. Returns how many pins were removed. Programs and
-    /// maps stay alive only while something else still holds them.
+    /// directory, without loading it. Returns how many pins were removed. Each pinned
+    /// link is detached first, so its program has stopped acting when this returns (a
+    /// process still holding the link stops enforcing through it too). Maps and
+    /// programs stay alive only while something else still holds them.
     pub fn remove_pins(&self, object: &str) -> Result<usize> {
         remove_pin_dir(&self.pin_dir(object), object, &self.log)
     }
@@ -628,8 +630,9 @@ impl LoadedObject {
     }
 
     /// Removes every pin under this object's pin directory (maps and links pinned there)
-    /// and the directory. Once this process's handles close, the kernel frees what
-    /// nothing else holds.
+    /// and the directory. Pinned links are detached first (see
+    /// [`Loader::remove_pins`]). Once this process's handles close, the kernel frees
+    /// what nothing else holds.
     pub fn unpin(self) -> Result<usize> {
         remove_pin_dir(&self.pin_dir, &self.name, &self.log)
     }
@@ -981,6 +984,7 @@ fn remove_pin_dir(dir: &Path, object: &str, log: &AuditLog) -> Result<usize> {
                 removed += n;
             })
         } else {
+            detach_if_link(&path, object, log);
             let r = std::fs::remove_file(&path).map_err(|source| BpfError::Io {
                 path: path.clone(),
                 source,
@@ -1001,6 +1005,29 @@ fn remove_pin_dir(dir: &Path, object: &str, log: &AuditLog) -> Result<usize> {
         source,
     })?;
     Ok(removed)
+}
+
+/// Detaches the link pinned at `path` at once (`BPF_LINK_DETACH`), so the program stops
+/// acting when the pins are gone rather than when the kernel's deferred release of the
+/// last reference runs: removing a link's last pin frees it from a workqueue, and a
+/// packet or `connect()` right after `detach` could still meet the program. A running
+/// daemon holding the same link stops enforcing through it too, which is what removing
+/// its pins asks for.
+fn detach_if_link(path: &Path, object: &str, log: &AuditLog) {
+    let Ok(link) = libbpf_rs::Link::open(path) else {
+        return;
+    };
+    // A map or program pin (EINVAL) or a link type without detach (EOPNOTSUPP, e.g. a
+    // perf-event link) is left to the unpin, which releases it as before.
+    if link.detach().is_ok() {
+        log.record(
+            AuditAction::Detach,
+            object,
+            &path.display().to_string(),
+            Outcome::Ok,
+            "link detached before unpin",
+        );
+    }
 }
 
 /// What libbpf prints while a load is being captured; `None` when nothing captures.
