@@ -385,7 +385,96 @@ check_footprint() {
         printf '{"id":"footprint/rss","unit":"bytes","min":%d,"median":%d,"max":%d,"n":1}\n' \
             $((rss * 1024)) $((rss * 1024)) $((rss * 1024)) >> "$IRONCLAD_FIGURES"
     fi
-    (( rss < 20 * 1024 ))
+    (( rss < 20 * 1024 )) || return 1
+    check_footprint_scale "$bin"
+}
+
+# The daemon's memory with a large feed (a Shield policy of one feed of scattered /32s
+# and /24s, as IP-level threat feeds are; the source the check pings listed in it): its
+# resident size once started, at the start's peak, and around a reload of a changed
+# feed (20 lines rewritten across it, the file renamed over the old one): the reload's
+# peak (VmHWM after clear_refs) and the size once it settled. For 100,000 and 1,000,000
+# lines. The reload must stay within 2x the steady size and come back to it; the denied
+# source's pings must all be dropped.
+check_footprint_scale() {
+    local bin=$1 lines ns=ic-fpscale-$$ pins=/sys/fs/bpf/ic-fpscale-$$ tmp pid failed=""
+    tmp=$(mktemp -d)
+    ip netns add "$ns"
+    ip link add icfs0 type veth peer name icfs1 netns "$ns"
+    ip addr add 10.248.0.1/24 dev icfs0 && ip link set icfs0 up
+    ip -n "$ns" addr add 10.248.0.66/24 dev icfs1 && ip -n "$ns" link set icfs1 up
+    for lines in 100000 1000000; do
+        python3 - "$tmp/feed.txt" "$lines" <<'PY'
+import random, sys
+path, n = sys.argv[1], int(sys.argv[2])
+rng = random.Random(7)
+with open(path, "w") as f:
+    for i in range(n):
+        a = rng.getrandbits(32)
+        if a >> 24 in (0, 10, 127) or a >> 28 >= 14:
+            a = (a & 0x3FFFFFFF) | 0x40000000
+        if i == n // 2:
+            f.write("10.248.0.66\n")
+        elif i % 10 == 0:
+            f.write("%d.%d.%d.0/24\n" % (a >> 24, a >> 16 & 255, a >> 8 & 255))
+        else:
+            f.write("%d.%d.%d.%d\n" % (a >> 24, a >> 16 & 255, a >> 8 & 255, a & 255))
+PY
+        printf 'shield:\n  deny_feeds:\n    - path: %s\n      format: plain\n' "$tmp/feed.txt" > "$tmp/policy.yaml"
+        "$bin" run --config "$tmp/policy.yaml" --iface icfs0 --pin-dir "$pins" \
+            --audit-log "$tmp/audit.jsonl" --run-dir "$tmp/run" --detach-on-exit 2> "$tmp/log" &
+        pid=$!
+        for _ in $(seq 600); do grep -q "full_firewall: ready" "$tmp/log" && break; sleep 0.1; done
+        sleep 1
+        status_kib() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$pid/status"; }
+        local start_peak steady reload_peak settled received
+        start_peak=$(status_kib VmHWM); steady=$(status_kib VmRSS)
+        echo 5 > "/proc/$pid/clear_refs"
+        python3 - "$tmp/feed.txt" <<'PY'
+import os, sys
+path = sys.argv[1]
+lines = open(path).read().split("\n")
+step = (len(lines) - 1) // 20
+for i in range(20):
+    if lines[i * step] != "10.248.0.66":
+        lines[i * step] = "198.51.100.%d" % i
+open(path + ".new", "w").write("\n".join(lines))
+os.rename(path + ".new", path)
+PY
+        local before
+        before=$(grep -c "reloaded" "$tmp/log" || true)
+        kill -HUP "$pid"
+        for _ in $(seq 600); do (( $(grep -c "reloaded" "$tmp/log" || true) > before )) && break; sleep 0.05; done
+        sleep 1
+        reload_peak=$(status_kib VmHWM); settled=$(status_kib VmRSS)
+        received=$({ ip netns exec "$ns" ping -q -c 5 -i 0.1 -W 1 10.248.0.1 2>/dev/null || true; } \
+            | awk -F', ' '/received/ { split($2, a, " "); print a[1] }')
+        kill -TERM "$pid"; wait "$pid" || failed="${failed:+$failed; }$lines lines: exit status $?"
+        rmdir "$pins" 2>/dev/null || true
+        grep -q "reloaded" "$tmp/log" || failed="${failed:+$failed; }$lines lines: no reload"
+        [[ "$received" == 0 ]] || failed="${failed:+$failed; }$lines lines: ${received:-?} of 5 pings from a listed source got through"
+        (( reload_peak <= 2 * steady )) || failed="${failed:+$failed; }$lines lines: the reload peaked at $reload_peak KiB, over 2x the steady $steady KiB"
+        (( settled <= steady + 8 * 1024 )) || failed="${failed:+$failed; }$lines lines: $settled KiB after the reload, $steady KiB before"
+        awk -v n="$lines" -v sp="$start_peak" -v st="$steady" -v rp="$reload_peak" -v se="$settled" 'BEGIN {
+            printf "full_firewall with a %d-line feed: %.1f MiB steady, start peak %.1f MiB, reload peak %.1f MiB (%.2fx), %.1f MiB after it\n",
+                n, st / 1024, sp / 1024, rp / 1024, rp / st, se / 1024 }'
+        if [[ -n "${IRONCLAD_FIGURES:-}" ]]; then
+            local id value
+            for id in steady:$steady start_peak:$start_peak reload_peak:$reload_peak settled:$settled; do
+                value=$(( ${id#*:} * 1024 ))
+                printf '{"id":"footprint/feed_%d/%s","unit":"bytes","min":%d,"median":%d,"max":%d,"n":1}\n' \
+                    "$lines" "${id%%:*}" "$value" "$value" "$value" >> "$IRONCLAD_FIGURES"
+            done
+        fi
+    done
+    ip netns del "$ns"; ip link del icfs0 2>/dev/null || true
+    if [[ -n "$failed" ]]; then
+        echo "footprint at scale: $failed" >&2
+        cat "$tmp/log" >&2
+        rm -rf "$tmp"
+        return 1
+    fi
+    rm -rf "$tmp"
 }
 
 # docs/performance.md is rendered from docs/performance.md.in and docs/perf-data.json;
