@@ -88,6 +88,8 @@ pub struct XdpAttachment {
     ifindex: u32,
     mode: XdpMode,
     pinned: Option<PathBuf>,
+    /// Opened from a pin left by an earlier process (its program swapped).
+    adopted: bool,
     detached: bool,
     log: AuditLog,
 }
@@ -143,6 +145,7 @@ impl XdpAttachment {
             ifindex: index,
             mode,
             pinned: None,
+            adopted: false,
             detached: false,
             log: log.clone(),
         })
@@ -182,6 +185,7 @@ impl XdpAttachment {
             ifindex: index,
             mode: query_mode(index),
             pinned: Some(path.to_path_buf()),
+            adopted: true,
             detached: false,
             log: log.clone(),
         })
@@ -206,6 +210,12 @@ impl XdpAttachment {
     /// Native or generic.
     pub fn mode(&self) -> XdpMode {
         self.mode
+    }
+
+    /// Whether this link was adopted from a pin an earlier process left (enforcing
+    /// before this process started), rather than attached by this process.
+    pub fn adopted(&self) -> bool {
+        self.adopted
     }
 
     /// The pin path, if pinned.

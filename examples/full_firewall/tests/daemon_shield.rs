@@ -1235,6 +1235,37 @@ fn the_shield_enforces_on_every_listed_interface_and_on_the_default_route_one() 
         assert_eq!(lab.ping(3, 1), 1, "detached from {}", lab.veth.host());
     }
 
+    // A list whose second interface is missing: the Shield is down (fail open, not
+    // ready), and the link this start made on the first interface is detached again:
+    // the host is not half-filtered by a feature that reports itself down.
+    let mut args = a.run_args(&config);
+    args.extend(["--iface".to_string(), "ic-missing9".to_string()]);
+    let mut daemon = Daemon::spawn(&args);
+    daemon.wait_for("not ready");
+    assert!(
+        daemon
+            .log()
+            .contains("network interface `ic-missing9` not found"),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(a.ping(3, 2), 2, "no filter left on {}", a.veth.host());
+    assert!(
+        !a.pins
+            .path()
+            .join("shield")
+            .join(format!("link_{}", a.veth.host()))
+            .exists(),
+        "no link pinned on {}",
+        a.veth.host()
+    );
+    daemon.signal("TERM");
+    assert!(daemon.wait().success());
+    let _ = Command::new(BIN)
+        .args(["detach", "--pin-dir"])
+        .arg(a.pins.path())
+        .output();
+
     // `auto`, in b's namespace (entered with nsenter: only the network namespace
     // changes, the pin root stays the host's): its default route leaves through the
     // peer end, so the Shield goes there and filters what the host sends in.

@@ -43,10 +43,24 @@ fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>>
     let report = shield.replace(policy).map_err(unfiltered(first))?;
     // One program and one set of maps; a link on each interface. An interface that
     // cannot be attached stops the start: the Shield is down naming it, and the links
-    // made before it stay pinned (they enforce the policy; the next start adopts them).
-    let mut attachments = Vec::with_capacity(ifaces.len());
+    // this start made on the interfaces before it are detached again, so the host is
+    // not left half-filtered by a feature that reports itself down (and that nothing
+    // would detach on exit). Links adopted from an earlier run's pins stay: they were
+    // enforcing before this start, and now enforce its policy.
+    let mut attachments: Vec<XdpAttachment> = Vec::with_capacity(ifaces.len());
     for iface in ifaces {
-        attachments.push(shield.attach_pinned(iface).map_err(unfiltered(iface))?);
+        match shield.attach_pinned(iface) {
+            Ok(attachment) => attachments.push(attachment),
+            Err(e) => {
+                for made in attachments.into_iter().filter(|a| !a.adopted()) {
+                    let on = made.iface().to_string();
+                    if let Err(undo) = made.detach() {
+                        tracing::warn!("shield: could not detach the new link on {on}: {undo}");
+                    }
+                }
+                return Err(unfiltered(iface)(e));
+            }
+        }
     }
     let modes: Vec<String> = attachments
         .iter()
