@@ -123,6 +123,15 @@ struct {
 	__type(value, __u64);
 } ic_egress_counters SEC(".maps");
 
+/* Each rule id's identity (a hash of the rule's text, written by user space): a reload
+ * carries a rule's counts to its new id. No program reads it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, IC_EGRESS_MAX_RULES);
+	__type(key, __u32);
+	__type(value, __u64);
+} ic_egress_rule_keys SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, IC_ETOTAL_COUNT);

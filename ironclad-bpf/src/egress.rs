@@ -35,7 +35,7 @@
 //! cgroup `connect`/`sendmsg` hooks through `bpf_link`: 5.7; BTF tracepoints: 5.5;
 //! `bpf_loop`: 5.17.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -123,6 +123,16 @@ pub struct EgressFirewall {
     domains: Arc<Mutex<domains::DomainState>>,
     /// The DNS programs' links.
     dns_hooks: Mutex<DnsHooks>,
+}
+
+/// A rule's identity across reloads: a stable hash (SipHash-1-3, fixed key) of its
+/// summary and of which of the rules with that summary it is; never 0 (an unused id).
+fn rule_key(summary: &str, nth: u32) -> u64 {
+    use std::hash::Hasher;
+    let mut hasher = siphasher::sip::SipHasher13::new_with_keys(0x6972_6f6e, 0x636c_6164);
+    hasher.write(summary.as_bytes());
+    hasher.write(&nth.to_le_bytes());
+    hasher.finish().max(1)
 }
 
 /// What [`EgressFirewall::replace`] made live.
@@ -449,13 +459,7 @@ impl EgressFirewall {
         // Names: the table questions are matched against, the pattern bits, the domain
         // rules of the spare generation, the DNS settings.
         let domains_live = domains::apply(&self.object, &mut locked(&self.domains), policy, next)?;
-        let counters = self.object.map(names::egress::ic_egress_counters)?;
-        for rule in &policy.rules {
-            let cpus = counters
-                .lookup_percpu(&rule.rule_id.to_ne_bytes())?
-                .map_or(0, |v| v.len());
-            counters.update_percpu(&rule.rule_id.to_ne_bytes(), &vec![vec![0u8; 8]; cpus])?;
-        }
+        self.carry_counters(policy)?;
         let config = EgressConfig {
             generation: next,
             default_action: policy.default_action,
@@ -684,6 +688,52 @@ impl EgressFirewall {
         }
         self.add_dns_cgroup(cgroup, true)?;
         Ok(attachment)
+    }
+
+    /// Gives each rule of `policy` its counts: those of the live rule with the same
+    /// identity (its summary, and which of the rules with that summary it is), moved
+    /// to the new rule id, or zero for a new rule. Rule ids are places in the policy,
+    /// so a reload that inserts a rule moves the others; their counts follow them. The
+    /// identities are kept in a pinned map (`ic_egress_rule_keys`), so a restart that
+    /// adopts the pins carries them too. Every live count is read before any is
+    /// written; a decision made during the swap itself may land on the old id.
+    fn carry_counters(&self, policy: &CompiledEgress) -> Result<()> {
+        let counters = self.object.map(names::egress::ic_egress_counters)?;
+        let keys = self.object.map(names::egress::ic_egress_rule_keys)?;
+        let mut carried: HashMap<u64, Vec<Vec<u8>>> = HashMap::new();
+        for id in 1..u32::try_from(self.rule_count()?).unwrap_or(0) + 1 {
+            let key = keys
+                .lookup(&id.to_ne_bytes())?
+                .and_then(|b| b.get(..8).and_then(|b| b.try_into().ok()))
+                .map_or(0, u64::from_ne_bytes);
+            if key == 0 {
+                continue;
+            }
+            if let Some(values) = counters.lookup_percpu(&id.to_ne_bytes())? {
+                carried.entry(key).or_insert(values);
+            }
+        }
+        let mut seen: HashMap<&str, u32> = HashMap::new();
+        let mut written: HashSet<u32> = HashSet::new();
+        for rule in &policy.rules {
+            if !written.insert(rule.rule_id) {
+                continue;
+            }
+            let nth = seen.entry(rule.summary.as_str()).or_insert(0);
+            let key = rule_key(&rule.summary, *nth);
+            *nth += 1;
+            let id = rule.rule_id.to_ne_bytes();
+            let values = match carried.remove(&key) {
+                Some(values) => values,
+                None => {
+                    let cpus = counters.lookup_percpu(&id)?.map_or(0, |v| v.len());
+                    vec![vec![0u8; 8]; cpus]
+                }
+            };
+            counters.update_percpu(&id, &values)?;
+            keys.update(&id, &key.to_ne_bytes())?;
+        }
+        Ok(())
     }
 
     /// Decisions per rule id, summed over CPUs.

@@ -77,7 +77,8 @@ object_names! {
     egress = egress_skel::{
         EgressMaps: [
             ic_egress_config, ic_procs, ic_egress_rules0, ic_egress_rules1,
-            ic_egress_index0, ic_egress_index1, ic_egress_counters, ic_egress_totals,
+            ic_egress_index0, ic_egress_index1, ic_egress_counters, ic_egress_rule_keys,
+            ic_egress_totals,
             ic_egress_rate, ic_egress_events, ic_egress_addr, ic_egress_ports, ic_egress_words,
             ic_egress_summaries, ic_egress_slots, ic_egress_dst, ic_egress_dst_trie,
             ic_egress_dst_lengths, ic_dns_config, ic_dns_names, ic_dns_rules, ic_dns_addrs,

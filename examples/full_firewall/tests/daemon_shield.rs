@@ -726,6 +726,20 @@ fn egress_section_denies_by_executable_survives_kill_9_and_reports_json() {
     );
     assert!(connect(&good).starts_with("ok=1 eperm=0"));
     assert!(connect(&bad).starts_with("ok=0 eperm=1"));
+    // A reload that inserts a rule before it: the deny rule moves to id 2 and keeps
+    // its count (counters follow a rule's identity, not its place).
+    std::fs::write(
+        &config,
+        format!(
+            "egress:\n  default: allow\n  rules:\n    - exe: {}\n      dst: 192.0.2.0/24\n      action: deny\n    - exe: {}\n      dst: 127.0.0.0/8\n      proto: tcp\n      action: deny\n",
+            good.display(),
+            bad.display()
+        ),
+    )
+    .expect("config");
+    first.signal("HUP");
+    first.wait_for("reloaded");
+    assert!(connect(&bad).starts_with("ok=0 eperm=1"));
     std::thread::sleep(Duration::from_millis(400));
     first.signal("KILL");
     drop(first);
@@ -741,8 +755,13 @@ fn egress_section_denies_by_executable_survives_kill_9_and_reports_json() {
         .expect("status");
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(status["egress"]["rules"][0]["rule_id"], 1);
-    assert_eq!(status["egress"]["rules"][0]["hits"], 2, "{status}");
-    assert_eq!(status["egress"]["totals"]["denied"], 2);
+    assert_eq!(status["egress"]["rules"][0]["hits"], 0, "{status}");
+    assert_eq!(status["egress"]["rules"][1]["rule_id"], 2);
+    assert_eq!(
+        status["egress"]["rules"][1]["hits"], 3,
+        "the moved rule's two denials came along, and one after the reload: {status}"
+    );
+    assert_eq!(status["egress"]["totals"]["denied"], 3);
     assert_eq!(status["events"]["lost_in_kernel"]["egress"], 0);
 
     let text = std::fs::read_to_string(&events).expect("events");
