@@ -185,10 +185,25 @@ static __always_inline void ic_dns(struct __sk_buff *skb, struct ic_sock_owner *
 	if (len > IC_DNS_CAPTURE)
 		len = IC_DNS_CAPTURE;
 	e->len = 0;
-	barrier_var(len);
-	if (len > 0 && len <= IC_DNS_CAPTURE &&
-	    !bpf_skb_load_bytes(skb, l->payload_off, e->data, len))
-		e->len = len;
+	/* The length handed to bpf_skb_load_bytes must be provably 1..IC_DNS_CAPTURE. A
+	 * test such as `len > 0 && len <= N` does not prove it to 6.1's verifier: clang
+	 * turns it into `len != 0` (6.1 learns no lower bound from that) or into one test
+	 * of `len - 1` in a copy (6.1 does not carry the copy's bounds back). The range
+	 * below follows from the arithmetic itself ((x & (N - 1)) + 1 is 1..N, N a power
+	 * of two), and equals len for every len in 1..N. */
+	_Static_assert((IC_DNS_CAPTURE & (IC_DNS_CAPTURE - 1)) == 0,
+		       "IC_DNS_CAPTURE is a power of two");
+	if (len > 0) {
+		__u32 n;
+
+		/* Hidden from clang, which would otherwise see that the mask changes
+		 * nothing here and drop it. */
+		barrier_var(len);
+		n = ((len - 1) & (IC_DNS_CAPTURE - 1)) + 1;
+
+		if (!bpf_skb_load_bytes(skb, l->payload_off, e->data, n))
+			e->len = n;
+	}
 	bpf_ringbuf_submit(e, 0);
 }
 

@@ -342,12 +342,11 @@ fn a_program_run_by_a_relative_path_is_named_by_its_absolute_path_and_file() {
     let meta = std::fs::metadata(DIG).expect("dig");
     let file = p.exe_file.as_ref().expect("exe_file");
     assert_eq!(file.ino, meta.ino());
-    let dev = meta.dev();
-    // stat's st_dev is the user-space encoding; the block writes major:minor.
-    let (major, minor) = (
-        ((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0xfff),
-        ((dev >> 12) & 0xffff_ff00) | (dev & 0xff),
-    );
+    // The device of the inode's superblock, as the kernel names the file: from the
+    // mount table, not stat's st_dev, which on an overlayfs root (a container's, or
+    // the QEMU guests') is the device of the layer holding the file.
+    let id = ironclad_core::identity::exe_identity(Path::new(DIG)).expect("identity");
+    let (major, minor) = (id.dev >> 20, id.dev & 0xf_ffff);
     assert_eq!(file.dev, format!("{major}:{minor}"));
 }
 

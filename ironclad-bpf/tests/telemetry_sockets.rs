@@ -133,6 +133,7 @@ s.sendall(b"z" * n)
 s.shutdown(socket.SHUT_WR)
 s.recv(1)
 s.close()
+print("sent", flush=True)
 import time; time.sleep(1.5)
 "#;
 
@@ -164,13 +165,22 @@ fn bytes_sent_are_attributed_to_the_sending_process_exactly() {
     )
     .expect("telemetry");
     let n: u64 = 100_000;
-    let child = cgroup
+    let mut child = cgroup
         .command(&python().display().to_string())
         .args(["-c", SENDER, &port.to_string(), &n.to_string()])
+        .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("python");
     let pid = child.id();
-    std::thread::sleep(Duration::from_millis(700));
+    // The sender says when its connection is closed (it then lives on a while): no
+    // guess at how long Python takes to start (seconds in an emulated guest).
+    let mut said = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().expect("stdout")),
+        &mut said,
+    )
+    .expect("sender's line");
+    assert_eq!(said.trim(), "sent");
     let mine = telemetry
         .bandwidth_of(pid)
         .expect("table")
