@@ -1786,7 +1786,32 @@ pub fn compile_str_cached(
     path: &Path,
     cache: Option<&SourceCache>,
 ) -> Result<CompiledConfig, ConfigError> {
-    let (config, mut problems, file_problems, positions) = parse_inner(text, path, cache)?;
+    compile_str_with_rules(text, path, cache, &[])
+}
+
+/// The policy of one runtime rule alone, checked as [`compile_str`] checks a file, and
+/// parsed ([`crate::runtime::RuntimeRule::validate`]).
+pub(crate) fn parse_for_rule(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    compile_str(text, path)?;
+    let (config, problems, file_problems, _) = parse_inner(text, path, None)?;
+    if problems.is_empty() && file_problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(to_config_error(path, problems, file_problems))
+    }
+}
+
+/// [`compile_str_cached`] with rules added at run time (see [`crate::runtime`]: they
+/// come first in first-match lists, and a conflict with the file fails the compile
+/// naming the rule).
+pub fn compile_str_with_rules(
+    text: &str,
+    path: &Path,
+    cache: Option<&SourceCache>,
+    rules: &[crate::runtime::RuntimeRule],
+) -> Result<CompiledConfig, ConfigError> {
+    let (mut config, mut problems, file_problems, positions) = parse_inner(text, path, cache)?;
+    crate::runtime::merge(&mut config, rules, &mut problems);
     let shield = match config.shield.as_ref().map(compile) {
         None => None,
         Some(Ok(compiled)) => Some(compiled),
@@ -1882,12 +1907,21 @@ pub fn compile_file_cached(
     path: &Path,
     cache: Option<&SourceCache>,
 ) -> Result<CompiledConfig, ConfigError> {
+    compile_file_with_rules(path, cache, &[])
+}
+
+/// [`compile_file_cached`] with rules added at run time ([`compile_str_with_rules`]).
+pub fn compile_file_with_rules(
+    path: &Path,
+    cache: Option<&SourceCache>,
+    rules: &[crate::runtime::RuntimeRule],
+) -> Result<CompiledConfig, ConfigError> {
     let bytes =
         crate::feeds::read_regular_file(path, MAX_POLICY_BYTES).map_err(|message| ConfigError {
             diagnostics: vec![diagnostic(path, None, message)],
         })?;
     let text = utf8(bytes, path)?;
-    compile_str_cached(&text, path, cache)
+    compile_str_with_rules(&text, path, cache, rules)
 }
 
 /// The text of a policy file, or a positioned error at its first byte that is not UTF-8.

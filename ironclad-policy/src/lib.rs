@@ -48,6 +48,7 @@ mod firewall_section;
 pub mod geo;
 pub mod nat;
 pub mod process;
+pub mod runtime;
 pub mod sentinel;
 pub mod shield;
 pub mod sources;
