@@ -1,0 +1,156 @@
+//! Serving the control API on a Unix socket.
+//!
+//! Who may call: the socket is made mode 0600 (owner only: the daemon runs as root,
+//! so root), and every call is checked again against the caller's credentials, which
+//! the kernel gives with the connection (`SO_PEERCRED`): only root and the serving
+//! process's own user are answered, others get `PERMISSION_DENIED`. A socket whose
+//! mode was loosened by hand is therefore still not open to other users.
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::Path;
+
+use tonic::service::Interceptor;
+use tonic::transport::server::UdsConnectInfo;
+use tonic::{Request, Status};
+
+use crate::v1::control_server::{Control, ControlServer};
+use crate::ApiError;
+
+/// The largest request decoded (64 KiB: a rule is a line; larger messages are refused
+/// with `OUT_OF_RANGE` before they are read whole).
+pub const MAX_REQUEST_BYTES: usize = 64 << 10;
+
+/// Calls in progress on one connection at most; more wait (a client flooding calls
+/// gets its answers late, other clients are not starved).
+pub const MAX_CALLS_PER_CONNECTION: usize = 16;
+
+/// Binds the API's socket at `path`: its directory is made (mode 0700) if missing, a
+/// socket left by an earlier run is replaced (any other file is not: an error), and
+/// the socket is made mode 0600. Call it before anything is enforced, so that a bad
+/// path changes nothing.
+///
+/// # Errors
+/// [`ApiError::Io`] for a file-system step, [`ApiError::NotASocket`] when a file that
+/// is not a socket is at `path`.
+pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, ApiError> {
+    let io = |what: &'static str| {
+        move |source| ApiError::Io {
+            what,
+            path: path.to_path_buf(),
+            source,
+        }
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(io("making the directory of"))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(io("restricting the directory of"))?;
+        }
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            std::fs::remove_file(path).map_err(io("removing the old socket"))?;
+        }
+        Ok(_) => return Err(ApiError::NotASocket(path.to_path_buf())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io("inspecting")(e)),
+    }
+    // Made with no permission for anyone but the owner from the start: the umask is
+    // the process's, so it is set around the bind alone.
+    let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
+    let bound = std::os::unix::net::UnixListener::bind(path);
+    rustix::process::umask(old);
+    let listener = bound.map_err(io("binding"))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(io("restricting"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(io("making non-blocking"))?;
+    Ok(listener)
+}
+
+/// Answers only root and the serving process's user (see the module's text).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerCheck {
+    own_uid: u32,
+}
+
+impl Default for PeerCheck {
+    fn default() -> Self {
+        Self {
+            own_uid: rustix::process::geteuid().as_raw(),
+        }
+    }
+}
+
+impl Interceptor for PeerCheck {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let uid = request
+            .extensions()
+            .get::<UdsConnectInfo>()
+            .and_then(|info| info.peer_cred)
+            .map(|cred| cred.uid());
+        match uid {
+            Some(uid) if uid == 0 || uid == self.own_uid => Ok(request),
+            Some(uid) => Err(Status::permission_denied(format!(
+                "uid {uid} may not use the Ironclad control API (root only)"
+            ))),
+            None => Err(Status::permission_denied(
+                "the caller's credentials are unknown: the control API answers local root only",
+            )),
+        }
+    }
+}
+
+/// The credentials of a call's caller, as the kernel gave them: `uid N pid P`.
+pub fn caller<T>(request: &Request<T>) -> String {
+    match request
+        .extensions()
+        .get::<UdsConnectInfo>()
+        .and_then(|info| info.peer_cred)
+    {
+        Some(cred) => match cred.pid() {
+            Some(pid) => format!("uid {} pid {pid}", cred.uid()),
+            None => format!("uid {}", cred.uid()),
+        },
+        None => "unknown caller".to_string(),
+    }
+}
+
+/// Serves `service` on `listener` (from [`bind`]) until `shutdown` completes. Must run
+/// inside a Tokio runtime.
+///
+/// # Errors
+/// [`ApiError::Io`] when the listener cannot join the runtime, [`ApiError::Transport`]
+/// when serving fails.
+pub async fn serve<S, F>(
+    listener: std::os::unix::net::UnixListener,
+    service: S,
+    shutdown: F,
+) -> Result<(), ApiError>
+where
+    S: Control,
+    F: std::future::Future<Output = ()> + Send,
+{
+    let path = listener
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(Path::to_path_buf))
+        .unwrap_or_default();
+    let listener = tokio::net::UnixListener::from_std(listener).map_err(|source| ApiError::Io {
+        what: "serving on",
+        path,
+        source,
+    })?;
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let service = tonic::service::interceptor::InterceptedService::new(
+        ControlServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES),
+        PeerCheck::default(),
+    );
+    tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(MAX_CALLS_PER_CONNECTION)
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    Ok(())
+}
