@@ -220,12 +220,14 @@ pub(crate) fn merge(config: &mut Config, rules: &[RuntimeRule], problems: &mut V
                 continue;
             }
         };
-        let missing = |section: &str| PolicyError::Invalid {
+        let missing = |section: &str| {
+            PolicyError::Invalid {
             origin: Origin::field(rule.label()),
             message: format!(
                 "a runtime rule of {} (`{}`), but the policy has no `{section}` section: add the section or remove the rule",
                 rule.section, rule.rule
             ),
+        }
         };
         match rule.section {
             RuleSection::ShieldDeny | RuleSection::ShieldAllow => {

@@ -1,6 +1,8 @@
 //! Rules added at run time: checked alone with located messages, compiled with the
 //! policy file (first in first-match lists), conflicts and missing sections refused.
 
+#![allow(clippy::expect_used)]
+
 use std::path::Path;
 
 use ironclad_policy::config::{compile_str, compile_str_with_rules};
@@ -85,7 +87,11 @@ fn a_rule_cannot_be_more_than_one_item_or_reach_other_settings() {
         ),
         (RuleSection::ShieldDeny, "10.0.0.0/8\r", "one line"),
         (RuleSection::ShieldDeny, "[10.0.0.0/8, 10.1.0.0/16]", ""),
-        (RuleSection::EgressRules, "[{action: deny}, {action: deny}]", ""),
+        (
+            RuleSection::EgressRules,
+            "[{action: deny}, {action: deny}]",
+            "",
+        ),
         (RuleSection::ShieldDeny, "10.0.0.0/8 # mode: dry-run", ""),
     ] {
         let rule = RuntimeRule::new(1, section, rule);
@@ -104,13 +110,21 @@ fn runtime_rules_join_the_policy_first_in_first_match_lists() {
     let path = Path::new("policy.yaml");
     let rules = [
         RuntimeRule::new(3, RuleSection::ShieldDeny, "203.0.113.0/24"),
-        RuntimeRule::new(4, RuleSection::EgressRules, "{dst: 192.0.2.9/32, action: deny}"),
+        RuntimeRule::new(
+            4,
+            RuleSection::EgressRules,
+            "{dst: 192.0.2.9/32, action: deny}",
+        ),
         RuntimeRule::new(
             5,
             RuleSection::FirewallRules,
             "{direction: in, proto: tcp, dport: 22, src: 203.0.113.0/24, action: drop}",
         ),
-        RuntimeRule::new(6, RuleSection::EgressRules, "{dst: 192.0.2.10/32, action: deny}"),
+        RuntimeRule::new(
+            6,
+            RuleSection::EgressRules,
+            "{dst: 192.0.2.10/32, action: deny}",
+        ),
     ];
     let plain = compile_str(POLICY, path).expect("policy");
     let with = compile_str_with_rules(POLICY, path, None, &rules).expect("with rules");
@@ -154,7 +168,11 @@ fn a_conflict_with_the_file_or_a_missing_section_fails_the_compile_naming_the_ru
         .to_string();
     assert!(e.contains("api-8"), "{e}");
     let no_egress = "shield:\n  deny: [198.51.100.0/24]\n";
-    let rules = [RuntimeRule::new(9, RuleSection::EgressRules, "{action: deny}")];
+    let rules = [RuntimeRule::new(
+        9,
+        RuleSection::EgressRules,
+        "{action: deny}",
+    )];
     let e = compile_str_with_rules(no_egress, path, None, &rules)
         .expect_err("no egress section")
         .to_string();
@@ -162,6 +180,9 @@ fn a_conflict_with_the_file_or_a_missing_section_fails_the_compile_naming_the_ru
         e.contains("api-9") && e.contains("no `egress` section"),
         "{e}"
     );
-    assert_eq!(RuleSection::from_field("egress.rules"), Some(RuleSection::EgressRules));
+    assert_eq!(
+        RuleSection::from_field("egress.rules"),
+        Some(RuleSection::EgressRules)
+    );
     assert_eq!(RuleSection::from_field("egress"), None);
 }

@@ -18,6 +18,8 @@
 //! Exit codes: 0 success, 1 runtime failure, 2 bad input (the policy, the arguments).
 
 #[cfg(feature = "demo")]
+mod api;
+mod cli_api;
 mod demo;
 mod health;
 mod ifaces;
@@ -132,6 +134,10 @@ enum Command {
     /// Audit every embedded BPF object against the built-in helper allowlist and print
     /// what each program calls, as JSON. Needs no privileges; loads nothing.
     Audit,
+    /// List, add and remove rules of a running daemon (its control API).
+    Rules(cli_api::RulesArgs),
+    /// Print a running daemon's events as JSON lines as they happen (its control API).
+    Events(cli_api::EventsArgs),
 }
 
 fn check(config: &std::path::Path) -> Result<ExitCode> {
@@ -293,6 +299,8 @@ fn main() -> ExitCode {
         #[cfg(feature = "demo")]
         Command::Demo { seconds } => demo::run(seconds).map(|()| ExitCode::SUCCESS),
         Command::Audit => audit(),
+        Command::Rules(args) => cli_api::rules(args),
+        Command::Events(args) => cli_api::events(args),
         Command::Confirm { run_dir } => rollout::confirm(&run_dir),
         Command::Keygen { out } => keygen(&out),
         Command::Sign {

@@ -29,14 +29,17 @@ use ironclad_bpf::{AuditAction, AuditLog, BpfError, Outcome as AuditOutcome};
 use ironclad_bpf::{JsonLinesFile, Loader, DEFAULT_PIN_ROOT};
 use ironclad_events::{Event, Fanout, Overflow, ProcessCacheNotice, Subscription};
 use ironclad_policy::bundle::{outside_paths, verify_bundle, Accepted, TrustedKey};
-use ironclad_policy::config::{compile_file_cached, CompiledConfig};
+use ironclad_policy::config::{compile_file_with_rules, CompiledConfig};
+use ironclad_policy::runtime::RuntimeRule;
 use ironclad_policy::shield::Mode;
 use ironclad_policy::sources::SourceCache;
 use tracing::{error, info, warn};
 
+use crate::api::{rule_entries, Api, Change, Store, StoreFileChange};
 use crate::metrics::{Access, Metrics, SourceStat};
 use crate::notify::Notifier;
 use crate::rollout::{DAEMON, DEFAULT_RUN_DIR};
+use ironclad_api::v1::RuleEntry;
 
 /// Events queued for the `--events` writer between two drains (every 100 ms at most):
 /// 8192 of them is 80,000 events a second before the oldest are dropped (and counted),
@@ -137,6 +140,13 @@ pub(crate) struct RunArgs {
     /// running without it (failing open, not ready).
     #[arg(long)]
     require_all: bool,
+    /// Serve the control API (gRPC: status, rules, events) on this Unix socket, made
+    /// mode 0600 and answered for root only (default: `RUN_DIR/api.sock`).
+    #[arg(long, value_name = "PATH")]
+    api_socket: Option<PathBuf>,
+    /// Do not serve the control API.
+    #[arg(long, conflicts_with = "api_socket")]
+    no_api: bool,
 }
 
 impl RunArgs {
@@ -160,6 +170,18 @@ impl RunArgs {
     fn accepted_path(&self) -> PathBuf {
         self.state_dir.join("bundle-accepted.json")
     }
+
+    /// The control API's socket, unless `--no-api`.
+    fn api_socket(&self) -> Option<PathBuf> {
+        if self.no_api {
+            return None;
+        }
+        Some(
+            self.api_socket
+                .clone()
+                .unwrap_or_else(|| self.run_dir.join(crate::api::SOCKET_NAME)),
+        )
+    }
 }
 
 /// A compiled policy, and for a bundle what to remember once it is applied.
@@ -176,6 +198,7 @@ fn load_policy(
     args: &RunArgs,
     audit: &AuditLog,
     sources: &SourceCache,
+    rules: &[RuntimeRule],
 ) -> std::result::Result<LoadedPolicy, String> {
     let _span =
         tracing::info_span!("ironclad.policy.compile", policy = %args.source().display()).entered();
@@ -194,7 +217,7 @@ fn load_policy(
             let last = Accepted::load(&args.accepted_path()).map_err(|e| refuse(e.to_string()))?;
             let verified = verify_bundle(dir, &key, last.as_ref(), &args.state_dir.join("bundle"))
                 .map_err(|e| refuse(e.to_string()))?;
-            let compiled = compile_file_cached(&verified.policy, Some(sources))
+            let compiled = compile_file_with_rules(&verified.policy, Some(sources), rules)
                 .map_err(|e| refuse(format!("its policy is invalid:\n{e}")))?;
             if let Some((outside, why)) = compiled
                 .shield
@@ -214,7 +237,7 @@ fn load_policy(
                 return Err("give --config or --bundle".to_string());
             };
             (
-                compile_file_cached(path, Some(sources)).map_err(|e| e.to_string())?,
+                compile_file_with_rules(path, Some(sources), rules).map_err(|e| e.to_string())?,
                 None,
             )
         }
@@ -429,10 +452,20 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     let audit = AuditLog::new(sink.clone());
     // Feed files read once and shared between the policies of successive reloads.
     let sources = SourceCache::new();
+    // Rules added through the control API before: enforced from the start, with the
+    // policy file's.
+    let mut store = match Store::load(&args.state_dir) {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("{e:#}");
+            error!("the control API's rules cannot be read; nothing was changed");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let LoadedPolicy {
         config,
         accepted: first_accepted,
-    } = match load_policy(args, &audit, &sources) {
+    } = match load_policy(args, &audit, &sources, &store.rules()) {
         Ok(loaded) => loaded,
         Err(diagnostics) => {
             eprintln!("{diagnostics}");
@@ -488,6 +521,8 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         }
         None => None,
     };
+    let api_socket = args.api_socket();
+    let api_listener = api_socket.as_deref().map(Api::bind).transpose()?;
     let loader = Loader::builder()
         .pin_root(&args.pin_dir)
         .audit_sink(sink.clone())
@@ -563,6 +598,21 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                 .map(|(n, _)| n),
         );
     }
+    let policy_name = args.source().display().to_string();
+    let api = match (api_listener, &api_socket) {
+        (Some(listener), Some(socket)) => Some(Api::start(
+            listener,
+            socket,
+            fanout.clone(),
+            &args.pin_dir,
+            &args.run_dir,
+            args.source(),
+        )?),
+        _ => None,
+    };
+    if let Some(api) = &api {
+        api.publish_rules(rule_entries(&config, &store, &policy_name));
+    }
     drop(config);
     drop(start_span);
     let mut notifier = Notifier::from_env();
@@ -612,7 +662,26 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         notifier.beat();
         // Waits for a ring that wakes its reader, then takes what every ring holds
         // (TLS records are written without a wakeup, one per call).
-        features.poll(Duration::from_millis(100));
+        poll(&features, api.as_ref());
+        if let Some(api) = &api {
+            while let Some(change) = api.next_change() {
+                let pending = rollout.as_ref().is_some_and(ConfirmWindow::is_pending);
+                let mut ctx = ChangeContext {
+                    args,
+                    audit: &audit,
+                    sources: &sources,
+                    store: &mut store,
+                    features: &mut features,
+                    metrics: metrics.as_ref(),
+                    api,
+                    policy: &policy_name,
+                };
+                ctx.apply(change, pending);
+                let states = features.states();
+                notifier.features(&states);
+                publish_features(&health, metrics.as_ref(), states);
+            }
+        }
         features.tick();
         write_events(&subscription, &mut events_out, &health);
         if fetcher.take_update() {
@@ -679,7 +748,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             info!("reloading {}", args.source().display());
             let _reload_span = tracing::info_span!("full_firewall.reload").entered();
             let reads = sources.reads();
-            let loaded = load_policy(args, &audit, &sources);
+            let loaded = load_policy(args, &audit, &sources, &store.rules());
             let now = sources.reads();
             info!(
                 "feeds: {} unchanged, {} read by their changed lines, {} read whole",
@@ -725,6 +794,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                     if rollout.is_some() {
                         current = current.then(&new_config);
                     }
+                    if let (Some(api), true) = (&api, applied) {
+                        api.publish_rules(rule_entries(&new_config, &store, &policy_name));
+                    }
                     let new_sources = new_config.shield.as_ref().map(SourceStat::of);
                     // A policy without an egress section leaves the running rules as
                     // they are, and their labels with them.
@@ -762,6 +834,169 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     stopped?;
     health.remove();
     Ok(ExitCode::SUCCESS)
+}
+
+/// Waits up to 100 ms for events. With the control API, in slices of 10 ms, so that a
+/// rule change waits at most that long for the loop.
+fn poll(features: &Features<'_>, api: Option<&Api>) {
+    let Some(api) = api else {
+        features.poll(Duration::from_millis(100));
+        return;
+    };
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_millis(100) && !api.waiting() {
+        features.poll(Duration::from_millis(10));
+    }
+}
+
+/// What applying a rule change through the control API needs.
+struct ChangeContext<'a, 'f> {
+    args: &'a RunArgs,
+    audit: &'a AuditLog,
+    sources: &'a SourceCache,
+    store: &'a mut Store,
+    features: &'a mut Features<'f>,
+    metrics: Option<&'a Metrics>,
+    api: &'a Api,
+    policy: &'a str,
+}
+
+impl ChangeContext<'_, '_> {
+    /// Compiles the policy file with `rules` and applies it as a reload. A policy that
+    /// does not compile with them changes nothing (`FAILED_PRECONDITION`, with the
+    /// compiler's messages); a kernel that refuses it gets the rules in force before
+    /// back (`INTERNAL`).
+    fn enforce(
+        &mut self,
+        next: &StoreFileChange,
+    ) -> std::result::Result<Vec<RuleEntry>, tonic::Status> {
+        let rules = Store::rules_of(next);
+        let loaded = load_policy(self.args, self.audit, self.sources, &rules)
+            .map_err(crate::api::refused)?;
+        let config = loaded.config;
+        if !self.features.reload(&config) {
+            let back = load_policy(self.args, self.audit, self.sources, &self.store.rules())
+                .map(|l| self.features.reload(&l.config))
+                .unwrap_or(false);
+            if let Some(m) = self.metrics {
+                m.feature_reloads(self.features.reload_outcomes());
+            }
+            return Err(tonic::Status::internal(if back {
+                "a feature refused the new rules: the rules in force before are back (see the daemon's log)"
+            } else {
+                "a feature refused the new rules, and restoring the rules before failed: the daemon is not ready (see its log)"
+            }));
+        }
+        if let Some(m) = self.metrics {
+            m.feature_reloads(self.features.reload_outcomes());
+            m.policy_applied(config.shield.as_ref().map(SourceStat::of));
+            if config.egress.is_some() {
+                m.egress_rules(config.egress.as_ref());
+            }
+        }
+        Ok(rule_entries(&config, &Store::view(next), self.policy))
+    }
+
+    /// Enforces `next` and stores it; the rules in force before come back when it
+    /// cannot be stored (what is not kept is not enforced either).
+    fn change(&mut self, next: StoreFileChange) -> std::result::Result<(), tonic::Status> {
+        let entries = self.enforce(&next)?;
+        if let Err(e) = self.store.save(next) {
+            let before = self.store.current();
+            let _ = self.enforce(&before);
+            return Err(tonic::Status::internal(format!("{e:#}")));
+        }
+        self.api.publish_rules(entries);
+        Ok(())
+    }
+
+    fn record(&self, object: &str, outcome: AuditOutcome, detail: String) {
+        self.audit.record(
+            AuditAction::Policy,
+            "full_firewall",
+            object,
+            outcome,
+            detail,
+        );
+    }
+
+    /// Applies `change` and answers its caller. `pending`: a reload waits for
+    /// confirmation (its rollback would not know the change: refused until then).
+    fn apply(&mut self, change: Change, pending: bool) {
+        match change {
+            Change::Add {
+                mut rule,
+                comment,
+                by,
+                received,
+                reply,
+            } => {
+                rule.id = self.store.next_id();
+                let label = rule.label();
+                let what = format!("{} `{}` by {by}", rule.section, rule.rule);
+                let result = if pending {
+                    Err(tonic::Status::failed_precondition(
+                        "a reload waits for `full_firewall confirm`: confirm it (or let it roll back) first",
+                    ))
+                } else {
+                    let next = self.store.with(&rule, &comment, &by);
+                    self.change(next)
+                };
+                match &result {
+                    Ok(()) => {
+                        info!("control API: rule {label} added: {what}");
+                        self.record(&label, AuditOutcome::Ok, format!("api rule added: {what}"));
+                    }
+                    Err(status) => {
+                        warn!("control API: rule refused: {what}: {}", status.message());
+                        self.record(
+                            &label,
+                            AuditOutcome::Refused,
+                            format!("api rule refused: {what}: {}", status.message()),
+                        );
+                    }
+                }
+                let _ = reply.send(result.map(|()| ironclad_api::v1::AddRuleResponse {
+                    id: label,
+                    applied_micros: micros(received),
+                }));
+            }
+            Change::Remove {
+                id,
+                by,
+                received,
+                reply,
+            } => {
+                let result = match self.store.without(&id) {
+                    None => Err(tonic::Status::not_found(format!(
+                        "no rule {id} (`full_firewall rules list` shows the rules in force)"
+                    ))),
+                    Some(_) if pending => Err(tonic::Status::failed_precondition(
+                        "a reload waits for `full_firewall confirm`: confirm it (or let it roll back) first",
+                    )),
+                    Some(next) => self.change(next),
+                };
+                match &result {
+                    Ok(()) => {
+                        info!("control API: rule {id} removed by {by}");
+                        self.record(&id, AuditOutcome::Ok, format!("api rule removed by {by}"));
+                    }
+                    Err(status) => self.record(
+                        &id,
+                        AuditOutcome::Refused,
+                        format!("api rule removal by {by} refused: {}", status.message()),
+                    ),
+                }
+                let _ = reply.send(result.map(|()| ironclad_api::v1::RemoveRuleResponse {
+                    applied_micros: micros(received),
+                }));
+            }
+        }
+    }
+}
+
+fn micros(since: std::time::Instant) -> u64 {
+    u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Gives the memory a reload's compilation used back to the system. glibc keeps freed

@@ -174,7 +174,9 @@ fn daemon_json(report: Option<&ironclad_agent::health::Report>) -> serde_json::V
     })
 }
 
-pub(crate) fn status(pin_root: &Path, run_dir: &Path, json: bool) -> Result<ExitCode> {
+/// The document `status --json` prints: the pinned maps' counters and the daemon's
+/// health report (also the control API's `GetStatus`).
+pub(crate) fn status_json(pin_root: &Path, run_dir: &Path) -> Result<serde_json::Value> {
     let shield = Shield::status_from_pins(pin_root);
     let egress = EgressFirewall::status_from_pins(pin_root);
     let firewall = Firewall::status_from_pins(pin_root);
@@ -188,39 +190,56 @@ pub(crate) fn status(pin_root: &Path, run_dir: &Path, json: bool) -> Result<Exit
     {
         anyhow::bail!("nothing is pinned under {}", pin_root.display());
     }
+    let mut out = match &shield {
+        Ok(status) => to_json(status),
+        Err(_) => serde_json::json!({"rules": [], "totals": {}}),
+    };
+    out["daemon"] = daemon_json(daemon.as_ref());
+    if let Ok(e) = &egress {
+        out["egress"] = egress_json(e);
+        if let Ok(d) = EgressFirewall::domain_status_from_pins(pin_root) {
+            out["egress"]["domains"] = domains_json(&d);
+        }
+    }
+    if let Ok(f) = &firewall {
+        out["firewall"] = firewall_json(f);
+    }
+    // Events the kernel could not report for lack of ring-buffer space, per source.
+    let shield_lost = shield.as_ref().ok().and_then(|s| {
+        s.totals
+            .iter()
+            .find(|(t, _)| *t == ironclad_core::abi::ShieldTotal::EventsLost)
+            .map(|(_, c)| c.packets)
+    });
+    let egress_lost = egress.as_ref().ok().and_then(|e| {
+        e.totals
+            .iter()
+            .find(|(t, _)| *t == ironclad_core::abi::EgressTotal::EventsLost)
+            .map(|(_, n)| *n)
+    });
+    out["events"] = serde_json::json!({
+        "lost_in_kernel": {"shield": shield_lost, "egress": egress_lost, "dns": dns_lost},
+    });
+    Ok(out)
+}
+
+pub(crate) fn status(pin_root: &Path, run_dir: &Path, json: bool) -> Result<ExitCode> {
     if json {
-        let mut out = match &shield {
-            Ok(status) => to_json(status),
-            Err(_) => serde_json::json!({"rules": [], "totals": {}}),
-        };
-        out["daemon"] = daemon_json(daemon.as_ref());
-        if let Ok(e) = &egress {
-            out["egress"] = egress_json(e);
-            if let Ok(d) = EgressFirewall::domain_status_from_pins(pin_root) {
-                out["egress"]["domains"] = domains_json(&d);
-            }
-        }
-        if let Ok(f) = &firewall {
-            out["firewall"] = firewall_json(f);
-        }
-        // Events the kernel could not report for lack of ring-buffer space, per source.
-        let shield_lost = shield.as_ref().ok().and_then(|s| {
-            s.totals
-                .iter()
-                .find(|(t, _)| *t == ironclad_core::abi::ShieldTotal::EventsLost)
-                .map(|(_, c)| c.packets)
-        });
-        let egress_lost = egress.as_ref().ok().and_then(|e| {
-            e.totals
-                .iter()
-                .find(|(t, _)| *t == ironclad_core::abi::EgressTotal::EventsLost)
-                .map(|(_, n)| *n)
-        });
-        out["events"] = serde_json::json!({
-            "lost_in_kernel": {"shield": shield_lost, "egress": egress_lost, "dns": dns_lost},
-        });
-        println!("{out}");
+        println!("{}", status_json(pin_root, run_dir)?);
         return Ok(ExitCode::SUCCESS);
+    }
+    let shield = Shield::status_from_pins(pin_root);
+    let egress = EgressFirewall::status_from_pins(pin_root);
+    let firewall = Firewall::status_from_pins(pin_root);
+    let dns_lost = Telemetry::lost_dns_events_from_pins(pin_root).ok();
+    let daemon = ironclad_agent::health::read(run_dir);
+    if shield.is_err()
+        && egress.is_err()
+        && firewall.is_err()
+        && dns_lost.is_none()
+        && daemon.is_none()
+    {
+        anyhow::bail!("nothing is pinned under {}", pin_root.display());
     }
     if let Some(r) = &daemon {
         let d = daemon_json(Some(r));

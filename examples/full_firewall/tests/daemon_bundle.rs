@@ -72,6 +72,11 @@ fn signed_bundles_are_applied_and_tampered_old_or_foreign_ones_refused() {
         // --config comes from run_args; a bundle replaces it.
         let at = args.iter().position(|a| a == "--config").expect("--config");
         args.drain(at..at + 2);
+        let at = args
+            .iter()
+            .position(|a| a == "--state-dir")
+            .expect("--state-dir");
+        args.drain(at..at + 2);
         args.extend(
             [
                 "--bundle",

@@ -30,6 +30,9 @@ pub fn run_args(config: &Path, veth: &VethPair, pins: &BpffsDir, dir: &Path) -> 
         // Each daemon its own health report, so parallel tests do not share one.
         "--run-dir".into(),
         dir.join("run").display().to_string(),
+        // And its own state (the control API's rules).
+        "--state-dir".into(),
+        dir.join("state").display().to_string(),
     ]
 }
 

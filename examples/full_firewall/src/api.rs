@@ -1,0 +1,708 @@
+//! The control API (`ironclad-api`'s gRPC service) served by `run` on a Unix socket.
+//!
+//! The server runs on a thread of its own (a Tokio runtime), so a slow or hostile
+//! client never holds the control loop. What only reads (`GetStatus`, `ListRules`,
+//! `StreamEvents`) is answered there, from the pins, the health report, the list of
+//! rules the loop publishes after each change, and a subscription to the event
+//! fan-out. What changes the rules (`AddRule`, `RemoveRule`) is queued to the control
+//! loop, which compiles the policy file with the runtime rules, applies it as a reload
+//! is applied, stores the rules (`STATE_DIR/runtime-rules.json`), writes the audit
+//! record and only then answers: when the call returns, the kernel enforces it.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use ironclad_api::v1::control_server::Control;
+use ironclad_api::v1::{
+    stream_events_response, AddRuleRequest, AddRuleResponse, Event as ApiEvent, Feature,
+    GetStatusRequest, GetStatusResponse, ListRulesRequest, ListRulesResponse, Lost,
+    RemoveRuleRequest, RemoveRuleResponse, RuleEntry, Section, StreamEventsRequest,
+    StreamEventsResponse,
+};
+use ironclad_events::{Event, Fanout, Overflow};
+use ironclad_policy::config::CompiledConfig;
+use ironclad_policy::runtime::{RuleSection, RuntimeRule};
+use serde::{Deserialize, Serialize};
+use tonic::{Request, Response, Status};
+
+/// Rule changes waiting for the control loop at most; more are refused
+/// (`RESOURCE_EXHAUSTED`) rather than queued without bound.
+const QUEUE: usize = 64;
+
+/// How long calls in progress may take to finish when the daemon stops.
+const STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// A stream's queue by default, and at most.
+const STREAM_QUEUE: (usize, usize) = (4096, 65536);
+
+/// The socket's name in the run directory, by default.
+pub(crate) const SOCKET_NAME: &str = "api.sock";
+
+/// The name of the runtime rules' file in the state directory.
+pub(crate) const RULES_FILE: &str = "runtime-rules.json";
+
+/// A rule change for the control loop, with where to send its answer.
+pub(crate) enum Change {
+    /// `AddRule`.
+    Add {
+        rule: RuntimeRule,
+        comment: String,
+        by: String,
+        received: Instant,
+        reply: tokio::sync::oneshot::Sender<Result<AddRuleResponse, Status>>,
+    },
+    /// `RemoveRule`.
+    Remove {
+        id: String,
+        by: String,
+        received: Instant,
+        reply: tokio::sync::oneshot::Sender<Result<RemoveRuleResponse, Status>>,
+    },
+}
+
+fn rule_section(section: i32) -> Result<RuleSection, Status> {
+    match Section::try_from(section) {
+        Ok(Section::ShieldDeny) => Ok(RuleSection::ShieldDeny),
+        Ok(Section::ShieldAllow) => Ok(RuleSection::ShieldAllow),
+        Ok(Section::EgressRules) => Ok(RuleSection::EgressRules),
+        Ok(Section::FirewallRules) => Ok(RuleSection::FirewallRules),
+        Ok(Section::Unspecified) => Err(Status::invalid_argument(
+            "section: say which list the rule belongs to (SECTION_SHIELD_DENY, ...)",
+        )),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "section: {section} is not a section of ironclad.control.v1"
+        ))),
+    }
+}
+
+/// A rule added through the API, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StoredRule {
+    id: u64,
+    section: String,
+    rule: String,
+    #[serde(default)]
+    comment: String,
+    added_unix: u64,
+    added_by: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreFile {
+    version: u32,
+    next_id: u64,
+    rules: Vec<StoredRule>,
+}
+
+/// The runtime rules, kept in `STATE_DIR/runtime-rules.json` (mode 0600, replaced
+/// whole by a rename): they survive reloads and restarts until removed.
+#[derive(Debug)]
+pub(crate) struct Store {
+    path: PathBuf,
+    file: StoreFile,
+}
+
+impl Store {
+    /// Reads the store (none yet: empty). A file that cannot be read or understood is
+    /// an error naming it: the daemon does not start without rules it was told to keep.
+    pub(crate) fn load(state_dir: &Path) -> Result<Self> {
+        let path = state_dir.join(RULES_FILE);
+        let file = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let file: StoreFile = serde_json::from_slice(&bytes)
+                    .with_context(|| format!("{}: not a runtime-rules file", path.display()))?;
+                for r in &file.rules {
+                    let section = RuleSection::from_field(&r.section).with_context(|| {
+                        format!(
+                            "{}: rule {}: no section `{}`",
+                            path.display(),
+                            r.id,
+                            r.section
+                        )
+                    })?;
+                    RuntimeRule::new(r.id, section, &r.rule)
+                        .validate()
+                        .map_err(|e| {
+                            anyhow::anyhow!("{}: rule api-{}: {e}", path.display(), r.id)
+                        })?;
+                }
+                file
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => StoreFile {
+                version: 1,
+                next_id: 1,
+                rules: Vec::new(),
+            },
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        Ok(Self { path, file })
+    }
+
+    /// The rules, for the compiler.
+    pub(crate) fn rules(&self) -> Vec<RuntimeRule> {
+        self.file
+            .rules
+            .iter()
+            .filter_map(|r| {
+                RuleSection::from_field(&r.section).map(|s| RuntimeRule::new(r.id, s, &r.rule))
+            })
+            .collect()
+    }
+
+    fn stored(&self, label: &str) -> Option<&StoredRule> {
+        self.file
+            .rules
+            .iter()
+            .find(|r| format!("api-{}", r.id) == label)
+    }
+
+    /// The next rule's number.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.file.next_id.max(1)
+    }
+
+    /// The store with `rule` added (not saved).
+    pub(crate) fn with(&self, rule: &RuntimeRule, comment: &str, by: &str) -> StoreFileChange {
+        let mut file = self.file.clone();
+        file.next_id = rule.id + 1;
+        file.rules.push(StoredRule {
+            id: rule.id,
+            section: rule.section.field().to_string(),
+            rule: rule.rule.clone(),
+            comment: comment.to_string(),
+            added_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            added_by: by.to_string(),
+        });
+        StoreFileChange(file)
+    }
+
+    /// The store without rule `label` (`api-N`), or `None` when it has no such rule.
+    pub(crate) fn without(&self, label: &str) -> Option<StoreFileChange> {
+        let mut file = self.file.clone();
+        let before = file.rules.len();
+        file.rules.retain(|r| format!("api-{}", r.id) != label);
+        (file.rules.len() < before).then_some(StoreFileChange(file))
+    }
+
+    /// Writes `change` (a temporary file renamed over the store) and keeps it.
+    pub(crate) fn save(&mut self, change: StoreFileChange) -> Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("making {}", dir.display()))?;
+        }
+        let tmp = self.path.with_extension("json.tmp");
+        let mut out = std::fs::File::options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        out.write_all(serde_json::to_string_pretty(&change.0)?.as_bytes())
+            .and_then(|()| out.sync_all())
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &self.path)
+            .with_context(|| format!("replacing {}", self.path.display()))?;
+        self.file = change.0;
+        Ok(())
+    }
+
+    /// The rules of `change`, for the compiler.
+    pub(crate) fn rules_of(change: &StoreFileChange) -> Vec<RuntimeRule> {
+        Self::view(change).rules()
+    }
+
+    /// A store holding `change`, to read (not to save).
+    pub(crate) fn view(change: &StoreFileChange) -> Self {
+        Store {
+            path: PathBuf::new(),
+            file: change.0.clone(),
+        }
+    }
+
+    /// What it holds now, as a change (to enforce it again).
+    pub(crate) fn current(&self) -> StoreFileChange {
+        StoreFileChange(self.file.clone())
+    }
+}
+
+/// A store's next content, not yet written.
+#[derive(Debug)]
+pub(crate) struct StoreFileChange(StoreFile);
+
+/// One firewall rule in a line: `in tcp src 203.0.113.0/24 dport 22 drop`.
+fn firewall_rule_text(r: &ironclad_policy::firewall::FwRule) -> String {
+    let nets = |n: &[ipnetwork::IpNetwork]| {
+        n.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let ports = |p: &[(u16, u16)]| {
+        p.iter()
+            .map(|(a, b)| {
+                if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut text = format!("{:?} {:?}", r.direction, r.proto).to_lowercase();
+    if !r.src.is_empty() {
+        text += &format!(" src {}", nets(&r.src));
+    }
+    if !r.dst.is_empty() {
+        text += &format!(" dst {}", nets(&r.dst));
+    }
+    if !r.sport.is_empty() {
+        text += &format!(" sport {}", ports(&r.sport));
+    }
+    if !r.dport.is_empty() {
+        text += &format!(" dport {}", ports(&r.dport));
+    }
+    text + &format!(" {:?}", r.action).to_lowercase()
+}
+
+/// Every rule of `config` with where it came from, for `ListRules`.
+pub(crate) fn rule_entries(config: &CompiledConfig, store: &Store, policy: &str) -> Vec<RuleEntry> {
+    let entry = |origin: &str, section: Section, rule: String| match store.stored(origin) {
+        Some(s) => RuleEntry {
+            id: origin.to_string(),
+            section: section as i32,
+            rule,
+            origin: "api".to_string(),
+            added_unix: s.added_unix,
+            added_by: s.added_by.clone(),
+        },
+        None => RuleEntry {
+            id: origin.to_string(),
+            section: section as i32,
+            rule,
+            origin: policy.to_string(),
+            added_unix: 0,
+            added_by: String::new(),
+        },
+    };
+    let mut out = Vec::new();
+    if let Some(shield) = &config.shield {
+        for r in &shield.rules {
+            let section = match r.action {
+                ironclad_core::abi::Action::Allow => Section::ShieldAllow,
+                _ => Section::ShieldDeny,
+            };
+            out.push(entry(&r.origin, section, r.cidr.to_string()));
+        }
+        for set in &shield.sets {
+            let section = match set.action {
+                ironclad_core::abi::Action::Allow => Section::ShieldAllow,
+                _ => Section::ShieldDeny,
+            };
+            out.push(entry(
+                &format!("set {}", set.name),
+                section,
+                format!("set {} ({} prefixes)", set.name, set.prefixes.len()),
+            ));
+        }
+    }
+    if let Some(egress) = &config.egress {
+        for r in &egress.rules {
+            out.push(entry(&r.origin, Section::EgressRules, r.summary.clone()));
+        }
+    }
+    if let Some(firewall) = &config.firewall {
+        for r in &firewall.rules {
+            out.push(entry(
+                &r.origin.field,
+                Section::FirewallRules,
+                firewall_rule_text(r),
+            ));
+        }
+    }
+    out
+}
+
+/// What the API thread shares with the control loop.
+#[derive(Clone)]
+struct Shared {
+    changes: std::sync::mpsc::SyncSender<Change>,
+    waiting: Arc<AtomicBool>,
+    rules: Arc<Mutex<Vec<RuleEntry>>>,
+    fanout: Arc<Fanout<Event>>,
+    pin_dir: PathBuf,
+    run_dir: PathBuf,
+    policy: String,
+    streams: Arc<AtomicU64>,
+}
+
+/// The running API: the control loop takes rule changes from it.
+pub(crate) struct Api {
+    changes: std::sync::mpsc::Receiver<Change>,
+    waiting: Arc<AtomicBool>,
+    rules: Arc<Mutex<Vec<RuleEntry>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    socket: PathBuf,
+}
+
+impl Api {
+    /// Binds the socket (before anything is enforced: a bad path changes nothing).
+    pub(crate) fn bind(socket: &Path) -> Result<std::os::unix::net::UnixListener> {
+        ironclad_api::server::bind(socket)
+            .with_context(|| format!("the control API's socket {}", socket.display()))
+    }
+
+    /// Serves the API on `listener` from a thread of its own.
+    pub(crate) fn start(
+        listener: std::os::unix::net::UnixListener,
+        socket: &Path,
+        fanout: Arc<Fanout<Event>>,
+        pin_dir: &Path,
+        run_dir: &Path,
+        policy: &Path,
+    ) -> Result<Self> {
+        let (changes_tx, changes) = std::sync::mpsc::sync_channel(QUEUE);
+        let waiting = Arc::new(AtomicBool::new(false));
+        let rules = Arc::new(Mutex::new(Vec::new()));
+        let shared = Shared {
+            changes: changes_tx,
+            waiting: waiting.clone(),
+            rules: rules.clone(),
+            fanout,
+            pin_dir: pin_dir.to_path_buf(),
+            run_dir: run_dir.to_path_buf(),
+            policy: policy.display().to_string(),
+            streams: Arc::new(AtomicU64::new(0)),
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("the control API's runtime")?;
+        let thread = std::thread::Builder::new()
+            .name("ironclad-api".to_string())
+            .spawn(move || {
+                let served = runtime.block_on(async move {
+                    let (closing, closed) = tokio::sync::watch::channel(false);
+                    let serve =
+                        ironclad_api::server::serve(listener, DaemonControl(shared), async move {
+                            let mut closed = closed;
+                            let _ = closed.changed().await;
+                        });
+                    tokio::pin!(serve);
+                    tokio::select! {
+                        served = &mut serve => served,
+                        _ = stopped => {
+                            // Calls in progress get a moment to finish; streams (which
+                            // never do) are cut when the runtime goes.
+                            let _ = closing.send(true);
+                            tokio::time::timeout(STOP_GRACE, serve).await.unwrap_or(Ok(()))
+                        }
+                    }
+                });
+                if let Err(e) = served {
+                    tracing::error!("the control API stopped: {e}");
+                }
+            })
+            .context("starting the control API's thread")?;
+        tracing::info!("control API on {}", socket.display());
+        Ok(Self {
+            changes,
+            waiting,
+            rules,
+            stop: Some(stop),
+            thread: Some(thread),
+            socket: socket.to_path_buf(),
+        })
+    }
+
+    /// Whether a change waits (the loop then turns at once instead of sleeping on).
+    pub(crate) fn waiting(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// The next waiting change.
+    pub(crate) fn next_change(&self) -> Option<Change> {
+        let change = self.changes.try_recv().ok();
+        if change.is_none() {
+            self.waiting.store(false, Ordering::Relaxed);
+        }
+        change
+    }
+
+    /// Publishes the rules in force, for `ListRules`.
+    pub(crate) fn publish_rules(&self, rules: Vec<RuleEntry>) {
+        *self.rules.lock().unwrap_or_else(PoisonError::into_inner) = rules;
+    }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+struct DaemonControl(Shared);
+
+impl DaemonControl {
+    /// Queues `change` for the control loop.
+    fn queue(&self, change: Change) -> Result<(), Status> {
+        self.0.changes.try_send(change).map_err(|e| match e {
+            std::sync::mpsc::TrySendError::Full(_) => Status::resource_exhausted(format!(
+                "{QUEUE} rule changes are already waiting: try again"
+            )),
+            std::sync::mpsc::TrySendError::Disconnected(_) => {
+                Status::unavailable("the daemon is stopping")
+            }
+        })?;
+        self.0.waiting.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Whether `event` passes the stream's filter.
+fn wanted(filter: &StreamEventsRequest, event: &Event, json: &serde_json::Value) -> bool {
+    let kind = json["kind"].as_str().unwrap_or_default();
+    if !filter.kinds.is_empty() && !filter.kinds.iter().any(|k| k == kind) {
+        return false;
+    }
+    if filter.pid != 0 && event.process_subject().map(|(pid, _, _)| pid) != Some(filter.pid) {
+        return false;
+    }
+    if filter.rule_id != 0 && json["rule_id"].as_u64() != Some(u64::from(filter.rule_id)) {
+        return false;
+    }
+    if !filter.exe.is_empty() {
+        fn names(v: &serde_json::Value, exe: &str) -> bool {
+            match v {
+                serde_json::Value::String(s) => s == exe,
+                serde_json::Value::Array(a) => a.iter().any(|v| names(v, exe)),
+                serde_json::Value::Object(o) => o.values().any(|v| names(v, exe)),
+                _ => false,
+            }
+        }
+        if !names(json, &filter.exe) {
+            return false;
+        }
+    }
+    true
+}
+
+type EventStream = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<StreamEventsResponse, Status>> + Send>,
+>;
+
+#[tonic::async_trait]
+impl Control for DaemonControl {
+    async fn get_status(
+        &self,
+        _request: Request<GetStatusRequest>,
+    ) -> Result<Response<GetStatusResponse>, Status> {
+        let (pin_dir, run_dir) = (self.0.pin_dir.clone(), self.0.run_dir.clone());
+        let api_rules = self
+            .0
+            .rules
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|r| r.origin == "api")
+            .count();
+        // Reading every counter takes a while at a million rules: off the reactor.
+        let status = tokio::task::spawn_blocking(move || {
+            (
+                crate::status::status_json(&pin_dir, &run_dir),
+                ironclad_agent::health::read(&run_dir),
+            )
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        let (json, report) = status;
+        let json = json.map_err(|e| Status::unavailable(format!("{e:#}")))?;
+        let report = report.ok_or_else(|| Status::unavailable("no health report yet"))?;
+        Ok(Response::new(GetStatusResponse {
+            ready: report.ready,
+            features: report
+                .features
+                .iter()
+                .map(|(name, f)| Feature {
+                    name: name.clone(),
+                    up: f.up,
+                    detail: f.detail.clone(),
+                })
+                .collect(),
+            status_json: json.to_string(),
+            policy: self.0.policy.clone(),
+            api_rules: u32::try_from(api_rules).unwrap_or(u32::MAX),
+        }))
+    }
+
+    async fn list_rules(
+        &self,
+        request: Request<ListRulesRequest>,
+    ) -> Result<Response<ListRulesResponse>, Status> {
+        let section = request.into_inner().section;
+        if section != 0 {
+            rule_section(section)?;
+        }
+        let rules = self
+            .0
+            .rules
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|r| section == 0 || r.section == section)
+            .cloned()
+            .collect();
+        Ok(Response::new(ListRulesResponse { rules }))
+    }
+
+    async fn add_rule(
+        &self,
+        request: Request<AddRuleRequest>,
+    ) -> Result<Response<AddRuleResponse>, Status> {
+        let received = Instant::now();
+        let by = ironclad_api::server::caller(&request);
+        let AddRuleRequest {
+            section,
+            rule,
+            comment,
+        } = request.into_inner();
+        let section = rule_section(section)?;
+        if comment.len() > 1024 || comment.contains(['\n', '\r']) {
+            return Err(Status::invalid_argument(
+                "comment: one line of at most 1024 bytes",
+            ));
+        }
+        // Checked here first: a bad rule never waits for the control loop.
+        RuntimeRule::new(0, section, &rule)
+            .validate()
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.queue(Change::Add {
+            rule: RuntimeRule::new(0, section, rule),
+            comment,
+            by,
+            received,
+            reply,
+        })?;
+        answer
+            .await
+            .map_err(|_| Status::unavailable("the daemon stopped before applying the rule"))?
+            .map(Response::new)
+    }
+
+    async fn remove_rule(
+        &self,
+        request: Request<RemoveRuleRequest>,
+    ) -> Result<Response<RemoveRuleResponse>, Status> {
+        let received = Instant::now();
+        let by = ironclad_api::server::caller(&request);
+        let id = request.into_inner().id;
+        if !id.starts_with("api-") {
+            return Err(Status::invalid_argument(format!(
+                "id `{id}`: only rules added through the API (api-N) can be removed; the policy file's rules are changed in the file"
+            )));
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.queue(Change::Remove {
+            id,
+            by,
+            received,
+            reply,
+        })?;
+        answer
+            .await
+            .map_err(|_| Status::unavailable("the daemon stopped before removing the rule"))?
+            .map(Response::new)
+    }
+
+    type StreamEventsStream = EventStream;
+
+    async fn stream_events(
+        &self,
+        request: Request<StreamEventsRequest>,
+    ) -> Result<Response<Self::StreamEventsStream>, Status> {
+        let filter = request.into_inner();
+        let queue = match filter.queue {
+            0 => STREAM_QUEUE.0,
+            n => (n as usize).min(STREAM_QUEUE.1),
+        };
+        let n = self.0.streams.fetch_add(1, Ordering::Relaxed);
+        // New events are lost for this stream when its queue is full: the fan-out never
+        // waits for it, so enforcement and the other readers go on at their pace.
+        let sub = self
+            .0
+            .fanout
+            .subscribe(&format!("api-stream-{n}"), queue, Overflow::DropNewest);
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        // A thread per stream: the subscription is a blocking channel. It ends when
+        // the client goes away.
+        std::thread::Builder::new()
+            .name(format!("ironclad-api-stream-{n}"))
+            .spawn(move || {
+                let mut reported = 0u64;
+                loop {
+                    let dropped = sub.stats().dropped;
+                    if dropped > reported {
+                        reported = dropped;
+                        let lost = StreamEventsResponse {
+                            item: Some(stream_events_response::Item::Lost(Lost { total: dropped })),
+                        };
+                        if tx.blocking_send(Ok(lost)).is_err() {
+                            return;
+                        }
+                    }
+                    match sub.receiver().recv_timeout(Duration::from_millis(200)) {
+                        Ok(event) => {
+                            let json = event.to_json();
+                            let value: serde_json::Value =
+                                serde_json::from_str(&json).unwrap_or_default();
+                            if !wanted(&filter, &event, &value) {
+                                continue;
+                            }
+                            let item = StreamEventsResponse {
+                                item: Some(stream_events_response::Item::Event(ApiEvent {
+                                    kind: value["kind"].as_str().unwrap_or_default().to_string(),
+                                    json,
+                                })),
+                            };
+                            if tx.blocking_send(Ok(item)).is_err() {
+                                return;
+                            }
+                        }
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                            if tx.is_closed() {
+                                return;
+                            }
+                        }
+                        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+            })
+            .map_err(|e| Status::internal(format!("starting the stream: {e}")))?;
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+/// The answer to a change that could not be applied.
+pub(crate) fn refused(message: String) -> Status {
+    Status::failed_precondition(message)
+}

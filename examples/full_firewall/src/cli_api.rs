@@ -1,0 +1,252 @@
+//! `rules list|add|rm` and `events`: the command line over the control API (the
+//! daemon's Unix socket), as any other client uses it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use ironclad_api::v1::{
+    stream_events_response, AddRuleRequest, ListRulesRequest, RemoveRuleRequest, Section,
+    StreamEventsRequest,
+};
+use ironclad_policy::runtime::RuleSection;
+
+/// Where the daemon serves its API, by default.
+fn default_socket() -> PathBuf {
+    PathBuf::from(crate::rollout::DEFAULT_RUN_DIR).join(crate::api::SOCKET_NAME)
+}
+
+/// `rules`.
+#[derive(clap::Args)]
+pub(crate) struct RulesArgs {
+    /// The daemon's control API socket (default: `/run/ironclad/api.sock`).
+    #[arg(long, global = true)]
+    socket: Option<PathBuf>,
+    #[command(subcommand)]
+    command: RulesCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum RulesCommand {
+    /// Every rule in force: the policy file's and those added through the API.
+    List {
+        /// Only this list (`shield.deny`, `shield.allow`, `egress.rules`,
+        /// `firewall.rules`).
+        #[arg(long)]
+        section: Option<String>,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a rule to a list of the policy, written as the policy file writes one item
+    /// (`rules add shield.deny 203.0.113.0/24`; `rules add egress.rules '{exe:
+    /// /usr/bin/curl, action: deny}'`). Returns once the kernel enforces it; it stays
+    /// across reloads and restarts until removed.
+    Add {
+        /// The list.
+        section: String,
+        /// The rule.
+        rule: String,
+        /// Why (kept in the audit log and the rule list).
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Remove a rule added through the API, by its id (`api-3`).
+    Rm {
+        /// The rule's id.
+        id: String,
+    },
+}
+
+/// `events`.
+#[derive(clap::Args)]
+pub(crate) struct EventsArgs {
+    /// The daemon's control API socket (default: `/run/ironclad/api.sock`).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Follow the events as they come (the only mode: accepted for habit's sake).
+    #[arg(long)]
+    follow: bool,
+    /// Only events of this kind (`shield_drop`, `connect`, `firewall`, `dns`, ...);
+    /// repeat for several.
+    #[arg(long)]
+    kind: Vec<String>,
+    /// Only events of this process id.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Only events naming this executable.
+    #[arg(long)]
+    exe: Option<String>,
+    /// Only events of this rule id.
+    #[arg(long)]
+    rule_id: Option<u32>,
+    /// Stop after this many events.
+    #[arg(long)]
+    count: Option<u64>,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the client's runtime")
+}
+
+/// A refused call's exit: 2 for a bad request (as `check` exits for a bad policy), 1
+/// otherwise.
+fn failed(status: &tonic::Status) -> ExitCode {
+    eprintln!("{}", status.message());
+    match status.code() {
+        tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition => ExitCode::from(2),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+fn section_name(section: i32) -> &'static str {
+    match Section::try_from(section) {
+        Ok(Section::ShieldDeny) => "shield.deny",
+        Ok(Section::ShieldAllow) => "shield.allow",
+        Ok(Section::EgressRules) => "egress.rules",
+        Ok(Section::FirewallRules) => "firewall.rules",
+        _ => "?",
+    }
+}
+
+fn api_section(field: &str) -> Result<Section> {
+    match RuleSection::from_field(field) {
+        Some(RuleSection::ShieldDeny) => Ok(Section::ShieldDeny),
+        Some(RuleSection::ShieldAllow) => Ok(Section::ShieldAllow),
+        Some(RuleSection::EgressRules) => Ok(Section::EgressRules),
+        Some(RuleSection::FirewallRules) => Ok(Section::FirewallRules),
+        _ => anyhow::bail!(
+            "no list `{field}`: one of {}",
+            RuleSection::ALL.map(RuleSection::field).join(", ")
+        ),
+    }
+}
+
+pub(crate) fn rules(args: RulesArgs) -> Result<ExitCode> {
+    let socket = args.socket.unwrap_or_else(default_socket);
+    runtime()?.block_on(async move {
+        let mut api = ironclad_api::client::connect(&socket)
+            .await
+            .with_context(|| format!("connecting to the daemon at {}", socket.display()))?;
+        match args.command {
+            RulesCommand::List { section, json } => {
+                let section = section.as_deref().map(api_section).transpose()?;
+                let listed = match api
+                    .list_rules(ListRulesRequest {
+                        section: section.map_or(0, |s| s as i32),
+                    })
+                    .await
+                {
+                    Ok(r) => r.into_inner().rules,
+                    Err(status) => return Ok(failed(&status)),
+                };
+                for r in &listed {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({
+                                "id": r.id,
+                                "section": section_name(r.section),
+                                "rule": r.rule,
+                                "origin": r.origin,
+                                "added_unix": r.added_unix,
+                                "added_by": r.added_by,
+                            })
+                        );
+                    } else {
+                        println!(
+                            "{:<22} {:<15} {:<40} {}",
+                            r.id,
+                            section_name(r.section),
+                            r.rule,
+                            if r.origin == "api" {
+                                format!("api ({})", r.added_by)
+                            } else {
+                                r.origin.clone()
+                            }
+                        );
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            RulesCommand::Add {
+                section,
+                rule,
+                comment,
+            } => {
+                let section = api_section(&section)?;
+                match api
+                    .add_rule(AddRuleRequest {
+                        section: section as i32,
+                        rule,
+                        comment,
+                    })
+                    .await
+                {
+                    Ok(r) => {
+                        let r = r.into_inner();
+                        println!("{} (enforced in {} us)", r.id, r.applied_micros);
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    Err(status) => Ok(failed(&status)),
+                }
+            }
+            RulesCommand::Rm { id } => match api.remove_rule(RemoveRuleRequest { id }).await {
+                Ok(r) => {
+                    println!("removed (in {} us)", r.into_inner().applied_micros);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(status) => Ok(failed(&status)),
+            },
+        }
+    })
+}
+
+pub(crate) fn events(args: EventsArgs) -> Result<ExitCode> {
+    use std::io::Write;
+    let socket = args.socket.clone().unwrap_or_else(default_socket);
+    runtime()?.block_on(async move {
+        let mut api = ironclad_api::client::connect(&socket)
+            .await
+            .with_context(|| format!("connecting to the daemon at {}", socket.display()))?;
+        let mut stream = match api
+            .stream_events(StreamEventsRequest {
+                kinds: args.kind.clone(),
+                pid: args.pid.unwrap_or(0),
+                exe: args.exe.clone().unwrap_or_default(),
+                rule_id: args.rule_id.unwrap_or(0),
+                queue: 0,
+            })
+            .await
+        {
+            Ok(r) => r.into_inner(),
+            Err(status) => return Ok(failed(&status)),
+        };
+        let mut seen = 0u64;
+        let mut out = std::io::stdout().lock();
+        loop {
+            let item = match stream.message().await {
+                Ok(Some(item)) => item,
+                Ok(None) => return Ok(ExitCode::SUCCESS),
+                Err(status) => return Ok(failed(&status)),
+            };
+            match item.item {
+                Some(stream_events_response::Item::Event(e)) => {
+                    writeln!(out, "{}", e.json)?;
+                    out.flush()?;
+                    seen += 1;
+                    if args.count.is_some_and(|n| seen >= n) {
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                }
+                Some(stream_events_response::Item::Lost(l)) => {
+                    eprintln!("{} events lost so far (this reader fell behind)", l.total);
+                }
+                None => {}
+            }
+        }
+    })
+}

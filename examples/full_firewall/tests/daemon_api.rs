@@ -1,0 +1,478 @@
+//! The control API of the daemon as shipped, driven only through the API (the
+//! `full_firewall rules|events` commands and the Rust client): rules added are enforced
+//! on a veth when the call returns, streamed, listed, kept across reloads and restarts,
+//! removed; only root is answered; bad requests get clear codes and change nothing; a
+//! stream that stops reading loses events (counted) without slowing enforcement.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Daemon, Lab, BIN};
+use ironclad_api::v1::{
+    stream_events_response, AddRuleRequest, GetStatusRequest, ListRulesRequest, RemoveRuleRequest,
+    Section, StreamEventsRequest,
+};
+use ironclad_testing::require_privileges;
+
+/// The daemon's socket: `run_args`'s run directory holds it.
+fn socket(lab: &Lab) -> PathBuf {
+    lab.dir.path().join("run").join("api.sock")
+}
+
+fn cli(socket: &Path, args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(&args[..1])
+        .arg("--socket")
+        .arg(socket)
+        .args(&args[1..]);
+    cmd.output().expect("full_firewall")
+}
+
+fn text(out: &std::process::Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn listed(socket: &Path) -> Vec<serde_json::Value> {
+    let out = cli(socket, &["rules", "list", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    text(&out)
+        .0
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
+}
+
+#[test]
+fn rules_added_through_the_api_are_enforced_at_once_streamed_kept_and_removed() {
+    require_privileges!();
+    let lab = Lab::new("ffapi", 57);
+    let config = lab.write_config("policy.yaml", &lab.policy_denying(&[3]));
+    let socket = socket(&lab);
+    let mut daemon = Daemon::spawn(&lab.run_args(&config));
+    daemon.wait_for("ready");
+    assert_eq!(lab.ping(2, 2), 2, "not denied yet");
+
+    // A reader of drop events from before the rule, as an agent would follow them.
+    let events = Command::new(BIN)
+        .args([
+            "events",
+            "--follow",
+            "--kind",
+            "shield_drop",
+            "--count",
+            "3",
+            "--socket",
+        ])
+        .arg(&socket)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("events");
+    std::thread::sleep(Duration::from_millis(300));
+
+    let out = cli(
+        &socket,
+        &[
+            "rules",
+            "add",
+            "shield.deny",
+            &format!("{}/32", lab.addr(2)),
+            "--comment",
+            "test",
+        ],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.starts_with("api-1 (enforced in "), "{stdout}");
+    // Enforced when the call returned: the very next packets are dropped.
+    assert_eq!(lab.ping(2, 3), 0, "denied through the API");
+    assert_eq!(lab.ping(3, 1), 0, "the policy's own rule still");
+    let events = events.wait_with_output().expect("events");
+    assert!(events.status.success(), "{events:?}");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&events.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("event json"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .all(|e| e["kind"] == "shield_drop" && e["src"] == lab.addr(2).as_str()),
+        "{lines:?}"
+    );
+
+    // Listed with its origin, beside the policy file's rule.
+    let rules = listed(&socket);
+    let api = rules.iter().find(|r| r["id"] == "api-1").expect("api-1");
+    assert_eq!(api["origin"], "api");
+    assert_eq!(api["section"], "shield.deny");
+    assert_eq!(api["rule"], format!("{}/32", lab.addr(2)));
+    assert!(
+        api["added_by"].as_str().unwrap().starts_with("uid 0 pid "),
+        "{api}"
+    );
+    let file = rules
+        .iter()
+        .find(|r| r["rule"] == format!("{}/32", lab.addr(3)))
+        .expect("the policy's rule");
+    assert_eq!(file["origin"], config.display().to_string());
+    let audit = std::fs::read_to_string(lab.dir.path().join("audit.jsonl")).expect("audit");
+    assert!(audit.contains("api rule added: shield.deny"), "{audit}");
+
+    // Bad rules: located messages, exit 2, nothing applied.
+    let out = cli(&socket, &["rules", "add", "shield.deny", "10.211.57.5/24"]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("rule:1:1: shield.deny[0]: `10.211.57.5/24` has host bits set"),
+        "{stderr}"
+    );
+    // Allowing what the policy file denies: a conflict, named.
+    let out = cli(
+        &socket,
+        &[
+            "rules",
+            "add",
+            "shield.allow",
+            &format!("{}/32", lab.addr(3)),
+        ],
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("api-2") && stderr.contains("opposite action"),
+        "{stderr}"
+    );
+    assert_eq!(lab.ping(3, 1), 0, "the conflict changed nothing");
+    let out = cli(&socket, &["rules", "add", "egress.rules", "{action: deny}"]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no `egress` section"), "{stderr}");
+    assert_eq!(listed(&socket).len(), rules.len(), "nothing was added");
+
+    // A reload of the policy file keeps the rule (runtime rules stay until removed).
+    let before = daemon.log().matches("reloaded").count();
+    daemon.signal("HUP");
+    daemon.wait_for_more("reloaded", before);
+    assert_eq!(lab.ping(2, 2), 0, "kept across a reload");
+    // And a restart: the rules are stored in the state directory.
+    daemon.signal("TERM");
+    assert!(daemon.wait().success(), "{}", daemon.log());
+    let mut daemon = Daemon::spawn(&lab.run_args(&config));
+    daemon.wait_for("ready");
+    assert_eq!(lab.ping(2, 2), 0, "kept across a restart");
+    assert!(listed(&socket).iter().any(|r| r["id"] == "api-1"));
+
+    // Removed: enforced no more when the call returns.
+    let out = cli(&socket, &["rules", "rm", "api-1"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(lab.ping(2, 2), 2, "removed through the API");
+    assert_eq!(lab.ping(3, 1), 0, "the policy's rule stays");
+    let out = cli(&socket, &["rules", "rm", "api-1"]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no rule api-1"), "{stderr}");
+    let out = cli(&socket, &["rules", "rm", "shield.deny[0]"]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("changed in the file"), "{stderr}");
+    let audit = std::fs::read_to_string(lab.dir.path().join("audit.jsonl")).expect("audit");
+    assert!(audit.contains("api rule removed by uid 0"), "{audit}");
+    daemon.signal("TERM");
+    assert!(daemon.wait().success(), "{}", daemon.log());
+}
+
+#[test]
+fn only_root_is_answered_and_bad_requests_get_clear_codes_without_effect() {
+    require_privileges!();
+    let lab = Lab::new("ffapiauth", 58);
+    let config = lab.write_config("policy.yaml", &lab.policy_denying(&[3]));
+    // A socket outside the private temporary directory, so another user can reach it.
+    let socket = PathBuf::from(format!(
+        "/tmp/ironclad-test-api-{}.sock",
+        std::process::id()
+    ));
+    let mut args = lab.run_args(&config);
+    args.extend(["--api-socket".to_string(), socket.display().to_string()]);
+    let mut daemon = Daemon::spawn(&args);
+    daemon.wait_for("ready");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&socket)
+        .expect("socket")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+
+    let as_nobody = |socket: &Path| {
+        Command::new("setpriv")
+            .args([
+                "--reuid",
+                "65534",
+                "--regid",
+                "65534",
+                "--clear-groups",
+                BIN,
+            ])
+            .args(["rules", "list", "--socket"])
+            .arg(socket)
+            .output()
+            .expect("setpriv")
+    };
+    let out = as_nobody(&socket);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("ermission denied"), "{stderr}");
+    // A socket made world-writable by hand is still answered for root only.
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let out = as_nobody(&socket);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("uid 65534 may not use the Ironclad control API"),
+        "{stderr}"
+    );
+
+    let rt = runtime();
+    rt.block_on(async {
+        let mut api = ironclad_api::client::connect(&socket)
+            .await
+            .expect("connect");
+        let status = api
+            .get_status(GetStatusRequest {})
+            .await
+            .expect("status")
+            .into_inner();
+        assert!(status.ready, "{status:?}");
+        assert!(status.features.iter().any(|f| f.name == "shield" && f.up));
+        let json: serde_json::Value = serde_json::from_str(&status.status_json).expect("json");
+        assert!(
+            json["rules"].as_array().is_some_and(|r| !r.is_empty()),
+            "{json}"
+        );
+
+        let add = |section: Section, rule: String| AddRuleRequest {
+            section: section as i32,
+            rule,
+            comment: String::new(),
+        };
+        let code = |r: Result<
+            tonic::Response<ironclad_api::v1::AddRuleResponse>,
+            tonic::Status,
+        >| { r.map(|_| ()).expect_err("refused") };
+        let e = code(
+            api.add_rule(add(Section::Unspecified, "10.0.0.0/8".into()))
+                .await,
+        );
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        let e = code(
+            api.add_rule(AddRuleRequest {
+                section: 99,
+                rule: "10.0.0.0/8".into(),
+                comment: String::new(),
+            })
+            .await,
+        );
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        let e = code(
+            api.add_rule(add(Section::ShieldDeny, "1".repeat(5000)))
+                .await,
+        );
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains("more than 4096"), "{e:?}");
+        let e = code(
+            api.add_rule(add(
+                Section::ShieldDeny,
+                "10.0.0.0/8\n  mode: dry-run".into(),
+            ))
+            .await,
+        );
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        // Larger than the server decodes: refused before it is read whole.
+        let e = code(
+            api.add_rule(add(Section::ShieldDeny, "x".repeat(100_000)))
+                .await,
+        );
+        assert_eq!(e.code(), tonic::Code::OutOfRange, "{e:?}");
+        let e = api
+            .list_rules(ListRulesRequest { section: 42 })
+            .await
+            .expect_err("bad section");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        let e = api
+            .remove_rule(RemoveRuleRequest {
+                id: "api-77".into(),
+            })
+            .await
+            .expect_err("unknown");
+        assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+
+        // A flood of calls, good and bad, from many connections at once: every one is
+        // answered, and only the good ones change anything.
+        let mut calls = Vec::new();
+        for i in 0..64u32 {
+            let socket = socket.clone();
+            calls.push(tokio::spawn(async move {
+                let mut api = ironclad_api::client::connect(&socket)
+                    .await
+                    .expect("connect");
+                let mut refused = 0;
+                for j in 0..8u32 {
+                    // One valid rule per connection, seven with host bits set.
+                    let rule = format!("10.212.{i}.{j}/24");
+                    match api
+                        .add_rule(AddRuleRequest {
+                            section: Section::ShieldDeny as i32,
+                            rule,
+                            comment: String::new(),
+                        })
+                        .await
+                    {
+                        Ok(_) => {}
+                        Err(e) => {
+                            assert!(
+                                e.code() == tonic::Code::InvalidArgument
+                                    && e.message().contains("host bits"),
+                                "{e:?}"
+                            );
+                            refused += 1;
+                        }
+                    }
+                    api.list_rules(ListRulesRequest { section: 0 })
+                        .await
+                        .expect("list under load");
+                }
+                refused
+            }));
+        }
+        let mut refused = 0;
+        for call in calls {
+            refused += call.await.expect("call");
+        }
+        let rules = api
+            .list_rules(ListRulesRequest {
+                section: Section::ShieldDeny as i32,
+            })
+            .await
+            .expect("list")
+            .into_inner()
+            .rules;
+        let added = rules.iter().filter(|r| r.origin == "api").count();
+        assert_eq!(added + refused, 512, "every call answered: {added} added");
+        assert_eq!(added, 64, "the valid rules, each once");
+        assert_eq!(refused, 448);
+    });
+    assert_eq!(lab.ping(3, 1), 0, "still enforcing");
+    assert_eq!(lab.ping(2, 1), 1);
+    daemon.signal("TERM");
+    assert!(daemon.wait().success(), "{}", daemon.log());
+    assert!(!socket.exists(), "the socket is removed on exit");
+}
+
+#[test]
+fn a_stream_that_stops_reading_loses_events_counted_without_slowing_enforcement() {
+    require_privileges!();
+    let lab = Lab::new("ffapislow", 59);
+    let config = lab.write_config(
+        "policy.yaml",
+        &format!(
+            "shield:\n  deny: [{}]\n  sample_rate: 1\n  events_per_second: 0\n",
+            lab.addr(3)
+        ),
+    );
+    let socket = socket(&lab);
+    let mut args = lab.run_args(&config);
+    let events_file = lab.dir.path().join("events.jsonl");
+    args.extend(["--events".to_string(), events_file.display().to_string()]);
+    let mut daemon = Daemon::spawn(&args);
+    daemon.wait_for("ready");
+    let rt = runtime();
+    rt.block_on(async {
+        let mut api = ironclad_api::client::connect(&socket)
+            .await
+            .expect("connect");
+        // A consumer with a small queue that reads nothing while the flood goes on.
+        let mut stalled = api
+            .stream_events(StreamEventsRequest {
+                queue: 16,
+                ..Default::default()
+            })
+            .await
+            .expect("stream")
+            .into_inner();
+        let before = lab.rule_packets(&format!("{}/32", lab.addr(3)));
+        let answered = ironclad_testing::ping(&lab.ns, &lab.addr(3), &lab.addr(1), 3000, "0.001")
+            .expect("flood");
+        assert_eq!(answered, 0);
+        let dropped = lab.rule_packets(&format!("{}/32", lab.addr(3))) - before;
+        assert!(dropped >= 3000, "every flood packet dropped: {dropped}");
+        // A rule change goes through at once while the stalled stream is full.
+        let started = Instant::now();
+        let added = api
+            .add_rule(AddRuleRequest {
+                section: Section::ShieldDeny as i32,
+                rule: format!("{}/32", lab.addr(2)),
+                comment: String::new(),
+            })
+            .await
+            .expect("add while a stream is stalled")
+            .into_inner();
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(added.applied_micros > 0);
+        // The events file (the daemon's other reader) got the flood.
+        let start = Instant::now();
+        loop {
+            let written = std::fs::read_to_string(&events_file)
+                .unwrap_or_default()
+                .matches("\"shield_drop\"")
+                .count();
+            if written >= 3000 {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{written} events written"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Reading now: what was queued, then the loss report.
+        let mut events = 0u64;
+        let lost = loop {
+            let item = tokio::time::timeout(Duration::from_secs(10), stalled.message())
+                .await
+                .expect("stream answers")
+                .expect("stream")
+                .expect("open");
+            match item.item {
+                Some(stream_events_response::Item::Event(_)) => events += 1,
+                Some(stream_events_response::Item::Lost(l)) => break l.total,
+                None => {}
+            }
+        };
+        assert!(lost > 0, "losses counted");
+        assert!(events + lost <= 3000 + 10, "{events} + {lost}");
+        assert!(
+            events < 3000,
+            "the stalled stream did not get everything: {events}"
+        );
+    });
+    daemon.signal("TERM");
+    assert!(daemon.wait().success(), "{}", daemon.log());
+}
