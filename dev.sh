@@ -13,10 +13,13 @@ cd "$(dirname "$0")"
 # libelf/zlib static archives are linked into the binary, bpftool is the tests'
 # "attacker", iproute2/iputils-ping/util-linux drive namespaces, pings and setpriv,
 # chromium/chromium-driver run the dashboard test headless, systemd's systemd-analyze
-# checks the unit file.
+# checks the unit file, Go, protoc and Debian's packaged Go gRPC/protobuf libraries
+# generate and build the control API's Go client (clients/go) offline.
 PACKAGES=(clang llvm libelf-dev zlib1g-dev pkg-config make gcc bpftool iproute2
           iputils-ping util-linux procps python3 bash openssl curl g++ nftables
-          chromium chromium-driver systemd bind9-dnsutils dnsmasq-base python3-seccomp)
+          chromium chromium-driver systemd bind9-dnsutils dnsmasq-base python3-seccomp
+          golang-go protobuf-compiler protoc-gen-go-grpc golang-google-grpc-dev
+          golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev)
 
 # Each line carries the minutes and seconds since the script started, so a slow phase
 # shows in any CI log.
@@ -68,7 +71,7 @@ cmd_demo() {
 # own verification resolved and built every dependency again with the default
 # profile: most of this step's six minutes).
 check_packaged() {
-    local crates=(ironclad-core ironclad-policy ironclad-events ironclad-bpf ironclad-sentinel ironclad-agent)
+    local crates=(ironclad-core ironclad-policy ironclad-events ironclad-bpf ironclad-sentinel ironclad-agent ironclad-api)
     local args=() c
     for c in "${crates[@]}"; do args+=(-p "$c"); done
     rm -rf target/package/ironclad-*
@@ -563,6 +566,23 @@ run_fuzz() {
     ((failed == 0)) || { echo "a fuzzer found a crash (its output is above)" >&2; return 1; }
 }
 
+# Generates the control API's Go client (clients/go/controlv1) from control.proto with
+# protoc, protoc-gen-go (protobuf API v2, built from Debian's packaged sources) and
+# protoc-gen-go-grpc; the test suite checks the committed files are exactly this.
+cmd_go_client() {
+    install_deps
+    local gopath
+    gopath=$(mktemp -d)
+    GO111MODULE=off GOPATH="$gopath:/usr/share/gocode" GOCACHE="$PWD/target/go/cache" \
+        go build -o "$gopath/protoc-gen-go" google.golang.org/protobuf/cmd/protoc-gen-go
+    local module=module=github.com/ironclad-rs/ironclad/clients/go
+    protoc -I ironclad-api/proto --plugin=protoc-gen-go="$gopath/protoc-gen-go" \
+        --go_out=clients/go --go_opt="$module" --go-grpc_out=clients/go --go-grpc_opt="$module" \
+        ironclad/control/v1/control.proto
+    rm -rf "$gopath"
+    log "clients/go/controlv1 generated"
+}
+
 cmd_test() {
     require_root "the test suite"
     # Figures of this run's benchmarks (short mode): the closing check requires every
@@ -625,6 +645,7 @@ case "${1:-}" in
     footprint) require_root "the footprint check"; check_footprint ;;
     fuzz) install_deps; run_fuzz ;;
     perf) cmd_perf ;;
+    go-client) cmd_go_client ;;
     perf-render) perfdoc render --template "$PERF_TEMPLATE" --data "$PERF_DATA" --out docs/performance.md ;;
-    *) echo "usage: $0 demo|test|packaged|deploy|footprint|fuzz|perf|perf-render" >&2; exit 2 ;;
+    *) echo "usage: $0 demo|test|packaged|deploy|footprint|fuzz|perf|perf-render|go-client" >&2; exit 2 ;;
 esac

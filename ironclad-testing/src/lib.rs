@@ -32,6 +32,7 @@ use ironclad_core::privilege::{self, Capability};
 
 pub mod dns;
 pub mod flood;
+pub mod go;
 pub mod probe;
 pub mod rules;
 

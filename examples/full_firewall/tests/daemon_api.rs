@@ -476,3 +476,60 @@ fn a_stream_that_stops_reading_loses_events_counted_without_slowing_enforcement(
     daemon.signal("TERM");
     assert!(daemon.wait().success(), "{}", daemon.log());
 }
+
+#[test]
+fn a_go_agent_adds_a_rule_follows_its_drops_and_removes_it_through_the_generated_client() {
+    require_privileges!();
+    let lab = Lab::new("ffapigo", 60);
+    let tmp = tempfile::tempdir().expect("tmp");
+    // Built from clients/go with Debian's Go toolchain, without cgo.
+    let example = ironclad_testing::go::build_example(tmp.path());
+    let config = lab.write_config("policy.yaml", &lab.policy_denying(&[3]));
+    let socket = socket(&lab);
+    let mut daemon = Daemon::spawn(&lab.run_args(&config));
+    daemon.wait_for("ready");
+    let mut agent = Command::new(&example)
+        .arg("-socket")
+        .arg(&socket)
+        .args(["-deny", &format!("{}/32", lab.addr(2)), "-events", "3"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("go example");
+    let stdout = agent.stdout.take().expect("stdout");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let Some(Ok(first)) = lines.next() else {
+        let out = agent.wait_with_output().expect("wait");
+        panic!("the Go example said nothing: {out:?}");
+    };
+    assert!(first.starts_with("ready=true policy="), "{first}");
+    let added = lines.next().expect("added line").expect("utf-8");
+    assert!(added.starts_with("added api-1 in "), "{added}");
+    // Enforced when the Go call returned.
+    assert_eq!(lab.ping(2, 3), 0, "denied by the Go agent's rule");
+    let rest: Vec<String> = lines.map(|l| l.expect("utf-8")).collect();
+    let status = agent.wait().expect("wait");
+    assert!(status.success(), "{rest:?}");
+    let events: Vec<serde_json::Value> = rest
+        .iter()
+        .filter_map(|l| l.strip_prefix("event "))
+        .map(|j| serde_json::from_str(j).expect("event json"))
+        .collect();
+    assert_eq!(events.len(), 3, "{rest:?}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["kind"] == "shield_drop" && e["src"] == lab.addr(2).as_str()),
+        "{events:?}"
+    );
+    assert_eq!(
+        rest.last().map(String::as_str),
+        Some("removed api-1"),
+        "{rest:?}"
+    );
+    assert_eq!(lab.ping(2, 2), 2, "removed by the Go agent");
+    let audit = std::fs::read_to_string(lab.dir.path().join("audit.jsonl")).expect("audit");
+    assert!(audit.contains("api rule added") && audit.contains("api rule removed"));
+    daemon.signal("TERM");
+    assert!(daemon.wait().success(), "{}", daemon.log());
+}
