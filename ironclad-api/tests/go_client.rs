@@ -17,6 +17,7 @@ fn the_committed_go_client_is_generated_from_the_current_proto() {
     // protoc-gen-go (protobuf's API v2) from Debian's packaged sources.
     let plugin = tmp.path().join("protoc-gen-go");
     let built = go(&tmp.path().join("gopath"))
+        .expect("GOPATH")
         .args(["build", "-o"])
         .arg(&plugin)
         .arg("google.golang.org/protobuf/cmd/protoc-gen-go")
@@ -52,7 +53,7 @@ fn the_committed_go_client_is_generated_from_the_current_proto() {
 #[test]
 fn the_go_example_builds_without_cgo() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let binary = build_example(tmp.path());
+    let binary = build_example(tmp.path()).expect("the Go example (Debian's golang-go)");
     // No cgo: statically linked, no program interpreter (the dynamic loader) named.
     let bytes = std::fs::read(&binary).expect("binary");
     assert!(

@@ -2,6 +2,7 @@
 //! Go toolchain and Debian's packaged Go libraries (gRPC, protobuf), in GOPATH mode,
 //! offline. A Go agent's own build uses modules (`clients/go/go.mod`) instead.
 
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -18,14 +19,17 @@ const DEBIAN_GOPATH: &str = "/usr/share/gocode";
 
 /// A `go` command in GOPATH mode over `clients/go` and Debian's Go libraries, with its
 /// build cache under `target/go/cache` (shared by every test), run in `clients/go`.
-/// Panics when Go is not installed: CI installs it (`dev.sh`'s package list).
-pub fn go(gopath: &Path) -> Command {
+/// Go itself must be installed: CI installs it (`dev.sh`'s package list).
+///
+/// # Errors
+/// When the GOPATH directory or its link cannot be made.
+pub fn go(gopath: &Path) -> io::Result<Command> {
     let root = workspace_root();
     let link_dir = gopath.join("src/github.com/ironclad-rs/ironclad/clients");
-    std::fs::create_dir_all(&link_dir).expect("GOPATH");
+    std::fs::create_dir_all(&link_dir)?;
     let link = link_dir.join("go");
     if !link.exists() {
-        std::os::unix::fs::symlink(root.join("clients/go"), &link).expect("GOPATH link");
+        std::os::unix::fs::symlink(root.join("clients/go"), &link)?;
     }
     let mut cmd = Command::new("go");
     cmd.current_dir(&link)
@@ -35,18 +39,25 @@ pub fn go(gopath: &Path) -> Command {
         .env("GOFLAGS", "")
         // A Go agent needs no cgo: the client is built without it.
         .env("CGO_ENABLED", "0");
-    cmd
+    Ok(cmd)
 }
 
 /// Builds `clients/go/example` into `dir` and returns the binary's path.
-pub fn build_example(dir: &Path) -> PathBuf {
+///
+/// # Errors
+/// When `go` cannot run (not installed) or the build fails (its output in the error).
+pub fn build_example(dir: &Path) -> io::Result<PathBuf> {
     let out = dir.join("ironclad-go-example");
-    let built = go(&dir.join("gopath"))
+    let built = go(&dir.join("gopath"))?
         .args(["build", "-o"])
         .arg(&out)
         .arg("./example")
-        .output()
-        .unwrap_or_else(|e| panic!("go build (is Debian's golang-go installed?): {e}"));
-    assert!(built.status.success(), "go build ./example: {built:?}");
-    out
+        .output()?;
+    if !built.status.success() {
+        return Err(io::Error::other(format!(
+            "go build ./example: {}",
+            String::from_utf8_lossy(&built.stderr)
+        )));
+    }
+    Ok(out)
 }

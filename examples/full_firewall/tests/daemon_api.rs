@@ -483,7 +483,7 @@ fn a_go_agent_adds_a_rule_follows_its_drops_and_removes_it_through_the_generated
     let lab = Lab::new("ffapigo", 60);
     let tmp = tempfile::tempdir().expect("tmp");
     // Built from clients/go with Debian's Go toolchain, without cgo.
-    let example = ironclad_testing::go::build_example(tmp.path());
+    let example = ironclad_testing::go::build_example(tmp.path()).expect("the Go example");
     let config = lab.write_config("policy.yaml", &lab.policy_denying(&[3]));
     let socket = socket(&lab);
     let mut daemon = Daemon::spawn(&lab.run_args(&config));
