@@ -33,6 +33,18 @@ type ControlClient interface {
 	// file's rules are changed by editing the file). Returns once the kernel no longer
 	// enforces it.
 	RemoveRule(ctx context.Context, in *RemoveRuleRequest, opts ...grpc.CallOption) (*RemoveRuleResponse, error)
+	// Replaces the whole policy: a policy file's YAML (a daemon run with --config) or a
+	// signed bundle's files (a daemon run with --bundle). It is checked as `full_firewall
+	// check` checks a file (INVALID_ARGUMENT with the located messages,
+	// `policy.yaml:LINE:COLUMN: ...`; a bundle must verify against the daemon's trusted
+	// key), written over the policy file (or bundle directory) atomically, and applied as
+	// SIGHUP applies it; the call returns once it is applied. A policy file the daemon
+	// cannot write (a read-only ConfigMap) refuses it with FAILED_PRECONDITION. With the
+	// daemon's --confirm-within it is provisional: unless Confirm is called in time, the
+	// policy before comes back, in the kernel and in the file.
+	ApplyPolicy(ctx context.Context, in *ApplyPolicyRequest, opts ...grpc.CallOption) (*ApplyPolicyResponse, error)
+	// Keeps the provisional policy (as `full_firewall confirm` does).
+	Confirm(ctx context.Context, in *ConfirmRequest, opts ...grpc.CallOption) (*ConfirmResponse, error)
 	// Events as they happen, filtered. A consumer that falls behind loses events, never
 	// slows enforcement: each loss is reported in the stream (`lost`).
 	StreamEvents(ctx context.Context, in *StreamEventsRequest, opts ...grpc.CallOption) (Control_StreamEventsClient, error)
@@ -76,6 +88,24 @@ func (c *controlClient) AddRule(ctx context.Context, in *AddRuleRequest, opts ..
 func (c *controlClient) RemoveRule(ctx context.Context, in *RemoveRuleRequest, opts ...grpc.CallOption) (*RemoveRuleResponse, error) {
 	out := new(RemoveRuleResponse)
 	err := c.cc.Invoke(ctx, "/ironclad.control.v1.Control/RemoveRule", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlClient) ApplyPolicy(ctx context.Context, in *ApplyPolicyRequest, opts ...grpc.CallOption) (*ApplyPolicyResponse, error) {
+	out := new(ApplyPolicyResponse)
+	err := c.cc.Invoke(ctx, "/ironclad.control.v1.Control/ApplyPolicy", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlClient) Confirm(ctx context.Context, in *ConfirmRequest, opts ...grpc.CallOption) (*ConfirmResponse, error) {
+	out := new(ConfirmResponse)
+	err := c.cc.Invoke(ctx, "/ironclad.control.v1.Control/Confirm", in, out, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -134,6 +164,18 @@ type ControlServer interface {
 	// file's rules are changed by editing the file). Returns once the kernel no longer
 	// enforces it.
 	RemoveRule(context.Context, *RemoveRuleRequest) (*RemoveRuleResponse, error)
+	// Replaces the whole policy: a policy file's YAML (a daemon run with --config) or a
+	// signed bundle's files (a daemon run with --bundle). It is checked as `full_firewall
+	// check` checks a file (INVALID_ARGUMENT with the located messages,
+	// `policy.yaml:LINE:COLUMN: ...`; a bundle must verify against the daemon's trusted
+	// key), written over the policy file (or bundle directory) atomically, and applied as
+	// SIGHUP applies it; the call returns once it is applied. A policy file the daemon
+	// cannot write (a read-only ConfigMap) refuses it with FAILED_PRECONDITION. With the
+	// daemon's --confirm-within it is provisional: unless Confirm is called in time, the
+	// policy before comes back, in the kernel and in the file.
+	ApplyPolicy(context.Context, *ApplyPolicyRequest) (*ApplyPolicyResponse, error)
+	// Keeps the provisional policy (as `full_firewall confirm` does).
+	Confirm(context.Context, *ConfirmRequest) (*ConfirmResponse, error)
 	// Events as they happen, filtered. A consumer that falls behind loses events, never
 	// slows enforcement: each loss is reported in the stream (`lost`).
 	StreamEvents(*StreamEventsRequest, Control_StreamEventsServer) error
@@ -155,6 +197,12 @@ func (UnimplementedControlServer) AddRule(context.Context, *AddRuleRequest) (*Ad
 }
 func (UnimplementedControlServer) RemoveRule(context.Context, *RemoveRuleRequest) (*RemoveRuleResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method RemoveRule not implemented")
+}
+func (UnimplementedControlServer) ApplyPolicy(context.Context, *ApplyPolicyRequest) (*ApplyPolicyResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ApplyPolicy not implemented")
+}
+func (UnimplementedControlServer) Confirm(context.Context, *ConfirmRequest) (*ConfirmResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Confirm not implemented")
 }
 func (UnimplementedControlServer) StreamEvents(*StreamEventsRequest, Control_StreamEventsServer) error {
 	return status.Errorf(codes.Unimplemented, "method StreamEvents not implemented")
@@ -244,6 +292,42 @@ func _Control_RemoveRule_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Control_ApplyPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ApplyPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).ApplyPolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/ironclad.control.v1.Control/ApplyPolicy",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).ApplyPolicy(ctx, req.(*ApplyPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Control_Confirm_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ConfirmRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).Confirm(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/ironclad.control.v1.Control/Confirm",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).Confirm(ctx, req.(*ConfirmRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Control_StreamEvents_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(StreamEventsRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -284,6 +368,14 @@ var _Control_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RemoveRule",
 			Handler:    _Control_RemoveRule_Handler,
+		},
+		{
+			MethodName: "ApplyPolicy",
+			Handler:    _Control_ApplyPolicy_Handler,
+		},
+		{
+			MethodName: "Confirm",
+			Handler:    _Control_Confirm_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use ironclad_api::v1::control_server::Control;
 use ironclad_api::v1::{
-    stream_events_response, AddRuleRequest, AddRuleResponse, Event as ApiEvent, Feature,
+    stream_events_response, AddRuleRequest, AddRuleResponse, ApplyPolicyRequest,
+    ApplyPolicyResponse, ConfirmRequest, ConfirmResponse, Event as ApiEvent, Feature,
     GetStatusRequest, GetStatusResponse, ListRulesRequest, ListRulesResponse, Lost,
     RemoveRuleRequest, RemoveRuleResponse, RuleEntry, Section, StreamEventsRequest,
     StreamEventsResponse,
@@ -53,6 +54,13 @@ pub(crate) enum Change {
         by: String,
         received: Instant,
         reply: tokio::sync::oneshot::Sender<Result<AddRuleResponse, Status>>,
+    },
+    /// `ApplyPolicy`.
+    Apply {
+        request: ApplyPolicyRequest,
+        by: String,
+        received: Instant,
+        reply: tokio::sync::oneshot::Sender<Result<ApplyPolicyResponse, Status>>,
     },
     /// `RemoveRule`.
     Remove {
@@ -630,6 +638,44 @@ impl Control for DaemonControl {
             .await
             .map_err(|_| Status::unavailable("the daemon stopped before removing the rule"))?
             .map(Response::new)
+    }
+
+    async fn apply_policy(
+        &self,
+        request: Request<ApplyPolicyRequest>,
+    ) -> Result<Response<ApplyPolicyResponse>, Status> {
+        let received = Instant::now();
+        let by = ironclad_api::server::caller(&request);
+        let request = request.into_inner();
+        if request.policy_yaml.is_empty() == request.bundle_files.is_empty() {
+            return Err(Status::invalid_argument(
+                "give either policy_yaml or bundle_files",
+            ));
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.queue(Change::Apply {
+            request,
+            by,
+            received,
+            reply,
+        })?;
+        answer
+            .await
+            .map_err(|_| Status::unavailable("the daemon stopped before applying the policy"))?
+            .map(Response::new)
+    }
+
+    async fn confirm(
+        &self,
+        _request: Request<ConfirmRequest>,
+    ) -> Result<Response<ConfirmResponse>, Status> {
+        match ironclad_agent::confirm::confirm(&self.0.run_dir, crate::rollout::DAEMON) {
+            Ok(()) => Ok(Response::new(ConfirmResponse { was_pending: true })),
+            Err(ironclad_agent::AgentError::NothingPending) => {
+                Ok(Response::new(ConfirmResponse { was_pending: false }))
+            }
+            Err(e) => Err(Status::failed_precondition(e.to_string())),
+        }
     }
 
     type StreamEventsStream = EventStream;

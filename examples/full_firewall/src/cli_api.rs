@@ -58,6 +58,20 @@ enum RulesCommand {
     },
 }
 
+/// `apply`.
+#[derive(clap::Args)]
+pub(crate) struct ApplyArgs {
+    /// The daemon's control API socket (default: `/run/ironclad/api.sock`).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// A policy file, for a daemon run with `--config`.
+    #[arg(required_unless_present = "bundle", conflicts_with = "bundle")]
+    policy: Option<PathBuf>,
+    /// A signed bundle directory, for a daemon run with `--bundle`.
+    #[arg(long)]
+    bundle: Option<PathBuf>,
+}
+
 /// `events`.
 #[derive(clap::Args)]
 pub(crate) struct EventsArgs {
@@ -201,6 +215,71 @@ pub(crate) fn rules(args: RulesArgs) -> Result<ExitCode> {
                 }
                 Err(status) => Ok(failed(&status)),
             },
+        }
+    })
+}
+
+/// A bundle directory's files by their path in it.
+fn bundle_files(dir: &std::path::Path) -> Result<std::collections::HashMap<String, Vec<u8>>> {
+    let mut files = std::collections::HashMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
+            let path = entry?.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if let Ok(rel) = path.strip_prefix(dir) {
+                let name = rel
+                    .to_str()
+                    .with_context(|| format!("{}: not UTF-8", rel.display()))?
+                    .to_string();
+                let bytes =
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                files.insert(name, bytes);
+            }
+        }
+    }
+    Ok(files)
+}
+
+pub(crate) fn apply(args: ApplyArgs) -> Result<ExitCode> {
+    let socket = args.socket.clone().unwrap_or_else(default_socket);
+    let request = match (&args.policy, &args.bundle) {
+        (Some(policy), _) => ironclad_api::v1::ApplyPolicyRequest {
+            policy_yaml: std::fs::read_to_string(policy)
+                .with_context(|| format!("reading {}", policy.display()))?,
+            ..Default::default()
+        },
+        (None, Some(bundle)) => ironclad_api::v1::ApplyPolicyRequest {
+            bundle_files: bundle_files(bundle)?,
+            ..Default::default()
+        },
+        (None, None) => anyhow::bail!("give a policy file or --bundle DIR"),
+    };
+    runtime()?.block_on(async move {
+        let mut api = ironclad_api::client::connect(&socket)
+            .await
+            .with_context(|| format!("connecting to the daemon at {}", socket.display()))?;
+        match api.apply_policy(request).await {
+            Ok(r) => {
+                let r = r.into_inner();
+                for w in &r.warnings {
+                    eprintln!("{w}");
+                }
+                if r.confirm_before_unix > 0 {
+                    let until = std::time::UNIX_EPOCH
+                        + std::time::Duration::from_secs(r.confirm_before_unix);
+                    println!(
+                        "applied in {} us, provisionally: run `full_firewall confirm` before {}",
+                        r.applied_micros,
+                        humantime::format_rfc3339_seconds(until)
+                    );
+                } else {
+                    println!("applied in {} us", r.applied_micros);
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(status) => Ok(failed(&status)),
         }
     })
 }

@@ -13,6 +13,9 @@
 //! full_firewall run    --bundle DIR --trusted-key PUB   run a signed bundle instead of --config
 //! full_firewall demo   [--seconds N]                    the Shield on a throwaway netns
 //! full_firewall audit                                   helper audit of every program
+//! full_firewall rules list|add|rm [--socket PATH]         a running daemon's rules (control API)
+//! full_firewall apply POLICY | --bundle DIR              replace a running daemon's policy (control API)
+//! full_firewall events --follow [--kind K]...            a running daemon's events (control API)
 //! ```
 //!
 //! Exit codes: 0 success, 1 runtime failure, 2 bad input (the policy, the arguments).
@@ -134,6 +137,9 @@ enum Command {
     /// Audit every embedded BPF object against the built-in helper allowlist and print
     /// what each program calls, as JSON. Needs no privileges; loads nothing.
     Audit,
+    /// Replace a running daemon's policy (its control API): checked, written over its
+    /// policy file (or bundle directory) and applied; provisional with `--confirm-within`.
+    Apply(cli_api::ApplyArgs),
     /// List, add and remove rules of a running daemon (its control API).
     Rules(cli_api::RulesArgs),
     /// Print a running daemon's events as JSON lines as they happen (its control API).
@@ -300,6 +306,7 @@ fn main() -> ExitCode {
         Command::Demo { seconds } => demo::run(seconds).map(|()| ExitCode::SUCCESS),
         Command::Audit => audit(),
         Command::Rules(args) => cli_api::rules(args),
+        Command::Apply(args) => cli_api::apply(args),
         Command::Events(args) => cli_api::events(args),
         Command::Confirm { run_dir } => rollout::confirm(&run_dir),
         Command::Keygen { out } => keygen(&out),

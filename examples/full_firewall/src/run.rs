@@ -584,6 +584,10 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         None => None,
     };
     let mut current = Snapshot::default();
+    // An `ApplyPolicy` call waiting for this turn's reload, and the file to put back if
+    // a provisional policy it applied is not confirmed.
+    let mut pending_apply: Option<PendingApply> = None;
+    let mut rollback_undo: Option<Undo> = None;
     if rollout.is_some() {
         current = Snapshot::of(&config);
     }
@@ -665,6 +669,41 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         poll(&features, api.as_ref());
         if let Some(api) = &api {
             while let Some(change) = api.next_change() {
+                let change = match change {
+                    Change::Apply {
+                        request,
+                        by,
+                        received,
+                        reply,
+                    } => {
+                        // Written now, applied by this turn's reload, answered there.
+                        match prepare_apply(args, &sources, &store, request) {
+                            Ok((undo, warnings)) => {
+                                info!("control API: a new policy from {by}");
+                                pending_apply = Some(PendingApply {
+                                    reply,
+                                    received,
+                                    by,
+                                    undo,
+                                    warnings,
+                                });
+                                reload.store(true, Ordering::Relaxed);
+                                break;
+                            }
+                            Err(status) => {
+                                policy_record(
+                                    &audit,
+                                    args,
+                                    AuditOutcome::Refused,
+                                    format!("api policy from {by} refused: {}", status.message()),
+                                );
+                                let _ = reply.send(Err(status));
+                                continue;
+                            }
+                        }
+                    }
+                    other => other,
+                };
                 let pending = rollout.as_ref().is_some_and(ConfirmWindow::is_pending);
                 let mut ctx = ChangeContext {
                     args,
@@ -701,6 +740,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         if let Some(outcome) = rollout.as_mut().and_then(ConfirmWindow::poll) {
             match outcome {
                 WindowOutcome::Confirmed => {
+                    if let Some(undo) = rollback_undo.take() {
+                        undo.discard();
+                    }
                     info!("the new policy is confirmed");
                     policy_record(
                         loader.audit_log(),
@@ -710,6 +752,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                     );
                 }
                 WindowOutcome::Expired(previous) => {
+                    if let Some(undo) = rollback_undo.take() {
+                        undo.on_expiry();
+                    }
                     let restored = features.roll_back(&previous);
                     if restored {
                         warn!(
@@ -763,14 +808,22 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                     if let Some(m) = &metrics {
                         m.reload_failed();
                     }
+                    if let Some(p) = pending_apply.take() {
+                        p.undo.restore();
+                        let _ = p
+                            .reply
+                            .send(Err(tonic::Status::invalid_argument(diagnostics)));
+                    }
                 }
                 Ok(LoadedPolicy {
                     config: mut new_config,
                     accepted: new_accepted,
                 }) => {
+                    let mut confirm_before = None;
                     if let Some(r) = rollout.as_mut() {
                         let waited = r.is_pending();
                         let deadline = r.provisional(current.clone(), args.source());
+                        confirm_before = Some(deadline);
                         let until = humantime::format_rfc3339_seconds(deadline);
                         info!(
                             "applying provisionally: run `full_firewall confirm` before {until} or the {} policy comes back",
@@ -796,6 +849,39 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                     }
                     if let (Some(api), true) = (&api, applied) {
                         api.publish_rules(rule_entries(&new_config, &store, &policy_name));
+                    }
+                    if let Some(p) = pending_apply.take() {
+                        let result = if applied {
+                            policy_record(
+                                &audit,
+                                args,
+                                AuditOutcome::Ok,
+                                format!("api policy from {} applied", p.by),
+                            );
+                            let confirm_before_unix = confirm_before
+                                .and_then(|d| d.duration_since(std::time::UNIX_EPOCH).ok())
+                                .map_or(0, |d| d.as_secs());
+                            if confirm_before.is_some() {
+                                // The first unconfirmed policy's file comes back.
+                                match rollback_undo {
+                                    None => rollback_undo = Some(p.undo),
+                                    Some(_) => p.undo.discard(),
+                                }
+                            } else {
+                                p.undo.discard();
+                            }
+                            Ok(ironclad_api::v1::ApplyPolicyResponse {
+                                applied_micros: micros(p.received),
+                                confirm_before_unix,
+                                warnings: p.warnings,
+                            })
+                        } else {
+                            p.undo.restore();
+                            Err(tonic::Status::internal(
+                                "a feature refused the new policy (see the daemon's log); the policy file is as it was",
+                            ))
+                        };
+                        let _ = p.reply.send(result);
                     }
                     let new_sources = new_config.shield.as_ref().map(SourceStat::of);
                     // A policy without an egress section leaves the running rules as
@@ -834,6 +920,222 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     stopped?;
     health.remove();
     Ok(ExitCode::SUCCESS)
+}
+
+/// An `ApplyPolicy` call whose policy is written and waits for the reload.
+struct PendingApply {
+    reply: tokio::sync::oneshot::Sender<
+        std::result::Result<ironclad_api::v1::ApplyPolicyResponse, tonic::Status>,
+    >,
+    received: std::time::Instant,
+    by: String,
+    undo: Undo,
+    warnings: Vec<String>,
+}
+
+/// What puts the policy file (or bundle directory) back as it was before an
+/// `ApplyPolicy`.
+enum Undo {
+    /// The policy file's text before.
+    File { path: PathBuf, text: Vec<u8> },
+    /// The bundle directory before, moved aside.
+    Bundle { dir: PathBuf, old: PathBuf },
+}
+
+/// Replaces `path` by `bytes` (a temporary file in its directory renamed over it).
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path
+        .file_name()
+        .map_or_else(|| "policy".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = path.with_file_name(format!(".{name}.api-tmp"));
+    std::fs::write(&tmp, bytes)?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let _ = std::fs::set_permissions(&tmp, meta.permissions());
+    }
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+impl Undo {
+    /// Puts the file or directory back.
+    fn restore(self) {
+        match self {
+            Undo::File { path, text } => match write_atomically(&path, &text) {
+                Ok(()) => info!("{} is as it was before the API's policy", path.display()),
+                Err(e) => error!("putting {} back: {e}", path.display()),
+            },
+            Undo::Bundle { dir, old } => {
+                let _ = std::fs::remove_dir_all(&dir);
+                match std::fs::rename(&old, &dir) {
+                    Ok(()) => info!("{} is as it was before the API's bundle", dir.display()),
+                    Err(e) => error!("putting {} back: {e}", dir.display()),
+                }
+            }
+        }
+    }
+
+    /// The provisional policy was not confirmed: the policy file comes back with the
+    /// kernel's rules. A bundle does not (its serial is older than the one accepted: a
+    /// reload would refuse it); the bundle directory keeps the new bundle.
+    fn on_expiry(self) {
+        match self {
+            Undo::File { .. } => self.restore(),
+            Undo::Bundle { .. } => self.discard(),
+        }
+    }
+
+    /// The change stays: drop what would have undone it.
+    fn discard(self) {
+        if let Undo::Bundle { old, .. } = self {
+            let _ = std::fs::remove_dir_all(old);
+        }
+    }
+}
+
+/// Checks an `ApplyPolicy` request and writes its policy over the daemon's policy file
+/// or bundle directory, for the reload to apply. Nothing is written unless the policy
+/// compiles (with the runtime rules) and a bundle verifies.
+fn prepare_apply(
+    args: &RunArgs,
+    sources: &SourceCache,
+    store: &Store,
+    request: ironclad_api::v1::ApplyPolicyRequest,
+) -> std::result::Result<(Undo, Vec<String>), tonic::Status> {
+    use tonic::Status;
+    let rules = store.rules();
+    match (&args.config, &args.bundle) {
+        (Some(path), None) => {
+            if request.policy_yaml.is_empty() {
+                return Err(Status::failed_precondition(
+                    "the daemon runs a policy file (--config): send policy_yaml",
+                ));
+            }
+            let compiled = ironclad_policy::config::compile_str_with_rules(
+                &request.policy_yaml,
+                path,
+                Some(sources),
+                &rules,
+            )
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let warnings = compiled.warnings.iter().map(ToString::to_string).collect();
+            let text = std::fs::read(path).map_err(|e| {
+                Status::failed_precondition(format!("reading {}: {e}", path.display()))
+            })?;
+            write_atomically(path, request.policy_yaml.as_bytes()).map_err(|e| {
+                Status::failed_precondition(format!(
+                    "{} cannot be replaced: {e} (a read-only policy, such as a ConfigMap, is changed where it comes from)",
+                    path.display()
+                ))
+            })?;
+            Ok((
+                Undo::File {
+                    path: path.clone(),
+                    text,
+                },
+                warnings,
+            ))
+        }
+        (None, Some(dir)) => {
+            if request.bundle_files.is_empty() {
+                return Err(Status::failed_precondition(
+                    "the daemon runs a signed bundle (--bundle): send bundle_files",
+                ));
+            }
+            let name = dir
+                .file_name()
+                .map_or_else(|| "bundle".into(), |n| n.to_string_lossy().into_owned());
+            let new = dir.with_file_name(format!(".{name}.api-new"));
+            let old = dir.with_file_name(format!(".{name}.api-old"));
+            let _ = std::fs::remove_dir_all(&new);
+            let written = write_bundle(&new, &request.bundle_files);
+            let checked = written.and_then(|()| {
+                let key = args
+                    .trusted_key
+                    .as_deref()
+                    .ok_or_else(|| Status::failed_precondition("no --trusted-key"))?;
+                let key = ironclad_policy::bundle::TrustedKey::from_file(key)
+                    .map_err(|e| Status::failed_precondition(e.to_string()))?;
+                let last = Accepted::load(&args.accepted_path())
+                    .map_err(|e| Status::failed_precondition(e.to_string()))?;
+                let staging = args.state_dir.join("bundle-api-check");
+                let verified = verify_bundle(&new, &key, last.as_ref(), &staging)
+                    .map_err(|e| Status::invalid_argument(format!("bundle refused: {e}")))?;
+                let compiled = compile_file_with_rules(&verified.policy, Some(sources), &rules)
+                    .map_err(|e| Status::invalid_argument(format!("its policy is invalid:\n{e}")));
+                let _ = std::fs::remove_dir_all(&staging);
+                Ok(compiled?
+                    .warnings
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>())
+            });
+            let warnings = match checked {
+                Ok(w) => w,
+                Err(status) => {
+                    let _ = std::fs::remove_dir_all(&new);
+                    return Err(status);
+                }
+            };
+            let _ = std::fs::remove_dir_all(&old);
+            std::fs::rename(dir, &old)
+                .and_then(|()| {
+                    std::fs::rename(&new, dir).inspect_err(|_| {
+                        let _ = std::fs::rename(&old, dir);
+                    })
+                })
+                .map_err(|e| {
+                    let _ = std::fs::remove_dir_all(&new);
+                    Status::failed_precondition(format!(
+                        "{} cannot be replaced: {e}",
+                        dir.display()
+                    ))
+                })?;
+            Ok((
+                Undo::Bundle {
+                    dir: dir.clone(),
+                    old,
+                },
+                warnings,
+            ))
+        }
+        _ => Err(Status::failed_precondition(
+            "the daemon has no policy source",
+        )),
+    }
+}
+
+/// Writes a bundle's files into `dir` (made, mode 0700). Paths must stay inside it.
+fn write_bundle(
+    dir: &Path,
+    files: &std::collections::HashMap<String, Vec<u8>>,
+) -> std::result::Result<(), tonic::Status> {
+    use std::os::unix::fs::DirBuilderExt;
+    let io =
+        |e: std::io::Error| tonic::Status::failed_precondition(format!("{}: {e}", dir.display()));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(dir)
+        .map_err(io)?;
+    for (name, bytes) in files {
+        let rel = Path::new(name);
+        let inside = !name.is_empty()
+            && rel
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !inside {
+            return Err(tonic::Status::invalid_argument(format!(
+                "bundle_files: `{name}` is not a relative path inside the bundle"
+            )));
+        }
+        let path = dir.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        std::fs::write(&path, bytes).map_err(io)?;
+    }
+    Ok(())
 }
 
 /// Waits up to 100 ms for events. With the control API, in slices of 10 ms, so that a
@@ -924,6 +1226,12 @@ impl ChangeContext<'_, '_> {
     /// confirmation (its rollback would not know the change: refused until then).
     fn apply(&mut self, change: Change, pending: bool) {
         match change {
+            // Applied by the loop's reload (`prepare_apply`).
+            Change::Apply { reply, .. } => {
+                let _ = reply.send(Err(tonic::Status::internal(
+                    "a policy is applied by the control loop's reload",
+                )));
+            }
             Change::Add {
                 mut rule,
                 comment,

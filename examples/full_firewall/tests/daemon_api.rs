@@ -533,3 +533,86 @@ fn a_go_agent_adds_a_rule_follows_its_drops_and_removes_it_through_the_generated
     daemon.signal("TERM");
     assert!(daemon.wait().success(), "{}", daemon.log());
 }
+
+#[test]
+fn a_policy_applied_through_the_api_is_checked_written_enforced_and_rolled_back_unless_confirmed() {
+    require_privileges!();
+    let lab = Lab::new("ffapipol", 61);
+    let before = lab.policy_denying(&[3]);
+    let config = lab.write_config("policy.yaml", &before);
+    let mut args = lab.run_args(&config);
+    args.extend(["--confirm-within".to_string(), "3s".to_string()]);
+    let mut daemon = Daemon::spawn(&args);
+    daemon.wait_for("ready");
+    let socket = socket(&lab);
+    let rt = runtime();
+    rt.block_on(async {
+        let mut api = ironclad_api::client::connect(&socket)
+            .await
+            .expect("connect");
+        let apply = |yaml: &str| ironclad_api::v1::ApplyPolicyRequest {
+            policy_yaml: yaml.to_string(),
+            ..Default::default()
+        };
+        // Invalid: located in the policy's own text, nothing written or applied.
+        let e = api
+            .apply_policy(apply("shield:\n  deny: [10.211.61.2/24]\n"))
+            .await
+            .expect_err("invalid");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(
+            e.message()
+                .contains(&format!("{}:2:10: shield.deny[0]", config.display())),
+            "{}",
+            e.message()
+        );
+        assert_eq!(std::fs::read_to_string(&config).expect("file"), before);
+        let e = api
+            .apply_policy(ironclad_api::v1::ApplyPolicyRequest {
+                bundle_files: [("policy.yaml".to_string(), b"x".to_vec())].into(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("not a bundle daemon");
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+
+        // Applied, provisionally: enforced and written when the call returns.
+        let after = lab.policy_denying(&[2]);
+        let applied = api
+            .apply_policy(apply(&after))
+            .await
+            .expect("apply")
+            .into_inner();
+        assert!(applied.confirm_before_unix > 0, "{applied:?}");
+        assert_eq!(lab.ping(2, 2), 0, "the applied policy denies .2");
+        assert_eq!(lab.ping(3, 1), 1, "and no longer .3");
+        assert_eq!(std::fs::read_to_string(&config).expect("file"), after);
+        // Not confirmed: kernel and file come back.
+        tokio::time::sleep(Duration::from_millis(4000)).await;
+        assert_eq!(lab.ping(2, 2), 2, "rolled back");
+        assert_eq!(lab.ping(3, 1), 0);
+        assert_eq!(std::fs::read_to_string(&config).expect("file"), before);
+
+        // Confirmed: it stays.
+        api.apply_policy(apply(&after)).await.expect("apply");
+        let confirmed = api
+            .confirm(ironclad_api::v1::ConfirmRequest {})
+            .await
+            .expect("confirm")
+            .into_inner();
+        assert!(confirmed.was_pending);
+        tokio::time::sleep(Duration::from_millis(4000)).await;
+        assert_eq!(lab.ping(2, 2), 0, "confirmed: stays");
+        assert_eq!(std::fs::read_to_string(&config).expect("file"), after);
+        let again = api
+            .confirm(ironclad_api::v1::ConfirmRequest {})
+            .await
+            .expect("confirm")
+            .into_inner();
+        assert!(!again.was_pending);
+    });
+    let audit = std::fs::read_to_string(lab.dir.path().join("audit.jsonl")).expect("audit");
+    assert!(audit.contains("api policy from uid 0"), "{audit}");
+    daemon.signal("TERM");
+    assert!(daemon.wait().success(), "{}", daemon.log());
+}

@@ -195,3 +195,116 @@ fn signed_bundles_are_applied_and_tampered_old_or_foreign_ones_refused() {
     assert!(!lab.pins.path().join("shield").exists(), "nothing pinned");
     assert_eq!(lab.ping(2, 1), 1, "no program attached");
 }
+
+/// A bundle's files by their path in it, as `ApplyPolicy` takes them.
+fn bundle_files(dir: &Path) -> std::collections::HashMap<String, Vec<u8>> {
+    let mut files = std::collections::HashMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                let rel = path.strip_prefix(dir).expect("inside");
+                files.insert(
+                    rel.to_str().expect("utf-8").to_string(),
+                    std::fs::read(&path).expect("read"),
+                );
+            }
+        }
+    }
+    files
+}
+
+#[test]
+fn a_bundle_sent_through_the_control_api_is_verified_before_it_replaces_the_running_one() {
+    require_privileges!();
+    let lab = Lab::new("ffbundleapi", 62);
+    let dir = lab.dir.path();
+    let (bundle, key, other) = (dir.join("bundle"), dir.join("signing"), dir.join("other"));
+    std::fs::create_dir_all(&bundle).expect("bundle dir");
+    std::fs::write(bundle.join("policy.yaml"), lab.policy_denying(&[3])).expect("policy");
+    for k in [&key, &other] {
+        let out = cli(&["keygen", "--out"], &[k]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    sign(&key, &bundle, None);
+    let mut args = lab.run_args(Path::new("unused"));
+    let at = args.iter().position(|a| a == "--config").expect("--config");
+    args.drain(at..at + 2);
+    args.extend(
+        [
+            "--bundle",
+            bundle.to_str().expect("utf-8"),
+            "--trusted-key",
+            dir.join("signing.pub").to_str().expect("utf-8"),
+        ]
+        .map(String::from),
+    );
+    let mut daemon = Daemon::spawn(&args);
+    daemon.wait_for("ready");
+    assert_eq!(lab.ping(3, 1), 0);
+
+    // The next bundle, made elsewhere (as a fleet's signing host would).
+    let next = dir.join("next");
+    std::fs::create_dir_all(&next).expect("next");
+    std::fs::write(next.join("policy.yaml"), lab.policy_denying(&[2])).expect("policy");
+    sign(&key, &next, Some(2));
+    let foreign = dir.join("foreign");
+    std::fs::create_dir_all(&foreign).expect("foreign");
+    std::fs::write(foreign.join("policy.yaml"), lab.policy_denying(&[2])).expect("policy");
+    sign(&other, &foreign, Some(3));
+    let first = bundle_files(&bundle);
+    let socket = dir.join("run").join("api.sock");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut api = ironclad_api::client::connect(&socket)
+            .await
+            .expect("connect");
+        let send = |files| ironclad_api::v1::ApplyPolicyRequest {
+            bundle_files: files,
+            ..Default::default()
+        };
+        let e = api
+            .apply_policy(send(bundle_files(&foreign)))
+            .await
+            .expect_err("another key");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains("bundle refused"), "{e:?}");
+        let mut escaping = bundle_files(&next);
+        escaping.insert("../outside".to_string(), b"x".to_vec());
+        let e = api
+            .apply_policy(send(escaping))
+            .await
+            .expect_err("a path outside");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        assert!(!dir.join("outside").exists());
+        assert_eq!(lab.ping(3, 1), 0, "nothing changed");
+        assert_eq!(lab.ping(2, 1), 1);
+        assert_eq!(
+            std::fs::read_to_string(bundle.join("policy.yaml")).expect("policy"),
+            lab.policy_denying(&[3])
+        );
+        api.apply_policy(send(bundle_files(&next)))
+            .await
+            .expect("the next bundle");
+        assert_eq!(lab.ping(2, 2), 0, "the new bundle is enforced");
+        assert_eq!(lab.ping(3, 1), 1);
+        // The first bundle again: its serial is older than the one accepted.
+        let e = api.apply_policy(send(first)).await.expect_err("replayed");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains("serial"), "{e:?}");
+        assert_eq!(lab.ping(2, 1), 0, "the replay changed nothing");
+    });
+    assert!(
+        daemon.log().contains("bundle serial 2 accepted"),
+        "{}",
+        daemon.log()
+    );
+    daemon.signal("TERM");
+    assert!(daemon.wait().success(), "{}", daemon.log());
+}
