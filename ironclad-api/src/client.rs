@@ -30,3 +30,30 @@ pub async fn connect(path: impl AsRef<Path>) -> Result<ControlClient<Channel>, A
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20))
 }
+
+/// Connects to the API served on TCP with mutual TLS at `addr` (`host:port`): the
+/// server's certificate must be issued by `ca` (PEM) for `server_name`, and the client
+/// presents `cert` and `key` (PEM). Must run inside a Tokio runtime.
+///
+/// # Errors
+/// [`ApiError::Transport`] when the address is malformed, nothing answers, or the TLS
+/// handshake fails (a certificate the other side does not accept).
+pub async fn connect_tls(
+    addr: &str,
+    server_name: &str,
+    ca: &[u8],
+    cert: &[u8],
+    key: &[u8],
+) -> Result<ControlClient<Channel>, ApiError> {
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+        .identity(tonic::transport::Identity::from_pem(cert, key))
+        .domain_name(server_name);
+    let channel = Endpoint::from_shared(format!("https://{addr}"))?
+        .tls_config(tls)?
+        .connect()
+        .await?;
+    Ok(ControlClient::new(channel)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20))
+}

@@ -5,6 +5,10 @@
 //! the kernel gives with the connection (`SO_PEERCRED`): only root and the serving
 //! process's own user are answered, others get `PERMISSION_DENIED`. A socket whose
 //! mode was loosened by hand is therefore still not open to other users.
+//!
+//! Optionally the same service is served on TCP ([`serve_tcp`]) with mutual TLS only:
+//! a client must present a certificate issued by the configured client CA, or the
+//! handshake fails; a call on TCP without a verified client certificate is refused.
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
@@ -85,6 +89,16 @@ impl Default for PeerCheck {
 
 impl Interceptor for PeerCheck {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        // On TCP: the TLS handshake verified the client's certificate against the
+        // client CA; a connection without one never gets here, but check anyway.
+        if request.extensions().get::<UdsConnectInfo>().is_none() {
+            return match request.peer_certs() {
+                Some(certs) if !certs.is_empty() => Ok(request),
+                _ => Err(Status::unauthenticated(
+                    "the control API on TCP needs a client certificate (mutual TLS)",
+                )),
+            };
+        }
         let uid = request
             .extensions()
             .get::<UdsConnectInfo>()
@@ -102,8 +116,16 @@ impl Interceptor for PeerCheck {
     }
 }
 
-/// The credentials of a call's caller, as the kernel gave them: `uid N pid P`.
+/// Who made a call: `uid N pid P` on the Unix socket (as the kernel gave them), `tls
+/// client sha256:FINGERPRINT` (of its certificate) on TCP.
 pub fn caller<T>(request: &Request<T>) -> String {
+    if let Some(cert) = request.peer_certs().and_then(|c| c.first().cloned()) {
+        use sha2::Digest;
+        return format!(
+            "tls client sha256:{}",
+            hex::encode(sha2::Sha256::digest(cert.as_ref()))
+        );
+    }
     match request
         .extensions()
         .get::<UdsConnectInfo>()
@@ -115,6 +137,90 @@ pub fn caller<T>(request: &Request<T>) -> String {
         },
         None => "unknown caller".to_string(),
     }
+}
+
+/// The PEM files of the TCP listener's mutual TLS.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The server's certificate chain.
+    pub cert: std::path::PathBuf,
+    /// The server's private key.
+    pub key: std::path::PathBuf,
+    /// The CA that issues the clients' certificates: only its clients are answered.
+    pub client_ca: std::path::PathBuf,
+}
+
+impl TlsFiles {
+    /// Reads the files and checks the certificates and key parse, before anything is
+    /// served.
+    ///
+    /// # Errors
+    /// As [`serve_tcp`] would fail with them.
+    pub fn check(&self) -> Result<(), ApiError> {
+        tonic::transport::Server::builder().tls_config(self.config()?)?;
+        Ok(())
+    }
+
+    fn config(&self) -> Result<tonic::transport::ServerTlsConfig, ApiError> {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|source| ApiError::Io {
+                what: "reading",
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        let identity = tonic::transport::Identity::from_pem(read(&self.cert)?, read(&self.key)?);
+        Ok(tonic::transport::ServerTlsConfig::new()
+            .identity(identity)
+            .client_ca_root(tonic::transport::Certificate::from_pem(read(
+                &self.client_ca,
+            )?))
+            .client_auth_optional(false))
+    }
+}
+
+/// Serves `service` on the TCP `listener` with mutual TLS (see the module's text)
+/// until `shutdown` completes. Must run inside a Tokio runtime.
+///
+/// # Errors
+/// [`ApiError::Io`] for a certificate file that cannot be read or a listener that
+/// cannot join the runtime, [`ApiError::Transport`] for a bad certificate or key, or
+/// when serving fails.
+pub async fn serve_tcp<S, F>(
+    listener: std::net::TcpListener,
+    tls: &TlsFiles,
+    service: S,
+    shutdown: F,
+) -> Result<(), ApiError>
+where
+    S: Control,
+    F: std::future::Future<Output = ()> + Send,
+{
+    let config = tls.config()?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| ApiError::Io {
+            what: "serving on",
+            path: "tcp".into(),
+            source,
+        })?;
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(|source| ApiError::Io {
+        what: "serving on",
+        path: "tcp".into(),
+        source,
+    })?;
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let service = tonic::service::interceptor::InterceptedService::new(
+        ControlServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES),
+        PeerCheck::default(),
+    );
+    tonic::transport::Server::builder()
+        .tls_config(config)?
+        .concurrency_limit_per_connection(MAX_CALLS_PER_CONNECTION)
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    Ok(())
 }
 
 /// Serves `service` on `listener` (from [`bind`]) until `shutdown` completes. Must run

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use ironclad_api::server::TlsFiles;
 use ironclad_api::v1::control_server::Control;
 use ironclad_api::v1::{
     stream_events_response, AddRuleRequest, AddRuleResponse, ApplyPolicyRequest,
@@ -370,9 +371,24 @@ impl Api {
             .with_context(|| format!("the control API's socket {}", socket.display()))
     }
 
-    /// Serves the API on `listener` from a thread of its own.
+    /// Binds the TCP listener (mutual TLS) and checks its certificate files, before
+    /// anything is enforced.
+    pub(crate) fn bind_tcp(
+        addr: std::net::SocketAddr,
+        tls: TlsFiles,
+    ) -> Result<(std::net::TcpListener, TlsFiles)> {
+        tls.check().context(
+            "the control API's TLS files (--api-tls-cert, --api-tls-key, --api-tls-client-ca)",
+        )?;
+        let listener = std::net::TcpListener::bind(addr)
+            .with_context(|| format!("the control API's address {addr}"))?;
+        Ok((listener, tls))
+    }
+
+    /// Serves the API on `listener` (and on `tcp`) from a thread of its own.
     pub(crate) fn start(
         listener: std::os::unix::net::UnixListener,
+        tcp: Option<(std::net::TcpListener, TlsFiles)>,
         socket: &Path,
         fanout: Arc<Fanout<Event>>,
         pin_dir: &Path,
@@ -392,6 +408,7 @@ impl Api {
             policy: policy.display().to_string(),
             streams: Arc::new(AtomicU64::new(0)),
         };
+        let tcp_addr = tcp.as_ref().and_then(|(l, _)| l.local_addr().ok());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -402,11 +419,29 @@ impl Api {
             .spawn(move || {
                 let served = runtime.block_on(async move {
                     let (closing, closed) = tokio::sync::watch::channel(false);
-                    let serve =
-                        ironclad_api::server::serve(listener, DaemonControl(shared), async move {
-                            let mut closed = closed;
-                            let _ = closed.changed().await;
-                        });
+                    let signal = |mut closed: tokio::sync::watch::Receiver<bool>| async move {
+                        let _ = closed.changed().await;
+                    };
+                    let unix = ironclad_api::server::serve(
+                        listener,
+                        DaemonControl(shared.clone()),
+                        signal(closed.clone()),
+                    );
+                    let tcp = async {
+                        match tcp {
+                            Some((listener, tls)) => {
+                                ironclad_api::server::serve_tcp(
+                                    listener,
+                                    &tls,
+                                    DaemonControl(shared),
+                                    signal(closed),
+                                )
+                                .await
+                            }
+                            None => Ok(()),
+                        }
+                    };
+                    let serve = async { tokio::try_join!(unix, tcp).map(|_| ()) };
                     tokio::pin!(serve);
                     tokio::select! {
                         served = &mut serve => served,
@@ -424,6 +459,9 @@ impl Api {
             })
             .context("starting the control API's thread")?;
         tracing::info!("control API on {}", socket.display());
+        if let Some(addr) = &tcp_addr {
+            tracing::info!("control API on tcp {addr} (mutual TLS)");
+        }
         Ok(Self {
             changes,
             waiting,

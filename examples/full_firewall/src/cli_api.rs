@@ -16,12 +16,69 @@ fn default_socket() -> PathBuf {
     PathBuf::from(crate::rollout::DEFAULT_RUN_DIR).join(crate::api::SOCKET_NAME)
 }
 
-/// `rules`.
+/// How to reach the daemon's control API.
 #[derive(clap::Args)]
-pub(crate) struct RulesArgs {
+pub(crate) struct ConnectArgs {
     /// The daemon's control API socket (default: `/run/ironclad/api.sock`).
     #[arg(long, global = true)]
     socket: Option<PathBuf>,
+    /// Reach the API on TCP instead (`host:port`, the daemon's `--api-listen`), with
+    /// mutual TLS.
+    #[arg(long, global = true, value_name = "HOST:PORT", conflicts_with = "socket", requires_all = ["tls_ca", "tls_cert", "tls_key"])]
+    tcp: Option<String>,
+    /// The CA that issued the daemon's certificate (PEM).
+    #[arg(long, global = true, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// This client's certificate (PEM), issued by the daemon's `--api-tls-client-ca`.
+    #[arg(long, global = true, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// This client's private key (PEM).
+    #[arg(long, global = true, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// The name the daemon's certificate must carry (default: the host of `--tcp`).
+    #[arg(long, global = true, value_name = "NAME")]
+    tls_server_name: Option<String>,
+}
+
+impl ConnectArgs {
+    async fn connect(
+        &self,
+    ) -> Result<ironclad_api::v1::control_client::ControlClient<tonic::transport::Channel>> {
+        let read = |p: &Option<PathBuf>| -> Result<Vec<u8>> {
+            let p = p
+                .as_deref()
+                .context("--tcp needs --tls-ca, --tls-cert and --tls-key")?;
+            std::fs::read(p).with_context(|| format!("reading {}", p.display()))
+        };
+        match &self.tcp {
+            Some(addr) => {
+                let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
+                let name = self.tls_server_name.as_deref().unwrap_or(host);
+                ironclad_api::client::connect_tls(
+                    addr,
+                    name.trim_start_matches('[').trim_end_matches(']'),
+                    &read(&self.tls_ca)?,
+                    &read(&self.tls_cert)?,
+                    &read(&self.tls_key)?,
+                )
+                .await
+                .with_context(|| format!("connecting to the daemon at {addr}"))
+            }
+            None => {
+                let socket = self.socket.clone().unwrap_or_else(default_socket);
+                ironclad_api::client::connect(&socket)
+                    .await
+                    .with_context(|| format!("connecting to the daemon at {}", socket.display()))
+            }
+        }
+    }
+}
+
+/// `rules`.
+#[derive(clap::Args)]
+pub(crate) struct RulesArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
     #[command(subcommand)]
     command: RulesCommand,
 }
@@ -61,9 +118,8 @@ enum RulesCommand {
 /// `apply`.
 #[derive(clap::Args)]
 pub(crate) struct ApplyArgs {
-    /// The daemon's control API socket (default: `/run/ironclad/api.sock`).
-    #[arg(long)]
-    socket: Option<PathBuf>,
+    #[command(flatten)]
+    connect: ConnectArgs,
     /// A policy file, for a daemon run with `--config`.
     #[arg(required_unless_present = "bundle", conflicts_with = "bundle")]
     policy: Option<PathBuf>,
@@ -75,9 +131,8 @@ pub(crate) struct ApplyArgs {
 /// `events`.
 #[derive(clap::Args)]
 pub(crate) struct EventsArgs {
-    /// The daemon's control API socket (default: `/run/ironclad/api.sock`).
-    #[arg(long)]
-    socket: Option<PathBuf>,
+    #[command(flatten)]
+    connect: ConnectArgs,
     /// Follow the events as they come (the only mode: accepted for habit's sake).
     #[arg(long)]
     follow: bool,
@@ -140,11 +195,8 @@ fn api_section(field: &str) -> Result<Section> {
 }
 
 pub(crate) fn rules(args: RulesArgs) -> Result<ExitCode> {
-    let socket = args.socket.unwrap_or_else(default_socket);
     runtime()?.block_on(async move {
-        let mut api = ironclad_api::client::connect(&socket)
-            .await
-            .with_context(|| format!("connecting to the daemon at {}", socket.display()))?;
+        let mut api = args.connect.connect().await?;
         match args.command {
             RulesCommand::List { section, json } => {
                 let section = section.as_deref().map(api_section).transpose()?;
@@ -243,7 +295,6 @@ fn bundle_files(dir: &std::path::Path) -> Result<std::collections::HashMap<Strin
 }
 
 pub(crate) fn apply(args: ApplyArgs) -> Result<ExitCode> {
-    let socket = args.socket.clone().unwrap_or_else(default_socket);
     let request = match (&args.policy, &args.bundle) {
         (Some(policy), _) => ironclad_api::v1::ApplyPolicyRequest {
             policy_yaml: std::fs::read_to_string(policy)
@@ -257,9 +308,7 @@ pub(crate) fn apply(args: ApplyArgs) -> Result<ExitCode> {
         (None, None) => anyhow::bail!("give a policy file or --bundle DIR"),
     };
     runtime()?.block_on(async move {
-        let mut api = ironclad_api::client::connect(&socket)
-            .await
-            .with_context(|| format!("connecting to the daemon at {}", socket.display()))?;
+        let mut api = args.connect.connect().await?;
         match api.apply_policy(request).await {
             Ok(r) => {
                 let r = r.into_inner();
@@ -286,11 +335,8 @@ pub(crate) fn apply(args: ApplyArgs) -> Result<ExitCode> {
 
 pub(crate) fn events(args: EventsArgs) -> Result<ExitCode> {
     use std::io::Write;
-    let socket = args.socket.clone().unwrap_or_else(default_socket);
     runtime()?.block_on(async move {
-        let mut api = ironclad_api::client::connect(&socket)
-            .await
-            .with_context(|| format!("connecting to the daemon at {}", socket.display()))?;
+        let mut api = args.connect.connect().await?;
         let mut stream = match api
             .stream_events(StreamEventsRequest {
                 kinds: args.kind.clone(),

@@ -147,6 +147,19 @@ pub(crate) struct RunArgs {
     /// Do not serve the control API.
     #[arg(long, conflicts_with = "api_socket")]
     no_api: bool,
+    /// Also serve the control API on this TCP address, with mutual TLS only (clients
+    /// need a certificate from `--api-tls-client-ca`).
+    #[arg(long, value_name = "ADDR:PORT", requires_all = ["api_tls_cert", "api_tls_key", "api_tls_client_ca"], conflicts_with = "no_api")]
+    api_listen: Option<std::net::SocketAddr>,
+    /// The TCP listener's certificate chain (PEM).
+    #[arg(long, value_name = "FILE", requires = "api_listen")]
+    api_tls_cert: Option<PathBuf>,
+    /// The TCP listener's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "api_listen")]
+    api_tls_key: Option<PathBuf>,
+    /// The CA whose client certificates the TCP listener accepts (PEM).
+    #[arg(long, value_name = "FILE", requires = "api_listen")]
+    api_tls_client_ca: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -523,6 +536,22 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     };
     let api_socket = args.api_socket();
     let api_listener = api_socket.as_deref().map(Api::bind).transpose()?;
+    let api_tcp = match (
+        args.api_listen,
+        &args.api_tls_cert,
+        &args.api_tls_key,
+        &args.api_tls_client_ca,
+    ) {
+        (Some(addr), Some(cert), Some(key), Some(client_ca)) => Some(Api::bind_tcp(
+            addr,
+            ironclad_api::server::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: client_ca.clone(),
+            },
+        )?),
+        _ => None,
+    };
     let loader = Loader::builder()
         .pin_root(&args.pin_dir)
         .audit_sink(sink.clone())
@@ -606,6 +635,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     let api = match (api_listener, &api_socket) {
         (Some(listener), Some(socket)) => Some(Api::start(
             listener,
+            api_tcp,
             socket,
             fanout.clone(),
             &args.pin_dir,

@@ -616,3 +616,216 @@ fn a_policy_applied_through_the_api_is_checked_written_enforced_and_rolled_back_
     daemon.signal("TERM");
     assert!(daemon.wait().success(), "{}", daemon.log());
 }
+
+/// `openssl` with `args`, failing the test on error.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "openssl {args:?}: {out:?}");
+}
+
+/// A CA (`NAME-ca.pem`, `NAME-ca.key`) and a certificate it issued for `cn`
+/// (`NAME.pem`, `NAME.key`), with `san` (`IP:127.0.0.1`) when given.
+fn issue(dir: &Path, ca: &str, name: &str, cn: &str, san: Option<&str>) {
+    if !dir.join(format!("{ca}-ca.pem")).exists() {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={ca} CA"),
+                "-keyout",
+                &format!("{ca}-ca.key"),
+                "-out",
+                &format!("{ca}-ca.pem"),
+            ],
+        );
+    }
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            &format!("/CN={cn}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+        ],
+    );
+    let ext = dir.join(format!("{name}.ext"));
+    std::fs::write(
+        &ext,
+        match san {
+            Some(san) => format!("subjectAltName={san}\nextendedKeyUsage=serverAuth\n"),
+            None => "extendedKeyUsage=clientAuth\n".to_string(),
+        },
+    )
+    .expect("ext");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}-ca.pem"),
+            "-CAkey",
+            &format!("{ca}-ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+            "-out",
+            &format!("{name}.pem"),
+        ],
+    );
+}
+
+#[test]
+fn on_tcp_only_clients_with_a_certificate_from_the_client_ca_are_answered() {
+    require_privileges!();
+    let lab = Lab::new("ffapitls", 63);
+    let pki = lab.dir.path().join("pki");
+    std::fs::create_dir_all(&pki).expect("pki");
+    issue(
+        &pki,
+        "server",
+        "server",
+        "ironclad-node",
+        Some("IP:127.0.0.1,DNS:localhost"),
+    );
+    issue(&pki, "clients", "agent", "fleet-agent", None);
+    issue(&pki, "rogue", "intruder", "fleet-agent", None);
+    let config = lab.write_config("policy.yaml", &lab.policy_denying(&[3]));
+    let mut args = lab.run_args(&config);
+    let path = |name: &str| pki.join(name).display().to_string();
+    args.extend([
+        "--api-listen".to_string(),
+        "127.0.0.1:0".to_string(),
+        "--api-tls-cert".to_string(),
+        path("server.pem"),
+        "--api-tls-key".to_string(),
+        path("server.key"),
+        "--api-tls-client-ca".to_string(),
+        path("clients-ca.pem"),
+    ]);
+    let mut daemon = Daemon::spawn(&args);
+    daemon.wait_for("ready");
+    let log = daemon.log();
+    let addr = log
+        .split("control API on tcp ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("no TCP address in the log:\n{log}"))
+        .to_string();
+    let read = |name: &str| std::fs::read(pki.join(name)).expect(name);
+    let rt = runtime();
+    rt.block_on(async {
+        // The client CA's certificate: answered, named by its fingerprint.
+        let mut api = ironclad_api::client::connect_tls(
+            &addr,
+            "127.0.0.1",
+            &read("server-ca.pem"),
+            &read("agent.pem"),
+            &read("agent.key"),
+        )
+        .await
+        .expect("the fleet agent connects");
+        let added = api
+            .add_rule(AddRuleRequest {
+                section: Section::ShieldDeny as i32,
+                rule: format!("{}/32", lab.addr(2)),
+                comment: "over TCP".into(),
+            })
+            .await
+            .expect("add over TCP")
+            .into_inner();
+        assert_eq!(added.id, "api-1");
+        assert_eq!(lab.ping(2, 2), 0, "enforced");
+        let rules = api
+            .list_rules(ListRulesRequest { section: 0 })
+            .await
+            .expect("list")
+            .into_inner()
+            .rules;
+        let rule = rules.iter().find(|r| r.id == "api-1").expect("api-1");
+        assert!(rule.added_by.starts_with("tls client sha256:"), "{rule:?}");
+        // Another CA's certificate, however named: the handshake fails.
+        let rogue = async {
+            let mut c = ironclad_api::client::connect_tls(
+                &addr,
+                "127.0.0.1",
+                &read("server-ca.pem"),
+                &read("intruder.pem"),
+                &read("intruder.key"),
+            )
+            .await?;
+            c.list_rules(ListRulesRequest { section: 0 })
+                .await
+                .map_err(|e| ironclad_api::ApiError::Io {
+                    what: "call",
+                    path: e.message().into(),
+                    source: std::io::Error::other("refused"),
+                })?;
+            Ok::<_, ironclad_api::ApiError>(())
+        };
+        assert!(
+            rogue.await.is_err(),
+            "a certificate from another CA is refused"
+        );
+    });
+    // Without any client certificate: refused in the handshake.
+    rt.block_on(async {
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(read(
+                "server-ca.pem",
+            )))
+            .domain_name("127.0.0.1");
+        let channel = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+            .expect("uri")
+            .tls_config(tls)
+            .expect("tls");
+        let refused = match channel.connect().await {
+            Err(_) => true,
+            Ok(channel) => ironclad_api::v1::control_client::ControlClient::new(channel)
+                .list_rules(ListRulesRequest { section: 0 })
+                .await
+                .is_err(),
+        };
+        assert!(refused, "a client without a certificate is refused");
+    });
+    // The command line over TCP.
+    let out = Command::new(BIN)
+        .args(["rules", "list", "--json", "--tcp", &addr, "--tls-ca"])
+        .arg(pki.join("server-ca.pem"))
+        .arg("--tls-cert")
+        .arg(pki.join("agent.pem"))
+        .arg("--tls-key")
+        .arg(pki.join("agent.key"))
+        .output()
+        .expect("rules list");
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("\"api-1\""), "{stdout}");
+    daemon.signal("TERM");
+    assert!(daemon.wait().success(), "{}", daemon.log());
+}
