@@ -24,6 +24,7 @@
 mod api;
 mod cli_api;
 mod demo;
+mod forward;
 mod health;
 mod ifaces;
 mod logging;

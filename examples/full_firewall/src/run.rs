@@ -147,6 +147,11 @@ pub(crate) struct RunArgs {
     /// Do not serve the control API.
     #[arg(long, conflicts_with = "api_socket")]
     no_api: bool,
+    /// Push every event to a collector at this address as JSON lines over TCP
+    /// (reconnecting by itself; a slow or absent collector loses events, counted, and
+    /// never slows enforcement).
+    #[arg(long, value_name = "HOST:PORT")]
+    forward_tcp: Option<String>,
     /// Also serve the control API on this TCP address, with mutual TLS only (clients
     /// need a certificate from `--api-tls-client-ca`).
     #[arg(long, value_name = "ADDR:PORT", requires_all = ["api_tls_cert", "api_tls_key", "api_tls_client_ca"], conflicts_with = "no_api")]
@@ -558,6 +563,11 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         .replace_stale_pins(args.replace_stale_pins)
         .build()?;
     let subscription = fanout.subscribe("events-writer", EVENTS_QUEUE, Overflow::DropOldest);
+    let forwarder = args
+        .forward_tcp
+        .as_deref()
+        .map(|addr| crate::forward::Forwarder::start(addr, &fanout))
+        .transpose()?;
     let mut events_out = args
         .events
         .as_deref()
@@ -672,6 +682,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
 
     while !stop.load(Ordering::Relaxed) {
         health.losses("audit-log", sink.lost());
+        if let Some(f) = &forwarder {
+            health.losses("forward-tcp", f.lost());
+        }
         if let Some(stats) = features.processes().and_then(|p| p.stats().ok()) {
             let now = (stats.overflows, stats.lost);
             if now != process_losses {

@@ -829,3 +829,121 @@ fn on_tcp_only_clients_with_a_certificate_from_the_client_ca_are_answered() {
     daemon.signal("TERM");
     assert!(daemon.wait().success(), "{}", daemon.log());
 }
+
+/// Lines a collector connection received until `want` came or `wait` passed.
+fn collect(listener: &std::net::TcpListener, want: usize, wait: Duration) -> Vec<String> {
+    use std::io::BufRead;
+    // Accepted within `wait`, or the test fails (never hangs).
+    listener.set_nonblocking(true).expect("non-blocking");
+    let start = Instant::now();
+    let stream = loop {
+        match listener.accept() {
+            Ok((stream, _)) => break stream,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(start.elapsed() < wait, "the daemon never connected");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    };
+    stream.set_nonblocking(false).expect("blocking");
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let mut reader = std::io::BufReader::new(stream);
+    let mut lines = Vec::new();
+    while lines.len() < want && start.elapsed() < wait {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) => lines.push(line),
+            Err(_) => continue,
+        }
+    }
+    lines
+}
+
+#[test]
+fn events_forwarded_to_a_tcp_collector_survive_its_absence_and_a_stalled_one_only_loses_events() {
+    require_privileges!();
+    let lab = Lab::new("ffapifwd", 64);
+    let collector = std::net::TcpListener::bind("127.0.0.1:0").expect("collector");
+    let port = collector.local_addr().expect("addr").port();
+    let config = lab.write_config(
+        "policy.yaml",
+        &format!(
+            "shield:\n  deny: [{}]\n  sample_rate: 1\n  events_per_second: 0\n",
+            lab.addr(3)
+        ),
+    );
+    let mut args = lab.run_args(&config);
+    args.extend(["--forward-tcp".to_string(), format!("127.0.0.1:{port}")]);
+    let mut daemon = Daemon::spawn(&args);
+    daemon.wait_for("ready");
+    daemon.wait_for("forwarding events to 127.0.0.1");
+    assert_eq!(lab.ping(3, 3), 0);
+    let lines = collect(&collector, 3, Duration::from_secs(5));
+    let drops: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .filter(|e: &serde_json::Value| e["kind"] == "shield_drop")
+        .collect();
+    assert_eq!(drops.len(), 3, "{lines:?}");
+    assert!(drops.iter().all(|e| e["src"] == lab.addr(3).as_str()));
+    // The collector goes away (its connection closed): the daemon reconnects when it
+    // is back, and what came meanwhile is queued, not lost.
+    drop(collector);
+    assert_eq!(lab.ping(3, 2), 0);
+    std::thread::sleep(Duration::from_millis(500));
+    let collector = std::net::TcpListener::bind(("127.0.0.1", port)).expect("the collector again");
+    let lines = collect(&collector, 2, Duration::from_secs(15));
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l.contains("\"shield_drop\""))
+            .count()
+            >= 2,
+        "{lines:?}\n{}",
+        daemon.log()
+    );
+
+    // A collector that accepts and never reads: a flood fills its socket and the
+    // forwarder's queue, the rest is lost and counted; every packet is still dropped.
+    drop(collector);
+    let stalled = std::net::TcpListener::bind(("127.0.0.1", port)).expect("stalled collector");
+    let accepted = std::thread::spawn(move || stalled.accept().map(|(s, _)| s));
+    std::thread::sleep(Duration::from_secs(1));
+    let rule = format!("{}/32", lab.addr(3));
+    let before = lab.rule_packets(&rule);
+    let flood = ironclad_testing::flood::Flood::start(
+        &lab.ns,
+        lab.addr(3).parse().expect("addr"),
+        0,
+        lab.addr(1).parse().expect("addr"),
+        80,
+        7,
+    )
+    .expect("flood");
+    std::thread::sleep(Duration::from_millis(1500));
+    let report = flood.stop().expect("flood");
+    let dropped = lab.rule_packets(&rule) - before;
+    assert!(
+        report.sent > 60_000 && dropped * 100 >= report.sent * 99,
+        "{dropped} dropped of {report:?}"
+    );
+    let start = Instant::now();
+    let lost = loop {
+        let lost = lab.daemon_status()["daemon"]["losses"]["forward-tcp"]
+            .as_u64()
+            .unwrap_or(0);
+        if lost > 0 || start.elapsed() > Duration::from_secs(10) {
+            break lost;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(lost > 0, "losses counted: {}", lab.daemon_status());
+    assert_eq!(lab.ping(2, 1), 1, "the others still pass");
+    let _stream = accepted.join().expect("accept thread");
+    daemon.signal("TERM");
+    assert!(daemon.wait().success(), "{}", daemon.log());
+}
