@@ -246,13 +246,14 @@ check_daemonset_command() {
     ip -n "$ns" addr add "$node/24" dev ickube1 && ip -n "$ns" link set ickube1 up
     ip -n "$ns" link set lo up
     ip -n "$ns" route add default via 10.252.0.1
-    mkdir -p "$tmp/kube/log" "$tmp/kube/run"
+    mkdir -p "$tmp/kube/log" "$tmp/kube/run" "$tmp/kube/state"
     local args=()
     mapfile -t args < <(python3 - "$tmp/args.json" "$bin" "$tmp" "$node" <<'PY'
 import json, sys
 args, binary, tmp, node = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3], sys.argv[4]
 subst = {"/usr/local/bin/full_firewall": binary, "/etc/ironclad/policy.yaml": f"{tmp}/policy.yaml",
-         "/var/log/ironclad": f"{tmp}/kube/log", "/run/ironclad": f"{tmp}/kube/run", "$(NODE_IP)": node}
+         "/var/log/ironclad": f"{tmp}/kube/log", "/run/ironclad": f"{tmp}/kube/run",
+         "/var/lib/ironclad": f"{tmp}/kube/state", "$(NODE_IP)": node}
 for a in args:
     for k, v in subst.items():
         a = a.replace(k, v)
@@ -276,6 +277,15 @@ PY
         | awk -F', ' '/received/ { split($2, a, " "); print a[1] }')
     [[ "$received" == 2 ]] || fail="${fail:+$fail, }an allowed source got ${received:-?} of 2 answers"
     grep -q -- "--iface auto: the Shield attaches to ickube1" "$tmp/kube/log/stderr" || fail="${fail:+$fail, }--iface=auto did not find the uplink"
+    # The control API on the run directory's socket: a rule added through it is
+    # enforced and kept in the state directory.
+    "$bin" rules add shield.deny 10.252.0.1/32 --socket "$tmp/kube/run/api.sock" >/dev/null \
+        || fail="${fail:+$fail, }the control API refused a rule"
+    received=$({ ping -q -c 2 -i 0.2 -W 1 -I 10.252.0.1 "$node" 2>/dev/null || true; } \
+        | awk -F', ' '/received/ { split($2, a, " "); print a[1] }')
+    [[ "$received" == 0 ]] || fail="${fail:+$fail, }a rule added through the control API is not enforced"
+    grep -q '"rule": "10.252.0.1/32"' "$tmp/kube/state/runtime-rules.json" 2>/dev/null \
+        || fail="${fail:+$fail, }the rule is not kept in the state directory"
     kill -TERM "$pid"; wait "$pid" || fail="${fail:+$fail, }exit status $?"
     rmdir "/sys/fs/bpf/ic-kube-$$" 2>/dev/null || true
     ip netns del "$ns"; ip link del ickube0 2>/dev/null || true
@@ -497,7 +507,8 @@ cmd_perf() {
     rm -rf target/criterion
     IRONCLAD_FIGURES=$(mktemp)
     export IRONCLAD_FIGURES
-    cargo bench -p ironclad-benches --bench shield --bench tls --bench egress --bench domains --bench events --bench sources --bench process --bench firewall -- --noplot
+    IRONCLAD_DAEMON=$(examples/deploy/build-static.sh) \
+    cargo bench -p ironclad-benches --bench shield --bench tls --bench egress --bench domains --bench events --bench sources --bench process --bench firewall --bench api -- --noplot
     guest/run.sh --bench
     check_footprint
     local dirty=()
@@ -625,7 +636,9 @@ cmd_test() {
     log "fuzzing, bounded: the event decoder, the DNS parser, each feed parser and the policy loader"
     run_fuzz
     log "benchmarks (short mode: they measure, they never fail on timing)"
-    cargo bench -p ironclad-benches --bench shield --bench tls --bench egress --bench domains --bench events --bench sources --bench process --bench firewall --quiet -- --warm-up-time 0.2 --measurement-time 0.5 --noplot
+    # The control API's benchmark runs the shipped daemon: the static build above.
+    IRONCLAD_DAEMON=$(examples/deploy/build-static.sh) \
+    cargo bench -p ironclad-benches --bench shield --bench tls --bench egress --bench domains --bench events --bench sources --bench process --bench firewall --bench api --quiet -- --warm-up-time 0.2 --measurement-time 0.5 --noplot
     log "docs/performance.md: rendered from its template and data, every figure produced by a benchmark above"
     perfdoc check --template "$PERF_TEMPLATE" --data "$PERF_DATA" --doc docs/performance.md \
         --criterion target/criterion --figures "$IRONCLAD_FIGURES"

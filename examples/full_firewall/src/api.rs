@@ -43,6 +43,32 @@ const STREAM_QUEUE: (usize, usize) = (4096, 65536);
 /// The socket's name in the run directory, by default.
 pub(crate) const SOCKET_NAME: &str = "api.sock";
 
+/// The rules in force with their origins, in the run directory (read by `status`).
+pub(crate) const RULES_REPORT: &str = "rules.json";
+
+/// The list a rule belongs to, as the policy names it.
+pub(crate) fn section_name(section: i32) -> &'static str {
+    match Section::try_from(section) {
+        Ok(Section::ShieldDeny) => "shield.deny",
+        Ok(Section::ShieldAllow) => "shield.allow",
+        Ok(Section::EgressRules) => "egress.rules",
+        Ok(Section::FirewallRules) => "firewall.rules",
+        _ => "?",
+    }
+}
+
+/// A rule as `rules list --json` and `RUN_DIR/rules.json` write it.
+pub(crate) fn rule_json(r: &RuleEntry) -> serde_json::Value {
+    serde_json::json!({
+        "id": r.id,
+        "section": section_name(r.section),
+        "rule": r.rule,
+        "origin": r.origin,
+        "added_unix": r.added_unix,
+        "added_by": r.added_by,
+    })
+}
+
 /// The name of the runtime rules' file in the state directory.
 pub(crate) const RULES_FILE: &str = "runtime-rules.json";
 
@@ -362,6 +388,7 @@ pub(crate) struct Api {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     socket: PathBuf,
+    run_dir: PathBuf,
 }
 
 impl Api {
@@ -469,6 +496,7 @@ impl Api {
             stop: Some(stop),
             thread: Some(thread),
             socket: socket.to_path_buf(),
+            run_dir: run_dir.to_path_buf(),
         })
     }
 
@@ -486,8 +514,17 @@ impl Api {
         change
     }
 
-    /// Publishes the rules in force, for `ListRules`.
+    /// Publishes the rules in force, for `ListRules`, and for `status` in
+    /// `RUN_DIR/rules.json` (where each rule came from).
     pub(crate) fn publish_rules(&self, rules: Vec<RuleEntry>) {
+        let json: Vec<serde_json::Value> = rules.iter().map(rule_json).collect();
+        let path = self.run_dir.join(RULES_REPORT);
+        let tmp = path.with_extension("json.tmp");
+        let written = std::fs::write(&tmp, serde_json::Value::from(json).to_string())
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            tracing::warn!("writing {}: {e}", path.display());
+        }
         *self.rules.lock().unwrap_or_else(PoisonError::into_inner) = rules;
     }
 }
@@ -501,12 +538,28 @@ impl Drop for Api {
             let _ = thread.join();
         }
         let _ = std::fs::remove_file(&self.socket);
+        let _ = std::fs::remove_file(self.run_dir.join(RULES_REPORT));
     }
 }
 
 struct DaemonControl(Shared);
 
 impl DaemonControl {
+    /// Queues the change `make` builds around its answer's sender, and waits for the
+    /// control loop's answer (`what` names the change in the error when it never comes).
+    async fn ask<T>(
+        &self,
+        what: &str,
+        make: impl FnOnce(tokio::sync::oneshot::Sender<Result<T, Status>>) -> Change,
+    ) -> Result<Response<T>, Status> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.queue(make(reply))?;
+        answer
+            .await
+            .map_err(|_| Status::unavailable(format!("the daemon stopped before {what}")))?
+            .map(Response::new)
+    }
+
     /// Queues `change` for the control loop.
     fn queue(&self, change: Change) -> Result<(), Status> {
         self.0.changes.try_send(change).map_err(|e| match e {
@@ -639,18 +692,14 @@ impl Control for DaemonControl {
         RuntimeRule::new(0, section, &rule)
             .validate()
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.queue(Change::Add {
+        self.ask("applying the rule", |reply| Change::Add {
             rule: RuntimeRule::new(0, section, rule),
             comment,
             by,
             received,
             reply,
-        })?;
-        answer
-            .await
-            .map_err(|_| Status::unavailable("the daemon stopped before applying the rule"))?
-            .map(Response::new)
+        })
+        .await
     }
 
     async fn remove_rule(
@@ -665,17 +714,13 @@ impl Control for DaemonControl {
                 "id `{id}`: only rules added through the API (api-N) can be removed; the policy file's rules are changed in the file"
             )));
         }
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.queue(Change::Remove {
+        self.ask("removing the rule", |reply| Change::Remove {
             id,
             by,
             received,
             reply,
-        })?;
-        answer
-            .await
-            .map_err(|_| Status::unavailable("the daemon stopped before removing the rule"))?
-            .map(Response::new)
+        })
+        .await
     }
 
     async fn apply_policy(
@@ -690,17 +735,13 @@ impl Control for DaemonControl {
                 "give either policy_yaml or bundle_files",
             ));
         }
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.queue(Change::Apply {
+        self.ask("applying the policy", |reply| Change::Apply {
             request,
             by,
             received,
             reply,
-        })?;
-        answer
-            .await
-            .map_err(|_| Status::unavailable("the daemon stopped before applying the policy"))?
-            .map(Response::new)
+        })
+        .await
     }
 
     async fn confirm(

@@ -171,16 +171,6 @@ fn failed(status: &tonic::Status) -> ExitCode {
     }
 }
 
-fn section_name(section: i32) -> &'static str {
-    match Section::try_from(section) {
-        Ok(Section::ShieldDeny) => "shield.deny",
-        Ok(Section::ShieldAllow) => "shield.allow",
-        Ok(Section::EgressRules) => "egress.rules",
-        Ok(Section::FirewallRules) => "firewall.rules",
-        _ => "?",
-    }
-}
-
 fn api_section(field: &str) -> Result<Section> {
     match RuleSection::from_field(field) {
         Some(RuleSection::ShieldDeny) => Ok(Section::ShieldDeny),
@@ -211,22 +201,12 @@ pub(crate) fn rules(args: RulesArgs) -> Result<ExitCode> {
                 };
                 for r in &listed {
                     if json {
-                        println!(
-                            "{}",
-                            serde_json::json!({
-                                "id": r.id,
-                                "section": section_name(r.section),
-                                "rule": r.rule,
-                                "origin": r.origin,
-                                "added_unix": r.added_unix,
-                                "added_by": r.added_by,
-                            })
-                        );
+                        println!("{}", crate::api::rule_json(r));
                     } else {
                         println!(
                             "{:<22} {:<15} {:<40} {}",
                             r.id,
-                            section_name(r.section),
+                            crate::api::section_name(r.section),
                             r.rule,
                             if r.origin == "api" {
                                 format!("api ({})", r.added_by)

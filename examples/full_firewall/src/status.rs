@@ -174,22 +174,47 @@ fn daemon_json(report: Option<&ironclad_agent::health::Report>) -> serde_json::V
     })
 }
 
+/// What `status` reads: each feature's pins and the daemon's health report.
+struct Pinned {
+    shield: ironclad_bpf::Result<ShieldStatus>,
+    egress: ironclad_bpf::Result<EgressStatus>,
+    firewall: ironclad_bpf::Result<FirewallStatus>,
+    dns_lost: Option<u64>,
+    daemon: Option<ironclad_agent::health::Report>,
+}
+
+impl Pinned {
+    /// Reads them; an error when there is nothing at all (no pin, no daemon).
+    fn read(pin_root: &Path, run_dir: &Path) -> Result<Self> {
+        let read = Self {
+            shield: Shield::status_from_pins(pin_root),
+            egress: EgressFirewall::status_from_pins(pin_root),
+            firewall: Firewall::status_from_pins(pin_root),
+            dns_lost: Telemetry::lost_dns_events_from_pins(pin_root).ok(),
+            daemon: ironclad_agent::health::read(run_dir),
+        };
+        if read.shield.is_err()
+            && read.egress.is_err()
+            && read.firewall.is_err()
+            && read.dns_lost.is_none()
+            && read.daemon.is_none()
+        {
+            anyhow::bail!("nothing is pinned under {}", pin_root.display());
+        }
+        Ok(read)
+    }
+}
+
 /// The document `status --json` prints: the pinned maps' counters and the daemon's
 /// health report (also the control API's `GetStatus`).
 pub(crate) fn status_json(pin_root: &Path, run_dir: &Path) -> Result<serde_json::Value> {
-    let shield = Shield::status_from_pins(pin_root);
-    let egress = EgressFirewall::status_from_pins(pin_root);
-    let firewall = Firewall::status_from_pins(pin_root);
-    let dns_lost = Telemetry::lost_dns_events_from_pins(pin_root).ok();
-    let daemon = ironclad_agent::health::read(run_dir);
-    if shield.is_err()
-        && egress.is_err()
-        && firewall.is_err()
-        && dns_lost.is_none()
-        && daemon.is_none()
-    {
-        anyhow::bail!("nothing is pinned under {}", pin_root.display());
-    }
+    let Pinned {
+        shield,
+        egress,
+        firewall,
+        dns_lost,
+        daemon,
+    } = Pinned::read(pin_root, run_dir)?;
     let mut out = match &shield {
         Ok(status) => to_json(status),
         Err(_) => serde_json::json!({"rules": [], "totals": {}}),
@@ -220,7 +245,32 @@ pub(crate) fn status_json(pin_root: &Path, run_dir: &Path) -> Result<serde_json:
     out["events"] = serde_json::json!({
         "lost_in_kernel": {"shield": shield_lost, "egress": egress_lost, "dns": dns_lost},
     });
+    // Where each rule came from (the running daemon's report): the policy file or the
+    // control API.
+    if let Some(origins) = rule_origins(run_dir) {
+        if let Some(rules) = out["rules"].as_array_mut() {
+            for rule in rules {
+                let found = origins.iter().find(|o| {
+                    o["rule"] == rule["cidr"]
+                        && o["section"]
+                            .as_str()
+                            .is_some_and(|s| s.starts_with("shield."))
+                });
+                if let Some(o) = found {
+                    rule["origin"] = o["origin"].clone();
+                    rule["origin_id"] = o["id"].clone();
+                }
+            }
+        }
+        out["rule_origins"] = origins.into();
+    }
     Ok(out)
+}
+
+/// The rules in force with their origins, as the daemon last published them.
+fn rule_origins(run_dir: &Path) -> Option<Vec<serde_json::Value>> {
+    let text = std::fs::read_to_string(run_dir.join(crate::api::RULES_REPORT)).ok()?;
+    serde_json::from_str(&text).ok()
 }
 
 pub(crate) fn status(pin_root: &Path, run_dir: &Path, json: bool) -> Result<ExitCode> {
@@ -228,19 +278,13 @@ pub(crate) fn status(pin_root: &Path, run_dir: &Path, json: bool) -> Result<Exit
         println!("{}", status_json(pin_root, run_dir)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let shield = Shield::status_from_pins(pin_root);
-    let egress = EgressFirewall::status_from_pins(pin_root);
-    let firewall = Firewall::status_from_pins(pin_root);
-    let dns_lost = Telemetry::lost_dns_events_from_pins(pin_root).ok();
-    let daemon = ironclad_agent::health::read(run_dir);
-    if shield.is_err()
-        && egress.is_err()
-        && firewall.is_err()
-        && dns_lost.is_none()
-        && daemon.is_none()
-    {
-        anyhow::bail!("nothing is pinned under {}", pin_root.display());
-    }
+    let Pinned {
+        shield,
+        egress,
+        firewall,
+        dns_lost: _,
+        daemon,
+    } = Pinned::read(pin_root, run_dir)?;
     if let Some(r) = &daemon {
         let d = daemon_json(Some(r));
         let state = match (d["alive"].as_bool(), d["ready"].as_bool()) {
@@ -258,6 +302,23 @@ pub(crate) fn status(pin_root: &Path, run_dir: &Path, json: bool) -> Result<Exit
         }
         for (sink, lost) in r.losses.iter().filter(|(_, n)| **n > 0) {
             println!("  LOST {lost} records: {sink}");
+        }
+    }
+    let api_rules: Vec<serde_json::Value> = rule_origins(run_dir)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r["origin"] == "api")
+        .collect();
+    if !api_rules.is_empty() {
+        println!("rules added through the control API (the others are the policy file's):");
+        for r in &api_rules {
+            println!(
+                "  {:<8} {:<15} {:<40} by {}",
+                r["id"].as_str().unwrap_or_default(),
+                r["section"].as_str().unwrap_or_default(),
+                r["rule"].as_str().unwrap_or_default(),
+                r["added_by"].as_str().unwrap_or_default()
+            );
         }
     }
     if let Ok(e) = &egress {

@@ -132,6 +132,38 @@ fn rules_added_through_the_api_are_enforced_at_once_streamed_kept_and_removed() 
     assert_eq!(file["origin"], config.display().to_string());
     let audit = std::fs::read_to_string(lab.dir.path().join("audit.jsonl")).expect("audit");
     assert!(audit.contains("api rule added: shield.deny"), "{audit}");
+    // `status` says where each rule came from.
+    let status = lab.daemon_status();
+    let origin = |cidr: String| {
+        status["rules"]
+            .as_array()
+            .expect("rules")
+            .iter()
+            .find(|r| r["cidr"] == cidr.as_str())
+            .map(|r| (r["origin"].clone(), r["origin_id"].clone()))
+            .unwrap_or_else(|| panic!("no {cidr} in {status}"))
+    };
+    assert_eq!(
+        origin(format!("{}/32", lab.addr(2))),
+        ("api".into(), "api-1".into())
+    );
+    assert_eq!(
+        origin(format!("{}/32", lab.addr(3))).0,
+        serde_json::Value::from(config.display().to_string())
+    );
+    let shown = Command::new(BIN)
+        .args(["status", "--pin-dir"])
+        .arg(lab.pins.path())
+        .arg("--run-dir")
+        .arg(lab.dir.path().join("run"))
+        .output()
+        .expect("status");
+    let (stdout, _) = text(&shown);
+    assert!(
+        stdout.contains("rules added through the control API")
+            && stdout.contains(&format!("api-1    shield.deny     {}/32", lab.addr(2))),
+        "{stdout}"
+    );
 
     // Bad rules: located messages, exit 2, nothing applied.
     let out = cli(&socket, &["rules", "add", "shield.deny", "10.211.57.5/24"]);
@@ -944,6 +976,98 @@ fn events_forwarded_to_a_tcp_collector_survive_its_absence_and_a_stalled_one_onl
     assert!(lost > 0, "losses counted: {}", lab.daemon_status());
     assert_eq!(lab.ping(2, 1), 1, "the others still pass");
     let _stream = accepted.join().expect("accept thread");
+    daemon.signal("TERM");
+    assert!(daemon.wait().success(), "{}", daemon.log());
+}
+
+#[test]
+fn firewall_and_egress_rules_added_through_the_api_come_first_and_are_enforced_until_removed() {
+    require_privileges!();
+    let lab = Lab::new("ffapifw", 65);
+    let cgroup = ironclad_testing::TestCgroup::new("ffapifw").expect("cgroup");
+    let client = lab.dir.path().join("client");
+    let src =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ironclad-bpf/tests/data/net_client.c");
+    let cc = Command::new("cc")
+        .arg("-o")
+        .arg(&client)
+        .arg(&src)
+        .output()
+        .expect("cc");
+    assert!(cc.status.success(), "{cc:?}");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let port = listener.local_addr().expect("addr").port().to_string();
+    std::thread::spawn(move || for _ in listener.incoming() {});
+    let connect = || {
+        let out = cgroup
+            .command(&client.display().to_string())
+            .args(["tcp4", "127.0.0.1", &port])
+            .output()
+            .expect("client");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // The file allows the client to loopback: the API's deny comes before it.
+    let config = lab.write_config(
+        "policy.yaml",
+        &format!(
+            "firewall:\n  interfaces: [{}]\n  rules:\n    - {{direction: in, proto: tcp, dport: 9, action: accept}}\n\
+             egress:\n  default: allow\n  rules:\n    - {{exe: {}, dst: 127.0.0.0/8, proto: tcp, action: allow}}\n",
+            lab.veth.host(),
+            client.display()
+        ),
+    );
+    let mut args = lab.run_args(&config);
+    args.extend(["--cgroup".to_string(), cgroup.path().display().to_string()]);
+    let mut daemon = Daemon::spawn(&args);
+    daemon.wait_for("ready");
+    let socket = socket(&lab);
+    assert_eq!(lab.ping(2, 1), 1);
+    assert!(connect().starts_with("ok=1 eperm=0"), "{}", connect());
+
+    let add = |section: &str, rule: &str| {
+        let out = cli(&socket, &["rules", "add", section, rule]);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{section} {rule}: {stderr}");
+        stdout.split_whitespace().next().expect("id").to_string()
+    };
+    let fw = add(
+        "firewall.rules",
+        &format!(
+            "{{direction: in, proto: icmp, src: {}/32, action: drop}}",
+            lab.addr(2)
+        ),
+    );
+    assert_eq!(lab.ping(2, 2), 0, "the API's firewall rule drops .2");
+    assert_eq!(lab.ping(3, 1), 1, "and only .2");
+    let eg = add(
+        "egress.rules",
+        &format!(
+            "{{exe: {}, dst: 127.0.0.0/8, proto: tcp, action: deny}}",
+            client.display()
+        ),
+    );
+    assert!(
+        connect().starts_with("ok=0 eperm=1"),
+        "the API's egress rule comes before the file's allow: {}",
+        connect()
+    );
+    let rules = listed(&socket);
+    for (id, section) in [(&fw, "firewall.rules"), (&eg, "egress.rules")] {
+        let r = rules
+            .iter()
+            .find(|r| r["id"] == id.as_str())
+            .expect("listed");
+        assert_eq!(
+            (r["section"].as_str(), r["origin"].as_str()),
+            (Some(section), Some("api"))
+        );
+    }
+    for id in [&fw, &eg] {
+        let out = cli(&socket, &["rules", "rm", id]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    assert_eq!(lab.ping(2, 2), 2, "the firewall rule is gone");
+    assert!(connect().starts_with("ok=1 eperm=0"), "{}", connect());
     daemon.signal("TERM");
     assert!(daemon.wait().success(), "{}", daemon.log());
 }
