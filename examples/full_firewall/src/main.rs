@@ -20,9 +20,9 @@
 //!
 //! Exit codes: 0 success, 1 runtime failure, 2 bad input (the policy, the arguments).
 
-#[cfg(feature = "demo")]
 mod api;
 mod cli_api;
+#[cfg(feature = "demo")]
 mod demo;
 mod forward;
 mod health;
