@@ -514,6 +514,22 @@ impl Api {
         change
     }
 
+    /// The prefix of the Shield rule `id` (`api-N`) in force, if it is one.
+    pub(crate) fn shield_rule(&self, id: &str) -> Option<ipnetwork::IpNetwork> {
+        self.rules
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|r| {
+                r.id == id
+                    && matches!(
+                        Section::try_from(r.section),
+                        Ok(Section::ShieldDeny | Section::ShieldAllow)
+                    )
+            })
+            .and_then(|r| r.rule.parse().ok())
+    }
+
     /// Publishes the rules in force, for `ListRules`, and for `status` in
     /// `RUN_DIR/rules.json` (where each rule came from).
     pub(crate) fn publish_rules(&self, rules: Vec<RuleEntry>) {

@@ -30,7 +30,7 @@ use ironclad_bpf::{JsonLinesFile, Loader, DEFAULT_PIN_ROOT};
 use ironclad_events::{Event, Fanout, Overflow, ProcessCacheNotice, Subscription};
 use ironclad_policy::bundle::{outside_paths, verify_bundle, Accepted, TrustedKey};
 use ironclad_policy::config::{compile_file_with_rules, CompiledConfig};
-use ironclad_policy::runtime::RuntimeRule;
+use ironclad_policy::runtime::{RuleSection, RuntimeRule};
 use ironclad_policy::shield::Mode;
 use ironclad_policy::sources::SourceCache;
 use tracing::{error, info, warn};
@@ -1194,6 +1194,14 @@ fn poll(features: &Features<'_>, api: Option<&Api>) {
     }
 }
 
+/// A Shield rule the control API adds or removes, to write in place.
+enum ShieldEdit {
+    /// The rule labelled `label` (`api-N`) is new.
+    Insert { label: String },
+    /// The rule for `net` goes.
+    Remove { net: ipnetwork::IpNetwork },
+}
+
 /// What applying a rule change through the control API needs.
 struct ChangeContext<'a, 'f> {
     args: &'a RunArgs,
@@ -1214,11 +1222,22 @@ impl ChangeContext<'_, '_> {
     fn enforce(
         &mut self,
         next: &StoreFileChange,
-    ) -> std::result::Result<Vec<RuleEntry>, tonic::Status> {
+        edit: Option<ShieldEdit>,
+    ) -> std::result::Result<(Vec<RuleEntry>, &'static str), tonic::Status> {
         let rules = Store::rules_of(next);
         let loaded = load_policy(self.args, self.audit, self.sources, &rules)
             .map_err(crate::api::refused)?;
         let config = loaded.config;
+        if let Some(done) = edit.and_then(|e| self.edit_in_place(e, &config)) {
+            done.map_err(|e| tonic::Status::internal(format!("the Shield refused the edit: {e}")))?;
+            if let Some(m) = self.metrics {
+                m.policy_applied(config.shield.as_ref().map(SourceStat::of));
+            }
+            return Ok((
+                rule_entries(&config, &Store::view(next), self.policy),
+                "written in place",
+            ));
+        }
         if !self.features.reload(&config) {
             let back = load_policy(self.args, self.audit, self.sources, &self.store.rules())
                 .map(|l| self.features.reload(&l.config))
@@ -1239,20 +1258,80 @@ impl ChangeContext<'_, '_> {
                 m.egress_rules(config.egress.as_ref());
             }
         }
-        Ok(rule_entries(&config, &Store::view(next), self.policy))
+        Ok((
+            rule_entries(&config, &Store::view(next), self.policy),
+            "applied by a reload",
+        ))
     }
 
-    /// Enforces `next` and stores it; the rules in force before come back when it
-    /// cannot be stored (what is not kept is not enforced either).
-    fn change(&mut self, next: StoreFileChange) -> std::result::Result<(), tonic::Status> {
-        let entries = self.enforce(&next)?;
+    /// A Shield rule added or removed by `edit` written in place (one prefix, as
+    /// `Shield::insert_rule` and `remove_rule` do), when `config` (the whole policy with
+    /// the runtime rules) says the prefix is that rule's alone: no other rule or set
+    /// lists it. `None`: a reload applies `config` instead.
+    fn edit_in_place(
+        &self,
+        edit: ShieldEdit,
+        config: &CompiledConfig,
+    ) -> Option<std::result::Result<(), BpfError>> {
+        let shield = self.features.shield()?;
+        let policy = config.shield.as_ref()?;
+        let net = match &edit {
+            ShieldEdit::Insert { label } => {
+                let mut same = policy.rules.iter().filter(|r| {
+                    policy
+                        .rules
+                        .iter()
+                        .any(|o| o.origin == *label && o.cidr == r.cidr)
+                });
+                let rule = same.next()?;
+                (same.next().is_none()).then_some(())?;
+                rule.cidr
+            }
+            ShieldEdit::Remove { net } => {
+                (!policy.rules.iter().any(|r| r.cidr == *net)).then_some(())?;
+                *net
+            }
+        };
+        if policy
+            .sets
+            .iter()
+            .any(|s| s.prefixes.binary_search(&net).is_ok())
+        {
+            return None;
+        }
+        Some(match edit {
+            ShieldEdit::Insert { .. } => {
+                let rule = policy.rules.iter().find(|r| r.cidr == net)?;
+                // A counter index no rule uses (none left: the reload reports it).
+                let used: std::collections::BTreeSet<u32> = match shield.rules() {
+                    Ok(rules) => rules.iter().map(|r| r.rule_id).collect(),
+                    Err(e) => return Some(Err(e)),
+                };
+                let id = (1..ironclad_core::abi::SHIELD_MAX_RULES).find(|id| !used.contains(id))?;
+                shield
+                    .reset_counter(id)
+                    .and_then(|()| shield.insert_rule(net, id, rule.action))
+            }
+            ShieldEdit::Remove { .. } => shield.remove_rule(net).map(|_| ()),
+        })
+    }
+
+    /// Enforces `next` (by `edit` in place when it can) and stores it; the rules in
+    /// force before come back when it cannot be stored (what is not kept is not
+    /// enforced either).
+    fn change(
+        &mut self,
+        next: StoreFileChange,
+        edit: Option<ShieldEdit>,
+    ) -> std::result::Result<&'static str, tonic::Status> {
+        let (entries, how) = self.enforce(&next, edit)?;
         if let Err(e) = self.store.save(next) {
             let before = self.store.current();
-            let _ = self.enforce(&before);
+            let _ = self.enforce(&before, None);
             return Err(tonic::Status::internal(format!("{e:#}")));
         }
         self.api.publish_rules(entries);
-        Ok(())
+        Ok(how)
     }
 
     fn record(&self, object: &str, outcome: AuditOutcome, detail: String) {
@@ -1291,11 +1370,18 @@ impl ChangeContext<'_, '_> {
                     ))
                 } else {
                     let next = self.store.with(&rule, &comment, &by);
-                    self.change(next)
+                    let edit = matches!(
+                        rule.section,
+                        RuleSection::ShieldDeny | RuleSection::ShieldAllow
+                    )
+                    .then(|| ShieldEdit::Insert {
+                        label: label.clone(),
+                    });
+                    self.change(next, edit)
                 };
                 match &result {
-                    Ok(()) => {
-                        info!("control API: rule {label} added: {what}");
+                    Ok(how) => {
+                        info!("control API: rule {label} added ({how}): {what}");
                         self.record(&label, AuditOutcome::Ok, format!("api rule added: {what}"));
                     }
                     Err(status) => {
@@ -1307,7 +1393,7 @@ impl ChangeContext<'_, '_> {
                         );
                     }
                 }
-                let _ = reply.send(result.map(|()| ironclad_api::v1::AddRuleResponse {
+                let _ = reply.send(result.map(|_| ironclad_api::v1::AddRuleResponse {
                     id: label,
                     applied_micros: micros(received),
                 }));
@@ -1325,11 +1411,14 @@ impl ChangeContext<'_, '_> {
                     Some(_) if pending => Err(tonic::Status::failed_precondition(
                         "a reload waits for `full_firewall confirm`: confirm it (or let it roll back) first",
                     )),
-                    Some(next) => self.change(next),
+                    Some(next) => {
+                        let edit = self.api.shield_rule(&id).map(|net| ShieldEdit::Remove { net });
+                        self.change(next, edit)
+                    }
                 };
                 match &result {
-                    Ok(()) => {
-                        info!("control API: rule {id} removed by {by}");
+                    Ok(how) => {
+                        info!("control API: rule {id} removed by {by} ({how})");
                         self.record(&id, AuditOutcome::Ok, format!("api rule removed by {by}"));
                     }
                     Err(status) => self.record(
@@ -1338,7 +1427,7 @@ impl ChangeContext<'_, '_> {
                         format!("api rule removal by {by} refused: {}", status.message()),
                     ),
                 }
-                let _ = reply.send(result.map(|()| ironclad_api::v1::RemoveRuleResponse {
+                let _ = reply.send(result.map(|_| ironclad_api::v1::RemoveRuleResponse {
                     applied_micros: micros(received),
                 }));
             }

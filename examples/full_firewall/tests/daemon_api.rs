@@ -98,8 +98,14 @@ fn rules_added_through_the_api_are_enforced_at_once_streamed_kept_and_removed() 
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stdout.starts_with("api-1 (enforced in "), "{stdout}");
-    // Enforced when the call returned: the very next packets are dropped.
+    // Enforced when the call returned: the very next packets are dropped. The Shield
+    // wrote the one prefix in place (no reload of the whole policy).
     assert_eq!(lab.ping(2, 3), 0, "denied through the API");
+    assert!(
+        daemon.log().contains("rule api-1 added (written in place)"),
+        "{}",
+        daemon.log()
+    );
     assert_eq!(lab.ping(3, 1), 0, "the policy's own rule still");
     let events = events.wait_with_output().expect("events");
     assert!(events.status.success(), "{events:?}");

@@ -137,6 +137,12 @@ pub trait Feature: Send {
         None
     }
 
+    /// The Shield, for single-rule edits in place ([`Features::shield`]). Only the
+    /// Shield answers.
+    fn as_shield(&self) -> Option<&ironclad_bpf::Shield> {
+        None
+    }
+
     /// Stops the feature. With `detach` its hooks and pins are removed; otherwise
     /// pinned enforcement stays in the kernel. Returns what was done, for the log.
     fn stop(self: Box<Self>, loader: &Loader, detach: bool) -> Result<String>;
@@ -519,6 +525,14 @@ impl<'l> Features<'l> {
             .iter()
             .find(|f| f.name() == name)
             .map(|f| &**f as &dyn Feature)
+    }
+
+    /// The running Shield, for edits of single rules in place
+    /// ([`Shield::insert_rule`](ironclad_bpf::Shield::insert_rule),
+    /// [`remove_rule`](ironclad_bpf::Shield::remove_rule)) between reloads: the next
+    /// [`reload`](Self::reload) plans the whole policy again.
+    pub fn shield(&self) -> Option<&ironclad_bpf::Shield> {
+        self.running.iter().find_map(|f| f.as_shield())
     }
 
     /// The names of the running features, in start order.

@@ -97,6 +97,10 @@ impl Feature for Running {
         "shield"
     }
 
+    fn as_shield(&self) -> Option<&Shield> {
+        Some(&self.shield)
+    }
+
     fn describe(&self) -> String {
         let mode = match self.shield.mode() {
             Ok(Mode::DryRun) => "dry-run",
