@@ -196,6 +196,14 @@ pub enum BpfError {
     #[error(transparent)]
     FastPath6(#[from] ironclad_policy::fastpath6::FastPath6Error),
 
+    /// Every Shield rule counter index is in use: a new rule has none (nothing was
+    /// written).
+    #[error("every Shield rule index (1..{max}) is in use: no room for another rule")]
+    RulesFull {
+        /// How many indexes there are.
+        max: u32,
+    },
+
     /// A Shield configuration value the kernel cannot hold (checked before anything is
     /// written: the live configuration stays).
     #[error("shield configuration `{field}`: {reason}")]

@@ -600,3 +600,63 @@ fn replace_changes_only_what_differs_and_keeps_counters() {
     );
     assert_eq!(shield.mode().expect("mode"), Mode::DryRun);
 }
+
+#[test]
+fn a_new_rule_gets_an_index_no_rule_or_set_uses_and_is_written_in_place() {
+    require_privileges!();
+    let pins = BpffsDir::new("newrule").expect("bpffs dir");
+    let loader = Loader::builder()
+        .pin_root(pins.path())
+        .build()
+        .expect("loader");
+    let shield = Shield::load(&loader).expect("load");
+    // A policy with rules 1 and 2 and an empty set (its index held, no prefix in it).
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("empty.txt"), "# nothing yet\n").expect("feed");
+    let policy = ironclad_policy::config::compile_str(
+        "shield:\n  deny: [198.51.100.0/24]\n  allow: [198.51.100.7]\n  deny_feeds:\n    - {path: empty.txt, format: plain}\n",
+        &dir.path().join("p.yaml"),
+    )
+    .expect("policy")
+    .shield
+    .expect("shield");
+    shield.replace(&policy).expect("replace");
+    let used: Vec<u32> = shield
+        .rules()
+        .expect("rules")
+        .iter()
+        .map(|r| r.rule_id)
+        .collect();
+    assert_eq!(used.len(), 3, "two rules and the set: {used:?}");
+    let id = shield
+        .insert_new_rule("203.0.113.0/24".parse().expect("cidr"), Action::Deny)
+        .expect("insert");
+    assert!(!used.contains(&id), "{id} is new: {used:?}");
+    let frame = frames::ipv4_udp(
+        Ipv4Addr::new(203, 0, 113, 5),
+        Ipv4Addr::new(192, 0, 2, 1),
+        18,
+    );
+    assert_eq!(
+        shield.test_run(&frame, 3).expect("run").return_value,
+        XDP_DROP
+    );
+    assert_eq!(shield.rule_counter(id).expect("counter").packets, 3);
+    let second = shield
+        .insert_new_rule("203.0.114.0/24".parse().expect("cidr"), Action::Deny)
+        .expect("insert");
+    assert!(second != id && !used.contains(&second));
+    assert!(shield
+        .remove_rule("203.0.113.0/24".parse().expect("cidr"))
+        .expect("remove"));
+    assert_eq!(
+        shield.test_run(&frame, 1).expect("run").return_value,
+        XDP_PASS
+    );
+    // Its index is free again, its counter zeroed when reused.
+    let again = shield
+        .insert_new_rule("192.0.2.128/25".parse().expect("cidr"), Action::Deny)
+        .expect("insert");
+    assert_eq!(again, id);
+    assert_eq!(shield.rule_counter(again).expect("counter").packets, 0);
+}

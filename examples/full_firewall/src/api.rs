@@ -10,7 +10,7 @@
 //! record and only then answers: when the call returns, the kernel enforces it.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -371,7 +371,7 @@ pub(crate) fn rule_entries(config: &CompiledConfig, store: &Store, policy: &str)
 #[derive(Clone)]
 struct Shared {
     changes: std::sync::mpsc::SyncSender<Change>,
-    waiting: Arc<AtomicBool>,
+    wake: Arc<std::os::fd::OwnedFd>,
     rules: Arc<Mutex<Vec<RuleEntry>>>,
     fanout: Arc<Fanout<Event>>,
     pin_dir: PathBuf,
@@ -383,7 +383,7 @@ struct Shared {
 /// The running API: the control loop takes rule changes from it.
 pub(crate) struct Api {
     changes: std::sync::mpsc::Receiver<Change>,
-    waiting: Arc<AtomicBool>,
+    wake: Arc<std::os::fd::OwnedFd>,
     rules: Arc<Mutex<Vec<RuleEntry>>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -423,11 +423,18 @@ impl Api {
         policy: &Path,
     ) -> Result<Self> {
         let (changes_tx, changes) = std::sync::mpsc::sync_channel(QUEUE);
-        let waiting = Arc::new(AtomicBool::new(false));
+        // Written with each queued change: the control loop's wait ends at once.
+        let wake = Arc::new(
+            rustix::event::eventfd(
+                0,
+                rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+            )
+            .context("the control API's eventfd")?,
+        );
         let rules = Arc::new(Mutex::new(Vec::new()));
         let shared = Shared {
             changes: changes_tx,
-            waiting: waiting.clone(),
+            wake: wake.clone(),
             rules: rules.clone(),
             fanout,
             pin_dir: pin_dir.to_path_buf(),
@@ -491,7 +498,7 @@ impl Api {
         }
         Ok(Self {
             changes,
-            waiting,
+            wake,
             rules,
             stop: Some(stop),
             thread: Some(thread),
@@ -500,18 +507,19 @@ impl Api {
         })
     }
 
-    /// Whether a change waits (the loop then turns at once instead of sleeping on).
-    pub(crate) fn waiting(&self) -> bool {
-        self.waiting.load(Ordering::Relaxed)
+    /// Readable when a change was queued: the control loop waits on it with its rings
+    /// ([`Features::poll_or_woken`](ironclad_agent::features::Features::poll_or_woken)).
+    pub(crate) fn wake_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.wake.as_fd()
     }
 
-    /// The next waiting change.
+    /// The next waiting change (the wake-up cleared first, so a change queued while the
+    /// loop works wakes it again).
     pub(crate) fn next_change(&self) -> Option<Change> {
-        let change = self.changes.try_recv().ok();
-        if change.is_none() {
-            self.waiting.store(false, Ordering::Relaxed);
-        }
-        change
+        let mut count = [0u8; 8];
+        let _ = rustix::io::read(&*self.wake, &mut count);
+        self.changes.try_recv().ok()
     }
 
     /// The prefix of the Shield rule `id` (`api-N`) in force, if it is one.
@@ -586,7 +594,7 @@ impl DaemonControl {
                 Status::unavailable("the daemon is stopping")
             }
         })?;
-        self.0.waiting.store(true, Ordering::Relaxed);
+        let _ = rustix::io::write(&*self.0.wake, &1u64.to_ne_bytes());
         Ok(())
     }
 }

@@ -1181,16 +1181,12 @@ fn write_bundle(
     Ok(())
 }
 
-/// Waits up to 100 ms for events. With the control API, in slices of 10 ms, so that a
-/// rule change waits at most that long for the loop.
+/// Waits up to 100 ms for events; with the control API, a queued change ends the wait
+/// at once.
 fn poll(features: &Features<'_>, api: Option<&Api>) {
-    let Some(api) = api else {
-        features.poll(Duration::from_millis(100));
-        return;
-    };
-    let start = std::time::Instant::now();
-    while start.elapsed() < Duration::from_millis(100) && !api.waiting() {
-        features.poll(Duration::from_millis(10));
+    match api {
+        Some(api) => features.poll_or_woken(Duration::from_millis(100), api.wake_fd()),
+        None => features.poll(Duration::from_millis(100)),
     }
 }
 
@@ -1302,15 +1298,7 @@ impl ChangeContext<'_, '_> {
         Some(match edit {
             ShieldEdit::Insert { .. } => {
                 let rule = policy.rules.iter().find(|r| r.cidr == net)?;
-                // A counter index no rule uses (none left: the reload reports it).
-                let used: std::collections::BTreeSet<u32> = match shield.rules() {
-                    Ok(rules) => rules.iter().map(|r| r.rule_id).collect(),
-                    Err(e) => return Some(Err(e)),
-                };
-                let id = (1..ironclad_core::abi::SHIELD_MAX_RULES).find(|id| !used.contains(id))?;
-                shield
-                    .reset_counter(id)
-                    .and_then(|()| shield.insert_rule(net, id, rule.action))
+                shield.insert_new_rule(net, rule.action).map(|_| ())
             }
             ShieldEdit::Remove { .. } => shield.remove_rule(net).map(|_| ()),
         })

@@ -489,6 +489,29 @@ impl<'l> Features<'l> {
         }
     }
 
+    /// [`poll`](Self::poll), also ending the wait as soon as `wake` is readable (an
+    /// eventfd another thread writes when it has work for the caller's loop, such as
+    /// a control API's request). The caller reads `wake` to clear it.
+    pub fn poll_or_woken(&self, timeout: Duration, wake: std::os::fd::BorrowedFd<'_>) {
+        use rustix::event::{PollFd, PollFlags};
+        let wait = rustix::time::Timespec {
+            tv_sec: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
+            tv_nsec: i64::from(timeout.subsec_nanos()),
+        };
+        let mut fds = vec![PollFd::from_borrowed_fd(wake, PollFlags::IN)];
+        if let Some(r) = &self.reader {
+            fds.push(PollFd::new(r, PollFlags::IN));
+        }
+        // EINTR (a signal: SIGHUP) ends the wait early, as it should.
+        let _ = rustix::event::poll(&mut fds, Some(&wait));
+        drop(fds);
+        if let Some(r) = &self.reader {
+            if let Err(e) = r.drain() {
+                warn!("reading events: {e}");
+            }
+        }
+    }
+
     /// Every feature's periodic work (bandwidth reports when due).
     pub fn tick(&mut self) {
         let out = Publisher {
