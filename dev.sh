@@ -242,6 +242,9 @@ check_daemonset_command() {
     ip link add ickube0 type veth peer name ickube1 netns "$ns"
     # 203.0.113.7: a source in the range the ConfigMap's policy denies.
     ip addr add 10.252.0.1/24 dev ickube0 && ip addr add 203.0.113.7/32 dev ickube0
+    # 198.51.100.7: a source neither denied nor in the management valve (10.0.0.0/8),
+    # for a rule added through the control API.
+    ip addr add 198.51.100.7/32 dev ickube0
     ip link set ickube0 up
     ip -n "$ns" addr add "$node/24" dev ickube1 && ip -n "$ns" link set ickube1 up
     ip -n "$ns" link set lo up
@@ -279,12 +282,15 @@ PY
     grep -q -- "--iface auto: the Shield attaches to ickube1" "$tmp/kube/log/stderr" || fail="${fail:+$fail, }--iface=auto did not find the uplink"
     # The control API on the run directory's socket: a rule added through it is
     # enforced and kept in the state directory.
-    "$bin" rules add shield.deny 10.252.0.1/32 --socket "$tmp/kube/run/api.sock" >/dev/null \
+    received=$({ ping -q -c 2 -i 0.2 -W 1 -I 198.51.100.7 "$node" 2>/dev/null || true; } \
+        | awk -F', ' '/received/ { split($2, a, " "); print a[1] }')
+    [[ "$received" == 2 ]] || fail="${fail:+$fail, }198.51.100.7 got ${received:-?} of 2 answers before the API's rule"
+    "$bin" rules add shield.deny 198.51.100.7/32 --socket "$tmp/kube/run/api.sock" >/dev/null \
         || fail="${fail:+$fail, }the control API refused a rule"
-    received=$({ ping -q -c 2 -i 0.2 -W 1 -I 10.252.0.1 "$node" 2>/dev/null || true; } \
+    received=$({ ping -q -c 2 -i 0.2 -W 1 -I 198.51.100.7 "$node" 2>/dev/null || true; } \
         | awk -F', ' '/received/ { split($2, a, " "); print a[1] }')
     [[ "$received" == 0 ]] || fail="${fail:+$fail, }a rule added through the control API is not enforced"
-    grep -q '"rule": "10.252.0.1/32"' "$tmp/kube/state/runtime-rules.json" 2>/dev/null \
+    grep -q '"rule": "198.51.100.7/32"' "$tmp/kube/state/runtime-rules.json" 2>/dev/null \
         || fail="${fail:+$fail, }the rule is not kept in the state directory"
     kill -TERM "$pid"; wait "$pid" || fail="${fail:+$fail, }exit status $?"
     rmdir "/sys/fs/bpf/ic-kube-$$" 2>/dev/null || true
