@@ -139,6 +139,16 @@ pub fn caller<T>(request: &Request<T>) -> String {
     }
 }
 
+/// `service` with the request size limit and every call's caller checked.
+fn checked<S: Control>(
+    service: S,
+) -> tonic::service::interceptor::InterceptedService<ControlServer<S>, PeerCheck> {
+    tonic::service::interceptor::InterceptedService::new(
+        ControlServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES),
+        PeerCheck::default(),
+    )
+}
+
 /// The PEM files of the TCP listener's mutual TLS.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
@@ -197,27 +207,18 @@ where
     F: std::future::Future<Output = ()> + Send,
 {
     let config = tls.config()?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|source| ApiError::Io {
-            what: "serving on",
-            path: "tcp".into(),
-            source,
-        })?;
-    let listener = tokio::net::TcpListener::from_std(listener).map_err(|source| ApiError::Io {
+    let io = |source| ApiError::Io {
         what: "serving on",
         path: "tcp".into(),
         source,
-    })?;
+    };
+    listener.set_nonblocking(true).map_err(io)?;
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(io)?;
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let service = tonic::service::interceptor::InterceptedService::new(
-        ControlServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES),
-        PeerCheck::default(),
-    );
     tonic::transport::Server::builder()
         .tls_config(config)?
         .concurrency_limit_per_connection(MAX_CALLS_PER_CONNECTION)
-        .add_service(service)
+        .add_service(checked(service))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
@@ -249,13 +250,9 @@ where
         source,
     })?;
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-    let service = tonic::service::interceptor::InterceptedService::new(
-        ControlServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES),
-        PeerCheck::default(),
-    );
     tonic::transport::Server::builder()
         .concurrency_limit_per_connection(MAX_CALLS_PER_CONNECTION)
-        .add_service(service)
+        .add_service(checked(service))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
