@@ -612,11 +612,15 @@ fn wanted(filter: &StreamEventsRequest, event: &Event, json: &serde_json::Value)
         return false;
     }
     if !filter.exe.is_empty() {
+        // An `exe` field anywhere (the event's, its process block's, an ancestor's),
+        // written as a path or as an object with one.
         fn names(v: &serde_json::Value, exe: &str) -> bool {
             match v {
-                serde_json::Value::String(s) => s == exe,
                 serde_json::Value::Array(a) => a.iter().any(|v| names(v, exe)),
-                serde_json::Value::Object(o) => o.values().any(|v| names(v, exe)),
+                serde_json::Value::Object(o) => o.iter().any(|(k, v)| {
+                    (k == "exe" && (v.as_str() == Some(exe) || v["path"].as_str() == Some(exe)))
+                        || names(v, exe)
+                }),
                 _ => false,
             }
         }
@@ -854,4 +858,102 @@ impl Control for DaemonControl {
 /// The answer to a change that could not be applied.
 pub(crate) fn refused(message: String) -> Status {
     Status::failed_precondition(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ironclad_core::abi::EgressAction;
+    use ironclad_events::{Actor, EgressDecision};
+
+    fn connect(pid: u32, exe: &str, rule_id: u32) -> (Event, serde_json::Value) {
+        let event = Event::Connect(EgressDecision {
+            time: String::new(),
+            ktime_ns: 1,
+            verdict: EgressAction::Deny,
+            actor: Actor {
+                pid,
+                tid: Some(pid),
+                uid: 0,
+                comm: "curl".to_string(),
+                exe: Some(exe.to_string()),
+                exe_dev: 1,
+                exe_ino: 2,
+                process: None,
+            },
+            cgroup_id: 1,
+            dst: "192.0.2.1".parse().expect("addr"),
+            dport: 443,
+            proto: "tcp".to_string(),
+            rule_id,
+            hook: "connect4",
+            feed: None,
+            encrypted_dns: false,
+        });
+        let json = serde_json::from_str(&event.to_json()).expect("json");
+        (event, json)
+    }
+
+    #[test]
+    fn a_stream_s_filter_takes_kind_process_executable_and_rule() {
+        let (event, json) = connect(4121, "/usr/bin/curl", 3);
+        let pass = |filter: StreamEventsRequest| wanted(&filter, &event, &json);
+        assert!(
+            pass(StreamEventsRequest::default()),
+            "no filter: everything"
+        );
+        let kinds = |k: &[&str]| StreamEventsRequest {
+            kinds: k.iter().map(ToString::to_string).collect(),
+            ..Default::default()
+        };
+        assert!(pass(kinds(&["shield_drop", "connect"])));
+        assert!(!pass(kinds(&["shield_drop"])));
+        for (pid, ok) in [(4121, true), (4122, false)] {
+            assert_eq!(
+                pass(StreamEventsRequest {
+                    pid,
+                    ..Default::default()
+                }),
+                ok
+            );
+        }
+        for (exe, ok) in [
+            ("/usr/bin/curl", true),
+            ("/usr/bin/wget", false),
+            ("curl", false),
+        ] {
+            assert_eq!(
+                pass(StreamEventsRequest {
+                    exe: exe.to_string(),
+                    ..Default::default()
+                }),
+                ok,
+                "{exe}"
+            );
+        }
+        for (rule_id, ok) in [(3, true), (4, false)] {
+            assert_eq!(
+                pass(StreamEventsRequest {
+                    rule_id,
+                    ..Default::default()
+                }),
+                ok
+            );
+        }
+        // All at once: every one must hold.
+        assert!(pass(StreamEventsRequest {
+            kinds: vec!["connect".to_string()],
+            pid: 4121,
+            exe: "/usr/bin/curl".to_string(),
+            rule_id: 3,
+            queue: 0,
+        }));
+        assert!(!pass(StreamEventsRequest {
+            kinds: vec!["connect".to_string()],
+            pid: 4121,
+            exe: "/usr/bin/curl".to_string(),
+            rule_id: 9,
+            queue: 0,
+        }));
+    }
 }
