@@ -515,8 +515,7 @@ cmd_perf() {
     export IRONCLAD_FIGURES
     IRONCLAD_DAEMON=$(examples/deploy/build-static.sh) \
     cargo bench -p ironclad-benches --bench shield --bench tls --bench egress --bench domains --bench events --bench sources --bench process --bench firewall --bench api -- --noplot
-    # One guest at a time: the Sentinel's figures do not share the machine.
-    GUEST_SEQUENTIAL=1 guest/run.sh --bench
+    guest/run.sh --bench
     check_footprint
     local dirty=()
     # Only code changes make the measured tree differ from the commit; docs do not.

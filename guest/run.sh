@@ -6,7 +6,6 @@
 #   guest/run.sh --bench    also run the Sentinel benchmark, in the first kernel's guest
 #                           (docs/performance.md quotes that kernel's figures)
 #   GUEST_FILTER=NAME guest/run.sh   only the tests whose name contains NAME
-#   GUEST_SEQUENTIAL=1 guest/run.sh  one guest at a time (default: every kernel's at once)
 #
 # The guest (virtme-ng, TCG: KVM guests hang on these machines) shares the host's root
 # file system read-only, so the test binaries built here run there unchanged; results
@@ -117,7 +116,6 @@ fi
 
 status=0
 ran=0
-RUNS=()
 while read -r name pattern; do
     [[ -z "$name" || "$name" == \#* ]] && continue
     ran=$((ran + 1))
@@ -152,23 +150,11 @@ fi
 GUEST
     chmod +x "$out/guest.sh"
     log "$name: booting $ver (TCG)"
-    # Every kernel's guest at once (CI's time: a TCG guest running single-threaded
-    # tests leaves the host's other core mostly idle); one at a time with
-    # GUEST_SEQUENTIAL=1 (dev.sh perf: the Sentinel's figures do not share the machine).
-    (
-        started=$SECONDS
-        timeout "${GUEST_TIMEOUT:-900}" vng --run "$image" --disable-kvm --force-9p --memory 2G --cpus 2 \
-            --rwdir "$out" --exec "$out/guest.sh" >"$out/vng.log" 2>&1 || true
-        echo "$((SECONDS - started))" > "$out/seconds"
-    ) &
-    RUNS+=("$name $out $bench_here")
-    if [[ "${GUEST_SEQUENTIAL:-}" == 1 ]]; then wait; fi
-done < guest/kernels
-wait
-for run in "${RUNS[@]}"; do
-    read -r name out bench_here <<<"$run"
+    started=$SECONDS
+    timeout "${GUEST_TIMEOUT:-900}" vng --run "$image" --disable-kvm --force-9p --memory 2G --cpus 2 \
+        --rwdir "$out" --exec "$out/guest.sh" >"$out/vng.log" 2>&1 || true
     cat "$out/output.txt" 2>/dev/null || true
-    log "$name: guest run took $(cat "$out/seconds" 2>/dev/null || echo '?') s"
+    log "$name: guest run took $((SECONDS - started)) s"
     if [[ "$(cat "$out/rc" 2>/dev/null)" != 0 ]]; then
         echo "guest $name: tests failed or did not finish (see $out/vng.log)" >&2
         tail -n 20 "$out/vng.log" >&2 || true
@@ -182,7 +168,7 @@ for run in "${RUNS[@]}"; do
     if [[ -n "$bench_here" && -n "${IRONCLAD_FIGURES:-}" && -s "$out/figures.jsonl" ]]; then
         cat "$out/figures.jsonl" >> "$IRONCLAD_FIGURES"
     fi
-done
+done < guest/kernels
 # A guest step that booted nothing proved nothing: fail rather than pass empty.
 if ((ran == 0)); then
     echo "guest/kernels lists no kernel: no guest test ran" >&2
