@@ -1271,21 +1271,15 @@ impl ChangeContext<'_, '_> {
     ) -> Option<std::result::Result<(), BpfError>> {
         let shield = self.features.shield()?;
         let policy = config.shield.as_ref()?;
-        let net = match &edit {
+        // The prefix, and for an addition the action of the rule labelled `label`.
+        let (net, action) = match &edit {
             ShieldEdit::Insert { label } => {
-                let mut same = policy.rules.iter().filter(|r| {
-                    policy
-                        .rules
-                        .iter()
-                        .any(|o| o.origin == *label && o.cidr == r.cidr)
-                });
-                let rule = same.next()?;
-                (same.next().is_none()).then_some(())?;
-                rule.cidr
+                let rule = policy.rules.iter().find(|r| r.origin == *label)?;
+                let alone = policy.rules.iter().filter(|r| r.cidr == rule.cidr).count() == 1;
+                alone.then_some((rule.cidr, Some(rule.action)))?
             }
             ShieldEdit::Remove { net } => {
-                (!policy.rules.iter().any(|r| r.cidr == *net)).then_some(())?;
-                *net
+                (!policy.rules.iter().any(|r| r.cidr == *net)).then_some((*net, None))?
             }
         };
         if policy
@@ -1295,12 +1289,9 @@ impl ChangeContext<'_, '_> {
         {
             return None;
         }
-        Some(match edit {
-            ShieldEdit::Insert { .. } => {
-                let rule = policy.rules.iter().find(|r| r.cidr == net)?;
-                shield.insert_new_rule(net, rule.action).map(|_| ())
-            }
-            ShieldEdit::Remove { .. } => shield.remove_rule(net).map(|_| ()),
+        Some(match action {
+            Some(action) => shield.insert_new_rule(net, action).map(|_| ()),
+            None => shield.remove_rule(net).map(|_| ()),
         })
     }
 
