@@ -86,12 +86,16 @@ for line in sys.stdin:
 
 install_tools
 log "building the guest tests"
-cargo build --quiet -p ironclad-sentinel --example sentinel_agent
-cargo build --quiet -p full_firewall -p embed_agent
-TESTS=$(cargo test --quiet -p ironclad-sentinel --test sentinel_guest --no-run --message-format=json | executable sentinel_guest | tail -n 1)
+# Built as `cargo test --workspace` builds them (./dev.sh test runs it just before, and
+# this then finds everything built): the test binaries with the agent example and the
+# daemons beside them. A build with `-p`, or a `cargo build`, resolves features and
+# profiles its own way and rebuilt the shared dependencies (3.5 minutes of CI's two
+# CPUs) into binaries that differ from the host suite's in nothing the guests need.
+BUILT=$(cargo test --quiet --workspace --no-run --message-format=json)
+TESTS=$(executable sentinel_guest <<<"$BUILT" | tail -n 1)
 [[ -x "$TESTS" ]] || { echo "could not find the sentinel_guest test binary" >&2; exit 1; }
 # The stateful firewall on the guest kernels (its verifier, its programs, tcx's absence).
-FW_TESTS=$(cargo test --quiet -p ironclad-bpf --test firewall_guest --no-run --message-format=json | executable firewall_guest | tail -n 1)
+FW_TESTS=$(executable firewall_guest <<<"$BUILT" | tail -n 1)
 [[ -x "$FW_TESTS" ]] || { echo "could not find the firewall_guest test binary" >&2; exit 1; }
 # The host suites of the features that need `bpf_loop`, BTF tracepoints and uprobes
 # (egress by DNS name, DNS and bandwidth telemetry, TLS capture, the process cache),
@@ -104,7 +108,7 @@ HOST_SUITES=(egress_domains telemetry_sockets tls_uprobe process_cache)
 SUITE_SKIP="--skip per_process_probes_put_no_breakpoint_in_processes_out_of_scope"
 SUITE_TESTS=()
 for suite in "${HOST_SUITES[@]}"; do
-    bin=$(cargo test --quiet -p ironclad-bpf --test "$suite" --no-run --message-format=json | executable "$suite" | tail -n 1)
+    bin=$(executable "$suite" <<<"$BUILT" | tail -n 1)
     [[ -x "$bin" ]] || { echo "could not find the $suite test binary" >&2; exit 1; }
     SUITE_TESTS+=("$bin")
 done

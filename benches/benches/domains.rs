@@ -145,6 +145,9 @@ const DOMAIN_POLICY: &str =
     "egress:\n  default: allow\n  rules:\n    - dst_domain: \"*.bench.test\"\n      action: allow\n";
 
 fn domains(_: &mut Criterion) {
+    let round_count = ironclad_benches::rounds(ROUNDS);
+    let round_connects = ironclad_benches::repeats(ROUND_CONNECTS);
+    let answers = ironclad_benches::repeats(ANSWERS);
     let stop = Arc::new(AtomicBool::new(false));
     let thread = responder(stop.clone());
     let resolver: SocketAddr = RESOLVER.parse().unwrap_or_else(|e| panic!("{e}"));
@@ -196,8 +199,8 @@ fn domains(_: &mut Criterion) {
     let stats_before = std::fs::read_to_string(STATS).unwrap_or_else(|_| "0".to_string());
     std::fs::write(STATS, "1").unwrap_or_else(|e| panic!("{STATS}: {e}"));
     let mut next = 0u32;
-    for _ in 0..ROUNDS {
-        answer[0].push(resolve(&dns_sockets[0], next, ANSWERS));
+    for _ in 0..round_count {
+        answer[0].push(resolve(&dns_sockets[0], next, answers));
         // Names live, but this socket connected before they were: it is not marked,
         // so the programs see what every other packet of the cgroup costs them.
         apply(&firewall, DOMAIN_POLICY);
@@ -205,7 +208,7 @@ fn domains(_: &mut Criterion) {
             .attach(cgroups[1].path())
             .unwrap_or_else(|e| panic!("{e}"));
         let (in0, out0) = (runs("ic_dns_in"), runs("ic_dns_out"));
-        answer[1].push(resolve(&dns_sockets[1], next, ANSWERS));
+        answer[1].push(resolve(&dns_sockets[1], next, answers));
         program[0].push(per_run(in0, runs("ic_dns_in")));
         program[1].push(per_run(out0, runs("ic_dns_out")));
         drop(attached);
@@ -217,11 +220,11 @@ fn domains(_: &mut Criterion) {
             .connect(resolver)
             .unwrap_or_else(|e| panic!("{e}"));
         let (in0, out0) = (runs("ic_dns_in"), runs("ic_dns_out"));
-        answer[2].push(resolve(&dns_sockets[2], next, ANSWERS));
+        answer[2].push(resolve(&dns_sockets[2], next, answers));
         program[2].push(per_run(in0, runs("ic_dns_in")));
         program[3].push(per_run(out0, runs("ic_dns_out")));
         drop(attached);
-        next += ANSWERS;
+        next += answers;
     }
     let _ = std::fs::write(STATS, stats_before.trim());
     record("domains_answer/in_plain", Unit::Ns, &program[0]);
@@ -235,7 +238,7 @@ fn domains(_: &mut Criterion) {
         .find(|(t, _)| *t == ironclad_core::abi::DnsTotal::Responses)
         .map_or(0, |(_, n)| *n);
     assert!(
-        responses >= (ROUNDS as u64) * u64::from(ANSWERS),
+        responses >= (round_count as u64) * u64::from(answers),
         "every answer of the `opened` socket was read: {responses}"
     );
     record("domains_answer/bare", Unit::Ns, &answer[0]);
@@ -274,12 +277,12 @@ fn domains(_: &mut Criterion) {
         .unwrap_or_else(|| panic!("ic_baseline_connect4 in the baseline object"));
     let time = |socket: &UdpSocket, to: SocketAddr| {
         let start = Instant::now();
-        for _ in 0..ROUND_CONNECTS {
+        for _ in 0..round_connects {
             socket
                 .connect(to)
                 .unwrap_or_else(|e| panic!("connect: {e}"));
         }
-        start.elapsed().as_nanos() as f64 / f64::from(ROUND_CONNECTS)
+        start.elapsed().as_nanos() as f64 / f64::from(round_connects)
     };
     let opened = SocketAddr::from((address(4321), 8080));
     let missed = SocketAddr::from((Ipv4Addr::new(10, 223, 0, 1), 8080));
@@ -316,7 +319,7 @@ fn domains(_: &mut Criterion) {
         // are the difference.
         let counted_before = first_rule();
         let mut rounds: [Vec<f64>; 3] = Default::default();
-        for _ in 0..ROUNDS {
+        for _ in 0..round_count {
             rounds[0].push(time(&connect_sockets[0], to));
             {
                 let _link = empty_program
@@ -333,7 +336,7 @@ fn domains(_: &mut Criterion) {
         // Which rule decided: the domain rule (slot 1) for the opened destination, the
         // default for the other; the CIDR policy's first rule for its own.
         let hits = first_rule() - counted_before;
-        let all = (ROUNDS as u64) * u64::from(ROUND_CONNECTS);
+        let all = (round_count as u64) * u64::from(round_connects);
         assert_eq!(
             hits,
             if name == "names_miss" { 0 } else { all },
@@ -357,7 +360,7 @@ fn domains(_: &mut Criterion) {
     stop.store(true, Ordering::Relaxed);
     let _ = thread.join();
     println!(
-        "\nDNS answer, send + recv (minimums of {ROUNDS} rounds x {ANSWERS}): bare {:.0} ns, plain {:.0} ns, opened {:.0} ns",
+        "\nDNS answer, send + recv (minimums of {round_count} rounds x {answers}): bare {:.0} ns, plain {:.0} ns, opened {:.0} ns",
         min(&answer[0]),
         min(&answer[1]),
         min(&answer[2]),
@@ -370,7 +373,7 @@ fn domains(_: &mut Criterion) {
         min(&program[3]),
     );
     println!(
-        "connect() with 10,000 addresses (paired minimums of {ROUNDS} rounds x {ROUND_CONNECTS}):"
+        "connect() with 10,000 addresses (paired minimums of {round_count} rounds x {round_connects}):"
     );
     println!(
         "{:<14} {:>8} {:>8} {:>8} {:>8}",

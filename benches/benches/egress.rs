@@ -127,6 +127,8 @@ fn allowed(firewall: &EgressFirewall) -> u64 {
 }
 
 fn paired(_: &mut Criterion) {
+    let round_count = ironclad_benches::rounds(ROUNDS);
+    let round_connects = ironclad_benches::repeats(ROUND_CONNECTS);
     let listener = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
     let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
     let cgroups = ["bench-eg-bare", "bench-eg-empty", "bench-eg-fw"]
@@ -151,22 +153,22 @@ fn paired(_: &mut Criterion) {
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
     let firewall = EgressFirewall::load(&loader).unwrap_or_else(|e| panic!("{e}"));
-    // ns per connect() of one run of ROUND_CONNECTS.
+    // ns per connect() of one run of round_connects.
     let time = |socket: &UdpSocket| {
         let start = Instant::now();
-        for _ in 0..ROUND_CONNECTS {
+        for _ in 0..round_connects {
             socket
                 .connect(addr)
                 .unwrap_or_else(|e| panic!("connect: {e}"));
         }
-        start.elapsed().as_nanos() as f64 / f64::from(ROUND_CONNECTS)
+        start.elapsed().as_nanos() as f64 / f64::from(round_connects)
     };
     let mut table = Vec::new();
     for (name, yaml) in cases() {
         apply(&firewall, &yaml);
         let before = allowed(&firewall);
         let mut rounds: [Vec<f64>; 3] = Default::default();
-        for _ in 0..ROUNDS {
+        for _ in 0..round_count {
             rounds[0].push(time(&sockets[0]));
             {
                 let _link = empty_program
@@ -182,7 +184,7 @@ fn paired(_: &mut Criterion) {
         }
         assert_eq!(
             allowed(&firewall) - before,
-            ROUNDS as u64 * u64::from(ROUND_CONNECTS),
+            round_count as u64 * u64::from(round_connects),
             "{name}: the firewall allowed every connect() of its socket, and no other"
         );
         let [bare, empty, fw] = &rounds;
@@ -193,7 +195,7 @@ fn paired(_: &mut Criterion) {
         table.push((name, min(bare), min(empty), min(fw)));
     }
     drop(firewall);
-    println!("\negress connect() (paired minimums of {ROUNDS} rounds x {ROUND_CONNECTS}):");
+    println!("\negress connect() (paired minimums of {round_count} rounds x {round_connects}):");
     println!(
         "{:<18} {:>8} {:>8} {:>8} {:>8} {:>7}",
         "case", "bare", "empty", "ns", "over", "ratio"

@@ -14,6 +14,9 @@
 //!
 //! Each row is recorded as `firewall_summary/ID` and `firewall_summary/ID/empty`.
 //!
+//! `firewall_policy/classify_compile/N`: the same N rules compiled into the classifier
+//! (user space: what `check` and a reload cost before any map is written).
+//!
 //! `syn_cookie/answer_v4|v6`: the SYN-flood defence's XDP program (`ic_fw_syn`)
 //! answering a SYN as Linux sends it (40-byte header: MSS, SACK, timestamps, window
 //! scale) to a protected port with a cookie SYN-ACK. The program rewrites its frame,
@@ -49,7 +52,7 @@ use ironclad_benches::Baseline;
 use ironclad_bpf::{Firewall, FirewallSettings, Loader};
 use ironclad_core::abi::FwTotal;
 use ironclad_policy::error::Origin;
-use ironclad_policy::firewall::{Direction, FwAction, FwProto, FwRule};
+use ironclad_policy::firewall::{Classifier, Direction, FwAction, FwProto, FwRule};
 use ironclad_testing::{frames, BpffsDir};
 
 const ROUNDS: usize = 15;
@@ -147,11 +150,13 @@ impl Bench {
 }
 
 fn summary(_: &mut Criterion) {
+    let round_count = ironclad_benches::rounds(ROUNDS);
+    let repeat = ironclad_benches::repeats(REPEAT);
     let baseline = Baseline::load();
     let paired = |id: &str, frame: &[u8], run: &dyn Fn() -> Duration| {
         let (mut empty, mut config) = (Vec::new(), Vec::new());
-        for _ in 0..ROUNDS {
-            empty.push(baseline.run_tc(frame, REPEAT));
+        for _ in 0..round_count {
+            empty.push(baseline.run_tc(frame, repeat));
             config.push(run());
         }
         let ns = |v: &[Duration]| v.iter().map(|d| d.as_nanos() as f64).collect::<Vec<_>>();
@@ -198,7 +203,7 @@ fn summary(_: &mut Criterion) {
         .unwrap_or_else(|e| panic!("{e}"))
         .packets;
     let (e, c) = paired("established", &ack, &|| {
-        bench.run("ic_fw_in", &ack, REPEAT, PASS)
+        bench.run("ic_fw_in", &ack, repeat, PASS)
     });
     let after = bench
         .firewall
@@ -206,7 +211,7 @@ fn summary(_: &mut Criterion) {
         .unwrap_or_else(|e| panic!("{e}"))
         .packets;
     assert!(
-        after - before >= u64::from(REPEAT) * ROUNDS as u64,
+        after - before >= u64::from(repeat) * round_count as u64,
         "every timed packet took the established path"
     );
     rows.push(("established".into(), e, c));
@@ -221,7 +226,7 @@ fn summary(_: &mut Criterion) {
             .apply(&FirewallSettings::default().drop_inbound(true), &set)
             .unwrap_or_else(|e| panic!("{e}"));
         let id = format!("new_miss/{count}");
-        let (e, c) = paired(&id, &syn, &|| bench.run("ic_fw_in", &syn, REPEAT, DROP));
+        let (e, c) = paired(&id, &syn, &|| bench.run("ic_fw_in", &syn, repeat, DROP));
         rows.push((id, e, c));
 
         let mut last = FwRule::new(
@@ -242,11 +247,13 @@ fn summary(_: &mut Criterion) {
             )
             .unwrap_or_else(|e| panic!("{e}"));
         let id = format!("stateless_last/{count}");
-        let (e, c) = paired(&id, &syn, &|| bench.run("ic_fw_in", &syn, REPEAT, PASS));
+        let (e, c) = paired(&id, &syn, &|| bench.run("ic_fw_in", &syn, repeat, PASS));
         rows.push((id, e, c));
     }
 
-    println!("\nfirewall per packet (tcx ingress, paired minimums of {ROUNDS} rounds x {REPEAT}):");
+    println!(
+        "\nfirewall per packet (tcx ingress, paired minimums of {round_count} rounds x {repeat}):"
+    );
     println!(
         "{:<24} {:>10} {:>10} {:>10}",
         "case", "empty ns", "ns", "over"
@@ -263,6 +270,7 @@ fn summary(_: &mut Criterion) {
 
 /// The SYN-flood defence's cost per SYN answered.
 fn syn_cookies(_: &mut Criterion) {
+    let round_count = ironclad_benches::rounds(ROUNDS);
     use ironclad_testing::flood;
 
     /// Single runs per round; each round's minimum is its sample.
@@ -290,7 +298,7 @@ fn syn_cookies(_: &mut Criterion) {
             .unwrap_or_else(|e| panic!("{e}"))
             .packets;
         let (mut empty, mut answered) = (Vec::new(), Vec::new());
-        for _ in 0..ROUNDS {
+        for _ in 0..round_count {
             let (mut e, mut a) = (Duration::MAX, Duration::MAX);
             for _ in 0..CALLS {
                 e = e.min(baseline.run_tx(&frame));
@@ -306,7 +314,7 @@ fn syn_cookies(_: &mut Criterion) {
             .packets;
         assert_eq!(
             after - before,
-            (ROUNDS * CALLS) as u64,
+            (round_count * CALLS) as u64,
             "{id}: every run answered with a cookie"
         );
         let ns = |v: &[Duration]| v.iter().map(|d| d.as_nanos() as f64).collect::<Vec<_>>();
@@ -316,7 +324,7 @@ fn syn_cookies(_: &mut Criterion) {
         rows.push((id, min(&empty), min(&answered)));
     }
     println!(
-        "\nSYN cookies answered in XDP (BPF_PROG_TEST_RUN, minimum of {CALLS} single runs, {ROUNDS} rounds):"
+        "\nSYN cookies answered in XDP (BPF_PROG_TEST_RUN, minimum of {CALLS} single runs, {round_count} rounds):"
     );
     println!(
         "{:<12} {:>12} {:>10} {:>10}",
@@ -335,6 +343,7 @@ fn syn_cookies(_: &mut Criterion) {
 /// The rate limits' cost: admitting new connections with and without them, and
 /// refusing one with a spent limit of each kind.
 fn limits(_: &mut Criterion) {
+    let round_count = ironclad_benches::rounds(ROUNDS);
     use ironclad_bpf::{FwLimitKind, LimitRate, LimitSettings};
 
     /// Single runs per round; each round's minimum is its sample.
@@ -370,7 +379,7 @@ fn limits(_: &mut Criterion) {
             .unwrap_or_else(|e| panic!("{e}"))
             .packets;
         let (mut empty, mut timed) = (Vec::new(), Vec::new());
-        for _ in 0..ROUNDS {
+        for _ in 0..round_count {
             let (mut e, mut t) = (Duration::MAX, Duration::MAX);
             for _ in 0..CALLS {
                 next += 1;
@@ -389,7 +398,7 @@ fn limits(_: &mut Criterion) {
             .packets;
         assert_eq!(
             after - opened,
-            (ROUNDS * CALLS) as u64,
+            (round_count * CALLS) as u64,
             "{id}: every run opened a connection"
         );
         record(&format!("firewall_limits/{id}"), Unit::Ns, &ns(&timed));
@@ -442,7 +451,7 @@ fn limits(_: &mut Criterion) {
         );
         let id = format!("refused_{}", kind.name());
         let (mut empty, mut timed) = (Vec::new(), Vec::new());
-        for _ in 0..ROUNDS {
+        for _ in 0..round_count {
             let (e, t) = single(&bench, &mut sport, 443);
             empty.push(e);
             timed.push(t);
@@ -454,7 +463,7 @@ fn limits(_: &mut Criterion) {
             .packets;
         // The refill lets about one a second through.
         assert!(
-            refused + 30 >= (ROUNDS * CALLS) as u64,
+            refused + 30 >= (round_count * CALLS) as u64,
             "{id}: the timed runs were refused by the limit ({refused})"
         );
         record(&format!("firewall_limits/{id}"), Unit::Ns, &ns(&timed));
@@ -472,7 +481,7 @@ fn limits(_: &mut Criterion) {
         .unwrap_or_else(|e| panic!("{e}"))
         .packets;
     let (mut empty, mut timed) = (Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
+    for _ in 0..round_count {
         let (e, t) = single(&bench, &mut sport, 444);
         empty.push(e);
         timed.push(t);
@@ -483,7 +492,7 @@ fn limits(_: &mut Criterion) {
         .unwrap_or_else(|e| panic!("{e}"))
         .packets
         - dropped;
-    assert_eq!(dropped, (ROUNDS * CALLS) as u64, "refused_default");
+    assert_eq!(dropped, (round_count * CALLS) as u64, "refused_default");
     record("firewall_limits/refused_default", Unit::Ns, &ns(&timed));
     record(
         "firewall_limits/refused_default/empty",
@@ -685,8 +694,24 @@ fn syn_flood(_: &mut Criterion) {
     }
 }
 
+/// `firewall_policy/classify_compile/N`: compiling N rules (as [`rules`] writes them) into
+/// the classifier's classes, what `check` and every reload of the policy do before the
+/// maps are written.
+fn compile(c: &mut Criterion) {
+    let mut group = c.benchmark_group("firewall_policy");
+    group.sample_size(10);
+    for count in SIZES {
+        let set = rules(count);
+        group.bench_function(format!("classify_compile/{count}"), |b| {
+            b.iter(|| Classifier::compile(&set))
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
+    compile,
     summary,
     syn_cookies,
     limits,

@@ -54,6 +54,7 @@ fn monitor(loader: &Loader) -> ProcessMonitor {
 }
 
 fn process(c: &mut Criterion) {
+    let round_count = ironclad_benches::rounds(ROUNDS);
     let loader = Loader::builder()
         .audit_sink(std::sync::Arc::new(NullSink))
         .build()
@@ -95,7 +96,7 @@ fn process(c: &mut Criterion) {
 
     let mut bare = Vec::new();
     let mut cached = Vec::new();
-    for _ in 0..ROUNDS {
+    for _ in 0..round_count {
         bare.push(spawns(u64::from(SPAWNS)) / SPAWNS);
         let m = monitor(&loader);
         cached.push(spawns(u64::from(SPAWNS)) / SPAWNS);
@@ -114,7 +115,7 @@ fn process(c: &mut Criterion) {
     record("process_spawn/cache", Unit::Ns, &ns(&cached));
     let min = |v: &[Duration]| v.iter().copied().min().unwrap_or_default();
     println!(
-        "process/spawn summary: bare {:?}, with the process cache {:?} per fork+exec+exit (minimum of {ROUNDS} paired rounds of {SPAWNS})",
+        "process/spawn summary: bare {:?}, with the process cache {:?} per fork+exec+exit (minimum of {round_count} paired rounds of {SPAWNS})",
         min(&bare),
         min(&cached)
     );

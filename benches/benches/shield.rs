@@ -188,8 +188,8 @@ fn host_and_near(hosts: &[ipnetwork::Ipv4Network]) -> (u32, u32) {
 /// `ipv4_fast_hit_unsampled/1000000` is the 1M fast-path hit with sampling off, what the
 /// drop costs without its events.
 fn summary(_: &mut Criterion) {
-    const ROUNDS: usize = 15;
-    const REPEAT: u32 = 1_000_000;
+    let rounds = ironclad_benches::rounds(15);
+    let repeat = ironclad_benches::repeats(1_000_000);
     let miss = frame_from(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)));
     let hit = frame_from(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9)));
     let baseline = Baseline::load();
@@ -197,8 +197,8 @@ fn summary(_: &mut Criterion) {
     // `shield_summary/ID/empty` (the minimums are the figures; the spread is shown).
     let paired = |id: &str, run: &dyn Fn() -> Duration, frame: &[u8]| {
         let (mut empty, mut config) = (Vec::new(), Vec::new());
-        for _ in 0..ROUNDS {
-            empty.push(baseline.run(frame, REPEAT));
+        for _ in 0..rounds {
+            empty.push(baseline.run(frame, repeat));
             config.push(run());
         }
         let ns = |v: &[Duration]| v.iter().map(|d| d.as_nanos() as f64).collect::<Vec<_>>();
@@ -224,7 +224,7 @@ fn summary(_: &mut Criterion) {
                 [("miss", &miss, Verdict::Pass), ("hit", &hit, Verdict::Drop)]
             {
                 let id = format!("ipv4_{}_{kind}/{count}", lookup.as_str());
-                let (empty, run) = paired(&id, &|| bench.run(frame, REPEAT, verdict), frame);
+                let (empty, run) = paired(&id, &|| bench.run(frame, repeat, verdict), frame);
                 rows.push((
                     format!("ipv4 {} {kind}", lookup.as_str()),
                     count,
@@ -240,7 +240,7 @@ fn summary(_: &mut Criterion) {
                 .set_sample_rate(0)
                 .unwrap_or_else(|e| panic!("sampling: {e}"));
             let id = format!("ipv4_fast_hit_unsampled/{count}");
-            let (empty, run) = paired(&id, &|| bench.run(&hit, REPEAT, Verdict::Drop), &hit);
+            let (empty, run) = paired(&id, &|| bench.run(&hit, repeat, Verdict::Drop), &hit);
             rows.push(("ipv4 fast hit, no events".to_string(), count, run, empty));
         }
         let received = reader.stop();
@@ -278,7 +278,7 @@ fn summary(_: &mut Criterion) {
             ] {
                 let frame = frame_from(IpAddr::V4(addr));
                 let id = format!("ipv4_hosts_{}_{kind}/{count}", lookup.as_str());
-                let (empty, run) = paired(&id, &|| bench.run(&frame, REPEAT, verdict), &frame);
+                let (empty, run) = paired(&id, &|| bench.run(&frame, repeat, verdict), &frame);
                 rows.push((
                     format!("hosts {} {kind}", lookup.as_str()),
                     count,
@@ -325,7 +325,7 @@ fn summary(_: &mut Criterion) {
         ] {
             let frame = frame_from(IpAddr::V4(addr));
             let id = format!("ipv4_clustered_fast_{kind}/{count}");
-            let (empty, run) = paired(&id, &|| bench.run(&frame, REPEAT, verdict), &frame);
+            let (empty, run) = paired(&id, &|| bench.run(&frame, repeat, verdict), &frame);
             rows.push((format!("clustered fast {kind}"), count, run, empty));
         }
         assert!(
@@ -369,7 +369,7 @@ fn summary(_: &mut Criterion) {
             ] {
                 let frame = frame_from(IpAddr::V6(addr));
                 let id = format!("ipv6_{}_{kind}/{count}", lookup.as_str());
-                let (empty, run) = paired(&id, &|| bench.run(&frame, REPEAT, verdict), &frame);
+                let (empty, run) = paired(&id, &|| bench.run(&frame, repeat, verdict), &frame);
                 rows.push((
                     format!("ipv6 {} {kind}", lookup.as_str()),
                     count,
@@ -466,7 +466,7 @@ fn summary(_: &mut Criterion) {
         ] {
             let frame = frame_from(addr);
             let id = format!("countries_{kind}/250");
-            let (empty, run) = paired(&id, &|| bench.run(&frame, REPEAT, verdict), &frame);
+            let (empty, run) = paired(&id, &|| bench.run(&frame, repeat, verdict), &frame);
             rows.push((format!("countries {kind}"), v4 + v6, run, empty));
         }
         assert!(
@@ -474,7 +474,7 @@ fn summary(_: &mut Criterion) {
             "countries: the live reader received the sampled drops"
         );
     }
-    println!("\nShield per packet (BPF_PROG_TEST_RUN, best of {ROUNDS} paired rounds):");
+    println!("\nShield per packet (BPF_PROG_TEST_RUN, best of {rounds} paired rounds):");
     println!(
         "{:<22} {:>10} {:>12} {:>14}",
         "path", "prefixes", "ns/packet", "over empty"

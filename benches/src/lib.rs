@@ -25,6 +25,35 @@ use ironclad_testing::{frames, BpffsDir};
 
 pub use ironclad_testing::rules::{table_v4, table_v6};
 
+/// The environment variable that puts the benchmarks' own paired rounds in quick mode
+/// (`./dev.sh test` sets it: its benchmarks measure and never fail on timing). Every
+/// figure keeps its id and meaning, from fewer rounds and repeats; `./dev.sh perf`,
+/// whose figures docs/performance.md quotes, runs them in full.
+pub const QUICK_ENV: &str = "IRONCLAD_BENCH_QUICK";
+
+/// Whether [`QUICK_ENV`] is set (to anything but `0`).
+pub fn quick() -> bool {
+    std::env::var_os(QUICK_ENV).is_some_and(|v| v != "0")
+}
+
+/// `full` rounds, or at most 5 in quick mode.
+pub fn rounds(full: usize) -> usize {
+    if quick() {
+        full.min(5)
+    } else {
+        full
+    }
+}
+
+/// `full` repeats (runs, calls, packets) per round, or a tenth of them in quick mode.
+pub fn repeats(full: u32) -> u32 {
+    if quick() {
+        (full / 10).max(1)
+    } else {
+        full
+    }
+}
+
 /// Ranges no generated rule covers: the benchmark's "miss" traffic comes from them.
 pub fn avoided() -> Vec<IpNetwork> {
     ["192.0.2.0/24", "203.0.113.0/24", "2001:db8::/32"]

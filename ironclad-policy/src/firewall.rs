@@ -493,6 +493,10 @@ impl Interner {
     }
 }
 
+/// The address dimension of `rules`: each rule prefix (and `0.0.0.0/0`, `::/0`) with the
+/// class of the rules that contain it. A key's rules are found through its supernets
+/// (at most 33 or 129 lookups), not by asking every rule: a 10,000-rule policy
+/// compiles in milliseconds, not in the seconds a key-by-rule scan takes.
 fn address_dimension(
     rules: &[&FwRule],
     nets: impl Fn(&FwRule) -> &[IpNetwork],
@@ -509,21 +513,31 @@ fn address_dimension(
     }
     keys.sort_unstable();
     keys.dedup();
+    // The rules naming no address match every key; the others, by the network they name.
+    let always: Vec<bool> = rules.iter().map(|r| nets(r).is_empty()).collect();
+    let mut naming: HashMap<(IpAddr, u8), Vec<usize>> = HashMap::new();
+    for (i, r) in rules.iter().enumerate() {
+        for net in nets(r) {
+            naming
+                .entry((net.network(), net.prefix()))
+                .or_default()
+                .push(i);
+        }
+    }
     let mut prefixes = BTreeMap::new();
     for key in keys {
         // The rules whose prefixes contain all of `key` (or that name no address).
-        let members: Vec<bool> = rules
-            .iter()
-            .map(|r| {
-                let n = nets(r);
-                n.is_empty()
-                    || n.iter().any(|m| {
-                        m.is_ipv4() == key.is_ipv4()
-                            && m.prefix() <= key.prefix()
-                            && m.contains(key.network())
-                    })
-            })
-            .collect();
+        let mut members = always.clone();
+        for len in 0..=key.prefix() {
+            let Ok(supernet) = IpNetwork::new(key.network(), len) else {
+                continue;
+            };
+            if let Some(listed) = naming.get(&(supernet.network(), len)) {
+                for i in listed {
+                    members[*i] = true;
+                }
+            }
+        }
         prefixes.insert(key, interner.id(&members));
     }
     Dimension {
@@ -532,29 +546,47 @@ fn address_dimension(
     }
 }
 
+/// The value dimension of `rules` (ports, ICMP types): the value space cut where a
+/// rule's range starts or ends, each piece with the class of the rules covering it
+/// (neighbouring pieces of one class merged). One sweep over the cuts, each rule's
+/// ranges counted in and out as it passes them.
 fn value_dimension(
     rules: &[&FwRule],
     ranges: impl Fn(&FwRule) -> Vec<(u16, u16)>,
     interner: &mut Interner,
 ) -> Dimension {
+    let ranges: Vec<Vec<(u16, u16)>> = rules.iter().map(|r| ranges(r)).collect();
+    // Where ranges start and where they end (one past their last value), by rule.
+    let mut starts: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    let mut ends: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
     let mut cuts = vec![0u32];
-    for r in rules {
-        for (lo, hi) in ranges(r) {
-            cuts.push(u32::from(lo));
-            cuts.push(u32::from(hi) + 1);
+    for (i, rs) in ranges.iter().enumerate() {
+        for (lo, hi) in rs {
+            let (lo, end) = (u32::from(*lo), u32::from(*hi) + 1);
+            cuts.push(lo);
+            cuts.push(end);
+            starts.entry(lo).or_default().push(i);
+            ends.entry(end).or_default().push(i);
         }
     }
     cuts.sort_unstable();
     cuts.dedup();
+    // A rule with no range covers every value; the others while one of theirs is open.
+    let mut members: Vec<bool> = ranges.iter().map(Vec::is_empty).collect();
+    let mut open = vec![0u32; ranges.len()];
     let mut pieces: Vec<(u16, u32)> = Vec::new();
-    for start in cuts.into_iter().filter_map(|c| u16::try_from(c).ok()) {
-        let members: Vec<bool> = rules
-            .iter()
-            .map(|r| {
-                let rs = ranges(r);
-                rs.is_empty() || rs.iter().any(|(lo, hi)| (*lo..=*hi).contains(&start))
-            })
-            .collect();
+    for cut in cuts {
+        for i in ends.get(&cut).into_iter().flatten() {
+            open[*i] = open[*i].saturating_sub(1);
+            members[*i] = open[*i] > 0;
+        }
+        for i in starts.get(&cut).into_iter().flatten() {
+            open[*i] += 1;
+            members[*i] = true;
+        }
+        let Ok(start) = u16::try_from(cut) else {
+            continue;
+        };
         let class = interner.id(&members);
         // Neighbouring pieces of one class are one piece.
         if pieces.last().is_none_or(|(_, c)| *c != class) {

@@ -187,6 +187,7 @@ impl Drop for Acceptor {
 /// The side-by-side (registered in `firewall.rs`'s criterion group; it runs its own
 /// paired rounds rather than criterion's sampling, and records them as figures).
 pub(crate) fn veth(_: &mut criterion::Criterion) {
+    let round_count = ironclad_benches::rounds(ROUNDS);
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let blast_bin = build_c(dir.path(), "blast");
     let connloop = build_c(dir.path(), "connloop");
@@ -245,7 +246,7 @@ pub(crate) fn veth(_: &mut criterion::Criterion) {
     let mut ironclad_established = 0u64;
     let mut ironclad_sent = 0u64;
     let (mut nft_established, mut nft_sent, mut nft_admitted) = (0u64, 0u64, 0u64);
-    for _ in 0..ROUNDS {
+    for _ in 0..round_count {
         for (i, config) in Config::ALL.into_iter().enumerate() {
             let attachment = match config {
                 Config::Ironclad => Some(
@@ -303,12 +304,12 @@ pub(crate) fn veth(_: &mut criterion::Criterion) {
         "nftables passed {nft_established} established packets of {nft_sent} sent"
     );
     assert!(
-        nft_admitted >= CONNECTIONS * ROUNDS as u64,
+        nft_admitted >= CONNECTIONS * round_count as u64,
         "nftables admitted {nft_admitted} connections"
     );
 
     println!(
-        "\nstateful firewall side by side on a veth pair ({RULES} rules; minimums of {ROUNDS} paired rounds):"
+        "\nstateful firewall side by side on a veth pair ({RULES} rules; minimums of {round_count} paired rounds):"
     );
     println!(
         "{:<10} {:>14} {:>12} {:>16} {:>12}",

@@ -166,6 +166,7 @@ fn nft_off() -> (u64, u64) {
 /// The side by side (registered in `firewall.rs`'s criterion group; its own paired
 /// rounds, recorded as figures).
 pub(crate) fn nat(_: &mut criterion::Criterion) {
+    let round_count = ironclad_benches::rounds(ROUNDS);
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let blast_bin = build_c(dir.path(), "blast");
     let connloop = build_c(dir.path(), "connloop");
@@ -220,7 +221,7 @@ pub(crate) fn nat(_: &mut criterion::Criterion) {
 
                 let mut per_packet: Vec<Vec<f64>> = vec![Vec::new(); 3];
                 let mut per_connection: Vec<Vec<f64>> = vec![Vec::new(); 3];
-                for round in 0..ROUNDS {
+                for round in 0..round_count {
                     for (i, config) in Config::ALL.into_iter().enumerate() {
                         let (host, tcp, udp) = target(config);
                         let blast = Blast {
@@ -300,7 +301,7 @@ pub(crate) fn nat(_: &mut criterion::Criterion) {
                 }
 
                 println!(
-                    "\nport forward through a router namespace (minimums of {ROUNDS} paired rounds):"
+                    "\nport forward through a router namespace (minimums of {round_count} paired rounds):"
                 );
                 println!(
                     "{:<10} {:>14} {:>12} {:>16} {:>12}",
