@@ -161,13 +161,6 @@ struct ReadFeed {
     /// The file's text (UTF-8), kept for a line-based feed read without a problem: a
     /// later version is then read as the lines that changed ([`ReadFeed::update`]).
     text: Option<Vec<u8>>,
-    /// The text before (cleared), and the sorted list before: the next version is read
-    /// and merged into them. Memory the process has already touched is filled again
-    /// without the page faults of a fresh allocation, which cost a 1M-line feed's
-    /// reload about as much as everything else it does (the price: the two buffers
-    /// stay allocated between reloads).
-    spare_text: Vec<u8>,
-    retired: Option<Arc<Vec<IpNetwork>>>,
 }
 
 /// The most lines a changed feed may differ by to be read as its changes; beyond, it is
@@ -236,20 +229,12 @@ impl ReadFeed {
         if !out.is_empty() || !came.is_empty() {
             out.sort_unstable();
             came.sort_unstable();
-            // The list before the current one, unless something still holds it.
-            let mut merged = self
-                .retired
-                .take()
-                .and_then(|list| Arc::try_unwrap(list).ok())
-                .unwrap_or_default();
+            let mut merged = Vec::new();
             merge_change_into(&self.prefixes, &out, &came, &mut merged);
-            self.retired = Some(std::mem::replace(&mut self.prefixes, Arc::new(merged)));
+            self.prefixes = Arc::new(merged);
         }
         self.repeats = repeats;
-        if let Some(mut before) = self.text.replace(text) {
-            before.clear();
-            self.spare_text = before;
-        }
+        self.text = Some(text);
         self.stamp = stamp;
         Ok(Arc::clone(&self.prefixes))
     }
@@ -290,33 +275,12 @@ fn merge_change_into(
     merged.extend_from_slice(&list[copied.min(list.len())..]);
 }
 
-/// A placeholder prefix for buffers.
-fn unspecified() -> IpNetwork {
-    IpNetwork::V4(ipnetwork::Ipv4Network::from(
-        std::net::Ipv4Addr::UNSPECIFIED,
-    ))
-}
-
-/// An empty buffer with room for `len` elements and a little more, its memory already
-/// written once: a reload that fills it does not fault its pages in. (A fresh
-/// `vec![0; n]` would not do: zeroed memory comes untouched from the system.)
-fn ready_buffer<T: Copy>(len: usize, fill: T) -> Vec<T> {
-    let room = len + len / 64 + 64;
-    let mut buf = Vec::with_capacity(room);
-    buf.resize(room, fill);
-    buf.clear();
-    buf
-}
-
 /// A set's prefixes after aggregation, with what they were made from.
 #[derive(Debug)]
 struct Aggregated {
     /// The set's prefixes before (sorted, deduplicated).
     before: Arc<Vec<IpNetwork>>,
     after: Arc<Vec<IpNetwork>>,
-    /// The aggregated list before `after`, when it was a list of its own: the next
-    /// update is written into it once nothing else holds it (as a feed's list is).
-    retired: Option<Arc<Vec<IpNetwork>>>,
 }
 
 /// The last aggregation: each set's, and the single rules' prefixes it was done with.
@@ -354,11 +318,10 @@ pub struct FeedReads {
 /// policies share their memory and the Shield sees at a glance that the set did not
 /// change. A feed that changed costs its own reading, whatever the others hold.
 ///
-/// Memory: besides each line-based feed's text and lists, the cache keeps one buffer
-/// of each for the feed's next change (written once when the feed is first read), so
-/// that a change is read and merged into memory the process has already touched: for
-/// a 1M-line feed, about 50 MB held for the cache's life, for reloads that fault no
-/// fresh pages in.
+/// Memory: each line-based feed's text (to read its next version as the lines that
+/// changed), its sorted list, and each set's aggregated list when aggregation changed
+/// it; nothing is kept for the next reload beyond that (spare buffers kept ready for it
+/// held 50 MB at a million lines, for reloads a few milliseconds faster).
 ///
 /// Cloning gives another handle on the same cache. Sources the last policy did not
 /// name are dropped from it.
@@ -501,15 +464,7 @@ impl Loaded {
                     continue;
                 }
             }
-            // Into the buffer the feed's text before last left, when there is one.
-            let mut text = cache
-                .and_then(|c| {
-                    c.lock()
-                        .feeds
-                        .get_mut(&feed.path)
-                        .map(|r| std::mem::take(&mut r.spare_text))
-                })
-                .unwrap_or_default();
+            let mut text = Vec::new();
             let text = match read_feed_bytes_into(&feed.path, &mut text) {
                 Ok(()) => text,
                 Err(e) => {
@@ -568,15 +523,6 @@ impl Loaded {
                                 skipped: parsed.skipped,
                                 masked: parsed.masked,
                                 warnings: parsed.warnings.clone(),
-                                // The buffers the first change will be read into,
-                                // ready now: so is the first reload after a start.
-                                spare_text: if clean {
-                                    ready_buffer(text.len(), 0)
-                                } else {
-                                    Vec::new()
-                                },
-                                retired: clean
-                                    .then(|| Arc::new(ready_buffer(prefixes.len(), unspecified()))),
                                 text: clean.then(|| text.into_bytes()),
                             },
                         );
@@ -776,7 +722,6 @@ pub fn aggregate_sets_cached(
             rule_set.contains(net) || others.iter().any(|o| o.binary_search(net).is_ok())
         };
         let last = previous.as_mut().and_then(|p| p.sets.remove(&set.name));
-        let mut retired = None;
         let after = match last {
             Some(last) => {
                 // What changed in this set, and what changed elsewhere that is one of
@@ -794,52 +739,28 @@ pub fn aggregate_sets_cached(
                         }),
                 );
                 if points.is_empty() {
-                    retired = last.retired;
                     last.after
+                } else if points.len() <= before.len() / 8 + 1_024 {
+                    let mut merged = Vec::new();
+                    aggregate_except_update_into(
+                        &last.before,
+                        &last.after,
+                        &before,
+                        &points,
+                        elsewhere,
+                        &mut merged,
+                    );
+                    shared_unless_merged(&before, merged)
                 } else {
-                    let after = if points.len() <= before.len() / 8 + 1_024 {
-                        let mut merged = last
-                            .retired
-                            .and_then(|list| Arc::try_unwrap(list).ok())
-                            .unwrap_or_default();
-                        aggregate_except_update_into(
-                            &last.before,
-                            &last.after,
-                            &before,
-                            &points,
-                            elsewhere,
-                            &mut merged,
-                        );
-                        shared_unless_merged(&before, merged)
-                    } else {
-                        shared_unless_merged(&before, aggregate_except(&before, elsewhere))
-                    };
-                    // A list of its own (not the set's input, which its feed recycles).
-                    if !Arc::ptr_eq(&last.after, &last.before) {
-                        retired = Some(last.after);
-                    }
-                    after
+                    shared_unless_merged(&before, aggregate_except(&before, elsewhere))
                 }
             }
-            None => {
-                let after = shared_unless_merged(&before, aggregate_except(&before, elsewhere));
-                // A list of its own: the buffer of its first update, ready now.
-                if cache.is_some() && !Arc::ptr_eq(&after, &before) {
-                    retired = Some(Arc::new(ready_buffer(after.len(), unspecified())));
-                }
-                after
-            }
+            None => shared_unless_merged(&before, aggregate_except(&before, elsewhere)),
         };
         set.prefixes = Arc::clone(&after);
         if cache.is_some() {
-            kept.sets.insert(
-                set.name.clone(),
-                Aggregated {
-                    before,
-                    after,
-                    retired,
-                },
-            );
+            kept.sets
+                .insert(set.name.clone(), Aggregated { before, after });
         }
     }
     if let Some(cache) = cache {
