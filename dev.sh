@@ -514,7 +514,7 @@ cmd_perf() {
     IRONCLAD_FIGURES=$(mktemp)
     export IRONCLAD_FIGURES
     IRONCLAD_DAEMON=$(examples/deploy/build-static.sh) \
-    cargo bench -p ironclad-benches --bench shield --bench tls --bench egress --bench domains --bench events --bench sources --bench process --bench firewall --bench api -- --noplot
+    cargo bench -p ironclad-benches --bench shield --bench ids --bench tls --bench egress --bench domains --bench events --bench sources --bench process --bench firewall --bench api -- --noplot
     guest/run.sh --bench
     check_footprint
     local dirty=()
@@ -648,7 +648,7 @@ cmd_test() {
     # rounds fewer and shorter (IRONCLAD_BENCH_QUICK). Every figure is still produced,
     # which the check after this requires; `./dev.sh perf` measures them in full.
     IRONCLAD_BENCH_QUICK=1 IRONCLAD_DAEMON=$(examples/deploy/build-static.sh) \
-    cargo bench -p ironclad-benches --bench shield --bench tls --bench egress --bench domains --bench events --bench sources --bench process --bench firewall --bench api --quiet -- --warm-up-time 0.1 --measurement-time 0.3 --sample-size 10 --nresamples 1000 --noplot
+    cargo bench -p ironclad-benches --bench shield --bench ids --bench tls --bench egress --bench domains --bench events --bench sources --bench process --bench firewall --bench api --quiet -- --warm-up-time 0.1 --measurement-time 0.3 --sample-size 10 --nresamples 1000 --noplot
     log "docs/performance.md: rendered from its template and data, every figure produced by a benchmark above"
     perfdoc check --template "$PERF_TEMPLATE" --data "$PERF_DATA" --doc docs/performance.md \
         --criterion target/criterion --figures "$IRONCLAD_FIGURES"

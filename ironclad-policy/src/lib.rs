@@ -46,6 +46,7 @@ pub mod fetch;
 pub mod firewall;
 mod firewall_section;
 pub mod geo;
+pub mod ids;
 pub mod nat;
 pub mod process;
 pub mod runtime;

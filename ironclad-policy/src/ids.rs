@@ -1,0 +1,1386 @@
+//! IDS content rules: a documented subset of the Suricata/Snort rule language, parsed
+//! with every problem located (`FILE:LINE:COL` and the option), and evaluated against a
+//! packet's header and payload by a multi-pattern prefilter (`aho-corasick`) and an
+//! exact check of each candidate rule.
+//!
+//! ```
+//! use ironclad_policy::ids::{parse, Packet, RuleSet, Vars, Verdict};
+//! let text = r#"alert tcp any any -> $HOME_NET 80 (msg:"test string"; content:"X-Ironclad-Test"; nocase; sid:1000001; rev:1;)"#;
+//! let rules = parse(text, "local.rules".as_ref(), &Vars::with_defaults())?;
+//! let set = RuleSet::new(rules)?;
+//! let packet = Packet::tcp("203.0.113.5:40000", "192.168.1.10:80", b"GET / HTTP/1.1\r\nx-ironclad-test: 1\r\n");
+//! let hits = set.matches(&packet);
+//! assert_eq!(hits.len(), 1);
+//! assert_eq!(hits[0].sid, 1000001);
+//! assert_eq!(set.verdict(&hits), Verdict::Alert);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The subset (docs/ids.md lists it with examples):
+//! - header: `alert|drop|pass`, `tcp|udp|icmp|ip`, addresses (`any`, an address, a
+//!   CIDR, `$VAR`, `!` negation, `[...]` lists), ports (`any`, `N`, `N:M`, `N:`, `:M`,
+//!   `$VAR`, `!`, lists), `->` or `<>`;
+//! - options: `msg`, `sid` (required, unique), `rev`, `classtype`, `reference`,
+//!   `metadata`, `priority`, `content` (with `|hex|` bytes and `!`), its modifiers
+//!   `nocase`, `offset`, `depth`, `distance`, `within`, `fast_pattern`, then `pcre`
+//!   (flags `i s m x`, the linear-time `regex` engine, size-bounded), `flow`
+//!   (`to_server`, `to_client`, `from_client`, `from_server`, `established`,
+//!   `not_established`, `stateless`) and `dsize`.
+//!
+//! Anything else is refused by name, never ignored: a rule that would not do what its
+//! author wrote is worse than no rule.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use ipnetwork::IpNetwork;
+
+use crate::error::{ConfigError, Diagnostic};
+
+/// What a matching rule asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum IdsAction {
+    /// Report it (an event with the rule's sid and message).
+    Alert,
+    /// Report it and block the rest of the flow.
+    Drop,
+    /// Let it through: no other rule's action applies to this packet.
+    Pass,
+}
+
+/// The protocol a rule applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum IdsProto {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+    /// ICMP and ICMPv6.
+    Icmp,
+    /// Any IP packet.
+    Ip,
+}
+
+/// A set of addresses: the networks listed (none: every address), maybe negated.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AddrSet {
+    /// Included networks (empty: any).
+    pub include: Vec<IpNetwork>,
+    /// Excluded networks (`!`), checked after `include`.
+    pub exclude: Vec<IpNetwork>,
+}
+
+impl AddrSet {
+    /// Whether `addr` is in the set.
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        (self.include.is_empty() || self.include.iter().any(|n| n.contains(addr)))
+            && !self.exclude.iter().any(|n| n.contains(addr))
+    }
+}
+
+/// A set of ports: the ranges listed (none: every port), maybe negated.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PortSet {
+    /// Included ranges, inclusive (empty: any).
+    pub include: Vec<(u16, u16)>,
+    /// Excluded ranges (`!`).
+    pub exclude: Vec<(u16, u16)>,
+}
+
+impl PortSet {
+    /// Whether `port` is in the set.
+    pub fn contains(&self, port: u16) -> bool {
+        let within = |r: &(u16, u16)| (r.0..=r.1).contains(&port);
+        (self.include.is_empty() || self.include.iter().any(within))
+            && !self.exclude.iter().any(within)
+    }
+}
+
+/// One `content` with its modifiers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Content {
+    /// The bytes (`|..|` hex decoded).
+    pub bytes: Vec<u8>,
+    /// `!content`: the rule matches only where these bytes are absent.
+    pub negated: bool,
+    /// `nocase`: ASCII letters compare without case.
+    pub nocase: bool,
+    /// `offset`: the search starts this many bytes into the payload.
+    pub offset: Option<u32>,
+    /// `depth`: the match lies within this many bytes from `offset`.
+    pub depth: Option<u32>,
+    /// `distance`: relative to the previous content's match end, where the search starts.
+    pub distance: Option<i32>,
+    /// `within`: the match lies within this many bytes from where `distance` starts it.
+    pub within: Option<u32>,
+    /// `fast_pattern`: the prefilter looks for this content.
+    pub fast_pattern: bool,
+}
+
+impl Content {
+    fn relative(&self) -> bool {
+        self.distance.is_some() || self.within.is_some()
+    }
+}
+
+/// `flow:` constraints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FlowMatch {
+    /// `Some(true)`: only packets from the client to the server.
+    pub to_server: Option<bool>,
+    /// `Some(true)`: only established flows; `Some(false)`: only new ones.
+    pub established: Option<bool>,
+}
+
+/// `dsize:` (the payload's length).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Dsize {
+    /// Exactly.
+    Eq(u32),
+    /// Fewer bytes.
+    Lt(u32),
+    /// More bytes.
+    Gt(u32),
+    /// Strictly between.
+    Between(u32, u32),
+}
+
+impl Dsize {
+    fn holds(self, len: usize) -> bool {
+        let len = u32::try_from(len).unwrap_or(u32::MAX);
+        match self {
+            Dsize::Eq(n) => len == n,
+            Dsize::Lt(n) => len < n,
+            Dsize::Gt(n) => len > n,
+            Dsize::Between(a, b) => a < len && len < b,
+        }
+    }
+}
+
+/// One rule.
+#[derive(Debug, Clone)]
+pub struct IdsRule {
+    /// `alert`, `drop` or `pass`.
+    pub action: IdsAction,
+    /// The protocol.
+    pub proto: IdsProto,
+    /// Source addresses.
+    pub src: AddrSet,
+    /// Source ports.
+    pub sport: PortSet,
+    /// `<>`: either direction.
+    pub bidirectional: bool,
+    /// Destination addresses.
+    pub dst: AddrSet,
+    /// Destination ports.
+    pub dport: PortSet,
+    /// `msg`.
+    pub msg: String,
+    /// `sid`.
+    pub sid: u32,
+    /// `rev` (1 when absent).
+    pub rev: u32,
+    /// `classtype`.
+    pub classtype: Option<String>,
+    /// `priority`.
+    pub priority: Option<u32>,
+    /// `reference` values, as written.
+    pub references: Vec<String>,
+    /// `metadata`, as written.
+    pub metadata: Vec<String>,
+    /// Contents, in rule order.
+    pub contents: Vec<Content>,
+    /// `pcre` patterns (all must match).
+    pub pcre: Vec<regex::bytes::Regex>,
+    /// `flow`.
+    pub flow: FlowMatch,
+    /// `dsize`.
+    pub dsize: Option<Dsize>,
+    /// Where it was written: `FILE:LINE`.
+    pub origin: String,
+}
+
+/// Address and port variables (`$HOME_NET`, `$HTTP_PORTS`), by name without the `$`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Vars {
+    /// Name to its text, as a rule would write it (`[10.0.0.0/8,192.168.0.0/16]`).
+    pub values: HashMap<String, String>,
+}
+
+impl Vars {
+    /// No variables.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Suricata's defaults: `HOME_NET` the private ranges, `EXTERNAL_NET` the rest,
+    /// `HTTP_PORTS` 80, and the server variables equal to `HOME_NET`.
+    pub fn with_defaults() -> Self {
+        let mut v = Self::new();
+        let home = "[192.168.0.0/16,10.0.0.0/8,172.16.0.0/12]";
+        v.set("HOME_NET", home);
+        v.set("EXTERNAL_NET", "!$HOME_NET");
+        for server in ["HTTP_SERVERS", "SMTP_SERVERS", "SQL_SERVERS", "DNS_SERVERS"] {
+            v.set(server, "$HOME_NET");
+        }
+        v.set("HTTP_PORTS", "80");
+        v.set("SHELLCODE_PORTS", "!80");
+        v.set("SSH_PORTS", "22");
+        v
+    }
+
+    /// Sets `name` (without `$`) to `value`.
+    pub fn set(&mut self, name: &str, value: &str) {
+        self.values.insert(name.to_string(), value.to_string());
+    }
+}
+
+/// The longest rule line read (bytes).
+pub const MAX_RULE_BYTES: usize = 64 * 1024;
+/// The most a `pcre` may compile to (bytes): a larger one is refused, not run.
+pub const PCRE_SIZE_LIMIT: usize = 1 << 20;
+
+/// Parses rule `text` (one rule a line; `#` comments) read from `path`. Every problem is
+/// reported, at its line and column, with the option it concerns.
+pub fn parse(text: &str, path: &Path, vars: &Vars) -> Result<Vec<IdsRule>, ConfigError> {
+    let mut rules = Vec::new();
+    let mut problems = Vec::new();
+    let mut sids: HashMap<u32, usize> = HashMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let number = n as u64 + 1;
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - trimmed.len();
+        let at = |column: usize, message: String| Diagnostic {
+            path: path.to_path_buf(),
+            line: number,
+            column: column as u64 + 1,
+            message,
+        };
+        if line.len() > MAX_RULE_BYTES {
+            problems.push(at(0, format!("a rule longer than {MAX_RULE_BYTES} bytes")));
+            continue;
+        }
+        if line.trim_end().ends_with('\\') {
+            problems.push(at(
+                line.trim_end().len() - 1,
+                "a rule continued on the next line (`\\`) is not supported: write it on one line"
+                    .to_string(),
+            ));
+            continue;
+        }
+        let origin = format!("{}:{number}", path.display());
+        match parse_rule(trimmed, vars, origin) {
+            Ok(rule) => {
+                if let Some(first) = sids.insert(rule.sid, rules.len()) {
+                    let column = trimmed.find("sid").unwrap_or(0);
+                    problems.push(at(
+                        indent + column,
+                        format!(
+                            "`sid:{}` is used again (first at {})",
+                            rule.sid,
+                            rules_origin(&rules, first)
+                        ),
+                    ));
+                    continue;
+                }
+                rules.push(rule);
+            }
+            Err((column, message)) => problems.push(at(indent + column, message)),
+        }
+    }
+    if problems.is_empty() {
+        Ok(rules)
+    } else {
+        Err(ConfigError {
+            diagnostics: problems,
+        })
+    }
+}
+
+fn rules_origin(rules: &[IdsRule], i: usize) -> &str {
+    rules.get(i).map_or("?", |r| r.origin.as_str())
+}
+
+/// A problem: the column (0-based, in the rule) and the message.
+type Located = (usize, String);
+
+/// Splits the header into its seven fields (lists in brackets stay whole), each with
+/// its column.
+fn header_fields(header: &str) -> Vec<(usize, &str)> {
+    let mut fields = Vec::new();
+    let mut depth = 0i32;
+    let mut start = None;
+    for (i, c) in header.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth -= 1,
+            _ => {}
+        }
+        if c.is_whitespace() && depth <= 0 {
+            if let Some(s) = start.take() {
+                fields.push((s, &header[s..i]));
+            }
+        } else if start.is_none() {
+            start = Some(i);
+        }
+    }
+    if let Some(s) = start {
+        fields.push((s, &header[s..]));
+    }
+    fields
+}
+
+fn parse_rule(rule: &str, vars: &Vars, origin: String) -> Result<IdsRule, Located> {
+    let open = rule.find('(').ok_or((
+        0,
+        "no options: a rule ends with `(...; sid:N;)`".to_string(),
+    ))?;
+    let body_end = rule.trim_end().len();
+    if !rule[..body_end].ends_with(')') {
+        return Err((body_end, "the options do not end with `)`".to_string()));
+    }
+    let fields = header_fields(&rule[..open]);
+    if fields.len() != 7 {
+        return Err((
+            fields.get(7).map_or(0, |f| f.0),
+            format!(
+                "the header has {} fields, not 7: ACTION PROTO SRC SPORT -> DST DPORT",
+                fields.len()
+            ),
+        ));
+    }
+    let action = match fields[0].1 {
+        "alert" => IdsAction::Alert,
+        "drop" => IdsAction::Drop,
+        "pass" => IdsAction::Pass,
+        other => {
+            return Err((
+                fields[0].0,
+                format!("action `{other}` is not supported (alert, drop or pass)"),
+            ))
+        }
+    };
+    let proto = match fields[1].1 {
+        "tcp" => IdsProto::Tcp,
+        "udp" => IdsProto::Udp,
+        "icmp" => IdsProto::Icmp,
+        "ip" => IdsProto::Ip,
+        other => {
+            return Err((
+                fields[1].0,
+                format!(
+                    "protocol `{other}` is not supported (tcp, udp, icmp or ip; \
+                     application-layer protocols are not)"
+                ),
+            ))
+        }
+    };
+    let src = addresses(fields[2].1, vars, 0).map_err(|m| (fields[2].0, m))?;
+    let sport = ports(fields[3].1, vars, 0).map_err(|m| (fields[3].0, m))?;
+    let bidirectional = match fields[4].1 {
+        "->" => false,
+        "<>" => true,
+        other => {
+            return Err((
+                fields[4].0,
+                format!("direction `{other}`: write `->` or `<>`"),
+            ))
+        }
+    };
+    let dst = addresses(fields[5].1, vars, 0).map_err(|m| (fields[5].0, m))?;
+    let dport = ports(fields[6].1, vars, 0).map_err(|m| (fields[6].0, m))?;
+    let mut built = IdsRule {
+        action,
+        proto,
+        src,
+        sport,
+        bidirectional,
+        dst,
+        dport,
+        msg: String::new(),
+        sid: 0,
+        rev: 1,
+        classtype: None,
+        priority: None,
+        references: Vec::new(),
+        metadata: Vec::new(),
+        contents: Vec::new(),
+        pcre: Vec::new(),
+        flow: FlowMatch::default(),
+        dsize: None,
+        origin,
+    };
+    let mut has_sid = false;
+    let body = &rule[open + 1..body_end - 1];
+    for (column, name, value) in options(body).map_err(|(c, m)| (open + 1 + c, m))? {
+        let column = open + 1 + column;
+        let at = |m: String| (column, format!("`{name}`: {m}"));
+        let number = |v: Option<&str>| -> Result<u32, Located> {
+            let v = v.ok_or_else(|| at("needs a value".to_string()))?;
+            v.trim()
+                .parse::<u32>()
+                .map_err(|_| at(format!("`{}` is not a number", v.trim())))
+        };
+        let last_content = |contents: &mut Vec<Content>| -> Result<usize, Located> {
+            contents
+                .len()
+                .checked_sub(1)
+                .ok_or_else(|| at("modifies a `content`, and none comes before it".to_string()))
+        };
+        match name {
+            "msg" => built.msg = quoted(value.unwrap_or("")).map_err(at)?,
+            "sid" => {
+                built.sid = number(value)?;
+                has_sid = true;
+            }
+            "rev" => built.rev = number(value)?,
+            "priority" => built.priority = Some(number(value)?),
+            "classtype" => built.classtype = value.map(|v| v.trim().to_string()),
+            "reference" => built
+                .references
+                .push(value.unwrap_or("").trim().to_string()),
+            "metadata" => built.metadata.push(value.unwrap_or("").trim().to_string()),
+            "content" => {
+                let v = value.ok_or_else(|| at("needs a value".to_string()))?.trim();
+                let (negated, v) = match v.strip_prefix('!') {
+                    Some(rest) => (true, rest.trim_start()),
+                    None => (false, v),
+                };
+                let bytes = content_bytes(&quoted(v).map_err(at)?).map_err(at)?;
+                if bytes.is_empty() {
+                    return Err(at("is empty".to_string()));
+                }
+                built.contents.push(Content {
+                    bytes,
+                    negated,
+                    nocase: false,
+                    offset: None,
+                    depth: None,
+                    distance: None,
+                    within: None,
+                    fast_pattern: false,
+                });
+            }
+            "nocase" | "fast_pattern" => {
+                let i = last_content(&mut built.contents)?;
+                if value.is_some() {
+                    return Err(at("takes no value".to_string()));
+                }
+                if name == "nocase" {
+                    built.contents[i].nocase = true;
+                } else {
+                    built.contents[i].fast_pattern = true;
+                }
+            }
+            "offset" | "depth" | "within" => {
+                let i = last_content(&mut built.contents)?;
+                let n = number(value)?;
+                let c = &mut built.contents[i];
+                match name {
+                    "offset" => c.offset = Some(n),
+                    "depth" => c.depth = Some(n),
+                    _ => c.within = Some(n),
+                }
+                if name == "within" && (n as usize) < c.bytes.len() {
+                    return Err(at(format!(
+                        "{n} is shorter than its content ({} bytes): it could never match",
+                        c.bytes.len()
+                    )));
+                }
+                if name == "depth" && (n as usize) < c.bytes.len() {
+                    return Err(at(format!(
+                        "{n} is shorter than its content ({} bytes): it could never match",
+                        c.bytes.len()
+                    )));
+                }
+            }
+            "distance" => {
+                let i = last_content(&mut built.contents)?;
+                let v = value.ok_or_else(|| at("needs a value".to_string()))?.trim();
+                let n = v
+                    .parse::<i32>()
+                    .map_err(|_| at(format!("`{v}` is not a number")))?;
+                built.contents[i].distance = Some(n);
+            }
+            "pcre" => {
+                let v = quoted(value.unwrap_or("")).map_err(at)?;
+                built.pcre.push(pcre(&v).map_err(at)?);
+            }
+            "flow" => built.flow = flow(value.unwrap_or("")).map_err(at)?,
+            "dsize" => built.dsize = Some(dsize(value.unwrap_or("")).map_err(at)?),
+            other => {
+                return Err((
+                    column,
+                    format!("option `{other}` is not supported (docs/ids.md lists the subset)"),
+                ))
+            }
+        }
+    }
+    for (i, c) in built.contents.iter().enumerate() {
+        if c.relative() && (c.offset.is_some() || c.depth.is_some()) {
+            return Err((
+                open,
+                format!(
+                    "content {} mixes `offset`/`depth` with `distance`/`within`",
+                    i + 1
+                ),
+            ));
+        }
+        if c.relative() && i == 0 {
+            return Err((
+                open,
+                "the first content has `distance`/`within`, relative to no content before it"
+                    .to_string(),
+            ));
+        }
+    }
+    if built.contents.iter().filter(|c| c.fast_pattern).count() > 1 {
+        return Err((
+            open,
+            "`fast_pattern` is set on more than one content".to_string(),
+        ));
+    }
+    if !has_sid {
+        return Err((open, "no `sid`: every rule needs one".to_string()));
+    }
+    Ok(built)
+}
+
+/// The options of a rule body: `(column, name, value)`, split at unescaped `;` outside
+/// quotes.
+/// An option as written: its column, name and value.
+type RawOption<'a> = (usize, &'a str, Option<&'a str>);
+
+fn options(body: &str) -> Result<Vec<RawOption<'_>>, Located> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut in_quotes = false;
+    let mut escaped = false;
+    for (i, c) in body.char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' => escaped = true,
+            '"' => in_quotes = !in_quotes,
+            ';' if !in_quotes => {
+                push_option(&body[start..i], start, &mut out)?;
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if in_quotes {
+        return Err((start, "a quoted value is not closed".to_string()));
+    }
+    if !body[start..].trim().is_empty() {
+        return Err((
+            start + (body[start..].len() - body[start..].trim_start().len()),
+            "the last option does not end with `;`".to_string(),
+        ));
+    }
+    Ok(out)
+}
+
+fn push_option<'a>(text: &'a str, at: usize, out: &mut Vec<RawOption<'a>>) -> Result<(), Located> {
+    let trimmed = text.trim_start();
+    let column = at + (text.len() - trimmed.len());
+    let trimmed = trimmed.trim_end();
+    if trimmed.is_empty() {
+        return Err((column, "an empty option (`;;`)".to_string()));
+    }
+    let (name, value) = match trimmed.split_once(':') {
+        Some((n, v)) => (n.trim(), Some(v)),
+        None => (trimmed, None),
+    };
+    out.push((column, name, value));
+    Ok(())
+}
+
+/// The text of a quoted value, with `\"`, `\;` and `\\` unescaped.
+fn quoted(value: &str) -> Result<String, String> {
+    let v = value.trim();
+    let inner = v
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .ok_or_else(|| format!("`{v}` is not in double quotes"))?;
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next() {
+                Some(e @ ('"' | ';' | '\\' | ':')) => out.push(e),
+                // Left as written: a pcre's own escapes (`\d`, `\.`).
+                Some(e) => {
+                    out.push('\\');
+                    out.push(e);
+                }
+                None => return Err("ends with a lone `\\`".to_string()),
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
+
+/// Content text to bytes: `|41 42|` segments are hex.
+fn content_bytes(text: &str) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    let mut parts = text.split('|');
+    let mut hex = false;
+    for (i, part) in parts.by_ref().enumerate() {
+        hex = i % 2 == 1;
+        if hex {
+            let digits: String = part.chars().filter(|c| !c.is_whitespace()).collect();
+            if digits.len() % 2 == 1 {
+                return Err(format!("`|{part}|` has an odd number of hex digits"));
+            }
+            for pair in digits.as_bytes().chunks(2) {
+                let s = std::str::from_utf8(pair).map_err(|e| e.to_string())?;
+                out.push(
+                    u8::from_str_radix(s, 16)
+                        .map_err(|_| format!("`{s}` in `|{part}|` is not hex"))?,
+                );
+            }
+        } else {
+            out.extend_from_slice(part.as_bytes());
+        }
+    }
+    if hex {
+        return Err("a `|` hex segment is not closed".to_string());
+    }
+    Ok(out)
+}
+
+/// `/pattern/flags`, compiled by the linear-time engine with a size bound.
+fn pcre(text: &str) -> Result<regex::bytes::Regex, String> {
+    let (pattern, flags) = text
+        .strip_prefix('/')
+        .and_then(|s| s.rsplit_once('/'))
+        .ok_or_else(|| format!("`{text}` is not `/pattern/flags`"))?;
+    let mut builder = regex::bytes::RegexBuilder::new(pattern);
+    builder
+        .size_limit(PCRE_SIZE_LIMIT)
+        .dfa_size_limit(PCRE_SIZE_LIMIT)
+        .unicode(false);
+    for flag in flags.chars() {
+        match flag {
+            'i' => builder.case_insensitive(true),
+            's' => builder.dot_matches_new_line(true),
+            'm' => builder.multi_line(true),
+            'x' => builder.ignore_whitespace(true),
+            other => {
+                return Err(format!(
+                "flag `{other}` is not supported (i, s, m, x; relative and buffer flags are not)"
+            ))
+            }
+        };
+    }
+    builder.build().map_err(|e| match e {
+        regex::Error::CompiledTooBig(limit) => {
+            format!("`{pattern}` compiles to more than {limit} bytes: refused")
+        }
+        other => format!(
+            "`{pattern}` is not supported by the linear-time engine (no backreferences or \
+             look-around): {other}"
+        ),
+    })
+}
+
+fn flow(value: &str) -> Result<FlowMatch, String> {
+    let mut f = FlowMatch::default();
+    for word in value.split(',').map(str::trim) {
+        match word {
+            "to_server" | "from_client" => f.to_server = Some(true),
+            "to_client" | "from_server" => f.to_server = Some(false),
+            "established" => f.established = Some(true),
+            "not_established" => f.established = Some(false),
+            "stateless" => {}
+            other => return Err(format!("`{other}` is not supported")),
+        }
+    }
+    Ok(f)
+}
+
+fn dsize(value: &str) -> Result<Dsize, String> {
+    let v = value.trim();
+    let n = |s: &str| {
+        s.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("`{v}`: write N, <N, >N or N<>M"))
+    };
+    if let Some((a, b)) = v.split_once("<>") {
+        return Ok(Dsize::Between(n(a)?, n(b)?));
+    }
+    if let Some(rest) = v.strip_prefix('<') {
+        return Ok(Dsize::Lt(n(rest)?));
+    }
+    if let Some(rest) = v.strip_prefix('>') {
+        return Ok(Dsize::Gt(n(rest)?));
+    }
+    Ok(Dsize::Eq(n(v)?))
+}
+
+/// The deepest `$VAR` expansion (a variable naming itself would not end).
+const MAX_VAR_DEPTH: usize = 8;
+
+/// Splits a `[a, b, [c]]` list's items (nested lists stay whole).
+fn list_items(inner: &str) -> Vec<&str> {
+    let mut items = Vec::new();
+    let (mut depth, mut start) = (0i32, 0);
+    for (i, c) in inner.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth -= 1,
+            ',' if depth == 0 => {
+                items.push(inner[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(inner[start..].trim());
+    items
+}
+
+fn variable<'a>(text: &str, vars: &'a Vars, depth: usize) -> Result<&'a str, String> {
+    if depth >= MAX_VAR_DEPTH {
+        return Err(format!(
+            "`{text}`: variables nest deeper than {MAX_VAR_DEPTH}"
+        ));
+    }
+    let name = &text[1..];
+    vars.values
+        .get(name)
+        .map(String::as_str)
+        .ok_or_else(|| format!("variable `{text}` is not defined"))
+}
+
+fn addresses(text: &str, vars: &Vars, depth: usize) -> Result<AddrSet, String> {
+    let mut set = AddrSet::default();
+    add_addresses(text, vars, depth, false, &mut set)?;
+    Ok(set)
+}
+
+fn add_addresses(
+    text: &str,
+    vars: &Vars,
+    depth: usize,
+    negated: bool,
+    set: &mut AddrSet,
+) -> Result<(), String> {
+    let text = text.trim();
+    if let Some(rest) = text.strip_prefix('!') {
+        return add_addresses(rest, vars, depth, !negated, set);
+    }
+    if text == "any" {
+        if negated {
+            return Err("`!any` matches nothing".to_string());
+        }
+        return Ok(());
+    }
+    if text.starts_with('$') {
+        let value = variable(text, vars, depth)?;
+        return add_addresses(value, vars, depth + 1, negated, set);
+    }
+    if let Some(inner) = text.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+        for item in list_items(inner) {
+            add_addresses(item, vars, depth, negated, set)?;
+        }
+        return Ok(());
+    }
+    let net: IpNetwork = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not an address, CIDR, list, variable or `any`"))?;
+    if negated {
+        set.exclude.push(net);
+    } else {
+        set.include.push(net);
+    }
+    Ok(())
+}
+
+fn ports(text: &str, vars: &Vars, depth: usize) -> Result<PortSet, String> {
+    let mut set = PortSet::default();
+    add_ports(text, vars, depth, false, &mut set)?;
+    Ok(set)
+}
+
+fn add_ports(
+    text: &str,
+    vars: &Vars,
+    depth: usize,
+    negated: bool,
+    set: &mut PortSet,
+) -> Result<(), String> {
+    let text = text.trim();
+    if let Some(rest) = text.strip_prefix('!') {
+        return add_ports(rest, vars, depth, !negated, set);
+    }
+    if text == "any" {
+        if negated {
+            return Err("`!any` matches nothing".to_string());
+        }
+        return Ok(());
+    }
+    if text.starts_with('$') {
+        let value = variable(text, vars, depth)?;
+        return add_ports(value, vars, depth + 1, negated, set);
+    }
+    if let Some(inner) = text.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+        for item in list_items(inner) {
+            add_ports(item, vars, depth, negated, set)?;
+        }
+        return Ok(());
+    }
+    let port = |s: &str, default: u16| -> Result<u16, String> {
+        if s.is_empty() {
+            return Ok(default);
+        }
+        s.parse::<u16>()
+            .map_err(|_| format!("`{text}` is not a port, range (N:M), list, variable or `any`"))
+    };
+    let range = match text.split_once(':') {
+        Some((lo, hi)) => (port(lo, 0)?, port(hi, u16::MAX)?),
+        None => {
+            let p = port(text, 0)?;
+            (p, p)
+        }
+    };
+    if range.0 > range.1 {
+        return Err(format!("`{text}`: the range ends before it starts"));
+    }
+    if negated {
+        set.exclude.push(range);
+    } else {
+        set.include.push(range);
+    }
+    Ok(())
+}
+
+/// A packet as the rules see it: its protocol, endpoints, flow state and payload.
+#[derive(Debug, Clone, Copy)]
+pub struct Packet<'a> {
+    /// IP protocol number (6 TCP, 17 UDP, 1/58 ICMP).
+    pub protocol: u8,
+    /// Source.
+    pub src: SocketAddr,
+    /// Destination.
+    pub dst: SocketAddr,
+    /// Whether it goes from the flow's client (the side that opened it) to its server.
+    pub to_server: bool,
+    /// Whether the flow is established (a TCP handshake completed, or answered UDP).
+    pub established: bool,
+    /// The transport payload.
+    pub payload: &'a [u8],
+}
+
+impl<'a> Packet<'a> {
+    /// A TCP packet of an established flow from `src` (the client) to `dst`. Addresses
+    /// that do not parse become `0.0.0.0:0` (an example's convenience; build the struct
+    /// for real packets).
+    pub fn tcp(src: &str, dst: &str, payload: &'a [u8]) -> Self {
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        Self {
+            protocol: 6,
+            src: src.parse().unwrap_or(unspecified),
+            dst: dst.parse().unwrap_or(unspecified),
+            to_server: true,
+            established: true,
+            payload,
+        }
+    }
+}
+
+/// What the matched rules decide for a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Verdict {
+    /// No rule matched.
+    None,
+    /// A `pass` rule matched: nothing else applies.
+    Pass,
+    /// A `drop` rule matched (and no `pass`).
+    Drop,
+    /// Only `alert` rules matched.
+    Alert,
+}
+
+/// Errors building a [`RuleSet`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdsError {
+    /// The prefilter's automaton could not be built.
+    #[error("building the content prefilter: {0}")]
+    Prefilter(#[from] aho_corasick::BuildError),
+}
+
+/// Rules ready to match: each rule's fast pattern in one of two automata (case kept,
+/// case folded), the rules with no positive content beside them.
+#[derive(Debug)]
+pub struct RuleSet {
+    rules: Vec<IdsRule>,
+    exact: Option<AhoCorasick>,
+    exact_rules: Vec<usize>,
+    folded: Option<AhoCorasick>,
+    folded_rules: Vec<usize>,
+    always: Vec<usize>,
+}
+
+impl RuleSet {
+    /// Builds the prefilter for `rules`.
+    pub fn new(rules: Vec<IdsRule>) -> Result<Self, IdsError> {
+        let (mut exact, mut exact_rules) = (Vec::new(), Vec::new());
+        let (mut folded, mut folded_rules) = (Vec::new(), Vec::new());
+        let mut always = Vec::new();
+        for (i, rule) in rules.iter().enumerate() {
+            // The content the prefilter looks for: the one marked, else the longest
+            // positive one.
+            let fast = rule
+                .contents
+                .iter()
+                .find(|c| c.fast_pattern && !c.negated)
+                .or_else(|| {
+                    rule.contents
+                        .iter()
+                        .filter(|c| !c.negated)
+                        .max_by_key(|c| c.bytes.len())
+                });
+            match fast {
+                Some(c) if c.nocase => {
+                    folded.push(c.bytes.clone());
+                    folded_rules.push(i);
+                }
+                Some(c) => {
+                    exact.push(c.bytes.clone());
+                    exact_rules.push(i);
+                }
+                None => always.push(i),
+            }
+        }
+        let build = |patterns: &[Vec<u8>], fold: bool| -> Result<Option<AhoCorasick>, IdsError> {
+            if patterns.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some(
+                AhoCorasickBuilder::new()
+                    .ascii_case_insensitive(fold)
+                    .match_kind(MatchKind::Standard)
+                    .build(patterns)?,
+            ))
+        };
+        Ok(Self {
+            exact: build(&exact, false)?,
+            folded: build(&folded, true)?,
+            rules,
+            exact_rules,
+            folded_rules,
+            always,
+        })
+    }
+
+    /// Heap bytes of the prefilter's automata.
+    pub fn prefilter_bytes(&self) -> usize {
+        [&self.exact, &self.folded]
+            .iter()
+            .filter_map(|a| a.as_ref())
+            .map(AhoCorasick::memory_usage)
+            .sum()
+    }
+
+    /// The rules, in file order.
+    pub fn rules(&self) -> &[IdsRule] {
+        &self.rules
+    }
+
+    /// The rules `packet` matches, in file order.
+    pub fn matches(&self, packet: &Packet<'_>) -> Vec<&IdsRule> {
+        let mut candidates: Vec<usize> = self.always.clone();
+        for (automaton, owners) in [
+            (&self.exact, &self.exact_rules),
+            (&self.folded, &self.folded_rules),
+        ] {
+            if let Some(ac) = automaton {
+                for m in ac.find_overlapping_iter(packet.payload) {
+                    if let Some(rule) = owners.get(m.pattern().as_usize()) {
+                        candidates.push(*rule);
+                    }
+                }
+            }
+        }
+        candidates.sort_unstable();
+        candidates.dedup();
+        let hits: Vec<usize> = candidates
+            .into_iter()
+            .filter(|i| self.rules.get(*i).is_some_and(|r| rule_matches(r, packet)))
+            .collect();
+        hits.into_iter().filter_map(|i| self.rules.get(i)).collect()
+    }
+
+    /// The decision of matched rules (as Suricata orders actions: pass, drop, alert).
+    pub fn verdict(&self, hits: &[&IdsRule]) -> Verdict {
+        if hits.iter().any(|r| r.action == IdsAction::Pass) {
+            Verdict::Pass
+        } else if hits.iter().any(|r| r.action == IdsAction::Drop) {
+            Verdict::Drop
+        } else if hits.is_empty() {
+            Verdict::None
+        } else {
+            Verdict::Alert
+        }
+    }
+}
+
+/// Whether `rule` matches `packet`: header, flow, size, then contents and patterns.
+pub fn rule_matches(rule: &IdsRule, packet: &Packet<'_>) -> bool {
+    let proto_ok = match rule.proto {
+        IdsProto::Ip => true,
+        IdsProto::Tcp => packet.protocol == 6,
+        IdsProto::Udp => packet.protocol == 17,
+        IdsProto::Icmp => packet.protocol == 1 || packet.protocol == 58,
+    };
+    if !proto_ok {
+        return false;
+    }
+    let ends = |s: &SocketAddr, d: &SocketAddr| {
+        rule.src.contains(s.ip())
+            && rule.dst.contains(d.ip())
+            && (packet.protocol == 1
+                || packet.protocol == 58
+                || (rule.sport.contains(s.port()) && rule.dport.contains(d.port())))
+    };
+    if !(ends(&packet.src, &packet.dst) || (rule.bidirectional && ends(&packet.dst, &packet.src))) {
+        return false;
+    }
+    if rule.flow.to_server.is_some_and(|t| t != packet.to_server)
+        || rule
+            .flow
+            .established
+            .is_some_and(|e| e != packet.established)
+    {
+        return false;
+    }
+    if rule.dsize.is_some_and(|d| !d.holds(packet.payload.len())) {
+        return false;
+    }
+    contents_match(&rule.contents, packet.payload, 0, 0)
+        && rule.pcre.iter().all(|re| re.is_match(packet.payload))
+}
+
+/// Whether `contents[i..]` match `payload` with the previous match ending at `prev_end`:
+/// each positive content tried at every place its window allows, so a later relative
+/// content can still find its match after an earlier place failed it.
+fn contents_match(contents: &[Content], payload: &[u8], i: usize, prev_end: usize) -> bool {
+    let Some(c) = contents.get(i) else {
+        return true;
+    };
+    let (start, limit) = window(c, payload.len(), prev_end);
+    let found = |at: usize| {
+        payload.get(at..at + c.bytes.len()).is_some_and(|w| {
+            if c.nocase {
+                w.eq_ignore_ascii_case(&c.bytes)
+            } else {
+                w == c.bytes.as_slice()
+            }
+        })
+    };
+    let last_start = limit.saturating_sub(c.bytes.len());
+    let places = || (start..=last_start).filter(|at| *at + c.bytes.len() <= limit);
+    if c.negated {
+        // Absent from its window; the next content is relative to the same place.
+        return places().all(|at| !found(at)) && contents_match(contents, payload, i + 1, prev_end);
+    }
+    if start > last_start {
+        return false;
+    }
+    places().any(|at| found(at) && contents_match(contents, payload, i + 1, at + c.bytes.len()))
+}
+
+/// Where content `c` may lie: `(first start, end limit)`, as Suricata counts them
+/// (`depth` from `offset`, `within` from where `distance` starts the search).
+fn window(c: &Content, len: usize, prev_end: usize) -> (usize, usize) {
+    if c.relative() {
+        let distance = i64::from(c.distance.unwrap_or(0));
+        let start = (prev_end as i64 + distance).clamp(0, len as i64) as usize;
+        let limit = c.within.map_or(len, |w| (start + w as usize).min(len));
+        (start, limit)
+    } else {
+        let start = (c.offset.unwrap_or(0) as usize).min(len);
+        let limit = c.depth.map_or(len, |d| (start + d as usize).min(len));
+        (start, limit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(rule: &str) -> IdsRule {
+        let mut rules = parse(rule, Path::new("t.rules"), &Vars::with_defaults())
+            .unwrap_or_else(|e| panic!("{rule}: {e}"));
+        assert_eq!(rules.len(), 1);
+        rules.remove(0)
+    }
+
+    fn error(text: &str) -> String {
+        match parse(text, Path::new("t.rules"), &Vars::with_defaults()) {
+            Ok(_) => panic!("{text}: parsed"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn hit(rule: &str, payload: &[u8]) -> bool {
+        let r = one(rule);
+        rule_matches(
+            &r,
+            &Packet::tcp("203.0.113.5:40000", "192.168.1.10:80", payload),
+        )
+    }
+
+    const HEAD: &str = "alert tcp any any -> any any";
+
+    #[test]
+    fn content_with_hex_and_nocase() {
+        let r = format!(r#"{HEAD} (content:"GET|20|/"; nocase; sid:1;)"#);
+        assert!(hit(&r, b"get /index"));
+        assert!(!hit(&r, b"GET/index"));
+        let exact = format!(r#"{HEAD} (content:"GET|20|/"; sid:1;)"#);
+        assert!(!hit(&exact, b"get /index"));
+        assert!(hit(&exact, b"xxGET /"));
+    }
+
+    #[test]
+    fn offset_and_depth_bound_the_window() {
+        let r = format!(r#"{HEAD} (content:"abc"; offset:2; depth:4; sid:1;)"#);
+        assert!(hit(&r, b"xxabc"));
+        assert!(hit(&r, b"xxxabc"));
+        assert!(!hit(&r, b"xxxxabc"), "depth 4 from offset 2 ends at byte 6");
+        assert!(!hit(&r, b"xabc"), "offset 2 skips byte 1");
+    }
+
+    #[test]
+    fn distance_and_within_are_relative_and_backtrack() {
+        let r = format!(r#"{HEAD} (content:"ab"; content:"cd"; distance:1; within:3; sid:1;)"#);
+        assert!(hit(&r, b"ab_cd"));
+        assert!(!hit(&r, b"abcd"), "distance 1 skips the byte right after");
+        assert!(!hit(&r, b"ab___cd"), "within 3 of where distance starts");
+        // The first "ab" fails the second content; the later one succeeds.
+        assert!(hit(&r, b"ab____ab_cd"));
+        // A negative distance starts the search inside the previous match.
+        let negative =
+            format!(r#"{HEAD} (content:"ab"; content:"bc"; distance:-1; within:2; sid:1;)"#);
+        assert!(hit(&negative, b"abc"));
+        assert!(!hit(&negative, b"ab_bc"));
+    }
+
+    #[test]
+    fn negated_content_and_multiple_contents() {
+        let r = format!(r#"{HEAD} (content:"user"; content:!"admin"; sid:1;)"#);
+        assert!(hit(&r, b"user=bob"));
+        assert!(!hit(&r, b"user=admin"));
+        let both = format!(r#"{HEAD} (content:"one"; content:"two"; sid:1;)"#);
+        assert!(hit(&both, b"two one two"));
+        assert!(!hit(&both, b"one"));
+    }
+
+    #[test]
+    fn pcre_flow_and_dsize() {
+        let r = format!(r#"{HEAD} (pcre:"/id=\d{{3}}\b/i"; sid:1;)"#);
+        assert!(hit(&r, b"ID=123 "));
+        assert!(!hit(&r, b"id=12 "));
+        let to_client = format!(r#"{HEAD} (content:"x"; flow:to_client,established; sid:1;)"#);
+        assert!(!hit(&to_client, b"x"), "the packet goes to the server");
+        let small = format!(r#"{HEAD} (content:"x"; dsize:<4; sid:1;)"#);
+        assert!(hit(&small, b"xyz"));
+        assert!(!hit(&small, b"xyzw"));
+        let between = format!(r#"{HEAD} (dsize:2<>5; sid:1;)"#);
+        assert!(hit(&between, b"abc"));
+        assert!(!hit(&between, b"ab"));
+    }
+
+    #[test]
+    fn header_addresses_ports_variables_and_direction() {
+        let home = r#"alert tcp $EXTERNAL_NET any -> $HOME_NET $HTTP_PORTS (content:"x"; sid:1;)"#;
+        assert!(hit(home, b"x"));
+        let wrong_port = r#"alert tcp any any -> any [443,8000:8100] (content:"x"; sid:1;)"#;
+        assert!(!hit(wrong_port, b"x"));
+        let negated = r#"alert tcp !203.0.113.0/24 any -> any any (content:"x"; sid:1;)"#;
+        assert!(!hit(negated, b"x"));
+        let reversed = r#"alert tcp 192.168.1.10 80 -> any any (content:"x"; sid:1;)"#;
+        assert!(!hit(reversed, b"x"));
+        let both_ways = r#"alert tcp 192.168.1.10 80 <> any any (content:"x"; sid:1;)"#;
+        assert!(hit(both_ways, b"x"));
+        let udp = r#"alert udp any any -> any any (content:"x"; sid:1;)"#;
+        assert!(!hit(udp, b"x"));
+        let ip = r#"alert ip any any -> any any (content:"x"; sid:1;)"#;
+        assert!(hit(ip, b"x"));
+        let open_range = r#"alert tcp any 1024: -> any :100 (content:"x"; sid:1;)"#;
+        assert!(hit(open_range, b"x"));
+    }
+
+    #[test]
+    fn metadata_options_are_kept() {
+        let r = one(
+            r#"drop tcp any any -> any 80 (msg:"a \"quoted\"\; msg"; content:"x"; classtype:trojan-activity; reference:url,example.org; metadata:created_at 2026_11_27; priority:2; sid:7; rev:3;)"#,
+        );
+        assert_eq!(r.msg, r#"a "quoted"; msg"#);
+        assert_eq!((r.sid, r.rev, r.priority), (7, 3, Some(2)));
+        assert_eq!(r.classtype.as_deref(), Some("trojan-activity"));
+        assert_eq!(r.references, ["url,example.org"]);
+        assert_eq!(r.action, IdsAction::Drop);
+    }
+
+    #[test]
+    fn errors_are_located_and_name_the_option() {
+        let e = error("alert tcp any any -> any any (content:\"x\"; sid:1; flowbits:set,a;)");
+        assert!(
+            e.contains("t.rules:1:51: option `flowbits` is not supported"),
+            "{e}"
+        );
+        let e = error(
+            "\n  alert tcp any any -> any any (content:\"x\"; nocase; sid:1; byte_test:1,>,2,0;)",
+        );
+        assert!(e.starts_with("t.rules:2:"), "{e}");
+        assert!(e.contains("`byte_test`"), "{e}");
+        let e = error("alert http any any -> any any (content:\"x\"; sid:1;)");
+        assert!(
+            e.contains("t.rules:1:7: protocol `http` is not supported"),
+            "{e}"
+        );
+        let e = error("alert tcp any any -> any any (nocase; sid:1;)");
+        assert!(e.contains("`nocase`: modifies a `content`"), "{e}");
+        let e = error("alert tcp any any -> any any (content:\"x\";)");
+        assert!(e.contains("no `sid`"), "{e}");
+        let e = error("alert tcp any any -> $NOPE any (content:\"x\"; sid:1;)");
+        assert!(
+            e.contains("t.rules:1:22: variable `$NOPE` is not defined"),
+            "{e}"
+        );
+        let e = error("alert tcp any any -> any any (content:\"|4g|\"; sid:1;)");
+        assert!(e.contains("is not hex"), "{e}");
+        let e = error("alert tcp any any -> any any (content:\"x\"; sid:1;)\nalert tcp any any -> any any (content:\"y\"; sid:1;)");
+        assert!(
+            e.contains("t.rules:2:") && e.contains("`sid:1` is used again (first at t.rules:1)"),
+            "{e}"
+        );
+        let e = error("alert tcp any any -> any any (content:\"abc\"; depth:2; sid:1;)");
+        assert!(e.contains("could never match"), "{e}");
+        let e = error("alert tcp any any -> any any (content:\"x\"; sid:1)");
+        assert!(e.contains("does not end with `;`"), "{e}");
+        let e = error("alert tcp any any -> any any (msg:\"open; sid:1;)");
+        assert!(e.contains("not closed"), "{e}");
+        // Two problems, both reported.
+        let e = error(
+            "alert tcp any any -> any any (sid:1; foo;)\nalert tcp any any => any any (sid:2;)",
+        );
+        assert!(e.contains("`foo`") && e.contains("direction `=>`"), "{e}");
+    }
+
+    #[test]
+    fn catastrophic_and_unsupported_patterns_are_refused() {
+        let e = error(r#"alert tcp any any -> any any (pcre:"/(a+)+\1/"; sid:1;)"#);
+        assert!(e.contains("not supported by the linear-time engine"), "{e}");
+        let e = error(r#"alert tcp any any -> any any (pcre:"/(?=x)/"; sid:1;)"#);
+        assert!(e.contains("linear-time engine"), "{e}");
+        let e = error(r#"alert tcp any any -> any any (pcre:"/x{1000}{1000}/"; sid:1;)"#);
+        assert!(e.contains("compiles to more than"), "{e}");
+        let e = error(r#"alert tcp any any -> any any (pcre:"/x/R"; sid:1;)"#);
+        assert!(e.contains("flag `R` is not supported"), "{e}");
+        // A pattern that backtracks exponentially in a backtracking engine runs in
+        // linear time here.
+        let r = format!(r#"{HEAD} (pcre:"/^(a|aa)+$/"; sid:1;)"#);
+        let mut payload = vec![b'a'; 5000];
+        payload.push(b'b');
+        assert!(!hit(&r, &payload));
+    }
+
+    #[test]
+    fn the_rule_set_prefilters_and_decides() {
+        let text = r#"
+# a comment
+alert tcp any any -> any any (msg:"one"; content:"needle"; sid:1;)
+alert tcp any any -> any any (msg:"two"; content:"NEEDLE"; nocase; content:"tail"; distance:0; sid:2;)
+drop tcp any any -> any any (msg:"three"; content:!"absent"; sid:3;)
+pass tcp any any -> any any (msg:"four"; content:"allowme"; sid:4;)
+"#;
+        let set = RuleSet::new(
+            parse(text, Path::new("t.rules"), &Vars::with_defaults())
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let p = |payload: &'static [u8]| Packet::tcp("10.0.0.1:1000", "10.0.0.2:80", payload);
+        let sids = |payload: &'static [u8]| -> Vec<u32> {
+            set.matches(&p(payload)).iter().map(|r| r.sid).collect()
+        };
+        assert_eq!(sids(b"a needle and a tail"), [1, 2, 3]);
+        assert_eq!(sids(b"absent"), Vec::<u32>::new());
+        assert_eq!(set.verdict(&set.matches(&p(b"needle"))), Verdict::Drop);
+        assert_eq!(set.verdict(&set.matches(&p(b"allowme"))), Verdict::Pass);
+        assert_eq!(set.verdict(&set.matches(&p(b"absent"))), Verdict::None);
+    }
+
+    /// The prefilter never loses a match: over random rules and payloads, the set's
+    /// answer equals checking every rule.
+    #[test]
+    fn the_prefilter_equals_checking_every_rule() {
+        let mut seed = 0x1d5_5eed_u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let alphabet = b"abAB";
+        let word = |len: u64, next: &mut dyn FnMut(u64) -> u64| -> String {
+            (0..len.max(1))
+                .map(|_| alphabet[next(4) as usize] as char)
+                .collect()
+        };
+        let mut text = String::new();
+        for sid in 1..=200 {
+            let a = word(1 + next(3), &mut next);
+            let b = word(1 + next(3), &mut next);
+            let nocase = if next(2) == 0 { " nocase;" } else { "" };
+            let second = match next(3) {
+                0 => String::new(),
+                1 => format!(
+                    " content:\"{b}\"; distance:{}; within:{};",
+                    next(3),
+                    3 + next(4)
+                ),
+                _ => format!(" content:!\"{b}\";"),
+            };
+            text.push_str(&format!(
+                "alert tcp any any -> any any (content:\"{a}\";{nocase}{second} sid:{sid};)\n"
+            ));
+        }
+        let rules =
+            parse(&text, Path::new("t.rules"), &Vars::new()).unwrap_or_else(|e| panic!("{e}"));
+        let set = RuleSet::new(rules).unwrap_or_else(|e| panic!("{e}"));
+        let mut matched = 0;
+        for _ in 0..300 {
+            let payload = word(next(24), &mut next).into_bytes();
+            let packet = Packet::tcp("10.0.0.1:1", "10.0.0.2:2", &payload);
+            let fast: Vec<u32> = set.matches(&packet).iter().map(|r| r.sid).collect();
+            let slow: Vec<u32> = set
+                .rules()
+                .iter()
+                .filter(|r| rule_matches(r, &packet))
+                .map(|r| r.sid)
+                .collect();
+            assert_eq!(fast, slow, "{:?}", String::from_utf8_lossy(&payload));
+            matched += fast.len();
+        }
+        assert!(matched > 300, "matches over all payloads: {matched}");
+    }
+}
