@@ -305,6 +305,79 @@ pub fn parse(text: &str, path: &Path, vars: &Vars) -> Result<Vec<IdsRule>, Confi
     }
 }
 
+/// The largest rule file read (32 MiB).
+pub const MAX_RULE_FILE_BYTES: u64 = 32 << 20;
+
+/// Reads and parses rule files (regular files of at most [`MAX_RULE_FILE_BYTES`]), in
+/// order; a `sid` is unique across all of them. Every problem of every file is
+/// reported, and any problem gives no rules.
+pub fn parse_files(paths: &[std::path::PathBuf], vars: &Vars) -> Result<Vec<IdsRule>, ConfigError> {
+    let mut rules: Vec<IdsRule> = Vec::new();
+    let mut problems = Vec::new();
+    let whole_file = |path: &Path, message: String| Diagnostic {
+        path: path.to_path_buf(),
+        line: 0,
+        column: 0,
+        message,
+    };
+    for path in paths {
+        let bytes = match ironclad_core::fsutil::read_regular_file(path, MAX_RULE_FILE_BYTES) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                problems.push(whole_file(path, e.to_string()));
+                continue;
+            }
+        };
+        let text = match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(e) => {
+                let at = e.utf8_error().valid_up_to();
+                let line = e.as_bytes()[..at].iter().filter(|b| **b == b'\n').count() as u64 + 1;
+                problems.push(Diagnostic {
+                    path: path.clone(),
+                    line,
+                    column: 0,
+                    message: "not UTF-8".to_string(),
+                });
+                continue;
+            }
+        };
+        match parse(&text, path, vars) {
+            Ok(parsed) => {
+                for rule in parsed {
+                    if let Some(first) = rules.iter().find(|r| r.sid == rule.sid) {
+                        let line = rule
+                            .origin
+                            .rsplit(':')
+                            .next()
+                            .and_then(|n| n.parse().ok())
+                            .unwrap_or(0);
+                        problems.push(Diagnostic {
+                            path: path.clone(),
+                            line,
+                            column: 1,
+                            message: format!(
+                                "`sid:{}` is used again (first at {})",
+                                rule.sid, first.origin
+                            ),
+                        });
+                    } else {
+                        rules.push(rule);
+                    }
+                }
+            }
+            Err(e) => problems.extend(e.diagnostics),
+        }
+    }
+    if problems.is_empty() {
+        Ok(rules)
+    } else {
+        Err(ConfigError {
+            diagnostics: problems,
+        })
+    }
+}
+
 fn rules_origin(rules: &[IdsRule], i: usize) -> &str {
     rules.get(i).map_or("?", |r| r.origin.as_str())
 }
@@ -1284,6 +1357,50 @@ mod tests {
             "alert tcp any any -> any any (sid:1; foo;)\nalert tcp any any => any any (sid:2;)",
         );
         assert!(e.contains("`foo`") && e.contains("direction `=>`"), "{e}");
+    }
+
+    #[test]
+    fn rule_files_share_their_sids_and_report_every_problem() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let a = dir.path().join("a.rules");
+        let b = dir.path().join("b.rules");
+        let c = dir.path().join("c.rules");
+        std::fs::write(&a, "alert tcp any any -> any any (content:\"x\"; sid:1;)\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(
+            &b,
+            "# b\nalert tcp any any -> any any (content:\"y\"; sid:2;)\nalert tcp any any -> any any (content:\"z\"; sid:1;)\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(
+            &c,
+            b"alert tcp any any -> any any (content:\"\xff\"; sid:3;)\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let ok =
+            parse_files(std::slice::from_ref(&a), &Vars::new()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ok.len(), 1);
+        let missing = dir.path().join("missing.rules");
+        let e = parse_files(
+            &[a.clone(), b.clone(), c.clone(), missing.clone()],
+            &Vars::new(),
+        )
+        .err()
+        .unwrap_or_else(|| panic!("duplicate sid accepted"))
+        .to_string();
+        let first = format!("{}:1", a.display());
+        assert!(
+            e.contains(&format!(
+                "{}:3:1: `sid:1` is used again (first at {first})",
+                b.display()
+            )),
+            "{e}"
+        );
+        assert!(
+            e.contains(&format!("{}:1:0: not UTF-8", c.display())),
+            "{e}"
+        );
+        assert!(e.contains(&missing.display().to_string()), "{e}");
     }
 
     #[test]
