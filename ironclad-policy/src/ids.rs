@@ -456,8 +456,8 @@ fn parse_rule(rule: &str, vars: &Vars, origin: String) -> Result<IdsRule, Locate
             ))
         }
     };
-    let src = addresses(fields[2].1, vars, 0).map_err(|m| (fields[2].0, m))?;
-    let sport = ports(fields[3].1, vars, 0).map_err(|m| (fields[3].0, m))?;
+    let src = addresses(fields[2].1, vars).map_err(|m| (fields[2].0, m))?;
+    let sport = ports(fields[3].1, vars).map_err(|m| (fields[3].0, m))?;
     let bidirectional = match fields[4].1 {
         "->" => false,
         "<>" => true,
@@ -468,8 +468,8 @@ fn parse_rule(rule: &str, vars: &Vars, origin: String) -> Result<IdsRule, Locate
             ))
         }
     };
-    let dst = addresses(fields[5].1, vars, 0).map_err(|m| (fields[5].0, m))?;
-    let dport = ports(fields[6].1, vars, 0).map_err(|m| (fields[6].0, m))?;
+    let dst = addresses(fields[5].1, vars).map_err(|m| (fields[5].0, m))?;
+    let dport = ports(fields[6].1, vars).map_err(|m| (fields[6].0, m))?;
     let mut built = IdsRule {
         action,
         proto,
@@ -839,22 +839,50 @@ fn variable<'a>(text: &str, vars: &'a Vars, depth: usize) -> Result<&'a str, Str
         .ok_or_else(|| format!("variable `{text}` is not defined"))
 }
 
-fn addresses(text: &str, vars: &Vars, depth: usize) -> Result<AddrSet, String> {
+fn addresses(text: &str, vars: &Vars) -> Result<AddrSet, String> {
     let mut set = AddrSet::default();
-    add_addresses(text, vars, depth, false, &mut set)?;
+    let leaf = |item: &str| {
+        item.parse::<IpNetwork>()
+            .map_err(|_| format!("`{item}` is not an address, CIDR, list, variable or `any`"))
+    };
+    add_items(
+        text,
+        vars,
+        0,
+        false,
+        (&mut set.include, &mut set.exclude),
+        &leaf,
+    )?;
     Ok(set)
 }
 
-fn add_addresses(
+fn ports(text: &str, vars: &Vars) -> Result<PortSet, String> {
+    let mut set = PortSet::default();
+    add_items(
+        text,
+        vars,
+        0,
+        false,
+        (&mut set.include, &mut set.exclude),
+        &port_range,
+    )?;
+    Ok(set)
+}
+
+/// Adds `text` to a set's included and excluded items: `any` (nothing to add), `!x`,
+/// `$VAR`, a `[a, b]` list, or one item `leaf` parses.
+fn add_items<T>(
     text: &str,
     vars: &Vars,
     depth: usize,
     negated: bool,
-    set: &mut AddrSet,
+    set: (&mut Vec<T>, &mut Vec<T>),
+    leaf: &dyn Fn(&str) -> Result<T, String>,
 ) -> Result<(), String> {
     let text = text.trim();
+    let (include, exclude) = set;
     if let Some(rest) = text.strip_prefix('!') {
-        return add_addresses(rest, vars, depth, !negated, set);
+        return add_items(rest, vars, depth, !negated, (include, exclude), leaf);
     }
     if text == "any" {
         if negated {
@@ -864,58 +892,32 @@ fn add_addresses(
     }
     if text.starts_with('$') {
         let value = variable(text, vars, depth)?;
-        return add_addresses(value, vars, depth + 1, negated, set);
+        return add_items(value, vars, depth + 1, negated, (include, exclude), leaf);
     }
     if let Some(inner) = text.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
         for item in list_items(inner) {
-            add_addresses(item, vars, depth, negated, set)?;
+            add_items(
+                item,
+                vars,
+                depth,
+                negated,
+                (&mut *include, &mut *exclude),
+                leaf,
+            )?;
         }
         return Ok(());
     }
-    let net: IpNetwork = text
-        .parse()
-        .map_err(|_| format!("`{text}` is not an address, CIDR, list, variable or `any`"))?;
+    let item = leaf(text)?;
     if negated {
-        set.exclude.push(net);
+        exclude.push(item);
     } else {
-        set.include.push(net);
+        include.push(item);
     }
     Ok(())
 }
 
-fn ports(text: &str, vars: &Vars, depth: usize) -> Result<PortSet, String> {
-    let mut set = PortSet::default();
-    add_ports(text, vars, depth, false, &mut set)?;
-    Ok(set)
-}
-
-fn add_ports(
-    text: &str,
-    vars: &Vars,
-    depth: usize,
-    negated: bool,
-    set: &mut PortSet,
-) -> Result<(), String> {
-    let text = text.trim();
-    if let Some(rest) = text.strip_prefix('!') {
-        return add_ports(rest, vars, depth, !negated, set);
-    }
-    if text == "any" {
-        if negated {
-            return Err("`!any` matches nothing".to_string());
-        }
-        return Ok(());
-    }
-    if text.starts_with('$') {
-        let value = variable(text, vars, depth)?;
-        return add_ports(value, vars, depth + 1, negated, set);
-    }
-    if let Some(inner) = text.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
-        for item in list_items(inner) {
-            add_ports(item, vars, depth, negated, set)?;
-        }
-        return Ok(());
-    }
+/// A port (`80`) or range (`N:M`, `N:`, `:M`).
+fn port_range(text: &str) -> Result<(u16, u16), String> {
     let port = |s: &str, default: u16| -> Result<u16, String> {
         if s.is_empty() {
             return Ok(default);
@@ -933,12 +935,7 @@ fn add_ports(
     if range.0 > range.1 {
         return Err(format!("`{text}`: the range ends before it starts"));
     }
-    if negated {
-        set.exclude.push(range);
-    } else {
-        set.include.push(range);
-    }
-    Ok(())
+    Ok(range)
 }
 
 /// A packet as the rules see it: its protocol, endpoints, flow state and payload.
