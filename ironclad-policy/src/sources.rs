@@ -961,9 +961,8 @@ mod tests {
         );
     }
 
-    /// A feed read by its changes is read and merged into the memory of the version
-    /// before last: its text buffer and its sorted list come back once nothing else
-    /// holds them.
+    /// A feed rewritten version after version is read by its changes each time, and
+    /// the cache holds only the current version.
     #[test]
     fn a_changed_feed_is_read_by_its_changes() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
