@@ -513,6 +513,8 @@ cmd_perf() {
     rm -rf target/criterion
     IRONCLAD_FIGURES=$(mktemp)
     export IRONCLAD_FIGURES
+    # Full length whatever the environment says (the figures docs/performance.md quotes).
+    unset IRONCLAD_BENCH_QUICK
     IRONCLAD_DAEMON=$(examples/deploy/build-static.sh) \
     cargo bench -p ironclad-benches --bench shield --bench ids --bench tls --bench egress --bench domains --bench events --bench sources --bench process --bench firewall --bench api -- --noplot
     guest/run.sh --bench

@@ -71,12 +71,13 @@ fn matcher(c: &mut Criterion) {
             parse(&text, Path::new("bench.rules"), &Vars::new()).unwrap_or_else(|e| panic!("{e}"));
         let set = RuleSet::new(parsed).unwrap_or_else(|e| panic!("{e}"));
         let packets = payloads(&words, &mut rng);
+        let (client, server) = (
+            "10.0.0.1:40000".parse().unwrap_or_else(|e| panic!("{e}")),
+            "10.0.0.2:80".parse().unwrap_or_else(|e| panic!("{e}")),
+        );
         let hits: usize = packets
             .iter()
-            .map(|p| {
-                set.matches(&Packet::tcp("10.0.0.1:40000", "10.0.0.2:80", p))
-                    .len()
-            })
+            .map(|p| set.matches(&Packet::tcp(client, server, p)).len())
             .sum();
         assert!(hits >= PACKETS / 16 / 2, "{count} rules: {hits} matches");
         println!(
@@ -86,7 +87,7 @@ fn matcher(c: &mut Criterion) {
         group.bench_function(format!("rules_{count}"), |b| {
             b.iter(|| {
                 for p in &packets {
-                    black_box(set.matches(&Packet::tcp("10.0.0.1:40000", "10.0.0.2:80", p)));
+                    black_box(set.matches(&Packet::tcp(client, server, p)));
                 }
             })
         });

@@ -8,7 +8,8 @@
 //! let text = r#"alert tcp any any -> $HOME_NET 80 (msg:"test string"; content:"X-Ironclad-Test"; nocase; sid:1000001; rev:1;)"#;
 //! let rules = parse(text, "local.rules".as_ref(), &Vars::with_defaults())?;
 //! let set = RuleSet::new(rules)?;
-//! let packet = Packet::tcp("203.0.113.5:40000", "192.168.1.10:80", b"GET / HTTP/1.1\r\nx-ironclad-test: 1\r\n");
+//! let (client, server) = ("203.0.113.5:40000".parse()?, "192.168.1.10:80".parse()?);
+//! let packet = Packet::tcp(client, server, b"GET / HTTP/1.1\r\nx-ironclad-test: 1\r\n");
 //! let hits = set.matches(&packet);
 //! assert_eq!(hits.len(), 1);
 //! assert_eq!(hits[0].sid, 1000001);
@@ -502,7 +503,7 @@ fn parse_rule(rule: &str, vars: &Vars, origin: String) -> Result<IdsRule, Locate
                 .parse::<u32>()
                 .map_err(|_| at(format!("`{}` is not a number", v.trim())))
         };
-        let last_content = |contents: &mut Vec<Content>| -> Result<usize, Located> {
+        let last_content = |contents: &[Content]| -> Result<usize, Located> {
             contents
                 .len()
                 .checked_sub(1)
@@ -543,7 +544,7 @@ fn parse_rule(rule: &str, vars: &Vars, origin: String) -> Result<IdsRule, Locate
                 });
             }
             "nocase" | "fast_pattern" => {
-                let i = last_content(&mut built.contents)?;
+                let i = last_content(&built.contents)?;
                 if value.is_some() {
                     return Err(at("takes no value".to_string()));
                 }
@@ -554,7 +555,7 @@ fn parse_rule(rule: &str, vars: &Vars, origin: String) -> Result<IdsRule, Locate
                 }
             }
             "offset" | "depth" | "within" => {
-                let i = last_content(&mut built.contents)?;
+                let i = last_content(&built.contents)?;
                 let n = number(value)?;
                 let c = &mut built.contents[i];
                 match name {
@@ -562,13 +563,7 @@ fn parse_rule(rule: &str, vars: &Vars, origin: String) -> Result<IdsRule, Locate
                     "depth" => c.depth = Some(n),
                     _ => c.within = Some(n),
                 }
-                if name == "within" && (n as usize) < c.bytes.len() {
-                    return Err(at(format!(
-                        "{n} is shorter than its content ({} bytes): it could never match",
-                        c.bytes.len()
-                    )));
-                }
-                if name == "depth" && (n as usize) < c.bytes.len() {
+                if name != "offset" && (n as usize) < c.bytes.len() {
                     return Err(at(format!(
                         "{n} is shorter than its content ({} bytes): it could never match",
                         c.bytes.len()
@@ -576,7 +571,7 @@ fn parse_rule(rule: &str, vars: &Vars, origin: String) -> Result<IdsRule, Locate
                 }
             }
             "distance" => {
-                let i = last_content(&mut built.contents)?;
+                let i = last_content(&built.contents)?;
                 let v = value.ok_or_else(|| at("needs a value".to_string()))?.trim();
                 let n = v
                     .parse::<i32>()
@@ -956,15 +951,12 @@ pub struct Packet<'a> {
 }
 
 impl<'a> Packet<'a> {
-    /// A TCP packet of an established flow from `src` (the client) to `dst`. Addresses
-    /// that do not parse become `0.0.0.0:0` (an example's convenience; build the struct
-    /// for real packets).
-    pub fn tcp(src: &str, dst: &str, payload: &'a [u8]) -> Self {
-        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+    /// A TCP packet of an established flow from `src` (the client) to `dst`.
+    pub fn tcp(src: SocketAddr, dst: SocketAddr, payload: &'a [u8]) -> Self {
         Self {
             protocol: 6,
-            src: src.parse().unwrap_or(unspecified),
-            dst: dst.parse().unwrap_or(unspecified),
+            src,
+            dst,
             to_server: true,
             established: true,
             payload,
@@ -1195,6 +1187,10 @@ fn window(c: &Content, len: usize, prev_end: usize) -> (usize, usize) {
 mod tests {
     use super::*;
 
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
     fn one(rule: &str) -> IdsRule {
         let mut rules = parse(rule, Path::new("t.rules"), &Vars::with_defaults())
             .unwrap_or_else(|e| panic!("{rule}: {e}"));
@@ -1213,7 +1209,7 @@ mod tests {
         let r = one(rule);
         rule_matches(
             &r,
-            &Packet::tcp("203.0.113.5:40000", "192.168.1.10:80", payload),
+            &Packet::tcp(addr("203.0.113.5:40000"), addr("192.168.1.10:80"), payload),
         )
     }
 
@@ -1432,7 +1428,9 @@ pass tcp any any -> any any (msg:"four"; content:"allowme"; sid:4;)
                 .unwrap_or_else(|e| panic!("{e}")),
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let p = |payload: &'static [u8]| Packet::tcp("10.0.0.1:1000", "10.0.0.2:80", payload);
+        let p = |payload: &'static [u8]| {
+            Packet::tcp(addr("10.0.0.1:1000"), addr("10.0.0.2:80"), payload)
+        };
         let sids = |payload: &'static [u8]| -> Vec<u32> {
             set.matches(&p(payload)).iter().map(|r| r.sid).collect()
         };
@@ -1484,7 +1482,7 @@ pass tcp any any -> any any (msg:"four"; content:"allowme"; sid:4;)
         let mut matched = 0;
         for _ in 0..300 {
             let payload = word(next(24), &mut next).into_bytes();
-            let packet = Packet::tcp("10.0.0.1:1", "10.0.0.2:2", &payload);
+            let packet = Packet::tcp(addr("10.0.0.1:1"), addr("10.0.0.2:2"), &payload);
             let fast: Vec<u32> = set.matches(&packet).iter().map(|r| r.sid).collect();
             let slow: Vec<u32> = set
                 .rules()
