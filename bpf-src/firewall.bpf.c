@@ -214,6 +214,42 @@ const volatile enum ic_syn_limits ic_abi_syn_limits = IC_SYN_PORT_WORDS;
 const volatile struct ic_syn_config ic_abi_syn_config = {};
 const volatile struct ic_syn_state ic_abi_syn_state = {};
 
+/* IDS selection (see the IDS section of ironclad.h): the configuration, the ports that
+ * select a connection, the inspected connections and the payload snippets. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ic_ids_config);
+} ic_ids_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, IC_IDS_PORTS);
+	__type(key, __u32);
+	__type(value, __u8);
+} ic_ids_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, IC_IDS_FLOWS);
+	__type(key, struct ic_ct_key);
+	__type(value, struct ic_ids_flow);
+} ic_ids_flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, IC_IDS_RING_BYTES);
+} ic_ids_ring SEC(".maps");
+
+const volatile enum ic_ids_limits ic_abi_ids_limits = IC_IDS_SNAP;
+const volatile enum ic_ids_flags ic_abi_ids_flags = IC_IDS_F_ON;
+const volatile enum ic_ids_port_bits ic_abi_ids_port_bits = IC_IDS_PORT_TCP;
+const volatile enum ic_ids_snippet_flags ic_abi_ids_snippet_flags = IC_IDS_SNIP_ORIG;
+const volatile struct ic_ids_config ic_abi_ids_config = {};
+const volatile struct ic_ids_flow ic_abi_ids_flow = {};
+const volatile struct ic_ids_snippet ic_abi_ids_snippet = {};
+
 /* Linux 6.9. Weak: on an older kernel libbpf resolves it to nothing, ic_syn_supported()
  * is false at load, and the code that calls it is dead, never verified: the firewall
  * loads and works there without the defence. */
@@ -241,6 +277,9 @@ struct ic_fw_pkt {
 	__u8 tcp_flags;
 	__u8 icmp_type;
 	__u8 fragment; /* a non-first fragment: no L4 header */
+	__u32 seq;         /* TCP: the sequence number, host order */
+	__u16 payload_off; /* TCP/UDP: where the payload starts, from the IP header */
+	__u16 payload_len; /* TCP/UDP: its length (0 when unknown: IPv6 extension headers) */
 };
 
 static __always_inline void ic_fw_count(__u32 which, __u64 bytes)
@@ -312,16 +351,24 @@ static __always_inline int ic_is_icmp_error(__u8 proto, __u8 type)
 }
 
 /* Reads the L4 fields at l4 (ports, TCP flags, ICMP type and echo identifier). */
-static __always_inline int ic_fw_l4(void *l4, void *data_end, struct ic_fw_pkt *p)
+static __always_inline int ic_fw_l4(void *l4, void *data_end, struct ic_fw_pkt *p,
+				    __u32 l4_off, __u32 l4_len)
 {
 	if (p->proto == IC_IPPROTO_TCP) {
 		struct tcphdr *tcp = l4;
+		__u32 hlen;
 
 		if ((void *)(tcp + 1) > data_end)
 			return -1;
 		p->sport = bpf_ntohs(tcp->source);
 		p->dport = bpf_ntohs(tcp->dest);
 		p->tcp_flags = ((__u8 *)tcp)[13];
+		p->seq = bpf_ntohl(tcp->seq);
+		hlen = tcp->doff * 4;
+		if (l4_len > hlen && l4_off + hlen < 0xffff) {
+			p->payload_off = l4_off + hlen;
+			p->payload_len = l4_len - hlen > 0xffff ? 0xffff : l4_len - hlen;
+		}
 	} else if (p->proto == IC_IPPROTO_UDP) {
 		struct udphdr *udp = l4;
 
@@ -329,6 +376,10 @@ static __always_inline int ic_fw_l4(void *l4, void *data_end, struct ic_fw_pkt *
 			return -1;
 		p->sport = bpf_ntohs(udp->source);
 		p->dport = bpf_ntohs(udp->dest);
+		if (l4_len > 8 && l4_off + 8 < 0xffff) {
+			p->payload_off = l4_off + 8;
+			p->payload_len = l4_len - 8 > 0xffff ? 0xffff : l4_len - 8;
+		}
 	} else if (p->proto == IC_IPPROTO_ICMP || p->proto == IC_IPPROTO_ICMPV6) {
 		__u8 *icmp = l4;
 
@@ -360,7 +411,11 @@ static __always_inline int ic_fw_parse(void *l3, void *data_end, int family,
 			p->fragment = 1;
 			return 0;
 		}
-		return ic_fw_l4(l3 + ip->ihl * 4, data_end, p);
+		{
+			__u32 hlen = ip->ihl * 4, total = bpf_ntohs(ip->tot_len);
+
+			return ic_fw_l4(l3 + hlen, data_end, p, hlen, total > hlen ? total - hlen : 0);
+		}
 	}
 	struct ipv6hdr *ip6 = l3;
 	struct ic_l4 l4 = {};
@@ -372,7 +427,7 @@ static __always_inline int ic_fw_parse(void *l3, void *data_end, int family,
 	if (ip6->nexthdr == IC_IPPROTO_TCP || ip6->nexthdr == IC_IPPROTO_UDP ||
 	    ip6->nexthdr == IC_IPPROTO_ICMPV6) {
 		p->proto = ip6->nexthdr;
-		return ic_fw_l4(ip6 + 1, data_end, p);
+		return ic_fw_l4(ip6 + 1, data_end, p, sizeof(*ip6), bpf_ntohs(ip6->payload_len));
 	}
 	/* Extension headers: find the protocol; ports only for TCP/UDP. */
 	ic_parse_l4_v6(ip6, data_end, &l4);
@@ -1206,6 +1261,121 @@ static __always_inline int ic_syn_to_listener(struct __sk_buff *skb, struct ic_s
 #define IC_V_REJECT 2
 
 /* The verdict for one frame: IC_V_PASS, IC_V_DROP or IC_V_REJECT. */
+/* ic_ids_packet's `how`: the snippet's flags and where the IP header starts. */
+static __always_inline __u32 ic_ids_how(const struct ic_ct_entry *e, int orig, int inbound,
+					long l3off)
+{
+	__u32 how = (__u32)l3off << 8;
+
+	if (orig)
+		how |= IC_IDS_SNIP_ORIG;
+	if (e->flags & IC_CT_F_INBOUND)
+		how |= IC_IDS_SNIP_INBOUND;
+	if (inbound)
+		how |= IC_IDS_SNIP_INGRESS;
+	return how;
+}
+
+/* Whether the IDS inspects a connection that `p` opens (see ironclad.h). */
+static __always_inline int ic_ids_selects(const struct ic_fw_pkt *p)
+{
+	struct ic_ids_config *c;
+	__u32 zero = 0, port;
+	__u8 bit, *v;
+
+	if (p->proto != IC_IPPROTO_TCP && p->proto != IC_IPPROTO_UDP)
+		return 0;
+	c = bpf_map_lookup_elem(&ic_ids_config, &zero);
+	if (!c || !(c->flags & IC_IDS_F_ON))
+		return 0;
+	if (c->flags & IC_IDS_F_ALL_PORTS)
+		return 1;
+	bit = p->proto == IC_IPPROTO_TCP ? IC_IDS_PORT_TCP : IC_IDS_PORT_UDP;
+	port = p->dport;
+	v = bpf_map_lookup_elem(&ic_ids_ports, &port);
+	if (v && (*v & bit))
+		return 1;
+	port = p->sport;
+	v = bpf_map_lookup_elem(&ic_ids_ports, &port);
+	if (v && (*v & bit))
+		return 1;
+	return c->sample_every && bpf_get_prandom_u32() % c->sample_every == 0;
+}
+
+/* A packet of an inspected connection: hands its payload to user space while the
+ * direction is within the depth. `how`: enum ic_ids_snippet_flags in the low byte,
+ * the IP header's offset in the frame above it. Returns -1 when a `drop` rule blocked
+ * the connection and the packet must be dropped. */
+static __noinline int ic_ids_packet(struct __sk_buff *skb, const struct ic_ct_key *key,
+				    const struct ic_ct_entry *e, const struct ic_fw_pkt *p,
+				    __u32 how)
+{
+	struct ic_ids_snippet *ev;
+	struct ic_ids_config *c;
+	struct ic_ids_flow *f;
+	__u32 zero = 0, before, len, off;
+
+	f = bpf_map_lookup_elem(&ic_ids_flows, key);
+	if (!f)
+		return 0; /* forgotten (LRU): no longer inspected */
+	c = bpf_map_lookup_elem(&ic_ids_config, &zero);
+	if (!c)
+		return 0;
+	if (f->blocked) {
+		ic_fw_count(IC_FW_IDS_BLOCKED, skb->len);
+		return c->flags & IC_IDS_F_DRY_RUN ? 0 : -1;
+	}
+	if (!p->payload_len || !(c->flags & IC_IDS_F_ON))
+		return 0;
+	before = (how & IC_IDS_SNIP_ORIG) ? f->seen_orig : f->seen_reply;
+	if (before >= c->depth)
+		return 0;
+	if (how & IC_IDS_SNIP_ORIG)
+		f->seen_orig = before + p->payload_len;
+	else
+		f->seen_reply = before + p->payload_len;
+	len = c->depth - before;
+	if (len > p->payload_len)
+		len = p->payload_len;
+	if (len > IC_IDS_SNAP)
+		len = IC_IDS_SNAP;
+	if (len < 1)
+		return 0;
+	ev = bpf_ringbuf_reserve(&ic_ids_ring, sizeof(*ev), 0);
+	if (!ev) {
+		ic_fw_count(IC_FW_IDS_LOST, 0);
+		return 0;
+	}
+	off = (how >> 8) + p->payload_off;
+	/* The same len (1..IC_IDS_SNAP), in a form whose bounds the verifier sees. */
+	len = ((len - 1) & (IC_IDS_SNAP - 1)) + 1;
+	if (bpf_skb_load_bytes(skb, off, ev->data, len) < 0) {
+		bpf_ringbuf_discard(ev, 0);
+		return 0;
+	}
+	ev->hdr.version = IC_ABI_VERSION;
+	ev->hdr.kind = IC_EVENT_IDS_SNIPPET;
+	ev->hdr.size = sizeof(*ev);
+	ev->hdr.ktime_ns = bpf_ktime_get_ns();
+	__builtin_memcpy(&ev->key, key, sizeof(*key));
+	__builtin_memcpy(ev->src, p->src, 16);
+	__builtin_memcpy(ev->dst, p->dst, 16);
+	ev->cgroup_id = e->cgroup_id;
+	ev->pid = e->pid;
+	ev->ifindex = skb->ifindex;
+	ev->seq = p->seq;
+	ev->offset = before;
+	ev->payload_len = p->payload_len;
+	ev->sport = p->sport;
+	ev->dport = p->dport;
+	ev->len = len;
+	ev->proto = p->proto;
+	ev->flags = how & 0xff;
+	bpf_ringbuf_submit(ev, 0);
+	ic_fw_count(IC_FW_IDS_SNIPPETS, len);
+	return 0;
+}
+
 static __always_inline int ic_fw(struct __sk_buff *skb, int inbound)
 {
 	void *data = (void *)(long)skb->data;
@@ -1302,6 +1472,11 @@ static __always_inline int ic_fw(struct __sk_buff *skb, int inbound)
 			if (p.proto == IC_IPPROTO_TCP)
 				ic_ct_tcp(e, p.tcp_flags, orig, from_lo);
 			ic_fw_count(IC_FW_ESTABLISHED, len);
+			if ((e->flags & IC_CT_F_INSPECT) &&
+			    ic_ids_packet(skb, &key, e, &p,
+					  ic_ids_how(e, orig, inbound, info.l3 - data)) < 0 &&
+			    !(cfg->flags & IC_FW_F_DRY_RUN))
+				return IC_V_DROP;
 			return 1;
 		}
 		/* Expired, or a new connection on a closed one's ports: start over. The
@@ -1371,10 +1546,20 @@ open:
 				 (record ? IC_CT_F_RECORD : 0),
 		};
 		__u8 comm[16] = {};
+		int inspect = ic_ids_selects(&p);
 		long err;
 
 		if (!inbound)
 			ic_fw_local(skb, &fresh, comm);
+		if (inspect) {
+			struct ic_ids_flow none = {};
+
+			/* Before the connection: its next packet must find it. */
+			if (bpf_map_update_elem(&ic_ids_flows, &key, &none, BPF_ANY))
+				inspect = 0;
+			else
+				fresh.flags |= IC_CT_F_INSPECT;
+		}
 		err = bpf_map_update_elem(&ic_fw_ct, &key, &fresh, BPF_NOEXIST);
 		if (err == -IC_E2BIG || err == -IC_ENOMEM) {
 			ic_fw_count(IC_FW_TABLE_FULL, len);
@@ -1383,6 +1568,9 @@ open:
 		/* -EEXIST: another CPU opened it first; the packet belongs to it. */
 		if (!err && record)
 			ic_fw_flow_report(&key, &fresh, IC_FW_FLOW_START, 0, comm);
+		if (!err && inspect && p.payload_len)
+			ic_ids_packet(skb, &key, &fresh, &p,
+				      ic_ids_how(&fresh, 1, inbound, info.l3 - data));
 	}
 	ic_fw_count(IC_FW_NEW_ACCEPTED, len);
 	return 1;

@@ -163,6 +163,8 @@ enum ic_event_kind {
 	IC_EVENT_FLOW = 8,     /* struct ic_fw_flow_event */
 	IC_EVENT_FW_LIMIT = 9, /* struct ic_fw_limit_event */
 	IC_EVENT_DNS_POLICY = 10, /* struct ic_dns_policy_event */
+	IC_EVENT_IDS_SNIPPET = 11, /* struct ic_ids_snippet (its own ring, read by the
+				    * IDS matcher, not an event of its own) */
 };
 
 /* What the Shield did to a packet it reports (struct ic_shield_event.verdict). */
@@ -1044,6 +1046,8 @@ enum ic_ct_flags {
 	IC_CT_F_FIN_HI = 8,    /* addr_hi sent FIN */
 	IC_CT_F_RECORD = 16,   /* report its end as a flow record (its start was reported) */
 	IC_CT_F_RESET = 32,    /* a RST closed it */
+	IC_CT_F_INSPECT = 64,  /* selected for the IDS: its payload goes to user space
+				* (ic_ids_flows holds how much, and whether it is blocked) */
 };
 
 /* A tracked connection (hash map ic_fw_ct, keyed by struct ic_ct_key). Counters are
@@ -1097,7 +1101,10 @@ enum ic_fw_total {
 				     * port for: dropped */
 	IC_FW_NAT_FAILED = 21,      /* translations the kernel could not write (a full
 				     * table, a rewrite that failed): dropped */
-	IC_FW_TOTAL_COUNT = 22,
+	IC_FW_IDS_SNIPPETS = 22,    /* payload snippets handed to the IDS matcher */
+	IC_FW_IDS_LOST = 23,        /* snippets its ring buffer had no room for */
+	IC_FW_IDS_BLOCKED = 24,     /* packets of flows a `drop` IDS rule blocked: dropped */
+	IC_FW_TOTAL_COUNT = 25,
 };
 
 /* Firewall configuration flags (struct ic_fw_config.flags). */
@@ -1509,6 +1516,78 @@ struct ic_nat_value {
 struct ic_nat_config {
 	__u32 active; /* host order; 0: no rule, nothing looked up */
 	__u32 _pad0;
+};
+
+
+/* ---- IDS selection (in the firewall's tcx programs) ----
+ * When a connection opens, the firewall decides whether the IDS inspects it: its
+ * server port (the opener's destination port) or its client port is in ic_ids_ports
+ * for its protocol, or IC_IDS_F_ALL_PORTS is set, or one flow in `sample_every` of the
+ * others. An inspected connection carries IC_CT_F_INSPECT and an ic_ids_flow; its
+ * first `depth` payload bytes in each direction go to user space as snippets (ring
+ * buffer ic_ids_ring), where the rule matcher runs. A `drop` rule's match sets the
+ * flow's `blocked`: its later packets are dropped, both ways. */
+enum ic_ids_limits {
+	IC_IDS_SNAP = 1024,           /* payload bytes one snippet carries at most */
+	IC_IDS_RING_BYTES = 4194304,  /* the snippet ring buffer */
+	IC_IDS_FLOWS = 65536,         /* inspected connections remembered (LRU) */
+	IC_IDS_PORTS = 65536,         /* entries of ic_ids_ports: one per port */
+};
+
+/* struct ic_ids_config.flags */
+enum ic_ids_flags {
+	IC_IDS_F_ON = 1,        /* select flows at all */
+	IC_IDS_F_ALL_PORTS = 2, /* every TCP and UDP connection is inspected */
+	IC_IDS_F_DRY_RUN = 4,   /* a blocked flow's packets are counted, not dropped */
+};
+
+/* ic_ids_ports values: which protocols a port selects. */
+enum ic_ids_port_bits {
+	IC_IDS_PORT_TCP = 1,
+	IC_IDS_PORT_UDP = 2,
+};
+
+/* The IDS selection's configuration (array ic_ids_config, one entry). */
+struct ic_ids_config {
+	__u32 flags;        /* host order; enum ic_ids_flags */
+	__u32 depth;        /* host order; payload bytes per direction handed over */
+	__u32 sample_every; /* host order; also one connection in N of the others; 0: none */
+	__u32 _pad0;
+};
+
+/* An inspected connection (LRU hash ic_ids_flows, keyed by struct ic_ct_key). */
+struct ic_ids_flow {
+	__u32 seen_orig;  /* host order; payload bytes counted from the side that opened it */
+	__u32 seen_reply; /* host order; from the other side */
+	__u32 blocked;    /* host order; non-zero: drop its packets (set by user space) */
+	__u32 _pad0;
+};
+
+/* struct ic_ids_snippet.flags */
+enum ic_ids_snippet_flags {
+	IC_IDS_SNIP_ORIG = 1,    /* sent by the side that opened the connection */
+	IC_IDS_SNIP_INBOUND = 2, /* the connection was opened from outside */
+	IC_IDS_SNIP_INGRESS = 4, /* seen arriving (else leaving) */
+};
+
+/* A packet's payload (its first IC_IDS_SNAP bytes, within the flow's depth). */
+struct ic_ids_snippet {
+	struct ic_event_header hdr;
+	struct ic_ct_key key; /* the connection */
+	__u8 src[16];         /* network order; this packet's; IPv4 as IPv4-mapped */
+	__u8 dst[16];
+	__u64 cgroup_id;      /* host order; the connection's local socket's cgroup, or 0 */
+	__u32 pid;            /* host order; the process that opened it when local, or 0 */
+	__u32 ifindex;        /* host order */
+	__u32 seq;            /* host order; TCP: the payload's sequence number; else 0 */
+	__u32 offset;         /* host order; payload bytes of this direction counted before */
+	__u32 payload_len;    /* host order; the packet's whole payload */
+	__u16 sport;          /* host order */
+	__u16 dport;
+	__u16 len;            /* host order; bytes in data */
+	__u8 proto;
+	__u8 flags;           /* enum ic_ids_snippet_flags */
+	__u8 data[IC_IDS_SNAP];
 };
 
 #endif /* IRONCLAD_ABI_H */

@@ -119,6 +119,14 @@ pub enum AgentError {
         source: Box<ironclad_policy::PolicyError>,
     },
 
+    /// The IDS rules could not be made ready to match (their prefilter).
+    #[error("firewall.ids: {source}")]
+    Ids {
+        /// Why.
+        #[source]
+        source: ironclad_policy::ids::IdsError,
+    },
+
     /// The policy names something this host does not have (a masquerade on an
     /// interface with no address of its family).
     #[error("{feature}: {source}")]

@@ -34,6 +34,11 @@ impl EventStats {
 /// resolving the executable path of a pid in user space).
 pub type Enricher = Box<dyn FnMut(&mut Event) + Send>;
 
+/// Turns one raw record of a source into any number of events (each given to the
+/// callback), for sources whose records are not events themselves (the IDS's payload
+/// snippets become alerts). Returns whether the record was understood.
+pub type RecordHandler = Box<dyn FnMut(&[u8], &mut dyn FnMut(Event)) -> bool + Send>;
+
 /// One ring buffer to read: from [`Shield::event_source`](crate::Shield::event_source),
 /// [`TlsMonitor::event_source`](crate::TlsMonitor::event_source) or
 /// [`EgressFirewall::event_source`](crate::EgressFirewall::event_source).
@@ -41,6 +46,7 @@ pub struct EventSource {
     pub(crate) handle: MapHandle,
     pub(crate) name: String,
     pub(crate) enrich: Option<Enricher>,
+    pub(crate) handler: Option<RecordHandler>,
 }
 
 impl std::fmt::Debug for EventSource {
@@ -57,6 +63,18 @@ impl EventSource {
             handle,
             name: name.to_string(),
             enrich,
+            handler: None,
+        }
+    }
+
+    /// A source whose records `handler` turns into events (instead of
+    /// [`ironclad_events::decode()`]).
+    pub(crate) fn with_handler(handle: MapHandle, name: &str, handler: RecordHandler) -> Self {
+        Self {
+            handle,
+            name: name.to_string(),
+            enrich: None,
+            handler: Some(handler),
         }
     }
 }
@@ -130,8 +148,25 @@ impl EventReader {
             let counters = stats.clone();
             let fanout = fanout.clone();
             let mut enrich = source.enrich;
+            let mut handler = source.handler;
             let processes = processes.clone();
             callbacks.push(move |record: &[u8]| {
+                if let Some(handler) = handler.as_mut() {
+                    let mut publish = |mut event: Event| {
+                        event.set_wall_time(offset);
+                        if let Some(processes) = &processes {
+                            processes.enrich(&mut event);
+                        }
+                        fanout.publish(&event);
+                    };
+                    let counter = if handler(record, &mut publish) {
+                        &counters.decoded
+                    } else {
+                        &counters.undecodable
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    return 0;
+                }
                 match decode(record) {
                     Ok(mut event) => {
                         event.set_wall_time(offset);

@@ -30,11 +30,11 @@ use std::ptr::NonNull;
 
 use ironclad_core::abi::{
     Counter, CtEntry, CtKey, CtState, FwConfig, FwFlowEvent, FwRuleEntry, FwTotal, CT_F_INBOUND,
-    CT_F_ORIG_LO, CT_F_RECORD, CT_F_RESET, FW_ACCEPT, FW_BUCKETS, FW_DIM_DPORT, FW_DIM_DST,
-    FW_DIM_SPORT, FW_DIM_SRC, FW_DROP, FW_END_FIN, FW_END_RESET, FW_END_TIMEOUT, FW_FLOW_END,
-    FW_FLOW_INBOUND, FW_F_DROP_IN, FW_F_DROP_OUT, FW_F_DRY_RUN, FW_F_FLOWS, FW_F_STATEFUL,
-    FW_MAX_RULES, FW_PROTOS, FW_REJECT, FW_RULE_FLOWS, FW_RULE_LOG, SYN_ALWAYS, SYN_OFF,
-    SYN_PORT_WORDS, SYN_UNDER_ATTACK,
+    CT_F_INSPECT, CT_F_ORIG_LO, CT_F_RECORD, CT_F_RESET, FW_ACCEPT, FW_BUCKETS, FW_DIM_DPORT,
+    FW_DIM_DST, FW_DIM_SPORT, FW_DIM_SRC, FW_DROP, FW_END_FIN, FW_END_RESET, FW_END_TIMEOUT,
+    FW_FLOW_END, FW_FLOW_INBOUND, FW_F_DROP_IN, FW_F_DROP_OUT, FW_F_DRY_RUN, FW_F_FLOWS,
+    FW_F_STATEFUL, FW_MAX_RULES, FW_PROTOS, FW_REJECT, FW_RULE_FLOWS, FW_RULE_LOG, SYN_ALWAYS,
+    SYN_OFF, SYN_PORT_WORDS, SYN_UNDER_ATTACK,
 };
 use ironclad_core::abi::{FwLimitConfig, FwLimitRate};
 pub use ironclad_core::abi::{FwLimitKind, SynConfig, SynState};
@@ -745,6 +745,8 @@ pub struct Connection {
     pub cgroup_id: u64,
     /// Its start was reported as a flow record, and its end will be.
     pub recorded: bool,
+    /// The IDS inspects it (its first bytes go to the rule matcher).
+    pub inspected: bool,
     /// Its translation, when a NAT rule translated it.
     pub nat: Option<Translation>,
     /// Its key in the table.
@@ -1718,6 +1720,7 @@ fn connection(k: &CtKey, e: &CtEntry, now: u64) -> Option<Connection> {
         pid: e.pid,
         cgroup_id: e.cgroup_id,
         recorded: e.flags & CT_F_RECORD != 0,
+        inspected: e.flags & CT_F_INSPECT != 0,
         nat: None,
         key: *k,
     })

@@ -605,6 +605,9 @@ mod firewall {
         assert!(abi::FwTotal::NatTranslated as u32 == f::ic_fw_total::IC_FW_NAT_TRANSLATED.0);
         assert!(abi::FwTotal::NatNoPort as u32 == f::ic_fw_total::IC_FW_NAT_NO_PORT.0);
         assert!(abi::FwTotal::NatFailed as u32 == f::ic_fw_total::IC_FW_NAT_FAILED.0);
+        assert!(abi::FwTotal::IdsSnippets as u32 == f::ic_fw_total::IC_FW_IDS_SNIPPETS.0);
+        assert!(abi::FwTotal::IdsLost as u32 == f::ic_fw_total::IC_FW_IDS_LOST.0);
+        assert!(abi::FwTotal::IdsBlocked as u32 == f::ic_fw_total::IC_FW_IDS_BLOCKED.0);
         assert!(abi::NAT_MAX_RULES == f::ic_nat_sizes::IC_NAT_MAX_RULES.0);
         assert!(abi::NAT_ENTRIES == f::ic_nat_sizes::IC_NAT_ENTRIES.0);
         assert!(abi::NAT_PORT_TRIES == f::ic_nat_sizes::IC_NAT_PORT_TRIES.0);
@@ -655,6 +658,23 @@ mod firewall {
         assert!(abi::CT_F_INBOUND as u32 == f::ic_ct_flags::IC_CT_F_INBOUND.0);
         assert!(abi::CT_F_RECORD as u32 == f::ic_ct_flags::IC_CT_F_RECORD.0);
         assert!(abi::CT_F_RESET as u32 == f::ic_ct_flags::IC_CT_F_RESET.0);
+        assert!(abi::CT_F_INSPECT as u32 == f::ic_ct_flags::IC_CT_F_INSPECT.0);
+        assert!(abi::EventKind::IdsSnippet as u32 == f::ic_event_kind::IC_EVENT_IDS_SNIPPET.0);
+        assert!(abi::IDS_SNAP as u32 == f::ic_ids_limits::IC_IDS_SNAP.0);
+        assert!(abi::IDS_FLOWS == f::ic_ids_limits::IC_IDS_FLOWS.0);
+        assert!(abi::IDS_PORTS == f::ic_ids_limits::IC_IDS_PORTS.0);
+        assert!(abi::IDS_RING_BYTES == f::ic_ids_limits::IC_IDS_RING_BYTES.0);
+        assert!(abi::IDS_F_ON == f::ic_ids_flags::IC_IDS_F_ON.0);
+        assert!(abi::IDS_F_ALL_PORTS == f::ic_ids_flags::IC_IDS_F_ALL_PORTS.0);
+        assert!(abi::IDS_F_DRY_RUN == f::ic_ids_flags::IC_IDS_F_DRY_RUN.0);
+        assert!(abi::IDS_PORT_TCP as u32 == f::ic_ids_port_bits::IC_IDS_PORT_TCP.0);
+        assert!(abi::IDS_PORT_UDP as u32 == f::ic_ids_port_bits::IC_IDS_PORT_UDP.0);
+        assert!(abi::IDS_SNIP_ORIG as u32 == f::ic_ids_snippet_flags::IC_IDS_SNIP_ORIG.0);
+        assert!(abi::IDS_SNIP_INBOUND as u32 == f::ic_ids_snippet_flags::IC_IDS_SNIP_INBOUND.0);
+        assert!(abi::IDS_SNIP_INGRESS as u32 == f::ic_ids_snippet_flags::IC_IDS_SNIP_INGRESS.0);
+        assert!(abi::IdsConfig::SIZE == size_of::<f::ic_ids_config>());
+        assert!(abi::IdsFlow::SIZE == size_of::<f::ic_ids_flow>());
+        assert!(abi::IdsSnippet::SIZE == size_of::<f::ic_ids_snippet>());
         assert!(abi::FW_F_DROP_IN == f::ic_fw_flags::IC_FW_F_DROP_IN.0);
         assert!(abi::FW_F_STATEFUL == f::ic_fw_flags::IC_FW_F_STATEFUL.0);
         assert!(abi::FW_F_DRY_RUN == f::ic_fw_flags::IC_FW_F_DRY_RUN.0);
@@ -767,6 +787,38 @@ mod firewall {
             state,
             _pad0,
             comm
+        ]
+    );
+    same_layout!(
+        abi::IdsConfig,
+        f::ic_ids_config,
+        [flags, depth, sample_every, _pad0]
+    );
+    same_layout!(
+        abi::IdsFlow,
+        f::ic_ids_flow,
+        [seen_orig, seen_reply, blocked, _pad0]
+    );
+    same_layout!(
+        abi::IdsSnippet,
+        f::ic_ids_snippet,
+        [
+            hdr,
+            key,
+            src,
+            dst,
+            cgroup_id,
+            pid,
+            ifindex,
+            seq,
+            offset,
+            payload_len,
+            sport,
+            dport,
+            len,
+            proto,
+            flags,
+            data
         ]
     );
     same_layout!(

@@ -35,6 +35,7 @@ pub mod egress;
 pub mod error;
 pub mod events;
 pub mod firewall;
+pub mod ids;
 mod layout;
 pub mod loader;
 pub mod names;
@@ -62,6 +63,7 @@ pub use firewall::{
     FirewallStatus, Forward, FwLimitKind, LimitRate, LimitSettings, NatSettings, NatStatus,
     SourceNat, Sweep, SynFloodSettings, SynMode, Translation,
 };
+pub use ids::{IdsMatcher, IdsSettings, IdsStats};
 /// The counters [`Shield::total`] and [`EgressFirewall::total`] take, re-exported so an
 /// embedder needs no other crate to read them.
 pub use ironclad_core::abi::{Counter, EgressTotal, ShieldTotal};

@@ -228,6 +228,8 @@ pub enum EventKind {
     FwLimit = 9,
     /// `IC_EVENT_DNS_POLICY`: a [`DnsPolicyEvent`].
     DnsPolicy = 10,
+    /// `IC_EVENT_IDS_SNIPPET`: an [`IdsSnippet`] (on the IDS's own ring buffer).
+    IdsSnippet = 11,
 }
 
 /// `IC_TLS_WRITE` (`enum ic_tls_direction`): plaintext about to be encrypted.
@@ -2495,6 +2497,8 @@ pub const CT_F_FIN_HI: u8 = 8;
 pub const CT_F_RECORD: u8 = 16;
 /// `IC_CT_F_RESET`: a RST closed the connection.
 pub const CT_F_RESET: u8 = 32;
+/// `IC_CT_F_INSPECT`: the IDS inspects the connection (its payload goes to user space).
+pub const CT_F_INSPECT: u8 = 64;
 
 /// `struct ic_ct_key`: a connection's two ends in canonical order (IPv4 as IPv4-mapped
 /// IPv6).
@@ -2756,13 +2760,20 @@ pub enum FwTotal {
     /// Translations the kernel could not write (a full table, a failed rewrite):
     /// dropped.
     NatFailed = 21,
+    /// Payload snippets handed to the IDS matcher (bytes: payload bytes handed over).
+    IdsSnippets = 22,
+    /// Snippets the IDS ring buffer had no room for.
+    IdsLost = 23,
+    /// Packets of connections an IDS `drop` rule blocked: dropped (counted, not
+    /// dropped, in dry-run).
+    IdsBlocked = 24,
 }
 
 impl FwTotal {
     /// Number of totals (`IC_FW_TOTAL_COUNT`).
-    pub const COUNT: u32 = 22;
+    pub const COUNT: u32 = 25;
     /// Every total, in index order.
-    pub const ALL: [Self; 22] = [
+    pub const ALL: [Self; 25] = [
         Self::Established,
         Self::Related,
         Self::NewAccepted,
@@ -2785,6 +2796,9 @@ impl FwTotal {
         Self::NatTranslated,
         Self::NatNoPort,
         Self::NatFailed,
+        Self::IdsSnippets,
+        Self::IdsLost,
+        Self::IdsBlocked,
     ];
 
     /// Stable lower-case name, as used in JSON output and metrics.
@@ -2812,6 +2826,9 @@ impl FwTotal {
             Self::NatTranslated => "nat_translated",
             Self::NatNoPort => "nat_no_port",
             Self::NatFailed => "nat_failed",
+            Self::IdsSnippets => "ids_snippets",
+            Self::IdsLost => "ids_lost",
+            Self::IdsBlocked => "ids_blocked",
         }
     }
 }
@@ -3799,5 +3816,147 @@ impl DnsPolicyEvent {
             at += 1 + n;
         }
         out
+    }
+}
+
+/// `IC_IDS_SNAP`: payload bytes one IDS snippet carries at most.
+pub const IDS_SNAP: usize = 1024;
+/// `IC_IDS_FLOWS`: inspected connections the kernel remembers (LRU).
+pub const IDS_FLOWS: u32 = 65536;
+/// `IC_IDS_PORTS`: entries of `ic_ids_ports`, one per port.
+pub const IDS_PORTS: u32 = 65536;
+/// `IC_IDS_RING_BYTES`: the snippet ring buffer's size.
+pub const IDS_RING_BYTES: u32 = 4_194_304;
+/// `IC_IDS_F_ON`: the firewall selects connections for the IDS.
+pub const IDS_F_ON: u32 = 1;
+/// `IC_IDS_F_ALL_PORTS`: every TCP and UDP connection is inspected.
+pub const IDS_F_ALL_PORTS: u32 = 2;
+/// `IC_IDS_F_DRY_RUN`: blocked connections' packets are counted, not dropped.
+pub const IDS_F_DRY_RUN: u32 = 4;
+/// `IC_IDS_PORT_TCP`: an `ic_ids_ports` entry selects TCP connections on the port.
+pub const IDS_PORT_TCP: u8 = 1;
+/// `IC_IDS_PORT_UDP`: and UDP ones.
+pub const IDS_PORT_UDP: u8 = 2;
+/// `IC_IDS_SNIP_ORIG`: the snippet was sent by the side that opened the connection.
+pub const IDS_SNIP_ORIG: u8 = 1;
+/// `IC_IDS_SNIP_INBOUND`: the connection was opened from outside.
+pub const IDS_SNIP_INBOUND: u8 = 2;
+/// `IC_IDS_SNIP_INGRESS`: the packet was seen arriving (else leaving).
+pub const IDS_SNIP_INGRESS: u8 = 4;
+
+/// `struct ic_ids_config`: the IDS selection's configuration.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct IdsConfig {
+    /// `IDS_F_*` flags.
+    pub flags: u32,
+    /// Payload bytes per direction of a connection handed to user space.
+    pub depth: u32,
+    /// Also one connection in this many of the others; 0: none.
+    pub sample_every: u32,
+    /// Padding, zero.
+    pub _pad0: u32,
+}
+
+impl IdsConfig {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 16;
+
+    /// The exact byte image.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        zerocopy::transmute!(*self)
+    }
+
+    /// Decodes a value read back from the kernel; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
+    }
+}
+
+/// `struct ic_ids_flow`: an inspected connection (value of `ic_ids_flows`).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct IdsFlow {
+    /// Payload bytes counted from the side that opened it.
+    pub seen_orig: u32,
+    /// From the other side.
+    pub seen_reply: u32,
+    /// Non-zero: its packets are dropped (a `drop` rule matched).
+    pub blocked: u32,
+    /// Padding, zero.
+    pub _pad0: u32,
+}
+
+impl IdsFlow {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 16;
+
+    /// The exact byte image.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        zerocopy::transmute!(*self)
+    }
+
+    /// Decodes a value read back from the kernel; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
+    }
+}
+
+/// `struct ic_ids_snippet`: a packet's payload handed to the IDS matcher.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct IdsSnippet {
+    /// The common header.
+    pub hdr: EventHeader,
+    /// The connection's key.
+    pub key: CtKey,
+    /// This packet's source, IPv4 as IPv4-mapped, network order.
+    pub src: [u8; 16],
+    /// Its destination.
+    pub dst: [u8; 16],
+    /// The connection's local socket's cgroup, or 0.
+    pub cgroup_id: u64,
+    /// The process that opened it when local, or 0.
+    pub pid: u32,
+    /// The interface.
+    pub ifindex: u32,
+    /// TCP: the payload's sequence number; else 0.
+    pub seq: u32,
+    /// Payload bytes of this direction the kernel counted before this packet.
+    pub offset: u32,
+    /// The packet's whole payload length.
+    pub payload_len: u32,
+    /// Source port.
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+    /// Bytes of `data` filled.
+    pub len: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// `IDS_SNIP_*` flags.
+    pub flags: u8,
+    /// The payload's first `len` bytes.
+    pub data: [u8; IDS_SNAP],
+    /// Padding to the C struct's alignment.
+    pub _pad_end: [u8; 4],
+}
+
+impl IdsSnippet {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 1152;
+
+    /// Decodes a record; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
+    }
+
+    /// The payload bytes it carries.
+    pub fn payload(&self) -> &[u8] {
+        &self.data[..usize::from(self.len).min(IDS_SNAP)]
     }
 }

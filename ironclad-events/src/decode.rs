@@ -443,6 +443,66 @@ pub enum Event {
     FirewallLimit(LimitRecord),
     /// The domain policy saw a DNS answer or a query for a feed's name.
     DnsPolicy(DnsPolicyRecord),
+    /// An IDS content rule matched a connection's payload.
+    IdsAlert(IdsAlert),
+}
+
+/// An IDS rule (`alert` or `drop`) matched the payload of a connection the firewall
+/// handed to the matcher. Made in user space from the kernel's payload snippets; the
+/// payload itself is never in the event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IdsAlert {
+    /// Wall-clock time, RFC 3339 (set by the reader; empty if unknown).
+    pub time: String,
+    /// `bpf_ktime_get_ns()` of the packet that completed the match.
+    pub ktime_ns: u64,
+    /// The rule's `sid`.
+    pub sid: u32,
+    /// Its `rev`.
+    pub rev: u32,
+    /// Its `msg`.
+    pub msg: String,
+    /// `alert` or `drop`.
+    pub action: &'static str,
+    /// Whether the rest of the connection is dropped (a `drop` rule outside dry-run).
+    pub blocked: bool,
+    /// Its `classtype`, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub classtype: Option<String>,
+    /// Its `priority`, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u32>,
+    /// Where the rule is written (`FILE:LINE`).
+    pub origin: String,
+    /// `tcp` or `udp`.
+    pub proto: &'static str,
+    /// The packet's source.
+    pub src: IpAddr,
+    /// Its source port.
+    pub sport: u16,
+    /// Its destination.
+    pub dst: IpAddr,
+    /// Its destination port.
+    pub dport: u16,
+    /// `to_server` (from the side that opened the connection) or `to_client`.
+    pub direction: &'static str,
+    /// Whether the connection was opened from outside.
+    pub inbound: bool,
+    /// The interface.
+    pub ifindex: u32,
+    /// The local process that opened the connection, or 0.
+    pub pid: u32,
+    /// Its cgroup, or 0.
+    pub cgroup_id: u64,
+    /// Its command name, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
+    /// Its executable, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exe: Option<String>,
+    /// Who that process is (from the process cache).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<crate::process::ProcessBlock>,
 }
 
 /// A rate limit on new inbound connections (`firewall.limits`) refused connections:
@@ -679,6 +739,7 @@ impl Event {
             Event::Flow(e) => e.time = rfc3339(e.ktime_ns, offset),
             Event::FirewallLimit(e) => e.time = rfc3339(e.ktime_ns, offset),
             Event::DnsPolicy(e) => e.time = rfc3339(e.ktime_ns, offset),
+            Event::IdsAlert(e) => e.time = rfc3339(e.ktime_ns, offset),
             Event::Bandwidth(_) | Event::Audit(_) | Event::ProcessCache(_) => {}
         }
     }
@@ -697,6 +758,7 @@ impl Event {
             | Event::ProcessCache(_)
             | Event::FirewallMatch(_)
             | Event::FirewallLimit(_)
+            | Event::IdsAlert(_)
             | Event::Flow(_) => None,
         }
     }
@@ -715,6 +777,7 @@ impl Event {
             | Event::ProcessCache(_)
             | Event::FirewallMatch(_)
             | Event::FirewallLimit(_)
+            | Event::IdsAlert(_)
             | Event::Flow(_) => None,
         }
     }
@@ -732,6 +795,8 @@ impl Event {
             Event::Bandwidth(e) => return Some((e.pid, None, (0, 0))),
             // The process as it was when the connection opened.
             Event::Flow(e) => return Some((e.pid, Some(e.created_ns), (0, 0))),
+            Event::IdsAlert(e) if e.pid != 0 => return Some((e.pid, Some(e.ktime_ns), (0, 0))),
+            Event::IdsAlert(_) => return None,
             Event::ShieldDrop(_)
             | Event::Audit(_)
             | Event::ProcessCache(_)
@@ -754,6 +819,14 @@ impl Event {
             }
             e.process = Some(block);
         } else if let Event::Flow(e) = self {
+            if e.exe.is_none() {
+                e.exe.clone_from(&block.exe);
+            }
+            if e.comm.is_none() {
+                e.comm = Some(block.comm.clone());
+            }
+            e.process = Some(block);
+        } else if let Event::IdsAlert(e) = self {
             if e.exe.is_none() {
                 e.exe.clone_from(&block.exe);
             }

@@ -29,7 +29,7 @@ pub mod process;
 
 pub use decode::{
     decode, Actor, AuditEntry, BandwidthSample, DecodeError, DnsPolicyRecord, DnsRecord,
-    EgressDecision, Event, FirewallMatch, FlowRecord, LimitRecord, ProcessCacheNotice,
+    EgressDecision, Event, FirewallMatch, FlowRecord, IdsAlert, LimitRecord, ProcessCacheNotice,
     SentinelRecord, ShieldDrop, TlsData, TlsDirection,
 };
 pub use fanout::{Fanout, Overflow, SubscriberStats, Subscription};

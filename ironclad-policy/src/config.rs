@@ -1515,7 +1515,19 @@ fn parse_inner(
         .as_ref()
         .map(|p| parse_processes(p, &mut problems));
     let mut firewall = raw.firewall.as_ref().map(|f| {
-        crate::firewall_section::parse(f, &crate::firewall_section::interface_exists, &mut problems)
+        let mut policy = crate::firewall_section::parse(
+            f,
+            &crate::firewall_section::interface_exists,
+            &mut problems,
+        );
+        policy.ids = crate::firewall_section::parse_ids(
+            f,
+            policy.stateful,
+            base,
+            &mut problems,
+            &mut egress_file_problems,
+        );
+        policy
     });
     if let Some(nat) = &raw.nat {
         let parsed = crate::nat::parse(nat, firewall.as_ref(), &mut problems);

@@ -761,7 +761,47 @@ pub struct FirewallPolicy {
     /// The policy's `nat:` section (port forwards, source translation), run by the
     /// firewall on its interfaces.
     pub nat: Option<crate::nat::NatPolicy>,
+    /// `ids:`: content rules matched against the first bytes of the connections the
+    /// firewall tracks.
+    pub ids: Option<IdsPolicy>,
 }
+
+/// The `firewall.ids` section: rule files in the Suricata subset of
+/// [`crate::ids`], and how much of each connection the kernel hands over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IdsPolicy {
+    /// The rule files, as resolved (relative paths from the policy's directory).
+    pub rule_files: Vec<std::path::PathBuf>,
+    /// Their rules, parsed.
+    pub rules: IdsRules,
+    /// Payload bytes per direction of a connection handed to the matcher.
+    pub depth: u32,
+    /// Also inspect one connection in this many of those no rule's port selects (0:
+    /// none).
+    pub sample_every: u32,
+    /// `mode: dry-run`: `drop` rules report and block nothing.
+    pub dry_run: bool,
+    /// Where the section is written.
+    pub origin: Origin,
+}
+
+/// Parsed IDS rules; two are equal when they were read from the same text.
+#[derive(Debug, Clone)]
+pub struct IdsRules {
+    /// The rules, in file order.
+    pub rules: std::sync::Arc<Vec<crate::ids::IdsRule>>,
+    /// A digest of the files' text and the variables.
+    pub digest: u64,
+}
+
+impl PartialEq for IdsRules {
+    fn eq(&self, other: &Self) -> bool {
+        self.digest == other.digest
+    }
+}
+
+impl Eq for IdsRules {}
 
 /// The `firewall.limits` section: rate limits on new inbound connections, taken after
 /// the rules admit a connection, narrowest first (source, subnet, port, interface).
@@ -881,6 +921,7 @@ impl Default for FirewallPolicy {
             syn_flood: None,
             limits: None,
             nat: None,
+            ids: None,
         }
     }
 }

@@ -32,6 +32,19 @@ pub(crate) struct RawFirewall {
     rules: Vec<Spanned<RawRule>>,
     syn_flood: Option<Spanned<RawSynFlood>>,
     limits: Option<Spanned<RawLimits>>,
+    ids: Option<Spanned<RawIds>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawIds {
+    #[serde(default)]
+    rules: Vec<Spanned<String>>,
+    #[serde(default)]
+    vars: std::collections::BTreeMap<String, Spanned<String>>,
+    depth: Option<Spanned<u64>>,
+    sample_every: Option<Spanned<u64>>,
+    mode: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -749,6 +762,122 @@ fn parse_rule(r: &RawRule, origin: Origin, problems: &mut Vec<PolicyError>) -> O
     // What the rule says against itself (ports on icmp, a type on tcp, host bits).
     problems.extend(rule.check());
     (problems.len() == before).then_some(rule)
+}
+
+/// The largest `firewall.ids.depth`: 1 MiB per direction.
+pub(crate) const IDS_MAX_DEPTH: u32 = 1 << 20;
+
+/// The `firewall.ids` section: its settings, and its rule files read and parsed (their
+/// problems, located in those files, go to `file_problems`). `None` if it has none or
+/// anything is wrong.
+pub(crate) fn parse_ids(
+    raw: &Spanned<RawFirewall>,
+    stateful: bool,
+    base: &Path,
+    problems: &mut Vec<PolicyError>,
+    file_problems: &mut Vec<crate::error::Diagnostic>,
+) -> Option<crate::firewall::IdsPolicy> {
+    use std::hash::{Hash as _, Hasher as _};
+    let raw_ids = raw.value.ids.as_ref()?;
+    let before = (problems.len(), file_problems.len());
+    let origin = Origin {
+        field: "firewall.ids".into(),
+        at: position(&raw_ids.referenced),
+    };
+    let ids = &raw_ids.value;
+    let mut invalid = |field: &str, at: Option<(u64, u64)>, message: String| {
+        problems.push(PolicyError::Invalid {
+            origin: Origin {
+                field: format!("firewall.ids.{field}"),
+                at: at.or(origin.at),
+            },
+            message,
+        });
+    };
+    if !stateful {
+        invalid(
+            "rules",
+            None,
+            "the IDS needs connection tracking (`stateful: true`)".into(),
+        );
+    }
+    if ids.rules.is_empty() {
+        invalid("rules", None, "name at least one rule file".into());
+    }
+    let depth = match &ids.depth {
+        None => 4096,
+        Some(d) => match u32::try_from(d.value) {
+            Ok(v) if (1..=IDS_MAX_DEPTH).contains(&v) => v,
+            _ => {
+                invalid(
+                    "depth",
+                    position(&d.referenced),
+                    format!("{} is outside 1..={IDS_MAX_DEPTH} bytes", d.value),
+                );
+                0
+            }
+        },
+    };
+    let sample_every = match &ids.sample_every {
+        None => 0,
+        Some(n) => u32::try_from(n.value).unwrap_or_else(|_| {
+            invalid(
+                "sample_every",
+                position(&n.referenced),
+                format!("{} is outside 0..={}", n.value, u32::MAX),
+            );
+            0
+        }),
+    };
+    let dry_run = match &ids.mode {
+        None => false,
+        Some(m) => match m.value.as_str() {
+            "enforce" => false,
+            "dry-run" => true,
+            other => {
+                invalid(
+                    "mode",
+                    position(&m.referenced),
+                    format!("`{other}`: `enforce` or `dry-run`"),
+                );
+                false
+            }
+        },
+    };
+    let mut vars = crate::ids::Vars::with_defaults();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for (name, value) in &ids.vars {
+        vars.set(name, &value.value);
+        (name, &value.value).hash(&mut hasher);
+    }
+    let rule_files: Vec<std::path::PathBuf> =
+        ids.rules.iter().map(|p| base.join(&p.value)).collect();
+    for path in &rule_files {
+        if let Ok(text) = std::fs::read(path) {
+            text.hash(&mut hasher);
+        }
+    }
+    let rules = match crate::ids::parse_files(&rule_files, &vars) {
+        Ok(rules) => rules,
+        Err(e) => {
+            file_problems.extend(e.diagnostics);
+            Vec::new()
+        }
+    };
+    if (problems.len(), file_problems.len()) != before {
+        return None;
+    }
+    Some(crate::firewall::IdsPolicy {
+        rule_files,
+        rules: crate::firewall::IdsRules {
+            rules: std::sync::Arc::new(rules),
+            digest: hasher.finish(),
+        },
+        depth,
+        sample_every,
+        dry_run,
+        origin,
+    })
 }
 
 #[cfg(test)]

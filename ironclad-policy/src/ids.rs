@@ -964,6 +964,31 @@ impl<'a> Packet<'a> {
     }
 }
 
+/// The ports of one protocol whose connections the kernel hands over.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortSelection {
+    /// Every port.
+    pub all: bool,
+    /// Else these inclusive ranges.
+    pub ranges: Vec<(u16, u16)>,
+}
+
+impl PortSelection {
+    /// Whether a connection with `port` as its server or client port is selected.
+    pub fn contains(&self, port: u16) -> bool {
+        self.all || self.ranges.iter().any(|r| (r.0..=r.1).contains(&port))
+    }
+}
+
+/// Which connections a [`RuleSet`] needs to see ([`RuleSet::selection`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// TCP connections.
+    pub tcp: PortSelection,
+    /// UDP connections.
+    pub udp: PortSelection,
+}
+
 /// What the matched rules decide for a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -1063,6 +1088,47 @@ impl RuleSet {
     /// The rules, in file order.
     pub fn rules(&self) -> &[IdsRule] {
         &self.rules
+    }
+
+    /// The connections the kernel must hand over for these rules to see every packet
+    /// they could match: a connection is selected by its server or its client port.
+    /// A rule's destination ports select, else its source ports; a rule with neither
+    /// (`any`, or only `!` exclusions) selects every port of its protocol. `ip` rules
+    /// select TCP and UDP; ICMP is never handed over (`icmp` rules match nothing the
+    /// kernel selects).
+    pub fn selection(&self) -> Selection {
+        let mut selection = Selection::default();
+        for rule in &self.rules {
+            let ports = if !rule.dport.include.is_empty() {
+                Some(&rule.dport.include)
+            } else if !rule.sport.include.is_empty() {
+                Some(&rule.sport.include)
+            } else {
+                None
+            };
+            let targets: &[bool] = match rule.proto {
+                IdsProto::Tcp => &[true],
+                IdsProto::Udp => &[false],
+                IdsProto::Ip => &[true, false],
+                IdsProto::Icmp => &[],
+            };
+            for &tcp in targets {
+                let side = if tcp {
+                    &mut selection.tcp
+                } else {
+                    &mut selection.udp
+                };
+                match ports {
+                    None => side.all = true,
+                    Some(ranges) => side.ranges.extend(ranges.iter().copied()),
+                }
+            }
+        }
+        for side in [&mut selection.tcp, &mut selection.udp] {
+            side.ranges.sort_unstable();
+            side.ranges.dedup();
+        }
+        selection
     }
 
     /// The rules `packet` matches, in file order.
@@ -1214,6 +1280,34 @@ mod tests {
     }
 
     const HEAD: &str = "alert tcp any any -> any any";
+
+    #[test]
+    fn the_selection_covers_every_port_a_rule_could_match() {
+        let rules = |text: &str| {
+            RuleSet::new(
+                parse(text, Path::new("t.rules"), &Vars::with_defaults())
+                    .unwrap_or_else(|e| panic!("{text}: {e}")),
+            )
+            .unwrap_or_else(|e| panic!("{text}: {e}"))
+        };
+        let set = rules(concat!(
+            "alert tcp any any -> any [80,8000:8080] (content:\"a\"; sid:1;)\n",
+            "alert tcp any 443 -> any any (content:\"b\"; sid:2;)\n",
+            "alert udp any any -> any 53 (content:\"c\"; sid:3;)\n",
+            "alert icmp any any -> any any (content:\"d\"; sid:4;)\n",
+        ));
+        let selection = set.selection();
+        assert!(!selection.tcp.all && !selection.udp.all);
+        assert_eq!(
+            selection.tcp.ranges,
+            vec![(80, 80), (443, 443), (8000, 8080)]
+        );
+        assert_eq!(selection.udp.ranges, vec![(53, 53)]);
+        assert!(selection.tcp.contains(8042) && !selection.tcp.contains(22));
+        // No port of its own, or only exclusions: every port of its protocol.
+        let any = rules("alert ip any any -> any !80 (content:\"e\"; sid:5;)");
+        assert!(any.selection().tcp.all && any.selection().udp.all);
+    }
 
     #[test]
     fn content_with_hex_and_nocase() {

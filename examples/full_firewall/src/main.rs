@@ -199,6 +199,15 @@ fn check(config: &std::path::Path) -> Result<ExitCode> {
                         })).collect::<Vec<_>>(),
                     });
                 }
+                if let Some(ids) = &f.ids {
+                    out["firewall"]["ids"] = serde_json::json!({
+                        "rules": ids.rules.rules.len(),
+                        "files": ids.rule_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+                        "depth": ids.depth,
+                        "sample_every": ids.sample_every,
+                        "mode": if ids.dry_run { "dry-run" } else { "enforce" },
+                    });
+                }
                 if let Some(l) = &f.limits {
                     out["firewall"]["limits"] =
                         status::limits_json(&ironclad_bpf::LimitSettings::from_policy(Some(l)));

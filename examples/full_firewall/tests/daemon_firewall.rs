@@ -918,3 +918,123 @@ nat:
             .expect("the test thread");
     });
 }
+
+#[test]
+fn ids_rules_through_the_daemon_alert_drop_and_check_locates_a_bad_rule() {
+    require_privileges!();
+    let net = Net::new("fwids", 5);
+    let rules = net.dir.path().join("local.rules");
+    std::fs::write(
+        &rules,
+        concat!(
+            "alert tcp any any -> any 8090 (msg:\"ironclad test string\"; content:\"ironclad-ids-test\"; nocase; sid:1000001; rev:2;)\n",
+            "drop tcp any any -> any 8090 (msg:\"evil path\"; content:\"GET /evil\"; depth:9; sid:1000002;)\n",
+        ),
+    )
+    .expect("rules");
+    let config = net.dir.path().join("policy.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "firewall:\n  interfaces: [{}]\n  ids:\n    rules: [local.rules]\n    depth: 2048\n",
+            net.veth.host()
+        ),
+    )
+    .expect("policy");
+    let checked = check(&config);
+    assert_eq!(checked["firewall"]["ids"]["rules"], 2, "{checked}");
+    assert_eq!(checked["firewall"]["ids"]["depth"], 2048, "{checked}");
+
+    // A server in the namespace that answers after 300 ms, so that the block of a
+    // `drop` rule is in place before the answer comes.
+    let script = format!(
+        "import http.server, time\nclass H(http.server.BaseHTTPRequestHandler):\n def do_GET(self):\n  time.sleep(0.3)\n  b=b'hello'\n  self.send_response(200)\n  self.send_header('Content-Length','5')\n  self.end_headers()\n  self.wfile.write(b)\n def log_message(self,*a): pass\nhttp.server.ThreadingHTTPServer(('{}',8090),H).serve_forever()",
+        net.addr(false, 2)
+    );
+    let _server = Server(
+        net.ns
+            .command("python3")
+            .args(["-c", &script])
+            .spawn()
+            .expect("server"),
+    );
+    let start = Instant::now();
+    while net
+        .ns
+        .exec(&["ss", "-Htln", "sport = :8090"])
+        .expect("ss")
+        .stdout
+        .is_empty()
+    {
+        assert!(start.elapsed() < Duration::from_secs(10), "server");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let daemon = Daemon::spawn(&net.args(&config));
+    daemon.wait_for("ready");
+    assert!(
+        daemon
+            .log()
+            .contains("IDS: 2 rules from 1 files, 2048 bytes each way"),
+        "{}",
+        daemon.log()
+    );
+    let base = format!("http://{}:8090", net.addr(false, 2));
+    assert!(
+        curl(&format!("{base}/Ironclad-IDS-Test")),
+        "an alert blocks nothing"
+    );
+    assert!(
+        !curl(&format!("{base}/evil")),
+        "a drop rule stops the answer"
+    );
+    assert!(curl(&format!("{base}/fine")), "other connections pass");
+    let events = net.dir.path().join("events.jsonl");
+    let alerts = events_of(&events, "ids_alert", 10, |found| found.len() >= 2);
+    let sids: Vec<(u64, bool)> = alerts
+        .iter()
+        .map(|a| (a["sid"].as_u64().unwrap_or(0), a["blocked"] == true))
+        .collect();
+    assert_eq!(sids, vec![(1000001, false), (1000002, true)], "{alerts:#?}");
+    assert_eq!(alerts[0]["msg"], "ironclad test string");
+    assert_eq!(alerts[0]["dport"], 8090);
+    assert_eq!(alerts[0]["process"]["comm"], "curl", "{:#?}", alerts[0]);
+    assert!(total(&net.firewall_status(), "ids_blocked") >= 1);
+
+    // A reload re-reads the rule file: a new rule alerts on the next connection.
+    std::fs::write(
+        &rules,
+        "alert tcp any any -> any 8090 (msg:\"reloaded\"; content:\"/fine\"; sid:1000003;)\n",
+    )
+    .expect("rules");
+    let reloads = daemon.log().matches("firewall reloaded").count();
+    daemon.signal("HUP");
+    daemon.wait_for_more("firewall reloaded", reloads);
+    assert!(
+        daemon.log().contains("IDS: 1 rules from 1 files"),
+        "{}",
+        daemon.log()
+    );
+    assert!(curl(&format!("{base}/fine")));
+    let alerts = events_of(&events, "ids_alert", 10, |found| found.len() >= 3);
+    assert_eq!(alerts.len(), 3, "{alerts:#?}");
+    assert_eq!(alerts[2]["sid"], 1000003);
+
+    // A rule file with a mistake: `check` names the file, line, column and option.
+    std::fs::write(
+        &rules,
+        "alert tcp any any -> any 8090 (msg:\"x\"; flowbits:set,a; sid:1;)\n",
+    )
+    .expect("rules");
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .expect("check");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("local.rules:1:41: option `flowbits` is not supported"),
+        "{stderr}"
+    );
+    drop(daemon);
+}

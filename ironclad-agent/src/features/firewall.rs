@@ -4,12 +4,13 @@
 use std::time::{Duration, Instant};
 
 use ironclad_bpf::{
-    Firewall, FirewallAttachment, FirewallSettings, LimitSettings, LoadedObject, Loader,
-    NatSettings, SynFloodSettings, XdpAttachment,
+    Firewall, FirewallAttachment, FirewallSettings, IdsMatcher, IdsSettings, LimitSettings,
+    LoadedObject, Loader, NatSettings, SynFloodSettings, XdpAttachment,
 };
 use ironclad_events::Event;
 use ironclad_policy::config::CompiledConfig;
 use ironclad_policy::firewall::FirewallPolicy;
+use ironclad_policy::ids::RuleSet;
 use tracing::{info, warn};
 
 use super::{Feature, Kind, Publisher, Reloaded, Snapshot, Start};
@@ -36,6 +37,9 @@ struct Running {
     /// defence cannot share.
     shield_ifaces: Vec<String>,
     last_sweep: Instant,
+    /// The IDS matcher (with no rules when the policy has no `ids:`), whose rules a
+    /// reload replaces.
+    ids: IdsMatcher,
 }
 
 /// The smallest MTU of the firewall's interfaces (1500 where /sys does not say): the
@@ -127,7 +131,8 @@ fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>>
         .map_err(AgentError::bpf(KIND.name))?;
     // Rules and settings before any hook exists: the first packet already meets the
     // policy.
-    let report = apply_policy(&firewall, policy)?;
+    let ids = IdsMatcher::new(empty_rules()?, false);
+    let report = apply_policy(&firewall, policy, &ids)?;
     let mut attachments = Vec::new();
     for iface in &policy.interfaces {
         match firewall.attach_pinned(&iface.name) {
@@ -154,7 +159,7 @@ fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>>
         }
     };
     info!(
-        "firewall on {}: {} rules, default inbound {:?}, outbound {:?}, {}{}{}{}{}",
+        "firewall on {}: {} rules, default inbound {:?}, outbound {:?}, {}{}{}{}{}{}",
         names(&attachments),
         report.rules,
         policy.default_inbound,
@@ -168,6 +173,7 @@ fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>>
         syn_description(policy),
         limits_description(policy),
         nat_description(policy),
+        ids_description(policy),
     );
     Ok(Box::new(Running {
         firewall,
@@ -175,7 +181,48 @@ fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>>
         syn,
         shield_ifaces: start.settings.interfaces().to_vec(),
         last_sweep: Instant::now(),
+        ids,
     }))
+}
+
+fn empty_rules() -> Result<RuleSet> {
+    RuleSet::new(Vec::new()).map_err(|source| AgentError::Ids { source })
+}
+
+/// The IDS's rules and kernel selection for `policy` (none and off without `ids:`).
+/// The rules are built before anything is written: a refusal changes nothing.
+fn apply_ids(firewall: &Firewall, policy: &FirewallPolicy, matcher: &IdsMatcher) -> Result<()> {
+    let Some(ids) = &policy.ids else {
+        firewall.clear_ids().map_err(AgentError::bpf(KIND.name))?;
+        matcher.set_rules(empty_rules()?, false);
+        return Ok(());
+    };
+    let set = RuleSet::new(ids.rules.rules.as_ref().clone())
+        .map_err(|source| AgentError::Ids { source })?;
+    let settings = IdsSettings {
+        depth: ids.depth,
+        sample_every: ids.sample_every,
+        dry_run: ids.dry_run,
+    };
+    firewall
+        .set_ids(&settings, &set.selection())
+        .map_err(AgentError::bpf(KIND.name))?;
+    matcher.set_rules(set, ids.dry_run);
+    Ok(())
+}
+
+/// `, IDS: 12 rules from 2 files (dry-run)` (or nothing).
+fn ids_description(policy: &FirewallPolicy) -> String {
+    let Some(ids) = &policy.ids else {
+        return String::new();
+    };
+    format!(
+        ", IDS: {} rules from {} files, {} bytes each way{}",
+        ids.rules.rules.len(),
+        ids.rule_files.len(),
+        ids.depth,
+        if ids.dry_run { " (dry-run)" } else { "" }
+    )
 }
 
 /// `, SYN cookies (always) on ports 22, 443` (or nothing without the defence).
@@ -208,6 +255,7 @@ fn names(attachments: &[FirewallAttachment]) -> String {
 fn apply_policy(
     firewall: &Firewall,
     policy: &FirewallPolicy,
+    ids: &IdsMatcher,
 ) -> Result<ironclad_bpf::FirewallReport> {
     let syn = syn_settings(policy);
     syn.preflight().map_err(AgentError::bpf(KIND.name))?;
@@ -243,6 +291,7 @@ fn apply_policy(
         .set_limits(&limits)
         .map_err(AgentError::bpf(KIND.name))?;
     firewall.set_nat(&nat).map_err(AgentError::bpf(KIND.name))?;
+    apply_ids(firewall, policy, ids)?;
     Ok(report)
 }
 
@@ -346,7 +395,7 @@ impl Feature for Running {
                 return Err(e);
             }
         };
-        let report = match apply_policy(&self.firewall, policy) {
+        let report = match apply_policy(&self.firewall, policy, &self.ids) {
             Ok(r) => r,
             Err(e) => {
                 for a in syn_added {
@@ -386,12 +435,13 @@ impl Feature for Running {
         self.attachments = kept;
         self.attachments.extend(added);
         let mut message = format!(
-            "firewall reloaded: {} rules, {} classes{}{}{}",
+            "firewall reloaded: {} rules, {} classes{}{}{}{}",
             report.rules,
             report.classes,
             syn_description(policy),
             limits_description(policy),
-            nat_description(policy)
+            nat_description(policy),
+            ids_description(policy)
         );
         if !new.is_empty() {
             message.push_str(&format!("; attached to {new}"));
@@ -404,7 +454,10 @@ impl Feature for Running {
 
     fn roll_back(&mut self, previous: &Snapshot) -> Option<Result<String>> {
         let policy = previous.firewall.clone().unwrap_or_default();
-        Some(apply_policy(&self.firewall, &policy).map(|_| "firewall rolled back".to_string()))
+        Some(
+            apply_policy(&self.firewall, &policy, &self.ids)
+                .map(|_| "firewall rolled back".to_string()),
+        )
     }
 
     fn event_source(&self) -> Option<Result<ironclad_bpf::EventSource>> {
@@ -413,6 +466,13 @@ impl Feature for Running {
                 .event_source()
                 .map_err(AgentError::bpf(KIND.name)),
         )
+    }
+
+    fn more_event_sources(&self) -> Vec<Result<ironclad_bpf::EventSource>> {
+        vec![self
+            .firewall
+            .ids_source(self.ids.clone())
+            .map_err(AgentError::bpf(KIND.name))]
     }
 
     fn object(&self) -> Option<&LoadedObject> {

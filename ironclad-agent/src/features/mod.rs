@@ -120,6 +120,11 @@ pub trait Feature: Send {
     /// The ring buffer its events come from, if it has one.
     fn event_source(&self) -> Option<Result<EventSource>>;
 
+    /// More ring buffers it reads events from (the firewall's IDS snippets).
+    fn more_event_sources(&self) -> Vec<Result<EventSource>> {
+        Vec::new()
+    }
+
     /// The loaded object the Sentinel protects (its maps and pins), if any.
     fn object(&self) -> Option<&LoadedObject> {
         None
@@ -284,12 +289,14 @@ fn previous_or_empty<T: Clone>(
 }
 
 /// The process cache is wanted when a feature that reports processes is configured
-/// (or the policy has a `processes` section).
+/// (the IDS's alerts name the local process of a connection), or the policy has a
+/// `processes` section.
 fn process_policy(config: &CompiledConfig) -> Option<ProcessPolicy> {
     let wanted = config.egress.is_some()
         || config.tls.is_some()
         || config.sentinel.is_some()
         || config.telemetry.is_some_and(|t| t.dns || t.bandwidth)
+        || config.firewall.as_ref().is_some_and(|f| f.ids.is_some())
         || config.processes.is_some();
     wanted.then(|| config.processes.clone().unwrap_or_default())
 }
@@ -449,10 +456,15 @@ impl<'l> Features<'l> {
     fn event_reader(&self) -> Option<EventReader> {
         let mut sources = Vec::new();
         for feature in &self.running {
-            match feature.event_source() {
-                Some(Ok(source)) => sources.push(source),
-                Some(Err(e)) => warn!("{}: its events cannot be read: {e}", feature.name()),
-                None => {}
+            for source in feature
+                .event_source()
+                .into_iter()
+                .chain(feature.more_event_sources())
+            {
+                match source {
+                    Ok(source) => sources.push(source),
+                    Err(e) => warn!("{}: its events cannot be read: {e}", feature.name()),
+                }
             }
         }
         if sources.is_empty() {

@@ -1,0 +1,503 @@
+//! The IDS: the stateful firewall selects connections in the kernel and hands their
+//! first bytes to user space, where [`ironclad_policy::ids::RuleSet`] matches them.
+//!
+//! The kernel side lives in the firewall's tcx programs (`bpf-src/firewall.bpf.c`):
+//! when a connection opens, its server or client port (or sampling) decides whether it
+//! is inspected; an inspected connection's payload, up to `depth` bytes each way, goes
+//! to the `ic_ids_ring` ring buffer as snippets. A connection that is not inspected
+//! costs one flag test per packet. [`IdsMatcher`] puts each TCP direction's snippets
+//! back in sequence order, runs the rules over the bytes so far, publishes an
+//! [`IdsAlert`] per rule and connection, and for a `drop` rule marks the connection
+//! blocked in `ic_ids_flows`: the firewall drops its later packets both ways. The
+//! packet that completed the match has already been delivered (matching is not on
+//! the packet's path); the rest of the connection is not.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use ironclad_core::abi::{
+    CtKey, IdsConfig, IdsFlow, IdsSnippet, IDS_F_ALL_PORTS, IDS_F_DRY_RUN, IDS_F_ON, IDS_PORTS,
+    IDS_PORT_TCP, IDS_PORT_UDP, IDS_SNIP_INBOUND, IDS_SNIP_ORIG,
+};
+use ironclad_events::{Event, IdsAlert};
+use ironclad_policy::ids::{IdsAction, IdsRule, Packet, RuleSet, Selection};
+use libbpf_rs::{MapCore as _, MapFlags, MapHandle};
+
+use crate::error::{BpfError, Result};
+use crate::events::EventSource;
+use crate::firewall::Firewall;
+use crate::names::firewall as names;
+
+/// How much of each connection the kernel hands over, and what `drop` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdsSettings {
+    /// Payload bytes per direction of an inspected connection (default 4096).
+    pub depth: u32,
+    /// Also inspect one connection in this many of those the ports do not select
+    /// (0, the default: none).
+    pub sample_every: u32,
+    /// `drop` rules report (with `blocked: false`) but block nothing.
+    pub dry_run: bool,
+}
+
+impl Default for IdsSettings {
+    fn default() -> Self {
+        Self {
+            depth: 4096,
+            sample_every: 0,
+            dry_run: false,
+        }
+    }
+}
+
+impl IdsSettings {
+    /// The largest `depth` accepted: 1 MiB per direction.
+    pub const MAX_DEPTH: u32 = 1 << 20;
+
+    /// Refuses settings the kernel cannot hold.
+    pub fn check(&self) -> Result<()> {
+        if self.depth == 0 || self.depth > Self::MAX_DEPTH {
+            return Err(BpfError::InvalidConfig {
+                field: "ids.depth",
+                reason: format!(
+                    "{} bytes: between 1 and {} per direction",
+                    self.depth,
+                    Self::MAX_DEPTH
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The kernel's port table for `selection`: one byte per port, `IDS_PORT_*` bits.
+fn port_table(selection: &Selection) -> Vec<u8> {
+    let mut table = vec![0u8; IDS_PORTS as usize];
+    for (side, bit) in [
+        (&selection.tcp, IDS_PORT_TCP),
+        (&selection.udp, IDS_PORT_UDP),
+    ] {
+        if side.all {
+            table.iter_mut().for_each(|slot| *slot |= bit);
+        }
+        for &(lo, hi) in &side.ranges {
+            for port in lo..=hi {
+                if let Some(slot) = table.get_mut(usize::from(port)) {
+                    *slot |= bit;
+                }
+            }
+        }
+    }
+    table
+}
+
+impl Firewall {
+    /// Turns the IDS selection on for the connections `selection` names (new
+    /// connections from now on; open ones are not inspected). The firewall must be
+    /// stateful: the selection lives in its connection table.
+    pub fn set_ids(&self, settings: &IdsSettings, selection: &Selection) -> Result<()> {
+        settings.check()?;
+        if !self.settings()?.stateful {
+            return Err(BpfError::InvalidConfig {
+                field: "ids",
+                reason: "the IDS needs the stateful firewall (`stateful: true`)".to_string(),
+            });
+        }
+        let table = port_table(selection);
+        let ports = self.object().map(names::ic_ids_ports)?;
+        let keys: Vec<[u8; 4]> = (0..IDS_PORTS).map(u32::to_ne_bytes).collect();
+        ports.update_many(
+            keys.iter()
+                .zip(table.chunks(1))
+                .map(|(k, v)| (k.as_slice(), v)),
+        )?;
+        let mut flags = IDS_F_ON;
+        if selection.tcp.all && selection.udp.all {
+            flags |= IDS_F_ALL_PORTS;
+        }
+        if settings.dry_run {
+            flags |= IDS_F_DRY_RUN;
+        }
+        let config = IdsConfig {
+            flags,
+            depth: settings.depth,
+            sample_every: settings.sample_every,
+            _pad0: 0,
+        };
+        self.object()
+            .map(names::ic_ids_config)?
+            .update(&0u32.to_ne_bytes(), &config.to_bytes())
+    }
+
+    /// Turns the IDS selection off: new connections are not inspected (open inspected
+    /// ones keep their blocks until they end).
+    pub fn clear_ids(&self) -> Result<()> {
+        self.object()
+            .map(names::ic_ids_config)?
+            .update(&0u32.to_ne_bytes(), &IdsConfig::default().to_bytes())
+    }
+
+    /// The live IDS configuration.
+    pub fn ids_config(&self) -> Result<IdsConfig> {
+        let bytes = self
+            .object()
+            .map(names::ic_ids_config)?
+            .lookup(&0u32.to_ne_bytes())?;
+        Ok(bytes
+            .and_then(|b| IdsConfig::from_bytes(&b))
+            .unwrap_or_default())
+    }
+
+    /// The source of IDS alerts: the snippet ring buffer, matched by `matcher`. Read
+    /// it with an [`EventReader`](crate::EventReader) like any other source.
+    pub fn ids_source(&self, matcher: IdsMatcher) -> Result<EventSource> {
+        let ring = self.object().map(names::ic_ids_ring)?.handle()?;
+        let flows = self.object().map(names::ic_ids_flows)?.handle()?;
+        let mut state = MatcherState {
+            shared: matcher,
+            flows: HashMap::new(),
+            blocker: flows,
+        };
+        Ok(EventSource::with_handler(
+            ring,
+            names::ic_ids_ring,
+            Box::new(move |record, publish| state.record(record, publish)),
+        ))
+    }
+}
+
+/// Counters of an [`IdsMatcher`].
+#[derive(Debug, Default)]
+pub struct IdsStats {
+    snippets: AtomicU64,
+    bytes: AtomicU64,
+    alerts: AtomicU64,
+    blocked: AtomicU64,
+    gaps: AtomicU64,
+}
+
+impl IdsStats {
+    /// Snippets matched.
+    pub fn snippets(&self) -> u64 {
+        self.snippets.load(Ordering::Relaxed)
+    }
+
+    /// Payload bytes they carried.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Alerts published (one per rule and connection).
+    pub fn alerts(&self) -> u64 {
+        self.alerts.load(Ordering::Relaxed)
+    }
+
+    /// Connections blocked by `drop` rules.
+    pub fn blocked(&self) -> u64 {
+        self.blocked.load(Ordering::Relaxed)
+    }
+
+    /// TCP snippets that left a hole in their stream (a lost snippet, a segment
+    /// beyond the depth): matched on their own from there on.
+    pub fn gaps(&self) -> u64 {
+        self.gaps.load(Ordering::Relaxed)
+    }
+}
+
+/// The rules and counters of the IDS matcher, shared between the reader that runs it
+/// and whoever reloads the rules or reads the counters. Cloning shares them.
+#[derive(Debug, Clone)]
+pub struct IdsMatcher {
+    rules: Arc<RwLock<Arc<RuleSet>>>,
+    dry_run: Arc<std::sync::atomic::AtomicBool>,
+    stats: Arc<IdsStats>,
+}
+
+impl IdsMatcher {
+    /// A matcher of `rules`; `dry_run`: `drop` rules block nothing.
+    pub fn new(rules: RuleSet, dry_run: bool) -> Self {
+        Self {
+            rules: Arc::new(RwLock::new(Arc::new(rules))),
+            dry_run: Arc::new(std::sync::atomic::AtomicBool::new(dry_run)),
+            stats: Arc::new(IdsStats::default()),
+        }
+    }
+
+    /// Replaces the rules (connections already alerted on keep their alerts).
+    pub fn set_rules(&self, rules: RuleSet, dry_run: bool) {
+        if let Ok(mut live) = self.rules.write() {
+            *live = Arc::new(rules);
+        }
+        self.dry_run.store(dry_run, Ordering::Relaxed);
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> Option<Arc<RuleSet>> {
+        self.rules.read().ok().map(|r| Arc::clone(&r))
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &IdsStats {
+        &self.stats
+    }
+}
+
+/// The bytes of one direction of a TCP connection, in sequence order.
+#[derive(Debug, Default)]
+struct Stream {
+    /// Sequence number of the direction's first payload byte.
+    base: Option<u32>,
+    bytes: Vec<u8>,
+    /// A hole was seen: later snippets are matched on their own.
+    broken: bool,
+}
+
+#[derive(Debug, Default)]
+struct FlowState {
+    streams: [Stream; 2],
+    alerted: Vec<u32>,
+    reply_seen: bool,
+    last_ns: u64,
+}
+
+/// Connections the matcher remembers; past this, the least recently seen half goes.
+const MAX_FLOWS: usize = 65_536;
+
+struct MatcherState {
+    shared: IdsMatcher,
+    flows: HashMap<[u8; CtKey::SIZE], FlowState>,
+    blocker: MapHandle,
+}
+
+fn ip_of(bytes: [u8; 16]) -> IpAddr {
+    let v6 = Ipv6Addr::from(bytes);
+    v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+}
+
+impl MatcherState {
+    /// One snippet: place it, match, report, block. `false` for a record that is not
+    /// a snippet.
+    fn record(&mut self, record: &[u8], publish: &mut dyn FnMut(Event)) -> bool {
+        let Some(snippet) = IdsSnippet::from_bytes(record) else {
+            return false;
+        };
+        if record.len() != IdsSnippet::SIZE {
+            return false;
+        }
+        let stats = Arc::clone(&self.shared.stats);
+        stats.snippets.fetch_add(1, Ordering::Relaxed);
+        stats
+            .bytes
+            .fetch_add(u64::from(snippet.len), Ordering::Relaxed);
+        let Some(rules) = self.shared.rules() else {
+            return true;
+        };
+        if self.flows.len() >= MAX_FLOWS {
+            self.forget_oldest();
+        }
+        let key: [u8; CtKey::SIZE] = snippet.key.to_bytes();
+        let flow = self.flows.entry(key).or_default();
+        flow.last_ns = snippet.hdr.ktime_ns;
+        let orig = snippet.flags & IDS_SNIP_ORIG != 0;
+        if !orig {
+            flow.reply_seen = true;
+        }
+        let payload = snippet.payload();
+        let tcp = snippet.proto == 6;
+        // TCP: the direction's bytes so far, in order; else the datagram alone.
+        let matched: &[u8] = if tcp {
+            let stream = &mut flow.streams[usize::from(!orig)];
+            place(stream, &snippet, payload, &stats)
+        } else {
+            payload
+        };
+        let (src, dst) = (ip_of(snippet.src), ip_of(snippet.dst));
+        let packet = Packet {
+            protocol: snippet.proto,
+            src: SocketAddr::new(src, snippet.sport),
+            dst: SocketAddr::new(dst, snippet.dport),
+            to_server: orig,
+            established: tcp || flow.reply_seen,
+            payload: matched,
+        };
+        let hits = rules.matches(&packet);
+        if hits.iter().any(|r| r.action == IdsAction::Pass) {
+            return true;
+        }
+        let fresh: Vec<&IdsRule> = hits
+            .into_iter()
+            .filter(|r| !flow.alerted.contains(&r.sid))
+            .collect();
+        if fresh.is_empty() {
+            return true;
+        }
+        flow.alerted.extend(fresh.iter().map(|r| r.sid));
+        let dry_run = self.shared.dry_run.load(Ordering::Relaxed);
+        let block = !dry_run && fresh.iter().any(|r| r.action == IdsAction::Drop);
+        let blocked = block && self.block(&snippet.key);
+        if blocked {
+            stats.blocked.fetch_add(1, Ordering::Relaxed);
+        }
+        for rule in fresh {
+            stats.alerts.fetch_add(1, Ordering::Relaxed);
+            publish(Event::IdsAlert(IdsAlert {
+                time: String::new(),
+                ktime_ns: snippet.hdr.ktime_ns,
+                sid: rule.sid,
+                rev: rule.rev,
+                msg: rule.msg.clone(),
+                action: if rule.action == IdsAction::Drop {
+                    "drop"
+                } else {
+                    "alert"
+                },
+                blocked: blocked && rule.action == IdsAction::Drop,
+                classtype: rule.classtype.clone(),
+                priority: rule.priority,
+                origin: rule.origin.clone(),
+                proto: if tcp { "tcp" } else { "udp" },
+                src,
+                sport: snippet.sport,
+                dst,
+                dport: snippet.dport,
+                direction: if orig { "to_server" } else { "to_client" },
+                inbound: snippet.flags & IDS_SNIP_INBOUND != 0,
+                ifindex: snippet.ifindex,
+                pid: snippet.pid,
+                cgroup_id: snippet.cgroup_id,
+                comm: None,
+                exe: None,
+                process: None,
+            }));
+        }
+        true
+    }
+
+    /// Marks the connection blocked in the kernel; `false` when it is gone from the
+    /// kernel's table (it ended, or was forgotten).
+    fn block(&self, key: &CtKey) -> bool {
+        let key_bytes: [u8; CtKey::SIZE] = key.to_bytes();
+        let current = match self.blocker.lookup(&key_bytes, MapFlags::ANY) {
+            Ok(Some(bytes)) => IdsFlow::from_bytes(&bytes).unwrap_or_default(),
+            _ => return false,
+        };
+        let value = IdsFlow {
+            blocked: 1,
+            ..current
+        };
+        // EXIST: never re-create an entry the connection's end already removed.
+        self.blocker
+            .update(&key_bytes, &value.to_bytes(), MapFlags::EXIST)
+            .is_ok()
+    }
+
+    fn forget_oldest(&mut self) {
+        let mut ages: Vec<u64> = self.flows.values().map(|f| f.last_ns).collect();
+        ages.sort_unstable();
+        let cut = ages.get(ages.len() / 2).copied().unwrap_or(u64::MAX);
+        self.flows.retain(|_, f| f.last_ns > cut);
+    }
+}
+
+/// Puts a TCP snippet into its direction's stream and returns the bytes to match:
+/// the stream so far, or the snippet alone once the stream has a hole.
+fn place<'a>(
+    stream: &'a mut Stream,
+    snippet: &IdsSnippet,
+    payload: &'a [u8],
+    stats: &IdsStats,
+) -> &'a [u8] {
+    if stream.broken {
+        return payload;
+    }
+    let base = *stream
+        .base
+        .get_or_insert_with(|| snippet.seq.wrapping_sub(snippet.offset));
+    let at = snippet.seq.wrapping_sub(base) as usize;
+    let have = stream.bytes.len();
+    if at > have || at > IdsSettings::MAX_DEPTH as usize {
+        stream.broken = true;
+        stream.bytes = Vec::new();
+        stats.gaps.fetch_add(1, Ordering::Relaxed);
+        return payload;
+    }
+    // A retransmission or overlap keeps the bytes first seen (as a receiver does).
+    let new = payload.get(have - at..).unwrap_or_default();
+    stream.bytes.extend_from_slice(new);
+    &stream.bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ironclad_policy::ids::PortSelection;
+
+    fn snippet(seq: u32, offset: u32, data: &[u8]) -> IdsSnippet {
+        let mut s = IdsSnippet::from_bytes(&[0u8; IdsSnippet::SIZE]).expect("zeroes");
+        s.seq = seq;
+        s.offset = offset;
+        s.len = u16::try_from(data.len()).unwrap_or(0);
+        s.data[..data.len()].copy_from_slice(data);
+        s
+    }
+
+    #[test]
+    fn a_stream_is_put_back_in_order_and_a_hole_is_not_papered_over() {
+        let stats = IdsStats::default();
+        let mut stream = Stream::default();
+        let first = snippet(1000, 0, b"GET /ev");
+        assert_eq!(
+            place(&mut stream, &first, first.payload(), &stats),
+            b"GET /ev"
+        );
+        let second = snippet(1007, 7, b"il HTTP/1.1");
+        assert_eq!(
+            place(&mut stream, &second, second.payload(), &stats),
+            b"GET /evil HTTP/1.1"
+        );
+        // A retransmission of the first segment changes nothing.
+        let again = snippet(1000, 18, b"GET /ev");
+        assert_eq!(
+            place(&mut stream, &again, again.payload(), &stats),
+            b"GET /evil HTTP/1.1"
+        );
+        // A segment past a hole: matched alone, never joined to the bytes before.
+        let later = snippet(1100, 25, b"tail");
+        assert_eq!(place(&mut stream, &later, later.payload(), &stats), b"tail");
+        assert_eq!(stats.gaps(), 1);
+    }
+
+    #[test]
+    fn the_port_table_marks_each_selected_port_for_its_protocol() {
+        let selection = Selection {
+            tcp: PortSelection {
+                all: false,
+                ranges: vec![(80, 80), (8000, 8002)],
+            },
+            udp: PortSelection {
+                all: false,
+                ranges: vec![(53, 53), (80, 80)],
+            },
+        };
+        let table = port_table(&selection);
+        assert_eq!(table[80], IDS_PORT_TCP | IDS_PORT_UDP);
+        assert_eq!(table[8001], IDS_PORT_TCP);
+        assert_eq!(table[53], IDS_PORT_UDP);
+        assert_eq!(table[22], 0);
+        assert_eq!(table.iter().filter(|b| **b != 0).count(), 5);
+    }
+
+    #[test]
+    fn settings_outside_the_kernels_bounds_are_refused() {
+        assert!(IdsSettings::default().check().is_ok());
+        for depth in [0, IdsSettings::MAX_DEPTH + 1] {
+            let settings = IdsSettings {
+                depth,
+                ..IdsSettings::default()
+            };
+            assert!(settings.check().is_err(), "{depth}");
+        }
+    }
+}

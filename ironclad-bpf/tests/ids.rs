@@ -1,0 +1,389 @@
+//! The IDS against the kernel: the firewall selects connections on a veth pair, real
+//! HTTP traffic (curl on the host, a python server in a namespace) carries a test
+//! string, and the alerts come back with the rule's sid; a `drop` rule stops the rest
+//! of the connection.
+
+#![allow(
+    clippy::expect_used,
+    reason = "test helpers fail the test with a message"
+)]
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ironclad_bpf::{EventReader, Firewall, FirewallSettings, IdsMatcher, IdsSettings, Loader};
+use ironclad_core::abi::FwTotal;
+use ironclad_events::{Event, Fanout, IdsAlert, Overflow, Subscription};
+use ironclad_policy::ids::{parse_files, RuleSet, Vars};
+use ironclad_testing::{require_privileges, BpffsDir, NetNs, VethPair};
+
+/// A python HTTP server in the namespace that answers every GET after `delay_ms`
+/// with `hello from the namespace` and the path it was asked for.
+const SERVER: &str = r#"
+import http.server, sys, time
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        time.sleep(int(sys.argv[3]) / 1000)
+        body = ("hello from the namespace " + self.path + "\n").encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), H).serve_forever()
+"#;
+
+struct Net {
+    ns: NetNs,
+    veth: VethPair,
+    net: u8,
+}
+
+impl Net {
+    fn new(tag: &str, net: u8) -> Self {
+        let ns = NetNs::new(tag).expect("netns");
+        let veth = VethPair::new(
+            &ns,
+            &[&format!("10.219.{net}.1/24")],
+            &[&format!("10.219.{net}.2/24")],
+        )
+        .expect("veth");
+        Self { ns, veth, net }
+    }
+
+    fn peer(&self) -> String {
+        format!("10.219.{}.2", self.net)
+    }
+
+    fn server(&self, port: u16, delay_ms: u32) -> Server {
+        let child = self
+            .ns
+            .command("python3")
+            .args([
+                "-c",
+                SERVER,
+                &self.peer(),
+                &port.to_string(),
+                &delay_ms.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3");
+        let start = Instant::now();
+        loop {
+            let out = self
+                .ns
+                .exec(&["ss", "-Htln", &format!("sport = :{port}")])
+                .expect("ss");
+            if !out.stdout.is_empty() {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Server(child)
+    }
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn rules(dir: &std::path::Path, text: &str) -> RuleSet {
+    let path = dir.join("local.rules");
+    std::fs::write(&path, text).expect("rules");
+    RuleSet::new(parse_files(&[path], &Vars::with_defaults()).expect("parse")).expect("set")
+}
+
+/// Runs curl for `url` while reading alerts; returns curl's success, its output and
+/// the alerts seen until it ended and a little after.
+fn curl_reading(
+    reader: &EventReader,
+    sub: &Subscription<Event>,
+    url: &str,
+    max_secs: u32,
+) -> (bool, String, Vec<IdsAlert>) {
+    let mut child = Command::new("curl")
+        .args(["-s", "-g", "--max-time", &max_secs.to_string(), url])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("curl");
+    let mut alerts = Vec::new();
+    let status = loop {
+        reader.poll(Duration::from_millis(20)).expect("poll");
+        alerts.extend(sub.receiver().try_iter().filter_map(|e| match e {
+            Event::IdsAlert(a) => Some(a),
+            _ => None,
+        }));
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+    };
+    reader.poll(Duration::from_millis(200)).expect("poll");
+    alerts.extend(sub.receiver().try_iter().filter_map(|e| match e {
+        Event::IdsAlert(a) => Some(a),
+        _ => None,
+    }));
+    let mut out = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        use std::io::Read as _;
+        stdout.read_to_string(&mut out).expect("stdout");
+    }
+    (status.success(), out, alerts)
+}
+
+fn setup(
+    tag: &str,
+    net: u8,
+    text: &str,
+) -> (
+    Net,
+    BpffsDir,
+    Firewall,
+    IdsMatcher,
+    tempfile::TempDir,
+    Arc<Fanout<Event>>,
+) {
+    let net = Net::new(tag, net);
+    let pins = BpffsDir::new(tag).expect("bpffs");
+    let loader = Loader::builder()
+        .pin_root(pins.path())
+        .build()
+        .expect("loader");
+    let firewall = Firewall::load(&loader).expect("load");
+    firewall
+        .apply(&FirewallSettings::default(), &[])
+        .expect("apply");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let set = rules(dir.path(), text);
+    firewall
+        .set_ids(&IdsSettings::default(), &set.selection())
+        .expect("set_ids");
+    let matcher = IdsMatcher::new(set, false);
+    (net, pins, firewall, matcher, dir, Arc::new(Fanout::new()))
+}
+
+#[test]
+fn an_http_request_carrying_the_test_string_raises_its_rules_alert() {
+    require_privileges!();
+    let (net, _pins, firewall, matcher, _dir, fanout) = setup(
+        "idsalert",
+        1,
+        concat!(
+            "# the test string, in the request line, split over no packet boundary\n",
+            "alert tcp any any -> any 8080 (msg:\"ironclad test string\"; flow:to_server,established; ",
+            "content:\"GET\"; depth:3; content:\"ironclad-ids-test\"; nocase; distance:0; ",
+            "classtype:misc-activity; sid:1000001; rev:3;)\n",
+            "alert tcp any 8080 -> any any (msg:\"the answer\"; flow:to_client; ",
+            "content:\"hello from the namespace /IRONCLAD\"; sid:1000002; rev:1;)\n",
+            "alert tcp any any -> any 9999 (msg:\"another port\"; content:\"GET\"; sid:1000003;)\n",
+        ),
+    );
+    let _server = net.server(8080, 0);
+    let _attached = firewall.attach(net.veth.host()).expect("attach");
+    let sub = fanout.subscribe("test", 1024, Overflow::DropNewest);
+    let reader = EventReader::new(
+        vec![firewall.ids_source(matcher.clone()).expect("source")],
+        fanout.clone(),
+    )
+    .expect("reader");
+
+    // A clean request: inspected, no alert.
+    let (ok, body, alerts) = curl_reading(
+        &reader,
+        &sub,
+        &format!("http://{}:8080/index", net.peer()),
+        5,
+    );
+    assert!(ok && body.contains("/index"), "clean request: {body}");
+    assert!(
+        alerts.is_empty(),
+        "no alert for a clean request: {alerts:#?}"
+    );
+    assert!(
+        matcher.stats().snippets() >= 2,
+        "request and answer were handed over"
+    );
+
+    let (ok, body, mut alerts) = curl_reading(
+        &reader,
+        &sub,
+        &format!("http://{}:8080/IRONCLAD-IDS-TEST", net.peer()),
+        5,
+    );
+    assert!(
+        ok && body.contains("IRONCLAD-IDS-TEST"),
+        "an alert blocks nothing: {body}"
+    );
+    alerts.sort_by_key(|a| a.sid);
+    let sids: Vec<u32> = alerts.iter().map(|a| a.sid).collect();
+    assert_eq!(sids, vec![1000001, 1000002], "{alerts:#?}");
+    let request = &alerts[0];
+    assert_eq!(request.msg, "ironclad test string");
+    assert_eq!(
+        (request.rev, request.action, request.blocked),
+        (3, "alert", false)
+    );
+    assert_eq!(request.classtype.as_deref(), Some("misc-activity"));
+    assert_eq!(request.direction, "to_server");
+    assert_eq!(request.dst.to_string(), net.peer());
+    assert_eq!(request.dport, 8080);
+    assert_eq!(request.src.to_string(), format!("10.219.{}.1", net.net));
+    assert!(!request.inbound, "curl on the host opened it");
+    assert!(
+        request.pid != 0,
+        "the local process that opened it: {request:?}"
+    );
+    assert!(
+        request.origin.ends_with("local.rules:2"),
+        "{}",
+        request.origin
+    );
+    assert!(!request.time.is_empty());
+    let answer = &alerts[1];
+    assert_eq!((answer.direction, answer.sport), ("to_client", 8080));
+    assert_eq!(answer.src.to_string(), net.peer());
+
+    // Once a connection alerted on a rule, the same rule stays quiet for it; a new
+    // connection alerts again.
+    let (_, _, again) = curl_reading(
+        &reader,
+        &sub,
+        &format!("http://{}:8080/ironclad-ids-test", net.peer()),
+        5,
+    );
+    assert_eq!(again.iter().filter(|a| a.sid == 1000001).count(), 1);
+    assert_eq!(
+        firewall.total(FwTotal::IdsBlocked).expect("total").packets,
+        0
+    );
+    assert!(firewall.total(FwTotal::IdsSnippets).expect("total").packets >= 6);
+}
+
+#[test]
+fn a_drop_rule_stops_the_rest_of_the_connection_and_only_that_one() {
+    require_privileges!();
+    let (net, _pins, firewall, matcher, _dir, fanout) = setup(
+        "idsdrop",
+        2,
+        "drop tcp any any -> any 8081 (msg:\"evil path\"; content:\"GET /evil\"; depth:9; sid:2000001; rev:1;)\n",
+    );
+    // The server answers after 300 ms: the block is in place by then.
+    let _server = net.server(8081, 300);
+    let _attached = firewall.attach(net.veth.host()).expect("attach");
+    let sub = fanout.subscribe("test", 1024, Overflow::DropNewest);
+    let reader = EventReader::new(
+        vec![firewall.ids_source(matcher.clone()).expect("source")],
+        fanout.clone(),
+    )
+    .expect("reader");
+
+    let (ok, body, alerts) = curl_reading(
+        &reader,
+        &sub,
+        &format!("http://{}:8081/evil", net.peer()),
+        3,
+    );
+    assert!(!ok, "the answer never arrives: {body}");
+    assert!(!body.contains("hello"), "{body}");
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert_eq!(
+        (alerts[0].sid, alerts[0].action, alerts[0].blocked),
+        (2000001, "drop", true)
+    );
+    assert!(firewall.total(FwTotal::IdsBlocked).expect("total").packets >= 1);
+    assert_eq!(matcher.stats().blocked(), 1);
+
+    // Another connection to the same server, without the string, is untouched.
+    let (ok, body, alerts) = curl_reading(
+        &reader,
+        &sub,
+        &format!("http://{}:8081/fine", net.peer()),
+        5,
+    );
+    assert!(ok && body.contains("/fine"), "{body}");
+    assert!(alerts.is_empty(), "{alerts:#?}");
+}
+
+#[test]
+fn in_dry_run_a_drop_rule_reports_and_blocks_nothing() {
+    require_privileges!();
+    let (net, _pins, firewall, _, dir, fanout) = setup(
+        "idsdry",
+        3,
+        "drop tcp any any -> any 8082 (msg:\"evil path\"; content:\"/evil\"; sid:3000001;)\n",
+    );
+    let set = rules(
+        dir.path(),
+        "drop tcp any any -> any 8082 (msg:\"evil path\"; content:\"/evil\"; sid:3000001;)\n",
+    );
+    let settings = IdsSettings {
+        dry_run: true,
+        ..IdsSettings::default()
+    };
+    firewall
+        .set_ids(&settings, &set.selection())
+        .expect("set_ids");
+    let matcher = IdsMatcher::new(set, true);
+    let _server = net.server(8082, 300);
+    let _attached = firewall.attach(net.veth.host()).expect("attach");
+    let sub = fanout.subscribe("test", 1024, Overflow::DropNewest);
+    let reader = EventReader::new(
+        vec![firewall.ids_source(matcher).expect("source")],
+        fanout.clone(),
+    )
+    .expect("reader");
+    let (ok, body, alerts) = curl_reading(
+        &reader,
+        &sub,
+        &format!("http://{}:8082/evil", net.peer()),
+        5,
+    );
+    assert!(ok && body.contains("/evil"), "{body}");
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert_eq!((alerts[0].action, alerts[0].blocked), ("drop", false));
+}
+
+#[test]
+fn connections_on_ports_no_rule_names_are_not_handed_over() {
+    require_privileges!();
+    let (net, _pins, firewall, matcher, _dir, fanout) = setup(
+        "idsports",
+        4,
+        "alert tcp any any -> any 8083 (msg:\"x\"; content:\"GET\"; sid:4000001;)\n",
+    );
+    let _server = net.server(8084, 0);
+    let _attached = firewall.attach(net.veth.host()).expect("attach");
+    let sub = fanout.subscribe("test", 1024, Overflow::DropNewest);
+    let reader = EventReader::new(
+        vec![firewall.ids_source(matcher.clone()).expect("source")],
+        fanout.clone(),
+    )
+    .expect("reader");
+    let (ok, _, alerts) = curl_reading(&reader, &sub, &format!("http://{}:8084/", net.peer()), 5);
+    assert!(ok);
+    assert!(alerts.is_empty());
+    assert_eq!(matcher.stats().snippets(), 0);
+    assert_eq!(
+        firewall.total(FwTotal::IdsSnippets).expect("total").packets,
+        0
+    );
+    let inspected = firewall
+        .connections()
+        .expect("connections")
+        .iter()
+        .filter(|c| c.inspected)
+        .count();
+    assert_eq!(inspected, 0);
+}
