@@ -219,7 +219,7 @@ fn summary(_: &mut Criterion) {
     // The IDS on, selecting port 80 only: the same established connection (port 443)
     // is not inspected, and costs one more flag test. A new connection opened after
     // the selection is on, so that the table holds it as it would.
-    let rules = ironclad_policy::ids::RuleSet::new(
+    let ids_rules = ironclad_policy::ids::RuleSet::new(
         ironclad_policy::ids::parse(
             "alert tcp any any -> any 80 (msg:\"x\"; content:\"evil\"; sid:1;)",
             std::path::Path::new("bench.rules"),
@@ -230,7 +230,10 @@ fn summary(_: &mut Criterion) {
     .unwrap_or_else(|e| panic!("{e}"));
     bench
         .firewall
-        .set_ids(&ironclad_bpf::IdsSettings::default(), &rules.selection())
+        .set_ids(
+            &ironclad_bpf::IdsSettings::default(),
+            &ids_rules.selection(),
+        )
         .unwrap_or_else(|e| panic!("{e}"));
     let open = |port: u16| {
         bench.run(
