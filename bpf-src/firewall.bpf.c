@@ -1276,6 +1276,16 @@ static __always_inline __u32 ic_ids_how(const struct ic_ct_entry *e, int orig, i
 	return how;
 }
 
+/* Starts an inspected connection's IDS entry; non-zero when there is no room. Not
+ * inlined: its stack stays out of the firewall's (the combined stack of the deepest
+ * call chain must fit in 512 bytes on every kernel). */
+static __noinline int ic_ids_open(const struct ic_ct_key *key)
+{
+	struct ic_ids_flow none = {};
+
+	return bpf_map_update_elem(&ic_ids_flows, key, &none, BPF_ANY) ? 1 : 0;
+}
+
 /* Whether the IDS inspects a connection that `p` opens (see ironclad.h). */
 static __always_inline int ic_ids_selects(const struct ic_fw_pkt *p)
 {
@@ -1551,15 +1561,11 @@ open:
 
 		if (!inbound)
 			ic_fw_local(skb, &fresh, comm);
-		if (inspect) {
-			struct ic_ids_flow none = {};
-
-			/* Before the connection: its next packet must find it. */
-			if (bpf_map_update_elem(&ic_ids_flows, &key, &none, BPF_ANY))
-				inspect = 0;
-			else
-				fresh.flags |= IC_CT_F_INSPECT;
-		}
+		/* Before the connection: its next packet must find it. */
+		if (inspect && ic_ids_open(&key))
+			inspect = 0;
+		if (inspect)
+			fresh.flags |= IC_CT_F_INSPECT;
 		err = bpf_map_update_elem(&ic_fw_ct, &key, &fresh, BPF_NOEXIST);
 		if (err == -IC_E2BIG || err == -IC_ENOMEM) {
 			ic_fw_count(IC_FW_TABLE_FULL, len);

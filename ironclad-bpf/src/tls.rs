@@ -468,6 +468,16 @@ pub struct TlsMonitor {
     probes: Arc<Mutex<Probes>>,
     stop: Arc<AtomicBool>,
     attacher: Option<std::thread::JoinHandle<()>>,
+    /// The DLP detectors run over the plaintext (`TlsPolicy::dlp`) and whether they
+    /// mask the data too; replaced by [`configure`](Self::configure).
+    dlp: Arc<std::sync::RwLock<Option<DlpScan>>>,
+}
+
+/// The DLP detectors in force.
+#[derive(Debug, Clone)]
+struct DlpScan {
+    dlp: Arc<ironclad_policy::dlp::Dlp>,
+    redact_data: bool,
 }
 
 impl std::fmt::Debug for TlsMonitor {
@@ -594,6 +604,7 @@ impl TlsMonitor {
             })),
             stop: Arc::new(AtomicBool::new(false)),
             attacher: None,
+            dlp: Arc::new(std::sync::RwLock::new(None)),
         };
         monitor.configure(config)?;
         let per_process = config.attach == TlsAttach::PerProcess;
@@ -689,6 +700,20 @@ impl TlsMonitor {
 
     /// Replaces the scope and limits.
     pub fn configure(&self, config: &TlsPolicy) -> Result<()> {
+        // The detectors first: a bad pattern changes nothing.
+        let dlp = match &config.dlp {
+            Some(policy) => Some(DlpScan {
+                dlp: Arc::new(policy.build().map_err(|e| BpfError::InvalidConfig {
+                    field: "tls.dlp",
+                    reason: e.to_string(),
+                })?),
+                redact_data: policy.redact_data,
+            }),
+            None => None,
+        };
+        if let Ok(mut live) = self.dlp.write() {
+            *live = dlp;
+        }
         let max_bytes = config.max_bytes.min(TLS_CHUNK as u32 * TLS_MAX_CHUNKS);
         let cfg = abi::TlsConfig {
             max_bytes,
@@ -830,7 +855,7 @@ impl TlsMonitor {
     /// with other sources in one [`EventReader`].
     pub fn event_source(&self) -> Result<EventSource> {
         let mut known = self.known_exes.clone();
-        let enrich = Box::new(move |event: &mut Event| {
+        let mut enrich = move |event: &mut Event| {
             if let Event::TlsData(tls) = event {
                 let tls = &mut tls.actor;
                 let key = (tls.exe_dev, tls.exe_ino);
@@ -850,11 +875,57 @@ impl TlsMonitor {
                 }
                 tls.exe = known.get(&key).cloned();
             }
-        });
-        Ok(EventSource::new(
+        };
+        let dlp = Arc::clone(&self.dlp);
+        // Each record: decoded and enriched, then scanned by the DLP detectors (their
+        // findings published before the data, which is masked when the policy says so).
+        let handler = Box::new(
+            move |record: &[u8], publish: &mut dyn FnMut(Event)| -> bool {
+                let Ok(mut event) = ironclad_events::decode(record) else {
+                    return false;
+                };
+                enrich(&mut event);
+                let scan = dlp.read().ok().and_then(|d| d.clone());
+                if let (Some(scan), Event::TlsData(tls)) = (scan, &mut event) {
+                    let findings = scan.dlp.scan(&tls.data);
+                    for f in &findings {
+                        publish(Event::Dlp(ironclad_events::DlpFinding {
+                            time: String::new(),
+                            ktime_ns: tls.ktime_ns,
+                            detector: f.detector.clone(),
+                            redacted: f.redacted.clone(),
+                            direction: tls.direction,
+                            actor: tls.actor.clone(),
+                            cgroup_id: tls.cgroup_id,
+                            ssl: tls.ssl,
+                            call_id: tls.call_id,
+                            offset: tls
+                                .offset
+                                .saturating_add(u32::try_from(f.start).unwrap_or(u32::MAX)),
+                        }));
+                    }
+                    if scan.redact_data && !findings.is_empty() {
+                        // The HTTP parser kept the request or status line: gone when a
+                        // secret is in it (a key in a URL).
+                        let line_end = tls
+                            .data
+                            .windows(2)
+                            .position(|w| w == b"\r\n")
+                            .unwrap_or(tls.data.len());
+                        if findings.iter().any(|f| f.start < line_end) {
+                            tls.http = None;
+                        }
+                        ironclad_policy::dlp::Dlp::redact(&mut tls.data, &findings);
+                    }
+                }
+                publish(event);
+                true
+            },
+        );
+        Ok(EventSource::with_handler(
             self.object.map(names::tls::ic_tls_events)?.handle()?,
             names::tls::ic_tls_events,
-            Some(enrich),
+            handler,
         ))
     }
 

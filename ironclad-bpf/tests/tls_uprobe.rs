@@ -169,6 +169,12 @@ impl Capture {
         }
     }
 
+    /// Every event published so far (TLS data and DLP findings).
+    fn all_events(&self) -> Vec<Event> {
+        self.reader.drain().expect("drain");
+        self.sub.receiver().try_iter().collect()
+    }
+
     fn events(&self) -> Vec<TlsData> {
         self.reader.drain().expect("drain");
         assert_eq!(self.reader.stats().undecodable(), 0);
@@ -933,4 +939,110 @@ fn an_async_agent_receives_tls_records_through_the_event_stream_timer() {
         .collect();
     assert_eq!(write.data, expected);
     assert!(write.actor.comm.starts_with("python"), "{write:?}");
+}
+
+#[test]
+fn dlp_reports_a_card_number_curl_posts_through_tls_redacted_and_masks_the_data() {
+    use ironclad_policy::tls::DlpPolicy;
+    require_privileges!();
+    // A Python HTTPS server that answers POSTs (s_server -www answers GETs only).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = self_signed_cert(dir.path()).expect("openssl req");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let script = format!(
+        "import http.server, ssl\nclass H(http.server.BaseHTTPRequestHandler):\n def do_POST(self):\n  self.rfile.read(int(self.headers['Content-Length']))\n  self.send_response(200)\n  self.send_header('Content-Length','2')\n  self.end_headers()\n  self.wfile.write(b'ok')\n def log_message(self,*a): pass\ns=http.server.HTTPServer(('127.0.0.1',{port}),H)\nc=ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\nc.load_cert_chain('{}','{}')\ns.socket=c.wrap_socket(s.socket,server_side=True)\ns.serve_forever()",
+        cert.display(),
+        key.display()
+    );
+    let mut server = Command::new("python3")
+        .args(["-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3");
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10), "server");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let capture = Capture::start(TlsPolicy {
+        scope: vec![TlsScope::Exe(which("curl"))],
+        dlp: Some(DlpPolicy::default()),
+        ..TlsPolicy::default()
+    });
+    let card = "4111 1111 1111 1111";
+    let child = Command::new("curl")
+        .args([
+            "-sk",
+            "--http1.1",
+            "--max-time",
+            "5",
+            "-o",
+            "/dev/null",
+            "--data",
+            &format!("card={card}&name=ironclad"),
+            &format!("https://127.0.0.1:{port}/checkout"),
+        ])
+        .spawn()
+        .expect("curl");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("curl");
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(out.status.success(), "the POST was answered: {out:?}");
+    let mut events = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(100));
+        events.extend(capture.all_events());
+        if events
+            .iter()
+            .any(|e| matches!(e, Event::Dlp(f) if f.actor.pid == pid))
+        {
+            break;
+        }
+    }
+    events.extend(capture.all_events());
+    let findings: Vec<&ironclad_events::DlpFinding> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Dlp(f) if f.actor.pid == pid => Some(f),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(findings.len(), 1, "{events:#?}");
+    let finding = findings[0];
+    assert_eq!(finding.detector, "credit_card");
+    assert_eq!(finding.redacted, "************1111");
+    assert_eq!(finding.direction, TlsDirection::Write);
+    assert_eq!(finding.actor.comm, "curl");
+    assert!(finding.ssl != 0);
+    // The same connection and call as the data that carried it.
+    let carrier = events
+        .iter()
+        .find_map(|e| match e {
+            Event::TlsData(t) if t.call_id == finding.call_id => Some(t),
+            _ => None,
+        })
+        .expect("the TLS event of the call");
+    assert_eq!(carrier.ssl, finding.ssl);
+    let body = String::from_utf8_lossy(&carrier.data);
+    assert!(
+        body.contains("card=*******************&name=ironclad"),
+        "{body}"
+    );
+    // The number is in no event, in no form.
+    for event in &events {
+        let json = event.to_json();
+        assert!(!json.contains("4111 1111"), "{json}");
+        assert!(!json.contains("4111111111111111"), "{json}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&Event::Dlp(finding.clone()).to_json()).expect("json");
+    assert_eq!(json["kind"], "dlp");
+    assert_eq!(json["pid"], pid);
+    drop(capture.monitor);
 }

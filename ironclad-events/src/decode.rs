@@ -445,6 +445,36 @@ pub enum Event {
     DnsPolicy(DnsPolicyRecord),
     /// An IDS content rule matched a connection's payload.
     IdsAlert(IdsAlert),
+    /// A DLP detector found a secret in TLS plaintext.
+    Dlp(DlpFinding),
+}
+
+/// A secret found by a DLP detector (`tls.dlp`) in the TLS plaintext of one SSL call.
+/// It carries the match redacted, never the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DlpFinding {
+    /// Wall-clock time, RFC 3339 (set by the reader; empty if unknown).
+    pub time: String,
+    /// `bpf_ktime_get_ns()` when the plaintext was captured.
+    pub ktime_ns: u64,
+    /// The detector (`credit_card`, `aws_keys`, `gcp_keys`, `private_keys`, `jwt`) or
+    /// the user pattern's name.
+    pub detector: String,
+    /// The match, masked (`************1111`).
+    pub redacted: String,
+    /// `write` (about to be sent) or `read` (received).
+    pub direction: TlsDirection,
+    /// The process and thread that called OpenSSL.
+    #[serde(flatten)]
+    pub actor: Actor,
+    /// Cgroup id.
+    pub cgroup_id: u64,
+    /// The `SSL*` pointer: the connection (the same as its `tls` events').
+    pub ssl: u64,
+    /// The SSL call (the same as its `tls` events').
+    pub call_id: u64,
+    /// Where the match starts within the call's bytes.
+    pub offset: u32,
 }
 
 /// An IDS rule (`alert` or `drop`) matched the payload of a connection the firewall
@@ -740,6 +770,7 @@ impl Event {
             Event::FirewallLimit(e) => e.time = rfc3339(e.ktime_ns, offset),
             Event::DnsPolicy(e) => e.time = rfc3339(e.ktime_ns, offset),
             Event::IdsAlert(e) => e.time = rfc3339(e.ktime_ns, offset),
+            Event::Dlp(e) => e.time = rfc3339(e.ktime_ns, offset),
             Event::Bandwidth(_) | Event::Audit(_) | Event::ProcessCache(_) => {}
         }
     }
@@ -752,6 +783,7 @@ impl Event {
             Event::Dns(e) => Some(&e.actor),
             Event::Sentinel(e) => Some(&e.actor),
             Event::DnsPolicy(e) => Some(&e.actor),
+            Event::Dlp(e) => Some(&e.actor),
             Event::Bandwidth(_)
             | Event::ShieldDrop(_)
             | Event::Audit(_)
@@ -771,6 +803,7 @@ impl Event {
             Event::Dns(e) => Some(&mut e.actor),
             Event::Sentinel(e) => Some(&mut e.actor),
             Event::DnsPolicy(e) => Some(&mut e.actor),
+            Event::Dlp(e) => Some(&mut e.actor),
             Event::Bandwidth(_)
             | Event::ShieldDrop(_)
             | Event::Audit(_)
@@ -792,6 +825,7 @@ impl Event {
             Event::Dns(e) => e.ktime_ns,
             Event::Sentinel(e) => e.ktime_ns,
             Event::DnsPolicy(e) => e.ktime_ns,
+            Event::Dlp(e) => e.ktime_ns,
             Event::Bandwidth(e) => return Some((e.pid, None, (0, 0))),
             // The process as it was when the connection opened.
             Event::Flow(e) => return Some((e.pid, Some(e.created_ns), (0, 0))),

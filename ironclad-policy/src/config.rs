@@ -204,6 +204,23 @@ struct RawTls {
     library: Option<PathBuf>,
     attach: Option<Spanned<String>>,
     placement: Option<Spanned<String>>,
+    dlp: Option<Spanned<RawDlp>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDlp {
+    detectors: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    patterns: Vec<Spanned<RawDlpPattern>>,
+    redact_data: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDlpPattern {
+    name: Spanned<String>,
+    regex: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1245,6 +1262,7 @@ fn parse_tls(raw: &RawTls, problems: &mut Vec<PolicyError>) -> TlsPolicy {
         ),
         problems,
     );
+    let dlp = raw.dlp.as_ref().map(|d| parse_dlp(d, problems));
     TlsPolicy {
         scope,
         max_bytes,
@@ -1252,7 +1270,57 @@ fn parse_tls(raw: &RawTls, problems: &mut Vec<PolicyError>) -> TlsPolicy {
         library: raw.library.clone(),
         attach,
         placement,
+        dlp,
     }
+}
+
+/// `tls.dlp`: each detector named, each pattern compiled here (so `check` refuses a
+/// bad one at its line), all of them located.
+fn parse_dlp(raw: &Spanned<RawDlp>, problems: &mut Vec<PolicyError>) -> crate::tls::DlpPolicy {
+    use crate::dlp::Detector;
+    let mut policy = crate::tls::DlpPolicy::default();
+    let d = &raw.value;
+    if let Some(names) = &d.detectors {
+        policy.detectors.clear();
+        for (i, name) in names.iter().enumerate() {
+            match Detector::from_name(&name.value) {
+                Some(det) => policy.detectors.push(det),
+                None => problems.push(PolicyError::Invalid {
+                    origin: Origin {
+                        field: format!("tls.dlp.detectors[{i}]"),
+                        at: position(&name.referenced),
+                    },
+                    message: format!(
+                        "`{}` is not a detector: {}",
+                        crate::error::excerpt(&name.value, 40),
+                        Detector::ALL.map(Detector::name).join(", ")
+                    ),
+                }),
+            }
+        }
+    }
+    for (i, p) in d.patterns.iter().enumerate() {
+        let pair = (p.value.name.value.clone(), p.value.regex.value.clone());
+        if let Err(e) = crate::dlp::Dlp::new(&[], std::slice::from_ref(&pair)) {
+            let at = match e {
+                crate::dlp::DlpError::Name(_) => position(&p.value.name.referenced),
+                _ => position(&p.value.regex.referenced),
+            };
+            problems.push(PolicyError::Invalid {
+                origin: Origin {
+                    field: format!("tls.dlp.patterns[{i}]"),
+                    at,
+                },
+                message: e.to_string(),
+            });
+            continue;
+        }
+        policy.patterns.push(pair);
+    }
+    if let Some(r) = d.redact_data {
+        policy.redact_data = r;
+    }
+    policy
 }
 
 /// The value of a key that takes one of a few words (`choices`; `default` when the key
@@ -2658,6 +2726,43 @@ egress:
             err.to_string()
                 .starts_with("t.yaml:2:14: tls.placement: `anywhere` is not a placement"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn the_tls_dlp_section_is_read_and_every_mistake_located() {
+        let ok = compile_str(
+            "tls:\n  dlp:\n    detectors: [credit_card, jwt]\n    patterns: [{name: employee_id, regex: 'EMP-[0-9]{6}'}]\n    redact_data: false\n",
+            Path::new("t.yaml"),
+        )
+        .expect("valid");
+        let dlp = ok.tls.expect("tls").dlp.expect("dlp");
+        assert_eq!(
+            dlp.detectors,
+            vec![crate::dlp::Detector::CreditCard, crate::dlp::Detector::Jwt]
+        );
+        assert_eq!(
+            dlp.patterns,
+            vec![("employee_id".to_string(), "EMP-[0-9]{6}".to_string())]
+        );
+        assert!(!dlp.redact_data);
+        let all = compile_str("tls:\n  dlp: {}\n", Path::new("t.yaml")).expect("valid");
+        let all = all.tls.expect("tls").dlp.expect("dlp");
+        assert_eq!(all.detectors.len(), crate::dlp::Detector::ALL.len());
+        assert!(all.redact_data, "masked by default");
+        let err = compile_str(
+            "tls:\n  dlp:\n    detectors: [credit_card, ssn]\n    patterns: [{name: x, regex: '(unclosed'}]\n",
+            Path::new("t.yaml"),
+        )
+        .expect_err("bad");
+        let text = err.to_string();
+        assert!(
+            text.contains("t.yaml:3:30: tls.dlp.detectors[1]: `ssn` is not a detector"),
+            "{text}"
+        );
+        assert!(
+            text.contains("t.yaml:4:33: tls.dlp.patterns[0]: pattern `x`"),
+            "{text}"
         );
     }
 

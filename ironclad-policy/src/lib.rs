@@ -36,6 +36,7 @@ pub mod aggregate;
 #[cfg(feature = "bundle")]
 pub mod bundle;
 pub mod config;
+pub mod dlp;
 pub mod domains;
 pub mod egress;
 pub mod error;

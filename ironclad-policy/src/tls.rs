@@ -71,6 +71,38 @@ pub struct TlsPolicy {
     pub attach: TlsAttach,
     /// Which instructions of the library they trap on.
     pub placement: TlsPlacement,
+    /// `dlp:`: detectors run over the captured plaintext.
+    pub dlp: Option<DlpPolicy>,
+}
+
+/// The `tls.dlp` section: which detectors run over the captured plaintext, the user's
+/// own patterns, and whether the matches are masked in the TLS events too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DlpPolicy {
+    /// Built-in detectors (all of them when the section names none).
+    pub detectors: Vec<crate::dlp::Detector>,
+    /// The user's `(name, regex)` patterns.
+    pub patterns: Vec<(String, String)>,
+    /// Mask every match in the `tls` events' data as well (default `true`): the
+    /// secret is then in no event at all.
+    pub redact_data: bool,
+}
+
+impl Default for DlpPolicy {
+    fn default() -> Self {
+        Self {
+            detectors: crate::dlp::Detector::ALL.to_vec(),
+            patterns: Vec::new(),
+            redact_data: true,
+        }
+    }
+}
+
+impl DlpPolicy {
+    /// The detectors, ready to scan.
+    pub fn build(&self) -> Result<crate::dlp::Dlp, crate::dlp::DlpError> {
+        crate::dlp::Dlp::new(&self.detectors, &self.patterns)
+    }
 }
 
 impl Default for TlsPolicy {
@@ -82,6 +114,7 @@ impl Default for TlsPolicy {
             library: None,
             attach: TlsAttach::Library,
             placement: TlsPlacement::Auto,
+            dlp: None,
         }
     }
 }
