@@ -1590,4 +1590,35 @@ struct ic_ids_snippet {
 	__u8 data[IC_IDS_SNAP];
 };
 
+/* ---- Scrub: packet normalisation on chosen interfaces (bpf-src/scrub.bpf.c) ----
+ * tcx programs on an interface's ingress and egress rewrite IPv4/IPv6 headers and TCP
+ * SYNs as the interface's ic_scrub_config says, keeping every checksum right. */
+
+/* struct ic_scrub_config.flags */
+enum ic_scrub_flags {
+	IC_SCRUB_F_CLEAR_DF = 1,  /* clear IPv4 Don't Fragment */
+	IC_SCRUB_F_RANDOM_ID = 2, /* a random IPv4 identification (unfragmented packets) */
+	IC_SCRUB_F_INGRESS = 4,   /* also arriving packets (else leaving ones only) */
+};
+
+/* One interface's scrubbing (hash ic_scrub_config, keyed by ifindex). */
+struct ic_scrub_config {
+	__u8 ttl_floor;  /* IPv4 TTL raised to at least this; 0: untouched */
+	__u8 hop_floor;  /* IPv6 hop limit raised to at least this; 0: untouched */
+	__u16 mss_max;   /* host order; TCP SYN MSS option lowered to this; 0: untouched */
+	__u32 flags;     /* host order; enum ic_scrub_flags */
+};
+
+/* Scrub totals (per-CPU array, indexed by this enum). */
+enum ic_scrub_total {
+	IC_SCRUB_SEEN = 0,        /* packets on a scrubbed interface */
+	IC_SCRUB_TTL = 1,         /* TTL or hop limit raised */
+	IC_SCRUB_MSS = 2,         /* SYNs whose MSS was lowered */
+	IC_SCRUB_DF = 3,          /* DF cleared */
+	IC_SCRUB_ID = 4,          /* IPv4 identification randomised */
+	IC_SCRUB_FAILED = 5,      /* rewrites the kernel refused (the packet passed as it was) */
+	IC_SCRUB_TOTAL_COUNT = 6,
+	IC_SCRUB_INTERFACES = 64, /* interfaces configured at most */
+};
+
 #endif /* IRONCLAD_ABI_H */

@@ -1558,7 +1558,7 @@ fn audited_link_pin(
 
 /// Attaches `prog` to `ifindex`'s tcx hook named by its section (`tcx/ingress`,
 /// `tcx/egress`). libbpf-rs has no tcx attach, so this calls libbpf's own.
-fn attach_tcx(
+pub(crate) fn attach_tcx(
     prog: &libbpf_rs::ProgramMut<'_>,
     ifindex: u32,
 ) -> std::result::Result<Link, libbpf_rs::Error> {

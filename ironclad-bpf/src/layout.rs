@@ -525,6 +525,31 @@ mod process {
     };
 }
 
+mod scrub {
+    use super::*;
+    use crate::object::scrub_skel::types as s;
+
+    same_layout!(
+        abi::ScrubConfig,
+        s::ic_scrub_config,
+        [ttl_floor, hop_floor, mss_max, flags]
+    );
+    const _: () = {
+        assert!(abi::ScrubConfig::SIZE == size_of::<s::ic_scrub_config>());
+        assert!(abi::SCRUB_F_CLEAR_DF == s::ic_scrub_flags::IC_SCRUB_F_CLEAR_DF.0);
+        assert!(abi::SCRUB_F_RANDOM_ID == s::ic_scrub_flags::IC_SCRUB_F_RANDOM_ID.0);
+        assert!(abi::SCRUB_F_INGRESS == s::ic_scrub_flags::IC_SCRUB_F_INGRESS.0);
+        assert!(abi::ScrubTotal::COUNT == s::ic_scrub_total::IC_SCRUB_TOTAL_COUNT.0);
+        assert!(abi::ScrubTotal::Seen as u32 == s::ic_scrub_total::IC_SCRUB_SEEN.0);
+        assert!(abi::ScrubTotal::Ttl as u32 == s::ic_scrub_total::IC_SCRUB_TTL.0);
+        assert!(abi::ScrubTotal::Mss as u32 == s::ic_scrub_total::IC_SCRUB_MSS.0);
+        assert!(abi::ScrubTotal::Df as u32 == s::ic_scrub_total::IC_SCRUB_DF.0);
+        assert!(abi::ScrubTotal::Id as u32 == s::ic_scrub_total::IC_SCRUB_ID.0);
+        assert!(abi::ScrubTotal::Failed as u32 == s::ic_scrub_total::IC_SCRUB_FAILED.0);
+        assert!(abi::SCRUB_INTERFACES == s::ic_scrub_total::IC_SCRUB_INTERFACES.0);
+    };
+}
+
 mod firewall {
     use super::*;
     use crate::object::firewall_skel::types as f;

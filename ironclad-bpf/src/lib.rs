@@ -42,6 +42,7 @@ pub mod names;
 pub mod object;
 pub mod process;
 mod procs;
+pub mod scrub;
 pub mod sentinel;
 pub mod shield;
 pub mod telemetry;
@@ -72,6 +73,7 @@ pub use loader::{
 };
 pub use object::EmbeddedObject;
 pub use process::{ProcessCacheStats, ProcessMonitor};
+pub use scrub::{ScrubAttachment, ScrubSettings, Scrubber};
 pub use sentinel::{RegisterError, SentinelLsm};
 pub use shield::{
     Ipv4Path, Ipv6Path, MapMemory, ReplaceReport, RuleLabel, RuleStatus, Shield, ShieldStatus,

@@ -109,6 +109,14 @@ object_names! {
 }
 
 object_names! {
+    /// `bpf-src/scrub.bpf.c`: packet normalisation.
+    scrub = scrub_skel::{
+        ScrubMaps: [ic_scrub_config, ic_scrub_totals],
+        ScrubProgs: [ic_scrub_out, ic_scrub_in],
+    }
+}
+
+object_names! {
     /// `bpf-src/telemetry.bpf.c`: bandwidth and DNS.
     telemetry = telemetry_skel::{
         TelemetryMaps: [

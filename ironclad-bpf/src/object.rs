@@ -36,7 +36,8 @@ mod generated {
 }
 
 pub(crate) use generated::{
-    egress_skel, firewall_skel, process_skel, sentinel_skel, shield_skel, telemetry_skel, tls_skel,
+    egress_skel, firewall_skel, process_skel, scrub_skel, sentinel_skel, shield_skel,
+    telemetry_skel, tls_skel,
 };
 
 /// The Shield's XDP object (`bpf-src/shield.bpf.c`).
@@ -80,11 +81,17 @@ pub fn firewall() -> &'static EmbeddedObject {
     &generated::FIREWALL
 }
 
+/// The packet scrubber (`bpf-src/scrub.bpf.c`): TTL, MSS, DF and IP ID normalisation.
+pub fn scrub() -> &'static EmbeddedObject {
+    &generated::SCRUB
+}
+
 /// Every object embedded in this build.
-pub fn all() -> [&'static EmbeddedObject; 8] {
+pub fn all() -> [&'static EmbeddedObject; 9] {
     [
         shield(),
         firewall(),
+        scrub(),
         process(),
         tls(),
         egress(),

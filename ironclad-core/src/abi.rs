@@ -3960,3 +3960,88 @@ impl IdsSnippet {
         &self.data[..usize::from(self.len).min(IDS_SNAP)]
     }
 }
+
+/// `IC_SCRUB_F_CLEAR_DF`: clear the IPv4 Don't Fragment bit.
+pub const SCRUB_F_CLEAR_DF: u32 = 1;
+/// `IC_SCRUB_F_RANDOM_ID`: randomise the IPv4 identification of unfragmented packets.
+pub const SCRUB_F_RANDOM_ID: u32 = 2;
+/// `IC_SCRUB_F_INGRESS`: scrub arriving packets too.
+pub const SCRUB_F_INGRESS: u32 = 4;
+/// `IC_SCRUB_INTERFACES`: interfaces the scrubber can be configured on.
+pub const SCRUB_INTERFACES: u32 = 64;
+
+/// `struct ic_scrub_config`: one interface's scrubbing.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct ScrubConfig {
+    /// IPv4 TTL floor; 0: untouched.
+    pub ttl_floor: u8,
+    /// IPv6 hop-limit floor; 0: untouched.
+    pub hop_floor: u8,
+    /// Largest MSS a TCP SYN may announce; 0: untouched.
+    pub mss_max: u16,
+    /// `SCRUB_F_*` flags.
+    pub flags: u32,
+}
+
+impl ScrubConfig {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 8;
+
+    /// The exact byte image.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        zerocopy::transmute!(*self)
+    }
+
+    /// Decodes a value read back from the kernel; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
+    }
+}
+
+/// `enum ic_scrub_total`: index of the scrubber's totals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u32)]
+#[non_exhaustive]
+pub enum ScrubTotal {
+    /// Packets on a scrubbed interface.
+    Seen = 0,
+    /// TTL or hop limit raised.
+    Ttl = 1,
+    /// SYNs whose MSS was lowered.
+    Mss = 2,
+    /// DF cleared.
+    Df = 3,
+    /// IPv4 identification randomised.
+    Id = 4,
+    /// Rewrites the kernel refused (the packet passed as it was).
+    Failed = 5,
+}
+
+impl ScrubTotal {
+    /// Number of totals (`IC_SCRUB_TOTAL_COUNT`).
+    pub const COUNT: u32 = 6;
+    /// Every total, in index order.
+    pub const ALL: [Self; 6] = [
+        Self::Seen,
+        Self::Ttl,
+        Self::Mss,
+        Self::Df,
+        Self::Id,
+        Self::Failed,
+    ];
+
+    /// Stable lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Seen => "seen",
+            Self::Ttl => "ttl_raised",
+            Self::Mss => "mss_clamped",
+            Self::Df => "df_cleared",
+            Self::Id => "id_randomised",
+            Self::Failed => "failed",
+        }
+    }
+}
