@@ -1621,4 +1621,34 @@ enum ic_scrub_total {
 	IC_SCRUB_INTERFACES = 64, /* interfaces configured at most */
 };
 
+/* ---- Quarantine (bpf-src/quarantine.bpf.c) ----
+ * tcx programs on chosen interfaces look up each packet's source in an IOC set (LPM
+ * tries keyed by struct ic_lpm_v4_key / ic_lpm_v6_key); a match is tagged with a VLAN
+ * or redirected to another interface instead of being dropped. */
+
+/* struct ic_quarantine_action.kind */
+enum ic_quarantine_kind {
+	IC_QUARANTINE_VLAN = 1,     /* push an 802.1Q tag `vlan` and pass */
+	IC_QUARANTINE_REDIRECT = 2, /* send it out of interface `ifindex` */
+	IC_QUARANTINE_REDIRECT_INGRESS = 3, /* into interface `ifindex`, as if it arrived there */
+};
+
+/* What a source in the IOC set gets (the tries' value). */
+struct ic_quarantine_action {
+	__u32 ifindex; /* host order; the redirect's target */
+	__u16 vlan;    /* host order; the VLAN id, 1..4094 */
+	__u8 kind;     /* enum ic_quarantine_kind */
+	__u8 _pad0;
+};
+
+/* Quarantine totals (per-CPU array). */
+enum ic_quarantine_total {
+	IC_QUARANTINE_SEEN = 0,      /* packets looked up */
+	IC_QUARANTINE_TAGGED = 1,    /* tagged with the VLAN */
+	IC_QUARANTINE_REDIRECTED = 2, /* redirected */
+	IC_QUARANTINE_FAILED = 3,    /* the kernel refused the tag or redirect: passed as is */
+	IC_QUARANTINE_TOTAL_COUNT = 4,
+	IC_QUARANTINE_PREFIXES = 262144, /* prefixes per family */
+};
+
 #endif /* IRONCLAD_ABI_H */

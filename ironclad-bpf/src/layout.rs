@@ -525,6 +525,38 @@ mod process {
     };
 }
 
+mod quarantine {
+    use super::*;
+    use crate::object::quarantine_skel::types as q;
+
+    same_layout!(
+        abi::QuarantineAction,
+        q::ic_quarantine_action,
+        [ifindex, vlan, kind, _pad0]
+    );
+    const _: () = {
+        assert!(abi::QuarantineAction::SIZE == size_of::<q::ic_quarantine_action>());
+        assert!(abi::QUARANTINE_VLAN as u32 == q::ic_quarantine_kind::IC_QUARANTINE_VLAN.0);
+        assert!(abi::QUARANTINE_REDIRECT as u32 == q::ic_quarantine_kind::IC_QUARANTINE_REDIRECT.0);
+        assert!(
+            abi::QUARANTINE_REDIRECT_INGRESS as u32
+                == q::ic_quarantine_kind::IC_QUARANTINE_REDIRECT_INGRESS.0
+        );
+        assert!(abi::QuarantineTotal::COUNT == q::ic_quarantine_total::IC_QUARANTINE_TOTAL_COUNT.0);
+        assert!(
+            abi::QuarantineTotal::Tagged as u32 == q::ic_quarantine_total::IC_QUARANTINE_TAGGED.0
+        );
+        assert!(
+            abi::QuarantineTotal::Redirected as u32
+                == q::ic_quarantine_total::IC_QUARANTINE_REDIRECTED.0
+        );
+        assert!(
+            abi::QuarantineTotal::Failed as u32 == q::ic_quarantine_total::IC_QUARANTINE_FAILED.0
+        );
+        assert!(abi::QUARANTINE_PREFIXES == q::ic_quarantine_total::IC_QUARANTINE_PREFIXES.0);
+    };
+}
+
 mod scrub {
     use super::*;
     use crate::object::scrub_skel::types as s;

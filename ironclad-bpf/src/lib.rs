@@ -42,6 +42,7 @@ pub mod names;
 pub mod object;
 pub mod process;
 mod procs;
+pub mod quarantine;
 pub mod scrub;
 pub mod sentinel;
 pub mod shield;
@@ -73,6 +74,7 @@ pub use loader::{
 };
 pub use object::EmbeddedObject;
 pub use process::{ProcessCacheStats, ProcessMonitor};
+pub use quarantine::{Quarantine, QuarantineAction, QuarantineAttachment};
 pub use scrub::{ScrubAttachment, ScrubSettings, Scrubber};
 pub use sentinel::{RegisterError, SentinelLsm};
 pub use shield::{

@@ -117,6 +117,14 @@ object_names! {
 }
 
 object_names! {
+    /// `bpf-src/quarantine.bpf.c`: IOC sources tagged or redirected.
+    quarantine = quarantine_skel::{
+        QuarantineMaps: [ic_quarantine_v4, ic_quarantine_v6, ic_quarantine_totals],
+        QuarantineProgs: [ic_quarantine_in, ic_quarantine_out],
+    }
+}
+
+object_names! {
     /// `bpf-src/telemetry.bpf.c`: bandwidth and DNS.
     telemetry = telemetry_skel::{
         TelemetryMaps: [

@@ -36,8 +36,8 @@ mod generated {
 }
 
 pub(crate) use generated::{
-    egress_skel, firewall_skel, process_skel, scrub_skel, sentinel_skel, shield_skel,
-    telemetry_skel, tls_skel,
+    egress_skel, firewall_skel, process_skel, quarantine_skel, scrub_skel, sentinel_skel,
+    shield_skel, telemetry_skel, tls_skel,
 };
 
 /// The Shield's XDP object (`bpf-src/shield.bpf.c`).
@@ -86,12 +86,18 @@ pub fn scrub() -> &'static EmbeddedObject {
     &generated::SCRUB
 }
 
+/// The quarantine (`bpf-src/quarantine.bpf.c`): IOC sources tagged or redirected.
+pub fn quarantine() -> &'static EmbeddedObject {
+    &generated::QUARANTINE
+}
+
 /// Every object embedded in this build.
-pub fn all() -> [&'static EmbeddedObject; 9] {
+pub fn all() -> [&'static EmbeddedObject; 10] {
     [
         shield(),
         firewall(),
         scrub(),
+        quarantine(),
         process(),
         tls(),
         egress(),

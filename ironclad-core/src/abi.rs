@@ -4045,3 +4045,58 @@ impl ScrubTotal {
         }
     }
 }
+
+/// `IC_QUARANTINE_VLAN`: push an 802.1Q tag and pass.
+pub const QUARANTINE_VLAN: u8 = 1;
+/// `IC_QUARANTINE_REDIRECT`: send the packet out of another interface.
+pub const QUARANTINE_REDIRECT: u8 = 2;
+/// `IC_QUARANTINE_REDIRECT_INGRESS`: hand it to another interface as if it arrived there.
+pub const QUARANTINE_REDIRECT_INGRESS: u8 = 3;
+/// `IC_QUARANTINE_PREFIXES`: prefixes per family in the IOC set.
+pub const QUARANTINE_PREFIXES: u32 = 262_144;
+
+/// `struct ic_quarantine_action`: what a source in the IOC set gets.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct QuarantineAction {
+    /// The redirect's target interface.
+    pub ifindex: u32,
+    /// The VLAN id.
+    pub vlan: u16,
+    /// `QUARANTINE_*`.
+    pub kind: u8,
+    /// Padding, zero.
+    pub _pad0: u8,
+}
+
+impl QuarantineAction {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 8;
+
+    /// The exact byte image.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        zerocopy::transmute!(*self)
+    }
+}
+
+/// `enum ic_quarantine_total`: index of the quarantine's totals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u32)]
+#[non_exhaustive]
+pub enum QuarantineTotal {
+    /// Packets looked up.
+    Seen = 0,
+    /// Tagged with the VLAN.
+    Tagged = 1,
+    /// Redirected.
+    Redirected = 2,
+    /// The kernel refused the tag or redirect (the packet passed as it was).
+    Failed = 3,
+}
+
+impl QuarantineTotal {
+    /// Number of totals.
+    pub const COUNT: u32 = 4;
+}

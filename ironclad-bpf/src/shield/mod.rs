@@ -77,7 +77,7 @@ use crate::events::{EventReader, EventSource};
 use crate::loader::{LoadedObject, Loader};
 use crate::names;
 
-mod plan;
+pub(crate) mod plan;
 
 pub use plan::RuleLabel;
 use plan::{lpm_key, net_of_key, Planned, RuleBook};

@@ -17,7 +17,7 @@ use super::{Ipv4Path, ReplaceReport, RULE_COUNTERS};
 use crate::error::{BpfError, Result};
 
 /// The LPM key bytes of `net` (host bits cleared).
-pub(super) fn lpm_key(net: IpNetwork) -> Vec<u8> {
+pub(crate) fn lpm_key(net: IpNetwork) -> Vec<u8> {
     match net {
         IpNetwork::V4(n) => LpmV4Key {
             prefixlen: u32::from(n.prefix()),
