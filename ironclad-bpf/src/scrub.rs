@@ -118,6 +118,15 @@ impl Scrubber {
             .update(&index.to_ne_bytes(), &settings.to_config().to_bytes())
     }
 
+    /// Stops scrubbing `iface` (its hooks, if still attached, pass everything);
+    /// whether it was configured.
+    pub fn unset(&self, iface: &str) -> Result<bool> {
+        let index = ifindex(iface)?;
+        self.object
+            .map(names::ic_scrub_config)?
+            .delete(&index.to_ne_bytes())
+    }
+
     /// What `iface` gets, if it is configured.
     pub fn settings(&self, iface: &str) -> Result<Option<ScrubConfig>> {
         let index = ifindex(iface)?;

@@ -1595,6 +1595,11 @@ fn parse_inner(
             &mut problems,
             &mut egress_file_problems,
         );
+        (policy.scrub, policy.quarantine) = crate::firewall_section::parse_scrub_and_quarantine(
+            f,
+            &crate::firewall_section::interface_exists,
+            &mut problems,
+        );
         policy
     });
     if let Some(nat) = &raw.nat {

@@ -764,6 +764,68 @@ pub struct FirewallPolicy {
     /// `ids:`: content rules matched against the first bytes of the connections the
     /// firewall tracks.
     pub ids: Option<IdsPolicy>,
+    /// `scrub:`: packet normalisation, per interface.
+    pub scrub: Vec<ScrubPolicy>,
+    /// `quarantine:`: sources tagged or redirected instead of dropped.
+    pub quarantine: Option<QuarantinePolicy>,
+}
+
+/// One entry of `firewall.scrub`: what the scrubber does on one interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ScrubPolicy {
+    /// The interface.
+    pub interface: String,
+    /// IPv4 TTL floor (0: untouched).
+    pub ttl_floor: u8,
+    /// IPv6 hop-limit floor (0: untouched).
+    pub hop_limit_floor: u8,
+    /// Largest MSS a SYN may announce (0: untouched).
+    pub mss_max: u16,
+    /// Clear IPv4 DF.
+    pub clear_df: bool,
+    /// Randomise the IPv4 identification.
+    pub random_ip_id: bool,
+    /// Arriving packets too.
+    pub ingress: bool,
+    /// Where it is written.
+    pub origin: Origin,
+}
+
+/// What a quarantined source gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum QuarantineTarget {
+    /// An 802.1Q tag with this VLAN id.
+    Vlan(u16),
+    /// Out of this interface.
+    Redirect(String),
+    /// Into this interface, as if it arrived there.
+    RedirectIngress(String),
+}
+
+/// One set of `firewall.quarantine.sets`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QuarantineSet {
+    /// The sources (IOCs).
+    pub sources: Vec<IpNetwork>,
+    /// What they get.
+    pub target: QuarantineTarget,
+    /// Where it is written.
+    pub origin: Origin,
+}
+
+/// The `firewall.quarantine` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QuarantinePolicy {
+    /// The interfaces whose packets are looked up (ingress and egress).
+    pub interfaces: Vec<String>,
+    /// The sets, in order (a source in two takes the later one's target).
+    pub sets: Vec<QuarantineSet>,
+    /// Where it is written.
+    pub origin: Origin,
 }
 
 /// The `firewall.ids` section: rule files in the Suricata subset of
@@ -922,6 +984,8 @@ impl Default for FirewallPolicy {
             limits: None,
             nat: None,
             ids: None,
+            scrub: Vec::new(),
+            quarantine: None,
         }
     }
 }

@@ -33,6 +33,43 @@ pub(crate) struct RawFirewall {
     syn_flood: Option<Spanned<RawSynFlood>>,
     limits: Option<Spanned<RawLimits>>,
     ids: Option<Spanned<RawIds>>,
+    #[serde(default)]
+    scrub: Vec<Spanned<RawScrub>>,
+    quarantine: Option<Spanned<RawQuarantine>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScrub {
+    interface: Option<Spanned<String>>,
+    ttl_floor: Option<Spanned<u64>>,
+    hop_limit_floor: Option<Spanned<u64>>,
+    mss_max: Option<Spanned<u64>>,
+    #[serde(default)]
+    clear_df: bool,
+    #[serde(default)]
+    random_ip_id: bool,
+    #[serde(default)]
+    ingress: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQuarantine {
+    #[serde(default)]
+    interfaces: Vec<Spanned<String>>,
+    #[serde(default)]
+    sets: Vec<Spanned<RawQuarantineSet>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQuarantineSet {
+    #[serde(default)]
+    sources: Vec<Spanned<String>>,
+    vlan: Option<Spanned<u64>>,
+    redirect: Option<Spanned<String>>,
+    redirect_ingress: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -762,6 +799,193 @@ fn parse_rule(r: &RawRule, origin: Origin, problems: &mut Vec<PolicyError>) -> O
     // What the rule says against itself (ports on icmp, a type on tcp, host bits).
     problems.extend(rule.check());
     (problems.len() == before).then_some(rule)
+}
+
+/// `firewall.scrub` and `firewall.quarantine`, each value checked and located.
+pub(crate) fn parse_scrub_and_quarantine(
+    raw: &Spanned<RawFirewall>,
+    interface_exists: &dyn Fn(&str) -> bool,
+    problems: &mut Vec<PolicyError>,
+) -> (
+    Vec<crate::firewall::ScrubPolicy>,
+    Option<crate::firewall::QuarantinePolicy>,
+) {
+    use crate::firewall::{QuarantinePolicy, QuarantineSet, QuarantineTarget, ScrubPolicy};
+    let mut invalid = |field: String, at: Option<(u64, u64)>, message: String| {
+        problems.push(PolicyError::Invalid {
+            origin: Origin { field, at },
+            message,
+        });
+    };
+    let iface = |field: String,
+                 name: &Spanned<String>,
+                 invalid: &mut dyn FnMut(String, Option<(u64, u64)>, String)|
+     -> Option<String> {
+        let at = position(&name.referenced);
+        if !valid_ifname(&name.value) {
+            invalid(
+                field,
+                at,
+                format!(
+                    "`{}` is not an interface name",
+                    crate::error::excerpt(&name.value, 40)
+                ),
+            );
+            None
+        } else if !interface_exists(&name.value) {
+            invalid(
+                field,
+                at,
+                format!(
+                    "this host has no interface `{}` (see `ip link`)",
+                    name.value
+                ),
+            );
+            None
+        } else {
+            Some(name.value.clone())
+        }
+    };
+    let mut scrub = Vec::new();
+    for (i, entry) in raw.value.scrub.iter().enumerate() {
+        let field = format!("firewall.scrub[{i}]");
+        let at = position(&entry.referenced);
+        let e = &entry.value;
+        let Some(name) = &e.interface else {
+            invalid(field, at, "name the `interface`".into());
+            continue;
+        };
+        let Some(interface) = iface(format!("{field}.interface"), name, &mut invalid) else {
+            continue;
+        };
+        if scrub.iter().any(|s: &ScrubPolicy| s.interface == interface) {
+            invalid(
+                format!("{field}.interface"),
+                position(&name.referenced),
+                format!("`{interface}` is scrubbed twice"),
+            );
+            continue;
+        }
+        let mut number =
+            |key: &str, v: &Option<Spanned<u64>>, range: std::ops::RangeInclusive<u64>| match v {
+                None => 0,
+                Some(n) if range.contains(&n.value) => n.value,
+                Some(n) => {
+                    invalid(
+                        format!("{field}.{key}"),
+                        position(&n.referenced),
+                        format!("{} is outside {}..={}", n.value, range.start(), range.end()),
+                    );
+                    0
+                }
+            };
+        let ttl_floor = number("ttl_floor", &e.ttl_floor, 1..=255);
+        let hop_limit_floor = number("hop_limit_floor", &e.hop_limit_floor, 1..=255);
+        let mss_max = number("mss_max", &e.mss_max, 536..=65535);
+        scrub.push(ScrubPolicy {
+            interface,
+            ttl_floor: u8::try_from(ttl_floor).unwrap_or(0),
+            hop_limit_floor: u8::try_from(hop_limit_floor).unwrap_or(0),
+            mss_max: u16::try_from(mss_max).unwrap_or(0),
+            clear_df: e.clear_df,
+            random_ip_id: e.random_ip_id,
+            ingress: e.ingress,
+            origin: Origin { field, at },
+        });
+    }
+    let quarantine = raw.value.quarantine.as_ref().map(|q| {
+        let origin = Origin {
+            field: "firewall.quarantine".into(),
+            at: position(&q.referenced),
+        };
+        let mut interfaces = Vec::new();
+        for (i, name) in q.value.interfaces.iter().enumerate() {
+            if let Some(n) = iface(
+                format!("firewall.quarantine.interfaces[{i}]"),
+                name,
+                &mut invalid,
+            ) {
+                interfaces.push(n);
+            }
+        }
+        if q.value.interfaces.is_empty() {
+            invalid(
+                "firewall.quarantine.interfaces".into(),
+                origin.at,
+                "name at least one interface".into(),
+            );
+        }
+        let mut sets = Vec::new();
+        for (i, set) in q.value.sets.iter().enumerate() {
+            let field = format!("firewall.quarantine.sets[{i}]");
+            let at = position(&set.referenced);
+            let s = &set.value;
+            let mut sources = Vec::new();
+            for (j, src) in s.sources.iter().enumerate() {
+                match crate::config::parse_net(&src.value) {
+                    Some(net) => sources.push(net),
+                    None => invalid(
+                        format!("{field}.sources[{j}]"),
+                        position(&src.referenced),
+                        format!(
+                            "`{}` is not an address or CIDR",
+                            crate::error::excerpt(&src.value, 40)
+                        ),
+                    ),
+                }
+            }
+            if s.sources.is_empty() {
+                invalid(field.clone(), at, "name at least one of `sources`".into());
+            }
+            let given = [
+                s.vlan.is_some(),
+                s.redirect.is_some(),
+                s.redirect_ingress.is_some(),
+            ];
+            if given.iter().filter(|g| **g).count() != 1 {
+                invalid(
+                    field,
+                    at,
+                    "give exactly one of `vlan`, `redirect`, `redirect_ingress`".into(),
+                );
+                continue;
+            }
+            let target = if let Some(v) = &s.vlan {
+                if !(1..=4094).contains(&v.value) {
+                    invalid(
+                        format!("{field}.vlan"),
+                        position(&v.referenced),
+                        format!("{} is outside 1..=4094", v.value),
+                    );
+                    continue;
+                }
+                QuarantineTarget::Vlan(u16::try_from(v.value).unwrap_or(1))
+            } else if let Some(r) = &s.redirect {
+                let Some(n) = iface(format!("{field}.redirect"), r, &mut invalid) else {
+                    continue;
+                };
+                QuarantineTarget::Redirect(n)
+            } else if let Some(r) = &s.redirect_ingress {
+                let Some(n) = iface(format!("{field}.redirect_ingress"), r, &mut invalid) else {
+                    continue;
+                };
+                QuarantineTarget::RedirectIngress(n)
+            } else {
+                continue;
+            };
+            sets.push(QuarantineSet {
+                sources,
+                target,
+                origin: Origin { field, at },
+            });
+        }
+        QuarantinePolicy {
+            interfaces,
+            sets,
+            origin,
+        }
+    });
+    (scrub, quarantine)
 }
 
 /// The largest `firewall.ids.depth`: 1 MiB per direction.

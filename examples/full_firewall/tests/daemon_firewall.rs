@@ -1038,3 +1038,149 @@ fn ids_rules_through_the_daemon_alert_drop_and_check_locates_a_bad_rule() {
     );
     drop(daemon);
 }
+
+/// Prints `SOURCE TTL VLAN` for every UDP datagram to port 7777 seen on `iface` for
+/// `secs` seconds (after `listening`); the kernel reports a stripped tag beside the
+/// frame (PACKET_AUXDATA).
+const WIRE: &str = r#"
+import socket, struct, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0003))
+s.setsockopt(263, 8, 1)
+s.bind((sys.argv[1], 0))
+s.settimeout(0.1)
+print("listening", flush=True)
+end = time.time() + float(sys.argv[2])
+while time.time() < end:
+    try:
+        f, anc, _, _ = s.recvmsg(65535, 64)
+    except socket.timeout:
+        continue
+    vlan = 0
+    for level, kind, data in anc:
+        if level == 263 and kind == 8:
+            status, _, _, _, _, tci, _ = struct.unpack("IIIHHHH", data[:20])
+            if status & 0x10: vlan = tci & 0xfff
+    if f[12:14] != b"\x08\x00": continue
+    ip = f[14:]
+    if ip[9] != 17 or struct.unpack("!H", ip[(ip[0] & 15) * 4 + 2:(ip[0] & 15) * 4 + 4])[0] != 7777: continue
+    print(socket.inet_ntoa(ip[12:16]), ip[8], vlan, flush=True)
+"#;
+
+/// What the namespace's side of the wire sees of three datagrams from each of `srcs`
+/// on the host (TTL 3): `SOURCE TTL VLAN` lines.
+fn on_the_wire(net: &Net, srcs: &[String]) -> Vec<String> {
+    use std::io::BufRead as _;
+    let mut capture = net
+        .ns
+        .command("python3")
+        .args(["-c", WIRE, net.veth.peer(), "2"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("capture");
+    let mut out = std::io::BufReader::new(capture.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    out.read_line(&mut first).expect("read");
+    assert_eq!(first.trim(), "listening");
+    for src in srcs {
+        let script = format!(
+            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.setsockopt(socket.IPPROTO_IP,socket.IP_TTL,3)\ns.bind(('{src}',0))\nfor i in range(3): s.sendto(b'x',('{}',7777))",
+            net.addr(false, 2)
+        );
+        assert!(Command::new("python3")
+            .args(["-c", &script])
+            .status()
+            .expect("send")
+            .success());
+    }
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).expect("read");
+    capture.wait().expect("capture");
+    rest.lines().map(str::to_string).collect()
+}
+
+#[test]
+fn scrub_and_quarantine_through_the_daemon_rewrite_tag_reload_and_check_locates_mistakes() {
+    require_privileges!();
+    let net = Net::new("fwscr", 6);
+    // A second host address, the quarantined one.
+    let quarantined = "10.215.6.5".to_string();
+    let added = Command::new("ip")
+        .args(["addr", "add", "10.215.6.5/24", "dev", net.veth.host()])
+        .status()
+        .expect("ip");
+    assert!(added.success());
+    let config = net.dir.path().join("policy.yaml");
+    let policy = |scrub: bool| {
+        let mut p = format!(
+            "firewall:\n  interfaces: [{iface}]\n",
+            iface = net.veth.host()
+        );
+        if scrub {
+            p.push_str(&format!(
+                "  scrub:\n    - {{interface: {}, ttl_floor: 64, mss_max: 1200, clear_df: true}}\n",
+                net.veth.host()
+            ));
+        }
+        p.push_str(&format!(
+            "  quarantine:\n    interfaces: [{}]\n    sets:\n      - {{sources: [{quarantined}/32], vlan: 666}}\n",
+            net.veth.host()
+        ));
+        p
+    };
+    std::fs::write(&config, policy(true)).expect("policy");
+    check(&config);
+    let daemon = Daemon::spawn(&net.args(&config));
+    daemon.wait_for("ready");
+    assert!(
+        daemon.log().contains(&format!(
+            "scrubbing {iface}, quarantine of 1 sources in 1 sets on {iface}",
+            iface = net.veth.host()
+        )),
+        "{}",
+        daemon.log()
+    );
+    let host = net.addr(false, 1);
+    let seen = on_the_wire(&net, &[host.clone(), quarantined.clone()]);
+    let count = |v: &[String], line: &str| v.iter().filter(|l| *l == line).count();
+    assert_eq!(count(&seen, &format!("{host} 64 0")), 3, "{seen:?}");
+    assert_eq!(
+        count(&seen, &format!("{quarantined} 64 666")),
+        3,
+        "{seen:?}"
+    );
+
+    // Reloaded without `scrub`: TTLs as sent; the quarantine stays.
+    std::fs::write(&config, policy(false)).expect("policy");
+    let reloads = daemon.log().matches("firewall reloaded").count();
+    daemon.signal("HUP");
+    daemon.wait_for_more("firewall reloaded", reloads);
+    let seen = on_the_wire(&net, &[host.clone(), quarantined.clone()]);
+    assert_eq!(count(&seen, &format!("{host} 3 0")), 3, "{seen:?}");
+    assert_eq!(count(&seen, &format!("{quarantined} 3 666")), 3, "{seen:?}");
+
+    // Mistakes, located.
+    std::fs::write(
+        &config,
+        format!(
+            "firewall:\n  interfaces: [{iface}]\n  scrub:\n    - {{interface: {iface}, mss_max: 100}}\n  quarantine:\n    interfaces: [{iface}]\n    sets:\n      - {{sources: [10.0.0.0/8], vlan: 5000}}\n",
+            iface = net.veth.host()
+        ),
+    )
+    .expect("policy");
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .expect("check");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("firewall.scrub[0].mss_max: 100 is outside 536..=65535"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("firewall.quarantine.sets[0].vlan: 5000 is outside 1..=4094"),
+        "{stderr}"
+    );
+    drop(daemon);
+}

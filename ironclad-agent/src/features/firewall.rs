@@ -5,11 +5,13 @@ use std::time::{Duration, Instant};
 
 use ironclad_bpf::{
     Firewall, FirewallAttachment, FirewallSettings, IdsMatcher, IdsSettings, LimitSettings,
-    LoadedObject, Loader, NatSettings, SynFloodSettings, XdpAttachment,
+    LoadedObject, Loader, NatSettings, Quarantine, QuarantineAction, QuarantineAttachment,
+    ScrubAttachment, ScrubSettings, Scrubber, SynFloodSettings, XdpAttachment,
 };
 use ironclad_events::Event;
 use ironclad_policy::config::CompiledConfig;
 use ironclad_policy::firewall::FirewallPolicy;
+use ironclad_policy::firewall::QuarantineTarget;
 use ironclad_policy::ids::RuleSet;
 use tracing::{info, warn};
 
@@ -40,6 +42,116 @@ struct Running {
     /// The IDS matcher (with no rules when the policy has no `ids:`), whose rules a
     /// reload replaces.
     ids: IdsMatcher,
+    /// `scrub:` and `quarantine:`: loaded and attached when the policy has them (not
+    /// pinned: they go with the daemon).
+    extras: Extras,
+}
+
+/// The scrubber and the quarantine: both loaded with the firewall (small, and nothing
+/// is allocated for an empty IOC set), attached where the policy asks, so that a
+/// reload can add or remove them without loading anything.
+struct Extras {
+    scrubber: Scrubber,
+    scrubbed: Vec<ScrubAttachment>,
+    quarantine: Quarantine,
+    quarantined_on: Vec<QuarantineAttachment>,
+    sources: Vec<ipnetwork::IpNetwork>,
+}
+
+impl Extras {
+    fn load(loader: &Loader) -> Result<Self> {
+        let bpf = AgentError::bpf(KIND.name);
+        Ok(Self {
+            scrubber: Scrubber::load(loader).map_err(&bpf)?,
+            scrubbed: Vec::new(),
+            quarantine: Quarantine::load(loader).map_err(&bpf)?,
+            quarantined_on: Vec::new(),
+            sources: Vec::new(),
+        })
+    }
+
+    /// Makes the kernel do what `policy.scrub` and `policy.quarantine` say: settings
+    /// and IOC sets written, hooks attached where they are missing and detached where
+    /// the policy no longer lists them.
+    fn apply(&mut self, policy: &FirewallPolicy) -> Result<()> {
+        let bpf = AgentError::bpf(KIND.name);
+        for s in &policy.scrub {
+            let settings = ScrubSettings {
+                ttl_floor: s.ttl_floor,
+                hop_limit_floor: s.hop_limit_floor,
+                mss_max: s.mss_max,
+                clear_df: s.clear_df,
+                random_ip_id: s.random_ip_id,
+                ingress: s.ingress,
+            };
+            self.scrubber.set(&s.interface, &settings).map_err(&bpf)?;
+            if !self.scrubbed.iter().any(|a| a.iface() == s.interface) {
+                self.scrubbed
+                    .push(self.scrubber.attach(&s.interface).map_err(&bpf)?);
+            }
+        }
+        let (kept, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut self.scrubbed)
+            .into_iter()
+            .partition(|a| policy.scrub.iter().any(|s| s.interface == a.iface()));
+        for a in gone {
+            let _ = self.scrubber.unset(a.iface());
+        }
+        self.scrubbed = kept;
+
+        let empty = Vec::new();
+        let (sets, ifaces) = match &policy.quarantine {
+            Some(q) => (&q.sets, &q.interfaces),
+            None => (&empty, &Vec::new()),
+        };
+        let mut now: Vec<ipnetwork::IpNetwork> = Vec::new();
+        for set in sets {
+            let action = match &set.target {
+                QuarantineTarget::Vlan(v) => QuarantineAction::Vlan(*v),
+                QuarantineTarget::Redirect(i) => QuarantineAction::Redirect(i.clone()),
+                QuarantineTarget::RedirectIngress(i) => {
+                    QuarantineAction::RedirectIngress(i.clone())
+                }
+                _ => continue,
+            };
+            self.quarantine.set(&set.sources, action).map_err(&bpf)?;
+            now.extend(set.sources.iter().copied());
+        }
+        let stale: Vec<ipnetwork::IpNetwork> = self
+            .sources
+            .iter()
+            .filter(|p| !now.contains(p))
+            .copied()
+            .collect();
+        self.quarantine.remove(&stale).map_err(&bpf)?;
+        self.sources = now;
+        for iface in ifaces {
+            if !self.quarantined_on.iter().any(|a| a.iface() == iface) {
+                self.quarantined_on
+                    .push(self.quarantine.attach(iface).map_err(&bpf)?);
+            }
+        }
+        self.quarantined_on
+            .retain(|a| ifaces.iter().any(|i| i == a.iface()));
+        Ok(())
+    }
+}
+
+/// `, scrubbing eth0, quarantine of 2 sets on eth0` (or nothing).
+fn extras_description(policy: &FirewallPolicy) -> String {
+    let mut out = String::new();
+    if !policy.scrub.is_empty() {
+        let names: Vec<&str> = policy.scrub.iter().map(|s| s.interface.as_str()).collect();
+        out.push_str(&format!(", scrubbing {}", names.join(", ")));
+    }
+    if let Some(q) = &policy.quarantine {
+        out.push_str(&format!(
+            ", quarantine of {} sources in {} sets on {}",
+            q.sets.iter().map(|s| s.sources.len()).sum::<usize>(),
+            q.sets.len(),
+            q.interfaces.join(", ")
+        ));
+    }
+    out
 }
 
 /// The smallest MTU of the firewall's interfaces (1500 where /sys does not say): the
@@ -158,8 +270,20 @@ fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>>
             return Err(e);
         }
     };
+    let extras = match Extras::load(start.loader).and_then(|mut x| x.apply(policy).map(|()| x)) {
+        Ok(x) => x,
+        Err(e) => {
+            for a in syn {
+                let _ = a.detach();
+            }
+            for a in attachments {
+                let _ = a.detach();
+            }
+            return Err(e);
+        }
+    };
     info!(
-        "firewall on {}: {} rules, default inbound {:?}, outbound {:?}, {}{}{}{}{}{}",
+        "firewall on {}: {} rules, default inbound {:?}, outbound {:?}, {}{}{}{}{}{}{}",
         names(&attachments),
         report.rules,
         policy.default_inbound,
@@ -174,6 +298,7 @@ fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>>
         limits_description(policy),
         nat_description(policy),
         ids_description(policy),
+        extras_description(policy),
     );
     Ok(Box::new(Running {
         firewall,
@@ -182,6 +307,7 @@ fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>>
         shield_ifaces: start.settings.interfaces().to_vec(),
         last_sweep: Instant::now(),
         ids,
+        extras,
     }))
 }
 
@@ -407,6 +533,15 @@ impl Feature for Running {
                 return Err(e);
             }
         };
+        if let Err(e) = self.extras.apply(policy) {
+            for a in syn_added {
+                let _ = a.detach();
+            }
+            for a in added {
+                let _ = a.detach();
+            }
+            return Err(e);
+        }
         // The defence's hooks on interfaces the policy no longer lists, or all of them
         // when it no longer asks for the defence.
         let (syn_kept, syn_removed): (Vec<_>, Vec<_>) =
@@ -435,13 +570,14 @@ impl Feature for Running {
         self.attachments = kept;
         self.attachments.extend(added);
         let mut message = format!(
-            "firewall reloaded: {} rules, {} classes{}{}{}{}",
+            "firewall reloaded: {} rules, {} classes{}{}{}{}{}",
             report.rules,
             report.classes,
             syn_description(policy),
             limits_description(policy),
             nat_description(policy),
-            ids_description(policy)
+            ids_description(policy),
+            extras_description(policy)
         );
         if !new.is_empty() {
             message.push_str(&format!("; attached to {new}"));
