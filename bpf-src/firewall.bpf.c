@@ -242,6 +242,28 @@ struct {
 	__uint(max_entries, IC_IDS_RING_BYTES);
 } ic_ids_ring SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, IC_IDS_PREFIXES);
+	__type(key, struct ic_ids_prefix_key);
+	__type(value, __u32);
+} ic_ids_prefixes SEC(".maps");
+
+/* The prefix check's key and the payload's first bytes, off the stack (the firewall's
+ * call chain has no room for them). */
+struct ic_ids_prefix_scratch {
+	struct ic_ids_prefix_key key;
+	__u8 head[IC_IDS_PREFIX_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ic_ids_prefix_scratch);
+} ic_ids_prefix_scratch SEC(".maps");
+
 const volatile enum ic_ids_limits ic_abi_ids_limits = IC_IDS_SNAP;
 const volatile enum ic_ids_flags ic_abi_ids_flags = IC_IDS_F_ON;
 const volatile enum ic_ids_port_bits ic_abi_ids_port_bits = IC_IDS_PORT_TCP;
@@ -249,6 +271,7 @@ const volatile enum ic_ids_snippet_flags ic_abi_ids_snippet_flags = IC_IDS_SNIP_
 const volatile struct ic_ids_config ic_abi_ids_config = {};
 const volatile struct ic_ids_flow ic_abi_ids_flow = {};
 const volatile struct ic_ids_snippet ic_abi_ids_snippet = {};
+const volatile struct ic_ids_prefix_key ic_abi_ids_prefix_key = {};
 
 /* Linux 6.9. Weak: on an older kernel libbpf resolves it to nothing, ic_syn_supported()
  * is false at load, and the code that calls it is dead, never verified: the firewall
@@ -1312,6 +1335,72 @@ static __always_inline int ic_ids_selects(const struct ic_fw_pkt *p)
 	return c->sample_every && bpf_get_prandom_u32() % c->sample_every == 0;
 }
 
+/* The prefix check's loop state (bpf_loop: its body is verified once, where an
+ * unrolled loop of 16 lengths with their lookups was too many branches for 6.1). */
+struct ic_ids_prefix_walk {
+	__u32 lens;
+	__u32 n;
+	__u16 port;
+	__u8 hit;
+};
+
+/* Length i + 1: the key grows by the payload's byte i, then the lookups the lengths
+ * present ask for. */
+static long ic_ids_prefix_step(__u32 i, void *ctx)
+{
+	struct ic_ids_prefix_walk *w = ctx;
+	struct ic_ids_prefix_scratch *sc;
+	__u32 zero = 0, at = i & (IC_IDS_PREFIX_MAX - 1);
+
+	if (i >= w->n)
+		return 1;
+	sc = bpf_map_lookup_elem(&ic_ids_prefix_scratch, &zero);
+	if (!sc)
+		return 1;
+	sc->key.bytes[at] = sc->head[at];
+	if (!(w->lens & (0x10001U << at)))
+		return 0;
+	sc->key.len = at + 1;
+	sc->key.port = w->port;
+	if ((w->lens & (1U << at)) && bpf_map_lookup_elem(&ic_ids_prefixes, &sc->key)) {
+		w->hit = 1;
+		return 1;
+	}
+	sc->key.port = 0;
+	if ((w->lens & (0x10000U << at)) && bpf_map_lookup_elem(&ic_ids_prefixes, &sc->key)) {
+		w->hit = 1;
+		return 1;
+	}
+	return 0;
+}
+
+/* Whether the payload at `off` (of `avail` bytes) starts with a `drop` rule's prefix
+ * for this server port and direction (struct ic_ids_prefix_key). */
+static __always_inline int ic_ids_prefix_hit(struct __sk_buff *skb, __u32 lens, __u32 off,
+					     __u32 avail, __u16 port, int to_server)
+{
+	struct ic_ids_prefix_scratch *sc;
+	struct ic_ids_prefix_walk w = {.lens = lens, .port = port};
+	__u32 zero = 0, n;
+
+	sc = bpf_map_lookup_elem(&ic_ids_prefix_scratch, &zero);
+	if (!sc)
+		return 0;
+	n = avail < IC_IDS_PREFIX_MAX ? avail : IC_IDS_PREFIX_MAX;
+	if (n < 1)
+		return 0;
+	__builtin_memset(sc->head, 0, sizeof(sc->head));
+	__builtin_memset(sc->key.bytes, 0, sizeof(sc->key.bytes));
+	/* The same n (1..IC_IDS_PREFIX_MAX), in a form whose bounds the verifier sees. */
+	n = ((n - 1) & (IC_IDS_PREFIX_MAX - 1)) + 1;
+	if (bpf_skb_load_bytes(skb, off, sc->head, n) < 0)
+		return 0;
+	sc->key.to_server = to_server;
+	w.n = n;
+	bpf_loop(IC_IDS_PREFIX_MAX, ic_ids_prefix_step, &w, 0);
+	return w.hit;
+}
+
 /* A packet of an inspected connection: hands its payload to user space while the
  * direction is within the depth. `how`: enum ic_ids_snippet_flags in the low byte,
  * the IP header's offset in the frame above it. Returns -1 when a `drop` rule blocked
@@ -1383,6 +1472,16 @@ static __noinline int ic_ids_packet(struct __sk_buff *skb, const struct ic_ct_ke
 	ev->flags = how & 0xff;
 	bpf_ringbuf_submit(ev, 0);
 	ic_fw_count(IC_FW_IDS_SNIPPETS, len);
+	/* The first payload of a direction: a `drop` rule's prefix is matched here, and
+	 * the packet itself dropped (after its snippet went out, so the alert names it). */
+	if (before == 0 && c->prefix_lens &&
+	    ic_ids_prefix_hit(skb, c->prefix_lens, off, p->payload_len,
+			      (how & IC_IDS_SNIP_ORIG) ? p->dport : p->sport,
+			      !!(how & IC_IDS_SNIP_ORIG))) {
+		f->blocked = 1;
+		ic_fw_count(IC_FW_IDS_KERNEL_MATCHED, skb->len);
+		return c->flags & IC_IDS_F_DRY_RUN ? 0 : -1;
+	}
 	return 0;
 }
 
@@ -1574,9 +1673,10 @@ open:
 		/* -EEXIST: another CPU opened it first; the packet belongs to it. */
 		if (!err && record)
 			ic_fw_flow_report(&key, &fresh, IC_FW_FLOW_START, 0, comm);
-		if (!err && inspect && p.payload_len)
-			ic_ids_packet(skb, &key, &fresh, &p,
-				      ic_ids_how(&fresh, 1, inbound, info.l3 - data));
+		if (!err && inspect && p.payload_len &&
+		    ic_ids_packet(skb, &key, &fresh, &p,
+				  ic_ids_how(&fresh, 1, inbound, info.l3 - data)) < 0)
+			goto drop; /* a `drop` rule's prefix, matched in the kernel */
 	}
 	ic_fw_count(IC_FW_NEW_ACCEPTED, len);
 	return 1;

@@ -777,10 +777,178 @@ fn compile(c: &mut Criterion) {
     group.finish();
 }
 
+/// The IDS on the packets that hand payload over: the first payload packet of a
+/// direction of an inspected connection (a 1,000-byte answer from port 80), which
+/// reserves a ring-buffer record and copies the payload into it, without and with
+/// the kernel's prefix check of 100 `drop` rules (contents of 4 to 16 bytes for port
+/// 80: 13 lengths, one lookup each, none matching). Each run is single (the connection's
+/// counters are reset before it, so every run is a first packet), paired with the
+/// empty tcx program; a reader drains the ring (and matches the snippets) between
+/// rounds, as the daemon's does.
+fn ids_capture(_: &mut Criterion) {
+    use ironclad_bpf::{EventReader, IdsMatcher, IdsSettings};
+    use ironclad_events::Fanout;
+    use ironclad_policy::ids::{parse, RuleSet, Vars};
+    const CALLS: usize = 2_000;
+    let round_count = ironclad_benches::rounds(ROUNDS);
+    let baseline = Baseline::load();
+    let bench = Bench::new("fwbench-ids");
+    bench
+        .firewall
+        .configure(&FirewallSettings::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (host, peer) = (ip("192.0.2.1"), ip("192.0.2.2"));
+    let mut text =
+        String::from("alert tcp any 80 -> any any (msg:\"x\"; content:\"evil\"; sid:1;)\n");
+    for i in 0..100u32 {
+        let len = 4 + (i % 13) as usize;
+        let content: String = format!("Z{i:03}zzzzzzzzzzzzzzzz")
+            .chars()
+            .take(len)
+            .collect();
+        text.push_str(&format!(
+            "drop tcp any any -> any 80 (msg:\"p\"; content:\"{content}\"; depth:{len}; sid:{};)\n",
+            100 + i
+        ));
+    }
+    let set = |t: &str| {
+        RuleSet::new(
+            parse(
+                t,
+                std::path::Path::new("bench.rules"),
+                &Vars::with_defaults(),
+            )
+            .unwrap_or_else(|e| panic!("{e}")),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let rules = set(&text);
+    assert_eq!(
+        rules.kernel_prefixes().len(),
+        200,
+        "100 rules, both directions"
+    );
+    let fanout = std::sync::Arc::new(Fanout::new());
+    let reader = EventReader::new(
+        vec![bench
+            .firewall
+            .ids_source(IdsMatcher::new(set(&text), false))
+            .unwrap_or_else(|e| panic!("{e}"))],
+        fanout,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let settings = IdsSettings::default();
+    bench
+        .firewall
+        .set_ids(&settings, &rules.selection())
+        .unwrap_or_else(|e| panic!("{e}"));
+    bench.run(
+        "ic_fw_out",
+        &frames::l4(host, peer, 6, 40002, 80, 0x02),
+        1,
+        PASS,
+    );
+    bench.run(
+        "ic_fw_in",
+        &frames::l4(peer, host, 6, 80, 40002, 0x12),
+        1,
+        PASS,
+    );
+    bench.run(
+        "ic_fw_out",
+        &frames::l4(host, peer, 6, 40002, 80, 0x10),
+        1,
+        PASS,
+    );
+    let mut data = frames::l4(peer, host, 6, 80, 40002, 0x18);
+    let body: Vec<u8> = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n"
+        .iter()
+        .copied()
+        .cycle()
+        .take(1000)
+        .collect();
+    data.extend_from_slice(&body);
+    let total = u16::try_from(data.len() - 14).unwrap_or(u16::MAX);
+    data[16..18].copy_from_slice(&total.to_be_bytes());
+    let object = bench.firewall.object();
+    let flows = object.map("ic_ids_flows").unwrap_or_else(|e| panic!("{e}"));
+    let key = flows
+        .keys()
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no inspected connection"));
+    let fresh = [0u8; 16];
+    let ns = |v: &[Duration]| v.iter().map(|d| d.as_nanos() as f64).collect::<Vec<_>>();
+    let min = |v: &[Duration]| v.iter().copied().min().unwrap_or_default();
+    let mut rows = Vec::new();
+    for (id, prefixes) in [
+        ("snippet", Vec::new()),
+        ("snippet_prefixes_100", rules.kernel_prefixes()),
+    ] {
+        bench
+            .firewall
+            .set_ids_with_prefixes(&settings, &rules.selection(), &prefixes)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let before = bench
+            .firewall
+            .total(FwTotal::IdsSnippets)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .packets;
+        let (mut empty, mut timed) = (Vec::new(), Vec::new());
+        for _ in 0..round_count {
+            let (mut e, mut t) = (Duration::MAX, Duration::MAX);
+            for _ in 0..CALLS {
+                flows.update(&key, &fresh).unwrap_or_else(|e| panic!("{e}"));
+                e = e.min(baseline.run_tc(&data, 1));
+                t = t.min(bench.run("ic_fw_in", &data, 1, PASS));
+            }
+            reader.drain().unwrap_or_else(|e| panic!("{e}"));
+            empty.push(e);
+            timed.push(t);
+        }
+        let after = bench
+            .firewall
+            .total(FwTotal::IdsSnippets)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .packets;
+        assert_eq!(
+            after - before,
+            (round_count * CALLS) as u64,
+            "{id}: every run handed its payload over"
+        );
+        record(&format!("firewall_ids/{id}"), Unit::Ns, &ns(&timed));
+        record(&format!("firewall_ids/{id}/empty"), Unit::Ns, &ns(&empty));
+        rows.push((id, min(&empty), min(&timed)));
+    }
+    assert_eq!(
+        bench
+            .firewall
+            .total(FwTotal::IdsLost)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .packets,
+        0,
+        "the reader kept up: no snippet lost"
+    );
+    println!("\nIDS payload hand-over (single runs, minimum of {CALLS} per round, {round_count} rounds):");
+    println!(
+        "{:<22} {:>10} {:>10} {:>10}",
+        "case", "empty ns", "ns", "over"
+    );
+    for (id, e, c) in rows {
+        println!(
+            "{id:<22} {:>10} {:>10} {:>10}",
+            e.as_nanos(),
+            c.as_nanos(),
+            c.as_nanos().saturating_sub(e.as_nanos())
+        );
+    }
+}
+
 criterion_group!(
     benches,
     compile,
     summary,
+    ids_capture,
     syn_cookies,
     limits,
     syn_flood,

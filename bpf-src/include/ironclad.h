@@ -1104,7 +1104,9 @@ enum ic_fw_total {
 	IC_FW_IDS_SNIPPETS = 22,    /* payload snippets handed to the IDS matcher */
 	IC_FW_IDS_LOST = 23,        /* snippets its ring buffer had no room for */
 	IC_FW_IDS_BLOCKED = 24,     /* packets of flows a `drop` IDS rule blocked: dropped */
-	IC_FW_TOTAL_COUNT = 25,
+	IC_FW_IDS_KERNEL_MATCHED = 25, /* first payload packets a `drop` rule's prefix
+					* matched in the kernel: dropped, the flow blocked */
+	IC_FW_TOTAL_COUNT = 26,
 };
 
 /* Firewall configuration flags (struct ic_fw_config.flags). */
@@ -1532,6 +1534,8 @@ enum ic_ids_limits {
 	IC_IDS_RING_BYTES = 4194304,  /* the snippet ring buffer */
 	IC_IDS_FLOWS = 65536,         /* inspected connections remembered (LRU) */
 	IC_IDS_PORTS = 65536,         /* entries of ic_ids_ports: one per port */
+	IC_IDS_PREFIX_MAX = 16,       /* longest content the kernel matches itself */
+	IC_IDS_PREFIXES = 4096,       /* such contents at most */
 };
 
 /* struct ic_ids_config.flags */
@@ -1552,7 +1556,20 @@ struct ic_ids_config {
 	__u32 flags;        /* host order; enum ic_ids_flags */
 	__u32 depth;        /* host order; payload bytes per direction handed over */
 	__u32 sample_every; /* host order; also one connection in N of the others; 0: none */
-	__u32 _pad0;
+	__u32 prefix_lens;  /* host order; bit L-1: ic_ids_prefixes holds contents of L bytes
+			     * for a given port; bit 16+L-1: for any port */
+};
+
+/* A `drop` rule the kernel matches itself (hash ic_ids_prefixes, value: the sid): one
+ * content of at most IC_IDS_PREFIX_MAX bytes at the very start of a direction's payload
+ * (`content:"GET /x"; depth:6;`), no other condition but the server port and the
+ * direction. The first payload packet of that direction is dropped when it starts with
+ * it, and the connection blocked, before any byte reaches the other side. */
+struct ic_ids_prefix_key {
+	__u16 port;      /* host order; the connection's server port; 0: any */
+	__u8 len;        /* bytes of `bytes` that count (the rest zero) */
+	__u8 to_server;  /* 1: sent by the side that opened the connection; 0: the other */
+	__u8 bytes[IC_IDS_PREFIX_MAX];
 };
 
 /* An inspected connection (LRU hash ic_ids_flows, keyed by struct ic_ct_key). */

@@ -204,11 +204,11 @@ pub enum BpfError {
         max: u32,
     },
 
-    /// A Shield configuration value the kernel cannot hold (checked before anything is
+    /// A configuration value the kernel cannot hold (checked before anything is
     /// written: the live configuration stays).
-    #[error("shield configuration `{field}`: {reason}")]
+    #[error("configuration `{field}`: {reason}")]
     InvalidConfig {
-        /// The field of [`ironclad_core::abi::ShieldConfig`].
+        /// The field (`rate_limit.pps`, `syn_flood.ports`, `ids.depth`, ...).
         field: &'static str,
         /// What is wrong with it.
         reason: String,

@@ -18,11 +18,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use ironclad_core::abi::{
-    CtKey, IdsConfig, IdsFlow, IdsSnippet, IDS_F_ALL_PORTS, IDS_F_DRY_RUN, IDS_F_ON, IDS_PORTS,
-    IDS_PORT_TCP, IDS_PORT_UDP, IDS_SNIP_INBOUND, IDS_SNIP_ORIG,
+    CtKey, IdsConfig, IdsFlow, IdsPrefixKey, IdsSnippet, IDS_F_ALL_PORTS, IDS_F_DRY_RUN, IDS_F_ON,
+    IDS_PORTS, IDS_PORT_TCP, IDS_PORT_UDP, IDS_PREFIXES, IDS_PREFIX_MAX, IDS_SNIP_INBOUND,
+    IDS_SNIP_ORIG,
 };
 use ironclad_events::{Event, IdsAlert};
-use ironclad_policy::ids::{IdsAction, IdsRule, Packet, RuleSet, Selection};
+use ironclad_policy::ids::{IdsAction, IdsRule, KernelPrefix, Packet, RuleSet, Selection};
 use libbpf_rs::{MapCore as _, MapFlags, MapHandle};
 
 use crate::error::{BpfError, Result};
@@ -98,6 +99,19 @@ impl Firewall {
     /// connections from now on; open ones are not inspected). The firewall must be
     /// stateful: the selection lives in its connection table.
     pub fn set_ids(&self, settings: &IdsSettings, selection: &Selection) -> Result<()> {
+        self.set_ids_with_prefixes(settings, selection, &[])
+    }
+
+    /// [`set_ids`](Self::set_ids), and the `drop` rules' contents the kernel matches
+    /// itself on the packet's path ([`RuleSet::kernel_prefixes`]): the first payload
+    /// packet of a direction that starts with one is dropped and its connection
+    /// blocked before any of it reaches the other side.
+    pub fn set_ids_with_prefixes(
+        &self,
+        settings: &IdsSettings,
+        selection: &Selection,
+        prefixes: &[KernelPrefix],
+    ) -> Result<()> {
         settings.check()?;
         if !self.settings()?.stateful {
             return Err(BpfError::InvalidConfig {
@@ -113,6 +127,7 @@ impl Firewall {
                 .zip(table.chunks(1))
                 .map(|(k, v)| (k.as_slice(), v)),
         )?;
+        let prefix_lens = self.set_kernel_prefixes(prefixes)?;
         let mut flags = IDS_F_ON;
         if selection.tcp.all && selection.udp.all {
             flags |= IDS_F_ALL_PORTS;
@@ -124,16 +139,55 @@ impl Firewall {
             flags,
             depth: settings.depth,
             sample_every: settings.sample_every,
-            _pad0: 0,
+            prefix_lens,
         };
         self.object()
             .map(names::ic_ids_config)?
             .update(&0u32.to_ne_bytes(), &config.to_bytes())
     }
 
+    /// Replaces the kernel's prefix table; the lengths present, as `prefix_lens` bits
+    /// (bits 0-15 for contents of one port, 16-31 for those of any port).
+    fn set_kernel_prefixes(&self, prefixes: &[KernelPrefix]) -> Result<u32> {
+        if prefixes.len() > IDS_PREFIXES as usize {
+            return Err(BpfError::InvalidConfig {
+                field: "ids",
+                reason: format!(
+                    "{} drop-rule prefixes for the kernel: at most {IDS_PREFIXES}",
+                    prefixes.len()
+                ),
+            });
+        }
+        let map = self.object().map(names::ic_ids_prefixes)?;
+        for key in map.keys() {
+            map.delete(&key)?;
+        }
+        let mut lens = 0u32;
+        let entries: Vec<([u8; IdsPrefixKey::SIZE], [u8; 4])> = prefixes
+            .iter()
+            .filter(|p| (1..=IDS_PREFIX_MAX).contains(&p.bytes.len()))
+            .map(|p| {
+                let mut bytes = [0u8; IDS_PREFIX_MAX];
+                bytes[..p.bytes.len()].copy_from_slice(&p.bytes);
+                let any_port = if p.port == 0 { 16 } else { 0 };
+                lens |= 1 << (any_port + p.bytes.len() - 1);
+                let key = IdsPrefixKey {
+                    port: p.port,
+                    len: u8::try_from(p.bytes.len()).unwrap_or(0),
+                    to_server: u8::from(p.to_server),
+                    bytes,
+                };
+                (key.to_bytes(), p.sid.to_ne_bytes())
+            })
+            .collect();
+        map.update_many(entries.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))?;
+        Ok(lens)
+    }
+
     /// Turns the IDS selection off: new connections are not inspected (open inspected
     /// ones keep their blocks until they end).
     pub fn clear_ids(&self) -> Result<()> {
+        self.set_kernel_prefixes(&[])?;
         self.object()
             .map(names::ic_ids_config)?
             .update(&0u32.to_ne_bytes(), &IdsConfig::default().to_bytes())

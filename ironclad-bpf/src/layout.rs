@@ -665,6 +665,12 @@ mod firewall {
         assert!(abi::FwTotal::IdsSnippets as u32 == f::ic_fw_total::IC_FW_IDS_SNIPPETS.0);
         assert!(abi::FwTotal::IdsLost as u32 == f::ic_fw_total::IC_FW_IDS_LOST.0);
         assert!(abi::FwTotal::IdsBlocked as u32 == f::ic_fw_total::IC_FW_IDS_BLOCKED.0);
+        assert!(
+            abi::FwTotal::IdsKernelMatched as u32 == f::ic_fw_total::IC_FW_IDS_KERNEL_MATCHED.0
+        );
+        assert!(abi::IdsPrefixKey::SIZE == size_of::<f::ic_ids_prefix_key>());
+        assert!(abi::IDS_PREFIX_MAX as u32 == f::ic_ids_limits::IC_IDS_PREFIX_MAX.0);
+        assert!(abi::IDS_PREFIXES == f::ic_ids_limits::IC_IDS_PREFIXES.0);
         assert!(abi::NAT_MAX_RULES == f::ic_nat_sizes::IC_NAT_MAX_RULES.0);
         assert!(abi::NAT_ENTRIES == f::ic_nat_sizes::IC_NAT_ENTRIES.0);
         assert!(abi::NAT_PORT_TRIES == f::ic_nat_sizes::IC_NAT_PORT_TRIES.0);
@@ -849,7 +855,12 @@ mod firewall {
     same_layout!(
         abi::IdsConfig,
         f::ic_ids_config,
-        [flags, depth, sample_every, _pad0]
+        [flags, depth, sample_every, prefix_lens]
+    );
+    same_layout!(
+        abi::IdsPrefixKey,
+        f::ic_ids_prefix_key,
+        [port, len, to_server, bytes]
     );
     same_layout!(
         abi::IdsFlow,

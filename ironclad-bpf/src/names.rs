@@ -102,7 +102,7 @@ object_names! {
             ic_fw_syn_config, ic_fw_syn_ports, ic_fw_syn_state, ic_fw_syn_scratch,
             ic_fw_limit_config, ic_fw_limits, ic_nat_config, ic_nat_dnat, ic_nat_snat,
             ic_nat_map, ic_nat_counters, ic_nat_scratch, ic_ids_config, ic_ids_ports,
-            ic_ids_flows, ic_ids_ring,
+            ic_ids_flows, ic_ids_ring, ic_ids_prefixes, ic_ids_prefix_scratch,
         ],
         FirewallProgs: [ic_fw_in, ic_fw_out, ic_fw_syn],
     }

@@ -24,6 +24,8 @@ const SERVER: &str = r#"
 import http.server, sys, time
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
+        if len(sys.argv) > 4:
+            open(sys.argv[4], "a").write(self.path + "\n")
         time.sleep(int(sys.argv[3]) / 1000)
         body = ("hello from the namespace " + self.path + "\n").encode()
         self.send_response(200)
@@ -58,16 +60,25 @@ impl Net {
     }
 
     fn server(&self, port: u16, delay_ms: u32) -> Server {
+        self.server_logging(port, delay_ms, None)
+    }
+
+    /// A server that also appends each path it is asked for to `log`.
+    fn server_logging(&self, port: u16, delay_ms: u32, log: Option<&std::path::Path>) -> Server {
+        let mut args = vec![
+            "-c".to_string(),
+            SERVER.to_string(),
+            self.peer(),
+            port.to_string(),
+            delay_ms.to_string(),
+        ];
+        if let Some(log) = log {
+            args.push(log.display().to_string());
+        }
         let child = self
             .ns
             .command("python3")
-            .args([
-                "-c",
-                SERVER,
-                &self.peer(),
-                &port.to_string(),
-                &delay_ms.to_string(),
-            ])
+            .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -168,7 +179,11 @@ fn setup(
     let dir = tempfile::tempdir().expect("tempdir");
     let set = rules(dir.path(), text);
     firewall
-        .set_ids(&IdsSettings::default(), &set.selection())
+        .set_ids_with_prefixes(
+            &IdsSettings::default(),
+            &set.selection(),
+            &set.kernel_prefixes(),
+        )
         .expect("set_ids");
     let matcher = IdsMatcher::new(set, false);
     (net, pins, firewall, matcher, dir, Arc::new(Fanout::new()))
@@ -277,7 +292,9 @@ fn a_drop_rule_stops_the_rest_of_the_connection_and_only_that_one() {
     let (net, _pins, firewall, matcher, _dir, fanout) = setup(
         "idsdrop",
         2,
-        "drop tcp any any -> any 8081 (msg:\"evil path\"; content:\"GET /evil\"; depth:9; sid:2000001; rev:1;)\n",
+        // `nocase`: matched in user space, after the request went through (the kernel
+        // matches exact prefixes only; the next test).
+        "drop tcp any any -> any 8081 (msg:\"evil path\"; content:\"GET /evil\"; depth:9; nocase; sid:2000001; rev:1;)\n",
     );
     // The server answers after 300 ms: the block is in place by then.
     let _server = net.server(8081, 300);
@@ -386,4 +403,70 @@ fn connections_on_ports_no_rule_names_are_not_handed_over() {
         .filter(|c| c.inspected)
         .count();
     assert_eq!(inspected, 0);
+}
+
+#[test]
+fn a_short_anchored_drop_rule_is_matched_in_the_kernel_and_the_request_never_arrives() {
+    require_privileges!();
+    let (net, _pins, firewall, matcher, dir, fanout) = setup(
+        "idskern",
+        5,
+        concat!(
+            "drop tcp any any -> any 8086 (msg:\"kernel prefix\"; content:\"GET /kernel\"; depth:11; flow:to_server; sid:6000001;)\n",
+            "drop tcp any any -> any any (msg:\"any port\"; content:\"QUIT\"; depth:4; flow:to_server; sid:6000002;)\n",
+        ),
+    );
+    assert_eq!(
+        matcher.rules().expect("rules").kernel_prefixes().len(),
+        2,
+        "both rules are the kernel's"
+    );
+    let log = dir.path().join("requests.log");
+    let _server = net.server_logging(8086, 0, Some(&log));
+    let _attached = firewall.attach(net.veth.host()).expect("attach");
+    let sub = fanout.subscribe("test", 1024, Overflow::DropNewest);
+    let reader = EventReader::new(
+        vec![firewall.ids_source(matcher.clone()).expect("source")],
+        fanout.clone(),
+    )
+    .expect("reader");
+    let (ok, _, alerts) = curl_reading(
+        &reader,
+        &sub,
+        &format!("http://{}:8086/kernel", net.peer()),
+        3,
+    );
+    assert!(!ok, "no answer");
+    let served = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !served.contains("/kernel"),
+        "the request itself never reached the server: {served}"
+    );
+    assert!(
+        firewall
+            .total(FwTotal::IdsKernelMatched)
+            .expect("total")
+            .packets
+            >= 1
+    );
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert_eq!((alerts[0].sid, alerts[0].blocked), (6000001, true));
+    let (ok, body, _) = curl_reading(
+        &reader,
+        &sub,
+        &format!("http://{}:8086/kernelized", net.peer()),
+        5,
+    );
+    assert!(!ok, "the prefix matches /kernelized too: {body}");
+    let (ok, body, alerts) = curl_reading(
+        &reader,
+        &sub,
+        &format!("http://{}:8086/fine", net.peer()),
+        5,
+    );
+    assert!(ok && body.contains("/fine"), "{body}");
+    assert!(alerts.is_empty());
+    assert!(std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("/fine"));
 }

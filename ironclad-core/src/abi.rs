@@ -2767,13 +2767,16 @@ pub enum FwTotal {
     /// Packets of connections an IDS `drop` rule blocked: dropped (counted, not
     /// dropped, in dry-run).
     IdsBlocked = 24,
+    /// First payload packets a `drop` rule's prefix matched in the kernel: dropped,
+    /// their connection blocked.
+    IdsKernelMatched = 25,
 }
 
 impl FwTotal {
     /// Number of totals (`IC_FW_TOTAL_COUNT`).
-    pub const COUNT: u32 = 25;
+    pub const COUNT: u32 = 26;
     /// Every total, in index order.
-    pub const ALL: [Self; 25] = [
+    pub const ALL: [Self; 26] = [
         Self::Established,
         Self::Related,
         Self::NewAccepted,
@@ -2799,6 +2802,7 @@ impl FwTotal {
         Self::IdsSnippets,
         Self::IdsLost,
         Self::IdsBlocked,
+        Self::IdsKernelMatched,
     ];
 
     /// Stable lower-case name, as used in JSON output and metrics.
@@ -2829,6 +2833,7 @@ impl FwTotal {
             Self::IdsSnippets => "ids_snippets",
             Self::IdsLost => "ids_lost",
             Self::IdsBlocked => "ids_blocked",
+            Self::IdsKernelMatched => "ids_kernel_matched",
         }
     }
 }
@@ -3827,6 +3832,38 @@ pub const IDS_FLOWS: u32 = 65536;
 pub const IDS_PORTS: u32 = 65536;
 /// `IC_IDS_RING_BYTES`: the snippet ring buffer's size.
 pub const IDS_RING_BYTES: u32 = 4_194_304;
+/// `IC_IDS_PREFIX_MAX`: the longest content the kernel matches itself.
+pub const IDS_PREFIX_MAX: usize = 16;
+/// `IC_IDS_PREFIXES`: such contents at most.
+pub const IDS_PREFIXES: u32 = 4096;
+
+/// `struct ic_ids_prefix_key`: a `drop` rule's content the kernel matches at the start
+/// of a direction's payload.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct IdsPrefixKey {
+    /// The connection's server port; 0: any.
+    pub port: u16,
+    /// Bytes of `bytes` that count.
+    pub len: u8,
+    /// 1: sent by the side that opened the connection.
+    pub to_server: u8,
+    /// The content, zero after `len`.
+    pub bytes: [u8; IDS_PREFIX_MAX],
+}
+
+impl IdsPrefixKey {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 20;
+
+    /// The exact byte image.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        zerocopy::transmute!(*self)
+    }
+}
+
 /// `IC_IDS_F_ON`: the firewall selects connections for the IDS.
 pub const IDS_F_ON: u32 = 1;
 /// `IC_IDS_F_ALL_PORTS`: every TCP and UDP connection is inspected.
@@ -3856,8 +3893,9 @@ pub struct IdsConfig {
     pub depth: u32,
     /// Also one connection in this many of the others; 0: none.
     pub sample_every: u32,
-    /// Padding, zero.
-    pub _pad0: u32,
+    /// Bit L-1: `ic_ids_prefixes` holds contents of L bytes for a given port; bit
+    /// 16+L-1: for any port.
+    pub prefix_lens: u32,
 }
 
 impl IdsConfig {

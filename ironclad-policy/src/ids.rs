@@ -964,6 +964,22 @@ impl<'a> Packet<'a> {
     }
 }
 
+/// The longest content [`RuleSet::kernel_prefixes`] hands to the kernel.
+pub const KERNEL_PREFIX_MAX: usize = 16;
+
+/// A `drop` rule's content the kernel matches itself ([`RuleSet::kernel_prefixes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelPrefix {
+    /// The connection's server port; 0: any.
+    pub port: u16,
+    /// Sent by the side that opened the connection (else by the other side).
+    pub to_server: bool,
+    /// The content.
+    pub bytes: Vec<u8>,
+    /// The rule's sid.
+    pub sid: u32,
+}
+
 /// The ports of one protocol whose connections the kernel hands over.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PortSelection {
@@ -1088,6 +1104,65 @@ impl RuleSet {
     /// The rules, in file order.
     pub fn rules(&self) -> &[IdsRule] {
         &self.rules
+    }
+
+    /// The `drop` rules simple enough for the kernel to match on the packet's path: one
+    /// content of 1 to [`KERNEL_PREFIX_MAX`] bytes anchored at the start of the payload
+    /// (`depth` equal to its length, no `offset` past 0), case kept, not negated; TCP
+    /// or UDP; any addresses and source port; one destination port or any; no `pcre`,
+    /// `dsize`, `<>` or `flow:not_established`. The kernel drops the first payload
+    /// packet of a direction that starts with it, before it reaches the other side;
+    /// every other rule is matched in user space, after the packet went through.
+    pub fn kernel_prefixes(&self) -> Vec<KernelPrefix> {
+        let mut out = Vec::new();
+        for rule in &self.rules {
+            let [content] = rule.contents.as_slice() else {
+                continue;
+            };
+            let len = content.bytes.len();
+            let anchored = matches!(content.offset, None | Some(0))
+                && content.depth == u32::try_from(len).ok()
+                && content.distance.is_none()
+                && content.within.is_none();
+            let any_addr = |a: &AddrSet| a.include.is_empty() && a.exclude.is_empty();
+            let port = match (rule.dport.include.as_slice(), rule.dport.exclude.is_empty()) {
+                ([], true) => Some(0),
+                ([(a, b)], true) if a == b && *a != 0 => Some(*a),
+                _ => None,
+            };
+            let eligible = rule.action == IdsAction::Drop
+                && matches!(rule.proto, IdsProto::Tcp | IdsProto::Udp)
+                && (1..=KERNEL_PREFIX_MAX).contains(&len)
+                && anchored
+                && !content.negated
+                && !content.nocase
+                && rule.pcre.is_empty()
+                && rule.dsize.is_none()
+                && !rule.bidirectional
+                && rule.flow.established != Some(false)
+                && !(rule.proto == IdsProto::Udp && rule.flow.established == Some(true))
+                && any_addr(&rule.src)
+                && any_addr(&rule.dst)
+                && rule.sport.include.is_empty()
+                && rule.sport.exclude.is_empty();
+            let Some(port) = port.filter(|_| eligible) else {
+                continue;
+            };
+            let directions: &[bool] = match rule.flow.to_server {
+                Some(true) => &[true],
+                Some(false) => &[false],
+                None => &[true, false],
+            };
+            for &to_server in directions {
+                out.push(KernelPrefix {
+                    port,
+                    to_server,
+                    bytes: content.bytes.clone(),
+                    sid: rule.sid,
+                });
+            }
+        }
+        out
     }
 
     /// The connections the kernel must hand over for these rules to see every packet
@@ -1280,6 +1355,36 @@ mod tests {
     }
 
     const HEAD: &str = "alert tcp any any -> any any";
+
+    #[test]
+    fn only_anchored_short_exact_drop_contents_go_to_the_kernel() {
+        let set = RuleSet::new(
+            parse(
+                concat!(
+                    "drop tcp any any -> any 80 (content:\"GET /evil\"; depth:9; flow:to_server; sid:1;)\n",
+                    "drop udp any any -> any any (content:\"|de ad|\"; depth:2; sid:2;)\n",
+                    "alert tcp any any -> any 80 (content:\"GET /evil\"; depth:9; sid:3;)\n",
+                    "drop tcp any any -> any 80 (content:\"GET /evil\"; sid:4;)\n",
+                    "drop tcp any any -> any 80 (content:\"GET /evil\"; depth:9; nocase; sid:5;)\n",
+                    "drop tcp any any -> any 80 (content:\"0123456789abcdefg\"; depth:17; sid:6;)\n",
+                    "drop tcp 10.0.0.0/8 any -> any 80 (content:\"GET\"; depth:3; sid:7;)\n",
+                    "drop tcp any any -> any [80,81] (content:\"GET\"; depth:3; sid:8;)\n",
+                    "drop tcp any any -> any 80 (content:\"GET\"; depth:3; pcre:\"/x/\"; sid:9;)\n",
+                ),
+                Path::new("t.rules"),
+                &Vars::with_defaults(),
+            )
+            .unwrap_or_else(|e| panic!("{e}")),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let kernel = set.kernel_prefixes();
+        let sids: Vec<(u32, u16, bool)> = kernel
+            .iter()
+            .map(|k| (k.sid, k.port, k.to_server))
+            .collect();
+        assert_eq!(sids, vec![(1, 80, true), (2, 0, true), (2, 0, false)]);
+        assert_eq!(kernel[1].bytes, vec![0xde, 0xad]);
+    }
 
     #[test]
     fn the_selection_covers_every_port_a_rule_could_match() {

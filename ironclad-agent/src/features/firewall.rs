@@ -331,7 +331,7 @@ fn apply_ids(firewall: &Firewall, policy: &FirewallPolicy, matcher: &IdsMatcher)
         dry_run: ids.dry_run,
     };
     firewall
-        .set_ids(&settings, &set.selection())
+        .set_ids_with_prefixes(&settings, &set.selection(), &set.kernel_prefixes())
         .map_err(AgentError::bpf(KIND.name))?;
     matcher.set_rules(set, ids.dry_run);
     Ok(())
