@@ -294,3 +294,55 @@ impl Drop for XdpAttachment {
         }
     }
 }
+
+/// Attaches each `(program, "ingress"|"egress")` of `object` to `iface` with tcx links,
+/// each attach recorded in the audit log; the links, in order. On a failure the
+/// links made so far are dropped (detached) and the error names the program.
+pub(crate) fn attach_tcx_programs(
+    object: &crate::loader::LoadedObject,
+    object_name: &str,
+    programs: &[(&str, &str)],
+    iface: &str,
+) -> Result<Vec<Link>> {
+    let index = ifindex(iface)?;
+    let mut links = Vec::with_capacity(programs.len());
+    for (name, point) in programs {
+        let prog = object.program(name)?;
+        let result = crate::firewall::attach_tcx(&prog, index);
+        object.audit_log().result(
+            AuditAction::Attach,
+            object_name,
+            &format!("tcx {point} on {iface}"),
+            name,
+            &result,
+        );
+        links.push(result.map_err(|source| BpfError::Attach {
+            program: (*name).to_string(),
+            target: format!("tcx {point} on {iface}"),
+            source: source.into(),
+        })?);
+    }
+    Ok(links)
+}
+
+/// Entry `index` of the per-CPU counter array `map` of `object`, summed over CPUs
+/// (zero when absent).
+pub(crate) fn percpu_total(
+    object: &crate::loader::LoadedObject,
+    map: &str,
+    index: u32,
+) -> Result<ironclad_core::abi::Counter> {
+    let values = object
+        .map(map)?
+        .lookup_percpu(&index.to_ne_bytes())?
+        .unwrap_or_default();
+    let mut sum = ironclad_core::abi::Counter::default();
+    for c in values
+        .iter()
+        .filter_map(|b| ironclad_core::abi::Counter::from_bytes(b))
+    {
+        sum.packets += c.packets;
+        sum.bytes += c.bytes;
+    }
+    Ok(sum)
+}

@@ -23,10 +23,8 @@ use ironclad_core::abi::{
 };
 use libbpf_rs::Link;
 
-use crate::attach::ifindex;
-use crate::auditlog::AuditAction;
+use crate::attach::{attach_tcx_programs, ifindex, percpu_total};
 use crate::error::{BpfError, Result};
-use crate::firewall::attach_tcx;
 use crate::loader::{LoadedObject, Loader};
 use crate::names::quarantine as names;
 use crate::shield::plan::lpm_key;
@@ -147,27 +145,15 @@ impl Quarantine {
 
     /// Attaches the programs to `iface` (ingress and egress).
     pub fn attach(&self, iface: &str) -> Result<QuarantineAttachment> {
-        let index = ifindex(iface)?;
-        let mut links = Vec::new();
-        for (name, point) in [
-            (names::ic_quarantine_in, "ingress"),
-            (names::ic_quarantine_out, "egress"),
-        ] {
-            let prog = self.object.program(name)?;
-            let result = attach_tcx(&prog, index);
-            self.object.audit_log().result(
-                AuditAction::Attach,
-                Self::OBJECT,
-                &format!("tcx {point} on {iface}"),
-                name,
-                &result,
-            );
-            links.push(result.map_err(|source| BpfError::Attach {
-                program: name.to_string(),
-                target: format!("tcx {point} on {iface}"),
-                source: source.into(),
-            })?);
-        }
+        let links = attach_tcx_programs(
+            &self.object,
+            Self::OBJECT,
+            &[
+                (names::ic_quarantine_in, "ingress"),
+                (names::ic_quarantine_out, "egress"),
+            ],
+            iface,
+        )?;
         Ok(QuarantineAttachment {
             _links: links,
             iface: iface.to_string(),
@@ -176,17 +162,7 @@ impl Quarantine {
 
     /// One total, summed over CPUs.
     pub fn total(&self, which: QuarantineTotal) -> Result<Counter> {
-        let values = self
-            .object
-            .map(names::ic_quarantine_totals)?
-            .lookup_percpu(&(which as u32).to_ne_bytes())?
-            .unwrap_or_default();
-        let mut sum = Counter::default();
-        for c in values.iter().filter_map(|b| Counter::from_bytes(b)) {
-            sum.packets += c.packets;
-            sum.bytes += c.bytes;
-        }
-        Ok(sum)
+        percpu_total(&self.object, names::ic_quarantine_totals, which as u32)
     }
 
     /// The loaded object.

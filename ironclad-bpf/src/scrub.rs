@@ -18,10 +18,8 @@ use ironclad_core::abi::{
 };
 use libbpf_rs::Link;
 
-use crate::attach::ifindex;
-use crate::auditlog::AuditAction;
+use crate::attach::{attach_tcx_programs, ifindex, percpu_total};
 use crate::error::{BpfError, Result};
-use crate::firewall::attach_tcx;
 use crate::loader::{LoadedObject, Loader};
 use crate::names::scrub as names;
 
@@ -140,27 +138,15 @@ impl Scrubber {
     /// Attaches both programs to `iface` (the ingress one does nothing unless the
     /// interface's settings ask for arriving packets).
     pub fn attach(&self, iface: &str) -> Result<ScrubAttachment> {
-        let index = ifindex(iface)?;
-        let mut links = Vec::new();
-        for (name, point) in [
-            (names::ic_scrub_out, "egress"),
-            (names::ic_scrub_in, "ingress"),
-        ] {
-            let prog = self.object.program(name)?;
-            let result = attach_tcx(&prog, index);
-            self.object.audit_log().result(
-                AuditAction::Attach,
-                Self::OBJECT,
-                &format!("tcx {point} on {iface}"),
-                name,
-                &result,
-            );
-            links.push(result.map_err(|source| BpfError::Attach {
-                program: name.to_string(),
-                target: format!("tcx {point} on {iface}"),
-                source: source.into(),
-            })?);
-        }
+        let links = attach_tcx_programs(
+            &self.object,
+            Self::OBJECT,
+            &[
+                (names::ic_scrub_out, "egress"),
+                (names::ic_scrub_in, "ingress"),
+            ],
+            iface,
+        )?;
         Ok(ScrubAttachment {
             _links: links,
             iface: iface.to_string(),
@@ -169,17 +155,7 @@ impl Scrubber {
 
     /// One total, summed over CPUs.
     pub fn total(&self, which: ScrubTotal) -> Result<Counter> {
-        let values = self
-            .object
-            .map(names::ic_scrub_totals)?
-            .lookup_percpu(&(which as u32).to_ne_bytes())?
-            .unwrap_or_default();
-        let mut sum = Counter::default();
-        for c in values.iter().filter_map(|b| Counter::from_bytes(b)) {
-            sum.packets += c.packets;
-            sum.bytes += c.bytes;
-        }
-        Ok(sum)
+        percpu_total(&self.object, names::ic_scrub_totals, which as u32)
     }
 
     /// The loaded object.

@@ -189,6 +189,22 @@ fn setup(
     (net, pins, firewall, matcher, dir, Arc::new(Fanout::new()))
 }
 
+/// A reader of the firewall's IDS snippets, matched by `matcher`, and a subscription
+/// to what it publishes.
+fn alerts_of(
+    firewall: &Firewall,
+    matcher: &IdsMatcher,
+    fanout: &Arc<Fanout<Event>>,
+) -> (EventReader, Subscription<Event>) {
+    let sub = fanout.subscribe("test", 1024, Overflow::DropNewest);
+    let reader = EventReader::new(
+        vec![firewall.ids_source(matcher.clone()).expect("source")],
+        fanout.clone(),
+    )
+    .expect("reader");
+    (reader, sub)
+}
+
 #[test]
 fn an_http_request_carrying_the_test_string_raises_its_rules_alert() {
     require_privileges!();
@@ -207,12 +223,7 @@ fn an_http_request_carrying_the_test_string_raises_its_rules_alert() {
     );
     let _server = net.server(8080, 0);
     let _attached = firewall.attach(net.veth.host()).expect("attach");
-    let sub = fanout.subscribe("test", 1024, Overflow::DropNewest);
-    let reader = EventReader::new(
-        vec![firewall.ids_source(matcher.clone()).expect("source")],
-        fanout.clone(),
-    )
-    .expect("reader");
+    let (reader, sub) = alerts_of(&firewall, &matcher, &fanout);
 
     // A clean request: inspected, no alert.
     let (ok, body, alerts) = curl_reading(
@@ -299,12 +310,7 @@ fn a_drop_rule_stops_the_rest_of_the_connection_and_only_that_one() {
     // The server answers after 300 ms: the block is in place by then.
     let _server = net.server(8081, 300);
     let _attached = firewall.attach(net.veth.host()).expect("attach");
-    let sub = fanout.subscribe("test", 1024, Overflow::DropNewest);
-    let reader = EventReader::new(
-        vec![firewall.ids_source(matcher.clone()).expect("source")],
-        fanout.clone(),
-    )
-    .expect("reader");
+    let (reader, sub) = alerts_of(&firewall, &matcher, &fanout);
 
     let (ok, body, alerts) = curl_reading(
         &reader,
@@ -355,12 +361,7 @@ fn in_dry_run_a_drop_rule_reports_and_blocks_nothing() {
     let matcher = IdsMatcher::new(set, true);
     let _server = net.server(8082, 300);
     let _attached = firewall.attach(net.veth.host()).expect("attach");
-    let sub = fanout.subscribe("test", 1024, Overflow::DropNewest);
-    let reader = EventReader::new(
-        vec![firewall.ids_source(matcher).expect("source")],
-        fanout.clone(),
-    )
-    .expect("reader");
+    let (reader, sub) = alerts_of(&firewall, &matcher, &fanout);
     let (ok, body, alerts) = curl_reading(
         &reader,
         &sub,
@@ -382,12 +383,7 @@ fn connections_on_ports_no_rule_names_are_not_handed_over() {
     );
     let _server = net.server(8084, 0);
     let _attached = firewall.attach(net.veth.host()).expect("attach");
-    let sub = fanout.subscribe("test", 1024, Overflow::DropNewest);
-    let reader = EventReader::new(
-        vec![firewall.ids_source(matcher.clone()).expect("source")],
-        fanout.clone(),
-    )
-    .expect("reader");
+    let (reader, sub) = alerts_of(&firewall, &matcher, &fanout);
     let (ok, _, alerts) = curl_reading(&reader, &sub, &format!("http://{}:8084/", net.peer()), 5);
     assert!(ok);
     assert!(alerts.is_empty());
@@ -424,12 +420,7 @@ fn a_short_anchored_drop_rule_is_matched_in_the_kernel_and_the_request_never_arr
     let log = dir.path().join("requests.log");
     let _server = net.server_logging(8086, 0, Some(&log));
     let _attached = firewall.attach(net.veth.host()).expect("attach");
-    let sub = fanout.subscribe("test", 1024, Overflow::DropNewest);
-    let reader = EventReader::new(
-        vec![firewall.ids_source(matcher.clone()).expect("source")],
-        fanout.clone(),
-    )
-    .expect("reader");
+    let (reader, sub) = alerts_of(&firewall, &matcher, &fanout);
     let (ok, _, alerts) = curl_reading(
         &reader,
         &sub,
