@@ -230,8 +230,12 @@ struct {
 	__type(value, __u8);
 } ic_ids_ports SEC(".maps");
 
+/* Not an LRU hash: those are preallocated (about 7 MB for every firewall, IDS or
+ * not). Entries go with their connection (user space's sweep); when it is full, new
+ * connections are not inspected. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, IC_IDS_FLOWS);
 	__type(key, struct ic_ct_key);
 	__type(value, struct ic_ids_flow);
@@ -1416,7 +1420,7 @@ static __noinline int ic_ids_packet(struct __sk_buff *skb, const struct ic_ct_ke
 
 	f = bpf_map_lookup_elem(&ic_ids_flows, key);
 	if (!f)
-		return 0; /* forgotten (LRU): no longer inspected */
+		return 0; /* gone with an earlier connection on these ports */
 	c = bpf_map_lookup_elem(&ic_ids_config, &zero);
 	if (!c)
 		return 0;

@@ -1532,7 +1532,7 @@ struct ic_nat_config {
 enum ic_ids_limits {
 	IC_IDS_SNAP = 1024,           /* payload bytes one snippet carries at most */
 	IC_IDS_RING_BYTES = 4194304,  /* the snippet ring buffer */
-	IC_IDS_FLOWS = 65536,         /* inspected connections remembered (LRU) */
+	IC_IDS_FLOWS = 65536,         /* inspected connections at once (more: not inspected) */
 	IC_IDS_PORTS = 65536,         /* entries of ic_ids_ports: one per port */
 	IC_IDS_PREFIX_MAX = 16,       /* longest content the kernel matches itself */
 	IC_IDS_PREFIXES = 4096,       /* such contents at most */
@@ -1572,7 +1572,8 @@ struct ic_ids_prefix_key {
 	__u8 bytes[IC_IDS_PREFIX_MAX];
 };
 
-/* An inspected connection (LRU hash ic_ids_flows, keyed by struct ic_ct_key). */
+/* An inspected connection (hash ic_ids_flows, keyed by struct ic_ct_key; removed with
+ * its connection by user space's sweep). */
 struct ic_ids_flow {
 	__u32 seen_orig;  /* host order; payload bytes counted from the side that opened it */
 	__u32 seen_reply; /* host order; from the other side */

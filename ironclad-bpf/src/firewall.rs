@@ -1335,9 +1335,33 @@ impl Firewall {
                 }
             }
         })?;
-        // Then the translations of the connections gone (and of ones never entered).
+        // Then the translations of the connections gone (and of ones never entered),
+        // and the IDS entries of connections gone.
         self.expire_translations()?;
+        self.expire_inspections()?;
         Ok(Sweep { removed, flows })
+    }
+
+    /// Deletes the IDS entries (`ic_ids_flows`) whose connection is no longer in the
+    /// table: ended and swept, or replaced by a new connection on the same ports.
+    fn expire_inspections(&self) -> Result<usize> {
+        let flows = self.object.map(names::ic_ids_flows)?;
+        let keys = flows.keys();
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let table = self.object.map(names::ic_fw_ct)?;
+        let mut gone = Vec::new();
+        for key in keys {
+            let inspected = table
+                .lookup(&key)?
+                .and_then(|v| CtEntry::from_bytes(&v))
+                .is_some_and(|e| e.flags & CT_F_INSPECT != 0);
+            if !inspected {
+                gone.push(key);
+            }
+        }
+        flows.delete_each(gone.iter().map(Vec::as_slice), |_| {})
     }
 
     /// The loaded object (for the Sentinel to protect).

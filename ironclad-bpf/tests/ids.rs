@@ -461,3 +461,41 @@ fn a_short_anchored_drop_rule_is_matched_in_the_kernel_and_the_request_never_arr
         .unwrap_or_default()
         .contains("/fine"));
 }
+
+#[test]
+fn an_inspected_connections_entry_goes_with_it_at_the_sweep() {
+    require_privileges!();
+    let (net, _pins, firewall, matcher, _dir, fanout) = setup(
+        "idssweep",
+        6,
+        "alert tcp any any -> any 8087 (msg:\"x\"; content:\"nothing here\"; sid:7000001;)\n",
+    );
+    let mut settings = FirewallSettings::default();
+    settings.tcp_timeout = [1; ironclad_core::abi::CtState::COUNT];
+    firewall.configure(&settings).expect("configure");
+    let _server = net.server(8087, 0);
+    let _attached = firewall.attach(net.veth.host()).expect("attach");
+    let (reader, sub) = alerts_of(&firewall, &matcher, &fanout);
+    let entries = || {
+        firewall
+            .object()
+            .map("ic_ids_flows")
+            .expect("map")
+            .keys()
+            .len()
+    };
+    for path in ["/a", "/b", "/c"] {
+        let (ok, _, _) = curl_reading(
+            &reader,
+            &sub,
+            &format!("http://{}:8087{path}", net.peer()),
+            5,
+        );
+        assert!(ok);
+    }
+    assert_eq!(entries(), 3, "one entry per inspected connection");
+    std::thread::sleep(Duration::from_millis(2_200));
+    let sweep = firewall.expire().expect("expire");
+    assert!(sweep.removed >= 3, "{sweep:?}");
+    assert_eq!(entries(), 0, "the entries went with their connections");
+}

@@ -3826,7 +3826,7 @@ impl DnsPolicyEvent {
 
 /// `IC_IDS_SNAP`: payload bytes one IDS snippet carries at most.
 pub const IDS_SNAP: usize = 1024;
-/// `IC_IDS_FLOWS`: inspected connections the kernel remembers (LRU).
+/// `IC_IDS_FLOWS`: inspected connections at once (past it, new ones are not inspected).
 pub const IDS_FLOWS: u32 = 65536;
 /// `IC_IDS_PORTS`: entries of `ic_ids_ports`, one per port.
 pub const IDS_PORTS: u32 = 65536;
