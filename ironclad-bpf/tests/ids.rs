@@ -376,7 +376,7 @@ fn in_dry_run_a_drop_rule_reports_and_blocks_nothing() {
 #[test]
 fn connections_on_ports_no_rule_names_are_not_handed_over() {
     require_privileges!();
-    let (net, _pins, firewall, matcher, _dir, fanout) = setup(
+    let (net, _pins, firewall, matcher, dir, fanout) = setup(
         "idsports",
         4,
         "alert tcp any any -> any 8083 (msg:\"x\"; content:\"GET\"; sid:4000001;)\n",
@@ -399,6 +399,25 @@ fn connections_on_ports_no_rule_names_are_not_handed_over() {
         .filter(|c| c.inspected)
         .count();
     assert_eq!(inspected, 0);
+
+    // Sampling: one connection in 1 of those no rule names is every one of them.
+    let set = rules(
+        dir.path(),
+        "alert tcp any any -> any 8083 (msg:\"x\"; content:\"GET\"; sid:4000001;)\n",
+    );
+    let sampled = IdsSettings {
+        sample_every: 1,
+        ..IdsSettings::default()
+    };
+    firewall
+        .set_ids(&sampled, &set.selection())
+        .expect("set_ids");
+    let (ok, _, _) = curl_reading(&reader, &sub, &format!("http://{}:8084/", net.peer()), 5);
+    assert!(ok);
+    assert!(
+        matcher.stats().snippets() >= 2,
+        "the sampled connection was handed over"
+    );
 }
 
 #[test]
