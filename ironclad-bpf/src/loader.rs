@@ -114,8 +114,10 @@ impl LoaderBuilder {
     }
 }
 
-/// Loads embedded objects after auditing them, and pins their maps.
-#[derive(Debug)]
+/// Loads embedded objects after auditing them, and pins their maps. A clone loads
+/// under the same pin root, allowlist and audit log (a feature that loads more objects
+/// later, on a reload, keeps one).
+#[derive(Debug, Clone)]
 pub struct Loader {
     pin_root: PathBuf,
     log: AuditLog,

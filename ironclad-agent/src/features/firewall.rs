@@ -47,33 +47,64 @@ struct Running {
     extras: Extras,
 }
 
-/// The scrubber and the quarantine: both loaded with the firewall (small, and nothing
-/// is allocated for an empty IOC set), attached where the policy asks, so that a
-/// reload can add or remove them without loading anything.
+/// The scrubber and the quarantine, each loaded when a policy first asks for it (a
+/// reload may), attached where the policy says, so that a policy without them loads
+/// nothing of them.
 struct Extras {
-    scrubber: Scrubber,
+    loader: Loader,
+    scrubber: Option<Scrubber>,
     scrubbed: Vec<ScrubAttachment>,
-    quarantine: Quarantine,
+    quarantine: Option<Quarantine>,
     quarantined_on: Vec<QuarantineAttachment>,
     sources: Vec<ipnetwork::IpNetwork>,
 }
 
 impl Extras {
-    fn load(loader: &Loader) -> Result<Self> {
-        let bpf = AgentError::bpf(KIND.name);
-        Ok(Self {
-            scrubber: Scrubber::load(loader).map_err(&bpf)?,
+    fn new(loader: &Loader) -> Self {
+        Self {
+            loader: loader.clone(),
+            scrubber: None,
             scrubbed: Vec::new(),
-            quarantine: Quarantine::load(loader).map_err(&bpf)?,
+            quarantine: None,
             quarantined_on: Vec::new(),
             sources: Vec::new(),
-        })
+        }
     }
 
     /// Makes the kernel do what `policy.scrub` and `policy.quarantine` say: settings
     /// and IOC sets written, hooks attached where they are missing and detached where
     /// the policy no longer lists them.
     fn apply(&mut self, policy: &FirewallPolicy) -> Result<()> {
+        let bpf = AgentError::bpf(KIND.name);
+        if self.scrubber.is_none() && !policy.scrub.is_empty() {
+            self.scrubber = Some(Scrubber::load(&self.loader).map_err(&bpf)?);
+        }
+        let quarantined = policy
+            .quarantine
+            .as_ref()
+            .is_some_and(|q| !q.sets.is_empty());
+        if self.quarantine.is_none() && quarantined {
+            self.quarantine = Some(Quarantine::load(&self.loader).map_err(&bpf)?);
+        }
+        if let Some(scrubber) = &self.scrubber {
+            Self::apply_scrub(scrubber, &mut self.scrubbed, policy)?;
+        }
+        if let Some(quarantine) = &self.quarantine {
+            Self::apply_quarantine(
+                quarantine,
+                &mut self.quarantined_on,
+                &mut self.sources,
+                policy,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn apply_scrub(
+        scrubber: &Scrubber,
+        scrubbed: &mut Vec<ScrubAttachment>,
+        policy: &FirewallPolicy,
+    ) -> Result<()> {
         let bpf = AgentError::bpf(KIND.name);
         for s in &policy.scrub {
             let settings = ScrubSettings {
@@ -84,19 +115,28 @@ impl Extras {
                 random_ip_id: s.random_ip_id,
                 ingress: s.ingress,
             };
-            self.scrubber.set(&s.interface, &settings).map_err(&bpf)?;
-            if !self.scrubbed.iter().any(|a| a.iface() == s.interface) {
-                self.scrubbed
-                    .push(self.scrubber.attach(&s.interface).map_err(&bpf)?);
+            scrubber.set(&s.interface, &settings).map_err(&bpf)?;
+            if !scrubbed.iter().any(|a| a.iface() == s.interface) {
+                scrubbed.push(scrubber.attach(&s.interface).map_err(&bpf)?);
             }
         }
-        let (kept, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut self.scrubbed)
+        let (kept, gone): (Vec<_>, Vec<_>) = std::mem::take(scrubbed)
             .into_iter()
             .partition(|a| policy.scrub.iter().any(|s| s.interface == a.iface()));
         for a in gone {
-            let _ = self.scrubber.unset(a.iface());
+            let _ = scrubber.unset(a.iface());
         }
-        self.scrubbed = kept;
+        *scrubbed = kept;
+        Ok(())
+    }
+
+    fn apply_quarantine(
+        quarantine: &Quarantine,
+        quarantined_on: &mut Vec<QuarantineAttachment>,
+        sources: &mut Vec<ipnetwork::IpNetwork>,
+        policy: &FirewallPolicy,
+    ) -> Result<()> {
+        let bpf = AgentError::bpf(KIND.name);
 
         let empty = Vec::new();
         let (sets, ifaces) = match &policy.quarantine {
@@ -113,25 +153,22 @@ impl Extras {
                 }
                 _ => continue,
             };
-            self.quarantine.set(&set.sources, action).map_err(&bpf)?;
+            quarantine.set(&set.sources, action).map_err(&bpf)?;
             now.extend(set.sources.iter().copied());
         }
-        let stale: Vec<ipnetwork::IpNetwork> = self
-            .sources
+        let stale: Vec<ipnetwork::IpNetwork> = sources
             .iter()
             .filter(|p| !now.contains(p))
             .copied()
             .collect();
-        self.quarantine.remove(&stale).map_err(&bpf)?;
-        self.sources = now;
+        quarantine.remove(&stale).map_err(&bpf)?;
+        *sources = now;
         for iface in ifaces {
-            if !self.quarantined_on.iter().any(|a| a.iface() == iface) {
-                self.quarantined_on
-                    .push(self.quarantine.attach(iface).map_err(&bpf)?);
+            if !quarantined_on.iter().any(|a| a.iface() == iface) {
+                quarantined_on.push(quarantine.attach(iface).map_err(&bpf)?);
             }
         }
-        self.quarantined_on
-            .retain(|a| ifaces.iter().any(|i| i == a.iface()));
+        quarantined_on.retain(|a| ifaces.iter().any(|i| i == a.iface()));
         Ok(())
     }
 }
@@ -270,7 +307,8 @@ fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>>
             return Err(e);
         }
     };
-    let extras = match Extras::load(start.loader).and_then(|mut x| x.apply(policy).map(|()| x)) {
+    let mut extras = Extras::new(start.loader);
+    let extras = match extras.apply(policy).map(|()| extras) {
         Ok(x) => x,
         Err(e) => {
             for a in syn {
