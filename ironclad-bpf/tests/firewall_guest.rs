@@ -2,7 +2,8 @@
 //! them), which this machine's kernel cannot stand for: the programs pass that
 //! kernel's verifier, the classifier and connection tracking decide packets there
 //! (BPF_PROG_TEST_RUN), and attaching, which needs tcx links (Linux 6.6), fails with
-//! an error that says so instead of a bare EINVAL. `guest/run.sh` (part of
+//! an error that says so instead of a bare EINVAL; the scrubber and the quarantine load
+//! and rewrite a frame there too. `guest/run.sh` (part of
 //! `./dev.sh test`) runs these with `--ignored` inside each guest.
 
 #![allow(
@@ -123,4 +124,77 @@ fn the_firewall_loads_and_decides_on_the_guest_kernel_and_names_what_tcx_needs()
         let attachment = attached.expect("tcx attaches from 6.6 on");
         attachment.detach().expect("detach");
     }
+}
+
+#[test]
+#[ignore = "guest kernels: runs in QEMU (guest/run.sh, part of ./dev.sh test)"]
+fn the_scrubber_and_the_quarantine_load_and_rewrite_on_the_guest_kernel() {
+    use ironclad_bpf::{Quarantine, QuarantineAction, ScrubSettings, Scrubber};
+    use ironclad_core::abi::{QuarantineTotal, ScrubTotal};
+    assert!(
+        std::env::var_os("IRONCLAD_GUEST").is_some(),
+        "runs inside a guest kernel: use guest/run.sh"
+    );
+    let pins = BpffsDir::new("scrubguest").expect("bpffs");
+    let loader = Loader::builder()
+        .pin_root(pins.path())
+        .build()
+        .expect("loader");
+    // BPF_PROG_TEST_RUN hands the frame to the program as arriving on `lo`.
+    let scrubber = Scrubber::load(&loader).expect("the scrubber loads on this kernel");
+    scrubber
+        .set(
+            "lo",
+            &ScrubSettings {
+                ttl_floor: 100,
+                clear_df: true,
+                random_ip_id: true,
+                ..ScrubSettings::default()
+            },
+        )
+        .expect("set");
+    let frame = frames::l4(
+        "192.0.2.7".parse().expect("ip"),
+        "192.0.2.1".parse().expect("ip"),
+        6,
+        40000,
+        443,
+        0x02,
+    );
+    let run = scrubber
+        .object()
+        .test_run("ic_scrub_out", &frame, 1)
+        .expect("test run");
+    assert_eq!(run.return_value as i32, PASS);
+    let total = |t| scrubber.total(t).expect("total").packets;
+    assert_eq!(
+        (
+            total(ScrubTotal::Ttl),
+            total(ScrubTotal::Df),
+            total(ScrubTotal::Id)
+        ),
+        (1, 1, 1),
+        "TTL 64 raised, DF cleared, ID replaced"
+    );
+    assert_eq!(total(ScrubTotal::Failed), 0);
+
+    let quarantine = Quarantine::load(&loader).expect("the quarantine loads on this kernel");
+    quarantine
+        .set(
+            &["192.0.2.0/24".parse().expect("net")],
+            QuarantineAction::Vlan(666),
+        )
+        .expect("set");
+    let run = quarantine
+        .object()
+        .test_run("ic_quarantine_in", &frame, 1)
+        .expect("test run");
+    assert_eq!(run.return_value as i32, PASS);
+    assert_eq!(
+        quarantine
+            .total(QuarantineTotal::Tagged)
+            .expect("total")
+            .packets,
+        1
+    );
 }
