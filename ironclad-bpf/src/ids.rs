@@ -213,6 +213,7 @@ impl Firewall {
             shared: matcher,
             flows: HashMap::new(),
             blocker: flows,
+            last_sweep_ns: 0,
         };
         Ok(EventSource::with_handler(
             ring,
@@ -318,11 +319,20 @@ struct FlowState {
 
 /// Connections the matcher remembers; past this, the least recently seen half goes.
 const MAX_FLOWS: usize = 65_536;
+/// A connection with no snippet for this long is forgotten (it ended, or has sent its
+/// `depth`): its stream bytes are freed.
+const IDLE_NS: u64 = 60_000_000_000;
+/// How often the idle ones are looked for.
+const SWEEP_NS: u64 = 5_000_000_000;
+/// The stream bytes held for all connections at most; past it, the least recently
+/// seen half of the connections goes.
+const BUFFER_BUDGET: usize = 64 << 20;
 
 struct MatcherState {
     shared: IdsMatcher,
     flows: HashMap<[u8; CtKey::SIZE], FlowState>,
     blocker: MapHandle,
+    last_sweep_ns: u64,
 }
 
 fn ip_of(bytes: [u8; 16]) -> IpAddr {
@@ -348,6 +358,15 @@ impl MatcherState {
         let Some(rules) = self.shared.rules() else {
             return true;
         };
+        let now = snippet.hdr.ktime_ns;
+        if now.saturating_sub(self.last_sweep_ns) >= SWEEP_NS {
+            self.last_sweep_ns = now;
+            self.flows
+                .retain(|_, f| now.saturating_sub(f.last_ns) < IDLE_NS);
+            while self.buffered() > BUFFER_BUDGET && !self.flows.is_empty() {
+                self.forget_oldest();
+            }
+        }
         if self.flows.len() >= MAX_FLOWS {
             self.forget_oldest();
         }
@@ -445,6 +464,15 @@ impl MatcherState {
         self.blocker
             .update(&key_bytes, &value.to_bytes(), MapFlags::EXIST)
             .is_ok()
+    }
+
+    /// Stream bytes held, all connections together.
+    fn buffered(&self) -> usize {
+        self.flows
+            .values()
+            .flat_map(|f| f.streams.iter())
+            .map(|s| s.bytes.capacity())
+            .sum()
     }
 
     fn forget_oldest(&mut self) {
