@@ -1417,6 +1417,7 @@ static __noinline int ic_ids_packet(struct __sk_buff *skb, const struct ic_ct_ke
 	struct ic_ids_config *c;
 	struct ic_ids_flow *f;
 	__u32 zero = 0, before, len, off;
+	int hit;
 
 	f = bpf_map_lookup_elem(&ic_ids_flows, key);
 	if (!f)
@@ -1444,17 +1445,24 @@ static __noinline int ic_ids_packet(struct __sk_buff *skb, const struct ic_ct_ke
 		len = IC_IDS_SNAP;
 	if (len < 1)
 		return 0;
+	off = (how >> 8) + p->payload_off;
+	/* The first payload of a direction: a `drop` rule's prefix is matched here, and
+	 * the packet itself dropped below (after its snippet went out, so that the alert
+	 * names it; without it when the ring is full: the drop does not wait for room). */
+	hit = before == 0 && c->prefix_lens &&
+	      ic_ids_prefix_hit(skb, c->prefix_lens, off, p->payload_len,
+				(how & IC_IDS_SNIP_ORIG) ? p->dport : p->sport,
+				!!(how & IC_IDS_SNIP_ORIG));
 	ev = bpf_ringbuf_reserve(&ic_ids_ring, sizeof(*ev), 0);
 	if (!ev) {
 		ic_fw_count(IC_FW_IDS_LOST, 0);
-		return 0;
+		goto verdict;
 	}
-	off = (how >> 8) + p->payload_off;
 	/* The same len (1..IC_IDS_SNAP), in a form whose bounds the verifier sees. */
 	len = ((len - 1) & (IC_IDS_SNAP - 1)) + 1;
 	if (bpf_skb_load_bytes(skb, off, ev->data, len) < 0) {
 		bpf_ringbuf_discard(ev, 0);
-		return 0;
+		goto verdict;
 	}
 	ev->hdr.version = IC_ABI_VERSION;
 	ev->hdr.kind = IC_EVENT_IDS_SNIPPET;
@@ -1476,12 +1484,8 @@ static __noinline int ic_ids_packet(struct __sk_buff *skb, const struct ic_ct_ke
 	ev->flags = how & 0xff;
 	bpf_ringbuf_submit(ev, 0);
 	ic_fw_count(IC_FW_IDS_SNIPPETS, len);
-	/* The first payload of a direction: a `drop` rule's prefix is matched here, and
-	 * the packet itself dropped (after its snippet went out, so the alert names it). */
-	if (before == 0 && c->prefix_lens &&
-	    ic_ids_prefix_hit(skb, c->prefix_lens, off, p->payload_len,
-			      (how & IC_IDS_SNIP_ORIG) ? p->dport : p->sport,
-			      !!(how & IC_IDS_SNIP_ORIG))) {
+verdict:
+	if (hit) {
 		f->blocked = 1;
 		ic_fw_count(IC_FW_IDS_KERNEL_MATCHED, skb->len);
 		return c->flags & IC_IDS_F_DRY_RUN ? 0 : -1;
