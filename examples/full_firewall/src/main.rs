@@ -208,6 +208,37 @@ fn check(config: &std::path::Path) -> Result<ExitCode> {
                         "mode": if ids.dry_run { "dry-run" } else { "enforce" },
                     });
                 }
+                if !f.scrub.is_empty() {
+                    out["firewall"]["scrub"] = f
+                        .scrub
+                        .iter()
+                        .map(|s| {
+                            serde_json::json!({
+                                "interface": s.interface,
+                                "ttl_floor": s.ttl_floor,
+                                "hop_limit_floor": s.hop_limit_floor,
+                                "mss_max": s.mss_max,
+                                "clear_df": s.clear_df,
+                                "random_ip_id": s.random_ip_id,
+                                "ingress": s.ingress,
+                            })
+                        })
+                        .collect();
+                }
+                if let Some(q) = &f.quarantine {
+                    out["firewall"]["quarantine"] = serde_json::json!({
+                        "interfaces": q.interfaces,
+                        "sets": q.sets.iter().map(|set| serde_json::json!({
+                            "sources": set.sources.len(),
+                            "target": match &set.target {
+                                ironclad_policy::firewall::QuarantineTarget::Vlan(v) => format!("vlan {v}"),
+                                ironclad_policy::firewall::QuarantineTarget::Redirect(i) => format!("redirect {i}"),
+                                ironclad_policy::firewall::QuarantineTarget::RedirectIngress(i) => format!("redirect_ingress {i}"),
+                                _ => "unknown".to_string(),
+                            },
+                        })).collect::<Vec<_>>(),
+                    });
+                }
                 if let Some(l) = &f.limits {
                     out["firewall"]["limits"] =
                         status::limits_json(&ironclad_bpf::LimitSettings::from_policy(Some(l)));

@@ -1128,7 +1128,15 @@ fn scrub_and_quarantine_through_the_daemon_rewrite_tag_reload_and_check_locates_
         p
     };
     std::fs::write(&config, policy(true)).expect("policy");
-    check(&config);
+    let checked = check(&config);
+    assert_eq!(
+        checked["firewall"]["scrub"][0]["mss_max"], 1200,
+        "{checked}"
+    );
+    assert_eq!(
+        checked["firewall"]["quarantine"]["sets"][0]["target"], "vlan 666",
+        "{checked}"
+    );
     let daemon = Daemon::spawn(&net.args(&config));
     daemon.wait_for("ready");
     assert!(
