@@ -1192,3 +1192,64 @@ fn scrub_and_quarantine_through_the_daemon_rewrite_tag_reload_and_check_locates_
     );
     drop(daemon);
 }
+
+#[test]
+fn ids_added_by_a_reload_is_read_and_alerts() {
+    require_privileges!();
+    let net = Net::new("fwids2", 7);
+    let rules = net.dir.path().join("local.rules");
+    std::fs::write(
+        &rules,
+        "alert tcp any any -> any 8091 (msg:\"added later\"; content:\"ironclad-ids-late\"; sid:1000101;)\n",
+    )
+    .expect("rules");
+    let config = net.dir.path().join("policy.yaml");
+    let base = format!("firewall:\n  interfaces: [{}]\n", net.veth.host());
+    std::fs::write(&config, &base).expect("policy");
+    let _server = Server(
+        net.ns
+            .command("python3")
+            .args(["-m", "http.server", "--bind", &net.addr(false, 2), "8091"])
+            .current_dir(net.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("server"),
+    );
+    let start = Instant::now();
+    while net
+        .ns
+        .exec(&["ss", "-Htln", "sport = :8091"])
+        .expect("ss")
+        .stdout
+        .is_empty()
+    {
+        assert!(start.elapsed() < Duration::from_secs(10), "server");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let daemon = Daemon::spawn(&net.args(&config));
+    daemon.wait_for("ready");
+    std::fs::write(&config, format!("{base}  ids:\n    rules: [local.rules]\n")).expect("policy");
+    let reloads = daemon.log().matches("firewall reloaded").count();
+    daemon.signal("HUP");
+    daemon.wait_for_more("firewall reloaded", reloads);
+    assert!(daemon.log().contains("IDS: 1 rules"), "{}", daemon.log());
+    // A new connection after the reload: selected, handed over, matched.
+    let _ = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "--max-time", "3"])
+        .arg(format!(
+            "http://{}:8091/ironclad-ids-late",
+            net.addr(false, 2)
+        ))
+        .status()
+        .expect("curl");
+    let alerts = events_of(
+        &net.dir.path().join("events.jsonl"),
+        "ids_alert",
+        10,
+        |found| !found.is_empty(),
+    );
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert_eq!(alerts[0]["sid"], 1000101);
+    drop(daemon);
+}

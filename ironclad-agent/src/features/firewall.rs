@@ -42,6 +42,11 @@ struct Running {
     /// The IDS matcher (with no rules when the policy has no `ids:`), whose rules a
     /// reload replaces.
     ids: IdsMatcher,
+    /// Whether the policy has `ids:`: only then is the snippet ring read (mapping it
+    /// costs the daemon twice its 4 MiB in resident memory).
+    ids_on: bool,
+    /// `ids_on` changed in the last reload.
+    sources_changed: bool,
     /// `scrub:` and `quarantine:`: loaded and attached when the policy has them (not
     /// pinned: they go with the daemon).
     extras: Extras,
@@ -345,6 +350,8 @@ fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>>
         shield_ifaces: start.settings.interfaces().to_vec(),
         last_sweep: Instant::now(),
         ids,
+        ids_on: policy.ids.is_some(),
+        sources_changed: false,
         extras,
     }))
 }
@@ -607,6 +614,10 @@ impl Feature for Running {
         let new = names(&added);
         self.attachments = kept;
         self.attachments.extend(added);
+        if self.ids_on != policy.ids.is_some() {
+            self.ids_on = policy.ids.is_some();
+            self.sources_changed = true;
+        }
         let mut message = format!(
             "firewall reloaded: {} rules, {} classes{}{}{}{}{}",
             report.rules,
@@ -643,10 +654,17 @@ impl Feature for Running {
     }
 
     fn more_event_sources(&self) -> Vec<Result<ironclad_bpf::EventSource>> {
+        if !self.ids_on {
+            return Vec::new();
+        }
         vec![self
             .firewall
             .ids_source(self.ids.clone())
             .map_err(AgentError::bpf(KIND.name))]
+    }
+
+    fn take_sources_changed(&mut self) -> bool {
+        std::mem::take(&mut self.sources_changed)
     }
 
     fn object(&self) -> Option<&LoadedObject> {

@@ -125,6 +125,12 @@ pub trait Feature: Send {
         Vec::new()
     }
 
+    /// Whether the last reload changed which ring buffers it reads (the reader is then
+    /// rebuilt); reading it clears it.
+    fn take_sources_changed(&mut self) -> bool {
+        false
+    }
+
     /// The loaded object the Sentinel protects (its maps and pins), if any.
     fn object(&self) -> Option<&LoadedObject> {
         None
@@ -637,7 +643,12 @@ impl<'l> Features<'l> {
             };
             self.last_reload.insert(feature.name(), outcome);
         }
-        let mut started_or_stopped = !stopping.is_empty();
+        // Every feature's flag read (and cleared), not only up to the first set one.
+        let mut sources_changed = false;
+        for f in &mut self.running {
+            sources_changed |= f.take_sources_changed();
+        }
+        let mut started_or_stopped = !stopping.is_empty() || sources_changed;
         if started_or_stopped {
             // The stopping features' last records first: the reader goes with them.
             if let Some(r) = &self.reader {
