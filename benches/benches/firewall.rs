@@ -138,6 +138,29 @@ impl Bench {
         bench
     }
 
+    /// Opens a TCP connection from `host:sport` to `peer:dport` the way the host
+    /// does: SYN out, SYN-ACK in, ACK out (each passed).
+    fn handshake(&self, host: IpAddr, peer: IpAddr, sport: u16, dport: u16) {
+        self.run(
+            "ic_fw_out",
+            &frames::l4(host, peer, 6, sport, dport, 0x02),
+            1,
+            PASS,
+        );
+        self.run(
+            "ic_fw_in",
+            &frames::l4(peer, host, 6, dport, sport, 0x12),
+            1,
+            PASS,
+        );
+        self.run(
+            "ic_fw_out",
+            &frames::l4(host, peer, 6, sport, dport, 0x10),
+            1,
+            PASS,
+        );
+    }
+
     fn run(&self, program: &str, frame: &[u8], repeat: u32, want: i32) -> Duration {
         let run = self
             .firewall
@@ -178,24 +201,7 @@ fn summary(_: &mut Criterion) {
         .firewall
         .configure(&FirewallSettings::default().drop_inbound(true))
         .unwrap_or_else(|e| panic!("{e}"));
-    bench.run(
-        "ic_fw_out",
-        &frames::l4(host, peer, 6, 40000, 443, 0x02),
-        1,
-        PASS,
-    );
-    bench.run(
-        "ic_fw_in",
-        &frames::l4(peer, host, 6, 443, 40000, 0x12),
-        1,
-        PASS,
-    );
-    bench.run(
-        "ic_fw_out",
-        &frames::l4(host, peer, 6, 40000, 443, 0x10),
-        1,
-        PASS,
-    );
+    bench.handshake(host, peer, 40000, 443);
     let ack = frames::l4(peer, host, 6, 443, 40000, 0x10);
     let before = bench
         .firewall
@@ -235,26 +241,7 @@ fn summary(_: &mut Criterion) {
             &ids_rules.selection(),
         )
         .unwrap_or_else(|e| panic!("{e}"));
-    let open = |port: u16| {
-        bench.run(
-            "ic_fw_out",
-            &frames::l4(host, peer, 6, 40001, port, 0x02),
-            1,
-            PASS,
-        );
-        bench.run(
-            "ic_fw_in",
-            &frames::l4(peer, host, 6, port, 40001, 0x12),
-            1,
-            PASS,
-        );
-        bench.run(
-            "ic_fw_out",
-            &frames::l4(host, peer, 6, 40001, port, 0x10),
-            1,
-            PASS,
-        );
-    };
+    let open = |port: u16| bench.handshake(host, peer, 40001, port);
     open(443);
     let ack_443 = frames::l4(peer, host, 6, 443, 40001, 0x10);
     let (e, c) = paired("established_ids_unselected", &ack_443, &|| {
@@ -842,24 +829,7 @@ fn ids_capture(_: &mut Criterion) {
         .firewall
         .set_ids(&settings, &rules.selection())
         .unwrap_or_else(|e| panic!("{e}"));
-    bench.run(
-        "ic_fw_out",
-        &frames::l4(host, peer, 6, 40002, 80, 0x02),
-        1,
-        PASS,
-    );
-    bench.run(
-        "ic_fw_in",
-        &frames::l4(peer, host, 6, 80, 40002, 0x12),
-        1,
-        PASS,
-    );
-    bench.run(
-        "ic_fw_out",
-        &frames::l4(host, peer, 6, 40002, 80, 0x10),
-        1,
-        PASS,
-    );
+    bench.handshake(host, peer, 40002, 80);
     let mut data = frames::l4(peer, host, 6, 80, 40002, 0x18);
     let body: Vec<u8> = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n"
         .iter()

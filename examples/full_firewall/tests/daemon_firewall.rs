@@ -157,19 +157,26 @@ fn echo_server(net: &Net, addr: &str, port: u16) -> Server {
         ])
         .spawn()
         .expect("echo");
+    wait_listening(net, port);
+    Server(child)
+}
+
+/// Waits (up to 10 s) until something in the namespace listens on TCP `port`.
+fn wait_listening(net: &Net, port: u16) {
     let start = Instant::now();
-    loop {
-        let out = net
-            .ns
-            .exec(&["ss", "-Htln", &format!("sport = :{port}")])
-            .expect("ss");
-        if !out.stdout.is_empty() {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(10), "echo server");
+    while net
+        .ns
+        .exec(&["ss", "-Htln", &format!("sport = :{port}")])
+        .expect("ss")
+        .stdout
+        .is_empty()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "nothing listens on {port}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    Server(child)
 }
 
 fn roundtrip(session: &mut TcpStream, what: &str) {
@@ -958,17 +965,7 @@ fn ids_rules_through_the_daemon_alert_drop_and_check_locates_a_bad_rule() {
             .spawn()
             .expect("server"),
     );
-    let start = Instant::now();
-    while net
-        .ns
-        .exec(&["ss", "-Htln", "sport = :8090"])
-        .expect("ss")
-        .stdout
-        .is_empty()
-    {
-        assert!(start.elapsed() < Duration::from_secs(10), "server");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_listening(&net, 8090);
     let daemon = Daemon::spawn(&net.args(&config));
     daemon.wait_for("ready");
     assert!(
@@ -1216,17 +1213,7 @@ fn ids_added_by_a_reload_is_read_and_alerts() {
             .spawn()
             .expect("server"),
     );
-    let start = Instant::now();
-    while net
-        .ns
-        .exec(&["ss", "-Htln", "sport = :8091"])
-        .expect("ss")
-        .stdout
-        .is_empty()
-    {
-        assert!(start.elapsed() < Duration::from_secs(10), "server");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_listening(&net, 8091);
     let daemon = Daemon::spawn(&net.args(&config));
     daemon.wait_for("ready");
     std::fs::write(&config, format!("{base}  ids:\n    rules: [local.rules]\n")).expect("policy");
