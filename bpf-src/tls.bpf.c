@@ -11,11 +11,20 @@
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
 #include <bpf/bpf_tracing.h>
 #include "ironclad.h"
 #include "proctable.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+/* Socket families (linux/socket.h; vmlinux.h has no macros). */
+#define IC_AF_INET 2
+#define IC_AF_INET6 10
+
+/* ic_tls_args.direction of a handshake in flight: learns the socket, reports nothing. */
+#define IC_TLS_HANDSHAKE 0
 
 /* A call in flight on one thread, from the entry probe to the return probe. Kept in the
  * thread's task storage: no hash update and delete per call, and it ends with the
@@ -25,6 +34,7 @@ struct ic_tls_args {
 	__u64 buf;
 	__u64 count_ptr; /* size_t * of the _ex variants, else 0 */
 	struct ic_exe_id exe; /* the process's executable, as the scope check found it */
+	struct ic_tls_sock sock; /* the TCP socket the call read from (ic_tls_sock_read) */
 	__u8 direction;
 	__u8 active; /* set by the entry probe, cleared by the return probe */
 	__u8 _pad[6];
@@ -36,6 +46,22 @@ struct {
 	__type(key, int);
 	__type(value, struct ic_tls_args);
 } ic_tls_inflight SEC(".maps");
+
+/* The socket each SSL connection last used, for calls that use none (an SSL_read served
+ * from bytes already decrypted). Keyed by process and SSL*: the pointer is only unique
+ * within a process. */
+struct ic_tls_sock_key {
+	__u64 ssl;
+	__u32 tgid;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, IC_TLS_SOCKS);
+	__type(key, struct ic_tls_sock_key);
+	__type(value, struct ic_tls_sock);
+} ic_tls_socks SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -224,12 +250,71 @@ static __always_inline int ic_enter(__u64 ssl, __u64 buf, __u64 count_ptr, __u8 
 				    BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!slot)
 		return 0;
+	/* A handshake inside a read or write call belongs to that call. */
+	if (direction == IC_TLS_HANDSHAKE && slot->active)
+		return 0;
 	slot->ssl = ssl;
 	slot->buf = buf;
 	slot->count_ptr = count_ptr;
 	slot->exe = exe;
+	slot->sock.family = 0;
 	slot->direction = direction;
 	slot->active = 1;
+	return 0;
+}
+
+/* The calling thread received bytes from socket `sk`: if an SSL call is in flight on it,
+ * that is the call's connection. The first socket of the call wins. Direct BTF reads
+ * (bpf_probe_read_kernel is refused under lockdown). */
+static __always_inline void ic_sock_seen(struct sock *sk)
+{
+	struct ic_tls_args *args;
+	struct ic_tls_sock *out;
+	__u16 family;
+
+	if (!sk)
+		return;
+	args = bpf_task_storage_get(&ic_tls_inflight, bpf_get_current_task_btf(), 0, 0);
+	if (!args || !args->active || args->sock.family)
+		return;
+	family = sk->__sk_common.skc_family;
+	if (sk->sk_protocol != IPPROTO_TCP || (family != IC_AF_INET && family != IC_AF_INET6))
+		return;
+	out = &args->sock;
+	__builtin_memset(out, 0, sizeof(*out));
+	if (family == IC_AF_INET) {
+		__u32 local = sk->__sk_common.skc_rcv_saddr, remote = sk->__sk_common.skc_daddr;
+
+		__builtin_memcpy(out->laddr, &local, 4);
+		__builtin_memcpy(out->raddr, &remote, 4);
+	} else {
+		__u32 word;
+
+		/* Word by word: each is one load the verifier checks against the BTF. */
+#define IC_COPY_WORD(i)                                                                  \
+	word = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[i];                      \
+	__builtin_memcpy(out->laddr + 4 * (i), &word, 4);                                \
+	word = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[i];                          \
+	__builtin_memcpy(out->raddr + 4 * (i), &word, 4);
+		IC_COPY_WORD(0)
+		IC_COPY_WORD(1)
+		IC_COPY_WORD(2)
+		IC_COPY_WORD(3)
+#undef IC_COPY_WORD
+	}
+	out->lport = sk->__sk_common.skc_num;
+	out->rport = bpf_ntohs(sk->__sk_common.skc_dport);
+	out->family = family;
+}
+
+/* Received bytes are copied to the reader's buffer: always in the reading thread (a
+ * receive in softirq context never copies to user memory), so the thread that is in an
+ * SSL call here is the one reading from this socket. The handshake reads on both sides,
+ * so every connection is seen here before its first SSL_write. */
+SEC("tp_btf/skb_copy_datagram_iovec")
+int BPF_PROG(ic_tls_sock_read, const struct sk_buff *skb, int len)
+{
+	ic_sock_seen(skb->sk);
 	return 0;
 }
 
@@ -277,6 +362,7 @@ struct ic_chunk_ctx {
 	__u8 _pad[3];
 	__u8 comm[16];
 	struct ic_exe_id exe;
+	struct ic_tls_sock sock;
 };
 
 /* Fills and submits one record of `size` bytes (a constant at each call, which the
@@ -307,6 +393,7 @@ static __always_inline void ic_fill(struct ic_tls_event *e, __u32 size, struct i
 	__builtin_memset(e->_pad0, 0, sizeof(e->_pad0));
 	__builtin_memcpy(e->comm, c->comm, sizeof(e->comm));
 	e->exe = c->exe;
+	e->sock = c->sock;
 	barrier_var(len);
 	if (len > 0 && len <= size - offsetof(struct ic_tls_event, data) &&
 	    bpf_probe_read_user(e->data, len, (void *)(c->buf + offset)))
@@ -363,13 +450,26 @@ static __always_inline int ic_leave(long ret)
 	__u64 *seq;
 
 	args = bpf_task_storage_get(&ic_tls_inflight, bpf_get_current_task_btf(), 0, 0);
-	if (!args || !args->active)
+	if (!args || !args->active || args->direction == IC_TLS_HANDSHAKE)
 		return 0;
 	args->active = 0;
 	c.ssl = args->ssl;
 	c.buf = args->buf;
 	c.direction = args->direction;
 	c.exe = args->exe;
+	{
+		struct ic_tls_sock_key key = { .ssl = args->ssl, .tgid = pid_tgid >> 32 };
+		struct ic_tls_sock *known;
+
+		if (args->sock.family) {
+			c.sock = args->sock;
+			bpf_map_update_elem(&ic_tls_socks, &key, &c.sock, BPF_ANY);
+		} else {
+			known = bpf_map_lookup_elem(&ic_tls_socks, &key);
+			if (known)
+				c.sock = *known;
+		}
+	}
 	if (args->count_ptr) {
 		size_t moved = 0;
 
@@ -402,6 +502,32 @@ static __always_inline int ic_leave(long ret)
 		ic_emit_chunk(0, &c);
 	else
 		bpf_loop(IC_TLS_MAX_CHUNKS, ic_emit_chunk, &c, 0);
+	return 0;
+}
+
+/* SSL_do_handshake (SSL_connect and SSL_accept call it): the socket the handshake
+ * reads from becomes the connection's, for the writes that follow. */
+SEC("uprobe")
+int BPF_UPROBE(ic_ssl_handshake, void *ssl)
+{
+	return ic_enter((__u64)ssl, 0, 0, IC_TLS_HANDSHAKE);
+}
+
+SEC("uretprobe")
+int BPF_URETPROBE(ic_ssl_handshake_ret, int ret)
+{
+	struct ic_tls_args *args;
+	struct ic_tls_sock_key key = {};
+
+	args = bpf_task_storage_get(&ic_tls_inflight, bpf_get_current_task_btf(), 0, 0);
+	if (!args || !args->active || args->direction != IC_TLS_HANDSHAKE)
+		return 0;
+	args->active = 0;
+	if (!args->sock.family)
+		return 0;
+	key.ssl = args->ssl;
+	key.tgid = bpf_get_current_pid_tgid() >> 32;
+	bpf_map_update_elem(&ic_tls_socks, &key, &args->sock, BPF_ANY);
 	return 0;
 }
 

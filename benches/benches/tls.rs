@@ -11,6 +11,12 @@
 //! the library with the process out of scope (the traps fire and return early);
 //! `out_of_scope_per_process` attaches them per process in scope (`TlsAttach::PerProcess`),
 //! so the process out of scope carries no breakpoint (checked).
+//!
+//! `tls/tcp_recv/*`: what the TLS section costs every other process on the host, through
+//! the receive hook that names connections (`ic_tls_sock_read` runs for every receive
+//! copied to user space): 64 bytes written and read back over a loopback TCP connection
+//! per iteration, `bare` with no monitor, `monitored` with the monitor attached to the
+//! library and this process out of scope. Measured in alternating rounds.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -187,5 +193,49 @@ impl MonitorThread {
     }
 }
 
-criterion_group!(benches, tls);
+/// Iterations of a 64-byte write and read back over a loopback TCP connection.
+fn tcp_round_trips(pair: &mut (std::net::TcpStream, std::net::TcpStream), iters: u64) -> Duration {
+    use std::io::{Read, Write};
+    let data = [7u8; 64];
+    let mut back = [0u8; 64];
+    let start = std::time::Instant::now();
+    for _ in 0..iters {
+        pair.0.write_all(&data).unwrap_or_else(|e| panic!("{e}"));
+        pair.1
+            .read_exact(&mut back)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    start.elapsed()
+}
+
+fn tcp_recv(c: &mut Criterion) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let client =
+        std::net::TcpStream::connect(listener.local_addr().unwrap_or_else(|e| panic!("{e}")))
+            .unwrap_or_else(|e| panic!("{e}"));
+    let (server, _) = listener.accept().unwrap_or_else(|e| panic!("{e}"));
+    client.set_nodelay(true).unwrap_or_else(|e| panic!("{e}"));
+    let mut pair = (client, server);
+    let mut group = c.benchmark_group("tls/tcp_recv");
+    group.sample_size(30);
+    // Alternating rounds, so a drift of the machine shows in both.
+    for round in 0..3 {
+        group.bench_function(format!("bare/{round}"), |b| {
+            b.iter_custom(|iters| tcp_round_trips(&mut pair, iters))
+        });
+        let monitor = MonitorThread::start(
+            TlsScope::Pid(u32::MAX),
+            TlsAttach::Library,
+            TlsPlacement::Auto,
+        );
+        group.bench_function(format!("monitored/{round}"), |b| {
+            b.iter_custom(|iters| tcp_round_trips(&mut pair, iters))
+        });
+        let (decoded, lost) = monitor.stop();
+        assert_eq!((decoded, lost), (0, 0), "out of scope: nothing captured");
+    }
+    group.finish();
+}
+
+criterion_group!(benches, tls, tcp_recv);
 criterion_main!(benches);

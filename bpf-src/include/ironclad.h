@@ -349,6 +349,7 @@ enum ic_tls_limits {
 	IC_TLS_MAX_CHUNKS = 64,      /* so at most 256 KiB reported per call */
 	IC_TLS_SCOPE_ENTRIES = 4096, /* entries per scope map */
 	IC_TLS_PROCESSES = 65536,    /* processes whose executable is tracked */
+	IC_TLS_SOCKS = 16384,        /* SSL connections whose socket is remembered (LRU) */
 };
 
 /* Runtime configuration of TLS capture (array map with one entry). */
@@ -362,6 +363,21 @@ struct ic_exe_id {
 	__u32 dev;   /* host order; kernel encoding (major << 20 | minor) */
 	__u32 _pad0;
 	__u64 ino;   /* host order */
+};
+
+/* The TCP connection an SSL call moved its bytes through: the socket the calling thread
+ * sent on or received from while the call was in flight (fentry on tcp_sendmsg and
+ * tcp_recvmsg), or, for a call that touched no socket (its bytes already decrypted and
+ * buffered), the one an earlier call on the same SSL* used. family 0: not known (no TCP
+ * socket was seen, e.g. a BIO over a pipe or a Unix socket). */
+struct ic_tls_sock {
+	__u8 family;     /* AF_INET, AF_INET6 (an IPv4-mapped address stays IPv6) or 0 */
+	__u8 _pad0;
+	__u16 lport;     /* host order; local port */
+	__u16 rport;     /* host order; remote port */
+	__u8 _pad1[2];
+	__u8 laddr[16];  /* network order; IPv4 in the first 4 bytes, the rest zero */
+	__u8 raddr[16];  /* network order; the same layout */
 };
 
 /* One chunk of TLS plaintext. Several chunks of one call share call_id. */
@@ -381,6 +397,7 @@ struct ic_tls_event {
 	__u8 _pad0[6];
 	__u8 comm[16];
 	struct ic_exe_id exe; /* the process's executable when the call was made (0 if unknown) */
+	struct ic_tls_sock sock; /* the connection (family 0 if unknown) */
 	/* A record whose chunk is at most IC_TLS_SMALL_CHUNK bytes ends after that many
 	 * bytes of data (hdr.size says which): most calls move little, and a short record
 	 * is cheaper to write and to read. */

@@ -297,10 +297,12 @@ impl Drop for XdpAttachment {
 
 /// Attaches each `(program, "ingress"|"egress")` of `object` to `iface` with tcx links,
 /// each attach recorded in the audit log; the links, in order. On a failure the
-/// links made so far are dropped (detached) and the error names the program.
+/// links made so far are dropped (detached) and the error names the program, or,
+/// on a kernel older than tcx (6.6), says that `feature` needs a newer one.
 pub(crate) fn attach_tcx_programs(
     object: &crate::loader::LoadedObject,
     object_name: &str,
+    feature: &'static str,
     programs: &[(&str, &str)],
     iface: &str,
 ) -> Result<Vec<Link>> {
@@ -316,10 +318,21 @@ pub(crate) fn attach_tcx_programs(
             name,
             &result,
         );
-        links.push(result.map_err(|source| BpfError::Attach {
-            program: (*name).to_string(),
-            target: format!("tcx {point} on {iface}"),
-            source: source.into(),
+        links.push(result.map_err(|source| {
+            let source: crate::error::KernelError = source.into();
+            match crate::firewall::older_than_tcx() {
+                Some(running) => BpfError::KernelTooOld {
+                    feature,
+                    needs: "6.6",
+                    running,
+                    source: Some(source),
+                },
+                None => BpfError::Attach {
+                    program: (*name).to_string(),
+                    target: format!("tcx {point} on {iface}"),
+                    source,
+                },
+            }
         })?);
     }
     Ok(links)

@@ -1609,7 +1609,7 @@ pub(crate) fn attach_tcx(
 
 /// The running kernel's release when it is older than 6.6, the first with tcx links
 /// (an attach that failed there failed for that reason, not for its arguments).
-fn older_than_tcx() -> Option<String> {
+pub(crate) fn older_than_tcx() -> Option<String> {
     older_than((6, 6))
 }
 

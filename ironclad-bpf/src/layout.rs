@@ -99,8 +99,13 @@ mod tls {
         t::ic_tls_event,
         [
             hdr, ssl, call_id, cgroup_id, pid, tid, uid, total_len, offset, len, direction, flags,
-            _pad0, comm, exe
+            _pad0, comm, exe, sock
         ]
+    );
+    same_layout!(
+        abi::TlsSock,
+        t::ic_tls_sock,
+        [family, _pad0, lport, rport, _pad1, laddr, raddr]
     );
     const _: () = {
         assert!(abi::TlsEvent::DATA_OFFSET == offset_of!(t::ic_tls_event, data));
@@ -110,6 +115,7 @@ mod tls {
         assert!(abi::TLS_SMALL_CHUNK as u32 == t::ic_tls_limits::IC_TLS_SMALL_CHUNK.0);
         assert!(abi::TLS_SCOPE_ENTRIES == t::ic_tls_limits::IC_TLS_SCOPE_ENTRIES.0);
         assert!(abi::TLS_PROCESSES == t::ic_tls_limits::IC_TLS_PROCESSES.0);
+        assert!(abi::TLS_SOCKS == t::ic_tls_limits::IC_TLS_SOCKS.0);
         assert!(abi::TLS_WRITE as u32 == t::ic_tls_direction::IC_TLS_WRITE.0);
         assert!(abi::TLS_READ as u32 == t::ic_tls_direction::IC_TLS_READ.0);
         assert!(abi::TLS_F_TRUNCATED as u32 == t::ic_tls_flags::IC_TLS_F_TRUNCATED.0);

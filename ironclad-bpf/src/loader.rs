@@ -562,23 +562,25 @@ impl LoadedObject {
             })
     }
 
-    /// Attaches the BTF tracepoint programs `names` in order, each recorded in the audit
-    /// log; the links detach when dropped. The first failure stops it (links attached
+    /// Attaches the BTF tracepoint and `fentry` programs `names` in order (the hook is
+    /// the program's section), each recorded in the audit log; the links detach when
+    /// dropped. The first failure stops it (links attached
     /// before are dropped, so detached, with it).
     pub(crate) fn attach_tracepoints(&self, names: &[&str]) -> Result<Vec<libbpf_rs::Link>> {
         let mut links = Vec::with_capacity(names.len());
         for name in names {
-            let result = self.program(name)?.attach();
-            self.log.result(
-                AuditAction::Attach,
-                &self.name,
-                "BTF tracepoint",
-                name,
-                &result,
-            );
+            let program = self.program(name)?;
+            let target = if program.section().to_string_lossy().starts_with("fentry/") {
+                "fentry"
+            } else {
+                "BTF tracepoint"
+            };
+            let result = program.attach();
+            self.log
+                .result(AuditAction::Attach, &self.name, target, name, &result);
             links.push(result.map_err(|source| BpfError::Attach {
                 program: (*name).to_string(),
-                target: "BTF tracepoint".to_string(),
+                target: target.to_string(),
                 source: source.into(),
             })?);
         }

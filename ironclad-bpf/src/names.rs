@@ -144,12 +144,13 @@ object_names! {
         TlsMaps: [
             ic_procs, ic_tls_inflight, ic_tls_scope_pid, ic_tls_scope_cgroup,
             ic_tls_scope_comm, ic_tls_scope_exe, ic_tls_config, ic_tls_budget,
-            ic_tls_stats, ic_tls_events, ic_tls_starts,
+            ic_tls_stats, ic_tls_events, ic_tls_starts, ic_tls_socks,
         ],
         TlsProgs: [
             ic_proc_exec, ic_tls_exec, ic_proc_fork, ic_tls_fork, ic_proc_exit,
             ic_ssl_write, ic_ssl_write_ex, ic_ssl_read, ic_ssl_read_ex, ic_ssl_write_ret,
-            ic_ssl_write_ex_ret, ic_ssl_read_ret, ic_ssl_read_ex_ret,
+            ic_ssl_write_ex_ret, ic_ssl_read_ret, ic_ssl_read_ex_ret, ic_tls_sock_read,
+            ic_ssl_handshake, ic_ssl_handshake_ret,
         ],
     }
 }

@@ -148,6 +148,7 @@ impl Quarantine {
         let links = attach_tcx_programs(
             &self.object,
             Self::OBJECT,
+            "the quarantine (tcx hooks)",
             &[
                 (names::ic_quarantine_in, "ingress"),
                 (names::ic_quarantine_out, "egress"),

@@ -141,6 +141,7 @@ impl Scrubber {
         let links = attach_tcx_programs(
             &self.object,
             Self::OBJECT,
+            "scrubbing (tcx hooks)",
             &[
                 (names::ic_scrub_out, "egress"),
                 (names::ic_scrub_in, "ingress"),

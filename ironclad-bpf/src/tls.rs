@@ -143,7 +143,14 @@ const PROBES: &[(&str, &str, bool)] = &[
     (names::tls::ic_ssl_read_ret, "SSL_read", true),
     (names::tls::ic_ssl_read_ex, "SSL_read_ex", false),
     (names::tls::ic_ssl_read_ex_ret, "SSL_read_ex", true),
+    (names::tls::ic_ssl_handshake, HANDSHAKE, false),
+    (names::tls::ic_ssl_handshake_ret, HANDSHAKE, true),
 ];
+
+/// The handshake (`SSL_connect` and `SSL_accept` call it): probed to learn the socket of
+/// each connection before its first write. Optional: a binary without the symbol
+/// still has its reads and writes captured, its connections named from their first read.
+const HANDSHAKE: &str = "SSL_do_handshake";
 
 /// One probe of the plan: which program, at which offset of the library file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,13 +215,16 @@ impl LibraryCode {
             let found = file
                 .dynamic_symbols()
                 .chain(file.symbols())
-                .find(|s| s.name() == Ok(*symbol) && s.address() != 0)
-                .ok_or_else(|| {
-                    io(std::io::Error::new(
-                        std::io::ErrorKind::NotFound,
-                        format!("no symbol {symbol}"),
-                    ))
-                })?;
+                .find(|s| s.name() == Ok(*symbol) && s.address() != 0);
+            if found.is_none() && *symbol == HANDSHAKE {
+                continue;
+            }
+            let found = found.ok_or_else(|| {
+                io(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("no symbol {symbol}"),
+                ))
+            })?;
             let address = found.address();
             let offset = file_offset(&sections, address)
                 .ok_or_else(|| invalid(format!("{symbol} is in no section with file contents")))?;
@@ -378,6 +388,10 @@ pub fn plan_probes(library: &Path, placement: TlsPlacement) -> Result<Vec<ProbeS
             plan.push(at_symbol(plain_ret, plain, true));
         }
     }
+    if code.symbols.contains_key(HANDSHAKE) {
+        plan.push(at_symbol(names::tls::ic_ssl_handshake, HANDSHAKE, false));
+        plan.push(at_symbol(names::tls::ic_ssl_handshake_ret, HANDSHAKE, true));
+    }
     Ok(plan)
 }
 
@@ -413,7 +427,7 @@ fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Probes {
-    /// Attaches the eight probes to process `pid` (again, if it had them: a reused pid
+    /// Attaches the plan's probes to process `pid` (again, if it had them: a reused pid
     /// or a new program). A process that exited meanwhile is not an error.
     fn attach(&mut self, pid: u32) -> Result<()> {
         self.by_pid.remove(&pid);
@@ -609,9 +623,13 @@ impl TlsMonitor {
         monitor.configure(config)?;
         let per_process = config.attach == TlsAttach::PerProcess;
         let starts: &[&str] = if per_process {
-            &[names::tls::ic_tls_exec, names::tls::ic_tls_fork]
+            &[
+                names::tls::ic_tls_exec,
+                names::tls::ic_tls_fork,
+                names::tls::ic_tls_sock_read,
+            ]
         } else {
-            &[]
+            &[names::tls::ic_tls_sock_read]
         };
         // Track first, then seed, so no process started meanwhile is missed.
         let tracepoints: Vec<&str> = crate::procs::TRACEPOINTS
@@ -898,6 +916,8 @@ impl TlsMonitor {
                             actor: tls.actor.clone(),
                             cgroup_id: tls.cgroup_id,
                             ssl: tls.ssl,
+                            local: tls.local,
+                            remote: tls.remote,
                             call_id: tls.call_id,
                             offset: tls
                                 .offset

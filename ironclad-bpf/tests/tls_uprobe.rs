@@ -257,6 +257,30 @@ fn openssl_and_curl_plaintext_is_captured_in_both_directions() {
     assert_eq!(json["direction"], "write");
     assert_eq!(json["pid"], curl_pid);
     assert_eq!(json["http"]["path"], "/secret-path");
+    assert_eq!(
+        json["remote"],
+        format!("127.0.0.1:{}", server.port),
+        "the connection, from the socket the kernel saw: {json}"
+    );
+
+    // Every call of a connection names it the same way, reads (some served from bytes
+    // OpenSSL had already decrypted, with no socket call) as well as writes: the server
+    // as the remote end, an ephemeral port of the loopback as the local one.
+    for pid in [client, curl_pid] {
+        let calls: Vec<&TlsData> = events.iter().filter(|e| e.actor.pid == pid).collect();
+        assert!(calls.len() >= 2, "{calls:#?}");
+        let local = calls[0].local.expect("the local end");
+        for call in &calls {
+            assert_eq!(
+                call.remote,
+                Some(std::net::SocketAddr::from(([127, 0, 0, 1], server.port))),
+                "{call:?}"
+            );
+            assert_eq!(call.local, Some(local), "{call:?}");
+        }
+        assert_eq!(local.ip(), std::net::Ipv4Addr::LOCALHOST);
+        assert_ne!(local.port(), server.port);
+    }
     drop(capture.monitor);
 }
 
@@ -704,7 +728,10 @@ fn per_process_probes_put_no_breakpoint_in_processes_out_of_scope() {
     while !capture.monitor.probed_processes().contains(&pid) {
         assert!(
             start.elapsed() < Duration::from_secs(10),
-            "s_client was never attached"
+            "s_client was never attached: {} attaches failed, {} processes missed, probed {:?}",
+            capture.monitor.attach_failures(),
+            capture.monitor.missed_processes(),
+            capture.monitor.probed_processes()
         );
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -793,7 +820,8 @@ fn probes_on_the_shared_internal_functions_capture_what_probes_on_the_symbols_ca
 
     let symbols = ironclad_bpf::tls::plan_probes(&library, ironclad_bpf::TlsPlacement::Symbols)
         .expect("plan");
-    assert_eq!(symbols.len(), 8, "{symbols:#?}");
+    // An entry and a return probe on each of the four functions, and on the handshake.
+    assert_eq!(symbols.len(), 10, "{symbols:#?}");
     assert!(symbols.iter().all(|s| !s.at.contains('→')), "{symbols:#?}");
     // The benchmark's figures depend on it: Debian's libssl.so.3 forwards SSL_write_ex
     // and SSL_read_ex to internal functions that SSL_write and SSL_read call too.
@@ -801,12 +829,21 @@ fn probes_on_the_shared_internal_functions_capture_what_probes_on_the_symbols_ca
         ironclad_bpf::tls::plan_probes(&library, ironclad_bpf::TlsPlacement::Auto).expect("plan");
     assert_eq!(
         auto.len(),
-        4,
-        "one entry and one return probe per direction: {auto:#?}"
+        6,
+        "one entry and one return probe per direction and on the handshake: {auto:#?}"
     );
     assert!(
         auto.iter()
+            .filter(|s| s.covers != ["SSL_do_handshake"])
             .all(|s| s.at.contains('→') && s.covers.len() == 2),
+        "{auto:#?}"
+    );
+    assert_eq!(
+        auto.iter()
+            .filter(|s| s.at == "SSL_do_handshake")
+            .map(|s| s.retprobe)
+            .collect::<Vec<_>>(),
+        [false, true],
         "{auto:#?}"
     );
 
@@ -948,12 +985,13 @@ fn dlp_reports_a_card_number_curl_posts_through_tls_redacted_and_masks_the_data(
     // A Python HTTPS server that answers POSTs (s_server -www answers GETs only).
     let dir = tempfile::tempdir().expect("tempdir");
     let (cert, key) = self_signed_cert(dir.path()).expect("openssl req");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+    // Over IPv6, where the connection's addresses take their other form.
+    let port = std::net::TcpListener::bind("[::1]:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port();
     let script = format!(
-        "import http.server, ssl\nclass H(http.server.BaseHTTPRequestHandler):\n def do_POST(self):\n  self.rfile.read(int(self.headers['Content-Length']))\n  self.send_response(200)\n  self.send_header('Content-Length','2')\n  self.end_headers()\n  self.wfile.write(b'ok')\n def log_message(self,*a): pass\ns=http.server.HTTPServer(('127.0.0.1',{port}),H)\nc=ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\nc.load_cert_chain('{}','{}')\ns.socket=c.wrap_socket(s.socket,server_side=True)\ns.serve_forever()",
+        "import http.server, socket, ssl\nclass S(http.server.HTTPServer):\n address_family = socket.AF_INET6\nclass H(http.server.BaseHTTPRequestHandler):\n def do_POST(self):\n  self.rfile.read(int(self.headers['Content-Length']))\n  self.send_response(200)\n  self.send_header('Content-Length','2')\n  self.end_headers()\n  self.wfile.write(b'ok')\n def log_message(self,*a): pass\ns=S(('::1',{port}),H)\nc=ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\nc.load_cert_chain('{}','{}')\ns.socket=c.wrap_socket(s.socket,server_side=True)\ns.serve_forever()",
         cert.display(),
         key.display()
     );
@@ -964,7 +1002,7 @@ fn dlp_reports_a_card_number_curl_posts_through_tls_redacted_and_masks_the_data(
         .spawn()
         .expect("python3");
     let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while TcpStream::connect(("::1", port)).is_err() {
         assert!(start.elapsed() < Duration::from_secs(10), "server");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -984,7 +1022,7 @@ fn dlp_reports_a_card_number_curl_posts_through_tls_redacted_and_masks_the_data(
             "/dev/null",
             "--data",
             &format!("card={card}&name=ironclad"),
-            &format!("https://127.0.0.1:{port}/checkout"),
+            &format!("https://[::1]:{port}/checkout"),
         ])
         .spawn()
         .expect("curl");
@@ -1044,5 +1082,14 @@ fn dlp_reports_a_card_number_curl_posts_through_tls_redacted_and_masks_the_data(
         serde_json::from_str(&Event::Dlp(finding.clone()).to_json()).expect("json");
     assert_eq!(json["kind"], "dlp");
     assert_eq!(json["pid"], pid);
+    // The connection by its addresses, as the kernel saw curl's socket.
+    assert_eq!(json["remote"], format!("[::1]:{port}"), "{json}");
+    let local = finding.local.expect("the local end");
+    assert_eq!(local.ip(), std::net::Ipv6Addr::LOCALHOST);
+    assert_ne!(local.port(), port);
+    assert_eq!(
+        (carrier.local, carrier.remote),
+        (finding.local, finding.remote)
+    );
     drop(capture.monitor);
 }

@@ -251,6 +251,8 @@ pub const TLS_MAX_CHUNKS: u32 = 64;
 pub const TLS_SCOPE_ENTRIES: u32 = 4096;
 /// `IC_TLS_PROCESSES`: processes whose executable is tracked.
 pub const TLS_PROCESSES: u32 = 65_536;
+/// `IC_TLS_SOCKS`: SSL connections whose socket the kernel remembers (LRU).
+pub const TLS_SOCKS: u32 = 16_384;
 
 /// `enum ic_shield_verdict`: what the Shield did to a reported packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -974,6 +976,53 @@ impl ExeId {
     }
 }
 
+/// `struct ic_tls_sock`: the TCP connection an SSL call moved its bytes through, as the
+/// kernel saw it on the calling thread during the call (or an earlier call on the same
+/// `SSL*`).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct TlsSock {
+    /// `AF_INET` (2), `AF_INET6` (10), or 0 when no TCP socket was seen.
+    pub family: u8,
+    /// Explicit padding, always zero.
+    pub _pad0: u8,
+    /// Local port.
+    pub lport: u16,
+    /// Remote port.
+    pub rport: u16,
+    /// Explicit padding, always zero.
+    pub _pad1: [u8; 2],
+    /// Local address, network order (IPv4 in the first 4 bytes).
+    pub laddr: [u8; 16],
+    /// Remote address, network order (IPv4 in the first 4 bytes).
+    pub raddr: [u8; 16],
+}
+
+impl TlsSock {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 40;
+
+    /// The local and remote socket addresses, when the kernel saw the socket.
+    pub fn addresses(&self) -> Option<(std::net::SocketAddr, std::net::SocketAddr)> {
+        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+        let ip = |bytes: &[u8; 16]| -> Option<IpAddr> {
+            match self.family {
+                2 => Some(IpAddr::V4(Ipv4Addr::new(
+                    bytes[0], bytes[1], bytes[2], bytes[3],
+                ))),
+                10 => Some(IpAddr::V6(Ipv6Addr::from(*bytes))),
+                _ => None,
+            }
+        };
+        Some((
+            SocketAddr::new(ip(&self.laddr)?, self.lport),
+            SocketAddr::new(ip(&self.raddr)?, self.rport),
+        ))
+    }
+}
+
 /// `struct ic_tls_event` without its data: the fixed part of a TLS chunk record. The
 /// record's `len` bytes of plaintext follow at [`TlsEvent::DATA_OFFSET`].
 #[derive(
@@ -1011,11 +1060,13 @@ pub struct TlsEvent {
     pub comm: [u8; 16],
     /// The process's executable (zeros if unknown).
     pub exe: ExeId,
+    /// The TCP connection the call used (`family` 0 if unknown).
+    pub sock: TlsSock,
 }
 
 impl TlsEvent {
     /// Offset of the plaintext in the C record (`offsetof(struct ic_tls_event, data)`).
-    pub const DATA_OFFSET: usize = 104;
+    pub const DATA_OFFSET: usize = 144;
     /// Size of the whole C record (`sizeof(struct ic_tls_event)`).
     pub const RECORD_SIZE: usize = Self::DATA_OFFSET + TLS_CHUNK;
     /// Size of a record carrying at most [`TLS_SMALL_CHUNK`] bytes: the kernel cuts it
@@ -1055,6 +1106,7 @@ impl TlsEvent {
 const _: () = {
     use core::mem::size_of;
     assert!(size_of::<TlsEvent>() == TlsEvent::DATA_OFFSET);
+    assert!(size_of::<TlsSock>() == TlsSock::SIZE);
     assert!(size_of::<TlsConfig>() == TlsConfig::SIZE);
     assert!(size_of::<ExeId>() == ExeId::SIZE);
 };
@@ -1799,6 +1851,32 @@ const _: () = {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tls_socket_reads_as_its_addresses_in_each_family() {
+        let mut sock = TlsSock {
+            family: 2,
+            lport: 40112,
+            rport: 443,
+            ..TlsSock::default()
+        };
+        sock.laddr[..4].copy_from_slice(&[10, 0, 0, 2]);
+        sock.raddr[..4].copy_from_slice(&[192, 0, 2, 7]);
+        let (local, remote) = sock.addresses().unwrap();
+        assert_eq!(local.to_string(), "10.0.0.2:40112");
+        assert_eq!(remote.to_string(), "192.0.2.7:443");
+        sock.family = 10;
+        sock.laddr = std::net::Ipv6Addr::LOCALHOST.octets();
+        sock.raddr = "2001:db8::1"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets();
+        let (local, remote) = sock.addresses().unwrap();
+        assert_eq!(local.to_string(), "[::1]:40112");
+        assert_eq!(remote.to_string(), "[2001:db8::1]:443");
+        sock.family = 0;
+        assert_eq!(sock.addresses(), None);
+    }
 
     /// The derived images: fields where the C header puts them (native byte order),
     /// padding as stored, and a round trip back; a short slice decodes to nothing.

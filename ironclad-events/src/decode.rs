@@ -145,6 +145,13 @@ pub struct TlsData {
     pub cgroup_id: u64,
     /// The `SSL*` pointer, a connection key.
     pub ssl: u64,
+    /// The connection's local address and port, when the kernel saw its TCP socket
+    /// (the socket the thread used during this call, or an earlier call on this `SSL*`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local: Option<std::net::SocketAddr>,
+    /// The connection's remote address and port (the peer), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<std::net::SocketAddr>,
     /// Identifies the SSL call; the chunks of one call share it.
     pub call_id: u64,
     /// Offset of this chunk within the call's bytes.
@@ -471,6 +478,12 @@ pub struct DlpFinding {
     pub cgroup_id: u64,
     /// The `SSL*` pointer: the connection (the same as its `tls` events').
     pub ssl: u64,
+    /// The connection's local address and port, when known (as in its `tls` events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local: Option<std::net::SocketAddr>,
+    /// The connection's remote address and port (the peer), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<std::net::SocketAddr>,
     /// The SSL call (the same as its `tls` events').
     pub call_id: u64,
     /// Where the match starts within the call's bytes.
@@ -1290,6 +1303,8 @@ fn decode_tls(record: &[u8]) -> Result<Event, DecodeError> {
         actor: actor(e.pid, Some(e.tid), e.uid, &e.comm, e.exe.dev, e.exe.ino),
         cgroup_id: e.cgroup_id,
         ssl: e.ssl,
+        local: e.sock.addresses().map(|(local, _)| local),
+        remote: e.sock.addresses().map(|(_, remote)| remote),
         call_id: e.call_id,
         offset: e.offset,
         len: e.len,
