@@ -177,6 +177,15 @@ fn the_scrubber_and_the_quarantine_load_and_rewrite_on_the_guest_kernel() {
         "TTL 64 raised, DF cleared, ID replaced"
     );
     assert_eq!(total(ScrubTotal::Failed), 0);
+    let attached = scrubber.attach("lo");
+    if release() < (6, 6) {
+        assert!(
+            matches!(attached, Err(BpfError::KernelTooOld { needs: "6.6", .. })),
+            "tcx before 6.6 must be refused as too old: {attached:?}"
+        );
+    } else {
+        drop(attached.expect("tcx attaches from 6.6 on"));
+    }
 
     let quarantine = Quarantine::load(&loader).expect("the quarantine loads on this kernel");
     quarantine
@@ -197,4 +206,112 @@ fn the_scrubber_and_the_quarantine_load_and_rewrite_on_the_guest_kernel() {
             .packets,
         1
     );
+}
+
+/// A shell command in the guest; panics with its output when it fails.
+fn sh(command: &str) -> String {
+    let out = std::process::Command::new("sh")
+        .args(["-c", command])
+        .output()
+        .expect("sh");
+    assert!(
+        out.status.success(),
+        "{command}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Packets received on interface `iface`, from its statistics.
+fn rx_packets(iface: &str) -> u64 {
+    std::fs::read_to_string(format!("/sys/class/net/{iface}/statistics/rx_packets"))
+        .expect("rx_packets")
+        .trim()
+        .parse()
+        .expect("a count")
+}
+
+#[test]
+#[ignore = "guest kernels: runs in QEMU (guest/run.sh, part of ./dev.sh test)"]
+fn arriving_packets_of_an_ioc_source_are_tagged_and_delivered_to_the_vlan_interface() {
+    use ironclad_bpf::{Quarantine, QuarantineAction};
+    use ironclad_core::abi::QuarantineTotal;
+    assert!(
+        std::env::var_os("IRONCLAD_GUEST").is_some(),
+        "runs inside a guest kernel: use guest/run.sh"
+    );
+    // The guest's Debian kernel has 802.1Q (a module), which the build machine's lacks:
+    // a VLAN interface on the receiving end of a veth pair.
+    sh(
+        "modprobe veth; modprobe 8021q; ip link del icq-a 2>/dev/null; \
+        ip link add icq-a type veth peer name icq-b && \
+        ip link add link icq-b name icq-b.666 type vlan id 666 && \
+        ip link set icq-a up && ip link set icq-b up && ip link set icq-b.666 up",
+    );
+    let pins = BpffsDir::new("quarantineguest").expect("bpffs");
+    let loader = Loader::builder()
+        .pin_root(pins.path())
+        .build()
+        .expect("loader");
+    let quarantine = Quarantine::load(&loader).expect("the quarantine loads");
+    quarantine
+        .set(
+            &["192.0.2.0/24".parse().expect("net")],
+            QuarantineAction::Vlan(666),
+        )
+        .expect("set");
+    let attached = quarantine.attach("icq-b");
+    if release() < (6, 6) {
+        assert!(
+            matches!(attached, Err(BpfError::KernelTooOld { needs: "6.6", .. })),
+            "tcx before 6.6 must be refused as too old: {attached:?}"
+        );
+        sh("ip link del icq-a");
+        return;
+    }
+    let _attachment = attached.expect("tcx attaches from 6.6 on");
+    // Frames sent into icq-a arrive on icq-b, where the quarantine's ingress program
+    // sees them first: one from the IOC set, then one from elsewhere.
+    let send = |src: &str| {
+        let frame = frames::l4(
+            src.parse().expect("ip"),
+            "10.66.0.2".parse().expect("ip"),
+            17,
+            40000,
+            5353,
+            0,
+        );
+        let hex: String = frame.iter().map(|b| format!("{b:02x}")).collect();
+        sh(&format!(
+            "python3 -c \"import socket; s=socket.socket(socket.AF_PACKET, socket.SOCK_RAW); \
+             s.bind(('icq-a', 0)); [s.send(bytes.fromhex('{hex}')) for _ in range(3)]\""
+        ));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let (vlan_before, plain_before) = (rx_packets("icq-b.666"), rx_packets("icq-b"));
+    send("192.0.2.7");
+    let vlan_tagged = rx_packets("icq-b.666") - vlan_before;
+    assert_eq!(
+        vlan_tagged, 3,
+        "the IOC source's frames arrive tagged with VLAN 666, so on icq-b.666"
+    );
+    assert_eq!(
+        quarantine
+            .total(QuarantineTotal::Tagged)
+            .expect("total")
+            .packets,
+        3
+    );
+    send("198.51.100.7");
+    assert_eq!(
+        rx_packets("icq-b.666") - vlan_before,
+        3,
+        "a source outside the set is not tagged"
+    );
+    assert!(
+        rx_packets("icq-b") - plain_before >= 6,
+        "both reached icq-b"
+    );
+    drop(_attachment);
+    sh("ip link del icq-a");
 }
