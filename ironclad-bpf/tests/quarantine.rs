@@ -19,35 +19,6 @@ use ironclad_bpf::{Loader, Quarantine, QuarantineAction};
 use ironclad_core::abi::QuarantineTotal;
 use ironclad_testing::{require_privileges, BpffsDir, NetNs, VethPair};
 
-/// Prints `SOURCE VLAN` (VLAN 0: untagged) of every UDP datagram to port 7777 seen on
-/// `iface` within `secs` seconds (after a `listening` line). The kernel strips a tag
-/// on receipt and reports it beside the frame (PACKET_AUXDATA).
-const CAPTURE: &str = r#"
-import socket, struct, sys, time
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0003))
-s.setsockopt(263, 8, 1)  # SOL_PACKET, PACKET_AUXDATA
-s.bind((sys.argv[1], 0))
-s.settimeout(0.1)
-print("listening", flush=True)
-end = time.time() + float(sys.argv[2])
-while time.time() < end:
-    try:
-        f, anc, _, _ = s.recvmsg(65535, 64)
-    except socket.timeout:
-        continue
-    vlan = 0
-    for level, kind, data in anc:
-        if level == 263 and kind == 8:
-            status, _, _, _, _, tci, _ = struct.unpack("IIIHHHH", data[:20])
-            if status & 0x10: vlan = tci & 0xfff
-    if f[12:14] != b"\x08\x00": continue
-    ip = f[14:]
-    if ip[9] != 17: continue
-    l4 = ip[(ip[0] & 15) * 4:]
-    if struct.unpack("!H", l4[2:4])[0] == 7777:
-        print(socket.inet_ntoa(ip[12:16]), vlan, flush=True)
-"#;
-
 /// Prints `SOURCE 0` for every datagram a UDP socket on 10.221.1.1:7777 receives
 /// within `secs` seconds: what reached the host's stack.
 const RECEIVE: &str = r#"
@@ -72,7 +43,7 @@ struct Capture {
 
 impl Capture {
     fn start(cmd: Command, iface: &str) -> Self {
-        Self::run(cmd, CAPTURE, iface)
+        Self::run(cmd, ironclad_testing::wire::UDP_7777, iface)
     }
 
     fn run(mut cmd: Command, script: &str, iface: &str) -> Self {
@@ -88,11 +59,19 @@ impl Capture {
         Self { child, out }
     }
 
+    /// `SOURCE VLAN` lines (the wire capture's TTL column left out).
     fn sources(mut self) -> Vec<String> {
         let mut rest = String::new();
         std::io::Read::read_to_string(&mut self.out, &mut rest).expect("read");
         self.child.wait().expect("capture");
-        rest.lines().map(str::to_string).collect()
+        rest.lines()
+            .map(
+                |line| match line.split_whitespace().collect::<Vec<_>>()[..] {
+                    [src, _ttl, vlan] => format!("{src} {vlan}"),
+                    _ => line.to_string(),
+                },
+            )
+            .collect()
     }
 }
 

@@ -641,6 +641,39 @@ fn is_bpffs(path: &Path) -> io::Result<bool> {
     }))
 }
 
+/// Scripts that watch a wire from inside a namespace.
+pub mod wire {
+    /// Python: prints `SOURCE TTL VLAN` (VLAN 0: untagged) for every IPv4 UDP datagram
+    /// to port 7777 seen on interface `argv[1]` for `argv[2]` seconds, after a
+    /// `listening` line. The kernel strips a tag on receipt and reports it beside the
+    /// frame (PACKET_AUXDATA).
+    pub const UDP_7777: &str = r#"
+import socket, struct, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0003))
+s.setsockopt(263, 8, 1)  # SOL_PACKET, PACKET_AUXDATA
+s.bind((sys.argv[1], 0))
+s.settimeout(0.1)
+print("listening", flush=True)
+end = time.time() + float(sys.argv[2])
+while time.time() < end:
+    try:
+        f, anc, _, _ = s.recvmsg(65535, 64)
+    except socket.timeout:
+        continue
+    vlan = 0
+    for level, kind, data in anc:
+        if level == 263 and kind == 8:
+            status, _, _, _, _, tci, _ = struct.unpack("IIIHHHH", data[:20])
+            if status & 0x10: vlan = tci & 0xfff
+    if f[12:14] != b"\x08\x00": continue
+    ip = f[14:]
+    if ip[9] != 17: continue
+    l4 = ip[(ip[0] & 15) * 4:]
+    if struct.unpack("!H", l4[2:4])[0] == 7777:
+        print(socket.inet_ntoa(ip[12:16]), ip[8], vlan, flush=True)
+"#;
+}
+
 /// Hand-built Ethernet frames for `BPF_PROG_TEST_RUN` tests and benchmarks.
 pub mod frames {
     use std::net::{Ipv4Addr, Ipv6Addr};

@@ -1036,33 +1036,6 @@ fn ids_rules_through_the_daemon_alert_drop_and_check_locates_a_bad_rule() {
     drop(daemon);
 }
 
-/// Prints `SOURCE TTL VLAN` for every UDP datagram to port 7777 seen on `iface` for
-/// `secs` seconds (after `listening`); the kernel reports a stripped tag beside the
-/// frame (PACKET_AUXDATA).
-const WIRE: &str = r#"
-import socket, struct, sys, time
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0003))
-s.setsockopt(263, 8, 1)
-s.bind((sys.argv[1], 0))
-s.settimeout(0.1)
-print("listening", flush=True)
-end = time.time() + float(sys.argv[2])
-while time.time() < end:
-    try:
-        f, anc, _, _ = s.recvmsg(65535, 64)
-    except socket.timeout:
-        continue
-    vlan = 0
-    for level, kind, data in anc:
-        if level == 263 and kind == 8:
-            status, _, _, _, _, tci, _ = struct.unpack("IIIHHHH", data[:20])
-            if status & 0x10: vlan = tci & 0xfff
-    if f[12:14] != b"\x08\x00": continue
-    ip = f[14:]
-    if ip[9] != 17 or struct.unpack("!H", ip[(ip[0] & 15) * 4 + 2:(ip[0] & 15) * 4 + 4])[0] != 7777: continue
-    print(socket.inet_ntoa(ip[12:16]), ip[8], vlan, flush=True)
-"#;
-
 /// What the namespace's side of the wire sees of three datagrams from each of `srcs`
 /// on the host (TTL 3): `SOURCE TTL VLAN` lines.
 fn on_the_wire(net: &Net, srcs: &[String]) -> Vec<String> {
@@ -1070,7 +1043,7 @@ fn on_the_wire(net: &Net, srcs: &[String]) -> Vec<String> {
     let mut capture = net
         .ns
         .command("python3")
-        .args(["-c", WIRE, net.veth.peer(), "2"])
+        .args(["-c", ironclad_testing::wire::UDP_7777, net.veth.peer(), "2"])
         .stdout(Stdio::piped())
         .spawn()
         .expect("capture");
