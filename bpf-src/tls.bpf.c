@@ -217,7 +217,10 @@ static __always_inline void ic_report_start(__u32 tgid)
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(ic_tls_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
-	__u8 comm[16];
+	/* Zeroed: on some kernels (Debian 12's 6.1) the helper copies up to the name's
+	 * NUL and leaves the rest of the buffer as it was; the comm key then missed the
+	 * scope map, so a program coming into scope by its name was never attached. */
+	__u8 comm[16] = {};
 
 	bpf_get_current_comm(comm, sizeof(comm));
 	if (ic_starts_in_scope(p->tgid, bprm->file, comm))

@@ -101,11 +101,8 @@ FW_TESTS=$(executable firewall_guest <<<"$BUILT" | tail -n 1)
 # (egress by DNS name, DNS and bandwidth telemetry, TLS capture, the process cache),
 # run unchanged in the first kernel's guest (the oldest: what README's kernel table
 # states for them comes from here; on the later kernels they take about 5 minutes more
-# than CI's budget has). One test is known to fail on 6.1 and is skipped there by
-# name: TLS capture's per-process mode never attaches to a program that comes into
-# scope after the start (README, docs/tls.md).
+# than CI's budget has).
 HOST_SUITES=(egress_domains telemetry_sockets tls_uprobe process_cache)
-SUITE_SKIP="--skip per_process_probes_put_no_breakpoint_in_processes_out_of_scope"
 SUITE_TESTS=()
 for suite in "${HOST_SUITES[@]}"; do
     bin=$(executable "$suite" <<<"$BUILT" | tail -n 1)
@@ -144,7 +141,7 @@ fw=\$?
 suites=0
 for suite in $suites_here; do
     echo "guest suite: \$(basename "\$suite")"
-    (cd "$ROOT/ironclad-bpf" && IRONCLAD_GUEST=1 "\$suite" --test-threads=1 $SUITE_SKIP ${GUEST_FILTER:-}) || suites=1
+    (cd "$ROOT/ironclad-bpf" && IRONCLAD_GUEST=1 "\$suite" --test-threads=1 ${GUEST_FILTER:-}) || suites=1
 done
 echo "\$(( rc | fw | suites ))" > "$out/rc"
 if [[ -n "$bench_here" ]]; then

@@ -687,6 +687,9 @@ impl TlsMonitor {
                     let mut last_prune = std::time::Instant::now();
                     while !stop.load(Ordering::Relaxed) {
                         let _ = ring.poll(Duration::from_millis(100));
+                        // What a missed wakeup left in the ring (poll only reads a
+                        // ring its wakeup reported).
+                        let _ = ring.consume();
                         if last_prune.elapsed() >= Duration::from_secs(1) {
                             locked(&probes).prune();
                             last_prune = std::time::Instant::now();
