@@ -12,11 +12,12 @@ cd "$(dirname "$0")"
 # Debian packages the build and the tests need: clang/llvm compile the eBPF programs,
 # libelf/zlib static archives are linked into the binary, bpftool is the tests'
 # "attacker", iproute2/iputils-ping/util-linux drive namespaces, pings and setpriv,
+# ethtool turns checksum offload off on the NAT and scrubbing tests' veths,
 # chromium/chromium-driver run the dashboard test headless, systemd's systemd-analyze
 # checks the unit file, Go, protoc and Debian's packaged Go gRPC/protobuf libraries
 # generate and build the control API's Go client (clients/go) offline.
 PACKAGES=(clang llvm libelf-dev zlib1g-dev pkg-config make gcc bpftool iproute2
-          iputils-ping util-linux procps python3 bash openssl curl g++ nftables
+          iputils-ping ethtool util-linux procps python3 bash openssl curl g++ nftables
           chromium chromium-driver systemd bind9-dnsutils dnsmasq-base python3-seccomp
           golang-go protobuf-compiler protoc-gen-go-grpc golang-google-grpc-dev
           golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev)

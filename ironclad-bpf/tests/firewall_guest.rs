@@ -20,6 +20,20 @@ use ironclad_testing::{frames, BpffsDir};
 const PASS: i32 = -1;
 const DROP: i32 = 2;
 
+/// A loader pinning under a fresh bpffs directory named `name`, inside a guest only.
+fn guest_loader(name: &str) -> (BpffsDir, Loader) {
+    assert!(
+        std::env::var_os("IRONCLAD_GUEST").is_some(),
+        "runs inside a guest kernel: use guest/run.sh"
+    );
+    let pins = BpffsDir::new(name).expect("bpffs");
+    let loader = Loader::builder()
+        .pin_root(pins.path())
+        .build()
+        .expect("loader");
+    (pins, loader)
+}
+
 fn release() -> (u32, u32) {
     let text = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
     let mut n = text
@@ -31,15 +45,7 @@ fn release() -> (u32, u32) {
 #[test]
 #[ignore = "guest kernels: runs in QEMU (guest/run.sh, part of ./dev.sh test)"]
 fn the_firewall_loads_and_decides_on_the_guest_kernel_and_names_what_tcx_needs() {
-    assert!(
-        std::env::var_os("IRONCLAD_GUEST").is_some(),
-        "runs inside a guest kernel: use guest/run.sh"
-    );
-    let pins = BpffsDir::new("fwguest").expect("bpffs");
-    let loader = Loader::builder()
-        .pin_root(pins.path())
-        .build()
-        .expect("loader");
+    let (_pins, loader) = guest_loader("fwguest");
     // The verifier of this kernel accepts both programs (6.1's stopped at its 1M
     // instruction budget before the classifier became one global function).
     let firewall = Firewall::load(&loader).expect("the firewall loads on this kernel");
@@ -131,15 +137,7 @@ fn the_firewall_loads_and_decides_on_the_guest_kernel_and_names_what_tcx_needs()
 fn the_scrubber_and_the_quarantine_load_and_rewrite_on_the_guest_kernel() {
     use ironclad_bpf::{Quarantine, QuarantineAction, ScrubSettings, Scrubber};
     use ironclad_core::abi::{QuarantineTotal, ScrubTotal};
-    assert!(
-        std::env::var_os("IRONCLAD_GUEST").is_some(),
-        "runs inside a guest kernel: use guest/run.sh"
-    );
-    let pins = BpffsDir::new("scrubguest").expect("bpffs");
-    let loader = Loader::builder()
-        .pin_root(pins.path())
-        .build()
-        .expect("loader");
+    let (_pins, loader) = guest_loader("scrubguest");
     // BPF_PROG_TEST_RUN hands the frame to the program as arriving on `lo`.
     let scrubber = Scrubber::load(&loader).expect("the scrubber loads on this kernel");
     scrubber
@@ -236,10 +234,7 @@ fn rx_packets(iface: &str) -> u64 {
 fn arriving_packets_of_an_ioc_source_are_tagged_and_delivered_to_the_vlan_interface() {
     use ironclad_bpf::{Quarantine, QuarantineAction};
     use ironclad_core::abi::QuarantineTotal;
-    assert!(
-        std::env::var_os("IRONCLAD_GUEST").is_some(),
-        "runs inside a guest kernel: use guest/run.sh"
-    );
+    let (_pins, loader) = guest_loader("quarantineguest");
     // The guest's Debian kernel has 802.1Q (a module), which the build machine's lacks:
     // a VLAN interface on the receiving end of a veth pair.
     sh(
@@ -248,11 +243,6 @@ fn arriving_packets_of_an_ioc_source_are_tagged_and_delivered_to_the_vlan_interf
         ip link add link icq-b name icq-b.666 type vlan id 666 && \
         ip link set icq-a up && ip link set icq-b up && ip link set icq-b.666 up",
     );
-    let pins = BpffsDir::new("quarantineguest").expect("bpffs");
-    let loader = Loader::builder()
-        .pin_root(pins.path())
-        .build()
-        .expect("loader");
     let quarantine = Quarantine::load(&loader).expect("the quarantine loads");
     quarantine
         .set(
