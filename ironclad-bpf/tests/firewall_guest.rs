@@ -34,6 +34,22 @@ fn guest_loader(name: &str) -> (BpffsDir, Loader) {
     (pins, loader)
 }
 
+/// The attachment from 6.6 on; before, checks that the attach was refused as needing
+/// Linux 6.6 (tcx links), in words, and gives nothing.
+fn tcx_attached<T: std::fmt::Debug>(attached: Result<T, BpfError>) -> Option<T> {
+    if release() >= (6, 6) {
+        return Some(attached.expect("tcx attaches from 6.6 on"));
+    }
+    match attached {
+        Err(e @ BpfError::KernelTooOld { needs: "6.6", .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("needs Linux 6.6"), "{text}");
+            None
+        }
+        other => panic!("tcx before 6.6 must be refused as too old: {other:?}"),
+    }
+}
+
 fn release() -> (u32, u32) {
     let text = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
     let mut n = text
@@ -117,17 +133,7 @@ fn the_firewall_loads_and_decides_on_the_guest_kernel_and_names_what_tcx_needs()
         syn.expect("the SYN-flood defence turns on from 6.9");
     }
 
-    let attached = firewall.attach("lo");
-    if release() < (6, 6) {
-        match attached {
-            Err(e @ BpfError::KernelTooOld { needs: "6.6", .. }) => {
-                let text = e.to_string();
-                assert!(text.contains("needs Linux 6.6"), "{text}");
-            }
-            other => panic!("tcx before 6.6 must be refused as too old: {other:?}"),
-        }
-    } else {
-        let attachment = attached.expect("tcx attaches from 6.6 on");
+    if let Some(attachment) = tcx_attached(firewall.attach("lo")) {
         attachment.detach().expect("detach");
     }
 }
@@ -175,15 +181,7 @@ fn the_scrubber_and_the_quarantine_load_and_rewrite_on_the_guest_kernel() {
         "TTL 64 raised, DF cleared, ID replaced"
     );
     assert_eq!(total(ScrubTotal::Failed), 0);
-    let attached = scrubber.attach("lo");
-    if release() < (6, 6) {
-        assert!(
-            matches!(attached, Err(BpfError::KernelTooOld { needs: "6.6", .. })),
-            "tcx before 6.6 must be refused as too old: {attached:?}"
-        );
-    } else {
-        drop(attached.expect("tcx attaches from 6.6 on"));
-    }
+    drop(tcx_attached(scrubber.attach("lo")));
 
     let quarantine = Quarantine::load(&loader).expect("the quarantine loads on this kernel");
     quarantine
@@ -250,16 +248,10 @@ fn arriving_packets_of_an_ioc_source_are_tagged_and_delivered_to_the_vlan_interf
             QuarantineAction::Vlan(666),
         )
         .expect("set");
-    let attached = quarantine.attach("icq-b");
-    if release() < (6, 6) {
-        assert!(
-            matches!(attached, Err(BpfError::KernelTooOld { needs: "6.6", .. })),
-            "tcx before 6.6 must be refused as too old: {attached:?}"
-        );
+    let Some(_attachment) = tcx_attached(quarantine.attach("icq-b")) else {
         sh("ip link del icq-a");
         return;
-    }
-    let _attachment = attached.expect("tcx attaches from 6.6 on");
+    };
     // Frames sent into icq-a arrive on icq-b, where the quarantine's ingress program
     // sees them first: one from the IOC set, then one from elsewhere.
     let send = |src: &str| {
