@@ -10,6 +10,11 @@ cd "$(dirname "$0")/../.."
 host=$(rustc -vV | sed -n 's/^host: //p')
 # Its own target directory: the static flags would otherwise rebuild the workspace's
 # release artifacts (benchmarks) each time.
+# One codegen unit per crate: the code comes out smaller (20.3 MB instead of 26.3 MB),
+# and its resident pages with it (a daemon holding a 100,000-line feed: 18.2 MiB
+# instead of 20.0 MiB, most of the difference in text pages). On 2 CPUs the build
+# took as long as with the default 16 units (3 min 15 s from scratch, measured both ways).
+CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
 RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --quiet -p full_firewall \
     --no-default-features --target "$host" --target-dir target/static
 bin=$PWD/target/static/$host/release/full_firewall
