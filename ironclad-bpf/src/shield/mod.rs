@@ -77,8 +77,10 @@ use crate::events::{EventReader, EventSource};
 use crate::loader::{LoadedObject, Loader};
 use crate::names;
 
+mod book;
 pub(crate) mod plan;
 
+use book::Book;
 pub use plan::RuleLabel;
 use plan::{lpm_key, net_of_key, Planned, RuleBook};
 
@@ -641,8 +643,10 @@ fn slot_tables(maps: &dyn Maps, slot: u32) -> Result<Vec<Option<u32>>> {
 
 fn read_book(maps: &dyn Maps, active: u32) -> Result<RuleBook> {
     let slot = active & ACTIVE_SLOT;
-    let mut v4 = BTreeMap::new();
-    let mut v6 = BTreeMap::new();
+    // Everything read, in order (a book's later edits after its first write), then
+    // sorted into the books once.
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
     let v4_source = if active & ACTIVE_V4_TRIE != 0 {
         V4_TRIE
     } else {
@@ -669,19 +673,13 @@ fn read_book(maps: &dyn Maps, active: u32) -> Result<RuleBook> {
             if name == V4_BOOK {
                 for (addr, len, rule) in plan::decode_book::<4>(&stream) {
                     if let Ok(net) = Ipv4Network::new(addr.into(), len) {
-                        match rule {
-                            Some(rule) => v4.insert(net, rule),
-                            None => v4.remove(&net),
-                        };
+                        v4.push((net, rule));
                     }
                 }
             } else {
                 for (addr, len, rule) in plan::decode_book::<16>(&stream) {
                     if let Ok(net) = Ipv6Network::new(addr.into(), len) {
-                        match rule {
-                            Some(rule) => v6.insert(net, rule),
-                            None => v6.remove(&net),
-                        };
+                        v6.push((net, rule));
                     }
                 }
             }
@@ -689,19 +687,15 @@ fn read_book(maps: &dyn Maps, active: u32) -> Result<RuleBook> {
         }
         for (key, value) in entries(&table, name)? {
             match (net_of_key(&key), Rule::from_bytes(&value)) {
-                (Some(IpNetwork::V4(n)), Some(rule)) => {
-                    v4.insert(n, rule);
-                }
-                (Some(IpNetwork::V6(n)), Some(rule)) => {
-                    v6.insert(n, rule);
-                }
+                (Some(IpNetwork::V4(n)), Some(rule)) => v4.push((n, Some(rule))),
+                (Some(IpNetwork::V6(n)), Some(rule)) => v6.push((n, Some(rule))),
                 _ => {}
             }
         }
     }
     Ok(RuleBook {
-        v4: Arc::new(v4),
-        v6: Arc::new(v6),
+        v4: Arc::new(Book::from_changes(v4)),
+        v6: Arc::new(Book::from_changes(v6)),
     })
 }
 
@@ -894,11 +888,11 @@ fn create_table(
 
 /// A book's prefixes with their fast-path entries (rule id and action), as the
 /// compilers of the fast tables take them.
-fn fast_entries<K: Copy>(book: &BTreeMap<K, Rule>) -> Vec<(K, u16)> {
+fn fast_entries<K: Ord + Copy>(book: &Book<K>) -> Vec<(K, u16)> {
     book.iter()
         .map(|(net, rule)| {
             let action = Action::from_raw(rule.action).unwrap_or(Action::Deny);
-            (*net, fastpath::entry(rule.rule_id, action))
+            (net, fastpath::entry(rule.rule_id, action))
         })
         .collect()
 }
@@ -971,7 +965,7 @@ fn fill(map: &MapHandle, name: &str, keys: &[u8], values: &[u8]) -> Result<()> {
 }
 
 /// Flattens LPM entries for [`fill`].
-fn lpm_entries<'a>(entries: impl Iterator<Item = (IpNetwork, &'a Rule)>) -> (Vec<u8>, Vec<u8>) {
+fn lpm_entries(entries: impl Iterator<Item = (IpNetwork, Rule)>) -> (Vec<u8>, Vec<u8>) {
     let (mut keys, mut values) = (Vec::new(), Vec::new());
     for (net, rule) in entries {
         keys.extend_from_slice(&lpm_key(net));
@@ -1031,18 +1025,18 @@ fn book_table(
 }
 
 /// The IPv4 prefix book stream of `v4`.
-fn book_stream_v4(v4: &BTreeMap<Ipv4Network, Rule>) -> Vec<u8> {
+fn book_stream_v4(v4: &Book<Ipv4Network>) -> Vec<u8> {
     plan::encode_book(
         v4.iter()
-            .map(|(n, r)| (n.network().octets(), n.prefix(), *r)),
+            .map(|(n, r)| (n.network().octets(), n.prefix(), r)),
     )
 }
 
 /// The IPv6 prefix book stream of `v6`.
-fn book_stream_v6(v6: &BTreeMap<Ipv6Network, Rule>) -> Vec<u8> {
+fn book_stream_v6(v6: &Book<Ipv6Network>) -> Vec<u8> {
     plan::encode_book(
         v6.iter()
-            .map(|(n, r)| (n.network().octets(), n.prefix(), *r)),
+            .map(|(n, r)| (n.network().octets(), n.prefix(), r)),
     )
 }
 
@@ -1350,8 +1344,8 @@ impl Shield {
                 .owner_of(net)
                 .map(|o| Rule::new(src.ids[index(o)], policy.action_of(o)));
             let old = match net {
-                IpNetwork::V4(n) => committed.book.v4.get(n).copied(),
-                IpNetwork::V6(n) => committed.book.v6.get(n).copied(),
+                IpNetwork::V4(n) => committed.book.v4.get(n),
+                IpNetwork::V6(n) => committed.book.v6.get(n),
             };
             if old == new {
                 continue;
@@ -1384,20 +1378,8 @@ impl Shield {
         let Some(mut taken) = self.take_committed(active)? else {
             return Ok(None);
         };
-        let v4 = Arc::make_mut(&mut taken.book.v4);
-        for (net, rule) in &d4 {
-            match rule {
-                Some(rule) => v4.insert(*net, *rule),
-                None => v4.remove(net),
-            };
-        }
-        let v6 = Arc::make_mut(&mut taken.book.v6);
-        for (net, rule) in &d6 {
-            match rule {
-                Some(rule) => v6.insert(*net, *rule),
-                None => v6.remove(net),
-            };
-        }
+        Arc::make_mut(&mut taken.book.v4).apply(&d4);
+        Arc::make_mut(&mut taken.book.v6).apply(&d6);
         let book = taken.book.clone();
         taken.sources = None;
         self.remember(Some(taken));
@@ -1481,8 +1463,8 @@ impl Shield {
         /// as soon as more than `limit` change (a swap of a whole policy is not walked to
         /// its end only to be refused).
         fn diff<K: Ord + Copy>(
-            old: &BTreeMap<K, Rule>,
-            new: &BTreeMap<K, Rule>,
+            old: &Book<K>,
+            new: &Book<K>,
             limit: usize,
         ) -> Option<Vec<(K, Option<Rule>)>> {
             let (mut removed, mut set) = (Vec::new(), Vec::new());
@@ -1494,25 +1476,25 @@ impl Shield {
                 match (a.peek(), b.peek()) {
                     (None, None) => break,
                     (Some((k, _)), None) => {
-                        removed.push((**k, None));
+                        removed.push((*k, None));
                         a.next();
                     }
                     (None, Some((k, r))) => {
-                        set.push((**k, Some(**r)));
+                        set.push((*k, Some(*r)));
                         b.next();
                     }
                     (Some((ka, ra)), Some((kb, rb))) => match ka.cmp(kb) {
                         std::cmp::Ordering::Less => {
-                            removed.push((**ka, None));
+                            removed.push((*ka, None));
                             a.next();
                         }
                         std::cmp::Ordering::Greater => {
-                            set.push((**kb, Some(**rb)));
+                            set.push((*kb, Some(*rb)));
                             b.next();
                         }
                         std::cmp::Ordering::Equal => {
                             if ra != rb {
-                                set.push((**kb, Some(**rb)));
+                                set.push((*kb, Some(*rb)));
                             }
                             a.next();
                             b.next();
@@ -2008,11 +1990,11 @@ impl Shield {
 
     /// A new LPM trie of `slot` (IPv4 or IPv6) holding `entries` (`count` of them), as
     /// a slot's table: (array of maps, table, what it holds).
-    fn trie_table<'a>(
+    fn trie_table(
         &self,
         v4: bool,
         slot: u32,
-        entries: impl Iterator<Item = (IpNetwork, &'a Rule)>,
+        entries: impl Iterator<Item = (IpNetwork, Rule)>,
         count: usize,
     ) -> Result<(&'static str, MapHandle, String)> {
         let (name, key_size, max, key_type) = if v4 {
@@ -2120,7 +2102,7 @@ impl Shield {
                     (Ipv6Path::Fast, records.len())
                 }
                 V6Build::Trie => {
-                    let entries = plan.book.v6.iter().map(|(n, r)| (IpNetwork::V6(*n), r));
+                    let entries = plan.book.v6.iter().map(|(n, r)| (IpNetwork::V6(n), r));
                     tables.push(self.trie_table(false, slot, entries, plan.book.v6.len())?);
                     (Ipv6Path::Trie, 0)
                 }
@@ -2186,7 +2168,7 @@ impl Shield {
                     )
                 }
                 V4Build::Trie => {
-                    let entries = plan.book.v4.iter().map(|(n, r)| (IpNetwork::V4(*n), r));
+                    let entries = plan.book.v4.iter().map(|(n, r)| (IpNetwork::V4(n), r));
                     tables.push(self.trie_table(true, slot, entries, plan.book.v4.len())?);
                     (Ipv4Path::Trie, FastUse::default())
                 }
@@ -2259,9 +2241,9 @@ impl Shield {
         };
         let used: BTreeSet<u32> = book
             .v4
-            .values()
-            .chain(book.v6.values())
-            .map(|r| r.rule_id)
+            .iter()
+            .map(|(_, r)| r.rule_id)
+            .chain(book.v6.iter().map(|(_, r)| r.rule_id))
             .collect();
         let mut free = None;
         for id in (1..SHIELD_MAX_RULES).filter(|id| !used.contains(id)) {
@@ -2397,13 +2379,7 @@ impl Shield {
         }
         let edits: Vec<([u8; 4], u8, Option<Rule>)> = nets
             .iter()
-            .map(|n| {
-                (
-                    n.network().octets(),
-                    n.prefix(),
-                    plan.book.v4.get(n).copied(),
-                )
-            })
+            .map(|n| (n.network().octets(), n.prefix(), plan.book.v4.get(n)))
             .collect();
         self.write_book_edits(V4_BOOK, slot, &edits, || book_stream_v4(&plan.book.v4))?;
         let what = match nets {
@@ -2463,16 +2439,19 @@ impl Shield {
                 let cover = Ipv4Network::new(range.network(), len)
                     .and_then(|c| Ipv4Network::new(c.network(), len))
                     .ok()?;
-                plan.book.v4.get(&cover).map(|rule| (cover, entry_of(rule)))
+                plan.book
+                    .v4
+                    .get(&cover)
+                    .map(|rule| (cover, entry_of(&rule)))
             })
             .collect();
         let high = Ipv4Network::new(range.broadcast(), 32).unwrap_or(range);
         rules.extend(
             plan.book
                 .v4
-                .range(range..=high)
+                .range(range, high)
                 .filter(|(n, _)| n.prefix() > 16)
-                .map(|(n, rule)| (*n, entry_of(rule))),
+                .map(|(n, rule)| (n, entry_of(&rule))),
         );
         let bytes = lookup(table, V4_FAST, &block.to_ne_bytes())?.unwrap_or_default();
         let Some(current) = V4Block::from_bytes(&bytes) else {
@@ -2617,7 +2596,7 @@ impl Shield {
     /// block or shorter, or no unused records left.
     fn edit_fast6_in_place(
         &self,
-        v6: &Arc<BTreeMap<Ipv6Network, Rule>>,
+        v6: &Arc<Book<Ipv6Network>>,
         valve: &[IpNetwork],
         nets: &[Ipv6Network],
     ) -> Result<bool> {
@@ -2659,15 +2638,15 @@ impl Shield {
                 let action = Action::from_raw(rule.action).unwrap_or(Action::Deny);
                 rules.push((*net, fastpath::entry(rule.rule_id, action)));
             };
-            for (net, rule) in v6.range(from..=to) {
-                take(net, rule);
+            for (net, rule) in v6.range(from, to) {
+                take(&net, &rule);
             }
             for len in 0..=top.bits() {
                 if let Ok(cover) = Ipv6Network::new(top.first(), len)
                     .and_then(|n| Ipv6Network::new(n.network(), len))
                 {
                     if let Some(rule) = v6.get(&cover) {
-                        take(&cover, rule);
+                        take(&cover, &rule);
                     }
                 }
             }
@@ -2699,7 +2678,7 @@ impl Shield {
         }
         let edits: Vec<([u8; 16], u8, Option<Rule>)> = nets
             .iter()
-            .map(|n| (n.network().octets(), n.prefix(), v6.get(n).copied()))
+            .map(|n| (n.network().octets(), n.prefix(), v6.get(n)))
             .collect();
         self.write_book_edits(V6_BOOK, slot, &edits, || book_stream_v6(v6))?;
         let what = match nets {
@@ -2764,13 +2743,13 @@ impl Shield {
         // a `replace` set by set has put the new rule there already).
         self.remember(cached.map(|mut c| {
             match (net, rule) {
-                (IpNetwork::V4(n), Some(r)) if c.book.v4.get(&n) != Some(&r) => {
+                (IpNetwork::V4(n), Some(r)) if c.book.v4.get(&n) != Some(r) => {
                     Arc::make_mut(&mut c.book.v4).insert(n, r);
                 }
                 (IpNetwork::V4(n), None) if c.book.v4.contains_key(&n) => {
                     Arc::make_mut(&mut c.book.v4).remove(&n);
                 }
-                (IpNetwork::V6(n), Some(r)) if c.book.v6.get(&n) != Some(&r) => {
+                (IpNetwork::V6(n), Some(r)) if c.book.v6.get(&n) != Some(r) => {
                     Arc::make_mut(&mut c.book.v6).insert(n, r);
                 }
                 (IpNetwork::V6(n), None) if c.book.v6.contains_key(&n) => {
@@ -2787,8 +2766,8 @@ impl Shield {
     pub fn rule(&self, net: IpNetwork) -> Result<Option<Rule>> {
         let book = self.current()?.book;
         Ok(match net {
-            IpNetwork::V4(n) => book.v4.get(&n).copied(),
-            IpNetwork::V6(n) => book.v6.get(&n).copied(),
+            IpNetwork::V4(n) => book.v4.get(&n),
+            IpNetwork::V6(n) => book.v6.get(&n),
         })
     }
 
@@ -2807,8 +2786,8 @@ impl Shield {
                 None => read_book(&self.object, active)?,
             };
             let existing = match net {
-                IpNetwork::V4(n) => book.v4.get(&n).copied(),
-                IpNetwork::V6(n) => book.v6.get(&n).copied(),
+                IpNetwork::V4(n) => book.v4.get(&n),
+                IpNetwork::V6(n) => book.v6.get(&n),
             };
             let Some(rule) = existing else {
                 return Ok(false);

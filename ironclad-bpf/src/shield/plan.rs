@@ -13,6 +13,7 @@ use ironclad_core::abi::{
 };
 use ironclad_policy::shield::{CompiledShield, Owner};
 
+use super::book::Book;
 use super::{Ipv4Path, ReplaceReport, RULE_COUNTERS};
 use crate::error::{BpfError, Result};
 
@@ -223,8 +224,8 @@ impl RuleLabel {
 /// copies only that one and an unchanged family is recognised without comparing.
 #[derive(Debug, Clone, Default)]
 pub(super) struct RuleBook {
-    pub(super) v4: Arc<BTreeMap<Ipv4Network, Rule>>,
-    pub(super) v6: Arc<BTreeMap<Ipv6Network, Rule>>,
+    pub(super) v4: Arc<Book<Ipv4Network>>,
+    pub(super) v6: Arc<Book<Ipv6Network>>,
 }
 
 /// What a new policy means, before anything is written.
@@ -330,7 +331,7 @@ pub(super) fn plan(old: &BTreeMap<u32, RuleInfo>, policy: &CompiledShield) -> Re
 
     // The owners come sorted, so the books are built in bulk rather than by a million
     // searching inserts.
-    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    let (mut v4, mut v6) = (Book::default(), Book::default());
     let mut counts = vec![(0u32, 0u32); labels.len()];
     policy.visit_owners(|net, owner| {
         let index = match owner {
@@ -340,17 +341,16 @@ pub(super) fn plan(old: &BTreeMap<u32, RuleInfo>, policy: &CompiledShield) -> Re
         let rule = Rule::new(ids[index], policy.action_of(owner));
         match net {
             IpNetwork::V4(n) => {
-                v4.push((n, rule));
+                v4.push(n, rule);
                 counts[index].0 += 1;
             }
             IpNetwork::V6(n) => {
-                v6.push((n, rule));
+                v6.push(n, rule);
                 counts[index].1 += 1;
             }
         }
     });
-    let (v4, v6): (BTreeMap<_, _>, BTreeMap<_, _>) =
-        (v4.into_iter().collect(), v6.into_iter().collect());
+    let (v4, v6) = (v4.finish(), v6.finish());
     let directory = labels
         .iter()
         .zip(&ids)
