@@ -280,11 +280,30 @@ pub fn aggregate_except_update_into(
     reserved: impl Fn(&IpNetwork) -> bool,
     out: &mut Vec<IpNetwork>,
 ) {
+    update_into(
+        |net| old.binary_search(net).is_ok(),
+        old_after,
+        new,
+        points,
+        reserved,
+        out,
+    );
+}
+
+/// [`aggregate_except_update_into`] asking whether the old list has a prefix of
+/// `old_has` (the source cache keeps it in another form): the old list is only ever
+/// searched.
+pub(crate) fn update_into(
+    old_has: impl Fn(&IpNetwork) -> bool,
+    old_after: &[IpNetwork],
+    new: &[IpNetwork],
+    points: &[IpNetwork],
+    reserved: impl Fn(&IpNetwork) -> bool,
+    out: &mut Vec<IpNetwork>,
+) {
     out.clear();
     let listed = |net: &IpNetwork| {
-        old.binary_search(net).is_ok()
-            || new.binary_search(net).is_ok()
-            || old_after.binary_search(net).is_ok()
+        old_has(net) || new.binary_search(net).is_ok() || old_after.binary_search(net).is_ok()
     };
     let mut windows: Vec<(bool, Block)> = Vec::with_capacity(points.len());
     for point in points {

@@ -35,6 +35,7 @@
 pub mod aggregate;
 #[cfg(feature = "bundle")]
 pub mod bundle;
+mod compact;
 pub mod config;
 pub mod dlp;
 pub mod domains;

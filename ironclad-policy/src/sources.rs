@@ -9,15 +9,14 @@
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, SystemTime};
 
 use ipnetwork::IpNetwork;
 use ironclad_core::abi::Action;
 
-use crate::aggregate::{
-    aggregate_except, aggregate_except_update_into, subtract, symmetric_difference,
-};
+use crate::aggregate::{aggregate_except, subtract, symmetric_difference, update_into};
+use crate::compact::CompactList;
 use crate::feeds::{
     feed_text, line_delta, parse_feed, read_feed_bytes_into, FeedFormat, Strictness,
 };
@@ -150,8 +149,8 @@ struct ReadFeed {
     stamp: FileStamp,
     format: FeedFormat,
     strictness: Strictness,
-    /// Sorted and deduplicated.
-    prefixes: Arc<Vec<IpNetwork>>,
+    /// Sorted and deduplicated, compact (5 bytes an IPv4 prefix).
+    prefixes: Arc<CompactList>,
     /// How many more times than once a prefix is listed (lines repeated, or the same
     /// prefix written two ways), for the prefixes listed more than once.
     repeats: HashMap<IpNetwork, u32>,
@@ -180,7 +179,7 @@ impl ReadFeed {
         text: Vec<u8>,
         stamp: FileStamp,
         path: &Path,
-    ) -> Result<Arc<Vec<IpNetwork>>, Vec<u8>> {
+    ) -> Result<(Vec<IpNetwork>, Changed), Vec<u8>> {
         let Some(old) = self.text.as_deref() else {
             return Err(text);
         };
@@ -205,7 +204,7 @@ impl ReadFeed {
         let mut repeats = self.repeats.clone();
         let (mut out, mut came) = (Vec::new(), Vec::new());
         for (net, d) in change {
-            let listed = self.prefixes.binary_search(&net).is_ok();
+            let listed = self.prefixes.contains(&net);
             let count = if listed {
                 1 + i64::from(repeats.get(&net).copied().unwrap_or(0))
             } else {
@@ -226,60 +225,57 @@ impl ReadFeed {
                 came.push(net);
             }
         }
-        if !out.is_empty() || !came.is_empty() {
+        let from = Arc::clone(&self.prefixes);
+        let list = if !out.is_empty() || !came.is_empty() {
             out.sort_unstable();
             came.sort_unstable();
-            let mut merged = Vec::new();
-            merge_change_into(&self.prefixes, &out, &came, &mut merged);
-            self.prefixes = Arc::new(merged);
-        }
+            let merged = merge_change(&self.prefixes, &out, &came);
+            self.prefixes = Arc::new(CompactList::of(&merged));
+            merged
+        } else {
+            self.prefixes.to_vec()
+        };
         self.repeats = repeats;
         self.text = Some(text);
         self.stamp = stamp;
-        Ok(Arc::clone(&self.prefixes))
+        out.append(&mut came);
+        out.sort_unstable();
+        Ok((list, Changed { from, delta: out }))
     }
 }
 
 /// `list` without `out` and with `came` (all three sorted; `out` is in `list`, `came`
-/// is not), sorted, into `merged` (cleared first: its memory is reused). The runs
-/// between changes are copied whole: a few changes to a
-/// million prefixes cost a copy, not a million comparisons.
-fn merge_change_into(
-    list: &[IpNetwork],
-    out: &[IpNetwork],
-    came: &[IpNetwork],
-    merged: &mut Vec<IpNetwork>,
-) {
+/// is not), sorted, as `IpNetwork`s. The runs between changes are copied whole, and
+/// the old list is never expanded beside the new one (18 MB at a million prefixes).
+fn merge_change(list: &CompactList, out: &[IpNetwork], came: &[IpNetwork]) -> Vec<IpNetwork> {
     // Where each change falls in `list`, in order: (position, prefix that came).
     let mut cuts: Vec<(usize, Option<IpNetwork>)> = out
         .iter()
-        .map(|net| (list.partition_point(|n| n < net), None))
-        .chain(
-            came.iter()
-                .map(|net| (list.partition_point(|n| n < net), Some(*net))),
-        )
+        .map(|net| (list.position(net), None))
+        .chain(came.iter().map(|net| (list.position(net), Some(*net))))
         .collect();
     // At one position a prefix that came goes before the one that left.
     cuts.sort_unstable_by_key(|(at, net)| (*at, net.is_none(), *net));
-    merged.clear();
-    merged.reserve(list.len() + came.len() - out.len().min(list.len()));
+    let mut merged = Vec::with_capacity((list.len() + came.len()).saturating_sub(out.len()));
     let mut copied = 0;
     for (at, net) in cuts {
-        merged.extend_from_slice(&list[copied..at.max(copied)]);
+        list.extend_into(copied, at.max(copied), &mut merged);
         copied = copied.max(at);
         match net {
             Some(net) => merged.push(net),
             None => copied = at + 1,
         }
     }
-    merged.extend_from_slice(&list[copied.min(list.len())..]);
+    list.extend_into(copied.min(list.len()), list.len(), &mut merged);
+    merged
 }
 
 /// A set's prefixes after aggregation, with what they were made from.
 #[derive(Debug)]
 struct Aggregated {
-    /// The set's prefixes before (sorted, deduplicated).
-    before: Arc<Vec<IpNetwork>>,
+    /// The set's prefixes before (sorted, deduplicated), compact: shared with the
+    /// feed's [`ReadFeed`] when the set is a feed's.
+    before: Arc<CompactList>,
     after: Arc<Vec<IpNetwork>>,
 }
 
@@ -295,6 +291,54 @@ struct CacheInner {
     feeds: HashMap<PathBuf, ReadFeed>,
     aggregated: AggregatedSets,
     reads: FeedReads,
+    /// The lists [`Loaded::feeds_cached`] handed out since the last aggregation: the
+    /// aggregation then knows a set's list without comparing it, and keeps the same
+    /// compact list.
+    handed: Vec<Handed>,
+}
+
+/// A list [`Loaded::feeds_cached`] handed out.
+#[derive(Debug)]
+struct Handed {
+    /// The list (a live `Weak` points at a list nobody else can have).
+    list: Weak<Vec<IpNetwork>>,
+    /// The compact list the cache keeps of it.
+    compact: Arc<CompactList>,
+    /// When the feed was read as its changed lines: what it changed.
+    changed: Option<Changed>,
+}
+
+/// A feed's prefixes that came or went since its last version.
+#[derive(Debug)]
+struct Changed {
+    /// The last version's compact list.
+    from: Arc<CompactList>,
+    /// The prefixes one version lists and the other does not, sorted.
+    delta: Vec<IpNetwork>,
+}
+
+impl CacheInner {
+    /// Notes that `list` was handed out as `compact`.
+    fn hand(
+        &mut self,
+        list: &Arc<Vec<IpNetwork>>,
+        compact: &Arc<CompactList>,
+        changed: Option<Changed>,
+    ) {
+        self.handed.retain(|h| h.list.strong_count() > 0);
+        self.handed.push(Handed {
+            list: Arc::downgrade(list),
+            compact: Arc::clone(compact),
+            changed,
+        });
+    }
+}
+
+/// What the cache handed `list` out as, if it did.
+fn handed_as<'a>(handed: &'a [Handed], list: &Arc<Vec<IpNetwork>>) -> Option<&'a Handed> {
+    handed
+        .iter()
+        .find(|h| h.list.upgrade().is_some_and(|l| Arc::ptr_eq(&l, list)))
 }
 
 /// How a [`SourceCache`] has read feed files since it was made.
@@ -319,9 +363,12 @@ pub struct FeedReads {
 /// change. A feed that changed costs its own reading, whatever the others hold.
 ///
 /// Memory: each line-based feed's text (to read its next version as the lines that
-/// changed), its sorted list, and each set's aggregated list when aggregation changed
-/// it; nothing is kept for the next reload beyond that (spare buffers kept ready for it
-/// held 50 MB at a million lines, for reloads a few milliseconds faster).
+/// changed), its sorted list in a compact form (5 bytes an IPv4 prefix, where an
+/// `IpNetwork` takes 18; expanded for the load that uses it), and each set's aggregated
+/// list when aggregation changed it (the policy holds that one anyway). At a million
+/// lines: 14 + 5 + 18 MB. Nothing is kept for the next reload beyond that (spare
+/// buffers kept ready for it held 50 MB at a million lines, for reloads a few
+/// milliseconds faster).
 ///
 /// Cloning gives another handle on the same cache. Sources the last policy did not
 /// name are dropped from it.
@@ -458,8 +505,13 @@ impl Loaded {
                             )
                         })
                 });
-                if let Some((prefixes, skipped, masked, warnings)) = hit {
-                    cache.lock().reads.unchanged += 1;
+                if let Some((compact, skipped, masked, warnings)) = hit {
+                    // Expanded for this load only: the cache keeps the compact list.
+                    let prefixes = Arc::new(compact.to_vec());
+                    let mut inner = cache.lock();
+                    inner.reads.unchanged += 1;
+                    inner.hand(&prefixes, &compact, None);
+                    drop(inner);
                     self.push(source(skipped, masked, when(), warnings), prefixes);
                     continue;
                 }
@@ -485,8 +537,11 @@ impl Loaded {
                         .filter(|r| r.format == feed.format && r.strictness == feed.strictness);
                     match kept {
                         Some(r) => match r.update(text, stamp, &feed.path) {
-                            Ok(prefixes) => {
+                            Ok((prefixes, changed)) => {
+                                let prefixes = Arc::new(prefixes);
+                                let compact = Arc::clone(&r.prefixes);
                                 inner.reads.by_changes += 1;
+                                inner.hand(&prefixes, &compact, Some(changed));
                                 drop(inner);
                                 self.push(source(0, 0, when(), Vec::new()), prefixes);
                                 continue;
@@ -507,18 +562,21 @@ impl Loaded {
                     let (list, repeats) = sorted_counting(parsed.prefixes);
                     let prefixes = Arc::new(list);
                     if let (Some(cache), Some(stamp)) = (cache, stamp) {
-                        cache.lock().reads.whole += 1;
+                        let mut inner = cache.lock();
+                        inner.reads.whole += 1;
                         let clean = parsed.skipped == 0
                             && parsed.masked == 0
                             && parsed.warnings.is_empty()
                             && feed.format.is_line_based();
-                        cache.lock().feeds.insert(
+                        let compact = Arc::new(CompactList::of(&prefixes));
+                        inner.hand(&prefixes, &compact, None);
+                        inner.feeds.insert(
                             feed.path.clone(),
                             ReadFeed {
                                 stamp,
                                 format: feed.format.clone(),
                                 strictness: feed.strictness,
-                                prefixes: Arc::clone(&prefixes),
+                                prefixes: compact,
                                 repeats,
                                 skipped: parsed.skipped,
                                 masked: parsed.masked,
@@ -646,29 +704,15 @@ pub fn aggregate_sets_cached(
     rules: &[IpNetwork],
     cache: Option<&SourceCache>,
 ) {
-    // Lists the cache holds are sorted (feeds as read, sets as aggregated before): only
-    // the others are checked (a pointer of a list the cache holds cannot be reused).
-    let known: HashSet<*const Vec<IpNetwork>> = cache
-        .map(|c| {
-            let inner = c.lock();
-            inner
-                .feeds
-                .values()
-                .map(|r| Arc::as_ptr(&r.prefixes))
-                .chain(
-                    inner
-                        .aggregated
-                        .sets
-                        .values()
-                        .map(|a| Arc::as_ptr(&a.before)),
-                )
-                .collect()
-        })
+    // The lists the cache handed out (feeds as read: sorted), each with the compact
+    // list it keeps of it.
+    let handed = cache
+        .map(|c| std::mem::take(&mut c.lock().handed))
         .unwrap_or_default();
+    let compact_of =
+        |list: &Arc<Vec<IpNetwork>>| handed_as(&handed, list).map(|h| Arc::clone(&h.compact));
     for set in sets.iter_mut() {
-        if !known.contains(&Arc::as_ptr(&set.prefixes))
-            && !set.prefixes.windows(2).all(|w| w[0] < w[1])
-        {
+        if compact_of(&set.prefixes).is_none() && !set.prefixes.windows(2).all(|w| w[0] < w[1]) {
             let prefixes = Arc::make_mut(&mut set.prefixes);
             prefixes.sort_unstable();
             prefixes.dedup();
@@ -684,10 +728,15 @@ pub fn aggregate_sets_cached(
         Some(p) => sets
             .iter()
             .map(|s| match p.sets.get(&s.name) {
-                Some(a) if Arc::ptr_eq(&a.before, &s.prefixes) => Vec::new(),
-                Some(a) => {
-                    symmetric_difference(&a.before, &s.prefixes, usize::MAX).unwrap_or_default()
-                }
+                Some(a) => match handed_as(&handed, &s.prefixes) {
+                    // The very list the cache handed out of what it aggregated before.
+                    Some(h) if Arc::ptr_eq(&h.compact, &a.before) => Vec::new(),
+                    // The next version of it, read as its changes.
+                    Some(Handed {
+                        changed: Some(c), ..
+                    }) if Arc::ptr_eq(&c.from, &a.before) => c.delta.clone(),
+                    _ => a.before.symmetric_difference(&s.prefixes),
+                },
                 None => s.prefixes.to_vec(),
             })
             .collect(),
@@ -699,7 +748,7 @@ pub fn aggregate_sets_cached(
             p.sets
                 .iter()
                 .filter(|(name, _)| !names.contains(name.as_str()))
-                .flat_map(|(_, a)| a.before.iter().copied())
+                .flat_map(|(_, a)| a.before.iter())
                 .chain(symmetric_difference(&p.rules, &rule_list, usize::MAX).unwrap_or_default())
                 .collect()
         }
@@ -722,6 +771,16 @@ pub fn aggregate_sets_cached(
             rule_set.contains(net) || others.iter().any(|o| o.binary_search(net).is_ok())
         };
         let last = previous.as_mut().and_then(|p| p.sets.remove(&set.name));
+        // The compact list of `before` the cache keeps: the one it handed it out as,
+        // the last one if the set did not change, or a new one.
+        let unchanged = last.is_some() && changed.get(i).is_some_and(Vec::is_empty);
+        let compact = compact_of(&before)
+            .or_else(|| {
+                last.as_ref()
+                    .filter(|_| unchanged)
+                    .map(|l| Arc::clone(&l.before))
+            })
+            .unwrap_or_else(|| Arc::new(CompactList::of(&before)));
         let after = match last {
             Some(last) => {
                 // What changed in this set, and what changed elsewhere that is one of
@@ -734,16 +793,14 @@ pub fn aggregate_sets_cached(
                         .filter(|(j, _)| *j != i)
                         .flat_map(|(_, c)| c)
                         .chain(&everywhere)
-                        .filter(|net| {
-                            reaches_into(&before, net) || reaches_into(&last.before, net)
-                        }),
+                        .filter(|net| reaches_into(&before, net) || last.before.reaches_into(net)),
                 );
                 if points.is_empty() {
                     last.after
                 } else if points.len() <= before.len() / 8 + 1_024 {
                     let mut merged = Vec::new();
-                    aggregate_except_update_into(
-                        &last.before,
+                    update_into(
+                        |net| last.before.contains(net),
                         &last.after,
                         &before,
                         &points,
@@ -759,8 +816,13 @@ pub fn aggregate_sets_cached(
         };
         set.prefixes = Arc::clone(&after);
         if cache.is_some() {
-            kept.sets
-                .insert(set.name.clone(), Aggregated { before, after });
+            kept.sets.insert(
+                set.name.clone(),
+                Aggregated {
+                    before: compact,
+                    after,
+                },
+            );
         }
     }
     if let Some(cache) = cache {
@@ -994,10 +1056,10 @@ mod tests {
                 .all(|n| n.to_string().starts_with(&format!("10.{version}."))));
             let inner = cache.lock();
             let read = inner.feeds.get(&path).unwrap_or_else(|| panic!("cached"));
-            // The cache holds this version's text and list, and nothing of the one
-            // before (no spare buffers: 50 MB at a million lines).
+            // The cache holds this version's text and list (compact), and nothing of
+            // the one before (no spare buffers: 50 MB at a million lines).
             assert_eq!(read.text.as_deref(), Some(text.as_bytes()));
-            assert!(Arc::ptr_eq(&read.prefixes, list));
+            assert_eq!(read.prefixes.to_vec(), **list);
         }
         assert_eq!(cache.reads().by_changes, 3);
         assert_eq!(cache.reads().whole, 1);
