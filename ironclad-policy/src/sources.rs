@@ -771,16 +771,18 @@ pub fn aggregate_sets_cached(
             rule_set.contains(net) || others.iter().any(|o| o.binary_search(net).is_ok())
         };
         let last = previous.as_mut().and_then(|p| p.sets.remove(&set.name));
-        // The compact list of `before` the cache keeps: the one it handed it out as,
-        // the last one if the set did not change, or a new one.
+        // The compact list of `before` the cache keeps (none without a cache): the one
+        // it handed it out as, the last one if the set did not change, or a new one.
         let unchanged = last.is_some() && changed.get(i).is_some_and(Vec::is_empty);
-        let compact = compact_of(&before)
-            .or_else(|| {
-                last.as_ref()
-                    .filter(|_| unchanged)
-                    .map(|l| Arc::clone(&l.before))
-            })
-            .unwrap_or_else(|| Arc::new(CompactList::of(&before)));
+        let compact = cache.map(|_| {
+            compact_of(&before)
+                .or_else(|| {
+                    last.as_ref()
+                        .filter(|_| unchanged)
+                        .map(|l| Arc::clone(&l.before))
+                })
+                .unwrap_or_else(|| Arc::new(CompactList::of(&before)))
+        });
         let after = match last {
             Some(last) => {
                 // What changed in this set, and what changed elsewhere that is one of
@@ -815,14 +817,9 @@ pub fn aggregate_sets_cached(
             None => shared_unless_merged(&before, aggregate_except(&before, elsewhere)),
         };
         set.prefixes = Arc::clone(&after);
-        if cache.is_some() {
-            kept.sets.insert(
-                set.name.clone(),
-                Aggregated {
-                    before: compact,
-                    after,
-                },
-            );
+        if let Some(before) = compact {
+            kept.sets
+                .insert(set.name.clone(), Aggregated { before, after });
         }
     }
     if let Some(cache) = cache {
