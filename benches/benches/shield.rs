@@ -394,7 +394,7 @@ fn summary(_: &mut Criterion) {
             .map(|(code, nets)| PrefixSet {
                 name: format!("country:{code}"),
                 action: Action::Deny,
-                prefixes: nets.into(),
+                prefixes: std::sync::Arc::new(nets.into()),
                 origin: ironclad_policy::error::Origin::field(format!("country:{code}")),
             })
             .collect();
@@ -570,7 +570,7 @@ fn policy(c: &mut Criterion) {
                 .iter()
                 .flat_map(|s| s.prefixes.iter())
                 .filter_map(|n| match n {
-                    IpNetwork::V4(n) => Some((*n, fastpath::entry(1, Action::Deny))),
+                    IpNetwork::V4(n) => Some((n, fastpath::entry(1, Action::Deny))),
                     IpNetwork::V6(_) => None,
                 })
                 .collect();

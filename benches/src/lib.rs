@@ -78,7 +78,7 @@ pub fn deny_policy(v4: &[Ipv4Network], v6: &[Ipv6Network], lookup: Ipv4Lookup) -
         sets: vec![PrefixSet {
             name: "bench".to_string(),
             action: Action::Deny,
-            prefixes: prefixes.into(),
+            prefixes: std::sync::Arc::new(prefixes.into()),
             origin: Origin::field("bench"),
         }],
         ipv4_lookup: lookup,

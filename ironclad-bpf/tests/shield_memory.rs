@@ -49,7 +49,7 @@ fn child(role: &str) {
         sets: vec![PrefixSet {
             name: "feed".into(),
             action: Action::Deny,
-            prefixes: prefixes.into(),
+            prefixes: std::sync::Arc::new(prefixes.into()),
             origin: Origin::field("sets.feed"),
         }],
         ipv4_lookup: lookup,

@@ -41,7 +41,7 @@ fn set(name: &str, action: Action, prefixes: Vec<IpNetwork>) -> PrefixSet {
     PrefixSet {
         name: name.to_string(),
         action,
-        prefixes: prefixes.into(),
+        prefixes: std::sync::Arc::new(prefixes.into()),
         origin: Origin::field(format!("sets.{name}")),
     }
 }
@@ -78,7 +78,7 @@ fn reference(policy: &ShieldPolicy, addr: IpAddr) -> Option<(String, Action)> {
         };
         for net in s.prefixes.iter() {
             consider(
-                net,
+                &net,
                 class - i as i64,
                 &|| format!("set:{}", s.name),
                 s.action,
@@ -222,7 +222,7 @@ fn probe_addresses(policy: &ShieldPolicy, seed: u64, count: usize) -> Vec<IpAddr
     let mut all: Vec<IpNetwork> = policy
         .sets
         .iter()
-        .flat_map(|s| s.prefixes.iter().copied())
+        .flat_map(|s| s.prefixes.iter())
         .chain(policy.deny.iter().map(|e| e.net))
         .chain(policy.allow.iter().map(|e| e.net))
         .chain(policy.management.iter().map(|e| e.net))
@@ -344,7 +344,7 @@ fn fast_path_trie_and_reference_agree_on_random_rule_sets() {
             .prefixes
             .iter()
             .filter_map(|n| match n {
-                IpNetwork::V4(n) => Some(*n),
+                IpNetwork::V4(n) => Some(n),
                 IpNetwork::V6(_) => None,
             })
             .collect();
@@ -352,7 +352,7 @@ fn fast_path_trie_and_reference_agree_on_random_rule_sets() {
             .prefixes
             .iter()
             .filter_map(|n| match n {
-                IpNetwork::V6(n) => Some(*n),
+                IpNetwork::V6(n) => Some(n),
                 IpNetwork::V4(_) => None,
             })
             .collect();
@@ -403,11 +403,8 @@ fn fast_path_trie_and_reference_agree_on_random_rule_sets() {
         // Removing a single rule takes its prefix out of the kernel; a set that lists the
         // very same prefix gets it back only when the policy is applied again, so remove
         // rules no set repeats.
-        let in_sets: std::collections::HashSet<IpNetwork> = policy
-            .sets
-            .iter()
-            .flat_map(|s| s.prefixes.iter().copied())
-            .collect();
+        let in_sets: std::collections::HashSet<IpNetwork> =
+            policy.sets.iter().flat_map(|s| s.prefixes.iter()).collect();
         for _ in 0..10 {
             let Some(index) = policy.deny.iter().rposition(|e| !in_sets.contains(&e.net)) else {
                 break;
@@ -520,7 +517,7 @@ fn five_rules_in_each_of_9000_24s_stay_compiled_as_groups_then_leaf_nodes() {
     let mut first: Vec<IpNetwork> = changed.sets[0].prefixes.to_vec();
     first.retain(|n| n.network() != IpAddr::V4(Ipv4Addr::new(10, 31, 64, 7)));
     first.push("10.0.3.200/32".parse().expect("cidr"));
-    changed.sets[0].prefixes = Arc::new(first);
+    changed.sets[0].prefixes = Arc::new(first.into());
     let report = shield
         .replace(&compile(&changed).expect("valid"))
         .expect("fits");
@@ -956,7 +953,7 @@ fn a_small_change_to_a_loaded_policy_is_a_few_edits_in_place() {
         // A feed update: a dozen IPv4 prefixes of the deny set go, a dozen new ones come,
         // three IPv6 prefixes go. Rules and sets stay the same.
         let mut rng = Rng::new(99);
-        let deny = Arc::make_mut(&mut policy.sets[0].prefixes);
+        let mut deny = policy.sets[0].prefixes.to_vec();
         let v4: Vec<usize> = (0..deny.len())
             .filter(|i| deny[*i].is_ipv4())
             .skip(100)
@@ -974,6 +971,7 @@ fn a_small_change_to_a_loaded_policy_is_a_few_edits_in_place() {
         for _ in 0..12 {
             deny.push(IpNetwork::V4(prefix_in_v4(&mut rng, space, 20, 32)));
         }
+        policy.sets[0].prefixes = Arc::new(deny.into());
         let compiled = compile(&policy).expect("valid");
         let updates_before = sink
             .records()
@@ -1042,7 +1040,7 @@ fn churn(policy: &mut ShieldPolicy, rng: &mut Rng, n: usize) {
     let listed: Vec<IpNetwork> = policy
         .sets
         .iter()
-        .flat_map(|s| s.prefixes.iter().copied())
+        .flat_map(|s| s.prefixes.iter())
         .chain(policy.deny.iter().chain(&policy.allow).map(|e| e.net))
         .collect();
     let v6: Vec<ipnetwork::Ipv6Network> = listed
@@ -1055,7 +1053,7 @@ fn churn(policy: &mut ShieldPolicy, rng: &mut Rng, n: usize) {
         })
         .collect();
     for set in &mut policy.sets {
-        let prefixes = Arc::make_mut(&mut set.prefixes);
+        let mut prefixes = set.prefixes.to_vec();
         for _ in 0..n {
             let i = rng.below(prefixes.len() as u64) as usize;
             prefixes.swap_remove(i);
@@ -1082,6 +1080,7 @@ fn churn(policy: &mut ShieldPolicy, rng: &mut Rng, n: usize) {
             };
             prefixes.push(net);
         }
+        set.prefixes = Arc::new(prefixes.into());
     }
 }
 
@@ -1118,10 +1117,9 @@ fn feed_updates_are_applied_set_by_set_and_decide_as_the_reference() {
         let mut policy = random_policy(7, lookup);
         // A third set that lists some of the others' prefixes and of the single rules'.
         let mut rng = Rng::new(71);
-        let mut extra: Vec<IpNetwork> =
-            policy.sets[1].prefixes.iter().step_by(5).copied().collect();
+        let mut extra: Vec<IpNetwork> = policy.sets[1].prefixes.iter().step_by(5).collect();
         extra.extend(policy.deny.iter().step_by(3).map(|e| e.net));
-        extra.extend(policy.sets[0].prefixes.iter().step_by(40).copied());
+        extra.extend(policy.sets[0].prefixes.iter().step_by(40));
         policy.sets.push(set("extra-deny", Action::Deny, extra));
         shield
             .replace(&compile(&policy).expect("valid"))
@@ -1344,8 +1342,8 @@ fn scattered_hosts_and_merged_blocklists_stay_on_the_fast_path_at_a_million() {
         // A feed update: 10 of the feed's IPv4 entries go, 10 new hosts come.
         let slot = status.slot;
         let feed = Arc::make_mut(&mut policy.sets[0].prefixes);
-        let gone: Vec<IpNetwork> = feed.iter().step_by(99_991).take(10).copied().collect();
-        feed.retain(|n| !gone.contains(n));
+        let gone: Vec<IpNetwork> = feed.iter().step_by(99_991).take(10).collect();
+        feed.retain(|n| !gone.contains(&n));
         let fresh: Vec<Ipv4Network> = ironclad_testing::rules::hosts_v4(10, 24, &avoid)
             .into_iter()
             .filter(|n| !deny_set.contains(n))

@@ -96,6 +96,17 @@ pub fn read_regular_file_into(
     limit: u64,
     bytes: &mut Vec<u8>,
 ) -> Result<(), ReadFileError> {
+    read_regular_file_keep(path, limit, bytes).map(drop)
+}
+
+/// [`read_regular_file_into`], giving back the open file: its inode stays readable
+/// after another file is renamed over `path` (a caller can read this version again
+/// later instead of keeping its bytes).
+pub fn read_regular_file_keep(
+    path: &Path,
+    limit: u64,
+    bytes: &mut Vec<u8>,
+) -> Result<std::fs::File, ReadFileError> {
     bytes.clear();
     let file = open_regular_file(path)?;
     let len = file.metadata().map_err(ReadFileError::Io)?.len();
@@ -103,7 +114,8 @@ pub fn read_regular_file_into(
         return Err(ReadFileError::TooLarge { len, limit });
     }
     bytes.reserve(usize::try_from(len).unwrap_or(0));
-    file.take(limit.saturating_add(1))
+    (&file)
+        .take(limit.saturating_add(1))
         .read_to_end(bytes)
         .map_err(ReadFileError::Io)?;
     if bytes.len() as u64 > limit {
@@ -112,7 +124,7 @@ pub fn read_regular_file_into(
             limit,
         });
     }
-    Ok(())
+    Ok(file)
 }
 
 #[cfg(test)]

@@ -19,6 +19,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 
+use crate::compact::PrefixList;
+
 /// A block: its first address (IPv4 in the low 32 bits) and its prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Block {
@@ -148,8 +150,20 @@ pub fn symmetric_difference(
     new: &[IpNetwork],
     limit: usize,
 ) -> Option<Vec<IpNetwork>> {
+    let mut out = Vec::new();
+    symmetric_difference_into(old, new, limit, &mut out).then_some(out)
+}
+
+/// [`symmetric_difference`] of two sorted lists of any kind, appended to `out`; false
+/// when `out` grows past `limit`.
+pub(crate) fn symmetric_difference_into<T: Ord + Copy>(
+    old: &[T],
+    new: &[T],
+    limit: usize,
+    out: &mut Vec<T>,
+) -> bool {
     const RUN: usize = 32;
-    let (mut a, mut b, mut out) = (0, 0, Vec::new());
+    let (mut a, mut b) = (0, 0);
     loop {
         // Equal runs a block at a time: two versions of a big list are mostly equal.
         while a + RUN <= old.len() && b + RUN <= new.len() && old[a..a + RUN] == new[b..b + RUN] {
@@ -174,10 +188,10 @@ pub fn symmetric_difference(
                 out.push(*x);
                 a += 1;
             }
-            (None, None) => return Some(out),
+            (None, None) => return true,
         }
         if out.len() > limit {
-            return None;
+            return false;
         }
     }
 }
@@ -196,9 +210,20 @@ pub fn aggregate_except(
     prefixes: &[IpNetwork],
     reserved: impl Fn(&IpNetwork) -> bool,
 ) -> Vec<IpNetwork> {
+    let mut out = Vec::new();
+    aggregate_except_into(prefixes.iter().copied(), reserved, &mut out);
+    out
+}
+
+/// [`aggregate_except`] of any prefixes, appended to `out`.
+pub(crate) fn aggregate_except_into(
+    prefixes: impl IntoIterator<Item = IpNetwork>,
+    reserved: impl Fn(&IpNetwork) -> bool,
+    out: &mut impl Extend<IpNetwork>,
+) {
     let (mut v4, mut v6) = (Vec::new(), Vec::new());
     for net in prefixes {
-        let (is_v4, block) = to_block(*net);
+        let (is_v4, block) = to_block(net);
         if is_v4 {
             v4.push(block);
         } else {
@@ -209,10 +234,64 @@ pub fn aggregate_except(
     let keep_v6 = |b: Block| from_block(false, b).is_some_and(|n| reserved(&n));
     let v4 = aggregate_family(v4, 32, &keep_v4);
     let v6 = aggregate_family(v6, 128, &keep_v6);
-    v4.into_iter()
-        .filter_map(|b| from_block(true, b))
-        .chain(v6.into_iter().filter_map(|b| from_block(false, b)))
-        .collect()
+    out.extend(
+        v4.into_iter()
+            .filter_map(|b| from_block(true, b))
+            .chain(v6.into_iter().filter_map(|b| from_block(false, b))),
+    );
+}
+
+/// A sorted, deduplicated prefix list the incremental aggregation reads: a slice of
+/// `IpNetwork`s or a [`PrefixList`].
+pub(crate) trait SortedList {
+    /// How many prefixes.
+    fn count(&self) -> usize;
+    /// The prefix at `i` (below `count`).
+    fn at(&self, i: usize) -> IpNetwork;
+    /// Whether it lists exactly `net`.
+    fn has(&self, net: &IpNetwork) -> bool;
+    /// Appends the prefixes `from..to` to `out`.
+    fn copy_range(&self, from: usize, to: usize, out: &mut PrefixList);
+}
+
+impl SortedList for [IpNetwork] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn at(&self, i: usize) -> IpNetwork {
+        self[i]
+    }
+    fn has(&self, net: &IpNetwork) -> bool {
+        self.binary_search(net).is_ok()
+    }
+    fn copy_range(&self, from: usize, to: usize, out: &mut PrefixList) {
+        out.extend(self[from..to].iter().copied());
+    }
+}
+
+impl SortedList for PrefixList {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn at(&self, i: usize) -> IpNetwork {
+        // Below `count`, so always there; the fallback is never taken.
+        self.get(i)
+            .unwrap_or(IpNetwork::V4(Ipv4Network::from(Ipv4Addr::UNSPECIFIED)))
+    }
+    fn has(&self, net: &IpNetwork) -> bool {
+        self.contains(net)
+    }
+    fn copy_range(&self, from: usize, to: usize, out: &mut PrefixList) {
+        self.copy_into(from, to, out);
+    }
+}
+
+/// The prefixes `from..to` of `list`.
+fn range_iter<L: SortedList + ?Sized>(
+    list: &L,
+    range: std::ops::Range<usize>,
+) -> impl Iterator<Item = IpNetwork> + '_ {
+    range.map(move |i| list.at(i))
 }
 
 /// The block of length `len` (at most `b.len`) that holds `b`.
@@ -230,13 +309,31 @@ fn ancestor(b: Block, len: u8, bits: u8) -> Block {
 
 /// The positions in `sorted` (a sorted list) of the prefixes of `block`'s family that
 /// lie in it.
-fn range_of(sorted: &[IpNetwork], v4: bool, block: Block, bits: u8) -> std::ops::Range<usize> {
-    let key = |n: &IpNetwork| {
-        let (is_v4, b) = to_block(*n);
+fn range_of<L: SortedList + ?Sized>(
+    sorted: &L,
+    v4: bool,
+    block: Block,
+    bits: u8,
+) -> std::ops::Range<usize> {
+    let key = |n: IpNetwork| {
+        let (is_v4, b) = to_block(n);
         (!is_v4, b.start)
     };
-    let lo = sorted.partition_point(|n| key(n) < (!v4, block.start));
-    let hi = lo + sorted[lo..].partition_point(|n| key(n) <= (!v4, block.end(bits)));
+    // The first position from `lo` where `below` is false (it is true, then false).
+    let partition = |mut lo: usize, below: &dyn Fn(IpNetwork) -> bool| {
+        let mut hi = sorted.count();
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if below(sorted.at(mid)) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    };
+    let lo = partition(0, &|n| key(n) < (!v4, block.start));
+    let hi = partition(lo, &|n| key(n) <= (!v4, block.end(bits)));
     lo..hi
 }
 
@@ -280,31 +377,32 @@ pub fn aggregate_except_update_into(
     reserved: impl Fn(&IpNetwork) -> bool,
     out: &mut Vec<IpNetwork>,
 ) {
+    let mut list = PrefixList::new();
     update_into(
         |net| old.binary_search(net).is_ok(),
         old_after,
         new,
         points,
         reserved,
-        out,
+        &mut list,
     );
+    out.clear();
+    out.extend(list.iter());
 }
 
 /// [`aggregate_except_update_into`] asking whether the old list has a prefix of
 /// `old_has` (the source cache keeps it in another form): the old list is only ever
 /// searched.
-pub(crate) fn update_into(
+pub(crate) fn update_into<A: SortedList + ?Sized, N: SortedList + ?Sized>(
     old_has: impl Fn(&IpNetwork) -> bool,
-    old_after: &[IpNetwork],
-    new: &[IpNetwork],
+    old_after: &A,
+    new: &N,
     points: &[IpNetwork],
     reserved: impl Fn(&IpNetwork) -> bool,
-    out: &mut Vec<IpNetwork>,
+    out: &mut PrefixList,
 ) {
-    out.clear();
-    let listed = |net: &IpNetwork| {
-        old_has(net) || new.binary_search(net).is_ok() || old_after.binary_search(net).is_ok()
-    };
+    *out = PrefixList::new();
+    let listed = |net: &IpNetwork| old_has(net) || new.has(net) || old_after.has(net);
     let mut windows: Vec<(bool, Block)> = Vec::with_capacity(points.len());
     for point in points {
         let (v4, b) = to_block(*point);
@@ -323,11 +421,16 @@ pub(crate) fn update_into(
                 continue;
             }
             let Some(whole) = from_block(v4, w) else {
-                *out = aggregate_except(new, reserved);
+                aggregate_except_into(range_iter(new, 0..new.count()), reserved, out);
                 return;
             };
-            if w.len > 0 && aggregate_except(&new[range_of(new, v4, w, bits)], &reserved) == [whole]
-            {
+            let mut inside = Vec::new();
+            aggregate_except_into(
+                range_iter(new, range_of(new, v4, w, bits)),
+                &reserved,
+                &mut inside,
+            );
+            if w.len > 0 && inside == [whole] {
                 w = ancestor(w, w.len - 1, bits);
                 continue;
             }
@@ -337,7 +440,11 @@ pub(crate) fn update_into(
     }
     // Nested windows go into the largest: sorted by family, start, then length.
     windows.sort_unstable_by_key(|(v4, w)| (!*v4, w.start, w.len));
-    out.reserve(old_after.len() + points.len());
+    let split = range_of(old_after, false, Block { start: 0, len: 0 }, 128).start;
+    out.reserve(
+        split + points.len(),
+        old_after.count() - split + points.len(),
+    );
     let mut copied = 0;
     let mut last: Option<(bool, Block)> = None;
     for (v4, w) in windows {
@@ -347,14 +454,11 @@ pub(crate) fn update_into(
         }
         last = Some((v4, w));
         let gone = range_of(old_after, v4, w, bits);
-        out.extend_from_slice(&old_after[copied..gone.start]);
-        out.extend(aggregate_except(
-            &new[range_of(new, v4, w, bits)],
-            &reserved,
-        ));
+        old_after.copy_range(copied, gone.start, out);
+        aggregate_except_into(range_iter(new, range_of(new, v4, w, bits)), &reserved, out);
         copied = gone.end;
     }
-    out.extend_from_slice(&old_after[copied..]);
+    old_after.copy_range(copied, old_after.count(), out);
 }
 
 /// `whole` without the addresses of `holes`: the prefixes covering exactly the rest

@@ -1790,7 +1790,7 @@ fn resolve_sets(
             let mut out = Vec::new();
             for name in names {
                 match shield.and_then(|s| s.sets.iter().find(|set| &set.name == name)) {
-                    Some(set) => out.extend(set.prefixes.iter().filter(|n| family(n)).copied()),
+                    Some(set) => out.extend(set.prefixes.iter().filter(|n| family(n))),
                     None => {
                         let known = match shield {
                             None => "the policy has no shield section".to_string(),

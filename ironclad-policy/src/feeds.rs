@@ -467,7 +467,15 @@ pub(crate) fn read_feed_bytes(path: &Path) -> Result<Vec<u8>, ConfigError> {
 
 /// [`read_feed_bytes`] into a buffer kept from an earlier read (cleared first).
 pub(crate) fn read_feed_bytes_into(path: &Path, bytes: &mut Vec<u8>) -> Result<(), ConfigError> {
-    ironclad_core::fsutil::read_regular_file_into(path, MAX_FEED_BYTES, bytes).map_err(|e| {
+    read_feed_bytes_keep(path, bytes).map(drop)
+}
+
+/// [`read_feed_bytes_into`], giving back the open file (to read this version again).
+pub(crate) fn read_feed_bytes_keep(
+    path: &Path,
+    bytes: &mut Vec<u8>,
+) -> Result<std::fs::File, ConfigError> {
+    ironclad_core::fsutil::read_regular_file_keep(path, MAX_FEED_BYTES, bytes).map_err(|e| {
         ConfigError {
             diagnostics: vec![Diagnostic {
                 path: path.to_path_buf(),

@@ -35,7 +35,7 @@
 pub mod aggregate;
 #[cfg(feature = "bundle")]
 pub mod bundle;
-mod compact;
+pub mod compact;
 pub mod config;
 pub mod dlp;
 pub mod domains;
@@ -58,4 +58,5 @@ pub mod sources;
 pub mod telemetry;
 pub mod tls;
 
+pub use compact::PrefixList;
 pub use error::{ConfigError, Diagnostic, Origin, PolicyError};

@@ -11,6 +11,7 @@ use ironclad_core::abi::{
     SHIELD_V6_RECORDS,
 };
 
+use crate::compact::PrefixList;
 use crate::error::{Origin, PolicyError};
 use crate::sources::Source;
 
@@ -104,7 +105,7 @@ pub struct PrefixSet {
     /// The prefixes (either family). Shared: a source read again unchanged (see
     /// [`crate::sources::SourceCache`]) hands the same list to the next policy, and
     /// everything built from it can tell at a glance that it did not change.
-    pub prefixes: std::sync::Arc<Vec<IpNetwork>>,
+    pub prefixes: std::sync::Arc<PrefixList>,
     /// Where the set was defined.
     pub origin: Origin,
 }
@@ -198,16 +199,16 @@ pub struct CompiledSet {
     /// Deny or allow.
     pub action: Action,
     /// The prefixes, sorted and deduplicated.
-    pub prefixes: std::sync::Arc<Vec<IpNetwork>>,
+    pub prefixes: std::sync::Arc<PrefixList>,
     /// Where it came from.
     pub origin: String,
 }
 
 impl CompiledSet {
-    /// How many of the prefixes are IPv4: they sort before every IPv6 one, so this is a
-    /// binary search, not a walk over a million prefixes on every reload.
+    /// How many of the prefixes are IPv4 (the list keeps them apart: no walk over a
+    /// million prefixes on every reload).
     pub fn ipv4_count(&self) -> usize {
-        self.prefixes.partition_point(IpNetwork::is_ipv4)
+        self.prefixes.ipv4_len()
     }
 }
 
@@ -297,16 +298,16 @@ impl CompiledShield {
         // The lists in the order ties are settled: the rules, allow sets, deny sets.
         let mut sets: Vec<(usize, &CompiledSet)> = self.sets.iter().enumerate().collect();
         sets.sort_by_key(|(i, set)| (set.action != Action::Allow, *i));
-        let mut lists: Vec<(Cow<'_, [IpNetwork]>, Option<usize>)> =
-            vec![(Cow::from(&rule_nets[..]), None)];
+        let rule_list = PrefixList::from(rule_nets);
+        let mut lists: Vec<(Cow<'_, PrefixList>, Option<usize>)> =
+            vec![(Cow::Borrowed(&rule_list), None)];
         for (i, set) in sets {
-            let list = if set.prefixes.windows(2).all(|w| w[0] < w[1]) {
-                Cow::from(set.prefixes.as_slice())
+            let list = if set.prefixes.is_sorted() {
+                Cow::Borrowed(&*set.prefixes)
             } else {
-                let mut sorted = set.prefixes.to_vec();
-                sorted.sort_unstable();
-                sorted.dedup();
-                Cow::from(sorted)
+                let mut sorted = PrefixList::clone(&set.prefixes);
+                sorted.sort_dedup();
+                Cow::Owned(sorted)
             };
             lists.push((list, Some(i)));
         }
@@ -315,7 +316,7 @@ impl CompiledShield {
         let mut heads: BinaryHeap<Reverse<(IpNetwork, usize, usize)>> = lists
             .iter()
             .enumerate()
-            .filter_map(|(l, (list, _))| list.first().map(|net| Reverse((*net, l, 0))))
+            .filter_map(|(l, (list, _))| list.first().map(|net| Reverse((net, l, 0))))
             .collect();
         let owner = |l: usize, at: usize| match lists[l].1 {
             Some(set) => Owner::Set(set),
@@ -331,14 +332,14 @@ impl CompiledShield {
             let bound = heads.peek().map(|Reverse((next, _, _))| *next);
             at += 1;
             let mut visited = net;
-            while let Some(next) = list.get(at).filter(|n| bound.is_none_or(|b| **n < b)) {
-                visit(*next, owner(l, at));
-                visited = *next;
+            while let Some(next) = list.get(at).filter(|n| bound.is_none_or(|b| *n < b)) {
+                visit(next, owner(l, at));
+                visited = next;
                 at += 1;
             }
             last = Some(visited);
             if let Some(next) = list.get(at) {
-                heads.push(Reverse((*next, l, at)));
+                heads.push(Reverse((next, l, at)));
             }
         }
     }
@@ -353,7 +354,7 @@ impl CompiledShield {
         self.sets
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.prefixes.binary_search(net).is_ok())
+            .filter(|(_, s)| s.prefixes.contains(net))
             .min_by_key(|(i, s)| (u8::from(s.action != Action::Allow), *i))
             .map(|(i, _)| Owner::Set(i))
     }
@@ -528,7 +529,7 @@ impl CompiledShield {
             for set in self.sets.iter().filter(|s| s.action == Action::Deny) {
                 // A /0 sorts first in its family (sets are sorted).
                 let first = if v4 { 0 } else { set.ipv4_count() };
-                if set.prefixes.get(first).is_some_and(everything) {
+                if set.prefixes.get(first).as_ref().is_some_and(everything) {
                     let origin = self
                         .sources
                         .iter()
@@ -713,17 +714,14 @@ fn compile_sets(
         // that and the order.
         let bad = |net: &IpNetwork| net.ip() != net.network();
         let mut clean = true;
-        let mut sorted = true;
+        let sorted = set.prefixes.is_sorted();
         for (i, net) in set.prefixes.iter().enumerate() {
-            if i > 0 && set.prefixes[i - 1] >= *net {
-                sorted = false;
-            }
-            if !bad(net) {
+            if !bad(&net) {
                 continue;
             }
             clean = false;
             let entry = Entry {
-                net: *net,
+                net,
                 origin: Origin {
                     field: format!("{}[{i}]", set.origin.field),
                     ..set.origin.clone()
@@ -738,10 +736,9 @@ fn compile_sets(
         let prefixes = if clean && sorted {
             std::sync::Arc::clone(&set.prefixes)
         } else {
-            let mut prefixes: Vec<IpNetwork> =
-                set.prefixes.iter().filter(|n| !bad(n)).copied().collect();
-            prefixes.sort_unstable();
-            prefixes.dedup();
+            let mut prefixes = PrefixList::clone(&set.prefixes);
+            prefixes.retain(|n| !bad(&n));
+            prefixes.sort_dedup();
             std::sync::Arc::new(prefixes)
         };
         sets.push(CompiledSet {
@@ -768,7 +765,7 @@ mod tests {
         let set = |name: &str, list: &[&str]| PrefixSet {
             name: name.to_string(),
             action: Action::Deny,
-            prefixes: std::sync::Arc::new(nets(list)),
+            prefixes: std::sync::Arc::new(nets(list).into()),
             origin: Origin::field(name),
         };
         for (lists, v4, v6, warned) in [
@@ -893,7 +890,7 @@ mod tests {
                     } else {
                         Action::Deny
                     },
-                    prefixes: random(300).into(),
+                    prefixes: std::sync::Arc::new(random(300).into()),
                     origin: Origin::field(format!("s{i}")),
                 })
                 .collect();
@@ -909,7 +906,7 @@ mod tests {
                 let mut unsorted = compiled.sets[2].prefixes.to_vec();
                 unsorted.reverse();
                 unsorted.extend(unsorted.clone().into_iter().take(10));
-                compiled.sets[2].prefixes = unsorted.into();
+                compiled.sets[2].prefixes = std::sync::Arc::new(unsorted.into());
             }
             let rank = |o: Owner| match o {
                 Owner::Rule(i) => (0u8, i),
@@ -923,7 +920,7 @@ mod tests {
                     .enumerate()
                     .map(|(i, r)| (r.cidr, Owner::Rule(i)))
                     .chain(compiled.sets.iter().enumerate().flat_map(|(i, set)| {
-                        set.prefixes.iter().map(move |net| (*net, Owner::Set(i)))
+                        set.prefixes.iter().map(move |net| (net, Owner::Set(i)))
                     }))
                     .collect();
             want.sort_by_key(|(net, owner)| (*net, rank(*owner)));
@@ -937,7 +934,7 @@ mod tests {
         let set = |name: &str, action, list: &[&str]| PrefixSet {
             name: name.to_string(),
             action,
-            prefixes: nets(list).into(),
+            prefixes: std::sync::Arc::new(nets(list).into()),
             origin: Origin::field(format!("sets.{name}")),
         };
         let policy = ShieldPolicy {

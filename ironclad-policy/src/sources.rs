@@ -15,10 +15,10 @@ use std::time::{Duration, SystemTime};
 use ipnetwork::IpNetwork;
 use ironclad_core::abi::Action;
 
-use crate::aggregate::{aggregate_except, subtract, symmetric_difference, update_into};
-use crate::compact::CompactList;
+use crate::aggregate::{aggregate_except_into, subtract, symmetric_difference, update_into};
+use crate::compact::PrefixList;
 use crate::feeds::{
-    feed_text, line_delta, parse_feed, read_feed_bytes_into, FeedFormat, Strictness,
+    feed_text, line_delta, parse_feed, read_feed_bytes_keep, FeedFormat, Strictness,
 };
 use crate::fetch::FetchSpec;
 use crate::geo::country_networks;
@@ -132,14 +132,55 @@ struct FileStamp {
 
 impl FileStamp {
     fn of(path: &Path) -> Option<Self> {
-        let m = std::fs::metadata(path).ok()?;
-        Some(Self {
+        std::fs::metadata(path).ok().map(|m| Self::from(&m))
+    }
+}
+
+impl From<&std::fs::Metadata> for FileStamp {
+    fn from(m: &std::fs::Metadata) -> Self {
+        Self {
             dev: m.dev(),
             ino: m.ino(),
             len: m.len(),
             mtime: (m.mtime(), m.mtime_nsec()),
             ctime: (m.ctime(), m.ctime_nsec()),
-        })
+        }
+    }
+}
+
+/// A feed's text kept as its open file, not as its bytes (14 MB at a million lines):
+/// the inode stays readable after the next version is renamed over the path, and its
+/// bytes stay in the kernel's page cache (or on disk, once reclaimed) instead of the
+/// daemon's memory. Read back only when the feed changes.
+#[derive(Debug)]
+struct KeptText {
+    file: std::fs::File,
+    /// The file's stamp when it was read, on the open file: the same size and
+    /// modification time later mean the same bytes, as [`FileStamp`] means for a path.
+    /// (Not the status-change time: renaming the next version over the path unlinks
+    /// this file, which changes it.)
+    stamp: FileStamp,
+}
+
+impl KeptText {
+    /// Keeps `file`, read as `stamp` (taken at the path before the read): kept only
+    /// when the open file still has that stamp, so it is the very file stamped and
+    /// nothing wrote to it while it was read.
+    fn of(file: std::fs::File, stamp: FileStamp) -> Option<Self> {
+        let now = FileStamp::from(&file.metadata().ok()?);
+        (now == stamp).then_some(Self { file, stamp })
+    }
+
+    /// The text as it was read, if the file still has it (nothing wrote to it since).
+    fn read(&self) -> Option<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let now = FileStamp::from(&self.file.metadata().ok()?);
+        if (now.len, now.mtime) != (self.stamp.len, self.stamp.mtime) {
+            return None;
+        }
+        let mut bytes = vec![0; usize::try_from(self.stamp.len).ok()?];
+        self.file.read_exact_at(&mut bytes, 0).ok()?;
+        Some(bytes)
     }
 }
 
@@ -149,17 +190,18 @@ struct ReadFeed {
     stamp: FileStamp,
     format: FeedFormat,
     strictness: Strictness,
-    /// Sorted and deduplicated, compact (5 bytes an IPv4 prefix).
-    prefixes: Arc<CompactList>,
+    /// Sorted and deduplicated (the very list the loaded set holds).
+    prefixes: Arc<PrefixList>,
     /// How many more times than once a prefix is listed (lines repeated, or the same
     /// prefix written two ways), for the prefixes listed more than once.
     repeats: HashMap<IpNetwork, u32>,
     skipped: usize,
     masked: usize,
     warnings: Vec<Diagnostic>,
-    /// The file's text (UTF-8), kept for a line-based feed read without a problem: a
-    /// later version is then read as the lines that changed ([`ReadFeed::update`]).
-    text: Option<Vec<u8>>,
+    /// The file's text (UTF-8), kept (as the open file) for a line-based feed read
+    /// without a problem: a later version is then read as the lines that changed
+    /// ([`ReadFeed::update`]).
+    text: Option<KeptText>,
 }
 
 /// The most lines a changed feed may differ by to be read as its changes; beyond, it is
@@ -173,18 +215,22 @@ impl ReadFeed {
     /// prefixes no line lists any more, with the new ones (the same shared list when
     /// no prefix came or went, e.g. a comment changed). Gives `text` back when it
     /// cannot: no text kept, too many lines changed, or a changed line with a problem
-    /// (the whole file is then parsed, which reports it at its position).
+    /// (the whole file is then parsed, which reports it at its position), or the kept
+    /// file no longer has the text (written to in place).
     fn update(
         &mut self,
         text: Vec<u8>,
+        file: std::fs::File,
         stamp: FileStamp,
         path: &Path,
-    ) -> Result<(Vec<IpNetwork>, Changed), Vec<u8>> {
-        let Some(old) = self.text.as_deref() else {
-            return Err(text);
+    ) -> Result<(Arc<PrefixList>, Changed), (Vec<u8>, std::fs::File)> {
+        let Some(old) = self.text.as_ref().and_then(KeptText::read) else {
+            return Err((text, file));
         };
-        let Some(delta) = line_delta(old, &text, MAX_DELTA_LINES) else {
-            return Err(text);
+        let delta = line_delta(&old, &text, MAX_DELTA_LINES);
+        drop(old);
+        let Some(delta) = delta else {
+            return Err((text, file));
         };
         let parse = |lines: &str| {
             parse_feed(lines, path, &self.format, self.strictness)
@@ -192,7 +238,7 @@ impl ReadFeed {
                 .filter(|p| p.skipped == 0 && p.masked == 0 && p.warnings.is_empty())
         };
         let (Some(gone), Some(new)) = (parse(&delta.removed), parse(&delta.added)) else {
-            return Err(text);
+            return Err((text, file));
         };
         let mut change: HashMap<IpNetwork, i64> = HashMap::new();
         for net in gone.prefixes {
@@ -213,7 +259,7 @@ impl ReadFeed {
             let now = count + d;
             if now < 0 {
                 // A removed line the kept list does not have: not the text kept.
-                return Err(text);
+                return Err((text, file));
             }
             match u32::try_from(now - 1) {
                 Ok(more) if more > 0 => repeats.insert(net, more),
@@ -226,17 +272,14 @@ impl ReadFeed {
             }
         }
         let from = Arc::clone(&self.prefixes);
-        let list = if !out.is_empty() || !came.is_empty() {
+        if !out.is_empty() || !came.is_empty() {
             out.sort_unstable();
             came.sort_unstable();
-            let merged = merge_change(&self.prefixes, &out, &came);
-            self.prefixes = Arc::new(CompactList::of(&merged));
-            merged
-        } else {
-            self.prefixes.to_vec()
-        };
+            self.prefixes = Arc::new(merge_change(&self.prefixes, &out, &came));
+        }
+        let list = Arc::clone(&self.prefixes);
         self.repeats = repeats;
-        self.text = Some(text);
+        self.text = KeptText::of(file, stamp);
         self.stamp = stamp;
         out.append(&mut came);
         out.sort_unstable();
@@ -245,9 +288,8 @@ impl ReadFeed {
 }
 
 /// `list` without `out` and with `came` (all three sorted; `out` is in `list`, `came`
-/// is not), sorted, as `IpNetwork`s. The runs between changes are copied whole, and
-/// the old list is never expanded beside the new one (18 MB at a million prefixes).
-fn merge_change(list: &CompactList, out: &[IpNetwork], came: &[IpNetwork]) -> Vec<IpNetwork> {
+/// is not), sorted. The runs between changes are copied whole.
+fn merge_change(list: &PrefixList, out: &[IpNetwork], came: &[IpNetwork]) -> PrefixList {
     // Where each change falls in `list`, in order: (position, prefix that came).
     let mut cuts: Vec<(usize, Option<IpNetwork>)> = out
         .iter()
@@ -256,27 +298,32 @@ fn merge_change(list: &CompactList, out: &[IpNetwork], came: &[IpNetwork]) -> Ve
         .collect();
     // At one position a prefix that came goes before the one that left.
     cuts.sort_unstable_by_key(|(at, net)| (*at, net.is_none(), *net));
-    let mut merged = Vec::with_capacity((list.len() + came.len()).saturating_sub(out.len()));
+    let count = |v4: bool, nets: &[IpNetwork]| nets.iter().filter(|n| n.is_ipv4() == v4).count();
+    let mut merged = PrefixList::new();
+    merged.reserve(
+        (list.ipv4_len() + count(true, came)).saturating_sub(count(true, out)),
+        (list.ipv6_len() + count(false, came)).saturating_sub(count(false, out)),
+    );
     let mut copied = 0;
     for (at, net) in cuts {
-        list.extend_into(copied, at.max(copied), &mut merged);
+        list.copy_into(copied, at.max(copied), &mut merged);
         copied = copied.max(at);
         match net {
             Some(net) => merged.push(net),
             None => copied = at + 1,
         }
     }
-    list.extend_into(copied.min(list.len()), list.len(), &mut merged);
+    list.copy_into(copied.min(list.len()), list.len(), &mut merged);
     merged
 }
 
 /// A set's prefixes after aggregation, with what they were made from.
 #[derive(Debug)]
 struct Aggregated {
-    /// The set's prefixes before (sorted, deduplicated), compact: shared with the
-    /// feed's [`ReadFeed`] when the set is a feed's.
-    before: Arc<CompactList>,
-    after: Arc<Vec<IpNetwork>>,
+    /// The set's prefixes before (sorted, deduplicated): shared with the feed's
+    /// [`ReadFeed`] when the set is a feed's.
+    before: Arc<PrefixList>,
+    after: Arc<PrefixList>,
 }
 
 /// The last aggregation: each set's, and the single rules' prefixes it was done with.
@@ -292,8 +339,8 @@ struct CacheInner {
     aggregated: AggregatedSets,
     reads: FeedReads,
     /// The lists [`Loaded::feeds_cached`] handed out since the last aggregation: the
-    /// aggregation then knows a set's list without comparing it, and keeps the same
-    /// compact list.
+    /// aggregation then knows a set's list, and what changed in it, without comparing
+    /// it.
     handed: Vec<Handed>,
 }
 
@@ -301,9 +348,7 @@ struct CacheInner {
 #[derive(Debug)]
 struct Handed {
     /// The list (a live `Weak` points at a list nobody else can have).
-    list: Weak<Vec<IpNetwork>>,
-    /// The compact list the cache keeps of it.
-    compact: Arc<CompactList>,
+    list: Weak<PrefixList>,
     /// When the feed was read as its changed lines: what it changed.
     changed: Option<Changed>,
 }
@@ -311,31 +356,25 @@ struct Handed {
 /// A feed's prefixes that came or went since its last version.
 #[derive(Debug)]
 struct Changed {
-    /// The last version's compact list.
-    from: Arc<CompactList>,
+    /// The last version's list.
+    from: Arc<PrefixList>,
     /// The prefixes one version lists and the other does not, sorted.
     delta: Vec<IpNetwork>,
 }
 
 impl CacheInner {
-    /// Notes that `list` was handed out as `compact`.
-    fn hand(
-        &mut self,
-        list: &Arc<Vec<IpNetwork>>,
-        compact: &Arc<CompactList>,
-        changed: Option<Changed>,
-    ) {
+    /// Notes that `list` was handed out.
+    fn hand(&mut self, list: &Arc<PrefixList>, changed: Option<Changed>) {
         self.handed.retain(|h| h.list.strong_count() > 0);
         self.handed.push(Handed {
             list: Arc::downgrade(list),
-            compact: Arc::clone(compact),
             changed,
         });
     }
 }
 
-/// What the cache handed `list` out as, if it did.
-fn handed_as<'a>(handed: &'a [Handed], list: &Arc<Vec<IpNetwork>>) -> Option<&'a Handed> {
+/// How the cache handed `list` out, if it did.
+fn handed_as<'a>(handed: &'a [Handed], list: &Arc<PrefixList>) -> Option<&'a Handed> {
     handed
         .iter()
         .find(|h| h.list.upgrade().is_some_and(|l| Arc::ptr_eq(&l, list)))
@@ -362,13 +401,15 @@ pub struct FeedReads {
 /// policies share their memory and the Shield sees at a glance that the set did not
 /// change. A feed that changed costs its own reading, whatever the others hold.
 ///
-/// Memory: each line-based feed's text (to read its next version as the lines that
-/// changed), its sorted list in a compact form (5 bytes an IPv4 prefix, where an
-/// `IpNetwork` takes 18; expanded for the load that uses it), and each set's aggregated
-/// list when aggregation changed it (the policy holds that one anyway). At a million
-/// lines: 14 + 5 + 18 MB. Nothing is kept for the next reload beyond that (spare
-/// buffers kept ready for it held 50 MB at a million lines, for reloads a few
-/// milliseconds faster).
+/// Memory: each line-based feed's file kept open (its text is read back to read the
+/// next version as the lines that changed; the bytes stay in the kernel's page cache,
+/// which can reclaim them, and on a tmpfs such as a ConfigMap in memory until the next
+/// version replaces them), its sorted list (a [`PrefixList`]: 5 bytes an IPv4 prefix,
+/// the very list the loaded set holds), and each set's aggregated list (the very list
+/// the policy holds). At a million lines nothing beyond the policy's own lists but the
+/// feed's list before aggregation: 5 MB. Nothing is kept for the next reload beyond
+/// that (spare buffers kept ready for it held 50 MB at a million lines, for reloads a
+/// few milliseconds faster).
 ///
 /// Cloning gives another handle on the same cache. Sources the last policy did not
 /// name are dropped from it.
@@ -437,7 +478,7 @@ impl Loaded {
         }
     }
 
-    fn push(&mut self, source: Source, prefixes: Arc<Vec<IpNetwork>>) {
+    fn push(&mut self, source: Source, prefixes: Arc<PrefixList>) {
         self.sets.push(PrefixSet {
             name: source.name.clone(),
             action: source.action,
@@ -505,20 +546,18 @@ impl Loaded {
                             )
                         })
                 });
-                if let Some((compact, skipped, masked, warnings)) = hit {
-                    // Expanded for this load only: the cache keeps the compact list.
-                    let prefixes = Arc::new(compact.to_vec());
+                if let Some((prefixes, skipped, masked, warnings)) = hit {
                     let mut inner = cache.lock();
                     inner.reads.unchanged += 1;
-                    inner.hand(&prefixes, &compact, None);
+                    inner.hand(&prefixes, None);
                     drop(inner);
                     self.push(source(skipped, masked, when(), warnings), prefixes);
                     continue;
                 }
             }
             let mut text = Vec::new();
-            let text = match read_feed_bytes_into(&feed.path, &mut text) {
-                Ok(()) => text,
+            let file = match read_feed_bytes_keep(&feed.path, &mut text) {
+                Ok(file) => file,
                 Err(e) => {
                     if let Some(cache) = cache {
                         cache.lock().feeds.remove(&feed.path);
@@ -528,7 +567,7 @@ impl Loaded {
                 }
             };
             // A feed read before: parse only the lines that changed.
-            let text = match (cache, stamp) {
+            let (text, file) = match (cache, stamp) {
                 (Some(cache), Some(stamp)) => {
                     let mut inner = cache.lock();
                     let kept = inner
@@ -536,31 +575,28 @@ impl Loaded {
                         .get_mut(&feed.path)
                         .filter(|r| r.format == feed.format && r.strictness == feed.strictness);
                     match kept {
-                        Some(r) => match r.update(text, stamp, &feed.path) {
+                        Some(r) => match r.update(text, file, stamp, &feed.path) {
                             Ok((prefixes, changed)) => {
-                                let prefixes = Arc::new(prefixes);
-                                let compact = Arc::clone(&r.prefixes);
                                 inner.reads.by_changes += 1;
-                                inner.hand(&prefixes, &compact, Some(changed));
+                                inner.hand(&prefixes, Some(changed));
                                 drop(inner);
                                 self.push(source(0, 0, when(), Vec::new()), prefixes);
                                 continue;
                             }
-                            Err(text) => text,
+                            Err(back) => back,
                         },
-                        None => text,
+                        None => (text, file),
                     }
                 }
-                _ => text,
+                _ => (text, file),
             };
-            let parsed = feed_text(text, &feed.path).and_then(|text| {
-                parse_feed(&text, &feed.path, &feed.format, feed.strictness)
-                    .map(|parsed| (parsed, text))
-            });
+            let parsed = feed_text(text, &feed.path)
+                .and_then(|text| parse_feed(&text, &feed.path, &feed.format, feed.strictness));
             match parsed {
-                Ok((parsed, text)) => {
+                Ok(parsed) => {
                     let (list, repeats) = sorted_counting(parsed.prefixes);
-                    let prefixes = Arc::new(list);
+                    let prefixes = Arc::new(PrefixList::of(&list));
+                    drop(list);
                     if let (Some(cache), Some(stamp)) = (cache, stamp) {
                         let mut inner = cache.lock();
                         inner.reads.whole += 1;
@@ -568,20 +604,19 @@ impl Loaded {
                             && parsed.masked == 0
                             && parsed.warnings.is_empty()
                             && feed.format.is_line_based();
-                        let compact = Arc::new(CompactList::of(&prefixes));
-                        inner.hand(&prefixes, &compact, None);
+                        inner.hand(&prefixes, None);
                         inner.feeds.insert(
                             feed.path.clone(),
                             ReadFeed {
                                 stamp,
                                 format: feed.format.clone(),
                                 strictness: feed.strictness,
-                                prefixes: compact,
+                                prefixes: Arc::clone(&prefixes),
                                 repeats,
                                 skipped: parsed.skipped,
                                 masked: parsed.masked,
                                 warnings: parsed.warnings.clone(),
-                                text: clean.then(|| text.into_bytes()),
+                                text: clean.then(|| KeptText::of(file, stamp)).flatten(),
                             },
                         );
                     }
@@ -631,11 +666,16 @@ impl Loaded {
                     origin: db_origin.clone(),
                     warnings: Vec::new(),
                 },
-                Arc::new(everything_but_local()),
+                Arc::new(PrefixList::from(everything_but_local())),
             );
         }
         for (code, origin) in codes {
-            let prefixes = Arc::new(found.get(code).cloned().unwrap_or_default());
+            let prefixes = Arc::new(
+                found
+                    .get(code)
+                    .map(|nets| PrefixList::from(nets.as_slice()))
+                    .unwrap_or_default(),
+            );
             self.push(
                 Source {
                     name: format!("country:{code}"),
@@ -669,57 +709,47 @@ pub fn aggregate_sets(sets: &mut [PrefixSet], rules: &[IpNetwork]) {
 
 /// A set's aggregated prefixes: `before` itself (shared) when aggregation merged and
 /// dropped nothing (it only merges and drops, so as many prefixes means the same ones).
-fn shared_unless_merged(
-    before: &Arc<Vec<IpNetwork>>,
-    merged: Vec<IpNetwork>,
-) -> Arc<Vec<IpNetwork>> {
+fn shared_unless_merged(before: &Arc<PrefixList>, mut merged: PrefixList) -> Arc<PrefixList> {
     if merged.len() == before.len() {
         Arc::clone(before)
     } else {
+        merged.shrink_to_fit();
         Arc::new(merged)
     }
 }
 
-/// Whether `net` is `own` (sorted) or covers one of its prefixes. Aggregating `own`
-/// asks whether a prefix is listed elsewhere only of its own prefixes and of prefixes
-/// covering them (the covers of covered prefixes and what lies between, the parents of
-/// merges), so a prefix that newly appears or disappears elsewhere and covers none of
-/// `own` does not change how `own` aggregates.
-fn reaches_into(own: &[IpNetwork], net: &IpNetwork) -> bool {
-    let key = |n: &IpNetwork| (n.is_ipv6(), n.network());
-    let start = own.partition_point(|p| key(p) < key(net));
-    own[start..]
-        .iter()
-        .take_while(|p| p.is_ipv6() == net.is_ipv6() && net.contains(p.network()))
-        .any(|p| p.prefix() >= net.prefix())
+/// [`aggregate_except`] of a list, as a list.
+fn aggregated(list: &PrefixList, reserved: impl Fn(&IpNetwork) -> bool) -> PrefixList {
+    let mut out = PrefixList::new();
+    aggregate_except_into(list.iter(), reserved, &mut out);
+    out
 }
 
 /// [`aggregate_sets`], taking from `cache` the result of a set whose prefixes are the
 /// same shared list as last time, when nothing that changed elsewhere (in another set
 /// or the single rules) is one of its prefixes or covers one: its aggregation would ask
 /// the same questions and get the same answers. The unchanged set then keeps the very
-/// list it had.
+/// list it had. (Aggregating a list asks whether a prefix is listed elsewhere only of
+/// its own prefixes and of prefixes covering them: the covers of covered prefixes and
+/// what lies between, the parents of merges. So a prefix that newly appears or
+/// disappears elsewhere and covers none of its prefixes does not change how it
+/// aggregates.)
 pub fn aggregate_sets_cached(
     sets: &mut [PrefixSet],
     rules: &[IpNetwork],
     cache: Option<&SourceCache>,
 ) {
-    // The lists the cache handed out (feeds as read: sorted), each with the compact
-    // list it keeps of it.
+    // The lists the cache handed out (feeds as read: sorted).
     let handed = cache
         .map(|c| std::mem::take(&mut c.lock().handed))
         .unwrap_or_default();
-    let compact_of =
-        |list: &Arc<Vec<IpNetwork>>| handed_as(&handed, list).map(|h| Arc::clone(&h.compact));
     for set in sets.iter_mut() {
-        if compact_of(&set.prefixes).is_none() && !set.prefixes.windows(2).all(|w| w[0] < w[1]) {
-            let prefixes = Arc::make_mut(&mut set.prefixes);
-            prefixes.sort_unstable();
-            prefixes.dedup();
+        if handed_as(&handed, &set.prefixes).is_none() && !set.prefixes.is_sorted() {
+            Arc::make_mut(&mut set.prefixes).sort_dedup();
         }
     }
     let rule_list = sorted(rules.to_vec());
-    let all: Vec<Arc<Vec<IpNetwork>>> = sets.iter().map(|s| Arc::clone(&s.prefixes)).collect();
+    let all: Vec<Arc<PrefixList>> = sets.iter().map(|s| Arc::clone(&s.prefixes)).collect();
     let mut previous = cache.map(|c| std::mem::take(&mut c.lock().aggregated));
     // What changed since the cached aggregation, set by set (a new set: all of it), and
     // in the rules and the sets gone.
@@ -728,14 +758,17 @@ pub fn aggregate_sets_cached(
         Some(p) => sets
             .iter()
             .map(|s| match p.sets.get(&s.name) {
+                // The very list it aggregated before.
+                Some(a) if Arc::ptr_eq(&s.prefixes, &a.before) => Vec::new(),
                 Some(a) => match handed_as(&handed, &s.prefixes) {
-                    // The very list the cache handed out of what it aggregated before.
-                    Some(h) if Arc::ptr_eq(&h.compact, &a.before) => Vec::new(),
                     // The next version of it, read as its changes.
                     Some(Handed {
                         changed: Some(c), ..
                     }) if Arc::ptr_eq(&c.from, &a.before) => c.delta.clone(),
-                    _ => a.before.symmetric_difference(&s.prefixes),
+                    _ => a
+                        .before
+                        .symmetric_difference(&s.prefixes, usize::MAX)
+                        .unwrap_or_default(),
                 },
                 None => s.prefixes.to_vec(),
             })
@@ -759,30 +792,17 @@ pub fn aggregate_sets_cached(
         rules: rule_list.clone(),
     };
     for (i, set) in sets.iter_mut().enumerate() {
-        let others: Vec<&[IpNetwork]> = all
+        let others: Vec<&PrefixList> = all
             .iter()
             .enumerate()
             .filter(|(j, _)| *j != i)
-            .map(|(_, p)| p.as_slice())
+            .map(|(_, p)| &**p)
             .collect();
         let before = Arc::clone(&set.prefixes);
         // Listed by a single rule or another set (not by this one alone).
-        let elsewhere = |net: &IpNetwork| {
-            rule_set.contains(net) || others.iter().any(|o| o.binary_search(net).is_ok())
-        };
+        let elsewhere =
+            |net: &IpNetwork| rule_set.contains(net) || others.iter().any(|o| o.contains(net));
         let last = previous.as_mut().and_then(|p| p.sets.remove(&set.name));
-        // The compact list of `before` the cache keeps (none without a cache): the one
-        // it handed it out as, the last one if the set did not change, or a new one.
-        let unchanged = last.is_some() && changed.get(i).is_some_and(Vec::is_empty);
-        let compact = cache.map(|_| {
-            compact_of(&before)
-                .or_else(|| {
-                    last.as_ref()
-                        .filter(|_| unchanged)
-                        .map(|l| Arc::clone(&l.before))
-                })
-                .unwrap_or_else(|| Arc::new(CompactList::of(&before)))
-        });
         let after = match last {
             Some(last) => {
                 // What changed in this set, and what changed elsewhere that is one of
@@ -795,29 +815,29 @@ pub fn aggregate_sets_cached(
                         .filter(|(j, _)| *j != i)
                         .flat_map(|(_, c)| c)
                         .chain(&everywhere)
-                        .filter(|net| reaches_into(&before, net) || last.before.reaches_into(net)),
+                        .filter(|net| before.reaches_into(net) || last.before.reaches_into(net)),
                 );
                 if points.is_empty() {
                     last.after
                 } else if points.len() <= before.len() / 8 + 1_024 {
-                    let mut merged = Vec::new();
+                    let mut merged = PrefixList::new();
                     update_into(
                         |net| last.before.contains(net),
-                        &last.after,
-                        &before,
+                        &*last.after,
+                        &*before,
                         &points,
                         elsewhere,
                         &mut merged,
                     );
                     shared_unless_merged(&before, merged)
                 } else {
-                    shared_unless_merged(&before, aggregate_except(&before, elsewhere))
+                    shared_unless_merged(&before, aggregated(&before, elsewhere))
                 }
             }
-            None => shared_unless_merged(&before, aggregate_except(&before, elsewhere)),
+            None => shared_unless_merged(&before, aggregated(&before, elsewhere)),
         };
         set.prefixes = Arc::clone(&after);
-        if let Some(before) = compact {
+        if cache.is_some() {
             kept.sets
                 .insert(set.name.clone(), Aggregated { before, after });
         }
@@ -892,7 +912,8 @@ mod tests {
     /// after round against reading it afresh: lines inserted, removed (together and
     /// scattered), duplicated, replaced, a block moved far, comments changed, the
     /// final newline toggled, CRLF lines, the same prefix written two ways, the whole
-    /// file shuffled, a bad line in strict mode and a lenient feed with a masked one.
+    /// file shuffled, a bad line in strict mode and a lenient feed with a masked one,
+    /// and versions written in place (over the file the cache keeps open).
     /// Each round the set and every problem are the fresh read's; the small edits are
     /// read as their changes.
     #[test]
@@ -993,11 +1014,17 @@ mod tests {
             if final_newline {
                 text.push('\n');
             }
-            // A new file renamed over the old, as a fetcher writes it.
-            version += 1;
-            let next = dir.path().join(format!("feed.{version}"));
-            std::fs::write(&next, &text).unwrap_or_else(|e| panic!("{e}"));
-            std::fs::rename(&next, &path).unwrap_or_else(|e| panic!("{e}"));
+            if round % 7 == 3 {
+                // Written in place: the file the cache keeps open (the text it read)
+                // now holds the new version, which is then read whole.
+                std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{e}"));
+            } else {
+                // A new file renamed over the old, as a fetcher writes it.
+                version += 1;
+                let next = dir.path().join(format!("feed.{version}"));
+                std::fs::write(&next, &text).unwrap_or_else(|e| panic!("{e}"));
+                std::fs::rename(&next, &path).unwrap_or_else(|e| panic!("{e}"));
+            }
             let mut cached = Loaded::default();
             cached.feeds_cached(&[spec(strictness)], Some(&cache));
             let mut fresh = Loaded::default();
@@ -1058,10 +1085,15 @@ mod tests {
                 .all(|n| n.to_string().starts_with(&format!("10.{version}."))));
             let inner = cache.lock();
             let read = inner.feeds.get(&path).unwrap_or_else(|| panic!("cached"));
-            // The cache holds this version's text and list (compact), and nothing of
-            // the one before (no spare buffers: 50 MB at a million lines).
-            assert_eq!(read.text.as_deref(), Some(text.as_bytes()));
-            assert_eq!(read.prefixes.to_vec(), **list);
+            // The cache holds this version's text (as its open file) and list
+            // (compact), and nothing of the one before (no spare buffers: 50 MB at a
+            // million lines).
+            let kept = read.text.as_ref().and_then(KeptText::read);
+            assert_eq!(kept.as_deref(), Some(text.as_bytes()));
+            assert!(
+                Arc::ptr_eq(&read.prefixes, list),
+                "the list handed out is the one kept"
+            );
         }
         assert_eq!(cache.reads().by_changes, 3);
         assert_eq!(cache.reads().whole, 1);
@@ -1085,21 +1117,21 @@ mod tests {
             .map(|i| PrefixSet {
                 name: format!("s{i}"),
                 action: if i == 1 { Action::Allow } else { Action::Deny },
-                prefixes: random(&mut rng, 400, 20).into(),
+                prefixes: Arc::new(random(&mut rng, 400, 20).into()),
                 origin: Origin::field(format!("s{i}")),
             })
             .collect();
         let mut rules = random(&mut rng, 6, 18);
         let cache = SourceCache::new();
         let mut reused = 0;
-        let mut last: Vec<Arc<Vec<IpNetwork>>> = Vec::new();
+        let mut last: Vec<Arc<PrefixList>> = Vec::new();
         for round in 0..60 {
             let mut cached = sets.clone();
             aggregate_sets_cached(&mut cached, &rules, Some(&cache));
             let mut plain: Vec<PrefixSet> = sets
                 .iter()
                 .map(|s| PrefixSet {
-                    prefixes: Arc::new(s.prefixes.to_vec()),
+                    prefixes: Arc::new(PrefixList::clone(&s.prefixes)),
                     ..s.clone()
                 })
                 .collect();
@@ -1118,7 +1150,7 @@ mod tests {
                 1 => {
                     let j = (i + 1) % 4;
                     let k = rng.below(sets[j].prefixes.len() as u64) as usize;
-                    list.push(sets[j].prefixes[k]);
+                    list.extend(sets[j].prefixes.get(k));
                 }
                 2 => {
                     list.truncate(list.len().saturating_sub(5));
@@ -1126,7 +1158,7 @@ mod tests {
                 3 => rules.push(random(&mut rng, 1, 16)[0]),
                 _ => list = random(&mut rng, 2, 28),
             }
-            sets[i].prefixes = Arc::new(list);
+            sets[i].prefixes = Arc::new(list.into());
             if round % 17 == 16 {
                 let gone = sets.remove(0);
                 aggregate_sets_cached(&mut sets.clone(), &rules, Some(&cache));
@@ -1144,7 +1176,7 @@ mod tests {
     #[test]
     fn an_updated_aggregation_is_the_fresh_one() {
         let cache = SourceCache::new();
-        let halves = |skip: u32| -> Arc<Vec<IpNetwork>> {
+        let halves = |skip: u32| -> Arc<PrefixList> {
             // Pairs of /25s in every other /24 (each pair merges to its /24, no
             // further), one pair left out.
             let mut list: Vec<IpNetwork> = (0..2_000u32)
@@ -1159,7 +1191,7 @@ mod tests {
                 })
                 .collect();
             list.sort_unstable();
-            Arc::new(list)
+            Arc::new(list.into())
         };
         for version in 0..4u32 {
             let set = |prefixes| {
@@ -1204,7 +1236,7 @@ mod tests {
                 .map(|i| PrefixSet {
                     name: format!("s{i}"),
                     action: if i == 1 { Action::Allow } else { Action::Deny },
-                    prefixes: random(150).into(),
+                    prefixes: Arc::new(random(150).into()),
                     origin: Origin::field(format!("s{i}")),
                 })
                 .collect();

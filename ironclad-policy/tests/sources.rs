@@ -21,8 +21,12 @@ fn feed(name: &str) -> PathBuf {
     data("feeds").join(name)
 }
 
-fn strings(list: &[IpNetwork]) -> Vec<String> {
-    list.iter().map(ToString::to_string).collect()
+fn strings<'a>(list: impl IntoIterator<Item = &'a IpNetwork>) -> Vec<String> {
+    list.into_iter().map(ToString::to_string).collect()
+}
+
+fn list_strings(list: &ironclad_policy::PrefixList) -> Vec<String> {
+    list.iter().map(|n| n.to_string()).collect()
 }
 
 /// Each set's name and prefix count, in order.
@@ -202,7 +206,7 @@ fn feeds_become_named_sets_with_relative_paths_and_aggregation() {
         "shield:\n  deny_feeds:\n    - path: halves.txt\n      format: plain\n",
     )
     .expect("valid");
-    assert_eq!(strings(&shield.sets[0].prefixes), ["10.9.0.0/24"]);
+    assert_eq!(list_strings(&shield.sets[0].prefixes), ["10.9.0.0/24"]);
 }
 
 #[test]
@@ -224,7 +228,7 @@ fn a_bad_feed_fails_the_whole_policy_with_its_positions() {
     )
     .expect("lenient");
     assert_eq!(
-        strings(&shield.sets[0].prefixes),
+        list_strings(&shield.sets[0].prefixes),
         ["192.0.2.1/32", "198.51.100.0/24"],
         "the good entry and the masked one"
     );
@@ -311,7 +315,7 @@ fn countries_become_one_set_each_and_allow_lists_deny_the_rest() {
     let sets: Vec<(&str, Vec<String>)> = shield
         .sets
         .iter()
-        .map(|s| (s.name.as_str(), strings(&s.prefixes)))
+        .map(|s| (s.name.as_str(), list_strings(&s.prefixes)))
         .collect();
     assert_eq!(
         sets,

@@ -73,7 +73,7 @@ impl SourceStat {
             .iter()
             .map(|source| {
                 let set = shield.sets.iter().find(|s| s.name == source.name);
-                let ipv4 = set.map_or(0, |s| s.prefixes.iter().filter(|n| n.is_ipv4()).count());
+                let ipv4 = set.map_or(0, |s| s.prefixes.ipv4_len());
                 Self {
                     name: source.name.clone(),
                     feed: matches!(source.kind, SourceKind::Feed { .. }),

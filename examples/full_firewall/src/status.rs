@@ -28,7 +28,7 @@ pub(crate) fn sources_json(shield: &CompiledShield) -> serde_json::Value {
         let Some(set) = shield.sets.iter().find(|s| s.name == source.name) else {
             continue;
         };
-        let v4 = set.prefixes.iter().filter(|n| n.is_ipv4()).count();
+        let v4 = set.prefixes.ipv4_len();
         let mut entry = serde_json::json!({
             "ipv4_prefixes": v4,
             "ipv6_prefixes": set.prefixes.len() - v4,

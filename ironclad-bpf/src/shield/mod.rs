@@ -64,7 +64,6 @@ use ironclad_core::abi::{
     SHIELD_V6_RECORDS,
 };
 use ironclad_events::{Event, Fanout};
-use ironclad_policy::aggregate::symmetric_difference;
 use ironclad_policy::fastpath::{self, FastTable};
 use ironclad_policy::fastpath6::{FastTable6, Top};
 use ironclad_policy::shield::{CompiledShield, Ipv4Lookup, Ipv6Lookup, Mode, Owner, RateLimit};
@@ -539,7 +538,7 @@ struct Sources {
     /// The single rules' prefixes and actions, in order.
     rules: Vec<(IpNetwork, Action)>,
     /// The sets' names, actions and prefixes (shared with the policy), in order.
-    sets: Vec<(String, Action, Arc<Vec<IpNetwork>>)>,
+    sets: Vec<(String, Action, Arc<ironclad_policy::PrefixList>)>,
     /// The rule id of each rule, then of each set.
     ids: Vec<u32>,
     lookup: Ipv4Lookup,
@@ -1325,7 +1324,7 @@ impl Shield {
             if Arc::ptr_eq(old, &set.prefixes) || **old == *set.prefixes {
                 continue;
             }
-            match symmetric_difference(old, &set.prefixes, IN_PLACE_MAX - touched.len()) {
+            match old.symmetric_difference(&set.prefixes, IN_PLACE_MAX - touched.len()) {
                 Some(changed) => touched.extend(changed),
                 None => return Ok(None),
             }
