@@ -560,14 +560,151 @@ fn common_len(a: &[u8], b: &[u8]) -> usize {
         .count()
 }
 
-/// The lines of `old` that `new` lacks and the lines of `new` that `old` lacks, by
-/// walking both versions in order: equal runs are skipped a block at a time, and where
-/// they part, the next [`RESYNC_LINES`] lines of each are searched for the other's line
-/// (a line inserted, removed, or replaced). As multisets of lines, `old` minus
-/// `removed` plus `added` is `new` whatever the alignment found; a poor alignment only
-/// costs more lines. `None` when more than `limit` lines differ (a rewritten or
-/// reordered file: parse it whole).
+/// Where [`line_delta_from`] reads the old version: a file (read back from the kernel's
+/// page cache or the disk, a piece at a time) or bytes in memory.
+pub(crate) trait ReadAt {
+    /// Reads into `buf` from byte `offset`: how many bytes it read (0 at the end).
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize>;
+}
+
+impl ReadAt for std::fs::File {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        std::os::unix::fs::FileExt::read_at(self, buf, offset)
+    }
+}
+
+impl ReadAt for [u8] {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        let from = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(self.len());
+        let n = buf.len().min(self.len() - from);
+        buf[..n].copy_from_slice(&self[from..from + n]);
+        Ok(n)
+    }
+}
+
+/// The old version as [`line_delta_from`] walks it: only a window of it in memory (a
+/// few hundred KiB, or the longest line), read as the walk moves on. Holding the whole
+/// old version beside the new one doubled a reload's peak memory (14 MB more at a
+/// million lines).
+struct Window<'a, R: ReadAt + ?Sized> {
+    source: &'a R,
+    len: usize,
+    /// `buf` holds the bytes from `base` on.
+    base: usize,
+    buf: Vec<u8>,
+}
+
+impl<R: ReadAt + ?Sized> Window<'_, R> {
+    /// How much is read at a time, and how much may be dropped at a time (tiny in
+    /// tests, so that their versions span many windows).
+    const CHUNK: usize = if cfg!(test) { 64 } else { 256 * 1024 };
+
+    /// Has the bytes up to `upto` (or the end) in memory; `None` when the source fails
+    /// or ends early.
+    fn fill(&mut self, upto: usize) -> Option<()> {
+        let upto = upto.min(self.len);
+        while self.base + self.buf.len() < upto {
+            let have = self.buf.len();
+            let want = (upto - self.base - have)
+                .max(Self::CHUNK)
+                .min(self.len - self.base - have);
+            self.buf.resize(have + want, 0);
+            let n = self
+                .source
+                .read_at(&mut self.buf[have..], (self.base + have) as u64)
+                .ok()?;
+            self.buf.truncate(have + n);
+            if n == 0 {
+                return None;
+            }
+        }
+        Some(())
+    }
+
+    /// Drops the bytes before `before` (a chunk at a time at least: each drop moves
+    /// what follows).
+    fn release(&mut self, before: usize) {
+        let n = before.saturating_sub(self.base).min(self.buf.len());
+        if n >= Self::CHUNK {
+            self.buf.drain(..n);
+            self.base += n;
+        }
+    }
+
+    /// The line at byte `at` (at or after the window's start; without its newline)
+    /// and where the next one starts.
+    fn line_at(&mut self, at: usize) -> Option<(&[u8], usize)> {
+        let mut from = at;
+        loop {
+            let end = self.base + self.buf.len();
+            if let Some(n) = self.buf[from - self.base..]
+                .iter()
+                .position(|b| *b == b'\n')
+            {
+                let (a, b) = (at - self.base, from - self.base + n);
+                return Some((&self.buf[a..b], self.base + b + 1));
+            }
+            if end == self.len {
+                return Some((&self.buf[at - self.base..], self.len));
+            }
+            from = end;
+            self.fill(end + Self::CHUNK)?;
+        }
+    }
+
+    /// How many bytes from `at` on equal `other`'s first ones. What it walks past is
+    /// dropped up to the start of the last line it reached (the caller goes on from
+    /// there).
+    fn common_len(&mut self, at: usize, other: &[u8]) -> Option<usize> {
+        let mut n = 0;
+        loop {
+            self.fill(at + n + Self::CHUNK)?;
+            let have = &self.buf[at + n - self.base..];
+            let rest = &other[n..];
+            let m = common_len(have, rest);
+            let line_start = have[..m]
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map(|p| at + n + p + 1);
+            n += m;
+            if m < have.len().min(rest.len()) || m == rest.len() || at + n == self.len {
+                return Some(n);
+            }
+            if let Some(line_start) = line_start {
+                self.release(line_start);
+            }
+        }
+    }
+}
+
+/// [`line_delta_from`] of two versions in memory.
+#[cfg(test)]
 pub(crate) fn line_delta(old: &[u8], new: &[u8], limit: usize) -> Option<LineDelta> {
+    line_delta_from(old, old.len(), new, limit)
+}
+
+/// The lines of `old` (its first `old_len` bytes) that `new` lacks and the lines of
+/// `new` that `old` lacks, by walking both versions in order: equal runs are skipped a
+/// block at a time, and where they part, the next [`RESYNC_LINES`] lines of each are
+/// searched for the other's line (a line inserted, removed, or replaced). As multisets
+/// of lines, `old` minus `removed` plus `added` is `new` whatever the alignment found; a
+/// poor alignment only costs more lines. `None` when more than `limit` lines differ (a
+/// rewritten or reordered file: parse it whole), or `old` cannot be read. Only a window
+/// of `old` is in memory at a time.
+pub(crate) fn line_delta_from<R: ReadAt + ?Sized>(
+    old: &R,
+    old_len: usize,
+    new: &[u8],
+    limit: usize,
+) -> Option<LineDelta> {
+    let mut old = Window {
+        source: old,
+        len: old_len,
+        base: 0,
+        buf: Vec::new(),
+    };
     let mut removed = Vec::new();
     let mut added = Vec::new();
     let mut lines = 0usize;
@@ -579,36 +716,45 @@ pub(crate) fn line_delta(old: &[u8], new: &[u8], limit: usize) -> Option<LineDel
     };
     let (mut i, mut j) = (0, 0);
     loop {
-        // The shared run, back to the start of the line where the versions part.
-        let n = common_len(&old[i..], &new[j..]);
-        let back = old[i..i + n]
+        old.release(i);
+        // The shared run, back to the start of the line where the versions part (the
+        // run is the same bytes in both: looked for in the new version).
+        let n = old.common_len(i, &new[j..])?;
+        let back = new[j..j + n]
             .iter()
             .rposition(|b| *b == b'\n')
             .map_or(0, |p| p + 1);
-        let at_end = i + n == old.len() && j + n == new.len();
+        let at_end = i + n == old_len && j + n == new.len();
         if at_end {
             break;
         }
         i += back;
         j += back;
-        if i == old.len() || j == new.len() {
+        if i == old_len || j == new.len() {
             // One version ends: the rest of the other is all new (or all gone).
-            let (rest, out) = if i == old.len() {
-                (&new[j..], &mut added)
-            } else {
-                (&old[i..], &mut removed)
-            };
-            let mut at = 0;
-            while at < rest.len() {
-                let (line, next) = line_at(rest, at);
-                if !take(out, line, &mut lines) {
-                    return None;
+            if i == old_len {
+                let mut at = j;
+                while at < new.len() {
+                    let (line, next) = line_at(new, at);
+                    if !take(&mut added, line, &mut lines) {
+                        return None;
+                    }
+                    at = next;
                 }
-                at = next;
+            } else {
+                while i < old_len {
+                    let (line, next) = old.line_at(i)?;
+                    if !take(&mut removed, line, &mut lines) {
+                        return None;
+                    }
+                    i = next;
+                    old.release(i);
+                }
             }
             break;
         }
-        let (lo, next_i) = line_at(old, i);
+        let (lo, next_i) = old.line_at(i)?;
+        let lo = lo.to_vec();
         let (ln, next_j) = line_at(new, j);
         if lo == ln {
             // Equal lines that differ only by a final newline.
@@ -617,23 +763,35 @@ pub(crate) fn line_delta(old: &[u8], new: &[u8], limit: usize) -> Option<LineDel
         }
         // Where does the new line come back in the old version, and the old line in
         // the new one?
-        let find = |text: &[u8], mut at: usize, wanted: &[u8]| -> Option<(usize, usize)> {
+        let find_new = |mut at: usize, wanted: &[u8]| -> Option<(usize, usize)> {
             for ahead in 1..=RESYNC_LINES {
-                at = line_at(text, at).1;
-                if at >= text.len() {
+                at = line_at(new, at).1;
+                if at >= new.len() {
                     return None;
                 }
-                if line_at(text, at).0 == wanted {
+                if line_at(new, at).0 == wanted {
                     return Some((ahead, at));
                 }
             }
             None
         };
-        match (find(old, i, ln), find(new, j, lo)) {
+        let mut in_old = None;
+        let mut at = i;
+        for ahead in 1..=RESYNC_LINES {
+            at = old.line_at(at)?.1;
+            if at >= old_len {
+                break;
+            }
+            if old.line_at(at)?.0 == ln {
+                in_old = Some((ahead, at));
+                break;
+            }
+        }
+        match (in_old, find_new(j, &lo)) {
             (Some((a, to)), b) if b.is_none_or(|(b, _)| a <= b) => {
                 // Old lines removed up to the new line.
                 while i < to {
-                    let (line, next) = line_at(old, i);
+                    let (line, next) = old.line_at(i)?;
                     if !take(&mut removed, line, &mut lines) {
                         return None;
                     }
@@ -652,7 +810,7 @@ pub(crate) fn line_delta(old: &[u8], new: &[u8], limit: usize) -> Option<LineDel
             }
             _ => {
                 // A line replaced.
-                if !take(&mut removed, lo, &mut lines) || !take(&mut added, ln, &mut lines) {
+                if !take(&mut removed, &lo, &mut lines) || !take(&mut added, ln, &mut lines) {
                     return None;
                 }
                 (i, j) = (next_i, next_j);
@@ -878,6 +1036,106 @@ mod tests {
         assert_eq!(
             errors[MAX_REPORTED],
             "feed.txt: 150 more problems not shown (the first 50 are)"
+        );
+    }
+
+    /// The lines of `text` as a multiset.
+    fn multiset(text: &[u8]) -> std::collections::BTreeMap<Vec<u8>, i64> {
+        let mut out = std::collections::BTreeMap::new();
+        let mut at = 0;
+        while at < text.len() {
+            let (line, next) = line_at(text, at);
+            *out.entry(line.to_vec()).or_default() += 1;
+            at = next;
+        }
+        out
+    }
+
+    /// Read a window at a time (64 bytes in tests, so lines cross windows all the
+    /// time), from memory and from a file, the delta of two versions is what tells
+    /// them apart: the old lines without the removed ones and with the added ones are
+    /// the new lines. Small edits cost about their own lines; versions of different
+    /// lengths, an emptied file, a final newline gone and long lines are among them.
+    #[test]
+    fn a_line_delta_read_a_window_at_a_time_turns_the_old_version_into_the_new() {
+        let mut rng = ironclad_testing::rules::Rng::new(41);
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        // Lines seldom repeated, as in a feed (a repeated line can align the versions
+        // wrongly, which costs lines, not correctness), some longer than a window.
+        let line = |rng: &mut ironclad_testing::rules::Rng| -> String {
+            match rng.below(10) {
+                0 => format!(
+                    "{}{}",
+                    "x".repeat(100 + rng.below(300) as usize),
+                    rng.below(1 << 30)
+                ),
+                1 => format!("# {}", rng.below(1 << 30)),
+                _ => format!(
+                    "10.{}.{}.{}",
+                    rng.below(256),
+                    rng.below(256),
+                    rng.below(256)
+                ),
+            }
+        };
+        let mut lines: Vec<String> = (0..400).map(|_| line(&mut rng)).collect();
+        for round in 0..200 {
+            let old = lines.join("\n") + if round % 5 == 0 { "" } else { "\n" };
+            let edits = 1 + rng.below(6) as usize;
+            for _ in 0..edits {
+                let at = rng.below(lines.len() as u64 + 1) as usize;
+                match rng.below(3) {
+                    0 => lines.insert(at, line(&mut rng)),
+                    1 if at < lines.len() => {
+                        lines.remove(at);
+                    }
+                    _ if at < lines.len() => lines[at] = line(&mut rng),
+                    _ => lines.push(line(&mut rng)),
+                }
+            }
+            if round == 150 {
+                lines.clear();
+            }
+            if round == 151 {
+                lines = (0..300).map(|_| line(&mut rng)).collect();
+            }
+            let new = lines.join("\n") + if round % 7 == 0 { "" } else { "\n" };
+            let path = dir.path().join("old");
+            std::fs::write(&path, &old).unwrap_or_else(|e| panic!("{e}"));
+            let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{e}"));
+            let from_file = line_delta_from(&file, old.len(), new.as_bytes(), usize::MAX);
+            let delta = line_delta(old.as_bytes(), new.as_bytes(), usize::MAX)
+                .unwrap_or_else(|| panic!("round {round}: a delta"));
+            assert_eq!(
+                from_file.as_ref(),
+                Some(&delta),
+                "round {round}: file and memory"
+            );
+            let mut lines_now = multiset(old.as_bytes());
+            for (l, n) in multiset(delta.removed.as_bytes()) {
+                *lines_now.entry(l).or_default() -= n;
+            }
+            for (l, n) in multiset(delta.added.as_bytes()) {
+                *lines_now.entry(l).or_default() += n;
+            }
+            lines_now.retain(|_, n| *n != 0);
+            assert_eq!(lines_now, multiset(new.as_bytes()), "round {round}");
+            if !(150..=151).contains(&round) {
+                let changed = multiset(delta.removed.as_bytes()).values().sum::<i64>()
+                    + multiset(delta.added.as_bytes()).values().sum::<i64>();
+                assert!(
+                    changed <= 4 * edits as i64 + 2,
+                    "round {round}: {changed} lines for {edits} edits"
+                );
+            }
+        }
+        // A file shorter than it was said to be: no delta (the whole file is read).
+        let path = dir.path().join("short");
+        std::fs::write(&path, "10.0.0.1\n").unwrap_or_else(|e| panic!("{e}"));
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            line_delta_from(&file, 100_000, b"10.0.0.2\n", usize::MAX),
+            None
         );
     }
 }

@@ -18,7 +18,7 @@ use ironclad_core::abi::Action;
 use crate::aggregate::{aggregate_except_into, subtract, symmetric_difference, update_into};
 use crate::compact::PrefixList;
 use crate::feeds::{
-    feed_text, line_delta, parse_feed, read_feed_bytes_keep, FeedFormat, Strictness,
+    feed_text, line_delta_from, parse_feed, read_feed_bytes_keep, FeedFormat, Strictness,
 };
 use crate::fetch::FetchSpec;
 use crate::geo::country_networks;
@@ -171,16 +171,33 @@ impl KeptText {
         (now == stamp).then_some(Self { file, stamp })
     }
 
-    /// The text as it was read, if the file still has it (nothing wrote to it since).
-    fn read(&self) -> Option<Vec<u8>> {
-        use std::os::unix::fs::FileExt;
-        let now = FileStamp::from(&self.file.metadata().ok()?);
-        if (now.len, now.mtime) != (self.stamp.len, self.stamp.mtime) {
+    /// Whether the file still has the text it was read as (nothing wrote to it since).
+    fn unchanged(&self) -> bool {
+        self.file.metadata().is_ok_and(|m| {
+            let now = FileStamp::from(&m);
+            (now.len, now.mtime) == (self.stamp.len, self.stamp.mtime)
+        })
+    }
+
+    /// The lines this text and `new` do not share, read from the file a window at a
+    /// time ([`line_delta_from`]); `None` as there, or when the file no longer has the
+    /// text (before or after).
+    fn delta(&self, new: &[u8], limit: usize) -> Option<crate::feeds::LineDelta> {
+        if !self.unchanged() {
             return None;
         }
+        let len = usize::try_from(self.stamp.len).ok()?;
+        let delta = line_delta_from(&self.file, len, new, limit)?;
+        self.unchanged().then_some(delta)
+    }
+
+    /// The whole text, if the file still has it.
+    #[cfg(test)]
+    fn read(&self) -> Option<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
         let mut bytes = vec![0; usize::try_from(self.stamp.len).ok()?];
         self.file.read_exact_at(&mut bytes, 0).ok()?;
-        Some(bytes)
+        self.unchanged().then_some(bytes)
     }
 }
 
@@ -224,12 +241,11 @@ impl ReadFeed {
         stamp: FileStamp,
         path: &Path,
     ) -> Result<(Arc<PrefixList>, Changed), (Vec<u8>, std::fs::File)> {
-        let Some(old) = self.text.as_ref().and_then(KeptText::read) else {
-            return Err((text, file));
-        };
-        let delta = line_delta(&old, &text, MAX_DELTA_LINES);
-        drop(old);
-        let Some(delta) = delta else {
+        let Some(delta) = self
+            .text
+            .as_ref()
+            .and_then(|kept| kept.delta(&text, MAX_DELTA_LINES))
+        else {
             return Err((text, file));
         };
         let parse = |lines: &str| {
