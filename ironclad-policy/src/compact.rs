@@ -53,7 +53,7 @@ impl PrefixList {
 
     /// The list of `sorted` (sorted and deduplicated).
     pub(crate) fn of(sorted: &[IpNetwork]) -> Self {
-        sorted.iter().copied().collect()
+        Self::from(sorted)
     }
 
     /// How many prefixes.
@@ -255,13 +255,19 @@ impl PrefixList {
 
 impl From<Vec<IpNetwork>> for PrefixList {
     fn from(nets: Vec<IpNetwork>) -> Self {
-        nets.into_iter().collect()
+        Self::from(nets.as_slice())
     }
 }
 
 impl From<&[IpNetwork]> for PrefixList {
+    /// Exactly as large as it needs (a list held for the daemon's life wastes
+    /// nothing to growth).
     fn from(nets: &[IpNetwork]) -> Self {
-        nets.iter().copied().collect()
+        let v4 = nets.iter().filter(|n| n.is_ipv4()).count();
+        let mut list = Self::new();
+        list.reserve(v4, nets.len() - v4);
+        list.extend(nets.iter().copied());
+        list
     }
 }
 
