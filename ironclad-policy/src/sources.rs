@@ -379,9 +379,12 @@ struct Changed {
 }
 
 impl CacheInner {
-    /// Notes that `list` was handed out.
+    /// Notes that `list` was handed out (the last time only: the cache keeps a feed's
+    /// list alive, so loads that are not aggregated would otherwise pile up entries).
     fn hand(&mut self, list: &Arc<PrefixList>, changed: Option<Changed>) {
-        self.handed.retain(|h| h.list.strong_count() > 0);
+        self.handed.retain(|h| {
+            h.list.strong_count() > 0 && !std::ptr::eq(h.list.as_ptr(), Arc::as_ptr(list))
+        });
         self.handed.push(Handed {
             list: Arc::downgrade(list),
             changed,
@@ -1113,6 +1116,14 @@ mod tests {
         }
         assert_eq!(cache.reads().by_changes, 3);
         assert_eq!(cache.reads().whole, 1);
+        // Loads never aggregated (a `check` loop) hand the same kept list out again:
+        // the cache remembers it once, not once a load.
+        for _ in 0..5 {
+            let mut loaded = Loaded::default();
+            loaded.feeds_cached(std::slice::from_ref(&spec), Some(&cache));
+        }
+        assert_eq!(cache.reads().unchanged, 5);
+        assert_eq!(cache.lock().handed.len(), 1);
     }
 
     /// The cached aggregation against the plain one, round after round of random
