@@ -367,8 +367,8 @@ pub fn aggregate_except_update(
     out
 }
 
-/// [`aggregate_except_update`] into `out` (cleared first): a list kept from an earlier
-/// aggregation is filled again without the page faults of fresh memory.
+/// [`aggregate_except_update`] into `out` (cleared first; its capacity is reused). The
+/// result is built as a [`PrefixList`], as the source cache keeps it, then copied.
 pub fn aggregate_except_update_into(
     old: &[IpNetwork],
     old_after: &[IpNetwork],
