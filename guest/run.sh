@@ -3,8 +3,9 @@
 # guests booting the kernels listed in guest/kernels, and reports their results here.
 #
 #   guest/run.sh            install what is missing, build, run every kernel's tests
-#   guest/run.sh --bench    also run the Sentinel benchmark, in the first kernel's guest
-#                           (docs/performance.md quotes that kernel's figures)
+#   guest/run.sh --bench    only the Sentinel benchmark, in a boot of the first kernel of
+#                           its own (docs/performance.md quotes that kernel's figures;
+#                           nothing else runs in that guest)
 #   guest/run.sh --prepare  only install what is missing and fetch the kernels (apt), so
 #                           a later run in the background takes no package lock
 #   GUEST_FILTER=NAME guest/run.sh   only the tests whose name contains NAME
@@ -95,32 +96,35 @@ if ((PREPARE)); then
     done < guest/kernels
     exit 0
 fi
-log "building the guest tests"
-# Built as `cargo test --workspace` builds them (./dev.sh test runs it just before, and
-# this then finds everything built): the test binaries with the agent example and the
-# daemons beside them. A build with `-p`, or a `cargo build`, resolves features and
-# profiles its own way and rebuilt the shared dependencies (3.5 minutes of CI's two
-# CPUs) into binaries that differ from the host suite's in nothing the guests need.
-BUILT=$(cargo test --quiet --workspace --no-run --message-format=json)
-TESTS=$(executable sentinel_guest <<<"$BUILT" | tail -n 1)
-[[ -x "$TESTS" ]] || { echo "could not find the sentinel_guest test binary" >&2; exit 1; }
-# The stateful firewall on the guest kernels (its verifier, its programs, tcx's absence).
-FW_TESTS=$(executable firewall_guest <<<"$BUILT" | tail -n 1)
-[[ -x "$FW_TESTS" ]] || { echo "could not find the firewall_guest test binary" >&2; exit 1; }
-# The host suites of the features that need `bpf_loop`, BTF tracepoints and uprobes
-# (egress by DNS name, DNS and bandwidth telemetry, TLS capture, the process cache),
-# run unchanged in every kernel's guest: README's kernel table states what ran.
-HOST_SUITES=(egress_domains telemetry_sockets tls_uprobe process_cache)
-SUITE_TESTS=()
-for suite in "${HOST_SUITES[@]}"; do
-    bin=$(executable "$suite" <<<"$BUILT" | tail -n 1)
-    [[ -x "$bin" ]] || { echo "could not find the $suite test binary" >&2; exit 1; }
-    SUITE_TESTS+=("$bin")
-done
-BENCHES=
 if ((BENCH)); then
     log "building the guest benchmark (release)"
     BENCHES=$(cargo bench --quiet -p ironclad-benches --bench sentinel --no-run --message-format=json | executable sentinel | tail -n 1)
+    [[ -x "$BENCHES" ]] || { echo "could not find the sentinel benchmark" >&2; exit 1; }
+    TESTS= FW_TESTS= SUITE_TESTS=()
+else
+    BENCHES=
+    log "building the guest tests"
+    # Built as `cargo test --workspace` builds them (./dev.sh test runs it just before, and
+    # this then finds everything built): the test binaries with the agent example and the
+    # daemons beside them. A build with `-p`, or a `cargo build`, resolves features and
+    # profiles its own way and rebuilt the shared dependencies (3.5 minutes of CI's two
+    # CPUs) into binaries that differ from the host suite's in nothing the guests need.
+    BUILT=$(cargo test --quiet --workspace --no-run --message-format=json)
+    TESTS=$(executable sentinel_guest <<<"$BUILT" | tail -n 1)
+    [[ -x "$TESTS" ]] || { echo "could not find the sentinel_guest test binary" >&2; exit 1; }
+    # The stateful firewall on the guest kernels (its verifier, its programs, tcx's absence).
+    FW_TESTS=$(executable firewall_guest <<<"$BUILT" | tail -n 1)
+    [[ -x "$FW_TESTS" ]] || { echo "could not find the firewall_guest test binary" >&2; exit 1; }
+    # The host suites of the features that need `bpf_loop`, BTF tracepoints and uprobes
+    # (egress by DNS name, DNS and bandwidth telemetry, TLS capture, the process cache),
+    # run unchanged in every kernel's guest: README's kernel table states what ran.
+    HOST_SUITES=(egress_domains telemetry_sockets tls_uprobe process_cache)
+    SUITE_TESTS=()
+    for suite in "${HOST_SUITES[@]}"; do
+        bin=$(executable "$suite" <<<"$BUILT" | tail -n 1)
+        [[ -x "$bin" ]] || { echo "could not find the $suite test binary" >&2; exit 1; }
+        SUITE_TESTS+=("$bin")
+    done
 fi
 
 status=0
@@ -128,11 +132,10 @@ ran=0
 while read -r name pattern; do
     [[ -z "$name" || "$name" == \#* ]] && continue
     ran=$((ran + 1))
-    # The benchmark in the first kernel listed only: one set of figures, and the other
-    # guests' time goes to their tests.
+    # The benchmark in the first kernel listed only: one set of figures.
     bench_here=$BENCHES
     suites_here="${SUITE_TESTS[*]}"
-    ((ran == 1)) || bench_here=
+    if ((BENCH && ran > 1)); then break; fi
     read -r ver image < <(fetch_kernel "$pattern")
     out=$WORK/run-$name
     rm -rf "$out" && mkdir -p "$out"
@@ -142,11 +145,13 @@ exec > "$out/output.txt" 2>&1
 cd "$ROOT"
 mount -t bpf bpf /sys/fs/bpf 2>/dev/null || true
 echo "guest kernel: \$(uname -r); LSMs: \$(cat /sys/kernel/security/lsm)"
-IRONCLAD_GUEST=1 "$TESTS" --ignored --test-threads=1 ${GUEST_FILTER:-}
-rc=\$?
-(cd "$ROOT/ironclad-bpf" && IRONCLAD_GUEST=1 "$FW_TESTS" --ignored --test-threads=1 ${GUEST_FILTER:-})
-fw=\$?
-suites=0
+rc=0 fw=0 suites=0
+if [[ -n "$TESTS" ]]; then
+    IRONCLAD_GUEST=1 "$TESTS" --ignored --test-threads=1 ${GUEST_FILTER:-}
+    rc=\$?
+    (cd "$ROOT/ironclad-bpf" && IRONCLAD_GUEST=1 "$FW_TESTS" --ignored --test-threads=1 ${GUEST_FILTER:-})
+    fw=\$?
+fi
 for suite in $suites_here; do
     echo "guest suite: \$(basename "\$suite")"
     began=\$SECONDS
