@@ -8,8 +8,10 @@
     reason = "test helpers fail the test with a message"
 )]
 
+use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
 use std::path::Path;
+use std::process::Stdio;
 use std::time::Duration;
 
 use ironclad_bpf::{CgroupAttachment, EgressFirewall, Loader};
@@ -426,8 +428,20 @@ fn hostile_answers_open_only_what_they_carry_well_formed_and_are_counted() {
         .command("python3")
         .arg(&script)
         .args([server.as_str(), "5"])
+        .stdout(Stdio::piped())
         .spawn()
         .expect("hostile server");
+    // Its queries go out only once it listens: a query sent earlier is refused by the
+    // kernel, and the client, fast when refused, was done before a slow start was.
+    let mut ready = String::new();
+    BufReader::new(hostile.stdout.take().expect("hostile server's stdout"))
+        .read_line(&mut ready)
+        .expect("hostile server's first line");
+    assert_eq!(
+        ready.trim(),
+        "listening",
+        "the hostile server did not start"
+    );
     lab.apply(&format!(
         "    - dst: {server}/32\n      ports: [53]\n      action: allow\n    - dst_domain: \"*.h.test\"\n      ports: [{HTTP_PORT}]\n      action: allow\n"
     ));

@@ -18,6 +18,8 @@ import sys
 addr, subnet = sys.argv[1], int(sys.argv[2])
 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 sock.bind((addr, 53))
+# The test sends its queries once this line arrives.
+print("listening", flush=True)
 
 
 def question(q):
