@@ -44,10 +44,11 @@ try {
     return `  ${at[2]}\n    at: ${field}`;
   });
   console.error(`ServiceMonitor schema (${model}): rejected by the types\n${lines.join("\n")}`);
+  process.exitCode = 1;
+} finally {
   rmSync(dir, { recursive: true, force: true });
-  process.exit(1);
 }
-rmSync(dir, { recursive: true, force: true });
+if (process.exitCode) process.exit();
 
 // By its file: the package's exports map answers only `import` from inside TOOLS.
 const { ServiceMonitor } = await import(pathToFileURL(path.join(tools, "node_modules", `${model}.js`)).href);
