@@ -443,15 +443,63 @@ check_footprint() {
     check_footprint_scale "$bin"
 }
 
+# A memory cgroup limited to LIMIT bytes, as a container runtime makes one for a
+# container with a memory limit: cgroup v2's controller where the root offers it, else
+# v1's (the hybrid layout of some hosts, this test machine's among them). Both charge
+# what the kernel allocates for the processes inside, BPF maps included, besides their
+# resident pages. Prints its directory.
+memcg_new() {
+    local name=$1 limit=$2 dir
+    if grep -qw memory /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then
+        grep -qw memory /sys/fs/cgroup/cgroup.subtree_control || echo +memory > /sys/fs/cgroup/cgroup.subtree_control
+        dir=/sys/fs/cgroup/$name
+        mkdir "$dir" && echo "$limit" > "$dir/memory.max" && echo 0 > "$dir/memory.swap.max"
+    elif [[ -f /sys/fs/cgroup/memory/memory.limit_in_bytes ]]; then
+        dir=/sys/fs/cgroup/memory/$name
+        mkdir "$dir" && echo "$limit" > "$dir/memory.limit_in_bytes"
+        echo 0 > "$dir/memory.swappiness"
+    else
+        echo "no memory cgroup controller (v2 or v1) to run the daemon under a limit" >&2
+        return 1
+    fi
+    echo "$dir"
+}
+# The cgroup's high-water mark in bytes, and how many of its processes the OOM killer
+# has killed.
+memcg_peak() { if [[ -f $1/memory.peak ]]; then cat "$1/memory.peak"; else cat "$1/memory.max_usage_in_bytes"; fi; }
+memcg_oom_kills() {
+    local file=$1/memory.events
+    [[ -f $file ]] || file=$1/memory.oom_control
+    awk '$1 == "oom_kill" { print $2 }' "$file"
+}
+
+# The DaemonSet's container memory limit in bytes (examples/deploy/kubernetes/base).
+daemonset_memory_limit() {
+    python3 - examples/deploy/kubernetes/base/ironclad.yaml <<'PY'
+import re, sys, yaml
+[ds] = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] == "DaemonSet"]
+[c] = ds["spec"]["template"]["spec"]["containers"]
+value = c["resources"]["limits"]["memory"]
+m = re.fullmatch(r"(\d+)(Ki|Mi|Gi)?", str(value))
+if not m:
+    sys.exit(f"the DaemonSet's memory limit `{value}` is not a whole number of Ki, Mi or Gi")
+print(int(m[1]) * {None: 1, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30}[m[2]])
+PY
+}
+
 # The daemon's memory with a large feed (a Shield policy of one feed of scattered /32s
 # and /24s, as IP-level threat feeds are; the source the check pings listed in it): its
 # resident size once started, at the start's peak, and around a reload of a changed
 # feed (20 lines rewritten across it, the file renamed over the old one): the reload's
 # peak (VmHWM after clear_refs) and the size once it settled. For 100,000 and 1,000,000
 # lines. The reload must stay within 2x the steady size and come back to it; the denied
-# source's pings must all be dropped.
+# source's pings must all be dropped. The daemon runs in a memory cgroup limited as the
+# DaemonSet limits its container: it must start, enforce and reload under that limit
+# with no OOM kill; the cgroup's peak (resident pages and the kernel's memory for the
+# BPF maps) is printed beside the limit.
 check_footprint_scale() {
-    local bin=$1 lines ns=ic-fpscale-$$ pins=/sys/fs/bpf/ic-fpscale-$$ tmp pid failed=""
+    local bin=$1 lines ns=ic-fpscale-$$ pins=/sys/fs/bpf/ic-fpscale-$$ tmp pid failed="" limit cg
+    limit=$(daemonset_memory_limit)
     tmp=$(mktemp -d)
     ip netns add "$ns"
     ip link add icfs0 type veth peer name icfs1 netns "$ns"
@@ -475,11 +523,20 @@ with open(path, "w") as f:
             f.write("%d.%d.%d.%d\n" % (a >> 24, a >> 16 & 255, a >> 8 & 255, a & 255))
 PY
         printf 'shield:\n  deny_feeds:\n    - path: %s\n      format: plain\n' "$tmp/feed.txt" > "$tmp/policy.yaml"
-        "$bin" run --config "$tmp/policy.yaml" --iface icfs0 --pin-dir "$pins" \
+        cg=$(memcg_new "ic-fpscale-$$-$lines" "$limit")
+        # shellcheck disable=SC2016 # $1 and $@ are the inner shell's
+        bash -c 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"' _ "$cg" \
+            "$bin" run --config "$tmp/policy.yaml" --iface icfs0 --pin-dir "$pins" \
             --audit-log "$tmp/audit.jsonl" --run-dir "$tmp/run" --detach-on-exit 2> "$tmp/log" &
         pid=$!
         for _ in $(seq 600); do grep -q "full_firewall: ready" "$tmp/log" && break; sleep 0.1; done
         sleep 1
+        if ! kill -0 "$pid" 2>/dev/null; then
+            wait "$pid" || true
+            failed="${failed:+$failed; }$lines lines: the daemon ended before it was ready ($(memcg_oom_kills "$cg") OOM kills under the DaemonSet's limit of $((limit >> 20)) MiB)"
+            rm -rf "$pins"; rmdir "$cg" 2>/dev/null || true
+            continue
+        fi
         status_kib() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$pid/status"; }
         local start_peak steady reload_peak settled received
         start_peak=$(status_kib VmHWM); steady=$(status_kib VmRSS)
@@ -503,8 +560,15 @@ PY
         reload_peak=$(status_kib VmHWM); settled=$(status_kib VmRSS)
         received=$({ ip netns exec "$ns" ping -q -c 5 -i 0.1 -W 1 10.248.0.1 2>/dev/null || true; } \
             | awk -F', ' '/received/ { split($2, a, " "); print a[1] }')
+        local cg_peak oom_kills
+        cg_peak=$(memcg_peak "$cg"); oom_kills=$(memcg_oom_kills "$cg")
         kill -TERM "$pid"; wait "$pid" || failed="${failed:+$failed; }$lines lines: exit status $?"
         rmdir "$pins" 2>/dev/null || true
+        rmdir "$cg" 2>/dev/null || true
+        [[ "$oom_kills" == 0 ]] || failed="${failed:+$failed; }$lines lines: ${oom_kills:-?} OOM kills under the DaemonSet's limit of $((limit >> 20)) MiB"
+        awk -v n="$lines" -v p="$cg_peak" -v l="$limit" 'BEGIN {
+            printf "full_firewall with a %d-line feed in a memory cgroup limited as the DaemonSet is: peak %.1f MiB of %.0f MiB\n",
+                n, p / 1048576, l / 1048576 }'
         grep -q "reloaded" "$tmp/log" || failed="${failed:+$failed; }$lines lines: no reload"
         [[ "$received" == 0 ]] || failed="${failed:+$failed; }$lines lines: ${received:-?} of 5 pings from a listed source got through"
         (( reload_peak <= 2 * steady )) || failed="${failed:+$failed; }$lines lines: the reload peaked at $reload_peak KiB, over 2x the steady $steady KiB"
