@@ -99,6 +99,26 @@ impl Rig {
         }
         out
     }
+
+    /// The query for `name`, read as it comes: for a process the test did not wait for,
+    /// whose start under a guest's emulated CPU can take a second or more.
+    fn query_for(&self, name: &str, within: Duration) -> DnsRecord {
+        let deadline = std::time::Instant::now() + within;
+        let mut seen = Vec::new();
+        while std::time::Instant::now() < deadline {
+            self.reader.poll(Duration::from_millis(100)).expect("poll");
+            for e in self.sub.receiver().try_iter() {
+                match e {
+                    Event::Dns(d) if d.direction == "query" && d.qname.as_deref() == Some(name) => {
+                        return d
+                    }
+                    Event::Dns(d) if d.direction == "query" => seen.push(d),
+                    _ => {}
+                }
+            }
+        }
+        panic!("no query for {name} in {within:?}; other queries: {seen:#?}")
+    }
 }
 
 fn dig_args(name: &str) -> Vec<String> {
@@ -287,21 +307,18 @@ fn an_ended_parent_whose_pid_was_reused_is_not_named_as_an_ancestor() {
     std::thread::sleep(Duration::from_millis(30)); // another start tick
     let holder = ironclad_testing::spawn_with_pid(ended, 20, || {
         let mut bash = rig.cgroup.command("/usr/bin/bash");
-        bash.args(["-c", "sleep 10; true"]); // not `exec`ed into sleep
+        bash.args(["-c", "sleep 30; true"]); // not `exec`ed into sleep
         bash
     })
     .expect("spawn bash");
     let mut holder = holder.expect("the ended sh's pid was not reused in 20 tries");
     std::thread::sleep(Duration::from_millis(100)); // bash has exec'd
     std::fs::write(&fifo, "go\n").expect("fifo");
-    std::thread::sleep(Duration::from_millis(500));
-    let queries = rig.queries();
+    // dig runs in the background: wait for its query, not for a fixed time (500 ms was
+    // too short once in the 6.12 guest under a busy host).
+    let q = rig.query_for("reparent.example.test", Duration::from_secs(15));
     let _ = holder.kill();
     let _ = holder.wait();
-    let q = queries
-        .iter()
-        .find(|q| q.qname.as_deref() == Some("reparent.example.test"))
-        .unwrap_or_else(|| panic!("no query in {queries:#?}"));
     let p = q.actor.process.as_ref().expect("process block");
     assert_eq!(p.exe.as_deref(), Some(DIG));
     let chain: Vec<(u32, &str)> = p
