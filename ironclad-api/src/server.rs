@@ -185,12 +185,127 @@ impl TlsFiles {
             .client_ca_root(tonic::transport::Certificate::from_pem(read(
                 &self.client_ca,
             )?))
-            .client_auth_optional(false))
+            .client_auth_optional(false)
+            .timeout(TLS_HANDSHAKE_TIMEOUT))
+    }
+}
+
+/// TCP connections the listener serves at once at most; more wait in the kernel's
+/// listen backlog until one ends. Each holds a descriptor: without a bound, a stranger
+/// who opens a thousand connections and never starts TLS takes every descriptor of the
+/// daemon, and its Unix socket, metrics listener and reloads with them.
+pub const MAX_TCP_CONNECTIONS: usize = 256;
+
+/// A TCP connection that has not completed its TLS handshake within this is closed.
+pub const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Idle time after which TCP keepalive probes go out on a served connection, so that
+/// a peer gone without a FIN (its path cut) is found and its connection closed.
+pub const TCP_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// An accepted TCP connection holding one of the [`MAX_TCP_CONNECTIONS`] places
+/// until it is dropped. tonic bounds calls per connection, not connections: this
+/// small wrapper is the bound, since no maintained crate offers one for tonic's
+/// incoming stream.
+struct Capped {
+    stream: tokio::net::TcpStream,
+    _place: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl tonic::transport::server::Connected for Capped {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl tokio::io::AsyncRead for Capped {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Capped {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// Accepts from `listener` (keepalive set) while fewer than [`MAX_TCP_CONNECTIONS`]
+/// are open, handing each connection to `to` with its place; ends when `to` is closed
+/// (the server stopped), which closes the listening socket.
+async fn accept_capped(
+    listener: tokio::net::TcpListener,
+    to: tokio::sync::mpsc::Sender<std::io::Result<Capped>>,
+) {
+    use tokio_stream::StreamExt;
+    let places = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_TCP_CONNECTIONS));
+    let mut incoming = tonic::transport::server::TcpIncoming::from(listener)
+        .with_keepalive(Some(TCP_KEEPALIVE))
+        .with_nodelay(Some(true));
+    loop {
+        let place = tokio::select! {
+            () = to.closed() => return,
+            place = places.clone().acquire_owned() => match place {
+                Ok(place) => place,
+                Err(_) => return,
+            },
+        };
+        let accepted = tokio::select! {
+            () = to.closed() => return,
+            accepted = incoming.next() => accepted,
+        };
+        let Some(accepted) = accepted else { return };
+        let item = accepted.map(|stream| Capped {
+            stream,
+            _place: place,
+        });
+        if to.send(item).await.is_err() {
+            return;
+        }
     }
 }
 
 /// Serves `service` on the TCP `listener` with mutual TLS (see the module's text)
-/// until `shutdown` completes. Must run inside a Tokio runtime.
+/// until `shutdown` completes. Must run inside a Tokio runtime. At most
+/// [`MAX_TCP_CONNECTIONS`] connections are served at once, a handshake not done within
+/// [`TLS_HANDSHAKE_TIMEOUT`] is dropped, and served connections carry TCP keepalive
+/// ([`TCP_KEEPALIVE`]).
 ///
 /// # Errors
 /// [`ApiError::Io`] for a certificate file that cannot be read or a listener that
@@ -214,7 +329,9 @@ where
     };
     listener.set_nonblocking(true).map_err(io)?;
     let listener = tokio::net::TcpListener::from_std(listener).map_err(io)?;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let (to, from) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(accept_capped(listener, to));
+    let incoming = tokio_stream::wrappers::ReceiverStream::new(from);
     tonic::transport::Server::builder()
         .tls_config(config)?
         .concurrency_limit_per_connection(MAX_CALLS_PER_CONNECTION)

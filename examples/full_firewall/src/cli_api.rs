@@ -1,6 +1,7 @@
 //! `rules list|add|rm` and `events`: the command line over the control API (the
 //! daemon's Unix socket), as any other client uses it.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -199,11 +200,13 @@ pub(crate) fn rules(args: RulesArgs) -> Result<ExitCode> {
                     Ok(r) => r.into_inner().rules,
                     Err(status) => return Ok(failed(&status)),
                 };
+                let mut out = std::io::stdout().lock();
                 for r in &listed {
                     if json {
-                        println!("{}", crate::api::rule_json(r));
+                        writeln!(out, "{}", crate::api::rule_json(r))?;
                     } else {
-                        println!(
+                        writeln!(
+                            out,
                             "{:<22} {:<15} {:<40} {}",
                             r.id,
                             crate::api::section_name(r.section),
@@ -213,7 +216,7 @@ pub(crate) fn rules(args: RulesArgs) -> Result<ExitCode> {
                             } else {
                                 r.origin.clone()
                             }
-                        );
+                        )?;
                     }
                 }
                 Ok(ExitCode::SUCCESS)
@@ -314,7 +317,6 @@ pub(crate) fn apply(args: ApplyArgs) -> Result<ExitCode> {
 }
 
 pub(crate) fn events(args: EventsArgs) -> Result<ExitCode> {
-    use std::io::Write;
     runtime()?.block_on(async move {
         let mut api = args.connect.connect().await?;
         let mut stream = match api

@@ -27,6 +27,7 @@ mod demo;
 mod forward;
 mod health;
 mod ifaces;
+mod instance;
 mod logging;
 mod metrics;
 mod notify;
@@ -359,6 +360,15 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // The reader went away (`full_firewall status | head`): what it wanted was read.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!(
                 "full_firewall: {}",

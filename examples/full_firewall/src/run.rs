@@ -463,6 +463,15 @@ fn write_events(sub: &Subscription<Event>, out: &mut Option<EventsOut>, health: 
 }
 
 pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
+    // Before anything is touched: a second daemon on the same pins or run directory
+    // would replace the live one's programs and, exiting, delete its control socket.
+    let _instance = match crate::instance::lock(&args.pin_dir, &args.run_dir)? {
+        Ok(lock) => lock,
+        Err(held) => {
+            error!("{held}");
+            return Ok(ExitCode::from(1));
+        }
+    };
     map_large_buffers();
     let sink = Arc::new(JsonLinesFile::open(&args.audit_log)?.rotate_at(args.audit_max_bytes));
     // The start (compiling a large policy, writing it to the kernel) is reported while

@@ -1,5 +1,6 @@
 //! `status` and `detach`: work on the pins alone, no running daemon needed.
 
+use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -274,8 +275,9 @@ fn rule_origins(run_dir: &Path) -> Option<Vec<serde_json::Value>> {
 }
 
 pub(crate) fn status(pin_root: &Path, run_dir: &Path, json: bool) -> Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
     if json {
-        println!("{}", status_json(pin_root, run_dir)?);
+        writeln!(out, "{}", status_json(pin_root, run_dir)?)?;
         return Ok(ExitCode::SUCCESS);
     }
     let Pinned {
@@ -292,16 +294,16 @@ pub(crate) fn status(pin_root: &Path, run_dir: &Path, json: bool) -> Result<Exit
             (_, Some(true)) => "ready",
             _ => "NOT READY: the policy is not fully enforced",
         };
-        println!("daemon {}: {state}", r.pid);
+        writeln!(out, "daemon {}: {state}", r.pid)?;
         if let Some(a) = r.activity.as_ref().filter(|_| r.is_busy()) {
-            println!("  busy {:.1} s: {}", a.elapsed(), a.what);
+            writeln!(out, "  busy {:.1} s: {}", a.elapsed(), a.what)?;
         }
         for (name, f) in &r.features {
             let mark = if f.up { "up  " } else { "DOWN" };
-            println!("  {mark} {name:<10} {}", f.detail);
+            writeln!(out, "  {mark} {name:<10} {}", f.detail)?;
         }
         for (sink, lost) in r.losses.iter().filter(|(_, n)| **n > 0) {
-            println!("  LOST {lost} records: {sink}");
+            writeln!(out, "  LOST {lost} records: {sink}")?;
         }
     }
     let api_rules: Vec<serde_json::Value> = rule_origins(run_dir)
@@ -310,26 +312,30 @@ pub(crate) fn status(pin_root: &Path, run_dir: &Path, json: bool) -> Result<Exit
         .filter(|r| r["origin"] == "api")
         .collect();
     if !api_rules.is_empty() {
-        println!("rules added through the control API (the others are the policy file's):");
+        writeln!(
+            out,
+            "rules added through the control API (the others are the policy file's):"
+        )?;
         for r in &api_rules {
-            println!(
+            writeln!(
+                out,
                 "  {:<8} {:<15} {:<40} by {}",
                 r["id"].as_str().unwrap_or_default(),
                 r["section"].as_str().unwrap_or_default(),
                 r["rule"].as_str().unwrap_or_default(),
                 r["added_by"].as_str().unwrap_or_default()
-            );
+            )?;
         }
     }
     if let Ok(e) = &egress {
         for (id, hits) in &e.rules {
-            println!("egress rule {id:<5} {hits:>12} decisions");
+            writeln!(out, "egress rule {id:<5} {hits:>12} decisions")?;
         }
     }
     if let Ok(d) = EgressFirewall::domain_status_from_pins(pin_root) {
         if d.active {
             let patterns: Vec<String> = d.patterns.iter().map(ToString::to_string).collect();
-            println!("egress by name: {}", patterns.join(", "));
+            writeln!(out, "egress by name: {}", patterns.join(", "))?;
             for o in &d.opened {
                 let who = o
                     .exe_path
@@ -337,20 +343,22 @@ pub(crate) fn status(pin_root: &Path, run_dir: &Path, json: bool) -> Result<Exit
                     .unwrap_or_else(|| format!("exe {}:{}", o.exe.dev, o.exe.ino));
                 let name = o.name.as_deref().unwrap_or("-");
                 for (p, left) in &o.patterns {
-                    println!(
+                    writeln!(
+                        out,
                         "  {name:<40} {:<40} {p:<30} {who} ({}s left)",
                         o.addr,
                         left.as_secs()
-                    );
+                    )?;
                 }
             }
             for den in &d.denied {
-                println!(
+                writeln!(
+                    out,
                     "  {:<40} DENIED by feed {} ({}s left)",
                     den.addr,
                     den.feed,
                     den.expires_in.as_secs()
-                );
+                )?;
             }
             for f in &d.feeds {
                 let counts: Vec<String> = f
@@ -358,98 +366,108 @@ pub(crate) fn status(pin_root: &Path, run_dir: &Path, json: bool) -> Result<Exit
                     .iter()
                     .map(|(c, n)| format!("{} {n}", c.name()))
                     .collect();
-                println!("domain feed {}: {}", f.name, counts.join(", "));
+                writeln!(out, "domain feed {}: {}", f.name, counts.join(", "))?;
             }
         }
     }
     if let Ok(f) = &firewall {
         let s = &f.settings;
-        println!(
+        writeln!(
+            out,
             "firewall: default inbound {}, outbound {}, {}{}, {} connections",
             if s.drop_inbound { "drop" } else { "accept" },
             if s.drop_outbound { "drop" } else { "accept" },
             if s.stateful { "stateful" } else { "stateless" },
             if s.dry_run { ", dry-run" } else { "" },
             f.connections
-        );
+        )?;
         if f.syn_flood.mode != ironclad_bpf::SynMode::Off {
-            println!(
+            writeln!(
+                out,
                 "firewall SYN cookies ({}) on ports {}; threshold crossed {} times",
                 f.syn_flood.mode.name(),
                 port_list(&f.syn_flood.ports),
                 f.syn_state.attacks
-            );
+            )?;
         }
         if let Some(text) = limits_text(&f.limits) {
-            println!("firewall new-connection limits: {text}");
+            writeln!(out, "firewall new-connection limits: {text}")?;
         }
         let nat = &f.nat;
         if nat.forwards + nat.sources > 0 {
-            println!(
+            writeln!(
+                out,
                 "firewall NAT: {} port forwards, {} source translations, {} translated connections",
                 nat.forwards,
                 nat.sources,
                 nat.entries / 2
-            );
+            )?;
             for (kind, counters) in [
                 ("dnat", &nat.forward_counters),
                 ("snat", &nat.source_counters),
             ] {
                 for (i, c) in counters.iter().enumerate() {
-                    println!(
+                    writeln!(
+                        out,
                         "firewall nat.{kind}[{i}] {:>12} packets {:>14} bytes",
                         c.packets, c.bytes
-                    );
+                    )?;
                 }
             }
         }
         for (id, c) in &f.rules {
-            println!(
+            writeln!(
+                out,
                 "firewall rule {id:<5} {:>12} packets {:>14} bytes",
                 c.packets, c.bytes
-            );
+            )?;
         }
         for (t, c) in &f.totals {
-            println!(
+            writeln!(
+                out,
                 "firewall {:<12} {:>12} packets {:>14} bytes",
                 t.name(),
                 c.packets,
                 c.bytes
-            );
+            )?;
         }
     }
     let Ok(status) = shield else {
         return Ok(ExitCode::SUCCESS);
     };
-    println!(
+    writeln!(
+        out,
         "{:<6} {:<44} {:<6} {:>12} {:>14}",
         "rule", "cidr or set", "action", "packets", "bytes"
-    );
+    )?;
     for r in &status.rules {
-        println!(
+        writeln!(
+            out,
             "{:<6} {:<44} {:<6} {:>12} {:>14}",
             r.rule_id,
             r.label.to_string(),
             format!("{:?}", r.action).to_lowercase(),
             r.counter.packets,
             r.counter.bytes
-        );
+        )?;
     }
     for (t, c) in &status.totals {
-        println!(
+        writeln!(
+            out,
             "total {:<12} {:>12} packets {:>14} bytes",
             t.name(),
             c.packets,
             c.bytes
-        );
+        )?;
     }
-    println!(
+    writeln!(
+        out,
         "ipv4 lookup: {}, ipv6 lookup: {} (slot {}), map memory: {} bytes",
         status.ipv4_path.as_str(),
         status.ipv6_path.as_str(),
         status.slot,
         status.map_bytes()
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -537,6 +555,7 @@ pub(crate) fn limits_json(limits: &ironclad_bpf::LimitSettings) -> serde_json::V
 
 /// `conntrack`: the firewall's tracked connections, read from its pins.
 pub(crate) fn conntrack(pin_root: &Path, json: bool) -> Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
     let mut connections = Firewall::connections_from_pins(pin_root).map_err(|e| {
         anyhow::anyhow!(
             "cannot read a firewall's pins under {} (does the daemon run a `firewall:` section? reading them needs root): {e}",
@@ -576,15 +595,17 @@ pub(crate) fn conntrack(pin_root: &Path, json: bool) -> Result<ExitCode> {
                 })
             })
             .collect();
-        println!("{}", serde_json::Value::Array(list));
+        writeln!(out, "{}", serde_json::Value::Array(list))?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    writeln!(
+        out,
         "{:<7} {:<3} {:<45} {:<45} {:<12} {:>9} {:>9} {:>7} {:>5} {:>8}",
         "proto", "dir", "from", "to", "state", "pkts>", "pkts<", "idle s", "rule", "pid"
-    );
+    )?;
     for c in &connections {
-        println!(
+        writeln!(
+            out,
             "{:<7} {:<3} {:<45} {:<45} {:<12} {:>9} {:>9} {:>7} {:>5} {:>8}",
             c.proto,
             if c.inbound { "in" } else { "out" },
@@ -604,7 +625,7 @@ pub(crate) fn conntrack(pin_root: &Path, json: bool) -> Result<ExitCode> {
             } else {
                 c.pid.to_string()
             }
-        );
+        )?;
         // A translated connection: how the outside sees the translated end.
         if let Some(t) = &c.nat {
             let what = if t.kind == "dnat" {
@@ -622,10 +643,10 @@ pub(crate) fn conntrack(pin_root: &Path, json: bool) -> Result<ExitCode> {
                     t.rule
                 )
             };
-            println!("        {what}");
+            writeln!(out, "        {what}")?;
         }
     }
-    println!("{} connections", connections.len());
+    writeln!(out, "{} connections", connections.len())?;
     Ok(ExitCode::SUCCESS)
 }
 
