@@ -1,6 +1,7 @@
 //! Compiles every `bpf-src/*.bpf.c` into a CO-RE object and a libbpf-rs skeleton in
-//! `OUT_DIR`, and generates the helper-name table and the helper allowlist from data
-//! files in `bpf-src/`. Nothing generated here is committed.
+//! `OUT_DIR` (the skeletons for `ironclad-bpf-check`, which finds them through this
+//! package's `links` metadata), and generates the helper-name table and the helper
+//! allowlist from data files in `bpf-src/`. Nothing generated here is committed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::env;
@@ -43,6 +44,8 @@ fn run() -> Result<(), String> {
 
     let clang = env::var("CLANG").unwrap_or_else(|_| "clang".to_string());
     let mut registry = String::new();
+    // The shipped objects' skeleton modules, for ironclad-bpf-check to include.
+    let mut skeletons = String::new();
     for (name, path) in &objects {
         let obj = out.join(format!("{name}.bpf.o"));
         let skel = out.join(format!("{name}.skel.rs"));
@@ -62,10 +65,7 @@ fn run() -> Result<(), String> {
             .map_err(|e| format!("building {}: {e:#}", path.display()))?;
         writeln!(
             registry,
-            "/// Skeleton generated from `bpf-src/{rel}`.\n\
-             #[allow(missing_docs, unused_imports, unreachable_pub, clippy::all, clippy::pedantic, clippy::expect_used, clippy::unwrap_used, clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn, non_camel_case_types, non_upper_case_globals, dead_code)]\n\
-             pub(crate) mod {name}_skel {{ include!(concat!(env!(\"OUT_DIR\"), \"/{name}.skel.rs\")); }}\n\
-             static {upper}_ELF: crate::object::Aligned<[u8; {size}]> = crate::object::Aligned(*include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{name}.bpf.o\")));\n\
+            "static {upper}_ELF: crate::object::Aligned<[u8; {size}]> = crate::object::Aligned(*include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{name}.bpf.o\")));\n\
              /// The compiled `bpf-src/{rel}` object, embedded in the binary.\n\
              pub(crate) static {upper}: crate::object::EmbeddedObject = crate::object::EmbeddedObject::new(\"{name}\", &{upper}_ELF.0);",
             size = fs::metadata(&obj).map_err(|e| e.to_string())?.len(),
@@ -73,8 +73,23 @@ fn run() -> Result<(), String> {
             upper = name.to_uppercase(),
         )
         .map_err(|e| e.to_string())?;
+        if path.parent() == Some(src.as_path()) {
+            writeln!(
+                skeletons,
+                "/// Skeleton generated from `bpf-src/{name}.bpf.c`.\n\
+                 pub(crate) mod {name}_skel {{ include!(concat!(env!(\"IRONCLAD_BPF_OUT_DIR\"), \"/{name}.skel.rs\")); }}"
+            )
+            .map_err(|e| e.to_string())?;
+        }
     }
     write_if_changed(&out.join("objects.rs"), &registry)?;
+    write_if_changed(&out.join("skeletons.rs"), &skeletons)?;
+    // The skeletons (`<name>.skel.rs`, their modules in `skeletons.rs`) are compiled by the workspace's
+    // `ironclad-bpf-check` crate only, which checks names.rs and the Rust ABI mirrors
+    // against them: here they would be type-checked in every build of this crate (about
+    // 6 MB of generated code, most of its compile time) for nothing it runs. Its build
+    // script finds them through this `links` metadata (DEP_IRONCLAD_BPF_OUT_DIR).
+    println!("cargo::metadata=out_dir={}", out.display());
 
     let helpers = helper_ids(&include.join("vmlinux.h"))?;
     let mut table = String::from("/// `enum bpf_func_id` of the kernel this tree's vmlinux.h came from: (id, name).\npub(crate) static HELPER_NAMES: &[(u32, &str)] = &[\n");

@@ -36,7 +36,6 @@ pub mod error;
 pub mod events;
 pub mod firewall;
 pub mod ids;
-mod layout;
 pub mod loader;
 pub mod names;
 pub mod object;

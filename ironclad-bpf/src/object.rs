@@ -35,11 +35,6 @@ mod generated {
     include!(concat!(env!("OUT_DIR"), "/objects.rs"));
 }
 
-pub(crate) use generated::{
-    egress_skel, firewall_skel, process_skel, quarantine_skel, scrub_skel, sentinel_skel,
-    shield_skel, telemetry_skel, tls_skel,
-};
-
 /// The Shield's XDP object (`bpf-src/shield.bpf.c`).
 pub fn shield() -> &'static EmbeddedObject {
     &generated::SHIELD

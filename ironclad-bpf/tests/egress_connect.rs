@@ -12,7 +12,7 @@ use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ironclad_bpf::{CgroupAttachment, EgressFirewall, Loader};
@@ -69,19 +69,71 @@ fn run(cgroup: &TestCgroup, client: &Path, args: &[&str]) -> (u32, u32, u32) {
 }
 
 /// A TCP listener on loopback counting accepted connections.
-fn tcp_listener(addr: &str) -> (u16, Arc<AtomicU32>) {
+fn tcp_listener(addr: &str) -> (u16, Arc<Accepted>) {
     let listener = TcpListener::bind((addr, 0)).expect("listen");
-    let port = listener.local_addr().expect("addr").port();
-    let accepted = Arc::new(AtomicU32::new(0));
-    let counter = accepted.clone();
+    let local = listener.local_addr().expect("addr");
+    let accepted = Arc::new(Accepted {
+        local,
+        ports: Mutex::new(Vec::new()),
+        markers: AtomicU32::new(0),
+    });
+    let log = accepted.clone();
+    // Every connection is accepted and closed at once, so clients waiting for the
+    // server (curl, openssl s_client) end.
     std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            if stream.is_ok() {
-                counter.fetch_add(1, Ordering::SeqCst);
-            }
+        for stream in listener.incoming().flatten() {
+            // A connection already reset has no peer any more: port 0, never a marker's.
+            let port = stream.peer_addr().map_or(0, |peer| peer.port());
+            log.ports
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(port);
         }
     });
-    (port, accepted)
+    (local.port(), accepted)
+}
+
+/// The connections a listener accepted, counted exactly when asked: `count` makes a
+/// connection of its own (from the test process, outside the lab's cgroup) and waits
+/// until the accepting thread has taken it. Connections leave the accept queue in
+/// order, so every one a client completed before the question has been counted by
+/// then. (Read straight from the thread's counter, a busy machine's late accept
+/// showed up in the next step's count.)
+struct Accepted {
+    local: std::net::SocketAddr,
+    /// The peer port of every connection accepted, in order.
+    ports: Mutex<Vec<u16>>,
+    /// How many of them were `count`'s own.
+    markers: AtomicU32,
+}
+
+impl Accepted {
+    fn count(&self) -> u32 {
+        let from = self
+            .ports
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len();
+        let marker = std::net::TcpStream::connect(self.local).expect("the marker connection");
+        let port = marker.local_addr().expect("addr").port();
+        let start = std::time::Instant::now();
+        loop {
+            let ports = self
+                .ports
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if ports[from..].contains(&port) {
+                let markers = self.markers.fetch_add(1, Ordering::SeqCst) + 1;
+                return ports.len() as u32 - markers;
+            }
+            drop(ports);
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the listener never accepted the marker connection"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 }
 
 /// The identity firewall's decisions read so far (every queued record drained first).
@@ -174,11 +226,7 @@ fn copies_of_one_binary_are_told_apart_and_renames_or_comm_do_not_matter() {
         "identical copy, other inode"
     );
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(
-        accepted.load(Ordering::SeqCst),
-        1,
-        "no SYN from the denied copy"
-    );
+    assert_eq!(accepted.count(), 1, "no SYN from the denied copy");
 
     // Renamed, and with another comm: the same file, still allowed.
     let renamed = lab.clients.path("renamed");
@@ -225,8 +273,8 @@ fn copies_of_one_binary_are_told_apart_and_renames_or_comm_do_not_matter() {
 }
 
 /// Connections accepted by `listener` once `command` (run in `cgroup`) has exited.
-fn accepted_after(cgroup: &TestCgroup, command: &str, args: &[&str], accepted: &AtomicU32) -> u32 {
-    let before = accepted.load(Ordering::SeqCst);
+fn accepted_after(cgroup: &TestCgroup, command: &str, args: &[&str], accepted: &Accepted) -> u32 {
+    let before = accepted.count();
     let _ = cgroup
         .command(command)
         .args(args)
@@ -235,8 +283,7 @@ fn accepted_after(cgroup: &TestCgroup, command: &str, args: &[&str], accepted: &
         .stderr(Stdio::null())
         .status()
         .expect("run");
-    std::thread::sleep(Duration::from_millis(200));
-    accepted.load(Ordering::SeqCst) - before
+    accepted.count() - before
 }
 
 #[test]
@@ -410,7 +457,7 @@ fn a_parent_pid_taken_by_the_named_ancestor_after_the_parent_ended_opens_nothing
     .expect("spawn bash");
     let mut holder = holder.expect("sh's pid was not reused by bash in 20 tries");
     std::thread::sleep(Duration::from_millis(100)); // bash has exec'd
-    let before = accepted.load(Ordering::SeqCst);
+    let before = accepted.count();
     std::fs::write(&fifo, format!("url = \"http://127.0.0.1:{port}/\"\n")).expect("config");
     let start = std::time::Instant::now();
     while Path::new(&format!("/proc/{curl}")).exists() && start.elapsed() < Duration::from_secs(5) {
@@ -420,7 +467,7 @@ fn a_parent_pid_taken_by_the_named_ancestor_after_the_parent_ended_opens_nothing
     let _ = holder.kill();
     let _ = holder.wait();
     assert_eq!(
-        accepted.load(Ordering::SeqCst) - before,
+        accepted.count() - before,
         0,
         "curl's parent was sh; the bash that took sh's pid later is not its parent"
     );
@@ -519,7 +566,7 @@ fn a_binary_on_overlayfs_is_matched_by_its_path_and_recorded_with_the_same_ident
         (0, 1, 0),
     );
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(accepted.count(), 1);
 
     // The kernel's record of the running process agrees with the identity computed
     // from the path.
@@ -567,7 +614,7 @@ fn ipv6_udp_sendto_and_ipv4_mapped_destinations_are_enforced() {
     assert_eq!(run(&lab.cgroup, &a, &["tcp6", "::1", &p6]), (1, 0, 0));
     assert_eq!(run(&lab.cgroup, &b, &["tcp6", "::1", &p6]), (0, 1, 0));
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(accepted6.load(Ordering::SeqCst), 1);
+    assert_eq!(accepted6.count(), 1);
 
     let udp = UdpSocket::bind("127.0.0.1:0").expect("udp");
     udp.set_read_timeout(Some(Duration::from_millis(300)))
@@ -693,7 +740,7 @@ fn processes_started_before_the_firewall_are_identified() {
     assert!(out.starts_with("ok=1 eperm=0"), "seeded from /proc: {out}");
     assert!(early.wait().expect("wait").success());
     std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(accepted.count(), 1);
 }
 
 #[test]
@@ -732,6 +779,25 @@ fn a_bad_policy_is_refused_and_the_live_one_stays() {
     );
 }
 
+/// Waits (10 s at most) until the process `pid` runs `exe`: the cgroup's `sh` has
+/// moved itself into the cgroup and exec'd it. A fixed pause was too short on a slow
+/// machine, and the table then held the `sh`.
+fn exec_of(pid: u32, exe: &std::path::Path) {
+    let start = std::time::Instant::now();
+    while std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .as_deref()
+        != Some(exe)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{pid} never exec'd {}",
+            exe.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn the_process_table_records_identity_parent_ids_cgroup_and_comm() {
     require_privileges!();
@@ -745,7 +811,7 @@ fn the_process_table_records_identity_parent_ids_cgroup_and_comm() {
         .stdout(Stdio::null())
         .spawn()
         .expect("client");
-    std::thread::sleep(Duration::from_millis(200));
+    exec_of(before.id(), &a);
     let pins = BpffsDir::new("egress-table").expect("bpffs");
     let loader = Loader::builder()
         .pin_root(pins.path())
@@ -759,7 +825,7 @@ fn the_process_table_records_identity_parent_ids_cgroup_and_comm() {
         .stdout(Stdio::null())
         .spawn()
         .expect("client");
-    std::thread::sleep(Duration::from_millis(200));
+    exec_of(after.id(), &a);
 
     let identity = ironclad_policy::egress::exe_identity(&a).expect("stat");
     let cgroup_id = {
@@ -1011,12 +1077,8 @@ fn a_denial_by_destination_alone_names_the_whole_caller_and_uid_rules_see_the_ca
         "uid 65534 is denied: {as_nobody:?}"
     );
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(denied_accepted.load(Ordering::SeqCst), 0);
-    assert_eq!(
-        uid_accepted.load(Ordering::SeqCst),
-        1,
-        "only root's connection"
-    );
+    assert_eq!(denied_accepted.count(), 0);
+    assert_eq!(uid_accepted.count(), 1, "only root's connection");
 
     let denials = decisions(&events, &sub);
     assert_eq!(denials.len(), 2, "{denials:#?}");
@@ -1207,8 +1269,8 @@ fn outside_every_rules_destinations_the_default_decides_and_a_rule_without_one_t
         "outside every named prefix: the default (allow)"
     );
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(accepted_a.load(Ordering::SeqCst), 3);
-    assert_eq!(accepted_b.load(Ordering::SeqCst), 0);
+    assert_eq!(accepted_a.count(), 3);
+    assert_eq!(accepted_b.count(), 0);
 }
 
 /// One rule of a random policy, as the reference reads it.

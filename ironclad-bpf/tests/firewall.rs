@@ -74,24 +74,22 @@ impl Net {
     /// Whether a TCP connection from `src` (any address when empty) inside the
     /// namespace to `addr:port` succeeds within 2 s.
     fn connects_from(&self, src: &str, addr: &str, port: u16) -> bool {
-        self.ns.tcp_connects(src, addr, port, 2.0).expect("python3")
+        self.ns
+            .tcp_connects(src, addr, port, 2.0)
+            .expect("connecting")
     }
 
     /// Sends one IPv4 datagram `payload` from the namespace's address, port `from`, to
-    /// the host's, port `to` (a python one-liner in the namespace).
+    /// the host's, port `to`.
     fn datagram_in(&self, from: u16, to: u16, payload: &str) {
-        let script = format!(
-            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('{}',{from}))\ns.sendto(b'{payload}',('{}',{to}))",
-            self.peer(false),
-            self.host(false)
-        );
-        let status = self
-            .ns
-            .command("python3")
-            .args(["-c", &script])
-            .status()
-            .expect("python3");
-        assert!(status.success(), "sending {payload} from the namespace");
+        let addr = |a: String, port| SocketAddr::new(a.parse().expect("address"), port);
+        self.ns
+            .udp_send(
+                addr(self.peer(false), from),
+                addr(self.host(false), to),
+                payload.as_bytes(),
+            )
+            .unwrap_or_else(|e| panic!("sending {payload} from the namespace: {e}"));
     }
 
     /// A python HTTP server in the namespace on its address, port `port`.
@@ -1273,19 +1271,28 @@ fn flow_records_report_each_connection_with_its_process_bytes_and_end() {
     let curl_pid = curl.id();
     let page = curl.wait_with_output().expect("curl");
     assert!(String::from_utf8_lossy(&page.stdout).contains("hello from the namespace"));
-    let echo = net
+    let mut echo = net
         .ns
         .command("python3")
         .args([
             "-c",
             &format!(
-                "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('{}',7777))\nd,a=s.recvfrom(64)\ns.sendto(d.upper(),a)",
+                "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('{}',7777))\nprint('bound',flush=True)\nd,a=s.recvfrom(64)\ns.sendto(d.upper(),a)",
                 net.peer(false)
             ),
         ])
+        .stdout(Stdio::piped())
         .spawn()
         .expect("echo");
-    std::thread::sleep(Duration::from_millis(300));
+    // The datagram goes once the echo is bound (a python3 takes about a second to
+    // start on a slow machine): sent earlier, it would meet a closed port.
+    let mut bound = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(echo.stdout.as_mut().expect("the echo's stdout")),
+        &mut bound,
+    )
+    .expect("the echo's first line");
+    assert_eq!(bound.trim(), "bound");
     let udp = Command::new("python3")
         .args([
             "-c",

@@ -19,7 +19,7 @@ use ironclad_testing::BpffsDir;
 const ROLE: &str = "IRONCLAD_TEST_PIN_ROLE";
 const PIN_ROOT: &str = "IRONCLAD_TEST_PIN_ROOT";
 const AUDIT: &str = "IRONCLAD_TEST_AUDIT_FILE";
-const THIS_TEST: &str = "pinned_map_written_by_one_process_is_read_by_another";
+const THIS_TEST: &str = "loader_pinning::pinned_map_written_by_one_process_is_read_by_another";
 const RULE_NET: &str = "203.0.113.0/24";
 
 /// The body of the child processes: `write` loads the Shield and writes a rule,
@@ -226,7 +226,7 @@ fn loading_without_privileges_is_a_typed_error_naming_capabilities() {
         .arg(&exe)
         .args([
             "--exact",
-            "loading_without_privileges_is_a_typed_error_naming_capabilities",
+            "loader_pinning::loading_without_privileges_is_a_typed_error_naming_capabilities",
             "--nocapture",
         ])
         .env(UNPRIV_PIN_ROOT, pins.path())

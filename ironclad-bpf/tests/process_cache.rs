@@ -8,38 +8,19 @@
     reason = "test helpers fail the test with a message"
 )]
 
-use std::net::{Ipv4Addr, UdpSocket};
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ironclad_bpf::{EventReader, Loader, ProcessMonitor, Telemetry};
-use ironclad_events::{dns, DnsRecord, Event, Fanout, Overflow, Subscription};
+use ironclad_events::{DnsRecord, Event, Fanout, Overflow, Subscription};
 use ironclad_policy::process::ProcessPolicy;
 use ironclad_policy::telemetry::TelemetryPolicy;
 use ironclad_testing::require_privileges;
 use ironclad_testing::{BpffsDir, TestCgroup};
 
 const DIG: &str = "/usr/bin/dig";
-
-/// A DNS responder on 127.0.0.1:53 answering every A query with 192.0.2.7 (one for
-/// all the tests of this binary).
-fn responder() {
-    static STARTED: std::sync::Once = std::sync::Once::new();
-    STARTED.call_once(start_responder);
-}
-
-fn start_responder() {
-    let socket = UdpSocket::bind("127.0.0.1:53").expect("bind 127.0.0.1:53");
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 512];
-        while let Ok((n, from)) = socket.recv_from(&mut buf) {
-            let answer = dns::build_response(&buf[..n], &[Ipv4Addr::new(192, 0, 2, 7)]);
-            let _ = socket.send_to(&answer, from);
-        }
-    });
-}
 
 struct Rig {
     _pins: BpffsDir,
@@ -139,7 +120,7 @@ fn run_ok(cmd: &mut Command) -> u32 {
 #[test]
 fn a_short_lived_multithreaded_program_is_named_after_it_exited() {
     require_privileges!();
-    responder();
+    crate::loopback_dns_responder();
     let rig = rig("pdig", &ProcessPolicy::default());
     let pid = run_ok(rig.cgroup.command(DIG).args(dig_args("dig.example.test")));
     let queries = rig.queries();
@@ -195,7 +176,7 @@ fn a_short_lived_multithreaded_program_is_named_after_it_exited() {
 #[test]
 fn an_exec_chain_is_reported_as_lineage_with_redacted_arguments() {
     require_privileges!();
-    responder();
+    crate::loopback_dns_responder();
     let policy = ProcessPolicy {
         redact_args: vec!["^hmac-sha256:".to_string()],
         ..ProcessPolicy::default()
@@ -241,7 +222,7 @@ fn an_exec_chain_is_reported_as_lineage_with_redacted_arguments() {
 #[test]
 fn a_reused_pid_names_each_process_by_the_time_of_its_event() {
     require_privileges!();
-    responder();
+    crate::loopback_dns_responder();
     let rig = rig("preuse", &ProcessPolicy::default());
     let python = ironclad_testing::python_interpreter().expect("python3");
     let client = "import socket,struct\nq=struct.pack('>HHHHHH',7,256,1,0,0,0)+b'\\x05reuse\\x07example\\x04test\\x00'+struct.pack('>HH',1,1)\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(2)\ns.sendto(q,('127.0.0.1',53))\ns.recv(512)\n";
@@ -287,7 +268,7 @@ fn a_reused_pid_names_each_process_by_the_time_of_its_event() {
 #[test]
 fn an_ended_parent_whose_pid_was_reused_is_not_named_as_an_ancestor() {
     require_privileges!();
-    responder();
+    crate::loopback_dns_responder();
     let rig = rig("preparent", &ProcessPolicy::default());
     let dir = tempfile::tempdir().expect("tempdir");
     let fifo = dir.path().join("go");
@@ -339,7 +320,7 @@ fn an_ended_parent_whose_pid_was_reused_is_not_named_as_an_ancestor() {
 fn a_program_run_by_a_relative_path_is_named_by_its_absolute_path_and_file() {
     require_privileges!();
     use std::os::unix::fs::MetadataExt;
-    responder();
+    crate::loopback_dns_responder();
     let rig = rig("prelative", &ProcessPolicy::default());
     // dig and the shell have ended when the records are read: the path is found by
     // the file the kernel ran, not by a working directory that is gone.
@@ -370,7 +351,7 @@ fn a_program_run_by_a_relative_path_is_named_by_its_absolute_path_and_file() {
 #[test]
 fn a_container_cgroup_names_the_container() {
     require_privileges!();
-    responder();
+    crate::loopback_dns_responder();
     let rig = rig("pctr", &ProcessPolicy::default());
     let id = "4f1e5a0b6c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f";
     let scope = rig.cgroup.path().join(format!("docker-{id}.scope"));
@@ -403,7 +384,7 @@ fn a_container_cgroup_names_the_container() {
 #[test]
 fn a_full_cache_says_so_and_never_names_the_wrong_process() {
     require_privileges!();
-    responder();
+    crate::loopback_dns_responder();
     // Fewer slots than the host has processes: the seed alone fills it.
     let policy = ProcessPolicy {
         capacity: 16,

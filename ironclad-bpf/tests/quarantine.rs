@@ -48,7 +48,7 @@ impl Capture {
 
     fn run(mut cmd: Command, script: &str, iface: &str) -> Self {
         let mut child = cmd
-            .args(["-c", script, iface, "2"])
+            .args(["-c", script, iface, ironclad_testing::wire::LISTEN_SECONDS])
             .stdout(Stdio::piped())
             .spawn()
             .expect("capture");
@@ -72,6 +72,23 @@ impl Capture {
                 },
             )
             .collect()
+    }
+}
+
+/// Three datagrams from `src` (any port) to `dst:7777`, sent by the test itself.
+fn send(src: &str, dst: &str) {
+    let socket = std::net::UdpSocket::bind((src, 0)).expect("bind");
+    for _ in 0..3 {
+        socket.send_to(b"x", (dst, 7777)).expect("send");
+    }
+}
+
+/// Three datagrams from `src` (any port) to `dst:7777`, sent from inside `ns`.
+fn send_in(ns: &NetNs, src: &str, dst: &str) {
+    let addr = |a: &str, port| std::net::SocketAddr::new(a.parse().expect("address"), port);
+    for _ in 0..3 {
+        ns.udp_send(addr(src, 0), addr(dst, 7777), b"x")
+            .expect("send from the namespace");
     }
 }
 
@@ -111,19 +128,13 @@ fn ioc_sources_are_tagged_into_the_vlan_or_redirected_to_the_sandbox_and_others_
     let on_host = Capture::run(Command::new("python3"), RECEIVE, "-");
     let on_peer = Capture::start(ns.command("python3"), veth.peer());
     let in_sandbox = Capture::start(sandbox.command("python3"), sandbox_veth.peer());
-    let send = |cmd: &mut Command, src: &str, dst: &str| {
-        let script = format!(
-            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('{src}',0))\nfor i in range(3): s.sendto(b'x',('{dst}',7777))"
-        );
-        assert!(cmd.args(["-c", &script]).status().expect("send").success());
-    };
     // From the namespace: a clean source and the one to redirect.
     for src in ["10.221.1.2", "10.221.1.4"] {
-        send(&mut ns.command("python3"), src, "10.221.1.1");
+        send_in(&ns, src, "10.221.1.1");
     }
     // From the host: its clean address and its quarantined one.
     for src in ["10.221.1.1", "10.221.1.5"] {
-        send(&mut Command::new("python3"), src, "10.221.1.2");
+        send(src, "10.221.1.2");
     }
     std::thread::sleep(Duration::from_millis(200));
     let (host, peer, sandbox_seen) = (on_host.sources(), on_peer.sources(), in_sandbox.sources());
@@ -170,7 +181,7 @@ fn ioc_sources_are_tagged_into_the_vlan_or_redirected_to_the_sandbox_and_others_
         1
     );
     let on_peer = Capture::start(ns.command("python3"), veth.peer());
-    send(&mut Command::new("python3"), "10.221.1.5", "10.221.1.2");
+    send("10.221.1.5", "10.221.1.2");
     let peer = on_peer.sources();
     assert_eq!(peer, vec!["10.221.1.5 0"; 3]);
 }

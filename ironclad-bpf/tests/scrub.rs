@@ -9,33 +9,35 @@
 )]
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use ironclad_bpf::{Loader, ScrubSettings, Scrubber};
 use ironclad_core::abi::ScrubTotal;
 use ironclad_testing::{require_privileges, BpffsDir, NetNs, VethPair};
 
-/// Captures IPv4 TCP SYNs to port 9 and UDP datagrams to port 9999 on `iface` for
-/// `secs` seconds; prints one JSON object per packet: ttl, df, id, mss (SYNs), and
-/// whether the IPv4 and TCP/UDP checksums are valid.
+/// Captures IPv4 TCP SYNs to port 9 and UDP datagrams to port 9999 on `iface` until
+/// its standard input ends (then 0.3 s more, for late or extra packets; 60 s at most);
+/// prints one JSON object per packet: ttl, df, id, mss (SYNs), and whether the IPv4
+/// and TCP/UDP checksums are valid. Until told, not for a fixed time: on a busy
+/// machine the sender's python3 took longer to start than a fixed window lasted.
 const CAPTURE: &str = r#"
-import json, socket, struct, sys, time
-iface, secs = sys.argv[1], float(sys.argv[2])
+import json, select, socket, struct, sys, time
+iface = sys.argv[1]
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0003))
 s.bind((iface, 0))
-s.settimeout(0.1)
 print("listening", flush=True)
 def csum(b):
     if len(b) % 2: b += b"\0"
     t = sum(struct.unpack("!%dH" % (len(b) // 2), b))
     while t >> 16: t = (t & 0xffff) + (t >> 16)
     return t
-end = time.time() + secs
+end, inputs = time.time() + 60, [s, sys.stdin]
 while time.time() < end:
-    try:
-        f = s.recv(65535)
-    except socket.timeout:
+    ready, _, _ = select.select(inputs, [], [], 0.1)
+    if sys.stdin in ready and not sys.stdin.readline():
+        inputs, end = [s], min(end, time.time() + 0.3)
+    if s not in ready:
         continue
+    f = s.recv(65535)
     ip = f[14:]
     if f[12:14] == b"\x86\xdd" and len(ip) >= 48 and ip[6] == 17 and struct.unpack("!H", ip[42:44])[0] == 9999:
         l4 = ip[40:40 + struct.unpack("!H", ip[4:6])[0]]
@@ -97,7 +99,8 @@ fn capture_while_sending(
 ) -> Vec<serde_json::Value> {
     let mut capture = ns
         .command("python3")
-        .args(["-c", CAPTURE, peer_iface, "3"])
+        .args(["-c", CAPTURE, peer_iface])
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .expect("capture");
@@ -110,7 +113,9 @@ fn capture_while_sending(
         .status()
         .expect("send");
     assert!(sent.success());
-    std::thread::sleep(Duration::from_millis(100));
+    // Every packet was handed to the veth before the sender exited: the capture
+    // stops 0.3 s after its input ends.
+    drop(capture.stdin.take());
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).expect("read");
     capture.wait().expect("capture");

@@ -28,7 +28,7 @@ use ironclad_testing::BpffsDir;
 
 const ROLE: &str = "IRONCLAD_TEST_MEMORY_ROLE";
 const PIN_ROOT: &str = "IRONCLAD_TEST_MEMORY_PINS";
-const THIS_TEST: &str = "map_bytes_match_what_the_kernel_gives_the_maps";
+const THIS_TEST: &str = "shield_memory::map_bytes_match_what_the_kernel_gives_the_maps";
 
 /// The child: loads a policy of 1M scattered IPv4 hosts and 100k IPv6 prefixes into the
 /// pinned maps under PIN_ROOT, on the IPv4 path the role names, and exits.

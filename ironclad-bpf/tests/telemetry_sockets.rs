@@ -8,13 +8,13 @@
 )]
 
 use std::io::Read;
-use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ironclad_bpf::{Loader, Telemetry};
-use ironclad_events::{dns, Event, Fanout, Overflow};
+use ironclad_events::{Event, Fanout, Overflow};
 use ironclad_policy::telemetry::TelemetryPolicy;
 use ironclad_testing::require_privileges;
 use ironclad_testing::{BpffsDir, TestCgroup};
@@ -42,14 +42,7 @@ import time; time.sleep(1.5)
 #[test]
 fn dns_queries_and_answers_are_reported_with_the_process() {
     require_privileges!();
-    let responder = UdpSocket::bind("127.0.0.1:53").expect("bind 127.0.0.1:53");
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 512];
-        while let Ok((n, from)) = responder.recv_from(&mut buf) {
-            let answer = dns::build_response(&buf[..n], &[Ipv4Addr::new(192, 0, 2, 7)]);
-            let _ = responder.send_to(&answer, from);
-        }
-    });
+    crate::loopback_dns_responder();
     let pins = BpffsDir::new("dns").expect("bpffs");
     let loader = Loader::builder()
         .pin_root(pins.path())

@@ -24,11 +24,14 @@
 //! ```
 
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use ironclad_core::privilege::{self, Capability};
+use rustix::net::{AddressFamily, SendFlags, SocketType};
 
 pub mod dns;
 pub mod flood;
@@ -55,7 +58,94 @@ macro_rules! require_privileges {
         if !$crate::privileged_or_opted_out(module_path!()) {
             return;
         }
+        // Held to the end of the test: no other suite's privileged test runs meanwhile.
+        let _suite = $crate::SuiteGuard::enter(module_path!());
     };
+}
+
+/// Keeps the privileged tests of one suite (a file of `tests/`, a module of its crate's
+/// one test binary) from running beside another suite's.
+///
+/// Each crate's integration tests are one binary whose modules are the suites; libtest
+/// runs its tests on several threads. A suite's tests were written to run beside each
+/// other (unique names, their own addresses), but two suites may both use, say, the
+/// host-side address 10.1.0.1 on different veths, or measure a process's traffic: they
+/// ran in separate processes one after the other before they shared a binary. A guard
+/// lets the tests of the suite that holds the lock in and makes every other suite's wait,
+/// so suites never overlap and a suite's own tests still run in parallel. libtest starts
+/// tests in name order, so a suite's tests are started together and a waiting test waits
+/// only for the previous suite's last ones. (No crate offers this shared-within,
+/// exclusive-across lock: `serial_test`'s keys are exclusive or parallel, not both.)
+#[derive(Debug)]
+#[must_use = "the suite is held while the guard lives"]
+pub struct SuiteGuard {
+    suite: String,
+}
+
+struct Suites {
+    /// The suite whose tests are running, and how many of them.
+    current: std::sync::Mutex<Option<(String, usize)>>,
+    changed: std::sync::Condvar,
+}
+
+static SUITES: Suites = Suites {
+    current: std::sync::Mutex::new(None),
+    changed: std::sync::Condvar::new(),
+};
+
+impl SuiteGuard {
+    /// Waits until no other suite's privileged test runs, then holds `module_path`'s
+    /// suite: its crate and first module (`bpf::nat` of `bpf::nat::v6`).
+    pub fn enter(module_path: &str) -> Self {
+        let suite: String = module_path
+            .split("::")
+            .take(2)
+            .collect::<Vec<_>>()
+            .join("::");
+        // A test that panicked while holding the lock left its state consistent (the
+        // count is changed under the lock only): poisoning carries no meaning here.
+        let mut current = SUITES
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        loop {
+            match current.as_mut() {
+                None => {
+                    *current = Some((suite.clone(), 1));
+                    break;
+                }
+                Some((held, count)) if *held == suite => {
+                    *count += 1;
+                    break;
+                }
+                Some(_) => {
+                    current = SUITES
+                        .changed
+                        .wait(current)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+            }
+        }
+        SuiteGuard { suite }
+    }
+}
+
+impl Drop for SuiteGuard {
+    fn drop(&mut self) {
+        let mut current = SUITES
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((held, count)) = current.as_mut() {
+            if *held == self.suite {
+                *count -= 1;
+                if *count == 0 {
+                    *current = None;
+                    SUITES.changed.notify_all();
+                }
+            }
+        }
+    }
 }
 
 /// `true` if the process has [`TEST_CAPABILITIES`]; `false` (with a printed reason) if
@@ -197,20 +287,111 @@ impl NetNs {
         cmd
     }
 
-    /// Whether a TCP connection from `src` (any of the namespace's addresses when
-    /// empty) to `dst:port` opens within `timeout` seconds (python3's `socket`).
-    pub fn tcp_connects(&self, src: &str, dst: &str, port: u16, timeout: f64) -> io::Result<bool> {
-        let script = format!(
-            "import socket\ns=socket.create_connection(('{dst}',{port}),timeout={timeout},source_address=('{src}',0))\ns.close()"
-        );
-        Ok(self
-            .command("python3")
-            .args(["-c", &script])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()?
-            .success())
+    /// Runs `f` on a thread of its own that has entered the namespace (`setns`):
+    /// the sockets it opens live there, while the test's own threads stay where they
+    /// are. Probes that a process per probe would make slow (a python3 takes most of a
+    /// second to start on a slow machine, longer than the timeouts some tests
+    /// exercise) run this way.
+    pub fn run_in<T, F>(&self, f: F) -> io::Result<T>
+    where
+        F: FnOnce() -> io::Result<T> + Send,
+        T: Send,
+    {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                flood::enter(&self.name)?;
+                f()
+            })
+            .join()
+            .map_err(|_| io::Error::other("the thread inside the namespace panicked"))?
+        })
     }
+
+    /// Whether a TCP connection from `src` (any of the namespace's addresses when
+    /// empty) to `dst:port` opens within `timeout` seconds.
+    pub fn tcp_connects(&self, src: &str, dst: &str, port: u16, timeout: f64) -> io::Result<bool> {
+        Ok(self.tcp_connects_in_turn(src, dst, port, timeout, 1)? == [true])
+    }
+
+    /// Makes `count` TCP connections from `src` (any of the namespace's addresses
+    /// when empty) to `dst:port` one right after another (each closed at once, each
+    /// with `timeout` seconds to connect): whether each was accepted, in order. For
+    /// rate limits, where the attempts must come closer together than the budget
+    /// refills.
+    pub fn tcp_connects_in_turn(
+        &self,
+        src: &str,
+        dst: &str,
+        port: u16,
+        timeout: f64,
+        count: usize,
+    ) -> io::Result<Vec<bool>> {
+        let src = parse_addr_or_any(src)?;
+        let dst = SocketAddr::new(parse_addr(dst)?, port);
+        let timeout = Duration::from_secs_f64(timeout);
+        self.run_in(|| {
+            (0..count)
+                .map(|_| tcp_connect_once(src, dst, timeout))
+                .collect()
+        })
+    }
+
+    /// Sends one UDP datagram `payload` from `src` (bound with `SO_REUSEADDR`) to
+    /// `dst`, from inside the namespace.
+    pub fn udp_send(&self, src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> io::Result<()> {
+        self.run_in(|| {
+            let fd = rustix::net::socket(family(&dst), SocketType::DGRAM, None)?;
+            rustix::net::sockopt::set_socket_reuseaddr(&fd, true)?;
+            rustix::net::bind(&fd, &src)?;
+            let sent = rustix::net::sendto(&fd, payload, SendFlags::empty(), &dst)?;
+            if sent == payload.len() {
+                Ok(())
+            } else {
+                Err(io::Error::other(format!(
+                    "{sent} of {} bytes sent",
+                    payload.len()
+                )))
+            }
+        })
+    }
+}
+
+fn parse_addr(text: &str) -> io::Result<IpAddr> {
+    text.parse()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{text:?}: {e}")))
+}
+
+fn parse_addr_or_any(text: &str) -> io::Result<Option<IpAddr>> {
+    if text.is_empty() {
+        Ok(None)
+    } else {
+        parse_addr(text).map(Some)
+    }
+}
+
+fn family(addr: &SocketAddr) -> AddressFamily {
+    if addr.is_ipv4() {
+        AddressFamily::INET
+    } else {
+        AddressFamily::INET6
+    }
+}
+
+/// One TCP connection attempt, closed at once: whether it opened within `timeout`.
+/// A blocking `connect` gives up after the socket's send timeout (`SO_SNDTIMEO`);
+/// any failure to connect (refused, reset, unreachable, timed out) is a `false`, a
+/// failure to make or bind the socket an error.
+fn tcp_connect_once(src: Option<IpAddr>, dst: SocketAddr, timeout: Duration) -> io::Result<bool> {
+    let fd = rustix::net::socket(family(&dst), SocketType::STREAM, None)?;
+    rustix::net::sockopt::set_socket_timeout(
+        &fd,
+        rustix::net::sockopt::Timeout::Send,
+        Some(timeout),
+    )?;
+    if let Some(src) = src {
+        rustix::net::bind(&fd, &SocketAddr::new(src, 0))?;
+    }
+    Ok(rustix::net::connect(&fd, &dst).is_ok())
 }
 
 impl Drop for NetNs {
@@ -643,6 +824,11 @@ fn is_bpffs(path: &Path) -> io::Result<bool> {
 
 /// Scripts that watch a wire from inside a namespace.
 pub mod wire {
+    /// How long the tests listen with [`UDP_7777`] (its `argv[2]`): the senders start
+    /// after the capture, a python3 each, and one takes about a second to start on CI's
+    /// machines (with 2 s, a second sender's datagrams came after the capture ended).
+    pub const LISTEN_SECONDS: &str = "8";
+
     /// Python: prints `SOURCE TTL VLAN` (VLAN 0: untagged) for every IPv4 UDP datagram
     /// to port 7777 seen on interface `argv[1]` for `argv[2]` seconds, after a
     /// `listening` line. The kernel strips a tag on receipt and reports it beside the
@@ -868,5 +1054,36 @@ pub mod frames6 {
     /// A fragment header for a later fragment (offset 8 bytes).
     pub fn fragment_later() -> Vec<u8> {
         vec![0, 0, 0, 8, 0, 0, 0, 42]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SuiteGuard;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    #[test]
+    fn a_suite_shares_its_turn_and_another_suite_waits_for_all_of_it() {
+        let first = SuiteGuard::enter("it::alpha::v4");
+        // The same suite (another test of it, or a nested module) enters at once.
+        let second = SuiteGuard::enter("it::alpha");
+        let (entered, seen) = mpsc::channel();
+        let other = std::thread::spawn(move || {
+            let guard = SuiteGuard::enter("it::beta");
+            entered.send(()).ok();
+            drop(guard);
+        });
+        drop(first);
+        assert!(
+            seen.recv_timeout(Duration::from_millis(300)).is_err(),
+            "another suite entered while one of alpha's tests still ran"
+        );
+        drop(second);
+        assert!(
+            seen.recv_timeout(Duration::from_secs(10)).is_ok(),
+            "another suite never entered after alpha's last test ended"
+        );
+        other.join().ok();
     }
 }

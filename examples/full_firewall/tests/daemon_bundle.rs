@@ -12,9 +12,7 @@ use std::process::Command;
 
 use ironclad_testing::require_privileges;
 
-mod common;
-
-use common::{Daemon, Lab, BIN};
+use crate::common::{Daemon, Lab, BIN};
 
 fn cli(args: &[&str], paths: &[&Path]) -> std::process::Output {
     Command::new(BIN)

@@ -15,9 +15,7 @@ use std::process::{Child, Command, Stdio};
 use ironclad_testing::ca_signed_cert;
 use ironclad_testing::require_privileges;
 
-mod common;
-
-use common::{Daemon, Lab};
+use crate::common::{Daemon, Lab};
 
 struct FeedServer {
     child: Child,

@@ -8,15 +8,13 @@
     reason = "test helpers fail the test with a message"
 )]
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, BIN};
+use crate::common::{Daemon, BIN};
 use ironclad_testing::{ping, require_privileges, BpffsDir, NetNs, VethPair};
 
 /// Host .1/::1, namespace sources .2/::2 (the admin) and .3/::3 (anyone else).
@@ -65,7 +63,9 @@ impl Net {
     /// Whether a TCP connection from `src` in the namespace to `dst:port` opens within
     /// 2 s.
     fn connects(&self, src: &str, dst: &str, port: u16) -> bool {
-        self.ns.tcp_connects(src, dst, port, 2.0).expect("python3")
+        self.ns
+            .tcp_connects(src, dst, port, 2.0)
+            .expect("connecting")
     }
 
     fn policy(&self, admins_only: bool) -> String {
@@ -161,7 +161,8 @@ fn echo_server(net: &Net, addr: &str, port: u16) -> Server {
     Server(child)
 }
 
-/// Waits (up to 10 s) until something in the namespace listens on TCP `port`.
+/// Waits (up to 30 s: a python3 server starting on a busy machine took more than 10)
+/// until something in the namespace listens on TCP `port`.
 fn wait_listening(net: &Net, port: u16) {
     let start = Instant::now();
     while net
@@ -172,7 +173,7 @@ fn wait_listening(net: &Net, port: u16) {
         .is_empty()
     {
         assert!(
-            start.elapsed() < Duration::from_secs(10),
+            start.elapsed() < Duration::from_secs(30),
             "nothing listens on {port}"
         );
         std::thread::sleep(Duration::from_millis(50));
@@ -631,14 +632,13 @@ fn rate_limits_through_the_daemon_refuse_count_report_and_reload() {
     let listener = TcpListener::bind((host4.as_str(), 2222)).expect("listener");
     listener.set_nonblocking(true).expect("nonblocking");
     // Three connections from .2 (its burst), then refused: the SYN is dropped, so the
-    // client times out (0.5 s, before its retransmission a second later).
-    let from2: Vec<bool> = (0..4)
-        .map(|_| {
-            net.ns
-                .tcp_connects(&net.addr(false, 2), &host4, 2222, 0.5)
-                .expect("python3")
-        })
-        .collect();
+    // client times out (0.5 s, before its retransmission a second later). All four
+    // from one process, back to back: a process per connection took more than the
+    // second in which the budget refills by one.
+    let from2 = net
+        .ns
+        .tcp_connects_in_turn(&net.addr(false, 2), &host4, 2222, 0.5, 4)
+        .expect("python3");
     assert_eq!(from2, vec![true, true, true, false]);
     assert!(
         net.connects(&net.addr(false, 3), &host4, 2222),
@@ -860,7 +860,27 @@ nat:
                     errors
                 );
 
-                // conntrack shows each translation; status counts each rule.
+                // conntrack shows each translation; status counts each rule. The
+                // connections above have closed, and a closed connection's entry goes
+                // 10 s after both sides closed: on a busy machine the clients after the
+                // first took longer than that. Two IPv4 connections are held open while
+                // the table is listed, one forwarded and one masqueraded, each past its
+                // server's greeting (the server saw the translated peer).
+                let hold = |ns: &NetNs, to: &str| {
+                    let to: std::net::SocketAddr = to.parse().expect("address");
+                    ns.run_in(|| {
+                        let stream = TcpStream::connect_timeout(&to, Duration::from_secs(5))?;
+                        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+                        let mut greeting = [0u8; 64];
+                        let n = (&stream).read(&mut greeting)?;
+                        Ok((stream, String::from_utf8_lossy(&greeting[..n]).trim().to_string()))
+                    })
+                    .expect("a held connection")
+                };
+                let (_forwarded, seen) = hold(&a, "10.217.11.1:8080");
+                assert_eq!(seen, "10.217.11.2", "the held forward reaches B, which sees A");
+                let (_masqueraded, seen) = hold(&b, "10.217.11.2:9000");
+                assert_eq!(seen, "10.217.11.1", "the held connection from B leaves as R");
                 let text = String::from_utf8_lossy(&in_r(&["conntrack", "--pin-dir", &pins_arg]))
                     .into_owned();
                 assert!(
@@ -1043,7 +1063,12 @@ fn on_the_wire(net: &Net, srcs: &[String]) -> Vec<String> {
     let mut capture = net
         .ns
         .command("python3")
-        .args(["-c", ironclad_testing::wire::UDP_7777, net.veth.peer(), "2"])
+        .args([
+            "-c",
+            ironclad_testing::wire::UDP_7777,
+            net.veth.peer(),
+            ironclad_testing::wire::LISTEN_SECONDS,
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .expect("capture");
@@ -1051,16 +1076,15 @@ fn on_the_wire(net: &Net, srcs: &[String]) -> Vec<String> {
     let mut first = String::new();
     out.read_line(&mut first).expect("read");
     assert_eq!(first.trim(), "listening");
+    // Sent by the test itself: a python3 per source took longer to start on a busy
+    // machine than the capture's window left.
+    let dst = net.addr(false, 2);
     for src in srcs {
-        let script = format!(
-            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.setsockopt(socket.IPPROTO_IP,socket.IP_TTL,3)\ns.bind(('{src}',0))\nfor i in range(3): s.sendto(b'x',('{}',7777))",
-            net.addr(false, 2)
-        );
-        assert!(Command::new("python3")
-            .args(["-c", &script])
-            .status()
-            .expect("send")
-            .success());
+        let socket = std::net::UdpSocket::bind((src.as_str(), 0)).expect("bind");
+        socket.set_ttl(3).expect("ttl");
+        for _ in 0..3 {
+            socket.send_to(b"x", (dst.as_str(), 7777)).expect("send");
+        }
     }
     let mut rest = String::new();
     out.read_to_string(&mut rest).expect("read");

@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 
 use ironclad_testing::require_privileges;
 
-mod common;
-
-use common::{Daemon, Lab, BIN};
+use crate::common::{Daemon, Lab, BIN};
 
 fn confirm(run_dir: &Path) -> Output {
     Command::new(BIN)

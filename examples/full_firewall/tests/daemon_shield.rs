@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 use ironclad_testing::require_privileges;
 use ironclad_testing::BpffsDir;
 
-mod common;
-
-use common::{Daemon, Lab, BIN};
+use crate::common::{Daemon, Lab, BIN, LARGE_FEED};
 
 /// `full_firewall run` without an interface (features other than the Shield), with
 /// the audit log and events written to `dir/audit.jsonl` and `dir/events.jsonl`.
@@ -554,11 +552,19 @@ fn xdp_refused_on_a_busy_interface_fails_open() {
     let config = lab.write_config("policy.yaml", &lab.policy_denying(&[3]));
     let first = Daemon::spawn(&lab.run_args(&config));
     first.wait_for("ready");
-    // A second daemon with its own pin root cannot attach a second XDP link.
+    // A second daemon with its own pin root (and run and state directories: one
+    // daemon per run directory) cannot attach a second XDP link.
     let other_pins = BpffsDir::new("ffbusy2").expect("bpffs");
+    let other = tempfile::tempdir().expect("tempdir");
     let mut args = lab.run_args(&config);
-    let pin = args.iter().position(|a| a == "--pin-dir").expect("pin") + 1;
-    args[pin] = other_pins.path().display().to_string();
+    for (flag, value) in [
+        ("--pin-dir", other_pins.path().to_path_buf()),
+        ("--run-dir", other.path().join("run")),
+        ("--state-dir", other.path().join("state")),
+    ] {
+        let at = args.iter().position(|a| a == flag).expect("flag") + 1;
+        args[at] = value.display().to_string();
+    }
     let mut second = Daemon::spawn(&args);
     second.wait_for("ready");
     assert!(second.log().contains("shield disabled"), "{}", second.log());
@@ -708,6 +714,8 @@ fn egress_section_denies_by_executable_survives_kill_9_and_reports_json() {
         dir.path().join("audit.jsonl").display().to_string(),
         "--events".into(),
         events.display().to_string(),
+        "--run-dir".into(),
+        dir.path().join("run").display().to_string(),
     ];
     let connect = |exe: &Path| -> String {
         let out = cgroup
@@ -953,13 +961,13 @@ fn memory_returns_after_reloading_a_large_policy() {
         ),
     );
     let mut daemon = Daemon::spawn(&lab.run_args(&config));
-    daemon.wait_for("full_firewall: ready");
+    daemon.wait_for_within("full_firewall: ready", LARGE_FEED);
     let pid = daemon.child.as_ref().expect("child").id();
     let settled = rss_kib(pid);
     for round in 1..=3 {
         let before = daemon.log().matches("reloaded").count();
         daemon.signal("HUP");
-        daemon.wait_for_more("reloaded", before);
+        daemon.wait_for_more_within("reloaded", before, LARGE_FEED);
         std::thread::sleep(Duration::from_millis(300));
         let now = rss_kib(pid);
         assert!(
@@ -1171,7 +1179,7 @@ fn a_feed_of_scattered_hosts_is_enforced_on_the_fast_path_and_updated_in_place()
         "shield:\n  deny_feeds:\n    - path: feed.txt\n      format: plain\n",
     );
     let mut daemon = Daemon::spawn(&lab.run_args(&config));
-    daemon.wait_for("full_firewall: ready");
+    daemon.wait_for_within("full_firewall: ready", LARGE_FEED);
     assert!(
         daemon.log().contains("IPv4 via the fast path"),
         "{}",
@@ -1186,7 +1194,7 @@ fn a_feed_of_scattered_hosts_is_enforced_on_the_fast_path_and_updated_in_place()
     feed(&[lab.addr(2), neighbour]);
     let before = daemon.log().matches("reloaded:").count();
     daemon.signal("HUP");
-    daemon.wait_for_more("reloaded:", before);
+    daemon.wait_for_more_within("reloaded:", before, LARGE_FEED);
     assert!(
         daemon.log().contains("2 prefixes edited in place"),
         "{}",
@@ -1452,7 +1460,9 @@ fn a_long_reload_is_reported_in_the_log_and_in_status_while_it_runs() {
     let mut args = lab.run_args(&config);
     args.extend(["--progress-after".to_string(), "100ms".to_string()]);
     let mut daemon = Daemon::spawn(&args);
-    daemon.wait_for("full_firewall: ready");
+    // A million-prefix start: as long as the reload below may take, not a small
+    // policy's 20 s (the test build is unoptimised: 20 s was not enough on CI's CPUs).
+    daemon.wait_for_within("full_firewall: ready", LARGE_FEED);
     // Another 1,000,000: every prefix changes, the whole policy is planned and written.
     lab.write_config("feed.txt", &feed(0x2545_f491_4f6c_dd1d));
     let reloads = daemon.log().matches("reloaded:").count();
@@ -1493,4 +1503,91 @@ fn a_long_reload_is_reported_in_the_log_and_in_status_while_it_runs() {
     assert_eq!(lab.ping(3, 1), 0);
     daemon.signal("TERM");
     assert!(daemon.wait().success());
+}
+
+/// A second `run` on the live daemon's pins, on its run directory, or on both, as an
+/// operator starting it twice (or a unit and a manual start) would: each is refused at
+/// once naming the live daemon's pid, and the live one keeps its control socket, its
+/// enforcement and its status; once it has exited, a start on the same directories
+/// works.
+#[test]
+fn a_second_daemon_on_the_same_pins_or_run_directory_is_refused_and_changes_nothing() {
+    require_privileges!();
+    let lab = Lab::new("ffone", 66);
+    let config = lab.write_config("policy.yaml", &lab.policy_denying(&[3]));
+    let mut first = Daemon::spawn(&lab.run_args(&config));
+    first.wait_for("ready");
+    let pid = first.child.as_ref().expect("child").id();
+    let socket = lab.dir.path().join("run").join("api.sock");
+    assert!(socket.exists(), "{}", first.log());
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let other_pins = BpffsDir::new("fftwo").expect("pins");
+    let replace = |args: Vec<String>, flag: &str, value: &Path| -> Vec<String> {
+        let mut args = args;
+        let at = args.iter().position(|a| a == flag).expect("flag") + 1;
+        args[at] = value.display().to_string();
+        args
+    };
+    let cases = [
+        ("the same pins and run directory", lab.run_args(&config)),
+        (
+            "the same pins",
+            replace(
+                lab.run_args(&config),
+                "--run-dir",
+                &elsewhere.path().join("run"),
+            ),
+        ),
+        (
+            "the same run directory",
+            replace(lab.run_args(&config), "--pin-dir", other_pins.path()),
+        ),
+    ];
+    for (what, args) in cases {
+        let out = Command::new(BIN)
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("second run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{what}: {err}");
+        assert!(
+            err.contains(&format!("another full_firewall (pid {pid}) is running on")),
+            "{what}: {err}"
+        );
+        assert!(socket.exists(), "{what}: the live daemon's socket stays");
+        assert_eq!(lab.ping(3, 1), 0, "{what}: still denied");
+        assert_eq!(lab.ping(2, 1), 1, "{what}: still passed");
+    }
+    assert!(
+        std::fs::read_dir(other_pins.path())
+            .expect("pins")
+            .next()
+            .is_none(),
+        "the refused start pinned nothing"
+    );
+    let status = lab.daemon_status();
+    assert_eq!(status["daemon"]["pid"], pid, "{status}");
+    // `status | head` as a shell runs it, the reader gone before anything is written:
+    // a quiet success, not a panic (exit 101) about a broken pipe.
+    for json in [false, true] {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let mut cmd = Command::new(BIN);
+        cmd.args(["status", "--pin-dir"]).arg(lab.pins.path());
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.stdout(writer).output().expect("status");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "json {json}: {err}");
+        assert!(!err.contains("panicked"), "json {json}: {err}");
+    }
+    first.signal("TERM");
+    assert!(first.wait().success(), "{}", first.log());
+    // Released with the process: the same directories start again.
+    let mut again = Daemon::spawn(&lab.run_args(&config));
+    again.wait_for("ready");
+    again.signal("TERM");
+    assert!(again.wait().success(), "{}", again.log());
 }

@@ -13,9 +13,7 @@ use std::process::Command;
 use ironclad_testing::require_privileges;
 use ironclad_testing::{ping, BpffsDir, NetNs, VethPair};
 
-mod common;
-
-use common::{run_args, Daemon, BIN};
+use crate::common::{run_args, Daemon, BIN};
 
 fn countries_db() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -125,8 +123,11 @@ fn deny_countries_drops_a_country_in_both_families_and_counts_it() {
     assert_eq!(lab.ping("10.213.1.2", 2), 2, "NL passes");
     assert_eq!(lab.ping("10.213.3.2", 2), 2, "no country: not denied");
     assert_eq!(lab.counted("set:country:DE"), 4);
-    assert_eq!(lab.ping("fd13:2::2", 3), 0, "DE (IPv6) is dropped");
+    // NL first: once fd13:2::2 (DE) has pinged, the namespace may probe its stale
+    // neighbour entry for the host from that address, which the Shield drops (it denies
+    // DE), and an NL ping after it went unanswered in half the runs here.
     assert_eq!(lab.ping("fd13:1::2", 2), 2, "NL (IPv6) passes");
+    assert_eq!(lab.ping("fd13:2::2", 3), 0, "DE (IPv6) is dropped");
     // The three echo requests and the neighbour solicitations sent from fd13:2::2.
     assert!(lab.counted("set:country:DE") >= 7);
     let page = metrics(&daemon);

@@ -6,7 +6,7 @@ use core::mem::{offset_of, size_of};
 
 use ironclad_core::abi;
 
-use crate::object::shield_skel::types as c;
+use crate::skel::shield_skel::types as c;
 
 macro_rules! same_layout {
     ($rust:ty, $c:ty, [$($field:ident),* $(,)?]) => {
@@ -73,7 +73,7 @@ same_layout!(
 
 mod tls {
     use super::*;
-    use crate::object::tls_skel::types as t;
+    use crate::skel::tls_skel::types as t;
 
     same_layout!(abi::TlsConfig, t::ic_tls_config, [max_bytes, bytes_per_sec]);
     same_layout!(abi::ExeId, t::ic_exe_id, [dev, _pad0, ino]);
@@ -126,7 +126,7 @@ mod tls {
 
 mod telemetry {
     use super::*;
-    use crate::object::telemetry_skel::types as t;
+    use crate::skel::telemetry_skel::types as t;
 
     same_layout!(
         abi::Bandwidth,
@@ -165,7 +165,7 @@ mod telemetry {
 
 mod egress {
     use super::*;
-    use crate::object::egress_skel::types as e;
+    use crate::skel::egress_skel::types as e;
 
     same_layout!(
         abi::ProcExe,
@@ -441,7 +441,7 @@ const _: () = {
 
 mod sentinel {
     use super::*;
-    use crate::object::sentinel_skel::types as s;
+    use crate::skel::sentinel_skel::types as s;
 
     same_layout!(abi::InodeKey, s::ic_inode_key, [ino, dev, _pad0]);
     same_layout!(abi::SentinelNode, s::ic_sentinel_node, [flags, _pad0]);
@@ -499,7 +499,7 @@ mod sentinel {
 
 mod process {
     use super::*;
-    use crate::object::process_skel::types as p;
+    use crate::skel::process_skel::types as p;
 
     same_layout!(
         abi::ProcessEvent,
@@ -533,7 +533,7 @@ mod process {
 
 mod quarantine {
     use super::*;
-    use crate::object::quarantine_skel::types as q;
+    use crate::skel::quarantine_skel::types as q;
 
     same_layout!(
         abi::QuarantineAction,
@@ -565,7 +565,7 @@ mod quarantine {
 
 mod scrub {
     use super::*;
-    use crate::object::scrub_skel::types as s;
+    use crate::skel::scrub_skel::types as s;
 
     same_layout!(
         abi::ScrubConfig,
@@ -590,7 +590,7 @@ mod scrub {
 
 mod firewall {
     use super::*;
-    use crate::object::firewall_skel::types as f;
+    use crate::skel::firewall_skel::types as f;
 
     same_layout!(
         abi::CtKey,
