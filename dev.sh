@@ -4,6 +4,7 @@
 #   ./dev.sh test   install what is missing, then run every check and test
 #   ./dev.sh perf   every benchmark at full length; regenerates docs/performance.md
 #   ./dev.sh packaged | deploy | footprint | fuzz   one of the test suite's checks alone
+#   ./dev.sh fuzz-measure   how fast each fuzz target still finds coverage (its budget)
 # Privileged tests fail (never skip) without root, unless IRONCLAD_SKIP_PRIVILEGED=1
 # is set outside CI.
 set -euo pipefail
@@ -22,13 +23,74 @@ PACKAGES=(clang llvm libelf-dev zlib1g-dev pkg-config make gcc bpftool iproute2
           golang-go protobuf-compiler protoc-gen-go-grpc golang-google-grpc-dev
           golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev)
 
-# Each line carries the minutes and seconds since the script started, so a slow phase
+# What compiling needs (the eBPF objects and the -sys crates): installed first, the
+# rest of PACKAGES behind the first checks (./dev.sh test).
+BUILD_PACKAGES=(clang llvm libelf-dev zlib1g-dev pkg-config make gcc g++ mold)
+
+# The run's start, shared with the background jobs (./dev.sh run again in a session of
+# its own), so that every line and phase counts from the same second.
+: "${IRONCLAD_T0:=$EPOCHSECONDS}"
+export IRONCLAD_T0
+elapsed() { echo $((EPOCHSECONDS - IRONCLAD_T0)); }
+
+# Each line carries the minutes and seconds since the run started, so a slow phase
 # shows in any CI log.
-log() { printf '\033[1m==> [%02d:%02d] %s\033[0m\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*" >&2; }
+log() { local t; t=$(elapsed); printf '\033[1m==> [%02d:%02d] %s\033[0m\n' $((t / 60)) $((t % 60)) "$*" >&2; }
+
+# `phase NAME CMD ARGS...` runs CMD as one phase of the run: logged, and its first and
+# last second written to the file PHASES names, which `phase_table` prints. Phases of
+# the background jobs write there too, so the table shows what ran beside what.
+phase() {
+    local name=$1 began
+    began=$(elapsed)
+    shift
+    log "$name"
+    # Its start too (`-` for an end): a run stopped from outside still shows in its
+    # table what was running then.
+    printf '%s\t%d\t-\n' "$name" "$began" >> "${PHASES:-/dev/null}"
+    # Under errexit a failing CMD ends the run here (the table is printed on exit); in a
+    # condition (`phase … || …`) its status is the phase's.
+    "$@"
+    local rc=$?
+    printf '%s\t%d\t%d\n' "$name" "$began" "$(elapsed)" >> "${PHASES:-/dev/null}"
+    return "$rc"
+}
+
+phase_table() {
+    [[ -s "${PHASES:-}" ]] || return 0
+    local total
+    total=$(elapsed)
+    echo "| phase | from | to | minutes |"
+    echo "|---|---|---|---|"
+    # A phase with a start and no end is still running: its row says so.
+    sort -t $'\t' -k2,2n "$PHASES" | awk -F '\t' -v now="$total" '
+        !(($1, $2) in seen) { seen[$1, $2]; key[++n] = $1 SUBSEP $2; name[n] = $1; began[n] = $2 }
+        $3 != "-" { end[$1, $2] = $3 }
+        END {
+            for (i = 1; i <= n; i++) {
+                b = began[i]
+                if (key[i] in end) {
+                    e = end[key[i]]
+                    printf "| %s | %d:%02d | %d:%02d | %.1f |\n", name[i], b / 60, b % 60, e / 60, e % 60, (e - b) / 60
+                } else {
+                    printf "| %s | %d:%02d | (running) | %.1f so far |\n", name[i], b / 60, b % 60, (now - b) / 60
+                }
+            }
+        }'
+    printf '| **the whole run** | 0:00 | %d:%02d | %.1f |\n' $((total / 60)) $((total % 60)) "$(awk -v t="$total" 'BEGIN { print t / 60 }')"
+}
 
 install_deps() {
+    install_packages "${PACKAGES[@]}"
+}
+
+install_packages() {
+    if ! command -v cargo >/dev/null; then
+        echo "cargo not found: install a Rust toolchain (1.89 or newer) first" >&2
+        exit 1
+    fi
     local missing=()
-    for pkg in "${PACKAGES[@]}"; do
+    for pkg in "$@"; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
             || missing+=("$pkg")
     done
@@ -40,10 +102,6 @@ install_deps() {
         log "installing ${missing[*]}"
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    fi
-    if ! command -v cargo >/dev/null; then
-        echo "cargo not found: install a Rust toolchain (1.82 or newer) first" >&2
-        exit 1
     fi
 }
 
@@ -67,10 +125,11 @@ cmd_demo() {
 # packaged crates only, not on the workspace paths: `all` builds every one of them with
 # its default features from the packaged sources (the eBPF sources included), `app` is
 # a Shield-only agent (ironclad-policy without its I/O features) that runs. The scratch
-# workspace takes this workspace's Cargo.lock and dev profile, so its dependencies are
-# the ones already built, not the newest versions compiled afresh (`cargo package`'s
-# own verification resolved and built every dependency again with the default
-# profile: most of this step's six minutes).
+# workspace takes this workspace's Cargo.lock and its dev and test profiles and builds
+# in the test profile, so its dependencies are the ones `cargo test` already built, not
+# the newest versions compiled afresh (`cargo package`'s own verification resolved and
+# built every dependency again with the default profile), nor a second build of them
+# all in the dev profile, which nothing else in the test run builds.
 check_packaged() {
     local crates=(ironclad-core ironclad-policy ironclad-events ironclad-bpf ironclad-sentinel ironclad-agent ironclad-api)
     local args=() c
@@ -89,8 +148,8 @@ check_packaged() {
         echo '[workspace]'; echo 'resolver = "2"'; echo 'members = ["app", "all"]'
         echo '[patch.crates-io]'
         for c in "${crates[@]}"; do echo "$c = { path = \"$c-$version\" }"; done
-        # This workspace's dev profile, as written in its Cargo.toml.
-        awk '/^\[profile\.dev(\.|\])/ { on = 1; print; next } /^\[/ { on = 0 } on' Cargo.toml
+        # This workspace's dev and test profiles, as written in its Cargo.toml.
+        awk '/^\[profile\.(dev|test)(\.|\])/ { on = 1; print; next } /^\[/ { on = 0 } on' Cargo.toml
     } > "$scratch/Cargo.toml"
     cp Cargo.lock "$scratch/Cargo.lock"
     {
@@ -118,8 +177,9 @@ fn main() {
 }
 RS
     local env=(LIBBPF_SYS_LIBRARY_PATH="${LIBBPF_SYS_LIBRARY_PATH:-/usr/lib/$(uname -m)-linux-gnu}" CARGO_TARGET_DIR="$PWD/target")
-    (cd "$scratch" && env "${env[@]}" cargo build --quiet -p packaged-all \
-        && env "${env[@]}" cargo run --quiet -p packaged-app)
+    # In the test profile, as `cargo test` built this workspace's dependencies.
+    (cd "$scratch" && env "${env[@]}" cargo build --quiet --profile test -p packaged-all \
+        && env "${env[@]}" cargo run --quiet --profile test -p packaged-app)
     # What such an agent pays for: no HTTP client, TLS stack, GeoIP reader or signatures.
     local tree heavy
     tree=$(cd "$scratch" && cargo tree -p packaged-app -e normal --prefix none | sed 's/ (\*)$//' | sort -u)
@@ -601,8 +661,16 @@ PERF_TEMPLATE=docs/performance.md.in
 PERF_DATA=docs/perf-data.json
 # The benchmarks' profile (release, unless the test suite's short mode changes it): its
 # dependencies are the ones the benchmarks were built with, not a second build.
+PERFDOC_PROFILE=${PERFDOC_PROFILE:-bench}
+# PERFDOC_BIN, when set, is a perfdoc already built (the test run's: the benchmarks'
+# build makes it, as cargo builds a package's programs with its benchmarks; a `cargo
+# run -p` of it alone resolves features its own way and compiled dependencies again).
 perfdoc() {
-    cargo run --quiet --profile bench -p ironclad-benches --bin perfdoc -- "$@"
+    if [[ -n "${PERFDOC_BIN:-}" ]]; then
+        "$PERFDOC_BIN" "$@"
+    else
+        cargo run --quiet --profile "$PERFDOC_PROFILE" -p ironclad-benches --bin perfdoc -- "$@"
+    fi
 }
 
 # Every benchmark at full length (criterion's defaults and each group's settings), the
@@ -617,7 +685,7 @@ cmd_perf() {
     # Full length whatever the environment says (the figures docs/performance.md quotes).
     unset IRONCLAD_BENCH_QUICK
     IRONCLAD_DAEMON=$(examples/deploy/build-static.sh) \
-    cargo bench -p ironclad-benches --bench shield --bench ids --bench tls --bench egress --bench domains --bench events --bench sources --bench process --bench firewall --bench api -- --noplot
+    cargo bench -p ironclad-benches "${BENCHES[@]}" -- --noplot
     guest/run.sh --bench
     check_footprint
     local dirty=()
@@ -635,34 +703,69 @@ cmd_perf() {
 # ironclad-core, serde) is built once.
 FUZZ_TARGET=$PWD/target/fuzz
 
-# One bounded fuzzing run of CRATE:TARGET (its target built already), its output into
-# the file SUMMARY (the last lines, or all of them when it fails). New inputs go to a
-# temporary directory, the committed seeds are only read.
+# cargo-fuzz needs the sanitizer flags of a nightly compiler; RUSTC_BOOTSTRAP=1 lets
+# the stable toolchain accept them. The fuzz targets are built without the test run's
+# clippy wrapper (cmd_test): they are not the library's code, and a build and a run
+# must agree on it or the run builds them again.
+fuzz_cargo() {
+    env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$FUZZ_TARGET" cargo fuzz "$@"
+}
+
+# One bounded fuzzing run of CRATE:TARGET:RUNS (its target built already): RUNS inputs,
+# its output into the file SUMMARY (the last lines, or all of them when it fails). New
+# inputs go to a temporary directory, the committed seeds are only read. A count of
+# inputs, not seconds: the same work whatever else the machine is doing (the test run
+# fuzzes at the lowest CPU priority, beside the guests); FUZZ_MAX_SECONDS (default 180)
+# bounds a target's wall-clock time all the same.
 fuzz_one() {
-    local crate=${1%%:*} target=${1##*:} summary=$2 found rc=0
+    local entry=$1 summary=$2 found rc=0
+    local crate=${entry%%:*} rest=${entry#*:}
+    local target=${rest%%:*} runs=${rest#*:}
     found=$(mktemp -d)
-    (cd "$crate" && RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$FUZZ_TARGET" cargo fuzz run "$target" "$found" "fuzz/corpus/$target" \
-        -- -max_total_time="${FUZZ_SECONDS:-15}" > "$summary.full" 2>&1) || rc=$?
-    { echo "--- $crate:$target"; if ((rc)); then cat "$summary.full"; else tail -n 3 "$summary.full"; fi; } > "$summary"
+    (cd "$crate" && fuzz_cargo run "$target" "$found" "fuzz/corpus/$target" \
+        -- -runs="$runs" -max_total_time="${FUZZ_MAX_SECONDS:-180}" -print_final_stats=1 > "$summary.full" 2>&1) || rc=$?
+    { echo "--- $crate:$target ($runs inputs)"; if ((rc)); then cat "$summary.full"; else grep -E '^(#[0-9]+[[:space:]]+DONE|Done [0-9]+ runs)|^stat::(number_of_executed_units|new_units_added|peak_rss_mb)' "$summary.full"; fi; } > "$summary"
     rm -rf "$found" "$summary.full"
     return "$rc"
 }
 
-# Bounded fuzzing of every target (FUZZ_SECONDS each, default 15).
-run_fuzz() {
-    # cargo-fuzz needs the sanitizer flags of a nightly compiler; RUSTC_BOOTSTRAP=1 lets
-    # the stable toolchain accept them.
-    command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
-    # Every target is built first, then the fuzzers run one per CPU at a time (each is
-    # single-threaded): the same time per target, in a fraction of the wall-clock time.
+# Each fuzz target and how many inputs it runs. A budget is meant to be about twice the
+# inputs after which a run of FUZZ_MEASURE seconds from the committed seeds found no
+# new coverage (./dev.sh fuzz-measure), so that it follows what a target still finds
+# rather than a fixed time; these are round figures until that measurement is made on
+# CI's machines (docs/testing.md, "Fuzzing"). FUZZ_SCALE multiplies them all.
+FUZZ_ENTRIES=(
+    ironclad-events:decode:400000
+    ironclad-events:dns:400000
+    ironclad-policy:feed_plain:200000
+    ironclad-policy:feed_spamhaus:200000
+    ironclad-policy:feed_feodo:200000
+    ironclad-policy:feed_firehol:200000
+    ironclad-policy:feed_csv:200000
+    ironclad-policy:feed_json:200000
+    ironclad-policy:policy_yaml:100000
+    ironclad-policy:bundle_manifest:200000
+)
+
+fuzz_build() {
+    # (Not through the test run's clippy wrapper: cargo-fuzz is no code of ours.)
+    # Unoptimised (--debug): it only runs cargo, and its optimised build cost minutes of
+    # CI's CPU time.
+    command -v cargo-fuzz >/dev/null || env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS cargo install cargo-fuzz --locked --quiet --debug
     local crate
     for crate in ironclad-events ironclad-policy; do
-        (cd "$crate" && RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$FUZZ_TARGET" cargo fuzz build 2>&1 | tail -n 3)
+        (cd "$crate" && fuzz_cargo build 2>&1 | tail -n 3)
     done
-    local entries=(ironclad-events:decode ironclad-events:dns ironclad-policy:feed_plain
-        ironclad-policy:feed_spamhaus ironclad-policy:feed_feodo ironclad-policy:feed_firehol
-        ironclad-policy:feed_csv ironclad-policy:feed_json ironclad-policy:policy_yaml
-        ironclad-policy:bundle_manifest)
+}
+
+# Bounded fuzzing of every target (FUZZ_ENTRIES).
+run_fuzz() {
+    fuzz_build
+    # The fuzzers run one per CPU at a time (each is single-threaded).
+    local entries=() entry
+    for entry in "${FUZZ_ENTRIES[@]}"; do
+        entries+=("${entry%:*}:$(( ${entry##*:} * ${FUZZ_SCALE:-1} ))")
+    done
     # Each run's summary is printed once it has ended, in the order they started.
     local running=() summaries=() logs i failed=0 slots
     logs=$(mktemp -d)
@@ -686,6 +789,29 @@ run_fuzz() {
     ((failed == 0)) || { echo "a fuzzer found a crash (its output is above)" >&2; return 1; }
 }
 
+# How fast each target still finds coverage: FUZZ_MEASURE seconds (default 60) of each,
+# from the committed seeds, one at a time on an otherwise quiet machine; prints the
+# inputs and seconds at which its last new coverage came, and how many it ran in all.
+# FUZZ_ENTRIES' budgets are meant to come from this (not yet done).
+fuzz_measure() {
+    fuzz_build
+    local entry crate target found out
+    printf '%-28s %12s %10s %12s %8s\n' target last-new-at seconds inputs cov
+    for entry in "${FUZZ_ENTRIES[@]}"; do
+        crate=${entry%%:*}; target=${entry#*:}; target=${target%%:*}
+        found=$(mktemp -d); out=$(mktemp)
+        (cd "$crate" && fuzz_cargo run "$target" "$found" "fuzz/corpus/$target" \
+            -- -max_total_time="${FUZZ_MEASURE:-60}" -print_final_stats=1 > "$out" 2>&1) || { cat "$out"; return 1; }
+        # libFuzzer's status lines: "#<inputs> NEW cov: <edges> ... exec/s: <rate>".
+        awk -v t="$crate:$target" '
+            /^#[0-9]+\t(NEW|REDUCE)/ { n = substr($1, 2); last = n; for (i = 1; i <= NF; i++) if ($i == "cov:") cov = $(i+1) }
+            /^stat::number_of_executed_units/ { total = $2 }
+            /^stat::average_exec_per_sec/ { rate = $2 }
+            END { printf "%-28s %12d %10.1f %12d %8d\n", t, last, (rate ? last / rate : 0), total, cov }' "$out"
+        rm -rf "$found" "$out"
+    done
+}
+
 # Generates the control API's Go client (clients/go/controlv1) from control.proto with
 # protoc, protoc-gen-go (protobuf API v2, built from Debian's packaged sources) and
 # protoc-gen-go-grpc; the test suite checks the committed files are exactly this.
@@ -703,102 +829,256 @@ cmd_go_client() {
     log "clients/go/controlv1 generated"
 }
 
-cmd_test() {
-    require_root "the test suite"
-    # Figures of this run's benchmarks (short mode): the closing check requires every
-    # figure docs/performance.md quotes to have been produced by one of them.
-    rm -rf target/criterion
-    IRONCLAD_FIGURES=$(mktemp)
-    export IRONCLAD_FIGURES
-    install_deps
-    if [[ -n "${CI:-}" ]]; then unset IRONCLAD_SKIP_PRIVILEGED; fi
-    # The debug build of every test binary needs about 4 GB: say what there is, so a
-    # linker killed by a full disk (ld: Bus error) is recognised as such.
-    log "disk: $(df -h --output=avail . | tail -1 | tr -d ' ') free for target/"
-    log "cargo fmt --check"
-    cargo fmt --all -- --check
-    log "cargo clippy"
-    cargo clippy --workspace --all-targets --quiet -- -D warnings
-    log "ironclad-policy without its I/O features (fetch, geoip, bundle), as a Shield-only agent builds it"
-    cargo clippy -p ironclad-policy --no-default-features --all-targets --quiet -- -D warnings
-    cargo test -p ironclad-policy --no-default-features --lib --quiet
-    log "full_firewall without its demo (the production build: no test harness linked)"
-    cargo clippy -p full_firewall --no-default-features --quiet -- -D warnings
+# The benchmarks CI runs in short mode, and the build they share with the tests: the
+# test profile (unoptimised, debug assertions on) with every workspace member selected,
+# exactly as `cargo test --workspace` resolves features, so the benchmarks link against
+# what the tests built instead of a second build of everything. Two ways to optimise
+# them were measured on CI's kind of machine and both cost more than they could save
+# (docs/testing.md): a release build of their own beside the shipped binary's (eleven
+# binaries each linked with thin LTO over every dependency: one linked after 32
+# minutes), and opt-level 2 for the crates their setups run in (ironclad-policy alone
+# took more than 11 CPU-minutes per compile instead of under one).
+# Short mode only shows that every benchmark runs and produces every figure
+# docs/performance.md quotes; the published figures come from `./dev.sh perf`, built as
+# release ships (thin LTO).
+BENCHES=(--bench shield --bench ids --bench tls --bench egress --bench domains --bench events
+         --bench sources --bench process --bench firewall --bench api)
+short_benches() {
+    # shellcheck disable=SC2086 # IRONCLAD_BENCH_CARGO is words
+    cargo bench ${IRONCLAD_BENCH_CARGO:--p ironclad-benches} "$@"
+}
+
+# Reads cargo's JSON messages; prints `NAME EXECUTABLE` for each benchmark built.
+bench_executables() {
+    python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and "bench" in m["target"]["kind"]:
+        print(m["target"]["name"], m["executable"])
+'
+}
+
+# `run_short_benches LIST [PID]`: every benchmark of LIST (`NAME EXECUTABLE` lines) in short
+# mode, each a phase, run as `cargo bench` runs it (`--bench`, from the package's
+# directory) but without cargo: the host's tests beside them hold target/debug's build
+# lock. Short mode: criterion's --quick (no warm-up; iterations doubled from one until
+# two runs agree or 0.3 s have passed, so a benchmark whose one iteration takes longer
+# runs once), 1,000 bootstrap resamples (its default 100,000 took half a second per
+# benchmark), and the benchmarks' own paired rounds fewer and shorter
+# (IRONCLAD_BENCH_QUICK). Every figure is still produced, which perfdoc's check
+# requires; `./dev.sh perf` measures them in full. The control API's benchmark runs
+# the shipped daemon: it waits for the static build (the builds at the lowest priority,
+# the job PID: if it ends without the binary, so does the wait).
+run_short_benches() {
+    local name exe failed=0
+    export IRONCLAD_BENCH_QUICK=1 CRITERION_HOME=$PWD/target/criterion
+    while read -r name exe; do
+        if [[ $name == api ]]; then
+            phase "benchmarks: waiting for the shipped binary (the API benchmark runs it)" \
+                wait_for_file target/static/done "${2:-}"
+            IRONCLAD_DAEMON=$(examples/deploy/build-static.sh)
+            export IRONCLAD_DAEMON
+        fi
+        (cd benches && phase "benchmark (short mode): $name" "$exe" --bench --quick \
+            --measurement-time 0.3 --nresamples 1000 --noplot) || failed=1
+    done < <(sort -k1,1 -s "$1" | awk '$1 == "api" { last = $0; next } { print } END { if (last) print last }')
+    ((failed == 0))
+}
+
+# What the test run builds and runs at the lowest CPU priority (SCHED_IDLE), beside the
+# host's tests and the guests: it takes only the CPU time they leave. Each step is a
+# phase. rustdoc, which compiles nothing to run, has a target
+# directory of its own, target/check, so that it never holds the build lock of
+# target/debug, which the host's `cargo test` and the guests take; the steps that build
+# there (the packaged crates, the policy crate) wait until the host's tests have ended
+# (the file target/host-tests.done). The static binary's directory is its own; the
+# footprint and deployment checks wait for it (target/static/done).
+idle_builds() {
     if cargo tree -p full_firewall --no-default-features -e normal --prefix none | grep -q '^ironclad-testing '; then
         echo "full_firewall --no-default-features still links ironclad-testing" >&2
         return 1
     fi
-    log "cargo doc (every link resolves)"
-    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
-    log "cargo test: building every test binary"
-    cargo test --workspace --no-run --quiet
-    # The guests (TCG) run their tests on one thread, so they keep one of CI's two CPUs
-    # busy for about 20 minutes: they run in the background, beside the host's tests and
-    # the checks after them, in a session of their own that the trap ends if this fails.
-    # Those checks run at a lower priority (nice 10): the guests' tests wait on timers
-    # (a DNS TTL of 5 s, say), and a guest starved by two compilers at once failed them.
+    # Built with clippy in front of rustc (cmd_test): this is also the lint of
+    # full_firewall without its demo, the production build.
+    phase "idle: the shipped binary (static, release; clippy on full_firewall without its demo)" \
+        examples/deploy/build-static.sh >/dev/null
+    touch target/static/done
+    RUSTDOCFLAGS="-D warnings" phase "idle: cargo doc (every link resolves)" with_check_dir cargo doc --workspace --no-deps --quiet
+    phase "idle: fuzzing, bounded: the event decoder, the DNS parser, each feed parser and the policy loader" run_fuzz
+    phase "idle: waiting for the host's tests to end (target/debug's build lock)" wait_for_file target/host-tests.done
+    phase "idle: packaged crates build on their own (cargo package, then a scratch project)" check_packaged
+    # As a Shield-only agent builds it: every target compiled (and so linted), the
+    # library's own tests run.
+    phase "idle: ironclad-policy without its I/O features (fetch, geoip, bundle): clippy, unit tests" \
+        policy_without_io
+}
+
+# ironclad-policy as a Shield-only agent builds it, without its I/O features: every
+# target compiled (and so linted, clippy being the workspace's rustc wrapper in the
+# test run), the library's own tests run.
+policy_without_io() {
+    cargo test -p ironclad-policy --no-default-features --all-targets --no-run --quiet
+    cargo test -p ironclad-policy --no-default-features --lib --quiet
+}
+
+with_check_dir() { CARGO_TARGET_DIR=$PWD/target/check "$@"; }
+
+# The rest of PACKAGES and the guests' tools and kernels: installed behind the first
+# checks, which need only BUILD_PACKAGES.
+prepare_rest() {
+    phase "install: the tests' packages" install_deps
+    phase "install: the guests' tools and kernels" guest/run.sh --prepare
+}
+
+cmd_test() {
+    require_root "the test suite"
+    if [[ -n "${CI:-}" ]]; then unset IRONCLAD_SKIP_PRIVILEGED; fi
+    # Figures of this run's benchmarks (short mode): the closing check requires every
+    # figure docs/performance.md quotes to have been produced by one of them.
+    rm -rf target/criterion target/static/done target/host-tests.done
+    IRONCLAD_FIGURES=$(mktemp)
+    PHASES=$(mktemp)
+    # The benchmarks' build (short mode) for the Sentinel's in the guest and perfdoc too.
+    IRONCLAD_BENCH_CARGO="--workspace --profile test"
+    PERFDOC_PROFILE=test
+    export IRONCLAD_FIGURES PHASES IRONCLAD_BENCH_CARGO PERFDOC_PROFILE
+    # Clippy inside the builds: clippy-driver, which `cargo clippy` puts in front of
+    # rustc for the workspace's crates, is every cargo command's workspace wrapper in
+    # this run, with `-D warnings` (cargo-clippy's CLIPPY_ARGS). The lints run while the
+    # test binaries, the benchmarks and the shipped binary compile, instead of in a
+    # second, check-only compile of the workspace and every dependency; every build of
+    # the run must carry the same two variables, or cargo rebuilds the workspace.
+    RUSTC_WORKSPACE_WRAPPER=$(rustc --print sysroot)/bin/clippy-driver
+    if [[ ! -x $RUSTC_WORKSPACE_WRAPPER ]]; then
+        echo "clippy-driver not found at $RUSTC_WORKSPACE_WRAPPER: rustup component add clippy" >&2
+        exit 1
+    fi
+    CLIPPY_ARGS=-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__
+    # mold links the test binaries (tens of MB each) in a fraction of ld's time. The
+    # static build sets RUSTFLAGS of its own, which take precedence: it links as shipped.
+    CARGO_BUILD_RUSTFLAGS="-C link-arg=-fuse-ld=mold"
+    export RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS CARGO_BUILD_RUSTFLAGS
+    local jobs
+    jobs=$(mktemp -d)
+    # The background jobs run in sessions of their own (QEMU's `timeout` makes process
+    # groups of its own) and end with the run, however it ends; the phase table is
+    # printed at the end whatever happened.
+    # shellcheck disable=SC2064 # the directory is known now
+    # (pkill's status is ignored: it fails for a job that has ended, and under errexit
+    # that failure ended the trap before the table, in every run stopped from outside.)
+    trap "for f in $jobs/*.pid; do [[ -f \$f ]] && { pkill -TERM -s \"\$(cat \$f)\" 2>/dev/null || true; }; done; [[ -f $jobs/done ]] || phase_table; rm -rf $jobs" EXIT
+    # Stopped from outside (CI's time limit): the table still printed, by the exit trap.
+    trap 'log "stopped by a signal"; exit 143' TERM INT
+    phase "install: the build's packages" install_packages "${BUILD_PACKAGES[@]}"
+    background "$jobs" prepare ./dev.sh prepare-rest
+    # The builds that need no quiet machine start now, at the lowest CPU priority
+    # (SCHED_IDLE): beside the test binaries' build they take only the CPU it leaves (a
+    # CPU waits whenever one crate or one link is all that is left to do), and beside
+    # the guests and the host's tests what those leave. Compilers at an equal priority
+    # starved a guest's timers (a DNS TTL of 5 s).
+    background "$jobs" idle chrt --idle 0 ./dev.sh idle-builds
+    # The debug build of every test binary needs about 4 GB: say what there is, so a
+    # linker killed by a full disk (ld: Bus error) is recognised as such.
+    log "disk: $(df -h --output=avail . | tail -1 | tr -d ' ') free for target/"
+    phase "cargo fmt --check" cargo fmt --all -- --check
+    # First the test binaries, with both CPUs: the guests need them, and they are the
+    # longest path. Everything else compiles later, beside the tests.
+    phase "cargo test: building every test binary (one per crate)" cargo test --workspace --no-run --quiet
+    # The benchmarks and perfdoc (built with them), in the test build: only their own
+    # targets are left to compile. Here, before the guests and the host's tests, which
+    # take target/debug's build lock (the benchmarks then run without cargo).
+    phase "building the benchmarks (short mode: in the test build)" \
+        short_benches "${BENCHES[@]}" --bench sentinel --no-run --quiet
+    PERFDOC_BIN=$PWD/target/debug/perfdoc
+    local bench_list
+    bench_list=$(mktemp)
+    short_benches "${BENCHES[@]}" --no-run --quiet --message-format=json | bench_executables > "$bench_list"
+    phase "install: waiting for the tests' packages and the guests' kernels" \
+        wait_job "$jobs" prepare "installing the tests' packages"
+    # The guests (TCG, one vCPU) run their tests on one thread, so they keep one of CI's
+    # two CPUs busy for about 20 minutes, beside everything below (and the builds that
+    # started at the lowest priority).
     log "guest kernels (BPF-LSM, and the kernel-facing suites on each Debian kernel): QEMU, in the background (guest/run.sh)"
-    local guest_log guest_pid guest_rc=0
-    guest_log=$(mktemp)
-    guest/run.sh --prepare
-    setsid guest/run.sh >"$guest_log" 2>&1 &
-    guest_pid=$!
-    # Its session, not its process group: `timeout` puts QEMU in a group of its own.
-    # shellcheck disable=SC2064 # the pid is known now, and only now
-    trap "pkill -TERM -s $guest_pid 2>/dev/null || true" EXIT
-    log "cargo test (host kernel: unit, BPF_PROG_RUN, veth/netns, cgroup)"
+    background "$jobs" guests guest/run.sh
+    # The benchmarks in short mode, beside the host's tests: those wait on the kernel,
+    # the network and their servers far more than they compute, and leave a CPU that the
+    # benchmarks' unoptimised set-ups (a million prefixes compiled) use. They measure and
+    # never fail on timing, so they run at nice 19: at the tests' priority, beside the
+    # guests' emulated CPU, they left the host's tests two CPUs shared three ways, and
+    # seven of the daemon's tests failed in CI's last run (their messages were lost
+    # when CI stopped the run).
+    background "$jobs" benches nice -n 19 ./dev.sh short-benches "$bench_list" "$(cat "$jobs/idle.pid")"
     local results
     results=$(mktemp)
-    cargo test --workspace --no-fail-fast 2>&1 | tee "$results"
+    phase "cargo test (host kernel: unit, BPF_PROG_RUN, veth/netns, cgroup)" run_host_tests "$results"
+    touch target/host-tests.done
+    # The checks after the host's tests beside the guests, at a lower priority (nice 10).
     renice -n 10 -p $$ >/dev/null
-    log "packaged crates build on their own (cargo package, then a scratch project)"
-    check_packaged
-    log "footprint: the release binary's shared libraries and resident memory"
-    check_footprint
-    log "deployment files: systemd unit, Kubernetes manifest, the policy it carries"
-    check_deploy
-    log "fuzzing, bounded: the event decoder, the DNS parser, each feed parser and the policy loader"
-    run_fuzz
-    # Short mode's build: optimised as release is, without its cross-crate (thin) LTO.
-    # From scratch on two idle CPUs the eleven benchmarks took 7 min with it and 3 min
-    # without: this run checks that every benchmark runs and produces every figure
-    # docs/performance.md quotes, on a timing it never fails on; the published figures
-    # come from `./dev.sh perf`, built as release ships (thin LTO). The Sentinel's
-    # benchmark (guest/run.sh --bench) and perfdoc take the same profile from here.
-    export CARGO_PROFILE_BENCH_LTO=off
-    log "building the benchmarks (release without LTO, short mode), while the guests finish"
-    local benches=(--bench shield --bench ids --bench tls --bench egress --bench domains --bench events --bench sources --bench process --bench firewall --bench api)
-    cargo bench -p ironclad-benches "${benches[@]}" --bench sentinel --no-run --quiet
-    cargo build --profile bench --quiet -p ironclad-benches --bin perfdoc
-    log "guest kernels: waiting for the guests started after the build; their output"
-    wait "$guest_pid" || guest_rc=$?
-    trap - EXIT
+    phase "footprint: waiting for the shipped binary" wait_for_file target/static/done "$(cat "$jobs/idle.pid")"
+    phase "footprint: the release binary's shared libraries and resident memory" check_footprint
+    phase "deployment files: systemd unit, Kubernetes manifest, the policy it carries" check_deploy
     renice -n 0 -p $$ >/dev/null
-    tee -a "$results" <"$guest_log"
-    rm -f "$guest_log"
-    if ((guest_rc != 0)); then
-        echo "the guest kernels' tests failed (exit status $guest_rc): their output is above" >&2
-        return 1
-    fi
-    log "the Sentinel's benchmark in a guest of its own (guest/run.sh --bench), on a quiet machine"
-    guest/run.sh --bench
-    log "benchmarks (short mode: they measure, they never fail on timing)"
-    # The control API's benchmark runs the shipped daemon: the static build above. Short
-    # mode: criterion's least sampling (10 samples, 1,000 bootstrap resamples: its
-    # default 100,000 took half a second per benchmark), and the benchmarks' own paired
-    # rounds fewer and shorter (IRONCLAD_BENCH_QUICK). Every figure is still produced,
-    # which the check after this requires; `./dev.sh perf` measures them in full.
-    IRONCLAD_BENCH_QUICK=1 IRONCLAD_DAEMON=$(examples/deploy/build-static.sh) \
-    cargo bench -p ironclad-benches "${benches[@]}" --quiet -- --warm-up-time 0.1 --measurement-time 0.3 --sample-size 10 --nresamples 1000 --noplot
-    log "docs/performance.md: rendered from its template and data, every figure produced by a benchmark above"
-    perfdoc check --template "$PERF_TEMPLATE" --data "$PERF_DATA" --doc docs/performance.md \
+    phase "benchmarks: waiting for their short mode" wait_job "$jobs" benches "the benchmarks' short mode"
+    rm -f "$bench_list"
+    phase "waiting for the builds beside the guests" wait_job "$jobs" idle "the builds and checks beside the guests"
+    local guests_rc=0
+    phase "guest kernels: waiting for the guests" wait_job "$jobs" guests "the guest kernels' tests" || guests_rc=$?
+    cat "$jobs/guests.log" >> "$results"
+    ((guests_rc == 0)) || return 1
+    # Short mode, as the host's benchmarks above.
+    IRONCLAD_BENCH_QUICK=1 \
+    phase "the Sentinel's benchmark in a guest of its own (guest/run.sh --bench, short mode)" guest/run.sh --bench
+    phase "docs/performance.md: rendered from its template and data, every figure produced by a benchmark above" \
+        perfdoc check --template "$PERF_TEMPLATE" --data "$PERF_DATA" --doc docs/performance.md \
         --criterion target/criterion --figures "$IRONCLAD_FIGURES"
     rm -f "$IRONCLAD_FIGURES"
     log "every check and test ran"
+    phase_table
+    touch "$jobs/done"
     # One closing line summing every cargo test binary's result.
     awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
          END { printf "tests: %d passed, %d failed\n", p, f }' "$results"
     rm -f "$results"
+}
+
+# `background DIR NAME CMD...`: CMD in a session of its own, its pid in DIR/NAME.pid and
+# its output in DIR/NAME.log, for wait_job.
+background() {
+    local dir=$1 name=$2
+    shift 2
+    setsid "$@" > "$dir/$name.log" 2>&1 < /dev/null &
+    echo $! > "$dir/$name.pid"
+}
+
+# `wait_job DIR NAME WHAT`: waits for the background job NAME, prints its output, and
+# fails naming WHAT if the job failed.
+wait_job() {
+    local pid rc=0
+    pid=$(cat "$1/$2.pid")
+    wait "$pid" || rc=$?
+    cat "$1/$2.log"
+    if ((rc != 0)); then
+        echo "$3 failed (exit status $rc): its output is above" >&2
+        return 1
+    fi
+}
+
+# The host's tests, their output kept in the file $1 for the closing count.
+run_host_tests() {
+    cargo test --workspace --no-fail-fast 2>&1 | tee "$1"
+}
+
+# `wait_for_file FILE [PID]`: waits until FILE exists; with PID, fails once that job
+# ended without making it.
+wait_for_file() {
+    until [[ -e $1 ]]; do
+        if [[ -n "${2:-}" ]] && ! kill -0 "$2" 2>/dev/null && [[ ! -e $1 ]]; then
+            echo "the job that makes $1 ended without it" >&2
+            return 1
+        fi
+        sleep 2
+    done
 }
 
 case "${1:-}" in
@@ -808,8 +1088,13 @@ case "${1:-}" in
     deploy) check_deploy ;;
     footprint) require_root "the footprint check"; check_footprint ;;
     fuzz) install_deps; run_fuzz ;;
+    fuzz-measure) install_deps; fuzz_measure ;;
+    # The test run's background jobs (./dev.sh test starts them).
+    idle-builds) idle_builds ;;
+    short-benches) run_short_benches "$2" "${3:-}" ;;
+    prepare-rest) prepare_rest ;;
     perf) cmd_perf ;;
     go-client) cmd_go_client ;;
     perf-render) perfdoc render --template "$PERF_TEMPLATE" --data "$PERF_DATA" --out docs/performance.md ;;
-    *) echo "usage: $0 demo|test|packaged|deploy|footprint|fuzz|perf|perf-render|go-client" >&2; exit 2 ;;
+    *) echo "usage: $0 demo|test|packaged|deploy|footprint|fuzz|fuzz-measure|perf|perf-render|go-client" >&2; exit 2 ;;
 esac

@@ -19,6 +19,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 WORK=$ROOT/target/guest
+# The unpacked kernel packages: outside the checkout, so that a fresh clone on a machine
+# that has run the tests before finds them (a package's name carries its version: a
+# newer build is fetched beside the old one).
+KERNELS=${IRONCLAD_GUEST_KERNELS:-/var/cache/ironclad/guest-kernels}
 BENCH=0 PREPARE=0
 [[ "${1:-}" == --bench ]] && BENCH=1
 [[ "${1:-}" == --prepare ]] && PREPARE=1
@@ -50,7 +54,7 @@ install_tools() {
 }
 
 # Prints the version string (e.g. 6.1.0-54-amd64) of the kernel package matching $1,
-# downloaded and unpacked under $WORK/kernels/, its modules installed for virtme-ng.
+# downloaded and unpacked under $KERNELS/, its modules installed for virtme-ng.
 fetch_kernel() {
     local pattern=$1 pkg ver dir
     pkg=$(apt-cache search --names-only "^${pattern//\*/[0-9]+}\$" | awk '{print $1}' | sort -V | tail -n 1)
@@ -59,7 +63,7 @@ fetch_kernel() {
         pkg=$(apt-cache search --names-only "^${pattern//\*/[0-9]+}\$" | awk '{print $1}' | sort -V | tail -n 1)
     fi
     [[ -n "$pkg" ]] || { echo "no Debian package matches $pattern" >&2; return 1; }
-    dir=$WORK/kernels/$pkg
+    dir=$KERNELS/$pkg
     if [[ ! -d "$dir/boot" ]]; then
         log "fetching $pkg"
         mkdir -p "$dir"
@@ -74,19 +78,22 @@ fetch_kernel() {
     echo "$ver $dir/boot/vmlinuz-$ver"
 }
 
-# Path of the executable cargo built for a target, from its JSON messages.
+# Path of the executable cargo built for a target of the kind given ("test", "bench"),
+# from its JSON messages.
 executable() {
     python3 -c '
 import json, sys
-name = sys.argv[1]
+name, kind = sys.argv[1], sys.argv[2]
 for line in sys.stdin:
     try:
         m = json.loads(line)
     except ValueError:
         continue
-    if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == name and m.get("executable"):
+    target = m.get("target", {})
+    if m.get("reason") == "compiler-artifact" and target.get("name") == name \
+            and kind in target.get("kind", []) and m.get("executable"):
         print(m["executable"])
-' "$1"
+' "$1" "$2"
 }
 
 install_tools
@@ -98,10 +105,13 @@ if ((PREPARE)); then
     exit 0
 fi
 if ((BENCH)); then
-    log "building the guest benchmark (release)"
-    BENCHES=$(cargo bench --quiet -p ironclad-benches --bench sentinel --no-run --message-format=json | executable sentinel | tail -n 1)
+    log "building the guest benchmark"
+    # As ./dev.sh builds the benchmarks: IRONCLAD_BENCH_CARGO (the test suite's short mode
+    # builds them in the test profile), else the bench profile.
+    # shellcheck disable=SC2086 # IRONCLAD_BENCH_CARGO is words
+    BENCHES=$(cargo bench --quiet ${IRONCLAD_BENCH_CARGO:--p ironclad-benches} --bench sentinel --no-run --message-format=json | executable sentinel bench | tail -n 1)
     [[ -x "$BENCHES" ]] || { echo "could not find the sentinel benchmark" >&2; exit 1; }
-    TESTS= FW_TESTS= SUITE_TESTS=()
+    TESTS= BPF_TESTS= HOST_SUITES=()
 else
     BENCHES=
     log "building the guest tests"
@@ -111,21 +121,28 @@ else
     # profiles its own way and rebuilt the shared dependencies (3.5 minutes of CI's two
     # CPUs) into binaries that differ from the host suite's in nothing the guests need.
     BUILT=$(cargo test --quiet --workspace --no-run --message-format=json)
-    TESTS=$(executable sentinel_guest <<<"$BUILT" | tail -n 1)
-    [[ -x "$TESTS" ]] || { echo "could not find the sentinel_guest test binary" >&2; exit 1; }
-    # The stateful firewall on the guest kernels (its verifier, its programs, tcx's absence).
-    FW_TESTS=$(executable firewall_guest <<<"$BUILT" | tail -n 1)
-    [[ -x "$FW_TESTS" ]] || { echo "could not find the firewall_guest test binary" >&2; exit 1; }
-    # The host suites of the features that need `bpf_loop`, BTF tracepoints and uprobes
+    # Each crate's integration tests are one binary whose modules are the suites.
+    TESTS=$(executable sentinel test <<<"$BUILT" | tail -n 1)
+    [[ -x "$TESTS" ]] || { echo "could not find ironclad-sentinel's test binary" >&2; exit 1; }
+    # ironclad-bpf's: the stateful firewall on the guest kernels (its verifier, its
+    # programs, tcx's absence: the firewall_guest suite, ignored on the host), and the
+    # host suites of the features that need `bpf_loop`, BTF tracepoints and uprobes
     # (egress by DNS name, DNS and bandwidth telemetry, TLS capture, the process cache),
     # run unchanged in every kernel's guest: README's kernel table states what ran.
+    BPF_TESTS=$(executable bpf test <<<"$BUILT" | tail -n 1)
+    [[ -x "$BPF_TESTS" ]] || { echo "could not find ironclad-bpf's test binary" >&2; exit 1; }
     HOST_SUITES=(egress_domains telemetry_sockets tls_uprobe process_cache)
-    SUITE_TESTS=()
-    for suite in "${HOST_SUITES[@]}"; do
-        bin=$(executable "$suite" <<<"$BUILT" | tail -n 1)
-        [[ -x "$bin" ]] || { echo "could not find the $suite test binary" >&2; exit 1; }
-        SUITE_TESTS+=("$bin")
-    done
+fi
+
+# The test run's short mode (IRONCLAD_BENCH_QUICK, as ./dev.sh test runs the
+# host's benchmarks): criterion's --quick and the benchmark's own rounds fewer;
+# every figure still produced. Otherwise (./dev.sh perf) measured in full.
+if [[ -n "${IRONCLAD_BENCH_QUICK:-}" ]]; then
+    bench_env="IRONCLAD_BENCH_QUICK=1"
+    bench_args="--quick --measurement-time 0.3 --nresamples 1000 --noplot"
+else
+    bench_env=""
+    bench_args="--warm-up-time 1 --measurement-time 3 --noplot"
 fi
 
 status=0
@@ -135,7 +152,7 @@ while read -r name pattern; do
     ran=$((ran + 1))
     # The benchmark in the first kernel listed only: one set of figures.
     bench_here=$BENCHES
-    suites_here="${SUITE_TESTS[*]}"
+    suites_here="${HOST_SUITES[*]}"
     if ((BENCH && ran > 1)); then break; fi
     read -r ver image < <(fetch_kernel "$pattern")
     out=$WORK/run-$name
@@ -147,21 +164,36 @@ cd "$ROOT"
 mount -t bpf bpf /sys/fs/bpf 2>/dev/null || true
 echo "guest kernel: \$(uname -r); LSMs: \$(cat /sys/kernel/security/lsm)"
 rc=0 fw=0 suites=0
+# One suite (a module of a crate's test binary) on one thread: its tests whose names
+# contain GUEST_FILTER, if set (libtest's own filters would match either, not both).
+run_suite() {
+    local bin=\$1 suite=\$2 names
+    shift 2
+    names=\$("\$bin" --list --format terse "\$@" "\$suite::" | sed -n 's/: test\$//p' | grep -F -- "${GUEST_FILTER:-}")
+    if [[ -z "\$names" ]]; then
+        # A suite with no test at all is a renamed module, not a pass.
+        [[ -n "${GUEST_FILTER:-}" ]] || { echo "guest suite \$suite: no such suite in \$bin"; return 1; }
+        echo "guest suite \$suite: no test matches '${GUEST_FILTER:-}'"
+        return 0
+    fi
+    # shellcheck disable=SC2086 # one test name a word
+    IRONCLAD_GUEST=1 "\$bin" "\$@" --test-threads=1 --exact \$names
+}
 if [[ -n "$TESTS" ]]; then
-    IRONCLAD_GUEST=1 "$TESTS" --ignored --test-threads=1 ${GUEST_FILTER:-}
+    run_suite "$TESTS" sentinel_guest --ignored
     rc=\$?
-    (cd "$ROOT/ironclad-bpf" && IRONCLAD_GUEST=1 "$FW_TESTS" --ignored --test-threads=1 ${GUEST_FILTER:-})
+    (cd "$ROOT/ironclad-bpf" && run_suite "$BPF_TESTS" firewall_guest --ignored)
     fw=\$?
 fi
 for suite in $suites_here; do
-    echo "guest suite: \$(basename "\$suite")"
+    echo "guest suite: \$suite"
     began=\$SECONDS
-    (cd "$ROOT/ironclad-bpf" && IRONCLAD_GUEST=1 "\$suite" --test-threads=1 ${GUEST_FILTER:-}) || suites=1
-    echo "guest suite: \$(basename "\$suite") took \$((SECONDS - began)) s"
+    (cd "$ROOT/ironclad-bpf" && run_suite "$BPF_TESTS" "\$suite") || suites=1
+    echo "guest suite: \$suite took \$((SECONDS - began)) s"
 done
 echo "\$(( rc | fw | suites ))" > "$out/rc"
 if [[ -n "$bench_here" ]]; then
-    IRONCLAD_GUEST=1 IRONCLAD_FIGURES="$out/figures.jsonl" "$bench_here" --bench --warm-up-time 1 --measurement-time 3 --noplot
+    IRONCLAD_GUEST=1 IRONCLAD_FIGURES="$out/figures.jsonl" $bench_env "$bench_here" --bench $bench_args
     echo "\$?" > "$out/bench-rc"
 fi
 GUEST
