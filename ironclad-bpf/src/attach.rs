@@ -71,6 +71,287 @@ fn query_mode(ifindex: u32) -> XdpMode {
     }
 }
 
+/// How long a failed repair waits before the next attempt.
+const REPAIR_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What the kernel holds of one of this process's links ([`link_health`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LinkHealth {
+    /// Attached to its hook, running the program it was given.
+    Attached,
+    /// Detached from its hook (`BPF_LINK_DETACH`, as `bpftool link detach` does): the
+    /// link exists, its program runs nowhere.
+    Detached,
+    /// Attached, but running another program (a `BPF_LINK_UPDATE` from outside).
+    Replaced {
+        /// The program it runs now.
+        prog_id: u32,
+    },
+}
+
+/// Asks the kernel about `link`: whether it is still attached (its interface or cgroup
+/// is gone from its `bpf_link_info` once it is detached) and, when `prog_id` is not 0,
+/// whether it still runs that program. Links the kernel cannot detach (tracing, LSM,
+/// perf-event links) are attached while they exist.
+pub fn link_health(link: &Link, prog_id: u32) -> Result<LinkHealth> {
+    use libbpf_rs::query::LinkTypeInfo;
+    let info = link.info().map_err(|source| BpfError::Attach {
+        program: "link".to_string(),
+        target: "link info".to_string(),
+        source: source.into(),
+    })?;
+    let attached = match &info.info {
+        LinkTypeInfo::Xdp(x) => x.ifindex != 0,
+        LinkTypeInfo::Tcx(t) => t.ifindex != 0,
+        LinkTypeInfo::Netkit(n) => n.ifindex != 0,
+        LinkTypeInfo::Cgroup(c) => c.cgroup_id != 0,
+        LinkTypeInfo::NetNs(n) => n.ino != 0,
+        _ => true,
+    };
+    Ok(if !attached {
+        LinkHealth::Detached
+    } else if prog_id != 0 && info.prog_id != prog_id {
+        LinkHealth::Replaced {
+            prog_id: info.prog_id,
+        }
+    } else {
+        LinkHealth::Attached
+    })
+}
+
+/// What [`verify_link`] remembers of one link between checks.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct LinkWatch {
+    /// The program this process put in the link (0: the kernel did not say).
+    prog_id: u32,
+    /// After a failed repair: not before this instant again, and the errno it failed
+    /// with (one attempt and one audit record per interval, not one per check).
+    retry: Option<(std::time::Instant, i32)>,
+}
+
+impl LinkWatch {
+    /// Watches `link` as it is now: the program it runs is the one it should.
+    pub(crate) fn of(link: &Link) -> Self {
+        Self {
+            prog_id: prog_id_of(link),
+            retry: None,
+        }
+    }
+}
+
+/// Where a verified link is attached, for its audit records and messages.
+pub(crate) struct Hook<'a> {
+    /// The BPF object (the audit record's `object`).
+    pub(crate) object: &'a str,
+    /// The hook (`xdp on eth0`, `tcx ingress on eth0`, `ic_egress_connect4 on /sys/fs/cgroup`).
+    pub(crate) target: String,
+    /// The program's name.
+    pub(crate) program: &'a str,
+    /// The audit log.
+    pub(crate) log: &'a AuditLog,
+}
+
+/// Checks `link` against the kernel and puts back what was undone from outside: a link
+/// detached (`bpftool link detach`) is replaced by a new one from `attach` (pinned
+/// where the old one was), a program swapped into it is swapped out for `prog`, a
+/// removed pin is pinned again. Each repair is an audit record (`repair`). `Ok(None)`:
+/// nothing was wrong; `Ok(Some(what))`: what was found and done. An error: found
+/// undone and not put back (another program holds the hook, say); the program does not
+/// run there. A failed re-attach is tried again after [`REPAIR_RETRY`], not at every
+/// check.
+pub(crate) fn verify_link(
+    link: &mut Link,
+    watch: &mut LinkWatch,
+    prog: &libbpf_rs::ProgramMut<'_>,
+    hook: &Hook<'_>,
+    attach: impl FnOnce() -> std::result::Result<Link, libbpf_rs::Error>,
+) -> Result<Option<String>> {
+    let target = &hook.target;
+    let id = link
+        .info()
+        .map_or_else(|_| "?".to_string(), |i| i.id.to_string());
+    match link_health(link, watch.prog_id)? {
+        LinkHealth::Attached => verify_pin(link, hook),
+        LinkHealth::Replaced { prog_id } => {
+            let found = format!(
+                "link {id} ({target}) ran program {prog_id}, not {}",
+                watch.prog_id
+            );
+            let result = link.update_prog(prog);
+            hook.log.result(
+                AuditAction::Repair,
+                hook.object,
+                target,
+                &format!("{found}: {} swapped back in", hook.program),
+                &result,
+            );
+            result.map_err(|source| BpfError::Attach {
+                program: hook.program.to_string(),
+                target: format!("{target} ({found}; swapping it back)"),
+                source: source.into(),
+            })?;
+            watch.prog_id = prog_id_of(link);
+            Ok(Some(format!("{found}: swapped back")))
+        }
+        LinkHealth::Detached => {
+            let found = format!("link {id} ({target}) was detached from outside");
+            let now = std::time::Instant::now();
+            if let Some((at, errno)) = watch.retry.filter(|(at, _)| *at > now) {
+                return Err(BpfError::Attach {
+                    program: hook.program.to_string(),
+                    target: format!(
+                        "{target} ({found}; attaching a new link failed, next attempt in {} s)",
+                        at.duration_since(now).as_secs() + 1
+                    ),
+                    source: libbpf_rs::Error::from_raw_os_error(errno).into(),
+                });
+            }
+            let fresh = match attach() {
+                Ok(fresh) => fresh,
+                Err(e) => {
+                    hook.log.record(
+                        AuditAction::Repair,
+                        hook.object,
+                        target,
+                        Outcome::Failed,
+                        format!("{found}; attaching a new link failed: {e}"),
+                    );
+                    let source: crate::error::KernelError = e.into();
+                    watch.retry = Some((now + REPAIR_RETRY, source.errno().unwrap_or(libc::EIO)));
+                    return Err(BpfError::Attach {
+                        program: hook.program.to_string(),
+                        target: format!("{target} ({found}; attaching a new link)"),
+                        source,
+                    });
+                }
+            };
+            let mut old = std::mem::replace(link, fresh);
+            *watch = LinkWatch::of(link);
+            let mut note = String::new();
+            if let Some(path) = old.pin_path() {
+                // The dead link's pin is removed so that the new link takes its path.
+                let unpinned = old.unpin();
+                hook.log.result(
+                    AuditAction::Unpin,
+                    hook.object,
+                    &path.display().to_string(),
+                    &format!("dead link {id}"),
+                    &unpinned,
+                );
+                let repinned = match unpinned {
+                    Ok(()) => link.pin(&path).map_err(|e| e.to_string()),
+                    Err(e) => Err(format!("the dead link's pin stays: {e}")),
+                };
+                if let Err(e) = repinned {
+                    // Enforcing, but only while this process lives: say so.
+                    note = format!(" (not pinned: {e})");
+                }
+            }
+            drop(old);
+            let new_id = link
+                .info()
+                .map_or_else(|_| "?".to_string(), |i| i.id.to_string());
+            let done = format!("{found}: a new link {new_id} attached{note}");
+            hook.log.record(
+                AuditAction::Repair,
+                hook.object,
+                target,
+                Outcome::Ok,
+                done.clone(),
+            );
+            Ok(Some(done))
+        }
+    }
+}
+
+/// A pinned link whose pin was removed from outside would detach when this process
+/// exits: it is pinned again.
+fn verify_pin(link: &Link, hook: &Hook<'_>) -> Result<Option<String>> {
+    let Some(path) = link.pin_path() else {
+        return Ok(None);
+    };
+    if path.exists() {
+        return Ok(None);
+    }
+    let found = format!("the pin {} was removed from outside", path.display());
+    // libbpf still holds the link as pinned at that path (and would refuse to pin it
+    // again), so the kernel is asked directly.
+    let result = pin_fd(link, &path);
+    hook.log.result(
+        AuditAction::Repair,
+        hook.object,
+        &hook.target,
+        &format!("{found}: pinned again"),
+        &result,
+    );
+    result.map_err(|e| BpfError::Pin {
+        what: format!("link {}", hook.target),
+        path: path.clone(),
+        reason: e.to_string(),
+        source: None,
+    })?;
+    Ok(Some(format!("{found}: pinned again")))
+}
+
+/// An earlier run's link pinned at `path` that was detached from outside (dead: it can
+/// no longer be attached or take a program) has its pin removed, with an audit record,
+/// so that a fresh link takes its place; returns whether it was dead. A live link, or
+/// no pin, is left alone.
+pub(crate) fn remove_dead_link_pin(
+    path: &Path,
+    object: &str,
+    what: &str,
+    log: &AuditLog,
+) -> Result<bool> {
+    if !path.exists() {
+        return Ok(false);
+    }
+    let pin_error = |reason: String, e: libbpf_rs::Error| BpfError::Pin {
+        what: what.to_string(),
+        path: path.to_path_buf(),
+        reason,
+        source: Some(e.into()),
+    };
+    let mut link = Link::open(path).map_err(|e| pin_error(e.to_string(), e))?;
+    if link_health(&link, 0)? != LinkHealth::Detached {
+        return Ok(false);
+    }
+    let id = link
+        .info()
+        .map_or_else(|_| "?".to_string(), |i| i.id.to_string());
+    let result = link.unpin();
+    log.result(
+        AuditAction::Repair,
+        object,
+        &path.display().to_string(),
+        &format!("{what}: the pinned link {id} was detached from outside; its pin removed for a new link"),
+        &result,
+    );
+    result.map_err(|e| pin_error(format!("cannot remove the dead link's pin: {e}"), e))?;
+    Ok(true)
+}
+
+/// Pins `link` at `path` with `BPF_OBJ_PIN`, whatever libbpf believes of its pin.
+fn pin_fd(link: &Link, path: &Path) -> std::io::Result<()> {
+    use std::os::fd::{AsFd, AsRawFd};
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: the fd is the link's own, open for the call; `c` is a NUL-terminated
+    // path alive for the call.
+    let rc = unsafe { libbpf_sys::bpf_obj_pin(link.as_fd().as_raw_fd(), c.as_ptr()) };
+    if rc < 0 {
+        return Err(std::io::Error::from_raw_os_error(-rc));
+    }
+    Ok(())
+}
+
+/// The id of the program `link` runs (0 when the kernel does not say).
+fn prog_id_of(link: &Link) -> u32 {
+    link.info().map_or(0, |i| i.prog_id)
+}
+
 /// An XDP program attached to an interface through a `bpf_link`.
 ///
 /// Because it is a link, `ip link set dev IF xdp off` cannot remove it. The kernel
@@ -87,6 +368,8 @@ pub struct XdpAttachment {
     iface: String,
     ifindex: u32,
     mode: XdpMode,
+    /// What [`verify`](Self::verify) compares the kernel's view with.
+    watch: LinkWatch,
     pinned: Option<PathBuf>,
     /// Opened from a pin left by an earlier process (its program swapped).
     adopted: bool,
@@ -138,6 +421,7 @@ impl XdpAttachment {
             source: source.into(),
         })?;
         Ok(Self {
+            watch: LinkWatch::of(&link),
             link,
             object: object.to_string(),
             program,
@@ -178,6 +462,7 @@ impl XdpAttachment {
         );
         result.map_err(|e| pin_error(format!("cannot swap the program into it: {e}"), e))?;
         Ok(Self {
+            watch: LinkWatch::of(&link),
             link,
             object: object.to_string(),
             program,
@@ -245,6 +530,32 @@ impl XdpAttachment {
         Ok(())
     }
 
+    /// What the kernel holds of this link now: still attached to its interface and
+    /// running the program this process put in it, detached from outside (`bpftool
+    /// link detach`), or running another program (a `BPF_LINK_UPDATE` from outside).
+    pub fn health(&self) -> Result<LinkHealth> {
+        link_health(&self.link, self.watch.prog_id)
+    }
+
+    /// [`verify_link`] for this attachment: a detached link is replaced by a new one on
+    /// the same interface.
+    pub(crate) fn verify(&mut self, prog: &libbpf_rs::ProgramMut<'_>) -> Result<Option<String>> {
+        let hook = Hook {
+            object: &self.object,
+            target: format!("xdp on {}", self.iface),
+            program: &self.program,
+            log: &self.log,
+        };
+        let ifindex = i32::try_from(self.ifindex).unwrap_or(0);
+        let found = verify_link(&mut self.link, &mut self.watch, prog, &hook, || {
+            prog.attach_xdp(ifindex)
+        })?;
+        if found.is_some() {
+            self.mode = query_mode(self.ifindex);
+        }
+        Ok(found)
+    }
+
     /// Detaches the program now (removing the pin, if any).
     pub fn detach(mut self) -> Result<()> {
         if let Some(path) = self.pinned.take() {
@@ -305,7 +616,7 @@ pub(crate) fn attach_tcx_programs(
     feature: &'static str,
     programs: &[(&str, &str)],
     iface: &str,
-) -> Result<Vec<Link>> {
+) -> Result<TcxLinks> {
     let index = ifindex(iface)?;
     let mut links = Vec::with_capacity(programs.len());
     for (name, point) in programs {
@@ -318,7 +629,7 @@ pub(crate) fn attach_tcx_programs(
             name,
             &result,
         );
-        links.push(result.map_err(|source| {
+        let link = result.map_err(|source| {
             let source: crate::error::KernelError = source.into();
             match crate::firewall::older_than_tcx() {
                 Some(running) => BpfError::KernelTooOld {
@@ -333,9 +644,69 @@ pub(crate) fn attach_tcx_programs(
                     source,
                 },
             }
-        })?);
+        })?;
+        let watch = LinkWatch::of(&link);
+        links.push(((*name).to_string(), (*point).to_string(), link, watch));
     }
-    Ok(links)
+    Ok(TcxLinks {
+        links,
+        object_name: object_name.to_string(),
+        iface: iface.to_string(),
+        ifindex: index,
+        log: object.audit_log().clone(),
+    })
+}
+
+/// Programs of one object attached to an interface with tcx links
+/// ([`attach_tcx_programs`]); dropping it detaches them.
+#[derive(Debug)]
+pub(crate) struct TcxLinks {
+    /// Program, attach point (`ingress`, `egress`), its link and what the kernel
+    /// should hold of it.
+    links: Vec<(String, String, Link, LinkWatch)>,
+    object_name: String,
+    iface: String,
+    ifindex: u32,
+    log: AuditLog,
+}
+
+impl TcxLinks {
+    /// The links' kernel ids.
+    pub(crate) fn link_ids(&self) -> Result<Vec<u32>> {
+        self.links
+            .iter()
+            .map(|(_, _, link, _)| crate::sentinel::link_id(link))
+            .collect()
+    }
+
+    /// [`verify_link`] for each link (a detached one is attached anew, at the end of
+    /// its hook's chain); one result per link.
+    pub(crate) fn verify(
+        &mut self,
+        object: &crate::loader::LoadedObject,
+    ) -> Vec<Result<Option<String>>> {
+        let mut out = Vec::with_capacity(self.links.len());
+        for (name, point, link, watch) in &mut self.links {
+            let prog = match object.program(name) {
+                Ok(p) => p,
+                Err(e) => {
+                    out.push(Err(e));
+                    continue;
+                }
+            };
+            let hook = Hook {
+                object: &self.object_name,
+                target: format!("tcx {point} on {}", self.iface),
+                program: name,
+                log: &self.log,
+            };
+            let index = self.ifindex;
+            out.push(verify_link(link, watch, &prog, &hook, || {
+                crate::firewall::attach_tcx(&prog, index)
+            }));
+        }
+        out
+    }
 }
 
 /// Entry `index` of the per-CPU counter array `map` of `object`, summed over CPUs

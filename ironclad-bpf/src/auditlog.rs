@@ -47,6 +47,9 @@ pub enum AuditAction {
     Alert,
     /// A whole policy applied, confirmed, rolled back, accepted or refused.
     Policy,
+    /// An attachment found detached or its program replaced from outside, and what
+    /// was done about it (put back: `ok`; could not be: `failed`).
+    Repair,
 }
 
 /// How it went.

@@ -154,8 +154,18 @@ pub struct EgressReport {
 #[must_use = "dropping a CgroupAttachment detaches the hooks that are not pinned"]
 pub struct CgroupAttachment {
     links: Vec<(&'static str, Link)>,
+    /// One per link: what [`EgressFirewall::verify`] compares the kernel's view with.
+    watch: Vec<crate::attach::LinkWatch>,
     cgroup: PathBuf,
     log: crate::auditlog::AuditLog,
+}
+
+/// A watch for each link, as it is now.
+fn watches(links: &[(&'static str, Link)]) -> Vec<crate::attach::LinkWatch> {
+    links
+        .iter()
+        .map(|(_, l)| crate::attach::LinkWatch::of(l))
+        .collect()
 }
 
 impl CgroupAttachment {
@@ -531,6 +541,7 @@ impl EgressFirewall {
             links.push((*name, link));
         }
         let attachment = CgroupAttachment {
+            watch: watches(&links),
             links,
             cgroup: cgroup.to_path_buf(),
             log: self.object.audit_log().clone(),
@@ -646,6 +657,32 @@ impl EgressFirewall {
             .iter()
             .map(|h| dir.join(format!("link_{h}")))
             .collect();
+        // An earlier run's link detached from outside (dead) cannot be adopted: its pin
+        // goes, and so do the others' (all four are attached anew, none twice).
+        let mut dead = false;
+        for path in &pinned {
+            dead |= crate::attach::remove_dead_link_pin(
+                path,
+                Self::OBJECT,
+                &format!("link on cgroup {}", cgroup.display()),
+                self.object.audit_log(),
+            )?;
+        }
+        if dead {
+            for path in pinned.iter().filter(|p| p.exists()) {
+                if let Ok(mut link) = Link::open(path) {
+                    let result = link.unpin();
+                    self.object.audit_log().result(
+                        crate::auditlog::AuditAction::Unpin,
+                        Self::OBJECT,
+                        &path.display().to_string(),
+                        "the others of a set with a dead link",
+                        &result,
+                    );
+                    let _ = link.detach();
+                }
+            }
+        }
         let mut attachment = if pinned.iter().all(|p| p.exists()) {
             let mut links = Vec::with_capacity(HOOKS.len());
             for (name, path) in HOOKS.iter().zip(&pinned) {
@@ -673,6 +710,7 @@ impl EgressFirewall {
                 links.push((*name, link));
             }
             CgroupAttachment {
+                watch: watches(&links),
                 links,
                 cgroup: cgroup.to_path_buf(),
                 log: self.object.audit_log().clone(),
@@ -688,6 +726,51 @@ impl EgressFirewall {
         }
         self.add_dns_cgroup(cgroup, true)?;
         Ok(attachment)
+    }
+
+    /// Checks `attachment`'s hooks (this firewall's, on one cgroup) against the kernel
+    /// and puts back what was undone from outside: a link detached (`bpftool link
+    /// detach`) is replaced by a new one pinned in its place, a program swapped into it
+    /// is swapped out, a removed pin is pinned again, each with an audit record
+    /// (`repair`). One result per hook: `Ok(None)` all was well, `Ok(Some(what))` what
+    /// was found and put back, an error found undone and not put back.
+    pub fn verify(&self, attachment: &mut CgroupAttachment) -> Vec<Result<Option<String>>> {
+        let CgroupAttachment {
+            links,
+            watch,
+            cgroup,
+            log,
+        } = attachment;
+        let mut out = Vec::with_capacity(links.len());
+        for ((name, link), watch) in links.iter_mut().zip(watch.iter_mut()) {
+            let prog = match self.object.program(name) {
+                Ok(p) => p,
+                Err(e) => {
+                    out.push(Err(e));
+                    continue;
+                }
+            };
+            let hook = crate::attach::Hook {
+                object: Self::OBJECT,
+                target: format!("{name} on {}", cgroup.display()),
+                program: name,
+                log,
+            };
+            let dir: &Path = cgroup;
+            out.push(crate::attach::verify_link(
+                link,
+                watch,
+                &prog,
+                &hook,
+                || {
+                    let fd = std::fs::File::open(dir).map_err(|e| {
+                        libbpf_rs::Error::from_raw_os_error(e.raw_os_error().unwrap_or(libc::EIO))
+                    })?;
+                    prog.attach_cgroup(fd.as_raw_fd())
+                },
+            ));
+        }
+        out
     }
 
     /// Gives each rule of `policy` its counts: those of the live rule with the same

@@ -43,7 +43,7 @@ use ironclad_policy::firewall::{
 };
 use libbpf_rs::{AsRawLibbpf, Link, MapCore, MapFlags, MapHandle};
 
-use crate::attach::{ifindex, XdpAttachment};
+use crate::attach::{ifindex, remove_dead_link_pin, verify_link, Hook, LinkWatch, XdpAttachment};
 use crate::auditlog::{AuditAction, AuditLog};
 use crate::classes::{self, ClassImages};
 use crate::events::{EventReader, EventSource};
@@ -777,7 +777,10 @@ pub struct Sweep {
 #[derive(Debug)]
 pub struct FirewallAttachment {
     links: Vec<(&'static str, Link)>,
+    /// One per link: what [`Firewall::verify`] compares the kernel's view with.
+    watch: Vec<LinkWatch>,
     iface: String,
+    ifindex: u32,
     pinned: Vec<PathBuf>,
     log: AuditLog,
 }
@@ -791,6 +794,15 @@ impl FirewallAttachment {
     /// The pin paths of its links (empty unless pinned).
     pub fn pin_paths(&self) -> &[PathBuf] {
         &self.pinned
+    }
+
+    /// The links' kernel ids (as `bpftool link show` lists them), e.g. for the
+    /// Sentinel to protect them.
+    pub fn link_ids(&self) -> Result<Vec<u32>> {
+        self.links
+            .iter()
+            .map(|(_, link)| crate::sentinel::link_id(link))
+            .collect()
     }
 
     /// Detaches both programs now (removing their pins, if any).
@@ -1112,11 +1124,54 @@ impl Firewall {
             links.push((name, link));
         }
         Ok(FirewallAttachment {
+            watch: links.iter().map(|(_, l)| LinkWatch::of(l)).collect(),
             links,
             iface: iface.to_string(),
+            ifindex: index,
             pinned: Vec::new(),
             log: self.object.audit_log().clone(),
         })
+    }
+
+    /// Checks `attachment`'s links (one of this firewall's) against the kernel and puts
+    /// back what was undone from outside: a link detached (`bpftool link detach`) is
+    /// replaced by a new one pinned in its place, a program swapped into it is swapped
+    /// out, a removed pin is pinned again, each with an audit record (`repair`). One
+    /// result per link: `Ok(None)` all was well, `Ok(Some(what))` what was found and put
+    /// back, an error found undone and not put back (that direction is not filtered).
+    pub fn verify(&self, attachment: &mut FirewallAttachment) -> Vec<Result<Option<String>>> {
+        let FirewallAttachment {
+            links,
+            watch,
+            iface,
+            ifindex,
+            log,
+            ..
+        } = attachment;
+        let mut out = Vec::with_capacity(links.len());
+        for ((name, link), watch) in links.iter_mut().zip(watch.iter_mut()) {
+            let point = PROGRAMS
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or("", |(_, p)| *p);
+            let prog = match self.object.program(name) {
+                Ok(p) => p,
+                Err(e) => {
+                    out.push(Err(e));
+                    continue;
+                }
+            };
+            let hook = Hook {
+                object: Self::OBJECT,
+                target: format!("tcx {point} on {iface}"),
+                program: name,
+                log,
+            };
+            out.push(verify_link(link, watch, &prog, &hook, || {
+                attach_tcx(&prog, *ifindex)
+            }));
+        }
+        out
     }
 
     /// Attaches like [`attach`](Self::attach) and pins the links (`link_<iface>_in`,
@@ -1129,14 +1184,44 @@ impl Firewall {
             .iter()
             .map(|d| dir.join(format!("link_{iface}_{d}")))
             .collect();
+        // An earlier run's link detached from outside (dead) cannot be adopted: its pin
+        // goes, and a new link takes its place.
+        let mut dead = false;
+        for path in &paths {
+            dead |= remove_dead_link_pin(
+                path,
+                Self::OBJECT,
+                &format!("link tcx on {iface}"),
+                self.object.audit_log(),
+            )?;
+        }
+        if dead {
+            // Both new: the surviving pinned link of the pair goes too, so one program
+            // does not run twice on its hook.
+            for path in paths.iter().filter(|p| p.exists()) {
+                if let Ok(mut link) = Link::open(path) {
+                    let unpinned = link.unpin();
+                    audited_link_pin(
+                        self.object.audit_log(),
+                        AuditAction::Unpin,
+                        path,
+                        "the other of a pair with a dead link",
+                        unpinned,
+                    )?;
+                    let _ = link.detach();
+                }
+            }
+        }
         let mut attachment = if paths.iter().all(|p| p.exists()) {
             let mut links = Vec::with_capacity(PROGRAMS.len());
             for ((name, _), path) in PROGRAMS.iter().zip(&paths) {
                 links.push((*name, self.adopt(name, path)?));
             }
             FirewallAttachment {
+                watch: links.iter().map(|(_, l)| LinkWatch::of(l)).collect(),
                 links,
                 iface: iface.to_string(),
+                ifindex: ifindex(iface)?,
                 pinned: Vec::new(),
                 log: self.object.audit_log().clone(),
             }
@@ -1236,7 +1321,13 @@ impl Firewall {
     pub fn attach_syn_pinned(&self, iface: &str) -> Result<XdpAttachment> {
         let path = self.object.pin_dir().join(format!("link_{iface}_xdp"));
         let prog = self.object.program(names::ic_fw_syn)?;
-        if path.exists() {
+        let dead = remove_dead_link_pin(
+            &path,
+            Self::OBJECT,
+            &format!("link xdp on {iface}"),
+            self.object.audit_log(),
+        )?;
+        if !dead && path.exists() {
             return XdpAttachment::adopt(
                 &prog,
                 Self::OBJECT,
@@ -1249,6 +1340,14 @@ impl Firewall {
             XdpAttachment::attach(&prog, Self::OBJECT, iface, self.object.audit_log())?;
         attachment.pin(&path)?;
         Ok(attachment)
+    }
+
+    /// Checks a SYN-flood defence attachment of this firewall's against the kernel and
+    /// puts back what was undone from outside, as
+    /// [`Shield::verify`](crate::Shield::verify) does for the Shield's.
+    pub fn verify_syn(&self, attachment: &mut XdpAttachment) -> Result<Option<String>> {
+        let prog = self.object.program(names::ic_fw_syn)?;
+        attachment.verify(&prog)
     }
 
     /// Makes the rate limits on new inbound connections `limits` live (checked first;

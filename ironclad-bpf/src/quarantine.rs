@@ -21,7 +21,6 @@ use ironclad_core::abi::{
     self, Counter, QuarantineTotal, QUARANTINE_PREFIXES, QUARANTINE_REDIRECT,
     QUARANTINE_REDIRECT_INGRESS, QUARANTINE_VLAN,
 };
-use libbpf_rs::Link;
 
 use crate::attach::{attach_tcx_programs, ifindex, percpu_total};
 use crate::error::{BpfError, Result};
@@ -75,7 +74,7 @@ impl QuarantineAction {
 #[must_use = "dropping a QuarantineAttachment detaches the quarantine"]
 #[derive(Debug)]
 pub struct QuarantineAttachment {
-    _links: Vec<Link>,
+    links: crate::attach::TcxLinks,
     iface: String,
 }
 
@@ -83,6 +82,12 @@ impl QuarantineAttachment {
     /// The interface.
     pub fn iface(&self) -> &str {
         &self.iface
+    }
+
+    /// The links' kernel ids (as `bpftool link show` lists them), e.g. for the
+    /// Sentinel to protect them.
+    pub fn link_ids(&self) -> Result<Vec<u32>> {
+        self.links.link_ids()
     }
 }
 
@@ -93,6 +98,15 @@ pub struct Quarantine {
 }
 
 impl Quarantine {
+    /// Checks `attachment`'s links against the kernel and puts back what was undone
+    /// from outside (a link detached is attached anew, a program swapped into it is
+    /// swapped out), each with an audit record (`repair`); one result per link:
+    /// `Ok(None)` all was well, `Ok(Some(what))` what was put back, an error what
+    /// could not be.
+    pub fn verify(&self, attachment: &mut QuarantineAttachment) -> Vec<Result<Option<String>>> {
+        attachment.links.verify(&self.object)
+    }
+
     /// Name of the BPF object.
     pub const OBJECT: &'static str = "quarantine";
 
@@ -156,7 +170,7 @@ impl Quarantine {
             iface,
         )?;
         Ok(QuarantineAttachment {
-            _links: links,
+            links,
             iface: iface.to_string(),
         })
     }

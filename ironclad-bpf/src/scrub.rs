@@ -16,7 +16,6 @@
 use ironclad_core::abi::{
     Counter, ScrubConfig, ScrubTotal, SCRUB_F_CLEAR_DF, SCRUB_F_INGRESS, SCRUB_F_RANDOM_ID,
 };
-use libbpf_rs::Link;
 
 use crate::attach::{attach_tcx_programs, ifindex, percpu_total};
 use crate::error::{BpfError, Result};
@@ -79,7 +78,7 @@ impl ScrubSettings {
 #[must_use = "dropping a ScrubAttachment detaches the scrubber"]
 #[derive(Debug)]
 pub struct ScrubAttachment {
-    _links: Vec<Link>,
+    links: crate::attach::TcxLinks,
     iface: String,
 }
 
@@ -87,6 +86,12 @@ impl ScrubAttachment {
     /// The interface.
     pub fn iface(&self) -> &str {
         &self.iface
+    }
+
+    /// The links' kernel ids (as `bpftool link show` lists them), e.g. for the
+    /// Sentinel to protect them.
+    pub fn link_ids(&self) -> Result<Vec<u32>> {
+        self.links.link_ids()
     }
 }
 
@@ -97,6 +102,15 @@ pub struct Scrubber {
 }
 
 impl Scrubber {
+    /// Checks `attachment`'s links against the kernel and puts back what was undone
+    /// from outside (a link detached is attached anew, a program swapped into it is
+    /// swapped out), each with an audit record (`repair`); one result per link:
+    /// `Ok(None)` all was well, `Ok(Some(what))` what was put back, an error what
+    /// could not be.
+    pub fn verify(&self, attachment: &mut ScrubAttachment) -> Vec<Result<Option<String>>> {
+        attachment.links.verify(&self.object)
+    }
+
     /// Name of the BPF object.
     pub const OBJECT: &'static str = "scrub";
 
@@ -149,7 +163,7 @@ impl Scrubber {
             iface,
         )?;
         Ok(ScrubAttachment {
-            _links: links,
+            links,
             iface: iface.to_string(),
         })
     }

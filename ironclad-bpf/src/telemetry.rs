@@ -52,7 +52,11 @@ const HOOKS: &[&str] = &[
 #[derive(Debug)]
 pub struct Telemetry {
     object: LoadedObject,
-    _links: Vec<Link>,
+    /// The process-tracking tracepoints (links the kernel cannot detach).
+    _tracepoints: Vec<Link>,
+    /// The socket hooks on the cgroup, each with what the kernel should hold of it.
+    hooks: Vec<(&'static str, Link, crate::attach::LinkWatch)>,
+    cgroup: std::path::PathBuf,
     known_exes: HashMap<ProcExe, String>,
 }
 
@@ -62,7 +66,7 @@ impl Telemetry {
     pub fn start(loader: &Loader, policy: &TelemetryPolicy, cgroup: &Path) -> Result<Self> {
         // Pinned maps: counters survive a restart, and `status` reads the losses.
         let object = loader.load(crate::object::telemetry())?;
-        let mut links = object.attach_tracepoints(crate::procs::TRACEPOINTS)?;
+        let tracepoints = object.attach_tracepoints(crate::procs::TRACEPOINTS)?;
         let known_exes = crate::procs::seed(&object)?;
         let config = TelemetryConfig {
             dns: u32::from(policy.dns),
@@ -75,6 +79,7 @@ impl Telemetry {
             path: cgroup.to_path_buf(),
             source,
         })?;
+        let mut hooks = Vec::with_capacity(HOOKS.len());
         for name in HOOKS {
             let result = object.program(name)?.attach_cgroup(dir.as_raw_fd());
             object.audit_log().result(
@@ -84,17 +89,68 @@ impl Telemetry {
                 "",
                 &result,
             );
-            links.push(result.map_err(|source| BpfError::Attach {
+            let link = result.map_err(|source| BpfError::Attach {
                 program: (*name).to_string(),
                 target: format!("cgroup {}", cgroup.display()),
                 source: source.into(),
-            })?);
+            })?;
+            let watch = crate::attach::LinkWatch::of(&link);
+            hooks.push((*name, link, watch));
         }
         Ok(Self {
             object,
-            _links: links,
+            _tracepoints: tracepoints,
+            hooks,
+            cgroup: cgroup.to_path_buf(),
             known_exes,
         })
+    }
+
+    /// The socket hooks' link ids (as `bpftool link show` lists them), e.g. for the
+    /// Sentinel to protect them.
+    pub fn link_ids(&self) -> Result<Vec<u32>> {
+        self.hooks
+            .iter()
+            .map(|(_, link, _)| crate::sentinel::link_id(link))
+            .collect()
+    }
+
+    /// Checks the socket hooks against the kernel and puts back what was undone from
+    /// outside (a link detached is attached anew, a program swapped into it is swapped
+    /// out), each with an audit record (`repair`); one result per hook: `Ok(None)` all
+    /// was well, `Ok(Some(what))` what was put back, an error what could not be.
+    pub fn verify(&mut self) -> Vec<Result<Option<String>>> {
+        let log = self.object.audit_log().clone();
+        let mut out = Vec::with_capacity(self.hooks.len());
+        for (name, link, watch) in &mut self.hooks {
+            let prog = match self.object.program(name) {
+                Ok(p) => p,
+                Err(e) => {
+                    out.push(Err(e));
+                    continue;
+                }
+            };
+            let hook = crate::attach::Hook {
+                object: "telemetry",
+                target: format!("{name} on {}", self.cgroup.display()),
+                program: name,
+                log: &log,
+            };
+            let cgroup = &self.cgroup;
+            out.push(crate::attach::verify_link(
+                link,
+                watch,
+                &prog,
+                &hook,
+                || {
+                    let dir = std::fs::File::open(cgroup).map_err(|e| {
+                        libbpf_rs::Error::from_raw_os_error(e.raw_os_error().unwrap_or(libc::EIO))
+                    })?;
+                    prog.attach_cgroup(dir.as_raw_fd())
+                },
+            ));
+        }
+        out
     }
 
     fn exe_path(&self, pid: u32, exe: &ProcExe) -> Option<String> {

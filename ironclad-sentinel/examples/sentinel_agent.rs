@@ -8,13 +8,15 @@
 //! - `map-update`: write a Shield rule as the agent;
 //! - `shield-config`: print the Shield's configuration value (hex), read as the agent;
 //! - `shield-config-id`: print that map's kernel id;
+//! - `shield-link-id` / `shield-link-health`: with `--iface`, the Shield's XDP link's
+//!   kernel id, and what the kernel holds of it (`Attached`, `Detached`, ...);
 //! - `status`: print the Sentinel's status;
 //! - `crash`: abort without cleaning up (the pinned Sentinel stays in force);
 //! - `quit` (or end of input): stop the Sentinel, remove the pins, exit.
 //!
 //! ```text
 //! sentinel_agent --pin-root /sys/fs/bpf/t --events ev.jsonl --audit audit.jsonl \
-//!     --protect /etc/agent [--monitor PATH] [--manager EXE] [--monitor-only]
+//!     --protect /etc/agent [--monitor PATH] [--manager EXE] [--monitor-only] [--iface IF]
 //! sentinel_agent --intrude /sys/fs/bpf/t   # a second copy: try to register, write a map
 //! ```
 
@@ -39,6 +41,8 @@ struct Args {
     monitor: Vec<PathBuf>,
     manager: Option<PathBuf>,
     monitor_only: bool,
+    /// An interface to attach the Shield to (a pinned XDP link the Sentinel protects).
+    iface: Option<String>,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -54,6 +58,7 @@ fn args() -> anyhow::Result<Args> {
             "--monitor" => out.monitor.push(value()?.into()),
             "--manager" => out.manager = Some(value()?.into()),
             "--monitor-only" => out.monitor_only = true,
+            "--iface" => out.iface = Some(value()?),
             other => bail!("unknown argument {other}"),
         }
     }
@@ -99,6 +104,16 @@ fn main() -> anyhow::Result<()> {
     let shield = Shield::load(&loader)?;
     shield.insert_rule("192.0.2.0/24".parse()?, 1, Action::Deny)?;
     sentinel.protect_bpf(shield.object())?;
+    let attachment = match &args.iface {
+        Some(iface) => {
+            let attachment = shield.attach_pinned(iface)?;
+            sentinel.protect_links([attachment.link_id()?])?;
+            // The link's pin too.
+            sentinel.refresh_pins()?;
+            Some(attachment)
+        }
+        None => None,
+    };
 
     let fanout = Arc::new(Fanout::new());
     let subscription = fanout.subscribe("events-file", 65_536, Overflow::DropOldest);
@@ -163,6 +178,17 @@ fn main() -> anyhow::Result<()> {
                 .id()
                 .map(|id| id.to_string())
                 .unwrap_or_default(),
+            (Some("shield-link-id"), _, _) => attachment
+                .as_ref()
+                .and_then(|a| a.link_id().ok())
+                .map_or_else(|| "err no link".to_string(), |id| id.to_string()),
+            (Some("shield-link-health"), _, _) => attachment.as_ref().map_or_else(
+                || "err no link".to_string(),
+                |a| {
+                    a.health()
+                        .map_or_else(|e| format!("err {e}"), |h| format!("{h:?}"))
+                },
+            ),
             (Some("status"), _, _) => format!("{:?}", sentinel.status()?),
             (Some("crash"), _, _) => std::process::abort(),
             (Some("quit"), _, _) => break,
@@ -172,6 +198,9 @@ fn main() -> anyhow::Result<()> {
         std::io::stdout().flush()?;
     }
     drop(reader);
+    if let Some(a) = attachment {
+        a.detach()?;
+    }
     let pins = shield.object().pin_dir().to_path_buf();
     drop(shield);
     sentinel.stop()?;

@@ -617,6 +617,44 @@ fn bpftool_link_detach_and_removing_a_pin_are_refused() {
     w.assert_alive();
 }
 
+/// Regression (enforcement you can prove): with the Sentinel enforcing, `bpftool link
+/// detach` succeeded on the Shield's XDP link (the links of the features were never
+/// protected, only the Sentinel's own). Now a feature's link is protected like the
+/// Sentinel's: detaching it by its pin or by its id, and removing its pin, are refused
+/// with an event, and it stays attached.
+#[test]
+#[ignore = "BPF-LSM: runs in a guest kernel (guest/run.sh, part of ./dev.sh test)"]
+fn the_shields_xdp_link_cannot_be_detached_or_unpinned() {
+    let iface = "ictxdp0";
+    let _ = run("ip", &["link", "del", iface]);
+    let out = run("ip", &["link", "add", iface, "type", "dummy"]);
+    assert!(out.status.success(), "ip link add: {out:?}");
+    let out = run("ip", &["link", "set", iface, "up"]);
+    assert!(out.status.success(), "ip link set up: {out:?}");
+    let mut w = World::with("xdp-link", &["--iface", iface]);
+    let pin = w.pin_root.join(format!("shield/link_{iface}"));
+    assert!(pin.exists(), "{}", pin.display());
+    let id = w.ask("shield-link-id");
+    let link: u64 = id.parse().unwrap_or_else(|_| panic!("a link id: {id}"));
+    assert_eq!(w.ask("shield-link-health"), "Attached");
+
+    let out = run("bpftool", &["link", "detach", "pinned", arg(&pin)]);
+    assert_eperm(&out, "bpftool link detach pinned (the Shield's link)");
+    w.expect_event("bpf_link", "denied", |e| e["arg"] == link);
+    let out = run("bpftool", &["link", "detach", "id", &id]);
+    assert_eperm(&out, "bpftool link detach id (the Shield's link)");
+    let out = run("rm", &["-f", arg(&pin)]);
+    assert_eperm(&out, "rm of the Shield's link pin");
+    assert!(pin.exists());
+    // The legacy netlink path cannot remove a link attachment either.
+    let out = run("ip", &["link", "set", "dev", iface, "xdp", "off"]);
+    assert!(!out.status.success(), "ip link set xdp off: {out:?}");
+    assert_eq!(w.ask("shield-link-health"), "Attached", "still attached");
+    w.assert_alive();
+    drop(w);
+    let _ = run("ip", &["link", "del", iface]);
+}
+
 #[test]
 #[ignore = "BPF-LSM: runs in a guest kernel (guest/run.sh, part of ./dev.sh test)"]
 fn kill_9_and_kill_stop_of_the_agent_are_refused() {

@@ -616,6 +616,11 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
     let mut process_losses = (0u64, 0u64);
+    // What the features attached is checked against the kernel this often (and put
+    // back when it was undone from outside): status, /readyz and GetStatus report
+    // what the kernel held at most this long ago.
+    const VERIFY_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+    let mut verified = std::time::Instant::now();
 
     let mut feeds = args.watch(config.shield.as_ref());
     // Fetched feeds are enforced from their cached copies already; downloads start now.
@@ -775,6 +780,14 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             }
         }
         features.tick();
+        if verified.elapsed() >= VERIFY_EVERY {
+            verified = std::time::Instant::now();
+            if features.verify() {
+                let states = features.states();
+                notifier.features(&states);
+                publish_features(&health, metrics.as_ref(), states);
+            }
+        }
         write_events(&subscription, &mut events_out, &health);
         if fetcher.take_update() {
             reload.store(true, Ordering::Relaxed);

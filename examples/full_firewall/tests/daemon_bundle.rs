@@ -127,7 +127,7 @@ fn signed_bundles_are_applied_and_tampered_old_or_foreign_ones_refused() {
             "the kernel's maps did not change"
         );
         assert_eq!(lab.ping(3, 1), 0);
-        assert_eq!(lab.ping(2, 1), 1);
+        assert!(lab.reaches(2));
     };
 
     // One flipped byte in a listed file, not re-signed.
@@ -205,7 +205,7 @@ fn signed_bundles_are_applied_and_tampered_old_or_foreign_ones_refused() {
     assert_eq!(status.code(), Some(2), "{}", again.log());
     assert!(again.log().contains("bundle refused"), "{}", again.log());
     assert!(!lab.pins.path().join("shield").exists(), "nothing pinned");
-    assert_eq!(lab.ping(2, 1), 1, "no program attached");
+    assert!(lab.reaches(2), "no program attached");
 }
 
 /// A bundle's files by their path in it, as `ApplyPolicy` takes them.
@@ -284,7 +284,7 @@ fn a_bundle_sent_through_the_control_api_is_verified_before_it_replaces_the_runn
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
         assert!(!dir.join("outside").exists());
         assert_eq!(lab.ping(3, 1), 0, "nothing changed");
-        assert_eq!(lab.ping(2, 1), 1);
+        assert!(lab.reaches(2));
         assert_eq!(
             std::fs::read_to_string(bundle.join("policy.yaml")).expect("policy"),
             lab.policy_denying(&[3])
@@ -293,7 +293,7 @@ fn a_bundle_sent_through_the_control_api_is_verified_before_it_replaces_the_runn
             .await
             .expect("the next bundle");
         assert_eq!(lab.ping(2, 2), 0, "the new bundle is enforced");
-        assert_eq!(lab.ping(3, 1), 1);
+        assert!(lab.reaches(3));
         // The first bundle again: its serial is older than the one accepted.
         let e = api.apply_policy(send(first)).await.expect_err("replayed");
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");

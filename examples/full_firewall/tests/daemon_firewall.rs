@@ -1237,3 +1237,101 @@ fn ids_added_by_a_reload_is_read_and_alerts() {
     assert_eq!(alerts[0]["sid"], 1000101);
     drop(daemon);
 }
+
+/// Regression (enforcement you can prove): root could detach the firewall's tcx links
+/// (`bpftool link detach`) and the daemon went on reporting it enforcing. Now each
+/// link detached is put back within a second, pinned where the old one was, with a
+/// `repair` audit record, and the default deny holds again.
+#[test]
+fn the_firewalls_links_detached_behind_the_daemons_back_are_put_back() {
+    require_privileges!();
+    let net = Net::new("fwrepair", 8);
+    let config = net.dir.path().join("policy.yaml");
+    std::fs::write(&config, net.policy(true)).expect("policy");
+    let mut daemon = Daemon::spawn(&net.args(&config));
+    daemon.wait_for("ready");
+    let (host, admin, other) = (net.addr(false, 1), net.addr(false, 2), net.addr(false, 3));
+    let _listeners: Vec<TcpListener> = [2222, 2223]
+        .iter()
+        .map(|port| TcpListener::bind((host.as_str(), *port)).expect("listen"))
+        .collect();
+    assert!(net.connects(&admin, &host, 2222), "the admin reaches 2222");
+    assert!(!net.connects(&other, &host, 2223), "the default deny holds");
+
+    let iface = net.veth.host().to_string();
+    let pins: Vec<std::path::PathBuf> = ["in", "out"]
+        .iter()
+        .map(|d| {
+            net.pins
+                .path()
+                .join("firewall")
+                .join(format!("link_{iface}_{d}"))
+        })
+        .collect();
+    let link_id = |pin: &Path| -> u64 {
+        let out = Command::new("bpftool")
+            .args(["-j", "link", "show", "pinned"])
+            .arg(pin)
+            .output()
+            .expect("bpftool");
+        assert!(out.status.success(), "{out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        v["id"].as_u64().expect("id")
+    };
+    let before: Vec<u64> = pins.iter().map(|p| link_id(p)).collect();
+    for pin in &pins {
+        let out = Command::new("bpftool")
+            .args(["link", "detach", "pinned"])
+            .arg(pin)
+            .output()
+            .expect("bpftool");
+        assert!(out.status.success(), "bpftool link detach: {out:?}");
+    }
+    let start = Instant::now();
+    while daemon.log().matches("was detached from outside").count() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "both links put back: {}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let after: Vec<u64> = pins.iter().map(|p| link_id(p)).collect();
+    for (old, new) in before.iter().zip(&after) {
+        assert_ne!(old, new, "a new link is pinned in the old one's place");
+    }
+    assert!(
+        !net.connects(&other, &host, 2223),
+        "the default deny holds again"
+    );
+    assert!(
+        net.connects(&admin, &host, 2222),
+        "the admin still reaches 2222"
+    );
+    let audit = std::fs::read_to_string(net.dir.path().join("audit.jsonl")).expect("audit");
+    for point in ["ingress", "egress"] {
+        let target = format!("tcx {point} on {iface}");
+        assert!(
+            audit.lines().any(|l| {
+                let r: serde_json::Value = serde_json::from_str(l).expect("JSON line");
+                r["action"] == "repair" && r["outcome"] == "ok" && r["target"] == target
+            }),
+            "a repair record for {target}: {audit}"
+        );
+    }
+    let status = Command::new(BIN)
+        .args(["health", "--ready", "--run-dir"])
+        .arg(net.dir.path().join("run"))
+        .output()
+        .expect("health");
+    assert!(status.status.success(), "ready: {status:?}");
+
+    daemon.signal("TERM");
+    assert!(daemon.wait().success(), "{}", daemon.log());
+    let out = Command::new(BIN)
+        .args(["detach", "--pin-dir"])
+        .arg(net.pins.path())
+        .output()
+        .expect("detach");
+    assert!(out.status.success(), "{out:?}");
+}

@@ -82,6 +82,22 @@ impl Feature for Running {
         "egress"
     }
 
+    fn verify(&mut self) -> super::Verified {
+        let mut found = super::Verified::default();
+        for result in self.firewall.verify(&mut self.attachment) {
+            match result {
+                Ok(None) => {}
+                Ok(Some(what)) => found.repaired.push(what),
+                Err(e) => found.broken.push(e.to_string()),
+            }
+        }
+        found
+    }
+
+    fn link_ids(&self) -> Vec<u32> {
+        self.attachment.link_ids().unwrap_or_default()
+    }
+
     fn describe(&self) -> String {
         "cgroup connect4/6, sendmsg4/6 and the DNS of the sockets they mark (cgroup_skb)"
             .to_string()

@@ -505,6 +505,66 @@ impl Feature for Running {
         KIND.name
     }
 
+    fn verify(&mut self) -> super::Verified {
+        let mut found = super::Verified::default();
+        for attachment in &mut self.attachments {
+            let iface = attachment.iface().to_string();
+            for result in self.firewall.verify(attachment) {
+                match result {
+                    Ok(None) => {}
+                    Ok(Some(what)) => found.repaired.push(what),
+                    Err(e) => found.broken.push(format!("tcx on {iface}: {e}")),
+                }
+            }
+        }
+        for attachment in &mut self.syn {
+            match self.firewall.verify_syn(attachment) {
+                Ok(None) => {}
+                Ok(Some(what)) => found.repaired.push(what),
+                Err(e) => found
+                    .broken
+                    .push(format!("SYN defence XDP on {}: {e}", attachment.iface())),
+            }
+        }
+        let extras = &mut self.extras;
+        let mut results = Vec::new();
+        if let Some(scrubber) = &extras.scrubber {
+            for a in &mut extras.scrubbed {
+                let on = format!("scrub on {}", a.iface());
+                results.extend(scrubber.verify(a).into_iter().map(|r| (on.clone(), r)));
+            }
+        }
+        if let Some(quarantine) = &extras.quarantine {
+            for a in &mut extras.quarantined_on {
+                let on = format!("quarantine on {}", a.iface());
+                results.extend(quarantine.verify(a).into_iter().map(|r| (on.clone(), r)));
+            }
+        }
+        for (on, result) in results {
+            match result {
+                Ok(None) => {}
+                Ok(Some(what)) => found.repaired.push(what),
+                Err(e) => found.broken.push(format!("{on}: {e}")),
+            }
+        }
+        found
+    }
+
+    fn link_ids(&self) -> Vec<u32> {
+        let mut ids = Vec::new();
+        for a in &self.attachments {
+            ids.extend(a.link_ids().unwrap_or_default());
+        }
+        ids.extend(self.syn.iter().filter_map(|a| a.link_id().ok()));
+        for a in &self.extras.scrubbed {
+            ids.extend(a.link_ids().unwrap_or_default());
+        }
+        for a in &self.extras.quarantined_on {
+            ids.extend(a.link_ids().unwrap_or_default());
+        }
+        ids
+    }
+
     fn describe(&self) -> String {
         let mode = match self.firewall.settings() {
             Ok(s) if s.dry_run => "dry-run",

@@ -136,8 +136,21 @@ pub trait Feature: Send {
         None
     }
 
+    /// The kernel ids of the links it attached, which the Sentinel protects from
+    /// detaching and updating by anyone but the agent.
+    fn link_ids(&self) -> Vec<u32> {
+        Vec::new()
+    }
+
     /// Periodic work, once per turn of the agent's loop.
     fn tick(&mut self, _out: &Publisher<'_>) {}
+
+    /// Checks what the feature attached against what the kernel holds, and puts back
+    /// what was undone from outside (a link detached or given another program, a pin
+    /// removed). The default: nothing to check.
+    fn verify(&mut self) -> Verified {
+        Verified::default()
+    }
 
     /// Its last periodic output before it stops.
     fn flush(&mut self, _out: &Publisher<'_>) {}
@@ -157,6 +170,16 @@ pub trait Feature: Send {
     /// Stops the feature. With `detach` its hooks and pins are removed; otherwise
     /// pinned enforcement stays in the kernel. Returns what was done, for the log.
     fn stop(self: Box<Self>, loader: &Loader, detach: bool) -> Result<String>;
+}
+
+/// What [`Feature::verify`] found, one line per attachment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Verified {
+    /// Found undone from outside and put back.
+    pub repaired: Vec<String>,
+    /// Found undone from outside and not put back: the feature does not enforce there.
+    pub broken: Vec<String>,
 }
 
 /// How the agent starts one feature.
@@ -321,6 +344,9 @@ pub struct Features<'l> {
     reader: Option<EventReader>,
     /// What the last [`reload`](Self::reload) did to each feature.
     last_reload: BTreeMap<&'static str, ReloadOutcome>,
+    /// Running features whose attachments the kernel no longer holds and that could
+    /// not be put back ([`verify`](Self::verify)), with what is missing.
+    broken: BTreeMap<&'static str, String>,
 }
 
 /// What a reload did to one feature.
@@ -371,6 +397,7 @@ impl<'l> Features<'l> {
             processes: None,
             reader: None,
             last_reload: BTreeMap::new(),
+            broken: BTreeMap::new(),
         };
         let mut cache_tried = false;
         for kind in KINDS {
@@ -441,18 +468,39 @@ impl<'l> Features<'l> {
         }
     }
 
-    /// Puts the newest feature's object under the Sentinel's protection.
+    /// Puts the newest feature's object and links under the Sentinel's protection.
     fn guard_last(&mut self) {
         let Some((newest, earlier)) = self.running.split_last_mut() else {
             return;
         };
-        let Some(object) = newest.object() else {
+        let Some(guard) = earlier.iter_mut().find_map(|f| f.as_guard()) else {
             return;
         };
-        if let Some(guard) = earlier.iter_mut().find_map(|f| f.as_guard()) {
+        if let Some(object) = newest.object() {
             if let Err(e) = guard.protect_bpf(object) {
                 warn!("sentinel: could not protect `{}`: {e}", object.name());
             }
+        }
+        if let Err(e) = guard.protect_links(newest.link_ids()) {
+            warn!(
+                "sentinel: could not protect the links of {}: {e}",
+                newest.name()
+            );
+        }
+    }
+
+    /// Puts the links of the running feature at `index` under the Sentinel's
+    /// protection again (new links, after a repair), and the pins with them.
+    fn guard_links(&mut self, index: usize) {
+        let ids = match self.running.get(index) {
+            Some(f) => f.link_ids(),
+            None => return,
+        };
+        let Some(guard) = self.running.iter_mut().find_map(|f| f.as_guard()) else {
+            return;
+        };
+        if let Err(e) = guard.protect_links(ids).and_then(|()| guard.refresh_pins()) {
+            warn!("sentinel: could not protect the new links: {e}");
         }
     }
 
@@ -541,6 +589,42 @@ impl<'l> Features<'l> {
         }
     }
 
+    /// Checks every running feature's attachments against what the kernel holds and
+    /// puts back what was undone from outside ([`Feature::verify`]): each repair is
+    /// logged (and an audit record, which the audit log's fan-out publishes as an
+    /// event). A feature with an attachment that could not be put back is reported
+    /// down by [`states`](Self::states), naming it, until a later check finds it whole.
+    /// Returns whether any feature's state changed. An agent calls it on a short period
+    /// (the reference daemon: every second).
+    pub fn verify(&mut self) -> bool {
+        let mut changed = false;
+        let mut repaired = Vec::new();
+        for (index, feature) in self.running.iter_mut().enumerate() {
+            let name = feature.name();
+            let found = feature.verify();
+            for what in &found.repaired {
+                warn!("{name}: {what}");
+            }
+            if !found.repaired.is_empty() {
+                repaired.push(index);
+            }
+            if found.broken.is_empty() {
+                changed |= self.broken.remove(name).is_some() || !found.repaired.is_empty();
+            } else {
+                let why = found.broken.join("; ");
+                if self.broken.get(name) != Some(&why) {
+                    error!("{name} is NOT enforcing: {why}");
+                    self.broken.insert(name, why);
+                    changed = true;
+                }
+            }
+        }
+        for index in repaired {
+            self.guard_links(index);
+        }
+        changed
+    }
+
     /// The process cache, when it runs.
     pub fn processes(&self) -> Option<&Arc<ProcessMonitor>> {
         self.processes.as_ref()
@@ -587,9 +671,15 @@ impl<'l> Features<'l> {
         let mut out = BTreeMap::new();
         for kind in KINDS {
             let state = match self.running.iter().find(|f| f.name() == kind.name) {
-                Some(f) => FeatureState {
-                    up: true,
-                    detail: f.describe(),
+                Some(f) => match self.broken.get(kind.name) {
+                    Some(why) => FeatureState {
+                        up: false,
+                        detail: format!("not enforcing: {why} ({})", f.describe()),
+                    },
+                    None => FeatureState {
+                        up: true,
+                        detail: f.describe(),
+                    },
                 },
                 None if self.configured.contains(kind.name) => FeatureState {
                     up: false,
@@ -657,6 +747,7 @@ impl<'l> Features<'l> {
             self.reader = None;
             for i in stopping.into_iter().rev() {
                 let feature = self.running.remove(i);
+                self.broken.remove(feature.name());
                 if let Err(e) = feature.stop(self.loader, false) {
                     warn!("stopping: {e}");
                 }
@@ -693,6 +784,11 @@ impl<'l> Features<'l> {
             // records between them.
             drop(self.reader.take());
             self.reader = self.event_reader();
+        }
+        // A reload may attach more (scrubbing on another interface, the SYN-flood
+        // defence): those links are protected too.
+        for index in 0..self.running.len() {
+            self.guard_links(index);
         }
         !failed
     }

@@ -101,6 +101,27 @@ impl Feature for Running {
         Some(&self.shield)
     }
 
+    fn verify(&mut self) -> super::Verified {
+        let mut found = super::Verified::default();
+        for attachment in &mut self.attachments {
+            match self.shield.verify(attachment) {
+                Ok(None) => {}
+                Ok(Some(what)) => found.repaired.push(what),
+                Err(e) => found
+                    .broken
+                    .push(format!("XDP on {}: {e}", attachment.iface())),
+            }
+        }
+        found
+    }
+
+    fn link_ids(&self) -> Vec<u32> {
+        self.attachments
+            .iter()
+            .filter_map(|a| a.link_id().ok())
+            .collect()
+    }
+
     fn describe(&self) -> String {
         let mode = match self.shield.mode() {
             Ok(Mode::DryRun) => "dry-run",

@@ -68,6 +68,22 @@ impl Feature for Running {
         "telemetry"
     }
 
+    fn verify(&mut self) -> super::Verified {
+        let mut found = super::Verified::default();
+        for result in self.telemetry.verify() {
+            match result {
+                Ok(None) => {}
+                Ok(Some(what)) => found.repaired.push(what),
+                Err(e) => found.broken.push(e.to_string()),
+            }
+        }
+        found
+    }
+
+    fn link_ids(&self) -> Vec<u32> {
+        self.telemetry.link_ids().unwrap_or_default()
+    }
+
     fn describe(&self) -> String {
         let on = |yes: bool| if yes { "on" } else { "off" };
         format!(

@@ -3010,7 +3010,13 @@ impl Shield {
     pub fn attach_pinned(&self, iface: &str) -> Result<XdpAttachment> {
         let path = self.link_pin_path(iface);
         let prog = self.object.program(PROGRAM)?;
-        if path.exists() {
+        let dead = crate::attach::remove_dead_link_pin(
+            &path,
+            Shield::OBJECT,
+            &format!("link xdp on {iface}"),
+            self.object.audit_log(),
+        )?;
+        if !dead && path.exists() {
             return XdpAttachment::adopt(
                 &prog,
                 Shield::OBJECT,
@@ -3023,6 +3029,18 @@ impl Shield {
             XdpAttachment::attach(&prog, Shield::OBJECT, iface, self.object.audit_log())?;
         attachment.pin(&path)?;
         Ok(attachment)
+    }
+
+    /// Checks `attachment` (one of this Shield's) against the kernel and puts back what
+    /// was undone from outside: a link detached (`bpftool link detach`) is replaced by
+    /// a new one pinned in its place, a program swapped into it is swapped out, a
+    /// removed pin is pinned again, each with an audit record (`repair`). `Ok(None)`:
+    /// all was well; `Ok(Some(what))`: what was found and put back; an error: found
+    /// undone and not put back (another XDP program holds the interface, say), so the
+    /// Shield does not filter there.
+    pub fn verify(&self, attachment: &mut XdpAttachment) -> Result<Option<String>> {
+        let prog = self.object.program(PROGRAM)?;
+        attachment.verify(&prog)
     }
 
     /// The drop-event ring buffer, to read together with other sources in one
