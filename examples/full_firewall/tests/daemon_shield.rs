@@ -1916,3 +1916,91 @@ fn the_identity_firewalls_links_detached_behind_the_daemons_back_are_put_back() 
     assert!(out.status.success(), "{out:?}");
     assert!(connect().starts_with("ok=1 eperm=0"), "detached");
 }
+
+/// The entries under `dir` (a pin root): none when it does not exist.
+fn pins_under(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Regression (enforcement you can prove): a start that failed left what it had
+/// pinned (the Shield's maps, tens of MB, and its links) in the kernel. Now a start that
+/// fails with `--require-all` detaches and unpins every feature it started on pins of
+/// its own, and a feature that fails to start (fail-open) leaves none of its pins; a
+/// feature that adopted an earlier run's pins goes on enforcing.
+#[test]
+fn a_start_that_fails_removes_what_it_pinned_and_keeps_what_it_adopted() {
+    require_privileges!();
+    let lab = Lab::new("fffailed", 70);
+    let shield_only = lab.write_config("shield.yaml", &lab.policy_denying(&[3]));
+    let with_egress = lab.write_config(
+        "both.yaml",
+        &format!(
+            "{}egress:\n  default: allow\n  rules:\n    - exe: /usr/bin/false\n      dst: 192.0.2.0/24\n      action: deny\n",
+            lab.policy_denying(&[3])
+        ),
+    );
+    // The identity firewall's cgroup does not exist: it cannot start.
+    let missing_cgroup = lab.dir.path().join("no-such-cgroup");
+    let failing = |config: &Path| {
+        let mut args = lab.run_args(config);
+        args.extend([
+            "--cgroup".to_string(),
+            missing_cgroup.display().to_string(),
+            "--require-all".to_string(),
+        ]);
+        let mut daemon = Daemon::spawn(&args);
+        let status = daemon.wait();
+        assert!(!status.success(), "{}", daemon.log());
+        daemon.log()
+    };
+
+    // Nothing pinned before: the Shield started, the identity firewall failed, and both
+    // are gone again.
+    let log = failing(&with_egress);
+    assert!(log.contains("shield enforcing on"), "{log}");
+    assert!(log.contains("egress disabled"), "{log}");
+    assert_eq!(pins_under(lab.pins.path()), Vec::<String>::new(), "{log}");
+    assert!(lab.reaches(3), "nothing left filtering");
+
+    // Fail-open (no --require-all): the failed feature's own pins are removed, the
+    // running Shield keeps its.
+    let mut args = lab.run_args(&with_egress);
+    args.extend(["--cgroup".to_string(), missing_cgroup.display().to_string()]);
+    let daemon = Daemon::spawn(&args);
+    daemon.wait_for("not ready: the policy is NOT fully enforced");
+    assert_eq!(pins_under(lab.pins.path()), vec!["shield".to_string()]);
+    assert_eq!(lab.ping(3, 1), 0, "the Shield enforces");
+    daemon.signal("KILL");
+    drop(daemon);
+
+    // An earlier run's Shield (killed, still enforcing) is adopted by a start that then
+    // fails: it stays, pinned and enforcing.
+    let first = Daemon::spawn(&lab.run_args(&shield_only));
+    first.wait_for("ready");
+    first.signal("KILL");
+    drop(first);
+    let log = failing(&with_egress);
+    assert!(log.contains("0 added, 1 kept"), "adopted: {log}");
+    assert_eq!(
+        pins_under(lab.pins.path()),
+        vec!["shield".to_string()],
+        "{log}"
+    );
+    assert_eq!(lab.ping(3, 1), 0, "the adopted Shield still enforces");
+
+    let out = Command::new(BIN)
+        .args(["detach", "--pin-dir"])
+        .arg(lab.pins.path())
+        .output()
+        .expect("detach");
+    assert!(out.status.success(), "{out:?}");
+}

@@ -347,6 +347,9 @@ pub struct Features<'l> {
     /// Running features whose attachments the kernel no longer holds and that could
     /// not be put back ([`verify`](Self::verify)), with what is missing.
     broken: BTreeMap<&'static str, String>,
+    /// Features whose pins this start made (none were there before it): a start that
+    /// fails removes them, and leaves adopted ones enforcing.
+    fresh: BTreeSet<&'static str>,
 }
 
 /// What a reload did to one feature.
@@ -398,6 +401,7 @@ impl<'l> Features<'l> {
             reader: None,
             last_reload: BTreeMap::new(),
             broken: BTreeMap::new(),
+            fresh: BTreeSet::new(),
         };
         let mut cache_tried = false;
         for kind in KINDS {
@@ -413,7 +417,10 @@ impl<'l> Features<'l> {
             features.configured.insert(kind.name);
             if let Err(e) = features.start_one(kind, config) {
                 if e.stops_the_agent() || features.settings.require_all {
-                    let _ = features.stop_all(false);
+                    // A start that fails takes back what it made: the features it
+                    // started on pins of their own are detached and their pins removed;
+                    // those that adopted an earlier run's pins go on enforcing.
+                    let _ = features.stop_failed_start();
                     return Err(e);
                 }
             }
@@ -453,9 +460,14 @@ impl<'l> Features<'l> {
             loader: self.loader,
             settings: &self.settings,
         };
+        let pins = self.loader.pin_dir(kind.name);
+        let fresh = !pins.exists();
         match (kind.start)(&start, config) {
             Ok(feature) => {
                 self.reasons.remove(kind.name);
+                if fresh {
+                    self.fresh.insert(kind.name);
+                }
                 self.running.push(feature);
                 self.guard_last();
                 Ok(())
@@ -463,6 +475,14 @@ impl<'l> Features<'l> {
             Err(e) => {
                 warn!("{} disabled, {e}", kind.name);
                 self.reasons.insert(kind.name, e.to_string());
+                // What this failed start pinned (maps of tens of MB, for the Shield)
+                // goes with it; pins that were there before it stay.
+                if fresh && pins.exists() {
+                    match self.loader.remove_pins(kind.name) {
+                        Ok(n) => info!("{}: the {n} pins of its failed start removed", kind.name),
+                        Err(r) => warn!("{}: the pins of its failed start stay: {r}", kind.name),
+                    }
+                }
                 Err(e)
             }
         }
@@ -837,6 +857,24 @@ impl<'l> Features<'l> {
     pub fn stop(mut self, detach: bool) -> Result<()> {
         self.drain();
         self.stop_all(detach)
+    }
+
+    /// Stops every feature after a start that failed: those whose pins this start
+    /// made are detached and their pins removed, adopted ones stay pinned.
+    fn stop_failed_start(&mut self) -> Result<()> {
+        drop(self.reader.take());
+        let mut first = None;
+        while let Some(feature) = self.running.pop() {
+            let detach = self.fresh.contains(feature.name());
+            match feature.stop(self.loader, detach) {
+                Ok(what) => info!("{what}"),
+                Err(e) => {
+                    error!("stopping: {e}");
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        first.map_or(Ok(()), Err)
     }
 
     fn stop_all(&mut self, detach: bool) -> Result<()> {
