@@ -75,7 +75,19 @@ fetch_kernel() {
         cp -a "$dir/lib/modules/$ver" /lib/modules/
         depmod "$ver"
     fi
-    echo "$ver $dir/boot/vmlinuz-$ver"
+    # virtme-ng links the guest's /lib/modules/VER to the modules beside the image it
+    # boots, and the guest sees /var only through an overlay in which that link leads
+    # nowhere (`modprobe veth`: not found, so no veth, dummy or VLAN device in the
+    # guest). The image is booted from a copy under target/ (hard links where the file
+    # system allows), with its modules' index.
+    local boot=$WORK/kernels/$pkg
+    if [[ ! -d "$boot/boot" ]]; then
+        mkdir -p "$WORK/kernels"
+        rm -rf "$boot"
+        cp -al "$dir" "$boot" 2>/dev/null || cp -a "$dir" "$boot"
+        depmod -b "$boot" "$ver"
+    fi
+    echo "$ver $boot/boot/vmlinuz-$ver"
 }
 
 # Path of the executable cargo built for a target of the kind given ("test", "bench"),
