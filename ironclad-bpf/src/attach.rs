@@ -265,6 +265,42 @@ pub(crate) fn verify_link(
     }
 }
 
+/// [`verify_link`] for each of `links` (the program's name, its hook, the link and its
+/// watch), links of programs of `object` (audited as `object_name`): a detached one is
+/// replaced by what `attach` makes of its program. One result per link.
+pub(crate) fn verify_links<'a>(
+    object: &crate::loader::LoadedObject,
+    object_name: &str,
+    links: impl Iterator<Item = (&'a str, String, &'a mut Link, &'a mut LinkWatch)>,
+    attach: impl Fn(&libbpf_rs::ProgramMut<'_>) -> std::result::Result<Link, libbpf_rs::Error>,
+) -> Vec<Result<Option<String>>> {
+    links
+        .map(|(name, target, link, watch)| {
+            let prog = object.program(name)?;
+            let hook = Hook {
+                object: object_name,
+                target,
+                program: name,
+                log: object.audit_log(),
+            };
+            verify_link(link, watch, &prog, &hook, || attach(&prog))
+        })
+        .collect()
+}
+
+/// Attaches a program to the cgroup v2 directory `cgroup` (for [`verify_links`]).
+pub(crate) fn cgroup_attacher(
+    cgroup: &Path,
+) -> impl Fn(&libbpf_rs::ProgramMut<'_>) -> std::result::Result<Link, libbpf_rs::Error> + '_ {
+    move |prog| {
+        use std::os::fd::AsRawFd;
+        let dir = std::fs::File::open(cgroup).map_err(|e| {
+            libbpf_rs::Error::from_raw_os_error(e.raw_os_error().unwrap_or(libc::EIO))
+        })?;
+        prog.attach_cgroup(dir.as_raw_fd())
+    }
+}
+
 /// A pinned link whose pin was removed from outside would detach when this process
 /// exits: it is pinned again.
 fn verify_pin(link: &Link, hook: &Hook<'_>) -> Result<Option<String>> {
@@ -653,7 +689,6 @@ pub(crate) fn attach_tcx_programs(
         object_name: object_name.to_string(),
         iface: iface.to_string(),
         ifindex: index,
-        log: object.audit_log().clone(),
     })
 }
 
@@ -667,7 +702,6 @@ pub(crate) struct TcxLinks {
     object_name: String,
     iface: String,
     ifindex: u32,
-    log: AuditLog,
 }
 
 impl TcxLinks {
@@ -685,27 +719,14 @@ impl TcxLinks {
         &mut self,
         object: &crate::loader::LoadedObject,
     ) -> Vec<Result<Option<String>>> {
-        let mut out = Vec::with_capacity(self.links.len());
-        for (name, point, link, watch) in &mut self.links {
-            let prog = match object.program(name) {
-                Ok(p) => p,
-                Err(e) => {
-                    out.push(Err(e));
-                    continue;
-                }
-            };
-            let hook = Hook {
-                object: &self.object_name,
-                target: format!("tcx {point} on {}", self.iface),
-                program: name,
-                log: &self.log,
-            };
-            let index = self.ifindex;
-            out.push(verify_link(link, watch, &prog, &hook, || {
-                crate::firewall::attach_tcx(&prog, index)
-            }));
-        }
-        out
+        let (iface, index) = (&self.iface, self.ifindex);
+        let links = self.links.iter_mut().map(|(name, point, link, watch)| {
+            let name: &str = name;
+            (name, format!("tcx {point} on {iface}"), link, watch)
+        });
+        verify_links(object, &self.object_name, links, |prog| {
+            crate::firewall::attach_tcx(prog, index)
+        })
     }
 }
 

@@ -739,38 +739,19 @@ impl EgressFirewall {
             links,
             watch,
             cgroup,
-            log,
+            ..
         } = attachment;
-        let mut out = Vec::with_capacity(links.len());
-        for ((name, link), watch) in links.iter_mut().zip(watch.iter_mut()) {
-            let prog = match self.object.program(name) {
-                Ok(p) => p,
-                Err(e) => {
-                    out.push(Err(e));
-                    continue;
-                }
-            };
-            let hook = crate::attach::Hook {
-                object: Self::OBJECT,
-                target: format!("{name} on {}", cgroup.display()),
-                program: name,
-                log,
-            };
-            let dir: &Path = cgroup;
-            out.push(crate::attach::verify_link(
-                link,
-                watch,
-                &prog,
-                &hook,
-                || {
-                    let fd = std::fs::File::open(dir).map_err(|e| {
-                        libbpf_rs::Error::from_raw_os_error(e.raw_os_error().unwrap_or(libc::EIO))
-                    })?;
-                    prog.attach_cgroup(fd.as_raw_fd())
-                },
-            ));
-        }
-        out
+        let on = cgroup.display().to_string();
+        let links = links
+            .iter_mut()
+            .zip(watch.iter_mut())
+            .map(|((name, link), watch)| (*name, format!("{name} on {on}"), link, watch));
+        crate::attach::verify_links(
+            &self.object,
+            Self::OBJECT,
+            links,
+            crate::attach::cgroup_attacher(cgroup),
+        )
     }
 
     /// Gives each rule of `policy` its counts: those of the live rule with the same

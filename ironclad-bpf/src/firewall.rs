@@ -43,7 +43,7 @@ use ironclad_policy::firewall::{
 };
 use libbpf_rs::{AsRawLibbpf, Link, MapCore, MapFlags, MapHandle};
 
-use crate::attach::{ifindex, remove_dead_link_pin, verify_link, Hook, LinkWatch, XdpAttachment};
+use crate::attach::{ifindex, remove_dead_link_pin, LinkWatch, XdpAttachment};
 use crate::auditlog::{AuditAction, AuditLog};
 use crate::classes::{self, ClassImages};
 use crate::events::{EventReader, EventSource};
@@ -1145,33 +1145,22 @@ impl Firewall {
             watch,
             iface,
             ifindex,
-            log,
             ..
         } = attachment;
-        let mut out = Vec::with_capacity(links.len());
-        for ((name, link), watch) in links.iter_mut().zip(watch.iter_mut()) {
-            let point = PROGRAMS
-                .iter()
-                .find(|(n, _)| n == name)
-                .map_or("", |(_, p)| *p);
-            let prog = match self.object.program(name) {
-                Ok(p) => p,
-                Err(e) => {
-                    out.push(Err(e));
-                    continue;
-                }
-            };
-            let hook = Hook {
-                object: Self::OBJECT,
-                target: format!("tcx {point} on {iface}"),
-                program: name,
-                log,
-            };
-            out.push(verify_link(link, watch, &prog, &hook, || {
-                attach_tcx(&prog, *ifindex)
-            }));
-        }
-        out
+        let index = *ifindex;
+        let links = links
+            .iter_mut()
+            .zip(watch.iter_mut())
+            .map(|((name, link), watch)| {
+                let point = PROGRAMS
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map_or("", |(_, p)| *p);
+                (*name, format!("tcx {point} on {iface}"), link, watch)
+            });
+        crate::attach::verify_links(&self.object, Self::OBJECT, links, |prog| {
+            attach_tcx(prog, index)
+        })
     }
 
     /// Attaches like [`attach`](Self::attach) and pins the links (`link_<iface>_in`,

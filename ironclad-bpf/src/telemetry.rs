@@ -120,37 +120,17 @@ impl Telemetry {
     /// out), each with an audit record (`repair`); one result per hook: `Ok(None)` all
     /// was well, `Ok(Some(what))` what was put back, an error what could not be.
     pub fn verify(&mut self) -> Vec<Result<Option<String>>> {
-        let log = self.object.audit_log().clone();
-        let mut out = Vec::with_capacity(self.hooks.len());
-        for (name, link, watch) in &mut self.hooks {
-            let prog = match self.object.program(name) {
-                Ok(p) => p,
-                Err(e) => {
-                    out.push(Err(e));
-                    continue;
-                }
-            };
-            let hook = crate::attach::Hook {
-                object: "telemetry",
-                target: format!("{name} on {}", self.cgroup.display()),
-                program: name,
-                log: &log,
-            };
-            let cgroup = &self.cgroup;
-            out.push(crate::attach::verify_link(
-                link,
-                watch,
-                &prog,
-                &hook,
-                || {
-                    let dir = std::fs::File::open(cgroup).map_err(|e| {
-                        libbpf_rs::Error::from_raw_os_error(e.raw_os_error().unwrap_or(libc::EIO))
-                    })?;
-                    prog.attach_cgroup(dir.as_raw_fd())
-                },
-            ));
-        }
-        out
+        let on = self.cgroup.display().to_string();
+        let links = self
+            .hooks
+            .iter_mut()
+            .map(|(name, link, watch)| (*name, format!("{name} on {on}"), link, watch));
+        crate::attach::verify_links(
+            &self.object,
+            "telemetry",
+            links,
+            crate::attach::cgroup_attacher(&self.cgroup),
+        )
     }
 
     fn exe_path(&self, pid: u32, exe: &ProcExe) -> Option<String> {

@@ -1319,19 +1319,10 @@ fn the_firewalls_links_detached_behind_the_daemons_back_are_put_back() {
             "a repair record for {target}: {audit}"
         );
     }
-    let status = Command::new(BIN)
-        .args(["health", "--ready", "--run-dir"])
-        .arg(net.dir.path().join("run"))
-        .output()
-        .expect("health");
+    let status = crate::common::health_ready(&net.dir.path().join("run"));
     assert!(status.status.success(), "ready: {status:?}");
 
     daemon.signal("TERM");
     assert!(daemon.wait().success(), "{}", daemon.log());
-    let out = Command::new(BIN)
-        .args(["detach", "--pin-dir"])
-        .arg(net.pins.path())
-        .output()
-        .expect("detach");
-    assert!(out.status.success(), "{out:?}");
+    crate::common::detach(net.pins.path());
 }

@@ -671,60 +671,100 @@ fn tls_section_writes_plaintext_events_as_json_lines() {
         .any(|e| e["direction"] == "read" && e["http"]["status"] == 200));
 }
 
-#[test]
-fn egress_section_denies_by_executable_survives_kill_9_and_reports_json() {
-    require_privileges!();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pins = BpffsDir::new("ffegress").expect("bpffs");
-    let cgroup = ironclad_testing::TestCgroup::new("ffegress").expect("cgroup");
-    let src =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ironclad-bpf/tests/data/net_client.c");
-    let good = dir.path().join("good");
-    let bad = dir.path().join("bad");
-    let cc = Command::new("cc")
-        .arg("-o")
-        .arg(&good)
-        .arg(&src)
-        .output()
-        .expect("cc");
-    assert!(cc.status.success(), "{cc:?}");
-    std::fs::copy(&good, &bad).expect("copy");
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
-    let port = listener.local_addr().expect("addr").port().to_string();
-    std::thread::spawn(move || for _ in listener.incoming() {});
-    let config = dir.path().join("policy.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "egress:\n  default: allow\n  rules:\n    - exe: {}\n      dst: 127.0.0.0/8\n      proto: tcp\n      action: deny\n",
-            bad.display()
-        ),
-    )
-    .expect("config");
-    let events = dir.path().join("events.jsonl");
-    let args: Vec<String> = vec![
-        "run".into(),
-        "--config".into(),
-        config.display().to_string(),
-        "--pin-dir".into(),
-        pins.path().display().to_string(),
-        "--cgroup".into(),
-        cgroup.path().display().to_string(),
-        "--audit-log".into(),
-        dir.path().join("audit.jsonl").display().to_string(),
-        "--events".into(),
-        events.display().to_string(),
-        "--run-dir".into(),
-        dir.path().join("run").display().to_string(),
-    ];
-    let connect = |exe: &Path| -> String {
-        let out = cgroup
+/// An identity-firewall lab: a scratch directory, a pin root, a cgroup, a listener on
+/// 127.0.0.1 that accepts everything, and the test client (`net_client.c`) built there.
+struct EgressLab {
+    dir: tempfile::TempDir,
+    pins: BpffsDir,
+    cgroup: ironclad_testing::TestCgroup,
+    port: String,
+}
+
+impl EgressLab {
+    fn new(tag: &str) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+        let port = listener.local_addr().expect("addr").port().to_string();
+        std::thread::spawn(move || for _ in listener.incoming() {});
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+            pins: BpffsDir::new(tag).expect("bpffs"),
+            cgroup: ironclad_testing::TestCgroup::new(tag).expect("cgroup"),
+            port,
+        }
+    }
+
+    /// The test client, compiled as `name` in the scratch directory.
+    fn client(&self, name: &str) -> std::path::PathBuf {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../ironclad-bpf/tests/data/net_client.c");
+        let exe = self.dir.path().join(name);
+        let cc = Command::new("cc")
+            .arg("-o")
+            .arg(&exe)
+            .arg(&src)
+            .output()
+            .expect("cc");
+        assert!(cc.status.success(), "{cc:?}");
+        exe
+    }
+
+    /// A policy denying `exe` TCP to 127.0.0.0/8, written to `policy.yaml`.
+    fn deny_policy(&self, exe: &Path) -> std::path::PathBuf {
+        let config = self.dir.path().join("policy.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "egress:\n  default: allow\n  rules:\n    - exe: {}\n      dst: 127.0.0.0/8\n      proto: tcp\n      action: deny\n",
+                exe.display()
+            ),
+        )
+        .expect("config");
+        config
+    }
+
+    /// `run` with `config` on the lab's cgroup and pins, the audit log and run
+    /// directory in the scratch directory.
+    fn args(&self, config: &Path) -> Vec<String> {
+        let at = |name: &str| self.dir.path().join(name).display().to_string();
+        vec![
+            "run".into(),
+            "--config".into(),
+            config.display().to_string(),
+            "--pin-dir".into(),
+            self.pins.path().display().to_string(),
+            "--cgroup".into(),
+            self.cgroup.path().display().to_string(),
+            "--audit-log".into(),
+            at("audit.jsonl"),
+            "--run-dir".into(),
+            at("run"),
+        ]
+    }
+
+    /// What the client `exe`, run in the cgroup, says of a connection to the listener.
+    fn connect(&self, exe: &Path) -> String {
+        let out = self
+            .cgroup
             .command(&exe.display().to_string())
-            .args(["tcp4", "127.0.0.1", &port])
+            .args(["tcp4", "127.0.0.1", &self.port])
             .output()
             .expect("client");
         String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    }
+}
+
+#[test]
+fn egress_section_denies_by_executable_survives_kill_9_and_reports_json() {
+    require_privileges!();
+    let lab = EgressLab::new("ffegress");
+    let good = lab.client("good");
+    let bad = lab.dir.path().join("bad");
+    std::fs::copy(&good, &bad).expect("copy");
+    let config = lab.deny_policy(&bad);
+    let events = lab.dir.path().join("events.jsonl");
+    let mut args = lab.args(&config);
+    args.extend(["--events".into(), events.display().to_string()]);
+    let connect = |exe: &Path| lab.connect(exe);
     let first = Daemon::spawn(&args);
     first.wait_for("ready");
     assert!(
@@ -758,7 +798,7 @@ fn egress_section_denies_by_executable_survives_kill_9_and_reports_json() {
 
     let out = Command::new(BIN)
         .args(["status", "--json", "--pin-dir"])
-        .arg(pins.path())
+        .arg(lab.pins.path())
         .output()
         .expect("status");
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
@@ -791,7 +831,7 @@ fn egress_section_denies_by_executable_survives_kill_9_and_reports_json() {
 
     let detach = Command::new(BIN)
         .args(["detach", "--pin-dir"])
-        .arg(pins.path())
+        .arg(lab.pins.path())
         .output()
         .expect("detach");
     assert!(detach.status.success(), "{detach:?}");
@@ -1723,11 +1763,7 @@ fn a_link_detached_behind_the_daemons_back_is_put_back_or_reported_down() {
     );
     let detail = lab.daemon_status()["daemon"]["features"]["shield"]["detail"].to_string();
     assert!(detail.contains("not enforcing"), "{detail}");
-    let ready = Command::new(BIN)
-        .args(["health", "--ready", "--run-dir"])
-        .arg(lab.dir.path().join("run"))
-        .output()
-        .expect("health");
+    let ready = crate::common::health_ready(&lab.dir.path().join("run"));
     assert_eq!(ready.status.code(), Some(1), "{ready:?}");
     assert!(
         daemon.log().contains("shield is NOT enforcing"),
@@ -1759,12 +1795,7 @@ fn a_link_detached_behind_the_daemons_back_is_put_back_or_reported_down() {
 
     daemon.signal("TERM");
     assert!(daemon.wait().success(), "{}", daemon.log());
-    let out = Command::new(BIN)
-        .args(["detach", "--pin-dir"])
-        .arg(lab.pins.path())
-        .output()
-        .expect("detach");
-    assert!(out.status.success(), "{out:?}");
+    crate::common::detach(lab.pins.path());
 }
 
 /// Regression (enforcement you can prove): the Shield's pinned link detached while no
@@ -1805,12 +1836,7 @@ fn a_restart_replaces_a_link_detached_while_the_daemon_was_down() {
     );
     second.signal("TERM");
     assert!(second.wait().success(), "{}", second.log());
-    let out = Command::new(BIN)
-        .args(["detach", "--pin-dir"])
-        .arg(lab.pins.path())
-        .output()
-        .expect("detach");
-    assert!(out.status.success(), "{out:?}");
+    crate::common::detach(lab.pins.path());
 }
 
 /// Regression (enforcement you can prove): root could detach the identity firewall's
@@ -1820,52 +1846,10 @@ fn a_restart_replaces_a_link_detached_while_the_daemon_was_down() {
 #[test]
 fn the_identity_firewalls_links_detached_behind_the_daemons_back_are_put_back() {
     require_privileges!();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pins = BpffsDir::new("ffegrepair").expect("bpffs");
-    let cgroup = ironclad_testing::TestCgroup::new("ffegrepair").expect("cgroup");
-    let src =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ironclad-bpf/tests/data/net_client.c");
-    let bad = dir.path().join("bad");
-    let cc = Command::new("cc")
-        .arg("-o")
-        .arg(&bad)
-        .arg(&src)
-        .output()
-        .expect("cc");
-    assert!(cc.status.success(), "{cc:?}");
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
-    let port = listener.local_addr().expect("addr").port().to_string();
-    std::thread::spawn(move || for _ in listener.incoming() {});
-    let config = dir.path().join("policy.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "egress:\n  default: allow\n  rules:\n    - exe: {}\n      dst: 127.0.0.0/8\n      proto: tcp\n      action: deny\n",
-            bad.display()
-        ),
-    )
-    .expect("config");
-    let args: Vec<String> = vec![
-        "run".into(),
-        "--config".into(),
-        config.display().to_string(),
-        "--pin-dir".into(),
-        pins.path().display().to_string(),
-        "--cgroup".into(),
-        cgroup.path().display().to_string(),
-        "--audit-log".into(),
-        dir.path().join("audit.jsonl").display().to_string(),
-        "--run-dir".into(),
-        dir.path().join("run").display().to_string(),
-    ];
-    let connect = || -> String {
-        let out = cgroup
-            .command(&bad.display().to_string())
-            .args(["tcp4", "127.0.0.1", &port])
-            .output()
-            .expect("client");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let lab = EgressLab::new("ffegrepair");
+    let bad = lab.client("bad");
+    let args = lab.args(&lab.deny_policy(&bad));
+    let connect = || lab.connect(&bad);
     let mut daemon = Daemon::spawn(&args);
     daemon.wait_for("ready");
     assert!(connect().starts_with("ok=0 eperm=1"), "denied");
@@ -1873,7 +1857,7 @@ fn the_identity_firewalls_links_detached_behind_the_daemons_back_are_put_back() 
     // The attacker detaches every link pinned there that the kernel lets go of (the
     // cgroup hooks; the process-tracking tracepoints cannot be detached).
     let mut detached = 0;
-    for entry in std::fs::read_dir(pins.path().join("egress")).expect("pins") {
+    for entry in std::fs::read_dir(lab.pins.path().join("egress")).expect("pins") {
         let path = entry.expect("entry").path();
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
         if !name.is_some_and(|n| n.starts_with("link_")) {
@@ -1893,27 +1877,18 @@ fn the_identity_firewalls_links_detached_behind_the_daemons_back_are_put_back() 
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(connect().starts_with("ok=0 eperm=1"), "denied again");
-    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).expect("audit");
+    let audit = std::fs::read_to_string(lab.dir.path().join("audit.jsonl")).expect("audit");
     let repairs = audit
         .lines()
         .filter(|l| l.contains("\"action\":\"repair\"") && l.contains("\"outcome\":\"ok\""))
         .count();
     assert_eq!(repairs, 4, "{audit}");
-    let ready = Command::new(BIN)
-        .args(["health", "--ready", "--run-dir"])
-        .arg(dir.path().join("run"))
-        .output()
-        .expect("health");
+    let ready = crate::common::health_ready(&lab.dir.path().join("run"));
     assert!(ready.status.success(), "ready: {ready:?}");
 
     daemon.signal("TERM");
     assert!(daemon.wait().success(), "{}", daemon.log());
-    let out = Command::new(BIN)
-        .args(["detach", "--pin-dir"])
-        .arg(pins.path())
-        .output()
-        .expect("detach");
-    assert!(out.status.success(), "{out:?}");
+    crate::common::detach(lab.pins.path());
     assert!(connect().starts_with("ok=1 eperm=0"), "detached");
 }
 
@@ -1997,10 +1972,5 @@ fn a_start_that_fails_removes_what_it_pinned_and_keeps_what_it_adopted() {
     );
     assert_eq!(lab.ping(3, 1), 0, "the adopted Shield still enforces");
 
-    let out = Command::new(BIN)
-        .args(["detach", "--pin-dir"])
-        .arg(lab.pins.path())
-        .output()
-        .expect("detach");
-    assert!(out.status.success(), "{out:?}");
+    crate::common::detach(lab.pins.path());
 }

@@ -83,15 +83,7 @@ impl Feature for Running {
     }
 
     fn verify(&mut self) -> super::Verified {
-        let mut found = super::Verified::default();
-        for result in self.firewall.verify(&mut self.attachment) {
-            match result {
-                Ok(None) => {}
-                Ok(Some(what)) => found.repaired.push(what),
-                Err(e) => found.broken.push(e.to_string()),
-            }
-        }
-        found
+        super::Verified::of(self.firewall.verify(&mut self.attachment), "")
     }
 
     fn link_ids(&self) -> Vec<u32> {

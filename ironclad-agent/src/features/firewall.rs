@@ -508,43 +508,24 @@ impl Feature for Running {
     fn verify(&mut self) -> super::Verified {
         let mut found = super::Verified::default();
         for attachment in &mut self.attachments {
-            let iface = attachment.iface().to_string();
-            for result in self.firewall.verify(attachment) {
-                match result {
-                    Ok(None) => {}
-                    Ok(Some(what)) => found.repaired.push(what),
-                    Err(e) => found.broken.push(format!("tcx on {iface}: {e}")),
-                }
-            }
+            let on = format!("tcx on {}", attachment.iface());
+            found.add(self.firewall.verify(attachment), &on);
         }
         for attachment in &mut self.syn {
-            match self.firewall.verify_syn(attachment) {
-                Ok(None) => {}
-                Ok(Some(what)) => found.repaired.push(what),
-                Err(e) => found
-                    .broken
-                    .push(format!("SYN defence XDP on {}: {e}", attachment.iface())),
-            }
+            let on = format!("SYN defence XDP on {}", attachment.iface());
+            found.add([self.firewall.verify_syn(attachment)], &on);
         }
         let extras = &mut self.extras;
-        let mut results = Vec::new();
         if let Some(scrubber) = &extras.scrubber {
             for a in &mut extras.scrubbed {
                 let on = format!("scrub on {}", a.iface());
-                results.extend(scrubber.verify(a).into_iter().map(|r| (on.clone(), r)));
+                found.add(scrubber.verify(a), &on);
             }
         }
         if let Some(quarantine) = &extras.quarantine {
             for a in &mut extras.quarantined_on {
                 let on = format!("quarantine on {}", a.iface());
-                results.extend(quarantine.verify(a).into_iter().map(|r| (on.clone(), r)));
-            }
-        }
-        for (on, result) in results {
-            match result {
-                Ok(None) => {}
-                Ok(Some(what)) => found.repaired.push(what),
-                Err(e) => found.broken.push(format!("{on}: {e}")),
+                found.add(quarantine.verify(a), &on);
             }
         }
         found

@@ -182,6 +182,35 @@ pub struct Verified {
     pub broken: Vec<String>,
 }
 
+impl Verified {
+    /// What the checks of one feature's links found (one result per link), each
+    /// failure named by `on`.
+    fn of(
+        results: impl IntoIterator<Item = ironclad_bpf::Result<Option<String>>>,
+        on: &str,
+    ) -> Self {
+        let mut found = Self::default();
+        found.add(results, on);
+        found
+    }
+
+    /// Adds what more checks found.
+    fn add(
+        &mut self,
+        results: impl IntoIterator<Item = ironclad_bpf::Result<Option<String>>>,
+        on: &str,
+    ) {
+        for result in results {
+            match result {
+                Ok(None) => {}
+                Ok(Some(what)) => self.repaired.push(what),
+                Err(e) if on.is_empty() => self.broken.push(e.to_string()),
+                Err(e) => self.broken.push(format!("{on}: {e}")),
+            }
+        }
+    }
+}
+
 /// How the agent starts one feature.
 pub struct Kind {
     /// The feature's name ([`Feature::name`]).
@@ -862,26 +891,21 @@ impl<'l> Features<'l> {
     /// Stops every feature after a start that failed: those whose pins this start
     /// made are detached and their pins removed, adopted ones stay pinned.
     fn stop_failed_start(&mut self) -> Result<()> {
-        drop(self.reader.take());
-        let mut first = None;
-        while let Some(feature) = self.running.pop() {
-            let detach = self.fresh.contains(feature.name());
-            match feature.stop(self.loader, detach) {
-                Ok(what) => info!("{what}"),
-                Err(e) => {
-                    error!("stopping: {e}");
-                    first.get_or_insert(e);
-                }
-            }
-        }
-        first.map_or(Ok(()), Err)
+        let fresh = std::mem::take(&mut self.fresh);
+        self.stop_each(|name| fresh.contains(name))
     }
 
     fn stop_all(&mut self, detach: bool) -> Result<()> {
+        self.stop_each(|_| detach)
+    }
+
+    /// Stops every feature, the last started first, detaching those `detach` names.
+    fn stop_each(&mut self, detach: impl Fn(&str) -> bool) -> Result<()> {
         // The reader goes before anything is stopped: it holds their rings open.
         drop(self.reader.take());
         let mut first = None;
         while let Some(feature) = self.running.pop() {
+            let detach = detach(feature.name());
             match feature.stop(self.loader, detach) {
                 Ok(what) => info!("{what}"),
                 Err(e) => {

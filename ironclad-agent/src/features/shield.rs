@@ -104,13 +104,8 @@ impl Feature for Running {
     fn verify(&mut self) -> super::Verified {
         let mut found = super::Verified::default();
         for attachment in &mut self.attachments {
-            match self.shield.verify(attachment) {
-                Ok(None) => {}
-                Ok(Some(what)) => found.repaired.push(what),
-                Err(e) => found
-                    .broken
-                    .push(format!("XDP on {}: {e}", attachment.iface())),
-            }
+            let on = format!("XDP on {}", attachment.iface());
+            found.add([self.shield.verify(attachment)], &on);
         }
         found
     }

@@ -69,15 +69,7 @@ impl Feature for Running {
     }
 
     fn verify(&mut self) -> super::Verified {
-        let mut found = super::Verified::default();
-        for result in self.telemetry.verify() {
-            match result {
-                Ok(None) => {}
-                Ok(Some(what)) => found.repaired.push(what),
-                Err(e) => found.broken.push(e.to_string()),
-            }
-        }
-        found
+        super::Verified::of(self.telemetry.verify(), "")
     }
 
     fn link_ids(&self) -> Vec<u32> {

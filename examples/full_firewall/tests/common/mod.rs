@@ -46,6 +46,26 @@ pub fn run_args(config: &Path, veth: &VethPair, pins: &BpffsDir, dir: &Path) -> 
     ]
 }
 
+/// `full_firewall detach --pin-dir PINS`: every hook and pin removed; it must succeed.
+pub fn detach(pins: &Path) {
+    let out = Command::new(BIN)
+        .args(["detach", "--pin-dir"])
+        .arg(pins)
+        .output()
+        .expect("detach");
+    assert!(out.status.success(), "detach: {out:?}");
+}
+
+/// `full_firewall health --ready --run-dir RUN_DIR`: exit 0 when the daemon there runs
+/// everything its policy configures.
+pub fn health_ready(run_dir: &Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(["health", "--ready", "--run-dir"])
+        .arg(run_dir)
+        .output()
+        .expect("health")
+}
+
 /// A namespace on subnet 10.211.`net`.0/24 (v6: fd21:`net`::/64), sources .2 and .3.
 pub struct Lab {
     pub net: u8,
