@@ -711,40 +711,60 @@ fuzz_cargo() {
     env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$FUZZ_TARGET" cargo fuzz "$@"
 }
 
-# One bounded fuzzing run of CRATE:TARGET:RUNS (its target built already): RUNS inputs,
-# its output into the file SUMMARY (the last lines, or all of them when it fails). New
-# inputs go to a temporary directory, the committed seeds are only read. A count of
-# inputs, not seconds: the same work whatever else the machine is doing (the test run
-# fuzzes at the lowest CPU priority, beside the guests); FUZZ_MAX_SECONDS (default 180)
-# bounds a target's wall-clock time all the same.
+# Bounded fuzzing of CRATE:TARGET:ROUND (its target built already), its output into the
+# file SUMMARY (a line of what it did, or all of a failing round's output). The target
+# runs in rounds of ROUND inputs, each from the committed seeds and what the rounds
+# before found (a temporary directory: the committed seeds are only read), and stops
+# after the first round that adds fewer than FUZZ_MIN_NEW (default 5) inputs to that
+# corpus: it runs as long as it still finds something at that rate, whatever the
+# machine's speed, and no longer (the event decoder, measured beside a busy CPU: 263,
+# 36, 18, 44, 25, 46, 17, 15, 8, 3 and 1 new inputs in its first eleven rounds of
+# 100,000). FUZZ_MAX_ROUNDS (default 12) and FUZZ_MAX_SECONDS (default 120) cap a
+# target that keeps finding; the summary says which rule stopped it.
 fuzz_one() {
-    local entry=$1 summary=$2 found rc=0
+    local entry=$1 summary=$2 found out rc=0
     local crate=${entry%%:*} rest=${entry#*:}
-    local target=${rest%%:*} runs=${rest#*:}
+    local target=${rest%%:*} round=${rest#*:}
+    local rounds=0 added found_per_round=() began=$SECONDS
+    local why="a round that found fewer than ${FUZZ_MIN_NEW:-5} new inputs"
     found=$(mktemp -d)
-    (cd "$crate" && fuzz_cargo run "$target" "$found" "fuzz/corpus/$target" \
-        -- -runs="$runs" -max_total_time="${FUZZ_MAX_SECONDS:-180}" -print_final_stats=1 > "$summary.full" 2>&1) || rc=$?
-    { echo "--- $crate:$target ($runs inputs)"; if ((rc)); then cat "$summary.full"; else grep -E '^(#[0-9]+[[:space:]]+DONE|Done [0-9]+ runs)|^stat::(number_of_executed_units|new_units_added|peak_rss_mb)' "$summary.full"; fi; } > "$summary"
-    rm -rf "$found" "$summary.full"
+    out=$(mktemp)
+    while :; do
+        rounds=$((rounds + 1))
+        (cd "$crate" && fuzz_cargo run "$target" "$found" "fuzz/corpus/$target" \
+            -- -runs="$round" -max_total_time="${FUZZ_MAX_SECONDS:-120}" -print_final_stats=1 > "$out" 2>&1) || { rc=$?; break; }
+        added=$(awk '/^stat::new_units_added:/ { print $2 }' "$out")
+        found_per_round+=("${added:-0}")
+        ((${added:-0} >= ${FUZZ_MIN_NEW:-5})) || break
+        if ((rounds >= ${FUZZ_MAX_ROUNDS:-12})); then why="the round cap"; break; fi
+        if ((SECONDS - began >= ${FUZZ_MAX_SECONDS:-120})); then why="the time cap"; break; fi
+    done
+    {
+        if ((rc)); then
+            echo "--- $crate:$target: round $rounds failed"
+            cat "$out"
+        else
+            echo "--- $crate:$target: $rounds rounds of $round inputs in $((SECONDS - began)) s, new inputs per round: ${found_per_round[*]}; stopped by $why"
+        fi
+    } > "$summary"
+    rm -rf "$found" "$out"
     return "$rc"
 }
 
-# Each fuzz target and how many inputs it runs. A budget is meant to be about twice the
-# inputs after which a run of FUZZ_MEASURE seconds from the committed seeds found no
-# new coverage (./dev.sh fuzz-measure), so that it follows what a target still finds
-# rather than a fixed time; these are round figures until that measurement is made on
-# CI's machines (docs/testing.md, "Fuzzing"). FUZZ_SCALE multiplies them all.
+# Each fuzz target and the inputs of one of its rounds (fuzz_one: rounds go on while
+# they find something). A round is a few seconds of the target at CI's speed, small
+# enough that the round after the last find is cheap; FUZZ_SCALE multiplies them all.
 FUZZ_ENTRIES=(
-    ironclad-events:decode:400000
-    ironclad-events:dns:400000
-    ironclad-policy:feed_plain:200000
-    ironclad-policy:feed_spamhaus:200000
-    ironclad-policy:feed_feodo:200000
-    ironclad-policy:feed_firehol:200000
-    ironclad-policy:feed_csv:200000
-    ironclad-policy:feed_json:200000
-    ironclad-policy:policy_yaml:100000
-    ironclad-policy:bundle_manifest:200000
+    ironclad-events:decode:100000
+    ironclad-events:dns:100000
+    ironclad-policy:feed_plain:50000
+    ironclad-policy:feed_spamhaus:50000
+    ironclad-policy:feed_feodo:50000
+    ironclad-policy:feed_firehol:50000
+    ironclad-policy:feed_csv:50000
+    ironclad-policy:feed_json:50000
+    ironclad-policy:policy_yaml:25000
+    ironclad-policy:bundle_manifest:50000
 )
 
 fuzz_build() {
@@ -791,8 +811,8 @@ run_fuzz() {
 
 # How fast each target still finds coverage: FUZZ_MEASURE seconds (default 60) of each,
 # from the committed seeds, one at a time on an otherwise quiet machine; prints the
-# inputs and seconds at which its last new coverage came, and how many it ran in all.
-# FUZZ_ENTRIES' budgets are meant to come from this (not yet done).
+# inputs and seconds at which its last new coverage came, and how many it ran in all:
+# for choosing FUZZ_ENTRIES' round sizes, and seeing what a target still finds.
 fuzz_measure() {
     fuzz_build
     local entry crate target found out
@@ -803,8 +823,10 @@ fuzz_measure() {
         (cd "$crate" && fuzz_cargo run "$target" "$found" "fuzz/corpus/$target" \
             -- -max_total_time="${FUZZ_MEASURE:-60}" -print_final_stats=1 > "$out" 2>&1) || { cat "$out"; return 1; }
         # libFuzzer's status lines: "#<inputs> NEW cov: <edges> ... exec/s: <rate>".
+        # Only NEW is new coverage; REDUCE replaces an input by a smaller one with the
+        # same coverage.
         awk -v t="$crate:$target" '
-            /^#[0-9]+\t(NEW|REDUCE)/ { n = substr($1, 2); last = n; for (i = 1; i <= NF; i++) if ($i == "cov:") cov = $(i+1) }
+            /^#[0-9]+\tNEW/ { n = substr($1, 2); last = n; for (i = 1; i <= NF; i++) if ($i == "cov:") cov = $(i+1) }
             /^stat::number_of_executed_units/ { total = $2 }
             /^stat::average_exec_per_sec/ { rate = $2 }
             END { printf "%-28s %12d %10.1f %12d %8d\n", t, last, (rate ? last / rate : 0), total, cov }' "$out"
