@@ -719,7 +719,7 @@ fuzz_cargo() {
 # corpus: it runs as long as it still finds something at that rate, whatever the
 # machine's speed, and no longer (the event decoder, measured beside a busy CPU: 263,
 # 36, 18, 44, 25, 46, 17, 15, 8, 3 and 1 new inputs in its first eleven rounds of
-# 100,000). FUZZ_MAX_ROUNDS (default 12) and FUZZ_MAX_SECONDS (default 120) cap a
+# 100,000). FUZZ_MAX_ROUNDS (default 12) and FUZZ_MAX_SECONDS (default 60) cap a
 # target that keeps finding; the summary says which rule stopped it.
 fuzz_one() {
     local entry=$1 summary=$2 found out rc=0
@@ -732,12 +732,12 @@ fuzz_one() {
     while :; do
         rounds=$((rounds + 1))
         (cd "$crate" && fuzz_cargo run "$target" "$found" "fuzz/corpus/$target" \
-            -- -runs="$round" -max_total_time="${FUZZ_MAX_SECONDS:-120}" -print_final_stats=1 > "$out" 2>&1) || { rc=$?; break; }
+            -- -runs="$round" -max_total_time="${FUZZ_MAX_SECONDS:-60}" -print_final_stats=1 > "$out" 2>&1) || { rc=$?; break; }
         added=$(awk '/^stat::new_units_added:/ { print $2 }' "$out")
         found_per_round+=("${added:-0}")
         ((${added:-0} >= ${FUZZ_MIN_NEW:-5})) || break
         if ((rounds >= ${FUZZ_MAX_ROUNDS:-12})); then why="the round cap"; break; fi
-        if ((SECONDS - began >= ${FUZZ_MAX_SECONDS:-120})); then why="the time cap"; break; fi
+        if ((SECONDS - began >= ${FUZZ_MAX_SECONDS:-60})); then why="the time cap"; break; fi
     done
     {
         if ((rc)); then
