@@ -640,8 +640,8 @@ impl<'l> Features<'l> {
 
     /// Checks every running feature's attachments against what the kernel holds and
     /// puts back what was undone from outside ([`Feature::verify`]): each repair is
-    /// logged (and an audit record, which the audit log's fan-out publishes as an
-    /// event). A feature with an attachment that could not be put back is reported
+    /// logged and an audit record (an event too where the agent tees its audit log to
+    /// its fan-out with `ironclad_bpf::FanoutSink`). A feature with an attachment that could not be put back is reported
     /// down by [`states`](Self::states), naming it, until a later check finds it whole.
     /// Returns whether any feature's state changed. An agent calls it on a short period
     /// (the reference daemon: every second).
