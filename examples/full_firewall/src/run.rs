@@ -973,6 +973,13 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                     let states = features.states();
                     notifier.features(&states);
                     publish_features(&health, metrics.as_ref(), states);
+                    // The last line of a reload: status, metrics and the API's rule
+                    // list all show its outcome from here on.
+                    if applied {
+                        info!("reload finished: the new policy is applied");
+                    } else {
+                        warn!("reload finished: a feature refused the new policy");
+                    }
                 }
             }
         }

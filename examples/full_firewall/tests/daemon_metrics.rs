@@ -199,7 +199,7 @@ fn rule_series_keep_their_labels_across_a_reload_that_moves_the_rules() {
     )
     .expect("rewrite policy");
     daemon.signal("HUP");
-    daemon.wait_for("reloaded:");
+    daemon.wait_for("reload finished: the new policy is applied");
     let (_, page) = curl(&[&url]);
     let after = parse_exposition(&page);
     let mut expected = moved.clone();
@@ -293,7 +293,7 @@ fn metrics_count_exactly_the_packets_sent_and_follow_reloads() {
     // counts from zero, the old one is gone.
     std::fs::write(&config, lab.policy_denying(&[3])).expect("rewrite policy");
     daemon.signal("HUP");
-    daemon.wait_for("reloaded:");
+    daemon.wait_for("reload finished: the new policy is applied");
     assert_eq!(lab.ping(3, 2), 0);
     let (_, page) = curl(&[&format!("{url}/metrics")]);
     assert_eq!(sample(&page, "ironclad_policy_serial"), Some(2.0), "{page}");

@@ -786,7 +786,7 @@ fn egress_section_denies_by_executable_survives_kill_9_and_reports_json() {
     )
     .expect("config");
     first.signal("HUP");
-    first.wait_for("reloaded");
+    first.wait_for("reload finished: the new policy is applied");
     assert!(connect(&bad).starts_with("ok=0 eperm=1"));
     std::thread::sleep(Duration::from_millis(400));
     first.signal("KILL");
