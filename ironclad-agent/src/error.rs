@@ -137,18 +137,9 @@ pub enum AgentError {
         #[source]
         source: Box<ironclad_policy::PolicyError>,
     },
-
-    /// The empty policy a rollback applies where there was none did not compile.
-    #[error("compiling an empty policy: {0}")]
-    EmptyPolicy(String),
 }
 
 impl AgentError {
-    pub(crate) fn empty_policy(errors: &[ironclad_policy::PolicyError]) -> Self {
-        let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        Self::EmptyPolicy(messages.join("; "))
-    }
-
     /// Wraps a kernel-side error of `feature` (for `map_err`).
     pub(crate) fn bpf(feature: &'static str) -> impl Fn(ironclad_bpf::BpfError) -> Self {
         move |source| Self::Bpf {

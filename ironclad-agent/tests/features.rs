@@ -119,7 +119,7 @@ fn features_start_enforce_reload_roll_back_and_detach_through_one_supervisor() {
     );
 
     // A reload without the deny and without an egress section: the Shield takes the
-    // new rules, the identity firewall keeps its policy.
+    // new rules, the identity firewall stops, its hooks and pins gone.
     let second = policy(
         dir.path(),
         "second.yaml",
@@ -130,21 +130,26 @@ fn features_start_enforce_reload_roll_back_and_detach_through_one_supervisor() {
         ping(&ns, veth.peer(), "10.213.0.1", 3, "0.2").expect("ping"),
         3
     );
-    assert!(!connects(&cgroup, port), "the egress policy was kept");
+    assert!(connects(&cgroup, port), "the identity firewall is gone");
+    assert_eq!(features.running(), ["shield", "telemetry"]);
+    assert_eq!(pinned(pins.path()), ["shield", "telemetry"]);
+    assert_eq!(
+        features.reload_outcomes().get("egress"),
+        Some(&ironclad_agent::features::ReloadOutcome::Stopped)
+    );
 
-    // Rolling back to the first policy's snapshot puts the deny back; rolling back to
-    // an empty snapshot empties the identity firewall.
+    // Rolling back to the first policy's snapshot puts the deny back and starts the
+    // identity firewall again with its rule.
     assert!(features.roll_back(&Snapshot::of(&first)));
     assert_eq!(
         ping(&ns, veth.peer(), "10.213.0.1", 3, "0.2").expect("ping"),
         0
     );
-    assert!(features.roll_back(&Snapshot::default()));
-    assert!(connects(&cgroup, port), "an empty egress policy allows");
-    assert_eq!(
-        ping(&ns, veth.peer(), "10.213.0.1", 3, "0.2").expect("ping"),
-        3
-    );
+    assert!(!connects(&cgroup, port), "the egress rule is back");
+    assert_eq!(pinned(pins.path()), ["egress", "shield", "telemetry"]);
+    // With no earlier policy there is nothing to go back to: nothing changes.
+    assert!(!features.roll_back(&Snapshot::default()));
+    assert!(!connects(&cgroup, port), "the egress rule stays");
 
     // Detaching removes every hook and pin.
     features.stop(true).expect("stop");

@@ -840,9 +840,17 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                         "not confirmed in time: rolled back to the previous policy".to_string(),
                     );
                     if let Some(m) = &metrics {
-                        m.rolled_back(previous.shield.as_ref().map(SourceStat::of));
-                        m.egress_rules(previous.egress.as_ref());
+                        let shield = previous.config.as_ref().and_then(|c| c.shield.as_ref());
+                        m.rolled_back(shield.map(SourceStat::of));
+                        m.feature_reloads(features.reload_outcomes());
+                        if let Some(egress) = previous.config.as_ref().and_then(|c| c.egress.as_ref()) {
+                            m.egress_rules(Some(egress));
+                        }
                     }
+                    // A feature the rollback started or stopped shows in status.
+                    let states = features.states();
+                    notifier.features(&states);
+                    publish_features(&health, metrics.as_ref(), states);
                     current = previous;
                     release_memory();
                 }
@@ -911,7 +919,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                         m.feature_reloads(features.reload_outcomes());
                     }
                     if rollout.is_some() {
-                        current = current.then(&new_config);
+                        current = Snapshot::of(&new_config);
                     }
                     if let (Some(api), true) = (&api, applied) {
                         api.publish_rules(rule_entries(&new_config, &store, &policy_name));

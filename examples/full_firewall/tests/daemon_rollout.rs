@@ -107,3 +107,135 @@ fn a_confirmed_reload_stays_after_the_deadline() {
     daemon.signal("TERM");
     assert!(daemon.wait().success(), "{}", daemon.log());
 }
+
+/// The hooks the kernel holds on `dev`: whether an XDP program is attached.
+fn xdp_attached(dev: &str) -> bool {
+    let shown = ironclad_testing::bpftool(&["net", "show", "dev", dev]).expect("bpftool net");
+    shown[0]["xdp"].as_array().is_some_and(|a| !a.is_empty())
+}
+
+/// The feature directories under the pin root.
+fn pinned_features(pins: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(pins)
+        .expect("pin root")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A section removed from the policy is a feature removed: its hooks detached, its pins
+/// gone, its traffic no longer enforced, for the Shield, the stateful firewall, the
+/// identity firewall and telemetry alike, as the kernel shows it. Unconfirmed, the
+/// removal is undone: every feature starts again and enforces as before.
+#[test]
+fn removing_sections_removes_their_enforcement_and_an_unconfirmed_removal_comes_back() {
+    require_privileges!();
+    let lab = Lab::new("ffremove", 12);
+    // .2 passes everything, .3 is the Shield's, .4 the firewall's.
+    let out = lab
+        .ns
+        .exec(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/24", lab.addr(4)),
+            "dev",
+            lab.veth.peer(),
+        ])
+        .expect("ip addr");
+    assert!(out.status.success(), "{out:?}");
+    let cgroup = ironclad_testing::TestCgroup::new("ffremove").expect("cgroup");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let port = listener.local_addr().expect("addr").port().to_string();
+    std::thread::spawn(move || for _ in listener.incoming() {});
+    let client = lab.dir.path().join("client");
+    let cc = Command::new("cc")
+        .arg("-o")
+        .arg(&client)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ironclad-bpf/tests/data/net_client.c"))
+        .output()
+        .expect("cc");
+    assert!(cc.status.success(), "{cc:?}");
+    let connect = || {
+        let out = cgroup
+            .command(&client.display().to_string())
+            .args(["tcp4", "127.0.0.1", &port])
+            .output()
+            .expect("client");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let full = format!(
+        "{shield}firewall:\n  interfaces: [{dev}]\n  rules:\n    - {{direction: in, proto: icmp, src: {fw}, action: drop}}\n\
+         egress:\n  default: allow\n  rules:\n    - exe: {client}\n      dst: 127.0.0.0/8\n      proto: tcp\n      action: deny\n\
+         telemetry:\n  dns: true\n",
+        shield = lab.policy_denying(&[3]),
+        dev = lab.veth.host(),
+        fw = lab.addr(4),
+        client = client.display(),
+    );
+    let config = lab.write_config("policy.yaml", &full);
+    let mut args = lab.run_args(&config);
+    args.extend([
+        "--cgroup".to_string(),
+        cgroup.path().display().to_string(),
+        "--confirm-within".to_string(),
+        "20s".to_string(),
+        "--detach-on-exit".to_string(),
+    ]);
+    let mut daemon = crate::common::Daemon::spawn(&args);
+    daemon.wait_for("full_firewall: ready");
+    let features = ["egress", "firewall", "shield", "telemetry"];
+    let enforced = |lab: &Lab| {
+        assert_eq!(lab.ping(2, 1), 1, "{}", daemon.log());
+        assert_eq!(lab.ping(3, 1), 0, "the Shield drops .3: {}", daemon.log());
+        assert_eq!(lab.ping(4, 1), 0, "the firewall drops .4: {}", daemon.log());
+        assert!(connect().starts_with("ok=0 eperm=1"), "the identity firewall denies");
+        assert!(xdp_attached(lab.veth.host()));
+        assert!(!ironclad_testing::cgroup_programs(cgroup.path())
+            .expect("bpftool cgroup")
+            .is_empty());
+        let pinned = pinned_features(lab.pins.path());
+        for f in features {
+            assert!(pinned.iter().any(|p| p == f), "{f}: {pinned:?}");
+        }
+    };
+    enforced(&lab);
+
+    // Every section removed: nothing of them stays in the kernel.
+    std::fs::write(&config, "{}\n").expect("policy");
+    daemon.signal("HUP");
+    daemon.wait_for("reload finished: the new policy is applied");
+    assert!(lab.reaches(3), "the Shield is gone: {}", daemon.log());
+    assert!(lab.reaches(4), "the firewall is gone: {}", daemon.log());
+    assert!(connect().starts_with("ok=1"), "the identity firewall is gone");
+    assert!(!xdp_attached(lab.veth.host()), "no XDP program stays");
+    assert_eq!(
+        ironclad_testing::cgroup_programs(cgroup.path()).expect("bpftool cgroup"),
+        Vec::<String>::new(),
+        "no cgroup program stays"
+    );
+    let pinned = pinned_features(lab.pins.path());
+    for f in features {
+        assert!(!pinned.iter().any(|p| p == f), "{f} unpinned: {pinned:?}");
+    }
+    let status = lab.daemon_status();
+    for f in features {
+        assert!(status["daemon"]["features"].get(f).is_none(), "{f}: {status}");
+    }
+
+    // Nobody confirms: the whole earlier policy comes back, every feature started again.
+    daemon.wait_for_within(
+        "not confirmed in time: the previous policy is back",
+        Duration::from_secs(40),
+    );
+    enforced(&lab);
+    let status = lab.daemon_status();
+    for f in features {
+        assert_eq!(status["daemon"]["features"][f]["up"], true, "{f}: {status}");
+    }
+    daemon.signal("TERM");
+    assert!(daemon.wait().success(), "{}", daemon.log());
+}

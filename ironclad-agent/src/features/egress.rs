@@ -5,7 +5,7 @@ use ironclad_policy::config::CompiledConfig;
 use ironclad_policy::egress::CompiledEgress;
 use tracing::info;
 
-use super::{Feature, Kind, Reloaded, Snapshot, Start};
+use super::{Feature, Kind, Reloaded, Start};
 use crate::{AgentError, Result};
 
 pub(super) const KIND: Kind = Kind {
@@ -97,9 +97,9 @@ impl Feature for Running {
 
     fn reload(&mut self, config: &CompiledConfig) -> Result<Reloaded> {
         let Some(policy) = &config.egress else {
-            return Ok(Reloaded::Kept(
-                "reload: the new policy has no egress section; the egress policy is left as it is"
-                    .to_string(),
+            return Ok(Reloaded::Stop(
+                "reload: the new policy has no egress section; the identity firewall stops: its hooks are detached and its pins removed"
+                .to_string(),
             ));
         };
         let report = self.apply(policy)?;
@@ -108,19 +108,6 @@ impl Feature for Running {
             report.rules,
             domains_summary(policy)
         )))
-    }
-
-    fn roll_back(&mut self, previous: &Snapshot) -> Option<Result<String>> {
-        let policy = match super::previous_or_empty(&previous.egress, || {
-            ironclad_policy::egress::compile(&Default::default())
-        }) {
-            Ok(p) => p,
-            Err(e) => return Some(Err(e)),
-        };
-        Some(
-            self.apply(&policy)
-                .map(|_| "egress policy rolled back".to_string()),
-        )
     }
 
     fn event_source(&self) -> Option<Result<EventSource>> {

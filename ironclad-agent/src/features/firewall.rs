@@ -15,7 +15,7 @@ use ironclad_policy::firewall::QuarantineTarget;
 use ironclad_policy::ids::RuleSet;
 use tracing::{info, warn};
 
-use super::{Feature, Kind, Publisher, Reloaded, Snapshot, Start};
+use super::{Feature, Kind, Publisher, Reloaded, Start};
 use crate::{AgentError, Result};
 
 pub(super) const KIND: Kind = Kind {
@@ -566,9 +566,9 @@ impl Feature for Running {
 
     fn reload(&mut self, config: &CompiledConfig) -> Result<Reloaded> {
         let Some(policy) = &config.firewall else {
-            return Ok(Reloaded::Kept(
-                "reload: the new policy has no firewall section; the firewall is left as it is"
-                    .to_string(),
+            return Ok(Reloaded::Stop(
+                "reload: the new policy has no firewall section; the firewall stops: its hooks are detached and its pins removed"
+                .to_string(),
             ));
         };
         if let Some(conflict) = syn_conflict(policy, shield_ifaces(&self.shield_ifaces, config)) {
@@ -676,14 +676,6 @@ impl Feature for Running {
             message.push_str(&format!("; detached from {gone}"));
         }
         Ok(Reloaded::Applied(message))
-    }
-
-    fn roll_back(&mut self, previous: &Snapshot) -> Option<Result<String>> {
-        let policy = previous.firewall.clone().unwrap_or_default();
-        Some(
-            apply_policy(&self.firewall, &policy, &self.ids)
-                .map(|_| "firewall rolled back".to_string()),
-        )
     }
 
     fn event_source(&self) -> Option<Result<ironclad_bpf::EventSource>> {

@@ -14,8 +14,8 @@
 //! - One [`EventReader`] over every running feature's ring buffer, rebuilt when a
 //!   feature starts or stops, with the process cache's `process` block on every event.
 //! - [`reload`](Features::reload): hands each running feature the new compiled policy,
-//!   starts the features it newly configures, stops those that cannot run without their
-//!   section (TLS capture), and says whether everything applied.
+//!   starts the features it newly configures, stops (and detaches) those whose section
+//!   it removed, and says whether everything applied.
 //! - [`roll_back`](Features::roll_back): puts a [`Snapshot`] of an earlier policy back
 //!   (the commit-confirm window of [`crate::confirm`]).
 //! - [`tick`](Features::tick) for periodic work (bandwidth reports), and
@@ -60,9 +60,7 @@ use std::time::Duration;
 use ironclad_bpf::{EventReader, EventSource, LoadedObject, Loader, ProcessMonitor};
 use ironclad_events::{Event, Fanout};
 use ironclad_policy::config::CompiledConfig;
-use ironclad_policy::egress::CompiledEgress;
 use ironclad_policy::process::ProcessPolicy;
-use ironclad_policy::shield::CompiledShield;
 use tracing::{error, info, warn};
 
 use crate::health::FeatureState;
@@ -74,10 +72,11 @@ use crate::{AgentError, Result};
 pub enum Reloaded {
     /// The new policy is enforced; the message says what changed.
     Applied(String),
-    /// The feature runs on as it was (the new policy has no section for it, or the
-    /// feature takes its settings only at start); the message says why.
+    /// The feature runs on as it was (it takes its settings only at start, or, as the
+    /// Sentinel, starts and stops only with the agent); the message says why.
     Kept(String),
-    /// The feature cannot run without its section: the supervisor stops it.
+    /// The new policy has no section for it: the supervisor stops it, detaching its
+    /// hooks and removing its pins (a removed section is removed enforcement).
     Stop(String),
 }
 
@@ -110,12 +109,6 @@ pub trait Feature: Send {
     /// Applies this feature's part of a new policy. On an error the old policy stays
     /// in force.
     fn reload(&mut self, config: &CompiledConfig) -> Result<Reloaded>;
-
-    /// Puts this feature's part of an earlier policy back (a rollback). `None`: the
-    /// feature has nothing a rollback restores.
-    fn roll_back(&mut self, _previous: &Snapshot) -> Option<Result<String>> {
-        None
-    }
 
     /// The ring buffer its events come from, if it has one.
     fn event_source(&self) -> Option<Result<EventSource>>;
@@ -299,50 +292,23 @@ impl Settings {
     }
 }
 
-/// The parts of a policy a rollback puts back: the enforcing features' policies.
+/// The policy a rollback puts back: the whole of an earlier applied policy. Rolling
+/// back is a reload of it ([`Features::roll_back`]): features it configures take their
+/// part again (or start again, when the policy since removed their section), features
+/// it lacks stop.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct Snapshot {
-    /// The Shield's policy (`None`: it had none, and an empty one goes back).
-    pub shield: Option<CompiledShield>,
-    /// The identity firewall's policy (`None`: an empty one goes back).
-    pub egress: Option<CompiledEgress>,
-    /// The stateful firewall's policy (`None`: an empty one, accepting everything,
-    /// goes back).
-    pub firewall: Option<ironclad_policy::firewall::FirewallPolicy>,
+    /// The earlier policy (`None`: none was applied yet).
+    pub config: Option<CompiledConfig>,
 }
 
 impl Snapshot {
-    /// The parts of `config` a rollback restores.
+    /// The snapshot of an applied `config`.
     pub fn of(config: &CompiledConfig) -> Self {
         Self {
-            shield: config.shield.clone(),
-            egress: config.egress.clone(),
-            firewall: config.firewall.clone(),
+            config: Some(config.clone()),
         }
-    }
-
-    /// What is enforced after `config` is applied over `self`: a section the new policy
-    /// lacks leaves the running policy as it is.
-    #[must_use]
-    pub fn then(&self, config: &CompiledConfig) -> Self {
-        Self {
-            shield: config.shield.clone().or_else(|| self.shield.clone()),
-            egress: config.egress.clone().or_else(|| self.egress.clone()),
-            firewall: config.firewall.clone().or_else(|| self.firewall.clone()),
-        }
-    }
-}
-
-/// What a rollback applies to a feature: the earlier policy, or an empty one where
-/// there was none.
-fn previous_or_empty<T: Clone>(
-    previous: &Option<T>,
-    empty: impl FnOnce() -> std::result::Result<T, Vec<ironclad_policy::PolicyError>>,
-) -> Result<T> {
-    match previous {
-        Some(p) => Ok(p.clone()),
-        None => empty().map_err(|e| AgentError::empty_policy(&e)),
     }
 }
 
@@ -797,8 +763,13 @@ impl<'l> Features<'l> {
             for i in stopping.into_iter().rev() {
                 let feature = self.running.remove(i);
                 self.broken.remove(feature.name());
-                if let Err(e) = feature.stop(self.loader, false) {
-                    warn!("stopping: {e}");
+                // Its section is gone: so is its enforcement, hooks and pins alike.
+                match feature.stop(self.loader, true) {
+                    Ok(what) => info!("{what}"),
+                    Err(e) => {
+                        failed = true;
+                        warn!("stopping: {e}");
+                    }
                 }
             }
         }
@@ -847,21 +818,15 @@ impl<'l> Features<'l> {
         &self.last_reload
     }
 
-    /// Puts `previous` back: the Shield's and the identity firewall's policies (an
-    /// empty policy where there was none). Returns whether everything was restored.
+    /// Puts `previous` back: a [`reload`](Self::reload) of the whole earlier policy, so
+    /// a feature whose section the newer policy removed starts again and one it added
+    /// stops. Returns whether everything was restored (`false` with no earlier policy).
     pub fn roll_back(&mut self, previous: &Snapshot) -> bool {
-        let mut ok = true;
-        for feature in &mut self.running {
-            match feature.roll_back(previous) {
-                Some(Ok(what)) => info!("{what}"),
-                Some(Err(e)) => {
-                    ok = false;
-                    error!("rolling the {} back failed: {e}", feature.name());
-                }
-                None => {}
-            }
-        }
-        ok
+        let Some(config) = &previous.config else {
+            error!("rolling back: no earlier policy was kept");
+            return false;
+        };
+        self.reload(config)
     }
 
     /// Publishes what every ring still holds and every feature's last periodic output.

@@ -85,7 +85,7 @@ impl Feature for Running {
     fn reload(&mut self, config: &CompiledConfig) -> Result<Reloaded> {
         // The protected set and the agent's registration are fixed at start.
         Ok(Reloaded::Kept(if config.sentinel.is_none() {
-            "reload: the new policy has no sentinel section; the sentinel keeps protecting"
+            "reload: the new policy has no sentinel section; the sentinel starts and stops only with the agent, and keeps protecting until the next start"
                 .to_string()
         } else {
             String::new()

@@ -5,7 +5,7 @@ use ironclad_policy::config::CompiledConfig;
 use ironclad_policy::shield::{CompiledShield, Mode};
 use tracing::info;
 
-use super::{Feature, Kind, Reloaded, Snapshot, Start};
+use super::{Feature, Kind, Reloaded, Start};
 use crate::{AgentError, Result};
 
 pub(super) const KIND: Kind = Kind {
@@ -133,9 +133,9 @@ impl Feature for Running {
 
     fn reload(&mut self, config: &CompiledConfig) -> Result<Reloaded> {
         let Some(policy) = &config.shield else {
-            return Ok(Reloaded::Kept(
-                "reload: the new policy has no shield section; the shield is left as it is"
-                    .to_string(),
+            return Ok(Reloaded::Stop(
+                "reload: the new policy has no shield section; the shield stops: its XDP program is detached and its pins removed"
+                .to_string(),
             ));
         };
         let report = self.apply(policy)?;
@@ -143,21 +143,6 @@ impl Feature for Running {
             "reloaded: {} added, {} changed, {} removed, {} kept, {} prefixes edited in place",
             report.added, report.changed, report.removed, report.kept, report.in_place
         )))
-    }
-
-    fn roll_back(&mut self, previous: &Snapshot) -> Option<Result<String>> {
-        let policy = match super::previous_or_empty(&previous.shield, || {
-            ironclad_policy::shield::compile(&Default::default())
-        }) {
-            Ok(p) => p,
-            Err(e) => return Some(Err(e)),
-        };
-        Some(self.apply(&policy).map(|report| {
-            format!(
-                "shield rolled back: {} added, {} changed, {} removed, {} kept",
-                report.added, report.changed, report.removed, report.kept
-            )
-        }))
     }
 
     fn event_source(&self) -> Option<Result<EventSource>> {

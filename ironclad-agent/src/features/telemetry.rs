@@ -86,8 +86,14 @@ impl Feature for Running {
     }
 
     fn reload(&mut self, config: &CompiledConfig) -> Result<Reloaded> {
+        let Some(telemetry) = config.telemetry else {
+            return Ok(Reloaded::Stop(
+                "reload: the new policy has no telemetry section; telemetry stops: its hooks are detached and its pins removed"
+                    .to_string(),
+            ));
+        };
         // Its settings choose which programs attach: they apply at the next start.
-        let changed = config.telemetry.is_some_and(|t| t != self.policy);
+        let changed = telemetry != self.policy;
         Ok(Reloaded::Kept(if changed {
             "reload: telemetry settings changed; they apply at the next start".to_string()
         } else {
