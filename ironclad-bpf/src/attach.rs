@@ -48,11 +48,9 @@ impl XdpMode {
     }
 }
 
-/// Asks the kernel how XDP is attached on `ifindex`.
-fn query_mode(ifindex: u32) -> XdpMode {
-    let Ok(ifindex) = i32::try_from(ifindex) else {
-        return XdpMode::Unknown;
-    };
+/// What the kernel says of XDP on `ifindex` (`None` when it cannot say).
+fn xdp_query(ifindex: u32) -> Option<libbpf_sys::bpf_xdp_query_opts> {
+    let ifindex = i32::try_from(ifindex).ok()?;
     let mut opts = libbpf_sys::bpf_xdp_query_opts {
         sz: std::mem::size_of::<libbpf_sys::bpf_xdp_query_opts>() as libbpf_sys::size_t,
         ..Default::default()
@@ -60,15 +58,83 @@ fn query_mode(ifindex: u32) -> XdpMode {
     // SAFETY: `opts` is a fully initialised bpf_xdp_query_opts whose `sz` is its own size,
     // and it lives until the call returns; libbpf only writes into it.
     let rc = unsafe { libbpf_sys::bpf_xdp_query(ifindex, 0, &mut opts) };
-    if rc != 0 {
-        return XdpMode::Unknown;
-    }
-    match u32::from(opts.attach_mode) {
-        libbpf_sys::XDP_ATTACHED_DRV => XdpMode::Native,
-        libbpf_sys::XDP_ATTACHED_SKB => XdpMode::Generic,
-        libbpf_sys::XDP_ATTACHED_HW => XdpMode::Offload,
+    (rc == 0).then_some(opts)
+}
+
+/// Asks the kernel how XDP is attached on `ifindex`.
+fn query_mode(ifindex: u32) -> XdpMode {
+    match xdp_query(ifindex).map(|o| u32::from(o.attach_mode)) {
+        Some(libbpf_sys::XDP_ATTACHED_DRV) => XdpMode::Native,
+        Some(libbpf_sys::XDP_ATTACHED_SKB) => XdpMode::Generic,
+        Some(libbpf_sys::XDP_ATTACHED_HW) => XdpMode::Offload,
         _ => XdpMode::Unknown,
     }
+}
+
+/// Where the frames an XDP program sends back (`XDP_TX`) on an interface go, as far
+/// as this network namespace can tell ([`xdp_tx_path`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum XdpTxPath {
+    /// Out of the interface: a physical NIC, generic-mode XDP (transmitted as any
+    /// packet), or a veth whose peer end runs an XDP program of its own.
+    Leaves,
+    /// A veth whose peer end, here, runs no XDP program: the frames reach the peer only
+    /// if its GRO is on (`ethtool -K PEER gro on`), and are dropped otherwise.
+    VethPeerWithoutXdp {
+        /// The peer end's name.
+        peer: String,
+    },
+    /// A veth whose peer end is in another network namespace (a container's): the
+    /// frames reach it only if that end runs an XDP program or has GRO on, which cannot
+    /// be seen from here.
+    VethPeerElsewhere,
+}
+
+/// Where `XDP_TX` frames go on `iface`, on which XDP is attached in `mode`. A veth
+/// hands such frames to its peer's receive queue, which exists only while the peer
+/// end runs NAPI (an XDP program of its own, or GRO on): otherwise the kernel drops
+/// them, so a program that answers in XDP (SYN cookies) answers nobody. A veth is
+/// recognised from sysfs and the kernel's answer, not its name: a virtual device (no
+/// `device` link) that runs XDP natively and is linked to another interface (its
+/// `iflink`); VLAN and macvlan devices run XDP only in generic mode, where `XDP_TX`
+/// frames are transmitted as any packet.
+pub fn xdp_tx_path(iface: &str, mode: XdpMode) -> XdpTxPath {
+    let net = std::path::Path::new("/sys/class/net");
+    let read = |dev: &std::path::Path, file: &str| -> Option<u32> {
+        std::fs::read_to_string(dev.join(file))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+    };
+    let dev = net.join(iface);
+    let (Some(index), Some(link)) = (read(&dev, "ifindex"), read(&dev, "iflink")) else {
+        return XdpTxPath::Leaves;
+    };
+    if mode != XdpMode::Native || dev.join("device").exists() || index == link {
+        return XdpTxPath::Leaves;
+    }
+    // The peer here: the device whose index is this one's link and whose link is this
+    // one (an index alone may be another namespace's).
+    let peer = std::fs::read_dir(net).ok().and_then(|entries| {
+        entries.filter_map(|e| e.ok()).find(|e| {
+            let path = e.path();
+            read(&path, "ifindex") == Some(link) && read(&path, "iflink") == Some(index)
+        })
+    });
+    let Some(peer) = peer else {
+        return XdpTxPath::VethPeerElsewhere;
+    };
+    let name = peer.file_name().to_string_lossy().into_owned();
+    if native_program(link) {
+        XdpTxPath::Leaves
+    } else {
+        XdpTxPath::VethPeerWithoutXdp { peer: name }
+    }
+}
+
+/// Whether a native-mode XDP program runs on `ifindex` (in this namespace).
+fn native_program(ifindex: u32) -> bool {
+    xdp_query(ifindex).is_some_and(|o| o.drv_prog_id != 0)
 }
 
 /// How long a failed repair waits before the next attempt.

@@ -169,22 +169,43 @@ impl AuditSink for MemorySink {
     }
 }
 
-/// Publishes every record as an [`ironclad_events::Event::Audit`] to a fan-out, so the
-/// audit log is one more event stream subscribers can read.
+/// Publishes records as [`ironclad_events::Event::Audit`] to a fan-out, so the audit
+/// log (or the part of it subscribers care for) is one more event stream.
 #[derive(Debug)]
 pub struct FanoutSink {
     fanout: Arc<ironclad_events::Fanout<ironclad_events::Event>>,
+    /// Only these actions (`None`: every record).
+    only: Option<Vec<AuditAction>>,
 }
 
 impl FanoutSink {
-    /// A sink publishing to `fanout`.
+    /// A sink publishing every record to `fanout`.
     pub fn new(fanout: Arc<ironclad_events::Fanout<ironclad_events::Event>>) -> Self {
-        Self { fanout }
+        Self { fanout, only: None }
+    }
+
+    /// A sink publishing to `fanout` only the records of `actions` (a daemon's stream
+    /// carries repairs, not every pin and map write).
+    pub fn only(
+        fanout: Arc<ironclad_events::Fanout<ironclad_events::Event>>,
+        actions: &[AuditAction],
+    ) -> Self {
+        Self {
+            fanout,
+            only: Some(actions.to_vec()),
+        }
     }
 }
 
 impl AuditSink for FanoutSink {
     fn record(&self, record: &AuditRecord) {
+        if self
+            .only
+            .as_ref()
+            .is_some_and(|only| !only.contains(&record.action))
+        {
+            return;
+        }
         self.fanout.publish(&ironclad_events::Event::Audit(
             ironclad_events::AuditEntry {
                 time: record.time.clone(),

@@ -48,7 +48,9 @@ pub mod shield;
 pub mod telemetry;
 pub mod tls;
 
-pub use attach::{ifindex, link_health, LinkHealth, XdpAttachment, XdpMode};
+pub use attach::{
+    ifindex, link_health, xdp_tx_path, LinkHealth, XdpAttachment, XdpMode, XdpTxPath,
+};
 pub use audit::{audit_object, Allowlist, AuditReport, Callee, Reason, Violation};
 pub use auditlog::{
     AuditAction, AuditLog, AuditRecord, AuditSink, FanoutSink, JsonLinesFile, MemorySink, NullSink,

@@ -567,9 +567,18 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         )?),
         _ => None,
     };
+    // The loader's records go to the audit log, and its repairs (a link detached or
+    // replaced from outside, put back) to the event stream too.
+    let loader_sink: Arc<dyn ironclad_bpf::AuditSink> = Arc::new(ironclad_bpf::TeeSink::new(vec![
+        sink.clone(),
+        Arc::new(ironclad_bpf::FanoutSink::only(
+            fanout.clone(),
+            &[AuditAction::Repair],
+        )),
+    ]));
     let loader = Loader::builder()
         .pin_root(&args.pin_dir)
-        .audit_sink(sink.clone())
+        .audit_sink(loader_sink)
         .replace_stale_pins(args.replace_stale_pins)
         .build()?;
     let subscription = fanout.subscribe("events-writer", EVENTS_QUEUE, Overflow::DropOldest);
@@ -682,6 +691,8 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         .filter(|(_, f)| !f.up)
         .map(|(name, f)| format!("{name} ({})", f.detail))
         .collect();
+    // What the last periodic check published (or the start did).
+    let mut last_checked = states.clone();
     publish_features(&health, metrics.as_ref(), states);
     accept(args, &audit, first_accepted.as_ref());
     release_memory();
@@ -782,10 +793,15 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         features.tick();
         if verified.elapsed() >= VERIFY_EVERY {
             verified = std::time::Instant::now();
-            if features.verify() {
-                let states = features.states();
+            // Links checked (and repaired), and what each feature reports read again:
+            // a state that changes with the kernel (a link put back, a veth peer given
+            // an XDP program) shows within a second.
+            let repaired = features.verify();
+            let states = features.states();
+            if repaired || states != last_checked {
                 notifier.features(&states);
-                publish_features(&health, metrics.as_ref(), states);
+                publish_features(&health, metrics.as_ref(), states.clone());
+                last_checked = states;
             }
         }
         write_events(&subscription, &mut events_out, &health);
@@ -843,7 +859,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                         let shield = previous.config.as_ref().and_then(|c| c.shield.as_ref());
                         m.rolled_back(shield.map(SourceStat::of));
                         m.feature_reloads(features.reload_outcomes());
-                        if let Some(egress) = previous.config.as_ref().and_then(|c| c.egress.as_ref()) {
+                        if let Some(egress) =
+                            previous.config.as_ref().and_then(|c| c.egress.as_ref())
+                        {
                             m.egress_rules(Some(egress));
                         }
                     }

@@ -1324,10 +1324,144 @@ fn the_firewalls_links_detached_behind_the_daemons_back_are_put_back() {
             "a repair record for {target}: {audit}"
         );
     }
+    // And an event on the daemon's stream (here its events file) for each, as any
+    // subscriber (the API's stream, the forwarder) receives it.
+    let repairs = events_of(&net.dir.path().join("events.jsonl"), "audit", 10, |found| {
+        found.iter().filter(|e| e["action"] == "repair").count() >= 2
+    });
+    for point in ["ingress", "egress"] {
+        let target = format!("tcx {point} on {iface}");
+        assert!(
+            repairs.iter().any(|e| e["action"] == "repair"
+                && e["outcome"] == "ok"
+                && e["target"] == target
+                && e["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("was detached from outside"))),
+            "a repair event for {target}: {repairs:#?}"
+        );
+    }
+    assert!(
+        repairs.iter().all(|e| e["action"] == "repair"),
+        "only repairs of the audit log reach the stream: {repairs:#?}"
+    );
     let status = crate::common::health_ready(&net.dir.path().join("run"));
     assert!(status.status.success(), "ready: {status:?}");
 
     daemon.signal("TERM");
     assert!(daemon.wait().success(), "{}", daemon.log());
     crate::common::detach(net.pins.path());
+}
+
+/// The firewall's line in the daemon's own status (`status --json --run-dir`).
+fn firewall_detail(dir: &Path, pins: &Path) -> String {
+    let out = Command::new(BIN)
+        .args(["status", "--json", "--pin-dir"])
+        .arg(pins)
+        .arg("--run-dir")
+        .arg(dir.join("run"))
+        .output()
+        .expect("status");
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    v["daemon"]["features"]["firewall"]["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A veth pair made by hand in this namespace, deleted on drop.
+struct LocalVeth(String, String);
+
+impl Drop for LocalVeth {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.0]).status();
+    }
+}
+
+/// SYN cookies on a veth answer with `XDP_TX`, which the kernel delivers to the peer
+/// end only when that end runs an XDP program (or GRO): otherwise every client's
+/// connection hangs. The daemon says so at start and in its status, naming the peer it
+/// can see, and the warning goes once the peer gets a program; when the peer is in
+/// another namespace (a container's) it says that it cannot tell. The hang is real:
+/// the namespace's client cannot connect until its end gets a program.
+#[test]
+fn syn_flood_on_a_veth_whose_peer_drops_the_answers_is_said_at_start_and_in_status() {
+    require_privileges!();
+    let net = Net::new("fwsynveth", 9);
+    let listener = TcpListener::bind((net.addr(false, 1).as_str(), 2222)).expect("listen");
+    let config = net.dir.path().join("policy.yaml");
+    let local = LocalVeth(
+        format!("icsv{}a", std::process::id() % 100_000),
+        format!("icsv{}b", std::process::id() % 100_000),
+    );
+    let made = Command::new("ip")
+        .args([
+            "link", "add", &local.0, "type", "veth", "peer", "name", &local.1,
+        ])
+        .status()
+        .expect("ip link add");
+    assert!(made.success());
+    for dev in [&local.0, &local.1] {
+        let up = Command::new("ip")
+            .args(["link", "set", dev, "up"])
+            .status()
+            .expect("ip link set up");
+        assert!(up.success());
+    }
+    std::fs::write(
+        &config,
+        format!(
+            "firewall:\n  interfaces: [{}, {}]\n  syn_flood: {{ports: [2222], mode: always}}\n",
+            net.veth.host(),
+            local.0
+        ),
+    )
+    .expect("policy");
+    let daemon = Daemon::spawn(&net.args(&config));
+    daemon.wait_for("ready");
+    let log = daemon.log();
+    let elsewhere = format!(
+        "syn_flood on {}: a veth whose peer is in another network namespace",
+        net.veth.host()
+    );
+    let here = format!(
+        "syn_flood on {}: a veth whose peer {} runs no XDP program",
+        local.0, local.1
+    );
+    assert!(log.contains(&elsewhere), "{log}");
+    assert!(log.contains(&here), "{log}");
+    let detail = firewall_detail(net.dir.path(), net.pins.path());
+    assert!(
+        detail.contains(&elsewhere) && detail.contains(&here),
+        "{detail}"
+    );
+    // What the warning says happens: the SYN-ACK never reaches the client.
+    assert!(!net.connects(&net.addr(false, 2), &net.addr(false, 1), 2222));
+
+    // The local peer gets an XDP program: its warning goes at the next check.
+    let obj = net.dir.path().join("pass.bpf.o");
+    std::fs::write(&obj, ironclad_bpf::object::baseline().elf()).expect("object");
+    let set = Command::new("ip")
+        .args(["link", "set", "dev", &local.1, "xdp", "obj"])
+        .arg(&obj)
+        .args(["sec", "xdp"])
+        .status()
+        .expect("ip link set xdp");
+    assert!(set.success());
+    let start = Instant::now();
+    loop {
+        let detail = firewall_detail(net.dir.path(), net.pins.path());
+        if !detail.contains(&here) {
+            assert!(detail.contains(&elsewhere), "{detail}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{detail}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // And the namespace's end: the cookies' answers arrive, the client connects.
+    xdp_pass_on_peer(&net);
+    assert!(net.connects(&net.addr(false, 2), &net.addr(false, 1), 2222));
+    drop(listener);
+    drop(daemon);
 }

@@ -155,7 +155,10 @@ fn removing_sections_removes_their_enforcement_and_an_unconfirmed_removal_comes_
     let cc = Command::new("cc")
         .arg("-o")
         .arg(&client)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ironclad-bpf/tests/data/net_client.c"))
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../ironclad-bpf/tests/data/net_client.c"),
+        )
         .output()
         .expect("cc");
     assert!(cc.status.success(), "{cc:?}");
@@ -192,7 +195,10 @@ fn removing_sections_removes_their_enforcement_and_an_unconfirmed_removal_comes_
         assert_eq!(lab.ping(2, 1), 1, "{}", daemon.log());
         assert_eq!(lab.ping(3, 1), 0, "the Shield drops .3: {}", daemon.log());
         assert_eq!(lab.ping(4, 1), 0, "the firewall drops .4: {}", daemon.log());
-        assert!(connect().starts_with("ok=0 eperm=1"), "the identity firewall denies");
+        assert!(
+            connect().starts_with("ok=0 eperm=1"),
+            "the identity firewall denies"
+        );
         assert!(xdp_attached(lab.veth.host()));
         assert!(!ironclad_testing::cgroup_programs(cgroup.path())
             .expect("bpftool cgroup")
@@ -210,7 +216,10 @@ fn removing_sections_removes_their_enforcement_and_an_unconfirmed_removal_comes_
     daemon.wait_for("reload finished: the new policy is applied");
     assert!(lab.reaches(3), "the Shield is gone: {}", daemon.log());
     assert!(lab.reaches(4), "the firewall is gone: {}", daemon.log());
-    assert!(connect().starts_with("ok=1"), "the identity firewall is gone");
+    assert!(
+        connect().starts_with("ok=1"),
+        "the identity firewall is gone"
+    );
     assert!(!xdp_attached(lab.veth.host()), "no XDP program stays");
     assert_eq!(
         ironclad_testing::cgroup_programs(cgroup.path()).expect("bpftool cgroup"),
@@ -223,7 +232,10 @@ fn removing_sections_removes_their_enforcement_and_an_unconfirmed_removal_comes_
     }
     let status = lab.daemon_status();
     for f in features {
-        assert!(status["daemon"]["features"].get(f).is_none(), "{f}: {status}");
+        assert!(
+            status["daemon"]["features"].get(f).is_none(),
+            "{f}: {status}"
+        );
     }
 
     // Nobody confirms: the whole earlier policy comes back, every feature started again.

@@ -229,6 +229,26 @@ fn shield_ifaces<'a>(ifaces: &'a [String], config: &CompiledConfig) -> &'a [Stri
     }
 }
 
+/// What keeps the SYN-flood defence's answers (SYN-ACKs sent with `XDP_TX`) from
+/// leaving, one line per interface where something does: a veth whose peer end runs
+/// no XDP program. Empty when nothing is known to.
+fn syn_warnings(syn: &[XdpAttachment]) -> Vec<String> {
+    syn.iter()
+        .filter_map(|a| {
+            let iface = a.iface();
+            match ironclad_bpf::xdp_tx_path(iface, a.mode()) {
+                ironclad_bpf::XdpTxPath::VethPeerWithoutXdp { peer } => Some(format!(
+                    "syn_flood on {iface}: a veth whose peer {peer} runs no XDP program; the SYN cookies' SYN-ACKs are dropped unless {peer} has GRO on (`ethtool -K {peer} gro on`) or an XDP program of its own, and clients' connections hang"
+                )),
+                ironclad_bpf::XdpTxPath::VethPeerElsewhere => Some(format!(
+                    "syn_flood on {iface}: a veth whose peer is in another network namespace; the SYN cookies' SYN-ACKs reach it only if that end has GRO on or an XDP program of its own, otherwise clients' connections hang"
+                )),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 /// The first interface both the Shield and the SYN-flood defence would hold.
 fn syn_conflict(
     policy: &FirewallPolicy,
@@ -343,6 +363,9 @@ fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>>
         ids_description(policy),
         extras_description(policy),
     );
+    for w in syn_warnings(&syn) {
+        warn!("firewall: {w}");
+    }
     Ok(Box::new(Running {
         firewall,
         attachments,
@@ -558,10 +581,16 @@ impl Feature for Running {
             }
             _ => String::new(),
         };
-        format!(
+        let mut out = format!(
             "tcx ingress and egress on {} {mode}{syn}",
             names(&self.attachments)
-        )
+        );
+        // Read from the kernel on every report: a peer given an XDP program later
+        // clears it.
+        for w in syn_warnings(&self.syn) {
+            out.push_str(&format!("; warning: {w}"));
+        }
+        out
     }
 
     fn reload(&mut self, config: &CompiledConfig) -> Result<Reloaded> {
@@ -642,6 +671,9 @@ impl Feature for Running {
         }
         self.syn = syn_kept;
         self.syn.extend(syn_added);
+        for w in syn_warnings(&self.syn) {
+            warn!("firewall: {w}");
+        }
         let (kept, removed): (Vec<_>, Vec<_>) = std::mem::take(&mut self.attachments)
             .into_iter()
             .partition(|a| policy.interfaces.iter().any(|i| i.name == a.iface()));
