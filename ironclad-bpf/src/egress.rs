@@ -74,8 +74,9 @@ const HOOKS: &[&str] = &[
 /// of the cgroup's sockets.
 const DNS_HOOKS: &[&str] = &[names::egress::ic_dns_out, names::egress::ic_dns_in];
 
-/// The DNS programs' links on one cgroup, by program name (empty: not attached).
-type DnsLinks = Vec<(&'static str, Link)>;
+/// The DNS programs' links on one cgroup, by program name, each with what
+/// [`EgressFirewall::verify`] compares the kernel's view with (empty: not attached).
+type DnsLinks = Vec<(&'static str, Link, crate::attach::LinkWatch)>;
 
 /// The DNS programs' links, per cgroup the hooks were attached to.
 #[derive(Debug, Default)]
@@ -607,17 +608,18 @@ impl EgressFirewall {
                             source: source.into(),
                         })?
                     };
-                    links.push((*name, link));
+                    let watch = crate::attach::LinkWatch::of(&link);
+                    links.push((*name, link, watch));
                 }
             }
             if wanted && *pinned {
                 // Attached before the hooks were pinned (attach_pinned attaches, then
                 // pins): pinned now.
-                for (name, link) in links.iter_mut() {
+                for (name, link, _) in links.iter_mut() {
                     pin_link(&pin_dir, name, link)?;
                 }
             } else if !wanted {
-                for (name, mut link) in links.drain(..) {
+                for (name, mut link, _) in links.drain(..) {
                     if link.pin_path().is_some() {
                         let _ = link.unpin();
                     }
@@ -746,12 +748,40 @@ impl EgressFirewall {
             .iter_mut()
             .zip(watch.iter_mut())
             .map(|((name, link), watch)| (*name, format!("{name} on {on}"), link, watch));
-        crate::attach::verify_links(
+        let mut results = crate::attach::verify_links(
             &self.object,
             Self::OBJECT,
             links,
             crate::attach::cgroup_attacher(cgroup),
-        )
+        );
+        // The DNS programs on the same cgroup, while the policy uses names: a rule by
+        // name decides on the addresses they learn, so they are enforcement too.
+        let mut hooks = locked(&self.dns_hooks);
+        if let Some((_, _, dns)) = hooks.cgroups.iter_mut().find(|(c, _, _)| c == cgroup) {
+            let dns = dns
+                .iter_mut()
+                .map(|(name, link, watch)| (*name, format!("{name} on {on}"), link, watch));
+            results.extend(crate::attach::verify_links(
+                &self.object,
+                Self::OBJECT,
+                dns,
+                crate::attach::cgroup_attacher(cgroup),
+            ));
+        }
+        results
+    }
+
+    /// The kernel ids of the DNS programs' links (attached while the live policy uses
+    /// names), for the Sentinel to protect with the hooks' own
+    /// ([`CgroupAttachment::link_ids`]).
+    pub fn dns_link_ids(&self) -> Result<Vec<u32>> {
+        let hooks = locked(&self.dns_hooks);
+        hooks
+            .cgroups
+            .iter()
+            .flat_map(|(_, _, links)| links.iter())
+            .map(|(_, link, _)| crate::sentinel::link_id(link))
+            .collect()
     }
 
     /// Gives each rule of `policy` its counts: those of the live rule with the same

@@ -214,6 +214,53 @@ fn the_daemon_enforces_names_and_feeds_and_shows_the_live_table() {
         "{seen}"
     );
 
+    // A root attacker detaches the DNS programs' links (`bpftool link detach`): without
+    // them no answer opens anything, and rules by name stop working. The daemon puts
+    // them back within its next check, and a name first resolved after that opens its
+    // address as before.
+    let fresh = dns.server(2);
+    for name in ["ic_dns_out", "ic_dns_in"] {
+        let pin = pins.path().join("egress").join(format!("link_{name}"));
+        let out = Command::new("bpftool")
+            .args(["link", "detach", "pinned"])
+            .arg(&pin)
+            .output()
+            .expect("bpftool");
+        assert!(out.status.success(), "bpftool link detach {pin:?}: {out:?}");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !["ic_dns_out", "ic_dns_in"].iter().all(|name| {
+        daemon
+            .log()
+            .lines()
+            .any(|l| l.contains(&format!("({name} on ")) && l.contains("was detached from outside"))
+    }) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "both DNS links put back: {}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    dns.set_hosts(&[
+        ("api.good.test", &[good]),
+        ("evil.test", &[evil]),
+        ("fresh.good.test", &[fresh]),
+    ])
+    .expect("hosts");
+    assert_eq!(
+        dns.curl(&cgroup, &[], &url(&fresh.to_string()))
+            .expect("curl"),
+        7,
+        "by address: nothing opened it"
+    );
+    assert_eq!(
+        dns.curl(&cgroup, &[], &url("fresh.good.test"))
+            .expect("curl"),
+        0,
+        "a name resolved after the repair opens its address"
+    );
+
     // A reload with a bad pattern is refused with its position; the policy stays.
     std::fs::write(&config, policy("*.bad..test")).expect("policy");
     daemon.signal("HUP");

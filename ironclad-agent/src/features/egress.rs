@@ -87,7 +87,9 @@ impl Feature for Running {
     }
 
     fn link_ids(&self) -> Vec<u32> {
-        self.attachment.link_ids().unwrap_or_default()
+        let mut ids = self.attachment.link_ids().unwrap_or_default();
+        ids.extend(self.firewall.dns_link_ids().unwrap_or_default());
+        ids
     }
 
     fn describe(&self) -> String {
