@@ -180,7 +180,6 @@ impl SentinelBuilder {
                     nodes: BTreeMap::new(),
                     paths: HashMap::new(),
                     pin_root: loader.pin_root().to_path_buf(),
-                    extra_objects: Vec::new(),
                 })
             }
         }
@@ -227,7 +226,6 @@ impl SentinelBuilder {
             nodes: table.nodes,
             paths: table.paths,
             pin_root: loader.pin_root().to_path_buf(),
-            extra_objects: Vec::new(),
         };
         // The link pins exist now, and this process is the agent: protect the pins.
         if let Err(err) = sentinel
@@ -451,7 +449,6 @@ pub struct Sentinel {
     nodes: BTreeMap<InodeKey, u32>,
     paths: HashMap<(u32, u64), PathBuf>,
     pin_root: PathBuf,
-    extra_objects: Vec<(BpfObjectKind, u32)>,
 }
 
 impl Sentinel {
@@ -491,7 +488,6 @@ impl Sentinel {
         };
         let ids = object_ids(object)?;
         lsm.protect_objects(&ids)?;
-        self.extra_objects.extend(ids);
         self.refresh_pins()
     }
 
@@ -510,7 +506,6 @@ impl Sentinel {
             .map(|id| (BpfObjectKind::Link, id))
             .collect();
         lsm.protect_objects(&ids)?;
-        self.extra_objects.extend(ids);
         Ok(())
     }
 

@@ -504,13 +504,18 @@ impl<'l> Features<'l> {
         }
     }
 
-    /// Puts the links of the running feature at `index` under the Sentinel's
-    /// protection again (new links, after a repair), and the pins with them.
-    fn guard_links(&mut self, index: usize) {
-        let ids = match self.running.get(index) {
-            Some(f) => f.link_ids(),
-            None => return,
-        };
+    /// Puts the links of the running features at `indices` under the Sentinel's
+    /// protection again (new links, after a repair or a reload), and the pins with
+    /// them: one update of the protected set and one scan of the pin root for all.
+    fn guard_links(&mut self, indices: &[usize]) {
+        if indices.is_empty() {
+            return;
+        }
+        let ids: Vec<u32> = indices
+            .iter()
+            .filter_map(|i| self.running.get(*i))
+            .flat_map(|f| f.link_ids())
+            .collect();
         let Some(guard) = self.running.iter_mut().find_map(|f| f.as_guard()) else {
             return;
         };
@@ -634,9 +639,7 @@ impl<'l> Features<'l> {
                 }
             }
         }
-        for index in repaired {
-            self.guard_links(index);
-        }
+        self.guard_links(&repaired);
         changed
     }
 
@@ -807,9 +810,8 @@ impl<'l> Features<'l> {
         }
         // A reload may attach more (scrubbing on another interface, the SYN-flood
         // defence): those links are protected too.
-        for index in 0..self.running.len() {
-            self.guard_links(index);
-        }
+        let all: Vec<usize> = (0..self.running.len()).collect();
+        self.guard_links(&all);
         !failed
     }
 
