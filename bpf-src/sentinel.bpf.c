@@ -24,7 +24,8 @@
  *   inode_rename        mv to or from, and renaming a directory above a protected path
  *   inode_link          hard links to a protected file or into a protected directory
  *   inode_create/mkdir/mknod/symlink   new entries in a protected directory
- *   sb_mount/move_mount mounting over a protected path or a directory above one
+ *   sb_mount/move_mount mounting over a protected path or a directory above one (a
+ *                       change of propagation only, as `ip netns exec` makes, passes)
  *   bpf_map             writable fds to protected maps (GET_FD_BY_ID, OBJ_GET of a pin)
  *   bpf                 fds to protected links (LINK_GET_FD_BY_ID), and LINK_DETACH /
  *                       LINK_UPDATE of one through any fd (e.g. from OBJ_GET of its pin)
@@ -428,11 +429,27 @@ int BPF_PROG(ic_inode_symlink, struct inode *dir, struct dentry *dentry)
 	return file_decision(IC_SEN_OP_CREATE, dentry_flags(dentry), dentry, dir, 0);
 }
 
+/* mount(2) flags that only change how mounts propagate (and MS_REC, MS_SILENT with
+ * them): nothing is mounted over anything. `ip netns exec`, container runtimes and
+ * systemd's services make `/` a slave or private this way in their own mount namespace;
+ * refusing them would break the host without protecting a file. */
+#define IC_MS_SILENT (1UL << 15)
+#define IC_MS_UNBINDABLE (1UL << 17)
+#define IC_MS_PRIVATE (1UL << 18)
+#define IC_MS_SLAVE (1UL << 19)
+#define IC_MS_SHARED (1UL << 20)
+#define IC_MS_REC (1UL << 14)
+#define IC_MS_PROPAGATION (IC_MS_UNBINDABLE | IC_MS_PRIVATE | IC_MS_SLAVE | IC_MS_SHARED)
+
 SEC("lsm/sb_mount")
-int BPF_PROG(ic_sb_mount, const char *dev_name, const struct path *path)
+int BPF_PROG(ic_sb_mount, const char *dev_name, const struct path *path, const char *type,
+	     unsigned long flags)
 {
 	struct dentry *dentry = path->dentry;
 
+	if ((flags & IC_MS_PROPAGATION) &&
+	    !(flags & ~(IC_MS_PROPAGATION | IC_MS_REC | IC_MS_SILENT)))
+		return 0;
 	return file_decision(IC_SEN_OP_MOUNT, with_ancestor(dentry_flags(dentry), dentry), dentry,
 			     0, 0);
 }

@@ -519,6 +519,24 @@ fn a_bind_mount_over_the_directory_is_refused() {
         b"shield:\n  deny: [192.0.2.0/24]\n"
     );
     w.expect_denied_on("mount", &etc);
+    // A change of propagation mounts nothing over anything: allowed, as `ip netns exec`
+    // and container runtimes make it on `/` (an ancestor of every protected path) in
+    // their own mount namespace; refused, they failed on any host with the Sentinel.
+    let out = run(
+        "unshare",
+        &[
+            "--mount",
+            "sh",
+            "-c",
+            "mount --make-rslave / && mount --make-private /",
+        ],
+    );
+    assert!(out.status.success(), "propagation changes: {out:?}");
+    let out = run("ip", &["netns", "add", "ict-mount"]);
+    assert!(out.status.success(), "ip netns add: {out:?}");
+    let out = run("ip", &["netns", "exec", "ict-mount", "true"]);
+    let _ = run("ip", &["netns", "del", "ict-mount"]);
+    assert!(out.status.success(), "ip netns exec: {out:?}");
 }
 
 #[test]
@@ -1186,4 +1204,262 @@ fn an_agent_on_overlayfs_registers_and_protects() {
     for mount in [&merged, &upper_fs, &root] {
         let _ = run("umount", &["-l", arg(mount)]);
     }
+}
+
+/// Every BPF link the kernel holds, by id (listing ids needs no fd).
+fn every_link_id() -> Vec<u32> {
+    let mut ids = Vec::new();
+    let mut id = 0u32;
+    loop {
+        let mut next = 0u32;
+        // SAFETY: `next` is a valid u32 the call writes the next id into.
+        if unsafe { libbpf_sys::bpf_link_get_next_id(id, &mut next) } != 0 {
+            return ids;
+        }
+        id = next;
+        ids.push(id);
+    }
+}
+
+/// Every pinned link under `dir` (the daemon's pins are `link_*`), recursively.
+fn link_pins(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(link_pins(&path));
+        } else if entry.file_name().to_string_lossy().starts_with("link_") {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Whether this kernel has tcx links (6.6): the stateful firewall needs them (until the
+/// kernel-reach work gives it tc on older kernels).
+fn kernel_has_tcx() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    (major, minor) >= (6, 6)
+}
+
+/// Enforcement you can prove, through the daemon as shipped: `full_firewall` with every
+/// feature that attaches something (the Shield's XDP, the stateful firewall's tcx and
+/// scrubbing where the kernel has tcx, the identity firewall's cgroup hooks and its DNS
+/// programs, telemetry, TLS capture's uprobes, the process cache) under its Sentinel.
+/// A root attacker tries `bpftool link detach` on every link the kernel has and on
+/// every pinned one, removes the pins, and `ip link set xdp off`: nothing is detached
+/// (each attempt refused with EPERM and a Sentinel event, or not a link kind the kernel
+/// can detach), the daemon never had to repair anything, and the traffic each feature
+/// decides is decided as before.
+#[test]
+#[ignore = "BPF-LSM: runs in a guest kernel (guest/run.sh, part of ./dev.sh test)"]
+fn every_link_of_the_daemons_features_stays_attached_under_its_sentinel() {
+    require_guest();
+    let root = PathBuf::from("/run/ironclad-sentinel-test/links");
+    std::fs::create_dir_all(&root).expect("root");
+    assert!(run("mount", &["-t", "tmpfs", "tmpfs", arg(&root)])
+        .status
+        .success());
+    let etc = root.join("etc");
+    std::fs::create_dir_all(&etc).expect("etc");
+    let stopper = root.join("stopper");
+    std::fs::copy("/usr/bin/kill", &stopper).expect("copy kill");
+    let ns = ironclad_testing::NetNs::new("ictlinks").expect("netns");
+    let veth = ironclad_testing::VethPair::new(
+        &ns,
+        &["10.250.0.1/24"],
+        &["10.250.0.2/24", "10.250.0.3/24"],
+    )
+    .expect("veth");
+    let cgroup = ironclad_testing::TestCgroup::new("ictlinks").expect("cgroup");
+    let denied = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let denied_port = denied.local_addr().expect("addr").port();
+    std::thread::spawn(move || for _ in denied.incoming() {});
+    let dropped = std::net::TcpListener::bind("10.250.0.1:9").expect("listener :9");
+    std::thread::spawn(move || for _ in dropped.incoming() {});
+    let tcx = kernel_has_tcx();
+    let firewall = if tcx {
+        format!(
+            "firewall:\n  interfaces: [{iface}]\n  rules:\n    - {{direction: in, proto: tcp, dport: 9, action: drop}}\n  scrub:\n    - {{interface: {iface}, ttl_floor: 64}}\n",
+            iface = veth.host()
+        )
+    } else {
+        String::new()
+    };
+    let policy = etc.join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "sentinel:\n  protect: [{etc}]\n  update_manager: {stopper}\n\
+             shield:\n  deny: [10.250.0.3]\n\
+             egress:\n  default: allow\n  rules:\n    - dst: 127.0.0.0/8\n      ports: [{denied_port}]\n      proto: tcp\n      action: deny\n    - dst_domain: \"*.example.test\"\n      action: allow\n\
+             telemetry:\n  dns: true\n  bandwidth: true\n\
+             processes:\n  capacity: 1024\n\
+             tls:\n  scope: [{{comm: openssl}}]\n{firewall}",
+            etc = etc.display(),
+            stopper = stopper.display(),
+        ),
+    )
+    .expect("policy");
+    let pins = PathBuf::from("/sys/fs/bpf/ict-links");
+    let audit = root.join("audit.jsonl");
+    let events = root.join("events.jsonl");
+    let mut command = Command::new(sibling_binary("full_firewall"));
+    command
+        .args(["run", "--config"])
+        .arg(&policy)
+        .args([
+            "--iface",
+            veth.host(),
+            "--pin-dir",
+            arg(&pins),
+            "--detach-on-exit",
+        ])
+        .arg("--cgroup")
+        .arg(cgroup.path())
+        .arg("--audit-log")
+        .arg(&audit)
+        .arg("--run-dir")
+        .arg(root.join("run"))
+        .arg("--events")
+        .arg(&events);
+    let (child, log) = spawn_until(&mut command, "full_firewall: ready");
+    assert!(log.contains("sentinel enforcing"), "{log}");
+
+    // What each feature decides, before.
+    let enforced = |when: &str| {
+        assert!(
+            ironclad_testing::ping(&ns, "10.250.0.2", "10.250.0.1", 2, "0.2").expect("ping") >= 1,
+            "{when}: .2 passes"
+        );
+        assert_eq!(
+            ironclad_testing::ping(&ns, "10.250.0.3", "10.250.0.1", 2, "0.2").expect("ping"),
+            0,
+            "{when}: the Shield drops .3"
+        );
+        let out = cgroup
+            .command("bash")
+            .args(["-c", &format!("exec 3<>/dev/tcp/127.0.0.1/{denied_port}")])
+            .output()
+            .expect("bash");
+        assert!(
+            !out.status.success() && String::from_utf8_lossy(&out.stderr).contains(EPERM_TEXT),
+            "{when}: the identity firewall refuses: {out:?}"
+        );
+        if tcx {
+            assert!(
+                !ns.tcp_connects("10.250.0.2", "10.250.0.1", 9, 1.0)
+                    .expect("connect"),
+                "{when}: the firewall drops :9"
+            );
+        }
+    };
+    enforced("before");
+
+    let pinned = link_pins(&pins);
+    // The links the kernel can detach (XDP, cgroup, tcx): the Shield's, the identity
+    // firewall's four and its two DNS programs', and with tcx the firewall's two. The
+    // others (tracepoints, uprobes) cannot be detached by anyone; their pins are
+    // protected all the same.
+    let mut detachable = vec![
+        format!("shield/link_{}", veth.host()),
+        "egress/link_ic_connect4".to_string(),
+        "egress/link_ic_connect6".to_string(),
+        "egress/link_ic_sendmsg4".to_string(),
+        "egress/link_ic_sendmsg6".to_string(),
+        "egress/link_ic_dns_out".to_string(),
+        "egress/link_ic_dns_in".to_string(),
+    ];
+    if tcx {
+        detachable.push(format!("firewall/link_{}_in", veth.host()));
+        detachable.push(format!("firewall/link_{}_out", veth.host()));
+    }
+    for want in &detachable {
+        assert!(
+            pinned.iter().any(|p| p.ends_with(want)),
+            "{want} pinned: {pinned:?}"
+        );
+    }
+    // The attacker: every link id the kernel has, then every pin.
+    let mut refused = 0;
+    for id in every_link_id() {
+        let out = run("bpftool", &["link", "detach", "id", &id.to_string()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "link {id} detached: {out:?}");
+        assert!(
+            err.contains(EPERM_TEXT) || err.contains("not supported"),
+            "link {id}: {err}"
+        );
+        refused += usize::from(err.contains(EPERM_TEXT));
+    }
+    for pin in &pinned {
+        let out = run("bpftool", &["link", "detach", "pinned", arg(pin)]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{} detached: {out:?}", pin.display());
+        if detachable.iter().any(|d| pin.ends_with(d)) {
+            assert_eperm(
+                &out,
+                &format!("bpftool link detach pinned {}", pin.display()),
+            );
+        } else {
+            assert!(
+                err.contains(EPERM_TEXT) || err.contains("not supported"),
+                "{}: {err}",
+                pin.display()
+            );
+        }
+        assert_eperm(
+            &run("rm", &["-f", arg(pin)]),
+            &format!("rm {}", pin.display()),
+        );
+        assert!(pin.exists(), "{}", pin.display());
+    }
+    assert!(
+        refused >= detachable.len(),
+        "refused {refused} of the kernel's links, {} detachable pinned",
+        detachable.len()
+    );
+    let out = run("ip", &["link", "set", "dev", veth.host(), "xdp", "off"]);
+    assert!(!out.status.success(), "ip link set xdp off: {out:?}");
+
+    // A Sentinel event for each refusal, in the daemon's own events.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let link_denials = std::fs::read_to_string(&events)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| {
+                e["kind"] == "sentinel" && e["op"] == "bpf_link" && e["verdict"] == "denied"
+            })
+            .count();
+        if link_denials >= detachable.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{link_denials} bpf_link denials for {} detachable pinned links",
+            detachable.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The daemon checks its links every second: nothing was undone, nothing repaired.
+    std::thread::sleep(Duration::from_secs(3));
+    let records = std::fs::read_to_string(&audit).expect("audit log");
+    assert!(
+        !records.lines().any(|l| l.contains("\"action\":\"repair\"")),
+        "no link was detached, so nothing was repaired: {records}"
+    );
+    enforced("after");
+    let status = run(
+        arg(&sibling_binary("full_firewall")),
+        &["health", "--ready", "--run-dir", arg(&root.join("run"))],
+    );
+    assert!(status.status.success(), "ready: {status:?}");
+
+    stop_with_update_manager(&stopper, child, &policy);
+    let _ = run("umount", &["-l", arg(&root)]);
 }
