@@ -95,6 +95,7 @@ const volatile enum ic_fw_flow_flags ic_abi_fw_flow_flags = IC_FW_FLOW_INBOUND;
 const volatile enum ic_fw_flow_phase ic_abi_fw_flow_phase = IC_FW_FLOW_START;
 const volatile enum ic_fw_flow_end ic_abi_fw_flow_end = IC_FW_END_TIMEOUT;
 const volatile enum ic_ct_flags ic_abi_ct_flags = IC_CT_F_ORIG_LO;
+const volatile enum ic_ct_window_limits ic_abi_ct_window_limits = IC_CT_WSCALE_NONE;
 const volatile enum ic_fw_flags ic_abi_fw_flags = IC_FW_F_DROP_IN;
 const volatile enum ic_fw_limit_kind ic_abi_fw_limit_kind = IC_FW_LIMIT_SOURCE;
 const volatile enum ic_fw_limit_sizes ic_abi_fw_limit_sizes = IC_FW_LIMIT_KEYS;
@@ -305,6 +306,8 @@ struct ic_fw_pkt {
 	__u8 icmp_type;
 	__u8 fragment; /* a non-first fragment: no L4 header */
 	__u32 seq;         /* TCP: the sequence number, host order */
+	__u32 ack;         /* TCP: the acknowledgment number, host order */
+	__u16 win;         /* TCP: the window field, host order (unscaled) */
 	__u16 payload_off; /* TCP/UDP: where the payload starts, from the IP header */
 	__u16 payload_len; /* TCP/UDP: its length (0 when unknown: IPv6 extension headers) */
 };
@@ -391,6 +394,8 @@ static __always_inline int ic_fw_l4(void *l4, void *data_end, struct ic_fw_pkt *
 		p->dport = bpf_ntohs(tcp->dest);
 		p->tcp_flags = ((__u8 *)tcp)[13];
 		p->seq = bpf_ntohl(tcp->seq);
+		p->ack = bpf_ntohl(tcp->ack_seq);
+		p->win = bpf_ntohs(tcp->window);
 		hlen = tcp->doff * 4;
 		if (l4_len > hlen && l4_off + hlen < 0xffff) {
 			p->payload_off = l4_off + hlen;
@@ -513,14 +518,20 @@ static __always_inline __u64 ic_ct_timeout(const struct ic_fw_config *cfg, __u8 
 }
 
 /* Moves a TCP connection's state for a packet from its opening side (orig) or the
- * other one. */
-static __always_inline void ic_ct_tcp(struct ic_ct_entry *e, __u8 flags, int orig, int from_lo)
+ * other one. A RST closes it only when `exact` (its sequence number is the one the
+ * receiver expects, ic_ct_window); another RST inside the window passes on to the
+ * receiver, which answers it with a challenge ACK (RFC 5961), and the connection
+ * stays. */
+static __always_inline void ic_ct_tcp(struct ic_ct_entry *e, __u8 flags, int orig, int from_lo,
+				      int exact)
 {
 	__u8 state = e->state;
 
 	if (flags & IC_TCP_RST) {
-		e->state = IC_CT_CLOSING;
-		e->flags |= IC_CT_F_RESET;
+		if (exact) {
+			e->state = IC_CT_CLOSING;
+			e->flags |= IC_CT_F_RESET;
+		}
 		return;
 	}
 	if (flags & IC_TCP_FIN) {
@@ -1036,6 +1047,15 @@ struct {
 	__type(value, struct ic_syn_hdrs);
 } ic_fw_syn_scratch SEC(".maps");
 
+/* Per-CPU scratch for a connection being opened: with the window fields the entry
+ * no longer fits the stack beside the rest of ic_fw (512 bytes over its calls). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ic_ct_entry);
+} ic_fw_ct_scratch SEC(".maps");
+
 /* The scratch headers, their option fields cleared. */
 static __always_inline struct ic_syn_hdrs *ic_syn_scratch(void)
 {
@@ -1493,6 +1513,89 @@ verdict:
 	return 0;
 }
 
+/* The window scale the SYN at l3off offers: IC_CT_WSCALE_NONE when it offers none (or
+ * its options cannot be read). */
+static __always_inline __u8 ic_syn_wscale(struct __sk_buff *skb, __u32 l3off, int family)
+{
+	struct ic_syn_hdrs *h = ic_syn_scratch();
+	__u32 tcp_off = l3off + (family == IC_L3_IPV4 ? 20 : 40), thlen, optlen;
+
+	if (!h || bpf_skb_load_bytes(skb, tcp_off, &h->tcp, 20))
+		return IC_CT_WSCALE_NONE;
+	thlen = h->tcp.doff * 4;
+	if (thlen <= 20 || thlen > 60)
+		return IC_CT_WSCALE_NONE;
+	/* 1..40, in a form whose lower bound old verifiers see too (6.1 does not learn it
+	 * from a test against 0, and refuses a load of possibly 0 bytes). */
+	optlen = ((thlen - 21) & 63) + 1;
+	if (bpf_skb_load_bytes(skb, tcp_off + 20, h->opts, optlen))
+		return IC_CT_WSCALE_NONE;
+	h->optlen = optlen;
+	ic_tcp_options(h);
+	return h->wscale == IC_SYN_TS_WSCALE_NONE ? IC_CT_WSCALE_NONE : h->wscale;
+}
+
+/* What ic_ct_window found. */
+enum ic_ct_window_verdict {
+	IC_CT_IN_WINDOW = 0,  /* passes; a RST is exactly the expected sequence number */
+	IC_CT_RST_INEXACT = 1, /* a RST inside the window but not at its start: passes on */
+};
+
+/* Checks a TCP segment of a tracked connection against the window last seen, and
+ * records what it moves: the sender's next sequence number and largest window, both
+ * sides' window scales from the handshake. Returns an ic_ct_window_verdict, or -1 for a
+ * RST or FIN outside the receiver's window: a blind reset has to guess a sequence
+ * number inside it, as the kernel's tcp_validate_incoming and netfilter's tcp_in_window
+ * require. Data outside the window passes without moving anything (the receiving stack
+ * drops it): a spoofed segment never widens what a RST may hit. Before the SYN-ACK
+ * nothing is checked but that a RST answering the opening SYN acknowledges it. */
+static __always_inline int ic_ct_window(struct ic_ct_entry *e, const struct ic_fw_pkt *p,
+					int from_lo, int orig, __u8 wscale)
+{
+	__u32 s = from_lo ? 0 : 1, r = s ^ 1;
+	__u8 flags = p->tcp_flags;
+	__u32 win, end, w;
+	__s32 d;
+
+	if (flags & IC_TCP_SYN) {
+		e->seq_end[s] = p->seq + 1;
+		e->max_win[s] = p->win; /* a SYN's window is never scaled */
+		e->wscale[s] = wscale;
+		if ((flags & IC_TCP_ACK) && !orig && e->state != IC_CT_NEW) {
+			/* Scaling holds only when both sides offered it (RFC 7323). */
+			if (e->wscale[0] == IC_CT_WSCALE_NONE || e->wscale[1] == IC_CT_WSCALE_NONE) {
+				e->wscale[0] = 0;
+				e->wscale[1] = 0;
+			}
+			e->flags |= IC_CT_F_WINDOW;
+		}
+		return IC_CT_IN_WINDOW;
+	}
+	if (!(e->flags & IC_CT_F_WINDOW)) {
+		if ((flags & IC_TCP_RST) && !orig && e->state == IC_CT_SYN_SENT &&
+		    e->seq_end[r] && (!(flags & IC_TCP_ACK) || p->ack != e->seq_end[r]))
+			return -1;
+		return IC_CT_IN_WINDOW;
+	}
+	win = e->max_win[r];
+	if (win < (__u32)IC_CT_MIN_WINDOW)
+		win = IC_CT_MIN_WINDOW;
+	if (win > (__u32)IC_CT_MAX_WINDOW)
+		win = IC_CT_MAX_WINDOW;
+	d = (__s32)(p->seq - e->seq_end[s]);
+	if (d <= -(__s32)win || d >= (__s32)win)
+		return (flags & (IC_TCP_RST | IC_TCP_FIN)) ? -1 : IC_CT_IN_WINDOW;
+	if (flags & IC_TCP_RST)
+		return d == 0 ? IC_CT_IN_WINDOW : IC_CT_RST_INEXACT;
+	end = p->seq + p->payload_len + ((flags & IC_TCP_FIN) ? 1 : 0);
+	if ((__s32)(end - e->seq_end[s]) > 0)
+		e->seq_end[s] = end;
+	w = (__u32)p->win << (e->wscale[s] & 15);
+	if (w > e->max_win[s])
+		e->max_win[s] = w;
+	return IC_CT_IN_WINDOW;
+}
+
 static __always_inline int ic_fw(struct __sk_buff *skb, int inbound)
 {
 	void *data = (void *)(long)skb->data;
@@ -1510,6 +1613,10 @@ static __always_inline int ic_fw(struct __sk_buff *skb, int inbound)
 	__u64 now;
 	int family, from_lo, verdict = IC_FW_DROP;
 	__u8 open_state = IC_CT_NEW;
+	__u8 wscale = IC_CT_WSCALE_NONE;
+	/* A cookie handshake's ACK opens the connection with both sides known: the
+	 * client's window scale and the listener's, from the cookie (0xff: not that way). */
+	__u8 cookie_ws_c = IC_CT_WSCALE_NONE, cookie_ws_l = 0;
 
 	cfg = bpf_map_lookup_elem(&ic_fw_config, &zero);
 	if (!cfg)
@@ -1557,8 +1664,11 @@ static __always_inline int ic_fw(struct __sk_buff *skb, int inbound)
 		goto dropped;
 	}
 
-	if (p.proto == IC_IPPROTO_TCP)
+	if (p.proto == IC_IPPROTO_TCP) {
 		open_state = IC_CT_SYN_SENT;
+		if (p.tcp_flags & IC_TCP_SYN)
+			wscale = ic_syn_wscale(skb, (__u32)(info.l3 - data), family);
+	}
 	now = bpf_ktime_get_ns();
 	from_lo = ic_ct_make_key(&key, p.src, p.dst, p.sport, p.dport, p.proto);
 	e = bpf_map_lookup_elem(&ic_fw_ct, &key);
@@ -1575,6 +1685,17 @@ static __always_inline int ic_fw(struct __sk_buff *skb, int inbound)
 
 		if ((now <= last || now - last <= ic_ct_timeout(cfg, p.proto, e->state)) &&
 		    !reopen) {
+			int exact = 1;
+
+			if (p.proto == IC_IPPROTO_TCP) {
+				int w = ic_ct_window(e, &p, from_lo, orig, wscale);
+
+				/* A RST or FIN outside the window (a blind reset): it
+				 * changes nothing and goes no further. */
+				if (w < 0)
+					goto invalid;
+				exact = w == IC_CT_IN_WINDOW;
+			}
 			if (now > last)
 				e->last_seen_ns = now;
 			if (orig) {
@@ -1587,7 +1708,7 @@ static __always_inline int ic_fw(struct __sk_buff *skb, int inbound)
 					e->state = IC_CT_ESTABLISHED;
 			}
 			if (p.proto == IC_IPPROTO_TCP)
-				ic_ct_tcp(e, p.tcp_flags, orig, from_lo);
+				ic_ct_tcp(e, p.tcp_flags, orig, from_lo, exact);
 			ic_fw_count(IC_FW_ESTABLISHED, len);
 			if ((e->flags & IC_CT_F_INSPECT) &&
 			    ic_ids_packet(skb, &key, e, &p,
@@ -1640,6 +1761,8 @@ static __always_inline int ic_fw(struct __sk_buff *skb, int inbound)
 		if (!ic_syn_to_listener(skb, h, family, &attrs))
 			ic_fw_count(IC_FW_COOKIE_ACCEPTED, len);
 		open_state = IC_CT_ESTABLISHED;
+		cookie_ws_c = (attrs.wscale_ok ? attrs.snd_wscale : 0) & 15;
+		cookie_ws_l = (attrs.wscale_ok ? attrs.rcv_wscale : 0) & 15;
 		goto open;
 	}
 	verdict = ic_fw_decide(cfg, inbound, &p, len, ifindex, &rule_id, &record);
@@ -1651,39 +1774,78 @@ static __always_inline int ic_fw(struct __sk_buff *skb, int inbound)
 	}
 open:
 	{
-		struct ic_ct_entry fresh = {
-			.created_ns = now,
-			.last_seen_ns = now,
-			.packets_orig = 1,
-			.bytes_orig = len,
-			.ifindex = ifindex,
-			.rule_id = rule_id,
-			.state = open_state,
-			.flags = (from_lo ? IC_CT_F_ORIG_LO : 0) | (inbound ? IC_CT_F_INBOUND : 0) |
-				 (record ? IC_CT_F_RECORD : 0),
-		};
+		struct ic_ct_entry *fresh = bpf_map_lookup_elem(&ic_fw_ct_scratch, &zero);
 		__u8 comm[16] = {};
 		int inspect = ic_ids_selects(&p);
 		long err;
 
+		if (!fresh)
+			goto drop;
+		__builtin_memset(fresh, 0, sizeof(*fresh));
+		fresh->created_ns = now;
+		fresh->last_seen_ns = now;
+		fresh->packets_orig = 1;
+		fresh->bytes_orig = len;
+		fresh->ifindex = ifindex;
+		fresh->rule_id = rule_id;
+		fresh->state = open_state;
+		fresh->flags = (from_lo ? IC_CT_F_ORIG_LO : 0) | (inbound ? IC_CT_F_INBOUND : 0) |
+			       (record ? IC_CT_F_RECORD : 0);
+
+		if (p.proto == IC_IPPROTO_TCP && (p.tcp_flags & IC_TCP_SYN)) {
+			/* The opening SYN: its side's sequence number, window and scale
+			 * (constant indexes: the
+			 * compiler turns a variable one into arithmetic the verifier refuses). */
+			if (from_lo) {
+				fresh->seq_end[0] = p.seq + 1;
+				fresh->max_win[0] = p.win;
+				fresh->wscale[0] = wscale;
+				fresh->wscale[1] = IC_CT_WSCALE_NONE;
+			} else {
+				fresh->seq_end[1] = p.seq + 1;
+				fresh->max_win[1] = p.win;
+				fresh->wscale[1] = wscale;
+				fresh->wscale[0] = IC_CT_WSCALE_NONE;
+			}
+		} else if (cookie_ws_c != IC_CT_WSCALE_NONE) {
+			/* The ACK of a cookie handshake: this side is the client, the other
+			 * the listener. */
+			__u32 next = p.seq + p.payload_len, win = (__u32)p.win << (cookie_ws_c & 15);
+
+			if (from_lo) {
+				fresh->seq_end[0] = next;
+				fresh->seq_end[1] = p.ack;
+				fresh->wscale[0] = cookie_ws_c;
+				fresh->wscale[1] = cookie_ws_l;
+				fresh->max_win[0] = win;
+			} else {
+				fresh->seq_end[1] = next;
+				fresh->seq_end[0] = p.ack;
+				fresh->wscale[1] = cookie_ws_c;
+				fresh->wscale[0] = cookie_ws_l;
+				fresh->max_win[1] = win;
+			}
+			fresh->flags |= IC_CT_F_WINDOW;
+		}
+
 		if (!inbound)
-			ic_fw_local(skb, &fresh, comm);
+			ic_fw_local(skb, fresh, comm);
 		/* Before the connection: its next packet must find it. */
 		if (inspect && ic_ids_open(&key))
 			inspect = 0;
 		if (inspect)
-			fresh.flags |= IC_CT_F_INSPECT;
-		err = bpf_map_update_elem(&ic_fw_ct, &key, &fresh, BPF_NOEXIST);
+			fresh->flags |= IC_CT_F_INSPECT;
+		err = bpf_map_update_elem(&ic_fw_ct, &key, fresh, BPF_NOEXIST);
 		if (err == -IC_E2BIG || err == -IC_ENOMEM) {
 			ic_fw_count(IC_FW_TABLE_FULL, len);
 			goto drop;
 		}
 		/* -EEXIST: another CPU opened it first; the packet belongs to it. */
 		if (!err && record)
-			ic_fw_flow_report(&key, &fresh, IC_FW_FLOW_START, 0, comm);
+			ic_fw_flow_report(&key, fresh, IC_FW_FLOW_START, 0, comm);
 		if (!err && inspect && p.payload_len &&
-		    ic_ids_packet(skb, &key, &fresh, &p,
-				  ic_ids_how(&fresh, 1, inbound, info.l3 - data)) < 0)
+		    ic_ids_packet(skb, &key, fresh, &p,
+				  ic_ids_how(fresh, 1, inbound, info.l3 - data)) < 0)
 			goto drop; /* a `drop` rule's prefix, matched in the kernel */
 	}
 	ic_fw_count(IC_FW_NEW_ACCEPTED, len);

@@ -1065,6 +1065,15 @@ enum ic_ct_flags {
 	IC_CT_F_RESET = 32,    /* a RST closed it */
 	IC_CT_F_INSPECT = 64,  /* selected for the IDS: its payload goes to user space
 				* (ic_ids_flows holds how much, and whether it is blocked) */
+	IC_CT_F_WINDOW = 128,  /* both sides' sequence numbers and windows are known: a RST
+				* or FIN outside the window is invalid */
+};
+
+/* Limits of the window check (struct ic_ct_entry.wscale, seq_end, max_win). */
+enum ic_ct_window_limits {
+	IC_CT_WSCALE_NONE = 0xff,       /* the side's SYN offered no window scale */
+	IC_CT_MIN_WINDOW = 65535,       /* a receiver's window before it advertised one */
+	IC_CT_MAX_WINDOW = 1073725440,  /* the largest a side can advertise: 65535 << 14 */
 };
 
 /* A tracked connection (hash map ic_fw_ct, keyed by struct ic_ct_key). Counters are
@@ -1085,7 +1094,12 @@ struct ic_ct_entry {
 			     * host opened it; else 0 */
 	__u8 state;         /* enum ic_ct_state */
 	__u8 flags;         /* enum ic_ct_flags */
-	__u16 _pad0;
+	__u8 wscale[2];     /* TCP: each side's window scale ([0] addr_lo's, [1] addr_hi's);
+			     * IC_CT_WSCALE_NONE: its SYN offered none */
+	__u32 seq_end[2];   /* TCP, host order: each side's next sequence number, after the
+			     * last data, SYN or FIN it sent inside the window */
+	__u32 max_win[2];   /* TCP, host order: the largest window each side advertised, in
+			     * bytes (scaled) */
 };
 
 /* Firewall totals (per-CPU array, indexed by this enum). */

@@ -613,7 +613,9 @@ mod firewall {
             pid,
             state,
             flags,
-            _pad0
+            wscale,
+            seq_end,
+            max_win
         ]
     );
     same_layout!(
@@ -728,6 +730,8 @@ mod firewall {
         assert!(abi::CT_F_RECORD as u32 == f::ic_ct_flags::IC_CT_F_RECORD.0);
         assert!(abi::CT_F_RESET as u32 == f::ic_ct_flags::IC_CT_F_RESET.0);
         assert!(abi::CT_F_INSPECT as u32 == f::ic_ct_flags::IC_CT_F_INSPECT.0);
+        assert!(abi::CT_F_WINDOW as u32 == f::ic_ct_flags::IC_CT_F_WINDOW.0);
+        assert!(abi::CT_WSCALE_NONE as u32 == f::ic_ct_window_limits::IC_CT_WSCALE_NONE.0);
         assert!(abi::EventKind::IdsSnippet as u32 == f::ic_event_kind::IC_EVENT_IDS_SNIPPET.0);
         assert!(abi::IDS_SNAP as u32 == f::ic_ids_limits::IC_IDS_SNAP.0);
         assert!(abi::IDS_FLOWS == f::ic_ids_limits::IC_IDS_FLOWS.0);

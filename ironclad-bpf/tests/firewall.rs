@@ -477,7 +477,7 @@ fn pinned_enforcement_outlives_the_process_and_a_restart_adopts_it() {
     );
     let dir = loader.pin_dir(Firewall::OBJECT);
     let pinned = std::fs::read_dir(&dir).expect("pin dir").count();
-    assert_eq!(pinned, 29, "the maps stay pinned, the links are gone");
+    assert_eq!(pinned, 30, "the maps stay pinned, the links are gone");
     assert_eq!(loader.remove_pins(Firewall::OBJECT).expect("unpin"), pinned);
 }
 

@@ -2577,6 +2577,9 @@ pub const CT_F_RECORD: u8 = 16;
 pub const CT_F_RESET: u8 = 32;
 /// `IC_CT_F_INSPECT`: the IDS inspects the connection (its payload goes to user space).
 pub const CT_F_INSPECT: u8 = 64;
+/// `IC_CT_F_WINDOW`: both sides' sequence numbers and windows are known; a RST or FIN
+/// outside the window is invalid.
+pub const CT_F_WINDOW: u8 = 128;
 
 /// `struct ic_ct_key`: a connection's two ends in canonical order (IPv4 as IPv4-mapped
 /// IPv6).
@@ -2644,13 +2647,22 @@ pub struct CtEntry {
     pub state: u8,
     /// `CT_F_*` flags.
     pub flags: u8,
-    /// Padding, zero.
-    pub _pad0: u16,
+    /// TCP: each side's window scale (`[0]` the lower address's side, `[1]` the
+    /// other's); [`CT_WSCALE_NONE`]: its SYN offered none.
+    pub wscale: [u8; 2],
+    /// TCP: each side's next sequence number, after the last data, SYN or FIN it sent
+    /// inside the window.
+    pub seq_end: [u32; 2],
+    /// TCP: the largest window each side advertised, in bytes (scaled).
+    pub max_win: [u32; 2],
 }
+
+/// `IC_CT_WSCALE_NONE`: [`CtEntry::wscale`] of a side whose SYN offered no scale.
+pub const CT_WSCALE_NONE: u8 = 0xff;
 
 impl CtEntry {
     /// Size of the C struct in bytes.
-    pub const SIZE: usize = 72;
+    pub const SIZE: usize = 88;
 
     /// The exact byte image (tests write entries to see how user space reads them).
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {

@@ -1465,3 +1465,72 @@ fn syn_flood_on_a_veth_whose_peer_drops_the_answers_is_said_at_start_and_in_stat
     drop(listener);
     drop(daemon);
 }
+
+/// Regression (red team, round 3): any RST or FIN with a connection's addresses and
+/// ports closed it, whatever its sequence number, and after `tcp_closing` its packets
+/// were dropped as invalid while both ends still held it open: a blind attacker who
+/// knows the 4-tuple tears down established connections (a reset one is kept 10 s).
+/// Now a RST or FIN outside the
+/// receiver's window is invalid (dropped, counted), and one inside the window but not
+/// at its start passes on without closing anything (the receiver answers with a
+/// challenge ACK). The attacker forges from the client's own address in the namespace
+/// (scapy); the connection is live and idle, as a blind reset finds it.
+#[test]
+fn a_blind_reset_or_fin_outside_the_window_leaves_the_connection_open() {
+    require_privileges!();
+    let net = Net::new("fwblind", 10);
+    let config = net.dir.path().join("policy.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "firewall:\n  interfaces: [{}]\n  default_inbound: drop\n  rules:\n    - {{direction: in, proto: tcp, dport: 2222, action: accept}}\n",
+            net.veth.host()
+        ),
+    )
+    .expect("policy");
+    let daemon = Daemon::spawn(&net.args(&config));
+    daemon.wait_for("ready");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/blind_reset.py");
+    for v6 in [false, true] {
+        let host = net.addr(v6, 1);
+        let listener = TcpListener::bind((host.as_str(), 2222)).expect("listener");
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut conn = conn;
+                    let mut buf = [0u8; 100];
+                    while let Ok(n) = conn.read(&mut buf) {
+                        if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        let invalid = total(&net.firewall_status(), "invalid");
+        let out = net
+            .ns
+            .command("/usr/bin/python3")
+            .arg(&script)
+            // Past the 10 s a reset connection is kept: a RST taken for real would
+            // have removed it by then, and the next line been dropped.
+            .args([net.veth.peer(), &net.addr(v6, 2), &host, "2222", "11"])
+            .output()
+            .expect("python3 with scapy");
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && said.contains("forged"),
+            "v6={v6}: {out:?}"
+        );
+        assert!(
+            said.contains("after ping2"),
+            "v6={v6}: the connection outlived the forged RST and FIN: {said} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The blind RST, FIN and RST+ACK were refused as invalid (the one inside the
+        // window went on to the receiver).
+        let refused = total(&net.firewall_status(), "invalid") - invalid;
+        assert!(refused >= 3, "v6={v6}: {refused} invalid");
+    }
+    drop(daemon);
+}
