@@ -527,25 +527,20 @@ pub fn resolve_inside(path: &Path, dir: &Path) -> Result<PathBuf, PathEscape> {
     }
 }
 
-/// The files a compiled Shield policy reads (feeds, the GeoIP database) that are not
-/// inside `staging`, the verified copy of a bundle, each with the reason: such a policy
-/// would let an unsigned file decide what is dropped, so the daemon refuses it. Paths
-/// are resolved ([`resolve_inside`]): `..` components and symbolic links leading out
-/// are caught.
+/// The files a compiled policy reads ([`CompiledConfig::files_read`](crate::config::CompiledConfig::files_read):
+/// feeds of every kind, GeoIP databases, IDS rule files, CA files) that are not inside
+/// `dir` (a bundle being signed, or the verified copy of one), each with the reason:
+/// such a policy would let an unsigned file decide what is enforced, so `sign` and the
+/// daemon refuse it. Paths are resolved ([`resolve_inside`]): `..` components and
+/// symbolic links leading out are caught.
 pub fn outside_paths(
-    shield: &crate::shield::CompiledShield,
-    staging: &Path,
-) -> Vec<(PathBuf, PathEscape)> {
-    use crate::sources::SourceKind;
-    shield
-        .sources
-        .iter()
-        .filter_map(|s| match &s.kind {
-            SourceKind::Feed { path, .. } => Some(path.clone()),
-            SourceKind::Country { db, .. } => Some(db.clone()),
-            SourceKind::Everything => None,
-        })
-        .filter_map(|p| resolve_inside(&p, staging).err().map(|e| (p, e)))
+    config: &crate::config::CompiledConfig,
+    dir: &Path,
+) -> Vec<(crate::config::ReadFile, PathEscape)> {
+    config
+        .files_read()
+        .into_iter()
+        .filter_map(|f| resolve_inside(&f.path, dir).err().map(|e| (f, e)))
         .collect()
 }
 
@@ -614,12 +609,15 @@ mod tests {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let compiled = crate::config::compile_file(&policy).unwrap_or_else(|e| panic!("{e}"));
-        let shield = compiled
-            .shield
-            .unwrap_or_else(|| panic!("a shield section"));
-        let refused: Vec<String> = outside_paths(&shield, &staging)
+        let refused: Vec<String> = outside_paths(&compiled, &staging)
             .iter()
-            .map(|(p, _)| p.strip_prefix(&staging).unwrap_or(p).display().to_string())
+            .map(|(f, _)| {
+                f.path
+                    .strip_prefix(&staging)
+                    .unwrap_or(&f.path)
+                    .display()
+                    .to_string()
+            })
             .collect();
         assert_eq!(
             refused,

@@ -326,6 +326,80 @@ pub struct CompiledConfig {
     pub warnings: Vec<Diagnostic>,
 }
 
+/// A file a compiled policy reads, whose content decides what is enforced
+/// ([`CompiledConfig::files_read`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReadFile {
+    /// What reads it, as the policy names it (`shield feed spamhaus`,
+    /// `egress.deny_domain_feeds malware`, `firewall.ids.rules`).
+    pub what: String,
+    /// The file, as the policy resolved it (relative paths from the policy's directory).
+    pub path: PathBuf,
+}
+
+impl CompiledConfig {
+    /// Every file this policy reads whose content decides what is enforced: the
+    /// Shield's feeds (a fetched feed's cached copy and its CA file) and GeoIP
+    /// databases, the identity firewall's domain feeds, the IDS's rule files. One walk
+    /// over the whole compiled policy, for every section: a signed bundle refuses a
+    /// policy that reads any of them from outside the bundle
+    /// ([`crate::bundle::outside_paths`]). The walk names every section, so a section
+    /// added to the policy does not compile until it says what it reads here.
+    pub fn files_read(&self) -> Vec<ReadFile> {
+        let CompiledConfig {
+            shield,
+            tls,
+            egress,
+            telemetry,
+            sentinel,
+            processes,
+            firewall,
+            warnings: _,
+        } = self;
+        let mut out = Vec::new();
+        let mut add = |what: String, path: &Path| {
+            out.push(ReadFile {
+                what,
+                path: path.to_path_buf(),
+            });
+        };
+        for source in shield.iter().flat_map(|s| &s.sources) {
+            match &source.kind {
+                crate::sources::SourceKind::Feed { path, fetch, .. } => {
+                    add(format!("shield feed {}", source.name), path);
+                    if let Some(ca) = fetch.as_ref().and_then(|f| f.ca_file.as_ref()) {
+                        add(format!("shield feed {} ca_file", source.name), ca);
+                    }
+                }
+                crate::sources::SourceKind::Country { db, .. } => {
+                    add(format!("shield country {} database", source.name), db);
+                }
+                crate::sources::SourceKind::Everything => {}
+            }
+        }
+        for feed in egress.iter().flat_map(|e| &e.domain_feeds) {
+            add(
+                format!("egress.deny_domain_feeds {}", feed.name),
+                &feed.path,
+            );
+        }
+        for file in firewall
+            .iter()
+            .filter_map(|f| f.ids.as_ref())
+            .flat_map(|i| &i.rule_files)
+        {
+            add("firewall.ids.rules".to_string(), file);
+        }
+        // These read no file: TLS capture attaches to its library (the code it
+        // watches, not policy data) and its DLP detectors are in the policy; the
+        // Sentinel's paths are what it protects; telemetry and the process cache have
+        // only settings.
+        let _ = (tls, telemetry, sentinel, processes);
+        out
+    }
+}
+
 pub(crate) fn position(location: &Location) -> Option<(u64, u64)> {
     let (line, column) = (location.line(), location.column());
     (line > 0).then_some((line, column))

@@ -295,10 +295,27 @@ fn keygen(out: &std::path::Path) -> Result<ExitCode> {
 fn sign(key: &std::path::Path, serial: Option<u64>, bundle: &std::path::Path) -> Result<ExitCode> {
     // A bundle whose policy does not compile is not worth signing.
     let policy = bundle.join(ironclad_policy::bundle::POLICY);
-    if let Err(err) = compile_file(&policy) {
-        for d in &err.diagnostics {
-            eprintln!("{d}");
+    let compiled = match compile_file(&policy) {
+        Ok(compiled) => compiled,
+        Err(err) => {
+            for d in &err.diagnostics {
+                eprintln!("{d}");
+            }
+            return Ok(ExitCode::from(2));
         }
+    };
+    // Nor one whose policy reads a file the signature would not cover: every file it
+    // reads must travel in the bundle.
+    let outside = ironclad_policy::bundle::outside_paths(&compiled, bundle);
+    for (file, why) in &outside {
+        eprintln!(
+            "{}: {} reads {}, which is not in the bundle ({why})",
+            policy.display(),
+            file.what,
+            file.path.display()
+        );
+    }
+    if !outside.is_empty() {
         return Ok(ExitCode::from(2));
     }
     let manifest = ironclad_policy::bundle::sign_bundle(bundle, key, serial)?;

@@ -237,15 +237,15 @@ fn load_policy(
                 .map_err(|e| refuse(e.to_string()))?;
             let compiled = compile_file_with_rules(&verified.policy, Some(sources), rules)
                 .map_err(|e| refuse(format!("its policy is invalid:\n{e}")))?;
-            if let Some((outside, why)) = compiled
-                .shield
-                .as_ref()
-                .map(|s| outside_paths(s, &args.state_dir.join("bundle")))
-                .and_then(|p| p.into_iter().next())
-            {
+            let outside = outside_paths(&compiled, &args.state_dir.join("bundle"));
+            if !outside.is_empty() {
+                let files: Vec<String> = outside
+                    .iter()
+                    .map(|(f, why)| format!("{} reads {} ({why})", f.what, f.path.display()))
+                    .collect();
                 return Err(refuse(format!(
-                    "its policy reads {}, which is not in the bundle ({why})",
-                    outside.display()
+                    "its policy reads files that are not in the bundle: {}",
+                    files.join("; ")
                 )));
             }
             (compiled, Some(verified.accepted))

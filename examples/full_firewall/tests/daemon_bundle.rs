@@ -308,3 +308,103 @@ fn a_bundle_sent_through_the_control_api_is_verified_before_it_replaces_the_runn
     daemon.signal("TERM");
     assert!(daemon.wait().success(), "{}", daemon.log());
 }
+
+/// Regression (red team, round 3): only the Shield's feeds were checked to lie inside a
+/// bundle, so a domain feed or an IDS rule file named by an absolute path was read from
+/// wherever it pointed, and editing it (plus a SIGHUP) changed enforcement while the log
+/// said the signed serial was accepted. Every file a policy reads is now checked, with
+/// one walk over the compiled policy: `sign` refuses a policy reading a file outside
+/// the bundle, and `run` refuses a bundle whose verified copy would read one (here:
+/// absolute paths into the signing directory, inside it when signed, outside the
+/// verified copy the daemon compiles), before anything loads.
+#[test]
+fn a_bundle_whose_policy_reads_any_file_outside_it_is_refused_by_sign_and_run() {
+    require_privileges!();
+    let lab = Lab::new("ffbundleout", 72);
+    let dir = lab.dir.path();
+    let (bundle, key) = (dir.join("bundle"), dir.join("signing"));
+    for sub in ["feeds", "rules"] {
+        std::fs::create_dir_all(bundle.join(sub)).expect("bundle dir");
+    }
+    std::fs::write(
+        bundle.join("feeds/blocked.txt"),
+        format!("{}\n", lab.addr(3)),
+    )
+    .expect("feed");
+    let domains = bundle.join("feeds/malware.hosts");
+    std::fs::write(&domains, "0.0.0.0 evil.test\n").expect("domain feed");
+    let rules = bundle.join("rules/local.rules");
+    std::fs::write(
+        &rules,
+        "alert tcp any any -> any 80 (msg:\"evil\"; content:\"evil\"; sid:1000001;)\n",
+    )
+    .expect("rules");
+    let policy = |domain_feed: &Path, rule_file: &Path| {
+        format!(
+            "shield:\n  deny_feeds:\n    - path: feeds/blocked.txt\n      format: plain\n\
+             egress:\n  default: allow\n  deny_domain_feeds:\n    - {{path: {}, name: malware}}\n\
+             firewall:\n  interfaces: [{}]\n  ids:\n    rules: [{}]\n",
+            domain_feed.display(),
+            lab.veth.host(),
+            rule_file.display()
+        )
+    };
+    let out = cli(&["keygen", "--out"], &[&key]);
+    assert!(out.status.success(), "{out:?}");
+
+    // Files outside the directory being signed: `sign` names each and signs nothing.
+    let elsewhere = dir.join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).expect("elsewhere");
+    let (outside_domains, outside_rules) = (
+        elsewhere.join("malware.hosts"),
+        elsewhere.join("local.rules"),
+    );
+    std::fs::copy(&domains, &outside_domains).expect("copy");
+    std::fs::copy(&rules, &outside_rules).expect("copy");
+    std::fs::write(
+        bundle.join("policy.yaml"),
+        policy(&outside_domains, &outside_rules),
+    )
+    .expect("policy");
+    let key_arg = key.to_str().expect("utf-8");
+    let out = cli(&["sign", "--key", key_arg], &[&bundle]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    for what in [
+        format!(
+            "egress.deny_domain_feeds malware reads {}, which is not in the bundle",
+            outside_domains.display()
+        ),
+        format!(
+            "firewall.ids.rules reads {}, which is not in the bundle",
+            outside_rules.display()
+        ),
+    ] {
+        assert!(err.contains(&what), "`{what}` in: {err}");
+    }
+    assert!(!bundle.join("manifest.json").exists(), "nothing signed");
+
+    // Absolute paths into the signing directory: inside it when signed, outside the
+    // verified copy the daemon compiles. `run` refuses the bundle before loading.
+    std::fs::write(bundle.join("policy.yaml"), policy(&domains, &rules)).expect("policy");
+    sign(&key, &bundle, None);
+    let mut daemon = Daemon::spawn(&bundle_args(&lab, &bundle, &dir.join("signing.pub")));
+    let status = daemon.wait();
+    let log = daemon.log();
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(
+        log.contains("bundle refused: its policy reads files that are not in the bundle"),
+        "{log}"
+    );
+    for what in [
+        format!(
+            "egress.deny_domain_feeds malware reads {}",
+            domains.display()
+        ),
+        format!("firewall.ids.rules reads {}", rules.display()),
+    ] {
+        assert!(log.contains(&what), "`{what}` in: {log}");
+    }
+    assert!(!lab.pins.path().join("shield").exists(), "nothing pinned");
+    assert!(!lab.pins.path().join("egress").exists(), "nothing pinned");
+}
