@@ -769,6 +769,47 @@ fn rfc3339(ktime_ns: u64, offset: i128) -> String {
 }
 
 impl Event {
+    /// Every value of the `kind` field events carry, in the order of the enum: what a
+    /// filter by kind may name (a name not in it matches nothing, ever).
+    pub const KINDS: &'static [&'static str] = &[
+        "shield_drop",
+        "tls",
+        "connect",
+        "rate_limited",
+        "dns",
+        "bandwidth",
+        "audit",
+        "sentinel",
+        "process_cache",
+        "firewall",
+        "flow",
+        "firewall_limit",
+        "dns_policy",
+        "ids_alert",
+        "dlp",
+    ];
+
+    /// This event's `kind` field (one of [`KINDS`](Self::KINDS)).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::ShieldDrop(_) => "shield_drop",
+            Event::TlsData(_) => "tls",
+            Event::Connect(_) => "connect",
+            Event::RateLimited(_) => "rate_limited",
+            Event::Dns(_) => "dns",
+            Event::Bandwidth(_) => "bandwidth",
+            Event::Audit(_) => "audit",
+            Event::Sentinel(_) => "sentinel",
+            Event::ProcessCache(_) => "process_cache",
+            Event::FirewallMatch(_) => "firewall",
+            Event::Flow(_) => "flow",
+            Event::FirewallLimit(_) => "firewall_limit",
+            Event::DnsPolicy(_) => "dns_policy",
+            Event::IdsAlert(_) => "ids_alert",
+            Event::Dlp(_) => "dlp",
+        }
+    }
+
     /// Sets the event's wall-clock `time` from its `ktime_ns` (CLOCK_MONOTONIC) and
     /// `offset`, the wall-clock minus monotonic nanoseconds measured by the reader.
     pub fn set_wall_time(&mut self, offset: i128) {
@@ -1379,6 +1420,12 @@ mod tests {
         assert_eq!(tls.actor.comm, "curl");
         assert!(tls.last && !tls.truncated);
         let json: serde_json::Value = serde_json::from_str(&event.to_json()).expect("json");
+        assert_eq!(
+            json["kind"],
+            event.kind(),
+            "Event::kind names what the JSON says"
+        );
+        assert!(Event::KINDS.contains(&event.kind()));
         assert_eq!(json["kind"], "tls");
         assert_eq!(json["direction"], "write");
         assert_eq!(json["http"]["method"], "GET");
@@ -1448,6 +1495,12 @@ mod tests {
         };
         let event = decode(&e.to_bytes()).expect("decodes");
         let json: serde_json::Value = serde_json::from_str(&event.to_json()).expect("json");
+        assert_eq!(
+            json["kind"],
+            event.kind(),
+            "Event::kind names what the JSON says"
+        );
+        assert!(Event::KINDS.contains(&event.kind()));
         assert_eq!(json["kind"], "connect");
         assert_eq!(
             json["dst"], "127.0.0.1",
@@ -1715,6 +1768,12 @@ mod tests {
         assert_eq!((drop.sport, drop.dport, drop.proto), (40000, 443, 6));
         assert_eq!(drop.rule_id, 7);
         let json: serde_json::Value = serde_json::from_str(&event.to_json()).expect("json");
+        assert_eq!(
+            json["kind"],
+            event.kind(),
+            "Event::kind names what the JSON says"
+        );
+        assert!(Event::KINDS.contains(&event.kind()));
         assert_eq!(json["kind"], "shield_drop");
         let mut stamped = event.clone();
         stamped.set_wall_time(1_795_334_400_000_000_000);
@@ -1842,6 +1901,12 @@ mod tests {
             encrypted_dns: false,
         });
         let json: serde_json::Value = serde_json::from_str(&connect.to_json()).expect("json");
+        assert_eq!(
+            json["kind"],
+            connect.kind(),
+            "Event::kind names what the JSON says"
+        );
+        assert!(Event::KINDS.contains(&connect.kind()));
         assert_eq!(json["kind"], "connect");
         assert_eq!(json["pid"], 7);
         assert_eq!(json["tid"], 8);

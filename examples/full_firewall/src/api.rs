@@ -792,6 +792,17 @@ impl Control for DaemonControl {
         request: Request<StreamEventsRequest>,
     ) -> Result<Response<Self::StreamEventsStream>, Status> {
         let filter = request.into_inner();
+        // A kind no event has would match nothing, forever: refused, with the kinds.
+        if let Some(bad) = filter
+            .kinds
+            .iter()
+            .find(|k| !Event::KINDS.contains(&k.as_str()))
+        {
+            return Err(Status::invalid_argument(format!(
+                "no event kind `{bad}`; the kinds are {}",
+                Event::KINDS.join(", ")
+            )));
+        }
         let queue = match filter.queue {
             0 => STREAM_QUEUE.0,
             n => (n as usize).min(STREAM_QUEUE.1),

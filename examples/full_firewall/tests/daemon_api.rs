@@ -81,6 +81,18 @@ fn rules_added_through_the_api_are_enforced_at_once_streamed_kept_and_removed() 
         .spawn()
         .expect("events");
     std::thread::sleep(Duration::from_millis(300));
+    // A kind no event has is refused at once, with the kinds there are (it used to wait
+    // forever for events that never come).
+    let typo = cli(
+        &socket,
+        &["events", "--kind", "shield_drops", "--count", "1"],
+    );
+    let (_, err) = text(&typo);
+    assert!(!typo.status.success(), "{typo:?}");
+    assert!(
+        err.contains("no event kind `shield_drops`; the kinds are shield_drop, tls,"),
+        "{err}"
+    );
 
     let out = cli(
         &socket,
