@@ -716,6 +716,43 @@ impl ProcessMonitor {
         }
     }
 
+    /// Applies a reloaded `processes` section at once: the redaction patterns, whether
+    /// arguments are kept, the lineage depth and how long exited processes stay
+    /// named. The processes already cached are redacted again with the new patterns
+    /// (or lose their arguments), so a pattern added to hide a secret hides it in every
+    /// later event, not only for processes started after the reload. The capacity is
+    /// the kernel map's size and applies at the next start: returns whether the
+    /// policy asks for another one.
+    ///
+    /// # Errors
+    /// [`BpfError::Io`] naming `processes.redact_args` for a pattern that is not a
+    /// regular expression; nothing is changed then.
+    pub fn reconfigure(&self, policy: &ProcessPolicy) -> Result<bool> {
+        let redactor = Redactor::new(&policy.redact_args).map_err(|e| BpfError::Io {
+            path: PathBuf::from("processes.redact_args"),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+        })?;
+        let mut table = locked(&self.shared.table);
+        for segment in table.pids.values_mut().flatten() {
+            let args = if policy.args {
+                redactor.redact(&segment.proc.args)
+            } else {
+                Vec::new()
+            };
+            if args != segment.proc.args {
+                segment.proc = Arc::new(Process {
+                    args,
+                    ..(*segment.proc).clone()
+                });
+            }
+        }
+        table.redactor = redactor;
+        table.args = policy.args;
+        table.lineage_depth = policy.lineage_depth;
+        table.retain_ns = u64::from(policy.retain_exited_seconds) * 1_000_000_000;
+        Ok(policy.capacity as usize != table.capacity)
+    }
+
     /// The cache's counters and the kernel's.
     pub fn stats(&self) -> Result<ProcessCacheStats> {
         let stats = self.object.map(names::process::ic_process_stats)?;

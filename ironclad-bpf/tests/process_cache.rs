@@ -405,3 +405,67 @@ fn a_full_cache_says_so_and_never_names_the_wrong_process() {
     assert!(stats.overflows > 0, "{stats:?}");
     assert!(stats.cached <= 16, "{stats:?}");
 }
+
+/// Regression (red team, round 3): a reload ignored `processes:`, so a redaction pattern
+/// added to hide a secret left it in every event of a process already running. Now
+/// `reconfigure` applies the new patterns to the cached processes too: a long-lived
+/// process whose command line carries a token is named with it before, and with the
+/// token redacted in its very next event after.
+#[test]
+fn a_reconfigured_redaction_pattern_hides_the_secret_of_a_running_process() {
+    require_privileges!();
+    crate::loopback_dns_responder();
+    let rig = rig("predact", &ProcessPolicy::default());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let go = dir.path().join("go");
+    let python = ironclad_testing::python_interpreter().expect("python3");
+    let script = "import os,socket,struct,sys,time\n\
+def ask(labels):\n    q=struct.pack('>HHHHHH',9,256,1,0,0,0)+b''.join(bytes([len(l)])+l for l in labels)+b'\\x00'+struct.pack('>HH',1,1)\n    s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n    s.settimeout(2)\n    s.sendto(q,('127.0.0.1',53))\n    s.recv(512)\n\
+ask([b'first',b'example',b'test'])\n\
+while not os.path.exists(sys.argv[1]): time.sleep(0.05)\n\
+ask([b'second',b'example',b'test'])\n";
+    let token = "tok-7f3a9c2e51d84b6a";
+    // The script from a file: its text on the command line would fill the arguments the
+    // kernel captures before the token.
+    let file = dir.path().join("ask.py");
+    std::fs::write(&file, script).expect("script");
+    let mut child = rig
+        .cgroup
+        .command(&python.display().to_string())
+        .args([
+            &file.display().to_string(),
+            &go.display().to_string(),
+            token,
+        ])
+        .spawn()
+        .expect("python3");
+    let first = rig.query_for("first.example.test", Duration::from_secs(30));
+    let args = &first.actor.process.as_ref().expect("process block").args;
+    assert!(
+        args.iter().any(|a| a == token),
+        "no pattern yet, so the token shows: {args:?}"
+    );
+    let changed = rig
+        .processes
+        .reconfigure(&ProcessPolicy {
+            redact_args: vec!["^tok-".to_string()],
+            ..ProcessPolicy::default()
+        })
+        .expect("reconfigure");
+    assert!(!changed, "the same capacity");
+    std::fs::write(&go, "").expect("go");
+    let second = rig.query_for("second.example.test", Duration::from_secs(30));
+    let args = &second.actor.process.as_ref().expect("process block").args;
+    assert!(
+        !args.iter().any(|a| a.contains("tok-")),
+        "the running process's token is redacted: {args:?}"
+    );
+    assert!(args.iter().any(|a| a == "[redacted]"), "{args:?}");
+    // A pattern that is not a regular expression changes nothing.
+    let bad = rig.processes.reconfigure(&ProcessPolicy {
+        redact_args: vec!["(unclosed".to_string()],
+        ..ProcessPolicy::default()
+    });
+    assert!(bad.is_err(), "{bad:?}");
+    assert!(child.wait().expect("python3").success());
+}

@@ -721,6 +721,28 @@ impl<'l> Features<'l> {
         let mut failed = false;
         let mut stopping = Vec::new();
         self.last_reload.clear();
+        // The process cache runs as long as the agent; its settings reload with the
+        // rest (a redaction pattern added hides its secret from the next event on).
+        if let Some(processes) = &self.processes {
+            let policy = config.processes.clone().unwrap_or_default();
+            match processes.reconfigure(&policy) {
+                Ok(capacity_changed) => info!(
+                    "process cache reloaded: {} redaction patterns, arguments {}, lineage depth {}{}",
+                    policy.redact_args.len(),
+                    if policy.args { "kept" } else { "dropped" },
+                    policy.lineage_depth,
+                    if capacity_changed {
+                        "; its capacity applies at the next start"
+                    } else {
+                        ""
+                    }
+                ),
+                Err(e) => {
+                    failed = true;
+                    warn!("process cache reload failed, its old settings stay: {e}");
+                }
+            }
+        }
         for (i, feature) in self.running.iter_mut().enumerate() {
             let outcome = match feature.reload(config) {
                 Ok(Reloaded::Applied(what)) => {
