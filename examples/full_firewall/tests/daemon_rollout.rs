@@ -133,7 +133,7 @@ fn pinned_features(pins: &Path) -> Vec<String> {
 #[test]
 fn removing_sections_removes_their_enforcement_and_an_unconfirmed_removal_comes_back() {
     require_privileges!();
-    let lab = Lab::new("ffremove", 12);
+    let lab = Lab::new("ffremove", 71);
     // .2 passes everything, .3 is the Shield's, .4 the firewall's.
     let out = lab
         .ns
