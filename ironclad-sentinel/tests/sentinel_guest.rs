@@ -308,6 +308,22 @@ fn spawn_until(command: &mut Command, ready: &str) -> (Child, String) {
     (child, log)
 }
 
+/// A daemon test's world: a fresh tmpfs at `/run/ironclad-sentinel-test/NAME` (the
+/// root), its `etc` directory (to protect) and `stopper`, a copy of `kill` to name as
+/// the update manager (the way an operator stops a protected agent).
+fn daemon_root(name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let root = PathBuf::from("/run/ironclad-sentinel-test").join(name);
+    std::fs::create_dir_all(&root).expect("root");
+    assert!(run("mount", &["-t", "tmpfs", "tmpfs", arg(&root)])
+        .status
+        .success());
+    let etc = root.join("etc");
+    std::fs::create_dir_all(&etc).expect("etc");
+    let stopper = root.join("stopper");
+    std::fs::copy("/usr/bin/kill", &stopper).expect("copy kill");
+    (root, etc, stopper)
+}
+
 /// Stops an agent with its update manager `stopper` (a copy of `kill`), checks it exits
 /// cleanly and that `protected` is writable again (its Sentinel is gone).
 fn stop_with_update_manager(stopper: &Path, mut child: Child, protected: &Path) {
@@ -896,18 +912,9 @@ fn protection_survives_an_agent_crash_and_a_restarted_agent_takes_over() {
 #[ignore = "BPF-LSM: runs in a guest kernel (guest/run.sh, part of ./dev.sh test)"]
 fn full_firewall_enables_the_sentinel_from_its_policy() {
     require_guest();
-    let root = PathBuf::from("/run/ironclad-sentinel-test/full-firewall");
-    std::fs::create_dir_all(&root).expect("root");
-    assert!(run("mount", &["-t", "tmpfs", "tmpfs", arg(&root)])
-        .status
-        .success());
-    let etc = root.join("etc");
-    std::fs::create_dir_all(&etc).expect("etc");
+    let (root, etc, stopper) = daemon_root("full-firewall");
     let watched = root.join("watched.conf");
     std::fs::write(&watched, "a\n").expect("watched");
-    // The update manager may signal the agent: the way an operator stops it.
-    let stopper = root.join("stopper");
-    std::fs::copy("/usr/bin/kill", &stopper).expect("copy kill");
     let policy = etc.join("policy.yaml");
     std::fs::write(
         &policy,
@@ -975,11 +982,7 @@ fn full_firewall_enables_the_sentinel_from_its_policy() {
 #[ignore = "BPF-LSM: runs in a guest kernel (guest/run.sh, part of ./dev.sh test)"]
 fn embed_agent_runs_under_its_sentinel_and_forwards_every_kind_of_event() {
     require_guest();
-    let root = PathBuf::from("/run/ironclad-sentinel-test/embed-agent");
-    std::fs::create_dir_all(&root).expect("root");
-    assert!(run("mount", &["-t", "tmpfs", "tmpfs", arg(&root)])
-        .status
-        .success());
+    let (root, etc, stopper) = daemon_root("embed-agent");
     // The egress firewall's cgroup: a child of a cgroup2 mount of our own.
     let cgroup_mount = root.join("cgroup");
     std::fs::create_dir_all(&cgroup_mount).expect("cgroup mount point");
@@ -990,10 +993,6 @@ fn embed_agent_runs_under_its_sentinel_and_forwards_every_kind_of_event() {
     );
     let cgroup = cgroup_mount.join("ict-embed");
     let _ = std::fs::create_dir(&cgroup);
-    let etc = root.join("etc");
-    std::fs::create_dir_all(&etc).expect("etc");
-    let stopper = root.join("stopper");
-    std::fs::copy("/usr/bin/kill", &stopper).expect("copy kill");
     let service = std::net::TcpListener::bind("127.0.0.1:0").expect("service");
     let service_port = service.local_addr().expect("addr").port();
     let policy = etc.join("policy.yaml");
@@ -1258,15 +1257,7 @@ fn kernel_has_tcx() -> bool {
 #[ignore = "BPF-LSM: runs in a guest kernel (guest/run.sh, part of ./dev.sh test)"]
 fn every_link_of_the_daemons_features_stays_attached_under_its_sentinel() {
     require_guest();
-    let root = PathBuf::from("/run/ironclad-sentinel-test/links");
-    std::fs::create_dir_all(&root).expect("root");
-    assert!(run("mount", &["-t", "tmpfs", "tmpfs", arg(&root)])
-        .status
-        .success());
-    let etc = root.join("etc");
-    std::fs::create_dir_all(&etc).expect("etc");
-    let stopper = root.join("stopper");
-    std::fs::copy("/usr/bin/kill", &stopper).expect("copy kill");
+    let (root, etc, stopper) = daemon_root("links");
     let ns = ironclad_testing::NetNs::new("ictlinks").expect("netns");
     let veth = ironclad_testing::VethPair::new(
         &ns,

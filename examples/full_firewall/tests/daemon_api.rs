@@ -1040,27 +1040,11 @@ fn firewall_and_egress_rules_added_through_the_api_come_first_and_are_enforced_u
     require_privileges!();
     let lab = Lab::new("ffapifw", 65);
     let cgroup = ironclad_testing::TestCgroup::new("ffapifw").expect("cgroup");
-    let client = lab.dir.path().join("client");
-    let src =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ironclad-bpf/tests/data/net_client.c");
-    let cc = Command::new("cc")
-        .arg("-o")
-        .arg(&client)
-        .arg(&src)
-        .output()
-        .expect("cc");
-    assert!(cc.status.success(), "{cc:?}");
+    let client = crate::common::net_client(lab.dir.path(), "client");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
     let port = listener.local_addr().expect("addr").port().to_string();
     std::thread::spawn(move || for _ in listener.incoming() {});
-    let connect = || {
-        let out = cgroup
-            .command(&client.display().to_string())
-            .args(["tcp4", "127.0.0.1", &port])
-            .output()
-            .expect("client");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let connect = || crate::common::connect_from(&cgroup, &client, &port);
     // The file allows the client to loopback: the API's deny comes before it.
     let config = lab.write_config(
         "policy.yaml",

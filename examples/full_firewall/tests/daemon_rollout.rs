@@ -151,25 +151,8 @@ fn removing_sections_removes_their_enforcement_and_an_unconfirmed_removal_comes_
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
     let port = listener.local_addr().expect("addr").port().to_string();
     std::thread::spawn(move || for _ in listener.incoming() {});
-    let client = lab.dir.path().join("client");
-    let cc = Command::new("cc")
-        .arg("-o")
-        .arg(&client)
-        .arg(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../ironclad-bpf/tests/data/net_client.c"),
-        )
-        .output()
-        .expect("cc");
-    assert!(cc.status.success(), "{cc:?}");
-    let connect = || {
-        let out = cgroup
-            .command(&client.display().to_string())
-            .args(["tcp4", "127.0.0.1", &port])
-            .output()
-            .expect("client");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let client = crate::common::net_client(lab.dir.path(), "client");
+    let connect = || crate::common::connect_from(&cgroup, &client, &port);
     let full = format!(
         "{shield}firewall:\n  interfaces: [{dev}]\n  rules:\n    - {{direction: in, proto: icmp, src: {fw}, action: drop}}\n\
          egress:\n  default: allow\n  rules:\n    - exe: {client}\n      dst: 127.0.0.0/8\n      proto: tcp\n      action: deny\n\

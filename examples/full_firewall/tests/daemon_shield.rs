@@ -695,17 +695,7 @@ impl EgressLab {
 
     /// The test client, compiled as `name` in the scratch directory.
     fn client(&self, name: &str) -> std::path::PathBuf {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../ironclad-bpf/tests/data/net_client.c");
-        let exe = self.dir.path().join(name);
-        let cc = Command::new("cc")
-            .arg("-o")
-            .arg(&exe)
-            .arg(&src)
-            .output()
-            .expect("cc");
-        assert!(cc.status.success(), "{cc:?}");
-        exe
+        crate::common::net_client(self.dir.path(), name)
     }
 
     /// A policy denying `exe` TCP to 127.0.0.0/8, written to `policy.yaml`.
@@ -743,13 +733,7 @@ impl EgressLab {
 
     /// What the client `exe`, run in the cgroup, says of a connection to the listener.
     fn connect(&self, exe: &Path) -> String {
-        let out = self
-            .cgroup
-            .command(&exe.display().to_string())
-            .args(["tcp4", "127.0.0.1", &self.port])
-            .output()
-            .expect("client");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        crate::common::connect_from(&self.cgroup, exe, &self.port)
     }
 }
 

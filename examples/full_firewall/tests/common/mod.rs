@@ -46,6 +46,34 @@ pub fn run_args(config: &Path, veth: &VethPair, pins: &BpffsDir, dir: &Path) -> 
     ]
 }
 
+/// The identity firewall's test client (`ironclad-bpf/tests/data/net_client.c`),
+/// compiled as `dir/name`: each copy is an executable of its own for `exe` rules.
+pub fn net_client(dir: &Path, name: &str) -> PathBuf {
+    let exe = dir.join(name);
+    let src =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ironclad-bpf/tests/data/net_client.c");
+    let cc = Command::new("cc")
+        .arg("-o")
+        .arg(&exe)
+        .arg(&src)
+        .output()
+        .expect("cc");
+    assert!(cc.status.success(), "{cc:?}");
+    exe
+}
+
+/// What `client` ([`net_client`]), run in `cgroup`, says of a TCP connection to
+/// `127.0.0.1:port`: `ok=1 ...`, or `ok=0 eperm=1 ...` when the identity firewall
+/// refused it.
+pub fn connect_from(cgroup: &ironclad_testing::TestCgroup, client: &Path, port: &str) -> String {
+    let out = cgroup
+        .command(&client.display().to_string())
+        .args(["tcp4", "127.0.0.1", port])
+        .output()
+        .expect("client");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// `full_firewall detach --pin-dir PINS`: every hook and pin removed; it must succeed.
 pub fn detach(pins: &Path) {
     let out = Command::new(BIN)
