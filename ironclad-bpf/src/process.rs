@@ -162,11 +162,42 @@ struct Table {
     mismatches: u64,
     args: bool,
     redactor: Redactor,
+    /// The DLP detectors, over arguments too: a card number or a key on a command line
+    /// is no more an event's business than in TLS plaintext.
+    dlp: ironclad_policy::dlp::Dlp,
     lineage_depth: u32,
     cgroups: CgroupNames,
     /// Wall-clock minus CLOCK_BOOTTIME, ns.
     boot_offset: i128,
     latest: u64,
+}
+
+/// `args` with secrets replaced: `redactor`'s rules, then whatever a DLP detector finds
+/// inside an argument (a card number in `--data card=...`, an AWS key) replaced by
+/// [`ironclad_events::process::REDACTED`].
+fn redact_args<S: AsRef<str>>(
+    redactor: &Redactor,
+    dlp: &ironclad_policy::dlp::Dlp,
+    args: impl IntoIterator<Item = S>,
+) -> Vec<String> {
+    redactor
+        .redact(args)
+        .into_iter()
+        .map(|arg| {
+            let mut findings = dlp.scan(arg.as_bytes());
+            if findings.is_empty() {
+                return arg;
+            }
+            findings.sort_by_key(|f| std::cmp::Reverse(f.start));
+            let mut out = arg.into_bytes();
+            for f in findings {
+                if f.start <= f.end && f.end <= out.len() {
+                    out.splice(f.start..f.end, ironclad_events::process::REDACTED.bytes());
+                }
+            }
+            String::from_utf8_lossy(&out).into_owned()
+        })
+        .collect()
 }
 
 fn lossy(bytes: &[u8]) -> String {
@@ -340,7 +371,7 @@ impl Table {
                     ((!path.is_empty()).then_some(path), None)
                 };
                 let args = if self.args {
-                    self.redactor.redact(split_args(e.args()))
+                    redact_args(&self.redactor, &self.dlp, split_args(e.args()))
                 } else {
                     Vec::new()
                 };
@@ -566,6 +597,11 @@ impl ProcessMonitor {
             path: PathBuf::from("processes.redact_args"),
             source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
         })?;
+        let dlp = ironclad_policy::dlp::Dlp::new(&ironclad_policy::dlp::Detector::ALL, &[])
+            .map_err(|e| BpfError::Io {
+                path: PathBuf::from("the DLP detectors"),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+            })?;
         let ns = |t: rustix::time::Timespec| {
             i128::from(t.tv_sec) * 1_000_000_000 + i128::from(t.tv_nsec)
         };
@@ -582,6 +618,7 @@ impl ProcessMonitor {
             mismatches: 0,
             args: policy.args,
             redactor,
+            dlp,
             lineage_depth: policy.lineage_depth,
             cgroups: CgroupNames {
                 root: cgroup_root.clone(),
@@ -632,7 +669,7 @@ impl ProcessMonitor {
                 let mut table = locked(&shared.table);
                 if !table.pids.contains_key(&pid) {
                     let p = Process {
-                        args: table.redactor.redact(&p.args),
+                        args: redact_args(&table.redactor, &table.dlp, &p.args),
                         ..p
                     };
                     table.insert(0, p);
@@ -732,10 +769,11 @@ impl ProcessMonitor {
             path: PathBuf::from("processes.redact_args"),
             source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
         })?;
-        let mut table = locked(&self.shared.table);
+        let mut guard = locked(&self.shared.table);
+        let table = &mut *guard;
         for segment in table.pids.values_mut().flatten() {
             let args = if policy.args {
-                redactor.redact(&segment.proc.args)
+                redact_args(&redactor, &table.dlp, &segment.proc.args)
             } else {
                 Vec::new()
             };

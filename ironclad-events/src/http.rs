@@ -14,7 +14,8 @@ pub enum Http {
         /// The `Host` header, if present in the captured bytes.
         #[serde(skip_serializing_if = "Option::is_none")]
         host: Option<String>,
-        /// The request target (`/secret-path`).
+        /// The request target (`/secret-path`), the values of its secret query
+        /// parameters redacted (`/p?token=[redacted]&page=2`).
         path: String,
         /// `HTTP/1.1` or `HTTP/1.0`.
         version: String,
@@ -79,7 +80,8 @@ pub fn parse(data: &[u8]) -> Option<Http> {
     Some(Http::Request {
         method: a.to_string(),
         host,
-        path: b.to_string(),
+        // A token or signature in the query is a credential: never in an event's field.
+        path: crate::process::redact_query(b),
         version: version.to_string(),
     })
 }
@@ -119,6 +121,10 @@ mod tests {
                 version: "HTTP/1.1".into()
             })
         );
+        assert!(matches!(
+            parse(b"GET /p?token=tok-1&page=2 HTTP/1.1\r\n\r\n"),
+            Some(Http::Request { path, .. }) if path == "/p?token=[redacted]&page=2"
+        ));
         assert_eq!(
             parse(b"HTTP/1.0 200 ok\r\nContent-type: text/html\r\n\r\n"),
             Some(Http::Response {

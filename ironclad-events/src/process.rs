@@ -188,14 +188,83 @@ pub struct RedactError {
 ///
 /// Built in: the value of `--NAME=value` and the argument after `--NAME` or `-NAME` when
 /// NAME contains `pass`, `secret`, `token`, `key`, `auth` or `credential` (any case);
-/// a URL's `user:password@` password. Extra patterns: an argument matching any of them
-/// is replaced whole.
+/// the password of a `user:password` credential given to `-u`, `--user`, `-U` or
+/// `--proxy-user` (curl, wget and their kind); a secret header's value (`-H
+/// 'Authorization: Bearer ...'`, `Cookie:`, `X-Api-Key:`); a URL's `user:password@`
+/// password and the values of its query parameters whose names hold one of those words
+/// (`?token=...`, `&sig=...`). Extra patterns: an argument matching any of them is
+/// replaced whole.
 #[derive(Debug, Clone)]
 pub struct Redactor {
     extra: Vec<regex::Regex>,
 }
 
 const SECRET_WORDS: &[&str] = &["pass", "secret", "token", "key", "auth", "credential"];
+
+/// Flags whose value is a `user:password` credential.
+const CREDENTIAL_FLAGS: &[&str] = &["-u", "--user", "-U", "--proxy-user"];
+
+/// Words (beyond [`SECRET_WORDS`]) that make a query parameter's value a credential:
+/// signed URLs' signatures (`X-Amz-Signature`), session ids; and `sig` itself.
+const SECRET_PARAM_WORDS: &[&str] = &["signature", "session"];
+
+fn secret_param(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    lower == "sig"
+        || SECRET_WORDS
+            .iter()
+            .chain(SECRET_PARAM_WORDS)
+            .any(|w| lower.contains(w))
+}
+
+/// Headers whose value is a credential.
+const SECRET_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "x-api-key",
+];
+
+/// `user:password` with the password redacted (the argument as it is without a `:`).
+fn redact_credential(value: &str) -> String {
+    match value.split_once(':') {
+        Some((user, _)) => format!("{user}:{REDACTED}"),
+        None => value.to_string(),
+    }
+}
+
+/// `Name: value` with the value redacted when the header carries a credential.
+fn redact_header(arg: &str) -> Option<String> {
+    let (name, _) = arg.split_once(':')?;
+    SECRET_HEADERS
+        .contains(&name.trim().to_ascii_lowercase().as_str())
+        .then(|| format!("{name}: {REDACTED}"))
+}
+
+/// A URL or path with the values of its secret query parameters redacted
+/// (`/p?token=[redacted]&page=2`): what an event may say of a request target.
+pub fn redact_query(target: &str) -> String {
+    let Some((base, query)) = target.split_once('?') else {
+        return target.to_string();
+    };
+    let (query, fragment) = match query.split_once('#') {
+        Some((q, f)) => (q, Some(f)),
+        None => (query, None),
+    };
+    let params: Vec<String> = query
+        .split('&')
+        .map(|param| match param.split_once('=') {
+            Some((name, _)) if secret_param(name) => format!("{name}={REDACTED}"),
+            _ => param.to_string(),
+        })
+        .collect();
+    let mut out = format!("{base}?{}", params.join("&"));
+    if let Some(f) = fragment {
+        out.push('#');
+        out.push_str(f);
+    }
+    out
+}
 
 fn secret_flag(flag: &str) -> bool {
     let name = flag.trim_start_matches('-').to_ascii_lowercase();
@@ -225,20 +294,40 @@ impl Redactor {
     {
         let mut out = Vec::new();
         let mut next_is_secret = false;
+        let mut next_is_credential = false;
+        let mut next_is_header = false;
         for arg in args {
             let arg = arg.as_ref();
             if std::mem::take(&mut next_is_secret) || self.extra.iter().any(|r| r.is_match(arg)) {
                 out.push(REDACTED.to_string());
                 continue;
             }
-            if let Some((flag, _)) = arg.split_once('=').filter(|(f, _)| secret_flag(f)) {
-                out.push(format!("{flag}={REDACTED}"));
+            if std::mem::take(&mut next_is_credential) {
+                out.push(redact_credential(arg));
                 continue;
             }
-            if secret_flag(arg) {
+            if std::mem::take(&mut next_is_header) {
+                out.push(redact_header(arg).unwrap_or_else(|| arg.to_string()));
+                continue;
+            }
+            if let Some((flag, value)) = arg.split_once('=') {
+                if secret_flag(flag) {
+                    out.push(format!("{flag}={REDACTED}"));
+                    continue;
+                }
+                if CREDENTIAL_FLAGS.contains(&flag) {
+                    out.push(format!("{flag}={}", redact_credential(value)));
+                    continue;
+                }
+            }
+            if CREDENTIAL_FLAGS.contains(&arg) {
+                next_is_credential = true;
+            } else if arg == "-H" || arg == "--header" {
+                next_is_header = true;
+            } else if secret_flag(arg) {
                 next_is_secret = true;
             }
-            out.push(redact_url_password(arg));
+            out.push(redact_query(&redact_url_password(arg)));
         }
         out
     }
@@ -338,5 +427,49 @@ mod tests {
         );
         let err = Redactor::new(&["(".to_string()]).expect_err("bad pattern");
         assert!(err.to_string().contains("\"(\""), "{err}");
+    }
+
+    /// Regression (red team, round 3): `curl --user u:password` and a token in a URL's
+    /// query appeared whole in every event's `process.args`.
+    #[test]
+    fn credentials_headers_and_query_secrets_in_arguments_are_redacted() {
+        let r = Redactor::new(&[]).expect("no pattern");
+        let got = r.redact([
+            "curl",
+            "--user",
+            "alice:s3cr3t",
+            "-u",
+            "bob:hunter2",
+            "--proxy-user=carol:pw9",
+            "-H",
+            "Authorization: Bearer eyJabc",
+            "-H",
+            "Accept: text/plain",
+            "https://example.test/p?token=tok-1&page=2&X-Amz-Signature=abc#top",
+            "sudo",
+            "-u",
+            "root",
+        ]);
+        assert_eq!(
+            got,
+            [
+                "curl",
+                "--user",
+                "alice:[redacted]",
+                "-u",
+                "bob:[redacted]",
+                "--proxy-user=carol:[redacted]",
+                "-H",
+                "Authorization: [redacted]",
+                "-H",
+                "Accept: text/plain",
+                "https://example.test/p?token=[redacted]&page=2&X-Amz-Signature=[redacted]#top",
+                "sudo",
+                "-u",
+                "root",
+            ]
+        );
+        assert_eq!(redact_query("/a?b=1"), "/a?b=1");
+        assert_eq!(redact_query("/a?sig=x&b"), "/a?sig=[redacted]&b");
     }
 }

@@ -581,6 +581,125 @@ fn xdp_refused_on_a_busy_interface_fails_open() {
     assert!(out.status.success());
 }
 
+/// Regression (red team, round 3): DLP masked a card number in the TLS plaintext, but
+/// the same number, and the password of `--user`, stood whole in `process.args` of the
+/// very events that reported it (the daemon names every event's process). Now nothing
+/// any event says carries the card number or the password, and the request's token in
+/// the URL's query is redacted from the command line and from `http.path`.
+#[test]
+fn tls_and_dlp_events_carry_no_secret_of_the_command_line() {
+    require_privileges!();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pins = BpffsDir::new("fftlsdlp").expect("bpffs");
+    let (cert, key) = ironclad_testing::self_signed_cert(dir.path()).expect("openssl req");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let mut server = Command::new("openssl")
+        .args(["s_server", "-quiet", "-www", "-accept"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-cert")
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("s_server");
+    let curl_path = String::from_utf8_lossy(
+        &Command::new("sh")
+            .args(["-c", "readlink -f \"$(command -v curl)\""])
+            .output()
+            .expect("sh")
+            .stdout,
+    )
+    .trim()
+    .to_string();
+    let config = dir.path().join("policy.yaml");
+    std::fs::write(
+        &config,
+        format!("tls:\n  scope:\n    - exe: {curl_path}\n  max_bytes: 4096\n  dlp: {{}}\n"),
+    )
+    .expect("config");
+    let mut daemon = spawn_without_iface(&config, pins.path(), dir.path(), &[]);
+    daemon.wait_for("ready");
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (card, password, token) = ("4111 1111 1111 1111", "s3cr3t-Passw0rd", "tok-5e1f9a7b3c");
+    // The answer does not matter (s_server -www answers GETs): the request is written.
+    let _ = Command::new("curl")
+        .args([
+            "-sk",
+            "--http1.1",
+            "--max-time",
+            "5",
+            "-o",
+            "/dev/null",
+            "--user",
+            &format!("alice:{password}"),
+            "--data",
+            &format!("card={card}&name=ironclad"),
+            &format!("https://127.0.0.1:{port}/checkout?token={token}&page=2"),
+        ])
+        .status()
+        .expect("curl");
+    let events = dir.path().join("events.jsonl");
+    let start = Instant::now();
+    let mut text = String::new();
+    while start.elapsed() < Duration::from_secs(10) {
+        text = std::fs::read_to_string(&events).unwrap_or_default();
+        if text.contains("\"kind\":\"dlp\"") && text.contains("\"kind\":\"tls\"") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    daemon.signal("TERM");
+    assert!(daemon.wait().success(), "{}", daemon.log());
+    let _ = server.kill();
+    let _ = server.wait();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let dlp = lines
+        .iter()
+        .find(|e| e["kind"] == "dlp")
+        .unwrap_or_else(|| panic!("a dlp event: {text}"));
+    assert_eq!(dlp["detector"], "credit_card", "{dlp}");
+    let args: Vec<&str> = dlp["process"]["args"]
+        .as_array()
+        .unwrap_or_else(|| panic!("the process block's arguments: {dlp}"))
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert!(args.contains(&"alice:[redacted]"), "{args:?}");
+    assert!(args.contains(&"card=[redacted]&name=ironclad"), "{args:?}");
+    assert!(
+        args.iter()
+            .any(|a| a.ends_with("/checkout?token=[redacted]&page=2")),
+        "{args:?}"
+    );
+    let request = lines
+        .iter()
+        .find(|e| e["kind"] == "tls" && e["direction"] == "write" && e["http"]["method"] == "POST")
+        .unwrap_or_else(|| panic!("the request: {text}"));
+    assert_eq!(
+        request["http"]["path"], "/checkout?token=[redacted]&page=2",
+        "{request}"
+    );
+    // No field of any event carries the card number (in any spacing) or the password.
+    for line in text.lines() {
+        for secret in [card, "4111111111111111", password] {
+            assert!(!line.contains(secret), "`{secret}` in {line}");
+        }
+    }
+}
+
 #[test]
 fn tls_section_writes_plaintext_events_as_json_lines() {
     require_privileges!();
