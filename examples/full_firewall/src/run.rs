@@ -208,8 +208,55 @@ struct LoadedPolicy {
     accepted: Option<Accepted>,
 }
 
+/// Why a policy was refused: the whole text, for the terminal and the log, and what a
+/// caller of the control API (`ApplyPolicy`, a rule change) may be told.
+pub(crate) struct Refused {
+    /// Everything the compiler said.
+    pub(crate) text: String,
+    /// The same, but for the files the caller did not send: their messages quote the
+    /// line they found, and a policy that names `/etc/shadow` as a feed must not read
+    /// it to the caller line by line. Those say where, not what.
+    pub(crate) caller: String,
+}
+
+impl Refused {
+    fn plain(text: String) -> Self {
+        Self {
+            caller: text.clone(),
+            text,
+        }
+    }
+
+    /// A policy that does not compile, `before` its messages. `sent` is what the
+    /// caller sent: the policy file, or the directory of a bundle.
+    fn invalid(before: &str, e: &ironclad_policy::error::ConfigError, sent: &Path) -> Self {
+        let caller: Vec<String> = e
+            .diagnostics
+            .iter()
+            .map(|d| {
+                // A file that cannot be read (or is not a file) says so without
+                // quoting anything.
+                if d.path.starts_with(sent) || d.is_whole_file() {
+                    d.to_string()
+                } else {
+                    format!(
+                        "{}:{}:{}: not valid (its message quotes the file, so it is in the daemon's log only)",
+                        d.path.display(),
+                        d.line,
+                        d.column
+                    )
+                }
+            })
+            .collect();
+        Self {
+            text: format!("{before}{e}"),
+            caller: format!("{before}{}", caller.join("\n")),
+        }
+    }
+}
+
 /// Reads the policy: the file, or the verified copy of a signed bundle (every accept and
-/// refusal of a bundle goes to the audit log). An error is the text to print. Feed files
+/// refusal of a bundle goes to the audit log). Feed files
 /// that did not change since the last load come from `sources` (not read again, and
 /// shared with the policy in force).
 fn load_policy(
@@ -217,26 +264,40 @@ fn load_policy(
     audit: &AuditLog,
     sources: &SourceCache,
     rules: &[RuntimeRule],
-) -> std::result::Result<LoadedPolicy, String> {
+) -> std::result::Result<LoadedPolicy, Refused> {
     let _span =
         tracing::info_span!("ironclad.policy.compile", policy = %args.source().display()).entered();
     let (path, accepted) = match (&args.bundle, &args.trusted_key) {
         (Some(dir), Some(key)) => {
-            let refuse = |message: String| {
+            let record = |message: &str| {
                 policy_record(
                     audit,
                     args,
                     AuditOutcome::Refused,
                     format!("bundle refused: {message}"),
                 );
-                format!("{}: bundle refused: {message}", dir.display())
+            };
+            let refuse = |message: String| {
+                record(&message);
+                Refused::plain(format!("{}: bundle refused: {message}", dir.display()))
             };
             let key = TrustedKey::from_file(key).map_err(|e| refuse(e.to_string()))?;
             let last = Accepted::load(&args.accepted_path()).map_err(|e| refuse(e.to_string()))?;
-            let verified = verify_bundle(dir, &key, last.as_ref(), &args.state_dir.join("bundle"))
+            let staging = args.state_dir.join("bundle");
+            let verified = verify_bundle(dir, &key, last.as_ref(), &staging)
                 .map_err(|e| refuse(e.to_string()))?;
             let compiled = compile_file_with_rules(&verified.policy, Some(sources), rules)
-                .map_err(|e| refuse(format!("its policy is invalid:\n{e}")))?;
+                .map_err(|e| {
+                    record(&format!("its policy is invalid:\n{e}"));
+                    Refused::invalid(
+                        &format!(
+                            "{}: bundle refused: its policy is invalid:\n",
+                            dir.display()
+                        ),
+                        &e,
+                        &staging,
+                    )
+                })?;
             let outside = outside_paths(&compiled, &args.state_dir.join("bundle"));
             if !outside.is_empty() {
                 let files: Vec<String> = outside
@@ -252,10 +313,11 @@ fn load_policy(
         }
         _ => {
             let Some(path) = &args.config else {
-                return Err("give --config or --bundle".to_string());
+                return Err(Refused::plain("give --config or --bundle".to_string()));
             };
             (
-                compile_file_with_rules(path, Some(sources), rules).map_err(|e| e.to_string())?,
+                compile_file_with_rules(path, Some(sources), rules)
+                    .map_err(|e| Refused::invalid("", &e, path))?,
                 None,
             )
         }
@@ -495,8 +557,8 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         accepted: first_accepted,
     } = match load_policy(args, &audit, &sources, &store.rules()) {
         Ok(loaded) => loaded,
-        Err(diagnostics) => {
-            eprintln!("{diagnostics}");
+        Err(refused) => {
+            eprintln!("{}", refused.text);
             error!("the policy is invalid; nothing was changed");
             return Ok(ExitCode::from(2));
         }
@@ -894,8 +956,8 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                 now.whole.saturating_sub(reads.whole)
             );
             match loaded {
-                Err(diagnostics) => {
-                    eprintln!("{diagnostics}");
+                Err(refused) => {
+                    eprintln!("{}", refused.text);
                     warn!("reload refused: the new policy is invalid; the old rules stay");
                     if let Some(m) = &metrics {
                         m.reload_failed();
@@ -904,7 +966,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                         p.undo.restore();
                         let _ = p
                             .reply
-                            .send(Err(tonic::Status::invalid_argument(diagnostics)));
+                            .send(Err(tonic::Status::invalid_argument(refused.caller)));
                     }
                 }
                 Ok(LoadedPolicy {
@@ -1116,7 +1178,14 @@ fn prepare_apply(
                 Some(sources),
                 &rules,
             )
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            .map_err(|e| {
+                let refused = Refused::invalid("", &e, path);
+                warn!(
+                    "ApplyPolicy refused: the policy is invalid:\n{}",
+                    refused.text
+                );
+                Status::invalid_argument(refused.caller)
+            })?;
             let warnings = compiled.warnings.iter().map(ToString::to_string).collect();
             let text = std::fs::read(path).map_err(|e| {
                 Status::failed_precondition(format!("reading {}: {e}", path.display()))
@@ -1161,7 +1230,11 @@ fn prepare_apply(
                 let verified = verify_bundle(&new, &key, last.as_ref(), &staging)
                     .map_err(|e| Status::invalid_argument(format!("bundle refused: {e}")))?;
                 let compiled = compile_file_with_rules(&verified.policy, Some(sources), &rules)
-                    .map_err(|e| Status::invalid_argument(format!("its policy is invalid:\n{e}")));
+                    .map_err(|e| {
+                        let refused = Refused::invalid("its policy is invalid:\n", &e, &staging);
+                        warn!("ApplyPolicy refused: {}", refused.text);
+                        Status::invalid_argument(refused.caller)
+                    });
                 let _ = std::fs::remove_dir_all(&staging);
                 Ok(compiled?
                     .warnings
@@ -1278,7 +1351,7 @@ impl ChangeContext<'_, '_> {
     ) -> std::result::Result<(Vec<RuleEntry>, &'static str), tonic::Status> {
         let rules = Store::rules_of(next);
         let loaded = load_policy(self.args, self.audit, self.sources, &rules)
-            .map_err(crate::api::refused)?;
+            .map_err(|r| crate::api::refused(r.caller))?;
         let config = loaded.config;
         if let Some(done) = edit.and_then(|e| self.edit_in_place(e, &config)) {
             done.map_err(|e| tonic::Status::internal(format!("the Shield refused the edit: {e}")))?;

@@ -617,6 +617,31 @@ fn a_policy_applied_through_the_api_is_checked_written_enforced_and_rolled_back_
             e.message()
         );
         assert_eq!(std::fs::read_to_string(&config).expect("file"), before);
+        // Regression (red team, round 3): a policy naming a root-only file as a feed
+        // got that file back, line by line, in the error's messages (`/etc/shadow`,
+        // the daemon's TLS key). The caller learns where the file is not valid, never
+        // what it says; the daemon's log has the whole message.
+        let secret = lab.dir.path().join("shadow");
+        std::fs::write(&secret, "root:$6$s3cr3thash$abc:19000:0:99999:7:::\n").expect("secret");
+        let e = api
+            .apply_policy(apply(&format!(
+                "shield:\n  deny_feeds:\n    - path: {}\n      format: plain\n",
+                secret.display()
+            )))
+            .await
+            .expect_err("not a feed");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(!e.message().contains("s3cr3thash"), "{}", e.message());
+        assert!(
+            e.message().contains(&format!(
+                "{}:1:1: not valid (its message quotes the file, so it is in the daemon's log only)",
+                secret.display()
+            )),
+            "{}",
+            e.message()
+        );
+        assert!(daemon.log().contains("s3cr3thash"), "the log has it whole");
+        assert_eq!(std::fs::read_to_string(&config).expect("file"), before);
         let e = api
             .apply_policy(ironclad_api::v1::ApplyPolicyRequest {
                 bundle_files: [("policy.yaml".to_string(), b"x".to_vec())].into(),
