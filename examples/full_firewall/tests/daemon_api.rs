@@ -640,7 +640,9 @@ fn a_policy_applied_through_the_api_is_checked_written_enforced_and_rolled_back_
             "{}",
             e.message()
         );
-        assert!(daemon.log().contains("s3cr3thash"), "the log has it whole");
+        // The daemon's log has it whole (read from its stderr by another thread: waited
+        // for, not assumed there when the call returned).
+        daemon.wait_for("s3cr3thash");
         assert_eq!(std::fs::read_to_string(&config).expect("file"), before);
         let e = api
             .apply_policy(ironclad_api::v1::ApplyPolicyRequest {
