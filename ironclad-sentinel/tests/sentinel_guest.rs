@@ -1413,6 +1413,50 @@ fn every_link_of_the_daemons_features_stays_attached_under_its_sentinel() {
         "refused {refused} of the kernel's links, {} detachable pinned",
         detachable.len()
     );
+    // BPF_LINK_UPDATE: a program of the attacker's own (XDP_PASS) swapped into the
+    // Shield's link through an fd of its pin (the Sentinel decides on the link the fd
+    // resolves to, whatever the fd came from).
+    let attacker = libbpf_rs::ObjectBuilder::default()
+        .open_memory(ironclad_bpf::object::baseline().elf())
+        .expect("open the attacker's object")
+        .load()
+        .expect("load the attacker's object");
+    let pass = attacker
+        .progs_mut()
+        .find(|p| p.name() == "ic_baseline_xdp")
+        .expect("an XDP program");
+    let shield_pin = pins.join(format!("shield/link_{}", veth.host()));
+    let swapped = libbpf_rs::Link::open(&shield_pin).and_then(|mut l| l.update_prog(&pass));
+    assert!(
+        swapped
+            .as_ref()
+            .err()
+            .is_some_and(|e| e.kind() == libbpf_rs::ErrorKind::PermissionDenied),
+        "BPF_LINK_UPDATE of the Shield's link: {swapped:?}"
+    );
+    drop(attacker);
+    // BPF_PROG_DETACH of the identity firewall's cgroup programs: a link attachment is
+    // not a program attachment, and stays.
+    let shown =
+        ironclad_testing::bpftool(&["cgroup", "show", &cgroup.path().display().to_string()])
+            .expect("bpftool cgroup show");
+    let connect4 = shown
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["name"] == "ic_connect4"))
+        .and_then(|p| p["id"].as_u64())
+        .unwrap_or_else(|| panic!("ic_connect4 on the cgroup: {shown}"));
+    let out = run(
+        "bpftool",
+        &[
+            "cgroup",
+            "detach",
+            &cgroup.path().display().to_string(),
+            "connect4",
+            "id",
+            &connect4.to_string(),
+        ],
+    );
+    assert!(!out.status.success(), "BPF_PROG_DETACH: {out:?}");
     let out = run("ip", &["link", "set", "dev", veth.host(), "xdp", "off"]);
     assert!(!out.status.success(), "ip link set xdp off: {out:?}");
 
