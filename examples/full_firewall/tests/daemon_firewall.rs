@@ -11,10 +11,10 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{Daemon, BIN};
+use crate::common::{Daemon, Server, BIN};
 use ironclad_testing::{ping, require_privileges, BpffsDir, NetNs, VethPair};
 
 /// Host .1/::1, namespace sources .2/::2 (the admin) and .3/::3 (anyone else).
@@ -131,15 +131,6 @@ impl Net {
 
     fn firewall_status(&self) -> serde_json::Value {
         self.cli(&["status"])["firewall"].clone()
-    }
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

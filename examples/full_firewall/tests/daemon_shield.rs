@@ -581,22 +581,16 @@ fn xdp_refused_on_a_busy_interface_fails_open() {
     assert!(out.status.success());
 }
 
-/// Regression (red team, round 3): DLP masked a card number in the TLS plaintext, but
-/// the same number, and the password of `--user`, stood whole in `process.args` of the
-/// very events that reported it (the daemon names every event's process). Now nothing
-/// any event says carries the card number or the password, and the request's token in
-/// the URL's query is redacted from the command line and from `http.path`.
-#[test]
-fn tls_and_dlp_events_carry_no_secret_of_the_command_line() {
-    require_privileges!();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pins = BpffsDir::new("fftlsdlp").expect("bpffs");
-    let (cert, key) = ironclad_testing::self_signed_cert(dir.path()).expect("openssl req");
+/// An `openssl s_server -www` on a free loopback port with a fresh self-signed
+/// certificate in `dir` (it answers GETs), and the path curl's executable resolves to
+/// (what a TLS `exe` scope names). The server is killed on drop.
+fn tls_server(dir: &Path) -> (crate::common::Server, u16, String) {
+    let (cert, key) = ironclad_testing::self_signed_cert(dir).expect("openssl req");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("port")
         .port();
-    let mut server = Command::new("openssl")
+    let server = Command::new("openssl")
         .args(["s_server", "-quiet", "-www", "-accept"])
         .arg(format!("127.0.0.1:{port}"))
         .arg("-cert")
@@ -617,6 +611,20 @@ fn tls_and_dlp_events_carry_no_secret_of_the_command_line() {
     )
     .trim()
     .to_string();
+    (crate::common::Server(server), port, curl_path)
+}
+
+/// Regression (red team, round 3): DLP masked a card number in the TLS plaintext, but
+/// the same number, and the password of `--user`, stood whole in `process.args` of the
+/// very events that reported it (the daemon names every event's process). Now nothing
+/// any event says carries the card number or the password, and the request's token in
+/// the URL's query is redacted from the command line and from `http.path`.
+#[test]
+fn tls_and_dlp_events_carry_no_secret_of_the_command_line() {
+    require_privileges!();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pins = BpffsDir::new("fftlsdlp").expect("bpffs");
+    let (server, port, curl_path) = tls_server(dir.path());
     let config = dir.path().join("policy.yaml");
     std::fs::write(
         &config,
@@ -660,8 +668,7 @@ fn tls_and_dlp_events_carry_no_secret_of_the_command_line() {
     }
     daemon.signal("TERM");
     assert!(daemon.wait().success(), "{}", daemon.log());
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     let lines: Vec<serde_json::Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
@@ -705,37 +712,7 @@ fn tls_section_writes_plaintext_events_as_json_lines() {
     require_privileges!();
     let dir = tempfile::tempdir().expect("tempdir");
     let pins = BpffsDir::new("fftls").expect("bpffs");
-    let (cert, key) = ironclad_testing::self_signed_cert(dir.path()).expect("openssl req");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let mut server = Command::new("openssl")
-        .args([
-            "s_server",
-            "-quiet",
-            "-www",
-            "-accept",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .arg("-cert")
-        .arg(&cert)
-        .arg("-key")
-        .arg(&key)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("s_server");
-    let curl_path = String::from_utf8_lossy(
-        &Command::new("sh")
-            .args(["-c", "readlink -f \"$(command -v curl)\""])
-            .output()
-            .expect("sh")
-            .stdout,
-    )
-    .trim()
-    .to_string();
+    let (server, port, curl_path) = tls_server(dir.path());
     let config = dir.path().join("policy.yaml");
     std::fs::write(
         &config,
@@ -765,8 +742,7 @@ fn tls_section_writes_plaintext_events_as_json_lines() {
     std::thread::sleep(Duration::from_millis(500));
     daemon.signal("TERM");
     assert!(daemon.wait().success(), "{}", daemon.log());
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
 
     let text = std::fs::read_to_string(&events).expect("events");
     let tls: Vec<serde_json::Value> = text

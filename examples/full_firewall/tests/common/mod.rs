@@ -46,6 +46,16 @@ pub fn run_args(config: &Path, veth: &VethPair, pins: &BpffsDir, dir: &Path) -> 
     ]
 }
 
+/// A child process (a server a test started) killed when dropped.
+pub struct Server(pub Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The identity firewall's test client (`ironclad-bpf/tests/data/net_client.c`),
 /// compiled as `dir/name`: each copy is an executable of its own for `exe` rules.
 pub fn net_client(dir: &Path, name: &str) -> PathBuf {
