@@ -1425,15 +1425,77 @@ static __always_inline int ic_ids_prefix_hit(struct __sk_buff *skb, __u32 lens, 
 	return w.hit;
 }
 
+/* One packet's hand-over to user space (bpf_loop's context, on ic_ids_packet's stack). */
+struct ic_ids_chunks {
+	struct __sk_buff *skb;
+	const struct ic_ct_key *key;
+	const struct ic_ct_entry *e;
+	const struct ic_fw_pkt *p;
+	__u32 how;    /* as ic_ids_packet's */
+	__u32 off;    /* where the payload starts in the frame */
+	__u32 len;    /* payload bytes to hand over (within the depth) */
+	__u32 before; /* payload bytes of this direction counted before the packet */
+};
+
+/* bpf_loop callback: the packet's i-th IC_IDS_SNAP bytes as one snippet; the last one
+ * flagged IC_IDS_SNIP_LAST. Stops at the end, or when the ring is full (what follows
+ * would be past a hole for the matcher anyway). */
+static long ic_ids_chunk(__u32 i, void *ctx)
+{
+	struct ic_ids_chunks *w = ctx;
+	const struct ic_fw_pkt *p = w->p;
+	struct ic_ids_snippet *ev;
+	__u32 at = i * IC_IDS_SNAP, n;
+
+	if (at >= w->len)
+		return 1;
+	n = w->len - at;
+	if (n > IC_IDS_SNAP)
+		n = IC_IDS_SNAP;
+	ev = bpf_ringbuf_reserve(&ic_ids_ring, sizeof(*ev), 0);
+	if (!ev) {
+		ic_fw_count(IC_FW_IDS_LOST, 0);
+		return 1;
+	}
+	/* The same n (1..IC_IDS_SNAP), in a form whose bounds the verifier sees. */
+	n = ((n - 1) & (IC_IDS_SNAP - 1)) + 1;
+	if (bpf_skb_load_bytes(w->skb, w->off + at, ev->data, n) < 0) {
+		bpf_ringbuf_discard(ev, 0);
+		return 1;
+	}
+	ev->hdr.version = IC_ABI_VERSION;
+	ev->hdr.kind = IC_EVENT_IDS_SNIPPET;
+	ev->hdr.size = sizeof(*ev);
+	ev->hdr.ktime_ns = bpf_ktime_get_ns();
+	__builtin_memcpy(&ev->key, w->key, sizeof(ev->key));
+	__builtin_memcpy(ev->src, p->src, 16);
+	__builtin_memcpy(ev->dst, p->dst, 16);
+	ev->cgroup_id = w->e->cgroup_id;
+	ev->pid = w->e->pid;
+	ev->ifindex = w->skb->ifindex;
+	ev->seq = p->seq + at;
+	ev->offset = w->before + at;
+	ev->payload_len = p->payload_len;
+	ev->sport = p->sport;
+	ev->dport = p->dport;
+	ev->len = n;
+	ev->proto = p->proto;
+	ev->flags = (w->how & 0xff) | (at + n >= w->len ? IC_IDS_SNIP_LAST : 0);
+	bpf_ringbuf_submit(ev, 0);
+	ic_fw_count(IC_FW_IDS_SNIPPETS, n);
+	return 0;
+}
+
 /* A packet of an inspected connection: hands its payload to user space while the
- * direction is within the depth. `how`: enum ic_ids_snippet_flags in the low byte,
- * the IP header's offset in the frame above it. Returns -1 when a `drop` rule blocked
- * the connection and the packet must be dropped. */
+ * direction is within the depth, every byte of it (a GSO or GRO packet of 64 KiB as
+ * well as a small one), IC_IDS_SNAP bytes a snippet. `how`: enum ic_ids_snippet_flags
+ * in the low byte, the IP header's offset in the frame above it. Returns -1 when a
+ * `drop` rule blocked the connection and the packet must be dropped. */
 static __noinline int ic_ids_packet(struct __sk_buff *skb, const struct ic_ct_key *key,
 				    const struct ic_ct_entry *e, const struct ic_fw_pkt *p,
 				    __u32 how)
 {
-	struct ic_ids_snippet *ev;
+	struct ic_ids_chunks w;
 	struct ic_ids_config *c;
 	struct ic_ids_flow *f;
 	__u32 zero = 0, before, len, off;
@@ -1461,50 +1523,25 @@ static __noinline int ic_ids_packet(struct __sk_buff *skb, const struct ic_ct_ke
 	len = c->depth - before;
 	if (len > p->payload_len)
 		len = p->payload_len;
-	if (len > IC_IDS_SNAP)
-		len = IC_IDS_SNAP;
 	if (len < 1)
 		return 0;
 	off = (how >> 8) + p->payload_off;
 	/* The first payload of a direction: a `drop` rule's prefix is matched here, and
-	 * the packet itself dropped below (after its snippet went out, so that the alert
-	 * names it; without it when the ring is full: the drop does not wait for room). */
+	 * the packet itself dropped below (after its snippets went out, so that the alert
+	 * names it; without them when the ring is full: the drop does not wait for room). */
 	hit = before == 0 && c->prefix_lens &&
 	      ic_ids_prefix_hit(skb, c->prefix_lens, off, p->payload_len,
 				(how & IC_IDS_SNIP_ORIG) ? p->dport : p->sport,
 				!!(how & IC_IDS_SNIP_ORIG));
-	ev = bpf_ringbuf_reserve(&ic_ids_ring, sizeof(*ev), 0);
-	if (!ev) {
-		ic_fw_count(IC_FW_IDS_LOST, 0);
-		goto verdict;
-	}
-	/* The same len (1..IC_IDS_SNAP), in a form whose bounds the verifier sees. */
-	len = ((len - 1) & (IC_IDS_SNAP - 1)) + 1;
-	if (bpf_skb_load_bytes(skb, off, ev->data, len) < 0) {
-		bpf_ringbuf_discard(ev, 0);
-		goto verdict;
-	}
-	ev->hdr.version = IC_ABI_VERSION;
-	ev->hdr.kind = IC_EVENT_IDS_SNIPPET;
-	ev->hdr.size = sizeof(*ev);
-	ev->hdr.ktime_ns = bpf_ktime_get_ns();
-	__builtin_memcpy(&ev->key, key, sizeof(*key));
-	__builtin_memcpy(ev->src, p->src, 16);
-	__builtin_memcpy(ev->dst, p->dst, 16);
-	ev->cgroup_id = e->cgroup_id;
-	ev->pid = e->pid;
-	ev->ifindex = skb->ifindex;
-	ev->seq = p->seq;
-	ev->offset = before;
-	ev->payload_len = p->payload_len;
-	ev->sport = p->sport;
-	ev->dport = p->dport;
-	ev->len = len;
-	ev->proto = p->proto;
-	ev->flags = how & 0xff;
-	bpf_ringbuf_submit(ev, 0);
-	ic_fw_count(IC_FW_IDS_SNIPPETS, len);
-verdict:
+	w.skb = skb;
+	w.key = key;
+	w.e = e;
+	w.p = p;
+	w.how = how;
+	w.off = off;
+	w.len = len;
+	w.before = before;
+	bpf_loop((len + IC_IDS_SNAP - 1) / IC_IDS_SNAP, ic_ids_chunk, &w, 0);
 	if (hit) {
 		f->blocked = 1;
 		ic_fw_count(IC_FW_IDS_KERNEL_MATCHED, skb->len);

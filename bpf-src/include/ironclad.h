@@ -1617,9 +1617,12 @@ enum ic_ids_snippet_flags {
 	IC_IDS_SNIP_ORIG = 1,    /* sent by the side that opened the connection */
 	IC_IDS_SNIP_INBOUND = 2, /* the connection was opened from outside */
 	IC_IDS_SNIP_INGRESS = 4, /* seen arriving (else leaving) */
+	IC_IDS_SNIP_LAST = 8,    /* the packet's last snippet (a packet larger than
+				  * IC_IDS_SNAP comes as several, in order) */
 };
 
-/* A packet's payload (its first IC_IDS_SNAP bytes, within the flow's depth). */
+/* IC_IDS_SNAP bytes of a packet's payload, within the flow's depth: a larger payload
+ * comes as several snippets in order, the last flagged IC_IDS_SNIP_LAST. */
 struct ic_ids_snippet {
 	struct ic_event_header hdr;
 	struct ic_ct_key key; /* the connection */
@@ -1628,8 +1631,10 @@ struct ic_ids_snippet {
 	__u64 cgroup_id;      /* host order; the connection's local socket's cgroup, or 0 */
 	__u32 pid;            /* host order; the process that opened it when local, or 0 */
 	__u32 ifindex;        /* host order */
-	__u32 seq;            /* host order; TCP: the payload's sequence number; else 0 */
-	__u32 offset;         /* host order; payload bytes of this direction counted before */
+	__u32 seq;            /* host order; TCP: the sequence number of data[0]; UDP: data[0]'s
+			       * offset in the datagram */
+	__u32 offset;         /* host order; payload bytes of this direction counted before
+			       * data[0] */
 	__u32 payload_len;    /* host order; the packet's whole payload */
 	__u16 sport;          /* host order */
 	__u16 dport;

@@ -745,6 +745,7 @@ mod firewall {
         assert!(abi::IDS_SNIP_ORIG as u32 == f::ic_ids_snippet_flags::IC_IDS_SNIP_ORIG.0);
         assert!(abi::IDS_SNIP_INBOUND as u32 == f::ic_ids_snippet_flags::IC_IDS_SNIP_INBOUND.0);
         assert!(abi::IDS_SNIP_INGRESS as u32 == f::ic_ids_snippet_flags::IC_IDS_SNIP_INGRESS.0);
+        assert!(abi::IDS_SNIP_LAST as u32 == f::ic_ids_snippet_flags::IC_IDS_SNIP_LAST.0);
         assert!(abi::IdsConfig::SIZE == size_of::<f::ic_ids_config>());
         assert!(abi::IdsFlow::SIZE == size_of::<f::ic_ids_flow>());
         assert!(abi::IdsSnippet::SIZE == size_of::<f::ic_ids_snippet>());

@@ -4,9 +4,11 @@
 //! The kernel side lives in the firewall's tcx programs (`bpf-src/firewall.bpf.c`):
 //! when a connection opens, its server or client port (or sampling) decides whether it
 //! is inspected; an inspected connection's payload, up to `depth` bytes each way, goes
-//! to the `ic_ids_ring` ring buffer as snippets. A connection that is not inspected
-//! costs one flag test per packet. [`IdsMatcher`] puts each TCP direction's snippets
-//! back in sequence order, runs the rules over the bytes so far, publishes an
+//! to the `ic_ids_ring` ring buffer as snippets, every byte of it (a payload larger than
+//! a snippet, such as a GSO or GRO packet, comes as several). A connection that is not
+//! inspected costs one flag test per packet. [`IdsMatcher`] puts each TCP direction's
+//! snippets back in sequence order and each UDP datagram's together, runs the rules
+//! over the bytes so far once a packet's last snippet is in, publishes an
 //! [`IdsAlert`] per rule and connection, and for a `drop` rule marks the connection
 //! blocked in `ic_ids_flows`: the firewall drops its later packets both ways. The
 //! packet that completed the match has already been delivered (matching is not on
@@ -20,7 +22,7 @@ use std::sync::{Arc, RwLock};
 use ironclad_core::abi::{
     CtKey, IdsConfig, IdsFlow, IdsPrefixKey, IdsSnippet, IDS_F_ALL_PORTS, IDS_F_DRY_RUN, IDS_F_ON,
     IDS_PORTS, IDS_PORT_TCP, IDS_PORT_UDP, IDS_PREFIXES, IDS_PREFIX_MAX, IDS_SNIP_INBOUND,
-    IDS_SNIP_ORIG,
+    IDS_SNIP_LAST, IDS_SNIP_ORIG,
 };
 use ironclad_events::{Event, IdsAlert};
 use ironclad_policy::ids::{IdsAction, IdsRule, KernelPrefix, Packet, RuleSet, Selection};
@@ -254,8 +256,9 @@ impl IdsStats {
         self.blocked.load(Ordering::Relaxed)
     }
 
-    /// TCP snippets that left a hole in their stream (a lost snippet, a segment
-    /// beyond the depth): matched on their own from there on.
+    /// Snippets that left a hole in their stream (a lost snippet, a segment ahead of
+    /// the bytes so far): the bytes from there are put together and matched apart
+    /// from those before.
     pub fn gaps(&self) -> u64 {
         self.gaps.load(Ordering::Relaxed)
     }
@@ -299,14 +302,17 @@ impl IdsMatcher {
     }
 }
 
-/// The bytes of one direction of a TCP connection, in sequence order.
+/// The bytes of one direction of a TCP connection in sequence order, or of the UDP
+/// datagram being put together.
 #[derive(Debug, Default)]
 struct Stream {
-    /// Sequence number of the direction's first payload byte.
+    /// Sequence number of `bytes[0]` (UDP: 0, the datagram's start).
     base: Option<u32>,
     bytes: Vec<u8>,
-    /// A hole was seen: later snippets are matched on their own.
-    broken: bool,
+    /// Past a hole (a lost snippet, or a segment ahead of the bytes so far): the bytes
+    /// put together from there, with the sequence number of their first. The stream
+    /// itself stays as it was, so that a forged segment ahead of it cannot cut it.
+    island: Option<(u32, Vec<u8>)>,
 }
 
 #[derive(Debug, Default)]
@@ -379,13 +385,20 @@ impl MatcherState {
         }
         let payload = snippet.payload();
         let tcp = snippet.proto == 6;
-        // TCP: the direction's bytes so far, in order; else the datagram alone.
-        let matched: &[u8] = if tcp {
-            let stream = &mut flow.streams[usize::from(!orig)];
-            place(stream, &snippet, payload, &stats)
-        } else {
-            payload
-        };
+        // TCP: the direction's bytes so far, in order; UDP: the datagram so far (its
+        // snippets come in order, the first at 0).
+        let stream = &mut flow.streams[usize::from(!orig)];
+        if !tcp && snippet.seq == 0 {
+            stream.bytes.clear();
+            stream.base = Some(0);
+            stream.island = None;
+        }
+        let matched = place(stream, &snippet, payload, &stats);
+        // A packet is matched once its last snippet is in (so a rule sees a datagram
+        // whole, and a stream is matched once per packet, not once per snippet).
+        if snippet.flags & IDS_SNIP_LAST == 0 {
+            return true;
+        }
         let (src, dst) = (ip_of(snippet.src), ip_of(snippet.dst));
         let packet = Packet {
             protocol: snippet.proto,
@@ -471,7 +484,7 @@ impl MatcherState {
         self.flows
             .values()
             .flat_map(|f| f.streams.iter())
-            .map(|s| s.bytes.capacity())
+            .map(|s| s.bytes.capacity() + s.island.as_ref().map_or(0, |(_, b)| b.capacity()))
             .sum()
     }
 
@@ -483,32 +496,48 @@ impl MatcherState {
     }
 }
 
-/// Puts a TCP snippet into its direction's stream and returns the bytes to match:
-/// the stream so far, or the snippet alone once the stream has a hole.
+/// Puts a snippet into its stream and returns the bytes to match: the stream so far.
+/// A retransmission or overlap keeps the bytes first seen (as a receiver does). A
+/// snippet past the end of the stream (after a hole) starts an island, which the
+/// snippets after it continue: they are put together and matched from there, never
+/// joined to the bytes before the hole.
 fn place<'a>(
     stream: &'a mut Stream,
     snippet: &IdsSnippet,
-    payload: &'a [u8],
+    payload: &[u8],
     stats: &IdsStats,
 ) -> &'a [u8] {
-    if stream.broken {
-        return payload;
-    }
+    let seq = snippet.seq;
     let base = *stream
         .base
-        .get_or_insert_with(|| snippet.seq.wrapping_sub(snippet.offset));
-    let at = snippet.seq.wrapping_sub(base) as usize;
+        .get_or_insert_with(|| seq.wrapping_sub(snippet.offset));
     let have = stream.bytes.len();
-    if at > have || at > IdsSettings::MAX_DEPTH as usize {
-        stream.broken = true;
-        stream.bytes = Vec::new();
-        stats.gaps.fetch_add(1, Ordering::Relaxed);
-        return payload;
+    // Where the payload starts relative to the stream's first byte: negative for a
+    // retransmission of bytes from before it (streams are at most MAX_DEPTH long).
+    let delta = i64::from(seq.wrapping_sub(base).cast_signed());
+    let have_i = i64::try_from(have).unwrap_or(i64::MAX);
+    if delta <= have_i {
+        let skip = usize::try_from(have_i - delta).unwrap_or(usize::MAX);
+        stream
+            .bytes
+            .extend_from_slice(payload.get(skip..).unwrap_or_default());
+        return &stream.bytes;
     }
-    // A retransmission or overlap keeps the bytes first seen (as a receiver does).
-    let new = payload.get(have - at..).unwrap_or_default();
-    stream.bytes.extend_from_slice(new);
-    &stream.bytes
+    let max = IdsSettings::MAX_DEPTH as usize;
+    let continues = stream.island.as_ref().is_some_and(|(start, bytes)| {
+        seq.wrapping_sub(*start) as usize == bytes.len() && bytes.len() + payload.len() <= max
+    });
+    if !continues {
+        stats.gaps.fetch_add(1, Ordering::Relaxed);
+        stream.island = Some((seq, Vec::new()));
+    }
+    match &mut stream.island {
+        Some((_, bytes)) => {
+            bytes.extend_from_slice(payload);
+            bytes
+        }
+        None => &stream.bytes,
+    }
 }
 
 #[cfg(test)]
@@ -545,9 +574,33 @@ mod tests {
             place(&mut stream, &again, again.payload(), &stats),
             b"GET /evil HTTP/1.1"
         );
-        // A segment past a hole: matched alone, never joined to the bytes before.
-        let later = snippet(1100, 25, b"tail");
-        assert_eq!(place(&mut stream, &later, later.payload(), &stats), b"tail");
+        // A segment past a hole: matched from there, never joined to the bytes before;
+        // the segments after it are put together with it.
+        let later = snippet(1100, 25, b"tail ");
+        assert_eq!(
+            place(&mut stream, &later, later.payload(), &stats),
+            b"tail "
+        );
+        let next = snippet(1105, 30, b"end");
+        assert_eq!(
+            place(&mut stream, &next, next.payload(), &stats),
+            b"tail end"
+        );
+        assert_eq!(stats.gaps(), 1);
+        // The stream itself is not cut by it: the segment that continues it (the one
+        // the receiver takes) still joins the bytes before.
+        let resumed = snippet(1018, 35, b" more");
+        assert_eq!(
+            place(&mut stream, &resumed, resumed.payload(), &stats),
+            b"GET /evil HTTP/1.1 more"
+        );
+        // A retransmission that starts before the stream's first byte and brings new
+        // bytes at its end adds only those.
+        let overlapping = snippet(995, 40, b"xxxxxGET /evil HTTP/1.1 more!");
+        assert_eq!(
+            place(&mut stream, &overlapping, overlapping.payload(), &stats),
+            b"GET /evil HTTP/1.1 more!"
+        );
         assert_eq!(stats.gaps(), 1);
     }
 

@@ -3970,6 +3970,9 @@ pub const IDS_SNIP_ORIG: u8 = 1;
 pub const IDS_SNIP_INBOUND: u8 = 2;
 /// `IC_IDS_SNIP_INGRESS`: the packet was seen arriving (else leaving).
 pub const IDS_SNIP_INGRESS: u8 = 4;
+/// `IC_IDS_SNIP_LAST`: the packet's last snippet (a payload larger than [`IDS_SNAP`]
+/// comes as several snippets, in order).
+pub const IDS_SNIP_LAST: u8 = 8;
 
 /// `struct ic_ids_config`: the IDS selection's configuration.
 #[derive(
@@ -4052,9 +4055,9 @@ pub struct IdsSnippet {
     pub pid: u32,
     /// The interface.
     pub ifindex: u32,
-    /// TCP: the payload's sequence number; else 0.
+    /// TCP: the sequence number of `data[0]`; UDP: `data[0]`'s offset in the datagram.
     pub seq: u32,
-    /// Payload bytes of this direction the kernel counted before this packet.
+    /// Payload bytes of this direction the kernel counted before `data[0]`.
     pub offset: u32,
     /// The packet's whole payload length.
     pub payload_len: u32,
@@ -4068,7 +4071,7 @@ pub struct IdsSnippet {
     pub proto: u8,
     /// `IDS_SNIP_*` flags.
     pub flags: u8,
-    /// The payload's first `len` bytes.
+    /// `len` bytes of the payload, from `seq`.
     pub data: [u8; IDS_SNAP],
     /// Padding to the C struct's alignment.
     pub _pad_end: [u8; 4],
