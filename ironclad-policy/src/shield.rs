@@ -500,53 +500,208 @@ impl CompiledShield {
         crate::fastpath6::FastTable6::build(&inputs.v6, &inputs.valve6, SHIELD_V6_RECORDS).err()
     }
 
-    /// Denials of a whole address family (`0.0.0.0/0`, `::/0`, inline or from a feed)
-    /// with no management prefix of that family: in enforce mode the host drops its own
-    /// operator's traffic. The valve (`shield.management`) is the way out: its sources
-    /// pass whatever the rules say.
+    /// Denials that cover a whole address family (`0.0.0.0/0`, `::/0`, or prefixes such
+    /// as `0.0.0.0/1` and `128.0.0.0/1` together; inline, added through the API or from
+    /// a feed) with no management prefix of that family: in enforce mode the host drops
+    /// its own operator's traffic. The valve (`shield.management`) is the way out: its
+    /// sources pass whatever the rules say. Each warning names a rule or set without
+    /// which the family would not be covered (every one of them; when none is needed
+    /// alone, each one denying the whole family, else `shield.deny`).
     pub fn lockout_warnings(&self) -> Vec<Warning> {
         let mut out = Vec::new();
+        let deny_rules: Vec<&CompiledRule> = self
+            .rules
+            .iter()
+            .filter(|r| r.action == Action::Deny)
+            .collect();
+        let deny_sets: Vec<&CompiledSet> = self
+            .sets
+            .iter()
+            .filter(|s| s.action == Action::Deny)
+            .collect();
+        let set_origin = |set: &CompiledSet| {
+            let origin = self
+                .sources
+                .iter()
+                .find(|s| s.name == set.name)
+                .map(|s| s.origin.clone());
+            (
+                origin
+                    .as_ref()
+                    .map_or_else(|| set.name.clone(), |o| o.field.clone()),
+                origin.and_then(|o| o.at),
+            )
+        };
         for v4 in [true, false] {
             if self.management.iter().any(|n| n.is_ipv4() == v4) {
                 continue;
             }
-            let everything = |n: &IpNetwork| n.prefix() == 0 && n.is_ipv4() == v4;
-            let family = if v4 { "IPv4" } else { "IPv6" };
-            let message = format!(
-                "denies every {family} source and `shield.management` has no {family} \
-                 prefix: the host will drop its own management traffic (SSH included); \
-                 add the admin network to `shield.management`, whose sources always pass"
-            );
-            for rule in self.rules.iter().filter(|r| r.action == Action::Deny) {
-                if everything(&rule.cidr) {
-                    out.push(Warning {
-                        field: rule.origin.clone(),
-                        at: None,
-                        message: message.clone(),
-                    });
+            // Every deny prefix of the family with its owner: rules 0..R, sets R...
+            let mut owned: Vec<(IpNetwork, usize)> = deny_rules
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.cidr.is_ipv4() == v4)
+                .map(|(i, r)| (r.cidr, i))
+                .collect();
+            // The family can only be covered when its prefixes hold as many addresses
+            // as it has (a /0, or a sum that overflows): one pass with no allocation,
+            // so that a million-line feed pays nothing more.
+            let mut sum: Option<u128> = Some(0);
+            let mut add = |prefix: u8| {
+                let bits =
+                    u32::from(if v4 { 32 } else { 128 } - prefix.min(if v4 { 32 } else { 128 }));
+                sum = match (sum, 1u128.checked_shl(bits)) {
+                    (Some(s), Some(n)) => s.checked_add(n),
+                    _ => None,
+                };
+            };
+            owned.iter().for_each(|(n, _)| add(n.prefix()));
+            for set in &deny_sets {
+                if v4 {
+                    set.prefixes.ipv4().iter().for_each(|n| add(n.prefix()));
+                } else {
+                    set.prefixes.ipv6().iter().for_each(|n| add(n.prefix()));
                 }
             }
-            for set in self.sets.iter().filter(|s| s.action == Action::Deny) {
-                // A /0 sorts first in its family (sets are sorted).
-                let first = if v4 { 0 } else { set.ipv4_count() };
-                if set.prefixes.get(first).as_ref().is_some_and(everything) {
-                    let origin = self
-                        .sources
-                        .iter()
-                        .find(|s| s.name == set.name)
-                        .map(|s| s.origin.clone());
-                    out.push(Warning {
-                        field: origin
-                            .as_ref()
-                            .map_or_else(|| set.name.clone(), |o| o.field.clone()),
-                        at: origin.and_then(|o| o.at),
-                        message: message.clone(),
-                    });
+            if sum.is_some_and(|s| !v4 || s <= u128::from(u32::MAX)) {
+                continue;
+            }
+            for (i, set) in deny_sets.iter().enumerate() {
+                let owner = deny_rules.len() + i;
+                if v4 {
+                    owned.extend(
+                        set.prefixes
+                            .ipv4()
+                            .iter()
+                            .map(|n| (IpNetwork::V4(*n), owner)),
+                    );
+                } else {
+                    owned.extend(
+                        set.prefixes
+                            .ipv6()
+                            .iter()
+                            .map(|n| (IpNetwork::V6(*n), owner)),
+                    );
                 }
+            }
+            let Some(needed) = covering_owners(&owned, v4) else {
+                continue;
+            };
+            let family = if v4 { "IPv4" } else { "IPv6" };
+            let message = format!(
+                "denies every {family} source{} and `shield.management` has no {family} \
+                 prefix: the host will drop its own management traffic (SSH included); \
+                 add the admin network to `shield.management`, whose sources always pass",
+                if owned.iter().any(|(n, _)| n.prefix() == 0) {
+                    ""
+                } else {
+                    " (with the other deny rules and sets)"
+                }
+            );
+            let mut blamed: Vec<usize> = needed;
+            if blamed.is_empty() {
+                blamed = owned
+                    .iter()
+                    .filter(|(n, _)| n.prefix() == 0)
+                    .map(|(_, i)| *i)
+                    .collect();
+                blamed.sort_unstable();
+                blamed.dedup();
+            }
+            if blamed.is_empty() {
+                out.push(Warning {
+                    field: "shield.deny".to_string(),
+                    at: None,
+                    message: message.clone(),
+                });
+            }
+            for owner in blamed {
+                let (field, at) = match deny_rules.get(owner) {
+                    Some(rule) => (rule.origin.clone(), None),
+                    None => match deny_sets.get(owner - deny_rules.len()) {
+                        Some(set) => set_origin(set),
+                        None => continue,
+                    },
+                };
+                out.push(Warning {
+                    field,
+                    at,
+                    message: message.clone(),
+                });
             }
         }
         out
     }
+}
+
+/// Whether `owned` (prefixes of one family, each with its owner's index) covers the
+/// whole family: `None` when some address is left out, else the owners without which
+/// it would not be (those that alone cover some address), in order. One sweep over
+/// the sorted prefixes: where exactly one prefix covers an address, its owner is the
+/// sum of the owners covering it.
+fn covering_owners(owned: &[(IpNetwork, usize)], v4: bool) -> Option<Vec<usize>> {
+    let bounds = |n: &IpNetwork| -> (u128, u128) {
+        match n {
+            IpNetwork::V4(n) => (
+                u128::from(u32::from(n.network())),
+                u128::from(u32::from(n.broadcast())),
+            ),
+            IpNetwork::V6(n) => {
+                let first = u128::from(n.network());
+                let host_bits = if n.prefix() >= 128 {
+                    0
+                } else {
+                    u128::MAX >> n.prefix()
+                };
+                (first, first | host_bits)
+            }
+        }
+    };
+    // (address, 0 = a prefix starts there / 1 = one ends there (inclusive), owner)
+    let mut events: Vec<(u128, u8, usize)> = Vec::with_capacity(owned.len() * 2);
+    for (n, owner) in owned {
+        let (first, last) = bounds(n);
+        events.push((first, 0, *owner));
+        events.push((last, 1, *owner));
+    }
+    events.sort_unstable();
+    let top = if v4 { u128::from(u32::MAX) } else { u128::MAX };
+    // The first address not yet known to be covered; None: all of them are.
+    let mut uncovered: Option<u128> = Some(0);
+    let mut depth = 0usize;
+    let mut owners_sum = 0usize;
+    // Where the current run of constant depth starts; None: past the top.
+    let mut run: Option<u128> = Some(0);
+    let mut needed = Vec::new();
+    for (at, kind, owner) in events {
+        if kind == 0 {
+            if depth == 0 && uncovered.is_some_and(|u| at > u) {
+                return None;
+            }
+            if depth == 1 && run.is_some_and(|r| at > r) {
+                needed.push(owners_sum);
+            }
+            depth += 1;
+            owners_sum += owner;
+            run = Some(at);
+        } else {
+            if depth == 1 && run.is_some_and(|r| r <= at) {
+                needed.push(owners_sum);
+            }
+            depth = depth.saturating_sub(1);
+            owners_sum = owners_sum.saturating_sub(owner);
+            run = at.checked_add(1);
+            if depth == 0 {
+                uncovered = if at >= top { None } else { at.checked_add(1) };
+            }
+        }
+    }
+    if uncovered.is_some() {
+        return None;
+    }
+    needed.sort_unstable();
+    needed.dedup();
+    Some(needed)
 }
 
 /// Compiles `policy`. Every problem found is returned, not just the first.
@@ -758,6 +913,101 @@ mod tests {
 
     fn nets(list: &[&str]) -> Vec<IpNetwork> {
         list.iter().map(|s| s.parse().expect("cidr")).collect()
+    }
+
+    #[test]
+    fn a_lockout_is_found_however_the_family_is_covered_and_blames_what_completes_it() {
+        let warned = |deny: &[&str], management: &[&str]| -> Vec<String> {
+            let policy = ShieldPolicy::from_lists(&nets(deny), &[], &nets(management));
+            compile(&policy)
+                .expect("valid")
+                .lockout_warnings()
+                .into_iter()
+                .map(|w| {
+                    format!(
+                        "{}: {}",
+                        w.field,
+                        &w.message[..w.message.find(" and `shield").unwrap_or(0)]
+                    )
+                })
+                .collect()
+        };
+        // Two halves: each is needed, each is named.
+        assert_eq!(
+            warned(&["0.0.0.0/1", "128.0.0.0/1", "10.0.0.0/8"], &[]),
+            vec![
+                "shield.deny[0]: denies every IPv4 source (with the other deny rules and sets)",
+                "shield.deny[1]: denies every IPv4 source (with the other deny rules and sets)",
+            ]
+        );
+        // Quarters and an IPv6 split in three; a rule inside another is not needed.
+        assert_eq!(
+            warned(
+                &[
+                    "0.0.0.0/2",
+                    "64.0.0.0/2",
+                    "128.0.0.0/2",
+                    "192.0.0.0/2",
+                    "::/1",
+                    "8000::/2",
+                    "c000::/2",
+                    "2001:db8::/32"
+                ],
+                &[]
+            )
+            .len(),
+            7
+        );
+        // One address left out: no warning; a management prefix: none either.
+        assert!(warned(
+            &[
+                "0.0.0.0/1",
+                "128.0.0.0/2",
+                "192.0.0.0/3",
+                "224.0.0.0/4",
+                "240.0.0.0/5",
+                "248.0.0.0/6",
+                "252.0.0.0/7",
+                "254.0.0.0/8",
+                "255.0.0.0/9",
+                "255.128.0.0/10",
+                "255.192.0.0/11",
+                "255.224.0.0/12",
+                "255.240.0.0/13",
+                "255.248.0.0/14",
+                "255.252.0.0/15",
+                "255.254.0.0/16",
+                "255.255.0.0/17",
+                "255.255.128.0/18",
+                "255.255.192.0/19",
+                "255.255.224.0/20",
+                "255.255.240.0/21",
+                "255.255.248.0/22",
+                "255.255.252.0/23",
+                "255.255.254.0/24",
+                "255.255.255.0/25",
+                "255.255.255.128/26",
+                "255.255.255.192/27",
+                "255.255.255.224/28",
+                "255.255.255.240/29",
+                "255.255.255.248/30",
+                "255.255.255.252/31",
+                "255.255.255.254/32"
+            ],
+            &[]
+        )
+        .is_empty());
+        assert!(warned(&["0.0.0.0/1", "128.0.0.0/1"], &["192.0.2.7/32"]).is_empty());
+        // ... and the last address makes it whole again.
+        assert_eq!(
+            warned(&["0.0.0.0/1", "128.0.0.0/2", "192.0.0.0/2"], &[]).len(),
+            3
+        );
+        // A /0 with halves besides it: nothing is needed alone, the /0 is named.
+        assert_eq!(
+            warned(&["0.0.0.0/1", "128.0.0.0/1", "0.0.0.0/0"], &[]),
+            vec!["shield.deny[2]: denies every IPv4 source"]
+        );
     }
 
     #[test]

@@ -175,7 +175,15 @@ impl Store {
             },
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
-        Ok(Self { path, file })
+        let mut store = Self { path, file };
+        // A change made under --confirm-within that the daemon stopped before anyone
+        // confirmed: the rules before it come back, as at the deadline.
+        if store.roll_back()? {
+            tracing::warn!(
+                "a change to the runtime rules was not confirmed before the daemon stopped: the rules before it are back"
+            );
+        }
+        Ok(store)
     }
 
     /// The rules, for the compiler.
@@ -228,26 +236,57 @@ impl Store {
 
     /// Writes `change` (a temporary file renamed over the store) and keeps it.
     pub(crate) fn save(&mut self, change: StoreFileChange) -> Result<()> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("making {}", dir.display()))?;
         }
-        let tmp = self.path.with_extension("json.tmp");
-        let mut out = std::fs::File::options()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        out.write_all(serde_json::to_string_pretty(&change.0)?.as_bytes())
-            .and_then(|()| out.sync_all())
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &self.path)
-            .with_context(|| format!("replacing {}", self.path.display()))?;
+        write_private(&self.path, &serde_json::to_vec_pretty(&change.0)?)?;
         self.file = change.0;
         Ok(())
+    }
+
+    /// Where the rules before an unconfirmed change wait (`runtime-rules.json.unconfirmed`).
+    fn before_path(path: &Path) -> PathBuf {
+        path.with_extension("json.unconfirmed")
+    }
+
+    /// Keeps the rules in force now until the change about to be saved is confirmed
+    /// (`--confirm-within`): the first unconfirmed change's rules come back at the
+    /// deadline ([`Store::roll_back`]) or, should the daemon stop first, at its next
+    /// start. A later change in the same window keeps the same rules to come back to.
+    pub(crate) fn keep_until_confirmed(&self) -> Result<()> {
+        let before = Self::before_path(&self.path);
+        if before.exists() {
+            return Ok(());
+        }
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("making {}", dir.display()))?;
+        }
+        write_private(&before, &serde_json::to_vec_pretty(&self.file)?)
+    }
+
+    /// The change waiting for confirmation is confirmed: its rules stay.
+    pub(crate) fn confirmed(&self) {
+        let _ = std::fs::remove_file(Self::before_path(&self.path));
+    }
+
+    /// The change waiting for confirmation was not confirmed: the rules kept by
+    /// [`Store::keep_until_confirmed`] come back (in the store; the caller enforces
+    /// them). `false` when none were kept.
+    pub(crate) fn roll_back(&mut self) -> Result<bool> {
+        let before = Self::before_path(&self.path);
+        let bytes = match std::fs::read(&before) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", before.display())),
+        };
+        let mut file: StoreFile = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{}: not a runtime-rules file", before.display()))?;
+        // Numbers are never given twice: `api-N` names one rule in the audit log.
+        file.next_id = file.next_id.max(self.file.next_id);
+        write_private(&self.path, &serde_json::to_vec_pretty(&file)?)?;
+        let _ = std::fs::remove_file(&before);
+        self.file = file;
+        Ok(true)
     }
 
     /// The rules of `change`, for the compiler.
@@ -267,6 +306,25 @@ impl Store {
     pub(crate) fn current(&self) -> StoreFileChange {
         StoreFileChange(self.file.clone())
     }
+}
+
+/// Writes `bytes` to `path` (mode 0600) through a temporary file renamed over it, synced
+/// first: a crash leaves the old file or the new one, never half of one.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut out = std::fs::File::options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    out.write_all(bytes)
+        .and_then(|()| out.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
 }
 
 /// A store's next content, not yet written.

@@ -237,7 +237,15 @@ pub(crate) fn rules(args: RulesArgs) -> Result<ExitCode> {
                 {
                     Ok(r) => {
                         let r = r.into_inner();
-                        println!("{} (enforced in {} us)", r.id, r.applied_micros);
+                        for w in &r.warnings {
+                            eprintln!("{w}");
+                        }
+                        println!(
+                            "{} (enforced in {} us{})",
+                            r.id,
+                            r.applied_micros,
+                            provisional(r.confirm_before_unix)
+                        );
                         Ok(ExitCode::SUCCESS)
                     }
                     Err(status) => Ok(failed(&status)),
@@ -245,13 +253,31 @@ pub(crate) fn rules(args: RulesArgs) -> Result<ExitCode> {
             }
             RulesCommand::Rm { id } => match api.remove_rule(RemoveRuleRequest { id }).await {
                 Ok(r) => {
-                    println!("removed (in {} us)", r.into_inner().applied_micros);
+                    let r = r.into_inner();
+                    println!(
+                        "removed (in {} us{})",
+                        r.applied_micros,
+                        provisional(r.confirm_before_unix)
+                    );
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(status) => Ok(failed(&status)),
             },
         }
     })
+}
+
+/// What a change's answer adds when it waits for confirmation (`confirm_before_unix`
+/// not 0): `, provisionally: run ... before TIME`.
+fn provisional(confirm_before_unix: u64) -> String {
+    if confirm_before_unix == 0 {
+        return String::new();
+    }
+    let until = std::time::UNIX_EPOCH + std::time::Duration::from_secs(confirm_before_unix);
+    format!(
+        ", provisionally: run `full_firewall confirm` before {}",
+        humantime::format_rfc3339_seconds(until)
+    )
 }
 
 /// A bundle directory's files by their path in it.
@@ -298,17 +324,11 @@ pub(crate) fn apply(args: ApplyArgs) -> Result<ExitCode> {
                 for w in &r.warnings {
                     eprintln!("{w}");
                 }
-                if r.confirm_before_unix > 0 {
-                    let until = std::time::UNIX_EPOCH
-                        + std::time::Duration::from_secs(r.confirm_before_unix);
-                    println!(
-                        "applied in {} us, provisionally: run `full_firewall confirm` before {}",
-                        r.applied_micros,
-                        humantime::format_rfc3339_seconds(until)
-                    );
-                } else {
-                    println!("applied in {} us", r.applied_micros);
-                }
+                println!(
+                    "applied in {} us{}",
+                    r.applied_micros,
+                    provisional(r.confirm_before_unix)
+                );
                 Ok(ExitCode::SUCCESS)
             }
             Err(status) => Ok(failed(&status)),

@@ -835,7 +835,6 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                     }
                     other => other,
                 };
-                let pending = rollout.as_ref().is_some_and(ConfirmWindow::is_pending);
                 let mut ctx = ChangeContext {
                     args,
                     audit: &audit,
@@ -845,8 +844,10 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                     metrics: metrics.as_ref(),
                     api,
                     policy: &policy_name,
+                    rollout: rollout.as_mut(),
+                    current: &mut current,
                 };
-                ctx.apply(change, pending);
+                ctx.apply(change);
                 let states = features.states();
                 notifier.features(&states);
                 publish_features(&health, metrics.as_ref(), states);
@@ -887,6 +888,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                     if let Some(undo) = rollback_undo.take() {
                         undo.discard();
                     }
+                    store.confirmed();
                     info!("the new policy is confirmed");
                     policy_record(
                         loader.audit_log(),
@@ -899,7 +901,21 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                     if let Some(undo) = rollback_undo.take() {
                         undo.on_expiry();
                     }
+                    // The runtime rules an unconfirmed change added or removed come
+                    // back with the policy (the snapshot holds them compiled in).
+                    match store.roll_back() {
+                        Ok(true) => {
+                            info!("the runtime rules before the unconfirmed change are back")
+                        }
+                        Ok(false) => {}
+                        Err(e) => error!(
+                            "restoring the runtime rules before the unconfirmed change: {e:#}"
+                        ),
+                    }
                     let restored = features.roll_back(&previous);
+                    if let (Some(api), Some(config)) = (&api, &previous.config) {
+                        api.publish_rules(rule_entries(config, &store, &policy_name));
+                    }
                     if restored {
                         warn!(
                             "the new policy was not confirmed in time: the previous policy is back"
@@ -1337,6 +1353,18 @@ struct ChangeContext<'a, 'f> {
     metrics: Option<&'a Metrics>,
     api: &'a Api,
     policy: &'a str,
+    /// With `--confirm-within`: a change is provisional, and `current` is what the
+    /// kernel holds (the snapshot a later rollback comes back to).
+    rollout: Option<&'a mut ConfirmWindow<Snapshot>>,
+    current: &'a mut Snapshot,
+}
+
+/// What a rule change applied: how, the compiled policy's warnings, and when it must be
+/// confirmed by (Unix seconds; 0: it is final).
+struct Applied {
+    how: &'static str,
+    warnings: Vec<String>,
+    confirm_before_unix: u64,
 }
 
 impl ChangeContext<'_, '_> {
@@ -1348,7 +1376,7 @@ impl ChangeContext<'_, '_> {
         &mut self,
         next: &StoreFileChange,
         edit: Option<ShieldEdit>,
-    ) -> std::result::Result<(Vec<RuleEntry>, &'static str), tonic::Status> {
+    ) -> std::result::Result<(Vec<RuleEntry>, &'static str, CompiledConfig), tonic::Status> {
         let rules = Store::rules_of(next);
         let loaded = load_policy(self.args, self.audit, self.sources, &rules)
             .map_err(|r| crate::api::refused(r.caller))?;
@@ -1361,6 +1389,7 @@ impl ChangeContext<'_, '_> {
             return Ok((
                 rule_entries(&config, &Store::view(next), self.policy),
                 "written in place",
+                config,
             ));
         }
         if !self.features.reload(&config) {
@@ -1386,6 +1415,7 @@ impl ChangeContext<'_, '_> {
         Ok((
             rule_entries(&config, &Store::view(next), self.policy),
             "applied by a reload",
+            config,
         ))
     }
 
@@ -1427,19 +1457,44 @@ impl ChangeContext<'_, '_> {
     /// Enforces `next` (by `edit` in place when it can) and stores it; the rules in
     /// force before come back when it cannot be stored (what is not kept is not
     /// enforced either).
+    /// With `--confirm-within` the change is provisional: the rules before it are kept
+    /// on disk and come back at the deadline (or at the next start) unless confirmed.
     fn change(
         &mut self,
         next: StoreFileChange,
         edit: Option<ShieldEdit>,
-    ) -> std::result::Result<&'static str, tonic::Status> {
-        let (entries, how) = self.enforce(&next, edit)?;
-        if let Err(e) = self.store.save(next) {
+    ) -> std::result::Result<Applied, tonic::Status> {
+        let (entries, how, config) = self.enforce(&next, edit)?;
+        let kept = match self.rollout {
+            Some(_) => self.store.keep_until_confirmed(),
+            None => Ok(()),
+        };
+        if let Err(e) = kept.and_then(|()| self.store.save(next)) {
             let before = self.store.current();
             let _ = self.enforce(&before, None);
             return Err(tonic::Status::internal(format!("{e:#}")));
         }
         self.api.publish_rules(entries);
-        Ok(how)
+        let mut confirm_before_unix = 0;
+        if let Some(r) = self.rollout.as_deref_mut() {
+            let deadline = r.provisional(self.current.clone(), self.args.source());
+            *self.current = Snapshot::of(&config);
+            let until = humantime::format_rfc3339_seconds(deadline);
+            info!("runtime rules changed provisionally: run `full_firewall confirm` before {until} or the rules before come back");
+            self.record(
+                "runtime-rules",
+                AuditOutcome::Ok,
+                format!("rule change applied provisionally, confirm before {until}"),
+            );
+            confirm_before_unix = deadline
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+        }
+        Ok(Applied {
+            how,
+            warnings: config.warnings.iter().map(|d| d.message.clone()).collect(),
+            confirm_before_unix,
+        })
     }
 
     fn record(&self, object: &str, outcome: AuditOutcome, detail: String) {
@@ -1452,9 +1507,10 @@ impl ChangeContext<'_, '_> {
         );
     }
 
-    /// Applies `change` and answers its caller. `pending`: a reload waits for
-    /// confirmation (its rollback would not know the change: refused until then).
-    fn apply(&mut self, change: Change, pending: bool) {
+    /// Applies `change` and answers its caller. Under `--confirm-within` a change made
+    /// while another waits for confirmation is provisional with it: the rollback puts
+    /// back the policy and the rules in force before the first of them.
+    fn apply(&mut self, change: Change) {
         match change {
             // Applied by the loop's reload (`prepare_apply`).
             Change::Apply { reply, .. } => {
@@ -1472,24 +1528,18 @@ impl ChangeContext<'_, '_> {
                 rule.id = self.store.next_id();
                 let label = rule.label();
                 let what = format!("{} `{}` by {by}", rule.section, rule.rule);
-                let result = if pending {
-                    Err(tonic::Status::failed_precondition(
-                        "a reload waits for `full_firewall confirm`: confirm it (or let it roll back) first",
-                    ))
-                } else {
-                    let next = self.store.with(&rule, &comment, &by);
-                    let edit = matches!(
-                        rule.section,
-                        RuleSection::ShieldDeny | RuleSection::ShieldAllow
-                    )
-                    .then(|| ShieldEdit::Insert {
-                        label: label.clone(),
-                    });
-                    self.change(next, edit)
-                };
+                let next = self.store.with(&rule, &comment, &by);
+                let edit = matches!(
+                    rule.section,
+                    RuleSection::ShieldDeny | RuleSection::ShieldAllow
+                )
+                .then(|| ShieldEdit::Insert {
+                    label: label.clone(),
+                });
+                let result = self.change(next, edit);
                 match &result {
-                    Ok(how) => {
-                        info!("control API: rule {label} added ({how}): {what}");
+                    Ok(applied) => {
+                        info!("control API: rule {label} added ({}): {what}", applied.how);
                         self.record(&label, AuditOutcome::Ok, format!("api rule added: {what}"));
                     }
                     Err(status) => {
@@ -1501,9 +1551,24 @@ impl ChangeContext<'_, '_> {
                         );
                     }
                 }
-                let _ = reply.send(result.map(|_| ironclad_api::v1::AddRuleResponse {
-                    id: label,
-                    applied_micros: micros(received),
+                let _ = reply.send(result.map(|applied| {
+                    // What this rule brought: the warnings that name it (the lock-out
+                    // guard's `warning: api-N: denies every IPv4 source ...`).
+                    let mine = format!("warning: {label}: ");
+                    let warnings: Vec<String> = applied
+                        .warnings
+                        .into_iter()
+                        .filter(|w| w.starts_with(&mine))
+                        .collect();
+                    for w in &warnings {
+                        warn!("control API: {w}");
+                    }
+                    ironclad_api::v1::AddRuleResponse {
+                        id: label,
+                        applied_micros: micros(received),
+                        warnings,
+                        confirm_before_unix: applied.confirm_before_unix,
+                    }
                 }));
             }
             Change::Remove {
@@ -1516,17 +1581,17 @@ impl ChangeContext<'_, '_> {
                     None => Err(tonic::Status::not_found(format!(
                         "no rule {id} (`full_firewall rules list` shows the rules in force)"
                     ))),
-                    Some(_) if pending => Err(tonic::Status::failed_precondition(
-                        "a reload waits for `full_firewall confirm`: confirm it (or let it roll back) first",
-                    )),
                     Some(next) => {
-                        let edit = self.api.shield_rule(&id).map(|net| ShieldEdit::Remove { net });
+                        let edit = self
+                            .api
+                            .shield_rule(&id)
+                            .map(|net| ShieldEdit::Remove { net });
                         self.change(next, edit)
                     }
                 };
                 match &result {
-                    Ok(how) => {
-                        info!("control API: rule {id} removed by {by} ({how})");
+                    Ok(applied) => {
+                        info!("control API: rule {id} removed by {by} ({})", applied.how);
                         self.record(&id, AuditOutcome::Ok, format!("api rule removed by {by}"));
                     }
                     Err(status) => self.record(
@@ -1535,8 +1600,9 @@ impl ChangeContext<'_, '_> {
                         format!("api rule removal by {by} refused: {}", status.message()),
                     ),
                 }
-                let _ = reply.send(result.map(|_| ironclad_api::v1::RemoveRuleResponse {
+                let _ = reply.send(result.map(|applied| ironclad_api::v1::RemoveRuleResponse {
                     applied_micros: micros(received),
+                    confirm_before_unix: applied.confirm_before_unix,
                 }));
             }
         }

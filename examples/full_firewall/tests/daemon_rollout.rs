@@ -234,3 +234,108 @@ fn removing_sections_removes_their_enforcement_and_an_unconfirmed_removal_comes_
     daemon.signal("TERM");
     assert!(daemon.wait().success(), "{}", daemon.log());
 }
+
+/// `rules add` through the control API, on the daemon's socket in `run_dir`.
+fn rule(run_dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .arg("rules")
+        .arg("--socket")
+        .arg(run_dir.join("api.sock"))
+        .args(args)
+        .output()
+        .expect("rules");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The API rules in the store on disk.
+fn stored_rules(lab: &Lab) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(lab.dir.path().join("state/runtime-rules.json"))
+        .unwrap_or_else(|_| "{\"rules\": []}".to_string());
+    let store: serde_json::Value = serde_json::from_str(&text).expect("store JSON");
+    store["rules"].as_array().cloned().unwrap_or_default()
+}
+
+/// Regression (red team, round 3): `rules add shield.deny 0.0.0.0/0` exited 0 with no
+/// warning, was enforced, kept across restarts and not covered by `--confirm-within`:
+/// a permanent lock-out. API rules now get the policy file's lock-out guard (also for
+/// halves that cover the family together) and its confirmation window: unconfirmed,
+/// the rules before come back at the deadline, or at the next start.
+#[test]
+fn an_api_rule_that_locks_everyone_out_is_warned_of_and_undone_unless_confirmed() {
+    require_privileges!();
+    let lab = Lab::new("ffrollrule", 73);
+    let config = lab.write_config("policy.yaml", &lab.policy_denying(&[3]));
+    let mut daemon = start(&lab, &config, "4s");
+    let run_dir = lab.dir.path().join("run");
+    assert!(lab.reaches(2));
+
+    // Half of IPv4 (not the operator's half): no lock-out yet, but provisional.
+    let (ok, out, err) = rule(&run_dir, &["add", "shield.deny", "128.0.0.0/1"]);
+    assert!(ok, "{out}{err}");
+    assert!(!err.contains("warning"), "{err}");
+    assert!(
+        out.starts_with("api-1 (enforced in ")
+            && out.contains(" us, provisionally: run `full_firewall confirm` before "),
+        "{out}"
+    );
+    // The other half completes it: warned of, by the rule that did.
+    let (ok, out, err) = rule(&run_dir, &["add", "shield.deny", "0.0.0.0/1"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        err.starts_with(
+            "warning: api-2: denies every IPv4 source (with the other deny rules and sets) \
+             and `shield.management` has no IPv4 prefix"
+        ),
+        "{err}"
+    );
+    assert_eq!(lab.ping(2, 2), 0, "locked out");
+    assert_eq!(stored_rules(&lab).len(), 2);
+
+    // Nobody confirms: both rules go, from the kernel, the store and the list.
+    daemon.wait_for("not confirmed in time: the previous policy is back");
+    assert!(lab.reaches(2), "the operator is back in: {}", daemon.log());
+    assert_eq!(lab.ping(3, 2), 0, "the policy's own rule stays");
+    assert!(stored_rules(&lab).is_empty(), "{:?}", stored_rules(&lab));
+    let (ok, listed, _) = rule(&run_dir, &["list"]);
+    assert!(ok && !listed.contains("api-"), "{listed}");
+
+    // Confirmed, a rule stays past the deadline.
+    let (ok, out, err) = rule(&run_dir, &["add", "shield.deny", "0.0.0.0/0"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        err.starts_with("warning: api-3: denies every IPv4 source and"),
+        "{err}"
+    );
+    assert!(confirm(&run_dir).status.success());
+    daemon.wait_for("the new policy is confirmed");
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(lab.ping(2, 2), 0, "confirmed: it stays");
+    assert_eq!(stored_rules(&lab).len(), 1);
+    // Its removal is provisional too, and confirmed.
+    let (ok, out, err) = rule(&run_dir, &["rm", "api-3"]);
+    assert!(ok && out.contains("provisionally"), "{out}{err}");
+    assert!(confirm(&run_dir).status.success());
+    assert!(lab.reaches(2));
+
+    // The daemon stops inside a window: at the next start the rules before are back.
+    let (ok, out, err) = rule(&run_dir, &["add", "shield.deny", "0.0.0.0/0"]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(lab.ping(2, 2), 0);
+    daemon.signal("TERM");
+    assert!(daemon.wait().success(), "{}", daemon.log());
+    let daemon = start(&lab, &config, "4s");
+    assert!(
+        daemon
+            .log()
+            .contains("a change to the runtime rules was not confirmed before the daemon stopped"),
+        "{}",
+        daemon.log()
+    );
+    assert!(stored_rules(&lab).is_empty(), "{:?}", stored_rules(&lab));
+    assert!(lab.reaches(2), "{}", daemon.log());
+    drop(daemon);
+}
