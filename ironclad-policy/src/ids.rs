@@ -37,6 +37,8 @@ use std::path::Path;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use ipnetwork::IpNetwork;
+use regex_automata::meta;
+use regex_automata::util::syntax;
 
 use crate::error::{ConfigError, Diagnostic};
 
@@ -197,7 +199,7 @@ pub struct IdsRule {
     /// Contents, in rule order.
     pub contents: Vec<Content>,
     /// `pcre` patterns (all must match).
-    pub pcre: Vec<regex::bytes::Regex>,
+    pub pcre: Vec<meta::Regex>,
     /// `flow`.
     pub flow: FlowMatch,
     /// `dsize`.
@@ -245,10 +247,26 @@ impl Vars {
 pub const MAX_RULE_BYTES: usize = 64 * 1024;
 /// The most a `pcre` may compile to (bytes): a larger one is refused, not run.
 pub const PCRE_SIZE_LIMIT: usize = 1 << 20;
+/// The most one `pcre`'s search cache (its lazy DFA) grows to while rules are matched.
+pub const PCRE_CACHE_BYTES: usize = 64 << 10;
+/// The most the regular expressions of a rule set (every file together) may hold, each
+/// counted as its compiled size and its cache's [`PCRE_CACHE_BYTES`]: the rule that
+/// would go past it is refused at its `pcre`, and later patterns are not compiled.
+pub const PCRE_TOTAL_LIMIT: usize = 256 << 20;
 
 /// Parses rule `text` (one rule a line; `#` comments) read from `path`. Every problem is
 /// reported, at its line and column, with the option it concerns.
 pub fn parse(text: &str, path: &Path, vars: &Vars) -> Result<Vec<IdsRule>, ConfigError> {
+    parse_within(text, path, vars, &mut PcreBudget::default())
+}
+
+/// [`parse`], with the regular expressions' budget shared by the files of one set.
+fn parse_within(
+    text: &str,
+    path: &Path,
+    vars: &Vars,
+    budget: &mut PcreBudget,
+) -> Result<Vec<IdsRule>, ConfigError> {
     let mut rules = Vec::new();
     let mut problems = Vec::new();
     let mut sids: HashMap<u32, usize> = HashMap::new();
@@ -278,7 +296,7 @@ pub fn parse(text: &str, path: &Path, vars: &Vars) -> Result<Vec<IdsRule>, Confi
             continue;
         }
         let origin = format!("{}:{number}", path.display());
-        match parse_rule(trimmed, vars, origin) {
+        match parse_rule(trimmed, vars, origin, budget) {
             Ok(rule) => {
                 if let Some(first) = sids.insert(rule.sid, rules.len()) {
                     let column = trimmed.find("sid").unwrap_or(0);
@@ -313,6 +331,7 @@ pub const MAX_RULE_FILE_BYTES: u64 = 32 << 20;
 /// order; a `sid` is unique across all of them. Every problem of every file is
 /// reported, and any problem gives no rules.
 pub fn parse_files(paths: &[std::path::PathBuf], vars: &Vars) -> Result<Vec<IdsRule>, ConfigError> {
+    let mut budget = PcreBudget::default();
     let mut rules: Vec<IdsRule> = Vec::new();
     let mut problems = Vec::new();
     let whole_file = |path: &Path, message: String| Diagnostic {
@@ -343,7 +362,7 @@ pub fn parse_files(paths: &[std::path::PathBuf], vars: &Vars) -> Result<Vec<IdsR
                 continue;
             }
         };
-        match parse(&text, path, vars) {
+        match parse_within(&text, path, vars, &mut budget) {
             Ok(parsed) => {
                 for rule in parsed {
                     if let Some(first) = rules.iter().find(|r| r.sid == rule.sid) {
@@ -412,7 +431,12 @@ fn header_fields(header: &str) -> Vec<(usize, &str)> {
     fields
 }
 
-fn parse_rule(rule: &str, vars: &Vars, origin: String) -> Result<IdsRule, Located> {
+fn parse_rule(
+    rule: &str,
+    vars: &Vars,
+    origin: String,
+    budget: &mut PcreBudget,
+) -> Result<IdsRule, Located> {
     let open = rule.find('(').ok_or((
         0,
         "no options: a rule ends with `(...; sid:N;)`".to_string(),
@@ -580,7 +604,9 @@ fn parse_rule(rule: &str, vars: &Vars, origin: String) -> Result<IdsRule, Locate
             }
             "pcre" => {
                 let v = quoted(value.unwrap_or("")).map_err(at)?;
-                built.pcre.push(pcre(&v).map_err(at)?);
+                built
+                    .pcre
+                    .push(budget.compile(&v, &built.origin).map_err(at)?);
             }
             "flow" => built.flow = flow(value.unwrap_or("")).map_err(at)?,
             "dsize" => built.dsize = Some(dsize(value.unwrap_or("")).map_err(at)?),
@@ -731,22 +757,18 @@ fn content_bytes(text: &str) -> Result<Vec<u8>, String> {
 }
 
 /// `/pattern/flags`, compiled by the linear-time engine with a size bound.
-fn pcre(text: &str) -> Result<regex::bytes::Regex, String> {
+fn pcre(text: &str) -> Result<meta::Regex, String> {
     let (pattern, flags) = text
         .strip_prefix('/')
         .and_then(|s| s.rsplit_once('/'))
         .ok_or_else(|| format!("`{text}` is not `/pattern/flags`"))?;
-    let mut builder = regex::bytes::RegexBuilder::new(pattern);
-    builder
-        .size_limit(PCRE_SIZE_LIMIT)
-        .dfa_size_limit(PCRE_SIZE_LIMIT)
-        .unicode(false);
+    let mut syntax = syntax::Config::new().unicode(false).utf8(false);
     for flag in flags.chars() {
-        match flag {
-            'i' => builder.case_insensitive(true),
-            's' => builder.dot_matches_new_line(true),
-            'm' => builder.multi_line(true),
-            'x' => builder.ignore_whitespace(true),
+        syntax = match flag {
+            'i' => syntax.case_insensitive(true),
+            's' => syntax.dot_matches_new_line(true),
+            'm' => syntax.multi_line(true),
+            'x' => syntax.ignore_whitespace(true),
             other => {
                 return Err(format!(
                 "flag `{other}` is not supported (i, s, m, x; relative and buffer flags are not)"
@@ -754,15 +776,62 @@ fn pcre(text: &str) -> Result<regex::bytes::Regex, String> {
             }
         };
     }
-    builder.build().map_err(|e| match e {
-        regex::Error::CompiledTooBig(limit) => {
-            format!("`{pattern}` compiles to more than {limit} bytes: refused")
+    meta::Builder::new()
+        .configure(
+            meta::Config::new()
+                .nfa_size_limit(Some(PCRE_SIZE_LIMIT))
+                .dfa_size_limit(Some(PCRE_SIZE_LIMIT))
+                .hybrid_cache_capacity(PCRE_CACHE_BYTES),
+        )
+        .syntax(syntax)
+        .build(pattern)
+        .map_err(|e| match e.size_limit() {
+            Some(limit) => format!("`{pattern}` compiles to more than {limit} bytes: refused"),
+            None => format!(
+                "`{pattern}` is not supported by the linear-time engine (no backreferences or \
+                 look-around): {e}"
+            ),
+        })
+}
+
+/// The memory a compiled `pcre` holds while rules are matched: the regex itself and
+/// the most its search cache may grow to.
+fn pcre_bytes(re: &meta::Regex) -> usize {
+    re.memory_usage() + PCRE_CACHE_BYTES
+}
+
+/// The regular expressions' memory so far, across every file of a rule set, against
+/// [`PCRE_TOTAL_LIMIT`].
+#[derive(Debug, Default)]
+struct PcreBudget {
+    used: usize,
+    /// Where the budget ran out (`FILE:LINE`): later patterns are not compiled.
+    exhausted_at: Option<String>,
+}
+
+impl PcreBudget {
+    /// Compiles `text` within the budget.
+    fn compile(&mut self, text: &str, origin: &str) -> Result<meta::Regex, String> {
+        if let Some(at) = &self.exhausted_at {
+            return Err(format!(
+                "not compiled: the rules' regular expressions reached their {} MiB budget at {at}",
+                PCRE_TOTAL_LIMIT >> 20
+            ));
         }
-        other => format!(
-            "`{pattern}` is not supported by the linear-time engine (no backreferences or \
-             look-around): {other}"
-        ),
-    })
+        let re = pcre(text)?;
+        let used = self.used + pcre_bytes(&re);
+        if used > PCRE_TOTAL_LIMIT {
+            self.exhausted_at = Some(origin.to_string());
+            return Err(format!(
+                "the rules' regular expressions need more than {} MiB together ({} KiB with this one): \
+                 refused (fewer or simpler `pcre` patterns; a `content` before one narrows what it is run on, not its size)",
+                PCRE_TOTAL_LIMIT >> 20,
+                used >> 10
+            ));
+        }
+        self.used = used;
+        Ok(re)
+    }
 }
 
 fn flow(value: &str) -> Result<FlowMatch, String> {
@@ -1456,6 +1525,63 @@ mod tests {
         let both = format!(r#"{HEAD} (content:"one"; content:"two"; sid:1;)"#);
         assert!(hit(&both, b"two one two"));
         assert!(!hit(&both, b"one"));
+    }
+
+    /// Regression (red team, round 3): 2,000 `pcre` rules took `check` to 1.16 GB.
+    /// The patterns of a set, across its files, hold at most PCRE_TOTAL_LIMIT: the rule
+    /// that goes past it is refused at its `pcre`, and no pattern after it is compiled.
+    #[test]
+    fn the_regular_expressions_of_a_set_have_one_memory_budget_across_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let big = |from: u32, n: u32| -> String {
+            (from..from + n)
+                .map(|sid| {
+                    format!("alert tcp any any -> any any (pcre:\"/\\w{{8000}}/\"; sid:{sid};)\n")
+                })
+                .collect()
+        };
+        // ~0.9 MiB compiled and 64 KiB of cache each: 150 per file fit alone, but two
+        // files' 300 do not fit together.
+        let first = dir.path().join("a.rules");
+        let second = dir.path().join("b.rules");
+        std::fs::write(&first, big(1, 150)).expect("a");
+        std::fs::write(&second, big(1001, 150)).expect("b");
+        assert!(parse_files(std::slice::from_ref(&first), &Vars::with_defaults()).is_ok());
+        let e = parse_files(&[first.clone(), second.clone()], &Vars::with_defaults())
+            .expect_err("over the budget");
+        let first_problem = &e.diagnostics[0];
+        assert_eq!(first_problem.path, second);
+        assert!(
+            (100..=150).contains(&first_problem.line),
+            "the rule that went past it: {first_problem}"
+        );
+        assert_eq!(first_problem.column, 31, "at its pcre: {first_problem}");
+        assert!(
+            first_problem
+                .message
+                .contains("the rules' regular expressions need more than 256 MiB together"),
+            "{first_problem}"
+        );
+        let later = &e.diagnostics[1];
+        assert_eq!(later.line, first_problem.line + 1, "{later}");
+        assert!(
+            later.message.contains(&format!(
+                "not compiled: the rules' regular expressions reached their 256 MiB budget at {}:{}",
+                second.display(),
+                first_problem.line
+            )),
+            "{later}"
+        );
+        // Thousands of patterns of a usual size fit.
+        let usual: String = (1..=3000)
+            .map(|sid| format!("alert tcp any any -> any any (content:\"id=\"; pcre:\"/id=\\d{{3}}\\b/i\"; sid:{sid};)\n"))
+            .collect();
+        assert_eq!(
+            parse(&usual, Path::new("u.rules"), &Vars::with_defaults())
+                .expect("fits")
+                .len(),
+            3000
+        );
     }
 
     #[test]
