@@ -10,7 +10,6 @@
 //! record and only then answers: when the call returns, the kernel enforces it.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -18,13 +17,12 @@ use anyhow::{Context, Result};
 use ironclad_api::server::TlsFiles;
 use ironclad_api::v1::control_server::Control;
 use ironclad_api::v1::{
-    stream_events_response, AddRuleRequest, AddRuleResponse, ApplyPolicyRequest,
-    ApplyPolicyResponse, ConfirmRequest, ConfirmResponse, Event as ApiEvent, Feature,
-    GetStatusRequest, GetStatusResponse, ListRulesRequest, ListRulesResponse, Lost,
-    RemoveRuleRequest, RemoveRuleResponse, RuleEntry, Section, StreamEventsRequest,
-    StreamEventsResponse,
+    AddRuleRequest, AddRuleResponse, ApplyPolicyRequest, ApplyPolicyResponse, ConfirmRequest,
+    ConfirmResponse, Feature, GetStatusRequest, GetStatusResponse, ListRulesRequest,
+    ListRulesResponse, RemoveRuleRequest, RemoveRuleResponse, RuleEntry, Section,
+    StreamEventsRequest, StreamEventsResponse,
 };
-use ironclad_events::{Event, Fanout, Overflow};
+use ironclad_events::{Event, Fanout};
 use ironclad_policy::config::CompiledConfig;
 use ironclad_policy::runtime::{RuleSection, RuntimeRule};
 use serde::{Deserialize, Serialize};
@@ -431,11 +429,11 @@ struct Shared {
     changes: std::sync::mpsc::SyncSender<Change>,
     wake: Arc<std::os::fd::OwnedFd>,
     rules: Arc<Mutex<Vec<RuleEntry>>>,
-    fanout: Arc<Fanout<Event>>,
     pin_dir: PathBuf,
     run_dir: PathBuf,
     policy: String,
-    streams: Arc<AtomicU64>,
+    /// The event streams and their hub.
+    streams: Arc<crate::streams::Streams>,
 }
 
 /// The running API: the control loop takes rule changes from it.
@@ -494,11 +492,10 @@ impl Api {
             changes: changes_tx,
             wake: wake.clone(),
             rules: rules.clone(),
-            fanout,
+            streams: crate::streams::Streams::new(fanout),
             pin_dir: pin_dir.to_path_buf(),
             run_dir: run_dir.to_path_buf(),
             policy: policy.display().to_string(),
-            streams: Arc::new(AtomicU64::new(0)),
         };
         let tcp_addr = tcp.as_ref().and_then(|(l, _)| l.local_addr().ok());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -865,59 +862,10 @@ impl Control for DaemonControl {
             0 => STREAM_QUEUE.0,
             n => (n as usize).min(STREAM_QUEUE.1),
         };
-        let n = self.0.streams.fetch_add(1, Ordering::Relaxed);
-        // New events are lost for this stream when its queue is full: the fan-out never
-        // waits for it, so enforcement and the other readers go on at their pace.
-        let sub = self
-            .0
-            .fanout
-            .subscribe(&format!("api-stream-{n}"), queue, Overflow::DropNewest);
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        // A thread per stream: the subscription is a blocking channel. It ends when
-        // the client goes away.
-        std::thread::Builder::new()
-            .name(format!("ironclad-api-stream-{n}"))
-            .spawn(move || {
-                let mut reported = 0u64;
-                loop {
-                    let dropped = sub.stats().dropped;
-                    if dropped > reported {
-                        reported = dropped;
-                        let lost = StreamEventsResponse {
-                            item: Some(stream_events_response::Item::Lost(Lost { total: dropped })),
-                        };
-                        if tx.blocking_send(Ok(lost)).is_err() {
-                            return;
-                        }
-                    }
-                    match sub.receiver().recv_timeout(Duration::from_millis(200)) {
-                        Ok(event) => {
-                            let json = event.to_json();
-                            let value: serde_json::Value =
-                                serde_json::from_str(&json).unwrap_or_default();
-                            if !wanted(&filter, &event, &value) {
-                                continue;
-                            }
-                            let item = StreamEventsResponse {
-                                item: Some(stream_events_response::Item::Event(ApiEvent {
-                                    kind: value["kind"].as_str().unwrap_or_default().to_string(),
-                                    json,
-                                })),
-                            };
-                            if tx.blocking_send(Ok(item)).is_err() {
-                                return;
-                            }
-                        }
-                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                            if tx.is_closed() {
-                                return;
-                            }
-                        }
-                        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
-                    }
-                }
-            })
-            .map_err(|e| Status::internal(format!("starting the stream: {e}")))?;
+        // One hub encodes each event once for every stream; this stream holds what its
+        // client has not read, within its bounds, and loses (counts) the rest.
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        self.0.streams.open(filter, queue, wanted, tx)?;
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))

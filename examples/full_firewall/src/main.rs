@@ -35,6 +35,7 @@ mod progress;
 mod rollout;
 mod run;
 mod status;
+mod streams;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -525,6 +525,151 @@ fn a_stream_that_stops_reading_loses_events_counted_without_slowing_enforcement(
     assert!(daemon.wait().success(), "{}", daemon.log());
 }
 
+/// The daemon's resident memory (kB).
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// Regression (red team, round 3): 20 `StreamEvents` streams that never read, each with
+/// the largest queue, took the daemon from 41 MB to 943 MB and the kernel's event loss
+/// from 0.4% to 25%. Each stream now holds at most 1 MiB of events, 16 streams at most
+/// are open at once: a stalled client loses its own events (counted), and costs neither
+/// memory nor the other readers' events.
+#[test]
+fn stalled_streams_hold_bounded_memory_and_cost_the_other_readers_nothing() {
+    require_privileges!();
+    let lab = Lab::new("ffapistall", 74);
+    let config = lab.write_config(
+        "policy.yaml",
+        &format!(
+            "shield:\n  deny: [{}]\n  sample_rate: 1\n  events_per_second: 0\n",
+            lab.addr(3)
+        ),
+    );
+    let socket = socket(&lab);
+    let mut args = lab.run_args(&config);
+    let events_file = lab.dir.path().join("events.jsonl");
+    args.extend(["--events".to_string(), events_file.display().to_string()]);
+    let mut daemon = Daemon::spawn(&args);
+    daemon.wait_for("ready");
+    let pid = daemon.child.as_ref().expect("child").id();
+    let rt = runtime();
+    rt.block_on(async {
+        let mut streams = Vec::new();
+        for _ in 0..16 {
+            // Each on its own connection, as separate attackers would.
+            let mut api = ironclad_api::client::connect(&socket)
+                .await
+                .expect("connect");
+            let stream = api
+                .stream_events(StreamEventsRequest {
+                    queue: 65536,
+                    ..Default::default()
+                })
+                .await
+                .expect("stream")
+                .into_inner();
+            streams.push((api, stream));
+        }
+        let mut api = ironclad_api::client::connect(&socket)
+            .await
+            .expect("connect");
+        let refused = api
+            .stream_events(StreamEventsRequest::default())
+            .await
+            .expect_err("a 17th stream");
+        assert_eq!(
+            refused.code(),
+            tonic::Code::ResourceExhausted,
+            "{refused:?}"
+        );
+        let idle = rss_kb(pid);
+        let before = lab.rule_packets(&format!("{}/32", lab.addr(3)));
+        // 30,000 datagrams at about 10,000 a second, a rate the daemon's readers keep up
+        // with (ping slows to 100 a second when nothing answers).
+        let flood = lab
+            .ns
+            .exec(&[
+                "python3",
+                "-c",
+                "import socket, sys, time\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind((sys.argv[1], 0))\nfor i in range(30000):\n    s.sendto(b'x' * 64, (sys.argv[2], 9))\n    if i % 500 == 499:\n        time.sleep(0.05)\n",
+                &lab.addr(3),
+                &lab.addr(1),
+            ])
+            .expect("flood");
+        assert!(flood.status.success(), "{flood:?}");
+        let dropped = lab.rule_packets(&format!("{}/32", lab.addr(3))) - before;
+        // The events file (the daemon's other reader) gets the flood.
+        let start = Instant::now();
+        let written = loop {
+            let written = std::fs::read_to_string(&events_file)
+                .unwrap_or_default()
+                .matches("\"shield_drop\"")
+                .count() as u64;
+            if written >= dropped || start.elapsed() > Duration::from_secs(15) {
+                break written;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let flooded = rss_kb(pid);
+        eprintln!(
+            "16 stalled streams: {dropped} drops, {written} written, RSS {idle} -> {flooded} kB"
+        );
+        assert!(
+            written * 100 >= dropped * 99,
+            "the events file lost more than 1%: {written} of {dropped}"
+        );
+        assert!(
+            flooded < idle + 48 * 1024,
+            "16 stalled streams held {} kB",
+            flooded - idle
+        );
+        // A stream that goes away gives its place back.
+        drop(streams.pop());
+        let start = Instant::now();
+        loop {
+            match api.stream_events(StreamEventsRequest::default()).await {
+                Ok(_) => break,
+                Err(e) => {
+                    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+                    assert!(
+                        start.elapsed() < Duration::from_secs(5),
+                        "no place given back"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        // A stalled stream reads what it holds, then its loss.
+        let (_, mut stalled) = streams.pop().expect("a stream");
+        let mut events = 0u64;
+        let lost = loop {
+            let item = tokio::time::timeout(Duration::from_secs(10), stalled.message())
+                .await
+                .expect("stream answers")
+                .expect("stream")
+                .expect("open");
+            match item.item {
+                Some(stream_events_response::Item::Event(_)) => events += 1,
+                Some(stream_events_response::Item::Lost(l)) => break l.total,
+                None => {}
+            }
+        };
+        assert!(lost > 0 && events > 0, "{events} events, {lost} lost");
+        assert!(
+            events + lost <= dropped + 10,
+            "{events} + {lost} of {dropped}"
+        );
+    });
+    daemon.signal("TERM");
+    assert!(daemon.wait().success(), "{}", daemon.log());
+}
+
 #[test]
 fn a_go_agent_adds_a_rule_follows_its_drops_and_removes_it_through_the_generated_client() {
     require_privileges!();
