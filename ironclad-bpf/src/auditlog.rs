@@ -280,19 +280,33 @@ struct OpenFile {
     written: u64,
 }
 
+/// Opens `path` to append, never through a symbolic link (`ELOOP`) and only as a
+/// regular file: the writer runs as root, and a link planted at the path would have it
+/// append to the file the link names.
 fn open_append(path: &Path) -> Result<OpenFile> {
     use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| BpfError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let file = OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
-        .map_err(|source| BpfError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    let written = file.metadata().map_or(0, |m| m.len());
-    Ok(OpenFile { file, written })
+        .map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        )));
+    }
+    Ok(OpenFile {
+        file,
+        written: meta.len(),
+    })
 }
 
 impl JsonLinesFile {

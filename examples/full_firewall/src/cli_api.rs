@@ -280,8 +280,28 @@ fn provisional(confirm_before_unix: u64) -> String {
     )
 }
 
+/// A file to send, read as a regular file of at most what one request carries: a
+/// device, a FIFO or a file too large is refused before any of it is held (`apply
+/// /dev/zero` grew without bound).
+fn request_file(path: &std::path::Path, sent: &mut usize) -> Result<Vec<u8>> {
+    let limit = ironclad_api::server::MAX_REQUEST_BYTES;
+    let left = limit.saturating_sub(*sent) as u64;
+    let bytes = ironclad_core::fsutil::read_regular_file(path, left).map_err(|e| match e {
+        ironclad_core::fsutil::ReadFileError::TooLarge { .. } => anyhow::anyhow!(
+            "{}: the request would pass the {} KiB the control API takes; write the policy \
+             (or the bundle's directory) on the host and reload the daemon with SIGHUP instead",
+            path.display(),
+            limit >> 10
+        ),
+        other => anyhow::Error::new(other).context(format!("reading {}", path.display())),
+    })?;
+    *sent += bytes.len();
+    Ok(bytes)
+}
+
 /// A bundle directory's files by their path in it.
 fn bundle_files(dir: &std::path::Path) -> Result<std::collections::HashMap<String, Vec<u8>>> {
+    let mut sent = 0usize;
     let mut files = std::collections::HashMap::new();
     let mut todo = vec![dir.to_path_buf()];
     while let Some(d) = todo.pop() {
@@ -294,8 +314,7 @@ fn bundle_files(dir: &std::path::Path) -> Result<std::collections::HashMap<Strin
                     .to_str()
                     .with_context(|| format!("{}: not UTF-8", rel.display()))?
                     .to_string();
-                let bytes =
-                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                let bytes = request_file(&path, &mut sent)?;
                 files.insert(name, bytes);
             }
         }
@@ -306,8 +325,8 @@ fn bundle_files(dir: &std::path::Path) -> Result<std::collections::HashMap<Strin
 pub(crate) fn apply(args: ApplyArgs) -> Result<ExitCode> {
     let request = match (&args.policy, &args.bundle) {
         (Some(policy), _) => ironclad_api::v1::ApplyPolicyRequest {
-            policy_yaml: std::fs::read_to_string(policy)
-                .with_context(|| format!("reading {}", policy.display()))?,
+            policy_yaml: String::from_utf8(request_file(policy, &mut 0)?)
+                .with_context(|| format!("{}: not UTF-8", policy.display()))?,
             ..Default::default()
         },
         (None, Some(bundle)) => ironclad_api::v1::ApplyPolicyRequest {

@@ -418,16 +418,31 @@ impl EventsOut {
         })
     }
 
+    /// Opens `path` to append, never through a symbolic link and only as a regular
+    /// file: the daemon runs as root, and a link planted where the events go would
+    /// have it append to whatever file the link names.
     fn open_file(path: &Path) -> Result<(Box<dyn Write>, u64)> {
         use std::os::unix::fs::OpenOptionsExt;
         let file = File::options()
             .create(true)
             .append(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(path)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) => anyhow::anyhow!(
+                    "opening {}: a symbolic link (the events file is never written through one)",
+                    path.display()
+                ),
+                _ => anyhow::Error::new(e).context(format!("opening {}", path.display())),
+            })?;
+        let meta = file
+            .metadata()
             .with_context(|| format!("opening {}", path.display()))?;
-        let len = file.metadata().map_or(0, |m| m.len());
-        Ok((Box::new(BufWriter::new(file)), len))
+        if !meta.is_file() {
+            anyhow::bail!("opening {}: not a regular file", path.display());
+        }
+        Ok((Box::new(BufWriter::new(file)), meta.len()))
     }
 
     fn name(&self) -> String {

@@ -1409,3 +1409,40 @@ fn idle_tcp_connections_without_tls_take_neither_descriptors_nor_the_other_liste
     daemon.signal("TERM");
     assert!(daemon.wait().success(), "{}", daemon.log());
 }
+
+/// Regression (red team, round 3): `apply /dev/zero` grew to 3.4 GB in 3 s. The CLI
+/// reads what it sends as regular files within the request's limit, and says what to
+/// do instead of a request the API would refuse.
+#[test]
+fn apply_refuses_a_device_and_a_policy_larger_than_a_request_before_reading_it() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let socket = dir.path().join("api.sock");
+    let out = cli(&socket, &["apply", "/dev/zero"]);
+    let (_, err) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("reading /dev/zero: not a regular file (a character device)"),
+        "{err}"
+    );
+    let big = dir.path().join("policy.yaml");
+    std::fs::write(&big, "#".repeat(100_000)).expect("policy");
+    let out = cli(&socket, &["apply", &big.display().to_string()]);
+    let (_, err) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("the request would pass the 64 KiB the control API takes"),
+        "{err}"
+    );
+    let bundle = dir.path().join("bundle");
+    std::fs::create_dir(&bundle).expect("bundle");
+    std::fs::write(bundle.join("feed.txt"), "#".repeat(100_000)).expect("feed");
+    let out = cli(
+        &socket,
+        &["apply", "--bundle", &bundle.display().to_string()],
+    );
+    let (_, err) = text(&out);
+    assert!(
+        !out.status.success() && err.contains("feed.txt: the request would pass"),
+        "{err}"
+    );
+}

@@ -292,3 +292,37 @@ fn logs_are_json_lines_when_asked_and_filters_take_directives() {
         daemon.log()
     );
 }
+
+/// Regression (red team, round 3): `--events` followed a symbolic link, so a link
+/// planted where the events go had the daemon (root) append to the file it named. The
+/// events file and the audit log are opened without following links: the daemon
+/// refuses to start, and the file the link names is untouched.
+#[test]
+fn the_events_file_and_the_audit_log_are_never_written_through_a_symbolic_link() {
+    require_privileges!();
+    let lab = Lab::new("ffsymlink", 75);
+    let config = lab.write_config("policy.yaml", &lab.policy_denying(&[3]));
+    let victim = lab.dir.path().join("victim");
+    std::fs::write(&victim, "root:secret\n").expect("victim");
+    for flag in ["--events", "--audit-log"] {
+        let link = lab.dir.path().join(format!("link{flag}"));
+        std::os::unix::fs::symlink(&victim, &link).expect("symlink");
+        let mut args = lab.run_args(&config);
+        if let Some(at) = args.iter().position(|a| a == flag) {
+            args.drain(at..at + 2);
+        }
+        args.extend([flag.to_string(), link.display().to_string()]);
+        let out = Command::new(BIN).args(&args).output().expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag}: {err}");
+        assert!(
+            err.contains(&link.display().to_string()),
+            "{flag}: names the link: {err}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&victim).expect("victim"),
+            "root:secret\n",
+            "{flag}"
+        );
+    }
+}
