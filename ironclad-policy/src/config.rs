@@ -180,18 +180,24 @@ struct RawEgressRule {
     action: String,
 }
 
+/// A port as written. Anything that is not a port still parses (`Negative`, `Other`),
+/// so that the compiler says what is wrong with it, at its place, instead of the
+/// parser's "data did not match any variant".
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub(crate) enum RawPort {
     Number(u64),
     Range(String),
+    Negative(i64),
+    Other(serde::de::IgnoredAny),
 }
 
+/// One port or a list (the list first: a list is never taken for one odd port).
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub(crate) enum RawPorts {
-    One(RawPort),
     List(Vec<RawPort>),
+    One(RawPort),
 }
 
 #[derive(Debug, Deserialize)]
@@ -911,6 +917,10 @@ pub(crate) fn parse_port(port: &RawPort) -> Result<(u16, u16), String> {
                     "`{text}` is not a port or a range `LO-HI` within 1-65535"
                 )),
             }
+        }
+        RawPort::Negative(n) => Err(format!("port {n} is out of range 1-65535")),
+        RawPort::Other(_) => {
+            Err("not a port (1-65535), a range `\"LO-HI\"` or a list of them".to_string())
         }
     }
 }
@@ -2127,6 +2137,27 @@ shield:
   rate_limit: { pps: 1000, burst: 2000 }
   sample_rate: 1
 ";
+
+    /// Regression (red team, round 3): `cgroup: /etc` was accepted (a rule that
+    /// matches nothing), and a port that is not a number stopped the whole file at
+    /// "data did not match any variant of untagged enum RawPorts".
+    #[test]
+    fn a_directory_outside_cgroup2_and_every_bad_port_are_refused_at_their_place() {
+        let text = "egress:\n  default: allow\n  rules:\n    - {cgroup: /etc, action: deny}\n    - {uid: 0, ports: -5, action: deny}\nfirewall:\n  interfaces: [lo]\n  rules:\n    - {direction: in, proto: tcp, dport: true, action: drop}\n    - {direction: in, proto: tcp, dport: [80, 99999], action: drop}\n    - {direction: in, proto: tcp, sport: \"9-1\", action: drop}\n";
+        let e = compile_str(text, Path::new("p.yaml")).expect_err("invalid");
+        let lines: Vec<String> = e.diagnostics.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            vec![
+                "p.yaml:4:7: egress.rules[0]: `/etc` is not a cgroup directory (a directory under the cgroup v2 mount, such as /sys/fs/cgroup/system.slice/nginx.service)",
+                "p.yaml:5:7: egress.rules[1]: port -5 is out of range 1-65535",
+                "p.yaml:9:7: firewall.rules[0]: dport: not a port (1-65535), a range `\"LO-HI\"` or a list of them",
+                "p.yaml:10:7: firewall.rules[1]: dport: port 99999 is out of range 1-65535",
+                "p.yaml:11:7: firewall.rules[2]: sport: `9-1` is not a port or a range `LO-HI` within 1-65535",
+            ],
+            "{lines:#?}"
+        );
+    }
 
     /// Regression (hardening): only the first unknown key was reported.
     #[test]

@@ -11,6 +11,9 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
+/// `statfs(2)`'s `f_type` of a cgroup v2 file system.
+const CGROUP2_SUPER_MAGIC: u64 = 0x6367_7270;
+
 use ipnetwork::IpNetwork;
 use ironclad_core::abi::{
     egress_match, EgressAction as RawAction, EgressKey, EgressKeyKind, EgressRule, ProcExe,
@@ -344,15 +347,20 @@ pub fn compile(policy: &EgressPolicy) -> Result<CompiledEgress, Vec<PolicyError>
             identity = key(EgressKeyKind::Uid, &uid.to_ne_bytes());
         }
         if let Some(cgroup) = &spec.cgroup {
+            // A directory of the cgroup v2 hierarchy: any other directory (`/etc`) has an
+            // inode number that no cgroup id is, and the rule would match nothing.
+            let cgroup2 =
+                rustix::fs::statfs(cgroup).is_ok_and(|s| s.f_type as u64 == CGROUP2_SUPER_MAGIC);
             match std::fs::metadata(cgroup) {
-                Ok(meta) if meta.is_dir() => {
+                Ok(meta) if meta.is_dir() && cgroup2 => {
                     base.match_ |= egress_match::CGROUP;
                     base.cgroup_id = meta.ino();
                     identity = key(EgressKeyKind::Cgroup, &base.cgroup_id.to_ne_bytes());
                 }
                 Ok(_) => {
                     errors.push(invalid(format!(
-                        "`{}` is not a cgroup directory",
+                        "`{}` is not a cgroup directory (a directory under the cgroup v2 \
+                         mount, such as /sys/fs/cgroup/system.slice/nginx.service)",
                         cgroup.display()
                     )));
                     continue;
