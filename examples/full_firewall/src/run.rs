@@ -1479,7 +1479,31 @@ impl ChangeContext<'_, '_> {
         next: StoreFileChange,
         edit: Option<ShieldEdit>,
     ) -> std::result::Result<Applied, tonic::Status> {
+        let adding = match &edit {
+            Some(ShieldEdit::Insert { label }) => Some(label.clone()),
+            _ => None,
+        };
         let (entries, how, config) = self.enforce(&next, edit)?;
+        // A Shield prefix listed already is merged into the first rule that lists it:
+        // stored, the copy would never show in `rules list` nor count a packet.
+        if let Some(label) = adding.filter(|l| !entries.iter().any(|e| e.id == *l)) {
+            let rule = Store::rules_of(&next)
+                .into_iter()
+                .find(|r| r.label() == label)
+                .map(|r| r.rule)
+                .unwrap_or_default();
+            let net = rule.trim().parse::<ipnetwork::IpNetwork>().ok();
+            let first = config
+                .shield
+                .as_ref()
+                .and_then(|s| s.rules.iter().find(|r| Some(r.cidr) == net))
+                .map_or_else(|| "another rule".to_string(), |r| r.origin.clone());
+            // The kernel holds what it held: the copy changed nothing there.
+            return Err(tonic::Status::already_exists(format!(
+                "`{}` is already listed, as {first} (`rules list` shows it): a copy would never show nor count",
+                rule.trim()
+            )));
+        }
         let kept = match self.rollout {
             Some(_) => self.store.keep_until_confirmed(),
             None => Ok(()),

@@ -131,6 +131,21 @@ fn rules_added_through_the_api_are_enforced_at_once_streamed_kept_and_removed() 
         "{lines:?}"
     );
 
+    // Regression (red team, round 3): a prefix listed already was stored again, and
+    // the copy never showed in the list. Refused, naming the rule that lists it.
+    for (prefix, first) in [
+        (format!("{}/32", lab.addr(2)), "api-1"),
+        (lab.addr(3), "shield.deny[0]"),
+    ] {
+        let out = cli(&socket, &["rules", "add", "shield.deny", &prefix]);
+        let (stdout, stderr) = text(&out);
+        assert!(!out.status.success(), "{stdout}");
+        assert!(
+            stderr.contains(&format!("is already listed, as {first}")),
+            "{stderr}"
+        );
+    }
+
     // Listed with its origin, beside the policy file's rule.
     let rules = listed(&socket);
     let api = rules.iter().find(|r| r["id"] == "api-1").expect("api-1");
