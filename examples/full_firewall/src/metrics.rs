@@ -16,8 +16,9 @@
 //! is an IP literal, `localhost` or a name given with `--metrics-allow-host` (a web page
 //! cannot reach it by DNS rebinding). It is a hyper HTTP/1 server on one thread: head
 //! deadline 5 s, connection deadline 15 s; beyond 512 connections, or 64 from one peer
-//! address, the oldest is closed; two page builds at a time. Slow or idle clients
-//! cannot stall it.
+//! address, the oldest one that has not sent its request is closed (else the oldest);
+//! two page builds at a time. Slow or idle clients cannot stall it, nor can a local user
+//! churning connections close a scrape or a probe between its request and its answer.
 //! Binding happens before anything is loaded, so a bad address changes nothing.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -587,21 +588,39 @@ async fn route(
     answer
 }
 
+/// One open connection: its id, what closes it, and whether its request head has
+/// arrived (it is being answered).
+type OpenConnection = (
+    u64,
+    Arc<tokio::sync::Notify>,
+    Arc<std::sync::atomic::AtomicBool>,
+);
+
 /// Open connections, in total and per peer address, oldest first. When a limit is
-/// reached the oldest connection (of that peer, or of the peer with the most) is closed
-/// to make room: refusing the new one would let whoever holds connections open lock
-/// everyone else out, and every local user shares the loopback address.
+/// reached a connection of that peer (or of the peer with the most) is closed to make
+/// room: the oldest that has not sent its request yet, else the oldest. Refusing the
+/// new one would let whoever holds connections open lock everyone else out, and every
+/// local user shares the loopback address; closing the oldest whatever it does let one
+/// that opened and dropped connections fast close a probe's connection between its
+/// request and its answer (red team round 3: `/metrics` and `/healthz` stopped
+/// answering). A connection being answered is closed last.
 #[derive(Default)]
 struct Connections {
     total: usize,
     next: u64,
-    per_peer:
-        BTreeMap<std::net::IpAddr, std::collections::VecDeque<(u64, Arc<tokio::sync::Notify>)>>,
+    per_peer: BTreeMap<std::net::IpAddr, std::collections::VecDeque<OpenConnection>>,
 }
 
 impl Connections {
-    /// Registers a new connection from `peer`, closing the oldest where a limit says so.
-    fn open(&mut self, peer: std::net::IpAddr) -> (u64, Arc<tokio::sync::Notify>) {
+    /// Registers a new connection from `peer`, closing one where a limit says so.
+    fn open(
+        &mut self,
+        peer: std::net::IpAddr,
+    ) -> (
+        u64,
+        Arc<tokio::sync::Notify>,
+        Arc<std::sync::atomic::AtomicBool>,
+    ) {
         let evict_from = if self
             .per_peer
             .get(&peer)
@@ -616,26 +635,31 @@ impl Connections {
         } else {
             None
         };
-        if let Some(ip) = evict_from {
-            if let Some((_, cancel)) = self.per_peer.get_mut(&ip).and_then(|q| q.pop_front()) {
+        if let Some(q) = evict_from.and_then(|ip| self.per_peer.get_mut(&ip)) {
+            let idle = q
+                .iter()
+                .position(|(_, _, busy)| !busy.load(std::sync::atomic::Ordering::Acquire));
+            if let Some((_, cancel, _)) = q.remove(idle.unwrap_or(0)) {
                 cancel.notify_one();
                 self.total -= 1;
             }
         }
         self.next += 1;
         let cancel = Arc::new(tokio::sync::Notify::new());
-        self.per_peer
-            .entry(peer)
-            .or_default()
-            .push_back((self.next, Arc::clone(&cancel)));
+        let busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        self.per_peer.entry(peer).or_default().push_back((
+            self.next,
+            Arc::clone(&cancel),
+            Arc::clone(&busy),
+        ));
         self.total += 1;
-        (self.next, cancel)
+        (self.next, cancel, busy)
     }
 
     /// A connection ended (unless it was closed to make room, and so already gone).
     fn close(&mut self, peer: std::net::IpAddr, id: u64) {
         if let Some(q) = self.per_peer.get_mut(&peer) {
-            if let Some(at) = q.iter().position(|(i, _)| *i == id) {
+            if let Some(at) = q.iter().position(|(i, _, _)| *i == id) {
                 q.remove(at);
                 self.total -= 1;
             }
@@ -668,13 +692,15 @@ fn serve(listener: TcpListener, shared: Arc<Shared>) -> std::io::Result<()> {
                     continue;
                 }
             };
-            let (id, cancel) = open
+            let (id, cancel, busy) = open
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .open(peer.ip());
             let (shared, pages, open) = (Arc::clone(&shared), Arc::clone(&pages), Arc::clone(&open));
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
+                    // The head has arrived: this connection is closed last.
+                    busy.store(true, std::sync::atomic::Ordering::Release);
                     let (shared, pages) = (Arc::clone(&shared), Arc::clone(&pages));
                     async move { Ok::<_, std::convert::Infallible>(route(req, shared, pages).await) }
                 });
@@ -696,6 +722,11 @@ fn serve(listener: TcpListener, shared: Arc<Shared>) -> std::io::Result<()> {
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .close(peer.ip(), id);
             });
+            // The connections' tasks run between two accepts (under a flood of connects
+            // `accept` is always ready): a request that came with its connection is
+            // read, and its connection marked as being answered, before newer
+            // connections could close it.
+            tokio::task::yield_now().await;
         }
     })
 }

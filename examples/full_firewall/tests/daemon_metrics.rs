@@ -775,6 +775,67 @@ fn slow_and_idle_clients_do_not_stall_the_listener() {
     }
 }
 
+/// Regression (red team, round 3): a local user opening and dropping connections as
+/// fast as it can knocked out `/metrics` (0 of 48 scrapes answered) and `/healthz`:
+/// every local user is one peer, 127.0.0.1, and each new connection closed that peer's
+/// oldest, the probe's among them. The connections closed to make room are now those
+/// that have not sent a request; a scrape being answered is closed last.
+#[test]
+fn a_local_user_churning_connections_does_not_knock_out_scrapes_and_probes() {
+    require_privileges!();
+    let lab = Lab::new("ffmetchurn", 42);
+    let config = lab.write_config("policy.yaml", &lab.policy_denying(&[2]));
+    let (_daemon, port) = daemon_with_metrics(&lab, &config);
+    // Eight unprivileged processes, each opening connections in a loop and dropping
+    // each after 100 newer ones (some send half a request first).
+    let churn = "import socket, sys, collections\nheld = collections.deque()\nwhile True:\n    try:\n        s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n        if int(sys.argv[2]) % 2:\n            s.send(b'GET /metrics HTTP/1.1\\r\\n')\n        held.append(s)\n    except OSError:\n        pass\n    if len(held) > 100:\n        held.popleft().close()\n";
+    let mut churners: Vec<std::process::Child> = (0..8)
+        .map(|i| {
+            Command::new("setpriv")
+                .args([
+                    "--reuid=65534",
+                    "--regid=65534",
+                    "--clear-groups",
+                    "/usr/bin/python3",
+                    "-c",
+                    churn,
+                ])
+                .arg(port.to_string())
+                .arg(i.to_string())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("churner")
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut answered = 0;
+    for i in 0..48 {
+        let path = if i % 2 == 0 { "/metrics" } else { "/healthz" };
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "5",
+            ])
+            .arg(format!("http://127.0.0.1:{port}{path}"))
+            .output()
+            .expect("curl");
+        if String::from_utf8_lossy(&out.stdout) == "200" {
+            answered += 1;
+        }
+    }
+    for c in &mut churners {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    assert_eq!(answered, 48, "scrapes and probes answered under the churn");
+}
+
 /// A listener beyond loopback without a token file is loudly warned about, and serves
 /// no events at all.
 #[test]
