@@ -31,6 +31,7 @@ mod instance;
 mod logging;
 mod metrics;
 mod notify;
+mod privileges;
 mod progress;
 mod rollout;
 mod run;
@@ -350,7 +351,16 @@ fn audit() -> Result<ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before any thread (the log's included): every thread inherits the smaller sets.
+    let dropped = matches!(cli.command, Command::Run(_)).then(privileges::drop_unneeded);
     logging::init(cli.log_format);
+    match dropped {
+        Some(Ok(caps)) if !caps.is_empty() => {
+            tracing::debug!("capabilities dropped: {caps:?}");
+        }
+        Some(Err(e)) => tracing::warn!("dropping the capabilities run does not use: {e}"),
+        _ => {}
+    }
     let result = match cli.command {
         Command::Check { config } => check(&config),
         Command::Run(args) => run::run(&args),

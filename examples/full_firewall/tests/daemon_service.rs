@@ -326,3 +326,59 @@ fn the_events_file_and_the_audit_log_are_never_written_through_a_symbolic_link()
         );
     }
 }
+
+/// A capability set of `/proc/PID/task/TID/status` (`CapEff`, `CapBnd`...).
+fn task_caps(status: &str, field: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:\t")))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or_else(|| panic!("{field} in {status}"))
+}
+
+/// Regression (red team, round 3, L5): the daemon started by hand kept every
+/// capability of root. `run` drops all but those its features use before any thread
+/// starts, and sets no_new_privs: every thread (the listeners included) holds the
+/// smaller sets, and the daemon still enforces and reloads.
+#[test]
+fn run_keeps_only_the_capabilities_its_features_use_in_every_thread() {
+    require_privileges!();
+    let lab = Lab::new("ffcaps", 76);
+    let config = lab.write_config("policy.yaml", &lab.policy_denying(&[3]));
+    let mut args = lab.run_args(&config);
+    args.extend(["--metrics".to_string(), "127.0.0.1:0".to_string()]);
+    let mut daemon = Daemon::spawn(&args);
+    daemon.wait_for("ready");
+    let pid = daemon.child.as_ref().expect("child").id();
+    let (sys_module, sys_boot, setuid, bpf, net_admin) = (16, 22, 7, 39, 12);
+    let tasks: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("tasks")
+        .map(|t| t.expect("task").path())
+        .collect();
+    assert!(tasks.len() > 2, "several threads: {tasks:?}");
+    for task in &tasks {
+        let status = std::fs::read_to_string(task.join("status")).expect("status");
+        for field in ["CapEff", "CapPrm", "CapBnd"] {
+            let caps = task_caps(&status, field);
+            for (bit, name) in [
+                (sys_module, "SYS_MODULE"),
+                (sys_boot, "SYS_BOOT"),
+                (setuid, "SETUID"),
+            ] {
+                assert_eq!(caps & (1 << bit), 0, "{task:?} {field} keeps {name}");
+            }
+            for (bit, name) in [(bpf, "BPF"), (net_admin, "NET_ADMIN")] {
+                assert_ne!(caps & (1 << bit), 0, "{task:?} {field} lacks {name}");
+            }
+        }
+        assert!(status.contains("NoNewPrivs:\t1"), "{task:?}");
+    }
+    assert_eq!(lab.ping(3, 2), 0, "enforcing");
+    std::fs::write(&config, lab.policy_denying(&[2])).expect("policy");
+    daemon.signal("HUP");
+    daemon.wait_for("reload finished: the new policy is applied");
+    assert_eq!(lab.ping(2, 2), 0, "the reloaded policy is enforced");
+    assert!(lab.reaches(3));
+    daemon.signal("TERM");
+    assert!(daemon.wait().success(), "{}", daemon.log());
+}

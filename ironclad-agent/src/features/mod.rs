@@ -336,6 +336,9 @@ pub struct Features<'l> {
     configured: BTreeSet<&'static str>,
     fanout: Arc<Fanout<Event>>,
     processes: Option<Arc<ProcessMonitor>>,
+    /// The `processes` settings the cache runs with (a reload that leaves them as they
+    /// are does not redact the cache again).
+    processes_policy: Option<ProcessPolicy>,
     reader: Option<EventReader>,
     /// What the last [`reload`](Self::reload) did to each feature.
     last_reload: BTreeMap<&'static str, ReloadOutcome>,
@@ -393,6 +396,7 @@ impl<'l> Features<'l> {
             configured: BTreeSet::new(),
             fanout,
             processes: None,
+            processes_policy: None,
             reader: None,
             last_reload: BTreeMap::new(),
             broken: BTreeMap::new(),
@@ -428,6 +432,7 @@ impl<'l> Features<'l> {
         let policy = process_policy(config)?;
         match ProcessMonitor::start(self.loader, &policy) {
             Ok(m) => {
+                self.processes_policy = Some(policy.clone());
                 info!(
                     "process cache: lineage depth {}, capacity {}, arguments {}",
                     policy.lineage_depth,
@@ -723,20 +728,25 @@ impl<'l> Features<'l> {
         self.last_reload.clear();
         // The process cache runs as long as the agent; its settings reload with the
         // rest (a redaction pattern added hides its secret from the next event on).
-        if let Some(processes) = &self.processes {
-            let policy = config.processes.clone().unwrap_or_default();
+        let wanted = config.processes.clone().unwrap_or_default();
+        let unchanged = self.processes_policy.as_ref() == Some(&wanted);
+        if let (Some(processes), false) = (&self.processes, unchanged) {
+            let policy = wanted;
             match processes.reconfigure(&policy) {
-                Ok(capacity_changed) => info!(
-                    "process cache reloaded: {} redaction patterns, arguments {}, lineage depth {}{}",
-                    policy.redact_args.len(),
-                    if policy.args { "kept" } else { "dropped" },
-                    policy.lineage_depth,
-                    if capacity_changed {
-                        "; its capacity applies at the next start"
-                    } else {
-                        ""
-                    }
-                ),
+                Ok(capacity_changed) => {
+                    info!(
+                        "process cache reloaded: {} redaction patterns, arguments {}, lineage depth {}{}",
+                        policy.redact_args.len(),
+                        if policy.args { "kept" } else { "dropped" },
+                        policy.lineage_depth,
+                        if capacity_changed {
+                            "; its capacity applies at the next start"
+                        } else {
+                            ""
+                        }
+                    );
+                    self.processes_policy = Some(policy);
+                }
                 Err(e) => {
                     failed = true;
                     warn!("process cache reload failed, its old settings stay: {e}");
