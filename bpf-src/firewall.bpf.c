@@ -304,9 +304,14 @@ struct ic_fw_pkt {
 	__u8 proto;
 	__u8 tcp_flags;
 	__u8 icmp_type;
-	__u8 fragment; /* a non-first fragment: no L4 header */
+	__u8 fragment; /* 1: a non-first fragment (no L4 header); 2: the first fragment
+			* of a UDP datagram split in several */
 	__u32 seq;         /* TCP: the sequence number, host order */
-	__u32 ack;         /* TCP: the acknowledgment number, host order */
+	union {
+		__u32 ack;     /* TCP: the acknowledgment number, host order */
+		__u32 frag_id; /* a fragment (fragment != 0): its identification, network
+				* order (UDP and later fragments have no ack) */
+	};
 	__u16 win;         /* TCP: the window field, host order (unscaled) */
 	__u16 payload_off; /* TCP/UDP: where the payload starts, from the IP header */
 	__u16 payload_len; /* TCP/UDP: its length (0 when unknown: IPv6 extension headers) */
@@ -441,12 +446,19 @@ static __always_inline int ic_fw_parse(void *l3, void *data_end, int family,
 		p->proto = ip->protocol;
 		if (ip->frag_off & bpf_htons(0x1fff)) {
 			p->fragment = 1;
+			p->frag_id = ip->id;
 			return 0;
 		}
 		{
 			__u32 hlen = ip->ihl * 4, total = bpf_ntohs(ip->tot_len);
+			int ret = ic_fw_l4(l3 + hlen, data_end, p, hlen,
+					   total > hlen ? total - hlen : 0);
 
-			return ic_fw_l4(l3 + hlen, data_end, p, hlen, total > hlen ? total - hlen : 0);
+			if ((ip->frag_off & bpf_htons(0x2000)) && p->proto == IC_IPPROTO_UDP) {
+				p->fragment = 2;
+				p->frag_id = ip->id;
+			}
+			return ret;
 		}
 	}
 	struct ipv6hdr *ip6 = l3;
@@ -466,9 +478,13 @@ static __always_inline int ic_fw_parse(void *l3, void *data_end, int family,
 	p->proto = l4.proto;
 	p->sport = l4.sport;
 	p->dport = l4.dport;
+	if (l4.frag)
+		p->frag_id = l4.frag_id;
 	if (l4.proto == IC_IPPROTO_TCP || l4.proto == IC_IPPROTO_UDP) {
 		if (!l4.sport && !l4.dport)
 			p->fragment = 1; /* a later fragment, or a chain too long to follow */
+		else if (l4.frag == 1 && l4.proto == IC_IPPROTO_UDP)
+			p->fragment = 2;
 	} else if (l4.proto == IC_IPPROTO_ICMPV6) {
 		p->fragment = 1; /* ICMPv6 behind extension headers: untracked */
 	}
@@ -492,7 +508,7 @@ static __always_inline struct ic_ct_entry *ic_fw_related(void *l3, void *data_en
 	} else {
 		quoted = l3 + sizeof(struct ipv6hdr) + 8;
 	}
-	if (ic_fw_parse(quoted, data_end, family, &inner) < 0 || inner.fragment)
+	if (ic_fw_parse(quoted, data_end, family, &inner) < 0 || inner.fragment == 1)
 		return NULL;
 	if (inner.proto != IC_IPPROTO_TCP && inner.proto != IC_IPPROTO_UDP &&
 	    !((inner.proto == IC_IPPROTO_ICMP || inner.proto == IC_IPPROTO_ICMPV6) &&
@@ -1302,6 +1318,45 @@ static __always_inline int ic_syn_to_listener(struct __sk_buff *skb, struct ic_s
 	return err;
 }
 
+/* A UDP datagram split in fragments: its later fragments carry no ports. When its first
+ * fragment passes as a packet of a tracked connection, the ports are remembered by
+ * (source, destination, identification, protocol), and a later fragment that finds
+ * them passes with it (as Cilium does; the kernel reassembles them after this hook). */
+struct ic_frag_key {
+	__u8 src[16];
+	__u8 dst[16];
+	__u32 id;     /* network order */
+	__u8 proto;
+	__u8 _pad0[3];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct ic_frag_key);
+	__type(value, __u32); /* sport << 16 | dport, host order */
+} ic_fw_frags SEC(".maps");
+
+/* `note`: remembers the first fragment `p` (returns 0); else whether the later
+ * fragment `p` belongs to a datagram whose first fragment passed. Not inlined: its key
+ * stays off the firewall's stack. */
+static __noinline int ic_fw_frag(const struct ic_fw_pkt *p, int note)
+{
+	struct ic_frag_key k = {};
+	__u32 ports;
+
+	__builtin_memcpy(k.src, p->src, 16);
+	__builtin_memcpy(k.dst, p->dst, 16);
+	k.id = p->frag_id;
+	k.proto = p->proto;
+	if (note) {
+		ports = (__u32)p->sport << 16 | p->dport;
+		bpf_map_update_elem(&ic_fw_frags, &k, &ports, BPF_ANY);
+		return 0;
+	}
+	return bpf_map_lookup_elem(&ic_fw_frags, &k) != 0;
+}
+
 /* ic_fw's verdicts. */
 #define IC_V_DROP 0
 #define IC_V_PASS 1
@@ -1666,13 +1721,19 @@ static __always_inline int ic_fw(struct __sk_buff *skb, int inbound)
 	if (family == IC_L3_MALFORMED || ic_fw_parse(info.l3, data_end, family, &p) < 0)
 		goto invalid;
 
-	if (p.proto == IC_IPPROTO_ICMPV6 && !p.fragment && p.icmp_type >= 133 &&
+	if (p.proto == IC_IPPROTO_ICMPV6 && p.fragment != 1 && p.icmp_type >= 133 &&
 	    p.icmp_type <= 137) {
 		/* Neighbour discovery: IPv6 does not work without it. */
 		ic_fw_count(IC_FW_UNTRACKED, len);
 		return 1;
 	}
-	if (!(cfg->flags & IC_FW_F_STATEFUL) || p.fragment ||
+	if ((cfg->flags & IC_FW_F_STATEFUL) && p.fragment == 1 && p.proto == IC_IPPROTO_UDP &&
+	    ic_fw_frag(&p, 0)) {
+		/* A later fragment of a datagram whose first fragment passed. */
+		ic_fw_count(IC_FW_ESTABLISHED, len);
+		return 1;
+	}
+	if (!(cfg->flags & IC_FW_F_STATEFUL) || p.fragment == 1 ||
 	    (p.proto != IC_IPPROTO_TCP && p.proto != IC_IPPROTO_UDP &&
 	     p.proto != IC_IPPROTO_ICMP && p.proto != IC_IPPROTO_ICMPV6) ||
 	    (p.proto == IC_IPPROTO_ICMP && family != IC_L3_IPV4) ||
@@ -1746,6 +1807,8 @@ static __always_inline int ic_fw(struct __sk_buff *skb, int inbound)
 			}
 			if (p.proto == IC_IPPROTO_TCP)
 				ic_ct_tcp(e, p.tcp_flags, orig, from_lo, exact);
+			if (p.fragment == 2)
+				ic_fw_frag(&p, 1);
 			ic_fw_count(IC_FW_ESTABLISHED, len);
 			if ((e->flags & IC_CT_F_INSPECT) &&
 			    ic_ids_packet(skb, &key, e, &p,
@@ -1885,6 +1948,8 @@ open:
 				  ic_ids_how(fresh, 1, inbound, info.l3 - data)) < 0)
 			goto drop; /* a `drop` rule's prefix, matched in the kernel */
 	}
+	if (p.fragment == 2)
+		ic_fw_frag(&p, 1);
 	ic_fw_count(IC_FW_NEW_ACCEPTED, len);
 	return 1;
 

@@ -84,6 +84,8 @@ struct ic_l4 {
 	__u8 proto;
 	__u16 sport; /* host order */
 	__u16 dport; /* host order */
+	__u8 frag;      /* behind a fragment header: 1 the first of several, 2 a later one */
+	__u32 frag_id;  /* network order; the fragment header's identification */
 };
 
 #define IC_IPPROTO_TCP 6
@@ -150,10 +152,14 @@ static __always_inline void ic_parse_l4_v6(struct ipv6hdr *ip6, void *data_end, 
 				return;
 			}
 			next = frag->nexthdr;
+			out->frag_id = frag->identification;
 			if (frag->frag_off & bpf_htons(0xfff8)) {
+				out->frag = 2;
 				out->proto = next; /* not the first fragment: no L4 header here */
 				return;
 			}
+			if (frag->frag_off & bpf_htons(1))
+				out->frag = 1;
 			cursor += sizeof(*frag);
 		} else if (next == IC_IPV6_AH) {
 			next = opt->nexthdr;

@@ -288,6 +288,93 @@ fn default_inbound_drop_keeps_replies_to_the_hosts_own_connections_flowing() {
     assert!(firewall.total(FwTotal::Established).expect("total").packets > 10);
 }
 
+/// Regression (red team, round 3): under `default_inbound: drop`, UDP replies too large
+/// for one packet (3,000 and 8,000 bytes) never arrived: their later fragments carry no
+/// ports and were dropped. A later fragment of a datagram whose first fragment passed
+/// as part of a tracked connection now passes too, in both families; a fragmented
+/// datagram nobody asked for is still dropped whole.
+#[test]
+fn fragmented_replies_to_the_hosts_own_datagrams_arrive_whole_in_both_families() {
+    require_privileges!();
+    let net = Net::new("fwfrag", 13);
+    let pins = BpffsDir::new("fwfrag").expect("bpffs");
+    let loader = loader(&pins);
+    let firewall = Firewall::load(&loader).expect("load");
+    firewall
+        .configure(&FirewallSettings::default().drop_inbound(true))
+        .expect("configure");
+    let _attached = firewall.attach(net.veth.host()).expect("attach");
+    for v6 in [false, true] {
+        let family = if v6 { "IPv6" } else { "IPv4" };
+        // Answers a datagram "N" with N bytes (fragmented by the namespace's stack).
+        let server = net
+            .ns
+            .command("python3")
+            .args([
+                "-c",
+                &format!(
+                    "import socket\ns=socket.socket(socket.{},socket.SOCK_DGRAM)\ns.bind(('{}',5354))\nwhile True:\n d,a=s.recvfrom(2048)\n s.sendto(b'x'*int(d),a)",
+                    if v6 { "AF_INET6" } else { "AF_INET" },
+                    net.peer(v6)
+                ),
+            ])
+            .spawn()
+            .expect("udp server");
+        let mut server = Server {
+            child: server,
+            _dir: tempfile::tempdir().expect("tempdir"),
+        };
+        let socket = UdpSocket::bind((net.host(v6).as_str(), 0)).expect("udp");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .expect("timeout");
+        let dst: SocketAddr = (net.peer(v6).parse::<std::net::IpAddr>().expect("ip"), 5354).into();
+        for size in [3000usize, 8000] {
+            let mut got = None;
+            for _ in 0..20 {
+                socket
+                    .send_to(size.to_string().as_bytes(), dst)
+                    .expect("send");
+                let mut buf = vec![0u8; 16384];
+                if let Ok((n, _)) = socket.recv_from(&mut buf) {
+                    got = Some(n);
+                    break;
+                }
+            }
+            assert_eq!(
+                got,
+                Some(size),
+                "{family}: the {size}-byte answer arrived whole"
+            );
+        }
+        let _ = server.child.kill();
+
+        // Unasked: a fragmented datagram to a bound port on the host is dropped.
+        let host = UdpSocket::bind((net.host(v6).as_str(), 0)).expect("udp");
+        host.set_read_timeout(Some(Duration::from_millis(800)))
+            .expect("timeout");
+        let port = host.local_addr().expect("addr").port();
+        let sent = net
+            .ns
+            .exec(&[
+                "python3",
+                "-c",
+                &format!(
+                    "import socket\ns=socket.socket(socket.{},socket.SOCK_DGRAM)\ns.sendto(b'y'*8000,('{}',{port}))",
+                    if v6 { "AF_INET6" } else { "AF_INET" },
+                    net.host(v6)
+                ),
+            ])
+            .expect("send in");
+        assert!(sent.status.success(), "{sent:?}");
+        let mut buf = vec![0u8; 16384];
+        assert!(
+            host.recv_from(&mut buf).is_err(),
+            "{family}: an unasked fragmented datagram is dropped"
+        );
+    }
+}
+
 /// Sends a datagram from a connected UDP socket on `host` to `peer:port` and returns the
 /// error its read meets (an ICMP port unreachable makes it ECONNREFUSED).
 fn udp_answer_error(host: &str, peer: &str, port: u16) -> std::io::Error {
@@ -477,7 +564,7 @@ fn pinned_enforcement_outlives_the_process_and_a_restart_adopts_it() {
     );
     let dir = loader.pin_dir(Firewall::OBJECT);
     let pinned = std::fs::read_dir(&dir).expect("pin dir").count();
-    assert_eq!(pinned, 30, "the maps stay pinned, the links are gone");
+    assert_eq!(pinned, 31, "the maps stay pinned, the links are gone");
     assert_eq!(loader.remove_pins(Firewall::OBJECT).expect("unpin"), pinned);
 }
 
