@@ -235,38 +235,14 @@ fn default_inbound_drop_keeps_replies_to_the_hosts_own_connections_flowing() {
         );
 
         // UDP out and its answer back: a python echo server in the namespace.
-        let echo = net
-            .ns
-            .command("python3")
-            .args([
-                "-c",
-                &format!(
-                    "import socket\ns=socket.socket(socket.{},socket.SOCK_DGRAM)\ns.bind(('{}',5353))\nwhile True:\n d,a=s.recvfrom(2048)\n s.sendto(d,a)",
-                    if v6 { "AF_INET6" } else { "AF_INET" },
-                    net.peer(v6)
-                ),
-            ])
-            .spawn()
-            .expect("udp echo");
-        let mut echo = Server {
-            child: echo,
-            _dir: tempfile::tempdir().expect("tempdir"),
-        };
+        let mut echo = udp_server(&net, v6, 5353, "d");
         let socket = UdpSocket::bind((net.host(v6).as_str(), 0)).expect("udp");
-        socket
-            .set_read_timeout(Some(Duration::from_millis(500)))
-            .expect("timeout");
         let dst: SocketAddr = (net.peer(v6).parse::<std::net::IpAddr>().expect("ip"), 5353).into();
-        let mut answered = false;
-        for _ in 0..20 {
-            socket.send_to(b"query", dst).expect("send");
-            let mut buf = [0u8; 64];
-            if let Ok((n, _)) = socket.recv_from(&mut buf) {
-                answered = &buf[..n] == b"query";
-                break;
-            }
-        }
-        assert!(answered, "{family}: the UDP answer came back");
+        assert_eq!(
+            ask(&socket, dst, b"query").as_deref(),
+            Some(&b"query"[..]),
+            "{family}: the UDP answer came back"
+        );
         let _ = echo.child.kill();
 
         // An ICMP port unreachable for an outbound datagram passes as related: a
@@ -307,40 +283,11 @@ fn fragmented_replies_to_the_hosts_own_datagrams_arrive_whole_in_both_families()
     for v6 in [false, true] {
         let family = if v6 { "IPv6" } else { "IPv4" };
         // Answers a datagram "N" with N bytes (fragmented by the namespace's stack).
-        let server = net
-            .ns
-            .command("python3")
-            .args([
-                "-c",
-                &format!(
-                    "import socket\ns=socket.socket(socket.{},socket.SOCK_DGRAM)\ns.bind(('{}',5354))\nwhile True:\n d,a=s.recvfrom(2048)\n s.sendto(b'x'*int(d),a)",
-                    if v6 { "AF_INET6" } else { "AF_INET" },
-                    net.peer(v6)
-                ),
-            ])
-            .spawn()
-            .expect("udp server");
-        let mut server = Server {
-            child: server,
-            _dir: tempfile::tempdir().expect("tempdir"),
-        };
+        let mut server = udp_server(&net, v6, 5354, "b'x'*int(d)");
         let socket = UdpSocket::bind((net.host(v6).as_str(), 0)).expect("udp");
-        socket
-            .set_read_timeout(Some(Duration::from_millis(500)))
-            .expect("timeout");
         let dst: SocketAddr = (net.peer(v6).parse::<std::net::IpAddr>().expect("ip"), 5354).into();
         for size in [3000usize, 8000] {
-            let mut got = None;
-            for _ in 0..20 {
-                socket
-                    .send_to(size.to_string().as_bytes(), dst)
-                    .expect("send");
-                let mut buf = vec![0u8; 16384];
-                if let Ok((n, _)) = socket.recv_from(&mut buf) {
-                    got = Some(n);
-                    break;
-                }
-            }
+            let got = ask(&socket, dst, size.to_string().as_bytes()).map(|a| a.len());
             assert_eq!(
                 got,
                 Some(size),
@@ -373,6 +320,44 @@ fn fragmented_replies_to_the_hosts_own_datagrams_arrive_whole_in_both_families()
             "{family}: an unasked fragmented datagram is dropped"
         );
     }
+}
+
+/// A python UDP server in the namespace on its address, port `port`, answering each
+/// datagram `d` from `a` with the python expression `answer`.
+fn udp_server(net: &Net, v6: bool, port: u16, answer: &str) -> Server {
+    let child = net
+        .ns
+        .command("python3")
+        .args([
+            "-c",
+            &format!(
+                "import socket\ns=socket.socket(socket.{},socket.SOCK_DGRAM)\ns.bind(('{}',{port}))\nwhile True:\n d,a=s.recvfrom(2048)\n s.sendto({answer},a)",
+                if v6 { "AF_INET6" } else { "AF_INET" },
+                net.peer(v6)
+            ),
+        ])
+        .spawn()
+        .expect("udp server");
+    Server {
+        child,
+        _dir: tempfile::tempdir().expect("tempdir"),
+    }
+}
+
+/// Sends `query` from `socket` to `dst` until an answer comes (20 tries, 500 ms each:
+/// the server may still be starting), and returns it.
+fn ask(socket: &UdpSocket, dst: SocketAddr, query: &[u8]) -> Option<Vec<u8>> {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let mut buf = vec![0u8; 65536];
+    for _ in 0..20 {
+        socket.send_to(query, dst).expect("send");
+        if let Ok((n, _)) = socket.recv_from(&mut buf) {
+            return Some(buf[..n].to_vec());
+        }
+    }
+    None
 }
 
 /// Sends a datagram from a connected UDP socket on `host` to `peer:port` and returns the

@@ -139,21 +139,21 @@ fn run_reading(
 ) -> (bool, String, Vec<IdsAlert>) {
     let mut child = command.stdout(Stdio::piped()).spawn().expect("spawn");
     let mut alerts = Vec::new();
-    let status = loop {
-        reader.poll(Duration::from_millis(20)).expect("poll");
+    // Polls for `wait` and keeps the alerts published meanwhile.
+    let mut read = |wait: u64| {
+        reader.poll(Duration::from_millis(wait)).expect("poll");
         alerts.extend(sub.receiver().try_iter().filter_map(|e| match e {
             Event::IdsAlert(a) => Some(a),
             _ => None,
         }));
+    };
+    let status = loop {
+        read(20);
         if let Some(status) = child.try_wait().expect("wait") {
             break status;
         }
     };
-    reader.poll(Duration::from_millis(200)).expect("poll");
-    alerts.extend(sub.receiver().try_iter().filter_map(|e| match e {
-        Event::IdsAlert(a) => Some(a),
-        _ => None,
-    }));
+    read(200);
     let mut out = String::new();
     if let Some(mut stdout) = child.stdout.take() {
         use std::io::Read as _;

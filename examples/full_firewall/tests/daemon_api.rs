@@ -445,10 +445,9 @@ fn only_root_is_answered_and_bad_requests_get_clear_codes_without_effect() {
     assert!(!socket.exists(), "the socket is removed on exit");
 }
 
-#[test]
-fn a_stream_that_stops_reading_loses_events_counted_without_slowing_enforcement() {
-    require_privileges!();
-    let lab = Lab::new("ffapislow", 59);
+/// A daemon whose Shield denies .3 and reports every drop (no sampling, no rate), to its
+/// events file too: the daemon, its API socket and the events file.
+fn reporting_every_drop(lab: &Lab) -> (Daemon, PathBuf, PathBuf) {
     let config = lab.write_config(
         "policy.yaml",
         &format!(
@@ -456,12 +455,19 @@ fn a_stream_that_stops_reading_loses_events_counted_without_slowing_enforcement(
             lab.addr(3)
         ),
     );
-    let socket = socket(&lab);
     let mut args = lab.run_args(&config);
     let events_file = lab.dir.path().join("events.jsonl");
     args.extend(["--events".to_string(), events_file.display().to_string()]);
-    let mut daemon = Daemon::spawn(&args);
+    let daemon = Daemon::spawn(&args);
     daemon.wait_for("ready");
+    (daemon, socket(lab), events_file)
+}
+
+#[test]
+fn a_stream_that_stops_reading_loses_events_counted_without_slowing_enforcement() {
+    require_privileges!();
+    let lab = Lab::new("ffapislow", 59);
+    let (mut daemon, socket, events_file) = reporting_every_drop(&lab);
     let rt = runtime();
     rt.block_on(async {
         let mut api = ironclad_api::client::connect(&socket)
@@ -559,19 +565,7 @@ fn rss_kb(pid: u32) -> u64 {
 fn stalled_streams_hold_bounded_memory_and_cost_the_other_readers_nothing() {
     require_privileges!();
     let lab = Lab::new("ffapistall", 74);
-    let config = lab.write_config(
-        "policy.yaml",
-        &format!(
-            "shield:\n  deny: [{}]\n  sample_rate: 1\n  events_per_second: 0\n",
-            lab.addr(3)
-        ),
-    );
-    let socket = socket(&lab);
-    let mut args = lab.run_args(&config);
-    let events_file = lab.dir.path().join("events.jsonl");
-    args.extend(["--events".to_string(), events_file.display().to_string()]);
-    let mut daemon = Daemon::spawn(&args);
-    daemon.wait_for("ready");
+    let (mut daemon, socket, events_file) = reporting_every_drop(&lab);
     let pid = daemon.child.as_ref().expect("child").id();
     let rt = runtime();
     rt.block_on(async {
