@@ -205,34 +205,22 @@ fn padded(net: &Net, port: u16, pad: usize, marker: &str, udp: bool) -> Command 
     command
 }
 
-fn setup(
-    tag: &str,
-    net: u8,
-    text: &str,
-) -> (
+/// What a test's setup gives: the veth pair, the pins, the firewall with the rules'
+/// selection, the matcher, the rules' directory and the fan-out alerts go to.
+type Setup = (
     Net,
     BpffsDir,
     Firewall,
     IdsMatcher,
     tempfile::TempDir,
     Arc<Fanout<Event>>,
-) {
+);
+
+fn setup(tag: &str, net: u8, text: &str) -> Setup {
     setup_with(tag, net, text, &IdsSettings::default())
 }
 
-fn setup_with(
-    tag: &str,
-    net: u8,
-    text: &str,
-    settings: &IdsSettings,
-) -> (
-    Net,
-    BpffsDir,
-    Firewall,
-    IdsMatcher,
-    tempfile::TempDir,
-    Arc<Fanout<Event>>,
-) {
+fn setup_with(tag: &str, net: u8, text: &str, settings: &IdsSettings) -> Setup {
     let net = Net::new(tag, net);
     let pins = BpffsDir::new(tag).expect("bpffs");
     let loader = Loader::builder()

@@ -445,6 +445,26 @@ fn only_root_is_answered_and_bad_requests_get_clear_codes_without_effect() {
     assert!(!socket.exists(), "the socket is removed on exit");
 }
 
+/// Reads a stream that stalled: the events it held, then its loss report; returns how
+/// many events came and the loss it reported.
+async fn read_until_lost(
+    stream: &mut tonic::Streaming<ironclad_api::v1::StreamEventsResponse>,
+) -> (u64, u64) {
+    let mut events = 0u64;
+    loop {
+        let item = tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("stream answers")
+            .expect("stream")
+            .expect("open");
+        match item.item {
+            Some(stream_events_response::Item::Event(_)) => events += 1,
+            Some(stream_events_response::Item::Lost(l)) => return (events, l.total),
+            None => {}
+        }
+    }
+}
+
 /// A daemon whose Shield denies .3 and reports every drop (no sampling, no rate), to its
 /// events file too: the daemon, its API socket and the events file.
 fn reporting_every_drop(lab: &Lab) -> (Daemon, PathBuf, PathBuf) {
@@ -522,19 +542,7 @@ fn a_stream_that_stops_reading_loses_events_counted_without_slowing_enforcement(
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         // Reading now: what was queued, then the loss report.
-        let mut events = 0u64;
-        let lost = loop {
-            let item = tokio::time::timeout(Duration::from_secs(10), stalled.message())
-                .await
-                .expect("stream answers")
-                .expect("stream")
-                .expect("open");
-            match item.item {
-                Some(stream_events_response::Item::Event(_)) => events += 1,
-                Some(stream_events_response::Item::Lost(l)) => break l.total,
-                None => {}
-            }
-        };
+        let (events, lost) = read_until_lost(&mut stalled).await;
         assert!(lost > 0, "losses counted");
         assert!(events + lost <= 3000 + 10, "{events} + {lost}");
         assert!(
@@ -656,19 +664,7 @@ fn stalled_streams_hold_bounded_memory_and_cost_the_other_readers_nothing() {
         }
         // A stalled stream reads what it holds, then its loss.
         let (_, mut stalled) = streams.pop().expect("a stream");
-        let mut events = 0u64;
-        let lost = loop {
-            let item = tokio::time::timeout(Duration::from_secs(10), stalled.message())
-                .await
-                .expect("stream answers")
-                .expect("stream")
-                .expect("open");
-            match item.item {
-                Some(stream_events_response::Item::Event(_)) => events += 1,
-                Some(stream_events_response::Item::Lost(l)) => break l.total,
-                None => {}
-            }
-        };
+        let (events, lost) = read_until_lost(&mut stalled).await;
         assert!(lost > 0 && events > 0, "{events} events, {lost} lost");
         assert!(
             events + lost <= dropped + 10,
