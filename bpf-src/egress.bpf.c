@@ -23,6 +23,8 @@
 #include "proctable.h"
 #include "bitvec.h"
 
+#define IC_EEXIST 17 /* errno.h is not for BPF targets */
+
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 #define IC_NS 1000000000LL
@@ -185,12 +187,25 @@ struct {
 	__type(value, struct ic_dns_rule);
 } ic_dns_rules SEC(".maps");
 
+/* Not an LRU: an LRU full of one process's answers evicts what other processes'
+ * answers opened. A full scope, user or table refuses the new address instead, and user
+ * space deletes expired entries (EgressFirewall::sweep_domains). */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, IC_DNS_ADDRS);
 	__type(key, struct ic_dns_addr_key);
 	__type(value, struct ic_dns_addr);
 } ic_dns_addrs SEC(".maps");
+
+/* How many ic_dns_addrs entries each scope and each user holds. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, IC_DNS_OWNERS);
+	__type(key, struct ic_dns_owner);
+	__type(value, __u64);
+} ic_dns_owners SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -294,6 +309,8 @@ struct ic_dns_answers {
 	__u32 in_name;   /* 1 while skipping the record's owner name */
 	__u32 steps;     /* labels of the current name skipped */
 	__u32 bad;       /* the message ended or broke mid-record */
+	__u32 refused;   /* addresses not opened: the owner's or the table's room is full */
+	__u32 _pad0;
 };
 
 struct ic_dns_work {
@@ -335,6 +352,8 @@ const volatile struct ic_dns_config ic_abi_dns_config;
 const volatile struct ic_dns_name ic_abi_dns_name;
 const volatile struct ic_dns_rule ic_abi_dns_rule;
 const volatile struct ic_dns_addr_key ic_abi_dns_addr_key;
+const volatile struct ic_dns_owner ic_abi_dns_owner;
+const volatile enum ic_dns_owner_kind ic_abi_dns_owner_kind = IC_DNS_OWNER_UID;
 const volatile struct ic_dns_addr ic_abi_dns_addr;
 const volatile struct ic_dns_denial ic_abi_dns_denial;
 const volatile struct ic_dns_sock ic_abi_dns_sock;
@@ -476,10 +495,9 @@ static __always_inline int ic_ancestor_matches(struct ic_egress_rule *r, struct 
 	return 0;
 }
 
-static __always_inline int ic_rule_matches(struct ic_egress_rule *r, struct ic_conn *c)
+/* Whether `c` meets rule `r`'s conditions in `m` (IC_M_*). */
+static __always_inline int ic_rule_meets(struct ic_egress_rule *r, struct ic_conn *c, __u16 m)
 {
-	__u16 m = r->match;
-
 	if ((m & IC_M_EXE) && (!c->known || r->exe.dev != c->exe.dev || r->exe.ino != c->exe.ino ||
 			       r->exe.mtime_sec != c->exe.mtime_sec ||
 			       r->exe.mtime_nsec != c->exe.mtime_nsec))
@@ -499,6 +517,11 @@ static __always_inline int ic_rule_matches(struct ic_egress_rule *r, struct ic_c
 	if ((m & IC_M_ANCESTOR) && !ic_ancestor_matches(r, c))
 		return 0;
 	return 1;
+}
+
+static __always_inline int ic_rule_matches(struct ic_egress_rule *r, struct ic_conn *c)
+{
+	return ic_rule_meets(r, c, r->match);
 }
 
 /* The rule at `slot` of generation `gen`. One call site per map: a map pointer chosen at
@@ -1175,9 +1198,72 @@ static __always_inline void ic_dns_emit(struct ic_dns_work *w)
 		ic_dns_total(IC_DTOTAL_EVENTS_LOST);
 }
 
+/* Whether the rule at `slot` can match `c`, the owner of a DNS socket: its conditions
+ * on the process (executable, ancestors, user, cgroup, command), not those on the
+ * connection that comes later (protocol, ports, destination). A global function:
+ * verified once. */
+__attribute__((noinline)) int ic_dns_owner_matches(struct ic_conn *c, __u32 slot)
+{
+	struct ic_egress_rule *rule;
+
+	if (!c)
+		return 0;
+	rule = ic_rule_at(c->gen, slot);
+	return rule && ic_rule_meets(rule, c, rule->match & ~(IC_M_PROTO | IC_M_PORTS | IC_M_DST));
+}
+
+/* The scan of the domain rules for a socket's owner (bpf_loop context). */
+struct ic_dns_reach {
+	struct ic_conn *c;
+	__u64 want;   /* the name's pattern bits */
+	__u64 found;  /* of them, those of rules that can match the owner */
+	__u32 gen;
+	__u32 _pad;
+};
+
+/* bpf_loop callback: domain rule `i` of the live generation. */
+static long ic_dns_reach_step(__u64 i, struct ic_dns_reach *s)
+{
+	__u32 index = (s->gen & 1) * IC_DNS_RULES + (__u32)(i & (IC_DNS_RULES - 1));
+	struct ic_dns_rule *r = bpf_map_lookup_elem(&ic_dns_rules, &index);
+
+	if (!r || r->slot == 0)
+		return 1;
+	if ((r->patterns & s->want & ~s->found) && ic_dns_owner_matches(s->c, r->slot))
+		s->found |= r->patterns & s->want;
+	return 0;
+}
+
+/* Of `patterns` (a name's), the bits of the domain rules that can match the owner of
+ * socket `s`: only those may open addresses for its answers, so the answers of a
+ * process no rule by name can match (copies of a binary, another user's programs) fill
+ * no entry. A global function: verified once. */
+__attribute__((noinline)) __u64 ic_dns_reach(struct ic_dns_sock *s, __u64 patterns)
+{
+	__u32 zero = 0;
+	struct ic_egress_config *cfg = bpf_map_lookup_elem(&ic_egress_config, &zero);
+	struct ic_conn c = {};
+	struct ic_dns_reach scan = { .c = &c, .want = patterns };
+
+	if (!s || !cfg)
+		return 0;
+	c.exe = s->exe;
+	c.ppid = s->ppid;
+	c.pstart = s->pstart;
+	c.cgroup = s->cgroup;
+	c.uid = s->uid;
+	c.known = s->known ? 1 : 0;
+	__builtin_memcpy(c.comm, s->comm, 16);
+	c.gen = cfg->generation & 1;
+	c.filled = IC_M_EXE | IC_M_COMM | IC_M_CGROUP;
+	scan.gen = c.gen;
+	bpf_loop(IC_DNS_RULES, ic_dns_reach_step, &scan, 0);
+	return scan.found;
+}
+
 /* A query leaving a marked socket: remembered as in flight when its name matters (so
- * only its answer is read), reported when a feed lists it, dropped when that feed
- * blocks queries. */
+ * only its answer is read), with the patterns its answer may open for the socket's
+ * owner; reported when a feed lists it, dropped when that feed blocks queries. */
 static __always_inline int ic_dns_query(struct __sk_buff *skb)
 {
 	__u32 zero = 0, work = 0, copied, feed;
@@ -1206,10 +1292,14 @@ static __always_inline int ic_dns_query(struct __sk_buff *skb)
 	if (w->q.patterns || feed) {
 		struct ic_dns_pending *slot;
 		__u32 i = s->next % IC_DNS_PENDING;
+		__u64 reach = w->q.patterns ? ic_dns_reach(s, w->q.patterns) : 0;
 
+		if (w->q.patterns && !reach)
+			ic_dns_total(IC_DTOTAL_OUT_OF_SCOPE);
 		s->next = i + 1;
 		slot = &s->pending[i & (IC_DNS_PENDING - 1)];
 		slot->qhash = w->q.hash;
+		slot->patterns = reach;
 		__builtin_memcpy(slot->server, p.peer, 16);
 		slot->txid = (__u16)w->msg[0] << 8 | w->msg[1];
 		slot->port = p.peer_port;
@@ -1230,6 +1320,21 @@ static __always_inline int ic_dns_query(struct __sk_buff *skb)
 	return 1;
 }
 
+/* One more ic_dns_addrs entry for `owner` (`count`: its counter, if it has one). */
+static __always_inline void ic_dns_owner_add(struct ic_dns_owner *owner, __u64 *count)
+{
+	__u64 one = 1;
+
+	if (!count) {
+		if (bpf_map_update_elem(&ic_dns_owners, owner, &one, BPF_NOEXIST) == 0)
+			return;
+		count = bpf_map_lookup_elem(&ic_dns_owners, owner);
+		if (!count)
+			return;
+	}
+	__sync_fetch_and_add(count, 1);
+}
+
 /* Opens a->key.addr for a->patterns until `expires` (or, for a feed's name, denies
  * it). */
 static __always_inline void ic_dns_open(struct ic_dns_work *w, struct ic_dns_answers *a,
@@ -1248,8 +1353,29 @@ static __always_inline void ic_dns_open(struct ic_dns_work *w, struct ic_dns_ans
 	}
 	v = bpf_map_lookup_elem(&ic_dns_addrs, &a->key);
 	if (!v) {
+		struct ic_dns_owner scope = { .exe = a->key.exe, .uid = a->key.uid,
+					      .kind = IC_DNS_OWNER_SCOPE };
+		struct ic_dns_owner user = { .uid = a->key.uid, .kind = IC_DNS_OWNER_UID };
+		__u64 *held = bpf_map_lookup_elem(&ic_dns_owners, &scope);
+		__u64 *by_user = bpf_map_lookup_elem(&ic_dns_owners, &user);
+		long err;
+
+		/* A process that floods answers fills its own room, never another's. */
+		if ((held && *held >= IC_DNS_PER_SCOPE) || (by_user && *by_user >= IC_DNS_PER_UID)) {
+			ic_dns_total(IC_DTOTAL_OWNER_FULL);
+			a->refused++;
+			return;
+		}
 		__builtin_memset(&w->fresh, 0, sizeof(w->fresh));
-		bpf_map_update_elem(&ic_dns_addrs, &a->key, &w->fresh, BPF_NOEXIST);
+		err = bpf_map_update_elem(&ic_dns_addrs, &a->key, &w->fresh, BPF_NOEXIST);
+		if (err == 0) {
+			ic_dns_owner_add(&scope, held);
+			ic_dns_owner_add(&user, by_user);
+		} else if (err != -IC_EEXIST) { /* -EEXIST: another CPU created it first */
+			ic_dns_total(IC_DTOTAL_TABLE_FULL);
+			a->refused++;
+			return;
+		}
 		v = bpf_map_lookup_elem(&ic_dns_addrs, &a->key);
 		if (!v)
 			return;
@@ -1373,6 +1499,7 @@ static __always_inline int ic_dns_response(struct __sk_buff *skb)
 	struct ic_dns_sock *s;
 	__u16 txid;
 	int found, matched = 0;
+	__u64 patterns = 0;
 
 	if (!cfg || !(cfg->flags & IC_DNS_F_ACTIVE))
 		return 1;
@@ -1413,6 +1540,7 @@ static __always_inline int ic_dns_response(struct __sk_buff *skb)
 		    pending->port == p.peer_port && pending->qtype == w->q.qtype &&
 		    ic_bytes_eq(pending->server, p.peer, 16)) {
 			pending->qhash = 0;
+			patterns = pending->patterns;
 			matched = 1;
 			break;
 		}
@@ -1422,14 +1550,19 @@ static __always_inline int ic_dns_response(struct __sk_buff *skb)
 		return 1;
 	}
 	ic_dns_total(IC_DTOTAL_RESPONSES);
+	/* A name of no rule that can match the socket's owner, and of no feed. */
+	if (!patterns && !w->q.feed)
+		return 1;
 	ancount = (__u32)w->msg[6] << 8 | w->msg[7];
 	if (ancount > IC_DNS_ANSWERS || p.msg_len > copied)
 		ic_dns_total(IC_DTOTAL_OVERSIZED);
 	ic_dns_event_head(w, s, &p, w->q.feed ? IC_DNS_EV_FEED_ANSWER : IC_DNS_EV_ANSWER);
+	w->ev.patterns = patterns;
 	a = &w->ans;
 	__builtin_memset(a, 0, sizeof(*a));
 	a->key.exe = s->exe;
-	a->patterns = w->q.patterns;
+	a->key.uid = s->uid;
+	a->patterns = patterns;
 	a->feed = w->q.feed;
 	a->off = w->q.end;
 	a->copied = copied;
@@ -1446,6 +1579,7 @@ static __always_inline int ic_dns_response(struct __sk_buff *skb)
 	if (a->naddrs == 0 && !w->q.feed)
 		return 1;
 	w->ev.naddrs = a->naddrs;
+	w->ev.refused = a->refused;
 	w->ev.ttl = a->naddrs ? a->min_ttl : 0;
 	ic_dns_emit(w);
 	return 1;
@@ -1462,11 +1596,18 @@ static __always_inline void ic_dns_mark(struct bpf_sock_addr *ctx, struct ic_con
 	s = bpf_sk_storage_get(&ic_dns_socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!s)
 		return;
-	ic_fill(c, IC_M_EXE | IC_M_COMM);
-	if (c->known)
+	ic_fill(c, IC_M_EXE | IC_M_COMM | IC_M_CGROUP);
+	if (c->known) {
 		s->exe = c->exe;
-	else
+		s->ppid = c->ppid;
+		s->pstart = c->pstart;
+	} else {
 		__builtin_memset(&s->exe, 0, sizeof(s->exe));
+		s->ppid = 0;
+		s->pstart = 0;
+	}
+	s->known = c->known;
+	s->cgroup = c->cgroup;
 	s->tgid = bpf_get_current_pid_tgid() >> 32;
 	s->uid = c->uid;
 	__builtin_memcpy(s->comm, c->comm, 16);
@@ -1526,6 +1667,7 @@ __attribute__((noinline)) __u32 ic_dns_best(struct ic_conn *c, __u32 best)
 		return best;
 	if (c->known)
 		key.exe = c->exe;
+	key.uid = c->uid;
 	__builtin_memcpy(key.addr, c->dst64, 16);
 	v = bpf_map_lookup_elem(&ic_dns_addrs, &key);
 	if (!v)

@@ -645,7 +645,12 @@ enum ic_dns_limits {
 	IC_DNS_RULES = 64,         /* rule entries with dst_domain, per generation */
 	IC_DNS_FEEDS = 16,         /* domain feeds (1-based ids) */
 	IC_DNS_NAMES = 1048576,    /* patterns and feed names together */
-	IC_DNS_ADDRS = 32768,      /* live (executable, address) entries (LRU) */
+	IC_DNS_ADDRS = 32768,      /* (executable, user, address) entries: a plain hash that
+				    * user space sweeps of expired entries, never an LRU (a
+				    * flood would evict what others' answers opened) */
+	IC_DNS_PER_SCOPE = 4096,   /* entries one (executable, user) may hold */
+	IC_DNS_PER_UID = 8192,     /* entries one user's executables may hold together */
+	IC_DNS_OWNERS = 65536,     /* ic_dns_owners entries: a scope's and a user's counts */
 	IC_DNS_DENIED = 32768,     /* live addresses of feed names (LRU) */
 	IC_DNS_LABELS = 32,        /* labels of a name compared, from the last */
 	IC_DNS_PENDING = 8,        /* queries outstanding per socket */
@@ -688,10 +693,26 @@ struct ic_dns_rule {
 };
 
 /* Key of ic_dns_addrs: an address an answer carried, for the executable whose process
- * received the answer (zero if it was not known). */
+ * received the answer (zero if it was not known) and that process's user. */
 struct ic_dns_addr_key {
 	struct ic_proc_exe exe;
 	__u8 addr[16];       /* network order; IPv4 as IPv4-mapped */
+	__u32 uid;
+	__u32 _pad0;
+};
+
+/* Key of ic_dns_owners: whose ic_dns_addrs entries a count is (value: __u64 count).
+ * The kernel adds one per entry it creates; user space's sweep takes off what it
+ * deletes. */
+struct ic_dns_owner {
+	struct ic_proc_exe exe; /* kind IC_DNS_OWNER_SCOPE; zero for IC_DNS_OWNER_UID */
+	__u32 uid;
+	__u32 kind;          /* enum ic_dns_owner_kind */
+};
+
+enum ic_dns_owner_kind {
+	IC_DNS_OWNER_SCOPE = 0, /* one (executable, user): at most IC_DNS_PER_SCOPE */
+	IC_DNS_OWNER_UID = 1,   /* one user, every executable: at most IC_DNS_PER_UID */
 };
 
 /* Value of ic_dns_addrs: when each pattern's opening of the address ends. */
@@ -711,6 +732,8 @@ struct ic_dns_denial {
 /* A DNS query in flight on a socket (struct ic_dns_sock). */
 struct ic_dns_pending {
 	__u64 qhash;         /* the question's name hash */
+	__u64 patterns;      /* the pattern bits its answer may open: the name's, of the
+			      * rules that can match the socket's owner */
 	__u8 server[16];     /* where it went; IPv4 as IPv4-mapped */
 	__u16 txid;          /* host order */
 	__u16 port;          /* host order */
@@ -726,6 +749,10 @@ struct ic_dns_sock {
 	__u32 uid;
 	__u8 comm[16];
 	__u32 next;          /* the pending slot the next query takes */
+	__u32 ppid;          /* the rest of the owner's identity, as rules compare it */
+	__u64 pstart;
+	__u64 cgroup;
+	__u32 known;         /* exe, ppid and pstart are known */
 	__u32 _pad0;
 	struct ic_dns_pending pending[IC_DNS_PENDING];
 };
@@ -757,7 +784,12 @@ enum ic_dns_total {
 	IC_DTOTAL_EVENTS_LOST = 10,
 	IC_DTOTAL_UNTRACKED = 11,    /* responses on a socket that was never marked */
 	IC_DTOTAL_ENCRYPTED = 12,    /* connect()s to encrypted DNS (reported, not read) */
-	IC_DTOTAL_COUNT = 13,
+	IC_DTOTAL_OUT_OF_SCOPE = 13, /* queries for a rule's name by a process no rule with
+				      * it can match (their answers open nothing) */
+	IC_DTOTAL_OWNER_FULL = 14,   /* addresses not opened: the executable or the user
+				      * holds IC_DNS_PER_SCOPE / IC_DNS_PER_UID entries */
+	IC_DTOTAL_TABLE_FULL = 15,   /* addresses not opened: ic_dns_addrs is full */
+	IC_DTOTAL_COUNT = 16,
 };
 
 /* Per-feed counters (per-CPU array, index feed * IC_DNS_FEED_COUNTERS + counter). */
@@ -795,6 +827,9 @@ struct ic_dns_policy_event {
 	__u8 proto;          /* IPPROTO_UDP or IPPROTO_TCP */
 	__u16 naddrs;        /* addresses in the answer (all of them, not only the first) */
 	__u16 name_len;      /* bytes of name (wire format) */
+	__u16 refused;       /* of the answer's addresses, those not opened (owner or table
+			      * full: IC_DTOTAL_OWNER_FULL, IC_DTOTAL_TABLE_FULL) */
+	__u8 _pad0[6];
 	__u8 addrs[IC_DNS_EVENT_ADDRS][16];
 	__u8 name[IC_DNS_NAME_BYTES]; /* the question's name, wire format, as sent */
 };

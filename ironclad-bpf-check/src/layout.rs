@@ -232,25 +232,26 @@ mod egress {
         e::ic_dns_label,
         [used, wildcard, len, _pad0, text]
     );
-    same_layout!(abi::DnsAddrKey, e::ic_dns_addr_key, [exe, addr]);
+    same_layout!(abi::DnsAddrKey, e::ic_dns_addr_key, [exe, addr, uid, _pad0]);
+    same_layout!(abi::DnsOwner, e::ic_dns_owner, [exe, uid, kind]);
     same_layout!(abi::DnsAddr, e::ic_dns_addr, [patterns, expires]);
     same_layout!(abi::DnsDenial, e::ic_dns_denial, [expires, feed, _pad0]);
     same_layout!(
         abi::DnsPending,
         e::ic_dns_pending,
-        [qhash, server, txid, port, qtype, _pad0]
+        [qhash, patterns, server, txid, port, qtype, _pad0]
     );
     same_layout!(
         abi::DnsSock,
         e::ic_dns_sock,
-        [exe, tgid, uid, comm, next, _pad0, pending]
+        [exe, tgid, uid, comm, next, ppid, pstart, cgroup, known, _pad0, pending]
     );
     same_layout!(
         abi::DnsPolicyEvent,
         e::ic_dns_policy_event,
         [
             hdr, pid, uid, exe, comm, server, patterns, ttl, port, qtype, what, feed, blocked,
-            proto, naddrs, name_len, addrs, name
+            proto, naddrs, name_len, refused, _pad0, addrs, name
         ]
     );
     const _: () = {
@@ -269,6 +270,14 @@ mod egress {
         assert!(abi::DNS_NAMES == e::ic_dns_limits::IC_DNS_NAMES.0);
         assert!(abi::DNS_ADDRS == e::ic_dns_limits::IC_DNS_ADDRS.0);
         assert!(abi::DNS_DENIED == e::ic_dns_limits::IC_DNS_DENIED.0);
+        assert!(abi::DNS_PER_SCOPE == e::ic_dns_limits::IC_DNS_PER_SCOPE.0);
+        assert!(abi::DNS_PER_UID == e::ic_dns_limits::IC_DNS_PER_UID.0);
+        assert!(abi::DNS_OWNERS == e::ic_dns_limits::IC_DNS_OWNERS.0);
+        assert!(abi::DNS_OWNER_SCOPE == e::ic_dns_owner_kind::IC_DNS_OWNER_SCOPE.0);
+        assert!(abi::DNS_OWNER_UID == e::ic_dns_owner_kind::IC_DNS_OWNER_UID.0);
+        assert!(abi::DnsTotal::TableFull as u32 == e::ic_dns_total::IC_DTOTAL_TABLE_FULL.0);
+        assert!(abi::DnsTotal::OwnerFull as u32 == e::ic_dns_total::IC_DTOTAL_OWNER_FULL.0);
+        assert!(abi::DnsTotal::OutOfScope as u32 == e::ic_dns_total::IC_DTOTAL_OUT_OF_SCOPE.0);
         assert!(abi::DNS_LABELS as u32 == e::ic_dns_limits::IC_DNS_LABELS.0);
         assert!(abi::DNS_PENDING as u32 == e::ic_dns_limits::IC_DNS_PENDING.0);
         assert!(abi::DNS_ANSWERS as u32 == e::ic_dns_limits::IC_DNS_ANSWERS.0);

@@ -41,8 +41,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ironclad_core::abi::{
-    egress_match, EgressBucket, EgressConfig, EgressDstKey, EgressDstLengths, EgressDstOwner,
-    EgressTotal, FwAddrKey, FwSummary, ProcExe, ProcInfo, EGRESS_DST_HASH_LENGTHS,
+    egress_match, DnsTotal, EgressBucket, EgressConfig, EgressDstKey, EgressDstLengths,
+    EgressDstOwner, EgressTotal, FwAddrKey, FwSummary, ProcExe, ProcInfo, EGRESS_DST_HASH_LENGTHS,
     EGRESS_F_DOMAINS, EGRESS_F_DST_FILTER, EGRESS_F_DST_HASH, EGRESS_NO_CLASS,
     EGRESS_OWNERS_SEVERAL, FW_DIM_DPORT, FW_DIM_DST,
 };
@@ -60,7 +60,9 @@ use crate::names;
 
 mod domains;
 
-pub use domains::{name_hash, DeniedAddress, DomainStatus, FeedCounters, OpenedAddress};
+pub use domains::{
+    name_hash, DeniedAddress, DomainStatus, DomainSweep, FeedCounters, OpenedAddress,
+};
 
 const HOOKS: &[&str] = &[
     names::egress::ic_connect4,
@@ -862,6 +864,18 @@ impl EgressFirewall {
         Ok(highest)
     }
 
+    /// Removes the addresses DNS answers opened whose time has passed, and gives their
+    /// room back to the executable and user that held them. The table is not an LRU (a
+    /// flood of answers would evict what other processes' answers opened): each
+    /// (executable, user) holds at most `IC_DNS_PER_SCOPE` entries and each user
+    /// `IC_DNS_PER_UID`, a full share or table refuses new addresses (counted as
+    /// `owner_full` and `table_full`), and only this sweep frees room. An agent calls it
+    /// every few seconds and when those counters grow (`ironclad-agent` does, from its
+    /// tick); rules by name stay correct without it, but room runs out.
+    pub fn sweep_domains(&self) -> Result<DomainSweep> {
+        domains::sweep(&self.object)
+    }
+
     /// The domain policy as the kernel has it: the live patterns, the addresses DNS
     /// answers opened (by executable, with the time each pattern keeps them open), the
     /// addresses of domain feeds' names (refused), and the counters.
@@ -917,6 +931,13 @@ impl EgressFirewall {
     pub fn total(&self, which: EgressTotal) -> Result<u64> {
         self.object
             .map(names::egress::ic_egress_totals)?
+            .sum_percpu_u64(&(which as u32).to_ne_bytes())
+    }
+
+    /// One total of the domain policy, summed over CPUs.
+    pub fn domain_total(&self, which: DnsTotal) -> Result<u64> {
+        self.object
+            .map(names::egress::ic_dns_totals)?
             .sum_percpu_u64(&(which as u32).to_ne_bytes())
     }
 

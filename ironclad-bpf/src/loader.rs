@@ -896,6 +896,19 @@ impl AuditedMap<'_> {
     pub fn keys(&self) -> Vec<Vec<u8>> {
         self.map.keys().collect()
     }
+
+    /// Every element, key and value (an element deleted between the two reads is left
+    /// out). Not `BPF_MAP_LOOKUP_BATCH`: a hash map's batch ends at a bucket, shorter
+    /// than asked while more remain, and libbpf-rs takes a short batch for the last.
+    pub fn entries(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.map
+            .keys()
+            .filter_map(|k| {
+                let v = self.map.lookup(&k, MapFlags::ANY).ok().flatten()?;
+                Some((k, v))
+            })
+            .collect()
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -32,7 +32,7 @@ object_names! {
             ic_egress_dst_lengths, ic_dns_config, ic_dns_names, ic_dns_rules, ic_dns_addrs,
             ic_dns_denied, ic_dns_socks, ic_dns_totals, ic_dns_feed_counters, ic_dns_work,
             ic_dns_patterns, ic_dns_feed_names, ic_dns_exe_paths, ic_dns_encrypted,
-            ic_dns_seen_names,
+            ic_dns_seen_names, ic_dns_owners,
         ],
         EgressProgs: [
             ic_proc_exec, ic_proc_fork, ic_proc_exit, ic_connect4, ic_connect6,

@@ -15,10 +15,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use ironclad_bpf::{CgroupAttachment, EgressFirewall, Loader};
-use ironclad_core::abi::{DnsFeedCounter, DnsTotal};
+use ironclad_core::abi::{DnsFeedCounter, DnsTotal, DNS_PER_SCOPE, DNS_PER_UID};
 use ironclad_events::{Event, Fanout, Overflow};
 use ironclad_policy::config::compile_str;
-use ironclad_testing::dns::{DnsLab, HTTP_PORT};
+use ironclad_testing::dns::{many_names_script, DnsLab, HTTP_PORT};
 use ironclad_testing::{require_privileges, BpffsDir, TestCgroup};
 
 struct Lab {
@@ -671,4 +671,186 @@ fn a_local_stub_resolver_works_and_encrypted_dns_is_reported_by_process() {
         "both reported, with the process"
     );
     assert_eq!(lab.total(DnsTotal::Encrypted), 2);
+}
+
+/// The address `f<copy>x<i>.flood.test` resolves to: one per name, in 198.18.0.0/15.
+fn flood_addr(copy: u32, i: u32) -> IpAddr {
+    let n = copy * 5_000 + i;
+    IpAddr::from([198, 18, (n >> 8) as u8, (n & 0xff) as u8])
+}
+
+#[test]
+fn a_flood_of_answers_by_other_executables_and_users_never_closes_what_an_answer_opened() {
+    require_privileges!();
+    const COPIES: u32 = 8;
+    const NAMES: u32 = 5_000;
+    // Answers live 300 s: longer than the flood takes under emulation (44 s).
+    let lab = Lab::new("dnsflood", 14, 300);
+    let victim = lab.dns.server(0);
+    let fresh = lab.dns.server(1);
+    let names: Vec<(String, Vec<IpAddr>)> =
+        std::iter::once(("victim.flood.test".to_string(), vec![victim]))
+            .chain(std::iter::once((
+                "fresh.flood.test".to_string(),
+                vec![fresh],
+            )))
+            .chain((0..=COPIES).flat_map(|c| {
+                (0..NAMES).map(move |i| (format!("f{c}x{i}.flood.test"), vec![flood_addr(c, i)]))
+            }))
+            .collect();
+    let refs: Vec<(&str, &[IpAddr])> = names
+        .iter()
+        .map(|(n, a)| (n.as_str(), a.as_slice()))
+        .collect();
+    lab.dns.set_hosts(&refs).expect("hosts");
+    // curl by its executable; the unprivileged user `nobody` by uid, whatever it runs.
+    let policy = |pattern: &str| {
+        format!(
+            "    - exe: {CURL}\n      dst_domain: \"{pattern}\"\n      ports: [{HTTP_PORT}]\n      action: allow\n    - uid: 65534\n      dst_domain: \"{pattern}\"\n      ports: [{HTTP_PORT}]\n      action: allow\n  dns: {{grace_seconds: 0}}\n"
+        )
+    };
+    lab.apply(&policy("*.flood.test"));
+    assert_eq!(
+        lab.curl(&[], &url("victim.flood.test")),
+        0,
+        "curl's own answer"
+    );
+    // The attack: copies of one binary (each its own executable), run by `nobody`,
+    // resolving more names than the table holds; and one more copy run by a user no
+    // rule names.
+    let bin = tempfile::tempdir().expect("dir");
+    std::fs::set_permissions(
+        bin.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let python = ironclad_testing::python_interpreter().expect("python");
+    let run_copy = |copy: u32, uid: &str, count: u32| -> u32 {
+        let exe = bin.path().join(format!("py{copy}"));
+        if !exe.exists() {
+            std::fs::copy(&python, &exe).expect("copy");
+        }
+        let out = lab
+            .dns
+            .client(&lab.cgroup, "/usr/bin/setpriv")
+            .args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+                "--clear-groups",
+            ])
+            .arg(&exe)
+            .args([
+                "-c",
+                &many_names_script(
+                    &lab.dns.resolver(),
+                    &format!("f{copy}x"),
+                    "flood.test",
+                    count,
+                ),
+            ])
+            .output()
+            .expect("python");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("flood copy {copy}: {out:?}"))
+    };
+    let started = std::time::Instant::now();
+    let mut answered = 0;
+    for copy in 1..=COPIES {
+        answered += run_copy(copy, "65534", NAMES);
+    }
+    let stranger = run_copy(0, "65533", 1_000);
+    eprintln!(
+        "flood: {answered} + {stranger} answers in {:?}",
+        started.elapsed()
+    );
+    assert!(answered >= COPIES * NAMES * 99 / 100, "{answered}");
+    // What curl's answer opened stays open, and a new answer of curl's opens.
+    assert_eq!(
+        lab.curl(&[], &ip_url(victim)),
+        0,
+        "curl's opening survived the flood"
+    );
+    assert_eq!(
+        lab.curl(&[], &url("fresh.flood.test")),
+        0,
+        "and a new one opens"
+    );
+    // nobody's copies filled nobody's share and no more: the first its (executable,
+    // user) share, the second the rest of the user's; the others were refused. The
+    // stranger, whom no rule by name can match, opened nothing.
+    let status = lab.firewall.domain_status().expect("status");
+    let mut by_exe: std::collections::BTreeMap<u64, usize> = Default::default();
+    for o in status.opened.iter().filter(|o| o.uid == 65534) {
+        *by_exe.entry(o.exe.ino).or_default() += 1;
+    }
+    assert_eq!(
+        by_exe.values().copied().collect::<Vec<_>>(),
+        [
+            DNS_PER_SCOPE as usize,
+            (DNS_PER_UID - DNS_PER_SCOPE) as usize
+        ],
+        "nobody's entries by executable"
+    );
+    assert!(
+        status.opened.iter().all(|o| o.uid == 65534 || o.uid == 0),
+        "the stranger opened nothing"
+    );
+    let curl = ironclad_core::identity::exe_identity(Path::new(CURL)).expect("curl");
+    assert_eq!(
+        status
+            .opened
+            .iter()
+            .filter(|o| o.uid == 0)
+            .map(|o| (o.exe, o.addr))
+            .collect::<Vec<_>>(),
+        [(curl, victim), (curl, fresh)],
+        "curl's two, as root"
+    );
+    assert_eq!(
+        lab.total(DnsTotal::OwnerFull),
+        u64::from(answered - DNS_PER_UID),
+        "every answer past the share refused and counted"
+    );
+    assert_eq!(lab.total(DnsTotal::TableFull), 0);
+    assert_eq!(lab.total(DnsTotal::OutOfScope), u64::from(stranger));
+    // Nothing expired yet: a sweep removes nothing (its removal of expired entries is
+    // the daemon's test, daemon_domains.rs: here the TTL outlasts the flood under
+    // emulation). A reload without the name closes what it opened and gives every
+    // share its room back; with the name again, a copy opens again.
+    let swept = lab.firewall.sweep_domains().expect("sweep");
+    assert_eq!(
+        (swept.entries, swept.removed),
+        (DNS_PER_UID as usize + 2, 0)
+    );
+    let owners = || {
+        lab.firewall
+            .object()
+            .map("ic_dns_owners")
+            .expect("owners")
+            .keys()
+            .len()
+    };
+    assert_eq!(owners(), 5, "curl's scope and nobody's two, root and nobody");
+    lab.apply(&policy("other.test"));
+    assert!(lab
+        .firewall
+        .domain_status()
+        .expect("status")
+        .opened
+        .is_empty());
+    assert_eq!(owners(), 0, "every share given back");
+    lab.apply(&policy("*.flood.test"));
+    assert_eq!(run_copy(3, "65534", 100), 100);
+    let status = lab.firewall.domain_status().expect("status");
+    assert_eq!(
+        status.opened.len(),
+        100,
+        "copy 3's, in the room the reload gave back"
+    );
+    assert_eq!(
+        lab.total(DnsTotal::OwnerFull),
+        u64::from(answered - DNS_PER_UID)
+    );
 }

@@ -3558,6 +3558,16 @@ pub const DNS_FEEDS: usize = 16;
 pub const DNS_NAMES: u32 = 1_048_576;
 /// `IC_DNS_ADDRS`: live (executable, address) entries.
 pub const DNS_ADDRS: u32 = 32_768;
+/// `IC_DNS_PER_SCOPE`: opened-address entries one (executable, user) may hold.
+pub const DNS_PER_SCOPE: u32 = 4_096;
+/// `IC_DNS_PER_UID`: opened-address entries one user's executables may hold together.
+pub const DNS_PER_UID: u32 = 8_192;
+/// `IC_DNS_OWNERS`: entries of the owners' counts.
+pub const DNS_OWNERS: u32 = 65_536;
+/// `IC_DNS_OWNER_SCOPE`: a [`DnsOwner`] counting one (executable, user).
+pub const DNS_OWNER_SCOPE: u32 = 0;
+/// `IC_DNS_OWNER_UID`: a [`DnsOwner`] counting one user.
+pub const DNS_OWNER_UID: u32 = 1;
 /// `IC_DNS_DENIED`: live addresses of feed names.
 pub const DNS_DENIED: u32 = 32_768;
 /// `IC_DNS_LABELS`: labels of a name the kernel compares, from the last.
@@ -3608,13 +3618,20 @@ pub enum DnsTotal {
     Untracked = 11,
     /// `connect()`s to encrypted DNS (reported; what they resolve is not seen).
     Encrypted = 12,
+    /// Queries for a rule's name by a process no rule with it can match (their answers
+    /// open nothing).
+    OutOfScope = 13,
+    /// Addresses not opened: the executable or user holds its share of the table.
+    OwnerFull = 14,
+    /// Addresses not opened: the table is full.
+    TableFull = 15,
 }
 
 impl DnsTotal {
     /// `IC_DTOTAL_COUNT`.
-    pub const COUNT: u32 = 13;
+    pub const COUNT: u32 = 16;
     /// Every total, in index order.
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 16] = [
         Self::Queries,
         Self::Responses,
         Self::Opened,
@@ -3628,6 +3645,9 @@ impl DnsTotal {
         Self::EventsLost,
         Self::Untracked,
         Self::Encrypted,
+        Self::OutOfScope,
+        Self::OwnerFull,
+        Self::TableFull,
     ];
 
     /// The name used in status and metrics.
@@ -3646,6 +3666,9 @@ impl DnsTotal {
             Self::EventsLost => "events_lost",
             Self::Untracked => "untracked",
             Self::Encrypted => "encrypted_dns",
+            Self::OutOfScope => "out_of_scope",
+            Self::OwnerFull => "owner_full",
+            Self::TableFull => "table_full",
         }
     }
 }
@@ -3737,12 +3760,28 @@ abi_struct!(
 );
 
 abi_struct!(
-    /// `struct ic_dns_addr_key`: an opened address, for one executable.
-    DnsAddrKey, 40, {
+    /// `struct ic_dns_addr_key`: an opened address, for one executable and user.
+    DnsAddrKey, 48, {
         /// The executable whose process received the answer (zero: unknown).
         exe: ProcExe,
         /// The address (IPv4 as IPv4-mapped), network order.
         addr: [u8; 16],
+        /// That process's user.
+        uid: u32,
+        /// Padding.
+        _pad0: u32,
+    }
+);
+
+abi_struct!(
+    /// `struct ic_dns_owner`: whose opened-address entries a count is.
+    DnsOwner, 32, {
+        /// The executable ([`DNS_OWNER_SCOPE`]); zero for [`DNS_OWNER_UID`].
+        exe: ProcExe,
+        /// The user.
+        uid: u32,
+        /// [`DNS_OWNER_SCOPE`] or [`DNS_OWNER_UID`].
+        kind: u32,
     }
 );
 
@@ -3770,9 +3809,12 @@ abi_struct!(
 
 abi_struct!(
     /// `struct ic_dns_pending`: a query in flight on a socket.
-    DnsPending, 32, {
+    DnsPending, 40, {
         /// The question's name hash.
         qhash: u64,
+        /// The pattern bits its answer may open (the name's, of rules that can match
+        /// the socket's owner).
+        patterns: u64,
         /// The server (IPv4 as IPv4-mapped).
         server: [u8; 16],
         /// Transaction id.
@@ -3788,7 +3830,7 @@ abi_struct!(
 
 abi_struct!(
     /// `struct ic_dns_sock`: socket storage of a socket that sent to port 53.
-    DnsSock, 312, {
+    DnsSock, 400, {
         /// Its owner's executable (zero if unknown).
         exe: ProcExe,
         /// Thread-group id.
@@ -3799,6 +3841,14 @@ abi_struct!(
         comm: [u8; 16],
         /// The pending slot the next query takes.
         next: u32,
+        /// The owner's parent (thread-group id).
+        ppid: u32,
+        /// The parent's start (ticks).
+        pstart: u64,
+        /// The owner's cgroup id.
+        cgroup: u64,
+        /// `exe`, `ppid` and `pstart` are known.
+        known: u32,
         /// Padding.
         _pad0: u32,
         /// Queries in flight.
@@ -3809,7 +3859,7 @@ abi_struct!(
 abi_struct!(
     /// `struct ic_dns_policy_event`: an answer that opened addresses, a query for a
     /// feed's name, or a feed name's addresses denied.
-    DnsPolicyEvent, 488, {
+    DnsPolicyEvent, 496, {
         /// The common header.
         hdr: EventHeader,
         /// The socket owner's thread-group id.
@@ -3842,6 +3892,11 @@ abi_struct!(
         naddrs: u16,
         /// Bytes of `name`.
         name_len: u16,
+        /// Of the answer's addresses, those not opened (the owner's share or the table
+        /// full).
+        refused: u16,
+        /// Padding.
+        _pad0: [u8; 6],
         /// The first addresses.
         addrs: [[u8; 16]; DNS_EVENT_ADDRS],
         /// The question's name, wire format.

@@ -253,11 +253,19 @@ pub struct DnsPolicyRecord {
     pub addresses: Vec<IpAddr>,
     /// How many the answer had.
     pub address_count: u16,
+    /// Of them, those not opened: the executable's or the user's share of the table,
+    /// or the table itself, is full (the status's `owner_full` and `table_full`).
+    #[serde(skip_serializing_if = "is_zero_u16")]
+    pub refused: u16,
     /// The smallest TTL among them, seconds (capped by `dns.max_ttl_seconds`).
     pub ttl: u32,
     /// The executable the addresses were opened for, as the kernel identifies it.
     #[serde(skip)]
     pub scope: ironclad_core::abi::ProcExe,
+}
+
+fn is_zero_u16(n: &u16) -> bool {
+    *n == 0
 }
 
 /// A DNS packet a process sent or received (UDP or TCP port 53).
@@ -1151,6 +1159,7 @@ fn decode_dns_policy(record: &[u8]) -> Result<Event, DecodeError> {
             .map(|a| mapped_or_v6(*a))
             .collect(),
         address_count: e.naddrs,
+        refused: e.refused,
         ttl: e.ttl,
         scope: e.exe,
     }))

@@ -306,6 +306,38 @@ impl DnsLab {
     }
 }
 
+/// A python script that asks `resolver` for the A records of `<label><i>.<domain>`, `i`
+/// in `0..count`, eight queries in flight on one UDP socket (what the kernel remembers
+/// per socket), and prints how many were answered: a process resolving many names, as
+/// a crawler or an attacker filling tables does.
+pub fn many_names_script(resolver: &str, label: &str, domain: &str, count: u32) -> String {
+    format!(
+        r#"
+import socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect(('{resolver}', 53))
+s.settimeout(2)
+answered = 0
+def query(txid, name):
+    q = struct.pack('>HHHHHH', txid, 0x0100, 1, 0, 0, 0)
+    for part in name.split('.'):
+        q += bytes([len(part)]) + part.encode()
+    return q + b'\0' + struct.pack('>HH', 1, 1)
+for start in range(0, {count}, 8):
+    batch = range(start, min(start + 8, {count}))
+    for i in batch:
+        s.send(query(i & 0xffff, '{label}%d.{domain}' % i))
+    for i in batch:
+        try:
+            s.recv(512)
+            answered += 1
+        except OSError:
+            pass
+print(answered)
+"#
+    )
+}
+
 impl Drop for DnsLab {
     fn drop(&mut self) {
         let _ = self.dnsmasq.kill();

@@ -136,6 +136,7 @@ pub(crate) fn domains_json(status: &ironclad_bpf::egress::DomainStatus) -> serde
             "name": o.name,
             "exe": o.exe_path,
             "exe_id": format!("{}:{}", o.exe.dev, o.exe.ino),
+            "uid": o.uid,
             "patterns": o.patterns.iter().map(|(p, left)| serde_json::json!({
                 "pattern": p.to_string(),
                 "expires_in_seconds": left.as_secs(),
@@ -345,8 +346,9 @@ pub(crate) fn status(pin_root: &Path, run_dir: &Path, json: bool) -> Result<Exit
                 for (p, left) in &o.patterns {
                     writeln!(
                         out,
-                        "  {name:<40} {:<40} {p:<30} {who} ({}s left)",
+                        "  {name:<40} {:<40} {p:<30} {who} uid {} ({}s left)",
                         o.addr,
+                        o.uid,
                         left.as_secs()
                     )?;
                 }

@@ -321,3 +321,142 @@ fn the_daemon_enforces_names_and_feeds_and_shows_the_live_table() {
     let _ = daemon.wait();
     assert!(programs().is_empty(), "detached on exit: {:?}", programs());
 }
+
+/// The entries of a pinned map, as `bpftool map dump` lists them.
+fn pinned_entries(pin: &std::path::Path) -> usize {
+    let out = Command::new("bpftool")
+        .args(["-j", "map", "dump", "pinned"])
+        .arg(pin)
+        .output()
+        .expect("bpftool");
+    assert!(out.status.success(), "bpftool map dump {pin:?}: {out:?}");
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .expect("bpftool JSON")
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
+#[test]
+fn the_daemon_sweeps_expired_names_and_gives_a_full_share_its_room_back() {
+    use std::os::unix::fs::PermissionsExt;
+    require_privileges!();
+    // Answers live 2 s.
+    let dns = DnsLab::start("ffsweep", 15, 2).expect("dns lab");
+    let cgroup = TestCgroup::new("ffsweep").expect("cgroup");
+    let pins = BpffsDir::new("ffsweep").expect("pins");
+    let names: Vec<(String, Vec<std::net::IpAddr>)> = (0..4_400u32)
+        .map(|i| {
+            (
+                format!("n{i}.sweep.test"),
+                vec![std::net::IpAddr::from([
+                    198,
+                    18,
+                    (i >> 8) as u8,
+                    (i & 0xff) as u8,
+                ])],
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &[std::net::IpAddr])> = names
+        .iter()
+        .map(|(n, a)| (n.as_str(), a.as_slice()))
+        .collect();
+    dns.set_hosts(&refs).expect("hosts");
+    let config = dns.path("policy.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "egress:\n  default: deny\n  rules:\n    - dst: {}/32\n      ports: [53]\n      action: allow\n    - uid: 65534\n      dst_domain: \"*.sweep.test\"\n      ports: [{HTTP_PORT}]\n      action: allow\n  dns: {{grace_seconds: 0}}\n",
+            dns.resolver()
+        ),
+    )
+    .expect("policy");
+    let args: Vec<String> = vec![
+        "run".into(),
+        "--config".into(),
+        config.display().to_string(),
+        "--cgroup".into(),
+        cgroup.path().display().to_string(),
+        "--pin-dir".into(),
+        pins.path().display().to_string(),
+        "--audit-log".into(),
+        dns.path("audit.jsonl").display().to_string(),
+        "--run-dir".into(),
+        dns.path("run").display().to_string(),
+        "--detach-on-exit".into(),
+    ];
+    let mut daemon = Daemon::spawn(&args);
+    daemon.wait_for("ready");
+    // An unprivileged user's program resolves more names than its share.
+    let bin = tempfile::tempdir().expect("dir");
+    std::fs::set_permissions(bin.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let exe = bin.path().join("resolver");
+    std::fs::copy(
+        ironclad_testing::python_interpreter().expect("python"),
+        &exe,
+    )
+    .expect("copy");
+    let resolve = |label: &str, count: u32| -> u32 {
+        let out = dns
+            .client(&cgroup, "/usr/bin/setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&exe)
+            .args([
+                "-c",
+                &ironclad_testing::dns::many_names_script(
+                    &dns.resolver(),
+                    label,
+                    "sweep.test",
+                    count,
+                ),
+            ])
+            .output()
+            .expect("python");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("resolver: {out:?}"))
+    };
+    assert_eq!(resolve("n", 4_200), 4_200);
+    let addrs = pins.path().join("egress").join("ic_dns_addrs");
+    let owners = pins.path().join("egress").join("ic_dns_owners");
+    assert_eq!(
+        pinned_entries(&addrs),
+        ironclad_core::abi::DNS_PER_SCOPE as usize,
+        "the share, no more"
+    );
+    // The answers expire after 2 s; the daemon sweeps them out within its period
+    // (10 s) and gives the share back.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while pinned_entries(&addrs) > 0 || pinned_entries(&owners) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expired entries swept: {} left, {} owners; {}",
+            pinned_entries(&addrs),
+            pinned_entries(&owners),
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Room again: names it had been refused open now.
+    assert_eq!(resolve("n", 4_200), 4_200);
+    let out = Command::new(BIN)
+        .args(["status", "--json", "--pin-dir"])
+        .arg(pins.path())
+        .output()
+        .expect("status");
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let domains = &status["egress"]["domains"];
+    // 104 refused each time: the second time the whole share was free again.
+    assert_eq!(domains["totals"]["owner_full"], 2 * 104, "{domains}");
+    assert!(
+        domains["opened"]
+            .as_array()
+            .expect("opened")
+            .iter()
+            .all(|o| o["uid"] == 65534),
+        "{domains}"
+    );
+    daemon.signal("TERM");
+    let _ = daemon.wait();
+}

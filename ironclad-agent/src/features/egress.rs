@@ -1,11 +1,14 @@
 //! The identity firewall (cgroup connect/sendmsg by process) as an agent feature.
 
+use std::time::{Duration, Instant};
+
 use ironclad_bpf::{CgroupAttachment, EgressFirewall, EventSource, LoadedObject, Loader};
+use ironclad_core::abi::DnsTotal;
 use ironclad_policy::config::CompiledConfig;
 use ironclad_policy::egress::CompiledEgress;
-use tracing::info;
+use tracing::{debug, info, warn};
 
-use super::{Feature, Kind, Reloaded, Start};
+use super::{Feature, Kind, Publisher, Reloaded, Start};
 use crate::{AgentError, Result};
 
 pub(super) const KIND: Kind = Kind {
@@ -15,10 +18,18 @@ pub(super) const KIND: Kind = Kind {
     with_the_agent_only: false,
 };
 
+/// How often expired addresses that DNS answers opened are swept out.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// How soon after an address was refused for want of room the sweep runs again.
+const SWEEP_WHEN_FULL: Duration = Duration::from_secs(1);
+
 /// The running identity firewall and its (pinned) hooks on the cgroup.
 struct Running {
     firewall: EgressFirewall,
     attachment: CgroupAttachment,
+    /// The last sweep of the opened addresses, and the refusals counted then.
+    swept: Instant,
+    refused: u64,
 }
 
 fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>> {
@@ -42,6 +53,8 @@ fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>>
     Ok(Box::new(Running {
         firewall,
         attachment,
+        swept: Instant::now(),
+        refused: 0,
     }))
 }
 
@@ -80,6 +93,33 @@ impl Running {
 impl Feature for Running {
     fn name(&self) -> &'static str {
         "egress"
+    }
+
+    /// Sweeps the expired addresses DNS answers opened: every [`SWEEP_EVERY`], and
+    /// within [`SWEEP_WHEN_FULL`] of an address refused for want of room.
+    fn tick(&mut self, _out: &Publisher<'_>) {
+        let since = self.swept.elapsed();
+        if since < SWEEP_WHEN_FULL {
+            return;
+        }
+        let refused = [DnsTotal::OwnerFull, DnsTotal::TableFull]
+            .into_iter()
+            .filter_map(|t| self.firewall.domain_total(t).ok())
+            .sum();
+        if since < SWEEP_EVERY && refused == self.refused {
+            return;
+        }
+        self.swept = Instant::now();
+        self.refused = refused;
+        match self.firewall.sweep_domains() {
+            Ok(s) if s.removed > 0 => debug!(
+                "egress by name: {} expired addresses removed, {} left",
+                s.removed,
+                s.entries - s.removed
+            ),
+            Ok(_) => {}
+            Err(e) => warn!("egress by name: sweeping expired addresses: {e}"),
+        }
     }
 
     fn verify(&mut self) -> super::Verified {
@@ -128,6 +168,7 @@ impl Feature for Running {
         let Running {
             firewall,
             attachment,
+            ..
         } = *self;
         if detach {
             attachment.detach().map_err(AgentError::bpf(KIND.name))?;

@@ -12,8 +12,9 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
 use ironclad_core::abi::{
-    DnsAddr, DnsAddrKey, DnsConfig, DnsDenial, DnsFeedCounter, DnsLabel, DnsName, DnsRule,
-    DnsTotal, ProcExe, DNS_FEEDS, DNS_FEED_COUNTERS, DNS_F_ACTIVE, DNS_PATTERNS, DNS_RULES,
+    DnsAddr, DnsAddrKey, DnsConfig, DnsDenial, DnsFeedCounter, DnsLabel, DnsName, DnsOwner,
+    DnsRule, DnsTotal, ProcExe, DNS_FEEDS, DNS_FEED_COUNTERS, DNS_F_ACTIVE, DNS_OWNER_SCOPE,
+    DNS_OWNER_UID, DNS_PATTERNS, DNS_RULES,
 };
 use ironclad_policy::domains::DomainPattern;
 use ironclad_policy::egress::CompiledEgress;
@@ -186,8 +187,92 @@ fn clear_bits(object: &LoadedObject, bits: u64) -> Result<()> {
             map.update(&key, &v.to_bytes())?;
         }
     }
-    map.delete_many(gone.iter().map(Vec::as_slice))?;
+    forget(object, &gone)?;
     Ok(())
+}
+
+/// What a sweep of the opened addresses found ([`sweep`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DomainSweep {
+    /// Entries the table held.
+    pub entries: usize,
+    /// Of them, expired and removed.
+    pub removed: usize,
+}
+
+/// Removes the opened addresses whose every pattern has expired, and gives their room
+/// back to their executable and user (`ic_dns_owners`). The table is a plain hash,
+/// not an LRU, so that a flood of answers is refused rather than evicting what other
+/// processes' answers opened; this sweep is what frees it. An answer that arrives in the
+/// microseconds between reading an expired entry and deleting it is lost with it: the
+/// next answer for the name opens the address again.
+pub(crate) fn sweep(object: &LoadedObject) -> Result<DomainSweep> {
+    let now = boot_seconds();
+    let addrs = object.map(names::egress::ic_dns_addrs)?;
+    let mut entries = 0;
+    let mut expired = Vec::new();
+    for (key, value) in addrs.entries() {
+        entries += 1;
+        if DnsAddr::from_bytes(&value)
+            .is_some_and(|v| v.expires.iter().all(|&e| u64::from(e) <= now))
+        {
+            expired.push(key);
+        }
+    }
+    let removed = forget(object, &expired)?;
+    Ok(DomainSweep { entries, removed })
+}
+
+/// Deletes `keys` from the opened addresses (and their names), and takes each deleted
+/// entry off its executable's and its user's counts. Returns how many were deleted.
+fn forget(object: &LoadedObject, keys: &[Vec<u8>]) -> Result<usize> {
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    let addrs = object.map(names::egress::ic_dns_addrs)?;
+    let mut freed: HashMap<Vec<u8>, u64> = HashMap::new();
+    let removed = addrs.delete_each(keys.iter().map(Vec::as_slice), |at| {
+        let Some(key) = keys.get(at).and_then(|k| DnsAddrKey::from_bytes(k)) else {
+            return;
+        };
+        for owner in [
+            DnsOwner {
+                exe: key.exe,
+                uid: key.uid,
+                kind: DNS_OWNER_SCOPE,
+            },
+            DnsOwner {
+                exe: ProcExe::default(),
+                uid: key.uid,
+                kind: DNS_OWNER_UID,
+            },
+        ] {
+            *freed.entry(owner.to_bytes().to_vec()).or_default() += 1;
+        }
+    })?;
+    object
+        .map(names::egress::ic_dns_seen_names)?
+        .delete_many(keys.iter().map(Vec::as_slice))?;
+    // A count the kernel raises between this read and the write below loses that one
+    // entry (the owner may then hold one more than its share until it expires): the
+    // kernel's side is an atomic add, this one a read and a write.
+    let owners = object.map(names::egress::ic_dns_owners)?;
+    let mut lower = Vec::new();
+    let mut drop = Vec::new();
+    for (owner, n) in freed {
+        let held = owners
+            .lookup(&owner)?
+            .and_then(|b| b.get(..8).and_then(|b| b.try_into().ok()))
+            .map_or(0, u64::from_ne_bytes);
+        match held.saturating_sub(n) {
+            0 => drop.push(owner),
+            left => lower.push((owner, left.to_ne_bytes())),
+        }
+    }
+    owners.update_many(lower.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))?;
+    owners.delete_many(drop.iter().map(Vec::as_slice))?;
+    Ok(removed)
 }
 
 /// Makes the domain part of `policy` current for generation `next` (its rules are
@@ -409,7 +494,12 @@ pub(crate) fn apply(
         .update(&0u32.to_ne_bytes(), &config.to_bytes())?;
     if !active {
         // Nothing reads these any more: give their memory back.
-        for map in [names::egress::ic_dns_addrs, names::egress::ic_dns_denied] {
+        for map in [
+            names::egress::ic_dns_addrs,
+            names::egress::ic_dns_denied,
+            names::egress::ic_dns_owners,
+            names::egress::ic_dns_seen_names,
+        ] {
             let m = object.map(map)?;
             let keys = m.keys();
             m.delete_many(keys.iter().map(Vec::as_slice))?;
@@ -428,6 +518,8 @@ pub struct OpenedAddress {
     pub addr: IpAddr,
     /// The executable whose process received the answer (zeros: not known).
     pub exe: ProcExe,
+    /// That process's user.
+    pub uid: u32,
     /// Its path, when known.
     pub exe_path: Option<String>,
     /// The name the answer that opened it asked for (from the answer events, while a
@@ -604,6 +696,7 @@ pub(crate) fn status(
         opened.push(OpenedAddress {
             addr: unmapped(key.addr),
             exe: key.exe,
+            uid: key.uid,
             exe_path: path_of(&key.exe),
             name,
             patterns,
@@ -685,6 +778,8 @@ pub(crate) fn remember_names(
                 IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
                 IpAddr::V6(a) => a.octets(),
             },
+            uid: r.actor.uid,
+            _pad0: 0,
         }
         .to_bytes();
         if seen.update(&key, &label, MapFlags::ANY).is_ok() {
