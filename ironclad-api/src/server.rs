@@ -21,8 +21,17 @@ use crate::v1::control_server::{Control, ControlServer};
 use crate::ApiError;
 
 /// The largest request decoded (64 KiB: a rule is a line; larger messages are refused
-/// with `OUT_OF_RANGE` before they are read whole).
+/// with `OUT_OF_RANGE` before they are read whole), but for `ApplyPolicy`.
 pub const MAX_REQUEST_BYTES: usize = 64 << 10;
+
+/// The largest `ApplyPolicy` request decoded (64 MiB): a signed bundle carries its
+/// feeds, and a real one is megabytes (a million-line blocklist is about 16 MB). Only
+/// callers the API answers get this far: the caller check runs on the call's headers,
+/// before any of its body is read.
+pub const MAX_POLICY_REQUEST_BYTES: usize = 64 << 20;
+
+/// The method of the one call that takes [`MAX_POLICY_REQUEST_BYTES`].
+const APPLY_POLICY: &str = "ApplyPolicy";
 
 /// Calls in progress on one connection at most; more wait (a client flooding calls
 /// gets its answers late, other clients are not starved).
@@ -139,14 +148,76 @@ pub fn caller<T>(request: &Request<T>) -> String {
     }
 }
 
-/// `service` with the request size limit and every call's caller checked.
+/// `service` with the request size limits and every call's caller checked.
 fn checked<S: Control>(
     service: S,
-) -> tonic::service::interceptor::InterceptedService<ControlServer<S>, PeerCheck> {
-    tonic::service::interceptor::InterceptedService::new(
-        ControlServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES),
-        PeerCheck::default(),
-    )
+) -> SizeLimits<tonic::service::interceptor::InterceptedService<ControlServer<S>, PeerCheck>> {
+    SizeLimits {
+        inner: tonic::service::interceptor::InterceptedService::new(
+            ControlServer::new(service).max_decoding_message_size(MAX_POLICY_REQUEST_BYTES),
+            PeerCheck::default(),
+        ),
+    }
+}
+
+/// The per-call request limits: tonic's decoding limit is one per service, so the
+/// service takes [`MAX_POLICY_REQUEST_BYTES`] and every call but `ApplyPolicy` reads its
+/// body through [`http_body_util::Limited`] at [`MAX_REQUEST_BYTES`] (and the 5 bytes of
+/// the message's frame header): past it the call fails with `OUT_OF_RANGE`, having held
+/// no more than that.
+#[derive(Debug, Clone)]
+pub struct SizeLimits<S> {
+    inner: S,
+}
+
+impl<S> tower::Service<http::Request<tonic::body::Body>> for SizeLimits<S>
+where
+    S: tower::Service<http::Request<tonic::body::Body>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let method = request
+            .uri()
+            .path()
+            .strip_prefix('/')
+            .and_then(|p| p.strip_prefix(crate::v1::control_server::SERVICE_NAME))
+            .and_then(|p| p.strip_prefix('/'));
+        if method == Some(APPLY_POLICY) {
+            return self.inner.call(request);
+        }
+        let (parts, body) = request.into_parts();
+        let limited = http_body_util::BodyExt::map_err(
+            http_body_util::Limited::new(body, MAX_REQUEST_BYTES + 5),
+            |e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    Status::out_of_range(format!(
+                        "the request is larger than the {} KiB this call takes",
+                        MAX_REQUEST_BYTES >> 10
+                    ))
+                } else {
+                    Status::from_error(e)
+                }
+            },
+        );
+        self.inner.call(http::Request::from_parts(
+            parts,
+            tonic::body::Body::new(limited),
+        ))
+    }
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for SizeLimits<S> {
+    const NAME: &'static str = S::NAME;
 }
 
 /// The PEM files of the TCP listener's mutual TLS.

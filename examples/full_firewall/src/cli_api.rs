@@ -284,14 +284,15 @@ fn provisional(confirm_before_unix: u64) -> String {
 /// device, a FIFO or a file too large is refused before any of it is held (`apply
 /// /dev/zero` grew without bound).
 fn request_file(path: &std::path::Path, sent: &mut usize) -> Result<Vec<u8>> {
-    let limit = ironclad_api::server::MAX_REQUEST_BYTES;
+    let limit = ironclad_api::server::MAX_POLICY_REQUEST_BYTES;
     let left = limit.saturating_sub(*sent) as u64;
     let bytes = ironclad_core::fsutil::read_regular_file(path, left).map_err(|e| match e {
         ironclad_core::fsutil::ReadFileError::TooLarge { .. } => anyhow::anyhow!(
-            "{}: the request would pass the {} KiB the control API takes; write the policy \
-             (or the bundle's directory) on the host and reload the daemon with SIGHUP instead",
+            "{}: the request would pass the {} MiB the control API takes for a policy; write \
+             the policy (or the bundle's directory) on the host and reload the daemon with \
+             SIGHUP instead",
             path.display(),
-            limit >> 10
+            limit >> 20
         ),
         other => anyhow::Error::new(other).context(format!("reading {}", path.display())),
     })?;

@@ -1429,18 +1429,25 @@ fn apply_refuses_a_device_and_a_policy_larger_than_a_request_before_reading_it()
         err.contains("reading /dev/zero: not a regular file (a character device)"),
         "{err}"
     );
+    // Past what ApplyPolicy takes (64 MiB): sparse files, so the test writes nothing.
+    let past = |path: &std::path::Path| {
+        std::fs::File::create(path)
+            .and_then(|f| f.set_len(64 << 20 | 1))
+            .expect("sparse file");
+    };
     let big = dir.path().join("policy.yaml");
-    std::fs::write(&big, "#".repeat(100_000)).expect("policy");
+    past(&big);
     let out = cli(&socket, &["apply", &big.display().to_string()]);
     let (_, err) = text(&out);
     assert!(!out.status.success());
     assert!(
-        err.contains("the request would pass the 64 KiB the control API takes"),
+        err.contains("the request would pass the 64 MiB the control API takes for a policy"),
         "{err}"
     );
     let bundle = dir.path().join("bundle");
     std::fs::create_dir(&bundle).expect("bundle");
-    std::fs::write(bundle.join("feed.txt"), "#".repeat(100_000)).expect("feed");
+    std::fs::write(bundle.join("policy.yaml"), "shield: {}\n").expect("policy");
+    past(&bundle.join("feed.txt"));
     let out = cli(
         &socket,
         &["apply", "--bundle", &bundle.display().to_string()],

@@ -246,10 +246,23 @@ fn a_bundle_sent_through_the_control_api_is_verified_before_it_replaces_the_runn
     daemon.wait_for("ready");
     assert_eq!(lab.ping(3, 1), 0);
 
-    // The next bundle, made elsewhere (as a fleet's signing host would).
+    // The next bundle, made elsewhere (as a fleet's signing host would), with a feed
+    // shaped like a real one: 250,000 lines, 4 MB, which a request of 64 KiB could
+    // not carry (red team round 3, L2).
     let next = dir.join("next");
-    std::fs::create_dir_all(&next).expect("next");
-    std::fs::write(next.join("policy.yaml"), lab.policy_denying(&[2])).expect("policy");
+    std::fs::create_dir_all(next.join("feeds")).expect("next");
+    std::fs::write(
+        next.join("policy.yaml"),
+        "shield:\n  deny_feeds:\n    - path: feeds/blocked.txt\n      format: plain\n  sample_rate: 1\n",
+    )
+    .expect("policy");
+    let mut feed = format!("# a blocklist\n{}\n", lab.addr(2));
+    for i in 0..250_000u32 {
+        let [_, a, b, c] = i.to_be_bytes();
+        feed.push_str(&format!("100.{}.{b}.{c}/32\n", 64 + a));
+    }
+    assert!(feed.len() > 4_000_000, "{}", feed.len());
+    std::fs::write(next.join("feeds/blocked.txt"), &feed).expect("feed");
     sign(&key, &next, Some(2));
     let foreign = dir.join("foreign");
     std::fs::create_dir_all(&foreign).expect("foreign");
