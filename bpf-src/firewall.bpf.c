@@ -130,6 +130,16 @@ struct {
 	__type(value, __u64);
 } ic_fw_words SEC(".maps");
 
+/* By slot * IC_FW_BUCKETS + bucket: 1 + the class of the bucket's rules without `dnat:
+ * true` (what a packet no port forward translated may match), or IC_FW_NO_MASK (0, as
+ * the array starts). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * IC_FW_BUCKETS);
+	__type(key, __u32);
+	__type(value, __u32);
+} ic_fw_untranslated SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -315,7 +325,16 @@ struct ic_fw_pkt {
 	__u16 win;         /* TCP: the window field, host order (unscaled) */
 	__u16 payload_off; /* TCP/UDP: where the payload starts, from the IP header */
 	__u16 payload_len; /* TCP/UDP: its length (0 when unknown: IPv6 extension headers) */
+	__u8 translated;   /* IC_FW_CB_DNAT: a port forward translated it (rules with
+			    * `dnat: true`); the low byte of skb->cb[0] as it came */
+	__u8 _pad0;
 };
+
+/* skb->cb[0] from ic_nat_in to ic_fw on one packet: a port forward translated it.
+ * Copied into the packet as it is and compared only in ic_fw_classify_key (a global
+ * function): a comparison in ic_fw would give the verifier two states to walk for
+ * every later instruction of the firewall (6.1's budget of 1M ran out). */
+#define IC_FW_CB_DNAT 0xd7
 
 static __always_inline void ic_fw_count(__u32 which, __u64 bytes)
 {
@@ -571,6 +590,9 @@ struct ic_fw_match {
 	__u64 summary[IC_FW_SUMMARY_WORDS];
 	__u32 bit; /* out: the matching rule's bit */
 	int found;
+	__u32 mask;   /* with `masked`: a fifth class, ANDed into each word (not the
+		       * summaries: a word it empties only costs the scan a step) */
+	int masked;
 };
 
 /* bpf_loop callback: the next candidate word (in summary order). Stops at the first
@@ -584,6 +606,12 @@ static long ic_fw_scan(__u32 i, void *ctx)
 	if (!ic_bv_next_word(m->summary, &w))
 		return 1;
 	hits = ic_bv_word(&ic_fw_words, m->slot, m->classes, 4, w);
+	if (hits && m->masked) {
+		struct ic_fw_word_key key = { .class_id = m->mask, .word = w, .slot = m->slot };
+		__u64 *word = bpf_map_lookup_elem(&ic_fw_words, &key);
+
+		hits = word ? hits & *word : 0;
+	}
 	if (hits) {
 		m->bit = w * 64 + ic_lowest_bit(hits);
 		m->found = 1;
@@ -624,6 +652,16 @@ __attribute__((noinline)) int ic_fw_classify_key(__u32 slot, __u32 bucket, struc
 	}
 	if (ic_bv_summaries(&ic_fw_summaries, m.slot, m.classes, 4, m.summary))
 		return -1;
+	/* Rules with `dnat: true` match only what a port forward translated. */
+	if (p->translated != IC_FW_CB_DNAT) {
+		__u32 at = m.slot * IC_FW_BUCKETS + bucket;
+		__u32 *mask = bpf_map_lookup_elem(&ic_fw_untranslated, &at);
+
+		if (mask && *mask != IC_FW_NO_MASK) {
+			m.mask = *mask - 1;
+			m.masked = 1;
+		}
+	}
 	/* At most 256 candidate words: every bitmap has IC_FW_SUMMARY_WORDS * 64. */
 	bpf_loop(IC_FW_SUMMARY_WORDS * 64, ic_fw_scan, &m, 0);
 	if (!m.found || m.bit >= IC_FW_MAX_RULES)
@@ -1720,6 +1758,7 @@ static __always_inline int ic_fw(struct __sk_buff *skb, int inbound)
 	}
 	if (family == IC_L3_MALFORMED || ic_fw_parse(info.l3, data_end, family, &p) < 0)
 		goto invalid;
+	p.translated = (__u8)skb->cb[0];
 
 	if (p.proto == IC_IPPROTO_ICMPV6 && p.fragment != 1 && p.icmp_type >= 133 &&
 	    p.icmp_type <= 137) {
@@ -2542,8 +2581,13 @@ static __noinline int ic_nat_in(struct __sk_buff *skb, __u32 ifindex, __u64 len)
 		return 0;
 	ic_nat_key_of(&sc->k, &sc->n.p, ifindex, 0);
 	v = bpf_map_lookup_elem(&ic_nat_map, &sc->k);
-	if (v)
-		return ic_nat_apply(skb, &sc->n, v, len);
+	if (v) {
+		if (ic_nat_apply(skb, &sc->n, v, len))
+			return -1;
+		if (v->kind == IC_NAT_DNAT && !v->reply)
+			skb->cb[0] = IC_FW_CB_DNAT;
+		return 0;
+	}
 	if (!ic_nat_opens(&sc->n.p))
 		return 0;
 	dk.ifindex = ifindex;
@@ -2557,7 +2601,10 @@ static __noinline int ic_nat_in(struct __sk_buff *skb, __u32 ifindex, __u64 len)
 	}
 	if (!t)
 		return 0;
-	return ic_nat_open_dnat(skb, sc, ifindex, t, len);
+	if (ic_nat_open_dnat(skb, sc, ifindex, t, len))
+		return -1;
+	skb->cb[0] = IC_FW_CB_DNAT;
+	return 0;
 }
 
 /* NAT at egress, after the firewall passed the packet: the reply direction of a port
@@ -2598,6 +2645,7 @@ int ic_fw_in(struct __sk_buff *skb)
 		return IC_TCX_NEXT;
 	}
 	/* Translated first: the firewall sees the connection as it is inside. */
+	skb->cb[0] = 0;
 	if (ic_nat_active() && ic_nat_in(skb, skb->ifindex, skb->len) < 0)
 		return IC_TCX_DROP;
 	v = ic_fw(skb, 1);
@@ -2615,6 +2663,7 @@ int ic_fw_out(struct __sk_buff *skb)
 		skb->mark = 0;
 		return IC_TCX_NEXT;
 	}
+	skb->cb[0] = 0;
 	v = ic_fw(skb, 0);
 	if (v == IC_V_REJECT)
 		return ic_fw_reject(skb, 0);

@@ -1199,6 +1199,7 @@ enum ic_fw_limits {
 	IC_FW_MAX_PREFIXES = 1048576,
 	IC_FW_MAX_PIECES = 1048576,
 	IC_FW_MAX_WORDS = 4194304,
+	IC_FW_NO_MASK = 0,           /* ic_fw_untranslated: no rule of the bucket has `dnat: true` */
 	IC_FW_MAX_CLASSES = 1048576,
 };
 

@@ -656,6 +656,7 @@ mod firewall {
         assert!(abi::FW_MAX_PREFIXES == f::ic_fw_limits::IC_FW_MAX_PREFIXES.0);
         assert!(abi::FW_MAX_PIECES == f::ic_fw_limits::IC_FW_MAX_PIECES.0);
         assert!(abi::FW_MAX_WORDS == f::ic_fw_limits::IC_FW_MAX_WORDS.0);
+        assert!(abi::FW_NO_MASK == f::ic_fw_limits::IC_FW_NO_MASK.0);
         assert!(abi::FW_MAX_CLASSES == f::ic_fw_limits::IC_FW_MAX_CLASSES.0);
         assert!(abi::CtState::COUNT as u32 == f::ic_ct_state::IC_CT_STATE_COUNT.0);
         assert!(abi::CtState::Established as u32 == f::ic_ct_state::IC_CT_ESTABLISHED.0);

@@ -974,6 +974,21 @@ impl Firewall {
             }
         }
         images.push_classes(slot, 0, &classifier.classes);
+        // Each bucket's mask for packets no port forward translated (rules with `dnat:
+        // true` left out): 1 + its class, 0 none.
+        let mut masks = [0u32; FW_BUCKETS as usize];
+        for ((direction, proto), bucket) in &classifier.buckets {
+            if let (Some(class), Some(m)) = (
+                bucket.untranslated,
+                masks.get_mut(usize::from(bucket_index(*direction, *proto))),
+            ) {
+                *m = class + 1;
+            }
+        }
+        let mask_images: Vec<([u8; 4], [u8; 4])> = (0u32..)
+            .zip(masks)
+            .map(|(b, m)| ((next * FW_BUCKETS + b).to_ne_bytes(), m.to_ne_bytes()))
+            .collect();
         let rule_images: Vec<([u8; 4], [u8; FwRuleEntry::SIZE])> = rule_entries
             .iter()
             .map(|(k, r)| (k.to_ne_bytes(), r.to_bytes()))
@@ -987,6 +1002,7 @@ impl Firewall {
                 &map(names::ic_fw_words)?,
                 &map(names::ic_fw_summaries)?,
             )?;
+            classes::write_all(&map(names::ic_fw_untranslated)?, &mask_images)?;
             classes::write_all(&map(names::ic_fw_rules)?, &rule_images)
         };
         if let Err(e) = write() {

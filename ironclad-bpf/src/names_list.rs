@@ -45,7 +45,7 @@ object_names! {
     /// `bpf-src/firewall.bpf.c`: the stateful firewall.
     firewall = firewall_skel::{
         FirewallMaps: [
-            ic_fw_ct, ic_fw_config, ic_fw_totals, ic_fw_addr, ic_fw_ports, ic_fw_words,
+            ic_fw_ct, ic_fw_config, ic_fw_totals, ic_fw_addr, ic_fw_ports, ic_fw_words, ic_fw_untranslated,
             ic_fw_summaries, ic_fw_rules, ic_fw_rule_counters, ic_fw_rate, ic_fw_events,
             ic_fw_syn_config, ic_fw_syn_ports, ic_fw_syn_state, ic_fw_syn_scratch,
             ic_fw_limit_config, ic_fw_limits, ic_nat_config, ic_nat_dnat, ic_nat_snat,

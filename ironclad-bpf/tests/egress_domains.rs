@@ -832,7 +832,11 @@ fn a_flood_of_answers_by_other_executables_and_users_never_closes_what_an_answer
             .keys()
             .len()
     };
-    assert_eq!(owners(), 5, "curl's scope and nobody's two, root and nobody");
+    assert_eq!(
+        owners(),
+        5,
+        "curl's scope and nobody's two, root and nobody"
+    );
     lab.apply(&policy("other.test"));
     assert!(lab
         .firewall

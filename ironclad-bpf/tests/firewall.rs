@@ -549,7 +549,7 @@ fn pinned_enforcement_outlives_the_process_and_a_restart_adopts_it() {
     );
     let dir = loader.pin_dir(Firewall::OBJECT);
     let pinned = std::fs::read_dir(&dir).expect("pin dir").count();
-    assert_eq!(pinned, 31, "the maps stay pinned, the links are gone");
+    assert_eq!(pinned, 32, "the maps stay pinned, the links are gone");
     assert_eq!(loader.remove_pins(Firewall::OBJECT).expect("unpin"), pinned);
 }
 
@@ -749,6 +749,9 @@ fn random_rule(rng: &mut Rng, n: usize, v6: bool) -> FwRule {
             r.sport = vec![(lo, lo + rng.below(2000) as u16)];
         }
     }
+    // Rules for port forwards only: no packet here was translated (no `nat:`), so the
+    // kernel must pass over them to the next rule that matches.
+    r.dnat = rng.below(5) == 0;
     r
 }
 
@@ -803,6 +806,7 @@ fn the_kernel_classifier_agrees_with_the_first_match_scan() {
                 dst,
                 sport,
                 dport,
+                translated: false,
             };
             let expected =
                 first_match(&rules, &packet).is_some_and(|i| rules[i].action == FwAction::Accept);

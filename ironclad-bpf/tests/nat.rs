@@ -213,6 +213,71 @@ fn port_forwards_and_masquerade_through_a_router_namespace_both_families() {
                     .tcp_connects("", "10.217.1.1", 8082, 1.0)
                     .expect("python3"));
 
+                // A rule admitting a forward's target admits connections made to the
+                // target directly too (red team round 3, L4): A, given a route to B's
+                // network through R (as any neighbour on R's outside link can add),
+                // reaches B's port 80 without the forward. With `dnat: true` the rules
+                // admit only what a forward translated.
+                a.exec(&["ip", "route", "add", "10.217.2.0/24", "via", "10.217.1.1"])
+                    .expect("route");
+                a.exec(&[
+                    "ip",
+                    "-6",
+                    "route",
+                    "add",
+                    "fd00:218:2::/64",
+                    "via",
+                    "fd00:218:1::1",
+                ])
+                .expect("route6");
+                for target in ["10.217.2.2", "fd00:218:2::2"] {
+                    assert!(
+                        a.tcp_connects("", target, 80, 1.0).expect("python3"),
+                        "a plain rule admits {target}:80 directly"
+                    );
+                }
+                let forwarded_only: Vec<FwRule> = rules
+                    .iter()
+                    .map(|r| FwRule {
+                        dnat: true,
+                        ..r.clone()
+                    })
+                    .collect();
+                firewall
+                    .apply(
+                        &FirewallSettings::default().drop_inbound(true),
+                        &forwarded_only,
+                    )
+                    .expect("rules");
+                for (target, outside, family) in [
+                    ("10.217.2.2", "10.217.1.1", "IPv4"),
+                    ("fd00:218:2::2", "fd00:218:1::1", "IPv6"),
+                ] {
+                    assert!(
+                        !a.tcp_connects("", target, 80, 1.0).expect("python3"),
+                        "{family}: with dnat: true the target is not reached directly"
+                    );
+                    assert!(
+                        a.tcp_connects("", outside, 8080, 1.0).expect("python3"),
+                        "{family}: the forward still is"
+                    );
+                    assert_eq!(
+                        udp_client(&a, outside, 5353, 1200).expect("python3"),
+                        format!(
+                            "{} intact",
+                            if family == "IPv6" {
+                                "fd00:218:1::2"
+                            } else {
+                                "10.217.1.2"
+                            }
+                        ),
+                        "{family}: and the UDP forward"
+                    );
+                }
+                firewall
+                    .apply(&FirewallSettings::default().drop_inbound(true), &rules)
+                    .expect("rules");
+
                 // conntrack shows the translations; the counters count them.
                 let conns = firewall.connections().expect("connections");
                 let dnat = conns

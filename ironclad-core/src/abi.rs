@@ -3243,6 +3243,9 @@ pub const FW_MAX_PREFIXES: u32 = 1_048_576;
 pub const FW_MAX_PIECES: u32 = 1_048_576;
 /// `IC_FW_MAX_WORDS`: non-zero bitmap words.
 pub const FW_MAX_WORDS: u32 = 4_194_304;
+/// `IC_FW_NO_MASK`: a bucket of `ic_fw_untranslated` with no rule that has `dnat: true`
+/// (otherwise 1 + the class of its other rules).
+pub const FW_NO_MASK: u32 = 0;
 /// `IC_FW_MAX_CLASSES`: class summaries.
 pub const FW_MAX_CLASSES: u32 = 1_048_576;
 /// `IC_FW_DIM_SRC`.

@@ -2040,6 +2040,17 @@ pub fn compile_str_with_rules(
                 format!("warning: {}: {message}", origin.field),
             ));
         }
+        let (errors, dnat_warnings) = f.dnat_checks();
+        for (origin, message) in errors {
+            problems.push(PolicyError::Invalid { origin, message });
+        }
+        for (origin, message) in dnat_warnings {
+            warnings.push(diagnostic(
+                path,
+                origin.at,
+                format!("warning: {}: {message}", origin.field),
+            ));
+        }
         if let Some(management) = shield.as_ref().map(|s| &s.management) {
             f.rules.splice(0..0, management_valve(management));
         }

@@ -730,6 +730,7 @@ mod tests {
             dst: "::ffff:10.0.7.9".parse().expect("mapped"),
             sport: 40000,
             dport,
+            translated: false,
         };
         assert_eq!(
             classifier.classify(&packet(PacketProto::Udp, 2257)),

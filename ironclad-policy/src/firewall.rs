@@ -181,6 +181,10 @@ pub struct FwRule {
     /// At most this many new connections per second (after a burst) match the rule
     /// and take its action; the rest are dropped (`rate_limited`).
     pub rate_limit: Option<RuleRate>,
+    /// Matches only connections a port forward (`nat.dnat`) translated, as nftables'
+    /// `ct status dnat`: a rule admitting a forward's target then does not admit
+    /// connections made to the target directly. Inbound rules only.
+    pub dnat: bool,
 }
 
 /// A rule's rate limit: a token bucket of `burst` connections refilled at `per_second`.
@@ -213,6 +217,7 @@ impl FwRule {
             src_from_sets: 0,
             dst_from_sets: 0,
             rate_limit: None,
+            dnat: false,
         }
     }
 
@@ -285,7 +290,7 @@ impl FwRule {
             self.dport,
             self.icmp_type,
             self.action
-        )
+        ) + if self.dnat { "|dnat" } else { "" }
     }
 
     /// Whether this rule matches every packet `later` matches (so `later` can never
@@ -320,6 +325,7 @@ impl FwRule {
             || (!later.icmp_type.is_empty()
                 && later.icmp_type.iter().all(|t| self.icmp_type.contains(t)));
         self.direction == later.direction
+            && (!self.dnat || later.dnat)
             && proto
             && nets(&self.src, &later.src)
             && nets(&self.dst, &later.dst)
@@ -367,6 +373,8 @@ pub struct Packet {
     pub sport: u16,
     /// Destination port, or the ICMP type for ICMP.
     pub dport: u16,
+    /// A port forward translated it (what rules with [`FwRule::dnat`] match).
+    pub translated: bool,
 }
 
 fn net_matches(nets: &[IpNetwork], addr: IpAddr) -> bool {
@@ -382,6 +390,7 @@ fn range_matches(ranges: &[(u16, u16)], v: u16) -> bool {
 pub fn matches(rule: &FwRule, p: &Packet) -> bool {
     let icmp = matches!(p.proto, PacketProto::Icmp | PacketProto::Icmpv6);
     rule.direction == p.direction
+        && (!rule.dnat || p.translated)
         && rule.proto.covers(p.proto)
         && net_matches(&rule.src, p.src)
         && net_matches(&rule.dst, p.dst)
@@ -475,6 +484,10 @@ pub struct Bucket {
     pub sport: Dimension,
     /// Destination ports, or ICMP types for the ICMP buckets.
     pub dport: Dimension,
+    /// The class of the bucket's rules without [`FwRule::dnat`]: what a packet no port
+    /// forward translated may match (ANDed with the other four). `None` when every
+    /// rule of the bucket matches either.
+    pub untranslated: Option<u32>,
 }
 
 /// Every bucket's classes, and the bitmaps they share.
@@ -635,6 +648,13 @@ impl Classifier {
                 }
                 let in_bucket: Vec<&FwRule> = members.iter().map(|(_, r)| *r).collect();
                 let icmp = matches!(proto, PacketProto::Icmp | PacketProto::Icmpv6);
+                let untranslated = in_bucket.iter().any(|r| r.dnat).then(|| {
+                    let mut plain = no_rules(in_bucket.len());
+                    for (i, r) in in_bucket.iter().enumerate() {
+                        set_rule(&mut plain, i, !r.dnat);
+                    }
+                    interner.id(&plain)
+                });
                 let bucket = Bucket {
                     rules: members.iter().map(|(i, _)| *i).collect(),
                     src: address_dimension(&in_bucket, |r| &r.src, &mut interner),
@@ -658,6 +678,7 @@ impl Classifier {
                         },
                         &mut interner,
                     ),
+                    untranslated,
                 };
                 buckets.insert((direction, proto), bucket);
             }
@@ -681,8 +702,10 @@ impl Classifier {
                 .class_of_value(if icmp { 0 } else { p.sport })?,
             bucket.dport.class_of_value(p.dport)?,
         ];
+        let mask = bucket.untranslated.filter(|_| !p.translated);
         let maps: Vec<&Bitmap> = classes
             .iter()
+            .chain(mask.as_ref())
             .map(|c| self.classes.get(*c as usize))
             .collect::<Option<_>>()?;
         let summary_words = maps[0].summary.len();
@@ -1009,7 +1032,58 @@ impl Default for FirewallPolicy {
     }
 }
 
+/// A message about the rule written at an origin.
+pub type Located = (Origin, String);
+
 impl FirewallPolicy {
+    /// What the rules and the port forwards (`nat.dnat`) say about each other:
+    /// `(errors, warnings)`, each `(origin of the rule, message)`. An error for a rule
+    /// with `dnat: true` when no port forward exists (it could never match); a warning
+    /// for an inbound `accept` rule without `dnat: true` that admits a forward's target
+    /// (its protocol, its port, its address): it also admits connections made to the
+    /// target directly, by anyone who can route to it.
+    pub fn dnat_checks(&self) -> (Vec<Located>, Vec<Located>) {
+        let forwards = self.nat.as_ref().map_or(&[][..], |n| n.dnat.as_slice());
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        for rule in &self.rules {
+            if rule.dnat && forwards.is_empty() {
+                errors.push((
+                    rule.origin.clone(),
+                    "`dnat: true` matches only connections a port forward translated, and `nat.dnat` has none".to_string(),
+                ));
+            }
+            if rule.dnat || rule.direction != Direction::In || rule.action != FwAction::Accept {
+                continue;
+            }
+            for f in forwards {
+                let proto = match f.proto {
+                    crate::nat::NatProto::Tcp => FwProto::Tcp,
+                    crate::nat::NatProto::Udp => FwProto::Udp,
+                };
+                let port = f.to.port.or(f.dport);
+                let admits = (rule.proto == FwProto::Any || rule.proto == proto)
+                    && net_matches(&rule.dst, f.to.addr)
+                    && port.map_or(rule.dport.is_empty(), |p| range_matches(&rule.dport, p));
+                if admits {
+                    warnings.push((
+                        rule.origin.clone(),
+                        format!(
+                            "admits {} (the target of {}), and so connections made to it directly, not only those forwarded; add `dnat: true` to admit only forwarded ones",
+                            match port {
+                                Some(p) => format!("{} port {p} of {}", f.proto.name(), f.to.addr),
+                                None => format!("{} to {}", f.proto.name(), f.to.addr),
+                            },
+                            f.origin.field
+                        ),
+                    ));
+                    break;
+                }
+            }
+        }
+        (errors, warnings)
+    }
+
     /// A warning for every rule an earlier rule covers entirely: `(origin of the
     /// shadowed rule, message naming both)`.
     pub fn shadow_warnings(&self) -> Vec<(Origin, String)> {
@@ -1127,6 +1201,7 @@ mod tests {
             r.icmp_type = (0..rng.below(3)).map(|_| rng.below(12) as u8).collect();
         }
         r.action = [FwAction::Accept, FwAction::Drop, FwAction::Reject][rng.below(3) as usize];
+        r.dnat = r.direction == Direction::In && rng.below(4) == 0;
         r
     }
 
@@ -1148,6 +1223,7 @@ mod tests {
             } else {
                 rng.below(130) as u16
             },
+            translated: rng.below(2) == 0,
         }
     }
 
@@ -1192,6 +1268,7 @@ mod tests {
             dst: "192.0.2.1".parse().expect("addr"),
             sport: 40000,
             dport,
+            translated: false,
         };
         assert_eq!(c.classify(&p("10.0.0.7", 22)), Some(0));
         assert_eq!(c.classify(&p("10.0.1.7", 22)), None);
@@ -1224,6 +1301,7 @@ mod tests {
             dst: "192.0.2.1".parse().expect("addr"),
             sport: 5555,
             dport: 1000 + 9_999,
+            translated: false,
         };
         assert_eq!(c.classify(&p), Some(9_999));
         assert_eq!(c.classify(&Packet { dport: 999, ..p }), None);

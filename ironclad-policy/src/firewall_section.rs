@@ -165,6 +165,7 @@ struct RawRule {
     flows: Option<bool>,
     rate_limit: Option<RawRate>,
     comment: Option<String>,
+    dnat: Option<bool>,
 }
 
 /// The ICMP type a name stands for, by protocol.
@@ -780,6 +781,9 @@ fn parse_rule(r: &RawRule, origin: Origin, problems: &mut Vec<PolicyError>) -> O
             },
         }
     }
+    if r.dnat == Some(true) && direction.is_some_and(|d| d != Direction::In) {
+        bad("`dnat: true` goes with `direction: in` (a port forward translates the connections that arrive)".into());
+    }
     let (Some(direction), Some(proto), Some(action)) = (direction, proto, action) else {
         return None;
     };
@@ -794,6 +798,7 @@ fn parse_rule(r: &RawRule, origin: Origin, problems: &mut Vec<PolicyError>) -> O
     rule.log = r.log.unwrap_or(false);
     rule.flows = r.flows.unwrap_or(false);
     rule.rate_limit = rate_limit;
+    rule.dnat = r.dnat.unwrap_or(false);
     rule.src_sets = src_sets;
     rule.dst_sets = dst_sets;
     // What the rule says against itself (ports on icmp, a type on tcp, host bits).

@@ -511,6 +511,45 @@ mod tests {
         }
     }
 
+    /// A rule that admits a forward's target admits connections made to it directly
+    /// (red team round 3, L4): `check` says so, and `dnat: true` limits a rule to what
+    /// a forward translated.
+    #[test]
+    fn rules_for_forwarded_connections_only_and_a_warning_for_those_that_admit_a_target_directly(
+    ) {
+        let yaml = "\
+firewall:
+  interfaces: [lo]
+  rules:
+    - {direction: in, proto: tcp, dport: 80, action: accept}
+    - {direction: in, proto: udp, dport: 53, action: accept, dnat: true}
+    - {direction: in, proto: udp, dst: 10.9.0.0/16, dport: 53, action: accept}
+nat:
+  dnat:
+    - {iface: lo, proto: tcp, dport: 8080, to: \"10.0.0.5:80\"}
+    - {iface: lo, proto: udp, dport: 5353, to: \"10.0.0.5:53\"}
+";
+        let compiled = compile_str(yaml, Path::new("f.yaml")).expect("compiles");
+        let warnings: Vec<String> = compiled.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            warnings,
+            ["f.yaml:4:7: warning: firewall.rules[0]: admits tcp port 80 of 10.0.0.5 (the target of nat.dnat[0]), and so connections made to it directly, not only those forwarded; add `dnat: true` to admit only forwarded ones"]
+        );
+        let rules = compiled.firewall.expect("firewall").rules;
+        assert_eq!(
+            rules.iter().map(|r| r.dnat).collect::<Vec<_>>(),
+            [false, true, false]
+        );
+        assert_eq!(
+            errors("firewall:\n  interfaces: [lo]\n  rules:\n    - {direction: out, proto: tcp, action: accept, dnat: true}\nnat:\n  dnat:\n    - {iface: lo, proto: tcp, dport: 8080, to: 10.0.0.5}\n"),
+            ["f.yaml:4:7: firewall.rules[0]: `dnat: true` goes with `direction: in` (a port forward translates the connections that arrive)"]
+        );
+        assert_eq!(
+            errors("firewall:\n  interfaces: [lo]\n  rules:\n    - {direction: in, proto: tcp, action: accept, dnat: true}\n"),
+            ["f.yaml:4:7: firewall.rules[0]: `dnat: true` matches only connections a port forward translated, and `nat.dnat` has none"]
+        );
+    }
+
     #[test]
     fn forwards_and_translations_read_with_their_targets() {
         let policy = compile_str(

@@ -362,6 +362,9 @@ fn firewall_rule_text(r: &ironclad_policy::firewall::FwRule) -> String {
     if !r.dport.is_empty() {
         text += &format!(" dport {}", ports(&r.dport));
     }
+    if r.dnat {
+        text += " dnat";
+    }
     text + &format!(" {:?}", r.action).to_lowercase()
 }
 
