@@ -515,8 +515,7 @@ mod tests {
     /// (red team round 3, L4): `check` says so, and `dnat: true` limits a rule to what
     /// a forward translated.
     #[test]
-    fn rules_for_forwarded_connections_only_and_a_warning_for_those_that_admit_a_target_directly(
-    ) {
+    fn rules_for_forwarded_connections_only_and_a_warning_for_those_that_admit_a_target_directly() {
         let yaml = "\
 firewall:
   interfaces: [lo]

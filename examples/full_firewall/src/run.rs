@@ -33,7 +33,7 @@ use ironclad_policy::config::{compile_file_with_rules, CompiledConfig};
 use ironclad_policy::runtime::{RuleSection, RuntimeRule};
 use ironclad_policy::shield::Mode;
 use ironclad_policy::sources::SourceCache;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::api::{rule_entries, Api, Change, Store, StoreFileChange};
 use crate::metrics::{Access, Metrics, SourceStat};
@@ -773,6 +773,11 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     publish_features(&health, metrics.as_ref(), states);
     accept(args, &audit, first_accepted.as_ref());
     release_memory();
+    // Started: what it never does from now on is taken away in every thread.
+    match crate::privileges::deny_unneeded_calls() {
+        Ok(n) => debug!("system-call filter: {n} calls denied in every thread"),
+        Err(e) => warn!("the daemon's own system-call filter is not installed: {e}"),
+    }
     if down.is_empty() {
         info!("ready");
     } else {

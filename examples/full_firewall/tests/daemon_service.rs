@@ -337,9 +337,11 @@ fn task_caps(status: &str, field: &str) -> u64 {
 }
 
 /// Regression (red team, round 3, L5): the daemon started by hand kept every
-/// capability of root. `run` drops all but those its features use before any thread
-/// starts, and sets no_new_privs: every thread (the listeners included) holds the
-/// smaller sets, and the daemon still enforces and reloads.
+/// capability of root and had no system-call filter. `run` drops all but those its
+/// features use before any thread starts, and sets no_new_privs: every thread (the
+/// listeners included) holds the smaller sets; once started, its own filter
+/// (`execve`, `mount`, `init_module`, `ptrace`, `setns` ... fail with EPERM) is on in
+/// every thread, as the kernel reports it; and the daemon still enforces and reloads.
 #[test]
 fn run_keeps_only_the_capabilities_its_features_use_in_every_thread() {
     require_privileges!();
@@ -372,6 +374,11 @@ fn run_keeps_only_the_capabilities_its_features_use_in_every_thread() {
             }
         }
         assert!(status.contains("NoNewPrivs:\t1"), "{task:?}");
+        // And the daemon's own system-call filter, in every thread.
+        assert!(
+            status.contains("Seccomp:\t2") && status.contains("Seccomp_filters:\t1"),
+            "{task:?}: {status}"
+        );
     }
     assert_eq!(lab.ping(3, 2), 0, "enforcing");
     std::fs::write(&config, lab.policy_denying(&[2])).expect("policy");
