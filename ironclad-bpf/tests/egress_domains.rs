@@ -18,7 +18,7 @@ use ironclad_bpf::{CgroupAttachment, EgressFirewall, Loader};
 use ironclad_core::abi::{DnsFeedCounter, DnsTotal, DNS_PER_SCOPE, DNS_PER_UID};
 use ironclad_events::{Event, Fanout, Overflow};
 use ironclad_policy::config::compile_str;
-use ironclad_testing::dns::{many_names_script, DnsLab, HTTP_PORT};
+use ironclad_testing::dns::{DnsLab, HTTP_PORT};
 use ironclad_testing::{require_privileges, BpffsDir, TestCgroup};
 
 struct Lab {
@@ -725,42 +725,28 @@ fn a_flood_of_answers_by_other_executables_and_users_never_closes_what_an_answer
     )
     .expect("chmod");
     let python = ironclad_testing::python_interpreter().expect("python");
-    let run_copy = |copy: u32, uid: &str, count: u32| -> u32 {
+    let run_copy = |copy: u32, uid: u32, count: u32| -> u32 {
         let exe = bin.path().join(format!("py{copy}"));
         if !exe.exists() {
             std::fs::copy(&python, &exe).expect("copy");
         }
-        let out = lab
-            .dns
-            .client(&lab.cgroup, "/usr/bin/setpriv")
-            .args([
-                &format!("--reuid={uid}"),
-                &format!("--regid={uid}"),
-                "--clear-groups",
-            ])
-            .arg(&exe)
-            .args([
-                "-c",
-                &many_names_script(
-                    &lab.dns.resolver(),
-                    &format!("f{copy}x"),
-                    "flood.test",
-                    count,
-                ),
-            ])
-            .output()
-            .expect("python");
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("flood copy {copy}: {out:?}"))
+        lab.dns
+            .resolve_many(
+                &lab.cgroup,
+                &exe,
+                uid,
+                &format!("f{copy}x"),
+                "flood.test",
+                count,
+            )
+            .expect("flood copy")
     };
     let started = std::time::Instant::now();
     let mut answered = 0;
     for copy in 1..=COPIES {
-        answered += run_copy(copy, "65534", NAMES);
+        answered += run_copy(copy, 65534, NAMES);
     }
-    let stranger = run_copy(0, "65533", 1_000);
+    let stranger = run_copy(0, 65533, 1_000);
     eprintln!(
         "flood: {answered} + {stranger} answers in {:?}",
         started.elapsed()
@@ -873,7 +859,7 @@ fn a_flood_of_answers_by_other_executables_and_users_never_closes_what_an_answer
         .is_empty());
     assert_eq!(owners(), 0, "every share given back");
     lab.apply(&policy("*.flood.test"));
-    assert_eq!(run_copy(3, "65534", 100), 100);
+    assert_eq!(run_copy(3, 65534, 100), 100);
     let status = lab.firewall.domain_status().expect("status");
     assert_eq!(
         status.opened.len(),

@@ -304,13 +304,46 @@ impl DnsLab {
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
+
+    /// A process resolving many names, as a crawler or an attacker filling tables
+    /// does: `python` (a Python interpreter, or a copy of one: each copy is its own
+    /// executable) run as user `uid` in `cgroup` asks the lab's resolver for the A
+    /// records of `<label><i>.<domain>`, `i` in `0..count`, eight in flight on one
+    /// UDP socket (what the kernel remembers per socket). Returns how many were
+    /// answered.
+    pub fn resolve_many(
+        &self,
+        cgroup: &TestCgroup,
+        python: &Path,
+        uid: u32,
+        label: &str,
+        domain: &str,
+        count: u32,
+    ) -> io::Result<u32> {
+        let out = self
+            .client(cgroup, "/usr/bin/setpriv")
+            .args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+                "--clear-groups",
+            ])
+            .arg(python)
+            .args([
+                "-c",
+                &many_names_script(&self.resolver(), label, domain, count),
+            ])
+            .output()?;
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .map_err(|_| io::Error::other(format!("{}: {out:?}", python.display())))
+    }
 }
 
 /// A python script that asks `resolver` for the A records of `<label><i>.<domain>`, `i`
 /// in `0..count`, eight queries in flight on one UDP socket (what the kernel remembers
-/// per socket), and prints how many were answered: a process resolving many names, as
-/// a crawler or an attacker filling tables does.
-pub fn many_names_script(resolver: &str, label: &str, domain: &str, count: u32) -> String {
+/// per socket), and prints how many were answered.
+fn many_names_script(resolver: &str, label: &str, domain: &str, count: u32) -> String {
     format!(
         r#"
 import socket, struct

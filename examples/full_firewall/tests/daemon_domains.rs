@@ -27,6 +27,33 @@ fn check(config: &std::path::Path) -> (i32, String, String) {
     )
 }
 
+/// `run` on the lab's test cgroup and pins, its files in the lab's directory, detaching
+/// on exit, with `extra` arguments.
+fn run_args(
+    dns: &DnsLab,
+    config: &std::path::Path,
+    cgroup: &TestCgroup,
+    pins: &BpffsDir,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "--config".into(),
+        config.display().to_string(),
+        "--cgroup".into(),
+        cgroup.path().display().to_string(),
+        "--pin-dir".into(),
+        pins.path().display().to_string(),
+        "--audit-log".into(),
+        dns.path("audit.jsonl").display().to_string(),
+        "--run-dir".into(),
+        dns.path("run").display().to_string(),
+        "--detach-on-exit".into(),
+    ];
+    args.extend(extra.iter().map(ToString::to_string));
+    args
+}
+
 #[test]
 fn the_daemon_enforces_names_and_feeds_and_shows_the_live_table() {
     use std::os::unix::fs::PermissionsExt;
@@ -63,26 +90,20 @@ fn the_daemon_enforces_names_and_feeds_and_shows_the_live_table() {
     std::fs::write(&token, "ironclad-test-token-0123456789\n").expect("token");
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let events = dns.path("events.jsonl");
-    let args: Vec<String> = vec![
-        "run".into(),
-        "--config".into(),
-        config.display().to_string(),
-        "--cgroup".into(),
-        cgroup.path().display().to_string(),
-        "--pin-dir".into(),
-        pins.path().display().to_string(),
-        "--audit-log".into(),
-        dns.path("audit.jsonl").display().to_string(),
-        "--run-dir".into(),
-        dns.path("run").display().to_string(),
-        "--events".into(),
-        events.display().to_string(),
-        "--metrics".into(),
-        "127.0.0.1:0".into(),
-        "--metrics-token-file".into(),
-        token.display().to_string(),
-        "--detach-on-exit".into(),
-    ];
+    let args = run_args(
+        &dns,
+        &config,
+        &cgroup,
+        &pins,
+        &[
+            "--events",
+            &events.display().to_string(),
+            "--metrics",
+            "127.0.0.1:0",
+            "--metrics-token-file",
+            &token.display().to_string(),
+        ],
+    );
     let mut daemon = Daemon::spawn(&args);
     daemon.wait_for("ready");
 
@@ -371,20 +392,7 @@ fn the_daemon_sweeps_expired_names_and_gives_a_full_share_its_room_back() {
         ),
     )
     .expect("policy");
-    let args: Vec<String> = vec![
-        "run".into(),
-        "--config".into(),
-        config.display().to_string(),
-        "--cgroup".into(),
-        cgroup.path().display().to_string(),
-        "--pin-dir".into(),
-        pins.path().display().to_string(),
-        "--audit-log".into(),
-        dns.path("audit.jsonl").display().to_string(),
-        "--run-dir".into(),
-        dns.path("run").display().to_string(),
-        "--detach-on-exit".into(),
-    ];
+    let args = run_args(&dns, &config, &cgroup, &pins, &[]);
     let mut daemon = Daemon::spawn(&args);
     daemon.wait_for("ready");
     // An unprivileged user's program resolves more names than its share.
@@ -397,25 +405,8 @@ fn the_daemon_sweeps_expired_names_and_gives_a_full_share_its_room_back() {
     )
     .expect("copy");
     let resolve = |label: &str, count: u32| -> u32 {
-        let out = dns
-            .client(&cgroup, "/usr/bin/setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(&exe)
-            .args([
-                "-c",
-                &ironclad_testing::dns::many_names_script(
-                    &dns.resolver(),
-                    label,
-                    "sweep.test",
-                    count,
-                ),
-            ])
-            .output()
-            .expect("python");
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("resolver: {out:?}"))
+        dns.resolve_many(&cgroup, &exe, 65534, label, "sweep.test", count)
+            .expect("resolver")
     };
     assert_eq!(resolve("n", 4_200), 4_200);
     let addrs = pins.path().join("egress").join("ic_dns_addrs");
