@@ -27,6 +27,12 @@ PACKAGES=(clang llvm libelf-dev zlib1g-dev pkg-config make gcc bpftool iproute2
 # rest of PACKAGES behind the first checks (./dev.sh test).
 BUILD_PACKAGES=(clang llvm libelf-dev zlib1g-dev pkg-config make gcc g++ mold)
 
+# What the demo needs: the build's packages (mold aside: the release build links with
+# the default linker), iproute2 for its namespace and veth pair, ping for its traffic,
+# python3 for its web server and connections. Nothing of the test toolchain.
+DEMO_PACKAGES=(clang llvm libelf-dev zlib1g-dev pkg-config make gcc g++ iproute2
+               iputils-ping python3)
+
 # The run's start, shared with the background jobs (./dev.sh run again in a session of
 # its own), so that every line and phase counts from the same second.
 : "${IRONCLAD_T0:=$EPOCHSECONDS}"
@@ -114,7 +120,7 @@ require_root() {
 
 cmd_demo() {
     require_root "the demo"
-    install_deps
+    install_packages "${DEMO_PACKAGES[@]}"
     log "building full_firewall (release)"
     cargo build --release --quiet -p full_firewall
     log "running the demo"

@@ -15,6 +15,51 @@ use ironclad_testing::{BpffsDir, NetNs, VethPair};
 const DEMO_POLICY: &str = include_str!("../demo.yaml");
 const DEMO_POLICY_PATH: &str = "examples/full_firewall/demo.yaml";
 
+/// The word for a Shield rule's action.
+fn shield_action(action: ironclad_core::abi::Action) -> &'static str {
+    match action {
+        ironclad_core::abi::Action::Deny => "deny",
+        ironclad_core::abi::Action::Allow => "allow",
+        ironclad_core::abi::Action::None => "none",
+    }
+}
+
+/// The words for a firewall rule's direction and action.
+fn direction(d: ironclad_policy::firewall::Direction) -> &'static str {
+    match d {
+        ironclad_policy::firewall::Direction::In => "in",
+        ironclad_policy::firewall::Direction::Out => "out",
+    }
+}
+
+fn fw_action(a: ironclad_policy::firewall::FwAction) -> &'static str {
+    match a {
+        ironclad_policy::firewall::FwAction::Accept => "accept",
+        ironclad_policy::firewall::FwAction::Drop => "drop",
+        ironclad_policy::firewall::FwAction::Reject => "reject",
+    }
+}
+
+/// An IP protocol number as a name (`icmp`, not `1`).
+fn protocol(number: u8) -> String {
+    match number {
+        1 => "icmp".to_string(),
+        6 => "tcp".to_string(),
+        17 => "udp".to_string(),
+        58 => "icmpv6".to_string(),
+        other => format!("protocol {other}"),
+    }
+}
+
+/// `1 packet`, `3 packets`.
+fn packets(n: u64) -> String {
+    if n == 1 {
+        "1 packet".to_string()
+    } else {
+        format!("{n} packets")
+    }
+}
+
 /// A traffic source inside the namespace.
 struct Source {
     addr: &'static str,
@@ -94,11 +139,31 @@ fn firewall_part(
         veth.host()
     );
     let firewall = Firewall::load_with_table(loader, policy.table_size)?;
-    firewall.apply(&FirewallSettings::from_policy(policy), &policy.rules)?;
+    let report = firewall.apply(&FirewallSettings::from_policy(policy), &policy.rules)?;
     let attachment = firewall.attach(veth.host())?;
+    // Flow records: a line when each connection opens (read from the firewall's ring)
+    // and when it ends (from the sweep).
+    let fanout = Arc::new(Fanout::new());
+    let flows = fanout.subscribe("demo-flows", 4096, Overflow::DropOldest);
+    let reader = firewall.events(fanout.clone())?;
+    let rule_name = |id: u32| -> String {
+        report
+            .ids
+            .iter()
+            .position(|i| *i == id)
+            .and_then(|at| policy.rules.get(at))
+            .map_or_else(
+                || "the default policy (no rule matched)".to_string(),
+                |r| r.origin.field.clone(),
+            )
+    };
     println!(
-        "policy {DEMO_POLICY_PATH}: default inbound {:?}, rules in order (first match wins):",
-        policy.default_inbound
+        "policy {DEMO_POLICY_PATH}: new inbound connections no rule admits are {}; rules in order (first match wins):",
+        if policy.default_inbound == ironclad_policy::firewall::FwAction::Accept {
+            "accepted"
+        } else {
+            "dropped"
+        }
     );
     for rule in &policy.rules {
         let nets = |n: &[ipnetwork::IpNetwork]| {
@@ -108,10 +173,10 @@ fn firewall_part(
                 .join(", ")
         };
         println!(
-            "  {:<17} {:?} {:?}{}{}{} -> {:?}",
+            "  {:<17} {:<3} {}{}{}{} -> {}{}",
             rule.origin.field,
-            rule.direction,
-            rule.proto,
+            direction(rule.direction),
+            ironclad_policy::firewall::proto_name(rule.proto),
             if rule.src.is_empty() {
                 String::new()
             } else {
@@ -126,7 +191,11 @@ fn firewall_part(
                 .first()
                 .map(|(lo, _)| format!(" dport {lo}"))
                 .unwrap_or_default(),
-            rule.action
+            fw_action(rule.action),
+            rule.comment
+                .as_deref()
+                .map(|c| format!("  ({c})"))
+                .unwrap_or_default()
         );
     }
     let listeners = [
@@ -202,7 +271,7 @@ fn firewall_part(
     println!("conntrack:");
     for c in firewall.connections()? {
         println!(
-            "  {:<4} {:<3} {}:{} -> {}:{} {} ({} packets out, {} back)",
+            "  {:<4} {:<3} {}:{} -> {}:{} {} ({} out, {} back)",
             c.proto,
             if c.inbound { "in" } else { "out" },
             c.orig.0,
@@ -210,8 +279,8 @@ fn firewall_part(
             c.reply.0,
             c.reply.1,
             c.state.name(),
-            c.from_orig.packets,
-            c.from_reply.packets
+            packets(c.from_orig.packets),
+            packets(c.from_reply.packets)
         );
     }
     let totals: Vec<String> = firewall
@@ -221,6 +290,41 @@ fn firewall_part(
         .map(|(t, c)| format!("{} {}", t.name(), c.packets))
         .collect();
     println!("firewall totals (packets): {}", totals.join(", "));
+    let flow_line = |f: &ironclad_events::FlowRecord| {
+        format!(
+            "{} {:<3} {}:{} -> {}:{}",
+            f.proto, f.direction, f.src, f.sport, f.dst, f.dport
+        )
+    };
+    reader.drain()?;
+    println!("flows opened (flows: true in the policy):");
+    for event in flows.receiver().try_iter() {
+        if let Event::Flow(f) = event {
+            println!(
+                "  {:<44} admitted by {}",
+                flow_line(&f),
+                rule_name(f.rule_id)
+            );
+        }
+    }
+    // A connection both sides closed is kept 10 s (a late packet of it still belongs to
+    // it), then the sweep removes it and reports its end.
+    println!(
+        "(the closed connections are removed 10 s after their last packet, with their end records)"
+    );
+    std::thread::sleep(Duration::from_secs(11));
+    println!("flows ended:");
+    for f in firewall.expire()?.flows {
+        println!(
+            "  {:<44} {} after {} ms: {} from the side that opened it, {} back",
+            flow_line(&f),
+            f.end_reason.unwrap_or("ended"),
+            f.duration_ms.unwrap_or(0),
+            packets(f.orig_packets),
+            packets(f.reply_packets)
+        );
+    }
+    drop(reader);
     attachment.detach()?;
     Ok(())
 }
@@ -276,8 +380,11 @@ pub(crate) fn run(seconds: u64) -> Result<()> {
     println!("policy {DEMO_POLICY_PATH}:");
     for rule in &compiled.rules {
         println!(
-            "  rule {}: {:?} {} ({})",
-            rule.id, rule.action, rule.cidr, rule.origin
+            "  rule {}: {} {} ({})",
+            rule.id,
+            shield_action(rule.action),
+            rule.cidr,
+            rule.origin
         );
     }
     for net in &compiled.management {
@@ -329,10 +436,10 @@ pub(crate) fn run(seconds: u64) -> Result<()> {
             };
             if shown < 3 {
                 println!(
-                    "  drop event: {} -> {} proto {} rule {} ({})",
+                    "  drop event: {} {} -> {}, rule {} ({})",
+                    protocol(drop.proto),
                     drop.src,
                     drop.dst,
-                    drop.proto,
                     drop.rule_id,
                     drop.verdict.name()
                 );
@@ -342,8 +449,10 @@ pub(crate) fn run(seconds: u64) -> Result<()> {
         let mut line = format!("t={:>2}s", start.elapsed().as_secs());
         for rule in shield.rules()? {
             line.push_str(&format!(
-                " | {} {:?}: {} pkts",
-                rule.label, rule.action, rule.counter.packets
+                " | {} {}: {} pkts",
+                rule.label,
+                shield_action(rule.action),
+                rule.counter.packets
             ));
         }
         let totals = shield.totals()?;
@@ -372,7 +481,7 @@ pub(crate) fn run(seconds: u64) -> Result<()> {
             "  rule {} {:<16} {:<5} {:>4} packets {:>6} bytes",
             rule.rule_id,
             rule.label.to_string(),
-            format!("{:?}", rule.action),
+            shield_action(rule.action),
             rule.counter.packets,
             rule.counter.bytes
         );

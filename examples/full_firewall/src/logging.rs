@@ -39,9 +39,9 @@ pub(crate) enum LogFormat {
 const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 
 /// The filter from `IRONCLAD_LOG` (`None`: unset), and what is wrong with the value.
-fn filter(value: Option<&str>) -> (EnvFilter, Option<String>) {
+fn filter(value: Option<&str>, default: &str) -> (EnvFilter, Option<String>) {
     let Some(value) = value.filter(|v| !v.trim().is_empty()) else {
-        return (EnvFilter::new("info"), None);
+        return (EnvFilter::new(default), None);
     };
     match EnvFilter::try_new(value) {
         Err(e) => (
@@ -151,11 +151,13 @@ fn names_stream(value: &str, dev: u64, ino: u64) -> bool {
 }
 
 /// Installs the stderr subscriber. Call once, first thing in `main`.
-pub(crate) fn init(format: LogFormat) {
+/// Logs at `default` (`info`; the demo `warn`, its own output being what it shows)
+/// unless `IRONCLAD_LOG` says otherwise.
+pub(crate) fn init(format: LogFormat, default: &str) {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     use tracing_subscriber::Layer as _;
-    let (filter, problem) = filter(std::env::var("IRONCLAD_LOG").ok().as_deref());
+    let (filter, problem) = filter(std::env::var("IRONCLAD_LOG").ok().as_deref(), default);
     let lines = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(false);
@@ -211,13 +213,19 @@ mod tests {
 
     #[test]
     fn the_filter_takes_directives_and_names_typos() {
-        assert!(filter(None).1.is_none());
-        assert!(filter(Some("warn")).1.is_none());
-        assert!(filter(Some("info,ironclad::audit=warn")).1.is_none());
-        assert!(filter(Some("DEBUG,full_firewall=trace")).1.is_none());
-        let typo = filter(Some("infoo")).1.unwrap_or_default();
+        assert!(filter(None, "info").1.is_none());
+        assert!(filter(Some("warn"), "info").1.is_none());
+        assert!(filter(Some("info,ironclad::audit=warn"), "info")
+            .1
+            .is_none());
+        assert!(filter(Some("DEBUG,full_firewall=trace"), "info")
+            .1
+            .is_none());
+        let typo = filter(Some("infoo"), "info").1.unwrap_or_default();
         assert!(typo.contains("`infoo` is neither a level"), "{typo}");
-        let bad = filter(Some("info,ironclad=lots")).1.unwrap_or_default();
+        let bad = filter(Some("info,ironclad=lots"), "info")
+            .1
+            .unwrap_or_default();
         assert!(bad.contains("is not a filter"), "{bad}");
     }
 

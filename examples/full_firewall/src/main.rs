@@ -353,7 +353,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Before any thread (the log's included): every thread inherits the smaller sets.
     let dropped = matches!(cli.command, Command::Run(_)).then(privileges::drop_unneeded);
-    logging::init(cli.log_format);
+    // The demo's output is what it shows: its log only says what went wrong.
+    let level = if matches!(cli.command, Command::Demo { .. }) {
+        "warn"
+    } else {
+        "info"
+    };
+    logging::init(cli.log_format, level);
     match dropped {
         Some(Ok(caps)) if !caps.is_empty() => {
             tracing::debug!("capabilities dropped: {caps:?}");

@@ -84,5 +84,44 @@ fn demo_drops_denied_sources_and_cleans_up() {
             .any(|l| l.contains("tcp  out 10.250.0.1:") && l.contains("-> 10.250.0.2:8080")),
         "conntrack lists the host's connection: {text}"
     );
+    // Its flows, in words: each opening with the rule that admitted it, each end.
+    assert!(
+        text.lines().any(|l| l.contains("tcp in  10.250.0.2:")
+            && l.contains("-> 10.250.0.1:8022")
+            && l.contains("admitted by firewall.rules[0]")),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.contains("-> 10.250.0.2:8080")
+            && l.contains(" after ")
+            && l.contains(" from the side that opened it")),
+        "a flow's end: {text}"
+    );
     assert!(text.contains("cleanup: detached"), "{text}");
+    // What an operator reads, not Rust's words or protocol numbers, and no audit
+    // records on the terminal (they are in the audit log the demo names).
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("action="), "{stderr}");
+    for word in [
+        " Deny",
+        " Allow",
+        " Drop",
+        " Accept",
+        " In ",
+        " Out ",
+        " Tcp",
+        " Any ",
+        "proto 1 ",
+        "NewAccepted",
+        "1 packets",
+    ] {
+        assert!(
+            !text.contains(word),
+            "`{word}` in the demo's output:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("drop event: icmp 10.250.0.66 -> 10.250.0.1"),
+        "{text}"
+    );
 }
