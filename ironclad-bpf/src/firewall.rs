@@ -4,10 +4,10 @@
 //! are dropped as invalid. New connections in each direction meet a default policy
 //! (`accept` or `drop`).
 //!
-//! This is the first part of the stateful firewall: rules (first match wins, compiled
-//! by `ironclad_policy::firewall`), reject, flow records and the `firewall:` policy
-//! section are not built yet, so the reference daemon does not start it. See
-//! docs/firewall.md.
+//! Rules (first match wins, compiled by `ironclad_policy::firewall` into a bit-vector
+//! classifier), reject, rate limits, flow records, NAT ([`Firewall::set_nat`]), SYN
+//! cookies and IDS selection run in the same programs; the reference daemon starts it
+//! from the policy's `firewall:` section. See docs/firewall.md.
 //!
 //! ```no_run
 //! use ironclad_bpf::{Firewall, FirewallSettings, Loader};
@@ -898,7 +898,7 @@ impl Firewall {
     /// write of the configuration then flips the slot, so every packet sees the old
     /// rules or the new ones. A rule that the live set already has keeps its id and
     /// counters. Refused before anything is written: rules that do not
-    /// [check](FwRule::check), `log` (not built yet), more than
+    /// [check](FwRule::check), more than
     /// 16,384 rules for one direction and protocol.
     pub fn replace(&self, rules: &[FwRule]) -> Result<FirewallReport> {
         self.replace_inner(None, rules)
