@@ -1075,7 +1075,13 @@ fn print_callback(level: PrintLevel, message: String) {
                 buffer.drain(..cut);
             }
         }
-        None if level == PrintLevel::Warn => eprint!("libbpf: {message}"),
+        // Through the program's log (its format, its priority under systemd), not
+        // straight to stderr, with one `libbpf: ` (most of its lines carry their own).
+        None if level == PrintLevel::Warn => {
+            let text = message.trim_end();
+            let text = text.strip_prefix("libbpf: ").unwrap_or(text);
+            tracing::warn!(target: "libbpf", "libbpf: {text}");
+        }
         None => {}
     }
 }

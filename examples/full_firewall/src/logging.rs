@@ -151,9 +151,23 @@ fn names_stream(value: &str, dev: u64, ino: u64) -> bool {
 }
 
 /// Installs the stderr subscriber. Call once, first thing in `main`.
+/// The log's format, once [`init`] ran.
+static FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+
+/// Diagnostics of a refused policy (`FILE:LINE:COLUMN: message` lines): as they are on
+/// stderr with the text log, as compilers print them; one ERROR record holding them
+/// with the JSON log, so a collector gets them with the line that says what they mean.
+pub(crate) fn diagnostics(text: &str) {
+    match FORMAT.get() {
+        Some(LogFormat::Json) => tracing::error!(diagnostics = %text, "policy diagnostics"),
+        _ => eprintln!("{text}"),
+    }
+}
+
 /// Logs at `default` (`info`; the demo `warn`, its own output being what it shows)
 /// unless `IRONCLAD_LOG` says otherwise.
 pub(crate) fn init(format: LogFormat, default: &str) {
+    let _ = FORMAT.set(format);
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     use tracing_subscriber::Layer as _;

@@ -148,6 +148,15 @@ enum Command {
     Rules(cli_api::RulesArgs),
     /// Print a running daemon's events as JSON lines as they happen (its control API).
     Events(cli_api::EventsArgs),
+    /// Print the completion script of a shell (`full_firewall completions bash >
+    /// /etc/bash_completion.d/full_firewall`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page, roff (`full_firewall manpage > full_firewall.1`; `man -l
+    /// full_firewall.1`).
+    Manpage,
 }
 
 fn check(config: &std::path::Path) -> Result<ExitCode> {
@@ -360,6 +369,9 @@ fn main() -> ExitCode {
         "info"
     };
     logging::init(cli.log_format, level);
+    // The daemon's fatal reason goes through its log (a journald priority under
+    // systemd, a JSON line with `--log-format json`); a command's, to the terminal.
+    let fatal_to_log = matches!(cli.command, Command::Run(_));
     match dropped {
         Some(Ok(caps)) if !caps.is_empty() => {
             tracing::debug!("capabilities dropped: {caps:?}");
@@ -385,6 +397,19 @@ fn main() -> ExitCode {
         Command::Apply(args) => cli_api::apply(args),
         Command::Events(args) => cli_api::events(args),
         Command::Confirm { run_dir } => rollout::confirm(&run_dir),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "full_firewall",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Manpage => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+            .render(&mut std::io::stdout())
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(anyhow::Error::from),
         Command::Keygen { out } => keygen(&out),
         Command::Sign {
             key,
@@ -404,10 +429,12 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!(
-                "full_firewall: {}",
-                ironclad_core::error::report(e.as_ref())
-            );
+            let reason = ironclad_core::error::report(e.as_ref());
+            if fatal_to_log {
+                tracing::error!("{reason}");
+            } else {
+                eprintln!("full_firewall: {reason}");
+            }
             ExitCode::FAILURE
         }
     }

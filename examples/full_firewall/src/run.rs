@@ -562,7 +562,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     let mut store = match Store::load(&args.state_dir) {
         Ok(store) => store,
         Err(e) => {
-            eprintln!("{e:#}");
+            crate::logging::diagnostics(&format!("{e:#}"));
             error!("the control API's rules cannot be read; nothing was changed");
             return Ok(ExitCode::from(2));
         }
@@ -573,7 +573,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     } = match load_policy(args, &audit, &sources, &store.rules()) {
         Ok(loaded) => loaded,
         Err(refused) => {
-            eprintln!("{}", refused.text);
+            crate::logging::diagnostics(&refused.text);
             error!("the policy is invalid; nothing was changed");
             return Ok(ExitCode::from(2));
         }
@@ -993,7 +993,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             );
             match loaded {
                 Err(refused) => {
-                    eprintln!("{}", refused.text);
+                    crate::logging::diagnostics(&refused.text);
                     warn!("reload refused: the new policy is invalid; the old rules stay");
                     if let Some(m) = &metrics {
                         m.reload_failed();

@@ -29,6 +29,58 @@ fn audit_lists_every_program_and_its_helpers_without_privileges() {
         .any(|c| c.as_str() == Some("bpf_map_lookup_elem (helper 1)")));
 }
 
+/// `completions` and `manpage` are generated from the command line's definition: bash
+/// loads the script and completes the subcommands; the page is roff naming every
+/// subcommand.
+#[test]
+fn shell_completions_and_the_manual_page_come_from_the_command_line() {
+    let loaded = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source <({BIN} completions bash) && complete -p full_firewall && \
+             COMP_WORDS=(full_firewall conn) COMP_CWORD=1 && \
+             _full_firewall full_firewall conn full_firewall && echo \"${{COMPREPLY[@]}}\""
+        ))
+        .output()
+        .expect("bash");
+    let text = String::from_utf8_lossy(&loaded.stdout);
+    assert!(loaded.status.success(), "{loaded:?}");
+    assert!(text.contains("-F _full_firewall full_firewall"), "{text}");
+    assert!(
+        text.lines().last().is_some_and(|l| l.trim() == "conntrack"),
+        "`full_firewall conn<TAB>` completes to conntrack: {text}"
+    );
+    let page = Command::new(BIN).arg("manpage").output().expect("manpage");
+    assert!(page.status.success(), "{page:?}");
+    let roff = String::from_utf8_lossy(&page.stdout);
+    assert!(roff.contains(".TH full_firewall"), "{roff}");
+    for sub in [
+        "check",
+        "run",
+        "status",
+        "conntrack",
+        "rules",
+        "completions",
+    ] {
+        assert!(roff.contains(sub), "{sub} in the page");
+    }
+    // As `man` shows it.
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("full_firewall.1");
+    std::fs::write(&file, page.stdout).expect("page");
+    let shown = Command::new("man")
+        .args(["-P", "cat", "-l"])
+        .arg(&file)
+        .env("MANWIDTH", "80")
+        .output()
+        .expect("man");
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.contains("Ironclad reference daemon") && shown.contains("conntrack"),
+        "{shown}"
+    );
+}
+
 #[test]
 fn demo_drops_denied_sources_and_cleans_up() {
     require_privileges!();

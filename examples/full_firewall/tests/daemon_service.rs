@@ -104,6 +104,51 @@ fn outside_systemd_lines_carry_no_priority_prefix() {
     assert!(!log.contains("<3>"), "{log}");
 }
 
+/// A fatal reason of `run` goes through the log: with `--log-format json` it is a JSON
+/// line at level ERROR, and so are a refused policy's diagnostics (they were printed
+/// past the logger, so a collector missed them).
+#[test]
+fn a_fatal_reason_of_run_is_a_log_line_in_the_logs_format() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("missing.yaml");
+    let out = Command::new(BIN)
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(&missing)
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last: serde_json::Value = stderr
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("the last line is not JSON: {stderr}"));
+    assert_eq!(last["level"], "ERROR", "{stderr}");
+    assert_eq!(
+        last["fields"]["message"], "the policy is invalid; nothing was changed",
+        "{stderr}"
+    );
+    // The diagnostics themselves, in the record before it.
+    assert!(
+        stderr.lines().any(|l| {
+            serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| {
+                v["level"] == "ERROR"
+                    && v["fields"]["diagnostics"]
+                        .as_str()
+                        .is_some_and(|d| d.contains("missing.yaml: cannot read"))
+            })
+        }),
+        "{stderr}"
+    );
+    // Every line is JSON: nothing went past the logger.
+    for line in stderr.lines() {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "not JSON: {line}"
+        );
+    }
+}
+
 /// The notification socket, read all the time as systemd does (a unix datagram socket
 /// holds only ten unread messages: a sender blocks after that).
 struct Manager {
