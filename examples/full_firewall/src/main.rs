@@ -363,11 +363,14 @@ fn main() -> ExitCode {
     // Before any thread (the log's included): every thread inherits the smaller sets.
     let dropped = matches!(cli.command, Command::Run(_)).then(privileges::drop_unneeded);
     // The demo's output is what it shows: its log only says what went wrong.
+    #[cfg(feature = "demo")]
     let level = if matches!(cli.command, Command::Demo { .. }) {
         "warn"
     } else {
         "info"
     };
+    #[cfg(not(feature = "demo"))]
+    let level = "info";
     logging::init(cli.log_format, level);
     // The daemon's fatal reason goes through its log (a journald priority under
     // systemd, a JSON line with `--log-format json`); a command's, to the terminal.
