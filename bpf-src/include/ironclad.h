@@ -645,12 +645,12 @@ enum ic_dns_limits {
 	IC_DNS_RULES = 64,         /* rule entries with dst_domain, per generation */
 	IC_DNS_FEEDS = 16,         /* domain feeds (1-based ids) */
 	IC_DNS_NAMES = 1048576,    /* patterns and feed names together */
-	IC_DNS_ADDRS = 32768,      /* (executable, user, address) entries: a plain hash that
+	IC_DNS_ADDRS = 65536,      /* (executable, user, address) entries: a plain hash that
 				    * user space sweeps of expired entries, never an LRU (a
 				    * flood would evict what others' answers opened) */
-	IC_DNS_PER_SCOPE = 4096,   /* entries one (executable, user) may hold */
-	IC_DNS_PER_UID = 8192,     /* entries one user's executables may hold together */
-	IC_DNS_OWNERS = 65536,     /* ic_dns_owners entries: a scope's and a user's counts */
+	IC_DNS_PER_SCOPE = 16384,  /* entries one (executable, user) may hold */
+	IC_DNS_PER_UID = 32768,    /* entries one user's executables may hold together */
+	IC_DNS_OWNERS = 131072,    /* ic_dns_owners entries: a scope's and a user's counts */
 	IC_DNS_DENIED = 32768,     /* live addresses of feed names (LRU) */
 	IC_DNS_LABELS = 32,        /* labels of a name compared, from the last */
 	IC_DNS_PENDING = 8,        /* queries outstanding per socket */

@@ -3560,13 +3560,13 @@ pub const DNS_FEEDS: usize = 16;
 /// `IC_DNS_NAMES`: patterns and feed names together.
 pub const DNS_NAMES: u32 = 1_048_576;
 /// `IC_DNS_ADDRS`: live (executable, address) entries.
-pub const DNS_ADDRS: u32 = 32_768;
+pub const DNS_ADDRS: u32 = 65_536;
 /// `IC_DNS_PER_SCOPE`: opened-address entries one (executable, user) may hold.
-pub const DNS_PER_SCOPE: u32 = 4_096;
+pub const DNS_PER_SCOPE: u32 = 16_384;
 /// `IC_DNS_PER_UID`: opened-address entries one user's executables may hold together.
-pub const DNS_PER_UID: u32 = 8_192;
+pub const DNS_PER_UID: u32 = 32_768;
 /// `IC_DNS_OWNERS`: entries of the owners' counts.
-pub const DNS_OWNERS: u32 = 65_536;
+pub const DNS_OWNERS: u32 = 131_072;
 /// `IC_DNS_OWNER_SCOPE`: a [`DnsOwner`] counting one (executable, user).
 pub const DNS_OWNER_SCOPE: u32 = 0;
 /// `IC_DNS_OWNER_UID`: a [`DnsOwner`] counting one user.

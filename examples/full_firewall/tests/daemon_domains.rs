@@ -365,7 +365,7 @@ fn the_daemon_sweeps_expired_names_and_gives_a_full_share_its_room_back() {
     let dns = DnsLab::start("ffsweep", 15, 2).expect("dns lab");
     let cgroup = TestCgroup::new("ffsweep").expect("cgroup");
     let pins = BpffsDir::new("ffsweep").expect("pins");
-    let names: Vec<(String, Vec<std::net::IpAddr>)> = (0..4_400u32)
+    let names: Vec<(String, Vec<std::net::IpAddr>)> = (0..16_500u32)
         .map(|i| {
             (
                 format!("n{i}.sweep.test"),
@@ -408,7 +408,7 @@ fn the_daemon_sweeps_expired_names_and_gives_a_full_share_its_room_back() {
         dns.resolve_many(&cgroup, &exe, 65534, label, "sweep.test", count)
             .expect("resolver")
     };
-    assert_eq!(resolve("n", 4_200), 4_200);
+    assert_eq!(resolve("n", 16_500), 16_500);
     let addrs = pins.path().join("egress").join("ic_dns_addrs");
     let owners = pins.path().join("egress").join("ic_dns_owners");
     assert_eq!(
@@ -430,7 +430,7 @@ fn the_daemon_sweeps_expired_names_and_gives_a_full_share_its_room_back() {
         std::thread::sleep(Duration::from_millis(200));
     }
     // Room again: names it had been refused open now.
-    assert_eq!(resolve("n", 4_200), 4_200);
+    assert_eq!(resolve("n", 16_500), 16_500);
     let out = Command::new(BIN)
         .args(["status", "--json", "--pin-dir"])
         .arg(pins.path())
@@ -438,8 +438,8 @@ fn the_daemon_sweeps_expired_names_and_gives_a_full_share_its_room_back() {
         .expect("status");
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
     let domains = &status["egress"]["domains"];
-    // 104 refused each time: the second time the whole share was free again.
-    assert_eq!(domains["totals"]["owner_full"], 2 * 104, "{domains}");
+    // 116 refused each time: the second time the whole share was free again.
+    assert_eq!(domains["totals"]["owner_full"], 2 * 116, "{domains}");
     assert!(
         domains["opened"]
             .as_array()
