@@ -191,7 +191,7 @@ fn clear_bits(object: &LoadedObject, bits: u64) -> Result<()> {
     Ok(())
 }
 
-/// What a sweep of the opened addresses found ([`sweep`]).
+/// What a sweep of the opened addresses found ([`EgressFirewall::sweep_domains`](crate::EgressFirewall::sweep_domains)).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DomainSweep {
