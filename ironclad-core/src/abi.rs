@@ -136,6 +136,15 @@ impl Action {
             _ => None,
         }
     }
+
+    /// The policy's word: `deny`, `allow` (`none`: no rule).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Deny => "deny",
+            Self::Allow => "allow",
+        }
+    }
 }
 
 /// `enum ic_shield_total`: index of the Shield's global totals.

@@ -1078,7 +1078,9 @@ fn decode_firewall(record: &[u8]) -> Result<Event, DecodeError> {
     }))
 }
 
-fn proto_name(proto: u8) -> String {
+/// An IP protocol number as events name it (`tcp`, `udp`, `icmp`, `icmpv6`; others as
+/// the number).
+pub fn proto_name(proto: u8) -> String {
     match proto {
         6 => "tcp".to_string(),
         17 => "udp".to_string(),

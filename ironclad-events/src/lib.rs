@@ -28,9 +28,9 @@ pub mod http;
 pub mod process;
 
 pub use decode::{
-    decode, Actor, AuditEntry, BandwidthSample, DecodeError, DlpFinding, DnsPolicyRecord,
-    DnsRecord, EgressDecision, Event, FirewallMatch, FlowRecord, IdsAlert, LimitRecord,
-    ProcessCacheNotice, SentinelRecord, ShieldDrop, TlsData, TlsDirection,
+    decode, proto_name, Actor, AuditEntry, BandwidthSample, DecodeError, DlpFinding,
+    DnsPolicyRecord, DnsRecord, EgressDecision, Event, FirewallMatch, FlowRecord, IdsAlert,
+    LimitRecord, ProcessCacheNotice, SentinelRecord, ShieldDrop, TlsData, TlsDirection,
 };
 pub use fanout::{Fanout, Overflow, SubscriberStats, Subscription};
 pub use http::Http;

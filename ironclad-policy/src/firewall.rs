@@ -67,6 +67,16 @@ pub enum Direction {
     Out,
 }
 
+impl Direction {
+    /// The policy's word: `in` or `out`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::In => "in",
+            Self::Out => "out",
+        }
+    }
+}
+
 /// The protocol a rule matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FwProto {
@@ -139,6 +149,17 @@ pub enum FwAction {
     Drop,
     /// Drop it and answer: a TCP RST, or ICMP port/administratively unreachable.
     Reject,
+}
+
+impl FwAction {
+    /// The policy's word: `accept`, `drop` or `reject`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Accept => "accept",
+            Self::Drop => "drop",
+            Self::Reject => "reject",
+        }
+    }
 }
 
 /// One firewall rule, validated.

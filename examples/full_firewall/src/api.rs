@@ -349,7 +349,11 @@ fn firewall_rule_text(r: &ironclad_policy::firewall::FwRule) -> String {
             .collect::<Vec<_>>()
             .join(",")
     };
-    let mut text = format!("{:?} {:?}", r.direction, r.proto).to_lowercase();
+    let mut text = format!(
+        "{} {}",
+        r.direction.name(),
+        ironclad_policy::firewall::proto_name(r.proto)
+    );
     if !r.src.is_empty() {
         text += &format!(" src {}", nets(&r.src));
     }
@@ -365,7 +369,7 @@ fn firewall_rule_text(r: &ironclad_policy::firewall::FwRule) -> String {
     if r.dnat {
         text += " dnat";
     }
-    text + &format!(" {:?}", r.action).to_lowercase()
+    text + " " + r.action.name()
 }
 
 /// Every rule of `config` with where it came from, for `ListRules`.

@@ -15,42 +15,6 @@ use ironclad_testing::{BpffsDir, NetNs, VethPair};
 const DEMO_POLICY: &str = include_str!("../demo.yaml");
 const DEMO_POLICY_PATH: &str = "examples/full_firewall/demo.yaml";
 
-/// The word for a Shield rule's action.
-fn shield_action(action: ironclad_core::abi::Action) -> &'static str {
-    match action {
-        ironclad_core::abi::Action::Deny => "deny",
-        ironclad_core::abi::Action::Allow => "allow",
-        ironclad_core::abi::Action::None => "none",
-    }
-}
-
-/// The words for a firewall rule's direction and action.
-fn direction(d: ironclad_policy::firewall::Direction) -> &'static str {
-    match d {
-        ironclad_policy::firewall::Direction::In => "in",
-        ironclad_policy::firewall::Direction::Out => "out",
-    }
-}
-
-fn fw_action(a: ironclad_policy::firewall::FwAction) -> &'static str {
-    match a {
-        ironclad_policy::firewall::FwAction::Accept => "accept",
-        ironclad_policy::firewall::FwAction::Drop => "drop",
-        ironclad_policy::firewall::FwAction::Reject => "reject",
-    }
-}
-
-/// An IP protocol number as a name (`icmp`, not `1`).
-fn protocol(number: u8) -> String {
-    match number {
-        1 => "icmp".to_string(),
-        6 => "tcp".to_string(),
-        17 => "udp".to_string(),
-        58 => "icmpv6".to_string(),
-        other => format!("protocol {other}"),
-    }
-}
-
 /// `1 packet`, `3 packets`.
 fn packets(n: u64) -> String {
     if n == 1 {
@@ -175,7 +139,7 @@ fn firewall_part(
         println!(
             "  {:<17} {:<3} {}{}{}{} -> {}{}",
             rule.origin.field,
-            direction(rule.direction),
+            rule.direction.name(),
             ironclad_policy::firewall::proto_name(rule.proto),
             if rule.src.is_empty() {
                 String::new()
@@ -191,7 +155,7 @@ fn firewall_part(
                 .first()
                 .map(|(lo, _)| format!(" dport {lo}"))
                 .unwrap_or_default(),
-            fw_action(rule.action),
+            rule.action.name(),
             rule.comment
                 .as_deref()
                 .map(|c| format!("  ({c})"))
@@ -382,7 +346,7 @@ pub(crate) fn run(seconds: u64) -> Result<()> {
         println!(
             "  rule {}: {} {} ({})",
             rule.id,
-            shield_action(rule.action),
+            rule.action.name(),
             rule.cidr,
             rule.origin
         );
@@ -437,7 +401,7 @@ pub(crate) fn run(seconds: u64) -> Result<()> {
             if shown < 3 {
                 println!(
                     "  drop event: {} {} -> {}, rule {} ({})",
-                    protocol(drop.proto),
+                    ironclad_events::proto_name(drop.proto),
                     drop.src,
                     drop.dst,
                     drop.rule_id,
@@ -451,7 +415,7 @@ pub(crate) fn run(seconds: u64) -> Result<()> {
             line.push_str(&format!(
                 " | {} {}: {} pkts",
                 rule.label,
-                shield_action(rule.action),
+                rule.action.name(),
                 rule.counter.packets
             ));
         }
@@ -481,7 +445,7 @@ pub(crate) fn run(seconds: u64) -> Result<()> {
             "  rule {} {:<16} {:<5} {:>4} packets {:>6} bytes",
             rule.rule_id,
             rule.label.to_string(),
-            shield_action(rule.action),
+            rule.action.name(),
             rule.counter.packets,
             rule.counter.bytes
         );
