@@ -210,6 +210,22 @@ impl Daemon {
     pub fn spawn(args: &[String]) -> Self {
         let mut cmd = Command::new(BIN);
         cmd.args(args);
+        // A test's runtime rules and accepted bundles stay with the test: without
+        // `--state-dir` the daemon would keep them in the host's /var/lib/ironclad,
+        // where the next test's daemon would enforce them (seen: a rule one test added
+        // through the API showed up in another's firewall).
+        let value = |flag: &str| {
+            args.iter()
+                .position(|a| a == flag)
+                .and_then(|at| args.get(at + 1))
+        };
+        if let (Some(run_dir), None, true) = (
+            value("--run-dir"),
+            value("--state-dir"),
+            args.first().is_some_and(|a| a == "run"),
+        ) {
+            cmd.arg("--state-dir").arg(format!("{run_dir}-state"));
+        }
         Self::spawn_command(cmd, false)
     }
 
