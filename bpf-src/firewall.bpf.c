@@ -1777,12 +1777,13 @@ static __always_inline int ic_fw(struct __sk_buff *skb, int inbound)
 	     p.proto != IC_IPPROTO_ICMP && p.proto != IC_IPPROTO_ICMPV6) ||
 	    (p.proto == IC_IPPROTO_ICMP && family != IC_L3_IPV4) ||
 	    (p.proto == IC_IPPROTO_ICMPV6 && family != IC_L3_IPV6)) {
-		/* Not tracked: the rules decide each packet. */
-		ic_fw_count(IC_FW_UNTRACKED, len);
+		/* Not tracked: the rules decide each packet (counted once: untracked when
+		 * passed, dropped when not). */
 		verdict = ic_fw_decide(cfg, inbound, &p, len, ifindex, &rule_id, &record);
-		if (verdict == IC_FW_ACCEPT)
-			return 1;
-		goto dropped;
+		if (verdict != IC_FW_ACCEPT)
+			goto dropped;
+		ic_fw_count(IC_FW_UNTRACKED, len);
+		return 1;
 	}
 	if ((p.proto == IC_IPPROTO_ICMP || p.proto == IC_IPPROTO_ICMPV6) &&
 	    !ic_is_echo(p.proto, p.icmp_type)) {
@@ -1794,11 +1795,11 @@ static __always_inline int ic_fw(struct __sk_buff *skb, int inbound)
 			return 1;
 		}
 		/* Other ICMP (router advertisements, timestamps...): the rules decide. */
-		ic_fw_count(IC_FW_UNTRACKED, len);
 		verdict = ic_fw_decide(cfg, inbound, &p, len, ifindex, &rule_id, &record);
-		if (verdict == IC_FW_ACCEPT)
-			return 1;
-		goto dropped;
+		if (verdict != IC_FW_ACCEPT)
+			goto dropped;
+		ic_fw_count(IC_FW_UNTRACKED, len);
+		return 1;
 	}
 
 	if (p.proto == IC_IPPROTO_TCP) {

@@ -1145,7 +1145,7 @@ enum ic_fw_total {
 	IC_FW_DROPPED = 3,      /* new connections the default policy dropped */
 	IC_FW_INVALID = 4,      /* belong to no connection and cannot open one (bare ACK...) */
 	IC_FW_TABLE_FULL = 5,   /* new connections dropped: no room in the table */
-	IC_FW_UNTRACKED = 6,    /* not TCP/UDP/ICMP, or fragments: the default policy decides */
+	IC_FW_UNTRACKED = 6,    /* not tracked (not TCP/UDP/ICMP, fragments, ND) and passed */
 	IC_FW_WOULD_DROP = 7,   /* dry-run: would have been dropped, passed */
 	IC_FW_NON_IP = 8,       /* neither IPv4 nor IPv6, passed */
 	IC_FW_REJECTED = 9,     /* dropped by a reject rule and answered (TCP RST, ICMP

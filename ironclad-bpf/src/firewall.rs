@@ -668,6 +668,24 @@ fn read_limits(config: &impl MapRead) -> Result<LimitSettings> {
     ))
 }
 
+/// Sets the `rule` of a firewall event from `labels` (rule id 0: the default policy).
+fn name_rule(labels: &Labels, event: &mut Event) {
+    let (id, rule) = match event {
+        Event::FirewallMatch(m) => (m.rule_id, &mut m.rule),
+        Event::Flow(f) => (f.rule_id, &mut f.rule),
+        _ => return,
+    };
+    if id == 0 {
+        *rule = Some(DEFAULT_RULE_NAME.to_string());
+    } else if let Some(label) = labels
+        .read()
+        .ok()
+        .and_then(|l| l.get(&id).map(|l| l.name.clone()))
+    {
+        *rule = Some(label);
+    }
+}
+
 /// What [`Firewall::replace`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -840,7 +858,29 @@ const PROGRAMS: [(&str, &str); 2] = [(names::ic_fw_in, "ingress"), (names::ic_fw
 /// The loaded firewall: its programs, connection table, configuration and totals.
 pub struct Firewall {
     object: LoadedObject,
+    /// The live rules' names by counter id, shared with the event source's enricher.
+    labels: Labels,
 }
+
+/// The live rules' names by counter id (written at each replace, read by the event
+/// reader's thread).
+type Labels = std::sync::Arc<std::sync::RwLock<BTreeMap<u32, FwRuleLabel>>>;
+
+/// What a rule is called and says, for one counter id ([`Firewall::rule_labels`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FwRuleLabel {
+    /// Its name, the same in `status`, `rules list`, the metrics and events: where it
+    /// was written (`firewall.rules[2]`; a runtime rule's `api-7`).
+    pub name: String,
+    /// The rule in one line ([`FwRule::summary`]).
+    pub summary: String,
+    /// The operator's `comment:`.
+    pub comment: Option<String>,
+}
+
+/// The name events give the default policy's decisions (rule id 0).
+pub const DEFAULT_RULE_NAME: &str = "default";
 
 impl Firewall {
     /// Name of the BPF object (and of its pin directory).
@@ -861,7 +901,10 @@ impl Firewall {
     pub fn load_with_table(loader: &Loader, connections: u32) -> Result<Self> {
         let object =
             loader.load_sized(crate::object::firewall(), &[(names::ic_fw_ct, connections)])?;
-        Ok(Self { object })
+        Ok(Self {
+            object,
+            labels: Labels::default(),
+        })
     }
 
     /// Makes `settings` live (one map write: every packet sees the old or the new).
@@ -1020,6 +1063,23 @@ impl Firewall {
             slot = next,
             "firewall rules replaced"
         );
+        let labels: BTreeMap<u32, FwRuleLabel> = ids
+            .iter()
+            .zip(rules)
+            .map(|(id, rule)| {
+                (
+                    *id,
+                    FwRuleLabel {
+                        name: rule.origin.field.clone(),
+                        summary: rule.summary(),
+                        comment: rule.comment.clone(),
+                    },
+                )
+            })
+            .collect();
+        if let Ok(mut live) = self.labels.write() {
+            *live = labels;
+        }
         Ok(FirewallReport {
             rules: rules.len(),
             buckets: classifier.buckets.len(),
@@ -1432,6 +1492,7 @@ impl Firewall {
                     if let Ok(record) = FlowRecord::from_raw(&flow_end(k, e)) {
                         let mut event = Event::Flow(record);
                         event.set_wall_time(offset);
+                        name_rule(&self.labels, &mut event);
                         if let Event::Flow(record) = event {
                             flows.push(record);
                         }
@@ -1476,11 +1537,27 @@ impl Firewall {
     /// The ring buffer of logged rules' matches (`log: true`), to read together with
     /// other sources in one [`EventReader`].
     pub fn event_source(&self) -> Result<EventSource> {
+        let labels = self.labels.clone();
         Ok(EventSource::new(
             self.object.map(names::ic_fw_events)?.handle()?,
             names::ic_fw_events,
-            None,
+            Some(Box::new(move |event: &mut Event| name_rule(&labels, event))),
         ))
+    }
+
+    /// The live rules' names, summaries and comments by counter id (what
+    /// [`rule_counters`](Self::rule_counters) reports by), as the last
+    /// [`replace`](Self::replace) or [`apply`](Self::apply) of this handle wrote them.
+    pub fn rule_labels(&self) -> BTreeMap<u32, FwRuleLabel> {
+        self.labels.read().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Gives a firewall event (a logged match, a flow record) its rule's name
+    /// (`rule`); the event reader does this for the events of
+    /// [`event_source`](Self::event_source), [`expire`](Self::expire) for the ends it
+    /// finds.
+    pub fn name_rule(&self, event: &mut Event) {
+        name_rule(&self.labels, event);
     }
 
     /// Opens the ring buffer of logged matches alone; each decoded event is published

@@ -1245,7 +1245,121 @@ fn a_logged_rule_reports_each_match_with_what_it_did() {
         (matches[1].rule_id, matches[1].verdict),
         (report.ids[1], "reject")
     );
+    // Each event names its rule as the policy does; the handle knows every live rule.
+    assert_eq!(matches[0].rule.as_deref(), Some("firewall.rules[0]"));
+    assert_eq!(matches[1].rule.as_deref(), Some("firewall.rules[1]"));
+    let labels = firewall.rule_labels();
+    assert_eq!(labels.len(), 3, "{labels:?}");
+    let quiet = &labels[&report.ids[2]];
+    assert_eq!(
+        (quiet.name.as_str(), quiet.summary.as_str()),
+        ("firewall.rules[2]", "in tcp dport 7202 accept")
+    );
     drop(listeners);
+}
+
+/// Each packet the firewall's program sees is counted under exactly one verdict
+/// (`FwTotal::VERDICTS`), whatever else is said of it (a reject's answer, a rate limit,
+/// a cookie): their sum is every packet run, so a sum over the metrics' `verdict` label
+/// means something. Run through the program itself (BPF_PROG_TEST_RUN), one packet of
+/// each path.
+#[test]
+fn each_packet_is_counted_under_exactly_one_verdict() {
+    require_privileges!();
+    let pins = BpffsDir::new("fwverdicts").expect("bpffs");
+    let loader = loader(&pins);
+    let firewall = Firewall::load(&loader).expect("load");
+    let mut open = rule(0, Direction::In, FwProto::Tcp, FwAction::Accept);
+    open.dport = vec![(80, 80)];
+    let mut refused = rule(1, Direction::In, FwProto::Tcp, FwAction::Reject);
+    refused.dport = vec![(81, 81)];
+    let mut limited = rule(2, Direction::In, FwProto::Tcp, FwAction::Accept);
+    limited.dport = vec![(82, 82)];
+    limited.rate_limit = Some(ironclad_policy::firewall::RuleRate {
+        per_second: 1,
+        burst: 1,
+    });
+    let mut dropped_udp = rule(3, Direction::In, FwProto::Udp, FwAction::Drop);
+    dropped_udp.dport = vec![(53, 53)];
+    firewall
+        .apply(
+            &FirewallSettings::default().drop_inbound(true),
+            &[open, refused, limited, dropped_udp],
+        )
+        .expect("apply");
+    let object = firewall.object();
+    let (a, b): (std::net::IpAddr, std::net::IpAddr) = (
+        "10.9.1.2".parse().expect("v4"),
+        "10.9.1.1".parse().expect("v4"),
+    );
+    let (a6, b6): (std::net::IpAddr, std::net::IpAddr) = (
+        "fd00:9::2".parse().expect("v6"),
+        "fd00:9::1".parse().expect("v6"),
+    );
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+    let mut arp = frames::l4(a, b, 17, 1, 1, 0);
+    arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    let frames = vec![
+        frames::l4(a, b, 6, 4000, 80, SYN),   // new, admitted
+        frames::l4(a, b, 6, 4000, 80, ACK),   // of that connection
+        frames::l4(a6, b6, 6, 4000, 80, SYN), // new, admitted (IPv6)
+        frames::l4(a, b, 6, 4001, 81, SYN),   // rejected (dropped, answered)
+        frames::l4(a, b, 6, 4002, 82, SYN),   // within the rate
+        frames::l4(a, b, 6, 4003, 82, SYN),   // over it: dropped
+        frames::l4(a, b, 6, 4004, 99, SYN),   // no rule: the default drops
+        frames::l4(a, b, 6, 4005, 99, ACK),   // no connection, no SYN: invalid
+        frames::l4(a, b, 17, 4006, 53, 0),    // a drop rule
+        frames::l4(a, b, 47, 0, 0, 0),        // not tracked: the default drops
+        arp,                                  // not IP
+    ];
+    let before = firewall.totals().expect("totals");
+    for frame in &frames {
+        object.test_run("ic_fw_in", frame, 1).expect("test run");
+    }
+    let after = firewall.totals().expect("totals");
+    let delta = |t: FwTotal| {
+        let of = |v: &[(FwTotal, ironclad_bpf::Counter)]| {
+            v.iter()
+                .find(|(x, _)| *x == t)
+                .map_or(0, |(_, c)| c.packets)
+        };
+        of(&after) - of(&before)
+    };
+    let verdicts: Vec<(FwTotal, u64)> = FwTotal::VERDICTS.iter().map(|t| (*t, delta(*t))).collect();
+    assert_eq!(
+        verdicts.iter().map(|(_, n)| n).sum::<u64>(),
+        frames.len() as u64,
+        "{verdicts:?}"
+    );
+    for (t, n) in [
+        (FwTotal::NewAccepted, 3),
+        (FwTotal::Established, 1),
+        (FwTotal::Dropped, 5),
+        (FwTotal::Invalid, 1),
+        (FwTotal::NonIp, 1),
+    ] {
+        assert_eq!(delta(t), n, "{t:?}: {verdicts:?}");
+    }
+    // What the verdicts do not say, beside them.
+    assert_eq!(delta(FwTotal::Rejected), 1);
+    assert_eq!(delta(FwTotal::RateLimited), 1);
+    // An untracked packet a rule passes is untracked, not also something else.
+    let mut gre = rule(4, Direction::In, FwProto::Any, FwAction::Accept);
+    gre.src = vec![net("10.9.1.2/32")];
+    firewall.replace(&[gre]).expect("replace");
+    let before = firewall.totals().expect("totals");
+    object
+        .test_run("ic_fw_in", &frames::l4(a, b, 47, 0, 0, 0), 1)
+        .expect("test run");
+    let after = firewall.totals().expect("totals");
+    let moved: Vec<(FwTotal, u64)> = before
+        .iter()
+        .zip(&after)
+        .filter(|(x, y)| x.1.packets != y.1.packets)
+        .map(|(x, y)| (x.0, y.1.packets - x.1.packets))
+        .collect();
+    assert_eq!(moved, [(FwTotal::Untracked, 1)]);
 }
 
 /// Collects flow records from `reader` until `enough` says so or `secs` pass.

@@ -2813,19 +2813,26 @@ impl SynState {
 #[repr(u32)]
 #[non_exhaustive]
 pub enum FwTotal {
-    /// Packets of a tracked connection, passed.
+    /// Packets of a tracked connection, passed by the connection table (an IDS `drop`
+    /// rule or NAT may still drop some: [`IdsBlocked`](Self::IdsBlocked),
+    /// [`NatFailed`](Self::NatFailed)).
     Established = 0,
     /// ICMP errors quoting a tracked connection, passed.
     Related = 1,
     /// Packets that opened a connection.
     NewAccepted = 2,
-    /// New connections the default policy dropped.
+    /// Packets that would have opened a connection (or, stateless, any packet) that a
+    /// rule or the default policy dropped or rejected, a rule's rate limit or a
+    /// new-connection limit refused ([`Rejected`](Self::Rejected),
+    /// [`RateLimited`](Self::RateLimited) and the `Limit*` totals say which).
     Dropped = 3,
     /// Packets that belong to no connection and cannot open one.
     Invalid = 4,
     /// New connections dropped because the table was full.
     TableFull = 5,
-    /// Packets not tracked (other protocols, fragments, neighbour discovery).
+    /// Packets not tracked (other protocols, fragments, neighbour discovery, and every
+    /// packet when the firewall is stateless) that the rules passed; those they did not
+    /// are [`Dropped`](Self::Dropped).
     Untracked = 6,
     /// Dry-run: would have been dropped, passed.
     WouldDrop = 7,
@@ -2903,6 +2910,26 @@ impl FwTotal {
         Self::IdsBlocked,
         Self::IdsKernelMatched,
     ];
+
+    /// The totals that classify a packet: the stateful firewall's programs count
+    /// each packet they see under exactly one of them, so their sum is every packet
+    /// seen. The other totals say more about some of those packets (why a drop, what
+    /// NAT or the IDS did, events not reported) and overlap with these.
+    pub const VERDICTS: [Self; 8] = [
+        Self::Established,
+        Self::Related,
+        Self::NewAccepted,
+        Self::Dropped,
+        Self::Invalid,
+        Self::TableFull,
+        Self::Untracked,
+        Self::NonIp,
+    ];
+
+    /// Whether it is one of [`VERDICTS`](Self::VERDICTS).
+    pub fn is_verdict(self) -> bool {
+        Self::VERDICTS.contains(&self)
+    }
 
     /// Stable lower-case name, as used in JSON output and metrics.
     pub fn name(self) -> &'static str {

@@ -619,6 +619,11 @@ pub struct FlowRecord {
     pub dport: u16,
     /// The rule that admitted it; 0: the default policy.
     pub rule_id: u32,
+    /// That rule's name, as the policy, `status`, `rules list` and the metrics name it
+    /// (`firewall.rules[2]`, `api-7`; `default` for the default policy), when the
+    /// reader knows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
     /// The interface it was first seen on.
     pub ifindex: u32,
     /// Its connection-tracking state when reported (`syn_sent`, `established`, ...).
@@ -717,6 +722,7 @@ impl FlowRecord {
             dst: mapped_or_v6(e.dst),
             dport: e.dport,
             rule_id: e.rule_id,
+            rule: None,
             ifindex: e.ifindex,
             state,
             orig_packets: e.packets_orig,
@@ -755,8 +761,11 @@ pub struct FirewallMatch {
     pub dport: u16,
     /// `tcp`, `udp`, `icmp`, `icmpv6` or the protocol number.
     pub proto: String,
-    /// The rule.
+    /// The rule (0: the default policy).
     pub rule_id: u32,
+    /// Its name (`firewall.rules[2]`, `api-7`, `default`), when the reader knows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
     /// The rule's action: `accept`, `drop` or `reject`.
     pub action: &'static str,
     /// What happened: the action, `rate_limited` (over the rule's limit: dropped), or
@@ -1072,6 +1081,7 @@ fn decode_firewall(record: &[u8]) -> Result<Event, DecodeError> {
         dport: e.dport,
         proto: proto_name(e.proto),
         rule_id: e.rule_id,
+        rule: None,
         action,
         verdict,
         ifindex: e.ifindex,

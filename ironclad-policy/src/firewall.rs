@@ -293,6 +293,56 @@ impl FwRule {
         errors
     }
 
+    /// The rule in one line, as `status` and `rules list` show it:
+    /// `in tcp src 203.0.113.0/24,feed:tor dport 22 accept`. Named sets are shown by
+    /// name, and past four literal prefixes the rest are counted (`+12 more`).
+    pub fn summary(&self) -> String {
+        let nets = |nets: &[IpNetwork], from_sets: usize, sets: &[String]| {
+            let literal = &nets[..nets.len().saturating_sub(from_sets)];
+            let mut words: Vec<String> = literal.iter().take(4).map(ToString::to_string).collect();
+            if literal.len() > 4 {
+                words.push(format!("+{} more", literal.len() - 4));
+            }
+            words.extend(sets.iter().cloned());
+            words.join(",")
+        };
+        let mut text = format!("{} {}", self.direction.name(), proto_name(self.proto));
+        if !self.src.is_empty() || !self.src_sets.is_empty() {
+            text += &format!(
+                " src {}",
+                nets(&self.src, self.src_from_sets, &self.src_sets)
+            );
+        }
+        if !self.dst.is_empty() || !self.dst_sets.is_empty() {
+            text += &format!(
+                " dst {}",
+                nets(&self.dst, self.dst_from_sets, &self.dst_sets)
+            );
+        }
+        if !self.sport.is_empty() {
+            text += &format!(" sport {}", ports_text(&self.sport).replace(' ', ""));
+        }
+        if !self.dport.is_empty() {
+            text += &format!(" dport {}", ports_text(&self.dport).replace(' ', ""));
+        }
+        if !self.icmp_type.is_empty() {
+            let types: Vec<String> = self.icmp_type.iter().map(ToString::to_string).collect();
+            text += &format!(" type {}", types.join(","));
+        }
+        if self.dnat {
+            text += " dnat";
+        }
+        if let Some(r) = self.rate_limit {
+            text += &format!(" limit {}/s burst {}", r.per_second, r.burst);
+        }
+        text += " ";
+        text += self.action.name();
+        if self.log {
+            text += " log";
+        }
+        text
+    }
+
     /// The rule's identity for keeping its counters across replacements: its match and
     /// action, with named sets by name (a feed that changes keeps its rules' counters).
     pub fn identity(&self) -> String {

@@ -329,47 +329,13 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
 #[derive(Debug)]
 pub(crate) struct StoreFileChange(StoreFile);
 
-/// One firewall rule in a line: `in tcp src 203.0.113.0/24 dport 22 drop`.
+/// One firewall rule in a line with its comment:
+/// `in tcp src 203.0.113.0/24 dport 22 accept  # ssh from admins`.
 fn firewall_rule_text(r: &ironclad_policy::firewall::FwRule) -> String {
-    let nets = |n: &[ipnetwork::IpNetwork]| {
-        n.iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    let ports = |p: &[(u16, u16)]| {
-        p.iter()
-            .map(|(a, b)| {
-                if a == b {
-                    a.to_string()
-                } else {
-                    format!("{a}-{b}")
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    let mut text = format!(
-        "{} {}",
-        r.direction.name(),
-        ironclad_policy::firewall::proto_name(r.proto)
-    );
-    if !r.src.is_empty() {
-        text += &format!(" src {}", nets(&r.src));
+    match &r.comment {
+        Some(c) => format!("{}  # {c}", r.summary()),
+        None => r.summary(),
     }
-    if !r.dst.is_empty() {
-        text += &format!(" dst {}", nets(&r.dst));
-    }
-    if !r.sport.is_empty() {
-        text += &format!(" sport {}", ports(&r.sport));
-    }
-    if !r.dport.is_empty() {
-        text += &format!(" dport {}", ports(&r.dport));
-    }
-    if r.dnat {
-        text += " dnat";
-    }
-    text + " " + r.action.name()
 }
 
 /// Every rule of `config` with where it came from, for `ListRules`.

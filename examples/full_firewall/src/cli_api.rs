@@ -201,23 +201,27 @@ pub(crate) fn rules(args: RulesArgs) -> Result<ExitCode> {
                     Err(status) => return Ok(failed(&status)),
                 };
                 let mut out = std::io::stdout().lock();
-                for r in &listed {
-                    if json {
+                if json {
+                    for r in &listed {
                         writeln!(out, "{}", crate::api::rule_json(r))?;
-                    } else {
-                        writeln!(
-                            out,
-                            "{:<22} {:<15} {:<40} {}",
-                            r.id,
-                            crate::api::section_name(r.section),
-                            r.rule,
-                            if r.origin == "api" {
-                                format!("api ({})", r.added_by)
-                            } else {
-                                r.origin.clone()
-                            }
-                        )?;
                     }
+                    return Ok(ExitCode::SUCCESS);
+                }
+                let mut table = crate::status::table(&["rule", "list", "matches", "from"], &[]);
+                for r in &listed {
+                    table.add_row(vec![
+                        r.id.clone(),
+                        crate::api::section_name(r.section).to_string(),
+                        r.rule.clone(),
+                        if r.origin == "api" {
+                            format!("api ({})", r.added_by)
+                        } else {
+                            r.origin.clone()
+                        },
+                    ]);
+                }
+                if !listed.is_empty() {
+                    writeln!(out, "{}", table.trim_fmt())?;
                 }
                 Ok(ExitCode::SUCCESS)
             }

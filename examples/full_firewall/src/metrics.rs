@@ -103,6 +103,8 @@ struct State {
     fetches: BTreeMap<String, (u64, u64)>,
     /// The applied egress rules' `rule` labels by rule id.
     egress_rules: BTreeMap<u32, String>,
+    /// The stateful firewall's live rules by counter id.
+    firewall_rules: BTreeMap<u32, ironclad_bpf::FwRuleLabel>,
     /// The last policy loads: start, reloads applied, refused, rolled back.
     reloads: VecDeque<serde_json::Value>,
     /// Shield drops by source address since the start (for the dashboard's top list).
@@ -218,6 +220,7 @@ impl Metrics {
                 sources: Vec::new(),
                 fetches: BTreeMap::new(),
                 egress_rules: BTreeMap::new(),
+                firewall_rules: BTreeMap::new(),
                 reloads: VecDeque::with_capacity(RELOAD_HISTORY),
                 drop_sources: HashMap::new(),
                 refused_processes: HashMap::new(),
@@ -330,6 +333,12 @@ impl Metrics {
             labels.insert(rule.rule_id, label);
         }
         self.shared.state().egress_rules = labels;
+    }
+
+    /// The stateful firewall's live rules by counter id: their series are labelled by
+    /// name (`firewall.rules[2]`), as `status`, `rules list` and events name them.
+    pub(crate) fn firewall_rules(&self, labels: BTreeMap<u32, ironclad_bpf::FwRuleLabel>) {
+        self.shared.state().firewall_rules = labels;
     }
 
     /// The features running after the start: their policies were applied now.
@@ -1137,7 +1146,8 @@ fn prometheus(shared: &Shared) -> String {
     }
     let firewall = Firewall::status_from_pins(&shared.pin_root).ok();
     if let Some(status) = &firewall {
-        firewall_metrics(&mut out, status);
+        let rules = shared.state().firewall_rules.clone();
+        firewall_metrics(&mut out, status, &rules);
     }
     out.family(
         "ironclad_kernel_events_lost_total",
@@ -1171,6 +1181,17 @@ fn prometheus(shared: &Shared) -> String {
         out.sample(
             "ironclad_kernel_events_lost_total",
             &[("source", "firewall")],
+            c.packets,
+        );
+    }
+    // The IDS's payload snippets: a ring of their own.
+    if let Some((_, c)) = firewall
+        .as_ref()
+        .and_then(|f| f.totals.iter().find(|(t, _)| *t == FwTotal::IdsLost))
+    {
+        out.sample(
+            "ironclad_kernel_events_lost_total",
+            &[("source", "ids")],
             c.packets,
         );
     }
@@ -1267,41 +1288,168 @@ fn domain_metrics(out: &mut Exposition, d: &ironclad_bpf::egress::DomainStatus) 
 }
 
 /// The stateful firewall's verdicts, per-rule counters and table use.
-fn firewall_metrics(out: &mut Exposition, status: &FirewallStatus) {
-    out.family(
-        "ironclad_firewall_packets_total",
-        "counter",
-        "Packets through the stateful firewall, by verdict.",
-    );
-    for (t, c) in &status.totals {
-        out.sample(
+fn firewall_metrics(
+    out: &mut Exposition,
+    status: &FirewallStatus,
+    rules: &BTreeMap<u32, ironclad_bpf::FwRuleLabel>,
+) {
+    use ironclad_core::abi::FwTotal;
+    let total = |t: FwTotal| {
+        status
+            .totals
+            .iter()
+            .find(|(x, _)| *x == t)
+            .map(|(_, c)| *c)
+            .unwrap_or_default()
+    };
+    // Verdicts: each packet the firewall's programs see is counted under exactly one,
+    // so a sum over `verdict` is every packet. What the other totals say (why a drop,
+    // NAT, the IDS, SYN cookies, lost events) overlaps with them: their own families.
+    for (family, help, bytes) in [
+        (
             "ironclad_firewall_packets_total",
-            &[("verdict", t.name())],
-            c.packets,
+            "Packets through the stateful firewall, by verdict (each packet under one).",
+            false,
+        ),
+        (
+            "ironclad_firewall_bytes_total",
+            "Bytes through the stateful firewall, by verdict (each packet under one).",
+            true,
+        ),
+    ] {
+        out.family(family, "counter", help);
+        for t in FwTotal::VERDICTS {
+            let c = total(t);
+            out.sample(
+                family,
+                &[("verdict", t.name())],
+                if bytes { c.bytes } else { c.packets },
+            );
+        }
+    }
+    out.family(
+        "ironclad_firewall_drop_reasons_total",
+        "counter",
+        "Why packets were dropped besides a rule's or the default policy's action: each is also counted in ironclad_firewall_packets_total (as dropped, or under the verdict it had before NAT or the IDS dropped it).",
+    );
+    for (reason, t) in [
+        ("rate_limited", FwTotal::RateLimited),
+        ("limit_source", FwTotal::LimitSource),
+        ("limit_subnet", FwTotal::LimitSubnet),
+        ("limit_port", FwTotal::LimitPort),
+        ("limit_interface", FwTotal::LimitInterface),
+        ("nat_no_port", FwTotal::NatNoPort),
+        ("nat_failed", FwTotal::NatFailed),
+        ("ids_blocked", FwTotal::IdsBlocked),
+        ("ids_kernel_matched", FwTotal::IdsKernelMatched),
+    ] {
+        out.sample(
+            "ironclad_firewall_drop_reasons_total",
+            &[("reason", reason)],
+            total(t).packets,
         );
     }
     out.family(
-        "ironclad_firewall_bytes_total",
+        "ironclad_firewall_rejects_sent_total",
         "counter",
-        "Bytes through the stateful firewall, by verdict.",
+        "Answers (TCP RST, ICMP unreachable) sent for packets a reject rule refused.",
     );
-    for (t, c) in &status.totals {
+    out.sample(
+        "ironclad_firewall_rejects_sent_total",
+        &[],
+        total(FwTotal::Rejected).packets,
+    );
+    out.family(
+        "ironclad_firewall_would_drop_packets_total",
+        "counter",
+        "Dry-run: packets the policy would have dropped, passed.",
+    );
+    out.sample(
+        "ironclad_firewall_would_drop_packets_total",
+        &[],
+        total(FwTotal::WouldDrop).packets,
+    );
+    out.family(
+        "ironclad_firewall_syn_cookies_total",
+        "counter",
+        "The SYN-flood defence: SYNs answered with a cookie (sent), handshakes completed with a valid one (accepted), ACKs with none (invalid; also verdict=\"invalid\").",
+    );
+    for (outcome, t) in [
+        ("sent", FwTotal::SynCookies),
+        ("accepted", FwTotal::CookieAccepted),
+        ("invalid", FwTotal::CookieInvalid),
+    ] {
         out.sample(
-            "ironclad_firewall_bytes_total",
-            &[("verdict", t.name())],
-            c.bytes,
+            "ironclad_firewall_syn_cookies_total",
+            &[("outcome", outcome)],
+            total(t).packets,
         );
     }
+    out.family(
+        "ironclad_firewall_nat_translated_packets_total",
+        "counter",
+        "Packets NAT rewrote (either direction).",
+    );
+    out.sample(
+        "ironclad_firewall_nat_translated_packets_total",
+        &[],
+        total(FwTotal::NatTranslated).packets,
+    );
+    out.family(
+        "ironclad_firewall_ids_snippets_total",
+        "counter",
+        "Payload snippets handed to the IDS matcher.",
+    );
+    out.sample(
+        "ironclad_firewall_ids_snippets_total",
+        &[],
+        total(FwTotal::IdsSnippets).packets,
+    );
+    out.family(
+        "ironclad_firewall_ids_snippet_bytes_total",
+        "counter",
+        "Payload bytes handed to the IDS matcher.",
+    );
+    out.sample(
+        "ironclad_firewall_ids_snippet_bytes_total",
+        &[],
+        total(FwTotal::IdsSnippets).bytes,
+    );
     out.family(
         "ironclad_firewall_rule_packets_total",
         "counter",
-        "Packets that started a connection (or were decided, stateless) by a firewall rule.",
+        "Packets that started a connection (or were decided, stateless) by a firewall rule, by the rule's name (firewall.rules[N], or api-N for a rule the control API added).",
     );
+    let name = |id: &u32| {
+        rules
+            .get(id)
+            .map_or_else(|| format!("id {id}"), |l| l.name.clone())
+    };
     for (id, c) in &status.rules {
         out.sample(
             "ironclad_firewall_rule_packets_total",
-            &[("rule_id", &id.to_string())],
+            &[("rule", &name(id))],
             c.packets,
+        );
+    }
+    out.family(
+        "ironclad_firewall_rule_info",
+        "gauge",
+        "1 for each live firewall rule: its name, what it matches and does, and its comment.",
+    );
+    for (id, _) in &status.rules {
+        let label = rules.get(id);
+        out.sample(
+            "ironclad_firewall_rule_info",
+            &[
+                ("rule", &name(id)),
+                ("matches", label.map_or("", |l| l.summary.as_str())),
+                (
+                    "comment",
+                    label.and_then(|l| l.comment.as_deref()).unwrap_or(""),
+                ),
+            ],
+            1,
         );
     }
     out.family(
@@ -1364,7 +1512,7 @@ fn firewall_metrics(out: &mut Exposition, status: &FirewallStatus) {
     out.family(
         "ironclad_firewall_limit_per_second",
         "gauge",
-        "The rate limits on new inbound connections, by limit (0: off); their refusals are ironclad_firewall_packets_total{verdict=\"limit_<limit>\"}.",
+        "The rate limits on new inbound connections, by limit (0: off); their refusals are ironclad_firewall_drop_reasons_total{reason=\"limit_<limit>\"}.",
     );
     for kind in ironclad_bpf::FwLimitKind::ALL {
         out.sample(

@@ -367,16 +367,30 @@ fn accept(args: &RunArgs, audit: &AuditLog, accepted: Option<&Accepted>) {
     }
 }
 
-/// Tells the health report and the metrics listener what runs.
+/// Tells the health report, the metrics listener and `status` what runs: the features'
+/// states and the stateful firewall's live rules by name.
 fn publish_features(
     health: &Health,
     metrics: Option<&Metrics>,
+    features: &Features<'_>,
     states: BTreeMap<String, FeatureState>,
+    run_dir: &Path,
 ) {
+    let labels = features
+        .firewall()
+        .map(ironclad_bpf::Firewall::rule_labels)
+        .unwrap_or_default();
+    if let Err(e) = crate::status::write_firewall_rules(run_dir, &labels) {
+        warn!(
+            "writing the firewall's rule names to {}: {e}",
+            run_dir.join(crate::status::FIREWALL_RULES).display()
+        );
+    }
     if let Some(m) = metrics {
         for (name, f) in &states {
             m.program(name, f.up, f.detail.clone());
         }
+        m.firewall_rules(labels);
     }
     health.features(states);
     health.beat();
@@ -770,7 +784,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         .collect();
     // What the last periodic check published (or the start did).
     let mut last_checked = states.clone();
-    publish_features(&health, metrics.as_ref(), states);
+    publish_features(&health, metrics.as_ref(), &features, states, &args.run_dir);
     accept(args, &audit, first_accepted.as_ref());
     release_memory();
     // Started: what it never does from now on is taken away in every thread.
@@ -870,7 +884,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                 ctx.apply(change);
                 let states = features.states();
                 notifier.features(&states);
-                publish_features(&health, metrics.as_ref(), states);
+                publish_features(&health, metrics.as_ref(), &features, states, &args.run_dir);
             }
         }
         features.tick();
@@ -883,7 +897,13 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             let states = features.states();
             if repaired || states != last_checked {
                 notifier.features(&states);
-                publish_features(&health, metrics.as_ref(), states.clone());
+                publish_features(
+                    &health,
+                    metrics.as_ref(),
+                    &features,
+                    states.clone(),
+                    &args.run_dir,
+                );
                 last_checked = states;
             }
         }
@@ -966,7 +986,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                     // A feature the rollback started or stopped shows in status.
                     let states = features.states();
                     notifier.features(&states);
-                    publish_features(&health, metrics.as_ref(), states);
+                    publish_features(&health, metrics.as_ref(), &features, states, &args.run_dir);
                     current = previous;
                     release_memory();
                 }
@@ -1096,7 +1116,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                     }
                     let states = features.states();
                     notifier.features(&states);
-                    publish_features(&health, metrics.as_ref(), states);
+                    publish_features(&health, metrics.as_ref(), &features, states, &args.run_dir);
                     // The last line of a reload: status, metrics and the API's rule
                     // list all show its outcome from here on.
                     if applied {
@@ -1140,7 +1160,7 @@ enum Undo {
 }
 
 /// Replaces `path` by `bytes` (a temporary file in its directory renamed over it).
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let name = path
         .file_name()
         .map_or_else(|| "policy".into(), |n| n.to_string_lossy().into_owned());

@@ -4,6 +4,8 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
+use std::collections::BTreeMap;
+
 use anyhow::Result;
 use ironclad_bpf::{
     EgressFirewall, EgressStatus, Firewall, FirewallStatus, Loader, RuleLabel, Shield,
@@ -67,7 +69,7 @@ pub(crate) fn to_json(status: &ShieldStatus) -> serde_json::Value {
                 },
                 "ipv4_prefixes": r.prefixes_v4,
                 "ipv6_prefixes": r.prefixes_v6,
-                "action": format!("{:?}", r.action).to_lowercase(),
+                "action": r.action.name(),
                 "rule_id": r.rule_id,
                 "packets": r.counter.packets,
                 "bytes": r.counter.bytes,
@@ -229,7 +231,7 @@ pub(crate) fn status_json(pin_root: &Path, run_dir: &Path) -> Result<serde_json:
         }
     }
     if let Ok(f) = &firewall {
-        out["firewall"] = firewall_json(f);
+        out["firewall"] = firewall_json(f, &firewall_rule_names(run_dir));
     }
     // Events the kernel could not report for lack of ring-buffer space, per source.
     let shield_lost = shield.as_ref().ok().and_then(|s| {
@@ -317,16 +319,15 @@ pub(crate) fn status(pin_root: &Path, run_dir: &Path, json: bool) -> Result<Exit
             out,
             "rules added through the control API (the others are the policy file's):"
         )?;
+        let mut t = table(&["rule", "list", "matches", "added by"], &[]);
         for r in &api_rules {
-            writeln!(
-                out,
-                "  {:<8} {:<15} {:<40} by {}",
-                r["id"].as_str().unwrap_or_default(),
-                r["section"].as_str().unwrap_or_default(),
-                r["rule"].as_str().unwrap_or_default(),
-                r["added_by"].as_str().unwrap_or_default()
-            )?;
+            t.add_row(
+                ["id", "section", "rule", "added_by"]
+                    .map(|k| r[k].as_str().unwrap_or_default().to_string())
+                    .to_vec(),
+            );
         }
+        writeln!(out, "{}", t.trim_fmt())?;
     }
     if let Ok(e) = &egress {
         for (id, hits) in &e.rules {
@@ -417,58 +418,79 @@ pub(crate) fn status(pin_root: &Path, run_dir: &Path, json: bool) -> Result<Exit
                 }
             }
         }
-        for (id, c) in &f.rules {
+        if !f.rules.is_empty() {
+            let names = firewall_rule_names(run_dir);
+            let mut t = table(&["rule", "matches", "packets", "bytes", "comment"], &[2, 3]);
+            for (id, c) in &f.rules {
+                let n = names.get(id);
+                t.add_row(vec![
+                    n.map_or_else(|| format!("id {id}"), |n| n.name.clone()),
+                    n.map(|n| n.rule.clone()).unwrap_or_default(),
+                    c.packets.to_string(),
+                    size(c.bytes),
+                    n.and_then(|n| n.comment.clone()).unwrap_or_default(),
+                ]);
+            }
             writeln!(
                 out,
-                "firewall rule {id:<5} {:>12} packets {:>14} bytes",
-                c.packets, c.bytes
+                "firewall rules (new connections each admitted or refused):"
             )?;
+            writeln!(out, "{}", t.trim_fmt())?;
         }
-        for (t, c) in &f.totals {
-            writeln!(
-                out,
-                "firewall {:<12} {:>12} packets {:>14} bytes",
-                t.name(),
-                c.packets,
-                c.bytes
-            )?;
+        // The verdicts first (each packet counted once: they add up to every packet
+        // the firewall saw), then what they do not say.
+        let mut t = table(&["firewall packets", "packets", "bytes"], &[1, 2]);
+        for (total, c) in f.totals.iter().filter(|(t, _)| t.is_verdict()) {
+            t.add_row(vec![
+                total.name().to_string(),
+                c.packets.to_string(),
+                size(c.bytes),
+            ]);
+        }
+        writeln!(out, "{}", t.trim_fmt())?;
+        let details: Vec<String> = f
+            .totals
+            .iter()
+            .filter(|(t, c)| !t.is_verdict() && c.packets > 0)
+            .map(|(t, c)| format!("{} {}", t.name(), c.packets))
+            .collect();
+        if !details.is_empty() {
+            writeln!(out, "firewall details: {}", details.join(", "))?;
         }
     }
     let Ok(status) = shield else {
         return Ok(ExitCode::SUCCESS);
     };
-    writeln!(
-        out,
-        "{:<6} {:<44} {:<6} {:>12} {:>14}",
-        "rule", "cidr or set", "action", "packets", "bytes"
-    )?;
+    let mut t = table(
+        &["shield rule", "cidr or set", "action", "packets", "bytes"],
+        &[3, 4],
+    );
     for r in &status.rules {
-        writeln!(
-            out,
-            "{:<6} {:<44} {:<6} {:>12} {:>14}",
-            r.rule_id,
+        t.add_row(vec![
+            r.rule_id.to_string(),
             r.label.to_string(),
-            format!("{:?}", r.action).to_lowercase(),
-            r.counter.packets,
-            r.counter.bytes
-        )?;
+            r.action.name().to_string(),
+            r.counter.packets.to_string(),
+            size(r.counter.bytes),
+        ]);
     }
-    for (t, c) in &status.totals {
-        writeln!(
-            out,
-            "total {:<12} {:>12} packets {:>14} bytes",
-            t.name(),
-            c.packets,
-            c.bytes
-        )?;
+    writeln!(out, "{}", t.trim_fmt())?;
+    let mut t = table(&["shield packets", "packets", "bytes"], &[1, 2]);
+    for (total, c) in &status.totals {
+        t.add_row(vec![
+            total.name().to_string(),
+            c.packets.to_string(),
+            size(c.bytes),
+        ]);
     }
+    writeln!(out, "{}", t.trim_fmt())?;
     writeln!(
         out,
-        "ipv4 lookup: {}, ipv6 lookup: {} (slot {}), map memory: {} bytes",
+        "ipv4 lookup: {}, ipv6 lookup: {} (slot {}), map memory: {}",
         status.ipv4_path.as_str(),
         status.ipv6_path.as_str(),
         status.slot,
-        status.map_bytes()
+        size(status.map_bytes())
     )?;
     Ok(ExitCode::SUCCESS)
 }
@@ -479,8 +501,90 @@ fn port_list(ports: &std::collections::BTreeSet<u16>) -> String {
     ports_text(&port_ranges(ports))
 }
 
+/// The stateful firewall's live rules as the daemon last applied them, by counter id:
+/// what `status` names each rule's counters by (`RUN_DIR/firewall-rules.json`).
+pub(crate) const FIREWALL_RULES: &str = "firewall-rules.json";
+
+/// One live firewall rule: its counter id, name, text and comment.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct FirewallRuleName {
+    /// The kernel's counter id.
+    pub(crate) id: u32,
+    /// Where it was written (`firewall.rules[2]`, `api-7`).
+    pub(crate) name: String,
+    /// The rule in one line.
+    pub(crate) rule: String,
+    /// The operator's comment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) comment: Option<String>,
+}
+
+/// Writes the firewall's live rules for `status` (removes the file when none run).
+pub(crate) fn write_firewall_rules(
+    run_dir: &Path,
+    labels: &BTreeMap<u32, ironclad_bpf::FwRuleLabel>,
+) -> std::io::Result<()> {
+    let path = run_dir.join(FIREWALL_RULES);
+    if labels.is_empty() {
+        return match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+    }
+    let names: Vec<FirewallRuleName> = labels
+        .iter()
+        .map(|(id, l)| FirewallRuleName {
+            id: *id,
+            name: l.name.clone(),
+            rule: l.summary.clone(),
+            comment: l.comment.clone(),
+        })
+        .collect();
+    let text = serde_json::to_vec_pretty(&names).map_err(std::io::Error::other)?;
+    crate::run::write_atomically(&path, &text)
+}
+
+/// The firewall's live rules as the daemon last wrote them (none when it did not).
+pub(crate) fn firewall_rule_names(run_dir: &Path) -> BTreeMap<u32, FirewallRuleName> {
+    std::fs::read(run_dir.join(FIREWALL_RULES))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Vec<FirewallRuleName>>(&b).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|n| (n.id, n))
+        .collect()
+}
+
+/// A table as `status` prints them: aligned columns without borders, the numbers (the
+/// columns in `right`) aligned right.
+pub(crate) fn table(header: &[&str], right: &[usize]) -> comfy_table::Table {
+    let mut t = comfy_table::Table::new();
+    t.load_style(comfy_table::presets::NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
+        .set_header(header.to_vec());
+    for &i in right {
+        if let Some(c) = t.column_mut(i) {
+            c.set_cell_alignment(comfy_table::CellAlignment::Right);
+        }
+    }
+    for i in 0..header.len() {
+        if let Some(c) = t.column_mut(i) {
+            c.set_padding((0, 2));
+        }
+    }
+    t
+}
+
+/// A byte count as people read it: `1.5 MiB`.
+pub(crate) fn size(bytes: u64) -> String {
+    bytesize::ByteSize::b(bytes).display().iec().to_string()
+}
+
 /// The firewall's part of `status --json`.
-pub(crate) fn firewall_json(f: &FirewallStatus) -> serde_json::Value {
+pub(crate) fn firewall_json(
+    f: &FirewallStatus,
+    names: &BTreeMap<u32, FirewallRuleName>,
+) -> serde_json::Value {
     let s = &f.settings;
     let totals: serde_json::Map<String, serde_json::Value> = f
         .totals
@@ -495,7 +599,17 @@ pub(crate) fn firewall_json(f: &FirewallStatus) -> serde_json::Value {
     let rules: Vec<serde_json::Value> = f
         .rules
         .iter()
-        .map(|(id, c)| serde_json::json!({"rule_id": id, "packets": c.packets, "bytes": c.bytes}))
+        .map(|(id, c)| {
+            let n = names.get(id);
+            serde_json::json!({
+                "rule_id": id,
+                "name": n.map(|n| n.name.as_str()),
+                "rule": n.map(|n| n.rule.as_str()),
+                "comment": n.and_then(|n| n.comment.as_deref()),
+                "packets": c.packets,
+                "bytes": c.bytes,
+            })
+        })
         .collect();
     serde_json::json!({
         "default_inbound": if s.drop_inbound { "drop" } else { "accept" },

@@ -112,6 +112,9 @@ impl Net {
             self.dir.path().join("audit.jsonl").display().to_string(),
             "--run-dir".into(),
             self.dir.path().join("run").display().to_string(),
+            // The test's own: runtime rules added through the API stay with it.
+            "--state-dir".into(),
+            self.dir.path().join("state").display().to_string(),
             "--events".into(),
             self.dir.path().join("events.jsonl").display().to_string(),
         ]
@@ -224,6 +227,245 @@ fn total(status: &serde_json::Value, which: &str) -> u64 {
     status["totals"][which]["packets"]
         .as_u64()
         .unwrap_or_else(|| panic!("no total {which}: {status}"))
+}
+
+/// The daemon's metrics page, read with the test token.
+fn metrics_page(daemon: &Daemon) -> String {
+    let log = daemon.log();
+    let port = log
+        .split("metrics on http://127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no metrics address in the log:\n{log}"))
+        .to_string();
+    let page = Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "10",
+            "-H",
+            "Authorization: Bearer ironclad-test-token-0123456789",
+            &format!("http://127.0.0.1:{port}/metrics"),
+        ])
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&page.stdout).into_owned()
+}
+
+/// The metrics arguments, with the token file the tests read with.
+fn metrics_args(net: &Net) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let token = net.dir.path().join("metrics.token");
+    std::fs::write(&token, "ironclad-test-token-0123456789\n").expect("token");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    vec![
+        "--metrics".to_string(),
+        "127.0.0.1:0".to_string(),
+        "--metrics-token-file".to_string(),
+        token.display().to_string(),
+    ]
+}
+
+/// A sample's value on a metrics page.
+fn sample(page: &str, series: &str) -> Option<u64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Operator experience: a firewall rule had three names (`firewall.rules[1]` in `rules
+/// list`, `firewall rule 3` in `status`, `rule_id="3"` in the metrics) and its comment
+/// showed nowhere. Now it has one, where it was written (`firewall.rules[2]`; `api-1`
+/// for a rule the control API added), in `rules list`, `status`, the metrics and the
+/// events, with its text and comment beside it. And the metrics' verdicts count each
+/// packet once (the reasons, answers and cookies are families of their own), so a sum
+/// over `verdict` means something.
+#[test]
+fn a_firewall_rule_has_one_name_in_rules_list_status_metrics_and_events() {
+    require_privileges!();
+    let net = Net::new("fwnames", 11);
+    let config = net.dir.path().join("policy.yaml");
+    std::fs::write(&config, net.policy(true)).expect("policy");
+    let mut args = net.args(&config);
+    args.extend(metrics_args(&net));
+    let daemon = Daemon::spawn(&args);
+    daemon.wait_for("ready");
+    let host4 = net.addr(false, 1);
+    let _listeners: Vec<TcpListener> = [2222, 2224, 2225]
+        .iter()
+        .map(|p| TcpListener::bind((host4.as_str(), *p)).expect("listen"))
+        .collect();
+    // A rule added through the control API, logged, with a comment.
+    let socket = net.dir.path().join("run").join("api.sock");
+    let out = Command::new(BIN)
+        .args(["rules", "--socket"])
+        .arg(&socket)
+        .args([
+            "add",
+            "firewall.rules",
+            "{direction: in, proto: tcp, dport: 2225, action: drop, log: true, comment: added live}",
+        ])
+        .output()
+        .expect("rules add");
+    assert!(out.status.success(), "{out:?}");
+    let added = String::from_utf8_lossy(&out.stdout);
+    assert!(added.starts_with("api-1"), "{added}");
+    let admin = net.addr(false, 2);
+    assert!(
+        net.connects(&admin, &host4, 2222),
+        "the admins' rule admits"
+    );
+    assert!(
+        !net.connects(&admin, &host4, 2224),
+        "the reject rule refuses"
+    );
+    assert!(!net.connects(&admin, &host4, 2225), "the API's rule drops");
+
+    // Events: the logged matches and the flow name their rules.
+    let path = net.dir.path().join("events.jsonl");
+    let logged = events_of(&path, "firewall", 10, |found| {
+        found.iter().any(|e| e["dport"] == 2224) && found.iter().any(|e| e["dport"] == 2225)
+    });
+    for (port, name) in [(2224, "firewall.rules[2]"), (2225, "api-1")] {
+        let e = logged
+            .iter()
+            .find(|e| e["dport"] == port)
+            .unwrap_or_else(|| panic!("no event for {port}: {logged:#?}"));
+        assert_eq!(e["rule"], name, "{e}");
+    }
+    let flows = events_of(&path, "flow", 10, |found| !found.is_empty());
+    assert_eq!(flows[0]["rule"], "firewall.rules[0]", "{flows:#?}");
+
+    // status --json: each rule's counters with its name, text and comment.
+    let status_of = |json: bool| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["status", "--pin-dir"])
+            .arg(net.pins.path())
+            .arg("--run-dir")
+            .arg(net.dir.path().join("run"));
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().expect("status");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let status: serde_json::Value = serde_json::from_str::<serde_json::Value>(&status_of(true))
+        .expect("JSON")["firewall"]
+        .clone();
+    let rules = status["rules"].as_array().expect("rules");
+    let rule = |name: &str| {
+        rules
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("no rule {name}: {status}"))
+            .clone()
+    };
+    let admins = rule("firewall.rules[0]");
+    assert_eq!(admins["comment"], "ssh from the admins", "{admins}");
+    assert!(
+        admins["rule"].as_str().is_some_and(
+            |r| r.starts_with("in tcp src 10.215.11.2/32") && r.ends_with("dport 2222 accept")
+        ),
+        "{admins}"
+    );
+    assert!(admins["packets"].as_u64() >= Some(1), "{admins}");
+    assert_eq!(rule("firewall.rules[2]")["comment"], "refused at once");
+    assert_eq!(rule("api-1")["comment"], "added live");
+    assert!(rule("api-1")["packets"].as_u64() >= Some(1), "{status}");
+    // status as people read it: the same names, the comments, aligned columns.
+    let text = status_of(false);
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no line for {name}:\n{text}"))
+            .to_string()
+    };
+    assert!(
+        line("firewall.rules[2]").ends_with("refused at once"),
+        "{text}"
+    );
+    assert!(line("api-1").contains("dport 2225 drop log"), "{text}");
+    let columns: Vec<usize> = ["firewall.rules[0]", "firewall.rules[2]", "api-1"]
+        .iter()
+        .map(|n| line(n).find(" in tcp").expect("matches column"))
+        .collect();
+    assert!(columns.windows(2).all(|w| w[0] == w[1]), "aligned:\n{text}");
+    // rules list: the same names, the comments.
+    let out = Command::new(BIN)
+        .args(["rules", "--socket"])
+        .arg(&socket)
+        .args(["list", "--json"])
+        .output()
+        .expect("rules list");
+    let listed: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    let entry = listed
+        .iter()
+        .find(|r| r["id"] == "firewall.rules[0]")
+        .unwrap_or_else(|| panic!("{listed:#?}"));
+    assert!(
+        entry["rule"]
+            .as_str()
+            .is_some_and(|r| r.ends_with("accept  # ssh from the admins")),
+        "{entry}"
+    );
+    assert!(listed.iter().any(|r| r["id"] == "api-1"), "{listed:#?}");
+
+    // The metrics: the same names, and an info series with the text and comment.
+    let page = metrics_page(&daemon);
+    assert!(
+        sample(
+            &page,
+            "ironclad_firewall_rule_packets_total{rule=\"firewall.rules[2]\"}"
+        )
+        .is_some_and(|n| n >= 1)
+            && sample(
+                &page,
+                "ironclad_firewall_rule_packets_total{rule=\"api-1\"}"
+            )
+            .is_some_and(|n| n >= 1),
+        "{page}"
+    );
+    assert!(
+        page.lines().any(|l| l.starts_with("ironclad_firewall_rule_info{rule=\"firewall.rules[0]\",matches=\"in tcp src 10.215.11.2/32")
+            && l.ends_with("comment=\"ssh from the admins\"} 1")),
+        "{page}"
+    );
+    assert!(!page.contains("rule_id="), "{page}");
+    // Verdicts: the eight that classify a packet, nothing else under the label.
+    let verdicts: Vec<&str> = page
+        .lines()
+        .filter_map(|l| l.strip_prefix("ironclad_firewall_packets_total{verdict=\""))
+        .filter_map(|l| l.split('"').next())
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            "established",
+            "related",
+            "new_accepted",
+            "dropped",
+            "invalid",
+            "table_full",
+            "untracked",
+            "non_ip"
+        ],
+        "{page}"
+    );
+    assert!(
+        sample(&page, "ironclad_firewall_rejects_sent_total").is_some_and(|n| n >= 1),
+        "{page}"
+    );
+    assert!(
+        sample(
+            &page,
+            "ironclad_firewall_packets_total{verdict=\"dropped\"}"
+        )
+        .is_some_and(|n| n >= 2),
+        "the reject and the API's drop: {page}"
+    );
 }
 
 #[test]
@@ -685,13 +927,22 @@ fn rate_limits_through_the_daemon_refuse_count_report_and_reload() {
             && page.contains("ironclad_firewall_limit_per_second{limit=\"port\"} 0\n"),
         "{page}"
     );
+    // The refusals: a reason of drops, and among the dropped verdicts.
+    let refused = sample(
+        &page,
+        "ironclad_firewall_drop_reasons_total{reason=\"limit_source\"}",
+    )
+    .unwrap_or_else(|| panic!("{page}"));
+    assert!(refused >= 1, "{page}");
     assert!(
-        page.lines().any(|l| l
-            .strip_prefix("ironclad_firewall_packets_total{verdict=\"limit_source\"} ")
-            .and_then(|v| v.parse::<u64>().ok())
-            .is_some_and(|v| v >= 1)),
+        sample(
+            &page,
+            "ironclad_firewall_packets_total{verdict=\"dropped\"}"
+        )
+        .is_some_and(|d| d >= refused),
         "{page}"
     );
+    assert!(!page.contains("verdict=\"limit_source\""), "{page}");
 
     // A reload with a mistake in the limits is refused, located, and nothing changes.
     std::fs::write(

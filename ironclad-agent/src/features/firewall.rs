@@ -736,6 +736,10 @@ impl Feature for Running {
         Some(self.firewall.object())
     }
 
+    fn as_firewall(&self) -> Option<&Firewall> {
+        Some(&self.firewall)
+    }
+
     fn tick(&mut self, out: &Publisher<'_>) {
         if self.last_sweep.elapsed() < SWEEP_EVERY {
             return;

@@ -160,6 +160,12 @@ pub trait Feature: Send {
         None
     }
 
+    /// The stateful firewall, for what it knows of its live rules
+    /// ([`Features::firewall`]). Only the firewall answers.
+    fn as_firewall(&self) -> Option<&ironclad_bpf::Firewall> {
+        None
+    }
+
     /// Stops the feature. With `detach` its hooks and pins are removed; otherwise
     /// pinned enforcement stays in the kernel. Returns what was done, for the log.
     fn stop(self: Box<Self>, loader: &Loader, detach: bool) -> Result<String>;
@@ -681,6 +687,13 @@ impl<'l> Features<'l> {
     /// [`reload`](Self::reload) plans the whole policy again.
     pub fn shield(&self) -> Option<&ironclad_bpf::Shield> {
         self.running.iter().find_map(|f| f.as_shield())
+    }
+
+    /// The running stateful firewall: its rules' names by counter id
+    /// ([`Firewall::rule_labels`](ironclad_bpf::Firewall::rule_labels)) and its
+    /// counters.
+    pub fn firewall(&self) -> Option<&ironclad_bpf::Firewall> {
+        self.running.iter().find_map(|f| f.as_firewall())
     }
 
     /// The names of the running features, in start order.
