@@ -165,7 +165,7 @@ pub fn link_health(link: &Link, prog_id: u32) -> Result<LinkHealth> {
     let info = link.info().map_err(|source| BpfError::Attach {
         program: "link".to_string(),
         target: "link info".to_string(),
-        source: source.into(),
+        source: crate::error::KernelError::from_libbpf(source),
     })?;
     let attached = match &info.info {
         LinkTypeInfo::Xdp(x) => x.ifindex != 0,
@@ -255,7 +255,7 @@ pub(crate) fn verify_link(
             result.map_err(|source| BpfError::Attach {
                 program: hook.program.to_string(),
                 target: format!("{target} ({found}; swapping it back)"),
-                source: source.into(),
+                source: crate::error::KernelError::from_libbpf(source),
             })?;
             watch.prog_id = prog_id_of(link);
             Ok(Some(format!("{found}: swapped back")))
@@ -270,7 +270,9 @@ pub(crate) fn verify_link(
                         "{target} ({found}; attaching a new link failed, next attempt in {} s)",
                         at.duration_since(now).as_secs() + 1
                     ),
-                    source: libbpf_rs::Error::from_raw_os_error(errno).into(),
+                    source: crate::error::KernelError::from_libbpf(
+                        libbpf_rs::Error::from_raw_os_error(errno),
+                    ),
                 });
             }
             let fresh = match attach() {
@@ -283,7 +285,8 @@ pub(crate) fn verify_link(
                         Outcome::Failed,
                         format!("{found}; attaching a new link failed: {e}"),
                     );
-                    let source: crate::error::KernelError = e.into();
+                    let source: crate::error::KernelError =
+                        crate::error::KernelError::from_libbpf(e);
                     watch.retry = Some((now + REPAIR_RETRY, source.errno().unwrap_or(libc::EIO)));
                     return Err(BpfError::Attach {
                         program: hook.program.to_string(),
@@ -413,7 +416,7 @@ pub(crate) fn remove_dead_link_pin(
         what: what.to_string(),
         path: path.to_path_buf(),
         reason,
-        source: Some(e.into()),
+        source: Some(crate::error::KernelError::from_libbpf(e)),
     };
     let mut link = Link::open(path).map_err(|e| pin_error(e.to_string(), e))?;
     if link_health(&link, 0)? != LinkHealth::Detached {
@@ -520,7 +523,7 @@ impl XdpAttachment {
         let link = result.map_err(|source| BpfError::Attach {
             program: program.clone(),
             target,
-            source: source.into(),
+            source: crate::error::KernelError::from_libbpf(source),
         })?;
         Ok(Self {
             watch: LinkWatch::of(&link),
@@ -550,7 +553,7 @@ impl XdpAttachment {
             what: format!("link xdp on {iface}"),
             path: path.to_path_buf(),
             reason,
-            source: Some(e.into()),
+            source: Some(crate::error::KernelError::from_libbpf(e)),
         };
         let index = ifindex(iface)?;
         let mut link = Link::open(path).map_err(|e| pin_error(e.to_string(), e))?;
@@ -626,7 +629,7 @@ impl XdpAttachment {
             what: format!("link xdp on {}", self.iface),
             path: path.to_path_buf(),
             reason: e.to_string(),
-            source: Some(e.into()),
+            source: Some(crate::error::KernelError::from_libbpf(e)),
         })?;
         self.pinned = Some(path.to_path_buf());
         Ok(())
@@ -673,7 +676,7 @@ impl XdpAttachment {
                 what: format!("link xdp on {}", self.iface),
                 path,
                 reason: e.to_string(),
-                source: Some(e.into()),
+                source: Some(crate::error::KernelError::from_libbpf(e)),
             })?;
         }
         let result = self.link.detach();
@@ -688,7 +691,7 @@ impl XdpAttachment {
         result.map_err(|source| BpfError::Attach {
             program: self.program.clone(),
             target: format!("xdp on {} (detach)", self.iface),
-            source: source.into(),
+            source: crate::error::KernelError::from_libbpf(source),
         })
     }
 }
@@ -732,7 +735,7 @@ pub(crate) fn attach_tcx_programs(
             &result,
         );
         let link = result.map_err(|source| {
-            let source: crate::error::KernelError = source.into();
+            let source: crate::error::KernelError = crate::error::KernelError::from_libbpf(source);
             match crate::firewall::older_than_tcx() {
                 Some(running) => BpfError::KernelTooOld {
                     feature,

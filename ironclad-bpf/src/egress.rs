@@ -210,7 +210,7 @@ impl CgroupAttachment {
                     what: format!("link {name}"),
                     path,
                     reason: e.to_string(),
-                    source: Some(e.into()),
+                    source: Some(crate::error::KernelError::from_libbpf(e)),
                 })?;
             }
             let result = link.detach();
@@ -224,7 +224,7 @@ impl CgroupAttachment {
             result.map_err(|source| BpfError::Attach {
                 program: name.to_string(),
                 target: format!("detach from cgroup {}", self.cgroup.display()),
-                source: source.into(),
+                source: crate::error::KernelError::from_libbpf(source),
             })?;
         }
         Ok(())
@@ -539,7 +539,7 @@ impl EgressFirewall {
             let link = result.map_err(|source| BpfError::Attach {
                 program: (*name).to_string(),
                 target: format!("cgroup {}", cgroup.display()),
-                source: source.into(),
+                source: crate::error::KernelError::from_libbpf(source),
             })?;
             links.push((*name, link));
         }
@@ -586,13 +586,13 @@ impl EgressFirewall {
                             what: format!("link {name}"),
                             path: pin.clone(),
                             reason: e.to_string(),
-                            source: Some(e.into()),
+                            source: Some(crate::error::KernelError::from_libbpf(e)),
                         })?;
                         link.update_prog(&prog).map_err(|e| BpfError::Pin {
                             what: format!("link {name}"),
                             path: pin.clone(),
                             reason: format!("cannot swap the program into it: {e}"),
-                            source: Some(e.into()),
+                            source: Some(crate::error::KernelError::from_libbpf(e)),
                         })?;
                         link
                     } else {
@@ -607,7 +607,7 @@ impl EgressFirewall {
                         result.map_err(|source| BpfError::Attach {
                             program: (*name).to_string(),
                             target: format!("cgroup {}", cgroup.display()),
-                            source: source.into(),
+                            source: crate::error::KernelError::from_libbpf(source),
                         })?
                     };
                     let watch = crate::attach::LinkWatch::of(&link);
@@ -694,7 +694,7 @@ impl EgressFirewall {
                     what: format!("link {name}"),
                     path: path.clone(),
                     reason: e.to_string(),
-                    source: Some(e.into()),
+                    source: Some(crate::error::KernelError::from_libbpf(e)),
                 })?;
                 let prog = self.object.program(name)?;
                 let result = link.update_prog(&prog);
@@ -709,7 +709,7 @@ impl EgressFirewall {
                     what: format!("link {name}"),
                     path: path.clone(),
                     reason: format!("cannot swap the program into it: {e}"),
-                    source: Some(e.into()),
+                    source: Some(crate::error::KernelError::from_libbpf(e)),
                 })?;
                 links.push((*name, link));
             }
@@ -903,7 +903,7 @@ impl EgressFirewall {
                 what: format!("map {name}"),
                 path: path.clone(),
                 reason: e.to_string(),
-                source: Some(e.into()),
+                source: Some(crate::error::KernelError::from_libbpf(e)),
             })
         };
         let recorded = open(names::egress::ic_dns_exe_paths).ok();
@@ -1061,14 +1061,14 @@ impl EgressFirewall {
                 what: format!("map {name}"),
                 path: path.clone(),
                 reason: e.to_string(),
-                source: Some(e.into()),
+                source: Some(crate::error::KernelError::from_libbpf(e)),
             })
         };
         let lookup_err = |name: &'static str| {
             move |source: libbpf_rs::Error| BpfError::Map {
                 op: "lookup",
                 map: name.to_string(),
-                source: source.into(),
+                source: crate::error::KernelError::from_libbpf(source),
             }
         };
         let sum = |values: Option<Vec<Vec<u8>>>| -> u64 {
@@ -1166,7 +1166,7 @@ fn pin_link(dir: &Path, name: &str, link: &mut Link) -> Result<()> {
         what: format!("link {name}"),
         path: path.clone(),
         reason: e.to_string(),
-        source: Some(e.into()),
+        source: Some(crate::error::KernelError::from_libbpf(e)),
     })
 }
 

@@ -266,6 +266,15 @@ pub type Result<T, E = BpfError> = std::result::Result<T, E>;
 /// assert_eq!(e.errno(), Some(libc::EPERM));
 /// assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied);
 /// ```
+///
+/// The bindings' error type does not convert into it outside this crate (nothing public
+/// names libbpf-rs, so its version can change under an embedder):
+///
+/// ```compile_fail
+/// fn convert(e: libbpf_rs::Error) -> ironclad_bpf::error::KernelError {
+///     e.into()
+/// }
+/// ```
 pub struct KernelError {
     errno: Option<i32>,
     kind: io::ErrorKind,
@@ -325,8 +334,10 @@ fn io_kind(kind: libbpf_rs::ErrorKind) -> io::ErrorKind {
     }
 }
 
-impl From<libbpf_rs::Error> for KernelError {
-    fn from(source: libbpf_rs::Error) -> Self {
+impl KernelError {
+    /// Classifies an error of libbpf-rs (crate-private: the public API never names
+    /// libbpf-rs, so its version can change without breaking embedders).
+    pub(crate) fn from_libbpf(source: libbpf_rs::Error) -> Self {
         // `{:#}` prints the context layers and the innermost error, where the errno is.
         let errno = errno_of(&format!("{source:#}"));
         let kind = match errno {
@@ -412,7 +423,7 @@ mod tests {
         let Some(layered) = layered else {
             panic!("the error vanished");
         };
-        let e = KernelError::from(layered);
+        let e = KernelError::from_libbpf(layered);
         assert_eq!(e.errno(), Some(libc::EPERM));
         assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
         assert_eq!(e.to_io_error().raw_os_error(), Some(libc::EPERM));

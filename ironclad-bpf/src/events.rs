@@ -113,7 +113,7 @@ fn ring_error(op: &'static str, map: &str) -> impl FnOnce(libbpf_rs::Error) -> B
     move |source| BpfError::Map {
         op,
         map,
-        source: source.into(),
+        source: crate::error::KernelError::from_libbpf(source),
     }
 }
 

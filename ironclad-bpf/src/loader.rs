@@ -233,7 +233,7 @@ impl Loader {
             .and_then(|b| b.open_memory(object.elf()))
             .map_err(|source| BpfError::Open {
                 object: name.to_string(),
-                source: source.into(),
+                source: crate::error::KernelError::from_libbpf(source),
             })?;
         for prog in open.progs() {
             let prog_name = prog.name().to_string_lossy().into_owned();
@@ -256,7 +256,7 @@ impl Loader {
             map.set_max_entries(*entries)
                 .map_err(|source| BpfError::Open {
                     object: name.to_string(),
-                    source: source.into(),
+                    source: crate::error::KernelError::from_libbpf(source),
                 })?;
         }
         let pin_dir = self.pin_dir(name);
@@ -309,7 +309,7 @@ impl Loader {
                 what: format!("map {map_name}"),
                 path: path.clone(),
                 reason: e.to_string(),
-                source: Some(e.into()),
+                source: Some(crate::error::KernelError::from_libbpf(e)),
             })?;
             pins.push(PinnedMap {
                 name: map_name,
@@ -324,7 +324,7 @@ impl Loader {
             Err(source) => {
                 let err = BpfError::Load {
                     object: name.to_string(),
-                    source: source.into(),
+                    source: crate::error::KernelError::from_libbpf(source),
                     verifier_log: log,
                 };
                 self.log.record(
@@ -581,7 +581,7 @@ impl LoadedObject {
             links.push(result.map_err(|source| BpfError::Attach {
                 program: (*name).to_string(),
                 target: target.to_string(),
-                source: source.into(),
+                source: crate::error::KernelError::from_libbpf(source),
             })?);
         }
         Ok(links)
@@ -614,7 +614,7 @@ impl LoadedObject {
         let output = prog.test_run(input).map_err(|source| BpfError::Attach {
             program: name.to_string(),
             target: "BPF_PROG_TEST_RUN".to_string(),
-            source: source.into(),
+            source: crate::error::KernelError::from_libbpf(source),
         })?;
         if let (Some(out), Some(data)) = (out, output.data) {
             *out = data.to_vec();
@@ -683,7 +683,7 @@ impl AuditedMap<'_> {
             .map_err(|source| BpfError::Map {
                 op: "get info",
                 map: self.name.clone(),
-                source: source.into(),
+                source: crate::error::KernelError::from_libbpf(source),
             })
     }
 
@@ -712,7 +712,7 @@ impl AuditedMap<'_> {
         result.map_err(|source| BpfError::Map {
             op: "update",
             map: self.name.clone(),
-            source: source.into(),
+            source: crate::error::KernelError::from_libbpf(source),
         })
     }
 
@@ -736,7 +736,7 @@ impl AuditedMap<'_> {
                 result = Err(BpfError::Map {
                     op: "update",
                     map: self.name.clone(),
-                    source: source.into(),
+                    source: crate::error::KernelError::from_libbpf(source),
                 });
                 break;
             }
@@ -769,7 +769,7 @@ impl AuditedMap<'_> {
         result.map_err(|source| BpfError::Map {
             op: "update",
             map: self.name.clone(),
-            source: source.into(),
+            source: crate::error::KernelError::from_libbpf(source),
         })
     }
 
@@ -779,7 +779,7 @@ impl AuditedMap<'_> {
         libbpf_rs::MapHandle::try_from(&self.map).map_err(|source| BpfError::Map {
             op: "dup",
             map: self.name.clone(),
-            source: source.into(),
+            source: crate::error::KernelError::from_libbpf(source),
         })
     }
 
@@ -792,7 +792,7 @@ impl AuditedMap<'_> {
             Err(source) => Err(BpfError::Map {
                 op: "delete",
                 map: self.name.clone(),
-                source: source.into(),
+                source: crate::error::KernelError::from_libbpf(source),
             }),
         };
         self.log.result(
@@ -838,7 +838,7 @@ impl AuditedMap<'_> {
                     result = Err(BpfError::Map {
                         op: "delete",
                         map: self.name.clone(),
-                        source: source.into(),
+                        source: crate::error::KernelError::from_libbpf(source),
                     });
                     break;
                 }
@@ -865,7 +865,7 @@ impl AuditedMap<'_> {
             .map_err(|source| BpfError::Map {
                 op: "lookup",
                 map: self.name.clone(),
-                source: source.into(),
+                source: crate::error::KernelError::from_libbpf(source),
             })
     }
 
@@ -877,7 +877,7 @@ impl AuditedMap<'_> {
             .map_err(|source| BpfError::Map {
                 op: "lookup",
                 map: self.name.clone(),
-                source: source.into(),
+                source: crate::error::KernelError::from_libbpf(source),
             })
     }
 

@@ -640,12 +640,12 @@ impl ProcessMonitor {
             .map_err(|source| BpfError::Map {
                 op: "ring buffer",
                 map: RING.to_string(),
-                source: source.into(),
+                source: crate::error::KernelError::from_libbpf(source),
             })?;
         let ring = builder.build().map_err(|source| BpfError::Map {
             op: "ring buffer",
             map: RING.to_string(),
-            source: source.into(),
+            source: crate::error::KernelError::from_libbpf(source),
         })?;
         // Track first, then seed, so no process started meanwhile is missed.
         let links = object.attach_tracepoints(TRACEPOINTS)?;

@@ -157,7 +157,7 @@ pub fn object_ids(object: &LoadedObject) -> Result<Vec<(BpfObjectKind, u32)>> {
         let info = map.info().map_err(|source| BpfError::Map {
             op: "get info",
             map: map.name().to_string_lossy().into_owned(),
-            source: source.into(),
+            source: crate::error::KernelError::from_libbpf(source),
         })?;
         ids.push((BpfObjectKind::Map, info.info.id));
     }
@@ -166,7 +166,7 @@ pub fn object_ids(object: &LoadedObject) -> Result<Vec<(BpfObjectKind, u32)>> {
             libbpf_rs::Program::id_from_fd(prog.as_fd()).map_err(|source| BpfError::Attach {
                 program: prog.name().to_string_lossy().into_owned(),
                 target: "program info".to_string(),
-                source: source.into(),
+                source: crate::error::KernelError::from_libbpf(source),
             })?;
         ids.push((BpfObjectKind::Prog, id));
     }
@@ -180,7 +180,7 @@ pub(crate) fn link_id(link: &Link) -> Result<u32> {
         .map_err(|source| BpfError::Attach {
             program: "link".to_string(),
             target: "link info".to_string(),
-            source: source.into(),
+            source: crate::error::KernelError::from_libbpf(source),
         })
 }
 
@@ -250,7 +250,7 @@ impl SentinelLsm {
                     what: format!("link of {name}"),
                     path: pin_path.clone(),
                     reason: e.to_string(),
-                    source: Some(e.into()),
+                    source: Some(crate::error::KernelError::from_libbpf(e)),
                 })?;
                 self.links.push(((*name).to_string(), link));
                 continue;
@@ -261,7 +261,7 @@ impl SentinelLsm {
             let mut link = result.map_err(|source| BpfError::Attach {
                 program: (*name).to_string(),
                 target,
-                source: source.into(),
+                source: crate::error::KernelError::from_libbpf(source),
             })?;
             if pin {
                 let pinned = link.pin(&pin_path);
@@ -276,7 +276,7 @@ impl SentinelLsm {
                     what: format!("link of {name}"),
                     path: pin_path.clone(),
                     reason: e.to_string(),
-                    source: Some(e.into()),
+                    source: Some(crate::error::KernelError::from_libbpf(e)),
                 })?;
             }
             self.links.push(((*name).to_string(), link));

@@ -92,7 +92,7 @@ impl Telemetry {
             let link = result.map_err(|source| BpfError::Attach {
                 program: (*name).to_string(),
                 target: format!("cgroup {}", cgroup.display()),
-                source: source.into(),
+                source: crate::error::KernelError::from_libbpf(source),
             })?;
             let watch = crate::attach::LinkWatch::of(&link);
             hooks.push((*name, link, watch));
@@ -203,14 +203,14 @@ impl Telemetry {
             what: "map ic_telemetry_stats".to_string(),
             path: path.clone(),
             reason: e.to_string(),
-            source: Some(e.into()),
+            source: Some(crate::error::KernelError::from_libbpf(e)),
         })?;
         Ok(map
             .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
             .map_err(|source| BpfError::Map {
                 op: "lookup",
                 map: names::telemetry::ic_telemetry_stats.to_string(),
-                source: source.into(),
+                source: crate::error::KernelError::from_libbpf(source),
             })?
             .unwrap_or_default()
             .iter()

@@ -455,7 +455,7 @@ impl Probes {
                     return Err(BpfError::Attach {
                         program: site.program.to_string(),
                         target: format!("{}:{} in process {pid}", self.library.display(), site.at),
-                        source: source.into(),
+                        source: crate::error::KernelError::from_libbpf(source),
                     });
                 }
             }
@@ -670,12 +670,12 @@ impl TlsMonitor {
             .map_err(|source| BpfError::Map {
                 op: "ring buffer",
                 map: names::tls::ic_tls_starts.to_string(),
-                source: source.into(),
+                source: crate::error::KernelError::from_libbpf(source),
             })?;
         let ring = builder.build().map_err(|source| BpfError::Map {
             op: "ring buffer",
             map: names::tls::ic_tls_starts.to_string(),
-            source: source.into(),
+            source: crate::error::KernelError::from_libbpf(source),
         })?;
         let stop = monitor.stop.clone();
         let probes = monitor.probes.clone();
@@ -814,7 +814,7 @@ impl TlsMonitor {
             self.links.push(result.map_err(|source| BpfError::Attach {
                 program: site.program.to_string(),
                 target,
-                source: source.into(),
+                source: crate::error::KernelError::from_libbpf(source),
             })?);
         }
         Ok(())

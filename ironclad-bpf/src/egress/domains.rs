@@ -587,7 +587,7 @@ fn lookup(map: &MapHandle, name: &'static str, key: &[u8]) -> Result<Option<Vec<
         .map_err(|source| BpfError::Map {
             op: "lookup",
             map: name.to_string(),
-            source: source.into(),
+            source: crate::error::KernelError::from_libbpf(source),
         })
 }
 
@@ -597,7 +597,7 @@ fn sum_percpu(map: &MapHandle, name: &'static str, index: u32) -> Result<u64> {
         .map_err(|source| BpfError::Map {
             op: "lookup",
             map: name.to_string(),
-            source: source.into(),
+            source: crate::error::KernelError::from_libbpf(source),
         })?;
     Ok(values
         .unwrap_or_default()

@@ -296,7 +296,7 @@ impl Maps for PinnedMaps {
             what: format!("map {name}"),
             path,
             reason: e.to_string(),
-            source: Some(e.into()),
+            source: Some(crate::error::KernelError::from_libbpf(e)),
         })
     }
 }
@@ -306,7 +306,7 @@ fn map_err(op: &'static str, map: &str) -> impl FnOnce(libbpf_rs::Error) -> BpfE
     move |source| BpfError::Map {
         op,
         map,
-        source: source.into(),
+        source: crate::error::KernelError::from_libbpf(source),
     }
 }
 
