@@ -162,6 +162,14 @@ struct {
 	__uint(max_entries, IC_FW_RING_BYTES);
 } ic_fw_events SEC(".maps");
 
+/* Sampled reports of the default policy's drops: the rate and its bucket. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ic_fw_default_log);
+} ic_fw_default_log SEC(".maps");
+
 /* Rate-limited rules' token buckets, by rule id. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -779,6 +787,29 @@ static __noinline void ic_fw_report(const struct ic_fw_pkt *p, __u32 rule_id, __
 	bpf_ringbuf_submit(e, 0);
 }
 
+/* Reports a packet the default policy drops, when the sample allows (at most
+ * log_default_drops a second). A global function, so the verifier checks it once for
+ * every caller: ic_fw's inlined body is near the verifier's budget on Linux 6.1, and
+ * each of its decisions may call this. */
+__attribute__((noinline)) int ic_fw_default_report(struct ic_fw_pkt *p, __u32 ifindex,
+						   __u32 inbound)
+{
+	__u32 zero = 0;
+	struct ic_fw_default_log *l = bpf_map_lookup_elem(&ic_fw_default_log, &zero);
+	struct ic_fw_config *cfg = bpf_map_lookup_elem(&ic_fw_config, &zero);
+	__u8 flags = inbound ? IC_FW_EV_INBOUND : 0;
+
+	if (!p || !l || !cfg || !l->per_sec)
+		return 0;
+	if (!ic_tokens_take(&l->tokens, &l->last_ns, l->per_sec, (__s64)l->per_sec * IC_NS,
+			    bpf_ktime_get_ns()))
+		return 0;
+	if (cfg->flags & IC_FW_F_DRY_RUN)
+		flags |= IC_FW_EV_DRY_RUN;
+	ic_fw_report(p, 0, IC_FW_DROP, flags, ifindex);
+	return 1;
+}
+
 /* ---- Rate limits on new inbound connections (firewall.limits) ---- */
 
 /* Reports that a limit's bucket refused connections: `dropped` since its last report. */
@@ -1038,8 +1069,10 @@ static __always_inline int ic_fw_decide(const struct ic_fw_config *cfg, int inbo
 		}
 		return action;
 	}
-	return (cfg->flags & (inbound ? IC_FW_F_DROP_IN : IC_FW_F_DROP_OUT)) ? IC_FW_DROP
-									      : IC_FW_ACCEPT;
+	if (!(cfg->flags & (inbound ? IC_FW_F_DROP_IN : IC_FW_F_DROP_OUT)))
+		return IC_FW_ACCEPT;
+	ic_fw_default_report(p, ifindex, inbound);
+	return IC_FW_DROP;
 }
 
 /* ---- SYN-flood defence (firewall.syn_flood; struct ic_syn_config) ----

@@ -189,7 +189,9 @@ run_suite() {
         return 0
     fi
     # shellcheck disable=SC2086 # one test name a word
-    IRONCLAD_GUEST=1 "\$bin" "\$@" --test-threads=1 --exact \$names
+    # --show-output: what passing tests say goes to the run's output too (the
+    # firewall's verified instructions against the verifier's budget, for one).
+    IRONCLAD_GUEST=1 "\$bin" "\$@" --test-threads=1 --show-output --exact \$names
 }
 if [[ -n "$TESTS" ]]; then
     run_suite "$TESTS" sentinel_guest --ignored

@@ -1371,6 +1371,15 @@ struct ic_fw_bucket {
 	__u64 last_ns;
 };
 
+/* Sampled reports of the packets the default policy drops (firewall.log_default_drops;
+ * array map ic_fw_default_log, one entry): a token bucket of per_sec reports a second. */
+struct ic_fw_default_log {
+	__u32 per_sec; /* host order; 0: no reports */
+	__u32 _pad0;
+	__s64 tokens;  /* nanosecond-scaled tokens, as struct ic_fw_bucket */
+	__u64 last_ns;
+};
+
 /* Runtime configuration of the firewall (array map with one entry). Timeouts in
  * seconds, indexed by enum ic_ct_state for TCP; UDP and ICMP have their own. */
 struct ic_fw_config {

@@ -648,6 +648,7 @@ mod firewall {
         assert!(abi::FwWordKey::SIZE == size_of::<f::ic_fw_word_key>());
         assert!(abi::FwSummary::SIZE == size_of::<f::ic_fw_summary>());
         assert!(abi::FwRuleEntry::SIZE == size_of::<f::ic_fw_rule>());
+        assert!(abi::FwDefaultLog::SIZE == size_of::<f::ic_fw_default_log>());
         assert!(abi::FW_SLOTS == f::ic_fw_limits::IC_FW_SLOTS.0);
         assert!(abi::FW_PROTOS == f::ic_fw_limits::IC_FW_PROTOS.0);
         assert!(abi::FW_BUCKETS == f::ic_fw_limits::IC_FW_BUCKETS.0);
@@ -909,6 +910,11 @@ mod firewall {
             flags,
             data
         ]
+    );
+    same_layout!(
+        abi::FwDefaultLog,
+        f::ic_fw_default_log,
+        [per_sec, _pad0, tokens, last_ns]
     );
     same_layout!(
         abi::FwRuleEntry,

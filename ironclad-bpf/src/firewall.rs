@@ -29,12 +29,12 @@ use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 
 use ironclad_core::abi::{
-    Counter, CtEntry, CtKey, CtState, FwConfig, FwFlowEvent, FwRuleEntry, FwTotal, CT_F_INBOUND,
-    CT_F_INSPECT, CT_F_ORIG_LO, CT_F_RECORD, CT_F_RESET, FW_ACCEPT, FW_BUCKETS, FW_DIM_DPORT,
-    FW_DIM_DST, FW_DIM_SPORT, FW_DIM_SRC, FW_DROP, FW_END_FIN, FW_END_RESET, FW_END_TIMEOUT,
-    FW_FLOW_END, FW_FLOW_INBOUND, FW_F_DROP_IN, FW_F_DROP_OUT, FW_F_DRY_RUN, FW_F_FLOWS,
-    FW_F_STATEFUL, FW_MAX_RULES, FW_PROTOS, FW_REJECT, FW_RULE_FLOWS, FW_RULE_LOG, SYN_ALWAYS,
-    SYN_OFF, SYN_PORT_WORDS, SYN_UNDER_ATTACK,
+    Counter, CtEntry, CtKey, CtState, FwConfig, FwDefaultLog, FwFlowEvent, FwRuleEntry, FwTotal,
+    CT_F_INBOUND, CT_F_INSPECT, CT_F_ORIG_LO, CT_F_RECORD, CT_F_RESET, FW_ACCEPT, FW_BUCKETS,
+    FW_DIM_DPORT, FW_DIM_DST, FW_DIM_SPORT, FW_DIM_SRC, FW_DROP, FW_END_FIN, FW_END_RESET,
+    FW_END_TIMEOUT, FW_FLOW_END, FW_FLOW_INBOUND, FW_F_DROP_IN, FW_F_DROP_OUT, FW_F_DRY_RUN,
+    FW_F_FLOWS, FW_F_STATEFUL, FW_MAX_RULES, FW_PROTOS, FW_REJECT, FW_RULE_FLOWS, FW_RULE_LOG,
+    SYN_ALWAYS, SYN_OFF, SYN_PORT_WORDS, SYN_UNDER_ATTACK,
 };
 use ironclad_core::abi::{FwLimitConfig, FwLimitRate};
 pub use ironclad_core::abi::{FwLimitKind, SynConfig, SynState};
@@ -80,6 +80,9 @@ pub struct FirewallSettings {
     pub udp_stream_timeout: u32,
     /// Idle seconds of an ICMP echo flow.
     pub icmp_timeout: u32,
+    /// At most this many [`FirewallMatch`](ironclad_events::FirewallMatch) events a
+    /// second (rule `default`) for packets the default policy drops; 0: none.
+    pub log_default_drops: u32,
 }
 
 impl Default for FirewallSettings {
@@ -97,6 +100,7 @@ impl Default for FirewallSettings {
             udp_timeout: 30,
             udp_stream_timeout: 120,
             icmp_timeout: 30,
+            log_default_drops: ironclad_policy::firewall::DEFAULT_LOG_DEFAULT_DROPS,
         }
     }
 }
@@ -134,6 +138,13 @@ impl FirewallSettings {
         self
     }
 
+    /// Sets how many of the default policy's drops a second are reported (sampled; 0:
+    /// none).
+    pub fn log_default_drops(mut self, per_second: u32) -> Self {
+        self.log_default_drops = per_second;
+        self
+    }
+
     /// The settings a policy's `firewall:` section asks for: its defaults, mode,
     /// `stateful` and timeouts (a TCP connection whose both sides closed keeps the
     /// Linux 10 s).
@@ -144,7 +155,8 @@ impl FirewallSettings {
             .drop_outbound(policy.default_outbound != FwAction::Accept)
             .stateful(policy.stateful)
             .dry_run(policy.dry_run)
-            .flows(policy.flows);
+            .flows(policy.flows)
+            .log_default_drops(policy.log_default_drops);
         settings.tcp_timeout[CtState::New as usize] = t.tcp_handshake;
         settings.tcp_timeout[CtState::SynSent as usize] = t.tcp_handshake;
         settings.tcp_timeout[CtState::SynRecv as usize] = t.tcp_handshake;
@@ -190,7 +202,18 @@ impl FirewallSettings {
             udp_timeout: c.udp_timeout,
             udp_stream_timeout: c.udp_stream_timeout,
             icmp_timeout: c.icmp_timeout,
+            log_default_drops: 0,
         }
+    }
+
+    /// The settings of `config` with the default-drop reports' rate from `log` (the
+    /// map's entry; none: 0).
+    fn read_back(config: FwConfig, log: Option<Vec<u8>>) -> Self {
+        let mut settings = Self::from_config(config);
+        settings.log_default_drops = log
+            .and_then(|b| FwDefaultLog::from_bytes(&b))
+            .map_or(0, |l| l.per_sec);
+        settings
     }
 
     /// Seconds an entry in `state` of protocol `proto` may stay idle.
@@ -845,7 +868,7 @@ impl FirewallAttachment {
             result.map_err(|source| BpfError::Attach {
                 program: (*name).to_string(),
                 target: format!("detach from {}", self.iface),
-                source: source.into(),
+                source: crate::error::KernelError::from_libbpf(source),
             })?;
         }
         Ok(())
@@ -911,7 +934,21 @@ impl Firewall {
     /// The rules stay as they are.
     pub fn configure(&self, settings: &FirewallSettings) -> Result<()> {
         let slot = self.live_config()?.slot;
+        self.write_default_log(settings.log_default_drops)?;
         self.write_config(&settings.to_config(slot))
+    }
+
+    /// Sets the rate of the default policy's drop reports (a full bucket).
+    fn write_default_log(&self, per_sec: u32) -> Result<()> {
+        let log = FwDefaultLog {
+            per_sec,
+            _pad0: 0,
+            tokens: i64::from(per_sec).saturating_mul(1_000_000_000),
+            last_ns: 0,
+        };
+        self.object
+            .map(names::ic_fw_default_log)?
+            .update(&0u32.to_ne_bytes(), &log.to_bytes())
     }
 
     fn live_config(&self) -> Result<FwConfig> {
@@ -932,7 +969,11 @@ impl Firewall {
 
     /// The live settings.
     pub fn settings(&self) -> Result<FirewallSettings> {
-        Ok(FirewallSettings::from_config(self.live_config()?))
+        let log = self
+            .object
+            .map(names::ic_fw_default_log)?
+            .lookup(&0u32.to_ne_bytes())?;
+        Ok(FirewallSettings::read_back(self.live_config()?, log))
     }
 
     /// Makes `rules` live atomically (first match wins; a packet no rule matches meets
@@ -1052,6 +1093,9 @@ impl Firewall {
             // The live slot was never touched; give the spare one's memory back.
             let _ = self.clear_slot(slot);
             return Err(e);
+        }
+        if let Some(s) = settings {
+            self.write_default_log(s.log_default_drops)?;
         }
         self.write_config(&match settings {
             Some(s) => s.to_config(next),
@@ -1182,7 +1226,8 @@ impl Firewall {
                 &result,
             );
             let link = result.map_err(|source| {
-                let source: crate::error::KernelError = source.into();
+                let source: crate::error::KernelError =
+                    crate::error::KernelError::from_libbpf(source);
                 match older_than_tcx() {
                     Some(running) => BpfError::KernelTooOld {
                         feature: "the stateful firewall (tcx hooks)",
@@ -1316,7 +1361,7 @@ impl Firewall {
             what: format!("link {name}"),
             path: path.to_path_buf(),
             reason,
-            source: Some(e.into()),
+            source: Some(crate::error::KernelError::from_libbpf(e)),
         };
         let mut link = Link::open(path).map_err(|e| pin_error(e.to_string(), e))?;
         let prog = self.object.program(name)?;
@@ -1602,7 +1647,12 @@ impl Firewall {
         Ok(FirewallStatus {
             limits,
             nat,
-            settings: FirewallSettings::from_config(config),
+            settings: FirewallSettings::read_back(
+                config,
+                open_pinned(pin_root, names::ic_fw_default_log)
+                    .ok()
+                    .and_then(|m| m.get(&0u32.to_ne_bytes()).ok().flatten()),
+            ),
             totals,
             rules,
             connections,
@@ -1644,7 +1694,7 @@ impl PinnedMap {
         move |source| BpfError::Map {
             op: "lookup",
             map: self.name.to_string(),
-            source: source.into(),
+            source: crate::error::KernelError::from_libbpf(source),
         }
     }
 }
@@ -1670,7 +1720,7 @@ fn open_pinned(pin_root: &Path, name: &'static str) -> Result<PinnedMap> {
         what: format!("map {name}"),
         path: path.clone(),
         reason: e.to_string(),
-        source: Some(e.into()),
+        source: Some(crate::error::KernelError::from_libbpf(e)),
     })?;
     Ok(PinnedMap { map, name })
 }
@@ -1757,7 +1807,7 @@ fn audited_link_pin(
         what: format!("link {name}"),
         path: path.to_path_buf(),
         reason: e.to_string(),
-        source: Some(e.into()),
+        source: Some(crate::error::KernelError::from_libbpf(e)),
     })
 }
 
@@ -1938,8 +1988,13 @@ mod tests {
     #[test]
     fn settings_round_trip_through_the_kernel_image() {
         let s = FirewallSettings::default().drop_inbound(true).dry_run(true);
-        let back = FirewallSettings::from_config(
+        let log = FwDefaultLog {
+            per_sec: s.log_default_drops,
+            ..FwDefaultLog::default()
+        };
+        let back = FirewallSettings::read_back(
             FwConfig::from_bytes(&s.to_config(1).to_bytes()).expect("decodes"),
+            Some(log.to_bytes().to_vec()),
         );
         assert_eq!(back, s);
         assert_eq!(

@@ -46,7 +46,7 @@ object_names! {
     firewall = firewall_skel::{
         FirewallMaps: [
             ic_fw_ct, ic_fw_config, ic_fw_totals, ic_fw_addr, ic_fw_ports, ic_fw_words, ic_fw_untranslated,
-            ic_fw_summaries, ic_fw_rules, ic_fw_rule_counters, ic_fw_rate, ic_fw_events,
+            ic_fw_summaries, ic_fw_rules, ic_fw_rule_counters, ic_fw_rate, ic_fw_default_log, ic_fw_events,
             ic_fw_syn_config, ic_fw_syn_ports, ic_fw_syn_state, ic_fw_syn_scratch,
             ic_fw_limit_config, ic_fw_limits, ic_nat_config, ic_nat_dnat, ic_nat_snat,
             ic_nat_map, ic_nat_counters, ic_nat_scratch, ic_ids_config, ic_ids_ports,

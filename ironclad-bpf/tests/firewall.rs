@@ -549,7 +549,7 @@ fn pinned_enforcement_outlives_the_process_and_a_restart_adopts_it() {
     );
     let dir = loader.pin_dir(Firewall::OBJECT);
     let pinned = std::fs::read_dir(&dir).expect("pin dir").count();
-    assert_eq!(pinned, 32, "the maps stay pinned, the links are gone");
+    assert_eq!(pinned, 33, "the maps stay pinned, the links are gone");
     assert_eq!(loader.remove_pins(Firewall::OBJECT).expect("unpin"), pinned);
 }
 
@@ -1218,13 +1218,14 @@ fn a_logged_rule_reports_each_match_with_what_it_did() {
     while matches.len() < 2 && start.elapsed() < Duration::from_secs(5) {
         reader.poll(Duration::from_millis(100)).expect("poll");
         matches.extend(sub.receiver().try_iter().filter_map(|e| match e {
-            Event::FirewallMatch(m) => Some(m),
+            // (The default policy's drops are reported too, sampled: not these.)
+            Event::FirewallMatch(m) if m.rule_id != 0 => Some(m),
             _ => None,
         }));
     }
     reader.poll(Duration::from_millis(200)).expect("poll");
     matches.extend(sub.receiver().try_iter().filter_map(|e| match e {
-        Event::FirewallMatch(m) => Some(m),
+        Event::FirewallMatch(m) if m.rule_id != 0 => Some(m),
         _ => None,
     }));
     assert_eq!(
@@ -1256,6 +1257,80 @@ fn a_logged_rule_reports_each_match_with_what_it_did() {
         ("firewall.rules[2]", "in tcp dport 7202 accept")
     );
     drop(listeners);
+}
+
+/// Operator experience: drops by the default policy produced no events at all, so an
+/// operator could not see what the policy was refusing. Now they are reported, sampled:
+/// at most `log_default_drops` a second (rule `default`), the rest counted only; 0
+/// turns them off.
+#[test]
+fn the_default_policys_drops_are_reported_sampled() {
+    use ironclad_events::{Event, Fanout, Overflow};
+    use std::sync::Arc;
+    require_privileges!();
+    let pins = BpffsDir::new("fwdeflog").expect("bpffs");
+    let loader = loader(&pins);
+    let firewall = Firewall::load(&loader).expect("load");
+    let mut open = rule(0, Direction::In, FwProto::Tcp, FwAction::Accept);
+    open.dport = vec![(80, 80)];
+    let settings = FirewallSettings::default()
+        .drop_inbound(true)
+        .log_default_drops(3);
+    firewall.apply(&settings, &[open]).expect("apply");
+    assert_eq!(firewall.settings().expect("settings").log_default_drops, 3);
+    let fanout = Arc::new(Fanout::new());
+    let sub = fanout.subscribe("test", 1024, Overflow::DropNewest);
+    let reader = firewall.events(fanout.clone()).expect("events");
+    let object = firewall.object();
+    let (a, b): (std::net::IpAddr, std::net::IpAddr) = (
+        "10.9.2.2".parse().expect("v4"),
+        "10.9.2.1".parse().expect("v4"),
+    );
+    let run = |dport: u16, n: u16| {
+        for sport in 0..n {
+            object
+                .test_run(
+                    "ic_fw_in",
+                    &frames::l4(a, b, 6, 5000 + sport, dport, 0x02),
+                    1,
+                )
+                .expect("test run");
+        }
+    };
+    // 40 SYNs no rule admits, at once: the bucket's 3 are reported.
+    run(99, 40);
+    run(80, 5); // admitted by the rule: not reported
+    let mut seen = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(500) {
+        reader.poll(Duration::from_millis(50)).expect("poll");
+        seen.extend(sub.receiver().try_iter().filter_map(|e| match e {
+            Event::FirewallMatch(m) => Some(m),
+            _ => None,
+        }));
+    }
+    assert_eq!(seen.len(), 3, "{seen:#?}");
+    for m in &seen {
+        assert_eq!(
+            (m.rule_id, m.rule.as_deref(), m.action, m.verdict, m.dport),
+            (0, Some("default"), "drop", "drop", 99),
+            "{m:?}"
+        );
+    }
+    // Off: none, and every drop still counted.
+    let dropped = firewall.total(FwTotal::Dropped).expect("total").packets;
+    firewall
+        .configure(&settings.log_default_drops(0))
+        .expect("configure");
+    std::thread::sleep(Duration::from_millis(1100));
+    run(99, 10);
+    reader.poll(Duration::from_millis(200)).expect("poll");
+    let after: Vec<Event> = sub.receiver().try_iter().collect();
+    assert!(after.is_empty(), "{after:#?}");
+    assert_eq!(
+        firewall.total(FwTotal::Dropped).expect("total").packets,
+        dropped + 10
+    );
 }
 
 /// Each packet the firewall's program sees is counted under exactly one verdict

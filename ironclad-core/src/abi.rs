@@ -3548,6 +3548,38 @@ impl FwFlowEvent {
     }
 }
 
+/// `struct ic_fw_default_log`: the rate of the default policy's drop reports and its
+/// token bucket (map `ic_fw_default_log`, one entry).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct FwDefaultLog {
+    /// Reports a second; 0: none.
+    pub per_sec: u32,
+    /// Padding, zero.
+    pub _pad0: u32,
+    /// Nanosecond-scaled tokens.
+    pub tokens: i64,
+    /// When the bucket was last refilled (`CLOCK_MONOTONIC` ns).
+    pub last_ns: u64,
+}
+
+impl FwDefaultLog {
+    /// Size of the C struct in bytes.
+    pub const SIZE: usize = 24;
+
+    /// The exact byte image the kernel expects.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        zerocopy::transmute!(*self)
+    }
+
+    /// Decodes a value read back from the kernel.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Self::read_from_prefix(bytes).ok().map(|(value, _)| value)
+    }
+}
+
 /// `struct ic_fw_rule`: a bucket's rule at one bit.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,

@@ -242,6 +242,108 @@ impl FwRule {
         }
     }
 
+    /// Matches these source prefixes (replacing any set before).
+    ///
+    /// The setters build a rule in code as a policy file writes it:
+    ///
+    /// ```
+    /// use ironclad_policy::error::Origin;
+    /// use ironclad_policy::firewall::{Direction, FwAction, FwProto, FwRule};
+    ///
+    /// let ssh = FwRule::new(Origin::field("agent.ssh"), Direction::In, FwProto::Tcp)
+    ///     .src(["10.0.0.0/24".parse()?])
+    ///     .dport([22..=22])
+    ///     .action(FwAction::Accept)
+    ///     .rate_limit(20, 40)
+    ///     .comment("ssh from the admins");
+    /// assert!(ssh.check().is_empty());
+    /// assert_eq!(ssh.summary(), "in tcp src 10.0.0.0/24 dport 22 limit 20/s burst 40 accept");
+    /// # Ok::<(), ipnetwork::IpNetworkError>(())
+    /// ```
+    #[must_use]
+    pub fn src(mut self, nets: impl IntoIterator<Item = IpNetwork>) -> Self {
+        self.src = nets.into_iter().collect();
+        self.src_from_sets = 0;
+        self
+    }
+
+    /// Matches these destination prefixes (replacing any set before).
+    #[must_use]
+    pub fn dst(mut self, nets: impl IntoIterator<Item = IpNetwork>) -> Self {
+        self.dst = nets.into_iter().collect();
+        self.dst_from_sets = 0;
+        self
+    }
+
+    /// Matches these source port ranges (`22..=22`, `8000..=8100`).
+    #[must_use]
+    pub fn sport(
+        mut self,
+        ranges: impl IntoIterator<Item = std::ops::RangeInclusive<u16>>,
+    ) -> Self {
+        self.sport = ranges.into_iter().map(|r| (*r.start(), *r.end())).collect();
+        self
+    }
+
+    /// Matches these destination port ranges.
+    #[must_use]
+    pub fn dport(
+        mut self,
+        ranges: impl IntoIterator<Item = std::ops::RangeInclusive<u16>>,
+    ) -> Self {
+        self.dport = ranges.into_iter().map(|r| (*r.start(), *r.end())).collect();
+        self
+    }
+
+    /// Matches these ICMP (or ICMPv6) types.
+    #[must_use]
+    pub fn icmp_type(mut self, types: impl IntoIterator<Item = u8>) -> Self {
+        self.icmp_type = types.into_iter().collect();
+        self
+    }
+
+    /// What a match does.
+    #[must_use]
+    pub fn action(mut self, action: FwAction) -> Self {
+        self.action = action;
+        self
+    }
+
+    /// Reports each match (`log: true`).
+    #[must_use]
+    pub fn log(mut self, log: bool) -> Self {
+        self.log = log;
+        self
+    }
+
+    /// Flow records for the connections it admits (`flows: true`).
+    #[must_use]
+    pub fn flows(mut self, flows: bool) -> Self {
+        self.flows = flows;
+        self
+    }
+
+    /// The operator's note, shown with the rule's counters.
+    #[must_use]
+    pub fn comment(mut self, comment: impl Into<String>) -> Self {
+        self.comment = Some(comment.into());
+        self
+    }
+
+    /// At most `per_second` new connections a second after a burst of `burst`.
+    #[must_use]
+    pub fn rate_limit(mut self, per_second: u32, burst: u32) -> Self {
+        self.rate_limit = Some(RuleRate { per_second, burst });
+        self
+    }
+
+    /// Matches only connections a port forward translated (`dnat: true`).
+    #[must_use]
+    pub fn dnat(mut self, dnat: bool) -> Self {
+        self.dnat = dnat;
+        self
+    }
+
     /// The problems that make this rule unusable: ports on a protocol without ports, an
     /// ICMP type on a protocol without one, ICMP with IPv6 addresses (or ICMPv6 with
     /// IPv4), host bits set in a prefix.
@@ -799,6 +901,13 @@ impl Classifier {
 /// The connection table's size unless the policy sets `table_size`.
 pub const DEFAULT_TABLE_SIZE: u32 = 262_144;
 
+/// Events a second for the default policy's drops unless the policy sets
+/// `log_default_drops` (as ufw logs blocked packets, rate-limited, by default).
+pub const DEFAULT_LOG_DEFAULT_DROPS: u32 = 10;
+
+/// The largest `log_default_drops`.
+pub const MAX_LOG_DEFAULT_DROPS: u32 = 10_000;
+
 /// The smallest and largest `table_size` (connections) a policy may ask for.
 pub const TABLE_SIZE_RANGE: std::ops::RangeInclusive<u32> = 16..=16_777_216;
 
@@ -863,6 +972,9 @@ pub struct FirewallPolicy {
     pub flows: bool,
     /// The connection table's size.
     pub table_size: u32,
+    /// `log_default_drops`: at most this many `firewall` events a second for packets
+    /// the default policy drops (sampled: the rest are counted, not reported); 0: none.
+    pub log_default_drops: u32,
     /// Idle timeouts.
     pub timeouts: Timeouts,
     /// The rules, first match wins.
@@ -1091,6 +1203,7 @@ impl Default for FirewallPolicy {
             dry_run: false,
             flows: false,
             table_size: DEFAULT_TABLE_SIZE,
+            log_default_drops: DEFAULT_LOG_DEFAULT_DROPS,
             timeouts: Timeouts::default(),
             rules: Vec::new(),
             syn_flood: None,

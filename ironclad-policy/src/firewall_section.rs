@@ -27,6 +27,7 @@ pub(crate) struct RawFirewall {
     flows: Option<Spanned<bool>>,
     mode: Option<Spanned<String>>,
     table_size: Option<Spanned<u32>>,
+    log_default_drops: Option<Spanned<u64>>,
     timeouts: Option<RawTimeouts>,
     #[serde(default)]
     rules: Vec<Spanned<RawRule>>,
@@ -314,6 +315,20 @@ pub(crate) fn parse(
                 "firewall.mode".into(),
                 position(&mode.referenced),
                 format!("`{other}` is not a mode; use `enforce` or `dry-run`"),
+            ),
+        }
+    }
+    if let Some(n) = &raw.log_default_drops {
+        match u32::try_from(n.value) {
+            Ok(v) if v <= crate::firewall::MAX_LOG_DEFAULT_DROPS => policy.log_default_drops = v,
+            _ => invalid(
+                "firewall.log_default_drops".into(),
+                position(&n.referenced),
+                format!(
+                    "{} events a second is more than {} (0 turns the reports off)",
+                    n.value,
+                    crate::firewall::MAX_LOG_DEFAULT_DROPS
+                ),
             ),
         }
     }

@@ -184,6 +184,7 @@ fn check(config: &std::path::Path) -> Result<ExitCode> {
                     "default_outbound": if f.default_outbound == ironclad_policy::firewall::FwAction::Accept { "accept" } else { "drop" },
                     "stateful": f.stateful,
                     "mode": if f.dry_run { "dry-run" } else { "enforce" },
+                    "log_default_drops": f.log_default_drops,
                 });
                 if let Some(syn) = &f.syn_flood {
                     out["firewall"]["syn_flood"] = serde_json::json!({

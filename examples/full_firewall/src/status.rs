@@ -616,6 +616,7 @@ pub(crate) fn firewall_json(
         "default_outbound": if s.drop_outbound { "drop" } else { "accept" },
         "stateful": s.stateful,
         "mode": if s.dry_run { "dry-run" } else { "enforce" },
+        "log_default_drops": s.log_default_drops,
         "connections": f.connections,
         "rules": rules,
         "totals": totals,

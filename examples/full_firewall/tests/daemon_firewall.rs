@@ -319,13 +319,25 @@ fn a_firewall_rule_has_one_name_in_rules_list_status_metrics_and_events() {
         "the reject rule refuses"
     );
     assert!(!net.connects(&admin, &host4, 2225), "the API's rule drops");
+    assert!(
+        !net.connects(&admin, &host4, 2226),
+        "no rule: the default drops"
+    );
 
     // Events: the logged matches and the flow name their rules.
     let path = net.dir.path().join("events.jsonl");
     let logged = events_of(&path, "firewall", 10, |found| {
-        found.iter().any(|e| e["dport"] == 2224) && found.iter().any(|e| e["dport"] == 2225)
+        [2224, 2225, 2226]
+            .iter()
+            .all(|p| found.iter().any(|e| e["dport"] == *p))
     });
-    for (port, name) in [(2224, "firewall.rules[2]"), (2225, "api-1")] {
+    // The default policy's drops are reported too (sampled: 10 a second unless the
+    // policy says otherwise).
+    for (port, name) in [
+        (2224, "firewall.rules[2]"),
+        (2225, "api-1"),
+        (2226, "default"),
+    ] {
         let e = logged
             .iter()
             .find(|e| e["dport"] == port)
@@ -374,8 +386,14 @@ fn a_firewall_rule_has_one_name_in_rules_list_status_metrics_and_events() {
     assert!(rule("api-1")["packets"].as_u64() >= Some(1), "{status}");
     // status as people read it: the same names, the comments, aligned columns.
     let text = status_of(false);
+    // The rules' table (the API's rules are also listed above it, with who added them).
+    let table = text
+        .split("firewall rules (")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no rules table:\n{text}"));
     let line = |name: &str| {
-        text.lines()
+        table
+            .lines()
             .find(|l| l.starts_with(name))
             .unwrap_or_else(|| panic!("no line for {name}:\n{text}"))
             .to_string()
@@ -521,7 +539,13 @@ fn a_stateful_default_deny_through_the_daemon_survives_kill_9_restarts_and_reloa
     }
     // The reject rule logs: one event per refused connection, in the events file.
     let events = net.dir.path().join("events.jsonl");
-    let logged = events_of(&events, "firewall", 10, |found| found.len() >= 2);
+    // (The default policy's drops are reported too, sampled: not these.)
+    let logged: Vec<serde_json::Value> = events_of(&events, "firewall", 10, |found| {
+        found.iter().filter(|e| e["rule"] != "default").count() >= 2
+    })
+    .into_iter()
+    .filter(|e| e["rule"] != "default")
+    .collect();
     assert_eq!(logged.len(), 2, "{logged:#?}");
     for (e, v6) in logged.iter().zip([false, true]) {
         assert_eq!(e["dport"], 2224, "{e}");

@@ -346,11 +346,11 @@ fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>>
         }
     };
     info!(
-        "firewall on {}: {} rules, default inbound {:?}, outbound {:?}, {}{}{}{}{}{}{}",
+        "firewall on {}: {} rules, default inbound {}, outbound {}, {}{}{}{}{}{}{}",
         names(&attachments),
         report.rules,
-        policy.default_inbound,
-        policy.default_outbound,
+        policy.default_inbound.name(),
+        policy.default_outbound.name(),
         if policy.stateful {
             format!("stateful ({} connections)", policy.table_size)
         } else {
