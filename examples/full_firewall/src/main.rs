@@ -84,6 +84,9 @@ enum Command {
         /// The pin root.
         #[arg(long, default_value = DEFAULT_PIN_ROOT)]
         pin_dir: PathBuf,
+        /// The daemon's run directory (the names of the firewall's rules).
+        #[arg(long, default_value = rollout::DEFAULT_RUN_DIR)]
+        run_dir: PathBuf,
         /// JSON (an array of connections) instead of a table.
         #[arg(long)]
         json: bool,
@@ -391,7 +394,11 @@ fn main() -> ExitCode {
             run_dir,
             json,
         } => status::status(&pin_dir, &run_dir, json),
-        Command::Conntrack { pin_dir, json } => status::conntrack(&pin_dir, json),
+        Command::Conntrack {
+            pin_dir,
+            run_dir,
+            json,
+        } => status::conntrack(&pin_dir, &run_dir, json),
         Command::Health { run_dir, ready } => Ok(health::probe(&run_dir, ready)),
         Command::Detach { pin_dir } => status::detach(&pin_dir),
         #[cfg(feature = "demo")]

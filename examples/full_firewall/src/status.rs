@@ -575,6 +575,16 @@ pub(crate) fn table(header: &[&str], right: &[usize]) -> comfy_table::Table {
     t
 }
 
+/// A rule's name by its counter id: `default` for 0 (the default policy), `id N` when
+/// the daemon's list does not know it.
+fn rule_name(names: &BTreeMap<u32, FirewallRuleName>, id: u32) -> String {
+    match (id, names.get(&id)) {
+        (0, _) => ironclad_bpf::DEFAULT_RULE_NAME.to_string(),
+        (_, Some(n)) => n.name.clone(),
+        (_, None) => format!("id {id}"),
+    }
+}
+
 /// A byte count as people read it: `1.5 MiB`.
 pub(crate) fn size(bytes: u64) -> String {
     bytesize::ByteSize::b(bytes).display().iec().to_string()
@@ -671,7 +681,7 @@ pub(crate) fn limits_json(limits: &ironclad_bpf::LimitSettings) -> serde_json::V
 }
 
 /// `conntrack`: the firewall's tracked connections, read from its pins.
-pub(crate) fn conntrack(pin_root: &Path, json: bool) -> Result<ExitCode> {
+pub(crate) fn conntrack(pin_root: &Path, run_dir: &Path, json: bool) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     let mut connections = Firewall::connections_from_pins(pin_root).map_err(|e| {
         anyhow::anyhow!(
@@ -684,6 +694,7 @@ pub(crate) fn conntrack(pin_root: &Path, json: bool) -> Result<ExitCode> {
         std::net::IpAddr::V6(_) => format!("[{ip}]:{port}"),
         std::net::IpAddr::V4(_) => format!("{ip}:{port}"),
     };
+    let names = firewall_rule_names(run_dir);
     if json {
         let list: Vec<serde_json::Value> = connections
             .iter()
@@ -700,6 +711,7 @@ pub(crate) fn conntrack(pin_root: &Path, json: bool) -> Result<ExitCode> {
                     "idle_seconds": c.idle_secs,
                     "ifindex": c.ifindex,
                     "rule_id": c.rule_id,
+                    "rule": rule_name(&names, c.rule_id),
                     "pid": c.pid,
                     "cgroup_id": c.cgroup_id,
                     "flow_record": c.recorded,
@@ -715,37 +727,16 @@ pub(crate) fn conntrack(pin_root: &Path, json: bool) -> Result<ExitCode> {
         writeln!(out, "{}", serde_json::Value::Array(list))?;
         return Ok(ExitCode::SUCCESS);
     }
-    writeln!(
-        out,
-        "{:<7} {:<3} {:<45} {:<45} {:<12} {:>9} {:>9} {:>7} {:>5} {:>8}",
-        "proto", "dir", "from", "to", "state", "pkts>", "pkts<", "idle s", "rule", "pid"
-    )?;
+    let mut t = table(
+        &[
+            "proto", "dir", "from", "to", "state", "pkts>", "pkts<", "idle s", "rule", "pid", "nat",
+        ],
+        &[5, 6, 7, 9],
+    );
     for c in &connections {
-        writeln!(
-            out,
-            "{:<7} {:<3} {:<45} {:<45} {:<12} {:>9} {:>9} {:>7} {:>5} {:>8}",
-            c.proto,
-            if c.inbound { "in" } else { "out" },
-            endpoint(c.orig),
-            endpoint(c.reply),
-            c.state.name(),
-            c.from_orig.packets,
-            c.from_reply.packets,
-            c.idle_secs,
-            if c.rule_id == 0 {
-                "-".to_string()
-            } else {
-                c.rule_id.to_string()
-            },
-            if c.pid == 0 {
-                "-".to_string()
-            } else {
-                c.pid.to_string()
-            }
-        )?;
         // A translated connection: how the outside sees the translated end.
-        if let Some(t) = &c.nat {
-            let what = if t.kind == "dnat" {
+        let nat = c.nat.as_ref().map_or_else(String::new, |t| {
+            if t.kind == "dnat" {
                 format!(
                     "dnat: the client connected to {}, forwarded to {} (nat.dnat[{}])",
                     endpoint(t.outside),
@@ -759,10 +750,27 @@ pub(crate) fn conntrack(pin_root: &Path, json: bool) -> Result<ExitCode> {
                     endpoint(t.outside),
                     t.rule
                 )
-            };
-            writeln!(out, "        {what}")?;
-        }
+            }
+        });
+        t.add_row(vec![
+            c.proto.to_string(),
+            if c.inbound { "in" } else { "out" }.to_string(),
+            endpoint(c.orig),
+            endpoint(c.reply),
+            c.state.name().to_string(),
+            c.from_orig.packets.to_string(),
+            c.from_reply.packets.to_string(),
+            c.idle_secs.to_string(),
+            rule_name(&names, c.rule_id),
+            if c.pid == 0 {
+                "-".to_string()
+            } else {
+                c.pid.to_string()
+            },
+            nat,
+        ]);
     }
+    writeln!(out, "{}", t.trim_fmt())?;
     writeln!(out, "{} connections", connections.len())?;
     Ok(ExitCode::SUCCESS)
 }

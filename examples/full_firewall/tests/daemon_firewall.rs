@@ -431,6 +431,43 @@ fn a_firewall_rule_has_one_name_in_rules_list_status_metrics_and_events() {
     );
     assert!(listed.iter().any(|r| r["id"] == "api-1"), "{listed:#?}");
 
+    // conntrack: a held connection names the rule that admitted it.
+    let _held = Server(
+        net.ns
+            .command("python3")
+            .args([
+                "-c",
+                &format!(
+                    "import socket,time\ns=socket.create_connection(('{host4}',2222))\ntime.sleep(60)"
+                ),
+            ])
+            .spawn()
+            .expect("python3"),
+    );
+    let start = Instant::now();
+    let held = loop {
+        let out = Command::new(BIN)
+            .args(["conntrack", "--json", "--pin-dir"])
+            .arg(net.pins.path())
+            .arg("--run-dir")
+            .arg(net.dir.path().join("run"))
+            .output()
+            .expect("conntrack");
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let found = list
+            .as_array()
+            .expect("array")
+            .iter()
+            .find(|c| c["reply"]["port"] == 2222 && c["state"] == "established")
+            .cloned();
+        if let Some(c) = found {
+            break c;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{list}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(held["rule"], "firewall.rules[0]", "{held}");
+
     // The metrics: the same names, and an info series with the text and comment.
     let page = metrics_page(&daemon);
     assert!(
