@@ -182,7 +182,10 @@ fn main() {
     println!("ipv4 prefixes: {}", policy.shield.map_or(0, |s| s.ipv4_prefixes()));
 }
 RS
-    local env=(LIBBPF_SYS_LIBRARY_PATH="${LIBBPF_SYS_LIBRARY_PATH:-/usr/lib/$(uname -m)-linux-gnu}" CARGO_TARGET_DIR="$PWD/target")
+    # As an embedder builds: without LIBBPF_SYS_LIBRARY_PATH (libelf and zlib linked
+    # dynamically: ironclad-bpf's `static` feature is the daemon's choice, not theirs).
+    local env=(-u LIBBPF_SYS_LIBRARY_PATH -u LIBBPF_SYS_LIBRARY_PATH_x86_64_unknown_linux_gnu
+        -u LIBBPF_SYS_LIBRARY_PATH_aarch64_unknown_linux_gnu CARGO_TARGET_DIR="$PWD/target")
     # In the test profile, as `cargo test` built this workspace's dependencies.
     (cd "$scratch" && env "${env[@]}" cargo build --quiet --profile test -p packaged-all \
         && env "${env[@]}" cargo run --quiet --profile test -p packaged-app)
