@@ -231,13 +231,7 @@ fn total(status: &serde_json::Value, which: &str) -> u64 {
 
 /// The daemon's metrics page, read with the test token.
 fn metrics_page(daemon: &Daemon) -> String {
-    let log = daemon.log();
-    let port = log
-        .split("metrics on http://127.0.0.1:")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .unwrap_or_else(|| panic!("no metrics address in the log:\n{log}"))
-        .to_string();
+    let port = daemon.metrics_port();
     let page = Command::new("curl")
         .args([
             "-s",
@@ -883,7 +877,6 @@ fn syn_cookies_through_the_daemon_answer_in_xdp_and_reload_off() {
 
 #[test]
 fn rate_limits_through_the_daemon_refuse_count_report_and_reload() {
-    use std::os::unix::fs::PermissionsExt;
     require_privileges!();
     let net = Net::new("fwlim", 3);
     let config = net.dir.path().join("policy.yaml");
@@ -908,16 +901,8 @@ fn rate_limits_through_the_daemon_refuse_count_report_and_reload() {
         "{checked}"
     );
 
-    let token = net.dir.path().join("metrics.token");
-    std::fs::write(&token, "ironclad-test-token-0123456789\n").expect("token");
-    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let mut args = net.args(&config);
-    args.extend([
-        "--metrics".to_string(),
-        "127.0.0.1:0".to_string(),
-        "--metrics-token-file".to_string(),
-        token.display().to_string(),
-    ]);
+    args.extend(metrics_args(&net));
     let daemon = Daemon::spawn(&args);
     daemon.wait_for("ready");
     assert!(
@@ -964,24 +949,7 @@ fn rate_limits_through_the_daemon_refuse_count_report_and_reload() {
     assert!(!events[0]["time"].as_str().unwrap_or_default().is_empty());
 
     // The metrics: the refusals under their total, the limits as gauges.
-    let log = daemon.log();
-    let port = log
-        .split("metrics on http://127.0.0.1:")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .unwrap_or_else(|| panic!("no metrics address in the log:\n{log}"));
-    let page = Command::new("curl")
-        .args([
-            "-s",
-            "--max-time",
-            "10",
-            "-H",
-            "Authorization: Bearer ironclad-test-token-0123456789",
-            &format!("http://127.0.0.1:{port}/metrics"),
-        ])
-        .output()
-        .expect("curl");
-    let page = String::from_utf8_lossy(&page.stdout);
+    let page = metrics_page(&daemon);
     assert!(
         page.contains("ironclad_firewall_limit_per_second{limit=\"source\"} 1\n")
             && page.contains("ironclad_firewall_limit_per_second{limit=\"interface\"} 1000\n")
