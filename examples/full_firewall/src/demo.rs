@@ -103,23 +103,19 @@ fn firewall_part(
         veth.host()
     );
     let firewall = Firewall::load_with_table(loader, policy.table_size)?;
-    let report = firewall.apply(&FirewallSettings::from_policy(policy), &policy.rules)?;
+    firewall.apply(&FirewallSettings::from_policy(policy), &policy.rules)?;
     let attachment = firewall.attach(veth.host())?;
     // Flow records: a line when each connection opens (read from the firewall's ring)
     // and when it ends (from the sweep).
     let fanout = Arc::new(Fanout::new());
     let flows = fanout.subscribe("demo-flows", 4096, Overflow::DropOldest);
     let reader = firewall.events(fanout.clone())?;
-    let rule_name = |id: u32| -> String {
-        report
-            .ids
-            .iter()
-            .position(|i| *i == id)
-            .and_then(|at| policy.rules.get(at))
-            .map_or_else(
-                || "the default policy (no rule matched)".to_string(),
-                |r| r.origin.field.clone(),
-            )
+    // The reader names each flow's rule (`firewall.rules[2]`, `default`).
+    let rule_name = |rule: Option<&str>| match rule {
+        Some(ironclad_bpf::DEFAULT_RULE_NAME) | None => {
+            "the default policy (no rule matched)".to_string()
+        }
+        Some(name) => name.to_string(),
     };
     println!(
         "policy {DEMO_POLICY_PATH}: new inbound connections no rule admits are {}; rules in order (first match wins):",
@@ -267,7 +263,7 @@ fn firewall_part(
             println!(
                 "  {:<44} admitted by {}",
                 flow_line(&f),
-                rule_name(f.rule_id)
+                rule_name(f.rule.as_deref())
             );
         }
     }

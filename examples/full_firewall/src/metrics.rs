@@ -103,6 +103,8 @@ struct State {
     fetches: BTreeMap<String, (u64, u64)>,
     /// The applied egress rules' `rule` labels by rule id.
     egress_rules: BTreeMap<u32, String>,
+    /// The applied egress rules' names and text by rule id (the dashboard's status).
+    egress_names: BTreeMap<u32, status::EgressRuleName>,
     /// The stateful firewall's live rules by counter id.
     firewall_rules: BTreeMap<u32, ironclad_bpf::FwRuleLabel>,
     /// The last policy loads: start, reloads applied, refused, rolled back.
@@ -220,6 +222,7 @@ impl Metrics {
                 sources: Vec::new(),
                 fetches: BTreeMap::new(),
                 egress_rules: BTreeMap::new(),
+                egress_names: BTreeMap::new(),
                 firewall_rules: BTreeMap::new(),
                 reloads: VecDeque::with_capacity(RELOAD_HISTORY),
                 drop_sources: HashMap::new(),
@@ -332,7 +335,22 @@ impl Metrics {
             };
             labels.insert(rule.rule_id, label);
         }
-        self.shared.state().egress_rules = labels;
+        let names = egress
+            .map(|e| e.rules.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .map(|r| {
+                let name = status::EgressRuleName {
+                    id: r.rule_id,
+                    name: r.origin.clone(),
+                    rule: r.summary.clone(),
+                };
+                (r.rule_id, name)
+            })
+            .collect();
+        let mut state = self.shared.state();
+        state.egress_rules = labels;
+        state.egress_names = names;
     }
 
     /// The stateful firewall's live rules by counter id: their series are labelled by
@@ -1420,11 +1438,7 @@ fn firewall_metrics(
         "counter",
         "Packets that started a connection (or were decided, stateless) by a firewall rule, by the rule's name (firewall.rules[N], or api-N for a rule the control API added).",
     );
-    let name = |id: &u32| {
-        rules
-            .get(id)
-            .map_or_else(|| format!("id {id}"), |l| l.name.clone())
-    };
+    let name = |id: &u32| crate::status::counter_name(*id, rules.get(id).map(|l| l.name.as_str()));
     for (id, c) in &status.rules {
         out.sample(
             "ironclad_firewall_rule_packets_total",
@@ -1543,9 +1557,10 @@ fn api_status(shared: &Shared) -> serde_json::Value {
             json["rules_total"] = total_rules.into();
             json
         });
+    let egress_names = shared.state().egress_names.clone();
     let egress = EgressFirewall::status_from_pins(&shared.pin_root)
         .ok()
-        .map(|e| status::egress_json(&e));
+        .map(|e| status::egress_json(&e, &egress_names));
     let state = shared.state();
     let programs: Vec<serde_json::Value> = state
         .programs

@@ -396,6 +396,24 @@ fn publish_features(
     health.beat();
 }
 
+/// Tells the metrics listener and `status` which egress rules the kernel now holds
+/// (their names and text).
+fn egress_applied(
+    metrics: Option<&Metrics>,
+    egress: Option<&ironclad_policy::egress::CompiledEgress>,
+    run_dir: &Path,
+) {
+    if let Some(m) = metrics {
+        m.egress_rules(egress);
+    }
+    if let Err(e) = crate::status::write_egress_rules(run_dir, egress) {
+        warn!(
+            "writing the egress rules' names to {}: {e}",
+            run_dir.join(crate::status::EGRESS_RULES).display()
+        );
+    }
+}
+
 /// The `--events` sink: JSON lines to a file (rotated by size) or stdout. A write that
 /// fails (a full disk, an I/O error) never stops the daemon: the events are counted as
 /// lost, the first failure of each run is logged with the file's name, and writing
@@ -747,7 +765,6 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     }
     if let Some(m) = &metrics {
         m.policy_applied(config.shield.as_ref().map(SourceStat::of));
-        m.egress_rules(config.egress.as_ref());
         m.features_started(
             features
                 .states()
@@ -756,6 +773,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                 .map(|(n, _)| n),
         );
     }
+    egress_applied(metrics.as_ref(), config.egress.as_ref(), &args.run_dir);
     let policy_name = args.source().display().to_string();
     let api = match (api_listener, &api_socket) {
         (Some(listener), Some(socket)) => Some(Api::start(
@@ -977,11 +995,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                         let shield = previous.config.as_ref().and_then(|c| c.shield.as_ref());
                         m.rolled_back(shield.map(SourceStat::of));
                         m.feature_reloads(features.reload_outcomes());
-                        if let Some(egress) =
-                            previous.config.as_ref().and_then(|c| c.egress.as_ref())
-                        {
-                            m.egress_rules(Some(egress));
-                        }
+                    }
+                    if let Some(egress) = previous.config.as_ref().and_then(|c| c.egress.as_ref()) {
+                        egress_applied(metrics.as_ref(), Some(egress), &args.run_dir);
                     }
                     // A feature the rollback started or stopped shows in status.
                     let states = features.states();
@@ -1107,12 +1123,12 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                     if let Some(m) = &metrics {
                         if applied {
                             m.policy_applied(new_sources);
-                            if new_egress.is_some() {
-                                m.egress_rules(new_egress.as_ref());
-                            }
                         } else {
                             m.reload_failed();
                         }
+                    }
+                    if applied && new_egress.is_some() {
+                        egress_applied(metrics.as_ref(), new_egress.as_ref(), &args.run_dir);
                     }
                     let states = features.states();
                     notifier.features(&states);
@@ -1448,9 +1464,9 @@ impl ChangeContext<'_, '_> {
         if let Some(m) = self.metrics {
             m.feature_reloads(self.features.reload_outcomes());
             m.policy_applied(config.shield.as_ref().map(SourceStat::of));
-            if config.egress.is_some() {
-                m.egress_rules(config.egress.as_ref());
-            }
+        }
+        if config.egress.is_some() {
+            egress_applied(self.metrics, config.egress.as_ref(), &self.args.run_dir);
         }
         Ok((
             rule_entries(&config, &Store::view(next), self.policy),

@@ -113,7 +113,10 @@ pub(crate) fn to_json(status: &ShieldStatus) -> serde_json::Value {
 }
 
 /// The egress section of `status --json`.
-pub(crate) fn egress_json(status: &EgressStatus) -> serde_json::Value {
+pub(crate) fn egress_json(
+    status: &EgressStatus,
+    names: &BTreeMap<u32, EgressRuleName>,
+) -> serde_json::Value {
     serde_json::json!({
         "default": if status.config.default_action == 2 { "deny" } else { "allow" },
         "rate_limit": if status.config.rate_per_sec > 0 {
@@ -121,7 +124,15 @@ pub(crate) fn egress_json(status: &EgressStatus) -> serde_json::Value {
         } else {
             serde_json::Value::Null
         },
-        "rules": status.rules.iter().map(|(id, hits)| serde_json::json!({"rule_id": id, "hits": hits})).collect::<Vec<_>>(),
+        "rules": status.rules.iter().map(|(id, hits)| {
+            let n = names.get(id);
+            serde_json::json!({
+                "rule_id": id,
+                "name": counter_name(*id, n.map(|n| n.name.as_str())),
+                "rule": n.map(|n| n.rule.as_str()),
+                "hits": hits,
+            })
+        }).collect::<Vec<_>>(),
         "totals": status.totals.iter().map(|(t, n)| (t.name().to_string(), serde_json::json!(n))).collect::<serde_json::Map<_, _>>(),
     })
 }
@@ -225,7 +236,7 @@ pub(crate) fn status_json(pin_root: &Path, run_dir: &Path) -> Result<serde_json:
     };
     out["daemon"] = daemon_json(daemon.as_ref());
     if let Ok(e) = &egress {
-        out["egress"] = egress_json(e);
+        out["egress"] = egress_json(e, &egress_rule_names(run_dir));
         if let Ok(d) = EgressFirewall::domain_status_from_pins(pin_root) {
             out["egress"]["domains"] = domains_json(&d);
         }
@@ -329,39 +340,59 @@ pub(crate) fn status(pin_root: &Path, run_dir: &Path, json: bool) -> Result<Exit
         }
         writeln!(out, "{}", t.trim_fmt())?;
     }
-    if let Ok(e) = &egress {
+    if let Some(e) = egress.as_ref().ok().filter(|e| !e.rules.is_empty()) {
+        let names = egress_rule_names(run_dir);
+        let mut t = table(&["rule", "matches", "decisions"], &[2]);
         for (id, hits) in &e.rules {
-            writeln!(out, "egress rule {id:<5} {hits:>12} decisions")?;
+            let n = names.get(id);
+            t.add_row(vec![
+                counter_name(*id, n.map(|n| n.name.as_str())),
+                n.map(|n| n.rule.clone()).unwrap_or_default(),
+                hits.to_string(),
+            ]);
         }
+        writeln!(
+            out,
+            "egress rules (connect()/sendmsg() calls each decided):"
+        )?;
+        writeln!(out, "{}", t.trim_fmt())?;
     }
     if let Ok(d) = EgressFirewall::domain_status_from_pins(pin_root) {
         if d.active {
             let patterns: Vec<String> = d.patterns.iter().map(ToString::to_string).collect();
             writeln!(out, "egress by name: {}", patterns.join(", "))?;
-            for o in &d.opened {
-                let who = o
-                    .exe_path
-                    .clone()
-                    .unwrap_or_else(|| format!("exe {}:{}", o.exe.dev, o.exe.ino));
-                let name = o.name.as_deref().unwrap_or("-");
-                for (p, left) in &o.patterns {
-                    writeln!(
-                        out,
-                        "  {name:<40} {:<40} {p:<30} {who} uid {} ({}s left)",
-                        o.addr,
-                        o.uid,
-                        left.as_secs()
-                    )?;
+            if !d.opened.is_empty() || !d.denied.is_empty() {
+                let mut t = table(
+                    &["name", "address", "opened by", "for", "uid", "left"],
+                    &[4, 5],
+                );
+                for o in &d.opened {
+                    let who = o
+                        .exe_path
+                        .clone()
+                        .unwrap_or_else(|| format!("exe {}:{}", o.exe.dev, o.exe.ino));
+                    for (p, left) in &o.patterns {
+                        t.add_row(vec![
+                            o.name.clone().unwrap_or_else(|| "-".into()),
+                            o.addr.to_string(),
+                            p.to_string(),
+                            who.clone(),
+                            o.uid.to_string(),
+                            format!("{} s", left.as_secs()),
+                        ]);
+                    }
                 }
-            }
-            for den in &d.denied {
-                writeln!(
-                    out,
-                    "  {:<40} DENIED by feed {} ({}s left)",
-                    den.addr,
-                    den.feed,
-                    den.expires_in.as_secs()
-                )?;
+                for den in &d.denied {
+                    t.add_row(vec![
+                        "-".into(),
+                        den.addr.to_string(),
+                        format!("DENIED by feed {}", den.feed),
+                        "-".into(),
+                        "-".into(),
+                        format!("{} s", den.expires_in.as_secs()),
+                    ]);
+                }
+                writeln!(out, "{}", t.trim_fmt())?;
             }
             for f in &d.feeds {
                 let counts: Vec<String> = f
@@ -424,7 +455,7 @@ pub(crate) fn status(pin_root: &Path, run_dir: &Path, json: bool) -> Result<Exit
             for (id, c) in &f.rules {
                 let n = names.get(id);
                 t.add_row(vec![
-                    n.map_or_else(|| format!("id {id}"), |n| n.name.clone()),
+                    counter_name(*id, n.map(|n| n.name.as_str())),
                     n.map(|n| n.rule.clone()).unwrap_or_default(),
                     c.packets.to_string(),
                     size(c.bytes),
@@ -524,13 +555,6 @@ pub(crate) fn write_firewall_rules(
     run_dir: &Path,
     labels: &BTreeMap<u32, ironclad_bpf::FwRuleLabel>,
 ) -> std::io::Result<()> {
-    let path = run_dir.join(FIREWALL_RULES);
-    if labels.is_empty() {
-        return match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        };
-    }
     let names: Vec<FirewallRuleName> = labels
         .iter()
         .map(|(id, l)| FirewallRuleName {
@@ -540,8 +564,64 @@ pub(crate) fn write_firewall_rules(
             comment: l.comment.clone(),
         })
         .collect();
-    let text = serde_json::to_vec_pretty(&names).map_err(std::io::Error::other)?;
-    crate::run::write_atomically(&path, &text)
+    write_or_remove(&run_dir.join(FIREWALL_RULES), &names)
+}
+
+/// The egress firewall's live rules as the daemon last applied them, by counter id
+/// (`RUN_DIR/egress-rules.json`): what `status` names their counters by.
+pub(crate) const EGRESS_RULES: &str = "egress-rules.json";
+
+/// One live egress rule: its counter id, where it was written and what it says.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct EgressRuleName {
+    /// The kernel's counter id.
+    pub(crate) id: u32,
+    /// Where it was written (`egress.rules[2]`).
+    pub(crate) name: String,
+    /// What it matches and does, in one line.
+    pub(crate) rule: String,
+}
+
+/// Writes the egress firewall's live rules for `status` (removes the file when none
+/// run).
+pub(crate) fn write_egress_rules(
+    run_dir: &Path,
+    egress: Option<&ironclad_policy::egress::CompiledEgress>,
+) -> std::io::Result<()> {
+    let names: Vec<EgressRuleName> = egress
+        .map(|e| e.rules.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|r| EgressRuleName {
+            id: r.rule_id,
+            name: r.origin.clone(),
+            rule: r.summary.clone(),
+        })
+        .collect();
+    write_or_remove(&run_dir.join(EGRESS_RULES), &names)
+}
+
+/// The egress rules as the daemon last wrote them (none when it did not).
+pub(crate) fn egress_rule_names(run_dir: &Path) -> BTreeMap<u32, EgressRuleName> {
+    std::fs::read(run_dir.join(EGRESS_RULES))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Vec<EgressRuleName>>(&b).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|n| (n.id, n))
+        .collect()
+}
+
+/// Writes `items` as JSON to `path` (atomically), or removes it when there are none.
+fn write_or_remove<T: serde::Serialize>(path: &Path, items: &[T]) -> std::io::Result<()> {
+    if items.is_empty() {
+        return match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+    }
+    let text = serde_json::to_vec_pretty(items).map_err(std::io::Error::other)?;
+    crate::run::write_atomically(path, &text)
 }
 
 /// The firewall's live rules as the daemon last wrote them (none when it did not).
@@ -578,9 +658,16 @@ pub(crate) fn table(header: &[&str], right: &[usize]) -> comfy_table::Table {
 /// A rule's name by its counter id: `default` for 0 (the default policy), `id N` when
 /// the daemon's list does not know it.
 fn rule_name(names: &BTreeMap<u32, FirewallRuleName>, id: u32) -> String {
-    match (id, names.get(&id)) {
+    counter_name(id, names.get(&id).map(|n| n.name.as_str()))
+}
+
+/// What a firewall counter id is called wherever the daemon shows one (`status`,
+/// `conntrack`, the metrics): `default` for the default policy (0), the rule's name
+/// when it is known, else `id N`.
+pub(crate) fn counter_name(id: u32, name: Option<&str>) -> String {
+    match (id, name) {
         (0, _) => ironclad_bpf::DEFAULT_RULE_NAME.to_string(),
-        (_, Some(n)) => n.name.clone(),
+        (_, Some(n)) => n.to_string(),
         (_, None) => format!("id {id}"),
     }
 }

@@ -189,6 +189,63 @@ fn the_daemon_enforces_names_and_feeds_and_shows_the_live_table() {
         "the name beside its address: {text}"
     );
     assert!(text.contains("DENIED by feed malware"), "{text}");
+    // With the daemon's run directory, each egress rule is named where it was written,
+    // with what it says, in a table (text) and in the JSON.
+    let run_dir = dns.path("run");
+    let named = Command::new(BIN)
+        .args(["status", "--pin-dir"])
+        .arg(pins.path())
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .output()
+        .expect("status");
+    assert!(named.status.success(), "{named:?}");
+    let named = String::from_utf8_lossy(&named.stdout);
+    let line = |name: &str| {
+        named
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no line for {name}: {named}"))
+            .to_string()
+    };
+    assert!(named.contains("egress rules ("), "{named}");
+    let curl_rule = line("egress.rules[1]");
+    assert!(
+        curl_rule.contains("/usr/bin/curl") && curl_rule.contains("good.test"),
+        "the rule's text beside its name: {named}"
+    );
+    assert!(line("egress.rules[2]").contains("10.218.7.11"), "{named}");
+    // The table's columns line up: each rule's decision count ends where the header's
+    // `decisions` does.
+    let header = line("rule");
+    let end = header.trim_end().len();
+    for name in ["egress.rules[0]", "egress.rules[1]", "egress.rules[2]"] {
+        assert_eq!(line(name).trim_end().len(), end, "{named}");
+    }
+    let json = Command::new(BIN)
+        .args(["status", "--json", "--pin-dir"])
+        .arg(pins.path())
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .output()
+        .expect("status");
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).expect("status JSON");
+    let rules = json["egress"]["rules"].as_array().expect("egress rules");
+    assert_eq!(
+        rules.iter().map(|r| r["name"].clone()).collect::<Vec<_>>(),
+        ["egress.rules[0]", "egress.rules[1]", "egress.rules[2]"],
+        "{json}"
+    );
+    assert!(
+        rules[1]["rule"]
+            .as_str()
+            .is_some_and(|r| r.contains("/usr/bin/curl")),
+        "{json}"
+    );
+    assert!(
+        rules[1]["hits"].as_u64().is_some_and(|h| h >= 2),
+        "curl's two connections by name: {json}"
+    );
 
     let port = daemon.metrics_port();
     let metrics = Command::new("curl")
