@@ -3,7 +3,8 @@
 #   ./dev.sh demo   install what is missing, build, run the full_firewall demo
 #   ./dev.sh test   install what is missing, then run every check and test
 #   ./dev.sh perf   every benchmark at full length; regenerates docs/performance.md
-#   ./dev.sh packaged | deploy | footprint | fuzz   one of the test suite's checks alone
+#   ./dev.sh packaged | deploy | deb-check | footprint | fuzz   one of the test suite's checks alone
+#   ./dev.sh deb              the Debian package of the daemon (target/debian/)
 #   ./dev.sh fuzz-measure   how fast each fuzz target still finds coverage (its budget)
 # Privileged tests fail (never skip) without root, unless IRONCLAD_SKIP_PRIVILEGED=1
 # is set outside CI.
@@ -19,7 +20,7 @@ cd "$(dirname "$0")"
 # generate and build the control API's Go client (clients/go) offline.
 PACKAGES=(clang llvm libelf-dev zlib1g-dev pkg-config make gcc bpftool iproute2
           iputils-ping ethtool util-linux procps python3 bash openssl curl g++ nftables
-          chromium chromium-driver systemd bind9-dnsutils dnsmasq-base python3-seccomp python3-scapy
+          chromium chromium-driver systemd bind9-dnsutils dnsmasq-base python3-seccomp python3-scapy lintian
           golang-go protobuf-compiler protoc-gen-go-grpc golang-google-grpc-dev
           golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev)
 
@@ -141,6 +142,15 @@ check_packaged() {
     local args=() c
     for c in "${crates[@]}"; do args+=(-p "$c"); done
     rm -rf target/package/ironclad-*
+    # What crates.io would say of the manifests, in dependency order (each crate
+    # resolved against the ones before it, as a publish of the workspace would): its
+    # metadata, its path dependencies' versions, the files it would upload. Builds
+    # nothing (the scratch project below does). A name someone else already published
+    # is only a warning in a dry run; it is printed so that no one mistakes it for ours.
+    local dry
+    dry=$(cargo publish --dry-run --no-verify --allow-dirty "${args[@]}" 2>&1) \
+        || { echo "$dry" >&2; echo "cargo publish --dry-run failed" >&2; return 1; }
+    grep -E 'Packaging|already exists' <<<"$dry" || true
     cargo package --quiet --allow-dirty --no-verify "${args[@]}"
     local version scratch
     version=$(cargo metadata --format-version 1 --no-deps \
@@ -256,6 +266,120 @@ check_deploy() {
     check_daemonset_command "$tmp" "$bin"
     check_unit_sandbox "$tmp/ironclad.service" "$bin"
     check_image_root "$bin"
+    rm -rf "$tmp"
+}
+
+# The Debian package as an operator meets it (examples/deploy/debian/build-deb.sh):
+# built, its contents listed, installed with dpkg on this machine, found to have
+# enabled and started nothing, its unit verified, its policy and the policy's commented
+# example checked; then configured as an operator would (/etc/default/ironclad: an
+# interface, a pin root of the check's own) and the daemon started from the installed
+# unit's own ExecStartPre and ExecStart (examples/deploy/check/unit_exec.py: systemd is
+# not PID 1 on the test machines), in the unit's mount namespace and under its
+# system-call filter, with the directories systemd would make. It must become ready and
+# drop a documentation address block the installed policy denies while another source
+# passes; stopped, its enforcement stays (fail-safe); `dpkg --purge` then detaches it
+# (prerm) and leaves no file, directory or pin behind. Refuses to run over an
+# installation that is not the package's.
+check_deb() {
+    local deb tmp ns=ic-deb-$$ pins=/sys/fs/bpf/ic-deb-$$ pid status failed=""
+    if ! dpkg -s ironclad >/dev/null 2>&1; then
+        local p
+        for p in /usr/sbin/full_firewall /etc/ironclad /etc/default/ironclad /var/lib/ironclad; do
+            if [[ -e $p ]]; then
+                echo "$p exists and the ironclad package is not installed: the check would replace or purge it" >&2
+                return 1
+            fi
+        done
+    fi
+    deb=$(examples/deploy/debian/build-deb.sh)
+    tmp=$(mktemp -d)
+    dpkg-deb --info "$deb" | sed -n 's/^ *\(Package\|Version\|Architecture\|Installed-Size\|Depends\):/  &/p'
+    dpkg-deb --contents "$deb" | awk '{ print $1, $NF }' > "$tmp/contents"
+    local f
+    for f in ./usr/sbin/full_firewall ./usr/lib/systemd/system/ironclad.service \
+        ./etc/ironclad/policy.yaml ./etc/default/ironclad ./usr/share/man/man1/full_firewall.1.gz \
+        ./usr/share/bash-completion/completions/full_firewall ./usr/share/zsh/vendor-completions/_full_firewall \
+        ./usr/share/fish/vendor_completions.d/full_firewall.fish ./usr/share/doc/ironclad/copyright; do
+        grep -q " $f\$" "$tmp/contents" || failed="${failed:+$failed; }$f not in the package"
+    done
+    grep -q '^-rwxr-xr-x ./usr/sbin/full_firewall$' "$tmp/contents" || failed="${failed:+$failed; }full_firewall not 0755"
+    dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles > "$tmp/conffiles"
+    diff <(printf '/etc/ironclad/policy.yaml\n/etc/default/ironclad\n') "$tmp/conffiles" >&2 \
+        || failed="${failed:+$failed; }conffiles"
+    # Debian's own checks, errors and warnings alike (examples/deploy/debian/
+    # lintian-overrides says why the static binary's three tags are expected).
+    lintian --fail-on error,warning "$deb" > "$tmp/lintian" 2>&1 \
+        || failed="${failed:+$failed; }lintian: $(grep -v 'root privileges' "$tmp/lintian")"
+    if [[ -n "$failed" ]]; then echo "the package: $failed" >&2; rm -rf "$tmp"; return 1; fi
+    dpkg --purge ironclad >/dev/null 2>&1 || true
+    dpkg -i "$deb" > "$tmp/install.log" 2>&1 || { cat "$tmp/install.log" >&2; rm -rf "$tmp"; return 1; }
+    grep -q 'installed, not enabled' "$tmp/install.log" || failed="postinst said nothing of enabling"
+    ls /etc/systemd/system/*.wants/ironclad.service 2>/dev/null && failed="${failed:+$failed; }postinst enabled the unit"
+    pgrep -f '^/usr/sbin/full_firewall' && failed="${failed:+$failed; }postinst started the daemon"
+    systemd-analyze verify /usr/lib/systemd/system/ironclad.service || failed="${failed:+$failed; }the installed unit"
+    zcat /usr/share/man/man1/full_firewall.1.gz | grep -q '^\.TH full_firewall' || failed="${failed:+$failed; }the manual page"
+    bash -n /usr/share/bash-completion/completions/full_firewall || failed="${failed:+$failed; }bash completion"
+    # The policy's commented example, uncommented, is a valid policy too.
+    sed -n '/^# Examples of what to add/,/^[^#]/p' /etc/ironclad/policy.yaml | sed -n 's/^#   //p' > "$tmp/example.yaml"
+    /usr/sbin/full_firewall check --config "$tmp/example.yaml" >/dev/null || failed="${failed:+$failed; }the policy's commented example"
+    if [[ -n "$failed" ]]; then echo "installed: $failed" >&2; dpkg --purge ironclad >/dev/null; rm -rf "$tmp"; return 1; fi
+    # Configured as an operator would: a conffile edited.
+    sed -i "s#^IRONCLAD_IFACE=.*#IRONCLAD_IFACE=icdeb0#; s#^IRONCLAD_ARGS=.*#IRONCLAD_ARGS=\"--pin-dir $pins\"#" /etc/default/ironclad
+    ip netns add "$ns"
+    ip link add icdeb0 type veth peer name icdeb1 netns "$ns"
+    ip addr add 203.0.113.1/24 dev icdeb0 && ip addr add 10.249.0.1/24 dev icdeb0 && ip link set icdeb0 up
+    ip -n "$ns" addr add 203.0.113.2/24 dev icdeb1 && ip -n "$ns" addr add 10.249.0.2/24 dev icdeb1
+    ip -n "$ns" link set icdeb1 up
+    pings() { { ip netns exec "$ns" ping -q -c 3 -i 0.2 -W 1 -I "$1" "$2" 2>/dev/null || true; } | awk -F', ' '/received/ { split($2, a, " "); print a[1] }'; }
+    [[ $(pings 203.0.113.2 203.0.113.1) == 3 ]] || failed="the lab: pings fail before the daemon runs"
+    # What systemd makes for the unit (RuntimeDirectory=, StateDirectory=, LogsDirectory=).
+    install -d -m 0700 /run/ironclad /var/lib/ironclad /var/log/ironclad
+    local unit=/usr/lib/systemd/system/ironclad.service
+    mapfile -t pre < <(python3 examples/deploy/check/unit_exec.py "$unit" ExecStartPre)
+    mapfile -t start < <(python3 examples/deploy/check/unit_exec.py "$unit" ExecStart)
+    "${pre[@]}" >/dev/null || failed="${failed:+$failed; }ExecStartPre (${pre[*]})"
+    examples/deploy/check/unit_mounts.sh /usr/bin/python3 examples/deploy/check/unit_seccomp.py "$unit" \
+        "${start[@]}" 2> "$tmp/log" &
+    pid=$!
+    for _ in $(seq 150); do grep -q "full_firewall: ready" "$tmp/log" && break; sleep 0.1; done
+    local denied allowed
+    denied=$(pings 203.0.113.2 203.0.113.1)
+    allowed=$(pings 10.249.0.2 10.249.0.1)
+    /usr/sbin/full_firewall health --ready > "$tmp/health" 2>&1 || failed="${failed:+$failed; }health --ready: $(cat "$tmp/health")"
+    /usr/sbin/full_firewall status --pin-dir "$pins" > "$tmp/status" || failed="${failed:+$failed; }status"
+    grep -q '203.0.113.0/24' "$tmp/status" || failed="${failed:+$failed; }status shows no 203.0.113.0/24"
+    curl -s --max-time 5 -o "$tmp/metrics" http://127.0.0.1:9477/metrics || true
+    grep -q '^ironclad_shield_rule_packets_total' "$tmp/metrics" || failed="${failed:+$failed; }no Shield metrics on 127.0.0.1:9477"
+    # systemctl stop: SIGTERM (KillSignal=); enforcement stays pinned.
+    kill -TERM "$pid"
+    status=0; wait "$pid" || status=$?
+    local after_stop
+    after_stop=$(pings 203.0.113.2 203.0.113.1)
+    dpkg --purge ironclad > "$tmp/purge.log" 2>&1 || failed="${failed:+$failed; }dpkg --purge: $(cat "$tmp/purge.log")"
+    local after_purge
+    after_purge=$(pings 203.0.113.2 203.0.113.1)
+    for f in /usr/sbin/full_firewall /usr/lib/systemd/system/ironclad.service /etc/ironclad /etc/default/ironclad \
+        /var/lib/ironclad /var/log/ironclad /run/ironclad "$pins"; do
+        [[ -e $f ]] && failed="${failed:+$failed; }$f left after the purge"
+    done
+    ip netns del "$ns"; ip link del icdeb0 2>/dev/null || true
+    grep -q "full_firewall: ready" "$tmp/log" || failed="${failed:+$failed; }never ready"
+    [[ "$denied" == 0 ]] || failed="${failed:+$failed; }${denied:-?} of 3 pings from a denied block got through"
+    [[ "$allowed" == 3 ]] || failed="${failed:+$failed; }${allowed:-?} of 3 pings from an allowed source"
+    (( status == 0 )) || failed="${failed:+$failed; }exit status $status"
+    [[ "$after_stop" == 0 ]] || failed="${failed:+$failed; }stopped, the daemon's enforcement went with it"
+    [[ "$after_purge" == 3 ]] || failed="${failed:+$failed; }after the purge ${after_purge:-?} of 3 pings (still enforced)"
+    if [[ -n "$failed" ]]; then
+        echo "the Debian package: $failed" >&2
+        cat "$tmp/log" "$tmp/purge.log" >&2
+        rm -rf "$tmp"
+        # What a failed purge left pinned goes, so that the next run starts clean.
+        [[ -d $pins ]] && "$(examples/deploy/build-static.sh)" detach --pin-dir "$pins" >/dev/null 2>&1
+        dpkg --purge ironclad >/dev/null 2>&1 || true
+        return 1
+    fi
+    echo "the Debian package ($(basename "$deb"), $(du -h "$deb" | cut -f1)): installed with dpkg (nothing enabled or started), the daemon started from its unit enforced the installed policy, stopped with its enforcement kept, purged with nothing left"
     rm -rf "$tmp"
 }
 
@@ -483,7 +607,7 @@ check_footprint() {
     sed 's/DEMO_VETH/icfp0/' examples/full_firewall/demo.yaml > "$tmp/demo.yaml"
     "$bin" run --config "$tmp/demo.yaml" --iface icfp0 --pin-dir "$pins" \
         --audit-log "$tmp/audit.jsonl" --events "$tmp/events.jsonl" --metrics 127.0.0.1:0 \
-        --detach-on-exit 2> "$tmp/log" &
+        --run-dir "$tmp/run" --state-dir "$tmp/state" --detach-on-exit 2> "$tmp/log" &
     pid=$!
     for _ in $(seq 100); do grep -q "full_firewall: ready" "$tmp/log" && break; sleep 0.1; done
     # The demo policy denies 10.250.0.64/26: all ten pings must be dropped, or the
@@ -919,9 +1043,9 @@ run_short_benches() {
 
 # What the test run builds and runs at the lowest CPU priority (SCHED_IDLE), beside the
 # host's tests and the guests: it takes only the CPU time they leave. Each step is a
-# phase. rustdoc, which compiles nothing to run, has a target
-# directory of its own, target/check, so that it never holds the build lock of
-# target/debug, which the host's `cargo test` and the guests take; the steps that build
+# phase. (rustdoc and the fuzzers run in a second such chain, idle_checks, in target
+# directories of their own, so that they never hold the build lock of target/debug,
+# which the host's `cargo test` and the guests take.) The steps that build
 # there (the packaged crates, the policy crate) wait until the host's tests have ended
 # (the file target/host-tests.done). The static binary's directory is its own; the
 # footprint and deployment checks wait for it (target/static/done).
@@ -935,14 +1059,22 @@ idle_builds() {
     phase "idle: the shipped binary (static, release; clippy on full_firewall without its demo)" \
         examples/deploy/build-static.sh >/dev/null
     touch target/static/done
-    RUSTDOCFLAGS="-D warnings" phase "idle: cargo doc (every link resolves)" with_check_dir cargo doc --workspace --no-deps --quiet
-    phase "idle: fuzzing, bounded: the event decoder, the DNS parser, each feed parser and the policy loader" run_fuzz
     phase "idle: waiting for the host's tests to end (target/debug's build lock)" wait_for_file target/host-tests.done
     phase "idle: packaged crates build on their own (cargo package, then a scratch project)" check_packaged
     # As a Shield-only agent builds it: every target compiled (and so linted), the
     # library's own tests run.
     phase "idle: ironclad-policy without its I/O features (fetch, geoip, bundle): clippy, unit tests" \
         policy_without_io
+}
+
+# The second chain at the lowest CPU priority, beside idle_builds: what builds in
+# directories of its own and waits for nothing (rustdoc in target/check, the fuzz
+# targets in target/fuzz). As one chain behind the shipped binary these ran last, after
+# the guests had finished (the run's critical path at fb0fe19: 16.0 + 11.9 + 14.6
+# minutes); side by side each takes what CPU the other leaves while it links or waits.
+idle_checks() {
+    RUSTDOCFLAGS="-D warnings" phase "idle: cargo doc (every link resolves)" with_check_dir cargo doc --workspace --no-deps --quiet
+    phase "idle: fuzzing, bounded: the event decoder, the DNS parser, each feed parser and the policy loader" run_fuzz
 }
 
 # ironclad-policy as a Shield-only agent builds it, without its I/O features: every
@@ -1009,6 +1141,7 @@ cmd_test() {
     # the guests and the host's tests what those leave. Compilers at an equal priority
     # starved a guest's timers (a DNS TTL of 5 s).
     background "$jobs" idle chrt --idle 0 ./dev.sh idle-builds
+    background "$jobs" checks chrt --idle 0 ./dev.sh idle-checks
     # The debug build of every test binary needs about 4 GB: say what there is, so a
     # linker killed by a full disk (ld: Bus error) is recognised as such.
     log "disk: $(df -h --output=avail . | tail -1 | tr -d ' ') free for target/"
@@ -1049,10 +1182,12 @@ cmd_test() {
     phase "footprint: waiting for the shipped binary" wait_for_file target/static/done "$(cat "$jobs/idle.pid")"
     phase "footprint: the release binary's shared libraries and resident memory" check_footprint
     phase "deployment files: systemd unit, Kubernetes manifest, the policy it carries" check_deploy
+    phase "the Debian package: built, installed with dpkg, the daemon started from its unit, purged" check_deb
     renice -n 0 -p $$ >/dev/null
     phase "benchmarks: waiting for their short mode" wait_job "$jobs" benches "the benchmarks' short mode"
     rm -f "$bench_list"
     phase "waiting for the builds beside the guests" wait_job "$jobs" idle "the builds and checks beside the guests"
+    phase "waiting for rustdoc and the fuzzers beside the guests" wait_job "$jobs" checks "cargo doc or the fuzzers"
     local guests_rc=0
     phase "guest kernels: waiting for the guests" wait_job "$jobs" guests "the guest kernels' tests" || guests_rc=$?
     cat "$jobs/guests.log" >> "$results"
@@ -1117,15 +1252,18 @@ case "${1:-}" in
     test) cmd_test ;;
     packaged) check_packaged ;;
     deploy) check_deploy ;;
+    deb) examples/deploy/debian/build-deb.sh ;;
+    deb-check) require_root "the Debian package's check"; check_deb ;;
     footprint) require_root "the footprint check"; check_footprint ;;
     fuzz) install_deps; run_fuzz ;;
     fuzz-measure) install_deps; fuzz_measure ;;
     # The test run's background jobs (./dev.sh test starts them).
     idle-builds) idle_builds ;;
+    idle-checks) idle_checks ;;
     short-benches) run_short_benches "$2" "${3:-}" ;;
     prepare-rest) prepare_rest ;;
     perf) cmd_perf ;;
     go-client) cmd_go_client ;;
     perf-render) perfdoc render --template "$PERF_TEMPLATE" --data "$PERF_DATA" --out docs/performance.md ;;
-    *) echo "usage: $0 demo|test|packaged|deploy|footprint|fuzz|fuzz-measure|perf|perf-render|go-client" >&2; exit 2 ;;
+    *) echo "usage: $0 demo|test|packaged|deploy|deb|deb-check|footprint|fuzz|fuzz-measure|perf|perf-render|go-client" >&2; exit 2 ;;
 esac
