@@ -33,6 +33,7 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_tracing.h>
 #include "ironclad.h"
 #include "parse.h"
 #include "bitvec.h"
@@ -2883,4 +2884,59 @@ int ic_fw_syn(struct xdp_md *ctx)
 		return XDP_PASS;
 	ic_tcp_options(h);
 	return ic_syn_answer(ctx, l3off, family, h, cfg, data_end - data);
+}
+
+/* Socket families (linux/socket.h; vmlinux.h has no macros). */
+#define IC_AF_INET 2
+#define IC_AF_INET6 10
+
+/* The process that accepted an inbound TCP connection. inet_accept() joins the new
+ * socket to the accept()ing process's socket (sock_graft) in that process's own
+ * context, and sock_graft calls the LSM hook security_sock_graft, a function whose
+ * signature (sock, socket) has not changed since it was added, unlike
+ * inet_csk_accept's and inet_accept's (6.10). The connection's entry takes the
+ * process's pid and cgroup, which its end record and the connection table then name;
+ * its start record was written with its first packet, before any process accepted it.
+ * A kernel thread's accept (an in-kernel server) names no process. Read with BTF (no
+ * bpf_probe_read_kernel, which lockdown refuses). */
+SEC("fentry/security_sock_graft")
+int BPF_PROG(ic_fw_accept, struct sock *sk, struct socket *parent)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u8 local[16], remote[16];
+	struct ic_ct_entry *e;
+	struct ic_ct_key key;
+	__u16 family;
+
+	if (!sk || !task || (task->flags & IC_PF_KTHREAD) || sk->sk_protocol != IC_IPPROTO_TCP)
+		return 0;
+	family = sk->__sk_common.skc_family;
+	if (family == IC_AF_INET) {
+		ic_v4_mapped(local, sk->__sk_common.skc_rcv_saddr);
+		ic_v4_mapped(remote, sk->__sk_common.skc_daddr);
+	} else if (family == IC_AF_INET6) {
+		__u32 word;
+
+		/* Word by word: each is one load the verifier checks against the BTF. */
+#define IC_COPY_WORD(i)                                                                  \
+	word = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[i];                      \
+	__builtin_memcpy(local + 4 * (i), &word, 4);                                     \
+	word = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[i];                          \
+	__builtin_memcpy(remote + 4 * (i), &word, 4);
+		IC_COPY_WORD(0)
+		IC_COPY_WORD(1)
+		IC_COPY_WORD(2)
+		IC_COPY_WORD(3)
+#undef IC_COPY_WORD
+	} else {
+		return 0;
+	}
+	ic_ct_make_key(&key, remote, local, bpf_ntohs(sk->__sk_common.skc_dport),
+		       sk->__sk_common.skc_num, IC_IPPROTO_TCP);
+	e = bpf_map_lookup_elem(&ic_fw_ct, &key);
+	if (!e || !(e->flags & IC_CT_F_INBOUND) || e->pid)
+		return 0;
+	e->pid = task->tgid;
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	return 0;
 }

@@ -1122,11 +1122,13 @@ struct ic_ct_entry {
 	__u64 packets_reply;
 	__u64 bytes_reply;
 	__u64 cgroup_id;    /* host order; the local socket's cgroup when the host opened
-			     * it (its first packet left through a socket); else 0 */
+			     * it (its first packet left through a socket), or the
+			     * accepting process's (see pid); else 0 */
 	__u32 ifindex;      /* host order; where it was first seen */
 	__u32 rule_id;      /* host order; the rule that admitted it; 0: the default */
 	__u32 pid;          /* host order; the process that sent its first packet, when the
-			     * host opened it; else 0 */
+			     * host opened it; opened from outside (TCP), the process that
+			     * accepted it, where the accept hook runs; else 0 */
 	__u8 state;         /* enum ic_ct_state */
 	__u8 flags;         /* enum ic_ct_flags */
 	__u8 wscale[2];     /* TCP: each side's window scale ([0] addr_lo's, [1] addr_hi's);

@@ -140,6 +140,18 @@ pub enum BpfError {
         program: String,
     },
 
+    /// A program of the object was left out when it loaded (the kernel lacks what it
+    /// hooks), so it cannot be attached.
+    #[error("program `{program}` of BPF object `{object}` is {reason}")]
+    NotLoaded {
+        /// The object.
+        object: String,
+        /// The program.
+        program: String,
+        /// Why it was left out (`not loaded: the kernel has no function X`).
+        reason: String,
+    },
+
     /// A map operation failed in the kernel.
     #[error("{op} on map `{map}` failed: {source}")]
     Map {

@@ -779,8 +779,9 @@ pub struct Connection {
     pub ifindex: u32,
     /// The rule that admitted it; 0: the default policy.
     pub rule_id: u32,
-    /// The local process that opened it (sent its first packet); 0 when the host did
-    /// not open it or the process is not known.
+    /// The local process that opened it (sent its first packet), or, opened from
+    /// outside (TCP), the one that accepted it ([`Firewall::attach_accept`]); 0 when
+    /// the process is not known.
     pub pid: u32,
     /// The local socket's cgroup when the host opened it; else 0.
     pub cgroup_id: u64,
@@ -810,6 +811,14 @@ pub struct Sweep {
     /// The end records of the removed connections whose start was reported (rules
     /// with `flows: true`, or the section's `flows: true`), to publish.
     pub flows: Vec<FlowRecord>,
+}
+
+/// The hook that names the process accepting each inbound TCP connection
+/// ([`Firewall::attach_accept`]); dropping it detaches it.
+#[must_use = "dropping an AcceptHook detaches it"]
+#[derive(Debug)]
+pub struct AcceptHook {
+    _links: Vec<libbpf_rs::Link>,
 }
 
 /// The firewall's programs attached to one interface (tcx ingress and egress).
@@ -1424,6 +1433,21 @@ impl Firewall {
     pub fn attach_syn(&self, iface: &str) -> Result<XdpAttachment> {
         let prog = self.object.program(names::ic_fw_syn)?;
         XdpAttachment::attach(&prog, Self::OBJECT, iface, self.object.audit_log())
+    }
+
+    /// Attaches the hook that gives each inbound TCP connection the process that
+    /// accepted it (`fentry` on `security_sock_graft`, which `accept()` calls in that
+    /// process's context): its pid and cgroup go into the connection's entry, so its
+    /// end record and [`connections`](Self::connections) name it. An inbound flow's
+    /// start record comes with its first packet, before any process accepted it, and
+    /// names none. Not pinned (it goes with its holder: enforcement never depends on
+    /// it); one per host, whatever the interfaces. Needs BPF trampolines (x86_64 5.5,
+    /// arm64 6.0) and a kernel built with `CONFIG_SECURITY`
+    /// ([`BpfError::NotLoaded`] when it has no such function).
+    pub fn attach_accept(&self) -> Result<AcceptHook> {
+        Ok(AcceptHook {
+            _links: self.object.attach_tracepoints(&[names::ic_fw_accept])?,
+        })
     }
 
     /// Like [`attach_syn`](Self::attach_syn) and pins the link (`link_<iface>_xdp`);

@@ -62,9 +62,10 @@ pub use error::{BpfError, KernelError, Result};
 pub use events::EventStream;
 pub use events::{EventReader, EventSource, EventStats};
 pub use firewall::{
-    interface_address, Connection, Firewall, FirewallAttachment, FirewallReport, FirewallSettings,
-    FirewallStatus, Forward, FwLimitKind, FwRuleLabel, LimitRate, LimitSettings, NatSettings,
-    NatStatus, SourceNat, Sweep, SynFloodSettings, SynMode, Translation, DEFAULT_RULE_NAME,
+    interface_address, AcceptHook, Connection, Firewall, FirewallAttachment, FirewallReport,
+    FirewallSettings, FirewallStatus, Forward, FwLimitKind, FwRuleLabel, LimitRate, LimitSettings,
+    NatSettings, NatStatus, SourceNat, Sweep, SynFloodSettings, SynMode, Translation,
+    DEFAULT_RULE_NAME,
 };
 pub use ids::{IdsMatcher, IdsSettings, IdsStats};
 /// The counters [`Shield::total`] and [`EgressFirewall::total`] take, re-exported so an

@@ -217,11 +217,73 @@ impl Loader {
         self.load_with(object, false, &[])
     }
 
+    /// Loads `object`; a tracing program (`fentry`/`fexit`) the kernel refuses (a
+    /// kernel locked down for confidentiality refuses them all) is left out and the
+    /// object loaded again without it: such programs observe, and the object's other
+    /// programs never depend on them. Attaching one that was left out says why
+    /// ([`BpfError::NotLoaded`]).
     fn load_with(
         &self,
         object: &EmbeddedObject,
         pin: bool,
         sizes: &[(&str, u32)],
+    ) -> Result<LoadedObject> {
+        let mut refused: Vec<(String, String)> = Vec::new();
+        loop {
+            let mut tracing = Vec::new();
+            match self.load_attempt(object, pin, sizes, &refused, &mut tracing) {
+                Err(BpfError::Load {
+                    object: o,
+                    source,
+                    verifier_log,
+                }) => {
+                    // libbpf's line for the program the kernel refused.
+                    let culprit = verifier_log.lines().find_map(|l| {
+                        let rest = l.split("prog '").nth(1)?;
+                        let (prog, after) = rest.split_once("': BPF program load failed")?;
+                        Some((
+                            prog.to_string(),
+                            after.trim_start_matches(':').trim().to_string(),
+                        ))
+                    });
+                    match culprit {
+                        Some((prog, errno))
+                            if tracing.contains(&prog)
+                                && !refused.iter().any(|(p, _)| *p == prog) =>
+                        {
+                            let why = format!("not loaded: the kernel refused it ({errno})");
+                            self.log.record(
+                                AuditAction::Load,
+                                object.name(),
+                                &prog,
+                                Outcome::Failed,
+                                why.clone(),
+                            );
+                            refused.push((prog, why));
+                        }
+                        _ => {
+                            return Err(BpfError::Load {
+                                object: o,
+                                source,
+                                verifier_log,
+                            })
+                        }
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One load of `object` with the programs of `left_out` not loaded; the names of its
+    /// tracing programs go to `tracing`.
+    fn load_attempt(
+        &self,
+        object: &EmbeddedObject,
+        pin: bool,
+        sizes: &[(&str, u32)],
+        left_out: &[(String, String)],
+        tracing: &mut Vec<String>,
     ) -> Result<LoadedObject> {
         let name = object.name();
         let _span = tracing::info_span!("ironclad.load", object = name, pin).entered();
@@ -242,6 +304,44 @@ impl Loader {
                     object: name.to_string(),
                     program: prog_name,
                 });
+            }
+        }
+
+        // A tracing program (fentry/fexit) whose kernel function this kernel lacks (one
+        // built without it) is left out: the rest of the object still loads, and
+        // attaching that program says what is missing.
+        let mut skipped = left_out.to_vec();
+        let mut vmlinux: Option<Option<libbpf_rs::btf::Btf<'static>>> = None;
+        for mut prog in open.progs_mut() {
+            let section = prog.section().to_string_lossy().into_owned();
+            let Some(func) = section
+                .strip_prefix("fentry/")
+                .or_else(|| section.strip_prefix("fexit/"))
+            else {
+                continue;
+            };
+            let prog_name = prog.name().to_string_lossy().into_owned();
+            tracing.push(prog_name.clone());
+            if left_out.iter().any(|(p, _)| *p == prog_name) {
+                prog.set_autoload(false);
+                continue;
+            }
+            let btf = vmlinux.get_or_insert_with(|| libbpf_rs::btf::Btf::from_vmlinux().ok());
+            let present = btf.as_ref().is_some_and(|b| {
+                b.type_by_name::<libbpf_rs::btf::types::Func<'_>>(func)
+                    .is_some()
+            });
+            if !present {
+                prog.set_autoload(false);
+                let why = format!("not loaded: the kernel has no function {func} (its BTF)");
+                self.log.record(
+                    AuditAction::Load,
+                    name,
+                    &section,
+                    Outcome::Refused,
+                    why.clone(),
+                );
+                skipped.push((prog_name, why));
             }
         }
 
@@ -364,6 +464,7 @@ impl Loader {
             object: loaded,
             pin_dir,
             pins,
+            skipped,
             log: self.log.clone(),
         })
     }
@@ -503,6 +604,8 @@ pub struct LoadedObject {
     object: libbpf_rs::Object,
     pin_dir: PathBuf,
     pins: Vec<PinnedMap>,
+    /// Programs left out at load, each with the reason.
+    skipped: Vec<(String, String)>,
     log: AuditLog,
 }
 
@@ -569,6 +672,13 @@ impl LoadedObject {
     pub(crate) fn attach_tracepoints(&self, names: &[&str]) -> Result<Vec<libbpf_rs::Link>> {
         let mut links = Vec::with_capacity(names.len());
         for name in names {
+            if let Some((_, why)) = self.skipped.iter().find(|(p, _)| p == name) {
+                return Err(BpfError::NotLoaded {
+                    object: self.name.clone(),
+                    program: (*name).to_string(),
+                    reason: why.clone(),
+                });
+            }
             let program = self.program(name)?;
             let target = if program.section().to_string_lossy().starts_with("fentry/") {
                 "fentry"

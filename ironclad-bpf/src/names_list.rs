@@ -52,7 +52,7 @@ object_names! {
             ic_nat_map, ic_nat_counters, ic_nat_scratch, ic_ids_config, ic_ids_ports,
             ic_ids_flows, ic_ids_ring, ic_ids_prefixes, ic_ids_prefix_scratch,
         ],
-        FirewallProgs: [ic_fw_in, ic_fw_out, ic_fw_syn],
+        FirewallProgs: [ic_fw_in, ic_fw_out, ic_fw_syn, ic_fw_accept],
     }
 }
 

@@ -138,6 +138,16 @@ struct Server {
     _dir: tempfile::TempDir,
 }
 
+/// A child process killed (and reaped) when the test ends, however it ends.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -1456,6 +1466,169 @@ fn flows_until(
             return;
         }
     }
+}
+
+#[test]
+fn an_inbound_connection_names_the_process_that_accepted_it_and_no_other() {
+    use ironclad_events::{Fanout, Overflow};
+    use std::sync::Arc;
+    require_privileges!();
+    let net = Net::new("fwaccept", 14);
+    let pins = BpffsDir::new("fwaccept").expect("bpffs");
+    let loader = loader(&pins);
+    let firewall = Firewall::load(&loader).expect("load");
+    let mut accepted = rule(0, Direction::In, FwProto::Tcp, FwAction::Accept);
+    accepted.dport = vec![(7310, 7312)];
+    accepted.flows = true;
+    let mut settings = FirewallSettings::default().drop_inbound(true);
+    settings.tcp_timeout[CtState::Closing as usize] = 1;
+    firewall.apply(&settings, &[accepted]).expect("apply");
+    let _attached = firewall.attach(net.veth.host()).expect("attach");
+    // These test machines' kernel refuses fentry programs (EPERM at load, under its
+    // lockdown): there the firewall loads and decides without the hook, attaching it
+    // says why, and inbound connections name no process. Where the kernel allows it
+    // (the guest kernels, whose suite requires it: firewall_guest) the hook names the
+    // process that accepted each connection, here too.
+    let accept = firewall.attach_accept();
+    let locked = accept.is_err();
+    if let Err(err) = &accept {
+        assert!(
+            matches!(err, ironclad_bpf::BpfError::NotLoaded { .. })
+                && err.to_string().contains("the kernel refused it"),
+            "{err}"
+        );
+    }
+    let fanout = Arc::new(Fanout::new());
+    let sub = fanout.subscribe("test", 1024, Overflow::DropNewest);
+    let reader = firewall.events(fanout.clone()).expect("events");
+
+    // A busy process on the host all along, in the same cgroup as the servers: the
+    // task a softirq interrupts is often this one, and it must never be named.
+    let busy = KillOnDrop(
+        Command::new("python3")
+            .args(["-c", "while True: pass"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("busy loop"),
+    );
+    // Servers in processes of their own, IPv4 and IPv6: each accepts one connection,
+    // answers, and keeps it open until the client closes. A third listens and never
+    // accepts: its connection completes in the kernel with no process taking it.
+    let server = |addr: &str, port: u16, accept: bool| {
+        let family = if addr.contains(':') {
+            "AF_INET6"
+        } else {
+            "AF_INET"
+        };
+        let body = if accept {
+            "c,_=s.accept()\nc.recv(16)\nc.sendall(b'hi')\nc.recv(16)\nc.close()"
+        } else {
+            "import time\ntime.sleep(30)"
+        };
+        let mut child = Command::new("python3")
+            .args([
+                "-c",
+                &format!(
+                    "import socket\ns=socket.socket(socket.{family})\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('{addr}',{port}))\ns.listen(4)\nprint('listening',flush=True)\n{body}"
+                ),
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("server");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().expect("stdout")),
+            &mut line,
+        )
+        .expect("the server's first line");
+        assert_eq!(line.trim(), "listening");
+        KillOnDrop(child)
+    };
+    let v4 = server(&net.host(false), 7310, true);
+    let v6 = server(&net.host(true), 7311, true);
+    let never = server(&net.host(false), 7312, false);
+    let (v4_pid, v6_pid) = if locked {
+        (0, 0)
+    } else {
+        (v4.0.id(), v6.0.id())
+    };
+    // Clients in the namespace hold their connections open until told (stdin closes).
+    let client = |addr: &str, port: u16, talk: bool| {
+        let exchange = if talk {
+            "s.sendall(b'hello')\nassert s.recv(16)==b'hi'\n"
+        } else {
+            ""
+        };
+        net.ns
+            .command("python3")
+            .args([
+                "-c",
+                &format!(
+                    "import socket,sys\ns=socket.create_connection(('{addr}',{port}),2)\n{exchange}print('open',flush=True)\nsys.stdin.read()\ns.close()"
+                ),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map(KillOnDrop)
+            .expect("client")
+    };
+    let mut clients: Vec<KillOnDrop> = vec![
+        client(&net.host(false), 7310, true),
+        client(&net.host(true), 7311, true),
+        client(&net.host(false), 7312, false),
+    ];
+    for c in &mut clients {
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(c.0.stdout.as_mut().expect("stdout")),
+            &mut line,
+        )
+        .expect("the client's line");
+        assert_eq!(line.trim(), "open", "the client connected");
+    }
+
+    // While open: the table names each accepting process, and none for the connection
+    // no process accepted.
+    let conns = firewall.connections().expect("connections");
+    let by_port = |port: u16| {
+        conns
+            .iter()
+            .find(|c| c.inbound && c.reply.1 == port)
+            .unwrap_or_else(|| panic!("no inbound connection to {port}: {conns:#?}"))
+    };
+    assert_eq!(by_port(7310).pid, v4_pid, "{conns:#?}");
+    assert_eq!(by_port(7311).pid, v6_pid, "{conns:#?}");
+    assert_eq!(by_port(7312).pid, 0, "accepted by no process: {conns:#?}");
+    assert_eq!(by_port(7310).cgroup_id != 0, !locked);
+    assert!(conns.iter().all(|c| c.pid != busy.0.id()), "{conns:#?}");
+
+    // The start records came with the first packets, before any accept: no process.
+    let mut flows = Vec::new();
+    flows_until(&reader, &sub, &mut flows, 5, |f| f.len() >= 3);
+    let starts: Vec<_> = flows.iter().filter(|f| f.phase == "start").collect();
+    assert_eq!(starts.len(), 3, "{flows:#?}");
+    assert!(starts.iter().all(|s| s.pid == 0), "{starts:#?}");
+
+    // Closed, then swept: each end record names the process that accepted it.
+    for mut c in clients {
+        drop(c.0.stdin.take());
+        let _ = c.0.wait();
+    }
+    let (mut v4, mut v6) = (v4, v6);
+    let _ = v4.0.wait();
+    let _ = v6.0.wait();
+    std::thread::sleep(Duration::from_millis(2500));
+    let ends = firewall.expire().expect("expire").flows;
+    let end = |port: u16| {
+        ends.iter()
+            .find(|e| e.dport == port)
+            .unwrap_or_else(|| panic!("no end record for {port}: {ends:#?}"))
+    };
+    assert_eq!(end(7310).pid, v4_pid, "{ends:#?}");
+    assert_eq!(end(7311).pid, v6_pid, "{ends:#?}");
+    assert_eq!(end(7310).cgroup_id != 0, !locked);
+    drop((busy, never));
 }
 
 #[test]

@@ -313,3 +313,135 @@ fn arriving_packets_of_an_ioc_source_are_tagged_and_delivered_to_the_vlan_interf
     drop(_attachment);
     sh("ip link del icq-a");
 }
+
+/// The connection-table key of a TCP connection from `remote` to `local`, as the
+/// firewall's programs make it (ic_ct_make_key: IPv4 as IPv4-mapped IPv6, the lower
+/// address and port first).
+fn tcp_key(remote: std::net::SocketAddr, local: std::net::SocketAddr) -> ironclad_core::abi::CtKey {
+    let bytes = |a: std::net::IpAddr| match a {
+        std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        std::net::IpAddr::V6(v6) => v6.octets(),
+    };
+    let (r, l) = (
+        (bytes(remote.ip()), remote.port()),
+        (bytes(local.ip()), local.port()),
+    );
+    let (lo, hi) = if r <= l { (r, l) } else { (l, r) };
+    ironclad_core::abi::CtKey {
+        addr_lo: lo.0,
+        addr_hi: hi.0,
+        port_lo: lo.1,
+        port_hi: hi.1,
+        proto: 6,
+        _pad0: [0; 3],
+    }
+}
+
+#[test]
+#[ignore = "guest kernels: runs in QEMU (guest/run.sh, part of ./dev.sh test)"]
+fn the_accept_hook_names_the_process_that_accepted_a_connection_on_the_guest_kernel() {
+    use ironclad_core::abi::{CtEntry, CtState, CT_F_INBOUND};
+    use libbpf_rs::MapCore as _;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpStream;
+    use std::process::{Command, Stdio};
+
+    let (pins, loader) = guest_loader("fwaccept");
+    let firewall = Firewall::load(&loader).expect("load");
+    let _hook = firewall
+        .attach_accept()
+        .expect("the accept hook loads and attaches on a kernel that is not locked down");
+    let ct =
+        libbpf_rs::MapHandle::from_pinned_path(pins.path().join(Firewall::OBJECT).join("ic_fw_ct"))
+            .expect("the pinned connection table");
+    let entry_of = |key: &ironclad_core::abi::CtKey| {
+        ct.lookup(&key.to_bytes(), libbpf_rs::MapFlags::ANY)
+            .expect("lookup")
+            .and_then(|v| CtEntry::from_bytes(&v))
+            .expect("the entry")
+    };
+    // A busy process all along: the hook must name the accept()ing one, never the task
+    // that happens to run.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let busy = KillOnDrop(
+        Command::new("python3")
+            .args(["-c", "while True: pass"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("busy loop"),
+    );
+    for addr in ["127.0.0.1", "::1"] {
+        // A server process with two listeners: it accepts on the first when told (a
+        // line on stdin), never on the second.
+        let mut server = Command::new("python3")
+            .args([
+                "-c",
+                &format!(
+                    "import socket,sys\nf=socket.AF_INET6 if ':' in '{addr}' else socket.AF_INET\na=socket.socket(f)\na.bind(('{addr}',0))\na.listen(4)\nb=socket.socket(f)\nb.bind(('{addr}',0))\nb.listen(4)\nprint(a.getsockname()[1],b.getsockname()[1],flush=True)\nsys.stdin.readline()\nc,_=a.accept()\nprint('accepted',flush=True)\nsys.stdin.read()"
+                ),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("server");
+        let mut out = BufReader::new(server.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        out.read_line(&mut line).expect("ports");
+        let ports: Vec<u16> = line
+            .split_whitespace()
+            .map(|p| p.parse().expect("port"))
+            .collect();
+        // Both handshakes complete in the kernel before any accept().
+        let accepted = TcpStream::connect((addr, ports[0])).expect("connect");
+        let waiting = TcpStream::connect((addr, ports[1])).expect("connect");
+        // Their entries as the firewall's ingress would have opened them (tcx attaches
+        // from 6.6; the hook needs none of it).
+        let keys: Vec<_> = [&accepted, &waiting]
+            .iter()
+            .map(|s| {
+                let key = tcp_key(
+                    s.local_addr().expect("client"),
+                    s.peer_addr().expect("server"),
+                );
+                let entry = CtEntry {
+                    state: CtState::Established as u8,
+                    flags: CT_F_INBOUND,
+                    ..CtEntry::default()
+                };
+                ct.update(
+                    &key.to_bytes(),
+                    &entry.to_bytes(),
+                    libbpf_rs::MapFlags::NO_EXIST,
+                )
+                .expect("insert");
+                key
+            })
+            .collect();
+        let stdin = server.stdin.as_mut().expect("stdin");
+        stdin.write_all(b"accept\n").expect("tell");
+        line.clear();
+        out.read_line(&mut line).expect("accepted");
+        assert_eq!(line.trim(), "accepted");
+        let named = entry_of(&keys[0]);
+        assert_eq!(
+            named.pid,
+            server.id(),
+            "{addr}: the accept()ing process: {named:?}"
+        );
+        assert_ne!(named.cgroup_id, 0, "{addr}: its cgroup");
+        assert_eq!(entry_of(&keys[1]).pid, 0, "{addr}: accepted by no process");
+        drop(server.stdin.take());
+        let _ = server.wait();
+        for key in &keys {
+            let _ = ct.delete(&key.to_bytes());
+        }
+        drop((accepted, waiting));
+    }
+    drop(busy);
+}

@@ -2650,7 +2650,9 @@ pub struct CtEntry {
     pub ifindex: u32,
     /// The rule that admitted it; 0: the default policy.
     pub rule_id: u32,
-    /// The process that sent its first packet, when the host opened it; else 0.
+    /// The process that sent its first packet, when the host opened it; opened from
+    /// outside (TCP), the process that accepted it, where the accept hook runs
+    /// (`Firewall::attach_accept`); else 0.
     pub pid: u32,
     /// [`CtState`] as a byte.
     pub state: u8,

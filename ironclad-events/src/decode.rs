@@ -642,8 +642,9 @@ pub struct FlowRecord {
     /// At the end: `fin` (both sides closed), `reset` or `timeout` (idle too long).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub end_reason: Option<&'static str>,
-    /// The local process that opened it (sent its first packet through a socket); 0
-    /// when the host did not open it or the process is not known.
+    /// The local process that opened it (sent its first packet through a socket), or,
+    /// in an inbound TCP connection's end record, the one that accepted it (where the
+    /// firewall's accept hook runs); 0 when the process is not known.
     pub pid: u32,
     /// That process's command name, as the kernel saw it at the start.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -4,9 +4,10 @@
 use std::time::{Duration, Instant};
 
 use ironclad_bpf::{
-    Firewall, FirewallAttachment, FirewallSettings, IdsMatcher, IdsSettings, LimitSettings,
-    LoadedObject, Loader, NatSettings, Quarantine, QuarantineAction, QuarantineAttachment,
-    ScrubAttachment, ScrubSettings, Scrubber, SynFloodSettings, XdpAttachment,
+    AcceptHook, Firewall, FirewallAttachment, FirewallSettings, IdsMatcher, IdsSettings,
+    LimitSettings, LoadedObject, Loader, NatSettings, Quarantine, QuarantineAction,
+    QuarantineAttachment, ScrubAttachment, ScrubSettings, Scrubber, SynFloodSettings,
+    XdpAttachment,
 };
 use ironclad_events::Event;
 use ironclad_policy::config::CompiledConfig;
@@ -50,6 +51,9 @@ struct Running {
     /// `scrub:` and `quarantine:`: loaded and attached when the policy has them (not
     /// pinned: they go with the daemon).
     extras: Extras,
+    /// Names the process accepting each inbound TCP connection (None where the kernel
+    /// cannot: its flows' ends then name none, as the start line said).
+    _accept: Option<AcceptHook>,
 }
 
 /// The scrubber and the quarantine, each loaded when a policy first asks for it (a
@@ -366,6 +370,13 @@ fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>>
     for w in syn_warnings(&syn) {
         warn!("firewall: {w}");
     }
+    // Observability, not enforcement: without it the firewall runs the same.
+    let accept = firewall
+        .attach_accept()
+        .inspect_err(|e| {
+            warn!("firewall: inbound connections will name no accepting process: {e}");
+        })
+        .ok();
     Ok(Box::new(Running {
         firewall,
         attachments,
@@ -376,6 +387,7 @@ fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>>
         ids_on: policy.ids.is_some(),
         sources_changed: false,
         extras,
+        _accept: accept,
     }))
 }
 
