@@ -252,21 +252,22 @@ impl Loader {
                                 && !refused.iter().any(|(p, _)| *p == prog) =>
                         {
                             let why = format!("not loaded: the kernel refused it ({errno})");
-                            self.log.record(
-                                AuditAction::Load,
-                                object.name(),
-                                &prog,
-                                Outcome::Failed,
-                                why.clone(),
-                            );
                             refused.push((prog, why));
                         }
                         _ => {
-                            return Err(BpfError::Load {
+                            let err = BpfError::Load {
                                 object: o,
                                 source,
                                 verifier_log,
-                            })
+                            };
+                            self.log.record(
+                                AuditAction::Load,
+                                object.name(),
+                                "",
+                                Outcome::Failed,
+                                err.to_string(),
+                            );
+                            return Err(err);
                         }
                     }
                 }
@@ -334,13 +335,6 @@ impl Loader {
             if !present {
                 prog.set_autoload(false);
                 let why = format!("not loaded: the kernel has no function {func} (its BTF)");
-                self.log.record(
-                    AuditAction::Load,
-                    name,
-                    &section,
-                    Outcome::Refused,
-                    why.clone(),
-                );
                 skipped.push((prog_name, why));
             }
         }
@@ -422,28 +416,33 @@ impl Loader {
         let loaded = match result {
             Ok(loaded) => loaded,
             Err(source) => {
-                let err = BpfError::Load {
+                // Recorded by load_with, which may instead load again without a
+                // tracing program the kernel refused.
+                return Err(BpfError::Load {
                     object: name.to_string(),
                     source: crate::error::KernelError::from_libbpf(source),
                     verifier_log: log,
-                };
-                self.log.record(
-                    AuditAction::Load,
-                    name,
-                    "",
-                    Outcome::Failed,
-                    err.to_string(),
-                );
-                return Err(err);
+                });
             }
         };
-        let programs: Vec<&str> = report.programs.keys().map(String::as_str).collect();
+        let programs: Vec<&str> = report
+            .programs
+            .keys()
+            .map(String::as_str)
+            .filter(|p| !skipped.iter().any(|(s, _)| s == p))
+            .collect();
+        let left_out: Vec<String> = skipped
+            .iter()
+            .map(|(p, why)| format!("; {p} {why}"))
+            .collect();
+        // A program left out is no failure of the load: what it hooks is missing or
+        // refused here, and attaching it says so (BpfError::NotLoaded).
         self.log.record(
             AuditAction::Load,
             name,
             "",
             Outcome::Ok,
-            format!("programs: {}", programs.join(", ")),
+            format!("programs: {}{}", programs.join(", "), left_out.concat()),
         );
         for pin in &pins {
             let action = if pin.reused {

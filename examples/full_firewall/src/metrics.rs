@@ -104,7 +104,7 @@ struct State {
     /// The applied egress rules' `rule` labels by rule id.
     egress_rules: BTreeMap<u32, String>,
     /// The applied egress rules' names and text by rule id (the dashboard's status).
-    egress_names: BTreeMap<u32, status::EgressRuleName>,
+    egress_names: BTreeMap<u32, status::RuleName>,
     /// The stateful firewall's live rules by counter id.
     firewall_rules: BTreeMap<u32, ironclad_bpf::FwRuleLabel>,
     /// The last policy loads: start, reloads applied, refused, rolled back.
@@ -335,18 +335,9 @@ impl Metrics {
             };
             labels.insert(rule.rule_id, label);
         }
-        let names = egress
-            .map(|e| e.rules.as_slice())
-            .unwrap_or_default()
-            .iter()
-            .map(|r| {
-                let name = status::EgressRuleName {
-                    id: r.rule_id,
-                    name: r.origin.clone(),
-                    rule: r.summary.clone(),
-                };
-                (r.rule_id, name)
-            })
+        let names = status::egress_rule_names(egress)
+            .into_iter()
+            .map(|n| (n.id, n))
             .collect();
         let mut state = self.shared.state();
         state.egress_rules = labels;

@@ -115,7 +115,7 @@ pub(crate) fn to_json(status: &ShieldStatus) -> serde_json::Value {
 /// The egress section of `status --json`.
 pub(crate) fn egress_json(
     status: &EgressStatus,
-    names: &BTreeMap<u32, EgressRuleName>,
+    names: &BTreeMap<u32, RuleName>,
 ) -> serde_json::Value {
     serde_json::json!({
         "default": if status.config.default_action == 2 { "deny" } else { "allow" },
@@ -236,13 +236,13 @@ pub(crate) fn status_json(pin_root: &Path, run_dir: &Path) -> Result<serde_json:
     };
     out["daemon"] = daemon_json(daemon.as_ref());
     if let Ok(e) = &egress {
-        out["egress"] = egress_json(e, &egress_rule_names(run_dir));
+        out["egress"] = egress_json(e, &rule_names(run_dir, EGRESS_RULES));
         if let Ok(d) = EgressFirewall::domain_status_from_pins(pin_root) {
             out["egress"]["domains"] = domains_json(&d);
         }
     }
     if let Ok(f) = &firewall {
-        out["firewall"] = firewall_json(f, &firewall_rule_names(run_dir));
+        out["firewall"] = firewall_json(f, &rule_names(run_dir, FIREWALL_RULES));
     }
     // Events the kernel could not report for lack of ring-buffer space, per source.
     let shield_lost = shield.as_ref().ok().and_then(|s| {
@@ -341,7 +341,7 @@ pub(crate) fn status(pin_root: &Path, run_dir: &Path, json: bool) -> Result<Exit
         writeln!(out, "{}", t.trim_fmt())?;
     }
     if let Some(e) = egress.as_ref().ok().filter(|e| !e.rules.is_empty()) {
-        let names = egress_rule_names(run_dir);
+        let names = rule_names(run_dir, EGRESS_RULES);
         let mut t = table(&["rule", "matches", "decisions"], &[2]);
         for (id, hits) in &e.rules {
             let n = names.get(id);
@@ -450,7 +450,7 @@ pub(crate) fn status(pin_root: &Path, run_dir: &Path, json: bool) -> Result<Exit
             }
         }
         if !f.rules.is_empty() {
-            let names = firewall_rule_names(run_dir);
+            let names = rule_names(run_dir, FIREWALL_RULES);
             let mut t = table(&["rule", "matches", "packets", "bytes", "comment"], &[2, 3]);
             for (id, c) in &f.rules {
                 let n = names.get(id);
@@ -536,12 +536,13 @@ fn port_list(ports: &std::collections::BTreeSet<u16>) -> String {
 /// what `status` names each rule's counters by (`RUN_DIR/firewall-rules.json`).
 pub(crate) const FIREWALL_RULES: &str = "firewall-rules.json";
 
-/// One live firewall rule: its counter id, name, text and comment.
+/// One live rule (of the stateful or the egress firewall): its counter id, name, text
+/// and comment.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub(crate) struct FirewallRuleName {
+pub(crate) struct RuleName {
     /// The kernel's counter id.
     pub(crate) id: u32,
-    /// Where it was written (`firewall.rules[2]`, `api-7`).
+    /// Where it was written (`firewall.rules[2]`, `api-7`, `egress.rules[0]`).
     pub(crate) name: String,
     /// The rule in one line.
     pub(crate) rule: String,
@@ -550,14 +551,26 @@ pub(crate) struct FirewallRuleName {
     pub(crate) comment: Option<String>,
 }
 
+/// The rules the daemon last wrote to `RUN_DIR/FILE`, by counter id (none when it
+/// wrote none).
+pub(crate) fn rule_names(run_dir: &Path, file: &str) -> BTreeMap<u32, RuleName> {
+    std::fs::read(run_dir.join(file))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Vec<RuleName>>(&b).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|n| (n.id, n))
+        .collect()
+}
+
 /// Writes the firewall's live rules for `status` (removes the file when none run).
 pub(crate) fn write_firewall_rules(
     run_dir: &Path,
     labels: &BTreeMap<u32, ironclad_bpf::FwRuleLabel>,
 ) -> std::io::Result<()> {
-    let names: Vec<FirewallRuleName> = labels
+    let names: Vec<RuleName> = labels
         .iter()
-        .map(|(id, l)| FirewallRuleName {
+        .map(|(id, l)| RuleName {
             id: *id,
             name: l.name.clone(),
             rule: l.summary.clone(),
@@ -571,15 +584,21 @@ pub(crate) fn write_firewall_rules(
 /// (`RUN_DIR/egress-rules.json`): what `status` names their counters by.
 pub(crate) const EGRESS_RULES: &str = "egress-rules.json";
 
-/// One live egress rule: its counter id, where it was written and what it says.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub(crate) struct EgressRuleName {
-    /// The kernel's counter id.
-    pub(crate) id: u32,
-    /// Where it was written (`egress.rules[2]`).
-    pub(crate) name: String,
-    /// What it matches and does, in one line.
-    pub(crate) rule: String,
+/// The egress firewall's compiled rules by name (none without an egress section).
+pub(crate) fn egress_rule_names(
+    egress: Option<&ironclad_policy::egress::CompiledEgress>,
+) -> Vec<RuleName> {
+    egress
+        .map(|e| e.rules.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|r| RuleName {
+            id: r.rule_id,
+            name: r.origin.clone(),
+            rule: r.summary.clone(),
+            comment: None,
+        })
+        .collect()
 }
 
 /// Writes the egress firewall's live rules for `status` (removes the file when none
@@ -588,28 +607,7 @@ pub(crate) fn write_egress_rules(
     run_dir: &Path,
     egress: Option<&ironclad_policy::egress::CompiledEgress>,
 ) -> std::io::Result<()> {
-    let names: Vec<EgressRuleName> = egress
-        .map(|e| e.rules.as_slice())
-        .unwrap_or_default()
-        .iter()
-        .map(|r| EgressRuleName {
-            id: r.rule_id,
-            name: r.origin.clone(),
-            rule: r.summary.clone(),
-        })
-        .collect();
-    write_or_remove(&run_dir.join(EGRESS_RULES), &names)
-}
-
-/// The egress rules as the daemon last wrote them (none when it did not).
-pub(crate) fn egress_rule_names(run_dir: &Path) -> BTreeMap<u32, EgressRuleName> {
-    std::fs::read(run_dir.join(EGRESS_RULES))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Vec<EgressRuleName>>(&b).ok())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|n| (n.id, n))
-        .collect()
+    write_or_remove(&run_dir.join(EGRESS_RULES), &egress_rule_names(egress))
 }
 
 /// Writes `items` as JSON to `path` (atomically), or removes it when there are none.
@@ -622,17 +620,6 @@ fn write_or_remove<T: serde::Serialize>(path: &Path, items: &[T]) -> std::io::Re
     }
     let text = serde_json::to_vec_pretty(items).map_err(std::io::Error::other)?;
     crate::run::write_atomically(path, &text)
-}
-
-/// The firewall's live rules as the daemon last wrote them (none when it did not).
-pub(crate) fn firewall_rule_names(run_dir: &Path) -> BTreeMap<u32, FirewallRuleName> {
-    std::fs::read(run_dir.join(FIREWALL_RULES))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Vec<FirewallRuleName>>(&b).ok())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|n| (n.id, n))
-        .collect()
 }
 
 /// A table as `status` prints them: aligned columns without borders, the numbers (the
@@ -657,7 +644,7 @@ pub(crate) fn table(header: &[&str], right: &[usize]) -> comfy_table::Table {
 
 /// A rule's name by its counter id: `default` for 0 (the default policy), `id N` when
 /// the daemon's list does not know it.
-fn rule_name(names: &BTreeMap<u32, FirewallRuleName>, id: u32) -> String {
+fn rule_name(names: &BTreeMap<u32, RuleName>, id: u32) -> String {
     counter_name(id, names.get(&id).map(|n| n.name.as_str()))
 }
 
@@ -680,7 +667,7 @@ pub(crate) fn size(bytes: u64) -> String {
 /// The firewall's part of `status --json`.
 pub(crate) fn firewall_json(
     f: &FirewallStatus,
-    names: &BTreeMap<u32, FirewallRuleName>,
+    names: &BTreeMap<u32, RuleName>,
 ) -> serde_json::Value {
     let s = &f.settings;
     let totals: serde_json::Map<String, serde_json::Value> = f
@@ -781,7 +768,7 @@ pub(crate) fn conntrack(pin_root: &Path, run_dir: &Path, json: bool) -> Result<E
         std::net::IpAddr::V6(_) => format!("[{ip}]:{port}"),
         std::net::IpAddr::V4(_) => format!("{ip}:{port}"),
     };
-    let names = firewall_rule_names(run_dir);
+    let names = rule_names(run_dir, FIREWALL_RULES);
     if json {
         let list: Vec<serde_json::Value> = connections
             .iter()
