@@ -52,7 +52,7 @@ struct Running {
     /// pinned: they go with the daemon).
     extras: Extras,
     /// Names the process accepting each inbound TCP connection (None where the kernel
-    /// cannot: its flows' ends then name none, as the start line said).
+    /// cannot: its flows' ends then name none, as the warning at start says).
     _accept: Option<AcceptHook>,
 }
 
