@@ -132,7 +132,11 @@ pub fn require_bpf_lsm_in(text: &str, path: impl AsRef<Path>) -> Result<(), Sent
     }
 }
 
-/// Checks that the running kernel has the BPF LSM active.
+/// Checks that the running kernel has the BPF LSM active: `bpf` in its LSM list
+/// (`/sys/kernel/security/lsm`). It reads the list only: a kernel that lists `bpf` and
+/// still refuses LSM programs (a lockdown that does; this project's test machines do
+/// once securityfs is mounted) answers `Ok` here, and [`SentinelBuilder::start`] then
+/// fails closed with the kernel's refusal.
 pub fn bpf_lsm_status() -> Result<(), SentinelError> {
     let path = Path::new(LSM_LIST);
     let text =
