@@ -1643,6 +1643,22 @@ impl Firewall {
         Ok(connections)
     }
 
+    /// The totals alone, summed over CPUs, read from the pins under `pin_root` (cheap:
+    /// [`Firewall::status_from_pins`] counts the connection table's entries too).
+    pub fn totals_from_pins(pin_root: &Path) -> Result<Vec<(FwTotal, Counter)>> {
+        let totals_map = open_pinned(pin_root, names::ic_fw_totals)?;
+        FwTotal::ALL
+            .iter()
+            .map(|t| Ok((*t, read_total(&totals_map, *t)?)))
+            .collect()
+    }
+
+    /// How many connections the table holds (expired ones the sweep has not removed
+    /// yet included), read from the pin under `pin_root`: one walk over its keys.
+    pub fn connection_count_from_pins(pin_root: &Path) -> Result<usize> {
+        Ok(open_pinned(pin_root, names::ic_fw_ct)?.keys().len())
+    }
+
     /// The settings, totals, rule counters and connection count, read from the pins
     /// under `pin_root` without loading anything.
     pub fn status_from_pins(pin_root: &Path) -> Result<FirewallStatus> {
@@ -1650,17 +1666,13 @@ impl Firewall {
             .get(&0u32.to_ne_bytes())?
             .and_then(|b| FwConfig::from_bytes(&b))
             .unwrap_or_default();
-        let totals_map = open_pinned(pin_root, names::ic_fw_totals)?;
-        let totals = FwTotal::ALL
-            .iter()
-            .map(|t| Ok((*t, read_total(&totals_map, *t)?)))
-            .collect::<Result<Vec<_>>>()?;
+        let totals = Self::totals_from_pins(pin_root)?;
         let rules = read_rule_counters(
             config.slot & 1,
             &open_pinned(pin_root, names::ic_fw_rules)?,
             &open_pinned(pin_root, names::ic_fw_rule_counters)?,
         )?;
-        let connections = open_pinned(pin_root, names::ic_fw_ct)?.keys().len();
+        let connections = Self::connection_count_from_pins(pin_root)?;
         let syn_flood = read_syn(
             &open_pinned(pin_root, names::ic_fw_syn_config)?,
             &open_pinned(pin_root, names::ic_fw_syn_ports)?,

@@ -44,6 +44,12 @@ install -d "$root/usr/share/man/man1" "$root/usr/share/bash-completion/completio
     echo "Files: *"
     echo "License: MIT"
     sed 's/^$/./; s/^/ /' LICENSE
+    # The dashboard's chart library, compiled into the binary.
+    echo
+    echo "Files: examples/full_firewall/src/vendor/*"
+    echo "Copyright: 2022 Leon Sorokin"
+    echo "License: MIT"
+    sed 's/^$/./; s/^/ /' examples/full_firewall/src/vendor/uPlot.LICENSE
 } > "$root/usr/share/doc/ironclad/copyright"
 {
     echo "ironclad ($version-1) unstable; urgency=medium"

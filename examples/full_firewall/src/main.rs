@@ -26,6 +26,7 @@ mod cli_api;
 mod demo;
 mod forward;
 mod health;
+mod history;
 mod ifaces;
 mod instance;
 mod logging;

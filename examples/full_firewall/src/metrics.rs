@@ -6,9 +6,10 @@
 //! | `/metrics` | Prometheus text format 0.0.4: aggregate counters only |
 //! | `/healthz` | liveness: 200 while the control loop turns, 503 when it has stalled |
 //! | `/readyz` | readiness: 200 when every configured feature runs, 503 with the reasons |
-//! | `/` | the dashboard: one self-contained page (no external resources) polling `/api/status` (and `/api/events` with the token in the page's `#token=` fragment) |
-//! | `/api/status` | JSON: programs, policy, Shield rules (top 200 by packets) and totals, egress, readiness |
-//! | `/api/events` | JSON: recent events, payloads included (TLS plaintext, DNS names): **bearer token only** (`--metrics-token-file`), otherwise 401/403 |
+//! | `/` | the dashboard: one page (its chart library, uPlot, at `/uplot.js` and `/uplot.css`; nothing from elsewhere) polling `/api/status`, `/api/history` (and `/api/events` with the token in the page's `#token=` fragment) |
+//! | `/api/status` | JSON: programs, policy, Shield rules (top 200 by packets) and totals, the stateful firewall (top 200 rules by packets, totals, connections), egress, readiness, memory |
+//! | `/api/history` | JSON: the last hour of the main counters as rates, sampled by the daemon ([`crate::history`]) |
+//! | `/api/events` | JSON: recent events, payloads included (TLS plaintext, DNS names), top denied addresses, top talkers, top refused processes: **bearer token only** (`--metrics-token-file`), otherwise 401/403 |
 //!
 //! Counters are read from the pinned maps on each request, so they are the kernel's
 //! own numbers at that moment. Recent events come from a subscription to the daemon's
@@ -37,11 +38,16 @@ use ironclad_policy::shield::CompiledShield;
 use ironclad_policy::sources::SourceKind;
 use tracing::{info, warn};
 
+use crate::history::{self, History, Sample};
 use crate::status;
 use ironclad_agent::health::Health;
 
 /// The dashboard page, served as is.
 const PAGE: &str = include_str!("dashboard.html");
+/// The dashboard's chart library, uPlot (MIT; vendor/uPlot.LICENSE), served by the
+/// daemon itself: the page loads nothing from elsewhere.
+const UPLOT_JS: &str = include_str!("vendor/uPlot.iife.min.js");
+const UPLOT_CSS: &str = include_str!("vendor/uPlot.min.css");
 /// How many recent events `/api/status` returns.
 const RECENT_EVENTS: usize = 50;
 /// How many rules `/api/status` returns (those with the most packets).
@@ -164,6 +170,8 @@ impl State {
 
 struct Shared {
     pin_root: PathBuf,
+    /// The counters of the last hour (`/api/history`).
+    history: Mutex<History>,
     config: PathBuf,
     fanout: Arc<Fanout<Event>>,
     state: Mutex<State>,
@@ -175,6 +183,12 @@ impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves plain counters behind: still readable.
         self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn history(&self) -> MutexGuard<'_, History> {
+        self.history
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -196,6 +210,7 @@ impl Metrics {
         pin_root: PathBuf,
         config: PathBuf,
         fanout: Arc<Fanout<Event>>,
+        history_interval: Duration,
     ) -> Result<Self> {
         let listener =
             TcpListener::bind(addr).with_context(|| format!("--metrics {addr}: cannot listen"))?;
@@ -209,6 +224,7 @@ impl Metrics {
         let subscription = fanout.subscribe("dashboard", 256, Overflow::DropOldest);
         let shared = Arc::new(Shared {
             pin_root,
+            history: Mutex::new(History::new(history_interval)),
             config,
             fanout,
             state: Mutex::new(State {
@@ -245,6 +261,14 @@ impl Metrics {
                         Event::ShieldDrop(d) => {
                             count_top(&mut state.drop_sources, d.src.to_string())
                         }
+                        // The stateful firewall's refusals (logged rules, the sampled
+                        // default drops): by the remote end.
+                        Event::FirewallMatch(m)
+                            if matches!(m.verdict, "drop" | "reject" | "rate_limited") =>
+                        {
+                            let remote = if m.direction == "in" { m.src } else { m.dst };
+                            count_top(&mut state.drop_sources, remote.to_string());
+                        }
                         Event::Connect(d) | Event::RateLimited(d)
                             if matches!(
                                 d.verdict,
@@ -264,6 +288,31 @@ impl Metrics {
                 }
             })
             .context("starting the metrics event thread")?;
+        let sampler = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("metrics-history".into())
+            .spawn(move || loop {
+                // The connection table once per sample: its size and its top talkers.
+                let connections = Firewall::connections_from_pins(&sampler.pin_root).ok();
+                let events = sampler.state().events_seen;
+                let sample = Sample::read(
+                    &sampler.pin_root,
+                    connections.as_ref().map(Vec::len),
+                    events,
+                    resident_bytes(),
+                );
+                let talkers = connections
+                    .map(|c| history::top_talkers(&c, TOP_SHOWN))
+                    .unwrap_or_default();
+                let interval = {
+                    let mut history = sampler.history();
+                    history.push(sample);
+                    history.talkers = talkers;
+                    history.interval()
+                };
+                std::thread::sleep(interval);
+            })
+            .context("starting the metrics history thread")?;
         let server = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("metrics".into())
@@ -564,6 +613,13 @@ async fn route(
             }
         }
         "/" | "/index.html" => response(200, "text/html; charset=utf-8", PAGE.to_string()),
+        "/uplot.js" => response(200, "text/javascript; charset=utf-8", UPLOT_JS.to_string()),
+        "/uplot.css" => response(200, "text/css; charset=utf-8", UPLOT_CSS.to_string()),
+        "/api/history" => response(
+            200,
+            "application/json",
+            shared.history().to_json().to_string(),
+        ),
         "/api/events" if shared.access.token.is_none() => response(
             403,
             "text/plain",
@@ -1552,6 +1608,18 @@ fn api_status(shared: &Shared) -> serde_json::Value {
     let egress = EgressFirewall::status_from_pins(&shared.pin_root)
         .ok()
         .map(|e| status::egress_json(&e, &egress_names));
+    let firewall = Firewall::status_from_pins(&shared.pin_root)
+        .ok()
+        .map(|mut f| {
+            let names = status::firewall_rule_names(&shared.state().firewall_rules);
+            f.rules
+                .sort_by(|a, b| b.1.packets.cmp(&a.1.packets).then(a.0.cmp(&b.0)));
+            let total_rules = f.rules.len();
+            f.rules.truncate(TOP_RULES);
+            let mut json = status::firewall_json(&f, &names);
+            json["rules_total"] = total_rules.into();
+            json
+        });
     let state = shared.state();
     let programs: Vec<serde_json::Value> = state
         .programs
@@ -1569,6 +1637,7 @@ fn api_status(shared: &Shared) -> serde_json::Value {
         },
         "programs": programs,
         "shield": shield,
+        "firewall": firewall,
         "egress": egress,
         "events": {
             "seen": state.events_seen,
@@ -1587,6 +1656,7 @@ fn api_events(shared: &Shared) -> serde_json::Value {
         "recent": state.recent.iter().rev().cloned().collect::<Vec<_>>(),
         "top_sources": top(&state.drop_sources, "src"),
         "top_processes": top(&state.refused_processes, "process"),
+        "top_talkers": shared.history().talkers.clone(),
     })
 }
 

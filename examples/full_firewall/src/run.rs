@@ -112,6 +112,10 @@ pub(crate) struct RunArgs {
     /// `Host` check that stops DNS rebinding); may be repeated.
     #[arg(long, value_name = "NAME")]
     metrics_allow_host: Vec<String>,
+    /// How often the dashboard's history (`/api/history`: rates over the last hour,
+    /// kept in the daemon) samples the counters.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "10s")]
+    metrics_history_interval: Duration,
     /// Make every reload provisional: unless `full_firewall confirm` runs within this
     /// time (e.g. `120s`), the previous policy comes back by itself.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
@@ -654,6 +658,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                 args.pin_dir.clone(),
                 args.source().to_path_buf(),
                 fanout.clone(),
+                args.metrics_history_interval,
             )?)
         }
         None => None,

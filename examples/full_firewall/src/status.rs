@@ -568,16 +568,28 @@ pub(crate) fn write_firewall_rules(
     run_dir: &Path,
     labels: &BTreeMap<u32, ironclad_bpf::FwRuleLabel>,
 ) -> std::io::Result<()> {
-    let names: Vec<RuleName> = labels
-        .iter()
-        .map(|(id, l)| RuleName {
-            id: *id,
-            name: l.name.clone(),
-            rule: l.summary.clone(),
-            comment: l.comment.clone(),
-        })
-        .collect();
+    let names: Vec<RuleName> = firewall_rule_names(labels).into_values().collect();
     write_or_remove(&run_dir.join(FIREWALL_RULES), &names)
+}
+
+/// The stateful firewall's live rules' names, by counter id.
+pub(crate) fn firewall_rule_names(
+    labels: &BTreeMap<u32, ironclad_bpf::FwRuleLabel>,
+) -> BTreeMap<u32, RuleName> {
+    labels
+        .iter()
+        .map(|(id, l)| {
+            (
+                *id,
+                RuleName {
+                    id: *id,
+                    name: l.name.clone(),
+                    rule: l.summary.clone(),
+                    comment: l.comment.clone(),
+                },
+            )
+        })
+        .collect()
 }
 
 /// The egress firewall's live rules as the daemon last applied them, by counter id

@@ -698,6 +698,20 @@ fn read_book(maps: &dyn Maps, active: u32) -> Result<RuleBook> {
     })
 }
 
+/// Every global total, summed over CPUs.
+fn read_totals(maps: &dyn Maps) -> Result<Vec<(ShieldTotal, Counter)>> {
+    let totals_map = maps.handle(TOTALS)?;
+    ShieldTotal::ALL
+        .iter()
+        .map(|t| {
+            let values = totals_map
+                .lookup_percpu(&(*t as u32).to_ne_bytes(), MapFlags::ANY)
+                .map_err(map_err("lookup", TOTALS))?;
+            Ok((*t, sum_totals(values)))
+        })
+        .collect()
+}
+
 fn read_status(maps: &dyn Maps, links: Vec<PathBuf>) -> Result<ShieldStatus> {
     let counters = maps.handle(RULE_COUNTERS)?;
     let mut rules = Vec::new();
@@ -714,16 +728,7 @@ fn read_status(maps: &dyn Maps, links: Vec<PathBuf>) -> Result<ShieldStatus> {
             counter: percpu(&counters, RULE_COUNTERS, id)?,
         });
     }
-    let totals_map = maps.handle(TOTALS)?;
-    let totals = ShieldTotal::ALL
-        .iter()
-        .map(|t| {
-            let values = totals_map
-                .lookup_percpu(&(*t as u32).to_ne_bytes(), MapFlags::ANY)
-                .map_err(map_err("lookup", TOTALS))?;
-            Ok((*t, sum_totals(values)))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let totals = read_totals(maps)?;
     let config = lookup(&maps.handle(CONFIG)?, CONFIG, &0u32.to_ne_bytes())?
         .and_then(|b| ShieldConfig::from_bytes(&b))
         .unwrap_or_default();
@@ -1124,6 +1129,16 @@ impl Shield {
         let dir = pin_root.join(Self::OBJECT);
         let maps = PinnedMaps { dir: dir.clone() };
         read_status(&maps, pinned_links(&dir))
+    }
+
+    /// The global totals alone, summed over CPUs, read from the pins under `pin_root`
+    /// (cheap at any rule count: [`Shield::status_from_pins`] reads every rule's
+    /// counter too).
+    pub fn totals_from_pins(pin_root: &Path) -> Result<Vec<(ShieldTotal, Counter)>> {
+        let maps = PinnedMaps {
+            dir: pin_root.join(Self::OBJECT),
+        };
+        read_totals(&maps)
     }
 
     /// The loaded object (pins, maps, audit log).

@@ -1,0 +1,424 @@
+//! The dashboard's history: the daemon's main counters sampled every
+//! `--metrics-history-interval` (10 s) into a ring that keeps the last hour, served as
+//! rates per second at `/api/history`. It lives in the daemon, so a page opened now
+//! shows the hour before it, and every open page shows the same figures.
+//!
+//! Each sample reads the features' totals from their pins (a few map lookups each,
+//! whatever the rule count), the connection table's entry count (one key walk), the
+//! events the dashboard's subscription has seen, and the daemon's resident memory. A
+//! feature that is not running has no value in that sample (a gap in its line, not a
+//! zero), and a counter that went down (a feature restarted with new maps) gives no rate
+//! for that interval.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ironclad_bpf::{Connection, EgressFirewall, Firewall, Shield};
+use ironclad_core::abi::{EgressTotal, FwTotal, ShieldTotal};
+
+/// How long the ring reaches back.
+pub(crate) const SPAN: Duration = Duration::from_secs(3600);
+/// The most samples the ring keeps, whatever the interval.
+const MAX_SAMPLES: usize = 3601;
+
+/// A rate per second between samples, or a value as sampled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Rate,
+    Gauge,
+}
+
+/// One line of a chart.
+struct Series {
+    id: &'static str,
+    label: &'static str,
+    kind: Kind,
+}
+
+/// One chart: its lines share a unit.
+struct Chart {
+    id: &'static str,
+    title: &'static str,
+    unit: &'static str,
+    series: &'static [Series],
+}
+
+const fn rate(id: &'static str, label: &'static str) -> Series {
+    Series {
+        id,
+        label,
+        kind: Kind::Rate,
+    }
+}
+
+const fn gauge(id: &'static str, label: &'static str) -> Series {
+    Series {
+        id,
+        label,
+        kind: Kind::Gauge,
+    }
+}
+
+/// What the dashboard charts, in the order of its page. The series ids are the keys of
+/// [`Sample::values`], in this order.
+const CHARTS: &[Chart] = &[
+    Chart {
+        id: "shield_packets",
+        title: "Shield (XDP): packets",
+        unit: "packets/s",
+        series: &[
+            rate("shield_passed", "passed"),
+            rate("shield_dropped", "dropped"),
+        ],
+    },
+    Chart {
+        id: "shield_bytes",
+        title: "Shield (XDP): bytes",
+        unit: "bytes/s",
+        series: &[
+            rate("shield_passed_bytes", "passed"),
+            rate("shield_dropped_bytes", "dropped"),
+        ],
+    },
+    Chart {
+        id: "firewall_packets",
+        title: "Stateful firewall: packets",
+        unit: "packets/s",
+        series: &[
+            rate("firewall_accepted", "accepted"),
+            rate("firewall_denied", "dropped, rejected, invalid"),
+        ],
+    },
+    Chart {
+        id: "firewall_connections",
+        title: "Stateful firewall: connections",
+        unit: "connections",
+        series: &[gauge("firewall_connections", "tracked")],
+    },
+    Chart {
+        id: "firewall_new",
+        title: "Stateful firewall: new connections",
+        unit: "connections/s",
+        series: &[rate("firewall_new", "accepted")],
+    },
+    Chart {
+        id: "egress",
+        title: "Identity firewall: connect() and sendmsg()",
+        unit: "calls/s",
+        series: &[
+            rate("egress_allowed", "allowed"),
+            rate("egress_denied", "denied"),
+        ],
+    },
+    Chart {
+        id: "events",
+        title: "Events",
+        unit: "events/s",
+        series: &[rate("events", "reported")],
+    },
+    Chart {
+        id: "memory",
+        title: "Daemon memory",
+        unit: "bytes",
+        series: &[gauge("resident", "resident")],
+    },
+];
+
+/// The number of series over all charts.
+fn series_count() -> usize {
+    CHARTS.iter().map(|c| c.series.len()).sum()
+}
+
+/// The counters at one moment: one value per series (in [`CHARTS`] order), `None` where
+/// the feature was not running or its maps could not be read.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Sample {
+    /// Unix time, seconds.
+    pub(crate) at: f64,
+    pub(crate) values: Vec<Option<u64>>,
+}
+
+impl Sample {
+    /// Reads every series now: the features' totals from the pins under `pin_root`,
+    /// `events` seen by the dashboard and `resident` memory as the caller has them.
+    /// `connections`: the connection table's entry count, when the stateful firewall
+    /// runs.
+    pub(crate) fn read(
+        pin_root: &Path,
+        connections: Option<usize>,
+        events: u64,
+        resident: Option<u64>,
+    ) -> Self {
+        let shield = Shield::totals_from_pins(pin_root).ok();
+        let shield_total = |which: &[ShieldTotal], bytes: bool| {
+            shield.as_ref().map(|totals| {
+                totals
+                    .iter()
+                    .filter(|(t, _)| which.contains(t))
+                    .map(|(_, c)| if bytes { c.bytes } else { c.packets })
+                    .sum::<u64>()
+            })
+        };
+        let firewall = Firewall::totals_from_pins(pin_root).ok();
+        let firewall_total = |which: &[FwTotal]| {
+            firewall.as_ref().map(|totals| {
+                totals
+                    .iter()
+                    .filter(|(t, _)| which.contains(t))
+                    .map(|(_, c)| c.packets)
+                    .sum::<u64>()
+            })
+        };
+        let connections = connections.and_then(|n| u64::try_from(n).ok());
+        let egress = EgressFirewall::status_from_pins(pin_root).ok();
+        let egress_total = |which: &[EgressTotal]| {
+            egress.as_ref().map(|e| {
+                e.totals
+                    .iter()
+                    .filter(|(t, _)| which.contains(t))
+                    .map(|(_, n)| *n)
+                    .sum::<u64>()
+            })
+        };
+        // Each packet under one verdict: these two sets are disjoint and, with
+        // WouldDrop and NonIp, cover every packet the firewall sees.
+        let accepted = [
+            FwTotal::Established,
+            FwTotal::Related,
+            FwTotal::NewAccepted,
+            FwTotal::Untracked,
+        ];
+        let denied = [
+            FwTotal::Dropped,
+            FwTotal::Rejected,
+            FwTotal::Invalid,
+            FwTotal::TableFull,
+        ];
+        let dropped = [ShieldTotal::Dropped, ShieldTotal::RateLimited];
+        let passed = [
+            ShieldTotal::Passed,
+            ShieldTotal::Malformed,
+            ShieldTotal::Valve,
+            ShieldTotal::NonIp,
+        ];
+        let values = vec![
+            shield_total(&passed, false),
+            shield_total(&dropped, false),
+            shield_total(&passed, true),
+            shield_total(&dropped, true),
+            firewall_total(&accepted),
+            firewall_total(&denied),
+            connections,
+            firewall_total(&[FwTotal::NewAccepted]),
+            egress_total(&[EgressTotal::Allowed]),
+            egress_total(&[EgressTotal::Denied, EgressTotal::RateLimited]),
+            Some(events),
+            resident,
+        ];
+        debug_assert_eq!(values.len(), series_count());
+        Self {
+            at: unix_seconds(SystemTime::now()),
+            values,
+        }
+    }
+}
+
+/// The ring of samples.
+#[derive(Debug)]
+pub(crate) struct History {
+    interval: Duration,
+    samples: VecDeque<Sample>,
+    /// The remote addresses with the most bytes in the connection table at the last
+    /// sample (`/api/events`: addresses are for token holders).
+    pub(crate) talkers: Vec<serde_json::Value>,
+}
+
+/// The `n` remote addresses with the most bytes (both ways) over the tracked
+/// connections: the peer that opened an inbound connection, the destination of an
+/// outbound one.
+pub(crate) fn top_talkers(connections: &[Connection], n: usize) -> Vec<serde_json::Value> {
+    let mut by_peer: HashMap<IpAddr, (u64, u64, u64)> = HashMap::new();
+    for c in connections {
+        let peer = if c.inbound { c.orig.0 } else { c.reply.0 };
+        let entry = by_peer.entry(peer).or_default();
+        entry.0 += c.from_orig.bytes + c.from_reply.bytes;
+        entry.1 += c.from_orig.packets + c.from_reply.packets;
+        entry.2 += 1;
+    }
+    let mut peers: Vec<(IpAddr, (u64, u64, u64))> = by_peer.into_iter().collect();
+    peers.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(&b.0)));
+    peers
+        .into_iter()
+        .take(n)
+        .map(|(address, (bytes, packets, connections))| {
+            serde_json::json!({
+                "address": address.to_string(),
+                "bytes": bytes,
+                "packets": packets,
+                "connections": connections,
+            })
+        })
+        .collect()
+}
+
+impl History {
+    /// An empty ring for samples `interval` apart: it keeps [`SPAN`] of them (and one
+    /// more, the first rate's start).
+    pub(crate) fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            samples: VecDeque::with_capacity(Self::capacity_for(interval)),
+            talkers: Vec::new(),
+        }
+    }
+
+    fn capacity_for(interval: Duration) -> usize {
+        let per_span = SPAN.as_millis() / interval.as_millis().max(1);
+        usize::try_from(per_span)
+            .unwrap_or(MAX_SAMPLES)
+            .saturating_add(1)
+            .min(MAX_SAMPLES)
+    }
+
+    /// The time between samples.
+    pub(crate) fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// Adds a sample, forgetting the oldest past the span.
+    pub(crate) fn push(&mut self, sample: Sample) {
+        if self.samples.len() == Self::capacity_for(self.interval) {
+            self.samples.pop_front();
+        }
+        self.samples.push_back(sample);
+    }
+
+    /// What `/api/history` serves: the sample times (each rate's end) and, per chart,
+    /// each series' values (rates per second, or gauges), `null` where there is none. A
+    /// series with no value at all (a feature that never ran) is left out, and so is a
+    /// chart left with no series.
+    pub(crate) fn to_json(&self) -> serde_json::Value {
+        let pairs: Vec<(&Sample, &Sample)> = self
+            .samples
+            .iter()
+            .zip(self.samples.iter().skip(1))
+            .collect();
+        let times: Vec<f64> = pairs.iter().map(|(_, b)| b.at).collect();
+        let mut index = 0;
+        let mut charts = Vec::new();
+        for chart in CHARTS {
+            let mut series = Vec::new();
+            for s in chart.series {
+                let values: Vec<Option<f64>> = pairs
+                    .iter()
+                    .map(|(a, b)| point(s.kind, a, b, index))
+                    .collect();
+                index += 1;
+                if values.iter().any(Option::is_some) {
+                    series.push(serde_json::json!({
+                        "id": s.id,
+                        "label": s.label,
+                        "values": values,
+                    }));
+                }
+            }
+            if !series.is_empty() {
+                charts.push(serde_json::json!({
+                    "id": chart.id,
+                    "title": chart.title,
+                    "unit": chart.unit,
+                    "series": series,
+                }));
+            }
+        }
+        serde_json::json!({
+            "interval_s": self.interval.as_secs_f64(),
+            "span_s": SPAN.as_secs(),
+            "t": times,
+            "charts": charts,
+        })
+    }
+}
+
+/// One point of series `index` between samples `a` and `b`.
+fn point(kind: Kind, a: &Sample, b: &Sample, index: usize) -> Option<f64> {
+    let now = b.values.get(index).copied().flatten()?;
+    match kind {
+        Kind::Gauge => Some(now as f64),
+        Kind::Rate => {
+            let before = a.values.get(index).copied().flatten()?;
+            let seconds = b.at - a.at;
+            // A counter that went down was restarted: no rate across that.
+            (now >= before && seconds > 0.0).then(|| (now - before) as f64 / seconds)
+        }
+    }
+}
+
+fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(at: f64, first: Option<u64>) -> Sample {
+        let mut values = vec![None; series_count()];
+        values[0] = first;
+        // The memory gauge, last.
+        values[series_count() - 1] = Some(1000);
+        Sample { at, values }
+    }
+
+    #[test]
+    fn rates_are_per_second_between_samples_with_gaps_where_a_counter_went_down_or_was_missing() {
+        let mut h = History::new(Duration::from_secs(10));
+        h.push(sample(100.0, Some(0)));
+        h.push(sample(110.0, Some(500)));
+        h.push(sample(120.0, None));
+        h.push(sample(130.0, Some(800)));
+        h.push(sample(140.0, Some(100)));
+        h.push(sample(150.0, Some(300)));
+        let json = h.to_json();
+        assert_eq!(
+            json["t"],
+            serde_json::json!([110.0, 120.0, 130.0, 140.0, 150.0])
+        );
+        let charts = json["charts"].as_array().unwrap();
+        // The Shield's packets chart (passed only: dropped never had a value) and memory.
+        assert_eq!(charts.len(), 2);
+        assert_eq!(charts[0]["id"], "shield_packets");
+        assert_eq!(charts[0]["unit"], "packets/s");
+        assert_eq!(charts[0]["series"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            charts[0]["series"][0]["values"],
+            serde_json::json!([50.0, null, null, null, 20.0])
+        );
+        assert_eq!(charts[1]["id"], "memory");
+        assert_eq!(
+            charts[1]["series"][0]["values"],
+            serde_json::json!([1000.0, 1000.0, 1000.0, 1000.0, 1000.0])
+        );
+    }
+
+    #[test]
+    fn the_ring_keeps_an_hour_of_samples() {
+        let mut h = History::new(Duration::from_secs(10));
+        for i in 0..1000u32 {
+            h.push(sample(f64::from(i) * 10.0, Some(u64::from(i))));
+        }
+        assert_eq!(h.samples.len(), 361);
+        assert_eq!(h.samples.front().map(|s| s.at), Some(6390.0));
+        let json = h.to_json();
+        assert_eq!(json["t"].as_array().unwrap().len(), 360);
+        assert_eq!(json["span_s"], 3600);
+        // A sub-second interval is capped.
+        assert_eq!(
+            History::capacity_for(Duration::from_millis(100)),
+            MAX_SAMPLES
+        );
+    }
+}
