@@ -878,6 +878,21 @@ fn dashboard_shows_the_time_before_it_was_opened_and_the_stateful_firewall() {
          .map(f => [f.dataset.fact, f.querySelector('b').textContent]));",
     );
     assert_eq!(facts["inbound by default"], "drop", "{facts}");
+    let other = driver.script(
+        "return [...document.querySelectorAll('#firewall-other [data-total]')].map(t => t.dataset.total);",
+    );
+    assert!(
+        other.as_array().is_some_and(|a| a.len() == 16
+            && [
+                "syn_cookies",
+                "nat_translated",
+                "ids_blocked",
+                "limit_source"
+            ]
+            .iter()
+            .all(|t| a.contains(&serde_json::json!(t)))),
+        "the drop reasons, NAT, the IDS and SYN cookies: {other}"
+    );
     assert_eq!(facts["mode"], "enforce", "{facts}");
     // The top talker: .3, whose pings the connection table tracks; the top denied: .2.
     let talker = driver.wait_until(
