@@ -4,7 +4,8 @@
 //! shows the hour before it, and every open page shows the same figures.
 //!
 //! Each sample reads the features' totals from their pins (a few map lookups each,
-//! whatever the rule count), the connection table's entry count (one key walk), the
+//! whatever the rule count; the egress rules' counters too), the connection table's
+//! entry count (one key walk), the
 //! events the dashboard's subscription has seen, and the daemon's resident memory. A
 //! feature that is not running has no value in that sample (a gap in its line, not a
 //! zero), and a counter that went down (a feature restarted with new maps) gives no rate
@@ -230,9 +231,10 @@ impl Sample {
 pub(crate) struct History {
     interval: Duration,
     samples: VecDeque<Sample>,
-    /// The remote addresses with the most bytes in the connection table at the last
-    /// sample (`/api/events`: addresses are for token holders).
-    pub(crate) talkers: Vec<serde_json::Value>,
+    /// The remote addresses with the most bytes in the connection table, and when they
+    /// were read (`/api/events`, for token holders: read there, at most once per
+    /// interval).
+    pub(crate) talkers: Option<(std::time::Instant, Vec<serde_json::Value>)>,
 }
 
 /// The `n` remote addresses with the most bytes (both ways) over the tracked
@@ -270,7 +272,7 @@ impl History {
         Self {
             interval,
             samples: VecDeque::with_capacity(Self::capacity_for(interval)),
-            talkers: Vec::new(),
+            talkers: None,
         }
     }
 

@@ -292,22 +292,14 @@ impl Metrics {
         std::thread::Builder::new()
             .name("metrics-history".into())
             .spawn(move || loop {
-                // The connection table once per sample: its size and its top talkers.
-                let connections = Firewall::connections_from_pins(&sampler.pin_root).ok();
+                // The connection table's size: a walk over its keys, not its values
+                // (the top talkers read those only when a token holder asks).
+                let connections = Firewall::connection_count_from_pins(&sampler.pin_root).ok();
                 let events = sampler.state().events_seen;
-                let sample = Sample::read(
-                    &sampler.pin_root,
-                    connections.as_ref().map(Vec::len),
-                    events,
-                    resident_bytes(),
-                );
-                let talkers = connections
-                    .map(|c| history::top_talkers(&c, TOP_SHOWN))
-                    .unwrap_or_default();
+                let sample = Sample::read(&sampler.pin_root, connections, events, resident_bytes());
                 let interval = {
                     let mut history = sampler.history();
                     history.push(sample);
-                    history.talkers = talkers;
                     history.interval()
                 };
                 std::thread::sleep(interval);
@@ -1650,13 +1642,29 @@ fn api_status(shared: &Shared) -> serde_json::Value {
 
 /// The recent events (payloads included), for token holders.
 fn api_events(shared: &Shared) -> serde_json::Value {
+    // The top talkers read every connection's counters: at most once per history
+    // interval, however many pages poll (each every second).
+    let (interval, cached) = {
+        let history = shared.history();
+        (history.interval(), history.talkers.clone())
+    };
+    let talkers = match cached.filter(|(at, _)| at.elapsed() < interval) {
+        Some((_, talkers)) => talkers,
+        None => {
+            let talkers = Firewall::connections_from_pins(&shared.pin_root)
+                .map(|c| history::top_talkers(&c, TOP_SHOWN))
+                .unwrap_or_default();
+            shared.history().talkers = Some((std::time::Instant::now(), talkers.clone()));
+            talkers
+        }
+    };
     let state = shared.state();
     serde_json::json!({
         "seen": state.events_seen,
         "recent": state.recent.iter().rev().cloned().collect::<Vec<_>>(),
         "top_sources": top(&state.drop_sources, "src"),
         "top_processes": top(&state.refused_processes, "process"),
-        "top_talkers": shared.history().talkers.clone(),
+        "top_talkers": talkers,
     })
 }
 
