@@ -425,7 +425,6 @@ check_deb() {
 check_image_root() {
     local bin=$1 root ns=ic-image-$$ pid received fail="" port=18$((RANDOM % 900 + 100)) srv
     local tools=target/tools/dockerfile-parse command_line image_cmd=()
-    install_deploy_tools
     command_line=$(PYTHONPATH="$tools" python3 examples/deploy/check/dockerfile.py examples/deploy/Dockerfile)
     mapfile -t image_cmd <<<"$command_line"
     root=$(mktemp -d)
@@ -1156,10 +1155,10 @@ cmd_test() {
     # groups of its own) and end with the run, however it ends; the phase table is
     # printed at the end whatever happened.
     # shellcheck disable=SC2064 # the directory is known now
-    trap "on_test_exit $jobs" EXIT
     # Everything the run prints is kept (RUN_LOG) too, for the failure summary at its
     # end: CI shows a run's last lines, and a failure's message came before the table.
     RUN_LOG=$(mktemp)
+    trap "on_test_exit $jobs" EXIT
     exec > >(tee -a "$RUN_LOG") 2>&1
     # Stopped from outside (CI's time limit): the table still printed, by the exit trap.
     trap 'log "stopped by a signal"; exit 143' TERM INT

@@ -127,11 +127,6 @@ const CHARTS: &[Chart] = &[
     },
 ];
 
-/// The number of series over all charts.
-fn series_count() -> usize {
-    CHARTS.iter().map(|c| c.series.len()).sum()
-}
-
 /// The counters at one moment: one value per series (in [`CHARTS`] order), `None` where
 /// the feature was not running or its maps could not be read.
 #[derive(Debug, Clone, PartialEq)]
@@ -204,21 +199,33 @@ impl Sample {
             ShieldTotal::Valve,
             ShieldTotal::NonIp,
         ];
-        let values = vec![
-            shield_total(&passed, false),
-            shield_total(&dropped, false),
-            shield_total(&passed, true),
-            shield_total(&dropped, true),
-            firewall_total(&accepted),
-            firewall_total(&denied),
-            connections,
-            firewall_total(&[FwTotal::NewAccepted]),
-            egress_total(&[EgressTotal::Allowed]),
-            egress_total(&[EgressTotal::Denied, EgressTotal::RateLimited]),
-            Some(events),
-            resident,
+        let read = [
+            ("shield_passed", shield_total(&passed, false)),
+            ("shield_dropped", shield_total(&dropped, false)),
+            ("shield_passed_bytes", shield_total(&passed, true)),
+            ("shield_dropped_bytes", shield_total(&dropped, true)),
+            ("firewall_accepted", firewall_total(&accepted)),
+            ("firewall_denied", firewall_total(&denied)),
+            ("firewall_connections", connections),
+            ("firewall_new", firewall_total(&[FwTotal::NewAccepted])),
+            ("egress_allowed", egress_total(&[EgressTotal::Allowed])),
+            (
+                "egress_denied",
+                egress_total(&[EgressTotal::Denied, EgressTotal::RateLimited]),
+            ),
+            ("events", Some(events)),
+            ("resident", resident),
         ];
-        debug_assert_eq!(values.len(), series_count());
+        // In the charts' order, by id: a series read under no id has no values.
+        let values = CHARTS
+            .iter()
+            .flat_map(|c| c.series)
+            .map(|s| {
+                read.iter()
+                    .find(|(id, _)| *id == s.id)
+                    .and_then(|(_, v)| *v)
+            })
+            .collect();
         Self {
             at: unix_seconds(SystemTime::now()),
             values,
@@ -367,6 +374,11 @@ fn unix_seconds(t: SystemTime) -> f64 {
 mod tests {
     use super::*;
 
+    /// The number of series over all charts.
+    fn series_count() -> usize {
+        CHARTS.iter().map(|c| c.series.len()).sum()
+    }
+
     fn sample(at: f64, first: Option<u64>) -> Sample {
         let mut values = vec![None; series_count()];
         values[0] = first;
@@ -404,6 +416,19 @@ mod tests {
             charts[1]["series"][0]["values"],
             serde_json::json!([1000.0, 1000.0, 1000.0, 1000.0, 1000.0])
         );
+    }
+
+    #[test]
+    fn a_sample_puts_each_reading_under_its_series() {
+        // No pins there: the features' series are empty, the daemon's own are not.
+        let read = Sample::read(Path::new("/nonexistent"), Some(3), 7, Some(1000));
+        let ids: Vec<&str> = CHARTS.iter().flat_map(|c| c.series).map(|s| s.id).collect();
+        let value = |id: &str| ids.iter().position(|i| *i == id).map(|i| read.values[i]);
+        assert_eq!(value("events"), Some(Some(7)));
+        assert_eq!(value("resident"), Some(Some(1000)));
+        assert_eq!(value("firewall_connections"), Some(Some(3)));
+        assert_eq!(value("shield_dropped"), Some(None));
+        assert_eq!(read.values.len(), series_count());
     }
 
     #[test]
