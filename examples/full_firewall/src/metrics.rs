@@ -607,11 +607,6 @@ async fn route(
         "/" | "/index.html" => response(200, "text/html; charset=utf-8", PAGE.to_string()),
         "/uplot.js" => response(200, "text/javascript; charset=utf-8", UPLOT_JS.to_string()),
         "/uplot.css" => response(200, "text/css; charset=utf-8", UPLOT_CSS.to_string()),
-        "/api/history" => response(
-            200,
-            "application/json",
-            shared.history().to_json().to_string(),
-        ),
         "/api/events" if shared.access.token.is_none() => response(
             403,
             "text/plain",
@@ -626,7 +621,7 @@ async fn route(
             );
             r
         }
-        "/metrics" | "/api/status" | "/api/events" => {
+        "/metrics" | "/api/status" | "/api/history" | "/api/events" => {
             // Reading every rule's counter takes a while at a million rules: off the
             // reactor, and only a few at once.
             let Ok(_permit) = pages.acquire().await else {
@@ -638,6 +633,8 @@ async fn route(
                     prometheus(&shared),
                 ),
                 "/api/status" => ("application/json", api_status(&shared).to_string()),
+                // Up to an hour of samples: off the reactor as the other pages.
+                "/api/history" => ("application/json", shared.history().to_json().to_string()),
                 _ => ("application/json", api_events(&shared).to_string()),
             })
             .await;
