@@ -214,6 +214,12 @@ impl Metrics {
     ) -> Result<Self> {
         let listener =
             TcpListener::bind(addr).with_context(|| format!("--metrics {addr}: cannot listen"))?;
+        // The kernel's accept queue as long as the host allows (std listens with 128):
+        // every local user shares it, and one that connects in a loop while this
+        // thread is short of CPU filled 128 slots, so a probe's SYN was dropped three
+        // times in a row and it timed out without ever being accepted.
+        rustix::net::listen(&listener, -1)
+            .with_context(|| format!("--metrics {addr}: cannot set the accept queue's length"))?;
         let local = listener.local_addr().context("--metrics: local address")?;
         if !addr.ip().is_loopback() && access.token.is_none() {
             warn!(
