@@ -24,7 +24,8 @@ pub const HEALTH_FILE: &str = "health.json";
 pub const STALE_AFTER: Duration = Duration::from_secs(10);
 
 /// One configured feature.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct FeatureState {
     /// Running (enforcing or reporting).
     pub up: bool,
@@ -35,6 +36,7 @@ pub struct FeatureState {
 /// A long operation the control loop is in (a reload of a large policy, say), as the
 /// agent's progress reporter sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Activity {
     /// The steps running, outermost first (`full_firewall.reload >
     /// ironclad.shield.replace rules=1000001`).
@@ -264,7 +266,8 @@ pub fn read(run_dir: &Path) -> Option<Report> {
 }
 
 /// What a probe of an agent found.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
 pub struct Verdict {
     /// The probe passes.
     pub healthy: bool,

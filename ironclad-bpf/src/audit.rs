@@ -99,6 +99,7 @@ pub enum Reason {
 
 /// One refused call.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Violation {
     /// The entry program whose execution can reach the call.
     pub program: String,
@@ -199,7 +200,8 @@ impl Allowlist {
 }
 
 /// What the audit found in one object.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AuditReport {
     /// The object.
     pub object: String,

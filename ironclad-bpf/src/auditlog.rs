@@ -66,7 +66,8 @@ pub enum Outcome {
 }
 
 /// The process that acted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Who {
     /// Process id.
     pub pid: u32,
@@ -99,6 +100,7 @@ impl Who {
 
 /// One audit record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct AuditRecord {
     /// RFC 3339 UTC time with nanoseconds.
     pub time: String,
@@ -206,20 +208,20 @@ impl AuditSink for FanoutSink {
         {
             return;
         }
-        self.fanout.publish(&ironclad_events::Event::Audit(
-            ironclad_events::AuditEntry {
-                time: record.time.clone(),
-                action: snake_name(record.action),
-                object: record.object.clone(),
-                target: record.target.clone(),
-                outcome: snake_name(record.outcome),
-                detail: record.detail.clone(),
-                pid: record.who.pid,
-                uid: record.who.uid,
-                comm: record.who.comm.clone(),
-                exe: record.who.exe.as_ref().map(|p| p.display().to_string()),
-            },
-        ));
+        self.fanout.publish(&ironclad_events::Event::Audit({
+            let mut ev = ironclad_events::AuditEntry::default();
+            ev.time = record.time.clone();
+            ev.action = snake_name(record.action);
+            ev.object = record.object.clone();
+            ev.target = record.target.clone();
+            ev.outcome = snake_name(record.outcome);
+            ev.detail = record.detail.clone();
+            ev.pid = record.who.pid;
+            ev.uid = record.who.uid;
+            ev.comm = record.who.comm.clone();
+            ev.exe = record.who.exe.as_ref().map(|p| p.display().to_string());
+            ev
+        }));
     }
 }
 

@@ -1131,6 +1131,7 @@ impl EgressFirewall {
 
 /// One process as the identity firewall's process table holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ProcessEntry {
     /// The raw record (executable identity, ppid, uid, gid, cgroup id, comm).
     pub info: ProcInfo,
@@ -1143,6 +1144,7 @@ pub struct ProcessEntry {
 
 /// What the identity firewall's pinned maps say.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct EgressStatus {
     /// The live configuration (generation, default action, rate limit).
     pub config: EgressConfig,

@@ -13,6 +13,7 @@ use crate::process::ProcessMonitor;
 
 /// Counters of an [`EventReader`].
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct EventStats {
     decoded: AtomicU64,
     undecodable: AtomicU64,

@@ -227,6 +227,7 @@ impl Firewall {
 
 /// Counters of an [`IdsMatcher`].
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct IdsStats {
     snippets: AtomicU64,
     bytes: AtomicU64,
@@ -428,34 +429,30 @@ impl MatcherState {
         }
         for rule in fresh {
             stats.alerts.fetch_add(1, Ordering::Relaxed);
-            publish(Event::IdsAlert(IdsAlert {
-                time: String::new(),
-                ktime_ns: snippet.hdr.ktime_ns,
-                sid: rule.sid,
-                rev: rule.rev,
-                msg: rule.msg.clone(),
-                action: if rule.action == IdsAction::Drop {
+            publish(Event::IdsAlert({
+                let mut ev = IdsAlert::new(src, dst);
+                ev.ktime_ns = snippet.hdr.ktime_ns;
+                ev.sid = rule.sid;
+                ev.rev = rule.rev;
+                ev.msg = rule.msg.clone();
+                ev.action = if rule.action == IdsAction::Drop {
                     "drop"
                 } else {
                     "alert"
-                },
-                blocked: blocked && rule.action == IdsAction::Drop,
-                classtype: rule.classtype.clone(),
-                priority: rule.priority,
-                origin: rule.origin.clone(),
-                proto: if tcp { "tcp" } else { "udp" },
-                src,
-                sport: snippet.sport,
-                dst,
-                dport: snippet.dport,
-                direction: if orig { "to_server" } else { "to_client" },
-                inbound: snippet.flags & IDS_SNIP_INBOUND != 0,
-                ifindex: snippet.ifindex,
-                pid: snippet.pid,
-                cgroup_id: snippet.cgroup_id,
-                comm: None,
-                exe: None,
-                process: None,
+                };
+                ev.blocked = blocked && rule.action == IdsAction::Drop;
+                ev.classtype = rule.classtype.clone();
+                ev.priority = rule.priority;
+                ev.origin = rule.origin.clone();
+                ev.proto = if tcp { "tcp" } else { "udp" };
+                ev.sport = snippet.sport;
+                ev.dport = snippet.dport;
+                ev.direction = if orig { "to_server" } else { "to_client" };
+                ev.inbound = snippet.flags & IDS_SNIP_INBOUND != 0;
+                ev.ifindex = snippet.ifindex;
+                ev.pid = snippet.pid;
+                ev.cgroup_id = snippet.cgroup_id;
+                ev
             }));
         }
         true

@@ -58,6 +58,7 @@ const TRACEPOINTS: &[&str] = &[
 
 /// Counters of the process cache.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ProcessCacheStats {
     /// Processes (segments) held, live and recently exited.
     pub cached: usize,
@@ -431,31 +432,36 @@ impl Table {
                 break;
             }
             child_start = parent.proc.start_ns;
-            ancestors.push(Ancestor {
-                pid: next,
-                comm: parent.proc.comm.clone(),
-                exe: parent.proc.exe.clone(),
+            ancestors.push({
+                let mut ev = Ancestor::default();
+                ev.pid = next;
+                ev.comm = parent.proc.comm.clone();
+                ev.exe = parent.proc.exe.clone();
+                ev
             });
             next = parent.proc.ppid;
         }
         let cgroup = self.cgroups.name(p.cgroup_id);
-        Some(ProcessBlock {
-            pid: p.pid,
-            ppid: p.ppid,
-            comm: p.comm.clone(),
-            exe: p.exe.clone(),
-            exe_file: (p.exe_id.ino != 0).then(|| ExeFile::from_kernel(p.exe_id.dev, p.exe_id.ino)),
-            script: p.script.clone(),
-            args: p.args.clone(),
-            args_truncated: p.args_truncated,
-            uid: p.uid,
-            gid: p.gid,
-            start_time: self.wall(p.start_ns),
-            cgroup_id: p.cgroup_id,
-            container: cgroup.as_deref().and_then(container_of),
-            cgroup,
-            exit_code,
-            ancestors,
+        Some({
+            let mut ev = ProcessBlock::default();
+            ev.pid = p.pid;
+            ev.ppid = p.ppid;
+            ev.comm = p.comm.clone();
+            ev.exe = p.exe.clone();
+            ev.exe_file =
+                (p.exe_id.ino != 0).then(|| ExeFile::from_kernel(p.exe_id.dev, p.exe_id.ino));
+            ev.script = p.script.clone();
+            ev.args = p.args.clone();
+            ev.args_truncated = p.args_truncated;
+            ev.uid = p.uid;
+            ev.gid = p.gid;
+            ev.start_time = self.wall(p.start_ns);
+            ev.cgroup_id = p.cgroup_id;
+            ev.container = cgroup.as_deref().and_then(container_of);
+            ev.cgroup = cgroup;
+            ev.exit_code = exit_code;
+            ev.ancestors = ancestors;
+            ev
         })
     }
 }

@@ -166,18 +166,19 @@ impl Telemetry {
             let exe = (bw.exe != ProcExe::default())
                 .then(|| self.exe_path(pid, &bw.exe))
                 .flatten();
-            out.push(BandwidthSample {
-                time: time.clone(),
-                pid,
-                comm,
-                exe,
-                process: None,
-                tx_bytes: bw.tx_bytes,
-                tx_packets: bw.tx_packets,
-                tx_payload: bw.tx_payload,
-                rx_bytes: bw.rx_bytes,
-                rx_packets: bw.rx_packets,
-                rx_payload: bw.rx_payload,
+            out.push({
+                let mut ev = BandwidthSample::default();
+                ev.time = time.clone();
+                ev.pid = pid;
+                ev.comm = comm;
+                ev.exe = exe;
+                ev.tx_bytes = bw.tx_bytes;
+                ev.tx_packets = bw.tx_packets;
+                ev.tx_payload = bw.tx_payload;
+                ev.rx_bytes = bw.rx_bytes;
+                ev.rx_packets = bw.rx_packets;
+                ev.rx_payload = bw.rx_payload;
+                ev
             });
         }
         out.sort_by_key(|s| s.pid);

@@ -910,21 +910,21 @@ impl TlsMonitor {
                 if let (Some(scan), Event::TlsData(tls)) = (scan, &mut event) {
                     let findings = scan.dlp.scan(&tls.data);
                     for f in &findings {
-                        publish(Event::Dlp(ironclad_events::DlpFinding {
-                            time: String::new(),
-                            ktime_ns: tls.ktime_ns,
-                            detector: f.detector.clone(),
-                            redacted: f.redacted.clone(),
-                            direction: tls.direction,
-                            actor: tls.actor.clone(),
-                            cgroup_id: tls.cgroup_id,
-                            ssl: tls.ssl,
-                            local: tls.local,
-                            remote: tls.remote,
-                            call_id: tls.call_id,
-                            offset: tls
+                        publish(Event::Dlp({
+                            let mut ev = ironclad_events::DlpFinding::new(tls.direction);
+                            ev.ktime_ns = tls.ktime_ns;
+                            ev.detector = f.detector.clone();
+                            ev.redacted = f.redacted.clone();
+                            ev.actor = tls.actor.clone();
+                            ev.cgroup_id = tls.cgroup_id;
+                            ev.ssl = tls.ssl;
+                            ev.local = tls.local;
+                            ev.remote = tls.remote;
+                            ev.call_id = tls.call_id;
+                            ev.offset = tls
                                 .offset
-                                .saturating_add(u32::try_from(f.start).unwrap_or(u32::MAX)),
+                                .saturating_add(u32::try_from(f.start).unwrap_or(u32::MAX));
+                            ev
                         }));
                     }
                     if scan.redact_data && !findings.is_empty() {

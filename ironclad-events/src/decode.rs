@@ -57,6 +57,7 @@ pub enum DecodeError {
 
 /// A packet the Shield dropped (or, in dry-run, would have dropped).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct ShieldDrop {
     /// Wall-clock time, RFC 3339 (set by the reader; empty if unknown).
     pub time: String,
@@ -83,6 +84,27 @@ pub struct ShieldDrop {
     pub len: u32,
 }
 
+impl ShieldDrop {
+    /// A drop of a packet from `src` to `dst`; every other field zero, empty or `None`, for the caller to set
+    /// (the struct is `#[non_exhaustive]`: fields added later come with a value here).
+    #[must_use]
+    pub fn new(src: IpAddr, dst: IpAddr, verdict: ShieldVerdict) -> Self {
+        Self {
+            time: Default::default(),
+            ktime_ns: Default::default(),
+            src,
+            dst,
+            sport: Default::default(),
+            dport: Default::default(),
+            proto: Default::default(),
+            rule_id: Default::default(),
+            verdict,
+            ifindex: Default::default(),
+            len: Default::default(),
+        }
+    }
+}
+
 fn verdict_name<S: serde::Serializer>(v: &ShieldVerdict, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(v.name())
 }
@@ -105,6 +127,7 @@ fn escaped<S: serde::Serializer>(data: &[u8], s: S) -> Result<S::Ok, S::Error> {
 /// kind that names one (`tls`, `connect`, `rate_limited`, `dns`, `sentinel`). In JSON
 /// they sit at the event's top level, as before this type existed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Actor {
     /// Process (thread-group) id (0 if unknown).
     pub pid: u32,
@@ -131,6 +154,7 @@ pub struct Actor {
 
 /// One chunk of TLS plaintext captured from OpenSSL.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct TlsData {
     /// Wall-clock time, RFC 3339 (set by the reader; empty if unknown).
     pub time: String,
@@ -172,12 +196,39 @@ pub struct TlsData {
     pub http: Option<Http>,
 }
 
+impl TlsData {
+    /// A chunk of plaintext going `direction`; every other field zero, empty or `None`, for the caller to set
+    /// (the struct is `#[non_exhaustive]`: fields added later come with a value here).
+    #[must_use]
+    pub fn new(direction: TlsDirection) -> Self {
+        Self {
+            time: Default::default(),
+            ktime_ns: Default::default(),
+            direction,
+            actor: Default::default(),
+            cgroup_id: Default::default(),
+            ssl: Default::default(),
+            local: Default::default(),
+            remote: Default::default(),
+            call_id: Default::default(),
+            offset: Default::default(),
+            len: Default::default(),
+            total_len: Default::default(),
+            truncated: Default::default(),
+            last: Default::default(),
+            data: Default::default(),
+            http: Default::default(),
+        }
+    }
+}
+
 fn action_name<S: serde::Serializer>(v: &EgressAction, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(v.name())
 }
 
 /// A connection attempt the identity firewall denied, rate-limited or logged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct EgressDecision {
     /// Wall-clock time, RFC 3339 (set by the reader; empty if unknown).
     pub time: String,
@@ -211,11 +262,34 @@ pub struct EgressDecision {
     pub encrypted_dns: bool,
 }
 
+impl EgressDecision {
+    /// A decision with `verdict` on a connection to `dst`; every other field zero, empty or `None`, for the caller to set
+    /// (the struct is `#[non_exhaustive]`: fields added later come with a value here).
+    #[must_use]
+    pub fn new(verdict: EgressAction, dst: IpAddr) -> Self {
+        Self {
+            time: Default::default(),
+            ktime_ns: Default::default(),
+            verdict,
+            actor: Default::default(),
+            cgroup_id: Default::default(),
+            dst,
+            dport: Default::default(),
+            proto: Default::default(),
+            rule_id: Default::default(),
+            hook: Default::default(),
+            feed: Default::default(),
+            encrypted_dns: Default::default(),
+        }
+    }
+}
+
 /// What the domain policy saw in DNS (`egress.rules[].dst_domain`,
 /// `egress.deny_domain_feeds`): an answer that opened addresses for domain rules, a
 /// query for a feed's name (dropped when the feed blocks queries), or a feed name's
 /// addresses put on the deny list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct DnsPolicyRecord {
     /// Wall-clock time, RFC 3339 (set by the reader; empty if unknown).
     pub time: String,
@@ -264,12 +338,42 @@ pub struct DnsPolicyRecord {
     pub scope: ironclad_core::abi::ProcExe,
 }
 
+impl DnsPolicyRecord {
+    /// A DNS policy record about a query sent to `server`; every other field zero, empty or `None`, for the caller to set
+    /// (the struct is `#[non_exhaustive]`: fields added later come with a value here).
+    #[must_use]
+    pub fn new(server: IpAddr) -> Self {
+        Self {
+            time: Default::default(),
+            ktime_ns: Default::default(),
+            what: Default::default(),
+            actor: Default::default(),
+            name: Default::default(),
+            qtype: Default::default(),
+            server,
+            server_port: Default::default(),
+            proto: Default::default(),
+            patterns: Default::default(),
+            pattern_bits: Default::default(),
+            feed: Default::default(),
+            feed_id: Default::default(),
+            blocked: Default::default(),
+            addresses: Default::default(),
+            address_count: Default::default(),
+            refused: Default::default(),
+            ttl: Default::default(),
+            scope: Default::default(),
+        }
+    }
+}
+
 fn is_zero_u16(n: &u16) -> bool {
     *n == 0
 }
 
 /// A DNS packet a process sent or received (UDP or TCP port 53).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct DnsRecord {
     /// Wall-clock time, RFC 3339 (set by the reader; empty if unknown).
     pub time: String,
@@ -305,9 +409,35 @@ pub struct DnsRecord {
     pub error: Option<String>,
 }
 
+impl DnsRecord {
+    /// A DNS packet from `src` to `dst`; every other field zero, empty or `None`, for the caller to set
+    /// (the struct is `#[non_exhaustive]`: fields added later come with a value here).
+    #[must_use]
+    pub fn new(src: IpAddr, dst: IpAddr) -> Self {
+        Self {
+            time: Default::default(),
+            ktime_ns: Default::default(),
+            direction: Default::default(),
+            actor: Default::default(),
+            src,
+            dst,
+            sport: Default::default(),
+            dport: Default::default(),
+            proto: Default::default(),
+            id: Default::default(),
+            qname: Default::default(),
+            qtype: Default::default(),
+            rcode: Default::default(),
+            answers: Default::default(),
+            error: Default::default(),
+        }
+    }
+}
+
 /// Traffic of one process over an interval (made in user space from the kernel's
 /// per-process counters).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct BandwidthSample {
     /// Wall-clock time, RFC 3339.
     pub time: String,
@@ -338,7 +468,8 @@ pub struct BandwidthSample {
 
 /// An audit record (a load, audit result, pin, attach, detach or map update), as the
 /// audit log's fan-out sink publishes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct AuditEntry {
     /// RFC 3339 time.
     pub time: String,
@@ -376,6 +507,7 @@ fn sentinel_verdict_name<S: serde::Serializer>(
 /// An operation on something the Sentinel protects or monitors: a refused attempt, a
 /// monitored change, or the agent's registration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct SentinelRecord {
     /// Wall-clock time, RFC 3339 (set by the reader; empty if unknown).
     pub time: String,
@@ -408,9 +540,33 @@ pub struct SentinelRecord {
     pub arg: u32,
 }
 
+impl SentinelRecord {
+    /// A Sentinel decision of `verdict` on `op`; every other field zero, empty or `None`, for the caller to set
+    /// (the struct is `#[non_exhaustive]`: fields added later come with a value here).
+    #[must_use]
+    pub fn new(op: SentinelOp, verdict: SentinelVerdict) -> Self {
+        Self {
+            time: Default::default(),
+            ktime_ns: Default::default(),
+            op,
+            verdict,
+            actor: Default::default(),
+            path: Default::default(),
+            name: Default::default(),
+            target_dev: Default::default(),
+            target_ino: Default::default(),
+            parent_dev: Default::default(),
+            parent_ino: Default::default(),
+            target_pid: Default::default(),
+            arg: Default::default(),
+        }
+    }
+}
+
 /// The process cache could not name some processes: it was full of live ones, or the
 /// kernel lost records (published by the agent when these counters grow).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct ProcessCacheNotice {
     /// Wall-clock time, RFC 3339.
     pub time: String,
@@ -467,6 +623,7 @@ pub enum Event {
 /// A secret found by a DLP detector (`tls.dlp`) in the TLS plaintext of one SSL call.
 /// It carries the match redacted, never the secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct DlpFinding {
     /// Wall-clock time, RFC 3339 (set by the reader; empty if unknown).
     pub time: String,
@@ -498,10 +655,33 @@ pub struct DlpFinding {
     pub offset: u32,
 }
 
+impl DlpFinding {
+    /// A finding in plaintext going `direction`; every other field zero, empty or `None`, for the caller to set
+    /// (the struct is `#[non_exhaustive]`: fields added later come with a value here).
+    #[must_use]
+    pub fn new(direction: TlsDirection) -> Self {
+        Self {
+            time: Default::default(),
+            ktime_ns: Default::default(),
+            detector: Default::default(),
+            redacted: Default::default(),
+            direction,
+            actor: Default::default(),
+            cgroup_id: Default::default(),
+            ssl: Default::default(),
+            local: Default::default(),
+            remote: Default::default(),
+            call_id: Default::default(),
+            offset: Default::default(),
+        }
+    }
+}
+
 /// An IDS rule (`alert` or `drop`) matched the payload of a connection the firewall
 /// handed to the matcher. Made in user space from the kernel's payload snippets; the
 /// payload itself is never in the event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct IdsAlert {
     /// Wall-clock time, RFC 3339 (set by the reader; empty if unknown).
     pub time: String,
@@ -556,10 +736,44 @@ pub struct IdsAlert {
     pub process: Option<crate::process::ProcessBlock>,
 }
 
+impl IdsAlert {
+    /// An alert on a packet from `src` to `dst`; every other field zero, empty or `None`, for the caller to set
+    /// (the struct is `#[non_exhaustive]`: fields added later come with a value here).
+    #[must_use]
+    pub fn new(src: IpAddr, dst: IpAddr) -> Self {
+        Self {
+            time: Default::default(),
+            ktime_ns: Default::default(),
+            sid: Default::default(),
+            rev: Default::default(),
+            msg: Default::default(),
+            action: Default::default(),
+            blocked: Default::default(),
+            classtype: Default::default(),
+            priority: Default::default(),
+            origin: Default::default(),
+            proto: Default::default(),
+            src,
+            sport: Default::default(),
+            dst,
+            dport: Default::default(),
+            direction: Default::default(),
+            inbound: Default::default(),
+            ifindex: Default::default(),
+            pid: Default::default(),
+            cgroup_id: Default::default(),
+            comm: Default::default(),
+            exe: Default::default(),
+            process: Default::default(),
+        }
+    }
+}
+
 /// A rate limit on new inbound connections (`firewall.limits`) refused connections:
 /// reported at the first refusal, then at most once a second per bucket (a source, a
 /// subnet, a port, an interface) while it keeps refusing, with the count since.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct LimitRecord {
     /// Wall-clock time, RFC 3339 (set by the reader; empty if unknown).
     pub time: String,
@@ -593,10 +807,35 @@ pub struct LimitRecord {
     pub ifindex: u32,
 }
 
+impl LimitRecord {
+    /// A rate-limit record for a packet from `src` to `dst`; every other field zero, empty or `None`, for the caller to set
+    /// (the struct is `#[non_exhaustive]`: fields added later come with a value here).
+    #[must_use]
+    pub fn new(src: IpAddr, dst: IpAddr) -> Self {
+        Self {
+            time: Default::default(),
+            ktime_ns: Default::default(),
+            limit: Default::default(),
+            key: Default::default(),
+            dropped: Default::default(),
+            per_second: Default::default(),
+            burst: Default::default(),
+            dry_run: Default::default(),
+            proto: Default::default(),
+            src,
+            sport: Default::default(),
+            dst,
+            dport: Default::default(),
+            ifindex: Default::default(),
+        }
+    }
+}
+
 /// A flow record: a connection the stateful firewall tracked, at its start (from the
 /// kernel, with its first packet) or at its end (when its entry goes: the sweep, or a
 /// new connection taking its place), with packets and bytes each way.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct FlowRecord {
     /// Wall-clock time, RFC 3339 (set by the reader; empty if unknown).
     pub time: String,
@@ -661,6 +900,41 @@ pub struct FlowRecord {
     /// When it opened, `CLOCK_MONOTONIC` ns.
     #[serde(skip)]
     pub created_ns: u64,
+}
+
+impl FlowRecord {
+    /// A flow record for a connection from `src` to `dst`; every other field zero, empty or `None`, for the caller to set
+    /// (the struct is `#[non_exhaustive]`: fields added later come with a value here).
+    #[must_use]
+    pub fn new(src: IpAddr, dst: IpAddr) -> Self {
+        Self {
+            time: Default::default(),
+            ktime_ns: Default::default(),
+            phase: Default::default(),
+            direction: Default::default(),
+            proto: Default::default(),
+            src,
+            sport: Default::default(),
+            dst,
+            dport: Default::default(),
+            rule_id: Default::default(),
+            rule: Default::default(),
+            ifindex: Default::default(),
+            state: Default::default(),
+            orig_packets: Default::default(),
+            orig_bytes: Default::default(),
+            reply_packets: Default::default(),
+            reply_bytes: Default::default(),
+            duration_ms: Default::default(),
+            end_reason: Default::default(),
+            pid: Default::default(),
+            comm: Default::default(),
+            cgroup_id: Default::default(),
+            exe: Default::default(),
+            process: Default::default(),
+            created_ns: Default::default(),
+        }
+    }
 }
 
 impl FlowRecord {
@@ -745,6 +1019,7 @@ impl FlowRecord {
 /// A logged firewall rule's match: the first packet of a new connection (or an
 /// untracked packet) and what the rule did with it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct FirewallMatch {
     /// Wall-clock time, RFC 3339 (set by the reader; empty if unknown).
     pub time: String,
@@ -774,6 +1049,29 @@ pub struct FirewallMatch {
     pub verdict: &'static str,
     /// The interface index.
     pub ifindex: u32,
+}
+
+impl FirewallMatch {
+    /// A firewall match on a packet from `src` to `dst`; every other field zero, empty or `None`, for the caller to set
+    /// (the struct is `#[non_exhaustive]`: fields added later come with a value here).
+    #[must_use]
+    pub fn new(src: IpAddr, dst: IpAddr) -> Self {
+        Self {
+            time: Default::default(),
+            ktime_ns: Default::default(),
+            direction: Default::default(),
+            src,
+            dst,
+            sport: Default::default(),
+            dport: Default::default(),
+            proto: Default::default(),
+            rule_id: Default::default(),
+            rule: Default::default(),
+            action: Default::default(),
+            verdict: Default::default(),
+            ifindex: Default::default(),
+        }
+    }
 }
 
 fn rfc3339(ktime_ns: u64, offset: i128) -> String {

@@ -36,7 +36,8 @@ pub enum DnsError {
 }
 
 /// One question.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Question {
     /// The name, dot-separated, without the final dot.
     pub name: String,
@@ -45,7 +46,8 @@ pub struct Question {
 }
 
 /// One answer record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Answer {
     /// The owner name.
     pub name: String,
@@ -59,7 +61,8 @@ pub struct Answer {
 }
 
 /// The decoded parts of a DNS message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Message {
     /// Transaction id.
     pub id: u16,

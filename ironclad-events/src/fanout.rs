@@ -22,6 +22,7 @@ pub enum Overflow {
 
 /// Counters of one subscriber.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SubscriberStats {
     /// Events offered to this subscriber.
     pub published: u64,

@@ -19,6 +19,25 @@
 //! let s = dashboard.stats();
 //! assert_eq!((s.published, s.delivered, s.dropped), (5, 2, 3));
 //! ```
+//!
+//! Every event record is `#[non_exhaustive]` (a field added later is not a breaking
+//! change), so an agent's own tests build one with its constructor (the fields without
+//! a neutral value: addresses, verdict, direction) or `Default`, then set fields:
+//!
+//! ```
+//! use ironclad_core::abi::EgressAction;
+//! use ironclad_events::{Actor, EgressDecision, Event};
+//!
+//! let mut actor = Actor::default();
+//! actor.pid = 4242;
+//! actor.comm = "curl".to_string();
+//! let mut refused = EgressDecision::new(EgressAction::Deny, "192.0.2.1".parse()?);
+//! refused.dport = 443;
+//! refused.actor = actor;
+//! let json = Event::Connect(refused).to_json();
+//! assert!(json.contains(r#""dport":443"#) && json.contains(r#""comm":"curl""#), "{json}");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod decode;

@@ -23,7 +23,8 @@ use serde::Serialize;
 pub const REDACTED: &str = "[redacted]";
 
 /// A process as the process cache knows it, attached to an event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct ProcessBlock {
     /// Process (thread-group) id.
     pub pid: u32,
@@ -71,7 +72,8 @@ pub struct ProcessBlock {
 }
 
 /// A file by device and inode.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct ExeFile {
     /// The device, `major:minor` (as `/proc/PID/maps` writes it).
     pub dev: String,
@@ -90,7 +92,8 @@ impl ExeFile {
 }
 
 /// One ancestor of a process.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Ancestor {
     /// Its process id.
     pub pid: u32,
@@ -101,7 +104,8 @@ pub struct Ancestor {
 }
 
 /// A container, as its cgroup path names it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Container {
     /// `docker`, `containerd`, `cri-o`, `podman` or `kubernetes` (a pod's cgroup whose
     /// runtime the path does not say).

@@ -857,28 +857,26 @@ mod tests {
     use ironclad_events::{Actor, EgressDecision};
 
     fn connect(pid: u32, exe: &str, rule_id: u32) -> (Event, serde_json::Value) {
-        let event = Event::Connect(EgressDecision {
-            time: String::new(),
-            ktime_ns: 1,
-            verdict: EgressAction::Deny,
-            actor: Actor {
-                pid,
-                tid: Some(pid),
-                uid: 0,
-                comm: "curl".to_string(),
-                exe: Some(exe.to_string()),
-                exe_dev: 1,
-                exe_ino: 2,
-                process: None,
-            },
-            cgroup_id: 1,
-            dst: "192.0.2.1".parse().expect("addr"),
-            dport: 443,
-            proto: "tcp".to_string(),
-            rule_id,
-            hook: "connect4",
-            feed: None,
-            encrypted_dns: false,
+        let event = Event::Connect({
+            let mut ev =
+                EgressDecision::new(EgressAction::Deny, "192.0.2.1".parse().expect("addr"));
+            ev.ktime_ns = 1;
+            ev.actor = {
+                let mut ev = Actor::default();
+                ev.pid = pid;
+                ev.tid = Some(pid);
+                ev.comm = "curl".to_string();
+                ev.exe = Some(exe.to_string());
+                ev.exe_dev = 1;
+                ev.exe_ino = 2;
+                ev
+            };
+            ev.cgroup_id = 1;
+            ev.dport = 443;
+            ev.proto = "tcp".to_string();
+            ev.rule_id = rule_id;
+            ev.hook = "connect4";
+            ev
         });
         let json = serde_json::from_str(&event.to_json()).expect("json");
         (event, json)

@@ -838,12 +838,15 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                     "process cache: {} processes not cached (full: {} held, {} live), {} kernel records lost",
                     stats.overflows, stats.cached, stats.live, stats.lost
                 );
-                fanout.publish(&Event::ProcessCache(ProcessCacheNotice {
-                    time: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
-                    overflows: stats.overflows,
-                    lost: stats.lost,
-                    cached: stats.cached,
-                    live: stats.live,
+                fanout.publish(&Event::ProcessCache({
+                    let mut ev = ProcessCacheNotice::default();
+                    ev.time =
+                        humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
+                    ev.overflows = stats.overflows;
+                    ev.lost = stats.lost;
+                    ev.cached = stats.cached;
+                    ev.live = stats.live;
+                    ev
                 }));
                 process_losses = now;
             }

@@ -168,6 +168,7 @@ impl Ipv4Path {
 
 /// A rule as the kernel holds it, with its counter.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RuleStatus {
     /// The prefix or the set it stands for.
     pub label: RuleLabel,
@@ -196,7 +197,8 @@ impl RuleStatus {
 /// Kernel memory of one map: its `memlock` accounting, and for an LPM trie the nodes it
 /// can hold for its prefixes (intermediate ones included), which the kernel's own figure
 /// leaves out.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MapMemory {
     /// The map; per-slot tables are named `table[slot]`.
     pub name: String,
@@ -206,6 +208,7 @@ pub struct MapMemory {
 
 /// Everything the Shield's pinned maps say, readable without loading anything.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ShieldStatus {
     /// Every rule, sorted by rule id.
     pub rules: Vec<RuleStatus>,
@@ -240,6 +243,7 @@ pub const IN_PLACE_MAX: usize = 4096;
 
 /// What [`Shield::replace`] changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ReplaceReport {
     /// Rules added.
     pub added: usize,
