@@ -200,9 +200,14 @@ check_packaged() {
     for c in "${crates[@]}"; do
         tar -xzf "target/package/$c-$version.crate" -C "$scratch"
     done
-    mkdir -p "$scratch/app/src" "$scratch/all/src"
+    # `cargo package` stamps every file 2006-07-24, and the scratch crates' artifacts
+    # keep their names from one run to the next (a path dependency's hash is its path
+    # relative to the workspace): without a fresh time, cargo would take the last run's
+    # artifacts for up to date and check the sources of an older commit.
+    find "$scratch" -type f -exec touch {} +
+    mkdir -p "$scratch/app/src" "$scratch/all/src" "$scratch/docs/src"
     {
-        echo '[workspace]'; echo 'resolver = "2"'; echo 'members = ["app", "all"]'
+        echo '[workspace]'; echo 'resolver = "2"'; echo 'members = ["app", "all", "docs"]'
         echo '[patch.crates-io]'
         for c in "${crates[@]}"; do echo "$c = { path = \"$c-$version\" }"; done
         # This workspace's dev and test profiles, as written in its Cargo.toml.
@@ -221,6 +226,29 @@ check_packaged() {
         for c in "${crates[@]}"; do echo "$c = \"=$version\""; done
     } > "$scratch/all/Cargo.toml"
     echo 'fn main() {}' > "$scratch/all/src/main.rs"
+    # Depends on each crate with the features its `[package.metadata.docs.rs]` names (as
+    # read from the packaged manifest), for the docs.rs build below.
+    {
+        echo '[package]'; echo 'name = "packaged-docs"'; echo 'version = "0.0.0"'; echo 'edition = "2021"'
+        echo '[dependencies]'
+        python3 - "$scratch" "$version" "${crates[@]}" <<'PY' || return 1
+import sys, tomllib
+scratch, version, crates = sys.argv[1], sys.argv[2], sys.argv[3:]
+for name in crates:
+    with open(f"{scratch}/{name}-{version}/Cargo.toml", "rb") as f:
+        manifest = tomllib.load(f)
+    meta = manifest.get("package", {}).get("metadata", {}).get("docs", {}).get("rs")
+    if meta is None:
+        sys.exit(f"{name}: no [package.metadata.docs.rs] in its Cargo.toml")
+    if meta.get("targets") != ["x86_64-unknown-linux-gnu"]:
+        sys.exit(f"{name}: docs.rs targets {meta.get('targets')}: this check builds x86_64-unknown-linux-gnu only")
+    features = meta.get("features", [])
+    if meta.get("all-features"):
+        features = [f for f in manifest.get("features", {}) if f != "default"]
+    print(f'{name} = {{ version = "={version}", features = {features!r} }}'.replace("'", '"'))
+PY
+    } > "$scratch/docs/Cargo.toml"
+    echo '' > "$scratch/docs/src/lib.rs"
     cat > "$scratch/app/src/main.rs" <<'RS'
 fn main() {
     let allowlist = ironclad_bpf::Allowlist::builtin();
@@ -240,6 +268,19 @@ RS
     # In the test profile, as `cargo test` built this workspace's dependencies.
     (cd "$scratch" && env "${env[@]}" cargo build --quiet --profile test -p packaged-all \
         && env "${env[@]}" cargo run --quiet --profile test -p packaged-app)
+    # Each crate's documentation built as docs.rs builds it: from the packaged sources,
+    # with the features its `[package.metadata.docs.rs]` names (the `docs` member asks
+    # for them), DOCS_RS set and no clang
+    # (docs.rs has no BPF toolchain: ironclad-bpf's build script must not need one
+    # there), every intra-doc link resolving. In the workspace's rustdoc target
+    # directory, where the dependencies' metadata is already built.
+    local c checkdir=$PWD/target/check
+    for c in "${crates[@]}"; do
+        echo "docs.rs build of $c: $(grep "^$c = " "$scratch/docs/Cargo.toml")"
+        (cd "$scratch" && env -u LIBBPF_SYS_LIBRARY_PATH DOCS_RS=1 CLANG=/bin/false \
+            RUSTDOCFLAGS="-D warnings" CARGO_TARGET_DIR="$checkdir" \
+            cargo doc --quiet --no-deps --lib -p "$c") || return 1
+    done
     # What such an agent pays for: no HTTP client, TLS stack, GeoIP reader or signatures.
     local tree heavy
     tree=$(cd "$scratch" && cargo tree -p packaged-app -e normal --prefix none | sed 's/ (\*)$//' | sort -u)
