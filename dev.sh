@@ -3,7 +3,7 @@
 #   ./dev.sh demo   install what is missing, build, run the full_firewall demo
 #   ./dev.sh test   install what is missing, then run every check and test
 #   ./dev.sh perf   every benchmark at full length; regenerates docs/performance.md
-#   ./dev.sh packaged | deploy | deb-check | footprint | fuzz   one of the test suite's checks alone
+#   ./dev.sh packaged | semver | deploy | deb-check | footprint | fuzz   one of the test suite's checks alone
 #   ./dev.sh deb              the Debian package of the daemon (target/debian/)
 #   ./dev.sh fuzz-measure   how fast each fuzz target still finds coverage (its budget)
 # Privileged tests fail (never skip) without root, unless IRONCLAD_SKIP_PRIVILEGED=1
@@ -130,6 +130,58 @@ install_deploy_tools() {
     [[ -x $t/prometheus-operator/node_modules/.bin/tsc ]] \
         || retry 3 "${npm[@]}" --prefix "$t/prometheus-operator" \
             @kubernetes-models/prometheus-operator@6.0.0 typescript@5.6.3
+}
+
+# cargo-semver-checks, built from crates.io (no binary download: crates.io is what
+# these machines reach), into target/tools; nothing if that version is there already.
+install_semver_checks() {
+    local t=$PWD/target/tools/semver-checks
+    [[ "$("$t/bin/cargo-semver-checks" semver-checks --version 2>/dev/null)" == "cargo-semver-checks 0.51.0" ]] \
+        || retry 3 env CARGO_TARGET_DIR="$t/build" RUSTC_WORKSPACE_WRAPPER= CARGO_BUILD_RUSTFLAGS= \
+            cargo install --quiet --locked --root "$t" cargo-semver-checks@0.51.0
+}
+
+# Each published crate's public API against the commit in .ci/semver-baseline (the last
+# release), with cargo-semver-checks: an addition passes; a breaking change (a removed
+# or changed item, a struct that became #[non_exhaustive], ...) passes only when the
+# crate's CHANGELOG gained an entry starting "**Breaking**" since that commit. In
+# rustdoc's target directory; DOCS_RS set (the build script needs no clang for it).
+check_semver() {
+    local crates=(ironclad-core ironclad-policy ironclad-events ironclad-bpf ironclad-sentinel ironclad-agent ironclad-api)
+    local rev c out summary failed=0
+    rev=$(grep -v '^#' .ci/semver-baseline | head -n 1)
+    local short=${rev:0:12}
+    if ! git cat-file -e "$rev^{commit}" 2>/dev/null; then
+        echo "semver: the baseline commit $rev (.ci/semver-baseline) is not in this checkout; a shallow clone needs 'git fetch --unshallow'" >&2
+        return 1
+    fi
+    install_semver_checks
+    for c in "${crates[@]}"; do
+        out=$(PATH="$PWD/target/tools/semver-checks/bin:$PATH" DOCS_RS=1 RUSTC_WORKSPACE_WRAPPER= \
+            CARGO_TARGET_DIR="$PWD/target/check" \
+            cargo semver-checks --color never -p "$c" --baseline-rev "$rev" --release-type patch 2>&1) && {
+            echo "$c: the API of $short, or more"
+            continue
+        }
+        summary=$(grep -E 'Summary semver requires new (major|minor) version' <<<"$out" || true)
+        if [[ $summary == *"new minor version"* ]]; then
+            echo "$c: additions only since $short (${summary#*: })"
+        elif [[ $summary == *"new major version"* ]]; then
+            if git diff "$rev" -- "$c/CHANGELOG.md" | grep -qE '^\+.*\*\*Breaking\*\*'; then
+                echo "$c: breaking changes since $short, said in its CHANGELOG (${summary#*: }):"
+                grep -E '^--- failure ' <<<"$out" | sed 's/^--- failure /    /; s/ ---$//' || true
+            else
+                echo "$out" >&2
+                echo "$c: its public API breaks against $short (above) and its CHANGELOG has no new '**Breaking**' entry saying so" >&2
+                failed=1
+            fi
+        else
+            echo "$out" >&2
+            echo "$c: cargo semver-checks failed" >&2
+            failed=1
+        fi
+    done
+    ((failed == 0))
 }
 
 install_packages() {
@@ -1141,6 +1193,7 @@ idle_builds() {
 # minutes); side by side each takes what CPU the other leaves while it links or waits.
 idle_checks() {
     RUSTDOCFLAGS="-D warnings" phase "idle: cargo doc (every link resolves)" with_check_dir cargo doc --workspace --no-deps --quiet
+    phase "idle: semver: each crate's public API against the last release (cargo-semver-checks)" check_semver
     phase "idle: fuzzing, bounded: the event decoder, the DNS parser, each feed parser and the policy loader" run_fuzz
 }
 
@@ -1346,6 +1399,7 @@ case "${1:-}" in
     demo) cmd_demo ;;
     test) cmd_test ;;
     packaged) check_packaged ;;
+    semver) check_semver ;;
     deploy) check_deploy ;;
     deb) examples/deploy/debian/build-deb.sh ;;
     deb-check) require_root "the Debian package's check"; check_deb ;;
@@ -1360,5 +1414,5 @@ case "${1:-}" in
     perf) cmd_perf ;;
     go-client) cmd_go_client ;;
     perf-render) perfdoc render --template "$PERF_TEMPLATE" --data "$PERF_DATA" --out docs/performance.md ;;
-    *) echo "usage: $0 demo|test|packaged|deploy|deb|deb-check|footprint|fuzz|fuzz-measure|perf|perf-render|go-client" >&2; exit 2 ;;
+    *) echo "usage: $0 demo|test|packaged|semver|deploy|deb|deb-check|footprint|fuzz|fuzz-measure|perf|perf-render|go-client" >&2; exit 2 ;;
 esac
