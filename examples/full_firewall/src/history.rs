@@ -10,6 +10,13 @@
 //! feature that is not running has no value in that sample (a gap in its line, not a
 //! zero), and a counter that went down (a feature restarted with new maps) gives no rate
 //! for that interval.
+//!
+//! The ring outlives a restart of the daemon: the sampler writes it to
+//! `RUN_DIR/history.json` (at most every [`SAVE_EVERY`]), and the next daemon reads it
+//! back, keeping what is younger than the span (by series id, so a version that charts
+//! other series keeps the ones it still has). Time the daemon was down, or the sampler
+//! did not run, is a gap in every line: no rate is drawn across more than
+//! [`GAP_INTERVALS`] intervals.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -23,6 +30,15 @@ use ironclad_core::abi::{EgressTotal, FwTotal, ShieldTotal};
 pub(crate) const SPAN: Duration = Duration::from_secs(3600);
 /// The most samples the ring keeps, whatever the interval.
 const MAX_SAMPLES: usize = 3601;
+/// The file (under the run directory) the ring is kept in between restarts.
+pub(crate) const HISTORY_FILE: &str = "history.json";
+/// The ring is written to its file at most this often (an hour at a 1 s interval is
+/// 3,601 samples: not every second).
+pub(crate) const SAVE_EVERY: Duration = Duration::from_secs(10);
+/// Samples further apart than this many intervals have a gap between them, not a rate.
+const GAP_INTERVALS: f64 = 3.0;
+/// The largest history file read back (an hour at 1 s of every series is about 1 MB).
+const MAX_FILE: u64 = 16 << 20;
 
 /// A rate per second between samples, or a value as sampled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,7 +145,7 @@ const CHARTS: &[Chart] = &[
 
 /// The counters at one moment: one value per series (in [`CHARTS`] order), `None` where
 /// the feature was not running or its maps could not be read.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Sample {
     /// Unix time, seconds.
     pub(crate) at: f64,
@@ -242,6 +258,8 @@ pub(crate) struct History {
     /// were read (`/api/events`, for token holders: read there, at most once per
     /// interval).
     pub(crate) talkers: Option<(std::time::Instant, Vec<serde_json::Value>)>,
+    /// Where the ring is kept between restarts (none in tests).
+    file: Option<std::path::PathBuf>,
 }
 
 /// The `n` remote addresses with the most bytes (both ways) over the tracked
@@ -272,7 +290,103 @@ pub(crate) fn top_talkers(connections: &[Connection], n: usize) -> Vec<serde_jso
         .collect()
 }
 
+/// The ring as its file holds it: each sample's values under the series ids of the
+/// daemon that wrote it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Saved {
+    series: Vec<String>,
+    samples: Vec<Sample>,
+}
+
 impl History {
+    /// The ring saved at `path` by an earlier daemon, for samples `interval` apart: the
+    /// samples younger than [`SPAN`] (none from the future), each series under its id.
+    /// No file is an empty ring; a file that cannot be read or parsed is an error (the
+    /// caller starts with an empty ring and says why).
+    pub(crate) fn restore(path: &Path, interval: Duration) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let mut history = Self::new(interval);
+        history.file = Some(path.to_path_buf());
+        let bytes = match ironclad_core::fsutil::read_regular_file(path, MAX_FILE) {
+            Ok(bytes) => bytes,
+            Err(ironclad_core::fsutil::ReadFileError::Io(e))
+                if e.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Ok(history)
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let saved: Saved = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is not a saved history", path.display()))?;
+        let now = unix_seconds(SystemTime::now());
+        // Where each of this daemon's series was in the saved samples.
+        let from: Vec<Option<usize>> = CHARTS
+            .iter()
+            .flat_map(|c| c.series)
+            .map(|s| saved.series.iter().position(|id| id == s.id))
+            .collect();
+        for sample in saved.samples {
+            if sample.at > now || now - sample.at > SPAN.as_secs_f64() {
+                continue;
+            }
+            let values = from
+                .iter()
+                .map(|at| at.and_then(|i| sample.values.get(i).copied().flatten()))
+                .collect();
+            history.push(Sample {
+                at: sample.at,
+                values,
+            });
+        }
+        Ok(history)
+    }
+
+    /// The ring as its file holds it.
+    pub(crate) fn to_saved(&self) -> Vec<u8> {
+        let saved = Saved {
+            series: CHARTS
+                .iter()
+                .flat_map(|c| c.series)
+                .map(|s| s.id.to_string())
+                .collect(),
+            samples: self.samples.iter().cloned().collect(),
+        };
+        serde_json::to_vec(&saved).unwrap_or_default()
+    }
+
+    /// [`History::restore`] from `path`, or an empty ring kept there when that fails
+    /// (said as a warning): what the daemon starts with.
+    pub(crate) fn restore_or_empty(path: &Path, interval: Duration) -> Self {
+        match Self::restore(path, interval) {
+            Ok(h) => {
+                if h.len() > 0 {
+                    tracing::info!(
+                        "dashboard: {} samples of the last hour read back from {}",
+                        h.len(),
+                        path.display()
+                    );
+                }
+                h
+            }
+            Err(e) => {
+                tracing::warn!("dashboard: starting with no history: {e:#}");
+                let mut h = Self::new(interval);
+                h.file = Some(path.to_path_buf());
+                h
+            }
+        }
+    }
+
+    /// Where the ring is kept between restarts.
+    pub(crate) fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    /// The number of samples held.
+    pub(crate) fn len(&self) -> usize {
+        self.samples.len()
+    }
+
     /// An empty ring for samples `interval` apart: it keeps [`SPAN`] of them (and one
     /// more, the first rate's start).
     pub(crate) fn new(interval: Duration) -> Self {
@@ -280,6 +394,7 @@ impl History {
             interval,
             samples: VecDeque::with_capacity(Self::capacity_for(interval)),
             talkers: None,
+            file: None,
         }
     }
 
@@ -309,20 +424,26 @@ impl History {
     /// series with no value at all (a feature that never ran) is left out, and so is a
     /// chart left with no series.
     pub(crate) fn to_json(&self) -> serde_json::Value {
-        let pairs: Vec<(&Sample, &Sample)> = self
-            .samples
-            .iter()
-            .zip(self.samples.iter().skip(1))
-            .collect();
-        let times: Vec<f64> = pairs.iter().map(|(_, b)| b.at).collect();
+        let gap = self.interval.as_secs_f64() * GAP_INTERVALS;
+        // Each pair of samples is a point at the later one's time; a pair further apart
+        // than `gap` (the daemon was down) is preceded by an empty point just after the
+        // earlier sample, so that no line is drawn across the time nothing was sampled.
+        let mut points: Vec<(f64, Option<(&Sample, &Sample)>)> = Vec::new();
+        for (a, b) in self.samples.iter().zip(self.samples.iter().skip(1)) {
+            if b.at - a.at > gap {
+                points.push((a.at + self.interval.as_secs_f64(), None));
+            }
+            points.push((b.at, Some((a, b))));
+        }
+        let times: Vec<f64> = points.iter().map(|(t, _)| *t).collect();
         let mut index = 0;
         let mut charts = Vec::new();
         for chart in CHARTS {
             let mut series = Vec::new();
             for s in chart.series {
-                let values: Vec<Option<f64>> = pairs
+                let values: Vec<Option<f64>> = points
                     .iter()
-                    .map(|(a, b)| point(s.kind, a, b, index))
+                    .map(|(_, pair)| pair.and_then(|(a, b)| point(s.kind, a, b, index, gap)))
                     .collect();
                 index += 1;
                 if values.iter().any(Option::is_some) {
@@ -352,15 +473,17 @@ impl History {
 }
 
 /// One point of series `index` between samples `a` and `b`.
-fn point(kind: Kind, a: &Sample, b: &Sample, index: usize) -> Option<f64> {
+fn point(kind: Kind, a: &Sample, b: &Sample, index: usize, gap: f64) -> Option<f64> {
     let now = b.values.get(index).copied().flatten()?;
     match kind {
         Kind::Gauge => Some(now as f64),
         Kind::Rate => {
             let before = a.values.get(index).copied().flatten()?;
             let seconds = b.at - a.at;
-            // A counter that went down was restarted: no rate across that.
-            (now >= before && seconds > 0.0).then(|| (now - before) as f64 / seconds)
+            // A counter that went down was restarted: no rate across that; nor across
+            // a time nothing was sampled (an average over it would be made up).
+            (now >= before && seconds > 0.0 && seconds <= gap)
+                .then(|| (now - before) as f64 / seconds)
         }
     }
 }
@@ -429,6 +552,65 @@ mod tests {
         assert_eq!(value("firewall_connections"), Some(Some(3)));
         assert_eq!(value("shield_dropped"), Some(None));
         assert_eq!(read.values.len(), series_count());
+    }
+
+    #[test]
+    fn a_restart_is_a_gap_and_the_saved_ring_comes_back_by_series_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(HISTORY_FILE);
+        let now = unix_seconds(SystemTime::now()).floor();
+        let mut h = History::new(Duration::from_secs(10));
+        // Too old to come back, then three samples, a 100 s restart, two more.
+        h.push(sample(now - 4000.0, Some(0)));
+        for (at, n) in [
+            (-300.0, 0),
+            (-290.0, 100),
+            (-280.0, 200),
+            (-180.0, 5000),
+            (-170.0, 5100),
+        ] {
+            h.push(sample(now + at, Some(n)));
+        }
+        // Written by a daemon that also charted a series this one does not.
+        let mut saved: serde_json::Value = serde_json::from_slice(&h.to_saved()).unwrap();
+        saved["series"].as_array_mut().unwrap().push("gone".into());
+        for s in saved["samples"].as_array_mut().unwrap() {
+            s["values"].as_array_mut().unwrap().push(42.into());
+        }
+        std::fs::write(&path, saved.to_string()).unwrap();
+        let back = History::restore(&path, Duration::from_secs(10)).unwrap();
+        assert_eq!(back.len(), 5);
+        let json = back.to_json();
+        // The empty point 10 s after the last sample before the restart.
+        assert_eq!(
+            json["t"],
+            serde_json::json!([
+                now - 290.0,
+                now - 280.0,
+                now - 270.0,
+                now - 180.0,
+                now - 170.0
+            ])
+        );
+        assert_eq!(
+            json["charts"][0]["series"][0]["values"],
+            serde_json::json!([10.0, 10.0, null, null, 10.0])
+        );
+        // The memory gauge has its values, with the empty point between.
+        assert_eq!(
+            json["charts"][1]["series"][0]["values"],
+            serde_json::json!([1000.0, 1000.0, null, 1000.0, 1000.0])
+        );
+        // No file: an empty ring; a file that is not a history: an error naming it.
+        let none = History::restore(&dir.path().join("none.json"), Duration::from_secs(10));
+        assert_eq!(none.map(|h| h.len()).ok(), Some(0));
+        std::fs::write(&path, "{").unwrap();
+        let bad = History::restore(&path, Duration::from_secs(10)).unwrap_err();
+        assert!(
+            bad.to_string()
+                .contains("history.json is not a saved history"),
+            "{bad}"
+        );
     }
 
     #[test]

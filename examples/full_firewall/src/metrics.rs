@@ -200,6 +200,27 @@ pub(crate) struct Metrics {
     shared: Arc<Shared>,
 }
 
+/// At a clean stop the ring is written once more, so that the next daemon has every
+/// sample up to the stop (the sampler writes it at most every `SAVE_EVERY`).
+impl Drop for Metrics {
+    fn drop(&mut self) {
+        let saved = {
+            let history = self.shared.history();
+            history
+                .file()
+                .map(|file| (file.to_path_buf(), history.to_saved()))
+        };
+        if let Some((file, bytes)) = saved {
+            if let Err(e) = crate::run::write_atomically(&file, &bytes) {
+                warn!(
+                    "dashboard: its history is not kept in {}: {e}",
+                    file.display()
+                );
+            }
+        }
+    }
+}
+
 impl Metrics {
     /// Binds `addr` (before anything is loaded: an address in use is an error that
     /// changes nothing) and starts serving.
@@ -210,7 +231,7 @@ impl Metrics {
         pin_root: PathBuf,
         config: PathBuf,
         fanout: Arc<Fanout<Event>>,
-        history_interval: Duration,
+        history: History,
     ) -> Result<Self> {
         let listener =
             TcpListener::bind(addr).with_context(|| format!("--metrics {addr}: cannot listen"))?;
@@ -230,7 +251,7 @@ impl Metrics {
         let subscription = fanout.subscribe("dashboard", 256, Overflow::DropOldest);
         let shared = Arc::new(Shared {
             pin_root,
-            history: Mutex::new(History::new(history_interval)),
+            history: Mutex::new(history),
             config,
             fanout,
             state: Mutex::new(State {
@@ -295,6 +316,7 @@ impl Metrics {
             })
             .context("starting the metrics event thread")?;
         let sampler = Arc::clone(&shared);
+        let mut last_save = None;
         std::thread::Builder::new()
             .name("metrics-history".into())
             .spawn(move || loop {
@@ -303,11 +325,27 @@ impl Metrics {
                 let connections = Firewall::connection_count_from_pins(&sampler.pin_root).ok();
                 let events = sampler.state().events_seen;
                 let sample = Sample::read(&sampler.pin_root, connections, events, resident_bytes());
-                let interval = {
+                let (interval, saved) = {
                     let mut history = sampler.history();
                     history.push(sample);
-                    history.interval()
+                    let due = last_save
+                        .is_none_or(|t: std::time::Instant| t.elapsed() >= history::SAVE_EVERY);
+                    let saved = history
+                        .file()
+                        .filter(|_| due)
+                        .map(|file| (file.to_path_buf(), history.to_saved()));
+                    (history.interval(), saved)
                 };
+                // Kept for the next daemon (written outside the lock the pages take).
+                if let Some((file, bytes)) = saved {
+                    last_save = Some(std::time::Instant::now());
+                    if let Err(e) = crate::run::write_atomically(&file, &bytes) {
+                        tracing::debug!(
+                            "keeping the dashboard's history in {}: {e}",
+                            file.display()
+                        );
+                    }
+                }
                 std::thread::sleep(interval);
             })
             .context("starting the metrics history thread")?;

@@ -658,7 +658,10 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                 args.pin_dir.clone(),
                 args.source().to_path_buf(),
                 fanout.clone(),
-                args.metrics_history_interval,
+                crate::history::History::restore_or_empty(
+                    &args.run_dir.join(crate::history::HISTORY_FILE),
+                    args.metrics_history_interval,
+                ),
             )?)
         }
         None => None,

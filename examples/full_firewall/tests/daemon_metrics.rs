@@ -1070,6 +1070,110 @@ fn a_local_user_churning_connections_does_not_knock_out_scrapes_and_probes() {
     );
 }
 
+/// The dashboard's last hour outlives a restart (`systemctl restart`): the daemon keeps
+/// its ring in `RUN_DIR/history.json`, the next one reads it back, and the time between
+/// them is a gap in every line, not a rate averaged over it.
+#[test]
+fn the_dashboards_hour_outlives_a_restart_with_a_gap_where_the_daemon_was_down() {
+    require_privileges!();
+    let lab = Lab::new("ffmethist", 77);
+    let config = lab.write_config("policy.yaml", &lab.policy_denying(&[2]));
+    let history = |port: u16| -> serde_json::Value {
+        let (code, body) = curl(&[&format!("http://127.0.0.1:{port}/api/history")]);
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).expect("history JSON")
+    };
+    let (mut daemon, port) = daemon_with_metrics(&lab, &config);
+    // Denied pings for a few seconds: the Shield's dropped rate has values.
+    assert_eq!(lab.ping(2, 15), 0);
+    std::thread::sleep(Duration::from_secs(2));
+    let before = history(port);
+    daemon.signal("TERM");
+    assert!(daemon.wait().success(), "{}", daemon.log());
+    let stopped = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs_f64();
+    // Down for more than three intervals (the history's is 1 s here).
+    std::thread::sleep(Duration::from_secs(5));
+    let restarted = stopped + 5.0;
+    let (daemon, port) = daemon_with_metrics(&lab, &config);
+    daemon.wait_for("samples of the last hour read back from");
+    std::thread::sleep(Duration::from_secs(3));
+    let after = history(port);
+    let times = |h: &serde_json::Value| -> Vec<f64> {
+        h["t"]
+            .as_array()
+            .expect("t")
+            .iter()
+            .filter_map(serde_json::Value::as_f64)
+            .collect()
+    };
+    let dropped = |h: &serde_json::Value| -> Vec<serde_json::Value> {
+        h["charts"]
+            .as_array()
+            .expect("charts")
+            .iter()
+            .find(|c| c["id"] == "shield_packets")
+            .and_then(|c| c["series"].as_array())
+            .and_then(|s| s.iter().find(|s| s["id"] == "shield_dropped"))
+            .and_then(|s| s["values"].as_array())
+            .cloned()
+            .unwrap_or_else(|| panic!("no dropped series in {h}"))
+    };
+    let (t_before, t_after) = (times(&before), times(&after));
+    // Every point the first daemon served is still served, with the same values.
+    let kept = t_after
+        .iter()
+        .filter(|t| **t <= t_before[t_before.len() - 1])
+        .count();
+    assert!(
+        kept >= t_before.len(),
+        "before: {t_before:?}\nafter: {t_after:?}"
+    );
+    assert_eq!(
+        &dropped(&after)[..t_before.len()],
+        &dropped(&before)[..],
+        "the dropped rate before the restart"
+    );
+    assert!(
+        dropped(&before)
+            .iter()
+            .any(|v| v.as_f64().is_some_and(|r| r > 0.0)),
+        "no drops charted before the restart: {before}"
+    );
+    // Then a point with no value in any line, while no daemon ran; and no rate drawn
+    // from the last sample before the stop to the first after the start.
+    let gap = t_after
+        .iter()
+        .enumerate()
+        .position(|(i, t)| {
+            *t > t_before[t_before.len() - 1]
+                && after["charts"].as_array().expect("charts").iter().all(|c| {
+                    c["series"]
+                        .as_array()
+                        .expect("series")
+                        .iter()
+                        .all(|s| s["values"][i].is_null())
+                })
+        })
+        .unwrap_or_else(|| panic!("no empty point after the first daemon's: {after}"));
+    assert!(
+        t_after[gap] < restarted,
+        "the empty point at {} is not before the restart at {restarted}",
+        t_after[gap]
+    );
+    assert!(
+        dropped(&after)[gap + 1].is_null(),
+        "a rate across the restart: {after}"
+    );
+    // And the new daemon's own samples after it.
+    assert!(
+        t_after.iter().filter(|t| **t > stopped).count() >= 2,
+        "{t_after:?}"
+    );
+}
+
 /// A listener beyond loopback without a token file is loudly warned about, and serves
 /// no events at all.
 #[test]
