@@ -131,9 +131,18 @@ const CHARTS: &[Chart] = &[
     },
     Chart {
         id: "events",
-        title: "Events",
+        title: "Events, by the feature that reported them",
         unit: "events/s",
-        series: &[rate("events", "reported")],
+        series: &[
+            rate("events", "all"),
+            rate("events_shield", "Shield"),
+            rate("events_firewall", "stateful firewall"),
+            rate("events_egress", "identity firewall"),
+            rate("events_tls", "TLS"),
+            rate("events_telemetry", "telemetry"),
+            rate("events_sentinel", "Sentinel"),
+            rate("events_daemon", "audit, process cache"),
+        ],
     },
     Chart {
         id: "memory",
@@ -141,6 +150,21 @@ const CHARTS: &[Chart] = &[
         unit: "bytes",
         series: &[gauge("resident", "resident")],
     },
+];
+
+/// Which feature reports each event kind: the events chart's series, the dashboard's
+/// feature rows (the page has the same table).
+pub(crate) const EVENT_FEATURES: &[(&str, &[&str])] = &[
+    ("events_shield", &["shield_drop"]),
+    (
+        "events_firewall",
+        &["firewall", "flow", "firewall_limit", "ids_alert"],
+    ),
+    ("events_egress", &["connect", "rate_limited", "dns_policy"]),
+    ("events_tls", &["tls", "dlp"]),
+    ("events_telemetry", &["bandwidth", "dns"]),
+    ("events_sentinel", &["sentinel"]),
+    ("events_daemon", &["audit", "process_cache"]),
 ];
 
 /// The counters at one moment: one value per series (in [`CHARTS`] order), `None` where
@@ -154,15 +178,16 @@ pub(crate) struct Sample {
 
 impl Sample {
     /// Reads every series now: the features' totals from the pins under `pin_root`,
-    /// `events` seen by the dashboard and `resident` memory as the caller has them.
-    /// `connections`: the connection table's entry count, when the stateful firewall
-    /// runs.
+    /// the `events` seen by the dashboard (by kind) and `resident` memory as the caller
+    /// has them. `connections`: the connection table's entry count, when the stateful
+    /// firewall runs.
     pub(crate) fn read(
         pin_root: &Path,
         connections: Option<usize>,
-        events: u64,
+        events: &std::collections::BTreeMap<&'static str, u64>,
         resident: Option<u64>,
     ) -> Self {
+        let of_kinds = |kinds: &[&str]| kinds.iter().filter_map(|k| events.get(k)).sum::<u64>();
         let shield = Shield::totals_from_pins(pin_root).ok();
         let shield_total = |which: &[ShieldTotal], bytes: bool| {
             shield.as_ref().map(|totals| {
@@ -229,15 +254,22 @@ impl Sample {
                 "egress_denied",
                 egress_total(&[EgressTotal::Denied, EgressTotal::RateLimited]),
             ),
-            ("events", Some(events)),
+            ("events", Some(events.values().sum())),
             ("resident", resident),
         ];
+        let by_feature: Vec<(&str, Option<u64>)> = EVENT_FEATURES
+            .iter()
+            // No line until the feature reported something: features that do not run
+            // (or report nothing) draw none, rather than a zero.
+            .map(|(id, kinds)| (*id, Some(of_kinds(kinds)).filter(|n| *n > 0)))
+            .collect();
         // In the charts' order, by id: a series read under no id has no values.
         let values = CHARTS
             .iter()
             .flat_map(|c| c.series)
             .map(|s| {
                 read.iter()
+                    .chain(&by_feature)
                     .find(|(id, _)| *id == s.id)
                     .and_then(|(_, v)| *v)
             })
@@ -544,10 +576,41 @@ mod tests {
     #[test]
     fn a_sample_puts_each_reading_under_its_series() {
         // No pins there: the features' series are empty, the daemon's own are not.
-        let read = Sample::read(Path::new("/nonexistent"), Some(3), 7, Some(1000));
+        let events = std::collections::BTreeMap::from([("shield_drop", 5), ("tls", 1), ("dlp", 1)]);
+        let read = Sample::read(Path::new("/nonexistent"), Some(3), &events, Some(1000));
         let ids: Vec<&str> = CHARTS.iter().flat_map(|c| c.series).map(|s| s.id).collect();
         let value = |id: &str| ids.iter().position(|i| *i == id).map(|i| read.values[i]);
         assert_eq!(value("events"), Some(Some(7)));
+        assert_eq!(value("events_shield"), Some(Some(5)));
+        assert_eq!(value("events_tls"), Some(Some(2)));
+        assert_eq!(value("events_sentinel"), Some(None));
+        // Every event kind is some feature's.
+        for kind in [
+            "shield_drop",
+            "tls",
+            "connect",
+            "rate_limited",
+            "dns",
+            "bandwidth",
+            "audit",
+            "sentinel",
+            "process_cache",
+            "firewall",
+            "flow",
+            "firewall_limit",
+            "dns_policy",
+            "ids_alert",
+            "dlp",
+        ] {
+            assert_eq!(
+                EVENT_FEATURES
+                    .iter()
+                    .filter(|(_, kinds)| kinds.contains(&kind))
+                    .count(),
+                1,
+                "{kind}"
+            );
+        }
         assert_eq!(value("resident"), Some(Some(1000)));
         assert_eq!(value("firewall_connections"), Some(Some(3)));
         assert_eq!(value("shield_dropped"), Some(None));

@@ -104,6 +104,8 @@ struct State {
     programs: BTreeMap<String, Program>,
     recent: VecDeque<serde_json::Value>,
     events_seen: u64,
+    /// The events seen, by kind (`shield_drop`, `tls`, `flow`, ...).
+    events_by_kind: BTreeMap<&'static str, u64>,
     sources: Vec<SourceStat>,
     /// Per fetched feed: successful and failed downloads.
     fetches: BTreeMap<String, (u64, u64)>,
@@ -262,6 +264,7 @@ impl Metrics {
                 programs: BTreeMap::new(),
                 recent: VecDeque::with_capacity(RECENT_EVENTS),
                 events_seen: 0,
+                events_by_kind: BTreeMap::new(),
                 sources: Vec::new(),
                 fetches: BTreeMap::new(),
                 egress_rules: BTreeMap::new(),
@@ -284,6 +287,7 @@ impl Metrics {
                     let value = serde_json::to_value(&event).unwrap_or(serde_json::Value::Null);
                     let mut state = events.state();
                     state.events_seen += 1;
+                    *state.events_by_kind.entry(event.kind()).or_default() += 1;
                     match &event {
                         Event::ShieldDrop(d) => {
                             count_top(&mut state.drop_sources, d.src.to_string())
@@ -323,8 +327,9 @@ impl Metrics {
                 // The connection table's size: a walk over its keys, not its values
                 // (the top talkers read those only when a token holder asks).
                 let connections = Firewall::connection_count_from_pins(&sampler.pin_root).ok();
-                let events = sampler.state().events_seen;
-                let sample = Sample::read(&sampler.pin_root, connections, events, resident_bytes());
+                let events = sampler.state().events_by_kind.clone();
+                let sample =
+                    Sample::read(&sampler.pin_root, connections, &events, resident_bytes());
                 let (interval, saved) = {
                     let mut history = sampler.history();
                     history.push(sample);
@@ -1337,6 +1342,16 @@ fn prometheus(shared: &Shared) -> String {
             stats.dropped,
         );
     }
+    out.family(
+        "ironclad_events_by_kind_total",
+        "counter",
+        "Events by kind (shield_drop, flow, tls, sentinel, ...), as the metrics listener \
+         received them: those dropped for it, ironclad_events_dropped_total{subscriber=\"dashboard\"}, \
+         are not counted.",
+    );
+    for (kind, n) in &shared.state().events_by_kind {
+        out.sample("ironclad_events_by_kind_total", &[("kind", kind)], *n);
+    }
     out.finish()
 }
 
@@ -1657,7 +1672,18 @@ fn api_status(shared: &Shared) -> serde_json::Value {
     let programs: Vec<serde_json::Value> = state
         .programs
         .iter()
-        .map(|(name, p)| serde_json::json!({"name": name, "up": p.up, "detail": p.detail}))
+        .map(|(name, p)| {
+            // The events this feature reported, by kind (none listed before its first).
+            let kinds = history::EVENT_FEATURES
+                .iter()
+                .find(|(id, _)| id.strip_prefix("events_") == Some(name.as_str()))
+                .map_or(&[][..], |(_, kinds)| *kinds);
+            let events: BTreeMap<&str, u64> = kinds
+                .iter()
+                .filter_map(|k| state.events_by_kind.get(k).map(|n| (*k, *n)))
+                .collect();
+            serde_json::json!({"name": name, "up": p.up, "detail": p.detail, "events": events})
+        })
         .collect();
     serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -1674,6 +1700,8 @@ fn api_status(shared: &Shared) -> serde_json::Value {
         "egress": egress,
         "events": {
             "seen": state.events_seen,
+            "by_kind": state.events_by_kind,
+            "dropped": shared.fanout.stats().into_iter().find(|(name, _)| name == "dashboard").map_or(0, |(_, s)| s.dropped),
             "served_at": if shared.access.token.is_some() { "/api/events (bearer token)" } else { "not served (no --metrics-token-file)" },
         },
         "ready": shared.health.report().ready,

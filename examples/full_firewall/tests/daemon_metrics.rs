@@ -857,6 +857,57 @@ fn dashboard_shows_the_time_before_it_was_opened_and_the_stateful_firewall() {
         v["peaks"][0].as_f64().is_some_and(|p| p > 1e6)
     });
     assert_eq!(memory["y"], "bytes", "{memory}");
+    // Events by the feature that reported them: the Shield's drop events (sample rate
+    // 1: one per dropped ping), the firewall's flow events; no line for a feature that
+    // reported nothing (TLS and the Sentinel do not run).
+    let events = driver.wait_until(&chart("events"), |v| {
+        v["labels"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|s| s == "Shield"))
+    });
+    let labels: Vec<&str> = events["labels"]
+        .as_array()
+        .expect("labels")
+        .iter()
+        .filter_map(serde_json::Value::as_str)
+        .collect();
+    assert_eq!(events["y"], "events/s", "{events}");
+    assert!(
+        labels.contains(&"all") && labels.contains(&"Shield"),
+        "{events}"
+    );
+    assert!(
+        !labels.contains(&"TLS") && !labels.contains(&"Sentinel"),
+        "{events}"
+    );
+    let shield_events = labels.iter().position(|l| *l == "Shield").expect("Shield");
+    assert!(
+        events["peaks"][shield_events]
+            .as_f64()
+            .is_some_and(|p| (5.0..=40.0).contains(&p)),
+        "about 20 drop events a second: {events}"
+    );
+    // The features table counts each feature's events by kind.
+    let row = driver.wait_until(
+        "const r = document.querySelector('tr[data-program=\"shield\"] td.events'); \
+         return r && r.dataset.shieldDrop ? { drops: Number(r.dataset.shieldDrop), text: r.textContent } : null;",
+        |v| v["drops"].as_u64() >= Some(60),
+    );
+    assert!(
+        row["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("shield drop")),
+        "{row}"
+    );
+    let (_, metrics) = curl(&[&format!("http://127.0.0.1:{port}/metrics")]);
+    let drop_events = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ironclad_events_by_kind_total{kind=\"shield_drop\"} "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(
+        drop_events >= Some(60),
+        "ironclad_events_by_kind_total: {drop_events:?}"
+    );
 
     // The firewall's rules by name, with their counts and comments.
     let rule = driver.wait_until(
