@@ -20,7 +20,7 @@ cd "$(dirname "$0")"
 # generate and build the control API's Go client (clients/go) offline.
 PACKAGES=(clang llvm libelf-dev zlib1g-dev pkg-config make gcc bpftool iproute2
           iputils-ping ethtool util-linux procps python3 bash openssl curl g++ nftables
-          chromium chromium-driver systemd bind9-dnsutils dnsmasq-base python3-seccomp python3-scapy lintian
+          chromium chromium-driver fonts-dejavu-core systemd bind9-dnsutils dnsmasq-base python3-seccomp python3-scapy lintian
           golang-go protobuf-compiler protoc-gen-go-grpc golang-google-grpc-dev
           golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev)
 

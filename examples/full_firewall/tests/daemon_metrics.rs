@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use ironclad_testing::require_privileges;
 
-use crate::common::{Daemon, Lab};
+use crate::common::{Daemon, Lab, Server};
 
 /// Starts the daemon with `--metrics 127.0.0.1:0` and returns it with the port it
 /// reports.
@@ -584,6 +584,15 @@ impl Driver {
         )
     }
 
+    /// One Chrome DevTools command through ChromeDriver.
+    fn cdp(&self, cmd: &str, params: serde_json::Value) {
+        self.call(
+            "POST",
+            &format!("/session/{}/goog/cdp/execute", self.session),
+            &serde_json::json!({ "cmd": cmd, "params": params }),
+        );
+    }
+
     /// The page as the browser draws it, written to `path` (PNG): it must decode as one.
     fn screenshot(&self, path: &Path) {
         let shot = self.call(
@@ -966,6 +975,26 @@ fn dashboard_shows_the_time_before_it_was_opened_and_the_stateful_firewall() {
     assert_eq!(ready, "enforcing");
     let shots = screenshot_dir();
     driver.screenshot(&shots.join("dashboard.png"));
+    // What the page was drawn from, beside its screenshot (the reference test's
+    // fixtures in tests/data/dashboard/ are such answers, their times made fixed).
+    for (name, path, auth) in [
+        ("status.json", "/api/status", None),
+        ("history.json", "/api/history", None),
+        (
+            "events.json",
+            "/api/events",
+            Some(format!("Authorization: Bearer {TOKEN}")),
+        ),
+    ] {
+        let mut args = vec![format!("http://127.0.0.1:{port}{path}")];
+        if let Some(header) = auth {
+            args.extend(["-H".to_string(), header]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, body) = curl(&args);
+        assert_eq!(code, 200, "{path}: {body}");
+        std::fs::write(shots.join(name), body).expect("write the page's data");
+    }
 
     // Without the token: the counters and charts, and a word on the token where the
     // events and addresses would be.
@@ -1001,6 +1030,241 @@ fn dashboard_shows_the_time_before_it_was_opened_and_the_stateful_firewall() {
 }
 
 /// Where the dashboard tests leave their screenshots: target/dashboard/.
+/// Serves the dashboard's page and assets as the daemon does, with fixed answers
+/// (`tests/data/dashboard/*.json`: a daemon's answers, captured by the test above, their
+/// times made fixed) and the daemon's token rule for `/api/events`: the page drawn the
+/// same way every run, for its screenshots to be compared.
+const FIXTURE_SERVER: &str = r#"
+import http.server, os, sys
+root, token = sys.argv[1], sys.argv[2]
+routes = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/uplot.js": ("uplot.js", "text/javascript; charset=utf-8"),
+    "/uplot.css": ("uplot.css", "text/css; charset=utf-8"),
+    "/api/status": ("status.json", "application/json"),
+    "/api/history": ("history.json", "application/json"),
+    "/api/events": ("events.json", "application/json"),
+}
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        path = self.path.split("?")[0]
+        if path not in routes:
+            self.send_error(404)
+            return
+        if path == "/api/events" and self.headers.get("Authorization") != "Bearer " + token:
+            body, code = b"a bearer token is needed\n", 401
+        else:
+            name, kind = routes[path]
+            with open(os.path.join(root, name), "rb") as f:
+                body, code = f.read(), 200
+        self.send_response(code)
+        if code == 401:
+            self.send_header("WWW-Authenticate", "Bearer")
+        self.send_header("Content-Type", kind if code == 200 else "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"#;
+
+/// `Date` fixed at the fixtures' last sample and a second and a half: the page's
+/// "updated" clock and relative times are the same every run.
+const FIXED_DATE: &str = "(() => { const fixed = 1796090401500; const Real = Date; \
+    class Fixed extends Real { constructor(...a) { super(...(a.length ? a : [fixed])); } \
+    static now() { return fixed; } } window.Date = Fixed; })();";
+
+/// A screenshot reduced for comparison: 4×4 blocks averaged to one grey level.
+fn reduced(png_bytes: &[u8]) -> (u32, u32, Vec<u8>) {
+    let decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
+    let mut reader = decoder.read_info().expect("a PNG");
+    let mut buf = vec![0; reader.output_buffer_size().expect("PNG size")];
+    let info = reader.next_frame(&mut buf).expect("PNG frame");
+    let channels = info.color_type.samples();
+    assert_eq!(info.bit_depth, png::BitDepth::Eight, "8-bit screenshots");
+    let (w, h) = (info.width / 4, info.height / 4);
+    let mut grey = Vec::with_capacity((w * h) as usize);
+    for by in 0..h {
+        for bx in 0..w {
+            let mut sum = 0u32;
+            for y in by * 4..by * 4 + 4 {
+                for x in bx * 4..bx * 4 + 4 {
+                    let at = (y as usize * info.width as usize + x as usize) * channels;
+                    let (r, g, b) = (
+                        u32::from(buf[at]),
+                        u32::from(buf[at + 1]),
+                        u32::from(buf[at + 2]),
+                    );
+                    sum += (r * 299 + g * 587 + b * 114) / 1000;
+                }
+            }
+            grey.push((sum / 16) as u8);
+        }
+    }
+    (w, h, grey)
+}
+
+fn write_grey(path: &Path, (w, h, grey): &(u32, u32, Vec<u8>)) {
+    let file = std::fs::File::create(path).expect("create PNG");
+    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), *w, *h);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().expect("PNG header");
+    writer.write_image_data(grey).expect("PNG data");
+}
+
+/// The share of a screenshot's 4×4 blocks that may differ from the reference by more
+/// than 24 grey levels: 18 of 179,900. Two runs on one machine differ in none; a
+/// changed word in a heading differs in about 20, a missing "no events yet" in 46, a
+/// missing section, a chart drawn otherwise or a layout that moved in thousands. The
+/// fonts are Debian's DejaVu (fonts-dejavu-core, installed by `./dev.sh test`).
+const MAX_DIFFERING: f64 = 0.0001;
+
+/// The dashboard drawn from fixed answers, in each token state, compared with its
+/// reference (`tests/data/dashboard/<state>.png`, the page reduced to grey 4×4 blocks):
+/// at most [`MAX_DIFFERING`] of the blocks may differ by more than 24 grey levels. A failure leaves the page now and the differing blocks (white) in
+/// target/dashboard/. After an intended change of the page, look at the new
+/// screenshots, then run with IRONCLAD_DASHBOARD_REFERENCE=update to replace the
+/// references.
+#[test]
+fn the_dashboard_looks_as_its_reference_with_the_token_without_it_and_with_a_wrong_one() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/dashboard");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let root = tempfile::tempdir().expect("tempdir");
+    for (from, to) in [
+        (src.join("dashboard.html"), "index.html"),
+        (src.join("vendor/uPlot.iife.min.js"), "uplot.js"),
+        (src.join("vendor/uPlot.min.css"), "uplot.css"),
+        (data.join("status.json"), "status.json"),
+        (data.join("history.json"), "history.json"),
+        (data.join("events.json"), "events.json"),
+    ] {
+        std::fs::copy(&from, root.path().join(to))
+            .unwrap_or_else(|e| panic!("{}: {e}", from.display()));
+    }
+    let mut server = Command::new("python3")
+        .args(["-c", FIXTURE_SERVER])
+        .arg(root.path())
+        .arg(TOKEN)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("the server's port");
+    let port: u16 = line.trim().parse().expect("a port");
+    let _server = Server(server);
+    let driver = Driver::start();
+    driver.cdp(
+        "Emulation.setTimezoneOverride",
+        serde_json::json!({"timezoneId": "UTC"}),
+    );
+    driver.cdp(
+        "Emulation.setLocaleOverride",
+        serde_json::json!({"locale": "en-US"}),
+    );
+    driver.cdp(
+        "Page.addScriptToEvaluateOnNewDocument",
+        serde_json::json!({"source": FIXED_DATE}),
+    );
+    driver.call(
+        "POST",
+        &format!("/session/{}/window/rect", driver.session),
+        &serde_json::json!({"width": 1400, "height": 2200}),
+    );
+    let shots = screenshot_dir();
+    let update = std::env::var("IRONCLAD_DASHBOARD_REFERENCE").is_ok_and(|v| v == "update");
+    let mut failures = Vec::new();
+    for (state, fragment, shown) in [
+        ("token", format!("#token={TOKEN}"), "192.0.2.3"),
+        ("no-token", String::new(), "#token="),
+        ("wrong-token", "#token=wrong".to_string(), "HTTP 401"),
+    ] {
+        driver.navigate(&format!("http://127.0.0.1:{port}/{fragment}"));
+        // Drawn: every chart, and what this state shows in the top talkers.
+        driver.wait_until(
+            &format!(
+                "const c = window.ironcladCharts; \
+                 return c && c.size === 7 && document.getElementById('top-talkers').textContent.includes('{shown}');"
+            ),
+            |v| v == true,
+        );
+        // Two refreshes more: the per-second rates have a previous answer to go from.
+        std::thread::sleep(Duration::from_millis(2500));
+        let path = shots.join(format!("reference-{state}.png"));
+        for stale in ["now", "diff"] {
+            let _ = std::fs::remove_file(shots.join(format!("reference-{state}-{stale}.png")));
+        }
+        driver.screenshot(&path);
+        let now = reduced(&std::fs::read(&path).expect("screenshot"));
+        let reference_path = data.join(format!("{state}.png"));
+        if update {
+            write_grey(&reference_path, &now);
+            continue;
+        }
+        let reference = reduced_grey(&reference_path);
+        assert_eq!(
+            (now.0, now.1),
+            (reference.0, reference.1),
+            "{state}: the page's size"
+        );
+        let diff: Vec<u8> = now
+            .2
+            .iter()
+            .zip(&reference.2)
+            .map(|(a, b)| if a.abs_diff(*b) > 24 { 255 } else { 0 })
+            .collect();
+        let differing = diff.iter().filter(|d| **d == 255).count();
+        let share = differing as f64 / diff.len() as f64;
+        eprintln!(
+            "{state}: {differing} of {} blocks differ from the reference",
+            diff.len()
+        );
+        if share > MAX_DIFFERING {
+            write_grey(&shots.join(format!("reference-{state}-now.png")), &now);
+            write_grey(
+                &shots.join(format!("reference-{state}-diff.png")),
+                &(now.0, now.1, diff),
+            );
+            failures.push(format!(
+                "{state}: {differing} of {} blocks ({:.2}%) differ from {}",
+                now.2.len(),
+                share * 100.0,
+                reference_path.display()
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{}\n(see target/dashboard/)",
+        failures.join("\n")
+    );
+}
+
+/// A grey reference image as [`reduced`] gives it.
+fn reduced_grey(path: &Path) -> (u32, u32, Vec<u8>) {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .expect("a PNG");
+    let mut buf = vec![0; reader.output_buffer_size().expect("PNG size")];
+    let info = reader.next_frame(&mut buf).expect("PNG frame");
+    assert_eq!(
+        info.color_type,
+        png::ColorType::Grayscale,
+        "{}",
+        path.display()
+    );
+    buf.truncate(info.buffer_size());
+    (info.width, info.height, buf)
+}
+
 fn screenshot_dir() -> std::path::PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/dashboard");
     std::fs::create_dir_all(&dir).expect("screenshot directory");
