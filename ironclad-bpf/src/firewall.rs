@@ -1638,7 +1638,13 @@ impl Firewall {
     /// Every tracked connection, read from the pinned table under `pin_root` without
     /// loading anything (what `full_firewall conntrack` shows while the daemon runs).
     pub fn connections_from_pins(pin_root: &Path) -> Result<Vec<Connection>> {
-        let mut connections = read_connections(&open_pinned(pin_root, names::ic_fw_ct)?)?;
+        let now = monotonic_ns();
+        let mut connections = Vec::new();
+        open_pinned(pin_root, names::ic_fw_ct)?.for_each_entry(|key, value| {
+            if let (Some(k), Some(e)) = (CtKey::from_bytes(key), CtEntry::from_bytes(value)) {
+                connections.extend(connection(&k, &e, now));
+            }
+        })?;
         nat::annotate(&mut connections, &open_pinned(pin_root, names::ic_nat_map)?)?;
         Ok(connections)
     }
@@ -1654,9 +1660,10 @@ impl Firewall {
     }
 
     /// How many connections the table holds (expired ones the sweep has not removed
-    /// yet included), read from the pin under `pin_root`: one walk over its keys.
+    /// yet included), read from the pin under `pin_root` in batches of 1,024 entries
+    /// (one system call each).
     pub fn connection_count_from_pins(pin_root: &Path) -> Result<usize> {
-        Ok(open_pinned(pin_root, names::ic_fw_ct)?.keys().len())
+        open_pinned(pin_root, names::ic_fw_ct)?.for_each_entry(|_, _| {})
     }
 
     /// The settings, totals, rule counters and connection count, read from the pins
@@ -1731,6 +1738,93 @@ impl PinnedMap {
             op: "lookup",
             map: self.name.to_string(),
             source: crate::error::KernelError::from_libbpf(source),
+        }
+    }
+}
+
+/// Entries read per BPF_MAP_LOOKUP_BATCH call (doubled when one hash bucket holds more).
+const BATCH: usize = 1024;
+
+impl PinnedMap {
+    /// Hands every entry (key, value) to `each`, read in batches (BPF_MAP_LOOKUP_BATCH:
+    /// one system call per [`BATCH`] entries, where a walk of the keys takes two per
+    /// entry, a million at a full table), and returns how many there were. Entries
+    /// added or removed meanwhile may be seen or not, as with a walk of the keys.
+    ///
+    /// Written against libbpf's C call rather than libbpf-rs's batch iterator, which
+    /// ends as at the table's end on any error: a count must not be silently short.
+    fn for_each_entry(&self, mut each: impl FnMut(&[u8], &[u8])) -> Result<usize> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let key_size = self.map.key_size() as usize;
+        let value_size = self.map.value_size() as usize;
+        let opts = libbpf_sys::bpf_map_batch_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as libbpf_sys::size_t,
+            ..Default::default()
+        };
+        // The position between calls: for a hash map a bucket index the kernel writes.
+        let (mut from, mut to) = (vec![0u8; key_size.max(8)], vec![0u8; key_size.max(8)]);
+        let mut first = true;
+        let mut batch = BATCH;
+        let (mut keys, mut values) = (Vec::new(), Vec::new());
+        let mut total = 0;
+        loop {
+            keys.resize(key_size * batch, 0);
+            values.resize(value_size * batch, 0);
+            let mut count = u32::try_from(batch).unwrap_or(u32::MAX);
+            let in_batch = if first {
+                std::ptr::null_mut()
+            } else {
+                from.as_mut_ptr().cast()
+            };
+            // SAFETY: the descriptor is this map's, open for the call; `in_batch` is null
+            // or `from` (as long as `to`, at least the kernel's 4-byte bucket index);
+            // `to`, `keys` and `values` are writable buffers of at least the sizes the
+            // kernel writes for `count` entries of this map (key_size and value_size
+            // each); `count` and `opts` live across the call.
+            let ret = unsafe {
+                libbpf_sys::bpf_map_lookup_batch(
+                    self.map.as_fd().as_raw_fd(),
+                    in_batch,
+                    to.as_mut_ptr().cast(),
+                    keys.as_mut_ptr().cast(),
+                    values.as_mut_ptr().cast(),
+                    &mut count,
+                    &opts,
+                )
+            };
+            let errno = (ret < 0).then_some(-ret);
+            match errno {
+                None | Some(libc::ENOENT) => {}
+                Some(libc::EINTR) => continue,
+                // One bucket holds more entries than the batch: a larger one.
+                Some(libc::ENOSPC) if count == 0 => {
+                    batch *= 2;
+                    continue;
+                }
+                Some(e) => {
+                    return Err(BpfError::Map {
+                        op: "lookup batch",
+                        map: self.name.to_string(),
+                        source: crate::error::KernelError::from(std::io::Error::from_raw_os_error(
+                            e,
+                        )),
+                    })
+                }
+            }
+            let count = count as usize;
+            for (key, value) in keys
+                .chunks_exact(key_size)
+                .zip(values.chunks_exact(value_size))
+                .take(count)
+            {
+                each(key, value);
+            }
+            total += count;
+            if errno == Some(libc::ENOENT) {
+                return Ok(total);
+            }
+            std::mem::swap(&mut from, &mut to);
+            first = false;
         }
     }
 }

@@ -519,6 +519,48 @@ fn a_full_table_drops_new_connections_and_never_an_established_one() {
     }
 }
 
+/// The readers from the pins (`status`, the dashboard's sampler and top talkers) read
+/// the connection table in batches of 1,024: a table of three batches and more is
+/// counted and listed whole, as the walk over its keys sees it.
+#[test]
+fn the_table_read_from_the_pins_in_batches_sees_every_connection() {
+    require_privileges!();
+    let net = Net::new("fwbatch", 20);
+    let pins = BpffsDir::new("fwbatch").expect("bpffs");
+    let loader = loader(&pins);
+    let firewall = Firewall::load_with_table(&loader, 8192).expect("load");
+    firewall
+        .configure(&FirewallSettings::default())
+        .expect("configure");
+    let _attached = firewall.attach(net.veth.host()).expect("attach");
+    // 3,500 new UDP flows from the namespace, each from a new socket.
+    let flood = format!(
+        "import socket\nfor i in range(3500):\n s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n s.sendto(b'x',('{}',9999))\n s.close()",
+        net.host(false)
+    );
+    let status = net
+        .ns
+        .command("python3")
+        .args(["-c", &flood])
+        .status()
+        .expect("flood");
+    assert!(status.success());
+    // (A source port the kernel hands out again is the same flow: a few hundred fewer.)
+    let walked = firewall.connections().expect("connections").len();
+    assert!(
+        walked > 3 * 1024,
+        "{walked} connections: more than three batches"
+    );
+    let counted = Firewall::connection_count_from_pins(pins.path()).expect("count");
+    let listed = Firewall::connections_from_pins(pins.path()).expect("list");
+    assert_eq!(counted, walked, "counted in batches");
+    assert_eq!(listed.len(), walked, "listed in batches");
+    let mut ports: Vec<u16> = listed.iter().map(|c| c.orig.1).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(ports.len(), walked, "each connection once");
+}
+
 #[test]
 fn pinned_enforcement_outlives_the_process_and_a_restart_adopts_it() {
     require_privileges!();
