@@ -5,8 +5,8 @@
 //!
 //! Each sample reads the features' totals from their pins (a few map lookups each,
 //! whatever the rule count; the egress rules' counters too), the connection table's
-//! entry count (one key walk), the
-//! events the dashboard's subscription has seen, and the daemon's resident memory. A
+//! entry count (read in batches of 1,024 entries, one system call each), the events
+//! the dashboard's subscription has seen (by kind), and the daemon's resident memory. A
 //! feature that is not running has no value in that sample (a gap in its line, not a
 //! zero), and a counter that went down (a feature restarted with new maps) gives no rate
 //! for that interval.

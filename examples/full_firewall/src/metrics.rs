@@ -324,8 +324,8 @@ impl Metrics {
         std::thread::Builder::new()
             .name("metrics-history".into())
             .spawn(move || loop {
-                // The connection table's size: a walk over its keys, not its values
-                // (the top talkers read those only when a token holder asks).
+                // The connection table's size: counted in batches, its entries not
+                // decoded (the top talkers are, only when a token holder asks).
                 let connections = Firewall::connection_count_from_pins(&sampler.pin_root).ok();
                 let events = sampler.state().events_by_kind.clone();
                 let sample =
