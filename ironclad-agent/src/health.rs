@@ -33,6 +33,26 @@ pub struct FeatureState {
     pub detail: String,
 }
 
+impl FeatureState {
+    /// A running feature and what runs (`xdp on eth0`).
+    #[must_use]
+    pub fn up(detail: impl Into<String>) -> Self {
+        Self {
+            up: true,
+            detail: detail.into(),
+        }
+    }
+
+    /// A configured feature that does not run, and why.
+    #[must_use]
+    pub fn down(detail: impl Into<String>) -> Self {
+        Self {
+            up: false,
+            detail: detail.into(),
+        }
+    }
+}
+
 /// A long operation the control loop is in (a reload of a large policy, say), as the
 /// agent's progress reporter sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

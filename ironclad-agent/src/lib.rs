@@ -22,7 +22,7 @@
 //! let health = Health::new(run_dir.path());
 //! health.features(BTreeMap::from([(
 //!     "shield".to_string(),
-//!     FeatureState { up: true, detail: "xdp on eth0".to_string() },
+//!     FeatureState::up("xdp on eth0"),
 //! )]));
 //! health.beat(); // every turn of the control loop
 //! assert!(health::probe(run_dir.path(), true).healthy);

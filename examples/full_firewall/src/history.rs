@@ -585,27 +585,11 @@ mod tests {
         assert_eq!(value("events_tls"), Some(Some(2)));
         assert_eq!(value("events_sentinel"), Some(None));
         // Every event kind is some feature's.
-        for kind in [
-            "shield_drop",
-            "tls",
-            "connect",
-            "rate_limited",
-            "dns",
-            "bandwidth",
-            "audit",
-            "sentinel",
-            "process_cache",
-            "firewall",
-            "flow",
-            "firewall_limit",
-            "dns_policy",
-            "ids_alert",
-            "dlp",
-        ] {
+        for kind in ironclad_events::Event::KINDS {
             assert_eq!(
                 EVENT_FEATURES
                     .iter()
-                    .filter(|(_, kinds)| kinds.contains(&kind))
+                    .filter(|(_, kinds)| kinds.contains(kind))
                     .count(),
                 1,
                 "{kind}"

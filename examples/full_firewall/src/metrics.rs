@@ -320,7 +320,7 @@ impl Metrics {
             })
             .context("starting the metrics event thread")?;
         let sampler = Arc::clone(&shared);
-        let mut last_save = None;
+        let (mut last_save, mut warned) = (None, false);
         std::thread::Builder::new()
             .name("metrics-history".into())
             .spawn(move || loop {
@@ -344,11 +344,18 @@ impl Metrics {
                 // Kept for the next daemon (written outside the lock the pages take).
                 if let Some((file, bytes)) = saved {
                     last_save = Some(std::time::Instant::now());
-                    if let Err(e) = crate::run::write_atomically(&file, &bytes) {
-                        tracing::debug!(
-                            "keeping the dashboard's history in {}: {e}",
-                            file.display()
-                        );
+                    match crate::run::write_atomically(&file, &bytes) {
+                        Ok(()) => warned = false,
+                        // Said once (and again after a write that worked): a run
+                        // directory the daemon cannot write loses the hour at restart.
+                        Err(e) if !warned => {
+                            warned = true;
+                            warn!(
+                                "dashboard: its history is not kept in {} (a restart loses it): {e}",
+                                file.display()
+                            );
+                        }
+                        Err(e) => tracing::debug!("keeping the dashboard's history in {}: {e}", file.display()),
                     }
                 }
                 std::thread::sleep(interval);
