@@ -152,8 +152,8 @@ const CHARTS: &[Chart] = &[
     },
 ];
 
-/// Which feature reports each event kind: the events chart's series, the dashboard's
-/// feature rows (the page has the same table).
+/// Which feature reports each event kind: the events chart's series, and (by the
+/// feature's name after `events_`) each row of `/api/status`'s `programs`.
 pub(crate) const EVENT_FEATURES: &[(&str, &[&str])] = &[
     ("events_shield", &["shield_drop"]),
     (
