@@ -156,10 +156,23 @@ check_semver() {
         return 1
     fi
     install_semver_checks
+    local attempt status
     for c in "${crates[@]}"; do
-        out=$(PATH="$PWD/target/tools/semver-checks/bin:$PATH" DOCS_RS=1 RUSTC_WORKSPACE_WRAPPER= \
-            CARGO_TARGET_DIR="$PWD/target/check" \
-            cargo semver-checks --color never -p "$c" --baseline-rev "$rev" --release-type patch 2>&1) && {
+        # The tool resolves each placeholder project it generates with `cargo update`,
+        # which asks crates.io's index; one failed request there fails the whole check
+        # (seen in CI: "failure to run 'cargo update'"). Cargo retries a request 10
+        # times here, and a check that still fails that way is run again, twice at most.
+        for attempt in 1 2 3; do
+            status=0
+            out=$(PATH="$PWD/target/tools/semver-checks/bin:$PATH" DOCS_RS=1 RUSTC_WORKSPACE_WRAPPER= \
+                CARGO_TARGET_DIR="$PWD/target/check" CARGO_NET_RETRY=10 \
+                cargo semver-checks --color never -p "$c" --baseline-rev "$rev" --release-type patch 2>&1) || status=$?
+            [[ $status != 0 && $out == *"failure to run 'cargo update'"* && $attempt -lt 3 ]] || break
+            echo "$out" | grep -vE '^ +[0-9]+: |^ +at ' >&2
+            log "$c: cargo semver-checks could not resolve its placeholder project (attempt $attempt of 3), again in 20 s"
+            sleep 20
+        done
+        ((status == 0)) && {
             echo "$c: the API of $short, or more"
             continue
         }
