@@ -125,6 +125,9 @@ struct State {
     feature_reloads: BTreeMap<(String, &'static str), u64>,
     /// When each feature's policy was last applied (start, reload, start on reload).
     feature_applied: BTreeMap<String, SystemTime>,
+    /// The counters features keep in the kernel besides their status (events lost,
+    /// TLS bytes withheld, the process cache's records), by feature, as last read.
+    kernel_counters: BTreeMap<&'static str, Vec<(&'static str, u64)>>,
 }
 
 /// How many loads the reload history keeps.
@@ -275,6 +278,7 @@ impl Metrics {
                 refused_processes: HashMap::new(),
                 feature_reloads: BTreeMap::new(),
                 feature_applied: BTreeMap::new(),
+                kernel_counters: BTreeMap::new(),
             }),
             access,
             health,
@@ -375,6 +379,15 @@ impl Metrics {
     }
 
     /// Records a feature's state (`up`) and a one-line description.
+    /// The features' kernel counters as just read
+    /// ([`Features::kernel_counters`](ironclad_agent::features::Features::kernel_counters)).
+    pub(crate) fn kernel_counters(
+        &self,
+        counters: BTreeMap<&'static str, Vec<(&'static str, u64)>>,
+    ) {
+        self.shared.state().kernel_counters = counters;
+    }
+
     pub(crate) fn program(&self, name: &str, up: bool, detail: impl Into<String>) {
         self.shared.state().programs.insert(
             name.to_string(),
@@ -1308,6 +1321,31 @@ fn prometheus(shared: &Shared) -> String {
     if let Ok(n) = Telemetry::lost_dns_events_from_pins(&shared.pin_root) {
         out.sample("ironclad_kernel_events_lost_total", &[("source", "dns")], n);
     }
+    let kernel_counters = shared.state().kernel_counters.clone();
+    // Telemetry's lost records are its DNS ring's: `dns` above.
+    for (feature, counters) in kernel_counters.iter().filter(|(f, _)| **f != "telemetry") {
+        for (_, n) in counters.iter().filter(|(c, _)| *c == "events_lost") {
+            out.sample(
+                "ironclad_kernel_events_lost_total",
+                &[("source", feature)],
+                *n,
+            );
+        }
+    }
+    out.family(
+        "ironclad_feature_kernel_total",
+        "counter",
+        "Counters features keep in the kernel besides their events and status, by feature and counter: tls withheld_bytes (plaintext over the per-second budget, not captured), processes records (written by the kernel) and not_cached (new processes a full cache had no room for).",
+    );
+    for (feature, counters) in &kernel_counters {
+        for (counter, n) in counters.iter().filter(|(c, _)| *c != "events_lost") {
+            out.sample(
+                "ironclad_feature_kernel_total",
+                &[("feature", feature), ("counter", counter)],
+                *n,
+            );
+        }
+    }
     out.family(
         "ironclad_kernel_events_over_budget_total",
         "counter",
@@ -1675,10 +1713,35 @@ fn api_status(shared: &Shared) -> serde_json::Value {
             json["rules_total"] = total_rules.into();
             json
         });
+    // The domain policy's DNS totals: the egress row's counters.
+    let dns_totals: Vec<(&'static str, u64)> =
+        EgressFirewall::domain_status_from_pins(&shared.pin_root)
+            .map(|d| {
+                d.totals
+                    .iter()
+                    .map(|(t, n)| match t {
+                        ironclad_core::abi::DnsTotal::EventsLost => ("dns_events_lost", *n),
+                        t => (t.name(), *n),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
     let state = shared.state();
+    // The process cache runs with the daemon, as no feature of the policy: its row
+    // when it runs.
+    let cache = state.kernel_counters.contains_key("processes").then(|| {
+        (
+            "processes".to_string(),
+            Program {
+                up: true,
+                detail: "process cache".to_string(),
+            },
+        )
+    });
     let programs: Vec<serde_json::Value> = state
         .programs
         .iter()
+        .chain(cache.as_ref().map(|(n, p)| (n, p)))
         .map(|(name, p)| {
             // The events this feature reported, by kind (none listed before its first).
             let kinds = history::EVENT_FEATURES
@@ -1689,7 +1752,18 @@ fn api_status(shared: &Shared) -> serde_json::Value {
                 .iter()
                 .filter_map(|k| state.events_by_kind.get(k).map(|n| (*k, *n)))
                 .collect();
-            serde_json::json!({"name": name, "up": p.up, "detail": p.detail, "events": events})
+            // What it counts in the kernel besides (events lost, bytes withheld, ...).
+            let mut counters: BTreeMap<&str, u64> = state
+                .kernel_counters
+                .get(name.as_str())
+                .into_iter()
+                .flatten()
+                .copied()
+                .collect();
+            if name == "egress" {
+                counters.extend(dns_totals.iter().copied());
+            }
+            serde_json::json!({"name": name, "up": p.up, "detail": p.detail, "events": events, "counters": counters})
         })
         .collect();
     serde_json::json!({

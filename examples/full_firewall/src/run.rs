@@ -923,6 +923,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             // a state that changes with the kernel (a link put back, a veth peer given
             // an XDP program) shows within a second.
             let repaired = features.verify();
+            if let Some(m) = &metrics {
+                m.kernel_counters(features.kernel_counters());
+            }
             let states = features.states();
             if repaired || states != last_checked {
                 notifier.features(&states);

@@ -766,6 +766,124 @@ fn tls_section_writes_plaintext_events_as_json_lines() {
         .any(|e| e["direction"] == "read" && e["http"]["status"] == 200));
 }
 
+/// What TLS capture and the process cache count in the kernel besides their events
+/// reaches the operator: a per-second budget of 100 bytes lets 100 bytes of a 3,000-byte
+/// POST through and `withheld_bytes` says how much was not captured, on `/metrics` and
+/// in the dashboard's features table (`/api/status`), with the records the kernel lost
+/// (none) and the process cache's records (curl's exec among them).
+#[test]
+fn tls_withheld_bytes_and_the_process_caches_records_reach_metrics_and_the_dashboard() {
+    require_privileges!();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pins = BpffsDir::new("fftlscount").expect("bpffs");
+    let (server, port, curl_path) = tls_server(dir.path());
+    let config = dir.path().join("policy.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "tls:\n  scope:\n    - exe: {curl_path}\n  max_bytes: 4096\n  bytes_per_second: 100\n"
+        ),
+    )
+    .expect("config");
+    let mut daemon = spawn_without_iface(
+        &config,
+        pins.path(),
+        dir.path(),
+        &["--metrics".to_string(), "127.0.0.1:0".to_string()],
+    );
+    daemon.wait_for("ready");
+    let metrics = daemon.metrics_port();
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let body = "x".repeat(3000);
+    let _ = Command::new("curl")
+        .args([
+            "-sk",
+            "--http1.1",
+            "--max-time",
+            "5",
+            "-o",
+            "/dev/null",
+            "--data",
+        ])
+        .arg(&body)
+        .arg(format!("https://127.0.0.1:{port}/upload"))
+        .status()
+        .expect("curl");
+    let get = |path: &str| {
+        let out = Command::new("curl")
+            .args(["-sf", "--max-time", "5"])
+            .arg(format!("http://127.0.0.1:{metrics}{path}"))
+            .output()
+            .expect("curl");
+        assert!(out.status.success(), "{path}: {out:?}");
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let sample = |page: &str, series: &str| -> Option<u64> {
+        page.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    };
+    // The daemon reads the counters every second: the page and the table agree once
+    // both have the request's count.
+    let withheld = r#"ironclad_feature_kernel_total{feature="tls",counter="withheld_bytes"}"#;
+    let start = Instant::now();
+    let (page, status) = loop {
+        let page = get("/metrics");
+        let status: serde_json::Value =
+            serde_json::from_str(&get("/api/status")).expect("/api/status is JSON");
+        let row = status["programs"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["name"] == "tls"))
+            .cloned()
+            .unwrap_or_default();
+        let on_page = sample(&page, withheld);
+        if on_page >= Some(2900) && row["counters"]["withheld_bytes"].as_u64() == on_page {
+            break (page, status);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "{withheld} {on_page:?}, the tls row {row}\n{page}\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        sample(&page, r#"ironclad_kernel_events_lost_total{source="tls"}"#),
+        Some(0),
+        "{page}"
+    );
+    assert_eq!(
+        sample(
+            &page,
+            r#"ironclad_kernel_events_lost_total{source="processes"}"#
+        ),
+        Some(0),
+        "{page}"
+    );
+    let records = sample(
+        &page,
+        r#"ironclad_feature_kernel_total{feature="processes",counter="records"}"#,
+    );
+    assert!(records >= Some(1), "the process cache's records: {page}");
+    let cache = status["programs"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["name"] == "processes"))
+        .unwrap_or_else(|| panic!("a row for the process cache: {status}"));
+    assert_eq!(cache["up"], true, "{cache}");
+    assert!(
+        cache["counters"]["records"].as_u64() >= Some(1)
+            && cache["counters"]["events_lost"] == 0
+            && cache["counters"]["not_cached"] == 0,
+        "{cache}"
+    );
+    daemon.signal("TERM");
+    assert!(daemon.wait().success(), "{}", daemon.log());
+    drop(server);
+}
+
 /// An identity-firewall lab: a scratch directory, a pin root, a cgroup, a listener on
 /// 127.0.0.1 that accepts everything, and the test client (`net_client.c`) built there.
 struct EgressLab {

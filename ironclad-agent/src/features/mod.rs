@@ -61,7 +61,7 @@ use ironclad_bpf::{EventReader, EventSource, LoadedObject, Loader, ProcessMonito
 use ironclad_events::{Event, Fanout};
 use ironclad_policy::config::CompiledConfig;
 use ironclad_policy::process::ProcessPolicy;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::health::FeatureState;
 use crate::{AgentError, Result};
@@ -137,6 +137,15 @@ pub trait Feature: Send {
 
     /// Periodic work, once per turn of the agent's loop.
     fn tick(&mut self, _out: &Publisher<'_>) {}
+
+    /// The counters it keeps in the kernel besides its events, by name, read now:
+    /// `events_lost` (records its ring buffer had no room for) and what else it counts
+    /// (TLS capture's `withheld_bytes`). The default: none. The Shield, the stateful
+    /// firewall and egress are read whole from their pins instead (their `status`
+    /// readers), so they answer none here.
+    fn kernel_counters(&self) -> Result<Vec<(&'static str, u64)>> {
+        Ok(Vec::new())
+    }
 
     /// Checks what the feature attached against what the kernel holds, and puts back
     /// what was undone from outside (a link detached or given another program, a pin
@@ -652,6 +661,40 @@ impl<'l> Features<'l> {
         }
         self.guard_links(&repaired);
         changed
+    }
+
+    /// Every running feature's [kernel counters](Feature::kernel_counters), and the
+    /// process cache's (`records` the kernel wrote, `events_lost`, `not_cached`: new
+    /// processes a full cache had no room for), by feature name; a feature whose
+    /// counters could not be read is left out, with a debug line. An agent reads them
+    /// for its metrics on a period of its choice (the reference daemon: every second).
+    pub fn kernel_counters(&self) -> BTreeMap<&'static str, Vec<(&'static str, u64)>> {
+        let mut out = BTreeMap::new();
+        for feature in &self.running {
+            match feature.kernel_counters() {
+                Ok(counters) if counters.is_empty() => {}
+                Ok(counters) => {
+                    out.insert(feature.name(), counters);
+                }
+                Err(e) => debug!("{}: reading its kernel counters: {e}", feature.name()),
+            }
+        }
+        if let Some(processes) = &self.processes {
+            match processes.stats() {
+                Ok(s) => {
+                    out.insert(
+                        "processes",
+                        vec![
+                            ("records", s.records),
+                            ("events_lost", s.lost),
+                            ("not_cached", s.overflows),
+                        ],
+                    );
+                }
+                Err(e) => debug!("processes: reading the cache's counters: {e}"),
+            }
+        }
+        out
     }
 
     /// The process cache, when it runs.

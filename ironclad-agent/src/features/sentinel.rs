@@ -75,6 +75,17 @@ impl Feature for Running {
         "sentinel"
     }
 
+    fn kernel_counters(&self) -> Result<Vec<(&'static str, u64)>> {
+        let status = self
+            .sentinel
+            .status()
+            .map_err(|source| AgentError::Sentinel {
+                context: "reading the sentinel's status",
+                source: Box::new(source),
+            })?;
+        Ok(vec![("events_lost", status.lost_events)])
+    }
+
     fn describe(&self) -> String {
         match self.sentinel.mode() {
             SentinelMode::Unprotected { .. } => "unprotected".to_string(),

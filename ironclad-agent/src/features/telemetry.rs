@@ -76,6 +76,14 @@ impl Feature for Running {
         self.telemetry.link_ids().unwrap_or_default()
     }
 
+    fn kernel_counters(&self) -> Result<Vec<(&'static str, u64)>> {
+        let lost = self
+            .telemetry
+            .lost_dns_events()
+            .map_err(AgentError::bpf(KIND.name))?;
+        Ok(vec![("events_lost", lost)])
+    }
+
     fn describe(&self) -> String {
         let on = |yes: bool| if yes { "on" } else { "off" };
         format!(

@@ -53,6 +53,14 @@ impl Feature for TlsMonitor {
         Some(TlsMonitor::event_source(self).map_err(AgentError::bpf(KIND.name)))
     }
 
+    fn kernel_counters(&self) -> Result<Vec<(&'static str, u64)>> {
+        let read = AgentError::bpf(KIND.name);
+        Ok(vec![
+            ("events_lost", self.lost_chunks().map_err(&read)?),
+            ("withheld_bytes", self.withheld_bytes().map_err(&read)?),
+        ])
+    }
+
     fn stop(self: Box<Self>, _loader: &Loader, _detach: bool) -> Result<String> {
         // Nothing of TLS capture is pinned: its probes go with the monitor.
         TlsMonitor::stop(*self);
