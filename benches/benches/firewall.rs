@@ -17,6 +17,10 @@
 //! `firewall_policy/classify_compile/N`: the same N rules compiled into the classifier
 //! (user space: what `check` and a reload cost before any map is written).
 //!
+//! `firewall_table/*/N`: the connection table read with N connections in it, in
+//! batches (a count, the table, the sweep of idle connections) and by the walk over its
+//! keys that the batches replaced (see [`table_reads`]).
+//!
 //! `syn_cookie/answer_v4|v6`: the SYN-flood defence's XDP program (`ic_fw_syn`)
 //! answering a SYN as Linux sends it (40-byte header: MSS, SACK, timestamps, window
 //! scale) to a protected port with a cookie SYN-ACK. The program rewrites its frame,
@@ -764,6 +768,88 @@ fn compile(c: &mut Criterion) {
     group.finish();
 }
 
+/// `firewall_table/*/N`: reading the connection table when it holds N connections
+/// (outbound SYNs run through `ic_fw_out`, each a new entry), as the daemon does: the
+/// history sampler's count and the status page's table from the pins
+/// (`count_batched`, `read_batched`: BPF_MAP_LOOKUP_BATCH, 1,024 entries a call), the
+/// sweep of idle connections every few seconds on the loaded firewall (`sweep`:
+/// nothing is idle long enough, so it reads the whole table and removes nothing), and
+/// the walk over the keys they replaced (`read_key_walk`: a lookup per key, two system
+/// calls per entry, as libbpf-rs's `keys()` and `lookup` make it), round by round.
+fn table_reads(_: &mut Criterion) {
+    use libbpf_rs::{MapCore, MapFlags, MapHandle};
+    let round_count = ironclad_benches::rounds(ROUNDS);
+    for n in [10_000usize, 100_000] {
+        let bench = Bench::new(&format!("fwbench-table-{n}"));
+        bench
+            .firewall
+            .configure(&FirewallSettings::default().drop_inbound(true))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let pins = bench._pins.path().to_path_buf();
+        let host = ip("192.0.2.1");
+        for i in 0..n {
+            // Distinct peers (10.x.y.z) and ports: every SYN a new connection.
+            let peer = IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8]);
+            let sport = 1024 + (i % 60_000) as u16;
+            bench.run(
+                "ic_fw_out",
+                &frames::l4(host, peer, 6, sport, 443, 0x02),
+                1,
+                PASS,
+            );
+        }
+        let count = Firewall::connection_count_from_pins(&pins).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(count, n, "the table holds every connection");
+        let ct = MapHandle::from_pinned_path(pins.join(Firewall::OBJECT).join("ic_fw_ct"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let timed = |f: &mut dyn FnMut() -> usize| {
+            let start = std::time::Instant::now();
+            let got = f();
+            let took = start.elapsed();
+            assert_eq!(got, n, "every connection read");
+            took.as_nanos() as f64
+        };
+        let (mut counted, mut batched, mut walked, mut swept) = (vec![], vec![], vec![], vec![]);
+        for _ in 0..round_count {
+            counted.push(timed(&mut || {
+                Firewall::connection_count_from_pins(&pins).unwrap_or_else(|e| panic!("{e}"))
+            }));
+            batched.push(timed(&mut || {
+                Firewall::connections_from_pins(&pins)
+                    .unwrap_or_else(|e| panic!("{e}"))
+                    .len()
+            }));
+            walked.push(timed(&mut || {
+                ct.keys()
+                    .filter(|k| ct.lookup(k, MapFlags::ANY).ok().flatten().is_some())
+                    .count()
+            }));
+            swept.push(timed(&mut || {
+                let sweep = bench.firewall.expire().unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(sweep.removed, 0, "nothing idle long enough");
+                n
+            }));
+        }
+        for (id, samples) in [
+            ("count_batched", &counted),
+            ("read_batched", &batched),
+            ("read_key_walk", &walked),
+            ("sweep", &swept),
+        ] {
+            record(&format!("firewall_table/{id}/{n}"), Unit::Ns, samples);
+        }
+        let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+        println!(
+            "firewall_table/{n}: count {:.1} ms, read {:.1} ms, key walk {:.1} ms ({:.1}x the batched read), sweep {:.1} ms (minimums of {round_count})",
+            min(&counted) / 1e6,
+            min(&batched) / 1e6,
+            min(&walked) / 1e6,
+            min(&walked) / min(&batched),
+            min(&swept) / 1e6,
+        );
+    }
+}
+
 /// The IDS on the packets that hand payload over: the first payload packet of a
 /// direction of an inspected connection (a 1,000-byte answer from port 80), which
 /// reserves a ring-buffer record and copies the payload into it, without and with
@@ -917,6 +1003,7 @@ fn ids_capture(_: &mut Criterion) {
 criterion_group!(
     benches,
     compile,
+    table_reads,
     summary,
     ids_capture,
     syn_cookies,

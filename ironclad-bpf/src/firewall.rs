@@ -1516,7 +1516,15 @@ impl Firewall {
     /// Every tracked connection (expired ones the sweep has not removed yet included,
     /// with their idle time).
     pub fn connections(&self) -> Result<Vec<Connection>> {
-        let mut connections = read_connections(&self.object.map(names::ic_fw_ct)?)?;
+        let now = monotonic_ns();
+        let mut connections = Vec::new();
+        self.object
+            .map(names::ic_fw_ct)?
+            .for_each_entry(|key, value| {
+                if let (Some(k), Some(e)) = (CtKey::from_bytes(key), CtEntry::from_bytes(value)) {
+                    connections.extend(connection(&k, &e, now));
+                }
+            })?;
         nat::annotate(&mut connections, &self.object.map(names::ic_nat_map)?)?;
         Ok(connections)
     }
@@ -1529,26 +1537,28 @@ impl Firewall {
         let settings = self.settings()?;
         let map = self.object.map(names::ic_fw_ct)?;
         let now = monotonic_ns();
-        let mut stale: Vec<(Vec<u8>, CtKey, CtEntry)> = Vec::new();
-        for key in map.keys() {
-            let Some(value) = map.lookup(&key)? else {
-                continue;
-            };
-            let (Some(k), Some(e)) = (CtKey::from_bytes(&key), CtEntry::from_bytes(&value)) else {
-                continue;
+        // The table read in batches (a system call per 1,024 connections, where a walk
+        // of its keys took two per connection: the sweep runs every few seconds).
+        let mut idle: Vec<(Vec<u8>, CtKey, CtEntry)> = Vec::new();
+        map.for_each_entry(|key, value| {
+            let (Some(k), Some(e)) = (CtKey::from_bytes(key), CtEntry::from_bytes(value)) else {
+                return;
             };
             let state = CtState::from_u8(e.state).unwrap_or(CtState::Closing);
-            let idle = now.saturating_sub(e.last_seen_ns);
-            if idle
+            if now.saturating_sub(e.last_seen_ns)
                 > settings
                     .timeout(k.proto, state)
                     .saturating_mul(1_000_000_000)
             {
-                // Re-read first: a packet may have refreshed it since.
-                let fresh = map.lookup(&key)?.and_then(|v| CtEntry::from_bytes(&v));
-                if let Some(f) = fresh.filter(|f| f.last_seen_ns == e.last_seen_ns) {
-                    stale.push((key, k, f));
-                }
+                idle.push((key.to_vec(), k, e));
+            }
+        })?;
+        let mut stale: Vec<(Vec<u8>, CtKey, CtEntry)> = Vec::with_capacity(idle.len());
+        for (key, k, e) in idle {
+            // Re-read first: a packet may have refreshed it since.
+            let fresh = map.lookup(&key)?.and_then(|v| CtEntry::from_bytes(&v));
+            if let Some(f) = fresh.filter(|f| f.last_seen_ns == e.last_seen_ns) {
+                stale.push((key, k, f));
             }
         }
         let mut flows = Vec::new();
@@ -1742,90 +1752,18 @@ impl PinnedMap {
     }
 }
 
-/// Entries read per BPF_MAP_LOOKUP_BATCH call (doubled when one hash bucket holds more).
-const BATCH: usize = 1024;
-
 impl PinnedMap {
-    /// Hands every entry (key, value) to `each`, read in batches (BPF_MAP_LOOKUP_BATCH:
-    /// one system call per [`BATCH`] entries, where a walk of the keys takes two per
-    /// entry, a million at a full table), and returns how many there were. Entries
-    /// added or removed meanwhile may be seen or not, as with a walk of the keys.
-    ///
-    /// Written against libbpf's C call rather than libbpf-rs's batch iterator, which
-    /// ends as at the table's end on any error: a count must not be silently short.
-    fn for_each_entry(&self, mut each: impl FnMut(&[u8], &[u8])) -> Result<usize> {
-        use std::os::fd::{AsFd, AsRawFd};
-        let key_size = self.map.key_size() as usize;
-        let value_size = self.map.value_size() as usize;
-        let opts = libbpf_sys::bpf_map_batch_opts {
-            sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as libbpf_sys::size_t,
-            ..Default::default()
-        };
-        // The position between calls: for a hash map a bucket index the kernel writes.
-        let (mut from, mut to) = (vec![0u8; key_size.max(8)], vec![0u8; key_size.max(8)]);
-        let mut first = true;
-        let mut batch = BATCH;
-        let (mut keys, mut values) = (Vec::new(), Vec::new());
-        let mut total = 0;
-        loop {
-            keys.resize(key_size * batch, 0);
-            values.resize(value_size * batch, 0);
-            let mut count = u32::try_from(batch).unwrap_or(u32::MAX);
-            let in_batch = if first {
-                std::ptr::null_mut()
-            } else {
-                from.as_mut_ptr().cast()
-            };
-            // SAFETY: the descriptor is this map's, open for the call; `in_batch` is null
-            // or `from` (as long as `to`, at least the kernel's 4-byte bucket index);
-            // `to`, `keys` and `values` are writable buffers of at least the sizes the
-            // kernel writes for `count` entries of this map (key_size and value_size
-            // each); `count` and `opts` live across the call.
-            let ret = unsafe {
-                libbpf_sys::bpf_map_lookup_batch(
-                    self.map.as_fd().as_raw_fd(),
-                    in_batch,
-                    to.as_mut_ptr().cast(),
-                    keys.as_mut_ptr().cast(),
-                    values.as_mut_ptr().cast(),
-                    &mut count,
-                    &opts,
-                )
-            };
-            let errno = (ret < 0).then_some(-ret);
-            match errno {
-                None | Some(libc::ENOENT) => {}
-                Some(libc::EINTR) => continue,
-                // One bucket holds more entries than the batch: a larger one.
-                Some(libc::ENOSPC) if count == 0 => {
-                    batch *= 2;
-                    continue;
-                }
-                Some(e) => {
-                    return Err(BpfError::Map {
-                        op: "lookup batch",
-                        map: self.name.to_string(),
-                        source: crate::error::KernelError::from(std::io::Error::from_raw_os_error(
-                            e,
-                        )),
-                    })
-                }
-            }
-            let count = count as usize;
-            for (key, value) in keys
-                .chunks_exact(key_size)
-                .zip(values.chunks_exact(value_size))
-                .take(count)
-            {
-                each(key, value);
-            }
-            total += count;
-            if errno == Some(libc::ENOENT) {
-                return Ok(total);
-            }
-            std::mem::swap(&mut from, &mut to);
-            first = false;
-        }
+    /// Hands every entry (key, value) to `each`, read in batches
+    /// ([`crate::loader::for_each_entry`]), and returns how many there were.
+    fn for_each_entry(&self, each: impl FnMut(&[u8], &[u8])) -> Result<usize> {
+        use std::os::fd::AsFd;
+        crate::loader::for_each_entry(
+            self.map.as_fd(),
+            self.map.key_size() as usize,
+            self.map.value_size() as usize,
+            self.name,
+            each,
+        )
     }
 }
 
@@ -1853,23 +1791,6 @@ fn open_pinned(pin_root: &Path, name: &'static str) -> Result<PinnedMap> {
         source: Some(crate::error::KernelError::from_libbpf(e)),
     })?;
     Ok(PinnedMap { map, name })
-}
-
-/// Every connection in the table `ct`.
-fn read_connections(ct: &impl MapRead) -> Result<Vec<Connection>> {
-    let now = monotonic_ns();
-    let mut out = Vec::new();
-    for key in ct.keys() {
-        let Some(value) = ct.get(&key)? else {
-            continue; // removed meanwhile
-        };
-        if let (Some(k), Some(e)) = (CtKey::from_bytes(&key), CtEntry::from_bytes(&value)) {
-            if let Some(c) = connection(&k, &e, now) {
-                out.push(c);
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// A per-CPU counter summed over CPUs (zero when absent).

@@ -1008,9 +1008,25 @@ impl AuditedMap<'_> {
         self.map.keys().collect()
     }
 
+    /// Hands every element (key, value) of a hash map to `each`, read in batches of
+    /// 1,024 (`BPF_MAP_LOOKUP_BATCH`, one system call each where
+    /// [`entries`](Self::entries) takes two per element), and returns how many there
+    /// were. Elements added or removed meanwhile may be seen or not. An error is
+    /// returned, never taken for the map's end.
+    pub fn for_each_entry(&self, each: impl FnMut(&[u8], &[u8])) -> Result<usize> {
+        use std::os::fd::AsFd;
+        for_each_entry(
+            self.map.as_fd(),
+            self.map.key_size() as usize,
+            self.map.value_size() as usize,
+            &self.name,
+            each,
+        )
+    }
+
     /// Every element, key and value (an element deleted between the two reads is left
-    /// out). Not `BPF_MAP_LOOKUP_BATCH`: a hash map's batch ends at a bucket, shorter
-    /// than asked while more remain, and libbpf-rs takes a short batch for the last.
+    /// out), by a walk of the keys: two system calls per element
+    /// ([`for_each_entry`](Self::for_each_entry) reads in batches).
     pub fn entries(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
         self.map
             .keys()
@@ -1216,6 +1232,96 @@ fn with_captured_log<T>(f: impl FnOnce() -> T) -> (T, String) {
         log.drain(..cut);
     }
     (value, log)
+}
+
+/// Entries read per BPF_MAP_LOOKUP_BATCH call (doubled when one hash bucket holds more).
+const BATCH: usize = 1024;
+
+/// Hands every entry (key, value) of the hash map `fd` (named `name` in errors) to
+/// `each`, read in batches (BPF_MAP_LOOKUP_BATCH: one system call per [`BATCH`]
+/// entries, where a walk of the keys takes two per entry, a million at a full table),
+/// and returns how many there were. Entries added or removed meanwhile may be seen or
+/// not, as with a walk of the keys.
+///
+/// Written against libbpf's C call rather than libbpf-rs's batch iterator, which ends
+/// as at the table's end on any error (and takes a hash map's batch, which ends at a
+/// bucket, shorter than asked while more remain, for the last): a count must not be
+/// silently short.
+pub(crate) fn for_each_entry(
+    fd: std::os::fd::BorrowedFd<'_>,
+    key_size: usize,
+    value_size: usize,
+    name: &str,
+    mut each: impl FnMut(&[u8], &[u8]),
+) -> Result<usize> {
+    use std::os::fd::AsRawFd;
+    let opts = libbpf_sys::bpf_map_batch_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as libbpf_sys::size_t,
+        ..Default::default()
+    };
+    // The position between calls: for a hash map a bucket index the kernel writes.
+    let (mut from, mut to) = (vec![0u8; key_size.max(8)], vec![0u8; key_size.max(8)]);
+    let mut first = true;
+    let mut batch = BATCH;
+    let (mut keys, mut values) = (Vec::new(), Vec::new());
+    let mut total = 0;
+    loop {
+        keys.resize(key_size * batch, 0);
+        values.resize(value_size * batch, 0);
+        let mut count = u32::try_from(batch).unwrap_or(u32::MAX);
+        let in_batch = if first {
+            std::ptr::null_mut()
+        } else {
+            from.as_mut_ptr().cast()
+        };
+        // SAFETY: the descriptor is this map's, open for the call; `in_batch` is null
+        // or `from` (as long as `to`, at least the kernel's 4-byte bucket index);
+        // `to`, `keys` and `values` are writable buffers of at least the sizes the
+        // kernel writes for `count` entries of this map (key_size and value_size
+        // each); `count` and `opts` live across the call.
+        let ret = unsafe {
+            libbpf_sys::bpf_map_lookup_batch(
+                fd.as_raw_fd(),
+                in_batch,
+                to.as_mut_ptr().cast(),
+                keys.as_mut_ptr().cast(),
+                values.as_mut_ptr().cast(),
+                &mut count,
+                &opts,
+            )
+        };
+        let errno = (ret < 0).then_some(-ret);
+        match errno {
+            None | Some(libc::ENOENT) => {}
+            Some(libc::EINTR) => continue,
+            // One bucket holds more entries than the batch: a larger one.
+            Some(libc::ENOSPC) if count == 0 => {
+                batch *= 2;
+                continue;
+            }
+            Some(e) => {
+                return Err(BpfError::Map {
+                    op: "lookup batch",
+                    map: name.to_string(),
+                    source: crate::error::KernelError::from(std::io::Error::from_raw_os_error(e)),
+                })
+            }
+        }
+        let count = count as usize;
+        for (key, value) in keys
+            .chunks_exact(key_size)
+            .zip(values.chunks_exact(value_size))
+            .take(count)
+        {
+            each(key, value);
+        }
+        total += count;
+        if errno == Some(libc::ENOENT) {
+            return Ok(total);
+        }
+        std::mem::swap(&mut from, &mut to);
+        first = false;
+    }
 }
 
 #[cfg(test)]
