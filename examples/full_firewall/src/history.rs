@@ -289,7 +289,7 @@ pub(crate) struct History {
     /// The remote addresses with the most bytes in the connection table, and when they
     /// were read (`/api/events`, for token holders: read there, at most once per
     /// interval).
-    pub(crate) talkers: Option<(std::time::Instant, Vec<serde_json::Value>)>,
+    pub(crate) talkers: Option<(std::time::Instant, Option<Vec<serde_json::Value>>)>,
     /// Where the ring is kept between restarts (none in tests).
     file: Option<std::path::PathBuf>,
 }

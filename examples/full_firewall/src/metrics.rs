@@ -1801,9 +1801,11 @@ fn api_events(shared: &Shared) -> serde_json::Value {
     let talkers = match cached.filter(|(at, _)| at.elapsed() < interval) {
         Some((_, talkers)) => talkers,
         None => {
+            // None (`null`) without a connection table to read: the stateful firewall
+            // does not run, which the page says rather than "none".
             let talkers = Firewall::connections_from_pins(&shared.pin_root)
                 .map(|c| history::top_talkers(&c, TOP_SHOWN))
-                .unwrap_or_default();
+                .ok();
             shared.history().talkers = Some((std::time::Instant::now(), talkers.clone()));
             talkers
         }

@@ -729,6 +729,16 @@ fn dashboard_in_chromium_shows_drops_rise_without_reloading() {
         |v| v["count"].as_u64() >= Some(60),
     );
     assert_eq!(top["src"], lab.addr(2), "{top}");
+    // No stateful firewall, no connection table: the top talkers say why they are
+    // empty, rather than "none" as if nothing talked.
+    let talkers = driver.wait_until(
+        "const l = document.getElementById('top-talkers'); return l.textContent || null;",
+        |v| v.is_string(),
+    );
+    assert_eq!(
+        talkers, "the stateful firewall does not run: no connections tracked",
+        "{talkers}"
+    );
 
     // The load history: the start, then a refused reload and an applied one.
     assert_eq!(
