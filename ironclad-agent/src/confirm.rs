@@ -97,6 +97,22 @@ impl<S> ConfirmWindow<S> {
         wall
     }
 
+    /// Confirms the pending reload from inside the agent (its control API), as a
+    /// SIGUSR1 would: the next [`poll`](Self::poll) returns
+    /// [`WindowOutcome::Confirmed`]. `Ok(false)` when nothing waits;
+    /// [`AgentError::TooLate`] when the deadline has passed (the next `poll` rolls
+    /// back).
+    pub fn confirm_now(&mut self) -> Result<bool> {
+        match &self.pending {
+            None => Ok(false),
+            Some(pending) if Instant::now() >= pending.deadline => Err(AgentError::TooLate),
+            Some(_) => {
+                self.confirm.store(true, Ordering::Relaxed);
+                Ok(true)
+            }
+        }
+    }
+
     /// True while a reload waits for confirmation.
     pub fn is_pending(&self) -> bool {
         self.pending.is_some()

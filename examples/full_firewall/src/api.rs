@@ -94,6 +94,11 @@ pub(crate) enum Change {
         received: Instant,
         reply: tokio::sync::oneshot::Sender<Result<RemoveRuleResponse, Status>>,
     },
+    /// `Confirm`: the pending reload's confirmation window is the control loop's.
+    Confirm {
+        by: String,
+        reply: tokio::sync::oneshot::Sender<Result<ConfirmResponse, Status>>,
+    },
 }
 
 fn rule_section(section: i32) -> Result<RuleSection, Status> {
@@ -800,17 +805,16 @@ impl Control for DaemonControl {
         .await
     }
 
+    /// Answered by the control loop, which holds the confirmation window: no signal to
+    /// this process and no wait on the run directory's files, so other calls and
+    /// streams go on meanwhile.
     async fn confirm(
         &self,
-        _request: Request<ConfirmRequest>,
+        request: Request<ConfirmRequest>,
     ) -> Result<Response<ConfirmResponse>, Status> {
-        match ironclad_agent::confirm::confirm(&self.0.run_dir, crate::rollout::DAEMON) {
-            Ok(()) => Ok(Response::new(ConfirmResponse { was_pending: true })),
-            Err(ironclad_agent::AgentError::NothingPending) => {
-                Ok(Response::new(ConfirmResponse { was_pending: false }))
-            }
-            Err(e) => Err(Status::failed_precondition(e.to_string())),
-        }
+        let by = ironclad_api::server::caller(&request);
+        self.ask("confirming", |reply| Change::Confirm { by, reply })
+            .await
     }
 
     type StreamEventsStream = EventStream;

@@ -39,7 +39,7 @@ use crate::api::{rule_entries, Api, Change, Store, StoreFileChange};
 use crate::metrics::{Access, Metrics, SourceStat};
 use crate::notify::Notifier;
 use crate::rollout::{DAEMON, DEFAULT_RUN_DIR};
-use ironclad_api::v1::RuleEntry;
+use ironclad_api::v1::{ConfirmResponse, RuleEntry};
 
 /// Events queued for the `--events` writer between two drains (every 100 ms at most):
 /// 8192 of them is 80,000 events a second before the oldest are dropped (and counted),
@@ -1606,6 +1606,18 @@ impl ChangeContext<'_, '_> {
     /// back the policy and the rules in force before the first of them.
     fn apply(&mut self, change: Change) {
         match change {
+            // The window's poll, later in this turn, takes the confirmation.
+            Change::Confirm { by, reply } => {
+                let answer = match self.rollout.as_deref_mut().map(ConfirmWindow::confirm_now) {
+                    None | Some(Ok(false)) => Ok(ConfirmResponse { was_pending: false }),
+                    Some(Ok(true)) => {
+                        info!("control API: {by} confirms the pending policy");
+                        Ok(ConfirmResponse { was_pending: true })
+                    }
+                    Some(Err(e)) => Err(tonic::Status::failed_precondition(e.to_string())),
+                };
+                let _ = reply.send(answer);
+            }
             // Applied by the loop's reload (`prepare_apply`).
             Change::Apply { reply, .. } => {
                 let _ = reply.send(Err(tonic::Status::internal(

@@ -861,6 +861,120 @@ fn a_policy_applied_through_the_api_is_checked_written_enforced_and_rolled_back_
     assert!(daemon.wait().success(), "{}", daemon.log());
 }
 
+/// `Confirm` is the control loop's to answer (it holds the window), and waiting for it
+/// stalls nothing else: while the loop is busy with a reload of a million prefixes, a
+/// Confirm waits and a ListRules sent after it is answered at once. (The RPC used to
+/// signal its own process and sleep in a loop on the API's only thread until the
+/// pending file went: every other call and stream waited with it.) When the loop is
+/// free, the Confirm is answered: pending, confirmed; a second one finds nothing.
+#[test]
+fn a_confirm_waiting_for_a_busy_control_loop_stalls_no_other_call() {
+    require_privileges!();
+    let lab = Lab::new("ffapiconf", 62);
+    let config = lab.write_config("policy.yaml", &lab.policy_denying(&[3]));
+    let mut args = lab.run_args(&config);
+    args.extend(["--confirm-within".to_string(), "300s".to_string()]);
+    let mut daemon = Daemon::spawn(&args);
+    daemon.wait_for("ready");
+    let socket = socket(&lab);
+    // A million scattered hosts: a reload that takes seconds.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut feed = String::new();
+    for _ in 0..1_000_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        feed.push_str(&format!("{}\n", std::net::Ipv4Addr::from((x >> 16) as u32)));
+    }
+    lab.write_config("feed.txt", &feed);
+    let rt = runtime();
+    rt.block_on(async {
+        let mut api = ironclad_api::client::connect(&socket)
+            .await
+            .expect("connect");
+        let applied = api
+            .apply_policy(ironclad_api::v1::ApplyPolicyRequest {
+                policy_yaml: lab.policy_denying(&[2]),
+                ..Default::default()
+            })
+            .await
+            .expect("apply")
+            .into_inner();
+        assert!(applied.confirm_before_unix > 0, "provisional: {applied:?}");
+        // The loop busy: the feed's million prefixes, by SIGHUP.
+        std::fs::write(
+            &config,
+            format!(
+                "shield:\n  deny_feeds:\n    - path: feed.txt\n      format: plain\n  deny: [{}]\n",
+                lab.addr(2)
+            ),
+        )
+        .expect("policy");
+        let reloads = daemon.log().matches("reloaded:").count();
+        let reloading = daemon.log().matches("reloading ").count();
+        daemon.signal("HUP");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while daemon.log().matches("reloading ").count() == reloading {
+            assert!(Instant::now() < deadline, "no reload: {}", daemon.log());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut confirmer = api.clone();
+        let confirm = tokio::spawn(async move {
+            confirmer
+                .confirm(ironclad_api::v1::ConfirmRequest {})
+                .await
+                .map(tonic::Response::into_inner)
+        });
+        // The Confirm is on its way (the spawned task runs at this await) and waits for
+        // the loop; this one is answered without it.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let listed = api
+            .list_rules(ListRulesRequest::default())
+            .await
+            .expect("list")
+            .into_inner();
+        assert!(!listed.rules.is_empty(), "{listed:?}");
+        assert_eq!(
+            daemon.log().matches("reloaded:").count(),
+            reloads,
+            "the reload still runs: the list was answered while the loop was busy"
+        );
+        assert!(
+            !confirm.is_finished(),
+            "the Confirm waits for the loop (the reload still runs)"
+        );
+        let confirmed = tokio::time::timeout(super::common::LARGE_FEED, confirm)
+            .await
+            .expect("answered once the loop is free")
+            .expect("task")
+            .expect("confirm");
+        assert!(confirmed.was_pending, "{confirmed:?}");
+        assert!(
+            daemon.log().matches("reloaded:").count() > reloads,
+            "answered after the reload: {}",
+            daemon.log()
+        );
+        daemon.wait_for("the new policy is confirmed");
+        let again = api
+            .confirm(ironclad_api::v1::ConfirmRequest {})
+            .await
+            .expect("confirm")
+            .into_inner();
+        assert!(!again.was_pending);
+    });
+    assert!(
+        daemon
+            .log()
+            .lines()
+            .any(|l| l.contains("control API: uid 0 pid ")
+                && l.ends_with(" confirms the pending policy")),
+        "{}",
+        daemon.log()
+    );
+    daemon.signal("TERM");
+    assert!(daemon.wait().success(), "{}", daemon.log());
+}
+
 /// Sleeps until the wall clock is past `unix` (seconds since the epoch) by a second.
 async fn until_past(unix: u64) {
     let now = std::time::SystemTime::now()
