@@ -308,6 +308,21 @@ fn spawn_until(command: &mut Command, ready: &str) -> (Child, String) {
     (child, log)
 }
 
+/// The body of `GET path` from the daemon's metrics listener on 127.0.0.1:`port`.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").expect("request");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("answer");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("headers");
+    assert!(
+        head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
+        "{head}"
+    );
+    body.to_string()
+}
+
 /// A daemon test's world: a fresh tmpfs at `/run/ironclad-sentinel-test/NAME` (the
 /// root), its `etc` directory (to protect) and `stopper`, a copy of `kill` to name as
 /// the update manager (the way an operator stops a protected agent).
@@ -940,10 +955,17 @@ fn full_firewall_enables_the_sentinel_from_its_policy() {
         .arg("--audit-log")
         .arg(root.join("audit.jsonl"))
         .arg("--events")
-        .arg(&events);
+        .arg(&events)
+        .args(["--metrics", "127.0.0.1:0"]);
     let (child, log) = spawn_until(&mut command, "full_firewall: ready");
     assert!(log.contains("sentinel enforcing"), "{log}");
     let pid = child.id().to_string();
+    let port: u16 = log
+        .split("metrics on http://127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("the metrics address in the log: {log}"));
 
     assert_eperm(&run("rm", &["-rf", arg(&etc)]), "rm -rf");
     assert_eq!(read(&policy), before);
@@ -972,6 +994,34 @@ fn full_firewall_enables_the_sentinel_from_its_policy() {
         }
         assert!(Instant::now() < deadline, "daemon events: {lines:#?}");
         std::thread::sleep(Duration::from_millis(100));
+    }
+    // What the Sentinel counts in the kernel besides its events (records its ring had
+    // no room for: none here) reaches /metrics and the dashboard's features table, read
+    // every second; so does the process cache it starts.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let page = http_get(port, "/metrics");
+        let status: Value = serde_json::from_str(&http_get(port, "/api/status")).expect("JSON");
+        let row = |name: &str| {
+            status["programs"]
+                .as_array()
+                .and_then(|p| p.iter().find(|p| p["name"] == name))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let (sentinel, cache) = (row("sentinel"), row("processes"));
+        if page.contains("\nironclad_kernel_events_lost_total{source=\"sentinel\"} 0\n")
+            && sentinel["counters"]["events_lost"] == 0
+            && cache["counters"]["records"].as_u64() >= Some(1)
+        {
+            assert_eq!(sentinel["up"], true, "{sentinel}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Sentinel's and the process cache's counters: {sentinel} {cache}\n{page}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
     // The update manager stops it; --detach-on-exit removes the Sentinel.
     stop_with_update_manager(&stopper, child, &policy);
