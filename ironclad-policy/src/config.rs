@@ -46,8 +46,7 @@ use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
 use crate::egress::{
-    compile as compile_egress, CompiledEgress, ConnectRateLimit, EgressAction, EgressPolicy,
-    EgressRuleSpec, Proto,
+    CompiledEgress, ConnectRateLimit, EgressAction, EgressPolicy, EgressRuleSpec, Proto,
 };
 use crate::error::{ConfigError, Diagnostic, Origin, PolicyError};
 use crate::feeds::{FeedFormat, Strictness};
@@ -884,7 +883,7 @@ fn explain(message: &str) -> String {
 
 /// Parses policy `text` (read from `path`, used in messages) without compiling it.
 pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    let (config, problems, file_problems, _) = parse_inner(text, path, None)?;
+    let (config, problems, file_problems, _) = parse_inner(text, path, None, Target::ThisHost)?;
     if problems.is_empty() && file_problems.is_empty() {
         Ok(config)
     } else {
@@ -1623,10 +1622,22 @@ fn parse_processes(raw: &RawProcesses, problems: &mut Vec<PolicyError>) -> Proce
     policy
 }
 
+/// What a compile resolves the host-dependent parts of a policy against (interface
+/// selectors, executables, cgroups).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// The host (network namespace, file system) the compile runs on.
+    ThisHost,
+    /// None: the policy's text and files are checked, nothing of the host is looked up
+    /// (`check --portable`).
+    Portable,
+}
+
 fn parse_inner(
     text: &str,
     path: &Path,
     cache: Option<&SourceCache>,
+    target: Target,
 ) -> Result<Parsed, ConfigError> {
     let raw = read_raw(text, path)?;
     let mut problems = Vec::new();
@@ -1666,12 +1677,25 @@ fn parse_inner(
         .processes
         .as_ref()
         .map(|p| parse_processes(p, &mut problems));
+    // The host's interfaces, read once for the whole section.
+    let host = match (target, &raw.firewall) {
+        (Target::ThisHost, Some(f)) => match crate::host::HostView::read() {
+            Ok(view) => Some(view),
+            Err(e) => {
+                problems.push(PolicyError::Invalid {
+                    origin: Origin {
+                        field: "firewall.interfaces".into(),
+                        at: position(&f.referenced),
+                    },
+                    message: format!("reading this host's interfaces (/proc/thread-self/net): {e}"),
+                });
+                Some(crate::host::HostView::default())
+            }
+        },
+        _ => None,
+    };
     let mut firewall = raw.firewall.as_ref().map(|f| {
-        let mut policy = crate::firewall_section::parse(
-            f,
-            &crate::firewall_section::interface_exists,
-            &mut problems,
-        );
+        let mut policy = crate::firewall_section::parse(f, host.as_ref(), &mut problems);
         policy.ids = crate::firewall_section::parse_ids(
             f,
             policy.stateful,
@@ -1679,11 +1703,8 @@ fn parse_inner(
             &mut problems,
             &mut egress_file_problems,
         );
-        (policy.scrub, policy.quarantine) = crate::firewall_section::parse_scrub_and_quarantine(
-            f,
-            &crate::firewall_section::interface_exists,
-            &mut problems,
-        );
+        (policy.scrub, policy.quarantine) =
+            crate::firewall_section::parse_scrub_and_quarantine(f, host.as_ref(), &mut problems);
         policy
     });
     if let Some(nat) = &raw.nat {
@@ -1962,7 +1983,7 @@ pub fn compile_str_cached(
 /// parsed ([`crate::runtime::RuntimeRule::validate`]).
 pub(crate) fn parse_for_rule(text: &str, path: &Path) -> Result<Config, ConfigError> {
     compile_str(text, path)?;
-    let (config, problems, file_problems, _) = parse_inner(text, path, None)?;
+    let (config, problems, file_problems, _) = parse_inner(text, path, None, Target::ThisHost)?;
     if problems.is_empty() && file_problems.is_empty() {
         Ok(config)
     } else {
@@ -1979,7 +2000,39 @@ pub fn compile_str_with_rules(
     cache: Option<&SourceCache>,
     rules: &[crate::runtime::RuntimeRule],
 ) -> Result<CompiledConfig, ConfigError> {
-    let (mut config, mut problems, file_problems, positions) = parse_inner(text, path, cache)?;
+    compile_for(text, path, cache, rules, Target::ThisHost)
+}
+
+/// Checks policy `text` (read from `path`) as [`compile_str`] does, without the host:
+/// its syntax, values and files (feeds, rule files), but not whether this host has
+/// the interfaces its selectors name, the executables or cgroups its rules name (only
+/// that their paths are absolute). What a fleet's CI runs on a policy meant for other
+/// hosts (`full_firewall check --portable`). Returns the compile's warnings. The
+/// compiled result is not handed out: it is resolved against no host, so nothing could
+/// load it.
+pub fn check_str_portable(text: &str, path: &Path) -> Result<Vec<Diagnostic>, ConfigError> {
+    compile_for(text, path, None, &[], Target::Portable).map(|c| c.warnings)
+}
+
+/// [`check_str_portable`] of the policy file at `path`.
+pub fn check_file_portable(path: &Path) -> Result<Vec<Diagnostic>, ConfigError> {
+    let bytes =
+        crate::feeds::read_regular_file(path, MAX_POLICY_BYTES).map_err(|message| ConfigError {
+            diagnostics: vec![diagnostic(path, None, message)],
+        })?;
+    let text = utf8(bytes, path)?;
+    check_str_portable(&text, path)
+}
+
+fn compile_for(
+    text: &str,
+    path: &Path,
+    cache: Option<&SourceCache>,
+    rules: &[crate::runtime::RuntimeRule],
+    target: Target,
+) -> Result<CompiledConfig, ConfigError> {
+    let (mut config, mut problems, file_problems, positions) =
+        parse_inner(text, path, cache, target)?;
     crate::runtime::merge(&mut config, rules, &mut problems);
     let shield = match config.shield.as_ref().map(compile) {
         None => None,
@@ -2023,7 +2076,15 @@ pub fn compile_str_with_rules(
                 .collect()
         })
         .unwrap_or_default();
-    let egress = match config.egress.as_ref().map(compile_egress) {
+    let identities = match target {
+        Target::ThisHost => crate::egress::Identities::ThisHost,
+        Target::Portable => crate::egress::Identities::Portable,
+    };
+    let egress = match config
+        .egress
+        .as_ref()
+        .map(|e| crate::egress::compile_with(e, identities))
+    {
         None => None,
         Some(Ok(compiled)) => Some(compiled),
         Some(Err(errors)) => {

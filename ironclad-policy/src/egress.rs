@@ -309,9 +309,61 @@ fn classifier_rule(e: &EgressRule) -> FwRule {
     rule
 }
 
+/// How a compile learns what the host's files are: this host's (the identities the
+/// kernel will compare), or none (a check without a host: each path stands for itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Identities {
+    /// Executables and cgroups are looked up on this host.
+    ThisHost,
+    /// Paths must be absolute; nothing is looked up.
+    Portable,
+}
+
+impl Identities {
+    /// Why `path` cannot be an executable (never, without a host).
+    fn not_executable(self, path: &std::path::Path) -> Option<String> {
+        match self {
+            Self::ThisHost => not_executable(path),
+            Self::Portable => None,
+        }
+    }
+
+    /// The identity of the executable `path`: its file's on this host, a stand-in per
+    /// path without one (distinct paths stay distinct, so conflicts are still found).
+    fn exe(self, path: &std::path::Path) -> std::io::Result<ProcExe> {
+        match self {
+            Self::ThisHost => exe_identity(path),
+            Self::Portable => Ok(ProcExe {
+                ino: stand_in(path),
+                ..ProcExe::default()
+            }),
+        }
+    }
+}
+
+/// A number for `path` alone (FNV-1a of its bytes), for the identities of a compile
+/// without a host.
+fn stand_in(path: &std::path::Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    path.as_os_str()
+        .as_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        })
+}
+
 /// Compiles `policy`: resolves paths, expands port lists, indexes rules by identity.
 /// Every problem is returned, each with its rule's origin.
 pub fn compile(policy: &EgressPolicy) -> Result<CompiledEgress, Vec<PolicyError>> {
+    compile_with(policy, Identities::ThisHost)
+}
+
+/// [`compile`], learning the files' identities as `ids` says.
+pub(crate) fn compile_with(
+    policy: &EgressPolicy,
+    ids: Identities,
+) -> Result<CompiledEgress, Vec<PolicyError>> {
     let mut errors = Vec::new();
     let mut entries = Vec::new();
     let mut index: BTreeMap<EgressKey, Vec<u16>> = BTreeMap::new();
@@ -349,35 +401,49 @@ pub fn compile(policy: &EgressPolicy) -> Result<CompiledEgress, Vec<PolicyError>
         if let Some(cgroup) = &spec.cgroup {
             // A directory of the cgroup v2 hierarchy: any other directory (`/etc`) has an
             // inode number that no cgroup id is, and the rule would match nothing.
-            let cgroup2 =
-                rustix::fs::statfs(cgroup).is_ok_and(|s| s.f_type as u64 == CGROUP2_SUPER_MAGIC);
-            match std::fs::metadata(cgroup) {
-                Ok(meta) if meta.is_dir() && cgroup2 => {
+            if ids == Identities::Portable {
+                if cgroup.is_absolute() {
                     base.match_ |= egress_match::CGROUP;
-                    base.cgroup_id = meta.ino();
+                    base.cgroup_id = stand_in(cgroup);
                     identity = key(EgressKeyKind::Cgroup, &base.cgroup_id.to_ne_bytes());
-                }
-                Ok(_) => {
+                } else {
                     errors.push(invalid(format!(
-                        "`{}` is not a cgroup directory (a directory under the cgroup v2 \
-                         mount, such as /sys/fs/cgroup/system.slice/nginx.service)",
+                        "`{}` is not an absolute path",
                         cgroup.display()
                     )));
                     continue;
                 }
-                Err(e) => {
-                    errors.push(invalid(format!("cgroup `{}`: {e}", cgroup.display())));
-                    continue;
+            } else {
+                let cgroup2 = rustix::fs::statfs(cgroup)
+                    .is_ok_and(|s| s.f_type as u64 == CGROUP2_SUPER_MAGIC);
+                match std::fs::metadata(cgroup) {
+                    Ok(meta) if meta.is_dir() && cgroup2 => {
+                        base.match_ |= egress_match::CGROUP;
+                        base.cgroup_id = meta.ino();
+                        identity = key(EgressKeyKind::Cgroup, &base.cgroup_id.to_ne_bytes());
+                    }
+                    Ok(_) => {
+                        errors.push(invalid(format!(
+                            "`{}` is not a cgroup directory (a directory under the cgroup v2 \
+                         mount, such as /sys/fs/cgroup/system.slice/nginx.service)",
+                            cgroup.display()
+                        )));
+                        continue;
+                    }
+                    Err(e) => {
+                        errors.push(invalid(format!("cgroup `{}`: {e}", cgroup.display())));
+                        continue;
+                    }
                 }
             }
         }
         if let Some(exe) = &spec.exe {
             // A rule naming a file nothing can execute would never match: refuse it.
-            if let Some(why) = not_executable(exe) {
+            if let Some(why) = ids.not_executable(exe) {
                 errors.push(invalid(format!("executable `{}`: {why}", exe.display())));
                 continue;
             }
-            match exe_identity(exe) {
+            match ids.exe(exe) {
                 Ok(id) if exe.is_absolute() => {
                     base.match_ |= egress_match::EXE;
                     base.exe = id;
@@ -406,11 +472,11 @@ pub fn compile(policy: &EgressPolicy) -> Result<CompiledEgress, Vec<PolicyError>
                 )));
                 continue;
             }
-            if let Some(why) = not_executable(path) {
+            if let Some(why) = ids.not_executable(path) {
                 errors.push(invalid(format!("ancestor `{}`: {why}", path.display())));
                 continue;
             }
-            match exe_identity(path) {
+            match ids.exe(path) {
                 Ok(id) if path.is_absolute() => {
                     base.match_ |= egress_match::ANCESTOR;
                     base.ancestor = id;

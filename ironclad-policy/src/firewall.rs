@@ -57,6 +57,7 @@ use std::net::IpAddr;
 use ipnetwork::IpNetwork;
 
 use crate::error::{Origin, PolicyError};
+use crate::host::{HostView, LocatedSelector};
 
 /// Which way a packet goes, seen from this host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -955,8 +956,14 @@ impl Default for Timeouts {
 /// tracking, and the ordered rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FirewallPolicy {
-    /// The interfaces whose traffic it filters (tcx ingress and egress on each).
+    /// The interfaces whose traffic it filters (tcx ingress and egress on each): what
+    /// [`interface_selectors`](Self::interface_selectors) select on the host the
+    /// policy was compiled on (empty in a check without a host).
     pub interfaces: Vec<FirewallInterface>,
+    /// `firewall.interfaces` as written: names, patterns, `auto`, `mac:`, exclusions
+    /// ([`crate::host`]), for an agent to resolve again when interfaces come and go
+    /// ([`resolve_interfaces`](Self::resolve_interfaces)).
+    pub interface_selectors: Vec<LocatedSelector>,
     /// What a new inbound connection no rule matches meets (default accept, so adding
     /// the section changes nothing until rules or defaults say so).
     pub default_inbound: FwAction,
@@ -1045,8 +1052,11 @@ pub struct QuarantineSet {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct QuarantinePolicy {
-    /// The interfaces whose packets are looked up (ingress and egress).
+    /// The interfaces whose packets are looked up (ingress and egress): what
+    /// [`interface_selectors`](Self::interface_selectors) select on the host.
     pub interfaces: Vec<String>,
+    /// `firewall.quarantine.interfaces` as written ([`crate::host`]).
+    pub interface_selectors: Vec<LocatedSelector>,
     /// The sets, in order (a source in two takes the later one's target).
     pub sets: Vec<QuarantineSet>,
     /// Where it is written.
@@ -1197,6 +1207,7 @@ impl Default for FirewallPolicy {
     fn default() -> Self {
         Self {
             interfaces: Vec::new(),
+            interface_selectors: Vec::new(),
             default_inbound: FwAction::Accept,
             default_outbound: FwAction::Accept,
             stateful: true,
@@ -1220,6 +1231,50 @@ impl Default for FirewallPolicy {
 pub type Located = (Origin, String);
 
 impl FirewallPolicy {
+    /// The interfaces its selectors select on `host` now: the firewall's (each named
+    /// after the selector that chose it) and the quarantine's. An agent compares them
+    /// with [`interfaces`](Self::interfaces) to notice interfaces that appeared or
+    /// vanished; an error is what a compile on this host would say.
+    pub fn resolve_interfaces(
+        &self,
+        host: &HostView,
+    ) -> Result<(Vec<FirewallInterface>, Vec<String>), Vec<PolicyError>> {
+        let firewall = crate::host::resolve(&self.interface_selectors, "firewall.interfaces", host);
+        let quarantine = match &self.quarantine {
+            Some(q) => crate::host::resolve(
+                &q.interface_selectors,
+                "firewall.quarantine.interfaces",
+                host,
+            )
+            .map(|list| list.into_iter().map(|i| i.name).collect()),
+            None => Ok(Vec::new()),
+        };
+        match (firewall, quarantine) {
+            (Ok(f), Ok(q)) => Ok((f, q)),
+            (f, q) => Err(f.err().into_iter().chain(q.err()).flatten().collect()),
+        }
+    }
+
+    /// Whether it filters `name`: one of its interfaces, or, in a check without a host
+    /// (no interfaces resolved), a name its selectors may select on some host.
+    pub fn covers_interface(&self, name: &str) -> bool {
+        if self.interfaces.is_empty() {
+            let chosen = self
+                .interface_selectors
+                .iter()
+                .any(|s| !s.selector.exclude && s.selector.may_select(name));
+            let excluded = self.interface_selectors.iter().any(|s| {
+                s.selector.exclude
+                    && !matches!(s.selector.selects, crate::host::Selects::Auto)
+                    && s.selector.may_select(name)
+                    && !matches!(s.selector.selects, crate::host::Selects::Mac(_))
+            });
+            chosen && !excluded
+        } else {
+            self.interfaces.iter().any(|i| i.name == name)
+        }
+    }
+
     /// What the rules and the port forwards (`nat.dnat`) say about each other:
     /// `(errors, warnings)`, each `(origin of the rule, message)`. An error for a rule
     /// with `dnat: true` when no port forward exists (it could never match); a warning

@@ -9,9 +9,10 @@ use serde_saphyr::Spanned;
 use crate::config::{parse_net, parse_port, position, RawPort, RawPorts};
 use crate::error::{Origin, PolicyError};
 use crate::firewall::{
-    Direction, FirewallInterface, FirewallPolicy, FwAction, FwProto, FwRule, LimitsPolicy,
-    RuleRate, SynFloodMode, SynFloodPolicy, TABLE_SIZE_RANGE,
+    Direction, FirewallPolicy, FwAction, FwProto, FwRule, LimitsPolicy, RuleRate, SynFloodMode,
+    SynFloodPolicy, TABLE_SIZE_RANGE,
 };
+use crate::host::{HostView, InterfaceSelector, LocatedSelector};
 
 /// The largest `syn_flood.hold_seconds` (a day).
 pub(crate) const MAX_HOLD_SECONDS: u64 = 86_400;
@@ -241,11 +242,81 @@ pub(crate) fn interface_exists(name: &str) -> bool {
     }
 }
 
-/// Reads the section; `interface_exists` says whether this host has an interface, so
-/// `check` refuses one it does not have.
+/// Reads the `interfaces` list at `list` as selectors ([`crate::host`]), each checked
+/// and located; a list of exclusions alone is refused.
+fn parse_selectors(
+    items: &[Spanned<String>],
+    list: &str,
+    list_at: Option<(u64, u64)>,
+    problems: &mut Vec<PolicyError>,
+) -> Vec<LocatedSelector> {
+    let mut out: Vec<LocatedSelector> = Vec::new();
+    let before = problems.len();
+    for (i, item) in items.iter().enumerate() {
+        let origin = Origin {
+            field: format!("{list}[{i}]"),
+            at: position(&item.referenced),
+        };
+        match InterfaceSelector::parse(&item.value) {
+            Err(e) => problems.push(PolicyError::Invalid {
+                origin,
+                message: e.to_string(),
+            }),
+            Ok(selector) if out.iter().any(|s| s.selector == selector) => {
+                problems.push(PolicyError::Invalid {
+                    origin,
+                    message: format!("`{selector}` is listed twice"),
+                })
+            }
+            Ok(selector) => out.push(LocatedSelector { selector, origin }),
+        }
+    }
+    if problems.len() == before && !out.is_empty() && out.iter().all(|s| s.selector.exclude) {
+        problems.push(PolicyError::Invalid {
+            origin: Origin {
+                field: list.to_string(),
+                at: list_at.or_else(|| out.first().and_then(|s| s.origin.at)),
+            },
+            message:
+                "only exclusions (`!...`): say which interfaces to take (`eth*`, `auto`, a name)"
+                    .into(),
+        });
+    }
+    out
+}
+
+/// What `selectors` (the list at `list`) select on `host`, with its errors added to
+/// `found` (which holds the list's own: with one of them, "selects nothing" may be the
+/// refused selector's absence and is not said). Nothing without a host.
+fn on_host(
+    selectors: &[LocatedSelector],
+    list: &str,
+    host: Option<&HostView>,
+    found: &mut Vec<PolicyError>,
+) -> Vec<crate::firewall::FirewallInterface> {
+    let Some(host) = host else {
+        return Vec::new();
+    };
+    let refused = !found.is_empty();
+    match crate::host::resolve(selectors, list, host) {
+        Ok(chosen) => chosen,
+        Err(errors) => {
+            found.extend(
+                errors
+                    .into_iter()
+                    .filter(|e| !(refused && e.origin().field == list)),
+            );
+            Vec::new()
+        }
+    }
+}
+
+/// Reads the section. With `host`, its interface selectors are resolved to that host's
+/// interfaces (a name it lacks, or a list that selects nothing, is refused); without
+/// one (`check --portable`) they are only checked.
 pub(crate) fn parse(
     raw: &Spanned<RawFirewall>,
-    interface_exists: &dyn Fn(&str) -> bool,
+    host: Option<&HostView>,
     problems: &mut Vec<PolicyError>,
 ) -> FirewallPolicy {
     let section_at = position(&raw.referenced);
@@ -278,32 +349,22 @@ pub(crate) fn parse(
             "name the interfaces to filter (`interfaces: [eth0]`)".into(),
         );
     }
-    for (i, item) in raw.interfaces.iter().enumerate() {
-        let field = format!("firewall.interfaces[{i}]");
-        let at = position(&item.referenced);
-        let name = item.value.trim();
-        if !valid_ifname(name) {
-            invalid(
-                field,
-                at,
-                format!(
-                    "`{}` is not an interface name",
-                    crate::error::excerpt(name, 40)
-                ),
-            );
-        } else if policy.interfaces.iter().any(|f| f.name == name) {
-            invalid(field, at, format!("`{name}` is listed twice"));
-        } else if !interface_exists(name) {
-            invalid(
-                field,
-                at,
-                format!("this host has no interface `{name}` (see `ip link`)"),
-            );
-        } else {
-            policy.interfaces.push(FirewallInterface {
-                name: name.to_string(),
-                origin: Origin { field, at },
-            });
+    let mut found = Vec::new();
+    policy.interface_selectors = parse_selectors(
+        &raw.interfaces,
+        "firewall.interfaces",
+        section_at,
+        &mut found,
+    );
+    policy.interfaces = on_host(
+        &policy.interface_selectors,
+        "firewall.interfaces",
+        host,
+        &mut found,
+    );
+    for e in found {
+        if let PolicyError::Invalid { origin, message } = e {
+            invalid(origin.field, origin.at, message);
         }
     }
 
@@ -824,7 +885,7 @@ fn parse_rule(r: &RawRule, origin: Origin, problems: &mut Vec<PolicyError>) -> O
 /// `firewall.scrub` and `firewall.quarantine`, each value checked and located.
 pub(crate) fn parse_scrub_and_quarantine(
     raw: &Spanned<RawFirewall>,
-    interface_exists: &dyn Fn(&str) -> bool,
+    host: Option<&HostView>,
     problems: &mut Vec<PolicyError>,
 ) -> (
     Vec<crate::firewall::ScrubPolicy>,
@@ -852,7 +913,7 @@ pub(crate) fn parse_scrub_and_quarantine(
                 ),
             );
             None
-        } else if !interface_exists(&name.value) {
+        } else if host.is_some() && !interface_exists(&name.value) {
             invalid(
                 field,
                 at,
@@ -918,14 +979,25 @@ pub(crate) fn parse_scrub_and_quarantine(
             field: "firewall.quarantine".into(),
             at: position(&q.referenced),
         };
-        let mut interfaces = Vec::new();
-        for (i, name) in q.value.interfaces.iter().enumerate() {
-            if let Some(n) = iface(
-                format!("firewall.quarantine.interfaces[{i}]"),
-                name,
-                &mut invalid,
-            ) {
-                interfaces.push(n);
+        let mut found = Vec::new();
+        let interface_selectors = parse_selectors(
+            &q.value.interfaces,
+            "firewall.quarantine.interfaces",
+            origin.at,
+            &mut found,
+        );
+        let interfaces: Vec<String> = on_host(
+            &interface_selectors,
+            "firewall.quarantine.interfaces",
+            host,
+            &mut found,
+        )
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+        for e in found {
+            if let PolicyError::Invalid { origin, message } = e {
+                invalid(origin.field, origin.at, message);
             }
         }
         if q.value.interfaces.is_empty() {
@@ -1001,6 +1073,7 @@ pub(crate) fn parse_scrub_and_quarantine(
         }
         QuarantinePolicy {
             interfaces,
+            interface_selectors,
             sets,
             origin,
         }
@@ -1153,6 +1226,54 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(e) => e.diagnostics.iter().map(ToString::to_string).collect(),
         }
+    }
+
+    /// Selectors resolve on this host (its loopback); a check without the host takes
+    /// names it lacks (and executables and cgroups that are not there) but still
+    /// refuses what is not a selector, with its position.
+    #[test]
+    fn interface_selectors_resolve_here_and_check_without_a_host() {
+        let yaml = "firewall:\n  interfaces: [\"l?\", \"!ironclad-none*\", \"ironclad-fleet*\"]\n";
+        let compiled = compile_str(yaml, Path::new("f.yaml")).expect("compiles here");
+        let f = compiled.firewall.expect("firewall");
+        assert_eq!(f.interfaces.len(), 1, "{:?}", f.interfaces);
+        assert_eq!(f.interfaces[0].name, "lo");
+        assert_eq!(f.interfaces[0].origin.field, "firewall.interfaces[0]");
+        assert_eq!(f.interface_selectors.len(), 3);
+        // Nothing of this host matches: the list is refused here, naming what it has.
+        let fleet = "firewall:\n  interfaces: [\"ens*\", \"!ens9\"]\n  rules:\n    - {direction: out, proto: tcp, dport: 443, action: accept}\negress:\n  default: allow\n  rules:\n    - {exe: /opt/fleet/bin/agent, dst: 10.0.0.0/8, action: deny}\n    - {cgroup: /sys/fs/cgroup/fleet.slice/agent.service, action: deny}\n";
+        let here = errors(fleet);
+        assert!(
+            here.iter().any(|e| e.starts_with("f.yaml:2:16: firewall.interfaces: [ens*, !ens9] selects no interface of this host (it has ")
+                && e.contains("lo")),
+            "{here:#?}"
+        );
+        assert!(
+            here.iter().any(|e| e.contains("/opt/fleet/bin/agent")),
+            "{here:#?}"
+        );
+        // Without the host it checks.
+        assert_eq!(
+            crate::config::check_str_portable(fleet, Path::new("f.yaml"))
+                .map_err(|e| e.to_string()),
+            Ok(Vec::new())
+        );
+        // What is not a selector is refused either way, located.
+        for bad in ["[\"eth0/1\"]", "[\"!lo\"]", "[\"mac:zz\"]"] {
+            let text = format!("firewall:\n  interfaces: {bad}\n");
+            let e = crate::config::check_str_portable(&text, Path::new("f.yaml"))
+                .expect_err(bad)
+                .to_string();
+            assert!(e.contains("f.yaml:2:"), "{bad}: {e}");
+        }
+        // A relative executable is no more right without a host.
+        let relative = "egress:\n  rules:\n    - {exe: bin/agent, action: deny}\n";
+        assert!(
+            crate::config::check_str_portable(relative, Path::new("f.yaml"))
+                .expect_err("relative")
+                .to_string()
+                .contains("not an absolute path")
+        );
     }
 
     #[test]

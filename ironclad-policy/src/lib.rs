@@ -48,6 +48,7 @@ pub mod fetch;
 pub mod firewall;
 mod firewall_section;
 pub mod geo;
+pub mod host;
 pub mod ids;
 pub mod nat;
 pub mod process;

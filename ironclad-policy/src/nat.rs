@@ -237,20 +237,25 @@ pub(crate) fn parse(
             ));
         };
         let name = v.value.trim();
-        if firewall.interfaces.iter().any(|i| i.name == name) {
+        if firewall.covers_interface(name) {
             return Ok(name.to_string());
         }
+        // The interfaces on this host, or (a check without a host) the selectors.
+        let listed: Vec<String> = if firewall.interfaces.is_empty() {
+            firewall
+                .interface_selectors
+                .iter()
+                .map(|s| s.selector.to_string())
+                .collect()
+        } else {
+            firewall.interfaces.iter().map(|i| i.name.clone()).collect()
+        };
         Err((
             format!("{field}.iface"),
             position(&v.referenced),
             format!(
                 "`{name}` is not one of firewall.interfaces ({}): NAT runs in the firewall's programs on them",
-                firewall
-                    .interfaces
-                    .iter()
-                    .map(|i| i.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                listed.join(", ")
             ),
         ))
     };

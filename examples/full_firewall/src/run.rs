@@ -923,6 +923,13 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             // a state that changes with the kernel (a link put back, a veth peer given
             // an XDP program) shows within a second.
             let repaired = features.verify();
+            // An interface the firewall's selectors choose appeared or vanished: the
+            // policy is compiled and applied again against the interfaces there are.
+            if let Some(change) = features.interface_change() {
+                info!("{change}: reloading {}", args.source().display());
+                policy_record(&audit, args, AuditOutcome::Ok, change.to_string());
+                reload.store(true, Ordering::Relaxed);
+            }
             if let Some(m) = &metrics {
                 m.kernel_counters(features.kernel_counters());
             }

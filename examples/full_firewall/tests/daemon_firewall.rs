@@ -1805,3 +1805,297 @@ fn a_blind_reset_or_fin_outside_the_window_leaves_the_connection_open() {
     }
     drop(daemon);
 }
+
+/// Two namespaces standing for two hosts of a fleet: the daemon's (`host`, where the
+/// interfaces under test are made with the names a test chooses: no other test's
+/// interface is in it) and the clients' (`clients`).
+struct Fleet {
+    host: NetNs,
+    clients: NetNs,
+    pins: BpffsDir,
+    dir: tempfile::TempDir,
+}
+
+impl Fleet {
+    fn new(tag: &str) -> Self {
+        Self {
+            host: NetNs::new(tag).expect("netns"),
+            clients: NetNs::new(&format!("{tag}c")).expect("netns"),
+            pins: BpffsDir::new(tag).expect("bpffs"),
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// A veth pair `name` (in the host) – `c-name` (with the clients), 10.216.`net`.1 and
+    /// .2; with `default_route`, the host's default route leaves through it.
+    fn link(&self, name: &str, net: u8, default_route: bool) {
+        let client = format!("c-{name}");
+        let ok = Command::new("ip")
+            .args([
+                "link",
+                "add",
+                name,
+                "netns",
+                self.host.name(),
+                "type",
+                "veth",
+            ])
+            .args(["peer", "name", &client, "netns", self.clients.name()])
+            .status()
+            .expect("ip link");
+        assert!(ok.success(), "veth {name}");
+        self.host
+            .exec(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("10.216.{net}.1/24"),
+                "dev",
+                name,
+            ])
+            .expect("addr");
+        self.clients
+            .exec(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("10.216.{net}.2/24"),
+                "dev",
+                &client,
+            ])
+            .expect("addr");
+        self.host
+            .exec(&["ip", "link", "set", name, "up"])
+            .expect("up");
+        self.clients
+            .exec(&["ip", "link", "set", &client, "up"])
+            .expect("up");
+        if default_route {
+            self.host
+                .exec(&[
+                    "ip",
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    &format!("10.216.{net}.2"),
+                ])
+                .expect("route");
+        }
+    }
+
+    /// How many of `count` pings from the clients to the host's end of link `net` are
+    /// answered.
+    fn pings(&self, net: u8, count: u32) -> u32 {
+        ping(
+            &self.clients,
+            &format!("10.216.{net}.2"),
+            &format!("10.216.{net}.1"),
+            count,
+            "0.2",
+        )
+        .expect("ping")
+    }
+
+    /// `full_firewall ARGS` run in the host namespace (only the network namespace
+    /// changes: the pin root and files stay the test's).
+    fn command(&self, args: &[String]) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", self.host.name()))
+            .arg(BIN)
+            .args(args);
+        cmd
+    }
+
+    /// The daemon on `config`, in the host namespace, ready.
+    fn daemon(&self, config: &Path) -> Daemon {
+        let args: Vec<String> = [
+            "run",
+            "--config",
+            &config.display().to_string(),
+            "--pin-dir",
+            &self.pins.path().display().to_string(),
+            "--audit-log",
+            &self.dir.path().join("audit.jsonl").display().to_string(),
+            "--run-dir",
+            &self.dir.path().join("run").display().to_string(),
+        ]
+        .map(String::from)
+        .to_vec();
+        let daemon = Daemon::spawn_command(self.command(&args), false);
+        daemon.wait_for("full_firewall: ready");
+        daemon
+    }
+}
+
+/// One policy for a fleet whose uplinks are named differently (a ConfigMap):
+/// `interfaces: [auto]` passes `check --portable` where it is kept (this machine's
+/// namespace, which has neither uplink), `check` on each host says which interface it
+/// chose there, and the daemon enforces it on each: the uplink is `wan0` on one host
+/// and `enp7s0` on the other, and inbound pings are dropped on both.
+#[test]
+fn one_policy_with_auto_checks_without_a_host_and_enforces_on_hosts_with_other_names() {
+    require_privileges!();
+    let policy = "firewall:\n  interfaces: [auto, \"!lo\"]\n  default_inbound: drop\n";
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let config = scratch.path().join("policy.yaml");
+    std::fs::write(&config, policy).expect("policy");
+    let out = Command::new(BIN)
+        .args(["check", "--portable", "--config"])
+        .arg(&config)
+        .output()
+        .expect("check");
+    assert!(out.status.success(), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["portable"], true, "{report}");
+    assert!(
+        report["not_checked"]
+            .as_str()
+            .is_some_and(|t| t.contains("interfaces")),
+        "{report}"
+    );
+    for (tag, uplink, net) in [("ffauto1", "wan0", 1u8), ("ffauto2", "enp7s0", 2)] {
+        let fleet = Fleet::new(tag);
+        fleet.link(uplink, net, true);
+        // A second interface without the default route: `auto` leaves it alone.
+        fleet.link("mgmt0", net + 10, false);
+        let check = fleet
+            .command(&[
+                "check".into(),
+                "--config".into(),
+                config.display().to_string(),
+            ])
+            .output()
+            .expect("check");
+        assert!(check.status.success(), "{check:?}");
+        let report: serde_json::Value = serde_json::from_slice(&check.stdout).expect("JSON");
+        assert_eq!(
+            report["firewall"]["interfaces"],
+            serde_json::json!([uplink]),
+            "{report}"
+        );
+        assert_eq!(
+            report["firewall"]["interface_selectors"][0],
+            serde_json::json!({"selector": "auto", "field": "firewall.interfaces[0]", "chose": [uplink]}),
+            "{report}"
+        );
+        assert_eq!(fleet.pings(net, 2), 2, "{uplink}: no filter yet");
+        let mut daemon = fleet.daemon(&config);
+        assert!(
+            daemon.log().contains(&format!("firewall on {uplink}")),
+            "{}",
+            daemon.log()
+        );
+        assert_eq!(fleet.pings(net, 2), 0, "{uplink}: dropped by the firewall");
+        assert_eq!(fleet.pings(net + 10, 2), 2, "mgmt0: not chosen by auto");
+        daemon.signal("TERM");
+        assert!(daemon.wait().success(), "{}", daemon.log());
+        let detach = Command::new(BIN)
+            .args(["detach", "--pin-dir"])
+            .arg(fleet.pins.path())
+            .output()
+            .expect("detach");
+        assert!(detach.status.success(), "{detach:?}");
+        assert_eq!(fleet.pings(net, 2), 2, "{uplink}: detached");
+    }
+    // Where nothing is chosen (this machine has no `wan0`, and `auto` is its own
+    // uplink here, so a name is used): refused, naming what the host has.
+    std::fs::write(&config, "firewall:\n  interfaces: [\"wan*\"]\n").expect("policy");
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .expect("check");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "policy.yaml:2:16: firewall.interfaces: [wan*] selects no interface of this host (it has lo"
+        ),
+        "{out:?}"
+    );
+}
+
+/// Interfaces that appear and vanish under a pattern (hotplug): a new `up*` interface
+/// gets the firewall within seconds, with an audit record saying so; one the policy
+/// excludes (`!up9`) does not; one that vanishes is let go and the daemon is ready
+/// again (it judges by the links the kernel holds).
+#[test]
+fn a_new_interface_matching_a_pattern_gets_the_firewall_and_a_vanished_one_is_let_go() {
+    require_privileges!();
+    let fleet = Fleet::new("ffhotplug");
+    fleet.link("up0", 1, false);
+    let config = fleet.dir.path().join("policy.yaml");
+    std::fs::write(
+        &config,
+        "firewall:\n  interfaces: [\"up*\", \"!up9\"]\n  default_inbound: drop\n",
+    )
+    .expect("policy");
+    let mut daemon = fleet.daemon(&config);
+    assert!(daemon.log().contains("firewall on up0"), "{}", daemon.log());
+    assert_eq!(fleet.pings(1, 2), 0, "up0: dropped");
+
+    // Excluded: nothing changes (three verification periods).
+    fleet.link("up9", 9, false);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!daemon.log().contains("up9"), "{}", daemon.log());
+    assert_eq!(fleet.pings(9, 2), 2, "up9: excluded, not filtered");
+
+    // Chosen: attached by the reload the change starts.
+    let reloads = daemon.log().matches("reloaded:").count();
+    fleet.link("up1", 2, false);
+    daemon.wait_for("interfaces changed: up1 appeared");
+    let start = Instant::now();
+    while daemon.log().matches("reloaded:").count() == reloads {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(daemon.log().contains("attached to up1"), "{}", daemon.log());
+    assert_eq!(fleet.pings(2, 2), 0, "up1: dropped by the firewall");
+    assert_eq!(fleet.pings(1, 2), 0, "up0: still dropped");
+
+    // Gone: let go, and ready again once the kernel's links and the policy agree.
+    fleet
+        .host
+        .exec(&["ip", "link", "del", "up0"])
+        .expect("ip link del");
+    daemon.wait_for("interfaces changed: up0 vanished");
+    let ready = |run: &Path| {
+        Command::new(BIN)
+            .args(["health", "--ready", "--run-dir"])
+            .arg(run)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("health")
+            .success()
+    };
+    let run = fleet.dir.path().join("run");
+    let start = Instant::now();
+    while !(daemon.log().contains("detached from up0") && ready(&run)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(fleet.pings(2, 2), 0, "up1: still dropped");
+    let audit = std::fs::read_to_string(fleet.dir.path().join("audit.jsonl")).expect("audit");
+    assert!(
+        audit.contains("interfaces changed: up1 appeared")
+            && audit.contains("interfaces changed: up0 vanished"),
+        "{audit}"
+    );
+    daemon.signal("TERM");
+    assert!(daemon.wait().success(), "{}", daemon.log());
+    let detach = Command::new(BIN)
+        .args(["detach", "--pin-dir"])
+        .arg(fleet.pins.path())
+        .output()
+        .expect("detach");
+    assert!(detach.status.success(), "{detach:?}");
+}

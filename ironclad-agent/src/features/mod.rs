@@ -60,6 +60,7 @@ use std::time::Duration;
 use ironclad_bpf::{EventReader, EventSource, LoadedObject, Loader, ProcessMonitor};
 use ironclad_events::{Event, Fanout};
 use ironclad_policy::config::CompiledConfig;
+use ironclad_policy::host::{HostView, InterfaceChange, InterfaceChoice};
 use ironclad_policy::process::ProcessPolicy;
 use tracing::{debug, error, info, warn};
 
@@ -363,6 +364,10 @@ pub struct Features<'l> {
     /// Features whose pins this start made (none were there before it): a start that
     /// fails removes them, and leaves adopted ones enforcing.
     fresh: BTreeSet<&'static str>,
+    /// The interfaces the running firewall's policy chose, and by which selectors.
+    interfaces: Option<InterfaceChoice>,
+    /// What [`interface_change`](Self::interface_change) last reported.
+    interfaces_reported: Option<InterfaceChange>,
 }
 
 /// What a reload did to one feature.
@@ -416,6 +421,8 @@ impl<'l> Features<'l> {
             last_reload: BTreeMap::new(),
             broken: BTreeMap::new(),
             fresh: BTreeSet::new(),
+            interfaces: None,
+            interfaces_reported: None,
         };
         let mut cache_tried = false;
         for kind in KINDS {
@@ -440,7 +447,35 @@ impl<'l> Features<'l> {
             }
         }
         features.reader = features.event_reader();
+        features.interfaces = config
+            .firewall
+            .as_ref()
+            .filter(|_| features.get(firewall::KIND.name).is_some())
+            .map(InterfaceChoice::of);
         Ok(features)
+    }
+
+    /// Interfaces that appeared under the running firewall's selectors
+    /// (`firewall.interfaces: [eth*]`, `auto`, ...) or chosen ones that vanished since
+    /// its policy was applied, read from the calling thread's network namespace; each
+    /// change is reported once (a reload that fails over it is not asked for again
+    /// until the interfaces change once more). The agent answers with a reload: the
+    /// policy compiled again chooses the interfaces there are, and the firewall attaches
+    /// to the new ones and lets the vanished go. The reference daemon asks every second.
+    pub fn interface_change(&mut self) -> Option<InterfaceChange> {
+        let choice = self.interfaces.as_ref()?;
+        let host = HostView::read()
+            .inspect_err(|e| debug!("reading the interfaces: {e}"))
+            .ok()?;
+        let Some(change) = choice.changes_on(&host) else {
+            self.interfaces_reported = None;
+            return None;
+        };
+        if self.interfaces_reported.as_ref() == Some(&change) {
+            return None;
+        }
+        self.interfaces_reported = Some(change.clone());
+        Some(change)
     }
 
     fn start_processes(&mut self, config: &CompiledConfig) -> Option<Arc<ProcessMonitor>> {
@@ -900,6 +935,16 @@ impl<'l> Features<'l> {
         // defence): those links are protected too.
         let all: Vec<usize> = (0..self.running.len()).collect();
         self.guard_links(&all);
+        // The interfaces of the firewall's policy as it now runs (the old choice stays
+        // where its reload failed).
+        match self.last_reload.get(firewall::KIND.name) {
+            Some(ReloadOutcome::Failed) => {}
+            _ if self.get(firewall::KIND.name).is_none() => self.interfaces = None,
+            _ => {
+                self.interfaces = config.firewall.as_ref().map(InterfaceChoice::of);
+                self.interfaces_reported = None;
+            }
+        }
         !failed
     }
 
