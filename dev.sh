@@ -397,7 +397,9 @@ check_deploy() {
         echo "the ServiceMonitor's schema check let a misspelt field (pth:) through" >&2
         return 1
     fi
-    "$bin" check --config "$tmp/policy.yaml"
+    # A ConfigMap is every node's: checked without this host, then enforced below on a
+    # node whose uplink has a name of its own.
+    "$bin" check --portable --config "$tmp/policy.yaml"
     check_daemonset_command "$tmp" "$bin"
     check_unit_sandbox "$tmp/ironclad.service" "$bin"
     check_image_root "$bin"
@@ -640,6 +642,7 @@ PY
         | awk -F', ' '/received/ { split($2, a, " "); print a[1] }')
     [[ "$received" == 2 ]] || fail="${fail:+$fail, }an allowed source got ${received:-?} of 2 answers"
     grep -q -- "--iface auto: the Shield attaches to ickube1" "$tmp/kube/log/stderr" || fail="${fail:+$fail, }--iface=auto did not find the uplink"
+    grep -q -- "firewall on ickube1:" "$tmp/kube/log/stderr" || fail="${fail:+$fail, }the ConfigMap's firewall (interfaces: [auto]) is not on the uplink"
     # The control API on the run directory's socket: a rule added through it is
     # enforced and kept in the state directory.
     received=$({ ping -q -c 2 -i 0.2 -W 1 -I 198.51.100.7 "$node" 2>/dev/null || true; } \
