@@ -198,13 +198,7 @@ fn icmp_type_named(proto: FwProto, name: &str) -> Option<u8> {
 
 /// Whether `name` is usable as an interface name (what the kernel accepts).
 fn valid_ifname(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() < 16
-        && name != "."
-        && name != ".."
-        && !name
-            .chars()
-            .any(|c| c == '/' || c == ':' || c.is_whitespace())
+    crate::host::valid_name(name)
 }
 
 fn default_action(

@@ -878,15 +878,10 @@ fn a_confirm_waiting_for_a_busy_control_loop_stalls_no_other_call() {
     daemon.wait_for("ready");
     let socket = socket(&lab);
     // A million scattered hosts: a reload that takes seconds.
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut feed = String::new();
-    for _ in 0..1_000_000 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        feed.push_str(&format!("{}\n", std::net::Ipv4Addr::from((x >> 16) as u32)));
-    }
-    lab.write_config("feed.txt", &feed);
+    lab.write_config(
+        "feed.txt",
+        &crate::common::scattered_hosts(0x9e37_79b9_7f4a_7c15, 1_000_000),
+    );
     let rt = runtime();
     rt.block_on(async {
         let mut api = ironclad_api::client::connect(&socket)

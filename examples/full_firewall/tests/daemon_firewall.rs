@@ -1907,6 +1907,16 @@ impl Fleet {
         cmd
     }
 
+    /// `full_firewall detach` of the pins: nothing of the firewall is left.
+    fn detach(&self) {
+        let detach = Command::new(BIN)
+            .args(["detach", "--pin-dir"])
+            .arg(self.pins.path())
+            .output()
+            .expect("detach");
+        assert!(detach.status.success(), "{detach:?}");
+    }
+
     /// The daemon on `config`, in the host namespace, ready.
     fn daemon(&self, config: &Path) -> Daemon {
         let args: Vec<String> = [
@@ -1990,12 +2000,7 @@ fn one_policy_with_auto_checks_without_a_host_and_enforces_on_hosts_with_other_n
         assert_eq!(fleet.pings(net + 10, 2), 2, "mgmt0: not chosen by auto");
         daemon.signal("TERM");
         assert!(daemon.wait().success(), "{}", daemon.log());
-        let detach = Command::new(BIN)
-            .args(["detach", "--pin-dir"])
-            .arg(fleet.pins.path())
-            .output()
-            .expect("detach");
-        assert!(detach.status.success(), "{detach:?}");
+        fleet.detach();
         assert_eq!(fleet.pings(net, 2), 2, "{uplink}: detached");
     }
     // Where nothing is chosen (this machine has no `wan0`, and `auto` is its own
@@ -2092,10 +2097,5 @@ fn a_new_interface_matching_a_pattern_gets_the_firewall_and_a_vanished_one_is_le
     );
     daemon.signal("TERM");
     assert!(daemon.wait().success(), "{}", daemon.log());
-    let detach = Command::new(BIN)
-        .args(["detach", "--pin-dir"])
-        .arg(fleet.pins.path())
-        .output()
-        .expect("detach");
-    assert!(detach.status.success(), "{detach:?}");
+    fleet.detach();
 }

@@ -1181,15 +1181,10 @@ fn memory_returns_after_reloading_a_large_policy() {
     require_privileges!();
     let lab = Lab::new("ffrss", 44);
     // 300,000 scattered /32s, as a real IP-level feed is shaped.
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut feed = String::new();
-    for _ in 0..300_000 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        feed.push_str(&format!("{}\n", std::net::Ipv4Addr::from((x >> 16) as u32)));
-    }
-    lab.write_config("feed.txt", &feed);
+    lab.write_config(
+        "feed.txt",
+        &crate::common::scattered_hosts(0x9e37_79b9_7f4a_7c15, 300_000),
+    );
     let config = lab.write_config(
         "policy.yaml",
         &format!(
@@ -1673,17 +1668,7 @@ fn watch_config_applies_a_configmap_update_and_refuses_an_invalid_one() {
 fn a_long_reload_is_reported_in_the_log_and_in_status_while_it_runs() {
     require_privileges!();
     let lab = Lab::new("ffbusy2", 56);
-    let feed = |seed: u64| {
-        let mut x = seed;
-        let mut text = String::new();
-        for _ in 0..1_000_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            text.push_str(&format!("{}\n", std::net::Ipv4Addr::from((x >> 16) as u32)));
-        }
-        text
-    };
+    let feed = |seed: u64| crate::common::scattered_hosts(seed, 1_000_000);
     lab.write_config("feed.txt", &feed(0x9e37_79b9_7f4a_7c15));
     let config = lab.write_config(
         "policy.yaml",

@@ -24,6 +24,20 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_full_firewall");
 /// hosts took more than 20 s there. Its speed is measured by the benchmarks.
 pub const LARGE_FEED: Duration = Duration::from_secs(120);
 
+/// A plain feed of `count` scattered IPv4 hosts, one a line (xorshift from `seed`), as a
+/// real IP-level feed is shaped: nothing aggregates, every prefix is a /32.
+pub fn scattered_hosts(seed: u64, count: usize) -> String {
+    let mut x = seed;
+    let mut text = String::new();
+    for _ in 0..count {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        text.push_str(&format!("{}\n", std::net::Ipv4Addr::from((x >> 16) as u32)));
+    }
+    text
+}
+
 /// `full_firewall run` with `config` on the host end of `veth`, pins under `pins` and
 /// the audit log in `dir`.
 pub fn run_args(config: &Path, veth: &VethPair, pins: &BpffsDir, dir: &Path) -> Vec<String> {
