@@ -583,7 +583,8 @@ fn xdp_refused_on_a_busy_interface_fails_open() {
 
 /// An `openssl s_server -www` on a free loopback port with a fresh self-signed
 /// certificate in `dir` (it answers GETs), and the path curl's executable resolves to
-/// (what a TLS `exe` scope names). The server is killed on drop.
+/// (what a TLS `exe` scope names), once the server accepts connections. The server is
+/// killed on drop.
 fn tls_server(dir: &Path) -> (crate::common::Server, u16, String) {
     let (cert, key) = ironclad_testing::self_signed_cert(dir).expect("openssl req");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -611,6 +612,15 @@ fn tls_server(dir: &Path) -> (crate::common::Server, u16, String) {
     )
     .trim()
     .to_string();
+    // Answered from here on.
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "s_server never listened"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     (crate::common::Server(server), port, curl_path)
 }
 
@@ -633,11 +643,6 @@ fn tls_and_dlp_events_carry_no_secret_of_the_command_line() {
     .expect("config");
     let mut daemon = spawn_without_iface(&config, pins.path(), dir.path(), &[]);
     daemon.wait_for("ready");
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(10));
-        std::thread::sleep(Duration::from_millis(50));
-    }
     let (card, password, token) = ("4111 1111 1111 1111", "s3cr3t-Passw0rd", "tok-5e1f9a7b3c");
     // The answer does not matter (s_server -www answers GETs): the request is written.
     let _ = Command::new("curl")
@@ -723,11 +728,6 @@ fn tls_section_writes_plaintext_events_as_json_lines() {
     let mut daemon = spawn_without_iface(&config, pins.path(), dir.path(), &[]);
     daemon.wait_for("ready");
     assert!(daemon.log().contains("tls capture on"), "{}", daemon.log());
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(10));
-        std::thread::sleep(Duration::from_millis(50));
-    }
     let curl = Command::new("curl")
         .args([
             "-sk",
@@ -793,11 +793,6 @@ fn tls_withheld_bytes_and_the_process_caches_records_reach_metrics_and_the_dashb
     );
     daemon.wait_for("ready");
     let metrics = daemon.metrics_port();
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(10));
-        std::thread::sleep(Duration::from_millis(50));
-    }
     let body = "x".repeat(3000);
     let _ = Command::new("curl")
         .args([
