@@ -294,6 +294,17 @@ impl InterfaceChoice {
         &self.chosen
     }
 
+    /// The calling thread's network namespace as its selectors need it read
+    /// ([`HostView::read_macs`]: hardware addresses only for a `mac:` selector).
+    pub fn read_host(&self) -> std::io::Result<HostView> {
+        HostView::read_macs(
+            self.firewall
+                .iter()
+                .chain(&self.quarantine)
+                .any(|s| matches!(s.selector.selects, Selects::Mac(_))),
+        )
+    }
+
     /// What the selectors choose on `host` now (none of a list whose exact name is
     /// missing, or that chooses nothing: a compile would refuse it).
     pub fn on(&self, host: &HostView) -> BTreeSet<String> {
@@ -424,6 +435,13 @@ impl HostView {
     /// entered another one does not see), their hardware addresses (from sysfs, where
     /// its interface of that name has the same index), and the default routes.
     pub fn read() -> std::io::Result<Self> {
+        Self::read_macs(true)
+    }
+
+    /// [`read`](Self::read), with the hardware addresses only when `macs` (a sysfs
+    /// read and a system call per interface: a node with hundreds of pods' veths reads
+    /// them only for a `mac:` selector).
+    pub fn read_macs(macs: bool) -> std::io::Result<Self> {
         let dev = std::fs::read_to_string("/proc/thread-self/net/dev")?;
         let names: Vec<String> = dev
             .lines()
@@ -433,7 +451,7 @@ impl HostView {
         let interfaces = names
             .into_iter()
             .map(|name| HostInterface {
-                mac: mac_of(&name),
+                mac: if macs { mac_of(&name) } else { None },
                 altnames: Vec::new(),
                 name,
             })
@@ -685,6 +703,17 @@ mod tests {
     fn this_hosts_view_has_loopback() {
         let host = HostView::read().expect("/proc");
         assert!(host.has("lo"), "{}", host.names());
+        // Loopback's hardware address is all zeros, read from sysfs.
+        let zeros = InterfaceSelector::parse("mac:00:00:00:00:00:00").expect("mac");
+        assert!(
+            host.select(std::slice::from_ref(&zeros))
+                .iter()
+                .any(|(name, _)| name == "lo"),
+            "{host:?}"
+        );
+        // Without the addresses, a `mac:` selector chooses nothing.
+        let names_only = HostView::read_macs(false).expect("/proc");
+        assert!(names_only.select(&[zeros]).is_empty());
         assert_eq!(canonical_name("lo").as_deref(), Some("lo"));
         assert_eq!(canonical_name("ironclad-none0"), None);
     }

@@ -60,7 +60,7 @@ use std::time::Duration;
 use ironclad_bpf::{EventReader, EventSource, LoadedObject, Loader, ProcessMonitor};
 use ironclad_events::{Event, Fanout};
 use ironclad_policy::config::CompiledConfig;
-use ironclad_policy::host::{HostView, InterfaceChange, InterfaceChoice};
+use ironclad_policy::host::{InterfaceChange, InterfaceChoice};
 use ironclad_policy::process::ProcessPolicy;
 use tracing::{debug, error, info, warn};
 
@@ -464,7 +464,8 @@ impl<'l> Features<'l> {
     /// to the new ones and lets the vanished go. The reference daemon asks every second.
     pub fn interface_change(&mut self) -> Option<InterfaceChange> {
         let choice = self.interfaces.as_ref()?;
-        let host = HostView::read()
+        let host = choice
+            .read_host()
             .inspect_err(|e| debug!("reading the interfaces: {e}"))
             .ok()?;
         let Some(change) = choice.changes_on(&host) else {
