@@ -893,19 +893,17 @@ impl EgressFirewall {
         domains::status(&open, &path_of)
     }
 
+    /// The domain policy's totals alone ([`DomainStatus::totals`]), from the pins under
+    /// `pin_root`: one map read, whatever the address tables hold (what a page that
+    /// refreshes every second reads).
+    pub fn dns_totals_from_pins(pin_root: &Path) -> Result<Vec<(DnsTotal, u64)>> {
+        domains::totals(&|name| open_pin(pin_root, name))
+    }
+
     /// [`domain_status`](Self::domain_status) from the pins under `pin_root`, without
     /// loading anything (executables are named from the live processes that run them).
     pub fn domain_status_from_pins(pin_root: &Path) -> Result<DomainStatus> {
-        let dir = pin_root.join(Self::OBJECT);
-        let open = |name: &'static str| {
-            let path = dir.join(name);
-            libbpf_rs::MapHandle::from_pinned_path(&path).map_err(|e| BpfError::Pin {
-                what: format!("map {name}"),
-                path: path.clone(),
-                reason: e.to_string(),
-                source: Some(crate::error::KernelError::from_libbpf(e)),
-            })
-        };
+        let open = |name: &'static str| open_pin(pin_root, name);
         let recorded = open(names::egress::ic_dns_exe_paths).ok();
         let live = std::sync::OnceLock::new();
         let path_of = move |exe: &ProcExe| {
@@ -1378,6 +1376,17 @@ fn dst_trie_images(
             .to_bytes()
         })
         .collect()
+}
+
+/// The egress object's pinned map `name` under `pin_root`.
+fn open_pin(pin_root: &Path, name: &'static str) -> Result<libbpf_rs::MapHandle> {
+    let path = pin_root.join(EgressFirewall::OBJECT).join(name);
+    libbpf_rs::MapHandle::from_pinned_path(&path).map_err(|e| BpfError::Pin {
+        what: format!("map {name}"),
+        path: path.clone(),
+        reason: e.to_string(),
+        source: Some(crate::error::KernelError::from_libbpf(e)),
+    })
 }
 
 #[cfg(test)]

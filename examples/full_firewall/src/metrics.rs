@@ -1805,9 +1805,9 @@ fn api_status(shared: &Shared) -> serde_json::Value {
         });
     // The domain policy's DNS totals: the egress row's counters.
     let dns_totals: Vec<(&'static str, u64)> =
-        EgressFirewall::domain_status_from_pins(&shared.pin_root)
-            .map(|d| {
-                d.totals
+        EgressFirewall::dns_totals_from_pins(&shared.pin_root)
+            .map(|totals| {
+                totals
                     .iter()
                     .map(|(t, n)| match t {
                         ironclad_core::abi::DnsTotal::EventsLost => ("dns_events_lost", *n),

@@ -926,9 +926,23 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             // An interface the firewall's selectors choose appeared or vanished: the
             // policy is compiled and applied again against the interfaces there are.
             if let Some(change) = features.interface_change() {
-                info!("{change}: reloading {}", args.source().display());
-                policy_record(&audit, args, AuditOutcome::Ok, change.to_string());
-                reload.store(true, Ordering::Relaxed);
+                if rollout.is_some() {
+                    // A reload here would be provisional, and its rollback would bring
+                    // back the interfaces that just changed: the operator decides.
+                    warn!(
+                        "{change}: not applied by itself under --confirm-within; reload (SIGHUP) and confirm to apply it"
+                    );
+                    policy_record(
+                        &audit,
+                        args,
+                        AuditOutcome::Refused,
+                        format!("{change}: waits for a confirmed reload"),
+                    );
+                } else {
+                    info!("{change}: reloading {}", args.source().display());
+                    policy_record(&audit, args, AuditOutcome::Ok, change.to_string());
+                    reload.store(true, Ordering::Relaxed);
+                }
             }
             if let Some(m) = &metrics {
                 m.kernel_counters(features.kernel_counters());

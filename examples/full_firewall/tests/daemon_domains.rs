@@ -262,6 +262,28 @@ fn the_daemon_enforces_names_and_feeds_and_shows_the_live_table() {
         metrics.contains("ironclad_egress_domain_addresses{state=\"denied\"} 1"),
         "{metrics}"
     );
+    // The dashboard's features table: the domain policy's totals on the identity
+    // firewall's row, the same counters as /metrics (read from the totals map alone).
+    let status = Command::new("curl")
+        .args(["-s", &format!("http://127.0.0.1:{port}/api/status")])
+        .output()
+        .expect("api/status");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("JSON");
+    let egress = status["programs"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["name"] == "egress"))
+        .unwrap_or_else(|| panic!("an egress row: {status}"));
+    let queries = egress["counters"]["queries"].as_u64();
+    assert!(queries >= Some(2), "{egress}");
+    assert_eq!(
+        egress["counters"]["connect_denied"].as_u64(),
+        Some(1),
+        "{egress}"
+    );
+    assert!(
+        metrics.contains("ironclad_egress_dns_total{what=\"connect_denied\"} 1"),
+        "{metrics}"
+    );
 
     // The events file: the feed answer with curl, the refused connect with the feed.
     let mut seen = String::new();

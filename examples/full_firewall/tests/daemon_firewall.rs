@@ -2097,5 +2097,37 @@ fn a_new_interface_matching_a_pattern_gets_the_firewall_and_a_vanished_one_is_le
     );
     daemon.signal("TERM");
     assert!(daemon.wait().success(), "{}", daemon.log());
+
+    // Under --confirm-within a reload is provisional and its rollback would bring the
+    // old interfaces back: the change is said, not applied by itself.
+    let args: Vec<String> = [
+        "run",
+        "--config",
+        &config.display().to_string(),
+        "--pin-dir",
+        &fleet.pins.path().display().to_string(),
+        "--audit-log",
+        &fleet.dir.path().join("audit2.jsonl").display().to_string(),
+        "--run-dir",
+        &fleet.dir.path().join("run2").display().to_string(),
+        "--confirm-within",
+        "60s",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut daemon = Daemon::spawn_command(fleet.command(&args), false);
+    daemon.wait_for("full_firewall: ready");
+    fleet.link("up2", 3, false);
+    daemon
+        .wait_for("interfaces changed: up2 appeared: not applied by itself under --confirm-within");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!daemon.log().contains("reloading"), "{}", daemon.log());
+    assert_eq!(
+        fleet.pings(3, 2),
+        2,
+        "up2: not filtered until a confirmed reload"
+    );
+    daemon.signal("TERM");
+    assert!(daemon.wait().success(), "{}", daemon.log());
     fleet.detach();
 }

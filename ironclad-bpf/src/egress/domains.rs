@@ -210,16 +210,14 @@ pub struct DomainSweep {
 pub(crate) fn sweep(object: &LoadedObject) -> Result<DomainSweep> {
     let now = boot_seconds();
     let addrs = object.map(names::egress::ic_dns_addrs)?;
-    let mut entries = 0;
     let mut expired = Vec::new();
-    for (key, value) in addrs.entries() {
-        entries += 1;
-        if DnsAddr::from_bytes(&value)
+    let entries = addrs.for_each_entry(|key, value| {
+        if DnsAddr::from_bytes(value)
             .is_some_and(|v| v.expires.iter().all(|&e| u64::from(e) <= now))
         {
-            expired.push(key);
+            expired.push(key.to_vec());
         }
-    }
+    })?;
     let removed = forget(object, &expired)?;
     Ok(DomainSweep { entries, removed })
 }
@@ -621,6 +619,23 @@ fn labels(map: &MapHandle, name: &'static str, count: usize) -> Result<Vec<Optio
 
 /// Reads the domain policy's state from the object's maps (`open` gives each map by
 /// name: from a loaded object or from its pins). `path_of` names executables.
+/// The domain policy's totals alone, summed over CPUs: one map, whatever the tables
+/// hold.
+pub(crate) fn totals(
+    open: &dyn Fn(&'static str) -> Result<MapHandle>,
+) -> Result<Vec<(DnsTotal, u64)>> {
+    let totals_map = open(names::egress::ic_dns_totals)?;
+    DnsTotal::ALL
+        .into_iter()
+        .map(|t| {
+            Ok((
+                t,
+                sum_percpu(&totals_map, names::egress::ic_dns_totals, t as u32)?,
+            ))
+        })
+        .collect()
+}
+
 pub(crate) fn status(
     open: &dyn Fn(&'static str) -> Result<MapHandle>,
     path_of: &dyn Fn(&ProcExe) -> Option<String>,
@@ -724,14 +739,7 @@ pub(crate) fn status(
         });
     }
     denied.sort_by_key(|a| a.addr);
-    let totals_map = open(names::egress::ic_dns_totals)?;
-    let mut totals = Vec::new();
-    for t in DnsTotal::ALL {
-        totals.push((
-            t,
-            sum_percpu(&totals_map, names::egress::ic_dns_totals, t as u32)?,
-        ));
-    }
+    let totals = totals(open)?;
     let counters = open(names::egress::ic_dns_feed_counters)?;
     let mut feeds = Vec::new();
     for (id, name) in feed_names.iter().enumerate().skip(1) {
