@@ -591,7 +591,9 @@ struct ic_egress_bucket {
 
 /* Runtime configuration (array map with one entry). */
 struct ic_egress_config {
-	__u32 generation;     /* 0 or 1: which rule set is live */
+	__u32 generation;     /* the count of policy swaps: rule set generation & 1 is live;
+			       * the whole count keys the verdict memo (ic_egress_memo), so a
+			       * verdict is never taken from an earlier policy */
 	__u8 default_action;  /* enum ic_egress_action: allow or deny */
 	__u8 kinds;           /* bit k: the live rules have keys of enum ic_egress_key_kind
 			       * k (the kinds with none are not looked up) */

@@ -474,7 +474,9 @@ impl EgressFirewall {
         let domains_live = domains::apply(&self.object, &mut locked(&self.domains), policy, next)?;
         self.carry_counters(policy)?;
         let config = EgressConfig {
-            generation: next,
+            // A count, not the rule set alone (that is its low bit): the kernel's verdict
+            // memo is keyed by it, so no verdict of an earlier policy is ever found.
+            generation: live.generation.wrapping_add(1),
             default_action: policy.default_action,
             kinds: policy.index.keys().fold(0u8, |kinds, key| {
                 kinds | 1u8.checked_shl(u32::from(key.kind)).unwrap_or(0)
@@ -845,7 +847,7 @@ impl EgressFirewall {
 
     fn rule_count(&self) -> Result<usize> {
         let cfg = self.config()?;
-        let rules = if cfg.generation == 0 {
+        let rules = if cfg.generation & 1 == 0 {
             names::egress::ic_egress_rules0
         } else {
             names::egress::ic_egress_rules1
@@ -1082,7 +1084,7 @@ impl EgressFirewall {
             .map_err(lookup_err(names::egress::ic_egress_config))?
             .and_then(|b| EgressConfig::from_bytes(&b))
             .unwrap_or_default();
-        let rules = open(if config.generation == 0 {
+        let rules = open(if config.generation & 1 == 0 {
             names::egress::ic_egress_rules0
         } else {
             names::egress::ic_egress_rules1

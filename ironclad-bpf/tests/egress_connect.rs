@@ -743,6 +743,85 @@ fn processes_started_before_the_firewall_are_identified() {
     assert_eq!(accepted.count(), 1);
 }
 
+/// The kernel's verdict memo (`ic_egress_memo`: what the named path decided, by caller,
+/// destination and generation) never answers for another caller, nor with a verdict of
+/// an earlier policy, even one whose rule set had the same parity (a memo keyed by the
+/// live rule set alone would give the first policy's `allow` back to the third). The
+/// rule is client-a's and names its comm too: client-a under another comm passes the
+/// filter's owner check and is decided (and remembered) apart.
+#[test]
+fn a_remembered_verdict_is_never_another_callers_or_an_earlier_policys() {
+    require_privileges!();
+    use libbpf_rs::MapCore as _;
+    let mut lab = Lab::new("egress-memo");
+    let a = lab.clients.path("client-a");
+    let b = lab.clients.path("client-b");
+    let (port, accepted) = tcp_listener("127.0.0.1");
+    let p = port.to_string();
+    let rule = |action: &str, default: &str| {
+        format!(
+            "egress:\n  default: {default}\n  rules:\n    - exe: {}\n      comm: worker\n      dst: 127.0.0.1\n      ports: {port}\n      action: {action}\n",
+            a.display()
+        )
+    };
+    let memo_entries = |pins: &BpffsDir| -> Vec<u32> {
+        // The key's first field is the generation it was decided under.
+        pinned(pins, "ic_egress_memo")
+            .keys()
+            .map(|k| u32::from_ne_bytes([k[0], k[1], k[2], k[3]]))
+            .collect()
+    };
+    let worker = ["tcp4", "127.0.0.1", &p, "1", "worker"];
+    let other = ["tcp4", "127.0.0.1", &p, "1", "other"];
+    lab.apply(&rule("allow", "deny"));
+    lab.attach();
+    let first = live_config(&lab._pins).generation;
+    for _ in 0..3 {
+        assert_eq!(run(&lab.cgroup, &a, &worker), (1, 0, 0));
+        assert_eq!(
+            run(&lab.cgroup, &a, &other),
+            (0, 1, 0),
+            "client-a under another comm is not given the worker's verdict"
+        );
+        assert_eq!(
+            run(&lab.cgroup, &b, &worker),
+            (0, 1, 0),
+            "a byte-identical copy (another inode) is not client-a"
+        );
+    }
+    let remembered = memo_entries(&lab._pins);
+    assert!(
+        remembered.len() == 2 && remembered.iter().all(|g| *g == first),
+        "client-a's two verdicts remembered under generation {first}: {remembered:?}"
+    );
+
+    lab.apply(&rule("deny", "allow"));
+    assert_eq!(run(&lab.cgroup, &a, &worker), (0, 1, 0));
+    assert_eq!(run(&lab.cgroup, &a, &other), (1, 0, 0));
+    // The third policy uses the first one's rule set again (generation + 2), its first
+    // slot now a rule for the other comm: a verdict remembered from the first policy
+    // (the worker's slot 1, the other comm's "no rule") would decide both wrongly.
+    lab.apply(&format!(
+        "egress:\n  default: deny\n  rules:\n    - exe: {a}\n      comm: other\n      dst: 127.0.0.1\n      ports: {port}\n      action: allow\n    - exe: {a}\n      comm: worker\n      dst: 127.0.0.1\n      ports: {port}\n      action: deny\n",
+        a = a.display()
+    ));
+    let third = live_config(&lab._pins).generation;
+    assert_eq!((third - first, third & 1), (2, first & 1));
+    for _ in 0..3 {
+        assert_eq!(
+            run(&lab.cgroup, &a, &worker),
+            (0, 1, 0),
+            "the first policy's allow is not remembered into the third"
+        );
+    }
+    assert_eq!(run(&lab.cgroup, &a, &other), (1, 0, 0));
+    assert!(memo_entries(&lab._pins).contains(&third));
+    std::thread::sleep(Duration::from_millis(200));
+    // Three connections of the worker under the first policy, one of the other comm
+    // under the second and one under the third.
+    assert_eq!(accepted.count(), 5);
+}
+
 #[test]
 fn a_bad_policy_is_refused_and_the_live_one_stays() {
     require_privileges!();
@@ -1359,7 +1438,8 @@ fn filter_owners(pins: &BpffsDir) -> (usize, usize) {
     use ironclad_core::abi::{EgressDstKey, EgressDstOwner, FwAddrKey, EGRESS_OWNERS_SEVERAL};
     use libbpf_rs::MapCore as _;
     let open = |name: &str| pinned(pins, name);
-    let live = live_config(pins).generation;
+    // The live rule set: the generation's low bit.
+    let live = live_config(pins).generation & 1;
     let mut owners = Vec::new();
     for (name, generation_of) in [
         (

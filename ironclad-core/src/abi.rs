@@ -1609,7 +1609,8 @@ impl EgressDstOwner {
 )]
 #[repr(C)]
 pub struct EgressConfig {
-    /// Which rule set is live (0 or 1).
+    /// The count of policy swaps: rule set `generation & 1` is live. The kernel's
+    /// verdict memo is keyed by the whole count.
     pub generation: u32,
     /// [`EgressAction`] byte: allow or deny.
     pub default_action: u8,
