@@ -12,6 +12,15 @@
 //!   while a flood from a denied source runs (raw SYNs from the namespace); the stream's
 //!   own losses are recorded as `api_stream/lost` (0: it kept up with the daemon).
 //!
+//! - `daemon_start/small` and `daemon_start/feed_1000000`: from the daemon's exec to its
+//!   `ready` line (every feature of the policy loaded, attached and enforcing), cold: a
+//!   fresh pin directory each time, so nothing is reused from an earlier start. `small`
+//!   denies one address; `feed_1000000` denies a 1M-line feed file shaped like a merged
+//!   blocklist (`ironclad_testing::rules::blocklist_v4`: /24s, wider and narrower
+//!   prefixes scattered over the whole space), its parse and aggregation included.
+//!   (The peer's load of the same shape, `nft -f`, is `veth_drop/load/nftables/feed_1000000`
+//!   in `shield.rs`: one load takes some 25 s, too long to repeat here.)
+//!
 //! The daemon binary: `$IRONCLAD_DAEMON` (dev.sh sets it to the static release build
 //! the footprint check makes), else `target/release/full_firewall` (built if missing).
 
@@ -307,5 +316,94 @@ fn api(c: &mut Criterion) {
     record_one("api_stream/lost", Unit::Count, lost_most as f64);
 }
 
-criterion_group!(benches, api);
+/// The daemon's cold start with `config`: exec to `ready`, then stopped and its pins
+/// removed (not timed).
+fn start_once(binary: &Path, config: &Path, iface: &str, pins: &Path, dir: &Path) -> Duration {
+    let began = Instant::now();
+    let mut child = Command::new(binary)
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .args(["--iface", iface, "--pin-dir"])
+        .arg(pins)
+        .arg("--run-dir")
+        .arg(dir.join("run"))
+        .arg("--audit-log")
+        .arg(dir.join("audit.jsonl"))
+        .arg("--detach-on-exit")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("full_firewall run");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let ready = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|line| line.contains("full_firewall: ready"));
+    let took = began.elapsed();
+    assert!(ready, "the daemon ended before it was ready");
+    // The rest of its output, so that it never blocks on a full pipe.
+    let drain = std::thread::spawn(move || lines.map_while(Result::ok).count());
+    run(Command::new("kill").args(["-TERM", &child.id().to_string()]));
+    let _ = child.wait();
+    let _ = drain.join();
+    let _ = Command::new(binary)
+        .args(["detach", "--pin-dir"])
+        .arg(pins)
+        .output();
+    took
+}
+
+fn daemon_start(c: &mut Criterion) {
+    let binary = daemon_binary();
+    let ns = NetNs::new("bstart").expect("netns");
+    let veth = VethPair::new(&ns, &["10.249.8.1/24"], &["10.249.8.2/24"]).expect("veth");
+    let pins = BpffsDir::new("bstart").expect("bpffs");
+    let dir = tempfile::tempdir().expect("tmp");
+    let feed = dir.path().join("feed.txt");
+    let prefixes = ironclad_testing::rules::blocklist_v4(
+        1_000_000,
+        31,
+        &["10.249.8.0/24".parse().expect("network")],
+    );
+    let mut text = String::with_capacity(prefixes.len() * 18);
+    for p in &prefixes {
+        text.push_str(&p.to_string());
+        text.push('\n');
+    }
+    std::fs::write(&feed, &text).expect("feed");
+    let small = dir.path().join("small.yaml");
+    std::fs::write(&small, "shield:\n  deny: [192.0.2.7]\n").expect("policy");
+    let big = dir.path().join("feed.yaml");
+    std::fs::write(
+        &big,
+        format!(
+            "shield:\n  deny_feeds:\n    - path: {}\n      format: plain\n",
+            feed.display()
+        ),
+    )
+    .expect("policy");
+    let mut group = c.benchmark_group("daemon_start");
+    group.sample_size(10);
+    group.sampling_mode(criterion::SamplingMode::Flat);
+    group.measurement_time(Duration::from_secs(10));
+    let mut n = 0u32;
+    for (name, config) in [("small", &small), ("feed_1000000", &big)] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| {
+                        n += 1;
+                        let pin = pins.path().join(format!("s{n}"));
+                        start_once(&binary, config, veth.host(), &pin, dir.path())
+                    })
+                    .sum()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, api, daemon_start);
 criterion_main!(benches);

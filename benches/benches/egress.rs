@@ -18,6 +18,11 @@
 //! at random (a threat feed's shape, not networks side by side), none on loopback.
 //! `egress/connect/named_10000`: `shared_10000` whose last rule names 127.0.0.0/8 (on
 //! another port): the destination is one a rule names, so the key's classifier runs.
+//! `egress/connect/exe_1` and `exe_10000`: rules as users write identity rules, on this
+//! benchmark's executable (its inode, the process table's record of the caller), all
+//! but one denying scattered /24s and /32s, the last allowing the listener's address
+//! and port, the default denying: the executable's path through the firewall and the
+//! destination lookup a named destination takes, with one rule and with 10,000.
 //!
 //! `egress_rounds/*`: the same policies, paired round by round. Criterion's rows run one
 //! after the other, and on a noisy machine a whole row is sometimes slowed by a few
@@ -101,12 +106,45 @@ fn named(count: u32) -> String {
     yaml
 }
 
+/// Rules on this benchmark's own executable, as users write identity rules: `count - 1`
+/// of them deny scattered destinations (a /24 or a /32 drawn at random, half each, on
+/// ports 1000..6000, none in 127.0.0.0/8), and one, the last, allows the listener's
+/// address and port; the default denies. Every timed `connect()` is allowed by that
+/// rule: the executable's identity is looked up, its destination found among the
+/// prefixes the other rules name, then its port's class.
+fn exe_rules(count: u32, port: u16) -> String {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("this benchmark's path: {e}"));
+    let exe = exe.display();
+    let mut rng = ironclad_testing::rules::Rng::new(0xe4e_5eed);
+    let mut yaml = String::from("egress:\n  default: deny\n  rules:\n");
+    for i in 0..count - 1 {
+        let mut addr = std::net::Ipv4Addr::from(rng.next_u64() as u32);
+        while addr.octets()[0] == 127 || addr.octets()[0] == 0 {
+            addr = std::net::Ipv4Addr::from(rng.next_u64() as u32);
+        }
+        let dst = if i % 2 == 0 {
+            format!("{addr}/32")
+        } else {
+            let [a, b, c, _] = addr.octets();
+            format!("{a}.{b}.{c}.0/24")
+        };
+        yaml.push_str(&format!(
+            "    - exe: {exe}\n      dst: {dst}\n      ports: {}\n      action: deny\n",
+            1000 + i % 5000
+        ));
+    }
+    yaml.push_str(&format!(
+        "    - exe: {exe}\n      dst: 127.0.0.1/32\n      ports: {port}\n      action: allow\n"
+    ));
+    yaml
+}
+
 /// Paired rounds per policy, and `connect()` calls per socket in each.
 const ROUNDS: usize = 15;
 const ROUND_CONNECTS: u32 = 50_000;
 
-/// The policies of both groups, by row name.
-fn cases() -> Vec<(&'static str, String)> {
+/// The policies of both groups, by row name; `port` is the listener's.
+fn cases(port: u16) -> Vec<(&'static str, String)> {
     vec![
         ("rules_0", String::from("egress:\n  default: allow\n")),
         ("rules_10", policy(0)),
@@ -115,6 +153,8 @@ fn cases() -> Vec<(&'static str, String)> {
         ("shared_10000", shared(10_000)),
         ("scattered_10000", scattered(10_000)),
         ("named_10000", named(10_000)),
+        ("exe_1", exe_rules(1, port)),
+        ("exe_10000", exe_rules(10_000, port)),
     ]
 }
 
@@ -164,7 +204,7 @@ fn paired(_: &mut Criterion) {
         start.elapsed().as_nanos() as f64 / f64::from(round_connects)
     };
     let mut table = Vec::new();
-    for (name, yaml) in cases() {
+    for (name, yaml) in cases(addr.port()) {
         apply(&firewall, &yaml);
         let before = allowed(&firewall);
         let mut rounds: [Vec<f64>; 3] = Default::default();
@@ -259,10 +299,11 @@ fn egress(c: &mut Criterion) {
     let _attached = firewall
         .attach(cgroup.path())
         .unwrap_or_else(|e| panic!("{e}"));
-    for (name, yaml) in cases() {
+    for (name, yaml) in cases(addr.port()) {
         apply(&firewall, &yaml);
-        // Every timed connect() must have been decided by the hook (allowed: none of
-        // the rules matches this destination), or the row would time the bare call.
+        // Every timed connect() must have been decided by the hook (allowed: by the
+        // default, or in the `exe_*` rows by the rule naming the listener), or the row
+        // would time the bare call.
         let before = allowed(&firewall);
         let timed = Cell::new(0u64);
         group.bench_function(name, |b| {

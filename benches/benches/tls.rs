@@ -1,8 +1,11 @@
-//! Added cost of TLS capture per `SSL_write` call.
+//! Added cost of TLS capture per SSL call.
 //!
 //! A Python process (the system's libssl.so.3 through the `ssl` module) runs two
-//! `SSLObject`s over memory BIOs, so no socket or syscall is involved, and times only
-//! the client's `write` calls (`SSL_write_ex` of 64 bytes). `tls/ssl_write/bare` runs
+//! `SSLObject`s over memory BIOs, so no socket or syscall is involved. `tls/ssl_write/*`
+//! times only the client's `write` calls (`SSL_write_ex` of 64 bytes);
+//! `tls/ssl_read_write/*` times every call of a mix, the client's writes and the
+//! server's reads of them (`SSL_read_ex`, whose capture is at its return, when the
+//! plaintext exists), one iteration a call. `tls/ssl_write/bare` runs
 //! with no probe; `tls/ssl_write/probed` with the TLS monitor attached and the Python
 //! interpreter in scope (every call captured into the ring buffer, drained by a thread).
 //! The difference is the probe's cost per call. `probed_at_symbols` is the same with
@@ -18,7 +21,7 @@
 //! per iteration, `bare` with no monitor, `monitored` with the monitor attached to the
 //! library and this process out of scope. Measured in alternating rounds.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -46,21 +49,44 @@ for _ in range(20):
     pump()
 data = b"x" * 64
 total = 0
-for _ in range(n):
-    t = time.perf_counter_ns(); c.write(data); total += time.perf_counter_ns() - t
-    s_in.write(c_out.read()); s.read(64)
+if sys.argv[4] == "write":
+    for _ in range(n):
+        t = time.perf_counter_ns(); c.write(data); total += time.perf_counter_ns() - t
+        s_in.write(c_out.read()); s.read(64)
+else:
+    # n calls, half of them the client's writes and half the server's reads of what
+    # was written, each timed; the record's move between the BIOs is not.
+    for i in range(n):
+        if i % 2 == 0:
+            t = time.perf_counter_ns(); c.write(data); total += time.perf_counter_ns() - t
+            s_in.write(c_out.read())
+        else:
+            t = time.perf_counter_ns(); got = s.read(64); total += time.perf_counter_ns() - t
+            assert len(got) == 64
 print(total)
 "#;
+
+/// What the script times: `SSL_write_ex` calls alone, or SSL calls alternating a
+/// write and a read of what it wrote.
+#[derive(Clone, Copy)]
+enum Calls {
+    Write,
+    ReadWrite,
+}
 
 fn python() -> PathBuf {
     ironclad_testing::python_interpreter().unwrap_or_else(|e| panic!("python3: {e}"))
 }
 
-fn run(python: &PathBuf, dir: &std::path::Path, iters: u64) -> Duration {
+fn run(python: &Path, dir: &Path, calls: Calls, iters: u64) -> Duration {
     let out = Command::new(python)
         .args(["-c", SCRIPT, &iters.to_string()])
         .arg(dir.join("cert.pem"))
         .arg(dir.join("key.pem"))
+        .arg(match calls {
+            Calls::Write => "write",
+            Calls::ReadWrite => "rw",
+        })
         .output()
         .unwrap_or_else(|e| panic!("python3: {e}"));
     assert!(out.status.success(), "{out:?}");
@@ -75,13 +101,23 @@ fn tls(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     ironclad_testing::self_signed_cert(dir.path()).unwrap_or_else(|e| panic!("openssl req: {e}"));
     let python = python();
-    let mut group = c.benchmark_group("tls/ssl_write");
+    for (group_name, calls) in [
+        ("tls/ssl_write", Calls::Write),
+        ("tls/ssl_read_write", Calls::ReadWrite),
+    ] {
+        ssl_calls(c, group_name, calls, &python, dir.path());
+    }
+}
+
+/// One group: `bare`, then each placement and scope of the probes.
+fn ssl_calls(c: &mut Criterion, group_name: &str, calls: Calls, python: &Path, dir: &Path) {
+    let mut group = c.benchmark_group(group_name);
     // Thirty samples: the goals are judged on minimums (out of scope) and medians
     // (captured), and on this VM ten samples left both within ±0.3 µs of run-to-run
     // noise.
     group.sample_size(30);
     group.bench_function("bare", |b| {
-        b.iter_custom(|iters| run(&python, dir.path(), iters))
+        b.iter_custom(|iters| run(python, dir, calls, iters))
     });
 
     for (name, scope, attach, placement) in [
@@ -95,7 +131,7 @@ fn tls(c: &mut Criterion) {
         ),
         (
             "probed",
-            TlsScope::Exe(python.clone()),
+            TlsScope::Exe(python.to_path_buf()),
             TlsAttach::Library,
             TlsPlacement::Auto,
         ),
@@ -103,7 +139,7 @@ fn tls(c: &mut Criterion) {
         // single-steps out of line (a second trap per probe).
         (
             "probed_at_symbols",
-            TlsScope::Exe(python.clone()),
+            TlsScope::Exe(python.to_path_buf()),
             TlsAttach::Library,
             TlsPlacement::Symbols,
         ),
@@ -117,22 +153,22 @@ fn tls(c: &mut Criterion) {
         ),
     ] {
         let monitor = MonitorThread::start(scope, attach, placement);
-        let calls = std::cell::Cell::new(0u64);
+        let timed = std::cell::Cell::new(0u64);
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
-                calls.set(calls.get() + iters);
-                run(&python, dir.path(), iters)
+                timed.set(timed.get() + iters);
+                run(python, dir, calls, iters)
             })
         });
         let (decoded, lost) = monitor.stop();
-        println!("tls/ssl_write/{name}: {decoded} events decoded, {lost} lost to a full ring");
+        println!("{group_name}/{name}: {decoded} events decoded, {lost} lost to a full ring");
         // The figure is of the path its name says: every call captured (or counted as
         // lost) when in scope, none when out of scope.
         if name.starts_with("probed") {
             assert!(
-                decoded + lost >= calls.get(),
+                decoded + lost >= timed.get(),
                 "probed: {} calls, {decoded} captured, {lost} lost",
-                calls.get()
+                timed.get()
             );
         } else {
             assert_eq!((decoded, lost), (0, 0), "out of scope: nothing captured");
