@@ -4,8 +4,7 @@
 //! `SSLObject`s over memory BIOs, so no socket or syscall is involved. `tls/ssl_write/*`
 //! times only the client's `write` calls (`SSL_write_ex` of 64 bytes);
 //! `tls/ssl_read_write/*` times every call of a mix, the client's writes and the
-//! server's reads of them (`SSL_read_ex`, whose capture is at its return, when the
-//! plaintext exists), one iteration a call. `tls/ssl_write/bare` runs
+//! server's reads of them (`SSL_read_ex`), one iteration a call. `tls/ssl_write/bare` runs
 //! with no probe; `tls/ssl_write/probed` with the TLS monitor attached and the Python
 //! interpreter in scope (every call captured into the ring buffer, drained by a thread).
 //! The difference is the probe's cost per call. `probed_at_symbols` is the same with
