@@ -1386,12 +1386,17 @@ on_test_exit() {
     rm -f "$RUN_LOG"
 }
 
-# `background DIR NAME CMD...`: CMD in a session of its own, its pid in DIR/NAME.pid and
-# its output in DIR/NAME.log, for wait_job.
+# `background DIR NAME CMD...`: CMD in a session of its own, its pid in DIR/NAME.pid, its
+# output in DIR/NAME.log and its exit status in DIR/NAME.rc, for wait_job. (The status is
+# written by the job itself because bash forgets a finished job's status once a later
+# child is given the same pid: with pid_max at 32768 a run's builds and tests wrap the
+# pids, and a benchmark job that had passed was reported as failed with status 127, the
+# `wait` of an unknown pid.)
 background() {
     local dir=$1 name=$2
     shift 2
-    setsid "$@" > "$dir/$name.log" 2>&1 < /dev/null &
+    # shellcheck disable=SC2016 # expanded by the job's own bash
+    setsid bash -c '"$@"; echo $? > "$0"' "$dir/$name.rc" "$@" > "$dir/$name.log" 2>&1 < /dev/null &
     echo $! > "$dir/$name.pid"
 }
 
@@ -1400,7 +1405,10 @@ background() {
 wait_job() {
     local pid rc=0
     pid=$(cat "$1/$2.pid")
-    wait "$pid" || rc=$?
+    wait "$pid" 2>/dev/null || rc=$?
+    # The job's own record of its status when it wrote one; without one (killed, or
+    # never started) the wait's.
+    [[ -s $1/$2.rc ]] && rc=$(cat "$1/$2.rc")
     cat "$1/$2.log"
     if ((rc != 0)); then
         echo "$3 failed (exit status $rc): its output is above" >&2
