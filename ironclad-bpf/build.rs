@@ -33,6 +33,7 @@ fn run() -> Result<(), String> {
     let src = bpf_src_dir(&manifest)?;
     let include = src.join("include");
     let lib = src.join("lib");
+    let arch = bpf_arch()?;
     println!("cargo:rerun-if-changed={}", src.display());
     println!("cargo:rerun-if-env-changed=CLANG");
     println!("cargo:rerun-if-env-changed=IRONCLAD_BPF_SRC");
@@ -57,7 +58,7 @@ fn run() -> Result<(), String> {
         if docs_only {
             fs::write(&obj, []).map_err(|e| format!("{}: {e}", obj.display()))?;
         } else {
-            build_object(path, &obj, &skel, &clang, &include, &lib)?;
+            build_object(path, &obj, &skel, &clang, &include, arch, &lib)?;
         }
         writeln!(
             registry,
@@ -87,7 +88,7 @@ fn run() -> Result<(), String> {
     // script finds them through this `links` metadata (DEP_IRONCLAD_BPF_OUT_DIR).
     println!("cargo::metadata=out_dir={}", out.display());
 
-    let helpers = helper_ids(&include.join("vmlinux.h"))?;
+    let helpers = helper_ids(&include.join(arch).join("vmlinux.h"))?;
     let mut table = String::from("/// `enum bpf_func_id` of the kernel this tree's vmlinux.h came from: (id, name).\npub(crate) static HELPER_NAMES: &[(u32, &str)] = &[\n");
     for (id, name) in &helpers {
         writeln!(table, "    ({id}, \"{name}\"),").map_err(|e| e.to_string())?;
@@ -121,13 +122,30 @@ fn run() -> Result<(), String> {
     Ok(())
 }
 
-/// Compiles one `.bpf.c` into its CO-RE object and libbpf-rs skeleton.
+/// The kernel architecture the objects are built for, from the crate's target (not the
+/// build machine): libbpf's name, which is also the directory of its `vmlinux.h` under
+/// `bpf-src/include/`. It decides how the uprobes read their arguments (`struct pt_regs`
+/// on x86, `struct user_pt_regs` on arm64) through bpf_tracing.h's `__TARGET_ARCH_*`.
+fn bpf_arch() -> Result<&'static str, String> {
+    println!("cargo:rerun-if-env-changed=CARGO_CFG_TARGET_ARCH");
+    let target = env::var("CARGO_CFG_TARGET_ARCH").map_err(|e| e.to_string())?;
+    match target.as_str() {
+        "x86_64" => Ok("x86"),
+        "aarch64" => Ok("arm64"),
+        other => Err(format!(
+            "no BPF build for target architecture {other}: Ironclad's objects are built for x86_64 and aarch64 (bpf-src/include/<arch>/vmlinux.h)"
+        )),
+    }
+}
+
+/// Compiles one `.bpf.c` into its CO-RE object and libbpf-rs skeleton, for `arch`.
 fn build_object(
     path: &Path,
     obj: &Path,
     skel: &Path,
     clang: &str,
     include: &Path,
+    arch: &str,
     lib: &Path,
 ) -> Result<(), String> {
     SkeletonBuilder::new()
@@ -135,9 +153,10 @@ fn build_object(
         .obj(obj)
         .clang(clang)
         .clang_args([
+            format!("-I{}", include.join(arch).display()),
             format!("-I{}", include.display()),
             format!("-I{}", lib.display()),
-            "-D__TARGET_ARCH_x86".to_string(),
+            format!("-D__TARGET_ARCH_{arch}"),
             "-Wall".to_string(),
             "-Werror".to_string(),
             "-Wno-unused-function".to_string(),

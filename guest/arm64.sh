@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# Runs ironclad-bpf's kernel-facing suites on a Debian arm64 kernel, in QEMU's emulated
+# aarch64 machine (qemu-system-aarch64, TCG), from this x86_64 machine.
+#
+#   guest/arm64.sh                 install what is missing, build, run the suites below
+#   guest/arm64.sh SUITE...        only these suites (modules of ironclad-bpf's tests)
+#   GUEST_FILTER=NAME guest/arm64.sh   only the tests whose name contains NAME
+#
+# What it does, and why each part is needed:
+# - The guest needs arm64 user space (the host's x86 root cannot run there): a Debian
+#   bookworm arm64 root, unpacked from its packages with mmdebstrap's `extract` variant
+#   (no maintainer scripts, so no emulation on the host), with the tools the tests start
+#   (ip, bpftool, python3, openssl, curl, dnsmasq, nft). It is also the sysroot of the
+#   cross build: clang (`--target=aarch64-linux-gnu`) compiles libbpf and links with
+#   mold against its glibc, libelf and zlib, so no cross gcc and no arm64 packages are
+#   installed on the host.
+# - ironclad-bpf's build script compiles the BPF objects for the crate's target
+#   (`-D__TARGET_ARCH_arm64`, bpf-src/include/arm64/vmlinux.h): the uprobes read
+#   `struct user_pt_regs` there.
+# - The kernel is Debian's arm64 build of 6.12 (trixie), from a separate apt state
+#   (the machine's sources are not touched). Its modules are .ko.xz, which the guest's
+#   early loader cannot read: they are decompressed into the root once.
+# - virtme-ng boots it (`--arch arm64 --root`): the root is exported over 9p, and this
+#   checkout is bind-mounted into it at its own path, so the test binary runs from
+#   ironclad-bpf/ as on the host.
+# Everything fetched is kept under $IRONCLAD_ARM64_CACHE (default
+# /var/cache/ironclad/arm64) and reused; the results come back in target/guest/arm64/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+CACHE=${IRONCLAD_ARM64_CACHE:-/var/cache/ironclad/arm64}
+WORK=$ROOT/target/guest/arm64
+SYSROOT=$CACHE/root
+# The suites that ran here (docs/testing.md says which ran on which kernel, and how long).
+DEFAULT_SUITES=(loader_audit loader_pinning shield_prog_run firewall_guest)
+# The root's packages: the tests' tools, and the cross build's libraries.
+PACKAGES=libc6,libc6-dev,libgcc-12-dev,libelf-dev,zlib1g-dev,libzstd-dev,iproute2,bpftool,python3,kmod,procps,iputils-ping,util-linux,mount,libssl3,openssl,curl,dnsmasq-base,nftables,iptables,attr,dash,bash,coreutils,grep,sed,findutils,gawk,diffutils,tar,gzip
+KERNEL_SUITE=trixie
+KERNEL_PATTERN='linux-image-6.12.*+deb13-arm64-unsigned'
+
+log() { printf '\033[1m==> arm64 [%ds]: %s\033[0m\n' "$SECONDS" "$*" >&2; }
+
+install_tools() {
+    local pkgs=(mmdebstrap qemu-system-arm xz-utils kmod) missing=() p
+    for p in "${pkgs[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if ((${#missing[@]})); then
+        log "installing ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+    rustup target list --installed | grep -qx aarch64-unknown-linux-gnu \
+        || rustup target add aarch64-unknown-linux-gnu
+    # The guest's boot (virtme-ng), as guest/run.sh installs it.
+    if ! command -v vng >/dev/null; then
+        python3 -m pip install --quiet --root-user-action=ignore "virtme-ng==1.42"
+        hash -r
+        PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
+    fi
+    command -v vng >/dev/null || { echo "vng not found after installing virtme-ng" >&2; exit 1; }
+}
+
+# The arm64 root, rebuilt when its package list changes.
+make_root() {
+    local stamp
+    stamp=$(printf '%s' "$PACKAGES" | sha256sum | cut -c1-16)
+    [[ -f $SYSROOT/.ironclad-root-$stamp ]] && return 0
+    log "unpacking a Debian arm64 root (mmdebstrap, extract)"
+    rm -rf "$SYSROOT" "$CACHE/root.tar"
+    mkdir -p "$SYSROOT"
+    mmdebstrap --quiet --variant=extract --arch=arm64 --include="$PACKAGES" bookworm \
+        "$CACHE/root.tar" http://deb.debian.org/debian
+    tar -C "$SYSROOT" -xf "$CACHE/root.tar"
+    rm -f "$CACHE/root.tar"
+    mkdir -p "$SYSROOT/out"
+    touch "$SYSROOT/.ironclad-root-$stamp"
+}
+
+# Prints the kernel's version and image path, its modules installed in the root.
+fetch_kernel() {
+    local apt=$CACHE/apt pkg dir ver
+    mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial"
+    echo "deb [arch=arm64] http://deb.debian.org/debian $KERNEL_SUITE main" > "$apt/sources.list"
+    local opts=(-o "Dir::Etc::sourcelist=$apt/sources.list" -o Dir::Etc::sourceparts=-
+        -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache"
+        -o APT::Architecture=arm64 -o APT::Architectures::=arm64)
+    pkg=$(apt-cache "${opts[@]}" search --names-only "^${KERNEL_PATTERN//\*/[0-9]+}\$" 2>/dev/null | awk '{print $1}' | sort -V | tail -n 1)
+    if [[ -z "$pkg" ]]; then
+        apt-get "${opts[@]}" update -qq >&2
+        pkg=$(apt-cache "${opts[@]}" search --names-only "^${KERNEL_PATTERN//\*/[0-9]+}\$" | awk '{print $1}' | sort -V | tail -n 1)
+    fi
+    [[ -n "$pkg" ]] || { echo "no Debian arm64 package matches $KERNEL_PATTERN" >&2; return 1; }
+    dir=$CACHE/kernels/$pkg
+    if [[ ! -d $dir/boot ]]; then
+        log "fetching $pkg" 
+        rm -rf "$dir" && mkdir -p "$dir"
+        (cd "$dir" && apt-get "${opts[@]}" download -qq "$pkg:arm64" 2>/dev/null && dpkg -x ./*.deb . && rm -f ./*.deb)
+    fi
+    ver=$(ls "$dir/usr/lib/modules" 2>/dev/null || ls "$dir/lib/modules")
+    if [[ ! -f $SYSROOT/lib/modules/$ver/modules.dep ]]; then
+        log "installing $ver's modules in the root (decompressed)"
+        mkdir -p "$SYSROOT/lib/modules"
+        cp -a "$(ls -d "$dir"/usr/lib/modules/"$ver" "$dir"/lib/modules/"$ver" 2>/dev/null | head -n 1)" "$SYSROOT/lib/modules/"
+        find "$SYSROOT/lib/modules/$ver" -name '*.ko.xz' -print0 | xargs -0 -r -P "$(nproc)" -n 200 xz -d
+        depmod -b "$SYSROOT" "$ver"
+    fi
+    echo "$ver $dir/boot/vmlinuz-$ver"
+}
+
+# The test binary for aarch64: clang as the C compiler and linker, the root as sysroot.
+cross_build() {
+    local cc=$WORK/aarch64-cc
+    mkdir -p "$WORK"
+    printf '#!/bin/sh\nexec clang --target=aarch64-linux-gnu --sysroot=%s -fuse-ld=mold "$@"\n' "$SYSROOT" > "$cc"
+    chmod +x "$cc"
+    env CC_aarch64_unknown_linux_gnu="$cc" AR_aarch64_unknown_linux_gnu=llvm-ar \
+        CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER="$cc" \
+        LIBBPF_SYS_LIBRARY_PATH_aarch64_unknown_linux_gnu="$SYSROOT/usr/lib/aarch64-linux-gnu" \
+        PKG_CONFIG_SYSROOT_DIR="$SYSROOT" \
+        PKG_CONFIG_LIBDIR="$SYSROOT/usr/lib/aarch64-linux-gnu/pkgconfig:$SYSROOT/usr/share/pkgconfig" \
+        cargo test --quiet -p ironclad-bpf --target aarch64-unknown-linux-gnu --no-run --message-format=json \
+        | python3 -c '
+import json, sys
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    t = m.get("target", {})
+    if m.get("reason") == "compiler-artifact" and t.get("name") == "bpf" and "test" in t.get("kind", []) and m.get("executable"):
+        print(m["executable"])
+' | tail -n 1
+}
+
+install_tools
+mkdir -p "$CACHE"
+make_root
+read -r ver image < <(fetch_kernel)
+log "building ironclad-bpf's tests for aarch64"
+BIN=$(cross_build)
+[[ -x "$BIN" ]] || { echo "could not find ironclad-bpf's aarch64 test binary" >&2; exit 1; }
+file "$BIN" | grep -q 'ARM aarch64' || { echo "$BIN is not an aarch64 executable" >&2; exit 1; }
+suites=("$@")
+((${#suites[@]})) || suites=("${DEFAULT_SUITES[@]}")
+
+# The checkout at its own path inside the root, for the test binary and its data.
+mkdir -p "$SYSROOT$ROOT"
+mountpoint -q "$SYSROOT$ROOT" || mount --bind "$ROOT" "$SYSROOT$ROOT"
+trap 'umount "$SYSROOT$ROOT" 2>/dev/null || true' EXIT
+out=$SYSROOT/out
+rm -f "$out"/output.txt "$out"/rc
+cat > "$out/guest.sh" <<GUEST
+#!/bin/bash
+exec > /out/output.txt 2>&1
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+mount -t bpf bpf /sys/fs/bpf 2>/dev/null || true
+echo "guest kernel: \$(uname -r) \$(uname -m); LSMs: \$(cat /sys/kernel/security/lsm)"
+cd "$ROOT/ironclad-bpf"
+rc=0
+for suite in ${suites[*]}; do
+    # Suites whose tests are ignored on the host (they need a guest's kernel) run
+    # with --ignored; the others as on the host.
+    extra=
+    [[ \$suite == *_guest ]] && extra=--ignored
+    names=\$("$BIN" --list --format terse \$extra "\$suite::" | sed -n 's/: test\$//p' | grep -F -- "${GUEST_FILTER:-}")
+    if [[ -z "\$names" ]]; then
+        [[ -n "${GUEST_FILTER:-}" ]] || { echo "suite \$suite: no such suite"; rc=1; }
+        continue
+    fi
+    began=\$SECONDS
+    # shellcheck disable=SC2086 # one test name a word
+    IRONCLAD_GUEST=1 "$BIN" \$extra --test-threads=1 --exact \$names || rc=1
+    echo "suite \$suite took \$((SECONDS - began)) s"
+done
+echo \$rc > /out/rc
+GUEST
+chmod +x "$out/guest.sh"
+log "booting $ver (qemu-system-aarch64, TCG): ${suites[*]}"
+mkdir -p "$WORK"
+started=$SECONDS
+timeout "${GUEST_TIMEOUT:-3600}" vng --verbose --arch arm64 --root "$SYSROOT" --run "$image" \
+    --disable-kvm --force-9p --memory 2G --rwdir "$out" --exec /out/guest.sh > "$WORK/vng.log" 2>&1 || true
+cp "$out/output.txt" "$WORK/output.txt" 2>/dev/null || true
+cat "$WORK/output.txt" 2>/dev/null || true
+log "guest run took $((SECONDS - started)) s"
+if [[ "$(cat "$out/rc" 2>/dev/null)" != 0 ]]; then
+    echo "arm64 guest: tests failed or did not finish (see $WORK/vng.log)" >&2
+    tail -n 20 "$WORK/vng.log" >&2
+    exit 1
+fi
