@@ -33,10 +33,12 @@ WORK=$ROOT/target/guest/arm64
 SYSROOT=$CACHE/root
 # The suites that ran here (docs/testing.md says which ran on which kernel, and how long).
 DEFAULT_SUITES=(loader_audit loader_pinning shield_prog_run firewall_guest)
-# The root's packages: the tests' tools, and the cross build's libraries.
-PACKAGES=libc6,libc6-dev,libgcc-12-dev,libelf-dev,zlib1g-dev,libzstd-dev,iproute2,bpftool,python3,kmod,procps,iputils-ping,util-linux,mount,libssl3,openssl,curl,dnsmasq-base,nftables,iptables,attr,dash,bash,coreutils,grep,sed,findutils,gawk,diffutils,tar,gzip
+# The root's packages: busybox (virtme-ng builds the guest's initramfs from it), the
+# tests' tools (a C compiler: some tests build their clients),
+# and the cross build's libraries.
+PACKAGES=busybox-static,libc6,libc6-dev,libgcc-12-dev,gcc,bind9-dnsutils,ethtool,libelf-dev,zlib1g-dev,libzstd-dev,iproute2,bpftool,python3,kmod,procps,iputils-ping,util-linux,mount,libssl3,openssl,curl,dnsmasq-base,nftables,iptables,attr,dash,bash,coreutils,grep,sed,findutils,gawk,diffutils,tar,gzip
 KERNEL_SUITE=trixie
-KERNEL_PATTERN='linux-image-6.12.*+deb13-arm64-unsigned'
+KERNEL_PATTERN='linux-image-6.12.*.deb13-arm64-unsigned'  # '.' matches the '+' of '6.12.117+deb13'
 
 log() { printf '\033[1m==> arm64 [%ds]: %s\033[0m\n' "$SECONDS" "$*" >&2; }
 
@@ -73,6 +75,11 @@ make_root() {
         "$CACHE/root.tar" http://deb.debian.org/debian
     tar -C "$SYSROOT" -xf "$CACHE/root.tar"
     rm -f "$CACHE/root.tar"
+    # The names Debian's maintainer scripts would have made (update-alternatives), which
+    # the extract variant does not run: the tests compile clients with `cc`.
+    ln -sf gcc "$SYSROOT/usr/bin/cc"
+    ln -sf gawk "$SYSROOT/usr/bin/awk"
+    ln -sf xtables-nft-multi "$SYSROOT/usr/sbin/iptables"
     mkdir -p "$SYSROOT/out"
     touch "$SYSROOT/.ironclad-root-$stamp"
 }

@@ -67,9 +67,21 @@ pub use ironclad_policy::tls::{TlsAttach, TlsPlacement, TlsPolicy, TlsScope};
 
 const LIB_NAME: &str = "libssl.so.3";
 
+/// This build's architecture as `ldconfig -p` names it, and its Debian multiarch
+/// directory: the library the probes go on must be one this process's architecture
+/// runs (the uprobes read that architecture's registers).
+#[cfg(target_arch = "aarch64")]
+const LDCONFIG_ARCH: &str = "AArch64";
+#[cfg(target_arch = "aarch64")]
+const MULTIARCH: &str = "aarch64-linux-gnu";
+#[cfg(not(target_arch = "aarch64"))]
+const LDCONFIG_ARCH: &str = "x86-64";
+#[cfg(not(target_arch = "aarch64"))]
+const MULTIARCH: &str = "x86_64-linux-gnu";
+
 /// Finds `libssl.so.3`: in the mappings of `pid` if given (through `/proc/PID/root`, so
-/// a container's own library is found), else in the dynamic linker's cache, else in the
-/// usual directories.
+/// a container's own library is found), else in the dynamic linker's cache (this build's
+/// architecture's entry), else in the usual directories.
 pub fn find_libssl(pid: Option<u32>) -> Result<PathBuf> {
     let not_found = |reason: String| BpfError::Io {
         path: PathBuf::from(LIB_NAME),
@@ -92,7 +104,7 @@ pub fn find_libssl(pid: Option<u32>) -> Result<PathBuf> {
         let text = String::from_utf8_lossy(&out.stdout);
         if let Some(path) = text
             .lines()
-            .filter(|l| l.trim_start().starts_with(LIB_NAME) && l.contains("x86-64"))
+            .filter(|l| l.trim_start().starts_with(LIB_NAME) && l.contains(LDCONFIG_ARCH))
             .filter_map(|l| l.split("=> ").nth(1))
             .map(|p| PathBuf::from(p.trim()))
             .find(|p| p.exists())
@@ -100,13 +112,12 @@ pub fn find_libssl(pid: Option<u32>) -> Result<PathBuf> {
             return Ok(path);
         }
     }
-    for dir in [
-        "/usr/lib/x86_64-linux-gnu",
-        "/lib/x86_64-linux-gnu",
-        "/usr/lib64",
-        "/usr/lib",
-        "/lib64",
-    ] {
+    let multiarch = [format!("/usr/lib/{MULTIARCH}"), format!("/lib/{MULTIARCH}")];
+    for dir in multiarch
+        .iter()
+        .map(String::as_str)
+        .chain(["/usr/lib64", "/usr/lib", "/lib64"])
+    {
         let path = Path::new(dir).join(LIB_NAME);
         if path.exists() {
             return Ok(path);
