@@ -42,25 +42,13 @@ KERNEL_PATTERN='linux-image-6.12.*.deb13-arm64-unsigned'  # '.' matches the '+' 
 
 log() { printf '\033[1m==> arm64 [%ds]: %s\033[0m\n' "$SECONDS" "$*" >&2; }
 
+# shellcheck source=guest/common.sh
+source "$ROOT/guest/common.sh"
+
 install_tools() {
-    local pkgs=(mmdebstrap qemu-system-arm xz-utils kmod) missing=() p
-    for p in "${pkgs[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-    done
-    if ((${#missing[@]})); then
-        log "installing ${missing[*]}"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    fi
+    install_guest_tools mmdebstrap qemu-system-arm xz-utils kmod
     rustup target list --installed | grep -qx aarch64-unknown-linux-gnu \
         || rustup target add aarch64-unknown-linux-gnu
-    # The guest's boot (virtme-ng), as guest/run.sh installs it.
-    if ! command -v vng >/dev/null; then
-        python3 -m pip install --quiet --root-user-action=ignore "virtme-ng==1.42"
-        hash -r
-        PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
-    fi
-    command -v vng >/dev/null || { echo "vng not found after installing virtme-ng" >&2; exit 1; }
 }
 
 # The arm64 root, rebuilt when its package list changes.

@@ -30,27 +30,11 @@ BENCH=0 PREPARE=0
 # With the seconds since the script started, so a slow step shows in a CI log.
 log() { printf '\033[1m==> guest [%ds]: %s\033[0m\n' "$SECONDS" "$*" >&2; }
 
+# shellcheck source=guest/common.sh
+source "$ROOT/guest/common.sh"
+
 install_tools() {
-    local pkgs=(qemu-system-x86 kmod busybox-static cpio attr gdb bpftool util-linux) missing=()
-    for p in "${pkgs[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-    done
-    if ((${#missing[@]})); then
-        log "installing ${missing[*]}"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    fi
-    if ! command -v vng >/dev/null; then
-        log "installing virtme-ng"
-        python3 -m pip install --quiet --root-user-action=ignore "virtme-ng==1.42"
-        hash -r
-    fi
-    if ! command -v vng >/dev/null; then
-        # pip put it next to the interpreter's other scripts, which may not be on PATH.
-        PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
-        export PATH
-    fi
-    command -v vng >/dev/null || { echo "vng not found after installing virtme-ng" >&2; exit 1; }
+    install_guest_tools qemu-system-x86 kmod busybox-static cpio attr gdb bpftool util-linux
 }
 
 # Prints the version string (e.g. 6.1.0-54-amd64) of the kernel package matching $1,
