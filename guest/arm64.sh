@@ -115,17 +115,7 @@ cross_build() {
         PKG_CONFIG_SYSROOT_DIR="$SYSROOT" \
         PKG_CONFIG_LIBDIR="$SYSROOT/usr/lib/aarch64-linux-gnu/pkgconfig:$SYSROOT/usr/share/pkgconfig" \
         cargo test --quiet -p ironclad-bpf --target aarch64-unknown-linux-gnu --no-run --message-format=json \
-        | python3 -c '
-import json, sys
-for line in sys.stdin:
-    try:
-        m = json.loads(line)
-    except ValueError:
-        continue
-    t = m.get("target", {})
-    if m.get("reason") == "compiler-artifact" and t.get("name") == "bpf" and "test" in t.get("kind", []) and m.get("executable"):
-        print(m["executable"])
-' | tail -n 1
+        | executable bpf test | tail -n 1
 }
 
 install_tools
@@ -135,7 +125,8 @@ read -r ver image < <(fetch_kernel)
 log "building ironclad-bpf's tests for aarch64"
 BIN=$(cross_build)
 [[ -x "$BIN" ]] || { echo "could not find ironclad-bpf's aarch64 test binary" >&2; exit 1; }
-file "$BIN" | grep -q 'ARM aarch64' || { echo "$BIN is not an aarch64 executable" >&2; exit 1; }
+# e_machine 183 (EM_AARCH64) in its ELF header.
+[[ $(od -An -j18 -N2 -tu2 "$BIN" | tr -d ' ') == 183 ]] || { echo "$BIN is not an aarch64 executable" >&2; exit 1; }
 suites=("$@")
 ((${#suites[@]})) || suites=("${DEFAULT_SUITES[@]}")
 

@@ -24,3 +24,21 @@ install_guest_tools() {
     fi
     command -v vng >/dev/null || { echo "vng not found after installing virtme-ng" >&2; exit 1; }
 }
+
+# Path of the executable cargo built for a target of the kind given ("test", "bench"),
+# from its JSON messages.
+executable() {
+    python3 -c '
+import json, sys
+name, kind = sys.argv[1], sys.argv[2]
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    target = m.get("target", {})
+    if m.get("reason") == "compiler-artifact" and target.get("name") == name \
+            and kind in target.get("kind", []) and m.get("executable"):
+        print(m["executable"])
+' "$1" "$2"
+}

@@ -74,24 +74,6 @@ fetch_kernel() {
     echo "$ver $boot/boot/vmlinuz-$ver"
 }
 
-# Path of the executable cargo built for a target of the kind given ("test", "bench"),
-# from its JSON messages.
-executable() {
-    python3 -c '
-import json, sys
-name, kind = sys.argv[1], sys.argv[2]
-for line in sys.stdin:
-    try:
-        m = json.loads(line)
-    except ValueError:
-        continue
-    target = m.get("target", {})
-    if m.get("reason") == "compiler-artifact" and target.get("name") == name \
-            and kind in target.get("kind", []) and m.get("executable"):
-        print(m["executable"])
-' "$1" "$2"
-}
-
 install_tools
 if ((PREPARE)); then
     while read -r name pattern; do

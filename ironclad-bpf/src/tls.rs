@@ -68,16 +68,16 @@ pub use ironclad_policy::tls::{TlsAttach, TlsPlacement, TlsPolicy, TlsScope};
 const LIB_NAME: &str = "libssl.so.3";
 
 /// This build's architecture as `ldconfig -p` names it, and its Debian multiarch
-/// directory: the library the probes go on must be one this process's architecture
+/// directories: the library the probes go on must be one this process's architecture
 /// runs (the uprobes read that architecture's registers).
 #[cfg(target_arch = "aarch64")]
 const LDCONFIG_ARCH: &str = "AArch64";
 #[cfg(target_arch = "aarch64")]
-const MULTIARCH: &str = "aarch64-linux-gnu";
+const MULTIARCH_DIRS: [&str; 2] = ["/usr/lib/aarch64-linux-gnu", "/lib/aarch64-linux-gnu"];
 #[cfg(not(target_arch = "aarch64"))]
 const LDCONFIG_ARCH: &str = "x86-64";
 #[cfg(not(target_arch = "aarch64"))]
-const MULTIARCH: &str = "x86_64-linux-gnu";
+const MULTIARCH_DIRS: [&str; 2] = ["/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu"];
 
 /// Finds `libssl.so.3`: in the mappings of `pid` if given (through `/proc/PID/root`, so
 /// a container's own library is found), else in the dynamic linker's cache (this build's
@@ -112,10 +112,8 @@ pub fn find_libssl(pid: Option<u32>) -> Result<PathBuf> {
             return Ok(path);
         }
     }
-    let multiarch = [format!("/usr/lib/{MULTIARCH}"), format!("/lib/{MULTIARCH}")];
-    for dir in multiarch
-        .iter()
-        .map(String::as_str)
+    for dir in MULTIARCH_DIRS
+        .into_iter()
         .chain(["/usr/lib64", "/usr/lib", "/lib64"])
     {
         let path = Path::new(dir).join(LIB_NAME);
