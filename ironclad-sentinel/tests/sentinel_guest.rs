@@ -339,10 +339,44 @@ fn daemon_root(name: &str) -> (PathBuf, PathBuf, PathBuf) {
     (root, etc, stopper)
 }
 
-/// Stops an agent with its update manager `stopper` (a copy of `kill`), checks it exits
-/// cleanly and that `protected` is writable again (its Sentinel is gone).
-fn stop_with_update_manager(stopper: &Path, mut child: Child, protected: &Path) {
-    let out = run(arg(stopper), &["-TERM", &child.id().to_string()]);
+/// A protected agent or daemon a test started, with its update manager `stopper`: when
+/// the test ends, also by failing, it is stopped the way an operator would. (A failed
+/// assertion once left its agent running and registered, and every later test's agent
+/// was refused the registration, one failure reported as twelve.)
+struct Protected {
+    child: Option<Child>,
+    stopper: PathBuf,
+}
+
+impl Protected {
+    fn new(child: Child, stopper: &Path) -> Self {
+        Self {
+            child: Some(child),
+            stopper: stopper.to_path_buf(),
+        }
+    }
+
+    fn id(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+}
+
+impl Drop for Protected {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new(&self.stopper)
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Stops an agent with its update manager (a copy of `kill`), checks it exits cleanly
+/// and that `protected` is writable again (its Sentinel is gone).
+fn stop_with_update_manager(mut agent: Protected, protected: &Path) {
+    let mut child = agent.child.take().expect("the agent runs");
+    let out = run(arg(&agent.stopper), &["-TERM", &child.id().to_string()]);
     assert!(
         out.status.success(),
         "{}",
@@ -958,6 +992,7 @@ fn full_firewall_enables_the_sentinel_from_its_policy() {
         .arg(&events)
         .args(["--metrics", "127.0.0.1:0"]);
     let (child, log) = spawn_until(&mut command, "full_firewall: ready");
+    let child = Protected::new(child, &stopper);
     assert!(log.contains("sentinel enforcing"), "{log}");
     let pid = child.id().to_string();
     let port: u16 = log
@@ -1024,7 +1059,7 @@ fn full_firewall_enables_the_sentinel_from_its_policy() {
         std::thread::sleep(Duration::from_millis(200));
     }
     // The update manager stops it; --detach-on-exit removes the Sentinel.
-    stop_with_update_manager(&stopper, child, &policy);
+    stop_with_update_manager(child, &policy);
     let _ = run("umount", &["-l", arg(&root)]);
 }
 
@@ -1073,6 +1108,7 @@ fn embed_agent_runs_under_its_sentinel_and_forwards_every_kind_of_event() {
         .arg(root.join("audit.jsonl"))
         .args(["--require-sentinel", "--detach-on-exit"]);
     let (child, log) = spawn_until(&mut command, "agent running");
+    let child = Protected::new(child, &stopper);
     assert!(log.contains("Enforcing"), "the Sentinel enforces: {log}");
     let pid = child.id().to_string();
 
@@ -1142,7 +1178,7 @@ fn embed_agent_runs_under_its_sentinel_and_forwards_every_kind_of_event() {
     }
 
     // Its updater stops it; --detach-on-exit takes everything out of the kernel.
-    stop_with_update_manager(&stopper, child, &policy);
+    stop_with_update_manager(child, &policy);
     let _ = std::fs::remove_dir(&cgroup);
     let _ = run("umount", &["-l", arg(&cgroup_mount)]);
     let _ = run("umount", &["-l", arg(&root)]);
@@ -1368,6 +1404,7 @@ fn every_link_of_the_daemons_features_stays_attached_under_its_sentinel() {
         .arg("--events")
         .arg(&events);
     let (child, log) = spawn_until(&mut command, "full_firewall: ready");
+    let child = Protected::new(child, &stopper);
     assert!(log.contains("sentinel enforcing"), "{log}");
 
     // What each feature decides, before.
@@ -1545,6 +1582,6 @@ fn every_link_of_the_daemons_features_stays_attached_under_its_sentinel() {
     );
     assert!(status.status.success(), "ready: {status:?}");
 
-    stop_with_update_manager(&stopper, child, &policy);
+    stop_with_update_manager(child, &policy);
     let _ = run("umount", &["-l", arg(&root)]);
 }

@@ -803,7 +803,103 @@ fn has_unread(stream: &tokio::net::TcpStream) -> bool {
     )
 }
 
-/// Open connections, in total and per peer address, oldest first. When a limit is
+/// Whose connections share a per-peer limit: the peer's address and, for a peer on this
+/// host, the user owning its socket. Every local user connects from the same loopback
+/// address; counted as one peer, an unprivileged user opening connections as fast as it
+/// can filled the shared queue in the time between a root probe's connect and its
+/// request (a client the scheduler held back for a few milliseconds), and the probe's
+/// connection, having sent nothing yet, was closed to make room (CI, one `/healthz` in
+/// 48 under eight churners). Each local user now has a queue of its own.
+type PeerKey = (std::net::IpAddr, Option<u32>);
+
+/// Asks the kernel (sock_diag) which user owns the client end of a connection accepted
+/// from this host. One netlink socket, opened with the listener; the kernel answers
+/// within the request's `send`, so the `recv` never waits.
+struct PeerOwners {
+    socket: netlink_sys::Socket,
+    seq: u32,
+}
+
+impl PeerOwners {
+    fn open() -> std::io::Result<Self> {
+        let mut socket = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_SOCK_DIAG)?;
+        socket.bind_auto()?;
+        socket.connect(&netlink_sys::SocketAddr::new(0, 0))?;
+        Ok(Self { socket, seq: 0 })
+    }
+
+    /// The owner of the socket at `peer` connected to `local`, if `peer` is a loopback
+    /// address and the kernel still knows the socket; `None` otherwise (the limit then
+    /// counts the address alone).
+    fn uid(&mut self, peer: SocketAddr, local: SocketAddr) -> Option<u32> {
+        use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
+        use netlink_packet_sock_diag::{
+            constants::{AF_INET, AF_INET6, IPPROTO_TCP},
+            inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
+            SockDiagMessage,
+        };
+        let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+        let (peer, local) = (canonical(peer), canonical(local));
+        if !peer.ip().is_loopback() || peer.is_ipv4() != local.is_ipv4() {
+            return None;
+        }
+        self.seq = self.seq.wrapping_add(1);
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST;
+        header.sequence_number = self.seq;
+        // The client's socket: its own end is the peer, its far end our listener.
+        let socket_id = SocketId {
+            source_port: peer.port(),
+            destination_port: local.port(),
+            source_address: peer.ip(),
+            destination_address: local.ip(),
+            interface_id: 0,
+            // INET_DIAG_NOCOOKIE: found by its addresses alone.
+            cookie: [0xff; 8],
+        };
+        let mut request = NetlinkMessage::new(
+            header,
+            SockDiagMessage::InetRequest(InetRequest {
+                family: if peer.is_ipv4() { AF_INET } else { AF_INET6 },
+                protocol: IPPROTO_TCP,
+                extensions: ExtensionFlags::empty(),
+                states: StateFlags::all(),
+                socket_id,
+            })
+            .into(),
+        );
+        request.finalize();
+        let mut out = vec![0; request.buffer_len()];
+        request.serialize(&mut out);
+        if let Err(e) = self.socket.send(&out, 0) {
+            tracing::debug!("sock_diag request: {e}");
+            return None;
+        }
+        let mut buf = Vec::with_capacity(8192);
+        // Answers to earlier requests a failed receive left behind are skipped by
+        // their sequence number.
+        loop {
+            buf.clear();
+            if self.socket.recv(&mut buf, libc::MSG_DONTWAIT).is_err() {
+                return None;
+            }
+            let Ok(answer) = NetlinkMessage::<SockDiagMessage>::deserialize(&buf) else {
+                return None;
+            };
+            if answer.header.sequence_number != self.seq {
+                continue;
+            }
+            return match answer.payload {
+                NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
+                    Some(r.header.uid)
+                }
+                _ => None,
+            };
+        }
+    }
+}
+
+/// Open connections, in total and per peer (`PeerKey`), oldest first. When a limit is
 /// reached a connection of that peer (or of the peer with the most) is closed to make
 /// room: the oldest that has sent nothing its task has not read and is not being
 /// answered, else the oldest not being answered, else the oldest. (A request that
@@ -819,14 +915,14 @@ fn has_unread(stream: &tokio::net::TcpStream) -> bool {
 struct Connections {
     total: usize,
     next: u64,
-    per_peer: BTreeMap<std::net::IpAddr, std::collections::VecDeque<OpenConnection>>,
+    per_peer: BTreeMap<PeerKey, std::collections::VecDeque<OpenConnection>>,
 }
 
 impl Connections {
     /// Registers a new connection from `peer`, closing one where a limit says so.
     fn open(
         &mut self,
-        peer: std::net::IpAddr,
+        peer: PeerKey,
         stream: &Arc<tokio::net::TcpStream>,
     ) -> (
         u64,
@@ -843,11 +939,11 @@ impl Connections {
             self.per_peer
                 .iter()
                 .max_by_key(|(_, q)| q.len())
-                .map(|(ip, _)| *ip)
+                .map(|(key, _)| *key)
         } else {
             None
         };
-        if let Some(q) = evict_from.and_then(|ip| self.per_peer.get_mut(&ip)) {
+        if let Some(q) = evict_from.and_then(|key| self.per_peer.get_mut(&key)) {
             let answered = |busy: &std::sync::atomic::AtomicBool| {
                 busy.load(std::sync::atomic::Ordering::Acquire)
             };
@@ -875,7 +971,7 @@ impl Connections {
     }
 
     /// A connection ended (unless it was closed to make room, and so already gone).
-    fn close(&mut self, peer: std::net::IpAddr, id: u64) {
+    fn close(&mut self, peer: PeerKey, id: u64) {
         if let Some(q) = self.per_peer.get_mut(&peer) {
             if let Some(at) = q.iter().position(|(i, _, _, _)| *i == id) {
                 q.remove(at);
@@ -901,6 +997,13 @@ fn serve(listener: TcpListener, shared: Arc<Shared>) -> std::io::Result<()> {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let pages = Arc::new(tokio::sync::Semaphore::new(MAX_PAGE_BUILDS));
         let open = Arc::new(Mutex::new(Connections::default()));
+        let mut owners = PeerOwners::open()
+            .inspect_err(|e| {
+                tracing::warn!(
+                    "metrics: no sock_diag socket ({e}): local users share one connection limit"
+                );
+            })
+            .ok();
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(accepted) => accepted,
@@ -911,10 +1014,15 @@ fn serve(listener: TcpListener, shared: Arc<Shared>) -> std::io::Result<()> {
                 }
             };
             let stream = Arc::new(stream);
+            let owner = match (owners.as_mut(), stream.local_addr()) {
+                (Some(owners), Ok(local)) => owners.uid(peer, local),
+                _ => None,
+            };
+            let key = (peer.ip(), owner);
             let (id, cancel, busy) = open
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .open(peer.ip(), &stream);
+                .open(key, &stream);
             let (shared, pages, open) = (Arc::clone(&shared), Arc::clone(&pages), Arc::clone(&open));
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
@@ -942,7 +1050,7 @@ fn serve(listener: TcpListener, shared: Arc<Shared>) -> std::io::Result<()> {
                 }
                 open.lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .close(peer.ip(), id);
+                    .close(key, id);
             });
             // The connections' tasks run between two accepts (under a flood of connects
             // `accept` is always ready): a request that came with its connection is
@@ -1942,7 +2050,7 @@ mod tests {
                 }
                 let (stream, peer) = listener.accept().await.expect("accept");
                 let stream = Arc::new(stream);
-                let (id, cancel, busy) = open.open(peer.ip(), &stream);
+                let (id, cancel, busy) = open.open((peer.ip(), None), &stream);
                 if i == 1 {
                     // The second: being answered.
                     busy.store(true, std::sync::atomic::Ordering::Release);
@@ -1954,14 +2062,78 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
             let _client = std::net::TcpStream::connect(addr).expect("connect");
             let (stream, peer) = listener.accept().await.expect("accept");
-            open.open(peer.ip(), &Arc::new(stream));
-            let ids: Vec<u64> = open.per_peer[&peer.ip()].iter().map(|c| c.0).collect();
+            open.open((peer.ip(), None), &Arc::new(stream));
+            let ids: Vec<u64> = open.per_peer[&(peer.ip(), None)]
+                .iter()
+                .map(|c| c.0)
+                .collect();
             assert_eq!(ids.len(), MAX_PER_PEER);
             assert!(ids.contains(&handles[0].0), "the waiting request stays");
             assert!(ids.contains(&handles[1].0), "the answer under way stays");
             assert!(
                 !ids.contains(&handles[2].0),
                 "the oldest that sent nothing goes"
+            );
+        });
+    }
+
+    /// sock_diag names the user owning the client end of a loopback connection, and
+    /// nothing for an address that is not a loopback one.
+    #[test]
+    fn a_loopback_peer_is_named_by_the_user_owning_its_socket() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let local = listener.local_addr().expect("addr");
+        let client = std::net::TcpStream::connect(local).expect("connect");
+        let (_server, peer) = listener.accept().expect("accept");
+        assert_eq!(peer, client.local_addr().expect("client addr"));
+        let mut owners = PeerOwners::open().expect("sock_diag socket");
+        assert_eq!(
+            owners.uid(peer, local),
+            Some(rustix::process::geteuid().as_raw())
+        );
+        // Twice: the second answer is the second request's, not a leftover.
+        assert_eq!(
+            owners.uid(peer, local),
+            Some(rustix::process::geteuid().as_raw())
+        );
+        let remote: SocketAddr = "192.0.2.1:40000".parse().expect("addr");
+        assert_eq!(owners.uid(remote, local), None);
+        // A loopback address with no such connection: not found, no owner.
+        let gone: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        assert_eq!(owners.uid(gone, local), None);
+    }
+
+    /// One local user's full queue closes only its own connections: another user's
+    /// connection from the same address that has sent nothing yet stays.
+    #[test]
+    fn one_users_connections_never_close_another_users() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let ip = addr.ip();
+            let mut open = Connections::default();
+            let mut clients = Vec::new();
+            let _probe = std::net::TcpStream::connect(addr).expect("connect");
+            let (stream, _) = listener.accept().await.expect("accept");
+            let (probe, _, _) = open.open((ip, Some(0)), &Arc::new(stream));
+            for _ in 0..2 * MAX_PER_PEER {
+                clients.push(std::net::TcpStream::connect(addr).expect("connect"));
+                let (stream, _) = listener.accept().await.expect("accept");
+                open.open((ip, Some(65534)), &Arc::new(stream));
+            }
+            assert_eq!(open.per_peer[&(ip, Some(65534))].len(), MAX_PER_PEER);
+            assert_eq!(
+                open.per_peer[&(ip, Some(0))]
+                    .iter()
+                    .map(|c| c.0)
+                    .collect::<Vec<_>>(),
+                vec![probe]
             );
         });
     }

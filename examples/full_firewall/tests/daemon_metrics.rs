@@ -1384,6 +1384,25 @@ fn a_local_user_churning_connections_does_not_knock_out_scrapes_and_probes() {
             failed.push(format!("{path}: curl {}: {written}", out.status));
         }
     }
+    // A probe the scheduler holds back between its connect and its request (here on
+    // purpose, 1 s): the churners open far more than the per-peer limit meanwhile,
+    // and a connection that has sent nothing looked like theirs. Each local user now
+    // has a limit of its own, so theirs close only their own.
+    let slow = "import socket, sys, time\ns = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\ntime.sleep(1)\ns.sendall(b'GET /healthz HTTP/1.0\\r\\nHost: 127.0.0.1:' + sys.argv[1].encode() + b'\\r\\n\\r\\n')\nanswer = b''\nwhile True:\n    chunk = s.recv(4096)\n    if not chunk:\n        break\n    answer += chunk\nprint(answer.split(b'\\r\\n')[0].decode() if answer else 'closed with no answer')\n";
+    for _ in 0..8 {
+        let out = Command::new("/usr/bin/python3")
+            .args(["-c", slow])
+            .arg(port.to_string())
+            .output()
+            .expect("slow probe");
+        let status = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !status.contains(" 200") {
+            failed.push(format!(
+                "/healthz sent 1 s after its connect: {status} {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
     for c in &mut churners {
         let _ = c.kill();
         let _ = c.wait();
