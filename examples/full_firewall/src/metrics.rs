@@ -2022,12 +2022,12 @@ fn api_events(shared: &Shared) -> serde_json::Value {
 mod tests {
     use super::*;
 
-    /// Making room closes the oldest connection with nothing unread and no answer
-    /// under way: not the oldest, whose request came after it was accepted and waits
-    /// unread on its socket, nor one being answered.
-    #[test]
-    fn room_is_made_by_closing_what_sent_nothing_and_not_a_waiting_request() {
-        use std::io::Write;
+    /// Runs `test` on the server's kind of runtime with a listener on 127.0.0.1.
+    fn on_a_loopback_listener<F, T>(test: T)
+    where
+        T: FnOnce(tokio::net::TcpListener, SocketAddr) -> F,
+        F: std::future::Future<Output = ()>,
+    {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -2037,6 +2037,17 @@ mod tests {
                 .await
                 .expect("bind");
             let addr = listener.local_addr().expect("addr");
+            test(listener, addr).await;
+        });
+    }
+
+    /// Making room closes the oldest connection with nothing unread and no answer
+    /// under way: not the oldest, whose request came after it was accepted and waits
+    /// unread on its socket, nor one being answered.
+    #[test]
+    fn room_is_made_by_closing_what_sent_nothing_and_not_a_waiting_request() {
+        use std::io::Write;
+        on_a_loopback_listener(|listener, addr| async move {
             let mut open = Connections::default();
             let mut clients = Vec::new();
             let mut handles = Vec::new();
@@ -2107,15 +2118,7 @@ mod tests {
     /// connection from the same address that has sent nothing yet stays.
     #[test]
     fn one_users_connections_never_close_another_users() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            let addr = listener.local_addr().expect("addr");
+        on_a_loopback_listener(|listener, addr| async move {
             let ip = addr.ip();
             let mut open = Connections::default();
             let mut clients = Vec::new();
