@@ -797,4 +797,29 @@ mod tests {
             .unwrap()
             .is_empty());
     }
+
+    /// The repository's own document: CI checks it against this run's benchmarks only
+    /// after the guests, near the end of the run; a figure typed into the template, an id
+    /// missing from the data or a document not rendered again fails here, in the host
+    /// tests, within minutes.
+    #[test]
+    fn the_repository_s_template_types_no_figure_and_renders_to_its_document() {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+        let template = std::fs::read_to_string(docs.join("performance.md.in")).unwrap();
+        let data = load_data(&docs.join("perf-data.json")).unwrap();
+        let document = std::fs::read_to_string(docs.join("performance.md")).unwrap();
+        let typed = typed_figures(&template).unwrap();
+        assert!(typed.is_empty(), "typed figures in performance.md.in: {typed:?}");
+        let missing: Vec<String> = template_ids(&template)
+            .unwrap()
+            .into_iter()
+            .filter(|(id, _)| !data.figures.contains_key(id))
+            .map(|(id, (line, column))| format!("{line}:{column}: {id}"))
+            .collect();
+        assert!(missing.is_empty(), "not in perf-data.json: {missing:?}");
+        assert!(
+            render(&template, &data).unwrap() == document,
+            "docs/performance.md is not the rendering of its template: run ./dev.sh perf-render"
+        );
+    }
 }
