@@ -414,11 +414,10 @@ fn summary(_: &mut Criterion) {
         use ironclad_policy::shield::{compile, PrefixSet, ShieldPolicy};
         let mut sets: Vec<PrefixSet> = ironclad_testing::rules::countries(250, 150_000, 7)
             .into_iter()
-            .map(|(code, nets)| PrefixSet {
-                name: format!("country:{code}"),
-                action: Action::Deny,
-                prefixes: std::sync::Arc::new(nets.into()),
-                origin: ironclad_policy::error::Origin::field(format!("country:{code}")),
+            .map(|(code, nets)| {
+                let name = format!("country:{code}");
+                let origin = ironclad_policy::error::Origin::field(name.clone());
+                PrefixSet::new(name, Action::Deny, nets, origin)
             })
             .collect();
         let raw: usize = sets.iter().map(|s| s.prefixes.len()).sum();
@@ -441,9 +440,10 @@ fn summary(_: &mut Criterion) {
                 IpNetwork::V4(_) => None,
             })
             .unwrap_or_else(|| panic!("an IPv6 country network"));
-        let policy = compile(&ShieldPolicy {
-            sets,
-            ..ShieldPolicy::default()
+        let policy = compile(&{
+            let mut built = ShieldPolicy::default();
+            built.sets = sets;
+            built
         })
         .unwrap_or_else(|e| panic!("countries: {e:?}"));
         let (v4, v6) = (policy.ipv4_prefixes(), policy.ipv6_prefixes());

@@ -193,13 +193,11 @@ impl MonitorThread {
                 .pin_root(pins.path())
                 .build()
                 .unwrap_or_else(|e| panic!("{e}"));
-            let policy = TlsPolicy {
-                scope: vec![scope],
-                attach,
-                placement,
-                max_bytes: 64,
-                ..TlsPolicy::default()
-            };
+            let mut policy = TlsPolicy::default();
+            policy.scope = vec![scope];
+            policy.attach = attach;
+            policy.placement = placement;
+            policy.max_bytes = 64;
             let monitor = TlsMonitor::start(&loader, &policy).unwrap_or_else(|e| panic!("{e}"));
             let fanout = Arc::new(Fanout::new());
             let sub = fanout.subscribe("bench", 1024, Overflow::DropOldest);

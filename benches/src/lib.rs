@@ -74,16 +74,14 @@ pub fn deny_policy(v4: &[Ipv4Network], v6: &[Ipv6Network], lookup: Ipv4Lookup) -
         .map(|n| IpNetwork::V4(*n))
         .chain(v6.iter().map(|n| IpNetwork::V6(*n)))
         .collect();
-    let policy = ShieldPolicy {
-        sets: vec![PrefixSet {
-            name: "bench".to_string(),
-            action: Action::Deny,
-            prefixes: std::sync::Arc::new(prefixes.into()),
-            origin: Origin::field("bench"),
-        }],
-        ipv4_lookup: lookup,
-        ..ShieldPolicy::from_lists(&deny, &[], &[])
-    };
+    let mut policy = ShieldPolicy::from_lists(&deny, &[], &[]);
+    policy.sets = vec![PrefixSet::new(
+        "bench",
+        Action::Deny,
+        prefixes,
+        Origin::field("bench"),
+    )];
+    policy.ipv4_lookup = lookup;
     compile(&policy).unwrap_or_else(|e| panic!("bench policy: {e:?}"))
 }
 

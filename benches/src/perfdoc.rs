@@ -809,7 +809,10 @@ mod tests {
         let data = load_data(&docs.join("perf-data.json")).unwrap();
         let document = std::fs::read_to_string(docs.join("performance.md")).unwrap();
         let typed = typed_figures(&template).unwrap();
-        assert!(typed.is_empty(), "typed figures in performance.md.in: {typed:?}");
+        assert!(
+            typed.is_empty(),
+            "typed figures in performance.md.in: {typed:?}"
+        );
         let missing: Vec<String> = template_ids(&template)
             .unwrap()
             .into_iter()

@@ -19,7 +19,8 @@
 //!
 //! let loader = Loader::builder().build()?;
 //! let processes = Arc::new(ProcessMonitor::start(&loader, &ProcessPolicy::default())?);
-//! let policy = TelemetryPolicy { dns: true, ..TelemetryPolicy::default() };
+//! let mut policy = TelemetryPolicy::default();
+//! policy.dns = true;
 //! let telemetry = Telemetry::start(&loader, &policy, "/sys/fs/cgroup".as_ref())?;
 //! let fanout = Arc::new(Fanout::new());
 //! let sub = fanout.subscribe("log", 1024, Overflow::DropNewest);

@@ -12,7 +12,9 @@
 //! use ironclad_policy::telemetry::TelemetryPolicy;
 //!
 //! let loader = Loader::builder().build()?;
-//! let policy = TelemetryPolicy { dns: true, bandwidth: true, ..TelemetryPolicy::default() };
+//! let mut policy = TelemetryPolicy::default();
+//! policy.dns = true;
+//! policy.bandwidth = true;
 //! let telemetry = Telemetry::start(&loader, &policy, Path::new("/sys/fs/cgroup/unified"))?;
 //! for sample in telemetry.bandwidth()? {
 //!     println!("{} {:?}: {} bytes out", sample.pid, sample.comm, sample.tx_bytes);

@@ -27,10 +27,8 @@
 //! use ironclad_events::{Event, Fanout, Overflow};
 //!
 //! let loader = Loader::builder().build()?;
-//! let policy = TlsPolicy {
-//!     scope: vec![TlsScope::Exe("/usr/bin/curl".into())],
-//!     ..TlsPolicy::default()
-//! };
+//! let mut policy = TlsPolicy::default();
+//! policy.scope = vec![TlsScope::Exe("/usr/bin/curl".into())];
 //! let monitor = TlsMonitor::start(&loader, &policy)?;
 //! let fanout = Arc::new(Fanout::new());
 //! let sub = fanout.subscribe("log", 1024, Overflow::DropOldest);

@@ -238,9 +238,10 @@ fn port_forwards_and_masquerade_through_a_router_namespace_both_families() {
                 }
                 let forwarded_only: Vec<FwRule> = rules
                     .iter()
-                    .map(|r| FwRule {
-                        dnat: true,
-                        ..r.clone()
+                    .map(|r| {
+                        let mut built = r.clone();
+                        built.dnat = true;
+                        built
                     })
                     .collect();
                 firewall

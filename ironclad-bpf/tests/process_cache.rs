@@ -40,9 +40,10 @@ fn rig(tag: &str, policy: &ProcessPolicy) -> Rig {
     let cgroup = TestCgroup::new(tag).expect("cgroup");
     let telemetry = Telemetry::start(
         &loader,
-        &TelemetryPolicy {
-            dns: true,
-            ..TelemetryPolicy::default()
+        &{
+            let mut built = TelemetryPolicy::default();
+            built.dns = true;
+            built
         },
         cgroup.path(),
     )
@@ -177,9 +178,10 @@ fn a_short_lived_multithreaded_program_is_named_after_it_exited() {
 fn an_exec_chain_is_reported_as_lineage_with_redacted_arguments() {
     require_privileges!();
     crate::loopback_dns_responder();
-    let policy = ProcessPolicy {
-        redact_args: vec!["^hmac-sha256:".to_string()],
-        ..ProcessPolicy::default()
+    let policy = {
+        let mut built = ProcessPolicy::default();
+        built.redact_args = vec!["^hmac-sha256:".to_string()];
+        built
     };
     let rig = rig("pchain", &policy);
     // `; true` keeps each shell from replacing itself with its last command. dig sends
@@ -386,9 +388,10 @@ fn a_full_cache_says_so_and_never_names_the_wrong_process() {
     require_privileges!();
     crate::loopback_dns_responder();
     // Fewer slots than the host has processes: the seed alone fills it.
-    let policy = ProcessPolicy {
-        capacity: 16,
-        ..ProcessPolicy::default()
+    let policy = {
+        let mut built = ProcessPolicy::default();
+        built.capacity = 16;
+        built
     };
     let rig = rig("pfull", &policy);
     let pid = run_ok(rig.cgroup.command(DIG).args(dig_args("full.example.test")));
@@ -447,9 +450,10 @@ ask([b'second',b'example',b'test'])\n";
     );
     let changed = rig
         .processes
-        .reconfigure(&ProcessPolicy {
-            redact_args: vec!["^tok-".to_string()],
-            ..ProcessPolicy::default()
+        .reconfigure(&{
+            let mut built = ProcessPolicy::default();
+            built.redact_args = vec!["^tok-".to_string()];
+            built
         })
         .expect("reconfigure");
     assert!(!changed, "the same capacity");
@@ -462,9 +466,10 @@ ask([b'second',b'example',b'test'])\n";
     );
     assert!(args.iter().any(|a| a == "[redacted]"), "{args:?}");
     // A pattern that is not a regular expression changes nothing.
-    let bad = rig.processes.reconfigure(&ProcessPolicy {
-        redact_args: vec!["(unclosed".to_string()],
-        ..ProcessPolicy::default()
+    let bad = rig.processes.reconfigure(&{
+        let mut built = ProcessPolicy::default();
+        built.redact_args = vec!["(unclosed".to_string()];
+        built
     });
     assert!(bad.is_err(), "{bad:?}");
     assert!(child.wait().expect("python3").success());

@@ -45,15 +45,16 @@ fn child(role: &str) {
         .map(IpNetwork::V4)
         .chain(table_v6(100_000, 31, &[]).into_iter().map(IpNetwork::V6))
         .collect();
-    let policy = ShieldPolicy {
-        sets: vec![PrefixSet {
-            name: "feed".into(),
-            action: Action::Deny,
-            prefixes: std::sync::Arc::new(prefixes.into()),
-            origin: Origin::field("sets.feed"),
-        }],
-        ipv4_lookup: lookup,
-        ..ShieldPolicy::default()
+    let policy = {
+        let mut built = ShieldPolicy::default();
+        built.sets = vec![PrefixSet::new(
+            "feed",
+            Action::Deny,
+            prefixes,
+            Origin::field("sets.feed"),
+        )];
+        built.ipv4_lookup = lookup;
+        built
     };
     shield
         .replace(&compile(&policy).expect("valid"))

@@ -38,12 +38,12 @@ fn loaded(tag: &str) -> (BpffsDir, Loader, Shield) {
 }
 
 fn set(name: &str, action: Action, prefixes: Vec<IpNetwork>) -> PrefixSet {
-    PrefixSet {
-        name: name.to_string(),
+    PrefixSet::new(
+        name,
         action,
-        prefixes: std::sync::Arc::new(prefixes.into()),
-        origin: Origin::field(format!("sets.{name}")),
-    }
+        prefixes,
+        Origin::field(format!("sets.{name}")),
+    )
 }
 
 /// The plain reference: the valve first, then the longest prefix; for the same prefix
@@ -206,13 +206,14 @@ fn random_policy(seed: u64, lookup: Ipv4Lookup) -> ShieldPolicy {
     if !seed.is_multiple_of(2) {
         deny.push("::/2".parse().expect("cidr"));
     }
-    ShieldPolicy {
-        sets: vec![
+    {
+        let mut built = ShieldPolicy::from_lists(&deny, &allow, &management);
+        built.sets = vec![
             set("deny-feed", Action::Deny, deny_set),
             set("allow-feed", Action::Allow, allow_set),
-        ],
-        ipv4_lookup: lookup,
-        ..ShieldPolicy::from_lists(&deny, &allow, &management)
+        ];
+        built.ipv4_lookup = lookup;
+        built
     }
 }
 
@@ -430,10 +431,11 @@ fn fast_path_trie_and_reference_agree_on_random_rule_sets() {
             .collect();
         check_against_reference(&shield, &probes, &format!("seed {seed}, fast, edited"));
 
-        let trie = compile(&ShieldPolicy {
-            ipv4_lookup: Ipv4Lookup::Trie,
-            ipv6_lookup: Ipv4Lookup::Trie,
-            ..policy.clone()
+        let trie = compile(&{
+            let mut built = policy.clone();
+            built.ipv4_lookup = Ipv4Lookup::Trie;
+            built.ipv6_lookup = Ipv4Lookup::Trie;
+            built
         })
         .expect("valid");
         let report = shield.replace(&trie).expect("replace (trie)");
@@ -458,8 +460,9 @@ fn five_rule_hosts(count: u32, lookup: Ipv4Lookup) -> ShieldPolicy {
             })
             .collect()
     };
-    ShieldPolicy {
-        sets: [7u32, 9, 11, 13]
+    {
+        let mut built = ShieldPolicy::default();
+        built.sets = [7u32, 9, 11, 13]
             .iter()
             .map(|h| {
                 let action = if *h == 13 {
@@ -469,13 +472,10 @@ fn five_rule_hosts(count: u32, lookup: Ipv4Lookup) -> ShieldPolicy {
                 };
                 set(&format!("hosts-{h}"), action, hosts(*h))
             })
-            .collect(),
-        deny: vec![Entry {
-            net: "10.0.0.0/8".parse().expect("cidr"),
-            origin: Origin::field("deny[0]"),
-        }],
-        ipv4_lookup: lookup,
-        ..ShieldPolicy::default()
+            .collect();
+        built.deny = vec![Entry::new("10.0.0.0/8".parse().expect("cidr"), "deny[0]")];
+        built.ipv4_lookup = lookup;
+        built
     }
 }
 
@@ -552,9 +552,10 @@ fn a_rule_set_too_long_for_the_fast_path_falls_back_or_is_refused_unchanged() {
     let host = frames::ipv4_udp(Ipv4Addr::new(10, 0, 5, 7), Ipv4Addr::new(192, 0, 2, 1), 18);
 
     // Refused with a new mode too: the mode stays what it was.
-    let refused = ShieldPolicy {
-        mode: Mode::DryRun,
-        ..policy(Ipv4Lookup::Fast)
+    let refused = {
+        let mut built = policy(Ipv4Lookup::Fast);
+        built.mode = Mode::DryRun;
+        built
     };
     let err = shield
         .replace(&compile(&refused).expect("valid"))
@@ -599,17 +600,18 @@ fn a_million_ipv4_and_100k_ipv6_prefixes_load_enforce_and_fit_64_mib() {
     ];
     let v4 = table_v4(1_000_000, 11, &avoid);
     let v6 = table_v6(100_000, 11, &avoid);
-    let policy = ShieldPolicy {
-        sets: vec![set(
+    let policy = {
+        let mut built = ShieldPolicy::default();
+        built.sets = vec![set(
             "big",
             Action::Deny,
             v4.iter()
                 .map(|n| IpNetwork::V4(*n))
                 .chain(v6.iter().map(|n| IpNetwork::V6(*n)))
                 .collect(),
-        )],
-        management: vec![Entry::new("192.0.2.10/32".parse().expect("cidr"), "m")],
-        ..ShieldPolicy::default()
+        )];
+        built.management = vec![Entry::new("192.0.2.10/32".parse().expect("cidr"), "m")];
+        built
     };
     let compiled = compile(&policy).expect("valid");
     let report = shield.replace(&compiled).expect("replace");
@@ -712,9 +714,10 @@ fn whole_policy_swaps_under_traffic_never_show_a_packet_neither_policy() {
                 .map(|s| s.parse::<IpNetwork>().expect("cidr")),
         );
         prefixes.push(deny_range.parse().expect("cidr"));
-        compile(&ShieldPolicy {
-            sets: vec![set(name, Action::Deny, prefixes)],
-            ..ShieldPolicy::from_lists(&[], &[y_rule], &[])
+        compile(&{
+            let mut built = ShieldPolicy::from_lists(&[], &[y_rule], &[]);
+            built.sets = vec![set(name, Action::Deny, prefixes)];
+            built
         })
         .expect("valid")
     };
@@ -849,13 +852,15 @@ fn single_rule_edits_apply_in_place_or_by_switch_and_survive_a_new_handle() {
     require_privileges!();
     let (pins, _loader, shield) = loaded("edits");
     let v4 = table_v4(10_000, 21, &["192.0.2.0/24".parse().expect("cidr")]);
-    let policy = ShieldPolicy {
-        sets: vec![set(
+    let policy = {
+        let mut built =
+            ShieldPolicy::from_lists(&["2001:db8:1::/48".parse().expect("cidr")], &[], &[]);
+        built.sets = vec![set(
             "feed",
             Action::Deny,
             v4.iter().map(|n| IpNetwork::V4(*n)).collect(),
-        )],
-        ..ShieldPolicy::from_lists(&["2001:db8:1::/48".parse().expect("cidr")], &[], &[])
+        )];
+        built
     };
     shield
         .replace(&compile(&policy).expect("valid"))
@@ -1281,10 +1286,11 @@ fn scattered_hosts_and_merged_blocklists_stay_on_the_fast_path_at_a_million() {
                 allow.iter().map(|n| IpNetwork::V4(*n)).collect(),
             ));
         }
-        let mut policy = ShieldPolicy {
-            sets,
-            management: vec![Entry::new("192.0.2.10/32".parse().expect("cidr"), "m")],
-            ..ShieldPolicy::default()
+        let mut policy = {
+            let mut built = ShieldPolicy::default();
+            built.sets = sets;
+            built.management = vec![Entry::new("192.0.2.10/32".parse().expect("cidr"), "m")];
+            built
         };
         let report = shield
             .replace(&compile(&policy).expect("valid"))

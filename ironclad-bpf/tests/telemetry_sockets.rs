@@ -51,9 +51,10 @@ fn dns_queries_and_answers_are_reported_with_the_process() {
     let cgroup = TestCgroup::new("dns").expect("cgroup");
     let telemetry = Telemetry::start(
         &loader,
-        &TelemetryPolicy {
-            dns: true,
-            ..TelemetryPolicy::default()
+        &{
+            let mut built = TelemetryPolicy::default();
+            built.dns = true;
+            built
         },
         cgroup.path(),
     )
@@ -152,9 +153,10 @@ fn bytes_sent_are_attributed_to_the_sending_process_exactly() {
     let cgroup = TestCgroup::new("bw").expect("cgroup");
     let telemetry = Telemetry::start(
         &loader,
-        &TelemetryPolicy {
-            bandwidth: true,
-            ..TelemetryPolicy::default()
+        &{
+            let mut built = TelemetryPolicy::default();
+            built.bandwidth = true;
+            built
         },
         cgroup.path(),
     )

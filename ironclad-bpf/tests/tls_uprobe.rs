@@ -200,12 +200,13 @@ fn of_pid(events: &[TlsData], pid: u32, direction: TlsDirection) -> Vec<&TlsData
 fn openssl_and_curl_plaintext_is_captured_in_both_directions() {
     require_privileges!();
     let server = Server::start();
-    let capture = Capture::start(TlsPolicy {
-        scope: vec![
+    let capture = Capture::start({
+        let mut built = TlsPolicy::default();
+        built.scope = vec![
             TlsScope::Exe(which("openssl")),
             TlsScope::Exe(which("curl")),
-        ],
-        ..TlsPolicy::default()
+        ];
+        built
     });
 
     let client = s_client(server.port);
@@ -288,9 +289,10 @@ fn openssl_and_curl_plaintext_is_captured_in_both_directions() {
 fn processes_outside_the_scope_produce_nothing() {
     require_privileges!();
     let server = Server::start();
-    let capture = Capture::start(TlsPolicy {
-        scope: vec![TlsScope::Exe(which("curl"))],
-        ..TlsPolicy::default()
+    let capture = Capture::start({
+        let mut built = TlsPolicy::default();
+        built.scope = vec![TlsScope::Exe(which("curl"))];
+        built
     });
     let client = s_client(server.port);
     let curl_pid = curl(server.port);
@@ -307,9 +309,10 @@ fn processes_outside_the_scope_produce_nothing() {
     // Changing the scope at run time: now only s_client's command name.
     capture
         .monitor
-        .configure(&TlsPolicy {
-            scope: vec![TlsScope::Comm("openssl".into())],
-            ..TlsPolicy::default()
+        .configure(&{
+            let mut built = TlsPolicy::default();
+            built.scope = vec![TlsScope::Comm("openssl".into())];
+            built
         })
         .expect("rescope");
     let client = s_client(server.port);
@@ -369,10 +372,11 @@ fn a_one_mebibyte_write_is_chunked_up_to_the_cap_and_marked_truncated() {
     let server = Server::start(); // for its certificate
     let python = ironclad_testing::python_interpreter().expect("python3");
     let cap = 64 * 1024u32;
-    let capture = Capture::start(TlsPolicy {
-        scope: vec![TlsScope::Exe(python.clone())],
-        max_bytes: cap,
-        ..TlsPolicy::default()
+    let capture = Capture::start({
+        let mut built = TlsPolicy::default();
+        built.scope = vec![TlsScope::Exe(python.clone())];
+        built.max_bytes = cap;
+        built
     });
     let size = 1 << 20;
     big_write(&python, &server, size);
@@ -413,9 +417,10 @@ fn writes_around_the_record_sizes_are_captured_byte_exact() {
     require_privileges!();
     let server = Server::start(); // for its certificate
     let python = ironclad_testing::python_interpreter().expect("python3");
-    let capture = Capture::start(TlsPolicy {
-        scope: vec![TlsScope::Exe(python.clone())],
-        ..TlsPolicy::default()
+    let capture = Capture::start({
+        let mut built = TlsPolicy::default();
+        built.scope = vec![TlsScope::Exe(python.clone())];
+        built
     });
     let small = ironclad_core::abi::TLS_SMALL_CHUNK as u32;
     let chunk = ironclad_core::abi::TLS_CHUNK as u32;
@@ -502,9 +507,10 @@ fn loaded_programs(name: &str) -> Vec<u64> {
 fn probes_detach_cleanly_and_the_traced_programs_keep_working() {
     require_privileges!();
     let server = Server::start();
-    let capture = Capture::start(TlsPolicy {
-        scope: vec![TlsScope::Exe(which("curl"))],
-        ..TlsPolicy::default()
+    let capture = Capture::start({
+        let mut built = TlsPolicy::default();
+        built.scope = vec![TlsScope::Exe(which("curl"))];
+        built
     });
     let ours = held_programs("ic_ssl_write");
     assert!(
@@ -541,9 +547,10 @@ fn scope_by_cgroup_and_by_pid() {
     require_privileges!();
     let server = Server::start();
     let cgroup = ironclad_testing::TestCgroup::new("tls").expect("cgroup");
-    let capture = Capture::start(TlsPolicy {
-        scope: vec![TlsScope::Cgroup(cgroup.path().to_path_buf())],
-        ..TlsPolicy::default()
+    let capture = Capture::start({
+        let mut built = TlsPolicy::default();
+        built.scope = vec![TlsScope::Cgroup(cgroup.path().to_path_buf())];
+        built
     });
     let inside = cgroup
         .command("curl")
@@ -575,9 +582,10 @@ fn scope_by_cgroup_and_by_pid() {
     let pid = waiting.id();
     capture
         .monitor
-        .configure(&TlsPolicy {
-            scope: vec![TlsScope::Pid(pid)],
-            ..TlsPolicy::default()
+        .configure(&{
+            let mut built = TlsPolicy::default();
+            built.scope = vec![TlsScope::Pid(pid)];
+            built
         })
         .expect("rescope");
     waiting
@@ -600,10 +608,11 @@ fn scope_by_cgroup_and_by_pid() {
 fn the_per_second_budget_withholds_and_reports_it() {
     require_privileges!();
     let server = Server::start();
-    let capture = Capture::start(TlsPolicy {
-        scope: vec![TlsScope::Exe(which("curl"))],
-        bytes_per_second: 10,
-        ..TlsPolicy::default()
+    let capture = Capture::start({
+        let mut built = TlsPolicy::default();
+        built.scope = vec![TlsScope::Exe(which("curl"))];
+        built.bytes_per_second = 10;
+        built
     });
     // The budget allows 10 bytes per started second the process ran: the bound comes
     // from curl's measured run time, so a slow machine cannot fail the test.
@@ -720,13 +729,14 @@ fn per_process_probes_put_no_breakpoint_in_processes_out_of_scope() {
     let server = Server::start();
     let mut inside = python_with_libssl();
     let mut outside = python_with_libssl();
-    let capture = Capture::start(TlsPolicy {
-        scope: vec![
+    let capture = Capture::start({
+        let mut built = TlsPolicy::default();
+        built.scope = vec![
             TlsScope::Pid(inside.id()),
             TlsScope::Comm("openssl".to_string()),
-        ],
-        attach: ironclad_bpf::TlsAttach::PerProcess,
-        ..TlsPolicy::default()
+        ];
+        built.attach = ironclad_bpf::TlsAttach::PerProcess;
+        built
     });
     let probed = breakpoints(inside.id()).expect("libssl mapped");
     assert!(
@@ -884,13 +894,14 @@ fn probes_on_the_shared_internal_functions_capture_what_probes_on_the_symbols_ca
         ironclad_bpf::TlsPlacement::Auto,
         ironclad_bpf::TlsPlacement::Symbols,
     ] {
-        let capture = Capture::start(TlsPolicy {
-            scope: vec![
+        let capture = Capture::start({
+            let mut built = TlsPolicy::default();
+            built.scope = vec![
                 TlsScope::Exe(which("openssl")),
                 TlsScope::Exe(python.clone()),
-            ],
-            placement,
-            ..TlsPolicy::default()
+            ];
+            built.placement = placement;
+            built
         });
         assert_eq!(
             capture.monitor.probe_sites(),
@@ -959,13 +970,11 @@ fn an_async_agent_receives_tls_records_through_the_event_stream_timer() {
         .pin_root(pins.path())
         .build()
         .expect("loader");
-    let monitor = TlsMonitor::start(
-        &loader,
-        &TlsPolicy {
-            scope: vec![TlsScope::Exe(python.clone())],
-            ..TlsPolicy::default()
-        },
-    )
+    let monitor = TlsMonitor::start(&loader, &{
+        let mut built = TlsPolicy::default();
+        built.scope = vec![TlsScope::Exe(python.clone())];
+        built
+    })
     .expect("start TLS monitor");
     let fanout = Arc::new(Fanout::new());
     let sub = fanout.subscribe("agent", 10_000, Overflow::DropNewest);
@@ -1038,10 +1047,11 @@ fn dlp_reports_a_card_number_curl_posts_through_tls_redacted_and_masks_the_data(
         assert!(start.elapsed() < Duration::from_secs(10), "server");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let capture = Capture::start(TlsPolicy {
-        scope: vec![TlsScope::Exe(which("curl"))],
-        dlp: Some(DlpPolicy::default()),
-        ..TlsPolicy::default()
+    let capture = Capture::start({
+        let mut built = TlsPolicy::default();
+        built.scope = vec![TlsScope::Exe(which("curl"))];
+        built.dlp = Some(DlpPolicy::default());
+        built
     });
     let card = "4111 1111 1111 1111";
     let child = Command::new("curl")

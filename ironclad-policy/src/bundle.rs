@@ -113,6 +113,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BundleError + '_ {
 /// The signed content: a serial and each file's SHA-256 (hex), by path in the bundle.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Manifest {
     /// Increases with every bundle; older serials are refused.
     pub serial: u64,
@@ -122,6 +123,7 @@ pub struct Manifest {
 
 /// What the verifier remembers of the last bundle it accepted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Accepted {
     /// Its serial.
     pub serial: u64,
@@ -345,6 +347,7 @@ pub fn sign_bundle(dir: &Path, key: &Path, serial: Option<u64>) -> Result<Manife
 
 /// A bundle that passed verification.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Verified {
     /// The policy file, in the staging directory (compile this one).
     pub policy: PathBuf,

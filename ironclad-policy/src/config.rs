@@ -289,6 +289,7 @@ struct RawRate {
 
 /// A parsed, validated policy file.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct Config {
     /// The `shield` section, if present.
     pub shield: Option<ShieldPolicy>,
@@ -308,6 +309,7 @@ pub struct Config {
 
 /// A policy file compiled for the kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CompiledConfig {
     /// The compiled `shield` section, if present.
     pub shield: Option<CompiledShield>,

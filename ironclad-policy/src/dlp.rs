@@ -86,6 +86,7 @@ pub const PATTERN_SIZE_LIMIT: usize = 1 << 20;
 
 /// One secret found.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Finding {
     /// The detector (`credit_card`...) or the user pattern's name.
     pub detector: String,

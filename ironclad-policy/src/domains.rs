@@ -274,6 +274,7 @@ pub const DEFAULT_ENCRYPTED_RESOLVERS: &[&str] = &[
 
 /// How long answers keep addresses open, and which resolvers are encrypted DNS.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DomainSettings {
     /// Seconds past the TTL.
     pub grace_seconds: u32,
@@ -299,6 +300,7 @@ impl Default for DomainSettings {
 
 /// One `egress.deny_domain_feeds` entry, read.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DomainFeed {
     /// Its name (metrics label), the file's stem unless given.
     pub name: String,

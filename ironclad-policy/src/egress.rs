@@ -59,6 +59,7 @@ pub enum Proto {
 
 /// One rule as written. Fields left `None` match anything.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct EgressRuleSpec {
     /// The executable (resolved to its identity when compiled).
     pub exe: Option<PathBuf>,
@@ -138,6 +139,7 @@ impl EgressRuleSpec {
 
 /// Per-identity connect() rate limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConnectRateLimit {
     /// Attempts per second per executable identity.
     pub per_second: u32,
@@ -147,6 +149,7 @@ pub struct ConnectRateLimit {
 
 /// The `egress` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct EgressPolicy {
     /// What happens when no rule matches: `Allow` or `Deny`.
     pub default: EgressAction,
@@ -174,6 +177,7 @@ impl Default for EgressPolicy {
 
 /// A rule entry with `dst_domain`, compiled.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CompiledDomainRule {
     /// Its rule array slot (1-based, as [`CompiledEgress::entries`] index + 1).
     pub slot: u16,
@@ -185,6 +189,7 @@ pub struct CompiledDomainRule {
 
 /// A compiled rule's provenance.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CompiledEgressRule {
     /// Counter index (1-based, in policy order).
     pub rule_id: u32,
@@ -199,6 +204,7 @@ pub struct CompiledEgressRule {
 
 /// The egress policy compiled for the kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CompiledEgress {
     /// Kernel rule entries; index `i` of this vector is rule array slot `i + 1`.
     pub entries: Vec<EgressRule>,

@@ -8,6 +8,7 @@ use ipnetwork::IpNetwork;
 /// Where a policy value came from: its field path and, when it was read from a file, its
 /// line and column (1-based).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct Origin {
     /// The field, written as its path in the policy (`shield.deny[2]`).
     pub field: String,
@@ -100,6 +101,7 @@ impl PolicyError {
 /// One problem in a policy file, rendered as `FILE:LINE:COLUMN: message`, or
 /// `FILE: message` for a problem with the whole file (line 0).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Diagnostic {
     /// The file.
     pub path: PathBuf,
@@ -169,6 +171,7 @@ impl fmt::Display for Diagnostic {
 /// A policy file that could not be loaded: every problem found, each with its position.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", .diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+#[non_exhaustive]
 pub struct ConfigError {
     /// The problems, in file order.
     pub diagnostics: Vec<Diagnostic>,

@@ -384,6 +384,7 @@ fn classify(content: &[u16; BLOCK_ENTRIES]) -> Second {
 /// (what an in-place edit rewrites). Groups and spans are numbered from 0 in the region;
 /// span entries use base 0 of their block.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Packed {
     /// One first-level entry per /24 of the region.
     pub first: Vec<u16>,

@@ -363,6 +363,7 @@ fn first_entry(prefixes: &[Prefix], top: Top) -> u16 {
 /// leaves, eight to a record) for the table from record `first` on, and the block's
 /// first-level entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Region {
     /// The block.
     pub top: Top,

@@ -95,6 +95,7 @@ pub enum Strictness {
 
 /// A parsed feed.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct ParsedFeed {
     /// The prefixes, in file order (duplicates kept; compilation merges them).
     pub prefixes: Vec<IpNetwork>,

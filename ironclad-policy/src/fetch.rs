@@ -48,6 +48,7 @@ pub const DEFAULT_REFRESH: Duration = Duration::from_secs(3600);
 
 /// One fetched feed.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FetchSpec {
     /// The feed's name (its cache files are `NAME.feed` and `NAME.meta.json`).
     pub name: String,
@@ -91,6 +92,7 @@ pub fn cache_data_path(cache: &Path, name: &str) -> PathBuf {
 
 /// Written next to a cached copy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct CacheMeta {
     /// The URL it came from.
     pub url: String,

@@ -165,6 +165,7 @@ impl FwAction {
 
 /// One firewall rule, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FwRule {
     /// Where it was written.
     pub origin: Origin,
@@ -647,6 +648,7 @@ impl Dimension {
 
 /// The rules of one direction and protocol, compiled.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Bucket {
     /// The policy's rule index of each bucket rule, in order.
     pub rules: Vec<usize>,
@@ -666,6 +668,7 @@ pub struct Bucket {
 
 /// Every bucket's classes, and the bitmaps they share.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Classifier {
     /// Buckets by direction and packet protocol.
     pub buckets: BTreeMap<(Direction, PacketProto), Bucket>,
@@ -914,6 +917,7 @@ pub const TABLE_SIZE_RANGE: std::ops::RangeInclusive<u32> = 16..=16_777_216;
 
 /// An interface the firewall attaches to, with where the policy named it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FirewallInterface {
     /// Its name (`eth0`).
     pub name: String,
@@ -924,6 +928,7 @@ pub struct FirewallInterface {
 /// Idle seconds before a connection is forgotten, by state (the Linux conntrack
 /// defaults unless the policy's `timeouts:` sets them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Timeouts {
     /// A TCP handshake in progress (SYN sent or received).
     pub tcp_handshake: u32,
@@ -955,6 +960,7 @@ impl Default for Timeouts {
 /// The `firewall:` section: where it attaches, the default policies, connection
 /// tracking, and the ordered rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FirewallPolicy {
     /// The interfaces whose traffic it filters (tcx ingress and egress on each): what
     /// [`interface_selectors`](Self::interface_selectors) select on the host the
@@ -1085,6 +1091,7 @@ pub struct IdsPolicy {
 
 /// Parsed IDS rules; two are equal when they were read from the same text.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct IdsRules {
     /// The rules, in file order.
     pub rules: std::sync::Arc<Vec<crate::ids::IdsRule>>,

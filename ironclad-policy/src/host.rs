@@ -55,6 +55,7 @@ pub enum Selects {
 
 /// One entry of an interface list: what it selects, and whether it excludes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct InterfaceSelector {
     /// What it selects.
     pub selects: Selects,
@@ -149,6 +150,7 @@ impl fmt::Display for InterfaceSelector {
 
 /// A selector with where the policy wrote it (`firewall.interfaces[1]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LocatedSelector {
     /// The selector.
     pub selector: InterfaceSelector,
@@ -409,6 +411,7 @@ impl HostInterface {
 
 /// The interfaces of a network namespace and its default routes' interfaces.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct HostView {
     /// Every interface, in the kernel's order.
     pub interfaces: Vec<HostInterface>,

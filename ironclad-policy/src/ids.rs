@@ -70,6 +70,7 @@ pub enum IdsProto {
 
 /// A set of addresses: the networks listed (none: every address), maybe negated.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct AddrSet {
     /// Included networks (empty: any).
     pub include: Vec<IpNetwork>,
@@ -87,6 +88,7 @@ impl AddrSet {
 
 /// A set of ports: the ranges listed (none: every port), maybe negated.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct PortSet {
     /// Included ranges, inclusive (empty: any).
     pub include: Vec<(u16, u16)>,
@@ -105,6 +107,7 @@ impl PortSet {
 
 /// One `content` with its modifiers.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Content {
     /// The bytes (`|..|` hex decoded).
     pub bytes: Vec<u8>,
@@ -132,6 +135,7 @@ impl Content {
 
 /// `flow:` constraints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct FlowMatch {
     /// `Some(true)`: only packets from the client to the server.
     pub to_server: Option<bool>,
@@ -167,6 +171,7 @@ impl Dsize {
 
 /// One rule.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct IdsRule {
     /// `alert`, `drop` or `pass`.
     pub action: IdsAction,
@@ -210,6 +215,7 @@ pub struct IdsRule {
 
 /// Address and port variables (`$HOME_NET`, `$HTTP_PORTS`), by name without the `$`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Vars {
     /// Name to its text, as a rule would write it (`[10.0.0.0/8,192.168.0.0/16]`).
     pub values: HashMap<String, String>,
@@ -1038,6 +1044,7 @@ pub const KERNEL_PREFIX_MAX: usize = 16;
 
 /// A `drop` rule's content the kernel matches itself ([`RuleSet::kernel_prefixes`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KernelPrefix {
     /// The connection's server port; 0: any.
     pub port: u16,

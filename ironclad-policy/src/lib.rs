@@ -30,6 +30,19 @@
 //! );
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! The policy sections, rules and compiled outputs are `#[non_exhaustive]`, so a field
+//! added in a later version does not break an embedder: build them from `Default` or a
+//! constructor and set the fields a policy file would.
+//!
+//! ```
+//! use ironclad_policy::tls::{TlsPolicy, TlsScope};
+//!
+//! let mut tls = TlsPolicy::default();
+//! tls.scope = vec![TlsScope::Comm("curl".into())];
+//! tls.max_bytes = 4096;
+//! assert!(tls.dlp.is_none());
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod aggregate;

@@ -93,6 +93,7 @@ impl NatProto {
 /// Where a forward sends connections: an address, and a port (`None`: the port the
 /// connection was made to).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct NatTarget {
     /// The address connections are forwarded to.
     pub addr: IpAddr,

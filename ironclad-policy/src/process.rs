@@ -13,6 +13,7 @@ pub const DEFAULT_RETAIN_EXITED_SECONDS: u32 = 60;
 
 /// The `processes` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ProcessPolicy {
     /// Record argument vectors (bounded by the kernel's capture size).
     pub args: bool,

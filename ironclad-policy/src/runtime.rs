@@ -97,6 +97,7 @@ impl std::fmt::Display for RuleSection {
 
 /// A rule added at run time.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RuntimeRule {
     /// Its number, unique among the runtime rules; its id is `api-N`.
     pub id: u64,

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 
 /// The `sentinel` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SentinelPolicy {
     /// Files and directories only the agent (and the update manager) may change.
     pub protect: Vec<PathBuf>,

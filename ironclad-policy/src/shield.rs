@@ -30,6 +30,7 @@ pub const DEFAULT_EVENTS_PER_SECOND: u32 = 1000;
 
 /// A CIDR as written in the policy, with where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Entry {
     /// The prefix.
     pub net: IpNetwork,
@@ -97,6 +98,7 @@ pub type Ipv6Lookup = Ipv4Lookup;
 /// A named set of prefixes that share one rule id, so one counter says how much the
 /// whole set (a threat feed, a country) matched.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PrefixSet {
     /// Name, 1 to 47 bytes, unique in the policy.
     pub name: String,
@@ -110,8 +112,26 @@ pub struct PrefixSet {
     pub origin: Origin,
 }
 
+impl PrefixSet {
+    /// A set named `name` whose prefixes take `action`, defined at `origin`.
+    pub fn new(
+        name: impl Into<String>,
+        action: Action,
+        prefixes: impl IntoIterator<Item = IpNetwork>,
+        origin: Origin,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            action,
+            prefixes: std::sync::Arc::new(prefixes.into_iter().collect()),
+            origin,
+        }
+    }
+}
+
 /// What the operator wrote for the Shield.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ShieldPolicy {
     /// Sources to drop.
     pub deny: Vec<Entry>,
@@ -176,6 +196,7 @@ impl ShieldPolicy {
 
 /// One rule with its own counter.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CompiledRule {
     /// Proposed index of the rule's counter (1-based, in policy order). When a policy is
     /// applied to a Shield that already has the prefix, its existing id is kept.
@@ -190,6 +211,7 @@ pub struct CompiledRule {
 
 /// A prefix set with its own counter.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CompiledSet {
     /// Proposed rule id (after the single rules, in policy order). When a policy is
     /// applied to a Shield that already has a set of this name, its existing id is kept.
@@ -224,6 +246,7 @@ pub enum Owner {
 /// The Shield policy compiled to what goes into the kernel maps. Compilation is pure
 /// and deterministic: the same policy always gives the same rules, ids and keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CompiledShield {
     /// Rules in id order.
     pub rules: Vec<CompiledRule>,
@@ -427,6 +450,7 @@ fn check_network(entry: &Entry) -> Result<(), PolicyError> {
 
 /// Something a policy may mean but probably does not: it compiles, and `check` says so.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Warning {
     /// The field (`shield.deny[0]`, a feed's or country's field).
     pub field: String,

@@ -56,6 +56,7 @@ pub enum SourceKind {
 
 /// One source of a prefix set, and what reading it found.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Source {
     /// The set's name (also the rule's label in counters and metrics).
     pub name: String,
@@ -79,6 +80,7 @@ pub struct Source {
 
 /// A feed entry of the policy (`shield.deny_feeds[i]`), before reading.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct FeedSpec {
     /// `name`, or the file's stem.
     pub name: String,
@@ -101,6 +103,7 @@ pub struct FeedSpec {
 /// The sets and their sources, plus problems found in the source files themselves
 /// (reported with the file's own path and position).
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct Loaded {
     /// One set per source.
     pub sets: Vec<PrefixSet>,

@@ -5,6 +5,7 @@ pub const DEFAULT_INTERVAL_SECONDS: u32 = 10;
 
 /// The `telemetry` section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TelemetryPolicy {
     /// Report DNS queries and responses (UDP and TCP port 53) with the process.
     pub dns: bool,

@@ -57,6 +57,7 @@ pub enum TlsPlacement {
 
 /// What and how much TLS plaintext to capture.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TlsPolicy {
     /// Who is captured; empty = nobody.
     pub scope: Vec<TlsScope>,
@@ -78,6 +79,7 @@ pub struct TlsPolicy {
 /// The `tls.dlp` section: which detectors run over the captured plaintext, the user's
 /// own patterns, and whether the matches are masked in the TLS events too.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DlpPolicy {
     /// Built-in detectors (all of them when the section names none).
     pub detectors: Vec<crate::dlp::Detector>,

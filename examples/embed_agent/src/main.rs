@@ -95,13 +95,11 @@ fn policy(args: &Args) -> Result<CompiledConfig> {
         .egress
         .as_ref()
         .context("the policy has no egress section")?;
-    let sentinel =
-        policy
-            .sentinel
-            .get_or_insert_with(|| ironclad_policy::sentinel::SentinelPolicy {
-                required: false,
-                ..Default::default()
-            });
+    let sentinel = policy.sentinel.get_or_insert_with(|| {
+        let mut sentinel = ironclad_policy::sentinel::SentinelPolicy::default();
+        sentinel.required = false;
+        sentinel
+    });
     sentinel.protect.push(args.policy.clone());
     sentinel.protect.extend(args.protect.iter().cloned());
     if args.update_manager.is_some() {
