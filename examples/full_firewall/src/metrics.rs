@@ -818,6 +818,9 @@ type PeerKey = (std::net::IpAddr, Option<u32>);
 struct PeerOwners {
     socket: netlink_sys::Socket,
     seq: u32,
+    /// The answers' buffer, kept for the listener's life (one answer is under 200
+    /// bytes; a page's worth leaves room for the kernel's attributes).
+    answer: Vec<u8>,
 }
 
 impl PeerOwners {
@@ -825,7 +828,11 @@ impl PeerOwners {
         let mut socket = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_SOCK_DIAG)?;
         socket.bind_auto()?;
         socket.connect(&netlink_sys::SocketAddr::new(0, 0))?;
-        Ok(Self { socket, seq: 0 })
+        Ok(Self {
+            socket,
+            seq: 0,
+            answer: Vec::with_capacity(8192),
+        })
     }
 
     /// The owner of the socket at `peer` connected to `local`, if `peer` is a loopback
@@ -875,15 +882,18 @@ impl PeerOwners {
             tracing::debug!("sock_diag request: {e}");
             return None;
         }
-        let mut buf = Vec::with_capacity(8192);
         // Answers to earlier requests a failed receive left behind are skipped by
         // their sequence number.
         loop {
-            buf.clear();
-            if self.socket.recv(&mut buf, libc::MSG_DONTWAIT).is_err() {
+            self.answer.clear();
+            if self
+                .socket
+                .recv(&mut self.answer, libc::MSG_DONTWAIT)
+                .is_err()
+            {
                 return None;
             }
-            let Ok(answer) = NetlinkMessage::<SockDiagMessage>::deserialize(&buf) else {
+            let Ok(answer) = NetlinkMessage::<SockDiagMessage>::deserialize(&self.answer) else {
                 return None;
             };
             if answer.header.sequence_number != self.seq {
