@@ -161,7 +161,10 @@ run_suite() {
     # shellcheck disable=SC2086 # one test name a word
     # --show-output: what passing tests say goes to the run's output too (the
     # firewall's verified instructions against the verifier's budget, for one).
-    IRONCLAD_GUEST=1 "\$bin" "\$@" --test-threads=1 --show-output --exact \$names
+    # --report-time: each test's seconds on its line (libtest's unstable option, which
+    # RUSTC_BOOTSTRAP lets a stable build's harness take): where a guest's time goes.
+    RUSTC_BOOTSTRAP=1 IRONCLAD_GUEST=1 "\$bin" "\$@" --test-threads=1 --show-output \
+        -Z unstable-options --report-time --exact \$names
 }
 if [[ -n "$TESTS" ]]; then
     run_suite "$TESTS" sentinel_guest --ignored
