@@ -192,6 +192,9 @@ struct LibraryCode {
     symbols: HashMap<&'static str, (u64, u64, u64)>,
     /// (virtual address, size, file offset) of each section with file contents.
     sections: Vec<(u64, u64, u64)>,
+    /// Whether the code is x86-64's, the only code [`forwards_to`] and
+    /// [`starts_emulated`] read (arm64's libssl keeps its probes on the symbols).
+    x86_64: bool,
 }
 
 impl LibraryCode {
@@ -237,11 +240,13 @@ impl LibraryCode {
                 .ok_or_else(|| invalid(format!("{symbol} is in no section with file contents")))?;
             symbols.insert(*symbol, (address, found.size(), offset));
         }
+        let x86_64 = file.architecture() == object::Architecture::X86_64;
         drop(file);
         Ok(Self {
             data,
             symbols,
             sections,
+            x86_64,
         })
     }
 
@@ -319,7 +324,9 @@ fn calls(code: &[u8], address: u64, target: u64) -> bool {
 /// instruction the kernel emulates, the `_ex` probes (entry and return) go on that
 /// function, where a probe costs one trap instead of a trap and a single step; if
 /// `SSL_write` calls the same function, it is covered by them and gets no probe of its
-/// own. Anything else keeps the probes on the exported functions.
+/// own. Anything else keeps the probes on the exported functions, and so does code of
+/// another architecture than x86-64 (arm64's uprobes emulate a different set of
+/// instructions, and no placement there was measured).
 pub fn plan_probes(library: &Path, placement: TlsPlacement) -> Result<Vec<ProbeSite>> {
     let code = LibraryCode::read(library)?;
     let at_symbol = |program: &'static str, symbol: &'static str, retprobe: bool| {
@@ -356,7 +363,7 @@ pub fn plan_probes(library: &Path, placement: TlsPlacement) -> Result<Vec<ProbeS
         ),
     ] {
         let [plain_entry, plain_ret, ex_entry, ex_ret] = programs;
-        let forwarded = (placement == TlsPlacement::Auto)
+        let forwarded = (placement == TlsPlacement::Auto && code.x86_64)
             .then(|| {
                 let (address, size, _) = code.symbols.get(ex).copied()?;
                 let target = forwards_to(code.code(address, size.max(16)), address)?;

@@ -48,7 +48,8 @@ pub enum TlsPlacement {
     /// `SSL_write_ex` (or `SSL_read_ex`) forwards to unchanged, when its first
     /// instruction is one the kernel emulates; that function serves `SSL_write` too
     /// when `SSL_write` calls it. Checked against the library's bytes; any other
-    /// library gets [`Symbols`](Self::Symbols).
+    /// library, and any library that is not x86-64 code (arm64), gets
+    /// [`Symbols`](Self::Symbols).
     #[default]
     Auto,
     /// On the four exported functions, whatever their first instruction.
