@@ -3,7 +3,10 @@
 # aarch64 machine (qemu-system-aarch64, TCG), from this x86_64 machine.
 #
 #   guest/arm64.sh                 install what is missing, build, run the suites below
-#   guest/arm64.sh SUITE...        only these suites (modules of ironclad-bpf's tests)
+#   guest/arm64.sh SUITE...        only these suites (modules of ironclad-bpf's tests), or
+#                                  tests by their whole name (`egress_connect::NAME`)
+#   guest/arm64.sh --daemon        the daemon end to end, one test per feature (below);
+#                                  `daemon_*::NAME` arguments name others
 #   GUEST_FILTER=NAME guest/arm64.sh   only the tests whose name contains NAME
 #
 # What it does, and why each part is needed:
@@ -33,10 +36,26 @@ WORK=$ROOT/target/guest/arm64
 SYSROOT=$CACHE/root
 # The suites that ran here (docs/testing.md says which ran on which kernel, and how long).
 DEFAULT_SUITES=(loader_audit loader_pinning shield_prog_run firewall_guest)
+# The daemon (examples/full_firewall, its `daemon` test binary) end to end on arm64, one
+# test per feature: the Shield, the stateful firewall, NAT, SYN cookies, IDS, scrub and
+# quarantine, the identity firewall, DNS names, telemetry, TLS, the process cache.
+DAEMON_TESTS=(
+    daemon_shield::enforcement_survives_kill_9_is_adopted_on_restart_and_detach_removes_everything
+    daemon_firewall::a_stateful_default_deny_through_the_daemon_survives_kill_9_restarts_and_reloads
+    daemon_firewall::nat_through_the_daemon_forwards_masquerades_and_shows_translations
+    daemon_firewall::syn_cookies_through_the_daemon_answer_in_xdp_and_reload_off
+    daemon_firewall::ids_rules_through_the_daemon_alert_drop_and_check_locates_a_bad_rule
+    daemon_firewall::scrub_and_quarantine_through_the_daemon_rewrite_tag_reload_and_check_locates_mistakes
+    daemon_shield::egress_section_denies_by_executable_survives_kill_9_and_reports_json
+    daemon_domains::the_daemon_enforces_names_and_feeds_and_shows_the_live_table
+    daemon_shield::telemetry_section_writes_dns_and_bandwidth_events
+    daemon_shield::tls_section_writes_plaintext_events_as_json_lines
+    daemon_shield::a_process_cache_too_small_for_the_host_says_so_in_status_and_events
+)
 # The root's packages: busybox (virtme-ng builds the guest's initramfs from it), the
 # tests' tools (a C compiler: some tests build their clients),
 # and the cross build's libraries.
-PACKAGES=busybox-static,libc6,libc6-dev,libgcc-12-dev,gcc,bind9-dnsutils,ethtool,libelf-dev,zlib1g-dev,libzstd-dev,iproute2,bpftool,python3,kmod,procps,iputils-ping,util-linux,mount,libssl3,openssl,curl,dnsmasq-base,nftables,iptables,attr,dash,bash,coreutils,grep,sed,findutils,gawk,diffutils,tar,gzip
+PACKAGES=base-passwd,busybox-static,libc6,libc6-dev,libgcc-12-dev,gcc,bind9-dnsutils,ethtool,libelf-dev,zlib1g-dev,libzstd-dev,iproute2,bpftool,python3,kmod,procps,iputils-ping,util-linux,mount,libssl3,openssl,curl,dnsmasq-base,nftables,iptables,attr,dash,bash,coreutils,grep,sed,findutils,gawk,diffutils,tar,gzip
 KERNEL_SUITE=trixie
 KERNEL_PATTERN='linux-image-6.12.*.deb13-arm64-unsigned'  # '.' matches the '+' of '6.12.117+deb13'
 
@@ -54,7 +73,7 @@ install_tools() {
 # The arm64 root, rebuilt when its package list changes.
 make_root() {
     local stamp
-    stamp=$(printf '%s' "$PACKAGES" | sha256sum | cut -c1-16)
+    stamp=$(printf '%s merged-usr' "$PACKAGES" | sha256sum | cut -c1-16)
     [[ -f $SYSROOT/.ironclad-root-$stamp ]] && return 0
     log "unpacking a Debian arm64 root (mmdebstrap, extract)"
     rm -rf "$SYSROOT" "$CACHE/root.tar"
@@ -68,6 +87,22 @@ make_root() {
     ln -sf gcc "$SYSROOT/usr/bin/cc"
     ln -sf gawk "$SYSROOT/usr/bin/awk"
     ln -sf xtables-nft-multi "$SYSROOT/usr/sbin/iptables"
+    # The users and groups base-passwd's maintainer script would install (root, nobody,
+    # ...): dnsmasq --user=root and the daemon's privilege drop look them up.
+    cp "$SYSROOT/usr/share/base-passwd/passwd.master" "$SYSROOT/etc/passwd"
+    cp "$SYSROOT/usr/share/base-passwd/group.master" "$SYSROOT/etc/group"
+    # A merged /usr, as every installed Debian since bookworm has (usrmerge runs in a
+    # maintainer script, which the extract variant does not): /bin, /sbin and /lib are
+    # links into /usr, so a program is found under both names (the tests name
+    # /usr/bin/bash as an ancestor; the unmerged root had only /bin/bash).
+    local d
+    for d in bin sbin lib; do
+        [[ -L $SYSROOT/$d || ! -d $SYSROOT/$d ]] && continue
+        mkdir -p "$SYSROOT/usr/$d"
+        cp -a "$SYSROOT/$d/." "$SYSROOT/usr/$d/"
+        rm -rf "${SYSROOT:?}/$d"
+        ln -s "usr/$d" "$SYSROOT/$d"
+    done
     mkdir -p "$SYSROOT/out"
     touch "$SYSROOT/.ironclad-root-$stamp"
 }
@@ -103,7 +138,9 @@ fetch_kernel() {
     echo "$ver $dir/boot/vmlinuz-$ver"
 }
 
-# The test binary for aarch64: clang as the C compiler and linker, the root as sysroot.
+# The test binary of package $1 named $2 for aarch64 (and, for the daemon's, the daemon
+# itself: cargo builds a package's programs with its integration tests): clang as the C
+# compiler and linker, the root as sysroot.
 cross_build() {
     local cc=$WORK/aarch64-cc
     mkdir -p "$WORK"
@@ -114,21 +151,42 @@ cross_build() {
         LIBBPF_SYS_LIBRARY_PATH_aarch64_unknown_linux_gnu="$SYSROOT/usr/lib/aarch64-linux-gnu" \
         PKG_CONFIG_SYSROOT_DIR="$SYSROOT" \
         PKG_CONFIG_LIBDIR="$SYSROOT/usr/lib/aarch64-linux-gnu/pkgconfig:$SYSROOT/usr/share/pkgconfig" \
-        cargo test --quiet -p ironclad-bpf --target aarch64-unknown-linux-gnu --no-run --message-format=json \
-        | executable bpf test | tail -n 1
+        cargo test --quiet -p "$1" --target aarch64-unknown-linux-gnu --no-run --message-format=json \
+        | executable "$2" test | tail -n 1
+}
+
+# Whether $1 is an aarch64 executable: e_machine 183 (EM_AARCH64) in its ELF header.
+aarch64_executable() {
+    [[ -x "$1" && $(od -An -j18 -N2 -tu2 "$1" | tr -d ' ') == 183 ]]
 }
 
 install_tools
 mkdir -p "$CACHE"
 make_root
 read -r ver image < <(fetch_kernel)
-log "building ironclad-bpf's tests for aarch64"
-BIN=$(cross_build)
-[[ -x "$BIN" ]] || { echo "could not find ironclad-bpf's aarch64 test binary" >&2; exit 1; }
-# e_machine 183 (EM_AARCH64) in its ELF header.
-[[ $(od -An -j18 -N2 -tu2 "$BIN" | tr -d ' ') == 183 ]] || { echo "$BIN is not an aarch64 executable" >&2; exit 1; }
-suites=("$@")
+suites=()
+for arg in "$@"; do
+    if [[ $arg == --daemon ]]; then
+        suites+=("${DAEMON_TESTS[@]}")
+    else
+        suites+=("$arg")
+    fi
+done
 ((${#suites[@]})) || suites=("${DEFAULT_SUITES[@]}")
+BIN= DAEMON_BIN= need_bpf=0 need_daemon=0
+for suite in "${suites[@]}"; do
+    if [[ $suite == daemon_* ]]; then need_daemon=1; else need_bpf=1; fi
+done
+if ((need_bpf)); then
+    log "building ironclad-bpf's tests for aarch64"
+    BIN=$(cross_build ironclad-bpf bpf)
+    aarch64_executable "$BIN" || { echo "no aarch64 test binary of ironclad-bpf ($BIN)" >&2; exit 1; }
+fi
+if ((need_daemon)); then
+    log "building the daemon and its tests for aarch64"
+    DAEMON_BIN=$(cross_build full_firewall daemon)
+    aarch64_executable "$DAEMON_BIN" || { echo "no aarch64 test binary of the daemon ($DAEMON_BIN)" >&2; exit 1; }
+fi
 
 # The checkout at its own path inside the root, for the test binary and its data.
 mkdir -p "$SYSROOT$ROOT"
@@ -141,22 +199,33 @@ cat > "$out/guest.sh" <<GUEST
 exec > /out/output.txt 2>&1
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 mount -t bpf bpf /sys/fs/bpf 2>/dev/null || true
+# virtme-ng makes /tmp an overlay on the 9p root, and an overlay cannot be the upper
+# layer of another: the tests' own overlay mounts (executables on overlayfs) need /tmp
+# on a file system of its own.
+mount -t tmpfs tmpfs /tmp
 echo "guest kernel: \$(uname -r) \$(uname -m); LSMs: \$(cat /sys/kernel/security/lsm)"
-cd "$ROOT/ironclad-bpf"
 rc=0
 for suite in ${suites[*]}; do
+    # The daemon's tests run from its package's directory, ironclad-bpf's from theirs.
+    if [[ \$suite == daemon_* ]]; then
+        bin="$DAEMON_BIN"; cd "$ROOT/examples/full_firewall"
+    else
+        bin="$BIN"; cd "$ROOT/ironclad-bpf"
+    fi
     # Suites whose tests are ignored on the host (they need a guest's kernel) run
-    # with --ignored; the others as on the host.
+    # with --ignored; the others as on the host. A whole name is one test.
     extra=
     [[ \$suite == *_guest ]] && extra=--ignored
-    names=\$("$BIN" --list --format terse \$extra "\$suite::" | sed -n 's/: test\$//p' | grep -F -- "${GUEST_FILTER:-}")
+    filter="\$suite::"
+    [[ \$suite == *::* ]] && filter=\$suite
+    names=\$("\$bin" --list --format terse \$extra "\$filter" | sed -n 's/: test\$//p' | grep -F -- "${GUEST_FILTER:-}")
     if [[ -z "\$names" ]]; then
         [[ -n "${GUEST_FILTER:-}" ]] || { echo "suite \$suite: no such suite"; rc=1; }
         continue
     fi
     began=\$SECONDS
     # shellcheck disable=SC2086 # one test name a word
-    IRONCLAD_GUEST=1 "$BIN" \$extra --test-threads=1 --exact \$names || rc=1
+    IRONCLAD_GUEST=1 "\$bin" \$extra --test-threads=1 --exact \$names < /dev/null || rc=1
     echo "suite \$suite took \$((SECONDS - began)) s"
 done
 echo \$rc > /out/rc
