@@ -14,16 +14,15 @@
 //! use ironclad_policy::feeds::{FeedFormat, Strictness};
 //! use ironclad_policy::fetch::{fetch, FetchSpec, Fetched};
 //!
-//! let spec = FetchSpec {
-//!     name: "drop".into(),
-//!     url: "https://www.spamhaus.org/drop/drop.txt".into(),
-//!     format: FeedFormat::Spamhaus,
-//!     strictness: Strictness::Strict,
-//!     max_bytes: 16 << 20,
-//!     timeout: Duration::from_secs(30),
-//!     ca_file: None,
-//!     cache: "/var/lib/ironclad/feeds".into(),
-//! };
+//! let mut spec = FetchSpec::new(
+//!     "drop",
+//!     "https://www.spamhaus.org/drop/drop.txt",
+//!     FeedFormat::Spamhaus,
+//!     "/var/lib/ironclad/feeds",
+//! );
+//! spec.strictness = Strictness::Strict;
+//! spec.max_bytes = 16 << 20;
+//! spec.timeout = Duration::from_secs(30);
 //! match fetch(&spec)? {
 //!     Fetched::Updated { prefixes, .. } => println!("{prefixes} prefixes"),
 //!     Fetched::NotModified => println!("unchanged"),
@@ -69,6 +68,27 @@ pub struct FetchSpec {
 }
 
 impl FetchSpec {
+    /// The feed `name` at `url` in `format`, cached in `cache`, with a policy file's
+    /// defaults: strict, at most [`DEFAULT_MAX_BYTES`], within [`DEFAULT_TIMEOUT`], the
+    /// built-in roots. Set the other fields after.
+    pub fn new(
+        name: impl Into<String>,
+        url: impl Into<String>,
+        format: FeedFormat,
+        cache: impl Into<PathBuf>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            url: url.into(),
+            format,
+            strictness: Strictness::Strict,
+            max_bytes: DEFAULT_MAX_BYTES,
+            timeout: DEFAULT_TIMEOUT,
+            ca_file: None,
+            cache: cache.into(),
+        }
+    }
+
     /// The cached copy the policy reads.
     pub fn data_path(&self) -> PathBuf {
         cache_data_path(&self.cache, &self.name)
