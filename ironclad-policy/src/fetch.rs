@@ -20,7 +20,7 @@
 //!     FeedFormat::Spamhaus,
 //!     "/var/lib/ironclad/feeds",
 //! );
-//! spec.strictness = Strictness::Strict;
+//! spec.strictness = Strictness::Lenient; // skip bad lines instead of refusing the body
 //! spec.max_bytes = 16 << 20;
 //! spec.timeout = Duration::from_secs(30);
 //! match fetch(&spec)? {
