@@ -121,6 +121,9 @@ struct State {
     drop_sources: HashMap<String, u64>,
     /// Egress refusals by executable (or command name when the path is unknown).
     refused_processes: HashMap<String, u64>,
+    /// Telemetry's latest bandwidth report of each process, by pid: the top talkers
+    /// by process, which need no connection table (none when no report came).
+    talking_processes: Option<HashMap<u32, Talking>>,
     /// Reload outcomes by (feature, outcome).
     feature_reloads: BTreeMap<(String, &'static str), u64>,
     /// When each feature's policy was last applied (start, reload, start on reload).
@@ -147,6 +150,79 @@ fn count_top(map: &mut HashMap<String, u64>, key: String) {
         let median = counts[counts.len() / 2];
         map.retain(|_, n| *n > median);
     }
+}
+
+/// A process's traffic as telemetry last reported it (bytes since it was first
+/// counted, IP lengths).
+#[derive(Debug, Clone)]
+struct Talking {
+    /// Its executable (the command name when the path is unknown).
+    process: String,
+    sent: u64,
+    received: u64,
+}
+
+/// Keeps `sample` as its process's latest report, the map bounded as [`count_top`]'s:
+/// past [`TOP_TRACKED`] processes, those with fewer bytes than the median are
+/// forgotten (exited ones among them, whose last report stays until then).
+fn record_talking(map: &mut HashMap<u32, Talking>, sample: &ironclad_events::BandwidthSample) {
+    let total = sample.tx_bytes.saturating_add(sample.rx_bytes);
+    let path = sample
+        .process
+        .as_ref()
+        .and_then(|p| p.exe.clone())
+        .or_else(|| sample.exe.clone());
+    let process = match (path, map.get(&sample.pid)) {
+        (Some(path), _) => path,
+        // Its executable as an earlier report named it, while it ran (after its exit
+        // telemetry knows only the command name); the same process as long as its
+        // counters did not go back (a reused pid starts again from zero).
+        (None, Some(earlier)) if earlier.sent.saturating_add(earlier.received) <= total => {
+            earlier.process.clone()
+        }
+        (None, _) => sample
+            .comm
+            .clone()
+            .unwrap_or_else(|| format!("pid {}", sample.pid)),
+    };
+    map.insert(
+        sample.pid,
+        Talking {
+            process,
+            sent: sample.tx_bytes,
+            received: sample.rx_bytes,
+        },
+    );
+    if map.len() > TOP_TRACKED {
+        let mut totals: Vec<u64> = map
+            .values()
+            .map(|t| t.sent.saturating_add(t.received))
+            .collect();
+        totals.sort_unstable();
+        let median = totals[totals.len() / 2];
+        map.retain(|_, t| t.sent.saturating_add(t.received) > median);
+    }
+}
+
+/// The `TOP_SHOWN` processes with the most bytes both ways, most first.
+fn top_talking(map: &HashMap<u32, Talking>) -> Vec<serde_json::Value> {
+    let mut entries: Vec<(&u32, &Talking)> = map.iter().collect();
+    entries.sort_by(|a, b| {
+        let total = |t: &Talking| t.sent.saturating_add(t.received);
+        total(b.1).cmp(&total(a.1)).then(a.0.cmp(b.0))
+    });
+    entries
+        .into_iter()
+        .take(TOP_SHOWN)
+        .map(|(pid, t)| {
+            serde_json::json!({
+                "process": t.process,
+                "pid": pid,
+                "sent": t.sent,
+                "received": t.received,
+            })
+        })
+        .collect()
 }
 
 /// The `TOP_SHOWN` largest entries, largest first.
@@ -276,6 +352,7 @@ impl Metrics {
                 reloads: VecDeque::with_capacity(RELOAD_HISTORY),
                 drop_sources: HashMap::new(),
                 refused_processes: HashMap::new(),
+                talking_processes: None,
                 feature_reloads: BTreeMap::new(),
                 feature_applied: BTreeMap::new(),
                 kernel_counters: BTreeMap::new(),
@@ -314,6 +391,10 @@ impl Metrics {
                             let who = d.actor.exe.clone().unwrap_or_else(|| d.actor.comm.clone());
                             count_top(&mut state.refused_processes, who);
                         }
+                        Event::Bandwidth(b) => record_talking(
+                            state.talking_processes.get_or_insert_with(HashMap::new),
+                            b,
+                        ),
                         _ => {}
                     }
                     if state.recent.len() == RECENT_EVENTS {
@@ -2025,12 +2106,67 @@ fn api_events(shared: &Shared) -> serde_json::Value {
         "top_sources": top(&state.drop_sources, "src"),
         "top_processes": top(&state.refused_processes, "process"),
         "top_talkers": talkers,
+        // null until telemetry reports bandwidth (`telemetry: bandwidth: true`).
+        "top_talking_processes": state.talking_processes.as_ref().map(top_talking),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn bandwidth(
+        pid: u32,
+        comm: &str,
+        exe: Option<&str>,
+        sent: u64,
+        received: u64,
+    ) -> ironclad_events::BandwidthSample {
+        let mut sample = ironclad_events::BandwidthSample::default();
+        sample.pid = pid;
+        sample.comm = Some(comm.to_string());
+        sample.exe = exe.map(str::to_string);
+        sample.tx_bytes = sent;
+        sample.rx_bytes = received;
+        sample
+    }
+
+    #[test]
+    fn talking_processes_keep_their_executable_past_exit_rank_by_bytes_and_stay_bounded() {
+        let mut map = HashMap::new();
+        record_talking(
+            &mut map,
+            &bandwidth(7, "curl", Some("/usr/bin/curl"), 10, 100),
+        );
+        // Its last report, after it exited: the command name only.
+        record_talking(&mut map, &bandwidth(7, "curl", None, 20, 5_000));
+        assert_eq!(map[&7].process, "/usr/bin/curl");
+        assert_eq!((map[&7].sent, map[&7].received), (20, 5_000));
+        record_talking(
+            &mut map,
+            &bandwidth(8, "python3", Some("/usr/bin/python3.11"), 9_000, 0),
+        );
+        let top = top_talking(&map);
+        assert_eq!(top[0]["pid"], 8, "{top:?}");
+        assert_eq!(top[1]["process"], "/usr/bin/curl", "{top:?}");
+        // The pid reused by another process: its counters start again, and the name
+        // of the one before is not carried over.
+        record_talking(&mut map, &bandwidth(7, "wget", None, 0, 3));
+        assert_eq!(map[&7].process, "wget");
+        // A flood of processes: bounded, and the largest kept.
+        for pid in 100..(100 + 3 * TOP_TRACKED as u32) {
+            record_talking(&mut map, &bandwidth(pid, "x", None, u64::from(pid), 0));
+        }
+        assert!(map.len() <= TOP_TRACKED, "{}", map.len());
+        let top = top_talking(&map);
+        assert_eq!(top.len(), TOP_SHOWN);
+        assert_eq!(
+            top[0]["pid"],
+            100 + 3 * TOP_TRACKED as u64 - 1,
+            "{:?}",
+            top[0]
+        );
+    }
 
     /// Runs `test` on the server's kind of runtime with a listener on 127.0.0.1.
     fn on_a_loopback_listener<F, T>(test: T)

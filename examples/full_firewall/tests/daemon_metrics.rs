@@ -24,6 +24,11 @@ use crate::common::{Daemon, Lab, Server};
 const TOKEN: &str = "ironclad+test/token+0123456789==";
 
 fn daemon_with_metrics(lab: &Lab, config: &Path) -> (Daemon, u16) {
+    daemon_with_metrics_and(lab, config, &[])
+}
+
+/// [`daemon_with_metrics`] with more arguments to `run` (`--cgroup PATH`).
+fn daemon_with_metrics_and(lab: &Lab, config: &Path, more: &[String]) -> (Daemon, u16) {
     use std::os::unix::fs::PermissionsExt;
     let token = lab.write_config("metrics.token", &format!("{TOKEN}\n"));
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
@@ -37,6 +42,7 @@ fn daemon_with_metrics(lab: &Lab, config: &Path) -> (Daemon, u16) {
         "--metrics-history-interval".to_string(),
         "1s".to_string(),
     ]);
+    args.extend_from_slice(more);
     let daemon = Daemon::spawn(&args);
     daemon.wait_for("ready");
     let port = daemon.metrics_port();
@@ -773,6 +779,158 @@ fn dashboard_in_chromium_shows_drops_rise_without_reloading() {
         serde_json::json!([]),
         "nothing loaded from elsewhere"
     );
+}
+
+/// Top talkers without the stateful firewall (no connection table to rank): telemetry's
+/// bandwidth reports rank the processes of its cgroup, in `/api/events` and on the
+/// page. Two real downloads with curl from a python http.server in the lab's namespace
+/// (3 MiB and 300 KiB), from the cgroup; a third curl outside it is not counted.
+#[test]
+fn without_the_stateful_firewall_telemetry_ranks_the_processes_that_talk_most() {
+    require_privileges!();
+    let lab = Lab::new("fftalk", 78);
+    let cgroup = ironclad_testing::TestCgroup::new("fftalk").expect("cgroup");
+    let files = lab.dir.path().join("www");
+    std::fs::create_dir(&files).expect("www");
+    std::fs::write(files.join("big"), vec![b'x'; 3 << 20]).expect("big");
+    std::fs::write(files.join("small"), vec![b'y'; 300 << 10]).expect("small");
+    let server = Server(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                lab.ns.name(),
+                "python3",
+                "-m",
+                "http.server",
+                "8000",
+            ])
+            .args(["--bind", &lab.addr(2), "--directory"])
+            .arg(&files)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("http.server"),
+    );
+    let policy = format!(
+        "{}telemetry:\n  bandwidth: true\n  interval_seconds: 1\n",
+        lab.policy_denying(&[3])
+    );
+    let config = lab.write_config("policy.yaml", &policy);
+    let more = ["--cgroup".to_string(), cgroup.path().display().to_string()];
+    let (_daemon, port) = daemon_with_metrics_and(&lab, &config, &more);
+    let events = || {
+        let (code, body) = curl(&[
+            "-H",
+            &format!("Authorization: Bearer {TOKEN}"),
+            &format!("http://127.0.0.1:{port}/api/events"),
+        ]);
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).expect("json")
+    };
+    // Nothing reported yet: `null`, which the page words as telemetry's bandwidth off.
+    let before = events();
+    assert_eq!(before["top_talkers"], serde_json::Value::Null, "{before}");
+    assert_eq!(
+        before["top_talking_processes"],
+        serde_json::Value::Null,
+        "{before}"
+    );
+    let url = |name: &str| format!("http://{}:8000/{name}", lab.addr(2));
+    let started = Instant::now();
+    let download = |name: &str, in_cgroup: bool| {
+        let mut cmd = if in_cgroup {
+            cgroup.command("/usr/bin/curl")
+        } else {
+            Command::new("/usr/bin/curl")
+        };
+        let out = cmd
+            .args([
+                "-s",
+                "-S",
+                "--retry",
+                "5",
+                "--retry-connrefused",
+                "--retry-delay",
+                "1",
+            ])
+            .args(["-o", "/dev/null", "-w", "%{size_download}", &url(name)])
+            .output()
+            .expect("curl");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .parse::<u64>()
+            .expect("size")
+    };
+    assert_eq!(download("big", true), 3 << 20);
+    assert_eq!(download("small", true), 300 << 10);
+    assert_eq!(download("big", false), 3 << 20, "outside the cgroup");
+    // Each curl has exited; its last report (telemetry reports every second while a
+    // process has traffic) names it with what it received.
+    let ranked = loop {
+        let body = events();
+        let list = body["top_talking_processes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if list.len() >= 2 && list[1]["received"].as_u64() >= Some(300 << 10) {
+            break list;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no report of both downloads: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(
+        ranked.len(),
+        2,
+        "only the cgroup's two processes: {ranked:?}"
+    );
+    // Its executable while it ran, or only its command name when telemetry's first
+    // report came after it exited (a download within one interval).
+    for talker in &ranked {
+        assert!(
+            ["/usr/bin/curl", "curl"].contains(&talker["process"].as_str().unwrap_or("")),
+            "{ranked:?}"
+        );
+    }
+    let received = |i: usize| ranked[i]["received"].as_u64().expect("received");
+    assert!(
+        received(0) >= 3 << 20,
+        "IP lengths: at least the body: {ranked:?}"
+    );
+    assert!(received(0) < 4 << 20, "one download, not two: {ranked:?}");
+    assert!((300 << 10..1 << 20).contains(&received(1)), "{ranked:?}");
+    assert!(
+        ranked[0]["sent"].as_u64() > Some(0),
+        "its request and ACKs: {ranked:?}"
+    );
+    assert_ne!(ranked[0]["pid"], ranked[1]["pid"], "{ranked:?}");
+    // The page: the list by process, while the list by address says why it is empty.
+    let driver = Driver::start();
+    driver.navigate(&format!("http://127.0.0.1:{port}/#token={TOKEN}"));
+    let shown = driver.wait_until(
+        "return [...document.querySelectorAll('#top-talking li[data-pid]')].map(l => \
+         ({ process: l.dataset.process, pid: Number(l.dataset.pid), received: Number(l.dataset.received), text: l.textContent }));",
+        |v| v.as_array().is_some_and(|a| a.len() == 2),
+    );
+    assert_eq!(shown[0]["pid"], ranked[0]["pid"], "{shown}");
+    assert_eq!(shown[0]["received"], ranked[0]["received"], "{shown}");
+    assert!(
+        shown[0]["text"].as_str().is_some_and(|t| {
+            t.starts_with(&format!(
+                "{} (",
+                shown[0]["process"].as_str().unwrap_or("?")
+            )) && t.contains(" MiB")
+        }),
+        "in human units: {shown}"
+    );
+    assert_eq!(
+        driver.script("return document.getElementById('top-talkers').textContent;"),
+        "the stateful firewall does not run: no connections tracked"
+    );
+    drop(server);
 }
 
 /// The dashboard as an operator opens it after something happened: the charts show the
