@@ -130,6 +130,15 @@ const CHARTS: &[Chart] = &[
         ],
     },
     Chart {
+        id: "telemetry_bytes",
+        title: "Telemetry: traffic of its cgroup's processes",
+        unit: "bytes/s",
+        series: &[
+            rate("telemetry_sent", "sent"),
+            rate("telemetry_received", "received"),
+        ],
+    },
+    Chart {
         id: "events",
         title: "Events, by the feature that reported them",
         unit: "events/s",
@@ -180,10 +189,12 @@ impl Sample {
     /// Reads every series now: the features' totals from the pins under `pin_root`,
     /// the `events` seen by the dashboard (by kind) and `resident` memory as the caller
     /// has them. `connections`: the connection table's entry count, when the stateful
-    /// firewall runs.
+    /// firewall runs. `traffic`: the bytes sent and received by telemetry's processes as
+    /// their bandwidth reports last counted them, summed, when telemetry reported any.
     pub(crate) fn read(
         pin_root: &Path,
         connections: Option<usize>,
+        traffic: Option<(u64, u64)>,
         events: &std::collections::BTreeMap<&'static str, u64>,
         resident: Option<u64>,
     ) -> Self {
@@ -254,6 +265,8 @@ impl Sample {
                 "egress_denied",
                 egress_total(&[EgressTotal::Denied, EgressTotal::RateLimited]),
             ),
+            ("telemetry_sent", traffic.map(|(sent, _)| sent)),
+            ("telemetry_received", traffic.map(|(_, received)| received)),
             ("events", Some(events.values().sum())),
             ("resident", resident),
         ];
@@ -577,7 +590,13 @@ mod tests {
     fn a_sample_puts_each_reading_under_its_series() {
         // No pins there: the features' series are empty, the daemon's own are not.
         let events = std::collections::BTreeMap::from([("shield_drop", 5), ("tls", 1), ("dlp", 1)]);
-        let read = Sample::read(Path::new("/nonexistent"), Some(3), &events, Some(1000));
+        let read = Sample::read(
+            Path::new("/nonexistent"),
+            Some(3),
+            Some((40, 2000)),
+            &events,
+            Some(1000),
+        );
         let ids: Vec<&str> = CHARTS.iter().flat_map(|c| c.series).map(|s| s.id).collect();
         let value = |id: &str| ids.iter().position(|i| *i == id).map(|i| read.values[i]);
         assert_eq!(value("events"), Some(Some(7)));
@@ -597,6 +616,8 @@ mod tests {
         }
         assert_eq!(value("resident"), Some(Some(1000)));
         assert_eq!(value("firewall_connections"), Some(Some(3)));
+        assert_eq!(value("telemetry_sent"), Some(Some(40)));
+        assert_eq!(value("telemetry_received"), Some(Some(2000)));
         assert_eq!(value("shield_dropped"), Some(None));
         assert_eq!(read.values.len(), series_count());
     }

@@ -204,6 +204,18 @@ fn record_talking(map: &mut HashMap<u32, Talking>, sample: &ironclad_events::Ban
     }
 }
 
+/// The bytes sent and received by every process telemetry reported, summed (the
+/// history's traffic chart: it goes down, a gap in the chart, only when a pid is
+/// reused or the map forgets the smaller half).
+fn traffic_of(map: &HashMap<u32, Talking>) -> (u64, u64) {
+    map.values().fold((0, 0), |(sent, received), t| {
+        (
+            sent.saturating_add(t.sent),
+            received.saturating_add(t.received),
+        )
+    })
+}
+
 /// The `TOP_SHOWN` processes with the most bytes both ways, most first.
 fn top_talking(map: &HashMap<u32, Talking>) -> Vec<serde_json::Value> {
     let mut entries: Vec<(&u32, &Talking)> = map.iter().collect();
@@ -412,9 +424,20 @@ impl Metrics {
                 // The connection table's size: counted in batches, its entries not
                 // decoded (the top talkers are, only when a token holder asks).
                 let connections = Firewall::connection_count_from_pins(&sampler.pin_root).ok();
-                let events = sampler.state().events_by_kind.clone();
-                let sample =
-                    Sample::read(&sampler.pin_root, connections, &events, resident_bytes());
+                let (events, traffic) = {
+                    let state = sampler.state();
+                    (
+                        state.events_by_kind.clone(),
+                        state.talking_processes.as_ref().map(traffic_of),
+                    )
+                };
+                let sample = Sample::read(
+                    &sampler.pin_root,
+                    connections,
+                    traffic,
+                    &events,
+                    resident_bytes(),
+                );
                 let (interval, saved) = {
                     let mut history = sampler.history();
                     history.push(sample);

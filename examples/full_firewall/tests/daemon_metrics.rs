@@ -862,8 +862,18 @@ fn without_the_stateful_firewall_telemetry_ranks_the_processes_that_talk_most() 
             .parse::<u64>()
             .expect("size")
     };
-    assert_eq!(download("big", true), 3 << 20);
     assert_eq!(download("small", true), 300 << 10);
+    // Its report first: the history's traffic series has a value before the big
+    // download, so the download shows as a rate (the first report has none).
+    while events()["top_talking_processes"].is_null() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no bandwidth report"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(download("big", true), 3 << 20);
     assert_eq!(download("big", false), 3 << 20, "outside the cgroup");
     // Each curl has exited; its last report (telemetry reports every second while a
     // process has traffic) names it with what it received.
@@ -907,6 +917,55 @@ fn without_the_stateful_firewall_telemetry_ranks_the_processes_that_talk_most() 
         "its request and ACKs: {ranked:?}"
     );
     assert_ne!(ranked[0]["pid"], ranked[1]["pid"], "{ranked:?}");
+    // The last hour's traffic chart: its received rates, times the seconds between
+    // samples, add up to the big download (once sampled after its report), and never
+    // to the one outside the cgroup as well.
+    let received_in_chart = || {
+        let (code, body) = curl(&[&format!("http://127.0.0.1:{port}/api/history")]);
+        assert_eq!(code, 200, "{body}");
+        let history: serde_json::Value = serde_json::from_str(&body).expect("json");
+        let t: Vec<f64> = history["t"]
+            .as_array()
+            .expect("times")
+            .iter()
+            .map(|v| v.as_f64().expect("a time"))
+            .collect();
+        let chart = history["charts"]
+            .as_array()
+            .expect("charts")
+            .iter()
+            .find(|c| c["id"] == "telemetry_bytes")
+            .cloned()
+            .unwrap_or_else(|| panic!("no traffic chart: {body}"));
+        assert_eq!(chart["unit"], "bytes/s", "{chart}");
+        let received = chart["series"]
+            .as_array()
+            .expect("series")
+            .iter()
+            .find(|s| s["id"] == "telemetry_received")
+            .unwrap_or_else(|| panic!("{chart}"))["values"]
+            .as_array()
+            .expect("values")
+            .clone();
+        received
+            .iter()
+            .enumerate()
+            .skip(1)
+            .filter_map(|(i, v)| v.as_f64().map(|rate| rate * (t[i] - t[i - 1])))
+            .sum::<f64>()
+    };
+    let charted = loop {
+        let bytes = received_in_chart();
+        if bytes >= f64::from(3u32 << 20) {
+            break bytes;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "the chart holds {bytes} bytes received"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(charted < f64::from(5u32 << 20), "{charted} bytes");
     // The page: the list by process, while the list by address says why it is empty.
     let driver = Driver::start();
     driver.navigate(&format!("http://127.0.0.1:{port}/#token={TOKEN}"));
@@ -1359,7 +1418,7 @@ fn the_dashboard_looks_as_its_reference_with_the_token_without_it_and_with_a_wro
         driver.wait_until(
             &format!(
                 "const c = window.ironcladCharts; \
-                 return c && c.size === 7 && document.getElementById('top-talkers').textContent.includes('{shown}');"
+                 return c && c.size === 8 && document.getElementById('top-talkers').textContent.includes('{shown}');"
             ),
             |v| v == true,
         );
