@@ -39,8 +39,9 @@ fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>>
         }
     }
     let first = ifaces[0].as_str();
-    let shield = Shield::load(start.loader).map_err(unfiltered(first))?;
-    let report = shield.replace(policy).map_err(unfiltered(first))?;
+    // The policy's tables are compiled while the kernel verifies the program.
+    let (shield, report) =
+        Shield::load_with_policy(start.loader, policy).map_err(unfiltered(first))?;
     // One program and one set of maps; a link on each interface. An interface that
     // cannot be attached stops the start: the Shield is down naming it, and the links
     // this start made on the interfaces before it are detached again, so the host is

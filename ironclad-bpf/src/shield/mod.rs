@@ -792,10 +792,41 @@ enum V4Build {
     /// The active slot's tables, unchanged, on this path (with the fast path's groups
     /// in use).
     Reuse(Ipv4Path, FastUse),
-    /// A new fast-path table (and prefix book).
-    Fast(FastTable),
+    /// A new fast-path table (and prefix book), with its rows as the maps take them.
+    Fast(FastTable, EncodedV4),
     /// A new LPM trie.
     Trie,
+}
+
+/// An IPv4 fast-path table's rows, encoded for the kernel: the non-empty blocks (keys
+/// and values), the prefix book's stream and the spans. Encoding a million-prefix
+/// table takes tens of milliseconds, which a cold start does ahead, beside the
+/// verifier ([`Prepared`]).
+#[derive(Debug)]
+struct EncodedV4 {
+    block_keys: Vec<u8>,
+    block_values: Vec<u8>,
+    book: Vec<u8>,
+    span_keys: Vec<u8>,
+    span_values: Vec<u8>,
+}
+
+impl EncodedV4 {
+    fn of(fast: &FastTable, book: &Book<Ipv4Network>) -> Self {
+        let (mut block_keys, mut block_values) = (Vec::new(), Vec::new());
+        for (i, block) in fast.nonzero_blocks() {
+            block_keys.extend_from_slice(&i.to_ne_bytes());
+            block_values.extend_from_slice(&block.to_bytes());
+        }
+        let spans = fast.spans();
+        Self {
+            block_keys,
+            block_values,
+            book: book_stream_v4(book),
+            span_keys: (0..spans.len() as u32).flat_map(u32::to_ne_bytes).collect(),
+            span_values: spans.iter().flat_map(V4Span::to_bytes).collect(),
+        }
+    }
 }
 
 /// How a commit provides the IPv6 tables of the new slot.
@@ -807,6 +838,118 @@ enum V6Build {
     Fast(FastTable6),
     /// A new LPM trie.
     Trie,
+}
+
+/// A policy's plan and fast-path tables worked out before the Shield's object is
+/// loaded, for the object a cold start loads (no earlier rules): the kernel verifies
+/// the program on one core while the other sorts the policy and compiles its tables
+/// ([`Shield::load_with_policy`]). Each part is used only where it is what the
+/// object's own plan would be: the plan when the loaded directory is empty, a table
+/// when its prefix book equals the one being committed.
+#[derive(Debug)]
+struct Prepared {
+    planned: Planned,
+    tables: Ready,
+}
+
+/// Fast-path tables compiled ahead, each with the prefix book and valve it was
+/// compiled from.
+#[derive(Debug, Default)]
+struct Ready {
+    v4: Option<Compiled<Ipv4Network, (FastTable, EncodedV4)>>,
+    v6: Option<Compiled<Ipv6Network, FastTable6>>,
+}
+
+/// A table compiled from a prefix book and a valve.
+#[derive(Debug)]
+struct Compiled<K, T> {
+    book: Arc<Book<K>>,
+    valve: Vec<IpNetwork>,
+    table: T,
+}
+
+impl<K: PartialEq, T> Compiled<K, T> {
+    /// The table, if it was compiled from `book` and `valve`.
+    fn of(self, book: &Arc<Book<K>>, valve: &[IpNetwork]) -> Option<T> {
+        ((Arc::ptr_eq(&self.book, book) || *self.book == **book) && self.valve == valve)
+            .then_some(self.table)
+    }
+}
+
+impl Ready {
+    /// The IPv4 table, if it was compiled from `plan`'s prefixes and valve.
+    fn v4_for(&mut self, plan: &Plan) -> Option<(FastTable, EncodedV4)> {
+        self.v4.take()?.of(&plan.book.v4, &plan.valve)
+    }
+
+    /// The IPv6 table, if it was compiled from `plan`'s prefixes and valve.
+    fn v6_for(&mut self, plan: &Plan) -> Option<FastTable6> {
+        self.v6.take()?.of(&plan.book.v6, &plan.valve)
+    }
+}
+
+impl Prepared {
+    /// `policy` planned over an empty directory, with the tables its lookups would
+    /// build (none where a lookup is the trie, or a table would not fit: the commit
+    /// then decides as it always does).
+    fn of(policy: &CompiledShield) -> Result<Self> {
+        let planned = plan::plan(&BTreeMap::new(), policy)?;
+        let valve = &policy.management;
+        let v4 = (policy.ipv4_lookup != Ipv4Lookup::Trie)
+            .then(|| {
+                let book = &planned.book.v4;
+                FastTable::build(&fast_entries(book), &v4_only(valve), SHIELD_V4_GROUPS)
+                    .ok()
+                    .map(|table| Compiled {
+                        book: Arc::clone(book),
+                        valve: valve.clone(),
+                        table: {
+                            let encoded = EncodedV4::of(&table, book);
+                            (table, encoded)
+                        },
+                    })
+            })
+            .flatten();
+        let v6 = (policy.ipv6_lookup == Ipv6Lookup::Fast
+            || (policy.ipv6_lookup == Ipv6Lookup::Auto && !planned.book.v6.is_empty()))
+        .then(|| {
+            let book = &planned.book.v6;
+            FastTable6::build(&fast_entries(book), &v6_only(valve), SHIELD_V6_RECORDS)
+                .ok()
+                .map(|table| Compiled {
+                    book: Arc::clone(book),
+                    valve: valve.clone(),
+                    table,
+                })
+        })
+        .flatten();
+        Ok(Self {
+            planned,
+            tables: Ready { v4, v6 },
+        })
+    }
+}
+
+/// The IPv4 prefixes of a valve.
+fn v4_only(valve: &[IpNetwork]) -> Vec<Ipv4Network> {
+    valve
+        .iter()
+        .filter_map(|n| match n {
+            IpNetwork::V4(n) => Some(*n),
+            IpNetwork::V6(_) => None,
+        })
+        .collect()
+}
+
+/// The IPv6 prefixes of a valve.
+fn v6_only(valve: &[IpNetwork]) -> Vec<Ipv6Network> {
+    valve
+        .iter()
+        .filter_map(|n| match n {
+            IpNetwork::V6(n) => Some(*n),
+            IpNetwork::V4(_) => None,
+        })
+        .collect()
 }
 
 /// What a commit built.
@@ -1204,24 +1347,64 @@ impl Shield {
     /// `docs/performance.md`). Edits in place append their changes to the slot's prefix
     /// book rather than writing it again, until the book's spare pages are used up.
     pub fn replace(&self, policy: &CompiledShield) -> Result<ReplaceReport> {
+        self.replace_with(policy, None)
+    }
+
+    /// [`Shield::replace`], with what was worked out for `policy` ahead of the load.
+    fn replace_with(
+        &self,
+        policy: &CompiledShield,
+        prepared: Option<Prepared>,
+    ) -> Result<ReplaceReport> {
         let _span =
             tracing::info_span!("ironclad.shield.replace", rules = policy.rules.len()).entered();
         let _edit = self.lock();
         if let Some(report) = self.replace_by_sets(policy)? {
             return Ok(report);
         }
-        let report = self.replace_planned(policy)?;
+        let report = self.replace_planned(policy, prepared)?;
         self.remember_sources(policy, &report);
         Ok(report)
     }
 
+    /// Loads the Shield ([`Shield::load`]) and applies `policy` ([`Shield::replace`]),
+    /// sooner than the two in turn: while the kernel verifies the program (a quarter
+    /// of a second), another thread sorts the policy's prefixes and compiles its
+    /// fast-path tables for an object with no earlier rules, and the replace uses
+    /// whatever of that matches what the loaded object needs. A restart that adopts
+    /// an earlier run's pins plans again over the rules they hold (their counters
+    /// continue), and still takes a table whose prefixes and rule ids came out the
+    /// same. The result is the same as `load` then `replace`.
+    pub fn load_with_policy(
+        loader: &Loader,
+        policy: &CompiledShield,
+    ) -> Result<(Self, ReplaceReport)> {
+        let (prepared, loaded) = side_by_side(|| Prepared::of(policy), || Self::load(loader));
+        let shield = loaded?;
+        // A policy that cannot be planned is refused by the replace itself, with the
+        // same error.
+        let report = shield.replace_with(policy, prepared.ok())?;
+        Ok((shield, report))
+    }
+
     /// `replace` by a plan of the whole policy: every prefix of it is sorted and
     /// compared with the loaded ones.
-    fn replace_planned(&self, policy: &CompiledShield) -> Result<ReplaceReport> {
-        let planned = {
+    fn replace_planned(
+        &self,
+        policy: &CompiledShield,
+        prepared: Option<Prepared>,
+    ) -> Result<ReplaceReport> {
+        let (planned, ready) = {
             let _span = tracing::info_span!("ironclad.shield.plan").entered();
             let old = read_directory(&self.object)?;
-            plan::plan(&old, policy).map(|p| (p, old))?
+            match prepared {
+                // Planned over an empty directory: what this plan would be.
+                Some(prepared) if old.is_empty() => ((prepared.planned, old), prepared.tables),
+                prepared => (
+                    plan::plan(&old, policy).map(|p| (p, old))?,
+                    prepared.map(|p| p.tables).unwrap_or_default(),
+                ),
+            }
         };
         let (
             Planned {
@@ -1254,14 +1437,17 @@ impl Shield {
         )
         .entered();
         let built = self
-            .commit(&Plan {
-                book,
-                valve: policy.management.clone(),
-                lookup: policy.ipv4_lookup,
-                lookup6: policy.ipv6_lookup,
-                directory,
-                fresh,
-            })
+            .commit_with(
+                &Plan {
+                    book,
+                    valve: policy.management.clone(),
+                    lookup: policy.ipv4_lookup,
+                    lookup6: policy.ipv6_lookup,
+                    directory,
+                    fresh,
+                },
+                ready,
+            )
             .inspect_err(|_| {
                 let _ = self.write_config(&old_config);
             })?;
@@ -1766,6 +1952,12 @@ impl Shield {
     /// prefixes (and, for the IPv4 fast path, valve) did not change keeps its table:
     /// the same kernel map is put into the new slot instead of a copy.
     fn commit(&self, plan: &Plan) -> Result<Built> {
+        self.commit_with(plan, Ready::default())
+    }
+
+    /// [`Shield::commit`], taking the tables in `ready` that were compiled from
+    /// `plan`'s own prefixes instead of compiling them again.
+    fn commit_with(&self, plan: &Plan, mut ready: Ready) -> Result<Built> {
         let log = self.object.audit_log();
         let active = read_active(&self.object)?;
         let old_slot = active & ACTIVE_SLOT;
@@ -1782,15 +1974,7 @@ impl Shield {
                 expected: SHIELD_MAX_V4_PREFIXES as usize,
             });
         }
-        let v4_valve = |valve: &[IpNetwork]| -> Vec<Ipv4Network> {
-            valve
-                .iter()
-                .filter_map(|n| match n {
-                    IpNetwork::V4(n) => Some(*n),
-                    IpNetwork::V6(_) => None,
-                })
-                .collect()
-        };
+        let v4_valve = v4_only;
         // IPv4 keeps its tables when neither its prefixes nor (on the fast path, where it
         // is compiled in) the valve changed, and the lookup asked for allows the path.
         let reuse_v4 = previous.as_ref().and_then(|p| {
@@ -1803,15 +1987,7 @@ impl Shield {
             let valve_same = path == Ipv4Path::Trie || v4_valve(&p.valve) == v4_valve(&plan.valve);
             (same && valve_same && allows(plan.lookup, path)).then_some((path, p.fast))
         });
-        let v6_valve = |valve: &[IpNetwork]| -> Vec<Ipv6Network> {
-            valve
-                .iter()
-                .filter_map(|n| match n {
-                    IpNetwork::V6(n) => Some(*n),
-                    IpNetwork::V4(_) => None,
-                })
-                .collect()
-        };
+        let v6_valve = v6_only;
         // IPv6 likewise (its fast path holds the IPv6 valve).
         let reuse_v6 = previous.as_ref().and_then(|p| {
             let path = if p.word & ACTIVE_V6_FAST != 0 {
@@ -1823,13 +1999,20 @@ impl Shield {
             let valve_same = path == Ipv6Path::Trie || v6_valve(&p.valve) == v6_valve(&plan.valve);
             (same && valve_same && allows(plan.lookup6, path)).then_some((path, p.v6_records))
         });
+        let ready_v6 = std::sync::Mutex::new(ready.v6_for(plan));
+        let ready_v4 = ready.v4_for(plan);
         let build_v6 = || -> Result<V6Build> {
-            Ok(match (reuse_v6, plan.lookup6) {
-                (Some((path, records)), _) => V6Build::Reuse(path, records),
-                (None, Ipv6Lookup::Trie) => V6Build::Trie,
+            let ready = ready_v6
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            Ok(match (reuse_v6, plan.lookup6, ready) {
+                (Some((path, records)), _, _) => V6Build::Reuse(path, records),
+                (None, Ipv6Lookup::Trie, _) => V6Build::Trie,
                 // No IPv6 rule: an empty trie costs nothing, a compiled table its fixed size.
-                (None, Ipv6Lookup::Auto) if plan.book.v6.is_empty() => V6Build::Trie,
-                (None, lookup) => {
+                (None, Ipv6Lookup::Auto, _) if plan.book.v6.is_empty() => V6Build::Trie,
+                (None, _, Some(table)) => V6Build::Fast(table),
+                (None, lookup, None) => {
                     let rules = fast_entries(&plan.book.v6);
                     match FastTable6::build(&rules, &v6_valve(&plan.valve), SHIELD_V6_RECORDS) {
                         Ok(table) => V6Build::Fast(table),
@@ -1840,13 +2023,17 @@ impl Shield {
             })
         };
         let build_v4 = || -> Result<V4Build> {
-            Ok(match (reuse_v4, plan.lookup) {
-                (Some((path, fast)), _) => V4Build::Reuse(path, fast),
-                (None, Ipv4Lookup::Trie) => V4Build::Trie,
-                (None, lookup) => {
+            Ok(match (reuse_v4, plan.lookup, ready_v4) {
+                (Some((path, fast)), _, _) => V4Build::Reuse(path, fast),
+                (None, Ipv4Lookup::Trie, _) => V4Build::Trie,
+                (None, _, Some((table, encoded))) => V4Build::Fast(table, encoded),
+                (None, lookup, None) => {
                     let rules = fast_entries(&plan.book.v4);
                     match FastTable::build(&rules, &v4_valve(&plan.valve), SHIELD_V4_GROUPS) {
-                        Ok(table) => V4Build::Fast(table),
+                        Ok(table) => {
+                            let encoded = EncodedV4::of(&table, &plan.book.v4);
+                            V4Build::Fast(table, encoded)
+                        }
                         Err(e) if lookup == Ipv4Lookup::Fast => return Err(e.into()),
                         Err(_) => V4Build::Trie,
                     }
@@ -2140,48 +2327,36 @@ impl Shield {
                     }
                     (*path, *fast)
                 }
-                V4Build::Fast(fast) => {
-                    let (mut keys, mut values) = (Vec::new(), Vec::new());
-                    for (i, block) in fast.nonzero_blocks() {
-                        keys.extend_from_slice(&i.to_ne_bytes());
-                        values.extend_from_slice(&block.to_bytes());
-                    }
-                    let blocks = keys.len() / 4;
+                V4Build::Fast(fast, encoded) => {
+                    let blocks = encoded.block_keys.len() / 4;
                     let table = self.array_table(
                         (V4_FAST, slot),
                         (V4Block::SIZE, SHIELD_V4_BLOCKS),
                         names::shield::ic_v4_block,
-                        (&keys, &values),
+                        (&encoded.block_keys, &encoded.block_values),
                     )?;
                     tables.push((V4_FAST, table, format!("new table with {blocks} elements")));
                     let count = plan.book.v4.len();
-                    let stream = book_stream_v4(&plan.book.v4);
-                    let (table, tail) = book_table(V4_BOOK, slot, &stream, &self.object)?;
+                    let (table, tail) = book_table(V4_BOOK, slot, &encoded.book, &self.object)?;
                     self.note_book(tail);
                     tables.push((V4_BOOK, table, format!("new table with {count} elements")));
-                    let spans = fast.spans();
-                    let keys: Vec<u8> =
-                        (0..spans.len() as u32).flat_map(u32::to_ne_bytes).collect();
-                    let values: Vec<u8> = spans.iter().flat_map(V4Span::to_bytes).collect();
+                    let spans = encoded.span_keys.len() / 4;
                     let table = self.array_table(
                         (V4_SPANS, slot),
                         (V4Span::SIZE, SHIELD_V4_SPANS),
                         names::shield::ic_v4_span,
-                        (&keys, &values),
+                        (&encoded.span_keys, &encoded.span_values),
                     )?;
                     tables.push((
                         V4_SPANS,
                         table,
-                        format!(
-                            "new table with {} of {SHIELD_V4_SPANS} elements",
-                            spans.len()
-                        ),
+                        format!("new table with {spans} of {SHIELD_V4_SPANS} elements"),
                     ));
                     (
                         Ipv4Path::Fast,
                         FastUse {
                             groups: fast.groups(),
-                            spans: spans.len(),
+                            spans,
                         },
                     )
                 }
