@@ -698,6 +698,15 @@ fn verdicts(shield: &Shield) -> Vec<(String, u32)> {
     found
 }
 
+/// The sources of `verdicts` that were dropped.
+fn dropped(verdicts: &[(String, u32)]) -> Vec<&str> {
+    verdicts
+        .iter()
+        .filter(|(_, v)| *v == XDP_DROP)
+        .map(|(s, _)| s.as_str())
+        .collect()
+}
+
 /// Rules as the kernel holds them, without their counters (two pin roots counted
 /// different packets).
 fn held(shield: &Shield) -> Vec<(String, u32, u32, u32)> {
@@ -753,10 +762,7 @@ fn load_with_policy_is_load_then_replace_on_a_cold_start_and_on_adopted_pins() {
     together.test_run(&v4(1), 2).expect("run");
     assert_eq!(together.rule_counter(id).expect("counter").packets, 3);
     assert_eq!(
-        cold.iter()
-            .filter(|(_, v)| *v == XDP_DROP)
-            .map(|(s, _)| s.as_str())
-            .collect::<Vec<_>>(),
+        dropped(&cold),
         [
             "198.51.100.1",
             "203.0.113.5",
@@ -787,10 +793,7 @@ fn load_with_policy_is_load_then_replace_on_a_cold_start_and_on_adopted_pins() {
     assert_eq!(together.rule_counter(id).expect("counter").packets, 4);
     assert_eq!(together.rule_counter(new_id).expect("counter").packets, 1);
     assert_eq!(
-        warm.iter()
-            .filter(|(_, v)| *v == XDP_DROP)
-            .map(|(s, _)| s.as_str())
-            .collect::<Vec<_>>(),
+        dropped(&warm),
         [
             "198.51.100.1",
             "10.1.2.3",
