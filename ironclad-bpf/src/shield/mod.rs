@@ -1974,7 +1974,6 @@ impl Shield {
                 expected: SHIELD_MAX_V4_PREFIXES as usize,
             });
         }
-        let v4_valve = v4_only;
         // IPv4 keeps its tables when neither its prefixes nor (on the fast path, where it
         // is compiled in) the valve changed, and the lookup asked for allows the path.
         let reuse_v4 = previous.as_ref().and_then(|p| {
@@ -1984,10 +1983,9 @@ impl Shield {
                 Ipv4Path::Fast
             };
             let same = Arc::ptr_eq(&p.book.v4, &plan.book.v4) || p.book.v4 == plan.book.v4;
-            let valve_same = path == Ipv4Path::Trie || v4_valve(&p.valve) == v4_valve(&plan.valve);
+            let valve_same = path == Ipv4Path::Trie || v4_only(&p.valve) == v4_only(&plan.valve);
             (same && valve_same && allows(plan.lookup, path)).then_some((path, p.fast))
         });
-        let v6_valve = v6_only;
         // IPv6 likewise (its fast path holds the IPv6 valve).
         let reuse_v6 = previous.as_ref().and_then(|p| {
             let path = if p.word & ACTIVE_V6_FAST != 0 {
@@ -1996,7 +1994,7 @@ impl Shield {
                 Ipv6Path::Trie
             };
             let same = Arc::ptr_eq(&p.book.v6, &plan.book.v6) || p.book.v6 == plan.book.v6;
-            let valve_same = path == Ipv6Path::Trie || v6_valve(&p.valve) == v6_valve(&plan.valve);
+            let valve_same = path == Ipv6Path::Trie || v6_only(&p.valve) == v6_only(&plan.valve);
             (same && valve_same && allows(plan.lookup6, path)).then_some((path, p.v6_records))
         });
         let ready_v6 = std::sync::Mutex::new(ready.v6_for(plan));
@@ -2014,7 +2012,7 @@ impl Shield {
                 (None, _, Some(table)) => V6Build::Fast(table),
                 (None, lookup, None) => {
                     let rules = fast_entries(&plan.book.v6);
-                    match FastTable6::build(&rules, &v6_valve(&plan.valve), SHIELD_V6_RECORDS) {
+                    match FastTable6::build(&rules, &v6_only(&plan.valve), SHIELD_V6_RECORDS) {
                         Ok(table) => V6Build::Fast(table),
                         Err(e) if lookup == Ipv6Lookup::Fast => return Err(e.into()),
                         Err(_) => V6Build::Trie,
@@ -2029,7 +2027,7 @@ impl Shield {
                 (None, _, Some((table, encoded))) => V4Build::Fast(table, encoded),
                 (None, lookup, None) => {
                     let rules = fast_entries(&plan.book.v4);
-                    match FastTable::build(&rules, &v4_valve(&plan.valve), SHIELD_V4_GROUPS) {
+                    match FastTable::build(&rules, &v4_only(&plan.valve), SHIELD_V4_GROUPS) {
                         Ok(table) => {
                             let encoded = EncodedV4::of(&table, &plan.book.v4);
                             V4Build::Fast(table, encoded)
