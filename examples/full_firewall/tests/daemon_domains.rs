@@ -440,8 +440,12 @@ fn pinned_entries(pin: &std::path::Path) -> usize {
 fn the_daemon_sweeps_expired_names_and_gives_a_full_share_its_room_back() {
     use std::os::unix::fs::PermissionsExt;
     require_privileges!();
-    // Answers live 2 s.
-    let dns = DnsLab::start("ffsweep", 15, 2).expect("dns lab");
+    // Answers live 15 s: the resolver below must finish inside their life, or the
+    // daemon rightly sweeps the first answers out while the last are refused (on a
+    // loaded CI machine 16,500 names took over 3 s, and a 2 s life lost 6,521 of the
+    // share before it was counted).
+    const TTL: Duration = Duration::from_secs(15);
+    let dns = DnsLab::start("ffsweep", 15, TTL.as_secs() as u32).expect("dns lab");
     let cgroup = TestCgroup::new("ffsweep").expect("cgroup");
     let pins = BpffsDir::new("ffsweep").expect("pins");
     let names: Vec<(String, Vec<std::net::IpAddr>)> = (0..16_500u32)
@@ -484,8 +488,18 @@ fn the_daemon_sweeps_expired_names_and_gives_a_full_share_its_room_back() {
     )
     .expect("copy");
     let resolve = |label: &str, count: u32| -> u32 {
-        dns.resolve_many(&cgroup, &exe, 65534, label, "sweep.test", count)
-            .expect("resolver")
+        let started = std::time::Instant::now();
+        let answered = dns
+            .resolve_many(&cgroup, &exe, 65534, label, "sweep.test", count)
+            .expect("resolver");
+        let took = started.elapsed();
+        eprintln!("{count} names resolved in {took:?}");
+        assert!(
+            took < TTL,
+            "the resolver took {took:?}, longer than the answers live ({TTL:?}): \
+             the first answers may have been swept before the share was counted"
+        );
+        answered
     };
     assert_eq!(resolve("n", 16_500), 16_500);
     let addrs = pins.path().join("egress").join("ic_dns_addrs");
@@ -495,9 +509,9 @@ fn the_daemon_sweeps_expired_names_and_gives_a_full_share_its_room_back() {
         ironclad_core::abi::DNS_PER_SCOPE as usize,
         "the share, no more"
     );
-    // The answers expire after 2 s; the daemon sweeps them out within its period
-    // (10 s) and gives the share back.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    // The answers expire after their life; the daemon sweeps them out within its
+    // period (10 s) and gives the share back.
+    let deadline = std::time::Instant::now() + TTL + Duration::from_secs(20);
     while pinned_entries(&addrs) > 0 || pinned_entries(&owners) > 0 {
         assert!(
             std::time::Instant::now() < deadline,
