@@ -490,32 +490,44 @@ fn sorted_counting(mut prefixes: Vec<IpNetwork>) -> (Vec<IpNetwork>, HashMap<IpN
     (prefixes, repeats)
 }
 
-/// [`sorted_counting`] for a list of IPv4 prefixes only (what large feeds are), sorted
-/// as packed `u64` keys: address, then length, the order `IpNetwork` derives. Comparing
-/// the `IpNetwork` enum instead took a quarter of the compile of a 1M-line feed; the
-/// keys sort about four times faster. `None` when the list holds an IPv6 prefix.
+/// [`sorted_counting`] with the IPv4 prefixes sorted as packed `u64` keys (address, then
+/// length: the order `IpNetwork` derives, which puts every IPv4 prefix before every
+/// IPv6 one); the IPv6 prefixes, few in feeds, are sorted as they are. Comparing the
+/// `IpNetwork` enum took a quarter of the compile of a 1M-line feed; in the profile the
+/// keys' sort takes a fifth of that. `None` only if a key does not make a prefix again,
+/// which cannot happen (the caller then sorts the general way).
 fn sorted_counting_v4_keys(
     prefixes: &[IpNetwork],
 ) -> Option<(Vec<IpNetwork>, HashMap<IpNetwork, u32>)> {
-    let mut keys = prefixes
-        .iter()
-        .map(|p| match p {
-            IpNetwork::V4(n) => Some(u64::from(u32::from(n.ip())) << 8 | u64::from(n.prefix())),
-            IpNetwork::V6(_) => None,
-        })
-        .collect::<Option<Vec<u64>>>()?;
+    let mut keys = Vec::with_capacity(prefixes.len());
+    let mut v6 = Vec::new();
+    for p in prefixes {
+        match p {
+            IpNetwork::V4(n) => {
+                keys.push(u64::from(u32::from(n.ip())) << 8 | u64::from(n.prefix()))
+            }
+            IpNetwork::V6(_) => v6.push(*p),
+        }
+    }
     keys.sort_unstable();
-    let mut list = Vec::with_capacity(keys.len());
+    v6.sort_unstable();
+    let mut list = Vec::with_capacity(keys.len() + v6.len());
     let mut repeats = HashMap::new();
+    let mut keep = |net: IpNetwork, listed: usize| {
+        if let Ok(extra @ 1..) = u32::try_from(listed - 1) {
+            repeats.insert(net, extra);
+        }
+        list.push(net);
+    };
     for run in keys.chunk_by(|a, b| a == b) {
         let key = run[0];
         let address = std::net::Ipv4Addr::from((key >> 8) as u32);
         // The length came from a valid prefix (at most 32): this cannot fail.
-        let net = IpNetwork::V4(ipnetwork::Ipv4Network::new(address, (key & 0xff) as u8).ok()?);
-        if let Ok(extra @ 1..) = u32::try_from(run.len() - 1) {
-            repeats.insert(net, extra);
-        }
-        list.push(net);
+        let net = ipnetwork::Ipv4Network::new(address, (key & 0xff) as u8).ok()?;
+        keep(IpNetwork::V4(net), run.len());
+    }
+    for run in v6.chunk_by(|a, b| a == b) {
+        keep(run[0], run.len());
     }
     Some((list, repeats))
 }
@@ -966,8 +978,7 @@ mod tests {
     /// The packed-key sort of IPv4 lists against sorting the `IpNetwork`s themselves:
     /// the same order, the same duplicates dropped and counted, for lists with repeats
     /// (a prefix listed up to four times, the same address at several lengths, the
-    /// ends of the address space); a list with one IPv6 prefix takes the general way
-    /// and comes out the same.
+    /// ends of the address space), then with IPv6 prefixes among them.
     #[test]
     fn the_packed_ipv4_sort_is_the_general_sort() {
         fn general(mut list: Vec<IpNetwork>) -> (Vec<IpNetwork>, HashMap<IpNetwork, u32>) {
@@ -1007,13 +1018,17 @@ mod tests {
                 "round {round}"
             );
             assert_eq!(sorted_counting(list.clone()), expected, "round {round}");
-            list.push("2001:db8::/32".parse().expect("v6"));
-            assert_eq!(sorted_counting_v4_keys(&list), None);
+            // Both families: the IPv6 prefixes (repeated too) come after every IPv4 one.
+            for net in ["2001:db8::/32", "::/0", "2001:db8::/32", "fd00::/8"] {
+                list.push(net.parse().expect("v6"));
+            }
+            let expected = general(list.clone());
             assert_eq!(
-                sorted_counting(list.clone()),
-                general(list),
+                sorted_counting_v4_keys(&list),
+                Some(expected.clone()),
                 "round {round}"
             );
+            assert_eq!(sorted_counting(list), expected, "round {round}");
         }
     }
 
