@@ -110,6 +110,7 @@ impl LoaderBuilder {
             log: AuditLog::new(self.sink),
             allowlist: self.allowlist,
             replace_stale_pins: self.replace_stale_pins,
+            preloaded: Arc::default(),
         })
     }
 }
@@ -123,6 +124,33 @@ pub struct Loader {
     log: AuditLog,
     allowlist: Allowlist,
     replace_stale_pins: bool,
+    /// Objects loaded ahead ([`Loader::preload`]), not pinned yet; shared by clones.
+    preloaded: Arc<Mutex<Vec<Preloaded>>>,
+}
+
+/// An object [`Loader::preload`] loaded, waiting for [`Loader::load`] to pin it. Dropped
+/// unclaimed, it is released (it pinned nothing, so nothing of it stays in the kernel)
+/// and the audit log says so.
+#[derive(Debug)]
+struct Preloaded {
+    object: Option<LoadedObject>,
+    elf: &'static [u8],
+}
+
+impl Drop for Preloaded {
+    fn drop(&mut self) {
+        if let Some(object) = self.object.take() {
+            let (name, log) = (object.name.clone(), object.log.clone());
+            drop(object);
+            log.record(
+                AuditAction::Load,
+                &name,
+                "",
+                Outcome::Ok,
+                "loaded ahead and not used: released, nothing of it stays in the kernel",
+            );
+        }
+    }
 }
 
 impl Loader {
@@ -211,6 +239,128 @@ impl Loader {
         self.load_with(object, true, sizes)
     }
 
+    /// Loads `object` ahead, without pinning it, for the next [`load`](Self::load) of
+    /// the same object through this loader (or a clone) to pin and return: the kernel
+    /// verifies the programs while the caller does something else (the daemon compiles
+    /// its policy meanwhile, so that a policy that turns out invalid has pinned
+    /// nothing).
+    ///
+    /// Only a cold start is loaded ahead: when the object's pin directory holds
+    /// anything (an earlier run's maps, which a load must reuse), nothing is loaded and
+    /// `Ok(false)` is returned. The later `load` pins the object's maps only if the
+    /// directory is still empty then; otherwise it releases the preloaded object and
+    /// loads as usual. An object never claimed is released with the last clone of the
+    /// loader, or by [`discard_preloaded`](Self::discard_preloaded): the audit log
+    /// records its load and its release. A `load` running while the preload still
+    /// verifies does not wait for it: it loads on its own.
+    pub fn preload(&self, object: &EmbeddedObject) -> Result<bool> {
+        if !self.pins_empty(object.name()) {
+            return Ok(false);
+        }
+        let loaded = self.load_with(object, false, &[])?;
+        self.log.record(
+            AuditAction::Load,
+            object.name(),
+            "",
+            Outcome::Ok,
+            "loaded ahead, not pinned: its maps are pinned when it is used",
+        );
+        self.lock_preloaded().push(Preloaded {
+            object: Some(loaded),
+            elf: object.elf(),
+        });
+        Ok(true)
+    }
+
+    /// Releases every object loaded ahead and not used yet; returns how many there
+    /// were.
+    pub fn discard_preloaded(&self) -> usize {
+        let taken = std::mem::take(&mut *self.lock_preloaded());
+        taken.len()
+    }
+
+    fn lock_preloaded(&self) -> std::sync::MutexGuard<'_, Vec<Preloaded>> {
+        self.preloaded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether `object`'s pin directory is missing or empty.
+    fn pins_empty(&self, object: &str) -> bool {
+        match std::fs::read_dir(self.pin_dir(object)) {
+            Ok(mut entries) => entries.next().is_none(),
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        }
+    }
+
+    /// The preloaded copy of `object`, pinned now; `None` when there is none, or when
+    /// pins appeared since (that copy is released, and the caller loads as usual,
+    /// reusing them).
+    fn claim_preloaded(&self, object: &EmbeddedObject) -> Option<Result<LoadedObject>> {
+        let mut preloaded = {
+            let mut list = self.lock_preloaded();
+            let at = list.iter().position(|p| {
+                p.object.as_ref().is_some_and(|o| o.name == object.name()) && p.elf == object.elf()
+            })?;
+            list.swap_remove(at)
+        };
+        if !self.pins_empty(object.name()) {
+            return None;
+        }
+        let loaded = preloaded.object.take()?;
+        Some(self.pin_preloaded(loaded))
+    }
+
+    /// Pins the maps of an object loaded without pins, as a load would have: at
+    /// `<pin root>/<object>/<map>`. A pin that fails removes those made before it.
+    fn pin_preloaded(&self, mut loaded: LoadedObject) -> Result<LoadedObject> {
+        create_private_dir(&loaded.pin_dir)?;
+        let mut pins: Vec<PinnedMap> = Vec::new();
+        let pin_dir = loaded.pin_dir.clone();
+        for mut map in loaded.object.maps_mut() {
+            let map_name = map.name().to_string_lossy().into_owned();
+            if is_internal_map(&map_name) {
+                continue;
+            }
+            let path = pin_dir.join(&map_name);
+            if let Err(e) = map.pin(&path) {
+                for made in &pins {
+                    let _ = std::fs::remove_file(&made.path);
+                }
+                let err = BpfError::Pin {
+                    what: format!("map {map_name}"),
+                    path: path.clone(),
+                    reason: e.to_string(),
+                    source: Some(crate::error::KernelError::from_libbpf(e)),
+                };
+                self.log.record(
+                    AuditAction::Pin,
+                    &loaded.name,
+                    &path.display().to_string(),
+                    Outcome::Failed,
+                    err.to_string(),
+                );
+                return Err(err);
+            }
+            pins.push(PinnedMap {
+                name: map_name,
+                path,
+                reused: false,
+            });
+        }
+        for pin in &pins {
+            self.log.record(
+                AuditAction::Pin,
+                &loaded.name,
+                &pin.path.display().to_string(),
+                Outcome::Ok,
+                format!("map {}", pin.name),
+            );
+        }
+        loaded.pins = pins;
+        Ok(loaded)
+    }
+
     /// Audits, opens and loads `object` without pinning anything: for features whose
     /// state need not outlive the process (its maps go when the handle is dropped).
     pub fn load_unpinned(&self, object: &EmbeddedObject) -> Result<LoadedObject> {
@@ -230,6 +380,11 @@ impl Loader {
         pin: bool,
         sizes: &[(&str, u32)],
     ) -> Result<LoadedObject> {
+        if pin && sizes.is_empty() {
+            if let Some(claimed) = self.claim_preloaded(object) {
+                return claimed;
+            }
+        }
         let mut refused: Vec<(String, String)> = Vec::new();
         loop {
             let mut tracing = Vec::new();

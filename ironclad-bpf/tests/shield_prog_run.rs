@@ -802,3 +802,115 @@ fn load_with_policy_is_load_then_replace_on_a_cold_start_and_on_adopted_pins() {
         ]
     );
 }
+
+/// The id the kernel gives the next map: every map with a smaller id was made before
+/// this call (ids count up).
+fn next_map_id() -> u32 {
+    use libbpf_rs::{MapCore, MapHandle, MapType};
+    let opts = libbpf_sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as libbpf_sys::size_t,
+        ..Default::default()
+    };
+    let marker =
+        MapHandle::create(MapType::Array, Some("id_marker"), 4, 4, 1, &opts).expect("marker map");
+    marker.info().expect("marker info").info.id
+}
+
+/// Whether `dir` is missing or holds nothing.
+fn nothing_in(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none())
+}
+
+/// The daemon loads the Shield ahead while its policy compiles ([`Loader::preload`]),
+/// pinning nothing until the policy is known to be valid. The next load must pin that
+/// very object, not load a second one: the kernel's ids of the pinned maps are older
+/// than a map made right after the preload. And the Shield must then enforce as one
+/// loaded the usual way (same report, rules, verdicts). With pins already there
+/// (a restart), nothing is loaded ahead; one loaded ahead and never used is released
+/// with nothing pinned, and the audit log says so.
+#[test]
+fn a_shield_loaded_ahead_is_the_one_pinned_and_enforces_as_one_loaded_then() {
+    require_privileges!();
+    let policy = compiled(
+        "shield:\n  deny: [198.51.100.0/24, 203.0.113.0/24, 2001:db8:bad::/48]\n  allow: [198.51.100.7]\n  management: [192.0.2.9, 2001:db8::9]\n",
+    );
+    let ahead_pins = BpffsDir::new("preload_ahead").expect("bpffs dir");
+    let usual_pins = BpffsDir::new("preload_usual").expect("bpffs dir");
+    let sink = Arc::new(ironclad_bpf::MemorySink::default());
+    let loader_of = |pins: &BpffsDir| {
+        Loader::builder()
+            .pin_root(pins.path())
+            .audit_sink(sink.clone())
+            .build()
+            .expect("loader")
+    };
+    let shield_dir = ahead_pins.path().join(Shield::OBJECT);
+
+    // A cold start: loaded ahead, nothing pinned yet.
+    let loader = loader_of(&ahead_pins);
+    assert!(loader
+        .preload(ironclad_bpf::object::shield())
+        .expect("preload"));
+    assert!(nothing_in(&shield_dir), "pinned before it was used");
+    let after_preload = next_map_id();
+    let (ahead, report) = Shield::load_with_policy(&loader, &policy).expect("load with policy");
+    let pinned = ahead.object().pinned_maps();
+    assert!(!pinned.is_empty());
+    for pin in pinned {
+        assert!(!pin.reused, "{pin:?}");
+        let id = libbpf_rs::MapHandle::from_pinned_path(&pin.path)
+            .and_then(|h| libbpf_rs::MapCore::info(&h))
+            .expect("pinned map")
+            .info
+            .id;
+        assert!(
+            id < after_preload,
+            "{} was made by a second load (id {id}, the preload's maps are below {after_preload})",
+            pin.name
+        );
+    }
+    let usual = Shield::load(&loader_of(&usual_pins)).expect("load");
+    assert_eq!(report, usual.replace(&policy).expect("replace"));
+    assert_eq!(held(&ahead), held(&usual));
+    assert_eq!(verdicts(&ahead), verdicts(&usual));
+    let loads = |sink: &ironclad_bpf::MemorySink| {
+        sink.records()
+            .iter()
+            .filter(|r| {
+                r.action == ironclad_bpf::AuditAction::Load
+                    && r.object == Shield::OBJECT
+                    && r.detail.starts_with("programs:")
+            })
+            .count()
+    };
+    assert_eq!(loads(&sink), 2, "one load for each pin root");
+    drop((ahead, usual, loader));
+
+    // A restart: the pins are there, so nothing is loaded ahead and the load reuses them.
+    let loader = loader_of(&ahead_pins);
+    assert!(!loader
+        .preload(ironclad_bpf::object::shield())
+        .expect("preload"));
+    assert_eq!(loads(&sink), 2);
+    let again = Shield::load(&loader).expect("load");
+    assert!(again.object().pinned_maps().iter().all(|p| p.reused));
+    assert_eq!(
+        verdicts(&again),
+        verdicts(&Shield::load(&loader_of(&usual_pins)).expect("load"))
+    );
+    drop((again, loader));
+
+    // Loaded ahead and never used (the policy turned out invalid): nothing pinned.
+    let unused_pins = BpffsDir::new("preload_unused").expect("bpffs dir");
+    let loader = loader_of(&unused_pins);
+    assert!(loader
+        .preload(ironclad_bpf::object::shield())
+        .expect("preload"));
+    assert_eq!(loader.discard_preloaded(), 1);
+    assert!(nothing_in(&unused_pins.path().join(Shield::OBJECT)));
+    assert!(sink.records().iter().any(|r| r.object == Shield::OBJECT
+        && r.detail.starts_with("loaded ahead and not used: released")));
+    // A load now starts from nothing: no map of the released one was pinned.
+    let fresh = Shield::load(&loader).expect("load");
+    assert!(fresh.object().pinned_maps().iter().all(|p| !p.reused));
+}

@@ -1,10 +1,11 @@
 //! `run`: enforce a policy in the foreground.
 //!
-//! Start-up: compile the policy (bad input: exit 2, nothing in the kernel changes), load
-//! the Shield (adopting pinned maps), make the maps equal the policy, then adopt the
-//! pinned link or attach and pin a new one. If the Shield cannot load or attach (old
-//! kernel, missing interface, XDP refused) the daemon says so and keeps running its
-//! other features: it fails open, traffic is untouched.
+//! Start-up: compile the policy (bad input: exit 2, nothing in the kernel changes; on a
+//! cold start the kernel verifies the Shield's program meanwhile, pinned only once the
+//! policy is valid), load the Shield (adopting pinned maps), make the maps equal the
+//! policy, then adopt the pinned link or attach and pin a new one. If the Shield cannot
+//! load or attach (old kernel, missing interface, XDP refused) the daemon says so and
+//! keeps running its other features: it fails open, traffic is untouched.
 //!
 //! While running: drop events are written to `--events`; SIGHUP recompiles the policy
 //! and applies it only if it is valid; SIGINT/SIGTERM stop the daemon, leaving
@@ -257,6 +258,21 @@ impl Refused {
             caller: format!("{before}{}", caller.join("\n")),
         }
     }
+}
+
+/// Whether the policy file names a Shield (a line `shield:` at the top level), with
+/// `--iface` given: a guess (no YAML parse) of whether to load the Shield's program
+/// while the policy compiles. A wrong guess costs time, never correctness: the program
+/// loaded ahead is pinned only when the compiled policy has a Shield, and released
+/// otherwise. A bundle is not guessed at (its policy is read once it is verified).
+fn shield_likely(args: &RunArgs) -> bool {
+    if args.iface.is_empty() || args.bundle.is_some() {
+        return false;
+    }
+    args.config.as_deref().is_some_and(|path| {
+        std::fs::read_to_string(path)
+            .is_ok_and(|text| text.lines().any(|l| l.starts_with("shield:")))
+    })
 }
 
 /// Reads the policy: the file, or the verified copy of a signed bundle (every accept and
@@ -603,10 +619,55 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
+    let fanout = Arc::new(Fanout::new());
+    // The loader's records go to the audit log, and its repairs (a link detached or
+    // replaced from outside, put back) to the event stream too.
+    let loader_sink: Arc<dyn ironclad_bpf::AuditSink> = Arc::new(ironclad_bpf::TeeSink::new(vec![
+        sink.clone(),
+        Arc::new(ironclad_bpf::FanoutSink::only(
+            fanout.clone(),
+            &[AuditAction::Repair],
+        )),
+    ]));
+    let loader_of = |mount_bpffs: bool| {
+        Loader::builder()
+            .pin_root(&args.pin_dir)
+            .audit_sink(loader_sink.clone())
+            .replace_stale_pins(args.replace_stale_pins)
+            .mount_bpffs(mount_bpffs)
+            .build()
+    };
+    // On a cold start of a policy with a Shield, the kernel verifies the Shield's
+    // program while the policy compiles, on the other core (a quarter of a second off
+    // the start with a large feed). Nothing is pinned until the policy has compiled, so
+    // an invalid one still changes nothing; nor is bpffs mounted for it.
+    let early = shield_likely(args).then(|| loader_of(false).ok()).flatten();
+    let (loaded, preload) = std::thread::scope(|scope| {
+        let preload = early.as_ref().and_then(|loader| {
+            std::thread::Builder::new()
+                .name("shield-preload".into())
+                .spawn_scoped(scope, move || {
+                    loader.preload(ironclad_bpf::object::shield())
+                })
+                .ok()
+        });
+        let loaded = load_policy(args, &audit, &sources, &store.rules());
+        (loaded, preload.map(std::thread::ScopedJoinHandle::join))
+    });
+    match preload {
+        Some(Ok(Ok(true))) => {
+            tracing::debug!("the Shield's program was verified while the policy compiled");
+        }
+        Some(Ok(Err(e))) => {
+            tracing::debug!("loading the Shield ahead failed ({e}); it loads after the compile");
+        }
+        Some(Err(panic)) => std::panic::resume_unwind(panic),
+        Some(Ok(Ok(false))) | None => {}
+    }
     let LoadedPolicy {
         config,
         accepted: first_accepted,
-    } = match load_policy(args, &audit, &sources, &store.rules()) {
+    } = match loaded {
         Ok(loaded) => loaded,
         Err(refused) => {
             crate::logging::diagnostics(&refused.text);
@@ -621,6 +682,12 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
+    if config.shield.is_none() {
+        // Guessed wrong: the Shield's program loaded ahead goes.
+        if let Some(loader) = &early {
+            loader.discard_preloaded();
+        }
+    }
     if config.shield.is_some() && ifaces.is_empty() {
         error!("the policy has a shield section: --iface is required");
         return Ok(ExitCode::from(2));
@@ -637,7 +704,6 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
         .context("installing signal handlers")?;
 
-    let fanout = Arc::new(Fanout::new());
     // Bound before anything is loaded: an address in use changes nothing.
     let health = Health::new(&args.run_dir);
     crate::progress::watch(health.clone(), args.progress_after);
@@ -684,20 +750,10 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         )?),
         _ => None,
     };
-    // The loader's records go to the audit log, and its repairs (a link detached or
-    // replaced from outside, put back) to the event stream too.
-    let loader_sink: Arc<dyn ironclad_bpf::AuditSink> = Arc::new(ironclad_bpf::TeeSink::new(vec![
-        sink.clone(),
-        Arc::new(ironclad_bpf::FanoutSink::only(
-            fanout.clone(),
-            &[AuditAction::Repair],
-        )),
-    ]));
-    let loader = Loader::builder()
-        .pin_root(&args.pin_dir)
-        .audit_sink(loader_sink)
-        .replace_stale_pins(args.replace_stale_pins)
-        .build()?;
+    let loader = match early {
+        Some(loader) => loader,
+        None => loader_of(true)?,
+    };
     let subscription = fanout.subscribe("events-writer", EVENTS_QUEUE, Overflow::DropOldest);
     let forwarder = args
         .forward_tcp

@@ -205,6 +205,14 @@ fn run_with_a_bad_config_changes_nothing_in_the_kernel() {
     assert!(daemon.log().contains("bad.yaml:2:10:"), "{}", daemon.log());
     assert!(!lab.pins.path().join("shield").exists(), "nothing pinned");
     assert!(lab.reaches(3), "no program attached");
+    // The Shield's program was loaded ahead while the policy compiled (the start's
+    // path with a Shield and --iface), and released unpinned when the policy failed.
+    let audit = std::fs::read_to_string(lab.dir.path().join("audit.jsonl")).expect("audit log");
+    assert!(audit.contains("loaded ahead, not pinned"), "{audit}");
+    assert!(
+        audit.contains("loaded ahead and not used: released"),
+        "{audit}"
+    );
 }
 
 #[test]
@@ -257,6 +265,15 @@ fn enforcement_survives_kill_9_is_adopted_on_restart_and_detach_removes_everythi
     let mut second = Daemon::spawn(&args);
     second.wait_for("ready");
     assert!(second.log().contains("0 added, 1 kept"), "{}", second.log());
+    // The cold start loaded the Shield ahead while its policy compiled; the restart,
+    // finding the pins, did not (its load reused them).
+    let audit = std::fs::read_to_string(lab.dir.path().join("audit.jsonl")).expect("audit log");
+    assert_eq!(
+        audit.matches("loaded ahead, not pinned").count(),
+        1,
+        "{audit}"
+    );
+    assert!(!audit.contains("loaded ahead and not used"), "{audit}");
     assert_eq!(lab.ping(3, 2), 0);
     assert_eq!(lab.rule_packets(&denied), 8);
 
