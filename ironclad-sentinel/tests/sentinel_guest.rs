@@ -45,6 +45,18 @@ fn agent_binary() -> PathBuf {
         .join("examples/sentinel_agent")
 }
 
+/// Writes a copy of the agent binary to `dest`, executable. The binary is read once per
+/// test process and kept in memory: under TCG the guest reads the host's files through
+/// 9p at about 13 MB/s, and each world's two copies of the 27 MB debug binary took four
+/// of a test's twelve seconds (issue 56: the guests are CI's longest path).
+fn install_agent(dest: &Path) {
+    static AGENT: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let bytes = AGENT.get_or_init(|| read(&agent_binary()));
+    std::fs::write(dest, bytes).unwrap_or_else(|e| panic!("writing {}: {e}", dest.display()));
+    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", dest.display()));
+}
+
 /// A test's world: a tmpfs with a protected config directory and agent binary, an
 /// unprotected and a monitored file, and the running agent.
 struct World {
@@ -88,8 +100,8 @@ impl World {
         std::fs::write(base.join("etc/conf.d/extra.yaml"), "extra: 1\n").expect("nested");
         std::fs::write(base.join("unprotected.txt"), "free\n").expect("unprotected");
         std::fs::write(base.join("monitored.txt"), "watched\n").expect("monitored");
-        std::fs::copy(agent_binary(), base.join("bin/agent")).expect("agent binary");
-        std::fs::copy(agent_binary(), base.join("bin/agent.previous")).expect("backup binary");
+        install_agent(&base.join("bin/agent"));
+        install_agent(&base.join("bin/agent.previous"));
         let pin_root = PathBuf::from("/sys/fs/bpf").join(format!("ict-{name}"));
         let mut world = World {
             root,
@@ -1233,7 +1245,7 @@ fn an_agent_on_overlayfs_registers_and_protects() {
     let lower = root.join("lower");
     std::fs::create_dir_all(lower.join("bin")).expect("lower bin");
     std::fs::create_dir_all(lower.join("etc")).expect("lower etc");
-    std::fs::copy(agent_binary(), lower.join("bin/agent")).expect("agent in the lower layer");
+    install_agent(&lower.join("bin/agent"));
     std::fs::write(lower.join("etc/app.yaml"), "a: 1\n").expect("config");
     for dir in ["upper", "work"] {
         std::fs::create_dir_all(upper_fs.join(dir)).expect("overlay dirs");

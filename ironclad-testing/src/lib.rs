@@ -694,16 +694,11 @@ impl VethPair {
             "-qw",
             &format!("net.ipv6.conf.{}.accept_dad=0", pair.peer),
         ])?;
-        for addr in host_addrs {
-            run("ip", &["addr", "add", addr, "dev", &pair.host, "nodad"])
-                .or_else(|_| run("ip", &["addr", "add", addr, "dev", &pair.host]))?;
-        }
-        for addr in peer_addrs {
-            ns.exec(&["ip", "addr", "add", addr, "dev", &pair.peer, "nodad"])
-                .or_else(|_| ns.exec(&["ip", "addr", "add", addr, "dev", &pair.peer]))?;
-        }
-        run("ip", &["link", "set", &pair.host, "up"])?;
-        ns.exec(&["ip", "link", "set", &pair.peer, "up"])?;
+        // Each end's addresses and its `up` in one `ip -batch` per namespace, not one
+        // `ip` per address: under TCG (the guest kernels) a process costs about a
+        // quarter of a second, and a DNS lab's 22 addresses took 5.7 s of each test.
+        ip_batch(None, &pair.host, host_addrs)?;
+        ip_batch(Some(ns), &pair.peer, peer_addrs)?;
         Ok(pair)
     }
 
@@ -715,6 +710,42 @@ impl VethPair {
     /// The end inside the namespace.
     pub fn peer(&self) -> &str {
         &self.peer
+    }
+}
+
+/// Adds `addrs` to `dev` and sets it up, in one `ip -batch` run inside `ns` (the
+/// current namespace when `None`). IPv6 addresses are added `nodad`, usable at once.
+fn ip_batch(ns: Option<&NetNs>, dev: &str, addrs: &[&str]) -> io::Result<()> {
+    use std::fmt::Write as _;
+    use std::io::Write as _;
+    let mut script = String::new();
+    for addr in addrs {
+        let nodad = if addr.contains(':') { " nodad" } else { "" };
+        let _ = writeln!(script, "address add {addr} dev {dev}{nodad}");
+    }
+    let _ = writeln!(script, "link set {dev} up");
+    let mut command = Command::new("ip");
+    if let Some(ns) = ns {
+        command.args(["-n", ns.name()]);
+    }
+    let mut child = command
+        .args(["-batch", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(script.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "`ip -batch` on {dev} failed ({}): {}\n{script}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
     }
 }
 
