@@ -47,10 +47,18 @@ log() { local t; t=$(elapsed); printf '\033[1m==> [%02d:%02d] %s\033[0m\n' $((t 
 # `phase NAME CMD ARGS...` runs CMD as one phase of the run: logged, and its first and
 # last second written to the file PHASES names, which `phase_table` prints. Phases of
 # the background jobs write there too, so the table shows what ran beside what.
+#
+# Each row also says how much CPU time the phase's processes took (user and system, all
+# their descendants included, from the kernel's count of the children this shell has
+# reaped): phases run side by side, so its minutes alone do not say what a phase costs
+# the machine. A phase that only waits for a background job records none ("-"): the
+# job's own phases count its CPU.
 phase() {
-    local name=$1 began
+    local name=$1 began cpu_began cpu=-
     began=$(elapsed)
     shift
+    children_cpu_ticks
+    cpu_began=$CHILD_TICKS
     # The phase this shell is in, for the failure summary at the end (on_test_exit).
     CURRENT_PHASE=$name
     log "$name"
@@ -61,32 +69,70 @@ phase() {
     # condition (`phase … || …`) its status is the phase's.
     "$@"
     local rc=$?
-    printf '%s\t%d\t%d\n' "$name" "$began" "$(elapsed)" >> "${PHASES:-/dev/null}"
+    children_cpu_ticks
+    [[ $1 == wait_job || $1 == wait_for_file ]] || cpu=$((CHILD_TICKS - cpu_began))
+    printf '%s\t%d\t%d\t%s\n' "$name" "$began" "$(elapsed)" "$cpu" >> "${PHASES:-/dev/null}"
     return "$rc"
+}
+
+# CHILD_TICKS: the CPU time (in clock ticks) of the children this shell has reaped so
+# far, with theirs: /proc's cutime and cstime of this shell (fields 16 and 17 of its
+# stat line). Set in a variable, not printed: in a command substitution $BASHPID would
+# be the subshell's.
+children_cpu_ticks() {
+    local stat
+    read -ra stat < "/proc/$BASHPID/stat"
+    CHILD_TICKS=$((stat[15] + stat[16]))
+}
+
+# The CPU time every process of the machine has used since boot, in clock ticks (the
+# first line of /proc/stat, all but idle and iowait): the run's start and end give how
+# busy its two CPUs were.
+machine_busy_ticks() {
+    awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat
 }
 
 phase_table() {
     [[ -s "${PHASES:-}" ]] || return 0
-    local total
+    local total hz busy=""
     total=$(elapsed)
-    echo "| phase | from | to | minutes |"
-    echo "|---|---|---|---|"
+    hz=$(getconf CLK_TCK)
+    if [[ -n "${MACHINE_TICKS_T0:-}" ]]; then
+        busy=$(( $(machine_busy_ticks) - MACHINE_TICKS_T0 ))
+    fi
+    echo "| phase | from | to | minutes | CPU minutes |"
+    echo "|---|---|---|---|---|"
     # A phase with a start and no end is still running: its row says so.
-    sort -t $'\t' -k2,2n "$PHASES" | awk -F '\t' -v now="$total" '
+    sort -t $'\t' -k2,2n "$PHASES" | awk -F '\t' -v now="$total" -v hz="$hz" '
         !(($1, $2) in seen) { seen[$1, $2]; key[++n] = $1 SUBSEP $2; name[n] = $1; began[n] = $2 }
-        $3 != "-" { end[$1, $2] = $3 }
+        $3 != "-" { end[$1, $2] = $3; cpu[$1, $2] = $4 }
         END {
             for (i = 1; i <= n; i++) {
                 b = began[i]
                 if (key[i] in end) {
                     e = end[key[i]]
-                    printf "| %s | %d:%02d | %d:%02d | %.1f |\n", name[i], b / 60, b % 60, e / 60, e % 60, (e - b) / 60
+                    c = cpu[key[i]]
+                    if (c == "-" || c == "") c = "-"; else { sum += c; c = sprintf("%.1f", c / hz / 60) }
+                    printf "| %s | %d:%02d | %d:%02d | %.1f | %s |\n", name[i], b / 60, b % 60, e / 60, e % 60, (e - b) / 60, c
                 } else {
-                    printf "| %s | %d:%02d | (running) | %.1f so far |\n", name[i], b / 60, b % 60, (now - b) / 60
+                    printf "| %s | %d:%02d | (running) | %.1f so far | |\n", name[i], b / 60, b % 60, (now - b) / 60
                 }
             }
-        }'
-    printf '| **the whole run** | 0:00 | %d:%02d | %.1f |\n' $((total / 60)) $((total % 60)) "$(awk -v t="$total" 'BEGIN { print t / 60 }')"
+            printf "%d\n", sum > "/dev/stderr"
+        }' 2> "$PHASES.cpu"
+    local counted
+    counted=$(cat "$PHASES.cpu")
+    rm -f "$PHASES.cpu"
+    printf '| **the whole run** | 0:00 | %d:%02d | %.1f | %s |\n' $((total / 60)) $((total % 60)) \
+        "$(awk -v t="$total" 'BEGIN { print t / 60 }')" "$(awk -v c="$counted" -v hz="$hz" 'BEGIN { printf "%.1f", c / hz / 60 }')"
+    # How busy the machine was: every process's CPU time over the run (the phases' and
+    # anything else's), against what its CPUs could give in that time.
+    if [[ -n $busy ]]; then
+        awk -v b="$busy" -v hz="$hz" -v t="$total" -v n="$(nproc)" 'BEGIN {
+            share = 0
+            if (t > 0) share = 100 * b / hz / (t * n)
+            printf "CPU: %.1f of %.1f CPU-minutes busy (%d CPUs, %.0f%%)\n", b / hz / 60, t * n / 60, n, share }'
+    fi
 }
 
 install_deps() {
@@ -148,11 +194,16 @@ install_deploy_tools() {
 
 # cargo-semver-checks, built from crates.io (no binary download: crates.io is what
 # these machines reach), into target/tools; nothing if that version is there already.
+# Built unoptimised, its dependencies too, and without debug information: its release
+# profile (fat LTO, one codegen unit) took about 445 s of CPU time here and this build
+# 130 s, while a check of our largest crate took 5.8 s instead of 5.3 s (the tool's
+# own work in it: 0.7 s of queries instead of 0.1 s; the rest is rustdoc).
 install_semver_checks() {
     local t=$PWD/target/tools/semver-checks
     [[ "$("$t/bin/cargo-semver-checks" semver-checks --version 2>/dev/null)" == "cargo-semver-checks 0.51.0" ]] \
         || retry 3 env CARGO_TARGET_DIR="$t/build" RUSTC_WORKSPACE_WRAPPER= CARGO_BUILD_RUSTFLAGS= \
-            cargo install --quiet --locked --root "$t" cargo-semver-checks@0.51.0
+            CARGO_PROFILE_DEV_DEBUG=0 cargo install --quiet --locked --debug \
+            --config 'profile.dev.package."*".opt-level=0' --root "$t" cargo-semver-checks@0.51.0
 }
 
 # Each published crate's public API against the commit in .ci/semver-baseline (the last
@@ -1253,6 +1304,8 @@ cmd_test() {
     rm -rf target/criterion target/static/done target/host-tests.done
     IRONCLAD_FIGURES=$(mktemp)
     PHASES=$(mktemp)
+    MACHINE_TICKS_T0=$(machine_busy_ticks)
+    export MACHINE_TICKS_T0
     # The benchmarks' build (short mode) for the Sentinel's in the guest and perfdoc too.
     IRONCLAD_BENCH_CARGO="--workspace --profile test"
     PERFDOC_PROFILE=test
@@ -1317,7 +1370,7 @@ cmd_test() {
     # two CPUs busy for about 20 minutes, beside everything below (and the builds that
     # started at the lowest priority).
     log "guest kernels (BPF-LSM, and the kernel-facing suites on each Debian kernel): QEMU, in the background (guest/run.sh)"
-    background "$jobs" guests guest/run.sh
+    background "$jobs" guests ./dev.sh guests
     # The benchmarks in short mode, beside the host's tests: those wait on the kernel,
     # the network and their servers far more than they compute, and leave a CPU that the
     # benchmarks' unoptimised set-ups (a million prefixes compiled) use. They measure and
@@ -1449,6 +1502,9 @@ case "${1:-}" in
     idle-checks) idle_checks ;;
     short-benches) run_short_benches "$2" "${3:-}" ;;
     prepare-rest) prepare_rest ;;
+    # The test run's guests, in a background job: one phase, whose row counts the CPU
+    # time of QEMU and what ran inside it.
+    guests) phase "guest kernels: every kernel's tests in QEMU (guest/run.sh)" guest/run.sh ;;
     perf) cmd_perf ;;
     go-client) cmd_go_client ;;
     perf-render) perfdoc render --template "$PERF_TEMPLATE" --data "$PERF_DATA" --out docs/performance.md ;;
