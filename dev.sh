@@ -112,17 +112,16 @@ phase_table() {
                 if (key[i] in end) {
                     e = end[key[i]]
                     c = cpu[key[i]]
-                    if (c == "-" || c == "") c = "-"; else { sum += c; c = sprintf("%.1f", c / hz / 60) }
+                    if (c == "-" || c == "") c = "-"; else c = sprintf("%.1f", c / hz / 60)
                     printf "| %s | %d:%02d | %d:%02d | %.1f | %s |\n", name[i], b / 60, b % 60, e / 60, e % 60, (e - b) / 60, c
                 } else {
                     printf "| %s | %d:%02d | (running) | %.1f so far | |\n", name[i], b / 60, b % 60, (now - b) / 60
                 }
             }
-            printf "%d\n", sum > "/dev/stderr"
-        }' 2> "$PHASES.cpu"
+        }'
+    # The phases' CPU time in all: the sum of the ended rows' counts.
     local counted
-    counted=$(cat "$PHASES.cpu")
-    rm -f "$PHASES.cpu"
+    counted=$(awk -F '\t' '$3 != "-" && $4 ~ /^[0-9]+$/ { s += $4 } END { print s + 0 }' "$PHASES")
     printf '| **the whole run** | 0:00 | %d:%02d | %.1f | %s |\n' $((total / 60)) $((total % 60)) \
         "$(awk -v t="$total" 'BEGIN { print t / 60 }')" "$(awk -v c="$counted" -v hz="$hz" 'BEGIN { printf "%.1f", c / hz / 60 }')"
     # How busy the machine was: every process's CPU time over the run (the phases' and

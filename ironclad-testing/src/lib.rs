@@ -734,12 +734,14 @@ fn ip_batch(ns: Option<&NetNs>, dev: &str, addrs: &[&str]) -> io::Result<()> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(script.as_bytes())?;
-    }
+    // A write that fails (ip ended early) is reported after ip's own message.
+    let wrote = child
+        .stdin
+        .take()
+        .map_or(Ok(()), |mut stdin| stdin.write_all(script.as_bytes()));
     let out = child.wait_with_output()?;
     if out.status.success() {
-        Ok(())
+        wrote
     } else {
         Err(io::Error::other(format!(
             "`ip -batch` on {dev} failed ({}): {}\n{script}",
