@@ -109,7 +109,7 @@ else
     # run unchanged in every kernel's guest: README's kernel table states what ran.
     BPF_TESTS=$(executable bpf test <<<"$BUILT" | tail -n 1)
     [[ -x "$BPF_TESTS" ]] || { echo "could not find ironclad-bpf's test binary" >&2; exit 1; }
-    HOST_SUITES=(egress_domains telemetry_sockets tls_uprobe process_cache)
+    HOST_SUITES=(verifier_budget egress_domains telemetry_sockets tls_uprobe process_cache)
 fi
 
 # The test run's short mode (IRONCLAD_BENCH_QUICK, as ./dev.sh test runs the

@@ -152,6 +152,18 @@ pub enum BpfError {
         reason: String,
     },
 
+    /// The kernel's information about a loaded program could not be read.
+    #[error("reading what the kernel holds of program `{program}` of BPF object `{object}`")]
+    ProgramInfo {
+        /// The object.
+        object: String,
+        /// The program.
+        program: String,
+        /// libbpf's error (with the errno).
+        #[source]
+        source: KernelError,
+    },
+
     /// A map operation failed in the kernel.
     #[error("{op} on map `{map}` failed: {source}")]
     Map {

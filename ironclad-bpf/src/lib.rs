@@ -72,7 +72,8 @@ pub use ids::{IdsMatcher, IdsSettings, IdsStats};
 /// embedder needs no other crate to read them.
 pub use ironclad_core::abi::{Counter, EgressTotal, ShieldTotal};
 pub use loader::{
-    AuditedMap, LoadedObject, Loader, LoaderBuilder, PinnedMap, TestRun, DEFAULT_PIN_ROOT,
+    AuditedMap, LoadedObject, Loader, LoaderBuilder, PinnedMap, TestRun, VerifierStats,
+    DEFAULT_PIN_ROOT, VERIFIER_BUDGET,
 };
 pub use object::EmbeddedObject;
 pub use process::{ProcessCacheStats, ProcessMonitor};

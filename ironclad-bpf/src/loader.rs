@@ -13,6 +13,7 @@
 //!
 //! Each step writes an [`AuditRecord`](crate::auditlog::AuditRecord).
 
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Once};
 
@@ -21,7 +22,7 @@ use libbpf_rs::{MapCore, MapFlags, ObjectBuilder, PrintLevel};
 
 use crate::audit::{audit_object, Allowlist, AuditReport};
 use crate::auditlog::{AuditAction, AuditLog, AuditSink, NullSink, Outcome};
-use crate::error::{BpfError, Result};
+use crate::error::{BpfError, KernelError, Result};
 use crate::object::EmbeddedObject;
 
 /// Default pin root.
@@ -750,6 +751,24 @@ pub struct PinnedMap {
     pub reused: bool,
 }
 
+/// The verifier's budget of processed instructions for one program
+/// (`BPF_COMPLEXITY_LIMIT_INSNS`, the same on every kernel since 5.2): a program whose
+/// verification needs more is refused.
+pub const VERIFIER_BUDGET: u32 = 1_000_000;
+
+/// What the kernel's verifier did with one program ([`LoadedObject::verifier_stats`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VerifierStats {
+    /// The program's name.
+    pub program: String,
+    /// The kernel's id of the program (`bpftool prog show id N`).
+    pub id: u32,
+    /// The instructions the verifier processed (`bpf_prog_info.verified_insns`): each
+    /// path it walked counts its instructions again. Linux 5.16 and newer; 0 before.
+    pub verified_insns: u32,
+}
+
 /// An object loaded into the kernel, with its maps pinned.
 ///
 /// Dropping it closes this process's file descriptors; the pinned maps (and any pinned
@@ -784,6 +803,55 @@ impl LoadedObject {
     /// The audit log this object writes to.
     pub fn audit_log(&self) -> &AuditLog {
         &self.log
+    }
+
+    /// What the kernel's verifier did with each program of this object that loaded
+    /// (programs left out at load have none), in the object's order: how many
+    /// instructions it processed of its budget of [`VERIFIER_BUDGET`] a program. A
+    /// program near the budget on one kernel is one change away from not loading
+    /// there; the guest runs say how near each is on each kernel.
+    pub fn verifier_stats(&self) -> Result<Vec<VerifierStats>> {
+        let mut ids = Vec::new();
+        for prog in self.object.progs() {
+            let program = prog.name().to_string_lossy().into_owned();
+            if self.skipped.iter().any(|(p, _)| *p == program) {
+                continue;
+            }
+            let id = libbpf_rs::Program::id_from_fd(prog.as_fd()).map_err(|source| {
+                BpfError::ProgramInfo {
+                    object: self.name.clone(),
+                    program: program.clone(),
+                    source: KernelError::from_libbpf(source),
+                }
+            })?;
+            ids.push((program, id));
+        }
+        // The kernel's count is in bpf_prog_info, which libbpf-rs reads only through its
+        // iterator over every loaded program.
+        let mut found: Vec<(u32, u32)> = libbpf_rs::query::ProgInfoIter::default()
+            .filter(|info| ids.iter().any(|(_, id)| *id == info.id))
+            .map(|info| (info.id, info.verified_insns))
+            .collect();
+        found.sort_unstable();
+        ids.into_iter()
+            .map(|(program, id)| {
+                let verified_insns = found
+                    .binary_search_by_key(&id, |(i, _)| *i)
+                    .map(|at| found[at].1)
+                    .map_err(|_| BpfError::ProgramInfo {
+                        object: self.name.clone(),
+                        program: program.clone(),
+                        source: KernelError::from_libbpf(libbpf_rs::Error::from(
+                            std::io::Error::from(std::io::ErrorKind::NotFound),
+                        )),
+                    })?;
+                Ok(VerifierStats {
+                    program,
+                    id,
+                    verified_insns,
+                })
+            })
+            .collect()
     }
 
     /// The underlying libbpf object (crate-internal: libbpf-rs types stay out of the

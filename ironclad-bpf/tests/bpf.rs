@@ -22,6 +22,7 @@ mod shield_xdp;
 mod syn_flood;
 mod telemetry_sockets;
 mod tls_uprobe;
+mod verifier_budget;
 
 /// Starts, once for the whole binary, a DNS responder on 127.0.0.1:53 that answers every
 /// A query with 192.0.2.7. The suites that need one share it: the port belongs to the
