@@ -22,6 +22,7 @@
 #include "ironclad.h"
 #include "proctable.h"
 #include "bitvec.h"
+#include "tokens.h"
 
 #define IC_EEXIST 17 /* errno.h is not for BPF targets */
 
@@ -894,24 +895,10 @@ static __always_inline int ic_rate_ok(struct ic_egress_config *cfg, struct ic_co
 		bpf_map_update_elem(&ic_egress_rate, &exe, &fresh, BPF_NOEXIST);
 		return 1;
 	}
-	if (now > b->last_ns) {
-		__u64 elapsed = now - b->last_ns;
-		__s64 tokens = b->tokens;
-
-		if (elapsed >= 10 * IC_NS)
-			tokens = cap;
-		else
-			tokens += (__s64)(elapsed * cfg->rate_per_sec);
-		if (tokens > cap)
-			tokens = cap;
-		b->tokens = tokens;
-		b->last_ns = now;
-	}
-	if (b->tokens < IC_NS) {
+	if (!ic_tokens_take(&b->tokens, &b->last_ns, cfg->rate_per_sec, cap, now)) {
 		__sync_fetch_and_add(&b->limited, 1);
 		return 0;
 	}
-	__sync_fetch_and_add(&b->tokens, -IC_NS);
 	return 1;
 }
 

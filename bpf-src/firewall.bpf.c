@@ -37,6 +37,7 @@
 #include "ironclad.h"
 #include "parse.h"
 #include "bitvec.h"
+#include "tokens.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -712,32 +713,6 @@ static __always_inline __u32 ic_fw_bucket(int inbound, __u8 proto)
 		p = 4;
 	}
 	return (inbound ? 0 : IC_FW_PROTOS) + p;
-}
-
-/* Takes one token (IC_NS nano-tokens) from a bucket refilled at `per_sec` a second up
- * to `burst`; 0 when none is left. Lock-free: concurrent CPUs may refill or take at
- * once and let a few more through than the budget, never fewer. A bucket idle for ten
- * seconds is simply full (and the refill product cannot overflow). */
-static __always_inline int ic_tokens_take(__s64 *tokens, __u64 *last_ns, __u64 per_sec,
-					  __s64 cap, __u64 now)
-{
-	if (now > *last_ns) {
-		__u64 elapsed = now - *last_ns;
-		__s64 t = *tokens;
-
-		if (elapsed >= 10 * IC_NS)
-			t = cap;
-		else
-			t += (__s64)(elapsed * per_sec);
-		if (t > cap)
-			t = cap;
-		*tokens = t;
-		*last_ns = now;
-	}
-	if (*tokens < (__s64)IC_NS)
-		return 0;
-	__sync_fetch_and_add(tokens, -(__s64)IC_NS);
-	return 1;
 }
 
 /* Whether a rate-limited rule has a token left for one more connection. */

@@ -19,12 +19,11 @@
 #include <bpf/bpf_endian.h>
 #include "ironclad.h"
 #include "parse.h"
+#include "tokens.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 #define IC_NS 1000000000LL
-/* A bucket idle this long is simply full again (and the refill product cannot overflow). */
-#define IC_RATE_IDLE_NS (10 * IC_NS)
 
 /*
  * Rules live in per-slot tables (arrays of maps with IC_SHIELD_SLOTS slots). User space
@@ -422,7 +421,7 @@ static __always_inline int ic_over_limit(struct ic_shield_config *cfg, struct ic
 	struct ic_rate_bucket *bucket;
 	struct ic_rate_key key = {};
 	__u8 dst[16];
-	__s64 cap, tokens;
+	__s64 cap;
 	__u64 now;
 
 	if (!cfg || !cfg->rate_pps)
@@ -439,23 +438,7 @@ static __always_inline int ic_over_limit(struct ic_shield_config *cfg, struct ic
 		bpf_map_update_elem(&ic_rate_buckets, &key, &fresh, BPF_NOEXIST);
 		return 0;
 	}
-	if (now > bucket->last_ns) {
-		__u64 elapsed = now - bucket->last_ns;
-
-		tokens = bucket->tokens;
-		if (elapsed >= IC_RATE_IDLE_NS)
-			tokens = cap;
-		else
-			tokens += (__s64)(elapsed * cfg->rate_pps);
-		if (tokens > cap)
-			tokens = cap;
-		bucket->tokens = tokens;
-		bucket->last_ns = now;
-	}
-	if (bucket->tokens < IC_NS)
-		return 1;
-	__sync_fetch_and_add(&bucket->tokens, -IC_NS);
-	return 0;
+	return !ic_tokens_take(&bucket->tokens, &bucket->last_ns, cfg->rate_pps, cap, now);
 }
 
 static __always_inline __u32 ic_active(void)
