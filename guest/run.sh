@@ -105,11 +105,13 @@ else
     # ironclad-bpf's: the stateful firewall on the guest kernels (its verifier, its
     # programs, tcx's absence: the firewall_guest suite, ignored on the host), and the
     # host suites of the features that need `bpf_loop`, BTF tracepoints and uprobes
-    # (egress by DNS name, DNS and bandwidth telemetry, TLS capture, the process cache),
-    # run unchanged in every kernel's guest: README's kernel table states what ran.
+    # (the identity firewall, by executable and by DNS name, DNS and bandwidth
+    # telemetry, TLS capture, the process cache), run unchanged in every kernel's guest:
+    # README's kernel table states what ran. And how much of the verifier's budget
+    # every program takes on each kernel (verifier_budget).
     BPF_TESTS=$(executable bpf test <<<"$BUILT" | tail -n 1)
     [[ -x "$BPF_TESTS" ]] || { echo "could not find ironclad-bpf's test binary" >&2; exit 1; }
-    HOST_SUITES=(verifier_budget egress_domains telemetry_sockets tls_uprobe process_cache)
+    HOST_SUITES=(verifier_budget egress_connect egress_domains telemetry_sockets tls_uprobe process_cache)
 fi
 
 # The test run's short mode (IRONCLAD_BENCH_QUICK, as ./dev.sh test runs the
@@ -144,6 +146,9 @@ while read -r name pattern <&3; do
 exec > "$out/output.txt" 2>&1
 cd "$ROOT"
 mount -t bpf bpf /sys/fs/bpf 2>/dev/null || true
+# /tmp of its own: virtme-ng's is an overlay on the 9p root, and a test's own overlay
+# mount (egress_connect's binary on overlayfs) cannot take its upper layer there.
+mount -t tmpfs tmpfs /tmp
 echo "guest kernel: \$(uname -r); LSMs: \$(cat /sys/kernel/security/lsm)"
 rc=0 fw=0 suites=0
 # One suite (a module of a crate's test binary) on one thread: its tests whose names
