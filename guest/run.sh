@@ -146,9 +146,13 @@ while read -r name pattern <&3; do
 exec > "$out/output.txt" 2>&1
 cd "$ROOT"
 mount -t bpf bpf /sys/fs/bpf 2>/dev/null || true
-# /tmp of its own: virtme-ng's is an overlay on the 9p root, and a test's own overlay
-# mount (egress_connect's binary on overlayfs) cannot take its upper layer there.
-mount -t tmpfs tmpfs /tmp
+# Temporary files on a tmpfs of their own: virtme-ng's /tmp is an overlay on the 9p
+# root, where a test's own overlay mount (egress_connect's binary on overlayfs) cannot
+# take its upper layer. Not mounted over /tmp: a checkout under /tmp (a fresh clone)
+# would vanish beneath it.
+mkdir -p /run/ironclad-guest-tmp
+mount -t tmpfs tmpfs /run/ironclad-guest-tmp
+export TMPDIR=/run/ironclad-guest-tmp
 echo "guest kernel: \$(uname -r); LSMs: \$(cat /sys/kernel/security/lsm)"
 rc=0 fw=0 suites=0
 # One suite (a module of a crate's test binary) on one thread: its tests whose names
