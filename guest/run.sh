@@ -76,7 +76,7 @@ fetch_kernel() {
 
 install_tools
 if ((PREPARE)); then
-    while read -r name pattern <&3; do
+    while read -r name pattern only_here <&3; do
         [[ -z "$name" || "$name" == \#* ]] && continue
         fetch_kernel "$pattern" >/dev/null
     done 3< guest/kernels
@@ -108,10 +108,11 @@ else
     # (the identity firewall, by executable and by DNS name, DNS and bandwidth
     # telemetry, TLS capture, the process cache), run unchanged in every kernel's guest:
     # README's kernel table states what ran. And how much of the verifier's budget
-    # every program takes on each kernel (verifier_budget).
+    # every program takes on each kernel (verifier_budget). Suites that run on some
+    # kernels only are named on their lines of guest/kernels.
     BPF_TESTS=$(executable bpf test <<<"$BUILT" | tail -n 1)
     [[ -x "$BPF_TESTS" ]] || { echo "could not find ironclad-bpf's test binary" >&2; exit 1; }
-    HOST_SUITES=(verifier_budget egress_connect egress_domains telemetry_sockets tls_uprobe process_cache)
+    HOST_SUITES=(verifier_budget egress_domains telemetry_sockets tls_uprobe process_cache)
 fi
 
 # The test run's short mode (IRONCLAD_BENCH_QUICK, as ./dev.sh test runs the
@@ -131,12 +132,14 @@ ran=0
 # there read the lines after its own, so the kernels after the first never booted and
 # the run passed on one kernel (seen by hand with GUEST_FILTER; it depends on what the
 # guest console reads before it ends).
-while read -r name pattern <&3; do
+while read -r name pattern only_here <&3; do
     [[ -z "$name" || "$name" == \#* ]] && continue
     ran=$((ran + 1))
     # The benchmark in the first kernel listed only: one set of figures.
     bench_here=$BENCHES
+    # Every kernel's suites, then the kernel's own (guest/kernels' third column).
     suites_here="${HOST_SUITES[*]}"
+    ((BENCH)) || suites_here+=" ${only_here//,/ }"
     if ((BENCH && ran > 1)); then break; fi
     read -r ver image < <(fetch_kernel "$pattern")
     out=$WORK/run-$name
