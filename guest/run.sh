@@ -76,7 +76,7 @@ fetch_kernel() {
 
 install_tools
 if ((PREPARE)); then
-    while read -r name pattern only_here <&3; do
+    while read -r name pattern _ <&3; do
         [[ -z "$name" || "$name" == \#* ]] && continue
         fetch_kernel "$pattern" >/dev/null
     done 3< guest/kernels
