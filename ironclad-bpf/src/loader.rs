@@ -828,28 +828,26 @@ impl LoadedObject {
         }
         // The kernel's count is in bpf_prog_info, which libbpf-rs reads only through its
         // iterator over every loaded program.
-        let mut found: Vec<(u32, u32)> = libbpf_rs::query::ProgInfoIter::default()
-            .filter(|info| ids.iter().any(|(_, id)| *id == info.id))
-            .map(|info| (info.id, info.verified_insns))
-            .collect();
-        found.sort_unstable();
+        let counts: std::collections::BTreeMap<u32, u32> =
+            libbpf_rs::query::ProgInfoIter::default()
+                .map(|info| (info.id, info.verified_insns))
+                .collect();
         ids.into_iter()
-            .map(|(program, id)| {
-                let verified_insns = found
-                    .binary_search_by_key(&id, |(i, _)| *i)
-                    .map(|at| found[at].1)
-                    .map_err(|_| BpfError::ProgramInfo {
-                        object: self.name.clone(),
-                        program: program.clone(),
-                        source: KernelError::from_libbpf(libbpf_rs::Error::from(
-                            std::io::Error::from(std::io::ErrorKind::NotFound),
-                        )),
-                    })?;
-                Ok(VerifierStats {
+            .map(|(program, id)| match counts.get(&id) {
+                Some(&verified_insns) => Ok(VerifierStats {
                     program,
                     id,
                     verified_insns,
-                })
+                }),
+                // Not while this object holds the program's fd: the iterator could not
+                // read it (it skips what it cannot open).
+                None => Err(BpfError::ProgramInfo {
+                    object: self.name.clone(),
+                    program,
+                    source: KernelError::from_libbpf(libbpf_rs::Error::from(std::io::Error::from(
+                        std::io::ErrorKind::NotFound,
+                    ))),
+                }),
             })
             .collect()
     }

@@ -24,6 +24,19 @@ mod telemetry_sockets;
 mod tls_uprobe;
 mod verifier_budget;
 
+/// The running kernel's (major, minor) release, from `/proc/sys/kernel/osrelease`.
+#[allow(
+    clippy::expect_used,
+    reason = "a test helper fails the test with a message"
+)]
+fn kernel_release() -> (u32, u32) {
+    let text = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    let mut n = text
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
+    (n.next().expect("major"), n.next().expect("minor"))
+}
+
 /// Starts, once for the whole binary, a DNS responder on 127.0.0.1:53 that answers every
 /// A query with 192.0.2.7. The suites that need one share it: the port belongs to the
 /// process, and a responder's thread outlives the test that started it, so a second

@@ -822,13 +822,7 @@ fn a_flood_of_answers_by_other_executables_and_users_never_closes_what_an_answer
     // Memory that grows with what is open, not allocated whole: the table's memlock as
     // the kernel counts what it allocated (6.4 and later; older kernels report the
     // most the map could take). Measured: 1.0 MB empty, about 370 bytes an entry.
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("release");
-    let version: Vec<u32> = release
-        .split(|c: char| !c.is_ascii_digit())
-        .take(2)
-        .filter_map(|n| n.parse().ok())
-        .collect();
-    if version >= vec![6, 4] {
+    if crate::kernel_release() >= (6, 4) {
         let out = std::process::Command::new("bpftool")
             .args(["-j", "map", "show", "pinned"])
             .arg(lab.pins.path().join("egress").join("ic_dns_addrs"))

@@ -37,7 +37,7 @@ fn guest_loader(name: &str) -> (BpffsDir, Loader) {
 /// The attachment from 6.6 on; before, checks that the attach was refused as needing
 /// Linux 6.6 (tcx links), in words, and gives nothing.
 fn tcx_attached<T: std::fmt::Debug>(attached: Result<T, BpfError>) -> Option<T> {
-    if release() >= (6, 6) {
+    if crate::kernel_release() >= (6, 6) {
         return Some(attached.expect("tcx attaches from 6.6 on"));
     }
     match attached {
@@ -48,14 +48,6 @@ fn tcx_attached<T: std::fmt::Debug>(attached: Result<T, BpfError>) -> Option<T> 
         }
         other => panic!("tcx before 6.6 must be refused as too old: {other:?}"),
     }
-}
-
-fn release() -> (u32, u32) {
-    let text = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
-    let mut n = text
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|p| p.parse::<u32>().ok());
-    (n.next().expect("major"), n.next().expect("minor"))
 }
 
 #[test]
@@ -109,7 +101,7 @@ fn the_firewall_loads_and_decides_on_the_guest_kernel_and_names_what_tcx_needs()
     // The SYN-flood defence needs bpf_sk_assign_tcp_reqsk (6.9): before it, the
     // programs load without it (the calls are dead code) and turning it on says why.
     let syn = firewall.set_syn_flood(&ironclad_bpf::SynFloodSettings::always([22]));
-    if release() < (6, 9) {
+    if crate::kernel_release() < (6, 9) {
         match syn {
             Err(e @ BpfError::KernelTooOld { needs: "6.9", .. }) => {
                 assert!(e.to_string().contains("needs Linux 6.9"), "{e}");
