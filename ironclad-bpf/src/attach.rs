@@ -138,7 +138,7 @@ fn native_program(ifindex: u32) -> bool {
 }
 
 /// How long a failed repair waits before the next attempt.
-const REPAIR_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+pub(crate) const REPAIR_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the kernel holds of one of this process's links ([`link_health`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -708,94 +708,6 @@ impl Drop for XdpAttachment {
                 format!("{} (handle dropped)", self.program),
             );
         }
-    }
-}
-
-/// Attaches each `(program, "ingress"|"egress")` of `object` to `iface` with tcx links,
-/// each attach recorded in the audit log; the links, in order. On a failure the
-/// links made so far are dropped (detached) and the error names the program, or,
-/// on a kernel older than tcx (6.6), says that `feature` needs a newer one.
-pub(crate) fn attach_tcx_programs(
-    object: &crate::loader::LoadedObject,
-    object_name: &str,
-    feature: &'static str,
-    programs: &[(&str, &str)],
-    iface: &str,
-) -> Result<TcxLinks> {
-    let index = ifindex(iface)?;
-    let mut links = Vec::with_capacity(programs.len());
-    for (name, point) in programs {
-        let prog = object.program(name)?;
-        let result = crate::firewall::attach_tcx(&prog, index);
-        object.audit_log().result(
-            AuditAction::Attach,
-            object_name,
-            &format!("tcx {point} on {iface}"),
-            name,
-            &result,
-        );
-        let link = result.map_err(|source| {
-            let source: crate::error::KernelError = crate::error::KernelError::from_libbpf(source);
-            match crate::firewall::older_than_tcx() {
-                Some(running) => BpfError::KernelTooOld {
-                    feature,
-                    needs: "6.6",
-                    running,
-                    source: Some(source),
-                },
-                None => BpfError::Attach {
-                    program: (*name).to_string(),
-                    target: format!("tcx {point} on {iface}"),
-                    source,
-                },
-            }
-        })?;
-        let watch = LinkWatch::of(&link);
-        links.push(((*name).to_string(), (*point).to_string(), link, watch));
-    }
-    Ok(TcxLinks {
-        links,
-        object_name: object_name.to_string(),
-        iface: iface.to_string(),
-        ifindex: index,
-    })
-}
-
-/// Programs of one object attached to an interface with tcx links
-/// ([`attach_tcx_programs`]); dropping it detaches them.
-#[derive(Debug)]
-pub(crate) struct TcxLinks {
-    /// Program, attach point (`ingress`, `egress`), its link and what the kernel
-    /// should hold of it.
-    links: Vec<(String, String, Link, LinkWatch)>,
-    object_name: String,
-    iface: String,
-    ifindex: u32,
-}
-
-impl TcxLinks {
-    /// The links' kernel ids.
-    pub(crate) fn link_ids(&self) -> Result<Vec<u32>> {
-        self.links
-            .iter()
-            .map(|(_, _, link, _)| crate::sentinel::link_id(link))
-            .collect()
-    }
-
-    /// [`verify_link`] for each link (a detached one is attached anew, at the end of
-    /// its hook's chain); one result per link.
-    pub(crate) fn verify(
-        &mut self,
-        object: &crate::loader::LoadedObject,
-    ) -> Vec<Result<Option<String>>> {
-        let (iface, index) = (&self.iface, self.ifindex);
-        let links = self.links.iter_mut().map(|(name, point, link, watch)| {
-            let name: &str = name;
-            (name, format!("tcx {point} on {iface}"), link, watch)
-        });
-        verify_links(object, &self.object_name, links, |prog| {
-            crate::firewall::attach_tcx(prog, index)
-        })
     }
 }
 

@@ -43,12 +43,13 @@ use ironclad_policy::firewall::{
 };
 use libbpf_rs::{AsRawLibbpf, Link, MapCore, MapFlags, MapHandle};
 
-use crate::attach::{ifindex, remove_dead_link_pin, LinkWatch, XdpAttachment};
+use crate::attach::{remove_dead_link_pin, XdpAttachment};
 use crate::auditlog::{AuditAction, AuditLog};
 use crate::classes::{self, ClassImages};
 use crate::events::{EventReader, EventSource};
 use crate::loader::{LoadedObject, Loader};
 use crate::names::firewall as names;
+use crate::tc::{priority, TcMechanism, TcPrograms};
 use crate::{BpfError, Result};
 use ironclad_events::{Event, Fanout, FlowRecord};
 
@@ -821,70 +822,57 @@ pub struct AcceptHook {
     _links: Vec<libbpf_rs::Link>,
 }
 
-/// The firewall's programs attached to one interface (tcx ingress and egress).
+/// The firewall's programs attached to one interface (ingress and egress, by tcx links
+/// or, on kernels without tcx, classic tc filters: [`mechanism`](Self::mechanism)).
 /// Dropping it detaches them unless they are pinned.
 #[must_use = "dropping a FirewallAttachment detaches the firewall unless it is pinned"]
 #[derive(Debug)]
 pub struct FirewallAttachment {
-    links: Vec<(&'static str, Link)>,
-    /// One per link: what [`Firewall::verify`] compares the kernel's view with.
-    watch: Vec<LinkWatch>,
-    iface: String,
-    ifindex: u32,
+    programs: TcPrograms,
     pinned: Vec<PathBuf>,
-    log: AuditLog,
 }
 
 impl FirewallAttachment {
     /// The interface.
     pub fn iface(&self) -> &str {
-        &self.iface
+        self.programs.iface()
     }
 
-    /// The pin paths of its links (empty unless pinned).
+    /// The interface's index (what the Sentinel protects).
+    pub fn ifindex(&self) -> u32 {
+        self.programs.ifindex()
+    }
+
+    /// How the programs are hooked: tcx links, or classic tc filters where the kernel
+    /// has no tcx (before Linux 6.6).
+    pub fn mechanism(&self) -> TcMechanism {
+        self.programs.mechanism()
+    }
+
+    /// The pin paths of its links (empty unless pinned; classic tc filters have none:
+    /// the kernel keeps them without a pin).
     pub fn pin_paths(&self) -> &[PathBuf] {
         &self.pinned
     }
 
     /// The links' kernel ids (as `bpftool link show` lists them), e.g. for the
-    /// Sentinel to protect them.
+    /// Sentinel to protect them; none for classic tc filters.
     pub fn link_ids(&self) -> Result<Vec<u32>> {
-        self.links
-            .iter()
-            .map(|(_, link)| crate::sentinel::link_id(link))
-            .collect()
+        self.programs.link_ids()
     }
 
     /// Detaches both programs now (removing their pins, if any).
     pub fn detach(mut self) -> Result<()> {
         let pinned = std::mem::take(&mut self.pinned);
-        for ((name, link), path) in self
-            .links
-            .iter_mut()
-            .zip(pinned.into_iter().map(Some).chain(std::iter::repeat(None)))
-        {
-            if let Some(path) = path {
-                audited_link_pin(&self.log, AuditAction::Unpin, &path, name, link.unpin())?;
-            }
-            let result = link.detach();
-            self.log.result(
-                AuditAction::Detach,
-                Firewall::OBJECT,
-                &format!("{name} on {}", self.iface),
-                "",
-                &result,
-            );
-            result.map_err(|source| BpfError::Attach {
-                program: (*name).to_string(),
-                target: format!("detach from {}", self.iface),
-                source: crate::error::KernelError::from_libbpf(source),
-            })?;
+        let log = self.programs.audit_log().clone();
+        for ((name, link), path) in self.programs.links_mut().zip(pinned) {
+            audited_link_pin(&log, AuditAction::Unpin, &path, name, link.unpin())?;
         }
-        Ok(())
+        self.programs.detach()
     }
 }
 
-/// The two programs, in attach order, with their tcx attach point.
+/// The two programs, in attach order, with their attach point.
 const PROGRAMS: [(&str, &str); 2] = [(names::ic_fw_in, "ingress"), (names::ic_fw_out, "egress")];
 
 /// The loaded firewall: its programs, connection table, configuration and totals.
@@ -1219,85 +1207,57 @@ impl Firewall {
         Ok(())
     }
 
-    /// Attaches both programs to `iface` (tcx ingress and egress, after the programs
-    /// already there). Detached when the returned handle is dropped.
+    /// Attaches both programs to `iface`, ingress and egress, by the kernel's
+    /// mechanism ([`TcMechanism::probe`]): tcx links after the programs already there,
+    /// or classic tc filters at handle [`crate::tc::FILTER_HANDLE`]. Detached when the
+    /// returned handle is dropped.
     pub fn attach(&self, iface: &str) -> Result<FirewallAttachment> {
-        let index = ifindex(iface)?;
-        let mut links = Vec::with_capacity(PROGRAMS.len());
-        for (name, point) in PROGRAMS {
-            let prog = self.object.program(name)?;
-            let result = attach_tcx(&prog, index);
-            self.object.audit_log().result(
-                AuditAction::Attach,
-                Self::OBJECT,
-                &format!("tcx {point} on {iface}"),
-                name,
-                &result,
-            );
-            let link = result.map_err(|source| {
-                let source: crate::error::KernelError =
-                    crate::error::KernelError::from_libbpf(source);
-                match older_than_tcx() {
-                    Some(running) => BpfError::KernelTooOld {
-                        feature: "the stateful firewall (tcx hooks)",
-                        needs: "6.6",
-                        running,
-                        source: Some(source),
-                    },
-                    None => BpfError::Attach {
-                        program: name.to_string(),
-                        target: format!("tcx {point} on {iface}"),
-                        source,
-                    },
-                }
-            })?;
-            links.push((name, link));
-        }
+        self.attach_with(iface, TcMechanism::probe())
+    }
+
+    /// [`attach`](Self::attach) by `mechanism` rather than the kernel's choice: classic
+    /// tc works on every kernel (e.g. beside tools that manage tc filters), tcx fails
+    /// before Linux 6.6 with [`BpfError::KernelTooOld`].
+    pub fn attach_with(&self, iface: &str, mechanism: TcMechanism) -> Result<FirewallAttachment> {
         Ok(FirewallAttachment {
-            watch: links.iter().map(|(_, l)| LinkWatch::of(l)).collect(),
-            links,
-            iface: iface.to_string(),
-            ifindex: index,
+            programs: TcPrograms::attach_by(
+                mechanism,
+                &self.object,
+                Self::OBJECT,
+                "the stateful firewall (tcx hooks)",
+                &PROGRAMS,
+                iface,
+                priority::FIREWALL,
+            )?,
             pinned: Vec::new(),
-            log: self.object.audit_log().clone(),
         })
     }
 
-    /// Checks `attachment`'s links (one of this firewall's) against the kernel and puts
-    /// back what was undone from outside: a link detached (`bpftool link detach`) is
-    /// replaced by a new one pinned in its place, a program swapped into it is swapped
-    /// out, a removed pin is pinned again, each with an audit record (`repair`). One
-    /// result per link: `Ok(None)` all was well, `Ok(Some(what))` what was found and put
-    /// back, an error found undone and not put back (that direction is not filtered).
+    /// Checks `attachment`'s hooks (one of this firewall's) against the kernel and
+    /// puts back what was undone from outside: a link detached (`bpftool link
+    /// detach`) or a filter deleted (`tc filter del`) is attached anew (a link pinned
+    /// in its place), a program swapped into either is swapped out, a removed pin is
+    /// pinned again, each with an audit record (`repair`). One result per program:
+    /// `Ok(None)` all was well, `Ok(Some(what))` what was found and put back, an error
+    /// found undone and not put back (that direction is not filtered).
     pub fn verify(&self, attachment: &mut FirewallAttachment) -> Vec<Result<Option<String>>> {
-        let FirewallAttachment {
-            links,
-            watch,
-            iface,
-            ifindex,
-            ..
-        } = attachment;
-        let index = *ifindex;
-        let links = links
-            .iter_mut()
-            .zip(watch.iter_mut())
-            .map(|((name, link), watch)| {
-                let point = PROGRAMS
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .map_or("", |(_, p)| *p);
-                (*name, format!("tcx {point} on {iface}"), link, watch)
-            });
-        crate::attach::verify_links(&self.object, Self::OBJECT, links, |prog| {
-            attach_tcx(prog, index)
-        })
+        attachment.programs.verify(&self.object)
     }
 
     /// Attaches like [`attach`](Self::attach) and pins the links (`link_<iface>_in`,
     /// `link_<iface>_out`), so the firewall keeps enforcing after this process exits or
     /// is killed. Links pinned by an earlier run are adopted and this run's programs
-    /// swapped into them atomically.
+    /// swapped into them atomically. With classic tc (no tcx in the kernel) there is
+    /// nothing to pin: the filters stay after this handle is dropped, and an earlier
+    /// run's filters get this run's programs in place.
     pub fn attach_pinned(&self, iface: &str) -> Result<FirewallAttachment> {
+        if TcMechanism::probe() == TcMechanism::Clsact {
+            // Classic filters outlive the process without a pin; an earlier run's
+            // filters (same handle and priority) get this run's programs in place.
+            let mut attachment = self.attach(iface)?;
+            attachment.programs.keep();
+            return Ok(attachment);
+        }
         let dir = self.object.pin_dir().to_path_buf();
         let paths: Vec<PathBuf> = ["in", "out"]
             .iter()
@@ -1333,22 +1293,25 @@ impl Firewall {
         }
         let mut attachment = if paths.iter().all(|p| p.exists()) {
             let mut links = Vec::with_capacity(PROGRAMS.len());
-            for ((name, _), path) in PROGRAMS.iter().zip(&paths) {
-                links.push((*name, self.adopt(name, path)?));
+            for (program, path) in PROGRAMS.iter().zip(&paths) {
+                links.push((*program, self.adopt(program.0, path)?));
             }
             FirewallAttachment {
-                watch: links.iter().map(|(_, l)| LinkWatch::of(l)).collect(),
-                links,
-                iface: iface.to_string(),
-                ifindex: ifindex(iface)?,
+                programs: TcPrograms::from_links(
+                    &self.object,
+                    Self::OBJECT,
+                    iface,
+                    priority::FIREWALL,
+                    links,
+                )?,
                 pinned: Vec::new(),
-                log: self.object.audit_log().clone(),
             }
         } else {
             self.attach(iface)?
         };
+        attachment.programs.keep();
         let mut pinned = Vec::new();
-        for ((name, link), path) in attachment.links.iter_mut().zip(&paths) {
+        for ((name, link), path) in attachment.programs.links_mut().zip(&paths) {
             if !path.exists() {
                 let result = link.pin(path);
                 audited_link_pin(

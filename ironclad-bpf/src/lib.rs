@@ -45,6 +45,7 @@ pub mod quarantine;
 pub mod scrub;
 pub mod sentinel;
 pub mod shield;
+pub mod tc;
 pub mod telemetry;
 pub mod tls;
 
@@ -84,5 +85,6 @@ pub use shield::{
     Ipv4Path, Ipv6Path, MapMemory, ReplaceReport, RuleLabel, RuleStatus, Shield, ShieldStatus,
     IN_PLACE_MAX,
 };
+pub use tc::TcMechanism;
 pub use telemetry::Telemetry;
 pub use tls::{ProbeSite, TlsAttach, TlsMonitor, TlsPlacement, TlsPolicy, TlsScope};

@@ -22,11 +22,12 @@ use ironclad_core::abi::{
     QUARANTINE_REDIRECT_INGRESS, QUARANTINE_VLAN,
 };
 
-use crate::attach::{attach_tcx_programs, ifindex, percpu_total};
+use crate::attach::{ifindex, percpu_total};
 use crate::error::{BpfError, Result};
 use crate::loader::{LoadedObject, Loader};
 use crate::names::quarantine as names;
 use crate::shield::plan::lpm_key;
+use crate::tc::{priority, TcMechanism, TcPrograms};
 
 /// What a source in the IOC set gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,18 +75,28 @@ impl QuarantineAction {
 #[must_use = "dropping a QuarantineAttachment detaches the quarantine"]
 #[derive(Debug)]
 pub struct QuarantineAttachment {
-    links: crate::attach::TcxLinks,
-    iface: String,
+    links: TcPrograms,
 }
 
 impl QuarantineAttachment {
     /// The interface.
     pub fn iface(&self) -> &str {
-        &self.iface
+        self.links.iface()
+    }
+
+    /// The interface's index (what the Sentinel protects).
+    pub fn ifindex(&self) -> u32 {
+        self.links.ifindex()
+    }
+
+    /// How the programs are hooked (tcx links, or classic tc filters where the
+    /// kernel has no tcx).
+    pub fn mechanism(&self) -> TcMechanism {
+        self.links.mechanism()
     }
 
     /// The links' kernel ids (as `bpftool link show` lists them), e.g. for the
-    /// Sentinel to protect them.
+    /// Sentinel to protect them; none for classic tc filters.
     pub fn link_ids(&self) -> Result<Vec<u32>> {
         self.links.link_ids()
     }
@@ -98,9 +109,10 @@ pub struct Quarantine {
 }
 
 impl Quarantine {
-    /// Checks `attachment`'s links against the kernel and puts back what was undone
-    /// from outside (a link detached is attached anew, a program swapped into it is
-    /// swapped out), each with an audit record (`repair`); one result per link:
+    /// Checks `attachment`'s hooks against the kernel and puts back what was undone
+    /// from outside (a link detached or a classic filter deleted is attached anew, a
+    /// program swapped into either is swapped out), each with an audit record
+    /// (`repair`); one result per program:
     /// `Ok(None)` all was well, `Ok(Some(what))` what was put back, an error what
     /// could not be.
     pub fn verify(&self, attachment: &mut QuarantineAttachment) -> Vec<Result<Option<String>>> {
@@ -159,7 +171,7 @@ impl Quarantine {
 
     /// Attaches the programs to `iface` (ingress and egress).
     pub fn attach(&self, iface: &str) -> Result<QuarantineAttachment> {
-        let links = attach_tcx_programs(
+        let links = TcPrograms::attach(
             &self.object,
             Self::OBJECT,
             "the quarantine (tcx hooks)",
@@ -168,11 +180,9 @@ impl Quarantine {
                 (names::ic_quarantine_out, "egress"),
             ],
             iface,
+            priority::QUARANTINE,
         )?;
-        Ok(QuarantineAttachment {
-            links,
-            iface: iface.to_string(),
-        })
+        Ok(QuarantineAttachment { links })
     }
 
     /// One total, summed over CPUs.

@@ -17,10 +17,11 @@ use ironclad_core::abi::{
     Counter, ScrubConfig, ScrubTotal, SCRUB_F_CLEAR_DF, SCRUB_F_INGRESS, SCRUB_F_RANDOM_ID,
 };
 
-use crate::attach::{attach_tcx_programs, ifindex, percpu_total};
+use crate::attach::{ifindex, percpu_total};
 use crate::error::{BpfError, Result};
 use crate::loader::{LoadedObject, Loader};
 use crate::names::scrub as names;
+use crate::tc::{priority, TcMechanism, TcPrograms};
 
 /// What the scrubber does to one interface's packets.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -78,18 +79,28 @@ impl ScrubSettings {
 #[must_use = "dropping a ScrubAttachment detaches the scrubber"]
 #[derive(Debug)]
 pub struct ScrubAttachment {
-    links: crate::attach::TcxLinks,
-    iface: String,
+    links: TcPrograms,
 }
 
 impl ScrubAttachment {
     /// The interface.
     pub fn iface(&self) -> &str {
-        &self.iface
+        self.links.iface()
+    }
+
+    /// The interface's index (what the Sentinel protects).
+    pub fn ifindex(&self) -> u32 {
+        self.links.ifindex()
+    }
+
+    /// How the programs are hooked (tcx links, or classic tc filters where the
+    /// kernel has no tcx).
+    pub fn mechanism(&self) -> TcMechanism {
+        self.links.mechanism()
     }
 
     /// The links' kernel ids (as `bpftool link show` lists them), e.g. for the
-    /// Sentinel to protect them.
+    /// Sentinel to protect them; none for classic tc filters.
     pub fn link_ids(&self) -> Result<Vec<u32>> {
         self.links.link_ids()
     }
@@ -102,9 +113,10 @@ pub struct Scrubber {
 }
 
 impl Scrubber {
-    /// Checks `attachment`'s links against the kernel and puts back what was undone
-    /// from outside (a link detached is attached anew, a program swapped into it is
-    /// swapped out), each with an audit record (`repair`); one result per link:
+    /// Checks `attachment`'s hooks against the kernel and puts back what was undone
+    /// from outside (a link detached or a classic filter deleted is attached anew, a
+    /// program swapped into either is swapped out), each with an audit record
+    /// (`repair`); one result per program:
     /// `Ok(None)` all was well, `Ok(Some(what))` what was put back, an error what
     /// could not be.
     pub fn verify(&self, attachment: &mut ScrubAttachment) -> Vec<Result<Option<String>>> {
@@ -152,7 +164,7 @@ impl Scrubber {
     /// Attaches both programs to `iface` (the ingress one does nothing unless the
     /// interface's settings ask for arriving packets).
     pub fn attach(&self, iface: &str) -> Result<ScrubAttachment> {
-        let links = attach_tcx_programs(
+        let links = TcPrograms::attach(
             &self.object,
             Self::OBJECT,
             "scrubbing (tcx hooks)",
@@ -161,11 +173,9 @@ impl Scrubber {
                 (names::ic_scrub_in, "ingress"),
             ],
             iface,
+            priority::SCRUB,
         )?;
-        Ok(ScrubAttachment {
-            links,
-            iface: iface.to_string(),
-        })
+        Ok(ScrubAttachment { links })
     }
 
     /// One total, summed over CPUs.

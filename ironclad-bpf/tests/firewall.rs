@@ -25,14 +25,14 @@ use libbpf_rs::MapCore as _;
 
 /// A namespace behind a veth pair, IPv4 10.214.`net`.0/24 and IPv6 fd00:214:`net`::/64;
 /// the host is .1/::1, the namespace .2/::2.
-struct Net {
+pub(crate) struct Net {
     ns: NetNs,
-    veth: VethPair,
+    pub(crate) veth: VethPair,
     net: u8,
 }
 
 impl Net {
-    fn new(tag: &str, net: u8) -> Self {
+    pub(crate) fn new(tag: &str, net: u8) -> Self {
         let ns = NetNs::new(tag).expect("netns");
         let veth = VethPair::new(
             &ns,
@@ -49,7 +49,7 @@ impl Net {
         Self { ns, veth, net }
     }
 
-    fn host(&self, v6: bool) -> String {
+    pub(crate) fn host(&self, v6: bool) -> String {
         if v6 {
             format!("fd00:214:{}::1", self.net)
         } else {
@@ -57,7 +57,7 @@ impl Net {
         }
     }
 
-    fn peer(&self, v6: bool) -> String {
+    pub(crate) fn peer(&self, v6: bool) -> String {
         if v6 {
             format!("fd00:214:{}::2", self.net)
         } else {
@@ -67,7 +67,7 @@ impl Net {
 
     /// Whether a TCP connection from inside the namespace to `addr:port` succeeds
     /// within 2 s.
-    fn connects_in(&self, addr: &str, port: u16) -> bool {
+    pub(crate) fn connects_in(&self, addr: &str, port: u16) -> bool {
         self.connects_from("", addr, port)
     }
 
@@ -93,7 +93,7 @@ impl Net {
     }
 
     /// A python HTTP server in the namespace on its address, port `port`.
-    fn http_server(&self, v6: bool, port: u16) -> Server {
+    pub(crate) fn http_server(&self, v6: bool, port: u16) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("index.html"), "hello from the namespace\n").expect("index");
         let child = self
@@ -133,7 +133,7 @@ impl Net {
     }
 }
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
     _dir: tempfile::TempDir,
 }
@@ -155,7 +155,7 @@ impl Drop for Server {
     }
 }
 
-fn curl(url: &str) -> Option<String> {
+pub(crate) fn curl(url: &str) -> Option<String> {
     let out = Command::new("curl")
         .args(["-s", "-g", "--max-time", "3", url])
         .output()
@@ -165,7 +165,7 @@ fn curl(url: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn url(addr: &str, port: u16) -> String {
+pub(crate) fn url(addr: &str, port: u16) -> String {
     if addr.contains(':') {
         format!("http://[{addr}]:{port}/")
     } else {
@@ -1862,4 +1862,166 @@ fn flow_records_report_each_connection_with_its_process_bytes_and_end() {
         "the kernel reported no end itself: {flows:#?}"
     );
     assert!(firewall.connections().expect("connections").is_empty());
+}
+
+/// The results of one [`Firewall::verify`], ingress first: `None` for a hook found
+/// as it should be, the repair's text for one put back; an error fails the test.
+pub(crate) fn repairs(
+    firewall: &Firewall,
+    attached: &mut ironclad_bpf::FirewallAttachment,
+) -> Vec<Option<String>> {
+    firewall
+        .verify(attached)
+        .into_iter()
+        .map(|r| r.expect("put back"))
+        .collect()
+}
+
+/// Kernels without tcx links (before 6.6: Debian 12, Ubuntu 22.04, RHEL 9) get the
+/// firewall as classic tc filters; the guests' 6.1 chooses them by itself
+/// (`firewall_guest`), this host is asked for them. Root with `tc` or `bpf()` can
+/// undo a filter as it cannot undo a link: each way — the filter deleted, the clsact
+/// qdisc deleted with every filter in it, another program swapped into the filter — is
+/// shown to open the port, and the next check to close it again.
+#[test]
+fn classic_tc_filters_enforce_and_a_deleted_or_swapped_filter_is_put_back() {
+    use crate::firewall_guest::sh;
+    use ironclad_bpf::tc::{priority, FILTER_HANDLE};
+    use ironclad_bpf::TcMechanism;
+    require_privileges!();
+    let net = Net::new("fwtc", 21);
+    let dev = net.veth.host().to_string();
+    let pins = BpffsDir::new("fwtc").expect("bpffs");
+    let loader = loader(&pins);
+    let firewall = Firewall::load(&loader).expect("load");
+    firewall
+        .configure(&FirewallSettings::default().drop_inbound(true))
+        .expect("configure");
+    let listener = TcpListener::bind((net.host(false).as_str(), 0)).expect("listener");
+    let port = listener.local_addr().expect("addr").port();
+    let host = net.host(false);
+    let mut attached = firewall
+        .attach_with(&dev, TcMechanism::Clsact)
+        .expect("attach");
+    assert_eq!(attached.mechanism(), TcMechanism::Clsact);
+    assert_eq!(
+        attached.link_ids().expect("ids"),
+        Vec::<u32>::new(),
+        "filters are not links"
+    );
+    for (point, program) in [("ingress", "ic_fw_in"), ("egress", "ic_fw_out")] {
+        let shown = sh(&format!("tc filter show dev {dev} {point}"));
+        assert!(
+            shown.contains(&format!("pref {} bpf", priority::FIREWALL))
+                && shown.contains(&format!("handle {FILTER_HANDLE:#x} {program}"))
+                && shown.contains("direct-action"),
+            "{point}: {shown}"
+        );
+    }
+    assert!(
+        !net.connects_in(&host, port),
+        "a new inbound connection is dropped"
+    );
+    let server = net.http_server(false, 8000);
+    assert_eq!(
+        curl(&url(&net.peer(false), 8000)).as_deref(),
+        Some("hello from the namespace\n"),
+        "the host's own connection out and its replies pass"
+    );
+    drop(server);
+    assert_eq!(repairs(&firewall, &mut attached), [None, None]);
+
+    // 1. `tc filter del`, in both directions (with either left, the egress one drops
+    // the answer to a SYN it never saw, the ingress one the SYN).
+    sh(&format!(
+        "tc filter del dev {dev} ingress && tc filter del dev {dev} egress"
+    ));
+    assert!(
+        net.connects_in(&host, port),
+        "the filters deleted, the port is open"
+    );
+    let found = repairs(&firewall, &mut attached);
+    assert!(
+        found.iter().all(|f| f
+            .as_deref()
+            .is_some_and(|t| t.contains("removed from outside"))),
+        "{found:?}"
+    );
+    assert!(!net.connects_in(&host, port), "the filters put back");
+    sh(&format!("tc filter del dev {dev} egress"));
+    let found = repairs(&firewall, &mut attached);
+    assert!(
+        found[0].is_none() && found[1].is_some(),
+        "only egress: {found:?}"
+    );
+
+    // 2. The clsact qdisc, and both filters with it.
+    sh(&format!("tc qdisc del dev {dev} clsact"));
+    assert!(
+        net.connects_in(&host, port),
+        "the qdisc deleted, the port is open"
+    );
+    let found = repairs(&firewall, &mut attached);
+    assert!(found.iter().all(Option::is_some), "{found:?}");
+    assert!(!net.connects_in(&host, port), "both filters put back");
+
+    // 3. Another program (one that passes everything) swapped into both filters with
+    // bpftool and tc, at their handle and priority.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let elf = dir.path().join("pass.o");
+    std::fs::write(&elf, ironclad_bpf::object::baseline().elf()).expect("write");
+    let pinned = pins.path().join("attacker");
+    sh(&format!(
+        "bpftool prog loadall {} {} type classifier",
+        elf.display(),
+        pinned.display()
+    ));
+    for point in ["ingress", "egress"] {
+        sh(&format!(
+            "tc filter replace dev {dev} {point} pref {} handle {FILTER_HANDLE:#x} bpf da pinned {}/ic_baseline_tc",
+            priority::FIREWALL,
+            pinned.display()
+        ));
+    }
+    assert!(
+        net.connects_in(&host, port),
+        "the programs swapped, the port is open"
+    );
+    let found = repairs(&firewall, &mut attached);
+    assert!(
+        found
+            .iter()
+            .all(|f| f.as_deref().is_some_and(|t| t.contains("ran program"))),
+        "{found:?}"
+    );
+    assert!(
+        !net.connects_in(&host, port),
+        "the firewall's program swapped back"
+    );
+    let _ = std::fs::remove_dir_all(&pinned);
+
+    // Dropped: the filters go (the qdisc stays for whoever else uses it).
+    drop(attached);
+    let left = sh(&format!("tc filter show dev {dev} ingress"));
+    assert!(!left.contains("ic_fw_in"), "{left}");
+    assert!(net.connects_in(&host, port), "detached: open again");
+
+    // What `full_firewall detach` does when no process holds them (after kill -9):
+    // found by handle and priority on every interface and removed.
+    let again = firewall
+        .attach_with(&dev, TcMechanism::Clsact)
+        .expect("attach");
+    assert!(!net.connects_in(&host, port));
+    let removed = ironclad_bpf::tc::remove_filters().expect("remove");
+    let ours: Vec<_> = removed.iter().filter(|(i, _, _)| *i == dev).collect();
+    assert_eq!(
+        ours,
+        [
+            &(dev.clone(), "ingress", priority::FIREWALL),
+            &(dev.clone(), "egress", priority::FIREWALL)
+        ],
+        "{removed:?}"
+    );
+    assert!(net.connects_in(&host, port), "removed: open again");
+    drop(again);
 }

@@ -1,9 +1,10 @@
 //! The stateful firewall on the guest kernels of `guest/kernels` (Debian's 6.1 among
 //! them), which this machine's kernel cannot stand for: the programs pass that
 //! kernel's verifier, the classifier and connection tracking decide packets there
-//! (BPF_PROG_TEST_RUN), and attaching, which needs tcx links (Linux 6.6), fails with
-//! an error that says so instead of a bare EINVAL; the scrubber and the quarantine load
-//! and rewrite a frame there too. `guest/run.sh` (part of
+//! (BPF_PROG_TEST_RUN) and on real traffic through a veth pair, attached by tcx links
+//! from 6.6 and by classic tc filters before (chosen by probing the kernel), outliving
+//! the process and adopted by the next; the scrubber and the quarantine load, rewrite
+//! a frame and tag real traffic there too. `guest/run.sh` (part of
 //! `./dev.sh test`) runs these with `--ignored` inside each guest.
 
 #![allow(
@@ -11,7 +12,7 @@
     reason = "test helpers fail the test with a message"
 )]
 
-use ironclad_bpf::{BpfError, Firewall, FirewallSettings, Loader};
+use ironclad_bpf::{BpfError, Firewall, FirewallSettings, Loader, TcMechanism};
 use ironclad_policy::error::Origin;
 use ironclad_policy::firewall::{Direction, FwAction, FwProto, FwRule};
 use ironclad_testing::{frames, BpffsDir};
@@ -34,25 +35,19 @@ fn guest_loader(name: &str) -> (BpffsDir, Loader) {
     (pins, loader)
 }
 
-/// The attachment from 6.6 on; before, checks that the attach was refused as needing
-/// Linux 6.6 (tcx links), in words, and gives nothing.
-fn tcx_attached<T: std::fmt::Debug>(attached: Result<T, BpfError>) -> Option<T> {
+/// What the kernel's probe must choose here: tcx links from 6.6 on, classic tc
+/// filters before (the probe itself reads the kernel's BTF, not its version).
+fn expected_mechanism() -> TcMechanism {
     if crate::kernel_release() >= (6, 6) {
-        return Some(attached.expect("tcx attaches from 6.6 on"));
-    }
-    match attached {
-        Err(e @ BpfError::KernelTooOld { needs: "6.6", .. }) => {
-            let text = e.to_string();
-            assert!(text.contains("needs Linux 6.6"), "{text}");
-            None
-        }
-        other => panic!("tcx before 6.6 must be refused as too old: {other:?}"),
+        TcMechanism::Tcx
+    } else {
+        TcMechanism::Clsact
     }
 }
 
 #[test]
 #[ignore = "guest kernels: runs in QEMU (guest/run.sh, part of ./dev.sh test)"]
-fn the_firewall_loads_and_decides_on_the_guest_kernel_and_names_what_tcx_needs() {
+fn the_firewall_loads_and_decides_on_the_guest_kernel_and_attaches_by_its_mechanism() {
     let (_pins, loader) = guest_loader("fwguest");
     // The verifier of this kernel accepts both programs; how much of its budget each
     // takes here is the `verifier_budget` suite's (run in every guest too).
@@ -125,9 +120,10 @@ fn the_firewall_loads_and_decides_on_the_guest_kernel_and_names_what_tcx_needs()
         syn.expect("the SYN-flood defence turns on from 6.9");
     }
 
-    if let Some(attachment) = tcx_attached(firewall.attach("lo")) {
-        attachment.detach().expect("detach");
-    }
+    assert_eq!(TcMechanism::probe(), expected_mechanism());
+    let attachment = firewall.attach("lo").expect("attach");
+    assert_eq!(attachment.mechanism(), expected_mechanism());
+    attachment.detach().expect("detach");
 }
 
 #[test]
@@ -173,7 +169,9 @@ fn the_scrubber_and_the_quarantine_load_and_rewrite_on_the_guest_kernel() {
         "TTL 64 raised, DF cleared, ID replaced"
     );
     assert_eq!(total(ScrubTotal::Failed), 0);
-    drop(tcx_attached(scrubber.attach("lo")));
+    let scrubbing = scrubber.attach("lo").expect("attach");
+    assert_eq!(scrubbing.mechanism(), expected_mechanism());
+    drop(scrubbing);
 
     let quarantine = Quarantine::load(&loader).expect("the quarantine loads on this kernel");
     quarantine
@@ -196,8 +194,8 @@ fn the_scrubber_and_the_quarantine_load_and_rewrite_on_the_guest_kernel() {
     );
 }
 
-/// A shell command in the guest; panics with its output when it fails.
-fn sh(command: &str) -> String {
+/// A shell command (as root); panics with its output when it fails.
+pub(crate) fn sh(command: &str) -> String {
     let out = std::process::Command::new("sh")
         .args(["-c", command])
         .output()
@@ -240,10 +238,8 @@ fn arriving_packets_of_an_ioc_source_are_tagged_and_delivered_to_the_vlan_interf
             QuarantineAction::Vlan(666),
         )
         .expect("set");
-    let Some(_attachment) = tcx_attached(quarantine.attach("icq-b")) else {
-        sh("ip link del icq-a");
-        return;
-    };
+    let _attachment = quarantine.attach("icq-b").expect("attach");
+    assert_eq!(_attachment.mechanism(), expected_mechanism());
     // Frames sent into icq-a arrive on icq-b, where the quarantine's ingress program
     // sees them first: one from the IOC set, then one from elsewhere.
     let send = |src: &str| {
@@ -420,4 +416,89 @@ fn the_accept_hook_names_the_process_that_accepted_a_connection_on_the_guest_ker
         drop((accepted, waiting));
     }
     drop(busy);
+}
+
+/// Real traffic through the stateful firewall on the guest's kernel, attached as the
+/// agent attaches it (`attach_pinned`): by tcx links from 6.6, by classic tc filters
+/// before (Debian 12's 6.1). It drops a new inbound connection and passes the
+/// host's own one out; it keeps enforcing when the handles are gone as with `kill -9`;
+/// a new process adopts it without a second copy of either program; on classic tc,
+/// filters deleted from outside are put back by the next check.
+#[test]
+#[ignore = "guest kernels: runs in QEMU (guest/run.sh, part of ./dev.sh test)"]
+fn the_firewall_filters_real_traffic_on_the_guest_kernel_and_outlives_its_process() {
+    use crate::firewall::{curl, repairs, url, Net};
+    let (_pins, loader) = guest_loader("fwtraffic");
+    sh("modprobe veth");
+    let net = Net::new("fwguest", 30);
+    let dev = net.veth.host().to_string();
+    let host = net.host(false);
+    let listener = std::net::TcpListener::bind((host.as_str(), 0)).expect("listener");
+    let port = listener.local_addr().expect("addr").port();
+    // Filters of a program, one line each (`filter protocol all pref 49569 bpf chain 0
+    // handle 0x1c1a ic_fw_in ... id 41 name ic_fw_in tag ...`), after a line naming
+    // the priority alone.
+    let ours = |point: &str, program: &str| {
+        let shown = sh(&format!("tc filter show dev {dev} {point}"));
+        let count = shown
+            .lines()
+            .filter(|l| l.contains("handle 0x1c1a") && l.contains(program))
+            .count();
+        eprintln!("tc filter show dev {dev} {point}: {count} of {program}:\n{shown}");
+        count
+    };
+    {
+        let firewall = Firewall::load(&loader).expect("load");
+        firewall
+            .configure(&FirewallSettings::default().drop_inbound(true))
+            .expect("configure");
+        let attached = firewall.attach_pinned(&dev).expect("attach");
+        assert_eq!(attached.mechanism(), expected_mechanism());
+        assert!(
+            !net.connects_in(&host, port),
+            "a new inbound connection is dropped"
+        );
+        let server = net.http_server(false, 8000);
+        assert_eq!(
+            curl(&url(&net.peer(false), 8000)).as_deref(),
+            Some("hello from the namespace\n"),
+            "the host's own connection out and its replies pass"
+        );
+        drop(server);
+        // The handles go as with kill -9: nothing is detached.
+    }
+    assert!(
+        !net.connects_in(&host, port),
+        "still enforced with no process"
+    );
+    let firewall = Firewall::load(&loader).expect("a second process's load");
+    let mut attached = firewall.attach_pinned(&dev).expect("adopt");
+    assert!(
+        !net.connects_in(&host, port),
+        "enforced by the adopting process"
+    );
+    if expected_mechanism() == TcMechanism::Clsact {
+        assert_eq!(
+            (ours("ingress", "ic_fw_in"), ours("egress", "ic_fw_out")),
+            (1, 1),
+            "adopted in place, not added twice"
+        );
+        sh(&format!(
+            "tc filter del dev {dev} ingress && tc filter del dev {dev} egress"
+        ));
+        assert!(
+            net.connects_in(&host, port),
+            "the filters deleted, the port is open"
+        );
+        let found = repairs(&firewall, &mut attached);
+        assert!(found.iter().all(Option::is_some), "{found:?}");
+        assert!(!net.connects_in(&host, port), "the filters put back");
+    }
+    assert_eq!(repairs(&firewall, &mut attached), [None, None]);
+    attached.detach().expect("detach");
+    assert_eq!(
+        (ours("ingress", "ic_fw_in"), ours("egress", "ic_fw_out")),
+        (0, 0)
+    );
+    assert!(net.connects_in(&host, port), "detached: open again");
 }

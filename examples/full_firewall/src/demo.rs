@@ -98,13 +98,14 @@ fn firewall_part(
     loader: &Loader,
     policy: &ironclad_policy::firewall::FirewallPolicy,
 ) -> Result<()> {
-    println!(
-        "\nIronclad stateful firewall: tcx on {} with connection tracking",
-        veth.host()
-    );
     let firewall = Firewall::load_with_table(loader, policy.table_size)?;
     firewall.apply(&FirewallSettings::from_policy(policy), &policy.rules)?;
     let attachment = firewall.attach(veth.host())?;
+    println!(
+        "\nIronclad stateful firewall: {} on {} with connection tracking",
+        attachment.mechanism().name(),
+        veth.host()
+    );
     // Flow records: a line when each connection opens (read from the firewall's ring)
     // and when it ends (from the sweep).
     let fanout = Arc::new(Fanout::new());

@@ -877,6 +877,12 @@ pub(crate) fn detach(pin_root: &Path) -> Result<ExitCode> {
     ] {
         removed += loader.remove_pins(object)?;
     }
+    // Classic tc filters (kernels without tcx) have no pins: they are found by their
+    // handle and priorities.
+    let filters = ironclad_bpf::tc::remove_filters()?;
+    for (iface, point, prio) in &filters {
+        println!("removed the tc filter at {point} of {iface}, priority {prio}");
+    }
     // The pin root itself goes too when nothing else is pinned there.
     let _ = std::fs::remove_dir(pin_root);
     println!("removed {removed} pins under {}", pin_root.display());

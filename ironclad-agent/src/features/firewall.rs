@@ -1,5 +1,5 @@
-//! The stateful firewall (tcx ingress and egress on the policy's interfaces, with
-//! connection tracking) as an agent feature.
+//! The stateful firewall (tcx ingress and egress on the policy's interfaces, classic
+//! tc filters on kernels without tcx, with connection tracking) as an agent feature.
 
 use std::time::{Duration, Instant};
 
@@ -350,8 +350,11 @@ fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>>
         }
     };
     info!(
-        "firewall on {}: {} rules, default inbound {}, outbound {}, {}{}{}{}{}{}{}",
+        "firewall on {} ({}): {} rules, default inbound {}, outbound {}, {}{}{}{}{}{}{}",
         names(&attachments),
+        attachments
+            .first()
+            .map_or("no interface", |a| a.mechanism().name()),
         report.rules,
         policy.default_inbound.name(),
         policy.default_outbound.name(),
@@ -543,7 +546,11 @@ impl Feature for Running {
     fn verify(&mut self) -> super::Verified {
         let mut found = super::Verified::default();
         for attachment in &mut self.attachments {
-            let on = format!("tcx on {}", attachment.iface());
+            let on = format!(
+                "{} on {}",
+                attachment.mechanism().name(),
+                attachment.iface()
+            );
             found.add(self.firewall.verify(attachment), &on);
         }
         for attachment in &mut self.syn {
@@ -593,10 +600,21 @@ impl Feature for Running {
             }
             _ => String::new(),
         };
+        let mechanism = self.attachments.first().map_or(
+            ironclad_bpf::TcMechanism::probe(),
+            FirewallAttachment::mechanism,
+        );
         let mut out = format!(
-            "tcx ingress and egress on {} {mode}{syn}",
+            "{} ingress and egress on {} {mode}{syn}",
+            mechanism.name(),
             names(&self.attachments)
         );
+        if mechanism == ironclad_bpf::TcMechanism::Clsact {
+            // Filters are not links: said, with how they are kept.
+            out.push_str(
+                " (classic tc filters: this kernel has no tcx; a filter removed from outside is put back at the next health check)",
+            );
+        }
         // Read from the kernel on every report: a peer given an XDP program later
         // clears it.
         for w in syn_warnings(&self.syn) {
