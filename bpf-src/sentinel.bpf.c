@@ -29,6 +29,10 @@
  *   bpf_map             writable fds to protected maps (GET_FD_BY_ID, OBJ_GET of a pin)
  *   bpf                 fds to protected links (LINK_GET_FD_BY_ID), and LINK_DETACH /
  *                       LINK_UPDATE of one through any fd (e.g. from OBJ_GET of its pin)
+ *   netlink_send        tc filter/chain changes and clsact qdisc removal on protected
+ *                       interfaces (every message of a batch is read)
+ *   bpf (LINK_CREATE, PROG_ATTACH)   tcx attachments on protected interfaces, so that
+ *                       nobody runs a program that passes traffic before the firewall
  *   task_kill           signals to the agent other than harmless ones
  *   ptrace_access_check ptrace attach, /proc/pid/mem, process_vm_writev, pidfd_getfd
  *   task_prctl          the registration handshake
@@ -37,6 +41,7 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
 #include "ironclad.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
@@ -472,6 +477,20 @@ static __always_inline int object_protected(__u32 kind, __u32 id)
 	return bpf_map_lookup_elem(&ic_sentinel_objects, &key) != 0;
 }
 
+/* Whether `ifindex` in network namespace `netns` (its inode number) is protected. */
+static __always_inline int iface_protected(__u32 netns, __u32 ifindex)
+{
+	return object_protected(IC_BPF_NETNS, netns) && object_protected(IC_BPF_IFACE, ifindex);
+}
+
+/* The inode number of the current task's network namespace. */
+static __always_inline __u32 current_netns(void)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+
+	return BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
+}
+
 SEC("lsm/bpf_map")
 int BPF_PROG(ic_bpf_map, struct bpf_map *map, fmode_t fmode)
 {
@@ -533,6 +552,23 @@ int BPF_PROG(ic_bpf, int cmd, union bpf_attr *attr, unsigned int size)
 {
 	__u32 id;
 
+	/* A tcx attachment on a protected interface (a program put before the firewall's
+	 * would pass what the firewall drops). */
+	if (cmd == BPF_LINK_CREATE &&
+	    (attr->link_create.attach_type == BPF_TCX_INGRESS ||
+	     attr->link_create.attach_type == BPF_TCX_EGRESS))
+		id = attr->link_create.target_ifindex;
+	else if (cmd == BPF_PROG_ATTACH && (attr->attach_type == BPF_TCX_INGRESS ||
+					    attr->attach_type == BPF_TCX_EGRESS))
+		id = attr->target_fd; /* target_ifindex from 6.6, the same word */
+	else
+		id = 0;
+	if (id) {
+		if (!iface_protected(current_netns(), id))
+			return 0;
+		return decide(IC_SEN_OP_TC, IC_SEN_PROTECT, current_is_agent(), 0, 0, 0, id, 0);
+	}
+
 	if (cmd == BPF_LINK_GET_FD_BY_ID)
 		id = attr->link_id;
 	else if (cmd == BPF_LINK_DETACH)
@@ -544,6 +580,86 @@ int BPF_PROG(ic_bpf, int cmd, union bpf_attr *attr, unsigned int size)
 	if (!id || !object_protected(IC_BPF_LINK, id))
 		return 0;
 	return decide(IC_SEN_OP_BPF_LINK, IC_SEN_PROTECT, current_is_agent(), 0, 0, 0, id, 0);
+}
+
+/* ---- Interfaces: their tc hooks carry protected programs ---- */
+
+#define IC_NETLINK_ROUTE 0
+#define IC_TC_H_CLSACT 0xfffffff1u
+/* Messages of one sendmsg() read. A longer batch in a protected namespace is refused
+ * (its tail is not read, so it could hide a change); tools send one request at a time. */
+#define IC_NL_MSGS 64
+
+/* One rtnetlink message as far as the decision needs it: the header and a tcmsg. */
+struct ic_nl_tc {
+	__u32 len;
+	__u16 type;
+	__u16 flags;
+	__u32 seq;
+	__u32 pid;
+	__u8 family;
+	__u8 pad1;
+	__u16 pad2;
+	__s32 ifindex;
+	__u32 handle;
+	__u32 parent;
+	__u32 info;
+};
+
+/* Whether message `m` changes the tc hooks of its interface: a filter or chain added,
+ * replaced or deleted (`tc filter add/replace/del`, `tc chain del`: any of them can
+ * remove, shadow or run before the firewall's filter), or the clsact qdisc created or
+ * deleted (deleting it takes every filter with it). Queries pass. */
+static __always_inline int tc_change(const struct ic_nl_tc *m)
+{
+	switch (m->type) {
+	case RTM_NEWTFILTER:
+	case RTM_DELTFILTER:
+	case RTM_NEWCHAIN:
+	case RTM_DELCHAIN:
+		return 1;
+	case RTM_NEWQDISC:
+	case RTM_DELQDISC:
+		return m->parent == IC_TC_H_CLSACT;
+	default:
+		return 0;
+	}
+}
+
+/* rtnetlink requests: a tc change on a protected interface by anyone but the agent is
+ * refused (the whole batch: netlink has no partial refusal). Every message of the
+ * batch is read, so one cannot hide behind another. */
+SEC("lsm/netlink_send")
+int BPF_PROG(ic_netlink_send, struct sock *sk, struct sk_buff *skb)
+{
+	struct ic_nl_tc m;
+	unsigned char *data;
+	__u32 len, off = 0, netns;
+	int i;
+
+	if (sk->sk_protocol != IC_NETLINK_ROUTE)
+		return 0;
+	netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	if (!object_protected(IC_BPF_NETNS, netns))
+		return 0;
+	data = skb->data;
+	len = skb->len;
+	for (i = 0; i < IC_NL_MSGS; i++) {
+		if (off + 16 > len)
+			return 0;
+		__builtin_memset(&m, 0, sizeof(m));
+		if (bpf_probe_read_kernel(&m, off + sizeof(m) <= len ? sizeof(m) : 16, data + off))
+			return 0;
+		if (m.len < 16)
+			return 0;
+		if (tc_change(&m) && object_protected(IC_BPF_IFACE, (__u32)m.ifindex))
+			return decide(IC_SEN_OP_TC, IC_SEN_PROTECT, current_is_agent(), 0, 0, 0,
+				      (__u32)m.ifindex, 0);
+		off += (m.len + 3) & ~3u;
+	}
+	if (off + 16 > len)
+		return 0;
+	return decide(IC_SEN_OP_TC, IC_SEN_PROTECT, current_is_agent(), 0, 0, 0, 0, 0);
 }
 
 /* ---- The agent process ---- */

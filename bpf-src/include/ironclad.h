@@ -977,6 +977,8 @@ enum ic_sentinel_op {
 	IC_SEN_OP_SIGNAL = 16,    /* a signal to the agent (arg: the signal) */
 	IC_SEN_OP_PTRACE = 17,    /* ptrace attach, /proc/pid/mem, pidfd_getfd (arg: mode) */
 	IC_SEN_OP_REGISTER = 18,  /* the agent registration handshake */
+	IC_SEN_OP_TC = 19,        /* a tc filter, chain or clsact qdisc change, or a tcx
+				   * attach, on a protected interface (arg: ifindex) */
 };
 
 /* What the Sentinel did (struct ic_sentinel_event.verdict). */
@@ -992,6 +994,8 @@ enum ic_bpf_object_kind {
 	IC_BPF_MAP = 1,
 	IC_BPF_PROG = 2,
 	IC_BPF_LINK = 3,
+	IC_BPF_IFACE = 4, /* an interface carrying protected tc programs (id: ifindex) */
+	IC_BPF_NETNS = 5, /* the network namespace of those interfaces (id: its inode) */
 };
 
 enum ic_sentinel_limits {

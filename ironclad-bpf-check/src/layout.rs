@@ -491,6 +491,8 @@ mod sentinel {
         assert!(abi::BpfObjectKind::Map as u32 == s::ic_bpf_object_kind::IC_BPF_MAP.0);
         assert!(abi::BpfObjectKind::Prog as u32 == s::ic_bpf_object_kind::IC_BPF_PROG.0);
         assert!(abi::BpfObjectKind::Link as u32 == s::ic_bpf_object_kind::IC_BPF_LINK.0);
+        assert!(abi::BpfObjectKind::Iface as u32 == s::ic_bpf_object_kind::IC_BPF_IFACE.0);
+        assert!(abi::BpfObjectKind::Netns as u32 == s::ic_bpf_object_kind::IC_BPF_NETNS.0);
         assert!(abi::SentinelVerdict::Denied as u32 == s::ic_sentinel_verdict::IC_SEN_DENIED.0);
         assert!(abi::SentinelVerdict::Allowed as u32 == s::ic_sentinel_verdict::IC_SEN_ALLOWED.0);
         assert!(
@@ -503,6 +505,7 @@ mod sentinel {
         assert!(abi::SentinelOp::Register as u32 == s::ic_sentinel_op::IC_SEN_OP_REGISTER.0);
         assert!(abi::SentinelOp::Mount as u32 == s::ic_sentinel_op::IC_SEN_OP_MOUNT.0);
         assert!(abi::SentinelOp::Ptrace as u32 == s::ic_sentinel_op::IC_SEN_OP_PTRACE.0);
+        assert!(abi::SentinelOp::Tc as u32 == s::ic_sentinel_op::IC_SEN_OP_TC.0);
     };
 }
 

@@ -115,7 +115,8 @@ object_names! {
             ic_path_chown, ic_inode_setxattr, ic_inode_removexattr, ic_inode_unlink,
             ic_inode_rmdir, ic_inode_rename, ic_inode_link, ic_inode_create,
             ic_inode_mkdir, ic_inode_mknod, ic_inode_symlink, ic_sb_mount, ic_move_mount,
-            ic_bpf_map, ic_bpf, ic_task_kill, ic_ptrace_access_check, ic_task_prctl,
+            ic_bpf_map, ic_bpf, ic_netlink_send, ic_task_kill, ic_ptrace_access_check,
+            ic_task_prctl,
             ic_task_free,
         ],
     }

@@ -60,6 +60,7 @@ pub const PROGRAMS: &[&str] = &[
     names::sentinel::ic_move_mount,
     names::sentinel::ic_bpf_map,
     names::sentinel::ic_bpf,
+    names::sentinel::ic_netlink_send,
     names::sentinel::ic_task_kill,
     names::sentinel::ic_ptrace_access_check,
 ];
@@ -397,6 +398,55 @@ impl SentinelLsm {
                 .to_bytes()
             })
             .collect();
+        let one = 1u32.to_ne_bytes();
+        map.update_many(images.iter().map(|k| (&k[..], &one[..])))?;
+        Ok(())
+    }
+
+    /// Makes `ifindexes` (interfaces of this process's network namespace) the
+    /// protected interfaces, replacing the earlier set: on each, nobody but the agent
+    /// may change tc filters or chains, create or delete the clsact qdisc, or attach a
+    /// tcx program (each refusal an event, op `tc`). An empty set protects none.
+    pub fn set_protected_interfaces(&self, ifindexes: &[u32]) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let map = self.object.map(names::sentinel::ic_sentinel_objects)?;
+        let key = |kind: BpfObjectKind, id: u32| {
+            BpfObjectKey {
+                kind: kind as u32,
+                id,
+            }
+            .to_bytes()
+        };
+        let netns = std::fs::metadata("/proc/self/ns/net")
+            .map_err(|source| BpfError::Io {
+                path: PathBuf::from("/proc/self/ns/net"),
+                source,
+            })?
+            .ino();
+        let netns = u32::try_from(netns).map_err(|_| BpfError::InvalidConfig {
+            field: "network namespace",
+            reason: format!("inode number {netns} does not fit the kernel's 32 bits"),
+        })?;
+        let stale: Vec<Vec<u8>> = map
+            .keys()
+            .into_iter()
+            .filter(|k| {
+                BpfObjectKey::from_bytes(k).is_some_and(|o| {
+                    (o.kind == BpfObjectKind::Iface as u32 && !ifindexes.contains(&o.id))
+                        || (o.kind == BpfObjectKind::Netns as u32
+                            && (ifindexes.is_empty() || o.id != netns))
+                })
+            })
+            .collect();
+        map.delete_many(stale.iter().map(Vec::as_slice))?;
+        if ifindexes.is_empty() {
+            return Ok(());
+        }
+        let mut images: Vec<[u8; BpfObjectKey::SIZE]> = ifindexes
+            .iter()
+            .map(|i| key(BpfObjectKind::Iface, *i))
+            .collect();
+        images.push(key(BpfObjectKind::Netns, netns));
         let one = 1u32.to_ne_bytes();
         map.update_many(images.iter().map(|k| (&k[..], &one[..])))?;
         Ok(())

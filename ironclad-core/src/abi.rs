@@ -2087,11 +2087,14 @@ pub enum SentinelOp {
     Ptrace = 17,
     /// The agent registration handshake.
     Register = 18,
+    /// A tc filter, chain or clsact qdisc change, or a tcx attach, on a protected
+    /// interface (arg: its ifindex).
+    Tc = 19,
 }
 
 impl SentinelOp {
     /// Every operation, in ABI order.
-    pub const ALL: [SentinelOp; 17] = [
+    pub const ALL: [SentinelOp; 18] = [
         Self::OpenWrite,
         Self::Write,
         Self::Truncate,
@@ -2109,6 +2112,7 @@ impl SentinelOp {
         Self::Signal,
         Self::Ptrace,
         Self::Register,
+        Self::Tc,
     ];
 
     /// The operation with ABI value `raw`.
@@ -2136,6 +2140,7 @@ impl SentinelOp {
             Self::Signal => "signal",
             Self::Ptrace => "ptrace",
             Self::Register => "register",
+            Self::Tc => "tc",
         }
     }
 }
@@ -2190,6 +2195,11 @@ pub enum BpfObjectKind {
     Prog = 2,
     /// A link.
     Link = 3,
+    /// An interface whose tc hooks carry protected programs (id: its ifindex, in the
+    /// namespace of a [`Netns`](Self::Netns) entry).
+    Iface = 4,
+    /// The network namespace of the protected interfaces (id: its inode number).
+    Netns = 5,
 }
 
 /// `struct ic_inode_key`: an inode as the kernel identifies it.
@@ -2286,7 +2296,8 @@ flags_struct!(
 pub struct BpfObjectKey {
     /// [`BpfObjectKind`] value.
     pub kind: u32,
-    /// The kernel's id of the map, program or link.
+    /// The kernel's id of the map, program or link (an ifindex, a namespace's inode
+    /// number).
     pub id: u32,
 }
 
@@ -2297,6 +2308,11 @@ impl BpfObjectKey {
     /// The exact byte image.
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
         zerocopy::transmute!(*self)
+    }
+
+    /// Reads a key from its byte image (`None` if `bytes` is not [`Self::SIZE`] long).
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        zerocopy::FromBytes::read_from_bytes(bytes).ok()
     }
 }
 

@@ -509,6 +509,20 @@ impl Sentinel {
         Ok(())
     }
 
+    /// Makes `ifindexes` (interfaces of the agent's network namespace whose tc hooks
+    /// carry its programs) the protected interfaces, replacing the earlier set: nobody
+    /// but the agent may change their tc filters or chains, delete their clsact qdisc
+    /// or attach a tcx program to them. This is what guards classic tc filters, which
+    /// are not links (kernels without tcx), and what keeps a program from being put
+    /// before the firewall's on either mechanism.
+    pub fn protect_interfaces(&mut self, ifindexes: &[u32]) -> Result<(), SentinelError> {
+        let Some(lsm) = &self.lsm else {
+            return Ok(());
+        };
+        lsm.set_protected_interfaces(ifindexes)?;
+        Ok(())
+    }
+
     /// Rescans the pin root and protects every pin in it (after loading or pinning
     /// more objects).
     pub fn refresh_pins(&mut self) -> Result<(), SentinelError> {

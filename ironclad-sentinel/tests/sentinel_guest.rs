@@ -1332,8 +1332,8 @@ fn link_pins(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Whether this kernel has tcx links (6.6): the stateful firewall needs them (until the
-/// kernel-reach work gives it tc on older kernels).
+/// Whether this kernel has tcx links (6.6): the stateful firewall is attached by them
+/// there, by classic tc filters before.
 fn kernel_has_tcx() -> bool {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let mut parts = release.split(|c: char| !c.is_ascii_digit());
@@ -1342,15 +1342,36 @@ fn kernel_has_tcx() -> bool {
     (major, minor) >= (6, 6)
 }
 
+/// Sends `messages` (each a type and, for tc messages, an ifindex) as one rtnetlink
+/// batch through one sendmsg(), from python: what `tc` never does, an attacker may.
+fn netlink_batch(messages: &[(u16, i32)]) -> Output {
+    let list: Vec<String> = messages.iter().map(|(t, i)| format!("({t},{i})")).collect();
+    let script = format!(
+        "import socket,struct\n\
+         s=socket.socket(socket.AF_NETLINK,socket.SOCK_RAW,0)\n\
+         b=b''\n\
+         for n,(t,i) in enumerate([{}]):\n\
+         \x20   body=struct.pack('=BBHiIII',0,0,0,i,0,0xfffffff2,0)\n\
+         \x20   b+=struct.pack('=IHHII',16+len(body),t,0x5,n+1,0)+body\n\
+         s.sendto(b,(0,0))\n",
+        list.join(",")
+    );
+    run("python3", &["-c", &script])
+}
+
 /// Enforcement you can prove, through the daemon as shipped: `full_firewall` with every
-/// feature that attaches something (the Shield's XDP, the stateful firewall's tcx and
-/// scrubbing where the kernel has tcx, the identity firewall's cgroup hooks and its DNS
-/// programs, telemetry, TLS capture's uprobes, the process cache) under its Sentinel.
-/// A root attacker tries `bpftool link detach` on every link the kernel has and on
-/// every pinned one, removes the pins, and `ip link set xdp off`: nothing is detached
-/// (each attempt refused with EPERM and a Sentinel event, or not a link kind the kernel
-/// can detach), the daemon never had to repair anything, and the traffic each feature
-/// decides is decided as before.
+/// feature that attaches something (the Shield's XDP, the stateful firewall and
+/// scrubbing — tcx links from 6.6, classic tc filters before —, the identity
+/// firewall's cgroup hooks and its DNS programs, telemetry, TLS capture's uprobes, the
+/// process cache) under its Sentinel. A root attacker tries `bpftool link detach` on
+/// every link the kernel has and on every pinned one, removes the pins, and `ip link
+/// set xdp off`; then `tc` on the firewall's interface (its filters deleted, its clsact
+/// qdisc deleted or added, a filter that passes everything added before the
+/// firewall's), a tcx program attached before the firewall's, and a raw rtnetlink
+/// batch hiding a filter deletion behind harmless requests: nothing is detached or
+/// added (each attempt refused with EPERM and a Sentinel event, or not a link kind the
+/// kernel can detach), the daemon never had to repair anything, and the traffic each
+/// feature decides is decided as before.
 #[test]
 #[ignore = "BPF-LSM: runs in a guest kernel (guest/run.sh, part of ./dev.sh test)"]
 fn every_link_of_the_daemons_features_stays_attached_under_its_sentinel() {
@@ -1370,14 +1391,10 @@ fn every_link_of_the_daemons_features_stays_attached_under_its_sentinel() {
     let dropped = std::net::TcpListener::bind("10.250.0.1:9").expect("listener :9");
     std::thread::spawn(move || for _ in dropped.incoming() {});
     let tcx = kernel_has_tcx();
-    let firewall = if tcx {
-        format!(
-            "firewall:\n  interfaces: [{iface}]\n  rules:\n    - {{direction: in, proto: tcp, dport: 9, action: drop}}\n  scrub:\n    - {{interface: {iface}, ttl_floor: 64}}\n",
-            iface = veth.host()
-        )
-    } else {
-        String::new()
-    };
+    let firewall = format!(
+        "firewall:\n  interfaces: [{iface}]\n  rules:\n    - {{direction: in, proto: tcp, dport: 9, action: drop}}\n  scrub:\n    - {{interface: {iface}, ttl_floor: 64}}\n",
+        iface = veth.host()
+    );
     let policy = etc.join("policy.yaml");
     std::fs::write(
         &policy,
@@ -1418,6 +1435,11 @@ fn every_link_of_the_daemons_features_stays_attached_under_its_sentinel() {
     let (child, log) = spawn_until(&mut command, "full_firewall: ready");
     let child = Protected::new(child, &stopper);
     assert!(log.contains("sentinel enforcing"), "{log}");
+    let mechanism = if tcx { "tcx" } else { "tc clsact" };
+    assert!(
+        log.contains(&format!("firewall on {} ({mechanism})", veth.host())),
+        "the firewall by this kernel's mechanism: {log}"
+    );
 
     // What each feature decides, before.
     let enforced = |when: &str| {
@@ -1439,13 +1461,11 @@ fn every_link_of_the_daemons_features_stays_attached_under_its_sentinel() {
             !out.status.success() && String::from_utf8_lossy(&out.stderr).contains(EPERM_TEXT),
             "{when}: the identity firewall refuses: {out:?}"
         );
-        if tcx {
-            assert!(
-                !ns.tcp_connects("10.250.0.2", "10.250.0.1", 9, 1.0)
-                    .expect("connect"),
-                "{when}: the firewall drops :9"
-            );
-        }
+        assert!(
+            !ns.tcp_connects("10.250.0.2", "10.250.0.1", 9, 1.0)
+                .expect("connect"),
+            "{when}: the firewall drops :9"
+        );
     };
     enforced("before");
 
@@ -1559,23 +1579,90 @@ fn every_link_of_the_daemons_features_stays_attached_under_its_sentinel() {
     let out = run("ip", &["link", "set", "dev", veth.host(), "xdp", "off"]);
     assert!(!out.status.success(), "ip link set xdp off: {out:?}");
 
+    // tc on the firewall's interface, whichever mechanism carries the firewall.
+    let dev = veth.host();
+    let tc_attacks = [
+        format!("tc filter del dev {dev} ingress"),
+        format!("tc filter del dev {dev} egress"),
+        format!("tc chain del dev {dev} ingress chain 0"),
+        format!("tc qdisc del dev {dev} clsact"),
+        format!("tc qdisc add dev {dev} clsact"),
+        format!("tc filter add dev {dev} ingress pref 1 matchall action ok"),
+    ];
+    for attack in &tc_attacks {
+        assert_eperm(&sh(attack), attack);
+    }
+    // A tcx program put before the firewall's (BPF_F_BEFORE, first in the chain): on
+    // a kernel without tcx the request is refused before the kernel could say so.
+    let attacker = libbpf_rs::ObjectBuilder::default()
+        .open_memory(ironclad_bpf::object::baseline().elf())
+        .expect("open the attacker's object")
+        .load()
+        .expect("load the attacker's object");
+    let pass_tc = attacker
+        .progs()
+        .find(|p| p.name() == "ic_baseline_tc")
+        .expect("a tc program");
+    let ifindex = ironclad_bpf::ifindex(dev).expect("ifindex");
+    let opts = libbpf_sys::bpf_tcx_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_tcx_opts>() as libbpf_sys::size_t,
+        flags: libbpf_sys::BPF_F_BEFORE,
+        ..Default::default()
+    };
+    // SAFETY: the program is loaded and outlives the call; `opts` is initialised with
+    // its size; a link returned is destroyed at once.
+    let (link, errno) = unsafe {
+        use libbpf_rs::AsRawLibbpf;
+        let link = libbpf_sys::bpf_program__attach_tcx(
+            pass_tc.as_libbpf_object().as_ptr(),
+            i32::try_from(ifindex).expect("ifindex"),
+            &opts,
+        );
+        let errno = std::io::Error::last_os_error().raw_os_error();
+        if !link.is_null() {
+            libbpf_sys::bpf_link__destroy(link);
+        }
+        (link, errno)
+    };
+    assert!(
+        link.is_null() && errno == Some(libc::EPERM),
+        "a tcx program before the firewall's: {errno:?}"
+    );
+    drop(attacker);
+    // One sendmsg() with many requests: the deletion hidden behind a harmless query
+    // (RTM_GETLINK), and behind 64 of them (more than the Sentinel reads: refused
+    // whole); a batch of queries alone passes.
+    let (getlink, deltfilter) = (18u16, 45u16);
+    let index = i32::try_from(ifindex).expect("ifindex");
+    assert_eperm(
+        &netlink_batch(&[(getlink, 0), (deltfilter, index)]),
+        "a deletion second in a batch",
+    );
+    let mut long = vec![(getlink, 0); 64];
+    long.push((deltfilter, index));
+    assert_eperm(&netlink_batch(&long), "a deletion 65th in a batch");
+    let queries = netlink_batch(&[(getlink, 0), (getlink, 0)]);
+    assert!(queries.status.success(), "queries pass: {queries:?}");
+    let tc_refusals = tc_attacks.len() + 3;
+
     // A Sentinel event for each refusal, in the daemon's own events.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let link_denials = std::fs::read_to_string(&events)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|e| {
-                e["kind"] == "sentinel" && e["op"] == "bpf_link" && e["verdict"] == "denied"
-            })
-            .count();
-        if link_denials >= detachable.len() {
+        let denials = |op: &str| {
+            std::fs::read_to_string(&events)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|e| e["kind"] == "sentinel" && e["op"] == op && e["verdict"] == "denied")
+                .count()
+        };
+        let (link_denials, tc_denials) = (denials("bpf_link"), denials("tc"));
+        if link_denials >= detachable.len() && tc_denials >= tc_refusals {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "{link_denials} bpf_link denials for {} detachable pinned links",
+            "{link_denials} bpf_link denials for {} detachable pinned links, {tc_denials} tc denials of {tc_refusals}",
             detachable.len()
         );
         std::thread::sleep(Duration::from_millis(200));

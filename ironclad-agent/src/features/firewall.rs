@@ -588,6 +588,17 @@ impl Feature for Running {
         ids
     }
 
+    fn protected_ifaces(&self) -> Vec<u32> {
+        let mut out: Vec<u32> = self
+            .attachments
+            .iter()
+            .map(FirewallAttachment::ifindex)
+            .collect();
+        out.extend(self.extras.scrubbed.iter().map(|a| a.ifindex()));
+        out.extend(self.extras.quarantined_on.iter().map(|a| a.ifindex()));
+        out
+    }
+
     fn describe(&self) -> String {
         let mode = match self.firewall.settings() {
             Ok(s) if s.dry_run => "dry-run",
@@ -612,7 +623,7 @@ impl Feature for Running {
         if mechanism == ironclad_bpf::TcMechanism::Clsact {
             // Filters are not links: said, with how they are kept.
             out.push_str(
-                " (classic tc filters: this kernel has no tcx; a filter removed from outside is put back at the next health check)",
+                " (classic tc filters: this kernel has no tcx; the Sentinel guards the interface's tc hooks, and a filter removed where none runs is put back at the next health check)",
             );
         }
         // Read from the kernel on every report: a peer given an XDP program later

@@ -136,6 +136,13 @@ pub trait Feature: Send {
         Vec::new()
     }
 
+    /// The interfaces whose tc hooks carry its programs, by index, for the Sentinel
+    /// to protect (no tc change or tcx attach there but the agent's). The default:
+    /// none.
+    fn protected_ifaces(&self) -> Vec<u32> {
+        Vec::new()
+    }
+
     /// Periodic work, once per turn of the agent's loop.
     fn tick(&mut self, _out: &Publisher<'_>) {}
 
@@ -558,6 +565,25 @@ impl<'l> Features<'l> {
                 newest.name()
             );
         }
+        self.guard_interfaces();
+    }
+
+    /// Makes the interfaces of every running feature's tc programs the Sentinel's
+    /// protected ones (interfaces no feature uses any more are let go).
+    fn guard_interfaces(&mut self) {
+        let mut ifaces: Vec<u32> = self
+            .running
+            .iter()
+            .flat_map(|f| f.protected_ifaces())
+            .collect();
+        ifaces.sort_unstable();
+        ifaces.dedup();
+        let Some(guard) = self.running.iter_mut().find_map(|f| f.as_guard()) else {
+            return;
+        };
+        if let Err(e) = guard.protect_interfaces(&ifaces) {
+            warn!("sentinel: could not protect the tc hooks of the firewall's interfaces: {e}");
+        }
     }
 
     /// Puts the links of the running features at `indices` under the Sentinel's
@@ -578,6 +604,7 @@ impl<'l> Features<'l> {
         if let Err(e) = guard.protect_links(ids).and_then(|()| guard.refresh_pins()) {
             warn!("sentinel: could not protect the new links: {e}");
         }
+        self.guard_interfaces();
     }
 
     /// One reader of every running feature's ring buffer (one epoll set, one drain per
