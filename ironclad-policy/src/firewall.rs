@@ -962,7 +962,7 @@ impl Default for Timeouts {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FirewallPolicy {
-    /// The interfaces whose traffic it filters (tcx ingress and egress on each): what
+    /// The interfaces whose traffic it filters (ingress and egress on each): what
     /// [`interface_selectors`](Self::interface_selectors) select on the host the
     /// policy was compiled on (empty in a check without a host).
     pub interfaces: Vec<FirewallInterface>,
