@@ -1220,7 +1220,7 @@ impl Firewall {
     /// before Linux 6.6 with [`BpfError::KernelTooOld`].
     pub fn attach_with(&self, iface: &str, mechanism: TcMechanism) -> Result<FirewallAttachment> {
         Ok(FirewallAttachment {
-            programs: TcPrograms::attach_by(
+            programs: TcPrograms::attach(
                 mechanism,
                 &self.object,
                 Self::OBJECT,

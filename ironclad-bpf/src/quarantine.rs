@@ -172,6 +172,7 @@ impl Quarantine {
     /// Attaches the programs to `iface` (ingress and egress).
     pub fn attach(&self, iface: &str) -> Result<QuarantineAttachment> {
         let links = TcPrograms::attach(
+            TcMechanism::probe(),
             &self.object,
             Self::OBJECT,
             "the quarantine (tcx hooks)",

@@ -165,6 +165,7 @@ impl Scrubber {
     /// interface's settings ask for arriving packets).
     pub fn attach(&self, iface: &str) -> Result<ScrubAttachment> {
         let links = TcPrograms::attach(
+            TcMechanism::probe(),
             &self.object,
             Self::OBJECT,
             "scrubbing (tcx hooks)",

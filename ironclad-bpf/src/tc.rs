@@ -175,31 +175,12 @@ pub(crate) struct TcPrograms {
 pub(crate) type TcProgram<'a> = (&'a str, &'static str);
 
 impl TcPrograms {
-    /// Attaches each of `programs` of `object` to `iface` by the running kernel's
-    /// mechanism (classic tc at `priority`), each attach audited; on a failure what was
-    /// attached goes again and the error names the program and hook (or, where tcx
-    /// was expected and the kernel is older than 6.6, that `feature` needs it).
+    /// Attaches each of `programs` of `object` to `iface` by `mechanism` (the kernel's
+    /// is [`TcMechanism::probe`]; classic tc at `priority`), each attach audited; on a
+    /// failure what was attached goes again and the error names the program and hook
+    /// (or, where tcx was asked for and the kernel is older than 6.6, that `feature`
+    /// needs it).
     pub(crate) fn attach(
-        object: &LoadedObject,
-        object_name: &str,
-        feature: &'static str,
-        programs: &[TcProgram<'_>],
-        iface: &str,
-        priority: u32,
-    ) -> Result<Self> {
-        Self::attach_by(
-            TcMechanism::probe(),
-            object,
-            object_name,
-            feature,
-            programs,
-            iface,
-            priority,
-        )
-    }
-
-    /// [`attach`](Self::attach) by `mechanism`, whatever the kernel's.
-    pub(crate) fn attach_by(
         mechanism: TcMechanism,
         object: &LoadedObject,
         object_name: &str,

@@ -1864,6 +1864,22 @@ fn flow_records_report_each_connection_with_its_process_bytes_and_end() {
     assert!(firewall.connections().expect("connections").is_empty());
 }
 
+/// Checks `default_inbound: drop` on `net`'s host end: a new inbound connection to
+/// the host's `port` is dropped, the host's own HTTP request out is answered.
+pub(crate) fn drops_in_and_answers_out(net: &Net, port: u16) {
+    assert!(
+        !net.connects_in(&net.host(false), port),
+        "a new inbound connection is dropped"
+    );
+    let server = net.http_server(false, 8000);
+    assert_eq!(
+        curl(&url(&net.peer(false), 8000)).as_deref(),
+        Some("hello from the namespace\n"),
+        "the host's own connection out and its replies pass"
+    );
+    drop(server);
+}
+
 /// The results of one [`Firewall::verify`], ingress first: `None` for a hook found
 /// as it should be, the repair's text for one put back; an error fails the test.
 pub(crate) fn repairs(
@@ -1918,17 +1934,7 @@ fn classic_tc_filters_enforce_and_a_deleted_or_swapped_filter_is_put_back() {
             "{point}: {shown}"
         );
     }
-    assert!(
-        !net.connects_in(&host, port),
-        "a new inbound connection is dropped"
-    );
-    let server = net.http_server(false, 8000);
-    assert_eq!(
-        curl(&url(&net.peer(false), 8000)).as_deref(),
-        Some("hello from the namespace\n"),
-        "the host's own connection out and its replies pass"
-    );
-    drop(server);
+    drops_in_and_answers_out(&net, port);
     assert_eq!(repairs(&firewall, &mut attached), [None, None]);
 
     // 1. `tc filter del`, in both directions (with either left, the egress one drops

@@ -427,7 +427,7 @@ fn the_accept_hook_names_the_process_that_accepted_a_connection_on_the_guest_ker
 #[test]
 #[ignore = "guest kernels: runs in QEMU (guest/run.sh, part of ./dev.sh test)"]
 fn the_firewall_filters_real_traffic_on_the_guest_kernel_and_outlives_its_process() {
-    use crate::firewall::{curl, repairs, url, Net};
+    use crate::firewall::{repairs, Net};
     let (_pins, loader) = guest_loader("fwtraffic");
     sh("modprobe veth");
     let net = Net::new("fwguest", 30);
@@ -454,17 +454,7 @@ fn the_firewall_filters_real_traffic_on_the_guest_kernel_and_outlives_its_proces
             .expect("configure");
         let attached = firewall.attach_pinned(&dev).expect("attach");
         assert_eq!(attached.mechanism(), expected_mechanism());
-        assert!(
-            !net.connects_in(&host, port),
-            "a new inbound connection is dropped"
-        );
-        let server = net.http_server(false, 8000);
-        assert_eq!(
-            curl(&url(&net.peer(false), 8000)).as_deref(),
-            Some("hello from the namespace\n"),
-            "the host's own connection out and its replies pass"
-        );
-        drop(server);
+        crate::firewall::drops_in_and_answers_out(&net, port);
         // The handles go as with kill -9: nothing is detached.
     }
     assert!(
