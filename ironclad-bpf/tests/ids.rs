@@ -12,7 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ironclad_bpf::{EventReader, Firewall, FirewallSettings, IdsMatcher, IdsSettings, Loader};
+use ironclad_bpf::{
+    EventReader, Firewall, FirewallSettings, IdsMatcher, IdsSettings, Loader, TcMechanism,
+};
 use ironclad_core::abi::FwTotal;
 use ironclad_events::{Event, Fanout, IdsAlert, Overflow, Subscription};
 use ironclad_policy::ids::{parse_files, RuleSet, Vars};
@@ -546,9 +548,22 @@ fn connections_on_ports_no_rule_names_are_not_handed_over() {
 #[test]
 fn a_short_anchored_drop_rule_is_matched_in_the_kernel_and_the_request_never_arrives() {
     require_privileges!();
+    kernel_anchored_drop(TcMechanism::probe(), "idskern", 5);
+}
+
+/// The same, with the firewall as classic tc filters (kernels before 6.6).
+#[test]
+fn on_classic_tc_filters_a_kernel_anchored_drop_stops_the_request_too() {
+    require_privileges!();
+    kernel_anchored_drop(TcMechanism::Clsact, "idskernc", 15);
+}
+
+/// A server behind `net` (tag, subnet), two kernel-anchored drop rules, the firewall
+/// attached by `mechanism`: the matching request never reaches the server.
+fn kernel_anchored_drop(mechanism: TcMechanism, tag: &str, subnet: u8) {
     let (net, _pins, firewall, matcher, dir, fanout) = setup(
-        "idskern",
-        5,
+        tag,
+        subnet,
         concat!(
             "drop tcp any any -> any 8086 (msg:\"kernel prefix\"; content:\"GET /kernel\"; depth:11; flow:to_server; sid:6000001;)\n",
             "drop tcp any any -> any any (msg:\"any port\"; content:\"QUIT\"; depth:4; flow:to_server; sid:6000002;)\n",
@@ -561,7 +576,10 @@ fn a_short_anchored_drop_rule_is_matched_in_the_kernel_and_the_request_never_arr
     );
     let log = dir.path().join("requests.log");
     let _server = net.server_logging(8086, 0, Some(&log));
-    let _attached = firewall.attach(net.veth.host()).expect("attach");
+    let attached = firewall
+        .attach_with(net.veth.host(), mechanism)
+        .expect("attach");
+    assert_eq!(attached.mechanism(), mechanism);
     let (reader, sub) = alerts_of(&firewall, &matcher, &fanout);
     let (ok, _, alerts) = curl_reading(
         &reader,

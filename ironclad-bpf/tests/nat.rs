@@ -14,7 +14,9 @@
     reason = "test helpers fail the test with a message"
 )]
 
-use ironclad_bpf::{Firewall, FirewallSettings, Forward, Loader, NatSettings, SourceNat};
+use ironclad_bpf::{
+    Firewall, FirewallSettings, Forward, Loader, NatSettings, SourceNat, TcMechanism,
+};
 use ironclad_core::abi::FwTotal;
 use ironclad_policy::error::Origin;
 use ironclad_policy::firewall::{Direction, FwAction, FwProto, FwRule};
@@ -36,12 +38,26 @@ fn rule(i: usize, proto: FwProto, dport: u16) -> FwRule {
 #[test]
 fn port_forwards_and_masquerade_through_a_router_namespace_both_families() {
     require_privileges!();
+    nat_through_a_router(TcMechanism::probe(), "nat");
+}
+
+/// The same, with the firewall as classic tc filters (the mechanism of kernels before
+/// 6.6): port forwards and masquerade rewrite and redirect there too.
+#[test]
+fn port_forwards_and_masquerade_on_classic_tc_filters() {
+    require_privileges!();
+    nat_through_a_router(TcMechanism::Clsact, "natc");
+}
+
+/// A, B and R (namespaces named after `tag`), the firewall on R's end towards A by
+/// `mechanism`, and every check of this suite.
+fn nat_through_a_router(mechanism: TcMechanism, tag: &str) {
     let (a, b, r) = (
-        NetNs::new("nata").expect("netns"),
-        NetNs::new("natb").expect("netns"),
-        NetNs::new("natr").expect("netns"),
+        NetNs::new(&format!("{tag}a")).expect("netns"),
+        NetNs::new(&format!("{tag}b")).expect("netns"),
+        NetNs::new(&format!("{tag}r")).expect("netns"),
     );
-    let pins = BpffsDir::new("nat").expect("bpffs");
+    let pins = BpffsDir::new(tag).expect("bpffs");
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
@@ -143,7 +159,10 @@ fn port_forwards_and_masquerade_through_a_router_namespace_both_families() {
                         masq6,
                     ));
                 firewall.set_nat(&nat).expect("nat");
-                let _tcx = firewall.attach(to_a.host()).expect("attach");
+                let attached = firewall
+                    .attach_with(to_a.host(), mechanism)
+                    .expect("attach");
+                assert_eq!(attached.mechanism(), mechanism);
 
                 let _in_b = servers(&b, 80).expect("servers");
                 let _udp_b = servers(&b, 53).expect("servers");
