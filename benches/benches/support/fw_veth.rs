@@ -1,13 +1,16 @@
 //! `fw_veth/*`: the stateful firewall against nftables, side by side on one veth pair,
 //! with the same traffic and the same rules, in one run.
 //!
-//! Three configurations of the host end of a veth pair, measured in interleaved
-//! rounds (each round measures all three, so drift in the machine hits them alike):
+//! Four configurations of the host end of a veth pair, measured in interleaved
+//! rounds (each round measures all four, so drift in the machine hits them alike):
 //!
 //! - `bare`: no firewall.
-//! - `ironclad`: the stateful firewall attached to the host end, `default_inbound:
-//!   drop`, 10,000 rules: `accept tcp dport 7400` and 9,999 `accept tcp dport P from
-//!   S/24` (S spread over 10.0.0.0/8, P over 1000-5999; none admits the traffic below).
+//! - `ironclad`: the stateful firewall attached to the host end (tcx links),
+//!   `default_inbound: drop`, 10,000 rules: `accept tcp dport 7400` and 9,999 `accept
+//!   tcp dport P from S/24` (S spread over 10.0.0.0/8, P over 1000-5999; none admits
+//!   the traffic below).
+//! - `ironclad_tc`: the same firewall as classic tc filters, the mechanism of kernels
+//!   without tcx (before 6.6).
 //! - `nftables`: what a user would otherwise deploy, an `inet` table with an input
 //!   chain of policy drop: `ct state established,related accept`, `ct state invalid
 //!   drop`, `ip saddr . tcp dport @admitted accept` (the same 9,999 pairs in one
@@ -35,13 +38,39 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ironclad_benches::figures::{record, Unit};
-use ironclad_bpf::{Firewall, FirewallSettings, Loader};
+use ironclad_bpf::{Firewall, FirewallSettings, Loader, TcMechanism};
 use ironclad_core::abi::FwTotal;
 use ironclad_policy::error::Origin;
 use ironclad_policy::firewall::{Direction, FwAction, FwProto, FwRule};
 use ironclad_testing::{BpffsDir, NetNs, VethPair};
 
-use crate::veth::{build_c, mac_of, sh, timed, Blast, Config};
+use crate::veth::{build_c, mac_of, sh, timed, Blast};
+
+/// What the host end of the pair runs in one measurement.
+#[derive(Clone, Copy)]
+enum Setup {
+    Bare,
+    Ironclad(TcMechanism),
+    Nftables,
+}
+
+impl Setup {
+    const ALL: [Self; 4] = [
+        Self::Bare,
+        Self::Ironclad(TcMechanism::Tcx),
+        Self::Ironclad(TcMechanism::Clsact),
+        Self::Nftables,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Bare => "bare",
+            Self::Ironclad(TcMechanism::Clsact) => "ironclad_tc",
+            Self::Ironclad(_) => "ironclad",
+            Self::Nftables => "nftables",
+        }
+    }
+}
 
 const ROUNDS: usize = 7;
 const PACKETS: u64 = 200_000;
@@ -248,24 +277,24 @@ pub(crate) fn veth(_: &mut criterion::Criterion) {
     ruleset(&nft_file);
     sh("nft", &["-f", &nft_file.display().to_string()]);
 
-    let mut per_packet: Vec<Vec<f64>> = vec![Vec::new(); 3];
-    let mut per_connection: Vec<Vec<f64>> = vec![Vec::new(); 3];
+    let mut per_packet: Vec<Vec<f64>> = vec![Vec::new(); Setup::ALL.len()];
+    let mut per_connection: Vec<Vec<f64>> = vec![Vec::new(); Setup::ALL.len()];
     let mut ironclad_established = 0u64;
     let mut ironclad_sent = 0u64;
     let (mut nft_established, mut nft_sent, mut nft_admitted) = (0u64, 0u64, 0u64);
     for _ in 0..round_count {
-        for (i, config) in Config::ALL.into_iter().enumerate() {
+        for (i, config) in Setup::ALL.into_iter().enumerate() {
             let attachment = match config {
-                Config::Ironclad => Some(
+                Setup::Ironclad(mechanism) => Some(
                     firewall
-                        .attach(veth.host())
+                        .attach_with(veth.host(), mechanism)
                         .unwrap_or_else(|e| panic!("attach: {e}")),
                 ),
-                Config::Nftables => {
+                Setup::Nftables => {
                     chain_on(veth.host());
                     None
                 }
-                Config::Bare => None,
+                Setup::Bare => None,
             };
             open_flow();
             let before = firewall
@@ -277,7 +306,7 @@ pub(crate) fn veth(_: &mut criterion::Criterion) {
             let conn = connect(CONNECTIONS);
             per_connection[i].push(conn.as_nanos() as f64 / CONNECTIONS as f64);
             match config {
-                Config::Ironclad => {
+                Setup::Ironclad(_) => {
                     let after = firewall
                         .total(FwTotal::Established)
                         .unwrap_or_else(|e| panic!("{e}"))
@@ -287,14 +316,14 @@ pub(crate) fn veth(_: &mut criterion::Criterion) {
                     // What the agent's sweep does every 5 s: closed connections go.
                     firewall.expire().unwrap_or_else(|e| panic!("expire: {e}"));
                 }
-                Config::Nftables => {
+                Setup::Nftables => {
                     let (established, admitted) = nft_counters();
                     nft_established += established;
                     nft_admitted += admitted;
                     nft_sent += PACKETS;
                     chain_off();
                 }
-                Config::Bare => {}
+                Setup::Bare => {}
             }
             drop(attachment);
         }
@@ -323,7 +352,7 @@ pub(crate) fn veth(_: &mut criterion::Criterion) {
         "config", "ns/packet", "over bare", "ns/connection", "over bare"
     );
     let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
-    for (i, config) in Config::ALL.into_iter().enumerate() {
+    for (i, config) in Setup::ALL.into_iter().enumerate() {
         let name = config.name();
         record(
             &format!("fw_veth/established/{name}"),
