@@ -1437,7 +1437,10 @@ fn every_link_of_the_daemons_features_stays_attached_under_its_sentinel() {
     assert!(log.contains("sentinel enforcing"), "{log}");
     let mechanism = if tcx { "tcx" } else { "tc clsact" };
     assert!(
-        log.contains(&format!("firewall on {} ({mechanism})", veth.host())),
+        log.contains(&format!(
+            "firewall on {}: {mechanism} ingress and egress",
+            veth.host()
+        )),
         "the firewall by this kernel's mechanism: {log}"
     );
 

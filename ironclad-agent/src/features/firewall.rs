@@ -350,7 +350,7 @@ fn start(start: &Start<'_>, config: &CompiledConfig) -> Result<Box<dyn Feature>>
         }
     };
     info!(
-        "firewall on {} ({}): {} rules, default inbound {}, outbound {}, {}{}{}{}{}{}{}",
+        "firewall on {}: {} ingress and egress, {} rules, default inbound {}, outbound {}, {}{}{}{}{}{}{}",
         names(&attachments),
         attachments
             .first()
