@@ -28,8 +28,10 @@ pub enum TcMechanism {
     Tcx,
     /// Classic tc, for kernels without tcx: a clsact qdisc with a direct-action BPF
     /// filter per program at handle [`FILTER_HANDLE`] and a priority per feature
-    /// (`tc filter show dev IF ingress`). A filter removed or replaced from outside is
-    /// put back at the next health check.
+    /// (`tc filter show dev IF ingress`). Filters are not links: the Sentinel guards
+    /// them through their interface (`Sentinel::protect_interfaces` in
+    /// `ironclad-sentinel`), and a filter removed or replaced from outside is put back
+    /// at the next health check.
     Clsact,
 }
 

@@ -1880,6 +1880,34 @@ pub(crate) fn drops_in_and_answers_out(net: &Net, port: u16) {
     drop(server);
 }
 
+/// Deletes the firewall's classic tc filters on `net`'s host end in both directions
+/// (with either left, the egress one drops the answer to a SYN it never saw, the
+/// ingress one the SYN), sees `port` open, and the next [`Firewall::verify`] put both
+/// back and close it.
+pub(crate) fn filters_deleted_and_put_back(
+    net: &Net,
+    firewall: &Firewall,
+    attached: &mut ironclad_bpf::FirewallAttachment,
+    port: u16,
+) {
+    let (dev, host) = (net.veth.host(), net.host(false));
+    crate::firewall_guest::sh(&format!(
+        "tc filter del dev {dev} ingress && tc filter del dev {dev} egress"
+    ));
+    assert!(
+        net.connects_in(&host, port),
+        "the filters deleted, the port is open"
+    );
+    let found = repairs(firewall, attached);
+    assert!(
+        found.iter().all(|f| f
+            .as_deref()
+            .is_some_and(|t| t.contains("removed from outside"))),
+        "{found:?}"
+    );
+    assert!(!net.connects_in(&host, port), "the filters put back");
+}
+
 /// The results of one [`Firewall::verify`], ingress first: `None` for a hook found
 /// as it should be, the repair's text for one put back; an error fails the test.
 pub(crate) fn repairs(
@@ -1937,23 +1965,8 @@ fn classic_tc_filters_enforce_and_a_deleted_or_swapped_filter_is_put_back() {
     drops_in_and_answers_out(&net, port);
     assert_eq!(repairs(&firewall, &mut attached), [None, None]);
 
-    // 1. `tc filter del`, in both directions (with either left, the egress one drops
-    // the answer to a SYN it never saw, the ingress one the SYN).
-    sh(&format!(
-        "tc filter del dev {dev} ingress && tc filter del dev {dev} egress"
-    ));
-    assert!(
-        net.connects_in(&host, port),
-        "the filters deleted, the port is open"
-    );
-    let found = repairs(&firewall, &mut attached);
-    assert!(
-        found.iter().all(|f| f
-            .as_deref()
-            .is_some_and(|t| t.contains("removed from outside"))),
-        "{found:?}"
-    );
-    assert!(!net.connects_in(&host, port), "the filters put back");
+    // 1. `tc filter del`, in both directions.
+    filters_deleted_and_put_back(&net, &firewall, &mut attached, port);
     sh(&format!("tc filter del dev {dev} egress"));
     let found = repairs(&firewall, &mut attached);
     assert!(

@@ -473,16 +473,7 @@ fn the_firewall_filters_real_traffic_on_the_guest_kernel_and_outlives_its_proces
             (1, 1),
             "adopted in place, not added twice"
         );
-        sh(&format!(
-            "tc filter del dev {dev} ingress && tc filter del dev {dev} egress"
-        ));
-        assert!(
-            net.connects_in(&host, port),
-            "the filters deleted, the port is open"
-        );
-        let found = repairs(&firewall, &mut attached);
-        assert!(found.iter().all(Option::is_some), "{found:?}");
-        assert!(!net.connects_in(&host, port), "the filters put back");
+        crate::firewall::filters_deleted_and_put_back(&net, &firewall, &mut attached, port);
     }
     assert_eq!(repairs(&firewall, &mut attached), [None, None]);
     attached.detach().expect("detach");
