@@ -105,16 +105,14 @@ pub fn remove_filters() -> Result<Vec<(String, &'static str, u32)>> {
     let mut removed = Vec::new();
     for entry in entries.flatten() {
         let iface = entry.file_name().to_string_lossy().into_owned();
-        let Ok(index) = ifindex(&iface).map(|i| i32::try_from(i).unwrap_or(0)) else {
+        let Ok(index) = ifindex(&iface) else {
             continue;
         };
-        for (point, attach_point) in [("ingress", TC_INGRESS), ("egress", TC_EGRESS)] {
+        for point in ["ingress", "egress"] {
             for prio in [priority::FIREWALL, priority::SCRUB, priority::QUARANTINE] {
-                let mut hook = TcHook::new(any.as_fd());
-                hook.ifindex(index)
-                    .attach_point(attach_point)
-                    .handle(FILTER_HANDLE)
-                    .priority(prio);
+                let Ok(mut hook) = filter_hook(any.as_fd(), index, point, prio) else {
+                    continue;
+                };
                 if hook.query().is_err() {
                     continue;
                 }
@@ -128,6 +126,29 @@ pub fn remove_filters() -> Result<Vec<(String, &'static str, u32)>> {
         }
     }
     Ok(removed)
+}
+
+/// The address of one of this crate's classic filters: `ifindex`'s `point` (`ingress`
+/// or `egress`), handle [`FILTER_HANDLE`], `priority`; `fd` is the program to put there
+/// (a query or a delete reads none).
+fn filter_hook(
+    fd: BorrowedFd<'_>,
+    ifindex: u32,
+    point: &str,
+    priority: u32,
+) -> std::result::Result<TcHook, libbpf_rs::Error> {
+    let index =
+        i32::try_from(ifindex).map_err(|_| libbpf_rs::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut hook = TcHook::new(fd);
+    hook.ifindex(index)
+        .attach_point(if point == "egress" {
+            TC_EGRESS
+        } else {
+            TC_INGRESS
+        })
+        .handle(FILTER_HANDLE)
+        .priority(priority);
+    Ok(hook)
 }
 
 /// A classic tc filter this process put in place.
@@ -313,18 +334,7 @@ impl TcPrograms {
         fd: BorrowedFd<'_>,
         point: &str,
     ) -> std::result::Result<TcHook, libbpf_rs::Error> {
-        let index = i32::try_from(self.ifindex)
-            .map_err(|_| libbpf_rs::Error::from_raw_os_error(libc::EINVAL))?;
-        let mut hook = TcHook::new(fd);
-        hook.ifindex(index)
-            .attach_point(if point == "egress" {
-                TC_EGRESS
-            } else {
-                TC_INGRESS
-            })
-            .handle(FILTER_HANDLE)
-            .priority(self.priority);
-        Ok(hook)
+        filter_hook(fd, self.ifindex, point, self.priority)
     }
 
     /// The mechanism the programs are attached by.
