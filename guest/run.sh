@@ -9,6 +9,9 @@
 #   guest/run.sh --prepare  only install what is missing and fetch the kernels (apt), so
 #                           a later run in the background takes no package lock
 #   GUEST_FILTER=NAME guest/run.sh   only the tests whose name contains NAME
+#   GUEST_KERNEL=NAME guest/run.sh   only the kernel of guest/kernels named NAME
+#   GUEST_SKIP=NAME guest/run.sh     every kernel but the one named NAME (./dev.sh test
+#                                    runs 5.10 in a lane of its own)
 #   GUEST_CPUS=N guest/run.sh        N vCPUs instead of one (see the boot below)
 #
 # The guest (virtme-ng, TCG: KVM guests hang on these machines) shares the host's root
@@ -34,24 +37,55 @@ log() { printf '\033[1m==> guest [%ds]: %s\033[0m\n' "$SECONDS" "$*" >&2; }
 source "$ROOT/guest/common.sh"
 
 install_tools() {
-    install_guest_tools qemu-system-x86 kmod busybox-static cpio attr gdb bpftool util-linux
+    install_guest_tools qemu-system-x86 kmod busybox-static cpio attr gdb bpftool util-linux xz-utils curl
+}
+
+# The newest package of Debian suite $1 (another release than this machine's, e.g.
+# bullseye-security) whose name matches the extended regex $2, as "NAME URL": read from
+# that suite's index on deb.debian.org (kept a day under $KERNELS/), without adding the
+# suite to apt's sources (where its packages could replace this machine's).
+suite_package() {
+    local suite=$1 regex=$2 archive=debian index
+    [[ "$suite" == *-security ]] && archive=debian-security
+    index=$KERNELS/Packages-$suite
+    mkdir -p "$KERNELS"
+    if [[ ! -s "$index" || -n "$(find "$index" -mmin +1440)" ]]; then
+        curl -fsS --retry 3 -m 300 "http://deb.debian.org/$archive/dists/$suite/main/binary-amd64/Packages.xz" \
+            | xz -d > "$index.new" && mv "$index.new" "$index"
+    fi
+    awk -v re="$regex" '
+        /^Package: / { p = $2 }
+        /^Filename: / && p ~ re { print p, $2 }
+        /^$/ { p = "" }' "$index" | sort -V | tail -n 1 \
+        | awk -v base="http://deb.debian.org/$archive/" '{ print $1, base $2 }'
 }
 
 # Prints the version string (e.g. 6.1.0-54-amd64) of the kernel package matching $1,
-# downloaded and unpacked under $KERNELS/, its modules installed for virtme-ng.
+# downloaded and unpacked under $KERNELS/, its modules installed for virtme-ng. $1 is a
+# package name with '*' for the build number, from this machine's apt sources, or
+# SUITE:PATTERN for a package of another Debian suite (suite_package).
 fetch_kernel() {
-    local pattern=$1 pkg ver dir
-    pkg=$(apt-cache search --names-only "^${pattern//\*/[0-9]+}\$" | awk '{print $1}' | sort -V | tail -n 1)
-    if [[ -z "$pkg" ]]; then
-        apt-get update -qq
+    local pattern=$1 pkg ver dir url=
+    if [[ "$pattern" == *:* ]]; then
+        # '*' is a build number and '.' any character, as for apt's search below.
+        read -r pkg url < <(suite_package "${pattern%%:*}" "^$(sed 's/\*/[0-9]+/g' <<<"${pattern#*:}")\$")
+    else
         pkg=$(apt-cache search --names-only "^${pattern//\*/[0-9]+}\$" | awk '{print $1}' | sort -V | tail -n 1)
+        if [[ -z "$pkg" ]]; then
+            apt-get update -qq
+            pkg=$(apt-cache search --names-only "^${pattern//\*/[0-9]+}\$" | awk '{print $1}' | sort -V | tail -n 1)
+        fi
     fi
     [[ -n "$pkg" ]] || { echo "no Debian package matches $pattern" >&2; return 1; }
     dir=$KERNELS/$pkg
     if [[ ! -d "$dir/boot" ]]; then
         log "fetching $pkg"
         mkdir -p "$dir"
-        (cd "$dir" && apt-get download -qq "$pkg" 2>/dev/null && dpkg -x ./*.deb . && rm -f ./*.deb)
+        if [[ -n "$url" ]]; then
+            (cd "$dir" && curl -fsS --retry 3 -m 600 -o kernel.deb "$url" && dpkg -x kernel.deb . && rm -f kernel.deb)
+        else
+            (cd "$dir" && apt-get download -qq "$pkg" 2>/dev/null && dpkg -x ./*.deb . && rm -f ./*.deb)
+        fi
     fi
     ver=$(ls "$dir/lib/modules")
     if [[ ! -d /lib/modules/$ver ]]; then
@@ -89,7 +123,7 @@ if ((BENCH)); then
     # shellcheck disable=SC2086 # IRONCLAD_BENCH_CARGO is words
     BENCHES=$(cargo bench --quiet ${IRONCLAD_BENCH_CARGO:--p ironclad-benches} --bench sentinel --no-run --message-format=json | executable sentinel bench | tail -n 1)
     [[ -x "$BENCHES" ]] || { echo "could not find the sentinel benchmark" >&2; exit 1; }
-    TESTS= BPF_TESTS= HOST_SUITES=()
+    TESTS= BPF_TESTS= DAEMON_TESTS= HOST_SUITES=()
 else
     BENCHES=
     log "building the guest tests"
@@ -112,7 +146,14 @@ else
     # kernels only are named on their lines of guest/kernels.
     BPF_TESTS=$(executable bpf test <<<"$BUILT" | tail -n 1)
     [[ -x "$BPF_TESTS" ]] || { echo "could not find ironclad-bpf's test binary" >&2; exit 1; }
-    HOST_SUITES=(verifier_budget egress_domains telemetry_sockets tls_uprobe process_cache)
+    # The daemon's: daemon_kernel, one policy with every feature, each running or
+    # naming what the kernel lacks (on every kernel: the one suite that states, for
+    # each, what runs there).
+    DAEMON_TESTS=$(executable daemon test <<<"$BUILT" | tail -n 1)
+    [[ -x "$DAEMON_TESTS" ]] || { echo "could not find full_firewall's test binary" >&2; exit 1; }
+    # shield_prog_run: the Shield's verdicts and events under each kernel's verifier
+    # (on 6.1 and 5.10 it found IPv6 drop events reporting the header read as IPv4).
+    HOST_SUITES=(verifier_budget shield_prog_run egress_domains telemetry_sockets tls_uprobe process_cache)
 fi
 
 # The test run's short mode (IRONCLAD_BENCH_QUICK, as ./dev.sh test runs the
@@ -132,14 +173,24 @@ ran=0
 # there read the lines after its own, so the kernels after the first never booted and
 # the run passed on one kernel (seen by hand with GUEST_FILTER; it depends on what the
 # guest console reads before it ends).
-while read -r name pattern only_here <&3; do
+while read -r name pattern only_here cmdline <&3; do
     [[ -z "$name" || "$name" == \#* ]] && continue
+    [[ -n "${GUEST_KERNEL:-}" && "$name" != "$GUEST_KERNEL" ]] && continue
+    [[ -n "${GUEST_SKIP:-}" && "$name" == "$GUEST_SKIP" ]] && continue
     ran=$((ran + 1))
     # The benchmark in the first kernel listed only: one set of figures.
     bench_here=$BENCHES
-    # Every kernel's suites, then the kernel's own (guest/kernels' third column).
-    suites_here="${HOST_SUITES[*]}"
-    ((BENCH)) || suites_here+=" ${only_here//,/ }"
+    # Every kernel's suites, then the kernel's own (guest/kernels' third column); a
+    # column that begins with '=' lists all the kernel runs instead ('-': none more).
+    suites_here="sentinel_guest firewall_guest daemon_kernel ${HOST_SUITES[*]}"
+    [[ "$only_here" == -* ]] && only_here=
+    if [[ "$only_here" == =* ]]; then
+        suites_here="${only_here#=}"
+        suites_here="${suites_here//,/ }"
+    else
+        suites_here+=" ${only_here//,/ }"
+    fi
+    ((BENCH)) && suites_here=
     if ((BENCH && ran > 1)); then break; fi
     read -r ver image < <(fetch_kernel "$pattern")
     out=$WORK/run-$name
@@ -157,13 +208,22 @@ mkdir -p /run/ironclad-guest-tmp
 mount -t tmpfs tmpfs /run/ironclad-guest-tmp
 export TMPDIR=/run/ironclad-guest-tmp
 echo "guest kernel: \$(uname -r); LSMs: \$(cat /sys/kernel/security/lsm)"
-rc=0 fw=0 suites=0
 # One suite (a module of a crate's test binary) on one thread: its tests whose names
 # contain GUEST_FILTER, if set (libtest's own filters would match either, not both).
+# A suite written SUITE!A!B leaves out its tests whose names contain A or B (a kernel
+# that cannot carry what they need, said on its line of guest/kernels).
 run_suite() {
-    local bin=\$1 suite=\$2 names
+    local bin=\$1 suite=\$2 names out=
     shift 2
+    if [[ \$suite == *'!'* ]]; then
+        out=\${suite#*!}
+        suite=\${suite%%!*}
+    fi
     names=\$("\$bin" --list --format terse "\$@" "\$suite::" | sed -n 's/: test\$//p' | grep -F -- "${GUEST_FILTER:-}")
+    local leave
+    for leave in \${out//!/ }; do
+        names=\$(grep -vF -- "\$leave" <<<"\$names")
+    done
     if [[ -z "\$names" ]]; then
         # A suite with no test at all is a renamed module, not a pass.
         [[ -n "${GUEST_FILTER:-}" ]] || { echo "guest suite \$suite: no such suite in \$bin"; return 1; }
@@ -178,19 +238,26 @@ run_suite() {
     RUSTC_BOOTSTRAP=1 IRONCLAD_GUEST=1 "\$bin" "\$@" --test-threads=1 --show-output \
         -Z unstable-options --report-time --exact \$names
 }
-if [[ -n "$TESTS" ]]; then
-    run_suite "$TESTS" sentinel_guest --ignored
-    rc=\$?
-    (cd "$ROOT/ironclad-bpf" && run_suite "$BPF_TESTS" firewall_guest --ignored)
-    fw=\$?
-fi
+# Each suite in its crate's test binary, from the crate's directory (where its tests
+# find their data): sentinel_* in ironclad-sentinel's, daemon_* in full_firewall's, the
+# others in ironclad-bpf's. The *_guest suites are ignored on the host: run with
+# --ignored here.
+suites=0
 for suite in $suites_here; do
     echo "guest suite: \$suite"
     began=\$SECONDS
-    (cd "$ROOT/ironclad-bpf" && run_suite "$BPF_TESTS" "\$suite") || suites=1
+    case \$suite in
+        sentinel_*) bin="$TESTS" dir="$ROOT" ;;
+        daemon_*) bin="$DAEMON_TESTS" dir="$ROOT/examples/full_firewall" ;;
+        *) bin="$BPF_TESTS" dir="$ROOT/ironclad-bpf" ;;
+    esac
+    ignored=
+    [[ \${suite%%!*} == *_guest ]] && ignored=--ignored
+    # shellcheck disable=SC2086 # ignored is one word or none
+    (cd "\$dir" && run_suite "\$bin" "\$suite" \$ignored </dev/null) || suites=1
     echo "guest suite: \$suite took \$((SECONDS - began)) s"
 done
-echo "\$(( rc | fw | suites ))" > "$out/rc"
+echo "\$suites" > "$out/rc"
 if [[ -n "$bench_here" ]]; then
     IRONCLAD_GUEST=1 IRONCLAD_FIGURES="$out/figures.jsonl" $bench_env "$bench_here" --bench $bench_args
     echo "\$?" > "$out/bench-rc"
@@ -209,7 +276,7 @@ GUEST
     # suite's last test while CI's host tests ran beside it (run of 2c56137: 63.8
     # minutes in all, the 6.12 guest 1,350 s); the whole run stays well under CI's 90.
     timeout "${GUEST_TIMEOUT:-2700}" vng --verbose --run "$image" --disable-kvm --force-9p --memory 2G --cpus "${GUEST_CPUS:-1}" \
-        --rwdir "$out" --exec "$out/guest.sh" </dev/null >"$out/vng.log" 2>&1 || true
+        ${cmdline:+--append "$cmdline"} --rwdir "$out" --exec "$out/guest.sh" </dev/null >"$out/vng.log" 2>&1 || true
     cat "$out/output.txt" 2>/dev/null || true
     log "$name: guest run took $((SECONDS - started)) s"
     if [[ "$(cat "$out/rc" 2>/dev/null)" != 0 ]]; then
