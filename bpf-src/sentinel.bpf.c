@@ -12,7 +12,8 @@
  * prctl(IC_SEN_PRCTL_REGISTER), which is accepted only for an executable flagged IC_SEN_AGENT
  * (or living in a directory flagged IC_SEN_AGENT_DIR) while no agent is registered. The
  * mark is task storage of the thread-group leader, so it dies with the process; an exec
- * ends it too (the mark holds the executable it registered with).
+ * ends it too (the mark holds the executable it registered with). The IC_COMPAT build
+ * (Linux 5.10) keeps it in a hash keyed by tgid, removed when the leader is freed.
  *
  * Hooks and what they close:
  *   file_open           write-opens (incl. O_TRUNC/O_APPEND, io_uring openat)
@@ -81,12 +82,32 @@ struct {
 	__type(value, struct ic_sentinel_state);
 } ic_sentinel_state SEC(".maps");
 
+#ifdef IC_COMPAT
+/* The build for kernels without task storage and bpf_get_current_task_btf (before
+ * 5.11), which the loader picks where the kernel's BTF lacks them: the mark is keyed by
+ * the agent's tgid, removed when its thread-group leader is freed (task_free), and the
+ * current task is read with probe reads (bpf_get_current_task), as is every pointer
+ * reached from it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16);
+	__type(key, __u32);
+	__type(value, struct ic_agent_mark);
+} ic_sentinel_agent SEC(".maps");
+
+#define IC_CURRENT_TASK() ((struct task_struct *)bpf_get_current_task())
+/* The registration's lock in ic_sentinel_agent (task_prctl). */
+#define IC_AGENT_LOCK 0
+#else
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
 	__type(value, struct ic_agent_mark);
 } ic_sentinel_agent SEC(".maps");
+
+#define IC_CURRENT_TASK() bpf_get_current_task_btf()
+#endif
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -113,8 +134,13 @@ const volatile struct ic_sentinel_event ic_abi_sentinel_event;
 
 static __always_inline void inode_id(struct inode *inode, struct ic_exe_id *out)
 {
+#ifdef IC_COMPAT
+	out->dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	out->ino = BPF_CORE_READ(inode, i_ino);
+#else
 	out->dev = inode->i_sb->s_dev;
 	out->ino = inode->i_ino;
+#endif
 }
 
 static __always_inline __u32 node_flags(struct inode *inode)
@@ -124,8 +150,13 @@ static __always_inline __u32 node_flags(struct inode *inode)
 
 	if (!inode)
 		return 0;
+#ifdef IC_COMPAT
+	key.ino = BPF_CORE_READ(inode, i_ino);
+	key.dev = BPF_CORE_READ(inode, i_sb, s_dev);
+#else
 	key.ino = inode->i_ino;
 	key.dev = inode->i_sb->s_dev;
+#endif
 	node = bpf_map_lookup_elem(&ic_sentinel_nodes, &key);
 	return node ? node->flags : 0;
 }
@@ -164,6 +195,9 @@ static __always_inline struct ic_sentinel_config *sentinel_config(void)
 /* The inode of the executable `task` runs (NULL for kernel threads). */
 static __always_inline struct inode *exe_inode(struct task_struct *task)
 {
+#ifdef IC_COMPAT
+	return BPF_CORE_READ(task, mm, exe_file, f_inode);
+#else
 	struct mm_struct *mm = task->mm;
 	struct file *exe;
 
@@ -171,6 +205,7 @@ static __always_inline struct inode *exe_inode(struct task_struct *task)
 		return 0;
 	exe = mm->exe_file;
 	return exe ? exe->f_inode : 0;
+#endif
 }
 
 static __always_inline int exe_of(struct task_struct *task, struct ic_exe_id *out)
@@ -190,7 +225,15 @@ static __always_inline int task_is_agent(struct task_struct *task)
 	struct ic_agent_mark *mark;
 	struct ic_exe_id exe = {};
 
+#ifdef IC_COMPAT
+	{
+		__u32 tgid = BPF_CORE_READ(task, tgid);
+
+		mark = bpf_map_lookup_elem(&ic_sentinel_agent, &tgid);
+	}
+#else
 	mark = bpf_task_storage_get(&ic_sentinel_agent, task->group_leader, 0, 0);
+#endif
 	if (!mark)
 		return 0;
 	if (!exe_of(task, &exe))
@@ -200,18 +243,18 @@ static __always_inline int task_is_agent(struct task_struct *task)
 
 static __always_inline int current_is_agent(void)
 {
-	return task_is_agent(bpf_get_current_task_btf());
+	return task_is_agent(IC_CURRENT_TASK());
 }
 
 static __always_inline int current_is_manager(void)
 {
-	return (node_flags(exe_inode(bpf_get_current_task_btf())) & IC_SEN_MANAGER) != 0;
+	return (node_flags(exe_inode(IC_CURRENT_TASK())) & IC_SEN_MANAGER) != 0;
 }
 
 static __always_inline void report(__u16 op, __u8 verdict, struct dentry *dentry,
 				   struct inode *dir, struct inode *target, __u32 arg, __u32 target_pid)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
+	struct task_struct *task = IC_CURRENT_TASK();
 	struct ic_sentinel_event *e;
 	__u64 id = bpf_get_current_pid_tgid();
 
@@ -239,14 +282,23 @@ static __always_inline void report(__u16 op, __u8 verdict, struct dentry *dentry
 	exe_of(task, &e->exe);
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	if (dentry) {
+#ifdef IC_COMPAT
+		struct inode *inode = BPF_CORE_READ(dentry, d_inode);
+		struct dentry *parent = BPF_CORE_READ(dentry, d_parent);
+		struct inode *parent_inode = parent ? BPF_CORE_READ(parent, d_inode) : 0;
+		const unsigned char *name = BPF_CORE_READ(dentry, d_name.name);
+#else
 		struct inode *inode = dentry->d_inode;
 		struct dentry *parent = dentry->d_parent;
+		struct inode *parent_inode = parent ? parent->d_inode : 0;
+		const unsigned char *name = dentry->d_name.name;
+#endif
 
 		if (inode)
 			inode_id(inode, &e->target);
-		if (!dir && parent && parent->d_inode)
-			dir = parent->d_inode;
-		bpf_probe_read_kernel_str(e->name, sizeof(e->name), dentry->d_name.name);
+		if (!dir && parent_inode)
+			dir = parent_inode;
+		bpf_probe_read_kernel_str(e->name, sizeof(e->name), name);
 	}
 	if (dir)
 		inode_id(dir, &e->parent);
@@ -343,6 +395,23 @@ int BPF_PROG(ic_path_chmod, const struct path *path, umode_t mode)
 	return file_decision(IC_SEN_OP_CHMOD, dentry_flags(dentry), dentry, 0, mode);
 }
 
+#ifdef IC_COMPAT
+/* Linux 5.10's verifier refuses a program on path_chown, whose uid and gid are structs
+ * passed by value ("arg1 type STRUCT is unsupported"): the build for it hooks
+ * inode_setattr, which every chown reaches (notify_change), and decides the changes of
+ * owner or group there. Its first argument is the dentry until 6.3, and this build
+ * loads only on kernels without task storage (before 5.11). */
+#define IC_ATTR_UID 0x2
+#define IC_ATTR_GID 0x4
+
+SEC("lsm/inode_setattr")
+int BPF_PROG(ic_path_chown, struct dentry *dentry, struct iattr *attr)
+{
+	if (!(attr->ia_valid & (IC_ATTR_UID | IC_ATTR_GID)))
+		return 0;
+	return file_decision(IC_SEN_OP_CHOWN, dentry_flags(dentry), dentry, 0, 0);
+}
+#else
 SEC("lsm/path_chown")
 int BPF_PROG(ic_path_chown, const struct path *path)
 {
@@ -350,17 +419,25 @@ int BPF_PROG(ic_path_chown, const struct path *path)
 
 	return file_decision(IC_SEN_OP_CHOWN, dentry_flags(dentry), dentry, 0, 0);
 }
+#endif
 
-/* The first argument is a struct user_namespace * before 6.3 and a struct mnt_idmap *
- * since; only the dentry (second) is used. */
+/* The first argument is a struct user_namespace * from 5.12 and a struct mnt_idmap *
+ * from 6.3; only the dentry (second) is used. Before 5.12 (the IC_COMPAT build, which
+ * loads only before 5.11) the dentry is the first. */
+#ifdef IC_COMPAT
+#define IC_XATTR_ARGS struct dentry *dentry
+#else
+#define IC_XATTR_ARGS void *idmap, struct dentry *dentry
+#endif
+
 SEC("lsm/inode_setxattr")
-int BPF_PROG(ic_inode_setxattr, void *idmap, struct dentry *dentry)
+int BPF_PROG(ic_inode_setxattr, IC_XATTR_ARGS)
 {
 	return file_decision(IC_SEN_OP_XATTR, dentry_flags(dentry), dentry, 0, 0);
 }
 
 SEC("lsm/inode_removexattr")
-int BPF_PROG(ic_inode_removexattr, void *idmap, struct dentry *dentry)
+int BPF_PROG(ic_inode_removexattr, IC_XATTR_ARGS)
 {
 	return file_decision(IC_SEN_OP_XATTR, dentry_flags(dentry), dentry, 0, 0);
 }
@@ -486,7 +563,7 @@ static __always_inline int iface_protected(__u32 netns, __u32 ifindex)
 /* The inode number of the current task's network namespace. */
 static __always_inline __u32 current_netns(void)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
+	struct task_struct *task = IC_CURRENT_TASK();
 
 	return BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
 }
@@ -509,8 +586,12 @@ int BPF_PROG(ic_bpf_map, struct bpf_map *map, fmode_t fmode)
  * is an anonymous inode named "bpf_link" or "bpf-link". */
 static __always_inline __u32 link_id_of_fd(__u32 fd)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
+	struct task_struct *task = IC_CURRENT_TASK();
+#ifdef IC_COMPAT
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+#else
 	struct fdtable *fdt = task->files->fdt;
+#endif
 	struct file **table;
 	struct file *file = 0;
 	struct dentry *dentry = 0;
@@ -519,9 +600,15 @@ static __always_inline __u32 link_id_of_fd(__u32 fd)
 	__u64 kind = 0;
 	__u32 id = 0;
 
+#ifdef IC_COMPAT
+	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	table = BPF_CORE_READ(fdt, fd);
+#else
 	if (fd >= fdt->max_fds)
 		return 0;
 	table = fdt->fd;
+#endif
 	if (bpf_probe_read_kernel(&file, sizeof(file), &table[fd]) || !file)
 		return 0;
 	if (bpf_probe_read_kernel(&dentry, sizeof(dentry), &file->f_path.dentry) || !dentry)
@@ -702,40 +789,87 @@ int BPF_PROG(ic_task_prctl, int option)
 	struct ic_agent_mark *mark;
 	struct ic_exe_id exe = {};
 	struct file *exe_file;
-	struct dentry *dir;
+	struct inode *exe_inode_p, *dir_inode;
+	struct dentry *exe_dentry, *dir;
 	__u32 zero = 0, tgid, flags, dir_flags = 0;
+	int taken;
 
 	if (option != IC_SEN_PRCTL_REGISTER)
 		return -IC_ENOSYS;
-	task = bpf_get_current_task_btf();
-	tgid = task->tgid;
+	task = IC_CURRENT_TASK();
 	state = bpf_map_lookup_elem(&ic_sentinel_state, &zero);
-	if (!state || !task->mm || !task->mm->exe_file)
+	if (!state)
+		return -IC_EPERM;
+#ifdef IC_COMPAT
+	tgid = BPF_CORE_READ(task, tgid);
+	exe_file = BPF_CORE_READ(task, mm, exe_file);
+	if (!exe_file)
+		return -IC_EPERM;
+	exe_inode_p = BPF_CORE_READ(exe_file, f_inode);
+	exe_dentry = BPF_CORE_READ(exe_file, f_path.dentry);
+	dir = BPF_CORE_READ(exe_dentry, d_parent);
+	dir_inode = dir ? BPF_CORE_READ(dir, d_inode) : 0;
+#else
+	tgid = task->tgid;
+	if (!task->mm || !task->mm->exe_file)
 		return -IC_EPERM;
 	exe_file = task->mm->exe_file;
-	inode_id(exe_file->f_inode, &exe);
-	flags = node_flags(exe_file->f_inode);
-	dir = exe_file->f_path.dentry->d_parent;
-	if (dir)
-		dir_flags = node_flags(dir->d_inode);
+	exe_inode_p = exe_file->f_inode;
+	exe_dentry = exe_file->f_path.dentry;
+	dir = exe_dentry->d_parent;
+	dir_inode = dir ? dir->d_inode : 0;
+#endif
+	inode_id(exe_inode_p, &exe);
+	flags = node_flags(exe_inode_p);
+	if (dir_inode)
+		dir_flags = node_flags(dir_inode);
 	if (!(flags & IC_SEN_AGENT) && !(dir_flags & IC_SEN_AGENT_DIR)) {
-		report(IC_SEN_OP_REGISTER, IC_SEN_DENIED, exe_file->f_path.dentry, 0, 0, 0, 0);
+		report(IC_SEN_OP_REGISTER, IC_SEN_DENIED, exe_dentry, 0, 0, 0, 0);
 		return -IC_EPERM;
 	}
-	if (__sync_val_compare_and_swap(&state->agent_tgid, 0, (__u64)tgid) != 0) {
-		report(IC_SEN_OP_REGISTER, IC_SEN_DENIED, exe_file->f_path.dentry, 0, 0,
+#ifdef IC_COMPAT
+	/* No compare-and-swap before 5.12 (BPF_ATOMIC): the lock is the hash's atomic
+	 * insert of key 0 (no process has pid 0), which only one registration wins; it is
+	 * released with the agent (task_free). */
+	{
+		__u32 lock = IC_AGENT_LOCK;
+		struct ic_agent_mark none = {};
+
+		taken = bpf_map_update_elem(&ic_sentinel_agent, &lock, &none, BPF_NOEXIST) != 0;
+		if (!taken)
+			state->agent_tgid = tgid;
+	}
+#else
+	taken = __sync_val_compare_and_swap(&state->agent_tgid, 0, (__u64)tgid) != 0;
+#endif
+	if (taken) {
+		report(IC_SEN_OP_REGISTER, IC_SEN_DENIED, exe_dentry, 0, 0,
 		       (__u32)state->agent_tgid, 0);
 		return -IC_EPERM;
 	}
+#ifdef IC_COMPAT
+	{
+		struct ic_agent_mark fresh = {};
+
+		bpf_map_update_elem(&ic_sentinel_agent, &tgid, &fresh, BPF_ANY);
+		mark = bpf_map_lookup_elem(&ic_sentinel_agent, &tgid);
+	}
+#else
 	mark = bpf_task_storage_get(&ic_sentinel_agent, task->group_leader, 0,
 				    BPF_LOCAL_STORAGE_GET_F_CREATE);
+#endif
 	if (!mark) {
+#ifdef IC_COMPAT
+		__u32 lock = IC_AGENT_LOCK;
+
+		bpf_map_delete_elem(&ic_sentinel_agent, &lock);
+#endif
 		state->agent_tgid = 0;
 		return -IC_EPERM;
 	}
 	mark->exe = exe;
 	state->registered_ns = bpf_ktime_get_ns();
-	report(IC_SEN_OP_REGISTER, IC_SEN_REGISTERED, exe_file->f_path.dentry, 0, 0, 0, 0);
+	report(IC_SEN_OP_REGISTER, IC_SEN_REGISTERED, exe_dentry, 0, 0, 0, 0);
 	return 0;
 }
 
@@ -745,8 +879,22 @@ int BPF_PROG(ic_task_free, struct task_struct *task)
 	struct ic_sentinel_state *state;
 	__u32 zero = 0;
 
+#ifdef IC_COMPAT
+	{
+		__u32 tgid = task->tgid;
+
+		/* The mark is the process's: it ends with the thread-group leader. */
+		__u32 lock = IC_AGENT_LOCK;
+
+		if (task->pid != task->tgid || !bpf_map_lookup_elem(&ic_sentinel_agent, &tgid))
+			return 0;
+		bpf_map_delete_elem(&ic_sentinel_agent, &tgid);
+		bpf_map_delete_elem(&ic_sentinel_agent, &lock);
+	}
+#else
 	if (!bpf_task_storage_get(&ic_sentinel_agent, task, 0, 0))
 		return 0;
+#endif
 	state = bpf_map_lookup_elem(&ic_sentinel_state, &zero);
 	if (state && state->agent_tgid == (__u64)task->tgid)
 		state->agent_tgid = 0;

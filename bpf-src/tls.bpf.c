@@ -39,12 +39,51 @@ struct ic_tls_args {
 	__u8 _pad[6];
 };
 
+#ifdef IC_COMPAT
+/* The build for kernels without task storage (before 5.11) or bpf_loop (before 5.17),
+ * which the loader picks where the kernel's BTF lacks them: the calls in flight by
+ * thread id (pid_tgid) in an LRU hash. A thread that ends inside a call leaves its entry
+ * until the LRU evicts it; so many threads in SSL calls at once that one call's entry
+ * is evicted lose that call's capture, nothing else. */
+#define IC_TLS_INFLIGHT 16384
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, IC_TLS_INFLIGHT);
+	__type(key, __u64);
+	__type(value, struct ic_tls_args);
+} ic_tls_inflight SEC(".maps");
+
+/* The calling thread's call in flight; with `create`, made (zeroed) if missing. */
+static __always_inline struct ic_tls_args *ic_inflight(int create)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct ic_tls_args *args = bpf_map_lookup_elem(&ic_tls_inflight, &id);
+
+	if (args || !create)
+		return args;
+	{
+		struct ic_tls_args fresh = {};
+
+		bpf_map_update_elem(&ic_tls_inflight, &id, &fresh, BPF_NOEXIST);
+	}
+	return bpf_map_lookup_elem(&ic_tls_inflight, &id);
+}
+#else
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
 	__type(value, struct ic_tls_args);
 } ic_tls_inflight SEC(".maps");
+
+/* The calling thread's call in flight; with `create`, made (zeroed) if missing. */
+static __always_inline struct ic_tls_args *ic_inflight(int create)
+{
+	return bpf_task_storage_get(&ic_tls_inflight, bpf_get_current_task_btf(), 0,
+				    create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+}
+#endif
 
 /* The socket each SSL connection last used, for calls that use none (an SSL_read served
  * from bytes already decrypted). Keyed by process and SSL*: the pointer is only unique
@@ -248,8 +287,7 @@ static __always_inline int ic_enter(__u64 ssl, __u64 buf, __u64 count_ptr, __u8 
 
 	if (!ic_in_scope(bpf_get_current_pid_tgid() >> 32, &exe))
 		return 0;
-	slot = bpf_task_storage_get(&ic_tls_inflight, bpf_get_current_task_btf(), 0,
-				    BPF_LOCAL_STORAGE_GET_F_CREATE);
+	slot = ic_inflight(1);
 	if (!slot)
 		return 0;
 	/* A handshake inside a read or write call belongs to that call. */
@@ -276,7 +314,7 @@ static __always_inline void ic_sock_seen(struct sock *sk)
 
 	if (!sk)
 		return;
-	args = bpf_task_storage_get(&ic_tls_inflight, bpf_get_current_task_btf(), 0, 0);
+	args = ic_inflight(0);
 	if (!args || !args->active || args->sock.family)
 		return;
 	family = sk->__sk_common.skc_family;
@@ -412,7 +450,8 @@ static __always_inline void ic_fill(struct ic_tls_event *e, __u32 size, struct i
 
 #define IC_TLS_SMALL_RECORD (offsetof(struct ic_tls_event, data) + IC_TLS_SMALL_CHUNK)
 
-/* Reports chunk `index` of the call (also the bpf_loop callback). Returns 1 to stop. */
+/* Reports chunk `index` of the call (also the bpf_loop callback; in the IC_COMPAT build
+ * called from a bounded loop). Returns 1 to stop. */
 static long ic_emit_chunk(__u64 index, struct ic_chunk_ctx *c)
 {
 	struct ic_tls_event *e;
@@ -451,7 +490,7 @@ static __always_inline int ic_leave(long ret)
 	__u32 zero = 0, seq_index = 2, allowed;
 	__u64 *seq;
 
-	args = bpf_task_storage_get(&ic_tls_inflight, bpf_get_current_task_btf(), 0, 0);
+	args = ic_inflight(0);
 	if (!args || !args->active || args->direction == IC_TLS_HANDSHAKE)
 		return 0;
 	args->active = 0;
@@ -503,7 +542,14 @@ static __always_inline int ic_leave(long ret)
 	if (c.report <= IC_TLS_CHUNK)
 		ic_emit_chunk(0, &c);
 	else
+#ifdef IC_COMPAT
+		/* A bounded loop (5.3+): the verifier walks each of its 64 turns. */
+		for (__u64 i = 0; i < IC_TLS_MAX_CHUNKS; i++)
+			if (ic_emit_chunk(i, &c))
+				break;
+#else
 		bpf_loop(IC_TLS_MAX_CHUNKS, ic_emit_chunk, &c, 0);
+#endif
 	return 0;
 }
 
@@ -521,7 +567,7 @@ int BPF_URETPROBE(ic_ssl_handshake_ret, int ret)
 	struct ic_tls_args *args;
 	struct ic_tls_sock_key key = {};
 
-	args = bpf_task_storage_get(&ic_tls_inflight, bpf_get_current_task_btf(), 0, 0);
+	args = ic_inflight(0);
 	if (!args || !args->active || args->direction != IC_TLS_HANDSHAKE)
 		return 0;
 	args->active = 0;

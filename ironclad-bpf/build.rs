@@ -58,16 +58,46 @@ fn run() -> Result<(), String> {
         if docs_only {
             fs::write(&obj, []).map_err(|e| format!("{}: {e}", obj.display()))?;
         } else {
-            build_object(path, &obj, &skel, &clang, &include, arch, &lib)?;
+            build_object(path, &obj, &skel, &clang, &include, arch, &lib, &[])?;
+        }
+        let rel = path.strip_prefix(&src).unwrap_or(path).display();
+        let upper = name.to_uppercase();
+        // The build for older kernels, if the object has one: the same source with
+        // IC_COMPAT defined, embedded as this object's fallback.
+        let mut fallback = String::from("None");
+        if COMPAT.contains(&name.as_str()) {
+            let compat = out.join(format!("{name}_compat.bpf.o"));
+            if docs_only {
+                fs::write(&compat, []).map_err(|e| format!("{}: {e}", compat.display()))?;
+            } else {
+                let skel = out.join(format!("{name}_compat.skel.rs"));
+                build_object(
+                    path,
+                    &compat,
+                    &skel,
+                    &clang,
+                    &include,
+                    arch,
+                    &lib,
+                    &["-DIC_COMPAT"],
+                )?;
+            }
+            writeln!(
+                registry,
+                "static {upper}_COMPAT_ELF: crate::object::Aligned<[u8; {size}]> = crate::object::Aligned(*include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{name}_compat.bpf.o\")));\n\
+                 /// The compiled `bpf-src/{rel}` object with `IC_COMPAT` (for kernels that lack what the main build needs).\n\
+                 pub(crate) static {upper}_COMPAT: crate::object::EmbeddedObject = crate::object::EmbeddedObject::new(\"{name}\", &{upper}_COMPAT_ELF.0, None);",
+                size = fs::metadata(&compat).map_err(|e| e.to_string())?.len(),
+            )
+            .map_err(|e| e.to_string())?;
+            fallback = format!("Some(&{upper}_COMPAT)");
         }
         writeln!(
             registry,
             "static {upper}_ELF: crate::object::Aligned<[u8; {size}]> = crate::object::Aligned(*include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{name}.bpf.o\")));\n\
              /// The compiled `bpf-src/{rel}` object, embedded in the binary.\n\
-             pub(crate) static {upper}: crate::object::EmbeddedObject = crate::object::EmbeddedObject::new(\"{name}\", &{upper}_ELF.0);",
+             pub(crate) static {upper}: crate::object::EmbeddedObject = crate::object::EmbeddedObject::new(\"{name}\", &{upper}_ELF.0, {fallback});",
             size = fs::metadata(&obj).map_err(|e| e.to_string())?.len(),
-            rel = path.strip_prefix(&src).unwrap_or(path).display(),
-            upper = name.to_uppercase(),
         )
         .map_err(|e| e.to_string())?;
         if !docs_only && path.parent() == Some(src.as_path()) {
@@ -138,7 +168,19 @@ fn bpf_arch() -> Result<&'static str, String> {
     }
 }
 
-/// Compiles one `.bpf.c` into its CO-RE object and libbpf-rs skeleton, for `arch`.
+/// The objects built a second time with `IC_COMPAT` defined, for kernels that lack what
+/// their main build needs (the kernel's BTF says; the loader picks the build, see
+/// `ironclad_bpf::kernel`): TLS capture without task storage (5.11) and `bpf_loop`
+/// (5.17), for Linux 5.10 to 5.16; the Sentinel without task storage and
+/// `bpf_get_current_task_btf` (5.11), for 5.10.
+const COMPAT: &[&str] = &["tls", "sentinel"];
+
+/// Compiles one `.bpf.c` into its CO-RE object and libbpf-rs skeleton, for `arch`, with
+/// `defines` added to clang's arguments.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site per build of an object"
+)]
 fn build_object(
     path: &Path,
     obj: &Path,
@@ -147,20 +189,25 @@ fn build_object(
     include: &Path,
     arch: &str,
     lib: &Path,
+    defines: &[&str],
 ) -> Result<(), String> {
     SkeletonBuilder::new()
         .source(path)
         .obj(obj)
         .clang(clang)
-        .clang_args([
-            format!("-I{}", include.join(arch).display()),
-            format!("-I{}", include.display()),
-            format!("-I{}", lib.display()),
-            format!("-D__TARGET_ARCH_{arch}"),
-            "-Wall".to_string(),
-            "-Werror".to_string(),
-            "-Wno-unused-function".to_string(),
-        ])
+        .clang_args(
+            [
+                format!("-I{}", include.join(arch).display()),
+                format!("-I{}", include.display()),
+                format!("-I{}", lib.display()),
+                format!("-D__TARGET_ARCH_{arch}"),
+                "-Wall".to_string(),
+                "-Werror".to_string(),
+                "-Wno-unused-function".to_string(),
+            ]
+            .into_iter()
+            .chain(defines.iter().map(|d| (*d).to_string())),
+        )
         .build_and_generate(skel)
         .map(|_| ())
         .map_err(|e| format!("building {}: {e:#}", path.display()))

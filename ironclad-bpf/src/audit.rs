@@ -525,7 +525,7 @@ mod tests {
 
     #[test]
     fn garbage_is_a_malformed_object_not_a_panic() {
-        static JUNK: EmbeddedObject = EmbeddedObject::new("junk", b"\x7fELF not really");
+        static JUNK: EmbeddedObject = EmbeddedObject::new("junk", b"\x7fELF not really", None);
         let err = audit_object(&JUNK, &Allowlist::builtin()).expect_err("junk");
         assert!(matches!(err, BpfError::MalformedObject { .. }), "{err}");
     }

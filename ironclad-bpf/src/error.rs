@@ -122,6 +122,18 @@ pub enum BpfError {
         source: Option<KernelError>,
     },
 
+    /// The running kernel lacks helpers, map types or program types the object needs
+    /// (read from its BTF before anything was loaded: [`crate::kernel`]).
+    #[error("BPF object `{object}` needs what this kernel ({running}) lacks: {}", lacks.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    KernelLacks {
+        /// The object.
+        object: String,
+        /// The running kernel's release (`uname -r`).
+        running: String,
+        /// Each missing piece and what needs it.
+        lacks: Vec<crate::kernel::Lack>,
+    },
+
     /// A map the caller named does not exist in the object.
     #[error("BPF object `{object}` has no map `{map}`")]
     NoSuchMap {

@@ -36,6 +36,7 @@ pub mod error;
 pub mod events;
 pub mod firewall;
 pub mod ids;
+pub mod kernel;
 pub mod loader;
 pub mod names;
 pub mod object;

@@ -497,6 +497,43 @@ impl Loader {
             }
         }
 
+        // What the object needs that this kernel lacks (its BTF says), named before the
+        // kernel answers a bare EINVAL: nothing of the object is created.
+        if let Some(kernel) = crate::kernel::KernelBpf::probe() {
+            let lacks = kernel.lacks(&open, &report);
+            if let (false, Some(compat)) = (lacks.is_empty(), object.fallback()) {
+                // The same source built for older kernels: same name, maps and pins.
+                let why: Vec<String> = lacks.iter().map(|l| l.what.clone()).collect();
+                self.log.record(
+                    AuditAction::Load,
+                    name,
+                    "",
+                    Outcome::Ok,
+                    format!(
+                        "this kernel lacks {}: loading the build for older kernels",
+                        why.join(", ")
+                    ),
+                );
+                drop(open);
+                return self
+                    .load_attempt(compat, pin, sizes, left_out, tracing)
+                    .map(|mut loaded| {
+                        loaded.for_older_kernels = true;
+                        loaded
+                    });
+            }
+            if !lacks.is_empty() {
+                return Err(self.refused(
+                    name,
+                    BpfError::KernelLacks {
+                        object: name.to_string(),
+                        running: crate::kernel::release(),
+                        lacks,
+                    },
+                ));
+            }
+        }
+
         for (map_name, entries) in sizes {
             let mut map = open
                 .maps_mut()
@@ -526,20 +563,15 @@ impl Loader {
             if reused {
                 if let Err((found, expected)) = pin_compatible(&map, &path) {
                     if !self.replace_stale_pins {
-                        let err = BpfError::StalePin {
-                            map: map_name,
-                            path,
-                            found,
-                            expected,
-                        };
-                        self.log.record(
-                            AuditAction::Load,
+                        return Err(self.refused(
                             name,
-                            "",
-                            Outcome::Refused,
-                            err.to_string(),
-                        );
-                        return Err(err);
+                            BpfError::StalePin {
+                                map: map_name,
+                                path,
+                                found,
+                                expected,
+                            },
+                        ));
                     }
                     std::fs::remove_file(&path).map_err(|e| BpfError::Pin {
                         what: format!("map {map_name}"),
@@ -623,7 +655,20 @@ impl Loader {
             pins,
             skipped,
             log: self.log.clone(),
+            for_older_kernels: false,
         })
+    }
+
+    /// `err`, recorded as the refused load of `object`.
+    fn refused(&self, object: &str, err: BpfError) -> BpfError {
+        self.log.record(
+            AuditAction::Load,
+            object,
+            "",
+            Outcome::Refused,
+            err.to_string(),
+        );
+        err
     }
 
     /// Removes every pin of `object` under the pin root (maps and links) and its
@@ -782,12 +827,20 @@ pub struct LoadedObject {
     /// Programs left out at load, each with the reason.
     skipped: Vec<(String, String)>,
     log: AuditLog,
+    /// The build for older kernels ([`EmbeddedObject::fallback`]) was loaded.
+    for_older_kernels: bool,
 }
 
 impl LoadedObject {
     /// The object's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Whether the object's build for older kernels ([`EmbeddedObject::fallback`]) was
+    /// loaded, the running kernel lacking what its main build needs.
+    pub fn for_older_kernels(&self) -> bool {
+        self.for_older_kernels
     }
 
     /// The directory holding this object's pins.

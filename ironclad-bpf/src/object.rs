@@ -13,11 +13,27 @@ pub(crate) struct Aligned<T: ?Sized>(pub(crate) T);
 pub struct EmbeddedObject {
     name: &'static str,
     elf: &'static [u8],
+    fallback: Option<&'static EmbeddedObject>,
 }
 
 impl EmbeddedObject {
-    pub(crate) const fn new(name: &'static str, elf: &'static [u8]) -> Self {
-        Self { name, elf }
+    pub(crate) const fn new(
+        name: &'static str,
+        elf: &'static [u8],
+        fallback: Option<&'static EmbeddedObject>,
+    ) -> Self {
+        Self {
+            name,
+            elf,
+            fallback,
+        }
+    }
+
+    /// The same source built for older kernels (with `IC_COMPAT`), if the object has
+    /// one: the loader loads it, under the same name and pins, where the running kernel
+    /// lacks what this build needs ([`crate::kernel`]).
+    pub fn fallback(&self) -> Option<&'static EmbeddedObject> {
+        self.fallback
     }
 
     /// The object's name: its source file `bpf-src/<name>.bpf.c` without the suffix.

@@ -256,8 +256,11 @@ impl SentinelLsm {
                 self.links.push(((*name).to_string(), link));
                 continue;
             }
-            let target = format!("lsm/{}", name.trim_start_matches("ic_"));
-            let result = self.object.program(name)?.attach_lsm();
+            // The program's own section: the build for older kernels hooks another
+            // function for one of them (ic_path_chown on lsm/inode_setattr).
+            let program = self.object.program(name)?;
+            let target = program.section().to_string_lossy().into_owned();
+            let result = program.attach_lsm();
             log.result(AuditAction::Attach, Self::OBJECT, &target, name, &result);
             let mut link = result.map_err(|source| BpfError::Attach {
                 program: (*name).to_string(),

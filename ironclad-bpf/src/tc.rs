@@ -50,22 +50,9 @@ impl TcMechanism {
     /// Asked once per process.
     pub fn probe() -> Self {
         static PROBED: OnceLock<TcMechanism> = OnceLock::new();
-        *PROBED.get_or_init(|| {
-            use libbpf_rs::btf::types::Enum;
-            let Ok(btf) = libbpf_rs::btf::Btf::from_vmlinux() else {
-                return Self::Tcx;
-            };
-            let knows_tcx = btf
-                .type_by_name::<Enum<'_>>("bpf_attach_type")
-                .is_some_and(|e| {
-                    e.iter()
-                        .any(|m| m.name.is_some_and(|n| n == "BPF_TCX_INGRESS"))
-                });
-            if knows_tcx {
-                Self::Tcx
-            } else {
-                Self::Clsact
-            }
+        *PROBED.get_or_init(|| match crate::kernel::KernelBpf::probe() {
+            Some(kernel) if !kernel.has_attach_type("BPF_TCX_INGRESS") => Self::Clsact,
+            _ => Self::Tcx,
         })
     }
 }
