@@ -278,10 +278,11 @@ struct ic_pkt {
 	__u8 family;
 };
 
-/* The packet's source and destination as 16 bytes each (IPv4 as IPv4-mapped). */
-static __always_inline void ic_addrs(struct ic_pkt *pkt, __u8 *src, __u8 *dst)
+/* The packet's source and destination as 16 bytes each (IPv4 as IPv4-mapped), for a
+ * packet of `family`. */
+static __always_inline void ic_addrs(struct ic_pkt *pkt, __u8 family, __u8 *src, __u8 *dst)
 {
-	if (pkt->family == 4) {
+	if (family == 4) {
 		struct iphdr *ip = pkt->l3;
 
 		if ((void *)(ip + 1) > pkt->data_end)
@@ -351,12 +352,25 @@ static __noinline void ic_emit(struct xdp_md *ctx, struct ic_shield_config *cfg,
 		}
 		st->events += 1;
 	}
+	/* The family from the header's own version nibble, not from pkt->family. The
+	 * verifiers of Linux 6.1 and 5.10 (Debian's) took this subprogram's walk for an
+	 * IPv6 drop as equal to the one for an IPv4 drop (the constant the caller stored
+	 * in pkt->family was not tracked as one that decides a branch) and removed the
+	 * IPv6 branch as dead code: IPv6 events carried the header read as IPv4
+	 * (`::ffff:11.173.0.0` for 2001:db8:bad::5, in shield_prog_run on both guests).
+	 * A byte of the packet is unknown to any verifier: both branches stay. */
+	__u8 *l3 = pkt->l3;
+	__u8 family;
+
+	if ((void *)(l3 + 1) > pkt->data_end)
+		return;
+	family = *l3 >> 4 == 4 ? 4 : 6;
 	e = bpf_ringbuf_reserve(&ic_shield_events, sizeof(*e), 0);
 	if (!e) {
 		ic_count(&ic_totals, IC_TOTAL_EVENTS_LOST, 0);
 		return;
 	}
-	if (pkt->family == 4)
+	if (family == 4)
 		ic_parse_l4_v4(pkt->l3, pkt->data_end, &l4);
 	else
 		ic_parse_l4_v6(pkt->l3, pkt->data_end, &l4);
@@ -366,13 +380,13 @@ static __noinline void ic_emit(struct xdp_md *ctx, struct ic_shield_config *cfg,
 	e->hdr.ktime_ns = now;
 	__builtin_memset(e->src, 0, sizeof(e->src));
 	__builtin_memset(e->dst, 0, sizeof(e->dst));
-	ic_addrs(pkt, e->src, e->dst);
+	ic_addrs(pkt, family, e->src, e->dst);
 	e->rule_id = rule_id;
 	e->ifindex = ctx->ingress_ifindex;
 	e->pkt_len = pkt->len;
 	e->sport = l4.sport;
 	e->dport = l4.dport;
-	e->family = pkt->family;
+	e->family = family;
 	e->proto = l4.proto;
 	e->verdict = verdict;
 	__builtin_memset(e->_pad0, 0, sizeof(e->_pad0));
@@ -426,7 +440,7 @@ static __always_inline int ic_over_limit(struct ic_shield_config *cfg, struct ic
 
 	if (!cfg || !cfg->rate_pps)
 		return 0;
-	ic_addrs(pkt, key.addr, dst);
+	ic_addrs(pkt, pkt->family, key.addr, dst);
 	now = bpf_ktime_get_ns();
 	cap = (__s64)cfg->rate_burst * IC_NS;
 	bucket = bpf_map_lookup_elem(&ic_rate_buckets, &key);
