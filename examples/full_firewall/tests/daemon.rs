@@ -9,6 +9,7 @@ mod daemon_demo;
 mod daemon_domains;
 mod daemon_fetch;
 mod daemon_firewall;
+mod daemon_kernel;
 mod daemon_metrics;
 mod daemon_rollout;
 mod daemon_service;
