@@ -112,15 +112,8 @@ impl Net {
             .spawn()
             .expect("http.server");
         let server = Server { child, _dir: dir };
-        // Wait until it listens.
-        let start = Instant::now();
-        while !self.ns_listens(port) {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "http.server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        ironclad_testing::wait_for_server("http.server", || self.ns_listens(port))
+            .expect("http.server");
         server
     }
 

@@ -10,7 +10,7 @@
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ironclad_bpf::{
     EventReader, Firewall, FirewallSettings, IdsMatcher, IdsSettings, Loader, TcMechanism,
@@ -85,21 +85,14 @@ impl Net {
             .stderr(Stdio::null())
             .spawn()
             .expect("python3");
-        let start = Instant::now();
-        loop {
+        ironclad_testing::wait_for_server("the python server", || {
             let out = self
                 .ns
                 .exec(&["ss", "-Htln", &format!("sport = :{port}")])
                 .expect("ss");
-            if !out.stdout.is_empty() {
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            !out.stdout.is_empty()
+        })
+        .expect("server");
         Server(child)
     }
 }

@@ -52,14 +52,10 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("openssl s_server");
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "s_server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        ironclad_testing::wait_for_server("openssl s_server", || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })
+        .expect("s_server");
         Self { child, port, dir }
     }
 

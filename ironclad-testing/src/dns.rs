@@ -140,21 +140,14 @@ impl DnsLab {
 
     fn wait_ready(&self) -> io::Result<()> {
         let n = self.subnet;
-        for _ in 0..100 {
-            let dns = answers(&format!("10.218.{n}.2"));
-            let http = std::net::TcpStream::connect_timeout(
-                &std::net::SocketAddr::from(([10, 218, n, 10], HTTP_PORT)),
-                std::time::Duration::from_millis(200),
-            )
-            .is_ok();
-            if dns && http {
-                return Ok(());
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        Err(io::Error::other(
-            "the lab's dnsmasq or http.server did not start",
-        ))
+        crate::wait_for_server("the lab's dnsmasq or http.server", || {
+            answers(&format!("10.218.{n}.2"))
+                && std::net::TcpStream::connect_timeout(
+                    &std::net::SocketAddr::from(([10, 218, n, 10], HTTP_PORT)),
+                    std::time::Duration::from_millis(200),
+                )
+                .is_ok()
+        })
     }
 
     /// The resolver's IPv4 address.

@@ -200,6 +200,28 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}{}x{n}", std::process::id() % 100_000)
 }
 
+/// How long a test waits for a server it started (python's http.server, `openssl
+/// s_server`, dnsmasq) to accept connections. Generous on purpose: in an emulated guest
+/// on a CI machine that runs other guests beside it, starting python alone has taken
+/// more than ten seconds. A server that never starts still fails the test, only later.
+pub const SERVER_START: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Polls `ready` every 50 ms until it holds or [`SERVER_START`] has passed; the error
+/// names `what` and how long was waited.
+pub fn wait_for_server(what: &str, mut ready: impl FnMut() -> bool) -> io::Result<()> {
+    let start = std::time::Instant::now();
+    while !ready() {
+        if start.elapsed() >= SERVER_START {
+            return Err(io::Error::other(format!(
+                "{what} did not start within {} s",
+                SERVER_START.as_secs()
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok(())
+}
+
 /// Runs a command and fails with its stderr when it exits non-zero.
 pub fn run(program: &str, args: &[&str]) -> io::Result<Output> {
     let out = Command::new(program)
