@@ -84,6 +84,9 @@ pub use plan::RuleLabel;
 use plan::{lpm_key, net_of_key, Planned, RuleBook};
 
 const V4_FAST: &str = names::shield::ic_v4_fast;
+/// The most first-level blocks (/16s) an IPv4 edit rewrites in place: a /4's. An edit
+/// reaching more rebuilds the table and switches to it.
+const IN_PLACE_MAX_BLOCKS: usize = 1 << 12;
 const V4_TRIE: &str = names::shield::ic_v4_trie;
 const V6_TRIE: &str = names::shield::ic_v6_trie;
 const V4_BOOK: &str = names::shield::ic_v4_book;
@@ -2506,7 +2509,8 @@ impl Shield {
     /// (see [`Shield::edit_fast_block`]), and the slot's prefix book is replaced. Groups
     /// and span nodes the edit stops using are left alone until the next rebuild.
     /// Returns `false` (the caller rebuilds and switches) when the edit needs a rebuild:
-    /// not on the fast path, nothing remembered, or no unused group or span node left.
+    /// not on the fast path, nothing remembered, no unused group or span node left, or
+    /// more than [`IN_PLACE_MAX_BLOCKS`] blocks reached.
     fn edit_fast_in_place(
         &self,
         committed: Option<Committed>,
@@ -2531,6 +2535,12 @@ impl Shield {
         for net in nets {
             let first = u32::from(net.network()) >> 16;
             blocks.extend(first..first + (1u32 << (16 - net.prefix().min(16))));
+        }
+        // A block edited in place is read from the kernel, recompiled and written: one
+        // system call or more each. Past a /4's blocks a rebuild, written in batches,
+        // is the quicker (a deny of 0.0.0.0/0 reaches all 65,536).
+        if blocks.len() > IN_PLACE_MAX_BLOCKS {
+            return Ok(false);
         }
         let valve: Vec<Ipv4Network> = plan
             .valve
