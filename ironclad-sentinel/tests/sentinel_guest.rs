@@ -122,6 +122,7 @@ impl World {
     }
 
     fn start_agent(&mut self, extra: &[&str]) {
+        let started = Instant::now();
         let binary = self.path("bin/agent");
         let mut child = Command::new(&binary)
             .arg("--pin-root")
@@ -164,6 +165,9 @@ impl World {
             "registered as the agent"
         );
         assert_eq!(ready["hooks"], ironclad_bpf::sentinel::PROGRAMS.len());
+        // Where a guest's minutes go: the agent's start (the Sentinel's and the Shield's
+        // objects loaded and attached) against the test's own steps.
+        eprintln!("agent ready in {:.1} s", started.elapsed().as_secs_f64());
         self.agent = Some(Agent {
             child,
             stdin,
@@ -242,9 +246,11 @@ impl World {
     /// Stops the agent the only way there is: asking it.
     fn quit(&mut self) {
         if let Some(mut agent) = self.agent.take() {
+            let stopping = Instant::now();
             let _ = writeln!(agent.stdin, "quit");
             let _ = agent.stdin.flush();
             let _ = agent.child.wait();
+            eprintln!("agent stopped in {:.1} s", stopping.elapsed().as_secs_f64());
         }
     }
 }
