@@ -1449,13 +1449,18 @@ on_test_exit() {
 # written by the job itself because bash forgets a finished job's status once a later
 # child is given the same pid: with pid_max at 32768 a run's builds and tests wrap the
 # pids, and a benchmark job that had passed was reported as failed with status 127, the
-# `wait` of an unknown pid.)
+# `wait` of an unknown pid.) The job is forked off (setsid -f), not this shell's child:
+# a child's CPU time joins this shell's count of its reaped children when the child
+# ends, and so went to whichever phase was running then (the Debian package's check
+# was charged the 18 CPU-minutes of the builds beside it). Each job's own phases count
+# its CPU.
 background() {
     local dir=$1 name=$2
     shift 2
     # shellcheck disable=SC2016 # expanded by the job's own bash
-    setsid bash -c '"$@"; echo $? > "$0"' "$dir/$name.rc" "$@" > "$dir/$name.log" 2>&1 < /dev/null &
-    echo $! > "$dir/$name.pid"
+    setsid -f bash -c 'echo $$ > "$1.tmp" && mv "$1.tmp" "$1"; "${@:3}"; echo $? > "$2"' \
+        job "$dir/$name.pid" "$dir/$name.rc" "$@" > "$dir/$name.log" 2>&1 < /dev/null
+    until [[ -s $dir/$name.pid ]]; do sleep 0.1; done
 }
 
 # `wait_job DIR NAME WHAT`: waits for the background job NAME, prints its output, and
@@ -1463,10 +1468,15 @@ background() {
 wait_job() {
     local pid rc=0
     pid=$(cat "$1/$2.pid")
-    wait "$pid" 2>/dev/null || rc=$?
-    # The job's own record of its status when it wrote one; without one (killed, or
-    # never started) the wait's.
-    [[ -s $1/$2.rc ]] && rc=$(cat "$1/$2.rc")
+    # Not this shell's child (background): polled until it has written its status or
+    # is gone without one (killed), which fails.
+    while [[ ! -s $1/$2.rc ]] && kill -0 "$pid" 2>/dev/null; do sleep 1; done
+    if [[ -s $1/$2.rc ]]; then
+        rc=$(cat "$1/$2.rc")
+    else
+        echo "$3: the job ended without its exit status (killed?)" >&2
+        rc=1
+    fi
     cat "$1/$2.log"
     if ((rc != 0)); then
         echo "$3 failed (exit status $rc): its output is above" >&2
