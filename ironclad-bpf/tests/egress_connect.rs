@@ -582,7 +582,9 @@ fn a_binary_on_overlayfs_is_matched_by_its_path_and_recorded_with_the_same_ident
         .stdout(Stdio::null())
         .spawn()
         .expect("client");
-    std::thread::sleep(Duration::from_millis(200));
+    // The cgroup's `sh` must have exec'd the client: 200 ms were not always enough on
+    // a loaded CI machine, and the table rightly named `sh`.
+    exec_of(child.id(), &exe);
     let entry = lab
         .firewall
         .process(child.id())
@@ -712,7 +714,8 @@ fn processes_started_before_the_firewall_are_identified() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("client");
-    std::thread::sleep(Duration::from_millis(200));
+    // Running the client (not the cgroup's `sh` still) before the firewall loads.
+    exec_of(early.id(), &a);
 
     let pins = BpffsDir::new("egress-seed").expect("bpffs");
     let loader = Loader::builder()
