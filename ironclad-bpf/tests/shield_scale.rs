@@ -699,21 +699,8 @@ fn whole_policy_swaps_under_traffic_never_show_a_packet_neither_policy() {
     let _attachment = shield.attach(veth.host()).expect("attach");
     // The sender's first packets would otherwise wait for ARP, and past its queue's
     // bytes be dropped where no counter of the pair says so.
-    let host_mac = std::fs::read_to_string(format!("/sys/class/net/{}/address", veth.host()))
-        .expect("host mac");
-    ns.exec(&[
-        "ip",
-        "neigh",
-        "replace",
-        "10.221.0.1",
-        "lladdr",
-        host_mac.trim(),
-        "dev",
-        veth.peer(),
-        "nud",
-        "permanent",
-    ])
-    .expect("neighbour");
+    veth.pin_neighbour(&ns, Ipv4Addr::new(10, 221, 0, 1).into())
+        .expect("neighbour");
     let dropped_before = veth_drops(&ns, &veth);
 
     let avoid: Vec<IpNetwork> = vec![

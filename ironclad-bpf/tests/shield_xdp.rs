@@ -40,22 +40,8 @@ fn lab(tag: &str, net: u8) -> Lab {
     )
     .expect("veth");
     // Static neighbours, so the only IPv6 packets from the test sources are the pings.
-    let host_mac = std::fs::read_to_string(format!("/sys/class/net/{}/address", veth.host()))
-        .expect("host mac");
-    ns.exec(&[
-        "ip",
-        "-6",
-        "neigh",
-        "replace",
-        &format!("fd20:{net}::1"),
-        "lladdr",
-        host_mac.trim(),
-        "dev",
-        veth.peer(),
-        "nud",
-        "permanent",
-    ])
-    .expect("static neighbour");
+    veth.pin_neighbour(&ns, format!("fd20:{net}::1").parse().expect("host address"))
+        .expect("static neighbour");
     let loader = Loader::builder()
         .pin_root(pins.path())
         .build()

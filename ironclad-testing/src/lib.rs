@@ -733,6 +733,27 @@ impl VethPair {
     pub fn peer(&self) -> &str {
         &self.peer
     }
+
+    /// Makes the peer's neighbour entry for `addr` (an address of the host's end) the
+    /// host end's MAC, permanent: the peer's packets to it never wait for ARP or
+    /// neighbour discovery (whose queue drops what overflows it, counted by no
+    /// interface), and no solicitation joins the traffic a test counts.
+    pub fn pin_neighbour(&self, ns: &NetNs, addr: std::net::IpAddr) -> io::Result<()> {
+        let mac = std::fs::read_to_string(format!("/sys/class/net/{}/address", self.host))?;
+        ns.exec(&[
+            "ip",
+            "neigh",
+            "replace",
+            &addr.to_string(),
+            "lladdr",
+            mac.trim(),
+            "dev",
+            &self.peer,
+            "nud",
+            "permanent",
+        ])?;
+        Ok(())
+    }
 }
 
 /// Adds `addrs` to `dev` and sets it up, in one `ip -batch` run inside `ns` (the
