@@ -701,7 +701,7 @@ fn whole_policy_swaps_under_traffic_never_show_a_packet_neither_policy() {
     // bytes be dropped where no counter of the pair says so.
     veth.pin_neighbour(&ns, Ipv4Addr::new(10, 221, 0, 1).into())
         .expect("neighbour");
-    let dropped_before = veth_drops(&ns, &veth);
+    let dropped_before = veth.drops_towards_host(&ns).expect("veth drop counters");
 
     let avoid: Vec<IpNetwork> = vec![
         "198.18.0.0/15".parse().expect("cidr"),
@@ -832,7 +832,7 @@ fn whole_policy_swaps_under_traffic_never_show_a_packet_neither_policy() {
         // What the veth pair dropped before XDP saw it (its ring full on a loaded
         // machine: 18 of 2.2 million in one CI run) never reached either policy; every
         // packet that did is counted under exactly one rule.
-        let lost = veth_drops(&ns, &veth) - dropped_before;
+        let lost = veth.drops_towards_host(&ns).expect("veth drop counters") - dropped_before;
         println!(
             "sent {sent} X and {sent} Y over veth ({lost} dropped by the pair), \
              {joined_runs:?} test runs, 7 applies"
@@ -858,25 +858,6 @@ fn whole_policy_swaps_under_traffic_never_show_a_packet_neither_policy() {
             "exactly the X packets dropped"
         );
     });
-}
-
-/// What the veth pair dropped on the way from the peer to the host's end (where XDP
-/// runs): the peer's `tx_dropped` (read inside the namespace) and the host end's
-/// `rx_dropped`. Drops the other way (the host's ICMP answers) are not counted.
-fn veth_drops(ns: &NetNs, veth: &VethPair) -> u64 {
-    let read = |text: &str| text.trim().parse::<u64>().expect("a counter");
-    let host = std::fs::read_to_string(format!(
-        "/sys/class/net/{}/statistics/rx_dropped",
-        veth.host()
-    ))
-    .expect("host counter");
-    let peer = ns
-        .exec(&[
-            "cat",
-            &format!("/sys/class/net/{}/statistics/tx_dropped", veth.peer()),
-        ])
-        .expect("peer counter");
-    read(&host) + read(&String::from_utf8_lossy(&peer.stdout))
 }
 
 /// Single-rule edits: an IPv6 (trie) edit changes one element in place and an IPv4

@@ -754,6 +754,32 @@ impl VethPair {
         ])?;
         Ok(())
     }
+
+    /// What the pair dropped on the way from the peer to the host's end, before any
+    /// program or netfilter hook of the host's end saw it: the peer's `tx_dropped`
+    /// (read inside `ns`) plus the host end's `rx_dropped`. On a loaded machine the
+    /// receiving CPU's backlog fills and veth drops there; a test or benchmark that
+    /// counts packets at the host's end subtracts these. Drops the other way are not
+    /// counted.
+    pub fn drops_towards_host(&self, ns: &NetNs) -> io::Result<u64> {
+        let host = std::fs::read_to_string(format!(
+            "/sys/class/net/{}/statistics/rx_dropped",
+            self.host
+        ))?;
+        let peer = ns.exec(&[
+            "cat",
+            &format!("/sys/class/net/{}/statistics/tx_dropped", self.peer),
+        ])?;
+        let parse = |text: &str, which: &str| {
+            text.trim().parse::<u64>().map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{which} drop counter {text:?}: {e}"),
+                )
+            })
+        };
+        Ok(parse(&host, &self.host)? + parse(&String::from_utf8_lossy(&peer.stdout), &self.peer)?)
+    }
 }
 
 /// Adds `addrs` to `dev` and sets it up, in one `ip -batch` run inside `ns` (the
