@@ -2,10 +2,13 @@
 //!
 //! These tests need a kernel whose active LSMs include `bpf`; the machines that build
 //! Ironclad cannot load LSM programs, so `guest/run.sh` (part of `./dev.sh test`) boots
-//! each kernel of `guest/kernels` in QEMU and runs them there with `--ignored`. Each test
-//! starts its own agent (`examples/sentinel_agent`, copied into a protected directory of
-//! a fresh tmpfs), attacks it as root with the usual tools, and checks that the attempt
-//! failed with EPERM, left the target unchanged, and produced a denial event.
+//! each kernel of `guest/kernels` in QEMU and runs them there with `--ignored`. A test
+//! starts an agent (`examples/sentinel_agent`, copied into a protected directory of a
+//! fresh tmpfs), attacks it as root with the usual tools, and checks that the attempt
+//! failed with EPERM, left the target unchanged, and produced a denial event. The attacks
+//! that need nothing but a running agent are the steps of one test against one agent
+//! (`attacks_on_a_running_agent_are_refused_step_by_step`); the tests that start an
+//! agent their own way (an update manager, monitor-only, the daemons) have their own.
 
 #![allow(
     clippy::expect_used,
@@ -63,6 +66,12 @@ struct World {
     root: PathBuf,
     pin_root: PathBuf,
     agent: Option<Agent>,
+    /// The arguments the world's agent was started with, besides its paths.
+    extra: Vec<String>,
+    /// The events file's complete lines before the current step (`mark_events`):
+    /// `events` reads only what came after, so a step sees its own events, never an
+    /// earlier step's.
+    events_from: usize,
 }
 
 struct Agent {
@@ -73,10 +82,6 @@ struct Agent {
 }
 
 impl World {
-    fn new(name: &str) -> World {
-        Self::with(name, &[])
-    }
-
     fn with(name: &str, extra: &[&str]) -> World {
         require_guest();
         let root = PathBuf::from("/run/ironclad-sentinel-test").join(name);
@@ -107,8 +112,10 @@ impl World {
             root,
             pin_root,
             agent: None,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
+            events_from: 0,
         };
-        world.start_agent(extra);
+        world.start_agent();
         world
     }
 
@@ -121,7 +128,8 @@ impl World {
         self.path("events.jsonl")
     }
 
-    fn start_agent(&mut self, extra: &[&str]) {
+    /// Starts the agent with the world's arguments.
+    fn start_agent(&mut self) {
         let started = Instant::now();
         let binary = self.path("bin/agent");
         let mut child = Command::new(&binary)
@@ -137,7 +145,7 @@ impl World {
             .arg(self.path("bin"))
             .arg("--monitor")
             .arg(self.path("monitored.txt"))
-            .args(extra)
+            .args(&self.extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -198,8 +206,18 @@ impl World {
         std::fs::read_to_string(self.events_file())
             .unwrap_or_default()
             .lines()
+            .skip(self.events_from)
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
+    }
+
+    /// From now on `events` reads only the events written after this call (the complete
+    /// lines so far are skipped; a line the agent is still writing is not complete).
+    fn mark_events(&mut self) {
+        self.events_from = std::fs::read_to_string(self.events_file())
+            .unwrap_or_default()
+            .matches('\n')
+            .count();
     }
 
     /// Waits for an event with this op and verdict whose fields match `pred`.
@@ -421,10 +439,157 @@ fn mode(path: &Path) -> u32 {
         .mode()
 }
 
+/// The interface the shared agent's Shield is attached to (a dummy device).
+const ATTACKED_IFACE: &str = "ictxdp0";
+
+/// A dummy interface, deleted when dropped.
+struct Dummy(&'static str);
+
+impl Dummy {
+    fn new(name: &'static str) -> Dummy {
+        let _ = run("ip", &["link", "del", name]);
+        let out = run("ip", &["link", "add", name, "type", "dummy"]);
+        assert!(out.status.success(), "ip link add: {out:?}");
+        let out = run("ip", &["link", "set", name, "up"]);
+        assert!(out.status.success(), "ip link set up: {out:?}");
+        Dummy(name)
+    }
+}
+
+impl Drop for Dummy {
+    fn drop(&mut self) {
+        let _ = run("ip", &["link", "del", self.0]);
+    }
+}
+
+/// The attacks on one running agent, one step after another (each a function below,
+/// named for what it shows), against one agent with its Shield attached to a dummy
+/// interface: every attack is refused with EPERM, leaves its target unchanged and
+/// produces a denial event of its own (each step reads only the events written after it
+/// began). Then the steps that change the world: what anyone may still do, the agent's
+/// crash and restart, what the agent itself may still do, and a monitored file's
+/// changes.
+///
+/// One agent for all of them because an agent's start and stop cost 13 s of an
+/// emulated CPU (the Sentinel's and the Shield's objects loaded, attached and
+/// detached), and twenty of them were most of the Sentinel suite's minutes in each
+/// guest kernel. A step that fails does not stop the others; the test fails naming
+/// every step that did, each step's panic printed above it. A step whose attack got
+/// through can break the steps after it: the first failure named is the one to read.
 #[test]
 #[ignore = "BPF-LSM: runs in a guest kernel (guest/run.sh, part of ./dev.sh test)"]
-fn rm_rf_of_the_protected_config_directory_is_refused() {
-    let w = World::new("rm-rf");
+fn attacks_on_a_running_agent_are_refused_step_by_step() {
+    #[allow(clippy::type_complexity, reason = "a table of named steps")]
+    let steps: &[(&str, fn(&mut World))] = &[
+        (
+            "rm_rf_of_the_protected_config_directory_is_refused",
+            rm_rf_of_the_protected_config_directory_is_refused,
+        ),
+        (
+            "appending_to_a_protected_file_is_refused",
+            appending_to_a_protected_file_is_refused,
+        ),
+        ("truncate_is_refused", truncate_is_refused),
+        (
+            "moving_away_and_moving_over_are_refused",
+            moving_away_and_moving_over_are_refused,
+        ),
+        (
+            "a_hard_link_is_refused_and_cannot_be_written_through",
+            a_hard_link_is_refused_and_cannot_be_written_through,
+        ),
+        (
+            "chmod_chown_and_setfattr_are_refused",
+            chmod_chown_and_setfattr_are_refused,
+        ),
+        (
+            "creating_a_file_in_the_protected_directory_is_refused",
+            creating_a_file_in_the_protected_directory_is_refused,
+        ),
+        (
+            "an_io_uring_write_open_is_refused",
+            an_io_uring_write_open_is_refused,
+        ),
+        (
+            "a_bind_mount_over_the_directory_is_refused",
+            a_bind_mount_over_the_directory_is_refused,
+        ),
+        (
+            "copying_a_new_binary_over_the_agent_is_refused",
+            copying_a_new_binary_over_the_agent_is_refused,
+        ),
+        (
+            "bpftool_map_update_on_a_shield_map_is_refused",
+            bpftool_map_update_on_a_shield_map_is_refused,
+        ),
+        (
+            "bpftool_link_detach_and_removing_a_pin_are_refused",
+            bpftool_link_detach_and_removing_a_pin_are_refused,
+        ),
+        (
+            "the_shields_xdp_link_cannot_be_detached_or_unpinned",
+            the_shields_xdp_link_cannot_be_detached_or_unpinned,
+        ),
+        (
+            "kill_9_and_kill_stop_of_the_agent_are_refused",
+            kill_9_and_kill_stop_of_the_agent_are_refused,
+        ),
+        (
+            "ptrace_attach_to_the_agent_is_refused",
+            ptrace_attach_to_the_agent_is_refused,
+        ),
+        (
+            "a_second_copy_of_the_agent_cannot_register_or_update_a_map",
+            a_second_copy_of_the_agent_cannot_register_or_update_a_map,
+        ),
+        (
+            "unprotected_files_are_unaffected",
+            unprotected_files_are_unaffected,
+        ),
+        (
+            "protection_survives_an_agent_crash_and_a_restarted_agent_takes_over",
+            protection_survives_an_agent_crash_and_a_restarted_agent_takes_over,
+        ),
+        (
+            "the_agent_still_updates_its_config_and_maps",
+            the_agent_still_updates_its_config_and_maps,
+        ),
+        // Last: it renames and removes the monitored file, without which an agent (the
+        // crash step's restart) refuses to start.
+        (
+            "a_monitored_file_reports_changes_and_allows_them",
+            a_monitored_file_reports_changes_and_allows_them,
+        ),
+    ];
+    let _iface = Dummy::new(ATTACKED_IFACE);
+    let mut w = World::with("attacks", &["--iface", ATTACKED_IFACE]);
+    let mut failed = Vec::new();
+    for (name, step) in steps {
+        w.mark_events();
+        let began = Instant::now();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            step(&mut w);
+            // Whatever the step did, the agent answers and is not stopped.
+            w.assert_alive();
+        }));
+        let verdict = if outcome.is_ok() { "ok" } else { "FAILED" };
+        eprintln!(
+            "step {name}: {verdict} in {:.1} s",
+            began.elapsed().as_secs_f64()
+        );
+        if outcome.is_err() {
+            failed.push(*name);
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} steps failed (their panics are above): {failed:#?}",
+        failed.len(),
+        steps.len()
+    );
+}
+
+fn rm_rf_of_the_protected_config_directory_is_refused(w: &mut World) {
     let before = read(&w.path("etc/app.yaml"));
     let out = run("rm", &["-rf", arg(&w.path("etc"))]);
     assert_eperm(&out, "rm -rf");
@@ -433,10 +598,7 @@ fn rm_rf_of_the_protected_config_directory_is_refused() {
     w.expect_denied_on("unlink", &w.path("etc/app.yaml"));
 }
 
-#[test]
-#[ignore = "BPF-LSM: runs in a guest kernel (guest/run.sh, part of ./dev.sh test)"]
-fn appending_to_a_protected_file_is_refused() {
-    let w = World::new("append");
+fn appending_to_a_protected_file_is_refused(w: &mut World) {
     let file = w.path("etc/app.yaml");
     let before = read(&file);
     assert_eperm(&sh(&format!("echo x >> {}", file.display())), "echo x >>");
@@ -450,10 +612,7 @@ fn appending_to_a_protected_file_is_refused() {
     w.expect_denied_on("open_write", &file);
 }
 
-#[test]
-#[ignore = "BPF-LSM: runs in a guest kernel (guest/run.sh, part of ./dev.sh test)"]
-fn truncate_is_refused() {
-    let w = World::new("truncate");
+fn truncate_is_refused(w: &mut World) {
     let file = w.path("etc/app.yaml");
     let before = read(&file);
     assert_eperm(&run("truncate", &["-s0", arg(&file)]), "truncate -s0");
@@ -469,10 +628,7 @@ fn truncate_is_refused() {
     w.expect_denied_on("truncate", &file);
 }
 
-#[test]
-#[ignore = "BPF-LSM: runs in a guest kernel (guest/run.sh, part of ./dev.sh test)"]
-fn moving_away_and_moving_over_are_refused() {
-    let w = World::new("mv");
+fn moving_away_and_moving_over_are_refused(w: &mut World) {
     let file = w.path("etc/app.yaml");
     let before = read(&file);
     let away = w.path("stolen.yaml");
@@ -496,10 +652,7 @@ fn moving_away_and_moving_over_are_refused() {
     }
 }
 
-#[test]
-#[ignore = "BPF-LSM: runs in a guest kernel (guest/run.sh, part of ./dev.sh test)"]
-fn a_hard_link_is_refused_and_cannot_be_written_through() {
-    let w = World::new("link");
+fn a_hard_link_is_refused_and_cannot_be_written_through(w: &mut World) {
     let file = w.path("etc/app.yaml");
     let before = read(&file);
     let link = w.path("link.yaml");
@@ -520,10 +673,7 @@ fn a_hard_link_is_refused_and_cannot_be_written_through() {
     assert_eq!(read(&file), before);
 }
 
-#[test]
-#[ignore = "BPF-LSM: runs in a guest kernel (guest/run.sh, part of ./dev.sh test)"]
-fn chmod_chown_and_setfattr_are_refused() {
-    let w = World::new("attrs");
+fn chmod_chown_and_setfattr_are_refused(w: &mut World) {
     let file = w.path("etc/app.yaml");
     let mode_before = mode(&file);
     let f = arg(&file);
@@ -543,10 +693,7 @@ fn chmod_chown_and_setfattr_are_refused() {
     assert!(!xattr.status.success(), "no xattr was set");
 }
 
-#[test]
-#[ignore = "BPF-LSM: runs in a guest kernel (guest/run.sh, part of ./dev.sh test)"]
-fn creating_a_file_in_the_protected_directory_is_refused() {
-    let w = World::new("create");
+fn creating_a_file_in_the_protected_directory_is_refused(w: &mut World) {
     for rel in ["etc/new.yaml", "etc/conf.d/new.yaml"] {
         let path = w.path(rel);
         assert_eperm(&run("touch", &[arg(&path)]), "touch");
@@ -559,11 +706,8 @@ fn creating_a_file_in_the_protected_directory_is_refused() {
     assert_eq!(err.raw_os_error(), Some(libc::EPERM));
 }
 
-#[test]
-#[ignore = "BPF-LSM: runs in a guest kernel (guest/run.sh, part of ./dev.sh test)"]
-fn an_io_uring_write_open_is_refused() {
+fn an_io_uring_write_open_is_refused(w: &mut World) {
     use io_uring::{opcode, types, IoUring};
-    let w = World::new("io-uring");
     let file = w.path("etc/app.yaml");
     let before = read(&file);
     let path = std::ffi::CString::new(arg(&file)).expect("c path");
@@ -582,10 +726,7 @@ fn an_io_uring_write_open_is_refused() {
     w.expect_denied_on("open_write", &file);
 }
 
-#[test]
-#[ignore = "BPF-LSM: runs in a guest kernel (guest/run.sh, part of ./dev.sh test)"]
-fn a_bind_mount_over_the_directory_is_refused() {
-    let w = World::new("mount");
+fn a_bind_mount_over_the_directory_is_refused(w: &mut World) {
     let evil = w.path("evil");
     std::fs::create_dir_all(&evil).expect("evil dir");
     std::fs::write(evil.join("app.yaml"), "shield: {}\n").expect("evil config");
@@ -622,10 +763,7 @@ fn a_bind_mount_over_the_directory_is_refused() {
     assert!(out.status.success(), "ip netns exec: {out:?}");
 }
 
-#[test]
-#[ignore = "BPF-LSM: runs in a guest kernel (guest/run.sh, part of ./dev.sh test)"]
-fn copying_a_new_binary_over_the_agent_is_refused() {
-    let w = World::new("cp-binary");
+fn copying_a_new_binary_over_the_agent_is_refused(w: &mut World) {
     let binary = w.path("bin/agent");
     let before = read(&binary);
     // Over the running binary the kernel answers "text file busy" before any LSM;
@@ -647,10 +785,7 @@ fn copying_a_new_binary_over_the_agent_is_refused() {
     assert_eperm(&out, "cp a new binary into the agent's directory");
 }
 
-#[test]
-#[ignore = "BPF-LSM: runs in a guest kernel (guest/run.sh, part of ./dev.sh test)"]
-fn bpftool_map_update_on_a_shield_map_is_refused() {
-    let mut w = World::new("bpftool-map");
+fn bpftool_map_update_on_a_shield_map_is_refused(w: &mut World) {
     let before = w.ask("shield-config");
     assert!(!before.is_empty() && !before.starts_with("err"), "{before}");
     let pin = w.pin_root.join("shield/ic_shield_config");
@@ -665,10 +800,7 @@ fn bpftool_map_update_on_a_shield_map_is_refused() {
     assert_eq!(w.ask("shield-config"), before, "map unchanged");
 }
 
-#[test]
-#[ignore = "BPF-LSM: runs in a guest kernel (guest/run.sh, part of ./dev.sh test)"]
-fn bpftool_link_detach_and_removing_a_pin_are_refused() {
-    let mut w = World::new("bpftool-link");
+fn bpftool_link_detach_and_removing_a_pin_are_refused(w: &mut World) {
     let pin = w.pin_root.join("sentinel/links/ic_file_open");
     assert!(pin.exists());
     let listed = run("bpftool", &["prog", "show", "-j"]);
@@ -723,16 +855,8 @@ fn bpftool_link_detach_and_removing_a_pin_are_refused() {
 /// protected, only the Sentinel's own). Now a feature's link is protected like the
 /// Sentinel's: detaching it by its pin or by its id, and removing its pin, are refused
 /// with an event, and it stays attached.
-#[test]
-#[ignore = "BPF-LSM: runs in a guest kernel (guest/run.sh, part of ./dev.sh test)"]
-fn the_shields_xdp_link_cannot_be_detached_or_unpinned() {
-    let iface = "ictxdp0";
-    let _ = run("ip", &["link", "del", iface]);
-    let out = run("ip", &["link", "add", iface, "type", "dummy"]);
-    assert!(out.status.success(), "ip link add: {out:?}");
-    let out = run("ip", &["link", "set", iface, "up"]);
-    assert!(out.status.success(), "ip link set up: {out:?}");
-    let mut w = World::with("xdp-link", &["--iface", iface]);
+fn the_shields_xdp_link_cannot_be_detached_or_unpinned(w: &mut World) {
+    let iface = ATTACKED_IFACE;
     let pin = w.pin_root.join(format!("shield/link_{iface}"));
     assert!(pin.exists(), "{}", pin.display());
     let id = w.ask("shield-link-id");
@@ -751,15 +875,9 @@ fn the_shields_xdp_link_cannot_be_detached_or_unpinned() {
     let out = run("ip", &["link", "set", "dev", iface, "xdp", "off"]);
     assert!(!out.status.success(), "ip link set xdp off: {out:?}");
     assert_eq!(w.ask("shield-link-health"), "Attached", "still attached");
-    w.assert_alive();
-    drop(w);
-    let _ = run("ip", &["link", "del", iface]);
 }
 
-#[test]
-#[ignore = "BPF-LSM: runs in a guest kernel (guest/run.sh, part of ./dev.sh test)"]
-fn kill_9_and_kill_stop_of_the_agent_are_refused() {
-    let mut w = World::new("kill");
+fn kill_9_and_kill_stop_of_the_agent_are_refused(w: &mut World) {
     let pid = w.pid().to_string();
     for signal in ["-9", "-STOP", "-TERM"] {
         let out = run("kill", &[signal, &pid]);
@@ -780,10 +898,7 @@ fn kill_9_and_kill_stop_of_the_agent_are_refused() {
     w.assert_alive();
 }
 
-#[test]
-#[ignore = "BPF-LSM: runs in a guest kernel (guest/run.sh, part of ./dev.sh test)"]
-fn ptrace_attach_to_the_agent_is_refused() {
-    let mut w = World::new("ptrace");
+fn ptrace_attach_to_the_agent_is_refused(w: &mut World) {
     let pid = w.pid();
     let out = run(
         "gdb",
@@ -817,10 +932,7 @@ fn ptrace_attach_to_the_agent_is_refused() {
     w.assert_alive();
 }
 
-#[test]
-#[ignore = "BPF-LSM: runs in a guest kernel (guest/run.sh, part of ./dev.sh test)"]
-fn a_second_copy_of_the_agent_cannot_register_or_update_a_map() {
-    let mut w = World::new("second-copy");
+fn a_second_copy_of_the_agent_cannot_register_or_update_a_map(w: &mut World) {
     let before = w.ask("shield-config");
     // The same binary (same inode), run by the attacker.
     let out = run(arg(&w.path("bin/agent")), &["--intrude", arg(&w.pin_root)]);
@@ -841,10 +953,7 @@ fn a_second_copy_of_the_agent_cannot_register_or_update_a_map() {
     w.assert_alive();
 }
 
-#[test]
-#[ignore = "BPF-LSM: runs in a guest kernel (guest/run.sh, part of ./dev.sh test)"]
-fn the_agent_still_updates_its_config_and_maps() {
-    let mut w = World::new("agent-writes");
+fn the_agent_still_updates_its_config_and_maps(w: &mut World) {
     let file = w.path("etc/app.yaml");
     let reply = w.ask(&format!("write {} shield: {{}}", file.display()));
     assert_eq!(reply, "ok");
@@ -862,10 +971,7 @@ fn the_agent_still_updates_its_config_and_maps() {
     assert_eq!(w.ask("map-update"), "ok");
 }
 
-#[test]
-#[ignore = "BPF-LSM: runs in a guest kernel (guest/run.sh, part of ./dev.sh test)"]
-fn unprotected_files_are_unaffected() {
-    let w = World::new("unprotected");
+fn unprotected_files_are_unaffected(w: &mut World) {
     let free = w.path("unprotected.txt");
     let out = sh(&format!(
         "echo more >> {f} && chmod 600 {f} && mv {f} {f}.2 && mv {f}.2 {f} && truncate -s1 {f}",
@@ -914,10 +1020,7 @@ fn the_update_manager_can_replace_the_binary() {
     let _ = std::fs::remove_file(&manager);
 }
 
-#[test]
-#[ignore = "BPF-LSM: runs in a guest kernel (guest/run.sh, part of ./dev.sh test)"]
-fn a_monitored_file_reports_changes_and_allows_them() {
-    let w = World::new("monitor");
+fn a_monitored_file_reports_changes_and_allows_them(w: &mut World) {
     let file = w.path("monitored.txt");
     let f = arg(&file);
     let out = sh(&format!("echo change >> {f} && chmod 640 {f}"));
@@ -952,10 +1055,7 @@ fn monitor_only_mode_reports_what_it_would_refuse() {
     w.expect_event("open_write", "would_deny", |e| e["path"] == arg(&file));
 }
 
-#[test]
-#[ignore = "BPF-LSM: runs in a guest kernel (guest/run.sh, part of ./dev.sh test)"]
-fn protection_survives_an_agent_crash_and_a_restarted_agent_takes_over() {
-    let mut w = World::new("crash");
+fn protection_survives_an_agent_crash_and_a_restarted_agent_takes_over(w: &mut World) {
     let file = w.path("etc/app.yaml");
     {
         let agent = w.agent();
@@ -969,7 +1069,8 @@ fn protection_survives_an_agent_crash_and_a_restarted_agent_takes_over() {
         .open(&file)
         .expect_err("still protected after the crash");
     assert_eq!(err.raw_os_error(), Some(libc::EPERM));
-    w.start_agent(&[]);
+    // The same command line, as a service manager restarts it.
+    w.start_agent();
     let reply = w.ask(&format!("write {} restarted", file.display()));
     assert_eq!(reply, "ok");
     assert_eq!(read(&file), b"restarted");
