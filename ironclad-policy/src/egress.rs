@@ -7,7 +7,7 @@
 //! stateful firewall's bit-vector [`Classifier`] (destination and port, per protocol),
 //! so a connect costs a fixed number of lookups however many rules share an identity.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
@@ -376,6 +376,15 @@ pub(crate) fn compile_with(
     let mut rules = Vec::new();
     let mut executables = BTreeMap::new();
     let mut domain_rules = Vec::new();
+    // Each path's identity learnt once: on this host a lookup reads the mount table,
+    // and 10,000 rules naming one executable read it 10,000 times.
+    let mut identities: HashMap<PathBuf, Result<ProcExe, String>> = HashMap::new();
+    let mut exe_of = |path: &std::path::Path| {
+        identities
+            .entry(path.to_path_buf())
+            .or_insert_with(|| ids.exe(path).map_err(|e| e.to_string()))
+            .clone()
+    };
     for (n, spec) in policy.rules.iter().enumerate() {
         let rule_id = u32::try_from(n + 1).unwrap_or(u32::MAX);
         let invalid = |message: String| PolicyError::Invalid {
@@ -449,7 +458,7 @@ pub(crate) fn compile_with(
                 errors.push(invalid(format!("executable `{}`: {why}", exe.display())));
                 continue;
             }
-            match ids.exe(exe) {
+            match exe_of(exe) {
                 Ok(id) if exe.is_absolute() => {
                     base.match_ |= egress_match::EXE;
                     base.exe = id;
@@ -482,7 +491,7 @@ pub(crate) fn compile_with(
                 errors.push(invalid(format!("ancestor `{}`: {why}", path.display())));
                 continue;
             }
-            match ids.exe(path) {
+            match exe_of(path) {
                 Ok(id) if path.is_absolute() => {
                     base.match_ |= egress_match::ANCESTOR;
                     base.ancestor = id;

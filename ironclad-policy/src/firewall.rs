@@ -730,11 +730,18 @@ fn address_dimension(
                 .push(i);
         }
     }
+    // The prefix lengths the rules name, by family: a key's supernets are looked up at
+    // these lengths only (a policy names a few lengths; trying all 33 or 129 for each of
+    // 10,000 keys was most of a large policy's compile).
+    let mut lengths: [std::collections::BTreeSet<u8>; 2] = Default::default();
+    for (addr, len) in naming.keys() {
+        lengths[usize::from(addr.is_ipv6())].insert(*len);
+    }
     let mut prefixes = BTreeMap::new();
     for key in keys {
         // The rules whose prefixes contain all of `key` (or that name no address).
         let mut members = always.clone();
-        for len in 0..=key.prefix() {
+        for &len in lengths[usize::from(key.is_ipv6())].range(..=key.prefix()) {
             let Ok(supernet) = IpNetwork::new(key.network(), len) else {
                 continue;
             };
