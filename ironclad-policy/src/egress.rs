@@ -7,7 +7,7 @@
 //! stateful firewall's bit-vector [`Classifier`] (destination and port, per protocol),
 //! so a connect costs a fixed number of lookups however many rules share an identity.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
@@ -334,11 +334,19 @@ impl Identities {
         }
     }
 
-    /// The identity of the executable `path`: its file's on this host, a stand-in per
-    /// path without one (distinct paths stay distinct, so conflicts are still found).
-    fn exe(self, path: &std::path::Path) -> std::io::Result<ProcExe> {
+    /// The identity of the executable `path`: its file's on this host (its mount's
+    /// device from `mounts`, which reads the mount table only for a mount it has not
+    /// seen: once per compile, not once per rule), a stand-in per path without one
+    /// (distinct paths stay distinct, so conflicts are still found).
+    fn exe(
+        self,
+        path: &std::path::Path,
+        mounts: &mut ironclad_core::identity::MountDevices,
+    ) -> std::io::Result<ProcExe> {
         match self {
-            Self::ThisHost => exe_identity(path),
+            Self::ThisHost => {
+                mounts.exe_identity(path, std::path::Path::new("/proc/self/mountinfo"))
+            }
             Self::Portable => Ok(ProcExe {
                 ino: stand_in(path),
                 ..ProcExe::default()
@@ -376,15 +384,10 @@ pub(crate) fn compile_with(
     let mut rules = Vec::new();
     let mut executables = BTreeMap::new();
     let mut domain_rules = Vec::new();
-    // Each path's identity learnt once: on this host a lookup reads the mount table,
-    // and 10,000 rules naming one executable read it 10,000 times.
-    let mut identities: HashMap<PathBuf, Result<ProcExe, String>> = HashMap::new();
-    let mut exe_of = |path: &std::path::Path| {
-        identities
-            .entry(path.to_path_buf())
-            .or_insert_with(|| ids.exe(path).map_err(|e| e.to_string()))
-            .clone()
-    };
+    // The mount table read once for the whole compile (10,000 rules naming one
+    // executable read it 10,000 times when each lookup read it).
+    let mut mounts = ironclad_core::identity::MountDevices::new();
+    let mut exe_of = |path: &std::path::Path| ids.exe(path, &mut mounts);
     for (n, spec) in policy.rules.iter().enumerate() {
         let rule_id = u32::try_from(n + 1).unwrap_or(u32::MAX);
         let invalid = |message: String| PolicyError::Invalid {
